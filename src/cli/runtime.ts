@@ -1,0 +1,64 @@
+/**
+ * NAME
+ *   cli/runtime - build the engine and its parts from a validated configuration
+ *
+ * DESCRIPTION
+ *   One place that turns Config into a resolver (node:dns behind the TTL-bounded cache), a store
+ *   and a CalloutEngine, so every command wires them the same way.
+ */
+
+import { isAbsolute, join } from 'node:path';
+import type { Config } from '../config/schema.js';
+import { systemClock } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
+import { CachingResolver } from '../dns/cache.js';
+import { createNodeResolver } from '../dns/node-resolver.js';
+import type { Resolver } from '../dns/types.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { CalloutEngine } from '../verify/engine.js';
+
+export interface Runtime {
+  engine: CalloutEngine;
+  resolver: Resolver;
+  store: Store;
+  close(): Promise<void>;
+}
+
+export function createResolver(config: Config, clock: Clock = systemClock): Resolver {
+  const base = createNodeResolver({
+    servers: config.dns.servers,
+    timeoutMs: config.dns.timeout,
+    tries: config.dns.tries,
+  });
+  return new CachingResolver(base, {
+    clock,
+    minTtlSeconds: config.dns.minTtl / 1000,
+    maxTtlSeconds: config.dns.maxTtl / 1000,
+    negativeTtlSeconds: config.dns.negativeTtl / 1000,
+  });
+}
+
+export function storePath(config: Config): string {
+  return isAbsolute(config.store.path) ? config.store.path : join(config.dataDir, config.store.path);
+}
+
+export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
+  const resolver = createResolver(config, clock);
+  const store = await openStore(config.store.kind === 'sqlite' ? { kind: 'sqlite', path: storePath(config) } : { kind: 'memory' }, clock);
+  try {
+    const engine = new CalloutEngine(config, { resolver, store, clock });
+    return {
+      engine,
+      resolver,
+      store,
+      async close() {
+        await engine.idle();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}

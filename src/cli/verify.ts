@@ -1,0 +1,118 @@
+/**
+ * NAME
+ *   cli/verify - `callout verify ADDRESS... | --file LIST`
+ *
+ * DESCRIPTION
+ *   Prints one verdict per address, in input order: plain words with the reason, or with
+ *   --json one JSON object per line (JSON Lines) with the verdict and its evidence (MX hosts,
+ *   attempts with transcripts). Addresses of one domain share connections; at most
+ *   --concurrency domain batches run at once. A progress bar is drawn on stderr when it is a
+ *   terminal.
+ *
+ * EXIT STATUS
+ *   0 every address deliverable; 1 at least one undeliverable, invalid or without a mail
+ *   domain; 2 otherwise (some risky or unknown); 64 usage error; 78 configuration error.
+ */
+
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../core/errors.js';
+import type { Config } from '../config/schema.js';
+import type { VerifyResult } from '../verify/types.js';
+import { createRuntime } from './runtime.js';
+
+export interface VerifyOptions {
+  json: boolean;
+  file?: string;
+  concurrency: number;
+}
+
+export async function runVerify(addresses: string[], options: VerifyOptions, config: Config, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  const all = [...addresses, ...(options.file ? readAddressList(options.file) : [])];
+  if (all.length === 0) throw new UsageError('verify: give at least one ADDRESS or --file LIST');
+  const runtime = await createRuntime(config);
+  const progress = new Progress(all.length, options.file !== undefined && process.stderr.isTTY === true);
+  try {
+    const results: Array<VerifyResult | undefined> = new Array(all.length);
+    let printed = 0;
+    const flush = () => {
+      while (printed < all.length && results[printed]) {
+        out.write(format(results[printed]!, options.json) + '\n');
+        printed++;
+      }
+    };
+    const batches = batchByDomain(all, config.limits.addressesPerConnection);
+    let next = 0;
+    const worker = async () => {
+      while (next < batches.length) {
+        const batch = batches[next++]!;
+        const verdicts = await runtime.engine.verifyMany(batch.map((i) => all[i]!));
+        batch.forEach((index, k) => (results[index] = verdicts[k]));
+        progress.advance(batch.length);
+        flush();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(options.concurrency, batches.length) }, worker));
+    progress.done();
+    return exitStatus(results as VerifyResult[]);
+  } finally {
+    await runtime.close();
+  }
+}
+
+/** One address per line, or CSV whose first column (or the column named email/address) holds it. */
+export function readAddressList(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--file ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  if (lines.length === 0) return [];
+  const header = lines[0]!.split(',').map((c) => c.trim().toLowerCase().replace(/^"|"$/g, ''));
+  const named = header.findIndex((c) => c === 'email' || c === 'address' || c === 'e-mail');
+  const column = named >= 0 ? named : 0;
+  const rows = named >= 0 ? lines.slice(1) : lines;
+  return rows.map((line) => (line.includes(',') && !line.startsWith('"') ? (line.split(',')[column] ?? '').trim() : line));
+}
+
+/** Indexes grouped so each batch holds addresses of one domain, at most `size` of them. */
+function batchByDomain(addresses: string[], size: number): number[][] {
+  const byDomain = new Map<string, number[]>();
+  addresses.forEach((address, index) => {
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    const list = byDomain.get(domain) ?? [];
+    list.push(index);
+    byDomain.set(domain, list);
+  });
+  const batches: number[][] = [];
+  for (const list of byDomain.values()) for (let i = 0; i < list.length; i += size) batches.push(list.slice(i, i + size));
+  return batches.sort((a, b) => a[0]! - b[0]!);
+}
+
+function format(result: VerifyResult, json: boolean): string {
+  if (json) return JSON.stringify(result);
+  const source = result.source === 'probe' || result.source === 'none' ? '' : ` [${result.source}${result.stale ? ', stale' : ''}]`;
+  return `${result.address}: ${result.verdict} (${result.reason}) - ${result.description}${source}`;
+}
+
+export function exitStatus(results: VerifyResult[]): number {
+  if (results.every((r) => r.verdict === 'deliverable')) return 0;
+  if (results.some((r) => r.verdict === 'undeliverable' || r.verdict === 'invalid' || r.verdict === 'no-mail-domain')) return 1;
+  return 2;
+}
+
+class Progress {
+  private doneCount = 0;
+  constructor(private readonly total: number, private readonly enabled: boolean) {}
+  advance(n: number): void {
+    this.doneCount += n;
+    if (!this.enabled) return;
+    const width = 30;
+    const filled = Math.round((this.doneCount / this.total) * width);
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${this.doneCount}/${this.total}`);
+  }
+  done(): void {
+    if (this.enabled) process.stderr.write('\n');
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * NAME
+ *   config/duration - durations as administrators write them: "30s", "5m", "2h", "7d", "1w"
+ *
+ * DESCRIPTION
+ *   The units and their meaning follow Postfix's time values (s, m, h, d, w); a bare number
+ *   is seconds. Results are milliseconds. Fractions are allowed ("1.5h"), negative values are not.
+ */
+
+const UNIT_MS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
+
+export type DurationParse = { ok: true; ms: number } | { ok: false; reason: string };
+
+export function parseDuration(input: string | number): DurationParse {
+  if (typeof input === 'number') {
+    if (!Number.isFinite(input) || input < 0) return { ok: false, reason: `${input} is not a non-negative number of seconds` };
+    return { ok: true, ms: Math.round(input * 1000) };
+  }
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(input);
+  if (!match) return { ok: false, reason: `"${input}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
+  const unit = UNIT_MS[match[2] ?? 's'] ?? 1000;
+  return { ok: true, ms: Math.round(Number(match[1]) * unit) };
+}
+
+/** The shortest exact spelling of a duration, for `config print` and log lines. */
+export function formatDuration(ms: number): string {
+  for (const unit of ['w', 'd', 'h', 'm', 's'] as const) {
+    const size = UNIT_MS[unit] ?? 1;
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,0 +1,171 @@
+/**
+ * NAME
+ *   config/schema - the one configuration schema of callout
+ *
+ * DESCRIPTION
+ *   Every front end (CLI, policy service, gateway, HTTP API) reads its settings from this schema,
+ *   so a key means the same thing everywhere and is documented once (README "Configuration
+ *   reference"). Unknown keys are errors: a misspelt key silently ignored is how a site ends up
+ *   with callouts it did not want. Durations accept "30s", "5m", "2h", "7d" or seconds.
+ *
+ * ERRORS
+ *   validateConfig() throws ConfigError whose message names every bad key, the value found and
+ *   what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`.
+ */
+
+import { z } from 'zod';
+import { ConfigError } from '../core/errors.js';
+import { parseDuration } from './duration.js';
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((value, ctx) => {
+      const parsed = parseDuration(value);
+      if (!parsed.ok) {
+        ctx.addIssue({ code: 'custom', message: parsed.reason });
+        return z.NEVER;
+      }
+      return parsed.ms;
+    });
+
+const fqdn = z
+  .string()
+  .regex(
+    /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/,
+    'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)',
+  );
+
+const dnsSchema = z
+  .object({
+    /** DNS servers as host or host:port; empty means the system's resolv.conf. */
+    servers: z.array(z.string()).default([]),
+    timeout: duration('5s'),
+    tries: z.number().int().min(1).max(10).default(2),
+    minTtl: duration('5s'),
+    maxTtl: duration('1d'),
+    negativeTtl: duration('1h'),
+  })
+  .strict();
+
+const timeoutsSchema = z
+  .object({
+    connect: duration('10s'),
+    greeting: duration('30s'),
+    command: duration('30s'),
+    rcpt: duration('30s'),
+    tls: duration('10s'),
+    /** The whole verification, across every MX host tried (Exim's maxwait). */
+    overall: duration('60s'),
+  })
+  .strict();
+
+const calloutSchema = z
+  .object({
+    /** EHLO name: must be this host's real, fully qualified name (with forward-confirmed rDNS). */
+    helo: fqdn.optional(),
+    /** MAIL FROM for probes; empty is the null sender <>, which tests whether bounces can be delivered. */
+    sender: z.string().default(''),
+    /** Used only when MAIL FROM:<> is refused (as smf-sav does); never verified by callout itself. */
+    fallbackSender: z.string().optional(),
+    port: z.number().int().min(1).max(65535).default(25),
+    tls: z.enum(['off', 'opportunistic', 'required']).default('opportunistic'),
+    timeouts: timeoutsSchema.default(() => timeoutsSchema.parse({})),
+    /** Probe a random local part first to detect catch-all domains (Exim's `random`). */
+    randomProbe: z.boolean().default(true),
+    /** Template of the random local part; {random} is replaced by 12 random letters and digits. */
+    randomLocalPart: z.string().regex(/\{random\}/, 'must contain {random}').default('callout-{random}'),
+    /** Also check postmaster@domain (Exim's postmaster / fullpostmaster). */
+    postmasterProbe: z.enum(['off', 'postmaster', 'fullpostmaster']).default('off'),
+    /** Use VRFY before RCPT (off: VRFY is widely disabled and often logged as hostile). */
+    vrfy: z.boolean().default(false),
+    /** Hide the remote server's reply text from verdict descriptions (Exim's no_details). */
+    noDetails: z.boolean().default(false),
+    maxMxHosts: z.number().int().min(1).max(20).default(5),
+    ipv6: z.boolean().default(true),
+    /** CIDRs that lift the refusal of private, loopback and reserved targets. */
+    allowTargets: z.array(z.string()).default([]),
+    /** Local address to connect from. */
+    sourceAddress: z.string().optional(),
+  })
+  .strict();
+
+const cacheSchema = z
+  .object({
+    addressPositive: duration('24h'),
+    addressNegative: duration('2h'),
+    /** Past this age a cached address answer is still served while one probe refreshes it. */
+    addressPositiveRefresh: duration('12h'),
+    addressNegativeRefresh: duration('1h'),
+    domainPositive: duration('7d'),
+    domainNegative: duration('3h'),
+    /** Short memory of temporary results, so a burst does not probe a failing domain again. */
+    tempfail: duration('60s'),
+    /** How long a domain that greylisted us is left alone before the next attempt. */
+    greylistRetry: duration('5m'),
+  })
+  .strict();
+
+const limitsSchema = z
+  .object({
+    concurrency: z.number().int().min(1).max(10000).default(64),
+    perHostConcurrency: z.number().int().min(1).max(1000).default(4),
+    perDomainPerMinute: z.number().int().min(1).max(100000).default(30),
+    /** Recipients tried on one connection before QUIT and a new one. */
+    addressesPerConnection: z.number().int().min(1).max(100).default(20),
+  })
+  .strict();
+
+const storeSchema = z
+  .object({
+    kind: z.enum(['memory', 'sqlite']).default('memory'),
+    /** SQLite file; relative paths are under the data directory. */
+    path: z.string().default('callout.sqlite'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    dataDir: z.string().default('/var/lib/callout'),
+    dns: dnsSchema.default(() => dnsSchema.parse({})),
+    callout: calloutSchema.default(() => calloutSchema.parse({})),
+    cache: cacheSchema.default(() => cacheSchema.parse({})),
+    limits: limitsSchema.default(() => limitsSchema.parse({})),
+    store: storeSchema.default(() => storeSchema.parse({})),
+  })
+  .strict();
+
+export type Config = z.output<typeof configSchema>;
+export type CalloutConfig = Config['callout'];
+export type CacheConfig = Config['cache'];
+export type LimitsConfig = Config['limits'];
+export type DnsConfig = Config['dns'];
+
+function describeValue(root: unknown, path: PropertyKey[]): string {
+  let node: unknown = root;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object') return 'nothing';
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node === undefined ? 'nothing' : JSON.stringify(node);
+}
+
+/** Validates raw configuration (from YAML, flags or code); throws ConfigError listing every problem. */
+export function validateConfig(raw: unknown, source = 'configuration'): Config {
+  const result = configSchema.safeParse(raw ?? {});
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      const where = issue.path.length ? `${issue.path.join('.')}.` : '';
+      return issue.keys.map((key) => `${where}${key}: unknown key`).join('; ');
+    }
+    const key = issue.path.join('.') || '(top level)';
+    return `${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`;
+  });
+  throw new ConfigError(`${source}: ${problems.join('; ')}`);
+}
+
+export function defaultConfig(): Config {
+  return validateConfig({});
+}

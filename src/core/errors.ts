@@ -1,0 +1,74 @@
+/**
+ * NAME
+ *   core/errors - the one error base class of callout, with a stable code per failure
+ *
+ * DESCRIPTION
+ *   Expected outcomes (an address that does not exist, a domain without MX) are values, never
+ *   exceptions. Exceptions are for faults and for input that cannot be used at all; each carries a
+ *   stable `code` that logs, metrics and the HTTP API can rely on. `isTemporaryFault` is the single
+ *   place that decides whether a fault maps to a temporary failure (4xx / DUNNO) or is permanent.
+ */
+
+export type ErrorCode =
+  | 'ADDRESS_SYNTAX'
+  | 'CONFIG_INVALID'
+  | 'DNS_TEMPORARY'
+  | 'DNS_PERMANENT'
+  | 'SMTP_PROTOCOL'
+  | 'STORE_UNAVAILABLE'
+  | 'TARGET_REFUSED'
+  | 'USAGE'
+  | 'INTERNAL';
+
+export class CalloutError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Bad configuration: names the key, the value and what was expected. */
+export class ConfigError extends CalloutError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', message, options);
+  }
+}
+
+/** A command line that cannot be carried out (unknown option, missing argument). */
+export class UsageError extends CalloutError {
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
+
+/** The store (SQLite, Redis) failed; callers decide by configuration whether to fail open. */
+export class StoreError extends CalloutError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORE_UNAVAILABLE', message, options);
+  }
+}
+
+const TEMPORARY: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'DNS_TEMPORARY',
+  'SMTP_PROTOCOL',
+  'STORE_UNAVAILABLE',
+  'INTERNAL',
+]);
+
+/**
+ * Whether a fault must be answered with a temporary failure. Anything that is not a CalloutError
+ * is a bug or an I/O surprise, and a bug must never turn into a permanent rejection of mail.
+ */
+export function isTemporaryFault(err: unknown): boolean {
+  if (err instanceof CalloutError) return TEMPORARY.has(err.code);
+  return true;
+}
+
+/** A one-line description of any thrown value, for logs and CLI output (no stack traces). */
+export function describeError(err: unknown): string {
+  if (err instanceof CalloutError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,526 @@
+/**
+ * NAME
+ *   smtp/client - one SMTP client connection for callouts, as an explicit state machine
+ *
+ * DESCRIPTION
+ *   SmtpClientSession drives a single dialogue: connect, greeting, EHLO (HELO when EHLO is refused
+ *   with a 5xx), STARTTLS when offered and wanted, then MAIL / RCPT / RSET / VRFY one command at a
+ *   time, and QUIT. No pipelining: every command waits for its reply before the next is sent.
+ *
+ *   Every outcome is a value. Each method resolves with the reply or with a failure (timeout,
+ *   closed, protocol error) naming the stage it happened at; after a failure the session is
+ *   'closed', its socket destroyed, its timers cleared and its listeners removed, and every later
+ *   call answers { kind: 'closed' } at once. A 421 reply is returned like any other, then the
+ *   session closes, because the server is about to close the channel (RFC 5321 §3.8).
+ *
+ *   open() ends either 'ready' or 'closed'. When the greeting, EHLO/HELO or STARTTLS policy stops
+ *   the dialogue, open() sends QUIT itself (RFC 5321 §3.1 asks for QUIT after a 554 greeting)
+ *   unless the server said 421.
+ *
+ *   TLS: 'off' never sends STARTTLS; 'opportunistic' upgrades when STARTTLS is advertised and
+ *   carries on in clear when it is not (or when the server refuses it); 'required' answers
+ *   'tls-unavailable' when it is not offered or refused. A failed TLS handshake answers
+ *   'tls-failed' with either policy and does not reconnect in clear: the caller decides whether
+ *   to try again with tls 'off'. Certificates are not verified by default: a callout is
+ *   opportunistic like Postfix's smtp_tls_security_level=may, and a verification failure would
+ *   only lose the answer, never protect a secret. After the upgrade, bytes the server sent
+ *   behind its 220 in clear are discarded and EHLO is sent again (RFC 3207 §4.2).
+ *
+ *   Robustness: a reply that arrives while no command is outstanding, or behind the reply to the
+ *   current command in the same read, is logged and dropped, so it cannot be taken as the answer
+ *   to the next command; a 220 while waiting for anything but the greeting or STARTTLS is a
+ *   repeated banner and dropped likewise. More than MAX_UNSOLICITED_REPLIES such replies is a
+ *   protocol error. A line the decoder rejects while a command is outstanding is a protocol error.
+ *
+ * RFC
+ *   RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.5.3.2 timeouts), RFC 3207 (STARTTLS),
+ *   RFC 6531 (SMTPUTF8).
+ *
+ * LIMITS
+ *   Every wait is bounded by its stage timer and by the optional absolute deadline, whichever
+ *   ends first. Reply lines and lines per reply are bounded by ReplyDecoder's limits.
+ *
+ * ERRORS
+ *   Calling a command before open() succeeded or while another command is outstanding is a
+ *   programming fault and throws SmtpSessionMisuseError.
+ */
+
+import net from 'node:net';
+import tls from 'node:tls';
+import { CalloutError } from '../core/errors.js';
+import type { SmtpStage } from '../verify/types.js';
+import { formatCommand, mailFromCommand, rcptToCommand, type CommandLine } from './command.js';
+import { ReplyDecoder, formatReply, isPositive, parseEhloKeywords } from './reply.js';
+import type { Dialer, SmtpReply, TranscriptEntry } from './types.js';
+
+export type SessionState =
+  | 'idle'
+  | 'connecting'
+  | 'greeting'
+  | 'ehlo'
+  | 'helo'
+  | 'starttls'
+  | 'ready'
+  | 'mail'
+  | 'rcpt'
+  | 'rset'
+  | 'vrfy'
+  | 'quit'
+  | 'closed';
+
+/** The stages a failure can name: the verification stages, and VRFY. */
+export type ClientStage = SmtpStage | 'vrfy';
+
+export type StepFailure<S extends ClientStage = SmtpStage> =
+  | { kind: 'timeout'; stage: S; afterMs: number }
+  | { kind: 'closed'; stage: S; detail: string }
+  | { kind: 'error'; stage: S; detail: string };
+
+export type StepResult<S extends ClientStage = SmtpStage> = { kind: 'reply'; reply: SmtpReply } | StepFailure<S>;
+
+export type OpenResult =
+  | { kind: 'ready' }
+  | { kind: 'rejected'; stage: SmtpStage; reply: SmtpReply }
+  | StepFailure
+  | { kind: 'tls-unavailable'; detail: string }
+  | { kind: 'tls-failed'; detail: string };
+
+export type TlsPolicy = 'off' | 'opportunistic' | 'required';
+
+export interface SmtpTimeouts {
+  connectMs: number;
+  greetingMs: number;
+  /** EHLO, HELO, STARTTLS, MAIL, RSET, VRFY and QUIT. */
+  commandMs: number;
+  rcptMs: number;
+  /** The TLS handshake after STARTTLS was accepted. */
+  tlsMs: number;
+}
+
+export interface SmtpClientOptions {
+  host: string;
+  port: number;
+  localAddress?: string;
+  heloName: string;
+  dialer?: Dialer;
+  timeouts: SmtpTimeouts;
+  /** Absolute Date.now() time after which every wait ends in a timeout; caps every stage timer. */
+  deadline?: number;
+  tls: TlsPolicy;
+  tlsOptions?: { rejectUnauthorized?: boolean; servername?: string };
+  maxLineLength?: number;
+  maxReplyLines?: number;
+}
+
+export class SmtpSessionMisuseError extends CalloutError {
+  constructor(message: string) {
+    super('INTERNAL', message);
+  }
+}
+
+export const MAX_UNSOLICITED_REPLIES = 10;
+
+export const netDialer: Dialer = ({ host, port, localAddress }) =>
+  net.connect(localAddress === undefined ? { host, port } : { host, port, localAddress });
+
+type Outcome =
+  | { kind: 'reply'; reply: SmtpReply }
+  | { kind: 'connected' }
+  | { kind: 'secured' }
+  | { kind: 'tls-error'; detail: string }
+  | StepFailure<ClientStage>;
+
+interface Waiter {
+  stage: ClientStage;
+  expects: 'reply' | 'connect' | 'secure';
+  timer: NodeJS.Timeout;
+  settle: (outcome: Outcome) => void;
+}
+
+type HelloResult = { kind: 'ready' } | OpenResult;
+
+const noop = (): void => {};
+
+export class SmtpClientSession {
+  readonly transcript: TranscriptEntry[] = [];
+  private currentState: SessionState = 'idle';
+  private advertised = new Map<string, string>();
+  private secured = false;
+  private peer: string | undefined;
+  private readonly startedAt = Date.now();
+  private readonly dialer: Dialer;
+  private socket: net.Socket | undefined;
+  private readonly sockets: net.Socket[] = [];
+  private detachers: Array<() => void> = [];
+  private decoder: ReplyDecoder;
+  private waiter: Waiter | undefined;
+  private lastStage: ClientStage = 'connect';
+  private closedBecause = 'session not opened';
+  private unsolicitedReplies = 0;
+
+  constructor(private readonly options: SmtpClientOptions) {
+    this.dialer = options.dialer ?? netDialer;
+    this.decoder = this.newDecoder();
+  }
+
+  get state(): SessionState {
+    return this.currentState;
+  }
+
+  /** The EHLO keywords of the latest EHLO (after STARTTLS: the one over TLS); empty after HELO. */
+  get extensions(): Map<string, string> {
+    return this.advertised;
+  }
+
+  get tls(): boolean {
+    return this.secured;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.peer;
+  }
+
+  async open(): Promise<OpenResult> {
+    if (this.currentState !== 'idle') throw new SmtpSessionMisuseError(`open() in state ${this.currentState}`);
+    const result = await this.openSteps();
+    // A session can die between its last good reply and here (a flood behind that reply).
+    if (result.kind === 'ready' && (this.currentState as SessionState) !== 'ready') return this.alreadyClosed(this.lastStage as SmtpStage);
+    return result;
+  }
+
+  private async openSteps(): Promise<OpenResult> {
+    const connected = await this.connect();
+    if (connected.kind !== 'connected') return connected as OpenResult;
+
+    this.enter('greeting');
+    const greeting = await this.wait('greeting', 'reply', this.options.timeouts.greetingMs);
+    if (greeting.kind !== 'reply') return greeting as OpenResult;
+    if (!isPositive(greeting.reply)) return this.refuseOpen('greeting', greeting.reply);
+
+    const hello = await this.hello();
+    if (hello.kind !== 'ready' || this.options.tls === 'off') return hello;
+    if (!this.advertised.has('STARTTLS')) {
+      if (this.options.tls === 'opportunistic') return hello;
+      return this.giveUp({ kind: 'tls-unavailable', detail: 'STARTTLS not advertised' });
+    }
+    return this.startTls();
+  }
+
+  mailFrom(reversePath: string, params: { smtputf8?: boolean } = {}): Promise<StepResult> {
+    const smtputf8 = params.smtputf8 === true && this.advertised.has('SMTPUTF8');
+    if (params.smtputf8 && !smtputf8) this.event('SMTPUTF8 not advertised: MAIL sent without it');
+    return this.command('mail', mailFromCommand(reversePath, { smtputf8 }), this.options.timeouts.commandMs);
+  }
+
+  rcptTo(forwardPath: string): Promise<StepResult> {
+    return this.command('rcpt', rcptToCommand(forwardPath), this.options.timeouts.rcptMs);
+  }
+
+  rset(): Promise<StepResult> {
+    return this.command('rset', formatCommand('RSET'), this.options.timeouts.commandMs);
+  }
+
+  vrfy(address: string): Promise<StepResult<'vrfy'>> {
+    return this.command('vrfy', formatCommand('VRFY', address), this.options.timeouts.commandMs);
+  }
+
+  /** Sends QUIT when the session is ready, waits for the reply up to commandMs, then closes. */
+  async quit(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    if (this.currentState !== 'ready') {
+      this.end(`session ended in state ${this.currentState}`);
+      return;
+    }
+    await this.sayQuit();
+  }
+
+  destroy(): void {
+    if (this.currentState !== 'closed') this.end('session destroyed by caller');
+  }
+
+  private async command<S extends 'mail' | 'rcpt' | 'rset' | 'vrfy'>(
+    stage: S,
+    line: CommandLine,
+    timeoutMs: number,
+  ): Promise<StepResult<S>> {
+    if (this.currentState === 'closed') return this.alreadyClosed(stage);
+    if (this.currentState !== 'ready') {
+      throw new SmtpSessionMisuseError(`${stage} in state ${this.currentState}: one command at a time, after open()`);
+    }
+    if (line.kind === 'unsafe') return this.fail({ kind: 'error', stage, detail: line.detail });
+    this.enter(stage);
+    this.send(line.text);
+    const outcome = await this.wait(stage, 'reply', timeoutMs);
+    if (outcome.kind !== 'reply') return outcome as StepFailure<S>;
+    if (outcome.reply.code === 421) this.end(`server closing: ${formatReply(outcome.reply)}`);
+    else this.enter('ready');
+    return outcome;
+  }
+
+  private connect(): Promise<Outcome> {
+    this.enter('connecting');
+    const { host, port, localAddress, timeouts } = this.options;
+    // Waiting first means a deadline already past never dials at all.
+    const connected = this.wait('connect', 'connect', timeouts.connectMs);
+    if (this.currentState === 'closed') return connected;
+    let socket: net.Socket;
+    try {
+      socket = this.dialer({ host, port, timeoutMs: timeouts.connectMs, localAddress });
+    } catch (err) {
+      this.fail({ kind: 'closed', stage: 'connect', detail: socketErrorDetail(err) });
+      return connected;
+    }
+    this.socket = socket;
+    this.sockets.push(socket);
+    this.attach(socket);
+    const onConnect = (): void => {
+      this.peer = socket.remoteAddress;
+      this.event(`connected to ${hostPort(socket.remoteAddress, socket.remotePort)} from ${hostPort(socket.localAddress, socket.localPort)}`);
+      this.settle('connect', { kind: 'connected' });
+    };
+    if (!socket.connecting && socket.remoteAddress !== undefined) onConnect();
+    else this.listen(socket, 'connect', onConnect);
+    return connected;
+  }
+
+  /** EHLO, or HELO when EHLO is refused with a 5xx (a server without ESMTP). */
+  private async hello(): Promise<HelloResult> {
+    const { heloName, timeouts } = this.options;
+    this.enter('ehlo');
+    const ehloLine = formatCommand('EHLO', heloName);
+    if (ehloLine.kind === 'unsafe') return this.fail({ kind: 'error', stage: 'ehlo', detail: ehloLine.detail }) as OpenResult;
+    this.send(ehloLine.text);
+    const ehlo = await this.wait('ehlo', 'reply', timeouts.commandMs);
+    if (ehlo.kind !== 'reply') return ehlo as OpenResult;
+    if (isPositive(ehlo.reply)) {
+      this.advertised = parseEhloKeywords(ehlo.reply);
+      this.enter('ready');
+      return { kind: 'ready' };
+    }
+    if (ehlo.reply.code < 500) return this.refuseOpen('ehlo', ehlo.reply);
+
+    this.enter('helo');
+    this.send(`HELO ${heloName}`);
+    const helo = await this.wait('helo', 'reply', timeouts.commandMs);
+    if (helo.kind !== 'reply') return helo as OpenResult;
+    if (!isPositive(helo.reply)) return this.refuseOpen('helo', helo.reply);
+    this.advertised = new Map();
+    this.enter('ready');
+    return { kind: 'ready' };
+  }
+
+  private async startTls(): Promise<OpenResult> {
+    const { timeouts, tlsOptions, host } = this.options;
+    this.enter('starttls');
+    this.send('STARTTLS');
+    const answer = await this.wait('starttls', 'reply', timeouts.commandMs);
+    if (answer.kind !== 'reply') return answer as OpenResult;
+    if (answer.reply.code === 421) return this.refuseOpen('starttls', answer.reply);
+    if (!isPositive(answer.reply)) {
+      const detail = `STARTTLS refused: ${formatReply(answer.reply)}`;
+      if (this.options.tls === 'required') return this.giveUp({ kind: 'tls-unavailable', detail });
+      this.event(`${detail}; continuing without TLS`);
+      this.enter('ready');
+      return { kind: 'ready' };
+    }
+
+    const plain = this.socket;
+    if (!plain) throw new SmtpSessionMisuseError('STARTTLS without a connection');
+    this.detachAll();
+    plain.on('error', noop);
+    // Whatever the server sent in clear behind its 220 is an injection attempt, not a reply.
+    this.decoder = this.newDecoder();
+    const servername = tlsOptions?.servername ?? (net.isIP(host) === 0 ? host : undefined);
+    const secure = tls.connect({
+      socket: plain,
+      rejectUnauthorized: tlsOptions?.rejectUnauthorized ?? false,
+      ...(servername === undefined ? {} : { servername }),
+    });
+    this.socket = secure;
+    this.sockets.push(secure);
+    const handshake = this.wait('starttls', 'secure', timeouts.tlsMs);
+    this.listen(secure, 'secureConnect', () => this.settle('secure', { kind: 'secured' }));
+    this.listen(secure, 'error', (err: unknown) => this.settle('secure', { kind: 'tls-error', detail: socketErrorDetail(err) }));
+    this.listen(secure, 'close', () => this.settle('secure', { kind: 'tls-error', detail: 'connection closed during the TLS handshake' }));
+    const outcome = await handshake;
+    if (outcome.kind === 'tls-error') {
+      this.end(`TLS handshake failed: ${outcome.detail}`);
+      return { kind: 'tls-failed', detail: outcome.detail };
+    }
+    if (outcome.kind !== 'secured') return outcome as OpenResult;
+
+    this.detachAll();
+    this.attach(secure);
+    this.secured = true;
+    const cipher = secure.getCipher();
+    const verified = secure.authorized ? 'certificate verified' : `certificate not verified: ${String(secure.authorizationError)}`;
+    this.event(`TLS established (${secure.getProtocol() ?? 'unknown protocol'}, ${cipher.name}, ${verified})`);
+    return this.hello();
+  }
+
+  /** Stops open() on a refusal: QUIT first, unless the server already said it is closing. */
+  private async refuseOpen(stage: SmtpStage, reply: SmtpReply): Promise<OpenResult> {
+    if (reply.code === 421) this.end(`server closing: ${formatReply(reply)}`);
+    else await this.sayQuit();
+    return { kind: 'rejected', stage, reply };
+  }
+
+  private async giveUp(result: OpenResult): Promise<OpenResult> {
+    await this.sayQuit();
+    return result;
+  }
+
+  private async sayQuit(): Promise<void> {
+    this.enter('quit');
+    this.send('QUIT');
+    const outcome = await this.wait('quit', 'reply', this.options.timeouts.commandMs);
+    if (outcome.kind === 'reply') this.end('session ended after QUIT');
+  }
+
+  private attach(socket: net.Socket): void {
+    this.listen(socket, 'data', (chunk: Buffer) => this.onData(chunk));
+    this.listen(socket, 'error', (err: unknown) => this.failNow('closed', socketErrorDetail(err)));
+    this.listen(socket, 'end', () => this.failNow('closed', 'connection closed by server'));
+    this.listen(socket, 'close', () => this.failNow('closed', 'connection closed'));
+  }
+
+  private listen<A extends unknown[]>(emitter: net.Socket, event: string, handler: (...args: A) => void): void {
+    emitter.on(event, handler);
+    this.detachers.push(() => emitter.off(event, handler));
+  }
+
+  private detachAll(): void {
+    for (const detach of this.detachers) detach();
+    this.detachers = [];
+  }
+
+  private onData(chunk: Buffer): void {
+    for (const event of this.decoder.push(chunk)) {
+      if (this.currentState === 'closed') return;
+      const waiter = this.waiter;
+      const awaitingReply = waiter?.expects === 'reply';
+      if (event.kind === 'reply') {
+        for (const line of event.raw) this.record('received', line);
+        const repeatedBanner = event.reply.code === 220 && waiter?.stage !== 'greeting' && waiter?.stage !== 'starttls';
+        if (awaitingReply && !repeatedBanner) this.settle('reply', { kind: 'reply', reply: event.reply });
+        else this.ignore(`ignored unsolicited reply ${event.reply.code}`);
+      } else {
+        const detail = `${event.reason} (${event.detail})${event.line === undefined ? '' : `: ${JSON.stringify(event.line)}`}`;
+        if (awaitingReply) this.failNow('error', detail);
+        else this.ignore(`ignored undecodable data: ${detail}`);
+      }
+    }
+  }
+
+  private ignore(what: string): void {
+    this.event(what);
+    this.unsolicitedReplies += 1;
+    if (this.unsolicitedReplies > MAX_UNSOLICITED_REPLIES) {
+      this.failNow('error', `more than ${MAX_UNSOLICITED_REPLIES} unsolicited replies`);
+    }
+  }
+
+  private wait(stage: ClientStage, expects: Waiter['expects'], stageMs: number): Promise<Outcome> {
+    if (this.currentState === 'closed') return Promise.resolve(this.alreadyClosed(stage));
+    this.lastStage = stage;
+    const remaining = this.options.deadline === undefined ? Infinity : this.options.deadline - Date.now();
+    const budget = Math.max(0, Math.min(stageMs, remaining));
+    const byDeadline = remaining < stageMs;
+    const note = byDeadline ? ' (overall deadline)' : '';
+    if (budget === 0) return Promise.resolve(this.fail({ kind: 'timeout', stage, afterMs: 0 }, note));
+    return new Promise<Outcome>((settle) => {
+      const timer = setTimeout(() => {
+        this.fail({ kind: 'timeout', stage, afterMs: budget }, note);
+      }, budget);
+      this.waiter = { stage, expects, timer, settle };
+    });
+  }
+
+  private settle(expects: Waiter['expects'], outcome: Outcome): void {
+    const waiter = this.waiter;
+    if (!waiter || waiter.expects !== expects) return;
+    this.waiter = undefined;
+    clearTimeout(waiter.timer);
+    waiter.settle(outcome);
+  }
+
+  private failNow(kind: 'closed' | 'error', detail: string): void {
+    this.fail({ kind, stage: this.waiter?.stage ?? this.lastStage, detail });
+  }
+
+  /** Records the failure, closes the session and answers the outstanding wait with it. */
+  private fail<S extends ClientStage>(failure: StepFailure<S>, note = ''): StepFailure<S> {
+    if (this.currentState === 'closed') return failure;
+    const description =
+      failure.kind === 'timeout'
+        ? `timeout at ${failure.stage} after ${failure.afterMs} ms${note}`
+        : failure.kind === 'closed'
+          ? `connection closed at ${failure.stage}: ${failure.detail}`
+          : `protocol error at ${failure.stage}: ${failure.detail}`;
+    this.close(description, failure);
+    return failure;
+  }
+
+  /** A deliberate close: QUIT answered, 421, TLS failure, or the caller's destroy(). */
+  private end(reason: string): void {
+    this.close(reason, { kind: 'closed', stage: this.waiter?.stage ?? this.lastStage, detail: reason });
+  }
+
+  private close(reason: string, answer: StepFailure<ClientStage>): void {
+    if (this.currentState === 'closed') return;
+    this.event(reason);
+    this.closedBecause = reason;
+    this.currentState = 'closed';
+    this.detachAll();
+    for (const socket of this.sockets) {
+      socket.on('error', noop);
+      socket.destroy();
+    }
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      waiter.settle(answer);
+    }
+  }
+
+  /** Moves the state machine on, except out of 'closed', which is final. */
+  private enter(state: SessionState): void {
+    if (this.currentState !== 'closed') this.currentState = state;
+  }
+
+  private alreadyClosed<S extends ClientStage>(stage: S): StepFailure<S> {
+    return { kind: 'closed', stage, detail: `session already closed (${this.closedBecause})` };
+  }
+
+  private send(line: string): void {
+    if (this.currentState === 'closed') return;
+    this.record('sent', line);
+    this.socket?.write(`${line}\r\n`);
+  }
+
+  private record(dir: 'sent' | 'received', line: string): void {
+    this.transcript.push({ at: Date.now() - this.startedAt, dir, line });
+  }
+
+  private event(line: string): void {
+    this.transcript.push({ at: Date.now() - this.startedAt, dir: 'event', line });
+  }
+
+  private newDecoder(): ReplyDecoder {
+    return new ReplyDecoder({ maxLineLength: this.options.maxLineLength, maxLines: this.options.maxReplyLines });
+  }
+}
+
+function hostPort(address: string | undefined, port: number | undefined): string {
+  const host = address ?? 'unknown';
+  return `${net.isIPv6(host) ? `[${host}]` : host}:${port ?? 0}`;
+}
+
+function socketErrorDetail(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}

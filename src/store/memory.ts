@@ -1,0 +1,170 @@
+/**
+ * NAME
+ *   store/memory - the in-process Store, for tests, one-shot CLI runs and single-process sites
+ *
+ * DESCRIPTION
+ *   A Map of key to { value, expiresAt }. Expiry is judged lazily: a read of an expired entry
+ *   deletes it and answers absent; purgeExpired() sweeps the rest. Nothing survives the process.
+ *   scan orders keys by Unicode code point, which is the byte order SQLite (and Redis) use for
+ *   UTF-8 keys, so every backend lists keys the same way.
+ *
+ * LIMITS
+ *   At most maxEntries entries (default 1,000,000). When a new key would exceed the bound the
+ *   store first drops expired entries, then evicts the oldest-written entries (insertion order of
+ *   the last set(); increment keeps a counter's place) until 1% of the bound is free. Oldest-
+ *   written rather than closest-to-expiry: with the few fixed ttls each record kind uses the two
+ *   nearly coincide, and insertion order costs nothing to keep. Freeing 1% at a time means the
+ *   O(n) sweep runs at most once per 1% of inserts, not on every insert into a full store.
+ *   scan filters and sorts the matching keys on each call: O(n) in the store size, meant for
+ *   administration, not for the per-message path.
+ *
+ * ERRORS
+ *   Bad arguments and any use after close() reject with StoreError.
+ */
+
+import { systemClock, type Clock } from '../core/clock.js';
+import { ConfigError, StoreError } from '../core/errors.js';
+import type { Store, StoredValue } from './types.js';
+import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
+
+export interface MemoryStoreOptions {
+  clock?: Clock;
+  maxEntries?: number;
+}
+
+const DEFAULT_MAX_ENTRIES = 1_000_000;
+
+/** UTF-16 code units remapped so that comparing them compares code points (UTF-8 byte order). */
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
+}
+
+function compareKeys(a: string, b: string): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i += 1) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  private readonly clock: Clock;
+  private readonly maxEntries: number;
+  private readonly entries = new Map<string, StoredValue>();
+  private closed = false;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
+    if (!Number.isSafeInteger(this.maxEntries) || this.maxEntries < 1) {
+      throw new ConfigError(`memory store: maxEntries must be a positive integer, got ${this.maxEntries}`);
+    }
+  }
+
+  async get(key: string): Promise<StoredValue | undefined> {
+    this.checkOpen('get');
+    const entry = this.liveEntry(key, this.clock.now());
+    return entry && { ...entry };
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    const now = this.clock.now();
+    this.write(key, { value, expiresAt: expiryAfter(this.context('set'), ttlMs, now) }, now);
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    const expiresAt = expiryAfter(this.context('setIfAbsent'), ttlMs, now);
+    if (this.liveEntry(key, now)) return false;
+    this.write(key, { value, expiresAt }, now);
+    return true;
+  }
+
+  async delete(key: string): Promise<void> {
+    this.checkOpen('delete');
+    this.entries.delete(key);
+  }
+
+  async increment(key: string, by: number, ttlMs: number): Promise<number> {
+    const context = this.context('increment');
+    checkIncrement(context, by);
+    const now = this.clock.now();
+    const expiresAt = expiryAfter(context, ttlMs, now);
+    const existing = this.liveEntry(key, now);
+    if (existing) {
+      const sum = addToCounter(context, existing.value, by);
+      existing.value = String(sum);
+      return sum;
+    }
+    this.write(key, { value: String(by), expiresAt }, now);
+    return by;
+  }
+
+  async scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
+    checkScanLimit(this.context('scan'), limit);
+    const now = this.clock.now();
+    const matches: Array<{ key: string } & StoredValue> = [];
+    for (const [key, entry] of this.entries) {
+      if (key.startsWith(prefix) && isLive(entry.expiresAt, now)) matches.push({ key, ...entry });
+    }
+    return matches.sort((a, b) => compareKeys(a.key, b.key)).slice(0, limit);
+  }
+
+  async purgeExpired(): Promise<number> {
+    this.checkOpen('purgeExpired');
+    return this.removeExpired(this.clock.now());
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.entries.clear();
+  }
+
+  private context(operation: string): string {
+    this.checkOpen(operation);
+    return `memory store: ${operation}`;
+  }
+
+  private checkOpen(operation: string): void {
+    if (this.closed) throw new StoreError(`memory store: ${operation}: store is closed`);
+  }
+
+  private liveEntry(key: string, now: number): StoredValue | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (isLive(entry.expiresAt, now)) return entry;
+    this.entries.delete(key);
+    return undefined;
+  }
+
+  private write(key: string, entry: StoredValue, now: number): void {
+    // Deleting first moves the key to the end of the Map: eviction order is last-set order.
+    if (!this.entries.delete(key)) this.makeRoom(now);
+    this.entries.set(key, entry);
+  }
+
+  private makeRoom(now: number): void {
+    if (this.entries.size < this.maxEntries) return;
+    this.removeExpired(now);
+    const target = this.maxEntries - Math.max(1, Math.floor(this.maxEntries / 100));
+    for (const key of this.entries.keys()) {
+      if (this.entries.size <= target) break;
+      this.entries.delete(key);
+    }
+  }
+
+  private removeExpired(now: number): number {
+    let removed = 0;
+    for (const [key, entry] of this.entries) {
+      if (!isLive(entry.expiresAt, now)) {
+        this.entries.delete(key);
+        removed += 1;
+      }
+    }
+    return removed;
+  }
+}

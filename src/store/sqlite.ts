@@ -1,0 +1,243 @@
+/**
+ * NAME
+ *   store/sqlite - the persistent Store in one SQLite file (better-sqlite3)
+ *
+ * DESCRIPTION
+ *   One table, kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL), with
+ *   an index on expires_at for purging. The schema version lives in PRAGMA user_version and is
+ *   brought up to date on open, inside a transaction, so a policy daemon and a CLI opening the
+ *   same file at once cannot both migrate it. Expiry is judged against the injected Clock in the
+ *   SQL itself (expires_at > now); expired rows stay until purgeExpired() removes them.
+ *
+ *   Every statement is prepared once. setIfAbsent is a single upsert whose update only applies to
+ *   an expired row; increment runs in a BEGIN IMMEDIATE transaction (read, check, write) so two
+ *   processes never lose an increment and an existing counter keeps its original expiry.
+ *
+ *   better-sqlite3 is synchronous; the methods are async only to match the Store interface. Each
+ *   call is a short indexed statement. purgeExpired deletes in batches of PURGE_BATCH rows and
+ *   yields to the event loop between batches, so a large backlog never stalls the process.
+ *
+ *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its
+ *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE
+ *   wildcard (% _) in a prefix can widen the match. (prefix || U+FFFF as the bound would miss
+ *   keys continuing with a character beyond the BMP, which sort after U+FFFF in UTF-8.)
+ *
+ * LIMITS
+ *   Keys and values must be well-formed Unicode: SQLite stores TEXT as UTF-8, where lone
+ *   surrogates cannot exist.
+ *
+ * ERRORS
+ *   Every failure rejects with StoreError naming the file and the operation, the driver error as
+ *   its cause: a missing or unwritable directory, a file that is not a database, a schema newer
+ *   than this program, SQLITE_BUSY beyond busyTimeoutMs, use after close().
+ */
+
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import Database from 'better-sqlite3';
+import { systemClock, type Clock } from '../core/clock.js';
+import { StoreError, describeError } from '../core/errors.js';
+import type { Store, StoredValue } from './types.js';
+import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
+
+export interface SqliteStoreOptions {
+  clock?: Clock;
+  /** How long a statement waits for another process's write lock before failing (default 5000). */
+  busyTimeoutMs?: number;
+}
+
+const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+const PURGE_BATCH = 1000;
+
+/** MIGRATIONS[n] takes the schema from user_version n to n + 1. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
+   CREATE INDEX kv_expires_at ON kv (expires_at);`,
+];
+const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface Row {
+  key: string;
+  value: string;
+  expiresAt: number;
+}
+
+/** The smallest string greater than every string starting with prefix; undefined if none. */
+function prefixSuccessor(prefix: string): string | undefined {
+  const codePoints = Array.from(prefix);
+  while (codePoints.length > 0) {
+    const last = codePoints.pop()?.codePointAt(0) ?? 0;
+    if (last < 0x10ffff) {
+      const next = last + 1 === 0xd800 ? 0xe000 : last + 1;
+      return codePoints.join('') + String.fromCodePoint(next);
+    }
+  }
+  return undefined;
+}
+
+function prepareStatements(db: Database.Database) {
+  return {
+    get: db.prepare<[string, number], Omit<Row, 'key'>>(
+      'SELECT value, expires_at AS expiresAt FROM kv WHERE key = ? AND expires_at > ?',
+    ),
+    getAny: db.prepare<[string], Omit<Row, 'key'>>('SELECT value, expires_at AS expiresAt FROM kv WHERE key = ?'),
+    set: db.prepare<[string, string, number]>(
+      `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
+    ),
+    setIfAbsent: db.prepare<[string, string, number, number]>(
+      `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+       WHERE kv.expires_at <= ?`,
+    ),
+    updateValue: db.prepare<[string, string]>('UPDATE kv SET value = ? WHERE key = ?'),
+    delete: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
+    scanBounded: db.prepare<[string, string, number, number], Row>(
+      `SELECT key, value, expires_at AS expiresAt FROM kv
+       WHERE key >= ? AND key < ? AND expires_at > ? ORDER BY key LIMIT ?`,
+    ),
+    scanUnbounded: db.prepare<[string, number, number], Row>(
+      `SELECT key, value, expires_at AS expiresAt FROM kv
+       WHERE key >= ? AND expires_at > ? ORDER BY key LIMIT ?`,
+    ),
+    purgeBatch: db.prepare<[number, number]>(
+      'DELETE FROM kv WHERE rowid IN (SELECT rowid FROM kv WHERE expires_at <= ? LIMIT ?)',
+    ),
+  };
+}
+
+function migrate(db: Database.Database, path: string): void {
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new StoreError(
+        `sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}`,
+      );
+    }
+    for (const step of MIGRATIONS.slice(version)) db.exec(step);
+    if (version !== SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  private readonly statements: ReturnType<typeof prepareStatements>;
+  private readonly incrementCounter: Database.Transaction<
+    (key: string, by: number, now: number, expiresAt: number) => number
+  >;
+
+  private constructor(
+    private readonly db: Database.Database,
+    readonly path: string,
+    private readonly clock: Clock,
+  ) {
+    this.statements = prepareStatements(db);
+    const statements = this.statements;
+    const context = this.context('increment');
+    this.incrementCounter = db.transaction((key: string, by: number, now: number, expiresAt: number): number => {
+      const existing = statements.getAny.get(key);
+      if (existing && isLive(existing.expiresAt, now)) {
+        const sum = addToCounter(context, existing.value, by);
+        statements.updateValue.run(String(sum), key);
+        return sum;
+      }
+      statements.set.run(key, String(by), expiresAt);
+      return by;
+    });
+  }
+
+  /** Opens (creating it and its parent directories if needed) the database at path, or ':memory:'. */
+  static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
+    let db: Database.Database | undefined;
+    try {
+      if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
+      db = new Database(path, { timeout: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
+      db.pragma('journal_mode = WAL');
+      // WAL with synchronous=NORMAL: a committed transaction is in the WAL before the call
+      // returns, so it survives a crash of this process, which is what an acknowledged cache
+      // write needs. It is fsynced only at checkpoints, so a power loss or kernel crash may lose
+      // the last transactions (never corrupt the file); for a cache that costs a few re-probes,
+      // while FULL would cost an fsync per write on the per-message path.
+      db.pragma('synchronous = NORMAL');
+      migrate(db, path);
+      return new SqliteStore(db, path, options.clock ?? systemClock);
+    } catch (err) {
+      db?.close();
+      if (err instanceof StoreError) throw err;
+      throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}`, { cause: err });
+    }
+  }
+
+  async get(key: string): Promise<StoredValue | undefined> {
+    return this.run('get', () => this.statements.get.get(key, this.clock.now()));
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    this.run('set', (context) => {
+      this.statements.set.run(key, value, expiryAfter(context, ttlMs, this.clock.now()));
+    });
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.run('setIfAbsent', (context) => {
+      const now = this.clock.now();
+      return this.statements.setIfAbsent.run(key, value, expiryAfter(context, ttlMs, now), now).changes === 1;
+    });
+  }
+
+  async delete(key: string): Promise<void> {
+    this.run('delete', () => {
+      this.statements.delete.run(key);
+    });
+  }
+
+  async increment(key: string, by: number, ttlMs: number): Promise<number> {
+    return this.run('increment', (context) => {
+      checkIncrement(context, by);
+      const now = this.clock.now();
+      return this.incrementCounter.immediate(key, by, now, expiryAfter(context, ttlMs, now));
+    });
+  }
+
+  async scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
+    return this.run('scan', (context) => {
+      checkScanLimit(context, limit);
+      const now = this.clock.now();
+      const upper = prefixSuccessor(prefix);
+      return upper === undefined
+        ? this.statements.scanUnbounded.all(prefix, now, limit)
+        : this.statements.scanBounded.all(prefix, upper, now, limit);
+    });
+  }
+
+  async purgeExpired(): Promise<number> {
+    const now = this.clock.now();
+    let removed = 0;
+    while (true) {
+      const changes = this.run('purgeExpired', () => this.statements.purgeBatch.run(now, PURGE_BATCH).changes);
+      removed += changes;
+      if (changes < PURGE_BATCH) return removed;
+      await yieldToEventLoop();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.run('close', () => this.db.close());
+  }
+
+  private context(operation: string): string {
+    return `sqlite store ${this.path}: ${operation}`;
+  }
+
+  /** Runs one operation, turning any driver error into a StoreError that names file and operation. */
+  private run<T>(operation: string, work: (context: string) => T): T {
+    const context = this.context(operation);
+    try {
+      return work(context);
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      throw new StoreError(`${context} failed: ${describeError(err)}`, { cause: err });
+    }
+  }
+}

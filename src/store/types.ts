@@ -1,0 +1,37 @@
+/**
+ * NAME
+ *   store/types - the one storage interface behind memory, SQLite and Redis
+ *
+ * DESCRIPTION
+ *   A small key-value contract with expiry that maps directly onto Redis (GET/SET PX/DEL/INCR/
+ *   SET NX) and onto one SQLite table, so the callout cache, domain records, greylist triplets and
+ *   rate counters all live in whichever backend the site runs. Values are strings (JSON by
+ *   convention); keys are namespaced by the caller (`addr:`, `dom:`, `grey:` ...).
+ *   Expiry is judged against the store's injected Clock, so tests move time instead of sleeping.
+ *
+ * ERRORS
+ *   A backend failure rejects with StoreError (code STORE_UNAVAILABLE). An acknowledged set()
+ *   is durable for the persistent backends.
+ */
+
+export interface StoredValue {
+  value: string;
+  /** Epoch milliseconds after which the entry no longer exists. */
+  expiresAt: number;
+}
+
+export interface Store {
+  readonly kind: 'memory' | 'sqlite' | 'redis';
+  get(key: string): Promise<StoredValue | undefined>;
+  set(key: string, value: string, ttlMs: number): Promise<void>;
+  /** Sets only when the key is absent (or expired); true when this call set it. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
+  delete(key: string): Promise<void>;
+  /** Adds `by` to an integer counter, creating it with `ttlMs` when absent; returns the new value. */
+  increment(key: string, by: number, ttlMs: number): Promise<number>;
+  /** Keys with the prefix that have not expired, at most `limit` of them, in key order. */
+  scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>>;
+  /** Removes expired entries; returns how many were removed. */
+  purgeExpired(): Promise<number>;
+  close(): Promise<void>;
+}

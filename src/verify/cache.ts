@@ -1,0 +1,147 @@
+/**
+ * NAME
+ *   verify/cache - address and domain records of past callouts
+ *
+ * DESCRIPTION
+ *   Two kinds of record, as Exim keeps them (spec "Callout caching"), in whichever Store the
+ *   site runs:
+ *     addr:ADDRESS            the verdict for one address: positive (deliverable) and negative
+ *                             (undeliverable) lifetimes, each with a refresh age past which the
+ *                             answer is served stale while one background probe refreshes it
+ *                             (Postfix verify(8)); temporary outcomes only for a short memory.
+ *     dom:DOMAIN:FACT         facts about the domain's exchangers, each stamped and expiring on
+ *                             its own: catchall (accepted/refused), nullsender (MAIL FROM:<>
+ *                             refused), postmaster (accepted/refused), greylist (it greylisted
+ *                             us; leave it alone for a while), useless (refused us at connect,
+ *                             greeting, HELO or MAIL, or could not be reached: no useful
+ *                             information until the record expires).
+ *   A temporary or inconclusive result never overwrites a definite one before it expires
+ *   (Postfix: "as long as some probes succeed the address will remain cached as OK").
+ *
+ * SECURITY
+ *   Records are JSON written by us; a record that does not parse is treated as absent.
+ */
+
+import type { Clock } from '../core/clock.js';
+import type { Store } from '../store/types.js';
+import type { CacheConfig } from '../config/schema.js';
+import type { ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
+
+export interface AddressRecord {
+  verdict: Verdict;
+  reason: VerdictReason;
+  description: string;
+  reply?: ReplyEvidence;
+  catchAll: ProbeState;
+  postmaster: ProbeState;
+  checkedAt: number;
+  refreshAt: number;
+}
+
+export interface DomainFact {
+  reason: VerdictReason;
+  description: string;
+  reply?: ReplyEvidence;
+  at: number;
+}
+
+export type DomainFactName = 'catchall' | 'nullsender' | 'postmaster' | 'greylist' | 'useless';
+
+export interface DomainFacts {
+  catchall?: DomainFact & { state: 'accepted' | 'refused' };
+  nullsender?: DomainFact;
+  postmaster?: DomainFact & { state: 'accepted' | 'refused' };
+  greylist?: DomainFact;
+  useless?: DomainFact;
+}
+
+const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable']);
+
+export class VerificationCache {
+  constructor(
+    private readonly store: Store,
+    private readonly config: CacheConfig,
+    private readonly clock: Clock,
+  ) {}
+
+  async getAddress(address: string): Promise<AddressRecord | undefined> {
+    const stored = await this.store.get(addressKey(address));
+    return stored ? parseJson<AddressRecord>(stored.value) : undefined;
+  }
+
+  /** Records a verdict, keeping a definite record when the new one is only temporary. */
+  async putAddress(address: string, record: Omit<AddressRecord, 'refreshAt'>): Promise<void> {
+    const now = this.clock.now();
+    let ttl: number;
+    let refresh: number;
+    if (record.verdict === 'deliverable') {
+      ttl = this.config.addressPositive;
+      refresh = this.config.addressPositiveRefresh;
+    } else if (record.verdict === 'undeliverable') {
+      ttl = this.config.addressNegative;
+      refresh = this.config.addressNegativeRefresh;
+    } else {
+      const existing = await this.getAddress(address);
+      if (existing && DEFINITE.has(existing.verdict)) return;
+      ttl = this.config.tempfail;
+      refresh = ttl;
+    }
+    if (ttl <= 0) return;
+    const full: AddressRecord = { ...record, refreshAt: now + Math.min(refresh, ttl) };
+    await this.store.set(addressKey(address), JSON.stringify(full), ttl);
+  }
+
+  async getDomain(domain: string): Promise<DomainFacts> {
+    const names: DomainFactName[] = ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'];
+    const values = await Promise.all(names.map((name) => this.store.get(domainKey(domain, name))));
+    const facts: Record<string, unknown> = {};
+    names.forEach((name, i) => {
+      const stored = values[i];
+      const parsed = stored ? parseJson<DomainFact>(stored.value) : undefined;
+      if (parsed) facts[name] = parsed;
+    });
+    return facts as DomainFacts;
+  }
+
+  async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {
+    const ttl = this.domainTtl(name, fact);
+    if (ttl <= 0) return;
+    await this.store.set(domainKey(domain, name), JSON.stringify(fact), ttl);
+  }
+
+  async dropDomain(domain: string, name: DomainFactName): Promise<void> {
+    await this.store.delete(domainKey(domain, name));
+  }
+
+  private domainTtl(name: DomainFactName, fact: DomainFact & { state?: string }): number {
+    switch (name) {
+      case 'catchall':
+        return this.config.domainPositive;
+      case 'postmaster':
+        return fact.state === 'accepted' ? this.config.domainPositive : this.config.domainNegative;
+      case 'greylist':
+        return this.config.greylistRetry;
+      case 'useless':
+        // Unreachable or timing out is likely to change soon; a policy refusal is not.
+        return fact.reason === 'unreachable' || fact.reason === 'timeout' ? this.config.tempfail : this.config.domainNegative;
+      case 'nullsender':
+        return this.config.domainNegative;
+    }
+  }
+}
+
+export function addressKey(address: string): string {
+  return `addr:${address}`;
+}
+
+export function domainKey(domain: string, fact: DomainFactName): string {
+  return `dom:${domain}:${fact}`;
+}
+
+function parseJson<T>(text: string): T | undefined {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return undefined;
+  }
+}

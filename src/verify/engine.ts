@@ -1,0 +1,377 @@
+/**
+ * NAME
+ *   verify/engine - the callout engine: plan, consult the cache, probe, interpret, remember
+ *
+ * DESCRIPTION
+ *   CalloutEngine.verify() answers one address; verifyMany() answers several, probing the
+ *   addresses of one domain on shared connections. For each address, cheapest evidence first:
+ *     1. syntax (RFC 5321 §4.1.2, RFC 6531) -> invalid
+ *     2. our own probe senders are never verified (a probe of a probe loops)
+ *     3. the address record: fresh -> answer; past its refresh age -> answer stale and refresh
+ *        in the background (Postfix verify(8)); expired -> probe
+ *     4. the domain record: catch-all, cannot take bounces, greylists us, refused us lately
+ *        -> answer without connecting (Exim's domain cache)
+ *     5. limits: global concurrency, callouts per domain per minute -> unknown: rate-limited
+ *     6. MX resolution (RFC 5321 §5.1, RFC 7505) -> no-mail-domain, or unknown on a temporary
+ *        DNS failure (never "does not exist")
+ *     7. the dialogue (verify/probe), then the records it taught us are written back.
+ *   Concurrent verifications of one address share one probe (single flight).
+ *   The front ends (CLI, policy service, gateway, HTTP) call only this class.
+ *
+ * CONFIGURATION
+ *   callout.*, cache.*, limits.* (config/schema).
+ */
+
+import type { Clock } from '../core/clock.js';
+import { systemClock } from '../core/clock.js';
+import { ConfigError, describeError } from '../core/errors.js';
+import { parseForwardPath } from '../address/index.js';
+import type { Mailbox } from '../address/index.js';
+import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
+import { resolveMailHosts } from '../dns/mx.js';
+import type { Dialer } from '../smtp/types.js';
+import type { Store } from '../store/types.js';
+import type { Config } from '../config/schema.js';
+import { VerificationCache } from './cache.js';
+import type { AddressRecord, DomainFacts } from './cache.js';
+import { Politeness } from './politeness.js';
+import { probeDomain } from './probe.js';
+import type { AddressOutcome, DomainProbeOutput, ProbeTarget } from './probe.js';
+import type { VerifyResult } from './types.js';
+
+export interface EngineDeps {
+  resolver: Resolver;
+  store: Store;
+  clock?: Clock;
+  dialer?: Dialer;
+  /** For the shuffle of equal MX preferences. */
+  random?: () => number;
+}
+
+export interface EngineStats {
+  verifications: number;
+  probes: number;
+  addressCacheHits: number;
+  domainCacheHits: number;
+  staleServed: number;
+  rateLimited: number;
+}
+
+type EngineConfig = Pick<Config, 'callout' | 'cache' | 'limits'>;
+
+interface Planned {
+  input: string;
+  mailbox?: Mailbox;
+  result?: VerifyResult;
+}
+
+export class CalloutEngine {
+  private readonly clock: Clock;
+  private readonly cache: VerificationCache;
+  private readonly politeness: Politeness;
+  private readonly inFlight = new Map<string, Promise<VerifyResult>>();
+  private readonly background = new Set<Promise<unknown>>();
+  private readonly ownSenders: Set<string>;
+  private readonly helo: string;
+  readonly stats: EngineStats = { verifications: 0, probes: 0, addressCacheHits: 0, domainCacheHits: 0, staleServed: 0, rateLimited: 0 };
+
+  constructor(
+    private readonly config: EngineConfig,
+    private readonly deps: EngineDeps,
+  ) {
+    if (!config.callout.helo) {
+      throw new ConfigError('callout.helo: got nothing, expected this host\'s fully qualified name (set callout.helo or --helo)');
+    }
+    this.helo = config.callout.helo;
+    this.clock = deps.clock ?? systemClock;
+    this.cache = new VerificationCache(deps.store, config.cache, this.clock);
+    this.politeness = new Politeness({
+      clock: this.clock,
+      concurrency: config.limits.concurrency,
+      perHostConcurrency: config.limits.perHostConcurrency,
+      perDomainPerMinute: config.limits.perDomainPerMinute,
+      allowTargets: config.callout.allowTargets,
+    });
+    this.ownSenders = new Set(
+      [config.callout.sender, config.callout.fallbackSender].filter((s): s is string => !!s).map((s) => s.toLowerCase()),
+    );
+  }
+
+  async verify(address: string): Promise<VerifyResult> {
+    const [result] = await this.verifyMany([address]);
+    return result!;
+  }
+
+  /** Verdicts in the order of the input; addresses of one domain share connections. */
+  async verifyMany(addresses: string[]): Promise<VerifyResult[]> {
+    const started = Date.now();
+    const planned = await Promise.all(addresses.map((input) => this.plan(input, started)));
+    const byDomain = new Map<string, Planned[]>();
+    for (const item of planned) {
+      if (item.result || !item.mailbox) continue;
+      const shared = this.inFlight.get(item.mailbox.address);
+      if (shared) {
+        item.result = await shared;
+        continue;
+      }
+      const list = byDomain.get(item.mailbox.asciiDomain) ?? [];
+      if (!list.some((other) => other.mailbox!.address === item.mailbox!.address)) list.push(item);
+      byDomain.set(item.mailbox.asciiDomain, list);
+    }
+    const batches: Promise<Map<string, VerifyResult>>[] = [];
+    for (const [domain, items] of byDomain) {
+      for (let i = 0; i < items.length; i += this.config.limits.addressesPerConnection) {
+        const chunk = items.slice(i, i + this.config.limits.addressesPerConnection);
+        batches.push(this.probeBatch(domain, chunk.map((item) => item.mailbox!), started));
+      }
+    }
+    const probed = new Map<string, VerifyResult>();
+    for (const batch of await Promise.all(batches)) for (const [address, result] of batch) probed.set(address, result);
+    this.stats.verifications += addresses.length;
+    return planned.map((item) => item.result ?? probed.get(item.mailbox!.address)!);
+  }
+
+  /** Resolves once background refreshes have finished (for tests and orderly shutdown). */
+  async idle(): Promise<void> {
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** Steps 1 to 4: everything that can answer without touching the network. */
+  private async plan(input: string, started: number): Promise<Planned> {
+    const parsed = parseForwardPath(input.trim(), { tolerant: true });
+    if (!parsed.ok) {
+      return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
+    }
+    if (parsed.value.kind === 'postmaster') {
+      const description = '<Postmaster> without a domain names the receiving server itself; there is nothing to verify';
+      return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description }, 'none') };
+    }
+    const mailbox = parsed.value.mailbox;
+    if (this.ownSenders.has(mailbox.address.toLowerCase())) {
+      return {
+        input,
+        mailbox,
+        result: this.result(mailbox.address, started, {
+          verdict: 'deliverable',
+          reason: 'own-probe-sender',
+          description: `${mailbox.address} is callout's own probe sender and is never verified (a callout of a callout loops)`,
+        }, 'none'),
+      };
+    }
+    const record = await this.cache.getAddress(mailbox.address);
+    if (record) {
+      const stale = this.clock.now() >= record.refreshAt;
+      if (stale && !this.inFlight.has(mailbox.address)) {
+        this.stats.staleServed++;
+        this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], Date.now()));
+      }
+      this.stats.addressCacheHits++;
+      return { input, mailbox, result: this.fromRecord(mailbox.address, record, started, stale) };
+    }
+    const facts = await this.cache.getDomain(mailbox.asciiDomain);
+    const fromDomain = this.fromDomainFacts(mailbox, facts, started);
+    if (fromDomain) this.stats.domainCacheHits++;
+    return fromDomain ? { input, mailbox, result: fromDomain } : { input, mailbox };
+  }
+
+  private fromDomainFacts(mailbox: Mailbox, facts: DomainFacts, started: number): VerifyResult | undefined {
+    const known = (fact: { reason: VerifyResult['reason']; description: string; reply?: VerifyResult['reply'] }, verdict: VerifyResult['verdict']) =>
+      this.result(mailbox.address, started, {
+        verdict,
+        reason: fact.reason,
+        description: `${fact.description} (remembered for the domain)`,
+        ...(fact.reply ? { reply: fact.reply } : {}),
+      }, 'domain-cache', {
+        catchAll: facts.catchall?.state ?? 'not-run',
+        postmaster: facts.postmaster?.state ?? 'not-run',
+      });
+    if (facts.catchall?.state === 'accepted') return known(facts.catchall, 'risky');
+    if (facts.nullsender && this.config.callout.sender === '' && this.config.callout.fallbackSender === undefined) {
+      return known(facts.nullsender, 'risky');
+    }
+    if (facts.useless) return known(facts.useless, 'unknown');
+    if (facts.greylist) return known(facts.greylist, 'unknown');
+    return undefined;
+  }
+
+  /** Steps 5 to 7 for addresses of one domain, registered as in flight so others share them. */
+  private probeBatch(domain: string, mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
+    const run = this.runBatch(domain, mailboxes, started);
+    for (const mailbox of mailboxes) {
+      const one = run.then((results) => results.get(mailbox.address)!);
+      this.inFlight.set(mailbox.address, one);
+      void one.finally(() => {
+        if (this.inFlight.get(mailbox.address) === one) this.inFlight.delete(mailbox.address);
+      }).catch(() => undefined);
+    }
+    return run;
+  }
+
+  private async runBatch(domain: string, mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
+    const results = new Map<string, VerifyResult>();
+    const answerAll = (outcome: AddressOutcome, extra?: Partial<VerifyResult>) => {
+      for (const m of mailboxes) results.set(m.address, this.result(m.address, started, outcome, 'none', extra));
+      return results;
+    };
+    const release = this.politeness.acquireGlobal();
+    if (!release) {
+      this.stats.rateLimited += mailboxes.length;
+      return answerAll({ verdict: 'unknown', reason: 'rate-limited', description: `callout concurrency limit (${this.config.limits.concurrency}) reached` });
+    }
+    try {
+      const resolution = await this.mailHosts(mailboxes[0]!);
+      if (resolution.kind !== 'hosts') return answerAll(describeResolution(domain, resolution));
+      if (!this.politeness.admitDomain(domain)) {
+        this.stats.rateLimited += mailboxes.length;
+        return answerAll(
+          { verdict: 'unknown', reason: 'rate-limited', description: `more than ${this.config.limits.perDomainPerMinute} callouts to ${domain} in the last minute` },
+          { mxHosts: resolution.hosts },
+        );
+      }
+      const facts = await this.cache.getDomain(domain);
+      this.stats.probes++;
+      const output = await probeDomain(
+        { config: this.config.callout, helo: this.helo, politeness: this.politeness, addressesPerConnection: this.config.limits.addressesPerConnection, ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}) },
+        {
+          domain,
+          targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
+          mxHosts: resolution.hosts,
+          catchAllKnown: facts.catchall?.state === 'refused',
+          nullSenderRefused: facts.nullsender !== undefined,
+          postmasterKnown: facts.postmaster !== undefined,
+        },
+      );
+      const catchAll = output.catchAll === 'not-run' ? (facts.catchall?.state ?? 'not-run') : output.catchAll;
+      const postmaster = output.postmaster === 'not-run' ? (facts.postmaster?.state ?? 'not-run') : output.postmaster;
+      for (const m of mailboxes) {
+        let outcome: AddressOutcome = output.outcomes.get(m.address) ?? unanswered(output);
+        if (outcome.verdict === 'deliverable' && output.nullSender === 'refused') {
+          outcome = { ...outcome, verdict: 'risky', reason: 'null-sender-refused', description: `${outcome.description} (with the fallback sender), but MAIL FROM:<> is refused: the domain cannot receive bounces` };
+        } else if (outcome.verdict === 'deliverable' && postmaster === 'refused') {
+          outcome = { ...outcome, verdict: 'risky', reason: 'postmaster-refused', description: `${outcome.description}, but postmaster@${domain} is refused (RFC 5321 §4.5.1)` };
+        }
+        results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: resolution.hosts, attempts: output.attempts }));
+      }
+      await this.remember(domain, mailboxes, results, output);
+      return results;
+    } catch (err) {
+      return answerAll({ verdict: 'unknown', reason: 'protocol-error', description: `internal error: ${describeError(err)}` });
+    } finally {
+      release();
+    }
+  }
+
+  private async mailHosts(mailbox: Mailbox): Promise<MxResolution> {
+    if (mailbox.literal) {
+      // RFC 5321 §5.1: an address literal names the host itself; no MX lookup.
+      const host: MxHost = { name: mailbox.asciiDomain, preference: 0, addresses: [mailbox.literal.ip] };
+      return { kind: 'hosts', hosts: [host], implicit: true };
+    }
+    return resolveMailHosts(this.deps.resolver, mailbox.asciiDomain, {
+      maxHosts: this.config.callout.maxMxHosts,
+      ipv6: this.config.callout.ipv6,
+      ...(this.deps.random ? { random: this.deps.random } : {}),
+    });
+  }
+
+  private async remember(domain: string, mailboxes: Mailbox[], results: Map<string, VerifyResult>, output: DomainProbeOutput): Promise<void> {
+    const at = this.clock.now();
+    const writes: Promise<void>[] = [];
+    if (output.catchAll === 'accepted' || output.catchAll === 'refused') {
+      const first = [...output.outcomes.values()].find((o) => o.reason === 'catch-all');
+      writes.push(this.cache.putDomain(domain, 'catchall', {
+        state: output.catchAll,
+        reason: 'catch-all',
+        description: first?.description ?? `${domain} refuses unknown local parts`,
+        ...(first?.reply ? { reply: first.reply } : {}),
+        at,
+      }));
+    }
+    if (output.nullSender === 'refused') {
+      const first = [...output.outcomes.values()].find((o) => o.reason === 'null-sender-refused');
+      writes.push(this.cache.putDomain(domain, 'nullsender', {
+        reason: 'null-sender-refused',
+        description: first?.description ?? `${domain} refuses MAIL FROM:<>`,
+        ...(first?.reply ? { reply: first.reply } : {}),
+        at,
+      }));
+    }
+    if (output.postmaster === 'accepted' || output.postmaster === 'refused') {
+      writes.push(this.cache.putDomain(domain, 'postmaster', { state: output.postmaster, reason: 'postmaster-refused', description: `postmaster@${domain} ${output.postmaster}`, at }));
+    }
+    if (output.greylisted) {
+      writes.push(this.cache.putDomain(domain, 'greylist', { ...output.greylisted, at }));
+    }
+    const nothingAnswered = output.outcomes.size === 0 && output.failure;
+    if (nothingAnswered && output.failure && (output.failure.definite || ['unreachable', 'timeout'].includes(output.failure.reason))) {
+      writes.push(this.cache.putDomain(domain, 'useless', { reason: output.failure.reason, description: output.failure.description, ...(output.failure.reply ? { reply: output.failure.reply } : {}), at }));
+    }
+    for (const m of mailboxes) {
+      const r = results.get(m.address)!;
+      // The domain record answers these unless a fallback sender makes each address worth asking.
+      const answeredByDomain = r.reason === 'catch-all' || (r.reason === 'null-sender-refused' && this.config.callout.fallbackSender === undefined);
+      if (answeredByDomain) continue;
+      writes.push(this.cache.putAddress(m.address, {
+        verdict: r.verdict,
+        reason: r.reason,
+        description: r.description,
+        ...(r.reply ? { reply: r.reply } : {}),
+        catchAll: r.catchAll,
+        postmaster: r.postmaster,
+        checkedAt: at,
+      }));
+    }
+    await Promise.all(writes);
+  }
+
+  private fromRecord(address: string, record: AddressRecord, started: number, stale: boolean): VerifyResult {
+    return {
+      ...this.result(address, started, record, 'address-cache', { catchAll: record.catchAll, postmaster: record.postmaster }),
+      stale,
+      checkedAt: record.checkedAt,
+    };
+  }
+
+  private result(address: string, started: number, outcome: AddressOutcome, source: VerifyResult['source'], extra: Partial<VerifyResult> = {}): VerifyResult {
+    return {
+      address,
+      verdict: outcome.verdict,
+      reason: outcome.reason,
+      description: outcome.description,
+      ...(outcome.reply ? { reply: outcome.reply } : {}),
+      catchAll: 'not-run',
+      postmaster: 'not-run',
+      source,
+      stale: false,
+      mxHosts: [],
+      attempts: [],
+      checkedAt: this.clock.now(),
+      durationMs: Date.now() - started,
+      ...extra,
+    };
+  }
+
+  private track(work: Promise<unknown>): void {
+    const tracked = work.catch(() => undefined).finally(() => this.background.delete(tracked));
+    this.background.add(tracked);
+  }
+}
+
+function unanswered(output: DomainProbeOutput): AddressOutcome {
+  const failure = output.failure;
+  if (!failure) return { verdict: 'unknown', reason: 'unreachable', description: 'no exchanger could be tried' };
+  return { verdict: 'unknown', reason: failure.reason, description: failure.description, ...(failure.reply ? { reply: failure.reply } : {}) };
+}
+
+function describeResolution(domain: string, resolution: Exclude<MxResolution, { kind: 'hosts' }>): AddressOutcome {
+  switch (resolution.kind) {
+    case 'nxdomain':
+      return { verdict: 'no-mail-domain', reason: 'nxdomain', description: `${domain} does not exist (NXDOMAIN)` };
+    case 'null-mx':
+      return { verdict: 'no-mail-domain', reason: 'null-mx', description: `${domain} publishes a null MX: it accepts no mail (RFC 7505)` };
+    case 'no-mail-host':
+      return { verdict: 'no-mail-domain', reason: 'no-mail-host', description: `${domain} has no usable mail exchanger: ${resolution.reason}` };
+    case 'tempfail':
+      return { verdict: 'unknown', reason: 'dns-tempfail', description: `DNS lookup for ${domain} failed temporarily: ${resolution.reason}` };
+  }
+}

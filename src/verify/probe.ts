@@ -1,0 +1,445 @@
+/**
+ * NAME
+ *   verify/probe - the callout dialogue for one domain: MX hosts in order, one connection for
+ *   several addresses, the catch-all and postmaster probes
+ *
+ * DESCRIPTION
+ *   For each exchanger in preference order and each of its addresses, under one overall
+ *   deadline (Exim's maxwait), until every address has a definite answer:
+ *     connect, greeting, EHLO/HELO (and STARTTLS by policy)    -> failures move to the next host
+ *     MAIL FROM:<>   refused with 5xx: the domain cannot take bounces; with a fallback sender
+ *                    configured, MAIL FROM:<fallback> continues the probe (as smf-sav does)
+ *     RCPT TO:<random local part>   once per domain (Exim's `random`): accepted means catch-all
+ *                    and no RCPT of a real address can tell anything; then RSET and MAIL again,
+ *                    reconnecting when the server drops us after the invalid recipient
+ *     VRFY (only when configured), RCPT TO:<address> for each address (452 too many recipients
+ *                    opens a new transaction), RCPT TO:<postmaster@domain> when configured
+ *     QUIT
+ *   A failure (refused, timed out, dropped) is remembered with its stage; when no host gave an
+ *   answer, the most informative failure becomes the reason of an `unknown` verdict.
+ *
+ * LIMITS
+ *   Reconnects to one address are bounded (random-probe drop, mid-dialogue drop); addresses per
+ *   connection are bounded by the caller.
+ */
+
+import { randomBytes } from 'node:crypto';
+import type { MxHost } from '../dns/types.js';
+import { SmtpClientSession } from '../smtp/client.js';
+import type { ClientStage, OpenResult, StepFailure } from '../smtp/client.js';
+import type { Dialer, SmtpReply } from '../smtp/types.js';
+import type { CalloutConfig } from '../config/schema.js';
+import { classifyRcpt, classifyVrfy, describeReply, evidence } from './interpret.js';
+import type { Politeness } from './politeness.js';
+import type { ProbeAttempt, ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
+
+export interface ProbeTarget {
+  /** The forward-path as sent in RCPT TO, without brackets. */
+  address: string;
+  requiresSmtputf8: boolean;
+}
+
+export interface AddressOutcome {
+  verdict: Verdict;
+  reason: VerdictReason;
+  description: string;
+  reply?: ReplyEvidence;
+}
+
+export interface Failure {
+  reason: VerdictReason;
+  description: string;
+  reply?: ReplyEvidence;
+  /** A 5xx at connect, greeting, HELO or MAIL: a lasting refusal of us, not a passing fault. */
+  definite: boolean;
+}
+
+export interface DomainProbeInput {
+  domain: string;
+  targets: ProbeTarget[];
+  mxHosts: MxHost[];
+  /** Catch-all already known refused from the domain record: no random probe needed. */
+  catchAllKnown: boolean;
+  /** MAIL FROM:<> known refused: start with the fallback sender. */
+  nullSenderRefused: boolean;
+  postmasterKnown: boolean;
+}
+
+export interface DomainProbeOutput {
+  outcomes: Map<string, AddressOutcome>;
+  catchAll: ProbeState;
+  postmaster: ProbeState;
+  nullSender: 'accepted' | 'refused' | 'not-run';
+  greylisted?: Failure;
+  /** Why the addresses left without an outcome have none. */
+  failure?: Failure;
+  attempts: ProbeAttempt[];
+}
+
+export interface ProbeDeps {
+  config: CalloutConfig;
+  helo: string;
+  politeness: Politeness;
+  dialer?: Dialer;
+  addressesPerConnection: number;
+}
+
+/** How much a failure tells, best first: the reason an unanswered address is given. */
+const FAILURE_RANK: VerdictReason[] = [
+  'refused-at-mail',
+  'refused-at-helo',
+  'refused-at-greeting',
+  'greylisted',
+  'tempfail-at-rcpt',
+  'smtputf8-unsupported',
+  'tls-unavailable',
+  'protocol-error',
+  'refused-at-connect',
+  'timeout',
+  'unreachable',
+  'rate-limited',
+  'target-refused',
+];
+
+const MAX_CONNECTIONS_PER_ADDRESS = 3;
+
+type Conversation = 'done' | 'next-host' | 'reconnect';
+
+class DomainProbe {
+  private readonly out: DomainProbeOutput;
+  private readonly pending: ProbeTarget[];
+  private readonly deadline: number;
+  private useFallback: boolean;
+  private session: SmtpClientSession | undefined;
+  private attemptStart = 0;
+  private currentHost: MxHost | undefined;
+  private currentIp = '';
+
+  constructor(
+    private readonly deps: ProbeDeps,
+    private readonly input: DomainProbeInput,
+  ) {
+    this.pending = [...input.targets];
+    this.deadline = Date.now() + deps.config.timeouts.overall;
+    this.useFallback = input.nullSenderRefused && deps.config.fallbackSender !== undefined && deps.config.sender === '';
+    this.out = {
+      outcomes: new Map(),
+      catchAll: 'not-run',
+      postmaster: 'not-run',
+      nullSender: input.nullSenderRefused ? 'refused' : 'not-run',
+      attempts: [],
+    };
+  }
+
+  async run(): Promise<DomainProbeOutput> {
+    hosts: for (const host of this.input.mxHosts) {
+      if (host.addresses.length === 0) {
+        this.skipAttempt(host, '', `not contacted: ${host.addressProblem ?? 'no address'}`);
+        this.fail({ reason: 'unreachable', description: `${host.name} has no usable address: ${host.addressProblem ?? 'none found'}`, definite: false });
+        continue;
+      }
+      for (const ip of host.addresses) {
+        if (this.pending.length === 0) break hosts;
+        if (Date.now() >= this.deadline) {
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false });
+          break hosts;
+        }
+        const refusal = this.deps.politeness.targetRefusal(ip);
+        if (refusal) {
+          this.skipAttempt(host, ip, `not contacted: ${refusal}`);
+          this.fail({ reason: 'target-refused', description: `${host.name}: ${refusal}`, definite: false });
+          continue;
+        }
+        const release = this.deps.politeness.acquireHost(ip);
+        if (!release) {
+          this.skipAttempt(host, ip, 'not contacted: per-host concurrency limit reached');
+          this.fail({ reason: 'rate-limited', description: `${host.name} [${ip}] already has the most connections allowed`, definite: false });
+          continue;
+        }
+        try {
+          for (let connection = 0; connection < MAX_CONNECTIONS_PER_ADDRESS; connection++) {
+            const next = await this.converse(host, ip);
+            if (next !== 'reconnect') break;
+          }
+        } finally {
+          release();
+        }
+        if (this.pending.length === 0 || this.out.nullSender === 'refused' && !this.useFallback) break hosts;
+      }
+    }
+    return this.out;
+  }
+
+  /** One connection: returns whether to stop, try the next host, or reconnect to this one. */
+  private async converse(host: MxHost, ip: string): Promise<Conversation> {
+    const { config } = this.deps;
+    this.currentHost = host;
+    this.currentIp = ip;
+    this.attemptStart = Date.now();
+    const session = new SmtpClientSession({
+      host: ip,
+      port: config.port,
+      heloName: this.deps.helo,
+      ...(config.sourceAddress ? { localAddress: config.sourceAddress } : {}),
+      ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}),
+      timeouts: {
+        connectMs: config.timeouts.connect,
+        greetingMs: config.timeouts.greeting,
+        commandMs: config.timeouts.command,
+        rcptMs: config.timeouts.rcpt,
+        tlsMs: config.timeouts.tls,
+      },
+      deadline: this.deadline,
+      tls: config.tls,
+      tlsOptions: { rejectUnauthorized: false, servername: host.name },
+    });
+    this.session = session;
+    try {
+      const opened = await session.open();
+      if (opened.kind !== 'ready') return this.endAttempt(this.openFailure(opened), 'next-host');
+      const mail = await this.startTransaction();
+      if (mail !== 'ok') return mail;
+      if (!this.checkSmtputf8()) return this.endAttempt('SMTPUTF8 not offered', 'next-host');
+      if (this.deps.config.randomProbe && !this.input.catchAllKnown && this.out.catchAll === 'not-run') {
+        const random = await this.randomProbe();
+        if (random !== 'ok') return random;
+      }
+      const real = await this.probeAddresses();
+      if (real !== 'ok') return real;
+      if (this.deps.config.postmasterProbe !== 'off' && !this.input.postmasterKnown && this.out.postmaster === 'not-run') {
+        await this.postmasterProbe();
+      }
+      await session.quit();
+      return this.endAttempt('answered', 'done');
+    } finally {
+      session.destroy();
+    }
+  }
+
+  /** MAIL FROM with the configured sender, falling back once when the null sender is refused. */
+  private async startTransaction(again = false): Promise<'ok' | Conversation> {
+    const { config } = this.deps;
+    const smtputf8 = this.pending.some((t) => t.requiresSmtputf8) && this.session!.extensions.has('SMTPUTF8');
+    const sender = this.useFallback ? (config.fallbackSender ?? '') : config.sender;
+    const step = await this.session!.mailFrom(sender, { smtputf8 });
+    // A server that dropped us after RSET took the first transaction well: a new connection will too.
+    if (step.kind !== 'reply') return this.endAttempt(this.stepFailure(step), again ? 'reconnect' : 'next-host');
+    const reply = step.reply;
+    if (reply.code >= 200 && reply.code < 300) {
+      if (sender === '') this.out.nullSender = 'accepted';
+      return 'ok';
+    }
+    const ev = evidence('mail', reply, config.noDetails);
+    if (reply.code >= 500 && sender === '') {
+      this.out.nullSender = 'refused';
+      if (config.fallbackSender !== undefined) {
+        this.useFallback = true;
+        return this.startTransaction(again);
+      }
+      for (const target of this.pending.splice(0)) {
+        this.out.outcomes.set(target.address, {
+          verdict: 'risky',
+          reason: 'null-sender-refused',
+          description: `${this.where()} refused MAIL FROM:<> (${describeReply(ev)}): the domain cannot receive bounces`,
+          reply: ev,
+        });
+      }
+      return this.endAttempt(`MAIL FROM:<> refused: ${describeReply(ev)}`, 'done');
+    }
+    const failure: Failure = reply.code >= 500
+      ? { reason: 'refused-at-mail', description: `${this.where()} refused MAIL FROM:<${sender}>: ${describeReply(ev)}`, reply: ev, definite: true }
+      : { reason: classifyRcpt(reply) === 'greylisted' ? 'greylisted' : 'refused-at-mail', description: `${this.where()} deferred MAIL FROM:<${sender}>: ${describeReply(ev)}`, reply: ev, definite: false };
+    if (failure.reason === 'greylisted') this.out.greylisted = failure;
+    return this.endAttempt(this.fail(failure), 'next-host');
+  }
+
+  /** Addresses that need SMTPUTF8 at a server without it cannot be delivered there (RFC 6531 §3.4). */
+  private checkSmtputf8(): boolean {
+    if (this.session!.extensions.has('SMTPUTF8')) return true;
+    const needing = this.pending.filter((t) => t.requiresSmtputf8);
+    if (needing.length === 0) return true;
+    this.fail({ reason: 'smtputf8-unsupported', description: `${this.where()} does not offer SMTPUTF8, which the address needs`, definite: false });
+    return needing.length < this.pending.length;
+  }
+
+  private async randomProbe(): Promise<'ok' | Conversation> {
+    const { config } = this.deps;
+    const local = config.randomLocalPart.replace('{random}', randomToken());
+    const step = await this.session!.rcptTo(`${local}@${this.input.domain}`);
+    if (step.kind !== 'reply') {
+      this.out.catchAll = 'inconclusive';
+      return this.endAttempt(`random probe: ${this.stepFailure(step)}`, 'reconnect');
+    }
+    const outcome = classifyRcpt(step.reply);
+    if (outcome === 'accepted') {
+      this.out.catchAll = 'accepted';
+      const ev = evidence('rcpt', step.reply, config.noDetails);
+      for (const target of this.pending.splice(0)) {
+        this.out.outcomes.set(target.address, {
+          verdict: 'risky',
+          reason: 'catch-all',
+          description: `${this.where()} accepts any local part (the random address ${local}@${this.input.domain} got ${describeReply(ev)})`,
+          reply: ev,
+        });
+      }
+      await this.session!.quit();
+      return this.endAttempt('catch-all: random address accepted', 'done');
+    }
+    this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
+    // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
+    const rset = await this.session!.rset();
+    if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET after the random probe failed', 'reconnect');
+    return this.startTransaction(true);
+  }
+
+  private async probeAddresses(): Promise<'ok' | Conversation> {
+    const { config } = this.deps;
+    const batch = this.pending.slice(0, this.deps.addressesPerConnection);
+    for (const target of batch) {
+      if (target.requiresSmtputf8 && !this.session!.extensions.has('SMTPUTF8')) continue;
+      if (config.vrfy) {
+        const answered = await this.vrfy(target);
+        if (answered === 'answered') continue;
+        if (answered !== 'no-answer') return answered;
+      }
+      let step = await this.session!.rcptTo(target.address);
+      if (step.kind === 'reply' && classifyRcpt(step.reply) === 'too-many-recipients') {
+        const rset = await this.session!.rset();
+        if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET failed', 'reconnect');
+        const mail = await this.startTransaction(true);
+        if (mail !== 'ok') return mail;
+        step = await this.session!.rcptTo(target.address);
+      }
+      if (step.kind !== 'reply') return this.endAttempt(`RCPT: ${this.stepFailure(step)}`, 'reconnect');
+      this.answerRcpt(target, step.reply);
+    }
+    return 'ok';
+  }
+
+  private async vrfy(target: ProbeTarget): Promise<'answered' | 'no-answer' | Conversation> {
+    const step = await this.session!.vrfy(target.address);
+    if (step.kind !== 'reply') return this.endAttempt(`VRFY: ${this.stepFailure(step)}`, 'reconnect');
+    const verdict = classifyVrfy(step.reply);
+    if (verdict === 'no-answer') return 'no-answer';
+    const ev = evidence('rcpt', step.reply, this.deps.config.noDetails);
+    this.settle(target, {
+      verdict: verdict === 'exists' ? 'deliverable' : 'undeliverable',
+      reason: verdict === 'exists' ? 'accepted' : 'rejected-at-rcpt',
+      description: `${this.where()} answered VRFY with ${describeReply(ev)}`,
+      reply: ev,
+    });
+    return 'answered';
+  }
+
+  private answerRcpt(target: ProbeTarget, reply: SmtpReply): void {
+    const ev = evidence('rcpt', reply, this.deps.config.noDetails);
+    const said = `${this.where()} answered RCPT TO:<${target.address}> with ${describeReply(ev)}`;
+    switch (classifyRcpt(reply)) {
+      case 'accepted':
+        this.settle(target, { verdict: 'deliverable', reason: 'accepted', description: said, reply: ev });
+        return;
+      case 'rejected':
+        this.settle(target, { verdict: 'undeliverable', reason: 'rejected-at-rcpt', description: said, reply: ev });
+        return;
+      case 'greylisted': {
+        const failure: Failure = { reason: 'greylisted', description: `${said} (greylisting: retry later)`, reply: ev, definite: false };
+        this.out.greylisted = failure;
+        this.settle(target, { verdict: 'unknown', ...failure });
+        return;
+      }
+      default:
+        this.settle(target, { verdict: 'unknown', reason: 'tempfail-at-rcpt', description: `${said} (temporary)`, reply: ev });
+    }
+  }
+
+  private async postmasterProbe(): Promise<void> {
+    const step = await this.session!.rcptTo(`postmaster@${this.input.domain}`);
+    if (step.kind !== 'reply') {
+      this.out.postmaster = 'inconclusive';
+      return;
+    }
+    let outcome = classifyRcpt(step.reply);
+    if (outcome === 'rejected' && this.deps.config.postmasterProbe === 'fullpostmaster') {
+      // RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted too.
+      const bare = await this.session!.rcptTo('Postmaster');
+      outcome = bare.kind === 'reply' ? classifyRcpt(bare.reply) : 'tempfail';
+    }
+    this.out.postmaster = outcome === 'accepted' ? 'accepted' : outcome === 'rejected' ? 'refused' : 'inconclusive';
+  }
+
+  private settle(target: ProbeTarget, outcome: AddressOutcome): void {
+    this.out.outcomes.set(target.address, outcome);
+    const index = this.pending.indexOf(target);
+    if (index >= 0) this.pending.splice(index, 1);
+  }
+
+  private openFailure(opened: Exclude<OpenResult, { kind: 'ready' }>): string {
+    const noDetails = this.deps.config.noDetails;
+    switch (opened.kind) {
+      case 'rejected': {
+        const ev = evidence(opened.stage, opened.reply, noDetails);
+        const reason: VerdictReason = opened.stage === 'greeting' ? 'refused-at-greeting' : 'refused-at-helo';
+        return this.fail({
+          reason,
+          description: `${this.where()} refused us at ${opened.stage.toUpperCase()}: ${describeReply(ev)}`,
+          reply: ev,
+          definite: opened.reply.code >= 500,
+        });
+      }
+      case 'tls-unavailable':
+      case 'tls-failed':
+        return this.fail({ reason: 'tls-unavailable', description: `${this.where()}: ${opened.detail}`, definite: false });
+      default:
+        return this.stepFailure(opened);
+    }
+  }
+
+  private stepFailure(step: StepFailure<ClientStage>): string {
+    const reason: VerdictReason =
+      step.kind === 'timeout' ? 'timeout' : step.kind === 'error' ? 'protocol-error' : step.stage === 'connect' ? 'unreachable' : 'protocol-error';
+    const detail =
+      step.kind === 'timeout' ? `timed out at ${step.stage} after ${step.afterMs} ms` : `${step.kind === 'error' ? 'protocol error' : 'connection failed'} at ${step.stage}: ${step.detail}`;
+    return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false });
+  }
+
+  /** Keeps the most informative failure; returns its description for the attempt's outcome. */
+  private fail(failure: Failure): string {
+    const current = this.out.failure;
+    const rank = (f: Failure) => FAILURE_RANK.indexOf(f.reason) - (f.definite ? FAILURE_RANK.length : 0);
+    if (!current || rank(failure) < rank(current)) this.out.failure = failure;
+    return failure.description;
+  }
+
+  private endAttempt(outcome: string, next: Conversation): Conversation {
+    const session = this.session!;
+    this.out.attempts.push({
+      host: this.currentHost?.name ?? '',
+      address: this.currentIp,
+      port: this.deps.config.port,
+      tls: session.tls,
+      outcome,
+      durationMs: Date.now() - this.attemptStart,
+      transcript: [...session.transcript],
+    });
+    return next;
+  }
+
+  private skipAttempt(host: MxHost, ip: string, outcome: string): void {
+    this.out.attempts.push({ host: host.name, address: ip, port: this.deps.config.port, tls: false, outcome, durationMs: 0, transcript: [] });
+  }
+
+  private where(): string {
+    return `${this.currentHost?.name ?? '?'} [${this.currentIp}]`;
+  }
+}
+
+export function probeDomain(deps: ProbeDeps, input: DomainProbeInput): Promise<DomainProbeOutput> {
+  return new DomainProbe(deps, input).run();
+}
+
+const TOKEN_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
+
+function randomToken(): string {
+  return [...randomBytes(12)].map((b) => TOKEN_ALPHABET[b % TOKEN_ALPHABET.length]).join('');
+}
+

@@ -1,0 +1,336 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  isPostmaster,
+  parseForwardPath,
+  parseMailbox,
+  parseReversePath,
+  type AddressSyntaxRule,
+  type Mailbox,
+} from '../../src/address/index.js';
+import { assertParsed, assertSyntaxError } from './support.js';
+
+interface ErrorCase {
+  input: string;
+  rule: AddressSyntaxRule;
+  position: number;
+}
+
+const label63 = 'a'.repeat(63);
+/** A domain of exactly `length` octets, in labels of at most 49 octets. */
+function domainOf(length: number): string {
+  const labels: string[] = [];
+  let remaining = length;
+  while (remaining > 50) {
+    labels.push('a'.repeat(49));
+    remaining -= 50;
+  }
+  labels.push('b'.repeat(remaining));
+  return labels.join('.');
+}
+
+describe('parseMailbox: valid mailboxes', () => {
+  const cases: { input: string; want: Partial<Mailbox> }[] = [
+    {
+      input: 'user@example.com',
+      want: { localPart: 'user', domain: 'example.com', asciiDomain: 'example.com', requiresSmtputf8: false, address: 'user@example.com' },
+    },
+    { input: 'First.Last@Example.COM', want: { localPart: 'First.Last', asciiDomain: 'example.com', address: 'First.Last@example.com' } },
+    { input: "!#$%&'*+-/=?^_`{|}~@x.org", want: { localPart: "!#$%&'*+-/=?^_`{|}~", address: "!#$%&'*+-/=?^_`{|}~@x.org" } },
+    { input: '"john doe"@x.org', want: { localPart: 'john doe', address: '"john doe"@x.org' } },
+    { input: '"plain"@x.org', want: { localPart: 'plain', address: 'plain@x.org' } },
+    { input: '"a\\"b\\\\c"@x.org', want: { localPart: 'a"b\\c', address: '"a\\"b\\\\c"@x.org' } },
+    { input: '"\\a\\b"@x.org', want: { localPart: 'ab', address: 'ab@x.org' } },
+    { input: '"a..b"@x.org', want: { localPart: 'a..b', address: '"a..b"@x.org' } },
+    { input: '"a@b"@x.org', want: { localPart: 'a@b', address: '"a@b"@x.org' } },
+    { input: '""@x.org', want: { localPart: '', address: '""@x.org' } },
+    { input: 'a@x-y.example', want: { asciiDomain: 'x-y.example' } },
+    { input: 'a@1.2.3.4', want: { asciiDomain: '1.2.3.4' } },
+    { input: 'a@ab--cd.example', want: { asciiDomain: 'ab--cd.example' } },
+    { input: 'a@localhost', want: { asciiDomain: 'localhost' } },
+  ];
+  for (const { input, want } of cases) {
+    it(input, () => {
+      const got = assertParsed(parseMailbox(input), input);
+      for (const [key, value] of Object.entries(want)) assert.deepEqual(got[key as keyof Mailbox], value, key);
+      assert.equal(got.literal, undefined);
+    });
+  }
+});
+
+describe('parseMailbox: syntax errors', () => {
+  const cases: ErrorCase[] = [
+    { input: '', rule: 'empty-input', position: 0 },
+    { input: 'user', rule: 'missing-at', position: 4 },
+    { input: '"user"', rule: 'missing-at', position: 6 },
+    { input: '@example.com', rule: 'empty-local-part', position: 0 },
+    { input: '.a@x.org', rule: 'empty-atom', position: 0 },
+    { input: 'a.@x.org', rule: 'empty-atom', position: 1 },
+    { input: 'a..b@x.org', rule: 'empty-atom', position: 2 },
+    { input: 'a.', rule: 'empty-atom', position: 1 },
+    { input: '.', rule: 'empty-atom', position: 0 },
+    { input: 'a b@x.org', rule: 'bad-character', position: 1 },
+    { input: 'a(b)@x.org', rule: 'bad-character', position: 1 },
+    { input: 'a"b"@x.org', rule: 'bad-character', position: 1 },
+    { input: '"ab"c@x.org', rule: 'bad-character', position: 4 },
+    { input: '"unbalanced@x.org', rule: 'unbalanced-quote', position: 0 },
+    { input: 'ab"cd"@x.org', rule: 'bad-character', position: 2 },
+    { input: 'abc."def@x.org', rule: 'bad-character', position: 4 },
+    { input: '"abc\\', rule: 'unbalanced-quote', position: 0 },
+    { input: '"a\tb"@x.org', rule: 'bad-character', position: 2 },
+    { input: '"a\\\tb"@x.org', rule: 'bad-quoted-pair', position: 2 },
+    { input: '"a\\\u00e9"@x.org', rule: 'bad-quoted-pair', position: 2 },
+    { input: 'a\ud800@x.org', rule: 'bad-character', position: 1 },
+    { input: 'a@', rule: 'empty-domain', position: 2 },
+    { input: 'a@.x.org', rule: 'empty-domain-label', position: 2 },
+    { input: 'a@x..org', rule: 'empty-domain-label', position: 4 },
+    { input: 'a@x.org.', rule: 'empty-domain-label', position: 8 },
+    { input: 'a@-x.org', rule: 'bad-domain-label', position: 2 },
+    { input: 'a@x-.org', rule: 'bad-domain-label', position: 2 },
+    { input: 'a@x_y.org', rule: 'bad-character', position: 3 },
+    { input: 'a@x.org ', rule: 'bad-character', position: 7 },
+    { input: 'a@b@c', rule: 'bad-character', position: 3 },
+    { input: '<a@x.org>', rule: 'bad-character', position: 0 },
+    { input: 'a@x.org>', rule: 'bad-character', position: 7 },
+    { input: 'a@xn--abc.example', rule: 'bad-idn-label', position: 2 },
+    { input: 'a@x.\u3002y', rule: 'bad-idn-label', position: 4 },
+    { input: 'a@b\u00fc_cher.example', rule: 'bad-character', position: 4 },
+    { input: `a@${'a'.repeat(64)}.org`, rule: 'label-too-long', position: 2 },
+  ];
+  for (const { input, rule, position } of cases) {
+    it(`${JSON.stringify(input)} -> ${rule} at ${position}`, () => {
+      assertSyntaxError(parseMailbox(input), input, rule, position);
+    });
+  }
+
+  it('names the rule and position in the message', () => {
+    const result = parseMailbox('"unbalanced@x.org');
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.error.message, 'unbalanced quote at 0');
+  });
+});
+
+describe('parseMailbox: limits (RFC 5321 §4.5.3.1)', () => {
+  it('accepts a local part of exactly 64 octets and rejects 65', () => {
+    assertParsed(parseMailbox(`${'a'.repeat(64)}@x.org`), '64');
+    assertSyntaxError(parseMailbox(`${'a'.repeat(65)}@x.org`), '65', 'local-part-too-long', 0);
+  });
+
+  it('measures the local part in UTF-8 octets', () => {
+    const ue32 = 'ü'.repeat(32);
+    assertParsed(parseMailbox(`${ue32}@x.org`), '32 x ü = 64 octets');
+    assertSyntaxError(parseMailbox(`${ue32}a@x.org`), '65 octets in 33 characters', 'local-part-too-long', 0);
+  });
+
+  it('measures a quoted local part in its canonical form, quotes included', () => {
+    const spaced = (n: number) => `${'a'.repeat(n - 1)} `;
+    assertParsed(parseMailbox(`"${spaced(62)}"@x.org`), 'quoted 62 + 2');
+    assertSyntaxError(parseMailbox(`"${spaced(63)}"@x.org`), 'quoted 63 + 2', 'local-part-too-long', 0);
+    assertParsed(parseMailbox(`"${'a'.repeat(64)}"@x.org`), 'needless quotes do not count');
+  });
+
+  it('accepts a label of 63 octets and rejects 64, also for A-labels of U-labels', () => {
+    assertParsed(parseMailbox(`a@${label63}.org`), '63');
+    assertParsed(parseMailbox(`a@${'ü'.repeat(57)}.org`), 'A-label of 63 octets');
+    assertSyntaxError(parseMailbox(`a@x.${'ü'.repeat(58)}.org`), 'A-label of 64 octets', 'label-too-long', 4);
+  });
+
+  it('accepts a path of exactly 256 octets and rejects 257', () => {
+    const local = 'a'.repeat(64);
+    const ok = `${local}@${domainOf(189)}`;
+    assert.equal(ok.length + 2, 256);
+    assertParsed(parseMailbox(ok), 'path 256');
+    assertParsed(parseForwardPath(`<${ok}>`), 'forward path 256');
+    assertSyntaxError(parseMailbox(`${local}@${domainOf(190)}`), 'path 257', 'path-too-long', 0);
+    assertSyntaxError(parseReversePath(`<${local}@${domainOf(190)}>`), 'path 257', 'path-too-long', 0);
+  });
+
+  it('rejects a domain over 255 octets before the path limit', () => {
+    assertSyntaxError(parseMailbox(`a@${domainOf(256)}`), 'domain 256', 'domain-too-long', 2);
+  });
+
+  it('counts the path after IDN conversion', () => {
+    const local = 'a'.repeat(64);
+    const unicode = `${'a'.repeat(50)}ü.${domainOf(134)}`;
+    assert.equal(Buffer.byteLength(`<${local}@${unicode}>`), 254);
+    assertSyntaxError(parseMailbox(`${local}@${unicode}`), 'A-labels make it longer', 'path-too-long', 0);
+  });
+
+  it('caps the input before doing any work', () => {
+    const input = `${'a'.repeat(4097)}@x.org`;
+    assertSyntaxError(parseMailbox(input), 'long', 'input-too-long', 4096);
+    assertSyntaxError(parseReversePath(`<${input}>`), 'long path', 'input-too-long', 4096);
+  });
+});
+
+describe('parseMailbox: internationalised addresses (RFC 6531)', () => {
+  it('converts a U-label domain to A-labels for DNS and keeps U-labels for display', () => {
+    const got = assertParsed(parseMailbox('user@bücher.example'), 'idn');
+    assert.equal(got.asciiDomain, 'xn--bcher-kva.example');
+    assert.equal(got.domain, 'bücher.example');
+    assert.equal(got.address, 'user@xn--bcher-kva.example');
+    assert.equal(got.requiresSmtputf8, false);
+  });
+
+  it('lower-cases U-labels and accepts A-labels given directly', () => {
+    assert.equal(assertParsed(parseMailbox('user@BÜCHER.Example'), 'upper').asciiDomain, 'xn--bcher-kva.example');
+    const aLabel = assertParsed(parseMailbox('user@XN--BCHER-KVA.example'), 'a-label');
+    assert.equal(aLabel.asciiDomain, 'xn--bcher-kva.example');
+    assert.equal(aLabel.domain, 'bücher.example');
+  });
+
+  it('requires SMTPUTF8 for a UTF-8 local part, quoted or not', () => {
+    const got = assertParsed(parseMailbox('jörg@example.com'), 'utf8 local');
+    assert.equal(got.requiresSmtputf8, true);
+    assert.equal(got.address, 'jörg@example.com');
+    assert.equal(assertParsed(parseMailbox('"j ö"@example.com'), 'quoted').requiresSmtputf8, true);
+    assert.equal(assertParsed(parseMailbox('用户@例子.广告'), 'cjk').asciiDomain, 'xn--fsqu00a.xn--4rr70v');
+    assert.equal(assertParsed(parseMailbox('😀@x.org'), 'astral').localPart, '😀');
+  });
+
+  it('without utf8, refuses any non-ASCII character by position', () => {
+    assertSyntaxError(parseMailbox('user@bücher.example', { utf8: false }), 'idn', 'non-ascii', 6);
+    assertSyntaxError(parseMailbox('jörg@example.com', { utf8: false }), 'local', 'non-ascii', 1);
+    assertSyntaxError(parseReversePath('<a@x.org>ü', { utf8: false }), 'path', 'non-ascii', 9);
+    assertParsed(parseMailbox('user@xn--bcher-kva.example', { utf8: false }), 'a-label is ASCII');
+  });
+});
+
+describe('parseMailbox: address literals (RFC 5321 §4.1.3)', () => {
+  const valid: { input: string; asciiDomain: string; family: 4 | 6; ip: string }[] = [
+    { input: 'a@[192.0.2.1]', asciiDomain: '[192.0.2.1]', family: 4, ip: '192.0.2.1' },
+    { input: 'a@[IPv6:2001:db8::1]', asciiDomain: '[IPv6:2001:db8::1]', family: 6, ip: '2001:db8::1' },
+    { input: 'a@[ipv6:2001:DB8:0:0:0:0:0:1]', asciiDomain: '[IPv6:2001:db8::1]', family: 6, ip: '2001:db8::1' },
+    { input: 'a@[IPv6:::1]', asciiDomain: '[IPv6:::1]', family: 6, ip: '::1' },
+    { input: 'a@[IPv6:::ffff:192.0.2.1]', asciiDomain: '[IPv6:::ffff:c000:201]', family: 6, ip: '::ffff:c000:201' },
+  ];
+  for (const { input, asciiDomain, family, ip } of valid) {
+    it(input, () => {
+      const got = assertParsed(parseMailbox(input), input);
+      assert.equal(got.asciiDomain, asciiDomain);
+      assert.equal(got.domain, asciiDomain);
+      assert.deepEqual(got.literal, { family, ip });
+      assert.equal(got.address, `a@${asciiDomain}`);
+    });
+  }
+
+  const invalid: ErrorCase[] = [
+    { input: 'a@[192.0.2.256]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[192.0.2]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[010.0.0.1]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[0x7f.1]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[2001:db8::1]', rule: 'unsupported-address-literal', position: 2 },
+    { input: 'a@[IPv6:192.0.2.1]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[IPv6:fe80::1%eth0]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[IPv6:1:2:3:4:5:6:7:8:9]', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[x400:c=us;a=b]', rule: 'unsupported-address-literal', position: 2 },
+    { input: 'a@[192.0.2.1', rule: 'bad-address-literal', position: 2 },
+    { input: 'a@[192.0.2.1]x', rule: 'trailing-characters', position: 13 },
+    { input: 'a@x.[192.0.2.1]', rule: 'bad-character', position: 4 },
+  ];
+  for (const { input, rule, position } of invalid) {
+    it(`${input} -> ${rule}`, () => assertSyntaxError(parseMailbox(input), input, rule, position));
+  }
+});
+
+describe('parseReversePath', () => {
+  it('accepts the null reverse path <>', () => {
+    assert.deepEqual(assertParsed(parseReversePath('<>'), '<>'), { kind: 'null' });
+  });
+
+  it('accepts <mailbox>', () => {
+    const got = assertParsed(parseReversePath('<User@Example.com>'), 'path');
+    assert.equal(got.kind, 'mailbox');
+    if (got.kind === 'mailbox') assert.equal(got.mailbox.address, 'User@example.com');
+  });
+
+  it('accepts and ignores source routes', () => {
+    for (const input of ['<@a.example,@b.example:user@c.example>', '<@a.example:user@c.example>']) {
+      const got = assertParsed(parseReversePath(input), input);
+      assert.deepEqual(got.kind === 'mailbox' && got.mailbox.address, 'user@c.example');
+    }
+  });
+
+  it('finds the closing bracket after a quoted local part containing one', () => {
+    const got = assertParsed(parseReversePath('<"a>b"@c.example>'), 'quoted >');
+    assert.deepEqual(got.kind === 'mailbox' && got.mailbox.localPart, 'a>b');
+  });
+
+  it('with tolerant, takes a bare mailbox and the empty string as the null sender (Postfix policy)', () => {
+    assert.deepEqual(assertParsed(parseReversePath('', { tolerant: true }), "''"), { kind: 'null' });
+    assert.deepEqual(assertParsed(parseReversePath('<>', { tolerant: true }), '<>'), { kind: 'null' });
+    const got = assertParsed(parseReversePath('user@example.com', { tolerant: true }), 'bare');
+    assert.deepEqual(got.kind === 'mailbox' && got.mailbox.address, 'user@example.com');
+    assertParsed(parseReversePath('<user@example.com>', { tolerant: true }), 'bracketed');
+  });
+
+  const invalid: ErrorCase[] = [
+    { input: '', rule: 'missing-angle-bracket', position: 0 },
+    { input: 'user@example.com', rule: 'missing-angle-bracket', position: 0 },
+    { input: '<user@example.com', rule: 'missing-angle-bracket', position: 17 },
+    { input: '<user@example.com> SIZE=10', rule: 'trailing-characters', position: 18 },
+    { input: '<> ', rule: 'trailing-characters', position: 2 },
+    { input: '<user>', rule: 'missing-at', position: 5 },
+    { input: '< user@example.com>', rule: 'bad-character', position: 1 },
+    { input: '<@a.example:@c.example>', rule: 'empty-local-part', position: 12 },
+    { input: '<user@example.com >', rule: 'bad-character', position: 17 },
+    { input: '<a@[192.0.2.1]x>', rule: 'bad-character', position: 14 },
+    { input: '<a@[192.0.2.1]', rule: 'missing-angle-bracket', position: 14 },
+    { input: '<@a.example>', rule: 'bad-source-route', position: 11 },
+    { input: '<@a.example;user@c.example>', rule: 'bad-character', position: 11 },
+    { input: '<@:user@c.example>', rule: 'empty-domain', position: 2 },
+    { input: '<@a.example,b.example:user@c.example>', rule: 'bad-source-route', position: 12 },
+    { input: '<@a..example:user@c.example>', rule: 'empty-domain-label', position: 4 },
+  ];
+  for (const { input, rule, position } of invalid) {
+    it(`${JSON.stringify(input)} -> ${rule} at ${position}`, () => {
+      assertSyntaxError(parseReversePath(input), input, rule, position);
+    });
+  }
+
+  it('with tolerant, still checks a bare mailbox', () => {
+    assertSyntaxError(parseReversePath('user', { tolerant: true }), 'user', 'missing-at', 4);
+    assertSyntaxError(parseReversePath(' ', { tolerant: true }), 'space', 'bad-character', 0);
+  });
+});
+
+describe('parseForwardPath', () => {
+  it('accepts <mailbox> and source routes', () => {
+    const got = assertParsed(parseForwardPath('<@relay.example:user@example.com>'), 'route');
+    assert.deepEqual(got.kind === 'mailbox' && got.mailbox.address, 'user@example.com');
+  });
+
+  it('accepts <Postmaster> without a domain, in any case', () => {
+    for (const input of ['<Postmaster>', '<postmaster>', '<POSTMASTER>']) {
+      assert.deepEqual(assertParsed(parseForwardPath(input), input), { kind: 'postmaster' });
+    }
+    assert.deepEqual(assertParsed(parseForwardPath('postmaster', { tolerant: true }), 'bare'), { kind: 'postmaster' });
+    assertSyntaxError(parseForwardPath('postmaster'), 'bare, strict', 'missing-angle-bracket', 0);
+    assertSyntaxError(parseForwardPath('<abuse>'), 'other local part', 'missing-at', 6);
+  });
+
+  it('refuses the null path', () => {
+    assertSyntaxError(parseForwardPath('<>'), '<>', 'null-forward-path', 0);
+    assertSyntaxError(parseForwardPath('<>', { tolerant: true }), '<> tolerant', 'null-forward-path', 0);
+    assertSyntaxError(parseForwardPath('', { tolerant: true }), "''", 'empty-input', 0);
+  });
+
+  it('accepts a bare mailbox with tolerant', () => {
+    const got = assertParsed(parseForwardPath('user@bücher.example', { tolerant: true }), 'bare');
+    assert.deepEqual(got.kind === 'mailbox' && got.mailbox.asciiDomain, 'xn--bcher-kva.example');
+  });
+});
+
+describe('isPostmaster (RFC 5321 §4.5.1)', () => {
+  const cases: [string, boolean][] = [
+    ['postmaster@example.com', true],
+    ['PostMaster@example.com', true],
+    ['"postmaster"@example.com', true],
+    ['postmaster.x@example.com', false],
+    ['abuse@example.com', false],
+  ];
+  for (const [input, want] of cases) {
+    it(`${input} -> ${want}`, () => assert.equal(isPostmaster(assertParsed(parseMailbox(input), input)), want));
+  }
+});

@@ -1,0 +1,195 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createNodeResolver, parseDnsServer } from '../../src/dns/node-resolver.js';
+import { reverseName } from '../../src/dns/reverse.js';
+import { ConfigError } from '../../src/core/errors.js';
+import type { DnsAnswer, Resolver } from '../../src/dns/types.js';
+import { startDnsServer, type DnsTestServer, type Zone } from '../support/dns-server.js';
+
+const zone: Zone = {
+  'example.test': {
+    A: ['192.0.2.1', '192.0.2.2'],
+    AAAA: ['2001:db8::1'],
+    MX: [{ priority: 10, exchange: 'mx1.example.test' }],
+    TXT: ['v=spf1 -all', ['part one ', 'part two']],
+    ttl: 120,
+  },
+  'only-a.example.test': { A: ['192.0.2.3'] },
+  'a.b.example.test': { A: ['192.0.2.4'] },
+  'alias.example.test': { CNAME: 'alias2.example.test' },
+  'alias2.example.test': { CNAME: 'only-a.example.test' },
+  'dangling.example.test': { CNAME: 'missing.example.test' },
+  'long.example.test': { TXT: ['x'.repeat(300)] },
+  'big.example.test': { TXT: Array.from({ length: 8 }, (_, i) => `${i}`.repeat(500)) },
+  'servfail.example.test': { servfail: true },
+  'refused.example.test': { refused: true },
+  'drop.example.test': { drop: true },
+  'slow.example.test': { A: ['192.0.2.5'], delayMs: 50 },
+  [reverseName('192.0.2.1')]: { PTR: ['host.example.test', 'other.example.test'] },
+  [reverseName('2001:db8::1')]: { PTR: ['v6host.example.test'] },
+};
+
+let server: DnsTestServer;
+let resolver: Resolver;
+
+before(async () => {
+  server = await startDnsServer(zone);
+  resolver = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1 });
+});
+after(() => server.close());
+
+function records<T>(answer: DnsAnswer<T>): T[] {
+  assert.equal(answer.kind, 'records', JSON.stringify(answer));
+  return answer.kind === 'records' ? answer.records : [];
+}
+
+describe('record types', () => {
+  test('A with the TTL from the answer', async () => {
+    const answer = await resolver.a('example.test');
+    assert.deepEqual(answer, { kind: 'records', records: ['192.0.2.1', '192.0.2.2'], ttl: 120 });
+  });
+
+  test('AAAA with the TTL from the answer', async () => {
+    assert.deepEqual(await resolver.aaaa('example.test'), { kind: 'records', records: ['2001:db8::1'], ttl: 120 });
+  });
+
+  test('names are case-insensitive', async () => {
+    assert.deepEqual(records(await resolver.a('EXAMPLE.Test')), ['192.0.2.1', '192.0.2.2']);
+  });
+
+  test('MX carries the default TTL, node:dns giving none', async () => {
+    assert.deepEqual(await resolver.mx('example.test'), {
+      kind: 'records',
+      records: [{ exchange: 'mx1.example.test', priority: 10 }],
+      ttl: 300,
+    });
+  });
+
+  test('TXT joins the character-strings of each record', async () => {
+    assert.deepEqual(records(await resolver.txt('example.test')).sort(), ['part one part two', 'v=spf1 -all']);
+  });
+
+  test('a TXT string over 255 bytes arrives whole', async () => {
+    assert.deepEqual(records(await resolver.txt('long.example.test')), ['x'.repeat(300)]);
+  });
+
+  test('PTR of IPv4 and IPv6 addresses', async () => {
+    assert.deepEqual(records(await resolver.ptr('192.0.2.1')).sort(), ['host.example.test', 'other.example.test']);
+    assert.deepEqual(records(await resolver.ptr('2001:db8::1')), ['v6host.example.test']);
+  });
+
+  test('a CNAME chain is followed', async () => {
+    assert.deepEqual(records(await resolver.a('alias.example.test')), ['192.0.2.3']);
+  });
+
+  test('defaultTtlSeconds applies to MX, TXT and PTR', async () => {
+    const custom = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1, defaultTtlSeconds: 42 });
+    for (const answer of [await custom.mx('example.test'), await custom.txt('example.test'), await custom.ptr('192.0.2.1')]) {
+      assert.equal(answer.kind === 'records' && answer.ttl, 42);
+    }
+  });
+
+  test('a large TXT answer is truncated over UDP and retried over TCP', async () => {
+    const before = server.queries.length;
+    const strings = records(await resolver.txt('big.example.test'));
+    assert.equal(strings.length, 8);
+    assert.ok(strings.includes('7'.repeat(500)));
+    const transports = server.queries.slice(before).map((query) => query.transport);
+    assert.deepEqual(transports, ['udp', 'tcp']);
+  });
+});
+
+describe('negative answers', () => {
+  test('a name that does not exist is nxdomain with the negative TTL', async () => {
+    assert.deepEqual(await resolver.a('nothing.example.test'), { kind: 'nxdomain', ttl: 300 });
+    assert.deepEqual(await resolver.mx('nothing.example.test'), { kind: 'nxdomain', ttl: 300 });
+  });
+
+  test('a name without records of the type is nodata', async () => {
+    assert.deepEqual(await resolver.aaaa('only-a.example.test'), { kind: 'nodata', ttl: 300 });
+    assert.deepEqual(await resolver.mx('only-a.example.test'), { kind: 'nodata', ttl: 300 });
+    assert.deepEqual(await resolver.txt('only-a.example.test'), { kind: 'nodata', ttl: 300 });
+  });
+
+  test('an empty non-terminal is nodata, not nxdomain', async () => {
+    assert.equal((await resolver.a('b.example.test')).kind, 'nodata');
+  });
+
+  test('a CNAME to a missing name is nxdomain', async () => {
+    assert.equal((await resolver.a('dangling.example.test')).kind, 'nxdomain');
+  });
+
+  test('a PTR lookup of an address without a reverse name is nxdomain', async () => {
+    assert.equal((await resolver.ptr('192.0.2.99')).kind, 'nxdomain');
+  });
+
+  test('defaultNegativeTtlSeconds sets the TTL of nxdomain and nodata', async () => {
+    const custom = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1, defaultNegativeTtlSeconds: 60 });
+    assert.deepEqual(await custom.a('nothing.example.test'), { kind: 'nxdomain', ttl: 60 });
+    assert.deepEqual(await custom.aaaa('only-a.example.test'), { kind: 'nodata', ttl: 60 });
+  });
+});
+
+describe('temporary failures', () => {
+  function assertTempfail(answer: DnsAnswer<unknown>, code: RegExp, name: string): void {
+    assert.equal(answer.kind, 'tempfail', JSON.stringify(answer));
+    if (answer.kind !== 'tempfail') return;
+    assert.match(answer.reason, code);
+    assert.ok(answer.reason.includes(name), answer.reason);
+  }
+
+  test('SERVFAIL is tempfail naming the code and the name', async () => {
+    assertTempfail(await resolver.mx('servfail.example.test'), /ESERVFAIL/, 'servfail.example.test');
+  });
+
+  test('REFUSED is tempfail', async () => {
+    assertTempfail(await resolver.a('refused.example.test'), /EREFUSED/, 'refused.example.test');
+  });
+
+  test('no answer at all is tempfail (timeout)', async () => {
+    const impatient = createNodeResolver({ servers: [server.address], timeoutMs: 200, tries: 1 });
+    assertTempfail(await impatient.txt('drop.example.test'), /ETIMEOUT/, 'drop.example.test');
+  });
+
+  test('a server that is gone is tempfail', async () => {
+    const gone = await startDnsServer({});
+    await gone.close();
+    const nobody = createNodeResolver({ servers: [gone.address], timeoutMs: 200, tries: 1 });
+    assert.equal((await nobody.a('example.test')).kind, 'tempfail');
+  });
+
+  test('a late answer within the timeout is still an answer', async () => {
+    assert.deepEqual(records(await resolver.a('slow.example.test')), ['192.0.2.5']);
+  });
+});
+
+describe('configuration', () => {
+  test('server entries in every accepted form', () => {
+    assert.equal(parseDnsServer('127.0.0.1'), '127.0.0.1');
+    assert.equal(parseDnsServer('127.0.0.1:5353'), '127.0.0.1:5353');
+    assert.equal(parseDnsServer('[::1]:5353'), '[::1]:5353');
+    assert.equal(parseDnsServer('[::1]'), '::1');
+    assert.equal(parseDnsServer('::1'), '::1');
+  });
+
+  test('a bad server entry throws ConfigError naming it', () => {
+    for (const bad of ['dns.example.test', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1:', '[127.0.0.1]:53', '', '1.2.3.4:53:53']) {
+      assert.throws(
+        () => createNodeResolver({ servers: ['127.0.0.1', bad] }),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(JSON.stringify(bad)),
+        bad,
+      );
+    }
+  });
+
+  test('timeouts, tries and TTLs must be integers in range', () => {
+    assert.throws(() => createNodeResolver({ timeoutMs: 0 }), ConfigError);
+    assert.throws(() => createNodeResolver({ tries: 0 }), ConfigError);
+    assert.throws(() => createNodeResolver({ timeoutMs: 1.5 }), ConfigError);
+    assert.throws(() => createNodeResolver({ defaultTtlSeconds: -1 }), ConfigError);
+  });
+
+  test('ptr of something that is not an IP address rejects', async () => {
+    await assert.rejects(resolver.ptr('not-an-address'), /not an IP address/);
+  });
+});

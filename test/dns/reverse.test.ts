@@ -1,0 +1,36 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { reverseName } from '../../src/dns/reverse.js';
+import { CalloutError } from '../../src/core/errors.js';
+
+test('IPv4 reverses its octets under in-addr.arpa', () => {
+  assert.equal(reverseName('127.0.0.2'), '2.0.0.127.in-addr.arpa');
+  assert.equal(reverseName('192.0.2.10'), '10.2.0.192.in-addr.arpa');
+});
+
+test('IPv6 expands to 32 nibbles, lowest first, under ip6.arpa', () => {
+  assert.equal(
+    reverseName('2001:db8::567:89ab'),
+    'b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa',
+  );
+  assert.equal(reverseName('::1'), `1.${'0.'.repeat(31)}ip6.arpa`);
+  assert.equal(reverseName('::'), `${'0.'.repeat(32)}ip6.arpa`);
+  assert.equal(reverseName('1::'), `${'0.'.repeat(28)}1.0.0.0.ip6.arpa`);
+});
+
+test('IPv6 forms that name the same address give the same name', () => {
+  const expected = reverseName('2001:0db8:0000:0000:0000:0000:0000:0001');
+  for (const form of ['2001:db8::1', '2001:DB8:0:0:0:0:0:1', '2001:db8::0:1', '2001:db8::1%eth0']) {
+    assert.equal(reverseName(form), expected, form);
+  }
+});
+
+test('an embedded dotted quad is read as the last 32 bits', () => {
+  assert.equal(reverseName('::ffff:192.0.2.1'), reverseName('::ffff:c000:201'));
+});
+
+test('a string that is not an IP address throws DNS_PERMANENT', () => {
+  for (const bad of ['', 'example.com', '1.2.3', '256.1.1.1', '1:2:3', '[::1]']) {
+    assert.throws(() => reverseName(bad), (err: unknown) => err instanceof CalloutError && err.code === 'DNS_PERMANENT', bad);
+  }
+});

@@ -1,0 +1,575 @@
+import { describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import fc from 'fast-check';
+import { SmtpClientSession, SmtpSessionMisuseError, type SmtpClientOptions } from '../../src/smtp/client.js';
+import type { Dialer } from '../../src/smtp/types.js';
+import {
+  acceptAll,
+  dropAfter,
+  dropAfterRset,
+  greylistOnce,
+  multilineReplies,
+  oversizedLine,
+  refuseNullSender,
+  rejectEhlo,
+  rejectGreeting,
+  rejectSecondRcpt,
+  silentGreeting,
+  startSmtpServer,
+  startSmtpServers,
+  testCertificate,
+  usersOnly,
+  type SmtpServerOptions,
+  type SmtpTestServer,
+} from '../support/smtp-server.js';
+
+const GENEROUS = { connectMs: 5000, greetingMs: 5000, commandMs: 5000, rcptMs: 5000, tlsMs: 5000 };
+
+async function serve(t: TestContext, options: SmtpServerOptions = {}): Promise<SmtpTestServer> {
+  const server = await startSmtpServer(options);
+  t.after(() => server.close());
+  return server;
+}
+
+function sessionFor(
+  t: TestContext,
+  target: { host: string; port: number },
+  overrides: Partial<SmtpClientOptions> = {},
+): SmtpClientSession {
+  const session = new SmtpClientSession({
+    host: target.host,
+    port: target.port,
+    heloName: 'callout.example',
+    timeouts: GENEROUS,
+    tls: 'off',
+    ...overrides,
+  });
+  t.after(() => session.destroy());
+  return session;
+}
+
+function sentLines(session: SmtpClientSession): string[] {
+  return session.transcript.filter((entry) => entry.dir === 'sent').map((entry) => entry.line);
+}
+
+function events(session: SmtpClientSession): string[] {
+  return session.transcript.filter((entry) => entry.dir === 'event').map((entry) => entry.line);
+}
+
+async function unusedPort(host: string): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, host, resolve));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+describe('SmtpClientSession dialogue', () => {
+  it('runs the whole callout dialogue and records it', async (t) => {
+    const server = await serve(t, { script: acceptAll() });
+    const session = sessionFor(t, server);
+    assert.equal(session.state, 'idle');
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.state, 'ready');
+    assert.equal(session.remoteAddress, '127.0.0.2');
+    assert.equal(session.tls, false);
+    assert.equal(session.extensions.get('SIZE'), '10240000');
+    assert.ok(session.extensions.has('8BITMIME'));
+
+    const mail = await session.mailFrom('');
+    assert.deepEqual(mail, { kind: 'reply', reply: { code: 250, enhanced: { klass: 2, subject: 1, detail: 0 }, lines: ['Ok'] } });
+    const rcpt = await session.rcptTo('anyone@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 250);
+    const rset = await session.rset();
+    assert.equal(rset.kind === 'reply' && rset.reply.code, 250);
+    await session.quit();
+    assert.equal(session.state, 'closed');
+
+    assert.deepEqual(sentLines(session), ['EHLO callout.example', 'MAIL FROM:<>', 'RCPT TO:<anyone@example.test>', 'RSET', 'QUIT']);
+    assert.deepEqual(server.sessions[0]?.commands, sentLines(session));
+    assert.match(session.transcript[0]?.line ?? '', new RegExp(`^connected to 127\\.0\\.0\\.2:${server.port} from 127\\.`));
+    assert.deepEqual(session.transcript[1], { at: session.transcript[1]?.at, dir: 'received', line: '220 mx.callout.test ESMTP callout test server' });
+    assert.ok(session.transcript.some((entry) => entry.dir === 'received' && entry.line === '221 2.0.0 Bye'));
+    const times = session.transcript.map((entry) => entry.at);
+    assert.deepEqual(times, [...times].sort((a, b) => a - b));
+    assert.deepEqual(await session.mailFrom(''), { kind: 'closed', stage: 'mail', detail: 'session already closed (session ended after QUIT)' });
+  });
+
+  it('reports 550 5.1.1 for an unknown user and 250 for a known one', async (t) => {
+    const server = await serve(t, { script: usersOnly(['alice']) });
+    const session = sessionFor(t, server);
+    assert.equal((await session.open()).kind, 'ready');
+    await session.mailFrom('');
+    const unknown = await session.rcptTo('bob@example.test');
+    assert.equal(unknown.kind, 'reply');
+    if (unknown.kind !== 'reply') return;
+    assert.equal(unknown.reply.code, 550);
+    assert.deepEqual(unknown.reply.enhanced, { klass: 5, subject: 1, detail: 1 });
+    const known = await session.rcptTo('Alice@example.test');
+    assert.equal(known.kind === 'reply' && known.reply.code, 250);
+    assert.equal(session.state, 'ready');
+    await session.quit();
+  });
+
+  it('sees greylisting once per recipient, across connections', async (t) => {
+    const server = await serve(t, { script: greylistOnce() });
+    for (const want of [450, 250]) {
+      const session = sessionFor(t, server);
+      await session.open();
+      await session.mailFrom('');
+      const rcpt = await session.rcptTo('carol@example.test');
+      assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, want);
+      await session.quit();
+    }
+    assert.equal(server.connectionCount, 2);
+  });
+
+  it('gets 550 5.7.1 for the null sender and 250 for a real one', async (t) => {
+    const server = await serve(t, { script: refuseNullSender() });
+    const session = sessionFor(t, server);
+    await session.open();
+    const nullSender = await session.mailFrom('');
+    assert.equal(nullSender.kind === 'reply' && `${nullSender.reply.code} ${nullSender.reply.lines[0]}`, '550 Null sender refused');
+    await session.rset();
+    const realSender = await session.mailFrom('probe@callout.example');
+    assert.equal(realSender.kind === 'reply' && realSender.reply.code, 250);
+    await session.quit();
+  });
+
+  it('gets 452 for the second RCPT of a transaction', async (t) => {
+    const server = await serve(t, { script: rejectSecondRcpt() });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const codes: number[] = [];
+    for (const address of ['x1@example.test', 'x2@example.test']) {
+      const rcpt = await session.rcptTo(address);
+      if (rcpt.kind === 'reply') codes.push(rcpt.reply.code);
+    }
+    await session.rset();
+    await session.mailFrom('');
+    const fresh = await session.rcptTo('x2@example.test');
+    if (fresh.kind === 'reply') codes.push(fresh.reply.code);
+    assert.deepEqual(codes, [250, 452, 250]);
+    await session.quit();
+  });
+
+  it('answers VRFY and sends SMTPUTF8 only when the server offers it', async (t) => {
+    const server = await serve(t);
+    const session = sessionFor(t, server);
+    await session.open();
+    const vrfy = await session.vrfy('dave@example.test');
+    assert.equal(vrfy.kind === 'reply' && vrfy.reply.code, 252);
+    await session.mailFrom('', { smtputf8: true });
+    assert.equal(server.sessions[0]?.commands.at(-1), 'MAIL FROM:<> SMTPUTF8');
+    await session.quit();
+  });
+
+  it('falls back to HELO when EHLO is refused with 500', async (t) => {
+    const server = await serve(t, { script: rejectEhlo() });
+    const session = sessionFor(t, server);
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.extensions.size, 0);
+    await session.mailFrom('', { smtputf8: true });
+    await session.quit();
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'HELO callout.example', 'MAIL FROM:<>', 'QUIT']);
+    assert.ok(events(session).includes('SMTPUTF8 not advertised: MAIL sent without it'));
+  });
+
+  it('reads multi-line greetings and replies', async (t) => {
+    const server = await serve(t, { script: multilineReplies() });
+    const session = sessionFor(t, server);
+    assert.equal((await session.open()).kind, 'ready');
+    assert.deepEqual(
+      session.transcript.filter((entry) => entry.dir === 'received' && entry.line.startsWith('220')).map((entry) => entry.line),
+      ['220-mx.callout.test ESMTP', '220-Unsolicited bulk mail is prohibited here.', '220 mx.callout.test ready'],
+    );
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('erin@example.test');
+    assert.deepEqual(rcpt, {
+      kind: 'reply',
+      reply: { code: 250, enhanced: { klass: 2, subject: 1, detail: 5 }, lines: ['Recipient', 'looks', 'fine'] },
+    });
+    await session.quit();
+  });
+
+  it('drops a repeated banner and replies stacked behind the answer, so replies never shift', async (t) => {
+    const server = await serve(t, {
+      script: {
+        ...usersOnly(['alice']),
+        greeting: () => '220 mx.callout.test ESMTP\r\n220 mx.callout.test ESMTP again',
+        mail: () => '250 2.1.0 Ok\r\n250 2.1.0 stray',
+      },
+    });
+    const session = sessionFor(t, server);
+    assert.equal((await session.open()).kind, 'ready');
+    assert.ok(session.extensions.has('SIZE'));
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('bob@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 550);
+    assert.ok(events(session).includes('ignored unsolicited reply 250'));
+    await session.quit();
+  });
+
+  it('closes on a flood of unsolicited replies', async (t) => {
+    const server = await serve(t, { script: { mail: () => ['250 Ok', ...Array.from({ length: 20 }, () => '250 again')].join('\r\n') } });
+    const session = sessionFor(t, server);
+    await session.open();
+    const mail = await session.mailFrom('');
+    assert.equal(mail.kind === 'reply' && mail.reply.code, 250);
+    const rcpt = await session.rcptTo('x@example.test');
+    assert.equal(rcpt.kind, 'closed');
+    assert.ok(events(session).some((line) => line.includes('more than 10 unsolicited replies')));
+  });
+
+  it('returns a 421 reply, then is closed', async (t) => {
+    const server = await serve(t, { script: { rcpt: () => '421 4.7.0 mx.callout.test Error: too many errors' } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('x@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 421);
+    assert.equal(session.state, 'closed');
+    assert.equal((await session.rset()).kind, 'closed');
+  });
+});
+
+describe('SmtpClientSession failures', () => {
+  it('reports an over-long reply line as a protocol error and closes cleanly', async (t) => {
+    const server = await serve(t, { script: oversizedLine('ehlo') });
+    const session = sessionFor(t, server);
+    const opened = await session.open();
+    assert.equal(opened.kind, 'error');
+    assert.equal(opened.kind === 'error' && opened.stage, 'ehlo');
+    assert.match(opened.kind === 'error' ? opened.detail : '', /^line-too-long/);
+    assert.equal(session.state, 'closed');
+    assert.ok(session.transcript.every((entry) => entry.line.length < 2048));
+  });
+
+  it('times out on a silent greeting (tarpit)', async (t) => {
+    const server = await serve(t, { script: silentGreeting() });
+    const session = sessionFor(t, server, { timeouts: { ...GENEROUS, greetingMs: 200 } });
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'greeting', afterMs: 200 });
+    assert.equal(session.state, 'closed');
+    assert.ok(events(session).includes('timeout at greeting after 200 ms'));
+  });
+
+  it('lets the deadline win over longer stage timeouts', async (t) => {
+    const server = await serve(t, { script: silentGreeting() });
+    const session = sessionFor(t, server, { timeouts: { ...GENEROUS, greetingMs: 30_000 }, deadline: Date.now() + 300 });
+    const opened = await session.open();
+    assert.equal(opened.kind, 'timeout');
+    assert.equal(opened.kind === 'timeout' && opened.stage, 'greeting');
+    assert.ok(opened.kind === 'timeout' && opened.afterMs <= 300);
+    assert.ok(events(session).some((line) => /^timeout at greeting after \d+ ms \(overall deadline\)$/.test(line)));
+  });
+
+  it('times out at once when the deadline has passed', async (t) => {
+    const server = await serve(t);
+    const session = sessionFor(t, server, { deadline: Date.now() - 1 });
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'connect', afterMs: 0 });
+  });
+
+  it('is rejected by a 421 greeting and sends no QUIT', async (t) => {
+    const server = await serve(t, { script: rejectGreeting(421) });
+    const session = sessionFor(t, server);
+    const opened = await session.open();
+    assert.equal(opened.kind, 'rejected');
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'greeting 421');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session), []);
+  });
+
+  it('is rejected by a 554 greeting and says QUIT', async (t) => {
+    const server = await serve(t, { script: rejectGreeting(554) });
+    const session = sessionFor(t, server);
+    const opened = await session.open();
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'greeting 554');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(server.sessions[0]?.commands, ['QUIT']);
+  });
+
+  it('reports a connection dropped mid-dialogue, then answers closed at once', async (t) => {
+    const server = await serve(t, { script: dropAfter('rcpt') });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('x@example.test');
+    assert.equal(rcpt.kind, 'closed');
+    assert.equal(rcpt.kind === 'closed' && rcpt.stage, 'rcpt');
+    assert.equal(session.state, 'closed');
+    const after = await session.mailFrom('');
+    assert.equal(after.kind === 'closed' && after.detail.startsWith('session already closed'), true);
+    await session.quit();
+  });
+
+  it('notices a server that closes after answering RSET', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly([]), ...dropAfterRset() } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    await session.rcptTo('random-1234@example.test');
+    const rset = await session.rset();
+    assert.equal(rset.kind === 'reply' && rset.reply.code, 250);
+    const mail = await session.mailFrom('');
+    assert.equal(mail.kind === 'closed' && mail.stage, 'mail');
+  });
+
+  it('reports a refused connection as closed at connect', async (t) => {
+    const port = await unusedPort('127.0.0.2');
+    const session = sessionFor(t, { host: '127.0.0.2', port });
+    const opened = await session.open();
+    assert.equal(opened.kind, 'closed');
+    assert.equal(opened.kind === 'closed' && opened.stage, 'connect');
+    assert.match(opened.kind === 'closed' ? opened.detail : '', /^ECONNREFUSED/);
+  });
+
+  it('times out at connect when the connection never completes', async (t) => {
+    const neverConnects: Dialer = () => new net.Socket();
+    const session = sessionFor(t, { host: '127.0.0.2', port: 25 }, { dialer: neverConnects, timeouts: { ...GENEROUS, connectMs: 100 } });
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'connect', afterMs: 100 });
+  });
+
+  it('reports a dialer that throws as closed at connect', async (t) => {
+    const broken: Dialer = () => {
+      throw Object.assign(new Error('bad local address'), { code: 'EADDRNOTAVAIL' });
+    };
+    const session = sessionFor(t, { host: '127.0.0.2', port: 25 }, { dialer: broken });
+    assert.deepEqual(await session.open(), { kind: 'closed', stage: 'connect', detail: 'EADDRNOTAVAIL: bad local address' });
+  });
+
+  it('uses the injected dialer', async (t) => {
+    const server = await serve(t);
+    const dialed: string[] = [];
+    const counting: Dialer = (options) => {
+      dialed.push(`${options.host}:${options.port}/${options.timeoutMs}`);
+      return net.connect({ host: options.host, port: options.port });
+    };
+    const session = sessionFor(t, server, { dialer: counting });
+    assert.equal((await session.open()).kind, 'ready');
+    await session.quit();
+    assert.deepEqual(dialed, [`127.0.0.2:${server.port}/5000`]);
+  });
+
+  it('refuses CR/LF in an address and sends nothing', async (t) => {
+    const server = await serve(t);
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('x@example.test>\r\nDATA');
+    assert.equal(rcpt.kind, 'error');
+    assert.equal(rcpt.kind === 'error' && rcpt.stage, 'rcpt');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'MAIL FROM:<>']);
+  });
+
+  it('refuses a HELO name with CR/LF', async (t) => {
+    const server = await serve(t);
+    const session = sessionFor(t, server, { heloName: 'x\r\nMAIL FROM:<a@b>' });
+    const opened = await session.open();
+    assert.equal(opened.kind === 'error' && opened.stage, 'ehlo');
+  });
+
+  it('throws on misuse: a command before open() or while another is outstanding', async (t) => {
+    const server = await serve(t, { script: { mail: () => ({ reply: '250 Ok', delayMs: 50 }) } });
+    const session = sessionFor(t, server);
+    await assert.rejects(session.rcptTo('x@example.test'), SmtpSessionMisuseError);
+    await session.open();
+    const first = session.mailFrom('');
+    await assert.rejects(session.rcptTo('x@example.test'), SmtpSessionMisuseError);
+    assert.equal((await first).kind, 'reply');
+    await session.quit();
+  });
+
+  it('destroy() answers an outstanding command with closed', async (t) => {
+    const server = await serve(t, { script: { rcpt: () => ({ silent: true }) } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const pending = session.rcptTo('x@example.test');
+    session.destroy();
+    assert.deepEqual(await pending, { kind: 'closed', stage: 'rcpt', detail: 'session destroyed by caller' });
+  });
+});
+
+describe('SmtpClientSession STARTTLS', () => {
+  it('upgrades opportunistically and says EHLO again over TLS', async (t) => {
+    const server = await serve(t, { tls: testCertificate() });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.tls, true);
+    assert.ok(!session.extensions.has('STARTTLS'));
+    assert.ok(events(session).some((line) => /^TLS established \(TLSv1\.[23], .+, certificate not verified: /.test(line)));
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('x@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 250);
+    await session.quit();
+    assert.equal(server.sessions[0]?.tls, true);
+    assert.deepEqual(server.sessions[0]?.commands, [
+      'EHLO callout.example',
+      'STARTTLS',
+      'EHLO callout.example',
+      'MAIL FROM:<>',
+      'RCPT TO:<x@example.test>',
+      'QUIT',
+    ]);
+  });
+
+  it('discards replies injected in clear behind the 220 to STARTTLS', async (t) => {
+    const server = await serve(t, {
+      tls: testCertificate(),
+      script: { starttls: () => '220 2.0.0 Ready to start TLS\r\n250 injected in clear' },
+    });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.tls, true);
+    assert.ok(events(session).includes('ignored unsolicited reply 250'));
+    assert.ok(session.extensions.has('SMTPUTF8'));
+    await session.quit();
+  });
+
+  it('stays in clear with tls off even when STARTTLS is offered', async (t) => {
+    const server = await serve(t, { tls: testCertificate() });
+    const session = sessionFor(t, server, { tls: 'off' });
+    await session.open();
+    assert.equal(session.tls, false);
+    assert.ok(session.extensions.has('STARTTLS'));
+    await session.quit();
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'QUIT']);
+  });
+
+  it('answers tls-unavailable when TLS is required and not offered', async (t) => {
+    const server = await serve(t);
+    const session = sessionFor(t, server, { tls: 'required' });
+    assert.deepEqual(await session.open(), { kind: 'tls-unavailable', detail: 'STARTTLS not advertised' });
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'QUIT']);
+  });
+
+  it('answers tls-unavailable when TLS is required and STARTTLS is refused', async (t) => {
+    const server = await serve(t, { script: { ehlo: () => '250-mx.callout.test\r\n250 STARTTLS' } });
+    const session = sessionFor(t, server, { tls: 'required' });
+    const opened = await session.open();
+    assert.equal(opened.kind, 'tls-unavailable');
+    assert.match(opened.kind === 'tls-unavailable' ? opened.detail : '', /^STARTTLS refused: 454 4\.7\.0/);
+  });
+
+  it('carries on in clear when STARTTLS is refused and TLS is opportunistic', async (t) => {
+    const server = await serve(t, { script: { ehlo: () => '250-mx.callout.test\r\n250 STARTTLS' } });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.tls, false);
+    await session.quit();
+  });
+
+  it('answers tls-failed when the certificate must verify and does not', async (t) => {
+    const server = await serve(t, { tls: testCertificate() });
+    const session = sessionFor(t, server, {
+      tls: 'required',
+      tlsOptions: { rejectUnauthorized: true, servername: 'mx.callout.test' },
+    });
+    const opened = await session.open();
+    assert.equal(opened.kind, 'tls-failed');
+    assert.match(opened.kind === 'tls-failed' ? opened.detail : '', /self.signed/i);
+    assert.equal(session.state, 'closed');
+  });
+
+  it('answers tls-failed when the server says 220 to STARTTLS but speaks no TLS', async (t) => {
+    const server = await serve(t, {
+      script: { ehlo: () => '250-mx.callout.test\r\n250 STARTTLS', starttls: () => '220 2.0.0 Ready to start TLS' },
+    });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    const opened = await session.open();
+    assert.equal(opened.kind, 'tls-failed');
+    assert.equal(session.state, 'closed');
+    assert.ok(events(session).some((line) => line.startsWith('TLS handshake failed: ')));
+  });
+
+  it('times out a TLS handshake the server never completes', async (t) => {
+    const server = await serve(t, {
+      script: {
+        ehlo: () => '250-mx.callout.test\r\n250 STARTTLS',
+        starttls: () => '220 2.0.0 Ready to start TLS',
+        unknown: () => ({ silent: true }),
+      },
+    });
+    const session = sessionFor(t, server, { tls: 'opportunistic', timeouts: { ...GENEROUS, tlsMs: 200 } });
+    const opened = await session.open();
+    assert.deepEqual(opened, { kind: 'timeout', stage: 'starttls', afterMs: 200 });
+  });
+});
+
+describe('startSmtpServers', () => {
+  it('binds every host on one common port, each with its own script', async (t) => {
+    const hosts = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+    const servers = await startSmtpServers(hosts, (host) => (host === '127.0.0.3' ? usersOnly(['alice']) : acceptAll()));
+    t.after(() => Promise.all(servers.map((server) => server.close())));
+    const ports = new Set(servers.map((server) => server.port));
+    assert.equal(ports.size, 1);
+    const codes: number[] = [];
+    for (const server of servers) {
+      const session = sessionFor(t, server);
+      await session.open();
+      await session.mailFrom('');
+      const rcpt = await session.rcptTo('bob@example.test');
+      if (rcpt.kind === 'reply') codes.push(rcpt.reply.code);
+      await session.quit();
+      assert.equal(server.connectionCount, 1);
+      assert.equal(session.remoteAddress, server.host);
+    }
+    assert.deepEqual(codes, [250, 550, 250]);
+  });
+});
+
+describe('SmtpClientSession against random server output', () => {
+  it('always ends with a value and a closed or ready session', async (t) => {
+    let script: Buffer[] = [];
+    const sockets = new Set<net.Socket>();
+    const chaos = net.createServer((socket) => {
+      sockets.add(socket);
+      const answers = [...script];
+      const next = (): void => {
+        const answer = answers.shift();
+        if (answer) socket.write(answer);
+      };
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('data', next);
+      next();
+    });
+    await new Promise<void>((resolve) => chaos.listen(0, '127.0.0.2', resolve));
+    t.after(() => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => chaos.close(() => resolve()));
+    });
+    const { port } = chaos.address() as net.AddressInfo;
+    const reply = fc.oneof(
+      fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)),
+      fc
+        .tuple(fc.constantFrom('220', '250', '221', '421', '450', '550', '999', '25'), fc.constantFrom(' ', '-', ''), fc.string({ maxLength: 20 }), fc.constantFrom('\r\n', '\n', ''))
+        .map(([code, sep, text, eol]) => Buffer.from(`${code}${sep}${text}${eol}`)),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(reply, { maxLength: 8 }), async (answers) => {
+        script = answers;
+        const session = new SmtpClientSession({
+          host: '127.0.0.2',
+          port,
+          heloName: 'callout.example',
+          timeouts: { connectMs: 2000, greetingMs: 150, commandMs: 150, rcptMs: 150, tlsMs: 150 },
+          tls: 'opportunistic',
+        });
+        const opened = await session.open();
+        assert.ok(['ready', 'rejected', 'timeout', 'closed', 'error', 'tls-failed', 'tls-unavailable'].includes(opened.kind));
+        if (opened.kind === 'ready') {
+          assert.ok(['reply', 'timeout', 'closed', 'error'].includes((await session.mailFrom('')).kind));
+          await session.quit();
+        }
+        session.destroy();
+        assert.equal(session.state, 'closed');
+      }),
+      { numRuns: 25 },
+    );
+  });
+});

@@ -1,0 +1,304 @@
+// The behaviour every Store backend must show, run by each backend's test file against its own
+// factory. Time only moves through the ManualClock handed to the factory.
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../src/core/clock.js';
+import { StoreError } from '../../src/core/errors.js';
+import type { Store } from '../../src/store/types.js';
+
+export function runStoreContract(name: string, makeStore: (clock: ManualClock) => Promise<Store>): void {
+  describe(`Store contract: ${name}`, () => {
+    let clock: ManualClock;
+    let store: Store;
+
+    beforeEach(async () => {
+      clock = new ManualClock();
+      store = await makeStore(clock);
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    describe('get / set', () => {
+      it('answers undefined for an absent key', async () => {
+        assert.equal(await store.get('absent'), undefined);
+      });
+
+      it('returns what was set, with its expiry', async () => {
+        await store.set('k', 'v', 60_000);
+        assert.deepEqual(await store.get('k'), { value: 'v', expiresAt: clock.now() + 60_000 });
+      });
+
+      it('overwrites value and expiry', async () => {
+        await store.set('k', 'first', 60_000);
+        clock.advance(10);
+        await store.set('k', 'second', 5_000);
+        assert.deepEqual(await store.get('k'), { value: 'second', expiresAt: clock.now() + 5_000 });
+      });
+
+      it('keeps the empty string as a value', async () => {
+        await store.set('k', '', 1000);
+        assert.equal((await store.get('k'))?.value, '');
+      });
+
+      it('refuses a ttl that is not a positive integer', async () => {
+        for (const ttl of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+          await assert.rejects(store.set('k', 'v', ttl), StoreError, `ttl ${ttl}`);
+        }
+        assert.equal(await store.get('k'), undefined);
+      });
+    });
+
+    describe('expiry', () => {
+      it('keeps an entry until exactly ttl has passed', async () => {
+        await store.set('k', 'v', 1000);
+        clock.advance(999);
+        assert.equal((await store.get('k'))?.value, 'v');
+        clock.advance(1);
+        assert.equal(await store.get('k'), undefined);
+      });
+
+      it('a set after expiry starts afresh', async () => {
+        await store.set('k', 'old', 1000);
+        clock.advance(2000);
+        await store.set('k', 'new', 1000);
+        assert.deepEqual(await store.get('k'), { value: 'new', expiresAt: clock.now() + 1000 });
+      });
+    });
+
+    describe('setIfAbsent', () => {
+      it('sets an absent key', async () => {
+        assert.equal(await store.setIfAbsent('k', 'v', 1000), true);
+        assert.deepEqual(await store.get('k'), { value: 'v', expiresAt: clock.now() + 1000 });
+      });
+
+      it('leaves a present key alone', async () => {
+        await store.set('k', 'first', 1000);
+        clock.advance(500);
+        assert.equal(await store.setIfAbsent('k', 'second', 9000), false);
+        assert.deepEqual(await store.get('k'), { value: 'first', expiresAt: clock.now() + 500 });
+      });
+
+      it('replaces an expired key', async () => {
+        await store.set('k', 'first', 1000);
+        clock.advance(1000);
+        assert.equal(await store.setIfAbsent('k', 'second', 2000), true);
+        assert.deepEqual(await store.get('k'), { value: 'second', expiresAt: clock.now() + 2000 });
+      });
+
+      it('lets exactly one of many concurrent callers win', async () => {
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.setIfAbsent('k', `caller ${i}`, 1000)),
+        );
+        assert.equal(results.filter(Boolean).length, 1);
+        assert.equal((await store.get('k'))?.value, `caller ${results.indexOf(true)}`);
+      });
+
+      it('refuses a bad ttl', async () => {
+        await assert.rejects(store.setIfAbsent('k', 'v', 0), StoreError);
+      });
+    });
+
+    describe('increment', () => {
+      it('creates a counter with the ttl', async () => {
+        assert.equal(await store.increment('c', 1, 1000), 1);
+        assert.deepEqual(await store.get('c'), { value: '1', expiresAt: clock.now() + 1000 });
+      });
+
+      it('adds to an existing counter, including negative amounts', async () => {
+        await store.increment('c', 5, 1000);
+        assert.equal(await store.increment('c', 3, 1000), 8);
+        assert.equal(await store.increment('c', -10, 1000), -2);
+        assert.equal((await store.get('c'))?.value, '-2');
+      });
+
+      it('keeps the original expiry of an existing counter', async () => {
+        await store.increment('c', 1, 1000);
+        const expiresAt = clock.now() + 1000;
+        clock.advance(600);
+        assert.equal(await store.increment('c', 1, 60_000), 2);
+        assert.deepEqual(await store.get('c'), { value: '2', expiresAt });
+        clock.advance(400);
+        assert.equal(await store.get('c'), undefined);
+      });
+
+      it('restarts an expired counter with the new ttl', async () => {
+        await store.increment('c', 7, 1000);
+        clock.advance(1000);
+        assert.equal(await store.increment('c', 2, 5000), 2);
+        assert.deepEqual(await store.get('c'), { value: '2', expiresAt: clock.now() + 5000 });
+      });
+
+      it('counts a counter written with set', async () => {
+        await store.set('c', '41', 1000);
+        assert.equal(await store.increment('c', 1, 1000), 42);
+      });
+
+      it('loses no concurrent increment', async () => {
+        await Promise.all(Array.from({ length: 50 }, () => store.increment('c', 1, 1000)));
+        assert.equal((await store.get('c'))?.value, '50');
+      });
+
+      it('refuses to count a value that is not an integer, and leaves it', async () => {
+        for (const value of ['abc', '1.5', '', ' 1', '1e3', '0x10']) {
+          await store.set('c', value, 1000);
+          await assert.rejects(store.increment('c', 1, 1000), StoreError, JSON.stringify(value));
+          assert.equal((await store.get('c'))?.value, value);
+        }
+      });
+
+      it('refuses an amount that is not a safe integer, or a result beyond safe integers', async () => {
+        await assert.rejects(store.increment('c', 1.5, 1000), StoreError);
+        await assert.rejects(store.increment('c', Number.NaN, 1000), StoreError);
+        await store.increment('c', Number.MAX_SAFE_INTEGER, 1000);
+        await assert.rejects(store.increment('c', 1, 1000), StoreError);
+        assert.equal((await store.get('c'))?.value, String(Number.MAX_SAFE_INTEGER));
+      });
+    });
+
+    describe('delete', () => {
+      it('removes a key, and deleting an absent key is fine', async () => {
+        await store.set('k', 'v', 1000);
+        await store.delete('k');
+        assert.equal(await store.get('k'), undefined);
+        await store.delete('k');
+        await store.delete('never-there');
+      });
+    });
+
+    describe('scan', () => {
+      beforeEach(async () => {
+        for (const key of ['k:b', 'k:a', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}', 'k:Z', 'k:', 'other', 'k', 'l:a']) {
+          await store.set(key, `value of ${key}`, 1000);
+        }
+      });
+
+      it('lists the keys with the prefix in code point order, with values and expiry', async () => {
+        const rows = await store.scan('k:', 100);
+        assert.deepEqual(
+          rows.map((row) => row.key),
+          ['k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}'],
+        );
+        assert.deepEqual(rows[1], { key: 'k:Z', value: 'value of k:Z', expiresAt: clock.now() + 1000 });
+      });
+
+      it('stops at the limit, taking the first keys in order', async () => {
+        assert.deepEqual((await store.scan('k:', 3)).map((row) => row.key), ['k:', 'k:Z', 'k:a']);
+        assert.deepEqual(await store.scan('k:', 0), []);
+      });
+
+      it('lists every key for the empty prefix', async () => {
+        assert.deepEqual(
+          (await store.scan('', 100)).map((row) => row.key),
+          ['k', 'k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}', 'l:a', 'other'],
+        );
+      });
+
+      it('handles a prefix ending in the highest code point', async () => {
+        await store.set('m\u{10FFFF}a', 'v', 1000);
+        await store.set('m\u{10FFFF}', 'v', 1000);
+        await store.set('n', 'v', 1000);
+        assert.deepEqual((await store.scan('m\u{10FFFF}', 10)).map((row) => row.key), ['m\u{10FFFF}', 'm\u{10FFFF}a']);
+        assert.deepEqual((await store.scan('k:\uffff', 10)).map((row) => row.key), ['k:\uffff']);
+      });
+
+      it('leaves out expired entries', async () => {
+        await store.set('k:short', 'v', 10);
+        assert.ok((await store.scan('k:', 100)).some((row) => row.key === 'k:short'));
+        clock.advance(10);
+        assert.ok(!(await store.scan('k:', 100)).some((row) => row.key === 'k:short'));
+        clock.advance(990);
+        assert.deepEqual(await store.scan('k:', 100), []);
+      });
+
+      it('answers an empty list for an unused prefix', async () => {
+        assert.deepEqual(await store.scan('zzz', 10), []);
+      });
+
+      it('refuses a limit that is not a non-negative integer', async () => {
+        await assert.rejects(store.scan('k:', -1), StoreError);
+        await assert.rejects(store.scan('k:', 1.5), StoreError);
+      });
+    });
+
+    describe('keys with special characters', () => {
+      const keys = ['a%b', 'a_b', "a'b", 'a"b', 'a\\b', 'a*b', 'a?b', 'a[b]', 'ab', 'aXb', 'a b', 'a\nb', 'a;b--'];
+
+      it('stores and reads each one', async () => {
+        for (const key of keys) await store.set(key, `v ${key}`, 1000);
+        for (const key of keys) assert.equal((await store.get(key))?.value, `v ${key}`, JSON.stringify(key));
+      });
+
+      it('takes wildcard characters in a prefix literally', async () => {
+        for (const key of keys) await store.set(key, 'v', 1000);
+        assert.deepEqual((await store.scan('a%', 100)).map((row) => row.key), ['a%b']);
+        assert.deepEqual((await store.scan('a_', 100)).map((row) => row.key), ['a_b']);
+        assert.deepEqual((await store.scan('a*', 100)).map((row) => row.key), ['a*b']);
+        assert.deepEqual((await store.scan('a[', 100)).map((row) => row.key), ['a[b]']);
+        assert.deepEqual((await store.scan("a'", 100)).map((row) => row.key), ["a'b"]);
+        assert.equal((await store.scan('a', 100)).length, keys.length);
+      });
+    });
+
+    describe('values', () => {
+      it('keeps unicode exactly', async () => {
+        const value = 'Grüße, 日本語, emoji \u{1F4E7}, RTL \u05e9\u05dc\u05d5\u05dd, combining e\u0301, NUL \u0000 end';
+        await store.set('u', value, 1000);
+        assert.equal((await store.get('u'))?.value, value);
+      });
+
+      it('keeps a 1 MB value exactly', async () => {
+        const value = 'x'.repeat(512 * 1024) + '\u00e9'.repeat(256 * 1024);
+        await store.set('big', value, 1000);
+        assert.equal((await store.get('big'))?.value, value);
+      });
+
+      it('keeps JSON text as written', async () => {
+        const value = JSON.stringify({ verdict: 'deliverable', nested: { quote: '"', backslash: '\\' } });
+        await store.set('json', value, 1000);
+        assert.equal((await store.get('json'))?.value, value);
+      });
+    });
+
+    describe('purgeExpired', () => {
+      it('removes only expired entries and counts them', async () => {
+        await store.set('a', 'v', 100);
+        await store.set('b', 'v', 100);
+        await store.increment('c', 1, 100);
+        await store.set('d', 'v', 1000);
+        await store.set('e', 'v', 101);
+        clock.advance(100);
+        assert.equal(await store.purgeExpired(), 3);
+        assert.equal(await store.purgeExpired(), 0);
+        assert.deepEqual((await store.scan('', 10)).map((row) => row.key), ['d', 'e']);
+      });
+
+      it('counts every entry of a large backlog', async () => {
+        for (let i = 0; i < 2500; i += 1) await store.set(`expired:${i}`, 'v', 10);
+        await store.set('live', 'v', 1000);
+        clock.advance(10);
+        assert.equal(await store.purgeExpired(), 2500);
+        assert.equal((await store.get('live'))?.value, 'v');
+      });
+
+      it('answers 0 on an empty store', async () => {
+        assert.equal(await store.purgeExpired(), 0);
+      });
+    });
+
+    describe('close', () => {
+      it('makes every later operation reject with StoreError, and may be repeated', async () => {
+        await store.set('k', 'v', 1000);
+        await store.close();
+        await store.close();
+        await assert.rejects(store.get('k'), StoreError);
+        await assert.rejects(store.set('k', 'v', 1000), StoreError);
+        await assert.rejects(store.setIfAbsent('k', 'v', 1000), StoreError);
+        await assert.rejects(store.increment('k', 1, 1000), StoreError);
+        await assert.rejects(store.delete('k'), StoreError);
+        await assert.rejects(store.scan('', 10), StoreError);
+        await assert.rejects(store.purgeExpired(), StoreError);
+      });
+    });
+  });
+}

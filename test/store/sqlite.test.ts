@@ -1,0 +1,169 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { ManualClock } from '../../src/core/clock.js';
+import { StoreError } from '../../src/core/errors.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import { runStoreContract } from './contract.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'callout-sqlite-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+let fileCount = 0;
+function freshPath(): string {
+  fileCount += 1;
+  return join(scratch, `case-${fileCount}`, 'nested', 'store.sqlite');
+}
+
+runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { clock }));
+runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
+
+describe('SqliteStore', () => {
+  it('has kind sqlite and creates the parent directories', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    assert.equal(store.kind, 'sqlite');
+    assert.ok(existsSync(path));
+    await store.close();
+  });
+
+  it('keeps entries across close and reopen, with their expiry', async () => {
+    const clock = new ManualClock();
+    const path = freshPath();
+    const first = await SqliteStore.open(path, { clock });
+    await first.set('k', 'persisted \u00e9', 60_000);
+    await first.increment('c', 3, 60_000);
+    await first.close();
+
+    const second = await SqliteStore.open(path, { clock });
+    assert.deepEqual(await second.get('k'), { value: 'persisted \u00e9', expiresAt: clock.now() + 60_000 });
+    assert.equal(await second.increment('c', 1, 60_000), 4);
+    clock.advance(60_000);
+    assert.equal(await second.get('k'), undefined);
+    await second.close();
+  });
+
+  it('puts the file in WAL mode at schema version 1 with the kv table', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      const columns = db.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info('kv')").all();
+      assert.deepEqual(columns, [
+        { name: 'key', type: 'TEXT', notnull: 0, pk: 1 },
+        { name: 'value', type: 'TEXT', notnull: 1, pk: 0 },
+        { name: 'expires_at', type: 'INTEGER', notnull: 1, pk: 0 },
+      ]);
+      const indexes = db.prepare("SELECT name FROM pragma_index_list('kv') WHERE origin = 'c'").all();
+      assert.deepEqual(indexes, [{ name: 'kv_expires_at' }]);
+    } finally {
+      db.close();
+      await store.close();
+    }
+  });
+
+  it('uses the primary key index for a prefix scan', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const db = new Database(path, { readonly: true });
+    try {
+      const plan = db
+        .prepare('EXPLAIN QUERY PLAN SELECT key FROM kv WHERE key >= ? AND key < ? AND expires_at > ? ORDER BY key LIMIT ?')
+        .all('a', 'b', 0, 10) as Array<{ detail: string }>;
+      assert.match(plan.map((row) => row.detail).join('\n'), /USING INDEX sqlite_autoindex_kv_1 \(key>\? AND key<\?\)/);
+    } finally {
+      db.close();
+      await store.close();
+    }
+  });
+
+  it('shares one file between two connections atomically', async () => {
+    const clock = new ManualClock();
+    const path = freshPath();
+    const one = await SqliteStore.open(path, { clock });
+    const two = await SqliteStore.open(path, { clock });
+    try {
+      for (let i = 0; i < 10; i += 1) {
+        await one.increment('c', 1, 1000);
+        await two.increment('c', 1, 1000);
+      }
+      assert.equal((await one.get('c'))?.value, '20');
+      assert.equal(await one.setIfAbsent('once', 'one', 1000), true);
+      assert.equal(await two.setIfAbsent('once', 'two', 1000), false);
+      assert.equal((await two.get('once'))?.value, 'one');
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  it('yields to the event loop between purge batches', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(':memory:', { clock });
+    for (let i = 0; i < 1500; i += 1) await store.set(`k${i}`, 'v', 10);
+    clock.advance(10);
+    let ranDuringPurge = false;
+    setImmediate(() => {
+      ranDuringPurge = true;
+    });
+    assert.equal(await store.purgeExpired(), 1500);
+    assert.equal(ranDuringPurge, true);
+    await store.close();
+  });
+
+  it('rejects a file that is not a database, naming the path', async () => {
+    const path = join(scratch, 'corrupt.sqlite');
+    writeFileSync(path, 'this is not an SQLite database, just text that is long enough to fill a header '.repeat(20));
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.equal(err.code, 'STORE_UNAVAILABLE');
+      assert.ok(err.message.includes(path), err.message);
+      assert.match(err.message, /open failed/);
+      assert.ok(err.cause instanceof Error);
+      return true;
+    });
+  });
+
+  it('rejects a path whose directory cannot be created, naming the path', async () => {
+    const blocker = join(scratch, 'a-regular-file');
+    writeFileSync(blocker, 'x');
+    const path = join(blocker, 'sub', 'store.sqlite');
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.ok(err.message.includes(path), err.message);
+      return true;
+    });
+  });
+
+  it('rejects a schema newer than it knows, and leaves the file alone', async () => {
+    const path = join(scratch, 'future.sqlite');
+    const db = new Database(path);
+    db.pragma('user_version = 99');
+    db.close();
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.ok(err.message.includes(path), err.message);
+      assert.match(err.message, /schema version 99 is newer/);
+      return true;
+    });
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.pragma('user_version', { simple: true }), 99);
+    check.close();
+  });
+
+  it('names the path and operation when a statement fails', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    await store.close();
+    await assert.rejects(store.get('k'), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.ok(err.message.startsWith(`sqlite store ${path}: get failed:`), err.message);
+      return true;
+    });
+  });
+});

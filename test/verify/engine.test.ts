@@ -1,0 +1,421 @@
+// The callout engine against real loopback DNS and SMTP servers: every verdict, every option.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import {
+  acceptAll,
+  dropAfterRset,
+  greylistOnce,
+  refuseNullSender,
+  rejectGreeting,
+  rejectSecondRcpt,
+  silentGreeting,
+  usersOnly,
+} from '../support/smtp-server.js';
+import { mxZone, world } from './fixture.js';
+import type { World } from './fixture.js';
+
+const HOUR = 3_600_000;
+const worlds: World[] = [];
+async function make(...args: Parameters<typeof world>): Promise<World> {
+  const w = await world(...args);
+  worlds.push(w);
+  return w;
+}
+after(async () => {
+  await Promise.all(worlds.map((w) => w.close()));
+});
+
+describe('verdicts from one exchanger', () => {
+  it('deliverable: 250 at RCPT, random probe refused, dialogue in the transcript', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@real.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.equal(r.reason, 'accepted');
+    assert.equal(r.catchAll, 'refused');
+    assert.equal(r.source, 'probe');
+    assert.equal(r.reply?.stage, 'rcpt');
+    assert.equal(r.reply?.code, 250);
+    assert.deepEqual(r.mxHosts.map((h) => h.name), ['mx1.real.test']);
+    const sent = r.attempts[0]!.transcript.filter((e) => e.dir === 'sent').map((e) => e.line);
+    assert.match(sent[0]!, /^EHLO verifier\.callout\.test$/);
+    assert.ok(sent.includes('MAIL FROM:<>'));
+    assert.ok(sent.some((l) => /^RCPT TO:<callout-[a-z0-9]{12}@real\.test>$/.test(l)), 'random probe sent');
+    assert.ok(sent.includes('RSET'));
+    assert.ok(sent.includes('RCPT TO:<alice@real.test>'));
+    assert.equal(sent.at(-1), 'QUIT');
+    assert.ok(!w.commands('127.0.0.2').some((c) => /^VRFY/i.test(c)), 'VRFY is never used by default');
+  });
+
+  it('undeliverable: a 5xx at RCPT carries the code and enhanced code', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine().verify('nobody@real.test');
+    assert.equal(r.verdict, 'undeliverable');
+    assert.equal(r.reason, 'rejected-at-rcpt');
+    assert.equal(r.reply?.code, 550);
+    assert.equal(r.reply?.enhanced, '5.1.1');
+    assert.ok(r.reply?.text);
+  });
+
+  it('no-details mode hides the remote text but keeps the codes', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine({ callout: { noDetails: true } }).verify('nobody@real.test');
+    assert.equal(r.verdict, 'undeliverable');
+    assert.equal(r.reply?.text, undefined);
+    assert.doesNotMatch(r.description, /unknown|mailbox/i);
+    assert.match(r.description, /550 5\.1\.1/);
+  });
+
+  it('risky catch-all: the random address is accepted; the domain record answers later without connecting', async () => {
+    const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
+    const engine = w.engine();
+    const r = await engine.verify('whoever@any.test');
+    assert.equal(r.verdict, 'risky');
+    assert.equal(r.reason, 'catch-all');
+    assert.equal(r.catchAll, 'accepted');
+    assert.ok(!w.commands('127.0.0.2').includes('RCPT TO:<whoever@any.test>'), 'no real RCPT after a catch-all answer');
+    const before = w.connections('127.0.0.2');
+    const again = await engine.verify('someone-else@any.test');
+    assert.equal(again.verdict, 'risky');
+    assert.equal(again.source, 'domain-cache');
+    assert.equal(w.connections('127.0.0.2'), before);
+  });
+
+  it('without the random probe a catch-all domain looks deliverable, and the probe state says not-run', async () => {
+    const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
+    const r = await w.engine({ callout: { randomProbe: false } }).verify('whoever@any.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.equal(r.catchAll, 'not-run');
+  });
+
+  it('risky null-sender-refused: MAIL FROM:<> refused, and the domain is remembered', async () => {
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() } });
+    const engine = w.engine();
+    const r = await engine.verify('alice@nobounce.test');
+    assert.equal(r.verdict, 'risky');
+    assert.equal(r.reason, 'null-sender-refused');
+    assert.equal(r.reply?.stage, 'mail');
+    const again = await engine.verify('bob@nobounce.test');
+    assert.equal(again.reason, 'null-sender-refused');
+    assert.equal(again.source, 'domain-cache');
+  });
+
+  it('falls back to the configured sender only when MAIL FROM:<> is refused; that sender is never verified', async () => {
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() } });
+    const engine = w.engine({ callout: { fallbackSender: 'verify@callout.test' } });
+    const nobody = await engine.verify('nobody@nobounce.test');
+    assert.equal(nobody.verdict, 'undeliverable', 'a 5xx at RCPT is still definite');
+    const alice = await engine.verify('alice@nobounce.test');
+    assert.equal(alice.verdict, 'risky', 'it exists but cannot take bounces');
+    assert.equal(alice.reason, 'null-sender-refused');
+    const commands = w.commands('127.0.0.2');
+    assert.ok(commands.includes('MAIL FROM:<>'));
+    assert.ok(commands.includes('MAIL FROM:<verify@callout.test>'));
+    const own = await engine.verify('verify@callout.test');
+    assert.equal(own.reason, 'own-probe-sender');
+  });
+
+  it('unknown greylisted: a 450 at RCPT is never undeliverable; the domain is left alone, then retried', async () => {
+    const w = await make(mxZone({ 'grey.test': '127.0.0.2' }), { '127.0.0.2': greylistOnce() });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    const first = await engine.verify('alice@grey.test');
+    assert.equal(first.verdict, 'unknown');
+    assert.equal(first.reason, 'greylisted');
+    assert.equal(first.reply?.code, 450);
+    const connections = w.connections('127.0.0.2');
+    const held = await engine.verify('alice@grey.test');
+    assert.equal(held.verdict, 'unknown');
+    assert.equal(w.connections('127.0.0.2'), connections, 'no callout while the greylist record lasts');
+    w.clock.advance(6 * 60_000);
+    const retried = await engine.verify('alice@grey.test');
+    assert.equal(retried.verdict, 'deliverable');
+  });
+
+  it('postmaster probe: a domain refusing postmaster makes a deliverable answer risky', async () => {
+    const w = await make(mxZone({ 'nopm.test': '127.0.0.2' }), {
+      '127.0.0.2': { rcpt: (arg) => (/postmaster|alice/i.test(arg) ? (/alice/.test(arg) ? '250 2.1.5 Ok' : '550 5.1.1 No postmaster') : '550 5.1.1 Unknown') },
+    });
+    const r = await w.engine({ callout: { postmasterProbe: 'postmaster' } }).verify('alice@nopm.test');
+    assert.equal(r.verdict, 'risky');
+    assert.equal(r.reason, 'postmaster-refused');
+    assert.equal(r.postmaster, 'refused');
+  });
+
+  it('VRFY is used only when configured', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), {
+      '127.0.0.2': { ...usersOnly(['alice']), vrfy: (arg) => (/alice/.test(arg) ? '250 Alice <alice@real.test>' : '550 5.1.1 No such user') },
+    });
+    const r = await w.engine({ callout: { vrfy: true, randomProbe: false } }).verify('alice@real.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.ok(w.commands('127.0.0.2').some((c) => /^VRFY alice@real\.test$/i.test(c)));
+  });
+});
+
+describe('where a rejection happened', () => {
+  it('a 5xx greeting is about us: unknown refused-at-greeting, never undeliverable', async () => {
+    const w = await make(mxZone({ 'blocked.test': '127.0.0.2' }), { '127.0.0.2': rejectGreeting(554) });
+    const r = await w.engine().verify('alice@blocked.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'refused-at-greeting');
+    assert.equal(r.reply?.code, 554);
+  });
+
+  it('a 5xx at MAIL FROM with a non-null sender is refused-at-mail', async () => {
+    const w = await make(mxZone({ 'picky.test': '127.0.0.2' }), { '127.0.0.2': { mail: () => '550 5.7.1 Go away' } });
+    const r = await w.engine({ callout: { sender: 'probe@callout.test' } }).verify('alice@picky.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'refused-at-mail');
+  });
+
+  it('a 5xx to HELO and EHLO is refused-at-helo', async () => {
+    const w = await make(mxZone({ 'nohelo.test': '127.0.0.2' }), { '127.0.0.2': { ehlo: () => '550 no', helo: () => '550 no' } });
+    const r = await w.engine().verify('alice@nohelo.test');
+    assert.equal(r.reason, 'refused-at-helo');
+    assert.equal(r.verdict, 'unknown');
+  });
+});
+
+describe('several exchangers', () => {
+  it('moves on from a 421 greeting to the next MX in preference order', async () => {
+    const w = await make(mxZone({ 'two.test': ['127.0.0.2', '127.0.0.3'] }), {
+      '127.0.0.2': rejectGreeting(421),
+      '127.0.0.3': usersOnly(['alice']),
+    });
+    const r = await w.engine().verify('alice@two.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.2', '127.0.0.3']);
+  });
+
+  it('a tarpit greeting times out and the next MX answers', async () => {
+    const w = await make(mxZone({ 'tarpit.test': ['127.0.0.2', '127.0.0.3'] }), {
+      '127.0.0.2': silentGreeting(),
+      '127.0.0.3': usersOnly(['alice']),
+    });
+    const r = await w.engine({ callout: { timeouts: { greeting: '300ms', overall: '5s' } } }).verify('alice@tarpit.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.match(r.attempts[0]!.outcome, /timed out at greeting/);
+  });
+
+  it('the overall deadline ends a verification across hosts', async () => {
+    const w = await make(mxZone({ 'slow.test': ['127.0.0.2', '127.0.0.3'] }), {
+      '127.0.0.2': silentGreeting(),
+      '127.0.0.3': silentGreeting(),
+    });
+    const started = Date.now();
+    const r = await w.engine({ callout: { timeouts: { greeting: '5s', overall: '400ms' } } }).verify('alice@slow.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'timeout');
+    assert.ok(Date.now() - started < 4000, 'the deadline, not the greeting timeout, ended it');
+  });
+
+  it('a refused connection is unknown unreachable', async () => {
+    const w = await make({ ...mxZone({ 'down.test': '127.0.0.9' }) }, { '127.0.0.2': acceptAll() });
+    const r = await w.engine().verify('alice@down.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'unreachable');
+  });
+
+  it('IPv6 exchangers are tried', async () => {
+    const w = await make(mxZone({ 'six.test': '::1' }), { '::1': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@six.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.equal(r.attempts[0]!.address, '::1');
+  });
+});
+
+describe('server quirks', () => {
+  it('reconnects when the server drops the connection after RSET', async () => {
+    const w = await make(mxZone({ 'ovh.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...dropAfterRset() } });
+    const r = await w.engine().verify('alice@ovh.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.equal(r.catchAll, 'refused');
+    assert.equal(w.connections('127.0.0.2'), 2);
+  });
+
+  it('opens a new transaction when a server takes one recipient per transaction (452)', async () => {
+    const oneRecipient = rejectSecondRcpt().rcpt!;
+    const users = usersOnly(['alice']).rcpt!;
+    const w = await make(mxZone({ 'outlook.test': '127.0.0.2' }), {
+      '127.0.0.2': { rcpt: (arg, session) => (session.rcptInTransaction >= 2 ? oneRecipient(arg, session) : users(arg, session)) },
+    });
+    const [alice, bob] = await w.engine().verifyMany(['alice@outlook.test', 'bob@outlook.test']);
+    assert.equal(alice!.verdict, 'deliverable');
+    assert.equal(bob!.verdict, 'undeliverable');
+    assert.equal(w.connections('127.0.0.2'), 1);
+  });
+});
+
+describe('DNS outcomes', () => {
+  it('nxdomain, null MX and no mail host are no-mail-domain', async () => {
+    const w = await make({ 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] }, 'bare.test': { TXT: ['v=spf1 -all'] } }, {});
+    const engine = w.engine();
+    const nx = await engine.verify('a@missing.test');
+    assert.equal(nx.verdict, 'no-mail-domain');
+    assert.equal(nx.reason, 'nxdomain');
+    const nullMx = await engine.verify('a@nullmx.test');
+    assert.equal(nullMx.reason, 'null-mx');
+    const bare = await engine.verify('a@bare.test');
+    assert.equal(bare.reason, 'no-mail-host');
+  });
+
+  it('a domain without MX is tried at its own address (implicit MX)', async () => {
+    const w = await make({ 'implicit.test': { A: ['127.0.0.2'] } }, { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@implicit.test');
+    assert.equal(r.verdict, 'deliverable');
+  });
+
+  it('SERVFAIL and timeouts are unknown dns-tempfail, never undeliverable', async () => {
+    const w = await make({ 'broken.test': { servfail: true }, 'silent.test': { drop: true } }, {});
+    const engine = w.engine();
+    for (const address of ['a@broken.test', 'a@silent.test']) {
+      const r = await engine.verify(address);
+      assert.equal(r.verdict, 'unknown', address);
+      assert.equal(r.reason, 'dns-tempfail', address);
+    }
+  });
+
+  it('address literals are probed directly', async () => {
+    const w = await make({}, { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@[127.0.0.2]');
+    assert.equal(r.verdict, 'deliverable');
+  });
+});
+
+describe('syntax', () => {
+  it('invalid addresses name the rule broken', async () => {
+    const w = await make({}, {});
+    const r = await w.engine().verify(`${'a'.repeat(65)}@real.test`);
+    assert.equal(r.verdict, 'invalid');
+    assert.match(r.description, /64/);
+  });
+});
+
+describe('cache', () => {
+  it('serves a second answer from the address cache, and expires it', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const engine = w.engine();
+    await engine.verify('nobody@real.test');
+    const connections = w.connections('127.0.0.2');
+    const cached = await engine.verify('nobody@real.test');
+    assert.equal(cached.source, 'address-cache');
+    assert.equal(cached.verdict, 'undeliverable');
+    assert.equal(w.connections('127.0.0.2'), connections);
+    w.clock.advance(2 * HOUR + 1);
+    const fresh = await engine.verify('nobody@real.test');
+    assert.equal(fresh.source, 'probe', 'negative answers expire after 2 h');
+  });
+
+  it('past the refresh age it serves stale and refreshes once in the background; a failed refresh keeps the good answer', async () => {
+    let down = false;
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), {
+      '127.0.0.2': { ...usersOnly(['alice']), greeting: () => (down ? '421 4.3.2 Going down' : '220 mx ESMTP') },
+    });
+    const engine = w.engine();
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    w.clock.advance(13 * HOUR);
+    const connections = w.connections('127.0.0.2');
+    down = true;
+    const [a, b] = await Promise.all([engine.verify('alice@real.test'), engine.verify('alice@real.test')]);
+    assert.equal(a!.stale, true);
+    assert.equal(a!.verdict, 'deliverable');
+    assert.equal(b!.verdict, 'deliverable');
+    await engine.idle();
+    assert.equal(w.connections('127.0.0.2'), connections + 1, 'one refresh probe');
+    const after = await engine.verify('alice@real.test');
+    assert.equal(after.verdict, 'deliverable', 'the failed refresh did not overwrite it');
+  });
+
+  it('concurrent verifications of one address share one callout', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const engine = w.engine();
+    const results = await Promise.all([1, 2, 3, 4].map(() => engine.verify('alice@real.test')));
+    assert.ok(results.every((r) => r.verdict === 'deliverable'));
+    assert.equal(w.connections('127.0.0.2'), 1);
+  });
+
+  it('several addresses of one domain go over one connection', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'carol']) });
+    const results = await w.engine().verifyMany(['alice@real.test', 'bob@real.test', 'carol@real.test']);
+    assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'undeliverable', 'deliverable']);
+    assert.equal(w.connections('127.0.0.2'), 1);
+  });
+
+  it('the SQLite store keeps answers across restarts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-engine-'));
+    try {
+      const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+      const path = join(dir, 'cache.sqlite');
+      const first = await SqliteStore.open(path, { clock: w.clock });
+      await w.engine({}, first).verify('alice@real.test');
+      await first.close();
+      const second = await SqliteStore.open(path, { clock: w.clock });
+      const r = await w.engine({}, second).verify('alice@real.test');
+      assert.equal(r.source, 'address-cache');
+      assert.equal(r.verdict, 'deliverable');
+      await second.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('politeness', () => {
+  it('refuses loopback and private targets unless allowed, without connecting', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine({ callout: { allowTargets: [] } }).verify('alice@real.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'target-refused');
+    assert.equal(w.connections('127.0.0.2'), 0);
+  });
+
+  it('limits callouts per domain per minute', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob']) });
+    const engine = w.engine({ limits: { perDomainPerMinute: 1 } });
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    const limited = await engine.verify('bob@real.test');
+    assert.equal(limited.verdict, 'unknown');
+    assert.equal(limited.reason, 'rate-limited');
+    w.clock.advance(61_000);
+    assert.equal((await engine.verify('bob@real.test')).verdict, 'deliverable');
+  });
+
+  it('limits callouts in flight; over the limit the answer is rate-limited at once', async () => {
+    const w = await make(mxZone({ 'slow.test': '127.0.0.2', 'real.test': '127.0.0.3' }), {
+      '127.0.0.2': { greeting: () => ({ reply: '220 slow', delayMs: 300 }) },
+      '127.0.0.3': usersOnly(['alice']),
+    });
+    const engine = w.engine({ limits: { concurrency: 1 } });
+    const slow = engine.verify('x@slow.test');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const limited = await engine.verify('alice@real.test');
+    assert.equal(limited.reason, 'rate-limited');
+    await slow;
+  });
+
+  it('refuses to start without a fully qualified HELO name', async () => {
+    const w = await make({}, {});
+    assert.throws(() => w.engine({ callout: { helo: undefined } }), /callout\.helo/);
+  });
+});
+
+describe('TLS', () => {
+  it('uses STARTTLS when offered (opportunistic)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const fixtures = new URL('../support/fixtures/', import.meta.url);
+    const key = readFileSync(new URL('test-key.pem', fixtures), 'utf8');
+    const cert = readFileSync(new URL('test-cert.pem', fixtures), 'utf8');
+    const { startSmtpServer } = await import('../support/smtp-server.js');
+    const server = await startSmtpServer({ host: '127.0.0.4', script: usersOnly(['alice']), tls: { key, cert } });
+    const w = await make(mxZone({ 'tls.test': '127.0.0.4' }), {});
+    try {
+      const r = await w.engine({ callout: { port: server.port } }).verify('alice@tls.test');
+      assert.equal(r.verdict, 'deliverable');
+      assert.equal(r.attempts[0]!.tls, true);
+    } finally {
+      await server.close();
+    }
+  });
+});
