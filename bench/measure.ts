@@ -3,14 +3,19 @@
  *   bench/measure - runs one benchmark cell: N concurrent workers, bounded by count and time
  *
  * DESCRIPTION
- *   runCell() starts `concurrency` workers that each take the next operation index and await
- *   op(index), until maxOps operations have started or maxMs has passed, whichever comes first;
- *   operations already started are awaited, so a cell always stops by itself. Each operation's
- *   latency is kept, and every result is tallied by the label op() returns ("ok", a verdict,
- *   "wrong: ...") so that a fast but wrong run cannot hide. CPU use of this process over the
- *   cell is measured with process.cpuUsage(); that of the server process by the caller.
+ *   runCell() starts `concurrency` workers that each take the next call index and await
+ *   op(index), until maxOps calls have started or maxMs has passed, whichever comes first;
+ *   calls already started are awaited, so a cell always stops by itself. Each call's latency is
+ *   kept, and every answer is tallied by the label op() returns for it ("right", or what was
+ *   wrong) so that a fast but wrong run cannot hide. A call may answer several addresses (a
+ *   list of labels): operations are answers, latency is per call.
+ *   CPU over the cell: this process by process.cpuUsage(), the whole machine from /proc/stat
+ *   (where there is one), the server process by the caller; the rest is other work that shared
+ *   the machine during the cell.
  */
 
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 
 export interface CellOptions {
@@ -21,13 +26,17 @@ export interface CellOptions {
 
 export interface CellResult {
   concurrency: number;
+  /** Answers (addresses verified). */
   ops: number;
+  calls: number;
   seconds: number;
   opsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
   /** CPU time of this process over wall time (1.0 = one core busy). */
   cpuCores: number;
+  /** Busy CPU time of the whole machine over wall time; NaN without /proc/stat. */
+  machineCores: number;
   tally: Record<string, number>;
 }
 
@@ -36,40 +45,64 @@ function percentile(sorted: Float64Array, fraction: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(fraction * (sorted.length - 1)))]!;
 }
 
-export async function runCell(options: CellOptions, op: (index: number) => Promise<string>): Promise<CellResult> {
+/** Busy and total jiffies of all CPUs, from the first line of /proc/stat. */
+function machineTicks(): { busy: number; total: number } | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = fields.reduce((sum, n) => sum + n, 0);
+    const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+    return { busy: total - idle, total };
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runCell(options: CellOptions, op: (index: number) => Promise<string | string[]>): Promise<CellResult> {
   const latencies = new Float64Array(options.maxOps);
   const tally: Record<string, number> = {};
   let next = 0;
   let done = 0;
+  let answers = 0;
   const cpuBefore = process.cpuUsage();
+  const ticksBefore = machineTicks();
   const started = performance.now();
   const deadline = started + options.maxMs;
   const worker = async (): Promise<void> => {
     while (next < options.maxOps && performance.now() < deadline) {
       const index = next++;
       const t0 = performance.now();
-      let label: string;
+      let labels: string | string[];
       try {
-        label = await op(index);
+        labels = await op(index);
       } catch (err) {
-        label = `threw: ${String(err).slice(0, 80)}`;
+        labels = `threw: ${String(err).slice(0, 80)}`;
       }
       latencies[done++] = performance.now() - t0;
-      tally[label] = (tally[label] ?? 0) + 1;
+      for (const label of typeof labels === 'string' ? [labels] : labels) {
+        tally[label] = (tally[label] ?? 0) + 1;
+        answers++;
+      }
     }
   };
   await Promise.all(Array.from({ length: options.concurrency }, worker));
   const seconds = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const ticksAfter = machineTicks();
   const measured = latencies.subarray(0, done).sort();
+  const machineCores =
+    ticksBefore && ticksAfter && ticksAfter.total > ticksBefore.total
+      ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * os.availableParallelism()
+      : Number.NaN;
   return {
     concurrency: options.concurrency,
-    ops: done,
+    ops: answers,
+    calls: done,
     seconds,
-    opsPerSecond: done / seconds,
+    opsPerSecond: answers / seconds,
     p50Ms: percentile(measured, 0.5),
     p99Ms: percentile(measured, 0.99),
     cpuCores: (cpu.user + cpu.system) / 1e6 / seconds,
+    machineCores,
     tally,
   };
 }

@@ -8,7 +8,8 @@
  *   keeps the tool's own words as the detail, so the correctness table shows what each said.
  *     - callout: built from validateConfig() with the limits raised so that they never refuse
  *       a benchmark callout (limitsForBench), on the real node:dns resolver behind
- *       CachingResolver, and a MemoryStore; a fresh engine has cold caches.
+ *       CachingResolver, and a MemoryStore; a fresh engine has an empty store, and an empty DNS
+ *       cache unless it is given a resolver to share.
  *     - deep-email-validator: validate() with its defaults (regex, typo, disposable, MX, SMTP).
  *     - email-deep-validator: new EmailValidator() with its defaults (10 s timeout).
  *   Both peers read MX records through node:dns (the caller points dns.setServers at the
@@ -22,6 +23,7 @@ import { systemClock } from '../src/core/clock.js';
 import { validateConfig } from '../src/config/schema.js';
 import type { Config } from '../src/config/schema.js';
 import { CachingResolver, createNodeResolver } from '../src/dns/index.js';
+import type { Resolver } from '../src/dns/index.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { CalloutEngine } from '../src/verify/engine.js';
 import type { VerifyResult } from '../src/verify/types.js';
@@ -48,8 +50,12 @@ export function benchConfig(options: { port: number; randomProbe: boolean }): Co
   });
 }
 
-export function freshEngine(config: Config, dnsServer: string): CalloutEngine {
-  const resolver = new CachingResolver(createNodeResolver({ servers: [dnsServer] }), { clock: systemClock });
+export function benchResolver(dnsServer: string): Resolver {
+  return new CachingResolver(createNodeResolver({ servers: [dnsServer] }), { clock: systemClock });
+}
+
+/** An engine with an empty store and, unless one is given, an empty DNS cache. */
+export function freshEngine(config: Config, dnsServer: string, resolver: Resolver = benchResolver(dnsServer)): CalloutEngine {
   return new CalloutEngine(config, { resolver, store: new MemoryStore() });
 }
 

@@ -22,55 +22,12 @@ import { Command, CommanderError, Option } from 'commander';
 import { stringify } from 'yaml';
 import { CalloutError, describeError } from '../core/errors.js';
 import { loadConfig, readConfigFile } from '../config/load.js';
-import type { RawConfig } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { runVerify } from './verify.js';
-
-const collect = (value: string, previous: string[]) => [...previous, value];
-
-interface EngineFlags {
-  config?: string;
-  dnsServer: string[];
-  helo?: string;
-  sender?: string;
-  timeout?: string;
-  allowTarget: string[];
-  port?: string;
-  cache?: string;
-}
-
-function addEngineOptions(command: Command): Command {
-  return command
-    .option('-c, --config <file>', 'configuration file (YAML)')
-    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
-    .option('--helo <name>', 'EHLO name: this host\'s fully qualified name')
-    .option('--sender <address>', 'MAIL FROM for probes (default: the null sender <>)')
-    .option('--timeout <seconds>', 'overall time limit of one verification')
-    .option('--allow-target <cidr>', 'allow probing exchangers in this private/loopback range (repeatable)', collect, [])
-    .option('--port <n>', 'SMTP port of the exchangers (default 25)')
-    .option('--cache <file>', 'SQLite file for the verification cache (default: in memory)');
-}
-
-/** Flags in the nested shape of the configuration file, so the schema validates both alike. */
-function engineOverrides(flags: EngineFlags): RawConfig {
-  const callout: RawConfig = {};
-  if (flags.helo !== undefined) callout.helo = flags.helo;
-  if (flags.sender !== undefined) callout.sender = flags.sender === '<>' ? '' : flags.sender;
-  if (flags.allowTarget.length > 0) callout.allowTargets = flags.allowTarget;
-  if (flags.port !== undefined) callout.port = numberFlag('--port', flags.port);
-  if (flags.timeout !== undefined) callout.timeouts = { overall: numberFlag('--timeout', flags.timeout) };
-  const overrides: RawConfig = { callout };
-  if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
-  if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: flags.cache };
-  return overrides;
-}
-
-function numberFlag(name: string, value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new CalloutError('USAGE', `${name}: got "${value}", expected a number`);
-  return n;
-}
+import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
+import type { EngineFlags } from './options.js';
+import { registerServeCommand } from './serve.js';
 
 export function buildProgram(): Command {
   const program = new Command('callout')
@@ -95,6 +52,8 @@ export function buildProgram(): Command {
       concurrency: Math.max(1, numberFlag('--concurrency', flags.concurrency)),
     }, config);
   });
+
+  registerServeCommand(program);
 
   const config = program.command('config').description('check or show the configuration');
   config

@@ -16,6 +16,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { parseDuration } from './duration.js';
+import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
 const duration = (fallback: string) =>
   z
@@ -119,9 +120,62 @@ const limitsSchema = z
 
 const storeSchema = z
   .object({
-    kind: z.enum(['memory', 'sqlite']).default('memory'),
+    kind: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
     /** SQLite file; relative paths are under the data directory. */
     path: z.string().default('callout.sqlite'),
+    /** Redis URL when several mail servers share one state, e.g. redis://10.0.0.5:6379/0. */
+    url: z.string().default('redis://127.0.0.1:6379/0'),
+  })
+  .strict();
+
+const listenAddress = z
+  .string()
+  .regex(/^(?:\/.+|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s]+:\d{1,5})$/, 'expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path');
+
+const stageEntrySchema = z
+  .object({
+    /** A stage from the registry (allowlist, postmaster, sender-syntax, sender-callout, ...). */
+    name: z.string(),
+    mode: z.enum(['enforce', 'warn', 'off']).default('enforce'),
+    /** Protocol states to run in; default: the stage's own. */
+    states: z.array(z.enum(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN'])).optional(),
+  })
+  .catchall(z.unknown());
+
+const DEFAULT_STAGES = [
+  { name: 'allowlist' },
+  { name: 'postmaster' },
+  { name: 'sender-syntax' },
+  { name: 'sender-callout' },
+];
+
+const policySchema = z
+  .object({
+    listen: listenAddress.default('127.0.0.1:10040'),
+    /** Answer within this time (keep it below Postfix's check_policy_service timeout). */
+    decisionTimeout: duration('6s'),
+    /** What a fault (store outage, internal error) answers: fail open with DUNNO, or defer. */
+    faultAction: z.enum(['DUNNO', 'DEFER']).default('DUNNO'),
+    /** In warn mode: log with WARN, or prepend an X-Callout-Warning header. */
+    warnAction: z.enum(['WARN', 'PREPEND']).default('WARN'),
+    maxConnections: z.number().int().min(1).max(100000).default(1000),
+    idleTimeout: duration('300s'),
+    /** UNIX socket permissions (octal string). */
+    socketMode: z.string().regex(/^[0-7]{3,4}$/).default('0660'),
+    stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),
+  })
+  .strict();
+
+const metricsSchema = z
+  .object({
+    /** Prometheus /metrics and /health; empty disables. Keep it on loopback. */
+    listen: z.union([listenAddress, z.literal('')]).default('127.0.0.1:10041'),
+  })
+  .strict();
+
+const logSchema = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict();
 
@@ -133,6 +187,9 @@ export const configSchema = z
     cache: cacheSchema.default(() => cacheSchema.parse({})),
     limits: limitsSchema.default(() => limitsSchema.parse({})),
     store: storeSchema.default(() => storeSchema.parse({})),
+    policy: policySchema.default(() => policySchema.parse({})),
+    metrics: metricsSchema.default(() => metricsSchema.parse({})),
+    log: logSchema.default(() => logSchema.parse({})),
   })
   .strict();
 
@@ -141,6 +198,8 @@ export type CalloutConfig = Config['callout'];
 export type CacheConfig = Config['cache'];
 export type LimitsConfig = Config['limits'];
 export type DnsConfig = Config['dns'];
+export type PolicyConfig = Config['policy'];
+export type StageEntry = PolicyConfig['stages'][number];
 
 function describeValue(root: unknown, path: PropertyKey[]): string {
   let node: unknown = root;
@@ -154,8 +213,30 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
 /** Validates raw configuration (from YAML, flags or code); throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw ?? {});
-  if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => {
+  if (!result.success) throw new ConfigError(`${source}: ${describeIssues(raw, result.error.issues).join('; ')}`);
+  const problems: string[] = [];
+  result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
+    const where = `policy.stages.${index}`;
+    const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
+    if (!definition) {
+      problems.push(`${where}.name: got ${JSON.stringify(entry.name)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`);
+      return entry;
+    }
+    const { name, mode, states, ...options } = entry;
+    const parsed = definition.options.strict().safeParse(options);
+    if (!parsed.success) {
+      const rawEntry = (raw as { policy?: { stages?: unknown[] } } | undefined)?.policy?.stages?.[index];
+      problems.push(...describeIssues(rawEntry, parsed.error.issues).map((p) => `${where}.${p}`));
+      return entry;
+    }
+    return { name, mode, ...(states ? { states } : {}), ...parsed.data };
+  });
+  if (problems.length > 0) throw new ConfigError(`${source}: ${problems.join('; ')}`);
+  return result.data;
+}
+
+function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {
+  return issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
       return issue.keys.map((key) => `${where}${key}: unknown key`).join('; ');
@@ -163,7 +244,6 @@ export function validateConfig(raw: unknown, source = 'configuration'): Config {
     const key = issue.path.join('.') || '(top level)';
     return `${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`;
   });
-  throw new ConfigError(`${source}: ${problems.join('; ')}`);
 }
 
 export function defaultConfig(): Config {

@@ -25,7 +25,7 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError } from '../core/errors.js';
 import type { Store, StoredValue } from './types.js';
-import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
+import { addToCounter, checkIncrement, checkScanLimit, compareKeys, expiryAfter, isLive } from './semantics.js';
 
 export interface MemoryStoreOptions {
   clock?: Clock;
@@ -33,22 +33,6 @@ export interface MemoryStoreOptions {
 }
 
 const DEFAULT_MAX_ENTRIES = 1_000_000;
-
-/** UTF-16 code units remapped so that comparing them compares code points (UTF-8 byte order). */
-function codePointRank(unit: number): number {
-  if (unit < 0xd800) return unit;
-  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
-}
-
-function compareKeys(a: string, b: string): number {
-  const length = Math.min(a.length, b.length);
-  for (let i = 0; i < length; i += 1) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x !== y) return codePointRank(x) - codePointRank(y);
-  }
-  return a.length - b.length;
-}
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -80,6 +64,14 @@ export class MemoryStore implements Store {
     const now = this.clock.now();
     const expiresAt = expiryAfter(this.context('setIfAbsent'), ttlMs, now);
     if (this.liveEntry(key, now)) return false;
+    this.write(key, { value, expiresAt }, now);
+    return true;
+  }
+
+  async compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    const now = this.clock.now();
+    const expiresAt = expiryAfter(this.context('compareAndSet'), ttlMs, now);
+    if (this.liveEntry(key, now)?.value !== expected) return false;
     this.write(key, { value, expiresAt }, now);
     return true;
   }

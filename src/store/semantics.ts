@@ -11,6 +11,8 @@
  *       stores hold has a lifetime.
  *     - A counter is a decimal integer string; increment on any other value fails (as Redis INCR
  *       does) instead of silently restarting at zero, and results stay within safe integers.
+ *     - scan lists keys in Unicode code point order, which is UTF-8 byte order: the order SQLite
+ *       and Redis keep UTF-8 keys in.
  *
  * ERRORS
  *   Every check rejects with StoreError; `context` (backend, path, operation) leads its message.
@@ -22,12 +24,17 @@ export function isLive(expiresAt: number, now: number): boolean {
   return now < expiresAt;
 }
 
-/** The expiry of an entry written now with ttlMs. */
-export function expiryAfter(context: string, ttlMs: number, now: number): number {
+/** ttlMs itself, once it is known to be a positive integer. */
+export function checkTtl(context: string, ttlMs: number): number {
   if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) {
     throw new StoreError(`${context}: ttlMs must be a positive integer, got ${ttlMs}`);
   }
-  return now + ttlMs;
+  return ttlMs;
+}
+
+/** The expiry of an entry written now with ttlMs. */
+export function expiryAfter(context: string, ttlMs: number, now: number): number {
+  return now + checkTtl(context, ttlMs);
 }
 
 export function checkScanLimit(context: string, limit: number): void {
@@ -49,4 +56,21 @@ export function addToCounter(context: string, stored: string, by: number): numbe
   const sum = current + by;
   if (!Number.isSafeInteger(sum)) throw new StoreError(`${context}: counter would leave the safe integer range`);
   return sum;
+}
+
+/** UTF-16 code units remapped so that comparing them compares code points (UTF-8 byte order). */
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
+}
+
+/** Orders keys by code point, for Array.prototype.sort. */
+export function compareKeys(a: string, b: string): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i += 1) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
 }

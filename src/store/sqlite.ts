@@ -10,8 +10,10 @@
  *   SQL itself (expires_at > now); expired rows stay until purgeExpired() removes them.
  *
  *   Every statement is prepared once. setIfAbsent is a single upsert whose update only applies to
- *   an expired row; increment runs in a BEGIN IMMEDIATE transaction (read, check, write) so two
- *   processes never lose an increment and an existing counter keeps its original expiry.
+ *   an expired row; compareAndSet is that upsert when it expects absence, otherwise one UPDATE
+ *   guarded by the expected value and liveness, so each is atomic on its own; increment runs in a
+ *   BEGIN IMMEDIATE transaction (read, check, write) so two processes never lose an increment
+ *   and an existing counter keeps its original expiry.
  *
  *   better-sqlite3 is synchronous; the methods are async only to match the Store interface. Each
  *   call is a short indexed statement. purgeExpired deletes in batches of PURGE_BATCH rows and
@@ -90,6 +92,9 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
        ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
        WHERE kv.expires_at <= ?`,
+    ),
+    replaceIfEqual: db.prepare<[string, number, string, string, number]>(
+      'UPDATE kv SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND expires_at > ?',
     ),
     updateValue: db.prepare<[string, string]>('UPDATE kv SET value = ? WHERE key = ?'),
     delete: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
@@ -183,6 +188,18 @@ export class SqliteStore implements Store {
     return this.run('setIfAbsent', (context) => {
       const now = this.clock.now();
       return this.statements.setIfAbsent.run(key, value, expiryAfter(context, ttlMs, now), now).changes === 1;
+    });
+  }
+
+  async compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    return this.run('compareAndSet', (context) => {
+      const now = this.clock.now();
+      const expiresAt = expiryAfter(context, ttlMs, now);
+      const result =
+        expected === undefined
+          ? this.statements.setIfAbsent.run(key, value, expiresAt, now)
+          : this.statements.replaceIfEqual.run(value, expiresAt, key, expected, now);
+      return result.changes === 1;
     });
   }
 

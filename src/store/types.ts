@@ -26,6 +26,11 @@ export interface Store {
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Sets only when the key is absent (or expired); true when this call set it. */
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Atomic read-modify-write: sets `value` only when the current value is `expected`
+   * (undefined = absent or expired); true when this call set it. Callers retry on false.
+   */
+  compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean>;
   delete(key: string): Promise<void>;
   /** Adds `by` to an integer counter, creating it with `ttlMs` when absent; returns the new value. */
   increment(key: string, by: number, ttlMs: number): Promise<number>;

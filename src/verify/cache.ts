@@ -62,10 +62,20 @@ export class VerificationCache {
     private readonly store: Store,
     private readonly config: CacheConfig,
     private readonly clock: Clock,
+    private readonly prefix = '',
   ) {}
 
+  /** Takes the probe lock of an address (shared by every process on the store); false when held. */
+  lock(address: string, ttlMs: number): Promise<boolean> {
+    return this.store.setIfAbsent(`${this.prefix}lock:${address}`, String(this.clock.now()), ttlMs);
+  }
+
+  async unlock(address: string): Promise<void> {
+    await this.store.delete(`${this.prefix}lock:${address}`);
+  }
+
   async getAddress(address: string): Promise<AddressRecord | undefined> {
-    const stored = await this.store.get(addressKey(address));
+    const stored = await this.store.get(this.prefix + addressKey(address));
     return stored ? parseJson<AddressRecord>(stored.value) : undefined;
   }
 
@@ -88,12 +98,12 @@ export class VerificationCache {
     }
     if (ttl <= 0) return;
     const full: AddressRecord = { ...record, refreshAt: now + Math.min(refresh, ttl) };
-    await this.store.set(addressKey(address), JSON.stringify(full), ttl);
+    await this.store.set(this.prefix + addressKey(address), JSON.stringify(full), ttl);
   }
 
   async getDomain(domain: string): Promise<DomainFacts> {
     const names: DomainFactName[] = ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'];
-    const values = await Promise.all(names.map((name) => this.store.get(domainKey(domain, name))));
+    const values = await Promise.all(names.map((name) => this.store.get(this.prefix + domainKey(domain, name))));
     const facts: Record<string, unknown> = {};
     names.forEach((name, i) => {
       const stored = values[i];
@@ -106,11 +116,11 @@ export class VerificationCache {
   async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {
     const ttl = this.domainTtl(name, fact);
     if (ttl <= 0) return;
-    await this.store.set(domainKey(domain, name), JSON.stringify(fact), ttl);
+    await this.store.set(this.prefix + domainKey(domain, name), JSON.stringify(fact), ttl);
   }
 
   async dropDomain(domain: string, name: DomainFactName): Promise<void> {
-    await this.store.delete(domainKey(domain, name));
+    await this.store.delete(this.prefix + domainKey(domain, name));
   }
 
   private domainTtl(name: DomainFactName, fact: DomainFact & { state?: string }): number {

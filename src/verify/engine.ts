@@ -46,7 +46,17 @@ export interface EngineDeps {
   dialer?: Dialer;
   /** For the shuffle of equal MX preferences. */
   random?: () => number;
+  /** Fixed exchangers instead of MX resolution (recipient call-forward to an internal host). */
+  mailHosts?: (domain: string) => Promise<MxResolution>;
+  /** Namespace of this engine's records in the store, so a call-forward cache stays apart. */
+  keyPrefix?: string;
+  /** Called with every verdict, for metrics. */
+  onResult?: (result: VerifyResult) => void;
 }
+
+/** A probe lock lasts at most this much longer than the verification it guards. */
+const LOCK_SLACK_MS = 5_000;
+const LOCK_POLL_MS = 100;
 
 export interface EngineStats {
   verifications: number;
@@ -57,7 +67,7 @@ export interface EngineStats {
   rateLimited: number;
 }
 
-type EngineConfig = Pick<Config, 'callout' | 'cache' | 'limits'>;
+export type EngineConfig = Pick<Config, 'callout' | 'cache' | 'limits'>;
 
 interface Planned {
   input: string;
@@ -73,18 +83,21 @@ export class CalloutEngine {
   private readonly background = new Set<Promise<unknown>>();
   private readonly ownSenders: Set<string>;
   private readonly helo: string;
+  /** The settings this engine runs with (for engines derived from it, such as call-forward). */
+  readonly settings: EngineConfig;
   readonly stats: EngineStats = { verifications: 0, probes: 0, addressCacheHits: 0, domainCacheHits: 0, staleServed: 0, rateLimited: 0 };
 
   constructor(
     private readonly config: EngineConfig,
     private readonly deps: EngineDeps,
   ) {
+    this.settings = config;
     if (!config.callout.helo) {
       throw new ConfigError('callout.helo: got nothing, expected this host\'s fully qualified name (set callout.helo or --helo)');
     }
     this.helo = config.callout.helo;
     this.clock = deps.clock ?? systemClock;
-    this.cache = new VerificationCache(deps.store, config.cache, this.clock);
+    this.cache = new VerificationCache(deps.store, config.cache, this.clock, deps.keyPrefix ?? '');
     this.politeness = new Politeness({
       clock: this.clock,
       concurrency: config.limits.concurrency,
@@ -128,7 +141,9 @@ export class CalloutEngine {
     const probed = new Map<string, VerifyResult>();
     for (const batch of await Promise.all(batches)) for (const [address, result] of batch) probed.set(address, result);
     this.stats.verifications += addresses.length;
-    return planned.map((item) => item.result ?? probed.get(item.mailbox!.address)!);
+    const results = planned.map((item) => item.result ?? probed.get(item.mailbox!.address)!);
+    if (this.deps.onResult) for (const result of results) this.deps.onResult(result);
+    return results;
   }
 
   /** Resolves once background refreshes have finished (for tests and orderly shutdown). */
@@ -228,37 +243,75 @@ export class CalloutEngine {
           { mxHosts: resolution.hosts },
         );
       }
-      const facts = await this.cache.getDomain(domain);
-      this.stats.probes++;
-      const output = await probeDomain(
-        { config: this.config.callout, helo: this.helo, politeness: this.politeness, addressesPerConnection: this.config.limits.addressesPerConnection, ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}) },
-        {
-          domain,
-          targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
-          mxHosts: resolution.hosts,
-          catchAllKnown: facts.catchall?.state === 'refused',
-          nullSenderRefused: facts.nullsender !== undefined,
-          postmasterKnown: facts.postmaster !== undefined,
-        },
-      );
-      const catchAll = output.catchAll === 'not-run' ? (facts.catchall?.state ?? 'not-run') : output.catchAll;
-      const postmaster = output.postmaster === 'not-run' ? (facts.postmaster?.state ?? 'not-run') : output.postmaster;
-      for (const m of mailboxes) {
-        let outcome: AddressOutcome = output.outcomes.get(m.address) ?? unanswered(output);
-        if (outcome.verdict === 'deliverable' && output.nullSender === 'refused') {
-          outcome = { ...outcome, verdict: 'risky', reason: 'null-sender-refused', description: `${outcome.description} (with the fallback sender), but MAIL FROM:<> is refused: the domain cannot receive bounces` };
-        } else if (outcome.verdict === 'deliverable' && postmaster === 'refused') {
-          outcome = { ...outcome, verdict: 'risky', reason: 'postmaster-refused', description: `${outcome.description}, but postmaster@${domain} is refused (RFC 5321 §4.5.1)` };
-        }
-        results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: resolution.hosts, attempts: output.attempts }));
+      const waited = await this.waitForOtherProbes(mailboxes, started);
+      for (const [address, result] of waited) results.set(address, result);
+      const mine = mailboxes.filter((m) => !waited.has(m.address));
+      if (mine.length === 0) return results;
+      try {
+        return await this.probe(domain, mine, resolution.hosts, started, results);
+      } finally {
+        await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
       }
-      await this.remember(domain, mailboxes, results, output);
-      return results;
     } catch (err) {
       return answerAll({ verdict: 'unknown', reason: 'protocol-error', description: `internal error: ${describeError(err)}` });
     } finally {
       release();
     }
+  }
+
+  /**
+   * Another process sharing the store (a second daemon on Redis) may be probing the same
+   * address; wait for its answer rather than probing twice. Addresses whose lock we take are
+   * left for us to probe; a lock whose holder died expires after the verification deadline.
+   */
+  private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
+    const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
+    const answered = new Map<string, VerifyResult>();
+    let waiting: Mailbox[] = [];
+    for (const m of mailboxes) if (!(await this.cache.lock(m.address, lockTtl))) waiting.push(m);
+    const giveUp = Date.now() + lockTtl;
+    while (waiting.length > 0 && Date.now() < giveUp) {
+      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+      const still: Mailbox[] = [];
+      for (const m of waiting) {
+        const record = await this.cache.getAddress(m.address);
+        const fromDomain = record ? undefined : this.fromDomainFacts(m, await this.cache.getDomain(m.asciiDomain), started);
+        const result = record ? this.fromRecord(m.address, record, started, false) : fromDomain;
+        if (result) answered.set(m.address, result);
+        else if (!(await this.cache.lock(m.address, lockTtl))) still.push(m);
+      }
+      waiting = still;
+    }
+    return answered;
+  }
+
+  private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {
+    const facts = await this.cache.getDomain(domain);
+    this.stats.probes++;
+    const output = await probeDomain(
+      { config: this.config.callout, helo: this.helo, politeness: this.politeness, addressesPerConnection: this.config.limits.addressesPerConnection, ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}) },
+      {
+        domain,
+        targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
+        mxHosts: hosts,
+        catchAllKnown: facts.catchall?.state === 'refused',
+        nullSenderRefused: facts.nullsender !== undefined,
+        postmasterKnown: facts.postmaster !== undefined,
+      },
+    );
+    const catchAll = output.catchAll === 'not-run' ? (facts.catchall?.state ?? 'not-run') : output.catchAll;
+    const postmaster = output.postmaster === 'not-run' ? (facts.postmaster?.state ?? 'not-run') : output.postmaster;
+    for (const m of mailboxes) {
+      let outcome: AddressOutcome = output.outcomes.get(m.address) ?? unanswered(output);
+      if (outcome.verdict === 'deliverable' && output.nullSender === 'refused') {
+        outcome = { ...outcome, verdict: 'risky', reason: 'null-sender-refused', description: `${outcome.description} (with the fallback sender), but MAIL FROM:<> is refused: the domain cannot receive bounces` };
+      } else if (outcome.verdict === 'deliverable' && postmaster === 'refused') {
+        outcome = { ...outcome, verdict: 'risky', reason: 'postmaster-refused', description: `${outcome.description}, but postmaster@${domain} is refused (RFC 5321 §4.5.1)` };
+      }
+      results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: hosts, attempts: output.attempts }));
+    }
+    await this.remember(domain, mailboxes, results, output);
+    return results;
   }
 
   private async mailHosts(mailbox: Mailbox): Promise<MxResolution> {
@@ -267,6 +320,7 @@ export class CalloutEngine {
       const host: MxHost = { name: mailbox.asciiDomain, preference: 0, addresses: [mailbox.literal.ip] };
       return { kind: 'hosts', hosts: [host], implicit: true };
     }
+    if (this.deps.mailHosts) return this.deps.mailHosts(mailbox.asciiDomain);
     return resolveMailHosts(this.deps.resolver, mailbox.asciiDomain, {
       maxHosts: this.config.callout.maxMxHosts,
       ipv6: this.config.callout.ipv6,

@@ -1,15 +1,61 @@
 // The behaviour every Store backend must show, run by each backend's test file against its own
-// factory. Time only moves through the ManualClock handed to the factory.
+// factory. Time moves through later(ms), which advances the ManualClock handed to the factory.
+//
+// A backend that judges expiry by its own real clock (Redis: keys expire by the server's PX
+// timers) runs with { time: 'real' }: later(ms) then also sleeps ms, so the ManualClock the store
+// converts remaining lifetimes with keeps pace with the server. Under real time the cases that
+// need an exact millisecond edge run only on the manual clock, a reported expiresAt may be short
+// by the real milliseconds the round trips took, and purgeExpired's count is not checked
+// (such a backend never holds expired entries to count).
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
-import type { Store } from '../../src/store/types.js';
+import type { Store, StoredValue } from '../../src/store/types.js';
 
-export function runStoreContract(name: string, makeStore: (clock: ManualClock) => Promise<Store>): void {
+export interface StoreContractOptions {
+  /** 'manual' (default): expiry follows the ManualClock exactly. 'real': see the header. */
+  time?: 'manual' | 'real';
+}
+
+/** How far a real-time backend's reported expiry may trail the expected one. */
+const REAL_TIME_SLACK_MS = 2000;
+
+export function runStoreContract(
+  name: string,
+  makeStore: (clock: ManualClock) => Promise<Store>,
+  options: StoreContractOptions = {},
+): void {
+  const realTime = options.time === 'real';
+  const manualClockOnly = realTime ? { skip: 'needs an exact millisecond edge, only a manual clock gives one' } : {};
+
   describe(`Store contract: ${name}`, () => {
     let clock: ManualClock;
     let store: Store;
+
+    async function later(ms: number): Promise<void> {
+      clock.advance(ms);
+      if (realTime) await sleep(ms);
+    }
+
+    /** Asserts what get() answered: the value, and an expiry ttlMs after now. */
+    function assertEntry(got: StoredValue | undefined, value: string, ttlMs: number): void {
+      assert.ok(got, `expected ${JSON.stringify(value)}, found nothing`);
+      assertExpiry(got.expiresAt, clock.now() + ttlMs);
+      assert.deepEqual(got, { value, expiresAt: got.expiresAt });
+    }
+
+    function assertExpiry(actual: number, expected: number): void {
+      if (!realTime) {
+        assert.equal(actual, expected);
+        return;
+      }
+      assert.ok(
+        actual <= expected && actual > expected - REAL_TIME_SLACK_MS,
+        `expiresAt ${actual} should be within ${REAL_TIME_SLACK_MS} ms before ${expected}`,
+      );
+    }
 
     beforeEach(async () => {
       clock = new ManualClock();
@@ -26,14 +72,14 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
 
       it('returns what was set, with its expiry', async () => {
         await store.set('k', 'v', 60_000);
-        assert.deepEqual(await store.get('k'), { value: 'v', expiresAt: clock.now() + 60_000 });
+        assertEntry(await store.get('k'), 'v', 60_000);
       });
 
       it('overwrites value and expiry', async () => {
         await store.set('k', 'first', 60_000);
-        clock.advance(10);
+        await later(10);
         await store.set('k', 'second', 5_000);
-        assert.deepEqual(await store.get('k'), { value: 'second', expiresAt: clock.now() + 5_000 });
+        assertEntry(await store.get('k'), 'second', 5_000);
       });
 
       it('keeps the empty string as a value', async () => {
@@ -50,40 +96,47 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
     });
 
     describe('expiry', () => {
-      it('keeps an entry until exactly ttl has passed', async () => {
+      it('keeps an entry until exactly ttl has passed', manualClockOnly, async () => {
         await store.set('k', 'v', 1000);
-        clock.advance(999);
+        await later(999);
         assert.equal((await store.get('k'))?.value, 'v');
-        clock.advance(1);
+        await later(1);
+        assert.equal(await store.get('k'), undefined);
+      });
+
+      it('keeps an entry while its ttl runs and drops it after', async () => {
+        await store.set('k', 'v', 150);
+        assert.equal((await store.get('k'))?.value, 'v');
+        await later(300);
         assert.equal(await store.get('k'), undefined);
       });
 
       it('a set after expiry starts afresh', async () => {
-        await store.set('k', 'old', 1000);
-        clock.advance(2000);
+        await store.set('k', 'old', 100);
+        await later(200);
         await store.set('k', 'new', 1000);
-        assert.deepEqual(await store.get('k'), { value: 'new', expiresAt: clock.now() + 1000 });
+        assertEntry(await store.get('k'), 'new', 1000);
       });
     });
 
     describe('setIfAbsent', () => {
       it('sets an absent key', async () => {
         assert.equal(await store.setIfAbsent('k', 'v', 1000), true);
-        assert.deepEqual(await store.get('k'), { value: 'v', expiresAt: clock.now() + 1000 });
+        assertEntry(await store.get('k'), 'v', 1000);
       });
 
       it('leaves a present key alone', async () => {
-        await store.set('k', 'first', 1000);
-        clock.advance(500);
+        await store.set('k', 'first', 5000);
+        await later(50);
         assert.equal(await store.setIfAbsent('k', 'second', 9000), false);
-        assert.deepEqual(await store.get('k'), { value: 'first', expiresAt: clock.now() + 500 });
+        assertEntry(await store.get('k'), 'first', 4950);
       });
 
       it('replaces an expired key', async () => {
-        await store.set('k', 'first', 1000);
-        clock.advance(1000);
+        await store.set('k', 'first', 100);
+        await later(200);
         assert.equal(await store.setIfAbsent('k', 'second', 2000), true);
-        assert.deepEqual(await store.get('k'), { value: 'second', expiresAt: clock.now() + 2000 });
+        assertEntry(await store.get('k'), 'second', 2000);
       });
 
       it('lets exactly one of many concurrent callers win', async () => {
@@ -99,10 +152,85 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
       });
     });
 
+    describe('compareAndSet', () => {
+      it('sets an absent key when absence is expected', async () => {
+        assert.equal(await store.compareAndSet('k', undefined, 'v', 1000), true);
+        assertEntry(await store.get('k'), 'v', 1000);
+      });
+
+      it('refuses when absence is expected but the key is present', async () => {
+        await store.set('k', 'first', 1000);
+        assert.equal(await store.compareAndSet('k', undefined, 'second', 5000), false);
+        assertEntry(await store.get('k'), 'first', 1000);
+      });
+
+      it('replaces a value equal to the expected one, with the new ttl', async () => {
+        await store.set('k', 'first', 1000);
+        await later(10);
+        assert.equal(await store.compareAndSet('k', 'first', 'second', 5000), true);
+        assertEntry(await store.get('k'), 'second', 5000);
+      });
+
+      it('refuses a value that differs from the expected one, and leaves it', async () => {
+        await store.set('k', 'first', 1000);
+        for (const expected of ['other', '', 'firs', 'first ']) {
+          assert.equal(await store.compareAndSet('k', expected, 'second', 5000), false, JSON.stringify(expected));
+        }
+        assertEntry(await store.get('k'), 'first', 1000);
+      });
+
+      it('tells the empty string from absence', async () => {
+        assert.equal(await store.compareAndSet('k', '', 'v', 1000), false);
+        assert.equal(await store.get('k'), undefined);
+        await store.set('k', '', 1000);
+        assert.equal(await store.compareAndSet('k', undefined, 'v', 1000), false);
+        assert.equal(await store.compareAndSet('k', '', 'v', 1000), true);
+        assert.equal((await store.get('k'))?.value, 'v');
+      });
+
+      it('treats an expired key as absent', async () => {
+        await store.set('k', 'first', 100);
+        await later(200);
+        assert.equal(await store.compareAndSet('k', 'first', 'second', 1000), false);
+        assert.equal(await store.get('k'), undefined);
+        assert.equal(await store.compareAndSet('k', undefined, 'second', 1000), true);
+        assertEntry(await store.get('k'), 'second', 1000);
+      });
+
+      it('lets exactly one of many concurrent callers with the same expectation win', async () => {
+        await store.set('k', 'round 0', 1000);
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.compareAndSet('k', 'round 0', `caller ${i}`, 1000)),
+        );
+        assert.equal(results.filter(Boolean).length, 1);
+        assert.equal((await store.get('k'))?.value, `caller ${results.indexOf(true)}`);
+      });
+
+      it('loses no update when concurrent callers retry on false', async () => {
+        const addOne = async (): Promise<void> => {
+          for (;;) {
+            const current = (await store.get('list'))?.value;
+            const next = current === undefined ? 'x' : `${current}x`;
+            if (await store.compareAndSet('list', current, next, 1000)) return;
+          }
+        };
+        await Promise.all(Array.from({ length: 10 }, addOne));
+        assert.equal((await store.get('list'))?.value, 'x'.repeat(10));
+      });
+
+      it('refuses a bad ttl, and leaves the key', async () => {
+        await store.set('k', 'v', 1000);
+        await assert.rejects(store.compareAndSet('k', 'v', 'w', 0), StoreError);
+        await assert.rejects(store.compareAndSet('absent', undefined, 'w', -1), StoreError);
+        assert.equal((await store.get('k'))?.value, 'v');
+        assert.equal(await store.get('absent'), undefined);
+      });
+    });
+
     describe('increment', () => {
       it('creates a counter with the ttl', async () => {
         assert.equal(await store.increment('c', 1, 1000), 1);
-        assert.deepEqual(await store.get('c'), { value: '1', expiresAt: clock.now() + 1000 });
+        assertEntry(await store.get('c'), '1', 1000);
       });
 
       it('adds to an existing counter, including negative amounts', async () => {
@@ -113,20 +241,19 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
       });
 
       it('keeps the original expiry of an existing counter', async () => {
-        await store.increment('c', 1, 1000);
-        const expiresAt = clock.now() + 1000;
-        clock.advance(600);
+        await store.increment('c', 1, 300);
+        await later(100);
         assert.equal(await store.increment('c', 1, 60_000), 2);
-        assert.deepEqual(await store.get('c'), { value: '2', expiresAt });
-        clock.advance(400);
+        assertEntry(await store.get('c'), '2', 200);
+        await later(realTime ? 400 : 200);
         assert.equal(await store.get('c'), undefined);
       });
 
       it('restarts an expired counter with the new ttl', async () => {
-        await store.increment('c', 7, 1000);
-        clock.advance(1000);
+        await store.increment('c', 7, 100);
+        await later(200);
         assert.equal(await store.increment('c', 2, 5000), 2);
-        assert.deepEqual(await store.get('c'), { value: '2', expiresAt: clock.now() + 5000 });
+        assertEntry(await store.get('c'), '2', 5000);
       });
 
       it('counts a counter written with set', async () => {
@@ -179,7 +306,11 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
           rows.map((row) => row.key),
           ['k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}'],
         );
-        assert.deepEqual(rows[1], { key: 'k:Z', value: 'value of k:Z', expiresAt: clock.now() + 1000 });
+        const second = rows[1];
+        assert.ok(second);
+        assert.equal(second.key, 'k:Z');
+        assertEntry({ value: second.value, expiresAt: second.expiresAt }, 'value of k:Z', 1000);
+        assert.deepEqual(Object.keys(second).sort(), ['expiresAt', 'key', 'value']);
       });
 
       it('stops at the limit, taking the first keys in order', async () => {
@@ -203,11 +334,13 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
       });
 
       it('leaves out expired entries', async () => {
-        await store.set('k:short', 'v', 10);
+        await store.set('k:short', 'v', 100);
         assert.ok((await store.scan('k:', 100)).some((row) => row.key === 'k:short'));
-        clock.advance(10);
-        assert.ok(!(await store.scan('k:', 100)).some((row) => row.key === 'k:short'));
-        clock.advance(990);
+        await later(200);
+        const rows = await store.scan('k:', 100);
+        assert.ok(!rows.some((row) => row.key === 'k:short'));
+        assert.equal(rows.length, 7);
+        await later(1000);
         assert.deepEqual(await store.scan('k:', 100), []);
       });
 
@@ -265,20 +398,22 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
         await store.set('a', 'v', 100);
         await store.set('b', 'v', 100);
         await store.increment('c', 1, 100);
-        await store.set('d', 'v', 1000);
-        await store.set('e', 'v', 101);
-        clock.advance(100);
-        assert.equal(await store.purgeExpired(), 3);
+        await store.set('d', 'v', 5000);
+        await store.set('e', 'v', realTime ? 5000 : 101);
+        await later(realTime ? 200 : 100);
+        const removed = await store.purgeExpired();
+        if (!realTime) assert.equal(removed, 3);
         assert.equal(await store.purgeExpired(), 0);
         assert.deepEqual((await store.scan('', 10)).map((row) => row.key), ['d', 'e']);
       });
 
       it('counts every entry of a large backlog', async () => {
         for (let i = 0; i < 2500; i += 1) await store.set(`expired:${i}`, 'v', 10);
-        await store.set('live', 'v', 1000);
-        clock.advance(10);
-        assert.equal(await store.purgeExpired(), 2500);
-        assert.equal((await store.get('live'))?.value, 'v');
+        await store.set('live', 'v', 5000);
+        await later(realTime ? 50 : 10);
+        const removed = await store.purgeExpired();
+        if (!realTime) assert.equal(removed, 2500);
+        assert.deepEqual((await store.scan('', 3000)).map((row) => row.key), ['live']);
       });
 
       it('answers 0 on an empty store', async () => {
@@ -294,6 +429,7 @@ export function runStoreContract(name: string, makeStore: (clock: ManualClock) =
         await assert.rejects(store.get('k'), StoreError);
         await assert.rejects(store.set('k', 'v', 1000), StoreError);
         await assert.rejects(store.setIfAbsent('k', 'v', 1000), StoreError);
+        await assert.rejects(store.compareAndSet('k', 'v', 'w', 1000), StoreError);
         await assert.rejects(store.increment('k', 1, 1000), StoreError);
         await assert.rejects(store.delete('k'), StoreError);
         await assert.rejects(store.scan('', 10), StoreError);

@@ -12,11 +12,20 @@ const key = fc.oneof(
   fc.constantFrom('a', 'ab', 'a%', 'a_', 'b', '\u00e9', '\uffff', '\u{1F600}', 'a\u{10FFFF}'),
   fc.string({ unit: 'grapheme', maxLength: 3 }),
 );
+// Few distinct values, so compareAndSet's expectation often matches what is stored.
+const value = fc.oneof(fc.constantFrom('', 'v', '1'), fc.string({ maxLength: 3 }), fc.integer().map(String));
 const ttl = fc.integer({ min: 1, max: 50 });
 const operation = fc.oneof(
   fc.record({ op: fc.constant('get' as const), key }),
-  fc.record({ op: fc.constant('set' as const), key, value: fc.oneof(fc.string({ maxLength: 3 }), fc.integer().map(String)), ttl }),
-  fc.record({ op: fc.constant('setIfAbsent' as const), key, value: fc.string({ maxLength: 3 }), ttl }),
+  fc.record({ op: fc.constant('set' as const), key, value, ttl }),
+  fc.record({ op: fc.constant('setIfAbsent' as const), key, value, ttl }),
+  fc.record({
+    op: fc.constant('compareAndSet' as const),
+    key,
+    expected: fc.option(value, { nil: undefined }),
+    value,
+    ttl,
+  }),
   fc.record({ op: fc.constant('increment' as const), key, by: fc.integer({ min: -5, max: 5 }), ttl }),
   fc.record({ op: fc.constant('delete' as const), key }),
   fc.record({ op: fc.constant('scan' as const), prefix: fc.oneof(key, fc.constant('')), limit: fc.nat(6) }),
@@ -34,6 +43,8 @@ async function apply(store: Store, clock: ManualClock, step: Operation): Promise
         return await store.set(step.key, step.value, step.ttl);
       case 'setIfAbsent':
         return await store.setIfAbsent(step.key, step.value, step.ttl);
+      case 'compareAndSet':
+        return await store.compareAndSet(step.key, step.expected, step.value, step.ttl);
       case 'increment':
         return await store.increment(step.key, step.by, step.ttl);
       case 'delete':

@@ -33,7 +33,7 @@ describe('openStore', () => {
   });
 
   it('rejects a kind it does not know with ConfigError', async () => {
-    const spec = { kind: 'redis', url: 'redis://127.0.0.1:6379' } as unknown as StoreSpec;
+    const spec = { kind: 'memcached', url: 'memcached://127.0.0.1:11211' } as unknown as StoreSpec;
     await assert.rejects(openStore(spec), ConfigError);
   });
 });

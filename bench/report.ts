@@ -1,0 +1,186 @@
+/**
+ * NAME
+ *   bench/report - renders a benchmark run as docs/benchmarks.md
+ *
+ * DESCRIPTION
+ *   Machine facts, the command that reproduces the run, the throughput tables (tool x
+ *   concurrency -> ops/s with p50/p99 latency; CPU of both processes; verdicts that were wrong),
+ *   the correctness table, and the targets of the issue with met / not met, computed from the
+ *   numbers measured here and nothing else.
+ */
+
+import type { CellResult } from './measure.js';
+import type { ToolCorrectness } from './correctness.js';
+import { checkCases } from './world.js';
+
+export interface Row {
+  name: string;
+  note: string;
+  cells: Array<CellResult & { serverCores: number }>;
+}
+
+export interface BenchReport {
+  quick: boolean;
+  facts: Array<[string, string]>;
+  setup: string[];
+  rows: { coldProbe: Row; coldNoProbe: Row; coldDnsCached: Row[]; coldBatched: Row; coldShared: Row; warm: Row; peers: Row[] };
+  peersSkipped?: string;
+  correctness: ToolCorrectness[];
+  concurrencies: number[];
+}
+
+const TARGET_COLD = 2_000;
+const TARGET_WARM = 100_000;
+const TARGET_RATIO = 5;
+
+function rate(value: number): string {
+  if (!Number.isFinite(value)) return 'n/a';
+  return value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
+}
+
+function ms(value: number): string {
+  if (!Number.isFinite(value)) return 'n/a';
+  return value >= 10 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(2);
+}
+
+function best(row: Row): number {
+  return Math.max(0, ...row.cells.map((c) => c.opsPerSecond));
+}
+
+function wrong(cell: CellResult): string {
+  const bad = Object.entries(cell.tally).filter(([label]) => label !== 'right');
+  return bad.length === 0 ? '0' : bad.map(([label, n]) => `${n} × ${label}`).join('; ');
+}
+
+function throughputTable(rows: Row[], concurrencies: number[]): string[] {
+  const header = `| tool / mode | ${concurrencies.map((c) => `c=${c}: ops/s (p50 / p99 ms)`).join(' | ')} |`;
+  const lines = [header, `|---|${concurrencies.map(() => '---:').join('|')}|`];
+  for (const row of rows) {
+    const cells = concurrencies.map((c) => {
+      const cell = row.cells.find((x) => x.concurrency === c);
+      return cell ? `**${rate(cell.opsPerSecond)}** (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
+    });
+    lines.push(`| ${row.name} | ${cells.join(' | ')} |`);
+  }
+  return lines;
+}
+
+function detailTable(rows: Row[]): string[] {
+  const lines = [
+    '| tool / mode | concurrency | answers | seconds | bench process CPU | server process CPU | whole machine busy | wrong or failed answers |',
+    '|---|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  for (const row of rows) {
+    for (const cell of row.cells) {
+      lines.push(`| ${row.name} | ${cell.concurrency} | ${cell.ops.toLocaleString('en-US')} | ${cell.seconds.toFixed(2)} | ${cell.cpuCores.toFixed(2)} | ${cell.serverCores.toFixed(2)} | ${Number.isFinite(cell.machineCores) ? cell.machineCores.toFixed(2) : 'n/a'} | ${wrong(cell)} |`);
+    }
+  }
+  return lines;
+}
+
+function correctnessTable(results: ToolCorrectness[]): string[] {
+  const lines = [
+    `| case | address | expected | ${results.map((r) => r.tool).join(' | ')} |`,
+    `|---|---|---|${results.map(() => '---').join('|')}|`,
+  ];
+  checkCases.forEach((testCase, i) => {
+    const answers = results.map((r) => {
+      const o = r.outcomes[i];
+      if (!o) return '—';
+      const spy = o.localhostConnections ? `; connected to 127.0.0.1:25 ×${o.localhostConnections}` : '';
+      return `${o.right ? '✅' : '❌'} ${o.answer}: ${o.detail}${spy}`;
+    });
+    lines.push(`| ${testCase.label} | \`${testCase.address}\` | ${testCase.expected} (${testCase.because}) | ${answers.join(' | ')} |`);
+  });
+  lines.push(`| **right** | | | ${results.map((r) => `**${r.outcomes.filter((o) => o.right).length} / ${r.outcomes.length}**`).join(' | ')} |`);
+  return lines;
+}
+
+/** "met" on the default configuration, and which other callout variants meet it. */
+function judged(defaultValue: number, target: number, variants: Row[], value: (row: Row) => number): string {
+  const others = variants.filter((row) => value(row) >= target).map((row) => row.name);
+  const head = defaultValue >= target ? '**met**' : '**not met**';
+  return `${head} (default config, cold DNS)${others.length ? `; met by: ${others.join('; ')}` : '; no variant meets it'}`;
+}
+
+function targets(report: BenchReport): string[] {
+  const { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
+  const variants = [coldNoProbe, ...coldDnsCached, coldBatched, coldShared];
+  const cold = best(coldProbe);
+  const cached = best(warm);
+  const fasterPeer = peers.reduce<Row | undefined>((top, row) => (!top || best(row) > best(top) ? row : top), undefined);
+  const peerRate = fasterPeer ? best(fasterPeer) : Number.NaN;
+  const measuredList = (rows: Row[], scale = 1, unit = '/s'): string =>
+    rows.map((row) => `${row.name}: ${scale === 1 ? rate(best(row)) : (best(row) / scale).toFixed(2)}${unit}`).join('<br>');
+  const lines = [
+    '| target (from the issue) | measured (best concurrency) | result |',
+    '|---|---|---|',
+    `| ≥ ${TARGET_COLD.toLocaleString('en-US')} cold callouts/s on 2 cores | ${measuredList([coldProbe, ...variants])} | ${judged(cold, TARGET_COLD, variants, best)} |`,
+    `| ≥ ${TARGET_WARM.toLocaleString('en-US')} cached verdicts/s on 2 cores | ${rate(cached)}/s | ${cached >= TARGET_WARM ? '**met**' : '**not met**'} |`,
+  ];
+  if (fasterPeer && Number.isFinite(peerRate) && peerRate > 0) {
+    lines.push(
+      `| ≥ ${TARGET_RATIO}× the faster peer (cold callouts) | faster peer: ${fasterPeer.name}, ${rate(peerRate)}/s.<br>${measuredList([coldProbe, ...variants], peerRate, '×')} | ${judged(cold / peerRate, TARGET_RATIO, variants, (row) => best(row) / peerRate)} |`,
+    );
+  } else {
+    lines.push(`| ≥ ${TARGET_RATIO}× the faster peer | peers not measured${report.peersSkipped ? ` (${report.peersSkipped})` : ''} | not judged |`);
+  }
+  return lines;
+}
+
+export function renderReport(report: BenchReport): string {
+  const { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
+  const allRows = [coldProbe, coldNoProbe, ...coldDnsCached, coldBatched, coldShared, warm, ...peers];
+  return [
+    '# Benchmarks',
+    '',
+    report.quick
+      ? '> **Quick smoke run** (`--quick`): cells of a fraction of a second; the numbers are not meaningful.'
+      : '> Generated by `npm run bench` (bench/run.ts). Do not edit by hand: run it again.',
+    '',
+    '## Machine',
+    '',
+    '| | |',
+    '|---|---|',
+    ...report.facts.map(([key, value]) => `| ${key} | ${value} |`),
+    '',
+    'Reproduce with `npm run bench` (as root: the peers only connect to port 25, and their MX host',
+    'names are put in /etc/hosts for the run and taken out afterwards). `npm run bench -- --quick`',
+    'is a smoke run of a few seconds that prints the report instead of writing this file.',
+    '',
+    '## Setup',
+    '',
+    ...report.setup.map((line) => `- ${line}`),
+    '',
+    '## Targets',
+    '',
+    ...targets(report),
+    '',
+    '## Throughput and latency',
+    '',
+    'Operations per second over the whole cell, and the latency of one verification (p50 / p99, ms).',
+    '',
+    ...throughputTable(allRows, report.concurrencies),
+    '',
+    ...allRows.map((row) => `- **${row.name}**: ${row.note}`),
+    ...(report.peersSkipped ? [`- Peers not measured: ${report.peersSkipped}.`] : []),
+    '',
+    '### Cell details',
+    '',
+    'CPU is CPU time over wall time, in cores (1.00 = one core fully busy): of the benchmark',
+    'process (the verifier), of the server process, and of the whole machine (/proc/stat, which',
+    'includes the kernel\'s loopback work and anything else that ran meanwhile). "Wrong or failed',
+    'answers" counts every answer that was not the expected one (user<i> exists, nouser<i> does',
+    'not; cold answers must come from a dialogue, warm ones from the cache).',
+    '',
+    ...detailTable(allRows),
+    '',
+    '## Correctness',
+    '',
+    'The labelled cases, each tool against the same DNS zone and freshly started exchangers',
+    '(bench/correctness.ts). ✅ = the expected answer, without contacting anything it should not.',
+    '',
+    ...correctnessTable(report.correctness),
+    '',
+  ].join('\n');
+}

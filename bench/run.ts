@@ -1,0 +1,287 @@
+/**
+ * NAME
+ *   bench/run - the callout benchmark: cold and cached callouts, the npm peers, correctness
+ *
+ * SYNOPSIS
+ *   npm run bench                 full run (about two minutes), writes docs/benchmarks.md
+ *   npm run bench -- --quick      smoke run of a few seconds, prints the report
+ *   npm run bench -- --out FILE   write the report to FILE instead
+ *
+ * DESCRIPTION
+ *   All traffic stays on loopback. A child process (bench/servers) serves the DNS zone of
+ *   bench/world and instant SMTP servers on 127.77.0.1-250:25; this process runs the verifiers:
+ *     1. correctness: callout and each peer against the labelled cases (bench/correctness);
+ *     2. callout cold: a fresh engine, store and DNS cache for every round of 1000 addresses
+ *        (one per domain), so each verification is a real MX lookup and SMTP dialogue, with
+ *        the random (catch-all) probe on (default) and off;
+ *     3. callout on one long-lived engine, which learns each domain's catch-all state once;
+ *        then the same addresses again: cached verdicts;
+ *     4. the peers on the same addresses and servers.
+ *   Each cell is bounded by an operation count and a time (bench/measure). The peers need port
+ *   25 and /etc/hosts entries (bench/etc-hosts), so they run only as root; the entries are
+ *   removed when the run ends, however it ends.
+ */
+
+import dns from 'node:dns';
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { checkTool } from './correctness.js';
+import type { ToolCorrectness } from './correctness.js';
+import { addHostsEntries } from './etc-hosts.js';
+import type { HostsEntries } from './etc-hosts.js';
+import { runCell } from './measure.js';
+import type { CellOptions, CellResult } from './measure.js';
+import { renderReport } from './report.js';
+import type { Row } from './report.js';
+import { startServerProcess } from './servers-client.js';
+import type { ServerProcess } from './servers-client.js';
+import { benchConfig, benchResolver, engineTool, freshEngine, installedVersion, limitsForBench, peers } from './tools.js';
+import type { Tool } from './tools.js';
+import { DOMAIN_COUNT, HOST_COUNT, SMTP_PORT, benchAddress, domainOf, hostsEntries } from './world.js';
+import { resolveMailHosts } from '../src/dns/mx.js';
+import type { CalloutEngine } from '../src/verify/engine.js';
+
+const CONCURRENCIES = [1, 16, 128];
+
+interface Budget {
+  cold: CellOptions['maxMs'];
+  coldOps: number;
+  sharedAddresses: number;
+  warm: number;
+  peer: number;
+  peerOps: number;
+  warmup: number;
+}
+
+const FULL: Budget = { cold: 3_000, coldOps: 100_000, sharedAddresses: 10_000, warm: 2_000, peer: 6_000, peerOps: 100_000, warmup: 1_000 };
+const QUICK: Budget = { cold: 300, coldOps: 5_000, sharedAddresses: 1_000, warm: 300, peer: 300, peerOps: 5_000, warmup: 200 };
+
+function parseArgs(argv: string[]): { quick: boolean; out: string | undefined } {
+  const quick = argv.includes('--quick');
+  const at = argv.indexOf('--out');
+  const out = at === -1 ? (quick ? undefined : 'docs/benchmarks.md') : argv[at + 1];
+  return { quick, out };
+}
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+/** The label of a callout answer: right, or what was wrong with it. */
+function judge(exists: boolean, verdict: string, source: string, wantSource: string): string {
+  if (source !== wantSource) return `source ${source}`;
+  const expected = exists ? 'deliverable' : 'undeliverable';
+  return verdict === expected ? 'right' : `${verdict} for ${exists ? 'an existing' : 'a missing'} user`;
+}
+
+async function measured(servers: ServerProcess, options: CellOptions, op: (index: number) => Promise<string | string[]>): Promise<CellResult & { serverCores: number }> {
+  const before = await servers.cpu();
+  const cell = await runCell(options, op);
+  const after = await servers.cpu();
+  return { ...cell, serverCores: (after.micros - before.micros) / 1e6 / cell.seconds };
+}
+
+interface ColdVariant {
+  randomProbe: boolean;
+  /** 'fresh': an empty DNS cache with every engine; 'cached': one resolver, filled before the cell. */
+  dns: 'fresh' | 'cached';
+  /** Addresses of one domain per verifyMany() call; 1 means verify(). */
+  batch: number;
+}
+
+function coldName(variant: ColdVariant): string {
+  const how = variant.batch > 1 ? `verifyMany × ${variant.batch} per domain` : variant.dns === 'cached' ? 'DNS cached' : '';
+  return `callout cold${how ? `, ${how}` : ''}, random probe ${variant.randomProbe ? 'on (default)' : 'off'}`;
+}
+
+function coldNote(variant: ColdVariant): string {
+  const dns = variant.dns === 'fresh' ? 'an MX lookup (empty DNS cache) and' : 'an SMTP dialogue with the MX records and addresses cached (DNS cache filled before the cell), i.e.';
+  const base =
+    variant.batch > 1
+      ? `each call verifies ${variant.batch} distinct addresses of one domain, which the engine probes on one connection (limits.addressesPerConnection 20); ops/s counts addresses, latency is per call`
+      : `every verification is ${dns} an SMTP dialogue`;
+  return `${base}; a fresh engine and store every ${DOMAIN_COUNT} ${variant.batch > 1 ? 'calls' : 'addresses'} (one per domain)${variant.randomProbe ? '; the dialogue first sends RCPT for a random local part (catch-all probe), then RSET and MAIL again' : ''}.`;
+}
+
+/** The addresses of call `index`: one, or `batch` distinct addresses of the same domain. */
+function addressesOfCall(index: number, batch: number): Array<{ address: string; exists: boolean }> {
+  return Array.from({ length: batch }, (_, k) => benchAddress(index + k * DOMAIN_COUNT * 1_000_000));
+}
+
+/** Cold callouts: a fresh engine and store for each round of one call per domain, so every answer is a dialogue. */
+async function coldRow(servers: ServerProcess, budget: Budget, variant: ColdVariant): Promise<Row> {
+  const config = benchConfig({ port: servers.port, randomProbe: variant.randomProbe });
+  const cells = [];
+  for (const concurrency of CONCURRENCIES) {
+    const sharedResolver = variant.dns === 'cached' ? benchResolver(servers.dns) : undefined;
+    if (sharedResolver) {
+      const lookups = { maxHosts: config.callout.maxMxHosts, ipv6: config.callout.ipv6 };
+      await Promise.all(Array.from({ length: DOMAIN_COUNT }, (_, i) => resolveMailHosts(sharedResolver, domainOf(i), lookups)));
+    }
+    let round = -1;
+    let engine: CalloutEngine | undefined;
+    const engines: CalloutEngine[] = [];
+    const op = async (index: number): Promise<string[]> => {
+      const thisRound = Math.floor(index / DOMAIN_COUNT);
+      if (thisRound !== round || !engine) {
+        round = thisRound;
+        engine = freshEngine(config, servers.dns, sharedResolver);
+        engines.push(engine);
+      }
+      const targets = addressesOfCall(index, variant.batch);
+      const results = await engine.verifyMany(targets.map((t) => t.address));
+      return results.map((result, k) => judge(targets[k]!.exists, result.verdict, result.source, 'probe'));
+    };
+    log(`${coldName(variant)}, concurrency ${concurrency}`);
+    cells.push(await measured(servers, { concurrency, maxOps: budget.coldOps, maxMs: budget.cold }, op));
+    await Promise.all(engines.map((e) => e.idle()));
+  }
+  return { name: coldName(variant), note: coldNote(variant), cells };
+}
+
+/** One long-lived engine: first a cold pass over the addresses, then the same addresses from its cache. */
+async function sharedAndWarmRows(servers: ServerProcess, budget: Budget): Promise<{ shared: Row; warm: Row }> {
+  const engine = freshEngine(benchConfig({ port: servers.port, randomProbe: true }), servers.dns);
+  const count = budget.sharedAddresses;
+  log(`callout cold on one engine, ${count} addresses`);
+  const fill = await measured(servers, { concurrency: 128, maxOps: count, maxMs: 120_000 }, async (index) => {
+    const { address, exists } = benchAddress(index);
+    const result = await engine.verify(address);
+    return judge(exists, result.verdict, result.source, 'probe');
+  });
+  const warmCells = [];
+  for (const concurrency of CONCURRENCIES) {
+    log(`callout warm, concurrency ${concurrency}`);
+    warmCells.push(
+      await measured(servers, { concurrency, maxOps: 5_000_000, maxMs: budget.warm }, async (index) => {
+        const { address, exists } = benchAddress(index % fill.ops);
+        const result = await engine.verify(address);
+        return judge(exists, result.verdict, result.source, 'address-cache');
+      }),
+    );
+  }
+  await engine.idle();
+  return {
+    shared: {
+      name: 'callout cold, one long-lived engine',
+      note: `${fill.ops.toLocaleString('en-US')} distinct addresses (${Math.round(fill.ops / DOMAIN_COUNT)} per domain) on one engine, random probe on: the catch-all probe runs once per domain, then the domain record answers it; measured at concurrency 128 only.`,
+      cells: [fill],
+    },
+    warm: {
+      name: 'callout warm (cached verdicts)',
+      note: `the same ${fill.ops.toLocaleString('en-US')} addresses again on that engine: every answer from the address cache (MemoryStore).`,
+      cells: warmCells,
+    },
+  };
+}
+
+async function peerRow(servers: ServerProcess, budget: Budget, tool: Tool): Promise<Row> {
+  await runCell({ concurrency: 16, maxOps: 1_000_000, maxMs: budget.warmup }, (index) => tool.check(benchAddress(index).address).then(() => 'warmup'));
+  const cells = [];
+  for (const concurrency of CONCURRENCIES) {
+    log(`${tool.name}, concurrency ${concurrency}`);
+    cells.push(
+      await measured(servers, { concurrency, maxOps: budget.peerOps, maxMs: budget.peer }, async (index) => {
+        const { address, exists } = benchAddress(index);
+        const { answer, detail } = await tool.check(address);
+        return answer === (exists ? 'accept' : 'reject') ? 'right' : `${answer} for ${exists ? 'an existing' : 'a missing'} user (${detail})`;
+      }),
+    );
+  }
+  return {
+    name: `${tool.name} ${installedVersion(tool.name)}`,
+    note: 'its defaults; no cache, so every check is an MX lookup, a getaddrinfo of the MX name and an SMTP dialogue.',
+    cells,
+  };
+}
+
+function machineFacts(quick: boolean): Array<[string, string]> {
+  const cpus = os.cpus();
+  return [
+    ['date', new Date().toISOString()],
+    ['CPUs (nproc)', `${os.availableParallelism()} × ${cpus[0]?.model ?? 'unknown'}`],
+    ['memory', `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`],
+    ['OS', `${os.type()} ${os.release()} (${os.arch()})`],
+    ['Node.js', process.version],
+    ['load average at start (1, 5, 15 min)', os.loadavg().map((n) => n.toFixed(2)).join(', ')],
+    ['command', quick ? '`npm run bench -- --quick`' : '`npm run bench`'],
+  ];
+}
+
+async function main(): Promise<void> {
+  const { quick, out } = parseArgs(process.argv.slice(2));
+  const budget = quick ? QUICK : FULL;
+  const started = Date.now();
+  log('starting the server process');
+  const servers = await startServerProcess();
+  let hosts: HostsEntries | undefined;
+  let peersSkipped: string | undefined;
+  if (servers.port !== SMTP_PORT) {
+    peersSkipped = `the SMTP servers could not listen on port 25 (got ${servers.port}); the peers connect to nothing else`;
+  } else {
+    try {
+      hosts = addHostsEntries(hostsEntries());
+      log(`added ${hostsEntries().length} entries to /etc/hosts (copy in ${hosts.backup})`);
+    } catch (err) {
+      peersSkipped = `/etc/hosts could not be written (${String(err)})`;
+    }
+  }
+  if (peersSkipped) log(`peers skipped: ${peersSkipped}`);
+  dns.setServers([servers.dns]);
+  try {
+    const correctness: ToolCorrectness[] = [];
+    if (servers.port === SMTP_PORT) {
+      log('correctness: callout');
+      correctness.push(await checkTool(engineTool(freshEngine(benchConfig({ port: SMTP_PORT, randomProbe: true }), servers.dns))));
+      for (const peer of peersSkipped ? [] : peers) {
+        const tool = peer();
+        log(`correctness: ${tool.name}`);
+        correctness.push(await checkTool(tool));
+      }
+    }
+    log('warming up the engine');
+    const warmupEngine = freshEngine(benchConfig({ port: servers.port, randomProbe: true }), servers.dns);
+    await runCell({ concurrency: 16, maxOps: DOMAIN_COUNT, maxMs: budget.warmup }, (index) => warmupEngine.verify(benchAddress(index).address).then(() => 'warmup'));
+    const coldProbe = await coldRow(servers, budget, { randomProbe: true, dns: 'fresh', batch: 1 });
+    const coldNoProbe = await coldRow(servers, budget, { randomProbe: false, dns: 'fresh', batch: 1 });
+    const coldDnsCached = [
+      await coldRow(servers, budget, { randomProbe: true, dns: 'cached', batch: 1 }),
+      await coldRow(servers, budget, { randomProbe: false, dns: 'cached', batch: 1 }),
+    ];
+    const coldBatched = await coldRow(servers, budget, { randomProbe: true, dns: 'fresh', batch: 20 });
+    const { shared, warm } = await sharedAndWarmRows(servers, budget);
+    const peerRows: Row[] = [];
+    for (const peer of peersSkipped ? [] : peers) peerRows.push(await peerRow(servers, budget, peer()));
+    const report = renderReport({
+      quick,
+      facts: machineFacts(quick),
+      setup: [
+        `Servers: a child process runs the test DNS server (test/support/dns-server) on ${servers.dns} and an instant SMTP server (bench/instant-smtp: 220, EHLO, MAIL, RCPT 250/550, RSET, QUIT, answered at once) on each of ${HOST_COUNT} addresses 127.77.0.1-${HOST_COUNT}, port ${servers.port}. The verifiers run in the benchmark process; both processes share the machine's ${os.availableParallelism()} CPUs.`,
+        `Domains: ${DOMAIN_COUNT} (d0.bench.test … d${DOMAIN_COUNT - 1}.bench.test), each with one MX on one of the ${HOST_COUNT} addresses; the i-th address is user<i>@d<i mod ${DOMAIN_COUNT}> (exists) or, every tenth, nouser<i> (550 5.1.1).`,
+        `callout config: defaults (validateConfig) except callout.helo, callout.port ${servers.port}, callout.allowTargets 127.0.0.0/8 and the limits raised so that the limiter never cuts the benchmark: limits.concurrency ${limitsForBench.concurrency}, limits.perHostConcurrency ${limitsForBench.perHostConcurrency}, limits.perDomainPerMinute ${limitsForBench.perDomainPerMinute.toLocaleString('en-US')} (defaults 64, 4, 30). TLS is opportunistic (default) and the servers offer none. Store: MemoryStore; DNS: CachingResolver over createNodeResolver.`,
+        `Cells: each stops after ${quick ? 'a fraction of a second' : `${budget.cold / 1000} s (callout cold), ${budget.warm / 1000} s (warm), ${budget.peer / 1000} s (peers)`} or a fixed number of operations, whichever comes first; one untimed warm-up precedes the callout and each peer's cells.`,
+        'The machine may be shared with other work (this repository is built by several people at once): the "whole machine busy" column of the cell details shows how much of its CPU was in use during each cell; compare it with the two processes\' own CPU before trusting a number.',
+        'Peers: dns.setServers() points node:dns at the benchmark DNS server, and the MX host names are in /etc/hosts for the run (the peers connect to port 25 of the name via getaddrinfo).',
+      ],
+      rows: { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared: shared, warm, peers: peerRows },
+      ...(peersSkipped ? { peersSkipped } : {}),
+      correctness,
+      concurrencies: CONCURRENCIES,
+    });
+    if (out) {
+      writeFileSync(out, report);
+      log(`wrote ${out}`);
+    } else {
+      process.stdout.write(report);
+    }
+    log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    hosts?.remove();
+    await servers.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

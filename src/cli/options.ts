@@ -1,0 +1,58 @@
+/**
+ * NAME
+ *   cli/options - the engine options every command takes
+ *
+ * DESCRIPTION
+ *   Flags are turned into the nested shape of the configuration file and merged over it, so
+ *   the one schema validates a value the same way wherever it came from.
+ */
+
+import type { Command } from 'commander';
+import { CalloutError } from '../core/errors.js';
+import type { RawConfig } from '../config/load.js';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export interface EngineFlags {
+  config?: string;
+  dnsServer: string[];
+  helo?: string;
+  sender?: string;
+  timeout?: string;
+  allowTarget: string[];
+  port?: string;
+  cache?: string;
+}
+
+export function addEngineOptions(command: Command): Command {
+  return command
+    .option('-c, --config <file>', 'configuration file (YAML)')
+    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--helo <name>', 'EHLO name: this host\'s fully qualified name')
+    .option('--sender <address>', 'MAIL FROM for probes (default: the null sender <>)')
+    .option('--timeout <seconds>', 'overall time limit of one verification')
+    .option('--allow-target <cidr>', 'allow probing exchangers in this private/loopback range (repeatable)', collect, [])
+    .option('--port <n>', 'SMTP port of the exchangers (default 25)')
+    .option('--cache <file>', 'SQLite file for the verification cache (default: in memory)');
+}
+
+/** Flags in the nested shape of the configuration file, so the schema validates both alike. */
+export function engineOverrides(flags: EngineFlags): RawConfig {
+  const callout: RawConfig = {};
+  if (flags.helo !== undefined) callout.helo = flags.helo;
+  if (flags.sender !== undefined) callout.sender = flags.sender === '<>' ? '' : flags.sender;
+  if (flags.allowTarget.length > 0) callout.allowTargets = flags.allowTarget;
+  if (flags.port !== undefined) callout.port = numberFlag('--port', flags.port);
+  if (flags.timeout !== undefined) callout.timeouts = { overall: numberFlag('--timeout', flags.timeout) };
+  const overrides: RawConfig = { callout };
+  if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
+  if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: flags.cache };
+  return overrides;
+}
+
+export function numberFlag(name: string, value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new CalloutError('USAGE', `${name}: got "${value}", expected a number`);
+  return n;
+}
+

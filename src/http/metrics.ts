@@ -1,0 +1,112 @@
+/**
+ * NAME
+ *   http/metrics - Prometheus metrics and the health endpoint
+ *
+ * DESCRIPTION
+ *   GET /metrics  Prometheus text format: policy decisions by action and stage, decision
+ *                 latency, callouts by verdict and source (cache hit ratio), callouts skipped
+ *                 because cheaper evidence sufficed, stage faults, process metrics.
+ *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
+ *                 it does not (the daemon still answers Postfix then, by policy.faultAction).
+ *   The listener belongs on loopback (metrics.listen): it has no authentication.
+ */
+
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { VerifyResult } from '../verify/types.js';
+import type { StageMetrics } from '../policy/types.js';
+import type { PipelineOutcome } from '../policy/pipeline.js';
+import { listenTarget } from '../core/listen.js';
+
+export class Metrics implements StageMetrics {
+  readonly registry = new Registry();
+  private readonly decisions = new Counter({
+    name: 'callout_policy_decisions_total',
+    help: 'Policy answers by action (first word) and the stage that decided',
+    labelNames: ['action', 'stage'],
+    registers: [this.registry],
+  });
+  private readonly latency = new Histogram({
+    name: 'callout_policy_decision_seconds',
+    help: 'Time from policy request to answer',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10],
+    registers: [this.registry],
+  });
+  private readonly callouts = new Counter({
+    name: 'callout_verifications_total',
+    help: 'Verification verdicts by verdict and where the answer came from (probe, address-cache, domain-cache, none)',
+    labelNames: ['verdict', 'source'],
+    registers: [this.registry],
+  });
+  private readonly faults = new Counter({
+    name: 'callout_stage_faults_total',
+    help: 'Stage faults (store outage, internal errors), answered by policy.faultAction',
+    registers: [this.registry],
+  });
+  private readonly stageCounters = new Map<string, Counter>();
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'callout_' });
+    this.counter('callouts_skipped', ['reason']);
+  }
+
+  recordDecision(outcome: PipelineOutcome): void {
+    const word = outcome.action.split(' ', 1)[0] ?? '';
+    const action = /^5\d\d$/.test(word) ? 'REJECT' : /^4\d\d$/.test(word) ? 'DEFER' : word;
+    this.decisions.inc({ action, stage: outcome.decidedBy ?? 'none' });
+    this.latency.observe(outcome.durationMs / 1000);
+    if (outcome.faults.length > 0) this.faults.inc(outcome.faults.length);
+  }
+
+  recordVerification(result: VerifyResult): void {
+    this.callouts.inc({ verdict: result.verdict, source: result.source });
+  }
+
+  increment(name: string, labels: Record<string, string> = {}): void {
+    this.counter(name, Object.keys(labels)).inc(labels);
+  }
+
+  private counter(name: string, labelNames: string[]): Counter {
+    let counter = this.stageCounters.get(name);
+    if (!counter) {
+      counter = new Counter({ name: `callout_${name}_total`, help: `Stage counter ${name}`, labelNames, registers: [this.registry] });
+      this.stageCounters.set(name, counter);
+    }
+    return counter;
+  }
+}
+
+export interface HealthSource {
+  healthy(): Promise<boolean>;
+}
+
+export async function startMetricsServer(listen: string, metrics: Metrics, health: HealthSource): Promise<{ server: Server; address: string }> {
+  const server = createServer((req, res) => {
+    void (async () => {
+      if (req.method !== 'GET') {
+        res.writeHead(405).end();
+      } else if (req.url === '/metrics') {
+        const body = await metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body);
+      } else if (req.url === '/health') {
+        const ok = await health.healthy();
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ok' : 'degraded' }));
+      } else {
+        res.writeHead(404).end();
+      }
+    })().catch(() => {
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  const target = listenTarget(listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if (target.kind === 'unix') server.listen(target.path, resolve);
+    else server.listen(target.port, target.host, resolve);
+  });
+  const bound = server.address();
+  const address = typeof bound === 'string' ? bound : bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : listen;
+  return { server, address };
+}

@@ -1,0 +1,234 @@
+/**
+ * NAME
+ *   policy/daemon - `callout serve`: the Postfix policy service
+ *
+ * DESCRIPTION
+ *   Wires the configuration into a running service: the store (SQLite by default, Redis when
+ *   several mail servers share state), the DNS resolver and its cache, the callout engine, the
+ *   pipeline of stages, the policy listener (TCP or UNIX socket) and the metrics/health
+ *   listener. Each request is decided by the pipeline, logged in one line, counted, and
+ *   answered.
+ *
+ *   SIGHUP (reload()): the configuration file is read and validated again; a bad file is
+ *   logged and the running configuration kept. A good one replaces the resolver, engine and
+ *   pipeline for new requests without dropping connections; requests in flight finish on the
+ *   old ones. Listen addresses and the store are fixed for the life of the process (a change
+ *   is logged as needing a restart).
+ *   SIGTERM (stop()): stop accepting, let requests in flight finish, let background callouts
+ *   finish up to a bound, close the store.
+ *
+ * SECURITY
+ *   Listens where configured (loopback by default). Callouts go only to public addresses
+ *   unless callout.allowTargets says otherwise.
+ */
+
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import type { Server } from 'node:http';
+import { systemClock } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
+import { ConfigError, describeError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { loadConfig } from '../config/load.js';
+import type { RawConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { Resolver } from '../dns/types.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { CalloutEngine } from '../verify/engine.js';
+import { Metrics, startMetricsServer } from '../http/metrics.js';
+import { createResolver, storePath } from '../cli/runtime.js';
+import { buildPipeline } from './pipeline.js';
+import type { Pipeline, PipelineOutcome } from './pipeline.js';
+import { PolicyServer } from './server.js';
+
+export interface DaemonOptions {
+  configPath?: string;
+  overrides?: RawConfig;
+  log: Logger;
+  clock?: Clock;
+}
+
+interface Generation {
+  config: Config;
+  resolver: Resolver;
+  engine?: CalloutEngine;
+  pipeline: Pipeline;
+}
+
+const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*$/;
+const DRAIN_MS = 10_000;
+
+export class Daemon {
+  private current!: Generation;
+  private server!: PolicyServer;
+  private metricsServer: Server | undefined;
+  private readonly metrics = new Metrics();
+  private store!: Store;
+  policyAddress = '';
+  metricsAddress = '';
+
+  private constructor(private readonly options: DaemonOptions) {}
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const daemon = new Daemon(options);
+    await daemon.boot();
+    return daemon;
+  }
+
+  private get clock(): Clock {
+    return this.options.clock ?? systemClock;
+  }
+
+  private async boot(): Promise<void> {
+    const config = loadConfig(this.options.configPath, this.options.overrides);
+    this.store = await this.openConfiguredStore(config);
+    try {
+      this.current = this.generation(config);
+      this.server = new PolicyServer({
+        listen: config.policy.listen,
+        handler: (attributes) => this.answer(attributes),
+        limits: { maxConnections: config.policy.maxConnections, idleTimeoutMs: config.policy.idleTimeout },
+        socketMode: parseInt(config.policy.socketMode, 8),
+        log: this.options.log,
+      });
+      this.policyAddress = (await this.server.listen()).address;
+      if (config.metrics.listen) {
+        const started = await startMetricsServer(config.metrics.listen, this.metrics, { healthy: () => this.storeHealthy() });
+        this.metricsServer = started.server;
+        this.metricsAddress = started.address;
+      }
+    } catch (err) {
+      await this.server?.close({ drainMs: 0 }).catch(() => undefined);
+      await this.store.close().catch(() => undefined);
+      throw err;
+    }
+    this.options.log.info(
+      { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
+      'callout serve started',
+    );
+  }
+
+  /** Re-reads the configuration; keeps the running one when the new one is invalid. */
+  async reload(): Promise<boolean> {
+    let config: Config;
+    try {
+      config = loadConfig(this.options.configPath, this.options.overrides);
+    } catch (err) {
+      this.options.log.error({ err: describeError(err) }, 'reload refused: configuration invalid, keeping the running one');
+      return false;
+    }
+    const old = this.current;
+    if (config.policy.listen !== old.config.policy.listen || config.metrics.listen !== old.config.metrics.listen) {
+      this.options.log.warn({}, 'reload: listen addresses change only on restart');
+    }
+    if (JSON.stringify(config.store) !== JSON.stringify(old.config.store) || config.dataDir !== old.config.dataDir) {
+      this.options.log.warn({}, 'reload: the store changes only on restart');
+    }
+    try {
+      this.current = this.generation({ ...config, store: old.config.store, dataDir: old.config.dataDir });
+    } catch (err) {
+      this.options.log.error({ err: describeError(err) }, 'reload refused, keeping the running configuration');
+      return false;
+    }
+    void this.retire(old);
+    this.options.log.info({ stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) }, 'configuration reloaded');
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    this.options.log.info({}, 'stopping: draining policy connections');
+    await this.server.close({ drainMs: DRAIN_MS });
+    await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
+    await this.retire(this.current);
+    await this.store.close();
+    this.options.log.info({}, 'stopped');
+  }
+
+  get config(): Config {
+    return this.current.config;
+  }
+
+  metricsText(): Promise<string> {
+    return this.metrics.registry.metrics();
+  }
+
+  private async answer(attributes: Record<string, string>): Promise<string> {
+    const outcome = await this.current.pipeline.decide(attributes);
+    this.metrics.recordDecision(outcome);
+    this.logDecision(attributes, outcome);
+    return outcome.action;
+  }
+
+  private logDecision(attributes: Record<string, string>, outcome: PipelineOutcome): void {
+    this.options.log.info(
+      {
+        client: attributes.client_address,
+        helo: attributes.helo_name,
+        sender: attributes.sender,
+        recipient: attributes.recipient,
+        instance: attributes.instance,
+        state: attributes.protocol_state,
+        action: outcome.action,
+        decidedBy: outcome.decidedBy ?? null,
+        stages: outcome.verdicts.map((v) => `${v.stage}=${v.result}: ${v.reason}`),
+        ...(outcome.warnings.length ? { warnings: outcome.warnings } : {}),
+        ...(outcome.faults.length ? { faults: outcome.faults } : {}),
+        ms: outcome.durationMs,
+      },
+      'decision',
+    );
+  }
+
+  private generation(config: Config): Generation {
+    const resolver = createResolver(config, this.clock);
+    const helo = config.callout.helo ?? (FQDN.test(hostname()) ? hostname() : undefined);
+    if (!helo) this.options.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
+    const engine = helo
+      ? new CalloutEngine({ ...config, callout: { ...config.callout, helo } }, {
+          resolver,
+          store: this.store,
+          clock: this.clock,
+          onResult: (result) => this.metrics.recordVerification(result),
+        })
+      : undefined;
+    const pipeline = buildPipeline(config, {
+      resolver,
+      store: this.store,
+      clock: this.clock,
+      ...(engine ? { engine } : {}),
+      log: this.options.log,
+      metrics: this.metrics,
+    });
+    return { config, resolver, ...(engine ? { engine } : {}), pipeline };
+  }
+
+  /** Lets an old generation's requests and background callouts finish, then closes its stages. */
+  private async retire(old: Generation): Promise<void> {
+    const bound = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
+    await Promise.race([old.engine?.idle() ?? Promise.resolve(), bound]);
+    await old.pipeline.close().catch((err: unknown) => this.options.log.warn({ err: describeError(err) }, 'closing old stages failed'));
+  }
+
+  private async openConfiguredStore(config: Config): Promise<Store> {
+    if (config.store.kind === 'redis') return openStore({ kind: 'redis', url: config.store.url }, this.clock);
+    if (config.store.kind === 'memory') return openStore({ kind: 'memory' }, this.clock);
+    const path = storePath(config);
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+    } catch (err) {
+      throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
+    }
+    return openStore({ kind: 'sqlite', path }, this.clock);
+  }
+
+  private async storeHealthy(): Promise<boolean> {
+    try {
+      await this.store.get('health:probe');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}

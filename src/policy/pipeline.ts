@@ -1,0 +1,219 @@
+/**
+ * NAME
+ *   policy/pipeline - run the configured stages for one policy request and decide
+ *
+ * DESCRIPTION
+ *   Stages run in the configured order, each only in its protocol states. A stage's Decision is
+ *   applied according to its mode:
+ *     enforce  reject, defer and accept end the pipeline with that action
+ *     warn     a would-be reject or defer is logged (Postfix WARN) or noted in a header, and the
+ *              pipeline goes on, so an administrator can watch before enforcing
+ *     off      the stage does not run
+ *   When no stage ends the request, the answer is DUNNO, or PREPEND of a header a stage asked
+ *   for. Postfix takes one action per reply, so headers are queued per message (the `instance`
+ *   attribute) and given out one per reply, each once per message however many recipients
+ *   it has.
+ *   Faults (a store outage, a bug in a stage) are answered in one place, by `policy.faultAction`:
+ *   fail open (skip the stage) or defer; they never become a rejection.
+ *   Every decision is explained by one log line: the request, each stage's result and reason,
+ *   and the action.
+ */
+
+import type { Clock } from '../core/clock.js';
+import { describeError } from '../core/errors.js';
+import { parseForwardPath, parseReversePath } from '../address/index.js';
+import type { Config, StageEntry } from '../config/schema.js';
+import { actionFor, safeHeader, safeText } from './actions.js';
+import { STAGE_DEFINITIONS } from './stages/index.js';
+import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
+
+export interface ConfiguredStage {
+  stage: Stage;
+  mode: StageMode;
+  states: ReadonlySet<ProtocolState>;
+  /** Action text for an `accept` decision of this stage (allow-lists answer DUNNO by default). */
+  acceptAction: string;
+}
+
+export interface PipelineOptions {
+  decisionTimeoutMs: number;
+  faultAction: 'DUNNO' | 'DEFER';
+  warnAction: 'WARN' | 'PREPEND';
+  clock: Clock;
+  log: StageLogger;
+}
+
+export interface PipelineOutcome {
+  action: string;
+  /** The stage whose decision became the action, if any. */
+  decidedBy?: string;
+  verdicts: StageVerdict[];
+  warnings: string[];
+  faults: string[];
+  durationMs: number;
+}
+
+const PROTOCOL_STATES: ReadonlySet<string> = new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']);
+const MESSAGE_MEMORY_LIMIT = 20_000;
+const MESSAGE_MEMORY_TTL_MS = 3_600_000;
+
+interface MessageMemory {
+  pending: string[];
+  given: Set<string>;
+  touched: number;
+}
+
+export class Pipeline {
+  private readonly messages = new Map<string, MessageMemory>();
+
+  constructor(
+    readonly stages: ConfiguredStage[],
+    private readonly options: PipelineOptions,
+  ) {}
+
+  async decide(attributes: PolicyAttributes): Promise<PipelineOutcome> {
+    const started = Date.now();
+    const ctx = this.context(attributes);
+    const verdicts: StageVerdict[] = [];
+    const earlier = new Map<string, StageVerdict>();
+    const warnings: string[] = [];
+    const faults: string[] = [];
+    const memory = this.memoryFor(ctx.instance);
+    let final: { action: string; stage: string } | undefined;
+
+    for (const configured of this.stages) {
+      if (configured.mode === 'off' || !configured.states.has(ctx.state)) continue;
+      const name = configured.stage.name;
+      let verdict: StageVerdict;
+      try {
+        verdict = await configured.stage.evaluate({ ...ctx, earlier });
+      } catch (err) {
+        const fault = `${name}: ${describeError(err)}`;
+        faults.push(fault);
+        this.options.log.error({ stage: name, err: describeError(err) }, 'stage fault');
+        if (this.options.faultAction === 'DEFER') {
+          final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
+          break;
+        }
+        continue;
+      }
+      verdicts.push(verdict);
+      earlier.set(name, verdict);
+      for (const header of verdict.headers ?? []) this.queueHeader(memory, name, header);
+      const decision = verdict.decision;
+      if (decision.kind === 'continue') continue;
+      if (decision.kind === 'prepend') {
+        this.queueHeader(memory, name, decision.header);
+        continue;
+      }
+      if (configured.mode === 'warn') {
+        if (decision.kind !== 'accept') warnings.push(`${name} would answer ${actionFor(decision)}`);
+        continue;
+      }
+      final = { action: actionFor(decision, configured.acceptAction), stage: name };
+      break;
+    }
+
+    const action = final?.action ?? this.continueAction(memory, warnings);
+    return {
+      action,
+      ...(final ? { decidedBy: final.stage } : {}),
+      verdicts,
+      warnings,
+      faults,
+      durationMs: Date.now() - started,
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.stages.map((s) => s.stage.close?.()));
+  }
+
+  private context(attributes: PolicyAttributes): Omit<StageContext, 'earlier'> {
+    const stateText = (attributes.protocol_state ?? '').toUpperCase();
+    const state = (PROTOCOL_STATES.has(stateText) ? stateText : 'RCPT') as ProtocolState;
+    const senderText = attributes.sender ?? '';
+    const recipientText = attributes.recipient ?? '';
+    const sender = parseReversePath(senderText, { tolerant: true });
+    const recipient = recipientText ? parseForwardPath(recipientText, { tolerant: true }) : undefined;
+    return {
+      attributes,
+      state,
+      clientAddress: (attributes.client_address ?? '').replace(/^\[|\]$/g, '').replace(/^ipv6:/i, ''),
+      clientName: attributes.client_name ?? 'unknown',
+      heloName: attributes.helo_name ?? '',
+      senderText,
+      ...(sender.ok ? { sender: sender.value } : { senderError: sender.error.message }),
+      recipientText,
+      ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
+      instance: attributes.instance ?? '',
+      deadline: this.options.clock.now() + this.options.decisionTimeoutMs,
+      clock: this.options.clock,
+    };
+  }
+
+  private continueAction(memory: MessageMemory | undefined, warnings: string[]): string {
+    const header = memory?.pending.shift();
+    if (header) return `PREPEND ${header}`;
+    if (warnings.length === 0) return 'DUNNO';
+    if (this.options.warnAction === 'PREPEND') return `PREPEND X-Callout-Warning: ${safeText(warnings.join('; '))}`;
+    return `WARN ${safeText(warnings.join('; '))}`;
+  }
+
+  /** Headers are keyed by stage and field name, so each is given once per message. */
+  private queueHeader(memory: MessageMemory | undefined, stage: string, header: string): void {
+    const line = safeHeader(header);
+    if (!memory || !line) return;
+    const key = `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`;
+    if (memory.given.has(key)) return;
+    memory.given.add(key);
+    memory.pending.push(line);
+  }
+
+  private memoryFor(instance: string): MessageMemory | undefined {
+    if (!instance) return undefined;
+    const now = Date.now();
+    let memory = this.messages.get(instance);
+    if (!memory) {
+      if (this.messages.size >= MESSAGE_MEMORY_LIMIT) this.forgetOldMessages(now);
+      memory = { pending: [], given: new Set(), touched: now };
+      this.messages.set(instance, memory);
+    }
+    memory.touched = now;
+    return memory;
+  }
+
+  private forgetOldMessages(now: number): void {
+    for (const [instance, memory] of this.messages) {
+      if (now - memory.touched > MESSAGE_MEMORY_TTL_MS || this.messages.size >= MESSAGE_MEMORY_LIMIT) this.messages.delete(instance);
+      if (this.messages.size < MESSAGE_MEMORY_LIMIT * 0.9) break;
+    }
+  }
+}
+
+/** Builds the configured stages; stage options were validated with the configuration. */
+export function buildPipeline(config: Config, deps: StageDeps): Pipeline {
+  const stages = config.policy.stages.map((entry) => configureStage(entry, deps));
+  return new Pipeline(stages, {
+    decisionTimeoutMs: config.policy.decisionTimeout,
+    faultAction: config.policy.faultAction,
+    warnAction: config.policy.warnAction,
+    clock: deps.clock,
+    log: deps.log,
+  });
+}
+
+function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
+  const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
+  if (!definition) throw new Error(`stage ${entry.name} is not registered`); // validateConfig already refused it
+  const { name: _name, mode, states, ...options } = entry;
+  const parsed = definition.options.parse(options) as Record<string, unknown>;
+  const stage = definition.create(parsed, deps);
+  return {
+    stage,
+    mode,
+    states: new Set(states ?? definition.defaultStates),
+    acceptAction: typeof parsed.acceptAction === 'string' ? parsed.acceptAction : 'DUNNO',
+  };
+}
+

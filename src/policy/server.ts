@@ -1,0 +1,427 @@
+/**
+ * NAME
+ *   policy/server - the Postfix policy delegation server behind `callout serve`
+ *
+ * DESCRIPTION
+ *   PolicyServer listens on one TCP endpoint ('host:port', '[v6]:port') or one UNIX socket (an
+ *   absolute path), decodes requests with PolicyRequestDecoder and answers each with the action
+ *   its handler returns. It listens only where it is told: choosing a default endpoint is the
+ *   caller's business.
+ *
+ *   Postfix keeps a policy connection open across SMTP sessions and sends one request at a time,
+ *   waiting for each answer. Requests of one connection are therefore handled one at a time and
+ *   answered in order; a client that pipelines anyway is served in order too, and reading pauses
+ *   while a request is being handled, so a connection never queues more than one chunk's worth of
+ *   requests. A client that half-closes after writing still gets its answers.
+ *
+ *   When something goes wrong the protocol requires the server to log and disconnect without a
+ *   reply; Postfix then retries, and finally applies its smtpd_policy_service_default_action.
+ *   That is what happens on a malformed request, a handler that throws or returns an action that
+ *   cannot be sent, and a handler that does not answer within requestTimeoutMs. Each case is
+ *   logged with the connection id, its remote end and, when known, the request's client_address;
+ *   other connections are not disturbed.
+ *
+ *   A UNIX socket path left behind by an earlier run is removed before binding, but only if it
+ *   is a socket and nothing answers on it (a live server there is an error, not something to
+ *   steal from). The socket gets mode socketMode (default 0660) and is removed on close.
+ *
+ * STANDARDS
+ *   Postfix SMTPD_POLICY_README; smtpd_policy_service_max_idle (300 s) and
+ *   smtpd_policy_service_timeout (100 s) give the default idle and request timeouts.
+ *
+ * LIMITS
+ *   maxConnections (default 1000): a connection over the limit is accepted and closed at once, and
+ *   logged once per burst. idleTimeoutMs (default 300 000): a connection that sends nothing while
+ *   no request is being handled is closed. requestTimeoutMs (default 100 000). The decoder limits
+ *   (line, attributes, request size) are passed through. Between bind and chmod the UNIX socket
+ *   briefly has the mode the umask gives.
+ *
+ * ERRORS
+ *   The constructor throws ConfigError for a listen address it cannot read; listen() rejects
+ *   with ConfigError when the endpoint cannot be bound (in use, no permission, a path that is not
+ *   a socket) and with CalloutError INTERNAL when called twice.
+ */
+
+import { lstat, chmod, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { PolicyRequestDecoder, encodeResponse, type PolicyDecodeEvent, type PolicyLimits } from './protocol.js';
+import type { StageLogger } from './types.js';
+
+export interface ConnectionInfo {
+  readonly id: number;
+  /** The policy client: 'address:port', '[v6]:port', or 'unix:PATH'. */
+  readonly remote: string;
+  /** Requests received on this connection so far, the current one included. */
+  readonly requests: number;
+}
+
+/** Returns the access(5) action text, e.g. 'DUNNO' or '550 5.1.0 text'. */
+export type PolicyHandler = (attributes: Record<string, string>, conn: ConnectionInfo) => Promise<string>;
+
+export interface PolicyServerLimits extends PolicyLimits {
+  maxConnections?: number;
+  idleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface PolicyServerOptions {
+  /** 'host:port', '[v6]:port', or an absolute UNIX socket path. */
+  listen: string;
+  handler: PolicyHandler;
+  limits?: PolicyServerLimits;
+  /** Mode of a UNIX socket (default 0o660). */
+  socketMode?: number;
+  log: StageLogger;
+}
+
+export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export const DEFAULT_POLICY_MAX_CONNECTIONS = 1000;
+export const DEFAULT_POLICY_IDLE_TIMEOUT_MS = 300_000;
+export const DEFAULT_POLICY_REQUEST_TIMEOUT_MS = 100_000;
+export const DEFAULT_POLICY_DRAIN_MS = 5_000;
+export const DEFAULT_POLICY_SOCKET_MODE = 0o660;
+
+const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):([0-9]{1,5})$/;
+
+/** Reads a listen address; the configuration schema can use it to validate early. */
+export function parseListenAddress(text: string): { ok: true; value: ListenAddress } | { ok: false; reason: string } {
+  if (text.startsWith('/')) return { ok: true, value: { kind: 'unix', path: text } };
+  const match = HOST_PORT.exec(text);
+  if (!match) return { ok: false, reason: `"${text}" is not host:port, [ipv6]:port or an absolute socket path` };
+  const [, bracketed, plain, portText] = match;
+  const port = Number(portText);
+  if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
+  if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `"${bracketed}" is not an IPv6 address` };
+  return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
+}
+
+interface ServerContext {
+  readonly handler: PolicyHandler;
+  readonly log: StageLogger;
+  readonly decoderLimits: PolicyLimits;
+  readonly idleTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+}
+
+export class PolicyServer {
+  private readonly endpoint: ListenAddress;
+  private readonly listenText: string;
+  private readonly context: ServerContext;
+  private readonly maxConnections: number;
+  private readonly socketMode: number;
+  private readonly open = new Set<PolicyConnection>();
+  private server: net.Server | undefined;
+  private boundAddress: string | undefined;
+  private nextConnectionId = 1;
+  /** Connections refused in the current burst over maxConnections. */
+  private refused = 0;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: PolicyServerOptions) {
+    const parsed = parseListenAddress(options.listen);
+    if (!parsed.ok) throw new ConfigError(`policy listen address: ${parsed.reason}`);
+    this.endpoint = parsed.value;
+    this.listenText = options.listen;
+    const limits = options.limits ?? {};
+    this.maxConnections = Math.max(1, limits.maxConnections ?? DEFAULT_POLICY_MAX_CONNECTIONS);
+    this.socketMode = options.socketMode ?? DEFAULT_POLICY_SOCKET_MODE;
+    this.context = {
+      handler: options.handler,
+      log: options.log,
+      decoderLimits: { maxLineLength: limits.maxLineLength, maxAttributes: limits.maxAttributes, maxRequestSize: limits.maxRequestSize },
+      idleTimeoutMs: limits.idleTimeoutMs ?? DEFAULT_POLICY_IDLE_TIMEOUT_MS,
+      requestTimeoutMs: limits.requestTimeoutMs ?? DEFAULT_POLICY_REQUEST_TIMEOUT_MS,
+    };
+  }
+
+  /** Open connections. */
+  get connections(): number {
+    return this.open.size;
+  }
+
+  /** The bound endpoint ('127.0.0.1:10040', '[::1]:10040', '/path'), once listening. */
+  get address(): string | undefined {
+    return this.boundAddress;
+  }
+
+  async listen(): Promise<{ address: string }> {
+    if (this.server) throw new CalloutError('INTERNAL', 'PolicyServer.listen called twice');
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
+    this.server = server;
+    if (this.endpoint.kind === 'unix') await this.removeStaleSocket(this.endpoint.path);
+    await new Promise<void>((resolve, reject) => {
+      const fail = (err: Error): void => reject(new ConfigError(`cannot listen on ${this.listenText}: ${err.message}`, { cause: err }));
+      server.once('error', fail);
+      const ready = (): void => {
+        server.off('error', fail);
+        resolve();
+      };
+      if (this.endpoint.kind === 'unix') server.listen(this.endpoint.path, ready);
+      else server.listen({ host: this.endpoint.host, port: this.endpoint.port }, ready);
+    });
+    server.on('error', (err) => this.context.log.error({ listen: this.listenText, error: describeError(err) }, 'policy listener failed'));
+    if (this.endpoint.kind === 'unix') await chmod(this.endpoint.path, this.socketMode);
+    this.boundAddress = formatBound(server.address());
+    this.context.log.info({ listen: this.boundAddress }, 'policy server listening');
+    return { address: this.boundAddress };
+  }
+
+  /** Stops accepting, lets requests being handled finish for up to drainMs, then closes the rest. */
+  close(options: { drainMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutDown(options.drainMs ?? DEFAULT_POLICY_DRAIN_MS);
+    return this.closing;
+  }
+
+  private async shutDown(drainMs: number): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const connections = [...this.open];
+    for (const connection of connections) connection.shutDown();
+    const allClosed = Promise.all(connections.map((connection) => connection.closed));
+    let drainTimer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      allClosed.then(() => true),
+      new Promise<boolean>((resolve) => {
+        drainTimer = setTimeout(() => resolve(false), drainMs);
+      }),
+    ]);
+    clearTimeout(drainTimer);
+    if (!drained) {
+      this.context.log.warn({ listen: this.boundAddress, connections: this.open.size, drainMs }, 'policy requests still running at shutdown; closing their connections');
+      for (const connection of connections) connection.destroy();
+      await allClosed;
+    }
+    await listenerClosed;
+    if (this.endpoint.kind === 'unix') await rm(this.endpoint.path, { force: true });
+    this.context.log.info({ listen: this.boundAddress }, 'policy server closed');
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const remote = this.endpoint.kind === 'unix' ? `unix:${this.endpoint.path}` : formatRemote(socket);
+    if (this.open.size >= this.maxConnections) {
+      socket.destroy();
+      this.refused += 1;
+      if (this.refused === 1) {
+        this.context.log.warn({ remote, maxConnections: this.maxConnections }, 'too many policy connections; closing new ones at once');
+      }
+      return;
+    }
+    if (this.refused > 0) {
+      this.context.log.info({ refused: this.refused, maxConnections: this.maxConnections }, 'accepting policy connections again');
+      this.refused = 0;
+    }
+    if (this.endpoint.kind === 'tcp') socket.setNoDelay(true);
+    const connection = new PolicyConnection(this.nextConnectionId, remote, socket, this.context);
+    this.nextConnectionId += 1;
+    this.open.add(connection);
+    void connection.closed.then(() => this.open.delete(connection));
+  }
+
+  private async removeStaleSocket(path: string): Promise<void> {
+    let stats;
+    try {
+      stats = await lstat(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new ConfigError(`cannot listen on ${path}: ${describeError(err)}`, { cause: err });
+    }
+    if (!stats.isSocket()) throw new ConfigError(`cannot listen on ${path}: it exists and is not a socket`);
+    if (await socketAnswers(path)) throw new ConfigError(`cannot listen on ${path}: another server is listening there`);
+    await rm(path, { force: true });
+  }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+function formatBound(address: string | net.AddressInfo | null): string {
+  if (address === null) throw new CalloutError('INTERNAL', 'policy listener has no address after listening');
+  if (typeof address === 'string') return address;
+  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+}
+
+function formatRemote(socket: net.Socket): string {
+  const address = socket.remoteAddress ?? 'unknown';
+  return net.isIPv6(address) ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;
+}
+
+type HandlerOutcome = { kind: 'action'; action: string } | { kind: 'fault'; error: unknown } | { kind: 'timeout' };
+
+/** One policy connection: decodes, hands requests to the handler one at a time, answers in order. */
+class PolicyConnection {
+  readonly closed: Promise<void>;
+  private readonly decoder: PolicyRequestDecoder;
+  private readonly queue: PolicyDecodeEvent[] = [];
+  private requests = 0;
+  private handling = false;
+  /** No more requests will be handled; the socket is being (or has been) ended. */
+  private finishing = false;
+  private peerEnded = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly id: number,
+    private readonly remote: string,
+    private readonly socket: net.Socket,
+    private readonly context: ServerContext,
+  ) {
+    this.decoder = new PolicyRequestDecoder(context.decoderLimits);
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('end', () => {
+      this.peerEnded = true;
+      if (!this.handling) this.finish();
+    });
+    socket.on('error', (err) => this.context.log.info({ ...this.fields(), error: describeError(err) }, 'policy connection error'));
+    socket.once('close', () => {
+      this.finishing = true;
+      this.clearIdle();
+    });
+    this.armIdle();
+  }
+
+  /** Server shutdown: answer the request being handled, if any, then close. */
+  shutDown(): void {
+    this.queue.length = 0;
+    this.socket.pause();
+    if (!this.handling) this.finish();
+    this.finishing = true;
+  }
+
+  destroy(): void {
+    this.finishing = true;
+    this.socket.destroy();
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.finishing) return;
+    this.clearIdle();
+    this.queue.push(...this.decoder.push(chunk));
+    if (this.queue.length === 0) {
+      if (!this.handling) this.armIdle();
+      return;
+    }
+    this.socket.pause();
+    void this.work();
+  }
+
+  private async work(): Promise<void> {
+    if (this.handling) return;
+    this.handling = true;
+    while (!this.finishing) {
+      const event = this.queue.shift();
+      if (!event) break;
+      if (event.kind === 'error') {
+        this.context.log.warn(
+          { ...this.fields(event.clientAddress), reason: event.reason, detail: event.detail },
+          'malformed policy request; closing the connection without a reply',
+        );
+        this.finish();
+        break;
+      }
+      await this.answer(event.attributes);
+    }
+    this.handling = false;
+    if (this.finishing || this.peerEnded) {
+      this.finish();
+      return;
+    }
+    this.socket.resume();
+    this.armIdle();
+  }
+
+  private async answer(attributes: Record<string, string>): Promise<void> {
+    this.requests += 1;
+    const info: ConnectionInfo = { id: this.id, remote: this.remote, requests: this.requests };
+    const outcome = await this.runHandler(attributes, info);
+    // The peer may have gone, or the server may be closing: an answer is still owed in the
+    // latter case, since the request was accepted before shutdown began.
+    if (this.socket.destroyed) return;
+    const client = attributes['client_address'];
+    if (outcome.kind === 'timeout') {
+      this.context.log.warn(
+        { ...this.fields(client), timeoutMs: this.context.requestTimeoutMs },
+        'policy handler did not answer in time; closing the connection without a reply',
+      );
+      this.finish();
+      return;
+    }
+    if (outcome.kind === 'fault') {
+      this.handlerFailed(client, outcome.error);
+      return;
+    }
+    let reply: Buffer;
+    try {
+      reply = encodeResponse(outcome.action);
+    } catch (err) {
+      this.handlerFailed(client, err);
+      return;
+    }
+    this.socket.write(reply);
+  }
+
+  private handlerFailed(clientAddress: string | undefined, err: unknown): void {
+    this.context.log.error(
+      { ...this.fields(clientAddress), error: describeError(err) },
+      'policy handler failed; closing the connection without a reply',
+    );
+    this.finish();
+  }
+
+  private runHandler(attributes: Record<string, string>, info: ConnectionInfo): Promise<HandlerOutcome> {
+    let timer: NodeJS.Timeout | undefined;
+    const handled = Promise.resolve()
+      .then(() => this.context.handler(attributes, info))
+      .then(
+        (action): HandlerOutcome => ({ kind: 'action', action }),
+        (error: unknown): HandlerOutcome => ({ kind: 'fault', error }),
+      );
+    const timedOut = new Promise<HandlerOutcome>((resolve) => {
+      timer = setTimeout(() => resolve({ kind: 'timeout' }), this.context.requestTimeoutMs);
+    });
+    return Promise.race([handled, timedOut]).finally(() => clearTimeout(timer));
+  }
+
+  /** Ends the connection once what was written is flushed; sends nothing more. */
+  private finish(): void {
+    this.finishing = true;
+    this.queue.length = 0;
+    this.clearIdle();
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    this.socket.end(() => this.socket.destroy());
+  }
+
+  private armIdle(): void {
+    this.clearIdle();
+    this.idleTimer = setTimeout(() => {
+      this.context.log.info({ ...this.fields(), idleTimeoutMs: this.context.idleTimeoutMs }, 'closing idle policy connection');
+      this.finish();
+    }, this.context.idleTimeoutMs);
+  }
+
+  private clearIdle(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private fields(clientAddress?: string): Record<string, unknown> {
+    const fields: Record<string, unknown> = { connection: this.id, remote: this.remote, requests: this.requests };
+    if (clientAddress !== undefined && clientAddress !== '') fields['client'] = clientAddress;
+    return fields;
+  }
+}

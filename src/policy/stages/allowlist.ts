@@ -1,0 +1,93 @@
+/**
+ * NAME
+ *   stages/allowlist - let listed clients, senders and recipients past callout's checks
+ *
+ * DESCRIPTION
+ *   A match ends the pipeline with `acceptAction` (default DUNNO: Postfix goes on with its own
+ *   restrictions; OK would permit the mail outright, skipping them). Lists:
+ *     clients      IP addresses and CIDRs (IPv4 and IPv6)
+ *     clientNames  verified client names: `mail.example.org`, or `.example.org` for the domain
+ *                  and its subdomains
+ *     senders      addresses `user@example.org`, domains `example.org`, or `@example.org`
+ *     recipients   the same forms, matched against the recipient
+ *   Sender lists are weak evidence: the envelope sender is trivially forged. Prefer client
+ *   lists; sender entries suit mailing lists whose VERP addresses pollute a callout cache.
+ *
+ * CONFIGURATION
+ *   policy.stages: - name: allowlist, clients, clientNames, senders, recipients, acceptAction
+ */
+
+import { z } from 'zod';
+import { AddressSet } from '../../core/ip.js';
+import { ConfigError } from '../../core/errors.js';
+import type { Mailbox } from '../../address/index.js';
+import type { StageDefinition, StageVerdict } from '../types.js';
+
+const options = z
+  .object({
+    clients: z.array(z.string()).default([]),
+    clientNames: z.array(z.string()).default([]),
+    senders: z.array(z.string()).default([]),
+    recipients: z.array(z.string()).default([]),
+    acceptAction: z.enum(['DUNNO', 'OK']).default('DUNNO'),
+  })
+  .strict();
+
+type Options = z.output<typeof options>;
+
+/** Address-or-domain list: exact addresses (local part case-insensitive, as most sites treat it) and domains. */
+export class AddressList {
+  private readonly addresses = new Set<string>();
+  private readonly domains = new Set<string>();
+
+  constructor(entries: string[]) {
+    for (const raw of entries) {
+      const entry = raw.trim().toLowerCase();
+      if (entry.includes('@') && !entry.startsWith('@')) this.addresses.add(entry);
+      else this.domains.add(entry.replace(/^@/, ''));
+    }
+  }
+
+  has(mailbox: Mailbox | undefined): boolean {
+    if (!mailbox) return false;
+    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain) || this.domains.has(mailbox.domain);
+  }
+}
+
+export function nameMatches(patterns: string[], name: string): boolean {
+  const lower = name.toLowerCase().replace(/\.$/, '');
+  return patterns.some((p) => {
+    const pattern = p.toLowerCase();
+    return pattern.startsWith('.') ? lower.endsWith(pattern) || lower === pattern.slice(1) : lower === pattern;
+  });
+}
+
+export const allowlistStage: StageDefinition<Options> = {
+  name: 'allowlist',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts) {
+    const clients = AddressSet.parse(opts.clients);
+    if (!clients.ok) throw new ConfigError(`allowlist.clients: ${clients.reason}`);
+    const senders = new AddressList(opts.senders);
+    const recipients = new AddressList(opts.recipients);
+    const verdict = (result: string, reason: string, listed: boolean): StageVerdict => ({
+      stage: 'allowlist',
+      result,
+      reason,
+      decision: listed ? { kind: 'accept' } : { kind: 'continue' },
+    });
+    return {
+      name: 'allowlist',
+      states: new Set(['RCPT']),
+      async evaluate(ctx) {
+        if (ctx.clientAddress && clients.value.has(ctx.clientAddress)) return verdict('listed', `client ${ctx.clientAddress} is allow-listed`, true);
+        if (ctx.clientName !== 'unknown' && nameMatches(opts.clientNames, ctx.clientName)) return verdict('listed', `client name ${ctx.clientName} is allow-listed`, true);
+        const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;
+        if (senders.has(sender)) return verdict('listed', `sender ${ctx.senderText} is allow-listed`, true);
+        if (recipients.has(ctx.recipient)) return verdict('listed', `recipient ${ctx.recipientText} is allow-listed`, true);
+        return verdict('not-listed', 'no allow-list entry matches', false);
+      },
+    };
+  },
+};

@@ -1,0 +1,23 @@
+/**
+ * NAME
+ *   policy/stages - the registry of pipeline stages
+ *
+ * DESCRIPTION
+ *   Every stage a configuration may name. Adding a stage is one module exporting a
+ *   StageDefinition and one line here.
+ */
+
+import type { StageDefinition } from '../types.js';
+import { allowlistStage } from './allowlist.js';
+import { postmasterStage } from './postmaster.js';
+import { recipientCallforwardStage } from './recipient-callforward.js';
+import { senderCalloutStage } from './sender-callout.js';
+import { senderSyntaxStage } from './sender-syntax.js';
+
+export const STAGE_DEFINITIONS: StageDefinition[] = [
+  allowlistStage as StageDefinition,
+  postmasterStage as StageDefinition,
+  senderSyntaxStage as StageDefinition,
+  senderCalloutStage as StageDefinition,
+  recipientCallforwardStage as StageDefinition,
+];

@@ -1,0 +1,44 @@
+/**
+ * NAME
+ *   stages/postmaster - postmaster and abuse are always reachable
+ *
+ * DESCRIPTION
+ *   RFC 5321 §4.5.1 requires every domain to accept mail for postmaster, and RFC 2142 names
+ *   abuse as the role address for complaints. A sender that fails our checks must still be
+ *   able to tell us so; a recipient in `localParts` ends the pipeline with DUNNO before any
+ *   sender check, as Postfix sites do with a check_recipient_access table.
+ *
+ * CONFIGURATION
+ *   localParts (default postmaster, abuse), acceptAction (DUNNO)
+ */
+
+import { z } from 'zod';
+import type { StageDefinition } from '../types.js';
+
+const options = z
+  .object({
+    localParts: z.array(z.string()).default(['postmaster', 'abuse']),
+    acceptAction: z.enum(['DUNNO', 'OK']).default('DUNNO'),
+  })
+  .strict();
+
+export const postmasterStage: StageDefinition<z.output<typeof options>> = {
+  name: 'postmaster',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts) {
+    const roles = new Set(opts.localParts.map((l) => l.toLowerCase()));
+    return {
+      name: 'postmaster',
+      states: new Set(['RCPT']),
+      async evaluate(ctx) {
+        // A bare "<Postmaster>" (no domain) parses to no mailbox but is the same role.
+        const local = ctx.recipient?.localPart.toLowerCase() ?? (/^<?postmaster>?$/i.test(ctx.recipientText) ? 'postmaster' : undefined);
+        if (local !== undefined && roles.has(local)) {
+          return { stage: 'postmaster', result: 'role', reason: `${ctx.recipientText} is a role address that must always be reachable (RFC 5321 §4.5.1, RFC 2142)`, decision: { kind: 'accept' } };
+        }
+        return { stage: 'postmaster', result: 'other', reason: 'not a role address', decision: { kind: 'continue' } };
+      },
+    };
+  },
+};

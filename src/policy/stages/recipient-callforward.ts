@@ -1,0 +1,107 @@
+/**
+ * NAME
+ *   stages/recipient-callforward - verify recipients at an internal host (call-forward)
+ *
+ * DESCRIPTION
+ *   A backup or firewall MX that accepts mail for domains it cannot look up itself asks the
+ *   primary whether the recipient exists before accepting, instead of accepting everything and
+ *   bouncing later (backscatter). The callout runs against the configured hosts, not the
+ *   domain's MX (which may be us), with its own cache namespace (`cf:`) and the same engine
+ *   rules: only a 5xx at RCPT rejects (550 5.1.1 by default); an unreachable primary defaults to
+ *   DUNNO, because queueing while the primary is down is what a backup MX is for.
+ *   Exim's recipient callouts are documented as "usually used only between hosts that are
+ *   controlled by the same administration": this stage is for your own hosts.
+ *
+ * CONFIGURATION
+ *   hosts (IP addresses or names), port, domains (empty = every recipient domain), randomProbe,
+ *   actions, codes and texts as sender-callout ({recipient}, {reason} expand)
+ */
+
+import { z } from 'zod';
+import { isIP } from 'node:net';
+import { ConfigError } from '../../core/errors.js';
+import type { MxHost, MxResolution, Resolver } from '../../dns/types.js';
+import { CalloutEngine } from '../../verify/engine.js';
+import type { StageDefinition, StageVerdict } from '../types.js';
+import { actionKeyFor, calloutActionOptions, calloutDecision, withinDeadline } from './sender-callout.js';
+
+const options = z
+  .object({
+    hosts: z.array(z.string()).min(1),
+    port: z.number().int().min(1).max(65535).default(25),
+    domains: z.array(z.string()).default([]),
+    helo: z.string().optional(),
+    randomProbe: z.boolean().default(false),
+    ...calloutActionOptions,
+    rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.1.1'),
+    deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.1.1'),
+    rejectText: z.string().default('Recipient address rejected: {reason}'),
+    deferText: z.string().default('Recipient address verification failed temporarily: {reason}'),
+    inProgressText: z.string().default('Recipient address verification in progress'),
+  })
+  .strict();
+
+type Options = z.output<typeof options>;
+
+async function addressesOf(resolver: Resolver, host: string): Promise<{ addresses: string[]; problem?: string }> {
+  if (isIP(host)) return { addresses: [host] };
+  const [aaaa, a] = await Promise.all([resolver.aaaa(host), resolver.a(host)]);
+  const addresses = [...(aaaa.kind === 'records' ? aaaa.records : []), ...(a.kind === 'records' ? a.records : [])];
+  return addresses.length > 0 ? { addresses } : { addresses, problem: `${host} has no address (${a.kind}/${aaaa.kind})` };
+}
+
+export const recipientCallforwardStage: StageDefinition<Options> = {
+  name: 'recipient-callforward',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts, deps) {
+    if (!deps.engine) throw new ConfigError('policy.stages recipient-callforward: callout.helo must be set for call-forward callouts');
+    const base = deps.engine.settings;
+    const engine = new CalloutEngine(
+      {
+        ...base,
+        // The hosts are the administrator's own, named in the configuration: private ranges are expected.
+        callout: { ...base.callout, port: opts.port, randomProbe: opts.randomProbe, allowTargets: ['0.0.0.0/0', '::/0'], ...(opts.helo ? { helo: opts.helo } : {}) },
+      },
+      {
+        resolver: deps.resolver,
+        store: deps.store,
+        clock: deps.clock,
+        keyPrefix: 'cf:',
+        async mailHosts(): Promise<MxResolution> {
+          const hosts: MxHost[] = [];
+          for (const [index, name] of opts.hosts.entries()) {
+            const { addresses, problem } = await addressesOf(deps.resolver, name);
+            hosts.push({ name, preference: index, addresses, ...(problem ? { addressProblem: problem } : {}) });
+          }
+          return { kind: 'hosts', hosts, implicit: false };
+        },
+      },
+    );
+    const domains = new Set(opts.domains.map((d) => d.toLowerCase()));
+    const verdict = (result: string, reason: string, decision: StageVerdict['decision'], evidence?: unknown): StageVerdict => ({
+      stage: 'recipient-callforward',
+      result,
+      reason,
+      decision,
+      ...(evidence !== undefined ? { evidence } : {}),
+    });
+    return {
+      name: 'recipient-callforward',
+      states: new Set(['RCPT']),
+      async evaluate(ctx) {
+        const recipient = ctx.recipient;
+        if (!recipient) return verdict('none', 'no recipient to verify', { kind: 'continue' });
+        if (domains.size > 0 && !domains.has(recipient.asciiDomain) && !domains.has(recipient.domain)) {
+          return verdict('none', `${recipient.domain} is not a call-forward domain`, { kind: 'continue' });
+        }
+        const pending = engine.verify(recipient.address);
+        const result = await withinDeadline(pending, ctx);
+        if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision(opts, 'inProgress', recipient.address, 'in progress'));
+        const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };
+        return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), recipient.address, result.description), evidence);
+      },
+      close: () => engine.idle(),
+    };
+  },
+};

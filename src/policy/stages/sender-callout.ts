@@ -1,0 +1,147 @@
+/**
+ * NAME
+ *   stages/sender-callout - verify the envelope sender by callout
+ *
+ * DESCRIPTION
+ *   Asks the callout engine about the sender and maps its verdict to an action. Only definite
+ *   evidence rejects: a 5xx at RCPT from the sender's own exchanger (undeliverable), a domain
+ *   that does not exist or publishes a null MX (no-mail-domain). Risky and unknown verdicts
+ *   default to DUNNO, greylisting of our callout to a temporary failure so the sending server
+ *   retries and our next callout gets a real answer.
+ *   Cheaper evidence first: the null sender has nothing to verify, and a sender whose SPF
+ *   passed (an earlier `spf` stage) is authorised by its domain, so no callout is made
+ *   (counted as callouts skipped).
+ *   The answer comes within the pipeline's deadline: a callout still running then is answered
+ *   with DEFER_IF_PERMIT "verification in progress" (as Postfix's verify(8) answers 450 after
+ *   its poll count) and goes on to warm the cache for the retry.
+ *
+ * CONFIGURATION
+ *   skipOnSpfPass, actions.{undeliverable,noMailDomain,risky,unknown,greylisted,inProgress},
+ *   rejectCode/rejectEnhanced, deferCode/deferEnhanced, texts ({sender}, {reason} expand)
+ */
+
+import { z } from 'zod';
+import type { VerifyResult } from '../../verify/types.js';
+import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+
+const actionKind = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
+
+export const calloutActionOptions = {
+  actions: z
+    .object({
+      undeliverable: actionKind.default('reject'),
+      noMailDomain: actionKind.default('reject'),
+      risky: actionKind.default('continue'),
+      unknown: actionKind.default('continue'),
+      greylisted: actionKind.default('defer'),
+      inProgress: actionKind.default('defer-if-permit'),
+    })
+    .strict()
+    .default({ undeliverable: 'reject', noMailDomain: 'reject', risky: 'continue', unknown: 'continue', greylisted: 'defer', inProgress: 'defer-if-permit' }),
+  rejectCode: z.number().int().min(500).max(599).default(550),
+  rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.1.7'),
+  deferCode: z.number().int().min(400).max(499).default(450),
+  deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.1.7'),
+};
+
+const options = z
+  .object({
+    skipOnSpfPass: z.boolean().default(true),
+    ...calloutActionOptions,
+    rejectText: z.string().default('Sender address rejected: {reason}'),
+    deferText: z.string().default('Sender address verification failed temporarily: {reason}'),
+    inProgressText: z.string().default('Sender address verification in progress'),
+  })
+  .strict();
+
+export type CalloutActionOptions = z.output<typeof options>;
+
+type ActionKey = keyof CalloutActionOptions['actions'];
+
+export function actionKeyFor(result: VerifyResult): ActionKey | undefined {
+  switch (result.verdict) {
+    case 'undeliverable':
+      return 'undeliverable';
+    case 'no-mail-domain':
+      return 'noMailDomain';
+    case 'risky':
+      return 'risky';
+    case 'unknown':
+      return result.reason === 'greylisted' ? 'greylisted' : 'unknown';
+    default:
+      return undefined;
+  }
+}
+
+/** Maps a callout verdict to a Decision with the configured codes and texts. */
+export function calloutDecision(
+  opts: Pick<CalloutActionOptions, 'actions' | 'rejectCode' | 'rejectEnhanced' | 'deferCode' | 'deferEnhanced'> & { rejectText: string; deferText: string; inProgressText: string },
+  key: ActionKey | undefined,
+  address: string,
+  reason: string,
+): Decision {
+  if (!key) return { kind: 'continue' };
+  const fill = (template: string) => template.replaceAll('{sender}', address).replaceAll('{recipient}', address).replaceAll('{reason}', reason);
+  switch (opts.actions[key]) {
+    case 'reject':
+      return { kind: 'reject', code: opts.rejectCode, enhanced: opts.rejectEnhanced, text: fill(opts.rejectText) };
+    case 'defer':
+      return { kind: 'defer', code: opts.deferCode, enhanced: opts.deferEnhanced, text: fill(key === 'inProgress' ? opts.inProgressText : opts.deferText) };
+    case 'defer-if-permit':
+      return { kind: 'defer-if-permit', text: fill(key === 'inProgress' ? opts.inProgressText : opts.deferText) };
+    case 'continue':
+      return { kind: 'continue' };
+  }
+}
+
+/** The verdict, or undefined when the deadline came first (the verification goes on). */
+export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
+  const remaining = ctx.deadline - ctx.clock.now();
+  if (remaining <= 0) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), remaining);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
+  name: 'sender-callout',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts, deps) {
+    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
+      stage: 'sender-callout',
+      result,
+      reason,
+      decision,
+      ...(evidence !== undefined ? { evidence } : {}),
+    });
+    return {
+      name: 'sender-callout',
+      states: new Set(['RCPT', 'MAIL']),
+      async evaluate(ctx) {
+        if (!deps.engine) return verdict('none', 'callouts are not configured (callout.helo is not set)', { kind: 'continue' });
+        if (!ctx.sender) return verdict('none', 'sender does not parse', { kind: 'continue' });
+        if (ctx.sender.kind === 'null') return verdict('none', 'null sender: nothing to verify', { kind: 'continue' });
+        if (opts.skipOnSpfPass && ctx.earlier.get('spf')?.result === 'pass') {
+          deps.metrics?.increment('callouts_skipped', { reason: 'spf-pass' });
+          return verdict('skipped', 'SPF passed: the domain authorised this client, no callout needed', { kind: 'continue' });
+        }
+        const address = ctx.sender.mailbox.address;
+        const pending = deps.engine.verify(address);
+        const result = await withinDeadline(pending, ctx);
+        if (!result) {
+          pending.catch((err: unknown) => deps.log.warn({ sender: address, err: String(err) }, 'background callout failed'));
+          return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision(opts, 'inProgress', address, 'in progress'));
+        }
+        const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
+        return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
+      },
+    };
+  },
+};

@@ -1,0 +1,42 @@
+/**
+ * NAME
+ *   stages/sender-syntax - refuse envelope senders that are not RFC 5321 paths
+ *
+ * DESCRIPTION
+ *   A sender that does not parse cannot receive bounces and cannot be verified; the reply says
+ *   which rule it broke and where (501 5.1.7, RFC 3463 "bad sender's mailbox address syntax").
+ *   The null sender is valid (bounces, RFC 5321 §4.5.5).
+ */
+
+import { z } from 'zod';
+import type { StageDefinition } from '../types.js';
+
+const options = z
+  .object({
+    code: z.number().int().min(400).max(599).default(501),
+    enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).default('5.1.7'),
+    text: z.string().default('Bad sender address syntax'),
+  })
+  .strict();
+
+export const senderSyntaxStage: StageDefinition<z.output<typeof options>> = {
+  name: 'sender-syntax',
+  defaultStates: ['MAIL', 'RCPT'],
+  options,
+  create(opts) {
+    return {
+      name: 'sender-syntax',
+      states: new Set(['MAIL', 'RCPT']),
+      async evaluate(ctx) {
+        if (ctx.sender) return { stage: 'sender-syntax', result: 'valid', reason: ctx.senderText ? 'sender parses' : 'null sender', decision: { kind: 'continue' } };
+        const reason = `<${ctx.senderText}>: ${ctx.senderError ?? 'does not parse'}`;
+        return {
+          stage: 'sender-syntax',
+          result: 'invalid',
+          reason,
+          decision: { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text: `${opts.text}: ${reason}` },
+        };
+      },
+    };
+  },
+};

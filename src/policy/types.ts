@@ -1,0 +1,120 @@
+/**
+ * NAME
+ *   policy/types - requests, stages and decisions of the policy pipeline
+ *
+ * DESCRIPTION
+ *   A Postfix policy request (SMTPD_POLICY_README) is a set of name=value attributes. The
+ *   pipeline runs configured stages for the request's protocol state; each stage is one module
+ *   (src/checks/*, src/verify) that returns a StageVerdict: the check's own result in its own
+ *   vocabulary (SPF's pass/fail/softfail..., the callout's deliverable/undeliverable...), a
+ *   one-line reason, its evidence, and the Decision it asks for. Decisions are values; the
+ *   pipeline alone turns them into Postfix actions, honouring each stage's mode (enforce, warn,
+ *   off), and writes one log line explaining the outcome.
+ *
+ *   Adding a stage is one module exporting a StageDefinition and one entry in the registry
+ *   (src/policy/stages/index.ts) plus its options in the configuration.
+ */
+
+import type { Clock } from '../core/clock.js';
+import type { Mailbox, ReversePath } from '../address/index.js';
+
+export type ProtocolState = 'CONNECT' | 'EHLO' | 'HELO' | 'MAIL' | 'RCPT' | 'DATA' | 'END-OF-MESSAGE' | 'VRFY' | 'ETRN';
+
+/** Attributes as Postfix sent them; unknown ones are kept but never required. */
+export type PolicyAttributes = Readonly<Record<string, string>>;
+
+/** What every stage may read about the request, parsed once by the pipeline. */
+export interface StageContext {
+  attributes: PolicyAttributes;
+  state: ProtocolState;
+  /** Client IP address (no brackets), '' when Postfix did not send one. */
+  clientAddress: string;
+  /** Verified client name, or 'unknown'. */
+  clientName: string;
+  heloName: string;
+  /** The sender as sent ('' = null sender). */
+  senderText: string;
+  /** The parsed sender; undefined when it does not parse (senderError says why). */
+  sender?: ReversePath;
+  senderError?: string;
+  recipientText: string;
+  recipient?: Mailbox;
+  /** Postfix's per-message `instance` attribute; requests of one message share it. */
+  instance: string;
+  /** Verdicts of the stages that already ran for this request, by stage name. */
+  earlier: ReadonlyMap<string, StageVerdict>;
+  /** Epoch ms by which an answer must be given (shorter than Postfix's policy timeout). */
+  deadline: number;
+  clock: Clock;
+}
+
+export type Decision =
+  /** DUNNO for this stage: go on with the next one. */
+  | { kind: 'continue' }
+  /** OK: accept and stop (allow-lists). */
+  | { kind: 'accept'; text?: string }
+  | { kind: 'reject'; code: number; enhanced: string; text: string }
+  | { kind: 'defer'; code: number; enhanced: string; text: string }
+  /** DEFER_IF_PERMIT: defer unless a later restriction rejects (greylisting, verification in progress). */
+  | { kind: 'defer-if-permit'; text: string }
+  /** Go on, and add this header (once per message; RFC 5322 field `Name: value`). */
+  | { kind: 'prepend'; header: string };
+
+export interface StageVerdict {
+  stage: string;
+  /** The check's own result word, e.g. 'pass', 'fail', 'deliverable', 'listed'. */
+  result: string;
+  /** One line in plain words. */
+  reason: string;
+  decision: Decision;
+  /** Anything the dashboard or API should show (JSON-serialisable). */
+  evidence?: unknown;
+  /** Headers this stage wants on the message whatever the decision (Authentication-Results ...). */
+  headers?: string[];
+}
+
+export type StageMode = 'enforce' | 'warn' | 'off';
+
+export interface Stage {
+  readonly name: string;
+  /** Protocol states the stage runs in. */
+  readonly states: ReadonlySet<ProtocolState>;
+  evaluate(ctx: StageContext): Promise<StageVerdict>;
+  /** Releases timers, connections (on reload and shutdown). */
+  close?(): Promise<void>;
+}
+
+/** What a stage may use; the daemon builds it once and rebuilds it on reload. */
+export interface StageDeps {
+  resolver: import('../dns/types.js').Resolver;
+  store: import('../store/types.js').Store;
+  clock: Clock;
+  /** The callout engine; absent when callouts are not configured (no callout.helo). */
+  engine?: import('../verify/engine.js').CalloutEngine;
+  log: StageLogger;
+  metrics?: StageMetrics;
+}
+
+/** Counters a stage may bump (wired to Prometheus by the daemon). */
+export interface StageMetrics {
+  increment(name: string, labels?: Record<string, string>): void;
+}
+
+export interface StageLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+/**
+ * A stage module exports one of these. `options` is a zod object schema of the stage's own
+ * settings (with defaults); the configuration schema composes them, so `policy.stages` entries
+ * are validated like every other key.
+ */
+export interface StageDefinition<Options extends Record<string, unknown> = Record<string, unknown>> {
+  name: string;
+  /** Protocol states it may run in; the configuration may narrow them. */
+  defaultStates: ProtocolState[];
+  options: import('zod').ZodObject<import('zod').ZodRawShape, import('zod').core.$strict> | import('zod').ZodObject;
+  create(options: Options, deps: StageDeps): Stage;
+}

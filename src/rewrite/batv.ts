@@ -1,0 +1,180 @@
+/**
+ * NAME
+ *   rewrite/batv - BATV "prvs" signed reverse paths, exactly as Exim's ${prvs} and ${prvscheck}
+ *
+ * DESCRIPTION
+ *   Outgoing mail gets the reverse path `prvs=KDDDSSSSSS=local@domain`: K is the key number
+ *   (one digit), DDD the expiry day (days since 1970-01-01, today + 7, last three digits) and
+ *   SSSSSS the first three bytes of HMAC-SHA1(key, K ‖ DDD ‖ local@domain) in lower-case hex.
+ *   A bounce can only come back to such an address when the signature is ours and fresh, so
+ *   bounces to unsigned or badly signed addresses are backscatter.
+ *
+ *   Signing and checking follow Exim 4 to the byte, so an address Exim signed validates here and
+ *   the reverse (test/fixtures/batv/exim-vectors.json was made by Debian's exim4):
+ *   - the address is hashed as received (case kept); Exim compares the hash case-sensitively, so
+ *     an upper-cased hash or a re-cased local part or domain is a bad signature;
+ *   - the tag `prvs=` itself is matched in any case, the address is split at its last `@`;
+ *   - validity (window 'exim'): the stamp is valid while it is not before today, with Exim's
+ *     fudge for the wrap from 999 to 000. Exim sets no upper bound, so an address is valid from
+ *     its signing day through the 7th day after, and an old stamp becomes "valid" again later in
+ *     the 1000-day cycle. Window 'bounded' closes that hole: valid only when the stamp is between
+ *     today and today + 8 (one day of clock skew between signer and checker), modulo 1000.
+ *
+ *   A keyring holds up to ten keys by key number: the first listed (the newest) signs, every one
+ *   verifies the addresses that carry its number. Hashes are compared in constant time.
+ *
+ * RFC
+ *   draft-levine-smtp-batv-01 (expired; the grammar as Exim and batv-tools implement it);
+ *   RFC 2104 (HMAC).
+ *
+ * LIMITS
+ *   Secrets at most 64 bytes (Exim refuses longer ones: "prvs hmac-sha1 conversion failed");
+ *   addresses at most 512 octets.
+ *
+ * ERRORS
+ *   Outcomes are values. A keyring that cannot work (no keys, a key number that is not one digit,
+ *   a duplicate number, a secret over 64 bytes) throws ConfigError.
+ */
+
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { ConfigError } from '../core/errors.js';
+
+export const BATV_LIMITS = {
+  secretOctets: 64,
+  addressOctets: 512,
+  /** Exim's fixed lifetime: the stamp is the signing day plus this many days. */
+  lifetimeDays: 7,
+} as const;
+
+const DAY_MS = 86_400_000;
+const PRVS = /^prvs=([0-9])([0-9]{3})([0-9a-f]{6})=(.+)@(.+)$/i;
+
+export interface BatvKey {
+  /** 0-9; carried in the address so the checker knows which key signed. */
+  keynum: number;
+  secret: string;
+}
+
+export type BatvWindow = 'exim' | 'bounded';
+
+export interface BatvOptions {
+  /** Newest first: keys[0] signs, all verify. */
+  keys: BatvKey[];
+  /** Default 'exim'. */
+  window?: BatvWindow;
+}
+
+/** The parts of a prvs address, as written in it. */
+export interface PrvsParts {
+  keynum: number;
+  /** The three-digit expiry stamp. */
+  stamp: number;
+  hash: string;
+  /** The unsigned address `local@domain`, exactly as it was signed. */
+  original: string;
+  local: string;
+  domain: string;
+}
+
+export type BatvSignResult =
+  | { ok: true; address: string }
+  | { ok: false; reason: 'unqualified' | 'too-long' | 'already-signed'; message: string };
+
+export type BatvCheckResult =
+  | { status: 'valid'; original: string; keynum: number }
+  | { status: 'not-prvs' }
+  | { status: 'unknown-key' | 'bad-signature' | 'expired'; original: string; keynum: number };
+
+/** The last three digits of the day number `offsetDays` after now, as Exim's prvs_daystamp. */
+export function prvsDayStamp(nowMs: number, offsetDays = 0): number {
+  return Math.floor(nowMs / DAY_MS + offsetDays) % 1000;
+}
+
+function hmacHex(secret: string, keynum: number, stamp: string, address: string): string {
+  return createHmac('sha1', secret).update(`${keynum}${stamp}${address}`).digest('hex').slice(0, 6);
+}
+
+const threeDigits = (stamp: number) => String(stamp).padStart(3, '0');
+
+/**
+ * ${prvs{address}{secret}{keynum}}: the signed address, or why it cannot be signed. The address
+ * must have something on both sides of its last `@`; an address that is already signed is signed
+ * again, as Exim does (Batv.sign refuses that).
+ */
+export function prvsSign(address: string, key: BatvKey, nowMs: number): BatvSignResult {
+  if (Buffer.byteLength(address) > BATV_LIMITS.addressOctets) {
+    return { ok: false, reason: 'too-long', message: `address longer than ${BATV_LIMITS.addressOctets} octets` };
+  }
+  const at = address.lastIndexOf('@');
+  if (at <= 0 || at === address.length - 1) {
+    return { ok: false, reason: 'unqualified', message: 'prvs needs a qualified address (local@domain)' };
+  }
+  const stamp = threeDigits(prvsDayStamp(nowMs, BATV_LIMITS.lifetimeDays));
+  return { ok: true, address: `prvs=${key.keynum}${stamp}${hmacHex(key.secret, key.keynum, stamp, address)}=${address}` };
+}
+
+/** Splits a prvs address as Exim's prvscheck pattern does; undefined when it is not one. */
+export function parsePrvs(address: string): PrvsParts | undefined {
+  if (address.length > BATV_LIMITS.addressOctets) return undefined;
+  const match = PRVS.exec(address);
+  if (!match) return undefined;
+  const [, keynum = '', stamp = '', hash = '', local = '', domain = ''] = match;
+  return { keynum: Number(keynum), stamp: Number(stamp), hash, original: `${local}@${domain}`, local, domain };
+}
+
+/** Whether a stamp is still valid on the day of `nowMs`. */
+export function prvsStampValid(stamp: number, nowMs: number, window: BatvWindow = 'exim'): boolean {
+  const today = prvsDayStamp(nowMs);
+  if (window === 'bounded') return (stamp - today + 1000) % 1000 <= BATV_LIMITS.lifetimeDays + 1;
+  // Exim: a stamp that wrapped past 999 counts as later than today's 993..999.
+  const inow = stamp < BATV_LIMITS.lifetimeDays && today >= 1000 - BATV_LIMITS.lifetimeDays ? 0 : today;
+  return stamp >= inow;
+}
+
+function validateKeys(keys: BatvKey[]): Map<number, BatvKey> {
+  if (keys.length === 0) throw new ConfigError('batv: at least one key is needed');
+  const byNumber = new Map<number, BatvKey>();
+  for (const key of keys) {
+    if (!Number.isInteger(key.keynum) || key.keynum < 0 || key.keynum > 9) {
+      throw new ConfigError(`batv: key number got ${JSON.stringify(key.keynum)}, expected one digit 0-9`);
+    }
+    if (byNumber.has(key.keynum)) throw new ConfigError(`batv: key number ${key.keynum} is given twice`);
+    if (Buffer.byteLength(key.secret) > BATV_LIMITS.secretOctets) {
+      throw new ConfigError(`batv: the secret of key ${key.keynum} is longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
+    }
+    byNumber.set(key.keynum, key);
+  }
+  return byNumber;
+}
+
+export class Batv {
+  private readonly keys: Map<number, BatvKey>;
+  private readonly signing: BatvKey;
+  private readonly window: BatvWindow;
+
+  constructor(options: BatvOptions) {
+    this.keys = validateKeys(options.keys);
+    this.signing = options.keys[0]!;
+    this.window = options.window ?? 'exim';
+  }
+
+  /** Signs with the newest key; an address that already carries a prvs tag is left alone. */
+  sign(address: string, nowMs: number): BatvSignResult {
+    if (parsePrvs(address)) return { ok: false, reason: 'already-signed', message: 'the address already carries a prvs tag' };
+    return prvsSign(address, this.signing, nowMs);
+  }
+
+  check(address: string, nowMs: number): BatvCheckResult {
+    const parts = parsePrvs(address);
+    if (!parts) return { status: 'not-prvs' };
+    const { original, keynum } = parts;
+    const key = this.keys.get(keynum);
+    if (!key) return { status: 'unknown-key', original, keynum };
+    const expected = Buffer.from(hmacHex(key.secret, keynum, threeDigits(parts.stamp), original));
+    const received = Buffer.from(parts.hash);
+    // Exim compares with strcmp: an upper-cased hash is not the hash it made.
+    if (received.length !== expected.length || !timingSafeEqual(received, expected)) return { status: 'bad-signature', original, keynum };
+    if (!prvsStampValid(parts.stamp, nowMs, this.window)) return { status: 'expired', original, keynum };
+    return { status: 'valid', original, keynum };
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * NAME
+ *   rewrite/lookup - lookup maps and the TCP/UNIX server shared by the socketmap and tcp_table services
+ *
+ * DESCRIPTION
+ *   A LookupMap answers one key synchronously with found / notfound / temp / perm, the four
+ *   outcomes Postfix's table protocols can carry. LookupServer owns what both protocol servers
+ *   need alike: listening on HOST:PORT or a UNIX socket, a connection limit, an idle timeout,
+ *   back-pressure (a client that does not read its replies is not read from), counters, and the
+ *   rule that no input and no fault in a map ever takes the process down: a map that throws
+ *   answers temp ("Internal error."), a socket error closes that one connection.
+ *
+ * LIMITS
+ *   maxConnections (default 200, postsrsd's connection-limit), idleTimeoutMs (default 30 s,
+ *   postsrsd's keep-alive; Postfix reconnects as needed).
+ */
+
+import net from 'node:net';
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+
+export type LookupResult =
+  | { kind: 'found'; value: string }
+  | { kind: 'notfound'; reason: string }
+  | { kind: 'temp'; reason: string }
+  | { kind: 'perm'; reason: string };
+
+export type LookupMap = (key: string) => LookupResult;
+
+export type ListenTarget = { host: string; port: number } | { path: string };
+
+export interface LookupServerOptions {
+  maxConnections?: number;
+  idleTimeoutMs?: number;
+}
+
+export interface LookupServerStats {
+  connections: number;
+  requests: number;
+  /** Requests refused for their framing or syntax (the connection is closed after each). */
+  protocolErrors: number;
+  /** Maps that threw; answered as temporary errors. */
+  mapFaults: number;
+}
+
+/** Runs a map, turning a thrown fault into a temporary error so the server never dies of it. */
+export function safeLookup(map: LookupMap, key: string, stats: LookupServerStats): LookupResult {
+  try {
+    return map(key);
+  } catch {
+    stats.mapFaults++;
+    return { kind: 'temp', reason: 'Internal error.' };
+  }
+}
+
+export abstract class LookupServer {
+  readonly stats: LookupServerStats = { connections: 0, requests: 0, protocolErrors: 0, mapFaults: 0 };
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly idleTimeoutMs: number;
+
+  constructor(options: LookupServerOptions = {}) {
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.server = net.createServer((socket) => this.accept(socket));
+    this.server.maxConnections = options.maxConnections ?? 200;
+    this.server.on('error', () => undefined);
+  }
+
+  /** Installs the protocol on a new connection (its data and end handlers). */
+  protected abstract attach(socket: net.Socket): void;
+
+  private accept(socket: net.Socket): void {
+    this.stats.connections++;
+    this.sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.setTimeout(this.idleTimeoutMs, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('drain', () => socket.resume());
+    this.attach(socket);
+  }
+
+  /** Writes replies and stops reading while the client is not reading them. */
+  protected send(socket: net.Socket, data: string | Buffer): void {
+    if (!socket.writable) return;
+    if (!socket.write(data)) socket.pause();
+  }
+
+  /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */
+  async listen(target: ListenTarget): Promise<ListenTarget> {
+    if ('path' in target && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      const done = () => {
+        this.server.off('error', onError);
+        resolve();
+      };
+      if ('path' in target) this.server.listen(target.path, done);
+      else this.server.listen(target.port, target.host, done);
+    });
+    const address = this.server.address();
+    if (address && typeof address === 'object') return { host: address.address, port: address.port };
+    return { path: String(address) };
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+  }
+}

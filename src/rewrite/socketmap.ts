@@ -1,0 +1,178 @@
+/**
+ * NAME
+ *   rewrite/socketmap - Postfix socketmap_table(5) lookup service, compatible with postsrsd 2.x
+ *
+ * DESCRIPTION
+ *   Postfix (>= 2.10) sends `NAME SP KEY` as a netstring and reads one netstring reply:
+ *   `OK SP data`, `NOTFOUND SP`, `TEMP SP reason`, `TIMEOUT SP reason` or `PERM SP reason`; the
+ *   connection stays open for further requests. The map names are those of postsrsd 2.x,
+ *   `forward` and `reverse`, so `socketmap:inet:127.0.0.1:10003:forward` works unchanged, plus
+ *   whatever else the caller registers (rewrite/maps: `batv-sign`, `batv-strip`).
+ *
+ *   As postsrsd: a framing error (bad length, missing ',', an empty request, a line of the old
+ *   tcp_table protocol) is answered `PERM Invalid query.` and the connection is closed; an
+ *   unknown map name gets `PERM Invalid map.`; requests are answered in order.
+ *
+ * RFC
+ *   D. J. Bernstein, "Netstrings" (cr.yp.to/proto/netstrings.txt); Postfix socketmap_table(5).
+ *
+ * LIMITS
+ *   Requests of at most maxRequestOctets (default 1024, postsrsd's buffer); the length prefix
+ *   is refused as soon as it has more digits than that limit needs. Replies of at most 100000
+ *   octets (Postfix's limit) are all this module ever builds.
+ *
+ * ERRORS
+ *   Nothing in the server throws on input. SocketmapClient (a tool for tests, benchmarks and the
+ *   CLI) rejects with Error on a closed connection or a malformed reply.
+ */
+
+import net from 'node:net';
+import { LookupServer, safeLookup, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
+
+export const SOCKETMAP_LIMITS = { requestOctets: 1024, replyOctets: 100_000 } as const;
+
+export type NetstringEvent = { kind: 'frame'; data: Buffer } | { kind: 'error'; reason: string };
+
+/** Incremental netstring reader; after an error it yields nothing more. */
+export class NetstringDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+  private failed = false;
+  private readonly maxDigits: number;
+
+  constructor(private readonly maxLength: number) {
+    this.maxDigits = String(maxLength).length;
+  }
+
+  push(chunk: Buffer): NetstringEvent[] {
+    if (this.failed) return [];
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const events: NetstringEvent[] = [];
+    let offset = 0;
+    while (offset < this.pending.length) {
+      let length = 0;
+      let cursor = offset;
+      for (; cursor < this.pending.length; cursor++) {
+        const c = this.pending[cursor]!;
+        if (c === 0x3a) break;
+        if (c < 0x30 || c > 0x39 || cursor - offset >= this.maxDigits) return this.fail(events, 'bad length');
+        length = length * 10 + (c - 0x30);
+      }
+      if (cursor === this.pending.length) break;
+      if (cursor === offset) return this.fail(events, 'bad length');
+      if (length > this.maxLength) return this.fail(events, 'too long');
+      const end = cursor + 1 + length;
+      if (end >= this.pending.length) break;
+      if (this.pending[end] !== 0x2c) return this.fail(events, 'missing comma');
+      events.push({ kind: 'frame', data: this.pending.subarray(cursor + 1, end) });
+      offset = end + 1;
+    }
+    this.pending = offset === 0 ? this.pending : Buffer.from(this.pending.subarray(offset));
+    return events;
+  }
+
+  private fail(events: NetstringEvent[], reason: string): NetstringEvent[] {
+    this.failed = true;
+    this.pending = Buffer.alloc(0);
+    events.push({ kind: 'error', reason });
+    return events;
+  }
+}
+
+export function encodeNetstring(text: string): Buffer {
+  const body = Buffer.from(text);
+  return Buffer.concat([Buffer.from(`${body.length}:`), body, Buffer.from(',')]);
+}
+
+/** The socketmap reply text of a lookup result. */
+export function socketmapReply(result: LookupResult): string {
+  switch (result.kind) {
+    case 'found':
+      return `OK ${result.value}`;
+    case 'notfound':
+      return `NOTFOUND ${result.reason}`;
+    case 'temp':
+      return `TEMP ${result.reason}`;
+    case 'perm':
+      return `PERM ${result.reason}`;
+  }
+}
+
+export interface SocketmapServerOptions extends LookupServerOptions {
+  maxRequestOctets?: number;
+}
+
+export class SocketmapServer extends LookupServer {
+  private readonly maps: ReadonlyMap<string, LookupMap>;
+  private readonly maxRequestOctets: number;
+
+  constructor(maps: Record<string, LookupMap>, options: SocketmapServerOptions = {}) {
+    super(options);
+    this.maps = new Map(Object.entries(maps));
+    this.maxRequestOctets = options.maxRequestOctets ?? SOCKETMAP_LIMITS.requestOctets;
+  }
+
+  protected attach(socket: net.Socket): void {
+    const decoder = new NetstringDecoder(this.maxRequestOctets);
+    socket.on('data', (chunk: Buffer) => {
+      for (const event of decoder.push(chunk)) {
+        if (event.kind === 'error' || event.data.length === 0) {
+          this.stats.protocolErrors++;
+          this.send(socket, encodeNetstring('PERM Invalid query.'));
+          socket.end();
+          return;
+        }
+        this.stats.requests++;
+        this.send(socket, encodeNetstring(socketmapReply(this.answer(event.data.toString('utf8')))));
+      }
+    });
+  }
+
+  private answer(request: string): LookupResult {
+    const space = request.indexOf(' ');
+    const map = space > 0 ? this.maps.get(request.slice(0, space)) : undefined;
+    if (!map) return { kind: 'perm', reason: 'Invalid map.' };
+    return safeLookup(map, request.slice(space + 1), this.stats);
+  }
+}
+
+/** A pipelining socketmap client over one connection, for tests, benchmarks and `rewrite query`. */
+export class SocketmapClient {
+  private readonly decoder = new NetstringDecoder(SOCKETMAP_LIMITS.replyOctets);
+  private readonly waiting: Array<{ resolve: (reply: string) => void; reject: (err: Error) => void }> = [];
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      for (const event of this.decoder.push(chunk)) {
+        const next = this.waiting.shift();
+        if (event.kind === 'error') next?.reject(new Error(`socketmap reply: ${event.reason}`));
+        else next?.resolve(event.data.toString('utf8'));
+      }
+    });
+    const failAll = () => {
+      for (const w of this.waiting.splice(0)) w.reject(new Error('socketmap connection closed'));
+    };
+    socket.on('close', failAll);
+    socket.on('error', failAll);
+  }
+
+  static connect(target: { host: string; port: number } | { path: string }): Promise<SocketmapClient> {
+    return new Promise((resolve, reject) => {
+      const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host);
+      socket.once('connect', () => resolve(new SocketmapClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  /** Sends `name key`; resolves with the raw reply text, e.g. "OK SRS0=...". */
+  query(name: string, key: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.socket.write(encodeNetstring(`${name} ${key}`));
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

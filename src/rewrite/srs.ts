@@ -1,0 +1,252 @@
+/**
+ * NAME
+ *   rewrite/srs - Sender Rewriting Scheme (SRS0/SRS1) as libsrs2 and postsrsd implement it
+ *
+ * DESCRIPTION
+ *   A forwarder that relays mail keeps SPF intact by sending it with a reverse path in its own
+ *   domain that encodes the original one; bounces to that address are reversed and relayed.
+ *
+ *     SRS0 S HASH = TT = HOST = USER @ srs-domain       (original sender USER@HOST)
+ *     SRS1 S HASH = FIRSTHOP = S0 REST @ srs-domain     (re-forwarding SRS0 S0 REST @ FIRSTHOP)
+ *
+ *   S is the configured first separator (=, + or -); every later separator is '='. HASH is the
+ *   base64 HMAC-SHA1 of the lower-cased fields concatenated (SRS0: TT HOST USER; SRS1: FIRSTHOP
+ *   S0REST), cut to hashLength characters. TT is the day number modulo 1024 in two base32
+ *   characters. Forwarding an SRS0 or SRS1 address of another forwarder makes an SRS1 that keeps
+ *   the first hop (the old hash is someone else's and is not checked); reversing an SRS1 gives the
+ *   SRS0 back, which the first hop reverses in turn.
+ *
+ *   Behaviour that decides interoperability, shared with libsrs2 1.0.14 and postsrsd:
+ *   - the sender is split at its first '@'; the tag SRS0/SRS1 is matched in any case;
+ *   - reverse ignores the domain part (the caller decides which domains are SRS domains);
+ *   - timestamps decode in any case; valid when 0 <= (today - TT) mod 1024 <= maxAge (21), so a
+ *     stamp from the future counts as ~1000 days old and is refused; the timestamp is checked
+ *     before the hash;
+ *   - hashes compare case-insensitively, '+' equal to '-' and '/' to '_' (postsrsd >= 2.2.6
+ *     writes base64url, 1.x and Mail::SRS standard base64, so both are accepted), over
+ *     min(received length, hashLength) characters after requiring hashMin; every secret is
+ *     tried, the first one signs; the output alphabet is a setting ('base64' by default, which
+ *     every peer accepts);
+ *   - senders in a local domain (exact, or '.suffix' for every subdomain; the SRS domain is always
+ *     local) are not rewritten, and neither is an address that already reverses under our secrets
+ *     (postsrsd 1.x "Already rewritten"); alwaysRewrite turns the local-domain rule off.
+ *
+ * LIMITS
+ *   Addresses at most 512 octets (postsrsd 2.x answers "Too big." beyond that).
+ *
+ * ERRORS
+ *   Outcomes are values with postsrsd's message texts. Unusable options (no secret, a bad
+ *   separator, hash lengths out of range) throw ConfigError.
+ */
+
+import { createHmac } from 'node:crypto';
+import { ConfigError } from '../core/errors.js';
+import { asciiLower, domainMatcher, type DomainMatcher } from './domains.js';
+
+export const SRS_LIMITS = {
+  addressOctets: 512,
+  /** Base64 of a 20-byte SHA-1 digest has 27 significant characters. */
+  maxHashLength: 27,
+} as const;
+
+const DAY_MS = 86_400_000;
+const TIME_SLOTS = 1024;
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+export type SrsSeparator = '=' | '+' | '-';
+export type SrsAlphabet = 'base64' | 'base64url';
+
+export interface SrsOptions {
+  /** The forwarder's SRS domain, the domain of every rewritten address. */
+  domain: string;
+  /** The first signs, all verify. */
+  secrets: string[];
+  separator?: SrsSeparator;
+  /** Characters of hash written (default 4). */
+  hashLength?: number;
+  /** Fewest hash characters accepted on reverse (default hashLength). */
+  hashMin?: number;
+  /** Days an SRS address stays reversible (default 21). */
+  maxAgeDays?: number;
+  /** Alphabet of written hashes (default 'base64'; postsrsd >= 2.2.6 writes 'base64url'). */
+  alphabet?: SrsAlphabet;
+  /** Domains whose senders are not rewritten: 'example.com' exactly, '.example.com' its subdomains. */
+  localDomains?: string[];
+  /** Rewrite senders of local domains too (postsrsd always-rewrite). */
+  alwaysRewrite?: boolean;
+}
+
+export type SrsForwardFailure = 'no-domain' | 'local-domain' | 'already-rewritten' | 'too-long' | 'malformed';
+export type SrsReverseFailure = 'not-srs' | 'malformed' | 'bad-timestamp' | 'expired' | 'future' | 'hash-too-short' | 'bad-hash' | 'too-long';
+
+export type SrsForwardResult =
+  | { ok: true; address: string; scheme: 'SRS0' | 'SRS1' }
+  | { ok: false; reason: SrsForwardFailure; message: string };
+
+export type SrsReverseResult =
+  | { ok: true; address: string; scheme: 'SRS0' | 'SRS1' }
+  | { ok: false; reason: SrsReverseFailure; message: string };
+
+/** Whether the local part starts with an SRS tag: SRS0 or SRS1 (any case) and a separator. */
+export function isSrsAddress(address: string): boolean {
+  return srsScheme(address) !== undefined;
+}
+
+function srsScheme(localPart: string): 'SRS0' | 'SRS1' | undefined {
+  if (localPart.length < 5) return undefined;
+  const separator = localPart.charCodeAt(4);
+  if (separator !== 0x3d && separator !== 0x2b && separator !== 0x2d) return undefined;
+  if ((localPart.charCodeAt(0) | 0x20) !== 0x73 || (localPart.charCodeAt(1) | 0x20) !== 0x72 || (localPart.charCodeAt(2) | 0x20) !== 0x73) return undefined;
+  const digit = localPart.charCodeAt(3);
+  return digit === 0x30 ? 'SRS0' : digit === 0x31 ? 'SRS1' : undefined;
+}
+
+/** Maps a hash character to its base64url equivalent, upper-cased, so equivalent hashes compare equal. */
+function foldHashChar(c: number): number {
+  if (c === 0x2b) return 0x2d; // + -> -
+  if (c === 0x2f) return 0x5f; // / -> _
+  if (c >= 0x61 && c <= 0x7a) return c - 32;
+  return c;
+}
+
+export class Srs {
+  readonly domain: string;
+  private readonly secrets: string[];
+  private readonly separator: SrsSeparator;
+  private readonly hashLength: number;
+  private readonly hashMin: number;
+  private readonly maxAgeDays: number;
+  private readonly encoding: 'base64' | 'base64url';
+  private readonly isLocal: DomainMatcher;
+  private readonly alwaysRewrite: boolean;
+
+  constructor(options: SrsOptions) {
+    const at = options.domain.lastIndexOf('@');
+    this.domain = at >= 0 ? options.domain.slice(at + 1) : options.domain;
+    if (this.domain === '') throw new ConfigError('srs: the SRS domain is empty');
+    if (options.secrets.length === 0 || options.secrets.some((s) => s === '')) throw new ConfigError('srs: at least one non-empty secret is needed');
+    this.secrets = options.secrets;
+    this.separator = options.separator ?? '=';
+    if (!['=', '+', '-'].includes(this.separator)) throw new ConfigError(`srs: separator got ${JSON.stringify(this.separator)}, expected one of = + -`);
+    this.hashLength = options.hashLength ?? 4;
+    this.hashMin = options.hashMin ?? this.hashLength;
+    if (!Number.isInteger(this.hashLength) || this.hashLength < 1 || this.hashLength > SRS_LIMITS.maxHashLength) {
+      throw new ConfigError(`srs: hashLength got ${this.hashLength}, expected 1-${SRS_LIMITS.maxHashLength}`);
+    }
+    if (!Number.isInteger(this.hashMin) || this.hashMin < 1 || this.hashMin > this.hashLength) {
+      throw new ConfigError(`srs: hashMin got ${this.hashMin}, expected 1-${this.hashLength}`);
+    }
+    this.maxAgeDays = options.maxAgeDays ?? 21;
+    if (!Number.isInteger(this.maxAgeDays) || this.maxAgeDays < 0 || this.maxAgeDays >= TIME_SLOTS / 2) {
+      throw new ConfigError(`srs: maxAgeDays got ${this.maxAgeDays}, expected 0-${TIME_SLOTS / 2 - 1}`);
+    }
+    this.encoding = options.alphabet ?? 'base64';
+    this.isLocal = domainMatcher([this.domain, ...(options.localDomains ?? [])]);
+    this.alwaysRewrite = options.alwaysRewrite === true;
+  }
+
+  private hash(secret: string, fields: string): string {
+    return createHmac('sha1', secret).update(asciiLower(fields)).digest(this.encoding).slice(0, this.hashLength);
+  }
+
+  /** Constant time over the compared length, whichever secret matches. */
+  private hashMatches(received: string, fields: string): boolean {
+    const length = Math.min(received.length, this.hashLength);
+    let matched = false;
+    for (const secret of this.secrets) {
+      const expected = this.hash(secret, fields);
+      let diff = 0;
+      for (let i = 0; i < length; i++) diff |= foldHashChar(received.charCodeAt(i)) ^ foldHashChar(expected.charCodeAt(i));
+      matched = matched || diff === 0;
+    }
+    return matched;
+  }
+
+  forward(sender: string, nowMs: number): SrsForwardResult {
+    if (Buffer.byteLength(sender) > SRS_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: 'Too big.' };
+    const at = sender.indexOf('@');
+    if (at < 0) return { ok: false, reason: 'no-domain', message: 'No domain.' };
+    const user = sender.slice(0, at);
+    const host = sender.slice(at + 1);
+    if (!this.alwaysRewrite && this.isLocal(host)) return { ok: false, reason: 'local-domain', message: 'Need not rewrite local domain.' };
+    const scheme = srsScheme(user);
+    if (scheme !== undefined && this.reverse(sender, nowMs).ok) return { ok: false, reason: 'already-rewritten', message: 'Already rewritten' };
+    const s = this.separator;
+    if (scheme === 'SRS1') {
+      // SRS1 S OLDHASH = FIRSTHOP = REST: keep the first hop, sign it afresh.
+      const hashEnd = user.indexOf('=', 5);
+      const hostEnd = hashEnd < 0 ? -1 : user.indexOf('=', hashEnd + 1);
+      if (hostEnd < 0 || hostEnd === hashEnd + 1 || hostEnd === user.length - 1) return { ok: false, reason: 'malformed', message: 'No host or user in SRS1 address.' };
+      const firstHop = user.slice(hashEnd + 1, hostEnd);
+      const rest = user.slice(hostEnd + 1);
+      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.secrets[0]!, firstHop + rest)}=${firstHop}=${rest}@${this.domain}` };
+    }
+    if (scheme === 'SRS0') {
+      const rest = user.slice(4);
+      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.secrets[0]!, host + rest)}=${host}=${rest}@${this.domain}` };
+    }
+    const stamp = srsTimestamp(nowMs);
+    return { ok: true, scheme: 'SRS0', address: `SRS0${s}${this.hash(this.secrets[0]!, stamp + host + user)}=${stamp}=${host}=${user}@${this.domain}` };
+  }
+
+  reverse(address: string, nowMs: number): SrsReverseResult {
+    if (Buffer.byteLength(address) > SRS_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: 'Too big.' };
+    const scheme = srsScheme(address);
+    if (scheme === undefined) return { ok: false, reason: 'not-srs', message: 'Not an SRS address.' };
+    const at = address.indexOf('@');
+    const local = at < 0 ? address : address.slice(0, at);
+    const fields = local.slice(5);
+    if (scheme === 'SRS1') {
+      const hashEnd = fields.indexOf('=');
+      const hostEnd = hashEnd < 0 ? -1 : fields.indexOf('=', hashEnd + 1);
+      if (hashEnd <= 0) return { ok: false, reason: 'malformed', message: 'No hash in SRS1 address.' };
+      if (hostEnd < 0 || hostEnd === hashEnd + 1) return { ok: false, reason: 'malformed', message: 'No host in SRS1 address.' };
+      if (hostEnd === fields.length - 1) return { ok: false, reason: 'malformed', message: 'No user in SRS1 address.' };
+      const hash = fields.slice(0, hashEnd);
+      const host = fields.slice(hashEnd + 1, hostEnd);
+      const user = fields.slice(hostEnd + 1);
+      const bad = this.checkHash(hash, host + user);
+      return bad ?? { ok: true, scheme, address: `SRS0${user}@${host}` };
+    }
+    const hashEnd = fields.indexOf('=');
+    const stampEnd = hashEnd < 0 ? -1 : fields.indexOf('=', hashEnd + 1);
+    const hostEnd = stampEnd < 0 ? -1 : fields.indexOf('=', stampEnd + 1);
+    if (hashEnd <= 0) return { ok: false, reason: 'malformed', message: 'No hash in SRS0 address.' };
+    if (stampEnd < 0 || stampEnd === hashEnd + 1) return { ok: false, reason: 'malformed', message: 'No timestamp in SRS0 address.' };
+    if (hostEnd < 0 || hostEnd === stampEnd + 1) return { ok: false, reason: 'malformed', message: 'No host in SRS0 address.' };
+    if (hostEnd === fields.length - 1) return { ok: false, reason: 'malformed', message: 'No user in SRS0 address.' };
+    const hash = fields.slice(0, hashEnd);
+    const stamp = fields.slice(hashEnd + 1, stampEnd);
+    const host = fields.slice(stampEnd + 1, hostEnd);
+    const user = fields.slice(hostEnd + 1);
+    const stale = this.checkTimestamp(stamp, nowMs);
+    if (stale) return stale;
+    const bad = this.checkHash(hash, stamp + host + user);
+    return bad ?? { ok: true, scheme, address: `${user}@${host}` };
+  }
+
+  private checkHash(hash: string, fields: string): SrsReverseResult | undefined {
+    if (hash.length < this.hashMin) return { ok: false, reason: 'hash-too-short', message: 'Hash too short in SRS address.' };
+    if (!this.hashMatches(hash, fields)) return { ok: false, reason: 'bad-hash', message: 'Hash invalid in SRS address.' };
+    return undefined;
+  }
+
+  private checkTimestamp(stamp: string, nowMs: number): SrsReverseResult | undefined {
+    if (stamp.length !== 2) return { ok: false, reason: 'expired', message: 'Time stamp out of date.' };
+    let then = 0;
+    for (let i = 0; i < 2; i++) {
+      const c = stamp.charCodeAt(i);
+      const value = BASE32.indexOf(String.fromCharCode(c >= 0x61 && c <= 0x7a ? c - 32 : c));
+      if (value < 0) return { ok: false, reason: 'bad-timestamp', message: 'Bad base32 character in timestamp.' };
+      then = then * 32 + value;
+    }
+    const today = Math.floor(nowMs / DAY_MS) % TIME_SLOTS;
+    const age = (today - then + TIME_SLOTS) % TIME_SLOTS;
+    if (age <= this.maxAgeDays) return undefined;
+    // A stamp a little ahead of today is "from the future"; libsrs2 sees it as ~1000 days old.
+    const ahead = TIME_SLOTS - age;
+    return ahead <= this.maxAgeDays
+      ? { ok: false, reason: 'future', message: 'Time stamp out of date.' }
+      : { ok: false, reason: 'expired', message: 'Time stamp out of date.' };
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * NAME
+ *   rewrite/tcp-table - Postfix tcp_table(5) lookup service, a drop-in for postsrsd 1.x
+ *
+ * DESCRIPTION
+ *   Postfix sends `get SP key LF` and reads one line back: `200 SP data LF` (found), `500 SP text
+ *   LF` (not found) or `400 SP text LF` (temporary error, Postfix retries later). In both
+ *   directions `%`, white space and non-printing bytes travel as %XX; the key is decoded before
+ *   the lookup (as UTF-8) and the reply encoded byte by byte. The protocol carries no map name,
+ *   so each listener serves one map (postsrsd 1.x: forward on 10001, reverse on 10002).
+ *
+ *   As postsrsd 1.x: a line that is not a `get` request or has a broken %-escape is answered
+ *   `500 Invalid request` and the connection is closed; so is a line over the limit. A map's
+ *   `perm` outcome is sent as 500 (tcp_table has no separate permanent error).
+ *
+ * LIMITS
+ *   Request lines of at most maxLineOctets (default 4096, Postfix's reply limit); the encoded
+ *   reply is what the map gives, at most 4096 octets for Postfix to accept it.
+ *
+ * ERRORS
+ *   Nothing in the server throws on input. TcpTableClient rejects with Error on a closed
+ *   connection.
+ */
+
+import net from 'node:net';
+import { LookupServer, safeLookup, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
+
+export const TCP_TABLE_LIMITS = { lineOctets: 4096 } as const;
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const lower = c | 0x20;
+  if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10;
+  return -1;
+}
+
+/** Undoes %XX escapes (any case); undefined when an escape is broken. */
+export function tcpTableDecode(text: Buffer | string): string | undefined {
+  const bytes = typeof text === 'string' ? Buffer.from(text) : text;
+  if (!bytes.includes(0x25)) return bytes.toString('utf8');
+  const out = Buffer.alloc(bytes.length);
+  let length = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (c !== 0x25) {
+      out[length++] = c;
+      continue;
+    }
+    const high = hexValue(bytes[i + 1] ?? -1);
+    const low = hexValue(bytes[i + 2] ?? -1);
+    if (high < 0 || low < 0) return undefined;
+    out[length++] = high * 16 + low;
+    i += 2;
+  }
+  return out.subarray(0, length).toString('utf8');
+}
+
+/** Escapes '%', white space, control and non-ASCII bytes as %XX (upper-case hex). */
+export function tcpTableEncode(text: string): string {
+  if (/^[\x21-\x24\x26-\x7e]*$/.test(text)) return text;
+  let out = '';
+  for (const byte of Buffer.from(text)) {
+    out += byte > 0x20 && byte < 0x7f && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function tcpTableReply(result: LookupResult): string {
+  switch (result.kind) {
+    case 'found':
+      return `200 ${tcpTableEncode(result.value)}\n`;
+    case 'notfound':
+    case 'perm':
+      return `500 ${tcpTableEncode(result.reason)}\n`;
+    case 'temp':
+      return `400 ${tcpTableEncode(result.reason)}\n`;
+  }
+}
+
+export interface TcpTableServerOptions extends LookupServerOptions {
+  maxLineOctets?: number;
+}
+
+export class TcpTableServer extends LookupServer {
+  private readonly maxLineOctets: number;
+
+  constructor(private readonly map: LookupMap, options: TcpTableServerOptions = {}) {
+    super({ idleTimeoutMs: 1_800_000, ...options });
+    this.maxLineOctets = options.maxLineOctets ?? TCP_TABLE_LIMITS.lineOctets;
+  }
+
+  protected attach(socket: net.Socket): void {
+    let pending: Buffer = Buffer.alloc(0);
+    let closed = false;
+    const refuse = () => {
+      this.stats.protocolErrors++;
+      this.send(socket, '500 Invalid request\n');
+      socket.end();
+      closed = true;
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (closed) return;
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      let start = 0;
+      for (let newline = pending.indexOf(0x0a); newline >= 0; newline = pending.indexOf(0x0a, start)) {
+        let end = newline;
+        if (end > start && pending[end - 1] === 0x0d) end--;
+        const line = pending.subarray(start, end);
+        start = newline + 1;
+        if (line.length > this.maxLineOctets || line.length < 4 || line.toString('latin1', 0, 4) !== 'get ') return refuse();
+        const key = tcpTableDecode(line.subarray(4));
+        if (key === undefined) return refuse();
+        this.stats.requests++;
+        this.send(socket, tcpTableReply(safeLookup(this.map, key, this.stats)));
+      }
+      pending = start === 0 ? pending : Buffer.from(pending.subarray(start));
+      if (pending.length > this.maxLineOctets) refuse();
+    });
+  }
+}
+
+/** A pipelining tcp_table client over one connection (tests, benchmarks, `rewrite query`). */
+export class TcpTableClient {
+  private pending = '';
+  private readonly waiting: Array<{ resolve: (reply: string) => void; reject: (err: Error) => void }> = [];
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      this.pending += chunk;
+      let newline: number;
+      while ((newline = this.pending.indexOf('\n')) >= 0) {
+        const line = this.pending.slice(0, newline);
+        this.pending = this.pending.slice(newline + 1);
+        this.waiting.shift()?.resolve(line);
+      }
+    });
+    const failAll = () => {
+      for (const w of this.waiting.splice(0)) w.reject(new Error('tcp_table connection closed'));
+    };
+    socket.on('close', failAll);
+    socket.on('error', failAll);
+  }
+
+  static connect(target: { host: string; port: number }): Promise<TcpTableClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(target.port, target.host);
+      socket.once('connect', () => resolve(new TcpTableClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  /** Sends `get KEY` (encoded); resolves with the raw reply line, e.g. "200 SRS0=...". */
+  query(key: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.socket.write(`get ${tcpTableEncode(key)}\n`);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * NAME
+ *   rewrite/verp - Variable Envelope Return Paths, as qmail and Postfix write them
+ *
+ * DESCRIPTION
+ *   Each recipient of a list message gets a copy whose reverse path names it, so a bounce's
+ *   envelope recipient tells which address failed without parsing the bounce:
+ *
+ *     encode('list-bounces@list.example', 'user@example.org') = list-bounces+user=example.org@list.example
+ *
+ *   Encoding is Postfix's verp_sender(): the sender is split at its last '@' into prefix and
+ *   origin, the recipient at its last '@'; the result is prefix d1 local [d2 domain] [@ origin].
+ *   Nothing is escaped (Postfix and qmail do not), so decoding takes the recipient domain after
+ *   the last d2 (domains cannot hold it) and the local part is everything between. The
+ *   delimiters default to Postfix's "+=" ("-=" for qmail/ezmlm); Postfix allows only - = + as
+ *   delimiters (verp_delimiter_filter), and so does this module.
+ *
+ * LIMITS
+ *   Addresses at most 512 octets on both sides.
+ *
+ * ERRORS
+ *   Outcomes are values. Unusable delimiters throw ConfigError.
+ */
+
+import { ConfigError } from '../core/errors.js';
+
+export const VERP_LIMITS = { addressOctets: 512 } as const;
+
+export interface VerpDelimiters {
+  /** Between the sender's local part and the recipient's local part. */
+  local: string;
+  /** Between the recipient's local part and its domain. */
+  domain: string;
+}
+
+export const POSTFIX_VERP_DELIMITERS: VerpDelimiters = { local: '+', domain: '=' };
+export const QMAIL_VERP_DELIMITERS: VerpDelimiters = { local: '-', domain: '=' };
+
+export type VerpEncodeResult = { ok: true; address: string } | { ok: false; reason: 'too-long'; message: string };
+
+export type VerpDecodeResult =
+  | { ok: true; recipient: string; sender: string }
+  | { ok: false; reason: 'not-verp' | 'too-long'; message: string };
+
+/** Reads "+=" style text (Postfix XVERP=+=, -V+=) into delimiters; throws ConfigError when unusable. */
+export function parseVerpDelimiters(text: string): VerpDelimiters {
+  if (text.length !== 2 || [...text].some((c) => !'-=+'.includes(c))) {
+    throw new ConfigError(`verp: delimiters got ${JSON.stringify(text)}, expected two of - = + (e.g. "+=")`);
+  }
+  return { local: text[0]!, domain: text[1]! };
+}
+
+function splitLast(address: string): [string, string] {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? [address, ''] : [address.slice(0, at), address.slice(at + 1)];
+}
+
+export function verpEncode(sender: string, recipient: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpEncodeResult {
+  const [prefix, origin] = splitLast(sender);
+  const [local, domain] = splitLast(recipient);
+  const address = `${prefix}${delimiters.local}${local}${domain ? delimiters.domain + domain : ''}${origin ? '@' + origin : ''}`;
+  if (Buffer.byteLength(address) > VERP_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: `VERP address longer than ${VERP_LIMITS.addressOctets} octets` };
+  return { ok: true, address };
+}
+
+/**
+ * The recipient a VERP return path names, given the sender it was made from. The local part
+ * prefix and the origin domain compare case-insensitively (mail systems may re-case them).
+ */
+export function verpDecode(address: string, sender: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpDecodeResult {
+  if (Buffer.byteLength(address) > VERP_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: `address longer than ${VERP_LIMITS.addressOctets} octets` };
+  const [prefix, origin] = splitLast(sender);
+  const [local, domain] = splitLast(address);
+  const head = prefix + delimiters.local;
+  const notVerp = (message: string): VerpDecodeResult => ({ ok: false, reason: 'not-verp', message });
+  if (domain.toLowerCase() !== origin.toLowerCase()) return notVerp(`domain is not ${origin || 'empty'}`);
+  if (local.length <= head.length || local.slice(0, head.length).toLowerCase() !== head.toLowerCase()) return notVerp(`local part does not start with ${head}`);
+  const encoded = local.slice(head.length);
+  const split = encoded.lastIndexOf(delimiters.domain);
+  if (split <= 0 || split === encoded.length - 1) return notVerp(`no "${delimiters.domain}" between the recipient's local part and domain`);
+  return { ok: true, recipient: `${encoded.slice(0, split)}@${encoded.slice(split + 1)}`, sender };
+}

@@ -1,0 +1,346 @@
+/**
+ * NAME
+ *   store/redis - the shared Store for a cluster of callout daemons (ioredis)
+ *
+ * DESCRIPTION
+ *   Every entry is one Redis string under keyPrefix (default `callout:`), written with a PX
+ *   expiry, so several daemons on several hosts share one cache, one greylist and one set of
+ *   rate counters. Redis expires keys by its own clock: that is the one clock all daemons agree
+ *   on, so liveness is never judged locally. expiresAt is the injected Clock's now() when the
+ *   command was sent plus the PTTL Redis reports, which never claims more lifetime than is left.
+ *   A key without any expiry (written by something else) reports Number.MAX_SAFE_INTEGER.
+ *
+ *   set is SET PX, setIfAbsent is SET NX PX. What one command cannot do atomically runs as a Lua
+ *   script (EVALSHA, re-sent as EVAL after a server restart empties the script cache):
+ *     - compareAndSet: GET, compare, SET PX (expecting absence is just SET NX PX);
+ *     - increment: INCRBY, PEXPIRE only when the key was created, and an undo (DECRBY) plus an
+ *       error when the sum leaves the safe integer range; Redis's own INCRBY refuses values that
+ *       are not integers and leaves them alone;
+ *     - reads: GET and PTTL of up to SCAN_BATCH keys at once, so value and expiry agree.
+ *   scan walks SCAN MATCH over the prefix with the glob characters escaped, so `*?[]\` in a
+ *   prefix match only themselves, then sorts the keys by code point (the byte order of UTF-8,
+ *   as the other backends list them) and reads values for the first `limit` that are still live.
+ *   purgeExpired always answers 0: Redis removes expired keys itself (lazily on access and by
+ *   its active expiry cycle), so there is never a backlog for the daemon to sweep.
+ *
+ *   Connection: open() waits for the first connection. Afterwards commands never queue while
+ *   the server is away (enableOfflineQueue off, no retries per request) and each has a
+ *   commandTimeoutMs deadline, so a Redis outage turns into prompt StoreErrors that callers can
+ *   fail open on, instead of mail waiting behind a growing queue. The client keeps reconnecting
+ *   in the background (backoff up to RECONNECT_MAX_MS) and the store works again as soon as the
+ *   server answers, without being reopened. `healthy` tells whether the connection is ready;
+ *   the 'down' (with the reason) and 'up' events fire on each change, for the daemon's logs.
+ *
+ * LIMITS
+ *   One Redis server (or a primary behind a stable address); not Redis Cluster, whose slots
+ *   would split the multi-key read script. Keys and values must be well-formed Unicode (sent as
+ *   UTF-8). scan lists every key under the prefix before sorting: O(n) in the keys under the
+ *   prefix, for administration, not for the per-message path. A command that times out or is cut
+ *   off by a disconnect may still have been applied by the server (it is not retried, so an
+ *   increment is never applied twice).
+ *
+ * ERRORS
+ *   Every failure rejects with StoreError naming the URL (password masked) and the operation,
+ *   with the driver error as its cause and, while the connection is down, the last connection
+ *   error: refused or lost connection, command timeout, a value that is not a counter, bad
+ *   arguments, use after close(). An unusable URL or option is a ConfigError.
+ */
+
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import { systemClock, type Clock } from '../core/clock.js';
+import { ConfigError, StoreError, describeError } from '../core/errors.js';
+import type { Store, StoredValue } from './types.js';
+import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
+
+export interface RedisStoreOptions {
+  clock?: Clock;
+  /** Put before every key, so several sites or test runs can share one Redis (default 'callout:'). */
+  keyPrefix?: string;
+  /** How long open() and each reconnection wait for the server (default 2000). */
+  connectTimeoutMs?: number;
+  /** How long one command may take before it fails (default 1000). */
+  commandTimeoutMs?: number;
+}
+
+export interface RedisStoreEvents {
+  down: [reason: string];
+  up: [];
+}
+
+const DEFAULT_KEY_PREFIX = 'callout:';
+const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
+const RECONNECT_MAX_MS = 1000;
+const SCAN_BATCH = 500;
+const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
+
+const SCRIPTS = {
+  calloutRead: {
+    readOnly: true,
+    lua: `local rows = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value then rows[i] = { value, redis.call('PTTL', key) } else rows[i] = false end
+end
+return rows`,
+  },
+  calloutCompareAndSet: {
+    numberOfKeys: 1,
+    lua: `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`,
+  },
+  calloutIncrement: {
+    numberOfKeys: 1,
+    lua: `local created = redis.call('EXISTS', KEYS[1]) == 0
+local sum = redis.call('INCRBY', KEYS[1], ARGV[1])
+if sum > 9007199254740991 or sum < -9007199254740991 then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return redis.error_reply('counter would leave the safe integer range')
+end
+if created then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return sum`,
+  },
+};
+
+/** The commands SCRIPTS defines on the client. */
+interface ScriptCommands {
+  calloutRead(keyCount: number, ...keys: string[]): Promise<Array<[value: string, pttl: number] | null>>;
+  calloutCompareAndSet(key: string, expected: string, value: string, ttlMs: number): Promise<number>;
+  calloutIncrement(key: string, by: number, ttlMs: number): Promise<number>;
+}
+type ScriptedRedis = Redis & ScriptCommands;
+
+/** The URL as it may appear in logs: any password replaced by ***. */
+function maskPassword(url: string): string {
+  const query = url.indexOf('?');
+  const base = query === -1 ? url : url.slice(0, query);
+  const params = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
+  if (params.has('password')) params.set('password', '***');
+  const search = params.size > 0 ? `?${params.toString()}` : '';
+  if (base.startsWith('/')) return base + search;
+  try {
+    const parsed = new URL(base);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '') + search;
+  } catch {
+    return '(unparsable redis URL)';
+  }
+}
+
+function checkUrl(url: string): void {
+  const masked = maskPassword(url);
+  if (url.startsWith('/')) return;
+  if (!/^rediss?:\/\//i.test(url)) {
+    throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
+  }
+  try {
+    new URL(url);
+  } catch (err) {
+    throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
+  }
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new ConfigError(`redis store: ${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/** Escapes the characters Redis glob patterns give a meaning, so a prefix matches literally. */
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+function withDeadline<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store {
+  readonly kind = 'redis' as const;
+  private ready = false;
+  private closed = false;
+  private lastConnectionError = 'not connected yet';
+
+  private constructor(
+    private readonly client: ScriptedRedis,
+    /** The URL with any password masked. */
+    readonly url: string,
+    private readonly keyPrefix: string,
+    private readonly clock: Clock,
+  ) {
+    super();
+    client.on('ready', () => {
+      this.lastConnectionError = '';
+      if (this.ready) return;
+      this.ready = true;
+      this.emit('up');
+    });
+    client.on('error', (err: unknown) => {
+      this.lastConnectionError = describeError(err);
+    });
+    client.on('close', () => {
+      if (this.lastConnectionError === '') this.lastConnectionError = 'connection lost';
+      if (!this.ready) return;
+      this.ready = false;
+      if (!this.closed) this.emit('down', this.lastConnectionError);
+    });
+  }
+
+  /**
+   * Connects to url (redis://[user:password@]host:port/db, rediss://... for TLS, or a unix
+   * socket path) and resolves once the server answers.
+   */
+  static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
+    checkUrl(url);
+    const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
+    const commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs, DEFAULT_COMMAND_TIMEOUT_MS);
+    const client = new Redis(url, {
+      lazyConnect: true,
+      connectTimeout: connectTimeoutMs,
+      commandTimeout: commandTimeoutMs,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(attempt * 100, RECONNECT_MAX_MS),
+      // RESP2 works with every server version; nothing here needs RESP3 types.
+      protocol: 2,
+      maintNotifications: 'disabled',
+      connectionName: 'callout',
+      scripts: SCRIPTS,
+    }) as ScriptedRedis;
+    const store = new RedisStore(client, maskPassword(url), options.keyPrefix ?? DEFAULT_KEY_PREFIX, options.clock ?? systemClock);
+    try {
+      await withDeadline(client.connect(), connectTimeoutMs, `no answer within ${connectTimeoutMs} ms`);
+      return store;
+    } catch (err) {
+      store.closed = true;
+      client.disconnect();
+      throw new StoreError(`${store.context('open')} failed: ${describeError(err)}`, { cause: err });
+    }
+  }
+
+  /** Whether the connection to Redis is up; operations fail promptly while it is not. */
+  get healthy(): boolean {
+    return this.ready && !this.closed;
+  }
+
+  async get(key: string): Promise<StoredValue | undefined> {
+    return this.run('get', async () => (await this.read([key]))[0]);
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.run('set', async (context) => {
+      const ttl = checkTtl(context, ttlMs);
+      await this.client.set(this.keyPrefix + key, value, 'PX', ttl);
+    });
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.run('setIfAbsent', async (context) => {
+      const ttl = checkTtl(context, ttlMs);
+      return (await this.client.set(this.keyPrefix + key, value, 'PX', ttl, 'NX')) === 'OK';
+    });
+  }
+
+  async compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    if (expected === undefined) return this.setIfAbsent(key, value, ttlMs);
+    return this.run('compareAndSet', async (context) => {
+      const ttl = checkTtl(context, ttlMs);
+      return (await this.client.calloutCompareAndSet(this.keyPrefix + key, expected, value, ttl)) === 1;
+    });
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.run('delete', async () => {
+      await this.client.del(this.keyPrefix + key);
+    });
+  }
+
+  async increment(key: string, by: number, ttlMs: number): Promise<number> {
+    return this.run('increment', async (context) => {
+      checkIncrement(context, by);
+      const ttl = checkTtl(context, ttlMs);
+      return this.client.calloutIncrement(this.keyPrefix + key, by, ttl);
+    });
+  }
+
+  async scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
+    return this.run('scan', async (context) => {
+      checkScanLimit(context, limit);
+      if (limit === 0) return [];
+      const keys = (await this.keysUnder(prefix)).sort(compareKeys);
+      const rows: Array<{ key: string } & StoredValue> = [];
+      // Keys may expire between SCAN and the read, so read batches until limit live rows are found.
+      for (let start = 0; start < keys.length && rows.length < limit; start += SCAN_BATCH) {
+        const batch = keys.slice(start, start + SCAN_BATCH);
+        const entries = await this.read(batch);
+        for (const [index, entry] of entries.entries()) {
+          const batchKey = batch[index];
+          if (entry && batchKey !== undefined && rows.length < limit) rows.push({ key: batchKey, ...entry });
+        }
+      }
+      return rows;
+    });
+  }
+
+  /** Always 0: Redis expires keys itself (see the header). */
+  async purgeExpired(): Promise<number> {
+    return this.run('purgeExpired', async () => 0);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    await this.client.quit().catch(() => this.client.disconnect());
+  }
+
+  private context(operation: string): string {
+    return `redis store ${this.url}: ${operation}`;
+  }
+
+  /** The live entries of keys (without the store prefix), undefined where absent. */
+  private async read(keys: string[]): Promise<Array<StoredValue | undefined>> {
+    const sentAt = this.clock.now();
+    const rows = await this.client.calloutRead(keys.length, ...keys.map((key) => this.keyPrefix + key));
+    return rows.map((row) => {
+      if (row === null) return undefined;
+      const [value, pttl] = row;
+      return { value, expiresAt: pttl < 0 ? NO_EXPIRY : sentAt + pttl };
+    });
+  }
+
+  /** Every key under prefix, without the store prefix, unsorted. */
+  private async keysUnder(prefix: string): Promise<string[]> {
+    const pattern = `${escapeGlob(this.keyPrefix + prefix)}*`;
+    const found = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      for (const key of batch) found.add(key.slice(this.keyPrefix.length));
+      cursor = next;
+    } while (cursor !== '0');
+    return [...found];
+  }
+
+  /** Runs one operation, turning any failure into a StoreError that names URL and operation. */
+  private async run<T>(operation: string, work: (context: string) => Promise<T>): Promise<T> {
+    const context = this.context(operation);
+    if (this.closed) throw new StoreError(`${context}: store is closed`);
+    try {
+      return await work(context);
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      // While disconnected the driver only says it would not queue; the connection error says why.
+      const reason = this.ready ? describeError(err) : `Redis is unreachable (${this.lastConnectionError})`;
+      throw new StoreError(`${context} failed: ${reason}`, { cause: err });
+    }
+  }
+}

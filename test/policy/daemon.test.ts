@@ -1,0 +1,158 @@
+// `callout serve` as Postfix sees it: policy requests over real sockets, callouts to loopback SMTP servers.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { stringify } from 'yaml';
+import { createLogger } from '../../src/core/log.js';
+import { Daemon } from '../../src/policy/daemon.js';
+import { startDnsServer } from '../support/dns-server.js';
+import type { DnsTestServer } from '../support/dns-server.js';
+import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
+import type { SmtpTestServer } from '../support/smtp-server.js';
+import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { mxZone } from '../verify/fixture.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+interface Setup {
+  daemon: Daemon;
+  client: PolicyClient;
+  logs: Array<Record<string, unknown>>;
+  smtp: Map<string, SmtpTestServer>;
+  dns: DnsTestServer;
+}
+
+async function setup(extra: { policy?: Record<string, unknown>; callout?: Record<string, unknown> } = {}, configFile?: (base: Record<string, unknown>) => string): Promise<Setup> {
+  const dns = await startDnsServer({ ...mxZone({ 'sender.test': '127.0.0.2', 'grey.test': '127.0.0.3', 'slow.test': '127.0.0.4' }) });
+  const servers = await startSmtpServers(['127.0.0.2', '127.0.0.3', '127.0.0.4'], (host) =>
+    host === '127.0.0.2' ? usersOnly(['bob']) : host === '127.0.0.3' ? greylistOnce() : { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 600 }) },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const base = {
+    store: { kind: 'memory' },
+    dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+    callout: { helo: 'verifier.callout.test', port: servers[0]!.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' }, ...extra.callout },
+    policy: { listen: '127.0.0.1:0', ...extra.policy },
+    metrics: { listen: '127.0.0.1:0' },
+  };
+  const configPath = configFile?.(base);
+  const daemon = await Daemon.start({ ...(configPath ? { configPath } : { overrides: base }), log: createLogger('info', sink) });
+  const client = await PolicyClient.connect(daemon.policyAddress);
+  cleanups.push(async () => {
+    client.close();
+    await daemon.stop();
+    await Promise.all(servers.map((s) => s.close()));
+    await dns.close();
+  });
+  return { daemon, client, logs, smtp: new Map(servers.map((s) => [s.host, s])), dns };
+}
+
+const decisions = (logs: Array<Record<string, unknown>>) => logs.filter((l) => l.msg === 'decision');
+
+describe('callout serve', () => {
+  it('lets a real sender through, rejects a missing one with callout\'s text, keeps postmaster reachable', async () => {
+    const { client, logs } = await setup();
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@sender.test' })), 'DUNNO');
+    const rejected = await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'm2' }));
+    assert.match(rejected, /^550 5\.1\.7 Sender address rejected: .*550 5\.1\.1/);
+    assert.equal(await client.request(postfixRequest({ sender: 'nobody@sender.test', recipient: 'postmaster@example.test', instance: 'm3' })), 'DUNNO');
+    assert.equal(await client.request(postfixRequest({ sender: '', instance: 'm4' })), 'DUNNO', 'bounces have nothing to verify');
+    const lines = decisions(logs);
+    assert.equal(lines.length, 4);
+    assert.equal(lines[1]!.action, rejected);
+    assert.equal(lines[1]!.decidedBy, 'sender-callout');
+    assert.ok((lines[1]!.stages as string[]).some((s) => s.startsWith('sender-callout=undeliverable')), 'one log line explains the decision');
+    assert.equal(lines[2]!.decidedBy, 'postmaster');
+  });
+
+  it('rejects a sender that does not parse, naming the rule', async () => {
+    const { client } = await setup();
+    assert.match(await client.request(postfixRequest({ sender: 'a@@b' })), /^501 5\.1\.7 Bad sender address syntax/);
+  });
+
+  it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {
+    const { client, smtp } = await setup({ policy: { decisionTimeout: '200ms' } });
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DEFER_IF_PERMIT Sender address verification in progress');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DUNNO');
+    assert.equal(smtp.get('127.0.0.4')!.connectionCount, 1);
+  });
+
+  it('defers when the sender\'s own MX greylists our callout', async () => {
+    const { client } = await setup();
+    assert.match(await client.request(postfixRequest({ sender: 'bob@grey.test' })), /^450 4\.1\.7 Sender address verification failed temporarily/);
+  });
+
+  it('warn mode logs what it would do and lets the mail through', async () => {
+    const { client } = await setup({ policy: { stages: [{ name: 'sender-callout', mode: 'warn' }] } });
+    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), /^WARN sender-callout would answer 550 5\.1\.7/);
+  });
+
+  it('allow-listed clients skip the callout', async () => {
+    const { client, smtp } = await setup({ policy: { stages: [{ name: 'allowlist', clients: ['192.0.2.0/24'] }, { name: 'sender-callout' }] } });
+    assert.equal(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), 'DUNNO');
+    assert.equal(smtp.get('127.0.0.2')!.connectionCount, 0);
+  });
+
+  it('serves metrics and health', async () => {
+    const { client, daemon } = await setup();
+    await client.request(postfixRequest({ sender: 'nobody@sender.test' }));
+    const metrics = await (await fetch(`http://${daemon.metricsAddress}/metrics`)).text();
+    assert.match(metrics, /callout_policy_decisions_total\{action="REJECT",stage="sender-callout"\} 1/);
+    assert.match(metrics, /callout_verifications_total\{verdict="undeliverable",source="probe"\} 1/);
+    assert.match(metrics, /callout_policy_decision_seconds_bucket/);
+    const health = await fetch(`http://${daemon.metricsAddress}/health`);
+    assert.equal(health.status, 200);
+  });
+
+  it('reloads its configuration without dropping the connection, and keeps it when the new file is bad', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    let base: Record<string, unknown> = {};
+    const { client, daemon } = await setup({}, (b) => {
+      base = b;
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), /^550/);
+    writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), stages: [{ name: 'sender-callout', mode: 'warn' }] } }));
+    assert.equal(await daemon.reload(), true);
+    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'r2' })), /^WARN /);
+    writeFileSync(path, 'policy: {stages: [{name: nonsense}]}\n');
+    assert.equal(await daemon.reload(), false);
+    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'r3' })), /^WARN /, 'the old configuration still runs');
+    assert.equal(client.isClosed, false);
+  });
+
+  it('listens on a UNIX socket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-sock-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const { daemon } = await setup({ policy: { listen: join(dir, 'policy.sock') } });
+    const unixClient = await PolicyClient.connect(daemon.policyAddress);
+    try {
+      assert.equal(await unixClient.request(postfixRequest({ sender: 'bob@sender.test' })), 'DUNNO');
+    } finally {
+      unixClient.close();
+    }
+  });
+
+  it('closes a malformed request without a reply and keeps serving others', async () => {
+    const { client, daemon } = await setup();
+    const bad = await PolicyClient.connect(daemon.policyAddress);
+    await assert.rejects(bad.request({ request: 'not_a_policy_request' }), /closed/);
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@sender.test' })), 'DUNNO');
+  });
+});

@@ -1,0 +1,104 @@
+// The pipeline's own logic, with hand-made stages: modes, states, headers once per message, faults.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../src/core/clock.js';
+import { StoreError } from '../../src/core/errors.js';
+import { Pipeline } from '../../src/policy/pipeline.js';
+import type { ConfiguredStage, PipelineOptions } from '../../src/policy/pipeline.js';
+import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
+
+const silent = { info() {}, warn() {}, error() {} };
+
+function stage(name: string, decide: (ctx: StageContext) => Decision | Error, extra: Partial<StageVerdict> = {}, mode: ConfiguredStage['mode'] = 'enforce', states: ProtocolState[] = ['RCPT']): ConfiguredStage {
+  return {
+    mode,
+    states: new Set(states),
+    acceptAction: 'DUNNO',
+    stage: {
+      name,
+      states: new Set(states),
+      async evaluate(ctx) {
+        const decision = decide(ctx);
+        if (decision instanceof Error) throw decision;
+        return { stage: name, result: decision.kind, reason: `${name} says ${decision.kind}`, decision, ...extra };
+      },
+    },
+  };
+}
+
+function pipeline(stages: ConfiguredStage[], options: Partial<PipelineOptions> = {}): Pipeline {
+  return new Pipeline(stages, { decisionTimeoutMs: 1000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent, ...options });
+}
+
+const rcpt = (more: Record<string, string> = {}) => ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', sender: 'a@example.org', recipient: 'b@example.net', instance: 'i1', ...more });
+const reject: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no' };
+
+describe('pipeline', () => {
+  it('answers DUNNO when every stage continues, and records every verdict in order', async () => {
+    const out = await pipeline([stage('a', () => ({ kind: 'continue' })), stage('b', () => ({ kind: 'continue' }))]).decide(rcpt());
+    assert.equal(out.action, 'DUNNO');
+    assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b']);
+    assert.equal(out.decidedBy, undefined);
+  });
+
+  it('stops at the first enforcing reject; later stages do not run', async () => {
+    let ran = false;
+    const out = await pipeline([stage('a', () => reject), stage('b', () => ((ran = true), { kind: 'continue' }))]).decide(rcpt());
+    assert.equal(out.action, '550 5.7.1 no');
+    assert.equal(out.decidedBy, 'a');
+    assert.equal(ran, false);
+  });
+
+  it('in warn mode a reject becomes WARN (or a header) and the pipeline goes on', async () => {
+    const warn = await pipeline([stage('a', () => reject, {}, 'warn')]).decide(rcpt());
+    assert.equal(warn.action, 'WARN a would answer 550 5.7.1 no');
+    const prepend = await pipeline([stage('a', () => reject, {}, 'warn')], { warnAction: 'PREPEND' }).decide(rcpt());
+    assert.equal(prepend.action, 'PREPEND X-Callout-Warning: a would answer 550 5.7.1 no');
+  });
+
+  it('off stages and stages of other protocol states do not run', async () => {
+    const out = await pipeline([stage('off', () => reject, {}, 'off'), stage('data', () => reject, {}, 'enforce', ['DATA'])]).decide(rcpt());
+    assert.equal(out.action, 'DUNNO');
+    assert.equal(out.verdicts.length, 0);
+  });
+
+  it('gives each header once per message (instance), one per reply', async () => {
+    const p = pipeline([stage('auth', () => ({ kind: 'continue' }), { headers: ['Authentication-Results: mx.example; spf=pass', 'Received-SPF: pass'] })]);
+    assert.equal((await p.decide(rcpt())).action, 'PREPEND Authentication-Results: mx.example; spf=pass');
+    assert.equal((await p.decide(rcpt({ recipient: 'c@example.net' }))).action, 'PREPEND Received-SPF: pass');
+    assert.equal((await p.decide(rcpt({ recipient: 'd@example.net' }))).action, 'DUNNO');
+    assert.equal((await p.decide(rcpt({ instance: 'i2' }))).action, 'PREPEND Authentication-Results: mx.example; spf=pass', 'a new message gets its own');
+  });
+
+  it('a fault fails open by default and defers with faultAction DEFER, never rejects', async () => {
+    const broken = stage('store', () => new StoreError('redis down'));
+    const open = await pipeline([broken, stage('next', () => ({ kind: 'continue' }))]).decide(rcpt());
+    assert.equal(open.action, 'DUNNO');
+    assert.deepEqual(open.faults, ['store: STORE_UNAVAILABLE: redis down']);
+    assert.equal(open.verdicts.length, 1, 'the next stage still ran');
+    const closed = await pipeline([broken], { faultAction: 'DEFER' }).decide(rcpt());
+    assert.match(closed.action, /^451 4\.3\.0 /);
+  });
+
+  it('later stages see earlier verdicts', async () => {
+    const out = await pipeline([
+      stage('spf', () => ({ kind: 'continue' })),
+      stage('uses', (ctx) => (ctx.earlier.has('spf') ? { kind: 'continue' } : reject)),
+    ]).decide(rcpt());
+    assert.equal(out.action, 'DUNNO');
+  });
+
+  it('parses the request once: sender, recipient, client address', async () => {
+    let seen: StageContext | undefined;
+    await pipeline([stage('peek', (ctx) => ((seen = ctx), { kind: 'continue' }))]).decide(rcpt({ client_address: '2001:db8::1', sender: '', recipient: '<Postmaster>' }));
+    assert.equal(seen!.clientAddress, '2001:db8::1');
+    assert.equal(seen!.sender?.kind, 'null');
+    assert.equal(seen!.recipient, undefined);
+    assert.equal(seen!.recipientText, '<Postmaster>');
+  });
+
+  it('makes action texts safe: no CR/LF, ASCII only', async () => {
+    const out = await pipeline([stage('a', () => ({ kind: 'reject', code: 550, enhanced: '5.7.1', text: 'bad\r\naction=OK\n\nü' }))]).decide(rcpt());
+    assert.equal(out.action, '550 5.7.1 bad action=OK ?');
+  });
+});

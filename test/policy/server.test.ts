@@ -1,0 +1,484 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CalloutError, ConfigError } from '../../src/core/errors.js';
+import { PolicyServer, parseListenAddress, type ConnectionInfo, type PolicyHandler, type PolicyServerLimits } from '../../src/policy/server.js';
+
+const FIXTURE = readFileSync(new URL('./fixtures/postfix-3.7-rcpt.txt', import.meta.url));
+
+interface LogEntry {
+  level: 'info' | 'warn' | 'error';
+  fields: Record<string, unknown>;
+  message: string;
+}
+
+function recordingLog(): { log: { info: Logger; warn: Logger; error: Logger }; entries: LogEntry[] } {
+  const entries: LogEntry[] = [];
+  const at =
+    (level: LogEntry['level']): Logger =>
+    (fields, message) =>
+      entries.push({ level, fields, message });
+  return { log: { info: at('info'), warn: at('warn'), error: at('error') }, entries };
+}
+type Logger = (fields: Record<string, unknown>, message: string) => void;
+
+const servers: PolicyServer[] = [];
+after(async () => {
+  await Promise.all(servers.map((server) => server.close({ drainMs: 0 })));
+});
+
+async function startServer(
+  handler: PolicyHandler,
+  options: { listen?: string; limits?: PolicyServerLimits; socketMode?: number } = {},
+): Promise<{ server: PolicyServer; address: string; entries: LogEntry[] }> {
+  const { log, entries } = recordingLog();
+  const server = new PolicyServer({ listen: options.listen ?? '127.0.0.1:0', handler, limits: options.limits, socketMode: options.socketMode, log });
+  servers.push(server);
+  const { address } = await server.listen();
+  return { server, address, entries };
+}
+
+/** A policy client that collects what the server sends and notices when it closes. */
+class Client {
+  readonly socket: net.Socket;
+  private received = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+  private ended = false;
+  readonly closed: Promise<void>;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      this.received = Buffer.concat([this.received, chunk]);
+      this.wake();
+    });
+    socket.on('error', () => {});
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.ended = true;
+        this.wake();
+        resolve();
+      }),
+    );
+  }
+
+  static connect(address: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const unix = address.startsWith('/');
+      const target = unix ? { path: address } : parseTcp(address);
+      const socket = net.connect(target, () => resolve(new Client(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  send(text: string | Buffer): void {
+    this.socket.write(text);
+  }
+
+  request(attributes: Record<string, string>): void {
+    this.send(encodeRequest(attributes));
+  }
+
+  /** The next reply's action text, or 'closed' when the server closes first. */
+  async reply(): Promise<string> {
+    while (true) {
+      const end = this.received.indexOf('\n\n');
+      if (end !== -1) {
+        const block = this.received.subarray(0, end).toString('utf8');
+        this.received = this.received.subarray(end + 2);
+        assert.match(block, /^action=[^\n]*$/);
+        return block.slice('action='.length);
+      }
+      if (this.ended) return 'closed';
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  /** Everything received once the server has closed the connection. */
+  async untilClosed(): Promise<string> {
+    await this.closed;
+    return this.received.toString('utf8');
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+function parseTcp(address: string): { host: string; port: number } {
+  const parsed = parseListenAddress(address);
+  assert.ok(parsed.ok && parsed.value.kind === 'tcp');
+  return { host: parsed.value.host, port: parsed.value.port };
+}
+
+function encodeRequest(attributes: Record<string, string>): string {
+  return Object.entries({ request: 'smtpd_access_policy', ...attributes })
+    .map(([name, value]) => `${name}=${value}\n`)
+    .join('') + '\n';
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+async function eventually(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i += 1) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+describe('parseListenAddress', () => {
+  const good: [string, unknown][] = [
+    ['127.0.0.1:10040', { kind: 'tcp', host: '127.0.0.1', port: 10040 }],
+    ['localhost:0', { kind: 'tcp', host: 'localhost', port: 0 }],
+    ['[::1]:10040', { kind: 'tcp', host: '::1', port: 10040 }],
+    ['/run/callout/policy.sock', { kind: 'unix', path: '/run/callout/policy.sock' }],
+  ];
+  for (const [text, want] of good) {
+    it(`reads ${text}`, () => assert.deepEqual(parseListenAddress(text), { ok: true, value: want }));
+  }
+  for (const text of ['10040', ':10040', '::1:10040', '[::1]', '[127.0.0.1]:25', 'host:65536', 'host:port', 'relative/path', 'a b:25', '']) {
+    it(`refuses ${JSON.stringify(text)}`, () => {
+      const parsed = parseListenAddress(text);
+      assert.equal(parsed.ok, false);
+      assert.throws(() => new PolicyServer({ listen: text, handler: async () => 'DUNNO', log: recordingLog().log }), ConfigError);
+    });
+  }
+});
+
+describe('PolicyServer over TCP', () => {
+  it('answers a request and reports the bound port', async () => {
+    const seen: { attributes: Record<string, string>; conn: ConnectionInfo }[] = [];
+    const { server, address } = await startServer(async (attributes, conn) => {
+      seen.push({ attributes, conn });
+      return 'DUNNO';
+    });
+    assert.match(address, /^127\.0\.0\.1:[1-9][0-9]*$/);
+    assert.equal(server.address, address);
+    const client = await Client.connect(address);
+    client.request({ protocol_state: 'RCPT', sender: 'a@b.example' });
+    assert.equal(await client.reply(), 'DUNNO');
+    assert.equal(server.connections, 1);
+    assert.deepEqual(seen[0]?.attributes, { request: 'smtpd_access_policy', protocol_state: 'RCPT', sender: 'a@b.example' });
+    assert.equal(seen[0]?.conn.requests, 1);
+    assert.match(seen[0]?.conn.remote ?? '', /^127\.0\.0\.1:[0-9]+$/);
+    client.close();
+    await eventually(() => server.connections === 0, 'the connection to be gone');
+  });
+
+  it('answers several requests on one connection, in order', async () => {
+    const seen: ConnectionInfo[] = [];
+    const { address } = await startServer(async (attributes, conn) => {
+      seen.push(conn);
+      return `550 5.1.0 rejected ${attributes['instance']}`;
+    });
+    const client = await Client.connect(address);
+    for (const instance of ['1', '2', '3']) {
+      client.request({ instance });
+      assert.equal(await client.reply(), `550 5.1.0 rejected ${instance}`);
+    }
+    assert.deepEqual(
+      seen.map((conn) => conn.requests),
+      [1, 2, 3],
+    );
+    assert.equal(new Set(seen.map((conn) => conn.id)).size, 1);
+    client.close();
+  });
+
+  it('handles pipelined requests one at a time and answers them in order', async () => {
+    let running = 0;
+    let mostRunning = 0;
+    const { address } = await startServer(async (attributes) => {
+      running += 1;
+      mostRunning = Math.max(mostRunning, running);
+      // The first request is the slowest: answers must still come in request order.
+      await new Promise((resolve) => setTimeout(resolve, 30 - 10 * Number(attributes['instance'])));
+      running -= 1;
+      return `DUNNO ${attributes['instance']}`;
+    });
+    const client = await Client.connect(address);
+    client.send(encodeRequest({ instance: '0' }) + encodeRequest({ instance: '1' }) + encodeRequest({ instance: '2' }));
+    assert.deepEqual([await client.reply(), await client.reply(), await client.reply()], ['DUNNO 0', 'DUNNO 1', 'DUNNO 2']);
+    assert.equal(mostRunning, 1);
+    client.close();
+  });
+
+  it('answers a client that half-closes after writing', async () => {
+    const { address } = await startServer(async () => 'OK');
+    const client = await Client.connect(address);
+    client.socket.end(encodeRequest({ instance: '1' }) + encodeRequest({ instance: '2' }));
+    assert.equal(await client.untilClosed(), 'action=OK\n\naction=OK\n\n');
+  });
+
+  it('answers the realistic Postfix 3.7 RCPT request', async () => {
+    let attributes: Record<string, string> = {};
+    const { address } = await startServer(async (received) => {
+      attributes = received;
+      return 'DEFER_IF_PERMIT Greylisted, try again later';
+    });
+    const client = await Client.connect(address);
+    client.send(FIXTURE);
+    assert.equal(await client.reply(), 'DEFER_IF_PERMIT Greylisted, try again later');
+    assert.equal(Object.keys(attributes).length, 29);
+    assert.equal(attributes['client_address'], '192.0.2.10');
+    assert.equal(attributes['recipient'], 'alice@example.test');
+    client.close();
+  });
+
+  it('closes a connection with a malformed request without a reply, and keeps serving others', async () => {
+    const { address, entries } = await startServer(async () => 'DUNNO');
+    const other = await Client.connect(address);
+    const broken = await Client.connect(address);
+    broken.send(`${encodeRequest({ instance: '1' })}request=smtpd_access_policy\nclient_address=192.0.2.7\nno equals sign\n\n`);
+    assert.equal(await broken.untilClosed(), 'action=DUNNO\n\n', 'the good request before the broken one is answered');
+    const warning = entries.find((entry) => entry.level === 'warn');
+    assert.equal(warning?.fields['reason'], 'malformed-line');
+    assert.equal(warning?.fields['client'], '192.0.2.7');
+    assert.match(String(warning?.fields['remote']), /^127\.0\.0\.1:/);
+    other.request({ instance: '2' });
+    assert.equal(await other.reply(), 'DUNNO');
+    const later = await Client.connect(address);
+    later.request({ instance: '3' });
+    assert.equal(await later.reply(), 'DUNNO');
+    other.close();
+    later.close();
+  });
+
+  it('closes on a wrong request type and on an over-long line', async () => {
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { maxLineLength: 64 } });
+    const wrongType = await Client.connect(address);
+    wrongType.send('request=something_else\n\n');
+    assert.equal(await wrongType.untilClosed(), '');
+    const longLine = await Client.connect(address);
+    longLine.send(`request=smtpd_access_policy\nsender=${'x'.repeat(100)}`);
+    assert.equal(await longLine.untilClosed(), '');
+    assert.deepEqual(
+      entries.filter((entry) => entry.level === 'warn').map((entry) => entry.fields['reason']),
+      ['bad-request-type', 'line-too-long'],
+    );
+  });
+
+  it('closes without a reply when the handler throws, and logs the client', async () => {
+    const { address, entries } = await startServer(async (attributes) => {
+      if (attributes['instance'] === 'boom') throw new CalloutError('STORE_UNAVAILABLE', 'database is locked');
+      return 'DUNNO';
+    });
+    const client = await Client.connect(address);
+    client.request({ instance: 'ok' });
+    assert.equal(await client.reply(), 'DUNNO');
+    client.request({ instance: 'boom', client_address: '198.51.100.4' });
+    assert.equal(await client.reply(), 'closed');
+    const logged = entries.find((entry) => entry.level === 'error');
+    assert.equal(logged?.fields['client'], '198.51.100.4');
+    assert.equal(logged?.fields['error'], 'STORE_UNAVAILABLE: database is locked');
+    const next = await Client.connect(address);
+    next.request({ instance: 'ok' });
+    assert.equal(await next.reply(), 'DUNNO');
+    next.close();
+  });
+
+  it('closes without a reply when the handler throws synchronously or returns an action that cannot be sent', async () => {
+    const handler = ((attributes: Record<string, string>) => {
+      if (attributes['instance'] === 'sync') throw new Error('not async');
+      return Promise.resolve('REJECT first line\naction=OK');
+    }) as PolicyHandler;
+    const { address, entries } = await startServer(handler);
+    for (const instance of ['sync', 'newline']) {
+      const client = await Client.connect(address);
+      client.request({ instance });
+      assert.equal(await client.untilClosed(), '');
+    }
+    assert.equal(entries.filter((entry) => entry.level === 'error').length, 2);
+  });
+
+  it('closes without a reply when the handler does not answer in time', async () => {
+    const never = deferred<string>();
+    const { address, entries } = await startServer(() => never.promise, { limits: { requestTimeoutMs: 150 } });
+    const client = await Client.connect(address);
+    client.request({ instance: 'slow', client_address: '203.0.113.9' });
+    assert.equal(await client.untilClosed(), '');
+    const logged = entries.find((entry) => entry.level === 'warn');
+    assert.equal(logged?.fields['timeoutMs'], 150);
+    assert.equal(logged?.fields['client'], '203.0.113.9');
+    // A late answer to a closed connection goes nowhere and breaks nothing.
+    never.resolve('DUNNO');
+  });
+
+  it('closes an idle connection, including one that stalls mid-request', async () => {
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 150 } });
+    const idle = await Client.connect(address);
+    idle.request({ instance: '1' });
+    assert.equal(await idle.reply(), 'DUNNO');
+    const stalled = await Client.connect(address);
+    stalled.send('request=smtpd_access_policy\nsender=');
+    assert.equal(await idle.untilClosed(), '');
+    assert.equal(await stalled.untilClosed(), '');
+    assert.equal(entries.filter((entry) => entry.message === 'closing idle policy connection').length, 2);
+  });
+
+  it('closes connections over maxConnections at once and logs once per burst', async () => {
+    const { server, address, entries } = await startServer(async () => 'DUNNO', { limits: { maxConnections: 2 } });
+    const first = await Client.connect(address);
+    const second = await Client.connect(address);
+    for (const client of [first, second]) {
+      client.request({});
+      assert.equal(await client.reply(), 'DUNNO');
+    }
+    for (let i = 0; i < 3; i += 1) {
+      const refused = await Client.connect(address);
+      refused.request({});
+      assert.equal(await refused.untilClosed(), '');
+    }
+    assert.equal(server.connections, 2);
+    assert.equal(entries.filter((entry) => entry.level === 'warn').length, 1);
+    first.close();
+    await eventually(() => server.connections === 1, 'a connection slot to free up');
+    const third = await Client.connect(address);
+    third.request({});
+    assert.equal(await third.reply(), 'DUNNO');
+    assert.ok(entries.some((entry) => entry.message === 'accepting policy connections again' && entry.fields['refused'] === 3));
+    second.close();
+    third.close();
+  });
+
+  it('close() lets a request being handled finish, then closes everything', async () => {
+    const started = deferred<void>();
+    const release = deferred<string>();
+    const { server, address } = await startServer(async (attributes) => {
+      if (attributes['instance'] !== 'slow') return 'DUNNO';
+      started.resolve();
+      return release.promise;
+    });
+    const idle = await Client.connect(address);
+    idle.request({ instance: 'fast' });
+    assert.equal(await idle.reply(), 'DUNNO');
+    const busy = await Client.connect(address);
+    busy.request({ instance: 'slow' });
+    await started.promise;
+    const closing = server.close({ drainMs: 10_000 });
+    assert.equal(await idle.untilClosed(), '');
+    await assert.rejects(Client.connect(address));
+    release.resolve('OK drained');
+    assert.equal(await busy.untilClosed(), 'action=OK drained\n\n');
+    await closing;
+    assert.equal(server.connections, 0);
+  });
+
+  it('close() gives up on requests still running after drainMs', async () => {
+    const started = deferred<void>();
+    const { server, address, entries } = await startServer(async () => {
+      started.resolve();
+      return new Promise<string>(() => {});
+    });
+    const client = await Client.connect(address);
+    client.request({});
+    await started.promise;
+    await server.close({ drainMs: 100 });
+    assert.equal(await client.untilClosed(), '');
+    assert.ok(entries.some((entry) => entry.level === 'warn' && entry.fields['drainMs'] === 100));
+  });
+
+  it('listens on IPv6 loopback when the machine has it', async (t) => {
+    let started;
+    try {
+      started = await startServer(async () => 'DUNNO', { listen: '[::1]:0' });
+    } catch (err) {
+      t.skip(`no IPv6 loopback: ${String(err)}`);
+      return;
+    }
+    assert.match(started.address, /^\[::1\]:[0-9]+$/);
+    const client = await Client.connect(started.address);
+    client.request({});
+    assert.equal(await client.reply(), 'DUNNO');
+    client.close();
+  });
+
+  it('refuses an address that is in use, and a second listen()', async () => {
+    const { server, address } = await startServer(async () => 'DUNNO');
+    const second = new PolicyServer({ listen: address, handler: async () => 'DUNNO', log: recordingLog().log });
+    await assert.rejects(second.listen(), ConfigError);
+    await assert.rejects(server.listen(), (err: unknown) => err instanceof CalloutError && err.code === 'INTERNAL');
+  });
+});
+
+describe('PolicyServer over a UNIX socket', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'callout-policy-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('answers requests, sets the socket mode and removes the socket on close', async () => {
+    const path = join(dir, 'policy.sock');
+    const seen: ConnectionInfo[] = [];
+    const { server, address } = await startServer(
+      async (_attributes, conn) => {
+        seen.push(conn);
+        return 'DUNNO';
+      },
+      { listen: path },
+    );
+    assert.equal(address, path);
+    assert.ok(lstatSync(path).isSocket());
+    assert.equal(lstatSync(path).mode & 0o777, 0o660);
+    const client = await Client.connect(path);
+    client.send(FIXTURE);
+    client.request({ instance: '2' });
+    assert.deepEqual([await client.reply(), await client.reply()], ['DUNNO', 'DUNNO']);
+    assert.equal(seen[0]?.remote, `unix:${path}`);
+    client.close();
+    await server.close();
+    assert.equal(existsSync(path), false);
+  });
+
+  it('honours socketMode', async () => {
+    const path = join(dir, 'mode.sock');
+    const { server } = await startServer(async () => 'DUNNO', { listen: path, socketMode: 0o600 });
+    assert.equal(lstatSync(path).mode & 0o777, 0o600);
+    await server.close();
+  });
+
+  it('replaces a stale socket left by a process that died', async () => {
+    const path = join(dir, 'stale.sock');
+    const child = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`]);
+    assert.equal(child.status, 0);
+    assert.ok(lstatSync(path).isSocket(), 'the dead process left its socket behind');
+    const { server } = await startServer(async () => 'DUNNO', { listen: path });
+    const client = await Client.connect(path);
+    client.request({});
+    assert.equal(await client.reply(), 'DUNNO');
+    client.close();
+    await server.close();
+  });
+
+  it('refuses a path that is not a socket, and leaves it alone', async () => {
+    const path = join(dir, 'regular-file');
+    writeFileSync(path, 'keep me');
+    const server = new PolicyServer({ listen: path, handler: async () => 'DUNNO', log: recordingLog().log });
+    await assert.rejects(server.listen(), /not a socket/);
+    assert.equal(readFileSync(path, 'utf8'), 'keep me');
+  });
+
+  it('refuses a socket another server is listening on', async () => {
+    const path = join(dir, 'live.sock');
+    const { server: live } = await startServer(async () => 'DUNNO', { listen: path });
+    const second = new PolicyServer({ listen: path, handler: async () => 'DUNNO', log: recordingLog().log });
+    await assert.rejects(second.listen(), /another server is listening/);
+    const client = await Client.connect(path);
+    client.request({});
+    assert.equal(await client.reply(), 'DUNNO');
+    client.close();
+    await live.close();
+  });
+});

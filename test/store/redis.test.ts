@@ -1,0 +1,280 @@
+// The Redis store against a real redis-server on loopback: the shared contract (on Redis's real
+// clock), several stores as several daemons, contention, key prefixes, and an outage.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { Redis } from 'ioredis';
+import { ManualClock } from '../../src/core/clock.js';
+import { ConfigError, StoreError } from '../../src/core/errors.js';
+import { openStore } from '../../src/store/index.js';
+import { RedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
+import { startRedis, type RedisInstance } from '../support/redis.js';
+import { runStoreContract } from './contract.js';
+
+let redis: RedisInstance;
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  await redis.stop();
+});
+
+let prefixCount = 0;
+/** A prefix no other test uses, so tests share the server without seeing each other's keys. */
+function freshPrefix(): string {
+  prefixCount += 1;
+  return `test${prefixCount}:`;
+}
+
+const opened: RedisStore[] = [];
+after(async () => {
+  await Promise.all(opened.map((store) => store.close()));
+});
+
+async function open(options: RedisStoreOptions = {}, url = redis.url): Promise<RedisStore> {
+  const store = await RedisStore.open(url, { keyPrefix: freshPrefix(), ...options });
+  opened.push(store);
+  return store;
+}
+
+runStoreContract('redis', (clock) => RedisStore.open(redis.url, { clock, keyPrefix: freshPrefix() }), {
+  time: 'real',
+});
+
+describe('RedisStore', () => {
+  it('has kind redis, is healthy once open, and opens through openStore', async () => {
+    const store = await open();
+    assert.equal(store.kind, 'redis');
+    assert.equal(store.healthy, true);
+    const clock = new ManualClock();
+    const viaSpec = await openStore({ kind: 'redis', url: redis.url, keyPrefix: freshPrefix() }, clock);
+    try {
+      assert.equal(viaSpec.kind, 'redis');
+      await viaSpec.set('k', 'v', 60_000);
+      const got = await viaSpec.get('k');
+      assert.ok(got && got.expiresAt <= clock.now() + 60_000 && got.expiresAt > clock.now() + 55_000);
+    } finally {
+      await viaSpec.close();
+    }
+  });
+
+  it('reaches the server over its unix socket', async () => {
+    const store = await open({}, redis.socketPath);
+    await store.set('k', 'over the socket', 1000);
+    assert.equal((await store.get('k'))?.value, 'over the socket');
+  });
+
+  it('sets expiry in Redis itself (PX), so it holds for every client', async () => {
+    const prefix = freshPrefix();
+    const writer = await open({ keyPrefix: prefix });
+    const reader = await open({ keyPrefix: prefix, clock: new ManualClock(0) });
+    await writer.set('k', 'v', 30_000);
+    const got = await reader.get('k');
+    assert.ok(got && got.expiresAt > 25_000 && got.expiresAt <= 30_000, `expiresAt ${got?.expiresAt}`);
+    assert.equal(await reader.purgeExpired(), 0);
+  });
+
+  describe('as the shared store of several daemons', () => {
+    it('lets each store see the writes of the others', async () => {
+      const prefix = freshPrefix();
+      const [first, second] = [await open({ keyPrefix: prefix }), await open({ keyPrefix: prefix })];
+      await first.set('addr:a@example.org', 'deliverable', 60_000);
+      assert.equal((await second.get('addr:a@example.org'))?.value, 'deliverable');
+      assert.equal(await second.setIfAbsent('addr:a@example.org', 'other', 60_000), false);
+      await second.delete('addr:a@example.org');
+      assert.equal(await first.get('addr:a@example.org'), undefined);
+      await second.set('dom:b', 'x', 60_000);
+      assert.deepEqual((await first.scan('', 10)).map((row) => row.key), ['dom:b']);
+    });
+
+    it('loses no increment of 2 clients x 500 concurrent increments', async () => {
+      const prefix = freshPrefix();
+      const clients = [await open({ keyPrefix: prefix }), await open({ keyPrefix: prefix })];
+      await Promise.all(
+        clients.flatMap((client) => Array.from({ length: 500 }, () => client.increment('rate:x', 1, 60_000))),
+      );
+      assert.equal((await clients[0]?.get('rate:x'))?.value, '1000');
+    });
+
+    it('lets exactly one compareAndSet win each round among 5 clients', async () => {
+      const prefix = freshPrefix();
+      const clients = await Promise.all(Array.from({ length: 5 }, () => open({ keyPrefix: prefix })));
+      let current: string | undefined;
+      for (let round = 0; round < 20; round += 1) {
+        const results = await Promise.all(
+          clients.map((client, i) => client.compareAndSet('grey:t', current, `round ${round} by ${i}`, 60_000)),
+        );
+        assert.equal(results.filter(Boolean).length, 1, `round ${round}: ${JSON.stringify(results)}`);
+        current = (await clients[0]?.get('grey:t'))?.value;
+        assert.equal(current, `round ${round} by ${results.indexOf(true)}`);
+      }
+    });
+
+    it('loses no update of 4 clients retrying compareAndSet', async () => {
+      const prefix = freshPrefix();
+      const clients = await Promise.all(Array.from({ length: 4 }, () => open({ keyPrefix: prefix })));
+      const addOne = async (client: RedisStore): Promise<void> => {
+        for (;;) {
+          const current = (await client.get('n'))?.value;
+          if (await client.compareAndSet('n', current, String(Number(current ?? '0') + 1), 60_000)) return;
+        }
+      };
+      await Promise.all(clients.flatMap((client) => Array.from({ length: 25 }, () => addOne(client))));
+      assert.equal((await clients[0]?.get('n'))?.value, '100');
+    });
+  });
+
+  describe('key prefix', () => {
+    it('keeps stores with different prefixes apart', async () => {
+      const first = await open({ keyPrefix: 'site-a:' });
+      const second = await open({ keyPrefix: 'site-b:' });
+      await first.set('k', 'a', 60_000);
+      await second.set('k', 'b', 60_000);
+      assert.equal((await first.get('k'))?.value, 'a');
+      assert.equal((await second.get('k'))?.value, 'b');
+      assert.deepEqual((await first.scan('', 10)).map((row) => `${row.key}=${row.value}`), ['k=a']);
+      await first.delete('k');
+      assert.equal((await second.get('k'))?.value, 'b');
+      await second.delete('k');
+    });
+
+    it('takes glob characters in the store prefix literally', async () => {
+      const globby = await open({ keyPrefix: 'p*[ab]?\\:' });
+      const lookalike = await open({ keyPrefix: 'pXa!\\:' });
+      await lookalike.set('k', 'lookalike', 60_000);
+      await globby.set('k', 'globby', 60_000);
+      assert.deepEqual((await globby.scan('', 10)).map((row) => row.value), ['globby']);
+      assert.deepEqual((await lookalike.scan('', 10)).map((row) => row.value), ['lookalike']);
+    });
+
+    it('writes under the default prefix callout:', async () => {
+      const store = await RedisStore.open(redis.url);
+      const raw = await open({ keyPrefix: '' });
+      try {
+        await store.set('default-prefix-probe', 'v', 60_000);
+        assert.equal((await raw.get('callout:default-prefix-probe'))?.value, 'v');
+      } finally {
+        await store.delete('default-prefix-probe');
+        await store.close();
+      }
+    });
+  });
+
+  describe('failures', () => {
+    it('refuses a URL that is not redis://, rediss:// or a socket path, and bad options', async () => {
+      await assert.rejects(RedisStore.open('http://127.0.0.1:6379'), ConfigError);
+      await assert.rejects(RedisStore.open('127.0.0.1:6379'), ConfigError);
+      await assert.rejects(RedisStore.open(redis.url, { commandTimeoutMs: 0 }), ConfigError);
+      await assert.rejects(RedisStore.open(redis.url, { connectTimeoutMs: 1.5 }), ConfigError);
+    });
+
+    it('rejects open promptly when nothing listens, naming the URL without its password', async () => {
+      const down = await startRedis();
+      const url = `redis://:s3cret@127.0.0.1:${down.port}/0`;
+      await down.stop();
+      const started = Date.now();
+      await assert.rejects(RedisStore.open(url, { connectTimeoutMs: 500 }), (err: unknown) => {
+        assert.ok(err instanceof StoreError);
+        assert.match(err.message, new RegExp(`redis://:\\*\\*\\*@127\\.0\\.0\\.1:${down.port}/0: open failed`));
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 5000);
+    });
+
+    it('fails promptly while Redis is down and recovers when it is back, without reopening', async () => {
+      const server = await startRedis();
+      try {
+        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
+        try {
+          await store.set('k', 'before', 60_000);
+          const down = once(store, 'down');
+          server.kill();
+
+          const started = Date.now();
+          const outcome = await store.get('k').then(
+            () => 'answered',
+            (err: unknown) => err,
+          );
+          assert.ok(outcome instanceof StoreError, `expected a StoreError, got ${String(outcome)}`);
+          assert.match(outcome.message, new RegExp(`^redis store redis://127\\.0\\.0\\.1:${server.port}/0: get failed`));
+          await down;
+          assert.equal(store.healthy, false);
+          for (const attempt of [
+            () => store.set('k', 'v', 1000),
+            () => store.increment('c', 1, 1000),
+            () => store.compareAndSet('k', 'before', 'v', 1000),
+            () => store.scan('', 10),
+          ]) {
+            await assert.rejects(attempt(), StoreError);
+          }
+          // Generous for a loaded machine; what matters is failing in about a second, not hanging.
+          assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+
+          const up = once(store, 'up');
+          await server.restart();
+          await up;
+          assert.equal(store.healthy, true);
+          assert.equal(await store.get('k'), undefined, 'the restarted server kept nothing');
+          assert.equal(await store.increment('c', 2, 60_000), 2);
+          assert.equal(await store.compareAndSet('k', undefined, 'after', 60_000), true);
+          assert.equal(await store.compareAndSet('k', 'after', 'again', 60_000), true);
+          assert.equal((await store.get('k'))?.value, 'again');
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await server.stop();
+      }
+    });
+
+    it('times out commands to a server that stopped answering, and recovers when it answers', async () => {
+      const server = await startRedis();
+      try {
+        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 200 });
+        try {
+          await store.set('k', 'v', 60_000);
+          server.pause();
+          await assert.rejects(store.get('k'), (err: unknown) => {
+            assert.ok(err instanceof StoreError);
+            assert.match(err.message, /get failed: .*timed out/i);
+            return true;
+          });
+          server.resume();
+          assert.equal((await store.get('k'))?.value, 'v');
+        } finally {
+          await store.close();
+        }
+      } finally {
+        server.resume();
+        await server.stop();
+      }
+    });
+
+    it('closes promptly while Redis is down', async () => {
+      const server = await startRedis();
+      const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
+      const down = once(store, 'down');
+      server.kill();
+      await down;
+      await server.stop();
+      await store.close();
+      await assert.rejects(store.get('k'), /store is closed/);
+    });
+
+    it('rejects with StoreError when a key holds something other than a string', async () => {
+      const prefix = freshPrefix();
+      const store = await open({ keyPrefix: prefix });
+      // No Store method writes a non-string, so write one the way another program would.
+      const other = new Redis(redis.url);
+      try {
+        await other.lpush(`${prefix}list`, 'x');
+      } finally {
+        await other.quit();
+      }
+      await assert.rejects(store.get('list'), StoreError);
+      await assert.rejects(store.increment('list', 1, 1000), StoreError);
+      await assert.rejects(store.compareAndSet('list', 'x', 'y', 1000), StoreError);
+    });
+  });
+});

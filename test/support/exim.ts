@@ -1,0 +1,93 @@
+/**
+ * NAME
+ *   test/support/exim - Debian's real Exim 4, unpacked (never installed), for `exim4 -be` expansions
+ *
+ * DESCRIPTION
+ *   Debian's exim4 and postfix packages conflict, and the end-to-end suite needs Postfix, so
+ *   prepareExim() fetches the .debs with `apt-get download` into a cache directory under the
+ *   system temporary directory and unpacks them with `dpkg-deb -x`: exim4-daemon-light (the
+ *   binary), libidn12 (its one library a Postfix machine may lack) and libnss-wrapper. Exim
+ *   refuses to start unless its compiled-in user Debian-exim exists and is not root; instead of
+ *   adding a user to the machine, nss_wrapper (LD_PRELOAD) shows Exim a private passwd file
+ *   naming Debian-exim as uid 65534. `-C /dev/null` gives an empty configuration, which is all
+ *   `-be` (expansion test mode) needs: no daemon, no spool, no network.
+ *
+ *   expand(expression, at) runs one expansion; with `at`, under faketime at that instant (UTC),
+ *   so day-dependent items such as ${prvs} see that day.
+ *
+ * LIMITS
+ *   Needs apt-get and dpkg-deb (Debian), the faketime package, and the package registry for the
+ *   first download. Unavailability is returned as a reason so a test can skip with it.
+ *
+ * ERRORS
+ *   expand() throws Error (a test fault) when Exim exits non-zero, with its stderr.
+ */
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Exim {
+  /** Exim's version line, e.g. "Exim version 4.96 #2 built ...". */
+  version: string;
+  expand(expression: string, at?: Date): string;
+}
+
+const PACKAGES = ['exim4-daemon-light', 'libidn12', 'libnss-wrapper'];
+const CACHE = join(tmpdir(), 'callout-exim4');
+
+function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
+  return spawnSync(command, args, { encoding: 'utf8', timeout: 120_000, ...options });
+}
+
+function has(command: string): boolean {
+  return run('sh', ['-c', `command -v ${command}`]).status === 0;
+}
+
+/** UTC wall-clock text in the form faketime accepts ("2020-01-01 00:01:00 UTC"). */
+export function faketimeStamp(at: Date): string {
+  return `${at.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
+export function prepareExim(): Exim | { unavailable: string } {
+  for (const tool of ['apt-get', 'dpkg-deb', 'faketime']) {
+    if (!has(tool)) return { unavailable: `${tool} not found (run .ci/run to install faketime on Debian)` };
+  }
+  const root = join(CACHE, 'root');
+  const binary = join(root, 'usr/sbin/exim4');
+  const libs = join(root, 'usr/lib/x86_64-linux-gnu');
+  if (!existsSync(binary) || !existsSync(join(libs, 'libnss_wrapper.so'))) {
+    mkdirSync(CACHE, { recursive: true });
+    const download = run('apt-get', ['download', ...PACKAGES], { cwd: CACHE });
+    if (download.status !== 0) return { unavailable: `apt-get download ${PACKAGES.join(' ')} failed: ${download.stderr.trim().split('\n').pop()}` };
+    for (const deb of readdirSync(CACHE).filter((f) => f.endsWith('.deb'))) {
+      const unpack = run('dpkg-deb', ['-x', join(CACHE, deb), root]);
+      if (unpack.status !== 0) return { unavailable: `dpkg-deb -x ${deb} failed: ${unpack.stderr.trim()}` };
+    }
+  }
+  const passwd = join(CACHE, 'passwd');
+  const group = join(CACHE, 'group');
+  writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/sh\nDebian-exim:x:65534:65534::/nonexistent:/bin/false\n');
+  writeFileSync(group, 'root:x:0:\nDebian-exim:x:65534:\n');
+  const env = {
+    ...process.env,
+    LD_LIBRARY_PATH: libs,
+    LD_PRELOAD: join(libs, 'libnss_wrapper.so'),
+    NSS_WRAPPER_PASSWD: passwd,
+    NSS_WRAPPER_GROUP: group,
+  };
+  const versionRun = run(binary, ['-C', '/dev/null', '-bV'], { env });
+  if (versionRun.status !== 0) return { unavailable: `${binary} does not run: ${versionRun.stderr.trim()}` };
+  const version = versionRun.stdout.split('\n')[0] ?? '';
+  return {
+    version,
+    expand(expression, at) {
+      const eximArgs = ['-C', '/dev/null', '-be', expression];
+      // faketime adds its library to LD_PRELOAD, keeping nss_wrapper's.
+      const result = at ? run('faketime', [faketimeStamp(at), binary, ...eximArgs], { env }) : run(binary, eximArgs, { env });
+      if (result.status !== 0) throw new Error(`exim4 -be ${JSON.stringify(expression)} exited ${result.status}: ${result.stderr.trim()}`);
+      return result.stdout.replace(/\n$/, '');
+    },
+  };
+}
