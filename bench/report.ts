@@ -32,6 +32,8 @@ export interface BenchReport {
 const TARGET_COLD = 2_000;
 const TARGET_WARM = 100_000;
 const TARGET_RATIO = 5;
+/** Above this much CPU spent outside the two benchmark processes, a cell is marked as contended. */
+const CONTENDED_CORES = 0.35;
 
 function rate(value: number): string {
   if (!Number.isFinite(value)) return 'n/a';
@@ -52,13 +54,27 @@ function wrong(cell: CellResult): string {
   return bad.length === 0 ? '0' : bad.map(([label, n]) => `${n} × ${label}`).join('; ');
 }
 
+/** CPU the machine spent on neither process (kernel loopback work not charged to them, and other programs). */
+function otherCores(cell: Row['cells'][number]): number {
+  return cell.machineCores - cell.cpuCores - cell.serverCores;
+}
+
+function contended(cell: Row['cells'][number]): boolean {
+  return otherCores(cell) > CONTENDED_CORES;
+}
+
+function otherWork(cell: Row['cells'][number]): string {
+  if (!Number.isFinite(cell.machineCores)) return 'n/a';
+  return `${Math.max(0, otherCores(cell)).toFixed(2)}${contended(cell) ? ' ⚠' : ''}`;
+}
+
 function throughputTable(rows: Row[], concurrencies: number[]): string[] {
   const header = `| tool / mode | ${concurrencies.map((c) => `c=${c}: ops/s (p50 / p99 ms)`).join(' | ')} |`;
   const lines = [header, `|---|${concurrencies.map(() => '---:').join('|')}|`];
   for (const row of rows) {
     const cells = concurrencies.map((c) => {
       const cell = row.cells.find((x) => x.concurrency === c);
-      return cell ? `**${rate(cell.opsPerSecond)}** (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
+      return cell ? `**${rate(cell.opsPerSecond)}**${contended(cell) ? ' ⚠' : ''} (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
     });
     lines.push(`| ${row.name} | ${cells.join(' | ')} |`);
   }
@@ -67,12 +83,12 @@ function throughputTable(rows: Row[], concurrencies: number[]): string[] {
 
 function detailTable(rows: Row[]): string[] {
   const lines = [
-    '| tool / mode | concurrency | answers | seconds | bench process CPU | server process CPU | whole machine busy | wrong or failed answers |',
-    '|---|---:|---:|---:|---:|---:|---:|---|',
+    '| tool / mode | concurrency | answers | seconds | bench process CPU | server process CPU | whole machine busy | other work | wrong or failed answers |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   for (const row of rows) {
     for (const cell of row.cells) {
-      lines.push(`| ${row.name} | ${cell.concurrency} | ${cell.ops.toLocaleString('en-US')} | ${cell.seconds.toFixed(2)} | ${cell.cpuCores.toFixed(2)} | ${cell.serverCores.toFixed(2)} | ${Number.isFinite(cell.machineCores) ? cell.machineCores.toFixed(2) : 'n/a'} | ${wrong(cell)} |`);
+      lines.push(`| ${row.name} | ${cell.concurrency} | ${cell.ops.toLocaleString('en-US')} | ${cell.seconds.toFixed(2)} | ${cell.cpuCores.toFixed(2)} | ${cell.serverCores.toFixed(2)} | ${Number.isFinite(cell.machineCores) ? cell.machineCores.toFixed(2) : 'n/a'} | ${otherWork(cell)} | ${wrong(cell)} |`);
     }
   }
   return lines;
@@ -112,7 +128,14 @@ function targets(report: BenchReport): string[] {
   const peerRate = fasterPeer ? best(fasterPeer) : Number.NaN;
   const measuredList = (rows: Row[], scale = 1, unit = '/s'): string =>
     rows.map((row) => `${row.name}: ${scale === 1 ? rate(best(row)) : (best(row) / scale).toFixed(2)}${unit}`).join('<br>');
+  const anyContended = [coldProbe, ...variants, warm, ...peers].some((row) => row.cells.some(contended));
   const lines = [
+    ...(anyContended
+      ? [
+          `> ⚠ Some cells ran while more than ${CONTENDED_CORES} cores went to other work (see "other work" in the cell details); their numbers understate what this machine can do. Run again on a quiet machine before drawing conclusions.`,
+          '',
+        ]
+      : []),
     '| target (from the issue) | measured (best concurrency) | result |',
     '|---|---|---|',
     `| ≥ ${TARGET_COLD.toLocaleString('en-US')} cold callouts/s on 2 cores | ${measuredList([coldProbe, ...variants])} | ${judged(cold, TARGET_COLD, variants, best)} |`,
@@ -171,7 +194,8 @@ export function renderReport(report: BenchReport): string {
     'process (the verifier), of the server process, and of the whole machine (/proc/stat, which',
     'includes the kernel\'s loopback work and anything else that ran meanwhile). "Wrong or failed',
     'answers" counts every answer that was not the expected one (user<i> exists, nouser<i> does',
-    'not; cold answers must come from a dialogue, warm ones from the cache).',
+    'not; cold answers must come from a dialogue, warm ones from the cache). "Other work" is the',
+    `machine's busy CPU minus both processes' own: kernel work not charged to them and other programs; ⚠ above ${CONTENDED_CORES} cores.`,
     '',
     ...detailTable(allRows),
     '',

@@ -45,7 +45,8 @@ export function buildProgram(): Command {
       .option('--file <list>', 'verify the addresses in a file (one per line, or CSV)')
       .addOption(new Option('--concurrency <n>', 'domains verified at once').default('8')),
   ).action(async (addresses: string[], flags: EngineFlags & { json?: boolean; file?: string; concurrency: string }) => {
-    const config = loadConfig(flags.config, engineOverrides(flags));
+    // A one-off run keeps its cache in memory unless --cache or the file says otherwise.
+    const config = loadConfig(flags.config, engineOverrides(flags), { store: { kind: 'memory' } });
     process.exitCode = await runVerify(addresses, {
       json: flags.json === true,
       ...(flags.file ? { file: flags.file } : {}),

@@ -26,11 +26,11 @@ export function readConfigFile(path: string): RawConfig {
   } catch (err) {
     throw new ConfigError(`${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const where = first.linePos?.[0] ? ` at line ${first.linePos[0].line}, column ${first.linePos[0].col}` : '';
-    throw new ConfigError(`${path}: YAML syntax error${where}: ${first.message.split('\n')[0]}`);
+    throw new ConfigError(`${path}: YAML syntax error${where}: ${first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
   }
   const value: unknown = doc.toJS();
   if (value === null || value === undefined) return {};
@@ -50,9 +50,13 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
   return merged;
 }
 
-export function loadConfig(path: string | undefined, overrides: RawConfig = {}): Config {
+/**
+ * The file over `baseline` (a command's own defaults, such as the in-memory cache of
+ * `callout verify`), and the flags over both.
+ */
+export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}): Config {
   const fromFile = path ? readConfigFile(path) : {};
-  return validateConfig(mergeConfig(fromFile, overrides), path ?? 'configuration');
+  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'configuration');
 }
 
 function isPlainObject(value: unknown): value is RawConfig {

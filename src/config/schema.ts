@@ -213,26 +213,37 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
 /** Validates raw configuration (from YAML, flags or code); throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw ?? {});
-  if (!result.success) throw new ConfigError(`${source}: ${describeIssues(raw, result.error.issues).join('; ')}`);
+  const rawStages = (raw as { policy?: { stages?: unknown } } | undefined)?.policy?.stages;
+  if (!result.success) {
+    // Report the stages' own options too, so one run shows every problem.
+    const stageProblems = Array.isArray(rawStages) ? rawStages.flatMap((entry, i) => (isEntry(entry) ? checkStage(entry, i, entry).problems : [])) : [];
+    throw new ConfigError(`${source}: ${[...describeIssues(raw, result.error.issues), ...stageProblems].join('; ')}`);
+  }
   const problems: string[] = [];
   result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
-    const where = `policy.stages.${index}`;
-    const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
-    if (!definition) {
-      problems.push(`${where}.name: got ${JSON.stringify(entry.name)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`);
-      return entry;
-    }
-    const { name, mode, states, ...options } = entry;
-    const parsed = definition.options.strict().safeParse(options);
-    if (!parsed.success) {
-      const rawEntry = (raw as { policy?: { stages?: unknown[] } } | undefined)?.policy?.stages?.[index];
-      problems.push(...describeIssues(rawEntry, parsed.error.issues).map((p) => `${where}.${p}`));
-      return entry;
-    }
-    return { name, mode, ...(states ? { states } : {}), ...parsed.data };
+    const checked = checkStage(entry, index, Array.isArray(rawStages) ? rawStages[index] : undefined);
+    problems.push(...checked.problems);
+    return checked.entry;
   });
   if (problems.length > 0) throw new ConfigError(`${source}: ${problems.join('; ')}`);
   return result.data;
+}
+
+function isEntry(value: unknown): value is StageEntry {
+  return value !== null && typeof value === 'object' && typeof (value as { name?: unknown }).name === 'string';
+}
+
+/** A stage entry against its definition's own option schema. */
+function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entry: StageEntry; problems: string[] } {
+  const where = `policy.stages.${index}`;
+  const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
+  if (!definition) {
+    return { entry, problems: [`${where}.name: got ${JSON.stringify(entry.name)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
+  }
+  const { name, mode, states, ...options } = entry;
+  const parsed = definition.options.strict().safeParse(options);
+  if (!parsed.success) return { entry, problems: describeIssues(rawEntry, parsed.error.issues).map((p) => `${where}.${p}`) };
+  return { entry: { name, mode, ...(states ? { states } : {}), ...parsed.data }, problems: [] };
 }
 
 function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {

@@ -34,7 +34,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
-import { openStore } from '../store/index.js';
+import { RedisStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, startMetricsServer } from '../http/metrics.js';
@@ -59,6 +59,7 @@ interface Generation {
 
 const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*$/;
 const DRAIN_MS = 10_000;
+const REDIS_STARTUP_WAIT_MS = 2_000;
 
 export class Daemon {
   private current!: Generation;
@@ -212,7 +213,17 @@ export class Daemon {
   }
 
   private async openConfiguredStore(config: Config): Promise<Store> {
-    if (config.store.kind === 'redis') return openStore({ kind: 'redis', url: config.store.url }, this.clock);
+    if (config.store.kind === 'redis') {
+      // Start even while Redis is down: requests are answered by policy.faultAction until it is back.
+      const redis = await RedisStore.open(config.store.url, { clock: this.clock, waitForConnection: false });
+      redis.on('down', (reason) => this.options.log.error({ store: redis.url, reason }, 'store unavailable: answering by policy.faultAction'));
+      redis.on('up', () => this.options.log.info({ store: redis.url }, 'store available'));
+      if (!redis.healthy) {
+        const up = new Promise<void>((resolve) => redis.once('up', () => resolve()));
+        await Promise.race([up, new Promise((resolve) => setTimeout(resolve, REDIS_STARTUP_WAIT_MS).unref())]);
+      }
+      return redis;
+    }
     if (config.store.kind === 'memory') return openStore({ kind: 'memory' }, this.clock);
     const path = storePath(config);
     try {

@@ -11,7 +11,7 @@
 
 /** C's tolower() over a string: only A-Z change. */
 export function asciiLower(text: string): string {
-  return /[^\x00-\x7f]/.test(text) ? text.replace(/[A-Z]+/g, (run) => run.toLowerCase()) : text.toLowerCase();
+  return /[\u0080-\uffff]/.test(text) ? text.replace(/[A-Z]+/g, (run) => run.toLowerCase()) : text.toLowerCase();
 }
 
 export type DomainMatcher = (domain: string) => boolean;

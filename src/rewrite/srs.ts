@@ -101,6 +101,12 @@ function srsScheme(localPart: string): 'SRS0' | 'SRS1' | undefined {
   return digit === 0x30 ? 'SRS0' : digit === 0x31 ? 'SRS1' : undefined;
 }
 
+/** The two-character day stamp of `nowMs`. */
+export function srsTimestamp(nowMs: number): string {
+  const day = Math.floor(nowMs / DAY_MS) % TIME_SLOTS;
+  return BASE32[day >> 5]! + BASE32[day & 31]!;
+}
+
 /** Maps a hash character to its base64url equivalent, upper-cased, so equivalent hashes compare equal. */
 function foldHashChar(c: number): number {
   if (c === 0x2b) return 0x2d; // + -> -
@@ -196,10 +202,10 @@ export class Srs {
     const at = address.indexOf('@');
     const local = at < 0 ? address : address.slice(0, at);
     const fields = local.slice(5);
+    if (fields === '') return { ok: false, reason: 'malformed', message: `No hash in ${scheme} address.` };
+    const hashEnd = fields.indexOf('=');
     if (scheme === 'SRS1') {
-      const hashEnd = fields.indexOf('=');
       const hostEnd = hashEnd < 0 ? -1 : fields.indexOf('=', hashEnd + 1);
-      if (hashEnd <= 0) return { ok: false, reason: 'malformed', message: 'No hash in SRS1 address.' };
       if (hostEnd < 0 || hostEnd === hashEnd + 1) return { ok: false, reason: 'malformed', message: 'No host in SRS1 address.' };
       if (hostEnd === fields.length - 1) return { ok: false, reason: 'malformed', message: 'No user in SRS1 address.' };
       const hash = fields.slice(0, hashEnd);
@@ -208,11 +214,9 @@ export class Srs {
       const bad = this.checkHash(hash, host + user);
       return bad ?? { ok: true, scheme, address: `SRS0${user}@${host}` };
     }
-    const hashEnd = fields.indexOf('=');
     const stampEnd = hashEnd < 0 ? -1 : fields.indexOf('=', hashEnd + 1);
     const hostEnd = stampEnd < 0 ? -1 : fields.indexOf('=', stampEnd + 1);
-    if (hashEnd <= 0) return { ok: false, reason: 'malformed', message: 'No hash in SRS0 address.' };
-    if (stampEnd < 0 || stampEnd === hashEnd + 1) return { ok: false, reason: 'malformed', message: 'No timestamp in SRS0 address.' };
+    if (hashEnd < 0) return { ok: false, reason: 'malformed', message: 'No timestamp in SRS0 address.' };
     if (hostEnd < 0 || hostEnd === stampEnd + 1) return { ok: false, reason: 'malformed', message: 'No host in SRS0 address.' };
     if (hostEnd === fields.length - 1) return { ok: false, reason: 'malformed', message: 'No user in SRS0 address.' };
     const hash = fields.slice(0, hashEnd);

@@ -34,10 +34,10 @@
  * LIMITS
  *   One Redis server (or a primary behind a stable address); not Redis Cluster, whose slots
  *   would split the multi-key read script. Keys and values must be well-formed Unicode (sent as
- *   UTF-8). scan lists every key under the prefix before sorting: O(n) in the keys under the
- *   prefix, for administration, not for the per-message path. A command that times out or is cut
- *   off by a disconnect may still have been applied by the server (it is not retried, so an
- *   increment is never applied twice).
+ *   UTF-8). scan walks the whole keyspace of the database (MATCH filters on the server) and
+ *   collects every key under the prefix before sorting: for administration, not for the
+ *   per-message path. A command that times out or is cut off by a disconnect may still have
+ *   been applied by the server (it is not retried, so an increment is never applied twice).
  *
  * ERRORS
  *   Every failure rejects with StoreError naming the URL (password masked) and the operation,
@@ -61,6 +61,11 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
   /** How long one command may take before it fails (default 1000). */
   commandTimeoutMs?: number;
+  /**
+   * false: return at once and connect in the background, so a daemon starts while Redis is
+   * down and its operations fail promptly (StoreError) until Redis answers. Default true.
+   */
+  waitForConnection?: boolean;
 }
 
 export interface RedisStoreEvents {
@@ -216,6 +221,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       scripts: SCRIPTS,
     }) as ScriptedRedis;
     const store = new RedisStore(client, maskPassword(url), options.keyPrefix ?? DEFAULT_KEY_PREFIX, options.clock ?? systemClock);
+    if (options.waitForConnection === false) {
+      client.connect().catch(() => undefined);
+      return store;
+    }
     try {
       await withDeadline(client.connect(), connectTimeoutMs, `no answer within ${connectTimeoutMs} ms`);
       return store;

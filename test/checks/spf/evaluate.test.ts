@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { ManualClock } from '../../../src/core/clock.js';
+import type { Resolver } from '../../../src/dns/types.js';
+import { evaluateSpf, SPF_RESULTS } from '../../../src/checks/spf/index.js';
+import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
+
+const zone = buildZone({
+  'example.com': [{ TXT: 'v=spf1 ip4:192.0.2.0/24 include:_spf.example.com -all' }],
+  '_spf.example.com': [{ TXT: 'v=spf1 a:mail.example.com ~all' }],
+  'mail.example.com': [{ A: '198.51.100.7' }, { TXT: 'v=spf1 a -all exp=why.example.com' }],
+  'why.example.com': [{ TXT: '%{c} is not %{d} (seen by %{r})' }],
+  'helo.example.net': [{ TXT: 'v=spf1 ip6:2001:db8::/32 -all' }],
+  'voids.example.com': [{ TXT: 'v=spf1 a:nx1.example.com ?all' }],
+  'slow.example.com': [{ TXT: 'v=spf1 a a a -all' }, { A: '203.0.113.1' }],
+  'ptr.example.com': [{ TXT: 'v=spf1 ptr -all' }],
+  '7.100.51.198.in-addr.arpa': [{ PTR: 'host.ptr.example.com' }],
+  'host.ptr.example.com': [{ A: '198.51.100.7' }],
+});
+const resolver = new SuiteResolver(zone);
+
+test('pass through ip4 and include, with the deciding mechanism and a trace', async () => {
+  const verdict = await evaluateSpf({ ip: '198.51.100.7', mailFrom: 'user@example.com', helo: 'client.example.org' }, { resolver });
+  assert.equal(verdict.result, 'pass');
+  assert.equal(verdict.mechanism, 'include:_spf.example.com');
+  assert.equal(verdict.domain, 'example.com');
+  assert.equal(verdict.identity, 'mailfrom');
+  assert.deepEqual(verdict.lookups, { dnsTerms: 2, voidLookups: 0 });
+  assert.deepEqual(
+    verdict.trace.filter((entry) => entry.kind === 'term').map((entry) => entry.kind === 'term' && `${entry.domain} ${entry.term} ${entry.outcome}`),
+    ['example.com ip4:192.0.2.0/24 no match', '_spf.example.com a:mail.example.com match', 'example.com include:_spf.example.com match'],
+  );
+  assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.type === 'TXT' && entry.name === '_spf.example.com'));
+});
+
+test('fail carries the exp= explanation with c, d and r expanded', async () => {
+  const verdict = await evaluateSpf(
+    { ip: '192.0.2.99', mailFrom: 'x@mail.example.com', helo: 'h.example.org' },
+    { resolver, receiver: 'mx.receiver.example' },
+  );
+  assert.equal(verdict.result, 'fail');
+  assert.equal(verdict.mechanism, '-all');
+  assert.equal(verdict.explanation, '192.0.2.99 is not mail.example.com (seen by mx.receiver.example)');
+});
+
+test('fail without exp= gets the built-in or the configured default explanation', async () => {
+  const request = { ip: '203.0.113.9', mailFrom: 'x@example.com', helo: 'h.example.org' };
+  const builtin = await evaluateSpf(request, { resolver });
+  assert.equal(builtin.explanation, 'The domain example.com does not designate 203.0.113.9 as a permitted sender');
+  const configured = await evaluateSpf(request, { resolver, defaultExplanation: 'See https://example.com/spf?s=%{S}' });
+  assert.equal(configured.explanation, 'See https://example.com/spf?s=x%40example.com');
+});
+
+test('HELO identity and the null reverse-path', async () => {
+  const helo = await evaluateSpf({ ip: '2001:db8::5', mailFrom: 'a@example.com', helo: 'helo.example.net', identity: 'helo' }, { resolver });
+  assert.equal(helo.result, 'pass');
+  assert.equal(helo.identity, 'helo');
+  assert.equal(helo.domain, 'helo.example.net');
+  assert.equal(helo.sender, 'postmaster@helo.example.net');
+  const bounce = await evaluateSpf({ ip: '192.0.2.1', mailFrom: '', helo: 'helo.example.net' }, { resolver });
+  assert.equal(bounce.result, 'fail');
+  assert.equal(bounce.identity, 'mailfrom');
+  assert.equal(bounce.sender, 'postmaster@helo.example.net');
+});
+
+test('an IPv4-mapped client is checked, and reverse-resolved, as IPv4', async () => {
+  const verdict = await evaluateSpf({ ip: '::ffff:198.51.100.7', mailFrom: 'a@ptr.example.com', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'pass');
+  assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.name === '7.100.51.198.in-addr.arpa'));
+});
+
+test('limits are configurable: void lookups and DNS terms', async () => {
+  const request = { ip: '192.0.2.1', mailFrom: 'a@voids.example.com', helo: 'h' };
+  assert.equal((await evaluateSpf(request, { resolver })).result, 'neutral');
+  const strict = await evaluateSpf(request, { resolver, limits: { voidLookups: 0 } });
+  assert.equal(strict.result, 'permerror');
+  assert.match(strict.problem ?? '', /void/);
+  const terms = await evaluateSpf({ ...request, mailFrom: 'a@slow.example.com' }, { resolver, limits: { dnsTerms: 2 } });
+  assert.equal(terms.result, 'permerror');
+  assert.match(terms.problem ?? '', /more than 2 DNS-querying terms/);
+});
+
+test('an evaluation over its time budget is a temperror', async () => {
+  const clock = new ManualClock();
+  const slow: Resolver = {
+    a: async (name) => {
+      clock.advance(15_000);
+      return resolver.a(name);
+    },
+    aaaa: (name) => resolver.aaaa(name),
+    mx: (name) => resolver.mx(name),
+    txt: (name) => resolver.txt(name),
+    ptr: (address) => resolver.ptr(address),
+  };
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@slow.example.com', helo: 'h' }, { resolver: slow, clock });
+  assert.equal(verdict.result, 'temperror');
+  assert.match(verdict.problem ?? '', /longer than 20000 ms/);
+});
+
+test('unusable input is a result, not an exception', async () => {
+  const badIp = await evaluateSpf({ ip: 'not-an-ip', mailFrom: 'a@example.com', helo: 'h' }, { resolver });
+  assert.equal(badIp.result, 'none');
+  assert.match(badIp.problem ?? '', /not an IP address/);
+  const longSender = await evaluateSpf({ ip: '192.0.2.1', mailFrom: `${'a'.repeat(400)}@example.com`, helo: 'h' }, { resolver });
+  assert.equal(longSender.result, 'none');
+  const literal = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@[192.0.2.1]', helo: 'h' }, { resolver });
+  assert.equal(literal.result, 'none');
+});
+
+test('fuzz: any published record gives one of the seven results', async () => {
+  const term = fc.oneof(
+    fc.constantFrom('all', '-all', '~all', '?all', 'a', 'mx', 'ptr', 'a/24', 'mx//64', 'include:inc.fuzz.example', 'redirect=inc.fuzz.example', 'exists:%{i}.fuzz.example'),
+    fc.constantFrom('exp=x.fuzz.example', 'ip4:192.0.2.0/24', 'ip6:2001:db8::/32', 'a:%{d2}', 'include:%{l}.fuzz.example', 'ptr:fuzz.example'),
+    fc.string({ maxLength: 12 }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(term, { maxLength: 12 }), fc.array(term, { maxLength: 6 }), fc.constantFrom('192.0.2.1', '2001:db8::1'), async (outer, inner) => {
+      const fuzzZone = new SuiteResolver(
+        buildZone({
+          'fuzz.example': [{ TXT: `v=spf1 ${outer.join(' ')}` }, { A: '192.0.2.1' }, { MX: [0, 'fuzz.example'] }],
+          'inc.fuzz.example': [{ TXT: `v=spf1 ${inner.join(' ')}` }],
+          'x.fuzz.example': [{ TXT: '%{c} %{x' }],
+        }),
+      );
+      const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'u@fuzz.example', helo: 'h.example' }, { resolver: fuzzZone });
+      assert.ok(SPF_RESULTS.includes(verdict.result));
+    }),
+    { numRuns: 500 },
+  );
+});

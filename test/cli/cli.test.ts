@@ -1,0 +1,120 @@
+// The command line as an administrator runs it: a child process, its output and its exit status.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startDnsServer } from '../support/dns-server.js';
+import type { DnsTestServer } from '../support/dns-server.js';
+import { acceptAll, startSmtpServers, usersOnly } from '../support/smtp-server.js';
+import type { SmtpTestServer } from '../support/smtp-server.js';
+import { mxZone } from '../verify/fixture.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+let dns: DnsTestServer;
+let smtp: SmtpTestServer[];
+let dir: string;
+
+before(async () => {
+  dns = await startDnsServer({ ...mxZone({ 'real.test': '127.0.0.2', 'any.test': '127.0.0.3' }), 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] } });
+  smtp = await startSmtpServers(['127.0.0.2', '127.0.0.3'], (host) => (host === '127.0.0.2' ? usersOnly(['alice', 'carol']) : acceptAll()));
+  dir = mkdtempSync(join(tmpdir(), 'callout-cli-'));
+});
+after(async () => {
+  await Promise.all(smtp.map((s) => s.close()));
+  await dns.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const engine = () => ['--dns-server', dns.address, '--allow-target', '127.0.0.0/8', '--port', String(smtp[0]!.port), '--helo', 'verifier.callout.test'];
+
+describe('callout verify', () => {
+  it('prints one plain verdict per address with the reason; exit 0 when all are deliverable', async () => {
+    const { code, stdout } = await callout(['verify', ...engine(), 'alice@real.test']);
+    assert.equal(code, 0);
+    assert.match(stdout, /^alice@real\.test: deliverable \(accepted\) - mx1\.real\.test \[127\.0\.0\.2\] answered RCPT TO:<alice@real\.test> with 250/);
+  });
+
+  it('--json prints JSON Lines with the evidence; exit 1 when one is undeliverable', async () => {
+    const { code, stdout } = await callout(['verify', '--json', ...engine(), 'alice@real.test', 'nobody@real.test', 'x@nullmx.test', 'not an address']);
+    assert.equal(code, 1);
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { address: string; verdict: string; reason: string; attempts: unknown[]; mxHosts: unknown[] });
+    assert.deepEqual(lines.map((l) => l.verdict), ['deliverable', 'undeliverable', 'no-mail-domain', 'invalid']);
+    assert.equal(lines[2]!.reason, 'null-mx');
+    assert.ok(lines[0]!.attempts.length > 0 && lines[0]!.mxHosts.length > 0);
+  });
+
+  it('exit 2 when nothing is definitely bad but something is risky', async () => {
+    const { code, stdout } = await callout(['verify', ...engine(), 'whoever@any.test']);
+    assert.equal(code, 2);
+    assert.match(stdout, /risky \(catch-all\)/);
+  });
+
+  it('--file reads one address per line or CSV and keeps the input order', async () => {
+    const csv = join(dir, 'list.csv');
+    writeFileSync(csv, 'name,email\nAlice,alice@real.test\nBob,bob@real.test\n# a comment\nCarol,carol@real.test\n');
+    const { stdout } = await callout(['verify', ...engine(), '--file', csv, '--concurrency', '2']);
+    assert.deepEqual(stdout.trim().split('\n').map((l) => l.split(':')[0]), ['alice@real.test', 'bob@real.test', 'carol@real.test']);
+  });
+
+  it('a DNS failure is one clear line, not a stack trace', async () => {
+    const { stdout, stderr } = await callout(['verify', '--dns-server', '127.0.0.1:9', '--helo', 'verifier.callout.test', '--timeout', '3', 'a@real.test']);
+    assert.match(stdout, /^a@real\.test: unknown \(dns-tempfail\) - DNS lookup for real\.test failed temporarily/);
+    assert.doesNotMatch(stdout + stderr, /\n\s+at /);
+  });
+
+  it('usage and configuration errors have their own exit status and one line', async () => {
+    const usage = await callout(['verify', '--no-such-option']);
+    assert.equal(usage.code, 64);
+    const noHelo = await callout(['verify', 'a@real.test']);
+    assert.equal(noHelo.code, 78);
+    assert.match(noHelo.stderr, /^callout: CONFIG_INVALID: callout\.helo/);
+    const badFlag = await callout(['verify', '--helo', 'not_a_name', 'a@real.test']);
+    assert.equal(badFlag.code, 78);
+    assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);
+  });
+});
+
+describe('callout config', () => {
+  it('check names every bad key with the value and what was expected', async () => {
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'callout:\n  tls: maybe\n  prot: 25\npolicy:\n  stages:\n    - name: sender-callout\n      actions: { undeliverable: explode }\n');
+    const { code, stderr } = await callout(['config', 'check', bad]);
+    assert.equal(code, 78);
+    assert.match(stderr, /callout\.tls: got "maybe"/);
+    assert.match(stderr, /callout\.prot: unknown key/);
+    assert.match(stderr, /policy\.stages\.0\.actions\.undeliverable: got "explode"/);
+    const good = join(dir, 'good.yaml');
+    writeFileSync(good, 'callout:\n  helo: mx.example.org\n');
+    const ok = await callout(['config', 'check', good]);
+    assert.equal(ok.code, 0);
+    assert.equal(ok.stdout, `${good}: ok\n`);
+  });
+
+  it('check reports YAML syntax errors with the line', async () => {
+    const broken = join(dir, 'broken.yaml');
+    writeFileSync(broken, 'callout:\n  helo: [unclosed\n');
+    const { code, stderr } = await callout(['config', 'check', broken]);
+    assert.equal(code, 78);
+    assert.match(stderr, /YAML syntax error at line \d+/);
+  });
+
+  it('print shows the effective configuration with defaults and flags', async () => {
+    const { code, stdout } = await callout(['config', 'print', '--helo', 'mx.example.org', '--port', '2525']);
+    assert.equal(code, 0);
+    assert.match(stdout, /helo: mx\.example\.org/);
+    assert.match(stdout, /port: 2525/);
+    assert.match(stdout, /addressPositive: 1d/);
+    assert.match(stdout, /listen: 127\.0\.0\.1:10040/);
+  });
+});

@@ -1,0 +1,106 @@
+// Two `callout serve` daemons sharing one real redis-server: one state, one callout, and outages.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../src/core/log.js';
+import { Daemon } from '../../src/policy/daemon.js';
+import { startDnsServer } from '../support/dns-server.js';
+import type { DnsTestServer } from '../support/dns-server.js';
+import { startRedis } from '../support/redis.js';
+import { startSmtpServers, usersOnly } from '../support/smtp-server.js';
+import type { SmtpTestServer } from '../support/smtp-server.js';
+import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { mxZone } from '../verify/fixture.js';
+
+let dns: DnsTestServer;
+let smtp: SmtpTestServer[];
+let redis: Awaited<ReturnType<typeof startRedis>>;
+const logs: Array<Record<string, unknown>> = [];
+const running: Daemon[] = [];
+
+before(async () => {
+  dns = await startDnsServer(mxZone({ 'shared.test': '127.0.0.2', 'slow.test': '127.0.0.3' }));
+  smtp = await startSmtpServers(['127.0.0.2', '127.0.0.3'], (host) =>
+    host === '127.0.0.2' ? usersOnly(['bob']) : { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) },
+  );
+  redis = await startRedis();
+});
+after(async () => {
+  await Promise.all(running.map((d) => d.stop()));
+  await Promise.all(smtp.map((s) => s.close()));
+  await dns.close();
+  await redis.stop();
+});
+
+async function daemon(extra: Record<string, unknown> = {}): Promise<{ daemon: Daemon; client: PolicyClient }> {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const d = await Daemon.start({
+    overrides: {
+      store: { kind: 'redis', url: redis.url },
+      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      callout: { helo: 'verifier.callout.test', port: smtp[0]!.port, allowTargets: ['127.0.0.0/8'] },
+      policy: { listen: '127.0.0.1:0', ...extra },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', sink),
+  });
+  running.push(d);
+  return { daemon: d, client: await PolicyClient.connect(d.policyAddress) };
+}
+
+describe('two daemons on one Redis', () => {
+  it('a sender verified by one daemon is a cache hit on the other', async () => {
+    const [a, b] = await Promise.all([daemon(), daemon()]);
+    assert.match(await a.client.request(postfixRequest({ sender: 'nobody@shared.test' })), /^550 5\.1\.7/);
+    const connections = smtp[0]!.connectionCount;
+    assert.match(await b.client.request(postfixRequest({ sender: 'nobody@shared.test' })), /^550 5\.1\.7/);
+    assert.equal(smtp[0]!.connectionCount, connections, 'no second callout');
+    const line = logs.filter((l) => l.msg === 'decision').at(-1)!;
+    assert.ok((line.stages as string[]).some((s) => /sender-callout=undeliverable/.test(s)));
+    a.client.close();
+    b.client.close();
+  });
+
+  it('a callout in progress on one daemon is not repeated by the other', async () => {
+    const [a, b] = await Promise.all([daemon(), daemon()]);
+    const [first, second] = await Promise.all([
+      a.client.request(postfixRequest({ sender: 'bob@slow.test' })),
+      new Promise((resolve) => setTimeout(resolve, 100)).then(() => b.client.request(postfixRequest({ sender: 'bob@slow.test' }))),
+    ]);
+    assert.equal(first, 'DUNNO');
+    assert.equal(second, 'DUNNO');
+    assert.equal(smtp[1]!.connectionCount, 1, 'one callout for both daemons');
+    a.client.close();
+    b.client.close();
+  });
+
+  it('keeps answering (DUNNO, logged) while Redis is down, and recovers when it returns', async () => {
+    const { client } = await daemon();
+    redis.kill();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await client.request(postfixRequest({ sender: 'someone@shared.test' })), 'DUNNO');
+    const fault = logs.filter((l) => l.msg === 'decision').at(-1)!;
+    assert.ok(Array.isArray(fault.faults) && (fault.faults as string[])[0]!.includes('STORE_UNAVAILABLE'), JSON.stringify(fault));
+    await redis.restart();
+    let action = '';
+    for (let i = 0; i < 30 && !action.startsWith('550'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      action = await client.request(postfixRequest({ sender: 'someone@shared.test', instance: `x${i}` }));
+    }
+    assert.match(action, /^550 5\.1\.7/, 'back to normal after the outage');
+    client.close();
+  });
+
+  it('starts while Redis is down and defers when faultAction is DEFER', async () => {
+    redis.kill();
+    const { client } = await daemon({ faultAction: 'DEFER' });
+    assert.match(await client.request(postfixRequest({ sender: 'x@shared.test' })), /^451 4\.3\.0/);
+    client.close();
+    await redis.restart();
+  });
+});

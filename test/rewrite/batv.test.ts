@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ConfigError } from '../../src/core/errors.js';
+import { Batv, parsePrvs, prvsDayStamp, prvsSign, prvsStampValid } from '../../src/rewrite/batv.js';
+import type { EximVectors } from '../fixtures/batv/generate.js';
+
+const vectors = JSON.parse(readFileSync(new URL('../fixtures/batv/exim-vectors.json', import.meta.url), 'utf8')) as EximVectors;
+const DAY = 86_400_000;
+const T0 = Date.parse('2020-01-01T00:01:00Z');
+
+describe('BATV prvs against vectors made by Exim 4.96', () => {
+  for (const v of vectors.sign) {
+    it(`\${prvs{${v.address}}{…}{${v.keynum ?? ''}}} at ${v.at}`, () => {
+      const result = prvsSign(v.address, { keynum: Number(v.keynum ?? '0'), secret: v.secret }, Date.parse(v.at));
+      assert.deepEqual(result, { ok: true, address: v.result });
+    });
+  }
+  for (const v of vectors.check) {
+    it(`\${prvscheck{${v.address}}} at ${v.at} is ${v.decoded === '' ? 'not prvs' : v.valid ? 'valid' : 'invalid'}`, () => {
+      const keys = Array.from({ length: 10 }, (_, keynum) => ({ keynum, secret: v.secret }));
+      const result = new Batv({ keys }).check(v.address, Date.parse(v.at));
+      if (v.decoded === '') return assert.deepEqual(result, { status: 'not-prvs' });
+      assert.equal(result.status === 'valid', v.valid, JSON.stringify(result));
+      assert.equal('original' in result ? result.original : '', v.decoded);
+    });
+  }
+});
+
+describe('Batv keyring', () => {
+  const batv = new Batv({ keys: [{ keynum: 2, secret: 'new' }, { keynum: 1, secret: 'old' }] });
+
+  it('the newest (first) key signs and every key verifies', () => {
+    const signed = batv.sign('user@example.com', T0);
+    assert.ok(signed.ok && signed.address.startsWith('prvs=2'));
+    const byOld = prvsSign('user@example.com', { keynum: 1, secret: 'old' }, T0);
+    assert.ok(byOld.ok);
+    assert.deepEqual(batv.check(byOld.address, T0), { status: 'valid', original: 'user@example.com', keynum: 1 });
+    if (signed.ok) assert.equal(batv.check(signed.address, T0).status, 'valid');
+  });
+
+  it('a key number without a key, a wrong secret and expiry are told apart', () => {
+    const byMissing = prvsSign('user@example.com', { keynum: 5, secret: 'new' }, T0);
+    const forged = prvsSign('user@example.com', { keynum: 2, secret: 'guess' }, T0);
+    const fresh = batv.sign('user@example.com', T0);
+    assert.ok(byMissing.ok && forged.ok && fresh.ok);
+    assert.equal(batv.check(byMissing.address, T0).status, 'unknown-key');
+    assert.equal(batv.check(forged.address, T0).status, 'bad-signature');
+    assert.equal(batv.check(fresh.address, T0 + 7 * DAY).status, 'valid');
+    assert.equal(batv.check(fresh.address, T0 + 8 * DAY).status, 'expired');
+  });
+
+  it('refuses to sign twice, unqualified addresses and over-long ones', () => {
+    const once = batv.sign('user@example.com', T0);
+    assert.ok(once.ok);
+    assert.equal(once.ok && batv.sign(once.address, T0).ok, false);
+    assert.deepEqual(batv.sign('user', T0), { ok: false, reason: 'unqualified', message: 'prvs needs a qualified address (local@domain)' });
+    assert.equal(batv.sign('@example.com', T0).ok, false);
+    assert.equal(batv.sign(`${'a'.repeat(600)}@example.com`, T0).ok, false);
+  });
+
+  it('rejects unusable keyrings with ConfigError', () => {
+    assert.throws(() => new Batv({ keys: [] }), ConfigError);
+    assert.throws(() => new Batv({ keys: [{ keynum: 10, secret: 'x' }] }), ConfigError);
+    assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'x' }, { keynum: 1, secret: 'y' }] }), ConfigError);
+    assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'y'.repeat(65) }] }), ConfigError);
+  });
+
+  it("the 'bounded' window refuses stamps Exim would take again later in the 1000-day cycle", () => {
+    const signed = prvsSign('user@example.com', { keynum: 0, secret: 's' }, T0);
+    assert.ok(signed.ok);
+    const later = T0 + 300 * DAY; // today's stamp 562 > 269: expired for Exim too
+    const cycleLater = T0 + 800 * DAY; // today's stamp 69 < 269: Exim calls it valid
+    assert.equal(new Batv({ keys: [{ keynum: 0, secret: 's' }] }).check(signed.address, later).status, 'expired');
+    assert.equal(new Batv({ keys: [{ keynum: 0, secret: 's' }] }).check(signed.address, cycleLater).status, 'valid');
+    assert.equal(new Batv({ keys: [{ keynum: 0, secret: 's' }], window: 'bounded' }).check(signed.address, cycleLater).status, 'expired');
+    assert.equal(new Batv({ keys: [{ keynum: 0, secret: 's' }], window: 'bounded' }).check(signed.address, T0 - DAY).status, 'valid');
+  });
+});
+
+describe('BATV properties', () => {
+  const address = fc
+    .tuple(fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,40}$/), fc.stringMatching(/^[A-Za-z0-9-]{1,20}(\.[A-Za-z]{2,6}){1,2}$/))
+    .map(([l, d]) => `${l}@${d}`);
+  const now = fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2100, 0, 1) });
+  const key = fc.record({ keynum: fc.integer({ min: 0, max: 9 }), secret: fc.string({ maxLength: 64 }).filter((s) => Buffer.byteLength(s) <= 64) });
+
+  it('sign then check is valid from the signing day through day 7, with the original back, in both windows', () => {
+    fc.assert(
+      fc.property(address, now, key, fc.integer({ min: 0, max: 7 * DAY }), (addr, t, k, later) => {
+        for (const window of ['exim', 'bounded'] as const) {
+          const batv = new Batv({ keys: [k], window });
+          const signed = batv.sign(addr, t);
+          if (!signed.ok) return addr.startsWith('prvs=') || addr.toLowerCase().startsWith('prvs=');
+          const checkDay = Math.floor(t / DAY) * DAY + later;
+          assert.deepEqual(batv.check(signed.address, checkDay), { status: 'valid', original: addr, keynum: k.keynum });
+        }
+        return true;
+      }),
+    );
+  });
+
+  it('any single changed character of the tag or the address fails', () => {
+    fc.assert(
+      fc.property(address, now, key, fc.nat(), fc.constantFrom(...'0123456789abcdefXYZ.@'), (addr, t, k, index, replacement) => {
+        const batv = new Batv({ keys: [k] });
+        const signed = batv.sign(addr, t);
+        if (!signed.ok) return true;
+        const position = 5 + (index % (signed.address.length - 5));
+        const tampered = signed.address.slice(0, position) + replacement + signed.address.slice(position + 1);
+        if (tampered === signed.address) return true;
+        const result = batv.check(tampered, t);
+        // A changed stamp digit may still match by chance only if the hash also matches: 2^-24.
+        return result.status !== 'valid';
+      }),
+    );
+  });
+
+  it('a week and a day later it is expired', () => {
+    fc.assert(
+      fc.property(address, now, key, (addr, t, k) => {
+        const batv = new Batv({ keys: [k] });
+        const signed = batv.sign(addr, t);
+        return !signed.ok || batv.check(signed.address, Math.floor(t / DAY) * DAY + 8 * DAY).status === 'expired';
+      }),
+    );
+  });
+
+  it('parsing and checking never throw on any text', () => {
+    const batv = new Batv({ keys: [{ keynum: 0, secret: 's' }] });
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 600 }), fc.string().map((s) => `prvs=0123abcdef=${s}`)), now, (text, t) => {
+        parsePrvs(text);
+        batv.check(text, t);
+        batv.sign(text, t);
+        return true;
+      }),
+    );
+  });
+
+  it('day stamps and the Exim wrap fudge', () => {
+    assert.equal(prvsDayStamp(T0), 262);
+    assert.equal(prvsDayStamp(T0, 7), 269);
+    assert.equal(prvsStampValid(3, 20_995 * DAY), true);
+    assert.equal(prvsStampValid(990, 20_995 * DAY), false);
+  });
+});

@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ConfigError } from '../../src/core/errors.js';
+import { Srs, isSrsAddress, srsTimestamp } from '../../src/rewrite/srs.js';
+
+const DAY = 86_400_000;
+/** 2020-01-01 00:01 UTC, the instant of postsrsd's and libsrs2's own test vectors (day 854 mod 1024). */
+const T0 = 1_577_836_860_000;
+const srs = new Srs({ domain: 'example.com', secrets: ['tops3cr3t'] });
+
+function forwarded(result: ReturnType<Srs['forward']>): string {
+  assert.ok(result.ok, JSON.stringify(result));
+  return result.ok ? result.address : '';
+}
+
+describe('SRS forward, the vectors of postsrsd and libsrs2 (secret tops3cr3t, 2020-01-01)', () => {
+  it('SRS0 of a plain sender', () => {
+    assert.equal(forwarded(srs.forward('test@otherdomain.com', T0)), 'SRS0=vmyz=2W=otherdomain.com=test@example.com');
+  });
+  it('SRS1 of a foreign SRS0, keeping its separator (double =), without checking its hash', () => {
+    assert.equal(forwarded(srs.forward('SRS0=opaque+string@otherdomain.com', T0)), 'SRS1=chaI=otherdomain.com==opaque+string@example.com');
+  });
+  it('separator + and SRS1 of SRS0 made by the first hop (its hash is the same whatever the separator)', () => {
+    const hop2 = new Srs({ domain: 'forwarder.example', secrets: ['tops3cr3t'], separator: '+' });
+    // A month later the SRS0 no longer reverses here, so it is not "already rewritten".
+    assert.equal(
+      forwarded(hop2.forward('SRS0+vmyz=2W=otherdomain.com=test@example.com', T0 + 30 * DAY)),
+      'SRS1+VLN/=example.com=+vmyz=2W=otherdomain.com=test@forwarder.example',
+    );
+  });
+  it('splits the sender at the first @ and hashes the decoded text with spaces', () => {
+    assert.equal(forwarded(srs.forward('a@b@otherdomain.com', T0)), 'SRS0=Cqui=2W=b@otherdomain.com=a@example.com');
+    assert.equal(forwarded(srs.forward('sp ace@otherdomain.com', T0)), 'SRS0=rB5n=2W=otherdomain.com=sp ace@example.com');
+  });
+  it('matches Debian postsrsd 1.10 in real time (2026-12-04)', () => {
+    assert.equal(forwarded(srs.forward('alice@example.org', 1_796_392_569_000)), 'SRS0=Ceun=JX=example.org=alice@example.com');
+  });
+  it('re-signs an SRS1 keeping the first hop and the original SRS0 remainder', () => {
+    const other = new Srs({ domain: 'third.example', secrets: ['different'] });
+    const srs1 = forwarded(srs.forward('SRS0=opaque+string@otherdomain.com', T0));
+    const again = forwarded(other.forward(srs1, T0));
+    assert.match(again, /^SRS1=[A-Za-z0-9+/]{4}=otherdomain\.com==opaque\+string@third\.example$/);
+    assert.equal(other.reverse(again, T0).ok && (other.reverse(again, T0) as { address: string }).address, 'SRS0=opaque+string@otherdomain.com');
+  });
+  it('leaves local domains, the SRS domain, addresses without a domain and our own SRS addresses alone', () => {
+    const local = new Srs({ domain: 'example.com', secrets: ['s'], localDomains: ['example.net', '.corp.example'] });
+    assert.equal(local.forward('a@example.net', T0).ok, false);
+    assert.equal(local.forward('a@EXAMPLE.com', T0).ok, false);
+    assert.equal(local.forward('a@x.corp.example', T0).ok, false);
+    assert.equal(local.forward('a@corp.example', T0).ok, true);
+    assert.deepEqual(local.forward('nodomain', T0), { ok: false, reason: 'no-domain', message: 'No domain.' });
+    const own = forwarded(srs.forward('test@otherdomain.com', T0)).replace('@example.com', '@elsewhere.example');
+    assert.deepEqual(srs.forward(own, T0), { ok: false, reason: 'already-rewritten', message: 'Already rewritten' });
+    const always = new Srs({ domain: 'example.com', secrets: ['s'], localDomains: ['example.net'], alwaysRewrite: true });
+    assert.equal(always.forward('a@example.net', T0).ok, true);
+  });
+});
+
+describe('SRS reverse', () => {
+  it('keeps the case of the received address and ignores its domain', () => {
+    assert.deepEqual(srs.reverse('SRS0=XJO9=2V=OTHERDOMAIN.COM=TEST@EXAMPLE.COM', T0), { ok: true, scheme: 'SRS0', address: 'TEST@OTHERDOMAIN.COM' });
+    assert.equal(srs.reverse('srs0=vmyz=2w=otherdomain.com=test@elsewhere.example', T0).ok, true);
+  });
+  it('SRS1 reverses to the SRS0 it was made from', () => {
+    assert.deepEqual(srs.reverse('SRS1=chaI=otherdomain.com==opaque+string@example.com', T0), {
+      ok: true,
+      scheme: 'SRS1',
+      address: 'SRS0=opaque+string@otherdomain.com',
+    });
+  });
+  it('accepts 21 days, refuses 22 and the future', () => {
+    const at = (stamp: string) => srs.forward('test@otherdomain.com', T0) && srs.reverse(`SRS0=xxxx=${stamp}=otherdomain.com=test@example.com`, T0);
+    // Hash is checked after the timestamp: a bad hash with a good stamp says so.
+    assert.equal((at('2B') as { reason: string }).reason, 'bad-hash');
+    assert.equal((at('2A') as { reason: string }).reason, 'expired');
+    const tomorrow = forwarded(srs.forward('test@otherdomain.com', T0 + DAY));
+    assert.deepEqual(srs.reverse(tomorrow, T0), { ok: false, reason: 'future', message: 'Time stamp out of date.' });
+    const aged = forwarded(srs.forward('test@otherdomain.com', T0 - 21 * DAY));
+    assert.equal(srs.reverse(aged, T0).ok, true);
+    assert.equal(srs.reverse(forwarded(srs.forward('test@otherdomain.com', T0 - 22 * DAY)), T0).ok, false);
+  });
+  it('accepts base64url hashes, smashed case and longer hashes; refuses short ones', () => {
+    const url = new Srs({ domain: 'forwarder.example', secrets: ['tops3cr3t'], separator: '+', alphabet: 'base64url' });
+    const srs1 = forwarded(url.forward('SRS0+vmyz=2W=otherdomain.com=test@example.com', T0 + 30 * DAY));
+    assert.equal(srs1, 'SRS1+VLN_=example.com=+vmyz=2W=otherdomain.com=test@forwarder.example');
+    const vln = new Srs({ domain: 'forwarder.example', secrets: ['tops3cr3t'] });
+    assert.equal(vln.reverse('SRS1+VLN_=example.com=+vmyz=2W=otherdomain.com=test@forwarder.example', T0).ok, true);
+    assert.equal(vln.reverse('SRS1+vln/=example.com=+vmyz=2W=otherdomain.com=test@forwarder.example', T0).ok, true);
+    assert.equal(srs.reverse('SRS0=vmyzQ=2W=otherdomain.com=test@example.com', T0).ok, true);
+    assert.deepEqual(srs.reverse('SRS0=vmy=2W=otherdomain.com=test@example.com', T0), { ok: false, reason: 'hash-too-short', message: 'Hash too short in SRS address.' });
+  });
+  it('every secret verifies, the first signs', () => {
+    const rotated = new Srs({ domain: 'example.com', secrets: ['new', 'tops3cr3t'] });
+    assert.equal(rotated.reverse('SRS0=vmyz=2W=otherdomain.com=test@example.com', T0).ok, true);
+    assert.notEqual(forwarded(rotated.forward('test@otherdomain.com', T0)), 'SRS0=vmyz=2W=otherdomain.com=test@example.com');
+  });
+  it('names what is missing in malformed addresses', () => {
+    const reason = (a: string) => {
+      const r = srs.reverse(a, T0);
+      return r.ok ? 'ok' : r.message;
+    };
+    assert.equal(reason('user@example.com'), 'Not an SRS address.');
+    assert.equal(reason('SRS0=@example.com'), 'No hash in SRS0 address.');
+    assert.equal(reason('SRS0=abcd@example.com'), 'No timestamp in SRS0 address.');
+    assert.equal(reason('SRS0=abcd=2W@example.com'), 'No host in SRS0 address.');
+    assert.equal(reason('SRS0==2W=host=user@example.com'), 'Hash too short in SRS address.');
+    assert.equal(reason('SRS0=abcd==host=user@example.com'), 'Time stamp out of date.');
+    assert.equal(reason('SRS0=abcd=2W=host=@example.com'), 'No user in SRS0 address.');
+    assert.equal(reason('SRS0=abcd=2!=host=user@example.com'), 'Bad base32 character in timestamp.');
+    assert.equal(reason('SRS1=abcd=host@example.com'), 'No host in SRS1 address.');
+    assert.equal(reason('SRS1=abcd=host=@example.com'), 'No user in SRS1 address.');
+  });
+  it('detects SRS tags in any case, with any of the three separators', () => {
+    assert.equal(isSrsAddress('srs0-x'), true);
+    assert.equal(isSrsAddress('Srs1+x'), true);
+    assert.equal(isSrsAddress('SRS2=x'), false);
+    assert.equal(isSrsAddress('ſRS0=x'), false);
+    assert.equal(srsTimestamp(T0), '2W');
+  });
+  it('refuses unusable options with ConfigError', () => {
+    assert.throws(() => new Srs({ domain: 'x', secrets: [] }), ConfigError);
+    assert.throws(() => new Srs({ domain: '', secrets: ['s'] }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], separator: '#' as '=' }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashLength: 28 }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashMin: 5 }), ConfigError);
+  });
+});
+
+describe('SRS properties', () => {
+  const user = fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,40}$/);
+  const host = fc.stringMatching(/^[A-Za-z0-9-]{1,20}(\.[A-Za-z]{2,6}){1,2}$/).filter((h) => h.toLowerCase() !== 'fwd.example');
+  const now = fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2100, 0, 1) });
+  const options = fc.record({
+    separator: fc.constantFrom('=', '+', '-' as const),
+    alphabet: fc.constantFrom('base64', 'base64url' as const),
+    hashLength: fc.integer({ min: 4, max: 10 }),
+    secret: fc.string({ minLength: 1, maxLength: 40 }),
+  });
+  const make = (o: { separator: '=' | '+' | '-'; alphabet: 'base64' | 'base64url'; hashLength: number; secret: string }) =>
+    new Srs({ domain: 'fwd.example', secrets: [o.secret], separator: o.separator, alphabet: o.alphabet, hashLength: o.hashLength });
+
+  it('forward then reverse is the identity (SRS0), within 21 days', () => {
+    fc.assert(
+      fc.property(user, host, now, options, fc.integer({ min: 0, max: 21 }), (u, h, t, o, days) => {
+        const s = make(o);
+        const out = s.forward(`${u}@${h}`, t);
+        if (!out.ok) return out.reason === 'already-rewritten';
+        const back = s.reverse(out.address, t + days * DAY);
+        return back.ok && back.address === `${u}@${h}`;
+      }),
+    );
+  });
+
+  it('tampered addresses and addresses older than 21 days fail', () => {
+    fc.assert(
+      fc.property(user, host, now, options, fc.nat(), fc.integer({ min: 22, max: 1000 }), (u, h, t, o, index, days) => {
+        const s = make(o);
+        const out = s.forward(`${u}@${h}`, t);
+        if (!out.ok) return true;
+        if (s.reverse(out.address, t + days * DAY).ok) return false;
+        const local = out.address.slice(0, out.address.lastIndexOf('@'));
+        const position = 5 + (index % (local.length - 5));
+        const original = local[position]!;
+        const swap = /[a-z]/i.test(original) ? (original === 'q' || original === 'Q' ? 'z' : 'q') : 'x';
+        const tampered = local.slice(0, position) + swap + local.slice(position + 1) + '@fwd.example';
+        const back = s.reverse(tampered, t);
+        // A case change inside the hash is not tampering (hashes compare case-insensitively).
+        return !back.ok || back.address !== `${u}@${h}` || tampered.toLowerCase() === out.address.toLowerCase();
+      }),
+    );
+  });
+
+  it('never throws on any input', () => {
+    const s = new Srs({ domain: 'fwd.example', secrets: ['x'] });
+    const srsish = fc.tuple(fc.constantFrom('SRS0', 'srs1', 'SRS1', 'SRS0'), fc.constantFrom('=', '+', '-'), fc.string({ maxLength: 80 })).map(([a, b, c]) => a + b + c);
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 600 }), srsish), now, (text, t) => {
+        s.forward(text, t);
+        s.reverse(text, t);
+        return true;
+      }),
+    );
+  });
+});
