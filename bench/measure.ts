@@ -45,6 +45,35 @@ function percentile(sorted: Float64Array, fraction: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(fraction * (sorted.length - 1)))]!;
 }
 
+/** Above this much CPU spent outside the two benchmark processes, a cell counts as contended. */
+export const CONTENDED_CORES = 0.35;
+
+/** A cell with the CPU its server process used over it. */
+export type MeasuredCell = CellResult & { serverCores: number };
+
+/** CPU the machine spent on neither benchmark process: kernel work not charged to them, and other programs. */
+export function otherCores(cell: MeasuredCell): number {
+  return cell.machineCores - cell.cpuCores - cell.serverCores;
+}
+
+export function isContended(cell: MeasuredCell): boolean {
+  return otherCores(cell) > CONTENDED_CORES;
+}
+
+/** Waits until the whole machine is nearly idle for half a second, or maxMs has passed; true when it was. */
+export async function waitForQuiet(maxMs: number): Promise<boolean> {
+  const deadline = performance.now() + maxMs;
+  while (performance.now() < deadline) {
+    const before = machineTicks();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const after = machineTicks();
+    if (!before || !after) return false;
+    const busyCores = ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * os.availableParallelism();
+    if (busyCores < CONTENDED_CORES) return true;
+  }
+  return false;
+}
+
 /** Busy and total jiffies of all CPUs, from the first line of /proc/stat. */
 function machineTicks(): { busy: number; total: number } | undefined {
   try {

@@ -9,14 +9,15 @@
  *   numbers measured here and nothing else.
  */
 
-import type { CellResult } from './measure.js';
+import { CONTENDED_CORES, isContended, otherCores } from './measure.js';
+import type { CellResult, MeasuredCell } from './measure.js';
 import type { ToolCorrectness } from './correctness.js';
 import { checkCases } from './world.js';
 
 export interface Row {
   name: string;
   note: string;
-  cells: Array<CellResult & { serverCores: number }>;
+  cells: MeasuredCell[];
 }
 
 export interface BenchReport {
@@ -32,8 +33,6 @@ export interface BenchReport {
 const TARGET_COLD = 2_000;
 const TARGET_WARM = 100_000;
 const TARGET_RATIO = 5;
-/** Above this much CPU spent outside the two benchmark processes, a cell is marked as contended. */
-const CONTENDED_CORES = 0.35;
 
 function rate(value: number): string {
   if (!Number.isFinite(value)) return 'n/a';
@@ -54,18 +53,9 @@ function wrong(cell: CellResult): string {
   return bad.length === 0 ? '0' : bad.map(([label, n]) => `${n} × ${label}`).join('; ');
 }
 
-/** CPU the machine spent on neither process (kernel loopback work not charged to them, and other programs). */
-function otherCores(cell: Row['cells'][number]): number {
-  return cell.machineCores - cell.cpuCores - cell.serverCores;
-}
-
-function contended(cell: Row['cells'][number]): boolean {
-  return otherCores(cell) > CONTENDED_CORES;
-}
-
-function otherWork(cell: Row['cells'][number]): string {
+function otherWork(cell: MeasuredCell): string {
   if (!Number.isFinite(cell.machineCores)) return 'n/a';
-  return `${Math.max(0, otherCores(cell)).toFixed(2)}${contended(cell) ? ' ⚠' : ''}`;
+  return `${Math.max(0, otherCores(cell)).toFixed(2)}${isContended(cell) ? ' ⚠' : ''}`;
 }
 
 function throughputTable(rows: Row[], concurrencies: number[]): string[] {
@@ -74,7 +64,7 @@ function throughputTable(rows: Row[], concurrencies: number[]): string[] {
   for (const row of rows) {
     const cells = concurrencies.map((c) => {
       const cell = row.cells.find((x) => x.concurrency === c);
-      return cell ? `**${rate(cell.opsPerSecond)}**${contended(cell) ? ' ⚠' : ''} (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
+      return cell ? `**${rate(cell.opsPerSecond)}**${isContended(cell) ? ' ⚠' : ''} (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
     });
     lines.push(`| ${row.name} | ${cells.join(' | ')} |`);
   }
@@ -128,7 +118,7 @@ function targets(report: BenchReport): string[] {
   const peerRate = fasterPeer ? best(fasterPeer) : Number.NaN;
   const measuredList = (rows: Row[], scale = 1, unit = '/s'): string =>
     rows.map((row) => `${row.name}: ${scale === 1 ? rate(best(row)) : (best(row) / scale).toFixed(2)}${unit}`).join('<br>');
-  const anyContended = [coldProbe, ...variants, warm, ...peers].some((row) => row.cells.some(contended));
+  const anyContended = [coldProbe, ...variants, warm, ...peers].some((row) => row.cells.some(isContended));
   const lines = [
     ...(anyContended
       ? [

@@ -28,7 +28,11 @@ interface Setup {
   dns: DnsTestServer;
 }
 
-async function setup(extra: { policy?: Record<string, unknown>; callout?: Record<string, unknown> } = {}, configFile?: (base: Record<string, unknown>) => string): Promise<Setup> {
+async function setup(
+  extra: { policy?: Record<string, unknown>; callout?: Record<string, unknown> } = {},
+  configFile?: (base: Record<string, unknown>) => string,
+  forwardToSmtpPort = false,
+): Promise<Setup> {
   const dns = await startDnsServer({ ...mxZone({ 'sender.test': '127.0.0.2', 'grey.test': '127.0.0.3', 'slow.test': '127.0.0.4' }) });
   const servers = await startSmtpServers(['127.0.0.2', '127.0.0.3', '127.0.0.4'], (host) =>
     host === '127.0.0.2' ? usersOnly(['bob']) : host === '127.0.0.3' ? greylistOnce() : { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 600 }) },
@@ -44,7 +48,11 @@ async function setup(extra: { policy?: Record<string, unknown>; callout?: Record
     store: { kind: 'memory' },
     dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
     callout: { helo: 'verifier.callout.test', port: servers[0]!.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' }, ...extra.callout },
-    policy: { listen: '127.0.0.1:0', ...extra.policy },
+    policy: {
+      listen: '127.0.0.1:0',
+      ...extra.policy,
+      ...(forwardToSmtpPort ? { stages: (extra.policy?.stages as Array<Record<string, unknown>>).map((s) => (s.port === 0 ? { ...s, port: servers[0]!.port } : s)) } : {}),
+    },
     metrics: { listen: '127.0.0.1:0' },
   };
   const configPath = configFile?.(base);
@@ -135,6 +143,17 @@ describe('callout serve', () => {
     assert.equal(await daemon.reload(), false);
     assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'r3' })), /^WARN /, 'the old configuration still runs');
     assert.equal(client.isClosed, false);
+  });
+
+  it('call-forward: verifies recipients at the configured internal host, with its own cache', async () => {
+    // The SMTP test servers all share one port, which setup() also gives the engine.
+    const forward = await setup({ policy: { stages: [{ name: 'postmaster' }, { name: 'recipient-callforward', hosts: ['127.0.0.2'], port: 0, domains: ['backup.test'] }] } }, undefined, true);
+    assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), 'DUNNO');
+    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test' })), /^550 5\.1\.1 Recipient address rejected: .*550 5\.1\.1/);
+    assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@other.test' })), 'DUNNO', 'only the listed domains');
+    const connections = forward.smtp.get('127.0.0.2')!.connectionCount;
+    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test', instance: 'again' })), /^550/);
+    assert.equal(forward.smtp.get('127.0.0.2')!.connectionCount, connections, 'answered from the call-forward cache');
   });
 
   it('listens on a UNIX socket', async () => {

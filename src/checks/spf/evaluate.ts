@@ -37,7 +37,8 @@
 import { domainToASCII } from 'node:url';
 import { systemClock } from '../../core/clock.js';
 import { CalloutError } from '../../core/errors.js';
-import { cidrContains, formatIp, parseCidr, type Cidr } from '../../core/ip.js';
+import { cidrContains, formatIp, parseCidr } from '../../core/ip.js';
+import { clientAddress, type ClientAddress as Client } from '../client-ip.js';
 import { SpfLookups, type LimitedAnswer } from './lookups.js';
 import {
   expandMacroString,
@@ -94,13 +95,6 @@ export function evaluateSpf(request: SpfRequest, options: SpfOptions): Promise<S
   return evaluatePolicy({ ip: request.ip, sender, helo: request.helo, identity: request.identity ?? 'mailfrom' }, options, selectSpf1Record);
 }
 
-interface Client {
-  /** Canonical text of the unmapped address. */
-  text: string;
-  host: Cidr;
-  family: 4 | 6;
-}
-
 interface HostOutcome {
   result: SpfResult;
   /** The domain whose record decided. */
@@ -136,7 +130,7 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
     lookups: { dnsTerms: lookups.dnsTerms, voidLookups: lookups.voidLookups },
   });
 
-  const client = parseClient(request.ip);
+  const client = clientAddress(request.ip);
   if (client === undefined) return verdict({ result: 'none', problem: `${JSON.stringify(request.ip)} is not an IP address` }, senderDomain.toLowerCase());
   if (sender.length > MAX_SENDER_LENGTH) return verdict({ result: 'none', problem: `sender longer than ${MAX_SENDER_LENGTH} characters` }, senderDomain.toLowerCase());
 
@@ -151,14 +145,6 @@ function builtinMacroString(text: string): MacroString {
   const parsed = parseMacroString(text, { explanation: true });
   if (!parsed.ok) throw new CalloutError('INTERNAL', `bad built-in macro-string ${JSON.stringify(text)}: ${parsed.problem}`);
   return parsed.value;
-}
-
-function parseClient(ip: string): Client | undefined {
-  if (ip.includes('/') || ip.startsWith('[')) return undefined;
-  const host = parseCidr(ip);
-  if (!host.ok) return undefined;
-  // Canonical text, so a mapped client's PTR lookup is the IPv4 one (§5: it is IPv4).
-  return { text: formatIp({ family: host.value.family, bits: host.value.network }), host: host.value, family: host.value.family };
 }
 
 function asciiDomain(domain: string): string | undefined {

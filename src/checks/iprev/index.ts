@@ -1,0 +1,115 @@
+/**
+ * NAME
+ *   checks/iprev - reverse-DNS confirmation of the SMTP client ("iprev", FCrDNS)
+ *
+ * DESCRIPTION
+ *   checkIprev(ip, options) asks for the client address's PTR names, looks each name up
+ *   forward (A for an IPv4 client, AAAA for IPv6; an IPv4-mapped address is IPv4), and
+ *   passes when a forward answer contains the client address. The verdict says which of the
+ *   RFC's cases happened in `kind`, so a missing PTR ('no-ptr') is never confused with a PTR
+ *   that does not lead back ('unconfirmed').
+ *
+ * RFC
+ *   RFC 8601 §3 (iprev): pass - some PTR name maps back to the address; fail - the lookups
+ *   completed but none maps back (a forward NXDOMAIN or NODATA included); temperror - a
+ *   transient DNS error kept the check from completing (a forward lookup that failed
+ *   temporarily makes "no name confirms" uncertain, so it is temperror, not fail); permerror
+ *   - no PTR data at all (NXDOMAIN or NODATA on the reverse lookup). Reported in
+ *   Authentication-Results as `iprev=<result> policy.iprev=<ip>` (RFC 8601 §2.7.3).
+ *
+ * LIMITS
+ *   At most maxNames PTR names (default 10, as RFC 7208 §4.6.4 does for the same lookup) are
+ *   looked up forward, in parallel; the rest are ignored. Names are compared without case and
+ *   without the trailing dot, and de-duplicated.
+ *
+ * ERRORS
+ *   None: DNS outcomes and an address that does not parse (permerror, kind 'invalid-address')
+ *   are verdicts.
+ */
+
+import type { DnsRecordType, Resolver } from '../../dns/types.js';
+import { reverseName } from '../../dns/reverse.js';
+import { clientAddress } from '../client-ip.js';
+
+export type IprevResult = 'pass' | 'fail' | 'temperror' | 'permerror';
+
+export type IprevKind = 'confirmed' | 'no-ptr' | 'unconfirmed' | 'dns-error' | 'invalid-address';
+
+export interface IprevLookup {
+  type: DnsRecordType;
+  name: string;
+  answer: 'records' | 'nxdomain' | 'nodata' | 'tempfail';
+  data: string[];
+}
+
+export interface IprevVerdict {
+  result: IprevResult;
+  kind: IprevKind;
+  /** One line in plain words. */
+  reason: string;
+  /** The client address in canonical form (as policy.iprev reports it). */
+  ip: string;
+  /** PTR names found (after de-duplication, at most maxNames). */
+  ptrNames: string[];
+  /** Those that resolve back to the address; the first is the client's verified name. */
+  confirmedNames: string[];
+  lookups: IprevLookup[];
+}
+
+export interface IprevOptions {
+  resolver: Resolver;
+  /** PTR names looked up forward (default 10). */
+  maxNames?: number;
+}
+
+export const DEFAULT_IPREV_MAX_NAMES = 10;
+
+function normaliseName(name: string): string {
+  return (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase();
+}
+
+export async function checkIprev(ip: string, options: IprevOptions): Promise<IprevVerdict> {
+  const client = clientAddress(ip);
+  const lookups: IprevLookup[] = [];
+  const verdict = (result: IprevResult, kind: IprevKind, reason: string, ptrNames: string[] = [], confirmedNames: string[] = []): IprevVerdict => ({
+    result,
+    kind,
+    reason,
+    ip: client?.text ?? ip,
+    ptrNames,
+    confirmedNames,
+    lookups,
+  });
+  if (client === undefined) return verdict('permerror', 'invalid-address', `${JSON.stringify(ip)} is not an IP address`);
+
+  const reverse = await options.resolver.ptr(client.text);
+  lookups.push({
+    type: 'PTR',
+    name: reverseName(client.text),
+    answer: reverse.kind,
+    data: reverse.kind === 'records' ? reverse.records : reverse.kind === 'tempfail' ? [reverse.reason] : [],
+  });
+  if (reverse.kind === 'tempfail') return verdict('temperror', 'dns-error', `PTR lookup for ${client.text} failed: ${reverse.reason}`);
+  if (reverse.kind !== 'records') return verdict('permerror', 'no-ptr', `no PTR record for ${client.text} (${reverse.kind})`);
+
+  const names = [...new Set(reverse.records.map(normaliseName))].filter((name) => name !== '').slice(0, options.maxNames ?? DEFAULT_IPREV_MAX_NAMES);
+  if (names.length === 0) return verdict('permerror', 'no-ptr', `the PTR records of ${client.text} name no host`);
+  const type = client.family === 4 ? 'A' : 'AAAA';
+  const forward = await Promise.all(names.map((name) => (type === 'A' ? options.resolver.a(name) : options.resolver.aaaa(name))));
+  const confirmed: string[] = [];
+  const transient: string[] = [];
+  forward.forEach((answer, index) => {
+    const name = names[index] ?? '';
+    lookups.push({ type, name, answer: answer.kind, data: answer.kind === 'records' ? answer.records : answer.kind === 'tempfail' ? [answer.reason] : [] });
+    if (answer.kind === 'tempfail') transient.push(`${name}: ${answer.reason}`);
+    if (answer.kind === 'records' && answer.records.some((address) => clientAddress(address)?.text === client.text)) confirmed.push(name);
+  });
+
+  if (confirmed.length > 0) {
+    return verdict('pass', 'confirmed', `${client.text} has PTR ${confirmed[0]}, which resolves back to it`, names, confirmed);
+  }
+  if (transient.length > 0) {
+    return verdict('temperror', 'dns-error', `no PTR name of ${client.text} confirmed yet; forward lookups failed: ${transient.join('; ')}`, names);
+  }
+  return verdict('fail', 'unconfirmed', `PTR ${names.join(', ')} of ${client.text} does not resolve back to it (no matching ${type} record)`, names);
+}
