@@ -10,7 +10,7 @@
  *   IPv6), so two addresses are equal exactly when their texts are.
  */
 
-import { formatIp, parseCidr, type Cidr } from '../core/ip.js';
+import { formatIp, parseCidr, parseIp, type Cidr } from '../core/ip.js';
 
 export interface ClientAddress {
   text: string;
@@ -25,4 +25,19 @@ export function clientAddress(ip: string): ClientAddress | undefined {
   const host = parseCidr(ip);
   if (!host.ok) return undefined;
   return { text: formatIp({ family: host.value.family, bits: host.value.network }), family: host.value.family, host: host.value };
+}
+
+/** Whether the network holds the client; a network of the other family never does. */
+export function networkHolds(network: Cidr, client: ClientAddress): boolean {
+  if (network.family !== client.family) return false;
+  const shift = BigInt((client.family === 4 ? 32 : 128) - network.prefixLength);
+  return client.host.network >> shift === network.network >> shift;
+}
+
+/** Whether address/prefixLength (an address from DNS) holds the client; false for unparsable text. */
+export function addressHolds(address: string, prefixLength: number, client: ClientAddress): boolean {
+  const parsed = parseIp(address);
+  if (parsed === undefined || parsed.family !== client.family) return false;
+  const shift = BigInt((client.family === 4 ? 32 : 128) - prefixLength);
+  return client.host.network >> shift === parsed.bits >> shift;
 }

@@ -24,6 +24,7 @@ import { describeError } from '../core/errors.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
+import { isProtocolState, policyRequestFields } from './protocol.js';
 import { STAGE_DEFINITIONS } from './stages/index.js';
 import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
 
@@ -53,7 +54,6 @@ export interface PipelineOutcome {
   durationMs: number;
 }
 
-const PROTOCOL_STATES: ReadonlySet<string> = new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']);
 const MESSAGE_MEMORY_LIMIT = 20_000;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
 
@@ -115,6 +115,7 @@ export class Pipeline {
     }
 
     const action = final?.action ?? this.continueAction(memory, warnings);
+    await this.observe({ ...ctx, earlier }, action, final?.stage);
     return {
       action,
       ...(final ? { decidedBy: final.stage } : {}),
@@ -129,24 +130,35 @@ export class Pipeline {
     await Promise.all(this.stages.map((s) => s.stage.close?.()));
   }
 
+  /** Shows the answer to the stages that observe outcomes (Stage.observe); their faults never change it. */
+  private async observe(ctx: StageContext, action: string, decidedBy: string | undefined): Promise<void> {
+    for (const { stage, mode, states } of this.stages) {
+      if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
+      try {
+        await stage.observe(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode });
+      } catch (err) {
+        this.options.log.error({ stage: stage.name, err: describeError(err) }, 'stage observer fault');
+      }
+    }
+  }
+
   private context(attributes: PolicyAttributes): Omit<StageContext, 'earlier'> {
-    const stateText = (attributes.protocol_state ?? '').toUpperCase();
-    const state = (PROTOCOL_STATES.has(stateText) ? stateText : 'RCPT') as ProtocolState;
-    const senderText = attributes.sender ?? '';
-    const recipientText = attributes.recipient ?? '';
-    const sender = parseReversePath(senderText, { tolerant: true });
-    const recipient = recipientText ? parseForwardPath(recipientText, { tolerant: true }) : undefined;
+    const fields = policyRequestFields(attributes);
+    // A request without a known state is treated as RCPT, where Postfix sends nearly all of them.
+    const state: ProtocolState = isProtocolState(fields.protocolState) ? fields.protocolState : 'RCPT';
+    const sender = parseReversePath(fields.sender, { tolerant: true });
+    const recipient = fields.recipient ? parseForwardPath(fields.recipient, { tolerant: true }) : undefined;
     return {
       attributes,
       state,
-      clientAddress: (attributes.client_address ?? '').replace(/^\[|\]$/g, '').replace(/^ipv6:/i, ''),
-      clientName: attributes.client_name ?? 'unknown',
-      heloName: attributes.helo_name ?? '',
-      senderText,
+      clientAddress: fields.clientAddress,
+      clientName: fields.clientName || 'unknown',
+      heloName: fields.heloName,
+      senderText: fields.sender,
       ...(sender.ok ? { sender: sender.value } : { senderError: sender.error.message }),
-      recipientText,
+      recipientText: fields.recipient,
       ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
-      instance: attributes.instance ?? '',
+      instance: fields.instance,
       deadline: this.options.clock.now() + this.options.decisionTimeoutMs,
       clock: this.options.clock,
     };

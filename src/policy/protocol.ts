@@ -174,14 +174,9 @@ export class PolicyRequestDecoder {
       const lf = chunk.indexOf(LF, start);
       const segmentEnd = lf === -1 ? chunk.length : lf + 1;
       const segmentLength = segmentEnd - start;
-      // A line without its LF yet is too long once the LF still to come cannot fit.
-      const lineLengthWhenDone = this.lineBytes + segmentLength + (lf === -1 ? 1 : 0);
-      if (lineLengthWhenDone > this.maxLineLength) {
-        events.push(this.fail('line-too-long', `line longer than ${this.maxLineLength} octets`));
-        break;
-      }
-      if (this.finishedBytes + this.lineBytes + segmentLength > this.maxRequestSize) {
-        events.push(this.fail('request-too-large', `request larger than ${this.maxRequestSize} octets`));
+      const fault = this.limitExceeded(segmentLength, lf !== -1);
+      if (fault) {
+        events.push(fault);
         break;
       }
       if (lf === -1) {
@@ -198,6 +193,25 @@ export class PolicyRequestDecoder {
       start = segmentEnd;
     }
     return events;
+  }
+
+  /**
+   * The limit the next segmentLength octets exceed, if any. When one segment exceeds both, the
+   * one crossed at the earlier octet wins, so that the outcome does not depend on how the input
+   * was split into chunks. A line is too long at its maxLineLength-th octet that is not its LF
+   * (the LF can no longer fit); a request is too large at its (maxRequestSize + 1)-th octet.
+   */
+  private limitExceeded(segmentLength: number, endsWithLf: boolean): PolicyDecodeEvent | undefined {
+    const lineOctetsInSegment = endsWithLf ? segmentLength - 1 : segmentLength;
+    const lineTrip = this.maxLineLength - this.lineBytes;
+    const requestTrip = this.maxRequestSize - this.requestBytes + 1;
+    const lineExceeded = lineTrip <= lineOctetsInSegment;
+    const requestExceeded = requestTrip <= segmentLength;
+    if (lineExceeded && (!requestExceeded || lineTrip <= requestTrip)) {
+      return this.fail('line-too-long', `line longer than ${this.maxLineLength} octets`);
+    }
+    if (requestExceeded) return this.fail('request-too-large', `request larger than ${this.maxRequestSize} octets`);
+    return undefined;
   }
 
   private acceptLine(line: Buffer): PolicyDecodeEvent | undefined {

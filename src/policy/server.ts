@@ -114,6 +114,8 @@ export class PolicyServer {
   private readonly open = new Set<PolicyConnection>();
   private server: net.Server | undefined;
   private boundAddress: string | undefined;
+  /** Set once this server has bound its UNIX socket: only then is the path ours to remove. */
+  private ownsSocketPath = false;
   private nextConnectionId = 1;
   /** Connections refused in the current burst over maxConnections. */
   private refused = 0;
@@ -162,7 +164,10 @@ export class PolicyServer {
       else server.listen({ host: this.endpoint.host, port: this.endpoint.port }, ready);
     });
     server.on('error', (err) => this.context.log.error({ listen: this.listenText, error: describeError(err) }, 'policy listener failed'));
-    if (this.endpoint.kind === 'unix') await chmod(this.endpoint.path, this.socketMode);
+    if (this.endpoint.kind === 'unix') {
+      this.ownsSocketPath = true;
+      await chmod(this.endpoint.path, this.socketMode);
+    }
     this.boundAddress = formatBound(server.address());
     this.context.log.info({ listen: this.boundAddress }, 'policy server listening');
     return { address: this.boundAddress };
@@ -195,7 +200,7 @@ export class PolicyServer {
       await allClosed;
     }
     await listenerClosed;
-    if (this.endpoint.kind === 'unix') await rm(this.endpoint.path, { force: true });
+    if (this.endpoint.kind === 'unix' && this.ownsSocketPath) await removeIfSocket(this.endpoint.path);
     this.context.log.info({ listen: this.boundAddress }, 'policy server closed');
   }
 
@@ -236,6 +241,11 @@ export class PolicyServer {
     if (await socketAnswers(path)) throw new ConfigError(`cannot listen on ${path}: another server is listening there`);
     await rm(path, { force: true });
   }
+}
+
+async function removeIfSocket(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats?.isSocket()) await rm(path, { force: true });
 }
 
 function socketAnswers(path: string): Promise<boolean> {

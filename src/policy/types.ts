@@ -80,8 +80,25 @@ export interface Stage {
   /** Protocol states the stage runs in. */
   readonly states: ReadonlySet<ProtocolState>;
   evaluate(ctx: StageContext): Promise<StageVerdict>;
+  /**
+   * Called after every request in the stage's states once the answer is known, before it is
+   * sent, whichever stage decided it (when an earlier stage ended the pipeline, this stage's
+   * evaluate did not run). For stages that learn from outcomes they do not decide: the tarpit
+   * counts rejected recipients and delays the answer. A fault is logged and changes nothing.
+   */
+  observe?(ctx: StageContext, outcome: ObservedOutcome): Promise<void>;
   /** Releases timers, connections (on reload and shutdown). */
   close?(): Promise<void>;
+}
+
+/** The pipeline's answer to one request, as Stage.observe sees it. */
+export interface ObservedOutcome {
+  /** The Postfix action sent (`DUNNO`, `550 5.1.1 ...`, `DEFER_IF_PERMIT ...`). */
+  action: string;
+  /** The stage whose decision became the action, if any. */
+  decidedBy?: string;
+  /** The observing stage's own mode. */
+  mode: StageMode;
 }
 
 /** What a stage may use; the daemon builds it once and rebuilds it on reload. */

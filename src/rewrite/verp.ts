@@ -13,7 +13,8 @@
  *   Nothing is escaped (Postfix and qmail do not), so decoding takes the recipient domain after
  *   the last d2 (domains cannot hold it) and the local part is everything between. The
  *   delimiters default to Postfix's "+=" ("-=" for qmail/ezmlm); Postfix allows only - = + as
- *   delimiters (verp_delimiter_filter), and so does this module.
+ *   delimiters (verp_delimiter_filter), and so does this module; a '-' as the second delimiter
+ *   cannot be decoded reliably (domains contain '-'), so keep '=' there.
  *
  * LIMITS
  *   Addresses at most 512 octets on both sides.

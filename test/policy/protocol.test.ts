@@ -16,6 +16,10 @@ import {
   type PolicyLimits,
 } from '../../src/policy/protocol.js';
 
+/**
+ * A RCPT request as Postfix 3.7.11 sent it to check_policy_service (captured on loopback, then
+ * given documentation addresses and TLS values): 29 attributes, in Postfix's own order.
+ */
 const FIXTURE = readFileSync(new URL('./fixtures/postfix-3.7-rcpt.txt', import.meta.url));
 
 function decodeAll(input: string | Buffer, limits?: PolicyLimits): PolicyDecodeEvent[] {

@@ -467,6 +467,7 @@ describe('PolicyServer over a UNIX socket', () => {
     writeFileSync(path, 'keep me');
     const server = new PolicyServer({ listen: path, handler: async () => 'DUNNO', log: recordingLog().log });
     await assert.rejects(server.listen(), /not a socket/);
+    await server.close();
     assert.equal(readFileSync(path, 'utf8'), 'keep me');
   });
 
@@ -475,6 +476,7 @@ describe('PolicyServer over a UNIX socket', () => {
     const { server: live } = await startServer(async () => 'DUNNO', { listen: path });
     const second = new PolicyServer({ listen: path, handler: async () => 'DUNNO', log: recordingLog().log });
     await assert.rejects(second.listen(), /another server is listening/);
+    await second.close();
     const client = await Client.connect(path);
     client.request({});
     assert.equal(await client.reply(), 'DUNNO');

@@ -167,22 +167,23 @@ export class SuiteResolver implements Resolver {
   constructor(private readonly zone: SuiteZone) {}
 
   a(name: string): Promise<DnsAnswer<string>> {
-    return Promise.resolve(this.lookup(name, 'A'));
+    return Promise.resolve(this.answer(name, 'A'));
   }
   aaaa(name: string): Promise<DnsAnswer<string>> {
-    return Promise.resolve(this.lookup(name, 'AAAA'));
+    return Promise.resolve(this.answer(name, 'AAAA'));
   }
   mx(name: string): Promise<DnsAnswer<MxRecord>> {
-    return Promise.resolve(this.lookup(name, 'MX'));
+    return Promise.resolve(this.answer(name, 'MX'));
   }
   txt(name: string): Promise<DnsAnswer<string>> {
-    return Promise.resolve(this.lookup(name, 'TXT'));
+    return Promise.resolve(this.answer(name, 'TXT'));
   }
   ptr(address: string): Promise<DnsAnswer<string>> {
-    return Promise.resolve(this.lookup(reverseName(address), 'PTR'));
+    return Promise.resolve(this.answer(reverseName(address), 'PTR'));
   }
 
-  private lookup<K extends 'A' | 'AAAA' | 'MX' | 'TXT' | 'PTR'>(name: string, type: K): DnsAnswer<SuiteNode[K][number]> {
+  /** The answer for a name and type, synchronously (PTR by reverse name); peers' resolvers use it too. */
+  answer<K extends 'A' | 'AAAA' | 'MX' | 'TXT' | 'PTR'>(name: string, type: K): DnsAnswer<SuiteNode[K][number]> {
     let owner = normalise(name);
     const seen = new Set<string>();
     for (let links = 0; links <= MAX_CNAME_LINKS; links++) {

@@ -27,7 +27,8 @@
  * LIMITS
  *   The processing limits of SpfLimits (src/checks/spf/lookups). MX lists longer than
  *   mxNames are a permerror before any address is fetched. Senders longer than 320
- *   characters and client addresses that do not parse give none.
+ *   characters and client addresses that do not parse give none. The last 1000 distinct
+ *   records parsed are kept in memory (parsing is pure; popular includes repeat).
  *
  * ERRORS
  *   None at run time: every DNS outcome and every malformed input is a result. A broken
@@ -37,8 +38,7 @@
 import { domainToASCII } from 'node:url';
 import { systemClock } from '../../core/clock.js';
 import { CalloutError } from '../../core/errors.js';
-import { cidrContains, formatIp, parseCidr } from '../../core/ip.js';
-import { clientAddress, type ClientAddress as Client } from '../client-ip.js';
+import { addressHolds, clientAddress, networkHolds, type ClientAddress as Client } from '../client-ip.js';
 import { SpfLookups, type LimitedAnswer } from './lookups.js';
 import {
   expandMacroString,
@@ -48,7 +48,7 @@ import {
   type MacroContext,
   type MacroString,
 } from './macro.js';
-import { parseRecordTerms, type Directive, type Qualifier } from './record.js';
+import { parseRecordTerms, type Directive, type Qualifier, type RecordParse } from './record.js';
 import {
   DEFAULT_SPF_LIMITS,
   type SpfIdentity,
@@ -140,6 +140,25 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
   return verdict(outcome, asciiDomain(senderDomain)?.toLowerCase() ?? senderDomain.toLowerCase(), explanation);
 }
 
+const MAX_PARSED_RECORDS = 1000;
+const parsedRecords = new Map<string, RecordParse>();
+
+/**
+ * Parsed records are immutable, and a few popular ones (a large provider's include) make up
+ * much of the traffic, so the latest parses are kept (at most MAX_PARSED_RECORDS).
+ */
+function parseRecordCached(terms: string): RecordParse {
+  const known = parsedRecords.get(terms);
+  if (known !== undefined) return known;
+  const parsed = parseRecordTerms(terms);
+  parsedRecords.set(terms, parsed);
+  if (parsedRecords.size > MAX_PARSED_RECORDS) {
+    const oldest = parsedRecords.keys().next();
+    if (oldest.done !== true) parsedRecords.delete(oldest.value);
+  }
+  return parsed;
+}
+
 /** A macro-string written in this module; a typo there is a bug, caught at load. */
 function builtinMacroString(text: string): MacroString {
   const parsed = parseMacroString(text, { explanation: true });
@@ -167,11 +186,6 @@ function checkableDomain(domain: string): { ok: true; name: string } | { ok: fal
   return target;
 }
 
-function addressMatches(address: string, prefixLength: number, client: Client): boolean {
-  const network = parseCidr(`${address}/${prefixLength}`);
-  return network.ok && network.value.family === client.family && cidrContains(network.value, client.text);
-}
-
 function nibbles(client: Client): string {
   return client.host.network.toString(16).padStart(32, '0').toUpperCase().split('').join('.');
 }
@@ -182,29 +196,35 @@ function normaliseName(name: string): string {
 
 class Evaluation {
   private validated: Promise<ValidatedNames> | undefined;
-  private readonly baseContext: MacroContext;
+  /** Built on the first expansion: most records have no macros. */
+  private context: MacroContext | undefined;
 
   constructor(
-    request: PolicyRequest,
+    private readonly request: PolicyRequest,
     private readonly options: SpfOptions,
     private readonly client: Client,
     private readonly lookups: SpfLookups,
     private readonly selector: RecordSelector,
     private readonly trace: SpfTraceEntry[],
     private readonly limits: SpfLimits,
-    identity: { sender: string; localPart: string; senderDomain: string },
-  ) {
-    const clock = options.clock ?? systemClock;
-    this.baseContext = {
-      ...identity,
-      domain: identity.senderDomain,
-      ipDotted: client.family === 4 ? formatIp({ family: 4, bits: client.host.network }) : nibbles(client),
-      ipReadable: formatIp({ family: client.family, bits: client.host.network }),
+    private readonly identity: { sender: string; localPart: string; senderDomain: string },
+  ) {}
+
+  private macroContext(domain: string): MacroContext {
+    const client = this.client;
+    this.context ??= {
+      ...this.identity,
+      domain,
+      ipDotted: client.family === 4 ? client.text : nibbles(client),
+      ipReadable: client.text,
       ipVersion: client.family === 4 ? 'in-addr' : 'ip6',
-      helo: request.helo,
-      receiver: options.receiver ?? 'unknown',
-      nowSeconds: Math.floor(clock.now() / 1000),
+      helo: this.request.helo,
+      receiver: this.options.receiver ?? 'unknown',
+      nowSeconds: Math.floor((this.options.clock ?? systemClock).now() / 1000),
     };
+    // Expansion is synchronous, so one context can serve every expansion in turn.
+    this.context.domain = domain;
+    return this.context;
   }
 
   async checkHost(domain: string, depth: number): Promise<HostOutcome> {
@@ -220,7 +240,7 @@ class Evaluation {
     if (selection.kind === 'none') return { result: 'none', domain: name, problem: `${name} has no SPF record` };
     if (selection.kind === 'permerror') return { result: 'permerror', domain: name, problem: `${name}: ${selection.problem}` };
     this.trace.push({ kind: 'record', domain: name, record: selection.record });
-    const parsed = parseRecordTerms(selection.terms);
+    const parsed = parseRecordCached(selection.terms);
     if (!parsed.ok) return { result: 'permerror', domain: name, problem: `${name}: ${parsed.problem}` };
     const record = parsed.record;
 
@@ -264,7 +284,7 @@ class Evaluation {
         // §5: an IPv4-mapped client is IPv4 and only ip4 can match it; an ip6 network inside
         // ::ffff:0:0/96 (which parseCidr turns into IPv4) therefore matches nothing.
         const family = mechanism.kind === 'ip4' ? 4 : 6;
-        const matches = mechanism.network.family === family && this.client.family === family && cidrContains(mechanism.network, this.client.text);
+        const matches = mechanism.network.family === family && networkHolds(mechanism.network, this.client);
         return matches ? { kind: 'match' } : { kind: 'no-match' };
       }
       default:
@@ -318,7 +338,7 @@ class Evaluation {
     if (failed !== undefined) return failed;
     if (answer.kind !== 'records') return { kind: 'no-match' };
     const prefix = this.client.family === 4 ? cidr4 : cidr6;
-    return answer.records.some((address) => addressMatches(address, prefix, this.client)) ? { kind: 'match' } : { kind: 'no-match' };
+    return answer.records.some((address) => addressHolds(address, prefix, this.client)) ? { kind: 'match' } : { kind: 'no-match' };
   }
 
   private async mxTerm(name: string, cidr4: number, cidr6: number): Promise<TermOutcome> {
@@ -337,7 +357,7 @@ class Evaluation {
       const addresses = await this.lookups.query(this.addressType(), exchange, 'dependent');
       const addressFailure = termFailure(addresses, exchange);
       if (addressFailure !== undefined) return addressFailure;
-      if (addresses.kind === 'records' && addresses.records.some((address) => addressMatches(address, prefix, this.client))) return { kind: 'match' };
+      if (addresses.kind === 'records' && addresses.records.some((address) => addressHolds(address, prefix, this.client))) return { kind: 'match' };
     }
     return { kind: 'no-match' };
   }
@@ -376,7 +396,7 @@ class Evaluation {
       const addresses = await this.lookups.query(this.addressType(), candidate, 'dependent');
       if (addresses.kind === 'limit') return { kind: 'error', result: addresses.result, problem: addresses.problem };
       const fullLength = this.client.family === 4 ? 32 : 128;
-      if (addresses.kind === 'records' && addresses.records.some((address) => addressMatches(address, fullLength, this.client))) names.push(candidate);
+      if (addresses.kind === 'records' && addresses.records.some((address) => addressHolds(address, fullLength, this.client))) names.push(candidate);
     }
     return { kind: 'names', names };
   }
@@ -394,10 +414,10 @@ class Evaluation {
     );
   }
 
-  private async expand(tokens: MacroString, domain: string): Promise<string> {
-    const context: MacroContext = { ...this.baseContext, domain };
-    if (usesValidatedName(tokens)) context.validatedName = await this.validatedNameFor(domain);
-    return expandMacroString(tokens, context);
+  /** Synchronous unless the string uses %{p}, which needs the validated names first. */
+  private expand(tokens: MacroString, domain: string): string | Promise<string> {
+    if (!usesValidatedName(tokens)) return expandMacroString(tokens, this.macroContext(domain));
+    return this.validatedNameFor(domain).then((validatedName) => expandMacroString(tokens, { ...this.macroContext(domain), validatedName }));
   }
 
   /** §6.2: the exp= text of the record that failed, or the default explanation. */

@@ -1,0 +1,607 @@
+/**
+ * NAME
+ *   bench/policy - policy decisions per second: callout serve, postgrey and policyd-spf on one request stream
+ *
+ * SYNOPSIS
+ *   benchPolicy({ quick }) resolves with a markdown section for docs/benchmarks.md
+ *   node --import tsx bench/policy.ts [--quick]      prints that section
+ *
+ * DESCRIPTION
+ *   Three Postfix policy services, each asked the same stream of requests over loopback TCP with
+ *   1, 32 and 256 connections, one request at a time per connection as Postfix's smtpd asks:
+ *     callout serve   an in-process Daemon (src/policy/daemon) with its default stages, a
+ *                     MemoryStore whose callout answers are cached before the cells (every
+ *                     sender was verified once against a loopback SMTP server), and its decision
+ *                     log written as in production (pino, synchronously) to /dev/null;
+ *     postgrey        Debian's, in the foreground with an empty database directory and empty
+ *                     whitelists, --delay 1; every triplet is seen once and retried after the
+ *                     delay before the cells, so the cells ask about known triplets;
+ *     policyd-spf     Debian's postfix-policyd-spf-python with its shipped configuration, one
+ *                     process per connection behind a TCP wrapper, as Postfix's spawn(8) runs it.
+ *                     Its DNS library (pydns) is pointed at the test DNS server in this process,
+ *                     which publishes an SPF record for every sender domain, and Python's socket
+ *                     class is wrapped so that any destination outside 127.0.0.0/8 is refused and
+ *                     reported: nothing leaves the machine even if a lookup went astray.
+ *   The request is Postfix 3.7's full RCPT attribute set (test/support/policy-client
+ *   postfixRequest) with sender, recipient, client and instance varied over 2,000 messages from
+ *   100 sender domains; every tenth sender does not exist (callout rejects it with 550).
+ *   A service whose package is missing gets a "not installed" row.
+ *
+ * LIMITS
+ *   Each cell stops after 5 s (quick: 1 s) or a fixed number of decisions. The benchmark process
+ *   hosts the client, the test DNS server and the callout daemon, so callout's rows share its
+ *   CPU with the client; the other services run in their own processes. postgrey and
+ *   policyd-spf need root (postgrey drops privileges to its own user).
+ */
+
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { createLogger } from '../src/core/log.js';
+import { Daemon } from '../src/policy/daemon.js';
+import { startDnsServer } from '../test/support/dns-server.js';
+import type { DnsTestServer, Zone } from '../test/support/dns-server.js';
+import { encodeRequest, postfixRequest } from '../test/support/policy-client.js';
+import { startInstantSmtp } from './instant-smtp.js';
+import { runCell } from './measure.js';
+import type { CellResult } from './measure.js';
+
+const CONCURRENCIES = [1, 32, 256];
+const TARGET_CONNECTIONS = 32;
+const TARGET_RATE = 30_000;
+const TARGET_P99_MS = 2;
+const TARGET_RATIO = 10;
+
+const SENDER_DOMAINS = 100;
+/** callout's default limits.perHostConcurrency: the warm-up's callouts all go to one SMTP server. */
+const CALLOUT_WARMUP_CONNECTIONS = 4;
+const MESSAGES = 2_000;
+const BENCH_ZONE = 'policy.bench.test';
+const SMTP_HOST = '127.78.0.1';
+const SPF_RECORD = 'v=spf1 ip4:192.0.2.0/24 -all';
+const POSTGREY_DELAY_S = 1;
+const POLICYD_SPF = '/usr/bin/policyd-spf';
+const POLICYD_SPF_CONFIG = '/etc/postfix-policyd-spf-python/policyd-spf.conf';
+/** The interpreter policyd-spf names in its #! line, whose dist-packages hold pyspf and pydns. */
+const SYSTEM_PYTHON = '/usr/bin/python3';
+const CONNECT_WAIT_MS = 15_000;
+const CLOCK_TICKS_PER_SECOND = 100;
+
+interface Budget {
+  cellMs: number;
+  cellOps: number;
+}
+
+const FULL: Budget = { cellMs: 5_000, cellOps: 2_000_000 };
+const QUICK: Budget = { cellMs: 1_000, cellOps: 400_000 };
+
+interface Message {
+  encoded: string;
+  exists: boolean;
+}
+
+interface ServiceRow {
+  name: string;
+  note: string;
+  cells: Array<CellResult & { serverCores: number | undefined }>;
+  /** Why there are no cells. */
+  missing?: string;
+}
+
+/** One policy service under test, reachable on loopback TCP. */
+interface Service {
+  name: string;
+  port: number;
+  /** Answers the cells judge: 'right', or what was answered instead. */
+  label(action: string, message: Message): string;
+  /** CPU seconds its own processes used so far; undefined when it runs in this process. */
+  cpuSeconds(): number | undefined;
+  stop(): Promise<void>;
+}
+
+/** One Postfix-like policy connection: one request at a time, pre-encoded. */
+class PolicyConnection {
+  private buffer = '';
+  private waiting: { resolve: (action: string) => void; reject: (err: Error) => void } | undefined;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      const end = this.buffer.indexOf('\n\n');
+      if (end < 0) return;
+      const reply = this.buffer.slice(0, end);
+      this.buffer = this.buffer.slice(end + 2);
+      const waiting = this.waiting;
+      this.waiting = undefined;
+      waiting?.resolve(/^action=(.*)$/m.exec(reply)?.[1] ?? `no action in ${JSON.stringify(reply.slice(0, 60))}`);
+    });
+    const fail = (err: Error): void => {
+      const waiting = this.waiting;
+      this.waiting = undefined;
+      waiting?.reject(err);
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('connection closed without a reply')));
+  }
+
+  static open(port: number): Promise<PolicyConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port }, () => {
+        socket.off('error', reject);
+        resolve(new PolicyConnection(socket));
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  ask(request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.socket.write(request);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+function log(message: string): void {
+  process.stderr.write(`bench policy: ${message}\n`);
+}
+
+function senderDomain(k: number): string {
+  return `s${k % SENDER_DOMAINS}.${BENCH_ZONE}`;
+}
+
+/** The k-th message of the stream: Postfix 3.7's RCPT request with its own sender, recipient, client and instance. */
+function messages(): Message[] {
+  return Array.from({ length: MESSAGES }, (_, k) => {
+    const exists = k % 10 !== 9;
+    const domain = senderDomain(k);
+    const attributes = postfixRequest({
+      client_address: `192.0.2.${(k % 250) + 1}`,
+      client_name: `mail${k % 250}.${domain}`,
+      reverse_client_name: `mail${k % 250}.${domain}`,
+      client_port: String(20_000 + k),
+      helo_name: `mail${k % 250}.${domain}`,
+      sender: `${exists ? 'user' : 'nouser'}${k}@${domain}`,
+      recipient: `rcpt${k % 37}@example.test`,
+      instance: `${(0x5000 + k).toString(16)}.6b12d2cd.260c3.0`,
+    });
+    return { encoded: encodeRequest(attributes), exists };
+  });
+}
+
+function benchZone(): Zone {
+  const zone: Zone = { [`mx.${BENCH_ZONE}`]: { A: [SMTP_HOST] } };
+  for (let d = 0; d < SENDER_DOMAINS; d++) {
+    zone[senderDomain(d)] = { MX: [{ priority: 10, exchange: `mx.${BENCH_ZONE}` }], TXT: [SPF_RECORD] };
+  }
+  return zone;
+}
+
+/** The first words of an action, enough to tell its kind: "DUNNO", "prepend Received-SPF: Pass". */
+function summary(action: string): string {
+  return action.split(' ').slice(0, 3).join(' ').replace(/[;,(]+$/, '');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
+  const deadline = Date.now() + CONNECT_WAIT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening`);
+    try {
+      (await PolicyConnection.open(port)).close();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${what} did not listen on 127.0.0.1:${port} within ${CONNECT_WAIT_MS} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** user + system CPU seconds of a live process, from /proc/PID/stat; 0 once it is gone. */
+function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5); the slice starts at field 3.
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function installed(command: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+function packageVersion(name: string): string {
+  const query = spawnSync('dpkg-query', ['-W', '-f=${Version}', name], { encoding: 'utf8' });
+  return query.status === 0 ? query.stdout.trim() : 'unknown version';
+}
+
+async function startCallout(dns: DnsTestServer): Promise<Service> {
+  const smtp = await startInstantSmtp(SMTP_HOST, 0);
+  // As in production: pino's default destination writes every line synchronously.
+  const destination = pino.destination({ dest: '/dev/null', sync: true });
+  const daemon = await Daemon.start({
+    overrides: {
+      store: { kind: 'memory' },
+      dns: { servers: [dns.address] },
+      callout: { helo: 'verifier.policy.bench.test', port: smtp.port, allowTargets: ['127.0.0.0/8'] },
+      policy: { listen: '127.0.0.1:0' },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', destination as unknown as NodeJS.WritableStream),
+  });
+  const port = Number(daemon.policyAddress.slice(daemon.policyAddress.lastIndexOf(':') + 1));
+  return {
+    name: 'callout serve',
+    port,
+    label: (action, message) => {
+      const expected = message.exists ? action === 'DUNNO' : /^550 5\.1\.7 Sender address rejected: /.test(action);
+      return expected ? 'right' : `${summary(action)} for ${message.exists ? 'an existing' : 'a missing'} sender`;
+    },
+    cpuSeconds: () => undefined,
+    stop: async () => {
+      await daemon.stop();
+      await smtp.close();
+    },
+  };
+}
+
+async function startPostgrey(): Promise<Service> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'callout-bench-postgrey-'));
+  const empty = join(dir, 'empty');
+  writeFileSync(empty, '');
+  // postgrey runs as its own user, who must reach the database directory (mkdtemp makes 0700).
+  chmodSync(dir, 0o755);
+  const db = join(dir, 'db');
+  mkdirSync(db);
+  const user = spawnSync('id', ['-u', 'postgrey'], { encoding: 'utf8' });
+  if (user.status !== 0) throw new Error('the postgrey user does not exist (is the package installed?)');
+  chownSync(db, Number(user.stdout.trim()), -1);
+  const port = await freePort();
+  const child = spawn(
+    'postgrey',
+    [`--inet=127.0.0.1:${port}`, `--dbdir=${db}`, `--delay=${POSTGREY_DELAY_S}`, '--hostname=bench.test', `--whitelist-clients=${empty}`, `--whitelist-recipients=${empty}`],
+    // It logs every decision on stderr when run in the foreground without syslog.
+    { stdio: 'ignore' },
+  );
+  try {
+    await waitForPort(port, child, 'postgrey');
+  } catch (err) {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    name: `postgrey ${packageVersion('postgrey')}`,
+    port,
+    label: (action) => summary(action),
+    cpuSeconds: () => processCpuSeconds(child.pid),
+    stop: async () => {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Runs /usr/bin/policyd-spf unchanged after pointing pydns at the test DNS server, with every
+ * socket refusing destinations outside loopback (and saying so on stderr).
+ */
+const POLICYD_SPF_LAUNCHER = `
+import ipaddress, runpy, socket, sys
+_Socket = socket.socket
+class LoopbackOnly(_Socket):
+    def _check(self, address):
+        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
+            sys.stderr.write('refused non-loopback destination %s\\n' % address[0])
+            sys.stderr.flush()
+            raise OSError('bench: destination %s is not loopback' % address[0])
+    def connect(self, address):
+        self._check(address)
+        return super().connect(address)
+    def sendto(self, data, *rest):
+        self._check(rest[-1])
+        return super().sendto(data, *rest)
+socket.socket = LoopbackOnly
+import DNS
+DNS.defaults['server'] = [sys.argv[2]]
+DNS.defaults['port'] = int(sys.argv[3])
+sys.argv = ['policyd-spf', sys.argv[1]]
+runpy.run_path('${POLICYD_SPF}', run_name='__main__')
+`;
+
+async function startPolicydSpf(dns: DnsTestServer): Promise<{ service: Service; refused: () => string[] }> {
+  const children = new Set<ChildProcess>();
+  const refused: string[] = [];
+  // Postfix's spawn(8): one policyd-spf process per connection, its stdin and stdout the socket.
+  const wrapper = net.createServer((socket) => {
+    const child = spawn(SYSTEM_PYTHON, ['-c', POLICYD_SPF_LAUNCHER, POLICYD_SPF_CONFIG, dns.host, String(dns.port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.add(child);
+    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n')) if (line.startsWith('refused non-loopback')) refused.push(line);
+    });
+    socket.pipe(child.stdin);
+    child.stdout.pipe(socket);
+    child.stdin.on('error', () => undefined);
+    socket.on('error', () => undefined);
+    socket.on('close', () => child.kill('SIGTERM'));
+    child.on('exit', () => {
+      children.delete(child);
+      socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => wrapper.listen({ host: '127.0.0.1', port: 0, backlog: 1024 }, resolve));
+  const { port } = wrapper.address() as net.AddressInfo;
+  let exitedCpu = 0;
+  const service: Service = {
+    name: `policyd-spf (postfix-policyd-spf-python ${packageVersion('postfix-policyd-spf-python')})`,
+    port,
+    label: (action) => summary(action),
+    cpuSeconds: () => exitedCpu + [...children].reduce((sum, child) => sum + processCpuSeconds(child.pid), 0),
+    stop: async () => {
+      const left = [...children];
+      exitedCpu += left.reduce((sum, child) => sum + processCpuSeconds(child.pid), 0);
+      await Promise.all(left.map(stopChild));
+      await new Promise<void>((resolve) => wrapper.close(() => resolve()));
+    },
+  };
+  return { service, refused: () => refused };
+}
+
+/** Opens connections until there are `count`, each asked one request so that it is ready. */
+async function growPool(pool: PolicyConnection[], count: number, service: Service, stream: Message[]): Promise<void> {
+  const opened = await Promise.all(
+    Array.from({ length: Math.max(0, count - pool.length) }, async (_, k) => {
+      const connection = await PolicyConnection.open(service.port);
+      await connection.ask(stream[k % stream.length]!.encoded);
+      return connection;
+    }),
+  );
+  pool.push(...opened);
+}
+
+/**
+ * Every message once, so that the cells ask about what the service has seen; labelled by the
+ * service's own judge when `judged`, else by the kind of answer.
+ */
+async function pass(service: Service, stream: Message[], pool: PolicyConnection[], connections: number, judged = false): Promise<Record<string, number>> {
+  await growPool(pool, connections, service, stream);
+  const free = pool.slice(0, connections);
+  const cell = await runCell({ concurrency: connections, maxOps: stream.length, maxMs: 600_000 }, async (index) => {
+    const connection = free.pop()!;
+    const message = stream[index]!;
+    try {
+      const action = await connection.ask(message.encoded);
+      return judged ? service.label(action, message) : summary(action);
+    } finally {
+      free.push(connection);
+    }
+  });
+  return cell.tally;
+}
+
+async function measureService(service: Service, stream: Message[], budget: Budget, pool: PolicyConnection[]): Promise<ServiceRow['cells']> {
+  const cells: ServiceRow['cells'] = [];
+  for (const concurrency of CONCURRENCIES) {
+    await growPool(pool, concurrency, service, stream);
+    const free = pool.slice(0, concurrency);
+    log(`${service.name}, ${concurrency} connections`);
+    const cpuBefore = service.cpuSeconds();
+    const cell = await runCell({ concurrency, maxOps: budget.cellOps, maxMs: budget.cellMs }, async (index) => {
+      const connection = free.pop()!;
+      const message = stream[index % stream.length]!;
+      try {
+        return service.label(await connection.ask(message.encoded), message);
+      } finally {
+        free.push(connection);
+      }
+    });
+    const cpuAfter = service.cpuSeconds();
+    const serverCores = cpuBefore === undefined || cpuAfter === undefined ? undefined : (cpuAfter - cpuBefore) / cell.seconds;
+    cells.push({ ...cell, serverCores });
+  }
+  return cells;
+}
+
+async function withService(
+  name: string,
+  start: () => Promise<Service>,
+  prepare: (service: Service, pool: PolicyConnection[]) => Promise<string>,
+  stream: Message[],
+  budget: Budget,
+): Promise<ServiceRow> {
+  let service: Service;
+  try {
+    service = await start();
+  } catch (err) {
+    return { name, note: '', cells: [], missing: `could not start: ${err instanceof Error ? err.message : String(err)}` };
+  }
+  const pool: PolicyConnection[] = [];
+  try {
+    const note = await prepare(service, pool);
+    const cells = await measureService(service, stream, budget, pool);
+    return { name: service.name, note, cells };
+  } finally {
+    for (const connection of pool) connection.close();
+    await service.stop();
+  }
+}
+
+function rate(value: number): string {
+  return value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
+}
+
+function ms(value: number): string {
+  return value >= 10 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(2);
+}
+
+function tallyText(tally: Record<string, number>): string {
+  return Object.entries(tally)
+    .sort((a, b) => b[1] - a[1])
+    .map(([label, n]) => `${n.toLocaleString('en-US')} × ${label.replaceAll('|', '\\|')}`)
+    .join('; ');
+}
+
+function cellAt(row: ServiceRow | undefined, concurrency: number): ServiceRow['cells'][number] | undefined {
+  return row?.cells.find((c) => c.concurrency === concurrency);
+}
+
+function render(rows: ServiceRow[], setup: string[], quick: boolean): string {
+  const lines: string[] = ['## Policy service: decisions per second', ''];
+  lines.push(...setup.map((s) => `- ${s}`), '');
+  lines.push(`| service | ${CONCURRENCIES.map((c) => `${c} connection${c > 1 ? 's' : ''}: decisions/s (p50 / p99 ms)`).join(' | ')} |`);
+  lines.push(`|---|${CONCURRENCIES.map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    if (row.missing) {
+      lines.push(`| ${row.name} | ${CONCURRENCIES.map(() => row.missing).join(' | ')} |`);
+      continue;
+    }
+    lines.push(`| ${row.name} | ${CONCURRENCIES.map((c) => {
+      const cell = cellAt(row, c);
+      return cell ? `**${rate(cell.opsPerSecond)}** (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
+    }).join(' | ')} |`);
+  }
+  lines.push('', '| service | connections | decisions | seconds | benchmark process CPU | service process CPU | answers |', '|---|---:|---:|---:|---:|---:|---|');
+  for (const row of rows) {
+    for (const cell of row.cells) {
+      const serverCpu = cell.serverCores === undefined ? 'in the benchmark process' : cell.serverCores.toFixed(2);
+      lines.push(`| ${row.name} | ${cell.concurrency} | ${cell.ops.toLocaleString('en-US')} | ${cell.seconds.toFixed(2)} | ${cell.cpuCores.toFixed(2)} | ${serverCpu} | ${tallyText(cell.tally)} |`);
+    }
+  }
+  lines.push('', ...rows.filter((r) => r.note).map((r) => `- ${r.name}: ${r.note}`), '');
+
+  const callout = cellAt(rows[0], TARGET_CONNECTIONS);
+  const postgrey = cellAt(rows.find((r) => r.name.startsWith('postgrey')), TARGET_CONNECTIONS);
+  const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
+  lines.push('| target (from the issue) | measured at 32 connections | result |', '|---|---|---|');
+  if (callout) {
+    lines.push(`| ≥ ${TARGET_RATE.toLocaleString('en-US')} decisions/s | ${rate(callout.opsPerSecond)}/s | ${verdict(callout.opsPerSecond >= TARGET_RATE)} |`);
+    lines.push(`| p99 < ${TARGET_P99_MS} ms | ${ms(callout.p99Ms)} ms | ${verdict(callout.p99Ms < TARGET_P99_MS)} |`);
+    lines.push(
+      postgrey
+        ? `| ≥ ${TARGET_RATIO}× postgrey | ${(callout.opsPerSecond / postgrey.opsPerSecond).toFixed(1)}× (postgrey ${rate(postgrey.opsPerSecond)}/s) | ${verdict(callout.opsPerSecond >= TARGET_RATIO * postgrey.opsPerSecond)} |`
+        : `| ≥ ${TARGET_RATIO}× postgrey | postgrey not measured | not judged |`,
+    );
+  } else {
+    lines.push('| all | callout serve not measured | not judged |');
+  }
+  if (quick) lines.push('', '_Quick run (1 s cells): a smoke test, not a measurement._');
+  return lines.join('\n') + '\n';
+}
+
+export async function benchPolicy(options: { quick: boolean }): Promise<string> {
+  const budget = options.quick ? QUICK : FULL;
+  const stream = messages();
+  const dns = await startDnsServer(benchZone());
+  const rows: ServiceRow[] = [];
+  try {
+    rows.push(
+      await withService(
+        'callout serve',
+        () => startCallout(dns),
+        async (service, pool) => {
+          // No more callouts at once than limits.perHostConcurrency allows towards the one SMTP server.
+          const warm = await pass(service, stream, pool, CALLOUT_WARMUP_CONNECTIONS);
+          const second = await pass(service, stream, pool, TARGET_CONNECTIONS, true);
+          if (Object.keys(second).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tallyText(second)}`);
+          return `default stages (allowlist, postmaster, sender-syntax, sender-callout), MemoryStore. Before the cells every message was asked twice: the first pass made the callouts (${tallyText(warm)}), the second came from the cache (${tallyText(second)}).`;
+        },
+        stream,
+        budget,
+      ),
+    );
+    const postgreyInstalled = installed('postgrey');
+    rows.push(
+      postgreyInstalled
+        ? await withService(
+            'postgrey',
+            startPostgrey,
+            async (service, pool) => {
+              const first = await pass(service, stream, pool, TARGET_CONNECTIONS);
+              await new Promise((resolve) => setTimeout(resolve, (POSTGREY_DELAY_S + 1) * 1000));
+              const retried = await pass(service, stream, pool, TARGET_CONNECTIONS);
+              return `--delay ${POSTGREY_DELAY_S}, empty whitelists, auto-whitelisting of clients at its default (5). Before the cells every triplet was greylisted once (${tallyText(first)}) and retried after the delay (${tallyText(retried)}).`;
+            },
+            stream,
+            budget,
+          )
+        : { name: 'postgrey', note: '', cells: [], missing: 'not installed (`apt-get install postgrey`)' },
+    );
+    let refused: () => string[] = () => [];
+    const spfInstalled = installed('policyd-spf');
+    rows.push(
+      spfInstalled
+        ? await withService(
+            'policyd-spf',
+            async () => {
+              const started = await startPolicydSpf(dns);
+              refused = started.refused;
+              return started.service;
+            },
+            async (service, pool) => {
+              const queriesBefore = dns.queries.length;
+              const first = await pass(service, stream, pool, TARGET_CONNECTIONS);
+              return `Debian's ${POLICYD_SPF_CONFIG} (HELO_reject Fail, Mail_From_reject Fail), no cache across requests; every request is a HELO and a MAIL FROM SPF check against the test DNS server (${(dns.queries.length - queriesBefore).toLocaleString('en-US')} queries for one pass over the stream: ${tallyText(first)}). Connections outside loopback refused: ${refused().length}.`;
+            },
+            stream,
+            budget,
+          )
+        : { name: 'policyd-spf', note: '', cells: [], missing: 'not installed (`apt-get install postfix-policyd-spf-python`)' },
+    );
+    if (refused().length > 0) throw new Error(`policyd-spf tried to leave the machine: ${refused().slice(0, 3).join('; ')}`);
+  } finally {
+    await dns.close();
+  }
+  const setup = [
+    `Machine: ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, Node.js ${process.version}; everything on loopback.`,
+    `Stream: ${MESSAGES.toLocaleString('en-US')} messages (Postfix 3.7's 29 RCPT attributes; ${SENDER_DOMAINS} sender domains, each with an MX on a loopback SMTP server and the SPF record \`${SPF_RECORD}\`; clients 192.0.2.1-250; every tenth sender missing), asked in order and again from the start, the same for every service.`,
+    `Cells: one request at a time per connection, as Postfix's smtpd asks; each cell stops after ${budget.cellMs / 1000} s or ${budget.cellOps.toLocaleString('en-US')} decisions. Latency is from writing the request to reading the empty line that ends the reply.`,
+  ];
+  return render(rows, setup, options.quick);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  benchPolicy({ quick: process.argv.includes('--quick') }).then(
+    (markdown) => process.stdout.write(markdown),
+    (err: unknown) => {
+      process.stderr.write(`bench policy: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,181 @@
+/**
+ * NAME
+ *   bounce/prose - bounces written as text instead of RFC 3464 reports
+ *
+ * DESCRIPTION
+ *   Formats still seen from MTAs that send no message/delivery-status part (or whose report part
+ *   was lost by forwarding), each recognised by its fixed opening text:
+ *     qmail      "Hi. This is the qmail-send program at ..."; `<addr>:` then the remote text,
+ *                up to "--- Below this line is a copy of the message."
+ *     exim       "This message was created automatically by mail delivery software."; the
+ *                failed addresses indented two spaces, details four; "has not yet been
+ *                delivered" marks a delay warning; X-Failed-Recipients in the header
+ *     postfix    "This is the mail system at host ..."; `<addr>: text` with indented
+ *                continuation lines; "THIS IS A WARNING ONLY" marks a delay
+ *     sendmail   "----- The following addresses had permanent fatal errors -----" (or
+ *                "transient non-fatal errors") then `<addr>` and "(reason: ...)"
+ *     exchange   "Delivery has failed to these recipients or groups", "Your message to ADDR
+ *                couldn't be delivered", with `#550 5.1.1 ...##` or "Remote Server returned"
+ *     generic    a bounce-like Subject or From (MAILER-DAEMON, postmaster) and lines that carry
+ *                both an address and an SMTP or enhanced code
+ *   Each returns the recipients it found with a default action (failed, or delayed for
+ *   warnings); codes come from the text through bounce/recipient.
+ *
+ * LIMITS
+ *   Only the first PROSE_LIMITS.textChars characters of the text are read, line by line with each
+ *   line cut to lineChars (so the address pattern's backtracking stays bounded), and at most
+ *   PROSE_LIMITS.recipients recipients are returned.
+ */
+
+import { makeRecipient } from './recipient.js';
+import type { BounceFormat, BounceRecipient, DsnAction } from './types.js';
+
+export const PROSE_LIMITS = { textChars: 64 * 1024, lineChars: 500, recipients: 100 } as const;
+
+const ADDRESS = /<?([^\s<>()"',;:@[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)>?/;
+const ADDRESS_LINE = new RegExp(`^\\s*${ADDRESS.source}\\s*:?\\s*$`);
+
+export interface ProseBounce {
+  format: Exclude<BounceFormat, 'dsn'>;
+  reportingMta?: string;
+  recipients: BounceRecipient[];
+}
+
+/** Lines cut to lineChars, so that no pattern ever scans a long run of text. */
+function linesOf(text: string): string[] {
+  return text.split(/\r?\n/).map((line) => (line.length > PROSE_LIMITS.lineChars ? line.slice(0, PROSE_LIMITS.lineChars) : line));
+}
+
+interface Found {
+  address: string;
+  diagnostic: string;
+}
+
+function recipients(found: Found[], action: DsnAction): BounceRecipient[] {
+  const seen = new Set<string>();
+  const out: BounceRecipient[] = [];
+  for (const f of found) {
+    const key = f.address.toLowerCase();
+    if (seen.has(key) || out.length >= PROSE_LIMITS.recipients) continue;
+    seen.add(key);
+    out.push(makeRecipient({ address: f.address, diagnostic: f.diagnostic, defaultAction: action, ...(action === 'delayed' ? { action } : {}) }));
+  }
+  return out;
+}
+
+function qmail(text: string): ProseBounce | undefined {
+  const intro = /This is the qmail-send program at ([^\s.]+(?:\.[^\s.]+)*)/i.exec(text);
+  if (!intro) return undefined;
+  const body = text.split(/^--- Below this line is a copy of the message\./m)[0] ?? '';
+  const found: Found[] = [];
+  let current: Found | undefined;
+  for (const line of linesOf(body)) {
+    const start = /^<([^<>\s]+@[^<>\s]+)>:\s*(.*)$/.exec(line);
+    if (start) {
+      current = { address: start[1]!, diagnostic: start[2] ?? '' };
+      found.push(current);
+    } else if (current && line.trim() !== '') current.diagnostic += ` ${line.trim()}`;
+    else current = undefined;
+  }
+  return { format: 'qmail', reportingMta: intro[1], recipients: recipients(found, 'failed') };
+}
+
+function exim(text: string, failedHeader: string | undefined): ProseBounce | undefined {
+  if (!/This message was created automatically by mail delivery software/i.test(text) && !failedHeader) return undefined;
+  const delayed = /has not yet been delivered/i.test(text);
+  const found: Found[] = [];
+  let current: Found | undefined;
+  for (const line of linesOf(text)) {
+    const address = /^ {2}(\S+@\S+?)(?:\s*$|\s+<)/.exec(line);
+    if (address && !/^ {3}/.test(line)) {
+      current = { address: address[1]!, diagnostic: '' };
+      found.push(current);
+    } else if (current && /^ {4,}\S/.test(line)) current.diagnostic += ` ${line.trim()}`;
+    else if (current && line.trim() === '') current = undefined;
+    if (/^-{6} This is a copy of the message/.test(line)) break;
+  }
+  for (const address of (failedHeader ?? '').split(',').map((a) => a.trim()).filter((a) => a.includes('@'))) {
+    if (!found.some((f) => f.address.toLowerCase() === address.toLowerCase())) found.push({ address, diagnostic: '' });
+  }
+  return { format: 'exim', recipients: recipients(found, delayed ? 'delayed' : 'failed') };
+}
+
+function postfix(text: string): ProseBounce | undefined {
+  const intro = /This is the mail system at host ([^\s]+?)\.?\s*$/im.exec(text);
+  if (!intro) return undefined;
+  const delayed = /THIS IS A WARNING ONLY/.test(text);
+  const found: Found[] = [];
+  let current: Found | undefined;
+  for (const line of linesOf(text)) {
+    const start = /^<([^<>\s]+@[^<>\s]+)>(?: \([^)]*\))?:\s*(.*)$/.exec(line);
+    if (start) {
+      current = { address: start[1]!, diagnostic: start[2] ?? '' };
+      found.push(current);
+    } else if (current && /^\s+\S/.test(line)) current.diagnostic += ` ${line.trim()}`;
+    else current = undefined;
+  }
+  return { format: 'postfix', reportingMta: intro[1], recipients: recipients(found, delayed ? 'delayed' : 'failed') };
+}
+
+function sendmail(text: string): ProseBounce | undefined {
+  const header = /-{3,} The following addresses had (permanent fatal|transient non-fatal) errors -{3,}/i.exec(text);
+  if (!header) return undefined;
+  const found: Found[] = [];
+  let current: Found | undefined;
+  for (const line of linesOf(text.slice(header.index + header[0].length))) {
+    if (/^\s*-{3,}/.test(line)) break;
+    const address = ADDRESS_LINE.exec(line);
+    if (address) {
+      current = { address: address[1]!, diagnostic: '' };
+      found.push(current);
+    } else if (current && line.trim() !== '') current.diagnostic += ` ${line.trim().replace(/^\(reason:\s*/i, '').replace(/\)$/, '')}`;
+  }
+  const transcript = /^<<< ([45]\d\d[ -].*)$/m.exec(text);
+  for (const f of found) if (f.diagnostic === '' && transcript) f.diagnostic = transcript[1]!;
+  return { format: 'sendmail', recipients: recipients(found, header[1]!.toLowerCase().startsWith('transient') ? 'delayed' : 'failed') };
+}
+
+function exchange(text: string): ProseBounce | undefined {
+  const classic = /Delivery has failed to these recipients or groups:/i.exec(text);
+  const lines = linesOf(text);
+  const modern = lines.map((line) => /Your message to (\S+@\S+?) couldn'?t be delivered/i.exec(line)).find((m) => m !== null);
+  if (!classic && !modern) return undefined;
+  const found: Found[] = [];
+  // Diagnostic section: an address line followed by "#550 5.1.1 ... ##".
+  lines.forEach((line, i) => {
+    const code = /^\s*#?\s*([45]\d\d[ -][^#]*?)\s*#*\s*$/.exec(lines[i + 1] ?? '');
+    const address = ADDRESS_LINE.exec(line);
+    if (address && code && /#/.test(lines[i + 1] ?? '')) found.push({ address: address[1]!, diagnostic: code[1]! });
+  });
+  const remote = /Remote Server returned '([^']+)'/i.exec(text)?.[1] ?? '';
+  if (modern) found.push({ address: modern[1]!, diagnostic: remote });
+  if (classic) {
+    for (const line of linesOf(text.slice(classic.index + classic[0].length)).slice(1)) {
+      const address = ADDRESS.exec(line);
+      if (!address || line.trim() === '') break;
+      found.push({ address: address[1]!, diagnostic: remote || line });
+    }
+  }
+  return { format: 'exchange', recipients: recipients(found, 'failed') };
+}
+
+function generic(text: string, subject: string, from: string): ProseBounce | undefined {
+  const bounceLike = /undeliver|delivery (status notification|failure|has failed)|returned mail|failure notice|mail delivery (failed|system)|non-?delivery/i.test(subject) || /mailer-daemon|postmaster/i.test(from);
+  if (!bounceLike) return undefined;
+  const found: Found[] = [];
+  const lines = linesOf(text);
+  lines.forEach((line, i) => {
+    const address = ADDRESS.exec(line);
+    if (!address) return;
+    const context = `${line} ${lines[i + 1] ?? ''}`;
+    if (/(?<!\d)[45]\d\d(?!\d)|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}/.test(context)) found.push({ address: address[1]!, diagnostic: context.trim() });
+  });
+  return { format: 'generic', recipients: recipients(found, /delay|warning/i.test(subject) ? 'delayed' : 'failed') };
+}
+
+/** The first prose format that recognises the text, most specific first. */
+export function parseProseBounce(fullText: string, headers: { subject: string; from: string; failedRecipients?: string }): ProseBounce | undefined {
+  const text = fullText.length > PROSE_LIMITS.textChars ? fullText.slice(0, PROSE_LIMITS.textChars) : fullText;
+  const candidates = [qmail(text), postfix(text), sendmail(text), exchange(text), exim(text, headers.failedRecipients), generic(text, headers.subject, headers.from)];
+  return candidates.find((c) => c !== undefined && c.recipients.length > 0) ?? candidates.find((c) => c !== undefined);
+}

@@ -1,0 +1,183 @@
+/**
+ * NAME
+ *   bounce/suppression - addresses proven dead by a bounce, kept in the store under `supp:`
+ *
+ * DESCRIPTION
+ *   recordBounce() acts only on bounces that prove themselves, because anyone can send a
+ *   forged "user unknown" report to make us stop mailing someone:
+ *   - the bounce's envelope recipient (the reverse path we sent with) carries a valid,
+ *     unexpired BATV signature of ours, and/or
+ *   - it is a VERP address of one of our list senders, which names the recipient it was made for.
+ *   A prvs tag that is present but invalid or expired makes the bounce unproven even when VERP
+ *   would decode. With VERP, the named recipient is suppressed when the report shows it as a hard
+ *   failure (or shows exactly one hard failure, because forwarding renames the final recipient);
+ *   with BATV alone, every hard-failed recipient of the report is. Only hard failures count
+ *   (bounce/status: user unknown, no such domain, disabled...), never full mailboxes, policy
+ *   blocks or delays.
+ *
+ *   Entries are JSON under `supp:<lower-cased address>` with a TTL (default 365 days) that
+ *   restarts with every new bounce, so an address that comes back to life is mailed again
+ *   eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders.
+ *
+ * ERRORS
+ *   Store failures reject with StoreError; everything else is a value.
+ */
+
+import { systemClock, type Clock } from '../core/clock.js';
+import type { Store } from '../store/types.js';
+import type { Batv } from '../rewrite/batv.js';
+import { verpDecode, type VerpDelimiters } from '../rewrite/verp.js';
+import { parseBounce } from './parse.js';
+import type { BounceFormat, BounceRecipient, BounceReport } from './types.js';
+
+export const SUPPRESSION_PREFIX = 'supp:';
+const DEFAULT_TTL_MS = 365 * 86_400_000;
+
+export type SuppressionProof = 'batv' | 'verp' | 'batv+verp' | 'manual';
+
+export interface SuppressionEntry {
+  address: string;
+  status: string;
+  diagnostic?: string;
+  reportingMta?: string;
+  format: BounceFormat | 'manual';
+  proof: SuppressionProof;
+  firstSeen: number;
+  lastSeen: number;
+  count: number;
+}
+
+export interface SuppressionOptions {
+  ttlMs?: number;
+  clock?: Clock;
+}
+
+/** How to tell a genuine bounce: our BATV keys and our VERP list senders. */
+export interface BounceProofConfig {
+  batv?: Batv;
+  verp?: Array<{ sender: string; delimiters?: VerpDelimiters }>;
+}
+
+export type BounceOutcome =
+  | { kind: 'recorded'; proof: SuppressionProof; entries: SuppressionEntry[]; report: BounceReport }
+  | { kind: 'not-proven'; reason: string }
+  | { kind: 'not-a-bounce'; reason: string }
+  | { kind: 'not-hard'; report: BounceReport };
+
+export interface NewSuppression {
+  address: string;
+  status: string;
+  diagnostic?: string;
+  reportingMta?: string;
+  format: SuppressionEntry['format'];
+  proof: SuppressionProof;
+}
+
+const keyOf = (address: string) => SUPPRESSION_PREFIX + address.trim().toLowerCase();
+
+export class SuppressionList {
+  private readonly ttlMs: number;
+  private readonly clock: Clock;
+
+  constructor(private readonly store: Store, options: SuppressionOptions = {}) {
+    this.ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async get(address: string): Promise<SuppressionEntry | undefined> {
+    const stored = await this.store.get(keyOf(address));
+    return stored ? (JSON.parse(stored.value) as SuppressionEntry) : undefined;
+  }
+
+  async isSuppressed(address: string): Promise<boolean> {
+    return (await this.store.get(keyOf(address))) !== undefined;
+  }
+
+  /** Entries in address order, at most `limit`. */
+  async list(limit = 1000): Promise<SuppressionEntry[]> {
+    const rows = await this.store.scan(SUPPRESSION_PREFIX, limit);
+    return rows.map((row) => JSON.parse(row.value) as SuppressionEntry);
+  }
+
+  async remove(address: string): Promise<boolean> {
+    const existed = await this.isSuppressed(address);
+    await this.store.delete(keyOf(address));
+    return existed;
+  }
+
+  /** Adds or refreshes an entry; concurrent bounces for one address all count. */
+  async add(entry: NewSuppression): Promise<SuppressionEntry> {
+    const key = keyOf(entry.address);
+    for (;;) {
+      const now = this.clock.now();
+      const current = await this.store.get(key);
+      const previous = current ? (JSON.parse(current.value) as SuppressionEntry) : undefined;
+      const next: SuppressionEntry = {
+        ...entry,
+        address: entry.address.trim().toLowerCase(),
+        firstSeen: previous?.firstSeen ?? now,
+        lastSeen: now,
+        count: (previous?.count ?? 0) + 1,
+      };
+      if (await this.store.compareAndSet(key, current?.value, JSON.stringify(next), this.ttlMs)) return next;
+    }
+  }
+
+  async recordBounce(input: { envelopeRecipient: string; message: string | Buffer }, proofConfig: BounceProofConfig): Promise<BounceOutcome> {
+    const now = this.clock.now();
+    let core = input.envelopeRecipient.trim().replace(/^<(.*)>$/, '$1');
+    let signed = false;
+    if (proofConfig.batv) {
+      const check = proofConfig.batv.check(core, now);
+      if (check.status === 'valid') {
+        signed = true;
+        core = check.original;
+      } else if (check.status !== 'not-prvs') {
+        return { kind: 'not-proven', reason: `the bounce came to a prvs address that is ${check.status}` };
+      }
+    }
+    let verpRecipient: string | undefined;
+    for (const list of proofConfig.verp ?? []) {
+      const decoded = verpDecode(core, list.sender, list.delimiters);
+      if (decoded.ok) {
+        verpRecipient = decoded.recipient;
+        break;
+      }
+    }
+    if (!signed && verpRecipient === undefined) {
+      return { kind: 'not-proven', reason: 'the bounce came to an address with neither a valid BATV signature nor a VERP tag of ours' };
+    }
+    const parsed = parseBounce(input.message);
+    if (!parsed.ok) return { kind: 'not-a-bounce', reason: parsed.message };
+    const report = parsed.report;
+    const hard = report.recipients.filter((r) => r.hard);
+    let suppress: Array<{ address: string; evidence: BounceRecipient }>;
+    if (verpRecipient !== undefined) {
+      const named = verpRecipient.toLowerCase();
+      const match = hard.find((r) => r.address.toLowerCase() === named || r.originalRecipient?.toLowerCase() === named);
+      const evidence = match ?? (report.recipients.length === 1 ? hard[0] : undefined);
+      if (!evidence) {
+        return hard.length > 0 ? { kind: 'not-proven', reason: `the report's hard failures do not include the VERP recipient ${verpRecipient}` } : { kind: 'not-hard', report };
+      }
+      suppress = [{ address: verpRecipient, evidence }];
+    } else {
+      if (hard.length === 0) return { kind: 'not-hard', report };
+      suppress = hard.map((r) => ({ address: r.address, evidence: r }));
+    }
+    const proof: SuppressionProof = signed && verpRecipient !== undefined ? 'batv+verp' : signed ? 'batv' : 'verp';
+    const entries: SuppressionEntry[] = [];
+    for (const { address, evidence } of suppress) {
+      entries.push(
+        await this.add({
+          address,
+          status: evidence.status,
+          ...(evidence.diagnostic ? { diagnostic: evidence.diagnostic } : {}),
+          ...(report.reportingMta ? { reportingMta: report.reportingMta } : {}),
+          format: report.format,
+          proof,
+        }),
+      );
+    }
+    return { kind: 'recorded', proof, entries, report };
+  }
+}

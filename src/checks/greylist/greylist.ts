@@ -1,0 +1,300 @@
+/**
+ * NAME
+ *   greylist/greylist - postgrey-compatible greylisting over the shared Store
+ *
+ * DESCRIPTION
+ *   A triplet (client identity, normalised sender, recipient) seen for the first time is
+ *   deferred; a retry at least `delay` later passes, and so does every later message of the
+ *   triplet. The rules are postgrey 1.37's (smtpd_access_policy), so a site moving over keeps
+ *   its behaviour:
+ *     - each request records first-seen and last-seen; a triplet passes once
+ *       now - first >= delay, and stays passed (last - first >= delay);
+ *     - a triplet that has not passed and is retried more than `retryWindow` after it was
+ *       first seen starts again (first = now): the window expired;
+ *     - a first-seen time in the future (a clock step) is corrected to now;
+ *     - client auto-allow: the first pass of a triplet counts one for the client address, at
+ *       most once an hour; a client with `autoAllowClients` counts skips greylisting (and its
+ *       last-seen is refreshed at most once an hour);
+ *     - entries live `maxAge` after they were last seen; a triplet that has not passed lives
+ *       two retry windows, long enough to tell an expired window from a new triplet in the
+ *       log (postgrey's nightly maintenance drops it after one; the decisions are the same,
+ *       since an expired window starts the triplet again either way).
+ *   Beyond postgrey, a domain-level auto-allow like sqlgrey's domain_awl: once
+ *   `domainAutoAllow` different senders of one domain have passed from one client identity,
+ *   every sender of that domain passes from it.
+ *
+ *   State is shared by every daemon on the store. Each update is an atomic read-modify-write
+ *   (Store.compareAndSet, retried when another daemon wrote in between), so two daemons on one
+ *   Redis agree on one first-seen time per triplet, and a retry that lands on the other daemon
+ *   passes there. Time comes from the injected Clock (tests move it); expiry is the store's.
+ *
+ *   Keys, under keyPrefix (default `grey:`), with `%` and `/` escaped in each component:
+ *     t:CLIENT/SENDER/RECIPIENT   "first,last"    (epoch ms)
+ *     c:CLIENT                    "count,last"    client auto-allow
+ *     d:CLIENT/DOMAIN             {"senders":[...],"last":ms}   domain auto-allow
+ *
+ * ERRORS
+ *   Store failures reject with StoreError (the pipeline answers by policy.faultAction). Losing
+ *   the compare-and-set race more than MAX_ATTEMPTS times in a row rejects with StoreError too:
+ *   it means something rewrites the key continuously.
+ */
+
+import type { Clock } from '../../core/clock.js';
+import { StoreError } from '../../core/errors.js';
+import type { Store } from '../../store/types.js';
+import { senderDomain } from './normalise.js';
+
+const HOUR_MS = 3_600_000;
+const MAX_ATTEMPTS = 8;
+
+export interface GreylistSettings {
+  delayMs: number;
+  retryWindowMs: number;
+  maxAgeMs: number;
+  /** Successful first passes after which a client skips greylisting; 0 disables. */
+  autoAllowClients: number;
+  /** Distinct senders of one domain passed from one client before the domain passes; 0 disables. */
+  domainAutoAllow: number;
+  keyPrefix?: string;
+}
+
+export interface GreylistRequest {
+  /** The client identity of the triplet: a network (192.0.2.0/24), an address, or domain:NAME. */
+  client: string;
+  /** The client's auto-allow key: its address (postgrey), or the identity domain. */
+  autoAllowKey: string;
+  /** Normalised sender (normaliseSender), '' for the null sender. */
+  sender: string;
+  /** The recipient, lower-cased. */
+  recipient: string;
+}
+
+export type DeferReason = 'new' | 'early-retry' | 'window-expired';
+
+export type GreylistOutcome =
+  | { kind: 'pass'; reason: 'triplet'; firstPass: boolean; waitedMs: number }
+  | { kind: 'pass'; reason: 'client-auto-allow'; count: number }
+  | { kind: 'pass'; reason: 'domain-auto-allow'; domain: string }
+  | { kind: 'defer'; reason: DeferReason; remainingMs: number; retryAt: number; firstSeen: number };
+
+export type GreylistEntry =
+  | { kind: 'triplet'; client: string; sender: string; recipient: string; firstSeen: number; lastSeen: number; passed: boolean; expiresAt: number }
+  | { kind: 'client'; client: string; count: number; lastSeen: number; allowed: boolean; expiresAt: number }
+  | { kind: 'domain'; client: string; domain: string; senders: number; allowed: boolean; expiresAt: number };
+
+export type GreylistEntryKind = GreylistEntry['kind'];
+
+const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
+const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');
+
+function pair(value: string | undefined): [number, number] | undefined {
+  if (value === undefined) return undefined;
+  const comma = value.indexOf(',');
+  const a = Number(value.slice(0, comma));
+  const b = Number(value.slice(comma + 1));
+  return comma > 0 && Number.isFinite(a) && Number.isFinite(b) ? [a, b] : undefined;
+}
+
+interface DomainRecord {
+  senders: string[];
+  last: number;
+}
+
+function domainRecord(value: string | undefined): DomainRecord | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(value) as Partial<DomainRecord>;
+    if (Array.isArray(parsed.senders) && typeof parsed.last === 'number') return { senders: parsed.senders.filter((s) => typeof s === 'string'), last: parsed.last };
+  } catch {
+    // Not ours: treated as absent and overwritten.
+  }
+  return undefined;
+}
+
+export class Greylist {
+  readonly settings: Required<GreylistSettings>;
+
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    settings: GreylistSettings,
+  ) {
+    this.settings = { keyPrefix: 'grey:', ...settings };
+  }
+
+  tripletKey(client: string, sender: string, recipient: string): string {
+    return `${this.settings.keyPrefix}t:${escapePart(client)}/${escapePart(sender)}/${escapePart(recipient)}`;
+  }
+
+  clientKey(client: string): string {
+    return `${this.settings.keyPrefix}c:${escapePart(client)}`;
+  }
+
+  domainKey(client: string, domain: string): string {
+    return `${this.settings.keyPrefix}d:${escapePart(client)}/${escapePart(domain)}`;
+  }
+
+  async check(request: GreylistRequest): Promise<GreylistOutcome> {
+    const { delayMs, retryWindowMs, maxAgeMs, autoAllowClients, domainAutoAllow } = this.settings;
+    const now = this.clock.now();
+    const clientKey = this.clientKey(request.autoAllowKey);
+    const client = autoAllowClients > 0 ? await this.store.get(clientKey) : undefined;
+    const awl = pair(client?.value);
+    if (awl && awl[0] >= autoAllowClients) {
+      const [count, last] = awl;
+      // Statistics only: a lost race just means another daemon refreshed it.
+      if (now >= last + HOUR_MS || last > now) await this.store.compareAndSet(clientKey, client?.value, `${count + 1},${now}`, maxAgeMs);
+      return { kind: 'pass', reason: 'client-auto-allow', count };
+    }
+
+    const domain = senderDomain(request.sender);
+    if (domainAutoAllow > 0 && domain) {
+      const record = domainRecord((await this.store.get(this.domainKey(request.client, domain)))?.value);
+      if (record && record.senders.length >= domainAutoAllow) {
+        if (now >= record.last + HOUR_MS || record.last > now) await this.recordDomainSender(request.client, domain, request.sender);
+        return { kind: 'pass', reason: 'domain-auto-allow', domain };
+      }
+    }
+
+    const key = this.tripletKey(request.client, request.sender, request.recipient);
+    let first = now;
+    let lastWasSuccessful = false;
+    let windowExpired = false;
+    for (let attempt = 1; ; attempt += 1) {
+      const current = await this.store.get(key);
+      const stored = pair(current?.value);
+      first = now;
+      lastWasSuccessful = false;
+      windowExpired = false;
+      if (stored) {
+        const [storedFirst, storedLast] = stored;
+        first = storedFirst;
+        if (storedLast - storedFirst >= delayMs) lastWasSuccessful = true;
+        else if (now - first > retryWindowMs) {
+          first = now;
+          windowExpired = true;
+        }
+        if (first > now) first = now;
+      }
+      const passedNow = now - first >= delayMs;
+      const ttl = passedNow ? maxAgeMs : 2 * retryWindowMs;
+      if (await this.store.compareAndSet(key, current?.value, `${first},${now}`, ttl)) break;
+      if (attempt >= MAX_ATTEMPTS) throw new StoreError(`greylist: ${key} changed under ${MAX_ATTEMPTS} updates in a row`);
+    }
+
+    const remainingMs = delayMs - (now - first);
+    if (remainingMs <= 0 && !lastWasSuccessful) {
+      if (autoAllowClients > 0 && (!awl || now >= awl[1] + HOUR_MS)) await this.countClientPass(clientKey);
+      if (domainAutoAllow > 0 && domain) await this.recordDomainSender(request.client, domain, request.sender);
+    }
+    if (remainingMs > 0) {
+      const reason: DeferReason = windowExpired ? 'window-expired' : now !== first ? 'early-retry' : 'new';
+      return { kind: 'defer', reason, remainingMs, retryAt: first + delayMs, firstSeen: first };
+    }
+    return { kind: 'pass', reason: 'triplet', firstPass: !lastWasSuccessful, waitedMs: now - first };
+  }
+
+  /** Lets the client skip greylisting from now on (an administrator's `allow`). */
+  async allowClient(autoAllowKey: string): Promise<void> {
+    await this.store.set(this.clientKey(autoAllowKey), `${Math.max(1, this.settings.autoAllowClients)},${this.clock.now()}`, this.settings.maxAgeMs);
+  }
+
+  /** Marks the triplet as passed, as if it had retried after the delay. */
+  async allowTriplet(request: Omit<GreylistRequest, 'autoAllowKey'>): Promise<void> {
+    const now = this.clock.now();
+    await this.store.set(this.tripletKey(request.client, request.sender, request.recipient), `${now - this.settings.delayMs},${now}`, this.settings.maxAgeMs);
+  }
+
+  async dropTriplet(request: Omit<GreylistRequest, 'autoAllowKey'>): Promise<boolean> {
+    const key = this.tripletKey(request.client, request.sender, request.recipient);
+    const existed = (await this.store.get(key)) !== undefined;
+    await this.store.delete(key);
+    return existed;
+  }
+
+  /**
+   * Forgets a client: its auto-allow entry (by autoAllowKey) and every triplet and domain entry
+   * of its identity. Returns how many entries were removed.
+   */
+  async dropClient(client: string, autoAllowKey: string): Promise<number> {
+    let removed = 0;
+    const clientKey = this.clientKey(autoAllowKey);
+    if (await this.store.get(clientKey)) {
+      await this.store.delete(clientKey);
+      removed += 1;
+    }
+    for (const kind of ['t', 'd'] as const) {
+      const prefix = `${this.settings.keyPrefix}${kind}:${escapePart(client)}/`;
+      // Deleted keys leave the scan, so each batch is new; an empty one ends the walk.
+      for (let batch = await this.store.scan(prefix, 1000); batch.length > 0; batch = await this.store.scan(prefix, 1000)) {
+        for (const row of batch) await this.store.delete(row.key);
+        removed += batch.length;
+      }
+    }
+    return removed;
+  }
+
+  /** Entries in key order; `client` narrows to one identity (exact) or auto-allow key. */
+  async list(options: { kinds?: readonly GreylistEntryKind[]; client?: string; limit: number }): Promise<GreylistEntry[]> {
+    const kinds = options.kinds ?? ['triplet', 'client', 'domain'];
+    const entries: GreylistEntry[] = [];
+    const tag = { triplet: 't', client: 'c', domain: 'd' } as const;
+    for (const kind of kinds) {
+      if (entries.length >= options.limit) break;
+      const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
+      const prefix = `${this.settings.keyPrefix}${tag[kind]}:${client}`;
+      for (const row of await this.store.scan(prefix, options.limit - entries.length)) {
+        const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
+        if (entry && (kind !== 'client' || options.client === undefined || entry.client === options.client)) entries.push(entry);
+      }
+    }
+    return entries;
+  }
+
+  /** Removes expired entries where the store keeps them (SQLite, memory; Redis expires itself). */
+  purgeExpired(): Promise<number> {
+    return this.store.purgeExpired();
+  }
+
+  private entryOf(kind: GreylistEntryKind, body: string, value: string, expiresAt: number): GreylistEntry | undefined {
+    const parts = body.split('/').map(unescapePart);
+    if (kind === 'triplet') {
+      const times = pair(value);
+      const [client = '', sender = '', recipient = ''] = parts;
+      if (!times || parts.length !== 3) return undefined;
+      return { kind, client, sender, recipient, firstSeen: times[0], lastSeen: times[1], passed: times[1] - times[0] >= this.settings.delayMs, expiresAt };
+    }
+    if (kind === 'client') {
+      const counts = pair(value);
+      if (!counts) return undefined;
+      return { kind, client: parts.join('/'), count: counts[0], lastSeen: counts[1], allowed: counts[0] >= Math.max(1, this.settings.autoAllowClients), expiresAt };
+    }
+    const record = domainRecord(value);
+    const [client = '', domain = ''] = parts;
+    if (!record || parts.length !== 2) return undefined;
+    return { kind, client, domain, senders: record.senders.length, allowed: record.senders.length >= Math.max(1, this.settings.domainAutoAllow), expiresAt };
+  }
+
+  private async countClientPass(clientKey: string): Promise<void> {
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const current = await this.store.get(clientKey);
+      const now = this.clock.now();
+      const stored = pair(current?.value);
+      if (stored && now < stored[1] + HOUR_MS) return; // another daemon counted this hour
+      const value = `${(stored?.[0] ?? 0) + 1},${now}`;
+      if (await this.store.compareAndSet(clientKey, current?.value, value, this.settings.maxAgeMs)) return;
+    }
+  }
+
+  private async recordDomainSender(client: string, domain: string, sender: string): Promise<void> {
+    const key = this.domainKey(client, domain);
+    const level = this.settings.domainAutoAllow;
+    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+      const current = await this.store.get(key);
+      const record = domainRecord(current?.value) ?? { senders: [], last: 0 };
+      const senders = record.senders.includes(sender) || record.senders.length >= level ? record.senders : [...record.senders, sender];
+      const value = JSON.stringify({ senders, last: this.clock.now() });
+      if (await this.store.compareAndSet(key, current?.value, value, this.settings.maxAgeMs)) return;
+    }
+  }
+}

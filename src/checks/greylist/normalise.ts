@@ -1,0 +1,106 @@
+/**
+ * NAME
+ *   greylist/normalise - the sender as the greylist keys it
+ *
+ * DESCRIPTION
+ *   Many senders put a per-message part into the envelope sender (bounce tracking, signed
+ *   bounce addresses). Keyed as sent, every message of theirs would be a new triplet and be
+ *   greylisted again. normaliseSender() strips those parts, in this order:
+ *     SRS      SRS0=HASH=TT=HOST=USER@forwarder is USER@HOST, the original sender (the hash
+ *              and timestamp change daily); SRS1=HASH=FIRSTHOP=<SRS0 rest>@forwarder is the
+ *              original sender of the first hop. The hash is not checked: it is the
+ *              forwarder's, and the key only has to be stable.
+ *     BATV     prvs=TAG=LOCAL@ is LOCAL@ (the tag changes daily). postgrey also meets the
+ *              swapped prvs=LOCAL=TAG@ form and tells them apart as it does: the part that
+ *              starts with ten [0-9a-z] characters is the tag, and the standard order wins a
+ *              tie. msprvs1= (Microsoft) and btv1== (Barracuda) are the same idea.
+ *     +ext     everything from the first `+` of the local part (postgrey); this also removes
+ *              Postfix-style VERP (LIST+USER=DOMAIN@).
+ *     VERP     qmail-style LIST-return-...-USER=DOMAIN@ loses the encoded recipient
+ *              (-USER=DOMAIN), when `verp` is on.
+ *     numbers  every run of digits that stands alone between word boundaries becomes `#`
+ *              (postgrey), so list-123@ and list-124@ are one sender.
+ *   The result is lower-cased, as postgrey lower-cases its whole key. The null sender stays ''.
+ *   With `verp` off, the result equals postgrey 1.37's do_sender_substitutions() for every
+ *   sender that is not SRS or msprvs1/btv1 (postgrey leaves those as they are).
+ *
+ * LIMITS
+ *   Input longer than 1024 characters is cut there before any work (a path is at most 256
+ *   octets, RFC 5321 §4.5.3.1.3); every step is one linear pass. Never throws.
+ */
+
+const MAX_INPUT = 1024;
+const BATV_TAG = /^[0-9a-z]{10}/;
+const QMAIL_VERP = /^(.+?)-[^-=@]+=[a-z0-9-]+(?:\.[a-z0-9-]+)+$/;
+
+export interface NormaliseOptions {
+  /** Strip qmail-style VERP (-USER=DOMAIN) from the local part (default true). */
+  verp?: boolean;
+}
+
+/** The original sender of an SRS0 or SRS1 address, or undefined when it is not one. */
+export function srsOriginal(localPart: string): string | undefined {
+  if (localPart.length < 6) return undefined;
+  const tag = localPart.slice(0, 4).toLowerCase();
+  const separator = localPart[4];
+  if (separator !== '=' && separator !== '+' && separator !== '-') return undefined;
+  let rest = localPart.slice(5);
+  if (tag === 'srs1') {
+    // HASH=FIRSTHOP=<S0 separator><SRS0 rest>
+    const match = /^[^=]+=[^=]+=[=+-](.+)$/.exec(rest);
+    if (!match?.[1]) return undefined;
+    rest = match[1];
+  } else if (tag !== 'srs0') {
+    return undefined;
+  }
+  // HASH=TT=HOST=USER, where USER may itself contain '='.
+  const fields = /^[^=]+=[^=]+=([^=]+)=(.+)$/.exec(rest);
+  if (!fields?.[1] || !fields[2]) return undefined;
+  return `${fields[2]}@${fields[1]}`;
+}
+
+function withoutBatv(local: string): string {
+  const lower = local.toLowerCase();
+  if (lower.startsWith('prvs=')) {
+    const parts = local.split('=');
+    // Perl's split, which postgrey uses, drops trailing empty fields.
+    while (parts.length > 0 && parts.at(-1) === '') parts.pop();
+    if (parts.length !== 3) return local;
+    const [, first = '', second = ''] = parts;
+    if (BATV_TAG.test(first) && !BATV_TAG.test(second)) return second;
+    if (BATV_TAG.test(second) && !BATV_TAG.test(first)) return first;
+    return second;
+  }
+  // msprvs1=TAG=LOCAL, btv1==TAG==LOCAL
+  const microsoft = /^msprvs1=[^=]+=(.+)$/i.exec(local);
+  if (microsoft?.[1]) return microsoft[1];
+  const barracuda = /^btv1==[^=]+==(.+)$/i.exec(local);
+  if (barracuda?.[1]) return barracuda[1];
+  return local;
+}
+
+export function normaliseSender(sender: string, options: NormaliseOptions = {}): string {
+  const input = sender.length > MAX_INPUT ? sender.slice(0, MAX_INPUT) : sender;
+  let at = input.lastIndexOf('@');
+  if (at < 0) return input.toLowerCase();
+  let local = input.slice(0, at);
+  let domain = input.slice(at + 1);
+  const original = srsOriginal(local);
+  if (original !== undefined) {
+    at = original.lastIndexOf('@');
+    local = original.slice(0, at);
+    domain = original.slice(at + 1);
+  }
+  local = withoutBatv(local);
+  const plus = local.indexOf('+');
+  if (plus >= 0) local = local.slice(0, plus);
+  if (options.verp !== false) local = QMAIL_VERP.exec(local.toLowerCase())?.[1] ?? local;
+  local = local.replace(/\b\d+\b/g, '#');
+  return `${local}@${domain}`.toLowerCase();
+}
+
+/** The domain of a normalised sender ('' for the null sender or a sender without one). */
+export function senderDomain(normalised: string): string {
+  const at = normalised.lastIndexOf('@');
+  return at < 0 ? '' : normalised.slice(at + 1);
+}

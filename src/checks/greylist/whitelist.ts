@@ -1,0 +1,242 @@
+/**
+ * NAME
+ *   greylist/whitelist - postgrey's whitelist_clients and whitelist_recipients files
+ *
+ * DESCRIPTION
+ *   Sites keep their postgrey lists: the same files are read with the same meaning (postgrey
+ *   1.37 read_clients_whitelists / read_recipients_whitelists). In both, `#` starts a comment,
+ *   blank lines are skipped and each line is one entry.
+ *
+ *   whitelist_clients, matched against the verified client name (Postfix's client_name, which
+ *   is `unknown` unless the PTR name resolves back to the address) or the client address:
+ *     /regexp/          the name matches the regular expression (case-insensitive)
+ *     a.b.c.d[/len]     the IPv4 address or network
+ *     a.b.c  a.b        a partial IPv4 address: the /24, the /16
+ *     IPv6[/len]        an IPv6 address or network (any entry with two colons)
+ *     domain.tld        the name is domain.tld or ends in .domain.tld
+ *   whitelist_recipients, matched against the recipient:
+ *     /regexp/          the recipient matches the regular expression (case-insensitive)
+ *     user@domain       that address, also user+extension@domain
+ *     user@             that local part (and its extensions) in any domain
+ *     domain.tld        any recipient in domain.tld or a subdomain of it
+ *
+ *   Deviations from postgrey, each where postgrey's behaviour contradicts its own comment or
+ *   Postfix's access(5): `a.b` whitelists the /16 (postgrey 1.37 builds a /24 from it), and
+ *   `@domain` means the whole domain as in access(5) (postgrey would match only the literal
+ *   address `@domain`). Regular expressions are JavaScript's, which agree with Perl's for
+ *   the constructs these lists use (classes, anchors, \d, alternation); one that does not
+ *   compile is reported as a problem, as is a line postgrey warns about.
+ *
+ * LIMITS
+ *   A line longer than 4096 characters and a regular expression longer than 1000 are refused
+ *   (reported as problems); at most 100000 entries per list. Matching a name walks its labels
+ *   (one set lookup per label) and then tries the regular expressions in order.
+ */
+
+import { readFileSync } from 'node:fs';
+import { AddressSet, parseCidr, type Cidr } from '../../core/ip.js';
+
+export const WHITELIST_LIMITS = { lineLength: 4096, regexLength: 1000, entries: 100_000 } as const;
+
+export interface WhitelistSource {
+  /** File name (or another label) used in problem reports. */
+  source: string;
+  text: string;
+}
+
+export interface WhitelistProblem {
+  source: string;
+  line: number;
+  message: string;
+}
+
+interface Line {
+  source: string;
+  line: number;
+  entry: string;
+}
+
+function* entriesOf(sources: readonly WhitelistSource[], problems: WhitelistProblem[]): Generator<Line> {
+  let count = 0;
+  for (const { source, text } of sources) {
+    const lines = text.split('\n');
+    for (const [index, raw] of lines.entries()) {
+      if (raw.length > WHITELIST_LIMITS.lineLength) {
+        problems.push({ source, line: index + 1, message: `line longer than ${WHITELIST_LIMITS.lineLength} characters` });
+        continue;
+      }
+      const entry = raw.replace(/#.*$/, '').trim();
+      if (entry === '') continue;
+      if (++count > WHITELIST_LIMITS.entries) {
+        problems.push({ source, line: index + 1, message: `more than ${WHITELIST_LIMITS.entries} entries; the rest is ignored` });
+        return;
+      }
+      yield { source, line: index + 1, entry };
+    }
+  }
+}
+
+function regexOf(line: Line, problems: WhitelistProblem[]): RegExp | undefined {
+  const body = /^\/(\S+)\/$/.exec(line.entry)?.[1];
+  if (body === undefined) return undefined;
+  if (body.length > WHITELIST_LIMITS.regexLength) {
+    problems.push({ source: line.source, line: line.line, message: `regular expression longer than ${WHITELIST_LIMITS.regexLength} characters` });
+    return undefined;
+  }
+  try {
+    return new RegExp(body, 'i');
+  } catch (err) {
+    problems.push({ source: line.source, line: line.line, message: `bad regular expression: ${(err as Error).message}` });
+    return undefined;
+  }
+}
+
+/** The domain of the set that `name` is or ends in (`.domain`), or undefined. */
+export function domainUnder(domains: ReadonlySet<string>, name: string): string | undefined {
+  let rest = name;
+  for (;;) {
+    if (domains.has(rest)) return rest;
+    const dot = rest.indexOf('.');
+    if (dot < 0) return undefined;
+    rest = rest.slice(dot + 1);
+  }
+}
+
+function isRegexEntry(entry: string): boolean {
+  return /^\/\S+\/$/.test(entry);
+}
+
+export class ClientWhitelist {
+  constructor(
+    private readonly domains: ReadonlySet<string>,
+    private readonly patterns: readonly RegExp[],
+    private readonly networks: AddressSet,
+  ) {}
+
+  get size(): number {
+    return this.domains.size + this.patterns.length + this.networks.cidrs.length;
+  }
+
+  /** The entry that lets the client through, or undefined. */
+  match(clientName: string, clientAddress: string): string | undefined {
+    const name = clientName.toLowerCase().replace(/\.$/, '');
+    const domain = domainUnder(this.domains, name);
+    if (domain !== undefined) return domain;
+    const pattern = this.patterns.find((p) => p.test(name));
+    if (pattern) return `/${pattern.source}/`;
+    return clientAddress && this.networks.has(clientAddress) ? `network of ${clientAddress}` : undefined;
+  }
+}
+
+export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whitelist: ClientWhitelist; problems: WhitelistProblem[] } {
+  const problems: WhitelistProblem[] = [];
+  const domains = new Set<string>();
+  const patterns: RegExp[] = [];
+  const cidrs: Cidr[] = [];
+  const network = (line: Line, text: string) => {
+    const parsed = parseCidr(text);
+    if (parsed.ok) cidrs.push(parsed.value);
+    else problems.push({ source: line.source, line: line.line, message: `bad address: ${parsed.reason}` });
+  };
+  for (const line of entriesOf(sources, problems)) {
+    const { entry } = line;
+    if (isRegexEntry(entry)) {
+      const regex = regexOf(line, problems);
+      if (regex) patterns.push(regex);
+    } else if (/^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:\/\d{1,2})?$/.test(entry)) {
+      network(line, entry);
+    } else if (/^\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(entry)) {
+      network(line, `${entry}.0/24`);
+    } else if (/^\d{1,3}\.\d{1,3}$/.test(entry)) {
+      network(line, `${entry}.0.0/16`);
+    } else if (/^.*:.*:.*(?:\/\d{1,3})?$/.test(entry)) {
+      network(line, entry);
+    } else if (/^\S+$/.test(entry)) {
+      domains.add(entry.toLowerCase().replace(/\.$/, ''));
+    } else {
+      problems.push({ source: line.source, line: line.line, message: `doesn't look like a hostname: ${JSON.stringify(entry)}` });
+    }
+  }
+  return { whitelist: new ClientWhitelist(domains, patterns, new AddressSet(cidrs)), problems };
+}
+
+/** A recipient's local part without its +extension, lower-cased. */
+function baseLocalPart(local: string): string {
+  const plus = local.indexOf('+');
+  return (plus < 0 ? local : local.slice(0, plus)).toLowerCase();
+}
+
+export class RecipientWhitelist {
+  constructor(
+    private readonly addresses: ReadonlySet<string>,
+    private readonly localParts: ReadonlySet<string>,
+    private readonly domains: ReadonlySet<string>,
+    private readonly patterns: readonly RegExp[],
+  ) {}
+
+  get size(): number {
+    return this.addresses.size + this.localParts.size + this.domains.size + this.patterns.length;
+  }
+
+  /** The entry that lets the recipient through, or undefined. */
+  match(recipient: string): string | undefined {
+    const at = recipient.lastIndexOf('@');
+    if (at >= 0) {
+      const local = baseLocalPart(recipient.slice(0, at));
+      const domain = recipient.slice(at + 1).toLowerCase();
+      if (this.addresses.has(`${local}@${domain}`)) return `${local}@${domain}`;
+      if (this.localParts.has(local)) return `${local}@`;
+      const listed = domainUnder(this.domains, domain);
+      if (listed !== undefined) return listed;
+    }
+    const pattern = this.patterns.find((p) => p.test(recipient));
+    return pattern ? `/${pattern.source}/` : undefined;
+  }
+}
+
+export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { whitelist: RecipientWhitelist; problems: WhitelistProblem[] } {
+  const problems: WhitelistProblem[] = [];
+  const addresses = new Set<string>();
+  const localParts = new Set<string>();
+  const domains = new Set<string>();
+  const patterns: RegExp[] = [];
+  for (const line of entriesOf(sources, problems)) {
+    const { entry } = line;
+    if (isRegexEntry(entry)) {
+      const regex = regexOf(line, problems);
+      if (regex) patterns.push(regex);
+      continue;
+    }
+    if (!/^\S+$/.test(entry)) {
+      problems.push({ source: line.source, line: line.line, message: `doesn't look like an address: ${JSON.stringify(entry)}` });
+      continue;
+    }
+    const at = entry.indexOf('@');
+    const user = at < 0 ? entry : entry.slice(0, at);
+    const domain = at < 0 ? '' : entry.slice(at + 1).toLowerCase();
+    if (at < 0) domains.add(entry.toLowerCase());
+    else if (user === '') domains.add(domain);
+    else if (domain === '') localParts.add(user.toLowerCase());
+    else addresses.add(`${user.toLowerCase()}@${domain}`);
+  }
+  return { whitelist: new RecipientWhitelist(addresses, localParts, domains, patterns), problems };
+}
+
+/**
+ * Reads whitelist files. A missing file whose name ends in `.local` is skipped silently, as
+ * postgrey does (a site may simply not have one); any other unreadable file is a problem.
+ */
+export function readWhitelistFiles(paths: readonly string[]): { sources: WhitelistSource[]; problems: WhitelistProblem[] } {
+  const sources: WhitelistSource[] = [];
+  const problems: WhitelistProblem[] = [];
+  for (const path of paths) {
+    try {
+      sources.push({ source: path, text: readFileSync(path, 'utf8') });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && path.endsWith('.local')) continue;
+      problems.push({ source: path, line: 0, message: `cannot read: ${code ?? String(err)}` });
+    }
+  }
+  return { sources, problems };
+}

@@ -1,0 +1,9 @@
+/**
+ * NAME
+ *   checks/ratelimit - sliding-window counters for rate limits and the tarpit
+ *
+ * DESCRIPTION
+ *   See window.ts; the `ratelimit` and `tarpit` policy stages are built on it.
+ */
+
+export { SlidingWindow, type WindowSample } from './window.js';

@@ -1,0 +1,90 @@
+/**
+ * NAME
+ *   checks/senderid/pra - the Purported Responsible Address of a message (RFC 4407)
+ *
+ * DESCRIPTION
+ *   purportedResponsibleAddress(fields) picks the one mailbox that claims responsibility for
+ *   the most recent introduction of the message, from its header fields in top-down order.
+ *   splitHeaderFields(text) turns a raw header block into such fields (unfolded).
+ *
+ * RFC
+ *   RFC 4407 §2: "non-empty" means containing a non-whitespace character.
+ *     1. The first non-empty Resent-Sender, unless a non-empty Resent-From precedes it with a
+ *        Received or Return-Path field in between (they belong to different resent blocks):
+ *        then step 2.
+ *     2. The first non-empty Resent-From.
+ *     3. The non-empty Sender fields: one is selected; more than one is ill-formed (6).
+ *     4. The non-empty From fields: exactly one is selected; otherwise ill-formed (6).
+ *     5. The selected field must hold exactly one valid mailbox; otherwise ill-formed (6).
+ *     6. No PRA: the message is ill-formed.
+ *   Mailboxes are parsed by src/address (RFC 5322 §3.4, including obsolete forms).
+ *
+ * LIMITS
+ *   Header blocks of at most 1 MiB and 10000 fields; more is reported as no PRA.
+ *
+ * ERRORS
+ *   Returned as values; nothing here throws.
+ */
+
+import { parseAddressList, type Mailbox } from '../../address/index.js';
+
+export interface HeaderField {
+  name: string;
+  value: string;
+}
+
+export type PraField = 'resent-sender' | 'resent-from' | 'sender' | 'from';
+
+export type PraOutcome = { kind: 'pra'; mailbox: Mailbox; field: PraField } | { kind: 'none'; reason: string };
+
+export const PRA_LIMITS = { headerBytes: 1024 * 1024, fields: 10_000 } as const;
+
+/** Unfolds a raw header block (up to the first empty line) into fields; lines that are not fields are skipped. */
+export function splitHeaderFields(block: string): HeaderField[] {
+  const head = block.slice(0, PRA_LIMITS.headerBytes + 1);
+  const end = head.search(/\r?\n\r?\n/);
+  const lines = (end < 0 ? head : head.slice(0, end)).split(/\r?\n/);
+  const fields: HeaderField[] = [];
+  for (const line of lines) {
+    const last = fields[fields.length - 1];
+    if (/^[ \t]/.test(line) && last !== undefined) {
+      last.value += ` ${line.trim()}`;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon <= 0 || !/^[\x21-\x39\x3b-\x7e]+$/.test(line.slice(0, colon))) continue;
+    fields.push({ name: line.slice(0, colon), value: line.slice(colon + 1).trim() });
+  }
+  return fields;
+}
+
+const nonEmpty = (field: HeaderField) => /\S/.test(field.value);
+
+export function purportedResponsibleAddress(fields: readonly HeaderField[]): PraOutcome {
+  if (fields.length > PRA_LIMITS.fields) return { kind: 'none', reason: `more than ${PRA_LIMITS.fields} header fields` };
+  const named = (name: string) => (field: HeaderField) => field.name.trim().toLowerCase() === name;
+  const resentSender = fields.findIndex((field) => named('resent-sender')(field) && nonEmpty(field));
+  if (resentSender >= 0) {
+    const before = fields.slice(0, resentSender);
+    const resentFrom = before.map((field, index) => (named('resent-from')(field) && nonEmpty(field) ? index : -1)).filter((index) => index >= 0).pop();
+    const separated =
+      resentFrom !== undefined && before.slice(resentFrom + 1).some((field) => named('received')(field) || named('return-path')(field));
+    if (!separated) return selected(fields[resentSender], 'resent-sender');
+  }
+  const resentFrom = fields.find((field) => named('resent-from')(field) && nonEmpty(field));
+  if (resentFrom !== undefined) return selected(resentFrom, 'resent-from');
+  const senders = fields.filter((field) => named('sender')(field) && nonEmpty(field));
+  if (senders.length > 1) return { kind: 'none', reason: `${senders.length} Sender fields` };
+  if (senders.length === 1) return selected(senders[0], 'sender');
+  const froms = fields.filter((field) => named('from')(field) && nonEmpty(field));
+  if (froms.length !== 1) return { kind: 'none', reason: froms.length === 0 ? 'no Resent-Sender, Resent-From, Sender or From field' : `${froms.length} From fields` };
+  return selected(froms[0], 'from');
+}
+
+function selected(field: HeaderField | undefined, name: PraField): PraOutcome {
+  const parsed = parseAddressList(field?.value ?? '');
+  if (!parsed.ok) return { kind: 'none', reason: `${name}: ${parsed.error.message}` };
+  const [only, ...others] = parsed.value;
+  if (only === undefined || others.length > 0) return { kind: 'none', reason: `${name} holds ${parsed.value.length} mailboxes, not one` };
+  return { kind: 'pra', mailbox: only.mailbox, field: name };
+}

@@ -1,0 +1,109 @@
+/**
+ * NAME
+ *   cli/spf - `callout spf --ip IP --sender ADDR [--helo NAME] [--dns-server HOST[:PORT]] [--json]`
+ *
+ * DESCRIPTION
+ *   Evaluates SPF (RFC 7208) for one client address and envelope sender and prints the
+ *   result, the explanation (for a fail) or the problem (for an error), and the trace: every
+ *   check_host() entered, every term with its outcome and every DNS lookup with its answer.
+ *   --sender '' or '<>' is the null reverse-path, checked as postmaster@HELO; --identity helo
+ *   checks the HELO identity instead. --json prints one JSON object: result (the RFC's
+ *   lower-case word), explanation, trace, and the rest of the verdict.
+ *
+ * EXIT STATUS
+ *   0 pass; 1 fail or softfail; 2 neutral, none, temperror or permerror; 64 usage error
+ *   (a missing option, an --ip that is not an address, a null sender without --helo).
+ */
+
+import type { Command } from 'commander';
+import { UsageError } from '../core/errors.js';
+import { createNodeResolver } from '../dns/node-resolver.js';
+import { clientAddress } from '../checks/client-ip.js';
+import { evaluateSpf } from '../checks/spf/index.js';
+import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
+
+interface SpfFlags {
+  ip: string;
+  sender: string;
+  helo?: string;
+  dnsServer: string[];
+  identity: string;
+  receiver?: string;
+  timeout?: string;
+  json?: boolean;
+}
+
+export interface SpfCommandIo {
+  out: NodeJS.WritableStream;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: process.stdout }): void {
+  program
+    .command('spf')
+    .description('evaluate SPF (RFC 7208) for a client address and sender, and show how the result came about')
+    .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
+    .requiredOption('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender)")
+    .option('--helo <name>', 'the EHLO/HELO name (needed for the null sender and --identity helo)')
+    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--identity <identity>', 'mailfrom or helo', 'mailfrom')
+    .option('--receiver <name>', 'this host name, for the %{r} macro of explanations')
+    .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
+    .option('--json', 'print one JSON object with result, explanation and trace')
+    .action(async (flags: SpfFlags) => {
+      const verdict = await runSpf(flags);
+      io.out.write(flags.json ? `${JSON.stringify(verdict)}\n` : formatVerdict(verdict));
+      process.exitCode = exitStatus(verdict);
+    });
+}
+
+async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
+  if (clientAddress(flags.ip) === undefined) throw new UsageError(`spf: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
+  if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${JSON.stringify(flags.identity)}`);
+  const mailFrom = flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
+  const helo = flags.helo ?? '';
+  if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
+  const timeoutMs = Number(flags.timeout);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`spf: --timeout must be a positive number of milliseconds, got ${JSON.stringify(flags.timeout)}`);
+  const resolver = createNodeResolver({ servers: flags.dnsServer, timeoutMs });
+  return evaluateSpf(
+    { ip: flags.ip, mailFrom, helo, identity: flags.identity },
+    { resolver, ...(flags.receiver === undefined ? {} : { receiver: flags.receiver }) },
+  );
+}
+
+function exitStatus(verdict: SpfVerdict): number {
+  if (verdict.result === 'pass') return 0;
+  if (verdict.result === 'fail' || verdict.result === 'softfail') return 1;
+  return 2;
+}
+
+function describeEntry(entry: SpfTraceEntry): string {
+  const indent = (depth: number) => '  '.repeat(depth + 1);
+  switch (entry.kind) {
+    case 'check':
+      return `${indent(entry.depth)}check_host(${entry.domain})`;
+    case 'record':
+      return `    record ${entry.domain}: ${entry.record}`;
+    case 'term':
+      return `    term ${entry.term} (${entry.domain}): ${entry.outcome}`;
+    case 'dns':
+      return `    dns ${entry.type} ${entry.name}: ${entry.answer}${entry.data.length > 0 ? ` ${entry.data.map((d) => JSON.stringify(d)).join(' ')}` : ''}`;
+    case 'note':
+      return `    note: ${entry.message}`;
+  }
+}
+
+export function formatVerdict(verdict: SpfVerdict): string {
+  const lines = [
+    `result: ${verdict.result}`,
+    `identity: ${verdict.identity} ${verdict.sender} (domain ${verdict.domain}), client ${verdict.ip}${verdict.helo === '' ? '' : `, helo ${verdict.helo}`}`,
+  ];
+  if (verdict.mechanism !== undefined) lines.push(`mechanism: ${verdict.mechanism}`);
+  if (verdict.explanation !== undefined) lines.push(`explanation: ${verdict.explanation}`);
+  if (verdict.problem !== undefined) lines.push(`problem: ${verdict.problem}`);
+  lines.push(`lookups: ${verdict.lookups.dnsTerms} DNS-querying terms, ${verdict.lookups.voidLookups} void`);
+  lines.push('trace:', ...verdict.trace.map(describeEntry));
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,239 @@
+/**
+ * NAME
+ *   stages/greylist - postgrey-compatible greylisting as a pipeline stage
+ *
+ * DESCRIPTION
+ *   At RCPT, in this order:
+ *     1. skip when evidence already vouches for the client (each configurable, none on the
+ *        sender address alone, which anyone can forge): an earlier `spf` stage passed for a
+ *        sender domain in skip.spfPassDomains; the client's forward-confirmed name is under a
+ *        domain in skip.fcrdnsProviders; the client or the recipient is on a postgrey
+ *        whitelist (files in postgrey's formats, or the same entries inline);
+ *     2. the client auto-allow (a client that passed `autoAllowClients` times) and the
+ *        domain auto-allow (sqlgrey-like), then the triplet (checks/greylist/greylist).
+ *   A deferral is `action` (DEFER_IF_PERMIT by default, as postgrey: a later restriction that
+ *   rejects still rejects) with `text`, which tells the sender when to retry, and is logged
+ *   with its reason: new, early-retry (with the seconds missing) or window-expired. The first
+ *   pass of a triplet adds an X-Greylist header once per message (`header`), as postgrey does.
+ *
+ *   Client identity (`clientIdentity`): `network` (the /24 or /64, postgrey's default),
+ *   `address` (postgrey --lookup-by-host), or `fcrdns-domain`: the organisational domain of
+ *   the forward-confirmed client name, so a sender pool retrying from other addresses matches
+ *   its triplet; a client without a usable confirmed name falls back to its network. The
+ *   confirmed name comes from an earlier `iprev` stage when one ran (result `pass`, the first
+ *   of its evidence's confirmedNames), else from checkIprev here, bounded by the deadline.
+ *
+ *   Expired entries are purged every `purgeInterval` on a timer that never holds up a
+ *   request (SQLite deletes in batches and yields; Redis expires keys itself).
+ *   Counters: callout_greylist_total{result}.
+ *
+ * CONFIGURATION
+ *   delay (300s), retryWindow (2d), maxAge (35d), clientIdentity, ipv4Prefix (24),
+ *   ipv6Prefix (64), autoAllowClients (5), domainAutoAllow (0 = off), normaliseVerp,
+ *   whitelistClientFiles, whitelistRecipientFiles, whitelistClients, whitelistRecipients,
+ *   skip.{spfPassDomains,fcrdnsProviders}, action, deferCode, enhanced, text, header,
+ *   headerText, purgeInterval. Texts expand {seconds}, {retryAt}, {recipientDomain},
+ *   {reason} (and postgrey's %s and %r); headerText {seconds}, {host}, {date}.
+ */
+
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { ConfigError, describeError } from '../../core/errors.js';
+import { networkOf } from '../../core/ip.js';
+import type { Clock } from '../../core/clock.js';
+import type { Store } from '../../store/types.js';
+import {
+  Greylist,
+  domainUnder,
+  looksDynamic,
+  normaliseSender,
+  organisationalDomain,
+  parseClientWhitelist,
+  parseRecipientWhitelist,
+  readWhitelistFiles,
+  type GreylistOutcome,
+  type WhitelistProblem,
+} from '../../checks/greylist/index.js';
+import { checkIprev } from '../../checks/iprev/index.js';
+import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+import { durationMs, durationOption } from './duration-option.js';
+import { withinDeadline } from './sender-callout.js';
+
+export const greylistOptions = z
+  .object({
+    delay: durationOption('300s'),
+    retryWindow: durationOption('2d'),
+    maxAge: durationOption('35d'),
+    clientIdentity: z.enum(['network', 'address', 'fcrdns-domain']).default('network'),
+    ipv4Prefix: z.number().int().min(8).max(32).default(24),
+    ipv6Prefix: z.number().int().min(16).max(128).default(64),
+    autoAllowClients: z.number().int().min(0).max(1000).default(5),
+    domainAutoAllow: z.number().int().min(0).max(1000).default(0),
+    normaliseVerp: z.boolean().default(true),
+    whitelistClientFiles: z.array(z.string()).default([]),
+    whitelistRecipientFiles: z.array(z.string()).default([]),
+    whitelistClients: z.array(z.string()).default([]),
+    whitelistRecipients: z.array(z.string()).default([]),
+    skip: z
+      .object({
+        spfPassDomains: z.array(z.string()).default([]),
+        fcrdnsProviders: z.array(z.string()).default([]),
+      })
+      .strict()
+      .default({ spfPassDomains: [], fcrdnsProviders: [] }),
+    action: z.enum(['defer-if-permit', 'defer']).default('defer-if-permit'),
+    deferCode: z.number().int().min(400).max(499).default(450),
+    enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.2.0'),
+    text: z.string().default('Greylisted, please try again in {seconds} seconds'),
+    header: z.boolean().default(true),
+    headerText: z.string().default('X-Greylist: delayed {seconds} seconds by callout at {host}; {date}'),
+    purgeInterval: durationOption('1h'),
+  })
+  .strict();
+
+export type GreylistOptions = z.output<typeof greylistOptions>;
+
+/** The greylist engine a configuration's options describe (the stage and `callout greylist` share it). */
+export function greylistFromOptions(opts: GreylistOptions, store: Store, clock: Clock): Greylist {
+  return new Greylist(store, clock, {
+    delayMs: durationMs(opts.delay),
+    retryWindowMs: durationMs(opts.retryWindow),
+    maxAgeMs: durationMs(opts.maxAge),
+    autoAllowClients: opts.autoAllowClients,
+    domainAutoAllow: opts.domainAutoAllow,
+  });
+}
+
+/** The network (or, in `address` mode, the host) identity of a client address; undefined if it is not one. */
+export function networkIdentity(opts: Pick<GreylistOptions, 'clientIdentity' | 'ipv4Prefix' | 'ipv6Prefix'>, address: string): string | undefined {
+  return opts.clientIdentity === 'address' ? networkOf(address, 32, 128) : networkOf(address, opts.ipv4Prefix, opts.ipv6Prefix);
+}
+
+/** The client's forward-confirmed name, or undefined when it has none (or iprev did not pass). */
+type ConfirmedName = string | undefined;
+
+/** What an earlier iprev stage found: its first confirmed name; 'not-run' when no such stage ran. */
+function iprevName(verdict: StageVerdict | undefined): ConfirmedName | 'not-run' {
+  if (!verdict) return 'not-run';
+  const names = (verdict.evidence as { confirmedNames?: unknown } | undefined)?.confirmedNames;
+  const first: unknown = Array.isArray(names) ? names[0] : undefined;
+  return verdict.result === 'pass' && typeof first === 'string' && first !== '' ? first.toLowerCase().replace(/\.$/, '') : undefined;
+}
+
+function problemText(p: WhitelistProblem): string {
+  return `${p.source}${p.line ? `:${p.line}` : ''}: ${p.message}`;
+}
+
+export const greylistStage: StageDefinition<GreylistOptions> = {
+  name: 'greylist',
+  defaultStates: ['RCPT'],
+  options: greylistOptions,
+  create(opts, deps) {
+    const clientFiles = readWhitelistFiles(opts.whitelistClientFiles);
+    const recipientFiles = readWhitelistFiles(opts.whitelistRecipientFiles);
+    const unreadable = [...clientFiles.problems, ...recipientFiles.problems];
+    if (unreadable.length > 0) throw new ConfigError(`policy.stages greylist: ${unreadable.map(problemText).join('; ')}`);
+    const clients = parseClientWhitelist([...clientFiles.sources, { source: 'whitelistClients', text: opts.whitelistClients.join('\n') }]);
+    const recipients = parseRecipientWhitelist([...recipientFiles.sources, { source: 'whitelistRecipients', text: opts.whitelistRecipients.join('\n') }]);
+    for (const problem of [...clients.problems, ...recipients.problems]) deps.log.warn({ stage: 'greylist', problem: problemText(problem) }, 'greylist whitelist entry ignored');
+
+    const greylist = greylistFromOptions(opts, deps.store, deps.clock);
+    const spfDomains = new Set(opts.skip.spfPassDomains.map((d) => d.toLowerCase().replace(/^\./, '')));
+    const providers = new Set(opts.skip.fcrdnsProviders.map((d) => d.toLowerCase().replace(/^\./, '')));
+    const host = hostname();
+    const purgeTimer = setInterval(() => {
+      greylist.purgeExpired().then(
+        (removed) => removed > 0 && deps.log.info({ stage: 'greylist', removed }, 'expired greylist entries purged'),
+        (err: unknown) => deps.log.warn({ stage: 'greylist', err: describeError(err) }, 'greylist purge failed'),
+      );
+    }, durationMs(opts.purgeInterval));
+    purgeTimer.unref();
+
+    const count = (result: string) => deps.metrics?.increment('greylist', { result });
+    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => {
+      count(result);
+      return { stage: 'greylist', result, reason, decision, ...(evidence !== undefined ? { evidence } : {}) };
+    };
+    const pass = (result: string, reason: string) => verdict(result, reason, { kind: 'continue' });
+
+    async function confirmedName(ctx: StageContext): Promise<ConfirmedName> {
+      const reported = iprevName(ctx.earlier.get('iprev'));
+      if (reported !== 'not-run') return reported;
+      const looked = await withinDeadline(checkIprev(ctx.clientAddress, { resolver: deps.resolver }), ctx);
+      return looked?.result === 'pass' ? looked.confirmedNames[0] : undefined;
+    }
+
+    function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
+      const seconds = String(Math.ceil(outcome.remainingMs / 1000));
+      const recipientDomain = ctx.recipientText.slice(ctx.recipientText.lastIndexOf('@') + 1);
+      const text = opts.text
+        .replaceAll('{seconds}', seconds)
+        .replaceAll('%s', seconds)
+        .replaceAll('{retryAt}', new Date(outcome.retryAt).toISOString().replace(/\.\d{3}Z$/, 'Z'))
+        .replaceAll('{recipientDomain}', recipientDomain)
+        .replaceAll('%r', recipientDomain)
+        .replaceAll('{reason}', outcome.reason);
+      if (opts.action === 'defer') return { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text };
+      return { kind: 'defer-if-permit', text: /^\d/.test(text) ? text : `${opts.enhanced} ${text}` };
+    }
+
+    return {
+      name: 'greylist',
+      states: new Set(['RCPT']),
+      async evaluate(ctx) {
+        if (!ctx.recipientText) return pass('none', 'no recipient: nothing to greylist');
+        const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;
+        if (spfDomains.size > 0 && sender && ctx.earlier.get('spf')?.result === 'pass') {
+          const listed = domainUnder(spfDomains, sender.asciiDomain);
+          if (listed) return pass('skipped', `SPF passed for ${sender.asciiDomain} (listed as ${listed})`);
+        }
+        const clientEntry = clients.whitelist.match(ctx.clientName, ctx.clientAddress);
+        if (clientEntry) return pass('whitelisted', `client ${ctx.clientName}[${ctx.clientAddress}] is whitelisted (${clientEntry})`);
+        const recipientEntry = recipients.whitelist.match(ctx.recipientText);
+        if (recipientEntry) return pass('whitelisted', `recipient ${ctx.recipientText} is whitelisted (${recipientEntry})`);
+
+        const network = networkIdentity(opts, ctx.clientAddress);
+        if (!network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
+        let identity = network;
+        let autoAllowKey = networkOf(ctx.clientAddress, 32, 128) ?? ctx.clientAddress;
+        if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
+          const name = await confirmedName(ctx);
+          if (name !== undefined) {
+            const provider = domainUnder(providers, name);
+            if (provider) return pass('skipped', `client ${name} is forward-confirmed under ${provider}`);
+            const organisation = organisationalDomain(name);
+            if (opts.clientIdentity === 'fcrdns-domain' && organisation && !looksDynamic(name, ctx.clientAddress)) {
+              identity = `domain:${organisation}`;
+              autoAllowKey = identity;
+            }
+          }
+        }
+
+        const normalised = normaliseSender(ctx.senderText, { verp: opts.normaliseVerp });
+        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: ctx.recipientText.toLowerCase() });
+        const evidence = { identity, sender: normalised, ...outcome };
+        if (outcome.kind === 'defer') {
+          const seconds = Math.ceil(outcome.remainingMs / 1000);
+          const reason = outcome.reason === 'early-retry' ? `early-retry (${seconds}s missing)` : outcome.reason;
+          deps.log.info({ stage: 'greylist', client: ctx.clientAddress, identity, sender: normalised, recipient: ctx.recipientText, reason, retryAt: new Date(outcome.retryAt).toISOString() }, 'greylisted');
+          return verdict(outcome.reason, `greylisted: ${reason}, retry after ${seconds}s (${identity}/${normalised}/${ctx.recipientText})`, deferral(outcome, ctx), evidence);
+        }
+        if (outcome.reason === 'client-auto-allow') return pass('auto-allowed', `client ${autoAllowKey} auto-allowed after ${outcome.count} passes`);
+        if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
+        const waited = Math.round(outcome.waitedMs / 1000);
+        if (outcome.firstPass && opts.header) {
+          const header = opts.headerText
+            .replaceAll('{seconds}', String(waited))
+            .replaceAll('{host}', host)
+            .replaceAll('{date}', new Date(deps.clock.now()).toUTCString());
+          return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
+        }
+        return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);
+      },
+      async close() {
+        clearInterval(purgeTimer);
+      },
+    };
+  },
+};
+

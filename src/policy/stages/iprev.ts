@@ -1,0 +1,89 @@
+/**
+ * NAME
+ *   stages/iprev - reverse-DNS confirmation of the client (RFC 8601 §3) as a policy stage
+ *
+ * DESCRIPTION
+ *   Runs checkIprev on the request's client address and maps its result to an action. iprev
+ *   is weak evidence (RFC 8601 §3 warns against using it alone), so by default every result
+ *   continues and the stage only reports: its Authentication-Results field goes into the
+ *   verdict's headers. Repeated requests of one message cost nothing new: the resolver's
+ *   cache answers the PTR and address lookups.
+ *
+ * CONFIGURATION
+ *   actions.{pass,fail,temperror,permerror}: reject | defer | defer-if-permit | continue
+ *   (all continue by default); rejectCode (550) and deferCode (450) with RFC 7372 §3.3's
+ *   X.7.25 "reverse DNS validation failed"; rejectText/deferText expand {result}, {ip} and
+ *   {reason}; maxNames (10); authservId; authenticationResults.
+ */
+
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { formatAuthenticationResults } from '../../checks/auth-results.js';
+import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
+import type { Decision, StageDefinition } from '../types.js';
+
+const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
+
+const options = z
+  .object({
+    actions: z
+      .object({
+        pass: action.default('continue'),
+        fail: action.default('continue'),
+        temperror: action.default('continue'),
+        permerror: action.default('continue'),
+      })
+      .strict()
+      .default({ pass: 'continue', fail: 'continue', temperror: 'continue', permerror: 'continue' }),
+    rejectCode: z.number().int().min(500).max(599).default(550),
+    deferCode: z.number().int().min(400).max(499).default(450),
+    rejectText: z.string().default('Client host rejected: reverse DNS of {ip} does not confirm ({reason})'),
+    deferText: z.string().default('Client host reverse DNS of {ip} could not be checked, try again later ({reason})'),
+    maxNames: z.number().int().min(1).max(100).default(DEFAULT_IPREV_MAX_NAMES),
+    authservId: z.string().min(1).default(hostname()),
+    authenticationResults: z.boolean().default(true),
+  })
+  .strict();
+
+export type IprevStageOptions = z.output<typeof options>;
+
+export const iprevStage: StageDefinition<IprevStageOptions> = {
+  name: 'iprev',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts, deps) {
+    function decide(verdict: IprevVerdict): Decision {
+      const fill = (template: string): string =>
+        template.replaceAll('{result}', verdict.result).replaceAll('{ip}', verdict.ip).replaceAll('{reason}', verdict.reason);
+      switch (opts.actions[verdict.result]) {
+        case 'reject':
+          return { kind: 'reject', code: opts.rejectCode, enhanced: '5.7.25', text: fill(opts.rejectText) };
+        case 'defer':
+          return { kind: 'defer', code: opts.deferCode, enhanced: '4.7.25', text: fill(opts.deferText) };
+        case 'defer-if-permit':
+          return { kind: 'defer-if-permit', text: fill(opts.deferText) };
+        case 'continue':
+          return { kind: 'continue' };
+      }
+    }
+
+    return {
+      name: 'iprev',
+      states: new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE']),
+      async evaluate(ctx) {
+        if (ctx.clientAddress === '') {
+          return { stage: 'iprev', result: 'none', reason: 'no client address in the request', decision: { kind: 'continue' } };
+        }
+        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames });
+        return {
+          stage: 'iprev',
+          result: verdict.result,
+          reason: verdict.reason,
+          decision: decide(verdict),
+          evidence: verdict,
+          headers: opts.authenticationResults ? [formatAuthenticationResults({ authservId: opts.authservId, iprev: verdict })] : [],
+        };
+      },
+    };
+  },
+};

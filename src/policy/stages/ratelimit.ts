@@ -1,0 +1,149 @@
+/**
+ * NAME
+ *   stages/ratelimit - messages and recipients per client, sender or sender domain
+ *
+ * DESCRIPTION
+ *   Each configured limit counts one kind of event for one key over a sliding window
+ *   (checks/ratelimit/window), in the shared store, so a cluster on one Redis enforces one
+ *   limit. At RCPT:
+ *     count: recipients   every request counts one
+ *     count: messages     the first request of a message (Postfix's `instance`) counts one;
+ *                         later recipients of it only compare. Which instances were seen is
+ *                         kept in this process (Postfix sends one message's requests over one
+ *                         policy connection); a request without an instance counts as a message
+ *     per: client         the client address
+ *     per: sender         the envelope sender as sent, lower-cased (<> for the null sender)
+ *     per: sender-domain  its domain (the null sender has none and is not counted)
+ *   Every attempt counts, also one that is then deferred, as Postfix's anvil counts them: a
+ *   client that keeps hammering stays limited. Over a limit (the estimate exceeds `max`),
+ *   `action: defer` answers 450 4.7.1 with a text that says which limit and when to retry;
+ *   `action: warn` only logs and counts, so a limit can be watched before it is enforced.
+ *   Clients in exemptClients (e.g. your own networks) are never counted.
+ *   Counters: callout_ratelimit_total{limit,result}.
+ *
+ * CONFIGURATION
+ *   limits: [{ name, per, count, max, window, action }], exemptClients, deferCode, enhanced,
+ *   text ({limit}, {key}, {max}, {count}, {window}, {seconds} expand)
+ */
+
+import { z } from 'zod';
+import { formatDuration } from '../../config/duration.js';
+import { ConfigError } from '../../core/errors.js';
+import { AddressSet, networkOf } from '../../core/ip.js';
+import { SlidingWindow } from '../../checks/ratelimit/index.js';
+import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+import { durationMs, durationOption } from './duration-option.js';
+
+const INSTANCE_MEMORY = 50_000;
+
+const limitSchema = z
+  .object({
+    name: z.string().optional(),
+    per: z.enum(['client', 'sender', 'sender-domain']),
+    count: z.enum(['messages', 'recipients']),
+    max: z.number().int().min(1),
+    window: durationOption('1h'),
+    action: z.enum(['defer', 'warn']).default('defer'),
+  })
+  .strict();
+
+const options = z
+  .object({
+    limits: z.array(limitSchema).min(1),
+    exemptClients: z.array(z.string()).default([]),
+    deferCode: z.number().int().min(400).max(499).default(450),
+    enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
+    text: z.string().default('Rate limit {limit} exceeded for {key}: more than {max} {count} in {window}, try again in {seconds} seconds'),
+  })
+  .strict();
+
+type Options = z.output<typeof options>;
+
+/** The key a limit counts the request under, or undefined when the request has none. */
+function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext): string | undefined {
+  if (per === 'client') return ctx.clientAddress ? (networkOf(ctx.clientAddress, 32, 128) ?? ctx.clientAddress.toLowerCase()) : undefined;
+  if (per === 'sender') return ctx.senderText ? ctx.senderText.toLowerCase() : '<>';
+  const at = ctx.senderText.lastIndexOf('@');
+  return at < 0 ? undefined : ctx.senderText.slice(at + 1).toLowerCase();
+}
+
+/** Instances seen lately, oldest first; the oldest are forgotten past the bound. */
+class InstanceMemory {
+  private readonly seen = new Set<string>();
+
+  /** True the first time an instance is seen. */
+  first(instance: string): boolean {
+    if (!instance) return true;
+    if (this.seen.has(instance)) return false;
+    this.seen.add(instance);
+    if (this.seen.size > INSTANCE_MEMORY) {
+      const oldest = this.seen.values().next().value;
+      if (oldest !== undefined) this.seen.delete(oldest);
+    }
+    return true;
+  }
+}
+
+export const ratelimitStage: StageDefinition<Options> = {
+  name: 'ratelimit',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts, deps) {
+    const exempt = AddressSet.parse(opts.exemptClients);
+    if (!exempt.ok) throw new ConfigError(`ratelimit.exemptClients: ${exempt.reason}`);
+    const limits = opts.limits.map((limit) => {
+      const windowMs = durationMs(limit.window);
+      const name = limit.name ?? `${limit.count}-per-${limit.per}-${formatDuration(windowMs)}`;
+      return { ...limit, name, windowMs, counter: new SlidingWindow(deps.store, deps.clock, windowMs, `rl:${name}:`) };
+    });
+    const names = limits.map((l) => l.name);
+    const duplicate = names.find((name, index) => names.indexOf(name) !== index);
+    if (duplicate) throw new ConfigError(`ratelimit.limits: two limits are named ${JSON.stringify(duplicate)}; give each its own name`);
+    const instances = new InstanceMemory();
+    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
+      stage: 'ratelimit',
+      result,
+      reason,
+      decision,
+      ...(evidence !== undefined ? { evidence } : {}),
+    });
+
+    return {
+      name: 'ratelimit',
+      states: new Set(['RCPT']),
+      async evaluate(ctx) {
+        if (ctx.clientAddress && exempt.value.has(ctx.clientAddress)) return verdict('exempt', `client ${ctx.clientAddress} is exempt`, { kind: 'continue' });
+        const newMessage = instances.first(ctx.instance);
+        const measured = await Promise.all(
+          limits.flatMap((limit) => {
+            const key = keyOf(limit.per, ctx);
+            if (key === undefined) return [];
+            const counts = limit.count === 'recipients' || newMessage;
+            return [(counts ? limit.counter.add(key) : limit.counter.peek(key)).then((sample) => ({ limit, key, sample }))];
+          }),
+        );
+        const over = measured.filter((s) => s.sample.estimate > s.limit.max);
+        const evidence = measured.map((s) => ({ limit: s.limit.name, key: s.key, estimate: Math.round(s.sample.estimate * 100) / 100, max: s.limit.max }));
+        for (const s of over) {
+          deps.metrics?.increment('ratelimit', { limit: s.limit.name, result: s.limit.action === 'defer' ? 'deferred' : 'warned' });
+          deps.log.warn({ stage: 'ratelimit', limit: s.limit.name, key: s.key, estimate: s.sample.estimate, max: s.limit.max, action: s.limit.action }, 'rate limit exceeded');
+        }
+        const enforced = over.find((s) => s.limit.action === 'defer');
+        if (enforced) {
+          const { limit, key, sample } = enforced;
+          const seconds = String(Math.max(1, Math.ceil(limit.counter.msUntilRoom(sample, limit.max) / 1000)));
+          const text = opts.text
+            .replaceAll('{limit}', limit.name)
+            .replaceAll('{key}', key)
+            .replaceAll('{max}', String(limit.max))
+            .replaceAll('{count}', limit.count)
+            .replaceAll('{window}', formatDuration(limit.windowMs))
+            .replaceAll('{seconds}', seconds);
+          return verdict('over-limit', `${limit.name}: ${key} at ${sample.estimate.toFixed(1)} of ${limit.max} ${limit.count} per ${formatDuration(limit.windowMs)}`, { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text }, evidence);
+        }
+        if (over.length > 0) return verdict('warn', `over limit (warn only): ${over.map((s) => `${s.limit.name} ${s.key}`).join(', ')}`, { kind: 'continue' }, evidence);
+        return verdict('within', 'within every limit', { kind: 'continue' }, evidence);
+      },
+    };
+  },
+};

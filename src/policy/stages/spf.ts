@@ -1,0 +1,199 @@
+/**
+ * NAME
+ *   stages/spf - SPF (RFC 7208) as a policy stage, with per-result actions and headers
+ *
+ * DESCRIPTION
+ *   Checks the MAIL FROM identity (postmaster@HELO for the null sender) of the request's
+ *   client, and, with checkHelo, the HELO identity first: a HELO fail is conclusive (RFC 7208
+ *   §2.3) and decides; otherwise the MAIL FROM result does. The verdict's result is the RFC's
+ *   lower-case word, so later stages can read `earlier.get('spf')?.result` (the sender callout
+ *   skips senders whose SPF passed).
+ *   A message with several recipients gives one RCPT request per recipient; the evaluation is
+ *   remembered per instance, client, HELO and sender for cacheSeconds, so it runs once. A
+ *   temperror is not remembered, so a retry asks again.
+ *   Authentication-Results (RFC 8601) and Received-SPF (RFC 7208 §9.1) go into the verdict's
+ *   headers, which the pipeline PREPENDs once per message.
+ *
+ * CONFIGURATION
+ *   actions.{pass,fail,softfail,neutral,none,temperror,permerror}: reject | defer |
+ *   defer-if-permit | continue (defaults: fail reject, temperror defer, the rest continue);
+ *   rejectCode (550), deferCode (451); enhanced codes follow RFC 7372 §3.2: X.7.23 for
+ *   fail, softfail, neutral and none, X.7.24 for temperror and permerror. rejectText and
+ *   deferText expand {result}, {domain}, {sender}, {ip} and {reason} (the exp= explanation of
+ *   a fail, else the problem). checkHelo, authservId, receiver (%{r} and receiver=),
+ *   authenticationResults, receivedSpf, cacheSeconds, timeoutMs, limits.
+ */
+
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { formatAuthenticationResults, formatReceivedSpf } from '../../checks/auth-results.js';
+import { evaluateSpf } from '../../checks/spf/index.js';
+import type { SpfResult, SpfVerdict } from '../../checks/spf/types.js';
+import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+
+const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
+type Action = z.output<typeof action>;
+
+const DEFAULT_ACTIONS: Record<SpfResult, Action> = {
+  pass: 'continue',
+  fail: 'reject',
+  softfail: 'continue',
+  neutral: 'continue',
+  none: 'continue',
+  temperror: 'defer',
+  permerror: 'continue',
+};
+
+const options = z
+  .object({
+    actions: z
+      .object({
+        pass: action.default(DEFAULT_ACTIONS.pass),
+        fail: action.default(DEFAULT_ACTIONS.fail),
+        softfail: action.default(DEFAULT_ACTIONS.softfail),
+        neutral: action.default(DEFAULT_ACTIONS.neutral),
+        none: action.default(DEFAULT_ACTIONS.none),
+        temperror: action.default(DEFAULT_ACTIONS.temperror),
+        permerror: action.default(DEFAULT_ACTIONS.permerror),
+      })
+      .strict()
+      .default(DEFAULT_ACTIONS),
+    rejectCode: z.number().int().min(500).max(599).default(550),
+    deferCode: z.number().int().min(400).max(499).default(451),
+    rejectText: z.string().default('SPF {result} for {domain}: {reason}'),
+    deferText: z.string().default('SPF {result} for {domain}, try again later: {reason}'),
+    checkHelo: z.boolean().default(false),
+    /** RFC 8601 authserv-id; default this host's name. */
+    authservId: z.string().min(1).default(hostname()),
+    /** This host's name for %{r} and receiver=; default authservId. */
+    receiver: z.string().min(1).optional(),
+    authenticationResults: z.boolean().default(true),
+    receivedSpf: z.boolean().default(true),
+    cacheSeconds: z.number().int().min(0).max(3600).default(300),
+    /** Bound of one evaluation (RFC 7208 §4.6.4 asks for at least 20 s); the pipeline deadline also bounds it. */
+    timeoutMs: z.number().int().min(100).max(120_000).default(20_000),
+    limits: z
+      .object({
+        dnsTerms: z.number().int().min(1).max(100).default(10),
+        voidLookups: z.number().int().min(0).max(100).default(2),
+      })
+      .strict()
+      .default({ dnsTerms: 10, voidLookups: 2 }),
+  })
+  .strict();
+
+export type SpfStageOptions = z.output<typeof options>;
+
+const MAX_REMEMBERED = 10_000;
+
+/** The verdict that decides, and every identity checked (for Authentication-Results). */
+interface Evaluated {
+  deciding: SpfVerdict;
+  all: SpfVerdict[];
+}
+
+interface Remembered {
+  verdicts: Promise<Evaluated>;
+  expiresAt: number;
+}
+
+function enhancedCode(result: SpfResult, klass: 4 | 5): string {
+  return `${klass}.7.${result === 'temperror' || result === 'permerror' ? 24 : 23}`;
+}
+
+function reasonOf(verdict: SpfVerdict): string {
+  if (verdict.explanation !== undefined) return verdict.explanation;
+  if (verdict.problem !== undefined) return verdict.problem;
+  if (verdict.mechanism !== undefined) return `${verdict.ip} matched ${verdict.mechanism}`;
+  return `${verdict.ip} matched no mechanism`;
+}
+
+export const spfStage: StageDefinition<SpfStageOptions> = {
+  name: 'spf',
+  defaultStates: ['RCPT'],
+  options,
+  create(opts, deps) {
+    const receiver = opts.receiver ?? opts.authservId;
+    const remembered = new Map<string, Remembered>();
+
+    function decide(verdict: SpfVerdict): Decision {
+      const fill = (template: string): string =>
+        template
+          .replaceAll('{result}', verdict.result)
+          .replaceAll('{domain}', verdict.domain)
+          .replaceAll('{sender}', verdict.sender)
+          .replaceAll('{ip}', verdict.ip)
+          .replaceAll('{reason}', reasonOf(verdict));
+      switch (opts.actions[verdict.result]) {
+        case 'reject':
+          return { kind: 'reject', code: opts.rejectCode, enhanced: enhancedCode(verdict.result, 5), text: fill(opts.rejectText) };
+        case 'defer':
+          return { kind: 'defer', code: opts.deferCode, enhanced: enhancedCode(verdict.result, 4), text: fill(opts.deferText) };
+        case 'defer-if-permit':
+          return { kind: 'defer-if-permit', text: fill(opts.deferText) };
+        case 'continue':
+          return { kind: 'continue' };
+      }
+    }
+
+    async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
+      const budget = Math.max(1, Math.min(opts.timeoutMs, ctx.deadline - ctx.clock.now()));
+      const spfOptions = { resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: budget } };
+      const request = { ip: ctx.clientAddress, mailFrom, helo: ctx.heloName };
+      const helo = opts.checkHelo && ctx.heloName !== '' ? await evaluateSpf({ ...request, identity: 'helo' }, spfOptions) : undefined;
+      if (helo?.result === 'fail') return { deciding: helo, all: [helo] };
+      const mailFromVerdict = await evaluateSpf(request, spfOptions);
+      return { deciding: mailFromVerdict, all: helo === undefined ? [mailFromVerdict] : [mailFromVerdict, helo] };
+    }
+
+    /** The verdicts of this message's sender, evaluated once for all its recipients. */
+    function verdictsFor(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
+      const now = ctx.clock.now();
+      const key = [ctx.instance, ctx.clientAddress, ctx.heloName, mailFrom].join('\0');
+      const known = remembered.get(key);
+      if (known !== undefined && known.expiresAt > now) return known.verdicts;
+      remembered.delete(key);
+      const verdicts = evaluateAll(ctx, mailFrom);
+      if (opts.cacheSeconds > 0) {
+        remembered.set(key, { verdicts, expiresAt: now + opts.cacheSeconds * 1000 });
+        while (remembered.size > MAX_REMEMBERED) {
+          const oldest = remembered.keys().next();
+          if (oldest.done === true) break;
+          remembered.delete(oldest.value);
+        }
+        verdicts.then(
+          (evaluated) => {
+            if (evaluated.deciding.result === 'temperror') remembered.delete(key);
+          },
+          () => remembered.delete(key),
+        );
+      }
+      return verdicts;
+    }
+
+    return {
+      name: 'spf',
+      states: new Set(['MAIL', 'RCPT']),
+      async evaluate(ctx): Promise<StageVerdict> {
+        if (ctx.clientAddress === '') {
+          return { stage: 'spf', result: 'none', reason: 'no client address in the request', decision: { kind: 'continue' } };
+        }
+        // The parsed mailbox gives the semantic local part (quotes removed) and the A-label domain.
+        const mailFrom = ctx.sender?.kind === 'mailbox' ? `${ctx.sender.mailbox.localPart}@${ctx.sender.mailbox.asciiDomain}` : ctx.senderText;
+        const { deciding, all } = await verdictsFor(ctx, mailFrom);
+        const headers: string[] = [];
+        if (opts.authenticationResults) headers.push(formatAuthenticationResults({ authservId: opts.authservId, spf: all }));
+        if (opts.receivedSpf) headers.push(formatReceivedSpf(deciding, receiver));
+        const { trace: _trace, ...evidence } = deciding;
+        return {
+          stage: 'spf',
+          result: deciding.result,
+          reason: `${deciding.identity} ${deciding.domain}: ${deciding.result} (${reasonOf(deciding)})`,
+          decision: decide(deciding),
+          evidence: { ...evidence, identities: all.map((v) => ({ identity: v.identity, result: v.result, domain: v.domain })) },
+          headers,
+        };
+      },
+    };
+  },
+};

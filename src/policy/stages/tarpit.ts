@@ -1,0 +1,150 @@
+/**
+ * NAME
+ *   stages/tarpit - slow down, then refuse, clients that send many rejected recipients
+ *
+ * DESCRIPTION
+ *   RFC 2505 §2 asks an MTA to be able to slow down and refuse hosts that probe for valid
+ *   addresses (directory harvesting). Postfix does it inside smtpd per connection
+ *   (smtpd_error_sleep_time 1s, smtpd_soft_error_limit 10, smtpd_hard_error_limit 20); this
+ *   stage does it for the rejections callout decides, per message and per client over a
+ *   window, so a harvester that reconnects for every probe is caught too.
+ *
+ *   Which recipients were rejected is only known once the pipeline has answered, so the stage
+ *   counts in Stage.observe(), which sees every answer whichever stage decided it: an answer
+ *   starting with 5 (or REJECT) counts one error for the client in two counters,
+ *     per message   client address + Postfix `instance` (Postfix gives stages no connection
+ *                   identity; a message's recipients arrive over one policy connection), for
+ *                   an hour
+ *     per client    client address over perClient.window (sliding, in the shared store)
+ *   Errors past a soft limit delay every answer to the client (also the rejection itself)
+ *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
+ *   less a margin, so Postfix's policy timeout is never hit. At a hard limit evaluate()
+ *   answers hardCode (421 4.7.0 by default, which makes Postfix answer and disconnect, as
+ *   its hard_error_limit does; a 5xx code rejects instead). Put the stage first: a stage
+ *   that ends the pipeline before it keeps its evaluate() from running (observe still does).
+ *   In warn mode nothing is delayed and the hard limit only warns.
+ *
+ *   What the stage cannot see: recipients Postfix rejects itself before asking the policy
+ *   service (reject_unlisted_recipient, reject_unauth_destination ...). Those are counted by
+ *   Postfix's own smtpd_*_error_limit, which stays in force; list check_policy_service before
+ *   them to have them counted here, or rely on recipient-callforward verdicts.
+ *   Counters: callout_tarpit_total{result}.
+ *
+ * CONFIGURATION
+ *   perMessage.{soft,hard}, perClient.{window,soft,hard}, sleep, maxSleep, hardCode,
+ *   hardEnhanced, text ({client}, {errors} expand), exemptClients
+ */
+
+import { setTimeout as realSleep } from 'node:timers/promises';
+import { z } from 'zod';
+import { ConfigError } from '../../core/errors.js';
+import { AddressSet, networkOf } from '../../core/ip.js';
+import { SlidingWindow } from '../../checks/ratelimit/index.js';
+import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
+import { durationMs, durationOption } from './duration-option.js';
+
+const MESSAGE_TTL_MS = 3_600_000;
+/** Time kept free before the deadline for the rest of the answer. */
+const DEADLINE_MARGIN_MS = 250;
+
+const limits = (soft: number, hard: number) =>
+  z
+    .object({ soft: z.number().int().min(0).default(soft), hard: z.number().int().min(1).default(hard) })
+    .strict()
+    .default({ soft, hard });
+
+const options = z
+  .object({
+    perMessage: limits(10, 20),
+    perClient: z
+      .object({ window: durationOption('1h'), soft: z.number().int().min(0).default(20), hard: z.number().int().min(1).default(50) })
+      .strict()
+      .default({ window: '1h', soft: 20, hard: 50 }),
+    sleep: durationOption('1s'),
+    maxSleep: durationOption('5s'),
+    hardCode: z.number().int().min(400).max(599).default(421),
+    hardEnhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).optional(),
+    text: z.string().default('Too many rejected recipients from {client}, try again later'),
+    exemptClients: z.array(z.string()).default([]),
+  })
+  .strict();
+
+export type TarpitOptions = z.output<typeof options>;
+
+/** Waits `ms` milliseconds; injected so tests do not sleep. */
+export type Sleeper = (ms: number) => Promise<unknown>;
+
+interface Errors {
+  message: number;
+  client: number;
+}
+
+function isRejection(action: string): boolean {
+  return /^5\d\d\b/.test(action) || /^REJECT\b/i.test(action);
+}
+
+/** The tarpit stage with an injectable sleep (the registered definition sleeps for real). */
+export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = realSleep): Stage {
+  const exempt = AddressSet.parse(opts.exemptClients);
+  if (!exempt.ok) throw new ConfigError(`tarpit.exemptClients: ${exempt.reason}`);
+  const sleepMs = durationMs(opts.sleep);
+  const maxSleepMs = durationMs(opts.maxSleep);
+  const window = new SlidingWindow(deps.store, deps.clock, durationMs(opts.perClient.window), 'tarpit:c:');
+  const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
+  // evaluate() reads the counts; observe() of the same request reuses them (same attributes object).
+  const seen = new WeakMap<PolicyAttributes, Errors>();
+
+  const clientOf = (ctx: StageContext) => (ctx.clientAddress ? networkOf(ctx.clientAddress, 32, 128) : undefined);
+  const messageKey = (client: string, instance: string) => `tarpit:m:${client}:${instance}`;
+  async function errorsOf(client: string, instance: string): Promise<Errors> {
+    const [message, sample] = await Promise.all([instance ? deps.store.get(messageKey(client, instance)) : undefined, window.peek(client)]);
+    return { message: Number(message?.value) || 0, client: sample.estimate };
+  }
+  const hardReached = (e: Errors) => e.message >= opts.perMessage.hard || e.client >= opts.perClient.hard;
+  const describe = (e: Errors) => `${e.message} rejected in this message, ${e.client.toFixed(1)} per ${opts.perClient.window}`;
+
+  return {
+    name: 'tarpit',
+    states: new Set(['RCPT']),
+    async evaluate(ctx) {
+      const client = clientOf(ctx);
+      if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
+      const errors = await errorsOf(client, ctx.instance);
+      seen.set(ctx.attributes, errors);
+      if (hardReached(errors)) {
+        deps.metrics?.increment('tarpit', { result: 'refused' });
+        const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.message, errors.client))));
+        const decision = opts.hardCode >= 500 ? { kind: 'reject' as const, code: opts.hardCode, enhanced, text } : { kind: 'defer' as const, code: opts.hardCode, enhanced, text };
+        return { stage: 'tarpit', result: 'hard-limit', reason: `hard limit reached: ${describe(errors)}`, decision, evidence: errors };
+      }
+      return { stage: 'tarpit', result: 'counted', reason: describe(errors), decision: { kind: 'continue' }, evidence: errors };
+    },
+    async observe(ctx, outcome) {
+      const client = clientOf(ctx);
+      if (!client || exempt.value.has(ctx.clientAddress)) return;
+      let errors = seen.get(ctx.attributes);
+      if (isRejection(outcome.action)) {
+        const [message, sample] = await Promise.all([
+          ctx.instance ? deps.store.increment(messageKey(client, ctx.instance), 1, MESSAGE_TTL_MS) : Promise.resolve(0),
+          window.add(client),
+        ]);
+        errors = { message, client: sample.estimate };
+      }
+      errors ??= await errorsOf(client, ctx.instance);
+      const excess = Math.max(errors.message - opts.perMessage.soft, errors.client - opts.perClient.soft);
+      if (excess <= 0 || outcome.mode !== 'enforce') return;
+      const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);
+      if (delay <= 0) return;
+      deps.metrics?.increment('tarpit', { result: 'delayed' });
+      deps.log.info({ stage: 'tarpit', client: ctx.clientAddress, delayMs: Math.round(delay), errors }, 'tarpit: answer delayed');
+      await sleep(Math.round(delay));
+    },
+  };
+}
+
+export const tarpitStage: StageDefinition<TarpitOptions> = {
+  name: 'tarpit',
+  defaultStates: ['RCPT'],
+  options,
+  create: (opts, deps) => createTarpit(opts, deps),
+};

@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { parseBounce, type BounceRecipient } from '../../src/bounce/index.js';
+import { MIME_LIMITS } from '../../src/bounce/mime.js';
+
+const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
+
+type Expected = Pick<BounceRecipient, 'address' | 'action' | 'status' | 'hard'> & { smtpCode?: number };
+
+const CORPUS: Array<{ file: string; format: string; reportingMta?: string; recipients: Expected[]; originalMessageId?: string }> = [
+  { file: 'postfix-dsn.eml', format: 'dsn', reportingMta: 'mx.example.net', originalMessageId: '<lunch-42@example.com>', recipients: [{ address: 'bob@example.org', action: 'failed', status: '5.1.1', hard: true, smtpCode: 550 }] },
+  { file: 'delayed-dsn.eml', format: 'dsn', reportingMta: 'relay.example.net', recipients: [{ address: 'carol@example.org', action: 'delayed', status: '4.4.1', hard: false }] },
+  {
+    file: 'multi-recipient-dsn.eml',
+    format: 'dsn',
+    reportingMta: 'gw.example.net',
+    originalMessageId: '<news-2026-06@lists.example.com>',
+    recipients: [
+      { address: 'dave@example.org', action: 'failed', status: '5.1.1', hard: true, smtpCode: 550 },
+      { address: 'erin@example.org', action: 'failed', status: '5.2.2', hard: false, smtpCode: 552 },
+    ],
+  },
+  { file: 'global-dsn.eml', format: 'dsn', reportingMta: 'mx.example.jp', recipients: [{ address: '田中@example.jp', action: 'failed', status: '5.1.1', hard: true }] },
+  { file: 'exim-dsn.eml', format: 'dsn', reportingMta: 'smtp.example.net', originalMessageId: '<hello-1@example.com>', recipients: [{ address: 'frank@example.org', action: 'failed', status: '5.1.1', hard: true }] },
+  {
+    file: 'exim-prose.eml',
+    format: 'exim',
+    recipients: [
+      { address: 'grace@example.org', action: 'failed', status: '5.1.1', hard: true },
+      { address: 'heidi@example.org', action: 'failed', status: '5.7.1', hard: false },
+    ],
+  },
+  { file: 'exim-delay.eml', format: 'exim', recipients: [{ address: 'ivan@example.org', action: 'delayed', status: '4.3.0', hard: false, smtpCode: 451 }] },
+  {
+    file: 'qmail.eml',
+    format: 'qmail',
+    reportingMta: 'mail.example.net',
+    recipients: [
+      { address: 'judy@example.org', action: 'failed', status: '5.1.1', hard: true },
+      { address: 'mallory@example.org', action: 'failed', status: '5.1.2', hard: true },
+    ],
+  },
+  {
+    file: 'postfix-prose.eml',
+    format: 'postfix',
+    reportingMta: 'mx.example.net',
+    recipients: [
+      { address: 'niaj@example.org', action: 'failed', status: '5.1.1', hard: true },
+      { address: 'olivia@example.org', action: 'failed', status: '5.2.2', hard: false },
+    ],
+  },
+  { file: 'sendmail.eml', format: 'sendmail', recipients: [{ address: 'peggy@example.org', action: 'failed', status: '5.1.1', hard: true }] },
+  { file: 'exchange.eml', format: 'exchange', recipients: [{ address: 'rupert@corp.example.net', action: 'failed', status: '5.1.1', hard: true }] },
+  { file: 'office365.eml', format: 'exchange', recipients: [{ address: 'sybil@tenant.example.net', action: 'failed', status: '5.1.10', hard: true }] },
+  { file: 'generic.eml', format: 'generic', recipients: [{ address: 'trent@isp.example.net', action: 'failed', status: '5.0.0', hard: true, smtpCode: 550 }] },
+  { file: 'policy-block-dsn.eml', format: 'dsn', reportingMta: 'mx.example.net', recipients: [{ address: 'victor@example.org', action: 'failed', status: '5.7.1', hard: false }] },
+];
+
+describe('parseBounce over the corpus', () => {
+  for (const c of CORPUS) {
+    it(`${c.file}: ${c.format}, ${c.recipients.map((r) => `${r.address} ${r.status}`).join(', ')}`, () => {
+      for (const text of [fixture(c.file), fixture(c.file).replace(/\n/g, '\r\n')]) {
+        const result = parseBounce(text);
+        assert.ok(result.ok, JSON.stringify(result));
+        if (!result.ok) return;
+        assert.equal(result.report.format, c.format);
+        assert.equal(result.report.reportingMta, c.reportingMta);
+        assert.equal(result.report.original?.messageId, c.originalMessageId);
+        const got = result.report.recipients.map((r) => ({ address: r.address, action: r.action, status: r.status, hard: r.hard, ...(c.recipients.find((e) => e.address === r.address)?.smtpCode ? { smtpCode: r.smtpCode } : {}) }));
+        assert.deepEqual(got, c.recipients);
+        assert.equal(result.report.truncated, false);
+      }
+    });
+  }
+
+  it('keeps per-message and per-recipient detail of a DSN', () => {
+    const result = parseBounce(fixture('postfix-dsn.eml'));
+    assert.ok(result.ok);
+    if (!result.ok) return;
+    assert.equal(result.report.subject, 'Undelivered Mail Returned to Sender');
+    assert.equal(result.report.arrivalDate, 'Mon,  1 Jun 2026 09:59:59 +0000 (UTC)');
+    const [bob] = result.report.recipients;
+    assert.deepEqual(bob, {
+      address: 'bob@example.org',
+      addressType: 'rfc822',
+      originalRecipient: 'bob@example.org',
+      action: 'failed',
+      status: '5.1.1',
+      permanence: 'permanent',
+      category: 'addressing',
+      statusText: 'permanent failure: bad destination mailbox address (user unknown)',
+      hard: true,
+      smtpCode: 550,
+      diagnosticType: 'smtp',
+      diagnostic: '550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table',
+      remoteMta: 'mx.example.org',
+    });
+    const multi = parseBounce(fixture('multi-recipient-dsn.eml'));
+    assert.ok(multi.ok && multi.report.originalEnvelopeId === 'news-2026-06-01-7');
+    assert.equal(multi.ok && multi.report.original?.subject, 'Juni-Ausgabe für Abonnenten');
+  });
+
+  it('says what is not a bounce', () => {
+    assert.equal((parseBounce(fixture('arf.eml')) as { reason: string }).reason, 'feedback-report');
+    assert.equal((parseBounce(fixture('mdn.eml')) as { reason: string }).reason, 'disposition-notification');
+    assert.equal((parseBounce(fixture('vacation.eml')) as { reason: string }).reason, 'auto-reply');
+    assert.equal((parseBounce('Subject: hi\n\nhello') as { reason: string }).reason, 'no-recipients');
+    assert.equal((parseBounce('') as { reason: string }).reason, 'empty');
+  });
+});
+
+describe('parseBounce limits', () => {
+  it('reads only the first maxBytes and says so; the report near the start still counts', () => {
+    const padded = fixture('postfix-dsn.eml').replace('--4XQ1Z2abcd.1780308001/mx.example.net--', `--4XQ1Z2abcd.1780308001/mx.example.net\nContent-Type: text/plain\n\n${'x'.repeat(5000)}\n`);
+    const result = parseBounce(Buffer.from(padded), { maxBytes: 3000 });
+    assert.ok(result.ok);
+    assert.equal(result.ok && result.report.truncated, true);
+    assert.equal(result.ok && result.report.recipients[0]?.address, 'bob@example.org');
+  });
+
+  it('stops nesting at the depth limit and counting at the part limit, without failing', () => {
+    let nested = 'Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; deep@example.org\nAction: failed\nStatus: 5.1.1\n';
+    for (let i = 0; i < MIME_LIMITS.depth + 5; i++) nested = `Content-Type: multipart/mixed; boundary="b${i}"\n\n--b${i}\n${nested}\n--b${i}--\n`;
+    const deep = parseBounce(nested);
+    assert.equal(deep.ok, false);
+    const many = `Content-Type: multipart/report; boundary="m"\n\n${Array.from({ length: MIME_LIMITS.parts + 50 }, () => '--m\nContent-Type: text/plain\n\nx\n').join('')}--m\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; late@example.org\nAction: failed\nStatus: 5.1.1\n--m--\n`;
+    const result = parseBounce(many);
+    assert.equal(result.ok, false);
+  });
+
+  it('never throws and stays fast on hostile text', () => {
+    const line = fc.oneof(
+      fc.constantFrom('Final-Recipient: rfc822; a@b.example', 'Action: failed', 'Status: 5.1.1', '--b', '--b--', 'Content-Type: multipart/report; boundary=b', 'Content-Type: message/delivery-status', '', '<x@y.example>: 550 5.1.1 no', '  a@b.example', 'Content-Transfer-Encoding: base64', 'Content-Transfer-Encoding: quoted-printable', '=?UTF-8?B?w6k=?=', 'This is the qmail-send program at x.', 'This is the mail system at host x.'),
+      fc.string({ maxLength: 120 }),
+    );
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 60 }), fc.constantFrom('\n', '\r\n'), (lines, eol) => {
+        const result = parseBounce(lines.join(eol));
+        assert.equal(typeof result.ok, 'boolean');
+      }),
+      { numRuns: 500 },
+    );
+    const hostile = ['a'.repeat(200_000), `${'x@'.repeat(50_000)}`, `Subject: undeliverable\n\n${'a.'.repeat(100_000)}@`, `Content-Type: text/html\n\n${'<script'.repeat(50_000)}`];
+    for (const text of hostile) {
+      const started = process.hrtime.bigint();
+      parseBounce(text);
+      // Generous bound: catches quadratic blow-ups (minutes), not machine load.
+      assert.ok(Number(process.hrtime.bigint() - started) / 1e9 < 20);
+    }
+  });
+});

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { describeStatus, findEnhancedStatus, isHardAddressFailure, parseEnhancedStatus, statusCategory } from '../../src/bounce/status.js';
+import { decodeWords, parseContentType, parseHeaderBlock } from '../../src/bounce/mime.js';
+
+describe('RFC 3463 status codes', () => {
+  it('parses Status values and finds codes in text, not in IP addresses', () => {
+    assert.deepEqual(parseEnhancedStatus('5.1.1 (user unknown)'), { statusClass: 5, subject: 1, detail: 1, code: '5.1.1' });
+    assert.equal(parseEnhancedStatus('550'), undefined);
+    assert.equal(parseEnhancedStatus('3.1.1'), undefined);
+    assert.equal(findEnhancedStatus('550 5.1.10 RESOLVER')?.code, '5.1.10');
+    assert.equal(findEnhancedStatus('host 192.5.1.1 said no'), undefined);
+    assert.equal(findEnhancedStatus('ends with 4.2.2.')?.code, '4.2.2');
+  });
+  it('names classes and subjects', () => {
+    const s = parseEnhancedStatus('5.2.2')!;
+    assert.equal(statusCategory(s), 'mailbox');
+    assert.equal(describeStatus(s), 'permanent failure: mailbox full');
+    assert.equal(describeStatus(parseEnhancedStatus('4.9.99')!), 'temporary failure: unregistered status');
+  });
+  it('only address failures are hard', () => {
+    const hard = (code: string, smtp?: number, text?: string) => isHardAddressFailure(parseEnhancedStatus(code), smtp, text);
+    for (const code of ['5.1.1', '5.1.2', '5.1.3', '5.1.6', '5.1.10', '5.2.1']) assert.equal(hard(code), true, code);
+    for (const code of ['5.2.2', '5.7.1', '4.1.1', '5.3.4', '5.0.0', '2.0.0']) assert.equal(hard(code), false, code);
+    assert.equal(hard('5.0.0', 550, 'No such user here'), true);
+    assert.equal(hard('5.0.0', 550, 'blocked by policy'), false);
+    assert.equal(isHardAddressFailure(undefined, 550, 'user unknown'), true);
+    assert.equal(isHardAddressFailure(undefined, 450, 'user unknown'), false);
+  });
+  it('never throws on any text', () => {
+    fc.assert(fc.property(fc.string({ maxLength: 300 }), (t) => void (findEnhancedStatus(t), parseEnhancedStatus(t))));
+  });
+});
+
+describe('MIME pieces', () => {
+  it('unfolds headers, reads Content-Type parameters, decodes encoded words', () => {
+    assert.deepEqual(parseHeaderBlock('Subject: a\n b\nX: 1\nnot a header'), [
+      { name: 'subject', value: 'a b' },
+      { name: 'x', value: '1' },
+    ]);
+    assert.deepEqual(parseContentType('Multipart/Report; report-type=delivery-status;\tboundary="a \\"b\\""'), {
+      mediaType: 'multipart/report',
+      params: { 'report-type': 'delivery-status', boundary: 'a "b"' },
+    });
+    assert.equal(parseContentType('garbage').mediaType, 'text/plain');
+    assert.equal(decodeWords('=?UTF-8?B?w6k=?= =?ISO-8859-1?Q?caf=E9_au_lait?='), 'écafé au lait');
+    assert.equal(decodeWords('=?x-unknown?Q?plain?='), 'plain');
+  });
+});

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { SuppressionList } from '../../src/bounce/index.js';
+import { Batv } from '../../src/rewrite/batv.js';
+import { MemoryStore } from '../../src/store/memory.js';
+
+const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
+const T0 = Date.parse('2020-01-01T00:01:00Z');
+const batv = new Batv({ keys: [{ keynum: 1, secret: 'secret' }, { keynum: 0, secret: 'secret' }] });
+const verp = [{ sender: 'list-bounces@lists.example.com' }];
+
+function setup() {
+  const clock = new ManualClock(T0);
+  const store = new MemoryStore({ clock });
+  return { clock, store, list: new SuppressionList(store, { clock, ttlMs: 30 * 86_400_000 }) };
+}
+
+describe('SuppressionList', () => {
+  it('records the hard failures of a bounce to a valid BATV address', async () => {
+    const { list } = setup();
+    const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
+    assert.equal(outcome.kind, 'recorded');
+    assert.equal(outcome.kind === 'recorded' && outcome.proof, 'batv');
+    assert.deepEqual(await list.get('Bob@Example.org'), {
+      address: 'bob@example.org',
+      status: '5.1.1',
+      diagnostic: '550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table',
+      reportingMta: 'mx.example.net',
+      format: 'dsn',
+      proof: 'batv',
+      firstSeen: T0,
+      lastSeen: T0,
+      count: 1,
+    });
+  });
+
+  it('with BATV alone records every hard failure but not the full mailbox', async () => {
+    const { list } = setup();
+    const signed = batv.sign('news@example.com', T0);
+    assert.ok(signed.ok);
+    const outcome = await list.recordBounce({ envelopeRecipient: signed.ok ? signed.address : '', message: fixture('multi-recipient-dsn.eml') }, { batv });
+    assert.equal(outcome.kind, 'recorded');
+    assert.deepEqual((await list.list()).map((e) => e.address), ['dave@example.org']);
+  });
+
+  it('records the VERP recipient when the report confirms it, counting repeats', async () => {
+    const { list, clock } = setup();
+    const message = fixture('qmail.eml');
+    const first = await list.recordBounce({ envelopeRecipient: '<list-bounces+judy=example.org@lists.example.com>', message }, { verp });
+    assert.equal(first.kind === 'recorded' && first.proof, 'verp');
+    clock.advance(3_600_000);
+    await list.recordBounce({ envelopeRecipient: 'list-bounces+judy=example.org@lists.example.com', message }, { verp });
+    const entry = await list.get('judy@example.org');
+    assert.equal(entry?.count, 2);
+    assert.equal(entry?.lastSeen, T0 + 3_600_000);
+    // qmail's bounce also names mallory, but the VERP address proves only judy.
+    assert.equal(await list.isSuppressed('mallory@example.org'), false);
+  });
+
+  it('refuses bounces that prove nothing, or name someone else, or are not hard', async () => {
+    const { list } = setup();
+    const unsigned = await list.recordBounce({ envelopeRecipient: 'alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
+    assert.equal(unsigned.kind, 'not-proven');
+    const forged = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd284=alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
+    assert.deepEqual(forged, { kind: 'not-proven', reason: 'the bounce came to a prvs address that is bad-signature' });
+    const expired = await new SuppressionList(setup().store, { clock: new ManualClock(T0 + 30 * 86_400_000) }).recordBounce(
+      { envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: fixture('postfix-dsn.eml') },
+      { batv },
+    );
+    assert.equal(expired.kind, 'not-proven');
+    const other = await list.recordBounce({ envelopeRecipient: 'list-bounces+someone=example.org@lists.example.com', message: fixture('multi-recipient-dsn.eml') }, { verp });
+    assert.equal(other.kind, 'not-proven');
+    const delayed = await list.recordBounce({ envelopeRecipient: 'list-bounces+carol=example.org@lists.example.com', message: fixture('delayed-dsn.eml') }, { verp });
+    assert.equal(delayed.kind, 'not-hard');
+    const vacation = await list.recordBounce({ envelopeRecipient: 'list-bounces+wendy=example.org@lists.example.com', message: fixture('vacation.eml') }, { verp });
+    assert.equal(vacation.kind, 'not-a-bounce');
+    assert.deepEqual(await list.list(), []);
+  });
+
+  it('lists in address order, removes, and forgets after the TTL', async () => {
+    const { list, clock } = setup();
+    for (const address of ['zed@example.org', 'amy@example.org']) await list.add({ address, status: '5.1.1', format: 'manual', proof: 'manual' });
+    assert.deepEqual((await list.list()).map((e) => e.address), ['amy@example.org', 'zed@example.org']);
+    assert.equal(await list.remove('AMY@example.org'), true);
+    assert.equal(await list.remove('amy@example.org'), false);
+    clock.advance(31 * 86_400_000);
+    assert.equal(await list.isSuppressed('zed@example.org'), false);
+  });
+});

@@ -1,0 +1,153 @@
+// The greylist engine over a real store, with time moved by ManualClock.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../../src/core/clock.js';
+import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
+import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
+
+const S = 1000;
+const DAY = 86_400 * S;
+const POSTGREY: GreylistSettings = { delayMs: 300 * S, retryWindowMs: 2 * DAY, maxAgeMs: 35 * DAY, autoAllowClients: 5, domainAutoAllow: 0 };
+
+function setup(settings: Partial<GreylistSettings> = {}) {
+  const clock = new ManualClock();
+  const greylist = new Greylist(new MemoryStore({ clock }), clock, { ...POSTGREY, ...settings });
+  return { clock, greylist };
+}
+
+const triplet = (over: Partial<GreylistRequest> = {}): GreylistRequest => ({
+  client: '192.0.2.0/24',
+  autoAllowKey: '192.0.2.10',
+  sender: 'bob@sender.example',
+  recipient: 'alice@example.test',
+  ...over,
+});
+
+describe('greylist triplets', () => {
+  it('defers a new triplet, then an early retry with the seconds missing, then passes', async () => {
+    const { clock, greylist } = setup();
+    const first = await greylist.check(triplet());
+    assert.equal(first.kind, 'defer');
+    assert.equal(first.kind === 'defer' && first.reason, 'new');
+    assert.equal(first.kind === 'defer' && first.remainingMs, 300 * S);
+    clock.advance(100 * S);
+    const early = await greylist.check(triplet());
+    assert.deepEqual(early.kind === 'defer' && [early.reason, early.remainingMs, early.retryAt], ['early-retry', 200 * S, first.kind === 'defer' ? first.retryAt : 0]);
+    clock.advance(200 * S);
+    const passed = await greylist.check(triplet());
+    assert.deepEqual(passed, { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
+    clock.advance(DAY);
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: DAY + 300 * S });
+  });
+
+  it('starts again when the first retry comes after the retry window', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(2 * DAY + S);
+    const late = await greylist.check(triplet());
+    assert.deepEqual(late.kind === 'defer' && [late.reason, late.remainingMs], ['window-expired', 300 * S]);
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+  });
+
+  it('forgets a passed triplet not seen for max-age', async () => {
+    const { clock, greylist } = setup({ autoAllowClients: 0 });
+    await greylist.check(triplet());
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+    clock.advance(34 * DAY);
+    assert.equal((await greylist.check(triplet())).kind, 'pass', 'seen again within max-age: refreshed');
+    clock.advance(35 * DAY + S);
+    const gone = await greylist.check(triplet());
+    assert.equal(gone.kind === 'defer' && gone.reason, 'new');
+  });
+
+  it('keeps triplets of other senders, recipients and networks apart', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+    for (const other of [{ sender: 'carol@sender.example' }, { recipient: 'dave@example.test' }, { client: '198.51.100.0/24', autoAllowKey: '198.51.100.1' }]) {
+      assert.equal((await greylist.check(triplet(other))).kind, 'defer', JSON.stringify(other));
+    }
+  });
+
+  it('auto-allows a client after five first passes, counting at most one an hour', async () => {
+    const { clock, greylist } = setup();
+    for (let n = 0; n < 5; n += 1) {
+      const t = triplet({ recipient: `r${n}@example.test` });
+      assert.equal((await greylist.check(t)).kind, 'defer');
+      clock.advance(300 * S);
+      assert.equal((await greylist.check(t)).kind, 'pass');
+      // A second pass in the same hour does not count.
+      const again = triplet({ recipient: `x${n}@example.test` });
+      await greylist.check(again);
+      clock.advance(300 * S);
+      await greylist.check(again);
+      clock.advance(3_600 * S);
+    }
+    const fresh = await greylist.check(triplet({ recipient: 'never-seen@example.test' }));
+    assert.equal(fresh.kind === 'pass' && fresh.reason, 'client-auto-allow');
+    const sameNetworkOtherHost = await greylist.check(triplet({ recipient: 'never-seen@example.test', autoAllowKey: '192.0.2.11' }));
+    assert.equal(sameNetworkOtherHost.kind, 'defer', 'the auto-allow is per address, as postgrey keys it');
+  });
+
+  it('auto-allows a sender domain from a client once enough of its senders passed (sqlgrey domain level)', async () => {
+    const { clock, greylist } = setup({ domainAutoAllow: 2, autoAllowClients: 0 });
+    for (const sender of ['a@pool.example', 'b@pool.example']) {
+      await greylist.check(triplet({ sender }));
+      clock.advance(300 * S);
+      assert.equal((await greylist.check(triplet({ sender }))).kind, 'pass');
+    }
+    const third = await greylist.check(triplet({ sender: 'c@pool.example', recipient: 'new@example.test' }));
+    assert.deepEqual(third, { kind: 'pass', reason: 'domain-auto-allow', domain: 'pool.example' });
+    assert.equal((await greylist.check(triplet({ sender: 'c@other.example' }))).kind, 'defer');
+    assert.equal((await greylist.check(triplet({ sender: 'c@pool.example', client: '203.0.113.0/24' }))).kind, 'defer');
+  });
+
+  it('corrects a first-seen time in the future (a clock stepped back)', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(-1_000 * S);
+    const back = await greylist.check(triplet());
+    assert.deepEqual(back.kind === 'defer' && [back.reason, back.remainingMs], ['new', 300 * S]);
+  });
+
+  it('gives one first-seen time to concurrent first sightings', async () => {
+    const { clock, greylist } = setup();
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => greylist.check(triplet())));
+    assert.ok(outcomes.every((o) => o.kind === 'defer'));
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+  });
+});
+
+describe('greylist administration', () => {
+  it('lists triplets and clients, allows a client and a triplet, drops them', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(':memory:', { clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    await greylist.check(triplet({ sender: 'odd/name%x@sender.example' }));
+    await greylist.check(triplet({ recipient: 'other@example.test' }));
+    const listed = await greylist.list({ limit: 10 });
+    assert.deepEqual(
+      listed.map((e) => e.kind === 'triplet' && [e.client, e.sender, e.recipient, e.passed]),
+      [
+        ['192.0.2.0/24', 'bob@sender.example', 'other@example.test', false],
+        ['192.0.2.0/24', 'odd/name%x@sender.example', 'alice@example.test', false],
+      ],
+    );
+    await greylist.allowTriplet(triplet());
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 300 * S });
+    await greylist.allowClient('198.51.100.7');
+    const allowed = await greylist.check(triplet({ client: '198.51.100.0/24', autoAllowKey: '198.51.100.7' }));
+    assert.equal(allowed.kind === 'pass' && allowed.reason, 'client-auto-allow');
+    assert.deepEqual((await greylist.list({ kinds: ['client'], limit: 10 })).map((e) => e.kind === 'client' && [e.client, e.allowed]), [['198.51.100.7', true]]);
+    assert.equal(await greylist.dropTriplet(triplet({ recipient: 'other@example.test' })), true);
+    assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2);
+    assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).length, 0);
+    clock.advance(36 * DAY);
+    assert.equal(await greylist.purgeExpired(), 1, 'the client entry expired and is purged');
+    await store.close();
+  });
+});

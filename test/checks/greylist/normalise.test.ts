@@ -1,0 +1,142 @@
+// Sender normalisation and the postgrey whitelist formats, with fuzzing of both parsers.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { normaliseSender, parseClientWhitelist, parseRecipientWhitelist, srsOriginal } from '../../../src/checks/greylist/index.js';
+
+describe('normaliseSender', () => {
+  const cases: Array<[string, string]> = [
+    ['Bob@Sender.Example', 'bob@sender.example'],
+    ['', ''],
+    // BATV, both orders postgrey knows
+    ['prvs=1234567890=bob@sender.example', 'bob@sender.example'],
+    ['prvs=bob=1234567890@sender.example', 'bob@sender.example'],
+    ['PRVS=0123abcdef=list-owner@lists.example', 'list-owner@lists.example'],
+    ['msprvs1=19abcdEFGh=bounces-123@ms.example', 'bounces-#@ms.example'],
+    ['btv1==0ab1234567==alice@b.example', 'alice@b.example'],
+    // SRS0 and SRS1 give the original sender
+    ['SRS0=HHH=TT=orig.example=alice@forwarder.example', 'alice@orig.example'],
+    ['srs0+HHH=TT=orig.example=al=ice@forwarder.example', 'al=ice@orig.example'],
+    ['SRS1=HHH=first.example==HHH=TT=orig.example=alice@second.example', 'alice@orig.example'],
+    ['SRS1=HHH=first.example=+HHH=TT=orig.example=alice@second.example', 'alice@orig.example'],
+    // +extension and Postfix VERP
+    ['owner-list+bob=example.org@lists.example', 'owner-list@lists.example'],
+    ['bob+tag@sender.example', 'bob@sender.example'],
+    // qmail VERP
+    ['list-return-42-bob=example.org@lists.example', 'list-return-#@lists.example'],
+    // numbers as postgrey: standalone digit runs only
+    ['bounce-123-456@mail.example', 'bounce-#-#@mail.example'],
+    ['user2020@mail.example', 'user2020@mail.example'],
+    ['12345@mail.example', '#@mail.example'],
+  ];
+  for (const [input, expected] of cases) {
+    it(`${input || '<>'} -> ${expected || '<>'}`, () => assert.equal(normaliseSender(input), expected));
+  }
+
+  it('leaves qmail VERP alone when verp is off, as postgrey does', () => {
+    assert.equal(normaliseSender('list-return-42-bob=example.org@lists.example', { verp: false }), 'list-return-#-bob=example.org@lists.example');
+  });
+
+  it('is not fooled by SRS look-alikes', () => {
+    assert.equal(srsOriginal('SRS0=only'), undefined);
+    assert.equal(srsOriginal('SRS2=a=b=c=d'), undefined);
+    assert.equal(normaliseSender('srs0@x.example'), 'srs0@x.example');
+  });
+
+  it('never throws, is idempotent and keeps the domain', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 300 }), fc.domain(), (local, domain) => {
+        const once = normaliseSender(`${local}@${domain}`);
+        assert.equal(typeof once, 'string');
+        assert.ok(once.length <= 1100);
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(fc.property(fc.string({ maxLength: 5000 }), (text) => void normaliseSender(text)), { numRuns: 300 });
+  });
+});
+
+describe('postgrey whitelist_clients', () => {
+  const text = [
+    '# comment',
+    'debian.org',
+    '/^mail\\d+\\.telekom\\.de$/   # trailing comment',
+    '66.216.126.174',
+    '192.0.2.0/28',
+    '10.20.30',
+    '172.16',
+    '2001:db8:1::/48',
+    '',
+    'not a hostname',
+    '/bad(regex/',
+  ].join('\n');
+  const { whitelist, problems } = parseClientWhitelist([{ source: 'whitelist_clients', text }]);
+
+  it('reads names, regular expressions, addresses and networks', () => {
+    assert.equal(whitelist.match('lists.debian.org', '203.0.113.1'), 'debian.org');
+    assert.equal(whitelist.match('DEBIAN.ORG.', '203.0.113.1'), 'debian.org');
+    assert.equal(whitelist.match('notdebian.org', '203.0.113.1'), undefined);
+    assert.equal(whitelist.match('mail12.telekom.de', '203.0.113.1'), '/^mail\\d+\\.telekom\\.de$/');
+    assert.equal(whitelist.match('mx.telekom.de', '203.0.113.1'), undefined);
+    assert.ok(whitelist.match('unknown', '66.216.126.174'));
+    assert.ok(whitelist.match('unknown', '192.0.2.15'));
+    assert.equal(whitelist.match('unknown', '192.0.2.16'), undefined);
+    assert.ok(whitelist.match('unknown', '10.20.30.99'), 'a.b.c is the /24');
+    assert.ok(whitelist.match('unknown', '172.16.200.1'), 'a.b is the /16');
+    assert.ok(whitelist.match('unknown', '2001:db8:1:ffff::1'));
+    assert.ok(whitelist.match('unknown', '::ffff:66.216.126.174'), 'IPv4-mapped client address');
+    assert.equal(whitelist.match('unknown', '2001:db8:2::1'), undefined);
+  });
+
+  it('reports the lines postgrey warns about and a regular expression that does not compile', () => {
+    assert.deepEqual(problems.map((p) => p.line), [10, 11]);
+    assert.match(problems[0]!.message, /doesn't look like a hostname/);
+    assert.match(problems[1]!.message, /bad regular expression/);
+  });
+
+  it('reads the whitelist Debian ships with postgrey', async () => {
+    const { readWhitelistFiles } = await import('../../../src/checks/greylist/index.js');
+    const files = readWhitelistFiles(['/etc/postgrey/whitelist_clients', '/etc/postgrey/whitelist_clients.local']);
+    if (files.problems.length > 0) return; // postgrey is not installed here
+    const shipped = parseClientWhitelist(files.sources);
+    assert.deepEqual(shipped.problems, []);
+    assert.ok(shipped.whitelist.size > 150);
+    assert.ok(shipped.whitelist.match('mail5.telekom.de', '203.0.113.1'));
+  });
+});
+
+describe('postgrey whitelist_recipients', () => {
+  const { whitelist, problems } = parseRecipientWhitelist([
+    { source: 'whitelist_recipients', text: 'postmaster@\nabuse@\nspam-lover@example.test\nwhole.example\n@at.example\n/^list-.*@lists\\.example$/\n' },
+  ]);
+
+  it('matches local parts, addresses, domains and regular expressions', () => {
+    assert.deepEqual(problems, []);
+    assert.equal(whitelist.match('Postmaster@anything.example'), 'postmaster@');
+    assert.equal(whitelist.match('abuse+x@anything.example'), 'abuse@');
+    assert.equal(whitelist.match('spam-lover+tag@example.test'), 'spam-lover@example.test');
+    assert.equal(whitelist.match('spam-lover@other.test'), undefined);
+    assert.equal(whitelist.match('bob@whole.example'), 'whole.example');
+    assert.equal(whitelist.match('bob@sub.whole.example'), 'whole.example');
+    assert.equal(whitelist.match('bob@notwhole.example'), undefined);
+    assert.equal(whitelist.match('bob@at.example'), 'at.example');
+    assert.ok(whitelist.match('list-dev@lists.example'));
+    assert.equal(whitelist.match('dev@lists.example'), undefined);
+  });
+
+  it('never throws on arbitrary files and bounds what it keeps', () => {
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.string({ maxLength: 80 }), fc.constantFrom('/a+/', '/(/', '1.2.3', '::1', 'x@', '@y', '#c')), { maxLength: 50 }), (lines) => {
+        const text = lines.join('\n');
+        const clients = parseClientWhitelist([{ source: 'f', text }]);
+        const recipients = parseRecipientWhitelist([{ source: 'f', text }]);
+        clients.whitelist.match('host.example', '192.0.2.1');
+        recipients.whitelist.match('a@b.example');
+      }),
+      { numRuns: 300 },
+    );
+    const huge = parseClientWhitelist([{ source: 'f', text: `${'x'.repeat(5000)}\nok.example` }]);
+    assert.equal(huge.problems.length, 1);
+    assert.equal(huge.whitelist.size, 1);
+  });
+});

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { checkIprev } from '../../../src/checks/iprev/index.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { reverseName } from '../../../src/dns/reverse.js';
+import { startDnsServer } from '../../support/dns-server.js';
+import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
+
+const manyNames = Array.from({ length: 11 }, (_, i) => ({ PTR: `n${i}.example.com` }));
+const resolver = new SuiteResolver(
+  buildZone({
+    [reverseName('192.0.2.1')]: [{ PTR: 'Mail.Example.COM.' }, { PTR: 'other.example.com' }],
+    'mail.example.com': [{ A: '192.0.2.1' }, { AAAA: '2001:db8::1' }],
+    'other.example.com': [{ A: '192.0.2.200' }],
+    [reverseName('2001:db8::1')]: [{ PTR: 'mail.example.com' }],
+    [reverseName('192.0.2.2')]: [{ PTR: 'other.example.com' }, { PTR: 'gone.example.com' }],
+    [reverseName('192.0.2.3')]: [{ PTR: 'other.example.com' }, { PTR: 'slow.example.com' }],
+    'slow.example.com': [{ A: 'TIMEOUT' }],
+    [reverseName('192.0.2.4')]: [{ TXT: 'not a PTR' }],
+    [reverseName('192.0.2.5')]: ['TIMEOUT'],
+    [reverseName('192.0.2.6')]: manyNames,
+    'n10.example.com': [{ A: '192.0.2.6' }],
+  }),
+);
+
+test('pass: a PTR name resolves back (v4, v6 and IPv4-mapped)', async () => {
+  const v4 = await checkIprev('192.0.2.1', { resolver });
+  assert.equal(v4.result, 'pass');
+  assert.equal(v4.kind, 'confirmed');
+  assert.deepEqual(v4.confirmedNames, ['mail.example.com']);
+  assert.deepEqual(v4.ptrNames, ['mail.example.com', 'other.example.com']);
+  assert.equal((await checkIprev('2001:db8::1', { resolver })).result, 'pass');
+  const mapped = await checkIprev('::ffff:192.0.2.1', { resolver });
+  assert.equal(mapped.result, 'pass');
+  assert.equal(mapped.ip, '192.0.2.1');
+});
+
+test('fail: PTR names exist but none confirms (forward NXDOMAIN included)', async () => {
+  const verdict = await checkIprev('192.0.2.2', { resolver });
+  assert.equal(verdict.result, 'fail');
+  assert.equal(verdict.kind, 'unconfirmed');
+  assert.match(verdict.reason, /does not resolve back/);
+});
+
+test('permerror: no PTR data, which the reason says apart from "does not confirm"', async () => {
+  const nodata = await checkIprev('192.0.2.4', { resolver });
+  assert.equal(nodata.result, 'permerror');
+  assert.equal(nodata.kind, 'no-ptr');
+  assert.match(nodata.reason, /no PTR record/);
+  const nxdomain = await checkIprev('198.51.100.1', { resolver });
+  assert.equal(nxdomain.kind, 'no-ptr');
+  assert.equal((await checkIprev('bogus', { resolver })).kind, 'invalid-address');
+});
+
+test('temperror: the reverse lookup, or an unconfirmed forward lookup, failed temporarily', async () => {
+  assert.equal((await checkIprev('192.0.2.5', { resolver })).result, 'temperror');
+  const forward = await checkIprev('192.0.2.3', { resolver });
+  assert.equal(forward.result, 'temperror');
+  assert.equal(forward.kind, 'dns-error');
+});
+
+test('only the first maxNames PTR names are looked up', async () => {
+  const capped = await checkIprev('192.0.2.6', { resolver });
+  assert.equal(capped.result, 'fail');
+  assert.equal(capped.ptrNames.length, 10);
+  assert.equal((await checkIprev('192.0.2.6', { resolver, maxNames: 11 })).result, 'pass');
+});
+
+test('over loopback DNS: pass, no PTR and SERVFAIL', async () => {
+  const server = await startDnsServer({
+    [reverseName('127.0.0.9')]: { PTR: ['host.test'] },
+    'host.test': { A: ['127.0.0.9'] },
+    [reverseName('127.0.0.10')]: { servfail: true },
+  });
+  try {
+    const dns = createNodeResolver({ servers: [server.address], timeoutMs: 500, tries: 1 });
+    assert.equal((await checkIprev('127.0.0.9', { resolver: dns })).result, 'pass');
+    assert.equal((await checkIprev('127.0.0.11', { resolver: dns })).kind, 'no-ptr');
+    assert.equal((await checkIprev('127.0.0.10', { resolver: dns })).result, 'temperror');
+  } finally {
+    await server.close();
+  }
+});

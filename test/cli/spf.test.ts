@@ -1,0 +1,72 @@
+// `callout spf` through a commander program of its own, against the in-process DNS server.
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { registerSpfCommand } from '../../src/cli/spf.js';
+import { reverseName, startDnsServer, type DnsTestServer } from '../support/dns-server.js';
+
+let server: DnsTestServer;
+
+before(async () => {
+  server = await startDnsServer({
+    'example.test': { TXT: [['v=spf1 ip4:127.0.0.0/24 ', 'include:_spf.example.test -all']] },
+    '_spf.example.test': { TXT: ['v=spf1 a:mail.example.test ?all'] },
+    'mail.example.test': { A: ['127.0.1.5'] },
+    'deny.test': { TXT: ['v=spf1 -all exp=why.deny.test'] },
+    'why.deny.test': { TXT: ['%{i} may not send for %{d}'] },
+    'helo.test': { TXT: ['v=spf1 ip4:127.0.0.9 -all'] },
+    [reverseName('127.0.0.9')]: { PTR: ['helo.test'] },
+  });
+});
+after(async () => {
+  await server.close();
+});
+
+async function run(args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
+  const out = new PassThrough();
+  let output = '';
+  out.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerSpfCommand(program, { out });
+  const previous = process.exitCode;
+  try {
+    await program.parseAsync(['node', 'callout', 'spf', '--dns-server', server.address, '--timeout', '500', ...args]);
+    return { output, exitCode: process.exitCode as number | undefined };
+  } finally {
+    process.exitCode = previous;
+  }
+}
+
+describe('callout spf', () => {
+  it('prints result, mechanism and the trace of terms and lookups', async () => {
+    const { output, exitCode } = await run(['--ip', '127.0.1.5', '--sender', 'someone@example.test']);
+    assert.equal(exitCode, 0);
+    assert.match(output, /^result: pass$/m);
+    assert.match(output, /^mechanism: include:_spf\.example\.test$/m);
+    assert.match(output, /dns TXT example\.test: records "v=spf1 ip4:127\.0\.0\.0\/24 include:_spf\.example\.test -all"/);
+    assert.match(output, /term a:mail\.example\.test \(_spf\.example\.test\): match/);
+  });
+
+  it('--json prints one object with result, explanation and trace', async () => {
+    const { output, exitCode } = await run(['--ip', '127.0.0.7', '--sender', '<x@deny.test>', '--json']);
+    assert.equal(exitCode, 1);
+    const verdict = JSON.parse(output) as { result: string; explanation: string; trace: Array<{ kind: string }> };
+    assert.equal(verdict.result, 'fail');
+    assert.equal(verdict.explanation, '127.0.0.7 may not send for deny.test');
+    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns'));
+    assert.equal(output.trim().split('\n').length, 1);
+  });
+
+  it('the null sender is checked as postmaster@HELO', async () => {
+    const { output } = await run(['--ip', '127.0.0.9', '--sender', '<>', '--helo', 'helo.test', '--json']);
+    const verdict = JSON.parse(output) as { result: string; sender: string; identity: string };
+    assert.deepEqual([verdict.result, verdict.sender, verdict.identity], ['pass', 'postmaster@helo.test', 'mailfrom']);
+  });
+
+  it('usage errors: a bad --ip, a null sender without --helo, a missing option', async () => {
+    await assert.rejects(run(['--ip', 'nope', '--sender', 'a@example.test']), { code: 'USAGE' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', '']), /need --helo/);
+    await assert.rejects(run(['--sender', 'a@example.test']), { code: 'commander.missingMandatoryOptionValue' });
+  });
+});

@@ -1,0 +1,221 @@
+// The greylist stage as Postfix sees it: `callout serve` over real sockets, time moved by ManualClock.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { ManualClock } from '../../../src/core/clock.js';
+import { createLogger } from '../../../src/core/log.js';
+import { Daemon } from '../../../src/policy/daemon.js';
+import { greylistStage } from '../../../src/policy/stages/greylist.js';
+import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
+import { parseReversePath } from '../../../src/address/index.js';
+import { MemoryStore } from '../../../src/store/index.js';
+import { startDnsServer, reverseName } from '../../support/dns-server.js';
+import type { DnsTestServer } from '../../support/dns-server.js';
+import { greylistOnce, startSmtpServers } from '../../support/smtp-server.js';
+import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { mxZone } from '../../verify/fixture.js';
+
+const S = 1000;
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+const dir = mkdtempSync(join(tmpdir(), 'callout-greylist-'));
+cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+
+let dnsServer: DnsTestServer | undefined;
+async function dns(): Promise<DnsTestServer> {
+  if (dnsServer) return dnsServer;
+  dnsServer = await startDnsServer({
+    ...mxZone({ 'grey.test': '127.0.0.3' }),
+    [reverseName('192.0.2.10')]: { PTR: ['mail-a.outbound.pool.example'] },
+    'mail-a.outbound.pool.example': { A: ['192.0.2.10'] },
+    [reverseName('198.51.100.20')]: { PTR: ['mail-b.outbound.pool.example'] },
+    'mail-b.outbound.pool.example': { A: ['198.51.100.20'] },
+    [reverseName('203.0.113.5')]: { PTR: ['liar.pool.example'] },
+    'liar.pool.example': { A: ['203.0.113.99'] },
+    [reverseName('203.0.113.7')]: { PTR: ['dyn-203-0-113-7.isp.example'] },
+    'dyn-203-0-113-7.isp.example': { A: ['203.0.113.7'] },
+  });
+  const server = dnsServer;
+  cleanups.push(() => server.close());
+  return server;
+}
+
+interface Setup {
+  client: PolicyClient;
+  clock: ManualClock;
+  daemon: Daemon;
+  logs: Array<Record<string, unknown>>;
+  ask(overrides?: Record<string, string>): Promise<string>;
+}
+
+let instances = 0;
+async function serve(stages: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Promise<Setup> {
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const clock = new ManualClock(Date.UTC(2026, 0, 1, 12));
+  const daemon = await Daemon.start({
+    overrides: {
+      store: { kind: 'memory' },
+      dns: { servers: [(await dns()).address], timeout: '500ms', tries: 1 },
+      policy: { listen: '127.0.0.1:0', stages },
+      metrics: { listen: '' },
+      ...extra,
+    },
+    log: createLogger('info', sink),
+    clock,
+  });
+  const client = await PolicyClient.connect(daemon.policyAddress);
+  cleanups.push(async () => {
+    client.close();
+    await daemon.stop();
+  });
+  // Each request is its own message unless the test says otherwise.
+  const ask = (overrides: Record<string, string> = {}) => client.request(postfixRequest({ instance: `m${(instances += 1)}`, ...overrides }));
+  return { client, clock, daemon, logs, ask };
+}
+
+const greylisted = (logs: Array<Record<string, unknown>>) => logs.filter((l) => l.msg === 'greylisted');
+
+describe('greylist stage over the policy protocol', () => {
+  it('defers first sight and an early retry with the time left, passes in the window with X-Greylist once', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist' }]);
+    assert.equal(await ask(), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds');
+    clock.advance(120 * S);
+    assert.equal(await ask(), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 180 seconds');
+    clock.advance(180 * S);
+    const instance = 'passing-message';
+    assert.match(await ask({ instance }), /^PREPEND X-Greylist: delayed 300 seconds by callout at \S+; Thu, 01 Jan 2026 12:05:00 GMT$/);
+    assert.equal(await ask({ instance, recipient: 'alice@example.test' }), 'DUNNO', 'the header is given once per message');
+    assert.equal(await ask(), 'DUNNO', 'a passed triplet stays passed');
+    assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'early-retry (180s missing)']);
+    const decision = logs.filter((l) => l.msg === 'decision')[1]!;
+    assert.ok((decision.stages as string[]).some((s) => /^greylist=early-retry: greylisted: early-retry \(180s missing\)/.test(s)));
+  });
+
+  it('starts again after the retry window, and logs why', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist', retryWindow: '6h', text: 'Greylisted until {retryAt} ({reason})' }]);
+    await ask({ sender: 'late@sender.example' });
+    clock.advance(6 * 3600 * S + S);
+    assert.equal(await ask({ sender: 'late@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T18:05:01Z (window-expired)');
+    assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'window-expired']);
+  });
+
+  it('groups IPv6 clients by /64 and keys by the normalised sender', async () => {
+    const { clock, ask } = await serve([{ name: 'greylist', header: false }]);
+    const v6 = { client_address: '2001:db8:1:2::25', sender: 'prvs=1234567890=bounces+123@list.example' };
+    assert.match(await ask(v6), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.equal(await ask({ client_address: '2001:db8:1:2:ffff::9', sender: 'prvs=0987654321=BOUNCES+124@list.example' }), 'DUNNO', 'same /64, same normalised sender');
+    assert.match(await ask({ client_address: '2001:db8:1:3::25', sender: v6.sender }), /^DEFER_IF_PERMIT/, 'another /64');
+  });
+
+  it('auto-allows a client after five passes', async () => {
+    const { clock, ask } = await serve([{ name: 'greylist', header: false }]);
+    for (let n = 0; n < 5; n += 1) {
+      await ask({ recipient: `user${n}x@example.test` });
+      clock.advance(300 * S);
+      assert.equal(await ask({ recipient: `user${n}x@example.test` }), 'DUNNO');
+      clock.advance(3600 * S);
+    }
+    assert.equal(await ask({ recipient: 'brand-new@example.test' }), 'DUNNO');
+  });
+
+  it('reads postgrey whitelist files: clients by name and network, recipients', async () => {
+    const clients = join(dir, 'whitelist_clients');
+    const recipients = join(dir, 'whitelist_recipients');
+    writeFileSync(clients, '# postgrey format\nsender.example\n/^mx\\d+\\.bulk\\.example$/\n203.0.113.0/24\n');
+    writeFileSync(recipients, 'postmaster@\nopen.example\n');
+    const { ask } = await serve([{ name: 'greylist', whitelistClientFiles: [clients, `${clients}.local`], whitelistRecipientFiles: [recipients] }]);
+    assert.equal(await ask({ client_name: 'mail.sender.example' }), 'DUNNO');
+    assert.equal(await ask({ client_name: 'mx12.bulk.example' }), 'DUNNO');
+    assert.equal(await ask({ client_name: 'unknown', client_address: '203.0.113.80' }), 'DUNNO');
+    assert.equal(await ask({ client_name: 'unknown', recipient: 'postmaster@example.test' }), 'DUNNO');
+    assert.equal(await ask({ client_name: 'unknown', recipient: 'bob@open.example' }), 'DUNNO');
+    assert.match(await ask({ client_name: 'unknown' }), /^DEFER_IF_PERMIT/);
+  });
+
+  it('refuses to start when a named whitelist file is missing', async () => {
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /greylist: .*missing: cannot read: ENOENT/);
+  });
+
+  it('keys a forward-confirmed sender pool by its organisational domain, never an unconfirmed or dynamic name', async () => {
+    const { clock, ask, logs } = await serve([{ name: 'greylist', clientIdentity: 'fcrdns-domain', header: false }]);
+    const pool = { sender: 'news@pool.example', client_name: 'unknown' };
+    assert.match(await ask({ ...pool, client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.equal(await ask({ ...pool, client_address: '198.51.100.20' }), 'DUNNO', 'the retry from another pool address matches');
+    assert.match(await ask({ ...pool, client_address: '203.0.113.5' }), /^DEFER_IF_PERMIT/, 'a PTR name that does not resolve back is not trusted');
+    assert.match(await ask({ sender: 'other@pool.example', client_address: '203.0.113.7' }), /^DEFER_IF_PERMIT/);
+    const reasons = logs.filter((l) => l.msg === 'greylisted').map((l) => l.identity);
+    assert.deepEqual(reasons, ['domain:pool.example', '203.0.113.0/24', '203.0.113.0/24'], 'a dynamic-looking name falls back to the network');
+  });
+
+  it('takes the confirmed name from an earlier iprev stage and skips listed providers', async () => {
+    const { ask, logs } = await serve([{ name: 'iprev' }, { name: 'greylist', skip: { fcrdnsProviders: ['outbound.pool.example'] } }]);
+    assert.match(await ask({ client_address: '192.0.2.10' }), /^PREPEND Authentication-Results: .*iprev=pass/, 'not greylisted');
+    assert.match(await ask({ client_address: '203.0.113.5' }), /^DEFER_IF_PERMIT/);
+    const first = logs.filter((l) => l.msg === 'decision')[0]!;
+    assert.ok((first.stages as string[]).some((s) => s.startsWith('greylist=skipped: client mail-a.outbound.pool.example is forward-confirmed')));
+  });
+
+  it('answers 450 when the sender\'s MX greylists our callout, and greylists the retry', async () => {
+    const smtp = await startSmtpServers(['127.0.0.3'], () => greylistOnce());
+    cleanups.push(() => Promise.all(smtp.map((s) => s.close())).then(() => undefined));
+    const { clock, ask } = await serve([{ name: 'sender-callout' }, { name: 'greylist' }], {
+      callout: { helo: 'verifier.callout.test', port: smtp[0]!.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' } },
+    });
+    assert.match(await ask({ sender: 'bob@grey.test' }), /^450 4\.1\.7 Sender address verification failed temporarily/);
+    clock.advance(10 * 60 * S);
+    assert.match(await ask({ sender: 'bob@grey.test' }), /^DEFER_IF_PERMIT 4\.2\.0 Greylisted/);
+  });
+
+  it('can answer with a 451 DEFER and count decisions in the metrics', async () => {
+    const { ask, daemon } = await serve([{ name: 'greylist', action: 'defer', deferCode: 451, enhanced: '4.7.1', text: 'Greylisted, see http://postgrey.schweikert.ch/help/%r.html' }]);
+    assert.equal(await ask(), '451 4.7.1 Greylisted, see http://postgrey.schweikert.ch/help/example.test.html');
+    assert.match(await daemon.metricsText(), /callout_greylist_total\{result="new"\} 1/);
+  });
+});
+
+describe('greylist stage evidence rules', () => {
+  const silent = { info() {}, warn() {}, error() {} };
+  const clock = new ManualClock();
+  const deps: StageDeps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: silent };
+  const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example'] } }) as never, deps);
+  cleanups.push(() => stage.close?.());
+  const ctx = (sender: string, spf: string | undefined): StageContext => {
+    const parsed = parseReversePath(sender, { tolerant: true });
+    const earlier = new Map<string, StageVerdict>(spf ? [['spf', { stage: 'spf', result: spf, reason: '', decision: { kind: 'continue' } }]] : []);
+    return {
+      attributes: {},
+      state: 'RCPT',
+      clientAddress: '192.0.2.50',
+      clientName: 'unknown',
+      heloName: 'x',
+      senderText: sender,
+      ...(parsed.ok ? { sender: parsed.value } : {}),
+      recipientText: 'alice@example.test',
+      instance: 'i',
+      earlier,
+      deadline: clock.now() + 5000,
+      clock,
+    };
+  };
+
+  it('skips on SPF pass for a listed domain only, never on the sender alone', async () => {
+    assert.equal((await stage.evaluate(ctx('alerts@mail.bank.example', 'pass'))).result, 'skipped');
+    assert.equal((await stage.evaluate(ctx('alerts@bank.example', 'softfail'))).result, 'new');
+    assert.equal((await stage.evaluate(ctx('alerts@other.example', 'pass'))).result, 'new');
+    assert.equal((await stage.evaluate(ctx('ceo@bank.example', undefined))).result, 'new', 'a forged sender without SPF evidence is greylisted');
+  });
+});

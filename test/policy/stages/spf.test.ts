@@ -1,0 +1,171 @@
+// The spf and iprev stages called directly with hand-built contexts (no pipeline needed).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseReversePath } from '../../../src/address/index.js';
+import { ManualClock } from '../../../src/core/clock.js';
+import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
+import { iprevStage } from '../../../src/policy/stages/iprev.js';
+import { STAGE_DEFINITIONS } from '../../../src/policy/stages/index.js';
+import { spfStage } from '../../../src/policy/stages/spf.js';
+import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
+import { MemoryStore } from '../../../src/store/memory.js';
+import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
+
+const zone = buildZone({
+  'pass.example': [{ TXT: 'v=spf1 ip4:192.0.2.0/24 -all' }],
+  'fail.example': [{ TXT: 'v=spf1 -all exp=why.fail.example' }],
+  'why.fail.example': [{ TXT: '%{i} is not allowed for %{d}' }],
+  'soft.example': [{ TXT: 'v=spf1 ~all' }],
+  'broken.example': [{ TXT: 'v=spf1 foo:bar' }],
+  'slow.example': ['TIMEOUT'],
+  'helo.example': [{ TXT: 'v=spf1 -all' }],
+  '1.2.0.192.in-addr.arpa': [{ PTR: 'mx.pass.example' }],
+  'mx.pass.example': [{ A: '192.0.2.1' }],
+});
+
+/** Counts TXT lookups, to show that recipients of one message share one evaluation. */
+class CountingResolver implements Resolver {
+  txtLookups = 0;
+  private readonly inner = new SuiteResolver(zone);
+  a(name: string): Promise<DnsAnswer<string>> {
+    return this.inner.a(name);
+  }
+  aaaa(name: string): Promise<DnsAnswer<string>> {
+    return this.inner.aaaa(name);
+  }
+  mx(name: string) {
+    return this.inner.mx(name);
+  }
+  txt(name: string): Promise<DnsAnswer<string>> {
+    this.txtLookups += 1;
+    return this.inner.txt(name);
+  }
+  ptr(address: string): Promise<DnsAnswer<string>> {
+    return this.inner.ptr(address);
+  }
+}
+
+const silent = { info() {}, warn() {}, error() {} };
+
+function deps(resolver: Resolver): StageDeps {
+  const clock = new ManualClock();
+  return { resolver, store: new MemoryStore({ clock }), clock, log: silent };
+}
+
+function context(sender: string, more: Partial<StageContext> = {}): StageContext {
+  const clock = new ManualClock();
+  const parsed = parseReversePath(sender);
+  return {
+    attributes: {},
+    state: 'RCPT',
+    clientAddress: '192.0.2.1',
+    clientName: 'unknown',
+    heloName: 'helo.example',
+    senderText: sender,
+    ...(parsed.ok ? { sender: parsed.value } : { senderError: parsed.error.message }),
+    recipientText: 'rcpt@receiver.example',
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    deadline: clock.now() + 10_000,
+    clock,
+    ...more,
+  };
+}
+
+function spf(options: Record<string, unknown> = {}, resolver: Resolver = new CountingResolver()) {
+  return spfStage.create(spfStage.options.parse({ authservId: 'mx.receiver.example', ...options }) as never, deps(resolver));
+}
+
+describe('spf stage', () => {
+  it('is registered under the name the sender callout looks for', () => {
+    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'spf'));
+    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'iprev'));
+  });
+
+  it('pass continues, with Authentication-Results and Received-SPF headers', async () => {
+    const verdict = await spf().evaluate(context('user@pass.example'));
+    assert.equal(verdict.stage, 'spf');
+    assert.equal(verdict.result, 'pass');
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    assert.deepEqual(verdict.headers, [
+      'Authentication-Results: mx.receiver.example; spf=pass (domain of user@pass.example designates 192.0.2.1 as permitted sender) smtp.mailfrom=user@pass.example',
+      'Received-SPF: pass (mx.receiver.example: domain of user@pass.example designates 192.0.2.1 as permitted sender) client-ip=192.0.2.1; envelope-from="user@pass.example"; helo=helo.example; receiver=mx.receiver.example; identity=mailfrom; mechanism="ip4:192.0.2.0/24";',
+    ]);
+  });
+
+  it('fail rejects with 550 5.7.23 and the explanation', async () => {
+    const verdict = await spf().evaluate(context('user@fail.example'));
+    assert.equal(verdict.result, 'fail');
+    assert.deepEqual(verdict.decision, { kind: 'reject', code: 550, enhanced: '5.7.23', text: 'SPF fail for fail.example: 192.0.2.1 is not allowed for fail.example' });
+  });
+
+  it('temperror defers with 451 4.7.24; softfail and permerror continue by default', async () => {
+    const temp = await spf().evaluate(context('user@slow.example'));
+    assert.equal(temp.result, 'temperror');
+    assert.equal(temp.decision.kind, 'defer');
+    assert.ok(temp.decision.kind === 'defer' && temp.decision.code === 451 && temp.decision.enhanced === '4.7.24');
+    assert.deepEqual((await spf().evaluate(context('user@soft.example'))).decision, { kind: 'continue' });
+    assert.deepEqual((await spf().evaluate(context('user@broken.example'))).decision, { kind: 'continue' });
+  });
+
+  it('per-result actions are configurable', async () => {
+    const stage = spf({ actions: { softfail: 'defer-if-permit', permerror: 'reject' }, rejectCode: 554 });
+    assert.equal((await stage.evaluate(context('user@soft.example'))).decision.kind, 'defer-if-permit');
+    const perm = await stage.evaluate(context('user@broken.example'));
+    assert.ok(perm.decision.kind === 'reject' && perm.decision.code === 554 && perm.decision.enhanced === '5.7.24');
+    assert.throws(() => spfStage.options.parse({ actions: { fail: 'explode' } }));
+    assert.throws(() => spfStage.options.parse({ unknownOption: true }));
+  });
+
+  it('evaluates once per message for all its recipients, again for the next message', async () => {
+    const resolver = new CountingResolver();
+    const stage = spf({}, resolver);
+    await stage.evaluate(context('user@pass.example', { recipientText: 'a@r.example' }));
+    await stage.evaluate(context('user@pass.example', { recipientText: 'b@r.example' }));
+    assert.equal(resolver.txtLookups, 1);
+    await stage.evaluate(context('user@pass.example', { instance: 'msg-2' }));
+    assert.equal(resolver.txtLookups, 2);
+  });
+
+  it('a temperror is not remembered', async () => {
+    const resolver = new CountingResolver();
+    const stage = spf({}, resolver);
+    await stage.evaluate(context('user@slow.example'));
+    await stage.evaluate(context('user@slow.example'));
+    assert.equal(resolver.txtLookups, 2);
+  });
+
+  it('the null sender is checked as postmaster@HELO; checkHelo lets a HELO fail decide', async () => {
+    const bounce = await spf().evaluate(context(''));
+    assert.equal(bounce.result, 'fail');
+    assert.match(bounce.reason, /helo\.example/);
+    const helo = await spf({ checkHelo: true }).evaluate(context('user@pass.example'));
+    assert.equal(helo.result, 'fail');
+    assert.match(helo.headers?.[0] ?? '', /spf=fail .* smtp\.helo=helo\.example/);
+  });
+
+  it('without a client address there is nothing to check', async () => {
+    const verdict = await spf().evaluate(context('user@pass.example', { clientAddress: '' }));
+    assert.equal(verdict.result, 'none');
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+  });
+});
+
+describe('iprev stage', () => {
+  const iprev = (options: Record<string, unknown> = {}) =>
+    iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.example', ...options }) as never, deps(new SuiteResolver(zone)));
+
+  it('reports pass in Authentication-Results and continues', async () => {
+    const verdict = await iprev().evaluate(context('user@pass.example'));
+    assert.equal(verdict.result, 'pass');
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    assert.deepEqual(verdict.headers, ['Authentication-Results: mx.receiver.example; iprev=pass (mx.pass.example) policy.iprev=192.0.2.1']);
+  });
+
+  it('a client without PTR is a permerror; rejecting it is configurable (550 5.7.25)', async () => {
+    const verdict = await iprev({ actions: { permerror: 'reject' } }).evaluate(context('user@pass.example', { clientAddress: '198.51.100.9' }));
+    assert.equal(verdict.result, 'permerror');
+    assert.ok(verdict.decision.kind === 'reject' && verdict.decision.enhanced === '5.7.25');
+    assert.match(verdict.decision.kind === 'reject' ? verdict.decision.text : '', /no PTR record/);
+  });
+});

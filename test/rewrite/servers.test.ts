@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ManualClock } from '../../src/core/clock.js';
+import { Batv } from '../../src/rewrite/batv.js';
+import type { LookupMap } from '../../src/rewrite/lookup.js';
+import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
+import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring } from '../../src/rewrite/socketmap.js';
+import { Srs } from '../../src/rewrite/srs.js';
+import { TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode } from '../../src/rewrite/tcp-table.js';
+
+const T0 = 1_577_836_860_000;
+const clock = new ManualClock(T0);
+const srs = new Srs({ domain: 'example.com', secrets: ['tops3cr3t'] });
+const batv = new Batv({ keys: [{ keynum: 1, secret: 'secret' }] });
+const maps: Record<string, LookupMap> = {
+  ...srsMaps(srs, clock),
+  ...batvMaps(batv, { domains: ['example.com', '.example.com'] }, clock),
+  boom: () => {
+    throw new Error('bug');
+  },
+};
+const loopback = { host: '127.0.0.1', port: 0 };
+const closers: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const close of closers.reverse()) await close();
+});
+
+async function started<T extends SocketmapServer | TcpTableServer>(server: T): Promise<{ server: T; target: { host: string; port: number } }> {
+  const target = (await server.listen(loopback)) as { host: string; port: number };
+  closers.push(() => server.close());
+  return { server, target };
+}
+
+/**
+ * Sends raw bytes and collects the answer until the server closes, `until` is satisfied, or (for
+ * fuzzing, where no answer is awaited) `settleMs` of silence.
+ */
+function raw(target: { host: string; port: number }, bytes: Buffer | string, until: ((data: string) => boolean) | number = () => false): Promise<{ data: string; closed: boolean }> {
+  const settleMs = typeof until === 'number' ? until : 10_000;
+  return new Promise((resolve) => {
+    const socket = net.connect(target.port, target.host);
+    let data = '';
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ data, closed });
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(false), settleMs);
+    };
+    socket.on('data', (chunk) => {
+      data += chunk.toString('latin1');
+      if (typeof until === 'function' && until(data)) finish(false);
+      else arm();
+    });
+    socket.on('end', () => finish(true));
+    socket.on('error', () => finish(true));
+    socket.on('connect', () => {
+      socket.write(bytes);
+      arm();
+    });
+  });
+}
+
+describe('netstrings', () => {
+  it('decodes frames split anywhere and several in one chunk', () => {
+    const decoder = new NetstringDecoder(100);
+    const bytes = Buffer.from('3:abc,0:,5:he');
+    assert.deepEqual(decoder.push(bytes).map((e) => (e.kind === 'frame' ? e.data.toString() : e.reason)), ['abc', '']);
+    assert.deepEqual(decoder.push(Buffer.from('llo,')).map((e) => (e.kind === 'frame' ? e.data.toString() : e.reason)), ['hello']);
+  });
+  it('refuses bad lengths, over-long frames early, and missing commas, then stays silent', () => {
+    for (const text of ['x:', ':abc,', '3:abcd', '1001:', '12345', '3:abc;']) {
+      const decoder = new NetstringDecoder(1000);
+      const events = decoder.push(Buffer.from(text));
+      assert.equal(events.at(-1)?.kind, 'error', text);
+      assert.deepEqual(decoder.push(Buffer.from('3:abc,')), []);
+    }
+  });
+  it('never throws and round-trips what it encodes', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 10 }), fc.array(fc.string({ maxLength: 50 })), (chunks, texts) => {
+        const decoder = new NetstringDecoder(64);
+        for (const c of chunks) decoder.push(Buffer.from(c));
+        const fresh = new NetstringDecoder(1000);
+        const all = Buffer.concat(texts.map(encodeNetstring));
+        const got: string[] = [];
+        for (let i = 0; i < all.length; i += 7) for (const e of fresh.push(all.subarray(i, i + 7))) if (e.kind === 'frame') got.push(e.data.toString());
+        assert.deepEqual(got, texts);
+      }),
+    );
+  });
+});
+
+describe('tcp_table %-encoding', () => {
+  it('encodes %, white space, controls and non-ASCII bytes; decodes any case', () => {
+    assert.equal(tcpTableEncode('sp ace%@x\u00e9'), 'sp%20ace%25@x%C3%A9');
+    assert.equal(tcpTableDecode('sp%20ace%25@x%c3%a9'), 'sp ace%@x\u00e9');
+    assert.equal(tcpTableDecode('bad%2'), undefined);
+    assert.equal(tcpTableDecode('bad%zz'), undefined);
+  });
+  it('decode(encode(x)) is x for any text', () => {
+    fc.assert(fc.property(fc.string(), (s) => tcpTableDecode(tcpTableEncode(s)) === s.replace(/[\ud800-\udfff]/g, '\ufffd') || /[\ud800-\udfff]/.test(s)));
+  });
+});
+
+describe('SocketmapServer', () => {
+  it('answers postsrsd 2.x map names and BATV maps, several requests on one connection', async () => {
+    const { target } = await started(new SocketmapServer(maps));
+    const client = await SocketmapClient.connect(target);
+    closers.push(() => client.close());
+    assert.equal(await client.query('forward', 'test@otherdomain.com'), 'OK SRS0=vmyz=2W=otherdomain.com=test@example.com');
+    assert.equal(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), 'OK test@otherdomain.com');
+    assert.equal(await client.query('forward', 'local@example.com'), 'NOTFOUND Need not rewrite local domain.');
+    assert.equal(await client.query('reverse', 'nobody@example.com'), 'NOTFOUND Not an SRS address.');
+    assert.equal(await client.query('batv-sign', 'user@example.com'), 'OK prvs=1269e93bf9=user@example.com');
+    assert.equal(await client.query('batv-sign', 'user@elsewhere.example'), 'NOTFOUND Not a signing domain.');
+    assert.equal(await client.query('batv-strip', 'prvs=1269e93bf9=user@example.com'), 'OK user@example.com');
+    assert.equal(await client.query('batv-strip', 'prvs=1269e93bf8=user@example.com'), 'NOTFOUND prvs bad-signature');
+    assert.equal(await client.query('nosuchmap', 'x'), 'PERM Invalid map.');
+    assert.equal(await client.query('boom', 'x'), 'TEMP Internal error.');
+    const parallel = await Promise.all(Array.from({ length: 50 }, (_, i) => client.query('forward', `u${i}@other.example`)));
+    parallel.forEach((reply, i) => assert.match(reply, new RegExp(`^OK SRS0=.{4}=2W=other\\.example=u${i}@example\\.com$`)));
+  });
+
+  it('answers framing errors with PERM Invalid query. and closes, like postsrsd', async () => {
+    const { server, target } = await started(new SocketmapServer(maps));
+    for (const bytes of ['0:,', 'get test@example.com\n', '99999:', '3:abc;', `2000:${'x'.repeat(2000)},`]) {
+      const { data, closed } = await raw(target, bytes);
+      assert.equal(data, '19:PERM Invalid query.,', JSON.stringify(bytes));
+      assert.equal(closed, true);
+    }
+    assert.ok(server.stats.protocolErrors >= 5);
+  });
+
+  it('survives random bytes and keeps serving', async () => {
+    const { target } = await started(new SocketmapServer(maps));
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (bytes) => {
+        await raw(target, Buffer.from(bytes), 20);
+      }),
+      { numRuns: 40 },
+    );
+    const client = await SocketmapClient.connect(target);
+    closers.push(() => client.close());
+    assert.match(await client.query('forward', 'a@b.example'), /^OK SRS0=/);
+  });
+
+  it('listens on a UNIX socket too', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const server = new SocketmapServer(maps);
+    const bound = await server.listen({ path: join(dir, 'srs') });
+    closers.push(() => server.close());
+    assert.deepEqual(bound, { path: join(dir, 'srs') });
+    const client = await SocketmapClient.connect({ path: join(dir, 'srs') });
+    closers.push(() => client.close());
+    assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
+  });
+});
+
+describe('TcpTableServer', () => {
+  it('serves one map with postsrsd 1.x replies and %-encoding', async () => {
+    const { target } = await started(new TcpTableServer(maps.forward!));
+    const client = await TcpTableClient.connect(target);
+    closers.push(() => client.close());
+    assert.equal(await client.query('test@otherdomain.com'), '200 SRS0=vmyz=2W=otherdomain.com=test@example.com');
+    assert.equal(await client.query('sp ace@otherdomain.com'), '200 SRS0=rB5n=2W=otherdomain.com=sp%20ace@example.com');
+    assert.equal(await client.query('local@example.com'), '500 Need%20not%20rewrite%20local%20domain.');
+    const { target: boomTarget } = await started(new TcpTableServer(maps.boom!));
+    assert.equal((await raw(boomTarget, 'get x\n', (d) => d.endsWith('\n'))).data, '400 Internal%20error.\n');
+  });
+
+  it('refuses what is not a get request, broken escapes and over-long lines, and closes', async () => {
+    const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100 }));
+    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n']) {
+      const { data, closed } = await raw(target, bytes);
+      assert.equal(data, '500 Invalid request\n', JSON.stringify(bytes));
+      assert.equal(closed, true);
+    }
+    const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);
+    assert.equal(data, '500 Not%20an%20SRS%20address.\n200 test@otherdomain.com\n');
+  });
+
+  it('survives random bytes', async () => {
+    const { target } = await started(new TcpTableServer(maps.forward!));
+    await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (bytes) => void (await raw(target, Buffer.from(bytes), 20))), { numRuns: 40 });
+    const client = await TcpTableClient.connect(target);
+    closers.push(() => client.close());
+    assert.match(await client.query('a@b.example'), /^200 SRS0=/);
+  });
+});
