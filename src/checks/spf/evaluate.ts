@@ -116,19 +116,22 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
   const localPart = at <= 0 ? 'postmaster' : request.sender.slice(0, at);
   const senderDomain = at < 0 ? request.sender : request.sender.slice(at + 1);
   const sender = `${localPart}@${senderDomain}`;
-  const verdict = (outcome: Omit<HostOutcome, 'domain'>, domain: string, explanation?: string): SpfVerdict => ({
-    result: outcome.result,
-    ...(explanation === undefined ? {} : { explanation }),
-    ...(outcome.mechanism === undefined ? {} : { mechanism: outcome.mechanism }),
-    ...(outcome.problem === undefined ? {} : { problem: outcome.problem }),
-    domain,
-    identity: request.identity,
-    sender,
-    ip: request.ip,
-    helo: request.helo,
-    trace,
-    lookups: { dnsTerms: lookups.dnsTerms, voidLookups: lookups.voidLookups },
-  });
+  const verdict = (outcome: Omit<HostOutcome, 'domain'>, domain: string, explanation?: string): SpfVerdict => {
+    const built: SpfVerdict = {
+      result: outcome.result,
+      domain,
+      identity: request.identity,
+      sender,
+      ip: request.ip,
+      helo: request.helo,
+      trace,
+      lookups: { dnsTerms: lookups.dnsTerms, voidLookups: lookups.voidLookups },
+    };
+    if (explanation !== undefined) built.explanation = explanation;
+    if (outcome.mechanism !== undefined) built.mechanism = outcome.mechanism;
+    if (outcome.problem !== undefined) built.problem = outcome.problem;
+    return built;
+  };
 
   const client = clientAddress(request.ip);
   if (client === undefined) return verdict({ result: 'none', problem: `${JSON.stringify(request.ip)} is not an IP address` }, senderDomain.toLowerCase());
@@ -213,7 +216,9 @@ class Evaluation {
   private macroContext(domain: string): MacroContext {
     const client = this.client;
     this.context ??= {
-      ...this.identity,
+      sender: this.identity.sender,
+      localPart: this.identity.localPart,
+      senderDomain: this.identity.senderDomain,
       domain,
       ipDotted: client.family === 4 ? client.text : nibbles(client),
       ipReadable: client.text,
@@ -254,12 +259,9 @@ class Evaluation {
       });
       if (outcome.kind === 'error') return { result: outcome.result, domain: name, mechanism: directive.text, problem: outcome.problem };
       if (outcome.kind === 'match') {
-        return {
-          result: QUALIFIER_RESULT[directive.qualifier],
-          domain: name,
-          mechanism: directive.text,
-          ...(record.explanation === undefined ? {} : { explanation: { spec: record.explanation.domain, domain: name } }),
-        };
+        const matched: HostOutcome = { result: QUALIFIER_RESULT[directive.qualifier], domain: name, mechanism: directive.text };
+        if (record.explanation !== undefined) matched.explanation = { spec: record.explanation.domain, domain: name };
+        return matched;
       }
     }
     if (record.redirect === undefined || record.hasAll) return { result: 'neutral', domain: name };

@@ -9,6 +9,7 @@
 
 import type { StageDefinition } from '../types.js';
 import { allowlistStage } from './allowlist.js';
+import { batvStage } from './batv.js';
 import { greylistStage } from './greylist.js';
 import { iprevStage } from './iprev.js';
 import { postmasterStage } from './postmaster.js';
@@ -29,5 +30,6 @@ export const STAGE_DEFINITIONS: StageDefinition[] = [
   recipientCallforwardStage as StageDefinition,
   greylistStage as StageDefinition,
   tarpitStage as StageDefinition,
+  batvStage as StageDefinition,
   ratelimitStage as StageDefinition,
 ];
