@@ -32,22 +32,17 @@ current = {"zone": {}}
 
 def memory_lookup(name, qtype, strict=True, timeout=None):
     owner = name.lower().rstrip('.')
-    seen = set()
-    while True:
-        node = current["zone"].get(owner)
-        if node is None:
-            if owner.startswith('error.'):
-                raise spf.TempError('DNS timeout (%s)' % owner)
-            return []
-        if qtype in node.get("timeouts", []):
-            raise spf.TempError('DNS timeout (%s %s)' % (qtype, owner))
-        if node.get("CNAME") is None:
-            break
-        seen.add(owner)
-        owner = node["CNAME"].lower().rstrip('.')
-        if owner in seen or len(seen) > 8:
-            raise spf.TempError('CNAME loop at %s' % owner)
+    node = current["zone"].get(owner)
+    if node is None:
+        if owner.startswith('error.'):
+            raise spf.TempError('DNS timeout (%s)' % owner)
+        return []
+    if qtype in node.get("timeouts", []):
+        raise spf.TempError('DNS timeout (%s %s)' % (qtype, owner))
     key = (name, qtype)
+    if node.get("CNAME") is not None:
+        # As a server answers: the alias; pyspf follows it (and detects loops) itself.
+        return [((name, 'CNAME'), node["CNAME"])]
     if qtype == 'TXT':
         return [(key, [text.encode('utf-8')]) for text in node.get("TXT", [])]
     if qtype == 'MX':

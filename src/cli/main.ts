@@ -76,7 +76,7 @@ export function buildProgram(): Command {
 
 /** Durations are stored in milliseconds; show them as written in the file. */
 function durationsAsText(this: unknown, key: string, value: unknown): unknown {
-  const durationKeys = /^(timeout|minTtl|maxTtl|negativeTtl|connect|greeting|command|rcpt|tls|overall|address\w*|domain\w*|tempfail|greylistRetry)$/;
+  const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge)$/;
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
 }
 

@@ -16,6 +16,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { parseDuration } from './duration.js';
+import { parseListenAddress } from '../core/listen.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
 const duration = (fallback: string) =>
@@ -128,9 +129,10 @@ const storeSchema = z
   })
   .strict();
 
-const listenAddress = z
-  .string()
-  .regex(/^(?:\/.+|\[[0-9A-Fa-f:.]+\]:\d{1,5}|[^:\s]+:\d{1,5})$/, 'expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path');
+const listenAddress = z.string().superRefine((text, ctx) => {
+  const parsed = parseListenAddress(text);
+  if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (${parsed.reason})` });
+});
 
 const stageEntrySchema = z
   .object({

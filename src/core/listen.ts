@@ -7,14 +7,19 @@
  *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use.
  */
 
-import { ConfigError } from './errors.js';
+import net from 'node:net';
 
-export type ListenTarget = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):([0-9]{1,5})$/;
 
-export function listenTarget(text: string): ListenTarget {
-  if (text.startsWith('/')) return { kind: 'unix', path: text };
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text);
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new ConfigError(`listen address ${JSON.stringify(text)}: expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path`);
-  return { kind: 'tcp', host: (match[1] ?? match[2])!, port };
+export function parseListenAddress(text: string): { ok: true; value: ListenAddress } | { ok: false; reason: string } {
+  if (text.startsWith('/')) return { ok: true, value: { kind: 'unix', path: text } };
+  const match = HOST_PORT.exec(text);
+  if (!match) return { ok: false, reason: `"${text}" is not host:port, [ipv6]:port or an absolute socket path` };
+  const [, bracketed, plain, portText] = match;
+  const port = Number(portText);
+  if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
+  if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `"${bracketed}" is not an IPv6 address` };
+  return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
 }
+

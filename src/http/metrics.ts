@@ -17,7 +17,8 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 import type { VerifyResult } from '../verify/types.js';
 import type { StageMetrics } from '../policy/types.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
-import { listenTarget } from '../core/listen.js';
+import { ConfigError } from '../core/errors.js';
+import { parseListenAddress } from '../core/listen.js';
 
 export class Metrics implements StageMetrics {
   readonly registry = new Registry();
@@ -100,7 +101,9 @@ export async function startMetricsServer(listen: string, metrics: Metrics, healt
       res.end();
     });
   });
-  const target = listenTarget(listen);
+  const parsed = parseListenAddress(listen);
+  if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
+  const target = parsed.value;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     if (target.kind === 'unix') server.listen(target.path, resolve);

@@ -132,7 +132,6 @@ const PROTOCOL_STATES: ReadonlySet<string> = new Set<ProtocolState>([
 const QUOTED_PREFIX = 80;
 const LF = 0x0a;
 const CR = 0x0d;
-const NUL = 0x00;
 
 export class PolicyRequestDecoder {
   private readonly maxLineLength: number;
@@ -143,7 +142,7 @@ export class PolicyRequestDecoder {
   /** Octets of the current request's finished lines, LFs included. */
   private finishedBytes = 0;
   private attributeLines = 0;
-  private attributes = new Map<string, string>();
+  private attributes: Record<string, string> = {};
   private stopped = false;
 
   constructor(limits: PolicyLimits = {}) {
@@ -184,11 +183,12 @@ export class PolicyRequestDecoder {
         this.lineBytes += segmentLength;
         break;
       }
-      const line = Buffer.concat([...this.pieces, chunk.subarray(start, lf)]);
+      // A line wholly inside this chunk (nearly every line) is read in place, without a copy.
+      const joined = this.pieces.length === 0 ? undefined : Buffer.concat([...this.pieces, chunk.subarray(start, lf)]);
       this.finishedBytes += this.lineBytes + segmentLength;
       this.pieces = [];
       this.lineBytes = 0;
-      const event = this.acceptLine(line);
+      const event = joined ? this.acceptLine(joined) : this.acceptLine(chunk, start, lf);
       if (event) events.push(event);
       start = segmentEnd;
     }
@@ -214,35 +214,41 @@ export class PolicyRequestDecoder {
     return undefined;
   }
 
-  private acceptLine(line: Buffer): PolicyDecodeEvent | undefined {
-    const content = line.length > 0 && line[line.length - 1] === CR ? line.subarray(0, -1) : line;
-    if (content.length === 0) return this.finishRequest();
+  /** The line is bytes start..end of `bytes` (its LF excluded). */
+  private acceptLine(bytes: Buffer, start = 0, end = bytes.length): PolicyDecodeEvent | undefined {
+    const contentEnd = end > start && bytes[end - 1] === CR ? end - 1 : end;
+    if (contentEnd === start) return this.finishRequest();
     if (this.attributeLines === this.maxAttributes) {
       return this.fail('too-many-attributes', `request with more than ${this.maxAttributes} attributes`);
     }
     this.attributeLines += 1;
-    if (content.includes(NUL)) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(content)}`);
-    const text = content.toString('utf8');
+    // UTF-8 decoding never makes U+0000 of anything but a NUL octet, so the text tells.
+    const text = bytes.toString('utf8', start, contentEnd);
+    if (text.includes('\0')) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(bytes.subarray(start, contentEnd))}`);
     const equals = text.indexOf('=');
-    if (equals === -1) return this.fail('malformed-line', `attribute line without '=': ${quote(content)}`);
-    if (equals === 0) return this.fail('malformed-line', `attribute line with an empty name: ${quote(content)}`);
-    this.attributes.set(text.slice(0, equals), text.slice(equals + 1));
+    if (equals === -1) return this.fail('malformed-line', `attribute line without '=': ${quote(bytes.subarray(start, contentEnd))}`);
+    if (equals === 0) return this.fail('malformed-line', `attribute line with an empty name: ${quote(bytes.subarray(start, contentEnd))}`);
+    const name = text.slice(0, equals);
+    const value = text.slice(equals + 1);
+    // Plain assignment would set the prototype instead of an attribute named __proto__.
+    if (name === '__proto__') Object.defineProperty(this.attributes, name, { value, enumerable: true, writable: true, configurable: true });
+    else this.attributes[name] = value;
     return undefined;
   }
 
   private finishRequest(): PolicyDecodeEvent {
-    const requestType = this.attributes.get('request');
+    const requestType = Object.hasOwn(this.attributes, 'request') ? this.attributes.request : undefined;
     if (requestType === undefined) return this.fail('bad-request-type', 'request without a request attribute');
     if (requestType !== POLICY_REQUEST_TYPE) {
       return this.fail('bad-request-type', `request=${JSON.stringify(requestType.slice(0, QUOTED_PREFIX))} is not ${POLICY_REQUEST_TYPE}`);
     }
-    const attributes = Object.fromEntries(this.attributes);
+    const attributes = this.attributes;
     this.resetRequest();
     return { kind: 'request', attributes };
   }
 
   private fail(reason: PolicyDecodeErrorReason, detail: string): PolicyDecodeEvent {
-    const clientAddress = this.attributes.get('client_address');
+    const clientAddress = Object.hasOwn(this.attributes, 'client_address') ? this.attributes.client_address : undefined;
     this.stopped = true;
     this.pieces = [];
     this.lineBytes = 0;
@@ -253,7 +259,7 @@ export class PolicyRequestDecoder {
   private resetRequest(): void {
     this.finishedBytes = 0;
     this.attributeLines = 0;
-    this.attributes = new Map();
+    this.attributes = {};
   }
 }
 

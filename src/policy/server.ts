@@ -44,6 +44,10 @@
 
 import { lstat, chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
+import { parseListenAddress } from '../core/listen.js';
+import type { ListenAddress } from '../core/listen.js';
+
+export { parseListenAddress, type ListenAddress };
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { PolicyRequestDecoder, encodeResponse, type PolicyDecodeEvent, type PolicyLimits } from './protocol.js';
 import type { StageLogger } from './types.js';
@@ -75,7 +79,6 @@ export interface PolicyServerOptions {
   log: StageLogger;
 }
 
-export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
 export const DEFAULT_POLICY_MAX_CONNECTIONS = 1000;
 export const DEFAULT_POLICY_IDLE_TIMEOUT_MS = 300_000;
@@ -83,20 +86,8 @@ export const DEFAULT_POLICY_REQUEST_TIMEOUT_MS = 100_000;
 export const DEFAULT_POLICY_DRAIN_MS = 5_000;
 export const DEFAULT_POLICY_SOCKET_MODE = 0o660;
 
-const HOST_PORT = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):([0-9]{1,5})$/;
 
 /** Reads a listen address; the configuration schema can use it to validate early. */
-export function parseListenAddress(text: string): { ok: true; value: ListenAddress } | { ok: false; reason: string } {
-  if (text.startsWith('/')) return { ok: true, value: { kind: 'unix', path: text } };
-  const match = HOST_PORT.exec(text);
-  if (!match) return { ok: false, reason: `"${text}" is not host:port, [ipv6]:port or an absolute socket path` };
-  const [, bracketed, plain, portText] = match;
-  const port = Number(portText);
-  if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
-  if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `"${bracketed}" is not an IPv6 address` };
-  return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
-}
-
 interface ServerContext {
   readonly handler: PolicyHandler;
   readonly log: StageLogger;

@@ -26,9 +26,11 @@
  *
  * LIMITS
  *   The processing limits of SpfLimits (src/checks/spf/lookups). MX lists longer than
- *   mxNames are a permerror before any address is fetched. Senders longer than 320
- *   characters and client addresses that do not parse give none. The last 1000 distinct
- *   records parsed are kept in memory (parsing is pure; popular includes repeat).
+ *   mxNames are a permerror before any address is fetched. The addresses of an mx term's
+ *   exchangers, and of the PTR names to validate, are asked for together and judged in order
+ *   as if asked one by one. Senders longer than 320 characters and client addresses that do
+ *   not parse give none. The last 1000 distinct records parsed are kept in memory (parsing
+ *   is pure; popular includes repeat).
  *
  * ERRORS
  *   None at run time: every DNS outcome and every malformed input is a result. A broken
@@ -352,12 +354,15 @@ class Evaluation {
       return { kind: 'error', result: 'permerror', problem: `${name} has ${answer.records.length} MX records, more than ${this.limits.mxNames}` };
     }
     const prefix = this.client.family === 4 ? cidr4 : cidr6;
-    const exchanges = [...answer.records].sort((x, y) => x.priority - y.priority).map((mx) => normaliseName(mx.exchange));
-    for (const exchange of exchanges) {
-      // RFC 7505: a null MX ("." ) names no host.
-      if (exchange === '') continue;
-      const addresses = await this.lookups.query(this.addressType(), exchange, 'dependent');
-      const addressFailure = termFailure(addresses, exchange);
+    const exchanges = [...answer.records]
+      .sort((x, y) => x.priority - y.priority)
+      .map((mx) => normaliseName(mx.exchange))
+      // RFC 7505: a null MX (".") names no host.
+      .filter((exchange) => exchange !== '');
+    // Asked together for latency, judged in preference order as if asked one by one.
+    const answers = await Promise.all(exchanges.map((exchange) => this.lookups.query(this.addressType(), exchange, 'dependent')));
+    for (const [index, addresses] of answers.entries()) {
+      const addressFailure = termFailure(addresses, exchanges[index] ?? '');
       if (addressFailure !== undefined) return addressFailure;
       if (addresses.kind === 'records' && addresses.records.some((address) => addressHolds(address, prefix, this.client))) return { kind: 'match' };
     }
@@ -393,12 +398,12 @@ class Evaluation {
     if (answer.kind === 'limit') return { kind: 'error', result: answer.result, problem: answer.problem };
     if (answer.kind !== 'records') return { kind: 'names', names: [] };
     const candidates = [...new Set(answer.records.map(normaliseName))].slice(0, this.limits.ptrNames);
+    const fullLength = this.client.family === 4 ? 32 : 128;
+    const forward = await Promise.all(candidates.map((candidate) => this.lookups.query(this.addressType(), candidate, 'dependent')));
     const names: string[] = [];
-    for (const candidate of candidates) {
-      const addresses = await this.lookups.query(this.addressType(), candidate, 'dependent');
+    for (const [index, addresses] of forward.entries()) {
       if (addresses.kind === 'limit') return { kind: 'error', result: addresses.result, problem: addresses.problem };
-      const fullLength = this.client.family === 4 ? 32 : 128;
-      if (addresses.kind === 'records' && addresses.records.some((address) => addressHolds(address, fullLength, this.client))) names.push(candidate);
+      if (addresses.kind === 'records' && addresses.records.some((address) => addressHolds(address, fullLength, this.client))) names.push(candidates[index] ?? '');
     }
     return { kind: 'names', names };
   }

@@ -39,6 +39,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError, describeError } from '../../core/errors.js';
+import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import type { Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
@@ -195,7 +196,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         const network = networkIdentity(opts, ctx.clientAddress);
         if (!network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
         let identity = network;
-        let autoAllowKey = networkOf(ctx.clientAddress, 32, 128) ?? ctx.clientAddress;
+        let autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
         if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
           const name = await confirmedName(ctx);
           if (name !== undefined) {

@@ -29,7 +29,8 @@
 import { z } from 'zod';
 import { formatDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
-import { AddressSet, networkOf } from '../../core/ip.js';
+import { AddressSet } from '../../core/ip.js';
+import { clientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow } from '../../checks/ratelimit/index.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
@@ -61,7 +62,7 @@ type Options = z.output<typeof options>;
 
 /** The key a limit counts the request under, or undefined when the request has none. */
 function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext): string | undefined {
-  if (per === 'client') return ctx.clientAddress ? (networkOf(ctx.clientAddress, 32, 128) ?? ctx.clientAddress.toLowerCase()) : undefined;
+  if (per === 'client') return ctx.clientAddress ? (clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress.toLowerCase()) : undefined;
   if (per === 'sender') return ctx.senderText ? ctx.senderText.toLowerCase() : '<>';
   const at = ctx.senderText.lastIndexOf('@');
   return at < 0 ? undefined : ctx.senderText.slice(at + 1).toLowerCase();

@@ -38,7 +38,8 @@
 import { setTimeout as realSleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
-import { AddressSet, networkOf } from '../../core/ip.js';
+import { AddressSet } from '../../core/ip.js';
+import { clientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow } from '../../checks/ratelimit/index.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
@@ -94,7 +95,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes object).
   const seen = new WeakMap<PolicyAttributes, Errors>();
 
-  const clientOf = (ctx: StageContext) => (ctx.clientAddress ? networkOf(ctx.clientAddress, 32, 128) : undefined);
+  const clientOf = (ctx: StageContext) => clientAddress(ctx.clientAddress)?.text;
   const messageKey = (client: string, instance: string) => `tarpit:m:${client}:${instance}`;
   async function errorsOf(client: string, instance: string): Promise<Errors> {
     const [message, sample] = await Promise.all([instance ? deps.store.get(messageKey(client, instance)) : undefined, window.peek(client)]);

@@ -1,0 +1,10 @@
+import { parseForwardPath, parseReversePath } from '../src/address/index.js';
+import { policyRequestFields } from '../src/policy/protocol.js';
+import { postfixRequest } from '../test/support/policy-client.js';
+const N = 100_000;
+const a = postfixRequest();
+const time = (name: string, f: () => unknown) => { const t = performance.now(); for (let i = 0; i < N; i++) f(); console.log(name, ((performance.now() - t) * 1000 / N).toFixed(2), 'µs'); };
+time('parseReversePath', () => parseReversePath('bob@sender.example', { tolerant: true }));
+time('parseForwardPath', () => parseForwardPath('alice@example.test', { tolerant: true }));
+time('policyRequestFields', () => policyRequestFields(a));
+time('Date', () => new Date().toISOString());

@@ -1,0 +1,354 @@
+/**
+ * NAME
+ *   bench/greylist - callout's greylist against Debian's postgrey on one replayed trace
+ *
+ * SYNOPSIS
+ *   import { benchGreylist } from './greylist.js';
+ *   const markdown = await benchGreylist({ quick: false });
+ *
+ * DESCRIPTION
+ *   generateTrace() makes a deterministic trace of RCPT requests with timestamps over a few
+ *   days: sending servers on IPv4 /24s and IPv6 /64s (several addresses each), legitimate
+ *   senders that retry after 1 to 30 minutes (some too early, some again hours later, a few
+ *   only after the retry window), spam runs that never retry, repeat mail of passed triplets
+ *   (so clients reach the auto-allow), senders with BATV tags, +extensions and numbered
+ *   bounce addresses, and clients and recipients on the whitelists.
+ *
+ *   The trace is replayed over the Postfix policy protocol, one request at a time on one
+ *   connection as an smtpd sends them, to
+ *     - `callout serve` in this process with the greylist stage (SQLite store in a temporary
+ *       directory) and a ManualClock set to each request's timestamp;
+ *     - postgrey 1.37 (/usr/sbin/postgrey, BerkeleyDB in a temporary --dbdir) on loopback in
+ *       the foreground with the same delay, retry window, max-age, auto-allow count and
+ *       whitelist files. postgrey reads the time of a request from its `policy_test_time`
+ *       attribute when present (the hook its own test script uses), so the trace's timestamps
+ *       drive both servers without faketime and without compressing the delays. postgrey's
+ *       maintenance runs on the wall clock (at most hourly, at night), never during a replay;
+ *       the trace spans less than max-age, so no entry either side keeps would have expired.
+ *   Each answer is classified as defer (DEFER_IF_PERMIT) or pass (DUNNO, PREPEND X-Greylist),
+ *   and the two sequences must be equal. Throughput is requests answered per second of wall
+ *   time over the whole trace, for each server.
+ *
+ * LIMITS
+ *   Needs /usr/sbin/postgrey (Debian package postgrey); without it only callout is measured
+ *   and the report says so. postgrey is started as the current user (--user/--group), so its
+ *   --dbdir is ours.
+ */
+
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Writable } from 'node:stream';
+import { ManualClock } from '../src/core/clock.js';
+import { createLogger } from '../src/core/log.js';
+import { Daemon } from '../src/policy/daemon.js';
+import { PolicyClient } from '../test/support/policy-client.js';
+
+export const POSTGREY = '/usr/sbin/postgrey';
+
+export interface TraceEvent {
+  /** Seconds since the epoch. */
+  time: number;
+  clientAddress: string;
+  clientName: string;
+  sender: string;
+  recipient: string;
+}
+
+export interface TraceOptions {
+  /** Messages (each with its retries) to generate. */
+  messages: number;
+  seed?: number;
+  /** Start of the trace, seconds since the epoch. */
+  start?: number;
+}
+
+export type Verdict = 'pass' | 'defer';
+
+/** The same settings for both servers (postgrey's defaults). */
+export const GREYLIST_SETTINGS = { delaySeconds: 300, retryWindowDays: 2, maxAgeDays: 35, autoAllowClients: 5 } as const;
+export const WHITELIST_CLIENTS = '# bench whitelist (postgrey format)\nlists.whitelisted.example\n/^mx\\d+\\.bulk\\.example$/\n203.0.113.0/24\n';
+export const WHITELIST_RECIPIENTS = 'postmaster@\nabuse@\n';
+
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Sender {
+  addresses: string[];
+  names: string[];
+  domain: string;
+  spam: boolean;
+}
+
+/** A deterministic trace (see DESCRIPTION), sorted by time. */
+export function generateTrace(options: TraceOptions): TraceEvent[] {
+  const rand = random(options.seed ?? 1);
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)]!;
+  const start = options.start ?? Date.UTC(2026, 2, 2, 8) / 1000;
+  const span = 5 * 86_400;
+  const servers: Sender[] = [];
+  const serverCount = Math.max(8, Math.round(options.messages / 25));
+  for (let s = 0; s < serverCount; s += 1) {
+    const spam = rand() < 0.3;
+    const v6 = rand() < 0.25;
+    const base = v6 ? `2001:db8:${(s % 4000).toString(16)}:${Math.floor(rand() * 3).toString(16)}` : `10.${Math.floor(s / 250) % 250}.${s % 250}`;
+    const addresses = Array.from({ length: 1 + Math.floor(rand() * 3) }, (_, i) => (v6 ? `${base}::${(i + 1).toString(16)}` : `${base}.${10 + i}`));
+    const kind = rand();
+    const names = addresses.map((_, i) =>
+      kind < 0.05 ? 'lists.whitelisted.example' : kind < 0.1 ? `mx${i + 1}.bulk.example` : kind < 0.5 ? `mail${i}.sender${s}.example` : 'unknown',
+    );
+    servers.push({ addresses: s % 40 === 7 ? ['203.0.113.25'] : addresses, names, domain: `sender${s}.example`, spam });
+  }
+  const recipients = Array.from({ length: 200 }, (_, i) => `user${i % 97}x${Math.floor(i / 97)}@rcpt${i % 3}.example`);
+  const localParts = ['alice', 'bob', 'news', 'billing', 'noreply'];
+  const senderOf = (server: Sender): string => {
+    const local = pick(localParts);
+    const form = rand();
+    const n = Math.floor(rand() * 100000);
+    if (form < 0.1) return `prvs=0${String(100 + (n % 900))}${(n % 0xffffff).toString(16).padStart(6, '0')}=${local}@${server.domain}`;
+    if (form < 0.2) return `${local}+${n}@${server.domain}`;
+    if (form < 0.3) return `bounce-${n}-${local}@${server.domain}`;
+    if (form < 0.33) return '';
+    return `${local}@${server.domain}`;
+  };
+
+  const events: TraceEvent[] = [];
+  for (let m = 0; m < options.messages; m += 1) {
+    const server = pick(servers);
+    const sender = senderOf(server);
+    const recipient = rand() < 0.02 ? `postmaster@rcpt0.example` : pick(recipients);
+    let time = start + Math.floor(rand() * span);
+    const attempts = server.spam ? 1 : 1 + Math.floor(rand() * 4);
+    for (let a = 0; a < attempts && time < start + span + 3 * 86_400; a += 1) {
+      const index = Math.floor(rand() * server.addresses.length);
+      events.push({ time, clientAddress: server.addresses[index]!, clientName: server.names[index] ?? 'unknown', sender, recipient });
+      const gap = rand();
+      // Retries: mostly after 1-30 minutes, some too early, some hours later, some past the window.
+      time += gap < 0.2 ? 30 + Math.floor(rand() * 240) : gap < 0.85 ? 300 + Math.floor(rand() * 1500) : gap < 0.95 ? 3_600 + Math.floor(rand() * 40_000) : 2 * 86_400 + 60 + Math.floor(rand() * 3_600);
+    }
+    // Some triplets come back with new mail later.
+    if (!server.spam && rand() < 0.3) events.push({ time: time + Math.floor(rand() * 86_400), clientAddress: pick(server.addresses), clientName: server.names[0] ?? 'unknown', sender, recipient });
+  }
+  return events.sort((x, y) => x.time - y.time);
+}
+
+function request(event: TraceEvent, index: number): Record<string, string> {
+  return {
+    request: 'smtpd_access_policy',
+    protocol_state: 'RCPT',
+    protocol_name: 'ESMTP',
+    client_address: event.clientAddress,
+    client_name: event.clientName,
+    reverse_client_name: event.clientName,
+    helo_name: event.clientName === 'unknown' ? 'helo.example' : event.clientName,
+    sender: event.sender,
+    recipient: event.recipient,
+    recipient_count: '0',
+    queue_id: '',
+    instance: `bench.${index}`,
+    size: '0',
+    etrn_domain: '',
+  };
+}
+
+export function classify(action: string): Verdict {
+  return /^DEFER_IF_PERMIT\b/.test(action) ? 'defer' : 'pass';
+}
+
+export interface Replay {
+  verdicts: Verdict[];
+  seconds: number;
+  perSecond: number;
+}
+
+async function replay(client: PolicyClient, trace: readonly TraceEvent[], before: (event: TraceEvent) => Record<string, string>, setTime?: (event: TraceEvent) => void): Promise<Replay> {
+  const verdicts: Verdict[] = [];
+  const started = performance.now();
+  for (const [index, event] of trace.entries()) {
+    setTime?.(event);
+    verdicts.push(classify(await client.request({ ...request(event, index), ...before(event) })));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return { verdicts, seconds, perSecond: trace.length / seconds };
+}
+
+function writeWhitelists(dir: string): { clients: string; recipients: string } {
+  const clients = join(dir, 'whitelist_clients');
+  const recipients = join(dir, 'whitelist_recipients');
+  writeFileSync(clients, WHITELIST_CLIENTS);
+  writeFileSync(recipients, WHITELIST_RECIPIENTS);
+  return { clients, recipients };
+}
+
+/** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION). */
+export async function replayCallout(trace: readonly TraceEvent[]): Promise<Replay> {
+  const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
+  const whitelists = writeWhitelists(dir);
+  const clock = new ManualClock((trace[0]?.time ?? 0) * 1000);
+  const discard = new Writable({ write: (_chunk, _enc, done) => done() });
+  const daemon = await Daemon.start({
+    overrides: {
+      dataDir: dir,
+      store: { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
+      policy: {
+        listen: '127.0.0.1:0',
+        stages: [
+          {
+            name: 'greylist',
+            delay: GREYLIST_SETTINGS.delaySeconds,
+            retryWindow: `${GREYLIST_SETTINGS.retryWindowDays}d`,
+            maxAge: `${GREYLIST_SETTINGS.maxAgeDays}d`,
+            autoAllowClients: GREYLIST_SETTINGS.autoAllowClients,
+            normaliseVerp: false,
+            whitelistClientFiles: [whitelists.clients],
+            whitelistRecipientFiles: [whitelists.recipients],
+          },
+        ],
+      },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', discard),
+    clock,
+  });
+  const client = await PolicyClient.connect(daemon.policyAddress);
+  try {
+    return await replay(client, trace, () => ({}), (event) => clock.set(event.time * 1000));
+  } finally {
+    client.close();
+    await daemon.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function postgreyAvailable(): boolean {
+  try {
+    accessSync(POSTGREY, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (address !== null && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
+    });
+  });
+}
+
+async function connectWhenUp(port: number, child: ChildProcess, output: () => string): Promise<PolicyClient> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`postgrey exited during start:\n${output()}`);
+    try {
+      return await PolicyClient.connect(`127.0.0.1:${port}`);
+    } catch {
+      await sleep(100);
+    }
+  }
+  throw new Error(`postgrey did not listen on 127.0.0.1:${port} within 15 s:\n${output()}`);
+}
+
+/** Replays the trace through postgrey on loopback (see DESCRIPTION). */
+export async function replayPostgrey(trace: readonly TraceEvent[]): Promise<Replay> {
+  const dir = mkdtempSync(join(tmpdir(), 'postgrey-bench-'));
+  const whitelists = writeWhitelists(dir);
+  const port = await freePort();
+  const group = execFileSync('id', ['-gn'], { encoding: 'utf8' }).trim();
+  const child = spawn(
+    POSTGREY,
+    [
+      `--inet=127.0.0.1:${port}`,
+      `--dbdir=${dir}`,
+      `--user=${userInfo().username}`,
+      `--group=${group}`,
+      `--delay=${GREYLIST_SETTINGS.delaySeconds}`,
+      `--retry-window=${GREYLIST_SETTINGS.retryWindowDays}`,
+      `--max-age=${GREYLIST_SETTINGS.maxAgeDays}`,
+      `--auto-whitelist-clients=${GREYLIST_SETTINGS.autoAllowClients}`,
+      `--whitelist-clients=${whitelists.clients}`,
+      `--whitelist-recipients=${whitelists.recipients}`,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const collect = (data: Buffer) => (output = (output + data.toString()).slice(-4000));
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    const client = await connectWhenUp(port, child, () => output);
+    try {
+      return await replay(client, trace, (event) => ({ policy_test_time: String(event.time) }));
+    } finally {
+      client.close();
+    }
+  } finally {
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(5_000).then(() => child.kill('SIGKILL'))]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface Comparison {
+  events: number;
+  differences: Array<{ index: number; event: TraceEvent; callout: Verdict; postgrey: Verdict }>;
+  deferred: { callout: number; postgrey: number };
+}
+
+export function compare(trace: readonly TraceEvent[], callout: readonly Verdict[], postgrey: readonly Verdict[]): Comparison {
+  const differences: Comparison['differences'] = [];
+  for (const [index, event] of trace.entries()) {
+    const ours = callout[index] ?? 'pass';
+    const theirs = postgrey[index] ?? 'pass';
+    if (ours !== theirs) differences.push({ index, event, callout: ours, postgrey: theirs });
+  }
+  const deferred = (list: readonly Verdict[]) => list.filter((v) => v === 'defer').length;
+  return { events: trace.length, differences, deferred: { callout: deferred(callout), postgrey: deferred(postgrey) } };
+}
+
+/** The benchmark as a Markdown section for docs/benchmarks.md. */
+export async function benchGreylist(options: { quick: boolean }): Promise<string> {
+  const trace = generateTrace({ messages: options.quick ? 400 : 6_000, seed: 2026 });
+  const callout = await replayCallout(trace);
+  const lines = [
+    '## Greylisting: callout and postgrey on one trace',
+    '',
+    `Trace: ${trace.length} RCPT requests (${options.quick ? 400 : 6000} messages with retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, over ${Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600)} hours of trace time), ` +
+      'replayed one request at a time over one policy connection; time from the trace (ManualClock for callout, policy_test_time for postgrey).',
+    `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, auto-allow after ${GREYLIST_SETTINGS.autoAllowClients}, the same whitelist files.`,
+    '',
+    '| server | store | requests/s | seconds | deferred |',
+    '|---|---|---:|---:|---:|',
+    `| callout serve (greylist stage) | SQLite | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${callout.verdicts.filter((v) => v === 'defer').length} |`,
+  ];
+  if (!postgreyAvailable()) {
+    lines.push('', `postgrey is not installed (${POSTGREY}): install the Debian package postgrey to compare.`);
+    return `${lines.join('\n')}\n`;
+  }
+  const postgrey = await replayPostgrey(trace);
+  const comparison = compare(trace, callout.verdicts, postgrey.verdicts);
+  lines.push(
+    `| postgrey 1.37 | BerkeleyDB | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${comparison.deferred.postgrey} |`,
+    '',
+    `Speed-up: ${(callout.perSecond / postgrey.perSecond).toFixed(1)}×. Decisions equal on ${comparison.events - comparison.differences.length} of ${comparison.events} requests` +
+      (comparison.differences.length === 0 ? '.' : `; first difference: ${JSON.stringify(comparison.differences[0])}.`),
+  );
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,180 @@
+/**
+ * NAME
+ *   cli/greylist - `callout greylist`: look at and change the greylist of a running site
+ *
+ * SYNOPSIS
+ *   callout greylist list  [-c FILE] [--data-dir DIR] [--client CLIENT] [--kind KIND] [--limit N] [--json]
+ *   callout greylist allow [-c FILE] [--data-dir DIR] CLIENT [SENDER RECIPIENT]
+ *   callout greylist drop  [-c FILE] [--data-dir DIR] CLIENT [SENDER RECIPIENT]
+ *
+ * DESCRIPTION
+ *   Works on the store the policy service uses (the configuration's store: the SQLite file
+ *   under the data directory, or the shared Redis), with the settings of the configuration's
+ *   `greylist` stage (defaults when it has none), so a change is seen by every daemon at once.
+ *     list   triplets (client identity, normalised sender, recipient, first and last seen,
+ *            waiting or passed), client auto-allow entries and domain auto-allow entries, in
+ *            key order; --client narrows to one identity, --kind to triplet, client or domain
+ *     allow  CLIENT alone: the client skips greylisting from now on (its auto-allow entry, for
+ *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
+ *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
+ *            entry of its identity; with SENDER and RECIPIENT: that triplet only
+ *   CLIENT is an IP address (reduced to its /24 or /64 as the stage does), a network as `list`
+ *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity. SENDER is normalised
+ *   as the stage does (prvs=, SRS, +extension, numbers).
+ *
+ * EXIT STATUS
+ *   0 on success; 64 for a bad CLIENT or arguments; 78 when the configuration is invalid or its
+ *   store is `memory` (a running daemon's memory cannot be reached from here).
+ */
+
+import type { Command } from 'commander';
+import { isIP } from 'node:net';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { systemClock } from '../core/clock.js';
+import { ConfigError, UsageError } from '../core/errors.js';
+import { clientAddress } from '../checks/client-ip.js';
+import { formatCidr, parseCidr } from '../core/ip.js';
+import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { storePath } from './runtime.js';
+
+export interface GreylistCommandIo {
+  out: NodeJS.WritableStream;
+}
+
+interface CommonFlags {
+  config?: string;
+  dataDir?: string;
+}
+
+interface ListFlags extends CommonFlags {
+  client?: string;
+  kind?: string;
+  limit: string;
+  json?: boolean;
+}
+
+const KINDS: readonly GreylistEntryKind[] = ['triplet', 'client', 'domain'];
+
+function stageOptions(config: Config): GreylistOptions {
+  const entry = config.policy.stages.find((stage) => stage.name === 'greylist');
+  const { name: _name, mode: _mode, states: _states, ...options } = entry ?? { name: 'greylist', mode: 'enforce' };
+  return greylistOptions.parse(options);
+}
+
+async function openConfigured(flags: CommonFlags): Promise<{ greylist: Greylist; options: GreylistOptions; store: Store }> {
+  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
+  if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the greylist of a running daemon cannot be reached; use sqlite or redis');
+  const store = await openStore(config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'sqlite', path: storePath(config) });
+  const options = stageOptions(config);
+  return { greylist: greylistFromOptions(options, store, systemClock), options, store };
+}
+
+/** The triplet identity and the auto-allow key CLIENT names (see SYNOPSIS). */
+function clientOf(options: GreylistOptions, client: string): { identity: string; autoAllowKey?: string } {
+  if (/^domain:[a-z0-9.-]+$/i.test(client)) return { identity: client.toLowerCase(), autoAllowKey: client.toLowerCase() };
+  if (isIP(client)) {
+    const identity = networkIdentity(options, client);
+    const address = clientAddress(client)?.text;
+    if (identity && address) return { identity, autoAllowKey: address };
+  }
+  const network = client.includes('/') ? parseCidr(client) : undefined;
+  if (network?.ok) return { identity: formatCidr(network.value) };
+  throw new UsageError(`client: got ${JSON.stringify(client)}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
+}
+
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function describeEntry(entry: GreylistEntry): string {
+  switch (entry.kind) {
+    case 'triplet':
+      return `triplet ${entry.client} ${entry.sender || '<>'} ${entry.recipient} ${entry.passed ? 'passed' : 'waiting'} first=${iso(entry.firstSeen)} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+    case 'client':
+      return `client ${entry.client} ${entry.allowed ? 'allowed' : 'counting'} passes=${entry.count} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+    case 'domain':
+      return `domain ${entry.client} ${entry.domain} ${entry.allowed ? 'allowed' : 'counting'} senders=${entry.senders} expires=${iso(entry.expiresAt)}`;
+  }
+}
+
+async function withGreylist(flags: CommonFlags, work: (opened: { greylist: Greylist; options: GreylistOptions }) => Promise<void>): Promise<void> {
+  const opened = await openConfigured(flags);
+  try {
+    await work(opened);
+  } finally {
+    await opened.store.close();
+  }
+}
+
+function tripletArguments(sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
+  if (sender === undefined && recipient === undefined) return undefined;
+  if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
+  return { sender: normaliseSender(sender === '<>' ? '' : sender), recipient: recipient.toLowerCase() };
+}
+
+export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
+  const greylist = program.command('greylist').description('list, allow and drop greylist entries (the store of `callout serve`)');
+  const common = (command: Command) => command.option('-c, --config <file>', 'configuration file (YAML)').option('--data-dir <dir>', 'directory of the SQLite store');
+
+  common(greylist.command('list').description('list triplets, client and domain auto-allow entries'))
+    .option('--client <client>', 'only this client: an IP address, a network or domain:NAME')
+    .option('--kind <kind>', 'only triplet, client or domain entries')
+    .option('--limit <n>', 'at most this many entries', '1000')
+    .option('--json', 'one JSON object per entry')
+    .action(async (flags: ListFlags) => {
+      const limit = Number(flags.limit);
+      if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit: got ${JSON.stringify(flags.limit)}, expected a positive integer`);
+      if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${JSON.stringify(flags.kind)}, expected one of ${KINDS.join(', ')}`);
+      await withGreylist(flags, async ({ greylist: list, options }) => {
+        const client = flags.client === undefined ? undefined : clientOf(options, flags.client);
+        const kinds = flags.kind ? [flags.kind as GreylistEntryKind] : KINDS;
+        const entries: GreylistEntry[] = [];
+        for (const kind of kinds) {
+          // A client entry is keyed by the address, a triplet by the identity.
+          const filter = client === undefined ? undefined : kind === 'client' ? client.autoAllowKey ?? client.identity : client.identity;
+          entries.push(...(await list.list({ kinds: [kind], limit: limit - entries.length, ...(filter !== undefined ? { client: filter } : {}) })));
+          if (entries.length >= limit) break;
+        }
+        for (const entry of entries) io.out.write(`${flags.json ? JSON.stringify(entry) : describeEntry(entry)}\n`);
+      });
+    });
+
+  common(greylist.command('allow').description('let a client skip greylisting, or mark one triplet as passed'))
+    .argument('<client>')
+    .argument('[sender]')
+    .argument('[recipient]')
+    .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
+      await withGreylist(flags, async ({ greylist: list, options }) => {
+        const client = clientOf(options, clientText);
+        const triplet = tripletArguments(sender, recipient);
+        if (triplet) {
+          await list.allowTriplet({ client: client.identity, ...triplet });
+          io.out.write(`allowed triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
+          return;
+        }
+        if (!client.autoAllowKey) throw new UsageError(`allow: a whole network cannot be auto-allowed; give an address or domain:NAME, or use a whitelist file`);
+        await list.allowClient(client.autoAllowKey);
+        io.out.write(`allowed client ${client.autoAllowKey}\n`);
+      });
+    });
+
+  common(greylist.command('drop').description('forget a client (all its entries) or one triplet'))
+    .argument('<client>')
+    .argument('[sender]')
+    .argument('[recipient]')
+    .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
+      await withGreylist(flags, async ({ greylist: list, options }) => {
+        const client = clientOf(options, clientText);
+        const triplet = tripletArguments(sender, recipient);
+        if (triplet) {
+          const existed = await list.dropTriplet({ client: client.identity, ...triplet });
+          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
+          return;
+        }
+        const removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
+        io.out.write(`dropped ${removed} entries of ${client.identity}\n`);
+      });
+    });
+}

@@ -1,0 +1,454 @@
+/**
+ * NAME
+ *   cli/rewrite - BATV, SRS, VERP, bounce and suppression commands, and the Postfix lookup services
+ *
+ * SYNOPSIS
+ *   callout batv sign  --secret S [--keynum N] [--now T] ADDRESS
+ *   callout batv check --secret S [--keynum N] [--window exim|bounded] [--now T] ADDRESS
+ *   callout srs forward|reverse --secret-file F --domain D [--separator C] [--alphabet A]
+ *                     [--hash-length N] [--local-domain D]... [--now T] ADDRESS
+ *   callout verp encode --sender S [--delimiters +=] RECIPIENT
+ *   callout verp decode --sender S [--delimiters +=] ADDRESS
+ *   callout bounce parse FILE [--json]                  (FILE - reads standard input)
+ *   callout bounce record FILE --rcpt ADDRESS --store DB [--batv-key-file F] [--verp-sender S]... [--now T]
+ *   callout bounce list --store DB [--limit N] [--json]
+ *   callout bounce query|remove ADDRESS --store DB
+ *   callout rewrite serve [--socketmap HOST:PORT|PATH] [--tcp-table MAP=HOST:PORT]...
+ *                     [--srs-domain D --srs-secret-file F ...] [--batv-key-file F --batv-domain D...]
+ *
+ * DESCRIPTION
+ *   Time comes from the system clock (so `faketime` shifts it) unless --now gives an ISO 8601
+ *   instant or Unix seconds. SRS secret files hold one secret per line, the first signs (as
+ *   postsrsd's); BATV key files hold `KEYNUM SECRET` lines, newest first; '#' starts a comment.
+ *   `batv check` without --keynum uses the secret for whatever key number the address carries
+ *   (as Exim's ${prvscheck} with a fixed secret does).
+ *
+ *   `rewrite serve` runs the lookup services for Postfix until SIGINT/SIGTERM: one socketmap
+ *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
+ *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
+ *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002.
+ *   Postfix configuration: docs/rewrite.md.
+ *
+ *   `bounce record` reads a bounce as delivered to RCPT (the bounce's envelope recipient) and
+ *   adds the recipients it proves dead to the suppression list in the SQLite store DB.
+ *
+ * EXIT STATUS
+ *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
+ *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce;
+ *   64 usage error; 78 configuration error (unreadable secret file, bad keys).
+ */
+
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { ConfigError, UsageError } from '../core/errors.js';
+import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import type { ListenTarget, LookupMap } from '../rewrite/lookup.js';
+import { batvMaps, srsMaps } from '../rewrite/maps.js';
+import { SocketmapServer } from '../rewrite/socketmap.js';
+import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
+import { TcpTableServer } from '../rewrite/tcp-table.js';
+import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } from '../rewrite/verp.js';
+import { openStore } from '../store/index.js';
+
+export interface RewriteCommandIo {
+  out: NodeJS.WritableStream;
+  /** Read by `bounce parse -` and `bounce record -`. */
+  stdin: NodeJS.ReadableStream;
+  /** Ends `rewrite serve` (besides SIGINT/SIGTERM); tests use it. */
+  stop?: AbortSignal;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** A Clock frozen at --now, or the system clock. */
+export function clockFromFlag(now: string | undefined): Clock {
+  if (now === undefined) return systemClock;
+  const ms = /^\d+(\.\d+)?$/.test(now) ? Number(now) * 1000 : Date.parse(now);
+  if (!Number.isFinite(ms)) throw new UsageError(`--now: got "${now}", expected an ISO 8601 instant or Unix seconds`);
+  return { now: () => ms };
+}
+
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${what} ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+function contentLines(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.replace(/\r$/, ''))
+    .filter((line) => line.trim() !== '' && !line.trimStart().startsWith('#'));
+}
+
+/** postsrsd's secrets file: one secret per line, the first signs. */
+export function readSrsSecrets(path: string): string[] {
+  const secrets = contentLines(readText(path, '--secret-file'));
+  if (secrets.length === 0) throw new ConfigError(`--secret-file ${path}: no secret in the file`);
+  return secrets;
+}
+
+/** `KEYNUM SECRET` per line, newest first. */
+export function readBatvKeys(path: string): BatvKey[] {
+  const keys = contentLines(readText(path, '--batv-key-file')).map((line, index) => {
+    const match = /^\s*(\d)\s+(.+)$/.exec(line);
+    if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${index + 1}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
+    return { keynum: Number(match[1]), secret: match[2]! };
+  });
+  if (keys.length === 0) throw new ConfigError(`--batv-key-file ${path}: no key in the file`);
+  return keys;
+}
+
+function keynumFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d$/.test(value)) throw new UsageError(`--keynum: got "${value}", expected one digit 0-9`);
+  return Number(value);
+}
+
+function parseListen(text: string, what: string): ListenTarget {
+  if (text.startsWith('/')) return { path: text };
+  const match = /^\[?([^[\]]+?)\]?:(\d{1,5})$/.exec(text);
+  if (!match || Number(match[2]) > 65535) throw new UsageError(`${what}: got "${text}", expected HOST:PORT, [IPv6]:PORT or an absolute socket path`);
+  return { host: match[1]!, port: Number(match[2]) };
+}
+
+function describeTarget(target: ListenTarget): string {
+  return 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+}
+
+interface SrsFlags {
+  secretFile?: string;
+  domain?: string;
+  separator: string;
+  alphabet: string;
+  hashLength: string;
+  localDomain: string[];
+  alwaysRewrite?: boolean;
+}
+
+function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
+  if (!flags.secretFile || !flags.domain) throw new UsageError(`${prefix}--secret-file and ${prefix}--domain are both needed`);
+  if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--separator: got "${flags.separator}", expected one of = + -`);
+  if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--alphabet: got "${flags.alphabet}", expected base64 or base64url`);
+  const hashLength = Number(flags.hashLength);
+  if (!Number.isInteger(hashLength)) throw new UsageError(`--hash-length: got "${flags.hashLength}", expected a whole number`);
+  return new Srs({
+    domain: flags.domain,
+    secrets: readSrsSecrets(flags.secretFile),
+    separator: flags.separator as SrsSeparator,
+    alphabet: flags.alphabet as SrsAlphabet,
+    hashLength,
+    localDomains: flags.localDomain,
+    alwaysRewrite: flags.alwaysRewrite === true,
+  });
+}
+
+function addSrsOptions(command: Command, prefix = ''): Command {
+  return command
+    .option(`--${prefix}secret-file <file>`, 'secrets, one per line; the first signs (postsrsd format)')
+    .option(`--${prefix}domain <domain>`, 'the SRS domain of rewritten addresses')
+    .option(`--${prefix}separator <char>`, 'first separator: = + or -', '=')
+    .option(`--${prefix}alphabet <name>`, 'hash alphabet written: base64 (postsrsd 1.x, Mail::SRS) or base64url (postsrsd >= 2.2.6)', 'base64')
+    .option(`--${prefix}hash-length <n>`, 'hash characters written', '4')
+    .option(`--${prefix}local-domain <domain>`, 'a domain not rewritten (.domain: its subdomains); repeatable', collect, [])
+    .option(`--${prefix}always-rewrite`, 'rewrite senders of local domains too');
+}
+
+function formatReport(report: BounceReport): string {
+  const lines = [`format: ${report.format}${report.reportingMta ? `, reported by ${report.reportingMta}` : ''}${report.truncated ? ' (truncated)' : ''}`];
+  for (const r of report.recipients) {
+    lines.push(`${r.address}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${r.diagnostic}` : ''}`);
+  }
+  if (report.original?.messageId) lines.push(`original: ${report.original.messageId}${report.original.subject ? ` "${report.original.subject}"` : ''}`);
+  return lines.join('\n') + '\n';
+}
+
+function formatEntry(e: SuppressionEntry): string {
+  return `${e.address}: ${e.status} since ${new Date(e.firstSeen).toISOString()} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${e.diagnostic}` : ''}`;
+}
+
+async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {
+  if (file !== '-') {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new UsageError(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of io.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks);
+}
+
+async function withSuppression<T>(storePath: string, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
+  const store = await openStore({ kind: 'sqlite', path: storePath }, clock);
+  try {
+    return await run(new SuppressionList(store, { clock }));
+  } finally {
+    await store.close();
+  }
+}
+
+function registerBatv(program: Command, io: RewriteCommandIo): void {
+  const batv = program.command('batv').description('BATV prvs signatures, as Exim ${prvs} / ${prvscheck}');
+  batv
+    .command('sign')
+    .description('sign a reverse path: prvs=KDDDHHHHHH=local@domain')
+    .argument('<address>')
+    .requiredOption('--secret <secret>', 'the key (at most 64 bytes)')
+    .option('--keynum <n>', 'key number 0-9', '0')
+    .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
+    .action((address: string, flags: { secret: string; keynum: string; now?: string }) => {
+      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: flags.secret }] }).sign(address, clockFromFlag(flags.now).now());
+      io.out.write(result.ok ? `${result.address}\n` : `${address}: not signed: ${result.message}\n`);
+      process.exitCode = result.ok ? 0 : 1;
+    });
+  batv
+    .command('check')
+    .description('check a prvs address; prints the status and the original address')
+    .argument('<address>')
+    .requiredOption('--secret <secret>', 'the key')
+    .option('--keynum <n>', 'the key number of the secret (default: any)')
+    .option('--window <window>', "validity: 'exim' (Exim's) or 'bounded' (no stamps far in the future)", 'exim')
+    .option('--now <time>', 'check as of this instant')
+    .option('--json', 'print one JSON object')
+    .action((address: string, flags: { secret: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
+      if (flags.window !== 'exim' && flags.window !== 'bounded') throw new UsageError(`--window: got "${flags.window}", expected exim or bounded`);
+      const keynum = keynumFlag(flags.keynum);
+      const keys = keynum !== undefined ? [{ keynum, secret: flags.secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret: flags.secret }));
+      const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
+      if (flags.json) io.out.write(`${JSON.stringify(result)}\n`);
+      else io.out.write(result.status === 'not-prvs' ? `${address}: not a prvs address\n` : `${result.status}: ${result.original} (key ${result.keynum})\n`);
+      process.exitCode = result.status === 'valid' ? 0 : 1;
+    });
+}
+
+function registerSrs(program: Command, io: RewriteCommandIo): void {
+  const srs = program.command('srs').description('Sender Rewriting Scheme, as libsrs2 / postsrsd');
+  for (const direction of ['forward', 'reverse'] as const) {
+    addSrsOptions(
+      srs
+        .command(direction)
+        .description(direction === 'forward' ? 'rewrite a sender into an SRS0/SRS1 address of --domain' : 'the address an SRS address stands for')
+        .argument('<address>'),
+    )
+      .option('--now <time>', 'as of this instant (ISO 8601 or Unix seconds)')
+      .action((address: string, flags: SrsFlags & { now?: string }) => {
+        const rewriter = srsFromFlags(flags);
+        const now = clockFromFlag(flags.now).now();
+        const result = direction === 'forward' ? rewriter.forward(address, now) : rewriter.reverse(address, now);
+        io.out.write(result.ok ? `${result.address}\n` : `${address}: ${result.reason}: ${result.message}\n`);
+        process.exitCode = result.ok ? 0 : 1;
+      });
+  }
+}
+
+function registerVerp(program: Command, io: RewriteCommandIo): void {
+  const verp = program.command('verp').description('Variable Envelope Return Paths (qmail / Postfix)');
+  const delimiters = (text: string | undefined) => (text === undefined ? POSTFIX_VERP_DELIMITERS : parseVerpDelimiters(text));
+  verp
+    .command('encode')
+    .description('the return path for one recipient: SENDERLOCAL+rcptlocal=rcptdomain@senderdomain')
+    .argument('<recipient>')
+    .requiredOption('--sender <address>', 'the list sender, e.g. list-bounces@lists.example')
+    .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
+    .action((recipient: string, flags: { sender: string; delimiters?: string }) => {
+      const result = verpEncode(flags.sender, recipient, delimiters(flags.delimiters));
+      io.out.write(result.ok ? `${result.address}\n` : `${recipient}: ${result.message}\n`);
+      process.exitCode = result.ok ? 0 : 1;
+    });
+  verp
+    .command('decode')
+    .description("the recipient a bounce's VERP address names")
+    .argument('<address>')
+    .requiredOption('--sender <address>', 'the list sender the address was made from')
+    .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
+    .action((address: string, flags: { sender: string; delimiters?: string }) => {
+      const result = verpDecode(address, flags.sender, delimiters(flags.delimiters));
+      io.out.write(result.ok ? `${result.recipient}\n` : `${address}: not a VERP address of ${flags.sender}: ${result.message}\n`);
+      process.exitCode = result.ok ? 0 : 1;
+    });
+}
+
+function registerBounce(program: Command, io: RewriteCommandIo): void {
+  const bounce = program.command('bounce').description('read bounce messages; the suppression list');
+  bounce
+    .command('parse')
+    .description('parse a bounce (RFC 3464 report, qmail, Exim, Postfix, Sendmail, Exchange) and list its recipients')
+    .argument('<file>', 'the message, or - for standard input')
+    .option('--json', 'print the result as one JSON object')
+    .action(async (file: string, flags: { json?: boolean }) => {
+      const result = parseBounce(await readMessage(file, io));
+      if (flags.json) io.out.write(`${JSON.stringify(result)}\n`);
+      else io.out.write(result.ok ? formatReport(result.report) : `not a bounce: ${result.message}\n`);
+      process.exitCode = result.ok ? 0 : 1;
+    });
+  bounce
+    .command('record')
+    .description('add the recipients a genuine bounce proves dead to the suppression list')
+    .argument('<file>', 'the message, or - for standard input')
+    .requiredOption('--rcpt <address>', "the bounce's envelope recipient (our reverse path)")
+    .requiredOption('--store <file>', 'the SQLite store')
+    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
+    .option('--verp-sender <address>', 'a list sender whose VERP addresses prove bounces; repeatable', collect, [])
+    .option('--verp-delimiters <two>', 'VERP delimiters', '+=')
+    .option('--now <time>', 'as of this instant (BATV validity, entry times)')
+    .option('--json', 'print the outcome as one JSON object')
+    .action(async (file: string, flags: { rcpt: string; store: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
+      if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
+      const message = await readMessage(file, io);
+      const delimiters = parseVerpDelimiters(flags.verpDelimiters);
+      const outcome: BounceOutcome = await withSuppression(
+        flags.store,
+        (list) =>
+          list.recordBounce(
+            { envelopeRecipient: flags.rcpt, message },
+            { ...(flags.batvKeyFile ? { batv: new Batv({ keys: readBatvKeys(flags.batvKeyFile) }) } : {}), verp: flags.verpSender.map((sender) => ({ sender, delimiters })) },
+          ),
+        clockFromFlag(flags.now),
+      );
+      if (flags.json) io.out.write(`${JSON.stringify(outcome)}\n`);
+      else if (outcome.kind === 'recorded') io.out.write(outcome.entries.map((e) => `suppressed ${formatEntry(e)}\n`).join(''));
+      else io.out.write(`nothing recorded: ${outcome.kind === 'not-hard' ? 'no hard failure in the report' : outcome.reason}\n`);
+      process.exitCode = outcome.kind === 'recorded' ? 0 : 1;
+    });
+  bounce
+    .command('list')
+    .description('list suppressed addresses')
+    .requiredOption('--store <file>', 'the SQLite store')
+    .option('--limit <n>', 'at most this many', '1000')
+    .option('--json', 'print JSON Lines')
+    .action(async (flags: { store: string; limit: string; json?: boolean }) => {
+      const limit = Number(flags.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: got "${flags.limit}", expected a positive whole number`);
+      const entries = await withSuppression(flags.store, (list) => list.list(limit));
+      io.out.write(entries.map((e) => `${flags.json ? JSON.stringify(e) : formatEntry(e)}\n`).join(''));
+    });
+  bounce
+    .command('query')
+    .description('whether an address is suppressed (exit 0) or not (exit 1)')
+    .argument('<address>')
+    .requiredOption('--store <file>', 'the SQLite store')
+    .option('--json', 'print the entry as JSON')
+    .action(async (address: string, flags: { store: string; json?: boolean }) => {
+      const entry = await withSuppression(flags.store, (list) => list.get(address));
+      if (flags.json) io.out.write(`${JSON.stringify(entry ?? null)}\n`);
+      else io.out.write(entry ? `${formatEntry(entry)}\n` : `${address}: not suppressed\n`);
+      process.exitCode = entry ? 0 : 1;
+    });
+  bounce
+    .command('remove')
+    .description('take an address off the suppression list')
+    .argument('<address>')
+    .requiredOption('--store <file>', 'the SQLite store')
+    .action(async (address: string, flags: { store: string }) => {
+      const removed = await withSuppression(flags.store, (list) => list.remove(address));
+      io.out.write(removed ? `${address}: removed\n` : `${address}: was not suppressed\n`);
+      process.exitCode = removed ? 0 : 1;
+    });
+}
+
+interface ServeFlags {
+  socketmap?: string;
+  tcpTable: string[];
+  srsSecretFile?: string;
+  srsDomain?: string;
+  srsSeparator: string;
+  srsAlphabet: string;
+  srsHashLength: string;
+  srsLocalDomain: string[];
+  srsAlwaysRewrite?: boolean;
+  batvKeyFile?: string;
+  batvDomain: string[];
+  batvWindow: string;
+  maxConnections: string;
+}
+
+function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
+  const maps: Record<string, LookupMap> = {};
+  if (flags.srsSecretFile || flags.srsDomain) {
+    const srs = srsFromFlags(
+      {
+        secretFile: flags.srsSecretFile,
+        domain: flags.srsDomain,
+        separator: flags.srsSeparator,
+        alphabet: flags.srsAlphabet,
+        hashLength: flags.srsHashLength,
+        localDomain: flags.srsLocalDomain,
+        alwaysRewrite: flags.srsAlwaysRewrite,
+      },
+      'srs-',
+    );
+    Object.assign(maps, srsMaps(srs, systemClock));
+  }
+  if (flags.batvKeyFile) {
+    if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
+    if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
+    const batv = new Batv({ keys: readBatvKeys(flags.batvKeyFile), window: flags.batvWindow });
+    Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));
+  }
+  if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
+  return maps;
+}
+
+function registerServe(program: Command, io: RewriteCommandIo): void {
+  const rewrite = program.command('rewrite').description('address rewriting services for Postfix');
+  addSrsOptions(
+    rewrite
+      .command('serve')
+      .description('serve SRS and BATV lookup maps to Postfix over socketmap and tcp_table until SIGINT/SIGTERM')
+      .option('--socketmap <listen>', 'socketmap listener, HOST:PORT or a UNIX socket path (maps: forward, reverse, batv-sign, batv-strip)')
+      .option('--tcp-table <map=listen>', 'a tcp_table listener for one map, e.g. forward=127.0.0.1:10001; repeatable', collect, []),
+    'srs-',
+  )
+    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
+    .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
+    .option('--batv-window <window>', 'exim or bounded', 'exim')
+    .option('--max-connections <n>', 'per listener', '200')
+    .action(async (flags: ServeFlags) => {
+      const maps = serveMaps(flags);
+      const maxConnections = Number(flags.maxConnections);
+      if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new UsageError(`--max-connections: got "${flags.maxConnections}", expected a positive whole number`);
+      const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];
+      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections }), target: parseListen(flags.socketmap, '--socketmap') });
+      for (const entry of flags.tcpTable) {
+        const eq = entry.indexOf('=');
+        const name = eq > 0 ? entry.slice(0, eq) : '';
+        const map = maps[name];
+        if (!map) throw new UsageError(`--tcp-table: got "${entry}", expected MAP=HOST:PORT with MAP one of ${Object.keys(maps).join(', ')}`);
+        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
+      }
+      if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
+      const started: typeof plan = [];
+      try {
+        for (const p of plan) {
+          const bound = await p.server.listen(p.target);
+          started.push(p);
+          io.out.write(`${p.label} listening on ${describeTarget(bound)}\n`);
+        }
+        let done = () => undefined as void;
+        const stopped = new Promise<void>((resolve) => (done = resolve));
+        process.once('SIGINT', done);
+        process.once('SIGTERM', done);
+        io.stop?.addEventListener('abort', done, { once: true });
+        if (io.stop?.aborted) done();
+        await stopped;
+        process.off('SIGINT', done);
+        process.off('SIGTERM', done);
+      } finally {
+        await Promise.all(started.map((p) => p.server.close()));
+      }
+    });
+}
+
+export function registerRewriteCommands(program: Command, io: RewriteCommandIo = { out: process.stdout, stdin: process.stdin }): void {
+  registerBatv(program, io);
+  registerSrs(program, io);
+  registerVerp(program, io);
+  registerBounce(program, io);
+  registerServe(program, io);
+}

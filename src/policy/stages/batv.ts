@@ -1,0 +1,147 @@
+/**
+ * NAME
+ *   stages/batv - refuse backscatter: bounces to our BATV-protected domains must carry our signature
+ *
+ * DESCRIPTION
+ *   A site that signs every outgoing reverse path with BATV (rewrite/batv, Exim's prvs) only
+ *   ever receives genuine bounces at prvs addresses. So at RCPT, for a null-sender message
+ *   (MAIL FROM:<>) to a recipient in one of `domains`:
+ *     valid prvs, unexpired          continue (result 'valid'; evidence names the original)
+ *     prvs with a bad hash, or a     reject with invalidText (Exim's ACL wording)
+ *       key number we do not have
+ *     prvs past its validity         reject with expiredText
+ *     no prvs tag                    reject with unsignedText, unless `unsignedAllowedUntil`
+ *                                    (a grace period after signing was turned on: bounces of
+ *                                    mail sent before still arrive unsigned) is in the future
+ *   Mail with a sender, recipients outside `domains` and `exemptRecipients` (addresses or
+ *   local parts that never sign, e.g. list owners) are left alone. The signature is checked
+ *   over the recipient exactly as Postfix sent it, because the HMAC covers it byte for byte.
+ *   Put it after `postmaster`, so bounces to postmaster are never refused.
+ *   Counters: `counters` on the stage, and callout_batv_total{result} through deps.metrics.
+ *
+ * CONFIGURATION
+ *   domains (required; 'example.com' exactly, '.example.com' subdomains), keys (newest first:
+ *   { keynum 0-9, secret | secretFile }), window ('exim' | 'bounded'), code (550), enhanced
+ *   (5.7.1), invalidText, expiredText, unsignedText, exemptRecipients, unsignedAllowedUntil
+ *   (ISO 8601 date-time)
+ */
+
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ConfigError } from '../../core/errors.js';
+import { Batv, type BatvKey } from '../../rewrite/batv.js';
+import { asciiLower, domainMatcher } from '../../rewrite/domains.js';
+import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
+
+const keySchema = z
+  .object({
+    keynum: z.number().int().min(0).max(9),
+    secret: z.string().min(1).optional(),
+    /** A file holding the secret (one line), so the configuration file can be world-readable. */
+    secretFile: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((k) => (k.secret === undefined) !== (k.secretFile === undefined), { message: 'give exactly one of secret and secretFile' });
+
+const options = z
+  .object({
+    domains: z.array(z.string().min(1)).min(1),
+    keys: z.array(keySchema).min(1).max(10),
+    window: z.enum(['exim', 'bounded']).default('exim'),
+    code: z.number().int().min(500).max(599).default(550),
+    enhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
+    invalidText: z.string().default('Invalid reverse path signature'),
+    expiredText: z.string().default('Bounce address tag expired'),
+    unsignedText: z.string().default('This address does not send an unsigned reverse path'),
+    exemptRecipients: z.array(z.string()).default([]),
+    unsignedAllowedUntil: z.iso.datetime({ offset: true }).optional(),
+  })
+  .strict();
+
+export type BatvStageOptions = z.output<typeof options>;
+
+export type BatvStageResult = 'not-bounce' | 'unprotected' | 'exempt' | 'valid' | 'unsigned-grace' | 'unsigned' | 'bad-signature' | 'unknown-key' | 'expired';
+
+export interface BatvStage extends Stage {
+  /** Requests seen per result, since the stage was created. */
+  readonly counters: Readonly<Record<BatvStageResult, number>>;
+}
+
+function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
+  return keys.map((k) => {
+    if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
+    try {
+      return { keynum: k.keynum, secret: readFileSync(k.secretFile!, 'utf8').replace(/\r?\n$/, '') };
+    } catch (err) {
+      throw new ConfigError(`batv.keys: cannot read secretFile ${k.secretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  });
+}
+
+export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'metrics'>): BatvStage {
+  const batv = new Batv({ keys: loadKeys(opts.keys), window: opts.window });
+  const protectedDomain = domainMatcher(opts.domains);
+  const exempt = new Set(opts.exemptRecipients.map((r) => asciiLower(r)));
+  const graceUntil = opts.unsignedAllowedUntil ? Date.parse(opts.unsignedAllowedUntil) : undefined;
+  const counters: Record<BatvStageResult, number> = {
+    'not-bounce': 0,
+    unprotected: 0,
+    exempt: 0,
+    valid: 0,
+    'unsigned-grace': 0,
+    unsigned: 0,
+    'bad-signature': 0,
+    'unknown-key': 0,
+    expired: 0,
+  };
+  const verdict = (result: BatvStageResult, reason: string, text?: string, evidence?: unknown): StageVerdict => {
+    counters[result]++;
+    deps.metrics?.increment('batv', { result });
+    return {
+      stage: 'batv',
+      result,
+      reason,
+      decision: text === undefined ? { kind: 'continue' } : { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text },
+      ...(evidence === undefined ? {} : { evidence }),
+    };
+  };
+
+  return {
+    name: 'batv',
+    states: new Set(['RCPT']),
+    counters,
+    async evaluate(ctx) {
+      if (ctx.senderText !== '') return verdict('not-bounce', 'the message has a sender; only bounces are checked');
+      const recipient = ctx.recipientText;
+      const at = recipient.lastIndexOf('@');
+      if (at < 0 || !protectedDomain(recipient.slice(at + 1))) return verdict('unprotected', `${recipient} is not in a BATV-protected domain`);
+      const check = batv.check(recipient, ctx.clock.now());
+      const core = check.status === 'not-prvs' ? recipient : check.original;
+      if (exempt.has(asciiLower(core)) || exempt.has(asciiLower(core.slice(0, core.lastIndexOf('@'))))) {
+        return verdict('exempt', `${core} does not sign its reverse paths`);
+      }
+      switch (check.status) {
+        case 'valid':
+          return verdict('valid', `bounce to a valid prvs address of ${check.original} (key ${check.keynum})`, undefined, { original: check.original, keynum: check.keynum });
+        case 'not-prvs':
+          if (graceUntil !== undefined && ctx.clock.now() < graceUntil) return verdict('unsigned-grace', `unsigned bounce to ${recipient} accepted until ${opts.unsignedAllowedUntil}`);
+          return verdict('unsigned', `backscatter: a bounce to ${recipient}, which only sends signed reverse paths`, opts.unsignedText);
+        case 'expired':
+          return verdict('expired', `backscatter: the prvs tag of ${check.original} has expired`, opts.expiredText, { original: check.original, keynum: check.keynum });
+        case 'bad-signature':
+        case 'unknown-key':
+          return verdict(check.status, `backscatter: the prvs tag of ${check.original} is not ours (${check.status}, key ${check.keynum})`, opts.invalidText, {
+            original: check.original,
+            keynum: check.keynum,
+          });
+      }
+    },
+  };
+}
+
+export const batvStage: StageDefinition<BatvStageOptions> = {
+  name: 'batv',
+  defaultStates: ['RCPT'],
+  options,
+  create: (opts, deps) => createBatvStage(opts, deps),
+};

@@ -1,0 +1,63 @@
+// Sliding-window counts with ManualClock, and exact counting on a real Redis under concurrency.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../../src/core/clock.js';
+import { SlidingWindow } from '../../../src/checks/ratelimit/index.js';
+import { MemoryStore, RedisStore } from '../../../src/store/index.js';
+import { startRedis } from '../../support/redis.js';
+
+const MINUTE = 60_000;
+
+describe('SlidingWindow', () => {
+  it('weights the previous window by the part of it still inside the sliding window', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const window = new SlidingWindow(new MemoryStore({ clock }), clock, 60 * MINUTE, 'w:');
+    for (let n = 0; n < 40; n += 1) await window.add('k');
+    assert.equal((await window.peek('k')).estimate, 40);
+    clock.advance(75 * MINUTE); // a quarter into the next window: 3/4 of the 40 still count
+    const sample = await window.add('k');
+    assert.deepEqual([sample.previous, sample.current, sample.estimate], [40, 1, 31]);
+    clock.advance(60 * MINUTE);
+    assert.equal((await window.peek('k')).estimate, 0.75, 'only 3/4 of the single later event');
+    assert.equal((await window.peek('other')).estimate, 0);
+  });
+
+  it('tells when there is room again', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const window = new SlidingWindow(new MemoryStore({ clock }), clock, 60 * MINUTE, 'w:');
+    let sample = await window.add('k', 10);
+    assert.equal(window.msUntilRoom(sample, 20), 0);
+    // 10 events in this window with a limit of 5: room once the next window has decayed them to 4.
+    assert.equal(window.msUntilRoom(sample, 5), 60 * MINUTE + 0.6 * 60 * MINUTE);
+    clock.advance(60 * MINUTE);
+    sample = await window.add('k', 2);
+    // previous 10, current 2, limit 5: room when 10 × (1 − f) + 2 ≤ 4, at f = 0.8.
+    assert.equal(window.msUntilRoom(sample, 5), 0.8 * 60 * MINUTE);
+  });
+});
+
+describe('SlidingWindow on Redis', () => {
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis.stop();
+  });
+
+  it('two clients adding concurrently lose no count and see distinct totals', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const stores = await Promise.all([RedisStore.open(redis.url, { clock }), RedisStore.open(redis.url, { clock })]);
+    try {
+      const windows = stores.map((store) => new SlidingWindow(store, clock, 60 * MINUTE, 'atomic:'));
+      const samples = await Promise.all(Array.from({ length: 400 }, (_, n) => windows[n % 2]!.add('key')));
+      assert.deepEqual(
+        samples.map((s) => s.current).sort((x, y) => x - y),
+        Array.from({ length: 400 }, (_, n) => n + 1),
+      );
+      assert.equal((await windows[0]!.peek('key')).estimate, 400);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+});

@@ -1,0 +1,69 @@
+// `callout greylist list|allow|drop` through a commander program of its own, on a SQLite store.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { registerGreylistCommands } from '../../src/cli/greylist.js';
+import { systemClock } from '../../src/core/clock.js';
+import { Greylist } from '../../src/checks/greylist/index.js';
+import { SqliteStore } from '../../src/store/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'callout-greylist-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const configPath = join(dir, 'callout.yaml');
+writeFileSync(configPath, `dataDir: ${dir}\npolicy:\n  stages:\n    - name: greylist\n      delay: 5m\n      ipv4Prefix: 24\n`);
+
+async function run(args: string[]): Promise<{ output: string; error?: Error }> {
+  const out = new PassThrough();
+  let output = '';
+  out.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerGreylistCommands(program, { out });
+  try {
+    await program.parseAsync(['node', 'callout', 'greylist', ...args, '--config', configPath]);
+    return { output };
+  } catch (err) {
+    return { output, error: err as Error };
+  }
+}
+
+async function seed(): Promise<void> {
+  const store = await SqliteStore.open(join(dir, 'callout.sqlite'));
+  const greylist = new Greylist(store, systemClock, { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 });
+  await greylist.check({ client: '192.0.2.0/24', autoAllowKey: '192.0.2.10', sender: 'bob@sender.example', recipient: 'alice@example.test' });
+  await greylist.check({ client: '198.51.100.0/24', autoAllowKey: '198.51.100.1', sender: 'carol@other.example', recipient: 'alice@example.test' });
+  await store.close();
+}
+
+describe('callout greylist', () => {
+  it('lists, allows and drops entries on the configured store', async () => {
+    await seed();
+    let listed = await run(['list']);
+    assert.equal(listed.error, undefined);
+    assert.match(listed.output, /^triplet 192\.0\.2\.0\/24 bob@sender\.example alice@example\.test waiting first=\S+ last=\S+ expires=\S+\ntriplet 198\.51\.100\.0\/24 carol@other\.example /);
+
+    assert.equal((await run(['allow', '192.0.2.99', 'prvs=1234567890=Bob@Sender.Example', 'alice@example.test'])).output, 'allowed triplet 192.0.2.0/24 bob@sender.example alice@example.test\n');
+    listed = await run(['list', '--client', '192.0.2.5', '--json']);
+    const entries = listed.output.trim().split('\n').map((line) => JSON.parse(line) as { kind: string; passed?: boolean });
+    assert.deepEqual(entries.map((e) => [e.kind, e.passed]), [['triplet', true]]);
+
+    assert.equal((await run(['allow', '203.0.113.9'])).output, 'allowed client 203.0.113.9\n');
+    assert.match((await run(['list', '--kind', 'client'])).output, /^client 203\.0\.113\.9 allowed passes=5 /);
+
+    assert.equal((await run(['drop', '198.51.100.1', 'carol@other.example', 'alice@example.test'])).output, 'dropped triplet 198.51.100.0/24 carol@other.example alice@example.test\n');
+    assert.equal((await run(['drop', '192.0.2.0/24'])).output, 'dropped 1 entries of 192.0.2.0/24\n');
+    assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped 1 entries of 203.0.113.0/24\n');
+    assert.equal((await run(['list'])).output, '');
+  });
+
+  it('refuses a client that is neither an address, a network nor a domain identity', async () => {
+    const bad = await run(['allow', 'mail.example.org']);
+    assert.match(bad.error?.message ?? '', /expected an IP address, a network such as 192\.0\.2\.0\/24, or domain:NAME/);
+    assert.match((await run(['allow', '192.0.2.0/24'])).error?.message ?? '', /a whole network cannot be auto-allowed/);
+    assert.match((await run(['allow', '192.0.2.1', 'only-sender@x.example'])).error?.message ?? '', /both SENDER and RECIPIENT/);
+    assert.match((await run(['list', '--kind', 'weird'])).error?.message ?? '', /--kind/);
+  });
+});

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { registerRewriteCommands } from '../../src/cli/rewrite.js';
+import { ConfigError, UsageError } from '../../src/core/errors.js';
+import { SocketmapClient } from '../../src/rewrite/socketmap.js';
+import { TcpTableClient } from '../../src/rewrite/tcp-table.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'callout-cli-rewrite-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const srsSecret = join(dir, 'srs.secret');
+writeFileSync(srsSecret, 'tops3cr3t\nolder\n');
+const batvKeys = join(dir, 'batv.keys');
+writeFileSync(batvKeys, '# newest first\n1 secret\n0 old secret\n');
+const fixture = (name: string) => new URL(`../fixtures/bounce/${name}`, import.meta.url).pathname;
+const NOW = '2020-01-01T00:01:00Z';
+
+async function run(args: string[], options: { stdin?: string; stop?: AbortSignal } = {}): Promise<{ out: string; code: number }> {
+  const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}) });
+  process.exitCode = 0;
+  try {
+    await program.parseAsync(['node', 'callout', ...args]);
+    return { out: text, code: Number(process.exitCode ?? 0) };
+  } finally {
+    process.exitCode = 0;
+  }
+}
+
+describe('callout batv', () => {
+  it('signs as Exim and checks, with --now', async () => {
+    assert.deepEqual(await run(['batv', 'sign', '--secret', 'secret', '--keynum', '1', '--now', NOW, 'user@example.com']), { out: 'prvs=1269e93bf9=user@example.com\n', code: 0 });
+    assert.deepEqual(await run(['batv', 'check', '--secret', 'secret', '--now', NOW, 'prvs=1269e93bf9=user@example.com']), { out: 'valid: user@example.com (key 1)\n', code: 0 });
+    assert.deepEqual(await run(['batv', 'check', '--secret', 'secret', '--now', '2020-01-09T00:00:01Z', 'prvs=1269e93bf9=user@example.com']), { out: 'expired: user@example.com (key 1)\n', code: 1 });
+    assert.deepEqual(await run(['batv', 'check', '--secret', 'secret', '--keynum', '2', '--now', NOW, 'prvs=1269e93bf9=user@example.com']), { out: 'unknown-key: user@example.com (key 1)\n', code: 1 });
+    const json = await run(['batv', 'check', '--secret', 'x', '--json', 'user@example.com']);
+    assert.deepEqual(JSON.parse(json.out), { status: 'not-prvs' });
+    assert.equal((await run(['batv', 'sign', '--secret', 'secret', 'unqualified'])).code, 1);
+    // Unix seconds work as --now too.
+    assert.equal((await run(['batv', 'sign', '--secret', 'secret', '--keynum', '1', '--now', '1577836860', 'user@example.com'])).out, 'prvs=1269e93bf9=user@example.com\n');
+    await assert.rejects(run(['batv', 'sign', '--secret', 's', '--keynum', '12', 'a@b']), UsageError);
+    await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', 'yesterday', 'a@b']), UsageError);
+  });
+});
+
+describe('callout srs', () => {
+  it('forwards and reverses with a postsrsd secrets file', async () => {
+    const common = ['--secret-file', srsSecret, '--domain', 'example.com', '--now', NOW];
+    assert.deepEqual(await run(['srs', 'forward', ...common, 'test@otherdomain.com']), { out: 'SRS0=vmyz=2W=otherdomain.com=test@example.com\n', code: 0 });
+    assert.deepEqual(await run(['srs', 'reverse', ...common, 'SRS0=vmyz=2W=otherdomain.com=test@example.com']), { out: 'test@otherdomain.com\n', code: 0 });
+    assert.deepEqual(await run(['srs', 'forward', ...common, '--local-domain', 'example.org', 'a@example.org']), { out: 'a@example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
+    assert.equal((await run(['srs', 'forward', ...common, '--separator', '+', '--alphabet', 'base64url', 'test@otherdomain.com'])).out, 'SRS0+vmyz=2W=otherdomain.com=test@example.com\n');
+    assert.equal((await run(['srs', 'reverse', ...common, 'SRS0=vmyz=2W=otherdomain.com=test@example.com', '--now', '2020-02-01T00:00:00Z'])).code, 1);
+    await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
+    await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
+  });
+});
+
+describe('callout verp', () => {
+  it('encodes and decodes', async () => {
+    assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.example', 'user@example.org']), { out: 'list-bounces+user=example.org@lists.example\n', code: 0 });
+    assert.deepEqual(await run(['verp', 'decode', '--sender', 'list-bounces@lists.example', 'list-bounces+user=example.org@lists.example']), { out: 'user@example.org\n', code: 0 });
+    assert.equal((await run(['verp', 'encode', '--delimiters', '-=', '--sender', 'list@l.example', 'u@e.example'])).out, 'list-u=e.example@l.example\n');
+    assert.equal((await run(['verp', 'decode', '--sender', 'list@l.example', 'other@l.example'])).code, 1);
+    await assert.rejects(run(['verp', 'encode', '--delimiters', '#', '--sender', 'a@b', 'c@d']), ConfigError);
+  });
+});
+
+describe('callout bounce', () => {
+  it('parses a file or standard input, plain and --json', async () => {
+    const plain = await run(['bounce', 'parse', fixture('postfix-dsn.eml')]);
+    assert.equal(plain.code, 0);
+    assert.match(plain.out, /^format: dsn, reported by mx\.example\.net\nbob@example\.org: failed 5\.1\.1 \(permanent failure: bad destination mailbox address \(user unknown\)\) \[hard\] - 550 5\.1\.1/);
+    const json = await run(['bounce', 'parse', '--json', '-'], { stdin: 'Subject: hi\n\nhello\n' });
+    assert.deepEqual(JSON.parse(json.out), { ok: false, reason: 'no-recipients', message: 'no failed recipient found in the message', truncated: false });
+    assert.equal(json.code, 1);
+    await assert.rejects(run(['bounce', 'parse', join(dir, 'missing.eml')]), UsageError);
+  });
+
+  it('records proven bounces into the store and lists, queries and removes them', async () => {
+    const store = join(dir, 'supp.sqlite');
+    // postfix-dsn.eml came back to prvs=12693bd285=alice@example.com, signed 2020-01-01 with key 1.
+    const recorded = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys]);
+    // Signed in 2020: by the system clock it has long expired, so it proves nothing today.
+    assert.equal(recorded.code, 1);
+    assert.match(recorded.out, /^nothing recorded: the bounce came to a prvs address that is expired/);
+    const inTime = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2020-01-02T00:00:00Z', '--json']);
+    assert.equal(inTime.code, 0, inTime.out);
+    assert.deepEqual((JSON.parse(inTime.out) as { entries: Array<{ address: string }> }).entries.map((e) => e.address), ['bob@example.org']);
+    // Recorded as of 2020 with a 365-day TTL: already gone by the system clock.
+    assert.equal((await run(['bounce', 'query', 'bob@example.org', '--store', store])).code, 1);
+    const viaVerp = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com']);
+    assert.equal(viaVerp.code, 0, viaVerp.out);
+    assert.match(viaVerp.out, /^suppressed judy@example\.org: 5\.1\.1 since /);
+    assert.match((await run(['bounce', 'list', '--store', store])).out, /^judy@example\.org: 5\.1\.1 since .* \(1 bounce, proof verp\)/);
+    assert.equal(JSON.parse((await run(['bounce', 'list', '--store', store, '--json'])).out).address, 'judy@example.org');
+    assert.equal((await run(['bounce', 'query', 'Judy@example.org', '--store', store])).code, 0);
+    assert.deepEqual(await run(['bounce', 'remove', 'judy@example.org', '--store', store]), { out: 'judy@example.org: removed\n', code: 0 });
+    assert.deepEqual(await run(['bounce', 'query', 'judy@example.org', '--store', store]), { out: 'judy@example.org: not suppressed\n', code: 1 });
+    await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y', '--store', store]), UsageError);
+  });
+});
+
+describe('callout rewrite serve', () => {
+  it('serves socketmap and tcp_table listeners until stopped', async () => {
+    const stop = new AbortController();
+    const port = 25_431;
+    const serving = run(
+      ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--tcp-table', `forward=127.0.0.1:${port}`, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'],
+      { stop: stop.signal },
+    );
+    let client: TcpTableClient | undefined;
+    for (let i = 0; i < 100 && !client; i++) {
+      client = await TcpTableClient.connect({ host: '127.0.0.1', port }).catch(async () => {
+        await new Promise((r) => setTimeout(r, 20));
+        return undefined;
+      });
+    }
+    assert.ok(client, 'tcp_table listener did not come up');
+    assert.match(await client.query('test@otherdomain.com'), /^200 SRS0=.{4}=..=otherdomain\.com=test@example\.com$/);
+    client.close();
+    stop.abort();
+    const { out } = await serving;
+    const socketmapLine = /socketmap \(forward, reverse, batv-sign, batv-strip\) listening on 127\.0\.0\.1:(\d+)/.exec(out);
+    assert.ok(socketmapLine, out);
+    assert.match(out, new RegExp(`tcp_table forward listening on 127\\.0\\.0\\.1:${port}`));
+    // Stopped: the socketmap port no longer answers.
+    await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: Number(socketmapLine[1]) }));
+  });
+
+  it('refuses incomplete configurations', async () => {
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0']), UsageError);
+    await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+    await assert.rejects(run(['rewrite', 'serve', '--tcp-table', 'nosuch=127.0.0.1:1', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', 'nowhere', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+  });
+});

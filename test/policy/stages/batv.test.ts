@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseMailbox, parseReversePath } from '../../../src/address/index.js';
+import { ManualClock } from '../../../src/core/clock.js';
+import { ConfigError } from '../../../src/core/errors.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { prvsSign } from '../../../src/rewrite/batv.js';
+import { batvStage, createBatvStage, type BatvStageOptions } from '../../../src/policy/stages/batv.js';
+import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
+
+const T0 = Date.parse('2020-01-01T00:01:00Z');
+const DAY = 86_400_000;
+const dir = mkdtempSync(join(tmpdir(), 'callout-batv-stage-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function context(sender: string, recipient: string, now = T0): StageContext {
+  const clock = new ManualClock(now);
+  const parsedSender = parseReversePath(sender === '' ? '<>' : `<${sender}>`);
+  const parsedRecipient = parseMailbox(recipient);
+  return {
+    attributes: {},
+    state: 'RCPT',
+    clientAddress: '192.0.2.1',
+    clientName: 'unknown',
+    heloName: 'mx.remote.example',
+    senderText: sender,
+    ...(parsedSender.ok ? { sender: parsedSender.value } : { senderError: parsedSender.error.message }),
+    recipientText: recipient,
+    ...(parsedRecipient.ok ? { recipient: parsedRecipient.value } : {}),
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    deadline: now + 10_000,
+    clock,
+  };
+}
+
+const metrics: Array<Record<string, string> | undefined> = [];
+function stage(extra: Partial<Record<keyof BatvStageOptions, unknown>> = {}) {
+  const opts = batvStage.options.parse({ domains: ['example.com', '.example.net'], keys: [{ keynum: 1, secret: 'secret' }], ...extra }) as BatvStageOptions;
+  return createBatvStage(opts, { metrics: { increment: (_name, labels) => metrics.push(labels) } });
+}
+const sign = (address: string, at = T0, keynum = 1, secret = 'secret') => {
+  const s = prvsSign(address, { keynum, secret }, at);
+  assert.ok(s.ok);
+  return s.ok ? s.address : '';
+};
+
+describe('batv stage', () => {
+  it('lets a bounce to a valid signature through, and counts it', async () => {
+    const s = stage();
+    const verdict = await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'));
+    assert.equal(verdict.result, 'valid');
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    assert.deepEqual(verdict.evidence, { original: 'user@example.com', keynum: 1 });
+    assert.equal(s.counters.valid, 1);
+    assert.deepEqual(metrics.at(-1), { result: 'valid' });
+  });
+
+  it('rejects unsigned, forged, unknown-key and expired bounces as backscatter', async () => {
+    const s = stage();
+    const cases: Array<[string, string, string, number?]> = [
+      ['user@example.com', 'unsigned', 'This address does not send an unsigned reverse path'],
+      ['prvs=1269e93bf8=user@example.com', 'bad-signature', 'Invalid reverse path signature'],
+      [sign('user@example.com', T0, 4), 'unknown-key', 'Invalid reverse path signature'],
+      ['prvs=1269e93bf9=user@example.com', 'expired', 'Bounce address tag expired', T0 + 8 * DAY],
+      [sign('someone@sub.example.net'), 'valid', ''],
+    ];
+    for (const [recipient, result, text, now] of cases) {
+      const verdict = await s.evaluate(context('', recipient, now));
+      assert.equal(verdict.result, result, recipient);
+      if (text) assert.deepEqual(verdict.decision, { kind: 'reject', code: 550, enhanced: '5.7.1', text });
+    }
+    assert.equal(s.counters.unsigned + s.counters['bad-signature'] + s.counters['unknown-key'] + s.counters.expired, 4);
+  });
+
+  it('leaves mail with a sender, other domains and exempt recipients alone', async () => {
+    const s = stage({ exemptRecipients: ['list-owner', 'noreply@example.com'] });
+    assert.equal((await s.evaluate(context('someone@remote.example', 'user@example.com'))).result, 'not-bounce');
+    assert.equal((await s.evaluate(context('', 'user@other.example'))).result, 'unprotected');
+    assert.equal((await s.evaluate(context('', 'user@example.net'))).result, 'unprotected');
+    assert.equal((await s.evaluate(context('', 'list-owner@example.com'))).result, 'exempt');
+    assert.equal((await s.evaluate(context('', 'NoReply@example.com'))).result, 'exempt');
+  });
+
+  it('accepts unsigned bounces during the grace period, with custom texts and codes', async () => {
+    const s = stage({ unsignedAllowedUntil: '2020-01-08T00:00:00Z', code: 554, enhanced: '5.7.0', unsignedText: 'no backscatter here' });
+    assert.equal((await s.evaluate(context('', 'user@example.com'))).result, 'unsigned-grace');
+    const later = await s.evaluate(context('', 'user@example.com', T0 + 8 * DAY));
+    assert.deepEqual(later.decision, { kind: 'reject', code: 554, enhanced: '5.7.0', text: 'no backscatter here' });
+  });
+
+  it('reads secrets from files, newest key first, and validates its options with the configuration', async () => {
+    const file = join(dir, 'batv.secret');
+    writeFileSync(file, 'secret\n');
+    const s = stage({ keys: [{ keynum: 2, secretFile: file }, { keynum: 1, secret: 'secret' }] });
+    assert.equal((await s.evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
+    assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1 }] }).success, false);
+    assert.equal(batvStage.options.safeParse({ domains: [], keys: [{ keynum: 1, secret: 's' }] }).success, false);
+    const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 0, secret: 's' }] }] } });
+    assert.equal(config.policy.stages[1]?.name, 'batv');
+  });
+});

@@ -1,0 +1,69 @@
+// Two `callout serve` daemons on one real redis-server: one greylist state, one set of rate counters.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../../src/core/clock.js';
+import { createLogger } from '../../../src/core/log.js';
+import { Daemon } from '../../../src/policy/daemon.js';
+import { startRedis } from '../../support/redis.js';
+import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+
+const S = 1000;
+let redis: Awaited<ReturnType<typeof startRedis>>;
+const running: Array<{ daemon: Daemon; client: PolicyClient }> = [];
+// Both daemons read one clock, as two hosts with synchronised clocks would.
+const clock = new ManualClock(Date.UTC(2026, 0, 1, 8));
+
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  for (const { daemon, client } of running) {
+    client.close();
+    await daemon.stop();
+  }
+  await redis.stop();
+});
+
+async function pair(stages: Array<Record<string, unknown>>): Promise<[PolicyClient, PolicyClient]> {
+  const start = async () => {
+    const daemon = await Daemon.start({
+      overrides: { store: { kind: 'redis', url: redis.url }, policy: { listen: '127.0.0.1:0', stages }, metrics: { listen: '' } },
+      log: createLogger('silent'),
+      clock,
+    });
+    const client = await PolicyClient.connect(daemon.policyAddress);
+    running.push({ daemon, client });
+    return client;
+  };
+  return [await start(), await start()];
+}
+
+describe('greylisting shared through Redis', () => {
+  it('a retry landing on the other daemon passes, and both agree on one first-seen time', async () => {
+    const [a, b] = await pair([{ name: 'greylist', header: false }]);
+    const request = postfixRequest({ client_address: '192.0.2.77', sender: 'first@cluster.example', recipient: 'alice@example.test' });
+    assert.equal(await a.request(request), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds');
+    clock.advance(100 * S);
+    assert.equal(await b.request(request), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 200 seconds', 'b sees a\'s first sighting');
+    clock.advance(200 * S);
+    assert.equal(await b.request(request), 'DUNNO');
+    assert.equal(await a.request(request), 'DUNNO');
+  });
+
+  it('simultaneous first sightings on both daemons record one triplet', async () => {
+    const [a, b] = await pair([{ name: 'greylist', header: false }]);
+    const request = postfixRequest({ client_address: '192.0.2.78', sender: 'race@cluster.example', recipient: 'bob@example.test' });
+    const answers = await Promise.all([...Array.from({ length: 10 }, () => a.request(request)), ...Array.from({ length: 10 }, () => b.request(request))]);
+    assert.ok(answers.every((x) => x === 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds'), answers.join(' | '));
+    clock.advance(300 * S);
+    assert.equal(await b.request(request), 'DUNNO');
+  });
+
+  it('rate limits count the recipients of both daemons together', async () => {
+    const [a, b] = await pair([{ name: 'ratelimit', limits: [{ name: 'rcpt', per: 'client', count: 'recipients', max: 10, window: '1h' }] }]);
+    const request = (n: number) => postfixRequest({ client_address: '198.51.100.99', recipient: `r${n}@example.test`, instance: 'rl' });
+    const answers = await Promise.all(Array.from({ length: 16 }, (_, n) => (n % 2 ? a : b).request(request(n))));
+    assert.equal(answers.filter((x) => x === 'DUNNO').length, 10);
+    assert.equal(answers.filter((x) => /^450 4\.7\.1 Rate limit rcpt exceeded for 198\.51\.100\.99/.test(x)).length, 6);
+  });
+});

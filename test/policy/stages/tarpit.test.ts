@@ -1,0 +1,133 @@
+// The tarpit and ratelimit stages in a real pipeline, with ManualClock and an injected sleep.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../../../src/core/clock.js';
+import { Pipeline } from '../../../src/policy/pipeline.js';
+import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
+import { createTarpit, tarpitStage } from '../../../src/policy/stages/tarpit.js';
+import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
+import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
+import { MemoryStore } from '../../../src/store/index.js';
+
+const silent = { info() {}, warn() {}, error() {} };
+const MINUTE = 60_000;
+
+function world(): { clock: ManualClock; deps: StageDeps; counts: Record<string, number> } {
+  const clock = new ManualClock(Date.UTC(2026, 0, 1, 9));
+  const counts: Record<string, number> = {};
+  const metrics = { increment: (name: string, labels: Record<string, string> = {}) => void (counts[`${name}:${Object.values(labels).join(',')}`] = (counts[`${name}:${Object.values(labels).join(',')}`] ?? 0) + 1) };
+  return { clock, deps: { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: silent, metrics }, counts };
+}
+
+const configured = (stage: Stage, mode: StageMode = 'enforce'): ConfiguredStage => ({ stage, mode, states: new Set(['RCPT']), acceptAction: 'DUNNO' });
+
+/** Rejects recipients whose local part starts with "nobody", as a recipient check would. */
+const recipientCheck: Stage = {
+  name: 'recipients',
+  states: new Set(['RCPT']),
+  async evaluate(ctx) {
+    const unknown = ctx.recipientText.startsWith('nobody');
+    return { stage: 'recipients', result: unknown ? 'unknown' : 'known', reason: '', decision: unknown ? { kind: 'reject', code: 550, enhanced: '5.1.1', text: 'User unknown' } : { kind: 'continue' } };
+  },
+};
+
+const request = (recipient: string, more: Record<string, string> = {}) => ({
+  request: 'smtpd_access_policy',
+  protocol_state: 'RCPT',
+  client_address: '192.0.2.66',
+  sender: 'harvester@spam.example',
+  recipient,
+  instance: 'conn1',
+  ...more,
+});
+
+describe('tarpit stage', () => {
+  it('delays answers past the soft limit progressively, refuses at the hard limit, per message', async () => {
+    const { clock, deps, counts } = world();
+    const slept: number[] = [];
+    const tarpit = createTarpit(tarpitStage.options.parse({ perMessage: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }) as never, deps, async (ms) => void slept.push(ms));
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const answers: string[] = [];
+    for (let n = 0; n < 6; n += 1) answers.push((await pipeline.decide(request(`nobody${n}@example.test`))).action);
+    assert.deepEqual(answers.slice(0, 5), Array(5).fill('550 5.1.1 User unknown'));
+    assert.equal(answers[5], '421 4.7.0 Too many rejected recipients from 192.0.2.66, try again later');
+    // errors 3, 4, 5 are past the soft limit of 2: 1 s, 2 s, then capped at 2.5 s; the refusal itself is not counted.
+    assert.deepEqual(slept, [1000, 2000, 2500, 2500]);
+    assert.equal(counts['tarpit:refused'], 1);
+    const fresh = await pipeline.decide(request('alice@example.test', { instance: 'conn2' }));
+    assert.equal(fresh.action, 'DUNNO', 'a new message starts counting again');
+  });
+
+  it('counts per client over the window, so reconnecting does not help, and forgets with time', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perMessage: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `c${n}` }));
+    assert.match((await pipeline.decide(request('alice@example.test', { instance: 'c9' }))).action, /^421 /);
+    assert.equal((await pipeline.decide(request('alice@example.test', { client_address: '192.0.2.67', instance: 'c10' }))).action, 'DUNNO', 'another client is not affected');
+    clock.advance(20 * MINUTE);
+    assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'c11' }))).action, 'DUNNO');
+  });
+
+  it('never sleeps past the decision deadline, and not at all in warn mode', async () => {
+    const { clock, deps } = world();
+    const slept: number[] = [];
+    const options = tarpitStage.options.parse({ perMessage: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
+    const enforce = new Pipeline([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], { decisionTimeoutMs: 2000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    await enforce.decide(request('nobody@example.test'));
+    assert.deepEqual(slept, [1750], 'deadline 2 s less the 250 ms margin');
+    const warn = new Pipeline([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], { decisionTimeoutMs: 2000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    await warn.decide(request('nobody@example.test', { instance: 'w' }));
+    assert.equal(slept.length, 1);
+  });
+
+  it('really waits with the registered definition (a short sleep)', async () => {
+    const { clock, deps } = world();
+    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perMessage: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const started = Date.now();
+    await pipeline.decide(request('nobody@example.test'));
+    assert.ok(Date.now() - started >= 45);
+  });
+});
+
+describe('ratelimit stage', () => {
+  const limits = [
+    { name: 'msgs', per: 'sender-domain', count: 'messages', max: 3, window: '1h' },
+    { name: 'rcpts', per: 'sender', count: 'recipients', max: 5, window: '10m', action: 'warn' },
+  ];
+
+  it('counts messages once per instance and recipients per request, defers with a clear text', async () => {
+    const { clock, deps, counts } = world();
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits }) as never, deps);
+    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let m = 0; m < 3; m += 1) {
+      for (let r = 0; r < 2; r += 1) {
+        const out = await pipeline.decide(request(`r${r}@example.test`, { instance: `m${m}`, sender: `s${m}@bulk.example` }));
+        assert.equal(out.action, 'DUNNO', `message ${m} recipient ${r}`);
+      }
+    }
+    const fourth = await pipeline.decide(request('r0@example.test', { instance: 'm3', sender: 'x@bulk.example' }));
+    assert.equal(fourth.action, '450 4.7.1 Rate limit msgs exceeded for bulk.example: more than 3 messages in 1h, try again in 5400 seconds');
+    assert.equal(counts['ratelimit:msgs,deferred'], 1);
+    clock.advance(90 * 60_000);
+    assert.equal((await pipeline.decide(request('r0@example.test', { instance: 'm4', sender: 'x@bulk.example' }))).action, 'DUNNO');
+  });
+
+  it('only warns for a warn limit, and exempts listed clients', async () => {
+    const { clock, deps, counts } = world();
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits, exemptClients: ['10.0.0.0/8'] }) as never, deps);
+    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const outs = [];
+    for (let r = 0; r < 7; r += 1) outs.push(await pipeline.decide(request(`r${r}@example.test`, { instance: 'one' })));
+    assert.ok(outs.every((o) => o.action === 'DUNNO'));
+    assert.equal(outs[6]!.verdicts[0]!.result, 'warn');
+    assert.equal(counts['ratelimit:rcpts,warned'], 2);
+    for (let r = 0; r < 10; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: `e${r}`, client_address: '10.1.2.3' }))).verdicts[0]!.result, 'exempt');
+  });
+
+  it('refuses two limits with one name', () => {
+    const { deps } = world();
+    assert.throws(() => ratelimitStage.create(ratelimitStage.options.parse({ limits: [limits[0], limits[0]] }) as never, deps), /two limits are named "msgs"/);
+  });
+});
