@@ -173,15 +173,31 @@ export interface Replay {
   perSecond: number;
 }
 
-async function replay(client: PolicyClient, trace: readonly TraceEvent[], before: (event: TraceEvent) => Record<string, string>, setTime?: (event: TraceEvent) => void): Promise<Replay> {
-  const verdicts: Verdict[] = [];
+/**
+ * Sends the trace in order over `clients` connections, each taking the next request when its
+ * previous one is answered (Postfix runs many smtpd processes, each with its own policy
+ * connection). With one connection the answers are in trace order and exactly comparable;
+ * with more, requests a few positions apart overlap, which is what throughput is about.
+ */
+async function replay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], extra: (event: TraceEvent) => Record<string, string>, setTime?: (event: TraceEvent) => void): Promise<Replay> {
+  const verdicts: Verdict[] = new Array<Verdict>(trace.length);
+  let next = 0;
   const started = performance.now();
-  for (const [index, event] of trace.entries()) {
-    setTime?.(event);
-    verdicts.push(classify(await client.request({ ...request(event, index), ...before(event) })));
-  }
+  await Promise.all(
+    clients.map(async (client) => {
+      for (let index = next++; index < trace.length; index = next++) {
+        const event = trace[index]!;
+        setTime?.(event);
+        verdicts[index] = classify(await client.request({ ...request(event, index), ...extra(event) }));
+      }
+    }),
+  );
   const seconds = (performance.now() - started) / 1000;
   return { verdicts, seconds, perSecond: trace.length / seconds };
+}
+
+async function connectAll(address: string, count: number): Promise<PolicyClient[]> {
+  return Promise.all(Array.from({ length: count }, () => PolicyClient.connect(address)));
 }
 
 function writeWhitelists(dir: string): { clients: string; recipients: string } {
@@ -192,8 +208,8 @@ function writeWhitelists(dir: string): { clients: string; recipients: string } {
   return { clients, recipients };
 }
 
-/** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION). */
-export async function replayCallout(trace: readonly TraceEvent[]): Promise<Replay> {
+/** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION and replay()). */
+export async function replayCallout(trace: readonly TraceEvent[], connections = 1): Promise<Replay> {
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
   const clock = new ManualClock((trace[0]?.time ?? 0) * 1000);
@@ -222,11 +238,12 @@ export async function replayCallout(trace: readonly TraceEvent[]): Promise<Repla
     log: createLogger('info', discard),
     clock,
   });
-  const client = await PolicyClient.connect(daemon.policyAddress);
+  const clients = await connectAll(daemon.policyAddress, connections);
   try {
-    return await replay(client, trace, () => ({}), (event) => clock.set(event.time * 1000));
+    // The clock never goes back while overlapping requests are in flight.
+    return await replay(clients, trace, () => ({}), (event) => clock.set(Math.max(clock.now(), event.time * 1000)));
   } finally {
-    client.close();
+    for (const client of clients) client.close();
     await daemon.stop();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -252,12 +269,12 @@ function freePort(): Promise<number> {
   });
 }
 
-async function connectWhenUp(port: number, child: ChildProcess, output: () => string): Promise<PolicyClient> {
+async function connectWhenUp(port: number, connections: number, child: ChildProcess, output: () => string): Promise<PolicyClient[]> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`postgrey exited during start:\n${output()}`);
     try {
-      return await PolicyClient.connect(`127.0.0.1:${port}`);
+      return await connectAll(`127.0.0.1:${port}`, connections);
     } catch {
       await sleep(100);
     }
@@ -265,8 +282,8 @@ async function connectWhenUp(port: number, child: ChildProcess, output: () => st
   throw new Error(`postgrey did not listen on 127.0.0.1:${port} within 15 s:\n${output()}`);
 }
 
-/** Replays the trace through postgrey on loopback (see DESCRIPTION). */
-export async function replayPostgrey(trace: readonly TraceEvent[]): Promise<Replay> {
+/** Replays the trace through postgrey on loopback (see DESCRIPTION and replay()). */
+export async function replayPostgrey(trace: readonly TraceEvent[], connections = 1): Promise<Replay> {
   const dir = mkdtempSync(join(tmpdir(), 'postgrey-bench-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
@@ -293,11 +310,11 @@ export async function replayPostgrey(trace: readonly TraceEvent[]): Promise<Repl
   child.stderr?.on('data', collect);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    const client = await connectWhenUp(port, child, () => output);
+    const clients = await connectWhenUp(port, connections, child, () => output);
     try {
-      return await replay(client, trace, (event) => ({ policy_test_time: String(event.time) }));
+      return await replay(clients, trace, (event) => ({ policy_test_time: String(event.time) }));
     } finally {
-      client.close();
+      for (const client of clients) client.close();
     }
   } finally {
     child.kill('SIGTERM');
@@ -323,32 +340,50 @@ export function compare(trace: readonly TraceEvent[], callout: readonly Verdict[
   return { events: trace.length, differences, deferred: { callout: deferred(callout), postgrey: deferred(postgrey) } };
 }
 
+const CONNECTIONS = [1, 16];
+
 /** The benchmark as a Markdown section for docs/benchmarks.md. */
 export async function benchGreylist(options: { quick: boolean }): Promise<string> {
-  const trace = generateTrace({ messages: options.quick ? 400 : 6_000, seed: 2026 });
-  const callout = await replayCallout(trace);
+  const messages = options.quick ? 400 : 6_000;
+  const trace = generateTrace({ messages, seed: 2026 });
+  const hours = Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600);
   const lines = [
     '## Greylisting: callout and postgrey on one trace',
     '',
-    `Trace: ${trace.length} RCPT requests (${options.quick ? 400 : 6000} messages with retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, over ${Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600)} hours of trace time), ` +
-      'replayed one request at a time over one policy connection; time from the trace (ManualClock for callout, policy_test_time for postgrey).',
-    `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, auto-allow after ${GREYLIST_SETTINGS.autoAllowClients}, the same whitelist files.`,
+    `Trace: ${trace.length} RCPT requests (${messages} messages with their retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, ${hours} hours of trace time), ` +
+      'replayed over the policy protocol with the time taken from the trace (ManualClock for callout, `policy_test_time` for postgrey), on fresh stores. ' +
+      `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, ` +
+      `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
+      'with 16 (as 16 smtpd processes would hold) neighbouring requests overlap.',
     '',
-    '| server | store | requests/s | seconds | deferred |',
-    '|---|---|---:|---:|---:|',
-    `| callout serve (greylist stage) | SQLite | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${callout.verdicts.filter((v) => v === 'defer').length} |`,
+    '| server | store | connections | requests/s | seconds | deferred |',
+    '|---|---|---:|---:|---:|---:|',
   ];
-  if (!postgreyAvailable()) {
-    lines.push('', `postgrey is not installed (${POSTGREY}): install the Debian package postgrey to compare.`);
+  const postgreyHere = postgreyAvailable();
+  const results: Array<{ connections: number; callout: Replay; postgrey?: Replay }> = [];
+  for (const connections of CONNECTIONS) {
+    const callout = await replayCallout(trace, connections);
+    const postgrey = postgreyHere ? await replayPostgrey(trace, connections) : undefined;
+    results.push({ connections, callout, ...(postgrey ? { postgrey } : {}) });
+    const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
+    lines.push(`| callout serve (greylist stage) | SQLite | ${connections} | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${deferred(callout)} |`);
+    if (postgrey) lines.push(`| postgrey 1.37 | BerkeleyDB | ${connections} | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${deferred(postgrey)} |`);
+  }
+  lines.push('');
+  if (!postgreyHere) {
+    lines.push(`postgrey is not installed (${POSTGREY}): install the Debian package postgrey to compare.`);
     return `${lines.join('\n')}\n`;
   }
-  const postgrey = await replayPostgrey(trace);
-  const comparison = compare(trace, callout.verdicts, postgrey.verdicts);
-  lines.push(
-    `| postgrey 1.37 | BerkeleyDB | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${comparison.deferred.postgrey} |`,
-    '',
-    `Speed-up: ${(callout.perSecond / postgrey.perSecond).toFixed(1)}×. Decisions equal on ${comparison.events - comparison.differences.length} of ${comparison.events} requests` +
-      (comparison.differences.length === 0 ? '.' : `; first difference: ${JSON.stringify(comparison.differences[0])}.`),
-  );
+  for (const { connections, callout, postgrey } of results) {
+    if (postgrey) lines.push(`- ${connections} connection${connections > 1 ? 's' : ''}: callout ${(callout.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
+  }
+  const sequential = results[0];
+  if (sequential?.postgrey) {
+    const comparison = compare(trace, sequential.callout.verdicts, sequential.postgrey.verdicts);
+    lines.push(
+      `- Decisions (one connection, trace order): equal on ${comparison.events - comparison.differences.length} of ${comparison.events} requests` +
+        (comparison.differences.length === 0 ? '.' : `; first difference: ${JSON.stringify(comparison.differences[0])}.`),
+    );
+  }
   return `${lines.join('\n')}\n`;
 }

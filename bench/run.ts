@@ -28,6 +28,7 @@ import os from 'node:os';
 import { checkTool } from './correctness.js';
 import type { ToolCorrectness } from './correctness.js';
 import { addHostsEntries } from './etc-hosts.js';
+import { acquireRunLock } from './lock.js';
 import type { HostsEntries } from './etc-hosts.js';
 import { isContended, otherCores, runCell, waitForQuiet } from './measure.js';
 import type { CellOptions, MeasuredCell } from './measure.js';
@@ -244,6 +245,7 @@ async function main(): Promise<void> {
   const { quick, out } = parseArgs(process.argv.slice(2));
   const budget = quick ? QUICK : FULL;
   retrySecondsLeft = budget.retry;
+  const releaseLock = acquireRunLock();
   const started = Date.now();
   log('starting the server process');
   const servers = await startServerProcess();
@@ -311,6 +313,7 @@ async function main(): Promise<void> {
   } finally {
     hosts?.remove();
     await servers.stop();
+    releaseLock();
   }
 }
 

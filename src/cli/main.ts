@@ -28,6 +28,7 @@ import { runVerify } from './verify.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { registerServeCommand } from './serve.js';
+import { registerSenderIdCommand, registerSpfCommand } from './spf.js';
 
 export function buildProgram(): Command {
   const program = new Command('callout')
@@ -55,6 +56,8 @@ export function buildProgram(): Command {
   });
 
   registerServeCommand(program);
+  registerSpfCommand(program);
+  registerSenderIdCommand(program);
 
   const config = program.command('config').description('check or show the configuration');
   config

@@ -20,6 +20,8 @@ import { UsageError } from '../core/errors.js';
 import { createNodeResolver } from '../dns/node-resolver.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
+import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
+import { readFileSync } from 'node:fs';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 
 interface SpfFlags {
@@ -106,4 +108,59 @@ export function formatVerdict(verdict: SpfVerdict): string {
   lines.push(`lookups: ${verdict.lookups.dnsTerms} DNS-querying terms, ${verdict.lookups.voidLookups} void`);
   lines.push('trace:', ...verdict.trace.map(describeEntry));
   return `${lines.join('\n')}\n`;
+}
+
+interface SenderIdFlags {
+  ip: string;
+  message: string;
+  scope: string;
+  sender?: string;
+  helo?: string;
+  dnsServer: string[];
+  timeout?: string;
+  json?: boolean;
+}
+
+/**
+ * `callout senderid`: Sender ID (RFC 4406/4407, historic) for a message file: the Purported
+ * Responsible Address from its headers (scope pra), or --sender (scope mfrom).
+ */
+export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { out: process.stdout }): void {
+  program
+    .command('senderid')
+    .description('evaluate Sender ID (RFC 4406/4407, historic) for a message file: the PRA of its headers, or the MAIL FROM')
+    .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
+    .requiredOption('--message <file>', 'the message (RFC 5322), or at least its header section')
+    .option('--scope <scope>', 'pra (the headers) or mfrom (--sender)', 'pra')
+    .option('--sender <address>', "the MAIL FROM address, for scope mfrom ('' or '<>' for the null sender)")
+    .option('--helo <name>', 'the EHLO/HELO name')
+    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
+    .option('--json', 'print one JSON object with result, the PRA field and the trace')
+    .action(async (flags: SenderIdFlags) => {
+      if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
+      if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
+      if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
+      const timeoutMs = Number(flags.timeout);
+      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`senderid: --timeout must be a positive number of milliseconds, got ${JSON.stringify(flags.timeout)}`);
+      let text: string;
+      try {
+        text = readFileSync(flags.message, 'latin1');
+      } catch (err) {
+        throw new UsageError(`senderid: --message ${flags.message}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      const verdict = await checkSenderId(
+        {
+          scope: flags.scope,
+          ip: flags.ip,
+          helo: flags.helo ?? '',
+          ...(flags.sender !== undefined ? { mailFrom: flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1') } : {}),
+          headers: splitHeaderFields(text),
+        },
+        { resolver: createNodeResolver({ servers: flags.dnsServer, timeoutMs }) },
+      );
+      const praLine = verdict.praField ? `pra: ${verdict.sender} (from the ${verdict.praField} field)\n` : '';
+      io.out.write(flags.json ? `${JSON.stringify(verdict)}\n` : praLine + formatVerdict(verdict));
+      process.exitCode = exitStatus(verdict);
+    });
 }

@@ -4,8 +4,9 @@
  *
  * DESCRIPTION
  *   createNodeResolver() asks the configured servers (or the system's, from /etc/resolv.conf,
- *   when none are given) and turns every outcome into a DnsAnswer. Only two error codes are
- *   permanent: ENOTFOUND (NXDOMAIN) and ENODATA (the name exists without records of the type).
+ *   when none are given) and turns every outcome into a DnsAnswer. Three error codes are
+ *   permanent: ENOTFOUND (NXDOMAIN), EBADNAME (a name c-ares cannot query, so no record can exist)
+ *   and ENODATA (the name exists without records of the type).
  *   Everything else (ESERVFAIL, ETIMEOUT, EREFUSED, ECONNREFUSED, EBADRESP, ...) is a
  *   temporary failure, because RFC 5321 §5.1 and RFC 7208 §5 forbid reading "could not ask"
  *   as "does not exist".
@@ -97,7 +98,8 @@ export function createNodeResolver(options: NodeResolverOptions = {}): Resolver 
       return { kind: 'records', ...answer };
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      if (code === 'ENOTFOUND') return { kind: 'nxdomain', ttl: negativeTtl };
+      // EBADNAME: c-ares will not put the name on the wire (a space, '/', ':' ...); no host can have it.
+      if (code === 'ENOTFOUND' || code === 'EBADNAME') return { kind: 'nxdomain', ttl: negativeTtl };
       if (code === 'ENODATA') return { kind: 'nodata', ttl: negativeTtl };
       const what = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
       return { kind: 'tempfail', reason: `${what} looking up ${type} ${name}` };

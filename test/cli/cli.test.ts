@@ -18,7 +18,7 @@ let smtp: SmtpTestServer[];
 let dir: string;
 
 before(async () => {
-  dns = await startDnsServer({ ...mxZone({ 'real.test': '127.0.0.2', 'any.test': '127.0.0.3' }), 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] } });
+  dns = await startDnsServer({ ...mxZone({ 'real.test': '127.0.0.2', 'any.test': '127.0.0.3' }), 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] }, 'pra.test': { TXT: ['spf2.0/pra ip4:192.0.2.0/24 -all'] } });
   smtp = await startSmtpServers(['127.0.0.2', '127.0.0.3'], (host) => (host === '127.0.0.2' ? usersOnly(['alice', 'carol']) : acceptAll()));
   dir = mkdtempSync(join(tmpdir(), 'callout-cli-'));
 });
@@ -116,5 +116,18 @@ describe('callout config', () => {
     assert.match(stdout, /port: 2525/);
     assert.match(stdout, /addressPositive: 1d/);
     assert.match(stdout, /listen: 127\.0\.0\.1:10040/);
+  });
+});
+
+describe('callout senderid', () => {
+  it('evaluates the Purported Responsible Address of a message file', async () => {
+    const message = join(dir, 'message.eml');
+    writeFileSync(message, 'Received: from x\r\nSender: list@pra.test\r\nFrom: Someone <someone@elsewhere.test>\r\nSubject: hi\r\n\r\nbody\r\n');
+    const pass = await callout(['senderid', '--ip', '192.0.2.7', '--message', message, '--dns-server', dns.address]);
+    assert.equal(pass.code, 0, pass.stderr);
+    assert.match(pass.stdout, /^pra: list@pra\.test \(from the sender field\)\nresult: pass/);
+    const fail = await callout(['senderid', '--ip', '198.51.100.7', '--message', message, '--dns-server', dns.address, '--json']);
+    assert.equal(fail.code, 1);
+    assert.equal((JSON.parse(fail.stdout) as { result: string }).result, 'fail');
   });
 });

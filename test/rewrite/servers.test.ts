@@ -90,7 +90,7 @@ describe('netstrings', () => {
         const decoder = new NetstringDecoder(64);
         for (const c of chunks) decoder.push(Buffer.from(c));
         const fresh = new NetstringDecoder(1000);
-        const all = Buffer.concat(texts.map(encodeNetstring));
+        const all = Buffer.from(texts.map(encodeNetstring).join(''));
         const got: string[] = [];
         for (let i = 0; i < all.length; i += 7) for (const e of fresh.push(all.subarray(i, i + 7))) if (e.kind === 'frame') got.push(e.data.toString());
         assert.deepEqual(got, texts);
