@@ -108,6 +108,13 @@ describe('callout serve', () => {
     assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), /^WARN sender-callout would answer 550 5\.1\.7/);
   });
 
+  it('adds an X-Callout-Result header once per message when asked', async () => {
+    const { client } = await setup({ policy: { stages: [{ name: 'sender-callout', resultHeader: true, receiver: 'mx.local.test' }] } });
+    const first = await client.request(postfixRequest({ sender: 'bob@sender.test', instance: 'h1' }));
+    assert.match(first, /^PREPEND X-Callout-Result: deliverable \(.*\) receiver=mx\.local\.test; sender="bob@sender\.test"; reason=accepted; source=probe; reply="250 2\.1\.5";$/);
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@sender.test', recipient: 'carol@example.test', instance: 'h1' })), 'DUNNO');
+  });
+
   it('allow-listed clients skip the callout', async () => {
     const { client, smtp } = await setup({ policy: { stages: [{ name: 'allowlist', clients: ['192.0.2.0/24'] }, { name: 'sender-callout' }] } });
     assert.equal(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), 'DUNNO');

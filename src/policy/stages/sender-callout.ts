@@ -16,11 +16,13 @@
  *   its poll count) and goes on to warm the cache for the retry.
  *
  * CONFIGURATION
- *   skipOnSpfPass, actions.{undeliverable,noMailDomain,risky,unknown,greylisted,inProgress},
+ *   resultHeader (X-Callout-Result on messages that go through), receiver, skipOnSpfPass, actions.{undeliverable,noMailDomain,risky,unknown,greylisted,inProgress},
  *   rejectCode/rejectEnhanced, deferCode/deferEnhanced, texts ({sender}, {reason} expand)
  */
 
+import { hostname } from 'node:os';
 import { z } from 'zod';
+import { formatCalloutResult } from '../../checks/auth-results.js';
 import type { VerifyResult } from '../../verify/types.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 
@@ -51,6 +53,10 @@ const options = z
     rejectText: z.string().default('Sender address rejected: {reason}'),
     deferText: z.string().default('Sender address verification failed temporarily: {reason}'),
     inProgressText: z.string().default('Sender address verification in progress'),
+    /** Add an X-Callout-Result header (src/checks/auth-results) to messages that go through. */
+    resultHeader: z.boolean().default(false),
+    /** The receiver named in that header; default this host's name. */
+    receiver: z.string().optional(),
   })
   .strict();
 
@@ -140,7 +146,8 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision(opts, 'inProgress', address, 'in progress'));
         }
         const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
-        return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
+        const answer = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
+        return opts.resultHeader ? { ...answer, headers: [formatCalloutResult(result, opts.receiver ?? hostname())] } : answer;
       },
     };
   },
