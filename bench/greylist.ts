@@ -16,8 +16,9 @@
  *
  *   The trace is replayed over the Postfix policy protocol, one request at a time on one
  *   connection as an smtpd sends them, to
- *     - `callout serve` in this process with the greylist stage (SQLite store in a temporary
- *       directory) and a ManualClock set to each request's timestamp;
+ *     - `callout serve` with the greylist stage (SQLite store in a temporary directory) in this
+ *       process, its ManualClock set to each request's timestamp; the load generator shares
+ *       its event loop, which postgrey (its own process) does not have to;
  *     - postgrey 1.37 (/usr/sbin/postgrey, BerkeleyDB in a temporary --dbdir) on loopback in
  *       the foreground with the same delay, retry window, max-age, auto-allow count and
  *       whitelist files. postgrey reads the time of a request from its `policy_test_time`
@@ -351,7 +352,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     '## Greylisting: callout and postgrey on one trace',
     '',
     `Trace: ${trace.length} RCPT requests (${messages} messages with their retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, ${hours} hours of trace time), ` +
-      'replayed over the policy protocol with the time taken from the trace (ManualClock for callout, `policy_test_time` for postgrey), on fresh stores. ' +
+      'replayed over the policy protocol with the time taken from the trace (ManualClock for callout, which shares this process with the load generator; `policy_test_time` for postgrey, in its own process), on fresh stores. ' +
       `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, ` +
       `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
       'with 16 (as 16 smtpd processes would hold) neighbouring requests overlap.',

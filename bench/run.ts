@@ -56,7 +56,7 @@ interface Budget {
   warmup: number;
 }
 
-const FULL: Budget = { retry: 40, cold: 3_000, coldOps: 100_000, sharedAddresses: 10_000, warm: 2_000, peer: 6_000, peerOps: 100_000, warmup: 1_000 };
+const FULL: Budget = { retry: 70, cold: 2_000, coldOps: 100_000, sharedAddresses: 10_000, warm: 1_500, peer: 4_000, peerOps: 100_000, warmup: 1_000 };
 const QUICK: Budget = { retry: 0, cold: 300, coldOps: 5_000, sharedAddresses: 1_000, warm: 300, peer: 300, peerOps: 5_000, warmup: 200 };
 
 function parseArgs(argv: string[]): { quick: boolean; out: string | undefined } {
@@ -98,7 +98,7 @@ async function measured(servers: ServerProcess, options: CellOptions, makeOp: ()
   let kept = await measuredOnce(servers, options, makeOp());
   while (isContended(kept) && retrySecondsLeft > 0) {
     const started = Date.now();
-    const quiet = await waitForQuiet(Math.min(10_000, retrySecondsLeft * 1000));
+    const quiet = await waitForQuiet(Math.min(15_000, retrySecondsLeft * 1000));
     if (quiet) {
       log('  other work disturbed the cell; running it again');
       const again = await measuredOnce(servers, options, makeOp());
@@ -295,6 +295,7 @@ async function main(): Promise<void> {
         `Domains: ${DOMAIN_COUNT} (d0.bench.test … d${DOMAIN_COUNT - 1}.bench.test), each with one MX on one of the ${HOST_COUNT} addresses; the i-th address is user<i>@d<i mod ${DOMAIN_COUNT}> (exists) or, every tenth, nouser<i> (550 5.1.1).`,
         `callout config: defaults (validateConfig) except callout.helo, callout.port ${servers.port}, callout.allowTargets 127.0.0.0/8 and the limits raised so that the limiter never cuts the benchmark: limits.concurrency ${limitsForBench.concurrency}, limits.perHostConcurrency ${limitsForBench.perHostConcurrency}, limits.perDomainPerMinute ${limitsForBench.perDomainPerMinute.toLocaleString('en-US')} (defaults 64, 4, 30). TLS is opportunistic (default) and the servers offer none. Store: MemoryStore; DNS: CachingResolver over createNodeResolver.`,
         `Cells: each stops after ${quick ? 'a fraction of a second' : `${budget.cold / 1000} s (callout cold), ${budget.warm / 1000} s (warm), ${budget.peer / 1000} s (peers)`} or a fixed number of operations, whichever comes first; one untimed warm-up precedes the callout and each peer's cells.${budget.retry > 0 ? ` A cell that other work disturbed is run again when the machine is quiet (within ${budget.retry} s in all) and the least disturbed run is kept.` : ''}`,
+        'Numbers are from this one run. On shared or virtual machines the same cell can differ by tens of percent from one run to the next even without visible contention: compare rows within a run, not across runs.',
         'The machine may be shared with other work (this repository is built by several people at once): the "whole machine busy" column of the cell details shows how much of its CPU was in use during each cell; compare it with the two processes\' own CPU before trusting a number.',
         'Peers: dns.setServers() points node:dns at the benchmark DNS server, and the MX host names are in /etc/hosts for the run (the peers connect to port 25 of the name via getaddrinfo).',
       ],

@@ -28,6 +28,7 @@ import { runVerify } from './verify.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { registerServeCommand } from './serve.js';
+import { registerGreylistCommands } from './greylist.js';
 import { registerSenderIdCommand, registerSpfCommand } from './spf.js';
 
 export function buildProgram(): Command {
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
   registerServeCommand(program);
   registerSpfCommand(program);
   registerSenderIdCommand(program);
+  registerGreylistCommands(program);
 
   const config = program.command('config').description('check or show the configuration');
   config

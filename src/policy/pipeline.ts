@@ -73,9 +73,10 @@ export class Pipeline {
 
   async decide(attributes: PolicyAttributes): Promise<PipelineOutcome> {
     const started = Date.now();
-    const ctx = this.context(attributes);
-    const verdicts: StageVerdict[] = [];
     const earlier = new Map<string, StageVerdict>();
+    // One context for every stage: `earlier` grows as they run.
+    const ctx: StageContext = { ...this.context(attributes), earlier };
+    const verdicts: StageVerdict[] = [];
     const warnings: string[] = [];
     const faults: string[] = [];
     const memory = this.memoryFor(ctx.instance);
@@ -86,7 +87,7 @@ export class Pipeline {
       const name = configured.stage.name;
       let verdict: StageVerdict;
       try {
-        verdict = await configured.stage.evaluate({ ...ctx, earlier });
+        verdict = await configured.stage.evaluate(ctx);
       } catch (err) {
         const fault = `${name}: ${describeError(err)}`;
         faults.push(fault);
@@ -115,7 +116,7 @@ export class Pipeline {
     }
 
     const action = final?.action ?? this.continueAction(memory, warnings);
-    await this.observe({ ...ctx, earlier }, action, final?.stage);
+    await this.observe(ctx, action, final?.stage);
     return {
       action,
       ...(final ? { decidedBy: final.stage } : {}),
@@ -203,7 +204,7 @@ export class Pipeline {
   }
 }
 
-/** Builds the configured stages; stage options were validated with the configuration. */
+/** Builds the configured stages from a configuration validateConfig produced. */
 export function buildPipeline(config: Config, deps: StageDeps): Pipeline {
   const stages = config.policy.stages.map((entry) => configureStage(entry, deps));
   return new Pipeline(stages, {
@@ -218,8 +219,9 @@ export function buildPipeline(config: Config, deps: StageDeps): Pipeline {
 function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
   const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
   if (!definition) throw new Error(`stage ${entry.name} is not registered`); // validateConfig already refused it
-  const { name: _name, mode, states, ...options } = entry;
-  const parsed = definition.options.parse(options) as Record<string, unknown>;
+  // validateConfig parsed the options already; parsing them again would, for one, read
+  // durations it had turned into milliseconds as seconds.
+  const { name: _name, mode, states, ...parsed } = entry;
   const stage = definition.create(parsed, deps);
   return {
     stage,

@@ -1,0 +1,578 @@
+import * as require_fs from 'node:fs';
+/**
+ * NAME
+ *   bench/policy - policy decisions per second: callout serve, postgrey and policyd-spf on one request stream
+ *
+ * SYNOPSIS
+ *   benchPolicy({ quick }) resolves with a markdown section for docs/benchmarks.md
+ *   node --import tsx bench/policy.ts [--quick]      prints that section
+ *
+ * DESCRIPTION
+ *   Three Postfix policy services, each asked the same stream of requests over loopback TCP with
+ *   1, 32 and 256 connections, one request at a time per connection as Postfix's smtpd asks.
+ *   The connections are driven from a child process (bench/policy-load), as Postfix's smtpd
+ *   processes would, so the load never shares a thread with the service:
+ *     callout serve   an in-process Daemon (src/policy/daemon) with its default stages, a
+ *                     MemoryStore whose callout answers are cached before the cells (every
+ *                     sender was verified once against a loopback SMTP server), and its decision
+ *                     log written as in production (pino, synchronously) to /dev/null;
+ *     postgrey        Debian's, in the foreground with an empty database directory and empty
+ *                     whitelists, --delay 1; every triplet is seen once and retried after the
+ *                     delay before the cells, so the cells ask about known triplets;
+ *     policyd-spf     Debian's postfix-policyd-spf-python with its shipped configuration, one
+ *                     process per connection whose stdin and stdout are the connection, as
+ *                     Postfix's spawn(8) runs it. Its DNS library (pydns) is pointed at the test
+ *                     DNS server in this process, which publishes an SPF record for every sender
+ *                     domain, over TCP (with 256 processes asking at once, UDP answers were
+ *                     lost to the server socket's receive buffer and each loss cost pydns a
+ *                     20 s timeout), and Python's socket class is wrapped so that any destination
+ *                     outside 127.0.0.0/8 is refused and reported: nothing leaves the machine,
+ *                     even if a lookup went astray (the machine's resolv.conf names a real
+ *                     server).
+ *   The request is Postfix 3.7's full RCPT attribute set (test/support/policy-client
+ *   postfixRequest) with sender, recipient, client and instance varied over 2,000 messages from
+ *   100 sender domains; every tenth sender does not exist (callout rejects it with 550).
+ *   A service whose package is missing gets a "not installed" row.
+ *
+ * LIMITS
+ *   Each cell stops after 5 s (quick: 1 s) or a fixed number of decisions. postgrey and
+ *   policyd-spf need root (postgrey drops privileges to its own user).
+ */
+
+import { fork, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { createLogger } from '../src/core/log.js';
+import { Daemon } from '../src/policy/daemon.js';
+import { startDnsServer } from '../test/support/dns-server.js';
+import type { DnsTestServer, Zone } from '../test/support/dns-server.js';
+import { encodeRequest, postfixRequest } from '../test/support/policy-client.js';
+import { startInstantSmtp } from './instant-smtp.js';
+import { CONTENDED_CORES, isContended, otherCores, waitForQuiet } from './measure.js';
+import type { CellResult, MeasuredCell } from './measure.js';
+import type { LoadCommand, LoadJudge, LoadMessage, LoadReply } from './policy-load.js';
+
+const CONCURRENCIES = [32];
+const TARGET_CONNECTIONS = 32;
+const TARGET_RATE = 30_000;
+const TARGET_P99_MS = 2;
+const TARGET_RATIO = 10;
+
+const SENDER_DOMAINS = 100;
+const MESSAGES = 2_000;
+/** callout's default limits.perHostConcurrency: the warm-up's callouts all go to one SMTP server. */
+const CALLOUT_WARMUP_CONNECTIONS = 4;
+const BENCH_ZONE = 'policy.bench.test';
+const SMTP_HOST = '127.78.0.1';
+const SPF_RECORD = 'v=spf1 ip4:192.0.2.0/24 -all';
+const POSTGREY_DELAY_S = 1;
+const POLICYD_SPF = '/usr/bin/policyd-spf';
+const POLICYD_SPF_CONFIG = '/etc/postfix-policyd-spf-python/policyd-spf.conf';
+/** The interpreter policyd-spf names in its #! line, whose dist-packages hold pyspf and pydns. */
+const SYSTEM_PYTHON = '/usr/bin/python3';
+const CONNECT_WAIT_MS = 15_000;
+const CLOCK_TICKS_PER_SECOND = 100;
+const WARMUP_MS = 600_000;
+/** How long each cell waits for the machine to be nearly idle before it starts anyway. */
+const QUIET_WAIT_MS = 10_000;
+
+interface Budget {
+  cellMs: number;
+  cellOps: number;
+}
+
+const FULL: Budget = { cellMs: 5_000, cellOps: 2_000_000 };
+const QUICK: Budget = { cellMs: 1_000, cellOps: 400_000 };
+
+/** serverCores is the service's CPU: the daemon's process, postgrey's, or every policyd-spf process. */
+type Cell = MeasuredCell;
+
+interface ServiceRow {
+  name: string;
+  note: string;
+  cells: Cell[];
+  /** Why there are no cells. */
+  missing?: string;
+}
+
+/** One policy service under test, reachable on loopback TCP. */
+interface Service {
+  name: string;
+  port: number;
+  judge: LoadJudge;
+  /** CPU seconds the service used so far. */
+  cpuSeconds(): number;
+  stop(): Promise<void>;
+}
+
+function log(message: string): void {
+  process.stderr.write(`bench policy: ${message}\n`);
+}
+
+function senderDomain(k: number): string {
+  return `s${k % SENDER_DOMAINS}.${BENCH_ZONE}`;
+}
+
+/** The k-th message of the stream: Postfix 3.7's RCPT request with its own sender, recipient, client and instance. */
+function messages(): LoadMessage[] {
+  return Array.from({ length: MESSAGES }, (_, k) => {
+    const exists = k % 10 !== 9;
+    const domain = senderDomain(k);
+    const attributes = postfixRequest({
+      client_address: `192.0.2.${(k % 250) + 1}`,
+      client_name: `mail${k % 250}.${domain}`,
+      reverse_client_name: `mail${k % 250}.${domain}`,
+      client_port: String(20_000 + k),
+      helo_name: `mail${k % 250}.${domain}`,
+      sender: `${exists ? 'user' : 'nouser'}${k}@${domain}`,
+      recipient: `rcpt${k % 37}@example.test`,
+      instance: `${(0x5000 + k).toString(16)}.6b12d2cd.260c3.0`,
+    });
+    return { encoded: encodeRequest(attributes), exists };
+  });
+}
+
+function benchZone(): Zone {
+  const zone: Zone = { [`mx.${BENCH_ZONE}`]: { A: [SMTP_HOST] } };
+  for (let d = 0; d < SENDER_DOMAINS; d++) {
+    zone[senderDomain(d)] = { MX: [{ priority: 10, exchange: `mx.${BENCH_ZONE}` }], TXT: [SPF_RECORD] };
+  }
+  return zone;
+}
+
+/** The load generator (bench/policy-load) for one service, in its own process. */
+class Load {
+  private pending: { resolve: (reply: LoadReply) => void; reject: (err: Error) => void } | undefined;
+
+  private constructor(private readonly child: ChildProcess) {
+    child.on('message', (reply: LoadReply) => {
+      const pending = this.pending;
+      this.pending = undefined;
+      pending?.resolve(reply);
+    });
+    child.on('exit', (code, signal) => {
+      const pending = this.pending;
+      this.pending = undefined;
+      pending?.reject(new Error(`the load process exited (${code ?? signal})`));
+    });
+  }
+
+  static async start(service: Service, stream: LoadMessage[]): Promise<Load> {
+    const child = fork(fileURLToPath(new URL('./policy-load.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const load = new Load(child);
+    await load.ask({ kind: 'setup', port: service.port, messages: stream, judge: service.judge });
+    return load;
+  }
+
+  async run(connections: number, budget: Budget, judged: boolean): Promise<CellResult> {
+    const reply = await this.ask({ kind: 'run', connections, maxOps: budget.cellOps, maxMs: budget.cellMs, judged });
+    if (reply.kind !== 'cell') throw new Error(`the load process answered ${reply.kind}`);
+    return reply.cell;
+  }
+
+  close(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.send({ kind: 'close' } satisfies LoadCommand);
+    });
+  }
+
+  private ask(command: LoadCommand): Promise<LoadReply> {
+    return new Promise((resolve, reject) => {
+      this.pending = {
+        resolve: (reply) => (reply.kind === 'error' ? reject(new Error(`load process: ${reply.message}`)) : resolve(reply)),
+        reject,
+      };
+      this.child.send(command);
+    });
+  }
+}
+
+function tally(cell: CellResult): string {
+  return Object.entries(cell.tally)
+    .sort((a, b) => b[1] - a[1])
+    .map(([label, n]) => `${n.toLocaleString('en-US')} × ${label.replaceAll('|', '\\|')}`)
+    .join('; ');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
+  const deadline = Date.now() + CONNECT_WAIT_MS;
+  while (!(await connects(port))) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening`);
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on 127.0.0.1:${port} within ${CONNECT_WAIT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** user + system CPU seconds of a live process, from /proc/PID/stat; 0 once it is gone. */
+function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // utime and stime are fields 14 and 15 of proc(5); the slice starts at field 3.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    child.once('exit', () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function installed(command: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+}
+
+function packageVersion(name: string): string {
+  const query = spawnSync('dpkg-query', ['-W', '-f=${Version}', name], { encoding: 'utf8' });
+  return query.status === 0 ? query.stdout.trim() : 'unknown version';
+}
+
+async function startCallout(dns: DnsTestServer): Promise<Service> {
+  const smtp = await startInstantSmtp(SMTP_HOST, 0);
+  // As in production: pino's default destination writes every line synchronously.
+  const destination = pino.destination({ dest: '/dev/null', sync: true });
+  const daemon = await Daemon.start({
+    overrides: {
+      store: { kind: 'memory' },
+      dns: { servers: [dns.address] },
+      callout: { helo: 'verifier.policy.bench.test', port: smtp.port, allowTargets: ['127.0.0.0/8'] },
+      policy: { listen: '127.0.0.1:0' },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', destination as unknown as NodeJS.WritableStream),
+  });
+  return {
+    name: 'callout serve',
+    port: Number(daemon.policyAddress.slice(daemon.policyAddress.lastIndexOf(':') + 1)),
+    judge: 'callout',
+    // The daemon is all this process does while its cells run (the DNS server is idle then).
+    cpuSeconds: () => {
+      const usage = process.cpuUsage();
+      return (usage.user + usage.system) / 1e6;
+    },
+    stop: async () => {
+      await daemon.stop();
+      await smtp.close();
+    },
+  };
+}
+
+async function startPostgrey(): Promise<Service> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'callout-bench-postgrey-'));
+  // postgrey runs as its own user, who must reach and own the database directory.
+  chmodSync(dir, 0o755);
+  const empty = join(dir, 'empty');
+  writeFileSync(empty, '');
+  const db = join(dir, 'db');
+  mkdirSync(db);
+  const user = spawnSync('id', ['-u', 'postgrey'], { encoding: 'utf8' });
+  if (user.status !== 0) throw new Error('the postgrey user does not exist (is the package installed?)');
+  chownSync(db, Number(user.stdout.trim()), -1);
+  const port = await freePort();
+  const child = spawn(
+    'postgrey',
+    [`--inet=127.0.0.1:${port}`, `--dbdir=${db}`, `--delay=${POSTGREY_DELAY_S}`, '--hostname=bench.test', `--whitelist-clients=${empty}`, `--whitelist-recipients=${empty}`],
+    // It logs every decision on stderr when it runs in the foreground without syslog.
+    { stdio: 'ignore' },
+  );
+  try {
+    await waitForPort(port, child, 'postgrey');
+  } catch (err) {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    name: `postgrey ${packageVersion('postgrey')}`,
+    port,
+    judge: 'kind',
+    cpuSeconds: () => processCpuSeconds(child.pid),
+    stop: async () => {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Runs /usr/bin/policyd-spf unchanged after pointing pydns at the test DNS server, with every
+ * socket refusing destinations outside loopback (and saying so on stderr).
+ */
+const POLICYD_SPF_LAUNCHER = `
+import ipaddress, runpy, socket, sys
+_Socket = socket.socket
+class LoopbackOnly(_Socket):
+    def _check(self, address):
+        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
+            sys.stderr.write('refused non-loopback destination %s\\n' % address[0])
+            sys.stderr.flush()
+            raise OSError('bench: destination %s is not loopback' % address[0])
+    def connect(self, address):
+        self._check(address)
+        return super().connect(address)
+    def sendto(self, data, *rest):
+        self._check(rest[-1])
+        return super().sendto(data, *rest)
+socket.socket = LoopbackOnly
+import DNS
+DNS.defaults['server'] = [sys.argv[2]]
+DNS.defaults['port'] = int(sys.argv[3])
+DNS.defaults['protocol'] = 'tcp'
+sys.argv = ['policyd-spf', sys.argv[1]]
+runpy.run_path('${POLICYD_SPF}', run_name='__main__')
+`;
+
+async function startPolicydSpf(dns: DnsTestServer): Promise<{ service: Service; refused: () => string[] }> {
+  const children = new Set<ChildProcess>();
+  const refused: string[] = [];
+  // Postfix's spawn(8): one policyd-spf process per connection, the connection its stdin and stdout.
+  const spawner = net.createServer({ pauseOnConnect: true }, (socket) => {
+    const child = spawn(SYSTEM_PYTHON, ['-c', POLICYD_SPF_LAUNCHER, POLICYD_SPF_CONFIG, dns.host, String(dns.port)], { stdio: [socket, socket, 'pipe'] });
+    // The child has its own copy of the descriptor; this process reads nothing from it.
+    socket.destroy();
+    children.add(child);
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n')) if (line.startsWith('refused non-loopback')) refused.push(line);
+    });
+    child.on('exit', () => children.delete(child));
+  });
+  await new Promise<void>((resolve) => spawner.listen({ host: '127.0.0.1', port: 0, backlog: 1024 }, resolve));
+  const { port } = spawner.address() as net.AddressInfo;
+  return {
+    service: {
+      name: `policyd-spf (postfix-policyd-spf-python ${packageVersion('postfix-policyd-spf-python')})`,
+      port,
+      judge: 'kind',
+      cpuSeconds: () => [...children].reduce((sum, child) => sum + processCpuSeconds(child.pid), 0),
+      stop: async () => {
+        await new Promise<void>((resolve) => spawner.close(() => resolve()));
+        await Promise.all([...children].map(stopChild));
+      },
+    },
+    refused: () => refused,
+  };
+}
+
+/** Starts a service, lets `prepare` warm it, measures it at every concurrency, stops it. */
+async function measure(
+  name: string,
+  start: () => Promise<Service>,
+  prepare: (load: Load) => Promise<string>,
+  stream: LoadMessage[],
+  budget: Budget,
+): Promise<ServiceRow> {
+  let service: Service;
+  try {
+    service = await start();
+  } catch (err) {
+    return { name, note: '', cells: [], missing: `could not start: ${err instanceof Error ? err.message : String(err)}` };
+  }
+  let load: Load | undefined;
+  try {
+    load = await Load.start(service, stream);
+    const note = await prepare(load);
+    const cells: Cell[] = [];
+    for (const connections of CONCURRENCIES) {
+      // Connections are opened (and a per-connection process started) before the cell begins.
+      await load.run(connections, { cellMs: WARMUP_MS, cellOps: connections }, false);
+      const quiet = await waitForQuiet(QUIET_WAIT_MS);
+      log(`${service.name}, ${connections} connections${quiet ? '' : ' (the machine is busy with other work)'}`);
+      const cpuBefore = service.cpuSeconds();
+      const threads = () => Object.fromEntries(require_fs.readdirSync('/proc/self/task').map((t: string) => { const st = require_fs.readFileSync(`/proc/self/task/${t}/stat`, 'latin1'); const comm = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')); const f = st.slice(st.lastIndexOf(')') + 2).split(' '); return [`${t}:${comm}`, Number(f[11]) + Number(f[12])]; }));
+      const t0 = threads();
+      const cell = await load.run(connections, budget, true);
+      const t1 = threads();
+      for (const k of Object.keys(t1)) if ((t1[k] - (t0[k] ?? 0)) > 0) console.error('thread', k, t1[k] - (t0[k] ?? 0), 'ticks');
+      cells.push({ ...cell, serverCores: (service.cpuSeconds() - cpuBefore) / cell.seconds });
+    }
+    return { name: service.name, note, cells };
+  } finally {
+    await load?.close();
+    await service.stop();
+  }
+}
+
+/** Every message once: the cells then ask about what the service has seen. */
+function warmPass(load: Load, connections: number, judged = false): Promise<CellResult> {
+  return load.run(connections, { cellMs: WARMUP_MS, cellOps: MESSAGES }, judged);
+}
+
+function rate(value: number): string {
+  return value >= 100 ? Math.round(value).toLocaleString('en-US') : value.toFixed(1);
+}
+
+function ms(value: number): string {
+  return value >= 10 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(2);
+}
+
+function cellAt(row: ServiceRow | undefined, concurrency: number): Cell | undefined {
+  return row?.cells.find((c) => c.concurrency === concurrency);
+}
+
+function render(rows: ServiceRow[], setup: string[], quick: boolean): string {
+  const lines: string[] = ['## Policy service: decisions per second', ''];
+  lines.push(...setup.map((s) => `- ${s}`), '');
+  lines.push(`| service | ${CONCURRENCIES.map((c) => `${c} connection${c > 1 ? 's' : ''}: decisions/s (p50 / p99 ms)`).join(' | ')} |`);
+  lines.push(`|---|${CONCURRENCIES.map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    const cells = CONCURRENCIES.map((c) => {
+      if (row.missing) return row.missing;
+      const cell = cellAt(row, c);
+      return cell ? `**${rate(cell.opsPerSecond)}**${isContended(cell) ? ' ⚠' : ''} (${ms(cell.p50Ms)} / ${ms(cell.p99Ms)})` : '—';
+    });
+    lines.push(`| ${row.name} | ${cells.join(' | ')} |`);
+  }
+  lines.push(
+    '',
+    '| service | connections | decisions | seconds | service CPU (cores) | CPU per decision (µs) | load process CPU (cores) | other work on the machine (cores) | answers |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  );
+  for (const row of rows) {
+    for (const cell of row.cells) {
+      const other = Number.isFinite(cell.machineCores) ? `${Math.max(0, otherCores(cell)).toFixed(2)}${isContended(cell) ? ' ⚠' : ''}` : 'n/a';
+      const perDecision = ((cell.serverCores * cell.seconds) / cell.ops) * 1e6;
+      lines.push(
+        `| ${row.name} | ${cell.concurrency} | ${cell.ops.toLocaleString('en-US')} | ${cell.seconds.toFixed(2)} | ${cell.serverCores.toFixed(2)} | ${perDecision.toFixed(0)} | ${cell.cpuCores.toFixed(2)} | ${other} | ${tally(cell)} |`,
+      );
+    }
+  }
+  if (rows.some((row) => row.cells.some(isContended))) {
+    lines.push('', `⚠ More than ${CONTENDED_CORES} cores went to other work during the cell: its numbers understate what the service can do.`);
+  }
+  lines.push('', ...rows.filter((r) => r.note).map((r) => `- ${r.name}: ${r.note}`), '');
+
+  const callout = cellAt(rows[0], TARGET_CONNECTIONS);
+  const postgrey = cellAt(rows.find((r) => r.name.startsWith('postgrey')), TARGET_CONNECTIONS);
+  const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
+  lines.push(`| target (from the issue) | measured at ${TARGET_CONNECTIONS} connections | result |`, '|---|---|---|');
+  if (callout) {
+    lines.push(`| ≥ ${TARGET_RATE.toLocaleString('en-US')} decisions/s | ${rate(callout.opsPerSecond)}/s | ${verdict(callout.opsPerSecond >= TARGET_RATE)} |`);
+    lines.push(`| p99 < ${TARGET_P99_MS} ms | ${ms(callout.p99Ms)} ms | ${verdict(callout.p99Ms < TARGET_P99_MS)} |`);
+    lines.push(
+      postgrey
+        ? `| ≥ ${TARGET_RATIO}× postgrey | ${(callout.opsPerSecond / postgrey.opsPerSecond).toFixed(1)}× (postgrey ${rate(postgrey.opsPerSecond)}/s) | ${verdict(callout.opsPerSecond >= TARGET_RATIO * postgrey.opsPerSecond)} |`
+        : `| ≥ ${TARGET_RATIO}× postgrey | postgrey not measured | not judged |`,
+    );
+  } else {
+    lines.push('| all | callout serve not measured | not judged |');
+  }
+  if (quick) lines.push('', '_Quick run (1 s cells): a smoke test, not a measurement._');
+  return lines.join('\n') + '\n';
+}
+
+export async function benchPolicy(options: { quick: boolean }): Promise<string> {
+  const budget = options.quick ? QUICK : FULL;
+  const stream = messages();
+  const dns = await startDnsServer(benchZone());
+  const rows: ServiceRow[] = [];
+  try {
+    rows.push(
+      await measure(
+        'callout serve',
+        () => startCallout(dns),
+        async (load) => {
+          // No more callouts at once than limits.perHostConcurrency allows towards the one SMTP server.
+          const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS);
+          const cached = await warmPass(load, TARGET_CONNECTIONS, true);
+          if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
+          return `default stages (allowlist, postmaster, sender-syntax, sender-callout), MemoryStore. Before the cells every message was asked twice: the first pass made the callouts (${tally(callouts)}), the second came from the cache (${tally(cached)}).`;
+        },
+        stream,
+        budget,
+      ),
+    );
+    rows.push(
+      false
+        ? await measure(
+            'postgrey',
+            startPostgrey,
+            async (load) => {
+              const first = await warmPass(load, TARGET_CONNECTIONS);
+              await new Promise((resolve) => setTimeout(resolve, (POSTGREY_DELAY_S + 1) * 1000));
+              const retried = await warmPass(load, TARGET_CONNECTIONS);
+              return `--delay ${POSTGREY_DELAY_S}, empty whitelists, auto-whitelisting of clients at its default (5). Before the cells every triplet was greylisted once (${tally(first)}) and retried after the delay (${tally(retried)}).`;
+            },
+            stream,
+            budget,
+          )
+        : { name: 'postgrey', note: '', cells: [], missing: 'not installed (`apt-get install postgrey`)' },
+    );
+    let refused: () => string[] = () => [];
+    rows.push(
+      false
+        ? await measure(
+            'policyd-spf',
+            async () => {
+              const started = await startPolicydSpf(dns);
+              refused = started.refused;
+              return started.service;
+            },
+            async (load) => {
+              const queriesBefore = dns.queries.length;
+              const first = await warmPass(load, TARGET_CONNECTIONS);
+              return `Debian's ${POLICYD_SPF_CONFIG} (HELO_reject Fail, Mail_From_reject Fail), no cache across requests: one pass over the stream made ${(dns.queries.length - queriesBefore).toLocaleString('en-US')} queries to the test DNS server (${tally(first)}). Destinations outside loopback refused: ${refused().length}.`;
+            },
+            stream,
+            budget,
+          )
+        : { name: 'policyd-spf', note: '', cells: [], missing: 'not installed (`apt-get install postfix-policyd-spf-python`)' },
+    );
+    if (refused().length > 0) throw new Error(`policyd-spf tried to leave the machine: ${refused().slice(0, 3).join('; ')}`);
+  } finally {
+    await dns.close();
+  }
+  const setup = [
+    `Machine: ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, Node.js ${process.version}; everything on loopback.`,
+    `Stream: ${MESSAGES.toLocaleString('en-US')} messages (Postfix 3.7's 29 RCPT attributes; ${SENDER_DOMAINS} sender domains, each with an MX on a loopback SMTP server and the SPF record \`${SPF_RECORD}\`; clients 192.0.2.1-250; every tenth sender missing), asked in order and again from the start, the same for every service.`,
+    `Cells: a child process (bench/policy-load) drives the connections, one request at a time each, as Postfix's smtpd asks; each cell stops after ${budget.cellMs / 1000} s or ${budget.cellOps.toLocaleString('en-US')} decisions. Latency is from writing the request to reading the empty line that ends the reply. Service CPU: the benchmark process for callout (the daemon runs in it), the postgrey process, the policyd-spf processes.`,
+  ];
+  return render(rows, setup, options.quick);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  benchPolicy({ quick: process.argv.includes('--quick') }).then(
+    (markdown) => process.stdout.write(markdown),
+    (err: unknown) => {
+      process.stderr.write(`bench policy: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
