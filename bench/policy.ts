@@ -52,6 +52,7 @@ import { startDnsServer } from '../test/support/dns-server.js';
 import type { DnsTestServer, Zone } from '../test/support/dns-server.js';
 import { encodeRequest, postfixRequest } from '../test/support/policy-client.js';
 import { startInstantSmtp } from './instant-smtp.js';
+import { acquireRunLock } from './lock.js';
 import { CONTENDED_CORES, isContended, otherCores, waitForQuiet } from './measure.js';
 import type { CellResult, MeasuredCell } from './measure.js';
 import type { LoadCommand, LoadJudge, LoadMessage, LoadReply } from './policy-load.js';
@@ -563,6 +564,7 @@ export async function benchPolicy(options: { quick: boolean }): Promise<string> 
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  acquireRunLock();
   benchPolicy({ quick: process.argv.includes('--quick') }).then(
     (markdown) => process.stdout.write(markdown),
     (err: unknown) => {
