@@ -16,7 +16,9 @@
  *        the random (catch-all) probe on (default) and off;
  *     3. callout on one long-lived engine, which learns each domain's catch-all state once;
  *        then the same addresses again: cached verdicts;
- *     4. the peers on the same addresses and servers.
+ *     4. the peers on the same addresses and servers;
+ *     5. the sections of bench/policy, bench/spf, bench/greylist and bench/srs, each against
+ *        its own peers (postgrey, policyd-spf, mailauth, pyspf, postsrsd) in the same run.
  *   Each cell is bounded by an operation count and a time (bench/measure). The peers need port
  *   25 and /etc/hosts entries (bench/etc-hosts), so they run only as root; the entries are
  *   removed when the run ends, however it ends.
@@ -40,9 +42,21 @@ import { benchConfig, benchResolver, engineTool, freshEngine, installedVersion, 
 import type { Tool } from './tools.js';
 import { DOMAIN_COUNT, HOST_COUNT, SMTP_PORT, benchAddress, domainOf, hostsEntries } from './world.js';
 import { resolveMailHosts } from '../src/dns/mx.js';
+import { benchGreylist } from './greylist.js';
+import { benchPolicy } from './policy.js';
+import { benchSpf } from './spf.js';
+import { benchSrs } from './srs.js';
 import type { CalloutEngine } from '../src/verify/engine.js';
 
 const CONCURRENCIES = [1, 16, 128];
+
+/** The other issues' benchmarks, each a section of the same report from the same run. */
+const SECTIONS: Array<[string, (options: { quick: boolean }) => Promise<string>]> = [
+  ['policy service', benchPolicy],
+  ['SPF', benchSpf],
+  ['greylisting', benchGreylist],
+  ['SRS', benchSrs],
+];
 
 interface Budget {
   /** Seconds that re-runs of disturbed cells may take in all. */
@@ -304,11 +318,21 @@ async function main(): Promise<void> {
       correctness,
       concurrencies: CONCURRENCIES,
     });
+    const sections: string[] = [];
+    for (const [name, section] of SECTIONS) {
+      log(`benchmark: ${name}`);
+      try {
+        sections.push(await section({ quick }));
+      } catch (err) {
+        sections.push(`## ${name}\n\nThis section failed in this run: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
+    const full = [report.trimEnd(), ...sections.map((s) => s.trim())].join('\n\n') + '\n';
     if (out) {
-      writeFileSync(out, report);
+      writeFileSync(out, full);
       log(`wrote ${out}`);
     } else {
-      process.stdout.write(report);
+      process.stdout.write(full);
     }
     log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } finally {
