@@ -8,12 +8,15 @@
  *   connections to one service, each asking one request at a time as Postfix's smtpd does, and
  *   answers each command with one message:
  *     { kind: 'setup', port, messages, judge }             -> { kind: 'ready' }
- *     { kind: 'run', connections, maxOps, maxMs, judged }  -> { kind: 'cell', cell }
+ *     { kind: 'run', connections, maxOps, maxMs, judged,
+ *       firstInstance }                                    -> { kind: 'cell', cell }
  *     { kind: 'close' }                                     closes the pool and exits
  *   A run opens connections until the pool has `connections` (each asked one request, so that
  *   a service spawning a process per connection has it ready), then runs bench/measure's
- *   runCell over them on the message stream from its start. Answers are labelled 'right' or
- *   what was answered instead ('callout' judge: DUNNO for an existing sender, 550 5.1.7 for a
+ *   runCell over them on the message stream from its start; the i-th request of a run is a new
+ *   message, its instance numbered firstInstance + i (the caller keeps the numbers distinct
+ *   across runs), since services remember what they answered per instance. Answers are labelled 'right' or
+ *   what was answered instead ('callout' judge: DUNNO for an existing sender, 550 5.7.1 for a
  *   missing one), or by the kind of answer ('kind' judge, and every run that is not `judged`).
  *   Any fault is reported as { kind: 'error', message } and the process exits.
  */
@@ -22,16 +25,23 @@ import net from 'node:net';
 import { runCell } from './measure.js';
 import type { CellResult } from './measure.js';
 
+/** A request with its `instance` value cut out, so that every request is a new message. */
 export interface LoadMessage {
-  encoded: string;
+  beforeInstance: string;
+  afterInstance: string;
   exists: boolean;
+}
+
+/** Postfix gives every message its own instance; the stream's messages recur, their instances do not. */
+function encoded(message: LoadMessage, index: number): string {
+  return `${message.beforeInstance}${index.toString(16)}.6b12d2cd.260c3.0${message.afterInstance}`;
 }
 
 export type LoadJudge = 'callout' | 'kind';
 
 export type LoadCommand =
   | { kind: 'setup'; port: number; messages: LoadMessage[]; judge: LoadJudge }
-  | { kind: 'run'; connections: number; maxOps: number; maxMs: number; judged: boolean }
+  | { kind: 'run'; connections: number; maxOps: number; maxMs: number; judged: boolean; firstInstance: number }
   | { kind: 'close' };
 
 export type LoadReply = { kind: 'ready' } | { kind: 'cell'; cell: CellResult } | { kind: 'error'; message: string };
@@ -42,7 +52,7 @@ export function actionKind(action: string): string {
 }
 
 function judgeCallout(action: string, message: LoadMessage): string {
-  const right = message.exists ? action === 'DUNNO' : /^550 5\.1\.7 Sender address rejected: /.test(action);
+  const right = message.exists ? action === 'DUNNO' : /^550 5\.7\.1 Sender address rejected: /.test(action);
   return right ? 'right' : `${actionKind(action)} for ${message.exists ? 'an existing' : 'a missing'} sender`;
 }
 
@@ -102,12 +112,14 @@ interface Setup {
 }
 
 const pool: PolicyConnection[] = [];
+/** Instances of the one request each new connection asks, far above those of the runs. */
+const OPENING_INSTANCES = 2 ** 40;
 
 async function grow(setup: Setup, count: number): Promise<void> {
   const opened = await Promise.all(
     Array.from({ length: Math.max(0, count - pool.length) }, async (_, k) => {
       const connection = await PolicyConnection.open(setup.port);
-      await connection.ask(setup.messages[k % setup.messages.length]!.encoded);
+      await connection.ask(encoded(setup.messages[k % setup.messages.length]!, OPENING_INSTANCES + pool.length + k));
       return connection;
     }),
   );
@@ -122,7 +134,7 @@ async function run(setup: Setup, command: Extract<LoadCommand, { kind: 'run' }>)
     const connection = free.pop()!;
     const message = setup.messages[index % setup.messages.length]!;
     try {
-      return label(await connection.ask(message.encoded), message);
+      return label(await connection.ask(encoded(message, command.firstInstance + index)), message);
     } finally {
       free.push(connection);
     }

@@ -29,8 +29,8 @@
  *                     even if a lookup went astray (the machine's resolv.conf names a real
  *                     server).
  *   The request is Postfix 3.7's full RCPT attribute set (test/support/policy-client
- *   postfixRequest) with sender, recipient, client and instance varied over 2,000 messages from
- *   100 sender domains; every tenth sender does not exist (callout rejects it with 550).
+ *   postfixRequest) with sender, recipient and client varied over 2,000 messages from 100
+ *   sender domains, and a new instance for every request, as every request were a new message; every tenth sender does not exist (callout rejects it with 550).
  *   A service whose package is missing gets a "not installed" row.
  *
  * LIMITS
@@ -71,6 +71,7 @@ const BENCH_ZONE = 'policy.bench.test';
 const SMTP_HOST = '127.78.0.1';
 const SPF_RECORD = 'v=spf1 ip4:192.0.2.0/24 -all';
 const POSTGREY_DELAY_S = 1;
+const INSTANCE_MARK = '@instance@';
 const POLICYD_SPF = '/usr/bin/policyd-spf';
 const POLICYD_SPF_CONFIG = '/etc/postfix-policyd-spf-python/policyd-spf.conf';
 /** The interpreter policyd-spf names in its #! line, whose dist-packages hold pyspf and pydns. */
@@ -118,7 +119,7 @@ function senderDomain(k: number): string {
   return `s${k % SENDER_DOMAINS}.${BENCH_ZONE}`;
 }
 
-/** The k-th message of the stream: Postfix 3.7's RCPT request with its own sender, recipient, client and instance. */
+/** The k-th message of the stream: Postfix 3.7's RCPT request with its own sender, recipient and client. */
 function messages(): LoadMessage[] {
   return Array.from({ length: MESSAGES }, (_, k) => {
     const exists = k % 10 !== 9;
@@ -131,9 +132,10 @@ function messages(): LoadMessage[] {
       helo_name: `mail${k % 250}.${domain}`,
       sender: `${exists ? 'user' : 'nouser'}${k}@${domain}`,
       recipient: `rcpt${k % 37}@example.test`,
-      instance: `${(0x5000 + k).toString(16)}.6b12d2cd.260c3.0`,
+      instance: INSTANCE_MARK,
     });
-    return { encoded: encodeRequest(attributes), exists };
+    const [beforeInstance, afterInstance] = encodeRequest(attributes).split(INSTANCE_MARK) as [string, string];
+    return { beforeInstance, afterInstance, exists };
   });
 }
 
@@ -147,6 +149,8 @@ function benchZone(): Zone {
 
 /** The load generator (bench/policy-load) for one service, in its own process. */
 class Load {
+  /** Instances already used by this service's runs. */
+  private instances = 0;
   private pending: { resolve: (reply: LoadReply) => void; reject: (err: Error) => void } | undefined;
 
   private constructor(private readonly child: ChildProcess) {
@@ -170,8 +174,9 @@ class Load {
   }
 
   async run(connections: number, budget: Budget, judged: boolean): Promise<CellResult> {
-    const reply = await this.ask({ kind: 'run', connections, maxOps: budget.cellOps, maxMs: budget.cellMs, judged });
+    const reply = await this.ask({ kind: 'run', connections, maxOps: budget.cellOps, maxMs: budget.cellMs, judged, firstInstance: this.instances });
     if (reply.kind !== 'cell') throw new Error(`the load process answered ${reply.kind}`);
+    this.instances += reply.cell.calls;
     return reply.cell;
   }
 
@@ -557,7 +562,7 @@ export async function benchPolicy(options: { quick: boolean }): Promise<string> 
   }
   const setup = [
     `Machine: ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, Node.js ${process.version}; everything on loopback.`,
-    `Stream: ${MESSAGES.toLocaleString('en-US')} messages (Postfix 3.7's 29 RCPT attributes; ${SENDER_DOMAINS} sender domains, each with an MX on a loopback SMTP server and the SPF record \`${SPF_RECORD}\`; clients 192.0.2.1-250; every tenth sender missing), asked in order and again from the start, the same for every service.`,
+    `Stream: ${MESSAGES.toLocaleString('en-US')} messages (Postfix 3.7's 29 RCPT attributes; ${SENDER_DOMAINS} sender domains, each with an MX on a loopback SMTP server and the SPF record \`${SPF_RECORD}\`; clients 192.0.2.1-250; every tenth sender missing), asked in order and again from the start, the same for every service; every request has an instance of its own (a new message), since services remember what they answered per instance.`,
     `Cells: a child process (bench/policy-load) drives the connections, one request at a time each, as Postfix's smtpd asks; each cell stops after ${budget.cellMs / 1000} s or ${budget.cellOps.toLocaleString('en-US')} decisions. Latency is from writing the request to reading the empty line that ends the reply. Service CPU: the benchmark process for callout (the daemon runs in it), the postgrey process, the policyd-spf processes.`,
   ];
   return render(rows, setup, options.quick);

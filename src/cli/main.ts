@@ -29,6 +29,7 @@ import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { registerServeCommand } from './serve.js';
 import { registerGreylistCommands } from './greylist.js';
+import { registerRewriteCommands } from './rewrite.js';
 import { registerSenderIdCommand, registerSpfCommand } from './spf.js';
 
 export function buildProgram(): Command {
@@ -60,6 +61,7 @@ export function buildProgram(): Command {
   registerSpfCommand(program);
   registerSenderIdCommand(program);
   registerGreylistCommands(program);
+  registerRewriteCommands(program);
 
   const config = program.command('config').description('check or show the configuration');
   config

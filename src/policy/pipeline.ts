@@ -54,7 +54,8 @@ export interface PipelineOutcome {
   durationMs: number;
 }
 
-const MESSAGE_MEMORY_LIMIT = 20_000;
+/** Messages whose headers are remembered at once (exported for tests). */
+export const MESSAGE_MEMORY_LIMIT = 20_000;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
 
 interface MessageMemory {
@@ -196,10 +197,15 @@ export class Pipeline {
     return memory;
   }
 
+  /**
+   * Forgets the oldest messages (Map order is insertion order) down to nine tenths of the limit
+   * at once: evicting one at a time would walk the whole map for every new message once full.
+   */
   private forgetOldMessages(now: number): void {
+    const keep = MESSAGE_MEMORY_LIMIT * 0.9;
     for (const [instance, memory] of this.messages) {
-      if (now - memory.touched > MESSAGE_MEMORY_TTL_MS || this.messages.size >= MESSAGE_MEMORY_LIMIT) this.messages.delete(instance);
-      if (this.messages.size < MESSAGE_MEMORY_LIMIT * 0.9) break;
+      if (this.messages.size < keep && now - memory.touched <= MESSAGE_MEMORY_TTL_MS) break;
+      this.messages.delete(instance);
     }
   }
 }

@@ -19,11 +19,14 @@ writeFileSync(batvKeys, '# newest first\n1 secret\n0 old secret\n');
 const fixture = (name: string) => new URL(`../fixtures/bounce/${name}`, import.meta.url).pathname;
 const NOW = '2020-01-01T00:01:00Z';
 
-async function run(args: string[], options: { stdin?: string; stop?: AbortSignal } = {}): Promise<{ out: string; code: number }> {
+async function run(args: string[], options: { stdin?: string; stop?: AbortSignal; onOutput?: (text: string) => void } = {}): Promise<{ out: string; code: number }> {
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
   const out = new PassThrough();
   let text = '';
-  out.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  out.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+    options.onOutput?.(text);
+  });
   registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}) });
   process.exitCode = 0;
   try {
@@ -111,28 +114,25 @@ describe('callout bounce', () => {
 describe('callout rewrite serve', () => {
   it('serves socketmap and tcp_table listeners until stopped', async () => {
     const stop = new AbortController();
-    const port = 25_431;
+    let listening: (text: string) => void = () => undefined;
+    const bothUp = new Promise<string>((resolve) => (listening = resolve));
     const serving = run(
-      ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--tcp-table', `forward=127.0.0.1:${port}`, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'],
-      { stop: stop.signal },
+      ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--tcp-table', 'forward=127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'],
+      { stop: stop.signal, onOutput: (text) => text.split('\n').length > 2 && listening(text) },
     );
-    let client: TcpTableClient | undefined;
-    for (let i = 0; i < 100 && !client; i++) {
-      client = await TcpTableClient.connect({ host: '127.0.0.1', port }).catch(async () => {
-        await new Promise((r) => setTimeout(r, 20));
-        return undefined;
-      });
-    }
-    assert.ok(client, 'tcp_table listener did not come up');
-    assert.match(await client.query('test@otherdomain.com'), /^200 SRS0=.{4}=..=otherdomain\.com=test@example\.com$/);
-    client.close();
+    const out = await bothUp;
+    const socketmapPort = Number(/socketmap \(forward, reverse, batv-sign, batv-strip\) listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    const tcpPort = Number(/tcp_table forward listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    const tcp = await TcpTableClient.connect({ host: '127.0.0.1', port: tcpPort });
+    assert.match(await tcp.query('test@otherdomain.com'), /^200 SRS0=.{4}=..=otherdomain\.com=test@example\.com$/);
+    tcp.close();
+    const socketmap = await SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort });
+    assert.match(await socketmap.query('batv-sign', 'user@example.com'), /^OK prvs=1\d{3}[0-9a-f]{6}=user@example\.com$/);
+    socketmap.close();
     stop.abort();
-    const { out } = await serving;
-    const socketmapLine = /socketmap \(forward, reverse, batv-sign, batv-strip\) listening on 127\.0\.0\.1:(\d+)/.exec(out);
-    assert.ok(socketmapLine, out);
-    assert.match(out, new RegExp(`tcp_table forward listening on 127\\.0\\.0\\.1:${port}`));
+    assert.equal((await serving).code, 0);
     // Stopped: the socketmap port no longer answers.
-    await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: Number(socketmapLine[1]) }));
+    await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }));
   });
 
   it('refuses incomplete configurations', async () => {

@@ -11,12 +11,11 @@
  *     127.0.0.42  check_policy_service { inet:127.0.0.1:PORT, timeout=10s, default_action=DUNNO }
  *                 (the README's main.cf lines, as written)
  *   swaks then sends mail to them. A missing sender is refused by Postfix with callout's text,
- *   which Postfix puts after its own prefix, and with callout's enhanced status 5.1.7 (bad
- *   sender mailbox) turned into 5.1.3 (bad destination mailbox): in smtpd_recipient_restrictions
- *   Postfix reports any policy answer as "Recipient address" status and its smtpd_dsn_fix
- *   maps X.1.7 to X.1.3 (and logs "mapping DSN status 5.1.7 into Recipient address status
- *   5.1.3"). X.7.Y codes pass unchanged.
- *     550 5.1.3 <alice@local.test>: Recipient address rejected: Sender address rejected: ...
+ *   which Postfix puts after its own prefix, with callout's enhanced status 5.7.1 unchanged (in
+ *   smtpd_recipient_restrictions Postfix reports a policy answer as "Recipient address" status
+ *   and would rewrite an X.1.7 sender code into X.1.3; X.7.Y codes pass unchanged, which is why
+ *   callout's defaults use them):
+ *     550 5.7.1 <alice@local.test>: Recipient address rejected: Sender address rejected: ...
  *   SIGHUP reloads the file while Postfix's smtpd keeps its policy connection open (the same
  *   TCP connections are established before and after). After SIGTERM the child drains and exits
  *   0, and Postfix's own behaviour shows: with the defaults every RCPT gets
@@ -239,13 +238,13 @@ describe('callout serve behind real Postfix', () => {
   it('refuses a missing sender with callout\'s text behind Postfix\'s prefix', async () => {
     const sent = await send(receiverDefaults, 'nobody@sender.test', 'alice@local.test');
     assert.equal(sent.code, SWAKS_NO_RCPT, sent.transcript);
-    assert.match(sent.rcpt, /^550 5\.1\.3 <alice@local\.test>: Recipient address rejected: Sender address rejected: mx\.sender\.test \[127\.0\.0\.40\] answered RCPT TO:<nobody@sender\.test> with 550 5\.1\.1 /);
+    assert.match(sent.rcpt, /^550 5\.7\.1 <alice@local\.test>: Recipient address rejected: Sender address rejected: mx\.sender\.test \[127\.0\.0\.40\] answered RCPT TO:<nobody@sender\.test> with 550 5\.1\.1 /);
     const decision = await serve.waitForLog(decisionsFor('nobody@sender.test', 'alice@local.test'), 'the decision about nobody');
     assert.equal(decision.decidedBy, 'sender-callout');
-    assert.match(String(decision.action), /^550 5\.1\.7 Sender address rejected: /, 'callout answers 5.1.7; Postfix rewrites it');
+    assert.match(String(decision.action), /^550 5\.7\.1 Sender address rejected: /);
     const maillog = receiverDefaults.maillog();
-    assert.match(maillog, /mapping DSN status 5\.1\.7 into Recipient address status 5\.1\.3/);
-    assert.match(maillog, /NOQUEUE: reject: RCPT from .*: 550 5\.1\.3 <alice@local\.test>: Recipient address rejected: Sender address rejected/);
+    assert.doesNotMatch(maillog, /mapping DSN status/, 'X.7.1 passes Postfix unchanged');
+    assert.match(maillog, /NOQUEUE: reject: RCPT from .*: 550 5\.7\.1 <alice@local\.test>: Recipient address rejected: Sender address rejected/);
   });
 
   it('keeps postmaster reachable for the missing sender', async () => {
@@ -260,7 +259,7 @@ describe('callout serve behind real Postfix', () => {
     assert.doesNotMatch(receiverDunno.maillog(), /(warning|fatal|error):.*(check_policy_service|smtpd_recipient_restrictions)/);
     const refused = await send(receiverDunno, 'nobody@sender.test', 'alice@local.test');
     assert.equal(refused.code, SWAKS_NO_RCPT, refused.transcript);
-    assert.match(refused.rcpt, /^550 5\.1\.3 <alice@local\.test>: Recipient address rejected: Sender address rejected: /);
+    assert.match(refused.rcpt, /^550 5\.7\.1 <alice@local\.test>: Recipient address rejected: Sender address rejected: /);
     const accepted = await send(receiverDunno, 'bob@sender.test', 'alice@local.test');
     assert.equal(accepted.code, SWAKS_OK, accepted.transcript);
   });
@@ -285,8 +284,8 @@ describe('callout serve behind real Postfix', () => {
     assert.equal(sent.code, SWAKS_OK, sent.transcript);
     assert.match(sent.rcpt, /^250 /);
     const decision = await serve.waitForLog(decisionsFor('nobody@sender.test', 'alice@local.test'), 'the warn-mode decision', mark);
-    assert.match(String(decision.action), /^WARN sender-callout would answer 550 5\.1\.7/);
-    assert.match(receiverDefaults.maillog(), /NOQUEUE: warn: RCPT from .*: sender-callout would answer 550 5\.1\.7 .*; from=<nobody@sender\.test> to=<alice@local\.test>/);
+    assert.match(String(decision.action), /^WARN sender-callout would answer 550 5\.7\.1/);
+    assert.match(receiverDefaults.maillog(), /NOQUEUE: warn: RCPT from .*: sender-callout would answer 550 5\.7\.1 .*; from=<nobody@sender\.test> to=<alice@local\.test>/);
     const still = establishedPeers(policyPort);
     assert.ok([...before].some((peer) => still.has(peer)), `a connection open before the reload is still open (before ${[...before].join(' ')}, after ${[...still].join(' ')})`);
   });

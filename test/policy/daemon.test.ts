@@ -74,7 +74,7 @@ describe('callout serve', () => {
     const { client, logs } = await setup();
     assert.equal(await client.request(postfixRequest({ sender: 'bob@sender.test' })), 'DUNNO');
     const rejected = await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'm2' }));
-    assert.match(rejected, /^550 5\.1\.7 Sender address rejected: .*550 5\.1\.1/);
+    assert.match(rejected, /^550 5\.7\.1 Sender address rejected: .*550 5\.1\.1/);
     assert.equal(await client.request(postfixRequest({ sender: 'nobody@sender.test', recipient: 'postmaster@example.test', instance: 'm3' })), 'DUNNO');
     assert.equal(await client.request(postfixRequest({ sender: '', instance: 'm4' })), 'DUNNO', 'bounces have nothing to verify');
     const lines = decisions(logs);
@@ -87,7 +87,7 @@ describe('callout serve', () => {
 
   it('rejects a sender that does not parse, naming the rule', async () => {
     const { client } = await setup();
-    assert.match(await client.request(postfixRequest({ sender: 'a@@b' })), /^501 5\.1\.7 Bad sender address syntax/);
+    assert.match(await client.request(postfixRequest({ sender: 'a@@b' })), /^501 5\.7\.1 Bad sender address syntax/);
   });
 
   it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {
@@ -100,12 +100,12 @@ describe('callout serve', () => {
 
   it('defers when the sender\'s own MX greylists our callout', async () => {
     const { client } = await setup();
-    assert.match(await client.request(postfixRequest({ sender: 'bob@grey.test' })), /^450 4\.1\.7 Sender address verification failed temporarily/);
+    assert.match(await client.request(postfixRequest({ sender: 'bob@grey.test' })), /^450 4\.7\.1 Sender address verification failed temporarily/);
   });
 
   it('warn mode logs what it would do and lets the mail through', async () => {
     const { client } = await setup({ policy: { stages: [{ name: 'sender-callout', mode: 'warn' }] } });
-    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), /^WARN sender-callout would answer 550 5\.1\.7/);
+    assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test' })), /^WARN sender-callout would answer 550 5\.7\.1/);
   });
 
   it('adds an X-Callout-Result header once per message when asked', async () => {

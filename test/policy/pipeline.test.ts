@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
-import { Pipeline } from '../../src/policy/pipeline.js';
+import { MESSAGE_MEMORY_LIMIT, Pipeline } from '../../src/policy/pipeline.js';
 import type { ConfiguredStage, PipelineOptions } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
 
@@ -78,6 +78,14 @@ describe('pipeline', () => {
     assert.equal(open.verdicts.length, 1, 'the next stage still ran');
     const closed = await pipeline([broken], { faultAction: 'DEFER' }).decide(rcpt());
     assert.match(closed.action, /^451 4\.3\.0 /);
+  });
+
+  it('when its message memory is full, forgets the oldest tenth at once, not one message per new one', async () => {
+    const p = pipeline([stage('a', () => ({ kind: 'continue' }))]);
+    const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
+    for (let i = 0; i <= MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `m${i}` }));
+    assert.ok(memory.size <= MESSAGE_MEMORY_LIMIT * 0.9 + 1, `size ${memory.size}`);
+    assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`));
   });
 
   it('later stages see earlier verdicts', async () => {

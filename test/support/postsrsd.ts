@@ -8,7 +8,8 @@
  *   in the foreground; no -u/-c, so no privilege drop or chroot), optionally under faketime at a
  *   fixed instant, and resolves once both tcp_table ports accept connections. postsrsd forks one
  *   child per connection; the children exit when their connection closes, so callers close their
- *   clients before stop().
+ *   clients before stop(). stop() signals the daemon by the pid it wrote (-p), because under
+ *   faketime the spawned process is only faketime's wrapper.
  *
  * LIMITS
  *   Needs /usr/sbin/postsrsd (Debian package postsrsd, installed by .ci/run) and, for `at`,
@@ -19,7 +20,7 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +49,15 @@ export function postsrsdUnavailable(needFaketime: boolean): string | undefined {
   if (!existsSync(POSTSRSD)) return `${POSTSRSD} not found (run .ci/run to install Debian's postsrsd)`;
   if (needFaketime && spawnSync('sh', ['-c', 'command -v faketime']).status !== 0) return 'faketime not found (run .ci/run)';
   return undefined;
+}
+
+/** Alive and not a zombie (orphans are reaped by init only now and then). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 function portOpen(port: number): Promise<boolean> {
@@ -89,6 +99,15 @@ export async function startPostsrsd(options: PostsrsdOptions): Promise<Postsrsd>
     reverse: { host: '127.0.0.1', port: options.reversePort },
     version: versionRun.status === 0 ? `postsrsd ${versionRun.stdout}` : 'postsrsd',
     async stop() {
+      // Under faketime the child is faketime's wrapper, which exits on SIGTERM without passing
+      // it on; the daemon's own pid (from -p) is what must be stopped.
+      const daemonPid = Number(readFileSync(join(dir, 'pid'), 'utf8').trim());
+      if (Number.isInteger(daemonPid) && daemonPid > 0 && running(daemonPid)) {
+        process.kill(daemonPid, 'SIGTERM');
+        const deadline = Date.now() + 5000;
+        while (running(daemonPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        if (running(daemonPid)) process.kill(daemonPid, 'SIGKILL');
+      }
       if (!exited) {
         const gone = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');

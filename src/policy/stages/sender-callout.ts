@@ -41,9 +41,11 @@ export const calloutActionOptions = {
     .strict()
     .default({ undeliverable: 'reject', noMailDomain: 'reject', risky: 'continue', unknown: 'continue', greylisted: 'defer', inProgress: 'defer-if-permit' }),
   rejectCode: z.number().int().min(500).max(599).default(550),
-  rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.1.7'),
+  // X.7.1, not X.1.7: in smtpd_recipient_restrictions Postfix reports a policy answer as
+  // recipient status and rewrites X.1.7 (bad sender mailbox) into X.1.3 (bad destination).
+  rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
   deferCode: z.number().int().min(400).max(499).default(450),
-  deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.1.7'),
+  deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
 };
 
 const options = z

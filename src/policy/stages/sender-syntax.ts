@@ -4,7 +4,9 @@
  *
  * DESCRIPTION
  *   A sender that does not parse cannot receive bounces and cannot be verified; the reply says
- *   which rule it broke and where (501 5.1.7, RFC 3463 "bad sender's mailbox address syntax").
+ *   which rule it broke and where (501 5.7.1: RFC 3463's X.1.7 "bad sender's mailbox address
+ *   syntax" would be rewritten by Postfix into X.1.3, a recipient code, because it reports a
+ *   policy answer in smtpd_recipient_restrictions as recipient status).
  *   The null sender is valid (bounces, RFC 5321 §4.5.5).
  */
 
@@ -14,7 +16,7 @@ import type { StageDefinition } from '../types.js';
 const options = z
   .object({
     code: z.number().int().min(400).max(599).default(501),
-    enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).default('5.1.7'),
+    enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
     text: z.string().default('Bad sender address syntax'),
   })
   .strict();

@@ -175,7 +175,7 @@ describe('greylist stage over the policy protocol', () => {
     const { clock, ask } = await serve([{ name: 'sender-callout' }, { name: 'greylist' }], {
       callout: { helo: 'verifier.callout.test', port: smtp[0]!.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' } },
     });
-    assert.match(await ask({ sender: 'bob@grey.test' }), /^450 4\.1\.7 Sender address verification failed temporarily/);
+    assert.match(await ask({ sender: 'bob@grey.test' }), /^450 4\.7\.1 Sender address verification failed temporarily/);
     clock.advance(10 * 60 * S);
     assert.match(await ask({ sender: 'bob@grey.test' }), /^DEFER_IF_PERMIT 4\.2\.0 Greylisted/);
   });
