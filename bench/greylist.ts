@@ -38,7 +38,6 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -48,6 +47,7 @@ import { ManualClock } from '../src/core/clock.js';
 import { createLogger } from '../src/core/log.js';
 import { Daemon } from '../src/policy/daemon.js';
 import { PolicyClient } from '../test/support/policy-client.js';
+import { freePort } from '../test/support/ports.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
 
@@ -259,16 +259,6 @@ export function postgreyAvailable(): boolean {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address !== null && typeof address === 'object' ? resolve(address.port) : reject(new Error('no free port'))));
-    });
-  });
-}
 
 async function connectWhenUp(port: number, connections: number, child: ChildProcess, output: () => string): Promise<PolicyClient[]> {
   const deadline = Date.now() + 15_000;

@@ -56,6 +56,7 @@ import { acquireRunLock } from './lock.js';
 import { CONTENDED_CORES, isContended, otherCores, waitForQuiet } from './measure.js';
 import type { CellResult, MeasuredCell } from './measure.js';
 import type { LoadCommand, LoadJudge, LoadMessage, LoadReply } from './policy-load.js';
+import { freePort } from '../test/support/ports.js';
 
 const CONCURRENCIES = [1, 32, 256];
 const TARGET_CONNECTIONS = 32;
@@ -206,16 +207,6 @@ function tally(cell: CellResult): string {
     .join('; ');
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function connects(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -30,7 +30,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../src/core/clock.js';
@@ -39,6 +38,7 @@ import { SocketmapClient, SocketmapServer } from '../src/rewrite/socketmap.js';
 import { Srs } from '../src/rewrite/srs.js';
 import { TcpTableClient, TcpTableServer } from '../src/rewrite/tcp-table.js';
 import { POSTSRSD, startPostsrsd, type Postsrsd } from '../test/support/postsrsd.js';
+import { freePorts } from '../test/support/ports.js';
 
 const SECRET = 'bench-secret-9f2c';
 const DOMAIN = 'forwarder.example';
@@ -176,18 +176,6 @@ async function startChild(): Promise<{ child: ChildProcess; ports: number[] }> {
   return { child, ports };
 }
 
-/** Distinct free loopback ports: all held open at once, then released. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<net.Server>((resolve) => {
-      const server = net.createServer();
-      server.listen(0, '127.0.0.1', () => resolve(server));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 const rate = (cell: Cell | string) => (typeof cell === 'string' ? cell : `${Math.round(cell.opsPerSecond).toLocaleString('en-US')}`);
 const wrong = (cells: Array<Cell | string>) => {
