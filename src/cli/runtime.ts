@@ -45,7 +45,10 @@ export function storePath(config: Config): string {
 
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
   const resolver = createResolver(config, clock);
-  const store = await openStore(config.store.kind === 'sqlite' ? { kind: 'sqlite', path: storePath(config) } : { kind: 'memory' }, clock);
+  const store = await openStore(
+    config.store.kind === 'sqlite' ? { kind: 'sqlite', path: storePath(config) } : config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'memory' },
+    clock,
+  );
   try {
     const engine = new CalloutEngine(config, { resolver, store, clock });
     return {

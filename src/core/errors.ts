@@ -5,8 +5,10 @@
  * DESCRIPTION
  *   Expected outcomes (an address that does not exist, a domain without MX) are values, never
  *   exceptions. Exceptions are for faults and for input that cannot be used at all; each carries a
- *   stable `code` that logs, metrics and the HTTP API can rely on. `isTemporaryFault` is the single
- *   place that decides whether a fault maps to a temporary failure (4xx / DUNNO) or is permanent.
+ *   stable `code` that logs, metrics and the HTTP API can rely on. No fault ever becomes a permanent
+ *   answer: the policy pipeline (src/policy/pipeline.ts) is the one place that answers every fault
+ *   of a stage by `policy.faultAction` (DUNNO or 451), and the callout engine turns its own faults
+ *   into an `unknown` verdict.
  */
 
 export type ErrorCode =
@@ -48,22 +50,6 @@ export class StoreError extends CalloutError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('STORE_UNAVAILABLE', message, options);
   }
-}
-
-const TEMPORARY: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'DNS_TEMPORARY',
-  'SMTP_PROTOCOL',
-  'STORE_UNAVAILABLE',
-  'INTERNAL',
-]);
-
-/**
- * Whether a fault must be answered with a temporary failure. Anything that is not a CalloutError
- * is a bug or an I/O surprise, and a bug must never turn into a permanent rejection of mail.
- */
-export function isTemporaryFault(err: unknown): boolean {
-  if (err instanceof CalloutError) return TEMPORARY.has(err.code);
-  return true;
 }
 
 /** A one-line description of any thrown value, for logs and CLI output (no stack traces). */

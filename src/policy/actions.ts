@@ -21,7 +21,8 @@ export function safeText(text: string): string {
 
 /** A header field for PREPEND: `Name: value`, folded to one line, field name per RFC 5322 §3.6.8. */
 export function safeHeader(header: string): string | undefined {
-  const line = header.replace(/\r?\n[ \t]*/g, ' ').replace(/\0/g, '');
+  // Unfold, and keep to printable ASCII: a bare CR or NUL would make the policy reply unsendable.
+  const line = header.replace(/[\r\n]+[ \t]*/g, ' ').replace(/[^\x20-\x7e\t]/g, '?');
   return /^[\x21-\x39\x3b-\x7e]+:\s?\S/.test(line) ? line.slice(0, 990) : undefined;
 }
 
@@ -34,18 +35,5 @@ export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { k
       return `${decision.code} ${decision.enhanced} ${safeText(decision.text)}`;
     case 'defer-if-permit':
       return `DEFER_IF_PERMIT ${safeText(decision.text)}`;
-  }
-}
-
-export function describeDecision(decision: Decision): string {
-  switch (decision.kind) {
-    case 'continue':
-      return 'continue';
-    case 'accept':
-      return 'accept';
-    case 'prepend':
-      return 'prepend';
-    default:
-      return `${decision.kind}: ${actionFor(decision)}`;
   }
 }

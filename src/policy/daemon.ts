@@ -16,6 +16,8 @@
  *   is logged as needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish, let background callouts
  *   finish up to a bound, close the store.
+ *   Every 10 minutes expired entries are purged from the store (SQLite deletes in batches; Redis
+ *   expires keys itself).
  *
  * SECURITY
  *   Listens where configured (loopback by default). Callouts go only to public addresses
@@ -60,11 +62,13 @@ interface Generation {
 const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*$/;
 const DRAIN_MS = 10_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
+const PURGE_INTERVAL_MS = 10 * 60_000;
 
 export class Daemon {
   private current!: Generation;
   private server!: PolicyServer;
   private metricsServer: Server | undefined;
+  private purgeTimer: NodeJS.Timeout | undefined;
   private readonly metrics = new Metrics();
   private store!: Store;
   policyAddress = '';
@@ -105,6 +109,14 @@ export class Daemon {
       await this.store.close().catch(() => undefined);
       throw err;
     }
+    // Expired cache entries of every kind leave the store on a timer that never holds up a request.
+    this.purgeTimer = setInterval(() => {
+      this.store.purgeExpired().then(
+        (removed) => removed > 0 && this.options.log.info({ removed }, 'expired store entries purged'),
+        (err: unknown) => this.options.log.warn({ err: describeError(err) }, 'store purge failed'),
+      );
+    }, PURGE_INTERVAL_MS);
+    this.purgeTimer.unref();
     this.options.log.info(
       { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
       'callout serve started',
@@ -140,6 +152,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     this.options.log.info({}, 'stopping: draining policy connections');
+    clearInterval(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
     await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
     await this.retire(this.current);

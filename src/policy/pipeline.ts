@@ -20,7 +20,7 @@
  */
 
 import type { Clock } from '../core/clock.js';
-import { describeError } from '../core/errors.js';
+import { CalloutError, describeError } from '../core/errors.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
@@ -56,6 +56,8 @@ export interface PipelineOutcome {
 
 /** Messages whose headers are remembered at once (exported for tests). */
 export const MESSAGE_MEMORY_LIMIT = 20_000;
+/** How long past the deadline a stage may take before it counts as a fault. */
+const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
 
 interface MessageMemory {
@@ -82,13 +84,23 @@ export class Pipeline {
     const faults: string[] = [];
     const memory = this.memoryFor(ctx.instance);
     let final: { action: string; stage: string } | undefined;
+    // One timer per request: a stage that has not answered shortly after the deadline is a
+    // fault, so Postfix always hears from us before its own policy timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
+        Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
+      );
+    });
+    late.catch(() => undefined);
 
     for (const configured of this.stages) {
       if (configured.mode === 'off' || !configured.states.has(ctx.state)) continue;
       const name = configured.stage.name;
       let verdict: StageVerdict;
       try {
-        verdict = await configured.stage.evaluate(ctx);
+        verdict = await Promise.race([configured.stage.evaluate(ctx), late]);
       } catch (err) {
         const fault = `${name}: ${describeError(err)}`;
         faults.push(fault);
@@ -116,6 +128,7 @@ export class Pipeline {
       break;
     }
 
+    clearTimeout(timer);
     const action = final?.action ?? this.continueAction(memory, warnings);
     await this.observe(ctx, action, final?.stage);
     return {

@@ -119,10 +119,6 @@ export class VerificationCache {
     await this.store.set(this.prefix + domainKey(domain, name), JSON.stringify(fact), ttl);
   }
 
-  async dropDomain(domain: string, name: DomainFactName): Promise<void> {
-    await this.store.delete(this.prefix + domainKey(domain, name));
-  }
-
   private domainTtl(name: DomainFactName, fact: DomainFact & { state?: string }): number {
     switch (name) {
       case 'catchall':

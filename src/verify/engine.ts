@@ -153,9 +153,12 @@ export class CalloutEngine {
     return results;
   }
 
-  /** Resolves once background refreshes have finished (for tests and orderly shutdown). */
+  /**
+   * Resolves once background refreshes and probes still running (answered "in progress" at a
+   * policy deadline) have finished, so their answers reach the cache before shutdown.
+   */
   async idle(): Promise<void> {
-    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+    while (this.background.size > 0 || this.inFlight.size > 0) await Promise.allSettled([...this.background, ...this.inFlight.values()]);
   }
 
   /** Steps 1 to 4: everything that can answer without touching the network. */
@@ -362,6 +365,10 @@ export class CalloutEngine {
     }
     if (output.greylisted) {
       writes.push(this.cache.putDomain(domain, 'greylist', { ...output.greylisted, at }));
+    }
+    const refusal = [...output.outcomes.values()].find((o) => o.reason === 'refused-at-rcpt');
+    if (refusal) {
+      writes.push(this.cache.putDomain(domain, 'useless', { reason: refusal.reason, description: refusal.description, ...(refusal.reply ? { reply: refusal.reply } : {}), at }));
     }
     const nothingAnswered = output.outcomes.size === 0 && output.failure;
     if (nothingAnswered && output.failure && (output.failure.definite || ['unreachable', 'timeout'].includes(output.failure.reason))) {

@@ -11,31 +11,41 @@
  *   domain can be left alone until a retry is worth it.
  */
 
+import { formatEnhanced, replyText } from '../smtp/reply.js';
 import type { SmtpReply } from '../smtp/types.js';
 import type { ReplyEvidence, SmtpStage } from './types.js';
 
-export type RcptOutcome = 'accepted' | 'rejected' | 'greylisted' | 'tempfail' | 'too-many-recipients';
+export type RcptOutcome = 'accepted' | 'rejected' | 'refused' | 'greylisted' | 'tempfail' | 'too-many-recipients';
 
-const GREYLIST_WORDS = /gr[ae]y|try (?:again )?later|retry|temporar/i;
+// Only the word: "try again later" is also what a server says about a lookup failure or about
+// us (no reverse DNS), and calling that greylisting would defer a domain's mail for days.
+const GREYLIST_WORDS = /gr[ae]y/i;
+// Postfix (smtpd_delay_reject=yes) and others report a refusal of the client, its HELO or its
+// sender at RCPT: those 5xx are about us, not about the mailbox.
+const ABOUT_US_WORDS = /client host|sender address|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay/i;
 
 function enhancedOf(reply: SmtpReply): string | undefined {
-  const e = reply.enhanced;
-  return e ? `${e.klass}.${e.subject}.${e.detail}` : undefined;
-}
-
-export function replyText(reply: SmtpReply): string {
-  return reply.lines.join(' ').trim();
+  return reply.enhanced ? formatEnhanced(reply.enhanced) : undefined;
 }
 
 export function isGreylisting(reply: SmtpReply): boolean {
-  if (reply.code < 400 || reply.code >= 500) return false;
-  const enhanced = enhancedOf(reply);
-  return enhanced === '4.7.1' || enhanced === '4.2.0' || enhanced === '4.7.0' || GREYLIST_WORDS.test(replyText(reply));
+  return reply.code >= 400 && reply.code < 500 && GREYLIST_WORDS.test(replyText(reply));
+}
+
+/**
+ * A 5xx at RCPT is evidence about the mailbox unless it says otherwise: an X.7.x code (security
+ * or policy, RFC 3463 §3.8), X.1.7/X.1.8 (our sender's address or domain), or words naming the
+ * client, HELO or sender are a refusal of us.
+ */
+function refusesUs(reply: SmtpReply): boolean {
+  const e = reply.enhanced;
+  if (e && (e.subject === 7 || (e.subject === 1 && (e.detail === 7 || e.detail === 8)))) return true;
+  return ABOUT_US_WORDS.test(replyText(reply));
 }
 
 export function classifyRcpt(reply: SmtpReply): RcptOutcome {
   if (reply.code >= 200 && reply.code < 300) return 'accepted';
-  if (reply.code >= 500) return 'rejected';
+  if (reply.code >= 500) return refusesUs(reply) ? 'refused' : 'rejected';
   // RFC 5321 §4.5.3.1.10: 452 is how a server says "no more recipients in this transaction".
   if (reply.code === 452 && (enhancedOf(reply) === '4.5.3' || /too many|recipients/i.test(replyText(reply)))) {
     return 'too-many-recipients';

@@ -86,6 +86,7 @@ export interface ProbeDeps {
 
 /** How much a failure tells, best first: the reason an unanswered address is given. */
 const FAILURE_RANK: VerdictReason[] = [
+  'refused-at-rcpt',
   'refused-at-mail',
   'refused-at-helo',
   'refused-at-greeting',
@@ -285,6 +286,7 @@ class DomainProbe {
       await this.session!.quit();
       return this.endAttempt('catch-all: random address accepted', 'done');
     }
+    // A refusal of us (policy) says nothing about whether unknown local parts are accepted.
     this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
     // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
     const rset = await this.session!.rset();
@@ -341,6 +343,12 @@ class DomainProbe {
       case 'rejected':
         this.settle(target, { verdict: 'undeliverable', reason: 'rejected-at-rcpt', description: said, reply: ev });
         return;
+      case 'refused': {
+        const failure: Failure = { reason: 'refused-at-rcpt', description: `${said}: a refusal of us (policy), not of the address`, reply: ev, definite: true };
+        this.fail(failure);
+        this.settle(target, { verdict: 'unknown', ...failure });
+        return;
+      }
       case 'greylisted': {
         const failure: Failure = { reason: 'greylisted', description: `${said} (greylisting: retry later)`, reply: ev, definite: false };
         this.out.greylisted = failure;

@@ -9,7 +9,8 @@
  *     risky           the domain accepts any local part (catch-all), or refuses MAIL FROM:<> and so
  *                     cannot take bounces
  *     unknown         no definite answer: greylisted, timed out, unreachable, refused at connect,
- *                     greeting, HELO or MAIL (that is about us, not the address), rate-limited
+ *                     greeting, HELO or MAIL, or at RCPT with a reply about us (policy, blocklist):
+ *                     that is about us, not the address; rate-limited
  *     invalid         the address is not syntactically valid
  *     no-mail-domain  NXDOMAIN, null MX (RFC 7505) or no usable exchanger
  *   The catch-all probe has four states, never a boolean (AfterShip email-verifier #221 shows
@@ -35,6 +36,7 @@ export type VerdictReason =
   | 'refused-at-greeting'
   | 'refused-at-helo'
   | 'refused-at-mail'
+  | 'refused-at-rcpt'
   | 'tls-unavailable'
   | 'protocol-error'
   | 'smtputf8-unsupported'

@@ -88,6 +88,20 @@ describe('pipeline', () => {
     assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`));
   });
 
+  it('a stage that does not answer by the deadline is a fault: the pipeline answers anyway', async () => {
+    const hanging: ConfiguredStage = {
+      mode: 'enforce',
+      states: new Set(['RCPT']),
+      acceptAction: 'DUNNO',
+      stage: { name: 'hangs', states: new Set(['RCPT']), evaluate: () => new Promise(() => undefined) },
+    };
+    const started = Date.now();
+    const out = await pipeline([hanging], { decisionTimeoutMs: 100 }).decide(rcpt());
+    assert.equal(out.action, 'DUNNO');
+    assert.match(out.faults[0]!, /hangs: INTERNAL: no answer within the decision deadline \(100 ms\)/);
+    assert.ok(Date.now() - started < 2000);
+  });
+
   it('later stages see earlier verdicts', async () => {
     const out = await pipeline([
       stage('spf', () => ({ kind: 'continue' })),

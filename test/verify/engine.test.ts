@@ -178,6 +178,35 @@ describe('where a rejection happened', () => {
   });
 });
 
+describe('replies at RCPT that are about us', () => {
+  it('a policy 5xx at RCPT (X.7.x, "Client host rejected") is unknown, never undeliverable, and remembered for the domain', async () => {
+    const w = await make(mxZone({ 'rbl.test': '127.0.0.2' }), { '127.0.0.2': { rcpt: () => '554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org' } });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    const r = await engine.verify('alice@rbl.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'refused-at-rcpt');
+    const connections = w.connections('127.0.0.2');
+    const other = await engine.verify('bob@rbl.test');
+    assert.equal(other.reason, 'refused-at-rcpt');
+    assert.equal(other.source, 'domain-cache');
+    assert.equal(w.connections('127.0.0.2'), connections);
+  });
+
+  it('a sender refusal reported at RCPT without an enhanced code is about us too', async () => {
+    const w = await make(mxZone({ 'delay.test': '127.0.0.2' }), { '127.0.0.2': { rcpt: () => '550 <>: Sender address rejected: Access denied' } });
+    const r = await w.engine({ callout: { randomProbe: false } }).verify('alice@delay.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'refused-at-rcpt');
+  });
+
+  it('a 4xx that is not greylisting (no reverse DNS, lookup failure) is a plain temporary failure', async () => {
+    const w = await make(mxZone({ 'temp.test': '127.0.0.2' }), { '127.0.0.2': { rcpt: () => '450 4.7.1 Client host rejected: cannot find your reverse hostname, try again later' } });
+    const r = await w.engine({ callout: { randomProbe: false } }).verify('alice@temp.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'tempfail-at-rcpt');
+  });
+});
+
 describe('several exchangers', () => {
   it('moves on from a 421 greeting to the next MX in preference order', async () => {
     const w = await make(mxZone({ 'two.test': ['127.0.0.2', '127.0.0.3'] }), {

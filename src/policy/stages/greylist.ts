@@ -147,7 +147,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         (removed) => removed > 0 && deps.log.info({ stage: 'greylist', removed }, 'expired greylist entries purged'),
         (err: unknown) => deps.log.warn({ stage: 'greylist', err: describeError(err) }, 'greylist purge failed'),
       );
-    }, durationMs(opts.purgeInterval));
+    }, Math.min(Math.max(durationMs(opts.purgeInterval), 1_000), 86_400_000)); // setInterval fires at once for 0 or > 24.8 days
     purgeTimer.unref();
 
     const count = (result: string) => deps.metrics?.increment('greylist', { result });
