@@ -44,6 +44,8 @@ export interface MailHostOptions {
   random?: () => number;
 }
 
+const DEFAULT_MAX_ADDRESSES_PER_HOST = 4;
+
 interface Limits {
   maxAddressesPerHost: number;
   ipv6: boolean;
@@ -76,7 +78,7 @@ function isAddressLiteral(exchange: string): boolean {
 export async function resolveMailHosts(resolver: Resolver, domain: string, options: MailHostOptions = {}): Promise<MxResolution> {
   const maxHosts = positiveInteger('maxHosts', options.maxHosts ?? 5);
   const limits: Limits = {
-    maxAddressesPerHost: positiveInteger('maxAddressesPerHost', options.maxAddressesPerHost ?? 4),
+    maxAddressesPerHost: positiveInteger('maxAddressesPerHost', options.maxAddressesPerHost ?? DEFAULT_MAX_ADDRESSES_PER_HOST),
     ipv6: options.ipv6 ?? true,
   };
   const random = options.random ?? Math.random;
@@ -112,6 +114,24 @@ export async function resolveMailHosts(resolver: Resolver, domain: string, optio
     return { kind: 'tempfail', reason: `no mail exchanger of ${domain} could be resolved: ${problems}` };
   }
   return { kind: 'no-mail-host', reason: `no mail exchanger of ${domain} has an address: ${problems}` };
+}
+
+/**
+ * Configured hosts instead of a domain's MX (recipient call-forward to an internal host): IP
+ * addresses as given, names resolved as exchangers are, in the order given.
+ */
+export async function resolveConfiguredHosts(resolver: Resolver, names: string[], options: Pick<MailHostOptions, 'maxAddressesPerHost' | 'ipv6'> = {}): Promise<MxResolution> {
+  const limits: Limits = {
+    maxAddressesPerHost: positiveInteger('maxAddressesPerHost', options.maxAddressesPerHost ?? DEFAULT_MAX_ADDRESSES_PER_HOST),
+    ipv6: options.ipv6 ?? true,
+  };
+  const outcomes = await Promise.all(names.map((name) => (isIP(name) ? Promise.resolve<AddressOutcome>({ kind: 'found', addresses: [name] }) : addressesOf(resolver, name, limits))));
+  if (outcomes.every((o) => o.kind === 'tempfail')) return { kind: 'tempfail', reason: outcomes.map((o) => (o.kind === 'tempfail' ? o.problem : '')).join('; ') };
+  const hosts: MxHost[] = names.map((name, preference) => {
+    const outcome = outcomes[preference]!;
+    return outcome.kind === 'found' ? { name, preference, addresses: outcome.addresses } : { name, preference, addresses: [], addressProblem: outcome.problem };
+  });
+  return { kind: 'hosts', hosts, implicit: false };
 }
 
 async function implicitMx(resolver: Resolver, domain: string, limits: Limits): Promise<MxResolution> {

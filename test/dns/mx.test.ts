@@ -1,6 +1,6 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveMailHosts } from '../../src/dns/mx.js';
+import { resolveConfiguredHosts, resolveMailHosts } from '../../src/dns/mx.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import { ConfigError } from '../../src/core/errors.js';
 import type { MxHost, MxResolution, Resolver } from '../../src/dns/types.js';
@@ -248,5 +248,22 @@ describe('limits', () => {
   test('limits that are not positive integers throw ConfigError', async () => {
     await assert.rejects(resolveMailHosts(resolver, 'sorted.test', { maxHosts: 0 }), ConfigError);
     await assert.rejects(resolveMailHosts(resolver, 'sorted.test', { maxAddressesPerHost: 2.5 }), ConfigError);
+  });
+});
+
+describe('resolveConfiguredHosts (call-forward to configured hosts)', () => {
+  test('keeps the order given, takes IP addresses as they are and resolves names', async () => {
+    const hosts = hostsOf(await resolveConfiguredHosts(resolver, ['192.0.2.99', 'a.mx.test', 'missing.mx.test']));
+    assert.deepEqual(hosts.map((h) => [h.name, h.preference, h.addresses]), [
+      ['192.0.2.99', 0, ['192.0.2.99']],
+      ['a.mx.test', 1, ['192.0.2.1']],
+      ['missing.mx.test', 2, []],
+    ]);
+    assert.match(hosts[2]!.addressProblem!, /NXDOMAIN/);
+  });
+
+  test('is a temporary failure when every name fails temporarily', async () => {
+    const result = await resolveConfiguredHosts(resolver, ['servfail.mx.test']);
+    assert.equal(result.kind, 'tempfail');
   });
 });

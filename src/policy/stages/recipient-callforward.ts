@@ -18,9 +18,8 @@
  */
 
 import { z } from 'zod';
-import { isIP } from 'node:net';
 import { ConfigError } from '../../core/errors.js';
-import type { MxHost, MxResolution, Resolver } from '../../dns/types.js';
+import { resolveConfiguredHosts } from '../../dns/mx.js';
 import { CalloutEngine } from '../../verify/engine.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 import { actionKeyFor, calloutActionOptions, calloutDecision, withinDeadline } from './sender-callout.js';
@@ -43,13 +42,6 @@ const options = z
 
 type Options = z.output<typeof options>;
 
-async function addressesOf(resolver: Resolver, host: string): Promise<{ addresses: string[]; problem?: string }> {
-  if (isIP(host)) return { addresses: [host] };
-  const [aaaa, a] = await Promise.all([resolver.aaaa(host), resolver.a(host)]);
-  const addresses = [...(aaaa.kind === 'records' ? aaaa.records : []), ...(a.kind === 'records' ? a.records : [])];
-  return addresses.length > 0 ? { addresses } : { addresses, problem: `${host} has no address (${a.kind}/${aaaa.kind})` };
-}
-
 export const recipientCallforwardStage: StageDefinition<Options> = {
   name: 'recipient-callforward',
   defaultStates: ['RCPT'],
@@ -68,14 +60,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         store: deps.store,
         clock: deps.clock,
         keyPrefix: 'cf:',
-        async mailHosts(): Promise<MxResolution> {
-          const hosts: MxHost[] = [];
-          for (const [index, name] of opts.hosts.entries()) {
-            const { addresses, problem } = await addressesOf(deps.resolver, name);
-            hosts.push({ name, preference: index, addresses, ...(problem ? { addressProblem: problem } : {}) });
-          }
-          return { kind: 'hosts', hosts, implicit: false };
-        },
+        mailHosts: () => resolveConfiguredHosts(deps.resolver, opts.hosts, { ipv6: base.callout.ipv6 }),
       },
     );
     const domains = new Set(opts.domains.map((d) => d.toLowerCase()));
