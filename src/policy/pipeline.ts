@@ -20,7 +20,7 @@
  */
 
 import type { Clock } from '../core/clock.js';
-import { CalloutError, describeError } from '../core/errors.js';
+import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
@@ -242,6 +242,11 @@ function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
   // durations it had turned into milliseconds as seconds.
   const { name: _name, mode, states, ...parsed } = entry;
   const stage = definition.create(parsed, deps);
+  // A stage knows where it has what it needs (a recipient only from RCPT on, for one).
+  const impossible = (states ?? []).filter((state) => !stage.states.has(state));
+  if (impossible.length > 0) {
+    throw new ConfigError(`policy.stages ${entry.name}: states ${impossible.join(', ')}: this stage runs only in ${[...stage.states].join(', ')}`);
+  }
   return {
     stage,
     mode,

@@ -77,7 +77,7 @@ export type StageMode = 'enforce' | 'warn' | 'off';
 
 export interface Stage {
   readonly name: string;
-  /** Protocol states the stage runs in. */
+  /** Protocol states the stage can run in; a configuration naming others is refused. */
   readonly states: ReadonlySet<ProtocolState>;
   evaluate(ctx: StageContext): Promise<StageVerdict>;
   /**

@@ -386,7 +386,7 @@ class DomainProbe {
     switch (opened.kind) {
       case 'rejected': {
         const ev = evidence(opened.stage, opened.reply, noDetails);
-        const reason: VerdictReason = opened.stage === 'greeting' ? 'refused-at-greeting' : 'refused-at-helo';
+        const reason: VerdictReason = opened.stage === 'greeting' ? 'refused-at-greeting' : opened.stage === 'starttls' ? 'tls-unavailable' : 'refused-at-helo';
         return this.fail({
           reason,
           description: `${this.where()} refused us at ${opened.stage.toUpperCase()}: ${describeReply(ev)}`,

@@ -56,13 +56,15 @@ async function setup(
     metrics: { listen: '127.0.0.1:0' },
   };
   const configPath = configFile?.(base);
+  cleanups.push(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    await dns.close();
+  });
   const daemon = await Daemon.start({ ...(configPath ? { configPath } : { overrides: base }), log: createLogger('info', sink) });
   const client = await PolicyClient.connect(daemon.policyAddress);
   cleanups.push(async () => {
     client.close();
     await daemon.stop();
-    await Promise.all(servers.map((s) => s.close()));
-    await dns.close();
   });
   return { daemon, client, logs, smtp: new Map(servers.map((s) => [s.host, s])), dns };
 }
@@ -161,6 +163,10 @@ describe('callout serve', () => {
     const connections = forward.smtp.get('127.0.0.2')!.connectionCount;
     assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test', instance: 'again' })), /^550/);
     assert.equal(forward.smtp.get('127.0.0.2')!.connectionCount, connections, 'answered from the call-forward cache');
+  });
+
+  it('refuses a stage configured for protocol states it cannot run in', async () => {
+    await assert.rejects(setup({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } }), /policy\.stages postmaster: states CONNECT: this stage runs only in RCPT/);
   });
 
   it('listens on a UNIX socket', async () => {

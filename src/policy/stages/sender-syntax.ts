@@ -15,8 +15,9 @@ import type { StageDefinition } from '../types.js';
 
 const options = z
   .object({
-    code: z.number().int().min(400).max(599).default(501),
-    enhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
+    // A sender that does not parse will not parse on a retry either: permanent codes only.
+    code: z.number().int().min(500).max(599).default(501),
+    enhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
     text: z.string().default('Bad sender address syntax'),
   })
   .strict();
