@@ -32,6 +32,7 @@
 import { isIP } from 'node:net';
 import { ConfigError } from '../core/errors.js';
 import type { DnsAnswer, MxHost, MxRecord, MxResolution, Resolver } from './types.js';
+import { canonicalName } from './names.js';
 
 export interface MailHostOptions {
   /** Cap on exchangers, default 5. */
@@ -63,9 +64,6 @@ function positiveInteger(name: string, value: number): number {
   return value;
 }
 
-function canonicalHostName(name: string): string {
-  return name.toLowerCase().replace(/\.$/, '');
-}
 
 function isNullExchange(record: MxRecord): boolean {
   return record.exchange === '' || record.exchange === '.';
@@ -149,7 +147,7 @@ async function implicitMx(resolver: Resolver, domain: string, limits: Limits): P
 function dedupeByName(records: MxRecord[]): MxRecord[] {
   const byName = new Map<string, MxRecord>();
   for (const record of records) {
-    const exchange = canonicalHostName(record.exchange);
+    const exchange = canonicalName(record.exchange);
     const known = byName.get(exchange);
     if (known === undefined || record.priority < known.priority) byName.set(exchange, { exchange, priority: record.priority });
   }

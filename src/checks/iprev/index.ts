@@ -30,6 +30,7 @@
 import type { DnsRecordType, Resolver } from '../../dns/types.js';
 import { reverseName } from '../../dns/reverse.js';
 import { clientAddress } from '../client-ip.js';
+import { canonicalName } from '../../dns/names.js';
 
 export type IprevResult = 'pass' | 'fail' | 'temperror' | 'permerror';
 
@@ -64,9 +65,6 @@ export interface IprevOptions {
 
 export const DEFAULT_IPREV_MAX_NAMES = 10;
 
-function normaliseName(name: string): string {
-  return (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase();
-}
 
 export async function checkIprev(ip: string, options: IprevOptions): Promise<IprevVerdict> {
   const client = clientAddress(ip);
@@ -92,7 +90,7 @@ export async function checkIprev(ip: string, options: IprevOptions): Promise<Ipr
   if (reverse.kind === 'tempfail') return verdict('temperror', 'dns-error', `PTR lookup for ${client.text} failed: ${reverse.reason}`);
   if (reverse.kind !== 'records') return verdict('permerror', 'no-ptr', `no PTR record for ${client.text} (${reverse.kind})`);
 
-  const names = [...new Set(reverse.records.map(normaliseName))].filter((name) => name !== '').slice(0, options.maxNames ?? DEFAULT_IPREV_MAX_NAMES);
+  const names = [...new Set(reverse.records.map(canonicalName))].filter((name) => name !== '').slice(0, options.maxNames ?? DEFAULT_IPREV_MAX_NAMES);
   if (names.length === 0) return verdict('permerror', 'no-ptr', `the PTR records of ${client.text} name no host`);
   const type = client.family === 4 ? 'A' : 'AAAA';
   const forward = await Promise.all(names.map((name) => (type === 'A' ? options.resolver.a(name) : options.resolver.aaaa(name))));

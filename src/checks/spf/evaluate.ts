@@ -51,6 +51,7 @@ import {
   type MacroString,
 } from './macro.js';
 import { parseRecordTerms, type Directive, type Qualifier, type RecordParse } from './record.js';
+import { canonicalName } from '../../dns/names.js';
 import {
   DEFAULT_SPF_LIMITS,
   type SpfIdentity,
@@ -195,9 +196,6 @@ function nibbles(client: Client): string {
   return client.host.network.toString(16).padStart(32, '0').toUpperCase().split('').join('.');
 }
 
-function normaliseName(name: string): string {
-  return (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase();
-}
 
 class Evaluation {
   private validated: Promise<ValidatedNames> | undefined;
@@ -356,7 +354,7 @@ class Evaluation {
     const prefix = this.client.family === 4 ? cidr4 : cidr6;
     const exchanges = [...answer.records]
       .sort((x, y) => x.priority - y.priority)
-      .map((mx) => normaliseName(mx.exchange))
+      .map((mx) => canonicalName(mx.exchange))
       // RFC 7505: a null MX (".") names no host.
       .filter((exchange) => exchange !== '');
     // Asked together for latency, judged in preference order as if asked one by one.
@@ -397,7 +395,7 @@ class Evaluation {
     const answer = await this.lookups.query('PTR', this.client.text, role);
     if (answer.kind === 'limit') return { kind: 'error', result: answer.result, problem: answer.problem };
     if (answer.kind !== 'records') return { kind: 'names', names: [] };
-    const candidates = [...new Set(answer.records.map(normaliseName))].slice(0, this.limits.ptrNames);
+    const candidates = [...new Set(answer.records.map(canonicalName))].slice(0, this.limits.ptrNames);
     const fullLength = this.client.family === 4 ? 32 : 128;
     const forward = await Promise.all(candidates.map((candidate) => this.lookups.query(this.addressType(), candidate, 'dependent')));
     const names: string[] = [];

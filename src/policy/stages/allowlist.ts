@@ -20,6 +20,7 @@
 import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
 import { ConfigError } from '../../core/errors.js';
+import { canonicalName } from '../../dns/names.js';
 import type { Mailbox } from '../../address/index.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 
@@ -55,7 +56,7 @@ export class AddressList {
 }
 
 export function nameMatches(patterns: string[], name: string): boolean {
-  const lower = name.toLowerCase().replace(/\.$/, '');
+  const lower = canonicalName(name);
   return patterns.some((p) => {
     const pattern = p.toLowerCase();
     return pattern.startsWith('.') ? lower.endsWith(pattern) || lower === pattern.slice(1) : lower === pattern;
