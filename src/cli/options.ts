@@ -11,7 +11,8 @@ import type { Command } from 'commander';
 import { CalloutError } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
 
-const collect = (value: string, previous: string[]) => [...previous, value];
+/** commander's accumulator for a repeatable option. */
+export const collect = (value: string, previous: string[]) => [...previous, value];
 
 export interface EngineFlags {
   config?: string;

@@ -51,6 +51,7 @@ import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } from '../rewrite/verp.js';
 import { openStore } from '../store/index.js';
+import { collect } from './options.js';
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
@@ -60,7 +61,6 @@ export interface RewriteCommandIo {
   stop?: AbortSignal;
 }
 
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** A Clock frozen at --now, or the system clock. */
 export function clockFromFlag(now: string | undefined): Clock {

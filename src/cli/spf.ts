@@ -23,6 +23,7 @@ import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { readFileSync } from 'node:fs';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
+import { collect } from './options.js';
 
 interface SpfFlags {
   ip: string;
@@ -39,7 +40,6 @@ export interface SpfCommandIo {
   out: NodeJS.WritableStream;
 }
 
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: process.stdout }): void {
   program
