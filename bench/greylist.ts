@@ -42,9 +42,8 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Writable } from 'node:stream';
 import { ManualClock } from '../src/core/clock.js';
-import { createLogger } from '../src/core/log.js';
+import { coalescingDestination, createLogger } from '../src/core/log.js';
 import { Daemon } from '../src/policy/daemon.js';
 import { PolicyClient } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
@@ -214,7 +213,8 @@ export async function replayCallout(trace: readonly TraceEvent[], connections = 
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
   const clock = new ManualClock((trace[0]?.time ?? 0) * 1000);
-  const discard = new Writable({ write: (_chunk, _enc, done) => done() });
+  // The decision log as in production (core/log's default destination), into /dev/null.
+  const discard = coalescingDestination('/dev/null');
   const daemon = await Daemon.start({
     overrides: {
       dataDir: dir,

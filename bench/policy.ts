@@ -4,7 +4,8 @@
  *
  * SYNOPSIS
  *   benchPolicy({ quick }) resolves with a markdown section for docs/benchmarks.md
- *   node --import tsx bench/policy.ts [--quick]      prints that section
+ *   node --import tsx bench/policy.ts [--quick] [--only callout|postgrey|policyd-spf]
+ *                                                    prints that section (--only: one service's row)
  *
  * DESCRIPTION
  *   Three Postfix policy services, each asked the same stream of requests over loopback TCP with
@@ -14,7 +15,7 @@
  *     callout serve   an in-process Daemon (src/policy/daemon) with its default stages, a
  *                     MemoryStore whose callout answers are cached before the cells (every
  *                     sender was verified once against a loopback SMTP server), and its decision
- *                     log written as in production (pino, synchronously) to /dev/null;
+ *                     log written as in production (core/log's coalescing destination) to /dev/null;
  *     postgrey        Debian's, in the foreground with an empty database directory and empty
  *                     whitelists, --delay 1; every triplet is seen once and retried after the
  *                     delay before the cells, so the cells ask about known triplets;
@@ -45,8 +46,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { createLogger } from '../src/core/log.js';
+import { coalescingDestination, createLogger } from '../src/core/log.js';
 import { Daemon } from '../src/policy/daemon.js';
 import { startDnsServer } from '../test/support/dns-server.js';
 import type { DnsTestServer, Zone } from '../test/support/dns-server.js';
@@ -263,8 +263,8 @@ function packageVersion(name: string): string {
 
 async function startCallout(dns: DnsTestServer): Promise<Service> {
   const smtp = await startInstantSmtp(SMTP_HOST, 0);
-  // As in production: pino's default destination writes every line synchronously.
-  const destination = pino.destination({ dest: '/dev/null', sync: true });
+  // As in production (core/log's default destination), with /dev/null for stdout.
+  const destination = coalescingDestination('/dev/null');
   const daemon = await Daemon.start({
     overrides: {
       store: { kind: 'memory' },
@@ -273,7 +273,7 @@ async function startCallout(dns: DnsTestServer): Promise<Service> {
       policy: { listen: '127.0.0.1:0' },
       metrics: { listen: '' },
     },
-    log: createLogger('info', destination as unknown as NodeJS.WritableStream),
+    log: createLogger('info', destination),
   });
   return {
     name: 'callout serve',
@@ -490,13 +490,14 @@ function render(rows: ServiceRow[], setup: string[], quick: boolean): string {
   return lines.join('\n') + '\n';
 }
 
-export async function benchPolicy(options: { quick: boolean }): Promise<string> {
+export async function benchPolicy(options: { quick: boolean; only?: string }): Promise<string> {
   const budget = options.quick ? QUICK : FULL;
+  const wanted = (service: string): boolean => options.only === undefined || options.only === service;
   const stream = messages();
   const dns = await startDnsServer(benchZone());
   const rows: ServiceRow[] = [];
   try {
-    rows.push(
+    if (wanted('callout')) rows.push(
       await measure(
         'callout serve',
         () => startCallout(dns),
@@ -511,7 +512,7 @@ export async function benchPolicy(options: { quick: boolean }): Promise<string> 
         budget,
       ),
     );
-    rows.push(
+    if (wanted('postgrey')) rows.push(
       installed('postgrey')
         ? await measure(
             'postgrey',
@@ -528,7 +529,7 @@ export async function benchPolicy(options: { quick: boolean }): Promise<string> 
         : { name: 'postgrey', note: '', cells: [], missing: 'not installed (`apt-get install postgrey`)' },
     );
     let refused: () => string[] = () => [];
-    rows.push(
+    if (wanted('policyd-spf')) rows.push(
       installed('policyd-spf')
         ? await measure(
             'policyd-spf',
@@ -561,7 +562,8 @@ export async function benchPolicy(options: { quick: boolean }): Promise<string> 
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   acquireRunLock();
-  benchPolicy({ quick: process.argv.includes('--quick') }).then(
+  const only = process.argv.indexOf('--only');
+  benchPolicy({ quick: process.argv.includes('--quick'), only: only === -1 ? undefined : process.argv[only + 1] }).then(
     (markdown) => process.stdout.write(markdown),
     (err: unknown) => {
       process.stderr.write(`bench policy: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -4,7 +4,16 @@
  *
  * DESCRIPTION
  *   One JSON object per line on stdout, with a `component` field, so a decision can be found
- *   and explained from the log alone. Tests pass `silent`.
+ *   and explained from the log alone. Tests pass `silent` or a stream of their own.
+ *
+ *   By default lines go out through a coalescing destination: the lines logged during one turn
+ *   of the event loop are written together, synchronously, at its end (setImmediate). The policy
+ *   service logs a line per decision; one write per line, or pino's asynchronous writes through
+ *   libuv's thread pool, cost a third of the CPU of a decision at ten thousand decisions a
+ *   second, while a write per turn costs a few microseconds however many lines it carries. A
+ *   line is on its way before the loop waits for anything again, so `tail -f` sees it at once,
+ *   and what is pending is written when the process exits (normally or on an uncaught error);
+ *   only a SIGKILL can lose the lines of the current turn.
  */
 
 import { pino } from 'pino';
@@ -14,7 +23,58 @@ export type { Logger };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
+/** What pino needs of a destination: a write per line. */
+export interface LogDestination {
+  write(line: string): unknown;
+}
+
+/** Lines of one event-loop turn, written in one go at its end. */
+export class CoalescingDestination implements LogDestination {
+  private pending: string[] = [];
+  private scheduled = false;
+  private readonly flushOnExit = (): void => this.flushSync();
+
+  /** `out` is written with whole batches of lines; pino.destination({ sync: true }) fits. */
+  constructor(private readonly out: LogDestination) {
+    process.on('exit', this.flushOnExit);
+  }
+
+  write(line: string): boolean {
+    this.pending.push(line);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flushSync());
+    }
+    return true;
+  }
+
+  /** Writes what is pending now (pino's logger.flush() calls flush). */
+  flush(done?: (err?: Error) => void): void {
+    this.flushSync();
+    done?.();
+  }
+
+  flushSync(): void {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    const batch = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
+    this.pending = [];
+    this.out.write(batch);
+  }
+
+  /** Flushes and stops flushing at exit (for tests that make many). */
+  close(): void {
+    this.flushSync();
+    process.off('exit', this.flushOnExit);
+  }
+}
+
+/** The default destination: coalesced, synchronous writes to a file descriptor or path. */
+export function coalescingDestination(dest: number | string = 1): CoalescingDestination {
+  return new CoalescingDestination(pino.destination({ dest, sync: true }));
+}
+
+export function createLogger(level: LogLevel, destination: LogDestination = coalescingDestination()): Logger {
   const options = { level, base: { component: 'callout' }, timestamp: pino.stdTimeFunctions.isoTime };
-  return destination ? pino(options, destination as unknown as pino.DestinationStream) : pino(options);
+  return pino(options, destination as unknown as pino.DestinationStream);
 }

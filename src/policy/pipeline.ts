@@ -59,6 +59,7 @@ export const MESSAGE_MEMORY_LIMIT = 20_000;
 /** How long past the deadline a stage may take before it counts as a fault. */
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
+const PARSE_MEMORY_LIMIT = 4_096;
 
 interface MessageMemory {
   pending: string[];
@@ -66,8 +67,32 @@ interface MessageMemory {
   touched: number;
 }
 
+/**
+ * The last few thousand parses of one kind of path, by their text. Senders recur across the
+ * recipients of a message and recipients across messages (a site has few users), and parsing
+ * was a tenth of the cost of a decision. Parse results are values no stage changes.
+ */
+class RecentParses<T> {
+  private readonly results = new Map<string, T>();
+
+  constructor(private readonly parseText: (text: string) => T) {}
+
+  parse(text: string): T {
+    let result = this.results.get(text);
+    if (result === undefined) {
+      result = this.parseText(text);
+      // Map order is insertion order: the first key is the oldest parse.
+      if (this.results.size >= PARSE_MEMORY_LIMIT) this.results.delete(this.results.keys().next().value as string);
+      this.results.set(text, result);
+    }
+    return result;
+  }
+}
+
 export class Pipeline {
   private readonly messages = new Map<string, MessageMemory>();
+  private readonly senders = new RecentParses((text) => parseReversePath(text, { tolerant: true }));
+  private readonly recipients = new RecentParses((text) => parseForwardPath(text, { tolerant: true }));
 
   constructor(
     readonly stages: ConfiguredStage[],
@@ -84,23 +109,29 @@ export class Pipeline {
     const faults: string[] = [];
     const memory = this.memoryFor(ctx.instance);
     let final: { action: string; stage: string } | undefined;
-    // One timer per request: a stage that has not answered shortly after the deadline is a
-    // fault, so Postfix always hears from us before its own policy timeout.
+    // At most one timer per request, made when a stage first has to be waited for: a stage that
+    // has not answered shortly after the deadline is a fault, so Postfix always hears from us
+    // before its own policy timeout.
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
-        Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
-      );
-    });
-    late.catch(() => undefined);
+    let late: Promise<never> | undefined;
+    const lateness = (): Promise<never> => {
+      late ??= new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
+          Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
+        );
+      });
+      late.catch(() => undefined);
+      return late;
+    };
 
     for (const configured of this.stages) {
       if (configured.mode === 'off' || !configured.states.has(ctx.state)) continue;
       const name = configured.stage.name;
       let verdict: StageVerdict;
       try {
-        verdict = await Promise.race([configured.stage.evaluate(ctx), late]);
+        const answer = configured.stage.evaluate(ctx);
+        verdict = answer instanceof Promise ? await Promise.race([answer, lateness()]) : answer;
       } catch (err) {
         const fault = `${name}: ${describeError(err)}`;
         faults.push(fault);
@@ -161,8 +192,8 @@ export class Pipeline {
     const fields = policyRequestFields(attributes);
     // A request without a known state is treated as RCPT, where Postfix sends nearly all of them.
     const state: ProtocolState = isProtocolState(fields.protocolState) ? fields.protocolState : 'RCPT';
-    const sender = parseReversePath(fields.sender, { tolerant: true });
-    const recipient = fields.recipient ? parseForwardPath(fields.recipient, { tolerant: true }) : undefined;
+    const sender = this.senders.parse(fields.sender);
+    const recipient = fields.recipient ? this.recipients.parse(fields.recipient) : undefined;
     return {
       attributes,
       state,

@@ -40,6 +40,7 @@
  *   sending it would let one reply smuggle in another.
  */
 
+import { isAscii } from 'node:buffer';
 import { CalloutError } from '../core/errors.js';
 import type { ProtocolState } from './types.js';
 
@@ -131,7 +132,6 @@ const PROTOCOL_STATES: ReadonlySet<string> = new Set<ProtocolState>([
 /** How much of an offending line an error event quotes: enough to recognise, never a flood. */
 const QUOTED_PREFIX = 80;
 const LF = 0x0a;
-const CR = 0x0d;
 
 export class PolicyRequestDecoder {
   private readonly maxLineLength: number;
@@ -170,6 +170,17 @@ export class PolicyRequestDecoder {
     const events: PolicyDecodeEvent[] = [];
     let start = 0;
     while (!this.stopped && start < chunk.length) {
+      // The common case: no line pending from the last chunk and only ASCII up to the chunk's
+      // last LF. Those lines are read from one string (an octet is then a character), which
+      // costs a fraction of decoding every line on its own.
+      if (this.pieces.length === 0) {
+        const lastLf = chunk.lastIndexOf(LF);
+        if (lastLf >= start && isAscii(chunk.subarray(start, lastLf + 1))) {
+          this.acceptAsciiLines(chunk.toString('latin1', start, lastLf + 1), events);
+          start = lastLf + 1;
+          continue;
+        }
+      }
       const lf = chunk.indexOf(LF, start);
       const segmentEnd = lf === -1 ? chunk.length : lf + 1;
       const segmentLength = segmentEnd - start;
@@ -183,16 +194,34 @@ export class PolicyRequestDecoder {
         this.lineBytes += segmentLength;
         break;
       }
-      // A line wholly inside this chunk (nearly every line) is read in place, without a copy.
+      // A line wholly inside this chunk is decoded in place, without a copy.
       const joined = this.pieces.length === 0 ? undefined : Buffer.concat([...this.pieces, chunk.subarray(start, lf)]);
       this.finishedBytes += this.lineBytes + segmentLength;
       this.pieces = [];
       this.lineBytes = 0;
-      const event = joined ? this.acceptLine(joined) : this.acceptLine(chunk, start, lf);
+      const event = joined ? this.acceptLine(joined.toString('utf8')) : this.acceptLine(chunk.toString('utf8', start, lf));
       if (event) events.push(event);
       start = segmentEnd;
     }
     return events;
+  }
+
+  /** Whole lines, each ending in LF, of an ASCII text. */
+  private acceptAsciiLines(text: string, events: PolicyDecodeEvent[]): void {
+    let start = 0;
+    while (!this.stopped && start < text.length) {
+      const lf = text.indexOf('\n', start);
+      const segmentLength = lf + 1 - start;
+      const fault = this.limitExceeded(segmentLength, true);
+      if (fault) {
+        events.push(fault);
+        return;
+      }
+      this.finishedBytes += segmentLength;
+      const event = this.acceptLine(text.slice(start, lf));
+      if (event) events.push(event);
+      start = lf + 1;
+    }
   }
 
   /**
@@ -214,20 +243,19 @@ export class PolicyRequestDecoder {
     return undefined;
   }
 
-  /** The line is bytes start..end of `bytes` (its LF excluded). */
-  private acceptLine(bytes: Buffer, start = 0, end = bytes.length): PolicyDecodeEvent | undefined {
-    const contentEnd = end > start && bytes[end - 1] === CR ? end - 1 : end;
-    if (contentEnd === start) return this.finishRequest();
+  /** One line, its LF excluded, decoded. */
+  private acceptLine(line: string): PolicyDecodeEvent | undefined {
+    const text = line.endsWith('\r') ? line.slice(0, -1) : line;
+    if (text === '') return this.finishRequest();
     if (this.attributeLines === this.maxAttributes) {
       return this.fail('too-many-attributes', `request with more than ${this.maxAttributes} attributes`);
     }
     this.attributeLines += 1;
     // UTF-8 decoding never makes U+0000 of anything but a NUL octet, so the text tells.
-    const text = bytes.toString('utf8', start, contentEnd);
-    if (text.includes('\0')) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(bytes.subarray(start, contentEnd))}`);
+    if (text.includes('\0')) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(text)}`);
     const equals = text.indexOf('=');
-    if (equals === -1) return this.fail('malformed-line', `attribute line without '=': ${quote(bytes.subarray(start, contentEnd))}`);
-    if (equals === 0) return this.fail('malformed-line', `attribute line with an empty name: ${quote(bytes.subarray(start, contentEnd))}`);
+    if (equals === -1) return this.fail('malformed-line', `attribute line without '=': ${quote(text)}`);
+    if (equals === 0) return this.fail('malformed-line', `attribute line with an empty name: ${quote(text)}`);
     const name = text.slice(0, equals);
     const value = text.slice(equals + 1);
     // Plain assignment would set the prototype instead of an attribute named __proto__.
@@ -267,8 +295,8 @@ function atLeastOne(limit: number): number {
   return Math.max(1, Math.floor(limit));
 }
 
-function quote(bytes: Buffer): string {
-  return JSON.stringify(bytes.subarray(0, QUOTED_PREFIX).toString('utf8'));
+function quote(text: string): string {
+  return JSON.stringify(text.slice(0, QUOTED_PREFIX));
 }
 
 /** The reply "action=TEXT\n\n"; TEXT is any access(5) action, e.g. 'DUNNO' or '550 5.1.0 text'. */

@@ -79,7 +79,8 @@ export interface Stage {
   readonly name: string;
   /** Protocol states the stage can run in; a configuration naming others is refused. */
   readonly states: ReadonlySet<ProtocolState>;
-  evaluate(ctx: StageContext): Promise<StageVerdict>;
+  /** A stage with nothing to wait for answers at once: the pipeline then spends no timer on it. */
+  evaluate(ctx: StageContext): StageVerdict | Promise<StageVerdict>;
   /**
    * Called after every request in the stage's states once the answer is known, before it is
    * sent, whichever stage decided it (when an earlier stage ended the pipeline, this stage's

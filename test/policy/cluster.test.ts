@@ -53,6 +53,10 @@ async function daemon(extra: Record<string, unknown> = {}): Promise<{ daemon: Da
   return { daemon: d, client: await PolicyClient.connect(d.policyAddress) };
 }
 
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
 describe('two daemons on one Redis', () => {
   it('a sender verified by one daemon is a cache hit on the other', async () => {
     const [a, b] = await Promise.all([daemon(), daemon()]);
@@ -70,7 +74,8 @@ describe('two daemons on one Redis', () => {
     const [a, b] = await Promise.all([daemon(), daemon()]);
     const [first, second] = await Promise.all([
       a.client.request(postfixRequest({ sender: 'bob@slow.test' })),
-      new Promise((resolve) => setTimeout(resolve, 100)).then(() => b.client.request(postfixRequest({ sender: 'bob@slow.test' }))),
+      // b asks once a's callout is under way (its connection reached the slow server).
+      until(() => smtp[1]!.connectionCount === 1).then(() => b.client.request(postfixRequest({ sender: 'bob@slow.test' }))),
     ]);
     assert.equal(first, 'DUNNO');
     assert.equal(second, 'DUNNO');

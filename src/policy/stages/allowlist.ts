@@ -81,7 +81,7 @@ export const allowlistStage: StageDefinition<Options> = {
     return {
       name: 'allowlist',
       states: new Set(['RCPT']),
-      async evaluate(ctx) {
+      evaluate(ctx) {
         if (ctx.clientAddress && clients.value.has(ctx.clientAddress)) return verdict('listed', `client ${ctx.clientAddress} is allow-listed`, true);
         if (ctx.clientName !== 'unknown' && nameMatches(opts.clientNames, ctx.clientName)) return verdict('listed', `client name ${ctx.clientName} is allow-listed`, true);
         const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;

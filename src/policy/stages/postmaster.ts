@@ -31,7 +31,7 @@ export const postmasterStage: StageDefinition<z.output<typeof options>> = {
     return {
       name: 'postmaster',
       states: new Set(['RCPT']),
-      async evaluate(ctx) {
+      evaluate(ctx) {
         // A bare "<Postmaster>" (no domain) parses to no mailbox but is the same role.
         const local = ctx.recipient?.localPart.toLowerCase() ?? (/^<?postmaster>?$/i.test(ctx.recipientText) ? 'postmaster' : undefined);
         if (local !== undefined && roles.has(local)) {

@@ -129,6 +129,8 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
       decision,
       ...(evidence !== undefined ? { evidence } : {}),
     });
+    // os.hostname() is a system call: once per stage, not once per answer.
+    const receiver = opts.receiver ?? hostname();
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
@@ -149,7 +151,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
         }
         const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
         const answer = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
-        return opts.resultHeader ? { ...answer, headers: [formatCalloutResult(result, opts.receiver ?? hostname())] } : answer;
+        return opts.resultHeader ? { ...answer, headers: [formatCalloutResult(result, receiver)] } : answer;
       },
     };
   },

@@ -30,7 +30,7 @@ export const senderSyntaxStage: StageDefinition<z.output<typeof options>> = {
     return {
       name: 'sender-syntax',
       states: new Set(['MAIL', 'RCPT']),
-      async evaluate(ctx) {
+      evaluate(ctx) {
         if (ctx.sender) return { stage: 'sender-syntax', result: 'valid', reason: ctx.senderText ? 'sender parses' : 'null sender', decision: { kind: 'continue' } };
         const reason = `<${ctx.senderText}>: ${ctx.senderError ?? 'does not parse'}`;
         return {
