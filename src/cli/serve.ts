@@ -10,27 +10,37 @@
  *   SQLite store under the data directory (/var/lib/callout), metrics on 127.0.0.1:10041, JSON
  *   logs on stdout. Flags override the file. SIGHUP reloads the file; SIGTERM and SIGINT drain
  *   and exit.
+ *   With policy.workers (--workers) above 1 this process supervises that many worker
+ *   processes (policy/workers), each of which runs this same command as a policy worker;
+ *   their log lines carry a `worker` field.
  */
 
+import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { createLogger } from '../core/log.js';
+import type { Logger } from '../core/log.js';
 import { describeError } from '../core/errors.js';
 import { readConfigFile, mergeConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { Daemon } from '../policy/daemon.js';
-import { addEngineOptions, engineOverrides } from './options.js';
+import { Supervisor, startPolicyWorker } from '../policy/workers.js';
+import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 
 interface ServeFlags extends EngineFlags {
   listen?: string;
   dataDir?: string;
   metrics?: string;
+  workers?: string;
 }
 
 export function serveOverrides(flags: ServeFlags): RawConfig {
   const overrides = engineOverrides(flags);
-  if (flags.listen !== undefined) overrides.policy = { listen: flags.listen };
+  const policy: Record<string, unknown> = {};
+  if (flags.listen !== undefined) policy.listen = flags.listen;
+  if (flags.workers !== undefined) policy.workers = numberFlag('--workers', flags.workers);
+  if (Object.keys(policy).length > 0) overrides.policy = policy;
   if (flags.dataDir !== undefined) overrides.dataDir = flags.dataDir;
   if (flags.metrics !== undefined) overrides.metrics = { listen: flags.metrics };
   return overrides;
@@ -43,26 +53,48 @@ export function registerServeCommand(program: Command): void {
       .description('run the Postfix policy service (check_policy_service)')
       .option('--listen <address>', 'policy listener: HOST:PORT, [IPv6]:PORT or a UNIX socket path (default 127.0.0.1:10040)')
       .option('--data-dir <dir>', 'directory of the SQLite store (default /var/lib/callout)')
-      .option('--metrics <address>', 'metrics and health listener, "" to disable (default 127.0.0.1:10041)'),
+      .option('--metrics <address>', 'metrics and health listener, "" to disable (default 127.0.0.1:10041)')
+      .option('--workers <n>', 'policy worker processes sharing the listener and the store (default 1)'),
   ).action(async (flags: ServeFlags) => {
     const overrides = serveOverrides(flags);
-    const level = validateConfig(mergeConfig(flags.config ? readConfigFile(flags.config) : {}, overrides), flags.config).log.level;
-    const log = createLogger(level);
-    const daemon = await Daemon.start({ ...(flags.config ? { configPath: flags.config } : {}), overrides, log });
-    await new Promise<void>((resolve) => {
-      process.on('SIGHUP', () => {
-        log.info({}, 'SIGHUP: reloading configuration');
-        void daemon.reload();
-      });
-      const stop = (signal: string) => {
-        log.info({ signal }, 'shutting down');
-        daemon.stop().then(resolve, (err: unknown) => {
-          log.error({ err: describeError(err) }, 'shutdown failed');
-          resolve();
-        });
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+    const config = validateConfig(mergeConfig(flags.config ? readConfigFile(flags.config) : {}, overrides), flags.config);
+    const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
+    if (cluster.isWorker) {
+      const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });
+      try {
+        const daemon = await startPolicyWorker({ ...daemonOptions, log });
+        await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
+      } finally {
+        // The channel to the supervisor would keep the process alive after the daemon is gone.
+        process.disconnect?.();
+      }
+    } else if (config.policy.workers > 1) {
+      const log = createLogger(config.log.level);
+      const supervisor = await Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log });
+      await untilStopped(log, () => supervisor.reload(), () => supervisor.stop());
+    } else {
+      const log = createLogger(config.log.level);
+      const daemon = await Daemon.start({ ...daemonOptions, log });
+      await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
+    }
+  });
+}
+
+/** SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. */
+function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.on('SIGHUP', () => {
+      log.info({}, 'SIGHUP: reloading configuration');
+      reload();
     });
+    const shutDown = (signal: string) => {
+      log.info({ signal }, 'shutting down');
+      stop().then(resolve, (err: unknown) => {
+        log.error({ err: describeError(err) }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => shutDown('SIGTERM'));
+    process.once('SIGINT', () => shutDown('SIGINT'));
   });
 }

@@ -161,6 +161,8 @@ const policySchema = z
     /** In warn mode: log with WARN, or prepend an X-Callout-Warning header. */
     warnAction: z.enum(['WARN', 'PREPEND']).default('WARN'),
     maxConnections: z.number().int().min(1).max(100000).default(1000),
+    /** Worker processes sharing the listener and the store (1: the daemon answers itself). */
+    workers: z.number().int().min(1).max(64).default(1),
     idleTimeout: duration('300s'),
     /** UNIX socket permissions (octal string). */
     socketMode: z.string().regex(/^[0-7]{3,4}$/).default('0660'),
@@ -227,6 +229,9 @@ export function validateConfig(raw: unknown, source = 'configuration'): Config {
     problems.push(...checked.problems);
     return checked.entry;
   });
+  if (result.data.policy.workers > 1 && result.data.store.kind === 'memory') {
+    problems.push(`policy.workers: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
+  }
   if (problems.length > 0) throw new ConfigError(`${source}: ${problems.join('; ')}`);
   return result.data;
 }

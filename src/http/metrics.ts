@@ -78,20 +78,23 @@ export class Metrics implements StageMetrics {
   }
 }
 
-export interface HealthSource {
+/** What the listener serves: one daemon's registry, or the sum over policy workers. */
+export interface MetricsSource {
+  metricsText(): Promise<string>;
+  readonly contentType: string;
   healthy(): Promise<boolean>;
 }
 
-export async function startMetricsServer(listen: string, metrics: Metrics, health: HealthSource): Promise<{ server: Server; address: string }> {
+export async function startMetricsServer(listen: string, source: MetricsSource): Promise<{ server: Server; address: string }> {
   const server = createServer((req, res) => {
     void (async () => {
       if (req.method !== 'GET') {
         res.writeHead(405).end();
       } else if (req.url === '/metrics') {
-        const body = await metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body);
+        const body = await source.metricsText();
+        res.writeHead(200, { 'content-type': source.contentType }).end(body);
       } else if (req.url === '/health') {
-        const ok = await health.healthy();
+        const ok = await source.healthy();
         res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ok' : 'degraded' }));
       } else {
         res.writeHead(404).end();

@@ -28,6 +28,7 @@ import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
 import { systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
@@ -50,6 +51,11 @@ export interface DaemonOptions {
   overrides?: RawConfig;
   log: Logger;
   clock?: Clock;
+  /**
+   * One of policy.workers processes (policy/workers): the listening socket is the supervisor's,
+   * which also serves the metrics of all workers, so this daemon opens no metrics listener.
+   */
+  worker?: boolean;
 }
 
 interface Generation {
@@ -96,11 +102,16 @@ export class Daemon {
         handler: (attributes) => this.answer(attributes),
         limits: { maxConnections: config.policy.maxConnections, idleTimeoutMs: config.policy.idleTimeout },
         socketMode: parseInt(config.policy.socketMode, 8),
+        sharedListener: this.options.worker ?? false,
         log: this.options.log,
       });
       this.policyAddress = (await this.server.listen()).address;
-      if (config.metrics.listen) {
-        const started = await startMetricsServer(config.metrics.listen, this.metrics, { healthy: () => this.storeHealthy() });
+      if (config.metrics.listen && !this.options.worker) {
+        const started = await startMetricsServer(config.metrics.listen, {
+          metricsText: () => this.metrics.registry.metrics(),
+          contentType: this.metrics.registry.contentType,
+          healthy: () => this.healthy(),
+        });
         this.metricsServer = started.server;
         this.metricsAddress = started.address;
       }
@@ -166,6 +177,11 @@ export class Daemon {
 
   metricsText(): Promise<string> {
     return this.metrics.registry.metrics();
+  }
+
+  /** The registry behind metricsText(), for a supervisor that sums its workers'. */
+  get metricsRegistry(): Registry {
+    return this.metrics.registry;
   }
 
   private async answer(attributes: Record<string, string>): Promise<string> {
@@ -247,7 +263,8 @@ export class Daemon {
     return openStore({ kind: 'sqlite', path }, this.clock);
   }
 
-  private async storeHealthy(): Promise<boolean> {
+  /** Whether the store answers (the daemon answers Postfix either way, by policy.faultAction). */
+  async healthy(): Promise<boolean> {
     try {
       await this.store.get('health:probe');
       return true;

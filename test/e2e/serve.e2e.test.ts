@@ -29,44 +29,28 @@
  */
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
 import type { PostfixInstance } from '../support/postfix.js';
+import { startServeProcess } from '../support/serve-process.js';
+import type { LogLine, ServeProcess } from '../support/serve-process.js';
 
 const SMTP_PORT = 25400;
 const SENDER_MX = '127.0.0.40';
 const RECEIVER_DEFAULTS = '127.0.0.41';
 const RECEIVER_DUNNO = '127.0.0.42';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const START_WAIT_MS = 30_000;
 const LOG_WAIT_MS = 10_000;
 const EXIT_WAIT_MS = 20_000;
 
 // swaks exit codes: 0 all accepted, 24 no RCPT accepted.
 const SWAKS_OK = 0;
 const SWAKS_NO_RCPT = 24;
-
-type LogLine = Record<string, unknown>;
-
-/** `callout serve` as a child process, with its JSON log lines collected as they come. */
-interface ServeProcess {
-  child: ChildProcessWithoutNullStreams;
-  logs: LogLine[];
-  stderr(): string;
-  policyAddress: string;
-  metricsAddress: string;
-  waitForLog(predicate: (line: LogLine) => boolean, what: string, from?: number): Promise<LogLine>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
 
 let dns: DnsTestServer;
 let dataDir: string;
@@ -75,9 +59,8 @@ let serve: ServeProcess;
 let receiverDefaults: PostfixInstance;
 let receiverDunno: PostfixInstance;
 
-async function startServe(): Promise<ServeProcess> {
-  const args = [
-    '--import', 'tsx', 'src/cli/main.ts', 'serve',
+function startServe(): Promise<ServeProcess> {
+  return startServeProcess([
     '--config', configPath,
     '--listen', '127.0.0.1:0',
     '--data-dir', dataDir,
@@ -86,58 +69,7 @@ async function startServe(): Promise<ServeProcess> {
     '--helo', 'verifier.callout.test',
     '--allow-target', '127.0.0.0/8',
     '--port', String(SMTP_PORT),
-  ];
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
-  const logs: LogLine[] = [];
-  const waiters = new Set<() => void>();
-  let pending = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines.filter(Boolean)) logs.push(JSON.parse(line) as LogLine);
-    for (const wake of waiters) wake();
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
-      resolve({ code, signal });
-      for (const wake of waiters) wake();
-    });
-  });
-  let exitedYet = false;
-  void exited.then(() => (exitedYet = true));
-
-  const waitForLog = (predicate: (line: LogLine) => boolean, what: string, from = 0, waitMs = LOG_WAIT_MS): Promise<LogLine> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = logs.slice(from).find(predicate);
-        if (found || exitedYet) {
-          waiters.delete(check);
-          clearTimeout(timer);
-          if (found) resolve(found);
-          else reject(new Error(`callout serve exited before logging ${what}; stderr: ${stderr}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`callout serve did not log ${what} within ${waitMs} ms; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`));
-      }, waitMs);
-      waiters.add(check);
-      check();
-    });
-
-  const started = await waitForLog((l) => l.msg === 'callout serve started', '"callout serve started"', 0, START_WAIT_MS);
-  return {
-    child,
-    logs,
-    stderr: () => stderr,
-    policyAddress: String(started.policy),
-    metricsAddress: String(started.metrics),
-    waitForLog,
-    exited,
-  };
+  ]);
 }
 
 function writeConfig(senderCalloutMode: 'enforce' | 'warn'): void {

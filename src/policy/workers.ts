@@ -1,0 +1,263 @@
+/**
+ * NAME
+ *   policy/workers - `callout serve` on several cores: a supervisor and its policy workers
+ *
+ * DESCRIPTION
+ *   With policy.workers N > 1 the process `callout serve` starts becomes a supervisor (the
+ *   node:cluster primary) and forks N workers, each a whole Daemon (policy/daemon) with its own
+ *   resolver cache, callout engine and pipeline. The workers share two things:
+ *     the listener  the supervisor holds the listening socket and hands each new connection to
+ *                   a worker in turn (node:cluster's round-robin). A Postfix policy connection
+ *                   carries every request of a message, so what a pipeline remembers per
+ *                   message (the `instance` header memory) stays in one worker;
+ *     the store     SQLite (one file, WAL) or Redis: cached verdicts, the probe lock that keeps
+ *                   two workers from probing the same address at once, greylist triplets, rate
+ *                   and tarpit counters. A memory store cannot be shared, so the configuration
+ *                   refuses workers > 1 with it.
+ *   One process answers at most one core's worth of decisions; the policy service is often
+ *   the busiest part of a mail server at SMTP time, and Postfix runs many smtpd processes.
+ *
+ *   The supervisor serves /metrics (the sum over the workers, through prom-client's
+ *   AggregatorRegistry) and /health (every worker up and its store answering), forwards SIGHUP
+ *   to every worker (each reloads the configuration file, as a single daemon does), and on
+ *   stop() sends SIGTERM to every worker and waits while they drain. A worker that dies is
+ *   logged and replaced after restartDelayMs; one that fails while starting fails the start.
+ *
+ *   Worker side, startPolicyWorker() starts the Daemon in worker mode, reports itself ready to
+ *   the supervisor and answers its health and metrics questions.
+ *
+ * LIMITS
+ *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy.
+ *
+ * ERRORS
+ *   Supervisor.start() rejects with ConfigError carrying the first failing worker's message
+ *   (a bad configuration fails every worker the same way), or CalloutError INTERNAL when a
+ *   worker exits before it is ready without saying why.
+ */
+
+import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
+import type { Server } from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import { parseListenAddress } from '../core/listen.js';
+import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { startMetricsServer } from '../http/metrics.js';
+import { Daemon } from './daemon.js';
+import type { DaemonOptions } from './daemon.js';
+import { removeIfSocket, removeStaleSocket } from './server.js';
+
+export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
+const HEALTH_ANSWER_MS = 1_000;
+/** Longer than a worker's own drain (policy/daemon), so that draining is never cut short. */
+const STOP_WAIT_MS = 30_000;
+
+type WorkerMessage =
+  | { type: 'callout:ready'; policy: string }
+  | { type: 'callout:failed'; message: string; configError: boolean }
+  | { type: 'callout:health'; id: number; healthy: boolean };
+
+type SupervisorMessage = { type: 'callout:health?'; id: number };
+
+function isWorkerMessage(message: unknown): message is WorkerMessage {
+  return typeof message === 'object' && message !== null && typeof (message as { type?: unknown }).type === 'string' && (message as { type: string }).type.startsWith('callout:');
+}
+
+export interface SupervisorOptions {
+  workers: number;
+  /** The policy listener (config policy.listen): a UNIX socket path is cleared before and removed after. */
+  listen: string;
+  /** Where /metrics and /health are served; '' for nowhere. */
+  metricsListen: string;
+  log: Logger;
+  /** The worker program and its arguments; by default this process's own (cluster's default). */
+  exec?: string;
+  args?: string[];
+  execArgv?: string[];
+  restartDelayMs?: number;
+}
+
+export class Supervisor {
+  policyAddress = '';
+  metricsAddress = '';
+  private readonly registry = new AggregatorRegistry();
+  private readonly workers = new Set<Worker>();
+  private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
+  private metricsServer: Server | undefined;
+  private nextHealthId = 1;
+  private stopping = false;
+  private restartTimers = new Set<NodeJS.Timeout>();
+
+  private constructor(private readonly options: SupervisorOptions) {}
+
+  static async start(options: SupervisorOptions): Promise<Supervisor> {
+    if (!cluster.isPrimary) throw new CalloutError('INTERNAL', 'a policy worker cannot supervise workers of its own');
+    const supervisor = new Supervisor(options);
+    await supervisor.boot();
+    return supervisor;
+  }
+
+  /** Process ids of the running workers. */
+  get pids(): number[] {
+    return [...this.workers].flatMap((worker) => (worker.process.pid === undefined ? [] : [worker.process.pid]));
+  }
+
+  /** Asks every worker to reload its configuration (as SIGHUP does to a single daemon). */
+  reload(): void {
+    this.options.log.info({ workers: this.workers.size }, 'reloading: passing SIGHUP to every policy worker');
+    for (const worker of this.workers) worker.process.kill('SIGHUP');
+  }
+
+  /** SIGTERM to every worker; resolves once all have drained and exited. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const timer of this.restartTimers) clearTimeout(timer);
+    const exited = [...this.workers].map((worker) => exitOf(worker));
+    for (const worker of this.workers) worker.process.kill('SIGTERM');
+    let killer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(exited),
+      new Promise<void>((resolve) => {
+        killer = setTimeout(() => {
+          this.options.log.warn({ workers: this.workers.size }, 'policy workers still running after the drain time; killing them');
+          for (const worker of this.workers) worker.process.kill('SIGKILL');
+          resolve();
+        }, STOP_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(killer);
+    await Promise.all(exited);
+    await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
+    const endpoint = parseListenAddress(this.options.listen);
+    if (endpoint.ok && endpoint.value.kind === 'unix') await removeIfSocket(endpoint.value.path);
+    this.options.log.info({}, 'stopped');
+  }
+
+  private async boot(): Promise<void> {
+    const endpoint = parseListenAddress(this.options.listen);
+    if (!endpoint.ok) throw new ConfigError(`policy listen address: ${endpoint.reason}`);
+    if (endpoint.value.kind === 'unix') await removeStaleSocket(endpoint.value.path);
+    cluster.setupPrimary({
+      ...(this.options.exec !== undefined ? { exec: this.options.exec } : {}),
+      ...(this.options.args !== undefined ? { args: this.options.args } : {}),
+      ...(this.options.execArgv !== undefined ? { execArgv: this.options.execArgv } : {}),
+    });
+    const started = Array.from({ length: this.options.workers }, () => this.fork());
+    try {
+      const addresses = await Promise.all(started);
+      this.policyAddress = addresses[0] ?? '';
+    } catch (err) {
+      this.stopping = true;
+      for (const worker of this.workers) worker.process.kill('SIGKILL');
+      await Promise.all([...this.workers].map((worker) => exitOf(worker)));
+      throw err;
+    }
+    if (this.options.metricsListen) {
+      const started = await startMetricsServer(this.options.metricsListen, {
+        metricsText: () => this.registry.clusterMetrics(),
+        contentType: this.registry.contentType,
+        healthy: () => this.healthy(),
+      });
+      this.metricsServer = started.server;
+      this.metricsAddress = started.address;
+    }
+    this.options.log.info({ workers: this.pids, policy: this.policyAddress, metrics: this.metricsAddress || 'off' }, 'policy workers started');
+  }
+
+  /** Forks one worker; resolves with its policy address once it listens. */
+  private fork(): Promise<string> {
+    const worker = cluster.fork();
+    this.workers.add(worker);
+    return new Promise<string>((resolve, reject) => {
+      let ready = false;
+      worker.on('message', (message: unknown) => {
+        if (!isWorkerMessage(message)) return;
+        if (message.type === 'callout:ready') {
+          ready = true;
+          resolve(message.policy);
+        } else if (message.type === 'callout:failed' && !ready) {
+          reject(message.configError ? new ConfigError(message.message) : new CalloutError('INTERNAL', `policy worker failed to start: ${message.message}`));
+        } else if (message.type === 'callout:health') {
+          this.healthWaits.get(message.id)?.(message.healthy);
+        }
+      });
+      worker.once('exit', (code, signal) => {
+        this.workers.delete(worker);
+        if (!ready) {
+          reject(new CalloutError('INTERNAL', `policy worker ${worker.process.pid ?? '?'} exited (${signal ?? code}) before it was ready`));
+          return;
+        }
+        if (this.stopping) return;
+        this.options.log.error({ worker: worker.process.pid, code, signal }, 'policy worker died; starting another');
+        this.restart();
+      });
+    });
+  }
+
+  private restart(): void {
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer);
+      if (this.stopping) return;
+      this.fork().then(
+        () => this.options.log.info({ workers: this.pids }, 'policy worker replaced'),
+        (err: unknown) => {
+          this.options.log.error({ err: describeError(err) }, 'a replacement policy worker failed to start; trying again');
+          this.restart();
+        },
+      );
+    }, this.options.restartDelayMs ?? DEFAULT_WORKER_RESTART_DELAY_MS);
+    this.restartTimers.add(timer);
+  }
+
+  /** Every configured worker is up and its store answers. */
+  private async healthy(): Promise<boolean> {
+    if (this.workers.size < this.options.workers) return false;
+    const answers = [...this.workers].map(
+      (worker) =>
+        new Promise<boolean>((resolve) => {
+          const id = this.nextHealthId++;
+          const timer = setTimeout(() => settle(false), HEALTH_ANSWER_MS);
+          const settle = (healthy: boolean): void => {
+            clearTimeout(timer);
+            this.healthWaits.delete(id);
+            resolve(healthy);
+          };
+          this.healthWaits.set(id, settle);
+          if (!worker.isConnected()) settle(false);
+          else worker.send({ type: 'callout:health?', id } satisfies SupervisorMessage);
+        }),
+    );
+    return (await Promise.all(answers)).every(Boolean);
+  }
+}
+
+function exitOf(worker: Worker): Promise<void> {
+  if (worker.isDead()) return Promise.resolve();
+  return new Promise((resolve) => worker.once('exit', () => resolve()));
+}
+
+/**
+ * In a worker process: starts the Daemon in worker mode and reports to the supervisor. A start
+ * that fails is reported too (the caller then exits non-zero).
+ */
+export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
+  const send = (message: WorkerMessage): void => {
+    process.send?.(message);
+  };
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start({ ...options, worker: true });
+  } catch (err) {
+    send({ type: 'callout:failed', message: describeError(err), configError: err instanceof ConfigError });
+    throw err;
+  }
+  // The supervisor's AggregatorRegistry asks every worker for this registry's metrics.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([daemon.metricsRegistry]);
+  process.on('message', (message: SupervisorMessage) => {
+    if (message?.type !== 'callout:health?') return;
+    void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
+  });
+  send({ type: 'callout:ready', policy: daemon.policyAddress });
+  return daemon;
+}

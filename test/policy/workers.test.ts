@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { startServeProcess } from '../support/serve-process.js';
+import type { LogLine, ServeProcess } from '../support/serve-process.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const workersStarted = (l: LogLine): boolean => l.msg === 'policy workers started';
+
+let dataDir: string;
+
+before(() => {
+  dataDir = mkdtempSync(join(tmpdir(), 'callout-workers-'));
+});
+
+after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+function serveWithWorkers(listen: string): Promise<ServeProcess> {
+  // The requests are to postmaster with the null sender: no stage needs DNS (127.0.0.1:9 answers
+  // nothing) or a callout to answer them.
+  return startServeProcess(['--workers', '2', '--listen', listen, '--data-dir', dataDir, '--metrics', '127.0.0.1:0', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9'], workersStarted);
+}
+
+async function stop(serve: ServeProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  serve.child.kill('SIGTERM');
+  return serve.exited;
+}
+
+async function metric(address: string, name: string): Promise<number> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(name))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
+describe('callout serve --workers 2', () => {
+  it('answers on one listener from two processes, sums their metrics and drains on SIGTERM', async () => {
+    const serve = await serveWithWorkers('127.0.0.1:0');
+    try {
+      const workers = serve.logs.find(workersStarted)!.workers as number[];
+      assert.equal(workers.length, 2);
+      // cluster hands connections to the workers in turn: eight connections reach both.
+      const clients = await Promise.all(Array.from({ length: 8 }, () => PolicyClient.connect(serve.policyAddress)));
+      const answers = await Promise.all(clients.map((client, i) => client.request(postfixRequest({ recipient: 'postmaster@local.test', sender: '', instance: `w${i}` }))));
+      assert.deepEqual(answers, Array(8).fill('DUNNO'));
+      const deciders = new Set(serve.logs.filter((l) => l.msg === 'decision').map((l) => l.worker));
+      assert.deepEqual([...deciders].sort(), [1, 2], 'both workers decided');
+      assert.equal(await metric(serve.metricsAddress, 'callout_policy_decisions_total{'), 8, 'the supervisor sums the workers\' counters');
+      const health = await fetch(`http://${serve.metricsAddress}/health`);
+      assert.equal(health.status, 200);
+      for (const client of clients) client.close();
+    } finally {
+      const exit = await stop(serve);
+      assert.deepEqual(exit, { code: 0, signal: null }, serve.stderr());
+    }
+    assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, 'each worker drained and stopped');
+  });
+
+  it('passes SIGHUP to every worker and replaces a worker that dies', async () => {
+    const serve = await serveWithWorkers('127.0.0.1:0');
+    try {
+      let mark = serve.logs.length;
+      serve.child.kill('SIGHUP');
+      await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 1, 'worker 1 reloading', mark);
+      await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 2, 'worker 2 reloading', mark);
+      const [victim] = serve.logs.find(workersStarted)!.workers as number[];
+      mark = serve.logs.length;
+      process.kill(victim!, 'SIGKILL');
+      await serve.waitForLog((l) => l.msg === 'policy worker died; starting another' && l.worker === victim, 'the death logged', mark);
+      const replaced = await serve.waitForLog((l) => l.msg === 'policy worker replaced', 'the replacement', mark);
+      assert.equal((replaced.workers as number[]).length, 2);
+      assert.ok(!(replaced.workers as number[]).includes(victim!));
+      const client = await PolicyClient.connect(serve.policyAddress);
+      assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test' })), 'DUNNO');
+      client.close();
+    } finally {
+      assert.deepEqual(await stop(serve), { code: 0, signal: null }, serve.stderr());
+    }
+  });
+
+  it('shares a UNIX socket, and removes it when it stops', async () => {
+    const path = join(dataDir, 'policy.sock');
+    const serve = await serveWithWorkers(path);
+    const client = await PolicyClient.connect(path);
+    assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test' })), 'DUNNO');
+    client.close();
+    assert.deepEqual(await stop(serve), { code: 0, signal: null }, serve.stderr());
+    assert.equal(existsSync(path), false);
+  });
+
+  it('refuses workers with a memory store, naming the key', async () => {
+    const config = join(dataDir, 'memory.yaml');
+    writeFileSync(config, 'store:\n  kind: memory\n');
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--workers', '2', '--config', config], { cwd: ROOT, timeout: 30_000 }, (error, _stdout, stderr) =>
+        resolve({ code: error ? (error as { code?: number }).code ?? null : 0, stderr }),
+      );
+    });
+    assert.equal(result.code, 78);
+    assert.match(result.stderr, /policy\.workers: got 2, expected 1 with store\.kind memory/);
+  });
+});

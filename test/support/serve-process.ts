@@ -1,0 +1,85 @@
+/**
+ * NAME
+ *   test/support/serve-process - `callout serve` as a child process, its JSON log collected
+ *
+ * DESCRIPTION
+ *   startServeProcess(args) runs `node --import tsx src/cli/main.ts serve ARGS` from the
+ *   repository root and resolves once the log shows the line that says it is listening (by
+ *   default "callout serve started"; with policy workers the supervisor's "policy workers
+ *   started"), whose policy and metrics fields give the addresses. waitForLog() waits for a
+ *   line from a given index on, so a test can mark the log before it acts.
+ */
+
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const START_WAIT_MS = 30_000;
+const LOG_WAIT_MS = 10_000;
+
+export type LogLine = Record<string, unknown>;
+
+export interface ServeProcess {
+  child: ChildProcessWithoutNullStreams;
+  logs: LogLine[];
+  stderr(): string;
+  policyAddress: string;
+  metricsAddress: string;
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, from?: number, waitMs?: number): Promise<LogLine>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function startServeProcess(args: string[], started: (line: LogLine) => boolean = (l) => l.msg === 'callout serve started'): Promise<ServeProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  const logs: LogLine[] = [];
+  const waiters = new Set<() => void>();
+  let pending = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines.filter(Boolean)) logs.push(JSON.parse(line) as LogLine);
+    for (const wake of waiters) wake();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+      for (const wake of waiters) wake();
+    });
+  });
+  let exitedYet = false;
+  void exited.then(() => (exitedYet = true));
+
+  const waitForLog = (predicate: (line: LogLine) => boolean, what: string, from = 0, waitMs = LOG_WAIT_MS): Promise<LogLine> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = logs.slice(from).find(predicate);
+        if (found || exitedYet) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          if (found) resolve(found);
+          else reject(new Error(`callout serve exited before logging ${what}; stderr: ${stderr}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`callout serve did not log ${what} within ${waitMs} ms; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`));
+      }, waitMs);
+      waiters.add(check);
+      check();
+    });
+
+  const ready = await waitForLog(started, 'that it listens', 0, START_WAIT_MS);
+  return {
+    child,
+    logs,
+    stderr: () => stderr,
+    policyAddress: String(ready.policy),
+    metricsAddress: String(ready.metrics),
+    waitForLog,
+    exited,
+  };
+}
