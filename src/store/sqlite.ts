@@ -15,9 +15,17 @@
  *   BEGIN IMMEDIATE transaction (read, check, write) so two processes never lose an increment
  *   and an existing counter keeps its original expiry.
  *
- *   better-sqlite3 is synchronous; the methods are async only to match the Store interface. Each
- *   call is a short indexed statement. purgeExpired deletes in batches of PURGE_BATCH rows and
- *   yields to the event loop between batches, so a large backlog never stalls the process.
+ *   better-sqlite3 is synchronous. Writes are committed in groups: every write asked for during
+ *   one turn of the event loop runs, in order, in one BEGIN IMMEDIATE transaction at the end of
+ *   that turn (setImmediate), and each promise settles once that transaction has committed, so
+ *   an acknowledged write is never lost (to the durability synchronous=NORMAL gives). A write
+ *   transaction of its own costs about 20 µs, most of it the commit; grouped, a write costs a
+ *   few, which is what a policy service answering many connections at once needs. A write that
+ *   fails on its own (a statement error) rejects alone and the rest of its group commits; when
+ *   the commit fails, every write of the group rejects. A read runs at once when no write is
+ *   waiting, and otherwise queues behind the waiting writes, so a process always reads what it
+ *   wrote. purgeExpired deletes in batches of PURGE_BATCH rows, one queued write each, so a
+ *   large backlog never stalls the process.
  *
  *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its
  *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE
@@ -125,9 +133,21 @@ function migrate(db: Database.Database, path: string): void {
   }).immediate();
 }
 
+/** A write (or a read queued behind writes) waiting for its group's transaction. */
+interface Queued {
+  context: string;
+  work: (context: string) => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
   private readonly statements: ReturnType<typeof prepareStatements>;
+  private queue: Queued[] = [];
+  private readonly commitGroup: Database.Transaction<(group: Queued[]) => Outcome[]>;
   private readonly incrementCounter: Database.Transaction<
     (key: string, by: number, now: number, expiresAt: number) => number
   >;
@@ -149,6 +169,20 @@ export class SqliteStore implements Store {
       }
       statements.set.run(key, String(by), expiresAt);
       return by;
+    });
+    // A failing statement is rolled back on its own by SQLite and the group goes on without it;
+    // an error that ends the whole transaction (SQLITE_FULL, an I/O error) fails the rest too.
+    this.commitGroup = db.transaction((group: Queued[]): Outcome[] => {
+      const outcomes: Outcome[] = [];
+      for (const queued of group) {
+        try {
+          outcomes.push({ ok: true, value: queued.work(queued.context) });
+        } catch (error) {
+          if (!db.inTransaction) throw error;
+          outcomes.push({ ok: false, error });
+        }
+      }
+      return outcomes;
     });
   }
 
@@ -174,25 +208,25 @@ export class SqliteStore implements Store {
     }
   }
 
-  async get(key: string): Promise<StoredValue | undefined> {
-    return this.run('get', () => this.statements.get.get(key, this.clock.now()));
+  get(key: string): Promise<StoredValue | undefined> {
+    return this.read('get', () => this.statements.get.get(key, this.clock.now()));
   }
 
-  async set(key: string, value: string, ttlMs: number): Promise<void> {
-    this.run('set', (context) => {
+  set(key: string, value: string, ttlMs: number): Promise<void> {
+    return this.write('set', (context) => {
       this.statements.set.run(key, value, expiryAfter(context, ttlMs, this.clock.now()));
     });
   }
 
-  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
-    return this.run('setIfAbsent', (context) => {
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.write('setIfAbsent', (context) => {
       const now = this.clock.now();
       return this.statements.setIfAbsent.run(key, value, expiryAfter(context, ttlMs, now), now).changes === 1;
     });
   }
 
-  async compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
-    return this.run('compareAndSet', (context) => {
+  compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    return this.write('compareAndSet', (context) => {
       const now = this.clock.now();
       const expiresAt = expiryAfter(context, ttlMs, now);
       const result =
@@ -203,22 +237,22 @@ export class SqliteStore implements Store {
     });
   }
 
-  async delete(key: string): Promise<void> {
-    this.run('delete', () => {
+  delete(key: string): Promise<void> {
+    return this.write('delete', () => {
       this.statements.delete.run(key);
     });
   }
 
-  async increment(key: string, by: number, ttlMs: number): Promise<number> {
-    return this.run('increment', (context) => {
+  increment(key: string, by: number, ttlMs: number): Promise<number> {
+    return this.write('increment', (context) => {
       checkIncrement(context, by);
       const now = this.clock.now();
       return this.incrementCounter.immediate(key, by, now, expiryAfter(context, ttlMs, now));
     });
   }
 
-  async scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
-    return this.run('scan', (context) => {
+  scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
+    return this.read('scan', (context) => {
       checkScanLimit(context, limit);
       const now = this.clock.now();
       const upper = prefixSuccessor(prefix);
@@ -232,7 +266,7 @@ export class SqliteStore implements Store {
     const now = this.clock.now();
     let removed = 0;
     while (true) {
-      const changes = this.run('purgeExpired', () => this.statements.purgeBatch.run(now, PURGE_BATCH).changes);
+      const changes = await this.write('purgeExpired', () => this.statements.purgeBatch.run(now, PURGE_BATCH).changes);
       removed += changes;
       if (changes < PURGE_BATCH) return removed;
       await yieldToEventLoop();
@@ -240,11 +274,50 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.commitQueued();
     this.run('close', () => this.db.close());
   }
 
   private context(operation: string): string {
     return `sqlite store ${this.path}: ${operation}`;
+  }
+
+  /** Queues a write for the group committed at the end of this turn. */
+  private write<T>(operation: string, work: (context: string) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ context: this.context(operation), work, resolve: resolve as (value: unknown) => void, reject });
+      if (this.queue.length === 1) setImmediate(() => this.commitQueued());
+    });
+  }
+
+  /** Runs a read now, or behind the writes still waiting, so that it sees them. */
+  private read<T>(operation: string, work: (context: string) => T): Promise<T> {
+    if (this.queue.length > 0) return this.write(operation, work);
+    try {
+      return Promise.resolve(this.run(operation, work));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private commitQueued(): void {
+    const group = this.queue;
+    if (group.length === 0) return;
+    this.queue = [];
+    let outcomes: Outcome[];
+    try {
+      outcomes = this.commitGroup.immediate(group);
+    } catch (err) {
+      // BEGIN or COMMIT failed (SQLITE_BUSY past the timeout, a full disk, a closed database):
+      // nothing of the group was written.
+      for (const queued of group) queued.reject(storeError(queued.context, err));
+      return;
+    }
+    group.forEach((queued, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) queued.resolve(outcome.value);
+      else queued.reject(storeError(queued.context, outcome.error));
+    });
   }
 
   /** Runs one operation, turning any driver error into a StoreError that names file and operation. */
@@ -253,8 +326,11 @@ export class SqliteStore implements Store {
     try {
       return work(context);
     } catch (err) {
-      if (err instanceof StoreError) throw err;
-      throw new StoreError(`${context} failed: ${describeError(err)}`, { cause: err });
+      throw storeError(context, err);
     }
   }
+}
+
+function storeError(context: string, err: unknown): StoreError {
+  return err instanceof StoreError ? err : new StoreError(`${context} failed: ${describeError(err)}`, { cause: err });
 }

@@ -166,4 +166,44 @@ describe('SqliteStore', () => {
       return true;
     });
   });
+
+  it('commits the writes of one turn in one transaction, each settling after the commit', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const observer = new Database(path, { readonly: true });
+    const writes = Array.from({ length: 50 }, (_, i) => store.set(`k${i}`, `v${i}`, 60_000));
+    const counted = store.increment('c', 2, 60_000);
+    // A read asked for in the same turn queues behind those writes and sees them.
+    const readBack = store.get('k49');
+    assert.equal(observer.prepare<[], { n: number }>('SELECT count(*) AS n FROM kv').get()!.n, 0, 'nothing is written before the turn ends');
+    await Promise.all(writes);
+    assert.equal(await counted, 2);
+    assert.equal((await readBack)?.value, 'v49');
+    assert.equal(observer.prepare<[], { n: number }>('SELECT count(*) AS n FROM kv').get()!.n, 51, 'all committed once the promises settle');
+    observer.close();
+    await store.close();
+  });
+
+  it('rejects a failing write alone; the rest of its group commits', async () => {
+    const store = await SqliteStore.open(freshPath());
+    await store.set('text', 'not a number', 60_000);
+    const results = await Promise.allSettled([store.set('a', '1', 60_000), store.increment('text', 1, 60_000), store.set('b', '2', 60_000)]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.ok((results[1] as PromiseRejectedResult).reason instanceof StoreError);
+    assert.equal((await store.get('a'))?.value, '1');
+    assert.equal((await store.get('b'))?.value, '2');
+    assert.equal((await store.get('text'))?.value, 'not a number');
+    await store.close();
+  });
+
+  it('writes what is queued before it closes', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const pending = store.set('last', 'word', 60_000);
+    await store.close();
+    await pending;
+    const reopened = await SqliteStore.open(path);
+    assert.equal((await reopened.get('last'))?.value, 'word');
+    await reopened.close();
+  });
 });
