@@ -276,6 +276,8 @@ export class AddressSet {
   }
 
   has(ip: string): boolean {
+    // An empty set (an allow-list nobody filled in) answers without parsing the address.
+    if (this.cidrs.length === 0) return false;
     const parsed = parseIp(ip);
     if (parsed === undefined) return false;
     const address = unmapped(parsed);

@@ -46,6 +46,7 @@ export class Metrics implements StageMetrics {
     registers: [this.registry],
   });
   private readonly stageCounters = new Map<string, Counter>();
+  private readonly decisionChildren = new Map<string, Counter.Internal>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'callout_' });
@@ -55,7 +56,7 @@ export class Metrics implements StageMetrics {
   recordDecision(outcome: PipelineOutcome): void {
     const word = outcome.action.split(' ', 1)[0] ?? '';
     const action = /^5\d\d$/.test(word) ? 'REJECT' : /^4\d\d$/.test(word) ? 'DEFER' : word;
-    this.decisions.inc({ action, stage: outcome.decidedBy ?? 'none' });
+    this.decisionCounter(action, outcome.decidedBy ?? 'none').inc();
     this.latency.observe(outcome.durationMs / 1000);
     if (outcome.faults.length > 0) this.faults.inc(outcome.faults.length);
   }
@@ -66,6 +67,17 @@ export class Metrics implements StageMetrics {
 
   increment(name: string, labels: Record<string, string> = {}): void {
     this.counter(name, Object.keys(labels)).inc(labels);
+  }
+
+  /** prom-client hashes a label object on every inc(); the few (action, stage) pairs keep their child. */
+  private decisionCounter(action: string, stage: string): Counter.Internal {
+    const key = `${action}\0${stage}`;
+    let child = this.decisionChildren.get(key);
+    if (!child) {
+      child = this.decisions.labels({ action, stage });
+      this.decisionChildren.set(key, child);
+    }
+    return child;
   }
 
   private counter(name: string, labelNames: string[]): Counter {

@@ -93,17 +93,21 @@ export class Pipeline {
   private readonly messages = new Map<string, MessageMemory>();
   private readonly senders = new RecentParses((text) => parseReversePath(text, { tolerant: true }));
   private readonly recipients = new RecentParses((text) => parseForwardPath(text, { tolerant: true }));
+  /** The stages that watch outcomes (Stage.observe); most pipelines have none. */
+  private readonly observers: ConfiguredStage[];
 
   constructor(
     readonly stages: ConfiguredStage[],
     private readonly options: PipelineOptions,
-  ) {}
+  ) {
+    this.observers = stages.filter((configured) => configured.stage.observe !== undefined);
+  }
 
   async decide(attributes: PolicyAttributes): Promise<PipelineOutcome> {
     const started = Date.now();
-    const earlier = new Map<string, StageVerdict>();
     // One context for every stage: `earlier` grows as they run.
-    const ctx: StageContext = { ...this.context(attributes), earlier };
+    const earlier = new Map<string, StageVerdict>();
+    const ctx = this.context(attributes, earlier);
     const verdicts: StageVerdict[] = [];
     const warnings: string[] = [];
     const faults: string[] = [];
@@ -161,7 +165,7 @@ export class Pipeline {
 
     clearTimeout(timer);
     const action = final?.action ?? this.continueAction(memory, warnings);
-    await this.observe(ctx, action, final?.stage);
+    if (this.observers.length > 0) await this.observe(ctx, action, final?.stage);
     return {
       action,
       ...(final ? { decidedBy: final.stage } : {}),
@@ -178,7 +182,7 @@ export class Pipeline {
 
   /** Shows the answer to the stages that observe outcomes (Stage.observe); their faults never change it. */
   private async observe(ctx: StageContext, action: string, decidedBy: string | undefined): Promise<void> {
-    for (const { stage, mode, states } of this.stages) {
+    for (const { stage, mode, states } of this.observers) {
       if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
       try {
         await stage.observe(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode });
@@ -188,7 +192,7 @@ export class Pipeline {
     }
   }
 
-  private context(attributes: PolicyAttributes): Omit<StageContext, 'earlier'> {
+  private context(attributes: PolicyAttributes, earlier: ReadonlyMap<string, StageVerdict>): StageContext {
     const fields = policyRequestFields(attributes);
     // A request without a known state is treated as RCPT, where Postfix sends nearly all of them.
     const state: ProtocolState = isProtocolState(fields.protocolState) ? fields.protocolState : 'RCPT';
@@ -207,6 +211,7 @@ export class Pipeline {
       instance: fields.instance,
       deadline: this.options.clock.now() + this.options.decisionTimeoutMs,
       clock: this.options.clock,
+      earlier,
     };
   }
 
