@@ -132,6 +132,7 @@ const PROTOCOL_STATES: ReadonlySet<string> = new Set<ProtocolState>([
 /** How much of an offending line an error event quotes: enough to recognise, never a flood. */
 const QUOTED_PREFIX = 80;
 const LF = 0x0a;
+const CR = 0x0d;
 
 export class PolicyRequestDecoder {
   private readonly maxLineLength: number;
@@ -206,8 +207,9 @@ export class PolicyRequestDecoder {
     return events;
   }
 
-  /** Whole lines, each ending in LF, of an ASCII text. */
+  /** Whole lines, each ending in LF, of an ASCII text; read by position, without a string per line. */
   private acceptAsciiLines(text: string, events: PolicyDecodeEvent[]): void {
+    const mayHoldNul = text.includes('\0');
     let start = 0;
     while (!this.stopped && start < text.length) {
       const lf = text.indexOf('\n', start);
@@ -218,7 +220,8 @@ export class PolicyRequestDecoder {
         return;
       }
       this.finishedBytes += segmentLength;
-      const event = this.acceptLine(text.slice(start, lf));
+      const end = lf > start && text.charCodeAt(lf - 1) === CR ? lf - 1 : lf;
+      const event = this.acceptText(text, start, end, mayHoldNul);
       if (event) events.push(event);
       start = lf + 1;
     }
@@ -243,21 +246,25 @@ export class PolicyRequestDecoder {
     return undefined;
   }
 
-  /** One line, its LF excluded, decoded. */
+  /** One decoded line, its LF excluded. */
   private acceptLine(line: string): PolicyDecodeEvent | undefined {
-    const text = line.endsWith('\r') ? line.slice(0, -1) : line;
-    if (text === '') return this.finishRequest();
+    return this.acceptText(line, 0, line.endsWith('\r') ? line.length - 1 : line.length, true);
+  }
+
+  /** The line text[start, end), its line end excluded. */
+  private acceptText(text: string, start: number, end: number, mayHoldNul: boolean): PolicyDecodeEvent | undefined {
+    if (end === start) return this.finishRequest();
     if (this.attributeLines === this.maxAttributes) {
       return this.fail('too-many-attributes', `request with more than ${this.maxAttributes} attributes`);
     }
     this.attributeLines += 1;
     // UTF-8 decoding never makes U+0000 of anything but a NUL octet, so the text tells.
-    if (text.includes('\0')) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(text)}`);
-    const equals = text.indexOf('=');
-    if (equals === -1) return this.fail('malformed-line', `attribute line without '=': ${quote(text)}`);
-    if (equals === 0) return this.fail('malformed-line', `attribute line with an empty name: ${quote(text)}`);
-    const name = text.slice(0, equals);
-    const value = text.slice(equals + 1);
+    if (mayHoldNul && text.slice(start, end).includes('\0')) return this.fail('malformed-line', `attribute line with a NUL octet: ${quote(text, start, end)}`);
+    const equals = text.indexOf('=', start);
+    if (equals === -1 || equals >= end) return this.fail('malformed-line', `attribute line without '=': ${quote(text, start, end)}`);
+    if (equals === start) return this.fail('malformed-line', `attribute line with an empty name: ${quote(text, start, end)}`);
+    const name = text.slice(start, equals);
+    const value = text.slice(equals + 1, end);
     // Plain assignment would set the prototype instead of an attribute named __proto__.
     if (name === '__proto__') Object.defineProperty(this.attributes, name, { value, enumerable: true, writable: true, configurable: true });
     else this.attributes[name] = value;
@@ -295,8 +302,8 @@ function atLeastOne(limit: number): number {
   return Math.max(1, Math.floor(limit));
 }
 
-function quote(text: string): string {
-  return JSON.stringify(text.slice(0, QUOTED_PREFIX));
+function quote(text: string, start: number, end: number): string {
+  return JSON.stringify(text.slice(start, Math.min(end, start + QUOTED_PREFIX)));
 }
 
 /** The reply "action=TEXT\n\n"; TEXT is any access(5) action, e.g. 'DUNNO' or '550 5.1.0 text'. */
