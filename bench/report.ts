@@ -24,7 +24,7 @@ export interface BenchReport {
   quick: boolean;
   facts: Array<[string, string]>;
   setup: string[];
-  rows: { coldProbe: Row; coldNoProbe: Row; coldDnsCached: Row[]; coldBatched: Row; coldShared: Row; warm: Row; peers: Row[] };
+  rows: { coldProbe: Row; coldNoReuse: Row; coldNoProbe: Row; coldDnsCached: Row[]; coldBatched: Row; coldShared: Row; warm: Row; peers: Row[] };
   peersSkipped?: string;
   correctness: ToolCorrectness[];
   concurrencies: number[];
@@ -110,8 +110,8 @@ function judged(defaultValue: number, target: number, variants: Row[], value: (r
 }
 
 function targets(report: BenchReport): string[] {
-  const { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
-  const variants = [coldNoProbe, ...coldDnsCached, coldBatched, coldShared];
+  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
+  const variants = [coldNoReuse, coldNoProbe, ...coldDnsCached, coldBatched, coldShared];
   const cold = best(coldProbe);
   const cached = best(warm);
   const fasterPeer = peers.reduce<Row | undefined>((top, row) => (!top || best(row) > best(top) ? row : top), undefined);
@@ -142,8 +142,8 @@ function targets(report: BenchReport): string[] {
 }
 
 export function renderReport(report: BenchReport): string {
-  const { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
-  const allRows = [coldProbe, coldNoProbe, ...coldDnsCached, coldBatched, coldShared, warm, ...peers];
+  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
+  const allRows = [coldProbe, coldNoReuse, coldNoProbe, ...coldDnsCached, coldBatched, coldShared, warm, ...peers];
   return [
     '# Benchmarks',
     '',

@@ -13,7 +13,9 @@
  *     1. correctness: callout and each peer against the labelled cases (bench/correctness);
  *     2. callout cold: a fresh engine, store and DNS cache for every round of 1000 addresses
  *        (one per domain), so each verification is a real MX lookup and SMTP dialogue, with
- *        the random (catch-all) probe on (default) and off;
+ *        the random (catch-all) probe on (default) and off; within a round the engine reuses
+ *        its connection to an exchanger address for the other domains there and pipelines
+ *        (defaults), and one row turns both off;
  *     3. callout on one long-lived engine, which learns each domain's catch-all state once;
  *        then the same addresses again: cached verdicts;
  *     4. the peers on the same addresses and servers;
@@ -126,6 +128,8 @@ async function measured(servers: ServerProcess, options: CellOptions, makeOp: ()
 
 interface ColdVariant {
   randomProbe: boolean;
+  /** callout.connectionCache and callout.pipelining as configured by default (on), or both off. */
+  reuse: boolean;
   /** 'fresh': an empty DNS cache with every engine; 'cached': one resolver, filled before the cell. */
   dns: 'fresh' | 'cached';
   /** Addresses of one domain per verifyMany() call; 1 means verify(). */
@@ -134,7 +138,8 @@ interface ColdVariant {
 
 function coldName(variant: ColdVariant): string {
   const how = variant.batch > 1 ? `verifyMany × ${variant.batch} per domain` : variant.dns === 'cached' ? 'DNS cached' : '';
-  return `callout cold${how ? `, ${how}` : ''}, random probe ${variant.randomProbe ? 'on (default)' : 'off'}`;
+  const reuse = variant.reuse ? '' : ', no connection reuse or pipelining';
+  return `callout cold${how ? `, ${how}` : ''}, random probe ${variant.randomProbe ? 'on (default)' : 'off'}${reuse}`;
 }
 
 function coldNote(variant: ColdVariant): string {
@@ -143,7 +148,10 @@ function coldNote(variant: ColdVariant): string {
     variant.batch > 1
       ? `each call verifies ${variant.batch} distinct addresses of one domain, which the engine probes on one connection (limits.addressesPerConnection 20); ops/s counts addresses, latency is per call`
       : `every verification is ${dns} an SMTP dialogue`;
-  return `${base}; a fresh engine and store every ${DOMAIN_COUNT} ${variant.batch > 1 ? 'calls' : 'addresses'} (one per domain)${variant.randomProbe ? '; the dialogue first sends RCPT for a random local part (catch-all probe), then RSET and MAIL again' : ''}.`;
+  const reuse = variant.reuse
+    ? `; within a round each of the ${HOST_COUNT} exchanger addresses serves ${DOMAIN_COUNT / HOST_COUNT} domains, and the engine reuses its connection to an address for the next callout there (callout.connectionCache, default: idle after RSET for at most 2 s, at most 5 refused RCPTs and limits.addressesPerConnection addresses per connection), so about one callout in ${DOMAIN_COUNT / HOST_COUNT} connects, greets and says EHLO; the servers advertise PIPELINING, so MAIL, the RCPTs and RSET go as one group (callout.pipelining, default)`
+    : '; callout.connectionCache.enabled and callout.pipelining off: a new connection and one command at a time for every callout, as before those options';
+  return `${base}; a fresh engine and store every ${DOMAIN_COUNT} ${variant.batch > 1 ? 'calls' : 'addresses'} (one per domain)${variant.randomProbe ? '; the dialogue first sends RCPT for a random local part (catch-all probe), then RSET and MAIL again' : ''}${reuse}.`;
 }
 
 /** The addresses of call `index`: one, or `batch` distinct addresses of the same domain. */
@@ -153,7 +161,10 @@ function addressesOfCall(index: number, batch: number): Array<{ address: string;
 
 /** Cold callouts: a fresh engine and store for each round of one call per domain, so every answer is a dialogue. */
 async function coldRow(servers: ServerProcess, budget: Budget, variant: ColdVariant): Promise<Row> {
-  const config = benchConfig({ port: servers.port, randomProbe: variant.randomProbe });
+  const defaults = benchConfig({ port: servers.port, randomProbe: variant.randomProbe });
+  const config = variant.reuse
+    ? defaults
+    : { ...defaults, callout: { ...defaults.callout, pipelining: false, connectionCache: { ...defaults.callout.connectionCache, enabled: false } } };
   const cells = [];
   for (const concurrency of CONCURRENCIES) {
     const sharedResolver = variant.dns === 'cached' ? benchResolver(servers.dns) : undefined;
@@ -211,7 +222,7 @@ async function sharedAndWarmRows(servers: ServerProcess, budget: Budget): Promis
   return {
     shared: {
       name: 'callout cold, one long-lived engine',
-      note: `${fill.ops.toLocaleString('en-US')} distinct addresses (${Math.round(fill.ops / DOMAIN_COUNT)} per domain) on one engine, random probe on: the catch-all probe runs once per domain, then the domain record answers it; measured at concurrency 128 only.`,
+      note: `${fill.ops.toLocaleString('en-US')} distinct addresses (${Math.round(fill.ops / DOMAIN_COUNT)} per domain) on one engine, random probe on: the catch-all probe runs once per domain, then the domain record answers it; connections are reused and dialogues pipelined (defaults); measured at concurrency 128 only.`,
       cells: [fill],
     },
     warm: {
@@ -291,13 +302,14 @@ async function main(): Promise<void> {
     log('warming up the engine');
     const warmupEngine = freshEngine(benchConfig({ port: servers.port, randomProbe: true }), servers.dns);
     await runCell({ concurrency: 16, maxOps: DOMAIN_COUNT, maxMs: budget.warmup }, (index) => warmupEngine.verify(benchAddress(index).address).then(() => 'warmup'));
-    const coldProbe = await coldRow(servers, budget, { randomProbe: true, dns: 'fresh', batch: 1 });
-    const coldNoProbe = await coldRow(servers, budget, { randomProbe: false, dns: 'fresh', batch: 1 });
+    const coldProbe = await coldRow(servers, budget, { randomProbe: true, reuse: true, dns: 'fresh', batch: 1 });
+    const coldNoReuse = await coldRow(servers, budget, { randomProbe: true, reuse: false, dns: 'fresh', batch: 1 });
+    const coldNoProbe = await coldRow(servers, budget, { randomProbe: false, reuse: true, dns: 'fresh', batch: 1 });
     const coldDnsCached = [
-      await coldRow(servers, budget, { randomProbe: true, dns: 'cached', batch: 1 }),
-      await coldRow(servers, budget, { randomProbe: false, dns: 'cached', batch: 1 }),
+      await coldRow(servers, budget, { randomProbe: true, reuse: true, dns: 'cached', batch: 1 }),
+      await coldRow(servers, budget, { randomProbe: false, reuse: true, dns: 'cached', batch: 1 }),
     ];
-    const coldBatched = await coldRow(servers, budget, { randomProbe: true, dns: 'fresh', batch: 20 });
+    const coldBatched = await coldRow(servers, budget, { randomProbe: true, reuse: true, dns: 'fresh', batch: 20 });
     const { shared, warm } = await sharedAndWarmRows(servers, budget);
     const peerRows: Row[] = [];
     for (const peer of peersSkipped ? [] : peers) peerRows.push(await peerRow(servers, budget, peer()));
@@ -305,7 +317,7 @@ async function main(): Promise<void> {
       quick,
       facts: machineFacts(quick),
       setup: [
-        `Servers: a child process runs the test DNS server (test/support/dns-server) on ${servers.dns} and an instant SMTP server (bench/instant-smtp: 220, EHLO, MAIL, RCPT 250/550, RSET, QUIT, answered at once) on each of ${HOST_COUNT} addresses 127.77.0.1-${HOST_COUNT}, port ${servers.port}. The verifiers run in the benchmark process; both processes share the machine's ${os.availableParallelism()} CPUs.`,
+        `Servers: a child process runs the test DNS server (test/support/dns-server) on ${servers.dns} and an instant SMTP server (bench/instant-smtp: 220, EHLO advertising PIPELINING, MAIL, RCPT 250/550, RSET, QUIT, answered at once, pipelined commands too) on each of ${HOST_COUNT} addresses 127.77.0.1-${HOST_COUNT}, port ${servers.port}. The verifiers run in the benchmark process; both processes share the machine's ${os.availableParallelism()} CPUs.`,
         `Domains: ${DOMAIN_COUNT} (d0.bench.test … d${DOMAIN_COUNT - 1}.bench.test), each with one MX on one of the ${HOST_COUNT} addresses; the i-th address is user<i>@d<i mod ${DOMAIN_COUNT}> (exists) or, every tenth, nouser<i> (550 5.1.1).`,
         `callout config: defaults (validateConfig) except callout.helo, callout.port ${servers.port}, callout.allowTargets 127.0.0.0/8 and the limits raised so that the limiter never cuts the benchmark: limits.concurrency ${limitsForBench.concurrency}, limits.perHostConcurrency ${limitsForBench.perHostConcurrency}, limits.perDomainPerMinute ${limitsForBench.perDomainPerMinute.toLocaleString('en-US')} (defaults 64, 4, 30). TLS is opportunistic (default) and the servers offer none. Store: MemoryStore; DNS: CachingResolver over createNodeResolver.`,
         `Cells: each stops after ${quick ? 'a fraction of a second' : `${budget.cold / 1000} s (callout cold), ${budget.warm / 1000} s (warm), ${budget.peer / 1000} s (peers)`} or a fixed number of operations, whichever comes first; one untimed warm-up precedes the callout and each peer's cells.${budget.retry > 0 ? ` A cell that other work disturbed is run again when the machine is quiet (within ${budget.retry} s in all) and the least disturbed run is kept.` : ''}`,
@@ -313,7 +325,7 @@ async function main(): Promise<void> {
         'The machine may be shared with other work (this repository is built by several people at once): the "whole machine busy" column of the cell details shows how much of its CPU was in use during each cell; compare it with the two processes\' own CPU before trusting a number.',
         'Peers: dns.setServers() points node:dns at the benchmark DNS server, and the MX host names are in /etc/hosts for the run (the peers connect to port 25 of the name via getaddrinfo).',
       ],
-      rows: { coldProbe, coldNoProbe, coldDnsCached, coldBatched, coldShared: shared, warm, peers: peerRows },
+      rows: { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared: shared, warm, peers: peerRows },
       ...(peersSkipped ? { peersSkipped } : {}),
       correctness,
       concurrencies: CONCURRENCIES,

@@ -63,6 +63,19 @@ const timeoutsSchema = z
   })
   .strict();
 
+const connectionCacheSchema = z
+  .object({
+    /** Keep a clean connection open for the next callout to the same MX address (Postfix's connection cache). */
+    enabled: z.boolean().default(true),
+    /** How long a connection stays open idle (Postfix: smtp_connection_cache_time_limit 2s). */
+    idleTime: duration('2s'),
+    maxIdlePerHost: z.number().int().min(1).max(100).default(2),
+    maxIdle: z.number().int().min(1).max(100000).default(256),
+    /** A connection with this many RCPTs refused is closed (Postfix servers slow down at 10 errors). */
+    maxRejectedRecipients: z.number().int().min(1).max(100).default(5),
+  })
+  .strict();
+
 const calloutSchema = z
   .object({
     /** EHLO name: must be this host's real, fully qualified name (with forward-confirmed rDNS). */
@@ -90,6 +103,9 @@ const calloutSchema = z
     allowTargets: z.array(z.string()).default([]),
     /** Local address to connect from. */
     sourceAddress: z.string().optional(),
+    /** Send MAIL, RCPT and RSET as one group when the server advertises PIPELINING (RFC 2920). */
+    pipelining: z.boolean().default(true),
+    connectionCache: connectionCacheSchema.default(() => connectionCacheSchema.parse({})),
   })
   .strict();
 
@@ -114,7 +130,7 @@ const limitsSchema = z
     concurrency: z.number().int().min(1).max(10000).default(64),
     perHostConcurrency: z.number().int().min(1).max(1000).default(4),
     perDomainPerMinute: z.number().int().min(1).max(100000).default(30),
-    /** Recipients tried on one connection before QUIT and a new one. */
+    /** Recipients tried on one connection before QUIT and a new one, across the callouts that reuse it. */
     addressesPerConnection: z.number().int().min(1).max(100).default(20),
   })
   .strict();

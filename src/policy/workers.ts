@@ -21,7 +21,8 @@
  *   AggregatorRegistry) and /health (every worker up and its store answering), forwards SIGHUP
  *   to every worker (each reloads the configuration file, as a single daemon does), and on
  *   stop() sends SIGTERM to every worker and waits while they drain. A worker that dies is
- *   logged and replaced after restartDelayMs; one that fails while starting fails the start.
+ *   logged and replaced after restartDelayMs (doubling, up to a minute, while replacements fail
+ *   to start); one that fails during Supervisor.start() fails the start.
  *
  *   Worker side, startPolicyWorker() starts the Daemon in worker mode, reports itself ready to
  *   the supervisor and answers its health and metrics questions.
@@ -48,6 +49,8 @@ import type { DaemonOptions } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from './server.js';
 
 export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
+/** A replacement that keeps failing to start is retried less and less often, down to this. */
+const MAX_RESTART_DELAY_MS = 60_000;
 const HEALTH_ANSWER_MS = 1_000;
 /** Longer than a worker's own drain (policy/daemon), so that draining is never cut short. */
 const STOP_WAIT_MS = 30_000;
@@ -87,6 +90,8 @@ export class Supervisor {
   private nextHealthId = 1;
   private stopping = false;
   private restartTimers = new Set<NodeJS.Timeout>();
+  /** Replacements that failed to start since the last one that did. */
+  private failedRestarts = 0;
 
   private constructor(private readonly options: SupervisorOptions) {}
 
@@ -194,18 +199,33 @@ export class Supervisor {
     });
   }
 
+  /**
+   * Replaces a worker after restartDelayMs; while replacements fail to start (a configuration
+   * file broken since the start, a full disk) the delay doubles up to a minute, as Postfix's
+   * master throttles a service whose processes keep dying.
+   */
   private restart(): void {
+    if (this.stopping) return;
+    const base = this.options.restartDelayMs ?? DEFAULT_WORKER_RESTART_DELAY_MS;
+    const delayMs = Math.min(MAX_RESTART_DELAY_MS, base * 2 ** this.failedRestarts);
     const timer = setTimeout(() => {
       this.restartTimers.delete(timer);
       if (this.stopping) return;
       this.fork().then(
-        () => this.options.log.info({ workers: this.pids }, 'policy worker replaced'),
+        () => {
+          this.failedRestarts = 0;
+          this.options.log.info({ workers: this.pids }, 'policy worker replaced');
+        },
         (err: unknown) => {
-          this.options.log.error({ err: describeError(err) }, 'a replacement policy worker failed to start; trying again');
+          this.failedRestarts += 1;
+          this.options.log.error(
+            { err: describeError(err), retryInMs: Math.min(MAX_RESTART_DELAY_MS, base * 2 ** this.failedRestarts) },
+            'a replacement policy worker failed to start; trying again later',
+          );
           this.restart();
         },
       );
-    }, this.options.restartDelayMs ?? DEFAULT_WORKER_RESTART_DELAY_MS);
+    }, delayMs);
     this.restartTimers.add(timer);
   }
 

@@ -5,7 +5,22 @@
  * DESCRIPTION
  *   SmtpClientSession drives a single dialogue: connect, greeting, EHLO (HELO when EHLO is refused
  *   with a 5xx), STARTTLS when offered and wanted, then MAIL / RCPT / RSET / VRFY one command at a
- *   time, and QUIT. No pipelining: every command waits for its reply before the next is sent.
+ *   time, and QUIT.
+ *
+ *   Pipelining (RFC 2920): when the server advertises PIPELINING, pipeline() sends a group of MAIL,
+ *   RCPT and RSET commands (QUIT only last) in one write. The caller then goes on calling mailFrom(),
+ *   rcptTo(), rset() and quit() exactly as in a sequential dialogue: a call whose command line is the
+ *   next one already sent just takes its reply; any other call first reads (and drops) the replies
+ *   of the rest of the group, then sends its own command. So a reply is never taken for another
+ *   command's, and the caller's reading of each reply is the sequential one by construction.
+ *   Replies that arrive before they are asked for are kept in order, even when the server closes
+ *   the connection behind them (a pipelined QUIT).
+ *
+ *   Reuse: park() marks the session idle between callouts (its socket no longer keeps the process
+ *   alive; any word from the server while parked closes it, since only a 421 may come unasked);
+ *   resume() starts the next callout with its own deadline. inTransaction says whether a MAIL was
+ *   accepted since the last RSET, and replies logs every command reply, so a connection cache can
+ *   tell a clean session from one the server has grown tired of.
  *
  *   Every outcome is a value. Each method resolves with the reply or with a failure (timeout,
  *   closed, protocol error) naming the stage it happened at; after a failure the session is
@@ -26,11 +41,12 @@
  *   only lose the answer, never protect a secret. After the upgrade, bytes the server sent
  *   behind its 220 in clear are discarded and EHLO is sent again (RFC 3207 §4.2).
  *
- *   Robustness: a reply that arrives while no command is outstanding, or behind the reply to the
- *   current command in the same read, is logged and dropped, so it cannot be taken as the answer
+ *   Robustness: a reply that arrives while no command is outstanding, or behind the replies to the
+ *   commands sent in the same read, is logged and dropped, so it cannot be taken as the answer
  *   to the next command; a 220 while waiting for anything but the greeting or STARTTLS is a
  *   repeated banner and dropped likewise. More than MAX_UNSOLICITED_REPLIES such replies is a
- *   protocol error. A line the decoder rejects while a command is outstanding is a protocol error.
+ *   protocol error. An unasked 421 closes the session (RFC 5321 §3.8: the server is shutting the
+ *   channel). A line the decoder rejects while a command is outstanding is a protocol error.
  *
  * RFC
  *   RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.5.3.2 timeouts), RFC 3207 (STARTTLS),
@@ -41,8 +57,8 @@
  *   ends first. Reply lines and lines per reply are bounded by ReplyDecoder's limits.
  *
  * ERRORS
- *   Calling a command before open() succeeded or while another command is outstanding is a
- *   programming fault and throws SmtpSessionMisuseError.
+ *   Calling a command before open() succeeded or while another command is outstanding, or
+ *   pipelining QUIT anywhere but last, is a programming fault and throws SmtpSessionMisuseError.
  */
 
 import net from 'node:net';
@@ -112,6 +128,19 @@ export interface SmtpClientOptions {
   maxReplyLines?: number;
 }
 
+/** A command that may be pipelined (RFC 2920 §3.1: QUIT only as the last of a group). */
+export type PipelinedCommand =
+  | { verb: 'MAIL'; reversePath: string; smtputf8?: boolean }
+  | { verb: 'RCPT'; forwardPath: string }
+  | { verb: 'RSET' }
+  | { verb: 'QUIT' };
+
+/** One command reply as the caller took it, in order. */
+export interface CommandReply {
+  stage: ClientStage;
+  reply: SmtpReply;
+}
+
 export class SmtpSessionMisuseError extends CalloutError {
   constructor(message: string) {
     super('INTERNAL', message);
@@ -139,10 +168,21 @@ interface Waiter {
 
 type HelloResult = { kind: 'ready' } | OpenResult;
 
+type CommandStage = 'mail' | 'rcpt' | 'rset' | 'vrfy' | 'quit';
+
+/** A pipelined command whose reply the caller has not taken yet. */
+interface Queued {
+  stage: CommandStage;
+  text: string;
+  timeoutMs: number;
+}
+
 const noop = (): void => {};
 
 export class SmtpClientSession {
   readonly transcript: TranscriptEntry[] = [];
+  /** Every command reply the caller took (or a drain dropped), in order. */
+  readonly replies: CommandReply[] = [];
   private currentState: SessionState = 'idle';
   private advertised = new Map<string, string>();
   private secured = false;
@@ -157,10 +197,20 @@ export class SmtpClientSession {
   private lastStage: ClientStage = 'connect';
   private closedBecause = 'session not opened';
   private unsolicitedReplies = 0;
+  private deadline: number | undefined;
+  /** The stages of the commands sent (and the greeting) whose replies have not arrived, in order. */
+  private outstanding: ClientStage[] = [];
+  /** Replies that arrived before anyone waited for them. */
+  private readonly inbox: SmtpReply[] = [];
+  /** Pipelined commands sent whose replies the caller has not taken. */
+  private queued: Queued[] = [];
+  private transaction = false;
+  private parked = false;
 
   constructor(private readonly options: SmtpClientOptions) {
     this.dialer = options.dialer ?? netDialer;
     this.decoder = this.newDecoder();
+    this.deadline = options.deadline;
   }
 
   get state(): SessionState {
@@ -178,6 +228,68 @@ export class SmtpClientSession {
 
   get remoteAddress(): string | undefined {
     return this.peer;
+  }
+
+  /** A MAIL was accepted and no RSET (or refusal) has ended that transaction yet. */
+  get inTransaction(): boolean {
+    return this.transaction;
+  }
+
+  /** Marks the session idle between callouts: its socket stops holding the process open. */
+  park(): void {
+    if (this.currentState !== 'ready' || this.queued.length > 0) throw new SmtpSessionMisuseError(`park() in state ${this.currentState}`);
+    this.parked = true;
+    // The last callout's deadline must not cut short the QUIT that may close the session idle.
+    this.deadline = undefined;
+    for (const socket of this.sockets) socket.unref();
+  }
+
+  get isParked(): boolean {
+    return this.parked && this.currentState !== 'closed';
+  }
+
+  /** Adds an event line to the transcript (what the caller did with the session). */
+  note(line: string): void {
+    this.event(line);
+  }
+
+  /** Takes a parked session up again for one callout, under that callout's deadline. */
+  resume(deadline: number | undefined): void {
+    this.parked = false;
+    this.deadline = deadline;
+    for (const socket of this.sockets) socket.ref();
+  }
+
+  /**
+   * Sends the commands in one write when the server advertises PIPELINING (RFC 2920); false, and
+   * nothing sent, when it does not, when a line is unsafe or when the session is busy. The
+   * replies are then taken by the usual calls (mailFrom, rcptTo, rset, quit) in order.
+   */
+  pipeline(commands: PipelinedCommand[]): boolean {
+    if (commands.slice(0, -1).some((c) => c.verb === 'QUIT')) throw new SmtpSessionMisuseError('QUIT may only end a pipelined group');
+    if (this.currentState !== 'ready' || this.queued.length > 0 || !this.advertised.has('PIPELINING') || commands.length === 0) return false;
+    const group: Queued[] = [];
+    for (const command of commands) {
+      const built = this.build(command);
+      if (built.line.kind === 'unsafe') return false;
+      group.push({ stage: built.stage, text: built.line.text, timeoutMs: built.timeoutMs });
+    }
+    for (const entry of group) {
+      this.record('sent', entry.text);
+      this.outstanding.push(entry.stage);
+    }
+    this.queued = group;
+    this.socket?.write(group.map((entry) => `${entry.text}\r\n`).join(''));
+    return true;
+  }
+
+  /** Reads and drops the replies to pipelined commands the caller has not taken. */
+  async drain(): Promise<void> {
+    while (this.queued.length > 0) {
+      const next = this.queued.shift()!;
+      const step = await this.takeReply(next.stage, next.timeoutMs);
+      if (step.kind !== 'reply') this.queued = [];
+    }
   }
 
   async open(): Promise<OpenResult> {
@@ -207,9 +319,8 @@ export class SmtpClientSession {
   }
 
   mailFrom(reversePath: string, params: { smtputf8?: boolean } = {}): Promise<StepResult> {
-    const smtputf8 = params.smtputf8 === true && this.advertised.has('SMTPUTF8');
-    if (params.smtputf8 && !smtputf8) this.event('SMTPUTF8 not advertised: MAIL sent without it');
-    return this.command('mail', mailFromCommand(reversePath, { smtputf8 }), this.options.timeouts.commandMs);
+    const built = this.build({ verb: 'MAIL', reversePath, smtputf8: params.smtputf8 === true });
+    return this.command('mail', built.line, built.timeoutMs);
   }
 
   rcptTo(forwardPath: string): Promise<StepResult> {
@@ -224,8 +335,9 @@ export class SmtpClientSession {
     return this.command('vrfy', formatCommand('VRFY', address), this.options.timeouts.commandMs);
   }
 
-  /** Sends QUIT when the session is ready, waits for the reply up to commandMs, then closes. */
+  /** Sends QUIT when the session is ready (or takes the pipelined one), waits for the reply up to commandMs, then closes. */
   async quit(): Promise<void> {
+    if (this.queued.length > 0) await this.drain();
     if (this.currentState === 'closed') return;
     if (this.currentState !== 'ready') {
       this.end(`session ended in state ${this.currentState}`);
@@ -243,18 +355,56 @@ export class SmtpClientSession {
     line: CommandLine,
     timeoutMs: number,
   ): Promise<StepResult<S>> {
+    const ahead = this.queued[0];
+    // A reply to a pipelined command stays the caller's to take after the server closed behind it.
+    if (ahead && line.kind === 'line' && ahead.text === line.text && (this.currentState === 'ready' || this.currentState === 'closed')) {
+      this.queued.shift();
+      return this.takeReply(stage, timeoutMs);
+    }
+    if (this.queued.length > 0 && (this.currentState === 'ready' || this.currentState === 'closed')) await this.drain();
     if (this.currentState === 'closed') return this.alreadyClosed(stage);
     if (this.currentState !== 'ready') {
       throw new SmtpSessionMisuseError(`${stage} in state ${this.currentState}: one command at a time, after open()`);
     }
     if (line.kind === 'unsafe') return this.fail({ kind: 'error', stage, detail: line.detail });
+    this.send(line.text, stage);
+    return this.takeReply(stage, timeoutMs);
+  }
+
+  /** The reply to the oldest command sent: from the inbox, or waited for. */
+  private async takeReply<S extends CommandStage>(stage: S, timeoutMs: number): Promise<StepResult<S>> {
     this.enter(stage);
-    this.send(line.text);
     const outcome = await this.wait(stage, 'reply', timeoutMs);
     if (outcome.kind !== 'reply') return outcome as StepFailure<S>;
-    if (outcome.reply.code === 421) this.end(`server closing: ${formatReply(outcome.reply)}`);
-    else this.enter('ready');
-    return outcome;
+    const reply = outcome.reply;
+    this.replies.push({ stage, reply });
+    if (stage === 'quit') {
+      this.end('session ended after QUIT');
+    } else if (reply.code === 421) {
+      this.end(`server closing: ${formatReply(reply)}`);
+    } else {
+      if (stage === 'mail') this.transaction = isPositive(reply);
+      if (stage === 'rset' && isPositive(reply)) this.transaction = false;
+      this.enter('ready');
+    }
+    return { kind: 'reply', reply };
+  }
+
+  private build(command: PipelinedCommand): { stage: CommandStage; line: CommandLine; timeoutMs: number } {
+    const { commandMs, rcptMs } = this.options.timeouts;
+    switch (command.verb) {
+      case 'MAIL': {
+        const smtputf8 = command.smtputf8 === true && this.advertised.has('SMTPUTF8');
+        if (command.smtputf8 && !smtputf8) this.event('SMTPUTF8 not advertised: MAIL sent without it');
+        return { stage: 'mail', line: mailFromCommand(command.reversePath, { smtputf8 }), timeoutMs: commandMs };
+      }
+      case 'RCPT':
+        return { stage: 'rcpt', line: rcptToCommand(command.forwardPath), timeoutMs: rcptMs };
+      case 'RSET':
+        return { stage: 'rset', line: formatCommand('RSET'), timeoutMs: commandMs };
+      case 'QUIT':
+        return { stage: 'quit', line: formatCommand('QUIT'), timeoutMs: commandMs };
+    }
   }
 
   private connect(): Promise<Outcome> {
@@ -273,6 +423,7 @@ export class SmtpClientSession {
     this.socket = socket;
     this.sockets.push(socket);
     this.attach(socket);
+    this.outstanding.push('greeting');
     const onConnect = (): void => {
       this.peer = socket.remoteAddress;
       this.event(`connected to ${hostPort(socket.remoteAddress, socket.remotePort)} from ${hostPort(socket.localAddress, socket.localPort)}`);
@@ -289,10 +440,11 @@ export class SmtpClientSession {
     this.enter('ehlo');
     const ehloLine = formatCommand('EHLO', heloName);
     if (ehloLine.kind === 'unsafe') return this.fail({ kind: 'error', stage: 'ehlo', detail: ehloLine.detail }) as OpenResult;
-    this.send(ehloLine.text);
+    this.send(ehloLine.text, 'ehlo');
     const ehlo = await this.wait('ehlo', 'reply', timeouts.commandMs);
     if (ehlo.kind !== 'reply') return ehlo as OpenResult;
     if (isPositive(ehlo.reply)) {
+      this.transaction = false;
       this.advertised = parseEhloKeywords(ehlo.reply);
       this.enter('ready');
       return { kind: 'ready' };
@@ -300,7 +452,7 @@ export class SmtpClientSession {
     if (ehlo.reply.code < 500) return this.refuseOpen('ehlo', ehlo.reply);
 
     this.enter('helo');
-    this.send(`HELO ${heloName}`);
+    this.send(`HELO ${heloName}`, 'helo');
     const helo = await this.wait('helo', 'reply', timeouts.commandMs);
     if (helo.kind !== 'reply') return helo as OpenResult;
     if (!isPositive(helo.reply)) return this.refuseOpen('helo', helo.reply);
@@ -312,7 +464,7 @@ export class SmtpClientSession {
   private async startTls(): Promise<OpenResult> {
     const { timeouts, tlsOptions, host } = this.options;
     this.enter('starttls');
-    this.send('STARTTLS');
+    this.send('STARTTLS', 'starttls');
     const answer = await this.wait('starttls', 'reply', timeouts.commandMs);
     if (answer.kind !== 'reply') return answer as OpenResult;
     if (answer.reply.code === 421) return this.refuseOpen('starttls', answer.reply);
@@ -371,10 +523,8 @@ export class SmtpClientSession {
   }
 
   private async sayQuit(): Promise<void> {
-    this.enter('quit');
-    this.send('QUIT');
-    const outcome = await this.wait('quit', 'reply', this.options.timeouts.commandMs);
-    if (outcome.kind === 'reply') this.end('session ended after QUIT');
+    this.send('QUIT', 'quit');
+    await this.takeReply('quit', this.options.timeouts.commandMs);
   }
 
   private attach(socket: net.Socket): void {
@@ -397,16 +547,22 @@ export class SmtpClientSession {
   private onData(chunk: Buffer): void {
     for (const event of this.decoder.push(chunk)) {
       if (this.currentState === 'closed') return;
-      const waiter = this.waiter;
-      const awaitingReply = waiter?.expects === 'reply';
+      const expected = this.outstanding[0];
       if (event.kind === 'reply') {
         for (const line of event.raw) this.record('received', line);
-        const repeatedBanner = event.reply.code === 220 && waiter?.stage !== 'greeting' && waiter?.stage !== 'starttls';
-        if (awaitingReply && !repeatedBanner) this.settle('reply', { kind: 'reply', reply: event.reply });
-        else this.ignore(`ignored unsolicited reply ${event.reply.code}`);
+        const repeatedBanner = event.reply.code === 220 && expected !== 'greeting' && expected !== 'starttls';
+        if (expected !== undefined && !repeatedBanner) {
+          this.outstanding.shift();
+          if (this.waiter?.expects === 'reply') this.settle('reply', { kind: 'reply', reply: event.reply });
+          else this.inbox.push(event.reply);
+        } else if (event.reply.code === 421 || this.parked) {
+          this.end(`server ${this.parked ? 'spoke while the session was idle' : 'closing'}: ${formatReply(event.reply)}`);
+        } else {
+          this.ignore(`ignored unsolicited reply ${event.reply.code}`);
+        }
       } else {
         const detail = `${event.reason} (${event.detail})${event.line === undefined ? '' : `: ${JSON.stringify(event.line)}`}`;
-        if (awaitingReply) this.failNow('error', detail);
+        if (expected !== undefined) this.failNow('error', detail);
         else this.ignore(`ignored undecodable data: ${detail}`);
       }
     }
@@ -421,9 +577,11 @@ export class SmtpClientSession {
   }
 
   private wait(stage: ClientStage, expects: Waiter['expects'], stageMs: number): Promise<Outcome> {
+    const early = expects === 'reply' ? this.inbox.shift() : undefined;
+    if (early) return Promise.resolve({ kind: 'reply', reply: early });
     if (this.currentState === 'closed') return Promise.resolve(this.alreadyClosed(stage));
     this.lastStage = stage;
-    const remaining = this.options.deadline === undefined ? Infinity : this.options.deadline - Date.now();
+    const remaining = this.deadline === undefined ? Infinity : this.deadline - Date.now();
     const budget = Math.max(0, Math.min(stageMs, remaining));
     const byDeadline = remaining < stageMs;
     const note = byDeadline ? ' (overall deadline)' : '';
@@ -493,9 +651,10 @@ export class SmtpClientSession {
     return { kind: 'closed', stage, detail: `session already closed (${this.closedBecause})` };
   }
 
-  private send(line: string): void {
+  private send(line: string, stage: ClientStage): void {
     if (this.currentState === 'closed') return;
     this.record('sent', line);
+    this.outstanding.push(stage);
     this.socket?.write(`${line}\r\n`);
   }
 

@@ -15,7 +15,9 @@
  *     6. MX resolution (RFC 5321 §5.1, RFC 7505) -> no-mail-domain, or unknown on a temporary
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
- *   Concurrent verifications of one address share one probe (single flight).
+ *   Concurrent verifications of one address share one probe (single flight). Clean connections
+ *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
+ *   them.
  *   The front ends (CLI, policy service, gateway, HTTP) call only this class.
  *
  * CONFIGURATION
@@ -33,6 +35,7 @@ import type { Dialer } from '../smtp/types.js';
 import type { Store } from '../store/types.js';
 import type { Config } from '../config/schema.js';
 import { VerificationCache } from './cache.js';
+import { ConnectionCache } from './connections.js';
 import type { AddressRecord, DomainFacts } from './cache.js';
 import { Politeness } from './politeness.js';
 import { probeDomain } from './probe.js';
@@ -79,6 +82,8 @@ export class CalloutEngine {
   private readonly clock: Clock;
   private readonly cache: VerificationCache;
   private readonly politeness: Politeness;
+  /** Idle SMTP connections for the next callout to the same exchanger address. */
+  readonly connections: ConnectionCache;
   private readonly inFlight = new Map<string, Promise<VerifyResult>>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly ownSenders: Set<string>;
@@ -105,6 +110,16 @@ export class CalloutEngine {
       perDomainPerMinute: config.limits.perDomainPerMinute,
       allowTargets: config.callout.allowTargets,
     });
+    const reuse = config.callout.connectionCache;
+    this.connections = new ConnectionCache({
+      clock: this.clock,
+      enabled: reuse.enabled,
+      idleMs: reuse.idleTime,
+      maxIdlePerHost: reuse.maxIdlePerHost,
+      maxIdle: reuse.maxIdle,
+      maxRejectedRecipients: reuse.maxRejectedRecipients,
+      addressesPerConnection: config.limits.addressesPerConnection,
+    });
     this.ownSenders = new Set(
       [config.callout.sender, config.callout.fallbackSender].filter((s): s is string => !!s).map((s) => s.toLowerCase()),
     );
@@ -112,9 +127,10 @@ export class CalloutEngine {
 
   async verify(address: string): Promise<VerifyResult> {
     // Most answers at SMTP time come from the cache: answer those without the batch machinery.
-    const planned = await this.plan(address, Date.now());
+    const started = Date.now();
+    const planned = await this.plan(address, started);
     if (!planned.result) {
-      const [result] = await this.verifyMany([address]);
+      const [result] = await this.answerPlanned([planned], started);
       return result!;
     }
     this.stats.verifications++;
@@ -125,7 +141,10 @@ export class CalloutEngine {
   /** Verdicts in the order of the input; addresses of one domain share connections. */
   async verifyMany(addresses: string[]): Promise<VerifyResult[]> {
     const started = Date.now();
-    const planned = await Promise.all(addresses.map((input) => this.plan(input, started)));
+    return this.answerPlanned(await Promise.all(addresses.map((input) => this.plan(input, started))), started);
+  }
+
+  private async answerPlanned(planned: Planned[], started: number): Promise<VerifyResult[]> {
     const byDomain = new Map<string, Planned[]>();
     for (const item of planned) {
       if (item.result || !item.mailbox) continue;
@@ -147,7 +166,7 @@ export class CalloutEngine {
     }
     const probed = new Map<string, VerifyResult>();
     for (const batch of await Promise.all(batches)) for (const [address, result] of batch) probed.set(address, result);
-    this.stats.verifications += addresses.length;
+    this.stats.verifications += planned.length;
     const results = planned.map((item) => item.result ?? probed.get(item.mailbox!.address)!);
     if (this.deps.onResult) for (const result of results) this.deps.onResult(result);
     return results;
@@ -155,10 +174,12 @@ export class CalloutEngine {
 
   /**
    * Resolves once background refreshes and probes still running (answered "in progress" at a
-   * policy deadline) have finished, so their answers reach the cache before shutdown.
+   * policy deadline) have finished, so their answers reach the cache before shutdown, and the
+   * idle connections kept for reuse are closed with QUIT.
    */
   async idle(): Promise<void> {
     while (this.background.size > 0 || this.inFlight.size > 0) await Promise.allSettled([...this.background, ...this.inFlight.values()]);
+    await this.connections.close();
   }
 
   /** Steps 1 to 4: everything that can answer without touching the network. */
@@ -299,7 +320,14 @@ export class CalloutEngine {
     const facts = await this.cache.getDomain(domain);
     this.stats.probes++;
     const output = await probeDomain(
-      { config: this.config.callout, helo: this.helo, politeness: this.politeness, addressesPerConnection: this.config.limits.addressesPerConnection, ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}) },
+      {
+        config: this.config.callout,
+        helo: this.helo,
+        politeness: this.politeness,
+        addressesPerConnection: this.config.limits.addressesPerConnection,
+        connections: this.connections,
+        ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}),
+      },
       {
         domain,
         targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),

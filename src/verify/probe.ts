@@ -1,7 +1,7 @@
 /**
  * NAME
  *   verify/probe - the callout dialogue for one domain: MX hosts in order, one connection for
- *   several addresses, the catch-all and postmaster probes
+ *   several addresses, the catch-all and postmaster probes, cached connections and pipelining
  *
  * DESCRIPTION
  *   For each exchanger in preference order and each of its addresses, under one overall
@@ -18,17 +18,37 @@
  *   A failure (refused, timed out, dropped) is remembered with its stage; when no host gave an
  *   answer, the most informative failure becomes the reason of an `unknown` verdict.
  *
+ *   Connection reuse (verify/connections): the first connection to an address may be an idle one
+ *   a previous callout left, greeted and EHLO'd already; the dialogue then starts at MAIL. If
+ *   anything on a reused connection goes otherwise than answered with the expected replies (it
+ *   was dropped, a 421, a refusal of MAIL or of us, a 4xx), everything learnt on it is thrown
+ *   away and the callout runs again on a new connection, so a connection the server grew tired
+ *   of can never produce a verdict. At the end a clean connection goes back to the cache
+ *   (after RSET) instead of QUIT.
+ *
+ *   Pipelining (RFC 2920, when advertised and callout.pipelining is on): the commands the
+ *   dialogue will send if every reply is the usual one (MAIL, RCPT random, RSET, MAIL, RCPT for
+ *   each address, RCPT postmaster, then RSET to park or QUIT) go out as one group, and the
+ *   dialogue above runs unchanged on the replies (smtp/client takes each reply for its own
+ *   command and drops the rest of a group once the dialogue goes another way). QUIT ends a
+ *   group only when no reply can lead to another command on the connection. So a catch-all
+ *   server also sees the RCPT of the real address (its reply is dropped). A 452 "too many
+ *   recipients" for the first RCPT of a transaction is a temporary failure, never a reason to
+ *   open another transaction, in both modes.
+ *
  * LIMITS
- *   Reconnects to one address are bounded (random-probe drop, mid-dialogue drop); addresses per
- *   connection are bounded by the caller.
+ *   Reconnects to one address are bounded (random-probe drop, mid-dialogue drop, one fresh
+ *   connection after a reused one failed); addresses per connection are bounded by the caller
+ *   and, across callouts, by the connection cache.
  */
 
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { MxHost } from '../dns/types.js';
 import { SmtpClientSession } from '../smtp/client.js';
-import type { ClientStage, OpenResult, StepFailure } from '../smtp/client.js';
+import type { ClientStage, OpenResult, PipelinedCommand, StepFailure } from '../smtp/client.js';
 import type { Dialer, SmtpReply } from '../smtp/types.js';
 import type { CalloutConfig } from '../config/schema.js';
+import type { CachedConnection, ConnectionCache } from './connections.js';
 import { classifyRcpt, classifyVrfy, describeReply, evidence } from './interpret.js';
 import type { Politeness } from './politeness.js';
 import type { ProbeAttempt, ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
@@ -82,6 +102,7 @@ export interface ProbeDeps {
   politeness: Politeness;
   dialer?: Dialer;
   addressesPerConnection: number;
+  connections: ConnectionCache;
 }
 
 /** How much a failure tells, best first: the reason an unanswered address is given. */
@@ -112,6 +133,12 @@ class DomainProbe {
   private readonly deadline: number;
   private useFallback: boolean;
   private session: SmtpClientSession | undefined;
+  private connection: CachedConnection | undefined;
+  /** Where this callout's part of a (possibly reused) session's transcript and replies begins. */
+  private transcriptFrom = 0;
+  private repliesFrom = 0;
+  /** The random recipient a pipelined group already sent, for the random probe to use. */
+  private plannedRandom: string | undefined;
   private attemptStart = 0;
   private currentHost: MxHost | undefined;
   private currentIp = '';
@@ -159,7 +186,7 @@ class DomainProbe {
         }
         try {
           for (let connection = 0; connection < MAX_CONNECTIONS_PER_ADDRESS; connection++) {
-            const next = await this.converse(host, ip);
+            const next = await this.converse(host, ip, connection === 0);
             if (next !== 'reconnect') break;
           }
         } finally {
@@ -172,12 +199,39 @@ class DomainProbe {
   }
 
   /** One connection: returns whether to stop, try the next host, or reconnect to this one. */
-  private async converse(host: MxHost, ip: string): Promise<Conversation> {
-    const { config } = this.deps;
+  private async converse(host: MxHost, ip: string, mayReuse: boolean): Promise<Conversation> {
     this.currentHost = host;
     this.currentIp = ip;
     this.attemptStart = Date.now();
-    const session = new SmtpClientSession({
+    const cached = mayReuse ? this.deps.connections.take(ip, Math.min(this.pending.length, this.deps.addressesPerConnection)) : undefined;
+    const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: Date.now() };
+    const session = connection.session;
+    this.session = session;
+    this.connection = connection;
+    this.transcriptFrom = session.transcript.length;
+    this.repliesFrom = session.replies.length;
+    this.plannedRandom = undefined;
+    const restore = cached ? this.snapshot() : undefined;
+    if (cached) {
+      session.resume(this.deadline);
+      session.note(`reusing the connection opened ${Date.now() - connection.openedAt} ms ago (callout ${connection.callouts} on it)`);
+    }
+    let next: Conversation;
+    try {
+      next = await this.dialogue();
+    } finally {
+      if (!session.isParked) session.destroy();
+    }
+    if (!restore || (next === 'done' && this.cleanSoFar())) return next;
+    const last = this.out.attempts.at(-1);
+    if (last) last.outcome = `${last.outcome}; the reused connection is given up and the callout runs again on a new one`;
+    restore();
+    return this.converse(host, ip, false);
+  }
+
+  private newSession(host: MxHost, ip: string): SmtpClientSession {
+    const { config } = this.deps;
+    return new SmtpClientSession({
       host: ip,
       port: config.port,
       heloName: this.deps.helo,
@@ -194,34 +248,113 @@ class DomainProbe {
       tls: config.tls,
       tlsOptions: { rejectUnauthorized: false, servername: host.name },
     });
-    this.session = session;
-    try {
+  }
+
+  private async dialogue(): Promise<Conversation> {
+    const session = this.session!;
+    if (session.state === 'idle') {
       const opened = await session.open();
       if (opened.kind !== 'ready') return this.endAttempt(this.openFailure(opened), 'next-host');
-      const mail = await this.startTransaction();
-      if (mail !== 'ok') return mail;
-      if (!this.checkSmtputf8()) return this.endAttempt('SMTPUTF8 not offered', 'next-host');
-      if (this.deps.config.randomProbe && !this.input.catchAllKnown && this.out.catchAll === 'not-run') {
-        const random = await this.randomProbe();
-        if (random !== 'ok') return random;
-      }
-      const real = await this.probeAddresses();
-      if (real !== 'ok') return real;
-      if (this.deps.config.postmasterProbe !== 'off' && !this.input.postmasterKnown && this.out.postmaster === 'not-run') {
-        await this.postmasterProbe();
-      }
-      await session.quit();
-      return this.endAttempt('answered', 'done');
-    } finally {
-      session.destroy();
     }
+    this.pipelineGroup();
+    const mail = await this.startTransaction();
+    if (mail !== 'ok') return mail;
+    if (!this.checkSmtputf8()) return this.endAttempt('SMTPUTF8 not offered', 'next-host');
+    if (this.willProbeRandom()) {
+      const random = await this.randomProbe();
+      if (random !== 'ok') return random;
+    }
+    const real = await this.probeAddresses();
+    if (real !== 'ok') return real;
+    if (this.willProbePostmaster()) await this.postmasterProbe();
+    await this.finish();
+    return this.endAttempt('answered', 'done');
+  }
+
+  private willProbeRandom(): boolean {
+    return this.deps.config.randomProbe && !this.input.catchAllKnown && this.out.catchAll === 'not-run';
+  }
+
+  private willProbePostmaster(): boolean {
+    return this.deps.config.postmasterProbe !== 'off' && !this.input.postmasterKnown && this.out.postmaster === 'not-run';
+  }
+
+  /**
+   * Sends, as one RFC 2920 group, the commands the dialogue will send when every reply is the
+   * usual one. The dialogue then runs as if sequential (see smtp/client).
+   */
+  private pipelineGroup(): void {
+    const { config, connections } = this.deps;
+    const session = this.session!;
+    const extensions = session.extensions;
+    const needsUtf8 = this.pending.some((t) => t.requiresSmtputf8);
+    // VRFY must end a group, and without SMTPUTF8 the dialogue may stop after MAIL.
+    if (!config.pipelining || !extensions.has('PIPELINING') || config.vrfy || (needsUtf8 && !extensions.has('SMTPUTF8'))) return;
+    const mail: PipelinedCommand = { verb: 'MAIL', reversePath: this.sender(), smtputf8: needsUtf8 };
+    const group: PipelinedCommand[] = [mail];
+    if (this.willProbeRandom()) {
+      this.plannedRandom = this.randomRecipient();
+      group.push({ verb: 'RCPT', forwardPath: this.plannedRandom }, { verb: 'RSET' }, mail);
+    }
+    const batch = this.pending.slice(0, this.deps.addressesPerConnection);
+    for (const target of batch) group.push({ verb: 'RCPT', forwardPath: target.address });
+    if (this.willProbePostmaster()) group.push({ verb: 'RCPT', forwardPath: `postmaster@${this.input.domain}` });
+    const connection = this.connection!;
+    const mayPark = connections.enabled && connection.addresses + batch.length < this.deps.addressesPerConnection;
+    const fallbackPossible = !this.useFallback && config.sender === '' && config.fallbackSender !== undefined;
+    const lastGroup = !fallbackPossible && batch.length <= 1 && config.postmasterProbe !== 'fullpostmaster';
+    if (mayPark) group.push({ verb: 'RSET' });
+    else if (lastGroup) group.push({ verb: 'QUIT' });
+    if (!session.pipeline(group)) this.plannedRandom = undefined;
+  }
+
+  /** Parks the connection for the next callout, or says QUIT. */
+  private async finish(): Promise<void> {
+    await this.deps.connections.release(this.currentIp, this.connection!, this.cleanSoFar());
+  }
+
+  /** Every reply of this callout on the connection is one a healthy dialogue gives. */
+  private cleanSoFar(): boolean {
+    return this.session!.replies.slice(this.repliesFrom).every(({ stage, reply }) => {
+      if (reply.code === 421) return false;
+      if (stage === 'rcpt') {
+        const outcome = classifyRcpt(reply);
+        return outcome === 'accepted' || outcome === 'rejected';
+      }
+      return stage === 'vrfy' || (reply.code >= 200 && reply.code < 300);
+    });
+  }
+
+  /** What the probe has learnt so far, and a function that puts it back. */
+  private snapshot(): () => void {
+    const pending = [...this.pending];
+    const outcomes = new Map(this.out.outcomes);
+    const { catchAll, postmaster, nullSender, greylisted, failure } = this.out;
+    const useFallback = this.useFallback;
+    return () => {
+      this.pending.splice(0, this.pending.length, ...pending);
+      this.out.outcomes.clear();
+      for (const [address, outcome] of outcomes) this.out.outcomes.set(address, outcome);
+      Object.assign(this.out, { catchAll, postmaster, nullSender, greylisted, failure });
+      if (greylisted === undefined) delete this.out.greylisted;
+      if (failure === undefined) delete this.out.failure;
+      this.useFallback = useFallback;
+    };
+  }
+
+  private sender(): string {
+    return this.useFallback ? (this.deps.config.fallbackSender ?? '') : this.deps.config.sender;
+  }
+
+  private randomRecipient(): string {
+    return `${this.deps.config.randomLocalPart.replace('{random}', randomToken())}@${this.input.domain}`;
   }
 
   /** MAIL FROM with the configured sender, falling back once when the null sender is refused. */
   private async startTransaction(again = false): Promise<'ok' | Conversation> {
     const { config } = this.deps;
     const smtputf8 = this.pending.some((t) => t.requiresSmtputf8) && this.session!.extensions.has('SMTPUTF8');
-    const sender = this.useFallback ? (config.fallbackSender ?? '') : config.sender;
+    const sender = this.sender();
     const step = await this.session!.mailFrom(sender, { smtputf8 });
     // A server that dropped us after RSET took the first transaction well: a new connection will too.
     if (step.kind !== 'reply') return this.endAttempt(this.stepFailure(step), again ? 'reconnect' : 'next-host');
@@ -235,6 +368,8 @@ class DomainProbe {
       this.out.nullSender = 'refused';
       if (config.fallbackSender !== undefined) {
         this.useFallback = true;
+        await this.session!.drain();
+        if (!again) this.pipelineGroup();
         return this.startTransaction(again);
       }
       for (const target of this.pending.splice(0)) {
@@ -265,8 +400,9 @@ class DomainProbe {
 
   private async randomProbe(): Promise<'ok' | Conversation> {
     const { config } = this.deps;
-    const local = config.randomLocalPart.replace('{random}', randomToken());
-    const step = await this.session!.rcptTo(`${local}@${this.input.domain}`);
+    const random = this.plannedRandom ?? this.randomRecipient();
+    this.plannedRandom = undefined;
+    const step = await this.session!.rcptTo(random);
     if (step.kind !== 'reply') {
       this.out.catchAll = 'inconclusive';
       return this.endAttempt(`random probe: ${this.stepFailure(step)}`, 'reconnect');
@@ -279,11 +415,11 @@ class DomainProbe {
         this.out.outcomes.set(target.address, {
           verdict: 'risky',
           reason: 'catch-all',
-          description: `${this.where()} accepts any local part (the random address ${local}@${this.input.domain} got ${describeReply(ev)})`,
+          description: `${this.where()} accepts any local part (the random address ${random} got ${describeReply(ev)})`,
           reply: ev,
         });
       }
-      await this.session!.quit();
+      await this.finish();
       return this.endAttempt('catch-all: random address accepted', 'done');
     }
     // A refusal of us (policy) says nothing about whether unknown local parts are accepted.
@@ -297,6 +433,8 @@ class DomainProbe {
   private async probeAddresses(): Promise<'ok' | Conversation> {
     const { config } = this.deps;
     const batch = this.pending.slice(0, this.deps.addressesPerConnection);
+    this.connection!.addresses += batch.length;
+    let recipientsInTransaction = 0;
     for (const target of batch) {
       if (target.requiresSmtputf8 && !this.session!.extensions.has('SMTPUTF8')) continue;
       if (config.vrfy) {
@@ -305,13 +443,16 @@ class DomainProbe {
         if (answered !== 'no-answer') return answered;
       }
       let step = await this.session!.rcptTo(target.address);
-      if (step.kind === 'reply' && classifyRcpt(step.reply) === 'too-many-recipients') {
+      // A new transaction helps only a server that counts recipients per transaction (RFC 5321 §4.5.3.1.10).
+      if (step.kind === 'reply' && classifyRcpt(step.reply) === 'too-many-recipients' && recipientsInTransaction > 0) {
         const rset = await this.session!.rset();
         if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET failed', 'reconnect');
         const mail = await this.startTransaction(true);
         if (mail !== 'ok') return mail;
+        recipientsInTransaction = 0;
         step = await this.session!.rcptTo(target.address);
       }
+      recipientsInTransaction++;
       if (step.kind !== 'reply') return this.endAttempt(`RCPT: ${this.stepFailure(step)}`, 'reconnect');
       this.answerRcpt(target, step.reply);
     }
@@ -427,7 +568,7 @@ class DomainProbe {
       tls: session.tls,
       outcome,
       durationMs: Date.now() - this.attemptStart,
-      transcript: [...session.transcript],
+      transcript: session.transcript.slice(this.transcriptFrom),
     });
     return next;
   }
@@ -446,8 +587,19 @@ export function probeDomain(deps: ProbeDeps, input: DomainProbeInput): Promise<D
 }
 
 const TOKEN_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
+const TOKEN_LENGTH = 12;
+// One getrandom() call per 256 tokens instead of one per callout.
+const entropy = Buffer.alloc(TOKEN_LENGTH * 256);
+let entropyUsed = entropy.length;
 
 function randomToken(): string {
-  return [...randomBytes(12)].map((b) => TOKEN_ALPHABET[b % TOKEN_ALPHABET.length]).join('');
+  if (entropyUsed + TOKEN_LENGTH > entropy.length) {
+    randomFillSync(entropy);
+    entropyUsed = 0;
+  }
+  let token = '';
+  for (let i = 0; i < TOKEN_LENGTH; i++) token += TOKEN_ALPHABET[entropy[entropyUsed + i]! % TOKEN_ALPHABET.length];
+  entropyUsed += TOKEN_LENGTH;
+  return token;
 }
 

@@ -11,6 +11,7 @@ import {
   greylistOnce,
   multilineReplies,
   oversizedLine,
+  pipelining,
   refuseNullSender,
   rejectEhlo,
   rejectGreeting,
@@ -571,5 +572,127 @@ describe('SmtpClientSession against random server output', () => {
       }),
       { numRuns: 25 },
     );
+  });
+});
+
+describe('SmtpClientSession pipelining (RFC 2920)', () => {
+  const group = [
+    { verb: 'MAIL', reversePath: '' },
+    { verb: 'RCPT', forwardPath: 'random@example.test' },
+    { verb: 'RSET' },
+    { verb: 'MAIL', reversePath: '' },
+    { verb: 'RCPT', forwardPath: 'alice@example.test' },
+  ] as const;
+
+  it('sends nothing and answers false when PIPELINING is not advertised', async (t) => {
+    const server = await serve(t, { script: usersOnly(['alice']) });
+    const session = sessionFor(t, server);
+    await session.open();
+    assert.equal(session.pipeline([...group]), false);
+    assert.deepEqual(sentLines(session), ['EHLO callout.example']);
+    await session.quit();
+  });
+
+  it('sends the group in one write; each call takes the reply to its own command', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly(['alice']), ...pipelining() } });
+    const session = sessionFor(t, server);
+    await session.open();
+    assert.ok(session.extensions.has('PIPELINING'));
+    assert.equal(session.pipeline([...group, { verb: 'QUIT' }]), true);
+    assert.equal((await session.mailFrom('')).kind, 'reply');
+    await session.quit();
+    assert.equal(session.state, 'closed');
+    const transcript = session.transcript.filter((e) => e.dir !== 'event');
+    const start = transcript.findIndex((e) => e.line === 'MAIL FROM:<>');
+    assert.deepEqual(transcript.slice(start, start + 6).map((e) => e.dir), ['sent', 'sent', 'sent', 'sent', 'sent', 'sent'], 'the whole group before any reply');
+    assert.deepEqual(server.sessions[0]?.commands.slice(1), ['MAIL FROM:<>', 'RCPT TO:<random@example.test>', 'RSET', 'MAIL FROM:<>', 'RCPT TO:<alice@example.test>', 'QUIT']);
+  });
+
+  it('replies in order, and keeps them when the server closes behind a pipelined QUIT', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly(['alice']), ...pipelining() } });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.pipeline([...group, { verb: 'QUIT' }]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const mail = await session.mailFrom('');
+    const random = await session.rcptTo('random@example.test');
+    const rset = await session.rset();
+    const again = await session.mailFrom('');
+    const alice = await session.rcptTo('alice@example.test');
+    assert.deepEqual([mail, random, rset, again, alice].map((r) => (r.kind === 'reply' ? r.reply.code : r.kind)), [250, 550, 250, 250, 250]);
+    assert.equal(session.inTransaction, true);
+    await session.quit();
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(session.replies.map((r) => `${r.stage} ${r.reply.code}`), ['mail 250', 'rcpt 550', 'rset 250', 'mail 250', 'rcpt 250', 'quit 221']);
+  });
+
+  it('a call that is not the next command of the group drops the rest of the group first', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly(['alice']), ...refuseNullSender(), ...pipelining() } });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.pipeline([...group]);
+    const mail = await session.mailFrom('');
+    assert.equal(mail.kind === 'reply' && mail.reply.code, 550);
+    assert.equal(session.inTransaction, false);
+    const fallback = await session.mailFrom('verify@example.test');
+    assert.equal(fallback.kind === 'reply' && fallback.reply.code, 250, 'the reply to the new MAIL, not a leftover of the group');
+    const alice = await session.rcptTo('alice@example.test');
+    assert.equal(alice.kind === 'reply' && alice.reply.code, 250);
+    assert.deepEqual(session.replies.map((r) => `${r.stage} ${r.reply.code}`), ['mail 550', 'rcpt 550', 'rset 250', 'mail 550', 'rcpt 250', 'mail 250', 'rcpt 250']);
+    await session.quit();
+  });
+
+  it('QUIT may only end a group', async (t) => {
+    const server = await serve(t, { script: pipelining() });
+    const session = sessionFor(t, server);
+    await session.open();
+    assert.throws(() => session.pipeline([{ verb: 'QUIT' }, { verb: 'RSET' }]), SmtpSessionMisuseError);
+    await session.quit();
+  });
+
+  it('a connection lost in the middle of a group answers closed for the rest', async (t) => {
+    const server = await serve(t, { script: { ...pipelining(), rset: () => ({ drop: true }) } });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.pipeline([...group]);
+    assert.equal((await session.mailFrom('')).kind, 'reply');
+    assert.equal((await session.rcptTo('random@example.test')).kind, 'reply');
+    assert.equal((await session.rset()).kind, 'closed');
+    assert.equal((await session.mailFrom('')).kind, 'closed');
+  });
+});
+
+describe('SmtpClientSession between callouts', () => {
+  it('a parked session is closed by anything the server says, and an unasked 421 closes any session', async (t) => {
+    const server = await serve(t, { script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: '250 2.0.0 Unasked' } }) } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.rset();
+    session.park();
+    assert.equal(session.isParked, true);
+    for (let i = 0; i < 100 && session.state !== 'closed'; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(session.state, 'closed');
+    assert.equal(session.isParked, false);
+    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: 250')));
+
+    const closing = await serve(t, { host: '127.0.0.3', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: '421 4.4.2 Timeout' } }) } });
+    const other = sessionFor(t, closing);
+    await other.open();
+    await other.rset();
+    for (let i = 0; i < 100 && other.state !== 'closed'; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(other.state, 'closed');
+    assert.ok(events(other).some((line) => line.startsWith('server closing: 421')));
+  });
+
+  it('resume() gives the next callout its own deadline', async (t) => {
+    const server = await serve(t, { script: { mail: () => ({ silent: true }) } });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.park();
+    session.resume(Date.now() + 100);
+    const started = Date.now();
+    const mail = await session.mailFrom('');
+    assert.equal(mail.kind, 'timeout');
+    assert.ok(Date.now() - started < GENEROUS.commandMs, 'the deadline, not the command timeout');
   });
 });

@@ -17,6 +17,15 @@ import { fileURLToPath } from 'node:url';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const START_WAIT_MS = 30_000;
 const LOG_WAIT_MS = 10_000;
+const STOP_WAIT_MS = 30_000;
+
+function killGroup(child: ChildProcessWithoutNullStreams): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
 
 export type LogLine = Record<string, unknown>;
 
@@ -28,10 +37,16 @@ export interface ServeProcess {
   metricsAddress: string;
   waitForLog(predicate: (line: LogLine) => boolean, what: string, from?: number, waitMs?: number): Promise<LogLine>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /**
+   * Sends `signal` and waits up to waitMs for the exit; past that the whole process group is
+   * killed and the promise rejects, so a stuck daemon fails a test instead of hanging it.
+   */
+  stop(signal?: NodeJS.Signals, waitMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 export async function startServeProcess(args: string[], started: (line: LogLine) => boolean = (l) => l.msg === 'callout serve started'): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  // A process group of its own, so that a test can end the whole tree (policy workers too).
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   const logs: LogLine[] = [];
   const waiters = new Set<() => void>();
   let pending = '';
@@ -72,8 +87,26 @@ export async function startServeProcess(args: string[], started: (line: LogLine)
       check();
     });
 
-  const ready = await waitForLog(started, 'that it listens', 0, START_WAIT_MS);
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM', waitMs = STOP_WAIT_MS): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
+    if (!exitedYet) child.kill(signal);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([exited, new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), waitMs)))]);
+    clearTimeout(timer);
+    if (outcome !== 'timeout') return outcome;
+    killGroup(child);
+    await exited;
+    throw new Error(`callout serve did not exit within ${waitMs} ms of ${signal}; killed; stderr: ${stderr}; logs: ${JSON.stringify(logs.slice(-5))}`);
+  };
+
+  let ready: LogLine;
+  try {
+    ready = await waitForLog(started, 'that it listens', 0, START_WAIT_MS);
+  } catch (err) {
+    killGroup(child);
+    throw err;
+  }
   return {
+    stop,
     child,
     logs,
     stderr: () => stderr,

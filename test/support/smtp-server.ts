@@ -6,9 +6,11 @@
  *   startSmtpServer listens on 127.0.0.x (raw node:net, so a script can misbehave in ways a
  *   real server library would not allow) and answers each command through a script: one handler
  *   per step, returning the reply text (may hold "\r\n" for a multi-line reply; CRLF is added at
- *   the end) or an action { reply, delayMs, drop, silent }. drop closes the connection, after
- *   writing the reply when there is one; silent never answers. A 421 or the reply to QUIT closes
- *   the connection after it is written, as RFC 5321 §3.8 asks of a real server.
+ *   the end) or an action { reply, delayMs, drop, silent, later }. drop closes the connection, after
+ *   writing the reply when there is one; silent never answers; later, afterMs behind the reply,
+ *   writes a reply nobody asked for and/or drops the connection (an idle timeout). A 421 or the
+ *   reply to QUIT closes the connection after it is written, as RFC 5321 §3.8 asks of a real server.
+ *   Pipelined commands (RFC 2920) are answered one by one, in order.
  *
  *   startSmtpServers binds several hosts on one common port, because the callout engine uses one
  *   port for every MX host. Presets (acceptAll, usersOnly, greylistOnce, ...) return partial
@@ -42,7 +44,9 @@ export type ScriptStep =
   | 'quit'
   | 'unknown';
 
-export type Action = string | { reply?: string; delayMs?: number; drop?: boolean; silent?: boolean };
+export type Action =
+  | string
+  | { reply?: string; delayMs?: number; drop?: boolean; silent?: boolean; later?: { afterMs: number; reply?: string; drop?: boolean } };
 
 export interface TestSession {
   /** Every command line received, without CRLF. */
@@ -229,12 +233,19 @@ function serveConnection(
   });
 
   const perform = async (action: Action): Promise<string | undefined> => {
-    const { reply, delayMs, drop, silent } = typeof action === 'string' ? { reply: action } : action;
+    const { reply, delayMs, drop, silent, later } = typeof action === 'string' ? { reply: action } : action;
     if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
     if (closed || silent) return undefined;
     if (reply !== undefined) stream.write(`${reply}\r\n`);
     if (drop) shut(reply !== undefined);
     else if (reply?.startsWith('421')) shut(true);
+    if (later) {
+      setTimeout(() => {
+        if (closed) return;
+        if (later.reply !== undefined) stream.write(`${later.reply}\r\n`);
+        if (later.drop || later.reply?.startsWith('421')) shut(true);
+      }, later.afterMs).unref();
+    }
     return reply;
   };
 
@@ -379,6 +390,23 @@ export function oversizedLine(step: ScriptStep = 'ehlo'): Partial<SmtpScript> {
 /** EHLO is not understood (500), so the client must fall back to HELO. */
 export function rejectEhlo(): Partial<SmtpScript> {
   return { ehlo: () => '500 5.5.1 Error: command not recognized' };
+}
+
+/** EHLO advertises PIPELINING (RFC 2920) besides the default extensions. */
+export function pipelining(): Partial<SmtpScript> {
+  return {
+    ehlo: (arg, session) => {
+      const reply = defaultScript.ehlo(arg, session);
+      return typeof reply === 'string' ? reply.replace(/\r\n250 /, '\r\n250-PIPELINING\r\n250 ') : reply;
+    },
+  };
+}
+
+/** MAIL commands after the first n on a connection get this reply: a server that tires of a reused connection. */
+export function refuseMailAfter(n: number, reply = '421 4.7.0 mx.callout.test Error: too many transactions'): Partial<SmtpScript> {
+  return {
+    mail: (_arg, session) => (session.commands.filter((c) => /^MAIL /i.test(c)).length > n ? reply : '250 2.1.0 Ok'),
+  };
 }
 
 /** RSET is answered, then the connection is closed, as ovh.net does after a refused RCPT. */

@@ -1,5 +1,5 @@
 // The callout engine against real loopback DNS and SMTP servers: every verdict, every option.
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,24 +15,16 @@ import {
   silentGreeting,
   usersOnly,
 } from '../support/smtp-server.js';
-import { mxZone, world } from './fixture.js';
-import type { World } from './fixture.js';
+import { mxZone, worldMaker } from './fixture.js';
 
 const HOUR = 3_600_000;
-const worlds: World[] = [];
-async function make(...args: Parameters<typeof world>): Promise<World> {
-  const w = await world(...args);
-  worlds.push(w);
-  return w;
-}
-after(async () => {
-  await Promise.all(worlds.map((w) => w.close()));
-});
+const make = worldMaker();
 
 describe('verdicts from one exchanger', () => {
   it('deliverable: 250 at RCPT, random probe refused, dialogue in the transcript', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
-    const r = await w.engine().verify('alice@real.test');
+    const engine = w.engine();
+    const r = await engine.verify('alice@real.test');
     assert.equal(r.verdict, 'deliverable');
     assert.equal(r.reason, 'accepted');
     assert.equal(r.catchAll, 'refused');
@@ -46,7 +38,9 @@ describe('verdicts from one exchanger', () => {
     assert.ok(sent.some((l) => /^RCPT TO:<callout-[a-z0-9]{12}@real\.test>$/.test(l)), 'random probe sent');
     assert.ok(sent.includes('RSET'));
     assert.ok(sent.includes('RCPT TO:<alice@real.test>'));
-    assert.equal(sent.at(-1), 'QUIT');
+    assert.equal(sent.at(-1), 'RSET', 'the connection is kept for the next callout, idle after RSET');
+    await engine.idle();
+    assert.equal(w.commands('127.0.0.2').at(-1), 'QUIT', 'and closed with QUIT when the engine goes idle');
     assert.ok(!w.commands('127.0.0.2').some((c) => /^VRFY/i.test(c)), 'VRFY is never used by default');
   });
 

@@ -8,6 +8,7 @@
  *   engines over the real node:dns resolver with a ManualClock, so tests move time.
  */
 
+import { after } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { validateConfig } from '../../src/config/schema.js';
 import type { Config } from '../../src/config/schema.js';
@@ -77,6 +78,19 @@ export async function world(zone: Zone, servers: Record<string, Partial<SmtpScri
       await Promise.all(started.map((s) => s.close()));
       await dns.close();
     },
+  };
+}
+
+/** world() for one test file: every world it makes is closed once the file's tests are done. */
+export function worldMaker(): typeof world {
+  const worlds: World[] = [];
+  after(async () => {
+    await Promise.all(worlds.map((w) => w.close()));
+  });
+  return async (...args) => {
+    const w = await world(...args);
+    worlds.push(w);
+    return w;
   };
 }
 
