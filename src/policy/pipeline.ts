@@ -21,6 +21,7 @@
 
 import type { Clock } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { BoundedMemo } from '../core/memo.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
@@ -59,6 +60,7 @@ export const MESSAGE_MEMORY_LIMIT = 20_000;
 /** How long past the deadline a stage may take before it counts as a fault. */
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
+/** Sender and recipient parses remembered (core/memo). */
 const PARSE_MEMORY_LIMIT = 4_096;
 
 interface MessageMemory {
@@ -67,32 +69,10 @@ interface MessageMemory {
   touched: number;
 }
 
-/**
- * The last few thousand parses of one kind of path, by their text. Senders recur across the
- * recipients of a message and recipients across messages (a site has few users), and parsing
- * was a tenth of the cost of a decision. Parse results are values no stage changes.
- */
-class RecentParses<T> {
-  private readonly results = new Map<string, T>();
-
-  constructor(private readonly parseText: (text: string) => T) {}
-
-  parse(text: string): T {
-    let result = this.results.get(text);
-    if (result === undefined) {
-      result = this.parseText(text);
-      // Map order is insertion order: the first key is the oldest parse.
-      if (this.results.size >= PARSE_MEMORY_LIMIT) this.results.delete(this.results.keys().next().value as string);
-      this.results.set(text, result);
-    }
-    return result;
-  }
-}
-
 export class Pipeline {
   private readonly messages = new Map<string, MessageMemory>();
-  private readonly senders = new RecentParses((text) => parseReversePath(text, { tolerant: true }));
-  private readonly recipients = new RecentParses((text) => parseForwardPath(text, { tolerant: true }));
+  private readonly senders = new BoundedMemo((text) => parseReversePath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
+  private readonly recipients = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
   /** The stages that watch outcomes (Stage.observe); most pipelines have none. */
   private readonly observers: ConfiguredStage[];
 
@@ -196,8 +176,8 @@ export class Pipeline {
     const fields = policyRequestFields(attributes);
     // A request without a known state is treated as RCPT, where Postfix sends nearly all of them.
     const state: ProtocolState = isProtocolState(fields.protocolState) ? fields.protocolState : 'RCPT';
-    const sender = this.senders.parse(fields.sender);
-    const recipient = fields.recipient ? this.recipients.parse(fields.recipient) : undefined;
+    const sender = this.senders.get(fields.sender);
+    const recipient = fields.recipient ? this.recipients.get(fields.recipient) : undefined;
     return {
       attributes,
       state,

@@ -26,6 +26,7 @@ import type { Clock } from '../core/clock.js';
 import type { Store } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
 import type { ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
+import { BoundedMemo } from '../core/memo.js';
 
 export interface AddressRecord {
   verdict: Verdict;
@@ -57,7 +58,16 @@ export interface DomainFacts {
 
 const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable']);
 
+const DECODED_MEMORY_LIMIT = 4_096;
+
 export class VerificationCache {
+  /**
+   * Records as stored, decoded: a cache hit answers from the same text again and again, and
+   * JSON.parse of it was the largest part of the engine's cost of a hit. Records are values
+   * nobody changes (results are built as copies).
+   */
+  private readonly decoded = new BoundedMemo((text) => parseJson<unknown>(text), DECODED_MEMORY_LIMIT);
+
   constructor(
     private readonly store: Store,
     private readonly config: CacheConfig,
@@ -76,7 +86,7 @@ export class VerificationCache {
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {
     const stored = await this.store.get(this.prefix + addressKey(address));
-    return stored ? parseJson<AddressRecord>(stored.value) : undefined;
+    return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
   }
 
   /** Records a verdict, keeping a definite record when the new one is only temporary. */
@@ -107,7 +117,7 @@ export class VerificationCache {
     const facts: Record<string, unknown> = {};
     names.forEach((name, i) => {
       const stored = values[i];
-      const parsed = stored ? parseJson<DomainFact>(stored.value) : undefined;
+      const parsed = stored ? (this.decoded.get(stored.value) as DomainFact | undefined) : undefined;
       if (parsed) facts[name] = parsed;
     });
     return facts as DomainFacts;

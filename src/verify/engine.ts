@@ -28,6 +28,7 @@ import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { parseForwardPath } from '../address/index.js';
+import { BoundedMemo } from '../core/memo.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
 import { resolveMailHosts } from '../dns/mx.js';
@@ -78,6 +79,8 @@ interface Planned {
   result?: VerifyResult;
 }
 
+const PATH_MEMORY_LIMIT = 4_096;
+
 export class CalloutEngine {
   private readonly clock: Clock;
   private readonly cache: VerificationCache;
@@ -85,6 +88,8 @@ export class CalloutEngine {
   /** Idle SMTP connections for the next callout to the same exchanger address. */
   readonly connections: ConnectionCache;
   private readonly inFlight = new Map<string, Promise<VerifyResult>>();
+  /** Addresses recur at SMTP time (every recipient of a message, every message of a sender). */
+  private readonly paths = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PATH_MEMORY_LIMIT);
   private readonly background = new Set<Promise<unknown>>();
   private readonly ownSenders: Set<string>;
   private readonly helo: string;
@@ -184,7 +189,7 @@ export class CalloutEngine {
 
   /** Steps 1 to 4: everything that can answer without touching the network. */
   private async plan(input: string, started: number): Promise<Planned> {
-    const parsed = parseForwardPath(input.trim(), { tolerant: true });
+    const parsed = this.paths.get(input.trim());
     if (!parsed.ok) {
       return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
     }
