@@ -8,7 +8,10 @@
  *   reverse      recipient_canonical_maps: the address an SRS bounce recipient stands for;
  *                NOTFOUND for anything that is not a valid, unexpired SRS address of ours.
  *   batv-sign    sender_canonical_maps: the prvs-signed sender, for senders of the signing
- *                domains only; NOTFOUND for other domains and already signed addresses.
+ *                domains only; NOTFOUND for other domains and already signed addresses. The
+ *                address is signed in lower case (ASCII): Postfix's smtpd folds a recipient's
+ *                case before its unknown-user check asks batv-strip, so a bounce to a tag made
+ *                over `Bob@Example.COM` would be refused as an unknown user.
  *   batv-strip   recipient_canonical_maps: the original address of a valid prvs recipient, so the
  *                bounce reaches the mailbox; NOTFOUND otherwise (the policy stage rejects the
  *                invalid ones before this runs).
@@ -20,7 +23,7 @@
 
 import type { Clock } from '../core/clock.js';
 import type { Batv } from './batv.js';
-import { domainMatcher } from './domains.js';
+import { asciiLower, domainMatcher } from './domains.js';
 import type { LookupMap } from './lookup.js';
 import type { Srs } from './srs.js';
 
@@ -50,7 +53,7 @@ export function batvMaps(batv: Batv, options: BatvMapOptions, clock: Clock): { '
     'batv-sign'(key) {
       const at = key.lastIndexOf('@');
       if (at < 0 || !signs(key.slice(at + 1))) return { kind: 'notfound', reason: 'Not a signing domain.' };
-      const result = batv.sign(key, clock.now());
+      const result = batv.sign(asciiLower(key), clock.now());
       return result.ok ? { kind: 'found', value: result.address } : { kind: 'notfound', reason: result.message };
     },
     'batv-strip'(key) {

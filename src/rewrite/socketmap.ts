@@ -31,11 +31,13 @@ import { LookupServer, safeLookup, type LookupMap, type LookupResult, type Looku
 
 export const SOCKETMAP_LIMITS = { requestOctets: 1024, replyOctets: 100_000 } as const;
 
+const NOTHING = Buffer.alloc(0);
+
 export type NetstringEvent = { kind: 'frame'; data: Buffer } | { kind: 'error'; reason: string };
 
 /** Incremental netstring reader; after an error it yields nothing more. */
 export class NetstringDecoder {
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = NOTHING;
   private failed = false;
   private readonly maxDigits: number;
 
@@ -66,13 +68,15 @@ export class NetstringDecoder {
       events.push({ kind: 'frame', data: this.pending.subarray(cursor + 1, end) });
       offset = end + 1;
     }
-    this.pending = offset === 0 ? this.pending : Buffer.from(this.pending.subarray(offset));
+    // The usual chunk is whole requests: nothing left over, nothing to copy.
+    if (offset === this.pending.length) this.pending = NOTHING;
+    else if (offset > 0) this.pending = Buffer.from(this.pending.subarray(offset));
     return events;
   }
 
   private fail(events: NetstringEvent[], reason: string): NetstringEvent[] {
     this.failed = true;
-    this.pending = Buffer.alloc(0);
+    this.pending = NOTHING;
     events.push({ kind: 'error', reason });
     return events;
   }

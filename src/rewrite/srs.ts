@@ -117,7 +117,8 @@ function foldHashChar(c: number): number {
 
 export class Srs {
   readonly domain: string;
-  private readonly secrets: string[];
+  /** One HMAC per secret, the first signs. */
+  private readonly macs: Array<(text: string) => Buffer>;
   private readonly separator: SrsSeparator;
   private readonly hashLength: number;
   private readonly hashMin: number;
@@ -131,7 +132,7 @@ export class Srs {
     this.domain = at >= 0 ? options.domain.slice(at + 1) : options.domain;
     if (this.domain === '') throw new ConfigError('srs: the SRS domain is empty');
     if (options.secrets.length === 0 || options.secrets.some((s) => s === '')) throw new ConfigError('srs: at least one non-empty secret is needed');
-    this.secrets = options.secrets;
+    this.macs = options.secrets.map((secret) => (text: string) => createHmac('sha1', secret).update(text).digest());
     this.separator = options.separator ?? '=';
     if (!['=', '+', '-'].includes(this.separator)) throw new ConfigError(`srs: separator got ${JSON.stringify(this.separator)}, expected one of = + -`);
     this.hashLength = options.hashLength ?? 4;
@@ -151,16 +152,16 @@ export class Srs {
     this.alwaysRewrite = options.alwaysRewrite === true;
   }
 
-  private hash(secret: string, fields: string): string {
-    return createHmac('sha1', secret).update(asciiLower(fields)).digest(this.encoding).slice(0, this.hashLength);
+  private hash(mac: (text: string) => Buffer, fields: string): string {
+    return mac(asciiLower(fields)).toString(this.encoding).slice(0, this.hashLength);
   }
 
   /** Constant time over the compared length, whichever secret matches. */
   private hashMatches(received: string, fields: string): boolean {
     const length = Math.min(received.length, this.hashLength);
     let matched = false;
-    for (const secret of this.secrets) {
-      const expected = this.hash(secret, fields);
+    for (const mac of this.macs) {
+      const expected = this.hash(mac, fields);
       let diff = 0;
       for (let i = 0; i < length; i++) diff |= foldHashChar(received.charCodeAt(i)) ^ foldHashChar(expected.charCodeAt(i));
       matched = matched || diff === 0;
@@ -185,14 +186,14 @@ export class Srs {
       if (hostEnd < 0 || hostEnd === hashEnd + 1 || hostEnd === user.length - 1) return { ok: false, reason: 'malformed', message: 'No host or user in SRS1 address.' };
       const firstHop = user.slice(hashEnd + 1, hostEnd);
       const rest = user.slice(hostEnd + 1);
-      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.secrets[0]!, firstHop + rest)}=${firstHop}=${rest}@${this.domain}` };
+      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.macs[0]!, firstHop + rest)}=${firstHop}=${rest}@${this.domain}` };
     }
     if (scheme === 'SRS0') {
       const rest = user.slice(4);
-      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.secrets[0]!, host + rest)}=${host}=${rest}@${this.domain}` };
+      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.macs[0]!, host + rest)}=${host}=${rest}@${this.domain}` };
     }
     const stamp = srsTimestamp(nowMs);
-    return { ok: true, scheme: 'SRS0', address: `SRS0${s}${this.hash(this.secrets[0]!, stamp + host + user)}=${stamp}=${host}=${user}@${this.domain}` };
+    return { ok: true, scheme: 'SRS0', address: `SRS0${s}${this.hash(this.macs[0]!, stamp + host + user)}=${stamp}=${host}=${user}@${this.domain}` };
   }
 
   reverse(address: string, nowMs: number): SrsReverseResult {

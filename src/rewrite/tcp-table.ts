@@ -27,6 +27,13 @@ import { LookupServer, safeLookup, type LookupMap, type LookupResult, type Looku
 
 export const TCP_TABLE_LIMITS = { lineOctets: 4096 } as const;
 
+const NOTHING = Buffer.alloc(0);
+
+/** Whether the line starts with `get ` (lower case, as Postfix sends it and postsrsd requires). */
+function isGetRequest(line: Buffer): boolean {
+  return line.length >= 4 && line[0] === 0x67 && line[1] === 0x65 && line[2] === 0x74 && line[3] === 0x20;
+}
+
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
   const lower = c | 0x20;
@@ -90,7 +97,7 @@ export class TcpTableServer extends LookupServer {
   }
 
   protected attach(socket: net.Socket): void {
-    let pending: Buffer = Buffer.alloc(0);
+    let pending: Buffer = NOTHING;
     let closed = false;
     const refuse = () => {
       this.stats.protocolErrors++;
@@ -107,13 +114,15 @@ export class TcpTableServer extends LookupServer {
         if (end > start && pending[end - 1] === 0x0d) end--;
         const line = pending.subarray(start, end);
         start = newline + 1;
-        if (line.length > this.maxLineOctets || line.length < 4 || line.toString('latin1', 0, 4) !== 'get ') return refuse();
+        if (line.length > this.maxLineOctets || !isGetRequest(line)) return refuse();
         const key = tcpTableDecode(line.subarray(4));
         if (key === undefined) return refuse();
         this.stats.requests++;
         this.send(socket, tcpTableReply(safeLookup(this.map, key, this.stats)));
       }
-      pending = start === 0 ? pending : Buffer.from(pending.subarray(start));
+      // The usual chunk is whole lines: nothing left over, nothing to copy.
+      if (start === pending.length) pending = NOTHING;
+      else if (start > 0) pending = Buffer.from(pending.subarray(start));
       if (pending.length > this.maxLineOctets) refuse();
     });
   }

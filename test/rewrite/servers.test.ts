@@ -123,6 +123,9 @@ describe('SocketmapServer', () => {
     assert.equal(await client.query('reverse', 'nobody@example.com'), 'NOTFOUND Not an SRS address.');
     assert.equal(await client.query('batv-sign', 'user@example.com'), 'OK prvs=1269e93bf9=user@example.com');
     assert.equal(await client.query('batv-sign', 'user@elsewhere.example'), 'NOTFOUND Not a signing domain.');
+    // Signed in lower case, because Postfix's smtpd folds the bounce recipient before batv-strip sees it.
+    assert.equal(await client.query('batv-sign', 'User@Example.COM'), 'OK prvs=1269e93bf9=user@example.com');
+    assert.equal(await client.query('batv-sign', '@example.com'), 'NOTFOUND prvs needs a qualified address (local@domain)');
     assert.equal(await client.query('batv-strip', 'prvs=1269e93bf9=user@example.com'), 'OK user@example.com');
     assert.equal(await client.query('batv-strip', 'prvs=1269e93bf8=user@example.com'), 'NOTFOUND prvs bad-signature');
     assert.equal(await client.query('nosuchmap', 'x'), 'PERM Invalid map.');
