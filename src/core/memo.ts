@@ -28,7 +28,8 @@ export class BoundedMemo<T> {
   }
 
   get(text: string): T {
-    if (this.results.has(text)) return this.results.get(text) as T;
+    const known = this.results.get(text);
+    if (known !== undefined || this.results.has(text)) return known as T;
     const result = this.fn(text);
     if (this.results.size >= this.limit) this.results.delete(this.results.keys().next().value as string);
     this.results.set(text, result);
