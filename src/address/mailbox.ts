@@ -81,6 +81,12 @@ for (const ch of "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
   ATEXT[ch.charCodeAt(0)] = 1;
 }
 
+/** Letters, digits and hyphen: the ASCII a domain label may hold (RFC 5321 Let-dig, Ldh-str). */
+const LDH = new Uint8Array(128);
+for (const ch of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-') {
+  LDH[ch.charCodeAt(0)] = 1;
+}
+
 export function isSurrogate(codePoint: number): boolean {
   return codePoint >= 0xd800 && codePoint <= 0xdfff;
 }
@@ -157,7 +163,7 @@ function normaliseLabel(label: DomainLabel): ParseResult<{ ascii: string; intern
     const codePoint = text.codePointAt(i) ?? 0;
     if (codePoint >= 0x80 && !isSurrogate(codePoint)) {
       ascii = false;
-    } else if (!/[A-Za-z0-9-]/.test(String.fromCodePoint(codePoint))) {
+    } else if (codePoint >= 0x80 || LDH[codePoint] !== 1) {
       return failure('bad-character', position + i, 'character not allowed in a domain');
     }
     i += codeUnits(codePoint);

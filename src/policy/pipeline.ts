@@ -61,7 +61,7 @@ export const MESSAGE_MEMORY_LIMIT = 20_000;
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
 /** Sender and recipient parses remembered (core/memo). */
-const PARSE_MEMORY_LIMIT = 4_096;
+const PARSE_MEMORY_LIMIT = 8_192;
 
 interface MessageMemory {
   pending: string[];

@@ -58,7 +58,7 @@ export interface DomainFacts {
 
 const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable']);
 
-const DECODED_MEMORY_LIMIT = 4_096;
+const DECODED_MEMORY_LIMIT = 8_192;
 
 export class VerificationCache {
   /**

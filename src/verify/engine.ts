@@ -28,7 +28,6 @@ import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { parseForwardPath } from '../address/index.js';
-import { BoundedMemo } from '../core/memo.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
 import { resolveMailHosts } from '../dns/mx.js';
@@ -79,8 +78,6 @@ interface Planned {
   result?: VerifyResult;
 }
 
-const PATH_MEMORY_LIMIT = 4_096;
-
 export class CalloutEngine {
   private readonly clock: Clock;
   private readonly cache: VerificationCache;
@@ -88,8 +85,6 @@ export class CalloutEngine {
   /** Idle SMTP connections for the next callout to the same exchanger address. */
   readonly connections: ConnectionCache;
   private readonly inFlight = new Map<string, Promise<VerifyResult>>();
-  /** Addresses recur at SMTP time (every recipient of a message, every message of a sender). */
-  private readonly paths = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PATH_MEMORY_LIMIT);
   private readonly background = new Set<Promise<unknown>>();
   private readonly ownSenders: Set<string>;
   private readonly helo: string;
@@ -130,7 +125,8 @@ export class CalloutEngine {
     );
   }
 
-  async verify(address: string): Promise<VerifyResult> {
+  /** A Mailbox the caller has parsed already (the policy pipeline has) is not parsed again. */
+  async verify(address: string | Mailbox): Promise<VerifyResult> {
     // Most answers at SMTP time come from the cache: answer those without the batch machinery.
     const started = Date.now();
     const planned = await this.plan(address, started);
@@ -188,16 +184,22 @@ export class CalloutEngine {
   }
 
   /** Steps 1 to 4: everything that can answer without touching the network. */
-  private async plan(input: string, started: number): Promise<Planned> {
-    const parsed = this.paths.get(input.trim());
-    if (!parsed.ok) {
-      return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
+  private async plan(given: string | Mailbox, started: number): Promise<Planned> {
+    const input = typeof given === 'string' ? given : given.address;
+    let mailbox: Mailbox;
+    if (typeof given === 'string') {
+      const parsed = parseForwardPath(given.trim(), { tolerant: true });
+      if (!parsed.ok) {
+        return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
+      }
+      if (parsed.value.kind === 'postmaster') {
+        const description = '<Postmaster> without a domain names the receiving server itself; there is nothing to verify';
+        return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description }, 'none') };
+      }
+      mailbox = parsed.value.mailbox;
+    } else {
+      mailbox = given;
     }
-    if (parsed.value.kind === 'postmaster') {
-      const description = '<Postmaster> without a domain names the receiving server itself; there is nothing to verify';
-      return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description }, 'none') };
-    }
-    const mailbox = parsed.value.mailbox;
     if (this.ownSenders.has(mailbox.address.toLowerCase())) {
       return {
         input,

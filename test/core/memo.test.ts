@@ -1,22 +1,35 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { BoundedMemo } from '../../src/core/memo.js';
 
+function counting(limit: number): { memo: BoundedMemo<{ text: string }>; calls: string[] } {
+  const calls: string[] = [];
+  const memo = new BoundedMemo((text) => {
+    calls.push(text);
+    return { text };
+  }, limit);
+  return { memo, calls };
+}
+
 describe('BoundedMemo', () => {
-  it('works a text out once while it is remembered, and forgets the oldest past the limit', () => {
-    const calls: string[] = [];
-    const memo = new BoundedMemo((text) => {
-      calls.push(text);
-      return { length: text.length };
-    }, 2);
+  it('works a text out once while it is remembered, and gives every caller the same result', () => {
+    const { memo, calls } = counting(4);
     const first = memo.get('a');
-    assert.equal(memo.get('a'), first, 'the same object for the same text');
-    memo.get('bb');
-    memo.get('ccc');
-    assert.equal(memo.size, 2);
-    memo.get('bb');
+    assert.equal(memo.get('a'), first);
+    assert.deepEqual(calls, ['a']);
+  });
+
+  it('keeps recently used texts and forgets texts unused for two generations', () => {
+    const { memo, calls } = counting(2);
     memo.get('a');
-    assert.deepEqual(calls, ['a', 'bb', 'ccc', 'a'], "'a' was the oldest and was worked out again");
+    memo.get('b');
+    memo.get('c'); // a and b become the previous generation
+    memo.get('a'); // found there, moved to the current one (c, a)
+    memo.get('d'); // (c, a) become the previous generation; b is gone
+    memo.get('a');
+    memo.get('b');
+    assert.deepEqual(calls, ['a', 'b', 'c', 'd', 'b']);
   });
 
   it('remembers undefined results too', () => {
@@ -28,5 +41,17 @@ describe('BoundedMemo', () => {
     memo.get('x');
     memo.get('x');
     assert.equal(calls, 1);
+  });
+
+  it('always answers fn(text) and never holds more than twice its limit', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 8 }), fc.array(fc.string({ maxLength: 3 }), { maxLength: 200 }), (limit, texts) => {
+        const memo = new BoundedMemo((text) => `${text}!`, limit);
+        for (const text of texts) {
+          assert.equal(memo.get(text), `${text}!`);
+          assert.ok(memo.size <= 2 * limit);
+        }
+      }),
+    );
   });
 });

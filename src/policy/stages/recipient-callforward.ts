@@ -80,7 +80,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         if (domains.size > 0 && !domains.has(recipient.asciiDomain) && !domains.has(recipient.domain)) {
           return verdict('none', `${recipient.domain} is not a call-forward domain`, { kind: 'continue' });
         }
-        const pending = engine.verify(recipient.address);
+        const pending = engine.verify(recipient);
         const result = await withinDeadline(pending, ctx);
         if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision(opts, 'inProgress', recipient.address, 'in progress'));
         const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };

@@ -143,7 +143,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           return verdict('skipped', 'SPF passed: the domain authorised this client, no callout needed', { kind: 'continue' });
         }
         const address = ctx.sender.mailbox.address;
-        const pending = deps.engine.verify(address);
+        const pending = deps.engine.verify(ctx.sender.mailbox);
         const result = await withinDeadline(pending, ctx);
         if (!result) {
           pending.catch((err: unknown) => deps.log.warn({ sender: address, err: String(err) }, 'background callout failed'));
