@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   GET /metrics  Prometheus text format: policy decisions by action and stage, decision
  *                 latency, callouts by verdict and source (cache hit ratio), callouts skipped
- *                 because cheaper evidence sufficed, stage faults, process metrics.
+ *                 because cheaper evidence sufficed, the callout connection cache (parked,
+ *                 reused, retired), stage faults, process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
  *                 it does not (the daemon still answers Postfix then, by policy.faultAction).
  *   The listener belongs on loopback (metrics.listen): it has no authentication.
@@ -40,6 +41,12 @@ export class Metrics implements StageMetrics {
     labelNames: ['verdict', 'source'],
     registers: [this.registry],
   });
+  private readonly connections = new Counter({
+    name: 'callout_connection_cache_total',
+    help: 'SMTP connections of the callout engine kept idle after a callout (parked), used again (reused), or closed from idle (retired)',
+    labelNames: ['event'],
+    registers: [this.registry],
+  });
   private readonly faults = new Counter({
     name: 'callout_stage_faults_total',
     help: 'Stage faults (store outage, internal errors), answered by policy.faultAction',
@@ -63,6 +70,10 @@ export class Metrics implements StageMetrics {
 
   recordVerification(result: VerifyResult): void {
     this.callouts.inc({ verdict: result.verdict, source: result.source });
+  }
+
+  recordConnection(event: 'parked' | 'reused' | 'retired'): void {
+    this.connections.inc({ event });
   }
 
   increment(name: string, labels: Record<string, string> = {}): void {

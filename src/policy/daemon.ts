@@ -221,6 +221,7 @@ export class Daemon {
           store: this.store,
           clock: this.clock,
           onResult: (result) => this.metrics.recordVerification(result),
+          onConnectionEvent: (event) => this.metrics.recordConnection(event),
         })
       : undefined;
     const pipeline = buildPipeline(config, {

@@ -40,6 +40,8 @@ export interface ConnectionCacheOptions {
   maxIdle: number;
   addressesPerConnection: number;
   maxRejectedRecipients: number;
+  /** Called as each counter of `stats` grows, for metrics that outlive this cache. */
+  onEvent?: (event: keyof ConnectionCacheStats) => void;
 }
 
 /** A session with what it has been used for so far. */
@@ -81,6 +83,11 @@ export class ConnectionCache {
   }
 
   /** How many sessions are idle now. */
+  private count(event: keyof ConnectionCacheStats): void {
+    this.stats[event]++;
+    this.options.onEvent?.(event);
+  }
+
   get size(): number {
     return this.idleCount;
   }
@@ -102,7 +109,7 @@ export class ConnectionCache {
     }
     this.remove(found);
     clearTimeout(found.timer);
-    this.stats.reused++;
+    this.count('reused');
     found.connection.callouts++;
     return found.connection;
   }
@@ -143,7 +150,7 @@ export class ConnectionCache {
     list.push(entry);
     this.idle.set(ip, list);
     this.idleCount++;
-    this.stats.parked++;
+    this.count('parked');
   }
 
   /** QUITs every idle session; resolves when they are closed. */
@@ -178,7 +185,7 @@ export class ConnectionCache {
   private retire(entry: IdleEntry): void {
     this.remove(entry);
     clearTimeout(entry.timer);
-    this.stats.retired++;
+    this.count('retired');
     const { session } = entry.connection;
     let bound: NodeJS.Timeout | undefined;
     const done = Promise.race([session.quit(), new Promise<void>((resolve) => (bound = setTimeout(resolve, CLOSE_WAIT_MS).unref()))]).finally(() => {

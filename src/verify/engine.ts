@@ -36,6 +36,7 @@ import type { Store } from '../store/types.js';
 import type { Config } from '../config/schema.js';
 import { VerificationCache } from './cache.js';
 import { ConnectionCache } from './connections.js';
+import type { ConnectionCacheStats } from './connections.js';
 import type { AddressRecord, DomainFacts } from './cache.js';
 import { Politeness } from './politeness.js';
 import { probeDomain } from './probe.js';
@@ -55,6 +56,8 @@ export interface EngineDeps {
   keyPrefix?: string;
   /** Called with every verdict, for metrics. */
   onResult?: (result: VerifyResult) => void;
+  /** Called as the connection cache parks, reuses and retires connections, for metrics. */
+  onConnectionEvent?: (event: keyof ConnectionCacheStats) => void;
 }
 
 /** A probe lock lasts at most this much longer than the verification it guards. */
@@ -119,6 +122,7 @@ export class CalloutEngine {
       maxIdle: reuse.maxIdle,
       maxRejectedRecipients: reuse.maxRejectedRecipients,
       addressesPerConnection: config.limits.addressesPerConnection,
+      ...(deps.onConnectionEvent ? { onEvent: deps.onConnectionEvent } : {}),
     });
     this.ownSenders = new Set(
       [config.callout.sender, config.callout.fallbackSender].filter((s): s is string => !!s).map((s) => s.toLowerCase()),

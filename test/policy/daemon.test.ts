@@ -130,6 +130,7 @@ describe('callout serve', () => {
     assert.match(metrics, /callout_policy_decisions_total\{action="REJECT",stage="sender-callout"\} 1/);
     assert.match(metrics, /callout_verifications_total\{verdict="undeliverable",source="probe"\} 1/);
     assert.match(metrics, /callout_policy_decision_seconds_bucket/);
+    assert.match(metrics, /callout_connection_cache_total\{event="parked"\} 1/, 'the clean connection was kept for the next callout');
     const health = await fetch(`http://${daemon.metricsAddress}/health`);
     assert.equal(health.status, 200);
   });
