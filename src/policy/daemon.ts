@@ -19,6 +19,9 @@
  *   Every 10 minutes expired entries are purged from the store (SQLite deletes in batches; Redis
  *   expires keys itself).
  *
+ *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
+ *   politeness limits (workerShare), since each process counts only its own callouts.
+ *
  * SECURITY
  *   Listens where configured (loopback by default). Callouts go only to public addresses
  *   unless callout.allowTargets says otherwise.
@@ -35,7 +38,7 @@ import { ConfigError, describeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
 import { RedisStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
@@ -69,6 +72,21 @@ const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+
 const DRAIN_MS = 10_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
 const PURGE_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * One worker's part of the politeness limits, which the configuration sets for the whole
+ * service: each worker enforces its own, so N workers share them by N (at least 1 each, so
+ * more workers than a limit allows raise it to one per worker).
+ */
+export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig {
+  const part = (limit: number): number => Math.max(1, Math.floor(limit / workers));
+  return {
+    ...limits,
+    concurrency: part(limits.concurrency),
+    perHostConcurrency: part(limits.perHostConcurrency),
+    perDomainPerMinute: part(limits.perDomainPerMinute),
+  };
+}
 
 export class Daemon {
   private current!: Generation;
@@ -215,8 +233,9 @@ export class Daemon {
     const resolver = createResolver(config, this.clock);
     const helo = config.callout.helo ?? (FQDN.test(hostname()) ? hostname() : undefined);
     if (!helo) this.options.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
+    const limits = this.options.worker ? workerShare(config.limits, config.policy.workers) : config.limits;
     const engine = helo
-      ? new CalloutEngine({ ...config, callout: { ...config.callout, helo } }, {
+      ? new CalloutEngine({ ...config, limits, callout: { ...config.callout, helo } }, {
           resolver,
           store: this.store,
           clock: this.clock,

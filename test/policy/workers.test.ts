@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { validateConfig } from '../../src/config/schema.js';
+import { workerShare } from '../../src/policy/daemon.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
@@ -100,5 +102,17 @@ describe('callout serve --workers 2', () => {
     });
     assert.equal(result.code, 78);
     assert.match(result.stderr, /policy\.workers: got 2, expected 1 with store\.kind memory/);
+  });
+});
+
+describe('workerShare', () => {
+  it('gives each of N workers its part of the politeness limits, at least 1', () => {
+    const limits = validateConfig({ limits: { concurrency: 64, perHostConcurrency: 4, perDomainPerMinute: 30 } }).limits;
+    assert.deepEqual(workerShare(limits, 1), limits);
+    const half = workerShare(limits, 2);
+    assert.deepEqual([half.concurrency, half.perHostConcurrency, half.perDomainPerMinute], [32, 2, 15]);
+    assert.equal(half.addressesPerConnection, limits.addressesPerConnection, 'per-connection limits are not shared');
+    const many = workerShare(limits, 8);
+    assert.deepEqual([many.concurrency, many.perHostConcurrency, many.perDomainPerMinute], [8, 1, 3]);
   });
 });
