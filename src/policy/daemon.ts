@@ -20,7 +20,7 @@
  *   expires keys itself).
  *
  *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
- *   politeness limits (workerShare), since each process counts only its own callouts.
+ *   concurrency limits (workerShare), since each process counts only its own callouts.
  *
  * SECURITY
  *   Listens where configured (loopback by default). Callouts go only to public addresses
@@ -74,18 +74,14 @@ const REDIS_STARTUP_WAIT_MS = 2_000;
 const PURGE_INTERVAL_MS = 10 * 60_000;
 
 /**
- * One worker's part of the politeness limits, which the configuration sets for the whole
- * service: each worker enforces its own, so N workers share them by N (at least 1 each, so
- * more workers than a limit allows raise it to one per worker).
+ * One worker's part of the concurrency limits, which the configuration sets for the whole
+ * service: each worker counts only its own callouts in flight, so N workers share them by N
+ * (at least 1 each, so more workers than a limit allows raise it to one per worker). The
+ * per-domain rate needs no share: it is counted in the store the workers share.
  */
 export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig {
   const part = (limit: number): number => Math.max(1, Math.floor(limit / workers));
-  return {
-    ...limits,
-    concurrency: part(limits.concurrency),
-    perHostConcurrency: part(limits.perHostConcurrency),
-    perDomainPerMinute: part(limits.perDomainPerMinute),
-  };
+  return { ...limits, concurrency: part(limits.concurrency), perHostConcurrency: part(limits.perHostConcurrency) };
 }
 
 export class Daemon {

@@ -112,6 +112,8 @@ export class CalloutEngine {
       perHostConcurrency: config.limits.perHostConcurrency,
       perDomainPerMinute: config.limits.perDomainPerMinute,
       allowTargets: config.callout.allowTargets,
+      store: deps.store,
+      keyPrefix: deps.keyPrefix ?? '',
     });
     const reuse = config.callout.connectionCache;
     this.connections = new ConnectionCache({
@@ -278,7 +280,7 @@ export class CalloutEngine {
     try {
       const resolution = await this.mailHosts(mailboxes[0]!);
       if (resolution.kind !== 'hosts') return answerAll(describeResolution(domain, resolution));
-      if (!this.politeness.admitDomain(domain)) {
+      if (!(await this.politeness.admitDomain(domain))) {
         this.stats.rateLimited += mailboxes.length;
         return answerAll(
           { verdict: 'unknown', reason: 'rate-limited', description: `more than ${this.config.limits.perDomainPerMinute} callouts to ${domain} in the last minute` },

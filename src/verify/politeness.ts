@@ -8,7 +8,9 @@
  *   can act on (defer or let through).
  *     - global concurrency: callouts in flight in this process;
  *     - per-host concurrency: connections to one MX address at once;
- *     - per-domain rate: callouts started towards one domain in a sliding minute.
+ *     - per-domain rate: callouts started towards one domain in a sliding minute, counted in
+ *       the store (checks/ratelimit's SlidingWindow), so that the policy workers of one server
+ *       and the daemons of a Redis cluster share one budget per domain rather than one each.
  *   Target policy: exchangers in private, loopback, link-local, multicast and reserved ranges
  *   are refused unless an allow-list names them, so a forged sender domain cannot turn us into
  *   a scanner of internal networks (milter-ahead's mx-reject, smtpf's IS_IP_LAN).
@@ -17,6 +19,8 @@
 import type { Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
+import { SlidingWindow } from '../checks/ratelimit/window.js';
+import type { Store } from '../store/types.js';
 
 export type Release = () => void;
 
@@ -28,15 +32,22 @@ export interface PolitenessOptions {
   perHostConcurrency: number;
   perDomainPerMinute: number;
   allowTargets: string[];
+  /** Where the per-domain counts live, shared with every process on the same store. */
+  store: Store;
+  /** Namespace of the counts (the engine's keyPrefix). */
+  keyPrefix: string;
 }
 
 export class Politeness {
   private inFlight = 0;
   private readonly hostsInFlight = new Map<string, number>();
-  private readonly domainStarts = new Map<string, number[]>();
   private readonly allowed: AddressSet;
+  private readonly domainStarts: SlidingWindow;
+  /** The admission to each domain still being decided, so that the next waits for it. */
+  private readonly admissions = new Map<string, Promise<boolean>>();
 
   constructor(private readonly options: PolitenessOptions) {
+    this.domainStarts = new SlidingWindow(options.store, options.clock, WINDOW_MS, `${options.keyPrefix}rate:domain:`);
     const parsed = AddressSet.parse(options.allowTargets);
     if (!parsed.ok) throw new ConfigError(`callout.allowTargets: got ${JSON.stringify(options.allowTargets)}, ${parsed.reason}`);
     this.allowed = parsed.value;
@@ -60,17 +71,27 @@ export class Politeness {
     });
   }
 
-  /** Counts one callout towards the domain; false when its per-minute budget is spent. */
-  admitDomain(domain: string): boolean {
-    const now = this.options.clock.now();
-    const starts = (this.domainStarts.get(domain) ?? []).filter((t) => now - t < WINDOW_MS);
-    if (starts.length >= this.options.perDomainPerMinute) {
-      this.domainStarts.set(domain, starts);
-      return false;
-    }
-    starts.push(now);
-    this.domainStarts.set(domain, starts);
-    if (this.domainStarts.size > 10_000) this.forgetIdleDomains(now);
+  /**
+   * Counts one callout towards the domain; false when its per-minute budget is spent. A refused
+   * callout is not counted, so a domain asked about more often than its budget still gets its
+   * budget's worth of callouts every minute. Admissions to one domain are taken one at a time
+   * in this process, so it never overshoots the budget; two processes admitted at the same
+   * instant may both take the last slot: the limit is a politeness bound, not an exact quota.
+   */
+  admitDomain(domain: string): Promise<boolean> {
+    const admit = (): Promise<boolean> => this.admitNow(domain);
+    const next = (this.admissions.get(domain) ?? Promise.resolve(true)).then(admit, admit);
+    this.admissions.set(domain, next);
+    const forget = (): void => {
+      if (this.admissions.get(domain) === next) this.admissions.delete(domain);
+    };
+    next.then(forget, forget);
+    return next;
+  }
+
+  private async admitNow(domain: string): Promise<boolean> {
+    if ((await this.domainStarts.peek(domain)).estimate >= this.options.perDomainPerMinute) return false;
+    await this.domainStarts.add(domain);
     return true;
   }
 
@@ -79,12 +100,6 @@ export class Politeness {
     const kind = classifyAddress(ip);
     if (kind === 'public' || this.allowed.has(ip)) return undefined;
     return `${ip} is a ${kind} address (allow it with allowTargets / --allow-target)`;
-  }
-
-  private forgetIdleDomains(now: number): void {
-    for (const [domain, starts] of this.domainStarts) {
-      if (starts.every((t) => now - t >= WINDOW_MS)) this.domainStarts.delete(domain);
-    }
   }
 }
 

@@ -1,6 +1,7 @@
 // The callout engine against real loopback DNS and SMTP servers: every verdict, every option.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { MemoryStore } from '../../src/store/memory.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -403,6 +404,17 @@ describe('politeness', () => {
     assert.equal(limited.reason, 'rate-limited');
     w.clock.advance(61_000);
     assert.equal((await engine.verify('bob@real.test')).verdict, 'deliverable');
+  });
+
+  it('shares the per-domain budget with every engine on the same store, and never overshoots it at once', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob', 'carol', 'dave']) });
+    const store = new MemoryStore({ clock: w.clock });
+    const first = w.engine({ limits: { perDomainPerMinute: 2 } }, store);
+    const second = w.engine({ limits: { perDomainPerMinute: 2 } }, store);
+    assert.equal((await first.verify('alice@real.test')).verdict, 'deliverable');
+    // Three at once on the other engine: one slot is left, so two are refused.
+    const results = await Promise.all(['bob', 'carol', 'dave'].map((user) => second.verify(`${user}@real.test`)));
+    assert.deepEqual(results.map((r) => r.reason).sort(), ['accepted', 'rate-limited', 'rate-limited']);
   });
 
   it('limits callouts in flight; over the limit the answer is rate-limited at once', async () => {
