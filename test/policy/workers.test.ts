@@ -46,6 +46,8 @@ describe('callout serve --workers 2', () => {
       const clients = await Promise.all(Array.from({ length: 8 }, () => PolicyClient.connect(serve.policyAddress)));
       const answers = await Promise.all(clients.map((client, i) => client.request(postfixRequest({ recipient: 'postmaster@local.test', sender: '', instance: `w${i}` }))));
       assert.deepEqual(answers, Array(8).fill('DUNNO'));
+      // The log lines come through the child's stdout, which may be read after the answers.
+      for (let i = 0; i < 8; i++) await serve.waitForLog((l) => l.msg === 'decision' && l.instance === `w${i}`, `the decision of w${i}`);
       const deciders = new Set(serve.logs.filter((l) => l.msg === 'decision').map((l) => l.worker));
       assert.deepEqual([...deciders].sort(), [1, 2], 'both workers decided');
       assert.equal(await metric(serve.metricsAddress, 'callout_policy_decisions_total{'), 8, 'the supervisor sums the workers\' counters');
