@@ -60,7 +60,8 @@ export async function startServeProcess(args: string[], started: (line: LogLine)
   });
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': by then everything the child wrote to stdout has been read.
+    child.once('close', (code, signal) => {
       resolve({ code, signal });
       for (const wake of waiters) wake();
     });
