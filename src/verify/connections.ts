@@ -13,8 +13,8 @@
  *   caller's RSET was answered 250), every reply of the callout as expected (the caller judges
  *   that), fewer than maxRejectedRecipients RCPTs refused on it in all (receivers count errors
  *   per connection: Postfix sleeps at smtpd_soft_error_limit 10 and disconnects at 20), fewer
- *   than addressesPerConnection addresses tried on it in all (so, at two RSETs per callout, never
- *   near Postfix's smtpd_junk_command_limit of 100). Anything else is closed with QUIT.
+ *   than addressesPerConnection RCPTs answered on it in all, probes included (so, at two RSETs
+ *   per callout, never near Postfix's smtpd_junk_command_limit of 100). Anything else is closed with QUIT.
  *
  *   Politeness: take() hands out an idle session with room for the addresses asked; when it
  *   finds none it closes every idle session to that address, so opening a new one never makes
@@ -47,7 +47,7 @@ export interface ConnectionCacheOptions {
 /** A session with what it has been used for so far. */
 export interface CachedConnection {
   session: SmtpClientSession;
-  /** Addresses (real recipients) tried on it, across callouts. */
+  /** RCPTs answered on it across callouts: the addresses, and the random and postmaster probes. */
   addresses: number;
   /** Callouts it has served, this one included. */
   callouts: number;

@@ -137,6 +137,8 @@ class DomainProbe {
   /** Where this callout's part of a (possibly reused) session's transcript and replies begins. */
   private transcriptFrom = 0;
   private repliesFrom = 0;
+  /** RCPTs the connection had answered before this callout took it. */
+  private recipientsBefore = 0;
   /** The random recipient a pipelined group already sent, for the random probe to use. */
   private plannedRandom: string | undefined;
   private attemptStart = 0;
@@ -203,13 +205,14 @@ class DomainProbe {
     this.currentHost = host;
     this.currentIp = ip;
     this.attemptStart = Date.now();
-    const cached = mayReuse ? this.deps.connections.take(ip, Math.min(this.pending.length, this.deps.addressesPerConnection)) : undefined;
+    const cached = mayReuse ? this.deps.connections.take(ip, this.plannedRecipients()) : undefined;
     const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: Date.now() };
     const session = connection.session;
     this.session = session;
     this.connection = connection;
     this.transcriptFrom = session.transcript.length;
     this.repliesFrom = session.replies.length;
+    this.recipientsBefore = connection.addresses;
     this.plannedRandom = undefined;
     const restore = cached ? this.snapshot() : undefined;
     if (cached) {
@@ -271,6 +274,12 @@ class DomainProbe {
     return this.endAttempt('answered', 'done');
   }
 
+  /** RCPTs this callout will send if all goes as usual: its addresses and the probes, which count too. */
+  private plannedRecipients(): number {
+    const postmaster = this.willProbePostmaster() ? (this.deps.config.postmasterProbe === 'fullpostmaster' ? 2 : 1) : 0;
+    return Math.min(this.pending.length, this.deps.addressesPerConnection) + (this.willProbeRandom() ? 1 : 0) + postmaster;
+  }
+
   private willProbeRandom(): boolean {
     return this.deps.config.randomProbe && !this.input.catchAllKnown && this.out.catchAll === 'not-run';
   }
@@ -300,17 +309,27 @@ class DomainProbe {
     for (const target of batch) group.push({ verb: 'RCPT', forwardPath: target.address });
     if (this.willProbePostmaster()) group.push({ verb: 'RCPT', forwardPath: `postmaster@${this.input.domain}` });
     const connection = this.connection!;
-    const mayPark = connections.enabled && connection.addresses + batch.length < this.deps.addressesPerConnection;
+    const recipients = group.filter((command) => command.verb === 'RCPT').length;
+    const mayPark = connections.enabled && connection.addresses + recipients < this.deps.addressesPerConnection;
     const fallbackPossible = !this.useFallback && config.sender === '' && config.fallbackSender !== undefined;
     const lastGroup = !fallbackPossible && batch.length <= 1 && config.postmasterProbe !== 'fullpostmaster';
-    if (mayPark) group.push({ verb: 'RSET' });
+    // With fullpostmaster a refused postmaster@domain is followed by RCPT TO:<Postmaster> in the
+    // same transaction: an RSET queued behind it would end the transaction first.
+    if (mayPark && config.postmasterProbe !== 'fullpostmaster') group.push({ verb: 'RSET' });
     else if (lastGroup) group.push({ verb: 'QUIT' });
     if (!session.pipeline(group)) this.plannedRandom = undefined;
   }
 
   /** Parks the connection for the next callout, or says QUIT. */
   private async finish(): Promise<void> {
-    await this.deps.connections.release(this.currentIp, this.connection!, this.cleanSoFar());
+    const connection = this.connection!;
+    // The rest of a pipelined group (after a catch-all answer, say) is answered first.
+    await this.session!.drain();
+    // Every RCPT answered counts, the random and postmaster probes and replies drained from a
+    // group too: a catch-all server never refuses one, so only this count retires its connection.
+    const recipients = this.session!.replies.slice(this.repliesFrom).filter((entry) => entry.stage === 'rcpt').length;
+    connection.addresses = this.recipientsBefore + recipients;
+    await this.deps.connections.release(this.currentIp, connection, this.cleanSoFar());
   }
 
   /** Every reply of this callout on the connection is one a healthy dialogue gives. */
@@ -433,7 +452,6 @@ class DomainProbe {
   private async probeAddresses(): Promise<'ok' | Conversation> {
     const { config } = this.deps;
     const batch = this.pending.slice(0, this.deps.addressesPerConnection);
-    this.connection!.addresses += batch.length;
     let recipientsInTransaction = 0;
     for (const target of batch) {
       if (target.requiresSmtputf8 && !this.session!.extensions.has('SMTPUTF8')) continue;

@@ -5,6 +5,7 @@ import {
   acceptAll,
   dropAfterRset,
   greylistOnce,
+  pathOf,
   pipelining,
   refuseMailAfter,
   refuseNullSender,
@@ -62,9 +63,10 @@ describe('connection reuse', () => {
     assert.equal(w.commands(MX).at(-1), 'QUIT');
   });
 
-  it('no more than limits.addressesPerConnection addresses on one connection in all', async () => {
+  it('no more than limits.addressesPerConnection RCPTs on one connection in all, the probes included', async () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
-    const engine = w.engine({ limits: { addressesPerConnection: 2 } });
+    // Each callout sends two RCPTs (the random probe and alice): two callouts fill a connection.
+    const engine = w.engine({ limits: { addressesPerConnection: 4 } });
     await inTurn(engine, DOMAINS.map((d) => `alice@${d}`));
     assert.equal(w.connections(MX), 3);
     assert.ok(w.smtp.get(MX)!.sessions.slice(0, 2).every((s) => s.commands.at(-1) === 'QUIT'), 'a spent connection is closed with QUIT');
@@ -368,5 +370,40 @@ describe('pipelined groups', () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), ...pipelining() } });
     const r = await w.engine({ callout: { pipelining: false } }).verify('alice@a.test');
     assert.ok(groups(r).every((run) => run.length === 1));
+  });
+
+  it('fullpostmaster asks RCPT TO:<Postmaster> inside the transaction when pipelining (no RSET queued before it)', async () => {
+    // A server that refuses postmaster@domain, takes the bare Postmaster, and refuses any RCPT
+    // outside a transaction, as Postfix does.
+    const strict: Partial<SmtpScript> = {
+      ...pipelining(),
+      rcpt: (arg, session) => {
+        let inTransaction = false;
+        for (const command of session.commands.slice(0, -1)) {
+          if (/^MAIL/i.test(command)) inTransaction = true;
+          if (/^RSET/i.test(command)) inTransaction = false;
+        }
+        if (!inTransaction) return '503 5.5.1 Error: need MAIL command';
+        const path = pathOf(arg);
+        return path === 'Postmaster' || path.startsWith('alice@') ? '250 2.1.5 Ok' : '550 5.1.1 User unknown';
+      },
+    };
+    for (const pipelined of [true, false]) {
+      const w = await make(mxZone({ 'a.test': MX }), { [MX]: strict });
+      const r = await w.engine({ callout: { postmasterProbe: 'fullpostmaster', pipelining: pipelined } }).verify('alice@a.test');
+      assert.deepEqual([r.verdict, r.postmaster], ['deliverable', 'accepted'], `pipelining ${pipelined}`);
+    }
+  });
+
+  it('counts every RCPT a catch-all server answered, so its connections are retired too', async () => {
+    const domains = Array.from({ length: 6 }, (_, i) => `d${i}.test`);
+    const w = await make(mxZone(Object.fromEntries(domains.map((d) => [d, MX]))), { [MX]: { ...acceptAll(), ...pipelining() } });
+    const engine = w.engine({ limits: { addressesPerConnection: 4 } });
+    for (const d of domains) assert.deepEqual((await engine.verifyMany([`a@${d}`, `b@${d}`])).map((r) => r.verdict), ['risky', 'risky']);
+    // Pipelined, each callout sends three RCPTs (random, a, b): one callout per connection.
+    for (const session of w.smtp.get(MX)!.sessions) {
+      assert.ok(session.commands.filter((c) => /^RCPT/i.test(c)).length <= 4, JSON.stringify(session.commands));
+    }
+    assert.equal(w.connections(MX), domains.length);
   });
 });
