@@ -66,7 +66,9 @@ export function registerServeCommand(program: Command): void {
         await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
       } finally {
         // The channel to the supervisor would keep the process alive after the daemon is gone.
-        process.disconnect?.();
+        // The worker's own disconnect, not process.disconnect(): that one makes cluster exit 0
+        // at once, hiding the exit code of a worker that failed to start.
+        cluster.worker?.disconnect();
       }
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);

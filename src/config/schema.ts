@@ -19,6 +19,18 @@ import { parseDuration } from './duration.js';
 import { parseListenAddress } from '../core/listen.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
+/** The longest delay a Node.js timer takes; 0 and anything longer fire after 1 ms. */
+const TIMER_MAX_MS = 2 ** 31 - 1;
+
+/** A duration that arms a timer, so it must lie between minMs and what a timer can hold. */
+const timerDuration = (fallback: string, minMs: number) =>
+  duration(fallback).pipe(
+    z
+      .number()
+      .min(minMs, { message: `expected at least ${minMs} ms` })
+      .max(TIMER_MAX_MS, { message: `expected at most ${TIMER_MAX_MS} ms (about 24 days)` }),
+  );
+
 const duration = (fallback: string) =>
   z
     .union([z.string(), z.number()])
@@ -171,7 +183,7 @@ const policySchema = z
   .object({
     listen: listenAddress.default('127.0.0.1:10040'),
     /** Answer within this time (keep it below Postfix's check_policy_service timeout). */
-    decisionTimeout: duration('6s'),
+    decisionTimeout: timerDuration('6s', 100),
     /** What a fault (store outage, internal error) answers: fail open with DUNNO, or defer. */
     faultAction: z.enum(['DUNNO', 'DEFER']).default('DUNNO'),
     /** In warn mode: log with WARN, or prepend an X-Callout-Warning header. */
@@ -179,7 +191,7 @@ const policySchema = z
     maxConnections: z.number().int().min(1).max(100000).default(1000),
     /** Worker processes sharing the listener and the store (1: the daemon answers itself). */
     workers: z.number().int().min(1).max(64).default(1),
-    idleTimeout: duration('300s'),
+    idleTimeout: timerDuration('300s', 1000),
     /** UNIX socket permissions (octal string). */
     socketMode: z.string().regex(/^[0-7]{3,4}$/).default('0660'),
     stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),

@@ -170,11 +170,14 @@ export class PolicyRequestDecoder {
   push(chunk: Buffer): PolicyDecodeEvent[] {
     const events: PolicyDecodeEvent[] = [];
     let start = 0;
+    // Tried once per chunk: a chunk with non-ASCII lines is read line by line, not rescanned.
+    let tryAscii = true;
     while (!this.stopped && start < chunk.length) {
       // The common case: no line pending from the last chunk and only ASCII up to the chunk's
       // last LF. Those lines are read from one string (an octet is then a character), which
       // costs a fraction of decoding every line on its own.
-      if (this.pieces.length === 0) {
+      if (tryAscii && this.pieces.length === 0) {
+        tryAscii = false;
         const lastLf = chunk.lastIndexOf(LF);
         if (lastLf >= start && isAscii(chunk.subarray(start, lastLf + 1))) {
           this.acceptAsciiLines(chunk.toString('latin1', start, lastLf + 1), events);

@@ -319,6 +319,8 @@ class PolicyConnection {
   private handling = false;
   /** Reading is paused because requests arrived while one was being handled. */
   private paused = false;
+  /** Reading is paused until the answers written so far drain. */
+  private draining = false;
   /** No more requests will be handled; the socket is being (or has been) ended. */
   private finishing = false;
   /** The request being handled ran out of time: its answer, if it ever comes, is dropped. */
@@ -374,6 +376,9 @@ class PolicyConnection {
     if (this.finishing) return;
     this.idleTimer.refresh();
     const events = this.decoder.push(chunk);
+    // A client that pipelines without reading its answers: reading waits until they drain, so
+    // the answers it leaves unread stay within the socket's buffers.
+    if (this.socket.writableNeedDrain) this.waitForDrain();
     if (events.length === 0) return;
     for (const event of events) this.queue.push(event);
     if (!this.handling) {
@@ -386,6 +391,16 @@ class PolicyConnection {
       this.paused = true;
       this.socket.pause();
     }
+  }
+
+  private waitForDrain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.socket.pause();
+    this.socket.once('drain', () => {
+      this.draining = false;
+      if (!this.paused && !this.finishing) this.socket.resume();
+    });
   }
 
   private async work(): Promise<void> {
@@ -411,7 +426,7 @@ class PolicyConnection {
     this.idleTimer.refresh();
     if (this.paused) {
       this.paused = false;
-      this.socket.resume();
+      if (!this.draining) this.socket.resume();
     }
   }
 

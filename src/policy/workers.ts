@@ -52,6 +52,8 @@ export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
 /** A replacement that keeps failing to start is retried less and less often, down to this. */
 const MAX_RESTART_DELAY_MS = 60_000;
 const HEALTH_ANSWER_MS = 1_000;
+/** A worker that dies sooner than this after it was ready counts as a failed start (backoff). */
+const HEALTHY_LIFETIME_MS = 10_000;
 /** Longer than a worker's own drain (policy/daemon), so that draining is never cut short. */
 const STOP_WAIT_MS = 30_000;
 
@@ -85,6 +87,8 @@ export class Supervisor {
   metricsAddress = '';
   private readonly registry = new AggregatorRegistry();
   private readonly workers = new Set<Worker>();
+  /** The workers that said they are listening. */
+  private readonly ready = new Set<Worker>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
   private metricsServer: Server | undefined;
   private nextHealthId = 1;
@@ -109,8 +113,10 @@ export class Supervisor {
 
   /** Asks every worker to reload its configuration (as SIGHUP does to a single daemon). */
   reload(): void {
-    this.options.log.info({ workers: this.workers.size }, 'reloading: passing SIGHUP to every policy worker');
-    for (const worker of this.workers) worker.process.kill('SIGHUP');
+    // A worker still starting has no SIGHUP handler yet (the signal would kill it), and it reads
+    // the configuration file as it starts anyway.
+    this.options.log.info({ workers: this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
+    for (const worker of this.ready) worker.process.kill('SIGHUP');
   }
 
   /** SIGTERM to every worker; resolves once all have drained and exited. */
@@ -173,12 +179,17 @@ export class Supervisor {
   private fork(): Promise<string> {
     const worker = cluster.fork();
     this.workers.add(worker);
+    // A message to a worker that is dying fails; that must not become an uncaught error here.
+    worker.on('error', (err) => this.options.log.warn({ worker: worker.process.pid, err: describeError(err) }, 'policy worker channel error'));
     return new Promise<string>((resolve, reject) => {
       let ready = false;
+      let readyAt = 0;
       worker.on('message', (message: unknown) => {
         if (!isWorkerMessage(message)) return;
         if (message.type === 'callout:ready') {
           ready = true;
+          readyAt = Date.now();
+          this.ready.add(worker);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(message.configError ? new ConfigError(message.message) : new CalloutError('INTERNAL', `policy worker failed to start: ${message.message}`));
@@ -188,12 +199,16 @@ export class Supervisor {
       });
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker);
+        this.ready.delete(worker);
         if (!ready) {
           reject(new CalloutError('INTERNAL', `policy worker ${worker.process.pid ?? '?'} exited (${signal ?? code}) before it was ready`));
           return;
         }
         if (this.stopping) return;
         this.options.log.error({ worker: worker.process.pid, code, signal }, 'policy worker died; starting another');
+        // One that dies soon after it started (on its first requests, say) counts as a failed start.
+        if (Date.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
+        else this.failedRestarts = 0;
         this.restart();
       });
     });
@@ -212,10 +227,7 @@ export class Supervisor {
       this.restartTimers.delete(timer);
       if (this.stopping) return;
       this.fork().then(
-        () => {
-          this.failedRestarts = 0;
-          this.options.log.info({ workers: this.pids }, 'policy worker replaced');
-        },
+        () => this.options.log.info({ workers: this.pids }, 'policy worker replaced'),
         (err: unknown) => {
           this.failedRestarts += 1;
           this.options.log.error(
@@ -244,7 +256,7 @@ export class Supervisor {
           };
           this.healthWaits.set(id, settle);
           if (!worker.isConnected()) settle(false);
-          else worker.send({ type: 'callout:health?', id } satisfies SupervisorMessage);
+          else worker.send({ type: 'callout:health?', id } satisfies SupervisorMessage, (err: Error | null) => err && settle(false));
         }),
     );
     return (await Promise.all(answers)).every(Boolean);
@@ -261,14 +273,17 @@ function exitOf(worker: Worker): Promise<void> {
  * that fails is reported too (the caller then exits non-zero).
  */
 export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
-  const send = (message: WorkerMessage): void => {
-    process.send?.(message);
-  };
+  const send = (message: WorkerMessage): Promise<void> =>
+    new Promise((resolve) => {
+      if (!process.send) resolve();
+      else process.send(message, () => resolve());
+    });
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({ ...options, worker: true });
   } catch (err) {
-    send({ type: 'callout:failed', message: describeError(err), configError: err instanceof ConfigError });
+    // Sent before the channel closes, so the supervisor can say why.
+    await send({ type: 'callout:failed', message: describeError(err), configError: err instanceof ConfigError });
     throw err;
   }
   // The supervisor's AggregatorRegistry asks every worker for this registry's metrics.
@@ -278,6 +293,6 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     if (message?.type !== 'callout:health?') return;
     void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
   });
-  send({ type: 'callout:ready', policy: daemon.policyAddress });
+  await send({ type: 'callout:ready', policy: daemon.policyAddress });
   return daemon;
 }

@@ -217,6 +217,17 @@ describe('PolicyServer over TCP', () => {
     client.close();
   });
 
+  it('serves a client that pipelines thousands of requests before it reads any answer', async () => {
+    const { address } = await startServer(async (attributes) => `DUNNO ${attributes['instance']}`);
+    const client = await Client.connect(address);
+    const count = 5_000;
+    client.send(Array.from({ length: count }, (_, i) => encodeRequest({ instance: String(i) })).join(''));
+    // Reading only now: the server has had to hold back (its answers filled the socket).
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (let i = 0; i < count; i++) assert.equal(await client.reply(), `DUNNO ${i}`);
+    client.close();
+  });
+
   it('answers a client that half-closes after writing', async () => {
     const { address } = await startServer(async () => 'OK');
     const client = await Client.connect(address);

@@ -94,6 +94,15 @@ describe('callout serve --workers 2', () => {
     assert.equal(existsSync(path), false);
   });
 
+  it('fails to start, with the workers\' reason and exit code 78, when they cannot listen', async () => {
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const args = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--workers', '2', '--listen', join(dataDir, 'no-such-dir', 'policy.sock'), '--data-dir', dataDir, '--metrics', '', '--helo', 'verifier.callout.test'];
+      execFile(process.execPath, args, { cwd: ROOT, timeout: 30_000 }, (error, _stdout, stderr) => resolve({ code: error ? (error as { code?: number }).code ?? null : 0, stderr }));
+    });
+    assert.equal(result.code, 78, result.stderr);
+    assert.match(result.stderr, /cannot listen on .*no-such-dir/);
+  });
+
   it('refuses workers with a memory store, naming the key', async () => {
     const config = join(dataDir, 'memory.yaml');
     writeFileSync(config, 'store:\n  kind: memory\n');

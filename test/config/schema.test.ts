@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError } from '../../src/core/errors.js';
+import { validateConfig } from '../../src/config/schema.js';
+
+function problem(raw: unknown): string {
+  try {
+    validateConfig(raw);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.message;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('timer durations', () => {
+  it('refuses what a Node.js timer would fire after 1 ms: 0 and more than 2^31 - 1 ms', () => {
+    assert.match(problem({ policy: { idleTimeout: 0 } }), /policy\.idleTimeout: got 0, expected at least 1000 ms/);
+    assert.match(problem({ policy: { idleTimeout: '4w' } }), /policy\.idleTimeout: got "4w", expected at most 2147483647 ms/);
+    assert.match(problem({ policy: { decisionTimeout: '0s' } }), /policy\.decisionTimeout: got "0s", expected at least 100 ms/);
+    assert.equal(validateConfig({ policy: { idleTimeout: '24d' } }).policy.idleTimeout, 24 * 86_400_000);
+  });
+
+  it('refuses policy workers with a memory store, naming the key', () => {
+    assert.match(problem({ policy: { workers: 2 }, store: { kind: 'memory' } }), /policy\.workers: got 2, expected 1 with store\.kind memory/);
+    assert.equal(validateConfig({ policy: { workers: 2 } }).policy.workers, 2);
+  });
+});
