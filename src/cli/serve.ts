@@ -62,8 +62,16 @@ export function registerServeCommand(program: Command): void {
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });
       try {
-        const daemon = await startPolicyWorker({ ...daemonOptions, log });
-        await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
+        const started = startPolicyWorker({ ...daemonOptions, log });
+        // The signal handlers come first: the supervisor signals a worker once it hears that it
+        // is ready, and a signal without a handler would kill it.
+        const stopped = untilStopped(
+          log,
+          () => void started.then((daemon) => daemon.reload()),
+          () => started.then((daemon) => daemon.stop()),
+        );
+        await started;
+        await stopped;
       } finally {
         // The channel to the supervisor would keep the process alive after the daemon is gone.
         // The worker's own disconnect, not process.disconnect(): that one makes cluster exit 0
@@ -89,14 +97,22 @@ function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>
       log.info({}, 'SIGHUP: reloading configuration');
       reload();
     });
+    let stopping = false;
     const shutDown = (signal: string) => {
+      // A second signal while draining (an impatient init, Ctrl-C twice) must not kill the
+      // process halfway through: the drain is bounded anyway.
+      if (stopping) {
+        log.info({ signal }, 'already shutting down');
+        return;
+      }
+      stopping = true;
       log.info({ signal }, 'shutting down');
       stop().then(resolve, (err: unknown) => {
         log.error({ err: describeError(err) }, 'shutdown failed');
         resolve();
       });
     };
-    process.once('SIGTERM', () => shutDown('SIGTERM'));
-    process.once('SIGINT', () => shutDown('SIGINT'));
+    process.on('SIGTERM', () => shutDown('SIGTERM'));
+    process.on('SIGINT', () => shutDown('SIGINT'));
   });
 }

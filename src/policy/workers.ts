@@ -270,7 +270,8 @@ function exitOf(worker: Worker): Promise<void> {
 
 /**
  * In a worker process: starts the Daemon in worker mode and reports to the supervisor. A start
- * that fails is reported too (the caller then exits non-zero).
+ * that fails is reported too (the caller then exits non-zero). Install the SIGHUP and SIGTERM
+ * handlers before calling it: the supervisor signals a worker as soon as it is ready.
  */
 export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
   const send = (message: WorkerMessage): Promise<void> =>
@@ -293,6 +294,7 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     if (message?.type !== 'callout:health?') return;
     void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
   });
+  // The caller has its signal handlers in place by now: the supervisor signals ready workers.
   await send({ type: 'callout:ready', policy: daemon.policyAddress });
   return daemon;
 }

@@ -84,6 +84,16 @@ describe('callout serve --workers 2', () => {
     }
   });
 
+  it('drains once when SIGTERM comes twice', async () => {
+    const serve = await serveWithWorkers('127.0.0.1:0');
+    serve.child.kill('SIGTERM');
+    // Two signals sent at once may arrive as one: the second goes once the first was taken.
+    await serve.waitForLog((l) => l.msg === 'shutting down' && l.worker === undefined, 'the supervisor shutting down');
+    assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+    assert.ok(serve.logs.some((l) => l.msg === 'already shutting down'));
+    assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, `each worker drained and stopped: ${JSON.stringify(serve.logs.slice(-12))}`);
+  });
+
   it('shares a UNIX socket, and removes it when it stops', async () => {
     const path = join(dataDir, 'policy.sock');
     const serve = await serveWithWorkers(path);
