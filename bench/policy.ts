@@ -230,16 +230,20 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
 }
 
 /** user + system CPU seconds of a live process, from /proc/PID/stat; 0 once it is gone. */
-function processCpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return 0;
+/** Fields 3 onwards of /proc/PID/stat (proc(5)), after the command name; undefined once it is gone. */
+function statFields(pid: number | string): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // utime and stime are fields 14 and 15 of proc(5); the slice starts at field 3.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return 0;
+    return undefined;
   }
+}
+
+function processCpuSeconds(pid: number | undefined): number {
+  // utime and stime are fields 14 and 15.
+  const fields = pid === undefined ? undefined : statFields(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND : 0;
 }
 
 function stopChild(child: ChildProcess): Promise<void> {
@@ -293,18 +297,10 @@ async function startCallout(dns: DnsTestServer): Promise<Service> {
   };
 }
 
-/** Process ids of pid's children (from /proc: every process's stat names its parent). */
+/** Process ids of pid's children (from /proc: every process's stat names its parent, field 4). */
 function childPids(pid: number): number[] {
   return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .filter((name) => {
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
+    .filter((name) => /^\d+$/.test(name) && Number(statFields(name)?.[1]) === pid)
     .map(Number);
 }
 
@@ -570,10 +566,12 @@ export async function benchPolicy(options: { quick: boolean; only?: string }): P
         `callout serve --workers ${CALLOUT_WORKERS}`,
         () => startCalloutWorkers(dns, CALLOUT_WORKERS),
         async (load) => {
-          const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS);
+          // Each worker may have limits.perHostConcurrency / workers callouts at once, and the
+          // connections need not split evenly: no more at once than one worker's share.
+          const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS);
           const cached = await warmPass(load, TARGET_CONNECTIONS, true);
           if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
-          return `\`callout serve --workers ${CALLOUT_WORKERS}\` in its own processes (a supervisor and ${CALLOUT_WORKERS} workers sharing the listener), default stages, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. The same two passes before the cells: callouts (${tally(callouts)}), then the cache (${tally(cached)}).`;
+          return `\`callout serve --workers ${CALLOUT_WORKERS}\` in its own processes (a supervisor and ${CALLOUT_WORKERS} workers sharing the listener), default stages, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. Two passes before the cells: the callouts, asked ${CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS} at a time (one worker's share of limits.perHostConcurrency, however the connections split) (${tally(callouts)}), then the cache (${tally(cached)}).`;
         },
         stream,
         budget,

@@ -16,6 +16,7 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { VerifyResult } from '../verify/types.js';
+import type { ConnectionCacheStats } from '../verify/connections.js';
 import type { StageMetrics } from '../policy/types.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError } from '../core/errors.js';
@@ -72,7 +73,7 @@ export class Metrics implements StageMetrics {
     this.callouts.inc({ verdict: result.verdict, source: result.source });
   }
 
-  recordConnection(event: 'parked' | 'reused' | 'retired'): void {
+  recordConnection(event: keyof ConnectionCacheStats): void {
     this.connections.inc({ event });
   }
 

@@ -222,7 +222,7 @@ describe('PolicyServer over TCP', () => {
     const client = await Client.connect(address);
     const count = 5_000;
     client.send(Array.from({ length: count }, (_, i) => encodeRequest({ instance: String(i) })).join(''));
-    // Reading only now: the server has had to hold back (its answers filled the socket).
+    // Reading only now, once the server has answered what it could into the socket buffers.
     await new Promise((resolve) => setTimeout(resolve, 200));
     for (let i = 0; i < count; i++) assert.equal(await client.reply(), `DUNNO ${i}`);
     client.close();
