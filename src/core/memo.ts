@@ -1,59 +1,95 @@
 /**
  * NAME
- *   core/memo - a bounded memo of a pure function of a string
+ *   core/memo - bounded maps of recently used strings, and a memo of a pure function over them
  *
  * DESCRIPTION
- *   BoundedMemo(fn, limit) answers fn(text) from the texts it saw lately, so that the same
- *   input is worked out once while it recurs: the senders and recipients of policy requests (a
- *   message's recipients share a sender, a site has few users), the addresses the engine is
- *   asked about, the cached records it decodes. At thousands of decisions a second, parsing and
- *   decoding again were a fifth of the cost of an answer.
+ *   RecentMap(limit) keeps the values of the keys used lately. BoundedMemo(fn, limit) answers
+ *   fn(text) from the texts it saw lately, so that the same input is worked out once while it
+ *   recurs: the senders and recipients of policy requests (a message's recipients share a
+ *   sender, a site has few users), the addresses the engine is asked about, the cached records
+ *   it decodes. At thousands of decisions a second, parsing and decoding again were a fifth of
+ *   the cost of an answer. The SQLite store keeps the rows it read in a RecentMap.
  *
- *   Two generations stand in for least-recently-used order: new results go into the current
- *   one; when it holds `limit` texts it becomes the previous one and the one before is dropped
- *   whole; a text found in the previous generation moves to the current one. Recently used
- *   texts therefore stay, and a stream of texts that never recur (a working set larger than the
- *   memo) costs an insertion each, never a deletion: an earlier memo that evicted its oldest
- *   entry per miss made every such answer slower than no memo at all.
+ *   Two generations stand in for least-recently-used order: new entries go into the current
+ *   one; when it holds `limit` keys it becomes the previous one and the one before is dropped
+ *   whole; a key found in the previous generation moves to the current one. Recently used keys
+ *   therefore stay, and a stream of keys that never recur (a working set larger than the map)
+ *   costs an insertion each, never a deletion: an earlier memo that evicted its oldest entry
+ *   per miss made every such answer slower than no memo at all.
  *
  *   fn must be pure and its results must never be changed by those who get them: the same
  *   object goes to every caller.
  *
  * LIMITS
- *   Between limit and 2 × limit texts (limit at least 1).
+ *   Between limit and 2 × limit keys (limit at least 1).
  */
 
-export class BoundedMemo<T> {
+export class RecentMap<T> {
   private current = new Map<string, T>();
   private previous = new Map<string, T>();
   private readonly limit: number;
+
+  constructor(limit: number) {
+    this.limit = Math.max(1, Math.floor(limit));
+  }
+
+  /** The value of key, or `missing` when it is not remembered (values may be undefined). */
+  get<M>(key: string, missing: M): T | M {
+    const known = this.current.get(key);
+    if (known !== undefined || this.current.has(key)) return known as T;
+    const earlier = this.previous.get(key);
+    if (earlier === undefined && !this.previous.has(key)) return missing;
+    this.previous.delete(key);
+    this.set(key, earlier as T);
+    return earlier as T;
+  }
+
+  set(key: string, value: T): void {
+    if (this.current.size >= this.limit && !this.current.has(key)) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(key, value);
+  }
+
+  delete(key: string): void {
+    this.current.delete(key);
+    this.previous.delete(key);
+  }
+
+  clear(): void {
+    this.current.clear();
+    this.previous.clear();
+  }
+
+  /** Keys remembered now. */
+  get size(): number {
+    return this.current.size + this.previous.size;
+  }
+}
+
+const NOT_SEEN = Symbol('not seen');
+
+export class BoundedMemo<T> {
+  private readonly recent: RecentMap<T>;
 
   constructor(
     private readonly fn: (text: string) => T,
     limit: number,
   ) {
-    this.limit = Math.max(1, Math.floor(limit));
+    this.recent = new RecentMap(limit);
   }
 
   get(text: string): T {
-    const known = this.current.get(text);
-    if (known !== undefined || this.current.has(text)) return known as T;
-    const earlier = this.previous.get(text);
-    const result = earlier !== undefined || this.previous.has(text) ? (earlier as T) : this.fn(text);
-    this.remember(text, result);
+    const known = this.recent.get(text, NOT_SEEN);
+    if (known !== NOT_SEEN) return known;
+    const result = this.fn(text);
+    this.recent.set(text, result);
     return result;
   }
 
   /** Texts remembered now. */
   get size(): number {
-    return this.current.size + this.previous.size;
-  }
-
-  private remember(text: string, result: T): void {
-    if (this.current.size >= this.limit) {
-      this.previous = this.current;
-      this.current = new Map();
-    }
-    this.current.set(text, result);
+    return this.recent.size;
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { BoundedMemo } from '../../src/core/memo.js';
+import { BoundedMemo, RecentMap } from '../../src/core/memo.js';
 
 function counting(limit: number): { memo: BoundedMemo<{ text: string }>; calls: string[] } {
   const calls: string[] = [];
@@ -52,6 +52,57 @@ describe('BoundedMemo', () => {
           assert.ok(memo.size <= 2 * limit);
         }
       }),
+    );
+  });
+});
+
+describe('RecentMap', () => {
+  it('answers the missing marker for unknown keys and stores undefined values as values', () => {
+    const map = new RecentMap<string | undefined>(4);
+    const missing = Symbol('missing');
+    assert.equal(map.get('a', missing), missing);
+    map.set('a', undefined);
+    assert.equal(map.get('a', missing), undefined);
+  });
+
+  it('overwrites, deletes from either generation, and clears', () => {
+    const map = new RecentMap<number>(2);
+    map.set('a', 1);
+    map.set('a', 2);
+    map.set('b', 3);
+    assert.equal(map.size, 2, 'overwriting a key never starts a generation');
+    map.set('c', 4); // a and b become the previous generation
+    map.delete('a');
+    assert.equal(map.get('a', -1), -1);
+    assert.equal(map.get('b', -1), 3);
+    map.clear();
+    assert.equal(map.size, 0);
+    assert.equal(map.get('c', -1), -1);
+  });
+
+  it('agrees with a plain Map on every key it still holds, within twice its limit', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.tuple(fc.constantFrom('get', 'set', 'delete'), fc.string({ maxLength: 2 }), fc.integer()), { maxLength: 200 }),
+        (limit, operations) => {
+          const map = new RecentMap<number>(limit);
+          const model = new Map<string, number>();
+          for (const [operation, key, value] of operations) {
+            if (operation === 'set') {
+              map.set(key, value);
+              model.set(key, value);
+            } else if (operation === 'delete') {
+              map.delete(key);
+              model.delete(key);
+            } else {
+              const found = map.get(key, undefined);
+              if (found !== undefined) assert.equal(found, model.get(key));
+            }
+            assert.ok(map.size <= 2 * limit);
+          }
+        },
+      ),
     );
   });
 });

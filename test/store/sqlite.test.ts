@@ -102,6 +102,83 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('remembers what it read, and sees another connection\'s commit from the next turn on', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const otherProcess = new Database(path);
+    try {
+      await store.set('verdict', 'old', 60_000);
+      assert.equal((await store.get('verdict'))?.value, 'old');
+      assert.equal(await store.get('absent'), undefined);
+      otherProcess.prepare("UPDATE kv SET value = 'new' WHERE key = 'verdict'").run();
+      otherProcess.prepare("INSERT INTO kv VALUES ('absent', 'here', ?)").run(Date.now() + 60_000);
+      // Within the turn in which the rows were checked they are trusted, as documented.
+      assert.equal((await store.get('verdict'))?.value, 'old');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal((await store.get('verdict'))?.value, 'new');
+      assert.equal((await store.get('absent'))?.value, 'here');
+    } finally {
+      otherProcess.close();
+      await store.close();
+    }
+  });
+
+  it('forgets a remembered row when its own write of that key commits', async () => {
+    const store = await SqliteStore.open(freshPath());
+    await store.set('k', 'one', 60_000);
+    assert.equal((await store.get('k'))?.value, 'one');
+    await store.set('k', 'two', 60_000);
+    assert.equal((await store.get('k'))?.value, 'two');
+    assert.equal(await store.increment('n', 1, 60_000), 1);
+    assert.equal((await store.get('n'))?.value, '1');
+    assert.equal(await store.increment('n', 1, 60_000), 2);
+    assert.equal((await store.get('n'))?.value, '2');
+    await store.delete('k');
+    assert.equal(await store.get('k'), undefined);
+    assert.equal(await store.compareAndSet('k', undefined, 'three', 60_000), true);
+    assert.equal((await store.get('k'))?.value, 'three');
+    await store.close();
+  });
+
+  it('sees at once a commit by another store of this process, even within the turn', async () => {
+    const path = freshPath();
+    const reader = await SqliteStore.open(path);
+    const writer = await SqliteStore.open(path);
+    try {
+      const written = writer.set('k', 'v', 60_000);
+      assert.equal(await reader.get('k'), undefined);
+      await written; // resumes right after the writer's commit, in the same turn as the read above
+      assert.equal((await reader.get('k'))?.value, 'v');
+    } finally {
+      await reader.close();
+      await writer.close();
+    }
+  });
+
+  it('judges a remembered row against the clock, and never answers from memory after close', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(freshPath(), { clock });
+    await store.set('k', 'v', 1000);
+    assert.equal((await store.get('k'))?.value, 'v');
+    clock.advance(999);
+    assert.equal((await store.get('k'))?.value, 'v');
+    clock.advance(1);
+    assert.equal(await store.get('k'), undefined);
+    await store.set('kept', 'v', 60_000);
+    assert.equal((await store.get('kept'))?.value, 'v');
+    await store.close();
+    await assert.rejects(store.get('kept'), (err: unknown) => err instanceof StoreError && /get failed/.test(err.message));
+  });
+
+  it('gives every reader a copy of a remembered row', async () => {
+    const store = await SqliteStore.open(freshPath());
+    await store.set('k', 'v', 60_000);
+    const first = await store.get('k');
+    first!.value = 'changed by a caller';
+    assert.equal((await store.get('k'))?.value, 'v');
+    await store.close();
+  });
+
   it('yields to the event loop between purge batches', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(':memory:', { clock });
