@@ -32,6 +32,9 @@
  *   The request is Postfix 3.7's full RCPT attribute set (test/support/policy-client
  *   postfixRequest) with sender, recipient and client varied over 2,000 messages from 100
  *   sender domains, and a new instance for every request, as every request were a new message; every tenth sender does not exist (callout rejects it with 550).
+ *   `callout serve --workers 2` runs as production runs it, from the build (node
+ *   dist/src/cli/main.js), in its own process tree on the default SQLite store; the benchmark
+ *   refuses a build older than src/.
  *   A service whose package is missing gets a "not installed" row.
  *
  * LIMITS
@@ -41,7 +44,7 @@
 
 import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -304,17 +307,31 @@ function childPids(pid: number): number[] {
     .map(Number);
 }
 
+/** dist/src/cli/main.js, which production runs; refused when a file under src/ is newer. */
+function builtCli(): string {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const cli = join(root, 'dist', 'src', 'cli', 'main.js');
+  const builtAt = statSync(cli, { throwIfNoEntry: false })?.mtimeMs;
+  const advice = 'run `npm run build` first (`npm run bench` does)';
+  if (builtAt === undefined) throw new Error(`${cli} is missing: ${advice}`);
+  const source = join(root, 'src');
+  for (const name of readdirSync(source, { recursive: true, encoding: 'utf8' })) {
+    if (statSync(join(source, name)).mtimeMs > builtAt) throw new Error(`src/${name} is newer than ${cli}: ${advice}`);
+  }
+  return cli;
+}
+
 /**
- * `callout serve --workers N` as production runs it: its own process tree (the supervisor and
+ * `callout serve --workers N` as production runs it (node dist/src/cli/main.js): its own process tree (the supervisor and
  * its workers), the default SQLite store in a fresh data directory, logs on stdout (/dev/null).
  */
 async function startCalloutWorkers(dns: DnsTestServer, workers: number): Promise<Service> {
   const smtp = await startInstantSmtp(SMTP_HOST, 0);
   const dataDir = mkdtempSync(join(os.tmpdir(), 'callout-bench-workers-'));
   const port = await freePort();
-  const cli = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+  const cli = builtCli();
   const devNull = openSync('/dev/null', 'w');
-  const args = ['--import', 'tsx', cli, 'serve', '--workers', String(workers), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
+  const args = [cli, 'serve', '--workers', String(workers), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
     '--dns-server', dns.address, '--helo', 'verifier.policy.bench.test', '--port', String(smtp.port), '--allow-target', '127.0.0.0/8'];
   const child = spawn(process.execPath, args, { stdio: ['ignore', devNull, 'inherit'] });
   closeSync(devNull);
@@ -571,7 +588,7 @@ export async function benchPolicy(options: { quick: boolean; only?: string }): P
           const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS);
           const cached = await warmPass(load, TARGET_CONNECTIONS, true);
           if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
-          return `\`callout serve --workers ${CALLOUT_WORKERS}\` in its own processes (a supervisor and ${CALLOUT_WORKERS} workers sharing the listener), default stages, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. Two passes before the cells: the callouts, asked ${CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS} at a time (one worker's share of limits.perHostConcurrency, however the connections split) (${tally(callouts)}), then the cache (${tally(cached)}).`;
+          return `\`callout serve --workers ${CALLOUT_WORKERS}\` run from the build (node dist/src/cli/main.js, as production runs it) in its own processes (a supervisor and ${CALLOUT_WORKERS} workers sharing the listener), default stages, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. Two passes before the cells: the callouts, asked ${CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS} at a time (one worker's share of limits.perHostConcurrency, however the connections split) (${tally(callouts)}), then the cache (${tally(cached)}).`;
         },
         stream,
         budget,
