@@ -24,7 +24,18 @@
  *   fails on its own (a statement error) rejects alone and the rest of its group commits; when
  *   the commit fails, every write of the group rejects. A read runs at once when no write is
  *   waiting, and otherwise queues behind the waiting writes, so a process always reads what it
- *   wrote. purgeExpired deletes in batches of PURGE_BATCH rows, one queued write each, so a
+ *   wrote.
+ *
+ *   Another process's write lock is waited for without blocking the event loop: SQLite's own
+ *   busy handler sleeps the thread (1, 2, 5, 10 ... ms, and under steady contention from another
+ *   worker a commit was seen to wait 600 ms), which would stall every connection of the daemon.
+ *   So once the file is open the connection's busy timeout is 0, and a group that finds the lock
+ *   taken goes back to the head of the queue and is tried again at the next turn, then every
+ *   millisecond, until busyTimeoutMs has passed; the writes and reads asked for meanwhile join
+ *   it, in order. A read that meets a lock (rare in WAL mode) takes the same way. Opening, the
+ *   schema migration and the last commit of close() wait in SQLite's busy handler.
+ *
+ *   purgeExpired deletes in batches of PURGE_BATCH rows, one queued write each, so a
  *   large backlog never stalls the process.
  *
  *   Reads of single keys are remembered (up to READ_MEMORY_LIMIT rows, absent keys too): a
@@ -50,7 +61,7 @@
  * ERRORS
  *   Every failure rejects with StoreError naming the file and the operation, the driver error as
  *   its cause: a missing or unwritable directory, a file that is not a database, a schema newer
- *   than this program, SQLITE_BUSY beyond busyTimeoutMs, use after close().
+ *   than this program, the lock still taken after busyTimeoutMs, use after close().
  */
 
 import { mkdirSync } from 'node:fs';
@@ -175,6 +186,10 @@ export class SqliteStore implements Store {
   private readonly endTurn = (): void => {
     this.checkedThisTurn = false;
   };
+  /** performance.now() when the waiting group first found another process's write lock. */
+  private lockedSince: number | undefined;
+  private retry: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  private closing = false;
   private readonly commitGroup: Database.Transaction<(group: Queued[]) => Outcome[]>;
   private readonly incrementCounter: Database.Transaction<
     (key: string, by: number, now: number, expiresAt: number) => number
@@ -184,6 +199,7 @@ export class SqliteStore implements Store {
     private readonly db: Database.Database,
     readonly path: string,
     private readonly clock: Clock,
+    private readonly busyTimeoutMs: number,
   ) {
     this.statements = prepareStatements(db);
     this.dataVersion = this.statements.dataVersion.get()!;
@@ -220,7 +236,8 @@ export class SqliteStore implements Store {
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
-      db = new Database(path, { timeout: options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS });
+      const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+      db = new Database(path, { timeout: busyTimeoutMs });
       db.pragma('journal_mode = WAL');
       // WAL with synchronous=NORMAL: a committed transaction is in the WAL before the call
       // returns, so it survives a crash of this process, which is what an acknowledged cache
@@ -229,7 +246,8 @@ export class SqliteStore implements Store {
       // while FULL would cost an fsync per write on the per-message path.
       db.pragma('synchronous = NORMAL');
       migrate(db, path);
-      return new SqliteStore(db, path, options.clock ?? systemClock);
+      db.pragma('busy_timeout = 0');
+      return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs);
     } catch (err) {
       db?.close();
       if (err instanceof StoreError) throw err;
@@ -238,12 +256,11 @@ export class SqliteStore implements Store {
   }
 
   get(key: string): Promise<StoredValue | undefined> {
-    if (this.queue.length > 0) return this.write('get', undefined, () => this.statements.get.get(key, this.clock.now()));
-    try {
-      return Promise.resolve(this.recentRow(key));
-    } catch (err) {
-      return Promise.reject(storeError(this.context('get'), err));
-    }
+    return this.read(
+      'get',
+      () => this.recentRow(key),
+      () => this.statements.get.get(key, this.clock.now()),
+    );
   }
 
   set(key: string, value: string, ttlMs: number): Promise<void> {
@@ -309,7 +326,17 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.commitQueued();
+    this.closing = true;
+    if (this.retry !== undefined) {
+      clearTimeout(this.retry as NodeJS.Timeout);
+      clearImmediate(this.retry as NodeJS.Immediate);
+      this.retry = undefined;
+    }
+    if (this.queue.length > 0) {
+      // The last group may wait for the lock here: nothing is left to serve once closing.
+      this.run('close', () => this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`));
+      this.commitQueued();
+    }
     this.run('close', () => this.db.close());
     // A read after close must fail as the driver does, not answer from memory.
     this.recentRows.clear();
@@ -356,13 +383,18 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Runs a read now, or behind the writes still waiting, so that it sees them. */
-  private read<T>(operation: string, work: (context: string) => T): Promise<T> {
-    if (this.queue.length > 0) return this.write(operation, undefined, work);
+  /**
+   * Runs a read now, or behind the writes still waiting, so that it sees them; `queued` is the
+   * form of it that runs inside their transaction (default: the same work).
+   */
+  private read<T>(operation: string, work: (context: string) => T, queued: (context: string) => T = work): Promise<T> {
+    if (this.queue.length > 0) return this.write(operation, undefined, queued);
+    const context = this.context(operation);
     try {
-      return Promise.resolve(this.run(operation, work));
+      return Promise.resolve(work(context));
     } catch (err) {
-      return Promise.reject(err);
+      if (isBusy(err)) return this.write(operation, undefined, queued);
+      return Promise.reject(storeError(context, err));
     }
   }
 
@@ -374,18 +406,46 @@ export class SqliteStore implements Store {
     try {
       outcomes = this.commitGroup.immediate(group);
     } catch (err) {
+      if (isBusy(err) && this.waitForLock(group)) return;
+      this.lockedSince = undefined;
       this.forgetWritten(group);
       // BEGIN or COMMIT failed (SQLITE_BUSY past the timeout, a full disk, a closed database):
       // nothing of the group was written.
       for (const queued of group) queued.reject(storeError(queued.context, err));
       return;
     }
+    this.lockedSince = undefined;
     this.forgetWritten(group);
     group.forEach((queued, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) queued.resolve(outcome.value);
       else queued.reject(storeError(queued.context, outcome.error));
     });
+  }
+
+  /**
+   * Puts a group that found the write lock taken back at the head of the queue and tries it
+   * again later without blocking: at the next turn first, then every millisecond. False once
+   * busyTimeoutMs has passed (or when closing): the group then fails.
+   */
+  private waitForLock(group: Queued[]): boolean {
+    const now = performance.now();
+    if (this.closing) return false;
+    if (this.lockedSince === undefined) {
+      this.lockedSince = now;
+      this.queue = group.concat(this.queue);
+      this.retry = setImmediate(() => this.retryCommit());
+      return true;
+    }
+    if (now - this.lockedSince >= this.busyTimeoutMs) return false;
+    this.queue = group.concat(this.queue);
+    this.retry = setTimeout(() => this.retryCommit(), 1);
+    return true;
+  }
+
+  private retryCommit(): void {
+    this.retry = undefined;
+    this.commitQueued();
   }
 
   private forgetWritten(group: readonly Queued[]): void {
@@ -402,6 +462,10 @@ export class SqliteStore implements Store {
       throw storeError(context, err);
     }
   }
+}
+
+function isBusy(err: unknown): boolean {
+  return err instanceof Database.SqliteError && (err.code === 'SQLITE_BUSY' || err.code.startsWith('SQLITE_BUSY_'));
 }
 
 function storeError(context: string, err: unknown): StoreError {

@@ -179,6 +179,71 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
+  it('waits for another process\'s write lock without blocking the event loop', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const otherProcess = new Database(path);
+    try {
+      otherProcess.prepare('BEGIN IMMEDIATE').run();
+      const started = performance.now();
+      const written = store.set('k', 'v', 60_000);
+      const readBehind = store.get('k');
+      let settled = false;
+      void written.then(() => {
+        settled = true;
+      });
+      // Timers keep running while the write waits: the thread is not asleep in SQLite.
+      for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+      assert.equal(settled, false, 'the write waits for the lock');
+      otherProcess.prepare('COMMIT').run();
+      await written;
+      assert.equal((await readBehind)?.value, 'v', 'a read asked for meanwhile sees the write');
+      assert.ok(performance.now() - started < 1000);
+    } finally {
+      if (otherProcess.inTransaction) otherProcess.prepare('ROLLBACK').run();
+      otherProcess.close();
+      await store.close();
+    }
+  });
+
+  it('fails the waiting writes, naming the lock, once busyTimeoutMs has passed', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { busyTimeoutMs: 30 });
+    const otherProcess = new Database(path);
+    try {
+      otherProcess.prepare('BEGIN IMMEDIATE').run();
+      const started = performance.now();
+      await assert.rejects(store.set('k', 'v', 60_000), (err: unknown) => {
+        assert.ok(err instanceof StoreError);
+        assert.ok(err.message.startsWith(`sqlite store ${path}: set failed: `), err.message);
+        assert.match(err.message, /locked/);
+        return true;
+      });
+      assert.ok(performance.now() - started >= 30);
+      otherProcess.prepare('COMMIT').run();
+      await store.set('k', 'after', 60_000);
+      assert.equal((await store.get('k'))?.value, 'after', 'the store works again once the lock is free');
+    } finally {
+      if (otherProcess.inTransaction) otherProcess.prepare('ROLLBACK').run();
+      otherProcess.close();
+      await store.close();
+    }
+  });
+
+  it('commits a group still waiting for the lock when it closes', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const otherProcess = new Database(path);
+    otherProcess.prepare('BEGIN IMMEDIATE').run();
+    const pending = store.set('last', 'word', 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    otherProcess.prepare('COMMIT').run();
+    await store.close();
+    await pending;
+    assert.equal(otherProcess.prepare<[], { value: string }>("SELECT value FROM kv WHERE key = 'last'").get()?.value, 'word');
+    otherProcess.close();
+  });
+
   it('yields to the event loop between purge batches', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(':memory:', { clock });
