@@ -15,10 +15,11 @@
  *   bounce addresses, and clients and recipients on the whitelists.
  *
  *   The trace is replayed over the Postfix policy protocol, one request at a time on one
- *   connection as an smtpd sends them, to
- *     - `callout serve` with the greylist stage (SQLite store in a temporary directory) in this
- *       process, its ManualClock set to each request's timestamp; the load generator shares
- *       its event loop, which postgrey (its own process) does not have to;
+ *   connection as an smtpd sends them (or on 16), from this process to a server in its own:
+ *     - `callout serve` from the build (bench/serve), with the greylist stage alone and the
+ *       SQLite store in a temporary directory, policy.acceptTestTime on, so that each request's
+ *       `policy_test_time` attribute sets its clock (never backwards), as postgrey's does; with
+ *       16 connections also `--workers 2` on that one SQLite file;
  *     - postgrey 1.37 (/usr/sbin/postgrey, BerkeleyDB in a temporary --dbdir) on loopback in
  *       the foreground with the same delay, retry window, max-age, auto-allow count and
  *       whitelist files. postgrey reads the time of a request from its `policy_test_time`
@@ -42,11 +43,9 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ManualClock } from '../src/core/clock.js';
-import { coalescingDestination, createLogger } from '../src/core/log.js';
-import { Daemon } from '../src/policy/daemon.js';
 import { PolicyClient } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
+import { startServe } from './serve.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
 
@@ -179,7 +178,7 @@ export interface Replay {
  * connection). With one connection the answers are in trace order and exactly comparable;
  * with more, requests a few positions apart overlap, which is what throughput is about.
  */
-async function replay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], extra: (event: TraceEvent) => Record<string, string>, setTime?: (event: TraceEvent) => void): Promise<Replay> {
+async function replay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], extra: (event: TraceEvent) => Record<string, string>): Promise<Replay> {
   const verdicts: Verdict[] = new Array<Verdict>(trace.length);
   let next = 0;
   const started = performance.now();
@@ -187,7 +186,6 @@ async function replay(clients: readonly PolicyClient[], trace: readonly TraceEve
     clients.map(async (client) => {
       for (let index = next++; index < trace.length; index = next++) {
         const event = trace[index]!;
-        setTime?.(event);
         verdicts[index] = classify(await client.request({ ...request(event, index), ...extra(event) }));
       }
     }),
@@ -208,46 +206,62 @@ function writeWhitelists(dir: string): { clients: string; recipients: string } {
   return { clients, recipients };
 }
 
+export interface CalloutReplayOptions {
+  connections?: number;
+  /** policy.workers of the daemon (SQLite shared by the workers). */
+  workers?: number;
+  /** Run the build, as production does (the benchmark), or the source tree (the tests). */
+  from?: 'build' | 'source';
+}
+
 /** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION and replay()). */
-export async function replayCallout(trace: readonly TraceEvent[], connections = 1): Promise<Replay> {
+export async function replayCallout(trace: readonly TraceEvent[], options: CalloutReplayOptions = {}): Promise<Replay> {
+  const { connections = 1, workers = 1, from = 'build' } = options;
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
-  const clock = new ManualClock((trace[0]?.time ?? 0) * 1000);
-  // The decision log as in production (core/log's default destination), into /dev/null.
-  const discard = coalescingDestination('/dev/null');
-  const daemon = await Daemon.start({
-    overrides: {
-      dataDir: dir,
-      store: { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
-      policy: {
-        listen: '127.0.0.1:0',
-        stages: [
-          {
-            name: 'greylist',
-            delay: GREYLIST_SETTINGS.delaySeconds,
-            retryWindow: `${GREYLIST_SETTINGS.retryWindowDays}d`,
-            maxAge: `${GREYLIST_SETTINGS.maxAgeDays}d`,
-            autoAllowClients: GREYLIST_SETTINGS.autoAllowClients,
-            normaliseVerp: false,
-            whitelistClientFiles: [whitelists.clients],
-            whitelistRecipientFiles: [whitelists.recipients],
-          },
-        ],
-      },
-      metrics: { listen: '' },
+  const port = await freePort();
+  const config = {
+    dataDir: dir,
+    store: { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
+    policy: {
+      listen: `127.0.0.1:${port}`,
+      workers,
+      acceptTestTime: true,
+      stages: [
+        {
+          name: 'greylist',
+          delay: GREYLIST_SETTINGS.delaySeconds,
+          retryWindow: `${GREYLIST_SETTINGS.retryWindowDays}d`,
+          maxAge: `${GREYLIST_SETTINGS.maxAgeDays}d`,
+          autoAllowClients: GREYLIST_SETTINGS.autoAllowClients,
+          normaliseVerp: false,
+          whitelistClientFiles: [whitelists.clients],
+          whitelistRecipientFiles: [whitelists.recipients],
+        },
+      ],
     },
-    log: createLogger('info', discard),
-    clock,
-  });
-  const clients = await connectAll(daemon.policyAddress, connections);
+    metrics: { listen: '' },
+  };
+  // JSON is YAML.
+  const configFile = join(dir, 'callout.yaml');
+  writeFileSync(configFile, JSON.stringify(config));
+  const serve = await startServe(['--config', configFile], port, 'callout serve (greylist)', from);
   try {
-    // The clock never goes back while overlapping requests are in flight.
-    return await replay(clients, trace, () => ({}), (event) => clock.set(Math.max(clock.now(), event.time * 1000)));
+    const clients = await connectAll(`127.0.0.1:${port}`, connections);
+    try {
+      return await replay(clients, trace, testTime);
+    } finally {
+      for (const client of clients) client.close();
+    }
   } finally {
-    for (const client of clients) client.close();
-    await daemon.stop();
+    await serve.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The trace's time for the request, which both servers take as their clock. */
+function testTime(event: TraceEvent): Record<string, string> {
+  return { policy_test_time: String(event.time) };
 }
 
 export function postgreyAvailable(): boolean {
@@ -303,7 +317,7 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   try {
     const clients = await connectWhenUp(port, connections, child, () => output);
     try {
-      return await replay(clients, trace, (event) => ({ policy_test_time: String(event.time) }));
+      return await replay(clients, trace, testTime);
     } finally {
       for (const client of clients) client.close();
     }
@@ -332,6 +346,7 @@ export function compare(trace: readonly TraceEvent[], callout: readonly Verdict[
 }
 
 const CONNECTIONS = [1, 16];
+const WORKERS = 2;
 
 /** The benchmark as a Markdown section for docs/benchmarks.md. */
 export async function benchGreylist(options: { quick: boolean }): Promise<string> {
@@ -342,7 +357,8 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     '## Greylisting: callout and postgrey on one trace',
     '',
     `Trace: ${trace.length} RCPT requests (${messages} messages with their retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, ${hours} hours of trace time), ` +
-      'replayed over the policy protocol with the time taken from the trace (ManualClock for callout, which shares this process with the load generator; `policy_test_time` for postgrey, in its own process), on fresh stores. ' +
+      'replayed over the policy protocol from the benchmark process to each server in a process of its own (callout serve from the build, as production runs it), ' +
+      'with the time taken from the trace: each request carries it in `policy_test_time`, which postgrey reads and callout reads with policy.acceptTestTime; on fresh stores. ' +
       `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, ` +
       `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
       'with 16 (as 16 smtpd processes would hold) neighbouring requests overlap.',
@@ -352,12 +368,18 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   ];
   const postgreyHere = postgreyAvailable();
   const results: Array<{ connections: number; callout: Replay; postgrey?: Replay }> = [];
+  const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
+  const workersRows: string[] = [];
   for (const connections of CONNECTIONS) {
-    const callout = await replayCallout(trace, connections);
+    const callout = await replayCallout(trace, { connections });
     const postgrey = postgreyHere ? await replayPostgrey(trace, connections) : undefined;
     results.push({ connections, callout, ...(postgrey ? { postgrey } : {}) });
-    const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
     lines.push(`| callout serve (greylist stage) | SQLite | ${connections} | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${deferred(callout)} |`);
+    if (connections > 1) {
+      const workers = await replayCallout(trace, { connections, workers: WORKERS });
+      lines.push(`| callout serve --workers ${WORKERS} (greylist stage) | SQLite | ${connections} | ${workers.perSecond.toFixed(0)} | ${workers.seconds.toFixed(2)} | ${deferred(workers)} |`);
+      if (postgrey) workersRows.push(`- ${connections} connections, \`--workers ${WORKERS}\`: callout ${(workers.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
+    }
     if (postgrey) lines.push(`| postgrey 1.37 | BerkeleyDB | ${connections} | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${deferred(postgrey)} |`);
   }
   lines.push('');
@@ -368,6 +390,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   for (const { connections, callout, postgrey } of results) {
     if (postgrey) lines.push(`- ${connections} connection${connections > 1 ? 's' : ''}: callout ${(callout.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
   }
+  lines.push(...workersRows);
   const sequential = results[0];
   if (sequential?.postgrey) {
     const comparison = compare(trace, sequential.callout.verdicts, sequential.postgrey.verdicts);

@@ -44,7 +44,7 @@
 
 import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +60,8 @@ import { CONTENDED_CORES, isContended, otherCores, waitForQuiet } from './measur
 import type { CellResult, MeasuredCell } from './measure.js';
 import type { LoadCommand, LoadJudge, LoadMessage, LoadReply } from './policy-load.js';
 import { freePort } from '../test/support/ports.js';
+import { processCpuSeconds, startServe, stopChild, waitForPort } from './serve.js';
+import type { ServeChild } from './serve.js';
 
 const CONCURRENCIES = [1, 32, 256];
 const TARGET_CONNECTIONS = 32;
@@ -82,8 +84,6 @@ const POLICYD_SPF = '/usr/bin/policyd-spf';
 const POLICYD_SPF_CONFIG = '/etc/postfix-policyd-spf-python/policyd-spf.conf';
 /** The interpreter policyd-spf names in its #! line, whose dist-packages hold pyspf and pydns. */
 const SYSTEM_PYTHON = '/usr/bin/python3';
-const CONNECT_WAIT_MS = 15_000;
-const CLOCK_TICKS_PER_SECOND = 100;
 const WARMUP_MS = 600_000;
 /** How long each cell waits for the machine to be nearly idle before it starts anyway. */
 const QUIET_WAIT_MS = 10_000;
@@ -213,54 +213,6 @@ function tally(cell: CellResult): string {
 }
 
 
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + CONNECT_WAIT_MS;
-  while (!(await connects(port))) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening`);
-    if (Date.now() > deadline) throw new Error(`${what} did not listen on 127.0.0.1:${port} within ${CONNECT_WAIT_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** user + system CPU seconds of a live process, from /proc/PID/stat; 0 once it is gone. */
-/** Fields 3 onwards of /proc/PID/stat (proc(5)), after the command name; undefined once it is gone. */
-function statFields(pid: number | string): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
-function processCpuSeconds(pid: number | undefined): number {
-  // utime and stime are fields 14 and 15.
-  const fields = pid === undefined ? undefined : statFields(pid);
-  return fields ? (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND : 0;
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    child.once('exit', () => {
-      clearTimeout(killer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
-}
-
 function installed(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }
@@ -300,27 +252,6 @@ async function startCallout(dns: DnsTestServer): Promise<Service> {
   };
 }
 
-/** Process ids of pid's children (from /proc: every process's stat names its parent, field 4). */
-function childPids(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name) && Number(statFields(name)?.[1]) === pid)
-    .map(Number);
-}
-
-/** dist/src/cli/main.js, which production runs; refused when a file under src/ is newer. */
-function builtCli(): string {
-  const root = fileURLToPath(new URL('..', import.meta.url));
-  const cli = join(root, 'dist', 'src', 'cli', 'main.js');
-  const builtAt = statSync(cli, { throwIfNoEntry: false })?.mtimeMs;
-  const advice = 'run `npm run build` first (`npm run bench` does)';
-  if (builtAt === undefined) throw new Error(`${cli} is missing: ${advice}`);
-  const source = join(root, 'src');
-  for (const name of readdirSync(source, { recursive: true, encoding: 'utf8' })) {
-    if (statSync(join(source, name)).mtimeMs > builtAt) throw new Error(`src/${name} is newer than ${cli}: ${advice}`);
-  }
-  return cli;
-}
-
 /**
  * `callout serve --workers N` as production runs it (node dist/src/cli/main.js): its own process tree (the supervisor and
  * its workers), the default SQLite store in a fresh data directory, logs on stdout (/dev/null).
@@ -329,27 +260,22 @@ async function startCalloutWorkers(dns: DnsTestServer, workers: number): Promise
   const smtp = await startInstantSmtp(SMTP_HOST, 0);
   const dataDir = mkdtempSync(join(os.tmpdir(), 'callout-bench-workers-'));
   const port = await freePort();
-  const cli = builtCli();
-  const devNull = openSync('/dev/null', 'w');
-  const args = [cli, 'serve', '--workers', String(workers), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
+  const args = ['--workers', String(workers), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
     '--dns-server', dns.address, '--helo', 'verifier.policy.bench.test', '--port', String(smtp.port), '--allow-target', '127.0.0.0/8'];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', devNull, 'inherit'] });
-  closeSync(devNull);
+  let serve: ServeChild;
   try {
-    await waitForPort(port, child, `callout serve --workers ${workers}`);
+    serve = await startServe(args, port, `callout serve --workers ${workers}`);
   } catch (err) {
-    await stopChild(child);
     await smtp.close();
     throw err;
   }
-  const tree = (): number[] => (child.pid === undefined ? [] : [child.pid, ...childPids(child.pid)]);
   return {
     name: `callout serve --workers ${workers}`,
     port,
     judge: 'callout',
-    cpuSeconds: () => tree().reduce((sum, pid) => sum + processCpuSeconds(pid), 0),
+    cpuSeconds: () => serve.cpuSeconds(),
     stop: async () => {
-      await stopChild(child);
+      await serve.stop();
       await smtp.close();
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -192,6 +192,12 @@ const policySchema = z
     /** Worker processes sharing the listener and the store (1: the daemon answers itself). */
     workers: z.number().int().min(1).max(64).default(1),
     idleTimeout: timerDuration('300s', 1000),
+    /**
+     * Take the time from a request's policy_test_time attribute (epoch seconds), as postgrey's
+     * tests do, so that a recorded trace replays with its own timestamps. For benchmarks and
+     * tests only: whoever can reach the listener could move the clock.
+     */
+    acceptTestTime: z.boolean().default(false),
     /** UNIX socket permissions (octal string). */
     socketMode: z.string().regex(/^[0-7]{3,4}$/).default('0660'),
     stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),

@@ -6,6 +6,9 @@
  *   Everything that reads the time (cache expiry, rate windows, refresh deadlines) takes a Clock,
  *   so tests move time with ManualClock instead of sleeping. Socket timeouts stay on real timers:
  *   they bound real I/O.
+ *
+ *   RequestTimeClock is the time of the requests a benchmark or test replays (postgrey's
+ *   policy_test_time hook): the latest time a request carried, the base clock's before any did.
  */
 
 export interface Clock {
@@ -29,5 +32,18 @@ export class ManualClock implements Clock {
   }
   set(ms: number): void {
     this.current = ms;
+  }
+}
+
+/** The latest request time it was given (never going back), or the base clock before any. */
+export class RequestTimeClock implements Clock {
+  private latest: number | undefined;
+  constructor(private readonly base: Clock) {}
+  now(): number {
+    return this.latest ?? this.base.now();
+  }
+  /** Moves to ms when that is later than every time given before. */
+  follow(ms: number): void {
+    if (this.latest === undefined || ms > this.latest) this.latest = ms;
   }
 }

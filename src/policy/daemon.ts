@@ -32,7 +32,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import { systemClock } from '../core/clock.js';
+import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -84,6 +84,13 @@ export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig
   return { ...limits, concurrency: part(limits.concurrency), perHostConcurrency: part(limits.perHostConcurrency) };
 }
 
+const TEST_TIME = /^[0-9]{1,11}$/;
+
+/** Moves the clock to a request's policy_test_time (whole epoch seconds); anything else is ignored. */
+function followTestTime(clock: RequestTimeClock, value: string | undefined): void {
+  if (value !== undefined && TEST_TIME.test(value)) clock.follow(Number(value) * 1000);
+}
+
 export class Daemon {
   private current!: Generation;
   private server!: PolicyServer;
@@ -91,6 +98,8 @@ export class Daemon {
   private purgeTimer: NodeJS.Timeout | undefined;
   private readonly metrics = new Metrics();
   private store!: Store;
+  /** policy.acceptTestTime: the clock every part of the daemon reads follows the requests. */
+  private requestTime: RequestTimeClock | undefined;
   policyAddress = '';
   metricsAddress = '';
 
@@ -103,11 +112,15 @@ export class Daemon {
   }
 
   private get clock(): Clock {
-    return this.options.clock ?? systemClock;
+    return this.requestTime ?? this.options.clock ?? systemClock;
   }
 
   private async boot(): Promise<void> {
     const config = loadConfig(this.options.configPath, this.options.overrides);
+    if (config.policy.acceptTestTime) {
+      this.requestTime = new RequestTimeClock(this.options.clock ?? systemClock);
+      this.options.log.warn({}, 'policy.acceptTestTime is on: requests set the clock with policy_test_time (for benchmarks and tests only)');
+    }
     this.store = await this.openConfiguredStore(config);
     try {
       this.current = this.generation(config);
@@ -161,6 +174,9 @@ export class Daemon {
     if (config.policy.listen !== old.config.policy.listen || config.metrics.listen !== old.config.metrics.listen) {
       this.options.log.warn({}, 'reload: listen addresses change only on restart');
     }
+    if (config.policy.acceptTestTime !== old.config.policy.acceptTestTime) {
+      this.options.log.warn({}, 'reload: policy.acceptTestTime changes only on restart');
+    }
     if (JSON.stringify(config.store) !== JSON.stringify(old.config.store) || config.dataDir !== old.config.dataDir) {
       this.options.log.warn({}, 'reload: the store changes only on restart');
     }
@@ -199,6 +215,7 @@ export class Daemon {
   }
 
   private async answer(attributes: Record<string, string>): Promise<string> {
+    if (this.requestTime) followTestTime(this.requestTime, attributes.policy_test_time);
     const outcome = await this.current.pipeline.decide(attributes);
     this.metrics.recordDecision(outcome);
     this.logDecision(attributes, outcome);

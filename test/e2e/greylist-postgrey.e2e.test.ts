@@ -6,7 +6,7 @@ import { compare, generateTrace, postgreyAvailable, replayCallout, replayPostgre
 describe('greylisting compared with postgrey 1.37', () => {
   it('decides every request of a generated trace as postgrey does', { skip: postgreyAvailable() ? false : `${POSTGREY} is missing (run .ci/run, which installs postgrey)` }, async () => {
     const trace = generateTrace({ messages: 300, seed: 7 });
-    const [callout, postgrey] = [await replayCallout(trace), await replayPostgrey(trace)];
+    const [callout, postgrey] = [await replayCallout(trace, { from: 'source' }), await replayPostgrey(trace)];
     const comparison = compare(trace, callout.verdicts, postgrey.verdicts);
     assert.deepEqual(comparison.differences.slice(0, 5), [], `${comparison.differences.length} of ${comparison.events} decisions differ`);
     // The trace exercises both outcomes, or the comparison would prove nothing.

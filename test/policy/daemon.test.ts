@@ -87,6 +87,22 @@ describe('callout serve', () => {
     assert.equal(lines[2]!.decidedBy, 'postmaster');
   });
 
+  it('takes the time from policy_test_time only with policy.acceptTestTime', async () => {
+    const greylist = { stages: [{ name: 'greylist', delay: 300 }] };
+    const triplet = (time: string, instance: string) => postfixRequest({ sender: 'bob@sender.test', instance, policy_test_time: time });
+    const following = await setup({ policy: { ...greylist, acceptTestTime: true } });
+    assert.match(await following.client.request(triplet('1800000000', 'a1')), /^DEFER_IF_PERMIT /);
+    assert.match(await following.client.request(triplet('1800000299', 'a2')), /^DEFER_IF_PERMIT .*1 second/, 'one second of the delay is left');
+    assert.match(await following.client.request(triplet('1700000000', 'a3')), /^DEFER_IF_PERMIT .*1 second/, 'an earlier time never moves the clock back');
+    assert.match(await following.client.request(triplet('not-a-time', 'a4')), /^DEFER_IF_PERMIT .*1 second/, 'a malformed time is ignored');
+    assert.doesNotMatch(await following.client.request(triplet('1800000300', 'a5')), /^DEFER/, 'the retry after the delay passes');
+    assert.ok(following.logs.some((l) => l.level === 40 && /acceptTestTime is on/.test(String(l.msg))), 'the daemon warns that the hook is on');
+
+    const ignoring = await setup({ policy: greylist });
+    assert.match(await ignoring.client.request(triplet('1800000000', 'b1')), /^DEFER_IF_PERMIT /);
+    assert.match(await ignoring.client.request(triplet('1800000300', 'b2')), /^DEFER_IF_PERMIT /, 'without the setting the attribute is ignored');
+  });
+
   it('rejects a sender that does not parse, naming the rule', async () => {
     const { client } = await setup();
     assert.match(await client.request(postfixRequest({ sender: 'a@@b' })), /^501 5\.7\.1 Bad sender address syntax/);
