@@ -35,6 +35,15 @@
  *   it, in order. A read that meets a lock (rare in WAL mode) takes the same way. Opening, the
  *   schema migration and the last commit of close() wait in SQLite's busy handler.
  *
+ *   Checkpoints (copying the WAL into the database file, with an fsync) run in a worker thread
+ *   on a connection of its own (store/sqlite-checkpointer), every CHECKPOINT_INTERVAL_MS, and
+ *   SQLite's automatic checkpoint is off on the store's connection: it ran inside the commit
+ *   that crossed 1000 WAL pages, a few milliseconds every few hundred commits on the event
+ *   loop. The thread starts once the store has committed CHECKPOINTER_AFTER_GROUPS groups (a
+ *   CLI command's short visit never starts one); until then, and when the thread cannot start
+ *   or fails, SQLite's automatic checkpoint is on, so the WAL stays bounded either way
+ *   (`checkpoints` tells which).
+ *
  *   purgeExpired deletes in batches of PURGE_BATCH rows, one queued write each, so a
  *   large backlog never stalls the process.
  *
@@ -66,11 +75,13 @@
 
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError, describeError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
+import { startCheckpointer } from './sqlite-checkpointer.js';
 import type { Store, StoredValue } from './types.js';
 import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
 
@@ -78,11 +89,18 @@ export interface SqliteStoreOptions {
   clock?: Clock;
   /** How long a statement waits for another process's write lock before failing (default 5000). */
   busyTimeoutMs?: number;
+  /** Between checkpoints of the worker thread (default CHECKPOINT_INTERVAL_MS). */
+  checkpointIntervalMs?: number;
+  /** Starts the checkpoint thread (default store/sqlite-checkpointer's); tests inject failures. */
+  startCheckpointer?: (path: string, intervalMs: number) => Worker;
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 const PURGE_BATCH = 1000;
 const READ_MEMORY_LIMIT = 8_192;
+const CHECKPOINT_INTERVAL_MS = 250;
+const CHECKPOINTER_AFTER_GROUPS = 100;
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 const NOT_READ = Symbol('not read');
 
 /** Commits by every SqliteStore of this process: another connection's rows are stale after one. */
@@ -190,6 +208,12 @@ export class SqliteStore implements Store {
   private lockedSince: number | undefined;
   private retry: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private closing = false;
+  private checkpointer: Worker | undefined;
+  /** Who checkpoints the WAL: the worker thread, SQLite inside commits, or nobody (':memory:'). */
+  checkpoints: 'thread' | 'sqlite' | 'none';
+  private groupsBeforeCheckpointer: number;
+  private readonly checkpointIntervalMs: number;
+  private readonly startCheckpointThread: NonNullable<SqliteStoreOptions['startCheckpointer']>;
   private readonly commitGroup: Database.Transaction<(group: Queued[]) => Outcome[]>;
   private readonly incrementCounter: Database.Transaction<
     (key: string, by: number, now: number, expiresAt: number) => number
@@ -200,7 +224,12 @@ export class SqliteStore implements Store {
     readonly path: string,
     private readonly clock: Clock,
     private readonly busyTimeoutMs: number,
+    options: SqliteStoreOptions,
   ) {
+    this.checkpoints = path === ':memory:' ? 'none' : 'sqlite';
+    this.groupsBeforeCheckpointer = path === ':memory:' ? Infinity : CHECKPOINTER_AFTER_GROUPS;
+    this.checkpointIntervalMs = options.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
+    this.startCheckpointThread = options.startCheckpointer ?? startCheckpointer;
     this.statements = prepareStatements(db);
     this.dataVersion = this.statements.dataVersion.get()!;
     const statements = this.statements;
@@ -247,7 +276,7 @@ export class SqliteStore implements Store {
       db.pragma('synchronous = NORMAL');
       migrate(db, path);
       db.pragma('busy_timeout = 0');
-      return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs);
+      return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs, options);
     } catch (err) {
       db?.close();
       if (err instanceof StoreError) throw err;
@@ -327,6 +356,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     this.closing = true;
+    await this.stopCheckpointer();
     if (this.retry !== undefined) {
       clearTimeout(this.retry as NodeJS.Timeout);
       clearImmediate(this.retry as NodeJS.Immediate);
@@ -341,6 +371,39 @@ export class SqliteStore implements Store {
     // A read after close must fail as the driver does, not answer from memory.
     this.recentRows.clear();
     this.checkedThisTurn = false;
+  }
+
+  private startCheckpointer(): void {
+    let worker: Worker;
+    try {
+      worker = this.startCheckpointThread(this.path, this.checkpointIntervalMs);
+    } catch {
+      return; // SQLite's automatic checkpoint stays on
+    }
+    this.db.pragma('wal_autocheckpoint = 0');
+    this.checkpoints = 'thread';
+    this.checkpointer = worker;
+    const handBack = (): void => {
+      if (this.checkpointer !== worker) return;
+      this.checkpointer = undefined;
+      if (this.closing) return;
+      this.checkpoints = 'sqlite';
+      this.run('checkpoints', () => this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`));
+    };
+    worker.on('error', handBack);
+    worker.on('message', handBack);
+    worker.on('exit', handBack);
+  }
+
+  private async stopCheckpointer(): Promise<void> {
+    const worker = this.checkpointer;
+    if (!worker) return;
+    this.checkpointer = undefined;
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    // Held until it has closed its connection, so that ours is the last and SQLite removes the WAL.
+    worker.ref();
+    worker.postMessage('stop');
+    await exited;
   }
 
   private context(operation: string): string {
@@ -416,6 +479,8 @@ export class SqliteStore implements Store {
     }
     this.lockedSince = undefined;
     this.forgetWritten(group);
+    this.groupsBeforeCheckpointer -= 1;
+    if (this.groupsBeforeCheckpointer === 0 && !this.closing) this.startCheckpointer();
     group.forEach((queued, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) queued.resolve(outcome.value);

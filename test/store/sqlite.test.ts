@@ -1,8 +1,9 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
@@ -242,6 +243,46 @@ describe('SqliteStore', () => {
     await pending;
     assert.equal(otherProcess.prepare<[], { value: string }>("SELECT value FROM kv WHERE key = 'last'").get()?.value, 'word');
     otherProcess.close();
+  });
+
+  it('checkpoints the WAL in a worker thread once it has committed 100 groups, and removes the WAL on close', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { checkpointIntervalMs: 10 });
+    assert.equal(store.checkpoints, 'sqlite', 'a short visit leaves checkpoints to SQLite');
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.equal(store.checkpoints, 'thread');
+    const before = statSync(path).size;
+    await Promise.all(Array.from({ length: 500 }, (_, i) => store.set(`more${i}`, 'x'.repeat(200), 60_000)));
+    // SQLite's own checkpoint is off now: only the thread copies pages into the database file.
+    const deadline = Date.now() + 10_000;
+    while (statSync(path).size <= before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.ok(statSync(path).size > before, `the database file grew from ${before} bytes`);
+    await store.close();
+    assert.equal(existsSync(`${path}-wal`), false, 'the last connection to close removes the WAL');
+    const reopened = await SqliteStore.open(path);
+    assert.equal((await reopened.get('more499'))?.value, 'x'.repeat(200));
+    await reopened.close();
+  });
+
+  it('hands checkpoints back to SQLite when the thread fails, and goes on working', async () => {
+    const path = freshPath();
+    const failing = () => new Worker("throw new Error('no checkpoints today')", { eval: true });
+    const store = await SqliteStore.open(path, { startCheckpointer: failing });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.equal(store.checkpoints, 'thread');
+    const deadline = Date.now() + 10_000;
+    while (store.checkpoints === 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(store.checkpoints, 'sqlite');
+    await store.set('after', 'v', 60_000);
+    assert.equal((await store.get('after'))?.value, 'v');
+    await store.close();
+  });
+
+  it('has nobody checkpoint an in-memory database', async () => {
+    const store = await SqliteStore.open(':memory:');
+    for (let i = 0; i < 150; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.equal(store.checkpoints, 'none');
+    await store.close();
   });
 
   it('yields to the event loop between purge batches', async () => {
