@@ -8,7 +8,10 @@
  *   triplet. The rules are postgrey 1.37's (smtpd_access_policy), so a site moving over keeps
  *   its behaviour:
  *     - each request records first-seen and last-seen; a triplet passes once
- *       now - first >= delay, and stays passed (last - first >= delay);
+ *       now - first >= delay, and stays passed (last - first >= delay); the last-seen time of
+ *       a passed triplet is refreshed at most once an hour (max-age is days: an entry may go
+ *       at most an hour before postgrey's would, and repeat mail of known triplets, most of a
+ *       site's traffic, costs a read instead of a write);
  *     - a triplet that has not passed and is retried more than `retryWindow` after it was
  *       first seen starts again (first = now): the window expired;
  *     - a first-seen time in the future (a clock step) is corrected to now;
@@ -169,7 +172,12 @@ export class Greylist {
       if (stored) {
         const [storedFirst, storedLast] = stored;
         first = storedFirst;
-        if (storedLast - storedFirst >= delayMs) lastWasSuccessful = true;
+        if (storedLast - storedFirst >= delayMs) {
+          if (storedLast <= now && now < storedLast + HOUR_MS && first <= now) {
+            return { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: now - first };
+          }
+          lastWasSuccessful = true;
+        }
         else if (now - first > retryWindowMs) {
           first = now;
           windowExpired = true;

@@ -62,6 +62,24 @@ describe('greylist triplets', () => {
     assert.equal(gone.kind === 'defer' && gone.reason, 'new');
   });
 
+  it('refreshes the last-seen time of a passed triplet at most once an hour', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const greylist = new Greylist(store, clock, { ...POSTGREY, autoAllowClients: 0 });
+    await greylist.check(triplet());
+    clock.advance(300 * S);
+    await greylist.check(triplet());
+    const key = greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+    const passedAt = (await store.get(key))?.value;
+    clock.advance(59 * 60 * S);
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 300 * S + 59 * 60 * S });
+    assert.equal((await store.get(key))?.value, passedAt, 'within the hour: read, not written');
+    clock.advance(60 * S);
+    await greylist.check(triplet());
+    assert.notEqual((await store.get(key))?.value, passedAt, 'an hour on: last-seen refreshed');
+    assert.equal((await store.get(key))?.expiresAt, clock.now() + 35 * DAY);
+  });
+
   it('keeps triplets of other senders, recipients and networks apart', async () => {
     const { clock, greylist } = setup();
     await greylist.check(triplet());
