@@ -5,6 +5,7 @@
  * SYNOPSIS
  *   import { benchSrs } from './srs.js';  const markdown = await benchSrs({ quick: false });
  *   node --import tsx bench/srs.ts [--quick]          prints the section on its own
+ *   node --import tsx bench/srs.ts --pinned MS       the 1-connection cells as JSON (run under taskset)
  *
  * DESCRIPTION
  *   The requests are 2000 distinct senders of 200 domains: each operation pair forwards one
@@ -25,6 +26,10 @@
  *   is checked: forwards must equal the in-process result (postsrsd's too: same secret, same day)
  *   and reverses must give the sender back; mismatches are counted in the table (not for the
  *   echo, which answers nothing).
+ *   The 1-connection cells are then measured once more with this process, callout's servers
+ *   and postsrsd all on CPU 0 (this file with --pinned, under `taskset -c 0`): the wake-ups of
+ *   a ping-pong across two CPUs of a VM dominate that column otherwise, and one CPU leaves each
+ *   server's own work.
  *
  * LIMITS
  *   Each cell runs for 2 s (0.3 s with --quick) after a warm-up (1 s in process, where the JIT
@@ -35,7 +40,7 @@
  *   machine's other load, so that column can move by 2× between runs; compare rows of one run.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -232,20 +237,21 @@ function floorVersusPostsrsd(rows: Row[]): string {
   );
 }
 
-export async function benchSrs(options: { quick: boolean }): Promise<string> {
-  const durationMs = options.quick ? 300 : 2000;
-  const rows: Row[] = [];
-  const local = inProcess(durationMs);
-  rows.push({ name: 'callout, in process', cells: [local, 'n/a'] });
+interface Contender {
+  name: string;
+  connect: () => Promise<Target>;
+  unchecked?: boolean;
+}
 
+/** Starts callout's servers (a child process) and postsrsd, runs `work` over them, stops them. */
+async function withContenders<T>(work: (contenders: Contender[], postsrsdVersion: string | undefined) => Promise<T>): Promise<T> {
   const { child, ports } = await startChild();
   let postsrsd: Postsrsd | undefined;
-  let postsrsdVersion = 'not installed';
   try {
     const [forwardPort, reversePort, socketmapPort, echoPort] = ports as [number, number, number, number];
     const host = '127.0.0.1';
     const echo = { host, port: echoPort };
-    const contenders: Array<{ name: string; connect: () => Promise<Target>; unchecked?: boolean }> = [
+    const contenders: Contender[] = [
       { name: 'callout tcp_table (loopback)', connect: tcpTableTarget({ host, port: forwardPort }, { host, port: reversePort }) },
       { name: 'callout socketmap (loopback)', connect: socketmapTarget({ host, port: socketmapPort }) },
       { name: FLOOR_ROW, connect: tcpTableTarget(echo, echo), unchecked: true },
@@ -253,26 +259,57 @@ export async function benchSrs(options: { quick: boolean }): Promise<string> {
     if (existsSync(POSTSRSD)) {
       const [forwardPort, reversePort] = (await freePorts(2)) as [number, number];
       postsrsd = await startPostsrsd({ secrets: [SECRET], domain: DOMAIN, forwardPort, reversePort });
-      postsrsdVersion = postsrsd.version;
       contenders.push({ name: `${postsrsd.version} tcp_table (loopback)`, connect: tcpTableTarget(postsrsd.forward, postsrsd.reverse) });
     }
-    const results = contenders.map((c) => ({ name: c.name, cells: [] as Array<Cell | string>, unchecked: c.unchecked }));
-    for (const concurrency of CONCURRENCIES) {
-      // Interleaved repetitions, median kept: other load on the machine hits every row alike.
-      const samples = contenders.map(() => [] as Cell[]);
-      // The echo is a floor for one connection only; with more, both sides' CPU time decides.
-      const measured = contenders.filter((c) => concurrency === 1 || !c.unchecked);
-      for (let rep = 0; rep < REPETITIONS; rep++) {
-        for (const c of measured) samples[contenders.indexOf(c)]!.push(await overWire(c.connect, concurrency, durationMs, !c.unchecked));
-      }
-      samples.forEach((list, i) => results[i]!.cells.push(list.length > 0 ? median(list) : 'n/a'));
-    }
-    rows.push(...results);
-    if (!postsrsd) rows.push({ name: 'postsrsd tcp_table', cells: ['not installed', 'not installed'] });
+    return await work(contenders, postsrsd?.version);
   } finally {
     child.stdin!.end();
     await postsrsd?.stop();
   }
+}
+
+/** Interleaved repetitions of every contender at one concurrency, the median of each (or 'n/a'). */
+async function measureAll(contenders: readonly Contender[], concurrency: number, durationMs: number): Promise<Array<Cell | 'n/a'>> {
+  const samples = contenders.map(() => [] as Cell[]);
+  // The echo is a floor for one connection only; with more, both sides' CPU time decides.
+  const measured = contenders.filter((c) => concurrency === 1 || !c.unchecked);
+  for (let rep = 0; rep < REPETITIONS; rep++) {
+    for (const c of measured) samples[contenders.indexOf(c)]!.push(await overWire(c.connect, concurrency, durationMs, !c.unchecked));
+  }
+  return samples.map((list) => (list.length > 0 ? median(list) : 'n/a'));
+}
+
+/**
+ * The 1-connection cells again with this benchmark, callout's servers and postsrsd all on CPU 0
+ * (`taskset -c 0`, inherited by every child): no request then needs a wake-up on another CPU.
+ * Runs this file with --pinned under taskset; undefined without taskset.
+ */
+async function pinnedOneConnection(durationMs: number): Promise<Map<string, Cell | 'n/a'> | undefined> {
+  if (spawnSync('taskset', ['-c', '0', 'true']).status !== 0) return undefined;
+  const run = spawnSync('taskset', ['-c', '0', process.execPath, '--import', 'tsx', fileURLToPath(import.meta.url), '--pinned', String(durationMs)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (run.status !== 0) throw new Error(`bench/srs --pinned exited with ${run.status ?? run.signal}`);
+  return new Map(JSON.parse(run.stdout) as Array<[string, Cell | 'n/a']>);
+}
+
+export async function benchSrs(options: { quick: boolean }): Promise<string> {
+  const durationMs = options.quick ? 300 : 2000;
+  const rows: Row[] = [];
+  const local = inProcess(durationMs);
+  rows.push({ name: 'callout, in process', cells: [local, 'n/a'] });
+  const postsrsdVersion = await withContenders(async (contenders, version) => {
+    const results = contenders.map((c) => ({ name: c.name, cells: [] as Array<Cell | string>, unchecked: c.unchecked }));
+    for (const concurrency of CONCURRENCIES) {
+      (await measureAll(contenders, concurrency, durationMs)).forEach((cell, i) => results[i]!.cells.push(cell));
+    }
+    rows.push(...results);
+    if (!version) rows.push({ name: 'postsrsd tcp_table', cells: ['not installed', 'not installed'] });
+    return version ?? 'not installed';
+  });
+  const pinned = await pinnedOneConnection(durationMs);
+  const pinnedCell = (row: Row): Cell | string => (row.name === rows[0]!.name ? 'n/a' : (pinned?.get(row.name) ?? 'n/a'));
 
   const lines = [
     '## SRS rewriting (forward + reverse)',
@@ -281,22 +318,45 @@ export async function benchSrs(options: { quick: boolean }): Promise<string> {
       `over ${SENDERS.length} distinct senders, secret and SRS domain shared by all rows; ${options.quick ? 'quick run, ' : ''}` +
       `${durationMs / 1000} s per cell (median of ${REPETITIONS} interleaved runs over loopback), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), Node ${process.version}, ${postsrsdVersion}. ` +
       `Over loopback each connection waits for its reply before the next request, as Postfix does; callout's servers run in a child process. ` +
-      `Wrong answers: forwards that differ from callout's in-process result, or reverses that do not give the sender back (first round, checked).`,
+      `Wrong answers: forwards that differ from callout's in-process result, or reverses that do not give the sender back (first round, checked). ` +
+      `The "pinned" column runs the 1-connection cells again with client and every server on one CPU (\`taskset -c 0\`).`,
     '',
-    `| implementation | 1 connection | ${CONCURRENCIES[1]} connections | wrong answers |`,
-    '| --- | ---: | ---: | ---: |',
-    ...rows.map((r) => `| ${r.name} | ${rate(r.cells[0] ?? '-')} | ${rate(r.cells[1] ?? '-')} | ${r.unchecked ? 'n/a' : wrong(r.cells)} |`),
+    `| implementation | 1 connection | ${CONCURRENCIES[1]} connections | 1 connection, pinned to one CPU | wrong answers |`,
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => `| ${r.name} | ${rate(r.cells[0] ?? '-')} | ${rate(r.cells[1] ?? '-')} | ${rate(pinned ? pinnedCell(r) : 'taskset missing')} | ${r.unchecked ? 'n/a' : wrong(r.cells)} |`),
     '',
     `With 1 connection the rates depend on whether the kernel runs client and server on one CPU or on two (a cross-CPU wake-up per request), ` +
-      `which depends on the machine's other load: compare rows within one run.`,
+      `which depends on the machine's other load: compare rows within one run. On this VM an idle CPU halts at once, so a wake-up on the other CPU ` +
+      `costs tens of microseconds per request; pinned to one CPU nothing waits for a halted CPU, and the column compares the work each server does.`,
     '',
-    `Targets: in process ≥ 200,000 lookups/s (${local.opsPerSecond >= 200_000 ? 'met' : 'NOT met'}); through the lookup services at least as fast as postsrsd on the same requests (${versusPostsrsd(rows)}).${floorVersusPostsrsd(rows)}`,
+    `Targets: in process ≥ 200,000 lookups/s (${local.opsPerSecond >= 200_000 ? 'met' : 'NOT met'}); through the lookup services at least as fast as postsrsd on the same requests (${versusPostsrsd(rows)}${pinned ? `; pinned to one CPU with 1 connection: ${versusPostsrsdPinned(rows, pinned)}` : ''}).${floorVersusPostsrsd(rows)}`,
     '',
   ];
   return lines.join('\n');
 }
 
+/** callout's best map service against postsrsd in the pinned column. */
+function versusPostsrsdPinned(rows: Row[], pinned: Map<string, Cell | 'n/a'>): string {
+  const theirs = rows.find((r) => r.name.startsWith('postsrsd'));
+  const them = theirs ? pinned.get(theirs.name) : undefined;
+  if (!them || them === 'n/a') return 'postsrsd not measured';
+  const best = Math.max(...rows.filter((r) => r.name.startsWith('callout') && r.name.includes('loopback')).map((r) => {
+    const cell = pinned.get(r.name);
+    return cell && cell !== 'n/a' ? cell.opsPerSecond : 0;
+  }));
+  return `${(best / them.opsPerSecond).toFixed(2)}×`;
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const pinnedAt = process.argv.indexOf('--pinned');
   if (process.argv.includes('--serve')) await serve();
+  else if (pinnedAt >= 0) {
+    const durationMs = Number(process.argv[pinnedAt + 1]);
+    const cells = await withContenders(async (contenders) => {
+      const measured = await measureAll(contenders, 1, durationMs);
+      return contenders.map((c, i) => [c.name, measured[i]!] as const);
+    });
+    process.stdout.write(JSON.stringify(cells));
+  }
   else process.stdout.write(await benchSrs({ quick: process.argv.includes('--quick') }));
 }
