@@ -32,9 +32,10 @@
  * LIMITS
  *   maxConnections (default 1000): a connection over the limit is accepted and closed at once, and
  *   logged once per burst. idleTimeoutMs (default 300 000): a connection that sends nothing while
- *   no request is being handled is closed. requestTimeoutMs (default 100 000). The decoder limits
- *   (line, attributes, request size) are passed through. Between bind and chmod the UNIX socket
- *   briefly has the mode the umask gives.
+ *   no request is being handled is closed, and a connection being closed is destroyed when its
+ *   client has not read the answers queued before the end within as long. requestTimeoutMs
+ *   (default 100 000). The decoder limits (line, attributes, request size) are passed through.
+ *   Between bind and chmod the UNIX socket briefly has the mode the umask gives.
  *
  * ERRORS
  *   The constructor throws ConfigError for a listen address it cannot read; listen() rejects
@@ -475,6 +476,13 @@ class PolicyConnection {
   }
 
   private idleExpired(): void {
+    // finish() ended the socket an idle timeout ago and the answers queued before the end are
+    // still unread: a client that never reads them would hold the connection for good.
+    if (this.socket.writableEnded && !this.socket.destroyed) {
+      this.context.log.info({ ...this.fields(), idleTimeoutMs: this.context.idleTimeoutMs }, 'policy client does not read its answers; dropping the connection');
+      this.socket.destroy();
+      return;
+    }
     if (this.finishing) return;
     // While a request runs, the request timer is the one that counts.
     if (this.handling) {
@@ -489,10 +497,12 @@ class PolicyConnection {
   private finish(): void {
     this.finishing = true;
     this.queue.length = 0;
-    this.stopTimers();
+    clearTimeout(this.requestTimer);
     if (this.socket.destroyed || this.socket.writableEnded) return;
-    // After the answers still in the outbox, never before them.
+    // After the answers still in the outbox, never before them. The end waits for the peer to
+    // read those answers; the idle timer bounds the wait.
     this.context.outbox.end(this.socket);
+    this.idleTimer.refresh();
   }
 
   private stopTimers(): void {

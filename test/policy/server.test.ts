@@ -341,6 +341,23 @@ describe('PolicyServer over TCP', () => {
     assert.equal(entries.filter((entry) => entry.message === 'closing idle policy connection').length, 2);
   });
 
+  it('drops a connection it is closing when the client never reads the answers queued before the end', async () => {
+    // Answers large enough that the socket buffers cannot take them all: the end stays queued.
+    const action = `DUNNO ${'x'.repeat(100_000)}`;
+    const { server, address, entries } = await startServer(async () => action, { limits: { idleTimeoutMs: 150 } });
+    const requests = encodeRequest({}).repeat(200);
+    const halfClosed = await Client.connect(address);
+    halfClosed.socket.pause();
+    halfClosed.socket.end(requests);
+    const silent = await Client.connect(address);
+    silent.socket.pause();
+    silent.send(requests);
+    await eventually(() => server.connections === 0, 'both connections to be dropped');
+    assert.equal(entries.filter((entry) => entry.message === 'policy client does not read its answers; dropping the connection').length, 2);
+    halfClosed.close();
+    silent.close();
+  });
+
   it('closes connections over maxConnections at once and logs once per burst', async () => {
     const { server, address, entries } = await startServer(async () => 'DUNNO', { limits: { maxConnections: 2 } });
     const first = await Client.connect(address);
