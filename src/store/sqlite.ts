@@ -30,8 +30,8 @@
  *   busy handler sleeps the thread (1, 2, 5, 10 ... ms, and under steady contention from another
  *   worker a commit was seen to wait 600 ms), which would stall every connection of the daemon.
  *   So once the file is open the connection's busy timeout is 0, and a group that finds the lock
- *   taken goes back to the head of the queue and is tried again at the next turn, then every
- *   millisecond, until busyTimeoutMs has passed; the writes and reads asked for meanwhile join
+ *   taken goes back to the head of the queue and is tried again at every turn for the first
+ *   LOCK_SPIN_MS, then every millisecond, until busyTimeoutMs has passed; the writes and reads asked for meanwhile join
  *   it, in order. A read that meets a lock (rare in WAL mode) takes the same way. Opening, the
  *   schema migration and the last commit of close() wait in SQLite's busy handler.
  *
@@ -49,14 +49,15 @@
  *
  *   Reads of single keys are remembered (up to READ_MEMORY_LIMIT rows, absent keys too): a
  *   policy service asks for the same cached verdicts again and again, and a SELECT under load
- *   cost 8-14 µs, a seventh of a decision. The remembered rows are trusted for the rest of the
- *   event-loop turn in which they were checked; the first read of a turn asks SQLite's
- *   PRAGMA data_version, which changes when any other connection (another worker, another
- *   mail server's CLI) has committed, and forgets every row when it did. This connection's own
- *   writes forget the rows of the keys they wrote when they commit, and a commit by another
- *   store of this process ends the trust at once. So a read sees every commit made before its
- *   turn began, as a read of SQLite itself would have, and at worst misses one committed by
- *   another process during the same turn.
+ *   cost 8-14 µs, a seventh of a decision. The remembered rows are trusted until the end of the
+ *   event-loop turn in which they were checked (the next check phase: a check made in a check
+ *   phase lasts into the next iteration) and for at most TRUST_MS; the first read after that
+ *   asks SQLite's PRAGMA data_version, which changes when any other connection (another worker,
+ *   another mail server's CLI) has committed, and forgets every row when it did. This
+ *   connection's own writes forget the rows of the keys they wrote when they commit, and a
+ *   commit by another store of this process ends the trust at once. So a read may miss only a
+ *   commit another process made less than TRUST_MS before it; a compare-and-set never acts on
+ *   such a row, since it compares in SQL (and forgets the key when it fails).
  *
  *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its
  *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE
@@ -98,6 +99,8 @@ export interface SqliteStoreOptions {
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 const PURGE_BATCH = 1000;
 const READ_MEMORY_LIMIT = 8_192;
+const TRUST_MS = 1;
+const LOCK_SPIN_MS = 2;
 const CHECKPOINT_INTERVAL_MS = 250;
 const CHECKPOINTER_AFTER_GROUPS = 100;
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
@@ -200,6 +203,8 @@ export class SqliteStore implements Store {
   private readonly recentRows = new RecentMap<Omit<Row, 'key'> | undefined>(READ_MEMORY_LIMIT);
   private dataVersion: number;
   private checkedThisTurn = false;
+  /** performance.now() of the last data_version check. */
+  private checkedAt = 0;
   private commitsSeen = commitsInThisProcess;
   private readonly endTurn = (): void => {
     this.checkedThisTurn = false;
@@ -208,6 +213,7 @@ export class SqliteStore implements Store {
   private lockedSince: number | undefined;
   private retry: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private closing = false;
+  private closed: Promise<void> | undefined;
   private checkpointer: Worker | undefined;
   /** Who checkpoints the WAL: the worker thread, SQLite inside commits, or nobody (':memory:'). */
   checkpoints: 'thread' | 'sqlite' | 'none';
@@ -354,19 +360,26 @@ export class SqliteStore implements Store {
     }
   }
 
-  async close(): Promise<void> {
+  /** Every call settles once the store is closed: a second one waits for the first. */
+  close(): Promise<void> {
+    this.closed ??= this.closeOnce();
+    return this.closed;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closing = true;
-    await this.stopCheckpointer();
     if (this.retry !== undefined) {
       clearTimeout(this.retry as NodeJS.Timeout);
       clearImmediate(this.retry as NodeJS.Immediate);
       this.retry = undefined;
     }
     if (this.queue.length > 0) {
-      // The last group may wait for the lock here: nothing is left to serve once closing.
+      // The last group may wait for the lock here: nothing is left to serve once closing. Before
+      // the thread is stopped, which takes milliseconds in which a retry would fail the group.
       this.run('close', () => this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`));
       this.commitQueued();
     }
+    await this.stopCheckpointer();
     this.run('close', () => this.db.close());
     // A read after close must fail as the driver does, not answer from memory.
     this.recentRows.clear();
@@ -393,6 +406,8 @@ export class SqliteStore implements Store {
     worker.on('error', handBack);
     worker.on('message', handBack);
     worker.on('exit', handBack);
+    // A 'message' listener refs the worker again; unref'd, it never holds the process up.
+    worker.unref();
   }
 
   private async stopCheckpointer(): Promise<void> {
@@ -425,8 +440,10 @@ export class SqliteStore implements Store {
 
   /** Forgets the remembered rows when another connection has committed since they were read. */
   private checkDataVersion(): void {
-    if (this.checkedThisTurn && this.commitsSeen === commitsInThisProcess) return;
+    const now = performance.now();
+    if (this.checkedThisTurn && this.commitsSeen === commitsInThisProcess && now - this.checkedAt < TRUST_MS) return;
     const version = this.statements.dataVersion.get()!;
+    this.checkedAt = now;
     if (version !== this.dataVersion) {
       this.recentRows.clear();
       this.dataVersion = version;
@@ -490,21 +507,19 @@ export class SqliteStore implements Store {
 
   /**
    * Puts a group that found the write lock taken back at the head of the queue and tries it
-   * again later without blocking: at the next turn first, then every millisecond. False once
-   * busyTimeoutMs has passed (or when closing): the group then fails.
+   * again later without blocking: at every turn for the first LOCK_SPIN_MS (another worker's
+   * commit takes tens of microseconds, and a timer's millisecond would be most of the wait),
+   * then every millisecond. False once busyTimeoutMs has passed (or when closing): the group
+   * then fails.
    */
   private waitForLock(group: Queued[]): boolean {
     const now = performance.now();
     if (this.closing) return false;
-    if (this.lockedSince === undefined) {
-      this.lockedSince = now;
-      this.queue = group.concat(this.queue);
-      this.retry = setImmediate(() => this.retryCommit());
-      return true;
-    }
-    if (now - this.lockedSince >= this.busyTimeoutMs) return false;
+    this.lockedSince ??= now;
+    const waited = now - this.lockedSince;
+    if (waited >= this.busyTimeoutMs) return false;
     this.queue = group.concat(this.queue);
-    this.retry = setTimeout(() => this.retryCommit(), 1);
+    this.retry = waited < LOCK_SPIN_MS ? setImmediate(() => this.retryCommit()) : setTimeout(() => this.retryCommit(), 1);
     return true;
   }
 

@@ -3,11 +3,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
+import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'callout-sqlite-'));
@@ -17,6 +21,26 @@ let fileCount = 0;
 function freshPath(): string {
   fileCount += 1;
   return join(scratch, `case-${fileCount}`, 'nested', 'store.sqlite');
+}
+
+/**
+ * Another process holding the write lock for ms: a thread of its own, so that it lets go while
+ * this one sleeps in SQLite's busy handler. Resolves once the lock is taken.
+ */
+async function holdWriteLock(path: string, ms: number): Promise<{ released: Promise<unknown> }> {
+  const holder = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const db = new (require(workerData.driver))(workerData.path);
+     db.prepare('BEGIN IMMEDIATE').run();
+     parentPort.postMessage('locked');
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
+     db.prepare('COMMIT').run();
+     db.close();`,
+    { eval: true, workerData: { path, ms, driver: createRequire(import.meta.url).resolve('better-sqlite3') } },
+  );
+  const released = once(holder, 'exit');
+  await once(holder, 'message');
+  return { released };
 }
 
 runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { clock }));
@@ -118,6 +142,27 @@ describe('SqliteStore', () => {
       await new Promise((resolve) => setImmediate(resolve));
       assert.equal((await store.get('verdict'))?.value, 'new');
       assert.equal((await store.get('absent'))?.value, 'here');
+    } finally {
+      otherProcess.close();
+      await store.close();
+    }
+  });
+
+  it('trusts remembered rows for at most a millisecond, even when checked in a check phase', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    const otherProcess = new Database(path);
+    try {
+      await store.set('k', 'old', 60_000); // resumes in the check phase, after the commit
+      assert.equal((await store.get('k'))?.value, 'old');
+      otherProcess.prepare("UPDATE kv SET value = 'new' WHERE key = 'k'").run();
+      // The next iteration's timers run before its check phase ends the turn's trust.
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      assert.equal((await store.get('k'))?.value, 'new');
+      otherProcess.prepare("UPDATE kv SET value = 'newer' WHERE key = 'k'").run();
+      const spinUntil = performance.now() + 2;
+      while (performance.now() < spinUntil); // the same turn, but past the bound
+      assert.equal((await store.get('k'))?.value, 'newer');
     } finally {
       otherProcess.close();
       await store.close();
@@ -243,6 +288,58 @@ describe('SqliteStore', () => {
     await pending;
     assert.equal(otherProcess.prepare<[], { value: string }>("SELECT value FROM kv WHERE key = 'last'").get()?.value, 'word');
     otherProcess.close();
+  });
+
+  it('commits a group still waiting for the lock when it closes with the checkpoint thread running', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { checkpointIntervalMs: 10 });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.equal(store.checkpoints, 'thread');
+    const { released } = await holdWriteLock(path, 200);
+    const pending = store.set('last', 'word', 60_000);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Stopping the thread takes milliseconds, in which the group is retried: it must not fail.
+    await store.close();
+    await pending;
+    await released;
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.prepare<[], { value: string }>("SELECT value FROM kv WHERE key = 'last'").get()?.value, 'word');
+    check.close();
+  });
+
+  it('may be closed again at any time: every close() settles once the store is closed', async () => {
+    let thread: Worker | undefined;
+    const store = await SqliteStore.open(freshPath(), {
+      checkpointIntervalMs: 10,
+      startCheckpointer: (path, intervalMs) => (thread = startCheckpointer(path, intervalMs)),
+    });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.ok(thread);
+    const first = store.close();
+    await store.close();
+    assert.equal(thread.threadId, -1, 'the second close() settled before the checkpoint thread had ended');
+    await first;
+    const late = store.set('late', 'v', 60_000);
+    await store.close();
+    await assert.rejects(late, StoreError);
+  });
+
+  it('lets a process that never closes it exit while the checkpoint thread runs', async () => {
+    const script = join(scratch, 'never-closes.mjs');
+    writeFileSync(
+      script,
+      `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+       const store = await SqliteStore.open(${JSON.stringify(freshPath())}, { checkpointIntervalMs: 10 });
+       for (let i = 0; i < 100; i += 1) await store.set('k' + i, 'v', 60_000);
+       await new Promise((resolve) => setTimeout(resolve, 100));
+       if (store.checkpoints !== 'thread') process.exitCode = 2;`,
+    );
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { env, stdio: 'inherit' });
+    const killer = setTimeout(() => child.kill(), 10_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, 'the process ended on its own, the thread still running');
   });
 
   it('checkpoints the WAL in a worker thread once it has committed 100 groups, and removes the WAL on close', async () => {
