@@ -19,7 +19,8 @@
  *     - `callout serve` from the build (bench/serve), with the greylist stage alone and the
  *       SQLite store in a temporary directory, policy.acceptTestTime on, so that each request's
  *       `policy_test_time` attribute sets its clock (never backwards), as postgrey's does; with
- *       16 connections also `--workers 2` on that one SQLite file;
+ *       16 connections also `--workers 2` on that one SQLite file, and on a fresh redis-server
+ *       (test/support/redis) when one is installed;
  *     - postgrey 1.37 (/usr/sbin/postgrey, BerkeleyDB in a temporary --dbdir) on loopback in
  *       the foreground with the same delay, retry window, max-age, auto-allow count and
  *       whitelist files. postgrey reads the time of a request from its `policy_test_time`
@@ -45,6 +46,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PolicyClient } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
+import { startRedis } from '../test/support/redis.js';
 import { startServe } from './serve.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
@@ -212,17 +214,19 @@ export interface CalloutReplayOptions {
   workers?: number;
   /** Run the build, as production does (the benchmark), or the source tree (the tests). */
   from?: 'build' | 'source';
+  /** A Redis store at this URL instead of SQLite. */
+  redisUrl?: string;
 }
 
 /** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION and replay()). */
 export async function replayCallout(trace: readonly TraceEvent[], options: CalloutReplayOptions = {}): Promise<Replay> {
-  const { connections = 1, workers = 1, from = 'build' } = options;
+  const { connections = 1, workers = 1, from = 'build', redisUrl } = options;
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
   const config = {
     dataDir: dir,
-    store: { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
+    store: redisUrl ? { kind: 'redis', url: redisUrl } : { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
     policy: {
       listen: `127.0.0.1:${port}`,
       workers,
@@ -262,6 +266,15 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
 /** The trace's time for the request, which both servers take as their clock. */
 function testTime(event: TraceEvent): Record<string, string> {
   return { policy_test_time: String(event.time) };
+}
+
+function redisAvailable(): boolean {
+  try {
+    accessSync('/usr/bin/redis-server', constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function postgreyAvailable(): boolean {
@@ -376,9 +389,20 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     results.push({ connections, callout, ...(postgrey ? { postgrey } : {}) });
     lines.push(`| callout serve (greylist stage) | SQLite | ${connections} | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${deferred(callout)} |`);
     if (connections > 1) {
-      const workers = await replayCallout(trace, { connections, workers: WORKERS });
-      lines.push(`| callout serve --workers ${WORKERS} (greylist stage) | SQLite | ${connections} | ${workers.perSecond.toFixed(0)} | ${workers.seconds.toFixed(2)} | ${deferred(workers)} |`);
-      if (postgrey) workersRows.push(`- ${connections} connections, \`--workers ${WORKERS}\`: callout ${(workers.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
+      const stores: Array<[string, string | undefined]> = [['SQLite', undefined]];
+      const redis = redisAvailable() ? await startRedis() : undefined;
+      if (redis) stores.push(['Redis', redis.url]);
+      try {
+        for (const [store, redisUrl] of stores) {
+          // A fresh database for each row: the trace must start from nothing.
+          const workers = await replayCallout(trace, { connections, workers: WORKERS, ...(redisUrl ? { redisUrl } : {}) });
+          lines.push(`| callout serve --workers ${WORKERS} (greylist stage) | ${store} | ${connections} | ${workers.perSecond.toFixed(0)} | ${workers.seconds.toFixed(2)} | ${deferred(workers)} |`);
+          if (postgrey) workersRows.push(`- ${connections} connections, \`--workers ${WORKERS}\` on ${store}: callout ${(workers.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
+        }
+      } finally {
+        await redis?.stop();
+      }
+      if (!redis) workersRows.push('- redis-server is not installed: no Redis row.');
     }
     if (postgrey) lines.push(`| postgrey 1.37 | BerkeleyDB | ${connections} | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${deferred(postgrey)} |`);
   }
