@@ -39,7 +39,7 @@ import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryK
 import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { storePath } from './runtime.js';
+import { configuredStore } from './runtime.js';
 
 export interface GreylistCommandIo {
   out: NodeJS.WritableStream;
@@ -68,7 +68,7 @@ function stageOptions(config: Config): GreylistOptions {
 async function openConfigured(flags: CommonFlags): Promise<{ greylist: Greylist; options: GreylistOptions; store: Store }> {
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
   if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the greylist of a running daemon cannot be reached; use sqlite or redis');
-  const store = await openStore(config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'sqlite', path: storePath(config) });
+  const store = await openStore(configuredStore(config));
   const options = stageOptions(config);
   return { greylist: greylistFromOptions(options, store, systemClock), options, store };
 }

@@ -10,9 +10,11 @@
  *   callout verp encode --sender S [--delimiters +=] RECIPIENT
  *   callout verp decode --sender S [--delimiters +=] ADDRESS
  *   callout bounce parse FILE [--json]                  (FILE - reads standard input)
- *   callout bounce record FILE --rcpt ADDRESS --store DB [--batv-key-file F] [--verp-sender S]... [--now T]
- *   callout bounce list --store DB [--limit N] [--json]
- *   callout bounce query|remove ADDRESS --store DB
+ *   callout bounce record FILE --rcpt ADDRESS STORE [--batv-key-file F] [--verp-sender S]... [--now T]
+ *   callout bounce list STORE [--limit N] [--json]
+ *   callout bounce query|remove ADDRESS STORE
+ *     STORE: --store DB (a SQLite file), or -c FILE [--data-dir D] (the configured store,
+ *     SQLite or Redis; without either, the default configuration's)
  *   callout rewrite serve [--socketmap HOST:PORT|PATH] [--tcp-table MAP=HOST:PORT]...
  *                     [--srs-domain D --srs-secret-file F ...] [--batv-key-file F --batv-domain D...]
  *
@@ -27,10 +29,10 @@
  *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
  *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
  *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002.
- *   Postfix configuration: docs/rewrite.md.
+ *   Postfix configuration: README.md ("BATV, SRS, VERP and bounces").
  *
  *   `bounce record` reads a bounce as delivered to RCPT (the bounce's envelope recipient) and
- *   adds the recipients it proves dead to the suppression list in the SQLite store DB.
+ *   adds the recipients it proves dead to the suppression list in the store.
  *
  * EXIT STATUS
  *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
@@ -50,8 +52,11 @@ import { SocketmapServer } from '../rewrite/socketmap.js';
 import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } from '../rewrite/verp.js';
+import { loadConfig } from '../config/load.js';
 import { openStore } from '../store/index.js';
+import type { StoreSpec } from '../store/index.js';
 import { collect } from './options.js';
+import { configuredStore } from './runtime.js';
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
@@ -184,8 +189,33 @@ async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> 
   return Buffer.concat(chunks);
 }
 
-async function withSuppression<T>(storePath: string, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
-  const store = await openStore({ kind: 'sqlite', path: storePath }, clock);
+interface StoreFlags {
+  store?: string;
+  config?: string;
+  dataDir?: string;
+}
+
+/** --store FILE (a SQLite file), or the store of the configuration (-c FILE, --data-dir), SQLite or Redis. */
+function suppressionStore(flags: StoreFlags): StoreSpec {
+  if (flags.store !== undefined) {
+    if (flags.config !== undefined) throw new UsageError('give --store or --config, not both');
+    return { kind: 'sqlite', path: flags.store };
+  }
+  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
+  if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the suppression list of a running daemon cannot be reached; use sqlite or redis');
+  return configuredStore(config);
+}
+
+/** The store options of every suppression command. */
+function storeOptions(command: Command): Command {
+  return command
+    .option('--store <file>', 'the SQLite store file')
+    .option('-c, --config <file>', "use the configuration's store instead (SQLite or Redis)")
+    .option('--data-dir <dir>', 'directory of the SQLite store (with --config or the default configuration)');
+}
+
+async function withSuppression<T>(flags: StoreFlags, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
+  const store = await openStore(suppressionStore(flags), clock);
   try {
     return await run(new SuppressionList(store, { clock }));
   } finally {
@@ -287,23 +317,22 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       else io.out.write(result.ok ? formatReport(result.report) : `not a bounce: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
-  bounce
+  storeOptions(bounce
     .command('record')
     .description('add the recipients a genuine bounce proves dead to the suppression list')
     .argument('<file>', 'the message, or - for standard input')
-    .requiredOption('--rcpt <address>', "the bounce's envelope recipient (our reverse path)")
-    .requiredOption('--store <file>', 'the SQLite store')
+    .requiredOption('--rcpt <address>', "the bounce's envelope recipient (our reverse path)"))
     .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
     .option('--verp-sender <address>', 'a list sender whose VERP addresses prove bounces; repeatable', collect, [])
     .option('--verp-delimiters <two>', 'VERP delimiters', '+=')
     .option('--now <time>', 'as of this instant (BATV validity, entry times)')
     .option('--json', 'print the outcome as one JSON object')
-    .action(async (file: string, flags: { rcpt: string; store: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
+    .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
       if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
       const message = await readMessage(file, io);
       const delimiters = parseVerpDelimiters(flags.verpDelimiters);
       const outcome: BounceOutcome = await withSuppression(
-        flags.store,
+        flags,
         (list) =>
           list.recordBounce(
             { envelopeRecipient: flags.rcpt, message },
@@ -316,37 +345,26 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       else io.out.write(`nothing recorded: ${outcome.kind === 'not-hard' ? 'no hard failure in the report' : outcome.reason}\n`);
       process.exitCode = outcome.kind === 'recorded' ? 0 : 1;
     });
-  bounce
-    .command('list')
-    .description('list suppressed addresses')
-    .requiredOption('--store <file>', 'the SQLite store')
+  storeOptions(bounce.command('list').description('list suppressed addresses'))
     .option('--limit <n>', 'at most this many', '1000')
     .option('--json', 'print JSON Lines')
-    .action(async (flags: { store: string; limit: string; json?: boolean }) => {
+    .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
       const limit = Number(flags.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: got "${flags.limit}", expected a positive whole number`);
-      const entries = await withSuppression(flags.store, (list) => list.list(limit));
+      const entries = await withSuppression(flags, (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? JSON.stringify(e) : formatEntry(e)}\n`).join(''));
     });
-  bounce
-    .command('query')
-    .description('whether an address is suppressed (exit 0) or not (exit 1)')
-    .argument('<address>')
-    .requiredOption('--store <file>', 'the SQLite store')
+  storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')
-    .action(async (address: string, flags: { store: string; json?: boolean }) => {
-      const entry = await withSuppression(flags.store, (list) => list.get(address));
+    .action(async (address: string, flags: StoreFlags & { json?: boolean }) => {
+      const entry = await withSuppression(flags, (list) => list.get(address));
       if (flags.json) io.out.write(`${JSON.stringify(entry ?? null)}\n`);
       else io.out.write(entry ? `${formatEntry(entry)}\n` : `${address}: not suppressed\n`);
       process.exitCode = entry ? 0 : 1;
     });
-  bounce
-    .command('remove')
-    .description('take an address off the suppression list')
-    .argument('<address>')
-    .requiredOption('--store <file>', 'the SQLite store')
-    .action(async (address: string, flags: { store: string }) => {
-      const removed = await withSuppression(flags.store, (list) => list.remove(address));
+  storeOptions(bounce.command('remove').description('take an address off the suppression list').argument('<address>'))
+    .action(async (address: string, flags: StoreFlags) => {
+      const removed = await withSuppression(flags, (list) => list.remove(address));
       io.out.write(removed ? `${address}: removed\n` : `${address}: was not suppressed\n`);
       process.exitCode = removed ? 0 : 1;
     });

@@ -15,6 +15,7 @@ import { CachingResolver } from '../dns/cache.js';
 import { createNodeResolver } from '../dns/node-resolver.js';
 import type { Resolver } from '../dns/types.js';
 import { openStore } from '../store/index.js';
+import type { StoreSpec } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 
@@ -43,10 +44,16 @@ export function storePath(config: Config): string {
   return isAbsolute(config.store.path) ? config.store.path : join(config.dataDir, config.store.path);
 }
 
+/** The store the configuration names: SQLite under its data directory, Redis, or memory. */
+export function configuredStore(config: Config): StoreSpec {
+  if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config) };
+  return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'memory' };
+}
+
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
   const resolver = createResolver(config, clock);
   const store = await openStore(
-    config.store.kind === 'sqlite' ? { kind: 'sqlite', path: storePath(config) } : config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'memory' },
+    configuredStore(config),
     clock,
   );
   try {

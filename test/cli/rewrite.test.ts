@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -9,6 +9,7 @@ import { registerRewriteCommands } from '../../src/cli/rewrite.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { SocketmapClient } from '../../src/rewrite/socketmap.js';
 import { TcpTableClient } from '../../src/rewrite/tcp-table.js';
+import { startRedis } from '../support/redis.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-cli-rewrite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -108,6 +109,40 @@ describe('callout bounce', () => {
     assert.deepEqual(await run(['bounce', 'remove', 'judy@example.org', '--store', store]), { out: 'judy@example.org: removed\n', code: 0 });
     assert.deepEqual(await run(['bounce', 'query', 'judy@example.org', '--store', store]), { out: 'judy@example.org: not suppressed\n', code: 1 });
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y', '--store', store]), UsageError);
+  });
+});
+
+describe('callout bounce on the configured store', () => {
+  const record = (store: string[]) =>
+    run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', ...store, '--verp-sender', 'list-bounces@lists.example.com']);
+
+  it('uses the store of -c FILE, SQLite under --data-dir', async () => {
+    const dataDir = join(dir, 'configured');
+    const config = join(dir, 'sqlite.yaml');
+    writeFileSync(config, 'store:\n  kind: sqlite\n  path: state.sqlite\n');
+    assert.equal((await record(['-c', config, '--data-dir', dataDir])).code, 0);
+    assert.equal((await run(['bounce', 'query', 'judy@example.org', '--store', join(dataDir, 'state.sqlite')])).code, 0, 'the file the configuration names');
+    assert.match((await run(['bounce', 'list', '-c', config, '--data-dir', dataDir])).out, /^judy@example\.org: 5\.1\.1/);
+  });
+
+  it('uses a Redis store named by the configuration', { skip: existsSync('/usr/bin/redis-server') ? false : 'redis-server is not installed' }, async () => {
+    const redis = await startRedis();
+    try {
+      const config = join(dir, 'redis.yaml');
+      writeFileSync(config, `store:\n  kind: redis\n  url: ${redis.url}\n`);
+      assert.equal((await record(['-c', config])).code, 0);
+      assert.equal((await run(['bounce', 'query', 'judy@example.org', '-c', config])).code, 0);
+      assert.deepEqual(await run(['bounce', 'remove', 'judy@example.org', '-c', config]), { out: 'judy@example.org: removed\n', code: 0 });
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('refuses --store with --config, and a memory store', async () => {
+    const config = join(dir, 'memory.yaml');
+    writeFileSync(config, 'store:\n  kind: memory\n');
+    await assert.rejects(run(['bounce', 'list', '--store', join(dir, 'x.sqlite'), '-c', config]), UsageError);
+    await assert.rejects(run(['bounce', 'list', '-c', config]), (err: unknown) => err instanceof ConfigError && /store\.kind is memory/.test(err.message));
   });
 });
 

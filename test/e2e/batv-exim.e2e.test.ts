@@ -16,11 +16,12 @@ import fc from 'fast-check';
 import { Batv, prvsSign } from '../../src/rewrite/batv.js';
 import { prepareExim, type Exim } from '../support/exim.js';
 import type { EximVectors } from '../fixtures/batv/generate.js';
+import { requirePeer } from '../support/peers.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../fixtures/batv/exim-vectors.json', import.meta.url), 'utf8')) as EximVectors;
 const DAY = 86_400_000;
 const prepared = prepareExim();
-const skip = 'unavailable' in prepared ? prepared.unavailable : undefined;
+const skip = requirePeer('unavailable' in prepared ? prepared.unavailable : undefined);
 
 describe('BATV interoperability with Exim', { skip }, () => {
   const exim = prepared as Exim;

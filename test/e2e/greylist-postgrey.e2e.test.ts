@@ -2,9 +2,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { compare, generateTrace, postgreyAvailable, replayCallout, replayPostgrey, POSTGREY } from '../../bench/greylist.js';
+import { requirePeer } from '../support/peers.js';
 
 describe('greylisting compared with postgrey 1.37', () => {
-  it('decides every request of a generated trace as postgrey does', { skip: postgreyAvailable() ? false : `${POSTGREY} is missing (run .ci/run, which installs postgrey)` }, async () => {
+  it('decides every request of a generated trace as postgrey does', { skip: requirePeer(postgreyAvailable() ? undefined : `${POSTGREY} is missing (run .ci/run, which installs postgrey)`) ?? false }, async () => {
     const trace = generateTrace({ messages: 300, seed: 7 });
     const [callout, postgrey] = [await replayCallout(trace, { from: 'source' }), await replayPostgrey(trace)];
     const comparison = compare(trace, callout.verdicts, postgrey.verdicts);

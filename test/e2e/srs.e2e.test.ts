@@ -19,6 +19,7 @@ import { SocketmapClient, SocketmapServer } from '../../src/rewrite/socketmap.js
 import { Srs, srsTimestamp } from '../../src/rewrite/srs.js';
 import { TcpTableClient, TcpTableServer } from '../../src/rewrite/tcp-table.js';
 import { postsrsdUnavailable, startPostsrsd, type Postsrsd } from '../support/postsrsd.js';
+import { requirePeer } from '../support/peers.js';
 
 const SECRET = 'tops3cr3t';
 const DOMAIN = 'example.com';
@@ -37,7 +38,7 @@ const SENDERS = [
   'srs0-x=y=z@mixed.example',
 ];
 
-const skip = postsrsdUnavailable(true);
+const skip = requirePeer(postsrsdUnavailable(true));
 
 describe('SRS interoperability with postsrsd 1.x', { skip }, () => {
   let live: Postsrsd;
