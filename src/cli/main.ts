@@ -46,14 +46,16 @@ export function buildProgram(): Command {
       .argument('[addresses...]', 'addresses to verify')
       .option('--json', 'print JSON Lines: one object per address with the evidence')
       .option('--file <list>', 'verify the addresses in a file (one per line, or CSV)')
-      .addOption(new Option('--concurrency <n>', 'domains verified at once').default('8')),
-  ).action(async (addresses: string[], flags: EngineFlags & { json?: boolean; file?: string; concurrency: string }) => {
+      .addOption(new Option('--concurrency <n>', 'domains verified at once (limits.listConcurrency, default 8)')),
+  ).action(async (addresses: string[], flags: EngineFlags & { json?: boolean; file?: string; concurrency?: string }) => {
+    const overrides = engineOverrides(flags);
+    if (flags.concurrency !== undefined) overrides.limits = { listConcurrency: numberFlag('--concurrency', flags.concurrency) };
     // A one-off run keeps its cache in memory unless --cache or the file says otherwise.
-    const config = loadConfig(flags.config, engineOverrides(flags), { store: { kind: 'memory' } });
+    const config = loadConfig(flags.config, overrides, { store: { kind: 'memory' } });
     process.exitCode = await runVerify(addresses, {
       json: flags.json === true,
       ...(flags.file ? { file: flags.file } : {}),
-      concurrency: Math.max(1, numberFlag('--concurrency', flags.concurrency)),
+      concurrency: config.limits.listConcurrency,
     }, config);
   });
 

@@ -144,6 +144,8 @@ const limitsSchema = z
     perDomainPerMinute: z.number().int().min(1).max(100000).default(30),
     /** Recipients tried on one connection before QUIT and a new one, across the callouts that reuse it. */
     addressesPerConnection: z.number().int().min(1).max(100).default(20),
+    /** Domains `callout verify --file` verifies at once (--concurrency). */
+    listConcurrency: z.number().int().min(1).max(1000).default(8),
   })
   .strict();
 

@@ -1,7 +1,7 @@
 // The command line as an administrator runs it: a child process, its output and its exit status.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +65,47 @@ describe('callout verify', () => {
     writeFileSync(csv, 'name,email\nAlice,alice@real.test\nBob,bob@real.test\n# a comment\nCarol,carol@real.test\n');
     const { stdout } = await callout(['verify', ...engine(), '--file', csv, '--concurrency', '2']);
     assert.deepEqual(stdout.trim().split('\n').map((l) => l.split(':')[0]), ['alice@real.test', 'bob@real.test', 'carol@real.test']);
+  });
+
+  it('--file verifies limits.listConcurrency domains at once, from the file or --concurrency', async () => {
+    const hosts = ['127.0.0.81', '127.0.0.82', '127.0.0.83', '127.0.0.84', '127.0.0.85', '127.0.0.86'];
+    const domains = Object.fromEntries(hosts.map((host, i) => [`slow${i}.test`, host]));
+    const slowDns = await startDnsServer(mxZone(domains));
+    // Greetings that take longer than the test: the connections open at once are the domains in flight.
+    const slow = await startSmtpServers(hosts, () => ({ ...usersOnly(['a']), greeting: () => ({ reply: '220 slow', delayMs: 20_000 }) }));
+    const list = join(dir, 'slow.txt');
+    writeFileSync(list, Object.keys(domains).map((d) => `a@${d}`).join('\n'));
+    const config = join(dir, 'two-at-once.yaml');
+    writeFileSync(config, 'limits:\n  listConcurrency: 2\n');
+    const args = ['verify', '--dns-server', slowDns.address, '--allow-target', '127.0.0.0/8', '--port', String(slow[0]!.port), '--helo', 'verifier.callout.test', '--file', list];
+    const opened = () => slow.reduce((sum, server) => sum + server.connectionCount, 0);
+    const until = async (condition: () => boolean, what: string) => {
+      const deadline = Date.now() + 15_000;
+      while (!condition()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${opened()} connections)`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    const runs: Array<ReturnType<typeof spawn>> = [];
+    const start = (extra: string[]) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, ...extra], { cwd: ROOT, stdio: 'ignore' });
+      runs.push(child);
+      return child;
+    };
+    try {
+      start(['--config', config]);
+      await until(() => opened() >= 2, 'the first two domains');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(opened(), 2, 'limits.listConcurrency 2 from the file: two domains at a time');
+      runs.pop()!.kill('SIGKILL');
+      const before = opened();
+      start(['--config', config, '--concurrency', '6']);
+      await until(() => opened() - before === 6, 'all six domains at once with --concurrency 6');
+    } finally {
+      for (const child of runs) child.kill('SIGKILL');
+      await Promise.all(slow.map((server) => server.close()));
+      await slowDns.close();
+    }
   });
 
   it('a DNS failure is one clear line, not a stack trace', async () => {
