@@ -6,16 +6,25 @@
  *   RFC 2505 §2 asks an MTA to be able to slow down and refuse hosts that probe for valid
  *   addresses (directory harvesting). Postfix does it inside smtpd per connection
  *   (smtpd_error_sleep_time 1s, smtpd_soft_error_limit 10, smtpd_hard_error_limit 20); this
- *   stage does it for the rejections callout decides, per message and per client over a
+ *   stage does it for the rejections callout decides, per connection and per client over a
  *   window, so a harvester that reconnects for every probe is caught too.
  *
  *   Which recipients were rejected is only known once the pipeline has answered, so the stage
  *   counts in Stage.observe(), which sees every answer whichever stage decided it: an answer
  *   starting with 5 (or REJECT) counts one error for the client in two counters,
- *     per message   client address + Postfix `instance` (Postfix gives stages no connection
- *                   identity; a message's recipients arrive over one policy connection), for
- *                   an hour
- *     per client    client address over perClient.window (sliding, in the shared store)
+ *     per connection  client address + `client_port` (+ `server_address`/`server_port`), for
+ *                     an hour. Postfix sends no connection id, but an smtpd process serves one
+ *                     connection at a time and the client's source port tells connections
+ *                     apart; the server end is in the key because clustered servers share the
+ *                     store and one source port may reach two of them at once. Postfix's own
+ *                     error counters are per connection too, so a harvester that starts a new
+ *                     MAIL transaction every few recipients does not start again from zero.
+ *                     Unlike Postfix, which forgives a connection's errors once a message is
+ *                     received, the count only ends with the hour (the stage sees no
+ *                     delivery). Without a usable `client_port` (Postfix before 3.0, or
+ *                     "unknown") it falls back to one message: client address + Postfix
+ *                     `instance`, the only narrower scope a request names.
+ *     per client      client address over perClient.window (sliding, in the shared store)
  *   Errors past a soft limit delay every answer to the client (also the rejection itself)
  *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
  *   less a margin, so Postfix's policy timeout is never hit. At a hard limit evaluate()
@@ -31,7 +40,7 @@
  *   Counters: callout_tarpit_total{result}.
  *
  * CONFIGURATION
- *   perMessage.{soft,hard}, perClient.{window,soft,hard}, sleep, maxSleep, hardCode,
+ *   perConnection.{soft,hard}, perClient.{window,soft,hard}, sleep, maxSleep, hardCode,
  *   hardEnhanced, text ({client}, {errors} expand), exemptClients
  */
 
@@ -41,10 +50,12 @@ import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow } from '../../checks/ratelimit/index.js';
+import { policyRequestFields } from '../protocol.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
-const MESSAGE_TTL_MS = 3_600_000;
+/** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
+const CONNECTION_TTL_MS = 3_600_000;
 /** Time kept free before the deadline for the rest of the answer. */
 const DEADLINE_MARGIN_MS = 250;
 
@@ -56,7 +67,7 @@ const limits = (soft: number, hard: number) =>
 
 const options = z
   .object({
-    perMessage: limits(10, 20),
+    perConnection: limits(10, 20),
     perClient: z
       .object({ window: durationOption('1h'), soft: z.number().int().min(0).default(20), hard: z.number().int().min(1).default(50) })
       .strict()
@@ -76,8 +87,22 @@ export type TarpitOptions = z.output<typeof options>;
 export type Sleeper = (ms: number) => Promise<unknown>;
 
 interface Errors {
-  message: number;
+  connection: number;
   client: number;
+}
+
+/** Where the connection count lives, and the words the verdict uses for it. */
+interface Scope {
+  key: string;
+  words: string;
+}
+
+/** The connection (or, without a client port, the message) a request belongs to; undefined when neither is known. */
+function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefined {
+  const fields = policyRequestFields(attributes);
+  if (fields.clientPort > 0) return { key: `tarpit:p:${client}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}`, words: 'on this connection' };
+  if (fields.instance) return { key: `tarpit:m:${client}:${fields.instance}`, words: 'in this message' };
+  return undefined;
 }
 
 function isRejection(action: string): boolean {
@@ -96,13 +121,12 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const seen = new WeakMap<PolicyAttributes, Errors>();
 
   const clientOf = (ctx: StageContext) => clientAddress(ctx.clientAddress)?.text;
-  const messageKey = (client: string, instance: string) => `tarpit:m:${client}:${instance}`;
-  async function errorsOf(client: string, instance: string): Promise<Errors> {
-    const [message, sample] = await Promise.all([instance ? deps.store.get(messageKey(client, instance)) : undefined, window.peek(client)]);
-    return { message: Number(message?.value) || 0, client: sample.estimate };
+  async function errorsOf(client: string, scope: Scope | undefined): Promise<Errors> {
+    const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(client)]);
+    return { connection: Number(connection?.value) || 0, client: sample.estimate };
   }
-  const hardReached = (e: Errors) => e.message >= opts.perMessage.hard || e.client >= opts.perClient.hard;
-  const describe = (e: Errors) => `${e.message} rejected in this message, ${e.client.toFixed(1)} per ${opts.perClient.window}`;
+  const hardReached = (e: Errors) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard;
+  const describe = (e: Errors, scope: Scope | undefined) => `${scope ? `${e.connection} rejected ${scope.words}, ` : ''}${e.client.toFixed(1)} per ${opts.perClient.window}`;
 
   return {
     name: 'tarpit',
@@ -110,29 +134,31 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     async evaluate(ctx) {
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
-      const errors = await errorsOf(client, ctx.instance);
+      const scope = scopeOf(client, ctx.attributes);
+      const errors = await errorsOf(client, scope);
       seen.set(ctx.attributes, errors);
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
-        const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.message, errors.client))));
+        const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.connection, errors.client))));
         const decision = opts.hardCode >= 500 ? { kind: 'reject' as const, code: opts.hardCode, enhanced, text } : { kind: 'defer' as const, code: opts.hardCode, enhanced, text };
-        return { stage: 'tarpit', result: 'hard-limit', reason: `hard limit reached: ${describe(errors)}`, decision, evidence: errors };
+        return { stage: 'tarpit', result: 'hard-limit', reason: `hard limit reached: ${describe(errors, scope)}`, decision, evidence: errors };
       }
-      return { stage: 'tarpit', result: 'counted', reason: describe(errors), decision: { kind: 'continue' }, evidence: errors };
+      return { stage: 'tarpit', result: 'counted', reason: describe(errors, scope), decision: { kind: 'continue' }, evidence: errors };
     },
     async observe(ctx, outcome) {
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return;
+      const scope = scopeOf(client, ctx.attributes);
       let errors = seen.get(ctx.attributes);
       if (isRejection(outcome.action)) {
-        const [message, sample] = await Promise.all([
-          ctx.instance ? deps.store.increment(messageKey(client, ctx.instance), 1, MESSAGE_TTL_MS) : Promise.resolve(0),
+        const [connection, sample] = await Promise.all([
+          scope ? deps.store.increment(scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),
           window.add(client),
         ]);
-        errors = { message, client: sample.estimate };
+        errors = { connection, client: sample.estimate };
       }
-      errors ??= await errorsOf(client, ctx.instance);
-      const excess = Math.max(errors.message - opts.perMessage.soft, errors.client - opts.perClient.soft);
+      errors ??= await errorsOf(client, scope);
+      const excess = Math.max(errors.connection - opts.perConnection.soft, errors.client - opts.perClient.soft);
       if (excess <= 0 || outcome.mode !== 'enforce') return;
       const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);
       if (delay <= 0) return;

@@ -37,15 +37,23 @@ const request = (recipient: string, more: Record<string, string> = {}) => ({
   client_address: '192.0.2.66',
   sender: 'harvester@spam.example',
   recipient,
-  instance: 'conn1',
+  instance: 'msg1',
+  client_port: '40001',
   ...more,
 });
 
+/** A tarpit in front of the recipient check, limited per connection at soft 2, hard 5 and never per client. */
+function harvestWorld(slept: number[] = []) {
+  const { clock, deps } = world();
+  const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async (ms) => void slept.push(ms));
+  return new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+}
+
 describe('tarpit stage', () => {
-  it('delays answers past the soft limit progressively, refuses at the hard limit, per message', async () => {
+  it('delays answers past the soft limit progressively, refuses at the hard limit, per connection', async () => {
     const { clock, deps, counts } = world();
     const slept: number[] = [];
-    const tarpit = createTarpit(tarpitStage.options.parse({ perMessage: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }) as never, deps, async (ms) => void slept.push(ms));
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }) as never, deps, async (ms) => void slept.push(ms));
     const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     const answers: string[] = [];
     for (let n = 0; n < 6; n += 1) answers.push((await pipeline.decide(request(`nobody${n}@example.test`))).action);
@@ -54,13 +62,70 @@ describe('tarpit stage', () => {
     // errors 3, 4, 5 are past the soft limit of 2: 1 s, 2 s, then capped at 2.5 s; the refusal itself is not counted.
     assert.deepEqual(slept, [1000, 2000, 2500, 2500]);
     assert.equal(counts['tarpit:refused'], 1);
-    const fresh = await pipeline.decide(request('alice@example.test', { instance: 'conn2' }));
-    assert.equal(fresh.action, 'DUNNO', 'a new message starts counting again');
+    const fresh = await pipeline.decide(request('alice@example.test', { instance: 'msg2', client_port: '40002' }));
+    assert.equal(fresh.action, 'DUNNO', 'a new connection starts counting again');
   });
+
+  it('counts one connection across its messages, so a new MAIL transaction every two RCPTs does not help', async () => {
+    const slept: number[] = [];
+    const pipeline = harvestWorld(slept);
+    const answers: string[] = [];
+    for (let n = 0; n < 6; n += 1) answers.push((await pipeline.decide(request(`nobody${n}@example.test`, { instance: `msg${Math.floor(n / 2)}` }))).action);
+    assert.deepEqual(answers.slice(0, 5), Array(5).fill('550 5.1.1 User unknown'));
+    assert.match(answers[5]!, /^421 4\.7\.0 /, 'the third message of the connection is refused at its 6th RCPT');
+    assert.deepEqual(slept, [1000, 2000, 3000, 3000]);
+    const next = await pipeline.decide(request('alice@example.test', { instance: 'msg3' }));
+    assert.equal(next.action, '421 4.7.0 Too many rejected recipients from 192.0.2.66, try again later');
+    assert.equal(next.verdicts[0]!.reason, 'hard limit reached: 5 rejected on this connection, 5.0 per 1h');
+  });
+
+  it('does not add up errors of different connections from one client per connection', async () => {
+    const slept: number[] = [];
+    const pipeline = harvestWorld(slept);
+    // 10 rejections, more than the hard limit of 5, over 5 connections (source ports) of one client.
+    for (let n = 0; n < 10; n += 1) {
+      const out = await pipeline.decide(request(`nobody${n}@example.test`, { client_port: String(40001 + (n % 5)), instance: `msg${n}` }));
+      assert.equal(out.action, '550 5.1.1 User unknown', `rejection ${n}`);
+    }
+    assert.deepEqual(slept, [], 'no connection got past the soft limit of 2');
+    for (let c = 0; c < 5; c += 1) {
+      const out = await pipeline.decide(request('alice@example.test', { client_port: String(40001 + c), instance: `ok${c}` }));
+      assert.equal(out.action, 'DUNNO', `connection ${c}`);
+      assert.equal(out.verdicts[0]!.reason, '2 rejected on this connection, 10.0 per 1h');
+    }
+  });
+
+  it('keeps connections to different servers apart when a source port reaches both', async () => {
+    const pipeline = harvestWorld();
+    const to = (server: string, n: number) => request(`nobody${n}@example.test`, { server_address: server, server_port: '25', instance: `${server}-${n}` });
+    for (let n = 0; n < 4; n += 1) await pipeline.decide(to('198.51.100.1', n));
+    for (let n = 0; n < 4; n += 1) await pipeline.decide(to('198.51.100.2', n));
+    const out = await pipeline.decide(to('198.51.100.1', 9));
+    assert.equal(out.action, '550 5.1.1 User unknown', 'four errors on each server, below the hard limit of 5');
+    assert.match((await pipeline.decide(to('198.51.100.1', 10))).action, /^421 /, 'the fifth on one server reaches it');
+  });
+
+  for (const [label, port] of [['without client_port', undefined], ['with client_port "unknown"', 'unknown'], ['with an empty client_port', '']] as const) {
+    it(`counts per message ${label} (older Postfix)`, async () => {
+      const pipeline = harvestWorld();
+      const ask = (recipient: string, instance: string) => {
+        const { client_port: _dropped, ...attributes } = request(recipient, { instance });
+        return pipeline.decide(port === undefined ? attributes : { ...attributes, client_port: port });
+      };
+      // Four errors in each of two messages: eight in all, but neither message reaches 5.
+      for (let n = 0; n < 4; n += 1) assert.equal((await ask(`nobody${n}@example.test`, 'msgA')).action, '550 5.1.1 User unknown');
+      for (let n = 0; n < 4; n += 1) assert.equal((await ask(`nobody${n}@example.test`, 'msgB')).action, '550 5.1.1 User unknown');
+      const other = await ask('alice@example.test', 'msgC');
+      assert.equal(other.action, 'DUNNO');
+      assert.equal(other.verdicts[0]!.reason, '0 rejected in this message, 8.0 per 1h');
+      await ask('nobody9@example.test', 'msgA');
+      assert.match((await ask('alice@example.test', 'msgA')).action, /^421 /, 'the fifth error in one message reaches the limit');
+    });
+  }
 
   it('counts per client over the window, so reconnecting does not help, and forgets with time', async () => {
     const { clock, deps } = world();
-    const tarpit = createTarpit(tarpitStage.options.parse({ perMessage: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
     const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `c${n}` }));
     assert.match((await pipeline.decide(request('alice@example.test', { instance: 'c9' }))).action, /^421 /);
@@ -72,7 +137,7 @@ describe('tarpit stage', () => {
   it('never sleeps past the decision deadline, and not at all in warn mode', async () => {
     const { clock, deps } = world();
     const slept: number[] = [];
-    const options = tarpitStage.options.parse({ perMessage: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
+    const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
     const enforce = new Pipeline([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], { decisionTimeoutMs: 2000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     await enforce.decide(request('nobody@example.test'));
     assert.deepEqual(slept, [1750], 'deadline 2 s less the 250 ms margin');
@@ -83,7 +148,7 @@ describe('tarpit stage', () => {
 
   it('really waits with the registered definition (a short sleep)', async () => {
     const { clock, deps } = world();
-    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perMessage: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
+    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
     const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     const started = Date.now();
     await pipeline.decide(request('nobody@example.test'));
