@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import Database from 'better-sqlite3';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
@@ -118,6 +119,57 @@ describe('greylist stage over the policy protocol', () => {
     clock.advance(300 * S);
     assert.equal(await ask({ client_address: '2001:db8:1:2:ffff::9', sender: 'prvs=0987654321=BOUNCES+124@list.example' }), 'DUNNO', 'same /64, same normalised sender');
     assert.match(await ask({ client_address: '2001:db8:1:3::25', sender: v6.sender }), /^DEFER_IF_PERMIT/, 'another /64');
+  });
+
+  it('clientIdentity address keys a triplet by the exact client address, not its /24', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist', clientIdentity: 'address', header: false }]);
+    assert.match(await ask({ client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.match(await ask({ client_address: '192.0.2.11' }), /^DEFER_IF_PERMIT 4\.2\.0 Greylisted, please try again in 300 seconds$/, 'a neighbour in the /24 is a new triplet');
+    assert.equal(await ask({ client_address: '192.0.2.10' }), 'DUNNO', 'the address that waited passes');
+    assert.match(await ask({ client_address: '2001:db8:1:2::26' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.match(await ask({ client_address: '2001:db8:1:2::27' }), /^DEFER_IF_PERMIT/, 'a neighbour in the /64 is a new triplet');
+    assert.deepEqual(greylisted(logs).map((l) => l.identity), ['192.0.2.10/32', '192.0.2.11/32', '2001:db8:1:2::26/128', '2001:db8:1:2::27/128']);
+  });
+
+  it('clientIdentity network (the default) lets a retry from the same /24 pass, unlike address', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false }]);
+    assert.match(await ask({ client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.equal(await ask({ client_address: '192.0.2.11' }), 'DUNNO');
+    assert.deepEqual(greylisted(logs).map((l) => l.identity), ['192.0.2.0/24']);
+  });
+
+  it('purges expired entries every purgeInterval, keeping the live ones', async () => {
+    const path = join(dir, 'purge.sqlite');
+    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1s' }], { store: { kind: 'sqlite', path } });
+    // One triplet passes (kept maxAge), one is only seen once (kept two retry windows).
+    await ask({ sender: 'kept@sender.example' });
+    clock.advance(300 * S);
+    assert.equal(await ask({ sender: 'kept@sender.example' }), 'DUNNO');
+    await ask({ sender: 'once@sender.example' });
+    const rows = () => {
+      const db = new Database(path, { readonly: true });
+      try {
+        return (db.prepare('SELECT key FROM kv ORDER BY key').all() as Array<{ key: string }>).map((r) => r.key);
+      } finally {
+        db.close();
+      }
+    };
+    const once = (keys: string[]) => keys.filter((k) => k.includes('once@sender.example'));
+    assert.equal(once(rows()).length, 1);
+
+    clock.advance(2 * 3600 * S + S);
+    // The stage's timer is real time: at 1 s it fires within a few seconds; the daemon's own purge is every 10 minutes.
+    const deadline = Date.now() + 5000;
+    while (!logs.some((l) => l.msg === 'expired greylist entries purged') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const purged = logs.filter((l) => l.msg === 'expired greylist entries purged');
+    assert.deepEqual(purged.map((l) => [l.stage, l.removed]), [['greylist', 1]], 'one purge removed the one expired triplet');
+    const left = rows();
+    assert.deepEqual(once(left), [], 'the expired row is gone from the SQLite file');
+    assert.ok(left.some((k) => k.includes('kept@sender.example')), 'the passed triplet stays');
+    assert.match(await ask({ sender: 'kept@sender.example' }), /^DUNNO$/);
   });
 
   it('auto-allows a client after five passes', async () => {

@@ -1,0 +1,174 @@
+// "Flags override the file": a flag that conflicts with the configuration file wins, key by key,
+// in mergeConfig, in loadConfig, in `callout config print` and in `callout serve` (also across a reload).
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+import { loadConfig, mergeConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/core/log.js';
+import { Daemon } from '../../src/policy/daemon.js';
+import { freePorts } from '../support/ports.js';
+import { startServeProcess } from '../support/serve-process.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'callout-load-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** Every engine flag's key, set in the file to something the flags then contradict. */
+const ENGINE_FILE = [
+  'callout:',
+  '  helo: file.example.org',
+  '  sender: file-probe@example.org',
+  '  port: 2525',
+  '  allowTargets: [10.0.0.0/8, 192.168.0.0/16]',
+  '  timeouts:',
+  '    connect: 3s',
+  '    overall: 30s',
+  'dns:',
+  '  servers: [192.0.2.53, 192.0.2.54]',
+  '  tries: 3',
+  'store:',
+  '  kind: redis',
+  '  url: redis://10.0.0.5:6379/0',
+  '',
+].join('\n');
+
+describe('mergeConfig', () => {
+  it('lets the override win key by key, keeps the file\'s other keys, replaces arrays whole', () => {
+    const merged = mergeConfig(
+      { callout: { helo: 'file.example.org', port: 2525, timeouts: { connect: '3s', overall: '30s' } }, dns: { servers: ['192.0.2.53', '192.0.2.54'] } },
+      { callout: { helo: 'flag.example.org', timeouts: { overall: 7 } }, dns: { servers: ['127.0.0.1:5353'] } },
+    );
+    assert.deepEqual(merged, {
+      callout: { helo: 'flag.example.org', port: 2525, timeouts: { connect: '3s', overall: 7 } },
+      dns: { servers: ['127.0.0.1:5353'] },
+    });
+  });
+
+  it('an absent flag (undefined) leaves the file\'s value', () => {
+    assert.deepEqual(mergeConfig({ callout: { helo: 'file.example.org' } }, { callout: { helo: undefined } }), { callout: { helo: 'file.example.org' } });
+  });
+});
+
+describe('loadConfig', () => {
+  it('validates the file with the overrides on top: the override wins a conflict', () => {
+    const path = file('engine.yaml', ENGINE_FILE);
+    const config = loadConfig(path, { callout: { helo: 'flag.example.org', port: 2526, timeouts: { overall: 7 } }, dns: { servers: ['127.0.0.1:5353'] } });
+    assert.equal(config.callout.helo, 'flag.example.org');
+    assert.equal(config.callout.port, 2526);
+    assert.equal(config.callout.timeouts.overall, 7000, 'the flag\'s seconds');
+    assert.equal(config.callout.timeouts.connect, 3000, 'the file\'s key the flag did not set');
+    assert.deepEqual(config.dns.servers, ['127.0.0.1:5353']);
+    assert.equal(config.dns.tries, 3);
+  });
+});
+
+function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+interface Printed {
+  callout: { helo: string; sender: string; port: number; allowTargets: string[]; timeouts: { connect: string; overall: string } };
+  dns: { servers: string[]; tries: number };
+  store: { kind: string; path: string };
+}
+
+describe('callout config print --config FILE with conflicting flags', () => {
+  it('prints every engine flag\'s value over the file\'s, and the file\'s other keys', async () => {
+    const path = file('print.yaml', ENGINE_FILE);
+    const cache = join(dir, 'flag-cache.sqlite');
+    const { code, stdout, stderr } = await callout([
+      'config', 'print', '--config', path,
+      '--helo', 'flag.example.org',
+      '--sender', '<>',
+      '--port', '2526',
+      '--allow-target', '127.0.0.0/8',
+      '--timeout', '7',
+      '--dns-server', '127.0.0.1:5353',
+      '--cache', cache,
+    ]);
+    assert.equal(code, 0, stderr);
+    const printed = parse(stdout) as Printed;
+    assert.equal(printed.callout.helo, 'flag.example.org');
+    assert.equal(printed.callout.sender, '', '--sender <> is the null sender');
+    assert.equal(printed.callout.port, 2526);
+    assert.deepEqual(printed.callout.allowTargets, ['127.0.0.0/8']);
+    assert.equal(printed.callout.timeouts.overall, '7s');
+    assert.equal(printed.callout.timeouts.connect, '3s');
+    assert.deepEqual(printed.dns.servers, ['127.0.0.1:5353']);
+    assert.equal(printed.dns.tries, 3);
+    assert.equal(printed.store.kind, 'sqlite', '--cache over the file\'s Redis store');
+    assert.equal(printed.store.path, cache);
+  });
+
+  it('without flags prints the file\'s values (the flags above really changed something)', async () => {
+    const { code, stdout, stderr } = await callout(['config', 'print', '--config', file('plain.yaml', ENGINE_FILE)]);
+    assert.equal(code, 0, stderr);
+    const printed = parse(stdout) as Printed;
+    assert.equal(printed.callout.helo, 'file.example.org');
+    assert.equal(printed.callout.port, 2525);
+    assert.equal(printed.callout.timeouts.overall, '30s');
+    assert.deepEqual(printed.dns.servers, ['192.0.2.53', '192.0.2.54']);
+    assert.equal(printed.store.kind, 'redis');
+  });
+});
+
+describe('callout serve --config FILE with conflicting flags', () => {
+  it('listens where --listen says, keeps its store under --data-dir and serves no metrics with --metrics ""', async () => {
+    const [filePort, flagPort, fileMetrics] = await freePorts(3);
+    const fileData = join(dir, 'file-data');
+    const flagData = join(dir, 'flag-data');
+    const path = file('serve.yaml', [
+      `dataDir: ${fileData}`,
+      'callout:',
+      '  helo: file.example.org',
+      'policy:',
+      `  listen: 127.0.0.1:${filePort}`,
+      'metrics:',
+      `  listen: 127.0.0.1:${fileMetrics}`,
+      '',
+    ].join('\n'));
+    const serve = await startServeProcess(['--config', path, '--listen', `127.0.0.1:${flagPort}`, '--data-dir', flagData, '--metrics', '', '--helo', 'flag.example.org']);
+    try {
+      assert.equal(serve.policyAddress, `127.0.0.1:${flagPort}`);
+      assert.equal(serve.metricsAddress, 'off');
+      assert.ok(existsSync(join(flagData, 'callout.sqlite')), 'the store is under --data-dir');
+      assert.ok(!existsSync(fileData), 'nothing under the file\'s dataDir');
+    } finally {
+      assert.equal((await serve.stop()).code, 0, serve.stderr());
+    }
+  });
+
+  it('keeps the flags over the file when reload() (what SIGHUP runs) re-reads it', async () => {
+    const path = file('reload.yaml', 'callout:\n  helo: file.example.org\n  port: 2525\n');
+    const daemon = await Daemon.start({
+      configPath: path,
+      overrides: { callout: { helo: 'flag.example.org' }, dataDir: join(dir, 'reload-data'), policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } },
+      log: createLogger('info', new Writable({ write: (_chunk, _enc, done) => done() })),
+    });
+    try {
+      assert.equal(daemon.config.callout.helo, 'flag.example.org');
+      writeFileSync(path, 'callout:\n  helo: edited.example.org\n  port: 2600\n');
+      assert.equal(await daemon.reload(), true);
+      assert.equal(daemon.config.callout.helo, 'flag.example.org', 'the flag still wins after the reload');
+      assert.equal(daemon.config.callout.port, 2600, 'the edited file\'s other keys are taken');
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
