@@ -7,7 +7,9 @@
  *   address (RFC 5321 §4.2.2: 550/553 mailbox unavailable or name not allowed); a refusal at the
  *   greeting, EHLO/HELO or MAIL FROM is the server's opinion of us (policy, blocklists) and is
  *   recorded on the domain, never as "this address does not exist". 4xx replies are never
- *   permanent. Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
+ *   permanent, and neither is a 5xx that says nothing of the mailbox: "too many recipients"
+ *   (552 is RFC 821's mistake for 452, RFC 5321 §4.5.3.1.10), a full mailbox (X.2.2: it
+ *   exists), or a protocol error (X.5.x; 500, 502, 503, 504). Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
  *   domain can be left alone until a retry is worth it.
  */
 
@@ -15,7 +17,7 @@ import { formatEnhanced, replyText } from '../smtp/reply.js';
 import type { SmtpReply } from '../smtp/types.js';
 import type { ReplyEvidence, SmtpStage } from './types.js';
 
-export type RcptOutcome = 'accepted' | 'rejected' | 'refused' | 'greylisted' | 'tempfail' | 'too-many-recipients';
+export type RcptOutcome = 'accepted' | 'rejected' | 'refused' | 'greylisted' | 'tempfail' | 'too-many-recipients' | 'mailbox-full' | 'protocol-error';
 
 // Only the word: "try again later" is also what a server says about a lookup failure or about
 // us (no reverse DNS), and calling that greylisting would defer a domain's mail for days.
@@ -23,6 +25,11 @@ const GREYLIST_WORDS = /gr[ae]y/i;
 // Postfix (smtpd_delay_reject=yes) and others report a refusal of the client, its HELO or its
 // sender at RCPT: those 5xx are about us, not about the mailbox.
 const ABOUT_US_WORDS = /client host|sender address|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay/i;
+
+// RFC 3463 X.2.2 and the usual words: the mailbox exists and is full, a passing state.
+const FULL_WORDS = /mailbox (is )?full|over ?quota|quota (exceeded|full)|insufficient (system )?storage/i;
+// RFC 5321 §4.2.4 and 4.2.3: 500, 502, 503 and 504 are about the command or its order.
+const PROTOCOL_CODES: ReadonlySet<number> = new Set([500, 502, 503, 504]);
 
 function enhancedOf(reply: SmtpReply): string | undefined {
   return reply.enhanced ? formatEnhanced(reply.enhanced) : undefined;
@@ -43,13 +50,26 @@ function refusesUs(reply: SmtpReply): boolean {
   return ABOUT_US_WORDS.test(replyText(reply));
 }
 
+/**
+ * A 5xx at RCPT that says nothing about the mailbox: the mailbox is full (it exists), or the
+ * reply is about the dialogue (an X.5.x code, RFC 3463 §3.6, or 500/502/503/504 without an
+ * X.1.x code naming the address).
+ */
+function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-error' | undefined {
+  const e = reply.enhanced;
+  if ((e && e.subject === 2 && e.detail === 2) || FULL_WORDS.test(replyText(reply))) return 'mailbox-full';
+  if ((e && e.subject === 5) || (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1))) return 'protocol-error';
+  return undefined;
+}
+
 export function classifyRcpt(reply: SmtpReply): RcptOutcome {
   if (reply.code >= 200 && reply.code < 300) return 'accepted';
-  if (reply.code >= 500) return refusesUs(reply) ? 'refused' : 'rejected';
-  // RFC 5321 §4.5.3.1.10: 452 is how a server says "no more recipients in this transaction".
-  if (reply.code === 452 && (enhancedOf(reply) === '4.5.3' || /too many|recipients/i.test(replyText(reply)))) {
+  // RFC 5321 §4.5.3.1.10: 452 is how a server says "no more recipients in this transaction",
+  // and a 552 saying so is RFC 821's mistake, to be taken as the same temporary limit.
+  if ((reply.code === 452 || reply.code === 552) && (enhancedOf(reply)?.endsWith('.5.3') || /too many recipients/i.test(replyText(reply)))) {
     return 'too-many-recipients';
   }
+  if (reply.code >= 500) return refusesUs(reply) ? 'refused' : (saysNothingOfMailbox(reply) ?? 'rejected');
   return isGreylisting(reply) ? 'greylisted' : 'tempfail';
 }
 

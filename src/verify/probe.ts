@@ -514,6 +514,12 @@ class DomainProbe {
         this.settle(target, { verdict: 'unknown', ...failure });
         return;
       }
+      case 'mailbox-full':
+        this.settle(target, { verdict: 'unknown', reason: 'tempfail-at-rcpt', description: `${said} (the mailbox is full: it exists, and takes no mail now)`, reply: ev });
+        return;
+      case 'protocol-error':
+        this.settle(target, { verdict: 'unknown', reason: 'protocol-error', description: `${said} (about the dialogue, not the mailbox)`, reply: ev });
+        return;
       default:
         this.settle(target, { verdict: 'unknown', reason: 'tempfail-at-rcpt', description: `${said} (temporary)`, reply: ev });
     }

@@ -21,6 +21,7 @@ import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
 import { ConfigError } from '../../core/errors.js';
 import { canonicalName } from '../../dns/names.js';
+import { normaliseDomain, parseMailbox } from '../../address/index.js';
 import type { Mailbox } from '../../address/index.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 
@@ -36,31 +37,49 @@ const options = z
 
 type Options = z.output<typeof options>;
 
-/** Address-or-domain list: exact addresses (local part case-insensitive, as most sites treat it) and domains. */
+/**
+ * Address-or-domain list: exact addresses (local part case-insensitive, as most sites treat it)
+ * and domains. Entries are normalised as the request's addresses are (domains in A-labels,
+ * lower case, no trailing dot), so `list@bücher.example` and `list@xn--bcher-kva.example`
+ * name the same mailbox; an entry that is neither an address nor a domain is a ConfigError.
+ */
 export class AddressList {
   private readonly addresses = new Set<string>();
   private readonly domains = new Set<string>();
 
-  constructor(entries: string[]) {
+  constructor(entries: string[], key: string) {
     for (const raw of entries) {
-      const entry = raw.trim().toLowerCase();
-      if (entry.includes('@') && !entry.startsWith('@')) this.addresses.add(entry);
-      else this.domains.add(entry.replace(/^@/, ''));
+      const entry = raw.trim();
+      if (entry.includes('@') && !entry.startsWith('@')) {
+        const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
+        if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address: ${parsed.error.message}`);
+        this.addresses.add(parsed.value.address.toLowerCase());
+      } else {
+        const domain = normaliseDomain(entry.replace(/^@/, ''));
+        if (!domain.ok) throw new ConfigError(`${key}: "${raw}" is not a domain: ${domain.error.message}`);
+        this.domains.add(domain.value.ascii);
+      }
     }
   }
 
   has(mailbox: Mailbox | undefined): boolean {
     if (!mailbox) return false;
-    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain) || this.domains.has(mailbox.domain);
+    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain);
   }
 }
 
+/** Client name patterns, as canonical names (trimmed, lower case, no trailing dot). */
+export function namePatterns(entries: string[]): string[] {
+  return entries.map((entry) => {
+    const trimmed = entry.trim();
+    return trimmed.startsWith('.') ? `.${canonicalName(trimmed.slice(1))}` : canonicalName(trimmed);
+  });
+}
+
+/** Whether name matches a canonical pattern: `host`, or `.domain` for the domain and below. */
 export function nameMatches(patterns: string[], name: string): boolean {
   const lower = canonicalName(name);
-  return patterns.some((p) => {
-    const pattern = p.toLowerCase();
-    return pattern.startsWith('.') ? lower.endsWith(pattern) || lower === pattern.slice(1) : lower === pattern;
-  });
+  return patterns.some((pattern) => (pattern.startsWith('.') ? lower.endsWith(pattern) || lower === pattern.slice(1) : lower === pattern));
 }
 
 export const allowlistStage: StageDefinition<Options> = {
@@ -70,8 +89,9 @@ export const allowlistStage: StageDefinition<Options> = {
   create(opts) {
     const clients = AddressSet.parse(opts.clients);
     if (!clients.ok) throw new ConfigError(`allowlist.clients: ${clients.reason}`);
-    const senders = new AddressList(opts.senders);
-    const recipients = new AddressList(opts.recipients);
+    const senders = new AddressList(opts.senders, 'allowlist.senders');
+    const recipients = new AddressList(opts.recipients, 'allowlist.recipients');
+    const clientNames = namePatterns(opts.clientNames);
     const verdict = (result: string, reason: string, listed: boolean): StageVerdict => ({
       stage: 'allowlist',
       result,
@@ -83,7 +103,7 @@ export const allowlistStage: StageDefinition<Options> = {
       states: new Set(['RCPT']),
       evaluate(ctx) {
         if (ctx.clientAddress && clients.value.has(ctx.clientAddress)) return verdict('listed', `client ${ctx.clientAddress} is allow-listed`, true);
-        if (ctx.clientName !== 'unknown' && nameMatches(opts.clientNames, ctx.clientName)) return verdict('listed', `client name ${ctx.clientName} is allow-listed`, true);
+        if (ctx.clientName !== 'unknown' && nameMatches(clientNames, ctx.clientName)) return verdict('listed', `client name ${ctx.clientName} is allow-listed`, true);
         const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;
         if (senders.has(sender)) return verdict('listed', `sender ${ctx.senderText} is allow-listed`, true);
         if (recipients.has(ctx.recipient)) return verdict('listed', `recipient ${ctx.recipientText} is allow-listed`, true);

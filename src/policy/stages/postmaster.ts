@@ -8,8 +8,11 @@
  *   able to tell us so; a recipient in `localParts` ends the pipeline with DUNNO before any
  *   sender check, as Postfix sites do with a check_recipient_access table.
  *
+ *   postmaster is always one of them: RFC 5321 requires it, so a site that lists its own role
+ *   addresses (hostmaster, security) cannot drop it by accident.
+ *
  * CONFIGURATION
- *   localParts (default postmaster, abuse), acceptAction (DUNNO)
+ *   localParts (default postmaster, abuse; postmaster is added when missing), acceptAction (DUNNO)
  */
 
 import { z } from 'zod';
@@ -27,7 +30,7 @@ export const postmasterStage: StageDefinition<z.output<typeof options>> = {
   defaultStates: ['RCPT'],
   options,
   create(opts) {
-    const roles = new Set(opts.localParts.map((l) => l.toLowerCase()));
+    const roles = new Set(['postmaster', ...opts.localParts.map((l) => l.trim().toLowerCase())]);
     return {
       name: 'postmaster',
       states: new Set(['RCPT']),

@@ -1,0 +1,231 @@
+// The allowlist and postmaster stages as Postfix sees them: `callout serve` over real sockets.
+// Every sender here would be rejected by the callout that follows, so a DUNNO or OK decided by
+// these stages, with no connection to the sender's MX, proves the entry matched; a 550 proves it
+// did not.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../../src/core/log.js';
+import { Daemon } from '../../../src/policy/daemon.js';
+import { AddressList, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
+import { parseMailbox } from '../../../src/address/index.js';
+import { ConfigError } from '../../../src/core/errors.js';
+import { startDnsServer } from '../../support/dns-server.js';
+import { startSmtpServers, usersOnly } from '../../support/smtp-server.js';
+import type { SmtpTestServer } from '../../support/smtp-server.js';
+import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { mxZone } from '../../verify/fixture.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+// 127.0.0.30 is this file's share of loopback (other test files run in parallel). Every
+// sender domain has one MX that knows only bob.
+const MX_HOST = '127.0.0.30';
+const SENDER_DOMAINS = ['users.test', 'example.test', 'lists.test', 'partner.test', 'sub.partner.test', 'vendor.test', 'xn--bcher-kva.test'];
+
+interface World {
+  ask(overrides: Record<string, string>): Promise<{ action: string; decidedBy: unknown; stages: string[] }>;
+  /** Connections the sender's MX has had so far: each is a callout. */
+  callouts(): number;
+}
+
+let instances = 0;
+
+async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
+  const dns = await startDnsServer(mxZone(Object.fromEntries(SENDER_DOMAINS.map((d) => [d, MX_HOST]))));
+  const servers = await startSmtpServers([MX_HOST], () => usersOnly(['bob']));
+  const mx: SmtpTestServer = servers[0]!;
+  cleanups.push(async () => {
+    await mx.close();
+    await dns.close();
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const daemon = await Daemon.start({
+    overrides: {
+      store: { kind: 'memory' },
+      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      callout: { helo: 'verifier.callout.test', port: mx.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' } },
+      policy: { listen: '127.0.0.1:0', stages },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', sink),
+  });
+  const client = await PolicyClient.connect(daemon.policyAddress);
+  cleanups.push(async () => {
+    client.close();
+    await daemon.stop();
+  });
+  return {
+    callouts: () => mx.connectionCount,
+    async ask(overrides) {
+      const instance = `al-${++instances}`;
+      const action = await client.request(postfixRequest({ sender: 'nobody@users.test', ...overrides, instance }));
+      const line = logs.find((l) => l.msg === 'decision' && l.instance === instance);
+      assert.ok(line, `a decision line for ${JSON.stringify(overrides)}`);
+      assert.equal(line.action, action, 'the log line shows the answer given');
+      return { action, decidedBy: line.decidedBy, stages: line.stages as string[] };
+    },
+  };
+}
+
+const CALLOUT_REJECT = /^550 5\.7\.1 Sender address rejected: .*550 5\.1\.1/;
+
+/** Asserts the allowlist (or postmaster) stage ended the request with `action` and this reason. */
+async function assertListed(world: World, overrides: Record<string, string>, action: string, stage: string, reason: string): Promise<void> {
+  const before = world.callouts();
+  const answer = await world.ask(overrides);
+  const what = JSON.stringify(overrides);
+  assert.equal(answer.action, action, what);
+  assert.equal(answer.decidedBy, stage, what);
+  assert.ok(answer.stages.includes(`${stage}=${reason}`), `${what}: ${JSON.stringify(answer.stages)}`);
+  assert.ok(!answer.stages.some((s) => s.startsWith('sender-callout=')), `${what}: the callout did not run`);
+  assert.equal(world.callouts(), before, `${what}: no connection to the sender's MX`);
+}
+
+async function assertNotListed(world: World, overrides: Record<string, string>): Promise<void> {
+  const answer = await world.ask(overrides);
+  const what = JSON.stringify(overrides);
+  assert.match(answer.action, CALLOUT_REJECT, what);
+  assert.equal(answer.decidedBy, 'sender-callout', what);
+}
+
+describe('allowlist', () => {
+  it('lets listed client names past the callout: exact names and .domain for the domain and its subdomains', async () => {
+    const world = await setup([{ name: 'allowlist', clientNames: ['mail.trusted.test', '.Friends.test'] }, { name: 'sender-callout' }]);
+    const listed = (name: string, shown = name) =>
+      assertListed(world, { client_name: name, reverse_client_name: name }, 'DUNNO', 'allowlist', `listed: client name ${shown} is allow-listed`);
+    await listed('mail.trusted.test');
+    await listed('MAIL.Trusted.test.', 'MAIL.Trusted.test.');
+    await listed('relay.friends.test');
+    await listed('a.b.friends.test');
+    await listed('friends.test');
+    for (const name of ['other.trusted.test', 'trusted.test', 'mail.trusted.test.evil.test', 'notfriends.test', 'friends.test.evil.test']) {
+      await assertNotListed(world, { client_name: name, reverse_client_name: name });
+    }
+    // Postfix sends client_name=unknown when the reverse name is not forward-confirmed: the
+    // unverified reverse_client_name must not be trusted.
+    await assertNotListed(world, { client_name: 'unknown', reverse_client_name: 'mail.trusted.test' });
+  });
+
+  it('lets listed senders past the callout: addresses, domains and @domains', async () => {
+    const world = await setup([{ name: 'allowlist', senders: ['List@lists.test', 'partner.test', '@vendor.test'] }, { name: 'sender-callout' }]);
+    const listed = (sender: string) => assertListed(world, { sender }, 'DUNNO', 'allowlist', `listed: sender ${sender} is allow-listed`);
+    await listed('list@lists.test');
+    await listed('LIST@Lists.Test');
+    await listed('nobody@partner.test');
+    await listed('nobody@PARTNER.TEST');
+    await listed('nobody@vendor.test');
+    // An address entry lists that address only; a domain entry that domain, not its subdomains.
+    await assertNotListed(world, { sender: 'other@lists.test' });
+    await assertNotListed(world, { sender: 'nobody@sub.partner.test' });
+    await assertNotListed(world, { sender: 'nobody@users.test' });
+  });
+
+  it('lets mail to listed recipients past the callout: addresses, domains and @domains', async () => {
+    const world = await setup([{ name: 'allowlist', recipients: ['vip@example.test', 'backup.test', '@relay.test'] }, { name: 'sender-callout' }]);
+    const listed = (recipient: string) => assertListed(world, { recipient }, 'DUNNO', 'allowlist', `listed: recipient ${recipient} is allow-listed`);
+    await listed('vip@example.test');
+    await listed('VIP@Example.Test');
+    await listed('anyone@backup.test');
+    await listed('anyone@relay.test');
+    await assertNotListed(world, { recipient: 'alice@example.test' });
+    await assertNotListed(world, { recipient: 'anyone@sub.backup.test' });
+    // A recipient entry is not a sender entry.
+    await assertNotListed(world, { sender: 'vip@example.test', recipient: 'alice@example.test' });
+  });
+
+  it('matches an internationalised domain entry (RFC 6531) whichever form the sender is written in', async () => {
+    const world = await setup([{ name: 'allowlist', senders: ['bücher.test'] }, { name: 'sender-callout' }]);
+    await assertListed(world, { sender: 'nobody@xn--bcher-kva.test' }, 'DUNNO', 'allowlist', 'listed: sender nobody@xn--bcher-kva.test is allow-listed');
+    await assertListed(world, { sender: 'nobody@bücher.test' }, 'DUNNO', 'allowlist', 'listed: sender nobody@bücher.test is allow-listed');
+  });
+
+  it('matches an address entry whose domain is internationalised, as written and in A-labels', async () => {
+    const world = await setup([{ name: 'allowlist', senders: ['list@bücher.test'], recipients: ['vip@bücher.test'] }, { name: 'sender-callout' }]);
+    await assertListed(world, { sender: 'list@bücher.test' }, 'DUNNO', 'allowlist', 'listed: sender list@bücher.test is allow-listed');
+    await assertListed(world, { sender: 'list@xn--bcher-kva.test' }, 'DUNNO', 'allowlist', 'listed: sender list@xn--bcher-kva.test is allow-listed');
+    await assertListed(world, { recipient: 'vip@bücher.test' }, 'DUNNO', 'allowlist', 'listed: recipient vip@bücher.test is allow-listed');
+    await assertNotListed(world, { sender: 'other@bücher.test' });
+  });
+
+  it('lets listed clients past the callout: IPv4 and IPv6, single addresses and CIDRs', async () => {
+    const world = await setup([{ name: 'allowlist', clients: ['198.51.100.7', '2001:db8::/32'] }, { name: 'sender-callout' }]);
+    await assertListed(world, { client_address: '198.51.100.7' }, 'DUNNO', 'allowlist', 'listed: client 198.51.100.7 is allow-listed');
+    await assertListed(world, { client_address: '2001:db8:1::25' }, 'DUNNO', 'allowlist', 'listed: client 2001:db8:1::25 is allow-listed');
+    await assertNotListed(world, { client_address: '198.51.100.8' });
+    await assertNotListed(world, { client_address: '2001:db9::25' });
+  });
+
+  it('answers acceptAction OK for every kind of entry, and only for its own stage', async () => {
+    const world = await setup([
+      { name: 'allowlist', acceptAction: 'OK', clients: ['203.0.113.0/24'], clientNames: ['mail.trusted.test'], senders: ['partner.test'], recipients: ['vip@example.test'] },
+      { name: 'postmaster' },
+      { name: 'sender-callout' },
+    ]);
+    await assertListed(world, { client_address: '203.0.113.9' }, 'OK', 'allowlist', 'listed: client 203.0.113.9 is allow-listed');
+    await assertListed(world, { client_name: 'mail.trusted.test' }, 'OK', 'allowlist', 'listed: client name mail.trusted.test is allow-listed');
+    await assertListed(world, { sender: 'nobody@partner.test' }, 'OK', 'allowlist', 'listed: sender nobody@partner.test is allow-listed');
+    await assertListed(world, { recipient: 'vip@example.test' }, 'OK', 'allowlist', 'listed: recipient vip@example.test is allow-listed');
+    await assertListed(
+      world,
+      { recipient: 'postmaster@example.test' },
+      'DUNNO',
+      'postmaster',
+      'role: postmaster@example.test is a role address that must always be reachable (RFC 5321 §4.5.1, RFC 2142)',
+    );
+    await assertNotListed(world, {});
+  });
+});
+
+describe('postmaster', () => {
+  const role = (recipient: string) => `role: ${recipient} is a role address that must always be reachable (RFC 5321 §4.5.1, RFC 2142)`;
+
+  it('keeps abuse@ and postmaster@ reachable from a sender the callout would reject', async () => {
+    const world = await setup([{ name: 'postmaster' }, { name: 'sender-callout' }]);
+    for (const recipient of ['abuse@example.test', 'Abuse@Example.Test', 'postmaster@example.test', 'POSTMASTER@example.test', 'postmaster']) {
+      await assertListed(world, { recipient }, 'DUNNO', 'postmaster', role(recipient));
+    }
+    for (const recipient of ['abuser@example.test', 'abuse.team@example.test', 'alice@example.test']) {
+      await assertNotListed(world, { recipient });
+    }
+  });
+
+  it('follows the configured localParts and acceptAction', async () => {
+    const world = await setup([{ name: 'postmaster', localParts: ['Hostmaster'], acceptAction: 'OK' }, { name: 'sender-callout' }]);
+    await assertListed(world, { recipient: 'hostmaster@example.test' }, 'OK', 'postmaster', role('hostmaster@example.test'));
+    await assertNotListed(world, { recipient: 'abuse@example.test' });
+    await assertListed(world, { recipient: 'postmaster@example.test' }, 'OK', 'postmaster', role('postmaster@example.test'));
+  });
+});
+
+describe('allowlist entries as administrators write them', () => {
+  it('ignores spaces around entries and a trailing dot (the DNS root) in names and domains', () => {
+    const patterns = namePatterns(['  mail.trusted.test. ', '.friends.test.']);
+    assert.ok(nameMatches(patterns, 'mail.trusted.test'));
+    assert.ok(nameMatches(patterns, 'smtp.friends.test'));
+    assert.ok(!nameMatches(patterns, 'evilfriends.test'));
+    const senders = new AddressList([' partner.test. ', 'List@Bücher.test'], 'allowlist.senders');
+    const mailbox = (text: string) => {
+      const parsed = parseMailbox(text, { utf8: true });
+      assert.ok(parsed.ok);
+      return parsed.value;
+    };
+    assert.ok(senders.has(mailbox('anyone@partner.test')));
+    assert.ok(senders.has(mailbox('list@xn--bcher-kva.test')));
+    assert.ok(!senders.has(mailbox('other@xn--bcher-kva.test')));
+  });
+
+  it('refuses an entry that is no address or domain, naming the list and the entry', () => {
+    assert.throws(() => new AddressList(['a@@b'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && /^allowlist\.senders: "a@@b" is not an address/.test(err.message));
+    assert.throws(() => new AddressList(['bad domain'], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && /^allowlist\.recipients: "bad domain" is not a domain/.test(err.message));
+  });
+});

@@ -1,0 +1,290 @@
+// The sender-callout stage as Postfix sees it: `callout serve` over real sockets, callouts to loopback SMTP servers.
+// Only definite evidence about the sender (a 5xx at RCPT from its own exchanger, NXDOMAIN, a null MX)
+// may become a permanent reject by default; risky and unknown verdicts must stay DUNNO or a deferral,
+// and every answer must follow the stage's configured actions, codes and texts.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../../src/core/log.js';
+import { Daemon } from '../../../src/policy/daemon.js';
+import { startDnsServer } from '../../support/dns-server.js';
+import type { Zone } from '../../support/dns-server.js';
+import {
+  acceptAll,
+  greylistOnce,
+  refuseNullSender,
+  rejectGreeting,
+  silentGreeting,
+  startSmtpServers,
+  usersOnly,
+} from '../../support/smtp-server.js';
+import type { SmtpScript } from '../../support/smtp-server.js';
+import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { mxZone } from '../../verify/fixture.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+// 127.0.0.20-29 and 31-39 are this file's share of loopback (other test files run in parallel).
+const SERVERS: Record<string, { host: string; script: Partial<SmtpScript> | (() => Partial<SmtpScript>) }> = {
+  'users.test': { host: '127.0.0.20', script: usersOnly(['bob']) },
+  'catchall.test': { host: '127.0.0.21', script: acceptAll() },
+  'nobounce.test': { host: '127.0.0.22', script: refuseNullSender() },
+  // Fresh per world: greylistOnce remembers the addresses it has greylisted.
+  'grey.test': { host: '127.0.0.23', script: greylistOnce },
+  'tempfail.test': { host: '127.0.0.24', script: { rcpt: () => '451 4.3.0 <x>: Temporary lookup failure' } },
+  // A 5xx at RCPT that is about us (our client host), not about the address.
+  'blocked.test': { host: '127.0.0.25', script: { rcpt: () => '554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org' } },
+  'banner.test': { host: '127.0.0.26', script: rejectGreeting(554) },
+  'tarpit.test': { host: '127.0.0.27', script: silentGreeting() },
+  'slow.test': { host: '127.0.0.28', script: { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 600 }) } },
+  // One recipient per connection, the next refused with the 552 of RFC 821 that RFC 5321
+  // §4.5.3.1.10 says clients should take as temporary.
+  'toomany.test': {
+    host: '127.0.0.31',
+    script: { rcpt: (_arg, session) => (session.commands.filter((c) => /^RCPT /i.test(c)).length > 1 ? '552 5.5.3 Error: too many recipients' : '550 5.1.1 User unknown') },
+  },
+  // A protocol error at RCPT (RFC 3463 X.5.x) is about the dialogue, not the mailbox.
+  'badsequence.test': { host: '127.0.0.32', script: { rcpt: () => '503 5.5.1 Error: need MAIL command' } },
+};
+// Nothing listens here: connections are refused.
+const DOWN_HOST = '127.0.0.29';
+
+const ZONE: Zone = {
+  ...mxZone({ ...Object.fromEntries(Object.entries(SERVERS).map(([domain, s]) => [domain, s.host])), 'down.test': DOWN_HOST }),
+  'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] },
+  'servfail.test': { servfail: true },
+  // The MX exists but its exchanger's addresses cannot be looked up just now.
+  'mxfail.test': { MX: [{ priority: 10, exchange: 'mx1.mxfail.test' }] },
+  'mx1.mxfail.test': { servfail: true },
+  // nxdomain.test is not in the zone at all.
+};
+
+interface World {
+  ask(sender: string): Promise<{ action: string; decidedBy: unknown; stages: string[] }>;
+}
+
+let instances = 0;
+
+async function setup(stage: Record<string, unknown> = {}, policy: Record<string, unknown> = {}): Promise<World> {
+  const dns = await startDnsServer(ZONE);
+  const domains = Object.values(SERVERS);
+  const servers = await startSmtpServers(
+    domains.map((s) => s.host),
+    (host) => {
+      const script = domains.find((s) => s.host === host)!.script;
+      return typeof script === 'function' ? script() : script;
+    },
+  );
+  cleanups.push(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    await dns.close();
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const daemon = await Daemon.start({
+    overrides: {
+      store: { kind: 'memory' },
+      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      callout: {
+        helo: 'verifier.callout.test',
+        port: servers[0]!.port,
+        allowTargets: ['127.0.0.0/8'],
+        // The tarpit must time out well inside the decision deadline.
+        timeouts: { connect: '1s', greeting: '300ms', command: '1s', rcpt: '1s', overall: '3s' },
+      },
+      policy: { listen: '127.0.0.1:0', stages: [{ name: 'sender-callout', ...stage }], ...policy },
+      metrics: { listen: '' },
+    },
+    log: createLogger('info', sink),
+  });
+  const client = await PolicyClient.connect(daemon.policyAddress);
+  cleanups.push(async () => {
+    client.close();
+    await daemon.stop();
+  });
+  return {
+    async ask(sender) {
+      const instance = `sc-${++instances}`;
+      const action = await client.request(postfixRequest({ sender, instance }));
+      const line = logs.find((l) => l.msg === 'decision' && l.instance === instance);
+      assert.ok(line, `a decision line for ${sender}`);
+      assert.equal(line.action, action, 'the log line shows the answer given');
+      return { action, decidedBy: line.decidedBy, stages: line.stages as string[] };
+    },
+  };
+}
+
+/** The stage's entry in a decision line: "sender-callout=<verdict>: <reason>: <description>". */
+function calloutStage(stages: string[]): string {
+  const entry = stages.find((s) => s.startsWith('sender-callout='));
+  assert.ok(entry, `a sender-callout entry in ${JSON.stringify(stages)}`);
+  return entry;
+}
+
+describe('sender-callout: default actions', () => {
+  it('rejects on a definite 5xx at RCPT from the sender\'s own MX', async () => {
+    const { ask } = await setup();
+    const { action, decidedBy, stages } = await ask('nobody@users.test');
+    assert.equal(
+      action,
+      '550 5.7.1 Sender address rejected: mx1.users.test [127.0.0.20] answered RCPT TO:<nobody@users.test> with 550 5.1.1 <nobody@users.test>: Recipient address rejected: User unknown in local recipient table',
+    );
+    assert.equal(decidedBy, 'sender-callout');
+    assert.match(calloutStage(stages), /^sender-callout=undeliverable: rejected-at-rcpt: /);
+  });
+
+  it('rejects a domain that publishes a null MX or does not exist', async () => {
+    const { ask } = await setup();
+    const nullMx = await ask('a@nullmx.test');
+    assert.equal(nullMx.action, '550 5.7.1 Sender address rejected: nullmx.test publishes a null MX: it accepts no mail (RFC 7505)');
+    assert.equal(nullMx.decidedBy, 'sender-callout');
+    assert.match(calloutStage(nullMx.stages), /^sender-callout=no-mail-domain: null-mx: /);
+    const missing = await ask('a@nxdomain.test');
+    assert.equal(missing.action, '550 5.7.1 Sender address rejected: nxdomain.test does not exist (NXDOMAIN)');
+    assert.match(calloutStage(missing.stages), /^sender-callout=no-mail-domain: nxdomain: /);
+  });
+
+  it('lets a risky sender through: catch-all domain, and a domain that refuses the null sender', async () => {
+    const { ask } = await setup();
+    for (const sender of ['anyone@catchall.test', 'someone-else@catchall.test']) {
+      const catchAll = await ask(sender);
+      assert.equal(catchAll.action, 'DUNNO', `${sender}: a catch-all accepts every local part, which says nothing about this one`);
+      assert.equal(catchAll.decidedBy, null);
+      assert.match(calloutStage(catchAll.stages), /^sender-callout=risky: catch-all: .*accepts any local part/);
+    }
+    const noBounce = await ask('bob@nobounce.test');
+    assert.equal(noBounce.action, 'DUNNO');
+    assert.equal(noBounce.decidedBy, null);
+    assert.match(calloutStage(noBounce.stages), /^sender-callout=risky: null-sender-refused: /);
+  });
+
+  it('lets an unknown sender through: refused connection, timeout, refusals of us, tempfail, DNS failure', async () => {
+    const { ask } = await setup();
+    const cases: Array<[string, RegExp]> = [
+      ['bob@down.test', /^sender-callout=unknown: unreachable: .*ECONNREFUSED/],
+      ['bob@tarpit.test', /^sender-callout=unknown: timeout: /],
+      ['bob@banner.test', /^sender-callout=unknown: refused-at-greeting: .*554/],
+      ['bob@tempfail.test', /^sender-callout=unknown: tempfail-at-rcpt: .*451 4\.3\.0/],
+      ['bob@blocked.test', /^sender-callout=unknown: refused-at-rcpt: .*554 5\.7\.1/],
+      ['bob@servfail.test', /^sender-callout=unknown: dns-tempfail: /],
+      ['bob@mxfail.test', /^sender-callout=unknown: dns-tempfail: .*mx1\.mxfail\.test/],
+    ];
+    for (const [sender, stage] of cases) {
+      const { action, decidedBy, stages } = await ask(sender);
+      assert.equal(action, 'DUNNO', `${sender}: no definite evidence, so no rejection`);
+      assert.equal(decidedBy, null, sender);
+      assert.match(calloutStage(stages), stage);
+    }
+  });
+
+  it('does not reject on 552 "too many recipients" at RCPT, which RFC 5321 §4.5.3.1.10 makes temporary', async () => {
+    const { ask } = await setup();
+    const { action, stages } = await ask('bob@toomany.test');
+    assert.doesNotMatch(action, /^5\d\d /, calloutStage(stages));
+  });
+
+  it('does not reject on a protocol error at RCPT (503 5.5.1 bad sequence): no evidence about the mailbox', async () => {
+    const { ask } = await setup();
+    const { action, stages } = await ask('bob@badsequence.test');
+    assert.doesNotMatch(action, /^5\d\d /, calloutStage(stages));
+  });
+
+  it('defers (4xx, never 5xx) when the sender\'s MX greylists the callout, also on the retry within greylistRetry', async () => {
+    const { ask } = await setup();
+    for (const attempt of ['first', 'second']) {
+      const { action, decidedBy, stages } = await ask('bob@grey.test');
+      assert.match(action, /^450 4\.7\.1 Sender address verification failed temporarily: .*450 4\.7\.1 .*Greylisted/, `${attempt} ask`);
+      assert.equal(decidedBy, 'sender-callout');
+      assert.match(calloutStage(stages), /^sender-callout=unknown: greylisted: /);
+    }
+  });
+
+  it('answers DEFER_IF_PERMIT while the callout is still running at the deadline', async () => {
+    const { ask } = await setup({}, { decisionTimeout: '200ms' });
+    const { action, decidedBy, stages } = await ask('bob@slow.test');
+    assert.equal(action, 'DEFER_IF_PERMIT Sender address verification in progress');
+    assert.equal(decidedBy, 'sender-callout');
+    assert.match(calloutStage(stages), /^sender-callout=in-progress: /);
+  });
+});
+
+describe('sender-callout: configured actions, codes and texts', () => {
+  const texts = {
+    rejectCode: 554,
+    rejectEnhanced: '5.7.9',
+    rejectText: 'Refused {sender}: {reason}',
+    deferCode: 451,
+    deferEnhanced: '4.4.3',
+    deferText: 'Try {sender} later: {reason}',
+    inProgressText: 'Still checking {sender}',
+  };
+
+  it('answers each verdict with its configured action', async () => {
+    const { ask } = await setup({
+      ...texts,
+      actions: { undeliverable: 'defer', noMailDomain: 'continue', risky: 'reject', unknown: 'defer-if-permit', greylisted: 'continue' },
+    });
+    const risky = await ask('anyone@catchall.test');
+    assert.match(risky.action, /^554 5\.7\.9 Refused anyone@catchall\.test: mx1\.catchall\.test \[127\.0\.0\.21\] accepts any local part \(the random address \S+@catchall\.test got 250 2\.1\.5 Ok\)$/);
+    assert.equal(risky.decidedBy, 'sender-callout');
+
+    const undeliverable = await ask('nobody@users.test');
+    assert.match(undeliverable.action, /^451 4\.4\.3 Try nobody@users\.test later: mx1\.users\.test \[127\.0\.0\.20\] answered RCPT TO:<nobody@users\.test> with 550 5\.1\.1 /);
+    assert.equal(undeliverable.decidedBy, 'sender-callout');
+
+    const noMailDomain = await ask('a@nullmx.test');
+    assert.equal(noMailDomain.action, 'DUNNO');
+    assert.equal(noMailDomain.decidedBy, null);
+    assert.match(calloutStage(noMailDomain.stages), /^sender-callout=no-mail-domain: null-mx: /);
+
+    const unknown = await ask('bob@tempfail.test');
+    assert.match(unknown.action, /^DEFER_IF_PERMIT Try bob@tempfail\.test later: mx1\.tempfail\.test \[127\.0\.0\.24\] answered RCPT TO:<bob@tempfail\.test> with 451 4\.3\.0 /);
+    assert.equal(unknown.decidedBy, 'sender-callout');
+
+    const greylisted = await ask('bob@grey.test');
+    assert.equal(greylisted.action, 'DUNNO');
+    assert.equal(greylisted.decidedBy, null);
+    assert.match(calloutStage(greylisted.stages), /^sender-callout=unknown: greylisted: /);
+  });
+
+  it('uses the configured reject code, enhanced code and text for definite evidence', async () => {
+    const { ask } = await setup({ ...texts, actions: { unknown: 'reject', greylisted: 'defer-if-permit' } });
+    assert.equal((await ask('a@nullmx.test')).action, '554 5.7.9 Refused a@nullmx.test: nullmx.test publishes a null MX: it accepts no mail (RFC 7505)');
+    assert.match((await ask('nobody@users.test')).action, /^554 5\.7\.9 Refused nobody@users\.test: .*550 5\.1\.1/);
+    // An administrator may choose to reject unknown verdicts; the other defaults stay.
+    assert.match((await ask('bob@tempfail.test')).action, /^554 5\.7\.9 Refused bob@tempfail\.test: .*451 4\.3\.0/);
+    assert.equal((await ask('anyone@catchall.test')).action, 'DUNNO', 'risky keeps its default');
+    assert.match((await ask('bob@grey.test')).action, /^DEFER_IF_PERMIT Try bob@grey\.test later: .*Greylisted/);
+  });
+
+  it('uses the configured defer code, enhanced code and text for a greylisted callout', async () => {
+    const { ask } = await setup(texts);
+    assert.match((await ask('bob@grey.test')).action, /^451 4\.4\.3 Try bob@grey\.test later: mx1\.grey\.test \[127\.0\.0\.23\] answered RCPT TO:<bob@grey\.test> with 450 4\.7\.1 /);
+  });
+
+  it('answers a callout still running at the deadline as configured', async () => {
+    const deferring = await setup({ ...texts, actions: { inProgress: 'defer' } }, { decisionTimeout: '200ms' });
+    assert.equal((await deferring.ask('bob@slow.test')).action, '451 4.4.3 Still checking bob@slow.test');
+    const passing = await setup({ actions: { inProgress: 'continue' } }, { decisionTimeout: '200ms' });
+    const { action, decidedBy, stages } = await passing.ask('bob@slow.test');
+    assert.equal(action, 'DUNNO');
+    assert.equal(decidedBy, null);
+    assert.match(calloutStage(stages), /^sender-callout=in-progress: /);
+  });
+
+  it('refuses codes of the wrong class and unknown action names', async () => {
+    await assert.rejects(setup({ rejectCode: 450 }), /rejectCode: got 450/);
+    await assert.rejects(setup({ deferCode: 550 }), /deferCode: got 550/);
+    await assert.rejects(setup({ rejectEnhanced: '4.7.1' }), /rejectEnhanced: got "4\.7\.1"/);
+    await assert.rejects(setup({ actions: { risky: 'accept' } }), /actions\.risky: got "accept"/);
+    await assert.rejects(setup({ actions: { catchAll: 'reject' } }), /actions\.catchAll: unknown key/);
+  });
+});

@@ -1,0 +1,39 @@
+// What a reply at RCPT says about the mailbox: pure classification (verify/interpret).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseEnhancedStatus } from '../../src/smtp/reply.js';
+import type { SmtpReply } from '../../src/smtp/types.js';
+import { classifyRcpt } from '../../src/verify/interpret.js';
+
+function reply(code: number, text: string): SmtpReply {
+  const enhanced = parseEnhancedStatus(text, code);
+  return enhanced ? { code, enhanced: enhanced.status, lines: [enhanced.rest] } : { code, lines: [text] };
+}
+
+describe('classifyRcpt', () => {
+  it('takes a 5xx about the mailbox as a rejection', () => {
+    assert.equal(classifyRcpt(reply(550, '5.1.1 User unknown')), 'rejected');
+    assert.equal(classifyRcpt(reply(553, 'mailbox name not allowed')), 'rejected');
+    assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
+  });
+
+  it('takes "too many recipients" as the temporary limit it is, as 452 and as 552 (RFC 5321 §4.5.3.1.10)', () => {
+    assert.equal(classifyRcpt(reply(452, '4.5.3 Error: too many recipients')), 'too-many-recipients');
+    assert.equal(classifyRcpt(reply(552, '5.5.3 Error: too many recipients')), 'too-many-recipients');
+    assert.equal(classifyRcpt(reply(552, 'Too many recipients')), 'too-many-recipients');
+  });
+
+  it('never takes a full mailbox or a protocol error as proof that the mailbox does not exist', () => {
+    assert.equal(classifyRcpt(reply(552, '5.2.2 Mailbox full')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(550, 'Over quota')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(503, '5.5.1 Error: need MAIL command')), 'protocol-error');
+    assert.equal(classifyRcpt(reply(500, 'Command unrecognized')), 'protocol-error');
+    assert.equal(classifyRcpt(reply(504, '5.5.4 Command parameter not implemented')), 'protocol-error');
+  });
+
+  it('keeps a refusal of us apart from both', () => {
+    assert.equal(classifyRcpt(reply(554, '5.7.1 Client host rejected: blocked')), 'refused');
+    assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
+    assert.equal(classifyRcpt(reply(451, '4.3.0 Temporary failure')), 'tempfail');
+  });
+});
