@@ -358,6 +358,10 @@ export class CalloutEngine {
         outcome = { ...outcome, verdict: 'risky', reason: 'null-sender-refused', description: `${outcome.description} (with the fallback sender), but MAIL FROM:<> is refused: the domain cannot receive bounces` };
       } else if (outcome.verdict === 'deliverable' && postmaster === 'refused') {
         outcome = { ...outcome, verdict: 'risky', reason: 'postmaster-refused', description: `${outcome.description}, but postmaster@${domain} is refused (RFC 5321 §4.5.1)` };
+      } else if (outcome.verdict === 'deliverable' && catchAll === 'inconclusive') {
+        // The random local part got no answer or a 4xx: the domain may accept everything, so a 250
+        // proves nothing yet (Exim defers here), and is not kept as a positive answer.
+        outcome = { ...outcome, verdict: 'unknown', reason: 'catch-all-unknown', description: `${outcome.description}, but the catch-all probe got no definite answer` };
       }
       results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: hosts, attempts: output.attempts }));
     }

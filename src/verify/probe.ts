@@ -125,6 +125,15 @@ const FAILURE_RANK: VerdictReason[] = [
 
 const MAX_CONNECTIONS_PER_ADDRESS = 3;
 
+/**
+ * Where to go after an RCPT that got no reply: a server that dropped the connection (some do
+ * after an unknown recipient) is asked again on a new one; one that let the RCPT time out is a
+ * tarpit, and asking it again would spend the overall deadline the next exchanger needs.
+ */
+function afterFailedRcpt(step: { kind: string }): Conversation {
+  return step.kind === 'timeout' ? 'next-host' : 'reconnect';
+}
+
 type Conversation = 'done' | 'next-host' | 'reconnect';
 
 class DomainProbe {
@@ -424,7 +433,7 @@ class DomainProbe {
     const step = await this.session!.rcptTo(random);
     if (step.kind !== 'reply') {
       this.out.catchAll = 'inconclusive';
-      return this.endAttempt(`random probe: ${this.stepFailure(step)}`, 'reconnect');
+      return this.endAttempt(`random probe: ${this.stepFailure(step)}`, afterFailedRcpt(step));
     }
     const outcome = classifyRcpt(step.reply);
     if (outcome === 'accepted') {
@@ -471,7 +480,7 @@ class DomainProbe {
         step = await this.session!.rcptTo(target.address);
       }
       recipientsInTransaction++;
-      if (step.kind !== 'reply') return this.endAttempt(`RCPT: ${this.stepFailure(step)}`, 'reconnect');
+      if (step.kind !== 'reply') return this.endAttempt(`RCPT: ${this.stepFailure(step)}`, afterFailedRcpt(step));
       this.answerRcpt(target, step.reply);
     }
     return 'ok';

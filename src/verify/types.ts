@@ -26,6 +26,7 @@ export type VerdictReason =
   | 'accepted'
   | 'rejected-at-rcpt'
   | 'catch-all'
+  | 'catch-all-unknown'
   | 'null-sender-refused'
   | 'postmaster-refused'
   | 'greylisted'

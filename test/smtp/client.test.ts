@@ -696,3 +696,102 @@ describe('SmtpClientSession between callouts', () => {
     assert.ok(Date.now() - started < GENEROUS.commandMs, 'the deadline, not the command timeout');
   });
 });
+
+describe('SmtpClientSession stage timeouts', () => {
+  // Every other wait is long, so only the timer of the stage under test can end the dialogue.
+  const SHORT_MS = 200;
+
+  /** Dials like netDialer and keeps each socket, so a test can see it was closed. */
+  function keepingDialer(): { dialer: Dialer; sockets: net.Socket[] } {
+    const sockets: net.Socket[] = [];
+    const dialer: Dialer = ({ host, port }) => {
+      const socket = net.connect({ host, port });
+      sockets.push(socket);
+      return socket;
+    };
+    return { dialer, sockets };
+  }
+
+  function assertTimedOut(session: SmtpClientSession, sockets: net.Socket[], stage: string, startedAt: number): void {
+    const elapsed = Date.now() - startedAt;
+    // A timer may fire a millisecond early by Date.now(); the other timers are 5000 ms.
+    assert.ok(elapsed >= SHORT_MS - 5 && elapsed < SHORT_MS + 1500, `ended after ${elapsed} ms`);
+    assert.equal(session.state, 'closed');
+    assert.ok(events(session).includes(`timeout at ${stage} after ${SHORT_MS} ms`));
+    assert.equal(sockets.length, 1);
+    assert.ok(sockets[0]!.destroyed, 'the connection is closed');
+  }
+
+  it('a server silent after EHLO times out at ehlo after commandMs and closes the connection', async (t) => {
+    const server = await serve(t, { host: '127.0.0.50', script: { ehlo: () => ({ silent: true }) } });
+    const { dialer, sockets } = keepingDialer();
+    const session = sessionFor(t, server, { dialer, timeouts: { ...GENEROUS, commandMs: SHORT_MS } });
+    const started = Date.now();
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'ehlo', afterMs: SHORT_MS });
+    assertTimedOut(session, sockets, 'ehlo', started);
+    assert.deepEqual(sentLines(session), ['EHLO callout.example'], 'no QUIT into a stalled dialogue');
+  });
+
+  it('a server silent after MAIL times out at mail after commandMs, not rcptMs', async (t) => {
+    const server = await serve(t, { host: '127.0.0.51', script: { mail: () => ({ silent: true }) } });
+    const { dialer, sockets } = keepingDialer();
+    const session = sessionFor(t, server, { dialer, timeouts: { ...GENEROUS, commandMs: SHORT_MS } });
+    assert.equal((await session.open()).kind, 'ready');
+    const started = Date.now();
+    assert.deepEqual(await session.mailFrom(''), { kind: 'timeout', stage: 'mail', afterMs: SHORT_MS });
+    assertTimedOut(session, sockets, 'mail', started);
+    assert.equal((await session.rcptTo('x@example.test')).kind, 'closed', 'every later call answers closed');
+  });
+
+  it('a server silent after RCPT times out at rcpt after rcptMs, not commandMs', async (t) => {
+    const server = await serve(t, { host: '127.0.0.52', script: { rcpt: () => ({ silent: true }) } });
+    const { dialer, sockets } = keepingDialer();
+    const session = sessionFor(t, server, { dialer, timeouts: { ...GENEROUS, rcptMs: SHORT_MS } });
+    await session.open();
+    await session.mailFrom('');
+    const started = Date.now();
+    assert.deepEqual(await session.rcptTo('x@example.test'), { kind: 'timeout', stage: 'rcpt', afterMs: SHORT_MS });
+    assertTimedOut(session, sockets, 'rcpt', started);
+  });
+
+  it('a pipelined RCPT waits rcptMs for its reply, taken by the caller or dropped by a drain', async (t) => {
+    const server = await serve(t, { host: '127.0.0.53', script: { ...pipelining(), rcpt: () => ({ silent: true }) } });
+    const group = [{ verb: 'MAIL', reversePath: '' }, { verb: 'RCPT', forwardPath: 'x@example.test' }] as const;
+
+    const taken = keepingDialer();
+    const session = sessionFor(t, server, { dialer: taken.dialer, timeouts: { ...GENEROUS, rcptMs: SHORT_MS } });
+    await session.open();
+    assert.equal(session.pipeline([...group]), true);
+    assert.equal((await session.mailFrom('')).kind, 'reply');
+    const started = Date.now();
+    assert.deepEqual(await session.rcptTo('x@example.test'), { kind: 'timeout', stage: 'rcpt', afterMs: SHORT_MS });
+    assertTimedOut(session, taken.sockets, 'rcpt', started);
+
+    const dropped = keepingDialer();
+    const draining = sessionFor(t, server, { dialer: dropped.dialer, timeouts: { ...GENEROUS, rcptMs: SHORT_MS } });
+    await draining.open();
+    assert.equal(draining.pipeline([...group]), true);
+    assert.equal((await draining.mailFrom('')).kind, 'reply');
+    const drainStarted = Date.now();
+    await draining.drain();
+    assertTimedOut(draining, dropped.sockets, 'rcpt', drainStarted);
+  });
+
+  it('each stage waits out its own timer: a slow MAIL within commandMs and a slow RCPT within rcptMs are answered', async (t) => {
+    const slow = { delayMs: 2 * SHORT_MS };
+    const slowMail = await serve(t, { host: '127.0.0.54', script: { mail: () => ({ ...slow, reply: '250 2.1.0 Ok' }) } });
+    const mailSession = sessionFor(t, slowMail, { timeouts: { ...GENEROUS, rcptMs: SHORT_MS } });
+    await mailSession.open();
+    const mail = await mailSession.mailFrom('');
+    assert.equal(mail.kind === 'reply' && mail.reply.code, 250, 'a short rcptMs does not cut MAIL short');
+    await mailSession.quit();
+
+    const slowRcpt = await serve(t, { host: '127.0.0.55', script: { rcpt: () => ({ ...slow, reply: '250 2.1.5 Ok' }) } });
+    const rcptSession = sessionFor(t, slowRcpt, { timeouts: { ...GENEROUS, commandMs: SHORT_MS } });
+    await rcptSession.open();
+    await rcptSession.mailFrom('');
+    const rcpt = await rcptSession.rcptTo('x@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 250, 'a short commandMs does not cut RCPT short');
+    await rcptSession.quit();
+  });
+});

@@ -1,25 +1,56 @@
 // The callout engine against real loopback DNS and SMTP servers: every verdict, every option.
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { MemoryStore } from '../../src/store/memory.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteStore } from '../../src/store/sqlite.js';
+import { CachingResolver } from '../../src/dns/cache.js';
+import { createNodeResolver } from '../../src/dns/node-resolver.js';
+import type { Dialer } from '../../src/smtp/types.js';
+import { CalloutEngine } from '../../src/verify/engine.js';
 import {
   acceptAll,
   dropAfterRset,
   greylistOnce,
+  pathOf,
+  pipelining,
   refuseNullSender,
   rejectGreeting,
   rejectSecondRcpt,
   silentGreeting,
   usersOnly,
 } from '../support/smtp-server.js';
-import { mxZone, worldMaker } from './fixture.js';
+import { mxZone, worldMaker, type World } from './fixture.js';
 
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const make = worldMaker();
+
+/** An engine of the world that dials through a dialer keeping every socket, so a test can see each was closed. */
+function engineKeepingSockets(t: TestContext, w: World, overrides: Record<string, unknown>): { engine: CalloutEngine; sockets: net.Socket[] } {
+  const sockets: net.Socket[] = [];
+  const dialer: Dialer = ({ host, port }) => {
+    const socket = net.connect({ host, port });
+    sockets.push(socket);
+    return socket;
+  };
+  const resolver = new CachingResolver(createNodeResolver({ servers: [w.dns.address], timeoutMs: 500, tries: 1 }), { clock: w.clock });
+  const store = new MemoryStore({ clock: w.clock });
+  const engine = new CalloutEngine(w.config(overrides), { resolver, store, clock: w.clock, dialer, random: () => 0 });
+  t.after(async () => {
+    await engine.idle();
+    await store.close();
+  });
+  return { engine, sockets };
+}
+
+/** The RCPT commands the server at host got for the random local part (the catch-all probe). */
+function randomProbes(w: World, host: string): string[] {
+  return w.commands(host).filter((c) => /^RCPT TO:<callout-[a-z0-9]{12}@/i.test(c));
+}
 
 describe('verdicts from one exchanger', () => {
   it('deliverable: 250 at RCPT, random probe refused, dialogue in the transcript', async () => {
@@ -452,5 +483,220 @@ describe('TLS', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('stage timeouts of the dialogue', () => {
+  // Only the timer of the stage under test is short; every other wait is far longer.
+  const SHORT = 300;
+  const timeouts = (stage: 'command' | 'rcpt') => ({ connect: '5s', greeting: '5s', command: '5s', rcpt: '5s', tls: '5s', overall: '20s', [stage]: `${SHORT}ms` });
+
+  for (const [step, stage] of [['ehlo', 'command'], ['mail', 'command']] as const) {
+    it(`a server silent after ${step.toUpperCase()} ends the callout at ${step} after callout.timeouts.${stage}: unknown timeout, connection closed`, async (t) => {
+      const w = await make(mxZone({ 'stall.test': '127.0.0.56' }), { '127.0.0.56': { ...usersOnly(['alice']), [step]: () => ({ silent: true }) } });
+      const { engine, sockets } = engineKeepingSockets(t, w, { callout: { timeouts: timeouts(stage) } });
+      const started = Date.now();
+      const r = await engine.verify('alice@stall.test');
+      const elapsed = Date.now() - started;
+      assert.equal(r.verdict, 'unknown');
+      assert.equal(r.reason, 'timeout');
+      assert.match(r.description, new RegExp(`timed out at ${step} after ${SHORT} ms`));
+      assert.equal(r.attempts.length, 1);
+      assert.ok(r.attempts[0]!.transcript.some((e) => e.dir === 'event' && e.line === `timeout at ${step} after ${SHORT} ms`));
+      assert.ok(elapsed >= SHORT - 5 && elapsed < SHORT + 1500, `ended after ${elapsed} ms`);
+      assert.equal(sockets.length, 1);
+      assert.ok(sockets.every((s) => s.destroyed), 'the timed-out connection is closed');
+      assert.equal(engine.connections.stats.parked, 0, 'and never kept for the next callout');
+    });
+  }
+
+  it('a server silent after RCPT ends each attempt at rcpt after callout.timeouts.rcpt; never undeliverable; every connection closed', async (t) => {
+    const w = await make(mxZone({ 'stall.test': '127.0.0.57' }), { '127.0.0.57': { rcpt: () => ({ silent: true }) } });
+    const { engine, sockets } = engineKeepingSockets(t, w, { callout: { randomProbe: false, timeouts: timeouts('rcpt') } });
+    const started = Date.now();
+    const r = await engine.verify('alice@stall.test');
+    const elapsed = Date.now() - started;
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'timeout');
+    assert.match(r.description, new RegExp(`timed out at rcpt after ${SHORT} ms`));
+    assert.ok(r.attempts.length >= 1);
+    for (const attempt of r.attempts) {
+      assert.match(attempt.outcome, new RegExp(`timed out at rcpt after ${SHORT} ms`));
+      assert.ok(attempt.durationMs >= SHORT - 5 && attempt.durationMs < SHORT + 1000, `attempt took ${attempt.durationMs} ms`);
+    }
+    assert.ok(elapsed < r.attempts.length * SHORT + 1500, `ended after ${elapsed} ms`);
+    assert.equal(sockets.length, r.attempts.length);
+    assert.ok(sockets.every((s) => s.destroyed), 'every timed-out connection is closed');
+    assert.equal(engine.connections.stats.parked, 0);
+    const again = await engine.verify('alice@stall.test');
+    assert.notEqual(again.verdict, 'undeliverable', 'nor remembered as undeliverable');
+  });
+
+  it('a tarpit at RCPT on the first exchanger leaves the next one time to answer (callout.timeouts.rcpt is half the overall limit by default)', async () => {
+    const w = await make(mxZone({ 'two.test': ['127.0.0.68', '127.0.0.69'] }), {
+      '127.0.0.68': { rcpt: () => ({ silent: true }) },
+      '127.0.0.69': usersOnly(['alice']),
+    });
+    // The default ratio: rcpt 30s, overall 60s.
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { ...timeouts('rcpt'), overall: `${2 * SHORT}ms` } } });
+    const r = await engine.verify('alice@two.test');
+    assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.68', '127.0.0.69'], r.attempts.map((a) => `${a.address}: ${a.outcome}`).join('; '));
+    assert.equal(r.verdict, 'deliverable');
+  });
+
+  it('a pipelined RCPT that is never answered times out after callout.timeouts.rcpt too', async (t) => {
+    // A stalled server answers nothing after the RCPT either: its reply to the RSET queued
+    // behind must not arrive, or it would be read as the RCPT's (replies come in order).
+    const stalled = { reply: '250 2.1.5 Ok', delayMs: 60_000 };
+    const w = await make(mxZone({ 'stall.test': '127.0.0.58' }), { '127.0.0.58': { ...pipelining(), rcpt: () => stalled } });
+    const { engine, sockets } = engineKeepingSockets(t, w, { callout: { randomProbe: false, timeouts: timeouts('rcpt') } });
+    const r = await engine.verify('alice@stall.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(r.reason, 'timeout');
+    assert.match(r.attempts[0]!.outcome, new RegExp(`timed out at rcpt after ${SHORT} ms`));
+    assert.ok(w.commands('127.0.0.58').includes('RCPT TO:<alice@stall.test>'));
+    assert.ok(sockets.every((s) => s.destroyed));
+  });
+
+  it('callout.timeouts.command does not bound RCPT, nor callout.timeouts.rcpt MAIL: slow replies within their own timer answer', async () => {
+    const slow = { delayMs: 2 * SHORT };
+    const w = await make(mxZone({ 'slowrcpt.test': '127.0.0.59', 'slowmail.test': '127.0.0.60' }), {
+      '127.0.0.59': { rcpt: (arg) => ({ ...slow, reply: /alice@/.test(arg) ? '250 2.1.5 Ok' : '550 5.1.1 User unknown' }) },
+      '127.0.0.60': { ...usersOnly(['alice']), mail: () => ({ ...slow, reply: '250 2.1.0 Ok' }) },
+    });
+    const rcptSlow = await w.engine({ callout: { timeouts: timeouts('command') } }).verify('alice@slowrcpt.test');
+    assert.equal(rcptSlow.verdict, 'deliverable', rcptSlow.description);
+    const mailSlow = await w.engine({ callout: { timeouts: timeouts('rcpt') } }).verify('alice@slowmail.test');
+    assert.equal(mailSlow.verdict, 'deliverable', mailSlow.description);
+  });
+});
+
+describe('catch-all probe inconclusive', () => {
+  const temporary = '450 4.3.0 Temporary lookup failure, try again later';
+
+  it('a 4xx to the random local part leaves catch-all inconclusive: a 550 for the address still counts, nothing is remembered for the domain', async () => {
+    const users = usersOnly(['alice']).rcpt!;
+    const w = await make(mxZone({ 'shaky.test': '127.0.0.61' }), {
+      '127.0.0.61': { rcpt: (arg, session) => (pathOf(arg).startsWith('callout-') ? temporary : users(arg, session)) },
+    });
+    const engine = w.engine();
+    const r = await engine.verify('nobody@shaky.test');
+    assert.equal(r.catchAll, 'inconclusive');
+    assert.equal(r.verdict, 'undeliverable', 'a 5xx about the address is evidence whatever the catch-all state');
+    assert.equal(r.reason, 'rejected-at-rcpt');
+    assert.ok(w.commands('127.0.0.61').includes('RCPT TO:<nobody@shaky.test>'), 'the real address is still asked');
+    assert.equal(randomProbes(w, '127.0.0.61').length, 1);
+    const next = await engine.verify('bob@shaky.test');
+    assert.equal(next.source, 'probe', 'an inconclusive probe is no domain record');
+    assert.equal(randomProbes(w, '127.0.0.61').length, 2, 'so the next callout probes the random local part again');
+  });
+
+  it('a 4xx to the random local part: a 250 for the address is not "deliverable", since the domain may be a catch-all', async () => {
+    const users = usersOnly(['alice']).rcpt!;
+    const w = await make(mxZone({ 'shaky.test': '127.0.0.62' }), {
+      '127.0.0.62': { rcpt: (arg, session) => (pathOf(arg).startsWith('callout-') ? temporary : users(arg, session)) },
+    });
+    const r = await w.engine().verify('alice@shaky.test');
+    assert.equal(r.catchAll, 'inconclusive');
+    // README and verify/types: deliverable means accepted "and the domain is not a catch-all".
+    assert.notEqual(r.verdict, 'deliverable', `${r.verdict} (${r.reason}) with catch-all ${r.catchAll}`);
+    assert.notEqual(r.verdict, 'undeliverable');
+  });
+
+  it('a random probe that times out is inconclusive too, and the tarpit is not asked again', async () => {
+    const users = usersOnly(['alice']).rcpt!;
+    const w = await make(mxZone({ 'tarpit.test': '127.0.0.63' }), {
+      '127.0.0.63': { rcpt: (arg, session) => (pathOf(arg).startsWith('callout-') ? { silent: true } : users(arg, session)) },
+    });
+    const r = await w.engine({ callout: { timeouts: { connect: '2s', greeting: '2s', command: '2s', rcpt: '300ms', tls: '2s', overall: '10s' } } }).verify('nobody@tarpit.test');
+    assert.equal(r.catchAll, 'inconclusive');
+    assert.match(r.attempts[0]!.outcome, /random probe: .*timed out at rcpt after 300 ms/);
+    // A server that lets an RCPT time out is left for the next exchanger; there is none.
+    assert.equal(r.attempts.length, 1);
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout']);
+  });
+});
+
+describe('cache lifetimes', () => {
+  it('a positive address answer is served from the cache for cache.addressPositive, then probed again', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.64' }), { '127.0.0.64': usersOnly(['alice']) });
+    // Refresh at the lifetime: no background refresh renews the record before it expires.
+    const engine = w.engine({ cache: { addressPositive: '5h', addressPositiveRefresh: '5h' } });
+    const asked = () => w.commands('127.0.0.64').filter((c) => c === 'RCPT TO:<alice@real.test>').length;
+    const first = await engine.verify('alice@real.test');
+    assert.equal(first.verdict, 'deliverable');
+    assert.equal(asked(), 1);
+    w.clock.advance(2 * HOUR + 1);
+    const pastNegative = await engine.verify('alice@real.test');
+    assert.equal(pastNegative.source, 'address-cache', 'past the negative lifetime, a positive answer is still cached');
+    w.clock.advance(3 * HOUR - 2);
+    const last = await engine.verify('alice@real.test');
+    assert.equal(last.source, 'address-cache', 'one millisecond before its lifetime');
+    assert.equal(last.verdict, 'deliverable');
+    assert.equal(last.stale, false);
+    assert.equal(last.checkedAt, first.checkedAt);
+    await engine.idle();
+    assert.equal(asked(), 1, 'no callout while the record lasts');
+    w.clock.advance(1);
+    const expired = await engine.verify('alice@real.test');
+    assert.equal(expired.source, 'probe', 'at its lifetime the record is gone');
+    assert.equal(expired.verdict, 'deliverable');
+    assert.equal(asked(), 2);
+  });
+
+  it('the default positive lifetime: answered from the cache until 24 h, probed at 24 h', async () => {
+    let down = false;
+    const w = await make(mxZone({ 'real.test': '127.0.0.65' }), {
+      '127.0.0.65': { ...usersOnly(['alice']), greeting: () => (down ? '421 4.3.2 Going down' : '220 mx ESMTP') },
+    });
+    const engine = w.engine();
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    // The background refreshes past 12 h fail, so nothing renews the record.
+    down = true;
+    w.clock.advance(24 * HOUR - 1);
+    const last = await engine.verify('alice@real.test');
+    assert.equal(last.source, 'address-cache');
+    assert.equal(last.verdict, 'deliverable');
+    await engine.idle();
+    w.clock.advance(1);
+    const expired = await engine.verify('alice@real.test');
+    assert.equal(expired.source, 'probe');
+    assert.equal(expired.verdict, 'unknown', 'a failed probe answers for itself once the record is gone');
+  });
+
+  it('a catch-all domain record answers for cache.domainPositive, then the domain is probed again', async () => {
+    const w = await make(mxZone({ 'any.test': '127.0.0.66' }), { '127.0.0.66': acceptAll() });
+    const engine = w.engine({ cache: { domainPositive: '2d' } });
+    const first = await engine.verify('a1@any.test');
+    assert.equal(first.reason, 'catch-all');
+    assert.equal(randomProbes(w, '127.0.0.66').length, 1);
+    w.clock.advance(2 * DAY - 1);
+    const last = await engine.verify('a2@any.test');
+    assert.equal(last.source, 'domain-cache', 'one millisecond before its lifetime');
+    assert.equal(last.verdict, 'risky');
+    assert.equal(last.catchAll, 'accepted');
+    await engine.idle();
+    assert.equal(randomProbes(w, '127.0.0.66').length, 1);
+    w.clock.advance(1);
+    const expired = await engine.verify('a3@any.test');
+    assert.equal(expired.source, 'probe', 'at its lifetime the domain record is gone');
+    assert.equal(expired.reason, 'catch-all');
+    assert.equal(randomProbes(w, '127.0.0.66').length, 2);
+  });
+
+  it('a refused catch-all record spares the random probe for cache.domainPositive, then it runs again', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.67' }), { '127.0.0.67': usersOnly(['alice']) });
+    const engine = w.engine({ cache: { domainPositive: '2d' } });
+    assert.equal((await engine.verify('u1@real.test')).catchAll, 'refused');
+    assert.equal(randomProbes(w, '127.0.0.67').length, 1);
+    w.clock.advance(2 * DAY - 1);
+    const last = await engine.verify('u2@real.test');
+    assert.equal(last.source, 'probe');
+    assert.equal(last.catchAll, 'refused', 'known from the domain record');
+    assert.equal(randomProbes(w, '127.0.0.67').length, 1, 'no random probe while the record lasts');
+    w.clock.advance(1);
+    const expired = await engine.verify('u3@real.test');
+    assert.equal(expired.catchAll, 'refused');
+    assert.equal(randomProbes(w, '127.0.0.67').length, 2, 'at its lifetime the random probe runs again');
   });
 });
