@@ -33,7 +33,8 @@ function fail(err) {
   process.exit(1);
 }
 try {
-  const db = new Database(workerData.path, { timeout: 0 });
+  // The store's own file: never create a new, empty one in its place.
+  const db = new Database(workerData.path, { timeout: 0, fileMustExist: true });
   const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
   const timer = setInterval(() => {
     try {
