@@ -9,7 +9,7 @@
  *   recorded on the domain, never as "this address does not exist". 4xx replies are never
  *   permanent, and neither is a 5xx that says nothing of the mailbox: "too many recipients"
  *   (552 is RFC 821's mistake for 452, RFC 5321 §4.5.3.1.10), a full mailbox (X.2.2: it
- *   exists), or a protocol error (X.5.x; 500, 502, 503, 504). Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
+ *   exists), or a protocol error (500, 502, 503, 504). Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
  *   domain can be left alone until a retry is worth it.
  */
 
@@ -24,7 +24,9 @@ export type RcptOutcome = 'accepted' | 'rejected' | 'refused' | 'greylisted' | '
 const GREYLIST_WORDS = /gr[ae]y/i;
 // Postfix (smtpd_delay_reject=yes) and others report a refusal of the client, its HELO or its
 // sender at RCPT: those 5xx are about us, not about the mailbox.
-const ABOUT_US_WORDS = /client host|sender address|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay/i;
+// "relay" only in the phrases of a relay refusal: Postfix's "User unknown in relay recipient
+// table" is about the mailbox.
+const ABOUT_US_WORDS = /client host|sender address|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay/i;
 
 // RFC 3463 X.2.2 and the usual words: the mailbox exists and is full, a passing state.
 const FULL_WORDS = /mailbox (is )?full|over ?quota|quota (exceeded|full)|insufficient (system )?storage/i;
@@ -47,18 +49,27 @@ export function isGreylisting(reply: SmtpReply): boolean {
 function refusesUs(reply: SmtpReply): boolean {
   const e = reply.enhanced;
   if (e && (e.subject === 7 || (e.subject === 1 && (e.detail === 7 || e.detail === 8)))) return true;
+  // X.1.1-X.1.6 name the destination address (RFC 3463 §3.2): the code outweighs the words.
+  if (namesDestination(reply)) return false;
   return ABOUT_US_WORDS.test(replyText(reply));
 }
 
+function namesDestination(reply: SmtpReply): boolean {
+  const e = reply.enhanced;
+  return e !== undefined && e.subject === 1 && e.detail >= 1 && e.detail <= 6;
+}
+
 /**
- * A 5xx at RCPT that says nothing about the mailbox: the mailbox is full (it exists), or the
- * reply is about the dialogue (an X.5.x code, RFC 3463 §3.6, or 500/502/503/504 without an
- * X.1.x code naming the address).
+ * A 5xx at RCPT that says nothing about the mailbox: the mailbox is full (X.2.2, or the words
+ * without a code naming the address: it exists), or a 500/502/503/504, which is about the
+ * command or its order, without an X.1.x code naming the address. A 550 with X.5.0 is not one:
+ * Outlook.com answers an unknown user with "550 5.5.0 Requested action not taken: mailbox
+ * unavailable".
  */
 function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-error' | undefined {
   const e = reply.enhanced;
-  if ((e && e.subject === 2 && e.detail === 2) || FULL_WORDS.test(replyText(reply))) return 'mailbox-full';
-  if ((e && e.subject === 5) || (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1))) return 'protocol-error';
+  if ((e && e.subject === 2 && e.detail === 2) || (!namesDestination(reply) && FULL_WORDS.test(replyText(reply)))) return 'mailbox-full';
+  if (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1)) return 'protocol-error';
   return undefined;
 }
 

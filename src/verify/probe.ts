@@ -125,14 +125,7 @@ const FAILURE_RANK: VerdictReason[] = [
 
 const MAX_CONNECTIONS_PER_ADDRESS = 3;
 
-/**
- * Where to go after an RCPT that got no reply: a server that dropped the connection (some do
- * after an unknown recipient) is asked again on a new one; one that let the RCPT time out is a
- * tarpit, and asking it again would spend the overall deadline the next exchanger needs.
- */
-function afterFailedRcpt(step: { kind: string }): Conversation {
-  return step.kind === 'timeout' ? 'next-host' : 'reconnect';
-}
+
 
 type Conversation = 'done' | 'next-host' | 'reconnect';
 
@@ -433,7 +426,7 @@ class DomainProbe {
     const step = await this.session!.rcptTo(random);
     if (step.kind !== 'reply') {
       this.out.catchAll = 'inconclusive';
-      return this.endAttempt(`random probe: ${this.stepFailure(step)}`, afterFailedRcpt(step));
+      return this.afterFailedRcpt(step, `random probe: ${this.stepFailure(step)}`);
     }
     const outcome = classifyRcpt(step.reply);
     if (outcome === 'accepted') {
@@ -480,7 +473,7 @@ class DomainProbe {
         step = await this.session!.rcptTo(target.address);
       }
       recipientsInTransaction++;
-      if (step.kind !== 'reply') return this.endAttempt(`RCPT: ${this.stepFailure(step)}`, afterFailedRcpt(step));
+      if (step.kind !== 'reply') return this.afterFailedRcpt(step, `RCPT: ${this.stepFailure(step)}`);
       this.answerRcpt(target, step.reply);
     }
     return 'ok';
@@ -590,6 +583,20 @@ class DomainProbe {
     const rank = (f: Failure) => FAILURE_RANK.indexOf(f.reason) - (f.definite ? FAILURE_RANK.length : 0);
     if (!current || rank(failure) < rank(current)) this.out.failure = failure;
     return failure.description;
+  }
+
+  /**
+   * After an RCPT that got no reply. A server that dropped the connection (some do after an
+   * unknown recipient) is asked again on a new one. One that let the RCPT time out is a tarpit:
+   * asking it again would spend the overall deadline three times over, and asking the next
+   * exchanger would ask a backup MX, which accepts for the domain whatever the primary would
+   * answer (and may not have run the catch-all probe). Its addresses stay unknown (timeout), as
+   * Exim defers.
+   */
+  private afterFailedRcpt(step: StepFailure<ClientStage>, outcome: string): Conversation {
+    if (step.kind !== 'timeout') return this.endAttempt(outcome, 'reconnect');
+    this.pending.length = 0;
+    return this.endAttempt(outcome, 'done');
   }
 
   private endAttempt(outcome: string, next: Conversation): Conversation {

@@ -532,16 +532,18 @@ describe('stage timeouts of the dialogue', () => {
     assert.notEqual(again.verdict, 'undeliverable', 'nor remembered as undeliverable');
   });
 
-  it('a tarpit at RCPT on the first exchanger leaves the next one time to answer (callout.timeouts.rcpt is half the overall limit by default)', async () => {
+  it('a tarpit at RCPT is asked once: neither it again nor a backup MX that would accept anything', async () => {
     const w = await make(mxZone({ 'two.test': ['127.0.0.68', '127.0.0.69'] }), {
       '127.0.0.68': { rcpt: () => ({ silent: true }) },
-      '127.0.0.69': usersOnly(['alice']),
+      // A backup MX accepts for the domain and queues: its 250 says nothing about the user.
+      '127.0.0.69': acceptAll(),
     });
-    // The default ratio: rcpt 30s, overall 60s.
-    const engine = w.engine({ callout: { randomProbe: false, timeouts: { ...timeouts('rcpt'), overall: `${2 * SHORT}ms` } } });
-    const r = await engine.verify('alice@two.test');
-    assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.68', '127.0.0.69'], r.attempts.map((a) => `${a.address}: ${a.outcome}`).join('; '));
-    assert.equal(r.verdict, 'deliverable');
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { ...timeouts('rcpt'), overall: `${4 * SHORT}ms` } } });
+    const r = await engine.verify('nobody@two.test');
+    assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.68'], r.attempts.map((a) => `${a.address}: ${a.outcome}`).join('; '));
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout']);
+    assert.equal(w.commands('127.0.0.69').length, 0, 'the backup MX is not contacted');
+    assert.equal((await engine.verify('nobody@two.test')).verdict, 'unknown', 'and nothing deliverable is cached');
   });
 
   it('a pipelined RCPT that is never answered times out after callout.timeouts.rcpt too', async (t) => {

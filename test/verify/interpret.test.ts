@@ -13,6 +13,10 @@ function reply(code: number, text: string): SmtpReply {
 describe('classifyRcpt', () => {
   it('takes a 5xx about the mailbox as a rejection', () => {
     assert.equal(classifyRcpt(reply(550, '5.1.1 User unknown')), 'rejected');
+    // Outlook.com's unknown user, and Postfix's on a gateway with relay_recipient_maps.
+    assert.equal(classifyRcpt(reply(550, '5.5.0 Requested action not taken: mailbox unavailable (S2017062302)')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '5.1.1 <x@gw.test>: Recipient address rejected: User unknown in relay recipient table')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '5.1.1 User unknown (mailbox full or does not exist)')), 'rejected');
     assert.equal(classifyRcpt(reply(553, 'mailbox name not allowed')), 'rejected');
     assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
   });
@@ -33,6 +37,8 @@ describe('classifyRcpt', () => {
 
   it('keeps a refusal of us apart from both', () => {
     assert.equal(classifyRcpt(reply(554, '5.7.1 Client host rejected: blocked')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'Relaying denied')), 'refused');
+    assert.equal(classifyRcpt(reply(553, '5.1.0 <s@x>: Sender address rejected: User unknown in local recipient table')), 'refused');
     assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
     assert.equal(classifyRcpt(reply(451, '4.3.0 Temporary failure')), 'tempfail');
   });

@@ -54,6 +54,11 @@ export class AddressList {
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
         if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address: ${parsed.error.message}`);
         this.addresses.add(parsed.value.address.toLowerCase());
+      } else if (/^@?\[/.test(entry)) {
+        // An address literal ([192.0.2.1], [IPv6:...]) as the parser gives it for a mailbox.
+        const parsed = parseMailbox(`postmaster@${entry.replace(/^@/, '')}`);
+        if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address literal: ${parsed.error.message}`);
+        this.domains.add(parsed.value.asciiDomain.toLowerCase());
       } else {
         const domain = normaliseDomain(entry.replace(/^@/, ''));
         if (!domain.ok) throw new ConfigError(`${key}: "${raw}" is not a domain: ${domain.error.message}`);
@@ -64,7 +69,7 @@ export class AddressList {
 
   has(mailbox: Mailbox | undefined): boolean {
     if (!mailbox) return false;
-    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain);
+    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain.toLowerCase());
   }
 }
 

@@ -222,6 +222,10 @@ describe('allowlist entries as administrators write them', () => {
     assert.ok(senders.has(mailbox('anyone@partner.test')));
     assert.ok(senders.has(mailbox('list@xn--bcher-kva.test')));
     assert.ok(!senders.has(mailbox('other@xn--bcher-kva.test')));
+    const literals = new AddressList(['[192.0.2.1]', '@[IPv6:2001:DB8::1]'], 'allowlist.recipients');
+    assert.ok(literals.has(mailbox('postmaster@[192.0.2.1]')));
+    assert.ok(literals.has(mailbox('abuse@[IPv6:2001:db8::1]')));
+    assert.ok(!literals.has(mailbox('abuse@[192.0.2.2]')));
   });
 
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {
