@@ -19,11 +19,14 @@
  *                     store and one source port may reach two of them at once. Postfix's own
  *                     error counters are per connection too, so a harvester that starts a new
  *                     MAIL transaction every few recipients does not start again from zero.
- *                     Unlike Postfix, which forgives a connection's errors once a message is
- *                     received, the count only ends with the hour (the stage sees no
- *                     delivery). Without a usable `client_port` (Postfix before 3.0, or
- *                     "unknown") it falls back to one message: client address + Postfix
- *                     `instance`, the only narrower scope a request names.
+ *                     Postfix forgives a connection's errors once a message is received; the
+ *                     stage sees no delivery, so it forgives them when the connection starts a
+ *                     new message after one in which a recipient was let through (that
+ *                     message could be delivered; a harvester's are rejected throughout, and
+ *                     one that slips a valid recipient into each is still counted per client).
+ *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
+ *                     falls back to one message: client address + Postfix `instance`, the
+ *                     only narrower scope a request names.
  *     per client      client address over perClient.window (sliding, in the shared store)
  *   Errors past a soft limit delay every answer to the client (also the rejection itself)
  *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
@@ -95,18 +98,45 @@ interface Errors {
 interface Scope {
   key: string;
   words: string;
+  /** Per connection: where the message in progress is remembered, and this request's message. */
+  message?: { key: string; instance: string };
 }
 
 /** The connection (or, without a client port, the message) a request belongs to; undefined when neither is known. */
 function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefined {
   const fields = policyRequestFields(attributes);
-  if (fields.clientPort > 0) return { key: `tarpit:p:${client}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}`, words: 'on this connection' };
+  if (fields.clientPort > 0) {
+    const connection = `${client}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}`;
+    return { key: `tarpit:p:${connection}`, words: 'on this connection', ...(fields.instance ? { message: { key: `tarpit:q:${connection}`, instance: fields.instance } } : {}) };
+  }
   if (fields.instance) return { key: `tarpit:m:${client}:${fields.instance}`, words: 'in this message' };
   return undefined;
 }
 
+/**
+ * Before a request is judged: when it starts a new message of its connection after one with a
+ * recipient that was let through, the connection's errors are forgiven, and the new message is
+ * remembered ("instance,0"; "instance,1" once a recipient of it is let through). Returns
+ * whether this message already has such a recipient. A
+ * connection's requests come one at a time, so no update races another.
+ */
+async function startMessage(store: StageDeps['store'], scope: Scope): Promise<boolean> {
+  const message = scope.message!;
+  const stored = (await store.get(message.key))?.value;
+  const comma = stored?.lastIndexOf(',') ?? -1;
+  if (stored !== undefined && comma >= 0 && stored.slice(0, comma) === message.instance) return stored.slice(comma + 1) === '1';
+  if (stored?.endsWith(',1')) await store.delete(scope.key);
+  await store.set(message.key, `${message.instance},0`, CONNECTION_TTL_MS);
+  return false;
+}
+
 function isRejection(action: string): boolean {
   return /^5\d\d\b/.test(action) || /^REJECT\b/i.test(action);
+}
+
+/** An answer that lets the recipient through (DUNNO, OK, PREPEND, WARN ...): no 4xx, 5xx, REJECT or DEFER. */
+function letsThrough(action: string): boolean {
+  return !/^[45]\d\d\b/.test(action) && !/^(REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT)\b/i.test(action);
 }
 
 /** The tarpit stage with an injectable sleep (the registered definition sleeps for real). */
@@ -117,8 +147,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const maxSleepMs = durationMs(opts.maxSleep);
   const window = new SlidingWindow(deps.store, deps.clock, durationMs(opts.perClient.window), 'tarpit:c:');
   const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
-  // evaluate() reads the counts; observe() of the same request reuses them (same attributes object).
-  const seen = new WeakMap<PolicyAttributes, Errors>();
+  // evaluate() reads the counts; observe() of the same request reuses them (same attributes
+  // object), with whether the request's message already had a recipient let through.
+  const seen = new WeakMap<PolicyAttributes, Errors & { accepted: boolean }>();
 
   const clientOf = (ctx: StageContext) => clientAddress(ctx.clientAddress)?.text;
   async function errorsOf(client: string, scope: Scope | undefined): Promise<Errors> {
@@ -135,8 +166,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
       const scope = scopeOf(client, ctx.attributes);
+      const accepted = scope?.message ? await startMessage(deps.store, scope) : true;
       const errors = await errorsOf(client, scope);
-      seen.set(ctx.attributes, errors);
+      seen.set(ctx.attributes, { ...errors, accepted });
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
         const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.connection, errors.client))));
@@ -149,7 +181,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return;
       const scope = scopeOf(client, ctx.attributes);
-      let errors = seen.get(ctx.attributes);
+      const judged = seen.get(ctx.attributes);
+      let errors: Errors | undefined = judged;
+      if (letsThrough(outcome.action) && scope?.message && judged && !judged.accepted) await deps.store.set(scope.message.key, `${scope.message.instance},1`, CONNECTION_TTL_MS);
       if (isRejection(outcome.action)) {
         const [connection, sample] = await Promise.all([
           scope ? deps.store.increment(scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),

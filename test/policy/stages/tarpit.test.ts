@@ -79,6 +79,19 @@ describe('tarpit stage', () => {
     assert.equal(next.verdicts[0]!.reason, 'hard limit reached: 5 rejected on this connection, 5.0 per 1h');
   });
 
+  it('forgives a connection its errors once it starts a new message after one with a recipient not rejected, as Postfix after a delivery', async () => {
+    const slept: number[] = [];
+    const pipeline = harvestWorld(slept);
+    // A bulk sender reusing one connection: each message has a stale recipient and a good one.
+    for (let m = 0; m < 8; m += 1) {
+      assert.equal((await pipeline.decide(request(`nobody${m}@example.test`, { instance: `bulk${m}` }))).action, '550 5.1.1 User unknown', `message ${m}`);
+      assert.equal((await pipeline.decide(request('alice@example.test', { instance: `bulk${m}` }))).action, 'DUNNO', `message ${m}`);
+    }
+    assert.deepEqual(slept, [], 'never past the soft limit of 2: each new message after a good one starts again');
+    const last = await pipeline.decide(request('alice@example.test', { instance: 'bulk8' }));
+    assert.equal(last.verdicts[0]!.reason, '0 rejected on this connection, 8.0 per 1h', 'the per-client count goes on');
+  });
+
   it('does not add up errors of different connections from one client per connection', async () => {
     const slept: number[] = [];
     const pipeline = harvestWorld(slept);
