@@ -22,7 +22,9 @@
  *              (postgrey), so list-123@ and list-124@ are one sender.
  *   The result is lower-cased, as postgrey lower-cases its whole key. The null sender stays ''.
  *   With `verp` off, the result equals postgrey 1.37's do_sender_substitutions() for every
- *   sender that is not SRS or msprvs1/btv1 (postgrey leaves those as they are).
+ *   sender that is not SRS, msprvs1/btv1 or an upper-case PRVS= tag (postgrey leaves those as
+ *   they are, so each message of such a sender is a new triplet there). With `verp` on, an
+ *   ordinary sender shaped like qmail VERP (alerts-noreply=x.io@) loses that part too.
  *
  * LIMITS
  *   Input longer than 1024 characters is cut there before any work (a path is at most 256

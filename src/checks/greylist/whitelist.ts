@@ -65,7 +65,8 @@ function* entriesOf(sources: readonly WhitelistSource[], problems: WhitelistProb
         problems.push({ source, line: index + 1, message: `line longer than ${WHITELIST_LIMITS.lineLength} characters` });
         continue;
       }
-      const entry = raw.replace(/#.*$/, '').trim();
+      // A CRLF file: JavaScript's `.` stops at the CR, Perl's does not, so it goes first.
+      const entry = (raw.endsWith('\r') ? raw.slice(0, -1) : raw).replace(/#.*$/, '').trim();
       if (entry === '') continue;
       if (++count > WHITELIST_LIMITS.entries) {
         problems.push({ source, line: index + 1, message: `more than ${WHITELIST_LIMITS.entries} entries; the rest is ignored` });
@@ -83,12 +84,64 @@ function regexOf(line: Line, problems: WhitelistProblem[]): RegExp | undefined {
     problems.push({ source: line.source, line: line.line, message: `regular expression longer than ${WHITELIST_LIMITS.regexLength} characters` });
     return undefined;
   }
+  const translated = perlToJavaScript(body);
+  if (!translated.ok) {
+    problems.push({ source: line.source, line: line.line, message: translated.message });
+    return undefined;
+  }
   try {
-    return new RegExp(body, 'i');
+    return new RegExp(translated.source, 'i');
   } catch (err) {
     problems.push({ source: line.source, line: line.line, message: `bad regular expression: ${(err as Error).message}` });
     return undefined;
   }
+}
+
+const POSIX_CLASSES: Record<string, string> = {
+  alpha: 'a-zA-Z',
+  digit: '0-9',
+  alnum: 'a-zA-Z0-9',
+  upper: 'A-Z',
+  lower: 'a-z',
+  space: '\\s',
+  xdigit: '0-9a-fA-F',
+  word: '\\w',
+  punct: '!-\\/:-@\\[-`{-~',
+};
+
+/**
+ * The Perl syntax of postgrey's lists that JavaScript reads differently: \A, \z and \Z become
+ * ^ and $, POSIX classes ([[:alpha:]]) their ranges; \p, \P, \h, \K, \G and \Q, which
+ * JavaScript would silently take as letters, are refused so the entry is reported, not dead.
+ */
+export function perlToJavaScript(body: string): { ok: true; source: string } | { ok: false; message: string } {
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < body.length; i += 1) {
+    const c = body[i]!;
+    if (c === '\\' && i + 1 < body.length) {
+      const next = body[i + 1]!;
+      i += 1;
+      if (!inClass && next === 'A') out += '^';
+      else if (!inClass && (next === 'z' || next === 'Z')) out += '$';
+      else if ('pPhKGQE'.includes(next)) return { ok: false, message: `Perl-only regular expression syntax \\${next} is not supported: ${JSON.stringify(body)}` };
+      else out += `\\${next}`;
+      continue;
+    }
+    if (inClass && c === '[' && body[i + 1] === ':') {
+      const end = body.indexOf(':]', i + 2);
+      const name = end < 0 ? undefined : body.slice(i + 2, end);
+      const range = name === undefined ? undefined : POSIX_CLASSES[name];
+      if (range === undefined) return { ok: false, message: `unknown POSIX class in regular expression: ${JSON.stringify(body)}` };
+      out += range;
+      i = end + 1;
+      continue;
+    }
+    if (c === '[' && !inClass) inClass = true;
+    else if (c === ']' && inClass && !out.endsWith('[') && !out.endsWith('[^')) inClass = false;
+    out += c;
+  }
+  return { ok: true, source: out };
 }
 
 /** The domain of the set that `name` is or ends in (`.domain`), or undefined. */
@@ -160,10 +213,16 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
   return { whitelist: new ClientWhitelist(domains, patterns, new AddressSet(cidrs)), problems };
 }
 
-/** A recipient's local part without its +extension, lower-cased. */
-function baseLocalPart(local: string): string {
-  const plus = local.indexOf('+');
-  return (plus < 0 ? local : local.slice(0, plus)).toLowerCase();
+/**
+ * The local parts an entry may name for this recipient, lower-cased: the whole one and each
+ * shorter one before a `+`, as postgrey's `^user(?:\+[^@]+)?@` matches `user`, `user+ext` and
+ * `user+ext+more` for the entry `user`, and the entry `user+ext` matches the last two.
+ */
+function localPartCandidates(local: string): string[] {
+  const lower = local.toLowerCase();
+  const candidates = [lower];
+  for (let plus = lower.lastIndexOf('+'); plus > 0; plus = lower.lastIndexOf('+', plus - 1)) candidates.push(lower.slice(0, plus));
+  return candidates;
 }
 
 export class RecipientWhitelist {
@@ -182,10 +241,11 @@ export class RecipientWhitelist {
   match(recipient: string): string | undefined {
     const at = recipient.lastIndexOf('@');
     if (at >= 0) {
-      const local = baseLocalPart(recipient.slice(0, at));
       const domain = recipient.slice(at + 1).toLowerCase();
-      if (this.addresses.has(`${local}@${domain}`)) return `${local}@${domain}`;
-      if (this.localParts.has(local)) return `${local}@`;
+      for (const local of localPartCandidates(recipient.slice(0, at))) {
+        if (this.addresses.has(`${local}@${domain}`)) return `${local}@${domain}`;
+        if (this.localParts.has(local)) return `${local}@`;
+      }
       const listed = domainUnder(this.domains, domain);
       if (listed !== undefined) return listed;
     }

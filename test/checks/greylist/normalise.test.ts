@@ -140,3 +140,32 @@ describe('postgrey whitelist_recipients', () => {
     assert.equal(huge.whitelist.size, 1);
   });
 });
+
+describe('postgrey whitelists as Perl reads them', () => {
+  it('reads a CRLF file, trailing comments included', () => {
+    const clients = parseClientWhitelist([{ source: 'crlf', text: '# pools\r\nhash.com # note\r\n' }]);
+    assert.deepEqual(clients.problems, []);
+    assert.equal(clients.whitelist.match('mx.hash.com', '192.0.2.1'), 'hash.com');
+    const recipients = parseRecipientWhitelist([{ source: 'crlf', text: 'postmaster@ # note\r\n' }]);
+    assert.deepEqual(recipients.problems, []);
+    assert.equal(recipients.whitelist.match('postmaster@example.org'), 'postmaster@');
+  });
+
+  it('translates \\A, \\z, \\Z and POSIX classes, and reports the Perl syntax it cannot read', () => {
+    const { whitelist, problems } = parseClientWhitelist([{ source: 'perl', text: '/\\Aanchor\\.com\\z/\n/^sh\\.com\\Z/\n/^[[:alpha:]]+\\.posix\\.com$/\n/\\p{L}+\\.uni\\.com$/\n' }]);
+    assert.equal(whitelist.match('anchor.com', '192.0.2.1') !== undefined, true);
+    assert.equal(whitelist.match('sh.com', '192.0.2.1') !== undefined, true);
+    assert.equal(whitelist.match('mail.posix.com', '192.0.2.1') !== undefined, true);
+    assert.equal(whitelist.match('mail1.posix.com', '192.0.2.1'), undefined);
+    assert.deepEqual(problems.map((p) => p.line), [4]);
+    assert.match(problems[0]!.message, /Perl-only regular expression syntax \\p/);
+  });
+
+  it('matches a recipient entry with an extension as postgrey does: itself and longer extensions', () => {
+    const { whitelist } = parseRecipientWhitelist([{ source: 'ext', text: 'user+ext@example.com\nplain@example.com\n' }]);
+    assert.equal(whitelist.match('user+ext@example.com'), 'user+ext@example.com');
+    assert.equal(whitelist.match('User+Ext+2@Example.com'), 'user+ext@example.com');
+    assert.equal(whitelist.match('user@example.com'), undefined);
+    assert.equal(whitelist.match('plain+any+thing@example.com'), 'plain@example.com');
+  });
+});
