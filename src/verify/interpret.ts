@@ -23,15 +23,23 @@ export type RcptOutcome = 'accepted' | 'rejected' | 'refused' | 'greylisted' | '
 // us (no reverse DNS), and calling that greylisting would defer a domain's mail for days.
 const GREYLIST_WORDS = /gr[ae]y/i;
 // Postfix (smtpd_delay_reject=yes) and others report a refusal of the client, its HELO or its
-// sender at RCPT: those 5xx are about us, not about the mailbox.
-// "relay" only in the phrases of a relay refusal: Postfix's "User unknown in relay recipient
-// table" is about the mailbox.
-const ABOUT_US_WORDS = /client host|sender address|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay/i;
-
+// sender at RCPT: those 5xx are about us, not about the mailbox. "relay" counts only in a relay
+// refusal (Postfix's "User unknown in relay recipient table" is about the mailbox); qmail writes
+// its code after the text, "(#5.7.1)"; Exim's ACLs say "administrative prohibition"; Cisco's
+// harvest limit says "too many invalid recipients"; qmail and Coremail refuse the null sender.
+const ABOUT_US_WORDS =
+  /client host|sender address|sender verif|null sender|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay|rcpthosts|administrative prohibition|too many (invalid|bad|unknown) recipients|directory harvest|#5\.7\.\d/i;
+// A refusal of our client itself (blocklists, reverse DNS, HELO), at MAIL as at RCPT.
+const CLIENT_WORDS = /client host|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl/i;
+// Some providers give an unknown user an X.7 code (Yandex: "550 5.7.1 No such user!"); these words
+// outweigh it.
+const NO_SUCH_USER_WORDS = /no such (user|mailbox|recipient)|user unknown|unknown user|does not exist|doesn't exist|not found/i;
+// qmail refuses a second recipient after MAIL FROM:<>: the limit of a transaction, not a verdict.
+const ONE_RECIPIENT_WORDS = /single envelope recipient|only one recipient/i;
 // RFC 3463 X.2.2 and the usual words: the mailbox exists and is full, a passing state.
 const FULL_WORDS = /mailbox (is )?full|over ?quota|quota (exceeded|full)|insufficient (system )?storage/i;
-// RFC 5321 §4.2.4 and 4.2.3: 500, 502, 503 and 504 are about the command or its order.
-const PROTOCOL_CODES: ReadonlySet<number> = new Set([500, 502, 503, 504]);
+// RFC 5321 §4.2.2-4.2.4: 500-504 are about the command, its arguments or its order.
+const PROTOCOL_CODES: ReadonlySet<number> = new Set([500, 501, 502, 503, 504]);
 
 function enhancedOf(reply: SmtpReply): string | undefined {
   return reply.enhanced ? formatEnhanced(reply.enhanced) : undefined;
@@ -42,16 +50,26 @@ export function isGreylisting(reply: SmtpReply): boolean {
 }
 
 /**
- * A 5xx at RCPT is evidence about the mailbox unless it says otherwise: an X.7.x code (security
- * or policy, RFC 3463 §3.8), X.1.7/X.1.8 (our sender's address or domain), or words naming the
- * client, HELO or sender are a refusal of us.
+ * A 5xx at RCPT is evidence about the mailbox unless it says otherwise: X.1.7/X.1.8 (our
+ * sender's address or domain), words naming the client, HELO, sender or a policy, or an X.7.x
+ * (security or policy, RFC 3463 §3.8) or X.3.x (mail system) code without words saying the
+ * user does not exist are a refusal of us. An X.1.1-X.1.6 code names the address and wins.
  */
-function refusesUs(reply: SmtpReply): boolean {
+/** A 5xx at MAIL FROM that refuses our client (a blocklist), not the sender it names. */
+export function refusesClient(reply: SmtpReply): boolean {
+  return CLIENT_WORDS.test(replyText(reply));
+}
+
+export function refusesUs(reply: SmtpReply): boolean {
   const e = reply.enhanced;
-  if (e && (e.subject === 7 || (e.subject === 1 && (e.detail === 7 || e.detail === 8)))) return true;
+  if (e && e.subject === 1 && (e.detail === 7 || e.detail === 8)) return true;
   // X.1.1-X.1.6 name the destination address (RFC 3463 §3.2): the code outweighs the words.
   if (namesDestination(reply)) return false;
-  return ABOUT_US_WORDS.test(replyText(reply));
+  const text = replyText(reply);
+  if (ABOUT_US_WORDS.test(text)) return true;
+  if (NO_SUCH_USER_WORDS.test(text)) return false;
+  // X.7 security or policy, X.3 the mail system (postscreen's "550 5.3.2 Service currently unavailable").
+  return e !== undefined && (e.subject === 7 || e.subject === 3);
 }
 
 function namesDestination(reply: SmtpReply): boolean {
@@ -70,6 +88,9 @@ function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-erro
   const e = reply.enhanced;
   if ((e && e.subject === 2 && e.detail === 2) || (!namesDestination(reply) && FULL_WORDS.test(replyText(reply)))) return 'mailbox-full';
   if (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1)) return 'protocol-error';
+  // X.5.1-X.5.5: invalid command, syntax, arguments, protocol (X.5.3 is handled as too many
+  // recipients); X.5.0 is not, since Outlook.com gives it to an unknown user.
+  if (e && e.subject === 5 && e.detail >= 1 && e.detail <= 5) return 'protocol-error';
   return undefined;
 }
 
@@ -77,7 +98,10 @@ export function classifyRcpt(reply: SmtpReply): RcptOutcome {
   if (reply.code >= 200 && reply.code < 300) return 'accepted';
   // RFC 5321 §4.5.3.1.10: 452 is how a server says "no more recipients in this transaction",
   // and a 552 saying so is RFC 821's mistake, to be taken as the same temporary limit.
-  if ((reply.code === 452 || reply.code === 552) && (enhancedOf(reply)?.endsWith('.5.3') || /too many recipients/i.test(replyText(reply)))) {
+  if (
+    (reply.code === 452 || reply.code === 552) && (enhancedOf(reply)?.endsWith('.5.3') || /too many recipients/i.test(replyText(reply))) ||
+    (reply.code >= 500 && ONE_RECIPIENT_WORDS.test(replyText(reply)))
+  ) {
     return 'too-many-recipients';
   }
   if (reply.code >= 500) return refusesUs(reply) ? 'refused' : (saysNothingOfMailbox(reply) ?? 'rejected');
@@ -89,7 +113,8 @@ export type VrfyOutcome = 'exists' | 'does-not-exist' | 'no-answer';
 /** RFC 5321 §3.5.3: 250/251 confirm, 550/551/553 deny; 252 and 5xx "not implemented" say nothing. */
 export function classifyVrfy(reply: SmtpReply): VrfyOutcome {
   if (reply.code === 250 || reply.code === 251) return 'exists';
-  if (reply.code === 550 || reply.code === 551 || reply.code === 553) return 'does-not-exist';
+  // Postfix applies its restrictions to VRFY: a refusal of us there says nothing of the address.
+  if ((reply.code === 550 || reply.code === 551 || reply.code === 553) && !refusesUs(reply)) return 'does-not-exist';
   return 'no-answer';
 }
 

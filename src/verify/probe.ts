@@ -49,7 +49,7 @@ import type { ClientStage, OpenResult, PipelinedCommand, StepFailure } from '../
 import type { Dialer, SmtpReply } from '../smtp/types.js';
 import type { CalloutConfig } from '../config/schema.js';
 import type { CachedConnection, ConnectionCache } from './connections.js';
-import { classifyRcpt, classifyVrfy, describeReply, evidence } from './interpret.js';
+import { classifyRcpt, classifyVrfy, describeReply, evidence, refusesClient } from './interpret.js';
 import type { Politeness } from './politeness.js';
 import type { ProbeAttempt, ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
 
@@ -146,6 +146,8 @@ class DomainProbe {
   private attemptStart = 0;
   private currentHost: MxHost | undefined;
   private currentIp = '';
+  /** The exchanger address where the random local part was refused, if any. */
+  private catchAllRefusedAt: string | undefined;
 
   constructor(
     private readonly deps: ProbeDeps,
@@ -385,7 +387,8 @@ class DomainProbe {
       return 'ok';
     }
     const ev = evidence('mail', reply, config.noDetails);
-    if (reply.code >= 500 && sender === '') {
+    // A blocklisted client is refused whatever sender it names: that says nothing of bounces.
+    if (reply.code >= 500 && sender === '' && !refusesClient(reply)) {
       this.out.nullSender = 'refused';
       if (config.fallbackSender !== undefined) {
         this.useFallback = true;
@@ -445,6 +448,7 @@ class DomainProbe {
     }
     // A refusal of us (policy) says nothing about whether unknown local parts are accepted.
     this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
+    if (outcome === 'rejected') this.catchAllRefusedAt = this.currentIp;
     // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
     const rset = await this.session!.rset();
     if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET after the random probe failed', 'reconnect');
@@ -499,6 +503,10 @@ class DomainProbe {
     const said = `${this.where()} answered RCPT TO:<${target.address}> with ${describeReply(ev)}`;
     switch (classifyRcpt(reply)) {
       case 'accepted':
+        if (this.backupWithoutProbe()) {
+          this.settle(target, { verdict: 'unknown', reason: 'catch-all-unknown', description: `${said}, but it is a backup MX that refused no random local part here, and a backup accepts for the domain whatever its primary would answer`, reply: ev });
+          return;
+        }
         this.settle(target, { verdict: 'deliverable', reason: 'accepted', description: said, reply: ev });
         return;
       case 'rejected':
@@ -525,6 +533,18 @@ class DomainProbe {
       default:
         this.settle(target, { verdict: 'unknown', reason: 'tempfail-at-rcpt', description: `${said} (temporary)`, reply: ev });
     }
+  }
+
+  /**
+   * The current exchanger is a backup (a worse preference than the best) where the random local
+   * part was not refused on this very address: its 250 proves nothing, since a backup MX queues
+   * for the domain whatever the primary would answer (the catch-all state cached from the
+   * primary says nothing of it). Only when the catch-all probe is on at all.
+   */
+  private backupWithoutProbe(): boolean {
+    if (!this.deps.config.randomProbe || !this.currentHost) return false;
+    const best = Math.min(...this.input.mxHosts.map((h) => h.preference));
+    return this.currentHost.preference > best && this.catchAllRefusedAt !== this.currentIp;
   }
 
   private async postmasterProbe(): Promise<void> {

@@ -117,6 +117,13 @@ describe('verdicts from one exchanger', () => {
     assert.equal(r.catchAll, 'not-run');
   });
 
+  it('a blocklist refusal at MAIL FROM:<> is about us, not a domain that cannot take bounces', async () => {
+    const blocked = { mail: () => ({ reply: '554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org' }) };
+    const w = await make(mxZone({ 'listed.test': '127.0.0.114' }), { '127.0.0.114': { ...usersOnly(['alice']), ...blocked } });
+    const r = await w.engine().verify('alice@listed.test');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'refused-at-mail']);
+  });
+
   it('risky null-sender-refused: MAIL FROM:<> refused, and the domain is remembered', async () => {
     const w = await make(mxZone({ 'nobounce.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() } });
     const engine = w.engine();
@@ -616,6 +623,32 @@ describe('catch-all probe inconclusive', () => {
     // A server that lets an RCPT time out is left for the next exchanger; there is none.
     assert.equal(r.attempts.length, 1);
     assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout']);
+  });
+});
+
+describe('backup exchangers', () => {
+  it('a backup MX that accepts anything never makes an address deliverable on the primary\'s catch-all record', async () => {
+    const w = await make(mxZone({ 'backup.test': ['127.0.0.110', '127.0.0.111'] }), {
+      '127.0.0.110': usersOnly(['alice']),
+      '127.0.0.111': acceptAll(),
+    });
+    const engine = w.engine();
+    assert.equal((await engine.verify('alice@backup.test')).verdict, 'deliverable', 'the primary refused the random local part: catchall refused is cached');
+    await w.smtp.get('127.0.0.110')!.close();
+    const forged = await engine.verify('nobody@backup.test');
+    assert.equal(forged.attempts.at(-1)?.address, '127.0.0.111');
+    assert.deepEqual([forged.verdict, forged.reason], ['unknown', 'catch-all-unknown']);
+    assert.match(forged.description, /backup MX/);
+    assert.equal((await engine.verify('nobody@backup.test')).verdict, 'unknown', 'never kept as deliverable');
+  });
+
+  it('a backup MX that refuses the random local part itself is believed', async () => {
+    const w = await make(mxZone({ 'backup2.test': ['127.0.0.112', '127.0.0.113'] }), {
+      '127.0.0.113': usersOnly(['alice']),
+    });
+    // Nothing listens on the primary: the backup is asked, runs the catch-all probe, and refuses it.
+    const r = await w.engine().verify('alice@backup2.test');
+    assert.deepEqual([r.verdict, r.reason, r.catchAll], ['deliverable', 'accepted', 'refused']);
   });
 });
 

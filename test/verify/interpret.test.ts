@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseEnhancedStatus } from '../../src/smtp/reply.js';
 import type { SmtpReply } from '../../src/smtp/types.js';
-import { classifyRcpt } from '../../src/verify/interpret.js';
+import { classifyRcpt, classifyVrfy } from '../../src/verify/interpret.js';
 
 function reply(code: number, text: string): SmtpReply {
   const enhanced = parseEnhancedStatus(text, code);
@@ -17,6 +17,9 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(550, '5.5.0 Requested action not taken: mailbox unavailable (S2017062302)')), 'rejected');
     assert.equal(classifyRcpt(reply(550, '5.1.1 <x@gw.test>: Recipient address rejected: User unknown in relay recipient table')), 'rejected');
     assert.equal(classifyRcpt(reply(550, '5.1.1 User unknown (mailbox full or does not exist)')), 'rejected');
+    // Yandex gives an unknown user an X.7 code; Office 365's directory-based edge block is X.4.1.
+    assert.equal(classifyRcpt(reply(550, '5.7.1 No such user!')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '5.4.1 Recipient address rejected: Access denied. AS(201806281)')), 'rejected');
     assert.equal(classifyRcpt(reply(553, 'mailbox name not allowed')), 'rejected');
     assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
   });
@@ -33,13 +36,31 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(503, '5.5.1 Error: need MAIL command')), 'protocol-error');
     assert.equal(classifyRcpt(reply(500, 'Command unrecognized')), 'protocol-error');
     assert.equal(classifyRcpt(reply(504, '5.5.4 Command parameter not implemented')), 'protocol-error');
+    assert.equal(classifyRcpt(reply(501, '5.5.4 Syntax: RCPT TO:<address>')), 'protocol-error');
+    assert.equal(classifyRcpt(reply(550, '5.5.1 Protocol error')), 'protocol-error', "postscreen's enforce mode");
   });
 
   it('keeps a refusal of us apart from both', () => {
     assert.equal(classifyRcpt(reply(554, '5.7.1 Client host rejected: blocked')), 'refused');
     assert.equal(classifyRcpt(reply(550, 'Relaying denied')), 'refused');
     assert.equal(classifyRcpt(reply(553, '5.1.0 <s@x>: Sender address rejected: User unknown in local recipient table')), 'refused');
+    assert.equal(classifyRcpt(reply(550, '5.3.2 Service currently unavailable')), 'refused', 'postscreen blocking our address');
+    assert.equal(classifyRcpt(reply(550, 'Too many invalid recipients')), 'refused', "Cisco's harvest limit");
+    assert.equal(classifyRcpt(reply(550, 'Administrative prohibition')), 'refused', "Exim's ACL denial");
+    // Exim verifying our (fallback) sender, with the inner 5.1.1 of its own callout in the text.
+    const senderVerify: SmtpReply = { code: 550, lines: ['Verification failed for <probe@verifier.test>', 'Called:   192.0.2.7', 'Sent:     RCPT TO:<probe@verifier.test>', 'Response: 550 5.1.1 User unknown', 'Sender verify failed'] };
+    assert.equal(classifyRcpt(senderVerify), 'refused');
+    assert.equal(classifyRcpt(reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")), 'refused', "qmail's relay refusal");
+    assert.equal(classifyRcpt(reply(553, 'sorry, bounce messages should have a single envelope recipient (#5.7.1)')), 'too-many-recipients');
     assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
     assert.equal(classifyRcpt(reply(451, '4.3.0 Temporary failure')), 'tempfail');
+  });
+});
+
+describe('classifyVrfy', () => {
+  it('takes a refusal of us at VRFY as no answer, not as "does not exist"', () => {
+    assert.equal(classifyVrfy(reply(550, '5.1.1 <nobody@x>: Recipient address rejected: User unknown')), 'does-not-exist');
+    assert.equal(classifyVrfy(reply(550, '5.7.1 Client host rejected: cannot find your hostname')), 'no-answer');
+    assert.equal(classifyVrfy(reply(252, '2.0.0 Cannot VRFY user')), 'no-answer');
   });
 });
