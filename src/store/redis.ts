@@ -86,7 +86,9 @@ const SCRIPTS = {
     lua: `local rows = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
-  if value then rows[i] = { value, redis.call('PTTL', key) } else rows[i] = false end
+  -- Redis still serves a key in the millisecond it expires (PTTL 0); the contract has it gone.
+  local ttl = value and redis.call('PTTL', key)
+  if value and ttl ~= 0 then rows[i] = { value, ttl } else rows[i] = false end
 end
 return rows`,
   },
@@ -98,7 +100,12 @@ return 1`,
   },
   calloutIncrement: {
     numberOfKeys: 1,
-    lua: `local created = redis.call('EXISTS', KEYS[1]) == 0
+    lua: `local current = redis.call('GET', KEYS[1])
+local created = current == false
+-- As store/semantics: a stored value beyond the safe integers is no counter (INCRBY would take it).
+if current and (tonumber(current) == nil or math.abs(tonumber(current)) > 9007199254740991) then
+  return redis.error_reply('stored value is not an integer counter')
+end
 local sum = redis.call('INCRBY', KEYS[1], ARGV[1])
 if sum > 9007199254740991 or sum < -9007199254740991 then
   redis.call('DECRBY', KEYS[1], ARGV[1])
@@ -348,7 +355,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     } catch (err) {
       if (err instanceof StoreError) throw err;
       // While disconnected the driver only says it would not queue; the connection error says why.
-      const reason = this.ready ? describeError(err) : `Redis is unreachable (${this.lastConnectionError})`;
+      const reason = this.closed ? 'the store was closed while it ran' : this.ready ? describeError(err) : `Redis is unreachable (${this.lastConnectionError})`;
       throw new StoreError(`${context} failed: ${reason}`, { cause: err });
     }
   }

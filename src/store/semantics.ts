@@ -49,7 +49,8 @@ export function checkIncrement(context: string, by: number): void {
 
 /** The sum of a stored counter and an increment, refusing values that are not counters. */
 export function addToCounter(context: string, stored: string, by: number): number {
-  const current = /^-?(0|[1-9][0-9]*)$/.test(stored) ? Number(stored) : Number.NaN;
+  // "-0" is no counter for Redis's INCRBY either.
+  const current = /^(0|-?[1-9][0-9]*)$/.test(stored) ? Number(stored) : Number.NaN;
   if (!Number.isSafeInteger(current)) {
     throw new StoreError(`${context}: stored value is not an integer counter`);
   }
