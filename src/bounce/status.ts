@@ -134,9 +134,16 @@ export function describeStatus(status: EnhancedStatus): string {
   return `${kind}: ${what}`;
 }
 
+// A refusal of our sender, our account or our message, whatever code it carries: Exim's sender
+// verification quotes the 5.1.1 its own callout got for OUR address, Postfix's
+// reject_unlisted_sender says "User unknown" about our sender, and a policy refusal may use
+// RFC 5321's stock "mailbox unavailable".
+const ABOUT_US = /sender address rejected|sender verif|verification failed for|domain of sender|your account|policy reasons|\bspam\b|blocked|black ?list|\brbl\b|client host/i;
+
 /** Whether a bounce with this status proves that the address does not exist (see DESCRIPTION). */
 export function isHardAddressFailure(status: EnhancedStatus | undefined, smtpCode: number | undefined, diagnostic: string | undefined): boolean {
   if (status && status.statusClass !== 5) return false;
+  if (ABOUT_US.test(diagnostic ?? '')) return false;
   if (status && HARD_CODES.has(status.code)) return true;
   const undefinedCode = !status || status.detail === 0;
   return undefinedCode && (smtpCode === 550 || smtpCode === 551 || smtpCode === 553) && USER_UNKNOWN.test(diagnostic ?? '');

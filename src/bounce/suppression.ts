@@ -162,7 +162,8 @@ export class SuppressionList {
       suppress = [{ address: verpRecipient, evidence }];
     } else {
       if (hard.length === 0) return { kind: 'not-hard', report };
-      suppress = hard.map((r) => ({ address: r.address, evidence: r }));
+      // The address we mailed: a forward that bounced (Final-Recipient) was reached through it.
+      suppress = hard.map((r) => ({ address: r.originalRecipient ?? r.address, evidence: r }));
     }
     const proof: SuppressionProof = signed && verpRecipient !== undefined ? 'batv+verp' : signed ? 'batv' : 'verp';
     const entries: SuppressionEntry[] = [];

@@ -48,3 +48,15 @@ describe('MIME pieces', () => {
     assert.equal(decodeWords('=?x-unknown?Q?plain?='), 'plain');
   });
 });
+
+describe('hard failures that are about us', () => {
+  it('never takes a refusal of our sender, account or message as proof the address is gone', () => {
+    const s = (code: string) => parseEnhancedStatus(code);
+    const eximSenderVerify = '550-Verification failed for <prvs=0123abcdef=news@ours.example> 550-Called: 192.0.2.7 550-Response: 550 5.1.1 <prvs=0123abcdef=news@ours.example>: Recipient address rejected: User unknown 550 Sender verify failed';
+    assert.equal(isHardAddressFailure(s('5.1.1'), 550, eximSenderVerify), false);
+    assert.equal(isHardAddressFailure(s('5.1.0'), 550, '550 5.1.0 <news@ours.example>: Sender address rejected: User unknown in local recipient table'), false);
+    assert.equal(isHardAddressFailure(undefined, 550, '550 Your account has been disabled for sending mail'), false);
+    assert.equal(isHardAddressFailure(s('5.0.0'), 550, '550 Requested action not taken: mailbox unavailable (message rejected for policy reasons: spam score too high)'), false);
+    assert.equal(isHardAddressFailure(s('5.1.1'), 550, '550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table'), true);
+  });
+});

@@ -36,6 +36,16 @@ describe('SuppressionList', () => {
     });
   });
 
+  it('records the address we mailed when the failed one was reached by forwarding (Original-Recipient)', async () => {
+    const { list } = setup();
+    const forwarded = fixture('postfix-dsn.eml')
+      .replace(/Final-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822; bob.forward@gmail.example\nOriginal-Recipient: rfc822;bob@example.org');
+    assert.notEqual(forwarded, fixture('postfix-dsn.eml'), 'the fixture names bob@example.org as Final-Recipient');
+    const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: forwarded }, { batv });
+    assert.equal(outcome.kind, 'recorded');
+    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@example.org']);
+  });
+
   it('with BATV alone records every hard failure but not the full mailbox', async () => {
     const { list } = setup();
     const signed = batv.sign('news@example.com', T0);
