@@ -82,7 +82,9 @@ function qmail(text: string): ProseBounce | undefined {
 
 function exim(text: string, failedHeader: string | undefined): ProseBounce | undefined {
   if (!/This message was created automatically by mail delivery software/i.test(text) && !failedHeader) return undefined;
-  const delayed = /has not yet been delivered/i.test(text);
+  // Exim's own words only: the returned copy of the message may say anything.
+  const own = text.split(/^-{6} This is a copy of the message/m)[0] ?? text;
+  const delayed = /has not yet been delivered/i.test(own);
   const found: Found[] = [];
   let current: Found | undefined;
   for (const line of linesOf(text)) {

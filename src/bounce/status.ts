@@ -86,7 +86,7 @@ const DESCRIPTIONS: Record<string, string> = {
 };
 
 const HARD_CODES = new Set(['5.1.1', '5.1.2', '5.1.3', '5.1.6', '5.1.10', '5.2.1']);
-const USER_UNKNOWN = /\b(user unknown|unknown user|no such (user|mailbox|recipient|address)|(mailbox|address|recipient|user) (does not exist|doesn't exist|not found|unknown|unavailable)|invalid (recipient|mailbox|address)|recipnotfound|not our customer|account (has been )?(disabled|deactivated|closed))\b/i;
+const USER_UNKNOWN = /\b(user unknown|unknown user|no such (user|mailbox|recipient|address)|(mailbox|address|recipient|user) (does not exist|doesn't exist|not found|unknown|unavailable)|invalid (recipient|mailbox|address)|recipnotfound|not our customer|account (has been )?(disabled|deactivated|closed)|(doesn't|does not) have an? \S+ account)\b/i;
 
 const STATUS_TEXT = /^\s*([245])\.(\d{1,3})\.(\d{1,3})\b/;
 const STATUS_IN_TEXT = /(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)/;
@@ -140,11 +140,16 @@ export function describeStatus(status: EnhancedStatus): string {
 // RFC 5321's stock "mailbox unavailable".
 const ABOUT_US = /sender address rejected|sender verif|verification failed for|domain of sender|your account|policy reasons|\bspam\b|blocked|black ?list|\brbl\b|client host/i;
 
+// A full mailbox exists: "552 Mailbox unavailable - over quota" proves nothing about the address.
+const FULL = /over ?quota|quota (exceeded|full)|mailbox (is )?full|insufficient (system )?storage/i;
+
 /** Whether a bounce with this status proves that the address does not exist (see DESCRIPTION). */
 export function isHardAddressFailure(status: EnhancedStatus | undefined, smtpCode: number | undefined, diagnostic: string | undefined): boolean {
   if (status && status.statusClass !== 5) return false;
-  if (ABOUT_US.test(diagnostic ?? '')) return false;
+  if (ABOUT_US.test(diagnostic ?? '') || FULL.test(diagnostic ?? '')) return false;
   if (status && HARD_CODES.has(status.code)) return true;
   const undefinedCode = !status || status.detail === 0;
-  return undefinedCode && (smtpCode === 550 || smtpCode === 551 || smtpCode === 553) && USER_UNKNOWN.test(diagnostic ?? '');
+  // 552 and 554 too, for the providers that use them for an unknown user (AOL: "552 ... mailbox
+  // not found", Yahoo: "554 delivery error: dd This user doesn't have a yahoo.com account").
+  return undefinedCode && [550, 551, 552, 553, 554].includes(smtpCode ?? 0) && USER_UNKNOWN.test(diagnostic ?? '');
 }

@@ -151,3 +151,15 @@ describe('parseBounce limits', () => {
     }
   });
 });
+
+describe('Exim prose bounces', () => {
+  it('reads "has not yet been delivered" only in Exim\'s own words, not in the returned copy', () => {
+    const message = `${fixture('exim-prose.eml').trimEnd()}\n\nYour order #1234 has not yet been delivered.\n`;
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.action, r.hard]), [
+      ['grace@example.org', 'failed', true],
+      ['heidi@example.org', 'failed', false],
+    ]);
+  });
+});

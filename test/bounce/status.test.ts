@@ -58,5 +58,9 @@ describe('hard failures that are about us', () => {
     assert.equal(isHardAddressFailure(undefined, 550, '550 Your account has been disabled for sending mail'), false);
     assert.equal(isHardAddressFailure(s('5.0.0'), 550, '550 Requested action not taken: mailbox unavailable (message rejected for policy reasons: spam score too high)'), false);
     assert.equal(isHardAddressFailure(s('5.1.1'), 550, '550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual mailbox table'), true);
+    assert.equal(isHardAddressFailure(undefined, 554, "554 delivery error: dd This user doesn't have a yahoo.com account (bob@yahoo.com) [0]"), true);
+    assert.equal(isHardAddressFailure(undefined, 552, '552 1 Requested mail action aborted, mailbox not found'), true);
+    assert.equal(isHardAddressFailure(undefined, 552, '552 5.2.2 Mailbox full'), false);
+    assert.equal(isHardAddressFailure(undefined, 552, '552 Mailbox unavailable - over quota'), false);
   });
 });
