@@ -132,9 +132,27 @@ function sendmail(text: string): ProseBounce | undefined {
       found.push(current);
     } else if (current && line.trim() !== '') current.diagnostic += ` ${line.trim().replace(/^\(reason:\s*/i, '').replace(/\)$/, '')}`;
   }
-  const transcript = /^<<< ([45]\d\d[ -].*)$/m.exec(text);
-  for (const f of found) if (f.diagnostic === '' && transcript) f.diagnostic = transcript[1]!;
+  // A recipient without a reason line gets the reply the transcript shows for it, never another
+  // recipient's: only a lone recipient may take a lone reply.
+  const replies = transcriptReplies(text);
+  const anyReply = [...text.matchAll(/^<<< ([45]\d\d[ -].*)$/gm)].map((m) => m[1]!);
+  for (const f of found) {
+    if (f.diagnostic !== '') continue;
+    f.diagnostic = replies.get(f.address.toLowerCase()) ?? (found.length === 1 && anyReply.length === 1 ? anyReply[0]! : '');
+  }
   return { format: 'sendmail', recipients: recipients(found, header[1]!.toLowerCase().startsWith('transient') ? 'delayed' : 'failed') };
+}
+
+/** The reply each recipient got in a Sendmail transcript (">>> RCPT To:<a>" then "<<< 550 ..."), by lower-cased address. */
+function transcriptReplies(text: string): Map<string, string> {
+  const replies = new Map<string, string>();
+  const lines = linesOf(text);
+  lines.forEach((line, i) => {
+    const rcpt = /^>>> RCPT To:\s*<([^<>\s]+)>/i.exec(line);
+    const reply = /^<<< ([45]\d\d[ -].*)$/.exec(lines[i + 1] ?? '');
+    if (rcpt && reply) replies.set(rcpt[1]!.toLowerCase(), reply[1]!);
+  });
+  return replies;
 }
 
 function exchange(text: string): ProseBounce | undefined {
@@ -152,11 +170,14 @@ function exchange(text: string): ProseBounce | undefined {
   const remote = /Remote Server returned '([^']+)'/i.exec(text)?.[1] ?? '';
   if (modern) found.push({ address: modern[1]!, diagnostic: remote });
   if (classic) {
+    const listed: Array<{ address: string; line: string }> = [];
     for (const line of linesOf(text.slice(classic.index + classic[0].length)).slice(1)) {
       const address = ADDRESS.exec(line);
       if (!address || line.trim() === '') break;
-      found.push({ address: address[1]!, diagnostic: remote || line });
+      listed.push({ address: address[1]!, line });
     }
+    // One "Remote Server returned" line belongs to one recipient: with several, none takes it.
+    for (const { address, line } of listed) found.push({ address, diagnostic: listed.length === 1 && remote ? remote : line });
   }
   return { format: 'exchange', recipients: recipients(found, 'failed') };
 }

@@ -163,3 +163,49 @@ describe('Exim prose bounces', () => {
     ]);
   });
 });
+
+describe('prose bounces with several recipients', () => {
+  it('gives each Sendmail recipient the reply its own RCPT got, never the first one', () => {
+    const message = [
+      'From: Mail Delivery Subsystem <MAILER-DAEMON@legacy.example.net>',
+      'Subject: Returned mail: see transcript for details',
+      '',
+      '   ----- The following addresses had permanent fatal errors -----',
+      '<alice@example.org>',
+      '<bob@example.org>',
+      '',
+      '   ----- Transcript of session follows -----',
+      '>>> RCPT To:<alice@example.org>',
+      '<<< 550 5.1.1 <alice@example.org>... User unknown',
+      '>>> RCPT To:<bob@example.org>',
+      '<<< 552 5.2.2 <bob@example.org>... Mailbox full',
+      '',
+    ].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.status, r.hard]), [
+      ['alice@example.org', '5.1.1', true],
+      ['bob@example.org', '5.2.2', false],
+    ]);
+  });
+
+  it('does not give one "Remote Server returned" line of an Exchange report to every listed recipient', () => {
+    const message = [
+      'From: postmaster@contoso.example',
+      'Subject: Undeliverable: hello',
+      '',
+      'Delivery has failed to these recipients or groups:',
+      'a@contoso.example',
+      'b@contoso.example',
+      '',
+      "Remote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup'",
+      '',
+    ].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [
+      ['a@contoso.example', false],
+      ['b@contoso.example', false],
+    ]);
+  });
+});
