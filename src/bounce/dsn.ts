@@ -42,6 +42,19 @@ function typed(value: string | undefined): [string, string] | undefined {
   return [value.slice(0, semicolon).trim().toLowerCase(), value.slice(semicolon + 1).trim()];
 }
 
+/**
+ * The address of a Final- or Original-Recipient field: RFC 6533 §3 writes a utf-8 address with
+ * non-ASCII characters as \x{HEX} (or raw UTF-8 in message/global-delivery-status); both give
+ * the same address, so a suppression entry matches the address as mailed.
+ */
+function recipientAddress([type, value]: [string, string]): string {
+  if (type !== 'utf-8') return value;
+  return value.replace(/\\x\{([0-9A-Fa-f]{1,6})\}/g, (escape, hex: string) => {
+    const codePoint = parseInt(hex, 16);
+    return codePoint <= 0x10ffff && (codePoint < 0xd800 || codePoint > 0xdfff) ? String.fromCodePoint(codePoint) : escape;
+  });
+}
+
 function field(group: HeaderField[], name: string): string | undefined {
   return group.find((f) => f.name === name)?.value;
 }
@@ -80,9 +93,9 @@ export function parseDeliveryStatus(body: string): DeliveryStatus {
     result.reportingMta ??= typed(field(group, 'reporting-mta'))?.[1];
     result.recipients.push(
       makeRecipient({
-        address: (final ?? original)![1],
+        address: recipientAddress((final ?? original)!),
         addressType: (final ?? original)![0] || 'rfc822',
-        ...(final && original ? { originalRecipient: original[1] } : {}),
+        ...(final && original ? { originalRecipient: recipientAddress(original) } : {}),
         ...(action && ACTIONS.has(action) ? { action: action as DsnAction } : {}),
         ...(field(group, 'status') ? { status: field(group, 'status') } : {}),
         ...(diagnostic ? { diagnosticType: diagnostic[0] || undefined, diagnostic: diagnostic[1] } : {}),

@@ -209,3 +209,13 @@ describe('prose bounces with several recipients', () => {
     ]);
   });
 });
+
+describe('RFC 6533 utf-8 recipients', () => {
+  it('decodes \\x{HEX} in a utf-8 Final-Recipient to the address as mailed', () => {
+    const message = fixture('global-dsn.eml').replace(/Final-Recipient: utf-8; ?田中@example\.jp/, 'Final-Recipient: utf-8; \\x{7530}\\x{4E2D}@example.jp');
+    assert.notEqual(message, fixture('global-dsn.eml'), 'the fixture names 田中@example.jp');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.recipients[0]!.address, '田中@example.jp');
+  });
+});
