@@ -1,8 +1,6 @@
 // Two `callout serve` daemons sharing one real redis-server: one state, one callout, and outages.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
@@ -11,6 +9,7 @@ import { startSmtpServers, usersOnly } from '../support/smtp-server.js';
 import type { SmtpTestServer } from '../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { mxZone } from '../verify/fixture.js';
+import { captureLog } from '../support/log-capture.js';
 
 let dns: DnsTestServer;
 let smtp: SmtpTestServer[];
@@ -33,12 +32,7 @@ after(async () => {
 });
 
 async function daemon(extra: Record<string, unknown> = {}): Promise<{ daemon: Daemon; client: PolicyClient }> {
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { log: logger } = captureLog(logs);
   const d = await Daemon.start({
     overrides: {
       store: { kind: 'redis', url: redis.url },
@@ -47,7 +41,7 @@ async function daemon(extra: Record<string, unknown> = {}): Promise<{ daemon: Da
       policy: { listen: '127.0.0.1:0', ...extra },
       metrics: { listen: '' },
     },
-    log: createLogger('info', sink),
+    log: logger,
   });
   running.push(d);
   return { daemon: d, client: await PolicyClient.connect(d.policyAddress) };

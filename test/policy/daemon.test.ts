@@ -4,9 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
-import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
@@ -14,6 +12,7 @@ import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-serve
 import type { SmtpTestServer } from '../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { mxZone } from '../verify/fixture.js';
+import { captureLog } from '../support/log-capture.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -37,13 +36,7 @@ async function setup(
   const servers = await startSmtpServers(['127.0.0.2', '127.0.0.3', '127.0.0.4'], (host) =>
     host === '127.0.0.2' ? usersOnly(['bob']) : host === '127.0.0.3' ? greylistOnce() : { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 600 }) },
   );
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { lines: logs, log: logger } = captureLog();
   const base = {
     store: { kind: 'memory' },
     dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
@@ -60,7 +53,7 @@ async function setup(
     await Promise.all(servers.map((s) => s.close()));
     await dns.close();
   });
-  const daemon = await Daemon.start({ ...(configPath ? { configPath } : { overrides: base }), log: createLogger('info', sink) });
+  const daemon = await Daemon.start({ ...(configPath ? { configPath } : { overrides: base }), log: logger });
   const client = await PolicyClient.connect(daemon.policyAddress);
   cleanups.push(async () => {
     client.close();

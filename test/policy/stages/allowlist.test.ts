@@ -4,8 +4,6 @@
 // did not.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { AddressList, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
 import { parseMailbox } from '../../../src/address/index.js';
@@ -15,6 +13,7 @@ import { startSmtpServers, usersOnly } from '../../support/smtp-server.js';
 import type { SmtpTestServer } from '../../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
 import { mxZone } from '../../verify/fixture.js';
+import { captureLog } from '../../support/log-capture.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -42,13 +41,7 @@ async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
     await mx.close();
     await dns.close();
   });
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { lines: logs, log: logger } = captureLog();
   const daemon = await Daemon.start({
     overrides: {
       store: { kind: 'memory' },
@@ -57,7 +50,7 @@ async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
       policy: { listen: '127.0.0.1:0', stages },
       metrics: { listen: '' },
     },
-    log: createLogger('info', sink),
+    log: logger,
   });
   const client = await PolicyClient.connect(daemon.policyAddress);
   cleanups.push(async () => {

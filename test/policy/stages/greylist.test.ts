@@ -4,10 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../../../src/core/clock.js';
-import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
@@ -18,6 +16,7 @@ import type { DnsTestServer } from '../../support/dns-server.js';
 import { greylistOnce, startSmtpServers } from '../../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
 import { mxZone } from '../../verify/fixture.js';
+import { captureLog } from '../../support/log-capture.js';
 
 const S = 1000;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -57,13 +56,7 @@ interface Setup {
 
 let instances = 0;
 async function serve(stages: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Promise<Setup> {
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { lines: logs, log: logger } = captureLog();
   const clock = new ManualClock(Date.UTC(2026, 0, 1, 12));
   const daemon = await Daemon.start({
     overrides: {
@@ -73,7 +66,7 @@ async function serve(stages: Array<Record<string, unknown>>, extra: Record<strin
       metrics: { listen: '' },
       ...extra,
     },
-    log: createLogger('info', sink),
+    log: logger,
     clock,
   });
   const client = await PolicyClient.connect(daemon.policyAddress);

@@ -4,8 +4,6 @@
 // and every answer must follow the stage's configured actions, codes and texts.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { startDnsServer } from '../../support/dns-server.js';
 import type { Zone } from '../../support/dns-server.js';
@@ -21,6 +19,7 @@ import {
 import type { SmtpScript } from '../../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
 import { mxZone } from '../../verify/fixture.js';
+import { captureLog } from '../../support/log-capture.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -82,13 +81,7 @@ async function setup(stage: Record<string, unknown> = {}, policy: Record<string,
     await Promise.all(servers.map((s) => s.close()));
     await dns.close();
   });
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n').filter(Boolean)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { lines: logs, log: logger } = captureLog();
   const daemon = await Daemon.start({
     overrides: {
       store: { kind: 'memory' },
@@ -103,7 +96,7 @@ async function setup(stage: Record<string, unknown> = {}, policy: Record<string,
       policy: { listen: '127.0.0.1:0', stages: [{ name: 'sender-callout', ...stage }], ...policy },
       metrics: { listen: '' },
     },
-    log: createLogger('info', sink),
+    log: logger,
   });
   const client = await PolicyClient.connect(daemon.policyAddress);
   cleanups.push(async () => {
