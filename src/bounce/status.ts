@@ -19,6 +19,8 @@
  *   RFC 3463 (codes), RFC 5248 (registry), RFC 7505 (5.1.10 null MX), RFC 5321 §4.2 (reply codes).
  */
 
+import { MAILBOX_FULL_TEXT } from '../smtp/reply.js';
+
 export type StatusClass = 2 | 4 | 5;
 
 export interface EnhancedStatus {
@@ -140,13 +142,11 @@ export function describeStatus(status: EnhancedStatus): string {
 // RFC 5321's stock "mailbox unavailable".
 const ABOUT_US = /sender address rejected|sender verif|verification failed for|domain of sender|your account|policy reasons|\bspam\b|blocked|black ?list|\brbl\b|client host/i;
 
-// A full mailbox exists: "552 Mailbox unavailable - over quota" proves nothing about the address.
-const FULL = /over ?quota|quota (exceeded|full)|mailbox (is )?full|insufficient (system )?storage/i;
-
 /** Whether a bounce with this status proves that the address does not exist (see DESCRIPTION). */
 export function isHardAddressFailure(status: EnhancedStatus | undefined, smtpCode: number | undefined, diagnostic: string | undefined): boolean {
   if (status && status.statusClass !== 5) return false;
-  if (ABOUT_US.test(diagnostic ?? '') || FULL.test(diagnostic ?? '')) return false;
+  // A full mailbox exists: "552 Mailbox unavailable - over quota" proves nothing about the address.
+  if (ABOUT_US.test(diagnostic ?? '') || MAILBOX_FULL_TEXT.test(diagnostic ?? '')) return false;
   if (status && HARD_CODES.has(status.code)) return true;
   const undefinedCode = !status || status.detail === 0;
   // 552 and 554 too, for the providers that use them for an unknown user (AOL: "552 ... mailbox

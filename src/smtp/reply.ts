@@ -211,6 +211,12 @@ export function formatEnhanced(status: EnhancedStatus): string {
   return `${status.klass}.${status.subject}.${status.detail}`;
 }
 
+/**
+ * The words of a reply (or a bounce's diagnostic) saying the mailbox is full, RFC 3463's X.2.2
+ * in prose: the mailbox exists, and takes no mail for now.
+ */
+export const MAILBOX_FULL_TEXT = /mailbox (is )?full|over ?quota|quota (exceeded|full)|insufficient (system )?storage/i;
+
 /** The reply's text lines joined into one line, for evidence and logs. */
 export function replyText(reply: SmtpReply): string {
   return reply.lines

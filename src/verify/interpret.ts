@@ -13,7 +13,7 @@
  *   domain can be left alone until a retry is worth it.
  */
 
-import { formatEnhanced, replyText } from '../smtp/reply.js';
+import { MAILBOX_FULL_TEXT, formatEnhanced, replyText } from '../smtp/reply.js';
 import type { SmtpReply } from '../smtp/types.js';
 import type { ReplyEvidence, SmtpStage } from './types.js';
 
@@ -36,8 +36,6 @@ const CLIENT_WORDS = /client host|helo|ehlo|blocked|black ?list|block ?list|spam
 const NO_SUCH_USER_WORDS = /no such (user|mailbox|recipient)|user unknown|unknown user|does not exist|doesn't exist|not found/i;
 // qmail refuses a second recipient after MAIL FROM:<>: the limit of a transaction, not a verdict.
 const ONE_RECIPIENT_WORDS = /single envelope recipient|only one recipient/i;
-// RFC 3463 X.2.2 and the usual words: the mailbox exists and is full, a passing state.
-const FULL_WORDS = /mailbox (is )?full|over ?quota|quota (exceeded|full)|insufficient (system )?storage/i;
 // RFC 5321 §4.2.2-4.2.4: 500-504 are about the command, its arguments or its order.
 const PROTOCOL_CODES: ReadonlySet<number> = new Set([500, 501, 502, 503, 504]);
 
@@ -86,7 +84,7 @@ function namesDestination(reply: SmtpReply): boolean {
  */
 function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-error' | undefined {
   const e = reply.enhanced;
-  if ((e && e.subject === 2 && e.detail === 2) || (!namesDestination(reply) && FULL_WORDS.test(replyText(reply)))) return 'mailbox-full';
+  if ((e && e.subject === 2 && e.detail === 2) || (!namesDestination(reply) && MAILBOX_FULL_TEXT.test(replyText(reply)))) return 'mailbox-full';
   if (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1)) return 'protocol-error';
   // X.5.1-X.5.5: invalid command, syntax, arguments, protocol (X.5.3 is handled as too many
   // recipients); X.5.0 is not, since Outlook.com gives it to an unknown user.
