@@ -149,7 +149,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
   // object), with whether the request's message already had a recipient let through.
-  const seen = new WeakMap<PolicyAttributes, Errors & { accepted: boolean }>();
+  const seen = new WeakMap<PolicyAttributes, { errors: Errors; accepted: boolean; scope: Scope | undefined }>();
 
   const clientOf = (ctx: StageContext) => clientAddress(ctx.clientAddress)?.text;
   async function errorsOf(client: string, scope: Scope | undefined): Promise<Errors> {
@@ -168,7 +168,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const scope = scopeOf(client, ctx.attributes);
       const accepted = scope?.message ? await startMessage(deps.store, scope) : true;
       const errors = await errorsOf(client, scope);
-      seen.set(ctx.attributes, { ...errors, accepted });
+      seen.set(ctx.attributes, { errors, accepted, scope });
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
         const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.connection, errors.client))));
@@ -180,9 +180,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     async observe(ctx, outcome) {
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return;
-      const scope = scopeOf(client, ctx.attributes);
       const judged = seen.get(ctx.attributes);
-      let errors: Errors | undefined = judged;
+      const scope = judged ? judged.scope : scopeOf(client, ctx.attributes);
+      let errors: Errors | undefined = judged?.errors;
       if (letsThrough(outcome.action) && scope?.message && judged && !judged.accepted) await deps.store.set(scope.message.key, `${scope.message.instance},1`, CONNECTION_TTL_MS);
       if (isRejection(outcome.action)) {
         const [connection, sample] = await Promise.all([
