@@ -14,12 +14,17 @@
  *     callout in process      Srs.forward + Srs.reverse, no I/O
  *     callout tcp_table       our TcpTableServer (forward and reverse listeners) over loopback
  *     callout socketmap       our SocketmapServer (maps forward, reverse) over loopback
+ *     callout socketmap, idle poll off
+ *                             the same with --idle-poll 0: the server sleeps in epoll as soon as it
+ *                             has answered (core/idle-poll), so the effect of polling shows
  *     postsrsd tcp_table      Debian's postsrsd 1.x (what Debian ships; it speaks tcp_table only)
  *     Node.js echo (floor)    a bare node:net server answering every request line with a fixed
- *                             "500" line: no parsing, no SRS; the fastest any Node.js service can
- *                             be over the same client with 1 connection (measured with 1 only)
+ *                             "500" line: no parsing, no SRS, no polling; the fastest a Node.js
+ *                             service that sleeps between requests can be over the same client
+ *                             with 1 connection (measured with 1 only)
  *   callout's servers and the echo run in a child process (this file with --serve), as postsrsd
- *   runs in its own, so client and server do not share one event loop. Each client connection
+ *   runs in its own, so client and server do not share one event loop; the tcp_table and
+ *   socketmap servers share one idle poller, as the listeners of `callout rewrite serve` do. Each client connection
  *   sends one request and waits for its reply, as Postfix's table clients do; rows are measured
  *   with 1 and with 8 connections, three times each, interleaved across the rows, and the median
  *   is shown (the machine's other load then hits every row alike). Every reply of the first round
@@ -46,6 +51,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../src/core/clock.js';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../src/core/idle-poll.js';
 import { srsMaps } from '../src/rewrite/maps.js';
 import { SocketmapClient, SocketmapServer } from '../src/rewrite/socketmap.js';
 import { Srs } from '../src/rewrite/srs.js';
@@ -177,10 +183,16 @@ async function echoServer(): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-/** Child process mode: serve tcp_table forward/reverse, socketmap and the echo on ephemeral ports, print them. */
+/** Child process mode: serve tcp_table forward/reverse, socketmap (polling and not) and the echo on ephemeral ports, print them. */
 async function serve(): Promise<void> {
   const maps = srsMaps(srs(), systemClock);
-  const servers = [new TcpTableServer(maps.forward), new TcpTableServer(maps.reverse), new SocketmapServer(maps)];
+  const poller = new IdlePoller({ maxMicros: DEFAULT_IDLE_POLL_MICROS });
+  const servers = [
+    new TcpTableServer(maps.forward, { poller }),
+    new TcpTableServer(maps.reverse, { poller }),
+    new SocketmapServer(maps, { poller }),
+    new SocketmapServer(maps, { idlePollMicros: 0 }),
+  ];
   const ports = [];
   for (const s of servers) ports.push(((await s.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port);
   ports.push(await echoServer());
@@ -211,18 +223,26 @@ const wrong = (cells: Array<Cell | string>) => {
 
 type Row = { name: string; cells: Array<Cell | string>; unchecked?: boolean };
 
-const FLOOR_ROW = 'Node.js echo, no parsing or SRS (floor, loopback)';
+const FLOOR_ROW = 'Node.js echo, no parsing, no SRS, no idle poll (loopback)';
+const NO_POLL_ROW = 'callout socketmap, idle poll off (loopback)';
 
 /** "met at 8 connections, not at 1" style verdict of callout's best map service against postsrsd. */
 function versusPostsrsd(rows: Row[]): string {
   const theirs = rows.find((r) => r.name.startsWith('postsrsd'));
   if (!theirs || typeof theirs.cells[0] === 'string') return 'postsrsd not measured';
-  const ours = rows.filter((r) => r.name.startsWith('callout') && r.name.includes('loopback'));
+  const ours = rows.filter(isDefaultService);
+  const sleeping = rows.find((r) => r.name === NO_POLL_ROW);
   return CONCURRENCIES.map((c, i) => {
     const best = Math.max(...ours.map((r) => (typeof r.cells[i] === 'string' ? 0 : (r.cells[i] as Cell).opsPerSecond)));
     const them = (theirs.cells[i] as Cell).opsPerSecond;
-    return `${best >= them ? 'met' : 'NOT met'} with ${c} connection${c === 1 ? '' : 's'}: ${(best / them).toFixed(2)}×`;
+    const withoutPoll = sleeping && typeof sleeping.cells[i] !== 'string' ? `, ${((sleeping.cells[i] as Cell).opsPerSecond / them).toFixed(2)}× with the idle poll off` : '';
+    return `${best >= them ? 'met' : 'NOT met'} with ${c} connection${c === 1 ? '' : 's'}: ${(best / them).toFixed(2)}×${withoutPoll}`;
   }).join('; ');
+}
+
+/** callout's lookup services as `callout rewrite serve` runs them by default: the rows the target is judged on. */
+function isDefaultService(row: Row): boolean {
+  return row.name.startsWith('callout') && row.name.includes('loopback') && row.name !== NO_POLL_ROW;
 }
 
 /** The echo floor against postsrsd: how fast a Node.js service could be at all on this machine. */
@@ -232,8 +252,9 @@ function floorVersusPostsrsd(rows: Row[]): string {
   if (!theirs || !floor || typeof theirs.cells[0] === 'string') return '';
   const ratio = (floor.cells[0] as Cell).opsPerSecond / (theirs.cells[0] as Cell).opsPerSecond;
   return (
-    ` The echo row is a Node.js server that does no work at all (a fixed reply per request): with 1 connection it reaches ` +
-    `${ratio.toFixed(2)}× postsrsd's rate, the ceiling of any Node.js service over this client on this machine.`
+    ` The echo row is a Node.js server that does no work at all (a fixed reply per request) and sleeps between requests: with 1 connection it reaches ` +
+    `${ratio.toFixed(2)}× postsrsd's rate, the ceiling of a Node.js service over this client on this machine unless it polls for the next request ` +
+    `(core/idle-poll; compare the socketmap rows with and without it).`
   );
 }
 
@@ -248,12 +269,13 @@ async function withContenders<T>(work: (contenders: Contender[], postsrsdVersion
   const { child, ports } = await startChild();
   let postsrsd: Postsrsd | undefined;
   try {
-    const [forwardPort, reversePort, socketmapPort, echoPort] = ports as [number, number, number, number];
+    const [forwardPort, reversePort, socketmapPort, sleepingSocketmapPort, echoPort] = ports as [number, number, number, number, number];
     const host = '127.0.0.1';
     const echo = { host, port: echoPort };
     const contenders: Contender[] = [
       { name: 'callout tcp_table (loopback)', connect: tcpTableTarget({ host, port: forwardPort }, { host, port: reversePort }) },
       { name: 'callout socketmap (loopback)', connect: socketmapTarget({ host, port: socketmapPort }) },
+      { name: NO_POLL_ROW, connect: socketmapTarget({ host, port: sleepingSocketmapPort }) },
       { name: FLOOR_ROW, connect: tcpTableTarget(echo, echo), unchecked: true },
     ];
     if (existsSync(POSTSRSD)) {
@@ -317,7 +339,8 @@ export async function benchSrs(options: { quick: boolean }): Promise<string> {
     `Lookups per second (one lookup = one forward or one reverse; each pair forwards a sender and reverses the result) ` +
       `over ${SENDERS.length} distinct senders, secret and SRS domain shared by all rows; ${options.quick ? 'quick run, ' : ''}` +
       `${durationMs / 1000} s per cell (median of ${REPETITIONS} interleaved runs over loopback), ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), Node ${process.version}, ${postsrsdVersion}. ` +
-      `Over loopback each connection waits for its reply before the next request, as Postfix does; callout's servers run in a child process. ` +
+      `Over loopback each connection waits for its reply before the next request, as Postfix does; callout's servers run in a child process, ` +
+      `with their defaults (idle poll ${DEFAULT_IDLE_POLL_MICROS} µs) except the "idle poll off" row. ` +
       `Wrong answers: forwards that differ from callout's in-process result, or reverses that do not give the sender back (first round, checked). ` +
       `The "pinned" column runs the 1-connection cells again with client and every server on one CPU (\`taskset -c 0\`).`,
     '',
@@ -340,7 +363,7 @@ function versusPostsrsdPinned(rows: Row[], pinned: Map<string, Cell | 'n/a'>): s
   const theirs = rows.find((r) => r.name.startsWith('postsrsd'));
   const them = theirs ? pinned.get(theirs.name) : undefined;
   if (!them || them === 'n/a') return 'postsrsd not measured';
-  const best = Math.max(...rows.filter((r) => r.name.startsWith('callout') && r.name.includes('loopback')).map((r) => {
+  const best = Math.max(...rows.filter(isDefaultService).map((r) => {
     const cell = pinned.get(r.name);
     return cell && cell !== 'n/a' ? cell.opsPerSecond : 0;
   }));

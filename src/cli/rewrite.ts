@@ -45,6 +45,7 @@ import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError } from '../core/errors.js';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { ListenTarget, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -383,6 +384,7 @@ interface ServeFlags {
   batvKeyFile?: string;
   batvDomain: string[];
   batvWindow: string;
+  idlePoll: string;
   maxConnections: string;
 }
 
@@ -427,18 +429,25 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
     .option('--batv-window <window>', 'exim or bounded', 'exim')
     .option('--max-connections <n>', 'per listener', '200')
+    .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {
       const maps = serveMaps(flags);
       const maxConnections = Number(flags.maxConnections);
       if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new UsageError(`--max-connections: got "${flags.maxConnections}", expected a positive whole number`);
+      const idlePollMicros = Number(flags.idlePoll);
+      if (!Number.isInteger(idlePollMicros) || idlePollMicros < 0 || idlePollMicros > 10_000) {
+        throw new UsageError(`--idle-poll: got "${flags.idlePoll}", expected microseconds from 0 to 10000`);
+      }
+      // One poller for every listener: they share the process's event loop.
+      const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];
-      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections }), target: parseListen(flags.socketmap, '--socketmap') });
+      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
         const name = eq > 0 ? entry.slice(0, eq) : '';
         const map = maps[name];
         if (!map) throw new UsageError(`--tcp-table: got "${entry}", expected MAP=HOST:PORT with MAP one of ${Object.keys(maps).join(', ')}`);
-        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
+        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
       const started: typeof plan = [];

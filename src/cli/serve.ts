@@ -33,6 +33,7 @@ interface ServeFlags extends EngineFlags {
   dataDir?: string;
   metrics?: string;
   workers?: string;
+  idlePoll?: string;
 }
 
 export function serveOverrides(flags: ServeFlags): RawConfig {
@@ -40,6 +41,7 @@ export function serveOverrides(flags: ServeFlags): RawConfig {
   const policy: Record<string, unknown> = {};
   if (flags.listen !== undefined) policy.listen = flags.listen;
   if (flags.workers !== undefined) policy.workers = numberFlag('--workers', flags.workers);
+  if (flags.idlePoll !== undefined) policy.idlePollMicros = numberFlag('--idle-poll', flags.idlePoll);
   if (Object.keys(policy).length > 0) overrides.policy = policy;
   if (flags.dataDir !== undefined) overrides.dataDir = flags.dataDir;
   if (flags.metrics !== undefined) overrides.metrics = { listen: flags.metrics };
@@ -54,7 +56,8 @@ export function registerServeCommand(program: Command): void {
       .option('--listen <address>', 'policy listener: HOST:PORT, [IPv6]:PORT or a UNIX socket path (default 127.0.0.1:10040)')
       .option('--data-dir <dir>', 'directory of the SQLite store (default /var/lib/callout)')
       .option('--metrics <address>', 'metrics and health listener, "" to disable (default 127.0.0.1:10041)')
-      .option('--workers <n>', 'policy worker processes sharing the listener and the store (default 1)'),
+      .option('--workers <n>', 'policy worker processes sharing the listener and the store (default 1)')
+      .option('--idle-poll <micros>', 'after answering, poll this many microseconds for the next request before sleeping (adaptive; 0: off; default 200)'),
   ).action(async (flags: ServeFlags) => {
     const overrides = serveOverrides(flags);
     const config = validateConfig(mergeConfig(flags.config ? readConfigFile(flags.config) : {}, overrides), flags.config);

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { parseDuration } from './duration.js';
 import { parseListenAddress } from '../core/listen.js';
+import { DEFAULT_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
 /** The longest delay a Node.js timer takes; 0 and anything longer fire after 1 ms. */
@@ -194,6 +195,12 @@ const policySchema = z
     /** Worker processes sharing the listener and the store (1: the daemon answers itself). */
     workers: z.number().int().min(1).max(64).default(1),
     idleTimeout: timerDuration('300s', 1000),
+    /**
+     * After answering, keep polling for the next request this many microseconds before sleeping
+     * (core/idle-poll: adaptive, as Linux's haltpoll); 0 turns it off. Default 200, or 0 on a
+     * machine with one CPU, where the client could not run while the daemon polls.
+     */
+    idlePollMicros: z.number().int().min(0).max(10_000).default(DEFAULT_IDLE_POLL_MICROS),
     /**
      * Take the time from a request's policy_test_time attribute (epoch seconds), as postgrey's
      * tests do, so that a recorded trace replays with its own timestamps. For benchmarks and

@@ -6,7 +6,8 @@
  *   GET /metrics  Prometheus text format: policy decisions by action and stage, decision
  *                 latency, callouts by verdict and source (cache hit ratio), callouts skipped
  *                 because cheaper evidence sufficed, the callout connection cache (parked,
- *                 reused, retired), stage faults, process metrics.
+ *                 reused, retired), stage faults, the time spent polling for the next request after an answer
+ *                 and the requests it caught, process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
  *                 it does not (the daemon still answers Postfix then, by policy.faultAction).
  *   The listener belongs on loopback (metrics.listen): it has no authentication.
@@ -15,6 +16,7 @@
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { IdlePollStats } from '../core/idle-poll.js';
 import type { VerifyResult } from '../verify/types.js';
 import type { ConnectionCacheStats } from '../verify/connections.js';
 import type { StageMetrics } from '../policy/types.js';
@@ -67,6 +69,31 @@ export class Metrics implements StageMetrics {
     this.decisionCounter(action, outcome.decidedBy ?? 'none').inc();
     this.latency.observe(outcome.durationMs / 1000);
     if (outcome.faults.length > 0) this.faults.inc(outcome.faults.length);
+  }
+
+  /** Reads the policy server's idle-poll statistics at each scrape (core/idle-poll). */
+  watchIdlePoll(stats: () => IdlePollStats): void {
+    new Counter({
+      name: 'callout_idle_poll_seconds_total',
+      help: 'Time the policy service spent polling for the next request after answering (policy.idlePollMicros)',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(stats().pollSeconds);
+      },
+    });
+    new Counter({
+      name: 'callout_idle_poll_requests_total',
+      help: 'Requests that arrived while the policy service was polling (caught: no wake-up) or after it had gone to sleep (slept)',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+      collect() {
+        const { caught, slept } = stats();
+        this.reset();
+        this.inc({ outcome: 'caught' }, caught);
+        this.inc({ outcome: 'slept' }, slept);
+      },
+    });
   }
 
   recordVerification(result: VerifyResult): void {

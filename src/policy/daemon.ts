@@ -130,9 +130,12 @@ export class Daemon {
         limits: { maxConnections: config.policy.maxConnections, idleTimeoutMs: config.policy.idleTimeout },
         socketMode: parseInt(config.policy.socketMode, 8),
         sharedListener: this.options.worker ?? false,
+        idlePollMicros: config.policy.idlePollMicros,
         log: this.options.log,
       });
       this.policyAddress = (await this.server.listen()).address;
+      const server = this.server;
+      this.metrics.watchIdlePoll(() => server.idlePoll);
       if (config.metrics.listen && !this.options.worker) {
         const started = await startMetricsServer(config.metrics.listen, {
           metricsText: () => this.metrics.registry.metrics(),
@@ -186,6 +189,7 @@ export class Daemon {
       this.options.log.error({ err: describeError(err) }, 'reload refused, keeping the running configuration');
       return false;
     }
+    this.server.setIdlePollMicros(config.policy.idlePollMicros);
     void this.retire(old);
     this.options.log.info({ stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) }, 'configuration reloaded');
     return true;

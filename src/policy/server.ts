@@ -50,6 +50,7 @@ import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { PolicyRequestDecoder, encodeResponse, type PolicyDecodeEvent, type PolicyLimits } from './protocol.js';
 import type { StageLogger } from './types.js';
 
@@ -82,6 +83,8 @@ export interface PolicyServerOptions {
    * servers like this one: a UNIX socket path is then the primary's to clear and remove.
    */
   sharedListener?: boolean;
+  /** Longest poll after answering, in microseconds (core/idle-poll); 0 never polls. */
+  idlePollMicros?: number;
   log: StageLogger;
 }
 
@@ -96,6 +99,7 @@ export const DEFAULT_POLICY_SOCKET_MODE = 0o660;
 /** Reads a listen address; the configuration schema can use it to validate early. */
 interface ServerContext {
   readonly outbox: Outbox;
+  readonly poller: IdlePoller;
   readonly handler: PolicyHandler;
   readonly log: StageLogger;
   readonly decoderLimits: PolicyLimits;
@@ -129,14 +133,26 @@ export class PolicyServer {
     this.maxConnections = Math.max(1, limits.maxConnections ?? DEFAULT_POLICY_MAX_CONNECTIONS);
     this.socketMode = options.socketMode ?? DEFAULT_POLICY_SOCKET_MODE;
     this.sharedListener = options.sharedListener ?? false;
+    const poller = new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
     this.context = {
-      outbox: new Outbox(),
+      outbox: new Outbox(poller),
+      poller,
       handler: options.handler,
       log: options.log,
       decoderLimits: { maxLineLength: limits.maxLineLength, maxAttributes: limits.maxAttributes, maxRequestSize: limits.maxRequestSize },
       idleTimeoutMs: limits.idleTimeoutMs ?? DEFAULT_POLICY_IDLE_TIMEOUT_MS,
       requestTimeoutMs: limits.requestTimeoutMs ?? DEFAULT_POLICY_REQUEST_TIMEOUT_MS,
     };
+  }
+
+  /** What polling after answers caught and cost (core/idle-poll). */
+  get idlePoll(): IdlePollStats {
+    return this.context.poller.stats;
+  }
+
+  /** A reloaded policy.idlePollMicros. */
+  setIdlePollMicros(maxMicros: number): void {
+    this.context.poller.setMaxMicros(maxMicros);
   }
 
   /** Open connections. */
@@ -286,6 +302,8 @@ function formatRemote(socket: net.Socket): string {
 class Outbox {
   private pending: Array<{ socket: net.Socket; reply?: Buffer }> = [];
 
+  constructor(private readonly poller: IdlePoller) {}
+
   write(socket: net.Socket, reply: Buffer): void {
     this.queue({ socket, reply });
   }
@@ -308,6 +326,7 @@ class Outbox {
       if (reply) socket.write(reply);
       else socket.end(() => socket.destroy());
     }
+    this.poller.answered();
   }
 }
 
@@ -375,6 +394,7 @@ class PolicyConnection {
 
   private receive(chunk: Buffer): void {
     if (this.finishing) return;
+    this.context.poller.arrived();
     this.idleTimer.refresh();
     const events = this.decoder.push(chunk);
     // A client that pipelines without reading its answers: reading waits until they drain, so

@@ -17,6 +17,7 @@
 
 import net from 'node:net';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -31,6 +32,10 @@ export type ListenTarget = { host: string; port: number } | { path: string };
 export interface LookupServerOptions {
   maxConnections?: number;
   idleTimeoutMs?: number;
+  /** Longest poll after an answer, in microseconds (core/idle-poll); 0 never polls. */
+  idlePollMicros?: number;
+  /** One poller for every listener of a process (then idlePollMicros is not used). */
+  poller?: IdlePoller;
 }
 
 export interface LookupServerStats {
@@ -57,12 +62,20 @@ export abstract class LookupServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private readonly idleTimeoutMs: number;
+  /** Keeps the loop turning for a moment after an answer, so the client's next request wakes nothing. */
+  protected readonly poller: IdlePoller;
 
   constructor(options: LookupServerOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
+    this.poller = options.poller ?? new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
     this.server = net.createServer((socket) => this.accept(socket));
     this.server.maxConnections = options.maxConnections ?? 200;
     this.server.on('error', () => undefined);
+  }
+
+  /** What polling after answers caught and cost (core/idle-poll). */
+  get idlePoll(): IdlePollStats {
+    return this.poller.stats;
   }
 
   /** Installs the protocol on a new connection (its data and end handlers). */
@@ -83,6 +96,7 @@ export abstract class LookupServer {
   protected send(socket: net.Socket, data: string | Buffer): void {
     if (!socket.writable) return;
     if (!socket.write(data)) socket.pause();
+    this.poller.answered();
   }
 
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */

@@ -106,6 +106,7 @@ export class TcpTableServer extends LookupServer {
       closed = true;
     };
     socket.on('data', (chunk: Buffer) => {
+      this.poller.arrived();
       if (closed) return;
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       let start = 0;

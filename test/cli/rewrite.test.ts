@@ -175,5 +175,11 @@ describe('callout rewrite serve', () => {
     await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--tcp-table', 'nosuch=127.0.0.1:1', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', 'nowhere', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+    for (const idlePoll of ['-1', 'soon', '10001']) {
+      await assert.rejects(
+        run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--idle-poll', idlePoll, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']),
+        (err: unknown) => err instanceof UsageError && err.message.startsWith(`--idle-poll: got "${idlePoll}"`),
+      );
+    }
   });
 });

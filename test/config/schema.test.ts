@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.js';
 import { validateConfig } from '../../src/config/schema.js';
+import { DEFAULT_IDLE_POLL_MICROS } from '../../src/core/idle-poll.js';
 
 function problem(raw: unknown): string {
   try {
@@ -24,5 +25,13 @@ describe('timer durations', () => {
   it('refuses policy workers with a memory store, naming the key', () => {
     assert.match(problem({ policy: { workers: 2 }, store: { kind: 'memory' } }), /policy\.workers: got 2, expected 1 with store\.kind memory/);
     assert.equal(validateConfig({ policy: { workers: 2 } }).policy.workers, 2);
+  });
+
+  it('takes the idle poll in whole microseconds up to 10 ms, 0 turning it off', () => {
+    assert.match(problem({ policy: { idlePollMicros: -1 } }), /policy\.idlePollMicros: got -1, /);
+    assert.match(problem({ policy: { idlePollMicros: 20_000 } }), /policy\.idlePollMicros: got 20000, /);
+    assert.match(problem({ policy: { idlePollMicros: 2.5 } }), /policy\.idlePollMicros: got 2\.5, /);
+    assert.equal(validateConfig({ policy: { idlePollMicros: 0 } }).policy.idlePollMicros, 0);
+    assert.equal(validateConfig({}).policy.idlePollMicros, DEFAULT_IDLE_POLL_MICROS);
   });
 });

@@ -144,6 +144,17 @@ describe('callout serve', () => {
     assert.equal(health.status, 200);
   });
 
+  it('counts every request that followed an answer as caught by the idle poll or arriving after sleep, and none with the poll off', async () => {
+    const count = (metrics: string, outcome: string): number => Number(new RegExp(`callout_idle_poll_requests_total\\{outcome="${outcome}"\\} (\\d+)`).exec(metrics)?.[1]);
+    for (const [idlePollMicros, expected] of [[200, 9], [0, 0]] as const) {
+      const { client, daemon } = await setup({ policy: { idlePollMicros } });
+      for (let i = 0; i < 10; i++) await client.request(postfixRequest({ sender: '', instance: `poll${i}` }));
+      const metrics = await (await fetch(`http://${daemon.metricsAddress}/metrics`)).text();
+      assert.equal(count(metrics, 'caught') + count(metrics, 'slept'), expected, metrics.split('\n').filter((l) => l.includes('idle_poll')).join('\n'));
+      assert.match(metrics, /callout_idle_poll_seconds_total \d/);
+    }
+  });
+
   it('reloads its configuration without dropping the connection, and keeps it when the new file is bad', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-reload-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from '../../src/core/clock.js';
+import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import type { LookupMap } from '../../src/rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
@@ -199,5 +200,29 @@ describe('TcpTableServer', () => {
     const client = await TcpTableClient.connect(target);
     closers.push(() => client.close());
     assert.match(await client.query('a@b.example'), /^200 SRS0=/);
+  });
+});
+
+describe('idle poll of the lookup services', () => {
+  it('one poller shared by several listeners sees every request that followed an answer, whichever listener it came to', async () => {
+    const poller = new IdlePoller({ maxMicros: 200 });
+    const forward = await started(new TcpTableServer(maps.forward!, { poller }));
+    const socketmap = await started(new SocketmapServer(maps, { poller }));
+    const tcp = await TcpTableClient.connect(forward.target);
+    const netstrings = await SocketmapClient.connect(socketmap.target);
+    closers.push(() => tcp.close(), () => netstrings.close());
+    for (let i = 0; i < 5; i++) {
+      assert.match(await tcp.query(`user${i}@elsewhere.example`), /^200 SRS0=/);
+      assert.match(await netstrings.query('forward', `user${i}@elsewhere.example`), /^OK SRS0=/);
+    }
+    assert.equal(poller.stats.caught + poller.stats.slept, 9);
+  });
+
+  it('with the poll off the answers are the same and nothing is counted', async () => {
+    const { target, server } = await started(new SocketmapServer(maps, { idlePollMicros: 0 }));
+    const client = await SocketmapClient.connect(target);
+    closers.push(() => client.close());
+    for (let i = 0; i < 3; i++) assert.match(await client.query('forward', `user${i}@elsewhere.example`), /^OK SRS0=/);
+    assert.deepEqual(server.idlePoll, { caught: 0, slept: 0, pollSeconds: 0 });
   });
 });

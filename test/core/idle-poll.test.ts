@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import fc from 'fast-check';
+import { IdlePoller, PollWindow } from '../../src/core/idle-poll.js';
+
+describe('PollWindow (haltpoll-style adaptation)', () => {
+  it('starts closed, opens when a request came soon after the process slept, and doubles up to the maximum', () => {
+    const window = new PollWindow({ maxMicros: 200, growMicros: 50 });
+    assert.equal(window.micros, 0);
+    window.observe(30, false);
+    assert.equal(window.micros, 50);
+    window.observe(120, false);
+    assert.equal(window.micros, 100);
+    window.observe(150, false);
+    assert.equal(window.micros, 200);
+    window.observe(199, false);
+    assert.equal(window.micros, 200, 'never beyond the maximum');
+  });
+
+  it('leaves the window as it is when polling caught the request', () => {
+    const window = new PollWindow({ maxMicros: 200, growMicros: 50 });
+    window.observe(10, false);
+    window.observe(10, true);
+    window.observe(10_000, true);
+    assert.equal(window.micros, 50);
+  });
+
+  it('halves the window when a request came later than any poll would wait, and closes it below the first step', () => {
+    const window = new PollWindow({ maxMicros: 400, growMicros: 50 });
+    for (const gap of [10, 60, 150, 300]) window.observe(gap, false);
+    assert.equal(window.micros, 400);
+    window.observe(5_000, false);
+    assert.equal(window.micros, 200);
+    window.observe(5_000, false);
+    window.observe(5_000, false);
+    assert.equal(window.micros, 50);
+    window.observe(5_000, false);
+    assert.equal(window.micros, 0, 'an idle service stops polling');
+  });
+
+  it('never opens with a maximum of 0', () => {
+    const window = new PollWindow({ maxMicros: 0 });
+    window.observe(1, false);
+    assert.equal(window.micros, 0);
+  });
+
+  it('stays closed or between the first step and the maximum, whatever the gaps', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2_000 }),
+        fc.integer({ min: 1, max: 500 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 100_000 }), fc.boolean()), { maxLength: 60 }),
+        (maxMicros, growMicros, gaps) => {
+          const window = new PollWindow({ maxMicros, growMicros });
+          for (const [gap, caught] of gaps) {
+            window.observe(gap, caught);
+            const micros = window.micros;
+            assert.ok(micros === 0 || (micros >= window.growMicros && micros <= maxMicros), `window ${micros} with max ${maxMicros}`);
+          }
+        },
+      ),
+    );
+  });
+});
+
+/** A clock the test moves; the poller reads it at every turn of the real event loop. */
+function manualTime(): { now: () => number; advance: (ms: number) => void } {
+  let t = 1_000;
+  return { now: () => t, advance: (ms) => (t += ms) };
+}
+
+describe('IdlePoller', () => {
+  it('does not poll until a request shows that polling would have caught it', async () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
+    poller.answered();
+    time.advance(0.03);
+    poller.arrived();
+    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 1 });
+    // The window is open now: the next answer polls, and a request meanwhile is caught.
+    poller.answered();
+    await nextTurn();
+    time.advance(0.02);
+    await nextTurn();
+    poller.arrived();
+    assert.equal(poller.stats.caught, 1);
+    // The poll ends once the test's clock passes the window.
+    time.advance(1);
+    await nextTurn();
+    await nextTurn();
+    assert.ok(poller.stats.pollSeconds > 0);
+  });
+
+  it('keeps the loop turning for the window after the latest answer, then sleeps and counts the time', async () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 100, now: time.now });
+    poller.answered();
+    time.advance(0.01);
+    poller.arrived(); // opens the window to 100 µs
+    poller.answered();
+    const answeredAt = time.now();
+    while (time.now() < answeredAt + 0.2) {
+      await nextTurn();
+      time.advance(0.01);
+    }
+    await nextTurn();
+    assert.ok(poller.stats.pollSeconds >= 0.0001 && poller.stats.pollSeconds <= 0.00012, `polled ${poller.stats.pollSeconds} s`);
+    poller.arrived();
+    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
+  });
+
+  it('with a maximum of 0 never polls and counts nothing', async () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 0, now: time.now });
+    for (let i = 0; i < 5; i++) {
+      poller.answered();
+      time.advance(0.01);
+      poller.arrived();
+    }
+    await nextTurn();
+    assert.deepEqual(poller.stats, { caught: 0, slept: 0, pollSeconds: 0 });
+  });
+
+  it('takes a new maximum on reload, starting closed', () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, now: time.now });
+    poller.setMaxMicros(0);
+    poller.answered();
+    time.advance(0.01);
+    poller.arrived();
+    assert.equal(poller.stats.slept, 0);
+  });
+});
