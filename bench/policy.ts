@@ -12,10 +12,12 @@
  *   1, 32 and 256 connections, one request at a time per connection as Postfix's smtpd asks.
  *   The connections are driven from a child process (bench/policy-load), as Postfix's smtpd
  *   processes would, so the load never shares a thread with the service:
- *     callout serve   an in-process Daemon (src/policy/daemon) with its default stages, a
- *                     MemoryStore whose callout answers are cached before the cells (every
- *                     sender was verified once against a loopback SMTP server), and its decision
- *                     log written as in production (core/log's coalescing destination) to /dev/null;
+ *     callout serve   as production runs it, from the build (node dist/src/cli/main.js, the
+ *                     benchmark refuses a build older than src/), in its own process, and again
+ *                     with --workers 2 (a process tree); default stages and settings, the default
+ *                     SQLite store in a fresh data directory whose callout answers are cached
+ *                     before the cells (every sender was verified once against a loopback SMTP
+ *                     server), its decision log on stdout to /dev/null;
  *     postgrey        Debian's, in the foreground with an empty database directory and empty
  *                     whitelists, --delay 1; every triplet is seen once and retried after the
  *                     delay before the cells, so the cells ask about known triplets;
@@ -32,9 +34,6 @@
  *   The request is Postfix 3.7's full RCPT attribute set (test/support/policy-client
  *   postfixRequest) with sender, recipient and client varied over 2,000 messages from 100
  *   sender domains, and a new instance for every request, as every request were a new message; every tenth sender does not exist (callout rejects it with 550).
- *   `callout serve --workers 2` runs as production runs it, from the build (node
- *   dist/src/cli/main.js), in its own process tree on the default SQLite store; the benchmark
- *   refuses a build older than src/.
  *   A service whose package is missing gets a "not installed" row.
  *
  * LIMITS
@@ -49,8 +48,6 @@ import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { coalescingDestination, createLogger } from '../src/core/log.js';
-import { Daemon } from '../src/policy/daemon.js';
 import { startDnsServer } from '../test/support/dns-server.js';
 import type { DnsTestServer, Zone } from '../test/support/dns-server.js';
 import { encodeRequest, postfixRequest } from '../test/support/policy-client.js';
@@ -222,55 +219,27 @@ function packageVersion(name: string): string {
   return query.status === 0 ? query.stdout.trim() : 'unknown version';
 }
 
-async function startCallout(dns: DnsTestServer): Promise<Service> {
-  const smtp = await startInstantSmtp(SMTP_HOST, 0);
-  // As in production (core/log's default destination), with /dev/null for stdout.
-  const destination = coalescingDestination('/dev/null');
-  const daemon = await Daemon.start({
-    overrides: {
-      store: { kind: 'memory' },
-      dns: { servers: [dns.address] },
-      callout: { helo: 'verifier.policy.bench.test', port: smtp.port, allowTargets: ['127.0.0.0/8'] },
-      policy: { listen: '127.0.0.1:0' },
-      metrics: { listen: '' },
-    },
-    log: createLogger('info', destination),
-  });
-  return {
-    name: 'callout serve (one process, memory store)',
-    port: Number(daemon.policyAddress.slice(daemon.policyAddress.lastIndexOf(':') + 1)),
-    judge: 'callout',
-    // The daemon is all this process does while its cells run (the DNS server is idle then).
-    cpuSeconds: () => {
-      const usage = process.cpuUsage();
-      return (usage.user + usage.system) / 1e6;
-    },
-    stop: async () => {
-      await daemon.stop();
-      await smtp.close();
-    },
-  };
-}
-
 /**
- * `callout serve --workers N` as production runs it (node dist/src/cli/main.js): its own process tree (the supervisor and
- * its workers), the default SQLite store in a fresh data directory, logs on stdout (/dev/null).
+ * `callout serve` as production runs it (node dist/src/cli/main.js): its own process (with N > 1
+ * workers a process tree: the supervisor and its workers), the default SQLite store in a fresh
+ * data directory, logs on stdout (/dev/null).
  */
-async function startCalloutWorkers(dns: DnsTestServer, workers: number): Promise<Service> {
+async function startCalloutServe(dns: DnsTestServer, workers: number): Promise<Service> {
   const smtp = await startInstantSmtp(SMTP_HOST, 0);
-  const dataDir = mkdtempSync(join(os.tmpdir(), 'callout-bench-workers-'));
+  const dataDir = mkdtempSync(join(os.tmpdir(), 'callout-bench-serve-'));
   const port = await freePort();
-  const args = ['--workers', String(workers), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
+  const args = [...(workers > 1 ? ['--workers', String(workers)] : []), '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--metrics', '',
     '--dns-server', dns.address, '--helo', 'verifier.policy.bench.test', '--port', String(smtp.port), '--allow-target', '127.0.0.0/8'];
+  const name = workers > 1 ? `callout serve --workers ${workers}` : 'callout serve';
   let serve: ServeChild;
   try {
-    serve = await startServe(args, port, `callout serve --workers ${workers}`);
+    serve = await startServe(args, port, name);
   } catch (err) {
     await smtp.close();
     throw err;
   }
   return {
-    name: `callout serve --workers ${workers}`,
+    name,
     port,
     judge: 'callout',
     cpuSeconds: () => serve.cpuSeconds(),
@@ -489,37 +458,27 @@ export async function benchPolicy(options: { quick: boolean; only?: string }): P
   const dns = await startDnsServer(benchZone());
   const rows: ServiceRow[] = [];
   try {
-    if (wanted('callout')) rows.push(
-      await measure(
-        'callout serve (one process, memory store)',
-        () => startCallout(dns),
-        async (load) => {
-          // No more callouts at once than limits.perHostConcurrency allows towards the one SMTP server.
-          const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS);
-          const cached = await warmPass(load, TARGET_CONNECTIONS, true);
-          if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
-          return `default stages (allowlist, postmaster, sender-syntax, sender-callout), MemoryStore. Before the cells every message was asked twice: the first pass made the callouts (${tally(callouts)}), the second came from the cache (${tally(cached)}).`;
-        },
-        stream,
-        budget,
-      ),
-    );
-    if (wanted('callout')) rows.push(
-      await measure(
-        `callout serve --workers ${CALLOUT_WORKERS}`,
-        () => startCalloutWorkers(dns, CALLOUT_WORKERS),
-        async (load) => {
-          // Each worker may have limits.perHostConcurrency / workers callouts at once, and the
-          // connections need not split evenly: no more at once than one worker's share.
-          const callouts = await warmPass(load, CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS);
-          const cached = await warmPass(load, TARGET_CONNECTIONS, true);
-          if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
-          return `\`callout serve --workers ${CALLOUT_WORKERS}\` run from the build (node dist/src/cli/main.js, as production runs it) in its own processes (a supervisor and ${CALLOUT_WORKERS} workers sharing the listener), default stages, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. Two passes before the cells: the callouts, asked ${CALLOUT_WARMUP_CONNECTIONS / CALLOUT_WORKERS} at a time (one worker's share of limits.perHostConcurrency, however the connections split) (${tally(callouts)}), then the cache (${tally(cached)}).`;
-        },
-        stream,
-        budget,
-      ),
-    );
+    for (const workers of wanted('callout') ? [1, CALLOUT_WORKERS] : []) {
+      rows.push(
+        await measure(
+          workers > 1 ? `callout serve --workers ${workers}` : 'callout serve',
+          () => startCalloutServe(dns, workers),
+          async (load) => {
+            // No more callouts at once than limits.perHostConcurrency allows towards the one SMTP
+            // server; with workers, than one worker's share of it, since the connections need not
+            // split evenly.
+            const atOnce = CALLOUT_WARMUP_CONNECTIONS / workers;
+            const callouts = await warmPass(load, atOnce);
+            const cached = await warmPass(load, TARGET_CONNECTIONS, true);
+            if (Object.keys(cached.tally).some((label) => label !== 'right')) throw new Error(`callout's answers after the callouts are not all right: ${tally(cached)}`);
+            const processes = workers > 1 ? `its own processes (a supervisor and ${workers} workers sharing the listener)` : 'its own process';
+            return `run from the build (node dist/src/cli/main.js, as production runs it) in ${processes}, default stages (allowlist, postmaster, sender-syntax, sender-callout) and settings, the default SQLite store in a fresh data directory, logs on stdout to /dev/null; service CPU is the whole process tree's. Two passes before the cells: the callouts, asked ${atOnce} at a time (${tally(callouts)}), then the cache (${tally(cached)}).`;
+          },
+          stream,
+          budget,
+        ),
+      );
+    }
     if (wanted('postgrey')) rows.push(
       installed('postgrey')
         ? await measure(
@@ -563,7 +522,7 @@ export async function benchPolicy(options: { quick: boolean; only?: string }): P
   const setup = [
     `Machine: ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, Node.js ${process.version}; everything on loopback.`,
     `Stream: ${MESSAGES.toLocaleString('en-US')} messages (Postfix 3.7's 29 RCPT attributes; ${SENDER_DOMAINS} sender domains, each with an MX on a loopback SMTP server and the SPF record \`${SPF_RECORD}\`; clients 192.0.2.1-250; every tenth sender missing), asked in order and again from the start, the same for every service; every request has an instance of its own (a new message), since services remember what they answered per instance.`,
-    `Cells: a child process (bench/policy-load) drives the connections, one request at a time each, as Postfix's smtpd asks; each cell stops after ${budget.cellMs / 1000} s or ${budget.cellOps.toLocaleString('en-US')} decisions. Latency is from writing the request to reading the empty line that ends the reply. Service CPU: the benchmark process for callout (the daemon runs in it), the postgrey process, the policyd-spf processes.`,
+    `Cells: a child process (bench/policy-load) drives the connections, one request at a time each, as Postfix's smtpd asks; each cell stops after ${budget.cellMs / 1000} s or ${budget.cellOps.toLocaleString('en-US')} decisions. Latency is from writing the request to reading the empty line that ends the reply. Service CPU: callout's process tree, the postgrey process, the policyd-spf processes.`,
   ];
   return render(rows, setup, options.quick);
 }

@@ -87,6 +87,25 @@ function isoTimeField(): string {
   return lastTimeField;
 }
 
+/**
+ * Writes the line logger.info(fields, msg) would write, given JSON.stringify(fields) (an object,
+ * whose undefined members it leaves out as pino does): pino's level, time and bindings, the
+ * fields, msg. For the policy service's one line per decision: pino's generic serialiser (a
+ * safe-stringify of every value, the arrays above all) was a fifth of the CPU of a cached
+ * decision, one JSON.stringify of the whole object costs a fraction of that. pino.symbols is
+ * pino's documented way in for such integrations.
+ */
+export function logInfoJson(logger: Logger, fieldsJson: string, msg: string): void {
+  if (!logger.isLevelEnabled('info')) return;
+  const internals = logger as unknown as Record<symbol, unknown>;
+  const time = (internals[pino.symbols.timeSym] as () => string)();
+  const bindings = internals[pino.symbols.chindingsSym] as string;
+  const destination = internals[pino.symbols.streamSym] as LogDestination;
+  // '{}' or '{"a":1,...}': the members go between the bindings and msg.
+  const members = fieldsJson.length > 2 ? `,${fieldsJson.slice(1, -1)}` : '';
+  destination.write(`{"level":${logger.levels.values.info}${time}${bindings}${members},"msg":${JSON.stringify(msg)}}\n`);
+}
+
 export function createLogger(level: LogLevel, destination: LogDestination = coalescingDestination()): Logger {
   const options = { level, base: { component: 'callout' }, timestamp: isoTimeField };
   return pino(options, destination as unknown as pino.DestinationStream);

@@ -35,7 +35,7 @@ import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import { logInfoJson, type Logger } from '../core/log.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
@@ -218,32 +218,37 @@ export class Daemon {
     return this.metrics.registry;
   }
 
-  private async answer(attributes: Record<string, string>): Promise<string> {
+  /** At once when the pipeline decides at once (core of the cached path), else when it has decided. */
+  private answer(attributes: Record<string, string>): string | Promise<string> {
     if (this.requestTime) followTestTime(this.requestTime, attributes.policy_test_time);
-    const outcome = await this.current.pipeline.decide(attributes);
+    const outcome = this.current.pipeline.decide(attributes);
+    return outcome instanceof Promise ? outcome.then((decided) => this.answered(attributes, decided)) : this.answered(attributes, outcome);
+  }
+
+  private answered(attributes: Record<string, string>, outcome: PipelineOutcome): string {
     this.metrics.recordDecision(outcome);
     this.logDecision(attributes, outcome);
     return outcome.action;
   }
 
+  /** The decision's one log line (core/log logFieldsJson: one JSON.stringify of fields in this order). */
   private logDecision(attributes: Record<string, string>, outcome: PipelineOutcome): void {
-    this.options.log.info(
-      {
-        client: attributes.client_address,
-        helo: attributes.helo_name,
-        sender: attributes.sender,
-        recipient: attributes.recipient,
-        instance: attributes.instance,
-        state: attributes.protocol_state,
-        action: outcome.action,
-        decidedBy: outcome.decidedBy ?? null,
-        stages: outcome.verdicts.map((v) => `${v.stage}=${v.result}: ${v.reason}`),
-        ...(outcome.warnings.length ? { warnings: outcome.warnings } : {}),
-        ...(outcome.faults.length ? { faults: outcome.faults } : {}),
-        ms: outcome.durationMs,
-      },
-      'decision',
-    );
+    if (!this.options.log.isLevelEnabled('info')) return;
+    const fields: Record<string, unknown> = {
+      client: attributes.client_address,
+      helo: attributes.helo_name,
+      sender: attributes.sender,
+      recipient: attributes.recipient,
+      instance: attributes.instance,
+      state: attributes.protocol_state,
+      action: outcome.action,
+      decidedBy: outcome.decidedBy ?? null,
+      stages: outcome.verdicts.map((v) => `${v.stage}=${v.result}: ${v.reason}`),
+      warnings: outcome.warnings.length ? outcome.warnings : undefined,
+      faults: outcome.faults.length ? outcome.faults : undefined,
+      ms: outcome.durationMs,
+    };
+    logInfoJson(this.options.log, JSON.stringify(fields), 'decision');
   }
 
   private generation(config: Config): Generation {

@@ -25,7 +25,7 @@ import { BoundedMemo } from '../core/memo.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
-import { isProtocolState, policyRequestFields } from './protocol.js';
+import { bareAddress, isProtocolState } from './protocol.js';
 import { STAGE_DEFINITIONS } from './stages/index.js';
 import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
 
@@ -83,77 +83,92 @@ export class Pipeline {
     this.observers = stages.filter((configured) => configured.stage.observe !== undefined);
   }
 
-  async decide(attributes: PolicyAttributes): Promise<PipelineOutcome> {
-    const started = Date.now();
-    // One context for every stage: `earlier` grows as they run.
-    const earlier = new Map<string, StageVerdict>();
-    const ctx = this.context(attributes, earlier);
-    const verdicts: StageVerdict[] = [];
-    const warnings: string[] = [];
-    const faults: string[] = [];
-    const memory = this.memoryFor(ctx.instance);
-    let final: { action: string; stage: string } | undefined;
-    // At most one timer per request, made when a stage first has to be waited for: a stage that
-    // has not answered shortly after the deadline is a fault, so Postfix always hears from us
-    // before its own policy timeout.
-    let timer: NodeJS.Timeout | undefined;
-    let late: Promise<never> | undefined;
-    const lateness = (): Promise<never> => {
-      late ??= new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
-          Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
-        );
-      });
-      late.catch(() => undefined);
-      return late;
-    };
-
-    for (const configured of this.stages) {
-      if (configured.mode === 'off' || !configured.states.has(ctx.state)) continue;
-      const name = configured.stage.name;
-      let verdict: StageVerdict;
+  /**
+   * The outcome of one request. Synchronous while every stage answers at once (a cached
+   * verdict, an allow-list): no promise, no timer, no turn of the event loop. From the first
+   * stage that has to be waited for on, the rest runs asynchronously under the deadline.
+   */
+  decide(attributes: PolicyAttributes): PipelineOutcome | Promise<PipelineOutcome> {
+    const run = new PipelineRun((earlier) => this.context(attributes, earlier), this.options);
+    for (let index = 0; index < this.stages.length; index++) {
+      const configured = this.stages[index]!;
+      if (configured.mode === 'off' || !configured.states.has(run.ctx.state)) continue;
+      let answer: StageVerdict | Promise<StageVerdict>;
       try {
-        const answer = configured.stage.evaluate(ctx);
-        verdict = answer instanceof Promise ? await Promise.race([answer, lateness()]) : answer;
+        answer = configured.stage.evaluate(run.ctx);
       } catch (err) {
-        const fault = `${name}: ${describeError(err)}`;
-        faults.push(fault);
-        this.options.log.error({ stage: name, err: describeError(err) }, 'stage fault');
-        if (this.options.faultAction === 'DEFER') {
-          final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
-          break;
-        }
+        if (run.fault(configured, err)) break;
         continue;
       }
-      verdicts.push(verdict);
-      earlier.set(name, verdict);
-      for (const header of verdict.headers ?? []) this.queueHeader(memory, name, header);
-      const decision = verdict.decision;
-      if (decision.kind === 'continue') continue;
-      if (decision.kind === 'prepend') {
-        this.queueHeader(memory, name, decision.header);
-        continue;
-      }
-      if (configured.mode === 'warn') {
-        if (decision.kind !== 'accept') warnings.push(`${name} would answer ${actionFor(decision)}`);
-        continue;
-      }
-      final = { action: actionFor(decision, configured.acceptAction), stage: name };
-      break;
+      if (answer instanceof Promise) return this.decideLater(run, index, answer);
+      if (this.apply(run, configured, answer)) break;
     }
+    return this.finish(run);
+  }
 
-    clearTimeout(timer);
-    const action = final?.action ?? this.continueAction(memory, warnings);
-    if (this.observers.length > 0) await this.observe(ctx, action, final?.stage);
-    return {
-      action,
-      ...(final ? { decidedBy: final.stage } : {}),
-      verdicts,
-      warnings,
-      faults,
-      durationMs: Date.now() - started,
-    };
+  /** decide() from stage `index` on, whose answer is `pending`: each wait bounded by the deadline. */
+  private async decideLater(run: PipelineRun, index: number, pending: Promise<StageVerdict>): Promise<PipelineOutcome> {
+    let answer: StageVerdict | Promise<StageVerdict> = pending;
+    try {
+      for (;;) {
+        const configured = this.stages[index]!;
+        let stop: boolean;
+        try {
+          const verdict = answer instanceof Promise ? await Promise.race([answer, run.lateness()]) : answer;
+          stop = this.apply(run, configured, verdict);
+        } catch (err) {
+          stop = run.fault(configured, err);
+        }
+        if (stop) break;
+        const next = this.nextStage(run, index + 1);
+        if (next === undefined) break;
+        index = next;
+        try {
+          answer = this.stages[index]!.stage.evaluate(run.ctx);
+        } catch (err) {
+          answer = Promise.reject(err);
+        }
+      }
+    } finally {
+      run.stopTimer();
+    }
+    return this.finish(run);
+  }
+
+  /** The index of the first stage from `from` on that runs for this request. */
+  private nextStage(run: PipelineRun, from: number): number | undefined {
+    for (let index = from; index < this.stages.length; index++) {
+      const configured = this.stages[index]!;
+      if (configured.mode !== 'off' && configured.states.has(run.ctx.state)) return index;
+    }
+    return undefined;
+  }
+
+  /** Takes in one stage's verdict; true when it ends the pipeline. */
+  private apply(run: PipelineRun, configured: ConfiguredStage, verdict: StageVerdict): boolean {
+    const name = configured.stage.name;
+    run.verdicts.push(verdict);
+    run.earlier.set(name, verdict);
+    for (const header of verdict.headers ?? []) this.queueHeader(run.ctx.instance, name, header);
+    const decision = verdict.decision;
+    if (decision.kind === 'continue') return false;
+    if (decision.kind === 'prepend') {
+      this.queueHeader(run.ctx.instance, name, decision.header);
+      return false;
+    }
+    if (configured.mode === 'warn') {
+      if (decision.kind !== 'accept') run.warnings.push(`${name} would answer ${actionFor(decision)}`);
+      return false;
+    }
+    run.final = { action: actionFor(decision, configured.acceptAction), stage: name };
+    return true;
+  }
+
+  /** The action, once the stages that observe outcomes (the tarpit's delay) have seen it. */
+  private finish(run: PipelineRun): PipelineOutcome | Promise<PipelineOutcome> {
+    const action = run.final?.action ?? this.continueAction(run.ctx.instance, run.warnings);
+    if (this.observers.length === 0) return run.outcome(action);
+    return this.observe(run.ctx, action, run.final?.stage).then(() => run.outcome(action));
   }
 
   async close(): Promise<void> {
@@ -172,30 +187,32 @@ export class Pipeline {
     }
   }
 
+  /** What every stage may read, parsed once; a stage that needs more reads ctx.attributes. */
   private context(attributes: PolicyAttributes, earlier: ReadonlyMap<string, StageVerdict>): StageContext {
-    const fields = policyRequestFields(attributes);
-    // A request without a known state is treated as RCPT, where Postfix sends nearly all of them.
-    const state: ProtocolState = isProtocolState(fields.protocolState) ? fields.protocolState : 'RCPT';
-    const sender = this.senders.get(fields.sender);
-    const recipient = fields.recipient ? this.recipients.get(fields.recipient) : undefined;
+    const senderText = attributes.sender ?? '';
+    const recipientText = attributes.recipient ?? '';
+    const sender = this.senders.get(senderText);
+    const recipient = recipientText ? this.recipients.get(recipientText) : undefined;
     return {
       attributes,
-      state,
-      clientAddress: fields.clientAddress,
-      clientName: fields.clientName || 'unknown',
-      heloName: fields.heloName,
-      senderText: fields.sender,
+      state: protocolState(attributes.protocol_state),
+      clientAddress: bareAddress(attributes.client_address ?? ''),
+      clientName: attributes.client_name || 'unknown',
+      heloName: attributes.helo_name ?? '',
+      senderText,
       ...(sender.ok ? { sender: sender.value } : { senderError: sender.error.message }),
-      recipientText: fields.recipient,
+      recipientText,
       ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
-      instance: fields.instance,
+      instance: attributes.instance ?? '',
       deadline: this.options.clock.now() + this.options.decisionTimeoutMs,
       clock: this.options.clock,
       earlier,
     };
   }
 
-  private continueAction(memory: MessageMemory | undefined, warnings: string[]): string {
+  private continueAction(instance: string, warnings: string[]): string {
+    const memory = instance ? this.messages.get(instance) : undefined;
+    if (memory) memory.touched = Date.now();
     const header = memory?.pending.shift();
     if (header) return `PREPEND ${header}`;
     if (warnings.length === 0) return 'DUNNO';
@@ -204,8 +221,9 @@ export class Pipeline {
   }
 
   /** Headers are keyed by stage and field name, so each is given once per message. */
-  private queueHeader(memory: MessageMemory | undefined, stage: string, header: string): void {
+  private queueHeader(instance: string, stage: string, header: string): void {
     const line = safeHeader(header);
+    const memory = this.memoryFor(instance);
     if (!memory || !line) return;
     const key = `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`;
     if (memory.given.has(key)) return;
@@ -236,6 +254,78 @@ export class Pipeline {
       if (this.messages.size < keep && now - memory.touched <= MESSAGE_MEMORY_TTL_MS) break;
       this.messages.delete(instance);
     }
+  }
+}
+
+/** A request without a known state is treated as RCPT, where Postfix sends nearly all of them. */
+function protocolState(text: string | undefined): ProtocolState {
+  if (text === undefined) return 'RCPT';
+  if (isProtocolState(text)) return text;
+  const upper = text.toUpperCase();
+  return isProtocolState(upper) ? upper : 'RCPT';
+}
+
+/** One request on its way through the stages. */
+class PipelineRun {
+  readonly started = Date.now();
+  readonly verdicts: StageVerdict[] = [];
+  readonly warnings: string[] = [];
+  readonly faults: string[] = [];
+  /** Verdicts of the stages that ran, by stage name (what ctx.earlier shows the next stages). */
+  readonly earlier = new Map<string, StageVerdict>();
+  readonly ctx: StageContext;
+  final: { action: string; stage: string } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private late: Promise<never> | undefined;
+
+  constructor(
+    context: (earlier: ReadonlyMap<string, StageVerdict>) => StageContext,
+    private readonly options: PipelineOptions,
+  ) {
+    this.ctx = context(this.earlier);
+  }
+
+  /**
+   * Rejects shortly after the deadline: a stage that has not answered by then is a fault, so
+   * Postfix always hears from us before its own policy timeout. One timer per request, made
+   * when a stage first has to be waited for.
+   */
+  lateness(): Promise<never> {
+    if (!this.late) {
+      this.late = new Promise<never>((_, reject) => {
+        this.timer = setTimeout(
+          () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
+          Math.max(0, this.ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
+        );
+      });
+      this.late.catch(() => undefined);
+    }
+    return this.late;
+  }
+
+  stopTimer(): void {
+    clearTimeout(this.timer);
+  }
+
+  outcome(action: string): PipelineOutcome {
+    return {
+      action,
+      decidedBy: this.final?.stage,
+      verdicts: this.verdicts,
+      warnings: this.warnings,
+      faults: this.faults,
+      durationMs: Date.now() - this.started,
+    };
+  }
+
+  /** A stage's fault, answered by policy.faultAction; true when it ends the pipeline. */
+  fault(configured: ConfiguredStage, err: unknown): boolean {
+    const name = configured.stage.name;
+    this.faults.push(`${name}: ${describeError(err)}`);
+    this.options.log.error({ stage: name, err: describeError(err) }, 'stage fault');
+    if (this.options.faultAction !== 'DEFER') return false;
+    this.final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
+    return true;
   }
 }
 

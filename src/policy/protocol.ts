@@ -409,7 +409,7 @@ export function policyRequestFields(attributes: Readonly<Record<string, string>>
 }
 
 /** Postfix sends bare addresses, but an address written as an SMTP literal must compare equal. */
-function bareAddress(address: string): string {
+export function bareAddress(address: string): string {
   const trimmed = address.trim();
   const unbracketed = trimmed.startsWith('[') && trimmed.endsWith(']') ? trimmed.slice(1, -1) : trimmed;
   return /^ipv6:/i.test(unbracketed) ? unbracketed.slice('ipv6:'.length) : unbracketed;

@@ -62,8 +62,11 @@ export interface ConnectionInfo {
   readonly requests: number;
 }
 
-/** Returns the access(5) action text, e.g. 'DUNNO' or '550 5.1.0 text'. */
-export type PolicyHandler = (attributes: Record<string, string>, conn: ConnectionInfo) => Promise<string>;
+/**
+ * Returns the access(5) action text, e.g. 'DUNNO' or '550 5.1.0 text': at once when it is known
+ * at once (no promise, no extra turn of the event loop), else as a promise.
+ */
+export type PolicyHandler = (attributes: Record<string, string>, conn: ConnectionInfo) => string | Promise<string>;
 
 export interface PolicyServerLimits extends PolicyLimits {
   maxConnections?: number;
@@ -403,7 +406,7 @@ class PolicyConnection {
     if (events.length === 0) return;
     for (const event of events) this.queue.push(event);
     if (!this.handling) {
-      void this.work();
+      this.work();
       return;
     }
     // A client that pipelines is served in order; meanwhile reading waits, so that it can queue
@@ -424,7 +427,8 @@ class PolicyConnection {
     });
   }
 
-  private async work(): Promise<void> {
+  /** Answers the queued requests in order; an answer that has to be waited for resumes the loop when it comes. */
+  private work(): void {
     this.handling = true;
     while (!this.finishing) {
       const event = this.queue.shift();
@@ -437,7 +441,11 @@ class PolicyConnection {
         this.finish();
         break;
       }
-      await this.answer(event.attributes);
+      const pending = this.answer(event.attributes);
+      if (pending) {
+        void pending.then(() => this.work());
+        return;
+      }
     }
     this.handling = false;
     if (this.finishing || this.peerEnded) {
@@ -451,18 +459,32 @@ class PolicyConnection {
     }
   }
 
-  private async answer(attributes: Record<string, string>): Promise<void> {
+  /** Asks the handler; a promise (that never rejects) when the answer has to be waited for. */
+  private answer(attributes: Record<string, string>): Promise<void> | undefined {
     this.requests += 1;
     const info: ConnectionInfo = { id: this.id, remote: this.remote, requests: this.requests };
     this.handledClient = attributes['client_address'];
     this.requestTimer.refresh();
-    let action: string;
+    let action: string | Promise<string>;
     try {
-      action = await this.context.handler(attributes, info);
+      action = this.context.handler(attributes, info);
     } catch (err) {
-      if (!this.abandoned) this.handlerFailed(attributes['client_address'], err);
-      return;
+      this.handlerFailed(attributes['client_address'], err);
+      return undefined;
     }
+    if (typeof action === 'string') {
+      this.reply(attributes, action);
+      return undefined;
+    }
+    return action.then(
+      (decided) => this.reply(attributes, decided),
+      (err: unknown) => {
+        if (!this.abandoned) this.handlerFailed(attributes['client_address'], err);
+      },
+    );
+  }
+
+  private reply(attributes: Record<string, string>, action: string): void {
     // The peer may have gone, or the request may have run out of time; when the server is
     // closing an answer is still owed, since the request was accepted before shutdown began.
     if (this.socket.destroyed || this.abandoned) return;

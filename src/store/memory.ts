@@ -24,7 +24,7 @@
 
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError } from '../core/errors.js';
-import type { Store, StoredValue } from './types.js';
+import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { addToCounter, checkIncrement, checkScanLimit, compareKeys, expiryAfter, isLive } from './semantics.js';
 
 export interface MemoryStoreOptions {
@@ -53,6 +53,12 @@ export class MemoryStore implements Store {
     this.checkOpen('get');
     const entry = this.liveEntry(key, this.clock.now());
     return entry && { ...entry };
+  }
+
+  peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
+    // get() reports a closed store.
+    if (this.closed) return ASK_LATER;
+    return this.liveEntry(key, this.clock.now());
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {

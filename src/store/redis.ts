@@ -50,7 +50,7 @@ import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
-import type { Store, StoredValue } from './types.js';
+import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
 
 export interface RedisStoreOptions {
@@ -249,6 +249,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
 
   async get(key: string): Promise<StoredValue | undefined> {
     return this.run('get', async () => (await this.read([key]))[0]);
+  }
+
+  /** Every value is across the network: only get() can tell. */
+  peek(): typeof ASK_LATER {
+    return ASK_LATER;
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {

@@ -83,7 +83,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError, describeError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
 import { startCheckpointer } from './sqlite-checkpointer.js';
-import type { Store, StoredValue } from './types.js';
+import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
 
 export interface SqliteStoreOptions {
@@ -293,9 +293,23 @@ export class SqliteStore implements Store {
   get(key: string): Promise<StoredValue | undefined> {
     return this.read(
       'get',
-      () => this.recentRow(key),
+      () => {
+        const row = this.recentRow(key);
+        // A copy: callers own what get() gives, and the remembered row must not change.
+        return row && { value: row.value, expiresAt: row.expiresAt };
+      },
       () => this.statements.get.get(key, this.clock.now()),
     );
+  }
+
+  peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
+    // A queued write must be seen first (get() reads behind it); a lock or a fault is get()'s to report.
+    if (this.queue.length > 0 || this.closing) return ASK_LATER;
+    try {
+      return this.recentRow(key);
+    } catch {
+      return ASK_LATER;
+    }
   }
 
   set(key: string, value: string, ttlMs: number): Promise<void> {
@@ -425,8 +439,8 @@ export class SqliteStore implements Store {
     return `sqlite store ${this.path}: ${operation}`;
   }
 
-  /** The row of key from memory or SQLite, judged live against the clock now. */
-  private recentRow(key: string): StoredValue | undefined {
+  /** The remembered row of key (read from SQLite if need be) while it is live against the clock now. */
+  private recentRow(key: string): Readonly<StoredValue> | undefined {
     this.checkDataVersion();
     let row = this.recentRows.get(key, NOT_READ);
     if (row === NOT_READ) {
@@ -434,8 +448,7 @@ export class SqliteStore implements Store {
       this.recentRows.set(key, row);
     }
     if (row === undefined || !isLive(row.expiresAt, this.clock.now())) return undefined;
-    // A copy: callers own what they get, and the remembered row must not change.
-    return { value: row.value, expiresAt: row.expiresAt };
+    return row;
   }
 
   /** Forgets the remembered rows when another connection has committed since they were read. */

@@ -20,9 +20,19 @@ export interface StoredValue {
   expiresAt: number;
 }
 
+/** What Store.peek answers when only get() can tell. */
+export const ASK_LATER: unique symbol = Symbol('store: only get() can tell');
+
 export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   get(key: string): Promise<StoredValue | undefined>;
+  /**
+   * What get() would resolve with, given at once when the store can tell without waiting (memory;
+   * SQLite while no write of this process is queued and the file is not locked), else ASK_LATER
+   * (Redis always). A cached verdict then costs no promise and no turn of the event loop. The
+   * value is the store's own: read it before the next call to the store, never change it.
+   */
+  peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER;
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Sets only when the key is absent (or expired); true when this call set it. */
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;

@@ -23,7 +23,7 @@
  */
 
 import type { Clock } from '../core/clock.js';
-import type { Store } from '../store/types.js';
+import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
 import type { ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
 import { BoundedMemo } from '../core/memo.js';
@@ -47,6 +47,8 @@ export interface DomainFact {
 }
 
 export type DomainFactName = 'catchall' | 'nullsender' | 'postmaster' | 'greylist' | 'useless';
+
+const DOMAIN_FACTS: readonly DomainFactName[] = ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'];
 
 export interface DomainFacts {
   catchall?: DomainFact & { state: 'accepted' | 'refused' };
@@ -89,6 +91,13 @@ export class VerificationCache {
     return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
   }
 
+  /** getAddress() at once, when the store can tell without waiting (Store.peek). */
+  peekAddress(address: string): AddressRecord | undefined | typeof ASK_LATER {
+    const stored = this.store.peek(this.prefix + addressKey(address));
+    if (stored === ASK_LATER) return ASK_LATER;
+    return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
+  }
+
   /** Records a verdict, keeping a definite record when the new one is only temporary. */
   async putAddress(address: string, record: Omit<AddressRecord, 'refreshAt'>): Promise<void> {
     const now = this.clock.now();
@@ -112,10 +121,25 @@ export class VerificationCache {
   }
 
   async getDomain(domain: string): Promise<DomainFacts> {
-    const names: DomainFactName[] = ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'];
-    const values = await Promise.all(names.map((name) => this.store.get(this.prefix + domainKey(domain, name))));
+    const values = await Promise.all(DOMAIN_FACTS.map((name) => this.store.get(this.prefix + domainKey(domain, name))));
+    return this.domainFacts(values);
+  }
+
+  /** getDomain() at once, when the store can tell every fact without waiting (Store.peek). */
+  peekDomain(domain: string): DomainFacts | typeof ASK_LATER {
+    const values: Array<Readonly<StoredValue> | undefined> = [];
+    for (const name of DOMAIN_FACTS) {
+      const stored = this.store.peek(this.prefix + domainKey(domain, name));
+      if (stored === ASK_LATER) return ASK_LATER;
+      values.push(stored);
+    }
+    return this.domainFacts(values);
+  }
+
+  /** The facts of the stored values, in DOMAIN_FACTS order; a value that does not parse is absent. */
+  private domainFacts(values: ReadonlyArray<Readonly<StoredValue> | undefined>): DomainFacts {
     const facts: Record<string, unknown> = {};
-    names.forEach((name, i) => {
+    DOMAIN_FACTS.forEach((name, i) => {
       const stored = values[i];
       const parsed = stored ? (this.decoded.get(stored.value) as DomainFact | undefined) : undefined;
       if (parsed) facts[name] = parsed;

@@ -32,7 +32,7 @@ import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
 import { resolveMailHosts } from '../dns/mx.js';
 import type { Dialer } from '../smtp/types.js';
-import type { Store } from '../store/types.js';
+import { ASK_LATER, type Store } from '../store/types.js';
 import type { Config } from '../config/schema.js';
 import { VerificationCache } from './cache.js';
 import { ConnectionCache } from './connections.js';
@@ -206,31 +206,67 @@ export class CalloutEngine {
     } else {
       mailbox = given;
     }
-    if (this.ownSenders.has(mailbox.address.toLowerCase())) {
-      return {
-        input,
-        mailbox,
-        result: this.result(mailbox.address, started, {
-          verdict: 'deliverable',
-          reason: 'own-probe-sender',
-          description: `${mailbox.address} is callout's own probe sender and is never verified (a callout of a callout loops)`,
-        }, 'none'),
-      };
-    }
+    const own = this.ownSenderResult(mailbox, started);
+    if (own) return { input, mailbox, result: own };
     const record = await this.cache.getAddress(mailbox.address);
-    if (record) {
-      const stale = this.clock.now() >= record.refreshAt;
-      if (stale && !this.inFlight.has(mailbox.address)) {
-        this.stats.staleServed++;
-        this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], Date.now()));
+    if (record) return { input, mailbox, result: this.fromAddressRecord(mailbox, record, started) };
+    const fromDomain = this.fromDomainRecord(mailbox, await this.cache.getDomain(mailbox.asciiDomain), started);
+    return fromDomain ? { input, mailbox, result: fromDomain } : { input, mailbox };
+  }
+
+  /**
+   * Steps 2 to 4 without waiting: the verdict when the address is our own probe sender, or when
+   * its record or its domain's answers it and the store can tell at once (Store.peek: memory,
+   * SQLite with no write queued). undefined when only verify() can tell. At SMTP time most
+   * answers are such cached ones, and a policy request then costs no promise and no timer.
+   * Counted and reported as verify() counts its answers.
+   */
+  verifyNow(mailbox: Mailbox): VerifyResult | undefined {
+    const started = Date.now();
+    let result = this.ownSenderResult(mailbox, started);
+    if (!result) {
+      const record = this.cache.peekAddress(mailbox.address);
+      if (record === ASK_LATER) return undefined;
+      if (record) {
+        result = this.fromAddressRecord(mailbox, record, started);
+      } else {
+        const facts = this.cache.peekDomain(mailbox.asciiDomain);
+        if (facts === ASK_LATER) return undefined;
+        result = this.fromDomainRecord(mailbox, facts, started);
+        if (!result) return undefined;
       }
-      this.stats.addressCacheHits++;
-      return { input, mailbox, result: this.fromRecord(mailbox.address, record, started, stale) };
     }
-    const facts = await this.cache.getDomain(mailbox.asciiDomain);
+    this.stats.verifications++;
+    this.deps.onResult?.(result);
+    return result;
+  }
+
+  /** Step 2: our own probe senders are never verified. */
+  private ownSenderResult(mailbox: Mailbox, started: number): VerifyResult | undefined {
+    if (this.ownSenders.size === 0 || !this.ownSenders.has(mailbox.address.toLowerCase())) return undefined;
+    return this.result(mailbox.address, started, {
+      verdict: 'deliverable',
+      reason: 'own-probe-sender',
+      description: `${mailbox.address} is callout's own probe sender and is never verified (a callout of a callout loops)`,
+    }, 'none');
+  }
+
+  /** Step 3: the address record answers, stale past its refresh age while one probe refreshes it. */
+  private fromAddressRecord(mailbox: Mailbox, record: AddressRecord, started: number): VerifyResult {
+    const stale = this.clock.now() >= record.refreshAt;
+    if (stale && !this.inFlight.has(mailbox.address)) {
+      this.stats.staleServed++;
+      this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], Date.now()));
+    }
+    this.stats.addressCacheHits++;
+    return this.fromRecord(mailbox.address, record, started, stale);
+  }
+
+  /** Step 4: the domain's record, when it answers for every address of the domain. */
+  private fromDomainRecord(mailbox: Mailbox, facts: DomainFacts, started: number): VerifyResult | undefined {
     const fromDomain = this.fromDomainFacts(mailbox, facts, started);
     if (fromDomain) this.stats.domainCacheHits++;
-    return fromDomain ? { input, mailbox, result: fromDomain } : { input, mailbox };
+    return fromDomain;
   }
 
   private fromDomainFacts(mailbox: Mailbox, facts: DomainFacts, started: number): VerifyResult | undefined {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CoalescingDestination, createLogger } from '../../src/core/log.js';
+import fc from 'fast-check';
+import { CoalescingDestination, createLogger, logInfoJson } from '../../src/core/log.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
   const writes: string[] = [];
@@ -48,5 +49,39 @@ describe('CoalescingDestination', () => {
     process.emit('exit', 0);
     assert.deepEqual(out.writes, ['{"last":true}\n']);
     destination.close();
+  });
+});
+
+describe('logInfoJson', () => {
+  const withoutTime = (line: string): string => line.replace(/,"time":"[^"]*"/, '');
+
+  it('writes the very line logger.info(fields, msg) writes, bindings and escapes included', () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }).filter((k) => k !== '__proto__'), fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.integer(), fc.constant(null), fc.array(fc.string(), { maxLength: 4 }))),
+        fc.string(),
+        (fields, msg) => {
+          const pinoOut = recorder();
+          const ourOut = recorder();
+          const viaPino = createLogger('info', pinoOut).child({ worker: 3 });
+          const ours = createLogger('info', ourOut).child({ worker: 3 });
+          viaPino.info(fields, msg);
+          logInfoJson(ours, JSON.stringify(fields), msg);
+          assert.equal(withoutTime(ourOut.writes[0]!), withoutTime(pinoOut.writes[0]!));
+        },
+      ),
+    );
+  });
+
+  it('leaves undefined members out, as pino does, and writes nothing below the logger level', () => {
+    const out = recorder();
+    logInfoJson(createLogger('info', out), JSON.stringify({ gone: undefined, kept: 'yes' }), 'm');
+    assert.deepEqual(Object.keys(JSON.parse(out.writes[0]!) as object), ['level', 'time', 'component', 'kept', 'msg']);
+    const quiet = recorder();
+    logInfoJson(createLogger('warn', quiet), JSON.stringify({ kept: 'yes' }), 'm');
+    const empty = recorder();
+    logInfoJson(createLogger('info', empty), '{}', 'm');
+    assert.deepEqual(Object.keys(JSON.parse(empty.writes[0]!) as object), ['level', 'time', 'component', 'msg']);
+    assert.deepEqual(quiet.writes, []);
   });
 });

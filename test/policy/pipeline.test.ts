@@ -26,12 +26,69 @@ function stage(name: string, decide: (ctx: StageContext) => Decision | Error, ex
   };
 }
 
+/** A stage that answers at once (no promise), as an allow-list or a cached verdict does. */
+function syncStage(name: string, decide: (ctx: StageContext) => Decision | Error): ConfiguredStage {
+  return {
+    mode: 'enforce',
+    states: new Set(['RCPT']),
+    acceptAction: 'DUNNO',
+    stage: {
+      name,
+      states: new Set(['RCPT']),
+      evaluate(ctx) {
+        const decision = decide(ctx);
+        if (decision instanceof Error) throw decision;
+        return { stage: name, result: decision.kind, reason: `${name} says ${decision.kind}`, decision };
+      },
+    },
+  };
+}
+
 function pipeline(stages: ConfiguredStage[], options: Partial<PipelineOptions> = {}): Pipeline {
   return new Pipeline(stages, { decisionTimeoutMs: 1000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent, ...options });
 }
 
 const rcpt = (more: Record<string, string> = {}) => ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', sender: 'a@example.org', recipient: 'b@example.net', instance: 'i1', ...more });
 const reject: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no' };
+
+describe('pipeline: stages that answer at once and stages that are waited for', () => {
+  const go: Decision = { kind: 'continue' };
+
+  it('decides at once, without a promise, when every stage answers at once', () => {
+    const out = pipeline([syncStage('a', () => go), syncStage('b', () => reject)]).decide(rcpt());
+    assert.ok(!(out instanceof Promise));
+    assert.equal(out.action, '550 5.7.1 no');
+    assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b']);
+  });
+
+  it('goes on asynchronously from the first stage that must be waited for, in order, each seeing the earlier verdicts', async () => {
+    const seen: string[][] = [];
+    const watch = (name: string) => (ctx: StageContext) => (seen.push([name, ...ctx.earlier.keys()]), go);
+    const decided = pipeline([syncStage('a', watch('a')), stage('b', watch('b')), syncStage('c', watch('c')), stage('d', watch('d'))]).decide(rcpt());
+    assert.ok(decided instanceof Promise);
+    const out = await decided;
+    assert.equal(out.action, 'DUNNO');
+    assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(seen, [['a'], ['b', 'a'], ['c', 'a', 'b'], ['d', 'a', 'b', 'c']]);
+  });
+
+  it('a stage that throws at once is a fault like one that rejects later, before and after a stage that is waited for', async () => {
+    const boom = () => new StoreError('down');
+    const first = pipeline([syncStage('x', boom), syncStage('y', () => go)]).decide(rcpt());
+    assert.ok(!(first instanceof Promise));
+    assert.deepEqual([first.action, first.faults], ['DUNNO', ['x: STORE_UNAVAILABLE: down']]);
+    const later = await pipeline([stage('w', () => go), syncStage('x', boom), syncStage('y', () => reject)], { faultAction: 'DEFER' }).decide(rcpt());
+    assert.match(later.action, /^451 4\.3\.0 /);
+    assert.equal(later.decidedBy, 'x');
+  });
+
+  it('a stage waited for that ends the pipeline keeps the later ones from running', async () => {
+    let ran = false;
+    const out = await pipeline([syncStage('a', () => go), stage('b', () => reject), syncStage('c', () => ((ran = true), go))]).decide(rcpt());
+    assert.equal(out.decidedBy, 'b');
+    assert.equal(ran, false);
+  });
+});
 
 describe('pipeline', () => {
   it('answers DUNNO when every stage continues, and records every verdict in order', async () => {
@@ -80,8 +137,15 @@ describe('pipeline', () => {
     assert.match(closed.action, /^451 4\.3\.0 /);
   });
 
-  it('when its message memory is full, forgets the oldest tenth at once, not one message per new one', async () => {
+  it('remembers only the messages that have headers to give', async () => {
     const p = pipeline([stage('a', () => ({ kind: 'continue' }))]);
+    const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
+    for (let i = 0; i < 100; i++) await p.decide(rcpt({ instance: `plain${i}` }));
+    assert.equal(memory.size, 0);
+  });
+
+  it('when its message memory is full, forgets the oldest tenth at once, not one message per new one', async () => {
+    const p = pipeline([stage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' }))]);
     const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
     for (let i = 0; i <= MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `m${i}` }));
     assert.ok(memory.size <= MESSAGE_MEMORY_LIMIT * 0.9 + 1, `size ${memory.size}`);

@@ -217,15 +217,31 @@ describe('PolicyServer over TCP', () => {
     client.close();
   });
 
-  it('serves a client that pipelines thousands of requests before it reads any answer', async () => {
-    const { address } = await startServer(async (attributes) => `DUNNO ${attributes['instance']}`);
+  it('answers pipelined requests in order when some answers come at once and others later', async () => {
+    const { address } = await startServer((attributes) => {
+      const instance = Number(attributes['instance']);
+      if (instance % 2 === 0) return `DUNNO ${instance} at once`;
+      return new Promise((resolve) => setTimeout(() => resolve(`DUNNO ${instance} later`), 5));
+    });
     const client = await Client.connect(address);
-    const count = 5_000;
-    client.send(Array.from({ length: count }, (_, i) => encodeRequest({ instance: String(i) })).join(''));
-    // Reading only now, once the server has answered what it could into the socket buffers.
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    for (let i = 0; i < count; i++) assert.equal(await client.reply(), `DUNNO ${i}`);
+    client.send([0, 1, 2, 3, 4].map((i) => encodeRequest({ instance: String(i) })).join(''));
+    const replies = [];
+    for (let i = 0; i < 5; i++) replies.push(await client.reply());
+    assert.deepEqual(replies, ['DUNNO 0 at once', 'DUNNO 1 later', 'DUNNO 2 at once', 'DUNNO 3 later', 'DUNNO 4 at once']);
     client.close();
+  });
+
+  it('serves a client that pipelines thousands of requests before it reads any answer, answered at once or later', async () => {
+    for (const handler of [(attributes: Record<string, string>) => `DUNNO ${attributes['instance']}`, async (attributes: Record<string, string>) => `DUNNO ${attributes['instance']}`]) {
+      const { address } = await startServer(handler);
+      const client = await Client.connect(address);
+      const count = 5_000;
+      client.send(Array.from({ length: count }, (_, i) => encodeRequest({ instance: String(i) })).join(''));
+      // Reading only now, once the server has answered what it could into the socket buffers.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      for (let i = 0; i < count; i++) assert.equal(await client.reply(), `DUNNO ${i}`);
+      client.close();
+    }
   });
 
   it('answers a client that half-closes after writing', async () => {

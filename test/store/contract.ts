@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
-import type { Store, StoredValue } from '../../src/store/types.js';
+import { ASK_LATER, type Store, type StoredValue } from '../../src/store/types.js';
 
 export interface StoreContractOptions {
   /** 'manual' (default): expiry follows the ManualClock exactly. 'real': see the header. */
@@ -92,6 +92,44 @@ export function runStoreContract(
           await assert.rejects(store.set('k', 'v', ttl), StoreError, `ttl ${ttl}`);
         }
         assert.equal(await store.get('k'), undefined);
+      });
+    });
+
+    describe('peek', () => {
+      /** peek's answer as get() gives it, or 'ask later'. */
+      function peeked(key: string): StoredValue | undefined | 'ask later' {
+        const now = store.peek(key);
+        return now === ASK_LATER ? 'ask later' : now && { value: now.value, expiresAt: now.expiresAt };
+      }
+
+      it('never contradicts get(): absent, set, overwritten, deleted, expired', async () => {
+        const agrees = async (key: string): Promise<void> => {
+          const now = peeked(key);
+          if (now !== 'ask later') assert.deepEqual(now, await store.get(key));
+        };
+        await agrees('k');
+        await store.set('k', 'v', 400);
+        await agrees('k');
+        await store.set('k', 'w', 400);
+        await agrees('k');
+        await later(800);
+        await agrees('k');
+        await store.set('k', 'x', 400);
+        await store.delete('k');
+        await agrees('k');
+      });
+
+      it('gives no stale value while a write is still on its way', async () => {
+        await store.set('k', 'old', 60_000);
+        const writing = store.set('k', 'new', 60_000);
+        const now = peeked('k');
+        assert.ok(now === 'ask later' || now?.value === 'new', `peek gave ${JSON.stringify(now)} during the write`);
+        await writing;
+      });
+
+      it('leaves a closed store to get() to report', async () => {
+        await store.close();
+        assert.equal(peeked('k'), 'ask later');
       });
     });
 

@@ -73,6 +73,16 @@ describe('MemoryStore', () => {
     assert.equal(await store.purgeExpired(), 0);
   });
 
+  it('peeks at every live value at once', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    await store.set('k', 'v', 10);
+    assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 10 });
+    assert.equal(store.peek('absent'), undefined);
+    clock.advance(10);
+    assert.equal(store.peek('k'), undefined);
+  });
+
   it('hands out copies, so a caller cannot change what is stored', async () => {
     const store = new MemoryStore({ clock: new ManualClock() });
     await store.set('k', 'v', 1000);

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
+import { ASK_LATER } from '../../src/store/types.js';
 import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
 
@@ -47,6 +48,19 @@ runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { cl
 runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
 
 describe('SqliteStore', () => {
+  it('peeks at committed values at once, and leaves them to get() while a write is queued', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(freshPath(), { clock });
+    await store.set('k', 'v', 1000);
+    assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 1000 });
+    assert.equal(store.peek('absent'), undefined);
+    const writing = store.set('other', 'w', 1000);
+    assert.equal(store.peek('k'), ASK_LATER);
+    await writing;
+    assert.deepEqual(store.peek('other'), { value: 'w', expiresAt: clock.now() + 1000 });
+    await store.close();
+  });
+
   it('has kind sqlite and creates the parent directories', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);

@@ -11,6 +11,8 @@ import { CachingResolver } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
+import { parseMailbox, type Mailbox } from '../../src/address/index.js';
+import { ASK_LATER, type Store } from '../../src/store/types.js';
 import {
   acceptAll,
   dropAfterRset,
@@ -45,6 +47,12 @@ function engineKeepingSockets(t: TestContext, w: World, overrides: Record<string
     await store.close();
   });
   return { engine, sockets };
+}
+
+function mailboxOf(text: string): Mailbox {
+  const parsed = parseMailbox(text);
+  assert.ok(parsed.ok);
+  return parsed.value;
 }
 
 /** The RCPT commands the server at host got for the random local part (the catch-all probe). */
@@ -388,6 +396,37 @@ describe('cache', () => {
     assert.equal(w.connections('127.0.0.2'), connections + 1, 'one refresh probe');
     const after = await engine.verify('alice@real.test');
     assert.equal(after.verdict, 'deliverable', 'the failed refresh did not overwrite it');
+  });
+
+  it('verifyNow answers what the address and domain records know at once, and leaves the rest to verify()', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2', 'all.test': '127.0.0.3' }), { '127.0.0.2': usersOnly(['alice']), '127.0.0.3': acceptAll() });
+    const engine = w.engine();
+    const alice = mailboxOf('alice@real.test');
+    assert.equal(engine.verifyNow(alice), undefined, 'nothing known yet: only verify() can tell');
+    await engine.verify(alice);
+    const now = engine.verifyNow(alice);
+    assert.equal(now?.source, 'address-cache');
+    assert.equal(now?.verdict, 'deliverable');
+    await engine.verify('someone@all.test');
+    const domain = engine.verifyNow(mailboxOf('another@all.test'));
+    assert.deepEqual([domain?.source, domain?.verdict, domain?.reason], ['domain-cache', 'risky', 'catch-all']);
+    assert.equal(engine.stats.verifications, 4);
+    // Past its refresh age the answer is served stale, and one probe refreshes it.
+    w.clock.advance(13 * HOUR);
+    const connections = w.connections('127.0.0.2');
+    assert.equal(engine.verifyNow(alice)?.stale, true);
+    await engine.idle();
+    assert.equal(w.connections('127.0.0.2'), connections + 1);
+  });
+
+  it('verifyNow leaves everything to verify() when the store cannot tell at once', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const memory = new MemoryStore({ clock: w.clock });
+    const remote: Store = Object.assign(Object.create(memory) as Store, { peek: () => ASK_LATER });
+    const engine = w.engine({}, remote);
+    await engine.verify('alice@real.test');
+    assert.equal((await engine.verify('alice@real.test')).source, 'address-cache');
+    assert.equal(engine.verifyNow(mailboxOf('alice@real.test')), undefined);
   });
 
   it('concurrent verifications of one address share one callout', async () => {

@@ -68,7 +68,7 @@ export class AddressList {
   }
 
   has(mailbox: Mailbox | undefined): boolean {
-    if (!mailbox) return false;
+    if (!mailbox || (this.addresses.size === 0 && this.domains.size === 0)) return false;
     return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain.toLowerCase());
   }
 }
@@ -83,6 +83,7 @@ export function namePatterns(entries: string[]): string[] {
 
 /** Whether name matches a canonical pattern: `host`, or `.domain` for the domain and below. */
 export function nameMatches(patterns: string[], name: string): boolean {
+  if (patterns.length === 0) return false;
   const lower = canonicalName(name);
   return patterns.some((pattern) => (pattern.startsWith('.') ? lower.endsWith(pattern) || lower === pattern.slice(1) : lower === pattern));
 }
@@ -103,6 +104,8 @@ export const allowlistStage: StageDefinition<Options> = {
       reason,
       decision: listed ? { kind: 'accept' } : { kind: 'continue' },
     });
+    // The usual answer, made once: verdicts are values nobody changes.
+    const notListed = verdict('not-listed', 'no allow-list entry matches', false);
     return {
       name: 'allowlist',
       states: new Set(['RCPT']),
@@ -112,7 +115,7 @@ export const allowlistStage: StageDefinition<Options> = {
         const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;
         if (senders.has(sender)) return verdict('listed', `sender ${ctx.senderText} is allow-listed`, true);
         if (recipients.has(ctx.recipient)) return verdict('listed', `recipient ${ctx.recipientText} is allow-listed`, true);
-        return verdict('not-listed', 'no allow-list entry matches', false);
+        return notListed;
       },
     };
   },

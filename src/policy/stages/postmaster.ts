@@ -16,7 +16,7 @@
  */
 
 import { z } from 'zod';
-import type { StageDefinition } from '../types.js';
+import type { StageDefinition, StageVerdict } from '../types.js';
 
 const options = z
   .object({
@@ -31,6 +31,7 @@ export const postmasterStage: StageDefinition<z.output<typeof options>> = {
   options,
   create(opts) {
     const roles = new Set(['postmaster', ...opts.localParts.map((l) => l.trim().toLowerCase())]);
+    const other: StageVerdict = { stage: 'postmaster', result: 'other', reason: 'not a role address', decision: { kind: 'continue' } };
     return {
       name: 'postmaster',
       states: new Set(['RCPT']),
@@ -40,7 +41,7 @@ export const postmasterStage: StageDefinition<z.output<typeof options>> = {
         if (local !== undefined && roles.has(local)) {
           return { stage: 'postmaster', result: 'role', reason: `${ctx.recipientText} is a role address that must always be reachable (RFC 5321 §4.5.1, RFC 2142)`, decision: { kind: 'accept' } };
         }
-        return { stage: 'postmaster', result: 'other', reason: 'not a role address', decision: { kind: 'continue' } };
+        return other;
       },
     };
   },

@@ -21,8 +21,9 @@ import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { resolveConfiguredHosts } from '../../dns/mx.js';
 import { CalloutEngine } from '../../verify/engine.js';
+import type { VerifyResult } from '../../verify/types.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
-import { actionKeyFor, calloutActionOptions, calloutDecision, withinDeadline } from './sender-callout.js';
+import { actionKeyFor, calloutActionOptions, calloutDecision, verifyWithinDeadline } from './sender-callout.js';
 
 const options = z
   .object({
@@ -74,17 +75,19 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
     return {
       name: 'recipient-callforward',
       states: new Set(['RCPT']),
-      async evaluate(ctx) {
+      evaluate(ctx) {
         const recipient = ctx.recipient;
         if (!recipient) return verdict('none', 'no recipient to verify', { kind: 'continue' });
         if (domains.size > 0 && !domains.has(recipient.asciiDomain) && !domains.has(recipient.domain)) {
           return verdict('none', `${recipient.domain} is not a call-forward domain`, { kind: 'continue' });
         }
-        const pending = engine.verify(recipient);
-        const result = await withinDeadline(pending, ctx);
-        if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision(opts, 'inProgress', recipient.address, 'in progress'));
-        const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };
-        return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), recipient.address, result.description), evidence);
+        const answer = (result: VerifyResult | undefined): StageVerdict => {
+          if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision(opts, 'inProgress', recipient.address, 'in progress'));
+          const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };
+          return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), recipient.address, result.description), evidence);
+        };
+        const result = verifyWithinDeadline(engine, recipient, ctx, deps.log);
+        return result instanceof Promise ? result.then(answer) : answer(result);
       },
       close: () => engine.idle(),
     };

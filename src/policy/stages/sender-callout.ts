@@ -23,8 +23,10 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
+import type { Mailbox } from '../../address/index.js';
+import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
-import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
 
 const actionKind = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
 
@@ -102,6 +104,26 @@ export function calloutDecision(
   }
 }
 
+/**
+ * The engine's verdict on mailbox: at once when it is cached (CalloutEngine.verifyNow), else
+ * when the callout ends, or undefined when the deadline comes first (the callout goes on, and
+ * its answer warms the cache for the client's retry).
+ */
+export function verifyWithinDeadline(
+  engine: CalloutEngine,
+  mailbox: Mailbox,
+  ctx: StageContext,
+  log: StageLogger,
+): VerifyResult | Promise<VerifyResult | undefined> {
+  const cached = engine.verifyNow(mailbox);
+  if (cached) return cached;
+  const pending = engine.verify(mailbox);
+  return withinDeadline(pending, ctx).then((result) => {
+    if (!result) pending.catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'));
+    return result;
+  });
+}
+
 /** The verdict, or undefined when the deadline came first (the verification goes on). */
 export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
   const remaining = ctx.deadline - ctx.clock.now();
@@ -134,7 +156,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
-      async evaluate(ctx) {
+      evaluate(ctx) {
         if (!deps.engine) return verdict('none', 'callouts are not configured (callout.helo is not set)', { kind: 'continue' });
         if (!ctx.sender) return verdict('none', 'sender does not parse', { kind: 'continue' });
         if (ctx.sender.kind === 'null') return verdict('none', 'null sender: nothing to verify', { kind: 'continue' });
@@ -143,15 +165,16 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           return verdict('skipped', 'SPF passed: the domain authorised this client, no callout needed', { kind: 'continue' });
         }
         const address = ctx.sender.mailbox.address;
-        const pending = deps.engine.verify(ctx.sender.mailbox);
-        const result = await withinDeadline(pending, ctx);
-        if (!result) {
-          pending.catch((err: unknown) => deps.log.warn({ sender: address, err: String(err) }, 'background callout failed'));
-          return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision(opts, 'inProgress', address, 'in progress'));
-        }
-        const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
-        const answer = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
-        return opts.resultHeader ? { ...answer, headers: [formatCalloutResult(result, receiver)] } : answer;
+        const answer = (result: VerifyResult | undefined): StageVerdict => {
+          if (!result) {
+            return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision(opts, 'inProgress', address, 'in progress'));
+          }
+          const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
+          const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
+          return opts.resultHeader ? { ...decided, headers: [formatCalloutResult(result, receiver)] } : decided;
+        };
+        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log);
+        return result instanceof Promise ? result.then(answer) : answer(result);
       },
     };
   },

@@ -11,7 +11,7 @@
  */
 
 import { z } from 'zod';
-import type { StageDefinition } from '../types.js';
+import type { StageDefinition, StageVerdict } from '../types.js';
 
 const options = z
   .object({
@@ -27,11 +27,13 @@ export const senderSyntaxStage: StageDefinition<z.output<typeof options>> = {
   defaultStates: ['MAIL', 'RCPT'],
   options,
   create(opts) {
+    const parses: StageVerdict = { stage: 'sender-syntax', result: 'valid', reason: 'sender parses', decision: { kind: 'continue' } };
+    const nullSender: StageVerdict = { ...parses, reason: 'null sender' };
     return {
       name: 'sender-syntax',
       states: new Set(['MAIL', 'RCPT']),
       evaluate(ctx) {
-        if (ctx.sender) return { stage: 'sender-syntax', result: 'valid', reason: ctx.senderText ? 'sender parses' : 'null sender', decision: { kind: 'continue' } };
+        if (ctx.sender) return ctx.senderText ? parses : nullSender;
         const reason = `<${ctx.senderText}>: ${ctx.senderError ?? 'does not parse'}`;
         return {
           stage: 'sender-syntax',
