@@ -28,6 +28,11 @@
  *       drive both servers without faketime and without compressing the delays. postgrey's
  *       maintenance runs on the wall clock (at most hourly, at night), never during a replay;
  *       the trace spans less than max-age, so no entry either side keeps would have expired.
+ *   The requests are encoded before the clock starts (an smtpd has its request ready), and the
+ *   benchmark replays to each server first, unmeasured, a warm-up trace as large as the measured
+ *   one (warmupTrace: a namespace of clients, senders and recipients of its own, days earlier,
+ *   since the servers' clocks never go back), so that a server that has been running is
+ *   measured, not one whose first thousands of requests run before the JIT has compiled them.
  *   Each answer is classified as defer (DEFER_IF_PERMIT) or pass (DUNNO, PREPEND X-Greylist),
  *   and the two sequences must be equal. Throughput is requests answered per second of wall
  *   time over the whole trace, for each server.
@@ -44,7 +49,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PolicyClient } from '../test/support/policy-client.js';
+import { PolicyClient, encodeRequest } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
 import { startRedis } from '../test/support/redis.js';
 import { startServe } from './serve.js';
@@ -66,9 +71,18 @@ export interface TraceOptions {
   seed?: number;
   /** Start of the trace, seconds since the epoch. */
   start?: number;
+  /**
+   * 0 (default): the measured trace. Another number gives clients, senders and recipients of
+   * their own (172.16.0.0/12 and 2001:db8:8000::/33 clients, *.wN.example domains), so such a
+   * trace warms a server up without touching any state the measured trace reads.
+   */
+  namespace?: number;
 }
 
 export type Verdict = 'pass' | 'defer';
+
+/** When the measured trace starts, seconds since the epoch. */
+const TRACE_START = Date.UTC(2026, 2, 2, 8) / 1000;
 
 /** The same settings for both servers (postgrey's defaults). */
 export const GREYLIST_SETTINGS = { delaySeconds: 300, retryWindowDays: 2, maxAgeDays: 35, autoAllowClients: 5 } as const;
@@ -97,22 +111,26 @@ interface Sender {
 export function generateTrace(options: TraceOptions): TraceEvent[] {
   const rand = random(options.seed ?? 1);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)]!;
-  const start = options.start ?? Date.UTC(2026, 2, 2, 8) / 1000;
+  const start = options.start ?? TRACE_START;
+  const space = options.namespace ?? 0;
+  const suffix = space === 0 ? '.example' : `.w${space}.example`;
   const span = 5 * 86_400;
   const servers: Sender[] = [];
   const serverCount = Math.max(8, Math.round(options.messages / 25));
   for (let s = 0; s < serverCount; s += 1) {
     const spam = rand() < 0.3;
     const v6 = rand() < 0.25;
-    const base = v6 ? `2001:db8:${(s % 4000).toString(16)}:${Math.floor(rand() * 3).toString(16)}` : `10.${Math.floor(s / 250) % 250}.${s % 250}`;
+    const base = v6
+      ? `2001:db8:${((space === 0 ? 0 : 0x8000) + (s % 4000)).toString(16)}:${Math.floor(rand() * 3).toString(16)}`
+      : `${space === 0 ? `10.${Math.floor(s / 250) % 250}` : `172.${16 + (space % 16)}`}.${s % 250}`;
     const addresses = Array.from({ length: 1 + Math.floor(rand() * 3) }, (_, i) => (v6 ? `${base}::${(i + 1).toString(16)}` : `${base}.${10 + i}`));
     const kind = rand();
     const names = addresses.map((_, i) =>
-      kind < 0.05 ? 'lists.whitelisted.example' : kind < 0.1 ? `mx${i + 1}.bulk.example` : kind < 0.5 ? `mail${i}.sender${s}.example` : 'unknown',
+      kind < 0.05 ? 'lists.whitelisted.example' : kind < 0.1 ? `mx${i + 1}.bulk.example` : kind < 0.5 ? `mail${i}.sender${s}${suffix}` : 'unknown',
     );
-    servers.push({ addresses: s % 40 === 7 ? ['203.0.113.25'] : addresses, names, domain: `sender${s}.example`, spam });
+    servers.push({ addresses: s % 40 === 7 ? ['203.0.113.25'] : addresses, names, domain: `sender${s}${suffix}`, spam });
   }
-  const recipients = Array.from({ length: 200 }, (_, i) => `user${i % 97}x${Math.floor(i / 97)}@rcpt${i % 3}.example`);
+  const recipients = Array.from({ length: 200 }, (_, i) => `user${i % 97}x${Math.floor(i / 97)}@rcpt${i % 3}${suffix}`);
   const localParts = ['alice', 'bob', 'news', 'billing', 'noreply'];
   const senderOf = (server: Sender): string => {
     const local = pick(localParts);
@@ -129,7 +147,7 @@ export function generateTrace(options: TraceOptions): TraceEvent[] {
   for (let m = 0; m < options.messages; m += 1) {
     const server = pick(servers);
     const sender = senderOf(server);
-    const recipient = rand() < 0.02 ? `postmaster@rcpt0.example` : pick(recipients);
+    const recipient = rand() < 0.02 ? `postmaster@rcpt0${suffix}` : pick(recipients);
     let time = start + Math.floor(rand() * span);
     const attempts = server.spam ? 1 : 1 + Math.floor(rand() * 4);
     for (let a = 0; a < attempts && time < start + span + 3 * 86_400; a += 1) {
@@ -145,7 +163,7 @@ export function generateTrace(options: TraceOptions): TraceEvent[] {
   return events.sort((x, y) => x.time - y.time);
 }
 
-function request(event: TraceEvent, index: number): Record<string, string> {
+function request(event: TraceEvent, instance: string): Record<string, string> {
   return {
     request: 'smtpd_access_policy',
     protocol_state: 'RCPT',
@@ -158,10 +176,17 @@ function request(event: TraceEvent, index: number): Record<string, string> {
     recipient: event.recipient,
     recipient_count: '0',
     queue_id: '',
-    instance: `bench.${index}`,
+    instance,
     size: '0',
     etrn_domain: '',
+    // The trace's time, which both servers take as their clock (postgrey's test hook).
+    policy_test_time: String(event.time),
   };
+}
+
+/** The requests of a trace as they go over the wire, encoded before the clock starts, as an smtpd has its request ready. */
+function encodeTrace(trace: readonly TraceEvent[], instancePrefix: string): string[] {
+  return trace.map((event, index) => encodeRequest(request(event, `${instancePrefix}.${index}`)));
 }
 
 export function classify(action: string): Verdict {
@@ -175,25 +200,41 @@ export interface Replay {
 }
 
 /**
- * Sends the trace in order over `clients` connections, each taking the next request when its
+ * Sends the requests in order over `clients` connections, each taking the next request when its
  * previous one is answered (Postfix runs many smtpd processes, each with its own policy
  * connection). With one connection the answers are in trace order and exactly comparable;
  * with more, requests a few positions apart overlap, which is what throughput is about.
  */
-async function replay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], extra: (event: TraceEvent) => Record<string, string>): Promise<Replay> {
-  const verdicts: Verdict[] = new Array<Verdict>(trace.length);
+async function replay(clients: readonly PolicyClient[], requests: readonly string[]): Promise<Replay> {
+  const verdicts: Verdict[] = new Array<Verdict>(requests.length);
   let next = 0;
   const started = performance.now();
   await Promise.all(
     clients.map(async (client) => {
-      for (let index = next++; index < trace.length; index = next++) {
-        const event = trace[index]!;
-        verdicts[index] = classify(await client.request({ ...request(event, index), ...extra(event) }));
-      }
+      for (let index = next++; index < requests.length; index = next++) verdicts[index] = classify(await client.requestEncoded(requests[index]!));
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  return { verdicts, seconds, perSecond: trace.length / seconds };
+  return { verdicts, seconds, perSecond: requests.length / seconds };
+}
+
+/**
+ * The measured replay, after an unmeasured one of the warm-up trace (if any) on the same
+ * connections: a server that has been running a while, as in production, not one that has just
+ * started (whose first thousands of requests run before the JIT has compiled the hot code).
+ */
+async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
+  if (warmup) await replay(clients, encodeTrace(warmup, 'warmup'));
+  return replay(clients, encodeTrace(trace, 'bench'));
+}
+
+/**
+ * A warm-up trace for `trace`: as large, in a namespace of its own (TraceOptions.namespace), and
+ * over days before it, since the servers' clocks follow the requests and never go back.
+ */
+export function warmupTrace(trace: readonly TraceEvent[], messages: number): TraceEvent[] {
+  const first = trace[0]?.time ?? TRACE_START;
+  return generateTrace({ messages, seed: 99, namespace: 1, start: first - 10 * 86_400 });
 }
 
 async function connectAll(address: string, count: number): Promise<PolicyClient[]> {
@@ -216,11 +257,13 @@ export interface CalloutReplayOptions {
   from?: 'build' | 'source';
   /** A Redis store at this URL instead of SQLite. */
   redisUrl?: string;
+  /** Replayed first, unmeasured (warmThenReplay). */
+  warmup?: readonly TraceEvent[];
 }
 
 /** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION and replay()). */
 export async function replayCallout(trace: readonly TraceEvent[], options: CalloutReplayOptions = {}): Promise<Replay> {
-  const { connections = 1, workers = 1, from = 'build', redisUrl } = options;
+  const { connections = 1, workers = 1, from = 'build', redisUrl, warmup } = options;
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
@@ -253,7 +296,7 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
   try {
     const clients = await connectAll(`127.0.0.1:${port}`, connections);
     try {
-      return await replay(clients, trace, testTime);
+      return await warmThenReplay(clients, trace, warmup);
     } finally {
       for (const client of clients) client.close();
     }
@@ -261,11 +304,6 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
     await serve.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** The trace's time for the request, which both servers take as their clock. */
-function testTime(event: TraceEvent): Record<string, string> {
-  return { policy_test_time: String(event.time) };
 }
 
 function redisAvailable(): boolean {
@@ -301,7 +339,7 @@ async function connectWhenUp(port: number, connections: number, child: ChildProc
 }
 
 /** Replays the trace through postgrey on loopback (see DESCRIPTION and replay()). */
-export async function replayPostgrey(trace: readonly TraceEvent[], connections = 1): Promise<Replay> {
+export async function replayPostgrey(trace: readonly TraceEvent[], connections = 1, warmup?: readonly TraceEvent[]): Promise<Replay> {
   const dir = mkdtempSync(join(tmpdir(), 'postgrey-bench-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
@@ -330,7 +368,7 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   try {
     const clients = await connectWhenUp(port, connections, child, () => output);
     try {
-      return await replay(clients, trace, testTime);
+      return await warmThenReplay(clients, trace, warmup);
     } finally {
       for (const client of clients) client.close();
     }
@@ -365,12 +403,14 @@ const WORKERS = 2;
 export async function benchGreylist(options: { quick: boolean }): Promise<string> {
   const messages = options.quick ? 400 : 6_000;
   const trace = generateTrace({ messages, seed: 2026 });
+  const warmup = warmupTrace(trace, messages);
   const hours = Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600);
   const lines = [
     '## Greylisting: callout and postgrey on one trace',
     '',
     `Trace: ${trace.length} RCPT requests (${messages} messages with their retries, ${new Set(trace.map((e) => e.clientAddress)).size} client addresses, ${hours} hours of trace time), ` +
       'replayed over the policy protocol from the benchmark process to each server in a process of its own (callout serve from the build, as production runs it), ' +
+      `each request encoded before the clock starts; before it, unmeasured, each server answers a warm-up trace of ${warmup.length} requests of clients, senders and recipients of its own, days earlier, so that what is measured is a server that has been running, not one starting up; ` +
       'with the time taken from the trace: each request carries it in `policy_test_time`, which postgrey reads and callout reads with policy.acceptTestTime; on fresh stores. ' +
       `Settings on both: delay ${GREYLIST_SETTINGS.delaySeconds} s, retry window ${GREYLIST_SETTINGS.retryWindowDays} d, max-age ${GREYLIST_SETTINGS.maxAgeDays} d, ` +
       `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
@@ -384,8 +424,8 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
   const workersRows: string[] = [];
   for (const connections of CONNECTIONS) {
-    const callout = await replayCallout(trace, { connections });
-    const postgrey = postgreyHere ? await replayPostgrey(trace, connections) : undefined;
+    const callout = await replayCallout(trace, { connections, warmup });
+    const postgrey = postgreyHere ? await replayPostgrey(trace, connections, warmup) : undefined;
     results.push({ connections, callout, ...(postgrey ? { postgrey } : {}) });
     lines.push(`| callout serve (greylist stage) | SQLite | ${connections} | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${deferred(callout)} |`);
     if (connections > 1) {
@@ -395,7 +435,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
       try {
         for (const [store, redisUrl] of stores) {
           // A fresh database for each row: the trace must start from nothing.
-          const workers = await replayCallout(trace, { connections, workers: WORKERS, ...(redisUrl ? { redisUrl } : {}) });
+          const workers = await replayCallout(trace, { connections, workers: WORKERS, warmup, ...(redisUrl ? { redisUrl } : {}) });
           lines.push(`| callout serve --workers ${WORKERS} (greylist stage) | ${store} | ${connections} | ${workers.perSecond.toFixed(0)} | ${workers.seconds.toFixed(2)} | ${deferred(workers)} |`);
           if (postgrey) workersRows.push(`- ${connections} connections, \`--workers ${WORKERS}\` on ${store}: callout ${(workers.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
         }

@@ -9,6 +9,9 @@
  *   it is), with its log on stdout going to /dev/null, and resolves once it accepts connections
  *   on the given port. Its cpuSeconds() is the CPU of the whole process tree, so a supervisor and its policy
  *   workers count together.
+ *   CALLOUT_BENCH_SERVE_NODE_ARGS adds Node.js flags to that command, e.g. to profile the server
+ *   under a benchmark's load: "--cpu-prof --cpu-prof-dir=/tmp/prof" (a profile per process, written
+ *   when it exits).
  *   The helpers under it serve every benchmark that runs a server of its own (postgrey too):
  *   waitForPort, stopChild (SIGTERM, SIGKILL after 5 s) and CPU seconds from /proc/PID/stat.
  */
@@ -103,7 +106,8 @@ export interface ServeChild {
 export async function startServe(args: readonly string[], port: number, what: string, from: 'build' | 'source' = 'build'): Promise<ServeChild> {
   const program = from === 'build' ? [builtCli()] : ['--import', 'tsx', fileURLToPath(new URL('../src/cli/main.ts', import.meta.url))];
   const devNull = openSync('/dev/null', 'w');
-  const child = spawn(process.execPath, [...program, 'serve', ...args], { stdio: ['ignore', devNull, 'inherit'] });
+  const nodeFlags = process.env.CALLOUT_BENCH_SERVE_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeFlags, ...program, 'serve', ...args], { stdio: ['ignore', devNull, 'inherit'] });
   closeSync(devNull);
   try {
     await waitForPort(port, child, what);
