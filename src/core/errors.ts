@@ -56,5 +56,10 @@ export class StoreError extends CalloutError {
 export function describeError(err: unknown): string {
   if (err instanceof CalloutError) return `${err.code}: ${err.message}`;
   if (err instanceof Error) return err.message;
-  return String(err);
+  try {
+    return String(err);
+  } catch {
+    // An object without a prototype (or whose toString throws) has no text of its own.
+    return Object.prototype.toString.call(err);
+  }
 }

@@ -15,12 +15,13 @@
  *   read without a wake-up.
  *
  *   The window adapts as haltpoll's does (PollWindow): it starts closed; a request that arrived
- *   after the process had gone to sleep, but within maxMicros of the answer, opens it (to
- *   growMicros, then doubling up to maxMicros), since polling would have caught it; a request
- *   that came later than maxMicros halves it (and below growMicros closes it), since polling
- *   would only have burnt CPU. A request caught while polling leaves it as it is. So polling
- *   costs CPU only while requests follow answers closely, which is when the process is busy
- *   anyway, and an idle or lightly loaded service never polls.
+ *   after the process had gone to sleep, but within maxMicros of the answer its connection got
+ *   last, opens it (to growMicros, then doubling up to maxMicros), since polling would have
+ *   caught it; a request that came later than maxMicros halves it (and below growMicros closes
+ *   it), since polling would only have burnt CPU. A request caught while polling leaves it as it
+ *   is. The gap is measured per connection (IdlePoller), so polling costs CPU only while clients
+ *   ask again right after their answers, and an idle service, or one whose many clients each
+ *   ask now and then, never polls.
  *
  * CONFIGURATION
  *   maxMicros (0 turns polling off), growMicros (default 50, haltpoll's guest_halt_poll_grow_start).
@@ -85,12 +86,17 @@ export interface IdlePollStats {
   pollSeconds: number;
 }
 
-/** Drives a PollWindow on the real event loop; one per server. */
+/**
+ * Drives a PollWindow on the real event loop; one per process or server. The gap it learns from
+ * is per connection: from the answer on a connection to that connection's next request. One
+ * client asking again right after its answer is what polling serves; requests of many
+ * independent clients that merely arrive often (each an smtpd between two SMTP commands of its
+ * own client) never open the window, so a moderately loaded service does not poll.
+ */
 export class IdlePoller {
   readonly stats: IdlePollStats = { caught: 0, slept: 0, pollSeconds: 0 };
   private window: PollWindow;
-  /** When the latest answer went out (ms, performance.now), until a request has been seen since. */
-  private answeredAt: number | undefined;
+  private readonly growMicros: number;
   /** Polling lasts until this time (ms); undefined while the loop is not polling. */
   private pollUntil: number | undefined;
   private pollStarted = 0;
@@ -98,38 +104,47 @@ export class IdlePoller {
   private readonly turn = (): void => this.pollTurn();
 
   constructor(options: IdlePollOptions) {
+    this.growMicros = options.growMicros ?? DEFAULT_IDLE_POLL_GROW_MICROS;
     this.window = new PollWindow(options);
     this.now = options.now ?? (() => performance.now());
   }
 
   /** A new longest poll (a configuration reload); the window starts closed again. */
   setMaxMicros(maxMicros: number): void {
-    if (maxMicros !== this.window.maxMicros) this.window = new PollWindow({ maxMicros, growMicros: this.window.growMicros });
+    if (maxMicros !== this.window.maxMicros) this.window = new PollWindow({ maxMicros, growMicros: this.growMicros });
   }
 
-  /** Call when a request (or the first chunk of one) is read. */
-  arrived(): void {
-    const answeredAt = this.answeredAt;
-    if (answeredAt === undefined) return;
-    this.answeredAt = undefined;
-    const caught = this.pollUntil !== undefined;
+  /**
+   * Call after an answer (or a batch of answers) was written; polls if the window is open.
+   * Returns the time of the answer, for the connection to give back to arrived() with its next
+   * request (undefined while polling is off).
+   */
+  answered(): number | undefined {
+    if (this.window.maxMicros === 0) return undefined;
+    const now = this.now();
+    const micros = this.window.micros;
+    if (micros > 0) {
+      if (this.pollUntil === undefined) {
+        this.pollStarted = now;
+        setImmediate(this.turn);
+      }
+      this.pollUntil = Math.max(this.pollUntil ?? 0, now + micros / 1000);
+    }
+    return now;
+  }
+
+  /**
+   * Call when a request (or the first chunk of one) is read, with the time answered() gave for
+   * the connection's previous answer (undefined: none since its last request, nothing to learn).
+   */
+  arrived(answeredAt: number | undefined): void {
+    if (answeredAt === undefined || this.window.maxMicros === 0) return;
+    const now = this.now();
+    // A loop that was blocked (a long commit, a GC pause) may not have ended a poll that is over.
+    const caught = this.pollUntil !== undefined && now <= this.pollUntil;
     if (caught) this.stats.caught++;
     else this.stats.slept++;
-    this.window.observe((this.now() - answeredAt) * 1000, caught);
-  }
-
-  /** Call after an answer (or a batch of answers) was written. */
-  answered(): void {
-    if (this.window.maxMicros === 0) return;
-    const now = this.now();
-    this.answeredAt = now;
-    const micros = this.window.micros;
-    if (micros === 0) return;
-    if (this.pollUntil === undefined) {
-      this.pollStarted = now;
-      setImmediate(this.turn);
-    }
-    this.pollUntil = now + micros / 1000;
+    this.window.observe((now - answeredAt) * 1000, caught);
   }
 
   private pollTurn(): void {

@@ -93,7 +93,8 @@ function isoTimeField(): string {
  * fields, msg. For the policy service's one line per decision: pino's generic serialiser (a
  * safe-stringify of every value, the arrays above all) was a fifth of the CPU of a cached
  * decision, one JSON.stringify of the whole object costs a fraction of that. pino.symbols is
- * pino's documented way in for such integrations.
+ * pino's documented way in for such integrations. What createLogger's loggers do not use is not
+ * done here either: pino's hooks, formatters, mixins and redaction.
  */
 export function logInfoJson(logger: Logger, fieldsJson: string, msg: string): void {
   if (!logger.isLevelEnabled('info')) return;

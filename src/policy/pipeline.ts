@@ -27,7 +27,7 @@ import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, safeHeader, safeText } from './actions.js';
 import { bareAddress, isProtocolState } from './protocol.js';
 import { STAGE_DEFINITIONS } from './stages/index.js';
-import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
+import type { Decision, PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
 
 export interface ConfiguredStage {
   stage: Stage;
@@ -93,15 +93,15 @@ export class Pipeline {
     for (let index = 0; index < this.stages.length; index++) {
       const configured = this.stages[index]!;
       if (configured.mode === 'off' || !configured.states.has(run.ctx.state)) continue;
-      let answer: StageVerdict | Promise<StageVerdict>;
+      let stop: boolean;
       try {
-        answer = configured.stage.evaluate(run.ctx);
+        const answer = configured.stage.evaluate(run.ctx);
+        if (answer instanceof Promise) return this.decideLater(run, index, answer);
+        stop = this.apply(run, configured, answer);
       } catch (err) {
-        if (run.fault(configured, err)) break;
-        continue;
+        stop = run.fault(configured, err);
       }
-      if (answer instanceof Promise) return this.decideLater(run, index, answer);
-      if (this.apply(run, configured, answer)) break;
+      if (stop) break;
     }
     return this.finish(run);
   }
@@ -144,23 +144,25 @@ export class Pipeline {
     return undefined;
   }
 
-  /** Takes in one stage's verdict; true when it ends the pipeline. */
+  /**
+   * Takes in one stage's verdict; true when it ends the pipeline. A verdict that cannot be
+   * applied (a stage's bug) throws before anything of it is recorded, and is a fault like any.
+   */
   private apply(run: PipelineRun, configured: ConfiguredStage, verdict: StageVerdict): boolean {
     const name = configured.stage.name;
+    const decision = (verdict as Partial<StageVerdict> | undefined)?.decision;
+    if (!decision || !DECISION_KINDS.has(decision.kind)) throw new CalloutError('INTERNAL', `stage ${name} answered without a decision it can take`);
+    const action = decision.kind === 'continue' || decision.kind === 'prepend' ? undefined : actionFor(decision, configured.acceptAction);
     run.verdicts.push(verdict);
     run.earlier.set(name, verdict);
     for (const header of verdict.headers ?? []) this.queueHeader(run.ctx.instance, name, header);
-    const decision = verdict.decision;
-    if (decision.kind === 'continue') return false;
-    if (decision.kind === 'prepend') {
-      this.queueHeader(run.ctx.instance, name, decision.header);
-      return false;
-    }
+    if (decision.kind === 'prepend') this.queueHeader(run.ctx.instance, name, decision.header);
+    if (action === undefined) return false;
     if (configured.mode === 'warn') {
-      if (decision.kind !== 'accept') run.warnings.push(`${name} would answer ${actionFor(decision)}`);
+      if (decision.kind !== 'accept') run.warnings.push(`${name} would answer ${action}`);
       return false;
     }
-    run.final = { action: actionFor(decision, configured.acceptAction), stage: name };
+    run.final = { action, stage: name };
     return true;
   }
 
@@ -223,8 +225,9 @@ export class Pipeline {
   /** Headers are keyed by stage and field name, so each is given once per message. */
   private queueHeader(instance: string, stage: string, header: string): void {
     const line = safeHeader(header);
+    if (!line) return;
     const memory = this.memoryFor(instance);
-    if (!memory || !line) return;
+    if (!memory) return;
     const key = `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`;
     if (memory.given.has(key)) return;
     memory.given.add(key);
@@ -256,6 +259,8 @@ export class Pipeline {
     }
   }
 }
+
+const DECISION_KINDS: ReadonlySet<string> = new Set<Decision['kind']>(['continue', 'accept', 'reject', 'defer', 'defer-if-permit', 'prepend']);
 
 /** A request without a known state is treated as RCPT, where Postfix sends nearly all of them. */
 function protocolState(text: string | undefined): ProtocolState {

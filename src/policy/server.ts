@@ -303,12 +303,13 @@ function formatRemote(socket: net.Socket): string {
  * current turn: microseconds.
  */
 class Outbox {
-  private pending: Array<{ socket: net.Socket; reply?: Buffer }> = [];
+  private pending: Array<{ socket: net.Socket; reply?: Buffer; to?: Answered }> = [];
 
   constructor(private readonly poller: IdlePoller) {}
 
-  write(socket: net.Socket, reply: Buffer): void {
-    this.queue({ socket, reply });
+  /** Queues an answer to `to`, which learns when it went out (for the idle poll). */
+  write(socket: net.Socket, reply: Buffer, to: Answered): void {
+    this.queue({ socket, reply, to });
   }
 
   /** Ends the socket once what was queued for it before is written. */
@@ -316,7 +317,7 @@ class Outbox {
     this.queue({ socket });
   }
 
-  private queue(entry: { socket: net.Socket; reply?: Buffer }): void {
+  private queue(entry: { socket: net.Socket; reply?: Buffer; to?: Answered }): void {
     this.pending.push(entry);
     if (this.pending.length === 1) setImmediate(() => this.flush());
   }
@@ -324,18 +325,31 @@ class Outbox {
   private flush(): void {
     const batch = this.pending;
     this.pending = [];
-    for (const { socket, reply } of batch) {
+    let answered: Answered[] | undefined;
+    for (const { socket, reply, to } of batch) {
       if (socket.destroyed || socket.writableEnded) continue;
-      if (reply) socket.write(reply);
-      else socket.end(() => socket.destroy());
+      if (reply) {
+        socket.write(reply);
+        (answered ??= []).push(to!);
+      } else {
+        socket.end(() => socket.destroy());
+      }
     }
-    this.poller.answered();
+    if (!answered) return;
+    const at = this.poller.answered();
+    for (const connection of answered) connection.answeredAt = at;
   }
 }
 
+/** A connection that got an answer: when it went out (core/idle-poll measures the gap to the next request from it). */
+interface Answered {
+  answeredAt: number | undefined;
+}
+
 /** One policy connection: decodes, hands requests to the handler one at a time, answers in order. */
-class PolicyConnection {
+class PolicyConnection implements Answered {
   readonly closed: Promise<void>;
+  answeredAt: number | undefined;
   private readonly decoder: PolicyRequestDecoder;
   private readonly queue: PolicyDecodeEvent[] = [];
   private requests = 0;
@@ -397,7 +411,8 @@ class PolicyConnection {
 
   private receive(chunk: Buffer): void {
     if (this.finishing) return;
-    this.context.poller.arrived();
+    this.context.poller.arrived(this.answeredAt);
+    this.answeredAt = undefined;
     this.idleTimer.refresh();
     const events = this.decoder.push(chunk);
     // A client that pipelines without reading its answers: reading waits until they drain, so
@@ -443,7 +458,20 @@ class PolicyConnection {
       }
       const pending = this.answer(event.attributes);
       if (pending) {
-        void pending.then(() => this.work());
+        // answer() settles its own promise's faults; should even that fail (a logger that
+        // throws), the connection ends rather than the process.
+        pending.then(
+          () => this.work(),
+          (err: unknown) => {
+            try {
+              this.context.log.error({ ...this.fields(), error: describeError(err) }, 'policy answer failed; closing the connection');
+            } catch {
+              // The logger is what failed: the connection still ends below.
+            }
+            this.finish();
+            this.work();
+          },
+        );
         return;
       }
     }
@@ -495,7 +523,7 @@ class PolicyConnection {
       this.handlerFailed(attributes['client_address'], err);
       return;
     }
-    this.context.outbox.write(this.socket, reply);
+    this.context.outbox.write(this.socket, reply, this);
   }
 
   private handlerFailed(clientAddress: string | undefined, err: unknown): void {

@@ -63,7 +63,9 @@ export abstract class LookupServer {
   private readonly sockets = new Set<net.Socket>();
   private readonly idleTimeoutMs: number;
   /** Keeps the loop turning for a moment after an answer, so the client's next request wakes nothing. */
-  protected readonly poller: IdlePoller;
+  private readonly poller: IdlePoller;
+  /** When each connection's latest answer went out, until its next request (core/idle-poll). */
+  private readonly answeredAt = new WeakMap<net.Socket, number>();
 
   constructor(options: LookupServerOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
@@ -96,7 +98,14 @@ export abstract class LookupServer {
   protected send(socket: net.Socket, data: string | Buffer): void {
     if (!socket.writable) return;
     if (!socket.write(data)) socket.pause();
-    this.poller.answered();
+    const at = this.poller.answered();
+    if (at !== undefined) this.answeredAt.set(socket, at);
+  }
+
+  /** Call when a connection's request arrives: the idle poll learns the gap since its last answer. */
+  protected arrived(socket: net.Socket): void {
+    this.poller.arrived(this.answeredAt.get(socket));
+    this.answeredAt.delete(socket);
   }
 
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */

@@ -118,7 +118,7 @@ export class SocketmapServer extends LookupServer {
   protected attach(socket: net.Socket): void {
     const decoder = new NetstringDecoder(this.maxRequestOctets);
     socket.on('data', (chunk: Buffer) => {
-      this.poller.arrived();
+      this.arrived(socket);
       for (const event of decoder.push(chunk)) {
         if (event.kind === 'error' || event.data.length === 0) {
           this.stats.protocolErrors++;

@@ -106,8 +106,8 @@ export class TcpTableServer extends LookupServer {
       closed = true;
     };
     socket.on('data', (chunk: Buffer) => {
-      this.poller.arrived();
       if (closed) return;
+      this.arrived(socket);
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       let start = 0;
       for (let newline = pending.indexOf(0x0a); newline >= 0; newline = pending.indexOf(0x0a, start)) {

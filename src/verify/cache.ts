@@ -122,29 +122,30 @@ export class VerificationCache {
 
   async getDomain(domain: string): Promise<DomainFacts> {
     const values = await Promise.all(DOMAIN_FACTS.map((name) => this.store.get(this.prefix + domainKey(domain, name))));
-    return this.domainFacts(values);
+    const facts: Record<string, unknown> = {};
+    DOMAIN_FACTS.forEach((name, i) => {
+      const parsed = this.domainFact(values[i]);
+      if (parsed) facts[name] = parsed;
+    });
+    return facts as DomainFacts;
   }
 
   /** getDomain() at once, when the store can tell every fact without waiting (Store.peek). */
   peekDomain(domain: string): DomainFacts | typeof ASK_LATER {
-    const values: Array<Readonly<StoredValue> | undefined> = [];
+    const facts: Record<string, unknown> = {};
     for (const name of DOMAIN_FACTS) {
       const stored = this.store.peek(this.prefix + domainKey(domain, name));
       if (stored === ASK_LATER) return ASK_LATER;
-      values.push(stored);
+      // Decoded at once: a peeked value is good only until the next call to the store.
+      const parsed = this.domainFact(stored);
+      if (parsed) facts[name] = parsed;
     }
-    return this.domainFacts(values);
+    return facts as DomainFacts;
   }
 
-  /** The facts of the stored values, in DOMAIN_FACTS order; a value that does not parse is absent. */
-  private domainFacts(values: ReadonlyArray<Readonly<StoredValue> | undefined>): DomainFacts {
-    const facts: Record<string, unknown> = {};
-    DOMAIN_FACTS.forEach((name, i) => {
-      const stored = values[i];
-      const parsed = stored ? (this.decoded.get(stored.value) as DomainFact | undefined) : undefined;
-      if (parsed) facts[name] = parsed;
-    });
-    return facts as DomainFacts;
+  /** A stored domain fact, decoded; a value that does not parse is absent. */
+  private domainFact(stored: Readonly<StoredValue> | undefined): DomainFact | undefined {
+    return stored ? (this.decoded.get(stored.value) as DomainFact | undefined) : undefined;
   }
 
   async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {

@@ -71,19 +71,19 @@ function manualTime(): { now: () => number; advance: (ms: number) => void } {
 }
 
 describe('IdlePoller', () => {
-  it('does not poll until a request shows that polling would have caught it', async () => {
+  it('does not poll until a connection asks again soon after its answer, then catches its next requests', async () => {
     const time = manualTime();
     const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
-    poller.answered();
+    let answeredAt = poller.answered();
     time.advance(0.03);
-    poller.arrived();
+    poller.arrived(answeredAt);
     assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 1 });
     // The window is open now: the next answer polls, and a request meanwhile is caught.
-    poller.answered();
+    answeredAt = poller.answered();
     await nextTurn();
     time.advance(0.02);
     await nextTurn();
-    poller.arrived();
+    poller.arrived(answeredAt);
     assert.equal(poller.stats.caught, 1);
     // The poll ends once the test's clock passes the window.
     time.advance(1);
@@ -95,40 +95,76 @@ describe('IdlePoller', () => {
   it('keeps the loop turning for the window after the latest answer, then sleeps and counts the time', async () => {
     const time = manualTime();
     const poller = new IdlePoller({ maxMicros: 200, growMicros: 100, now: time.now });
-    poller.answered();
+    const first = poller.answered();
     time.advance(0.01);
-    poller.arrived(); // opens the window to 100 µs
-    poller.answered();
-    const answeredAt = time.now();
-    while (time.now() < answeredAt + 0.2) {
+    poller.arrived(first); // opens the window to 100 µs
+    const second = poller.answered()!;
+    while (time.now() < second + 0.2) {
       await nextTurn();
       time.advance(0.01);
     }
     await nextTurn();
-    assert.ok(poller.stats.pollSeconds >= 0.0001 && poller.stats.pollSeconds <= 0.00012, `polled ${poller.stats.pollSeconds} s`);
-    poller.arrived();
+    assert.ok(poller.stats.pollSeconds > 0.000099 && poller.stats.pollSeconds < 0.00012, `polled ${poller.stats.pollSeconds} s`);
+    poller.arrived(second);
     assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
+  });
+
+  it('learns nothing from a request whose connection had no answer since its last one', () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, now: time.now });
+    poller.answered();
+    poller.arrived(undefined);
+    assert.deepEqual(poller.stats, { caught: 0, slept: 0, pollSeconds: 0 });
+  });
+
+  it('does not count a request as caught when a blocked loop let the poll run past its end', () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
+    const first = poller.answered();
+    time.advance(0.01);
+    poller.arrived(first); // window 50 µs
+    const second = poller.answered();
+    time.advance(5); // the loop was blocked: no turn ended the poll
+    poller.arrived(second);
+    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
+    time.advance(1);
   });
 
   it('with a maximum of 0 never polls and counts nothing', async () => {
     const time = manualTime();
     const poller = new IdlePoller({ maxMicros: 0, now: time.now });
     for (let i = 0; i < 5; i++) {
-      poller.answered();
+      const at = poller.answered();
       time.advance(0.01);
-      poller.arrived();
+      poller.arrived(at);
     }
     await nextTurn();
     assert.deepEqual(poller.stats, { caught: 0, slept: 0, pollSeconds: 0 });
   });
 
-  it('takes a new maximum on reload, starting closed', () => {
+  it('takes a new maximum on reload: off counts nothing more, on again grows from the configured first step', async () => {
     const time = manualTime();
-    const poller = new IdlePoller({ maxMicros: 200, now: time.now });
+    const poller = new IdlePoller({ maxMicros: 0, growMicros: 50, now: time.now });
     poller.setMaxMicros(0);
-    poller.answered();
+    const before = poller.answered();
+    poller.setMaxMicros(200);
+    poller.arrived(before);
+    assert.equal(poller.stats.slept, 0, 'nothing was answered while polling was on');
+    const at = poller.answered();
     time.advance(0.01);
-    poller.arrived();
-    assert.equal(poller.stats.slept, 0);
+    poller.arrived(at); // opens the window at the configured 50 µs, not at a step capped by the old maximum
+    const polled = poller.answered()!;
+    while (time.now() < polled + 0.1) {
+      await nextTurn();
+      time.advance(0.01);
+    }
+    await nextTurn();
+    assert.ok(poller.stats.pollSeconds > 0.000049 && poller.stats.pollSeconds < 0.00007, `polled ${poller.stats.pollSeconds} s`);
+    const last = poller.answered();
+    poller.setMaxMicros(0);
+    poller.arrived(last);
+    assert.equal(poller.stats.slept, 1, 'the request after the reload to 0 is not counted');
+    time.advance(1);
+    await nextTurn();
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
 import { MESSAGE_MEMORY_LIMIT, Pipeline } from '../../src/policy/pipeline.js';
-import type { ConfiguredStage, PipelineOptions } from '../../src/policy/pipeline.js';
+import type { ConfiguredStage, PipelineOptions, PipelineOutcome } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
 
 const silent = { info() {}, warn() {}, error() {} };
@@ -80,6 +80,28 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     const later = await pipeline([stage('w', () => go), syncStage('x', boom), syncStage('y', () => reject)], { faultAction: 'DEFER' }).decide(rcpt());
     assert.match(later.action, /^451 4\.3\.0 /);
     assert.equal(later.decidedBy, 'x');
+  });
+
+  it('a verdict without a decision it can take is a fault, recorded nowhere, whether given at once or later', async () => {
+    const broken = (name: string, later: boolean): ConfiguredStage => ({
+      mode: 'enforce',
+      states: new Set(['RCPT']),
+      acceptAction: 'DUNNO',
+      stage: {
+        name,
+        states: new Set(['RCPT']),
+        evaluate: () => {
+          const bad = { stage: name, result: 'odd', reason: 'odd', decision: { kind: 'maybe' } } as unknown as StageVerdict;
+          return later ? Promise.resolve(bad) : bad;
+        },
+      },
+    });
+    for (const later of [false, true]) {
+      const out: PipelineOutcome = await pipeline([broken('odd', later), syncStage('next', () => go)]).decide(rcpt());
+      assert.equal(out.action, 'DUNNO');
+      assert.deepEqual(out.verdicts.map((v) => v.stage), ['next']);
+      assert.match(out.faults[0]!, /^odd: INTERNAL: stage odd answered without a decision it can take/);
+    }
   });
 
   it('a stage waited for that ends the pipeline keeps the later ones from running', async () => {

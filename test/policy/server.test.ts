@@ -318,6 +318,22 @@ describe('PolicyServer over TCP', () => {
     next.close();
   });
 
+  it('closes the connection, and keeps the process, when even logging a failed answer fails', async () => {
+    const throwing = () => {
+      throw new Error('log sink gone');
+    };
+    const server = new PolicyServer({
+      listen: '127.0.0.1:0',
+      handler: async () => Promise.reject(Object.create(null) as unknown),
+      log: { info: () => undefined, warn: () => undefined, error: throwing },
+    });
+    servers.push(server);
+    const { address } = await server.listen();
+    const client = await Client.connect(address);
+    client.request({ instance: 'x' });
+    assert.equal(await client.reply(), 'closed');
+  });
+
   it('closes without a reply when the handler throws synchronously or returns an action that cannot be sent', async () => {
     const handler = ((attributes: Record<string, string>) => {
       if (attributes['instance'] === 'sync') throw new Error('not async');
