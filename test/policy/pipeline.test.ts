@@ -26,22 +26,18 @@ function stage(name: string, decide: (ctx: StageContext) => Decision | Error, ex
   };
 }
 
+/** An enforcing RCPT stage with its own evaluate. */
+function rcptStage(name: string, evaluate: ConfiguredStage['stage']['evaluate']): ConfiguredStage {
+  return { mode: 'enforce', states: new Set(['RCPT']), acceptAction: 'DUNNO', stage: { name, states: new Set(['RCPT']), evaluate } };
+}
+
 /** A stage that answers at once (no promise), as an allow-list or a cached verdict does. */
 function syncStage(name: string, decide: (ctx: StageContext) => Decision | Error): ConfiguredStage {
-  return {
-    mode: 'enforce',
-    states: new Set(['RCPT']),
-    acceptAction: 'DUNNO',
-    stage: {
-      name,
-      states: new Set(['RCPT']),
-      evaluate(ctx) {
-        const decision = decide(ctx);
-        if (decision instanceof Error) throw decision;
-        return { stage: name, result: decision.kind, reason: `${name} says ${decision.kind}`, decision };
-      },
-    },
-  };
+  return rcptStage(name, (ctx) => {
+    const decision = decide(ctx);
+    if (decision instanceof Error) throw decision;
+    return { stage: name, result: decision.kind, reason: `${name} says ${decision.kind}`, decision };
+  });
 }
 
 function pipeline(stages: ConfiguredStage[], options: Partial<PipelineOptions> = {}): Pipeline {
@@ -83,19 +79,11 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
   });
 
   it('a verdict without a decision it can take is a fault, recorded nowhere, whether given at once or later', async () => {
-    const broken = (name: string, later: boolean): ConfiguredStage => ({
-      mode: 'enforce',
-      states: new Set(['RCPT']),
-      acceptAction: 'DUNNO',
-      stage: {
-        name,
-        states: new Set(['RCPT']),
-        evaluate: () => {
-          const bad = { stage: name, result: 'odd', reason: 'odd', decision: { kind: 'maybe' } } as unknown as StageVerdict;
-          return later ? Promise.resolve(bad) : bad;
-        },
-      },
-    });
+    const broken = (name: string, later: boolean): ConfiguredStage =>
+      rcptStage(name, () => {
+        const bad = { stage: name, result: 'odd', reason: 'odd', decision: { kind: 'maybe' } } as unknown as StageVerdict;
+        return later ? Promise.resolve(bad) : bad;
+      });
     for (const later of [false, true]) {
       const out: PipelineOutcome = await pipeline([broken('odd', later), syncStage('next', () => go)]).decide(rcpt());
       assert.equal(out.action, 'DUNNO');
