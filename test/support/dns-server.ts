@@ -364,11 +364,19 @@ async function bindBoth(
     });
     try {
       await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen({ host, port, exclusive: true }, () => {
-          tcp.off('error', reject);
+        // Both handlers go when either fires: a failed attempt must not leave a 'listening'
+        // handler behind on the server the next attempt listens with.
+        const failed = (err: Error): void => {
+          tcp.off('listening', listening);
+          reject(err);
+        };
+        const listening = (): void => {
+          tcp.off('error', failed);
           resolve();
-        });
+        };
+        tcp.once('error', failed);
+        tcp.once('listening', listening);
+        tcp.listen({ host, port, exclusive: true });
       });
       return { udp, port };
     } catch (err) {
