@@ -27,12 +27,16 @@ describe('BATV interoperability with Exim', { skip }, () => {
   const exim = prepared as Exim;
 
   it('Exim still makes every recorded vector', () => {
+    // BATV stamps count days: a vector holds all its UTC day, and Exim runs at noon of it, away
+    // from the day's edges. Run at the recorded midnights, one check came out invalid once on a
+    // loaded CI machine and never again in five reruns.
+    const sameDay = (at: string): Date => new Date(Math.floor(Date.parse(at) / DAY) * DAY + DAY / 2);
     for (const v of vectors.sign) {
       const keynum = v.keynum === undefined ? '' : `{${v.keynum}}`;
-      assert.equal(exim.expand(`\${prvs{${v.address}}{${v.secret}}${keynum}}`, new Date(v.at)), v.result);
+      assert.equal(exim.expand(`\${prvs{${v.address}}{${v.secret}}${keynum}}`, sameDay(v.at)), v.result, `signed on ${v.at}`);
     }
     for (const v of vectors.check) {
-      assert.equal(exim.expand(`\${prvscheck{${v.address}}{${v.secret}}{}}|$prvscheck_result`, new Date(v.at)), `${v.decoded}|${v.valid ? '1' : ''}`);
+      assert.equal(exim.expand(`\${prvscheck{${v.address}}{${v.secret}}{}}|$prvscheck_result`, sameDay(v.at)), `${v.decoded}|${v.valid ? '1' : ''}`, `checked on ${v.at}`);
     }
   });
 
