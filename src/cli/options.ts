@@ -8,7 +8,7 @@
  */
 
 import type { Command } from 'commander';
-import { CalloutError } from '../core/errors.js';
+import { CalloutError, UsageError } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
 
 /** commander's accumulator for a repeatable option. */
@@ -54,6 +54,16 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
 export function numberFlag(name: string, value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n)) throw new CalloutError('USAGE', `${name}: got "${value}", expected a number`);
+  return n;
+}
+
+/** A whole number from min to max (inclusive) for a flag the configuration schema does not check. */
+export function wholeNumberFlag(name: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
+    throw new UsageError(`${name}: got "${value}", expected a whole number ${range}`);
+  }
   return n;
 }
 

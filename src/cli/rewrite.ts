@@ -56,7 +56,7 @@ import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } 
 import { loadConfig } from '../config/load.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
-import { collect } from './options.js';
+import { collect, wholeNumberFlag } from './options.js';
 import { configuredStore } from './runtime.js';
 
 export interface RewriteCommandIo {
@@ -350,8 +350,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--limit <n>', 'at most this many', '1000')
     .option('--json', 'print JSON Lines')
     .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
-      const limit = Number(flags.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: got "${flags.limit}", expected a positive whole number`);
+      const limit = wholeNumberFlag('--limit', flags.limit, 1);
       const entries = await withSuppression(flags, (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? JSON.stringify(e) : formatEntry(e)}\n`).join(''));
     });
@@ -432,12 +431,8 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {
       const maps = serveMaps(flags);
-      const maxConnections = Number(flags.maxConnections);
-      if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new UsageError(`--max-connections: got "${flags.maxConnections}", expected a positive whole number`);
-      const idlePollMicros = Number(flags.idlePoll);
-      if (!Number.isInteger(idlePollMicros) || idlePollMicros < 0 || idlePollMicros > 10_000) {
-        throw new UsageError(`--idle-poll: got "${flags.idlePoll}", expected microseconds from 0 to 10000`);
-      }
+      const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
+      const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, 10_000);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];

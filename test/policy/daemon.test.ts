@@ -11,6 +11,7 @@ import type { DnsTestServer } from '../support/dns-server.js';
 import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
 import type { SmtpTestServer } from '../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { startDaemonWithClient } from '../support/daemon.js';
 import { mxZone } from '../verify/fixture.js';
 import { captureLog } from '../support/log-capture.js';
 
@@ -53,12 +54,7 @@ async function setup(
     await Promise.all(servers.map((s) => s.close()));
     await dns.close();
   });
-  const daemon = await Daemon.start({ ...(configPath ? { configPath } : { overrides: base }), log: logger });
-  const client = await PolicyClient.connect(daemon.policyAddress);
-  cleanups.push(async () => {
-    client.close();
-    await daemon.stop();
-  });
+  const { daemon, client } = await startDaemonWithClient({ ...(configPath ? { configPath } : { overrides: base }), log: logger }, cleanups);
   return { daemon, client, logs, smtp: new Map(servers.map((s) => [s.host, s])), dns };
 }
 

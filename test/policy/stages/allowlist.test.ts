@@ -4,14 +4,14 @@
 // did not.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Daemon } from '../../../src/policy/daemon.js';
 import { AddressList, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { startDnsServer } from '../../support/dns-server.js';
 import { startSmtpServers, usersOnly } from '../../support/smtp-server.js';
 import type { SmtpTestServer } from '../../support/smtp-server.js';
-import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { postfixRequest } from '../../support/policy-client.js';
+import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 
@@ -42,7 +42,7 @@ async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
     await dns.close();
   });
   const { lines: logs, log: logger } = captureLog();
-  const daemon = await Daemon.start({
+  const { client } = await startDaemonWithClient({
     overrides: {
       store: { kind: 'memory' },
       dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
@@ -51,12 +51,7 @@ async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
       metrics: { listen: '' },
     },
     log: logger,
-  });
-  const client = await PolicyClient.connect(daemon.policyAddress);
-  cleanups.push(async () => {
-    client.close();
-    await daemon.stop();
-  });
+  }, cleanups);
   return {
     callouts: () => mx.connectionCount,
     async ask(overrides) {

@@ -15,6 +15,7 @@ import { startDnsServer, reverseName } from '../../support/dns-server.js';
 import type { DnsTestServer } from '../../support/dns-server.js';
 import { greylistOnce, startSmtpServers } from '../../support/smtp-server.js';
 import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 
@@ -58,7 +59,7 @@ let instances = 0;
 async function serve(stages: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Promise<Setup> {
   const { lines: logs, log: logger } = captureLog();
   const clock = new ManualClock(Date.UTC(2026, 0, 1, 12));
-  const daemon = await Daemon.start({
+  const { daemon, client } = await startDaemonWithClient({
     overrides: {
       store: { kind: 'memory' },
       dns: { servers: [(await dns()).address], timeout: '500ms', tries: 1 },
@@ -68,12 +69,7 @@ async function serve(stages: Array<Record<string, unknown>>, extra: Record<strin
     },
     log: logger,
     clock,
-  });
-  const client = await PolicyClient.connect(daemon.policyAddress);
-  cleanups.push(async () => {
-    client.close();
-    await daemon.stop();
-  });
+  }, cleanups);
   // Each request is its own message unless the test says otherwise.
   const ask = (overrides: Record<string, string> = {}) => client.request(postfixRequest({ instance: `m${(instances += 1)}`, ...overrides }));
   return { client, clock, daemon, logs, ask };

@@ -4,7 +4,6 @@
 // and every answer must follow the stage's configured actions, codes and texts.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Daemon } from '../../../src/policy/daemon.js';
 import { startDnsServer } from '../../support/dns-server.js';
 import type { Zone } from '../../support/dns-server.js';
 import {
@@ -17,7 +16,8 @@ import {
   usersOnly,
 } from '../../support/smtp-server.js';
 import type { SmtpScript } from '../../support/smtp-server.js';
-import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
+import { postfixRequest } from '../../support/policy-client.js';
+import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 
@@ -82,7 +82,7 @@ async function setup(stage: Record<string, unknown> = {}, policy: Record<string,
     await dns.close();
   });
   const { lines: logs, log: logger } = captureLog();
-  const daemon = await Daemon.start({
+  const { client } = await startDaemonWithClient({
     overrides: {
       store: { kind: 'memory' },
       dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
@@ -97,12 +97,7 @@ async function setup(stage: Record<string, unknown> = {}, policy: Record<string,
       metrics: { listen: '' },
     },
     log: logger,
-  });
-  const client = await PolicyClient.connect(daemon.policyAddress);
-  cleanups.push(async () => {
-    client.close();
-    await daemon.stop();
-  });
+  }, cleanups);
   return {
     async ask(sender) {
       const instance = `sc-${++instances}`;
