@@ -217,7 +217,7 @@ describe('callout serve behind real Postfix', () => {
     assert.match(sent.rcpt, /^250 /);
     const decision = await serve.waitForLog(decisionsFor('nobody@sender.test', 'alice@local.test'), 'the warn-mode decision', mark);
     assert.match(String(decision.action), /^WARN sender-callout would answer 550 5\.7\.1/);
-    assert.match(receiverDefaults.maillog(), /NOQUEUE: warn: RCPT from .*: sender-callout would answer 550 5\.7\.1 .*; from=<nobody@sender\.test> to=<alice@local\.test>/);
+    await waitForMaillog(receiverDefaults, /NOQUEUE: warn: RCPT from .*: sender-callout would answer 550 5\.7\.1 .*; from=<nobody@sender\.test> to=<alice@local\.test>/);
     const still = establishedPeers(policyPort);
     assert.ok([...before].some((peer) => still.has(peer)), `a connection open before the reload is still open (before ${[...before].join(' ')}, after ${[...still].join(' ')})`);
   });
