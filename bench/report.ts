@@ -6,7 +6,8 @@
  *   Machine facts, the command that reproduces the run, the throughput tables (tool x
  *   concurrency -> ops/s with p50/p99 latency; CPU of both processes; verdicts that were wrong),
  *   the correctness table, and the targets of the issue with met / not met, computed from the
- *   numbers measured here and nothing else.
+ *   numbers measured here and nothing else. The I/O floor rows (bench/io-floor) give the
+ *   ceiling beside the ratio target: how far any verifier could get on this machine.
  */
 
 import { CONTENDED_CORES, isContended, otherCores } from './measure.js';
@@ -24,7 +25,7 @@ export interface BenchReport {
   quick: boolean;
   facts: Array<[string, string]>;
   setup: string[];
-  rows: { coldProbe: Row; coldNoReuse: Row; coldNoProbe: Row; coldDnsCached: Row[]; coldBatched: Row; coldShared: Row; warm: Row; peers: Row[] };
+  rows: { coldProbe: Row; coldNoReuse: Row; coldNoProbe: Row; coldDnsCached: Row[]; coldBatched: Row; coldShared: Row; warm: Row; peers: Row[]; floor: Row[] };
   peersSkipped?: string;
   correctness: ToolCorrectness[];
   concurrencies: number[];
@@ -110,7 +111,7 @@ function judged(defaultValue: number, target: number, variants: Row[], value: (r
 }
 
 function targets(report: BenchReport): string[] {
-  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
+  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers, floor } = report.rows;
   const variants = [coldNoReuse, coldNoProbe, ...coldDnsCached, coldBatched, coldShared];
   const cold = best(coldProbe);
   const cached = best(warm);
@@ -118,7 +119,7 @@ function targets(report: BenchReport): string[] {
   const peerRate = fasterPeer ? best(fasterPeer) : Number.NaN;
   const measuredList = (rows: Row[], scale = 1, unit = '/s'): string =>
     rows.map((row) => `${row.name}: ${scale === 1 ? rate(best(row)) : (best(row) / scale).toFixed(2)}${unit}`).join('<br>');
-  const anyContended = [coldProbe, ...variants, warm, ...peers].some((row) => row.cells.some(isContended));
+  const anyContended = [coldProbe, ...variants, warm, ...peers, ...floor].some((row) => row.cells.some(isContended));
   const lines = [
     ...(anyContended
       ? [
@@ -135,6 +136,12 @@ function targets(report: BenchReport): string[] {
     lines.push(
       `| ≥ ${TARGET_RATIO}× the faster peer (cold callouts) | faster peer: ${fasterPeer.name}, ${rate(peerRate)}/s.<br>${measuredList([coldProbe, ...variants], peerRate, '×')} | ${judged(cold / peerRate, TARGET_RATIO, variants, (row) => best(row) / peerRate)} |`,
     );
+    if (floor.length > 0) {
+      const ceiling = Math.max(...floor.map(best));
+      lines.push(
+        `| ceiling on this machine (no verifier) | ${measuredList(floor, peerRate, '×')} | ${ceiling / peerRate >= TARGET_RATIO ? `the I/O floor reaches ${TARGET_RATIO}×: the target is not out of reach here` : `**the I/O floor itself stays below ${TARGET_RATIO}×**: no verifier can meet the target against these servers on this machine`} |`,
+      );
+    }
   } else {
     lines.push(`| ≥ ${TARGET_RATIO}× the faster peer | peers not measured${report.peersSkipped ? ` (${report.peersSkipped})` : ''} | not judged |`);
   }
@@ -142,8 +149,8 @@ function targets(report: BenchReport): string[] {
 }
 
 export function renderReport(report: BenchReport): string {
-  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers } = report.rows;
-  const allRows = [coldProbe, coldNoReuse, coldNoProbe, ...coldDnsCached, coldBatched, coldShared, warm, ...peers];
+  const { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared, warm, peers, floor } = report.rows;
+  const allRows = [coldProbe, coldNoReuse, coldNoProbe, ...coldDnsCached, coldBatched, coldShared, warm, ...peers, ...floor];
   return [
     '# Benchmarks',
     '',

@@ -19,7 +19,9 @@
  *     3. callout on one long-lived engine, which learns each domain's catch-all state once;
  *        then the same addresses again: cached verdicts;
  *     4. the peers on the same addresses and servers;
- *     5. the sections of bench/policy, bench/spf, bench/greylist and bench/srs, each against
+ *     5. the I/O floor (bench/io-floor): the queries and the dialogue with no verifier behind
+ *        them, per callout and on reused connections: the ceiling this machine leaves;
+ *     6. the sections of bench/policy, bench/spf, bench/greylist and bench/srs, each against
  *        its own peers (postgrey, policyd-spf, mailauth, pyspf, postsrsd) in the same run.
  *   Each cell is bounded by an operation count and a time (bench/measure). The peers need port
  *   25 and /etc/hosts entries (bench/etc-hosts), so they run only as root; the entries are
@@ -45,6 +47,8 @@ import type { Tool } from './tools.js';
 import { DOMAIN_COUNT, HOST_COUNT, SMTP_PORT, benchAddress, domainOf, hostsEntries } from './world.js';
 import { resolveMailHosts } from '../src/dns/mx.js';
 import { benchGreylist } from './greylist.js';
+import { createIoFloor } from './io-floor.js';
+import type { FloorConnections, IoFloor } from './io-floor.js';
 import { benchPolicy } from './policy.js';
 import { benchSpf } from './spf.js';
 import { benchSrs } from './srs.js';
@@ -253,6 +257,41 @@ async function peerRow(servers: ServerProcess, budget: Budget, tool: Tool): Prom
   };
 }
 
+const FLOOR_NOTES: Record<FloorConnections, [string, string]> = {
+  'per-callout': [
+    'I/O floor: a new connection per callout (no verifier)',
+    'bench/io-floor: only the I/O a cold callout needs, with no verification logic at all: an MX and an A query (dns-packet over one UDP socket), connect, greeting, EHLO, then MAIL FROM:<>, RCPT and QUIT as one pipelined group; the answer is the RCPT code. What the servers, the loopback and Node\'s I/O allow on this machine when each callout has its own connection, as the peers do (and with fewer round trips than theirs).',
+  ],
+  reused: [
+    'I/O floor: reused connections (no verifier)',
+    'bench/io-floor: the same queries, then MAIL FROM:<>, RCPT and RSET as one pipelined group on an idle connection to the exchanger address (a new one, with greeting and EHLO, only when none is idle), as callout\'s connection cache does; no catch-all probe. The ceiling of any verifier on this machine against these servers.',
+  ],
+};
+
+/** What bare I/O reaches: the ceiling that the servers and this machine leave to any verifier. */
+async function floorRow(servers: ServerProcess, budget: Budget, connections: FloorConnections): Promise<Row> {
+  const [name, note] = FLOOR_NOTES[connections];
+  const floors: IoFloor[] = [];
+  const makeOp = (): Op => {
+    const floor = createIoFloor({ dnsServer: servers.dns, port: servers.port, connections });
+    floors.push(floor);
+    return async (index) => {
+      const { address, exists } = benchAddress(index);
+      const code = await floor.check(address);
+      return code === (exists ? 250 : 550) ? 'right' : `${code} for ${exists ? 'an existing' : 'a missing'} user`;
+    };
+  };
+  // Warmed up as callout and the peers are, so the JIT's first minutes are not counted.
+  await runCell({ concurrency: 16, maxOps: 1_000_000, maxMs: budget.warmup }, makeOp());
+  const cells = [];
+  for (const concurrency of CONCURRENCIES) {
+    log(`${name}, concurrency ${concurrency}`);
+    cells.push(await measured(servers, { concurrency, maxOps: budget.coldOps, maxMs: budget.cold }, makeOp));
+  }
+  await Promise.all(floors.map((f) => f.close()));
+  return { name, note, cells };
+}
+
 function machineFacts(quick: boolean): Array<[string, string]> {
   const cpus = os.cpus();
   return [
@@ -313,6 +352,7 @@ async function main(): Promise<void> {
     const { shared, warm } = await sharedAndWarmRows(servers, budget);
     const peerRows: Row[] = [];
     for (const peer of peersSkipped ? [] : peers) peerRows.push(await peerRow(servers, budget, peer()));
+    const floorRows = [await floorRow(servers, budget, 'per-callout'), await floorRow(servers, budget, 'reused')];
     const report = renderReport({
       quick,
       facts: machineFacts(quick),
@@ -325,7 +365,7 @@ async function main(): Promise<void> {
         'The machine may be shared with other work (this repository is built by several people at once): the "whole machine busy" column of the cell details shows how much of its CPU was in use during each cell; compare it with the two processes\' own CPU before trusting a number.',
         'Peers: dns.setServers() points node:dns at the benchmark DNS server, and the MX host names are in /etc/hosts for the run (the peers connect to port 25 of the name via getaddrinfo).',
       ],
-      rows: { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared: shared, warm, peers: peerRows },
+      rows: { coldProbe, coldNoReuse, coldNoProbe, coldDnsCached, coldBatched, coldShared: shared, warm, peers: peerRows, floor: floorRows },
       ...(peersSkipped ? { peersSkipped } : {}),
       correctness,
       concurrencies: CONCURRENCIES,
