@@ -35,7 +35,9 @@
  *   measured, not one whose first thousands of requests run before the JIT has compiled them.
  *   Each answer is classified as defer (DEFER_IF_PERMIT) or pass (DUNNO, PREPEND X-Greylist),
  *   and the two sequences must be equal. Throughput is requests answered per second of wall
- *   time over the whole trace, for each server.
+ *   time over the whole trace, for each server. The same replay to the two floor servers of
+ *   bench/greylist-floor-server (one answers without reading, one applies the bare triplet
+ *   rule on SQLite) bounds what any policy server could reach here, beside the target.
  *
  * LIMITS
  *   Needs /usr/sbin/postgrey (Debian package postgrey); without it only callout is measured
@@ -43,7 +45,7 @@
  *   --dbdir is ours.
  */
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -223,7 +225,7 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
  * connections: a server that has been running a while, as in production, not one that has just
  * started (whose first thousands of requests run before the JIT has compiled the hot code).
  */
-async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
+export async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
   if (warmup) await replay(clients, encodeTrace(warmup, 'warmup'));
   return replay(clients, encodeTrace(trace, 'bench'));
 }
@@ -379,6 +381,38 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   }
 }
 
+export type FloorMode = 'unread' | 'sqlite';
+
+/** Replays the trace through a floor server (bench/greylist-floor-server) in a process of its own. */
+export async function replayFloor(trace: readonly TraceEvent[], mode: FloorMode, connections: number, warmup?: readonly TraceEvent[]): Promise<Replay> {
+  const dir = mkdtempSync(join(tmpdir(), 'callout-bench-floor-'));
+  const port = await freePort();
+  const child = fork(new URL('./greylist-floor-server.ts', import.meta.url), [mode, String(port), join(dir, 'floor.sqlite')], { execArgv: process.execArgv });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await Promise.race([
+      new Promise((resolve) => child.once('message', resolve)),
+      exited.then(() => Promise.reject(new Error(`greylist floor server (${mode}) exited during start`))),
+      sleep(15_000).then(() => Promise.reject(new Error(`greylist floor server (${mode}) not ready in 15 s`))),
+    ]);
+    const clients = await connectAll(`127.0.0.1:${port}`, connections);
+    try {
+      return await warmThenReplay(clients, trace, warmup);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  } finally {
+    child.kill('SIGTERM');
+    await Promise.race([exited, sleep(5_000).then(() => child.kill('SIGKILL'))]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const FLOORS: Array<[FloorMode, string, string]> = [
+  ['unread', 'floor: answers DUNNO without reading', '—'],
+  ['sqlite', 'floor: the triplet rule alone, no log', 'SQLite'],
+];
+
 export interface Comparison {
   events: number;
   differences: Array<{ index: number; event: TraceEvent; callout: Verdict; postgrey: Verdict }>;
@@ -397,6 +431,7 @@ export function compare(trace: readonly TraceEvent[], callout: readonly Verdict[
 }
 
 const CONNECTIONS = [1, 16];
+const TARGET_RATIO = 10;
 const WORKERS = 2;
 
 /** The benchmark as a Markdown section for docs/benchmarks.md. */
@@ -423,6 +458,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   const results: Array<{ connections: number; callout: Replay; postgrey?: Replay }> = [];
   const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
   const workersRows: string[] = [];
+  const floorRows: string[] = [];
   for (const connections of CONNECTIONS) {
     const callout = await replayCallout(trace, { connections, warmup });
     const postgrey = postgreyHere ? await replayPostgrey(trace, connections, warmup) : undefined;
@@ -445,6 +481,11 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
       if (!redis) workersRows.push('- redis-server is not installed: no Redis row.');
     }
     if (postgrey) lines.push(`| postgrey 1.37 | BerkeleyDB | ${connections} | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${deferred(postgrey)} |`);
+    for (const [mode, name, store] of FLOORS) {
+      const floor = await replayFloor(trace, mode, connections, warmup);
+      lines.push(`| ${name} (bench/greylist-floor-server) | ${store} | ${connections} | ${floor.perSecond.toFixed(0)} | ${floor.seconds.toFixed(2)} | ${deferred(floor)} |`);
+      if (postgrey) floorRows.push(`- ${connections} connection${connections > 1 ? 's' : ''}, ${name}: ${(floor.perSecond / postgrey.perSecond).toFixed(1)}× postgrey.`);
+    }
   }
   lines.push('');
   if (!postgreyHere) {
@@ -455,6 +496,10 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     if (postgrey) lines.push(`- ${connections} connection${connections > 1 ? 's' : ''}: callout ${(callout.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
   }
   lines.push(...workersRows);
+  lines.push(
+    `- Target (issue 6): at least ${TARGET_RATIO}× postgrey's requests per second. The floor rows bound what any policy server reaches on this trace and this machine: bench/greylist-floor-server answers without reading, or applies the triplet rule alone on SQLite with nothing else (no whitelists, auto-allow, retry window, normalisation, log or metrics); their deferrals differ from postgrey's where those features decide.`,
+    ...floorRows,
+  );
   const sequential = results[0];
   if (sequential?.postgrey) {
     const comparison = compare(trace, sequential.callout.verdicts, sequential.postgrey.verdicts);
