@@ -366,9 +366,24 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   const collect = (data: Buffer) => (output = (output + data.toString()).slice(-4000));
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return replayThenStop(child, dir, () => connectWhenUp(port, connections, child, () => output), trace, warmup);
+}
+
+/**
+ * warmThenReplay() on the connections that connect() opens once the server is up; then the
+ * server process is stopped (SIGTERM, SIGKILL after 5 s) and its directory removed, however
+ * the replay ended.
+ */
+async function replayThenStop(
+  child: ChildProcess,
+  dir: string,
+  connect: () => Promise<PolicyClient[]>,
+  trace: readonly TraceEvent[],
+  warmup: readonly TraceEvent[] | undefined,
+): Promise<Replay> {
+  const exited = child.exitCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
-    const clients = await connectWhenUp(port, connections, child, () => output);
+    const clients = await connect();
     try {
       return await warmThenReplay(clients, trace, warmup);
     } finally {
@@ -388,24 +403,18 @@ export async function replayFloor(trace: readonly TraceEvent[], mode: FloorMode,
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-floor-'));
   const port = await freePort();
   const child = fork(new URL('./greylist-floor-server.ts', import.meta.url), [mode, String(port), join(dir, 'floor.sqlite')], { execArgv: process.execArgv });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  try {
-    await Promise.race([
-      new Promise((resolve) => child.once('message', resolve)),
-      exited.then(() => Promise.reject(new Error(`greylist floor server (${mode}) exited during start`))),
-      sleep(15_000).then(() => Promise.reject(new Error(`greylist floor server (${mode}) not ready in 15 s`))),
-    ]);
-    const clients = await connectAll(`127.0.0.1:${port}`, connections);
-    try {
-      return await warmThenReplay(clients, trace, warmup);
-    } finally {
-      for (const client of clients) client.close();
-    }
-  } finally {
-    child.kill('SIGTERM');
-    await Promise.race([exited, sleep(5_000).then(() => child.kill('SIGKILL'))]);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`greylist floor server (${mode}) not ready in 15 s`)), 15_000);
+    child.once('message', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`greylist floor server (${mode}) exited with ${code} during start`));
+    });
+  });
+  return replayThenStop(child, dir, () => ready.then(() => connectAll(`127.0.0.1:${port}`, connections)), trace, warmup);
 }
 
 const FLOORS: Array<[FloorMode, string, string]> = [
