@@ -22,9 +22,11 @@
  *   transaction of its own costs about 20 µs, most of it the commit; grouped, a write costs a
  *   few, which is what a policy service answering many connections at once needs. A write that
  *   fails on its own (a statement error) rejects alone and the rest of its group commits; when
- *   the commit fails, every write of the group rejects. A read runs at once when no write is
- *   waiting, and otherwise queues behind the waiting writes, so a process always reads what it
- *   wrote.
+ *   the commit fails, every write of the group rejects. A read of a key runs at once unless a
+ *   waiting write may change that key (a write of it, or a purge), and then queues behind the
+ *   waiting writes, so a process always reads what it wrote; a read of one key never waits for
+ *   another key's commit (greylisting reads two keys before it writes one, and each wait would
+ *   be a turn and a smaller group). A scan waits behind every waiting write.
  *
  *   Another process's write lock is waited for without blocking the event loop: SQLite's own
  *   busy handler sleeps the thread (1, 2, 5, 10 ... ms, and under steady contention from another
@@ -101,10 +103,14 @@ const PURGE_BATCH = 1000;
 const READ_MEMORY_LIMIT = 8_192;
 const TRUST_MS = 1;
 const LOCK_SPIN_MS = 2;
+/** Past this many waiting writes a read queues without looking for its key among them. */
+const QUEUE_SEARCH_LIMIT = 64;
 const CHECKPOINT_INTERVAL_MS = 250;
 const CHECKPOINTER_AFTER_GROUPS = 100;
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 const NOT_READ = Symbol('not read');
+/** write()'s key for work that may change any key. */
+const ANY_KEY = Symbol('any key');
 
 /** Commits by every SqliteStore of this process: another connection's rows are stale after one. */
 let commitsInThisProcess = 0;
@@ -188,6 +194,8 @@ interface Queued {
   context: string;
   /** The key a write changes, whose remembered row its commit forgets. */
   key?: string;
+  /** A write that may change any key (a purge): every read waits behind it. */
+  anyKey?: boolean;
   work: (context: string) => unknown;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
@@ -293,6 +301,7 @@ export class SqliteStore implements Store {
   get(key: string): Promise<StoredValue | undefined> {
     return this.read(
       'get',
+      key,
       () => {
         const row = this.recentRow(key);
         // A copy: callers own what get() gives, and the remembered row must not change.
@@ -303,8 +312,8 @@ export class SqliteStore implements Store {
   }
 
   peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
-    // A queued write must be seen first (get() reads behind it); a lock or a fault is get()'s to report.
-    if (this.queue.length > 0 || this.closing) return ASK_LATER;
+    // A queued write of the key must be seen first (get() reads behind it); a lock or a fault is get()'s to report.
+    if (this.closing || this.writeWaitsFor(key)) return ASK_LATER;
     try {
       return this.recentRow(key);
     } catch {
@@ -352,7 +361,7 @@ export class SqliteStore implements Store {
   }
 
   scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
-    return this.read('scan', (context) => {
+    return this.read('scan', undefined, (context) => {
       checkScanLimit(context, limit);
       const now = this.clock.now();
       const upper = prefixSuccessor(prefix);
@@ -367,7 +376,7 @@ export class SqliteStore implements Store {
     let removed = 0;
     while (true) {
       // Purged rows had expired, which is how a remembered copy is judged too: nothing to forget.
-      const changes = await this.write('purgeExpired', undefined, () => this.statements.purgeBatch.run(now, PURGE_BATCH).changes);
+      const changes = await this.write('purgeExpired', ANY_KEY, () => this.statements.purgeBatch.run(now, PURGE_BATCH).changes);
       removed += changes;
       if (changes < PURGE_BATCH) return removed;
       await yieldToEventLoop();
@@ -468,20 +477,34 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** Queues a write (or a read behind writes: no key) for the group committed at the end of this turn. */
-  private write<T>(operation: string, key: string | undefined, work: (context: string) => T): Promise<T> {
+  /**
+   * Queues work for the group committed at the end of this turn: a write of `key`, a write that
+   * may change any key (ANY_KEY), or a read behind the waiting writes (undefined).
+   */
+  private write<T>(operation: string, key: string | typeof ANY_KEY | undefined, work: (context: string) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ context: this.context(operation), key, work, resolve: resolve as (value: unknown) => void, reject });
+      const queued: Queued = { context: this.context(operation), work, resolve: resolve as (value: unknown) => void, reject };
+      if (key === ANY_KEY) queued.anyKey = true;
+      else if (key !== undefined) queued.key = key;
+      this.queue.push(queued);
       if (this.queue.length === 1) setImmediate(() => this.commitQueued());
     });
   }
 
+  /** Whether a waiting write may change key (or too many wait to tell cheaply); undefined: any key. */
+  private writeWaitsFor(key: string | undefined): boolean {
+    if (this.queue.length === 0) return false;
+    if (key === undefined || this.queue.length > QUEUE_SEARCH_LIMIT) return true;
+    return this.queue.some((queued) => queued.key === key || queued.anyKey === true);
+  }
+
   /**
-   * Runs a read now, or behind the writes still waiting, so that it sees them; `queued` is the
-   * form of it that runs inside their transaction (default: the same work).
+   * Runs a read of `key` (undefined: of any keys) now, or behind the writes still waiting when
+   * one may change what it reads, so that it sees them; `queued` is the form of it that runs
+   * inside their transaction (default: the same work).
    */
-  private read<T>(operation: string, work: (context: string) => T, queued: (context: string) => T = work): Promise<T> {
-    if (this.queue.length > 0) return this.write(operation, undefined, queued);
+  private read<T>(operation: string, key: string | undefined, work: (context: string) => T, queued: (context: string) => T = work): Promise<T> {
+    if (this.writeWaitsFor(key)) return this.write(operation, undefined, queued);
     const context = this.context(operation);
     try {
       return Promise.resolve(work(context));

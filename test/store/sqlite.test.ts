@@ -48,16 +48,47 @@ runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { cl
 runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
 
 describe('SqliteStore', () => {
-  it('peeks at committed values at once, and leaves them to get() while a write is queued', async () => {
+  it('peeks at committed values at once, and leaves a key to get() while a write of it (or a purge) is queued', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });
     await store.set('k', 'v', 1000);
     assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 1000 });
     assert.equal(store.peek('absent'), undefined);
     const writing = store.set('other', 'w', 1000);
-    assert.equal(store.peek('k'), ASK_LATER);
+    assert.equal(store.peek('other'), ASK_LATER);
+    assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 1000 }, 'another key answers at once');
     await writing;
     assert.deepEqual(store.peek('other'), { value: 'w', expiresAt: clock.now() + 1000 });
+    const purging = store.purgeExpired();
+    assert.equal(store.peek('k'), ASK_LATER, 'a purge may change any key');
+    await purging;
+    await store.close();
+  });
+
+  it('answers a get() of a key no queued write touches before the group commits, and one of a written key after', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(freshPath(), { clock });
+    await store.set('read', 'committed', 1000);
+    const events: string[] = [];
+    const write = store.set('written', 'new', 1000).then(() => events.push('write committed'));
+    const untouched = store.get('read').then((row) => events.push(`read ${row?.value}`));
+    const behind = store.get('written').then((row) => events.push(`written ${row?.value}`));
+    const scan = store.scan('', 10).then((rows) => events.push(`scan ${rows.map((r) => r.key).join(',')}`));
+    await Promise.all([write, untouched, behind, scan]);
+    assert.deepEqual(events, ['read committed', 'write committed', 'written new', 'scan read,written']);
+    await store.close();
+  });
+
+  it('lets a compare-and-set fail when the key changed between its get() and its turn', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(freshPath(), { clock });
+    await store.set('k', 'a', 1000);
+    const seen = await store.get('k');
+    const other = store.set('k', 'b', 1000);
+    const mine = store.compareAndSet('k', seen?.value, 'c', 1000);
+    await other;
+    assert.equal(await mine, false);
+    assert.equal((await store.get('k'))?.value, 'b');
     await store.close();
   });
 
