@@ -55,9 +55,11 @@
  *   event-loop turn in which they were checked (the next check phase: a check made in a check
  *   phase lasts into the next iteration) and for at most TRUST_MS; the first read after that
  *   asks SQLite's PRAGMA data_version, which changes when any other connection (another worker,
- *   another mail server's CLI) has committed, and forgets every row when it did. This
- *   connection's own writes forget the rows of the keys they wrote when they commit, and a
- *   commit by another store of this process ends the trust at once. So a read may miss only a
+ *   another mail server's CLI) has committed, and forgets every row when it did. When this
+ *   connection's own writes commit, the rows of the keys they wrote are remembered as they left
+ *   them where that is known exactly (a set, a compare-and-set that applied, a delete), so a
+ *   greylist retry or a cache refresh reads its own write without a SELECT, and forgotten
+ *   otherwise; a commit by another store of this process ends the trust at once. So a read may miss only a
  *   commit another process made less than TRUST_MS before it; a compare-and-set never acts on
  *   such a row, since it compares in SQL (and forgets the key when it fails).
  *
@@ -209,6 +211,8 @@ export class SqliteStore implements Store {
   private queue: Queued[] = [];
   /** Rows as read (undefined: no such key), valid while dataVersion and the turn last. */
   private readonly recentRows = new RecentMap<Omit<Row, 'key'> | undefined>(READ_MEMORY_LIMIT);
+  /** Rows as the writes of the group being committed left them (undefined: deleted), when known exactly. */
+  private readonly groupRows = new Map<string, Omit<Row, 'key'> | undefined>();
   private dataVersion: number;
   private checkedThisTurn = false;
   /** performance.now() of the last data_version check. */
@@ -323,32 +327,41 @@ export class SqliteStore implements Store {
 
   set(key: string, value: string, ttlMs: number): Promise<void> {
     return this.write('set', key, (context) => {
-      this.statements.set.run(key, value, expiryAfter(context, ttlMs, this.clock.now()));
+      const expiresAt = expiryAfter(context, ttlMs, this.clock.now());
+      this.statements.set.run(key, value, expiresAt);
+      this.groupRows.set(key, { value, expiresAt });
     });
   }
 
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
-    return this.write('setIfAbsent', key, (context) => {
-      const now = this.clock.now();
-      return this.statements.setIfAbsent.run(key, value, expiryAfter(context, ttlMs, now), now).changes === 1;
-    });
+    return this.swap('setIfAbsent', key, undefined, value, ttlMs);
   }
 
   compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
-    return this.write('compareAndSet', key, (context) => {
+    return this.swap('compareAndSet', key, expected, value, ttlMs);
+  }
+
+  /** Writes value when the live row is `expected` (undefined: when there is none); true when it did. */
+  private swap(operation: string, key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    return this.write(operation, key, (context) => {
       const now = this.clock.now();
       const expiresAt = expiryAfter(context, ttlMs, now);
       const result =
         expected === undefined
           ? this.statements.setIfAbsent.run(key, value, expiresAt, now)
           : this.statements.replaceIfEqual.run(value, expiresAt, key, expected, now);
-      return result.changes === 1;
+      const changed = result.changes === 1;
+      // Unchanged, the row is what another write left: read again rather than trusted.
+      if (changed) this.groupRows.set(key, { value, expiresAt });
+      else this.groupRows.delete(key);
+      return changed;
     });
   }
 
   delete(key: string): Promise<void> {
     return this.write('delete', key, () => {
       this.statements.delete.run(key);
+      this.groupRows.set(key, undefined);
     });
   }
 
@@ -356,6 +369,7 @@ export class SqliteStore implements Store {
     return this.write('increment', key, (context) => {
       checkIncrement(context, by);
       const now = this.clock.now();
+      this.groupRows.delete(key);
       return this.incrementCounter.immediate(key, by, now, expiryAfter(context, ttlMs, now));
     });
   }
@@ -519,11 +533,13 @@ export class SqliteStore implements Store {
     if (group.length === 0) return;
     this.queue = [];
     let outcomes: Outcome[];
+    this.groupRows.clear();
     try {
       outcomes = this.commitGroup.immediate(group);
     } catch (err) {
       if (isBusy(err) && this.waitForLock(group)) return;
       this.lockedSince = undefined;
+      this.groupRows.clear();
       this.forgetWritten(group);
       // BEGIN or COMMIT failed (SQLITE_BUSY past the timeout, a full disk, a closed database):
       // nothing of the group was written.
@@ -564,9 +580,19 @@ export class SqliteStore implements Store {
     this.commitQueued();
   }
 
+  /**
+   * After a group's transaction: the written keys are remembered as the group left them where
+   * that is known exactly (so the next read costs no SELECT), and forgotten otherwise (a failed
+   * compare-and-set, an increment, a transaction that did not commit).
+   */
   private forgetWritten(group: readonly Queued[]): void {
     commitsInThisProcess += 1;
-    for (const queued of group) if (queued.key !== undefined) this.recentRows.delete(queued.key);
+    for (const { key } of group) {
+      if (key === undefined) continue;
+      if (this.groupRows.has(key)) this.recentRows.set(key, this.groupRows.get(key));
+      else this.recentRows.delete(key);
+    }
+    this.groupRows.clear();
   }
 
   /** Runs one operation, turning any driver error into a StoreError that names file and operation. */

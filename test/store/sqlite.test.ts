@@ -79,6 +79,34 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
+  it('reads back its own writes as the file has them (rows remembered after commit, or read again)', async () => {
+    const clock = new ManualClock();
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { clock });
+    const keys = ['set', 'cas', 'cas-failed', 'absent-cas', 'deleted', 'counter'];
+    const agree = async (step: string) => {
+      const file = await SqliteStore.open(path, { clock });
+      for (const key of keys) assert.deepEqual(await store.get(key), await file.get(key), `${step}: ${key}`);
+      await file.close();
+    };
+    await Promise.all([store.set('set', '1', 1000), store.set('cas', 'a', 1000), store.set('cas-failed', 'x', 1000), store.set('deleted', 'd', 1000)]);
+    await agree('after set');
+    clock.advance(10);
+    const outcomes = await Promise.all([
+      store.compareAndSet('cas', 'a', 'b', 5000),
+      store.compareAndSet('cas-failed', 'not x', 'y', 5000),
+      store.setIfAbsent('absent-cas', 'new', 5000),
+      store.delete('deleted'),
+      store.increment('counter', 3, 1000),
+      store.set('set', '2', 2000),
+    ]);
+    assert.deepEqual(outcomes, [true, false, true, undefined, 3, undefined]);
+    await agree('after a group of mixed writes');
+    clock.advance(1500);
+    await agree('after the first expiries');
+    await store.close();
+  });
+
   it('lets a compare-and-set fail when the key changed between its get() and its turn', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });
