@@ -42,9 +42,11 @@
  *   SQLite's automatic checkpoint is off on the store's connection: it ran inside the commit
  *   that crossed 1000 WAL pages, a few milliseconds every few hundred commits on the event
  *   loop. The thread starts once the store has committed CHECKPOINTER_AFTER_GROUPS groups (a
- *   CLI command's short visit never starts one); until then, and when the thread cannot start
- *   or fails, SQLite's automatic checkpoint is on, so the WAL stays bounded either way
- *   (`checkpoints` tells which).
+ *   CLI command's short visit never starts one) and takes over once it runs; until then, and
+ *   when the thread cannot start or fails, SQLite's automatic checkpoint is on, so the WAL
+ *   stays bounded either way (`checkpoints` tells which). Under a steady stream of commits the
+ *   thread also restarts the WAL (store/sqlite-checkpointer), and journal_size_limit cuts the
+ *   file back to WAL_SIZE_LIMIT_BYTES when it starts again.
  *
  *   purgeExpired deletes in batches of PURGE_BATCH rows, one queued write each, so a
  *   large backlog never stalls the process.
@@ -109,6 +111,7 @@ const LOCK_SPIN_MS = 2;
 const QUEUE_SEARCH_LIMIT = 64;
 const CHECKPOINT_INTERVAL_MS = 250;
 const CHECKPOINTER_AFTER_GROUPS = 100;
+const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 const NOT_READ = Symbol('not read');
 /** write()'s key for work that may change any key. */
@@ -292,6 +295,8 @@ export class SqliteStore implements Store {
       // the last transactions (never corrupt the file); for a cache that costs a few re-probes,
       // while FULL would cost an fsync per write on the per-message path.
       db.pragma('synchronous = NORMAL');
+      // When a commit starts the WAL again from its beginning, the file is cut back to this.
+      db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
       migrate(db, path);
       db.pragma('busy_timeout = 0');
       return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs, options);
@@ -430,18 +435,23 @@ export class SqliteStore implements Store {
     } catch {
       return; // SQLite's automatic checkpoint stays on
     }
-    this.db.pragma('wal_autocheckpoint = 0');
-    this.checkpoints = 'thread';
     this.checkpointer = worker;
     const handBack = (): void => {
       if (this.checkpointer !== worker) return;
       this.checkpointer = undefined;
-      if (this.closing) return;
+      if (this.closing || this.checkpoints !== 'thread') return;
       this.checkpoints = 'sqlite';
       this.run('checkpoints', () => this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`));
     };
+    // SQLite checkpoints until the thread runs: a booting thread (tens of milliseconds) must not
+    // leave a busy WAL to grow unchecked.
+    const takeOver = (): void => {
+      if (this.checkpointer !== worker || this.closing) return;
+      this.run('checkpoints', () => this.db.pragma('wal_autocheckpoint = 0'));
+      this.checkpoints = 'thread';
+    };
     worker.on('error', handBack);
-    worker.on('message', handBack);
+    worker.on('message', (message: { ready?: boolean }) => (message.ready === true ? takeOver() : handBack()));
     worker.on('exit', handBack);
     // A 'message' listener refs the worker again; unref'd, it never holds the process up.
     worker.unref();

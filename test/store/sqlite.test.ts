@@ -28,6 +28,13 @@ function freshPath(): string {
  * Another process holding the write lock for ms: a thread of its own, so that it lets go while
  * this one sleeps in SQLite's busy handler. Resolves once the lock is taken.
  */
+/** Waits (up to 10 s) for the checkpoint thread to have started and taken over from SQLite. */
+async function threadTakesOver(store: SqliteStore): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (store.checkpoints !== 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(store.checkpoints, 'thread');
+}
+
 async function holdWriteLock(path: string, ms: number): Promise<{ released: Promise<unknown> }> {
   const holder = new Worker(
     `const { parentPort, workerData } = require('node:worker_threads');
@@ -367,7 +374,7 @@ describe('SqliteStore', () => {
     const path = freshPath();
     const store = await SqliteStore.open(path, { checkpointIntervalMs: 10 });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
-    assert.equal(store.checkpoints, 'thread');
+    await threadTakesOver(store);
     const { released } = await holdWriteLock(path, 200);
     const pending = store.set('last', 'word', 60_000);
     await new Promise((resolve) => setTimeout(resolve, 5));
@@ -404,7 +411,8 @@ describe('SqliteStore', () => {
       `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
        const store = await SqliteStore.open(${JSON.stringify(freshPath())}, { checkpointIntervalMs: 10 });
        for (let i = 0; i < 100; i += 1) await store.set('k' + i, 'v', 60_000);
-       await new Promise((resolve) => setTimeout(resolve, 100));
+       const deadline = Date.now() + 5000;
+       while (store.checkpoints !== 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
        if (store.checkpoints !== 'thread') process.exitCode = 2;`,
     );
     const { NODE_TEST_CONTEXT: _, ...env } = process.env;
@@ -420,7 +428,8 @@ describe('SqliteStore', () => {
     const store = await SqliteStore.open(path, { checkpointIntervalMs: 10 });
     assert.equal(store.checkpoints, 'sqlite', 'a short visit leaves checkpoints to SQLite');
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
-    assert.equal(store.checkpoints, 'thread');
+    assert.equal(store.checkpoints, 'sqlite', 'SQLite checkpoints until the thread runs');
+    await threadTakesOver(store);
     const before = statSync(path).size;
     await Promise.all(Array.from({ length: 500 }, (_, i) => store.set(`more${i}`, 'x'.repeat(200), 60_000)));
     // SQLite's own checkpoint is off now: only the thread copies pages into the database file.
@@ -434,12 +443,42 @@ describe('SqliteStore', () => {
     await reopened.close();
   });
 
-  it('hands checkpoints back to SQLite when the thread fails, and goes on working', async () => {
+  it('keeps the WAL bounded under a steady stream of commits (the thread restarts it)', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { checkpointIntervalMs: 5 });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    await threadTakesOver(store);
+    const before = statSync(`${path}-wal`).size;
+    // One commit after another, as a busy daemon makes them: a passive checkpoint alone never
+    // finds the WAL idle, and it grows by every frame written (here about 80 MB).
+    for (let i = 0; i < 10_000; i += 1) await store.set(`stream${i % 500}`, `${i}:${'x'.repeat(300)}`, 60_000);
+    const grown = statSync(`${path}-wal`).size - before;
+    assert.ok(grown < 24 * 1024 * 1024, `the WAL grew by ${grown} bytes`);
+    await store.close();
+  });
+
+  it('leaves checkpoints to SQLite when the thread fails before it runs', async () => {
     const path = freshPath();
     const failing = () => new Worker("throw new Error('no checkpoints today')", { eval: true });
     const store = await SqliteStore.open(path, { startCheckpointer: failing });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
-    assert.equal(store.checkpoints, 'thread');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(store.checkpoints, 'sqlite');
+    await store.set('after', 'v', 60_000);
+    assert.equal((await store.get('after'))?.value, 'v');
+    await store.close();
+  });
+
+  it('hands checkpoints back to SQLite when the thread fails, and goes on working', async () => {
+    const path = freshPath();
+    const failing = () =>
+      new Worker(
+        "require('node:worker_threads').parentPort.postMessage({ ready: true }); setTimeout(() => { throw new Error('no checkpoints today'); }, 50);",
+        { eval: true },
+      );
+    const store = await SqliteStore.open(path, { startCheckpointer: failing });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    await threadTakesOver(store);
     const deadline = Date.now() + 10_000;
     while (store.checkpoints === 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(store.checkpoints, 'sqlite');
