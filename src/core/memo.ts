@@ -52,6 +52,12 @@ export class RecentMap<T> {
     this.current.set(key, value);
   }
 
+  /** Changes the value of a key it remembers; one it does not remember stays out. */
+  update(key: string, value: T): void {
+    if (this.current.has(key)) this.current.set(key, value);
+    else if (this.previous.has(key)) this.previous.set(key, value);
+  }
+
   delete(key: string): void {
     this.current.delete(key);
     this.previous.delete(key);

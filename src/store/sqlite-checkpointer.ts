@@ -21,10 +21,13 @@
  *   as it grew). So when a round leaves more than RESTART_FRAMES frames in the WAL (SQLite's
  *   own autocheckpoint size), the thread runs wal_checkpoint(RESTART): it holds the write
  *   lock only to copy the frames committed since the passive round, and the next commit
- *   starts the WAL anew. The restart waits at most
- *   RESTART_WAIT_MS for a commit or a read in progress to end (SQLite's busy handler sleeps
- *   this thread, never the daemon's event loop; a commit that meets the restart's lock waits
- *   for it in store/sqlite's lock loop), else it is left for the next round. The store's
+ *   starts the WAL anew (the restart fsyncs the WAL and the database file while it holds the
+ *   lock). A restart that finds the lock taken or a reader in the WAL gives up at once (busy
+ *   timeout 0) and is tried again every RESTART_PAUSE_MS for up to RESTART_WAIT_MS, in this
+ *   thread: SQLite's own busy handler sleeps a millisecond and more between tries and, against
+ *   a daemon committing back to back, missed every free moment while the WAL kept growing. A
+ *   commit that meets the restart's lock waits for it in store/sqlite's lock loop. Once a
+ *   restart has succeeded it is not repeated until the WAL has started again. The store's
  *   journal_size_limit cuts the file back when the WAL starts again.
  *
  *   The thread posts { ready: true } once its connection is open (until then the store leaves
@@ -52,14 +55,21 @@ try {
   const db = new Database(workerData.path, { timeout: 0, fileMustExist: true });
   const passive = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
   const restart = db.prepare('PRAGMA wal_checkpoint(RESTART)');
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  // The WAL's length when a restart last succeeded: until a commit starts it anew, it stays so.
+  let restartedAt = -1;
   const round = () => {
-    if (passive.get().log <= workerData.restartFrames) return;
-    db.pragma('busy_timeout = ' + workerData.restartWaitMs);
-    try {
-      restart.get();
-    } finally {
-      db.pragma('busy_timeout = 0');
-    }
+    const { log } = passive.get();
+    if (log <= workerData.restartFrames || log === restartedAt) return;
+    const deadline = Date.now() + workerData.restartWaitMs;
+    do {
+      const result = restart.get();
+      if (result.busy === 0) {
+        restartedAt = result.log;
+        return;
+      }
+      Atomics.wait(pause, 0, 0, workerData.restartPauseMs);
+    } while (Date.now() < deadline);
   };
   const timer = setInterval(() => {
     try {
@@ -85,10 +95,11 @@ const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3');
 /** WAL frames (pages) past which a round restarts the WAL: SQLite's default autocheckpoint. */
 const RESTART_FRAMES = 1000;
 const RESTART_WAIT_MS = 10;
+const RESTART_PAUSE_MS = 0.05;
 
 /** Starts the checkpoint thread of the database file at path (unref'd: it never holds a process up). */
 export function startCheckpointer(path: string, intervalMs: number): Worker {
-  const workerData = { path, intervalMs, driver: DRIVER, restartFrames: RESTART_FRAMES, restartWaitMs: RESTART_WAIT_MS };
+  const workerData = { path, intervalMs, driver: DRIVER, restartFrames: RESTART_FRAMES, restartWaitMs: RESTART_WAIT_MS, restartPauseMs: RESTART_PAUSE_MS };
   const worker = new Worker(THREAD_SOURCE, { eval: true, workerData });
   worker.unref();
   return worker;

@@ -451,7 +451,8 @@ export class SqliteStore implements Store {
       this.checkpoints = 'thread';
     };
     worker.on('error', handBack);
-    worker.on('message', (message: { ready?: boolean }) => (message.ready === true ? takeOver() : handBack()));
+    // The thread's one other message is its failure.
+    worker.on('message', (message: { ready?: unknown } | null) => (message?.ready === true ? takeOver() : handBack()));
     worker.on('exit', handBack);
     // A 'message' listener refs the worker again; unref'd, it never holds the process up.
     worker.unref();
@@ -591,15 +592,17 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * After a group's transaction: the written keys are remembered as the group left them where
-   * that is known exactly (so the next read costs no SELECT), and forgotten otherwise (a failed
-   * compare-and-set, an increment, a transaction that did not commit).
+   * After a group's transaction: a written key that was remembered keeps the row the group left
+   * where that is known exactly (so the next read costs no SELECT; a read before a write, as
+   * greylisting and the verdict cache do, put it there), and is forgotten otherwise (a failed
+   * compare-and-set, an increment, a transaction that did not commit). Keys only written are
+   * not added: write-once keys would push out the rows that are read again and again.
    */
   private forgetWritten(group: readonly Queued[]): void {
     commitsInThisProcess += 1;
     for (const { key } of group) {
       if (key === undefined) continue;
-      if (this.groupRows.has(key)) this.recentRows.set(key, this.groupRows.get(key));
+      if (this.groupRows.has(key)) this.recentRows.update(key, this.groupRows.get(key));
       else this.recentRows.delete(key);
     }
     this.groupRows.clear();

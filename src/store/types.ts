@@ -28,7 +28,7 @@ export interface Store {
   get(key: string): Promise<StoredValue | undefined>;
   /**
    * What get() would resolve with, given at once when the store can tell without waiting (memory;
-   * SQLite while no write of this process is queued and the file is not locked), else ASK_LATER
+   * SQLite while no queued write of this process may change the key), else ASK_LATER
    * (Redis always). A cached verdict then costs no promise and no turn of the event loop. The
    * value is the store's own: read it before the next call to the store, never change it.
    */

@@ -80,11 +80,25 @@ describe('RecentMap', () => {
     assert.equal(map.get('c', -1), -1);
   });
 
+  it('updates a key it remembers, in either generation, and leaves out one it does not', () => {
+    const map = new RecentMap<number>(2);
+    map.set('a', 1);
+    map.set('b', 2);
+    map.set('c', 3); // a and b become the previous generation
+    map.update('a', 10);
+    map.update('c', 30);
+    map.update('new', 40);
+    assert.equal(map.get('a', -1), 10);
+    assert.equal(map.get('c', -1), 30);
+    assert.equal(map.get('new', -1), -1);
+    assert.equal(map.size, 3);
+  });
+
   it('agrees with a plain Map on every key it still holds, within twice its limit', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 6 }),
-        fc.array(fc.tuple(fc.constantFrom('get', 'set', 'delete'), fc.string({ maxLength: 2 }), fc.integer()), { maxLength: 200 }),
+        fc.array(fc.tuple(fc.constantFrom('get', 'set', 'update', 'delete'), fc.string({ maxLength: 2 }), fc.integer()), { maxLength: 200 }),
         (limit, operations) => {
           const map = new RecentMap<number>(limit);
           const model = new Map<string, number>();
@@ -92,6 +106,11 @@ describe('RecentMap', () => {
             if (operation === 'set') {
               map.set(key, value);
               model.set(key, value);
+            } else if (operation === 'update') {
+              map.update(key, value);
+              // A key it no longer holds may stay out: the model forgets it too.
+              if (map.get(key, undefined) === value) model.set(key, value);
+              else model.delete(key);
             } else if (operation === 'delete') {
               map.delete(key);
               model.delete(key);
