@@ -15,8 +15,10 @@
  *              like callout's SQLite store (WAL, synchronous=NORMAL, key/value/expires_at with
  *              the expiry index): the triplet's row is read for every request and written when
  *              it is new or passes, in one transaction per turn of the event loop, committed
- *              before the answers go out, since an acknowledged write must survive a crash. No
- *              whitelists, auto-allow, retry window, sender normalisation, log or metrics.
+ *              before the answers go out, since an acknowledged write must survive a crash of
+ *              the process (as in callout, not a power loss: synchronous=NORMAL). No
+ *              whitelists, auto-allow, retry window, sender normalisation, log or metrics; SQLite
+ *              checkpoints inside its commits (callout's store does that in a thread).
  *   The time of a request is its policy_test_time attribute, as in callout and postgrey. The
  *   server sends 'ready' on the IPC channel once it listens, and exits when the channel closes.
  *

@@ -506,7 +506,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   }
   lines.push(...workersRows);
   lines.push(
-    `- Target (issue 6): at least ${TARGET_RATIO}× postgrey's requests per second. The floor rows bound what any policy server reaches on this trace and this machine: bench/greylist-floor-server answers without reading, or applies the triplet rule alone on SQLite with nothing else (no whitelists, auto-allow, retry window, normalisation, log or metrics); their deferrals differ from postgrey's where those features decide.`,
+    `- Target (issue 6): at least ${TARGET_RATIO}× postgrey's requests per second. The floor rows (bench/greylist-floor-server) calibrate it on this trace and this machine: "answers DUNNO without reading" is what the protocol and Node's I/O allow any policy server here; "the triplet rule alone" is one design at its leanest (one Node process, synchronous SQLite as callout's store, one committed transaction per turn of the event loop, nothing else: no whitelists, auto-allow, retry window, normalisation, log or metrics; it writes a triplet when it is new and when it passes, and its deferrals differ from postgrey's where those features decide). It is not a bound on other designs, such as a store that acknowledges before its commit.`,
     ...floorRows,
   );
   const sequential = results[0];

@@ -10,19 +10,21 @@
  *
  * DESCRIPTION
  *   Every verifier, whatever its design, has to do this much I/O for a cold callout against
- *   the benchmark's servers: an MX query, an address query for the exchanger, and the SMTP
- *   dialogue up to RCPT. This client does exactly that and nothing more: no address parsing,
- *   no MX sorting or fallback, no limits, no cache, no transcript, no timers per step. Run in
- *   the same cells as callout and the peers, it measures the ceiling that the servers, the
- *   kernel's loopback and Node's I/O leave on this machine, so a target above it is known to
- *   be out of reach for any verifier here, not only for ours.
+ *   the benchmark's servers: an MX query for the new domain and the SMTP dialogue up to RCPT.
+ *   This client does that and nothing more: no address parsing, no MX sorting or fallback, no
+ *   limits, no result cache, no transcript, no timers per step. Measured in cells like the
+ *   peers', it shows what the servers, the kernel's loopback and Node's I/O allow on this
+ *   machine, and how much CPU the benchmark's own servers spend per callout, which no client
+ *   can save them.
  *
- *   DNS: one UDP socket; each query is encoded and each answer decoded by dns-packet and matched
- *   by id; the first MX record and the first A record are used.
- *   SMTP, in the way the two npm peers work and as RFC 5321 allows:
- *     per-callout  a new connection for each callout: greeting, EHLO, then MAIL FROM:<>,
- *                  RCPT TO and QUIT as one group (RFC 2920 pipelining, which the servers
- *                  advertise), read to the close: fewer round trips than the peers make;
+ *   DNS: one UDP socket; each query is encoded and each answer decoded by dns-packet, matched
+ *   by id and question; the first MX record is used. The exchanger's address (A) is asked once
+ *   per exchanger name and kept, as a verifier's DNS cache keeps it (the peers read it from
+ *   /etc/hosts).
+ *   SMTP, as RFC 5321 and RFC 2920 (pipelining, which the servers advertise) allow:
+ *     per-callout  a new connection for each callout, as the two npm peers make: greeting,
+ *                  EHLO, then MAIL FROM:<>, RCPT TO and QUIT as one group; the connection is
+ *                  closed once the RCPT reply is in (fewer round trips than the peers make);
  *     reused       one idle connection per exchanger address is kept; each callout writes
  *                  MAIL FROM:<>, RCPT TO and RSET as one group on it (a new connection with
  *                  greeting and EHLO only when none is idle), as callout's connection cache does.
@@ -31,7 +33,8 @@
  * ERRORS
  *   check() rejects when a DNS answer has no usable record, a query is unanswered for 2 s, or
  *   the connection fails or closes before the RCPT reply: the benchmark counts it as a failed
- *   answer. Bench code only: it trusts the benchmark's servers beyond that.
+ *   answer. A connection that closes while idle leaves the pool. Bench code only: it trusts
+ *   the benchmark's servers beyond that.
  */
 
 import dgram from 'node:dgram';
@@ -57,6 +60,8 @@ export interface IoFloor {
 const QUERY_TIMEOUT_MS = 2_000;
 
 interface PendingQuery {
+  name: string;
+  type: 'MX' | 'A';
   sentAt: number;
   resolve: (answer: dnsPacket.Packet) => void;
   reject: (err: Error) => void;
@@ -67,6 +72,8 @@ class ReplyReader {
   private partial = '';
   private readonly codes: number[] = [];
   private waiter: { count: number; resolve: (codes: number[]) => void; reject: (err: Error) => void } | undefined;
+  /** Why the connection can serve no more replies, once it cannot. */
+  private ended: Error | undefined;
 
   constructor(readonly socket: net.Socket) {
     socket.setNoDelay(true);
@@ -75,11 +82,16 @@ class ReplyReader {
     socket.on('close', () => this.fail(new Error('connection closed')));
   }
 
+  get usable(): boolean {
+    return this.ended === undefined;
+  }
+
   /** The codes of the next `count` replies. */
   next(count: number): Promise<number[]> {
     return new Promise((resolve, reject) => {
       this.waiter = { count, resolve, reject };
       this.settle();
+      if (this.waiter && this.ended) this.fail(this.ended);
     });
   }
 
@@ -103,6 +115,7 @@ class ReplyReader {
   }
 
   private fail(err: Error): void {
+    this.ended ??= err;
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.reject(err);
@@ -122,12 +135,17 @@ export function createIoFloor(options: IoFloorOptions): IoFloor {
     const id = message.readUInt16BE(0);
     const query = pending.get(id);
     if (!query) return;
-    pending.delete(id);
+    let answer: dnsPacket.Packet;
     try {
-      query.resolve(dnsPacket.decode(message));
-    } catch (err) {
-      query.reject(err instanceof Error ? err : new Error(String(err)));
+      answer = dnsPacket.decode(message);
+    } catch {
+      return; // not an answer to anything asked: the query waits on, or times out
     }
+    // A late answer to an earlier query with the same id (after 65,536 others) is not this one's.
+    const question = answer.questions?.[0];
+    if (question?.type !== query.type || question.name.toLowerCase() !== query.name.toLowerCase()) return;
+    pending.delete(id);
+    query.resolve(answer);
   });
   // One sweep instead of a timer per query: timers would be most of the floor's own cost.
   const sweep = setInterval(() => {
@@ -145,17 +163,25 @@ export function createIoFloor(options: IoFloorOptions): IoFloor {
     const id = nextId;
     const packet = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }] });
     return new Promise((resolve, reject) => {
-      pending.set(id, { sentAt: performance.now(), resolve, reject });
+      pending.set(id, { name, type, sentAt: performance.now(), resolve, reject });
       socket.send(packet, dnsPort, dnsHost);
     });
+  };
+
+  const addresses = new Map<string, string>();
+  const addressOf = async (name: string): Promise<string> => {
+    const known = addresses.get(name);
+    if (known !== undefined) return known;
+    const a = (await ask(name, 'A')).answers?.find((record) => record.type === 'A');
+    if (a?.type !== 'A') throw new Error(`no A record for ${name}`);
+    addresses.set(name, a.data);
+    return a.data;
   };
 
   const exchangerAddress = async (domain: string): Promise<string> => {
     const mx = (await ask(domain, 'MX')).answers?.find((record) => record.type === 'MX');
     if (!mx) throw new Error(`no MX record for ${domain}`);
-    const a = (await ask(mx.data.exchange, 'A')).answers?.find((record) => record.type === 'A');
-    if (a?.type !== 'A') throw new Error(`no A record for ${mx.data.exchange}`);
-    return a.data;
+    return addressOf(mx.data.exchange);
   };
 
   const open = async (host: string): Promise<ReplyReader> => {
@@ -171,15 +197,27 @@ export function createIoFloor(options: IoFloorOptions): IoFloor {
   const perCallout = async (host: string, address: string): Promise<number> => {
     const reader = await open(host);
     reader.socket.write(`MAIL FROM:<>\r\nRCPT TO:<${address}>\r\nQUIT\r\n`);
-    const [, rcpt] = await reader.next(3);
-    reader.socket.destroy();
-    return rcpt!;
+    try {
+      const [, rcpt] = await reader.next(2);
+      return rcpt!;
+    } finally {
+      reader.socket.destroy();
+    }
   };
 
   const reused = async (host: string, address: string): Promise<number> => {
-    const reader = idle.get(host)?.pop() ?? (await open(host));
+    const pool = idle.get(host);
+    let reader = pool?.pop();
+    while (reader && !reader.usable) reader = pool?.pop();
+    reader ??= await open(host);
     reader.socket.write(`MAIL FROM:<>\r\nRCPT TO:<${address}>\r\nRSET\r\n`);
-    const [, rcpt] = await reader.next(3);
+    let rcpt: number | undefined;
+    try {
+      [, rcpt] = await reader.next(3);
+    } catch (err) {
+      reader.socket.destroy();
+      throw err;
+    }
     const list = idle.get(host) ?? [];
     list.push(reader);
     idle.set(host, list);

@@ -20,7 +20,7 @@
  *        then the same addresses again: cached verdicts;
  *     4. the peers on the same addresses and servers;
  *     5. the I/O floor (bench/io-floor): the queries and the dialogue with no verifier behind
- *        them, per callout and on reused connections: the ceiling this machine leaves;
+ *        them, per callout and on reused connections, and the servers' CPU per callout;
  *     6. the sections of bench/policy, bench/spf, bench/greylist and bench/srs, each against
  *        its own peers (postgrey, policyd-spf, mailauth, pyspf, postsrsd) in the same run.
  *   Each cell is bounded by an operation count and a time (bench/measure). The peers need port
@@ -260,15 +260,15 @@ async function peerRow(servers: ServerProcess, budget: Budget, tool: Tool): Prom
 const FLOOR_NOTES: Record<FloorConnections, [string, string]> = {
   'per-callout': [
     'I/O floor: a new connection per callout (no verifier)',
-    'bench/io-floor: only the I/O a cold callout needs, with no verification logic at all: an MX and an A query (dns-packet over one UDP socket), connect, greeting, EHLO, then MAIL FROM:<>, RCPT and QUIT as one pipelined group; the answer is the RCPT code. What the servers, the loopback and Node\'s I/O allow on this machine when each callout has its own connection, as the peers do (and with fewer round trips than theirs).',
+    'bench/io-floor: only the I/O a cold callout needs, with no verification logic at all: an MX query for each domain (dns-packet over one UDP socket; the exchanger\'s A record asked once per name and kept), connect, greeting, EHLO, then MAIL FROM:<>, RCPT and QUIT as one pipelined group, closed at the RCPT reply; the answer is the RCPT code. Each callout has its own connection, as the issue\'s "cold" and the peers have it (with fewer round trips than theirs). Cells as long as the peers\'.',
   ],
   reused: [
     'I/O floor: reused connections (no verifier)',
-    'bench/io-floor: the same queries, then MAIL FROM:<>, RCPT and RSET as one pipelined group on an idle connection to the exchanger address (a new one, with greeting and EHLO, only when none is idle), as callout\'s connection cache does; no catch-all probe. The ceiling of any verifier on this machine against these servers.',
+    'bench/io-floor: the same queries, then MAIL FROM:<>, RCPT and RSET as one pipelined group on an idle connection to the exchanger address (a new one, with greeting and EHLO, only when none is idle), as callout\'s connection cache does; no catch-all probe. Cells as long as the peers\'.',
   ],
 };
 
-/** What bare I/O reaches: the ceiling that the servers and this machine leave to any verifier. */
+/** What bare I/O reaches, and what the benchmark's servers spend per callout meanwhile. */
 async function floorRow(servers: ServerProcess, budget: Budget, connections: FloorConnections): Promise<Row> {
   const [name, note] = FLOOR_NOTES[connections];
   const floors: IoFloor[] = [];
@@ -286,7 +286,7 @@ async function floorRow(servers: ServerProcess, budget: Budget, connections: Flo
   const cells = [];
   for (const concurrency of CONCURRENCIES) {
     log(`${name}, concurrency ${concurrency}`);
-    cells.push(await measured(servers, { concurrency, maxOps: budget.coldOps, maxMs: budget.cold }, makeOp));
+    cells.push(await measured(servers, { concurrency, maxOps: budget.peerOps, maxMs: budget.peer }, makeOp));
   }
   await Promise.all(floors.map((f) => f.close()));
   return { name, note, cells };
@@ -369,6 +369,7 @@ async function main(): Promise<void> {
       ...(peersSkipped ? { peersSkipped } : {}),
       correctness,
       concurrencies: CONCURRENCIES,
+      cores: os.availableParallelism(),
     });
     const sections: string[] = [];
     for (const [name, section] of SECTIONS) {
