@@ -22,6 +22,10 @@
  *   The time of a request is its policy_test_time attribute, as in callout and postgrey. The
  *   server sends 'ready' on the IPC channel once it listens, and exits when the channel closes.
  *
+ *   Requests are split at the empty line and their three attributes found by indexOf, not
+ *   decoded by src/policy/protocol: that decoder, its limits and its checks are part of what
+ *   callout's rows measure.
+ *
  * LIMITS
  *   Bench code: a request is trusted to be a well-formed policy request.
  */

@@ -37,7 +37,8 @@
  *   and the two sequences must be equal. Throughput is requests answered per second of wall
  *   time over the whole trace, for each server. The same replay to the two floor servers of
  *   bench/greylist-floor-server (one answers without reading, one applies the bare triplet
- *   rule on SQLite) bounds what any policy server could reach here, beside the target.
+ *   rule on SQLite) calibrates the target: what the protocol and Node's I/O allow here, and one
+ *   lean design on SQLite.
  *
  * LIMITS
  *   Needs /usr/sbin/postgrey (Debian package postgrey); without it only callout is measured
@@ -54,7 +55,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PolicyClient, encodeRequest } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
 import { startRedis } from '../test/support/redis.js';
-import { startServe } from './serve.js';
+import { startServe, stopChild } from './serve.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
 
@@ -225,7 +226,7 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
  * connections: a server that has been running a while, as in production, not one that has just
  * started (whose first thousands of requests run before the JIT has compiled the hot code).
  */
-export async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
+async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
   if (warmup) await replay(clients, encodeTrace(warmup, 'warmup'));
   return replay(clients, encodeTrace(trace, 'bench'));
 }
@@ -295,17 +296,7 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
   const configFile = join(dir, 'callout.yaml');
   writeFileSync(configFile, JSON.stringify(config));
   const serve = await startServe(['--config', configFile], port, 'callout serve (greylist)', from);
-  try {
-    const clients = await connectAll(`127.0.0.1:${port}`, connections);
-    try {
-      return await warmThenReplay(clients, trace, warmup);
-    } finally {
-      for (const client of clients) client.close();
-    }
-  } finally {
-    await serve.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return replayThenStop(serve.child, dir, () => connectAll(`127.0.0.1:${port}`, connections), trace, warmup);
 }
 
 function redisAvailable(): boolean {
@@ -381,7 +372,6 @@ async function replayThenStop(
   trace: readonly TraceEvent[],
   warmup: readonly TraceEvent[] | undefined,
 ): Promise<Replay> {
-  const exited = child.exitCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     const clients = await connect();
     try {
@@ -390,8 +380,7 @@ async function replayThenStop(
       for (const client of clients) client.close();
     }
   } finally {
-    child.kill('SIGTERM');
-    await Promise.race([exited, sleep(5_000).then(() => child.kill('SIGKILL'))]);
+    await stopChild(child);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -28,7 +28,8 @@
  *     reused       one idle connection per exchanger address is kept; each callout writes
  *                  MAIL FROM:<>, RCPT TO and RSET as one group on it (a new connection with
  *                  greeting and EHLO only when none is idle), as callout's connection cache does.
- *   The answer is the RCPT reply's code.
+ *   The answer is the RCPT reply's code. Replies are read for their codes alone, not through
+ *   src/smtp's reply codec: the floor measures the I/O, and callout's parsing is callout's cost.
  *
  * ERRORS
  *   check() rejects when a DNS answer has no usable record, a query is unanswered for 2 s, or

@@ -237,19 +237,23 @@ async function sharedAndWarmRows(servers: ServerProcess, budget: Budget): Promis
   };
 }
 
-async function peerRow(servers: ServerProcess, budget: Budget, tool: Tool): Promise<Row> {
-  await runCell({ concurrency: 16, maxOps: 1_000_000, maxMs: budget.warmup }, (index) => tool.check(benchAddress(index).address).then(() => 'warmup'));
+/** An untimed warm-up (so the JIT's first minutes are not counted), then a cell per concurrency on the peers' budget. */
+async function peerCells(servers: ServerProcess, budget: Budget, name: string, makeOp: () => Op): Promise<MeasuredCell[]> {
+  await runCell({ concurrency: 16, maxOps: 1_000_000, maxMs: budget.warmup }, makeOp());
   const cells = [];
   for (const concurrency of CONCURRENCIES) {
-    log(`${tool.name}, concurrency ${concurrency}`);
-    cells.push(
-      await measured(servers, { concurrency, maxOps: budget.peerOps, maxMs: budget.peer }, () => async (index) => {
-        const { address, exists } = benchAddress(index);
-        const { answer, detail } = await tool.check(address);
-        return answer === (exists ? 'accept' : 'reject') ? 'right' : `${answer} for ${exists ? 'an existing' : 'a missing'} user (${detail})`;
-      }),
-    );
+    log(`${name}, concurrency ${concurrency}`);
+    cells.push(await measured(servers, { concurrency, maxOps: budget.peerOps, maxMs: budget.peer }, makeOp));
   }
+  return cells;
+}
+
+async function peerRow(servers: ServerProcess, budget: Budget, tool: Tool): Promise<Row> {
+  const cells = await peerCells(servers, budget, tool.name, () => async (index) => {
+    const { address, exists } = benchAddress(index);
+    const { answer, detail } = await tool.check(address);
+    return answer === (exists ? 'accept' : 'reject') ? 'right' : `${answer} for ${exists ? 'an existing' : 'a missing'} user (${detail})`;
+  });
   return {
     name: `${tool.name} ${installedVersion(tool.name)}`,
     note: 'its defaults; no cache, so every check is an MX lookup, a getaddrinfo of the MX name and an SMTP dialogue.',
@@ -281,13 +285,7 @@ async function floorRow(servers: ServerProcess, budget: Budget, connections: Flo
       return code === (exists ? 250 : 550) ? 'right' : `${code} for ${exists ? 'an existing' : 'a missing'} user`;
     };
   };
-  // Warmed up as callout and the peers are, so the JIT's first minutes are not counted.
-  await runCell({ concurrency: 16, maxOps: 1_000_000, maxMs: budget.warmup }, makeOp());
-  const cells = [];
-  for (const concurrency of CONCURRENCIES) {
-    log(`${name}, concurrency ${concurrency}`);
-    cells.push(await measured(servers, { concurrency, maxOps: budget.peerOps, maxMs: budget.peer }, makeOp));
-  }
+  const cells = await peerCells(servers, budget, name, makeOp);
   await Promise.all(floors.map((f) => f.close()));
   return { name, note, cells };
 }

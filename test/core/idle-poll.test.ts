@@ -70,6 +70,15 @@ function manualTime(): { now: () => number; advance: (ms: number) => void } {
   return { now: () => t, advance: (ms) => (t += ms) };
 }
 
+/** Lets the loop turn, 10 µs of manual time a turn, until `until`, and one turn more for the poll to notice. */
+async function turnsUntil(time: ReturnType<typeof manualTime>, until: number): Promise<void> {
+  while (time.now() < until) {
+    await nextTurn();
+    time.advance(0.01);
+  }
+  await nextTurn();
+}
+
 describe('IdlePoller', () => {
   it('does not poll until a connection asks again soon after its answer, then catches its next requests', async () => {
     const time = manualTime();
@@ -99,11 +108,7 @@ describe('IdlePoller', () => {
     time.advance(0.01);
     poller.arrived(first); // opens the window to 100 µs
     const second = poller.answered()!;
-    while (time.now() < second + 0.2) {
-      await nextTurn();
-      time.advance(0.01);
-    }
-    await nextTurn();
+    await turnsUntil(time, second + 0.2);
     assert.ok(poller.stats.pollSeconds > 0.000099 && poller.stats.pollSeconds < 0.00012, `polled ${poller.stats.pollSeconds} s`);
     poller.arrived(second);
     assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
@@ -154,11 +159,7 @@ describe('IdlePoller', () => {
     time.advance(0.01);
     poller.arrived(at); // opens the window at the configured 50 µs, not at a step capped by the old maximum
     const polled = poller.answered()!;
-    while (time.now() < polled + 0.1) {
-      await nextTurn();
-      time.advance(0.01);
-    }
-    await nextTurn();
+    await turnsUntil(time, polled + 0.1);
     assert.ok(poller.stats.pollSeconds > 0.000049 && poller.stats.pollSeconds < 0.00007, `polled ${poller.stats.pollSeconds} s`);
     const last = poller.answered();
     poller.setMaxMicros(0);
