@@ -87,14 +87,13 @@ function exim(text: string, failedHeader: string | undefined): ProseBounce | und
   const delayed = /has not yet been delivered/i.test(own);
   const found: Found[] = [];
   let current: Found | undefined;
-  for (const line of linesOf(text)) {
+  for (const line of linesOf(own)) {
     const address = /^ {2}(\S+@\S+?)(?:\s*$|\s+<)/.exec(line);
     if (address && !/^ {3}/.test(line)) {
       current = { address: address[1]!, diagnostic: '' };
       found.push(current);
     } else if (current && /^ {4,}\S/.test(line)) current.diagnostic += ` ${line.trim()}`;
     else if (current && line.trim() === '') current = undefined;
-    if (/^-{6} This is a copy of the message/.test(line)) break;
   }
   for (const address of (failedHeader ?? '').split(',').map((a) => a.trim()).filter((a) => a.includes('@'))) {
     if (!found.some((f) => f.address.toLowerCase() === address.toLowerCase())) found.push({ address, diagnostic: '' });
@@ -135,24 +134,31 @@ function sendmail(text: string): ProseBounce | undefined {
   // A recipient without a reason line gets the reply the transcript shows for it, never another
   // recipient's: only a lone recipient may take a lone reply.
   const replies = transcriptReplies(text);
-  const anyReply = [...text.matchAll(/^<<< ([45]\d\d[ -].*)$/gm)].map((m) => m[1]!);
   for (const f of found) {
     if (f.diagnostic !== '') continue;
-    f.diagnostic = replies.get(f.address.toLowerCase()) ?? (found.length === 1 && anyReply.length === 1 ? anyReply[0]! : '');
+    f.diagnostic = replies.byRecipient.get(f.address.toLowerCase()) ?? (found.length === 1 && replies.all.length === 1 ? replies.all[0]! : '');
   }
   return { format: 'sendmail', recipients: recipients(found, header[1]!.toLowerCase().startsWith('transient') ? 'delayed' : 'failed') };
 }
 
-/** The reply each recipient got in a Sendmail transcript (">>> RCPT To:<a>" then "<<< 550 ..."), by lower-cased address. */
-function transcriptReplies(text: string): Map<string, string> {
-  const replies = new Map<string, string>();
+const TRANSCRIPT_REPLY = /^<<< ([45]\d\d[ -].*)$/;
+
+/**
+ * The 4xx and 5xx replies of a Sendmail transcript: all of them, and the one each recipient got
+ * (">>> RCPT To:<a>" then "<<< 550 ..."), by lower-cased address.
+ */
+function transcriptReplies(text: string): { all: string[]; byRecipient: Map<string, string> } {
+  const all: string[] = [];
+  const byRecipient = new Map<string, string>();
   const lines = linesOf(text);
   lines.forEach((line, i) => {
+    const reply = TRANSCRIPT_REPLY.exec(line);
+    if (reply) all.push(reply[1]!);
     const rcpt = /^>>> RCPT To:\s*<([^<>\s]+)>/i.exec(line);
-    const reply = /^<<< ([45]\d\d[ -].*)$/.exec(lines[i + 1] ?? '');
-    if (rcpt && reply) replies.set(rcpt[1]!.toLowerCase(), reply[1]!);
+    const next = TRANSCRIPT_REPLY.exec(lines[i + 1] ?? '');
+    if (rcpt && next) byRecipient.set(rcpt[1]!.toLowerCase(), next[1]!);
   });
-  return replies;
+  return { all, byRecipient };
 }
 
 function exchange(text: string): ProseBounce | undefined {

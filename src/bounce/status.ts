@@ -11,9 +11,10 @@
  *
  *   isHardAddressFailure() is the one rule for suppression: only a permanent failure that says
  *   the address itself is gone (5.1.1 user unknown, 5.1.2 no such system, 5.1.3 bad syntax,
- *   5.1.6 moved, 5.1.10 null MX, 5.2.1 disabled), or a 550/551/553 with an undefined
- *   enhanced code whose text says so. Full mailboxes (5.2.2), policy blocks (5.7.x) and every
- *   4.x.x never suppress: the address may work tomorrow or for other senders.
+ *   5.1.6 moved, 5.1.10 null MX, 5.2.1 disabled), or a 550-554 with an undefined enhanced code
+ *   whose text says the user is unknown. Full mailboxes (5.2.2, or a text saying so whatever the
+ *   code), policy blocks (5.7.x), a text about us (our sender refused, a blocklist, our account)
+ *   and every 4.x.x never suppress: the address may work tomorrow or for other senders.
  *
  * RFC
  *   RFC 3463 (codes), RFC 5248 (registry), RFC 7505 (5.1.10 null MX), RFC 5321 §4.2 (reply codes).

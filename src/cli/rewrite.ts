@@ -45,7 +45,7 @@ import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError } from '../core/errors.js';
-import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { ListenTarget, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -432,7 +432,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .action(async (flags: ServeFlags) => {
       const maps = serveMaps(flags);
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
-      const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, 10_000);
+      const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];

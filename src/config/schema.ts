@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { parseDuration } from './duration.js';
 import { parseListenAddress } from '../core/listen.js';
-import { DEFAULT_IDLE_POLL_MICROS } from '../core/idle-poll.js';
+import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
 /** The longest delay a Node.js timer takes; 0 and anything longer fire after 1 ms. */
@@ -200,7 +200,7 @@ const policySchema = z
      * (core/idle-poll: adaptive, as Linux's haltpoll); 0 turns it off. Default 200, or 0 on a
      * machine with one CPU, where the client could not run while the daemon polls.
      */
-    idlePollMicros: z.number().int().min(0).max(10_000).default(DEFAULT_IDLE_POLL_MICROS),
+    idlePollMicros: z.number().int().min(0).max(MAX_IDLE_POLL_MICROS).default(DEFAULT_IDLE_POLL_MICROS),
     /**
      * Take the time from a request's policy_test_time attribute (epoch seconds), as postgrey's
      * tests do, so that a recorded trace replays with its own timestamps. For benchmarks and

@@ -37,6 +37,8 @@ import { performance } from 'node:perf_hooks';
 /** haltpoll's guest_halt_poll_ns; nothing on one CPU, where the client cannot run while we poll. */
 export const DEFAULT_IDLE_POLL_MICROS = availableParallelism() > 1 ? 200 : 0;
 export const DEFAULT_IDLE_POLL_GROW_MICROS = 50;
+/** The longest poll the configuration and the flags accept: beyond it polling costs more than any wake-up. */
+export const MAX_IDLE_POLL_MICROS = 10_000;
 
 export interface IdlePollOptions {
   /** The longest poll after an answer, in microseconds; 0 never polls. */

@@ -231,7 +231,7 @@ export class Daemon {
     return outcome.action;
   }
 
-  /** The decision's one log line (core/log logFieldsJson: one JSON.stringify of fields in this order). */
+  /** The decision's one log line (core/log logInfoJson: one JSON.stringify of fields in this order). */
   private logDecision(attributes: Record<string, string>, outcome: PipelineOutcome): void {
     if (!this.options.log.isLevelEnabled('info')) return;
     const fields: Record<string, unknown> = {

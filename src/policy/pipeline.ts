@@ -90,9 +90,8 @@ export class Pipeline {
    */
   decide(attributes: PolicyAttributes): PipelineOutcome | Promise<PipelineOutcome> {
     const run = new PipelineRun((earlier) => this.context(attributes, earlier), this.options);
-    for (let index = 0; index < this.stages.length; index++) {
+    for (let index = this.nextStage(run, 0); index !== undefined; index = this.nextStage(run, index + 1)) {
       const configured = this.stages[index]!;
-      if (configured.mode === 'off' || !configured.states.has(run.ctx.state)) continue;
       let stop: boolean;
       try {
         const answer = configured.stage.evaluate(run.ctx);

@@ -197,7 +197,7 @@ function migrate(db: Database.Database, path: string): void {
 /** A write (or a read queued behind writes) waiting for its group's transaction. */
 interface Queued {
   context: string;
-  /** The key a write changes, whose remembered row its commit forgets. */
+  /** The key a write changes, whose remembered row its commit updates or forgets (forgetWritten). */
   key?: string;
   /** A write that may change any key (a purge): every read waits behind it. */
   anyKey?: boolean;

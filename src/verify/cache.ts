@@ -87,14 +87,16 @@ export class VerificationCache {
   }
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {
-    const stored = await this.store.get(this.prefix + addressKey(address));
-    return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
+    return this.addressRecord(await this.store.get(this.prefix + addressKey(address)));
   }
 
   /** getAddress() at once, when the store can tell without waiting (Store.peek). */
   peekAddress(address: string): AddressRecord | undefined | typeof ASK_LATER {
     const stored = this.store.peek(this.prefix + addressKey(address));
-    if (stored === ASK_LATER) return ASK_LATER;
+    return stored === ASK_LATER ? ASK_LATER : this.addressRecord(stored);
+  }
+
+  private addressRecord(stored: Readonly<StoredValue> | undefined): AddressRecord | undefined {
     return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
   }
 

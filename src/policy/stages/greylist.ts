@@ -95,7 +95,7 @@ export const greylistOptions = z
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 
-const CLIENT_MEMO_LIMIT = 4_096;
+const NETWORK_MEMO_LIMIT = 4_096;
 
 /** The greylist engine a configuration's options describe (the stage and `callout greylist` share it). */
 export function greylistFromOptions(opts: GreylistOptions, store: Store, clock: Clock): Greylist {
@@ -145,12 +145,9 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     const spfDomains = new Set(opts.skip.spfPassDomains.map((d) => d.toLowerCase().replace(/^\./, '')));
     const providers = new Set(opts.skip.fcrdnsProviders.map((d) => d.toLowerCase().replace(/^\./, '')));
     const host = hostname();
-    // A client sends many messages: its network and canonical address are worked out once
-    // while it recurs (parsing an address into its bits twice was a twentieth of a decision).
-    const clientKeys = new BoundedMemo(
-      (address: string) => ({ network: networkIdentity(opts, address), autoAllowKey: clientAddress(address)?.text ?? address }),
-      CLIENT_MEMO_LIMIT,
-    );
+    // A client sends many messages: its network is worked out once while it recurs (its parsed
+    // address is remembered by checks/client-ip for every stage).
+    const networks = new BoundedMemo((address: string) => networkIdentity(opts, address), NETWORK_MEMO_LIMIT);
     const purgeTimer = setInterval(() => {
       greylist.purgeExpired().then(
         (removed) => removed > 0 && deps.log.info({ stage: 'greylist', removed }, 'expired greylist entries purged'),
@@ -202,10 +199,10 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         const recipientEntry = recipients.whitelist.match(ctx.recipientText);
         if (recipientEntry) return pass('whitelisted', `recipient ${ctx.recipientText} is whitelisted (${recipientEntry})`);
 
-        const client = clientKeys.get(ctx.clientAddress);
-        if (!client.network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
-        let identity = client.network;
-        let autoAllowKey = client.autoAllowKey;
+        const network = networks.get(ctx.clientAddress);
+        if (!network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
+        let identity = network;
+        let autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
         if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
           const name = await confirmedName(ctx);
           if (name !== undefined) {
