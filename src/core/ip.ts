@@ -279,8 +279,11 @@ export class AddressSet {
     // An empty set (an allow-list nobody filled in) answers without parsing the address.
     if (this.cidrs.length === 0) return false;
     const parsed = parseIp(ip);
-    if (parsed === undefined) return false;
-    const address = unmapped(parsed);
+    return parsed !== undefined && this.holds(unmapped(parsed));
+  }
+
+  /** Whether a parsed address (IPv4-mapped IPv6 already reduced to IPv4) is in the set. */
+  holds(address: IpAddress): boolean {
     for (const { mask, networks } of this.byPrefix.get(address.family)?.values() ?? []) {
       if (networks.has(address.bits & mask)) return true;
     }

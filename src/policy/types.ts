@@ -109,7 +109,8 @@ export interface StageDeps {
   clock: Clock;
   /** The callout engine; absent when callouts are not configured (no callout.helo). */
   engine?: import('../verify/engine.js').CalloutEngine;
-  log: StageLogger;
+  /** The daemon's pino logger: a stage's line per request goes out through core/log logInfoJson. */
+  log: import('../core/log.js').Logger;
   metrics?: StageMetrics;
 }
 

@@ -151,28 +151,29 @@ describe('SqliteStore', () => {
     await second.close();
   });
 
-  it('puts the file in WAL mode at schema version 1 with the kv table', async () => {
+  it('puts the file in WAL mode at schema version 2: one kv table in key order, no other index', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
     const db = new Database(path, { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.equal(db.pragma('user_version', { simple: true }), 2);
       const columns = db.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info('kv')").all();
       assert.deepEqual(columns, [
-        { name: 'key', type: 'TEXT', notnull: 0, pk: 1 },
+        { name: 'key', type: 'TEXT', notnull: 1, pk: 1 },
         { name: 'value', type: 'TEXT', notnull: 1, pk: 0 },
         { name: 'expires_at', type: 'INTEGER', notnull: 1, pk: 0 },
       ]);
-      const indexes = db.prepare("SELECT name FROM pragma_index_list('kv') WHERE origin = 'c'").all();
-      assert.deepEqual(indexes, [{ name: 'kv_expires_at' }]);
+      assert.match(String(db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'kv'").pluck().get()), /WITHOUT ROWID$/);
+      assert.deepEqual(db.prepare("SELECT name FROM pragma_index_list('kv') WHERE origin = 'c'").all(), []);
+      assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all(), ['kv']);
     } finally {
       db.close();
       await store.close();
     }
   });
 
-  it('uses the primary key index for a prefix scan', async () => {
+  it('scans a prefix as a range of the primary key, and purges a stretch the same way', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
     const db = new Database(path, { readonly: true });
@@ -180,7 +181,9 @@ describe('SqliteStore', () => {
       const plan = db
         .prepare('EXPLAIN QUERY PLAN SELECT key FROM kv WHERE key >= ? AND key < ? AND expires_at > ? ORDER BY key LIMIT ?')
         .all('a', 'b', 0, 10) as Array<{ detail: string }>;
-      assert.match(plan.map((row) => row.detail).join('\n'), /USING INDEX sqlite_autoindex_kv_1 \(key>\? AND key<\?\)/);
+      assert.match(plan.map((row) => row.detail).join('\n'), /^SEARCH kv USING PRIMARY KEY \(key>\? AND key<\?\)$/);
+      const purge = db.prepare('EXPLAIN QUERY PLAN DELETE FROM kv WHERE key >= ? AND key < ? AND expires_at <= ?').all('a', 'b', 0) as Array<{ detail: string }>;
+      assert.match(purge.map((row) => row.detail).join('\n'), /^SEARCH kv USING PRIMARY KEY \(key>\? AND key<\?\)$/);
     } finally {
       db.close();
       await store.close();
@@ -494,6 +497,54 @@ describe('SqliteStore', () => {
     const store = await SqliteStore.open(':memory:');
     for (let i = 0; i < 150; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.equal(store.checkpoints, 'none');
+    await store.close();
+  });
+
+  it('brings a version 1 file (rowid table, expiry index) to version 2 with every row as it was', async () => {
+    const path = join(scratch, 'version-1.sqlite');
+    const old = new Database(path);
+    old.exec(`CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
+              CREATE INDEX kv_expires_at ON kv (expires_at);`);
+    old.pragma('user_version = 1');
+    const insert = old.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)');
+    old.transaction(() => {
+      for (let i = 0; i < 3000; i += 1) insert.run(`grey:t:k${i}`, `v${i}`, i % 2 === 0 ? 1_000 : 5_000);
+      insert.run('addr:\u00e9l\u00e8ve@exemple.fr', '{"verdict":"deliverable"}', 9_000);
+    })();
+    old.close();
+    const clock = new ManualClock(2_000);
+    const store = await SqliteStore.open(path, { clock });
+    assert.deepEqual(await store.get('grey:t:k1'), { value: 'v1', expiresAt: 5_000 });
+    assert.equal(await store.get('grey:t:k0'), undefined, 'expired before, expired after');
+    assert.deepEqual(await store.get('addr:\u00e9l\u00e8ve@exemple.fr'), { value: '{"verdict":"deliverable"}', expiresAt: 9_000 });
+    assert.equal((await store.scan('grey:t:', 5000)).length, 1500);
+    assert.equal(await store.purgeExpired(), 1500);
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('user_version', { simple: true }), 2);
+      assert.equal(db.prepare('SELECT count(*) FROM kv').pluck().get(), 1501);
+      assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'index')").pluck().all(), ['kv'], 'the expiry index went with the old table');
+      assert.match(String(db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'kv'").pluck().get()), /WITHOUT ROWID$/);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('purges only expired rows, in every stretch of the key order, and keeps the live ones', async () => {
+    const clock = new ManualClock(0);
+    const store = await SqliteStore.open(':memory:', { clock });
+    // 3,001 keys: three stretches and one left over, with live and expired rows in each and at
+    // the stretch boundaries, the empty key (below all others) and keys beyond the BMP.
+    const keys = ['', ...Array.from({ length: 2999 }, (_, i) => `k${String(i).padStart(4, '0')}`), '\u{1F600}'];
+    const expired = (i: number) => i % 3 !== 1;
+    for (const [i, key] of keys.entries()) await store.set(key, String(i), expired(i) ? 10 : 1_000);
+    clock.advance(10);
+    const removed = await store.purgeExpired();
+    assert.equal(removed, keys.filter((_, i) => expired(i)).length);
+    const survivors = (await store.scan('', 10_000)).map((row) => row.key);
+    assert.deepEqual(survivors, keys.filter((_, i) => !expired(i)).sort());
+    assert.equal(await store.purgeExpired(), 0, 'nothing left to purge');
     await store.close();
   });
 

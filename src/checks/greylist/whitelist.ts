@@ -35,6 +35,7 @@
 
 import { readFileSync } from 'node:fs';
 import { AddressSet, parseCidr, type Cidr } from '../../core/ip.js';
+import { clientAddress as parsedClientAddress } from '../client-ip.js';
 
 export const WHITELIST_LIMITS = { lineLength: 4096, regexLength: 1000, entries: 100_000 } as const;
 
@@ -177,7 +178,10 @@ export class ClientWhitelist {
     if (domain !== undefined) return domain;
     const pattern = this.patterns.find((p) => p.test(name));
     if (pattern) return `/${pattern.source}/`;
-    return clientAddress && this.networks.has(clientAddress) ? `network of ${clientAddress}` : undefined;
+    if (this.networks.cidrs.length === 0) return undefined;
+    // Parsed once while the client recurs (checks/client-ip), which also reduces ::ffff:a.b.c.d.
+    const parsed = parsedClientAddress(clientAddress);
+    return parsed && this.networks.holds({ family: parsed.family, bits: parsed.host.network }) ? `network of ${clientAddress}` : undefined;
   }
 }
 

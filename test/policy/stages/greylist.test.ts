@@ -1,4 +1,5 @@
 // The greylist stage as Postfix sees it: `callout serve` over real sockets, time moved by ManualClock.
+import { createLogger } from '../../../src/core/log.js';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -229,7 +230,7 @@ describe('greylist stage over the policy protocol', () => {
 });
 
 describe('greylist stage evidence rules', () => {
-  const silent = { info() {}, warn() {}, error() {} };
+  const silent = createLogger('silent');
   const clock = new ManualClock();
   const deps: StageDeps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: silent };
   const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example'] } }) as never, deps);

@@ -1,4 +1,5 @@
 // The spf and iprev stages called directly with hand-built contexts (no pipeline needed).
+import { createLogger } from '../../../src/core/log.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseReversePath } from '../../../src/address/index.js';
@@ -45,7 +46,7 @@ class CountingResolver implements Resolver {
   }
 }
 
-const silent = { info() {}, warn() {}, error() {} };
+const silent = createLogger('silent');
 
 function deps(resolver: Resolver): StageDeps {
   const clock = new ManualClock();

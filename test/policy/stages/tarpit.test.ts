@@ -1,4 +1,5 @@
 // The tarpit and ratelimit stages in a real pipeline, with ManualClock and an injected sleep.
+import { createLogger } from '../../../src/core/log.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../../src/core/clock.js';
@@ -9,7 +10,7 @@ import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/index.js';
 
-const silent = { info() {}, warn() {}, error() {} };
+const silent = createLogger('silent');
 const MINUTE = 60_000;
 
 function world(): { clock: ManualClock; deps: StageDeps; counts: Record<string, number> } {
