@@ -38,7 +38,9 @@
  *   taken goes back to the head of the queue and is tried again at every turn for the first
  *   LOCK_SPIN_MS, then every millisecond, until busyTimeoutMs has passed; the writes and reads asked for meanwhile join
  *   it, in order. A read that meets a lock (rare in WAL mode) takes the same way. Opening, the
- *   schema migration and the last commit of close() wait in SQLite's busy handler.
+ *   schema migration and the last commit of close() wait in SQLite's busy handler, except the
+ *   switch of a new file to WAL, which SQLite refuses at once while another process makes it
+ *   (enterWal waits and tries again).
  *
  *   Checkpoints (copying the WAL into the database file, with an fsync) run in a worker thread
  *   on a connection of its own (store/sqlite-checkpointer), every CHECKPOINT_INTERVAL_MS, and
@@ -90,7 +92,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError, describeError } from '../core/errors.js';
@@ -115,6 +117,8 @@ const PURGE_STRETCH = 1000;
 const READ_MEMORY_LIMIT = 8_192;
 const TRUST_MS = 1;
 const LOCK_SPIN_MS = 2;
+/** Between attempts to switch a new file to WAL while another process does (enterWal). */
+const WAL_SWITCH_RETRY_MS = 5;
 /** Past this many waiting writes a read queues without looking for its key among them. */
 const QUEUE_SEARCH_LIMIT = 64;
 const CHECKPOINT_INTERVAL_MS = 250;
@@ -193,6 +197,25 @@ function prepareStatements(db: Database.Database) {
     purgeStretch: db.prepare<[string, string, number]>('DELETE FROM kv WHERE key >= ? AND key < ? AND expires_at <= ?'),
     purgeRest: db.prepare<[string, number]>('DELETE FROM kv WHERE key >= ? AND expires_at <= ?'),
   };
+}
+
+/**
+ * Puts the file in WAL mode. Two processes opening a new file at once (the workers of a daemon,
+ * a daemon and a CLI command) race to switch it from the rollback journal, and SQLite answers
+ * the loser SQLITE_BUSY at once, without its busy handler; so the loser waits and tries again
+ * (the winner has switched within milliseconds), up to the busy timeout.
+ */
+async function enterWal(db: Database.Database, busyTimeoutMs: number): Promise<void> {
+  const started = performance.now();
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if (!isBusy(err) || performance.now() - started >= busyTimeoutMs) throw err;
+    }
+    await sleep(WAL_SWITCH_RETRY_MS);
+  }
 }
 
 function migrate(db: Database.Database, path: string): void {
@@ -302,7 +325,7 @@ export class SqliteStore implements Store {
       if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
-      db.pragma('journal_mode = WAL');
+      await enterWal(db, busyTimeoutMs);
       // WAL with synchronous=NORMAL: a committed transaction is in the WAL before the call
       // returns, so it survives a crash of this process, which is what an acknowledged cache
       // write needs. It is fsynced only at checkpoints, so a power loss or kernel crash may lose

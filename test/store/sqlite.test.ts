@@ -586,6 +586,44 @@ describe('SqliteStore', () => {
     });
   });
 
+  it('waits while another process switches a new file to WAL, which SQLite refuses at once', async () => {
+    const path = join(scratch, 'switching.sqlite');
+    // A rollback-journal file with a write in progress: the state another process's switch leaves it in.
+    const other = new Database(path);
+    other.exec('CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);');
+    const probe = new Database(path, { timeout: 1000 });
+    assert.throws(() => probe.pragma('journal_mode = WAL'), /database is locked/, 'SQLite answers SQLITE_BUSY without waiting');
+    probe.close();
+    const released = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        other.exec('COMMIT');
+        other.close();
+        resolve();
+      }, 60),
+    );
+    const store = await SqliteStore.open(path, { busyTimeoutMs: 2000 });
+    await released;
+    await store.set('k', 'v', 60_000);
+    assert.equal((await store.get('k'))?.value, 'v');
+    await store.close();
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.pragma('journal_mode', { simple: true }), 'wal');
+    check.close();
+
+    const stuckPath = join(scratch, 'stuck.sqlite');
+    const holder = new Database(stuckPath);
+    holder.exec('CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);');
+    const started = performance.now();
+    await assert.rejects(SqliteStore.open(stuckPath, { busyTimeoutMs: 100 }), (err: unknown) => {
+      assert.ok(err instanceof StoreError);
+      assert.ok(err.message.includes(`${stuckPath}: open failed: database is locked`), err.message);
+      return true;
+    });
+    assert.ok(performance.now() - started >= 100, 'it waited the busy timeout before giving up');
+    holder.exec('ROLLBACK');
+    holder.close();
+  });
+
   it('rejects a schema newer than it knows, and leaves the file alone', async () => {
     const path = join(scratch, 'future.sqlite');
     const db = new Database(path);
