@@ -23,7 +23,7 @@ import { describeError } from '../core/errors.js';
 import { readConfigFile, mergeConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
-import { Daemon } from '../policy/daemon.js';
+import { Daemon, prepareSharedStore } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
@@ -83,6 +83,7 @@ export function registerServeCommand(program: Command): void {
       }
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);
+      await prepareSharedStore(config, log);
       const supervisor = await Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log });
       await untilStopped(log, () => supervisor.reload(), () => supervisor.stop());
     } else {

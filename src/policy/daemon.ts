@@ -40,7 +40,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
-import { RedisStore, openStore } from '../store/index.js';
+import { RedisStore, SqliteStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, startMetricsServer } from '../http/metrics.js';
@@ -89,6 +89,30 @@ const TEST_TIME = /^[0-9]{1,11}$/;
 /** Moves the clock to a request's policy_test_time (whole epoch seconds); anything else is ignored. */
 function followTestTime(clock: RequestTimeClock, value: string | undefined): void {
   if (value !== undefined && TEST_TIME.test(value)) clock.follow(Number(value) * 1000);
+}
+
+/** The configuration's SQLite file, its directory created if need be; an upgrade of its schema is logged. */
+async function openSqliteStore(config: Config, clock: Clock, log: Logger): Promise<SqliteStore> {
+  const path = storePath(config);
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
+  }
+  const store = await SqliteStore.open(path, { clock });
+  if (store.schemaUpgrade) log.info({ store: path, from: store.schemaUpgrade.from, to: store.schemaUpgrade.to }, 'store schema upgraded');
+  return store;
+}
+
+/**
+ * For policy workers about to share the configuration's SQLite file: switches it to WAL and
+ * brings its schema up to date once, before they start. Left to the workers, one would migrate
+ * while the others wait in SQLite's busy handler, and the copy of a large file (1.5 s per
+ * million rows) can outlast their busy timeout, so that a worker fails to start.
+ */
+export async function prepareSharedStore(config: Config, log: Logger): Promise<void> {
+  if (config.store.kind !== 'sqlite') return;
+  await (await openSqliteStore(config, systemClock, log)).close();
 }
 
 export class Daemon {
@@ -296,13 +320,7 @@ export class Daemon {
       return redis;
     }
     if (config.store.kind === 'memory') return openStore({ kind: 'memory' }, this.clock);
-    const path = storePath(config);
-    try {
-      mkdirSync(dirname(path), { recursive: true });
-    } catch (err) {
-      throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
-    }
-    return openStore({ kind: 'sqlite', path }, this.clock);
+    return openSqliteStore(config, this.clock, this.options.log);
   }
 
   /** Whether the store answers (the daemon answers Postfix either way, by policy.faultAction). */

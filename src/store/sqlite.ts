@@ -218,8 +218,15 @@ async function enterWal(db: Database.Database, busyTimeoutMs: number): Promise<v
   }
 }
 
-function migrate(db: Database.Database, path: string): void {
-  db.transaction(() => {
+/** What open() changed of an existing file's schema. */
+export interface SchemaUpgrade {
+  from: number;
+  to: number;
+}
+
+/** Brings the schema up to date; the upgrade of a file that had one, undefined for a new or current one. */
+function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined {
+  return db.transaction((): SchemaUpgrade | undefined => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
       throw new StoreError(
@@ -227,7 +234,9 @@ function migrate(db: Database.Database, path: string): void {
       );
     }
     for (const step of MIGRATIONS.slice(version)) db.exec(step);
-    if (version !== SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    if (version === SCHEMA_VERSION) return undefined;
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    return version === 0 ? undefined : { from: version, to: SCHEMA_VERSION };
   }).immediate();
 }
 
@@ -283,6 +292,8 @@ export class SqliteStore implements Store {
     private readonly clock: Clock,
     private readonly busyTimeoutMs: number,
     options: SqliteStoreOptions,
+    /** The schema upgrade this open made (a file written by an older version), for the daemon's log. */
+    readonly schemaUpgrade: SchemaUpgrade | undefined,
   ) {
     this.checkpoints = path === ':memory:' ? 'none' : 'sqlite';
     this.groupsBeforeCheckpointer = path === ':memory:' ? Infinity : CHECKPOINTER_AFTER_GROUPS;
@@ -334,9 +345,9 @@ export class SqliteStore implements Store {
       db.pragma('synchronous = NORMAL');
       // When a commit starts the WAL again from its beginning, the file is cut back to this.
       db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
-      migrate(db, path);
+      const upgrade = migrate(db, path);
       db.pragma('busy_timeout = 0');
-      return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs, options);
+      return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs, options, upgrade);
     } catch (err) {
       db?.close();
       if (err instanceof StoreError) throw err;

@@ -5,10 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { validateConfig } from '../../src/config/schema.js';
 import { workerShare } from '../../src/policy/daemon.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
+import { writeVersion1Store } from '../support/sqlite-version-1.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -102,6 +104,34 @@ describe('callout serve --workers 2', () => {
     client.close();
     assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
     assert.equal(existsSync(path), false);
+  });
+
+  it('brings an older store file up to date once, in the supervisor, before the workers start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-workers-upgrade-'));
+    try {
+      const path = join(dir, 'callout.sqlite');
+      writeVersion1Store(path, Array.from({ length: 500 }, (_, i) => [`grey:t:192.0.2.0/24/s${i}@example.org/r@local.test`, '1,1', Date.now() + 86_400_000] as const));
+      const serve = await startServeProcess(['--workers', '2', '--listen', '127.0.0.1:0', '--data-dir', dir, '--metrics', '', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9'], workersStarted);
+      try {
+        const client = await PolicyClient.connect(serve.policyAddress);
+        assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test', sender: '' })), 'DUNNO');
+        client.close();
+      } finally {
+        assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+      }
+      const upgrades = serve.logs.filter((l) => l.msg === 'store schema upgraded');
+      assert.deepEqual(upgrades.map((l) => [l.from, l.to, l.worker]), [[1, 2, undefined]], 'once, by the supervisor');
+      assert.ok(serve.logs.indexOf(upgrades[0]!) < serve.logs.findIndex(workersStarted), 'before the workers started');
+      const db = new Database(path, { readonly: true });
+      try {
+        assert.equal(db.pragma('user_version', { simple: true }), 2);
+        assert.equal(db.prepare("SELECT count(*) FROM kv WHERE key LIKE 'grey:t:%'").pluck().get(), 500);
+      } finally {
+        db.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('fails to start, with the workers\' reason and exit code 78, when they cannot listen', async () => {

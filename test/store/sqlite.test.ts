@@ -14,6 +14,7 @@ import { SqliteStore } from '../../src/store/sqlite.js';
 import { ASK_LATER } from '../../src/store/types.js';
 import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
+import { writeVersion1Store, type Version1Row } from '../support/sqlite-version-1.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'callout-sqlite-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -502,16 +503,8 @@ describe('SqliteStore', () => {
 
   it('brings a version 1 file (rowid table, expiry index) to version 2 with every row as it was', async () => {
     const path = join(scratch, 'version-1.sqlite');
-    const old = new Database(path);
-    old.exec(`CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
-              CREATE INDEX kv_expires_at ON kv (expires_at);`);
-    old.pragma('user_version = 1');
-    const insert = old.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)');
-    old.transaction(() => {
-      for (let i = 0; i < 3000; i += 1) insert.run(`grey:t:k${i}`, `v${i}`, i % 2 === 0 ? 1_000 : 5_000);
-      insert.run('addr:\u00e9l\u00e8ve@exemple.fr', '{"verdict":"deliverable"}', 9_000);
-    })();
-    old.close();
+    const rows: Version1Row[] = Array.from({ length: 3000 }, (_, i) => [`grey:t:k${i}`, `v${i}`, i % 2 === 0 ? 1_000 : 5_000]);
+    writeVersion1Store(path, [...rows, ['addr:\u00e9l\u00e8ve@exemple.fr', '{"verdict":"deliverable"}', 9_000]]);
     const clock = new ManualClock(2_000);
     const store = await SqliteStore.open(path, { clock });
     assert.deepEqual(await store.get('grey:t:k1'), { value: 'v1', expiresAt: 5_000 });
