@@ -507,6 +507,10 @@ describe('SqliteStore', () => {
     writeVersion1Store(path, [...rows, ['addr:\u00e9l\u00e8ve@exemple.fr', '{"verdict":"deliverable"}', 9_000]]);
     const clock = new ManualClock(2_000);
     const store = await SqliteStore.open(path, { clock });
+    assert.deepEqual(store.schemaUpgrade, { from: 1, to: 2, compacted: true });
+    const pages = new Database(path, { readonly: true });
+    assert.equal(pages.pragma('freelist_count', { simple: true }), 0, 'the old table\'s pages were given back');
+    pages.close();
     assert.deepEqual(await store.get('grey:t:k1'), { value: 'v1', expiresAt: 5_000 });
     assert.equal(await store.get('grey:t:k0'), undefined, 'expired before, expired after');
     assert.deepEqual(await store.get('addr:\u00e9l\u00e8ve@exemple.fr'), { value: '{"verdict":"deliverable"}', expiresAt: 9_000 });
