@@ -26,8 +26,8 @@
  *   few, which is what a policy service answering many connections at once needs. A write that
  *   fails on its own (a statement error) rejects alone and the rest of its group commits; when
  *   the commit fails, every write of the group rejects. A read of a key runs at once unless a
- *   waiting write may change that key (a write of it, or a purge), and then queues behind the
- *   waiting writes, so a process always reads what it wrote; a read of one key never waits for
+ *   waiting write of that key may change it, and then queues behind the waiting writes, so a
+ *   process always reads what it wrote; a read of one key never waits for
  *   another key's commit (greylisting reads two keys before it writes one, and each wait would
  *   be a turn and a smaller group). A scan waits behind every waiting write.
  *
@@ -53,12 +53,13 @@
  *   thread also restarts the WAL (store/sqlite-checkpointer), and journal_size_limit cuts the
  *   file back to WAL_SIZE_LIMIT_BYTES when it starts again.
  *
- *   purgeExpired walks the table in key order, PURGE_STRETCH keys (expired or not) per queued
- *   write, deleting the expired ones, so a large table never stalls the process. Without an
- *   expiry index it reads every row once per purge; measured on a million greylist rows, the
- *   walk costs 0.14 s of CPU with nothing to delete and 0.31 s with a tenth expired, where
- *   version 1's index made the same purge 1.3 s (a delete changed three b-trees), and the file
- *   is half the size (98 against 190 MB).
+ *   purgeExpired walks the table in key order, PURGE_STRETCH keys (expired or not) per group,
+ *   deleting the expired ones, so a large table never stalls the process; the rows it removes
+ *   read as absent already, so no read waits for it. Without an expiry index it reads every key
+ *   twice per purge (to find a stretch's end, then to delete in it); measured on a million
+ *   greylist rows, the walk costs 0.14 s of CPU with nothing to delete and 0.31 s with a tenth
+ *   expired, where version 1's index made the same purge 1.3 s (a delete changed three
+ *   b-trees), and a file written anew is half the size (98 against 190 MB).
  *
  *   Reads of single keys are remembered (up to READ_MEMORY_LIMIT rows, absent keys too): a
  *   policy service asks for the same cached verdicts again and again, and a SELECT under load
@@ -92,7 +93,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError, describeError } from '../core/errors.js';
@@ -126,8 +127,6 @@ const CHECKPOINTER_AFTER_GROUPS = 100;
 const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 const NOT_READ = Symbol('not read');
-/** write()'s key for work that may change any key. */
-const ANY_KEY = Symbol('any key');
 
 /** Commits by every SqliteStore of this process: another connection's rows are stale after one. */
 let commitsInThisProcess = 0;
@@ -139,7 +138,7 @@ const MIGRATIONS: readonly string[] = [
   // One b-tree ordered by key: a write changes one page where the rowid table, its key index and
   // the expiry index changed three, and a key is stored once. The purge walks the keys instead.
   `CREATE TABLE kv_by_key (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
-   INSERT INTO kv_by_key (key, value, expires_at) SELECT key, value, expires_at FROM kv;
+   INSERT INTO kv_by_key (key, value, expires_at) SELECT key, value, expires_at FROM kv WHERE key IS NOT NULL;
    DROP TABLE kv;
    ALTER TABLE kv_by_key RENAME TO kv;`,
 ];
@@ -223,19 +222,18 @@ export interface SchemaUpgrade {
   from: number;
   to: number;
   /** Whether the pages the upgrade freed were given back to the file system (VACUUM), or why not. */
-  compacted?: true | 'not needed' | string;
+  compacted?: true | string;
 }
 
 /**
- * After an upgrade that copied the table (version 1 to 2), most of the file is free pages: the
- * file would stay half as large again (290 MB for a million rows, against 98 MB written anew)
- * until SQLite reused them. VACUUM rewrites it (about a second per million rows, once). A
- * failure (another process reading, a full disk) leaves a larger file that works all the same.
+ * After the upgrade, which copies the table (version 1 to 2), two thirds of the file are free
+ * pages: 290 MB for a million rows, against 90 MB compacted, until SQLite reuses them. VACUUM
+ * rewrites it (about a second per million rows here, once). A failure (another process's write
+ * lock held past the busy timeout, a full disk) leaves a larger file that works all the same;
+ * so does a process stopped before the VACUUM ends, which no later open repeats (`sqlite3 FILE
+ * VACUUM`, with the daemon stopped, gives the pages back).
  */
-function compactAfterUpgrade(db: Database.Database): SchemaUpgrade['compacted'] {
-  const pages = db.pragma('page_count', { simple: true }) as number;
-  const free = db.pragma('freelist_count', { simple: true }) as number;
-  if (free * 4 < pages) return 'not needed';
+function compactAfterUpgrade(db: Database.Database): NonNullable<SchemaUpgrade['compacted']> {
   try {
     db.exec('VACUUM');
     return true;
@@ -265,8 +263,6 @@ interface Queued {
   context: string;
   /** The key a write changes, whose remembered row its commit updates or forgets (forgetWritten). */
   key?: string;
-  /** A write that may change any key (a purge): every read waits behind it. */
-  anyKey?: boolean;
   work: (context: string) => unknown;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
@@ -462,19 +458,19 @@ export class SqliteStore implements Store {
   async purgeExpired(): Promise<number> {
     const now = this.clock.now();
     let removed = 0;
-    // Stretches [from, end) of PURGE_STRETCH keys in key order, from '' (below every key).
+    // Stretches [from, end) of PURGE_STRETCH keys in key order, from '' (below every key), each
+    // in a group of its own. It removes only rows that have expired, which every read and every
+    // remembered copy already takes for absent: no read waits for it, and nothing is forgotten.
     let from: string | undefined = '';
     while (from !== undefined) {
       const start: string = from;
-      // Purged rows had expired, which is how a remembered copy is judged too: nothing to forget.
-      const stretch = await this.write('purgeExpired', ANY_KEY, () => {
+      const stretch = await this.write('purgeExpired', undefined, () => {
         const end = this.statements.purgeStretchEnd.get(start, PURGE_STRETCH);
         const deleted = end === undefined ? this.statements.purgeRest.run(start, now) : this.statements.purgeStretch.run(start, end, now);
         return { end, changes: deleted.changes };
       });
       removed += stretch.changes;
       from = stretch.end;
-      if (from !== undefined) await yieldToEventLoop();
     }
     return removed;
   }
@@ -580,14 +576,13 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Queues work for the group committed at the end of this turn: a write of `key`, a write that
-   * may change any key (ANY_KEY), or a read behind the waiting writes (undefined).
+   * Queues work for the group committed at the end of this turn: a write of `key`, or work that
+   * no read of a key waits for (undefined): a read behind the waiting writes, a purge stretch.
    */
-  private write<T>(operation: string, key: string | typeof ANY_KEY | undefined, work: (context: string) => T): Promise<T> {
+  private write<T>(operation: string, key: string | undefined, work: (context: string) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const queued: Queued = { context: this.context(operation), work, resolve: resolve as (value: unknown) => void, reject };
-      if (key === ANY_KEY) queued.anyKey = true;
-      else if (key !== undefined) queued.key = key;
+      if (key !== undefined) queued.key = key;
       this.queue.push(queued);
       if (this.queue.length === 1) setImmediate(() => this.commitQueued());
     });
@@ -597,7 +592,7 @@ export class SqliteStore implements Store {
   private writeWaitsFor(key: string | undefined): boolean {
     if (this.queue.length === 0) return false;
     if (key === undefined || this.queue.length > QUEUE_SEARCH_LIMIT) return true;
-    return this.queue.some((queued) => queued.key === key || queued.anyKey === true);
+    return this.queue.some((queued) => queued.key === key);
   }
 
   /**

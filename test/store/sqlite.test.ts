@@ -56,7 +56,7 @@ runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { cl
 runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
 
 describe('SqliteStore', () => {
-  it('peeks at committed values at once, and leaves a key to get() while a write of it (or a purge) is queued', async () => {
+  it('peeks at committed values at once, and leaves a key to get() while a write of it is queued', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });
     await store.set('k', 'v', 1000);
@@ -67,9 +67,13 @@ describe('SqliteStore', () => {
     assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 1000 }, 'another key answers at once');
     await writing;
     assert.deepEqual(store.peek('other'), { value: 'w', expiresAt: clock.now() + 1000 });
+    await store.set('expiring', 'x', 10);
+    clock.advance(10);
     const purging = store.purgeExpired();
-    assert.equal(store.peek('k'), ASK_LATER, 'a purge may change any key');
-    await purging;
+    assert.deepEqual(store.peek('k'), { value: 'v', expiresAt: clock.now() + 990 }, 'a purge removes only what reads as absent: nothing waits for it');
+    assert.equal(store.peek('expiring'), undefined);
+    assert.equal(await purging, 1);
+    assert.equal(store.peek('expiring'), undefined);
     await store.close();
   });
 
@@ -545,17 +549,30 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
-  it('yields to the event loop between purge batches', async () => {
+  it('purges in stretches, each its own turn, while reads answer at once and writes commit in between', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(':memory:', { clock });
-    for (let i = 0; i < 1500; i += 1) await store.set(`k${i}`, 'v', 10);
+    await Promise.all(Array.from({ length: 3500 }, (_, i) => store.set(`k${String(i).padStart(4, '0')}`, 'v', 10)));
+    await store.set('live', 'kept', 60_000);
     clock.advance(10);
-    let ranDuringPurge = false;
-    setImmediate(() => {
-      ranDuringPurge = true;
+    let turns = 0;
+    let purged = false;
+    const countTurns = (): void => {
+      turns += 1;
+      if (!purged) setImmediate(countTurns);
+    };
+    setImmediate(countTurns);
+    const purging = store.purgeExpired().then((removed) => {
+      purged = true;
+      return removed;
     });
-    assert.equal(await store.purgeExpired(), 1500);
-    assert.equal(ranDuringPurge, true);
+    assert.deepEqual(await store.get('live'), { value: 'kept', expiresAt: clock.now() + 59_990 }, 'a read does not wait for the purge');
+    await new Promise((resolve) => setImmediate(resolve));
+    const written = store.set('during', 'w', 60_000).then(() => purged);
+    assert.equal(await written, false, 'a write asked for during the purge commits before it ends');
+    assert.equal(await purging, 3500);
+    assert.ok(turns >= 4, `four stretches of 1,000 keys take a turn each (${turns} turns)`);
+    assert.deepEqual((await store.scan('', 10)).map((row) => row.key), ['during', 'live']);
     await store.close();
   });
 
