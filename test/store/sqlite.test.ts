@@ -509,6 +509,10 @@ describe('SqliteStore', () => {
     const path = join(scratch, 'version-1.sqlite');
     const rows: Version1Row[] = Array.from({ length: 3000 }, (_, i) => [`grey:t:k${i}`, `v${i}`, i % 2 === 0 ? 1_000 : 5_000]);
     writeVersion1Store(path, [...rows, ['addr:\u00e9l\u00e8ve@exemple.fr', '{"verdict":"deliverable"}', 9_000]]);
+    // A rowid table's TEXT PRIMARY KEY allows NULL (an outside edit); no get() can reach such a row.
+    const edit = new Database(path);
+    edit.prepare('INSERT INTO kv (key, value, expires_at) VALUES (NULL, ?, ?)').run('orphan', 9_000);
+    edit.close();
     const clock = new ManualClock(2_000);
     const store = await SqliteStore.open(path, { clock });
     assert.deepEqual(store.schemaUpgrade, { from: 1, to: 2, compacted: true });
