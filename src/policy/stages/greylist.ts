@@ -24,7 +24,8 @@
  *   of its evidence's confirmedNames), else from checkIprev here, bounded by the deadline.
  *
  *   Expired entries are purged every `purgeInterval` on a timer that never holds up a
- *   request (SQLite deletes in batches and yields; Redis expires keys itself).
+ *   request (SQLite deletes in stretches, one group each; Redis expires keys itself); the
+ *   daemon purges the whole store every 10 minutes besides.
  *   Counters: callout_greylist_total{result}.
  *
  * CONFIGURATION
