@@ -55,6 +55,15 @@ export class MemoryStore implements Store {
     return entry && { ...entry };
   }
 
+  async getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>> {
+    this.checkOpen('getMany');
+    const now = this.clock.now();
+    return keys.map((key) => {
+      const entry = this.liveEntry(key, now);
+      return entry && { ...entry };
+    });
+  }
+
   peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
     // get() reports a closed store.
     if (this.closed) return ASK_LATER;

@@ -251,6 +251,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     return this.run('get', async () => (await this.read([key]))[0]);
   }
 
+  /** One script call for all the keys: a round trip, not one per key. */
+  async getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>> {
+    return this.run('getMany', async () => (keys.length === 0 ? [] : this.read([...keys])));
+  }
+
   /** Every value is across the network: only get() can tell. */
   peek(): typeof ASK_LATER {
     return ASK_LATER;

@@ -385,6 +385,10 @@ export class SqliteStore implements Store {
     );
   }
 
+  getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>> {
+    return Promise.all(keys.map((key) => this.get(key)));
+  }
+
   peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
     // A queued write of the key must be seen first (get() reads behind it); a lock or a fault is get()'s to report.
     if (this.closing || this.writeWaitsFor(key)) return ASK_LATER;

@@ -27,6 +27,11 @@ export interface Store {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   get(key: string): Promise<StoredValue | undefined>;
   /**
+   * What get() gives for each key, in order, in one round trip where the backend has them
+   * (Redis: one script call); memory and SQLite read the keys one by one.
+   */
+  getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>>;
+  /**
    * What get() would resolve with, given at once when the store can tell without waiting (memory;
    * SQLite while no queued write of this process may change the key), else ASK_LATER
    * (Redis always). A cached verdict then costs no promise and no turn of the event loop. The

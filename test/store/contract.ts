@@ -82,6 +82,20 @@ export function runStoreContract(
         assertEntry(await store.get('k'), 'second', 5_000);
       });
 
+      it('getMany answers for each key, in order, what get() answers', async () => {
+        await store.set('a', '1', 60_000);
+        await store.set('short', '2', 10);
+        await store.set('empty', '', 60_000);
+        await later(50);
+        const many = await store.getMany(['absent', 'a', 'short', 'empty', 'a']);
+        assert.deepEqual(many.map((entry) => entry?.value), [undefined, '1', undefined, '', '1']);
+        assertEntry(many[1], '1', 60_000 - 50);
+        // As get() gives them (the expiries are checked above: a real-time backend's move with the clock).
+        const one = await Promise.all(['absent', 'a', 'short', 'empty', 'a'].map((key) => store.get(key)));
+        assert.deepEqual(many.map((entry) => entry?.value), one.map((entry) => entry?.value));
+        assert.deepEqual(await store.getMany([]), []);
+      });
+
       it('keeps the empty string as a value', async () => {
         await store.set('k', '', 1000);
         assert.equal((await store.get('k'))?.value, '');
@@ -468,6 +482,7 @@ export function runStoreContract(
         await store.close();
         await store.close();
         await assert.rejects(store.get('k'), StoreError);
+        await assert.rejects(store.getMany(['k', 'other']), StoreError);
         await assert.rejects(store.set('k', 'v', 1000), StoreError);
         await assert.rejects(store.setIfAbsent('k', 'v', 1000), StoreError);
         await assert.rejects(store.compareAndSet('k', 'v', 'w', 1000), StoreError);

@@ -44,7 +44,7 @@
 
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
-import type { Store } from '../../store/types.js';
+import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import { senderDomain } from './normalise.js';
 
 const HOUR_MS = 3_600_000;
@@ -141,12 +141,13 @@ export class Greylist {
     const { delayMs, retryWindowMs, maxAgeMs, autoAllowClients, domainAutoAllow } = this.settings;
     const now = this.clock.now();
     const clientKey = this.clientKey(request.autoAllowKey);
-    const client = autoAllowClients > 0 ? await this.store.get(clientKey) : undefined;
-    const awl = pair(client?.value);
+    const key = this.tripletKey(request.client, request.sender, request.recipient);
+    const [clientValue, prefetched] = autoAllowClients > 0 ? await this.clientRow(clientKey, key) : [undefined, undefined];
+    const awl = pair(clientValue);
     if (awl && awl[0] >= autoAllowClients) {
       const [count, last] = awl;
       // Statistics only: a lost race just means another daemon refreshed it.
-      if (now >= last + HOUR_MS || last > now) await this.store.compareAndSet(clientKey, client?.value, `${count + 1},${now}`, maxAgeMs);
+      if (now >= last + HOUR_MS || last > now) await this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs);
       return { kind: 'pass', reason: 'client-auto-allow', count };
     }
 
@@ -159,12 +160,12 @@ export class Greylist {
       }
     }
 
-    const key = this.tripletKey(request.client, request.sender, request.recipient);
     let first = now;
     let lastWasSuccessful = false;
     let windowExpired = false;
     for (let attempt = 1; ; attempt += 1) {
-      const current = await this.store.get(key);
+      // A compare-and-set that lost its race reads again; the first attempt may use the prefetched row.
+      const current = attempt === 1 && prefetched ? prefetched.row : await this.store.get(key);
       const stored = pair(current?.value);
       first = now;
       lastWasSuccessful = false;
@@ -200,6 +201,18 @@ export class Greylist {
       return { kind: 'defer', reason, remainingMs, retryAt: first + delayMs, firstSeen: first };
     }
     return { kind: 'pass', reason: 'triplet', firstPass: !lastWasSuccessful, waitedMs: now - first };
+  }
+
+  /**
+   * The client's auto-allow value, from the store's memory when it is at hand (memory, SQLite);
+   * otherwise (Redis, where every read is a round trip) fetched together with the triplet's
+   * row, which most requests read next: one round trip instead of two.
+   */
+  private async clientRow(clientKey: string, tripletKey: string): Promise<[string | undefined, { row: StoredValue | undefined } | undefined]> {
+    const atHand = this.store.peek(clientKey);
+    if (atHand !== ASK_LATER) return [atHand?.value, undefined];
+    const [client, triplet] = await this.store.getMany([clientKey, tripletKey]);
+    return [client?.value, { row: triplet }];
   }
 
   /** Lets the client skip greylisting from now on (an administrator's `allow`). */

@@ -1,6 +1,7 @@
 // Two `callout serve` daemons on one real redis-server: one greylist state, one set of rate counters.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
@@ -57,6 +58,24 @@ describe('greylisting shared through Redis', () => {
     assert.ok(answers.every((x) => x === 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds'), answers.join(' | '));
     clock.advance(300 * S);
     assert.equal(await b.request(request), 'DUNNO');
+  });
+
+  it('reads the client\'s auto-allow entry and the triplet in one round trip', async () => {
+    const [a] = await pair([{ name: 'greylist', header: false }]);
+    const admin = new Redis(redis.url);
+    try {
+      const reads = async (): Promise<number> => {
+        const stats = await admin.info('commandstats');
+        return ['evalsha', 'eval'].reduce((sum, command) => sum + Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(stats)?.[1] ?? 0), 0);
+      };
+      // The first request loads the read script; the second is measured.
+      await a.request(postfixRequest({ client_address: '192.0.2.90', sender: 'warm@cluster.example', recipient: 'rt@example.test' }));
+      const before = await reads();
+      assert.match(await a.request(postfixRequest({ client_address: '192.0.2.91', sender: 'new@cluster.example', recipient: 'rt@example.test' })), /^DEFER_IF_PERMIT/);
+      assert.equal((await reads()) - before, 1, 'one script call read both rows (the triplet is then written with SET NX)');
+    } finally {
+      admin.disconnect();
+    }
   });
 
   it('rate limits count the recipients of both daemons together', async () => {
