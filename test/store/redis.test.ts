@@ -58,6 +58,22 @@ describe('RedisStore', () => {
     }
   });
 
+  it('sends the commands asked for in one turn in one write', async () => {
+    const store = await open();
+    const admin = new Redis(redis.url);
+    try {
+      const readsProcessed = async (): Promise<number> => Number(/^total_reads_processed:(\d+)/m.exec(await admin.info('stats'))?.[1]);
+      const before = await readsProcessed();
+      await Promise.all(Array.from({ length: 50 }, (_, i) => store.set(`turn${i}`, 'v', 60_000)));
+      const reads = (await readsProcessed()) - before;
+      // The second INFO is one read of its own; fifty writes would be up to fifty.
+      assert.ok(reads <= 3, `the server read ${reads} times for 50 commands`);
+      assert.equal((await store.getMany(['turn0', 'turn49'])).filter((entry) => entry?.value === 'v').length, 2);
+    } finally {
+      admin.disconnect();
+    }
+  });
+
   it('reaches the server over its unix socket', async () => {
     const store = await open({}, redis.socketPath);
     await store.set('k', 'over the socket', 1000);
