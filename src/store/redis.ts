@@ -262,7 +262,12 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
 
   /** One script call for all the keys: a round trip, not one per key. */
   async getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>> {
-    return this.run('getMany', async () => (keys.length === 0 ? [] : this.read([...keys])));
+    return this.run('getMany', async () => {
+      const rows: Array<StoredValue | undefined> = [];
+      // SCAN_BATCH keys per script call: a long list must not hold the server up in one script.
+      for (let start = 0; start < keys.length; start += SCAN_BATCH) rows.push(...(await this.read(keys.slice(start, start + SCAN_BATCH))));
+      return rows;
+    });
   }
 
   /** Every value is across the network: only get() can tell. */
@@ -369,8 +374,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   private batchThisTurn(): void {
     const stream = this.client.stream as Redis['stream'] | undefined;
     if (this.corked || !stream || stream.destroyed) return;
-    this.corked = true;
     stream.cork();
+    this.corked = true;
     // The socket corked, not whichever one a reconnection has put in its place since.
     setImmediate(() => {
       this.corked = false;
@@ -382,8 +387,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   private async run<T>(operation: string, work: (context: string) => Promise<T>): Promise<T> {
     const context = this.context(operation);
     if (this.closed) throw new StoreError(`${context}: store is closed`);
-    this.batchThisTurn();
     try {
+      this.batchThisTurn();
       return await work(context);
     } catch (err) {
       if (err instanceof StoreError) throw err;

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
+import { ASK_LATER } from '../../../src/store/types.js';
 
 const S = 1000;
 const DAY = 86_400 * S;
@@ -129,6 +130,37 @@ describe('greylist triplets', () => {
     clock.advance(-1_000 * S);
     const back = await greylist.check(triplet());
     assert.deepEqual(back.kind === 'defer' && [back.reason, back.remainingMs], ['new', 300 * S]);
+  });
+
+  it('acts on a fresh row when the row fetched with the client (a store without rows at hand) changed before the write', async () => {
+    const clock = new ManualClock();
+    /** A store that, as Redis, has no row at hand, and where another daemon writes between the read and the write. */
+    class RemoteStore extends MemoryStore {
+      meanwhile: (() => Promise<void>) | undefined;
+      override peek(): typeof ASK_LATER {
+        return ASK_LATER;
+      }
+      override async getMany(keys: readonly string[]) {
+        const rows = await super.getMany(keys);
+        const other = this.meanwhile;
+        this.meanwhile = undefined;
+        await other?.();
+        return rows;
+      }
+    }
+    const store = new RemoteStore({ clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    const otherDaemon = new Greylist(store, clock, POSTGREY);
+    // The other daemon sees the triplet first, 100 s before this one reads; its write lands between our read and our write.
+    store.meanwhile = async () => {
+      clock.advance(-100 * S);
+      await otherDaemon.check(triplet());
+      clock.advance(100 * S);
+    };
+    const outcome = await greylist.check(triplet());
+    assert.equal(outcome.kind, 'defer');
+    assert.equal(outcome.kind === 'defer' && outcome.reason, 'early-retry', 'the stale "absent" lost its compare-and-set and the row was read again');
+    assert.equal(outcome.kind === 'defer' && outcome.remainingMs, 200 * S);
   });
 
   it('gives one first-seen time to concurrent first sightings', async () => {
