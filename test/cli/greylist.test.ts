@@ -1,5 +1,8 @@
 // `callout greylist list|allow|drop` through a commander program of its own, on a SQLite store.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +13,12 @@ import { registerGreylistCommands } from '../../src/cli/greylist.js';
 import { systemClock } from '../../src/core/clock.js';
 import { Greylist } from '../../src/checks/greylist/index.js';
 import { SqliteStore } from '../../src/store/index.js';
+import { createLogger } from '../../src/core/log.js';
+import { Daemon } from '../../src/policy/daemon.js';
+import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const execFileAsync = promisify(execFile);
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-greylist-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,6 +66,45 @@ describe('callout greylist', () => {
     assert.equal((await run(['drop', '192.0.2.0/24'])).output, 'dropped 1 entries of 192.0.2.0/24\n');
     assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped 1 entries of 203.0.113.0/24\n');
     assert.equal((await run(['list'])).output, '');
+  });
+
+  it('allows a client on the file a busy daemon is writing: the command waits its turn, the daemon sees it, nothing faults', async () => {
+    const liveDir = mkdtempSync(join(tmpdir(), 'callout-greylist-live-'));
+    const liveConfig = join(liveDir, 'callout.yaml');
+    writeFileSync(liveConfig, `dataDir: ${liveDir}\npolicy:\n  listen: 127.0.0.1:0\n  stages:\n    - name: greylist\nmetrics:\n  listen: ''\n`);
+    const daemon = await Daemon.start({ configPath: liveConfig, log: createLogger('silent') });
+    const clients = await Promise.all(Array.from({ length: 8 }, () => PolicyClient.connect(daemon.policyAddress)));
+    try {
+      // Eight connections of new triplets, each a write, until the commands are done.
+      let commandsDone = false;
+      let sent = 0;
+      const answers = new Set<string>();
+      const load = Promise.all(
+        clients.map(async (client, c) => {
+          while (!commandsDone && sent < 20_000) {
+            sent += 1;
+            answers.add(await client.request(postfixRequest({ client_address: `192.0.2.${c + 1}`, sender: `s${sent}@load.example`, instance: `l${sent}` })));
+          }
+        }),
+      );
+      const cli = (...args: string[]) => execFileAsync(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'greylist', ...args, '--config', liveConfig], { cwd: ROOT });
+      try {
+        assert.equal((await cli('allow', '203.0.113.9')).stdout, 'allowed client 203.0.113.9\n');
+        assert.match((await cli('list', '--kind', 'client', '--client', '203.0.113.9')).stdout, /^client 203\.0\.113\.9 /);
+      } finally {
+        commandsDone = true;
+        await load;
+      }
+      assert.ok(sent > 50, `the daemon was busy meanwhile (${sent} requests)`);
+      assert.deepEqual([...answers], ['DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds']);
+      const newTriplet = postfixRequest({ client_address: '203.0.113.9', sender: 'first@allowed.example', instance: 'allowed' });
+      assert.equal(await clients[0]!.request(newTriplet), 'DUNNO', 'the daemon sees the command\'s write');
+      assert.match(await daemon.metricsText(), /^callout_stage_faults_total 0$/m);
+    } finally {
+      for (const client of clients) client.close();
+      await daemon.stop();
+      rmSync(liveDir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a client that is neither an address, a network nor a domain identity', async () => {
