@@ -9,8 +9,8 @@
  *   to three pages, and a commit writes every page it changed to the WAL; version 2 copies it
  *   over). The schema version lives in PRAGMA user_version and is brought up to date on open,
  *   inside a transaction, so a policy daemon and a CLI opening the same file at once cannot
- *   both migrate it. Expiry is judged against the injected Clock in the
- *   SQL itself (expires_at > now); expired rows stay until purgeExpired() removes them.
+ *   both migrate it. Expiry is judged against the injected Clock in the SQL itself
+ *   (expires_at > now); expired rows stay until purgeExpired() removes them.
  *
  *   Every statement is prepared once. setIfAbsent is a single upsert whose update only applies to
  *   an expired row; compareAndSet is that upsert when it expects absence, otherwise one UPDATE
@@ -27,9 +27,9 @@
  *   fails on its own (a statement error) rejects alone and the rest of its group commits; when
  *   the commit fails, every write of the group rejects. A read of a key runs at once unless a
  *   waiting write of that key may change it, and then queues behind the waiting writes, so a
- *   process always reads what it wrote; a read of one key never waits for
- *   another key's commit (greylisting reads two keys before it writes one, and each wait would
- *   be a turn and a smaller group). A scan waits behind every waiting write.
+ *   process always reads what it wrote; a read of one key never waits for another key's commit
+ *   (greylisting reads two keys before it writes one, and each wait would be a turn and a
+ *   smaller group). A scan waits behind every waiting write.
  *
  *   Another process's write lock is waited for without blocking the event loop: SQLite's own
  *   busy handler sleeps the thread (1, 2, 5, 10 ... ms, and under steady contention from another
@@ -71,8 +71,8 @@
  *   connection's own writes commit, the rows of the keys they wrote are remembered as they left
  *   them where that is known exactly (a set, a compare-and-set that applied, a delete), so a
  *   greylist retry or a cache refresh reads its own write without a SELECT, and forgotten
- *   otherwise; a commit by another store of this process ends the trust at once. So a read may miss only a
- *   commit another process made less than TRUST_MS before it; a compare-and-set never acts on
+ *   otherwise; a commit by another store of this process ends the trust at once. So a read may
+ *   miss only a commit another process made less than TRUST_MS before it; a compare-and-set never acts on
  *   such a row, since it compares in SQL (and forgets the key when it fails).
  *
  *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its

@@ -206,7 +206,7 @@ export class Greylist {
   /**
    * The client's auto-allow value, from the store's memory when it is at hand (memory, SQLite);
    * otherwise (Redis, where every read is a round trip) fetched together with the triplet's
-   * row, which most requests read next: one round trip instead of two.
+   * row, which most requests read next: one read round trip instead of two.
    */
   private async clientRow(clientKey: string, tripletKey: string): Promise<[string | undefined, { row: StoredValue | undefined } | undefined]> {
     const atHand = this.store.peek(clientKey);

@@ -1,7 +1,7 @@
 // The spf and iprev stages called directly with hand-built contexts (no pipeline needed).
-import { createLogger } from '../../../src/core/log.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createLogger } from '../../../src/core/log.js';
 import { parseReversePath } from '../../../src/address/index.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';

@@ -1,7 +1,7 @@
 // The tarpit and ratelimit stages in a real pipeline, with ManualClock and an injected sleep.
-import { createLogger } from '../../../src/core/log.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Pipeline } from '../../../src/policy/pipeline.js';
 import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
