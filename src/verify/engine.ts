@@ -347,22 +347,42 @@ export class CalloutEngine {
   private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
     const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
     const answered = new Map<string, VerifyResult>();
+    /**
+     * Takes m's lock (false), or says that another process holds it (true). The holder may have
+     * written its answer and let go between our read of the cache and our lock (seen with two
+     * daemons on one Redis under load), so the cache is read again under the lock.
+     */
+    const heldByAnother = async (m: Mailbox): Promise<boolean> => {
+      if (!(await this.cache.lock(m.address, lockTtl))) return true;
+      const late = await this.answeredMeanwhile(m, started);
+      if (late) {
+        answered.set(m.address, late);
+        await this.cache.unlock(m.address);
+      }
+      return false;
+    };
     let waiting: Mailbox[] = [];
-    for (const m of mailboxes) if (!(await this.cache.lock(m.address, lockTtl))) waiting.push(m);
+    for (const m of mailboxes) if (await heldByAnother(m)) waiting.push(m);
     const giveUp = Date.now() + lockTtl;
     while (waiting.length > 0 && Date.now() < giveUp) {
       await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
       const still: Mailbox[] = [];
       for (const m of waiting) {
-        const record = await this.cache.getAddress(m.address);
-        const fromDomain = record ? undefined : this.fromDomainFacts(m, await this.cache.getDomain(m.asciiDomain), started);
-        const result = record ? this.fromRecord(m.address, record, started, false) : fromDomain;
+        const result = await this.answeredMeanwhile(m, started);
         if (result) answered.set(m.address, result);
-        else if (!(await this.cache.lock(m.address, lockTtl))) still.push(m);
+        else if (await heldByAnother(m)) still.push(m);
       }
       waiting = still;
     }
     return answered;
+  }
+
+  /** What another process's probe left in the cache for m: a fresh address record, or the domain's. */
+  private async answeredMeanwhile(m: Mailbox, started: number): Promise<VerifyResult | undefined> {
+    const record = await this.cache.getAddress(m.address);
+    // A record past its refresh age is what this probe is to replace, not an answer.
+    if (record && this.clock.now() < record.refreshAt) return this.fromRecord(m.address, record, started, false);
+    return this.fromDomainFacts(m, await this.cache.getDomain(m.asciiDomain), started);
   }
 
   private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {

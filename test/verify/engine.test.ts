@@ -437,6 +437,28 @@ describe('cache', () => {
     assert.equal(w.connections('127.0.0.2'), 1);
   });
 
+  it('a probe lock taken just after another engine answered and let go reads that answer instead of probing again', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    /** A shared store where the other engine finishes its whole callout just before this engine's lock lands. */
+    class Interleaving extends MemoryStore {
+      beforeLock: (() => Promise<unknown>) | undefined;
+      override async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+        const other = key.includes('lock:') ? this.beforeLock : undefined;
+        this.beforeLock = undefined;
+        await other?.();
+        return super.setIfAbsent(key, value, ttlMs);
+      }
+    }
+    const store = new Interleaving({ clock: w.clock });
+    const first = w.engine({}, store);
+    const second = w.engine({}, store);
+    store.beforeLock = async () => assert.equal((await first.verify('alice@real.test')).source, 'probe');
+    const late = await second.verify('alice@real.test');
+    assert.equal(late.verdict, 'deliverable');
+    assert.equal(late.source, 'address-cache');
+    assert.equal(w.connections('127.0.0.2'), 1, 'one callout for both engines');
+  });
+
   it('several addresses of one domain go over one connection', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'carol']) });
     const results = await w.engine().verifyMany(['alice@real.test', 'bob@real.test', 'carol@real.test']);
