@@ -36,7 +36,12 @@
  *   measured, not one whose first thousands of requests run before the JIT has compiled them.
  *   Each answer is classified as defer (DEFER_IF_PERMIT) or pass (DUNNO, PREPEND X-Greylist),
  *   and the two sequences must be equal. Throughput is requests answered per second of wall
- *   time over the whole trace, for each server. The same replay to the two floor servers of
+ *   time over the whole trace, for each server, with the CPU time (user and system, from /proc)
+ *   the server's processes used meanwhile (callout's whole tree: workers, the SQLite checkpoint
+ *   thread, V8's threads; postgrey's one process) and the load generator's (this process): the
+ *   load generator shares the machine's cores, and the cost of a request tells apart what a
+ *   server does from how many cores it was given. The report works out the cores the target
+ *   would take at the measured costs. The same replay to the two floor servers of
  *   bench/greylist-floor-server (one answers without reading, one applies the bare triplet
  *   rule on SQLite) calibrates the target: what the protocol and Node's I/O allow here, and one
  *   lean design on SQLite.
@@ -49,14 +54,14 @@
 
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { availableParallelism, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PolicyClient, encodeRequest } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
 import { startRedis } from '../test/support/redis.js';
-import { startServe, stopChild } from './serve.js';
+import { processCpuSeconds, startServe, stopChild } from './serve.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
 
@@ -201,7 +206,14 @@ export interface Replay {
   verdicts: Verdict[];
   seconds: number;
   perSecond: number;
+  /** CPU seconds the server's processes used during the measured replay (utime + stime, whole tree). */
+  serverCpuSeconds: number;
+  /** CPU seconds this process, the load generator, used meanwhile. */
+  loadCpuSeconds: number;
 }
+
+/** CPU seconds a server's processes have used so far. */
+type CpuMeter = () => number;
 
 /**
  * Sends the requests in order over `clients` connections, each taking the next request when its
@@ -209,9 +221,11 @@ export interface Replay {
  * connection). With one connection the answers are in trace order and exactly comparable;
  * with more, requests a few positions apart overlap, which is what throughput is about.
  */
-async function replay(clients: readonly PolicyClient[], requests: readonly string[]): Promise<Replay> {
+async function replay(clients: readonly PolicyClient[], requests: readonly string[], serverCpu: CpuMeter): Promise<Replay> {
   const verdicts: Verdict[] = new Array<Verdict>(requests.length);
   let next = 0;
+  const serverCpuBefore = serverCpu();
+  const loadCpuBefore = process.cpuUsage();
   const started = performance.now();
   await Promise.all(
     clients.map(async (client) => {
@@ -219,7 +233,14 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  return { verdicts, seconds, perSecond: requests.length / seconds };
+  const load = process.cpuUsage(loadCpuBefore);
+  return {
+    verdicts,
+    seconds,
+    perSecond: requests.length / seconds,
+    serverCpuSeconds: serverCpu() - serverCpuBefore,
+    loadCpuSeconds: (load.user + load.system) / 1e6,
+  };
 }
 
 /**
@@ -227,9 +248,9 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
  * connections: a server that has been running a while, as in production, not one that has just
  * started (whose first thousands of requests run before the JIT has compiled the hot code).
  */
-async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined): Promise<Replay> {
-  if (warmup) await replay(clients, encodeTrace(warmup, 'warmup'));
-  return replay(clients, encodeTrace(trace, 'bench'));
+async function warmThenReplay(clients: readonly PolicyClient[], trace: readonly TraceEvent[], warmup: readonly TraceEvent[] | undefined, serverCpu: CpuMeter): Promise<Replay> {
+  if (warmup) await replay(clients, encodeTrace(warmup, 'warmup'), serverCpu);
+  return replay(clients, encodeTrace(trace, 'bench'), serverCpu);
 }
 
 /**
@@ -299,7 +320,7 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
   const configFile = join(dir, 'callout.yaml');
   writeFileSync(configFile, JSON.stringify(config));
   const serve = await startServe(['--config', configFile], port, 'callout serve (greylist)', from);
-  return replayThenStop(serve.child, dir, () => connectAll(`127.0.0.1:${port}`, connections), trace, warmup);
+  return replayThenStop(serve.child, serve.cpuSeconds, dir, () => connectAll(`127.0.0.1:${port}`, connections), trace, warmup);
 }
 
 function redisAvailable(): boolean {
@@ -360,7 +381,7 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   const collect = (data: Buffer) => (output = (output + data.toString()).slice(-4000));
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
-  return replayThenStop(child, dir, () => connectWhenUp(port, connections, child, () => output), trace, warmup);
+  return replayThenStop(child, () => processCpuSeconds(child.pid), dir, () => connectWhenUp(port, connections, child, () => output), trace, warmup);
 }
 
 /**
@@ -370,6 +391,7 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
  */
 async function replayThenStop(
   child: ChildProcess,
+  serverCpu: CpuMeter,
   dir: string,
   connect: () => Promise<PolicyClient[]>,
   trace: readonly TraceEvent[],
@@ -378,7 +400,7 @@ async function replayThenStop(
   try {
     const clients = await connect();
     try {
-      return await warmThenReplay(clients, trace, warmup);
+      return await warmThenReplay(clients, trace, warmup, serverCpu);
     } finally {
       for (const client of clients) client.close();
     }
@@ -406,7 +428,7 @@ export async function replayFloor(trace: readonly TraceEvent[], mode: FloorMode,
       reject(new Error(`greylist floor server (${mode}) exited with ${code} during start`));
     });
   });
-  return replayThenStop(child, dir, () => ready.then(() => connectAll(`127.0.0.1:${port}`, connections)), trace, warmup);
+  return replayThenStop(child, () => processCpuSeconds(child.pid), dir, () => ready.then(() => connectAll(`127.0.0.1:${port}`, connections)), trace, warmup);
 }
 
 const FLOORS: Array<[FloorMode, string, string]> = [
@@ -435,12 +457,33 @@ const CONNECTIONS = [1, 16];
 const TARGET_RATIO = 10;
 const WORKERS = 2;
 
+const cpuPerRequest = (r: Replay, cpuSeconds: number): number => (cpuSeconds / r.verdicts.length) * 1e6;
+
+/**
+ * What the target asks of this machine: postgrey's CPU per request against callout's, and the
+ * cores that TARGET_RATIO × postgrey's rate would take at callout's CPU per request, with the
+ * load generator's (which runs on the same machine), against the cores there are.
+ */
+function cpuBudget(connections: number, callout: Replay, postgrey: Replay): string {
+  const calloutUs = cpuPerRequest(callout, callout.serverCpuSeconds);
+  const postgreyUs = cpuPerRequest(postgrey, postgrey.serverCpuSeconds);
+  const loadUs = cpuPerRequest(callout, callout.loadCpuSeconds);
+  const targetRate = TARGET_RATIO * postgrey.perSecond;
+  return (
+    `- CPU per request at ${connections} connections: callout ${calloutUs.toFixed(0)} µs, postgrey ${postgreyUs.toFixed(0)} µs ` +
+    `(postgrey ${(postgreyUs / calloutUs).toFixed(1)}× callout's; it ran at ${(postgrey.serverCpuSeconds / postgrey.seconds).toFixed(2)} cores, one process). ` +
+    `${TARGET_RATIO}× postgrey's rate, ${targetRate.toFixed(0)} requests/s, at these costs takes ${((targetRate * calloutUs) / 1e6).toFixed(2)} cores of callout ` +
+    `and ${((targetRate * loadUs) / 1e6).toFixed(2)} of the load generator (${loadUs.toFixed(0)} µs per request); this machine has ${availableParallelism()}.`
+  );
+}
+
 /** The benchmark as a Markdown section for docs/benchmarks.md. */
 export async function benchGreylist(options: { quick: boolean }): Promise<string> {
   const messages = options.quick ? 400 : 12_000;
   const trace = generateTrace({ messages, seed: 2026 });
   const warmup = warmupTrace(trace, messages);
   const hours = Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600);
+  const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
   const lines = [
     '## Greylisting: callout and postgrey on one trace',
     '',
@@ -452,12 +495,14 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
       `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
       'with 16 (as 16 smtpd processes would hold) neighbouring requests overlap.',
     '',
-    '| server | store | connections | requests/s | seconds | deferred |',
-    '|---|---|---:|---:|---:|---:|',
+    '| server | store | connections | requests/s | seconds | deferred | server CPU (cores) | server CPU per request (µs) | load generator CPU (cores) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
+  const row = (server: string, store: string, connections: number, r: Replay): string =>
+    `| ${server} | ${store} | ${connections} | ${r.perSecond.toFixed(0)} | ${r.seconds.toFixed(2)} | ${deferred(r)} | ` +
+    `${(r.serverCpuSeconds / r.seconds).toFixed(2)} | ${cpuPerRequest(r, r.serverCpuSeconds).toFixed(0)} | ${(r.loadCpuSeconds / r.seconds).toFixed(2)} |`;
   const postgreyHere = postgreyAvailable();
   const results: Array<{ connections: number; callout: Replay; postgrey?: Replay }> = [];
-  const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
   const workersRows: string[] = [];
   const floorRows: string[] = [];
   const pathRows: string[] = [];
@@ -465,7 +510,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     const callout = await replayCallout(trace, { connections, warmup });
     const postgrey = postgreyHere ? await replayPostgrey(trace, connections, warmup) : undefined;
     results.push({ connections, callout, ...(postgrey ? { postgrey } : {}) });
-    lines.push(`| callout serve (greylist stage) | SQLite | ${connections} | ${callout.perSecond.toFixed(0)} | ${callout.seconds.toFixed(2)} | ${deferred(callout)} |`);
+    lines.push(row('callout serve (greylist stage)', 'SQLite', connections, callout));
     if (connections > 1) {
       const stores: Array<[string, string | undefined]> = [['SQLite', undefined]];
       const redis = redisAvailable() ? await startRedis() : undefined;
@@ -474,7 +519,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
         for (const [store, redisUrl] of stores) {
           // A fresh database for each row: the trace must start from nothing.
           const workers = await replayCallout(trace, { connections, workers: WORKERS, warmup, ...(redisUrl ? { redisUrl } : {}) });
-          lines.push(`| callout serve --workers ${WORKERS} (greylist stage) | ${store} | ${connections} | ${workers.perSecond.toFixed(0)} | ${workers.seconds.toFixed(2)} | ${deferred(workers)} |`);
+          lines.push(row(`callout serve --workers ${WORKERS} (greylist stage)`, store, connections, workers));
           if (postgrey) workersRows.push(`- ${connections} connections, \`--workers ${WORKERS}\` on ${store}: callout ${(workers.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
         }
       } finally {
@@ -482,13 +527,13 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
       }
       if (!redis) workersRows.push('- redis-server is not installed: no Redis row.');
       const unpersisted = await replayCallout(trace, { connections, warmup, unpersisted: true });
-      lines.push(`| callout serve (greylist stage), nothing persisted | memory | ${connections} | ${unpersisted.perSecond.toFixed(0)} | ${unpersisted.seconds.toFixed(2)} | ${deferred(unpersisted)} |`);
+      lines.push(row('callout serve (greylist stage), nothing persisted', 'memory', connections, unpersisted));
       if (postgrey) pathRows.push(`- ${connections} connections, callout with \`store.kind: memory\` (nothing persisted: not for production, where a restart would forget every triplet; it measures callout's request path without the store's cost): ${(unpersisted.perSecond / postgrey.perSecond).toFixed(1)}× postgrey.`);
     }
-    if (postgrey) lines.push(`| postgrey 1.37 | BerkeleyDB | ${connections} | ${postgrey.perSecond.toFixed(0)} | ${postgrey.seconds.toFixed(2)} | ${deferred(postgrey)} |`);
+    if (postgrey) lines.push(row('postgrey 1.37', 'BerkeleyDB', connections, postgrey));
     for (const [mode, name, store] of FLOORS) {
       const floor = await replayFloor(trace, mode, connections, warmup);
-      lines.push(`| ${name} (bench/greylist-floor-server) | ${store} | ${connections} | ${floor.perSecond.toFixed(0)} | ${floor.seconds.toFixed(2)} | ${deferred(floor)} |`);
+      lines.push(row(`${name} (bench/greylist-floor-server)`, store, connections, floor));
       if (postgrey) floorRows.push(`- ${connections} connection${connections > 1 ? 's' : ''}, ${name}: ${(floor.perSecond / postgrey.perSecond).toFixed(1)}× postgrey.`);
     }
   }
@@ -500,6 +545,8 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   for (const { connections, callout, postgrey } of results) {
     if (postgrey) lines.push(`- ${connections} connection${connections > 1 ? 's' : ''}: callout ${(callout.perSecond / postgrey.perSecond).toFixed(1)}× postgrey's requests per second.`);
   }
+  const busiest = results.at(-1);
+  if (busiest?.postgrey) lines.push(cpuBudget(busiest.connections, busiest.callout, busiest.postgrey));
   lines.push(...workersRows);
   lines.push(
     `- Target (issue 6): at least ${TARGET_RATIO}× postgrey's requests per second. The floor rows (bench/greylist-floor-server) calibrate it on this trace and this machine: "answers DUNNO without reading" is what the protocol and Node's I/O allow any policy server here; "the triplet rule alone" is one design at its leanest (one Node process, synchronous SQLite as callout's store, one committed transaction per turn of the event loop, nothing else: no whitelists, auto-allow, retry window, normalisation, log or metrics; it writes a triplet when it is new and when it passes, and its deferrals differ from postgrey's where those features decide). It is not a bound on other designs, such as a store that acknowledges before its commit.`,
