@@ -157,6 +157,8 @@ const storeSchema = z
     path: z.string().default('callout.sqlite'),
     /** Redis URL when several mail servers share one state, e.g. redis://10.0.0.5:6379/0. */
     url: z.string().default('redis://127.0.0.1:6379/0'),
+    /** How often `callout serve` removes expired entries (a background walk; Redis expires keys itself). */
+    purgeInterval: timerDuration('10m', 1000),
   })
   .strict();
 

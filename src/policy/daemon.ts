@@ -16,8 +16,10 @@
  *   is logged as needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish, let background callouts
  *   finish up to a bound, close the store.
- *   Every 10 minutes expired entries are purged from the store (SQLite deletes in batches; Redis
- *   expires keys itself).
+ *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
+ *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
+ *   them in stretches; Redis expires keys itself). With policy.workers each worker purges: the
+ *   stretches of one find little left for the other.
  *
  *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
  *   concurrency limits (workerShare), since each process counts only its own callouts.
@@ -71,7 +73,6 @@ interface Generation {
 const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*$/;
 const DRAIN_MS = 10_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
-const PURGE_INTERVAL_MS = 10 * 60_000;
 
 /**
  * One worker's part of the concurrency limits, which the configuration sets for the whole
@@ -181,7 +182,7 @@ export class Daemon {
         (removed) => removed > 0 && this.options.log.info({ removed }, 'expired store entries purged'),
         (err: unknown) => this.options.log.warn({ err: describeError(err) }, 'store purge failed'),
       );
-    }, PURGE_INTERVAL_MS);
+    }, config.store.purgeInterval);
     this.purgeTimer.unref();
     this.options.log.info(
       { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },

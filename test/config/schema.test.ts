@@ -20,6 +20,8 @@ describe('timer durations', () => {
     assert.match(problem({ policy: { idleTimeout: '4w' } }), /policy\.idleTimeout: got "4w", expected at most 2147483647 ms/);
     assert.match(problem({ policy: { decisionTimeout: '0s' } }), /policy\.decisionTimeout: got "0s", expected at least 100 ms/);
     assert.equal(validateConfig({ policy: { idleTimeout: '24d' } }).policy.idleTimeout, 24 * 86_400_000);
+    assert.match(problem({ store: { purgeInterval: '500ms' } }), /store\.purgeInterval: got "500ms", expected at least 1000 ms/);
+    assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
   it('refuses policy workers with a memory store, naming the key', () => {

@@ -272,11 +272,6 @@ export class Greylist {
     return entries;
   }
 
-  /** Removes expired entries where the store keeps them (SQLite, memory; Redis expires itself). */
-  purgeExpired(): Promise<number> {
-    return this.store.purgeExpired();
-  }
-
   private entryOf(kind: GreylistEntryKind, body: string, value: string, expiresAt: number): GreylistEntry | undefined {
     const parts = body.split('/').map(unescapePart);
     if (kind === 'triplet') {

@@ -23,9 +23,10 @@
  *   confirmed name comes from an earlier `iprev` stage when one ran (result `pass`, the first
  *   of its evidence's confirmedNames), else from checkIprev here, bounded by the deadline.
  *
- *   Expired entries are purged every `purgeInterval` on a timer that never holds up a
- *   request (SQLite deletes in stretches, one group each; Redis expires keys itself); the
- *   daemon purges the whole store every 10 minutes besides.
+ *   Expired entries read as absent at once and leave the store with everything else that
+ *   expired, every store.purgeInterval (policy/daemon). The stage's own `purgeInterval` of
+ *   earlier releases purged the same store a second time; it is accepted, ignored and logged
+ *   as obsolete, so that a configuration written for them still starts.
  *   Counters: callout_greylist_total{result}.
  *
  * CONFIGURATION
@@ -33,13 +34,13 @@
  *   ipv6Prefix (64), autoAllowClients (5), domainAutoAllow (0 = off), normaliseVerp,
  *   whitelistClientFiles, whitelistRecipientFiles, whitelistClients, whitelistRecipients,
  *   skip.{spfPassDomains,fcrdnsProviders}, action, deferCode, enhanced, text, header,
- *   headerText, purgeInterval. Texts expand {seconds}, {retryAt}, {recipientDomain},
+ *   headerText. Texts expand {seconds}, {retryAt}, {recipientDomain},
  *   {reason} (and postgrey's %s and %r); headerText {seconds}, {host}, {date}.
  */
 
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { ConfigError, describeError } from '../../core/errors.js';
+import { ConfigError } from '../../core/errors.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
@@ -91,7 +92,8 @@ export const greylistOptions = z
     text: z.string().default('Greylisted, please try again in {seconds} seconds'),
     header: z.boolean().default(true),
     headerText: z.string().default('X-Greylist: delayed {seconds} seconds by callout at {host}; {date}'),
-    purgeInterval: durationOption('1h'),
+    /** Obsolete (see DESCRIPTION): any value is accepted and ignored. */
+    purgeInterval: z.unknown().optional(),
   })
   .strict();
 
@@ -150,13 +152,9 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     // A client sends many messages: its network is worked out once while it recurs (its parsed
     // address is remembered by checks/client-ip for every stage).
     const networks = new BoundedMemo((address: string) => networkIdentity(opts, address), NETWORK_MEMO_LIMIT);
-    const purgeTimer = setInterval(() => {
-      greylist.purgeExpired().then(
-        (removed) => removed > 0 && deps.log.info({ stage: 'greylist', removed }, 'expired greylist entries purged'),
-        (err: unknown) => deps.log.warn({ stage: 'greylist', err: describeError(err) }, 'greylist purge failed'),
-      );
-    }, Math.min(Math.max(durationMs(opts.purgeInterval), 1_000), 86_400_000)); // setInterval fires at once for 0 or > 24.8 days
-    purgeTimer.unref();
+    if (opts.purgeInterval !== undefined) {
+      deps.log.warn({ stage: 'greylist' }, 'policy.stages greylist purgeInterval is obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval');
+    }
 
     const count = (result: string) => deps.metrics?.increment('greylist', { result });
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => {
@@ -240,9 +238,6 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
           return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
         }
         return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);
-      },
-      async close() {
-        clearInterval(purgeTimer);
       },
     };
   },

@@ -197,7 +197,7 @@ describe('greylist administration', () => {
     assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2);
     assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).length, 0);
     clock.advance(36 * DAY);
-    assert.equal(await greylist.purgeExpired(), 1, 'the client entry expired and is purged');
+    assert.equal(await store.purgeExpired(), 1, 'the client entry expired with its maxAge and is purged');
     await store.close();
   });
 });

@@ -131,9 +131,16 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(greylisted(logs).map((l) => l.identity), ['192.0.2.0/24']);
   });
 
-  it('purges expired entries every purgeInterval, keeping the live ones', async () => {
+  it('leaves the purge to the store (store.purgeInterval): expired triplets go, live ones stay; its own purgeInterval is logged as obsolete', async () => {
     const path = join(dir, 'purge.sqlite');
-    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1s' }], { store: { kind: 'sqlite', path } });
+    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1h' }], {
+      store: { kind: 'sqlite', path, purgeInterval: '1s' },
+    });
+    assert.deepEqual(
+      logs.filter((l) => /purgeInterval is obsolete/.test(String(l.msg))).map((l) => [l.level, l.stage]),
+      [[40, 'greylist']],
+      'a configuration of an earlier release still starts, and says what became of its setting',
+    );
     // One triplet passes (kept maxAge), one is only seen once (kept two retry windows).
     await ask({ sender: 'kept@sender.example' });
     clock.advance(300 * S);
@@ -151,11 +158,11 @@ describe('greylist stage over the policy protocol', () => {
     assert.equal(once(rows()).length, 1);
 
     clock.advance(2 * 3600 * S + S);
-    // The stage's timer is real time: at 1 s it fires within a few seconds; the daemon's own purge is every 10 minutes.
+    // The purge timer is real time (the clock only judges expiry): at 1 s it fires within a few seconds.
     const deadline = Date.now() + 5000;
-    while (!logs.some((l) => l.msg === 'expired greylist entries purged') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    const purged = logs.filter((l) => l.msg === 'expired greylist entries purged');
-    assert.deepEqual(purged.map((l) => [l.stage, l.removed]), [['greylist', 1]], 'one purge removed the one expired triplet');
+    while (!logs.some((l) => l.msg === 'expired store entries purged') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const purged = logs.filter((l) => /entries purged/.test(String(l.msg)));
+    assert.deepEqual(purged.map((l) => [l.msg, l.removed]), [['expired store entries purged', 1]], 'one purge, of the store, removed the one expired triplet');
     const left = rows();
     assert.deepEqual(once(left), [], 'the expired row is gone from the SQLite file');
     assert.ok(left.some((k) => k.includes('kept@sender.example')), 'the passed triplet stays');
