@@ -176,15 +176,32 @@ export class Pipeline {
     await Promise.all(this.stages.map((s) => s.stage.close?.()));
   }
 
-  /** Shows the answer to the stages that observe outcomes (Stage.observe); their faults never change it. */
+  /**
+   * Shows the answer to the stages that observe outcomes (Stage.observe); their faults never
+   * change it. The answer waits for them (the tarpit's delay is such a wait) only until the
+   * grace after the deadline, as stages are waited for: a store that is slow to count (a
+   * SQLite lock held by another process, a Redis timeout) must not hold the answer past
+   * Postfix's policy timeout. An observer still running then goes on without the answer.
+   */
   private async observe(ctx: StageContext, action: string, decidedBy: string | undefined): Promise<void> {
-    for (const { stage, mode, states } of this.observers) {
-      if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
-      try {
-        await stage.observe(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode });
-      } catch (err) {
-        this.options.log.error({ stage: stage.name, err: describeError(err) }, 'stage observer fault');
+    let timer: NodeJS.Timeout | undefined;
+    let late: Promise<'late'> | undefined;
+    try {
+      for (const { stage, mode, states } of this.observers) {
+        if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
+        const watching = Promise.resolve()
+          .then(() => stage.observe!(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode }))
+          .catch((err: unknown) => this.options.log.error({ stage: stage.name, err: describeError(err) }, 'stage observer fault'));
+        late ??= new Promise<'late'>((resolve) => {
+          timer = setTimeout(() => resolve('late'), Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS);
+        });
+        if ((await Promise.race([watching, late])) === 'late') {
+          this.options.log.error({ stage: stage.name, deadlineMs: this.options.decisionTimeoutMs }, 'stage observer late: answered without waiting for it');
+          return;
+        }
       }
+    } finally {
+      clearTimeout(timer);
     }
   }
 

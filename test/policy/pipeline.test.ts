@@ -176,6 +176,41 @@ describe('pipeline', () => {
     assert.ok(Date.now() - started < 2000);
   });
 
+  it('an observer that has not finished by the deadline and its grace does not hold the answer; it goes on, and the answer is unchanged', async () => {
+    const errors: Array<Record<string, unknown>> = [];
+    let finishObserving: () => void = () => undefined;
+    let observed = false;
+    const slowObserver: ConfiguredStage = {
+      mode: 'enforce',
+      states: new Set(['RCPT']),
+      acceptAction: 'DUNNO',
+      stage: {
+        name: 'counts-slowly',
+        states: new Set(['RCPT']),
+        evaluate: () => ({ stage: 'counts-slowly', result: 'counted', reason: 'counted', decision: { kind: 'continue' } }),
+        // A store that takes its time to count (a lock held by another process).
+        observe: () =>
+          new Promise<void>((resolve) => {
+            finishObserving = () => {
+              observed = true;
+              resolve();
+            };
+          }),
+      },
+    };
+    const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
+    const started = Date.now();
+    const out = await pipeline([slowObserver, syncStage('rejects', () => reject)], { decisionTimeoutMs: 100, log }).decide(rcpt());
+    const waited = Date.now() - started;
+    assert.equal(out.action, '550 5.7.1 no', 'the answer is the one decided');
+    assert.ok(waited >= 100 && waited < 2000, `answered after ${waited} ms: past the deadline, not when the observer ends`);
+    assert.deepEqual(errors.map((e) => e.stage), ['counts-slowly']);
+    assert.equal(observed, false);
+    finishObserving();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(observed, true, 'the observer was not cut off, only no longer waited for');
+  });
+
   it('later stages see earlier verdicts', async () => {
     const out = await pipeline([
       stage('spf', () => ({ kind: 'continue' })),
