@@ -13,9 +13,13 @@
  *   several stages ask about each one (greylisting, the tarpit, rate limits, SPF, iprev): an
  *   address is parsed once while it recurs (a bounded memo). Parsing it into its bits twice per
  *   greylisted request was a twentieth of the decision. The same object goes to every caller.
+ *
+ *   countingKey() is what a client is counted under (the tarpit, rate limits): its address, or
+ *   its network for a shorter prefix. An IPv6 host is given a /64 (RFC 7421), so counting
+ *   IPv6 clients by their whole address would let one host spread over 2^64 counters.
  */
 
-import { formatIp, parseCidr, parseIp, type Cidr } from '../core/ip.js';
+import { formatIp, networkOf, parseCidr, parseIp, type Cidr } from '../core/ip.js';
 import { BoundedMemo } from '../core/memo.js';
 
 export interface ClientAddress {
@@ -53,4 +57,11 @@ export function addressHolds(address: string, prefixLength: number, client: Clie
   if (parsed === undefined || parsed.family !== client.family) return false;
   const shift = BigInt((client.family === 4 ? 32 : 128) - prefixLength);
   return client.host.network >> shift === parsed.bits >> shift;
+}
+
+/** The client's address, or its network when the prefix of its family is shorter than the address. */
+export function countingKey(client: ClientAddress, ipv4Prefix: number, ipv6Prefix: number): string {
+  const prefix = client.family === 4 ? ipv4Prefix : ipv6Prefix;
+  if (prefix === (client.family === 4 ? 32 : 128)) return client.text;
+  return networkOf(client.text, ipv4Prefix, ipv6Prefix) ?? client.text;
 }

@@ -22,6 +22,9 @@
 import type { Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
 
+/** The shortest window: a window of 0 would make every estimate NaN (never over a limit). */
+export const WINDOW_MIN_MS = 1000;
+
 export interface WindowSample {
   /** The sliding-window estimate, including an event just added. */
   estimate: number;

@@ -19,13 +19,15 @@ import { ConfigError } from '../../core/errors.js';
 
 export type DurationText = string | number;
 
-export function durationOption(fallback: string) {
+/** A duration option; minMs refuses shorter ones (a window of 0 would divide by zero). */
+export function durationOption(fallback: string, minMs = 0) {
   return z
     .union([z.string(), z.number()])
     .default(fallback)
     .superRefine((value, ctx) => {
       const parsed = parseDuration(value);
       if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
+      else if (parsed.ms < minMs) ctx.addIssue({ code: 'custom', message: `expected at least ${minMs} ms` });
     });
 }
 

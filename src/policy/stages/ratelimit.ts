@@ -7,13 +7,22 @@
  *   (checks/ratelimit/window), in the shared store, so a cluster on one Redis enforces one
  *   limit. At RCPT:
  *     count: recipients   every request counts one
- *     count: messages     the first request of a message (Postfix's `instance`) counts one;
- *                         later recipients of it only compare. Which instances were seen is
- *                         kept in this process (Postfix sends one message's requests over one
- *                         policy connection); a request without an instance counts as a message
- *     per: client         the client address
- *     per: sender         the envelope sender as sent, lower-cased (<> for the null sender)
- *     per: sender-domain  its domain (the null sender has none and is not counted)
+ *     count: messages     the first request of a message (Postfix's `instance`, with the
+ *                         client address) counts one; later recipients of it only compare.
+ *                         Which messages were seen is marked in the store (setIfAbsent, kept
+ *                         MESSAGE_MARK_MS), so a message whose recipients reach two workers or
+ *                         two daemons (Postfix's policy client reconnects, a reload) is counted
+ *                         once across the cluster; a request without an instance counts as one
+ *     per: client         the client address; an IPv6 client by its /64 (ipv6Prefix), since
+ *                         one host holds a whole /64 and could send from a new address each
+ *                         time (ipv4Prefix, 32, counts IPv4 clients by address)
+ *     per: sender         the envelope sender as sent, lower-cased
+ *     per: sender-domain  its domain
+ *   The null sender (bounces) is counted per client only: every bounce of every client would
+ *   otherwise share one counter, and a wave of backscatter (or an attacker sending <>) would
+ *   defer the site's legitimate bounces. A sender is not authenticated at RCPT: anyone can
+ *   send as any sender or domain, so a per-sender limit can be filled by others; give it a
+ *   `warn` action, or a limit that only your own users' volume would reach.
  *   Every attempt counts, also one that is then deferred, as Postfix's anvil counts them: a
  *   client that keeps hammering stays limited. Over a limit (the estimate exceeds `max`),
  *   `action: defer` answers 450 4.7.1 with a text that says which limit and when to retry;
@@ -22,7 +31,7 @@
  *   Counters: callout_ratelimit_total{limit,result}.
  *
  * CONFIGURATION
- *   limits: [{ name, per, count, max, window, action }], exemptClients, deferCode, enhanced,
+ *   limits: [{ name, per, count, max, window, action }], exemptClients, ipv4Prefix, ipv6Prefix, deferCode, enhanced,
  *   text ({limit}, {key}, {max}, {count}, {window}, {seconds} expand)
  */
 
@@ -30,12 +39,13 @@ import { z } from 'zod';
 import { formatDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
-import { clientAddress } from '../../checks/client-ip.js';
-import { SlidingWindow } from '../../checks/ratelimit/index.js';
+import { clientAddress, countingKey } from '../../checks/client-ip.js';
+import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
-const INSTANCE_MEMORY = 50_000;
+/** How long the mark of a message's first recipient is kept: longer than any SMTP session. */
+const MESSAGE_MARK_MS = 3_600_000;
 
 const limitSchema = z
   .object({
@@ -43,7 +53,7 @@ const limitSchema = z
     per: z.enum(['client', 'sender', 'sender-domain']),
     count: z.enum(['messages', 'recipients']),
     max: z.number().int().min(1),
-    window: durationOption('1h'),
+    window: durationOption('1h', WINDOW_MIN_MS),
     action: z.enum(['defer', 'warn']).default('defer'),
   })
   .strict();
@@ -52,6 +62,8 @@ const options = z
   .object({
     limits: z.array(limitSchema).min(1),
     exemptClients: z.array(z.string()).default([]),
+    ipv4Prefix: z.number().int().min(8).max(32).default(32),
+    ipv6Prefix: z.number().int().min(16).max(128).default(64),
     deferCode: z.number().int().min(400).max(499).default(450),
     enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
     text: z.string().default('Rate limit {limit} exceeded for {key}: more than {max} {count} in {window}, try again in {seconds} seconds'),
@@ -61,28 +73,15 @@ const options = z
 type Options = z.output<typeof options>;
 
 /** The key a limit counts the request under, or undefined when the request has none. */
-function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext): string | undefined {
-  if (per === 'client') return ctx.clientAddress ? (clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress.toLowerCase()) : undefined;
-  if (per === 'sender') return ctx.senderText ? ctx.senderText.toLowerCase() : '<>';
-  const at = ctx.senderText.lastIndexOf('@');
-  return at < 0 ? undefined : ctx.senderText.slice(at + 1).toLowerCase();
-}
-
-/** Instances seen lately, oldest first; the oldest are forgotten past the bound. */
-class InstanceMemory {
-  private readonly seen = new Set<string>();
-
-  /** True the first time an instance is seen. */
-  first(instance: string): boolean {
-    if (!instance) return true;
-    if (this.seen.has(instance)) return false;
-    this.seen.add(instance);
-    if (this.seen.size > INSTANCE_MEMORY) {
-      const oldest = this.seen.values().next().value;
-      if (oldest !== undefined) this.seen.delete(oldest);
-    }
-    return true;
+function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext, opts: Options): string | undefined {
+  if (per === 'client') {
+    if (!ctx.clientAddress) return undefined;
+    const client = clientAddress(ctx.clientAddress);
+    return client ? countingKey(client, opts.ipv4Prefix, opts.ipv6Prefix) : ctx.clientAddress.toLowerCase();
   }
+  const at = ctx.senderText.lastIndexOf('@');
+  if (at < 0) return undefined;
+  return per === 'sender' ? ctx.senderText.toLowerCase() : ctx.senderText.slice(at + 1).toLowerCase();
 }
 
 export const ratelimitStage: StageDefinition<Options> = {
@@ -100,7 +99,10 @@ export const ratelimitStage: StageDefinition<Options> = {
     const names = limits.map((l) => l.name);
     const duplicate = names.find((name, index) => names.indexOf(name) !== index);
     if (duplicate) throw new ConfigError(`ratelimit.limits: two limits are named ${JSON.stringify(duplicate)}; give each its own name`);
-    const instances = new InstanceMemory();
+    const countsMessages = limits.some((limit) => limit.count === 'messages');
+    /** Whether this request starts its message: the first to mark it in the shared store. */
+    const startsMessage = (ctx: StageContext): Promise<boolean> | boolean =>
+      !countsMessages || !ctx.instance || deps.store.setIfAbsent(`rl:m:${ctx.clientAddress}/${ctx.instance}`, '1', MESSAGE_MARK_MS);
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
       stage: 'ratelimit',
       result,
@@ -114,10 +116,10 @@ export const ratelimitStage: StageDefinition<Options> = {
       states: new Set(['RCPT']),
       async evaluate(ctx) {
         if (ctx.clientAddress && exempt.value.has(ctx.clientAddress)) return verdict('exempt', `client ${ctx.clientAddress} is exempt`, { kind: 'continue' });
-        const newMessage = instances.first(ctx.instance);
+        const newMessage = await startsMessage(ctx);
         const measured = await Promise.all(
           limits.flatMap((limit) => {
-            const key = keyOf(limit.per, ctx);
+            const key = keyOf(limit.per, ctx, opts);
             if (key === undefined) return [];
             const counts = limit.count === 'recipients' || newMessage;
             return [(counts ? limit.counter.add(key) : limit.counter.peek(key)).then((sample) => ({ limit, key, sample }))];

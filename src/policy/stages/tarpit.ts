@@ -27,7 +27,10 @@
  *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
  *                     falls back to one message: client address + Postfix `instance`, the
  *                     only narrower scope a request names.
- *     per client      client address over perClient.window (sliding, in the shared store)
+ *     per client      client address over perClient.window (sliding, in the shared store);
+ *                     an IPv6 client by its /64 (perClient.ipv6Prefix), since one host holds
+ *                     a whole /64 and could probe from a new address every time
+ *                     (perClient.ipv4Prefix, 32, counts IPv4 clients by address)
  *   Errors past a soft limit delay every answer to the client (also the rejection itself)
  *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
  *   less a margin, so Postfix's policy timeout is never hit. At a hard limit evaluate()
@@ -43,7 +46,7 @@
  *   Counters: callout_tarpit_total{result}.
  *
  * CONFIGURATION
- *   perConnection.{soft,hard}, perClient.{window,soft,hard}, sleep, maxSleep, hardCode,
+ *   perConnection.{soft,hard}, perClient.{window,soft,hard,ipv4Prefix,ipv6Prefix}, sleep, maxSleep, hardCode,
  *   hardEnhanced, text ({client}, {errors} expand), exemptClients
  */
 
@@ -51,8 +54,8 @@ import { setTimeout as realSleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
-import { clientAddress } from '../../checks/client-ip.js';
-import { SlidingWindow } from '../../checks/ratelimit/index.js';
+import { clientAddress, countingKey } from '../../checks/client-ip.js';
+import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { policyRequestFields } from '../protocol.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
@@ -72,9 +75,15 @@ const options = z
   .object({
     perConnection: limits(10, 20),
     perClient: z
-      .object({ window: durationOption('1h'), soft: z.number().int().min(0).default(20), hard: z.number().int().min(1).default(50) })
+      .object({
+        window: durationOption('1h', WINDOW_MIN_MS),
+        soft: z.number().int().min(0).default(20),
+        hard: z.number().int().min(1).default(50),
+        ipv4Prefix: z.number().int().min(8).max(32).default(32),
+        ipv6Prefix: z.number().int().min(16).max(128).default(64),
+      })
       .strict()
-      .default({ window: '1h', soft: 20, hard: 50 }),
+      .default({ window: '1h', soft: 20, hard: 50, ipv4Prefix: 32, ipv6Prefix: 64 }),
     sleep: durationOption('1s'),
     maxSleep: durationOption('5s'),
     hardCode: z.number().int().min(400).max(599).default(421),
@@ -151,9 +160,13 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   // object), with whether the request's message already had a recipient let through.
   const seen = new WeakMap<PolicyAttributes, { errors: Errors; accepted: boolean; scope: Scope | undefined }>();
 
-  const clientOf = (ctx: StageContext) => clientAddress(ctx.clientAddress)?.text;
-  async function errorsOf(client: string, scope: Scope | undefined): Promise<Errors> {
-    const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(client)]);
+  /** The client's address (connections are told apart by it) and what the per-client window counts it under. */
+  const clientOf = (ctx: StageContext): { address: string; counted: string } | undefined => {
+    const client = clientAddress(ctx.clientAddress);
+    return client && { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
+  };
+  async function errorsOf(counted: string, scope: Scope | undefined): Promise<Errors> {
+    const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(counted)]);
     return { connection: Number(connection?.value) || 0, client: sample.estimate };
   }
   const hardReached = (e: Errors) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard;
@@ -165,9 +178,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     async evaluate(ctx) {
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
-      const scope = scopeOf(client, ctx.attributes);
+      const scope = scopeOf(client.address, ctx.attributes);
       const accepted = scope?.message ? await startMessage(deps.store, scope) : true;
-      const errors = await errorsOf(client, scope);
+      const errors = await errorsOf(client.counted, scope);
       seen.set(ctx.attributes, { errors, accepted, scope });
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
@@ -181,17 +194,17 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return;
       const judged = seen.get(ctx.attributes);
-      const scope = judged ? judged.scope : scopeOf(client, ctx.attributes);
+      const scope = judged ? judged.scope : scopeOf(client.address, ctx.attributes);
       let errors: Errors | undefined = judged?.errors;
       if (letsThrough(outcome.action) && scope?.message && judged && !judged.accepted) await deps.store.set(scope.message.key, `${scope.message.instance},1`, CONNECTION_TTL_MS);
       if (isRejection(outcome.action)) {
         const [connection, sample] = await Promise.all([
           scope ? deps.store.increment(scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),
-          window.add(client),
+          window.add(client.counted),
         ]);
         errors = { connection, client: sample.estimate };
       }
-      errors ??= await errorsOf(client, scope);
+      errors ??= await errorsOf(client.counted, scope);
       const excess = Math.max(errors.connection - opts.perConnection.soft, errors.client - opts.perClient.soft);
       if (excess <= 0 || outcome.mode !== 'enforce') return;
       const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);

@@ -148,6 +148,19 @@ describe('tarpit stage', () => {
     assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'c11' }))).action, 'DUNNO');
   });
 
+  it('counts an IPv6 client by its /64, so probing from a new address each time does not help', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}` }));
+    assert.match((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:2:ffff::9', instance: 'v9' }))).action, /^421 /);
+    assert.equal((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:3::1', instance: 'v10' }))).action, 'DUNNO', 'the next /64 is another client');
+  });
+
+  it('refuses a per-client window under a second (a window of 0 would never count)', () => {
+    assert.throws(() => tarpitStage.options.parse({ perClient: { window: 0 } }), /expected at least 1000 ms/);
+  });
+
   it('never sleeps past the decision deadline, and not at all in warn mode', async () => {
     const { clock, deps } = world();
     const slept: number[] = [];
@@ -203,6 +216,36 @@ describe('ratelimit stage', () => {
     assert.equal(outs[6]!.verdicts[0]!.result, 'warn');
     assert.equal(counts['ratelimit:rcpts,warned'], 2);
     for (let r = 0; r < 10; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: `e${r}`, client_address: '10.1.2.3' }))).verdicts[0]!.result, 'exempt');
+  });
+
+  it('counts an IPv6 client by its /64, and bounces per client only, never as one sender <> for everyone', async () => {
+    const { clock, deps } = world();
+    const perClient = { name: 'per-client', per: 'client', count: 'recipients', max: 3, window: '1h' };
+    const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 2, window: '1h' };
+    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 2, window: '1h' };
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perClient, perSender, perDomain] }) as never, deps);
+    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request('r@example.test', { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}`, sender: `s@v6-${n}.example` }))).action, 'DUNNO');
+    assert.match((await pipeline.decide(request('r@example.test', { client_address: '2001:db8:1:2::99', instance: 'v9', sender: 's@v6-9.example' }))).action, /^450 4\.7\.1 Rate limit per-client exceeded for 2001:db8:1:2::\/64/);
+    // Bounces from many clients: no shared counter fills up.
+    for (let n = 0; n < 5; n += 1) {
+      const out = await pipeline.decide(request('r@example.test', { client_address: `198.51.100.${n + 1}`, instance: `b${n}`, sender: '' }));
+      assert.equal(out.action, 'DUNNO', `bounce ${n}`);
+      assert.deepEqual((out.verdicts[0]!.evidence as Array<{ limit: string }>).map((e) => e.limit), ['per-client']);
+    }
+  });
+
+  it('counts a message once across the cluster when its recipients reach two daemons (or a stage rebuilt by a reload)', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
+    const daemons = [ratelimitStage.create(options, deps), ratelimitStage.create(options, deps)].map((stage) => new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }));
+    assert.equal((await daemons[0]!.decide(request('a@example.test', { instance: 'shared' }))).action, 'DUNNO');
+    assert.equal((await daemons[1]!.decide(request('b@example.test', { instance: 'shared' }))).action, 'DUNNO', 'the same message, not a second one');
+    assert.match((await daemons[1]!.decide(request('c@example.test', { instance: 'next' }))).action, /^450 /, 'a second message is over the limit');
+  });
+
+  it('refuses a window under a second (a window of 0 would never be over its limit)', () => {
+    assert.throws(() => ratelimitStage.options.parse({ limits: [{ per: 'client', count: 'messages', max: 1, window: 0 }] }), /expected at least 1000 ms/);
   });
 
   it('refuses two limits with one name', () => {
