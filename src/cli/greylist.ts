@@ -19,8 +19,10 @@
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
  *            entry of its identity; with SENDER and RECIPIENT: that triplet only
  *   CLIENT is an IP address (reduced to its /24 or /64 as the stage does), a network as `list`
- *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity. SENDER is normalised
- *   as the stage does (prvs=, SRS, +extension, numbers).
+ *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity; only an address has an
+ *   auto-allow entry (`allow CLIENT` alone), and only while the stage's autoAllowClients is
+ *   not 0. SENDER is normalised as the stage does (prvs=, SRS, +extension, numbers, and VERP
+ *   as its normaliseVerp says).
  *
  * EXIT STATUS
  *   0 on success; 64 for a bad CLIENT or arguments; 78 when the configuration is invalid or its
@@ -75,7 +77,8 @@ async function openConfigured(flags: CommonFlags): Promise<{ greylist: Greylist;
 
 /** The triplet identity and the auto-allow key CLIENT names (see SYNOPSIS). */
 function clientOf(options: GreylistOptions, client: string): { identity: string; autoAllowKey?: string } {
-  if (/^domain:[a-z0-9.-]+$/i.test(client)) return { identity: client.toLowerCase(), autoAllowKey: client.toLowerCase() };
+  // A sender pool's triplets are keyed by its organisation; auto-allow entries only by address.
+  if (/^domain:[a-z0-9.-]+$/i.test(client)) return { identity: client.toLowerCase() };
   if (isIP(client)) {
     const identity = networkIdentity(options, client);
     const address = clientAddress(client)?.text;
@@ -108,10 +111,11 @@ async function withGreylist(flags: CommonFlags, work: (opened: { greylist: Greyl
   }
 }
 
-function tripletArguments(sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
+/** SENDER and RECIPIENT as the stage keys them (its normaliseVerp setting included). */
+function tripletArguments(options: GreylistOptions, sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
   if (sender === undefined && recipient === undefined) return undefined;
   if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
-  return { sender: normaliseSender(sender === '<>' ? '' : sender), recipient: recipient.toLowerCase() };
+  return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: recipient.toLowerCase() };
 }
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
@@ -148,13 +152,16 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
       await withGreylist(flags, async ({ greylist: list, options }) => {
         const client = clientOf(options, clientText);
-        const triplet = tripletArguments(sender, recipient);
+        const triplet = tripletArguments(options, sender, recipient);
         if (triplet) {
           await list.allowTriplet({ client: client.identity, ...triplet });
           io.out.write(`allowed triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
           return;
         }
-        if (!client.autoAllowKey) throw new UsageError(`allow: a whole network cannot be auto-allowed; give an address or domain:NAME, or use a whitelist file`);
+        if (!client.autoAllowKey) throw new UsageError(`allow: only an address can be auto-allowed, not a network or domain:NAME; use a whitelist file, or give SENDER and RECIPIENT`);
+        if (options.autoAllowClients === 0) {
+          throw new UsageError('allow: the greylist stage has autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients (or a whitelist file) instead');
+        }
         await list.allowClient(client.autoAllowKey);
         io.out.write(`allowed client ${client.autoAllowKey}\n`);
       });
@@ -167,7 +174,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
       await withGreylist(flags, async ({ greylist: list, options }) => {
         const client = clientOf(options, clientText);
-        const triplet = tripletArguments(sender, recipient);
+        const triplet = tripletArguments(options, sender, recipient);
         if (triplet) {
           const existed = await list.dropTriplet({ client: client.identity, ...triplet });
           io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);

@@ -25,14 +25,14 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const configPath = join(dir, 'callout.yaml');
 writeFileSync(configPath, `dataDir: ${dir}\npolicy:\n  stages:\n    - name: greylist\n      delay: 5m\n      ipv4Prefix: 24\n`);
 
-async function run(args: string[]): Promise<{ output: string; error?: Error }> {
+async function run(args: string[], config = configPath): Promise<{ output: string; error?: Error }> {
   const out = new PassThrough();
   let output = '';
   out.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
   registerGreylistCommands(program, { out });
   try {
-    await program.parseAsync(['node', 'callout', 'greylist', ...args, '--config', configPath]);
+    await program.parseAsync(['node', 'callout', 'greylist', ...args, '--config', config]);
     return { output };
   } catch (err) {
     return { output, error: err as Error };
@@ -110,8 +110,22 @@ describe('callout greylist', () => {
   it('refuses a client that is neither an address, a network nor a domain identity', async () => {
     const bad = await run(['allow', 'mail.example.org']);
     assert.match(bad.error?.message ?? '', /expected an IP address, a network such as 192\.0\.2\.0\/24, or domain:NAME/);
-    assert.match((await run(['allow', '192.0.2.0/24'])).error?.message ?? '', /a whole network cannot be auto-allowed/);
+    assert.match((await run(['allow', '192.0.2.0/24'])).error?.message ?? '', /only an address can be auto-allowed, not a network or domain:NAME/);
+    assert.match((await run(['allow', 'domain:pool.example'])).error?.message ?? '', /only an address can be auto-allowed/);
     assert.match((await run(['allow', '192.0.2.1', 'only-sender@x.example'])).error?.message ?? '', /both SENDER and RECIPIENT/);
     assert.match((await run(['list', '--kind', 'weird'])).error?.message ?? '', /--kind/);
+  });
+
+  it('keys a triplet as the configured stage does (normaliseVerp), and refuses a client auto-allow the stage would never read', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-opts-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n      normaliseVerp: false\n      autoAllowClients: 0\n`);
+    try {
+      const verp = 'list-return-12-bob=example.org@lists.example.com';
+      assert.equal((await run(['allow', '192.0.2.7', verp, 'alice@example.test'], ownConfig)).output, 'allowed triplet 192.0.2.0/24 list-return-#-bob=example.org@lists.example.com alice@example.test\n');
+      assert.match((await run(['allow', '192.0.2.7'], ownConfig)).error?.message ?? '', /autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients/);
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
   });
 });

@@ -37,3 +37,14 @@ describe('timer durations', () => {
     assert.equal(validateConfig({}).policy.idlePollMicros, DEFAULT_IDLE_POLL_MICROS);
   });
 });
+
+describe('greylist durations', () => {
+  const greylist = (options: Record<string, unknown>) => ({ policy: { stages: [{ name: 'greylist', ...options }] } });
+
+  it('refuses a retry window no retry could pass and a max-age shorter than it, saying a bare number is seconds', () => {
+    assert.match(problem(greylist({ retryWindow: 2, maxAge: '35d' })), /policy\.stages\.0\.retryWindow: got 2, expected longer than delay \(5m\): no retry could ever pass; a bare number is seconds/);
+    assert.match(problem(greylist({ maxAge: '1d' })), /policy\.stages\.0\.maxAge: got "1d", expected at least retryWindow \(2d\)/);
+    assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge: got 0, expected at least 1000 ms$/);
+    assert.doesNotThrow(() => validateConfig(greylist({ delay: '0s', retryWindow: '2d', maxAge: '35d' })));
+  });
+});

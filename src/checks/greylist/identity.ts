@@ -14,7 +14,9 @@
  *   name (it embeds the address, or labels such as dyn, dsl, pool, dhcp): every host of a
  *   provider's customer range would then share one identity, and one retrying bot would open
  *   the greylist for all of them.
- *   The organisational domain is the registrable domain under the Public Suffix List (tldts).
+ *   The organisational domain is the registrable domain under the Public Suffix List (tldts),
+ *   its private section included: under a suffix such as cloudapp.net or members.linode.com
+ *   each customer's name is its own organisation, not the hoster's.
  *   Confirming the name is checks/iprev's job.
  */
 
@@ -30,7 +32,8 @@ export function looksDynamic(name: string, address: string): boolean {
   const parsed = parseIp(address);
   if (!parsed || parsed.family !== 4) return /[0-9a-f]{4}[.-][0-9a-f]{1,4}[.-][0-9a-f]{1,4}/.test(host);
   const octets = address.split('.');
-  const digits = host.replace(/[^0-9]+/g, '.');
+  // Digit groups without their leading zeros: host-089-123-045-067 embeds 89.123.45.67.
+  const digits = host.replace(/[^0-9]+/g, '.').replace(/(^|\.)0+(?=\d)/g, '$1');
   const forward = octets.join('.');
   const reverse = [...octets].reverse().join('.');
   const hex = Number(parsed.bits).toString(16).padStart(8, '0');
@@ -39,5 +42,5 @@ export function looksDynamic(name: string, address: string): boolean {
 
 /** The registrable domain of a host name, or undefined (a bare public suffix, an IP literal). */
 export function organisationalDomain(name: string): string | undefined {
-  return getDomain(name.toLowerCase().replace(/\.$/, ''), { allowPrivateDomains: false }) ?? undefined;
+  return getDomain(name.toLowerCase().replace(/\.$/, ''), { allowPrivateDomains: true }) ?? undefined;
 }

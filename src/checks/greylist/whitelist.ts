@@ -19,11 +19,12 @@
  *     user@domain       that address, also user+extension@domain
  *     user@             that local part (and its extensions) in any domain
  *     domain.tld        any recipient in domain.tld or a subdomain of it
+ *     @domain.tld       any recipient in domain.tld itself
  *
  *   Deviations from postgrey, each where postgrey's behaviour contradicts its own comment or
  *   Postfix's access(5): `a.b` whitelists the /16 (postgrey 1.37 builds a /24 from it), and
- *   `@domain` means the whole domain as in access(5) (postgrey would match only the literal
- *   address `@domain`). Regular expressions are JavaScript's, which agree with Perl's for
+ *   `@domain` means any recipient in exactly that domain, as in access(5), where `@domain`
+ *   does not reach subdomains (postgrey would match only the literal address `@domain`). Regular expressions are JavaScript's, which agree with Perl's for
  *   the constructs these lists use (classes, anchors, \d, alternation); one that does not
  *   compile is reported as a problem, as is a line postgrey warns about.
  *
@@ -112,20 +113,29 @@ const POSIX_CLASSES: Record<string, string> = {
 
 /**
  * The Perl syntax of postgrey's lists that JavaScript reads differently: \A, \z and \Z become
- * ^ and $, POSIX classes ([[:alpha:]]) their ranges; \p, \P, \h, \K, \G and \Q, which
+ * ^ and $, POSIX classes ([[:alpha:]]) their ranges, \x{HHHH} the \uHHHH JavaScript reads
+ * without the u flag, and a `]` right after a class opens (`[]a]`, `[^]a]`: a literal in Perl,
+ * an empty class in JavaScript) an escaped one; \p, \P, \h, \K, \G, \Q, \N and \R, which
  * JavaScript would silently take as letters, are refused so the entry is reported, not dead.
  */
 export function perlToJavaScript(body: string): { ok: true; source: string } | { ok: false; message: string } {
   let out = '';
-  let inClass = false;
+  /** Where the current class's members start in `out` (after `[` or `[^`); -1 outside a class. */
+  let classStart = -1;
   for (let i = 0; i < body.length; i += 1) {
     const c = body[i]!;
+    const inClass = classStart >= 0;
     if (c === '\\' && i + 1 < body.length) {
       const next = body[i + 1]!;
       i += 1;
       if (!inClass && next === 'A') out += '^';
       else if (!inClass && (next === 'z' || next === 'Z')) out += '$';
-      else if ('pPhKGQE'.includes(next)) return { ok: false, message: `Perl-only regular expression syntax \\${next} is not supported: ${JSON.stringify(body)}` };
+      else if (next === 'x' && body[i + 1] === '{') {
+        const hex = /^\{([0-9a-fA-F]{1,4})\}/.exec(body.slice(i + 1));
+        if (!hex) return { ok: false, message: `\\x{...} beyond \\x{FFFF} is not supported: ${JSON.stringify(body)}` };
+        out += `\\u${hex[1]!.padStart(4, '0')}`;
+        i += hex[0].length;
+      } else if ('pPhKGQENR'.includes(next)) return { ok: false, message: `Perl-only regular expression syntax \\${next} is not supported: ${JSON.stringify(body)}` };
       else out += `\\${next}`;
       continue;
     }
@@ -138,8 +148,21 @@ export function perlToJavaScript(body: string): { ok: true; source: string } | {
       i = end + 1;
       continue;
     }
-    if (c === '[' && !inClass) inClass = true;
-    else if (c === ']' && inClass && !out.endsWith('[') && !out.endsWith('[^')) inClass = false;
+    if (!inClass && c === '[') {
+      out += body[i + 1] === '^' ? '[^' : '[';
+      if (body[i + 1] === '^') i += 1;
+      classStart = out.length;
+      continue;
+    }
+    if (inClass && c === ']') {
+      if (out.length === classStart) {
+        out += '\\]';
+      } else {
+        out += ']';
+        classStart = -1;
+      }
+      continue;
+    }
     out += c;
   }
   return { ok: true, source: out };
@@ -234,11 +257,13 @@ export class RecipientWhitelist {
     private readonly addresses: ReadonlySet<string>,
     private readonly localParts: ReadonlySet<string>,
     private readonly domains: ReadonlySet<string>,
+    /** `@domain` entries: the domain itself, not its subdomains. */
+    private readonly exactDomains: ReadonlySet<string>,
     private readonly patterns: readonly RegExp[],
   ) {}
 
   get size(): number {
-    return this.addresses.size + this.localParts.size + this.domains.size + this.patterns.length;
+    return this.addresses.size + this.localParts.size + this.domains.size + this.exactDomains.size + this.patterns.length;
   }
 
   /** The entry that lets the recipient through, or undefined. */
@@ -250,6 +275,7 @@ export class RecipientWhitelist {
         if (this.addresses.has(`${local}@${domain}`)) return `${local}@${domain}`;
         if (this.localParts.has(local)) return `${local}@`;
       }
+      if (this.exactDomains.has(domain)) return `@${domain}`;
       const listed = domainUnder(this.domains, domain);
       if (listed !== undefined) return listed;
     }
@@ -263,6 +289,7 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
   const addresses = new Set<string>();
   const localParts = new Set<string>();
   const domains = new Set<string>();
+  const exactDomains = new Set<string>();
   const patterns: RegExp[] = [];
   for (const line of entriesOf(sources, problems)) {
     const { entry } = line;
@@ -279,11 +306,11 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
     const user = at < 0 ? entry : entry.slice(0, at);
     const domain = at < 0 ? '' : entry.slice(at + 1).toLowerCase();
     if (at < 0) domains.add(entry.toLowerCase());
-    else if (user === '') domains.add(domain);
+    else if (user === '') exactDomains.add(domain);
     else if (domain === '') localParts.add(user.toLowerCase());
     else addresses.add(`${user.toLowerCase()}@${domain}`);
   }
-  return { whitelist: new RecipientWhitelist(addresses, localParts, domains, patterns), problems };
+  return { whitelist: new RecipientWhitelist(addresses, localParts, domains, exactDomains, patterns), problems };
 }
 
 /**

@@ -41,6 +41,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
+import { formatDuration, parseDuration } from '../../config/duration.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
@@ -67,8 +68,8 @@ import { withinDeadline } from './sender-callout.js';
 export const greylistOptions = z
   .object({
     delay: durationOption('300s'),
-    retryWindow: durationOption('2d'),
-    maxAge: durationOption('35d'),
+    retryWindow: durationOption('2d', 1000),
+    maxAge: durationOption('35d', 1000),
     clientIdentity: z.enum(['network', 'address', 'fcrdns-domain']).default('network'),
     ipv4Prefix: z.number().int().min(8).max(32).default(24),
     ipv6Prefix: z.number().int().min(16).max(128).default(64),
@@ -95,7 +96,22 @@ export const greylistOptions = z
     /** Obsolete (see DESCRIPTION): any value is accepted and ignored. */
     purgeInterval: z.unknown().optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((o, ctx) => {
+    const ms = (value: unknown) => parseDuration(value as string | number);
+    const delay = ms(o.delay);
+    const retryWindow = ms(o.retryWindow);
+    const maxAge = ms(o.maxAge);
+    // Each unreadable or too short duration is reported on its own.
+    if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < 1000 || maxAge.ms < 1000) return;
+    // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
+    if (retryWindow.ms <= delay.ms) {
+      ctx.addIssue({ code: 'custom', path: ['retryWindow'], message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
+    }
+    if (maxAge.ms < retryWindow.ms) {
+      ctx.addIssue({ code: 'custom', path: ['maxAge'], message: `expected at least retryWindow (${formatDuration(retryWindow.ms)}); a bare number is seconds, write days as 35d` });
+    }
+  });
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 
@@ -202,17 +218,16 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         const network = networks.get(ctx.clientAddress);
         if (!network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
         let identity = network;
-        let autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
+        const autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
         if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
           const name = await confirmedName(ctx);
           if (name !== undefined) {
             const provider = domainUnder(providers, name);
             if (provider) return pass('skipped', `client ${name} is forward-confirmed under ${provider}`);
             const organisation = organisationalDomain(name);
-            if (opts.clientIdentity === 'fcrdns-domain' && organisation && !looksDynamic(name, ctx.clientAddress)) {
-              identity = `domain:${organisation}`;
-              autoAllowKey = identity;
-            }
+            // The auto-allow stays the address's, as postgrey's: keyed by the organisation, five
+            // passes from any of its hosts would let every host under it skip greylisting.
+            if (opts.clientIdentity === 'fcrdns-domain' && organisation && !looksDynamic(name, ctx.clientAddress)) identity = `domain:${organisation}`;
           }
         }
 

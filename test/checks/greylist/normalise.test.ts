@@ -119,7 +119,8 @@ describe('postgrey whitelist_recipients', () => {
     assert.equal(whitelist.match('bob@whole.example'), 'whole.example');
     assert.equal(whitelist.match('bob@sub.whole.example'), 'whole.example');
     assert.equal(whitelist.match('bob@notwhole.example'), undefined);
-    assert.equal(whitelist.match('bob@at.example'), 'at.example');
+    assert.equal(whitelist.match('bob@at.example'), '@at.example');
+    assert.equal(whitelist.match('bob@sub.at.example'), undefined, '@domain is that domain only, as in access(5)');
     assert.ok(whitelist.match('list-dev@lists.example'));
     assert.equal(whitelist.match('dev@lists.example'), undefined);
   });
@@ -159,6 +160,20 @@ describe('postgrey whitelists as Perl reads them', () => {
     assert.equal(whitelist.match('mail1.posix.com', '192.0.2.1'), undefined);
     assert.deepEqual(problems.map((p) => p.line), [4]);
     assert.match(problems[0]!.message, /Perl-only regular expression syntax \\p/);
+  });
+
+  it('reads a ] that opens a class and \\x{HH} as Perl does, and reports \\N, \\R and code points past FFFF', () => {
+    const { whitelist, problems } = parseClientWhitelist([
+      { source: 'perl', text: '/^mx[]12]\\.bar\\.org$/\n/^[^]x]+\\.neg\\.org$/\n/^a\\x{2d}b\\.org$/\n/^[\\[]q\\.org\\z/\n/^a\\Nb$/\n/\\R/\n/\\x{1F600}/\n' },
+    ]);
+    const matches = (name: string) => whitelist.match(name, '192.0.2.1') !== undefined;
+    assert.equal(matches('mx1.bar.org'), true, '[]12] is the class of ], 1 and 2');
+    assert.equal(matches('mx].bar.org'), true);
+    assert.equal(matches('mx3.bar.org'), false);
+    assert.equal(matches('mail.neg.org'), true);
+    assert.equal(matches('a-b.org'), true);
+    assert.equal(matches('[q.org'), true, 'an escaped [ in a class does not hide the class end: \\z still anchors');
+    assert.deepEqual(problems.map((p) => p.line), [5, 6, 7]);
   });
 
   it('matches a recipient entry with an extension as postgrey does: itself and longer extensions', () => {

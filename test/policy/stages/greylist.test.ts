@@ -210,6 +210,19 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(reasons, ['domain:pool.example', '203.0.113.0/24', '203.0.113.0/24'], 'a dynamic-looking name falls back to the network');
   });
 
+  it('auto-allows a pool host by its address, never the whole organisation', async () => {
+    const { clock, ask, logs } = await serve([{ name: 'greylist', clientIdentity: 'fcrdns-domain', autoAllowClients: 1, header: false }]);
+    const pool = { sender: 'news@pool.example', client_name: 'unknown' };
+    assert.match(await ask({ ...pool, client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.equal(await ask({ ...pool, client_address: '198.51.100.20' }), 'DUNNO', 'the retry from another pool address passes (one pass: auto-allowed)');
+    clock.advance(3600 * S);
+    const fresh = { sender: 'alerts@pool.example', recipient: 'carol@example.test', client_name: 'unknown' };
+    assert.equal(await ask({ ...fresh, client_address: '198.51.100.20' }), 'DUNNO', 'the address that passed is auto-allowed');
+    assert.match(await ask({ ...fresh, recipient: 'dave@example.test', client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/, 'another host of the organisation is not');
+    assert.deepEqual(greylisted(logs).map((l) => l.identity), ['domain:pool.example', 'domain:pool.example']);
+  });
+
   it('takes the confirmed name from an earlier iprev stage and skips listed providers', async () => {
     const { ask, logs } = await serve([{ name: 'iprev' }, { name: 'greylist', skip: { fcrdnsProviders: ['outbound.pool.example'] } }]);
     assert.match(await ask({ client_address: '192.0.2.10' }), /^PREPEND Authentication-Results: .*iprev=pass/, 'not greylisted');

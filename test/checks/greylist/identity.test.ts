@@ -1,0 +1,24 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { looksDynamic, organisationalDomain } from '../../../src/checks/greylist/identity.js';
+
+describe('greylist identity: a confirmed name as the client identity', () => {
+  it('takes the registrable domain, with the private suffixes of hosters as suffixes', () => {
+    assert.equal(organisationalDomain('mail-db5eur01.outbound.protection.outlook.com'), 'outlook.com');
+    assert.equal(organisationalDomain('a8-30.smtp-out.amazonses.com'), 'amazonses.com');
+    assert.equal(organisationalDomain('mx1.example.co.uk.'), 'example.co.uk');
+    // Customers of one hoster are not one organisation.
+    assert.equal(organisationalDomain('li123-45.members.linode.com'), 'li123-45.members.linode.com');
+    assert.equal(organisationalDomain('myvm.cloudapp.net'), 'myvm.cloudapp.net');
+    assert.equal(organisationalDomain('co.uk'), undefined);
+  });
+
+  it('refuses names that embed the address, with or without leading zeros, or name an access network', () => {
+    assert.equal(looksDynamic('host-89-123-45-67.provider.example', '89.123.45.67'), true);
+    assert.equal(looksDynamic('host-089-123-045-067.provider.example', '89.123.45.67'), true);
+    assert.equal(looksDynamic('67.45.123.89.static.provider.example', '89.123.45.67'), true);
+    assert.equal(looksDynamic('dsl-pool7.provider.example', '89.123.45.67'), true);
+    assert.equal(looksDynamic('mail.provider.example', '89.123.45.67'), false);
+    assert.equal(looksDynamic('mx10.provider.example', '10.0.0.7'), false, 'a number that is not the address');
+  });
+});
