@@ -21,9 +21,12 @@
  *                     MAIL transaction every few recipients does not start again from zero.
  *                     Postfix forgives a connection's errors once a message is received; the
  *                     stage sees no delivery, so it forgives them when the connection starts a
- *                     new message after one in which a recipient was let through (that
- *                     message could be delivered; a harvester's are rejected throughout, and
- *                     one that slips a valid recipient into each is still counted per client).
+ *                     new message after one in which at least as many recipients were let
+ *                     through as were rejected (that message could be delivered: a bulk
+ *                     sender's message with a stale address among good ones). A harvester's
+ *                     messages are rejected throughout, and one that slips a valid recipient
+ *                     (postmaster@, which is always let through) among its probes is not
+ *                     forgiven either.
  *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
  *                     falls back to one message: client address + Postfix `instance`, the
  *                     only narrower scope a request names.
@@ -111,32 +114,50 @@ interface Scope {
   message?: { key: string; instance: string };
 }
 
+/** The recipients of a connection's message in progress: let through and rejected so far. */
+interface Tally {
+  instance: string;
+  accepted: number;
+  rejected: number;
+}
+
+function readTally(stored: string | undefined): Tally | undefined {
+  if (stored === undefined) return undefined;
+  try {
+    const { i, a, r } = JSON.parse(stored) as { i?: unknown; a?: unknown; r?: unknown };
+    return typeof i === 'string' && typeof a === 'number' && typeof r === 'number' ? { instance: i, accepted: a, rejected: r } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const writeTally = (tally: Tally) => JSON.stringify({ i: tally.instance, a: tally.accepted, r: tally.rejected });
+
 /** The connection (or, without a client port, the message) a request belongs to; undefined when neither is known. */
 function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefined {
   const fields = policyRequestFields(attributes);
   if (fields.clientPort > 0) {
     const connection = `${client}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}`;
-    return { key: `tarpit:p:${connection}`, words: 'on this connection', ...(fields.instance ? { message: { key: `tarpit:q:${connection}`, instance: fields.instance } } : {}) };
+    return { key: `tarpit:p:${connection}`, words: 'on this connection', ...(fields.instance ? { message: { key: `tarpit:t:${connection}`, instance: fields.instance } } : {}) };
   }
   if (fields.instance) return { key: `tarpit:m:${client}:${fields.instance}`, words: 'in this message' };
   return undefined;
 }
 
 /**
- * Before a request is judged: when it starts a new message of its connection after one with a
- * recipient that was let through, the connection's errors are forgiven, and the new message is
- * remembered ("instance,0"; "instance,1" once a recipient of it is let through). Returns
- * whether this message already has such a recipient. A
- * connection's requests come one at a time, so no update races another.
+ * Before a request is judged: the tally of its message. When the request starts a new message
+ * of its connection, the connection's errors are forgiven if the previous message could have
+ * been delivered (at least as many recipients let through as rejected), and the new message's
+ * tally starts. A connection's requests come one at a time, so no update races another.
  */
-async function startMessage(store: StageDeps['store'], scope: Scope): Promise<boolean> {
+async function startMessage(store: StageDeps['store'], scope: Scope): Promise<Tally> {
   const message = scope.message!;
-  const stored = (await store.get(message.key))?.value;
-  const comma = stored?.lastIndexOf(',') ?? -1;
-  if (stored !== undefined && comma >= 0 && stored.slice(0, comma) === message.instance) return stored.slice(comma + 1) === '1';
-  if (stored?.endsWith(',1')) await store.delete(scope.key);
-  await store.set(message.key, `${message.instance},0`, CONNECTION_TTL_MS);
-  return false;
+  const previous = readTally((await store.get(message.key))?.value);
+  if (previous?.instance === message.instance) return previous;
+  if (previous && previous.accepted > 0 && previous.accepted >= previous.rejected) await store.delete(scope.key);
+  const tally = { instance: message.instance, accepted: 0, rejected: 0 };
+  await store.set(message.key, writeTally(tally), CONNECTION_TTL_MS);
+  return tally;
 }
 
 function isRejection(action: string): boolean {
@@ -157,8 +178,8 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const window = new SlidingWindow(deps.store, deps.clock, durationMs(opts.perClient.window), 'tarpit:c:');
   const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
-  // object), with whether the request's message already had a recipient let through.
-  const seen = new WeakMap<PolicyAttributes, { errors: Errors; accepted: boolean; scope: Scope | undefined }>();
+  // object), with the tally of the request's message.
+  const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined }>();
 
   /** The client's address (connections are told apart by it) and what the per-client window counts it under. */
   const clientOf = (ctx: StageContext): { address: string; counted: string } | undefined => {
@@ -179,9 +200,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const client = clientOf(ctx);
       if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
-      const accepted = scope?.message ? await startMessage(deps.store, scope) : true;
+      const tally = scope?.message ? await startMessage(deps.store, scope) : undefined;
       const errors = await errorsOf(client.counted, scope);
-      seen.set(ctx.attributes, { errors, accepted, scope });
+      seen.set(ctx.attributes, { errors, tally, scope });
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
         const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.connection, errors.client))));
@@ -196,8 +217,14 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const judged = seen.get(ctx.attributes);
       const scope = judged ? judged.scope : scopeOf(client.address, ctx.attributes);
       let errors: Errors | undefined = judged?.errors;
-      if (letsThrough(outcome.action) && scope?.message && judged && !judged.accepted) await deps.store.set(scope.message.key, `${scope.message.instance},1`, CONNECTION_TTL_MS);
-      if (isRejection(outcome.action)) {
+      const rejected = isRejection(outcome.action);
+      const tally = judged?.tally;
+      if (scope?.message && tally && (rejected || letsThrough(outcome.action))) {
+        if (rejected) tally.rejected += 1;
+        else tally.accepted += 1;
+        await deps.store.set(scope.message.key, writeTally(tally), CONNECTION_TTL_MS);
+      }
+      if (rejected) {
         const [connection, sample] = await Promise.all([
           scope ? deps.store.increment(scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),
           window.add(client.counted),

@@ -93,6 +93,18 @@ describe('tarpit stage', () => {
     assert.equal(last.verdicts[0]!.reason, '0 rejected on this connection, 8.0 per 1h', 'the per-client count goes on');
   });
 
+  it('does not forgive a harvester that slips one valid recipient among its probes in each message', async () => {
+    const pipeline = harvestWorld();
+    const answers: string[] = [];
+    for (let m = 0; m < 3; m += 1) {
+      answers.push((await pipeline.decide(request('postmaster@example.test', { instance: `h${m}` }))).action);
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+    }
+    assert.deepEqual(answers.slice(0, 4), ['DUNNO', '550 5.1.1 User unknown', '550 5.1.1 User unknown', '550 5.1.1 User unknown']);
+    assert.deepEqual(answers.slice(4, 7), ['DUNNO', '550 5.1.1 User unknown', '550 5.1.1 User unknown'], 'the second message goes on counting: 5 errors');
+    assert.match(answers[7]!, /^421 4\.7\.0 /, 'the hard limit of 5 on this connection is reached');
+  });
+
   it('does not add up errors of different connections from one client per connection', async () => {
     const slept: number[] = [];
     const pipeline = harvestWorld(slept);
