@@ -181,23 +181,26 @@ export class Pipeline {
    * change it. The answer waits for them (the tarpit's delay is such a wait) only until the
    * grace after the deadline, as stages are waited for: a store that is slow to count (a
    * SQLite lock held by another process, a Redis timeout) must not hold the answer past
-   * Postfix's policy timeout. An observer still running then goes on without the answer.
+   * Postfix's policy timeout. An observer still running then goes on without the answer, and
+   * the observers after it are shown the answer without being waited for.
    */
   private async observe(ctx: StageContext, action: string, decidedBy: string | undefined): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     let late: Promise<'late'> | undefined;
+    let waiting = true;
     try {
       for (const { stage, mode, states } of this.observers) {
         if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
         const watching = Promise.resolve()
           .then(() => stage.observe!(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode }))
           .catch((err: unknown) => this.options.log.error({ stage: stage.name, err: describeError(err) }, 'stage observer fault'));
+        if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
           timer = setTimeout(() => resolve('late'), Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS);
         });
         if ((await Promise.race([watching, late])) === 'late') {
           this.options.log.error({ stage: stage.name, deadlineMs: this.options.decisionTimeoutMs }, 'stage observer late: answered without waiting for it');
-          return;
+          waiting = false;
         }
       }
     } finally {

@@ -198,13 +198,27 @@ describe('pipeline', () => {
           }),
       },
     };
+    let shownToNext = false;
+    const nextObserver: ConfiguredStage = {
+      ...slowObserver,
+      stage: {
+        name: 'next-observer',
+        states: new Set(['RCPT']),
+        evaluate: () => ({ stage: 'next-observer', result: 'ok', reason: 'ok', decision: { kind: 'continue' } }),
+        observe: () => {
+          shownToNext = true;
+          return new Promise<void>(() => undefined);
+        },
+      },
+    };
     const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
     const started = Date.now();
-    const out = await pipeline([slowObserver, syncStage('rejects', () => reject)], { decisionTimeoutMs: 100, log }).decide(rcpt());
+    const out = await pipeline([slowObserver, nextObserver, syncStage('rejects', () => reject)], { decisionTimeoutMs: 100, log }).decide(rcpt());
     const waited = Date.now() - started;
     assert.equal(out.action, '550 5.7.1 no', 'the answer is the one decided');
-    assert.ok(waited >= 100 && waited < 2000, `answered after ${waited} ms: past the deadline, not when the observer ends`);
-    assert.deepEqual(errors.map((e) => e.stage), ['counts-slowly']);
+    assert.ok(waited >= 590 && waited < 2000, `answered after ${waited} ms: at the deadline (100 ms) and its grace (500 ms), not when the observer ends`);
+    assert.deepEqual(errors.map((e) => e.stage), ['counts-slowly'], 'one wait past the deadline at most');
+    assert.equal(shownToNext, true, 'the observers after a late one are shown the answer, not waited for');
     assert.equal(observed, false);
     finishObserving();
     await new Promise((resolve) => setImmediate(resolve));

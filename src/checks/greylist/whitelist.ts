@@ -115,8 +115,9 @@ const POSIX_CLASSES: Record<string, string> = {
  * The Perl syntax of postgrey's lists that JavaScript reads differently: \A, \z and \Z become
  * ^ and $, POSIX classes ([[:alpha:]]) their ranges, \x{HHHH} the \uHHHH JavaScript reads
  * without the u flag, and a `]` right after a class opens (`[]a]`, `[^]a]`: a literal in Perl,
- * an empty class in JavaScript) an escaped one; \p, \P, \h, \K, \G, \Q, \N and \R, which
- * JavaScript would silently take as letters, are refused so the entry is reported, not dead.
+ * an empty class in JavaScript) an escaped one; \p, \P, \h, \H, \v, \V, \K, \G, \Q, \N, \R
+ * and \X, which JavaScript would silently read as letters or as another character (\v is a
+ * vertical tab there), are refused so the entry is reported, not dead.
  */
 export function perlToJavaScript(body: string): { ok: true; source: string } | { ok: false; message: string } {
   let out = '';
@@ -132,10 +133,10 @@ export function perlToJavaScript(body: string): { ok: true; source: string } | {
       else if (!inClass && (next === 'z' || next === 'Z')) out += '$';
       else if (next === 'x' && body[i + 1] === '{') {
         const hex = /^\{([0-9a-fA-F]{1,4})\}/.exec(body.slice(i + 1));
-        if (!hex) return { ok: false, message: `\\x{...} beyond \\x{FFFF} is not supported: ${JSON.stringify(body)}` };
+        if (!hex) return { ok: false, message: `\\x{...} is supported with 1 to 4 hex digits (up to FFFF): ${JSON.stringify(body)}` };
         out += `\\u${hex[1]!.padStart(4, '0')}`;
         i += hex[0].length;
-      } else if ('pPhKGQENR'.includes(next)) return { ok: false, message: `Perl-only regular expression syntax \\${next} is not supported: ${JSON.stringify(body)}` };
+      } else if ('pPhHvVKGQENRX'.includes(next)) return { ok: false, message: `Perl-only regular expression syntax \\${next} is not supported: ${JSON.stringify(body)}` };
       else out += `\\${next}`;
       continue;
     }

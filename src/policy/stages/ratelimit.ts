@@ -9,13 +9,16 @@
  *     count: recipients   every request counts one
  *     count: messages     the first request of a message (Postfix's `instance`, with the
  *                         client address) counts one; later recipients of it only compare.
- *                         Which messages were seen is marked in the store (setIfAbsent, kept
- *                         MESSAGE_MARK_MS), so a message whose recipients reach two workers or
- *                         two daemons (Postfix's policy client reconnects, a reload) is counted
- *                         once across the cluster; a request without an instance counts as one
- *     per: client         the client address; an IPv6 client by its /64 (ipv6Prefix), since
- *                         one host holds a whole /64 and could send from a new address each
- *                         time (ipv4Prefix, 32, counts IPv4 clients by address)
+ *                         Which messages a limit has counted is marked in the store
+ *                         (setIfAbsent per limit, kept MESSAGE_MARK_MS), so a message whose
+ *                         recipients reach two workers or two daemons (Postfix's policy client
+ *                         reconnects, a reload) is counted once across the cluster, and a
+ *                         second ratelimit stage still counts it for its own limits; a request
+ *                         without an instance counts as one
+ *     per: client         the client address, or its network with ipv4Prefix / ipv6Prefix
+ *                         (32 and 128: by address). 64 catches a host that sends from a new
+ *                         address of its /64 each time, but joins hosts that share one: the
+ *                         outbound servers of a large provider do (Gmail's share a /64)
  *     per: sender         the envelope sender as sent, lower-cased
  *     per: sender-domain  its domain
  *   The null sender (bounces) is counted per client only: every bounce of every client would
@@ -63,7 +66,7 @@ const options = z
     limits: z.array(limitSchema).min(1),
     exemptClients: z.array(z.string()).default([]),
     ipv4Prefix: z.number().int().min(8).max(32).default(32),
-    ipv6Prefix: z.number().int().min(16).max(128).default(64),
+    ipv6Prefix: z.number().int().min(16).max(128).default(128),
     deferCode: z.number().int().min(400).max(499).default(450),
     enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
     text: z.string().default('Rate limit {limit} exceeded for {key}: more than {max} {count} in {window}, try again in {seconds} seconds'),
@@ -99,10 +102,9 @@ export const ratelimitStage: StageDefinition<Options> = {
     const names = limits.map((l) => l.name);
     const duplicate = names.find((name, index) => names.indexOf(name) !== index);
     if (duplicate) throw new ConfigError(`ratelimit.limits: two limits are named ${JSON.stringify(duplicate)}; give each its own name`);
-    const countsMessages = limits.some((limit) => limit.count === 'messages');
-    /** Whether this request starts its message: the first to mark it in the shared store. */
-    const startsMessage = (ctx: StageContext): Promise<boolean> | boolean =>
-      !countsMessages || !ctx.instance || deps.store.setIfAbsent(`rl:m:${ctx.clientAddress}/${ctx.instance}`, '1', MESSAGE_MARK_MS);
+    /** Whether this request starts its message for a limit: the first to mark it, for that limit, in the shared store. */
+    const startsMessage = (limit: (typeof limits)[number], ctx: StageContext): Promise<boolean> | boolean =>
+      !ctx.instance || deps.store.setIfAbsent(`rl:${limit.name}:m:${ctx.clientAddress}/${ctx.instance}`, '1', MESSAGE_MARK_MS);
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
       stage: 'ratelimit',
       result,
@@ -116,13 +118,16 @@ export const ratelimitStage: StageDefinition<Options> = {
       states: new Set(['RCPT']),
       async evaluate(ctx) {
         if (ctx.clientAddress && exempt.value.has(ctx.clientAddress)) return verdict('exempt', `client ${ctx.clientAddress} is exempt`, { kind: 'continue' });
-        const newMessage = await startsMessage(ctx);
         const measured = await Promise.all(
           limits.flatMap((limit) => {
             const key = keyOf(limit.per, ctx, opts);
             if (key === undefined) return [];
-            const counts = limit.count === 'recipients' || newMessage;
-            return [(counts ? limit.counter.add(key) : limit.counter.peek(key)).then((sample) => ({ limit, key, sample }))];
+            const counts = limit.count === 'recipients' ? true : startsMessage(limit, ctx);
+            return [
+              Promise.resolve(counts)
+                .then((add) => (add ? limit.counter.add(key) : limit.counter.peek(key)))
+                .then((sample) => ({ limit, key, sample })),
+            ];
           }),
         );
         const over = measured.filter((s) => s.sample.estimate > s.limit.max);

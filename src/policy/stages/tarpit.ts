@@ -30,10 +30,12 @@
  *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
  *                     falls back to one message: client address + Postfix `instance`, the
  *                     only narrower scope a request names.
- *     per client      client address over perClient.window (sliding, in the shared store);
- *                     an IPv6 client by its /64 (perClient.ipv6Prefix), since one host holds
- *                     a whole /64 and could probe from a new address every time
- *                     (perClient.ipv4Prefix, 32, counts IPv4 clients by address)
+ *     per client      client address over perClient.window (sliding, in the shared store),
+ *                     or its network with perClient.ipv4Prefix / ipv6Prefix (32 and 128: by
+ *                     address). 64 catches a harvester probing from a new address of its /64
+ *                     each time, but joins the hosts that share one: a large provider's
+ *                     outbound servers do (Gmail's share a /64), and the stale recipients of
+ *                     all its users would then refuse all its mail
  *   Errors past a soft limit delay every answer to the client (also the rejection itself)
  *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
  *   less a margin, so Postfix's policy timeout is never hit. At a hard limit evaluate()
@@ -83,10 +85,10 @@ const options = z
         soft: z.number().int().min(0).default(20),
         hard: z.number().int().min(1).default(50),
         ipv4Prefix: z.number().int().min(8).max(32).default(32),
-        ipv6Prefix: z.number().int().min(16).max(128).default(64),
+        ipv6Prefix: z.number().int().min(16).max(128).default(128),
       })
       .strict()
-      .default({ window: '1h', soft: 20, hard: 50, ipv4Prefix: 32, ipv6Prefix: 64 }),
+      .default({ window: '1h', soft: 20, hard: 50, ipv4Prefix: 32, ipv6Prefix: 128 }),
     sleep: durationOption('1s'),
     maxSleep: durationOption('5s'),
     hardCode: z.number().int().min(400).max(599).default(421),
@@ -148,7 +150,9 @@ function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefine
  * Before a request is judged: the tally of its message. When the request starts a new message
  * of its connection, the connection's errors are forgiven if the previous message could have
  * been delivered (at least as many recipients let through as rejected), and the new message's
- * tally starts. A connection's requests come one at a time, so no update races another.
+ * tally starts. A connection's requests come one at a time, so no update races another
+ * (unless a store slower than the decision deadline let an answer go before its counting ended,
+ * policy/pipeline: a count may then be lost, which a failing store costs anyway).
  */
 async function startMessage(store: StageDeps['store'], scope: Scope): Promise<Tally> {
   const message = scope.message!;
@@ -218,7 +222,9 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const scope = judged ? judged.scope : scopeOf(client.address, ctx.attributes);
       let errors: Errors | undefined = judged?.errors;
       const rejected = isRejection(outcome.action);
-      const tally = judged?.tally;
+      // A stage before the tarpit that ended the pipeline kept evaluate() from running: the
+      // message's tally is read here, so its rejections count towards forgiveness all the same.
+      const tally = judged ? judged.tally : scope?.message ? await startMessage(deps.store, scope) : undefined;
       if (scope?.message && tally && (rejected || letsThrough(outcome.action))) {
         if (rejected) tally.rejected += 1;
         else tally.accepted += 1;

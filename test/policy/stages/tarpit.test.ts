@@ -105,6 +105,19 @@ describe('tarpit stage', () => {
     assert.match(answers[7]!, /^421 4\.7\.0 /, 'the hard limit of 5 on this connection is reached');
   });
 
+  it('tallies the rejections of a stage placed before the tarpit too, so its harvester is not forgiven either', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+    const pipeline = new Pipeline([configured(recipientCheck), configured(tarpit)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const answers: string[] = [];
+    for (let m = 0; m < 3; m += 1) {
+      answers.push((await pipeline.decide(request('postmaster@example.test', { instance: `p${m}` }))).action);
+      for (let n = 0; n < 3; n += 1) await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `p${m}` }));
+    }
+    assert.deepEqual(answers.slice(0, 2), ['DUNNO', 'DUNNO']);
+    assert.match(answers[2]!, /^421 /, 'six errors over two messages, never forgiven: the hard limit is reached where the tarpit judges');
+  });
+
   it('does not add up errors of different connections from one client per connection', async () => {
     const slept: number[] = [];
     const pipeline = harvestWorld(slept);
@@ -160,9 +173,12 @@ describe('tarpit stage', () => {
     assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'c11' }))).action, 'DUNNO');
   });
 
-  it('counts an IPv6 client by its /64, so probing from a new address each time does not help', async () => {
+  it('counts an IPv6 client by address, or by its /64 when asked, so probing from a new address each time does not help', async () => {
     const { clock, deps } = world();
-    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
+    const byAddress = new Pipeline([configured(createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined)), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 4; n += 1) await byAddress.decide(request(`nobody${n}@example.test`, { client_address: `2001:db8:9:2::${n + 1}`, instance: `a${n}` }));
+    assert.equal((await byAddress.decide(request('alice@example.test', { client_address: '2001:db8:9:2::9', instance: 'a9' }))).action, 'DUNNO', 'by default each address is a client (a provider\'s servers share a /64)');
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4, ipv6Prefix: 64 } }) as never, deps, async () => undefined);
     const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}` }));
     assert.match((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:2:ffff::9', instance: 'v9' }))).action, /^421 /);
@@ -230,12 +246,12 @@ describe('ratelimit stage', () => {
     for (let r = 0; r < 10; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: `e${r}`, client_address: '10.1.2.3' }))).verdicts[0]!.result, 'exempt');
   });
 
-  it('counts an IPv6 client by its /64, and bounces per client only, never as one sender <> for everyone', async () => {
+  it('counts an IPv6 client by its /64 when asked, and bounces per client only, never as one sender <> for everyone', async () => {
     const { clock, deps } = world();
     const perClient = { name: 'per-client', per: 'client', count: 'recipients', max: 3, window: '1h' };
     const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 2, window: '1h' };
     const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 2, window: '1h' };
-    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perClient, perSender, perDomain] }) as never, deps);
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perClient, perSender, perDomain], ipv6Prefix: 64 }) as never, deps);
     const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request('r@example.test', { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}`, sender: `s@v6-${n}.example` }))).action, 'DUNNO');
     assert.match((await pipeline.decide(request('r@example.test', { client_address: '2001:db8:1:2::99', instance: 'v9', sender: 's@v6-9.example' }))).action, /^450 4\.7\.1 Rate limit per-client exceeded for 2001:db8:1:2::\/64/);
@@ -254,6 +270,16 @@ describe('ratelimit stage', () => {
     assert.equal((await daemons[0]!.decide(request('a@example.test', { instance: 'shared' }))).action, 'DUNNO');
     assert.equal((await daemons[1]!.decide(request('b@example.test', { instance: 'shared' }))).action, 'DUNNO', 'the same message, not a second one');
     assert.match((await daemons[1]!.decide(request('c@example.test', { instance: 'next' }))).action, /^450 /, 'a second message is over the limit');
+  });
+
+  it('counts messages in each of two ratelimit stages (each limit marks the messages it counted)', async () => {
+    const { clock, deps } = world();
+    const watch = ratelimitStage.create(ratelimitStage.options.parse({ limits: [{ name: 'watch', per: 'client', count: 'messages', max: 1, window: '1h', action: 'warn' }] }) as never, deps);
+    const enforce = ratelimitStage.create(ratelimitStage.options.parse({ limits: [{ name: 'enforce', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never, deps);
+    const pipeline = new Pipeline([configured(watch), configured(enforce)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    assert.equal((await pipeline.decide(request('a@example.test', { instance: 'first' }))).action, 'DUNNO');
+    assert.equal((await pipeline.decide(request('b@example.test', { instance: 'first' }))).action, 'DUNNO', 'a second recipient of the first message');
+    assert.match((await pipeline.decide(request('a@example.test', { instance: 'second' }))).action, /^450 4\.7\.1 Rate limit enforce exceeded/);
   });
 
   it('refuses a window under a second (a window of 0 would never be over its limit)', () => {
