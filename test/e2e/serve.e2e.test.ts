@@ -36,7 +36,7 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
-import { startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
+import { SWAKS_NO_RCPT, SWAKS_OK, sendMail as send, startPostfix, stopAllPostfix, waitForMaillog } from '../support/postfix.js';
 import type { PostfixInstance } from '../support/postfix.js';
 import { startServeProcess } from '../support/serve-process.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
@@ -45,12 +45,7 @@ const SMTP_PORT = 25400;
 const SENDER_MX = '127.0.0.40';
 const RECEIVER_DEFAULTS = '127.0.0.41';
 const RECEIVER_DUNNO = '127.0.0.42';
-const LOG_WAIT_MS = 10_000;
 const EXIT_WAIT_MS = 20_000;
-
-// swaks exit codes: 0 all accepted, 24 no RCPT accepted.
-const SWAKS_OK = 0;
-const SWAKS_NO_RCPT = 24;
 
 let dns: DnsTestServer;
 let dataDir: string;
@@ -77,28 +72,6 @@ function writeConfig(senderCalloutMode: 'enforce' | 'warn'): void {
   writeFileSync(configPath, stringify({ policy: { stages } }));
 }
 
-/** The reply to RCPT TO in swaks's transcript (`<-` accepted, `<**` refused), without the arrow. */
-function rcptReply(transcript: string): string {
-  const lines = transcript.split('\n');
-  const at = lines.findIndex((l) => /^\s*-> RCPT TO:/.test(l));
-  const reply = at >= 0 ? lines.slice(at + 1).find((l) => /^\s*<(\*\*)?-? /.test(l)) : undefined;
-  assert.ok(reply, `no reply to RCPT in:\n${transcript}`);
-  return reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim();
-}
-
-async function send(receiver: PostfixInstance, from: string, to: string, options: { data?: boolean } = {}): Promise<{ code: number; rcpt: string; transcript: string }> {
-  const result = await swaks([
-    '--server', `${receiver.host}:${receiver.port}`,
-    '--helo', 'client.sender.test',
-    '--from', from,
-    '--to', to,
-    '--timeout', '30',
-    ...(options.data ? ['--header', 'Subject: callout e2e'] : ['--quit-after', 'RCPT']),
-  ]);
-  const transcript = result.stdout + result.stderr;
-  return { code: result.code, rcpt: rcptReply(transcript), transcript };
-}
-
 /** Remote ports of established TCP connections to 127.0.0.1:port, from /proc/net/tcp. */
 function establishedPeers(port: number): Set<string> {
   const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
@@ -109,15 +82,6 @@ function establishedPeers(port: number): Set<string> {
     if (fields[1] === local && fields[3] === established && fields[2]) peers.add(fields[2]);
   }
   return peers;
-}
-
-/** Postfix logs delivery after swaks has its 250 for the message: polls the maillog for it. */
-async function waitForMaillog(instance: PostfixInstance, pattern: RegExp): Promise<void> {
-  const deadline = Date.now() + LOG_WAIT_MS;
-  while (!pattern.test(instance.maillog())) {
-    if (Date.now() > deadline) assert.fail(`maillog has no ${pattern} within ${LOG_WAIT_MS} ms:\n${instance.maillog()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 const decisionsFor = (sender: string, recipient: string) => (l: LogLine) => l.msg === 'decision' && l.sender === sender && l.recipient === recipient;

@@ -174,6 +174,49 @@ export async function swaks(args: string[]): Promise<CommandResult> {
   return result;
 }
 
+const MAILLOG_WAIT_MS = 10_000;
+
+/** Postfix logs after swaks has its reply: polls the instance's maillog for pattern; the text it matched. */
+export async function waitForMaillog(instance: PostfixInstance, pattern: RegExp): Promise<string> {
+  const deadline = Date.now() + MAILLOG_WAIT_MS;
+  for (;;) {
+    const found = pattern.exec(instance.maillog());
+    if (found) return found[0];
+    if (Date.now() > deadline) throw new Error(`maillog has no ${pattern} within ${MAILLOG_WAIT_MS} ms:\n${instance.maillog()}`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/** swaks's exit codes: all recipients accepted, none accepted. */
+export const SWAKS_OK = 0;
+export const SWAKS_NO_RCPT = 24;
+
+/** The reply to RCPT TO in swaks's transcript (`<-` accepted, `<**` refused), without the arrow. */
+function rcptReply(transcript: string): string {
+  const lines = transcript.split('\n');
+  const at = lines.findIndex((l) => /^\s*-> RCPT TO:/.test(l));
+  const reply = at >= 0 ? lines.slice(at + 1).find((l) => /^\s*<(\*\*)?-? /.test(l)) : undefined;
+  if (!reply) throw new Error(`no reply to RCPT in:\n${transcript}`);
+  return reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim();
+}
+
+/**
+ * One message to one recipient through swaks, as a client at 127.0.0.1 says HELO
+ * client.sender.test; with data it is sent whole (a Subject header), else swaks quits after RCPT.
+ */
+export async function sendMail(receiver: PostfixInstance, from: string, to: string, options: { data?: boolean } = {}): Promise<{ code: number; rcpt: string; transcript: string }> {
+  const result = await swaks([
+    '--server', `${receiver.host}:${receiver.port}`,
+    '--helo', 'client.sender.test',
+    '--from', from,
+    '--to', to,
+    '--timeout', '30',
+    ...(options.data ? ['--header', 'Subject: callout e2e'] : ['--quit-after', 'RCPT']),
+  ]);
+  const transcript = result.stdout + result.stderr;
+  return { code: result.code, rcpt: rcptReply(transcript), transcript };
+}
+
 function validateOptions(options: PostfixInstanceOptions): void {
   const fault = (what: string): never => {
     throw new Error(`startPostfix(${JSON.stringify(options.name)}): ${what}`);
