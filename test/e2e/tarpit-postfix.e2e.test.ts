@@ -1,0 +1,105 @@
+/**
+ * NAME
+ *   test/e2e/tarpit-postfix.e2e - the harvest tarpit answered to real Postfix
+ *
+ * DESCRIPTION
+ *   A backup MX for local.test (Postfix at 127.0.0.53, which would accept any local part) asks
+ *   `callout serve` at RCPT; callout checks each recipient at the primary (Postfix at
+ *   127.0.0.52, whose one user is alice) with the recipient-callforward stage, behind the
+ *   tarpit (perConnection soft 1, hard 3, sleep 1s). A harvester (swaks) tries five unknown
+ *   recipients in one session: the first three are refused with 550 5.1.1, the answers past the
+ *   soft limit come late (1 s, then 2 s), and the fourth RCPT gets 421 4.7.0, after which
+ *   Postfix closes the connection, as at its own hard error limit. A good recipient on a new
+ *   connection still passes. The answers come before Postfix's policy timeout (100 s), so
+ *   Postfix takes every one as callout gave it.
+ *
+ * LIMITS
+ *   Needs root, postfix and swaks (.ci/run installs them). The delays are real time (3 s).
+ */
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { startDnsServer } from '../support/dns-server.js';
+import type { DnsTestServer } from '../support/dns-server.js';
+import { SWAKS_OK, sendMail, startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
+import type { PostfixInstance } from '../support/postfix.js';
+import { startServeProcess } from '../support/serve-process.js';
+import type { ServeProcess } from '../support/serve-process.js';
+
+const SMTP_PORT = 25452;
+const PRIMARY = '127.0.0.52';
+const BACKUP = '127.0.0.53';
+
+let dns: DnsTestServer;
+let dataDir: string;
+let serve: ServeProcess;
+let backup: PostfixInstance;
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'callout-tarpit-e2e-'));
+  const configPath = join(dataDir, 'callout.yaml');
+  const stages = [
+    { name: 'tarpit', perConnection: { soft: 1, hard: 3 }, sleep: '1s', maxSleep: '5s' },
+    { name: 'recipient-callforward', hosts: [PRIMARY], port: SMTP_PORT },
+  ];
+  writeFileSync(configPath, stringify({ policy: { stages } }));
+  dns = await startDnsServer({});
+  await startPostfix({ name: 'tarpit-primary', host: PRIMARY, port: SMTP_PORT, myhostname: 'primary.local.test', domains: { 'local.test': ['alice'] } });
+  serve = await startServeProcess(['--config', configPath, '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--metrics', '', '--dns-server', dns.address, '--helo', 'verifier.callout.test']);
+  backup = await startPostfix({
+    name: 'tarpit-backup',
+    host: BACKUP,
+    port: SMTP_PORT,
+    myhostname: 'backup.local.test',
+    domains: { 'local.test': 'catch-all' },
+    policyService: `inet:${serve.policyAddress}`,
+  });
+});
+
+after(async () => {
+  if (serve && serve.child.exitCode === null && serve.child.signalCode === null) await serve.stop();
+  await stopAllPostfix();
+  await dns?.close();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** The replies to the RCPT commands of a swaks transcript, in order. */
+function rcptReplies(transcript: string): string[] {
+  const lines = transcript.split('\n');
+  const replies: string[] = [];
+  lines.forEach((line, index) => {
+    if (!/^\s*-> RCPT TO:/.test(line)) return;
+    const reply = lines.slice(index + 1).find((l) => /^\s*<(\*\*)?-? \d{3}[ -]/.test(l));
+    if (reply) replies.push(reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim());
+  });
+  return replies;
+}
+
+describe('tarpit behind real Postfix', () => {
+  it('slows a harvester past the soft limit, then Postfix answers 421 and closes the connection', async () => {
+    const probes = Array.from({ length: 5 }, (_, n) => `nobody${n}@local.test`);
+    const started = Date.now();
+    const result = await swaks(['--server', `${BACKUP}:${SMTP_PORT}`, '--helo', 'harvester.example', '--from', 'probe@harvester.example', '--to', probes.join(','), '--quit-after', 'RCPT', '--timeout', '60']);
+    const seconds = (Date.now() - started) / 1000;
+    const transcript = result.stdout + result.stderr;
+    const replies = rcptReplies(transcript);
+    assert.equal(replies.length, 4, `four RCPTs answered, the connection closed after the fourth:\n${transcript}`);
+    for (const [n, reply] of replies.slice(0, 3).entries()) {
+      assert.match(reply, new RegExp(`^550 5\\.1\\.1 <nobody${n}@local\\.test>: Recipient address rejected: Recipient address rejected: `), transcript);
+    }
+    assert.match(replies[3]!, /^421 4\.7\.0 <nobody3@local\.test>: Recipient address rejected: Too many rejected recipients from 127\.0\.0\.1, try again later$/);
+    assert.ok(seconds >= 3, `the second and third refusals came 1 s and 2 s late: ${seconds.toFixed(1)} s in all`);
+    await serve.waitForLog((l) => l.msg === 'tarpit: answer delayed' && l.delayMs === 2000, 'the second delay');
+    assert.doesNotMatch(backup.maillog(), /warning: .*(policy|check_policy_service)/, 'no policy timeout or bad answer in Postfix\'s eyes');
+  });
+
+  it('lets a good recipient through on a new connection', async () => {
+    const sent = await sendMail(backup, 'bob@sender.test', 'alice@local.test');
+    assert.equal(sent.code, SWAKS_OK, sent.transcript);
+    assert.match(sent.rcpt, /^250 /);
+  });
+});
