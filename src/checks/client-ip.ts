@@ -15,8 +15,9 @@
  *   greylisted request was a twentieth of the decision. The same object goes to every caller.
  *
  *   countingKey() is what a client is counted under (the tarpit, rate limits): its address, or
- *   its network for a shorter prefix. An IPv6 host is given a /64 (RFC 7421), so counting
- *   IPv6 clients by their whole address would let one host spread over 2^64 counters.
+ *   its network when the stage is given a shorter prefix. An IPv6 host often holds a whole /64
+ *   (RFC 7421) and can use a new address for every connection, while a large provider's
+ *   servers may share one /64: which matters more is the administrator's choice.
  */
 
 import { formatIp, networkOf, parseCidr, parseIp, type Cidr } from '../core/ip.js';

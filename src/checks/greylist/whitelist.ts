@@ -23,10 +23,11 @@
  *
  *   Deviations from postgrey, each where postgrey's behaviour contradicts its own comment or
  *   Postfix's access(5): `a.b` whitelists the /16 (postgrey 1.37 builds a /24 from it), and
- *   `@domain` means any recipient in exactly that domain, as in access(5), where `@domain`
- *   does not reach subdomains (postgrey would match only the literal address `@domain`). Regular expressions are JavaScript's, which agree with Perl's for
- *   the constructs these lists use (classes, anchors, \d, alternation); one that does not
- *   compile is reported as a problem, as is a line postgrey warns about.
+ *   `@domain` means any recipient in exactly that domain, as in access(5), where `@domain` does
+ *   not reach subdomains (postgrey would match only the literal address `@domain`). Regular
+ *   expressions are JavaScript's, which agree with Perl's for the constructs these lists use
+ *   (classes, anchors, \d, alternation); one that does not compile is reported as a problem,
+ *   as is a line postgrey warns about.
  *
  * LIMITS
  *   A line longer than 4096 characters and a regular expression longer than 1000 are refused

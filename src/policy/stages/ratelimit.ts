@@ -34,7 +34,8 @@
  *   Counters: callout_ratelimit_total{limit,result}.
  *
  * CONFIGURATION
- *   limits: [{ name, per, count, max, window, action }], exemptClients, ipv4Prefix, ipv6Prefix, deferCode, enhanced,
+ *   limits: [{ name, per, count, max, window, action }], exemptClients, ipv4Prefix, ipv6Prefix,
+ *   deferCode, enhanced,
  *   text ({limit}, {key}, {max}, {count}, {window}, {seconds} expand)
  */
 

@@ -51,7 +51,8 @@
  *   Counters: callout_tarpit_total{result}.
  *
  * CONFIGURATION
- *   perConnection.{soft,hard}, perClient.{window,soft,hard,ipv4Prefix,ipv6Prefix}, sleep, maxSleep, hardCode,
+ *   perConnection.{soft,hard}, perClient.{window,soft,hard,ipv4Prefix,ipv6Prefix}, sleep,
+ *   maxSleep, hardCode,
  *   hardEnhanced, text ({client}, {errors} expand), exemptClients
  */
 
