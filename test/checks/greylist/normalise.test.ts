@@ -176,6 +176,18 @@ describe('postgrey whitelists as Perl reads them', () => {
     assert.deepEqual(problems.map((p) => p.line), [5, 6, 7, 8], '\\v is a vertical tab in JavaScript, vertical space in Perl');
   });
 
+  it('translates any regular expression body without throwing: a result that is ok compiles, or the entry is reported', () => {
+    const perlish = fc.stringMatching(/^[a-z\\[\]^:{}x0-9().*+?|$-]{0,40}$/);
+    fc.assert(
+      fc.property(perlish, (body) => {
+        const { whitelist, problems } = parseClientWhitelist([{ source: 'fuzz', text: `/${body.replace(/\s/g, '')}/` }]);
+        whitelist.match('mx1.example.org', '192.0.2.1');
+        assert.ok(problems.length <= 1);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it('matches a recipient entry with an extension as postgrey does: itself and longer extensions', () => {
     const { whitelist } = parseRecipientWhitelist([{ source: 'ext', text: 'user+ext@example.com\nplain@example.com\n' }]);
     assert.equal(whitelist.match('user+ext@example.com'), 'user+ext@example.com');
