@@ -46,5 +46,8 @@ describe('greylist durations', () => {
     assert.match(problem(greylist({ maxAge: '1d' })), /policy\.stages\.0\.maxAge: got "1d", expected at least retryWindow \(2d\)/);
     assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge: got 0, expected at least 1000 ms$/);
     assert.doesNotThrow(() => validateConfig(greylist({ delay: '0s', retryWindow: '2d', maxAge: '35d' })));
+    const both = problem(greylist({ ipv4Prefix: 'x', retryWindow: 2 }));
+    assert.match(both, /policy\.stages\.0\.ipv4Prefix: /);
+    assert.match(both, /policy\.stages\.0\.retryWindow: got 2, expected longer than delay/, 'one start reports every problem');
   });
 });

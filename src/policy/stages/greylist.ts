@@ -41,7 +41,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
-import { formatDuration, parseDuration } from '../../config/duration.js';
+import { formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
@@ -64,6 +64,27 @@ import { checkIprev } from '../../checks/iprev/index.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { withinDeadline } from './sender-callout.js';
+
+/**
+ * The greylist's durations against each other: a retry window no retry could pass, or a
+ * max-age shorter than it, is refused. The values may be anything when another option is
+ * wrong; each unreadable or too short one is reported on its own.
+ */
+function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: unknown }, ctx: z.RefinementCtx): void {
+  const ms = (value: unknown): DurationParse =>
+    typeof value === 'string' || typeof value === 'number' ? parseDuration(value) : { ok: false, reason: 'not a duration' };
+  const delay = ms(o.delay);
+  const retryWindow = ms(o.retryWindow);
+  const maxAge = ms(o.maxAge);
+  if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < 1000 || maxAge.ms < 1000) return;
+  // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
+  if (retryWindow.ms <= delay.ms) {
+    ctx.addIssue({ code: 'custom', path: ['retryWindow'], message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
+  }
+  if (maxAge.ms < retryWindow.ms) {
+    ctx.addIssue({ code: 'custom', path: ['maxAge'], message: `expected at least retryWindow (${formatDuration(retryWindow.ms)}); a bare number is seconds, write days as 35d` });
+  }
+}
 
 export const greylistOptions = z
   .object({
@@ -97,21 +118,8 @@ export const greylistOptions = z
     purgeInterval: z.unknown().optional(),
   })
   .strict()
-  .superRefine((o, ctx) => {
-    const ms = (value: unknown) => parseDuration(value as string | number);
-    const delay = ms(o.delay);
-    const retryWindow = ms(o.retryWindow);
-    const maxAge = ms(o.maxAge);
-    // Each unreadable or too short duration is reported on its own.
-    if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < 1000 || maxAge.ms < 1000) return;
-    // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
-    if (retryWindow.ms <= delay.ms) {
-      ctx.addIssue({ code: 'custom', path: ['retryWindow'], message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
-    }
-    if (maxAge.ms < retryWindow.ms) {
-      ctx.addIssue({ code: 'custom', path: ['maxAge'], message: `expected at least retryWindow (${formatDuration(retryWindow.ms)}); a bare number is seconds, write days as 35d` });
-    }
-  });
+  // Runs even when another option is wrong (`when`), so that one start reports every problem.
+  .superRefine(checkDurations, { when: () => true });
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 
