@@ -85,4 +85,15 @@ describe('greylisting shared through Redis', () => {
     assert.equal(answers.filter((x) => x === 'DUNNO').length, 10);
     assert.equal(answers.filter((x) => /^450 4\.7\.1 Rate limit rcpt exceeded for 198\.51\.100\.99/.test(x)).length, 6);
   });
+
+  it('a message whose recipients reach both daemons is counted once', async () => {
+    const [a, b] = await pair([{ name: 'ratelimit', limits: [{ name: 'msgs', per: 'client', count: 'messages', max: 2, window: '1h' }] }]);
+    const request = (message: string, n: number) => postfixRequest({ client_address: '198.51.100.77', recipient: `r${n}@example.test`, instance: message });
+    // Two messages, each with recipients asked of both daemons at once.
+    for (const message of ['m1', 'm2']) {
+      const answers = await Promise.all(Array.from({ length: 6 }, (_, n) => (n % 2 ? a : b).request(request(message, n))));
+      assert.deepEqual(new Set(answers), new Set(['DUNNO']), `message ${message} counted once`);
+    }
+    assert.match(await a.request(request('m3', 0)), /^450 4\.7\.1 Rate limit msgs exceeded for 198\.51\.100\.77: more than 2 messages/);
+  });
 });
