@@ -36,8 +36,9 @@
  *   worker a commit was seen to wait 600 ms), which would stall every connection of the daemon.
  *   So once the file is open the connection's busy timeout is 0, and a group that finds the lock
  *   taken goes back to the head of the queue and is tried again at every turn for the first
- *   LOCK_SPIN_MS, then every millisecond, until busyTimeoutMs has passed; the writes and reads asked for meanwhile join
- *   it, in order. A read that meets a lock (rare in WAL mode) takes the same way. Opening, the
+ *   LOCK_SPIN_MS, then every millisecond, until busyTimeoutMs has passed; the writes and reads
+ *   asked for meanwhile join it, in order. A read that meets a lock (rare in WAL mode) takes
+ *   the same way. Opening, the
  *   schema migration and the last commit of close() wait in SQLite's busy handler, except the
  *   switch of a new file to WAL, which SQLite refuses at once while another process makes it
  *   (enterWal waits and tries again).
@@ -72,8 +73,8 @@
  *   them where that is known exactly (a set, a compare-and-set that applied, a delete), so a
  *   greylist retry or a cache refresh reads its own write without a SELECT, and forgotten
  *   otherwise; a commit by another store of this process ends the trust at once. So a read may
- *   miss only a commit another process made less than TRUST_MS before it; a compare-and-set never acts on
- *   such a row, since it compares in SQL (and forgets the key when it fails).
+ *   miss only a commit another process made less than TRUST_MS before it; a compare-and-set
+ *   never acts on such a row, since it compares in SQL (and forgets the key when it fails).
  *
  *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its
  *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE

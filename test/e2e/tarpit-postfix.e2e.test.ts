@@ -25,7 +25,7 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
-import { SWAKS_OK, sendMail, startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
+import { SWAKS_OK, rcptReplies, sendMail, startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
 import type { PostfixInstance } from '../support/postfix.js';
 import { startServeProcess } from '../support/serve-process.js';
 import type { ServeProcess } from '../support/serve-process.js';
@@ -66,18 +66,6 @@ after(async () => {
   await dns?.close();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
-
-/** The replies to the RCPT commands of a swaks transcript, in order. */
-function rcptReplies(transcript: string): string[] {
-  const lines = transcript.split('\n');
-  const replies: string[] = [];
-  lines.forEach((line, index) => {
-    if (!/^\s*-> RCPT TO:/.test(line)) return;
-    const reply = lines.slice(index + 1).find((l) => /^\s*<(\*\*)?-? \d{3}[ -]/.test(l));
-    if (reply) replies.push(reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim());
-  });
-  return replies;
-}
 
 describe('tarpit behind real Postfix', () => {
   it('slows a harvester past the soft limit, then Postfix answers 421 and closes the connection', async () => {

@@ -191,13 +191,16 @@ export async function waitForMaillog(instance: PostfixInstance, pattern: RegExp)
 export const SWAKS_OK = 0;
 export const SWAKS_NO_RCPT = 24;
 
-/** The reply to RCPT TO in swaks's transcript (`<-` accepted, `<**` refused), without the arrow. */
-function rcptReply(transcript: string): string {
+/** The replies to the RCPT TO commands of a swaks transcript (`<-` accepted, `<**` refused), in order, without the arrows. */
+export function rcptReplies(transcript: string): string[] {
   const lines = transcript.split('\n');
-  const at = lines.findIndex((l) => /^\s*-> RCPT TO:/.test(l));
-  const reply = at >= 0 ? lines.slice(at + 1).find((l) => /^\s*<(\*\*)?-? /.test(l)) : undefined;
-  if (!reply) throw new Error(`no reply to RCPT in:\n${transcript}`);
-  return reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim();
+  const replies: string[] = [];
+  lines.forEach((line, index) => {
+    if (!/^\s*-> RCPT TO:/.test(line)) return;
+    const reply = lines.slice(index + 1).find((l) => /^\s*<(\*\*)?-?\s+\d{3}[ -]/.test(l));
+    if (reply) replies.push(reply.replace(/^\s*<(\*\*)?-?\s+/, '').trim());
+  });
+  return replies;
 }
 
 /**
@@ -214,7 +217,9 @@ export async function sendMail(receiver: PostfixInstance, from: string, to: stri
     ...(options.data ? ['--header', 'Subject: callout e2e'] : ['--quit-after', 'RCPT']),
   ]);
   const transcript = result.stdout + result.stderr;
-  return { code: result.code, rcpt: rcptReply(transcript), transcript };
+  const [rcpt] = rcptReplies(transcript);
+  if (rcpt === undefined) throw new Error(`no reply to RCPT in:\n${transcript}`);
+  return { code: result.code, rcpt, transcript };
 }
 
 function validateOptions(options: PostfixInstanceOptions): void {

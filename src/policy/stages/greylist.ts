@@ -65,6 +65,9 @@ import type { Decision, StageContext, StageDefinition, StageVerdict } from '../t
 import { durationMs, durationOption } from './duration-option.js';
 import { withinDeadline } from './sender-callout.js';
 
+/** The shortest retry window and max-age: their entries' lifetimes are store TTLs, which must be positive. */
+const SHORTEST_MS = 1000;
+
 /**
  * The greylist's durations against each other: a retry window no retry could pass, or a
  * max-age shorter than it, is refused. The values may be anything when another option is
@@ -76,7 +79,7 @@ function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: un
   const delay = ms(o.delay);
   const retryWindow = ms(o.retryWindow);
   const maxAge = ms(o.maxAge);
-  if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < 1000 || maxAge.ms < 1000) return;
+  if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < SHORTEST_MS || maxAge.ms < SHORTEST_MS) return;
   // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
   if (retryWindow.ms <= delay.ms) {
     ctx.addIssue({ code: 'custom', path: ['retryWindow'], message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
@@ -89,8 +92,8 @@ function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: un
 export const greylistOptions = z
   .object({
     delay: durationOption('300s'),
-    retryWindow: durationOption('2d', 1000),
-    maxAge: durationOption('35d', 1000),
+    retryWindow: durationOption('2d', SHORTEST_MS),
+    maxAge: durationOption('35d', SHORTEST_MS),
     clientIdentity: z.enum(['network', 'address', 'fcrdns-domain']).default('network'),
     ipv4Prefix: z.number().int().min(8).max(32).default(24),
     ipv6Prefix: z.number().int().min(16).max(128).default(64),
