@@ -14,7 +14,10 @@
  *       site's traffic, costs a read instead of a write);
  *     - a triplet that has not passed and is retried more than `retryWindow` after it was
  *       first seen starts again (first = now): the window expired;
- *     - a first-seen time in the future (a clock step) is corrected to now;
+ *     - a first-seen time in the future (a clock step) of a triplet that has not passed is
+ *       corrected to now; a passed triplet stays passed whatever the clock of the daemon
+ *       asking (daemons sharing a store may disagree by a little), and its row is never moved
+ *       back in time;
  *     - client auto-allow: the first pass of a triplet counts one for the client address, at
  *       most once an hour; a client with `autoAllowClients` counts skips greylisting (and its
  *       last-seen is refreshed at most once an hour);
@@ -174,9 +177,10 @@ export class Greylist {
         const [storedFirst, storedLast] = stored;
         first = storedFirst;
         if (storedLast - storedFirst >= delayMs) {
-          if (storedLast <= now && now < storedLast + HOUR_MS && first <= now) {
-            return { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: now - first };
-          }
+          // Passed stays passed whatever this clock says: another daemon's clock may run ahead
+          // (its last-seen is then in our future), and rewriting the row from ours would move
+          // it back, or the first-seen time forward, and undo the pass.
+          if (now < storedLast + HOUR_MS) return { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: Math.max(0, now - first) };
           lastWasSuccessful = true;
         }
         else if (now - first > retryWindowMs) {

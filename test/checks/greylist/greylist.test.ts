@@ -132,6 +132,34 @@ describe('greylist triplets', () => {
     assert.deepEqual(back.kind === 'defer' && [back.reason, back.remainingMs], ['new', 300 * S]);
   });
 
+  it('keeps a passed triplet passed for a daemon whose clock is behind the one that passed it, and leaves its row alone', async () => {
+    // Two daemons on one store: A's clock runs two minutes ahead of B's.
+    const clockA = new ManualClock(1_700_000_000_000 + 120 * S);
+    const clockB = new ManualClock(1_700_000_000_000);
+    const store = new MemoryStore({ clock: clockB });
+    const onA = new Greylist(store, clockA, POSTGREY);
+    const onB = new Greylist(store, clockB, POSTGREY);
+    assert.equal((await onA.check(triplet())).kind, 'defer');
+    for (const clock of [clockA, clockB]) clock.advance(360 * S);
+    assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 360 * S });
+    const key = onA.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+    const row = (await store.get(key))?.value;
+    for (const clock of [clockA, clockB]) clock.advance(30 * S);
+    // B's now is 4.5 minutes after A's first-seen time: without the fix, B deferred and rewrote the row.
+    assert.deepEqual(await onB.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 270 * S });
+    assert.equal((await store.get(key))?.value, row, 'the row is not moved back in time');
+    assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 390 * S }, 'its first pass counted once');
+  });
+
+  it('passes a passed triplet after the clock stepped back before its first-seen time', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+    clock.advance(-1_000 * S);
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 0 });
+  });
+
   it('acts on a fresh row when the row fetched with the client (a store without rows at hand) changed before the write', async () => {
     const clock = new ManualClock();
     /** A store that, as Redis, has no row at hand, and where another daemon writes between the read and the write. */
