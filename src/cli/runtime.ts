@@ -47,7 +47,7 @@ export function storePath(config: Config): string {
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */
 export function configuredStore(config: Config): StoreSpec {
   if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config) };
-  return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url } : { kind: 'memory' };
+  return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url, keyPrefix: config.store.keyPrefix } : { kind: 'memory' };
 }
 
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {

@@ -157,6 +157,11 @@ const storeSchema = z
     path: z.string().default('callout.sqlite'),
     /** Redis URL when several mail servers share one state, e.g. redis://10.0.0.5:6379/0. */
     url: z.string().default('redis://127.0.0.1:6379/0'),
+    /** Redis: put before every key, so that sites sharing one Redis database keep their state apart. */
+    keyPrefix: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,64}$/, 'expected 1 to 64 printable ASCII characters without spaces')
+      .default('callout:'),
     /** How often `callout serve` removes expired entries (a background walk; Redis expires keys itself). */
     purgeInterval: timerDuration('10m', 1000),
   })

@@ -312,7 +312,7 @@ export class Daemon {
   private async openConfiguredStore(config: Config): Promise<Store> {
     if (config.store.kind === 'redis') {
       // Start even while Redis is down: requests are answered by policy.faultAction until it is back.
-      const redis = await RedisStore.open(config.store.url, { clock: this.clock, waitForConnection: false });
+      const redis = await RedisStore.open(config.store.url, { clock: this.clock, keyPrefix: config.store.keyPrefix, waitForConnection: false });
       redis.on('down', (reason) => this.options.log.error({ store: redis.url, reason }, 'store unavailable: answering by policy.faultAction'));
       redis.on('up', () => this.options.log.info({ store: redis.url }, 'store available'));
       if (!redis.healthy) {

@@ -24,6 +24,13 @@ describe('timer durations', () => {
     assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
+  it('takes a Redis key prefix of printable characters, naming the key when it is not', () => {
+    assert.equal(validateConfig({}).store.keyPrefix, 'callout:');
+    assert.equal(validateConfig({ store: { kind: 'redis', keyPrefix: 'mx1:' } }).store.keyPrefix, 'mx1:');
+    assert.match(problem({ store: { keyPrefix: 'two words' } }), /store\.keyPrefix: got "two words", expected 1 to 64 printable ASCII characters without spaces/);
+    assert.match(problem({ store: { keyPrefix: '' } }), /store\.keyPrefix/);
+  });
+
   it('refuses policy workers with a memory store, naming the key', () => {
     assert.match(problem({ policy: { workers: 2 }, store: { kind: 'memory' } }), /policy\.workers: got 2, expected 1 with store\.kind memory/);
     assert.equal(validateConfig({ policy: { workers: 2 } }).policy.workers, 2);

@@ -10,7 +10,9 @@
  *     count: messages     the first request of a message (Postfix's `instance`, with the
  *                         client address) counts one; later recipients of it only compare.
  *                         Which messages a limit has counted is marked in the store
- *                         (setIfAbsent per limit, kept MESSAGE_MARK_MS), so a message whose
+ *                         (setIfAbsent per limit and message, the message being the
+ *                         instance on the connection's two ends, since a queue ID is unique
+ *                         on one mail server only; kept MESSAGE_MARK_MS), so a message whose
  *                         recipients reach two workers or two daemons (Postfix's policy client
  *                         reconnects, a reload) is counted once across the cluster, and a
  *                         second ratelimit stage still counts it for its own limits; a request
@@ -45,6 +47,7 @@ import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
+import { policyRequestFields } from '../protocol.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
@@ -53,7 +56,8 @@ const MESSAGE_MARK_MS = 3_600_000;
 
 const limitSchema = z
   .object({
-    name: z.string().optional(),
+    /** Part of the limit's keys in the store: a ':' would let one limit's keys meet another's. */
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1 to 64 letters, digits, dots, dashes or underscores').optional(),
     per: z.enum(['client', 'sender', 'sender-domain']),
     count: z.enum(['messages', 'recipients']),
     max: z.number().int().min(1),
@@ -75,6 +79,15 @@ const options = z
   .strict();
 
 type Options = z.output<typeof options>;
+
+/**
+ * The message a request belongs to, across a cluster: Postfix's queue ID (`instance`) is only
+ * unique on one mail server, so the connection's ends are part of it, as in the tarpit.
+ */
+function messageOf(ctx: StageContext): string {
+  const fields = policyRequestFields(ctx.attributes);
+  return `${ctx.clientAddress}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}/${ctx.instance}`;
+}
 
 /** The key a limit counts the request under, or undefined when the request has none. */
 function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext, opts: Options): string | undefined {
@@ -105,7 +118,7 @@ export const ratelimitStage: StageDefinition<Options> = {
     if (duplicate) throw new ConfigError(`ratelimit.limits: two limits are named ${JSON.stringify(duplicate)}; give each its own name`);
     /** Whether this request starts its message for a limit: the first to mark it, for that limit, in the shared store. */
     const startsMessage = (limit: (typeof limits)[number], ctx: StageContext): Promise<boolean> | boolean =>
-      !ctx.instance || deps.store.setIfAbsent(`rl:${limit.name}:m:${ctx.clientAddress}/${ctx.instance}`, '1', MESSAGE_MARK_MS);
+      !ctx.instance || deps.store.setIfAbsent(`rlm:${limit.name}:${messageOf(ctx)}`, '1', MESSAGE_MARK_MS);
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
       stage: 'ratelimit',
       result,

@@ -25,10 +25,10 @@ after(async () => {
   await redis.stop();
 });
 
-async function pair(stages: Array<Record<string, unknown>>): Promise<[PolicyClient, PolicyClient]> {
-  const start = async () => {
+async function pair(stages: Array<Record<string, unknown>>, keyPrefixes: [string?, string?] = []): Promise<[PolicyClient, PolicyClient]> {
+  const start = async (keyPrefix: string | undefined) => {
     const daemon = await Daemon.start({
-      overrides: { store: { kind: 'redis', url: redis.url }, policy: { listen: '127.0.0.1:0', stages }, metrics: { listen: '' } },
+      overrides: { store: { kind: 'redis', url: redis.url, ...(keyPrefix ? { keyPrefix } : {}) }, policy: { listen: '127.0.0.1:0', stages }, metrics: { listen: '' } },
       log: createLogger('silent'),
       clock,
     });
@@ -36,7 +36,7 @@ async function pair(stages: Array<Record<string, unknown>>): Promise<[PolicyClie
     running.push({ daemon, client });
     return client;
   };
-  return [await start(), await start()];
+  return [await start(keyPrefixes[0]), await start(keyPrefixes[1])];
 }
 
 describe('greylisting shared through Redis', () => {
@@ -49,6 +49,21 @@ describe('greylisting shared through Redis', () => {
     clock.advance(200 * S);
     assert.equal(await b.request(request), 'DUNNO');
     assert.equal(await a.request(request), 'DUNNO');
+  });
+
+  it('keeps two sites on one Redis database apart with store.keyPrefix', async () => {
+    const [a, b] = await pair([{ name: 'greylist', header: false }], ['site-a:', 'site-b:']);
+    const request = postfixRequest({ client_address: '192.0.2.79', sender: 'apart@cluster.example', recipient: 'alice@example.test' });
+    assert.equal(await a.request(request), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds');
+    clock.advance(100 * S);
+    assert.equal(await b.request(request), 'DEFER_IF_PERMIT 4.2.0 Greylisted, please try again in 300 seconds', 'b has its own triplets');
+    const admin = new Redis(redis.url);
+    try {
+      assert.equal((await admin.keys('site-a:grey:t:*')).length, 1);
+      assert.equal((await admin.keys('site-b:grey:t:*')).length, 1);
+    } finally {
+      admin.disconnect();
+    }
   });
 
   it('simultaneous first sightings on both daemons record one triplet', async () => {

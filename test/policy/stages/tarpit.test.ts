@@ -272,6 +272,17 @@ describe('ratelimit stage', () => {
     assert.match((await daemons[1]!.decide(request('c@example.test', { instance: 'next' }))).action, /^450 /, 'a second message is over the limit');
   });
 
+  it('tells apart two messages with one queue ID on two mail servers of a cluster', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'two', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
+    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    // Postfix's short queue IDs are unique on one host only: mx1 and mx2 may both name a message 4F2A1B.
+    for (const server of ['203.0.113.1', '203.0.113.2']) {
+      assert.equal((await pipeline.decide(request('a@example.test', { instance: '4F2A1B', server_address: server, server_port: '25' }))).action, 'DUNNO');
+    }
+    assert.match((await pipeline.decide(request('a@example.test', { instance: 'third', server_address: '203.0.113.1', server_port: '25' }))).action, /^450 /, 'two messages counted, not one');
+  });
+
   it('counts messages in each of two ratelimit stages (each limit marks the messages it counted)', async () => {
     const { clock, deps } = world();
     const watch = ratelimitStage.create(ratelimitStage.options.parse({ limits: [{ name: 'watch', per: 'client', count: 'messages', max: 1, window: '1h', action: 'warn' }] }) as never, deps);
@@ -286,7 +297,8 @@ describe('ratelimit stage', () => {
     assert.throws(() => ratelimitStage.options.parse({ limits: [{ per: 'client', count: 'messages', max: 1, window: 0 }] }), /expected at least 1000 ms/);
   });
 
-  it('refuses two limits with one name', () => {
+  it('refuses two limits with one name, and a name that could meet another limit\'s keys', () => {
+    assert.throws(() => ratelimitStage.options.parse({ limits: [{ name: 'x:m', per: 'client', count: 'messages', max: 1, window: '1h' }] }), /expected 1 to 64 letters, digits, dots, dashes or underscores/);
     const { deps } = world();
     assert.throws(() => ratelimitStage.create(ratelimitStage.options.parse({ limits: [limits[0], limits[0]] }) as never, deps), /two limits are named "msgs"/);
   });
