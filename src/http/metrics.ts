@@ -10,7 +10,13 @@
  *                 and the requests it caught, process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
  *                 it does not (the daemon still answers Postfix then, by policy.faultAction).
- *   The listener belongs on loopback (metrics.listen): it has no authentication.
+ *   The listener belongs on loopback (metrics.listen): it has no authentication. It shares the
+ *   process's file descriptors with the policy listener, so it takes at most
+ *   METRICS_MAX_CONNECTIONS connections at once and gives a request METRICS_REQUEST_TIMEOUT_MS
+ *   to arrive whole: without those, connections that never finish their headers (Node's own
+ *   bounds are a minute and more) filled the descriptor table, and Postfix's policy
+ *   connections were then closed unanswered. A query string is ignored (/metrics?x is
+ *   /metrics); other paths get 404, other methods 405, each with a one-line text.
  */
 
 import { createServer } from 'node:http';
@@ -136,25 +142,39 @@ export interface MetricsSource {
   healthy(): Promise<boolean>;
 }
 
-export async function startMetricsServer(listen: string, source: MetricsSource): Promise<{ server: Server; address: string }> {
-  const server = createServer((req, res) => {
+/** Scrapers, health checks and an administrator's curl: a few at a time. */
+export const METRICS_MAX_CONNECTIONS = 64;
+export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+
+const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
+
+export async function startMetricsServer(
+  listen: string,
+  source: MetricsSource,
+  limits: { maxConnections?: number; requestTimeoutMs?: number } = {},
+): Promise<{ server: Server; address: string }> {
+  const requestTimeoutMs = limits.requestTimeoutMs ?? METRICS_REQUEST_TIMEOUT_MS;
+  const serverOptions = { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) };
+  const server = createServer(serverOptions, (req, res) => {
     void (async () => {
+      const path = (req.url ?? '').split('?', 1)[0];
       if (req.method !== 'GET') {
-        res.writeHead(405).end();
-      } else if (req.url === '/metrics') {
+        res.writeHead(405, { ...TEXT, allow: 'GET' }).end('only GET\n');
+      } else if (path === '/metrics') {
         const body = await source.metricsText();
         res.writeHead(200, { 'content-type': source.contentType }).end(body);
-      } else if (req.url === '/health') {
+      } else if (path === '/health') {
         const ok = await source.healthy();
         res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ok' : 'degraded' }));
       } else {
-        res.writeHead(404).end();
+        res.writeHead(404, TEXT).end('not found: /metrics and /health are served here\n');
       }
     })().catch(() => {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
   });
+  server.maxConnections = limits.maxConnections ?? METRICS_MAX_CONNECTIONS;
   const parsed = parseListenAddress(listen);
   if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
   const target = parsed.value;

@@ -34,7 +34,10 @@
  *   logged once per burst. idleTimeoutMs (default 300 000): a connection that sends nothing while
  *   no request is being handled is closed, and a connection being closed is destroyed when its
  *   client has not read the answers queued before the end within as long. requestTimeoutMs
- *   (default 100 000). The decoder limits (line, attributes, request size) are passed through.
+ *   (default 100 000). arrivalTimeoutMs (default 10 000): a request must arrive whole within
+ *   as long of its first octets (while reading waits for us, the wait starts again), or the
+ *   connection is closed without a reply; every octet restarts the idle timer, so without it a
+ *   client sending an octet a minute held a slot for as long as a request may be large. The decoder limits (line, attributes, request size) are passed through.
  *   Between bind and chmod the UNIX socket briefly has the mode the umask gives.
  *
  * ERRORS
@@ -72,6 +75,8 @@ export interface PolicyServerLimits extends PolicyLimits {
   maxConnections?: number;
   idleTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** How long a request may take to arrive whole, from its first octets. */
+  arrivalTimeoutMs?: number;
 }
 
 export interface PolicyServerOptions {
@@ -95,6 +100,8 @@ export interface PolicyServerOptions {
 export const DEFAULT_POLICY_MAX_CONNECTIONS = 1000;
 export const DEFAULT_POLICY_IDLE_TIMEOUT_MS = 300_000;
 export const DEFAULT_POLICY_REQUEST_TIMEOUT_MS = 100_000;
+/** Postfix writes a request at once; ten seconds is a slow network, more is a client holding a slot. */
+export const DEFAULT_POLICY_ARRIVAL_TIMEOUT_MS = 10_000;
 export const DEFAULT_POLICY_DRAIN_MS = 5_000;
 export const DEFAULT_POLICY_SOCKET_MODE = 0o660;
 
@@ -108,6 +115,7 @@ interface ServerContext {
   readonly decoderLimits: PolicyLimits;
   readonly idleTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  readonly arrivalTimeoutMs: number;
 }
 
 export class PolicyServer {
@@ -145,6 +153,7 @@ export class PolicyServer {
       decoderLimits: { maxLineLength: limits.maxLineLength, maxAttributes: limits.maxAttributes, maxRequestSize: limits.maxRequestSize },
       idleTimeoutMs: limits.idleTimeoutMs ?? DEFAULT_POLICY_IDLE_TIMEOUT_MS,
       requestTimeoutMs: limits.requestTimeoutMs ?? DEFAULT_POLICY_REQUEST_TIMEOUT_MS,
+      arrivalTimeoutMs: limits.arrivalTimeoutMs ?? DEFAULT_POLICY_ARRIVAL_TIMEOUT_MS,
     };
   }
 
@@ -373,6 +382,13 @@ class PolicyConnection implements Answered {
    */
   private readonly idleTimer: NodeJS.Timeout;
   private readonly requestTimer: NodeJS.Timeout;
+  /**
+   * When the first octets of a request still unfinished came (performance.now()), and the timer
+   * that bounds the wait for the rest: made at the first such request, which Postfix never
+   * sends (it writes a request at once), so most connections have none.
+   */
+  private partialSince: number | undefined;
+  private arrivalTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly id: number,
@@ -415,6 +431,7 @@ class PolicyConnection implements Answered {
     this.answeredAt = undefined;
     this.idleTimer.refresh();
     const events = this.decoder.push(chunk);
+    this.watchArrival();
     // A client that pipelines without reading its answers: reading waits until they drain, so
     // the answers it leaves unread stay within the socket's buffers.
     if (this.socket.writableNeedDrain) this.waitForDrain();
@@ -545,6 +562,38 @@ class PolicyConnection implements Answered {
     this.finish();
   }
 
+  /** Starts the wait for the rest of a request whose first octets just came; ends it when none is unfinished. */
+  private watchArrival(): void {
+    if (this.decoder.requestBytes === 0 || this.decoder.isStopped) {
+      this.partialSince = undefined;
+      return;
+    }
+    if (this.partialSince !== undefined) return;
+    this.partialSince = performance.now();
+    if (this.arrivalTimer) this.arrivalTimer.refresh();
+    else this.arrivalTimer = setTimeout(() => this.arrivalExpired(), this.context.arrivalTimeoutMs);
+  }
+
+  /**
+   * A request that trickles in keeps the idle timer going with every octet: without this
+   * bound, one octet every few minutes held a connection slot for months.
+   */
+  private arrivalExpired(): void {
+    if (this.finishing || this.partialSince === undefined) return;
+    // Reading waits while a request is handled or answers drain: that time is ours, not the client's.
+    if (this.handling || this.paused || this.draining) this.partialSince = performance.now();
+    const left = this.context.arrivalTimeoutMs - (performance.now() - this.partialSince);
+    if (left > 0) {
+      this.arrivalTimer = setTimeout(() => this.arrivalExpired(), left);
+      return;
+    }
+    this.context.log.warn(
+      { ...this.fields(), unfinishedBytes: this.decoder.requestBytes, arrivalTimeoutMs: this.context.arrivalTimeoutMs },
+      'policy request not complete in time; closing the connection without a reply',
+    );
+    this.finish();
+  }
+
   private idleExpired(): void {
     // finish() ended the socket an idle timeout ago and the answers queued before the end are
     // still unread: a client that never reads them would hold the connection for good.
@@ -559,7 +608,7 @@ class PolicyConnection implements Answered {
       this.idleTimer.refresh();
       return;
     }
-    this.context.log.info({ ...this.fields(), idleTimeoutMs: this.context.idleTimeoutMs }, 'closing idle policy connection');
+    this.context.log.info({ ...this.fields(), idleTimeoutMs: this.context.idleTimeoutMs, ...(this.decoder.requestBytes > 0 ? { unfinishedBytes: this.decoder.requestBytes } : {}) }, 'closing idle policy connection');
     this.finish();
   }
 
@@ -578,6 +627,7 @@ class PolicyConnection implements Answered {
   private stopTimers(): void {
     clearTimeout(this.idleTimer);
     clearTimeout(this.requestTimer);
+    clearTimeout(this.arrivalTimer);
   }
 
   private fields(clientAddress?: string): Record<string, unknown> {

@@ -371,6 +371,38 @@ describe('PolicyServer over TCP', () => {
     assert.equal(await idle.untilClosed(), '');
     assert.equal(await stalled.untilClosed(), '');
     assert.equal(entries.filter((entry) => entry.message === 'closing idle policy connection').length, 2);
+    assert.deepEqual(entries.filter((entry) => entry.message === 'closing idle policy connection').map((entry) => entry.fields.unfinishedBytes), [undefined, 35]);
+  });
+
+  it('closes a connection whose request trickles in for longer than the arrival bound, and serves a whole one after a partial one', async () => {
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs: 200 } });
+    const trickling = await Client.connect(address);
+    const text = encodeRequest({ instance: 'slow' });
+    let sent = 0;
+    // An octet every 50 ms keeps the idle timer going; the request would take seconds to arrive.
+    const drip = setInterval(() => {
+      if (sent < text.length && !trickling.socket.destroyed) trickling.send(text[sent++]!);
+    }, 50);
+    try {
+      assert.equal(await trickling.untilClosed(), '', 'closed without a reply');
+    } finally {
+      clearInterval(drip);
+    }
+    const closed = entries.find((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
+    assert.ok(closed, JSON.stringify(entries));
+    assert.equal(closed.fields.arrivalTimeoutMs, 200);
+    assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length);
+    // A request in two parts, well within the bound, is answered; the bound starts again for the next.
+    const split = await Client.connect(address);
+    const whole = encodeRequest({ instance: 'split' });
+    split.send(whole.slice(0, 20));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    split.send(whole.slice(20));
+    assert.equal(await split.reply(), 'DUNNO');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    split.request({ instance: 'later' });
+    assert.equal(await split.reply(), 'DUNNO', 'an idle connection between requests is not held to the arrival bound');
+    split.close();
   });
 
   it('drops a connection it is closing when the client never reads the answers queued before the end', async () => {
