@@ -20,13 +20,15 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { stringify } from 'yaml';
-import { CalloutError, describeError } from '../core/errors.js';
+import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { createLogger } from '../core/log.js';
 import { loadConfig, readConfigFile } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { runVerify } from './verify.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
+import { checkServeConfiguration } from '../policy/daemon.js';
 import { registerServeCommand } from './serve.js';
 import { registerGreylistCommands } from './greylist.js';
 import { registerRewriteCommands } from './rewrite.js';
@@ -68,10 +70,15 @@ export function buildProgram(): Command {
   const config = program.command('config').description('check or show the configuration');
   config
     .command('check')
-    .description('validate a configuration file; prints "ok" or every problem')
+    .description('validate a configuration file as `callout serve -c FILE` would start with it; prints "ok" or the problems')
     .argument('<file>')
-    .action((file: string) => {
-      validateConfig(readConfigFile(file), file);
+    .action(async (file: string) => {
+      const config = validateConfig(readConfigFile(file), file);
+      try {
+        await checkServeConfiguration(config, createLogger('silent'));
+      } catch (err) {
+        throw err instanceof ConfigError ? new ConfigError(`${file}: ${err.message}`, { cause: err }) : err;
+      }
       process.stdout.write(`${file}: ok\n`);
     });
   addEngineOptions(
@@ -85,7 +92,7 @@ export function buildProgram(): Command {
 
 /** Durations are stored in milliseconds; show them as written in the file. */
 function durationsAsText(this: unknown, key: string, value: unknown): unknown {
-  const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge)$/;
+  const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge|Time|Interval|[Ss]leep)$/;
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
 }
 

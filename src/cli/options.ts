@@ -7,6 +7,7 @@
  *   the one schema validates a value the same way wherever it came from.
  */
 
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CalloutError, UsageError } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
@@ -47,7 +48,8 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   if (flags.timeout !== undefined) callout.timeouts = { overall: numberFlag('--timeout', flags.timeout) };
   const overrides: RawConfig = { callout };
   if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
-  if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: flags.cache };
+  // A file named on the command line is where the shell is, not under the data directory.
+  if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: resolve(flags.cache) };
   return overrides;
 }
 

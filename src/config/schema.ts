@@ -16,6 +16,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { parseDuration } from './duration.js';
+import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
@@ -44,13 +45,6 @@ const duration = (fallback: string) =>
       }
       return parsed.ms;
     });
-
-const fqdn = z
-  .string()
-  .regex(
-    /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/,
-    'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)',
-  );
 
 const dnsSchema = z
   .object({
@@ -303,14 +297,15 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
   return { entry: { name, mode, ...(states ? { states } : {}), ...parsed.data }, problems: [] };
 }
 
+/** One problem per element, each starting with its key's path (so a caller may prefix them all). */
 function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {
-  return issues.map((issue) => {
+  return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${where}${key}: unknown key`).join('; ');
+      return issue.keys.map((key) => `${where}${key}: unknown key`);
     }
     const key = issue.path.join('.') || '(top level)';
-    return `${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`;
+    return [`${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`];
   });
 }
 

@@ -38,11 +38,12 @@ import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { logInfoJson, type Logger } from '../core/log.js';
+import { FQDN_PATTERN } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
-import { RedisStore, SqliteStore, openStore } from '../store/index.js';
+import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, startMetricsServer } from '../http/metrics.js';
@@ -70,7 +71,6 @@ interface Generation {
   pipeline: Pipeline;
 }
 
-const FQDN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*$/;
 const DRAIN_MS = 10_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
@@ -103,6 +103,56 @@ async function openSqliteStore(config: Config, clock: Clock, log: Logger): Promi
   const store = await SqliteStore.open(path, { clock });
   if (store.schemaUpgrade) log.info({ store: path, ...store.schemaUpgrade }, 'store schema upgraded');
   return store;
+}
+
+interface GenerationDeps {
+  store: Store;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  worker: boolean;
+}
+
+/** The resolver, callout engine and pipeline a configuration makes (at start, and at each reload). */
+function buildGeneration(config: Config, deps: GenerationDeps): Generation {
+  const resolver = createResolver(config, deps.clock);
+  const helo = config.callout.helo ?? (FQDN_PATTERN.test(hostname()) ? hostname() : undefined);
+  if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
+  const limits = deps.worker ? workerShare(config.limits, config.policy.workers) : config.limits;
+  const engine = helo
+    ? new CalloutEngine({ ...config, limits, callout: { ...config.callout, helo } }, {
+        resolver,
+        store: deps.store,
+        clock: deps.clock,
+        onResult: (result) => deps.metrics.recordVerification(result),
+        onConnectionEvent: (event) => deps.metrics.recordConnection(event),
+      })
+    : undefined;
+  const pipeline = buildPipeline(config, {
+    resolver,
+    store: deps.store,
+    clock: deps.clock,
+    ...(engine ? { engine } : {}),
+    log: deps.log,
+    metrics: deps.metrics,
+  });
+  return { config, resolver, ...(engine ? { engine } : {}), pipeline };
+}
+
+/**
+ * What `callout config check` adds to the schema: the stages are built as `callout serve`
+ * builds them, over a store in memory, so that their own checks (allow-list entries, whitelist
+ * and secret files, protocol states, what a call-forward needs) run as well; nothing is
+ * contacted. Throws the ConfigError serve would stop with.
+ */
+export async function checkServeConfiguration(config: Config, log: Logger): Promise<void> {
+  const store = new MemoryStore({ clock: systemClock });
+  try {
+    const built = buildGeneration(config, { store, clock: systemClock, log, metrics: new Metrics(), worker: false });
+    await built.pipeline.close();
+  } finally {
+    await store.close();
+  }
 }
 
 /**
@@ -278,28 +328,7 @@ export class Daemon {
   }
 
   private generation(config: Config): Generation {
-    const resolver = createResolver(config, this.clock);
-    const helo = config.callout.helo ?? (FQDN.test(hostname()) ? hostname() : undefined);
-    if (!helo) this.options.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
-    const limits = this.options.worker ? workerShare(config.limits, config.policy.workers) : config.limits;
-    const engine = helo
-      ? new CalloutEngine({ ...config, limits, callout: { ...config.callout, helo } }, {
-          resolver,
-          store: this.store,
-          clock: this.clock,
-          onResult: (result) => this.metrics.recordVerification(result),
-          onConnectionEvent: (event) => this.metrics.recordConnection(event),
-        })
-      : undefined;
-    const pipeline = buildPipeline(config, {
-      resolver,
-      store: this.store,
-      clock: this.clock,
-      ...(engine ? { engine } : {}),
-      log: this.options.log,
-      metrics: this.metrics,
-    });
-    return { config, resolver, ...(engine ? { engine } : {}), pipeline };
+    return buildGeneration(config, { store: this.store, clock: this.clock, log: this.options.log, metrics: this.metrics, worker: this.options.worker ?? false });
   }
 
   /** Lets an old generation's requests and background callouts finish, then closes its stages. */

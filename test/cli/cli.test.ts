@@ -142,6 +142,38 @@ describe('callout config', () => {
     assert.equal(ok.stdout, `${good}: ok\n`);
   });
 
+  it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {
+    const cases: Array<[string, RegExp]> = [
+      ['policy:\n  stages:\n    - name: allowlist\n      clients: ["300.1.1.1/8"]\n', /allowlist\.clients: "300\.1\.1\.1\/8": not an IPv4 or IPv6 address/],
+      ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /greylist: states MAIL: this stage runs only in RCPT/],
+      [`policy:\n  stages:\n    - name: greylist\n      whitelistClientFiles: [${join(dir, 'no-such-whitelist')}]\n`, /no-such-whitelist: cannot read/],
+    ];
+    for (const [text, problem] of cases) {
+      const file = join(dir, 'stage-problem.yaml');
+      writeFileSync(file, text);
+      const { code, stderr } = await callout(['config', 'check', file]);
+      assert.equal(code, 78, text);
+      assert.ok(stderr.startsWith(`callout: CONFIG_INVALID: ${file}: `), stderr);
+      assert.match(stderr, problem);
+    }
+  });
+
+  it('print writes durations as durations, so its output read back is the same configuration', async () => {
+    const file = join(dir, 'durations.yaml');
+    writeFileSync(
+      file,
+      'callout:\n  helo: mx.example.org\npolicy:\n  stages:\n    - name: greylist\n    - name: tarpit\n    - name: ratelimit\n      limits: [{ per: client, count: messages, max: 10, window: 1h }]\n',
+    );
+    const printed = await callout(['config', 'print', '-c', file]);
+    assert.equal(printed.code, 0, printed.stderr);
+    const again = join(dir, 'printed.yaml');
+    writeFileSync(again, printed.stdout);
+    const reprinted = await callout(['config', 'print', '-c', again]);
+    assert.equal(reprinted.stdout, printed.stdout);
+    assert.match(printed.stdout, /idleTime: 2s/);
+    assert.match(printed.stdout, /purgeInterval: 10m/);
+  });
+
   it('check reports YAML syntax errors with the line', async () => {
     const broken = join(dir, 'broken.yaml');
     writeFileSync(broken, 'callout:\n  helo: [unclosed\n');

@@ -116,6 +116,12 @@ describe('callout config print --config FILE with conflicting flags', () => {
     assert.equal(printed.store.path, cache);
   });
 
+  it('takes a relative --cache FILE from the current directory, not the data directory', async () => {
+    const { code, stdout, stderr } = await callout(['config', 'print', '--cache', 'relative-cache.sqlite']);
+    assert.equal(code, 0, stderr);
+    assert.equal((parse(stdout) as Printed).store.path, join(ROOT, 'relative-cache.sqlite'));
+  });
+
   it('without flags prints the file\'s values (the flags above really changed something)', async () => {
     const { code, stdout, stderr } = await callout(['config', 'print', '--config', file('plain.yaml', ENGINE_FILE)]);
     assert.equal(code, 0, stderr);

@@ -24,6 +24,11 @@ describe('timer durations', () => {
     assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
+  it('names the whole path of every unknown key of a stage', () => {
+    const message = problem({ policy: { stages: [{ name: 'sender-syntax', rejectCode: 550, rejectText: 'no' }] } });
+    assert.match(message, /policy\.stages\.0\.rejectCode: unknown key; policy\.stages\.0\.rejectText: unknown key/);
+  });
+
   it('takes a Redis key prefix of printable characters, naming the key when it is not', () => {
     assert.equal(validateConfig({}).store.keyPrefix, 'callout:');
     assert.equal(validateConfig({ store: { kind: 'redis', keyPrefix: 'mx1:' } }).store.keyPrefix, 'mx1:');

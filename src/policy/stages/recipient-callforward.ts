@@ -18,6 +18,7 @@
  */
 
 import { z } from 'zod';
+import { fqdn } from '../../config/fqdn.js';
 import { ConfigError } from '../../core/errors.js';
 import { resolveConfiguredHosts } from '../../dns/mx.js';
 import { CalloutEngine } from '../../verify/engine.js';
@@ -30,7 +31,7 @@ const options = z
     hosts: z.array(z.string()).min(1),
     port: z.number().int().min(1).max(65535).default(25),
     domains: z.array(z.string()).default([]),
-    helo: z.string().optional(),
+    helo: fqdn.optional(),
     randomProbe: z.boolean().default(false),
     ...calloutActionOptions,
     rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.1.1'),
@@ -48,7 +49,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
   defaultStates: ['RCPT'],
   options,
   create(opts, deps) {
-    if (!deps.engine) throw new ConfigError('policy.stages recipient-callforward: callout.helo must be set for call-forward callouts');
+    if (!deps.engine) throw new ConfigError('policy.stages recipient-callforward: call-forward callouts need callout.helo (or a fully qualified host name); the stage\'s own helo only changes the name they send');
     const base = deps.engine.settings;
     const engine = new CalloutEngine(
       {

@@ -1,0 +1,17 @@
+/**
+ * NAME
+ *   config/fqdn - the host name callout announces in EHLO
+ *
+ * DESCRIPTION
+ *   RFC 5321 §4.1.1.1: EHLO names the client's host by its fully qualified domain name (or an
+ *   address literal, which callout never sends: a receiving MX that checks the name would
+ *   distrust it). FQDN_PATTERN is the form callout.helo, a stage's own helo and the host name
+ *   it falls back to must have: dot-separated LDH labels of 1 to 63 octets, 253 in all, the
+ *   last one starting with a letter (so that an address is not taken for a name).
+ */
+
+import { z } from 'zod';
+
+export const FQDN_PATTERN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+export const fqdn = z.string().regex(FQDN_PATTERN, 'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)');
