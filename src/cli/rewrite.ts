@@ -46,8 +46,9 @@ import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, ty
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
+import { coalescingDestination, createLogger } from '../core/log.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
-import type { ListenTarget, LookupMap } from '../rewrite/lookup.js';
+import type { ListenTarget, LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
@@ -65,6 +66,8 @@ export interface RewriteCommandIo {
   stdin: NodeJS.ReadableStream;
   /** Ends `rewrite serve` (besides SIGINT/SIGTERM); tests use it. */
   stop?: AbortSignal;
+  /** Where `rewrite serve` logs refused requests and connections (default: JSON lines on stderr). */
+  log?: LookupLog;
 }
 
 
@@ -435,14 +438,16 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
+      // Refused requests and connections are logged as JSON on stderr; stdout has the listeners.
+      const log = io.log ?? createLogger('info', coalescingDestination(2));
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];
-      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller }), target: parseListen(flags.socketmap, '--socketmap') });
+      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap' }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
         const name = eq > 0 ? entry.slice(0, eq) : '';
         const map = maps[name];
         if (!map) throw new UsageError(`--tcp-table: got "${entry}", expected MAP=HOST:PORT with MAP one of ${Object.keys(maps).join(', ')}`);
-        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
+        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}` }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
       const started: typeof plan = [];

@@ -8,7 +8,14 @@
  *   need alike: listening on HOST:PORT or a UNIX socket, a connection limit, an idle timeout,
  *   back-pressure (a client that does not read its replies is not read from), counters, and the
  *   rule that no input and no fault in a map ever takes the process down: a map that throws
- *   answers temp ("Internal error."), a socket error closes that one connection.
+ *   answers temp ("Internal error."), a socket error closes that one connection. Every key is an
+ *   address, and no address has a control character or an octet that is not UTF-8 (RFC 5321
+ *   §4.1.2, RFC 6531): such a key is answered NOTFOUND ("Bad characters in key.", leave it
+ *   alone) without asking the map, which would otherwise sign it and give it back on reversal.
+ *
+ *   Refused requests (their framing or syntax: the connection is closed), connections over the
+ *   limit (logged once per burst) and listener errors are logged, with what, where and why; the
+ *   client gets the terse reply postsrsd gives.
  *
  * LIMITS
  *   maxConnections (default 200, postsrsd's connection-limit), idleTimeoutMs (default 30 s,
@@ -17,6 +24,7 @@
 
 import net from 'node:net';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 
 export type LookupResult =
@@ -36,7 +44,21 @@ export interface LookupServerOptions {
   idlePollMicros?: number;
   /** One poller for every listener of a process (then idlePollMicros is not used). */
   poller?: IdlePoller;
+  /** Where refused requests, refused connections and listener errors are told (default: nowhere). */
+  log?: LookupLog;
+  /** Names the listener in those lines, e.g. "socketmap" or "tcp_table forward". */
+  label?: string;
 }
+
+export interface LookupLog {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+const QUIET: LookupLog = { info: () => undefined, warn: () => undefined };
+
+/** C0 controls, DEL, and U+FFFD, which stands for octets that were not UTF-8. */
+const NOT_IN_ADDRESSES = /[\x00-\x1f\x7f\ufffd]/;
 
 export interface LookupServerStats {
   connections: number;
@@ -49,6 +71,7 @@ export interface LookupServerStats {
 
 /** Runs a map, turning a thrown fault into a temporary error so the server never dies of it. */
 export function safeLookup(map: LookupMap, key: string, stats: LookupServerStats): LookupResult {
+  if (NOT_IN_ADDRESSES.test(key)) return { kind: 'notfound', reason: 'Bad characters in key.' };
   try {
     return map(key);
   } catch {
@@ -66,13 +89,24 @@ export abstract class LookupServer {
   private readonly poller: IdlePoller;
   /** When each connection's latest answer went out, until its next request (core/idle-poll). */
   private readonly answeredAt = new WeakMap<net.Socket, number>();
+  private readonly log: LookupLog;
+  private readonly label: string;
+  /** Connections refused in the current burst over maxConnections. */
+  private dropped = 0;
 
   constructor(options: LookupServerOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.poller = options.poller ?? new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
+    this.log = options.log ?? QUIET;
+    this.label = options.label ?? 'lookup service';
     this.server = net.createServer((socket) => this.accept(socket));
-    this.server.maxConnections = options.maxConnections ?? 200;
-    this.server.on('error', () => undefined);
+    const maxConnections = options.maxConnections ?? 200;
+    this.server.maxConnections = maxConnections;
+    this.server.on('drop', (peer) => {
+      if (this.dropped++ === 0) this.log.warn({ listener: this.label, maxConnections, remote: peer ? `${peer.remoteAddress ?? '?'}:${peer.remotePort ?? '?'}` : undefined }, 'too many connections; refusing new ones until some close');
+    });
+    // After listen() an error of the listener (EMFILE while accepting, for one) must not end the process.
+    this.server.on('error', (err) => this.log.warn({ listener: this.label, error: describeError(err) }, 'listener error'));
   }
 
   /** What polling after answers caught and cost (core/idle-poll). */
@@ -84,6 +118,10 @@ export abstract class LookupServer {
   protected abstract attach(socket: net.Socket): void;
 
   private accept(socket: net.Socket): void {
+    if (this.dropped > 0) {
+      this.log.info({ listener: this.label, refused: this.dropped }, 'accepting connections again');
+      this.dropped = 0;
+    }
     this.stats.connections++;
     this.sockets.add(socket);
     socket.setNoDelay(true);
@@ -92,6 +130,18 @@ export abstract class LookupServer {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('drain', () => socket.resume());
     this.attach(socket);
+  }
+
+  /**
+   * A request refused for its framing or syntax: counted and logged (what, from where, why, and
+   * the start of what came), the reply sent, and the connection ended.
+   */
+  protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
+    this.stats.protocolErrors++;
+    const start = input.subarray(0, 64).toString('latin1');
+    this.log.warn({ listener: this.label, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? ''}`, reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.send(socket, reply);
+    socket.end();
   }
 
   /** Writes replies and stops reading while the client is not reading them. */

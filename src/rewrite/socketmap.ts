@@ -121,9 +121,7 @@ export class SocketmapServer extends LookupServer {
       this.arrived(socket);
       for (const event of decoder.push(chunk)) {
         if (event.kind === 'error' || event.data.length === 0) {
-          this.stats.protocolErrors++;
-          this.send(socket, encodeNetstring('PERM Invalid query.'));
-          socket.end();
+          this.refuse(socket, encodeNetstring('PERM Invalid query.'), event.kind === 'error' ? `netstring: ${event.reason}` : 'empty netstring', chunk);
           return;
         }
         this.stats.requests++;

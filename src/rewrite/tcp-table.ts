@@ -99,10 +99,8 @@ export class TcpTableServer extends LookupServer {
   protected attach(socket: net.Socket): void {
     let pending: Buffer = NOTHING;
     let closed = false;
-    const refuse = () => {
-      this.stats.protocolErrors++;
-      this.send(socket, '500 Invalid request\n');
-      socket.end();
+    const refuse = (reason: string, input: Buffer) => {
+      this.refuse(socket, '500 Invalid request\n', reason, input);
       closed = true;
     };
     socket.on('data', (chunk: Buffer) => {
@@ -115,16 +113,17 @@ export class TcpTableServer extends LookupServer {
         if (end > start && pending[end - 1] === 0x0d) end--;
         const line = pending.subarray(start, end);
         start = newline + 1;
-        if (line.length > this.maxLineOctets || !isGetRequest(line)) return refuse();
+        if (line.length > this.maxLineOctets) return refuse(`line longer than ${this.maxLineOctets} octets`, line);
+        if (!isGetRequest(line)) return refuse('not a "get KEY" request', line);
         const key = tcpTableDecode(line.subarray(4));
-        if (key === undefined) return refuse();
+        if (key === undefined) return refuse('broken %-escape', line);
         this.stats.requests++;
         this.send(socket, tcpTableReply(safeLookup(this.map, key, this.stats)));
       }
       // The usual chunk is whole lines: nothing left over, nothing to copy.
       if (start === pending.length) pending = NOTHING;
       else if (start > 0) pending = Buffer.from(pending.subarray(start));
-      if (pending.length > this.maxLineOctets) refuse();
+      if (pending.length > this.maxLineOctets) refuse(`line longer than ${this.maxLineOctets} octets`, pending);
     });
   }
 }

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { ManualClock } from '../../src/core/clock.js';
 import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';
-import type { LookupMap } from '../../src/rewrite/lookup.js';
+import type { LookupLog, LookupMap } from '../../src/rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
 import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring } from '../../src/rewrite/socketmap.js';
 import { Srs } from '../../src/rewrite/srs.js';
@@ -30,6 +30,18 @@ const closers: Array<() => Promise<void> | void> = [];
 after(async () => {
   for (const close of closers.reverse()) await close();
 });
+
+/** A LookupLog that keeps what it is told. */
+function recordingLog(): { log: LookupLog; lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> } {
+  const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
+  return {
+    lines,
+    log: {
+      info: (fields, message) => void lines.push({ level: 'info', message, fields }),
+      warn: (fields, message) => void lines.push({ level: 'warn', message, fields }),
+    },
+  };
+}
 
 async function started<T extends SocketmapServer | TcpTableServer>(server: T): Promise<{ server: T; target: { host: string; port: number } }> {
   const target = (await server.listen(loopback)) as { host: string; port: number };
@@ -135,14 +147,45 @@ describe('SocketmapServer', () => {
     parallel.forEach((reply, i) => assert.match(reply, new RegExp(`^OK SRS0=.{4}=2W=other\\.example=u${i}@example\\.com$`)));
   });
 
-  it('answers framing errors with PERM Invalid query. and closes, like postsrsd', async () => {
-    const { server, target } = await started(new SocketmapServer(maps));
+  it('answers framing errors with PERM Invalid query. and closes, like postsrsd, and logs why', async () => {
+    const { log, lines } = recordingLog();
+    const { server, target } = await started(new SocketmapServer(maps, { log, label: 'socketmap' }));
+    const reasons = ['empty netstring', 'netstring: bad length', 'netstring: bad length', 'netstring: missing comma', 'netstring: too long'];
     for (const bytes of ['0:,', 'get test@example.com\n', '99999:', '3:abc;', `2000:${'x'.repeat(2000)},`]) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '19:PERM Invalid query.,', JSON.stringify(bytes));
       assert.equal(closed, true);
     }
     assert.ok(server.stats.protocolErrors >= 5);
+    assert.deepEqual(lines.map((l) => [l.message, l.fields.listener, l.fields.reason]), reasons.map((reason) => ['request refused; closing the connection', 'socketmap', reason]));
+    assert.equal(lines[1]!.fields.input, JSON.stringify('get test@example.com\n'));
+  });
+
+  it('leaves alone a key with control characters or octets that are not UTF-8, rather than signing it', async () => {
+    const { target } = await started(new SocketmapServer(maps));
+    const client = await SocketmapClient.connect(target);
+    closers.push(() => client.close());
+    assert.equal(await client.query('forward', 'a\r\nX@other.example'), 'NOTFOUND Bad characters in key.');
+    assert.equal(await client.query('forward', 'a\u0000b@other.example'), 'NOTFOUND Bad characters in key.');
+    const invalidUtf8 = Buffer.concat([Buffer.from('forward a'), Buffer.from([0xff, 0xfe]), Buffer.from('@other.example')]);
+    const { data } = await raw(target, Buffer.concat([Buffer.from(`${invalidUtf8.length}:`), invalidUtf8, Buffer.from(',')]), (d) => d.endsWith(','));
+    assert.equal(data, encodeNetstring('NOTFOUND Bad characters in key.'));
+    assert.match(await client.query('forward', 'ünïcode@other.example'), /^OK SRS0=/, 'UTF-8 addresses (RFC 6531) are rewritten');
+  });
+
+  it('logs once per burst when connections are over the limit, and when it accepts again', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new SocketmapServer(maps, { log, label: 'socketmap', maxConnections: 1 }));
+    const first = await SocketmapClient.connect(target);
+    const refused = await Promise.all([raw(target, '', 2000), raw(target, '', 2000)]);
+    assert.ok(refused.every((r) => r.closed));
+    first.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const again = await SocketmapClient.connect(target);
+    closers.push(() => again.close());
+    assert.match(await again.query('forward', 'a@b.example'), /^OK /);
+    assert.deepEqual(lines.map((l) => l.message), ['too many connections; refusing new ones until some close', 'accepting connections again']);
+    assert.equal(lines[1]!.fields.refused, 2);
   });
 
   it('survives random bytes and keeps serving', async () => {
@@ -183,13 +226,19 @@ describe('TcpTableServer', () => {
     assert.equal((await raw(boomTarget, 'get x\n', (d) => d.endsWith('\n'))).data, '400 Internal%20error.\n');
   });
 
-  it('refuses what is not a get request, broken escapes and over-long lines, and closes', async () => {
-    const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100 }));
+  it('refuses what is not a get request, broken escapes and over-long lines, closes, and logs why', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100, log, label: 'tcp_table reverse' }));
     for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n']) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '500 Invalid request\n', JSON.stringify(bytes));
       assert.equal(closed, true);
     }
+    assert.deepEqual(
+      lines.map((l) => l.fields.reason),
+      ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request'],
+    );
+    assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'));
     const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);
     assert.equal(data, '500 Not%20an%20SRS%20address.\n200 test@otherdomain.com\n');
   });
