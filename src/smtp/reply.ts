@@ -132,7 +132,8 @@ export class ReplyDecoder {
     const match = REPLY_LINE.exec(text);
     if (!match) {
       this.current = undefined;
-      events.push({ kind: 'error', reason: 'malformed', detail: 'line does not start with a reply code', line: quote(text) });
+      const detail = /^[0-9]{3}(?:[ -]|$)/.test(text) ? `reply code ${text.slice(0, 3)} is not one of 2xx to 5xx (RFC 5321 §4.2.1)` : 'line does not start with a reply code';
+      events.push({ kind: 'error', reason: 'malformed', detail, line: quote(text) });
       return;
     }
     const code = Number(match[1]);

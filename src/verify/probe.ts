@@ -638,7 +638,9 @@ class DomainProbe {
   }
 
   private where(): string {
-    return `${this.currentHost?.name ?? '?'} [${this.currentIp}]`;
+    const name = this.currentHost?.name ?? '?';
+    // A host given by address (call-forward hosts, an address literal) is named once.
+    return name === this.currentIp || name === `[${this.currentIp}]` ? `[${this.currentIp}]` : `${name} [${this.currentIp}]`;
   }
 }
 

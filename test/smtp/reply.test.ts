@@ -99,7 +99,12 @@ const cases: Case[] = [
   {
     name: 'code outside 2xx-5xx is malformed',
     input: '199 nope\r\n',
-    want: [{ kind: 'error', reason: 'malformed', detail: 'line does not start with a reply code', line: '199 nope' }],
+    want: [{ kind: 'error', reason: 'malformed', detail: 'reply code 199 is not one of 2xx to 5xx (RFC 5321 §4.2.1)', line: '199 nope' }],
+  },
+  {
+    name: 'a code of 999 is named as out of range',
+    input: '999\r\n',
+    want: [{ kind: 'error', reason: 'malformed', detail: 'reply code 999 is not one of 2xx to 5xx (RFC 5321 §4.2.1)', line: '999' }],
   },
   {
     name: 'inconsistent code on a final line',
