@@ -3,7 +3,7 @@
  *   config/schema - the one configuration schema of callout
  *
  * DESCRIPTION
- *   Every front end (CLI, policy service, gateway, HTTP API) reads its settings from this schema,
+ *   Every front end (the CLI commands, the policy service) reads its settings from this schema,
  *   so a key means the same thing everywhere and is documented once (README "Configuration
  *   reference"). Unknown keys are errors: a misspelt key silently ignored is how a site ends up
  *   with callouts it did not want. Durations accept "30s", "5m", "2h", "7d" or seconds.

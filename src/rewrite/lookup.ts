@@ -58,6 +58,7 @@ export interface LookupLog {
 const QUIET: LookupLog = { info: () => undefined, warn: () => undefined };
 
 /** C0 controls, DEL, and U+FFFD, which stands for octets that were not UTF-8. */
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
 const NOT_IN_ADDRESSES = /[\x00-\x1f\x7f\ufffd]/;
 
 export interface LookupServerStats {

@@ -18,7 +18,7 @@
  *   Concurrent verifications of one address share one probe (single flight). Clean connections
  *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
  *   them.
- *   The front ends (CLI, policy service, gateway, HTTP) call only this class.
+ *   The front ends (the CLI, the policy service) call only this class.
  *
  * CONFIGURATION
  *   callout.*, cache.*, limits.* (config/schema).
