@@ -37,7 +37,8 @@
  *   (default 100 000). arrivalTimeoutMs (default 10 000): a request must arrive whole within
  *   as long of its first octets (while reading waits for us, the wait starts again), or the
  *   connection is closed without a reply; every octet restarts the idle timer, so without it a
- *   client sending an octet a minute held a slot for as long as a request may be large. The decoder limits (line, attributes, request size) are passed through.
+ *   client sending an octet a minute held a slot for as long as a request may be large. The
+ *   decoder limits (line, attributes, request size) are passed through.
  *   Between bind and chmod the UNIX socket briefly has the mode the umask gives.
  *
  * ERRORS
