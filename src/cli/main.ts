@@ -21,7 +21,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { stringify } from 'yaml';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
-import { createLogger } from '../core/log.js';
+import { coalescingDestination, createLogger } from '../core/log.js';
 import { loadConfig, readConfigFile } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
@@ -75,7 +75,8 @@ export function buildProgram(): Command {
     .action(async (file: string) => {
       const config = validateConfig(readConfigFile(file), file);
       try {
-        await checkServeConfiguration(config, createLogger('silent'));
+        // Its warnings (callouts off for want of a host name, an obsolete key) go to stderr, as serve logs them.
+        await checkServeConfiguration(config, createLogger('warn', coalescingDestination(2)));
       } catch (err) {
         throw err instanceof ConfigError ? new ConfigError(`${file}: ${err.message}`, { cause: err }) : err;
       }

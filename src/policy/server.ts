@@ -456,6 +456,7 @@ class PolicyConnection implements Answered {
     this.socket.pause();
     this.socket.once('drain', () => {
       this.draining = false;
+      if (this.partialSince !== undefined) this.partialSince = performance.now();
       if (!this.paused && !this.finishing) this.socket.resume();
     });
   }
@@ -499,6 +500,8 @@ class PolicyConnection implements Answered {
       return;
     }
     this.idleTimer.refresh();
+    // A request begun while we were busy was not the client's to finish meanwhile: its wait starts now.
+    if (this.partialSince !== undefined) this.partialSince = performance.now();
     if (this.paused) {
       this.paused = false;
       if (!this.draining) this.socket.resume();
@@ -581,7 +584,8 @@ class PolicyConnection implements Answered {
    */
   private arrivalExpired(): void {
     if (this.finishing || this.partialSince === undefined) return;
-    // Reading waits while a request is handled or answers drain: that time is ours, not the client's.
+    // Reading waits while a request is handled or answers drain: that time is ours, not the
+    // client's, and the wait starts again when reading does (work(), waitForDrain()).
     if (this.handling || this.paused || this.draining) this.partialSince = performance.now();
     const left = this.context.arrivalTimeoutMs - (performance.now() - this.partialSince);
     if (left > 0) {

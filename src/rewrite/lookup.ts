@@ -55,6 +55,9 @@ export interface LookupLog {
   warn(fields: Record<string, unknown>, message: string): void;
 }
 
+/** How long a refused client has to read the reply and close before its socket is destroyed. */
+const REFUSED_LINGER_MS = 2_000;
+
 const QUIET: LookupLog = { info: () => undefined, warn: () => undefined };
 
 /** C0 controls, DEL, and U+FFFD, which stands for octets that were not UTF-8. */
@@ -106,8 +109,6 @@ export abstract class LookupServer {
     this.server.on('drop', (peer) => {
       if (this.dropped++ === 0) this.log.warn({ listener: this.label, maxConnections, remote: peer ? `${peer.remoteAddress ?? '?'}:${peer.remotePort ?? '?'}` : undefined }, 'too many connections; refusing new ones until some close');
     });
-    // After listen() an error of the listener (EMFILE while accepting, for one) must not end the process.
-    this.server.on('error', (err) => this.log.warn({ listener: this.label, error: describeError(err) }, 'listener error'));
   }
 
   /** What polling after answers caught and cost (core/idle-poll). */
@@ -135,14 +136,22 @@ export abstract class LookupServer {
 
   /**
    * A request refused for its framing or syntax: counted and logged (what, from where, why, and
-   * the start of what came), the reply sent, and the connection ended.
+   * the start of the chunk it came in), the reply sent, and our end of the connection closed.
+   * What the client sends afterwards is read and dropped, never answered: a client that kept
+   * its half open could otherwise have every further request answered, and logged. (Dropped,
+   * not left unread: closing a socket with unread input resets it, and the client could lose
+   * the reply.) It then has REFUSED_LINGER_MS to go before the socket is destroyed.
    */
   protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
     this.stats.protocolErrors++;
     const start = input.subarray(0, 64).toString('latin1');
     this.log.warn({ listener: this.label, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? ''}`, reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
-    this.send(socket, reply);
-    socket.end();
+    socket.removeAllListeners('data');
+    socket.removeAllListeners('drain');
+    socket.on('data', () => undefined);
+    socket.resume();
+    socket.end(reply);
+    setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
   }
 
   /** Writes replies and stops reading while the client is not reading them. */
@@ -172,6 +181,9 @@ export abstract class LookupServer {
       if ('path' in target) this.server.listen(target.path, done);
       else this.server.listen(target.port, target.host, done);
     });
+    // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
+    // not end the process. (listen() reports its own failure to its caller.)
+    this.server.on('error', (err) => this.log.warn({ listener: this.label, error: describeError(err) }, 'listener error'));
     const address = this.server.address();
     if (address && typeof address === 'object') return { host: address.address, port: address.port };
     return { path: String(address) };

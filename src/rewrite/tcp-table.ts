@@ -98,13 +98,8 @@ export class TcpTableServer extends LookupServer {
 
   protected attach(socket: net.Socket): void {
     let pending: Buffer = NOTHING;
-    let closed = false;
-    const refuse = (reason: string, input: Buffer) => {
-      this.refuse(socket, '500 Invalid request\n', reason, input);
-      closed = true;
-    };
+    const refuse = (reason: string, input: Buffer) => this.refuse(socket, '500 Invalid request\n', reason, input);
     socket.on('data', (chunk: Buffer) => {
-      if (closed) return;
       this.arrived(socket);
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       let start = 0;

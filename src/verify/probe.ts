@@ -187,7 +187,7 @@ class DomainProbe {
         const release = this.deps.politeness.acquireHost(ip);
         if (!release) {
           this.skipAttempt(host, ip, 'not contacted: per-host concurrency limit reached');
-          this.fail({ reason: 'rate-limited', description: `${host.name} [${ip}] already has the most connections allowed`, definite: false });
+          this.fail({ reason: 'rate-limited', description: `${hostAndAddress(host.name, ip)} already has the most connections allowed`, definite: false });
           continue;
         }
         try {
@@ -638,10 +638,17 @@ class DomainProbe {
   }
 
   private where(): string {
-    const name = this.currentHost?.name ?? '?';
-    // A host given by address (call-forward hosts, an address literal) is named once.
-    return name === this.currentIp || name === `[${this.currentIp}]` ? `[${this.currentIp}]` : `${name} [${this.currentIp}]`;
+    return hostAndAddress(this.currentHost?.name ?? '?', this.currentIp);
   }
+}
+
+/**
+ * "mx.example.org [192.0.2.7]"; a host given by its address (call-forward hosts, an address
+ * literal, [IPv6:...] too) is named once, as "[192.0.2.7]".
+ */
+function hostAndAddress(name: string, ip: string): string {
+  const given = name.replace(/^\[(?:IPv6:)?(.*)\]$/i, '$1');
+  return given.toLowerCase() === ip.toLowerCase() ? `[${ip}]` : `${name} [${ip}]`;
 }
 
 export function probeDomain(deps: ProbeDeps, input: DomainProbeInput): Promise<DomainProbeOutput> {

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../src/config/load.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { acceptAll, startSmtpServers, usersOnly } from '../support/smtp-server.js';
@@ -160,18 +161,23 @@ describe('callout config', () => {
 
   it('print writes durations as durations, so its output read back is the same configuration', async () => {
     const file = join(dir, 'durations.yaml');
+    // Stage durations as bare numbers (seconds) and with units, beside the schema's own.
     writeFileSync(
       file,
-      'callout:\n  helo: mx.example.org\npolicy:\n  stages:\n    - name: greylist\n    - name: tarpit\n    - name: ratelimit\n      limits: [{ per: client, count: messages, max: 10, window: 1h }]\n',
+      'callout:\n  helo: mx.example.org\n  connectionCache: { idleTime: 3 }\nstore: { purgeInterval: 15m }\npolicy:\n  stages:\n' +
+        '    - { name: greylist, delay: 300, retryWindow: 172800, maxAge: 35d }\n' +
+        '    - { name: tarpit, sleep: 2, maxSleep: 5, perClient: { window: 3600, soft: 20, hard: 50 } }\n' +
+        '    - name: ratelimit\n      limits: [{ per: client, count: messages, max: 10, window: 3600 }]\n',
     );
     const printed = await callout(['config', 'print', '-c', file]);
     assert.equal(printed.code, 0, printed.stderr);
     const again = join(dir, 'printed.yaml');
     writeFileSync(again, printed.stdout);
-    const reprinted = await callout(['config', 'print', '-c', again]);
-    assert.equal(reprinted.stdout, printed.stdout);
-    assert.match(printed.stdout, /idleTime: 2s/);
-    assert.match(printed.stdout, /purgeInterval: 10m/);
+    assert.deepEqual(loadConfig(again), loadConfig(file), 'the printed file is the same configuration');
+    assert.match(printed.stdout, /idleTime: 3s/);
+    assert.match(printed.stdout, /purgeInterval: 15m/);
+    assert.match(printed.stdout, /delay: 5m/);
+    assert.match(printed.stdout, /sleep: 2s/);
   });
 
   it('check reports YAML syntax errors with the line', async () => {

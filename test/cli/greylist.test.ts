@@ -16,6 +16,8 @@ import { SqliteStore } from '../../src/store/index.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { startRedis } from '../support/redis.js';
+import { Redis } from 'ioredis';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const execFileAsync = promisify(execFile);
@@ -125,6 +127,24 @@ describe('callout greylist', () => {
       assert.equal((await run(['allow', '192.0.2.7', verp, 'alice@example.test'], ownConfig)).output, 'allowed triplet 192.0.2.0/24 list-return-#-bob=example.org@lists.example.com alice@example.test\n');
       assert.match((await run(['allow', '192.0.2.7'], ownConfig)).error?.message ?? '', /autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients/);
     } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('callout greylist on a shared Redis', () => {
+  it('writes under store.keyPrefix, where the daemons of the same site read', async () => {
+    const redis = await startRedis();
+    const admin = new Redis(redis.url);
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-redis-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `store:\n  kind: redis\n  url: ${redis.url}\n  keyPrefix: "mx-site:"\npolicy:\n  stages:\n    - name: greylist\n`);
+    try {
+      assert.equal((await run(['allow', '203.0.113.9'], ownConfig)).output, 'allowed client 203.0.113.9\n');
+      assert.deepEqual(await admin.keys('*'), ['mx-site:grey:c:203.0.113.9']);
+    } finally {
+      admin.disconnect();
+      await redis.stop();
       rmSync(ownDir, { recursive: true, force: true });
     }
   });

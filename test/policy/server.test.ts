@@ -405,6 +405,19 @@ describe('PolicyServer over TCP', () => {
     split.close();
   });
 
+  it('starts the arrival wait of a pipelined request again once the one before it is answered', async () => {
+    // The first request takes 150 ms to answer; the second, begun with it, ends 150 ms after that answer.
+    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? new Promise((resolve) => setTimeout(() => resolve('DUNNO'), 150)) : 'OK'), { limits: { arrivalTimeoutMs: 200 } });
+    const client = await Client.connect(address);
+    const second = encodeRequest({ instance: 'second' });
+    client.send(encodeRequest({ instance: 'first' }) + second.slice(0, 20));
+    assert.equal(await client.reply(), 'DUNNO');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    client.send(second.slice(20));
+    assert.equal(await client.reply(), 'OK', 'the 150 ms of the first answer were not the client\'s');
+    client.close();
+  });
+
   it('drops a connection it is closing when the client never reads the answers queued before the end', async () => {
     // Answers large enough that the socket buffers cannot take them all: the end stays queued.
     const action = `DUNNO ${'x'.repeat(100_000)}`;

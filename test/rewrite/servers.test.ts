@@ -161,6 +161,27 @@ describe('SocketmapServer', () => {
     assert.equal(lines[1]!.fields.input, JSON.stringify('get test@example.com\n'));
   });
 
+  it('answers nothing more, and logs nothing more, after a refusal, even to a client that keeps its half open', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new SocketmapServer(maps, { log, label: 'socketmap' }));
+    const socket = net.connect({ port: target.port, host: target.host, allowHalfOpen: true });
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.write('0:,');
+    await ended;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      socket.write(`${i % 2 ? '0:,' : encodeNetstring('forward a@b.example')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.destroy();
+    assert.equal(received, encodeNetstring('PERM Invalid query.'));
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+  });
+
   it('leaves alone a key with control characters or octets that are not UTF-8, rather than signing it', async () => {
     const { target } = await started(new SocketmapServer(maps));
     const client = await SocketmapClient.connect(target);

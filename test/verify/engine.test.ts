@@ -351,6 +351,9 @@ describe('DNS outcomes', () => {
     const w = await make({}, { '127.0.0.2': usersOnly(['alice']) });
     const r = await w.engine().verify('alice@[127.0.0.2]');
     assert.equal(r.verdict, 'deliverable');
+    const refused = await w.engine().verify('nobody@[127.0.0.2]');
+    assert.equal(refused.verdict, 'undeliverable');
+    assert.match(refused.description, /^\[127\.0\.0\.2\] answered RCPT/, 'the host given by its address is named once');
   });
 });
 

@@ -16,8 +16,9 @@
  *       first seen starts again (first = now): the window expired;
  *     - a first-seen time in the future (a clock step) of a triplet that has not passed is
  *       corrected to now; a passed triplet stays passed whatever the clock of the daemon
- *       asking (daemons sharing a store may disagree by a little), and its row is never moved
- *       back in time;
+ *       asking (daemons sharing a store may disagree by a little), and no passed triplet's,
+ *       client's or domain's row is moved back in time: it is refreshed once the asking
+ *       clock is an hour past its last-seen time;
  *     - client auto-allow: the first pass of a triplet counts one for the client address, at
  *       most once an hour; a client with `autoAllowClients` counts skips greylisting (and its
  *       last-seen is refreshed at most once an hour);
@@ -150,7 +151,7 @@ export class Greylist {
     if (awl && awl[0] >= autoAllowClients) {
       const [count, last] = awl;
       // Statistics only: a lost race just means another daemon refreshed it.
-      if (now >= last + HOUR_MS || last > now) await this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs);
+      if (now >= last + HOUR_MS) await this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs);
       return { kind: 'pass', reason: 'client-auto-allow', count };
     }
 
@@ -158,7 +159,7 @@ export class Greylist {
     if (domainAutoAllow > 0 && domain) {
       const record = domainRecord((await this.store.get(this.domainKey(request.client, domain)))?.value);
       if (record && record.senders.length >= domainAutoAllow) {
-        if (now >= record.last + HOUR_MS || record.last > now) await this.recordDomainSender(request.client, domain, request.sender);
+        if (now >= record.last + HOUR_MS) await this.recordDomainSender(request.client, domain, request.sender);
         return { kind: 'pass', reason: 'domain-auto-allow', domain };
       }
     }

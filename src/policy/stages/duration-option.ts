@@ -4,9 +4,9 @@
  *
  * DESCRIPTION
  *   "30s", "5m", "2h", "7d" or a number of seconds (config/duration), validated with the
- *   configuration but kept as written: stage options are parsed twice (validateConfig, then
- *   buildPipeline), and a value already turned into milliseconds would be read as seconds the
- *   second time. The stage converts with durationMs() when it is created. (The configuration
+ *   configuration and kept as a text with its unit, not in milliseconds: stage options are parsed
+ *   twice (validateConfig, then buildPipeline), and a value already turned into milliseconds
+ *   would be read as seconds the second time. The stage converts with durationMs() when it is created. (The configuration
  *   schema's own duration helper cannot be imported here: the schema imports the registry.)
  *
  * ERRORS
@@ -14,12 +14,17 @@
  */
 
 import { z } from 'zod';
-import { parseDuration } from '../../config/duration.js';
+import { formatDuration, parseDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 
 export type DurationText = string | number;
 
-/** A duration option; minMs refuses shorter ones (a window of 0 would divide by zero). */
+/**
+ * A duration option; minMs refuses shorter ones (a window of 0 would divide by zero). The value
+ * comes out in one written form with its unit ("5m" for 300 or "300s"), which reads the same
+ * however often it is parsed, and which `callout config print` can print as it is: a bare
+ * number there would be taken for milliseconds, as the schema's own durations are kept.
+ */
 export function durationOption(fallback: string, minMs = 0) {
   return z
     .union([z.string(), z.number()])
@@ -28,6 +33,10 @@ export function durationOption(fallback: string, minMs = 0) {
       const parsed = parseDuration(value);
       if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
       else if (parsed.ms < minMs) ctx.addIssue({ code: 'custom', message: `expected at least ${minMs} ms` });
+    })
+    .transform((value): DurationText => {
+      const parsed = parseDuration(value);
+      return parsed.ok ? formatDuration(parsed.ms) : value;
     });
 }
 

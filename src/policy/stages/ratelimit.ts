@@ -11,8 +11,9 @@
  *                         client address) counts one; later recipients of it only compare.
  *                         Which messages a limit has counted is marked in the store
  *                         (setIfAbsent per limit and message, the message being the
- *                         instance on the connection's two ends, since a queue ID is unique
- *                         on one mail server only; kept MESSAGE_MARK_MS), so a message whose
+ *                         instance on the connection's two ends: smtpd makes an instance of
+ *                         its process id, the arrival time and a count, unique on one host
+ *                         only; kept MESSAGE_MARK_MS), so a message whose
  *                         recipients reach two workers or two daemons (Postfix's policy client
  *                         reconnects, a reload) is counted once across the cluster, and a
  *                         second ratelimit stage still counts it for its own limits; a request
@@ -47,7 +48,6 @@ import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
-import { policyRequestFields } from '../protocol.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
@@ -81,12 +81,13 @@ const options = z
 type Options = z.output<typeof options>;
 
 /**
- * The message a request belongs to, across a cluster: Postfix's queue ID (`instance`) is only
- * unique on one mail server, so the connection's ends are part of it, as in the tarpit.
+ * The message a request belongs to, across a cluster: Postfix's `instance` (smtpd's process id,
+ * the arrival time and a count) is unique on one host only, so the connection's two ends are
+ * part of it, as in the tarpit. Read as sent: only equality matters here, on the hot path.
  */
 function messageOf(ctx: StageContext): string {
-  const fields = policyRequestFields(ctx.attributes);
-  return `${ctx.clientAddress}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}/${ctx.instance}`;
+  const { client_port: clientPort = '', server_address: serverAddress = '', server_port: serverPort = '' } = ctx.attributes;
+  return `${ctx.clientAddress}/${clientPort}/${serverAddress}/${serverPort}/${ctx.instance}`;
 }
 
 /** The key a limit counts the request under, or undefined when the request has none. */

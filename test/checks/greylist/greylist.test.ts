@@ -149,6 +149,11 @@ describe('greylist triplets', () => {
     assert.deepEqual(await onB.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 270 * S });
     assert.equal((await store.get(key))?.value, row, 'the row is not moved back in time');
     assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 390 * S }, 'its first pass counted once');
+    // An auto-allowed client's row is not moved back either (nor counted again) by the lagging daemon.
+    await onA.allowClient('192.0.2.99');
+    const clientRow = (await store.get(onA.clientKey('192.0.2.99')))?.value;
+    assert.equal((await onB.check(triplet({ autoAllowKey: '192.0.2.99' }))).reason, 'client-auto-allow');
+    assert.equal((await store.get(onA.clientKey('192.0.2.99')))?.value, clientRow);
   });
 
   it('passes a passed triplet after the clock stepped back before its first-seen time', async () => {

@@ -272,13 +272,13 @@ describe('ratelimit stage', () => {
     assert.match((await daemons[1]!.decide(request('c@example.test', { instance: 'next' }))).action, /^450 /, 'a second message is over the limit');
   });
 
-  it('tells apart two messages with one queue ID on two mail servers of a cluster', async () => {
+  it('tells apart two messages with one instance on two mail servers of a cluster', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'two', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
     const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
-    // Postfix's short queue IDs are unique on one host only: mx1 and mx2 may both name a message 4F2A1B.
+    // smtpd's instance (pid, arrival time, count) is unique on one host only: mx1 and mx2 may both send 3f2.677a1b2c.4d3e.1.
     for (const server of ['203.0.113.1', '203.0.113.2']) {
-      assert.equal((await pipeline.decide(request('a@example.test', { instance: '4F2A1B', server_address: server, server_port: '25' }))).action, 'DUNNO');
+      assert.equal((await pipeline.decide(request('a@example.test', { instance: '3f2.677a1b2c.4d3e.1', server_address: server, server_port: '25' }))).action, 'DUNNO');
     }
     assert.match((await pipeline.decide(request('a@example.test', { instance: 'third', server_address: '203.0.113.1', server_port: '25' }))).action, /^450 /, 'two messages counted, not one');
   });
