@@ -5,6 +5,10 @@
  * DESCRIPTION
  *   The units and their meaning follow Postfix's time values (s, m, h, d, w); a bare number
  *   is seconds. Results are milliseconds. Fractions are allowed ("1.5h"), negative values are not.
+ *
+ * LIMITS
+ *   At most Number.MAX_SAFE_INTEGER ms (285,000 years); the settings that set a timer have
+ *   their own, smaller bound (config/schema).
  */
 
 const UNIT_MS: Record<string, number> = {
@@ -21,12 +25,22 @@ export type DurationParse = { ok: true; ms: number } | { ok: false; reason: stri
 export function parseDuration(input: string | number): DurationParse {
   if (typeof input === 'number') {
     if (!Number.isFinite(input) || input < 0) return { ok: false, reason: `${input} is not a non-negative number of seconds` };
-    return { ok: true, ms: Math.round(input * 1000) };
+    const ms = Math.round(input * 1000) || 0; // -0 is 0
+    if (!Number.isSafeInteger(ms)) return { ok: false, reason: `${input} seconds is longer than any duration callout can keep` };
+    return { ok: true, ms };
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(input);
-  if (!match) return { ok: false, reason: `"${input}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
+  if (!match) return { ok: false, reason: `"${shown(input)}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
   const unit = UNIT_MS[match[2] ?? 's'] ?? 1000;
-  return { ok: true, ms: Math.round(Number(match[1]) * unit) };
+  const ms = Math.round(Number(match[1]) * unit);
+  // Digits enough make Infinity, and any timer or expiry past 2^53 ms is nonsense.
+  if (!Number.isSafeInteger(ms)) return { ok: false, reason: `"${shown(input)}" is longer than any duration callout can keep` };
+  return { ok: true, ms };
+}
+
+/** The start of a long input, for a message. */
+function shown(input: string): string {
+  return input.length > 40 ? `${input.slice(0, 40)}...` : input;
 }
 
 /** The shortest exact spelling of a duration, for `config print` and log lines. */

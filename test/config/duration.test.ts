@@ -1,0 +1,37 @@
+// Durations as administrators write them: examples, limits, and any input fuzzed.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { formatDuration, parseDuration } from '../../src/config/duration.js';
+
+describe('durations', () => {
+  it('reads the units and bare seconds, and refuses what is no duration', () => {
+    assert.deepEqual(parseDuration('30s'), { ok: true, ms: 30_000 });
+    assert.deepEqual(parseDuration('1.5h'), { ok: true, ms: 5_400_000 });
+    assert.deepEqual(parseDuration(300), { ok: true, ms: 300_000 });
+    assert.deepEqual(parseDuration(' 250ms '), { ok: true, ms: 250 });
+    for (const bad of ['', '5 minutes', '-1s', '1e3', 'Infinity', '0x10']) assert.equal(parseDuration(bad).ok, false, bad);
+    assert.equal(parseDuration(-1).ok, false);
+    assert.equal(parseDuration(Number.NaN).ok, false);
+  });
+
+  it('refuses a duration too long to keep, with the start of what was written', () => {
+    const digits = '9'.repeat(400);
+    const parsed = parseDuration(`${digits}w`);
+    assert.equal(parsed.ok, false);
+    assert.match(!parsed.ok ? parsed.reason : '', /^"9{40}\.\.\." is longer than any duration callout can keep$/);
+    assert.equal(parseDuration(1e300).ok, false);
+  });
+
+  it('never throws, gives a safe whole number of ms, and formats to a text that reads back the same', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 60 }), fc.stringMatching(/^\s*\d{1,30}(\.\d{1,5})?\s*(ms|s|m|h|d|w)?\s*$/), fc.double()), (input) => {
+        const parsed = parseDuration(input);
+        if (!parsed.ok) return;
+        assert.ok(Number.isSafeInteger(parsed.ms) && parsed.ms >= 0, `${String(input)} -> ${parsed.ms}`);
+        assert.deepEqual(parseDuration(formatDuration(parsed.ms)), parsed);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
