@@ -111,3 +111,32 @@ export function createLogger(level: LogLevel, destination: LogDestination = coal
   const options = { level, base: { component: 'callout' }, timestamp: isoTimeField };
   return pino(options, destination as unknown as pino.DestinationStream);
 }
+
+/**
+ * Collapses repeats of a log line: the first line of a key is written, the repeats within
+ * windowMs are only counted, and the first one after the window is written with that count. A
+ * store that fails (a full disk, Redis gone) fails every request the same way, and a line per
+ * request and stage wrote tens of thousands of identical lines a minute, onto the disk that
+ * was full. Keys are bounded (maxKeys, then forgotten at once).
+ */
+export class RepeatCollapser {
+  private readonly seen = new Map<string, { since: number; repeats: number }>();
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly maxKeys = 1000,
+  ) {}
+
+  /** undefined: leave this line out; otherwise write it, with the number of repeats left out before it. */
+  admit(key: string, now: number): number | undefined {
+    const entry = this.seen.get(key);
+    if (entry && now >= entry.since && now - entry.since < this.windowMs) {
+      entry.repeats += 1;
+      return undefined;
+    }
+    if (!entry && this.seen.size >= this.maxKeys) this.seen.clear();
+    this.seen.set(key, { since: now, repeats: 0 });
+    return entry?.repeats ?? 0;
+  }
+}
+

@@ -14,8 +14,10 @@
  *   pipeline for new requests without dropping connections; requests in flight finish on the
  *   old ones. Listen addresses and the store are fixed for the life of the process (a change
  *   is logged as needing a restart).
- *   SIGTERM (stop()): stop accepting, let requests in flight finish, let background callouts
- *   finish up to a bound, close the store.
+ *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), let
+ *   background callouts finish (up to DRAIN_MS more), then give up those still running (logged;
+ *   their probe locks released, so a daemon started at once probes those addresses again rather
+ *   than wait out our locks), close the store.
  *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
  *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
  *   them in stretches; Redis expires keys itself). With policy.workers each worker purges: the
@@ -72,6 +74,8 @@ interface Generation {
 }
 
 const DRAIN_MS = 10_000;
+const HEALTH_PROBE_KEY = 'health:probe';
+const HEALTH_PROBE_TTL_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
 
 /**
@@ -277,6 +281,10 @@ export class Daemon {
     await this.server.close({ drainMs: DRAIN_MS });
     await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
     await this.retire(this.current);
+    const abandoned = (await this.current.engine?.abandon()) ?? 0;
+    if (abandoned > 0) {
+      this.options.log.warn({ abandoned, waitedMs: DRAIN_MS }, 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
+    }
     await this.store.close();
     this.options.log.info({}, 'stopped');
   }
@@ -355,11 +363,22 @@ export class Daemon {
   }
 
   /** Whether the store answers (the daemon answers Postfix either way, by policy.faultAction). */
+  /**
+   * Whether the store takes a write (the daemon answers Postfix either way, by
+   * policy.faultAction). A write, not a read: with the disk full a SQLite file still reads, and
+   * greylisting and rate limits then keep nothing while a read-only probe said ok.
+   */
   async healthy(): Promise<boolean> {
+    const fileProblem = this.store instanceof SqliteStore ? this.store.fileProblem() : undefined;
+    if (fileProblem) {
+      this.options.log.error({ store: storePath(this.config) }, `health: ${fileProblem}; restart callout serve to open the file at its path`);
+      return false;
+    }
     try {
-      await this.store.get('health:probe');
+      await this.store.set(HEALTH_PROBE_KEY, String(this.clock.now()), HEALTH_PROBE_TTL_MS);
       return true;
-    } catch {
+    } catch (err) {
+      this.options.log.warn({ err: describeError(err) }, 'health: the store does not take a write');
       return false;
     }
   }

@@ -14,13 +14,16 @@
  *   attribute) and given out one per reply, each once per message however many recipients
  *   it has.
  *   Faults (a store outage, a bug in a stage) are answered in one place, by `policy.faultAction`:
- *   fail open (skip the stage) or defer; they never become a rejection.
+ *   fail open (skip the stage) or defer; they never become a rejection. Each is in its
+ *   decision's log line; its own error line is written once a minute per stage and error, with
+ *   the number of repeats left out (an outage fails every request alike).
  *   Every decision is explained by one log line: the request, each stage's result and reason,
  *   and the action.
  */
 
 import type { Clock } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { RepeatCollapser } from '../core/log.js';
 import { BoundedMemo } from '../core/memo.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
@@ -57,6 +60,8 @@ export interface PipelineOutcome {
 
 /** Messages whose headers are remembered at once (exported for tests). */
 export const MESSAGE_MEMORY_LIMIT = 20_000;
+/** A fault repeated within this is counted, not logged again (its decision lines still list it). */
+const FAULT_LOG_WINDOW_MS = 60_000;
 /** How long past the deadline a stage may take before it counts as a fault. */
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
@@ -75,6 +80,8 @@ export class Pipeline {
   private readonly recipients = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
   /** The stages that watch outcomes (Stage.observe); most pipelines have none. */
   private readonly observers: ConfiguredStage[];
+  /** One line per minute for each repeated fault (core/log RepeatCollapser); every decision line still lists its faults. */
+  private readonly faultLines = new RepeatCollapser(FAULT_LOG_WINDOW_MS);
 
   constructor(
     readonly stages: ConfiguredStage[],
@@ -89,7 +96,7 @@ export class Pipeline {
    * stage that has to be waited for on, the rest runs asynchronously under the deadline.
    */
   decide(attributes: PolicyAttributes): PipelineOutcome | Promise<PipelineOutcome> {
-    const run = new PipelineRun((earlier) => this.context(attributes, earlier), this.options);
+    const run = new PipelineRun((earlier) => this.context(attributes, earlier), this.options, this.faultLines);
     for (let index = this.nextStage(run, 0); index !== undefined; index = this.nextStage(run, index + 1)) {
       const configured = this.stages[index]!;
       let stop: boolean;
@@ -193,7 +200,11 @@ export class Pipeline {
         if (!stage.observe || mode === 'off' || !states.has(ctx.state)) continue;
         const watching = Promise.resolve()
           .then(() => stage.observe!(ctx, { action, ...(decidedBy ? { decidedBy } : {}), mode }))
-          .catch((err: unknown) => this.options.log.error({ stage: stage.name, err: describeError(err) }, 'stage observer fault'));
+          .catch((err: unknown) => {
+            const message = describeError(err);
+            const repeats = this.faultLines.admit(`observe\0${stage.name}\0${message}`, this.options.clock.now());
+            if (repeats !== undefined) this.options.log.error({ stage: stage.name, err: message, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'stage observer fault');
+          });
         if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
           timer = setTimeout(() => resolve('late'), Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS);
@@ -305,6 +316,7 @@ class PipelineRun {
   constructor(
     context: (earlier: ReadonlyMap<string, StageVerdict>) => StageContext,
     private readonly options: PipelineOptions,
+    private readonly faultLines: RepeatCollapser,
   ) {
     this.ctx = context(this.earlier);
   }
@@ -345,8 +357,10 @@ class PipelineRun {
   /** A stage's fault, answered by policy.faultAction; true when it ends the pipeline. */
   fault(configured: ConfiguredStage, err: unknown): boolean {
     const name = configured.stage.name;
-    this.faults.push(`${name}: ${describeError(err)}`);
-    this.options.log.error({ stage: name, err: describeError(err) }, 'stage fault');
+    const message = describeError(err);
+    this.faults.push(`${name}: ${message}`);
+    const repeats = this.faultLines.admit(`evaluate\0${name}\0${message}`, this.options.clock.now());
+    if (repeats !== undefined) this.options.log.error({ stage: name, err: message, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'stage fault');
     if (this.options.faultAction !== 'DEFER') return false;
     this.final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
     return true;

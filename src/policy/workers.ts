@@ -243,8 +243,9 @@ export class Supervisor {
 
   /** Every configured worker is up and its store answers. */
   private async healthy(): Promise<boolean> {
-    if (this.workers.size < this.options.workers) return false;
-    const answers = [...this.workers].map(
+    // A worker still starting cannot answer yet (it would only time out): not healthy now.
+    if (this.ready.size < this.options.workers) return false;
+    const answers = [...this.ready].map(
       (worker) =>
         new Promise<boolean>((resolve) => {
           const id = this.nextHealthId++;

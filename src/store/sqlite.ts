@@ -91,7 +91,7 @@
  *   than this program, the lock still taken after busyTimeoutMs, use after close().
  */
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -303,6 +303,9 @@ export class SqliteStore implements Store {
     (key: string, by: number, now: number, expiresAt: number) => number
   >;
 
+  /** The file's device and inode when it was opened: a file removed or put in its place is not ours. */
+  private readonly fileIdentity: string | undefined;
+
   private constructor(
     private readonly db: Database.Database,
     readonly path: string,
@@ -312,6 +315,7 @@ export class SqliteStore implements Store {
     /** The schema upgrade this open made (a file written by an older version), for the daemon's log. */
     readonly schemaUpgrade: SchemaUpgrade | undefined,
   ) {
+    this.fileIdentity = path === ':memory:' ? undefined : identityOf(path);
     this.checkpoints = path === ':memory:' ? 'none' : 'sqlite';
     this.groupsBeforeCheckpointer = path === ':memory:' ? Infinity : CHECKPOINTER_AFTER_GROUPS;
     this.checkpointIntervalMs = options.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
@@ -547,6 +551,19 @@ export class SqliteStore implements Store {
     await exited;
   }
 
+  /**
+   * Why the path no longer names the file this store has open (removed, or another put in its
+   * place, by an administrator or a cleanup job), or undefined while it does. SQLite goes on
+   * writing to the open file, which no later process will find: every state kept since is lost
+   * at the next restart, and a CLI command meanwhile opens a file of its own.
+   */
+  fileProblem(): string | undefined {
+    if (this.fileIdentity === undefined) return undefined;
+    const now = identityOf(this.path);
+    if (now === undefined) return `${this.path} was removed while open: what is written now is lost at the next restart`;
+    return now === this.fileIdentity ? undefined : `${this.path} was replaced while open: this process writes to the old file`;
+  }
+
   private context(operation: string): string {
     return `sqlite store ${this.path}: ${operation}`;
   }
@@ -693,6 +710,16 @@ export class SqliteStore implements Store {
     } catch (err) {
       throw storeError(context, err);
     }
+  }
+}
+
+/** "device:inode" of the file at path, or undefined when there is none. */
+function identityOf(path: string): string | undefined {
+  try {
+    const stats = statSync(path);
+    return `${stats.dev}:${stats.ino}`;
+  } catch {
+    return undefined;
   }
 }
 

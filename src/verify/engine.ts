@@ -89,6 +89,8 @@ export class CalloutEngine {
   readonly connections: ConnectionCache;
   private readonly inFlight = new Map<string, Promise<VerifyResult>>();
   private readonly background = new Set<Promise<unknown>>();
+  /** Addresses whose probe lock this engine holds in the store, until their probe ends. */
+  private readonly lockedHere = new Set<string>();
   private readonly ownSenders: Set<string>;
   private readonly helo: string;
   /** The settings this engine runs with (for engines derived from it, such as call-forward). */
@@ -187,6 +189,20 @@ export class CalloutEngine {
   async idle(): Promise<void> {
     while (this.background.size > 0 || this.inFlight.size > 0) await Promise.allSettled([...this.background, ...this.inFlight.values()]);
     await this.connections.close();
+  }
+
+  /**
+   * At shutdown, once idle() has had its time: gives up the probes still running. Their locks
+   * are let go, so that a daemon started at once (or another on the same store) probes those
+   * addresses instead of waiting out a dead process's lock; their answers are lost. Returns
+   * how many verifications were still running.
+   */
+  async abandon(): Promise<number> {
+    const running = this.inFlight.size + this.background.size;
+    const locked = [...this.lockedHere];
+    this.lockedHere.clear();
+    await Promise.allSettled(locked.map((address) => this.cache.unlock(address)));
+    return running;
   }
 
   /** Steps 1 to 4: everything that can answer without touching the network. */
@@ -330,6 +346,7 @@ export class CalloutEngine {
       try {
         return await this.probe(domain, mine, resolution.hosts, started, results);
       } finally {
+        for (const m of mine) this.lockedHere.delete(m.address);
         await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
       }
     } catch (err) {
@@ -358,6 +375,8 @@ export class CalloutEngine {
       if (late) {
         answered.set(m.address, late);
         await this.cache.unlock(m.address);
+      } else {
+        this.lockedHere.add(m.address);
       }
       return false;
     };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CoalescingDestination, createLogger, logInfoJson } from '../../src/core/log.js';
+import { CoalescingDestination, RepeatCollapser, createLogger, logInfoJson } from '../../src/core/log.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
   const writes: string[] = [];
@@ -85,3 +85,18 @@ describe('logInfoJson', () => {
     assert.deepEqual(quiet.writes, []);
   });
 });
+
+describe('RepeatCollapser', () => {
+  it('admits the first line of a key, counts its repeats within the window, and admits the next after it with the count', () => {
+    const lines = new RepeatCollapser(1000, 2);
+    assert.equal(lines.admit('a', 0), 0);
+    assert.equal(lines.admit('a', 500), undefined);
+    assert.equal(lines.admit('a', 999), undefined);
+    assert.equal(lines.admit('b', 999), 0, 'each key on its own');
+    assert.equal(lines.admit('a', 1000), 2);
+    assert.equal(lines.admit('a', 10), 0, 'a clock stepped back starts the window again');
+    assert.equal(lines.admit('c', 20), 0, 'past maxKeys the keys are forgotten, not grown');
+    assert.equal(lines.admit('a', 30), 0);
+  });
+});
+

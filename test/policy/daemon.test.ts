@@ -140,6 +140,17 @@ describe('callout serve', () => {
     assert.equal(health.status, 200);
   });
 
+  it('answers /health 503, and says why, when its SQLite file was removed while open', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-health-file-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const { lines, log } = captureLog();
+    const { daemon } = await startDaemonWithClient({ overrides: { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }, log }, cleanups);
+    assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 200, 'the probe writes to the file');
+    for (const suffix of ['', '-wal', '-shm']) rmSync(join(dataDir, `callout.sqlite${suffix}`), { force: true });
+    assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 503);
+    assert.ok(lines.some((l) => typeof l.msg === 'string' && /callout\.sqlite was removed while open/.test(l.msg)), JSON.stringify(lines.slice(-3)));
+  });
+
   it('counts every request that followed an answer as caught by the idle poll or arriving after sleep, and none with the poll off', async () => {
     const count = (metrics: string, outcome: string): number => Number(new RegExp(`callout_idle_poll_requests_total\\{outcome="${outcome}"\\} (\\d+)`).exec(metrics)?.[1]);
     for (const [idlePollMicros, expected] of [[200, 9], [0, 0]] as const) {

@@ -68,6 +68,20 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     assert.deepEqual(seen, [['a'], ['b', 'a'], ['c', 'a', 'b'], ['d', 'a', 'b', 'c']]);
   });
 
+  it('logs a repeated fault once a minute, with how many it left out, and lists it in every outcome', async () => {
+    const clock = new ManualClock();
+    const errors: Array<Record<string, unknown>> = [];
+    const log = { info() {}, warn() {}, error: (fields: Record<string, unknown>) => void errors.push(fields) };
+    const failing = pipeline([stage('store-user', () => new StoreError('database or disk is full'))], { clock, log });
+    for (let i = 0; i < 50; i++) assert.deepEqual((await failing.decide(rcpt({ instance: `m${i}` }))).faults, ['store-user: STORE_UNAVAILABLE: database or disk is full']);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.repeatsNotLogged, undefined);
+    clock.advance(61_000);
+    await failing.decide(rcpt({ instance: 'later' }));
+    assert.equal(errors.length, 2);
+    assert.equal(errors[1]!.repeatsNotLogged, 49);
+  });
+
   it('a stage that throws at once is a fault like one that rejects later, before and after a stage that is waited for', async () => {
     const boom = () => new StoreError('down');
     const first = pipeline([syncStage('x', boom), syncStage('y', () => go)]).decide(rcpt());

@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -56,6 +56,23 @@ runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { cl
 runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
 
 describe('SqliteStore', () => {
+  it('tells when its file was removed, or another put at its path, while open', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    try {
+      await store.set('k', 'v', 60_000);
+      assert.equal(store.fileProblem(), undefined);
+      renameSync(path, `${path}.moved`);
+      writeFileSync(path, '');
+      assert.match(store.fileProblem() ?? '', /was replaced while open: this process writes to the old file$/);
+      rmSync(path);
+      assert.match(store.fileProblem() ?? '', /was removed while open: what is written now is lost at the next restart$/);
+      assert.equal((await SqliteStore.open(':memory:')).fileProblem(), undefined, 'a store in memory has no file');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('peeks at committed values at once, and leaves a key to get() while a write of it is queued', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });

@@ -617,6 +617,19 @@ describe('stage timeouts of the dialogue', () => {
     assert.equal((await engine.verify('nobody@two.test')).verdict, 'unknown', 'and nothing deliverable is cached');
   });
 
+  it('abandon() gives up the probes still running at shutdown and lets go of their locks', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61' }), { '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) } });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = w.engine({ callout: { randomProbe: false } }, store);
+    void engine.verify('alice@hold.test');
+    const lockKeys = async () => (await store.scan('', 100)).map((row) => row.key).filter((key) => key.includes('lock:'));
+    for (let i = 0; i < 200 && (await lockKeys()).length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal((await lockKeys()).length, 1, 'the probe holds its lock');
+    assert.match((await lockKeys())[0]!, /lock:alice@hold\.test$/);
+    assert.equal(await engine.abandon(), 1);
+    assert.deepEqual(await lockKeys(), [], 'a daemon started at once probes instead of waiting out the lock');
+  });
+
   it('a pipelined RCPT that is never answered times out after callout.timeouts.rcpt too', async (t) => {
     // A stalled server answers nothing after the RCPT either: its reply to the RSET queued
     // behind must not arrive, or it would be read as the RCPT's (replies come in order).
