@@ -12,8 +12,9 @@
  *   SIGHUP (reload()): the configuration file is read and validated again; a bad file is
  *   logged and the running configuration kept. A good one replaces the resolver, engine and
  *   pipeline for new requests without dropping connections; requests in flight finish on the
- *   old ones. Listen addresses and the store are fixed for the life of the process (a change
- *   is logged as needing a restart).
+ *   old ones. The headers given per message carry over, so none is given twice. Listen
+ *   addresses and the store are fixed for the life of the process (a change is logged as
+ *   needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), let
  *   background callouts finish (up to DRAIN_MS more), then give up those still running (logged;
  *   their probe locks released, so a daemon started at once probes those addresses again rather
@@ -51,7 +52,7 @@ import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, startMetricsServer } from '../http/metrics.js';
 import { createResolver, storePath } from '../cli/runtime.js';
 import { buildPipeline } from './pipeline.js';
-import type { Pipeline, PipelineOutcome } from './pipeline.js';
+import type { MessageMemories, Pipeline, PipelineOutcome } from './pipeline.js';
 import { PolicyServer } from './server.js';
 
 export interface DaemonOptions {
@@ -118,7 +119,7 @@ interface GenerationDeps {
 }
 
 /** The resolver, callout engine and pipeline a configuration makes (at start, and at each reload). */
-function buildGeneration(config: Config, deps: GenerationDeps): Generation {
+function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
   const resolver = createResolver(config, deps.clock);
   const helo = config.callout.helo ?? (FQDN_PATTERN.test(hostname()) ? hostname() : undefined);
   if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
@@ -132,14 +133,18 @@ function buildGeneration(config: Config, deps: GenerationDeps): Generation {
         onConnectionEvent: (event) => deps.metrics.recordConnection(event),
       })
     : undefined;
-  const pipeline = buildPipeline(config, {
-    resolver,
-    store: deps.store,
-    clock: deps.clock,
-    ...(engine ? { engine } : {}),
-    log: deps.log,
-    metrics: deps.metrics,
-  });
+  const pipeline = buildPipeline(
+    config,
+    {
+      resolver,
+      store: deps.store,
+      clock: deps.clock,
+      ...(engine ? { engine } : {}),
+      log: deps.log,
+      metrics: deps.metrics,
+    },
+    messages,
+  );
   return { config, resolver, ...(engine ? { engine } : {}), pipeline };
 }
 
@@ -264,7 +269,7 @@ export class Daemon {
       this.options.log.warn({}, 'reload: the store changes only on restart');
     }
     try {
-      this.current = this.generation({ ...config, store: old.config.store, dataDir: old.config.dataDir });
+      this.current = this.generation({ ...config, store: old.config.store, dataDir: old.config.dataDir }, old.pipeline.messages);
     } catch (err) {
       this.options.log.error({ err: describeError(err) }, 'reload refused, keeping the running configuration');
       return false;
@@ -335,8 +340,9 @@ export class Daemon {
     logInfoJson(this.options.log, JSON.stringify(fields), 'decision');
   }
 
-  private generation(config: Config): Generation {
-    return buildGeneration(config, { store: this.store, clock: this.clock, log: this.options.log, metrics: this.metrics, worker: this.options.worker ?? false });
+  /** A generation of `config`; `messages`: the header memory of the one it replaces (a reload). */
+  private generation(config: Config, messages?: MessageMemories): Generation {
+    return buildGeneration(config, { store: this.store, clock: this.clock, log: this.options.log, metrics: this.metrics, worker: this.options.worker ?? false }, messages);
   }
 
   /** Lets an old generation's requests and background callouts finish, then closes its stages. */

@@ -41,6 +41,11 @@ export interface ConfiguredStage {
 }
 
 export interface PipelineOptions {
+  /**
+   * The per-message header memory of the pipeline this one replaces (a reload): a message whose
+   * recipients span the reload is still given each header once.
+   */
+  messages?: MessageMemories;
   decisionTimeoutMs: number;
   faultAction: 'DUNNO' | 'DEFER';
   warnAction: 'WARN' | 'PREPEND';
@@ -74,8 +79,12 @@ interface MessageMemory {
   touched: number;
 }
 
+/** Headers queued and given, per message (Postfix's `instance`). */
+export type MessageMemories = Map<string, MessageMemory>;
+
 export class Pipeline {
-  private readonly messages = new Map<string, MessageMemory>();
+  /** Per message; handed to the pipeline that replaces this one at a reload. */
+  readonly messages: MessageMemories;
   private readonly senders = new BoundedMemo((text) => parseReversePath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
   private readonly recipients = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
   /** The stages that watch outcomes (Stage.observe); most pipelines have none. */
@@ -88,6 +97,7 @@ export class Pipeline {
     private readonly options: PipelineOptions,
   ) {
     this.observers = stages.filter((configured) => configured.stage.observe !== undefined);
+    this.messages = options.messages ?? new Map();
   }
 
   /**
@@ -368,9 +378,10 @@ class PipelineRun {
 }
 
 /** Builds the configured stages from a configuration validateConfig produced. */
-export function buildPipeline(config: Config, deps: StageDeps): Pipeline {
+export function buildPipeline(config: Config, deps: StageDeps, messages?: MessageMemories): Pipeline {
   const stages = config.policy.stages.map((entry) => configureStage(entry, deps));
   return new Pipeline(stages, {
+    ...(messages ? { messages } : {}),
     decisionTimeoutMs: config.policy.decisionTimeout,
     faultAction: config.policy.faultAction,
     warnAction: config.policy.warnAction,

@@ -14,8 +14,8 @@
  *   alone) without asking the map, which would otherwise sign it and give it back on reversal.
  *
  *   Refused requests (their framing or syntax: the connection is closed), connections over the
- *   limit (logged once per burst) and listener errors are logged, with what, where and why; the
- *   client gets the terse reply postsrsd gives.
+ *   limit (logged once per burst) and listener errors (each once a minute, with the count left
+ *   out) are logged, with what, where and why; the client gets the terse reply postsrsd gives.
  *
  * LIMITS
  *   maxConnections (default 200, postsrsd's connection-limit), idleTimeoutMs (default 30 s,
@@ -26,6 +26,7 @@ import net from 'node:net';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
+import { RepeatCollapser } from '../core/log.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -97,6 +98,7 @@ export abstract class LookupServer {
   private readonly label: string;
   /** Connections refused in the current burst over maxConnections. */
   private dropped = 0;
+  private readonly errorLines = new RepeatCollapser(60_000);
 
   constructor(options: LookupServerOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
@@ -183,7 +185,12 @@ export abstract class LookupServer {
     });
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)
-    this.server.on('error', (err) => this.log.warn({ listener: this.label, error: describeError(err) }, 'listener error'));
+    this.server.on('error', (err) => {
+      // Out of descriptors, accept fails for every waiting connection: one line a minute per error.
+      const error = describeError(err);
+      const repeats = this.errorLines.admit(error, Date.now());
+      if (repeats !== undefined) this.log.warn({ listener: this.label, error, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'listener error');
+    });
     const address = this.server.address();
     if (address && typeof address === 'object') return { host: address.address, port: address.port };
     return { path: String(address) };

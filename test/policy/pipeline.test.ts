@@ -168,6 +168,15 @@ describe('pipeline', () => {
     assert.equal(memory.size, 0);
   });
 
+  it('hands its message memory to the pipeline that replaces it, so a reload gives no header twice', async () => {
+    const header = stage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' }));
+    const before = pipeline([header]);
+    assert.equal((await before.decide(rcpt({ instance: 'spans' }))).action, 'PREPEND X-Test: yes');
+    const after = pipeline([header], { messages: before.messages });
+    assert.equal((await after.decide(rcpt({ instance: 'spans', recipient: 'second@example.net' }))).action, 'DUNNO');
+    assert.equal((await pipeline([header]).decide(rcpt({ instance: 'spans' }))).action, 'PREPEND X-Test: yes', 'a pipeline of its own would give it again');
+  });
+
   it('when its message memory is full, forgets the oldest tenth at once, not one message per new one', async () => {
     const p = pipeline([stage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' }))]);
     const memory = (p as unknown as { messages: Map<string, unknown> }).messages;

@@ -182,6 +182,18 @@ describe('SocketmapServer', () => {
     assert.equal(lines.length, 1, JSON.stringify(lines));
   });
 
+  it('logs a listener error once a minute, not once per failed accept, and keeps serving', async () => {
+    const { log, lines } = recordingLog();
+    const { server, target } = await started(new SocketmapServer(maps, { log, label: 'socketmap' }));
+    // What Node reports for each accept while the process is out of descriptors.
+    const listener = (server as unknown as { server: net.Server }).server;
+    for (let i = 0; i < 5; i++) listener.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
+    assert.deepEqual(lines.map((l) => [l.message, l.fields.listener]), [['listener error', 'socketmap']]);
+    const client = await SocketmapClient.connect(target);
+    closers.push(() => client.close());
+    assert.match(await client.query('forward', 'a@b.example'), /^OK /);
+  });
+
   it('leaves alone a key with control characters or octets that are not UTF-8, rather than signing it', async () => {
     const { target } = await started(new SocketmapServer(maps));
     const client = await SocketmapClient.connect(target);
