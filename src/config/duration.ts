@@ -11,6 +11,11 @@
  *   their own, smaller bound (config/schema).
  */
 
+import { abbreviate } from '../core/errors.js';
+
+/** Characters of a bad value quoted in its message. */
+const SHOWN = 40;
+
 const UNIT_MS: Record<string, number> = {
   ms: 1,
   s: 1000,
@@ -30,17 +35,12 @@ export function parseDuration(input: string | number): DurationParse {
     return { ok: true, ms };
   }
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(input);
-  if (!match) return { ok: false, reason: `"${shown(input)}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
+  if (!match) return { ok: false, reason: `"${abbreviate(input, SHOWN)}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
   const unit = UNIT_MS[match[2] ?? 's'] ?? 1000;
   const ms = Math.round(Number(match[1]) * unit);
   // Digits enough make Infinity, and any timer or expiry past 2^53 ms is nonsense.
-  if (!Number.isSafeInteger(ms)) return { ok: false, reason: `"${shown(input)}" is longer than any duration callout can keep` };
+  if (!Number.isSafeInteger(ms)) return { ok: false, reason: `"${abbreviate(input, SHOWN)}" is longer than any duration callout can keep` };
   return { ok: true, ms };
-}
-
-/** The start of a long input, for a message. */
-function shown(input: string): string {
-  return input.length > 40 ? `${input.slice(0, 40)}...` : input;
 }
 
 /** The shortest exact spelling of a duration, for `config print` and log lines. */

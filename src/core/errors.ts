@@ -63,3 +63,8 @@ export function describeError(err: unknown): string {
     return Object.prototype.toString.call(err);
   }
 }
+
+/** The start of an input quoted in a message: a configuration value may be any length. */
+export function abbreviate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}

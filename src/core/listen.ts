@@ -11,6 +11,7 @@
  */
 
 import net from 'node:net';
+import { abbreviate } from './errors.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -25,7 +26,7 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
     return { ok: true, value: { kind: 'unix', path: text } };
   }
   const match = HOST_PORT.exec(text);
-  if (!match) return { ok: false, reason: `"${text.length > 60 ? `${text.slice(0, 60)}...` : text}" is not host:port, [ipv6]:port or an absolute socket path` };
+  if (!match) return { ok: false, reason: `"${abbreviate(text, 60)}" is not host:port, [ipv6]:port or an absolute socket path` };
   const [, bracketed, plain, portText] = match;
   const port = Number(portText);
   if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };

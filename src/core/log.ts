@@ -127,8 +127,11 @@ export class RepeatCollapser {
     private readonly maxKeys = 1000,
   ) {}
 
-  /** undefined: leave this line out; otherwise write it, with the number of repeats left out before it. */
-  admit(key: string, now: number): number | undefined {
+  /**
+   * undefined: leave this line out; otherwise write it with these fields added: none the first
+   * time, `repeatsNotLogged` when repeats were left out before it.
+   */
+  admit(key: string, now: number): { repeatsNotLogged?: number } | undefined {
     const entry = this.seen.get(key);
     if (entry && now >= entry.since && now - entry.since < this.windowMs) {
       entry.repeats += 1;
@@ -136,7 +139,7 @@ export class RepeatCollapser {
     }
     if (!entry && this.seen.size >= this.maxKeys) this.seen.clear();
     this.seen.set(key, { since: now, repeats: 0 });
-    return entry?.repeats ?? 0;
+    return entry && entry.repeats > 0 ? { repeatsNotLogged: entry.repeats } : {};
   }
 }
 

@@ -368,7 +368,6 @@ export class Daemon {
     return openSqliteStore(config, this.clock, this.options.log);
   }
 
-  /** Whether the store answers (the daemon answers Postfix either way, by policy.faultAction). */
   /**
    * Whether the store takes a write (the daemon answers Postfix either way, by
    * policy.faultAction). A write, not a read: with the disk full a SQLite file still reads, and
@@ -377,7 +376,7 @@ export class Daemon {
   async healthy(): Promise<boolean> {
     const fileProblem = this.store instanceof SqliteStore ? this.store.fileProblem() : undefined;
     if (fileProblem) {
-      this.options.log.error({ store: storePath(this.config) }, `health: ${fileProblem}; restart callout serve to open the file at its path`);
+      this.options.log.error({}, `health: ${fileProblem}; restart callout serve to open the file at its path`);
       return false;
     }
     try {

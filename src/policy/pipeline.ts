@@ -213,7 +213,7 @@ export class Pipeline {
           .catch((err: unknown) => {
             const message = describeError(err);
             const repeats = this.faultLines.admit(`observe\0${stage.name}\0${message}`, this.options.clock.now());
-            if (repeats !== undefined) this.options.log.error({ stage: stage.name, err: message, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'stage observer fault');
+            if (repeats) this.options.log.error({ stage: stage.name, err: message, ...repeats }, 'stage observer fault');
           });
         if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
@@ -370,7 +370,7 @@ class PipelineRun {
     const message = describeError(err);
     this.faults.push(`${name}: ${message}`);
     const repeats = this.faultLines.admit(`evaluate\0${name}\0${message}`, this.options.clock.now());
-    if (repeats !== undefined) this.options.log.error({ stage: name, err: message, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'stage fault');
+    if (repeats) this.options.log.error({ stage: name, err: message, ...repeats }, 'stage fault');
     if (this.options.faultAction !== 'DEFER') return false;
     this.final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
     return true;

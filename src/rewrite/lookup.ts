@@ -189,7 +189,7 @@ export abstract class LookupServer {
       // Out of descriptors, accept fails for every waiting connection: one line a minute per error.
       const error = describeError(err);
       const repeats = this.errorLines.admit(error, Date.now());
-      if (repeats !== undefined) this.log.warn({ listener: this.label, error, ...(repeats > 0 ? { repeatsNotLogged: repeats } : {}) }, 'listener error');
+      if (repeats) this.log.warn({ listener: this.label, error, ...repeats }, 'listener error');
     });
     const address = this.server.address();
     if (address && typeof address === 'object') return { host: address.address, port: address.port };

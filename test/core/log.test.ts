@@ -89,14 +89,14 @@ describe('logInfoJson', () => {
 describe('RepeatCollapser', () => {
   it('admits the first line of a key, counts its repeats within the window, and admits the next after it with the count', () => {
     const lines = new RepeatCollapser(1000, 2);
-    assert.equal(lines.admit('a', 0), 0);
+    assert.deepEqual(lines.admit('a', 0), {});
     assert.equal(lines.admit('a', 500), undefined);
     assert.equal(lines.admit('a', 999), undefined);
-    assert.equal(lines.admit('b', 999), 0, 'each key on its own');
-    assert.equal(lines.admit('a', 1000), 2);
-    assert.equal(lines.admit('a', 10), 0, 'a clock stepped back starts the window again');
-    assert.equal(lines.admit('c', 20), 0, 'past maxKeys the keys are forgotten, not grown');
-    assert.equal(lines.admit('a', 30), 0);
+    assert.deepEqual(lines.admit('b', 999), {}, 'each key on its own');
+    assert.deepEqual(lines.admit('a', 1000), { repeatsNotLogged: 2 });
+    assert.deepEqual(lines.admit('a', 10), {}, 'a clock stepped back starts the window again');
+    assert.deepEqual(lines.admit('c', 20), {}, 'past maxKeys the keys are forgotten, not grown');
+    assert.deepEqual(lines.admit('a', 30), {});
   });
 });
 

@@ -43,6 +43,13 @@ function recordingLog(): { log: LookupLog; lines: Array<{ level: string; message
   };
 }
 
+/** A client of either protocol on target, closed after the tests. */
+async function connected<C extends { close(): void }, T>(kind: { connect(target: T): Promise<C> }, target: T): Promise<C> {
+  const client = await kind.connect(target);
+  closers.push(() => client.close());
+  return client;
+}
+
 async function started<T extends SocketmapServer | TcpTableServer>(server: T): Promise<{ server: T; target: { host: string; port: number } }> {
   const target = (await server.listen(loopback)) as { host: string; port: number };
   closers.push(() => server.close());
@@ -128,8 +135,7 @@ describe('tcp_table %-encoding', () => {
 describe('SocketmapServer', () => {
   it('answers postsrsd 2.x map names and BATV maps, several requests on one connection', async () => {
     const { target } = await started(new SocketmapServer(maps));
-    const client = await SocketmapClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, target);
     assert.equal(await client.query('forward', 'test@otherdomain.com'), 'OK SRS0=vmyz=2W=otherdomain.com=test@example.com');
     assert.equal(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), 'OK test@otherdomain.com');
     assert.equal(await client.query('forward', 'local@example.com'), 'NOTFOUND Need not rewrite local domain.');
@@ -189,15 +195,13 @@ describe('SocketmapServer', () => {
     const listener = (server as unknown as { server: net.Server }).server;
     for (let i = 0; i < 5; i++) listener.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
     assert.deepEqual(lines.map((l) => [l.message, l.fields.listener]), [['listener error', 'socketmap']]);
-    const client = await SocketmapClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, target);
     assert.match(await client.query('forward', 'a@b.example'), /^OK /);
   });
 
   it('leaves alone a key with control characters or octets that are not UTF-8, rather than signing it', async () => {
     const { target } = await started(new SocketmapServer(maps));
-    const client = await SocketmapClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, target);
     assert.equal(await client.query('forward', 'a\r\nX@other.example'), 'NOTFOUND Bad characters in key.');
     assert.equal(await client.query('forward', 'a\u0000b@other.example'), 'NOTFOUND Bad characters in key.');
     const invalidUtf8 = Buffer.concat([Buffer.from('forward a'), Buffer.from([0xff, 0xfe]), Buffer.from('@other.example')]);
@@ -214,8 +218,7 @@ describe('SocketmapServer', () => {
     assert.ok(refused.every((r) => r.closed));
     first.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const again = await SocketmapClient.connect(target);
-    closers.push(() => again.close());
+    const again = await connected(SocketmapClient, target);
     assert.match(await again.query('forward', 'a@b.example'), /^OK /);
     assert.deepEqual(lines.map((l) => l.message), ['too many connections; refusing new ones until some close', 'accepting connections again']);
     assert.equal(lines[1]!.fields.refused, 2);
@@ -229,8 +232,7 @@ describe('SocketmapServer', () => {
       }),
       { numRuns: 40 },
     );
-    const client = await SocketmapClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, target);
     assert.match(await client.query('forward', 'a@b.example'), /^OK SRS0=/);
   });
 
@@ -241,8 +243,7 @@ describe('SocketmapServer', () => {
     const bound = await server.listen({ path: join(dir, 'srs') });
     closers.push(() => server.close());
     assert.deepEqual(bound, { path: join(dir, 'srs') });
-    const client = await SocketmapClient.connect({ path: join(dir, 'srs') });
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, { path: join(dir, 'srs') });
     assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
   });
 });
@@ -250,8 +251,7 @@ describe('SocketmapServer', () => {
 describe('TcpTableServer', () => {
   it('serves one map with postsrsd 1.x replies and %-encoding', async () => {
     const { target } = await started(new TcpTableServer(maps.forward!));
-    const client = await TcpTableClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(TcpTableClient, target);
     assert.equal(await client.query('test@otherdomain.com'), '200 SRS0=vmyz=2W=otherdomain.com=test@example.com');
     assert.equal(await client.query('sp ace@otherdomain.com'), '200 SRS0=rB5n=2W=otherdomain.com=sp%20ace@example.com');
     assert.equal(await client.query('local@example.com'), '500 Need%20not%20rewrite%20local%20domain.');
@@ -279,8 +279,7 @@ describe('TcpTableServer', () => {
   it('survives random bytes', async () => {
     const { target } = await started(new TcpTableServer(maps.forward!));
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (bytes) => void (await raw(target, Buffer.from(bytes), 20))), { numRuns: 40 });
-    const client = await TcpTableClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(TcpTableClient, target);
     assert.match(await client.query('a@b.example'), /^200 SRS0=/);
   });
 });
@@ -303,8 +302,7 @@ describe('idle poll of the lookup services', () => {
 
   it('with the poll off the answers are the same and nothing is counted', async () => {
     const { target, server } = await started(new SocketmapServer(maps, { idlePollMicros: 0 }));
-    const client = await SocketmapClient.connect(target);
-    closers.push(() => client.close());
+    const client = await connected(SocketmapClient, target);
     for (let i = 0; i < 3; i++) assert.match(await client.query('forward', `user${i}@elsewhere.example`), /^OK SRS0=/);
     assert.deepEqual(server.idlePoll, { caught: 0, slept: 0, pollSeconds: 0 });
   });
