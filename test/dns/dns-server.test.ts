@@ -244,6 +244,15 @@ describe('robustness', () => {
     );
   });
 
+  test('a query whose name cannot be written back gets no reply, not a malformed one', async () => {
+    // 40 octets that are not UTF-8 read as 40 U+FFFD: 120 octets, too long for one label.
+    const label = Buffer.alloc(40, 0xff);
+    const unwritable = Buffer.concat([Buffer.from([0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, label.length]), label, Buffer.from([0, 0, 1, 0, 1])]);
+    const probe = query('example.test', 'A', { id: 7 });
+    const answers = await overTcp(server, Buffer.concat([framed(unwritable), framed(probe)]), (got) => got.some((answer) => answer.id === 7));
+    assert.deepEqual(answers.map((answer) => answer.id), [7]);
+  });
+
   test('unframed TCP garbage, closed mid-frame, leaves the server answering', async () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 300 }), async (bytes) => {

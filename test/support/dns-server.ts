@@ -212,12 +212,25 @@ interface Reply {
   message: Buffer;
 }
 
+/**
+ * Whether a name read from a query can be written back into the answer: labels of 1 to 63
+ * octets, 255 in all (RFC 1035 §2.3.4). dns-packet reads a label's octets as UTF-8 (each
+ * invalid one becomes U+FFFD, three octets) and writes them back unchecked, so a name read from
+ * random bytes could come back in a reply with a label no one can read.
+ */
+function writable(name: string): boolean {
+  const trimmed = name.replace(/^\.|\.$/g, '');
+  if (trimmed === '') return true;
+  const labels = trimmed.split('.').map((label) => Buffer.byteLength(label));
+  return labels.every((octets) => octets >= 1 && octets <= 63) && labels.reduce((sum, octets) => sum + octets + 1, 1) <= 255;
+}
+
 function decodeQuery(message: Buffer): DecodedPacket | undefined {
   try {
     const query = dnsPacket.decode(message);
     const [question, ...others] = query.questions ?? [];
     if (query.type !== 'query' || question === undefined || others.length > 0) return undefined;
-    if (typeof question.name !== 'string' || typeof question.type !== 'string') return undefined;
+    if (typeof question.name !== 'string' || typeof question.type !== 'string' || !writable(question.name)) return undefined;
     return query;
   } catch {
     return undefined;
