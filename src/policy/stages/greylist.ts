@@ -61,6 +61,7 @@ import {
   type WhitelistProblem,
 } from '../../checks/greylist/index.js';
 import { checkIprev } from '../../checks/iprev/index.js';
+import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { withinDeadline } from './sender-callout.js';
@@ -197,16 +198,16 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       return looked?.result === 'pass' ? looked.confirmedNames[0] : undefined;
     }
 
+    const deferText = compileTemplate(opts.text, { '{seconds}': 'seconds', '%s': 'seconds', '{retryAt}': 'retryAt', '{recipientDomain}': 'recipientDomain', '%r': 'recipientDomain', '{reason}': 'reason' });
+    const headerText = compileTemplate(opts.headerText, { '{seconds}': 'seconds', '{host}': 'host', '{date}': 'date' });
+
     function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
-      const seconds = String(Math.ceil(outcome.remainingMs / 1000));
-      const recipientDomain = ctx.recipientText.slice(ctx.recipientText.lastIndexOf('@') + 1);
-      const text = opts.text
-        .replaceAll('{seconds}', seconds)
-        .replaceAll('%s', seconds)
-        .replaceAll('{retryAt}', new Date(outcome.retryAt).toISOString().replace(/\.\d{3}Z$/, 'Z'))
-        .replaceAll('{recipientDomain}', recipientDomain)
-        .replaceAll('%r', recipientDomain)
-        .replaceAll('{reason}', outcome.reason);
+      const text = deferText.fill({
+        seconds: String(Math.ceil(outcome.remainingMs / 1000)),
+        retryAt: deferText.uses('retryAt') ? new Date(outcome.retryAt).toISOString().replace(/\.\d{3}Z$/, 'Z') : '',
+        recipientDomain: ctx.recipientText.slice(ctx.recipientText.lastIndexOf('@') + 1),
+        reason: outcome.reason,
+      });
       if (opts.action === 'defer') return { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text };
       return { kind: 'defer-if-permit', text: /^\d/.test(text) ? text : `${opts.enhanced} ${text}` };
     }
@@ -257,10 +258,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
         const waited = Math.round(outcome.waitedMs / 1000);
         if (outcome.firstPass && opts.header) {
-          const header = opts.headerText
-            .replaceAll('{seconds}', String(waited))
-            .replaceAll('{host}', host)
-            .replaceAll('{date}', new Date(deps.clock.now()).toUTCString());
+          const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '' });
           return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
         }
         return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);

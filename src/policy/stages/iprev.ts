@@ -20,6 +20,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
 import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
+import { compileTemplate } from '../template.js';
 import type { Decision, StageDefinition } from '../types.js';
 
 const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
@@ -52,16 +53,17 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
   defaultStates: ['RCPT'],
   options,
   create(opts, deps) {
+    const placeholders = { '{result}': 'result', '{ip}': 'ip', '{reason}': 'reason' } as const;
+    const rejectText = compileTemplate(opts.rejectText, placeholders);
+    const deferText = compileTemplate(opts.deferText, placeholders);
     function decide(verdict: IprevVerdict): Decision {
-      const fill = (template: string): string =>
-        template.replaceAll('{result}', verdict.result).replaceAll('{ip}', verdict.ip).replaceAll('{reason}', verdict.reason);
       switch (opts.actions[verdict.result]) {
         case 'reject':
-          return { kind: 'reject', code: opts.rejectCode, enhanced: '5.7.25', text: fill(opts.rejectText) };
+          return { kind: 'reject', code: opts.rejectCode, enhanced: '5.7.25', text: rejectText.fill(verdict) };
         case 'defer':
-          return { kind: 'defer', code: opts.deferCode, enhanced: '4.7.25', text: fill(opts.deferText) };
+          return { kind: 'defer', code: opts.deferCode, enhanced: '4.7.25', text: deferText.fill(verdict) };
         case 'defer-if-permit':
-          return { kind: 'defer-if-permit', text: fill(opts.deferText) };
+          return { kind: 'defer-if-permit', text: deferText.fill(verdict) };
         case 'continue':
           return { kind: 'continue' };
       }

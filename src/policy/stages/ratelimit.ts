@@ -48,6 +48,7 @@ import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
+import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
@@ -109,6 +110,7 @@ export const ratelimitStage: StageDefinition<Options> = {
   create(opts, deps) {
     const exempt = AddressSet.parse(opts.exemptClients);
     if (!exempt.ok) throw new ConfigError(`ratelimit.exemptClients: ${exempt.reason}`);
+    const deferText = compileTemplate(opts.text, { '{limit}': 'limit', '{key}': 'key', '{max}': 'max', '{count}': 'count', '{window}': 'window', '{seconds}': 'seconds' });
     const limits = opts.limits.map((limit) => {
       const windowMs = durationMs(limit.window);
       const name = limit.name ?? `${limit.count}-per-${limit.per}-${formatDuration(windowMs)}`;
@@ -155,13 +157,7 @@ export const ratelimitStage: StageDefinition<Options> = {
         if (enforced) {
           const { limit, key, sample } = enforced;
           const seconds = String(Math.max(1, Math.ceil(limit.counter.msUntilRoom(sample, limit.max) / 1000)));
-          const text = opts.text
-            .replaceAll('{limit}', limit.name)
-            .replaceAll('{key}', key)
-            .replaceAll('{max}', String(limit.max))
-            .replaceAll('{count}', limit.count)
-            .replaceAll('{window}', formatDuration(limit.windowMs))
-            .replaceAll('{seconds}', seconds);
+          const text = deferText.fill({ limit: limit.name, key, max: String(limit.max), count: limit.count, window: formatDuration(limit.windowMs), seconds });
           return verdict('over-limit', `${limit.name}: ${key} at ${sample.estimate.toFixed(1)} of ${limit.max} ${limit.count} per ${formatDuration(limit.windowMs)}`, { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text }, evidence);
         }
         if (over.length > 0) return verdict('warn', `over limit (warn only): ${over.map((s) => `${s.limit.name} ${s.key}`).join(', ')}`, { kind: 'continue' }, evidence);

@@ -24,7 +24,7 @@ import { resolveConfiguredHosts } from '../../dns/mx.js';
 import { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
-import { actionKeyFor, calloutActionOptions, calloutDecision, verifyWithinDeadline } from './sender-callout.js';
+import { actionKeyFor, calloutActionOptions, calloutDecider, verifyWithinDeadline } from './sender-callout.js';
 
 const options = z
   .object({
@@ -66,6 +66,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
       },
     );
     const domains = new Set(opts.domains.map((d) => d.toLowerCase()));
+    const calloutDecision = calloutDecider(opts);
     const verdict = (result: string, reason: string, decision: StageVerdict['decision'], evidence?: unknown): StageVerdict => ({
       stage: 'recipient-callforward',
       result,
@@ -83,9 +84,9 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
           return verdict('none', `${recipient.domain} is not a call-forward domain`, { kind: 'continue' });
         }
         const answer = (result: VerifyResult | undefined): StageVerdict => {
-          if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision(opts, 'inProgress', recipient.address, 'in progress'));
+          if (!result) return verdict('in-progress', `verification of ${recipient.address} still running at the deadline`, calloutDecision('inProgress', recipient.address, 'in progress'));
           const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };
-          return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), recipient.address, result.description), evidence);
+          return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), recipient.address, result.description), evidence);
         };
         const result = verifyWithinDeadline(engine, recipient, ctx, deps.log);
         return result instanceof Promise ? result.then(answer) : answer(result);

@@ -26,6 +26,7 @@ import { formatCalloutResult } from '../../checks/auth-results.js';
 import type { Mailbox } from '../../address/index.js';
 import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
+import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
 
 const actionKind = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
@@ -83,25 +84,31 @@ export function actionKeyFor(result: VerifyResult): ActionKey | undefined {
   }
 }
 
-/** Maps a callout verdict to a Decision with the configured codes and texts. */
-export function calloutDecision(
+/**
+ * Maps a callout verdict to a Decision with the configured codes and texts; the texts are
+ * compiled once, for the stage ({sender} and {recipient} both name the address verified).
+ */
+export function calloutDecider(
   opts: Pick<CalloutActionOptions, 'actions' | 'rejectCode' | 'rejectEnhanced' | 'deferCode' | 'deferEnhanced'> & { rejectText: string; deferText: string; inProgressText: string },
-  key: ActionKey | undefined,
-  address: string,
-  reason: string,
-): Decision {
-  if (!key) return { kind: 'continue' };
-  const fill = (template: string) => template.replaceAll('{sender}', address).replaceAll('{recipient}', address).replaceAll('{reason}', reason);
-  switch (opts.actions[key]) {
-    case 'reject':
-      return { kind: 'reject', code: opts.rejectCode, enhanced: opts.rejectEnhanced, text: fill(opts.rejectText) };
-    case 'defer':
-      return { kind: 'defer', code: opts.deferCode, enhanced: opts.deferEnhanced, text: fill(key === 'inProgress' ? opts.inProgressText : opts.deferText) };
-    case 'defer-if-permit':
-      return { kind: 'defer-if-permit', text: fill(key === 'inProgress' ? opts.inProgressText : opts.deferText) };
-    case 'continue':
-      return { kind: 'continue' };
-  }
+): (key: ActionKey | undefined, address: string, reason: string) => Decision {
+  const placeholders = { '{sender}': 'address', '{recipient}': 'address', '{reason}': 'reason' } as const;
+  const rejectText = compileTemplate(opts.rejectText, placeholders);
+  const deferText = compileTemplate(opts.deferText, placeholders);
+  const inProgressText = compileTemplate(opts.inProgressText, placeholders);
+  return (key, address, reason) => {
+    if (!key) return { kind: 'continue' };
+    const values = { address, reason };
+    switch (opts.actions[key]) {
+      case 'reject':
+        return { kind: 'reject', code: opts.rejectCode, enhanced: opts.rejectEnhanced, text: rejectText.fill(values) };
+      case 'defer':
+        return { kind: 'defer', code: opts.deferCode, enhanced: opts.deferEnhanced, text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
+      case 'defer-if-permit':
+        return { kind: 'defer-if-permit', text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
+      case 'continue':
+        return { kind: 'continue' };
+    }
+  };
 }
 
 /**
@@ -153,6 +160,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     });
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
+    const calloutDecision = calloutDecider(opts);
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
@@ -167,10 +175,10 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
         const address = ctx.sender.mailbox.address;
         const answer = (result: VerifyResult | undefined): StageVerdict => {
           if (!result) {
-            return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision(opts, 'inProgress', address, 'in progress'));
+            return verdict('in-progress', `verification of ${address} still running at the deadline`, calloutDecision('inProgress', address, 'in progress'));
           }
           const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply, catchAll: result.catchAll };
-          const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(opts, actionKeyFor(result), address, result.description), evidence);
+          const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), address, result.description), evidence);
           return opts.resultHeader ? { ...decided, headers: [formatCalloutResult(result, receiver)] } : decided;
         };
         const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log);

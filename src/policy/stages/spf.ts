@@ -29,6 +29,7 @@ import { z } from 'zod';
 import { formatAuthenticationResults, formatReceivedSpf } from '../../checks/auth-results.js';
 import { evaluateSpf } from '../../checks/spf/index.js';
 import type { SpfResult, SpfVerdict } from '../../checks/spf/types.js';
+import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 
 const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
@@ -116,21 +117,19 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
     const receiver = opts.receiver ?? opts.authservId;
     const remembered = new Map<string, Remembered>();
 
+    const placeholders = { '{result}': 'result', '{domain}': 'domain', '{sender}': 'sender', '{ip}': 'ip', '{reason}': 'reason' } as const;
+    const rejectText = compileTemplate(opts.rejectText, placeholders);
+    const deferText = compileTemplate(opts.deferText, placeholders);
+
     function decide(verdict: SpfVerdict): Decision {
-      const fill = (template: string): string =>
-        template
-          .replaceAll('{result}', verdict.result)
-          .replaceAll('{domain}', verdict.domain)
-          .replaceAll('{sender}', verdict.sender)
-          .replaceAll('{ip}', verdict.ip)
-          .replaceAll('{reason}', reasonOf(verdict));
+      const fill = (template: typeof rejectText): string => template.fill({ result: verdict.result, domain: verdict.domain, sender: verdict.sender, ip: verdict.ip, reason: reasonOf(verdict) });
       switch (opts.actions[verdict.result]) {
         case 'reject':
-          return { kind: 'reject', code: opts.rejectCode, enhanced: enhancedCode(verdict.result, 5), text: fill(opts.rejectText) };
+          return { kind: 'reject', code: opts.rejectCode, enhanced: enhancedCode(verdict.result, 5), text: fill(rejectText) };
         case 'defer':
-          return { kind: 'defer', code: opts.deferCode, enhanced: enhancedCode(verdict.result, 4), text: fill(opts.deferText) };
+          return { kind: 'defer', code: opts.deferCode, enhanced: enhancedCode(verdict.result, 4), text: fill(deferText) };
         case 'defer-if-permit':
-          return { kind: 'defer-if-permit', text: fill(opts.deferText) };
+          return { kind: 'defer-if-permit', text: fill(deferText) };
         case 'continue':
           return { kind: 'continue' };
       }

@@ -63,6 +63,7 @@ import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { policyRequestFields } from '../protocol.js';
+import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
@@ -182,6 +183,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const maxSleepMs = durationMs(opts.maxSleep);
   const window = new SlidingWindow(deps.store, deps.clock, durationMs(opts.perClient.window), 'tarpit:c:');
   const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
+  const refusalText = compileTemplate(opts.text, { '{client}': 'client', '{errors}': 'errors' });
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
   // object), with the tally of the request's message.
   const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined }>();
@@ -210,7 +212,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       seen.set(ctx.attributes, { errors, tally, scope });
       if (hardReached(errors)) {
         deps.metrics?.increment('tarpit', { result: 'refused' });
-        const text = opts.text.replaceAll('{client}', ctx.clientAddress).replaceAll('{errors}', String(Math.round(Math.max(errors.connection, errors.client))));
+        const text = refusalText.fill({ client: ctx.clientAddress, errors: String(Math.round(Math.max(errors.connection, errors.client))) });
         const decision = opts.hardCode >= 500 ? { kind: 'reject' as const, code: opts.hardCode, enhanced, text } : { kind: 'defer' as const, code: opts.hardCode, enhanced, text };
         return { stage: 'tarpit', result: 'hard-limit', reason: `hard limit reached: ${describe(errors, scope)}`, decision, evidence: errors };
       }

@@ -253,6 +253,14 @@ describe('sender-callout: configured actions, codes and texts', () => {
     assert.match((await ask('bob@grey.test')).action, /^DEFER_IF_PERMIT Try bob@grey\.test later: .*Greylisted/);
   });
 
+  it('puts a sender into the text as it is, even one that looks like a placeholder or a replacement pattern', async () => {
+    const { ask } = await setup({ ...texts, actions: { undeliverable: 'reject' } });
+    // Every character is atext (RFC 5322 §3.2.3): a client may send this local part as it stands.
+    const sender = "a$`{reason}$'$&@users.test";
+    const { action } = await ask(sender);
+    assert.ok(action.startsWith(`554 5.7.9 Refused ${sender}: mx1.users.test [127.0.0.20] answered RCPT TO:<${sender}> with 550 5.1.1`), action);
+  });
+
   it('uses the configured defer code, enhanced code and text for a greylisted callout', async () => {
     const { ask } = await setup(texts);
     assert.match((await ask('bob@grey.test')).action, /^451 4\.4\.3 Try bob@grey\.test later: mx1\.grey\.test \[127\.0\.0\.23\] answered RCPT TO:<bob@grey\.test> with 450 4\.7\.1 /);
