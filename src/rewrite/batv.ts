@@ -20,12 +20,17 @@
  *     the 1000-day cycle. Window 'bounded' closes that hole: valid only when the stamp is between
  *     today and today + 8 (one day of clock skew between signer and checker), modulo 1000.
  *
+ *   Signing refuses, where Exim signs, an address whose prvs address would not be valid or
+ *   would not check: what embeddableAddress (rewrite/embed) refuses (a quoted local part, a
+ *   second '@', a control character: `prvs=…="a b"@x` is no address, RFC 5321 §4.1.2) and a
+ *   signed address over 512 octets (parsePrvs reads none).
+ *
  *   A keyring holds up to ten keys by key number: the first listed (the newest) signs, every one
  *   verifies the addresses that carry its number. Hashes are compared in constant time.
  *
  * RFC
  *   draft-levine-smtp-batv-01 (expired; the grammar as Exim and batv-tools implement it);
- *   RFC 2104 (HMAC).
+ *   RFC 2104 (HMAC); RFC 5321 §4.1.2 (Local-part).
  *
  * LIMITS
  *   Secrets at most 64 bytes (Exim refuses longer ones: "prvs hmac-sha1 conversion failed");
@@ -38,6 +43,7 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
+import { embeddableAddress } from './embed.js';
 
 export const BATV_LIMITS = {
   secretOctets: 64,
@@ -78,7 +84,7 @@ export interface PrvsParts {
 
 export type BatvSignResult =
   | { ok: true; address: string }
-  | { ok: false; reason: 'unqualified' | 'too-long' | 'already-signed'; message: string };
+  | { ok: false; reason: 'unqualified' | 'malformed' | 'too-long' | 'already-signed'; message: string };
 
 export type BatvCheckResult =
   | { status: 'valid'; original: string; keynum: number }
@@ -98,8 +104,8 @@ const threeDigits = (stamp: number) => String(stamp).padStart(3, '0');
 
 /**
  * ${prvs{address}{secret}{keynum}}: the signed address, or why it cannot be signed. The address
- * must have something on both sides of its last `@`; an address that is already signed is signed
- * again, as Exim does (Batv.sign refuses that).
+ * must have something on both sides of its last `@` and nothing embeddableAddress refuses; an
+ * address that is already signed is signed again, as Exim does (Batv.sign refuses that).
  */
 export function prvsSign(address: string, key: BatvKey, nowMs: number): BatvSignResult {
   if (Buffer.byteLength(address) > BATV_LIMITS.addressOctets) {
@@ -109,8 +115,14 @@ export function prvsSign(address: string, key: BatvKey, nowMs: number): BatvSign
   if (at <= 0 || at === address.length - 1) {
     return { ok: false, reason: 'unqualified', message: 'prvs needs a qualified address (local@domain)' };
   }
+  const parts = embeddableAddress(address);
+  if (!parts.ok) return { ok: false, reason: 'malformed', message: `cannot sign an address with ${parts.problem}` };
   const stamp = threeDigits(prvsDayStamp(nowMs, BATV_LIMITS.lifetimeDays));
-  return { ok: true, address: `prvs=${key.keynum}${stamp}${hmacHex(key.secret, key.keynum, stamp, address)}=${address}` };
+  const signed = `prvs=${key.keynum}${stamp}${hmacHex(key.secret, key.keynum, stamp, address)}=${address}`;
+  if (Buffer.byteLength(signed) > BATV_LIMITS.addressOctets) {
+    return { ok: false, reason: 'too-long', message: `the signed address would be longer than ${BATV_LIMITS.addressOctets} octets` };
+  }
+  return { ok: true, address: signed };
 }
 
 /** Splits a prvs address as Exim's prvscheck pattern does; undefined when it is not one. */

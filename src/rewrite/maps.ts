@@ -4,14 +4,16 @@
  *
  * DESCRIPTION
  *   forward      sender_canonical_maps: the SRS address of a foreign sender; NOTFOUND (Postfix
- *                keeps the sender) for local domains, addresses already rewritten, no domain.
+ *                keeps the sender) for local domains, addresses already rewritten, no domain,
+ *                and senders Srs.forward cannot rewrite into an address that reverses.
  *   reverse      recipient_canonical_maps: the address an SRS bounce recipient stands for;
  *                NOTFOUND for anything that is not a valid, unexpired SRS address of ours.
  *   batv-sign    sender_canonical_maps: the prvs-signed sender, for senders of the signing
- *                domains only; NOTFOUND for other domains and already signed addresses. The
- *                address is signed in lower case (ASCII): Postfix's smtpd folds a recipient's
- *                case before its unknown-user check asks batv-strip, so a bounce to a tag made
- *                over `Bob@Example.COM` would be refused as an unknown user.
+ *                domains only; NOTFOUND for other domains, already signed addresses and those
+ *                prvsSign refuses (a quoted local part, a second '@'). The address is signed in
+ *                lower case (ASCII): Postfix's smtpd folds a recipient's case before its
+ *                unknown-user check asks batv-strip, so a bounce to a tag made over
+ *                `Bob@Example.COM` would be refused as an unknown user.
  *   batv-strip   recipient_canonical_maps: the original address of a valid prvs recipient, so the
  *                bounce reaches the mailbox; NOTFOUND otherwise (the policy stage rejects the
  *                invalid ones before this runs).

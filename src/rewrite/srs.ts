@@ -17,7 +17,8 @@
  *   SRS0 back, which the first hop reverses in turn.
  *
  *   Behaviour that decides interoperability, shared with libsrs2 1.0.14 and postsrsd:
- *   - the sender is split at its first '@'; the tag SRS0/SRS1 is matched in any case;
+ *   - the sender is split at its '@' (libsrs2 takes the first; two are refused, below); the tag
+ *     SRS0/SRS1 is matched in any case;
  *   - reverse ignores the domain part (the caller decides which domains are SRS domains);
  *   - timestamps decode in any case; valid when 0 <= (today - TT) mod 1024 <= maxAge (21), so a
  *     stamp from the future counts as ~1000 days old and is refused; the timestamp is checked
@@ -31,8 +32,16 @@
  *     local) are not rewritten, and neither is an address that already reverses under our secrets
  *     (postsrsd 1.x "Already rewritten"); alwaysRewrite turns the local-domain rule off.
  *
+ *   Forward refuses ('malformed') a sender it cannot rewrite into an address that reverses to it,
+ *   where libsrs2 and postsrsd write one anyway: what embeddableAddress (rewrite/embed) refuses
+ *   (a second '@' or a quoted local part: libsrs2 splits at the first '@', reverse reads the
+ *   local part up to the first '@'; an empty local part or domain; a control character), and an
+ *   '=' in the domain (reverse ends the host at the next '=').
+ *
  * LIMITS
- *   Addresses at most 512 octets (postsrsd 2.x answers "Too big." beyond that).
+ *   Addresses at most 512 octets (postsrsd 2.x answers "Too big." beyond that); a sender whose
+ *   SRS address would be longer is not rewritten ('result-too-long'), since reverse would refuse
+ *   that address.
  *
  * ERRORS
  *   Outcomes are values with postsrsd's message texts. Unusable options (no secret, a bad
@@ -42,6 +51,7 @@
 import { createHmac } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
 import { asciiLower, domainMatcher, type DomainMatcher } from './domains.js';
+import { embeddableAddress } from './embed.js';
 
 export const SRS_LIMITS = {
   addressOctets: 512,
@@ -76,7 +86,7 @@ export interface SrsOptions {
   alwaysRewrite?: boolean;
 }
 
-export type SrsForwardFailure = 'no-domain' | 'local-domain' | 'already-rewritten' | 'too-long' | 'malformed';
+export type SrsForwardFailure = 'no-domain' | 'local-domain' | 'already-rewritten' | 'too-long' | 'malformed' | 'result-too-long';
 export type SrsReverseFailure = 'not-srs' | 'malformed' | 'bad-timestamp' | 'expired' | 'future' | 'hash-too-short' | 'bad-hash' | 'too-long';
 
 export type SrsForwardResult =
@@ -171,14 +181,18 @@ export class Srs {
 
   forward(sender: string, nowMs: number): SrsForwardResult {
     if (Buffer.byteLength(sender) > SRS_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: 'Too big.' };
-    const at = sender.indexOf('@');
-    if (at < 0) return { ok: false, reason: 'no-domain', message: 'No domain.' };
-    const user = sender.slice(0, at);
-    const host = sender.slice(at + 1);
+    if (!sender.includes('@')) return { ok: false, reason: 'no-domain', message: 'No domain.' };
+    const parts = embeddableAddress(sender);
+    if (!parts.ok) return { ok: false, reason: 'malformed', message: `Cannot rewrite an address with ${parts.problem}.` };
+    const { local: user, domain: host } = parts;
+    if (host.includes('=')) return { ok: false, reason: 'malformed', message: "Cannot rewrite an address with '=' in its domain (reverse would end the domain there)." };
     if (!this.alwaysRewrite && this.isLocal(host)) return { ok: false, reason: 'local-domain', message: 'Need not rewrite local domain.' };
     const scheme = srsScheme(user);
     if (scheme !== undefined && this.reverse(sender, nowMs).ok) return { ok: false, reason: 'already-rewritten', message: 'Already rewritten' };
     const s = this.separator;
+    // Reverse refuses an address over the limit, so forward does not write one.
+    const made = (kind: 'SRS0' | 'SRS1', address: string): SrsForwardResult =>
+      Buffer.byteLength(address) > SRS_LIMITS.addressOctets ? { ok: false, reason: 'result-too-long', message: 'Rewritten address too big.' } : { ok: true, scheme: kind, address };
     if (scheme === 'SRS1') {
       // SRS1 S OLDHASH = FIRSTHOP = REST: keep the first hop, sign it afresh.
       const hashEnd = user.indexOf('=', 5);
@@ -186,14 +200,14 @@ export class Srs {
       if (hostEnd < 0 || hostEnd === hashEnd + 1 || hostEnd === user.length - 1) return { ok: false, reason: 'malformed', message: 'No host or user in SRS1 address.' };
       const firstHop = user.slice(hashEnd + 1, hostEnd);
       const rest = user.slice(hostEnd + 1);
-      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.macs[0]!, firstHop + rest)}=${firstHop}=${rest}@${this.domain}` };
+      return made('SRS1', `SRS1${s}${this.hash(this.macs[0]!, firstHop + rest)}=${firstHop}=${rest}@${this.domain}`);
     }
     if (scheme === 'SRS0') {
       const rest = user.slice(4);
-      return { ok: true, scheme: 'SRS1', address: `SRS1${s}${this.hash(this.macs[0]!, host + rest)}=${host}=${rest}@${this.domain}` };
+      return made('SRS1', `SRS1${s}${this.hash(this.macs[0]!, host + rest)}=${host}=${rest}@${this.domain}`);
     }
     const stamp = srsTimestamp(nowMs);
-    return { ok: true, scheme: 'SRS0', address: `SRS0${s}${this.hash(this.macs[0]!, stamp + host + user)}=${stamp}=${host}=${user}@${this.domain}` };
+    return made('SRS0', `SRS0${s}${this.hash(this.macs[0]!, stamp + host + user)}=${stamp}=${host}=${user}@${this.domain}`);
   }
 
   reverse(address: string, nowMs: number): SrsReverseResult {

@@ -8,13 +8,22 @@
  *
  *     encode('list-bounces@list.example', 'user@example.org') = list-bounces+user=example.org@list.example
  *
- *   Encoding is Postfix's verp_sender(): the sender is split at its last '@' into prefix and
- *   origin, the recipient at its last '@'; the result is prefix d1 local [d2 domain] [@ origin].
+ *   Encoding is Postfix's verp_sender(): the sender is split at its '@' into prefix and origin,
+ *   the recipient into local part and domain; the result is prefix d1 local d2 domain @ origin.
  *   Nothing is escaped (Postfix and qmail do not), so decoding takes the recipient domain after
  *   the last d2 (domains cannot hold it) and the local part is everything between. The
  *   delimiters default to Postfix's "+=" ("-=" for qmail/ezmlm); Postfix allows only - = + as
  *   delimiters (verp_delimiter_filter), and so does this module; a '-' as the second delimiter
  *   cannot be decoded reliably (domains contain '-'), so keep '=' there.
+ *
+ *   Encoding refuses what it cannot write as a valid address that decodes to the recipient
+ *   (Postfix writes them all, and nothing reads them back): a sender or recipient that
+ *   embeddableAddress (rewrite/embed) refuses, among them an unqualified one (verp_sender()
+ *   makes `owner+user` of `owner` and `user`), and a recipient whose domain holds the second
+ *   delimiter.
+ *
+ * RFC
+ *   RFC 5321 §4.1.2 (Local-part: a Dot-string, or a Quoted-string as a whole).
  *
  * LIMITS
  *   Addresses at most 512 octets on both sides.
@@ -24,6 +33,7 @@
  */
 
 import { ConfigError } from '../core/errors.js';
+import { embeddableAddress } from './embed.js';
 
 export const VERP_LIMITS = { addressOctets: 512 } as const;
 
@@ -37,7 +47,7 @@ export interface VerpDelimiters {
 export const POSTFIX_VERP_DELIMITERS: VerpDelimiters = { local: '+', domain: '=' };
 export const QMAIL_VERP_DELIMITERS: VerpDelimiters = { local: '-', domain: '=' };
 
-export type VerpEncodeResult = { ok: true; address: string } | { ok: false; reason: 'too-long'; message: string };
+export type VerpEncodeResult = { ok: true; address: string } | { ok: false; reason: 'bad-sender' | 'bad-recipient' | 'too-long'; message: string };
 
 export type VerpDecodeResult =
   | { ok: true; recipient: string; sender: string }
@@ -57,9 +67,15 @@ function splitLast(address: string): [string, string] {
 }
 
 export function verpEncode(sender: string, recipient: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpEncodeResult {
-  const [prefix, origin] = splitLast(sender);
-  const [local, domain] = splitLast(recipient);
-  const address = `${prefix}${delimiters.local}${local}${domain ? delimiters.domain + domain : ''}${origin ? '@' + origin : ''}`;
+  const from = embeddableAddress(sender);
+  if (!from.ok) return { ok: false, reason: 'bad-sender', message: `the sender is an address with ${from.problem}` };
+  const to = embeddableAddress(recipient);
+  if (!to.ok) return { ok: false, reason: 'bad-recipient', message: `the recipient is an address with ${to.problem}` };
+  // Decoding takes the domain after the last domain delimiter.
+  if (to.domain.includes(delimiters.domain)) {
+    return { ok: false, reason: 'bad-recipient', message: `the recipient's domain holds the delimiter "${delimiters.domain}", so the address would not decode` };
+  }
+  const address = `${from.local}${delimiters.local}${to.local}${delimiters.domain}${to.domain}@${from.domain}`;
   if (Buffer.byteLength(address) > VERP_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: `VERP address longer than ${VERP_LIMITS.addressOctets} octets` };
   return { ok: true, address };
 }

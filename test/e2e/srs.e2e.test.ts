@@ -30,7 +30,6 @@ const SENDERS = [
   'alice@example.org',
   'Bob.Smith+tag@Sub.Example.NET',
   'sp ace@otherdomain.com',
-  'a@b@otherdomain.com',
   "o'brien=x@example.ie",
   'SRS0=opaque+string@otherdomain.com',
   'SRS0=vmyz=2W=otherdomain.com=test@forwarder.example',
@@ -99,6 +98,15 @@ describe('SRS interoperability with postsrsd 1.x', { skip }, () => {
       assert.equal(await socketmap.query('reverse', decodeURIComponent(byThem.slice(4))), `OK ${sender}`);
       assert.equal(await socketmap.query('forward', sender), `OK ${decodeURIComponent(byThem.slice(4))}`);
     }
+  });
+
+  it("leaves a sender with two '@' alone, where postsrsd writes an address that does not reverse", async () => {
+    const [theirForward, theirReverse, myForward] = await Promise.all([tcp(live.forward), tcp(live.reverse), tcp(ours.forward)]);
+    const byThem = await theirForward.query('a@b@otherdomain.com');
+    assert.match(byThem, /^200 SRS0=/);
+    // It splits at the first '@': b@otherdomain.com is taken for the domain, and its reverse fails.
+    assert.equal(await theirReverse.query(decodeURIComponent(byThem.slice(4))), '500 No user in SRS0 address.');
+    assert.match(await myForward.query('a@b@otherdomain.com'), /^500 /);
   });
 
   it('under faketime at 2020-01-01 postsrsd gives the upstream vectors, and so do we', async () => {

@@ -60,6 +60,30 @@ describe('Batv keyring', () => {
     assert.equal(batv.sign(`${'a'.repeat(600)}@example.com`, T0).ok, false);
   });
 
+  it('refuses addresses Exim signs into invalid ones: a quoted local part, a second @, a control character', () => {
+    const refusal = (address: string) => {
+      const result = batv.sign(address, T0);
+      return result.ok ? `signed as ${result.address}` : `${result.reason}: ${result.message}`;
+    };
+    // Exim writes prvs=…="a b"@x.test: the quoted string is no longer the whole local part.
+    const quoted = 'malformed: cannot sign an address with a quoted local part (a quoted string cannot be embedded in another local part)';
+    assert.equal(refusal('"a b"@x.test'), quoted);
+    assert.equal(refusal('"a@b"@x.test'), quoted);
+    assert.equal(refusal('a@b@c'), "malformed: cannot sign an address with more than one '@'");
+    assert.equal(refusal('a\u0001@x.test'), 'malformed: cannot sign an address with a control character (U+0001)');
+    assert.equal(prvsSign('"a b"@x.test', { keynum: 0, secret: 's' }, T0).ok, false);
+  });
+
+  it('refuses an address whose signed form would be longer than check reads (512 octets)', () => {
+    // prvs=KDDDHHHHHH= adds 16 octets.
+    const longest = `${'u'.repeat(496 - '@example.com'.length)}@example.com`;
+    const signed = batv.sign(longest, T0);
+    assert.ok(signed.ok);
+    assert.equal(signed.ok && Buffer.byteLength(signed.address), 512);
+    assert.equal(signed.ok && batv.check(signed.address, T0).status, 'valid');
+    assert.deepEqual(batv.sign(`u${longest}`, T0), { ok: false, reason: 'too-long', message: 'the signed address would be longer than 512 octets' });
+  });
+
   it('rejects unusable keyrings with ConfigError', () => {
     assert.throws(() => new Batv({ keys: [] }), ConfigError);
     assert.throws(() => new Batv({ keys: [{ keynum: 10, secret: 'x' }] }), ConfigError);
@@ -131,6 +155,25 @@ describe('BATV properties', () => {
         assert.equal(new Batv({ keys: [k], window: 'bounded' }).check(signed.address, later).status, 'expired');
         return true;
       }),
+    );
+  });
+
+  it('whatever the address, sign either refuses it or writes one address that checks valid with it as the original', () => {
+    const batv = new Batv({ keys: [{ keynum: 3, secret: 's' }] });
+    // Mostly harmless characters, so that about one address in eight is signed.
+    const unit = fc.oneof({ arbitrary: fc.constantFrom('a', 'b', '.', '+', '-', '=', ' ', 'é'), weight: 6 }, fc.constantFrom('@', '"', '\u0000', '\u007f'));
+    const part = fc.string({ unit, maxLength: 6 });
+    const text = fc.oneof(part, fc.tuple(part, part).map(([local, domain]) => `${local}@${domain}`));
+    fc.assert(
+      fc.property(text, now, (addr, t) => {
+        const signed = batv.sign(addr, t);
+        if (!signed.ok) return true;
+        assert.equal(signed.address.split('@').length, 2, signed.address);
+        assert.ok(!signed.address.includes('"'), signed.address);
+        assert.deepEqual(batv.check(signed.address, t), { status: 'valid', original: addr, keynum: 3 });
+        return true;
+      }),
+      { numRuns: 400 },
     );
   });
 

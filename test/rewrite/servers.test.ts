@@ -210,6 +210,20 @@ describe('SocketmapServer', () => {
     assert.match(await client.query('forward', 'ünïcode@other.example'), /^OK SRS0=/, 'UTF-8 addresses (RFC 6531) are rewritten');
   });
 
+  it('leaves alone (NOTFOUND, so Postfix keeps it) a sender that would be rewritten or signed into an address nothing reverses', async () => {
+    const { target } = await started(new SocketmapServer(maps));
+    const client = await connected(SocketmapClient, target);
+    const quoted = 'a quoted local part (a quoted string cannot be embedded in another local part)';
+    assert.equal(await client.query('forward', '"a@b"@other.example'), `NOTFOUND Cannot rewrite an address with ${quoted}.`);
+    assert.equal(await client.query('forward', 'a@b@other.example'), "NOTFOUND Cannot rewrite an address with more than one '@'.");
+    assert.equal(await client.query('forward', '@other.example'), 'NOTFOUND Cannot rewrite an address with an empty local part.');
+    assert.equal(await client.query('forward', `${'u'.repeat(480)}@other.example`), 'NOTFOUND Rewritten address too big.');
+    assert.equal(await client.query('batv-sign', '"a b"@example.com'), `NOTFOUND cannot sign an address with ${quoted}`);
+    assert.equal(await client.query('batv-sign', 'a@b@example.com'), "NOTFOUND cannot sign an address with more than one '@'");
+    const tcp = await connected(TcpTableClient, (await started(new TcpTableServer(maps.forward!))).target);
+    assert.equal(await tcp.query('"a b"@other.example'), `500 ${tcpTableEncode(`Cannot rewrite an address with ${quoted}.`)}`);
+  });
+
   it('logs once per burst when connections are over the limit, and when it accepts again', async () => {
     const { log, lines } = recordingLog();
     const { target } = await started(new SocketmapServer(maps, { log, label: 'socketmap', maxConnections: 1 }));

@@ -29,9 +29,32 @@ describe('SRS forward, the vectors of postsrsd and libsrs2 (secret tops3cr3t, 20
       'SRS1+VLN/=example.com=+vmyz=2W=otherdomain.com=test@forwarder.example',
     );
   });
-  it('splits the sender at the first @ and hashes the decoded text with spaces', () => {
-    assert.equal(forwarded(srs.forward('a@b@otherdomain.com', T0)), 'SRS0=Cqui=2W=b@otherdomain.com=a@example.com');
+  it('hashes the decoded text with spaces', () => {
     assert.equal(forwarded(srs.forward('sp ace@otherdomain.com', T0)), 'SRS0=rB5n=2W=otherdomain.com=sp ace@example.com');
+  });
+  it('refuses senders libsrs2 rewrites into addresses that do not reverse to them', () => {
+    const refusal = (sender: string) => {
+      const result = srs.forward(sender, T0);
+      return result.ok ? `rewritten to ${result.address}` : `${result.reason}: ${result.message}`;
+    };
+    // libsrs2 and postsrsd write SRS0=Cqui=2W=b@otherdomain.com=a@example.com, which reverses to nothing.
+    assert.equal(refusal('a@b@otherdomain.com'), "malformed: Cannot rewrite an address with more than one '@'.");
+    const quoted = 'malformed: Cannot rewrite an address with a quoted local part (a quoted string cannot be embedded in another local part).';
+    assert.equal(refusal('"a@b"@x.test'), quoted);
+    assert.equal(refusal('"a b"@x.test'), quoted);
+    assert.equal(refusal('@x'), 'malformed: Cannot rewrite an address with an empty local part.');
+    assert.equal(refusal('a@'), 'malformed: Cannot rewrite an address with an empty domain.');
+    assert.equal(refusal('a\u0001@x.test'), 'malformed: Cannot rewrite an address with a control character (U+0001).');
+    assert.equal(refusal('a@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
+    assert.equal(refusal('SRS0=opaque@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
+  });
+  it('refuses a sender whose SRS address would be longer than reverse takes (512 octets), as NOTFOUND, not PERM', () => {
+    // SRS0=HHHH=TT=host=user@example.com is the sender plus 25 octets.
+    const longest = `${'u'.repeat(487 - '@otherdomain.com'.length)}@otherdomain.com`;
+    const made = forwarded(srs.forward(longest, T0));
+    assert.equal(Buffer.byteLength(made), 512);
+    assert.deepEqual(srs.reverse(made, T0), { ok: true, scheme: 'SRS0', address: longest });
+    assert.deepEqual(srs.forward(`u${longest}`, T0), { ok: false, reason: 'result-too-long', message: 'Rewritten address too big.' });
   });
   it('matches Debian postsrsd 1.10 in real time (2026-12-04)', () => {
     assert.equal(forwarded(srs.forward('alice@example.org', 1_796_392_569_000)), 'SRS0=Ceun=JX=example.org=alice@example.com');
@@ -168,6 +191,25 @@ describe('SRS properties', () => {
         // A case change inside the hash is not tampering (hashes compare case-insensitively).
         return !back.ok || back.address !== `${u}@${h}` || tampered.toLowerCase() === out.address.toLowerCase();
       }),
+    );
+  });
+
+  it('whatever the sender, forward either refuses it or writes one address that reverses to it', () => {
+    const s = new Srs({ domain: 'fwd.example', secrets: ['x'] });
+    // Mostly harmless characters, so that about one sender in eight is rewritten.
+    const unit = fc.oneof({ arbitrary: fc.constantFrom('a', 'b', '.', '+', '-', ' ', '\\', 'é'), weight: 6 }, fc.constantFrom('=', '@', '"', '\u0000', '\u007f'));
+    const part = fc.string({ unit, maxLength: 6 });
+    const sender = fc.oneof(part, fc.tuple(part, part).map(([local, domain]) => `${local}@${domain}`));
+    fc.assert(
+      fc.property(sender, now, (text, t) => {
+        const out = s.forward(text, t);
+        if (!out.ok) return true;
+        assert.equal(out.address.split('@').length, 2, out.address);
+        assert.ok(!out.address.includes('"'), out.address);
+        assert.deepEqual(s.reverse(out.address, t), { ok: true, scheme: 'SRS0', address: text });
+        return true;
+      }),
+      { numRuns: 400 },
     );
   });
 

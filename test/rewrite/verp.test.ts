@@ -8,7 +8,28 @@ describe('VERP', () => {
   it('encodes as Postfix verp_sender() does, with +=', () => {
     assert.deepEqual(verpEncode('owner-listname@origin', 'user@domain'), { ok: true, address: 'owner-listname+user=domain@origin' });
     assert.deepEqual(verpEncode('list-bounces@list.example', 'x=y@z.example'), { ok: true, address: 'list-bounces+x=y=z.example@list.example' });
-    assert.deepEqual(verpEncode('owner', 'user'), { ok: true, address: 'owner+user' });
+  });
+  it('refuses what it cannot write as an address that decodes to the recipient', () => {
+    const refusal = (sender: string, recipient: string, delimiters = parseVerpDelimiters('+=')) => {
+      const result = verpEncode(sender, recipient, delimiters);
+      return result.ok ? `encoded as ${result.address}` : `${result.reason}: ${result.message}`;
+    };
+    const list = 'list-bounces@lists.test';
+    // Postfix's verp_sender() writes list-bounces+@lists.test, list-bounces+a@lists.test, owner+user, +a=b.test.
+    assert.equal(refusal(list, ''), "bad-recipient: the recipient is an address with no '@' and domain");
+    assert.equal(refusal(list, '<>'), "bad-recipient: the recipient is an address with no '@' and domain");
+    assert.equal(refusal(list, 'a@'), 'bad-recipient: the recipient is an address with an empty domain');
+    assert.equal(refusal(list, '@x'), 'bad-recipient: the recipient is an address with an empty local part');
+    assert.equal(refusal(list, 'a@b@c'), "bad-recipient: the recipient is an address with more than one '@'");
+    assert.equal(refusal(list, '"a b"@x.test'), 'bad-recipient: the recipient is an address with a quoted local part (a quoted string cannot be embedded in another local part)');
+    assert.equal(refusal(list, 'a\u007f@x.test'), 'bad-recipient: the recipient is an address with a control character (U+007F)');
+    assert.equal(refusal('owner', 'user'), "bad-sender: the sender is an address with no '@' and domain");
+    assert.equal(refusal('', 'a@b.test'), "bad-sender: the sender is an address with no '@' and domain");
+    assert.equal(refusal('@', 'a@b.test'), 'bad-sender: the sender is an address with an empty local part');
+    assert.equal(refusal('list@', 'a@b.test'), 'bad-sender: the sender is an address with an empty domain');
+    assert.equal(refusal('"list x"@lists.test', 'a@b.test'), 'bad-sender: the sender is an address with a quoted local part (a quoted string cannot be embedded in another local part)');
+    // Decoding would take the domain after its '-': a@my-host.test would come back as a=my@host.test.
+    assert.equal(refusal(list, 'a@my-host.test', parseVerpDelimiters('+-')), 'bad-recipient: the recipient\'s domain holds the delimiter "-", so the address would not decode');
   });
   it('encodes qmail style with -=', () => {
     assert.deepEqual(verpEncode('list-@example.com', 'joe@big.example', QMAIL_VERP_DELIMITERS), { ok: true, address: 'list--joe=big.example@example.com' });
@@ -47,5 +68,23 @@ describe('VERP', () => {
       }),
     );
     fc.assert(fc.property(fc.string({ maxLength: 600 }), fc.string({ maxLength: 60 }), (a, s) => void verpDecode(a, s)));
+  });
+  it('whatever the sender and recipient, encode either refuses them or writes one address that decodes to the recipient', () => {
+    // Mostly local@domain of harmless characters, so that about one pair in thirteen is encoded.
+    const unit = fc.oneof({ arbitrary: fc.constantFrom('a', 'b', '.', '+', '-', '=', ' ', 'é'), weight: 12 }, fc.constantFrom('@', '"', '\u0000', '\u007f'));
+    const part = fc.string({ unit, maxLength: 6 });
+    const address = fc.oneof(part, { arbitrary: fc.tuple(part, part).map(([local, domain]) => `${local}@${domain}`), weight: 3 });
+    const delimiters = fc.constantFrom('+=', '-=', '==', '+-', '=+').map(parseVerpDelimiters);
+    fc.assert(
+      fc.property(address, address, delimiters, (sender, recipient, d) => {
+        const encoded = verpEncode(sender, recipient, d);
+        if (!encoded.ok) return true;
+        assert.equal(encoded.address.split('@').length, 2, encoded.address);
+        assert.ok(!encoded.address.includes('"'), encoded.address);
+        assert.deepEqual(verpDecode(encoded.address, sender, d), { ok: true, recipient, sender });
+        return true;
+      }),
+      { numRuns: 600 },
+    );
   });
 });
