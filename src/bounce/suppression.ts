@@ -17,7 +17,8 @@
  *
  *   Entries are JSON under `supp:<lower-cased address>` with a TTL (default 365 days) that
  *   restarts with every new bounce, so an address that comes back to life is mailed again
- *   eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders.
+ *   eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders. A stored
+ *   value that is not an entry reads as none (isSuppressed still sees the row).
  *
  * ERRORS
  *   Store failures reject with StoreError; everything else is a value.
@@ -75,6 +76,25 @@ export interface NewSuppression {
 
 const keyOf = (address: string) => SUPPRESSION_PREFIX + address.trim().toLowerCase();
 
+/**
+ * A stored entry, or undefined for a value that is not one (written by another program, or
+ * damaged): such a row reads as no entry, is left out of listings and is replaced by the next
+ * bounce, where JSON.parse made every listing and every later bounce of that address fail.
+ */
+function decodeEntry(value: string): SuppressionEntry | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  if (parsed === null || typeof parsed !== 'object') return undefined;
+  const entry = parsed as Partial<SuppressionEntry>;
+  const times = [entry.firstSeen, entry.lastSeen, entry.count];
+  if (typeof entry.address !== 'string' || typeof entry.status !== 'string' || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
+  return entry as SuppressionEntry;
+}
+
 export class SuppressionList {
   private readonly ttlMs: number;
   private readonly clock: Clock;
@@ -86,7 +106,7 @@ export class SuppressionList {
 
   async get(address: string): Promise<SuppressionEntry | undefined> {
     const stored = await this.store.get(keyOf(address));
-    return stored ? (JSON.parse(stored.value) as SuppressionEntry) : undefined;
+    return stored ? decodeEntry(stored.value) : undefined;
   }
 
   async isSuppressed(address: string): Promise<boolean> {
@@ -96,7 +116,7 @@ export class SuppressionList {
   /** Entries in address order, at most `limit`. */
   async list(limit = 1000): Promise<SuppressionEntry[]> {
     const rows = await this.store.scan(SUPPRESSION_PREFIX, limit);
-    return rows.map((row) => JSON.parse(row.value) as SuppressionEntry);
+    return rows.flatMap((row) => decodeEntry(row.value) ?? []);
   }
 
   async remove(address: string): Promise<boolean> {
@@ -111,7 +131,7 @@ export class SuppressionList {
     for (;;) {
       const now = this.clock.now();
       const current = await this.store.get(key);
-      const previous = current ? (JSON.parse(current.value) as SuppressionEntry) : undefined;
+      const previous = current ? decodeEntry(current.value) : undefined;
       const next: SuppressionEntry = {
         ...entry,
         address: entry.address.trim().toLowerCase(),

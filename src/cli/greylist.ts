@@ -33,7 +33,7 @@ import type { Command } from 'commander';
 import { isIP } from 'node:net';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { systemClock } from '../core/clock.js';
+import { isoSeconds, systemClock } from '../core/clock.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr } from '../core/ip.js';
@@ -41,7 +41,7 @@ import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryK
 import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { configuredStore } from './runtime.js';
+import { configuredStore, openExistingStore } from './runtime.js';
 
 export interface GreylistCommandIo {
   out: NodeJS.WritableStream;
@@ -67,10 +67,10 @@ function stageOptions(config: Config): GreylistOptions {
   return greylistOptions.parse(options);
 }
 
-async function openConfigured(flags: CommonFlags): Promise<{ greylist: Greylist; options: GreylistOptions; store: Store }> {
+async function openConfigured(flags: CommonFlags, access: 'read' | 'write'): Promise<{ greylist: Greylist; options: GreylistOptions; store: Store }> {
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
   if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the greylist of a running daemon cannot be reached; use sqlite or redis');
-  const store = await openStore(configuredStore(config));
+  const store = access === 'write' ? await openStore(configuredStore(config)) : await openExistingStore(configuredStore(config));
   const options = stageOptions(config);
   return { greylist: greylistFromOptions(options, store, systemClock), options, store };
 }
@@ -89,7 +89,8 @@ function clientOf(options: GreylistOptions, client: string): { identity: string;
   throw new UsageError(`client: got ${JSON.stringify(client)}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
 }
 
-const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+/** A Redis key that something else wrote without an expiry has expiresAt MAX_SAFE_INTEGER (store/redis). */
+const iso = (ms: number) => (ms === Number.MAX_SAFE_INTEGER ? 'never' : isoSeconds(ms));
 
 function describeEntry(entry: GreylistEntry): string {
   switch (entry.kind) {
@@ -102,8 +103,9 @@ function describeEntry(entry: GreylistEntry): string {
   }
 }
 
-async function withGreylist(flags: CommonFlags, work: (opened: { greylist: Greylist; options: GreylistOptions }) => Promise<void>): Promise<void> {
-  const opened = await openConfigured(flags);
+/** `read`: listing or dropping, which need an existing store; `write`: allowing, which may make it. */
+async function withGreylist(flags: CommonFlags, access: 'read' | 'write', work: (opened: { greylist: Greylist; options: GreylistOptions }) => Promise<void>): Promise<void> {
+  const opened = await openConfigured(flags, access);
   try {
     await work(opened);
   } finally {
@@ -131,7 +133,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const limit = Number(flags.limit);
       if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit: got ${JSON.stringify(flags.limit)}, expected a positive integer`);
       if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${JSON.stringify(flags.kind)}, expected one of ${KINDS.join(', ')}`);
-      await withGreylist(flags, async ({ greylist: list, options }) => {
+      await withGreylist(flags, 'read', async ({ greylist: list, options }) => {
         const client = flags.client === undefined ? undefined : clientOf(options, flags.client);
         const kinds = flags.kind ? [flags.kind as GreylistEntryKind] : KINDS;
         const entries: GreylistEntry[] = [];
@@ -150,7 +152,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .argument('[sender]')
     .argument('[recipient]')
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      await withGreylist(flags, async ({ greylist: list, options }) => {
+      await withGreylist(flags, 'write', async ({ greylist: list, options }) => {
         const client = clientOf(options, clientText);
         const triplet = tripletArguments(options, sender, recipient);
         if (triplet) {
@@ -172,7 +174,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .argument('[sender]')
     .argument('[recipient]')
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      await withGreylist(flags, async ({ greylist: list, options }) => {
+      await withGreylist(flags, 'read', async ({ greylist: list, options }) => {
         const client = clientOf(options, clientText);
         const triplet = tripletArguments(options, sender, recipient);
         if (triplet) {

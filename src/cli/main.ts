@@ -20,11 +20,12 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { stringify } from 'yaml';
-import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { ConfigError, describeError } from '../core/errors.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { loadConfig, readConfigFile } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
+import { exitCodeFor } from './exit-status.js';
 import { runVerify } from './verify.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
@@ -95,12 +96,6 @@ export function buildProgram(): Command {
 function durationsAsText(this: unknown, key: string, value: unknown): unknown {
   const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge|Time|Interval|[Ss]leep)$/;
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
-}
-
-export function exitCodeFor(err: unknown): number {
-  if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 64;
-  if (err instanceof CalloutError) return err.code === 'USAGE' ? 64 : err.code === 'CONFIG_INVALID' ? 78 : 70;
-  return 70;
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -9,7 +9,7 @@
 
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CalloutError, UsageError } from '../core/errors.js';
+import { CalloutError, UsageError, abbreviate } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
 
 /** commander's accumulator for a repeatable option. */
@@ -49,22 +49,25 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   const overrides: RawConfig = { callout };
   if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
   // A file named on the command line is where the shell is, not under the data directory.
+  if (flags.cache === '') throw new UsageError('--cache: got "", expected a file');
   if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: resolve(flags.cache) };
   return overrides;
 }
 
+/** Decimal only: Number() also reads 0x19 as 25, 1e3 and Infinity. */
+const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
+
 export function numberFlag(name: string, value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new CalloutError('USAGE', `${name}: got "${value}", expected a number`);
-  return n;
+  if (!DECIMAL.test(value)) throw new CalloutError('USAGE', `${name}: got "${abbreviate(value, 40)}", expected a number`);
+  return Number(value);
 }
 
 /** A whole number from min to max (inclusive) for a flag the configuration schema does not check. */
 export function wholeNumberFlag(name: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+  if (!DECIMAL.test(value) || !Number.isInteger(n) || n < min || n > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
-    throw new UsageError(`${name}: got "${value}", expected a whole number ${range}`);
+    throw new UsageError(`${name}: got "${abbreviate(value, 40)}", expected a whole number ${range}`);
   }
   return n;
 }

@@ -36,17 +36,20 @@
  *
  * EXIT STATUS
  *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
- *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce;
- *   64 usage error; 78 configuration error (unreadable secret file, bad keys).
+ *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
+ *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
+ *   64 usage error (among them a `verp encode --sender` that cannot be encoded into);
+ *   78 configuration error (unreadable secret file, bad keys).
  */
 
-import { readFileSync } from 'node:fs';
+import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js';
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
-import { systemClock, type Clock } from '../core/clock.js';
-import { ConfigError, UsageError } from '../core/errors.js';
+import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
+import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
+import { CONTROL } from '../rewrite/embed.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { ListenTarget, LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -58,7 +61,7 @@ import { loadConfig } from '../config/load.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import { collect, wholeNumberFlag } from './options.js';
-import { configuredStore } from './runtime.js';
+import { configuredStore, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
@@ -71,20 +74,44 @@ export interface RewriteCommandIo {
 }
 
 
+/**
+ * ISO 8601 as people write instants: a date, optionally a time (to the second, optionally with
+ * a fraction) and a zone. Date.parse alone took anything V8 could make a date of: "-1" and
+ * "x 1" were 2001-01-01, " 7 " July 2001, 2024-02-30 the first of March.
+ */
+const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+/** The latest instant a Date holds (ECMA-262: 8.64e15 ms after the epoch), in seconds. */
+const LATEST_SECONDS = 8.64e12;
+
 /** A Clock frozen at --now, or the system clock. */
 export function clockFromFlag(now: string | undefined): Clock {
   if (now === undefined) return systemClock;
-  const ms = /^\d+(\.\d+)?$/.test(now) ? Number(now) * 1000 : Date.parse(now);
-  if (!Number.isFinite(ms)) throw new UsageError(`--now: got "${now}", expected an ISO 8601 instant or Unix seconds`);
+  const ms = nowMs(now);
+  if (ms === undefined) throw new UsageError(`--now: got "${abbreviate(now, 60)}", expected an ISO 8601 instant (2026-12-05T10:00:00Z) or Unix seconds`);
   return { now: () => ms };
 }
 
-function readText(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`${what} ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+function nowMs(text: string): number | undefined {
+  if (/^\d{1,13}(\.\d{1,3})?$/.test(text)) {
+    const seconds = Number(text);
+    return seconds <= LATEST_SECONDS ? Math.round(seconds * 1000) : undefined;
   }
+  const parts = ISO_INSTANT.exec(text);
+  if (!parts) return undefined;
+  const [, year, month, day, hour = '0', minute = '0', second = '0'] = parts;
+  // A date or time that does not exist (February 30th, hour 24) is refused, not carried over.
+  const calendar = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  if (calendar.getUTCMonth() !== Number(month) - 1 || calendar.getUTCDate() !== Number(day)) return undefined;
+  if (Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
+  // Without a zone, a date is UTC and a date with a time is local time, as ECMAScript reads them.
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+function readText(path: string, what: string): string {
+  const read = readFileLimited(path, SECRET_FILE_BYTES);
+  if (!read.ok) throw new ConfigError(`${what} ${path}: ${read.reason}`);
+  return read.bytes.toString('utf8');
 }
 
 function contentLines(text: string): string[] {
@@ -110,6 +137,11 @@ export function readBatvKeys(path: string): BatvKey[] {
   });
   if (keys.length === 0) throw new ConfigError(`--batv-key-file ${path}: no key in the file`);
   return keys;
+}
+
+/** An address as a refusal names it: JSON-quoted when it is empty or holds control characters, which a terminal would not show. */
+function shown(address: string): string {
+  return address === '' || CONTROL.test(address) ? JSON.stringify(address) : address;
 }
 
 function keynumFlag(value: string | undefined): number | undefined {
@@ -177,19 +209,23 @@ function formatReport(report: BounceReport): string {
 }
 
 function formatEntry(e: SuppressionEntry): string {
-  return `${e.address}: ${e.status} since ${new Date(e.firstSeen).toISOString()} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${e.diagnostic}` : ''}`;
+  return `${e.address}: ${e.status} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${e.diagnostic}` : ''}`;
 }
 
 async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {
   if (file !== '-') {
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new UsageError(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    const read = readFileLimited(file, MESSAGE_FILE_BYTES);
+    if (!read.ok) throw new UsageError(`${file}: ${read.reason}`);
+    return read.bytes;
   }
   const chunks: Buffer[] = [];
-  for await (const chunk of io.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  let total = 0;
+  for await (const chunk of io.stdin) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    total += bytes.length;
+    if (total > MESSAGE_FILE_BYTES) throw new UsageError(`standard input: ${tooLarge(MESSAGE_FILE_BYTES)}`);
+    chunks.push(bytes);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -203,6 +239,8 @@ interface StoreFlags {
 function suppressionStore(flags: StoreFlags): StoreSpec {
   if (flags.store !== undefined) {
     if (flags.config !== undefined) throw new UsageError('give --store or --config, not both');
+    // An empty name or :memory: is a database SQLite throws away at the end of the command.
+    if (flags.store === '' || flags.store === ':memory:') throw new UsageError(`--store: got ${JSON.stringify(flags.store)}, expected a file (nothing kept there outlives the command)`);
     return { kind: 'sqlite', path: flags.store };
   }
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
@@ -218,8 +256,10 @@ function storeOptions(command: Command): Command {
     .option('--data-dir <dir>', 'directory of the SQLite store (with --config or the default configuration)');
 }
 
-async function withSuppression<T>(flags: StoreFlags, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
-  const store = await openStore(suppressionStore(flags), clock);
+/** `read`: a listing, a query or a removal, which need an existing store; `write`: a bounce, which may make it. */
+async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
+  const spec = suppressionStore(flags);
+  const store = access === 'write' ? await openStore(spec, clock) : await openExistingStore(spec, clock);
   try {
     return await run(new SuppressionList(store, { clock }));
   } finally {
@@ -238,7 +278,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret: string; keynum: string; now?: string }) => {
       const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: flags.secret }] }).sign(address, clockFromFlag(flags.now).now());
-      io.out.write(result.ok ? `${result.address}\n` : `${address}: not signed: ${result.message}\n`);
+      io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
   batv
@@ -275,7 +315,7 @@ function registerSrs(program: Command, io: RewriteCommandIo): void {
         const rewriter = srsFromFlags(flags);
         const now = clockFromFlag(flags.now).now();
         const result = direction === 'forward' ? rewriter.forward(address, now) : rewriter.reverse(address, now);
-        io.out.write(result.ok ? `${result.address}\n` : `${address}: ${result.reason}: ${result.message}\n`);
+        io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: ${result.reason}: ${result.message}\n`);
         process.exitCode = result.ok ? 0 : 1;
       });
   }
@@ -292,7 +332,8 @@ function registerVerp(program: Command, io: RewriteCommandIo): void {
     .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
     .action((recipient: string, flags: { sender: string; delimiters?: string }) => {
       const result = verpEncode(flags.sender, recipient, delimiters(flags.delimiters));
-      io.out.write(result.ok ? `${result.address}\n` : `${recipient}: ${result.message}\n`);
+      if (!result.ok && result.reason === 'bad-sender') throw new UsageError(`--sender ${JSON.stringify(flags.sender)}: ${result.message}`);
+      io.out.write(result.ok ? `${result.address}\n` : `${shown(recipient)}: not encoded: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
   verp
@@ -337,6 +378,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       const delimiters = parseVerpDelimiters(flags.verpDelimiters);
       const outcome: BounceOutcome = await withSuppression(
         flags,
+        'write',
         (list) =>
           list.recordBounce(
             { envelopeRecipient: flags.rcpt, message },
@@ -354,20 +396,20 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print JSON Lines')
     .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
-      const entries = await withSuppression(flags, (list) => list.list(limit));
+      const entries = await withSuppression(flags, 'read', (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? JSON.stringify(e) : formatEntry(e)}\n`).join(''));
     });
   storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')
     .action(async (address: string, flags: StoreFlags & { json?: boolean }) => {
-      const entry = await withSuppression(flags, (list) => list.get(address));
+      const entry = await withSuppression(flags, 'read', (list) => list.get(address));
       if (flags.json) io.out.write(`${JSON.stringify(entry ?? null)}\n`);
       else io.out.write(entry ? `${formatEntry(entry)}\n` : `${address}: not suppressed\n`);
       process.exitCode = entry ? 0 : 1;
     });
   storeOptions(bounce.command('remove').description('take an address off the suppression list').argument('<address>'))
     .action(async (address: string, flags: StoreFlags) => {
-      const removed = await withSuppression(flags, (list) => list.remove(address));
+      const removed = await withSuppression(flags, 'read', (list) => list.remove(address));
       io.out.write(removed ? `${address}: removed\n` : `${address}: was not suppressed\n`);
       process.exitCode = removed ? 0 : 1;
     });

@@ -7,8 +7,10 @@
  *   and a CalloutEngine, so every command wires them the same way.
  */
 
+import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { Config } from '../config/schema.js';
+import { ConfigError } from '../core/errors.js';
 import { systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { CachingResolver } from '../dns/cache.js';
@@ -45,6 +47,18 @@ export function storePath(config: Config): string {
 }
 
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */
+/**
+ * The store of a command that only reads or removes (a listing, a query, a drop): a SQLite file
+ * that is not there is an error, where opening it would create an empty store in a mistyped
+ * --data-dir and list nothing, as if the daemon had kept nothing.
+ */
+export async function openExistingStore(spec: StoreSpec, clock: Clock = systemClock): Promise<Store> {
+  if (spec.kind === 'sqlite' && !existsSync(spec.path)) {
+    throw new ConfigError(`${spec.path}: no store there: nothing has been written to it yet (check --store, --data-dir, -c or store.path)`);
+  }
+  return openStore(spec, clock);
+}
+
 export function configuredStore(config: Config): StoreSpec {
   if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config) };
   return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url, keyPrefix: config.store.keyPrefix } : { kind: 'memory' };

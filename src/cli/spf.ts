@@ -21,9 +21,10 @@ import { createNodeResolver } from '../dns/node-resolver.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
-import { readFileSync } from 'node:fs';
+import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
-import { collect } from './options.js';
+import { TIMER_MAX_MS } from '../config/duration.js';
+import { collect, wholeNumberFlag } from './options.js';
 
 interface SpfFlags {
   ip: string;
@@ -66,8 +67,7 @@ async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
   const mailFrom = flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
   const helo = flags.helo ?? '';
   if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
-  const timeoutMs = Number(flags.timeout);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`spf: --timeout must be a positive number of milliseconds, got ${JSON.stringify(flags.timeout)}`);
+  const timeoutMs = wholeNumberFlag('spf: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
   const resolver = createNodeResolver({ servers: flags.dnsServer, timeoutMs });
   return evaluateSpf(
     { ip: flags.ip, mailFrom, helo, identity: flags.identity },
@@ -141,14 +141,10 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
       if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
-      const timeoutMs = Number(flags.timeout);
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`senderid: --timeout must be a positive number of milliseconds, got ${JSON.stringify(flags.timeout)}`);
-      let text: string;
-      try {
-        text = readFileSync(flags.message, 'latin1');
-      } catch (err) {
-        throw new UsageError(`senderid: --message ${flags.message}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-      }
+      const timeoutMs = wholeNumberFlag('senderid: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
+      const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
+      if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);
+      const text = read.bytes.toString('latin1');
       const verdict = await checkSenderId(
         {
           scope: flags.scope,

@@ -14,7 +14,7 @@
  *   domain; 2 otherwise (some risky or unknown); 64 usage error; 78 configuration error.
  */
 
-import { readFileSync } from 'node:fs';
+import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { UsageError } from '../core/errors.js';
 import type { Config } from '../config/schema.js';
 import type { VerifyResult } from '../verify/types.js';
@@ -61,12 +61,9 @@ export async function runVerify(addresses: string[], options: VerifyOptions, con
 
 /** One address per line, or CSV whose first column (or the column named email/address) holds it. */
 export function readAddressList(path: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new UsageError(`--file ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
+  const read = readFileLimited(path, MESSAGE_FILE_BYTES);
+  if (!read.ok) throw new UsageError(`--file ${path}: ${read.reason}`);
+  const text = read.bytes.toString('utf8');
   const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   if (lines.length === 0) return [];
   const header = lines[0]!.split(',').map((c) => c.trim().toLowerCase().replace(/^"|"$/g, ''));

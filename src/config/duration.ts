@@ -25,6 +25,9 @@ const UNIT_MS: Record<string, number> = {
   w: 604_800_000,
 };
 
+/** The longest delay a Node.js timer takes; anything longer fires after 1 ms (with a warning). */
+export const TIMER_MAX_MS = 2 ** 31 - 1;
+
 export type DurationParse = { ok: true; ms: number } | { ok: false; reason: string };
 
 export function parseDuration(input: string | number): DurationParse {

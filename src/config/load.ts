@@ -13,9 +13,9 @@
  *   alias are refused the same way.
  */
 
-import { closeSync, openSync, readSync } from 'node:fs';
 import { parseDocument } from 'yaml';
-import { ConfigError, describeError } from '../core/errors.js';
+import { ConfigError, abbreviate, describeError } from '../core/errors.js';
+import { MIB, readFileLimited } from '../core/files.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './schema.js';
 
@@ -24,17 +24,20 @@ export type RawConfig = Record<string, unknown>;
 /** Aliases a configuration may use: far more than one needs, far fewer than an attack. */
 const MAX_ALIAS_COUNT = 100;
 /** The largest configuration file read: room for long inline whitelists. */
-const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+const MAX_CONFIG_BYTES = 8 * MIB;
 
 export function readConfigFile(path: string): RawConfig {
-  const text = readBounded(path);
+  const read = readFileLimited(path, MAX_CONFIG_BYTES);
+  if (!read.ok) throw new ConfigError(`${path}: ${read.reason}${read.code ? '' : ': not a configuration file'}`);
+  const text = read.bytes.toString('utf8');
   // logLevel error: yaml's warnings (a collection used as a key) went to the process's stderr;
   // such a key is reported by the schema as unknown, with its path.
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, logLevel: 'error' });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const where = first.linePos?.[0] ? ` at line ${first.linePos[0].line}, column ${first.linePos[0].col}` : '';
-    throw new ConfigError(`${path}: YAML syntax error${where}: ${first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
+    // yaml quotes the offending text, which may be a whole line of any length.
+    throw new ConfigError(`${path}: YAML syntax error${where}: ${abbreviate(first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}`);
   }
   let value: unknown;
   try {
@@ -49,33 +52,6 @@ export function readConfigFile(path: string): RawConfig {
   if (value === null || value === undefined) return {};
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
   return value as RawConfig;
-}
-
-/**
- * The file's text, read up to MAX_CONFIG_BYTES: a larger file (or an endless one, such as
- * /dev/zero or a pipe that never closes its end) is refused, not read into memory.
- */
-function readBounded(path: string): string {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    for (;;) {
-      const chunk = Buffer.allocUnsafe(64 * 1024);
-      const read = readSync(fd, chunk, 0, chunk.length, null);
-      if (read === 0) break;
-      total += read;
-      if (total > MAX_CONFIG_BYTES) throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB: not a configuration file`);
-      chunks.push(chunk.subarray(0, read));
-    }
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(`${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-  return Buffer.concat(chunks, total).toString('utf8');
 }
 
 /** The path of a collection inside itself (a YAML anchor that contains its own alias), if any. */

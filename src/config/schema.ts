@@ -15,14 +15,11 @@
 
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { parseDuration } from './duration.js';
+import { TIMER_MAX_MS, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
-
-/** The longest delay a Node.js timer takes; 0 and anything longer fire after 1 ms. */
-const TIMER_MAX_MS = 2 ** 31 - 1;
 
 /** A duration that arms a timer, so it must lie between minMs and what a timer can hold. */
 const timerDuration = (fallback: string, minMs: number) =>
@@ -50,7 +47,7 @@ const dnsSchema = z
   .object({
     /** DNS servers as host or host:port; empty means the system's resolv.conf. */
     servers: z.array(z.string()).default([]),
-    timeout: duration('5s'),
+    timeout: timerDuration('5s', 1),
     tries: z.number().int().min(1).max(10).default(2),
     minTtl: duration('5s'),
     maxTtl: duration('1d'),
@@ -60,13 +57,13 @@ const dnsSchema = z
 
 const timeoutsSchema = z
   .object({
-    connect: duration('10s'),
-    greeting: duration('30s'),
-    command: duration('30s'),
-    rcpt: duration('30s'),
-    tls: duration('10s'),
+    connect: timerDuration('10s', 1),
+    greeting: timerDuration('30s', 1),
+    command: timerDuration('30s', 1),
+    rcpt: timerDuration('30s', 1),
+    tls: timerDuration('10s', 1),
     /** The whole verification, across every MX host tried (Exim's maxwait). */
-    overall: duration('60s'),
+    overall: timerDuration('60s', 1),
   })
   .strict();
 
@@ -75,7 +72,7 @@ const connectionCacheSchema = z
     /** Keep a clean connection open for the next callout to the same MX address (Postfix's connection cache). */
     enabled: z.boolean().default(true),
     /** How long a connection stays open idle (Postfix: smtp_connection_cache_time_limit 2s). */
-    idleTime: duration('2s'),
+    idleTime: timerDuration('2s', 0),
     maxIdlePerHost: z.number().int().min(1).max(100).default(2),
     maxIdle: z.number().int().min(1).max(100000).default(256),
     /** A connection with this many RCPTs refused is closed (Postfix servers slow down at 10 errors). */
@@ -148,7 +145,12 @@ const storeSchema = z
   .object({
     kind: z.enum(['memory', 'sqlite', 'redis']).default('sqlite'),
     /** SQLite file; relative paths are under the data directory. */
-    path: z.string().default('callout.sqlite'),
+    path: z
+      .string()
+      .min(1, { message: 'expected a file name' })
+      // SQLite's in-memory database would silently keep nothing across restarts or between workers.
+      .refine((path) => path !== ':memory:', { message: 'expected a file; for no persistence at all use store.kind: memory' })
+      .default('callout.sqlite'),
     /** Redis URL when several mail servers share one state, e.g. redis://10.0.0.5:6379/0. */
     url: z.string().default('redis://127.0.0.1:6379/0'),
     /** Redis: put before every key, so that sites sharing one Redis database keep their state apart. */
@@ -229,7 +231,7 @@ const logSchema = z
 
 export const configSchema = z
   .object({
-    dataDir: z.string().default('/var/lib/callout'),
+    dataDir: z.string().min(1, { message: 'expected a directory' }).default('/var/lib/callout'),
     dns: dnsSchema.default(() => dnsSchema.parse({})),
     callout: calloutSchema.default(() => calloutSchema.parse({})),
     cache: cacheSchema.default(() => cacheSchema.parse({})),
@@ -255,7 +257,9 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
     if (node === null || typeof node !== 'object') return 'nothing';
     node = (node as Record<PropertyKey, unknown>)[key];
   }
-  return node === undefined ? 'nothing' : JSON.stringify(node);
+  if (node === undefined) return 'nothing';
+  // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
+  return typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node);
 }
 
 /** Validates raw configuration (from YAML, flags or code); throws ConfigError listing every problem. */

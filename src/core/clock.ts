@@ -18,6 +18,16 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+/**
+ * A time as ISO 8601 in UTC, to the second. A stored time that no Date can hold (written by
+ * another program, or by a clock set absurdly far ahead) is shown as the number it is:
+ * Date.prototype.toISOString throws for it, and one such entry made a listing fail whole.
+ */
+export function isoSeconds(ms: number): string {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `${ms} (not a representable time)` : date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
 /** A clock that only moves when told to. */
 export class ManualClock implements Clock {
   private current: number;

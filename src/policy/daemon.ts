@@ -32,7 +32,7 @@
  *   unless callout.allowTargets says otherwise.
  */
 
-import { mkdirSync } from 'node:fs';
+import { makeDirectories } from '../core/files.js';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
@@ -101,7 +101,7 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined): voi
 async function openSqliteStore(config: Config, clock: Clock, log: Logger): Promise<SqliteStore> {
   const path = storePath(config);
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirectories(dirname(path));
   } catch (err) {
     throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
   }

@@ -91,13 +91,14 @@
  *   than this program, the lock still taken after busyTimeoutMs, use after close().
  */
 
-import { mkdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { makeDirectories } from '../core/files.js';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
-import { StoreError, describeError } from '../core/errors.js';
+import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
 import { startCheckpointer } from './sqlite-checkpointer.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
@@ -271,6 +272,13 @@ interface Queued {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/**
+ * Why a file cannot be opened that waiting will not mend: a path through a file, a directory,
+ * no permission, a file that is not a database. They are the configuration's to fix (a
+ * ConfigError); a lock held too long or a full disk stays a StoreError.
+ */
+const PATH_PROBLEMS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS', 'ENAMETOOLONG', 'SQLITE_NOTADB', 'SQLITE_CANTOPEN']);
+
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
   private readonly statements: ReturnType<typeof prepareStatements>;
@@ -354,7 +362,7 @@ export class SqliteStore implements Store {
   static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
     let db: Database.Database | undefined;
     try {
-      if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
+      if (path !== ':memory:') makeDirectories(dirname(resolve(path)));
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
       await enterWal(db, busyTimeoutMs);
@@ -373,6 +381,10 @@ export class SqliteStore implements Store {
     } catch (err) {
       db?.close();
       if (err instanceof StoreError) throw err;
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && PATH_PROBLEMS.has(code)) {
+        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
+      }
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}`, { cause: err });
     }
   }

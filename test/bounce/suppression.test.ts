@@ -99,3 +99,19 @@ describe('SuppressionList', () => {
     assert.equal(await list.isSuppressed('zed@example.org'), false);
   });
 });
+
+describe('suppression list: values that are not entries', () => {
+  it('reads a damaged or foreign value as no entry, lists the rest, and lets the next bounce replace it', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const list = new SuppressionList(store, { clock });
+    await list.add({ address: 'good@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
+    await store.set('supp:broken@example.org', '{not json', 86_400_000);
+    await store.set('supp:foreign@example.org', JSON.stringify({ address: 'foreign@example.org', status: '5.1.1', firstSeen: 'yesterday', lastSeen: 1, count: 1 }), 86_400_000);
+    assert.deepEqual((await list.list()).map((e) => e.address), ['good@example.org']);
+    assert.equal(await list.get('broken@example.org'), undefined);
+    assert.equal(await list.isSuppressed('broken@example.org'), true, 'the row is still there');
+    const replaced = await list.add({ address: 'broken@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
+    assert.deepEqual([replaced.count, replaced.firstSeen], [1, clock.now()]);
+  });
+});

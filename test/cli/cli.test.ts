@@ -125,6 +125,15 @@ describe('callout verify', () => {
     assert.equal(badFlag.code, 78);
     assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);
   });
+
+  it('refuses an input file without end, as senderid does, instead of reading it until memory runs out', async () => {
+    const list = await callout(['verify', ...engine(), '--file', '/dev/zero']);
+    assert.equal(list.code, 64);
+    assert.equal(list.stderr, 'callout: USAGE: --file /dev/zero: larger than 64 MiB\n');
+    const message = await callout(['senderid', '--ip', '192.0.2.7', '--message', '/dev/zero', '--dns-server', dns.address]);
+    assert.equal(message.code, 64);
+    assert.equal(message.stderr, 'callout: USAGE: senderid: --message /dev/zero: larger than 64 MiB\n');
+  });
 });
 
 describe('callout config', () => {

@@ -3,13 +3,15 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { Command } from 'commander';
 import { registerGreylistCommands } from '../../src/cli/greylist.js';
+import { exitCodeFor } from '../../src/cli/exit-status.js';
+import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { systemClock } from '../../src/core/clock.js';
 import { Greylist } from '../../src/checks/greylist/index.js';
 import { SqliteStore } from '../../src/store/index.js';
@@ -129,6 +131,29 @@ describe('callout greylist', () => {
     } finally {
       rmSync(ownDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('callout greylist on a store that is not there', () => {
+  it('lists or drops nothing from a mistyped --data-dir, saying so, and creates no store there; allow may create one', async () => {
+    const elsewhere = join(dir, 'no-such-dir');
+    const listed = await run(['list', '--data-dir', elsewhere]);
+    assert.ok(listed.error instanceof ConfigError, String(listed.error));
+    assert.match(listed.error.message, /no-such-dir\/callout\.sqlite: no store there: nothing has been written to it yet/);
+    assert.ok((await run(['drop', '192.0.2.1', '--data-dir', elsewhere])).error instanceof ConfigError);
+    assert.equal(existsSync(elsewhere), false);
+    assert.equal((await run(['allow', '192.0.2.1', '--data-dir', elsewhere])).output, 'allowed client 192.0.2.1\n');
+    assert.match((await run(['list', '--data-dir', elsewhere])).output, /^client 192\.0\.2\.1 allowed/);
+  });
+
+  it('refuses a store path that cannot be a store as a configuration error (exit 78), naming it', async () => {
+    const notADirectory = join(dir, 'a-file');
+    writeFileSync(notADirectory, 'not a directory');
+    const { error } = await run(['allow', '192.0.2.1', '--data-dir', notADirectory]);
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.match(error.message, /a-file\/callout\.sqlite: cannot open: /);
+    assert.equal(exitCodeFor(error), 78);
+    assert.equal(exitCodeFor(new StoreError('redis store: connection refused')), 75);
   });
 });
 

@@ -52,6 +52,10 @@ describe('callout batv', () => {
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--keynum', '12', 'a@b']), UsageError);
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', 'yesterday', 'a@b']), UsageError);
   });
+  it('refuses to sign an address whose prvs address would be invalid, naming it and why', async () => {
+    assert.deepEqual(await run(['batv', 'sign', '--secret', 's', 'a@b@c']), { out: "a@b@c: not signed: cannot sign an address with more than one '@'\n", code: 1 });
+    assert.deepEqual(await run(['batv', 'sign', '--secret', 's', 'a\u0001@x.test']), { out: '"a\\u0001@x.test": not signed: cannot sign an address with a control character (U+0001)\n', code: 1 });
+  });
 });
 
 describe('callout srs', () => {
@@ -65,6 +69,14 @@ describe('callout srs', () => {
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
   });
+  it('refuses to forward a sender its reverse could not give back, naming it and why', async () => {
+    const common = ['--secret-file', srsSecret, '--domain', 'srs.test', '--now', NOW];
+    assert.deepEqual(await run(['srs', 'forward', ...common, '"a b"@x.test']), {
+      out: '"a b"@x.test: malformed: Cannot rewrite an address with a quoted local part (a quoted string cannot be embedded in another local part).\n',
+      code: 1,
+    });
+    assert.deepEqual(await run(['srs', 'forward', ...common, '@x']), { out: '@x: malformed: Cannot rewrite an address with an empty local part.\n', code: 1 });
+  });
 });
 
 describe('callout verp', () => {
@@ -74,6 +86,11 @@ describe('callout verp', () => {
     assert.equal((await run(['verp', 'encode', '--delimiters', '-=', '--sender', 'list@l.example', 'u@e.example'])).out, 'list-u=e.example@l.example\n');
     assert.equal((await run(['verp', 'decode', '--sender', 'list@l.example', 'other@l.example'])).code, 1);
     await assert.rejects(run(['verp', 'encode', '--delimiters', '#', '--sender', 'a@b', 'c@d']), ConfigError);
+  });
+  it('refuses a recipient (exit 1) or a --sender (usage error) it cannot encode into an address that decodes', async () => {
+    assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.test', '']), { out: '"": not encoded: the recipient is an address with no \'@\' and domain\n', code: 1 });
+    assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.test', 'a@']), { out: 'a@: not encoded: the recipient is an address with an empty domain\n', code: 1 });
+    await assert.rejects(run(['verp', 'encode', '--sender', '@', 'a@b.test']), (err: Error) => err instanceof UsageError && err.message === '--sender "@": the sender is an address with an empty local part');
   });
 });
 
@@ -181,5 +198,49 @@ describe('callout rewrite serve', () => {
         (err: unknown) => err instanceof UsageError && err.message.startsWith(`--idle-poll: got "${idlePoll}"`),
       );
     }
+  });
+});
+
+describe('rewrite commands: inputs without end, times that are no times', () => {
+  it('refuses /dev/zero as a secret file or a message, naming it, instead of reading it until memory runs out', async () => {
+    await assert.rejects(run(['srs', 'forward', '--secret-file', '/dev/zero', '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && /\/dev\/zero: larger than 64 KiB$/.test(err.message));
+    await assert.rejects(run(['bounce', 'parse', '/dev/zero']), (err: unknown) => err instanceof UsageError && err.message === '/dev/zero: larger than 64 MiB');
+  });
+
+  it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {
+    for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '']) {
+      await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', bad, 'a@x.test']), UsageError, JSON.stringify(bad));
+    }
+    for (const good of ['2024-02-29', '2020-01-01T00:01:00Z', '2020-01-01T00:01:00.5+02:00', '1577836860', '1577836860.25']) {
+      assert.equal((await run(['batv', 'sign', '--secret', 's', '--now', good, 'a@x.test'])).code, 0, good);
+    }
+  });
+
+  it('refuses a store that would keep nothing, and reads no store that is not there', async () => {
+    for (const store of ['', ':memory:']) {
+      await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com']), UsageError);
+    }
+    const missing = join(dir, 'never-written.sqlite');
+    for (const args of [['bounce', 'list'], ['bounce', 'query', 'judy@example.org'], ['bounce', 'remove', 'judy@example.org']]) {
+      await assert.rejects(run([...args, '--store', missing]), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${missing}: no store there`));
+    }
+    assert.equal(existsSync(missing), false);
+  });
+
+  it('lists a suppression store that holds a value it did not write', async () => {
+    const store = join(dir, 'damaged.sqlite');
+    assert.equal((await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'])).code, 0);
+    const { SqliteStore } = await import('../../src/store/sqlite.js');
+    const raw = await SqliteStore.open(store);
+    await raw.set('supp:mallory@example.org', JSON.stringify({ address: 'mallory@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1e300, lastSeen: 1e300, count: 1 }), 86_400_000);
+    await raw.set('supp:trudy@example.org', '{"address":"trudy@example.org"', 86_400_000);
+    await raw.close();
+    const listed = await run(['bounce', 'list', '--store', store]);
+    assert.equal(listed.code, 0);
+    const lines = listed.out.trimEnd().split('\n');
+    assert.deepEqual(lines.map((line) => line.slice(0, line.indexOf(':'))), ['judy@example.org', 'mallory@example.org'], 'the damaged entry is left out');
+    assert.match(lines[0]!, /^judy@example\.org: 5\.1\.1 since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(1 bounce, proof verp\)/);
+    assert.equal(lines[1], 'mallory@example.org: 5.1.1 since 1e+300 (not a representable time) (1 bounce, proof manual)');
+    assert.equal((await run(['bounce', 'query', 'mallory@example.org', '--store', store])).code, 0);
   });
 });

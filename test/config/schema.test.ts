@@ -24,6 +24,21 @@ describe('timer durations', () => {
     assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
+  it('bounds the DNS and callout timeouts and the connection cache the same way (they arm timers too)', () => {
+    // dns.timeout went to c-ares, which threw a bare RangeError: exit 70 from `config check`.
+    assert.match(problem({ dns: { timeout: '30d' } }), /dns\.timeout: got "30d", expected at most 2147483647 ms/);
+    assert.match(problem({ dns: { timeout: 0 } }), /dns\.timeout: got 0, expected at least 1 ms/);
+    for (const key of ['connect', 'greeting', 'command', 'rcpt', 'tls', 'overall']) {
+      assert.match(problem({ callout: { timeouts: { [key]: '25d' } } }), new RegExp(`callout\\.timeouts\\.${key}: got "25d", expected at most`));
+    }
+    assert.match(problem({ callout: { connectionCache: { idleTime: '4w' } } }), /callout\.connectionCache\.idleTime: got "4w", expected at most/);
+  });
+
+  it('names Infinity and NaN as what they are, not as null', () => {
+    assert.match(problem({ dns: { tries: Number.POSITIVE_INFINITY } }), /dns\.tries: got Infinity,/);
+    assert.match(problem({ limits: { concurrency: Number.NaN } }), /limits\.concurrency: got NaN,/);
+  });
+
   it('names the whole path of every unknown key of a stage', () => {
     const message = problem({ policy: { stages: [{ name: 'sender-syntax', rejectCode: 550, rejectText: 'no' }] } });
     assert.match(message, /policy\.stages\.0\.rejectCode: unknown key; policy\.stages\.0\.rejectText: unknown key/);
@@ -61,5 +76,13 @@ describe('greylist durations', () => {
     const both = problem(greylist({ ipv4Prefix: 'x', retryWindow: 2 }));
     assert.match(both, /policy\.stages\.0\.ipv4Prefix: /);
     assert.match(both, /policy\.stages\.0\.retryWindow: got 2, expected longer than delay/, 'one start reports every problem');
+  });
+});
+
+describe('store paths', () => {
+  it('refuses an empty store path or data directory, and SQLite\'s :memory:, which keep nothing', () => {
+    assert.match(problem({ store: { path: '' } }), /store\.path: got "", expected a file name/);
+    assert.match(problem({ store: { path: ':memory:' } }), /store\.path: got ":memory:", expected a file; for no persistence at all use store\.kind: memory/);
+    assert.match(problem({ dataDir: '' }), /dataDir: got "", expected a directory/);
   });
 });

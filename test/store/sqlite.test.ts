@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../../src/core/clock.js';
-import { StoreError } from '../../src/core/errors.js';
+import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { ASK_LATER } from '../../src/store/types.js';
 import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
@@ -598,28 +598,31 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
-  it('rejects a file that is not a database, naming the path', async () => {
+  // Waiting mends neither: they are the configuration's to fix (exit 78), not a store that is down (75).
+  it('rejects a file that is not a database as a configuration problem, naming the path', async () => {
     const path = join(scratch, 'corrupt.sqlite');
     writeFileSync(path, 'this is not an SQLite database, just text that is long enough to fill a header '.repeat(20));
     await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
-      assert.equal(err.code, 'STORE_UNAVAILABLE');
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.code, 'CONFIG_INVALID');
       assert.ok(err.message.includes(path), err.message);
-      assert.match(err.message, /open failed/);
+      assert.match(err.message, /cannot open: file is not a database \(check the path/);
       assert.ok(err.cause instanceof Error);
       return true;
     });
   });
 
-  it('rejects a path whose directory cannot be created, naming the path', async () => {
+  it('rejects a path whose directory cannot be created, or one under /proc, as a configuration problem, naming the path', async () => {
     const blocker = join(scratch, 'a-regular-file');
     writeFileSync(blocker, 'x');
-    const path = join(blocker, 'sub', 'store.sqlite');
-    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
-      assert.ok(err.message.includes(path), err.message);
-      return true;
-    });
+    for (const path of [join(blocker, 'sub', 'store.sqlite'), '/proc/callout-test/store.sqlite']) {
+      // Node's own mkdir -p never returned for the second.
+      await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.ok(err.message.includes(path), err.message);
+        return true;
+      });
+    }
   });
 
   it('waits while another process switches a new file to WAL, which SQLite refuses at once', async () => {

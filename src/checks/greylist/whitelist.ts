@@ -35,7 +35,7 @@
  *   (one set lookup per label) and then tries the regular expressions in order.
  */
 
-import { readFileSync } from 'node:fs';
+import { MIB, readFileLimited } from '../../core/files.js';
 import { AddressSet, parseCidr, type Cidr } from '../../core/ip.js';
 import { clientAddress as parsedClientAddress } from '../client-ip.js';
 
@@ -315,6 +315,9 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
   return { whitelist: new RecipientWhitelist(addresses, localParts, domains, exactDomains, patterns), problems };
 }
 
+/** postgrey's own lists are a few kilobytes; a site's may be longer, not this long. */
+const WHITELIST_FILE_BYTES = 8 * MIB;
+
 /**
  * Reads whitelist files. A missing file whose name ends in `.local` is skipped silently, as
  * postgrey does (a site may simply not have one); any other unreadable file is a problem.
@@ -323,13 +326,9 @@ export function readWhitelistFiles(paths: readonly string[]): { sources: Whiteli
   const sources: WhitelistSource[] = [];
   const problems: WhitelistProblem[] = [];
   for (const path of paths) {
-    try {
-      sources.push({ source: path, text: readFileSync(path, 'utf8') });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' && path.endsWith('.local')) continue;
-      problems.push({ source: path, line: 0, message: `cannot read: ${code ?? String(err)}` });
-    }
+    const read = readFileLimited(path, WHITELIST_FILE_BYTES);
+    if (read.ok) sources.push({ source: path, text: read.bytes.toString('utf8') });
+    else if (!(read.code === 'ENOENT' && path.endsWith('.local'))) problems.push({ source: path, line: 0, message: read.reason });
   }
   return { sources, problems };
 }

@@ -26,9 +26,9 @@
  *   (ISO 8601 date-time)
  */
 
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
+import { SECRET_FILE_BYTES, readFileLimited } from '../../core/files.js';
 import { Batv, type BatvKey } from '../../rewrite/batv.js';
 import { asciiLower, domainMatcher } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
@@ -70,11 +70,9 @@ export interface BatvStage extends Stage {
 function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
   return keys.map((k) => {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
-    try {
-      return { keynum: k.keynum, secret: readFileSync(k.secretFile!, 'utf8').replace(/\r?\n$/, '') };
-    } catch (err) {
-      throw new ConfigError(`batv.keys: cannot read secretFile ${k.secretFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES);
+    if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
+    return { keynum: k.keynum, secret: read.bytes.toString('utf8').replace(/\r?\n$/, '') };
   });
 }
 

@@ -99,6 +99,7 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), /secretFile \/dev\/zero: larger than 64 KiB/);
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1 }] }).success, false);
     assert.equal(batvStage.options.safeParse({ domains: [], keys: [{ keynum: 1, secret: 's' }] }).success, false);
     const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 0, secret: 's' }] }] } });

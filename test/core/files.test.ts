@@ -1,0 +1,35 @@
+// Whole-file reads with a limit: endless and oversized inputs are refused, not read into memory.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readFileLimited } from '../../src/core/files.js';
+import { isoSeconds } from '../../src/core/clock.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'callout-files-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('readFileLimited', () => {
+  it('reads a file up to and including the limit', () => {
+    const path = join(dir, 'exact');
+    writeFileSync(path, Buffer.alloc(200_000, 'a'));
+    const read = readFileLimited(path, 200_000);
+    assert.ok(read.ok && read.bytes.length === 200_000);
+    assert.deepEqual(readFileLimited(path, 199_999), { ok: false, reason: 'larger than 199999 bytes' });
+  });
+
+  it('refuses an endless device after the limit, and says why a file could not be read', () => {
+    assert.deepEqual(readFileLimited('/dev/zero', 1024 * 1024), { ok: false, reason: 'larger than 1 MiB' });
+    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10), { ok: false, reason: 'cannot read: ENOENT', code: 'ENOENT' });
+    assert.deepEqual(readFileLimited(dir, 10), { ok: false, reason: 'cannot read: EISDIR', code: 'EISDIR' });
+  });
+});
+
+describe('isoSeconds', () => {
+  it('writes a time to the second, and a time no Date holds as its number', () => {
+    assert.equal(isoSeconds(Date.UTC(2026, 11, 5, 10, 0, 0, 999)), '2026-12-05T10:00:00Z');
+    assert.equal(isoSeconds(1e23), '1e+23 (not a representable time)');
+    assert.equal(isoSeconds(Number.NaN), 'NaN (not a representable time)');
+  });
+});
