@@ -34,7 +34,7 @@ import { isIP } from 'node:net';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
-import { ConfigError, UsageError } from '../core/errors.js';
+import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -86,7 +86,7 @@ function clientOf(options: GreylistOptions, client: string): { identity: string;
   }
   const network = client.includes('/') ? parseCidr(client) : undefined;
   if (network?.ok) return { identity: formatCidr(network.value) };
-  throw new UsageError(`client: got ${JSON.stringify(client)}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
+  throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
 }
 
 /** A Redis key that something else wrote without an expiry has expiresAt MAX_SAFE_INTEGER (store/redis). */

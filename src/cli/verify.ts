@@ -66,11 +66,45 @@ export function readAddressList(path: string): string[] {
   const text = read.bytes.toString('utf8');
   const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   if (lines.length === 0) return [];
-  const header = lines[0]!.split(',').map((c) => c.trim().toLowerCase().replace(/^"|"$/g, ''));
+  const header = csvFields(lines[0]!).map((c) => c.toLowerCase());
   const named = header.findIndex((c) => c === 'email' || c === 'address' || c === 'e-mail');
   const column = named >= 0 ? named : 0;
   const rows = named >= 0 ? lines.slice(1) : lines;
-  return rows.map((line) => (line.includes(',') && !line.startsWith('"') ? (line.split(',')[column] ?? '').trim() : line));
+  // A line without a comma or quote is one address as written (a quoted local part included).
+  return rows.map((line) => (/[,"]/.test(line) && !/^"[^"]*"@/.test(line) ? (csvFields(line)[column] ?? '') : line));
+}
+
+/**
+ * The fields of one CSV line (RFC 4180): a field in double quotes may hold commas, and "" for a
+ * quote; fields are trimmed. Exported lists ("Name","e-mail") quote every field.
+ */
+export function csvFields(line: string): string[] {
+  const fields: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!;
+    if (quoted) {
+      if (ch === '"' && line[i + 1] === '"') {
+        field += '"';
+        i += 1;
+      } else if (ch === '"') {
+        quoted = false;
+      } else {
+        field += ch;
+      }
+    } else if (ch === '"' && field.trim() === '') {
+      quoted = true;
+      field = '';
+    } else if (ch === ',') {
+      fields.push(field.trim());
+      field = '';
+    } else {
+      field += ch;
+    }
+  }
+  fields.push(field.trim());
+  return fields;
 }
 
 /** Indexes grouped so each batch holds addresses of one domain, at most `size` of them. */

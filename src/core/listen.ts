@@ -4,14 +4,17 @@
  *
  * DESCRIPTION
  *   `127.0.0.1:10040`, `[::1]:10040`, `localhost:10040`, or an absolute UNIX socket path
- *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use.
+ *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use. listenOn()
+ *   binds a server there, for every listener of the project (policy, metrics, rewrite maps).
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
  */
 
-import net from 'node:net';
-import { abbreviate } from './errors.js';
+import { existsSync, lstatSync } from 'node:fs';
+import net, { type Server } from 'node:net';
+import { dirname } from 'node:path';
+import { ConfigError, abbreviate } from './errors.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -34,3 +37,34 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
 }
 
+
+/**
+ * Binds server to address. A failure is a ConfigError naming the address, with what the
+ * system's error means there: a UNIX socket path whose directory is missing, or a path that is
+ * something other than a socket (bind reports EACCES and EADDRINUSE for those).
+ */
+export function listenOn(server: Server, address: ListenAddress, label: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const fail = (err: NodeJS.ErrnoException): void => {
+      reject(new ConfigError(`cannot listen on ${label}: ${explainListenError(address, err)}`, { cause: err }));
+    };
+    server.once('error', fail);
+    const ready = (): void => {
+      server.off('error', fail);
+      resolve();
+    };
+    if (address.kind === 'unix') server.listen(address.path, ready);
+    else server.listen({ host: address.host, port: address.port }, ready);
+  });
+}
+
+function explainListenError(address: ListenAddress, err: NodeJS.ErrnoException): string {
+  if (address.kind === 'unix') {
+    const directory = dirname(address.path);
+    if (!existsSync(directory)) return `${err.message} (the directory ${directory} does not exist)`;
+    if (existsSync(address.path) && !lstatSync(address.path).isSocket()) return `${err.message} (${address.path} exists and is not a socket)`;
+  } else if (err.code === 'EADDRINUSE') {
+    return `${err.message} (another process, or another listener of this one, has the port)`;
+  }
+  return err.message;
+}

@@ -28,7 +28,7 @@ import type { ConnectionCacheStats } from '../verify/connections.js';
 import type { StageMetrics } from '../policy/types.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError } from '../core/errors.js';
-import { parseListenAddress } from '../core/listen.js';
+import { listenOn, parseListenAddress } from '../core/listen.js';
 
 export class Metrics implements StageMetrics {
   readonly registry = new Registry();
@@ -178,11 +178,7 @@ export async function startMetricsServer(
   const parsed = parseListenAddress(listen);
   if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
   const target = parsed.value;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    if (target.kind === 'unix') server.listen(target.path, resolve);
-    else server.listen(target.port, target.host, resolve);
-  });
+  await listenOn(server, target, `${listen} (metrics.listen)`);
   const bound = server.address();
   const address = typeof bound === 'string' ? bound : bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : listen;
   return { server, address };

@@ -49,7 +49,7 @@
 
 import { lstat, chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { parseListenAddress } from '../core/listen.js';
+import { listenOn, parseListenAddress } from '../core/listen.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
@@ -183,16 +183,7 @@ export class PolicyServer {
     const server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server = server;
     if (this.endpoint.kind === 'unix' && !this.sharedListener) await removeStaleSocket(this.endpoint.path);
-    await new Promise<void>((resolve, reject) => {
-      const fail = (err: Error): void => reject(new ConfigError(`cannot listen on ${this.listenText}: ${err.message}`, { cause: err }));
-      server.once('error', fail);
-      const ready = (): void => {
-        server.off('error', fail);
-        resolve();
-      };
-      if (this.endpoint.kind === 'unix') server.listen(this.endpoint.path, ready);
-      else server.listen({ host: this.endpoint.host, port: this.endpoint.port }, ready);
-    });
+    await listenOn(server, this.endpoint, this.listenText);
     server.on('error', (err) => this.context.log.error({ listen: this.listenText, error: describeError(err) }, 'policy listener failed'));
     if (this.endpoint.kind === 'unix') {
       this.ownsSocketPath = !this.sharedListener;

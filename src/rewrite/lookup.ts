@@ -27,6 +27,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { RepeatCollapser } from '../core/log.js';
+import { listenOn, type ListenAddress } from '../core/listen.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -173,16 +174,8 @@ export abstract class LookupServer {
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */
   async listen(target: ListenTarget): Promise<ListenTarget> {
     if ('path' in target && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      const done = () => {
-        this.server.off('error', onError);
-        resolve();
-      };
-      if ('path' in target) this.server.listen(target.path, done);
-      else this.server.listen(target.port, target.host, done);
-    });
+    const where: ListenAddress = 'path' in target ? { kind: 'unix', path: target.path } : { kind: 'tcp', ...target };
+    await listenOn(this.server, where, 'path' in target ? target.path : `${target.host}:${target.port}`);
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)
     this.server.on('error', (err) => {

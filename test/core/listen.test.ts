@@ -1,8 +1,13 @@
-// Listen addresses as administrators write them: limits, and any input fuzzed.
-import { describe, it } from 'node:test';
+// Listen addresses as administrators write them: limits, and any input fuzzed; binding to them.
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
-import { parseListenAddress } from '../../src/core/listen.js';
+import { ConfigError } from '../../src/core/errors.js';
+import { listenOn, parseListenAddress, type ListenAddress } from '../../src/core/listen.js';
 
 describe('listen addresses', () => {
   it('refuses a UNIX socket path longer than a socket address holds, or with a NUL', () => {
@@ -25,5 +30,39 @@ describe('listen addresses', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('listenOn', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'callout-listen-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  async function refusal(address: ListenAddress, label: string): Promise<string> {
+    const server = net.createServer();
+    try {
+      await listenOn(server, address, label);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.message;
+    } finally {
+      server.close();
+    }
+    assert.fail(`listened on ${label}`);
+  }
+
+  it('says what is wrong with a socket path: a missing directory, something that is not a socket', async () => {
+    assert.match(await refusal({ kind: 'unix', path: join(scratch, 'missing', 'x.sock') }, 'x.sock'), /^cannot listen on x\.sock: .*\(the directory .*missing does not exist\)$/);
+    assert.match(await refusal({ kind: 'unix', path: scratch }, 'the dir'), /^cannot listen on the dir: .*\(.* exists and is not a socket\)$/);
+  });
+
+  it('names a port that is taken, and listens where it is free', async () => {
+    const holder = net.createServer();
+    await listenOn(holder, { kind: 'tcp', host: '127.0.0.1', port: 0 }, 'any port');
+    const { port } = holder.address() as net.AddressInfo;
+    try {
+      assert.match(await refusal({ kind: 'tcp', host: '127.0.0.1', port }, `127.0.0.1:${port}`), new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*\\(another process, or another listener of this one, has the port\\)$`));
+    } finally {
+      holder.close();
+    }
   });
 });
