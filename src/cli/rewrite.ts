@@ -49,6 +49,7 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
+import { parseListenAddress } from '../core/listen.js';
 import { CONTROL } from '../rewrite/embed.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { ListenTarget, LookupLog, LookupMap } from '../rewrite/lookup.js';
@@ -151,10 +152,9 @@ function keynumFlag(value: string | undefined): number | undefined {
 }
 
 function parseListen(text: string, what: string): ListenTarget {
-  if (text.startsWith('/')) return { path: text };
-  const match = /^\[?([^[\]]+?)\]?:(\d{1,5})$/.exec(text);
-  if (!match || Number(match[2]) > 65535) throw new UsageError(`${what}: got "${text}", expected HOST:PORT, [IPv6]:PORT or an absolute socket path`);
-  return { host: match[1]!, port: Number(match[2]) };
+  const parsed = parseListenAddress(text);
+  if (!parsed.ok) throw new UsageError(`${what}: ${parsed.reason}`);
+  return parsed.value.kind === 'unix' ? { path: parsed.value.path } : { host: parsed.value.host, port: parsed.value.port };
 }
 
 function describeTarget(target: ListenTarget): string {

@@ -34,9 +34,11 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   const port = Number(portText);
   if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
   if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `"${bracketed}" is not an IPv6 address` };
+  // A name made of digits and dots is a mistyped IPv4 address, which listen() would otherwise
+  // hand to the resolver as a host name.
+  if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
 }
-
 
 /**
  * Binds server to address. A failure is a ConfigError naming the address, with what the

@@ -207,6 +207,11 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run(['bounce', 'parse', '/dev/zero']), (err: unknown) => err instanceof UsageError && err.message === '/dev/zero: larger than 64 MiB');
   });
 
+  it('reads rewrite serve listen addresses as serve does: no name that is a mistyped IPv4 address, no socket path too long', async () => {
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '999.1.1.1:1234', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /"999\.1\.1\.1" is not an IPv4 address/.test(err.message));
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', `/${'a'.repeat(120)}`, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /more than the 107 a UNIX socket address holds/.test(err.message));
+  });
+
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {
     for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '']) {
       await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', bad, 'a@x.test']), UsageError, JSON.stringify(bad));

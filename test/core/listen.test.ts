@@ -33,6 +33,15 @@ describe('listen addresses', () => {
   });
 });
 
+describe('listen hosts', () => {
+  it('refuses a mistyped IPv4 address instead of asking the resolver for it as a name', () => {
+    assert.deepEqual(parseListenAddress('999.1.1.1:1234'), { ok: false, reason: '"999.1.1.1" is not an IPv4 address' });
+    assert.deepEqual(parseListenAddress('127.0.0:10040'), { ok: false, reason: '"127.0.0" is not an IPv4 address' });
+    assert.deepEqual(parseListenAddress('127.0.0.1:10040'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 10040 } });
+    assert.deepEqual(parseListenAddress('localhost:10040'), { ok: true, value: { kind: 'tcp', host: 'localhost', port: 10040 } });
+  });
+});
+
 describe('listenOn', () => {
   const scratch = mkdtempSync(join(tmpdir(), 'callout-listen-'));
   after(() => rmSync(scratch, { recursive: true, force: true }));
