@@ -35,6 +35,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
+import { CONTROL } from '../rewrite/embed.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -75,10 +76,13 @@ async function openConfigured(flags: CommonFlags, access: 'read' | 'write'): Pro
   return { greylist: greylistFromOptions(options, store, systemClock), options, store };
 }
 
+/** domain:NAME with NAME a host name as the stage makes them (organisational domains): labels of letters, digits and inner hyphens. */
+const DOMAIN_IDENTITY = /^domain:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i;
+
 /** The triplet identity and the auto-allow key CLIENT names (see SYNOPSIS). */
 function clientOf(options: GreylistOptions, client: string): { identity: string; autoAllowKey?: string } {
   // A sender pool's triplets are keyed by its organisation; auto-allow entries only by address.
-  if (/^domain:[a-z0-9.-]+$/i.test(client)) return { identity: client.toLowerCase() };
+  if (DOMAIN_IDENTITY.test(client)) return { identity: client.toLowerCase() };
   if (isIP(client)) {
     const identity = networkIdentity(options, client);
     const address = clientAddress(client)?.text;
@@ -117,6 +121,9 @@ async function withGreylist(flags: CommonFlags, access: 'read' | 'write', work: 
 function tripletArguments(options: GreylistOptions, sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
   if (sender === undefined && recipient === undefined) return undefined;
   if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
+  // The stage keys only a recipient Postfix sent: an address with a domain and no control character.
+  const at = recipient.lastIndexOf('@');
+  if (at < 1 || at === recipient.length - 1 || CONTROL.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
   return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: recipient.toLowerCase() };
 }
 

@@ -451,6 +451,8 @@ function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
   }
   if (flags.batvKeyFile) {
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
+    // An empty entry matched nothing and was dropped silently: a quoting slip in a unit file.
+    if (flags.batvDomain.some((domain) => domain.trim() === '' || domain.trim() === '.')) throw new UsageError('--batv-domain: got an empty domain');
     if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
     const batv = new Batv({ keys: readBatvKeys(flags.batvKeyFile), window: flags.batvWindow });
     Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));

@@ -84,6 +84,9 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
  */
 export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}): Config {
   const fromFile = path ? readConfigFile(path) : {};
+  // A bad flag is the command line's, not the file's: checked on its own first, so that the
+  // message does not send the administrator to a file that says nothing of it.
+  if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line');
   return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'configuration');
 }
 

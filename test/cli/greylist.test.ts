@@ -118,6 +118,13 @@ describe('callout greylist', () => {
     assert.match((await run(['allow', 'domain:pool.example'])).error?.message ?? '', /only an address can be auto-allowed/);
     assert.match((await run(['allow', '192.0.2.1', 'only-sender@x.example'])).error?.message ?? '', /both SENDER and RECIPIENT/);
     assert.match((await run(['list', '--kind', 'weird'])).error?.message ?? '', /--kind/);
+    for (const odd of ['domain:a..b', 'domain:-', 'domain:.', 'domain:-a.example', 'domain:']) {
+      assert.match((await run(['drop', odd])).error?.message ?? '', /expected an IP address, a network such as 192\.0\.2\.0\/24, or domain:NAME/, odd);
+    }
+    for (const recipient of ['', '@', 'alice@', 'al\u0001ice@example.test', 'no-domain']) {
+      assert.match((await run(['allow', '192.0.2.1', 'bob@x.example', recipient])).error?.message ?? '', /RECIPIENT: got .*, expected an address/, JSON.stringify(recipient));
+    }
+    assert.equal((await run(['allow', '192.0.2.1', '<>', '"a b"@example.test'])).output, 'allowed triplet 192.0.2.0/24 <> "a b"@example.test\n');
   });
 
   it('keys a triplet as the configured stage does (normaliseVerp), and refuses a client auto-allow the stage would never read', async () => {

@@ -210,6 +210,7 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
   it('reads rewrite serve listen addresses as serve does: no name that is a mistyped IPv4 address, no socket path too long', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '999.1.1.1:1234', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /"999\.1\.1\.1" is not an IPv4 address/.test(err.message));
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', `/${'a'.repeat(120)}`, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /more than the 107 a UNIX socket address holds/.test(err.message));
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got an empty domain');
   });
 
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {

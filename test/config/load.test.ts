@@ -10,6 +10,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, mergeConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { freePorts } from '../support/ports.js';
@@ -71,6 +72,13 @@ describe('loadConfig', () => {
     assert.equal(config.callout.timeouts.connect, 3000, 'the file\'s key the flag did not set');
     assert.deepEqual(config.dns.servers, ['127.0.0.1:5353']);
     assert.equal(config.dns.tries, 3);
+  });
+
+  it('blames a bad flag on the command line, and a bad key on the file', () => {
+    const path = file('engine.yaml', ENGINE_FILE);
+    assert.throws(() => loadConfig(path, { limits: { listConcurrency: 0 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('command line: limits.listConcurrency: got 0'));
+    const bad = file('bad.yaml', 'limits:\n  listConcurrency: 0\n');
+    assert.throws(() => loadConfig(bad, { callout: { port: 2526 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${bad}: limits.listConcurrency: got 0`));
   });
 });
 
