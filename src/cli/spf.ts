@@ -141,6 +141,8 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
       if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
+      // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
+      if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
       const timeoutMs = wholeNumberFlag('senderid: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
       const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
       if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);

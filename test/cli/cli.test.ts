@@ -218,4 +218,12 @@ describe('callout senderid', () => {
     assert.equal(fail.code, 1);
     assert.equal((JSON.parse(fail.stdout) as { result: string }).result, 'fail');
   });
+
+  it('refuses the null sender in scope mfrom without --helo, as spf does', async () => {
+    const message = join(dir, 'message.eml');
+    writeFileSync(message, 'From: someone@elsewhere.test\r\n\r\nbody\r\n');
+    const refused = await callout(['senderid', '--ip', '192.0.2.7', '--message', message, '--scope', 'mfrom', '--sender', '<>', '--dns-server', dns.address]);
+    assert.equal(refused.code, 64);
+    assert.equal(refused.stderr, 'callout: USAGE: senderid: the null sender needs --helo\n');
+  });
 });
