@@ -18,7 +18,7 @@
  *   Entries are JSON under `supp:<lower-cased address>` with a TTL (default 365 days) that
  *   restarts with every new bounce, so an address that comes back to life is mailed again
  *   eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders. A stored
- *   value that is not an entry reads as none (isSuppressed still sees the row).
+ *   value that is not an entry reads as none everywhere: the CLI and the senders agree on it.
  *
  * ERRORS
  *   Store failures reject with StoreError; everything else is a value.
@@ -91,7 +91,8 @@ function decodeEntry(value: string): SuppressionEntry | undefined {
   if (parsed === null || typeof parsed !== 'object') return undefined;
   const entry = parsed as Partial<SuppressionEntry>;
   const times = [entry.firstSeen, entry.lastSeen, entry.count];
-  if (typeof entry.address !== 'string' || typeof entry.status !== 'string' || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
+  const texts = [entry.address, entry.status, entry.proof, entry.format];
+  if (!texts.every((text) => typeof text === 'string') || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
   return entry as SuppressionEntry;
 }
 
@@ -110,7 +111,7 @@ export class SuppressionList {
   }
 
   async isSuppressed(address: string): Promise<boolean> {
-    return (await this.store.get(keyOf(address))) !== undefined;
+    return (await this.get(address)) !== undefined;
   }
 
   /** Entries in address order, at most `limit`. */

@@ -35,7 +35,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
-import { CONTROL } from '../rewrite/embed.js';
+import { CONTROL_CHARACTER } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -121,9 +121,9 @@ async function withGreylist(flags: CommonFlags, access: 'read' | 'write', work: 
 function tripletArguments(options: GreylistOptions, sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
   if (sender === undefined && recipient === undefined) return undefined;
   if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
-  // The stage keys only a recipient Postfix sent: an address with a domain and no control character.
-  const at = recipient.lastIndexOf('@');
-  if (at < 1 || at === recipient.length - 1 || CONTROL.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
+  // The stage keys any recipient Postfix sends, `postmaster` without a domain included; never an
+  // empty one or one with a control character.
+  if (recipient === '' || CONTROL_CHARACTER.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
   return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: recipient.toLowerCase() };
 }
 

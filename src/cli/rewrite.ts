@@ -50,9 +50,9 @@ import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { parseListenAddress } from '../core/listen.js';
-import { CONTROL } from '../rewrite/embed.js';
+import { CONTROL_CHARACTER } from '../core/text.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
-import type { ListenTarget, LookupLog, LookupMap } from '../rewrite/lookup.js';
+import { describeTarget, type ListenTarget, type LookupLog, type LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
@@ -80,7 +80,7 @@ export interface RewriteCommandIo {
  * a fraction) and a zone. Date.parse alone took anything V8 could make a date of: "-1" and
  * "x 1" were 2001-01-01, " 7 " July 2001, 2024-02-30 the first of March.
  */
-const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+const ISO_INSTANT = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 /** The latest instant a Date holds (ECMA-262: 8.64e15 ms after the epoch), in seconds. */
 const LATEST_SECONDS = 8.64e12;
 
@@ -93,7 +93,8 @@ export function clockFromFlag(now: string | undefined): Clock {
 }
 
 function nowMs(text: string): number | undefined {
-  if (/^\d{1,13}(\.\d{1,3})?$/.test(text)) {
+  // `date +%s.%N` writes nanoseconds.
+  if (/^\d{1,13}(\.\d{1,9})?$/.test(text)) {
     const seconds = Number(text);
     return seconds <= LATEST_SECONDS ? Math.round(seconds * 1000) : undefined;
   }
@@ -101,7 +102,9 @@ function nowMs(text: string): number | undefined {
   if (!parts) return undefined;
   const [, year, month, day, hour = '0', minute = '0', second = '0'] = parts;
   // A date or time that does not exist (February 30th, hour 24) is refused, not carried over.
-  const calendar = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  const calendar = new Date(0);
+  // setUTCFullYear, not Date.UTC, which takes years 0 to 99 for 1900 to 1999.
+  calendar.setUTCFullYear(Number(year), Number(month) - 1, Number(day));
   if (calendar.getUTCMonth() !== Number(month) - 1 || calendar.getUTCDate() !== Number(day)) return undefined;
   if (Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
   // Without a zone, a date is UTC and a date with a time is local time, as ECMAScript reads them.
@@ -142,7 +145,7 @@ export function readBatvKeys(path: string): BatvKey[] {
 
 /** An address as a refusal names it: JSON-quoted when it is empty or holds control characters, which a terminal would not show. */
 function shown(address: string): string {
-  return address === '' || CONTROL.test(address) ? JSON.stringify(address) : address;
+  return address === '' || CONTROL_CHARACTER.test(address) ? JSON.stringify(address) : address;
 }
 
 function keynumFlag(value: string | undefined): number | undefined {
@@ -155,10 +158,6 @@ function parseListen(text: string, what: string): ListenTarget {
   const parsed = parseListenAddress(text);
   if (!parsed.ok) throw new UsageError(`${what}: ${parsed.reason}`);
   return parsed.value.kind === 'unix' ? { path: parsed.value.path } : { host: parsed.value.host, port: parsed.value.port };
-}
-
-function describeTarget(target: ListenTarget): string {
-  return 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
 }
 
 interface SrsFlags {

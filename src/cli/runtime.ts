@@ -46,7 +46,6 @@ export function storePath(config: Config): string {
   return isAbsolute(config.store.path) ? config.store.path : join(config.dataDir, config.store.path);
 }
 
-/** The store the configuration names: SQLite under its data directory, Redis, or memory. */
 /**
  * The store of a command that only reads or removes (a listing, a query, a drop): a SQLite file
  * that is not there is an error, where opening it would create an empty store in a mistyped
@@ -59,6 +58,7 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
   return openStore(spec, clock);
 }
 
+/** The store the configuration names: SQLite under its data directory, Redis, or memory. */
 export function configuredStore(config: Config): StoreSpec {
   if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config) };
   return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url, keyPrefix: config.store.keyPrefix } : { kind: 'memory' };

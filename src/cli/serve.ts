@@ -20,9 +20,8 @@ import type { Command } from 'commander';
 import { createLogger } from '../core/log.js';
 import type { Logger } from '../core/log.js';
 import { describeError } from '../core/errors.js';
-import { readConfigFile, mergeConfig } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
-import { validateConfig } from '../config/schema.js';
 import { Daemon, prepareSharedStore } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
@@ -60,7 +59,7 @@ export function registerServeCommand(program: Command): void {
       .option('--idle-poll <micros>', 'after answering, poll this many microseconds for the next request before sleeping (adaptive; 0: off; default 200, 0 on a one-CPU machine)'),
   ).action(async (flags: ServeFlags) => {
     const overrides = serveOverrides(flags);
-    const config = validateConfig(mergeConfig(flags.config ? readConfigFile(flags.config) : {}, overrides), flags.config);
+    const config = loadConfig(flags.config, overrides);
     const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });

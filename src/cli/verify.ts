@@ -70,9 +70,13 @@ export function readAddressList(path: string): string[] {
   const named = header.findIndex((c) => c === 'email' || c === 'address' || c === 'e-mail');
   const column = named >= 0 ? named : 0;
   const rows = named >= 0 ? lines.slice(1) : lines;
-  // A line without a comma or quote is one address as written (a quoted local part included).
-  return rows.map((line) => (/[,"]/.test(line) && !/^"[^"]*"@/.test(line) ? (csvFields(line)[column] ?? '') : line));
+  if (named >= 0) return rows.map((row) => csvFields(row)[column] ?? '');
+  // Without a header, a line that is one address (a quoted local part included) is taken as written.
+  return rows.map((line) => (/[,"]/.test(line) && !QUOTED_ADDRESS.test(line) ? (csvFields(line)[0] ?? '') : line));
 }
+
+/** A whole line that is an address with a quoted local part (RFC 5321 Quoted-string, \\ escapes). */
+const QUOTED_ADDRESS = /^"(?:[^"\\]|\\.)*"@[^,"\s]+$/;
 
 /**
  * The fields of one CSV line (RFC 4180): a field in double quotes may hold commas, and "" for a

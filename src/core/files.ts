@@ -20,7 +20,7 @@
  *   Synchronous: for start-up, reloads and command-line tools, not for a request path.
  */
 
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 export const MIB = 1024 * 1024;
@@ -81,4 +81,6 @@ export function makeDirectories(dir: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
   }
+  // What was there already may be a file: say so here, as mkdir -p does, not later.
+  if (!statSync(dir).isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${dir}'`), { code: 'ENOTDIR' });
 }

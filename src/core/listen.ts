@@ -48,7 +48,13 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
 export function listenOn(server: Server, address: ListenAddress, label: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const fail = (err: NodeJS.ErrnoException): void => {
-      reject(new ConfigError(`cannot listen on ${label}: ${explainListenError(address, err)}`, { cause: err }));
+      let reason = err.message;
+      try {
+        reason = explainListenError(address, err);
+      } catch {
+        // The path changed while it was looked at: the system's words stand alone.
+      }
+      reject(new ConfigError(`cannot listen on ${label}: ${reason}`, { cause: err }));
     };
     server.once('error', fail);
     const ready = (): void => {
@@ -64,7 +70,8 @@ function explainListenError(address: ListenAddress, err: NodeJS.ErrnoException):
   if (address.kind === 'unix') {
     const directory = dirname(address.path);
     if (!existsSync(directory)) return `${err.message} (the directory ${directory} does not exist)`;
-    if (existsSync(address.path) && !lstatSync(address.path).isSocket()) return `${err.message} (${address.path} exists and is not a socket)`;
+    const stats = lstatSync(address.path, { throwIfNoEntry: false });
+    if (stats && !stats.isSocket()) return `${err.message} (${address.path} exists and is not a socket)`;
   } else if (err.code === 'EADDRINUSE') {
     return `${err.message} (another process, or another listener of this one, has the port)`;
   }

@@ -14,11 +14,10 @@
  *   RFC 5321 §4.1.2 (Local-part: a Dot-string, or a Quoted-string as a whole).
  */
 
+import { CONTROL_CHARACTER } from '../core/text.js';
+
 export type EmbeddableAddress = { ok: true; local: string; domain: string } | { ok: false; problem: string };
 
-/** C0 controls and DEL. */
-// eslint-disable-next-line no-control-regex -- control characters are what it looks for
-export const CONTROL = /[\x00-\x1f\x7f]/;
 
 /**
  * The local part and domain of an address that can be written into the local part of another
@@ -28,7 +27,7 @@ export const CONTROL = /[\x00-\x1f\x7f]/;
  * part or domain. `problem` completes "an address with ...".
  */
 export function embeddableAddress(address: string): EmbeddableAddress {
-  const control = CONTROL.exec(address);
+  const control = CONTROL_CHARACTER.exec(address);
   if (control) return { ok: false, problem: `a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` };
   const at = address.indexOf('@');
   if (at < 0) return { ok: false, problem: "no '@' and domain" };

@@ -39,6 +39,11 @@ export type LookupMap = (key: string) => LookupResult;
 
 export type ListenTarget = { host: string; port: number } | { path: string };
 
+/** HOST:PORT, [IPv6]:PORT or the socket path, as the flags write them. */
+export function describeTarget(target: ListenTarget): string {
+  return 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+}
+
 export interface LookupServerOptions {
   maxConnections?: number;
   idleTimeoutMs?: number;
@@ -175,7 +180,7 @@ export abstract class LookupServer {
   async listen(target: ListenTarget): Promise<ListenTarget> {
     if ('path' in target && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
     const where: ListenAddress = 'path' in target ? { kind: 'unix', path: target.path } : { kind: 'tcp', ...target };
-    await listenOn(this.server, where, 'path' in target ? target.path : `${target.host}:${target.port}`);
+    await listenOn(this.server, where, describeTarget(target));
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)
     this.server.on('error', (err) => {

@@ -16,12 +16,12 @@
  *   A command line is at most 512 octets including CRLF; a longer one is unsafe too.
  */
 
+import { CONTROL_CHARACTER } from '../core/text.js';
+
 export type CommandLine = { kind: 'line'; text: string } | { kind: 'unsafe'; detail: string };
 
 export const MAX_COMMAND_LINE_OCTETS = 512;
 
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTER = /[\x00-\x1f\x7f]/;
 
 /** "VERB argument" without the CRLF (the sender adds it), or why it must not be sent. */
 export function formatCommand(verb: string, argument?: string): CommandLine {

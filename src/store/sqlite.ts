@@ -86,12 +86,14 @@
  *   surrogates cannot exist.
  *
  * ERRORS
- *   Every failure rejects with StoreError naming the file and the operation, the driver error as
- *   its cause: a missing or unwritable directory, a file that is not a database, a schema newer
- *   than this program, the lock still taken after busyTimeoutMs, use after close().
+ *   open() rejects with ConfigError, naming the file, for what waiting will not mend: a directory
+ *   that cannot be made or written, a path that is not a file or cannot be written, a file that
+ *   is not a database, a schema newer than this program. Every other failure rejects with
+ *   StoreError naming the file and the operation, the driver error as its cause: out of
+ *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
  */
 
-import { statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { makeDirectories } from '../core/files.js';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -249,9 +251,8 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
   return db.transaction((): SchemaUpgrade | undefined => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
-      throw new StoreError(
-        `sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}`,
-      );
+      // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
+      throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
     }
     for (const step of MIGRATIONS.slice(version)) db.exec(step);
     if (version === SCHEMA_VERSION) return undefined;
@@ -272,12 +273,31 @@ interface Queued {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** Errors of creating the store's directory that waiting will not mend. */
+const DIRECTORY_PROBLEMS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EACCES', 'EPERM', 'EROFS', 'ENAMETOOLONG']);
+
 /**
- * Why a file cannot be opened that waiting will not mend: a path through a file, a directory,
- * no permission, a file that is not a database. They are the configuration's to fix (a
- * ConfigError); a lock held too long or a full disk stays a StoreError.
+ * What is wrong with path as a place for the store, that waiting will not mend: not a file, a
+ * directory or file this process may not write (SQLite needs the directory for its -wal and
+ * -shm files). undefined when it looks usable: SQLite's own SQLITE_CANTOPEN covers these and
+ * passing failures alike (out of descriptors), so they are told apart here, not by its code.
  */
-const PATH_PROBLEMS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EACCES', 'EPERM', 'EROFS', 'ENAMETOOLONG', 'SQLITE_NOTADB', 'SQLITE_CANTOPEN']);
+function pathProblem(path: string): string | undefined {
+  const directory = dirname(resolve(path));
+  try {
+    accessSync(directory, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    return `cannot write in ${directory} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  }
+  if (!existsSync(path)) return undefined;
+  if (!statSync(path).isFile()) return `${path} is not a file`;
+  try {
+    accessSync(path, constants.R_OK | constants.W_OK);
+  } catch (err) {
+    return `cannot read and write ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  }
+  return undefined;
+}
 
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
@@ -362,7 +382,11 @@ export class SqliteStore implements Store {
   static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
     let db: Database.Database | undefined;
     try {
-      if (path !== ':memory:') makeDirectories(dirname(resolve(path)));
+      if (path !== ':memory:') {
+        makeDirectories(dirname(resolve(path)));
+        const problem = pathProblem(path);
+        if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (check the path: store.path, dataDir, --store, --cache or --data-dir)`);
+      }
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
       await enterWal(db, busyTimeoutMs);
@@ -380,9 +404,11 @@ export class SqliteStore implements Store {
       return new SqliteStore(db, path, options.clock ?? systemClock, busyTimeoutMs, options, upgrade);
     } catch (err) {
       db?.close();
-      if (err instanceof StoreError) throw err;
+      if (err instanceof StoreError || err instanceof ConfigError) throw err;
       const code = (err as { code?: unknown }).code;
-      if (typeof code === 'string' && PATH_PROBLEMS.has(code)) {
+      // better-sqlite3 gives extended codes (SQLITE_NOTADB has none); mkdir gives errnos.
+      const wrongFile = code === 'SQLITE_NOTADB' || (typeof code === 'string' && DIRECTORY_PROBLEMS.has(code));
+      if (wrongFile) {
         throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
       }
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}`, { cause: err });

@@ -214,10 +214,10 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
   });
 
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {
-    for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '']) {
+    for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '', '2024-01-01+02:00']) {
       await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', bad, 'a@x.test']), UsageError, JSON.stringify(bad));
     }
-    for (const good of ['2024-02-29', '2020-01-01T00:01:00Z', '2020-01-01T00:01:00.5+02:00', '1577836860', '1577836860.25']) {
+    for (const good of ['2024-02-29', '2020-01-01T00:01:00Z', '2020-01-01T00:01:00.5+02:00', '1577836860', '1577836860.25', '1700000000.123456789', '2000-02-29']) {
       assert.equal((await run(['batv', 'sign', '--secret', 's', '--now', good, 'a@x.test'])).code, 0, good);
     }
   });

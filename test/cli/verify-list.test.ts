@@ -23,6 +23,8 @@ describe('address lists', () => {
   });
 
   it('takes a line without a comma or quote, or an address with a quoted local part, as it is', () => {
-    assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test']);
+    assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n"a\\"b"@example.org\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test', '"a\\"b"@example.org']);
+    // With a header every row is CSV, even one that starts with a quoted local part.
+    assert.deepEqual(list('name,email\n"x"@y.org,second@example.org\n'), ['second@example.org']);
   });
 });

@@ -1,10 +1,10 @@
 // Whole-file reads with a limit: endless and oversized inputs are refused, not read into memory.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readFileLimited } from '../../src/core/files.js';
+import { makeDirectories, readFileLimited } from '../../src/core/files.js';
 import { isoSeconds } from '../../src/core/clock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-files-'));
@@ -31,5 +31,20 @@ describe('isoSeconds', () => {
     assert.equal(isoSeconds(Date.UTC(2026, 11, 5, 10, 0, 0, 999)), '2026-12-05T10:00:00Z');
     assert.equal(isoSeconds(1e23), '1e+23 (not a representable time)');
     assert.equal(isoSeconds(Number.NaN), 'NaN (not a representable time)');
+  });
+});
+
+describe('makeDirectories', () => {
+  it('makes the missing directories, accepts one that exists, refuses a file, and returns under /proc', () => {
+    const deep = join(dir, 'a', 'b', 'c');
+    makeDirectories(deep);
+    makeDirectories(deep);
+    assert.ok(statSync(deep).isDirectory());
+    const file = join(dir, 'plain');
+    writeFileSync(file, 'x');
+    assert.throws(() => makeDirectories(file), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
+    assert.throws(() => makeDirectories(join(file, 'below')), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
+    // Node 20's mkdirSync({ recursive: true }) retries this for ever.
+    assert.throws(() => makeDirectories('/proc/callout-test/x'), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT');
   });
 });

@@ -4,6 +4,7 @@
 // answering a plain request the same way.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import type { Daemon } from '../../src/policy/daemon.js';
 import { startDnsServer } from '../support/dns-server.js';
@@ -141,7 +142,10 @@ describe('callout serve fuzzed', () => {
     await fc.assert(
       fc.asyncProperty(request, async (overrides) => {
         const before = logs.length;
+        const asked = performance.now();
         const action = await withinSeconds(10, client.request(postfixRequest(overrides as Record<string, string>)));
+        // policy.decisionTimeout (3 s) plus the grace a late stage gets (0.5 s), and some slack.
+        assert.ok(performance.now() - asked < 4000, `answered after ${Math.round(performance.now() - asked)} ms: ${JSON.stringify(overrides)}`);
         // An action is a word (DUNNO, PREPEND, DEFER_IF_PERMIT...) or a reply code, then text on the same line.
         assert.match(action, /^(?:[A-Z_]+|[245]\d\d)(?: [^\n]*)?$/, JSON.stringify(overrides));
         const faults = logs.slice(before).filter((line) => line.msg === 'stage fault' || (typeof line.level === 'number' && line.level >= 50));

@@ -46,7 +46,7 @@ import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
 import { BoundedMemo } from '../../core/memo.js';
-import type { Clock } from '../../core/clock.js';
+import { isoSeconds, type Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
 import {
   Greylist,
@@ -204,7 +204,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
       const text = deferText.fill({
         seconds: String(Math.ceil(outcome.remainingMs / 1000)),
-        retryAt: deferText.uses('retryAt') ? new Date(outcome.retryAt).toISOString().replace(/\.\d{3}Z$/, 'Z') : '',
+        retryAt: deferText.uses('retryAt') ? isoSeconds(outcome.retryAt) : '',
         recipientDomain: ctx.recipientText.slice(ctx.recipientText.lastIndexOf('@') + 1),
         reason: outcome.reason,
       });
