@@ -57,7 +57,7 @@ export function buildProgram(): Command {
     const config = loadConfig(flags.config, overrides, { store: { kind: 'memory' } });
     process.exitCode = await runVerify(addresses, {
       json: flags.json === true,
-      ...(flags.file ? { file: flags.file } : {}),
+      ...(flags.file !== undefined ? { file: flags.file } : {}),
       concurrency: config.limits.listConcurrency,
     }, config);
   });

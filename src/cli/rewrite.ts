@@ -38,7 +38,7 @@
  *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
- *   64 usage error (among them a `verp encode --sender` that cannot be encoded into);
+ *   64 usage error (a bad flag value, among them a `verp encode --sender` that cannot be encoded into);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -50,14 +50,14 @@ import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { parseListenAddress } from '../core/listen.js';
-import { CONTROL_CHARACTER } from '../core/text.js';
+import { shown } from '../core/text.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { describeTarget, type ListenTarget, type LookupLog, type LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
-import { Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
+import { SRS_LIMITS, Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
-import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } from '../rewrite/verp.js';
+import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDelimiters } from '../rewrite/verp.js';
 import { loadConfig } from '../config/load.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
@@ -143,11 +143,6 @@ export function readBatvKeys(path: string): BatvKey[] {
   return keys;
 }
 
-/** An address as a refusal names it: JSON-quoted when it is empty or holds control characters, which a terminal would not show. */
-function shown(address: string): string {
-  return address === '' || CONTROL_CHARACTER.test(address) ? JSON.stringify(address) : address;
-}
-
 function keynumFlag(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d$/.test(value)) throw new UsageError(`--keynum: got "${value}", expected one digit 0-9`);
@@ -174,8 +169,7 @@ function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`${prefix}--secret-file and ${prefix}--domain are both needed`);
   if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--separator: got "${flags.separator}", expected one of = + -`);
   if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--alphabet: got "${flags.alphabet}", expected base64 or base64url`);
-  const hashLength = Number(flags.hashLength);
-  if (!Number.isInteger(hashLength)) throw new UsageError(`--hash-length: got "${flags.hashLength}", expected a whole number`);
+  const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,
     secrets: readSrsSecrets(flags.secretFile),
@@ -185,6 +179,16 @@ function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
     localDomains: flags.localDomain,
     alwaysRewrite: flags.alwaysRewrite === true,
   });
+}
+
+/** The VERP delimiters a flag gives: a usage error (64) naming the flag, not the library's configuration error. */
+function delimitersFlag(flag: string, text: string): VerpDelimiters {
+  try {
+    return parseVerpDelimiters(text);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`${flag}: got ${JSON.stringify(abbreviate(text, 20))}, expected two of - = + (e.g. "+=")`);
+    throw err;
+  }
 }
 
 function addSrsOptions(command: Command, prefix = ''): Command {
@@ -322,7 +326,7 @@ function registerSrs(program: Command, io: RewriteCommandIo): void {
 
 function registerVerp(program: Command, io: RewriteCommandIo): void {
   const verp = program.command('verp').description('Variable Envelope Return Paths (qmail / Postfix)');
-  const delimiters = (text: string | undefined) => (text === undefined ? POSTFIX_VERP_DELIMITERS : parseVerpDelimiters(text));
+  const delimiters = (text: string | undefined) => (text === undefined ? POSTFIX_VERP_DELIMITERS : delimitersFlag('--delimiters', text));
   verp
     .command('encode')
     .description('the return path for one recipient: SENDERLOCAL+rcptlocal=rcptdomain@senderdomain')
@@ -374,7 +378,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
       if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
       const message = await readMessage(file, io);
-      const delimiters = parseVerpDelimiters(flags.verpDelimiters);
+      const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
       const outcome: BounceOutcome = await withSuppression(
         flags,
         'write',

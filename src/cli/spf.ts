@@ -16,8 +16,9 @@
  */
 
 import type { Command } from 'commander';
-import { UsageError } from '../core/errors.js';
+import { ConfigError, UsageError } from '../core/errors.js';
 import { createNodeResolver } from '../dns/node-resolver.js';
+import type { Resolver } from '../dns/types.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
@@ -68,7 +69,7 @@ async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
   const helo = flags.helo ?? '';
   if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
   const timeoutMs = wholeNumberFlag('spf: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
-  const resolver = createNodeResolver({ servers: flags.dnsServer, timeoutMs });
+  const resolver = resolverFlags('spf', flags.dnsServer, timeoutMs);
   return evaluateSpf(
     { ip: flags.ip, mailFrom, helo, identity: flags.identity },
     { resolver, ...(flags.receiver === undefined ? {} : { receiver: flags.receiver }) },
@@ -155,10 +156,20 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
           ...(flags.sender !== undefined ? { mailFrom: flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1') } : {}),
           headers: splitHeaderFields(text),
         },
-        { resolver: createNodeResolver({ servers: flags.dnsServer, timeoutMs }) },
+        { resolver: resolverFlags('senderid', flags.dnsServer, timeoutMs) },
       );
       const praLine = verdict.praField ? `pra: ${verdict.sender} (from the ${verdict.praField} field)\n` : '';
       io.out.write(flags.json ? `${JSON.stringify(verdict)}\n` : praLine + formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
+}
+
+/** The resolver --dns-server names: a bad server is a usage error (64) naming the flag. */
+function resolverFlags(command: string, servers: string[], timeoutMs: number): Resolver {
+  try {
+    return createNodeResolver({ servers, timeoutMs });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(`${command}: --dns-server: ${err.message}`);
+    throw err;
+  }
 }

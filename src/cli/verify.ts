@@ -16,6 +16,7 @@
 
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { UsageError } from '../core/errors.js';
+import { shown } from '../core/text.js';
 import type { Config } from '../config/schema.js';
 import type { VerifyResult } from '../verify/types.js';
 import { createRuntime } from './runtime.js';
@@ -28,6 +29,7 @@ export interface VerifyOptions {
 
 export async function runVerify(addresses: string[], options: VerifyOptions, config: Config, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const all = [...addresses, ...(options.file ? readAddressList(options.file) : [])];
+  if (options.file === '') throw new UsageError('verify: --file: got "", expected a file');
   if (all.length === 0) throw new UsageError('verify: give at least one ADDRESS or --file LIST');
   const runtime = await createRuntime(config);
   const progress = new Progress(all.length, options.file !== undefined && process.stderr.isTTY === true);
@@ -128,7 +130,8 @@ function batchByDomain(addresses: string[], size: number): number[][] {
 function format(result: VerifyResult, json: boolean): string {
   if (json) return JSON.stringify(result);
   const source = result.source === 'probe' || result.source === 'none' ? '' : ` [${result.source}${result.stale ? ', stale' : ''}]`;
-  return `${result.address}: ${result.verdict} (${result.reason}) - ${result.description}${source}`;
+  // An address read from a list may hold control characters; the terminal gets them quoted.
+  return `${shown(result.address)}: ${result.verdict} (${result.reason}) - ${result.description}${source}`;
 }
 
 export function exitStatus(results: VerifyResult[]): number {

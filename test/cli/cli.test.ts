@@ -126,6 +126,14 @@ describe('callout verify', () => {
     assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);
   });
 
+  it('prints an address with control characters quoted, and names an empty --file', async () => {
+    const { stdout } = await callout(['verify', ...engine(), 'a\u0001b@real.test']);
+    assert.match(stdout, /^"a\\u0001b@real\.test": invalid \(syntax\)/);
+    const empty = await callout(['verify', ...engine(), '--file', '']);
+    assert.equal(empty.code, 64);
+    assert.equal(empty.stderr, 'callout: USAGE: verify: --file: got "", expected a file\n');
+  });
+
   it('refuses an input file without end, as senderid does, instead of reading it until memory runs out', async () => {
     const list = await callout(['verify', ...engine(), '--file', '/dev/zero']);
     assert.equal(list.code, 64);

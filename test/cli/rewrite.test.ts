@@ -85,7 +85,7 @@ describe('callout verp', () => {
     assert.deepEqual(await run(['verp', 'decode', '--sender', 'list-bounces@lists.example', 'list-bounces+user=example.org@lists.example']), { out: 'user@example.org\n', code: 0 });
     assert.equal((await run(['verp', 'encode', '--delimiters', '-=', '--sender', 'list@l.example', 'u@e.example'])).out, 'list-u=e.example@l.example\n');
     assert.equal((await run(['verp', 'decode', '--sender', 'list@l.example', 'other@l.example'])).code, 1);
-    await assert.rejects(run(['verp', 'encode', '--delimiters', '#', '--sender', 'a@b', 'c@d']), ConfigError);
+    await assert.rejects(run(['verp', 'encode', '--delimiters', '#', '--sender', 'a@b', 'c@d']), UsageError);
   });
   it('refuses a recipient (exit 1) or a --sender (usage error) it cannot encode into an address that decodes', async () => {
     assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.test', '']), { out: '"": not encoded: the recipient is an address with no \'@\' and domain\n', code: 1 });
@@ -211,6 +211,12 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '999.1.1.1:1234', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /"999\.1\.1\.1" is not an IPv4 address/.test(err.message));
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', `/${'a'.repeat(120)}`, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /more than the 107 a UNIX socket address holds/.test(err.message));
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got an empty domain');
+  });
+
+  it('a bad flag value is a usage error naming the flag, not a configuration error', async () => {
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--hash-length: got ""'));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '28', 'a@b.test']), (err: unknown) => err instanceof UsageError && /expected a whole number from 1 to 27/.test(err.message));
+    await assert.rejects(run(['verp', 'encode', '--sender', 'list@x.test', '--delimiters', '+', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--delimiters: got "+"'));
   });
 
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {

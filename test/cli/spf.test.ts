@@ -68,5 +68,7 @@ describe('callout spf', () => {
     await assert.rejects(run(['--ip', 'nope', '--sender', 'a@example.test']), { code: 'USAGE' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', '']), /need --helo/);
     await assert.rejects(run(['--sender', 'a@example.test']), { code: 'commander.missingMandatoryOptionValue' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--dns-server', '127.0.0.1:0']), { code: 'USAGE', message: 'spf: --dns-server: dns server "127.0.0.1:0": port must be 1..65535' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '2147483648']), { code: 'USAGE' });
   });
 });
