@@ -445,12 +445,14 @@ export class CalloutEngine {
   }
 
   private async mailHosts(mailbox: Mailbox): Promise<MxResolution> {
+    // Hosts of their own (a call-forward's primary) serve every address, literals included: a
+    // literal must never send a call-forward, which may reach any target, to the IP it names.
+    if (this.deps.mailHosts) return this.deps.mailHosts(mailbox.asciiDomain);
     if (mailbox.literal) {
       // RFC 5321 §5.1: an address literal names the host itself; no MX lookup.
       const host: MxHost = { name: mailbox.asciiDomain, preference: 0, addresses: [mailbox.literal.ip] };
       return { kind: 'hosts', hosts: [host], implicit: true };
     }
-    if (this.deps.mailHosts) return this.deps.mailHosts(mailbox.asciiDomain);
     return resolveMailHosts(this.deps.resolver, mailbox.asciiDomain, {
       maxHosts: this.config.callout.maxMxHosts,
       ipv6: this.config.callout.ipv6,

@@ -194,6 +194,13 @@ describe('callout serve', () => {
     assert.equal(forward.smtp.get('127.0.0.2')!.connectionCount, connections, 'answered from the call-forward cache');
   });
 
+  it('call-forward: a recipient at an address literal is verified at the configured host, never at the address it names', async () => {
+    const forward = await setup({ policy: { stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.2'], port: 0 }] } }, undefined, true);
+    const named = forward.smtp.get('127.0.0.3')!.connectionCount;
+    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@[127.0.0.3]' })), /^550 5\.1\.1 Recipient address rejected: \[127\.0\.0\.2\] answered/);
+    assert.equal(forward.smtp.get('127.0.0.3')!.connectionCount, named, 'no connection to the literal');
+  });
+
   it('refuses a stage configured for protocol states it cannot run in', async () => {
     await assert.rejects(setup({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } }), /policy\.stages postmaster: states CONNECT: this stage runs only in RCPT/);
   });
