@@ -69,6 +69,9 @@ import { formatCommand, mailFromCommand, rcptToCommand, type CommandLine } from 
 import { ReplyDecoder, formatReply, isPositive, parseEhloKeywords } from './reply.js';
 import type { Dialer, SmtpReply, TranscriptEntry } from './types.js';
 
+/** How long a session left with QUIT (leave()) keeps its half-closed connection for the server's 221. */
+const LEAVE_LINGER_MS = 1_000;
+
 export type SessionState =
   | 'idle'
   | 'connecting'
@@ -350,6 +353,22 @@ export class SmtpClientSession {
     if (this.currentState !== 'closed') this.end('session destroyed by caller');
   }
 
+  /**
+   * Ends the session at once, saying QUIT first when it is ready for a command: a dialogue that
+   * stops early (a refused MAIL, a 451 at MAIL) then ends as RFC 5321 §4.1.1.10 asks, not in a
+   * dropped connection, which receivers log as "lost connection after MAIL" and some count
+   * against the client. The server's 221 is not waited for: the QUIT is written, the connection
+   * half-closed, and destroyed LEAVE_LINGER_MS later if the server keeps its side open.
+   */
+  leave(): void {
+    if (this.currentState !== 'ready') {
+      this.destroy();
+      return;
+    }
+    this.send('QUIT', 'quit');
+    this.close('session left with QUIT', { kind: 'closed', stage: this.lastStage, detail: 'session left with QUIT' }, 'linger');
+  }
+
   private async command<S extends 'mail' | 'rcpt' | 'rset' | 'vrfy'>(
     stage: S,
     line: CommandLine,
@@ -624,7 +643,8 @@ export class SmtpClientSession {
     this.close(reason, { kind: 'closed', stage: this.waiter?.stage ?? this.lastStage, detail: reason });
   }
 
-  private close(reason: string, answer: StepFailure<ClientStage>): void {
+  /** `linger`: what was written (a QUIT) goes out before the connection closes. */
+  private close(reason: string, answer: StepFailure<ClientStage>, linger?: 'linger'): void {
     if (this.currentState === 'closed') return;
     this.event(reason);
     this.closedBecause = reason;
@@ -632,7 +652,12 @@ export class SmtpClientSession {
     this.detachAll();
     for (const socket of this.sockets) {
       socket.on('error', noop);
-      socket.destroy();
+      if (linger) {
+        socket.end();
+        setTimeout(() => socket.destroy(), LEAVE_LINGER_MS).unref();
+      } else {
+        socket.destroy();
+      }
     }
     const waiter = this.waiter;
     this.waiter = undefined;

@@ -227,7 +227,7 @@ class DomainProbe {
     try {
       next = await this.dialogue();
     } finally {
-      if (!session.isParked) session.destroy();
+      if (!session.isParked) session.leave();
     }
     if (!restore || (next === 'done' && this.cleanSoFar())) return next;
     const last = this.out.attempts.at(-1);

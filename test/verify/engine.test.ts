@@ -144,6 +144,25 @@ describe('verdicts from one exchanger', () => {
     assert.equal(again.source, 'domain-cache');
   });
 
+  it('says QUIT after a refusal at MAIL, as RFC 5321 §4.1.1.10 asks, instead of dropping the connection', async () => {
+    const blocked = { mail: () => ({ reply: '554 5.7.1 Client host [127.0.0.1] blocked using zen.spamhaus.org' }) };
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.2', 'listed.test': '127.0.0.114' }), {
+      '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() },
+      '127.0.0.114': { ...usersOnly(['alice']), ...blocked },
+    });
+    // Without connection reuse, so that every callout ends its connection.
+    const engine = w.engine({ callout: { connectionCache: { enabled: false } } });
+    await engine.verify('alice@nobounce.test');
+    await engine.verify('alice@listed.test');
+    for (const host of ['127.0.0.2', '127.0.0.114']) {
+      // The verdict does not wait for the server's 221, so the QUIT may still be on its way.
+      for (let waited = 0; w.commands(host).at(-1) !== 'QUIT' && waited < 1000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
+      const commands = w.commands(host);
+      assert.match(commands.at(-2) ?? '', /^MAIL FROM:<>/, `${host}: ${commands.join(' | ')}`);
+      assert.equal(commands.at(-1), 'QUIT', `${host}: ${commands.join(' | ')}`);
+    }
+  });
+
   it('falls back to the configured sender only when MAIL FROM:<> is refused; that sender is never verified', async () => {
     const w = await make(mxZone({ 'nobounce.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() } });
     const engine = w.engine({ callout: { fallbackSender: 'verify@callout.test' } });
