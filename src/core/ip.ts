@@ -164,6 +164,17 @@ function unmapped(address: IpAddress): IpAddress {
   return address;
 }
 
+/**
+ * The one text of the host an address names: an IPv4-mapped IPv6 address as its IPv4 address,
+ * IPv6 in RFC 5952 form; text that is no address unchanged. Limits and caches kept per host
+ * key on it, so that ::ffff:192.0.2.1 and 192.0.2.1 (or two spellings of one IPv6 address)
+ * count as the one server they are.
+ */
+export function hostKey(ip: string): string {
+  const parsed = parseIp(ip);
+  return parsed === undefined ? ip : formatIp(unmapped(parsed));
+}
+
 function formatIpv4Bits(bits: bigint): string {
   return [24n, 16n, 8n, 0n].map((shift) => String((bits >> shift) & 0xffn)).join('.');
 }

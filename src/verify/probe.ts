@@ -43,6 +43,7 @@
  */
 
 import { randomFillSync } from 'node:crypto';
+import { hostKey } from '../core/ip.js';
 import type { MxHost } from '../dns/types.js';
 import { SmtpClientSession } from '../smtp/client.js';
 import type { ClientStage, OpenResult, PipelinedCommand, StepFailure } from '../smtp/client.js';
@@ -172,7 +173,9 @@ class DomainProbe {
         this.fail({ reason: 'unreachable', description: `${host.name} has no usable address: ${host.addressProblem ?? 'none found'}`, definite: false });
         continue;
       }
-      for (const ip of host.addresses) {
+      for (const listed of host.addresses) {
+        // One server, however its address is written: per-host limits and reuse key on this.
+        const ip = hostKey(listed);
         if (this.pending.length === 0) break hosts;
         if (Date.now() >= this.deadline) {
           this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false });

@@ -8,6 +8,7 @@ import {
   classifyAddress,
   formatCidr,
   formatIp,
+  hostKey,
   networkOf,
   parseCidr,
   parseIp,
@@ -481,5 +482,15 @@ describe('networkOf', () => {
         assert.ok(cidrContains(cidr(network), ip));
       }),
     );
+  });
+});
+
+describe('hostKey', () => {
+  it('names one server one way: mapped IPv4 unmapped, IPv6 in RFC 5952 form, anything else as it is', () => {
+    assert.equal(hostKey('::ffff:127.0.0.2'), '127.0.0.2');
+    assert.equal(hostKey('::FFFF:7f00:2'), '127.0.0.2');
+    assert.equal(hostKey('2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
+    assert.equal(hostKey('192.0.2.1'), '192.0.2.1');
+    assert.equal(hostKey('not an address'), 'not an address');
   });
 });

@@ -307,6 +307,14 @@ describe('several exchangers', () => {
     assert.equal(r.reason, 'unreachable');
   });
 
+  it('an exchanger published as an IPv4-mapped IPv6 address is the IPv4 server it names, for limits and reuse', async () => {
+    const w = await make(mxZone({ 'mapped.test': '::ffff:127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@mapped.test');
+    assert.equal(r.verdict, 'deliverable');
+    // Keyed as written, the mapped form got per-host limits of its own beside 127.0.0.2.
+    assert.equal(r.attempts[0]!.address, '127.0.0.2');
+  });
+
   it('IPv6 exchangers are tried', async () => {
     const w = await make(mxZone({ 'six.test': '::1' }), { '::1': usersOnly(['alice']) });
     const r = await w.engine().verify('alice@six.test');
