@@ -125,6 +125,13 @@ const FAILURE_RANK: VerdictReason[] = [
 ];
 
 const MAX_CONNECTIONS_PER_ADDRESS = 3;
+/**
+ * New connections one callout may open, across every exchanger and address (as Postfix's
+ * smtp_mx_address_limit, 5): five exchangers of four addresses each, all dropping the
+ * connection, drew 60 connections from one callout, which a domain's owner could point at
+ * anyone's servers. A connection taken from the cache does not count.
+ */
+const MAX_NEW_CONNECTIONS_PER_CALLOUT = 5;
 
 
 
@@ -149,6 +156,8 @@ class DomainProbe {
   private currentIp = '';
   /** The exchanger address where the random local part was refused, if any. */
   private catchAllRefusedAt: string | undefined;
+  /** Connections this callout opened (MAX_NEW_CONNECTIONS_PER_CALLOUT). */
+  private newConnections = 0;
 
   constructor(
     private readonly deps: ProbeDeps,
@@ -195,6 +204,11 @@ class DomainProbe {
         }
         try {
           for (let connection = 0; connection < MAX_CONNECTIONS_PER_ADDRESS; connection++) {
+            if (this.newConnections >= MAX_NEW_CONNECTIONS_PER_CALLOUT) {
+              this.skipAttempt(host, ip, `not contacted: ${MAX_NEW_CONNECTIONS_PER_CALLOUT} new connections opened for this callout already`);
+              this.fail({ reason: 'rate-limited', description: `gave up after ${MAX_NEW_CONNECTIONS_PER_CALLOUT} new connections for one callout`, definite: false });
+              break hosts;
+            }
             const next = await this.converse(host, ip, connection === 0);
             if (next !== 'reconnect') break;
           }
@@ -213,6 +227,7 @@ class DomainProbe {
     this.currentIp = ip;
     this.attemptStart = Date.now();
     const cached = mayReuse ? this.deps.connections.take(ip, this.plannedRecipients()) : undefined;
+    if (!cached) this.newConnections += 1;
     const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: Date.now() };
     const session = connection.session;
     this.session = session;

@@ -26,6 +26,7 @@ import {
   usersOnly,
 } from '../support/smtp-server.js';
 import { mxZone, worldMaker, type World } from './fixture.js';
+import type { Zone } from '../support/dns-server.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -305,6 +306,22 @@ describe('several exchangers', () => {
     const r = await w.engine().verify('alice@down.test');
     assert.equal(r.verdict, 'unknown');
     assert.equal(r.reason, 'unreachable');
+  });
+
+  it('opens at most five new connections for one callout, however many exchangers drop it (as Postfix\'s smtp_mx_address_limit)', async () => {
+    const zone: Zone = { 'amp.test': { MX: [1, 2, 3, 4, 5].map((n) => ({ priority: n, exchange: `mx${n}.amp.test` })) } };
+    const addresses: string[] = [];
+    for (let n = 1; n <= 5; n++) {
+      const four = [0, 1, 2, 3].map((i) => `127.0.0.${150 + (n - 1) * 4 + i}`);
+      zone[`mx${n}.amp.test`] = { A: four };
+      addresses.push(...four);
+    }
+    const dropAtRcpt = { ...usersOnly(['alice']), rcpt: () => ({ drop: true }) };
+    const w = await make(zone, Object.fromEntries(addresses.map((address) => [address, dropAtRcpt])));
+    const r = await w.engine({ callout: { connectionCache: { enabled: false } } }).verify('alice@amp.test');
+    assert.equal(r.verdict, 'unknown');
+    assert.equal(addresses.reduce((sum, address) => sum + w.connections(address), 0), 5, 'three connections per address over 20 addresses were 60');
+    assert.match(r.attempts.at(-1)!.outcome, /not contacted: 5 new connections opened for this callout already/);
   });
 
   it('an exchanger published as an IPv4-mapped IPv6 address is the IPv4 server it names, for limits and reuse', async () => {
