@@ -41,7 +41,7 @@ export interface Tool {
 }
 
 /** Limits high enough that the limiter never answers "rate-limited" during a benchmark run. */
-export const limitsForBench = { concurrency: 1024, perHostConcurrency: 1000, perDomainPerMinute: 100_000 };
+export const limitsForBench = { concurrency: 1024, perHostConcurrency: 1000, perDomainPerMinute: 100_000, perHostConnectionsPerMinute: 1_000_000 };
 
 export function benchConfig(options: { port: number; randomProbe: boolean }): Config {
   return validateConfig({

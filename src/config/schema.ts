@@ -134,6 +134,11 @@ const limitsSchema = z
     concurrency: z.number().int().min(1).max(10000).default(64),
     perHostConcurrency: z.number().int().min(1).max(1000).default(4),
     perDomainPerMinute: z.number().int().min(1).max(100000).default(30),
+    /**
+     * New connections to one exchanger address in a sliding minute, over every domain it serves:
+     * a shared hoster's MX (or a host a forged domain's MX names) is asked only so often.
+     */
+    perHostConnectionsPerMinute: z.number().int().min(1).max(1_000_000).default(60),
     /** Recipients tried on one connection before QUIT and a new one, across the callouts that reuse it. */
     addressesPerConnection: z.number().int().min(1).max(100).default(20),
     /** Domains `callout verify --file` verifies at once (--concurrency). */

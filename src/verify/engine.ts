@@ -113,6 +113,7 @@ export class CalloutEngine {
       concurrency: config.limits.concurrency,
       perHostConcurrency: config.limits.perHostConcurrency,
       perDomainPerMinute: config.limits.perDomainPerMinute,
+      perHostConnectionsPerMinute: config.limits.perHostConnectionsPerMinute,
       allowTargets: config.callout.allowTargets,
       store: deps.store,
       keyPrefix: deps.keyPrefix ?? '',

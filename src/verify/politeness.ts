@@ -3,14 +3,18 @@
  *   verify/politeness - limits that keep callouts from becoming abuse
  *
  * DESCRIPTION
- *   Three limits, each refusing at once rather than queueing: a queue that grows without bound
+ *   Four limits, each refusing at once rather than queueing: a queue that grows without bound
  *   is a silent outage at SMTP time, whereas "unknown: rate-limited" is an answer the policy
  *   can act on (defer or let through).
  *     - global concurrency: callouts in flight in this process;
  *     - per-host concurrency: connections to one MX address at once;
  *     - per-domain rate: callouts started towards one domain in a sliding minute, counted in
  *       the store (checks/ratelimit's SlidingWindow), so that the policy workers of one server
- *       and the daemons of a Redis cluster share one budget per domain rather than one each.
+ *       and the daemons of a Redis cluster share one budget per domain rather than one each;
+ *     - per-host rate: new connections to one exchanger address in a sliding minute, counted
+ *       the same way, over every domain: a hoster's MX serves thousands of domains, and a
+ *       forged domain's MX may name anyone's server, so the per-domain budget alone bounds
+ *       nothing there. Reused connections (verify/connections) do not count.
  *   Target policy: exchangers in private, loopback, link-local, multicast and reserved ranges
  *   are refused unless an allow-list names them, so a forged sender domain cannot turn us into
  *   a scanner of internal networks (milter-ahead's mx-reject, smtpf's IS_IP_LAN).
@@ -31,6 +35,7 @@ export interface PolitenessOptions {
   concurrency: number;
   perHostConcurrency: number;
   perDomainPerMinute: number;
+  perHostConnectionsPerMinute: number;
   allowTargets: string[];
   /** Where the per-domain counts live, shared with every process on the same store. */
   store: Store;
@@ -43,11 +48,13 @@ export class Politeness {
   private readonly hostsInFlight = new Map<string, number>();
   private readonly allowed: AddressSet;
   private readonly domainStarts: SlidingWindow;
-  /** The admission to each domain still being decided, so that the next waits for it. */
+  private readonly hostConnections: SlidingWindow;
+  /** The admission to each domain or host still being decided, so that the next waits for it. */
   private readonly admissions = new Map<string, Promise<boolean>>();
 
   constructor(private readonly options: PolitenessOptions) {
     this.domainStarts = new SlidingWindow(options.store, options.clock, WINDOW_MS, `${options.keyPrefix}rate:domain:`);
+    this.hostConnections = new SlidingWindow(options.store, options.clock, WINDOW_MS, `${options.keyPrefix}rate:host:`);
     const parsed = AddressSet.parse(options.allowTargets);
     if (!parsed.ok) throw new ConfigError(`callout.allowTargets: got ${JSON.stringify(options.allowTargets)}, ${parsed.reason}`);
     this.allowed = parsed.value;
@@ -79,19 +86,33 @@ export class Politeness {
    * instant may both take the last slot: the limit is a politeness bound, not an exact quota.
    */
   admitDomain(domain: string): Promise<boolean> {
-    const admit = (): Promise<boolean> => this.admitNow(domain);
-    const next = (this.admissions.get(domain) ?? Promise.resolve(true)).then(admit, admit);
-    this.admissions.set(domain, next);
+    return this.admit(this.domainStarts, domain, this.options.perDomainPerMinute);
+  }
+
+  get perHostConnectionsPerMinute(): number {
+    return this.options.perHostConnectionsPerMinute;
+  }
+
+  /** Counts one new connection to an exchanger address (hostKey form); false when its minute's budget is spent. */
+  admitConnection(ip: string): Promise<boolean> {
+    return this.admit(this.hostConnections, ip, this.options.perHostConnectionsPerMinute);
+  }
+
+  private admit(window: SlidingWindow, key: string, max: number): Promise<boolean> {
+    const id = `${window === this.domainStarts ? 'domain' : 'host'}\0${key}`;
+    const admit = (): Promise<boolean> => this.admitNow(window, key, max);
+    const next = (this.admissions.get(id) ?? Promise.resolve(true)).then(admit, admit);
+    this.admissions.set(id, next);
     const forget = (): void => {
-      if (this.admissions.get(domain) === next) this.admissions.delete(domain);
+      if (this.admissions.get(id) === next) this.admissions.delete(id);
     };
     next.then(forget, forget);
     return next;
   }
 
-  private async admitNow(domain: string): Promise<boolean> {
-    if ((await this.domainStarts.peek(domain)).estimate >= this.options.perDomainPerMinute) return false;
-    await this.domainStarts.add(domain);
+  private async admitNow(window: SlidingWindow, key: string, max: number): Promise<boolean> {
+    if ((await window.peek(key)).estimate >= max) return false;
+    await window.add(key);
     return true;
   }
 

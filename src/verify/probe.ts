@@ -227,6 +227,11 @@ class DomainProbe {
     this.currentIp = ip;
     this.attemptStart = Date.now();
     const cached = mayReuse ? this.deps.connections.take(ip, this.plannedRecipients()) : undefined;
+    if (!cached && !(await this.deps.politeness.admitConnection(ip))) {
+      this.skipAttempt(host, ip, 'not contacted: per-host connection rate limit reached');
+      this.fail({ reason: 'rate-limited', description: `more than ${this.deps.politeness.perHostConnectionsPerMinute} new connections to ${hostAndAddress(host.name, ip)} in the last minute`, definite: false });
+      return 'next-host';
+    }
     if (!cached) this.newConnections += 1;
     const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: Date.now() };
     const session = connection.session;

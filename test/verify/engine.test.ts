@@ -552,6 +552,22 @@ describe('politeness', () => {
     assert.equal((await engine.verify('bob@real.test')).verdict, 'deliverable');
   });
 
+  it('limits new connections per exchanger address per minute, over every domain it serves; a reused connection does not count', async () => {
+    const w = await make(mxZone({ 'one.test': '127.0.0.2', 'two.test': '127.0.0.2', 'three.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const engine = w.engine({ limits: { perHostConnectionsPerMinute: 1 }, callout: { connectionCache: { enabled: false } } });
+    assert.equal((await engine.verify('alice@one.test')).verdict, 'deliverable');
+    const limited = await engine.verify('alice@two.test');
+    assert.deepEqual([limited.verdict, limited.reason], ['unknown', 'rate-limited']);
+    assert.match(limited.description, /more than 1 new connections to mx1\.two\.test \[127\.0\.0\.2\] in the last minute/);
+    assert.equal(w.connections('127.0.0.2'), 1);
+    w.clock.advance(61_000);
+    assert.equal((await engine.verify('alice@two.test')).verdict, 'deliverable');
+    // With reuse, the next domain's callout takes the parked connection: no new one, no limit.
+    const reusing = w.engine({ limits: { perHostConnectionsPerMinute: 1 } });
+    assert.equal((await reusing.verify('alice@one.test')).verdict, 'deliverable');
+    assert.equal((await reusing.verify('alice@three.test')).verdict, 'deliverable');
+  });
+
   it('shares the per-domain budget with every engine on the same store, and never overshoots it at once', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob', 'carol', 'dave']) });
     const store = new MemoryStore({ clock: w.clock });
