@@ -13,6 +13,7 @@
  *   what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`.
  */
 
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { TIMER_MAX_MS, parseDuration } from './duration.js';
@@ -106,7 +107,10 @@ const calloutSchema = z
     /** CIDRs that lift the refusal of private, loopback and reserved targets. */
     allowTargets: z.array(z.string()).default([]),
     /** Local address to connect from. */
-    sourceAddress: z.string().optional(),
+    sourceAddress: z
+      .string()
+      .refine((address) => isIP(address) !== 0, { message: 'expected an IP address of this host' })
+      .optional(),
     /** Send MAIL, RCPT and RSET as one group when the server advertises PIPELINING (RFC 2920). */
     pipelining: z.boolean().default(true),
     connectionCache: connectionCacheSchema.default(() => connectionCacheSchema.parse({})),

@@ -79,6 +79,13 @@ describe('greylist durations', () => {
   });
 });
 
+describe('callout.sourceAddress', () => {
+  it('is an IP address: a name made every callout end unreachable instead of stopping the start', () => {
+    assert.match(problem({ callout: { sourceAddress: 'not-an-ip.example' } }), /callout\.sourceAddress: got "not-an-ip\.example", expected an IP address of this host/);
+    assert.equal(validateConfig({ callout: { sourceAddress: '::1' } }).callout.sourceAddress, '::1');
+  });
+});
+
 describe('store paths', () => {
   it('refuses an empty store path or data directory, and SQLite\'s :memory:, which keep nothing', () => {
     assert.match(problem({ store: { path: '' } }), /store\.path: got "", expected a file name/);
