@@ -86,7 +86,7 @@ export class Politeness {
    * instant may both take the last slot: the limit is a politeness bound, not an exact quota.
    */
   admitDomain(domain: string): Promise<boolean> {
-    return this.admit(this.domainStarts, domain, this.options.perDomainPerMinute);
+    return this.admit('domain', this.domainStarts, domain, this.options.perDomainPerMinute);
   }
 
   get perHostConnectionsPerMinute(): number {
@@ -95,11 +95,11 @@ export class Politeness {
 
   /** Counts one new connection to an exchanger address (hostKey form); false when its minute's budget is spent. */
   admitConnection(ip: string): Promise<boolean> {
-    return this.admit(this.hostConnections, ip, this.options.perHostConnectionsPerMinute);
+    return this.admit('host', this.hostConnections, ip, this.options.perHostConnectionsPerMinute);
   }
 
-  private admit(window: SlidingWindow, key: string, max: number): Promise<boolean> {
-    const id = `${window === this.domainStarts ? 'domain' : 'host'}\0${key}`;
+  private admit(kind: 'domain' | 'host', window: SlidingWindow, key: string, max: number): Promise<boolean> {
+    const id = `${kind}\0${key}`;
     const admit = (): Promise<boolean> => this.admitNow(window, key, max);
     const next = (this.admissions.get(id) ?? Promise.resolve(true)).then(admit, admit);
     this.admissions.set(id, next);
