@@ -194,7 +194,7 @@ async function serve(): Promise<void> {
     new SocketmapServer(maps, { idlePollMicros: 0 }),
   ];
   const ports = [];
-  for (const s of servers) ports.push(((await s.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port);
+  for (const s of servers) ports.push(((await s.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 })) as { port: number }).port);
   ports.push(await echoServer());
   process.stdout.write(`${ports.join(' ')}\n`);
   process.stdin.resume();

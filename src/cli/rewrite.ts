@@ -49,10 +49,10 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { parseListenAddress } from '../core/listen.js';
+import { formatListenAddress, parseListenAddress, type ListenAddress } from '../core/listen.js';
 import { shown } from '../core/text.js';
 import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
-import { describeTarget, type ListenTarget, type LookupLog, type LookupMap } from '../rewrite/lookup.js';
+import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { SRS_LIMITS, Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
@@ -149,10 +149,10 @@ function keynumFlag(value: string | undefined): number | undefined {
   return Number(value);
 }
 
-function parseListen(text: string, what: string): ListenTarget {
+function parseListen(text: string, what: string): ListenAddress {
   const parsed = parseListenAddress(text);
   if (!parsed.ok) throw new UsageError(`${what}: ${parsed.reason}`);
-  return parsed.value.kind === 'unix' ? { path: parsed.value.path } : { host: parsed.value.host, port: parsed.value.port };
+  return parsed.value;
 }
 
 interface SrsFlags {
@@ -487,7 +487,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       // Refused requests and connections are logged as JSON on stderr; stdout has the listeners.
       const log = io.log ?? createLogger('info', coalescingDestination(2));
-      const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenTarget }> = [];
+      const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenAddress }> = [];
       if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap' }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
@@ -502,7 +502,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         for (const p of plan) {
           const bound = await p.server.listen(p.target);
           started.push(p);
-          io.out.write(`${p.label} listening on ${describeTarget(bound)}\n`);
+          io.out.write(`${p.label} listening on ${formatListenAddress(bound)}\n`);
         }
         let done = () => undefined as void;
         const stopped = new Promise<void>((resolve) => (done = resolve));

@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   `127.0.0.1:10040`, `[::1]:10040`, `localhost:10040`, or an absolute UNIX socket path
  *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use. listenOn()
- *   binds a server there, for every listener of the project (policy, metrics, rewrite maps).
+ *   binds a server there, for every listener of the project (policy, metrics, rewrite maps);
+ *   boundAddress() and formatListenAddress() say where it is bound.
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
@@ -38,6 +39,19 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   // hand to the resolver as a host name.
   if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
+}
+
+/** HOST:PORT, [IPv6]:PORT or the socket path: the form the configuration and the flags take. */
+export function formatListenAddress(address: ListenAddress): string {
+  if (address.kind === 'unix') return address.path;
+  return `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+/** Where a listening server is bound (its real port when 0 was asked for); undefined before it listens. */
+export function boundAddress(server: Server): ListenAddress | undefined {
+  const bound = server.address();
+  if (bound === null) return undefined;
+  return typeof bound === 'string' ? { kind: 'unix', path: bound } : { kind: 'tcp', host: bound.address, port: bound.port };
 }
 
 /**

@@ -28,7 +28,7 @@ import type { ConnectionCacheStats } from '../verify/connections.js';
 import type { StageMetrics } from '../policy/types.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError } from '../core/errors.js';
-import { listenOn, parseListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
 
 export class Metrics implements StageMetrics {
   readonly registry = new Registry();
@@ -179,7 +179,6 @@ export async function startMetricsServer(
   if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
   const target = parsed.value;
   await listenOn(server, target, `${listen} (metrics.listen)`);
-  const bound = server.address();
-  const address = typeof bound === 'string' ? bound : bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : listen;
-  return { server, address };
+  const bound = boundAddress(server);
+  return { server, address: bound ? formatListenAddress(bound) : listen };
 }

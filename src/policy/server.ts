@@ -49,7 +49,7 @@
 
 import { lstat, chmod, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { listenOn, parseListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
@@ -189,7 +189,9 @@ export class PolicyServer {
       this.ownsSocketPath = !this.sharedListener;
       await chmod(this.endpoint.path, this.socketMode);
     }
-    this.boundAddress = formatBound(server.address());
+    const bound = boundAddress(server);
+    if (!bound) throw new CalloutError('INTERNAL', 'policy listener has no address after listening');
+    this.boundAddress = formatListenAddress(bound);
     this.context.log.info({ listen: this.boundAddress }, 'policy server listening');
     return { address: this.boundAddress };
   }
@@ -282,12 +284,6 @@ function socketAnswers(path: string): Promise<boolean> {
     });
     probe.once('error', () => resolve(false));
   });
-}
-
-function formatBound(address: string | net.AddressInfo | null): string {
-  if (address === null) throw new CalloutError('INTERNAL', 'policy listener has no address after listening');
-  if (typeof address === 'string') return address;
-  return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
 }
 
 function formatRemote(socket: net.Socket): string {

@@ -10,7 +10,7 @@
 export { BATV_LIMITS, Batv, parsePrvs, prvsDayStamp, prvsSign, prvsStampValid, type BatvCheckResult, type BatvKey, type BatvOptions, type BatvSignResult, type BatvWindow, type PrvsParts } from './batv.js';
 export { SRS_LIMITS, Srs, isSrsAddress, srsTimestamp, type SrsAlphabet, type SrsForwardFailure, type SrsForwardResult, type SrsOptions, type SrsReverseFailure, type SrsReverseResult, type SrsSeparator } from './srs.js';
 export { POSTFIX_VERP_DELIMITERS, QMAIL_VERP_DELIMITERS, VERP_LIMITS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDecodeResult, type VerpDelimiters, type VerpEncodeResult } from './verp.js';
-export { LookupServer, type ListenTarget, type LookupMap, type LookupResult, type LookupServerOptions, type LookupServerStats } from './lookup.js';
+export { LookupServer, type LookupMap, type LookupResult, type LookupServerOptions, type LookupServerStats } from './lookup.js';
 export { batvMaps, srsMaps, type BatvMapOptions } from './maps.js';
 export { NetstringDecoder, SOCKETMAP_LIMITS, SocketmapClient, SocketmapServer, encodeNetstring, socketmapReply, type SocketmapServerOptions } from './socketmap.js';
 export { TCP_TABLE_LIMITS, TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode, tcpTableReply, type TcpTableServerOptions } from './tcp-table.js';

@@ -27,7 +27,7 @@ import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { RepeatCollapser } from '../core/log.js';
-import { listenOn, type ListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, type ListenAddress } from '../core/listen.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -37,12 +37,6 @@ export type LookupResult =
 
 export type LookupMap = (key: string) => LookupResult;
 
-export type ListenTarget = { host: string; port: number } | { path: string };
-
-/** HOST:PORT, [IPv6]:PORT or the socket path, as the flags write them. */
-export function describeTarget(target: ListenTarget): string {
-  return 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
-}
 
 export interface LookupServerOptions {
   maxConnections?: number;
@@ -177,10 +171,9 @@ export abstract class LookupServer {
   }
 
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */
-  async listen(target: ListenTarget): Promise<ListenTarget> {
-    if ('path' in target && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
-    const where: ListenAddress = 'path' in target ? { kind: 'unix', path: target.path } : { kind: 'tcp', ...target };
-    await listenOn(this.server, where, describeTarget(target));
+  async listen(target: ListenAddress): Promise<ListenAddress> {
+    if (target.kind === 'unix' && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
+    await listenOn(this.server, target, formatListenAddress(target));
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)
     this.server.on('error', (err) => {
@@ -189,9 +182,7 @@ export abstract class LookupServer {
       const repeats = this.errorLines.admit(error, Date.now());
       if (repeats) this.log.warn({ listener: this.label, error, ...repeats }, 'listener error');
     });
-    const address = this.server.address();
-    if (address && typeof address === 'object') return { host: address.address, port: address.port };
-    return { path: String(address) };
+    return boundAddress(this.server) ?? target;
   }
 
   async close(): Promise<void> {

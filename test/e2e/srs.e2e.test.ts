@@ -56,7 +56,7 @@ describe('SRS interoperability with postsrsd 1.x', { skip }, () => {
     const reverse = new TcpTableServer(maps.reverse);
     const socketmap = new SocketmapServer(maps);
     servers.push(forward, reverse, socketmap);
-    const bind = async (s: { listen: TcpTableServer['listen'] }) => (await s.listen({ host: '127.0.0.1', port: 0 })) as { host: string; port: number };
+    const bind = async (s: { listen: TcpTableServer['listen'] }) => (await s.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 })) as { host: string; port: number };
     ours = { forward: await bind(forward), reverse: await bind(reverse), socketmap: await bind(socketmap) };
   });
 

@@ -25,7 +25,7 @@ const maps: Record<string, LookupMap> = {
     throw new Error('bug');
   },
 };
-const loopback = { host: '127.0.0.1', port: 0 };
+const loopback = { kind: 'tcp', host: '127.0.0.1', port: 0 } as const;
 const closers: Array<() => Promise<void> | void> = [];
 after(async () => {
   for (const close of closers.reverse()) await close();
@@ -254,9 +254,9 @@ describe('SocketmapServer', () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
     closers.push(() => rmSync(dir, { recursive: true, force: true }));
     const server = new SocketmapServer(maps);
-    const bound = await server.listen({ path: join(dir, 'srs') });
+    const bound = await server.listen({ kind: 'unix', path: join(dir, 'srs') });
     closers.push(() => server.close());
-    assert.deepEqual(bound, { path: join(dir, 'srs') });
+    assert.deepEqual(bound, { kind: 'unix', path: join(dir, 'srs') });
     const client = await connected(SocketmapClient, { path: join(dir, 'srs') });
     assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
   });
