@@ -27,7 +27,7 @@ import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
 import { exitCodeFor } from './exit-status.js';
 import { runVerify } from './verify.js';
-import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
+import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { checkServeConfiguration } from '../policy/daemon.js';
 import { registerServeCommand } from './serve.js';
@@ -50,6 +50,7 @@ export function buildProgram(): Command {
       .option('--json', 'print JSON Lines: one object per address with the evidence')
       .option('--file <list>', 'verify the addresses in a file (one per line, or CSV)')
       .addOption(new Option('--concurrency <n>', 'domains verified at once (limits.listConcurrency, default 8)')),
+    'in memory, or the configuration file\'s store',
   ).action(async (addresses: string[], flags: EngineFlags & { json?: boolean; file?: string; concurrency?: string }) => {
     const overrides = engineOverrides(flags);
     if (flags.concurrency !== undefined) overrides.limits = { listConcurrency: numberFlag('--concurrency', flags.concurrency) };
@@ -85,6 +86,7 @@ export function buildProgram(): Command {
     });
   addEngineOptions(
     config.command('print').description('print the effective configuration (file, flags and defaults) as YAML'),
+    SERVICE_CACHE_DEFAULT,
   ).action((flags: EngineFlags) => {
     const effective = loadConfig(flags.config, engineOverrides(flags));
     process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, durationsAsText))));

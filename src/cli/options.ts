@@ -26,7 +26,14 @@ export interface EngineFlags {
   cache?: string;
 }
 
-export function addEngineOptions(command: Command): Command {
+/** Where `serve` and `config print` keep verdicts without --cache. */
+export const SERVICE_CACHE_DEFAULT = 'store.path, callout.sqlite under the data directory';
+
+/**
+ * The engine flags on `command`. `cacheDefault` says where verdicts are kept without --cache:
+ * in memory for a one-off `verify`, in the configured store for the service.
+ */
+export function addEngineOptions(command: Command, cacheDefault: string): Command {
   return command
     .option('-c, --config <file>', 'configuration file (YAML)')
     .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
@@ -35,7 +42,7 @@ export function addEngineOptions(command: Command): Command {
     .option('--timeout <seconds>', 'overall time limit of one verification')
     .option('--allow-target <cidr>', 'allow probing exchangers in this private/loopback range (repeatable)', collect, [])
     .option('--port <n>', 'SMTP port of the exchangers (default 25)')
-    .option('--cache <file>', 'SQLite file for the verification cache (default: in memory)');
+    .option('--cache <file>', `SQLite file for the verification cache (default: ${cacheDefault})`);
 }
 
 /** Flags in the nested shape of the configuration file, so the schema validates both alike. */

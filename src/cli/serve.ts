@@ -24,7 +24,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { Daemon, prepareSharedStore } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
-import { addEngineOptions, engineOverrides, numberFlag } from './options.js';
+import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 
 interface ServeFlags extends EngineFlags {
@@ -57,6 +57,7 @@ export function registerServeCommand(program: Command): void {
       .option('--metrics <address>', 'metrics and health listener, "" to disable (default 127.0.0.1:10041)')
       .option('--workers <n>', 'policy worker processes sharing the listener and the store (default 1)')
       .option('--idle-poll <micros>', 'after answering, poll this many microseconds for the next request before sleeping (adaptive; 0: off; default 200, 0 on a one-CPU machine)'),
+    SERVICE_CACHE_DEFAULT,
   ).action(async (flags: ServeFlags) => {
     const overrides = serveOverrides(flags);
     const config = loadConfig(flags.config, overrides);

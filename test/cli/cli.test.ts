@@ -144,6 +144,16 @@ describe('callout verify', () => {
   });
 });
 
+describe('--cache help', () => {
+  // serve keeps verdicts in its store under --data-dir; its help said "in memory", which is verify's default.
+  it('names the default store of each command', async () => {
+    const serve = await callout(['serve', '--help']);
+    assert.match(serve.stdout.replace(/\s+/g, ' '), /--cache <file> SQLite file for the verification cache \(default: store\.path, callout\.sqlite under the data directory\)/);
+    const verify = await callout(['verify', '--help']);
+    assert.match(verify.stdout.replace(/\s+/g, ' '), /--cache <file> SQLite file for the verification cache \(default: in memory, or the configuration file's store\)/);
+  });
+});
+
 describe('callout config', () => {
   it('check names every bad key with the value and what was expected', async () => {
     const bad = join(dir, 'bad.yaml');
