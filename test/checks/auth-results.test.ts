@@ -89,11 +89,13 @@ test('the callout is reported in X-Callout-Result, not as an Authentication-Resu
 });
 
 test('fuzz: any texts give one header line of printable ASCII', () => {
+  // unit 'binary': any code point, CR, LF and lone surrogates included (fc.string() alone gives printable ASCII).
+  const text = fc.string({ unit: 'binary' });
   fc.assert(
-    fc.property(fc.string(), fc.string(), fc.string(), (sender, problem, id) => {
-      const header = formatAuthenticationResults({ authservId: id, spf: [spf({ sender, problem, result: 'permerror' })] });
+    fc.property(text, text, text, text, (sender, helo, problem, id) => {
+      const header = formatAuthenticationResults({ authservId: id, spf: [spf({ sender, helo, problem, result: 'permerror' }), spf({ identity: 'helo', helo })] });
       assert.match(header, /^Authentication-Results: [\x20-\x7e]*$/);
-      assert.match(formatReceivedSpf(spf({ sender, problem, result: 'temperror' }), id), /^Received-SPF: [\x20-\x7e]*$/);
+      assert.match(formatReceivedSpf(spf({ sender, helo, problem, result: 'temperror' }), id), /^Received-SPF: [\x20-\x7e]*$/);
     }),
     { numRuns: 1000 },
   );

@@ -11,7 +11,8 @@
  *   RFC 4407 §2: "non-empty" means containing a non-whitespace character.
  *     1. The first non-empty Resent-Sender, unless a non-empty Resent-From precedes it with a
  *        Received or Return-Path field in between (they belong to different resent blocks):
- *        then step 2.
+ *        then step 2. That Resent-From is the first one: steps 1 and 2 take the first
+ *        (most recent) resent block, so an older block's own Resent-From does not count.
  *     2. The first non-empty Resent-From.
  *     3. The non-empty Sender fields: one is selected; more than one is ill-formed (6).
  *     4. The non-empty From fields: exactly one is selected; otherwise ill-formed (6).
@@ -64,15 +65,15 @@ export function purportedResponsibleAddress(fields: readonly HeaderField[]): Pra
   if (fields.length > PRA_LIMITS.fields) return { kind: 'none', reason: `more than ${PRA_LIMITS.fields} header fields` };
   const named = (name: string) => (field: HeaderField) => field.name.trim().toLowerCase() === name;
   const resentSender = fields.findIndex((field) => named('resent-sender')(field) && nonEmpty(field));
+  const resentFrom = fields.findIndex((field) => named('resent-from')(field) && nonEmpty(field));
   if (resentSender >= 0) {
-    const before = fields.slice(0, resentSender);
-    const resentFrom = before.map((field, index) => (named('resent-from')(field) && nonEmpty(field) ? index : -1)).filter((index) => index >= 0).pop();
     const separated =
-      resentFrom !== undefined && before.slice(resentFrom + 1).some((field) => named('received')(field) || named('return-path')(field));
+      resentFrom >= 0 &&
+      resentFrom < resentSender &&
+      fields.slice(resentFrom + 1, resentSender).some((field) => named('received')(field) || named('return-path')(field));
     if (!separated) return selected(fields[resentSender], 'resent-sender');
   }
-  const resentFrom = fields.find((field) => named('resent-from')(field) && nonEmpty(field));
-  if (resentFrom !== undefined) return selected(resentFrom, 'resent-from');
+  if (resentFrom >= 0) return selected(fields[resentFrom], 'resent-from');
   const senders = fields.filter((field) => named('sender')(field) && nonEmpty(field));
   if (senders.length > 1) return { kind: 'none', reason: `${senders.length} Sender fields` };
   if (senders.length === 1) return selected(senders[0], 'sender');

@@ -30,7 +30,9 @@
  *   exchangers, and of the PTR names to validate, are asked for together and judged in order
  *   as if asked one by one. Senders longer than 320 characters and client addresses that do
  *   not parse give none. The last 1000 distinct records parsed are kept in memory (parsing
- *   is pure; popular includes repeat).
+ *   is pure; popular includes repeat). An explanation is cut to MAX_EXPLANATION_LENGTH
+ *   characters, and exp= text longer than a record may be (MAX_RECORD_LENGTH) is ignored:
+ *   its macros could otherwise expand a sender's DNS data into megabytes kept with the verdict.
  *
  * ERRORS
  *   None at run time: every DNS outcome and every malformed input is a result. A broken
@@ -44,13 +46,14 @@ import { addressHolds, clientAddress, networkHolds, type ClientAddress as Client
 import { SpfLookups, type LimitedAnswer } from './lookups.js';
 import {
   expandMacroString,
+  MAX_NAME_LENGTH,
   parseMacroString,
   targetName,
   usesValidatedName,
   type MacroContext,
   type MacroString,
 } from './macro.js';
-import { parseRecordTerms, type Directive, type Qualifier, type RecordParse } from './record.js';
+import { MAX_RECORD_LENGTH, parseRecordTerms, type Directive, type Qualifier, type RecordParse } from './record.js';
 import { canonicalName } from '../../dns/names.js';
 import {
   DEFAULT_SPF_LIMITS,
@@ -80,6 +83,8 @@ export const BUILTIN_DEFAULT_EXPLANATION = 'The domain %{o} does not designate %
 
 const BUILTIN_EXPLANATION_TOKENS = builtinMacroString(BUILTIN_DEFAULT_EXPLANATION);
 const MAX_SENDER_LENGTH = 320;
+/** RFC 5321 §4.5.3.1.5: a reply line, which is where an explanation goes, holds 512 octets. */
+const MAX_EXPLANATION_LENGTH = 512;
 const SPF1_VERSION = /^v=spf1(?: |$)/i;
 const QUALIFIER_RESULT: Record<Qualifier, SpfResult> = { '+': 'pass', '-': 'fail', '~': 'softfail', '?': 'neutral' };
 
@@ -179,11 +184,13 @@ function asciiDomain(domain: string): string | undefined {
   return ascii === '' ? undefined : ascii;
 }
 
-/** §4.3: the domain check_host() was given must be a fully qualified domain name. */
+/** §4.3: the domain check_host() was given must be a fully qualified domain name of at most 253 characters. */
 function checkableDomain(domain: string): { ok: true; name: string } | { ok: false; problem: string } {
   if (domain.startsWith('[')) return { ok: false, problem: `${domain} is an address literal, not a domain` };
   const ascii = asciiDomain(domain);
   if (ascii === undefined) return { ok: false, problem: `${JSON.stringify(domain)} is not a valid domain name` };
+  // Only an expanded name is cut from the left (§7.3); a longer <domain> is malformed.
+  if (ascii.length > MAX_NAME_LENGTH) return { ok: false, problem: `${JSON.stringify(domain)} is longer than ${MAX_NAME_LENGTH} characters` };
   const target = targetName(ascii);
   if (!target.ok) return target;
   const labels = target.name.split('.');
@@ -420,9 +427,9 @@ class Evaluation {
   }
 
   /** Synchronous unless the string uses %{p}, which needs the validated names first. */
-  private expand(tokens: MacroString, domain: string): string | Promise<string> {
-    if (!usesValidatedName(tokens)) return expandMacroString(tokens, this.macroContext(domain));
-    return this.validatedNameFor(domain).then((validatedName) => expandMacroString(tokens, { ...this.macroContext(domain), validatedName }));
+  private expand(tokens: MacroString, domain: string, maxLength?: number): string | Promise<string> {
+    if (!usesValidatedName(tokens)) return expandMacroString(tokens, this.macroContext(domain), maxLength);
+    return this.validatedNameFor(domain).then((validatedName) => expandMacroString(tokens, { ...this.macroContext(domain), validatedName }, maxLength));
   }
 
   /** §6.2: the exp= text of the record that failed, or the default explanation. */
@@ -430,7 +437,7 @@ class Evaluation {
     const fromRecord = outcome.explanation === undefined ? undefined : await this.explanationText(outcome.explanation.spec, outcome.explanation.domain);
     if (fromRecord !== undefined) return fromRecord;
     const configured = parseMacroString(this.options.defaultExplanation ?? BUILTIN_DEFAULT_EXPLANATION, { explanation: true });
-    return this.expand(configured.ok ? configured.value : BUILTIN_EXPLANATION_TOKENS, outcome.domain);
+    return this.expand(configured.ok ? configured.value : BUILTIN_EXPLANATION_TOKENS, outcome.domain, MAX_EXPLANATION_LENGTH);
   }
 
   private async explanationText(spec: MacroString, domain: string): Promise<string | undefined> {
@@ -444,12 +451,13 @@ class Evaluation {
       this.trace.push({ kind: 'note', message: `exp= ignored: ${target.name} gave ${answer.kind === 'records' ? `${answer.records.length} TXT records` : answer.kind}` });
       return undefined;
     }
-    const parsed = parseMacroString(answer.records[0] ?? '', { explanation: true });
+    const text = answer.records[0] ?? '';
+    const parsed = text.length > MAX_RECORD_LENGTH ? { ok: false as const, problem: `explanation longer than ${MAX_RECORD_LENGTH} characters` } : parseMacroString(text, { explanation: true });
     if (!parsed.ok) {
       this.trace.push({ kind: 'note', message: `exp= ignored: ${parsed.problem}` });
       return undefined;
     }
-    return this.expand(parsed.value, domain);
+    return this.expand(parsed.value, domain, MAX_EXPLANATION_LENGTH);
   }
 }
 

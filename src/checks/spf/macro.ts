@@ -18,7 +18,8 @@
  *
  * LIMITS
  *   Transformer numbers have at most 3 digits (a larger number only means "all parts").
- *   Input length is bounded by the caller (records, explanations).
+ *   Input length is bounded by the caller (records, explanations); so is the output, when the
+ *   caller keeps it (an explanation: each macro may repeat a 320-character sender).
  *
  * ERRORS
  *   Syntax errors are returned as values naming the problem; nothing here throws.
@@ -55,7 +56,8 @@ const DOMAIN_LETTERS = new Set<string>(['s', 'l', 'o', 'd', 'i', 'p', 'h', 'v'])
 const EXPLANATION_ONLY = new Set<string>(['c', 'r', 't']);
 const DELIMITERS = new Set<string>(['.', '-', '+', ',', '/', '_', '=']);
 const TOPLABEL = /^(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])$/;
-const MAX_NAME_LENGTH = 253;
+/** RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written without the final dot. */
+export const MAX_NAME_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
 
 /**
@@ -148,12 +150,14 @@ export function usesValidatedName(tokens: MacroString): boolean {
   return tokens.some((token) => token.kind === 'macro' && token.letter === 'p');
 }
 
-export function expandMacroString(tokens: MacroString, context: MacroContext): string {
+/** The expansion, cut to maxLength characters; expansion stops once it is that long. */
+export function expandMacroString(tokens: MacroString, context: MacroContext, maxLength = Infinity): string {
   let out = '';
   for (const token of tokens) {
+    if (out.length >= maxLength) break;
     out += token.kind === 'literal' ? token.text : expandMacro(token, context);
   }
-  return out;
+  return out.length > maxLength ? out.slice(0, maxLength) : out;
 }
 
 function letterValue(letter: MacroLetter, context: MacroContext): string {

@@ -135,13 +135,15 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
       }
     }
 
+    /** The verdicts without their traces, which nothing here reads and a sender's records can make hundreds of KiB long. */
     async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
       const budget = Math.max(1, Math.min(opts.timeoutMs, ctx.deadline - ctx.clock.now()));
       const spfOptions = { resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: budget } };
       const request = { ip: ctx.clientAddress, mailFrom, helo: ctx.heloName };
-      const helo = opts.checkHelo && ctx.heloName !== '' ? await evaluateSpf({ ...request, identity: 'helo' }, spfOptions) : undefined;
+      const withoutTrace = (verdict: SpfVerdict): SpfVerdict => ({ ...verdict, trace: [] });
+      const helo = opts.checkHelo && ctx.heloName !== '' ? withoutTrace(await evaluateSpf({ ...request, identity: 'helo' }, spfOptions)) : undefined;
       if (helo?.result === 'fail') return { deciding: helo, all: [helo] };
-      const mailFromVerdict = await evaluateSpf(request, spfOptions);
+      const mailFromVerdict = withoutTrace(await evaluateSpf(request, spfOptions));
       return { deciding: mailFromVerdict, all: helo === undefined ? [mailFromVerdict] : [mailFromVerdict, helo] };
     }
 

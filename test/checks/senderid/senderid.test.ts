@@ -22,6 +22,12 @@ describe('RFC 4407 PRA', () => {
     assert.equal(praOf('Resent-Sender: rs@example.net\nResent-From: r@example.net\nFrom: a@example.com\n'), 'resent-sender rs@example.net');
     assert.equal(praOf('Resent-From: r@example.net\nResent-Sender: rs@example.net\nFrom: a@example.com\n'), 'resent-sender rs@example.net');
     assert.equal(praOf('Resent-From: new@example.net\nReceived: by x\nResent-Sender: old@example.net\nFrom: a@example.com\n'), 'resent-from new@example.net');
+    // The first Resent-Sender belongs to an older resent block than the first Resent-From (§2: steps 1
+    // and 2 take the first resent block), even when that older block has its own Resent-From.
+    assert.equal(
+      praOf('Resent-From: new@example.net\nReceived: by x\nResent-From: old@example.net\nResent-Sender: old-sender@example.net\nFrom: a@example.com\n'),
+      'resent-from new@example.net',
+    );
   });
 
   test('ill-formed messages have no PRA', () => {

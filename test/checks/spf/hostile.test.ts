@@ -1,0 +1,51 @@
+/**
+ * The evaluator against senders and DNS data chosen by an attacker, over the real node:dns
+ * resolver and the in-process DNS server on loopback: what the OpenSPF suite does not cover.
+ */
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { evaluateSpf } from '../../../src/checks/spf/index.js';
+import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
+
+let server: DnsTestServer;
+
+before(async () => {
+  server = await startDnsServer({});
+});
+after(async () => {
+  await server.close();
+});
+
+const resolver = () => createNodeResolver({ servers: [server.address], timeoutMs: 1000, tries: 1 });
+
+test('a sender domain longer than 253 characters is malformed (none), not the policy of its right-hand labels', async () => {
+  const label = 'a'.repeat(60);
+  const published = `${label}.${label}.${label}.example.com`;
+  server.setZone({ [published]: { TXT: ['v=spf1 +all'] } });
+  const sent = server.queries.length;
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: `user@${label}.${published}`, helo: 'h.example' }, { resolver: resolver() });
+  assert.equal(verdict.result, 'none');
+  assert.match(verdict.problem ?? '', /longer than 253 characters/);
+  assert.equal(server.queries.length, sent);
+});
+
+test('an exp= explanation is bounded: its expansion is cut, and a text longer than a record is ignored', async () => {
+  server.setZone({
+    'exp.example': { TXT: ['v=spf1 -all exp=why.exp.example'] },
+    // 4000 characters of %{s}: 1000 copies of the sender, 77 000 characters, if nothing stopped it.
+    'why.exp.example': { TXT: ['%{s}'.repeat(1000)] },
+    'huge.example': { TXT: ['v=spf1 -all exp=why.huge.example'] },
+    // 60 000 characters (the answer comes over TCP).
+    'why.huge.example': { TXT: ['%{s}'.repeat(15_000)] },
+  });
+  const sender = `${'x'.repeat(64)}@exp.example`;
+  const cut = await evaluateSpf({ ip: '192.0.2.1', mailFrom: sender, helo: 'h.example' }, { resolver: resolver() });
+  assert.equal(cut.result, 'fail');
+  assert.equal(cut.explanation, sender.repeat(7).slice(0, 512));
+  const huge = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'x@huge.example', helo: 'h.example' }, { resolver: resolver() });
+  assert.equal(huge.result, 'fail');
+  assert.equal(huge.explanation, 'The domain huge.example does not designate 192.0.2.1 as a permitted sender');
+  assert.ok(huge.trace.some((entry) => entry.kind === 'note' && /explanation longer than 4096 characters/.test(entry.message)));
+});
