@@ -62,8 +62,8 @@ function field(group: HeaderField[], name: string): string | undefined {
 /** Removes an indentation shared by every line (some MTAs indent the whole report body). */
 function outdent(block: string): string {
   const lines = block.split(/\r?\n/).filter((line) => line.trim() !== '');
-  const indents = lines.map((line) => /^[ \t]*/.exec(line)![0].length);
-  const common = Math.min(...indents);
+  // A loop, not Math.min(...indents): spreading a group of many lines overflows the stack.
+  const common = lines.reduce((least, line) => Math.min(least, /^[ \t]*/.exec(line)![0].length), Infinity);
   if (lines.length === 0 || common === 0) return block;
   return block
     .split(/\r?\n/)

@@ -86,7 +86,7 @@ export function parseContentType(value: string | undefined): ContentType {
   const fallback: ContentType = { mediaType: 'text/plain', params: {} };
   if (!value) return fallback;
   const semicolon = value.indexOf(';');
-  const mediaType = (semicolon < 0 ? value : value.slice(0, semicolon)).replace(/\(.*?\)/g, '').trim().toLowerCase();
+  const mediaType = (semicolon < 0 ? value : value.slice(0, semicolon)).replace(/\([^()]*\)/g, '').trim().toLowerCase();
   if (!/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/.test(mediaType)) return fallback;
   const params: Record<string, string> = {};
   const paramText = semicolon < 0 ? '' : value.slice(semicolon + 1);
@@ -141,8 +141,12 @@ export function decodeWords(value: string): string {
   });
 }
 
-function splitHeaderBody(text: string): [string, string] {
-  const match = /\r?\n\r?\n/.exec(text);
+/**
+ * Header and body of a message or body part. A body part that starts with a blank line has no
+ * header fields (RFC 2046 §5.1.1: all defaults); a whole message is read leniently past one.
+ */
+function splitHeaderBody(text: string, bodyPart: boolean): [string, string] {
+  const match = (bodyPart ? /^\r?\n|\r?\n\r?\n/ : /\r?\n\r?\n/).exec(text);
   if (!match) return [text, ''];
   return [text.slice(0, match.index), text.slice(match.index + match[0].length)];
 }
@@ -173,9 +177,10 @@ function splitMultipart(body: string, boundary: string): string[] | undefined {
   return sawDelimiter ? parts : undefined;
 }
 
-function parsePart(text: string, depth: number, budget: Budget, headersOnly = false): MimePart {
+/** `kind`: a message (or the top), a body part of a multipart, or text/rfc822-headers. */
+function parsePart(text: string, depth: number, budget: Budget, kind: 'message' | 'body-part' | 'headers' = 'message'): MimePart {
   budget.parts--;
-  const [headerText, bodyText] = headersOnly ? [text, ''] : splitHeaderBody(text);
+  const [headerText, bodyText] = kind === 'headers' ? [text, ''] : splitHeaderBody(text, kind === 'body-part');
   const headers = parseHeaderBlock(headerText);
   const contentType = parseContentType(header({ headers }, 'content-type'));
   const part: MimePart = { headers, contentType, text: '', parts: [], depth };
@@ -187,14 +192,14 @@ function parsePart(text: string, depth: number, budget: Budget, headersOnly = fa
     if (pieces) {
       for (const piece of pieces) {
         if (budget.parts <= 0) break;
-        part.parts.push(parsePart(piece, depth + 1, budget));
+        part.parts.push(parsePart(piece, depth + 1, budget, 'body-part'));
       }
       return part;
     }
   }
   part.text = decodeBody(bodyText, encoding, contentType.params.charset);
   if ((type === 'message/rfc822' || type === 'message/global' || type === 'text/rfc822-headers') && deeper) {
-    part.message = parsePart(part.text, depth + 1, budget, type === 'text/rfc822-headers');
+    part.message = parsePart(part.text, depth + 1, budget, type === 'text/rfc822-headers' ? 'headers' : 'message');
   }
   return part;
 }
@@ -203,9 +208,9 @@ export function parseMime(text: string): MimePart {
   return parsePart(text, 0, { parts: MIME_LIMITS.parts });
 }
 
-/** Every part, depth first, the enclosed messages included. */
-export function* walkParts(part: MimePart): Generator<MimePart> {
+/** Every part, depth first, the enclosed messages included unless `enclosed` is false. */
+export function* walkParts(part: MimePart, enclosed = true): Generator<MimePart> {
   yield part;
-  for (const child of part.parts) yield* walkParts(child);
-  if (part.message) yield* walkParts(part.message);
+  for (const child of part.parts) yield* walkParts(child, enclosed);
+  if (enclosed && part.message) yield* walkParts(part.message, enclosed);
 }

@@ -4,10 +4,11 @@
  *
  * DESCRIPTION
  *   parseBounce(message) walks the MIME tree (bounce/mime): a message/delivery-status (or
- *   message/global-delivery-status) part makes it a DSN, read by bounce/dsn; otherwise the text
- *   of the message (its first text part outside the returned message; HTML reduced to text) is
- *   given to the prose readers of bounce/prose. Headers of the returned message
- *   (message/rfc822, message/global or text/rfc822-headers) are reported as `original`.
+ *   message/global-delivery-status) part outside the returned message makes it a DSN, read by
+ *   bounce/dsn; otherwise the text of the message (its first text part outside the returned
+ *   message; HTML reduced to text) is given to the prose readers of bounce/prose. Headers of the
+ *   returned message (message/rfc822, message/global or text/rfc822-headers) are reported as
+ *   `original`.
  *
  *   What is not a bounce says so as a value: feedback reports (RFC 5965 ARF), read receipts
  *   (RFC 8098 MDN), auto-replies (RFC 3834 Auto-Submitted: auto-replied without any failure
@@ -38,9 +39,10 @@ function textOf(part: MimePart): string | undefined {
   if (part.contentType.mediaType === 'text/html') {
     return part.text
       .slice(0, PROSE_LIMITS.textChars)
-      .replace(/<(script|style)[^>]*>[\s\S]*?<\/\1>/gi, '')
+      // A tag ends at the next '<' too: from every '<' of a run without '>', [^>]* scanned the rest of the text.
+      .replace(/<(script|style)[^<>]*>[\s\S]*?<\/\1>/gi, '')
       .replace(/<br\s*\/?>|<\/(p|div|tr|li|h\d)>/gi, '\n')
-      .replace(/<[^>]*>/g, '')
+      .replace(/<[^<>]*>/g, '')
       .replace(/&nbsp;/g, ' ')
       .replace(/&lt;/g, '<')
       .replace(/&gt;/g, '>')
@@ -93,7 +95,9 @@ export function parseBounce(message: string | Buffer, options: BounceParseOption
   const original = originalMessage(top);
   const withOriginal = original ? { original } : {};
 
-  for (const part of walkParts(top)) {
+  // The report's own parts only: a delivery-status part inside the returned message reports
+  // another delivery (RFC 6522 §3), such as an old bounce that was forwarded and bounced again.
+  for (const part of walkParts(top, false)) {
     const type = part.contentType.mediaType;
     if (type !== 'message/delivery-status' && type !== 'message/global-delivery-status') continue;
     const status = parseDeliveryStatus(part.text);

@@ -119,7 +119,8 @@ function postfix(text: string): ProseBounce | undefined {
 }
 
 function sendmail(text: string): ProseBounce | undefined {
-  const header = /-{3,} The following addresses had (permanent fatal|transient non-fatal) errors -{3,}/i.exec(text);
+  // '---', not '-{3,}', before the words: from every dash of a long run, -{3,} scanned the rest of the run.
+  const header = /--- The following addresses had (permanent fatal|transient non-fatal) errors -{3,}/i.exec(text);
   if (!header) return undefined;
   const found: Found[] = [];
   let current: Found | undefined;

@@ -23,6 +23,7 @@
 
 import type { Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
+import { canonicalName } from './names.js';
 import type { DnsAnswer, DnsRecordType, MxRecord, Resolver } from './types.js';
 
 export interface CachingResolverOptions {
@@ -125,7 +126,7 @@ export class CachingResolver implements Resolver {
 
   /** The key's type tag keeps the answer's record type, which is why the casts below are sound. */
   private lookup<T>(type: DnsRecordType, name: string, query: () => Promise<DnsAnswer<T>>): Promise<DnsAnswer<T>> {
-    const key = `${type} ${name.toLowerCase().replace(/\.$/, '')}`;
+    const key = `${type} ${canonicalName(name)}`;
     const now = this.clock.now();
     const cached = this.entries.get(key);
     if (cached !== undefined) {

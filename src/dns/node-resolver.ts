@@ -14,7 +14,9 @@
  * LIMITS
  *   node:dns reports TTLs only for A and AAAA; MX, TXT and PTR answers carry
  *   defaultTtlSeconds, and negative answers defaultNegativeTtlSeconds (node:dns does not expose
- *   the SOA minimum). timeoutMs bounds one try against one server; c-ares makes `tries` rounds.
+ *   the SOA minimum). timeoutMs is the first try's timeout against one server; c-ares makes
+ *   `tries` rounds over the servers and doubles the timeout each round, so one lookup with one
+ *   silent server takes up to timeoutMs * (2^tries - 1) (15 s at 5 s and 2 tries).
  *
  * ERRORS
  *   ConfigError for a server entry that is not "ip", "ip:port" or "[ipv6]:port", or for a

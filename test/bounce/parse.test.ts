@@ -219,3 +219,81 @@ describe('RFC 6533 utf-8 recipients', () => {
     assert.equal(parsed.report.recipients[0]!.address, '田中@example.jp');
   });
 });
+
+describe('hostile report structure', () => {
+  it('reads a delivery-status group of a million lines without throwing', () => {
+    const message = `Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\n${' x\n'.repeat(1_000_000)}`;
+    const parsed = parseBounce(message, { maxBytes: 4 * 1024 * 1024 });
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.recipients[0]?.address, 'a@example.org');
+  });
+
+  it('stays linear on long runs of dashes, unclosed tags and unclosed comments', () => {
+    const inputs = [`Subject: x\n\n${'-'.repeat(64 * 1024)}`, `Content-Type: text/html\n\n${'<'.repeat(64 * 1024)}`, `Content-Type: text/html\n\n${'<style'.repeat(10_000)}`, `Content-Type: text/plain ${'('.repeat(60_000)}\n\nx`];
+    for (const text of inputs) {
+      const started = process.hrtime.bigint();
+      parseBounce(text);
+      // Linear work is a few milliseconds; the quadratic scans took one to three seconds.
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      assert.ok(seconds < 0.25, `${text.slice(0, 40)}: ${seconds} s`);
+    }
+  });
+});
+
+describe('MIME structure', () => {
+  it('reads a body part that starts with a blank line as a part without header fields (RFC 2046 §5.1.1)', () => {
+    const message = [
+      'From: MAILER-DAEMON@mx.example.net',
+      'Subject: Undelivered Mail Returned to Sender',
+      'Content-Type: multipart/mixed; boundary=m',
+      '',
+      '--m',
+      '',
+      'This is the mail system at host mx.example.net.',
+      '',
+      '<bob@example.org>: host mx.example.org[192.0.2.25] said: 550 5.1.1 User unknown (in reply to RCPT TO command)',
+      '--m--',
+      '',
+    ].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.format, 'postfix');
+    assert.equal(parsed.report.reportingMta, 'mx.example.net');
+  });
+
+  it('takes no delivery-status part from inside the returned message (RFC 6522 §3)', () => {
+    const returned = [
+      'From: MAILER-DAEMON@elsewhere.example',
+      'Subject: an old bounce, forwarded to a list',
+      'Content-Type: multipart/report; report-type=delivery-status; boundary=in',
+      '',
+      '--in',
+      'Content-Type: message/delivery-status',
+      '',
+      'Reporting-MTA: dns; elsewhere.example',
+      '',
+      'Final-Recipient: rfc822; someone-else@example.org',
+      'Action: failed',
+      'Status: 5.1.1',
+      '--in--',
+    ].join('\n');
+    const message = [
+      'From: postmaster@gw.example.net',
+      'Subject: Message not delivered',
+      'Content-Type: multipart/mixed; boundary=m',
+      '',
+      '--m',
+      'Content-Type: text/plain',
+      '',
+      'Your message could not be delivered.',
+      '--m',
+      'Content-Type: message/rfc822',
+      '',
+      returned,
+      '--m--',
+      '',
+    ].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(!parsed.ok || !parsed.report.recipients.some((r) => r.address === 'someone-else@example.org'), JSON.stringify(parsed));
+  });
+});
