@@ -184,7 +184,9 @@ export class SuppressionList {
     } else {
       if (hard.length === 0) return { kind: 'not-hard', report };
       // The address we mailed: a forward that bounced (Final-Recipient) was reached through it.
-      suppress = hard.map((r) => ({ address: r.originalRecipient ?? r.address, evidence: r }));
+      // A field with nothing after its type (`rfc822;`) names no one to suppress.
+      suppress = hard.map((r) => ({ address: (r.originalRecipient ?? r.address).trim(), evidence: r })).filter(({ address }) => address !== '');
+      if (suppress.length === 0) return { kind: 'not-proven', reason: 'the report\'s hard failures name no address' };
     }
     const proof: SuppressionProof = signed && verpRecipient !== undefined ? 'batv+verp' : signed ? 'batv' : 'verp';
     const entries: SuppressionEntry[] = [];

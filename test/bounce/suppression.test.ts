@@ -55,6 +55,15 @@ describe('SuppressionList', () => {
     assert.deepEqual((await list.list()).map((e) => e.address), ['dave@example.org']);
   });
 
+  it('records no entry for a hard failure that names no address (Final-Recipient: rfc822; with nothing after it)', async () => {
+    const { list } = setup();
+    const nameless = fixture('postfix-dsn.eml').replace(/Final-Recipient: rfc822; ?bob@example\.org\nOriginal-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822;');
+    assert.notEqual(nameless, fixture('postfix-dsn.eml'));
+    const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: nameless }, { batv });
+    assert.deepEqual(outcome, { kind: 'not-proven', reason: 'the report\'s hard failures name no address' });
+    assert.deepEqual(await list.list(), []);
+  });
+
   it('records the VERP recipient when the report confirms it, counting repeats', async () => {
     const { list, clock } = setup();
     const message = fixture('qmail.eml');
