@@ -71,8 +71,8 @@ export function selectSenderIdRecord(scope: SenderIdScope): RecordSelector {
 export async function checkSenderId(request: SenderIdRequest, options: SpfOptions): Promise<SenderIdVerdict> {
   if (request.scope === 'mfrom') {
     const mailFrom = request.mailFrom ?? '';
-    const sender = mailFrom === '' ? `postmaster@${request.helo}` : mailFrom;
-    const verdict = await evaluatePolicy({ ip: request.ip, sender, helo: request.helo, identity: 'mailfrom' }, options, selectSenderIdRecord('mfrom'));
+    const viaHelo = mailFrom === '' ? { sender: `postmaster@${request.helo}`, domain: request.helo } : { sender: mailFrom };
+    const verdict = await evaluatePolicy({ ip: request.ip, ...viaHelo, helo: request.helo, identity: 'mailfrom' }, options, selectSenderIdRecord('mfrom'));
     return { ...verdict, scope: 'mfrom' };
   }
   const pra = purportedResponsibleAddress(request.headers ?? []);

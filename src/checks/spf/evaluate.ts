@@ -77,6 +77,11 @@ export interface PolicyRequest {
   sender: string;
   helo: string;
   identity: SpfIdentity;
+  /**
+   * The domain to check when the sender is postmaster@HELO (§2.3, §2.4): the whole HELO name,
+   * which a client may write with an '@' that splitting the sender at its last '@' would cut.
+   */
+  domain?: string;
 }
 
 export const BUILTIN_DEFAULT_EXPLANATION = 'The domain %{o} does not designate %{c} as a permitted sender';
@@ -99,8 +104,9 @@ export const selectSpf1Record: RecordSelector = (txt) => {
 
 export function evaluateSpf(request: SpfRequest, options: SpfOptions): Promise<SpfVerdict> {
   const useHelo = request.identity === 'helo' || request.mailFrom === '';
-  const sender = useHelo ? `postmaster@${request.helo}` : request.mailFrom;
-  return evaluatePolicy({ ip: request.ip, sender, helo: request.helo, identity: request.identity ?? 'mailfrom' }, options, selectSpf1Record);
+  const identity = request.identity ?? 'mailfrom';
+  if (!useHelo) return evaluatePolicy({ ip: request.ip, sender: request.mailFrom, helo: request.helo, identity }, options, selectSpf1Record);
+  return evaluatePolicy({ ip: request.ip, sender: `postmaster@${request.helo}`, domain: request.helo, helo: request.helo, identity }, options, selectSpf1Record);
 }
 
 interface HostOutcome {
@@ -121,8 +127,8 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
   const limits: SpfLimits = { ...DEFAULT_SPF_LIMITS, ...options.limits };
   const lookups = new SpfLookups(options.resolver, limits, options.clock ?? systemClock, trace);
   const at = request.sender.lastIndexOf('@');
-  const localPart = at <= 0 ? 'postmaster' : request.sender.slice(0, at);
-  const senderDomain = at < 0 ? request.sender : request.sender.slice(at + 1);
+  const localPart = request.domain !== undefined || at <= 0 ? 'postmaster' : request.sender.slice(0, at);
+  const senderDomain = request.domain ?? (at < 0 ? request.sender : request.sender.slice(at + 1));
   const sender = `${localPart}@${senderDomain}`;
   const verdict = (outcome: Omit<HostOutcome, 'domain'>, domain: string, explanation?: string): SpfVerdict => {
     const built: SpfVerdict = {

@@ -49,3 +49,15 @@ test('an exp= explanation is bounded: its expansion is cut, and a text longer th
   assert.equal(huge.explanation, 'The domain huge.example does not designate 192.0.2.1 as a permitted sender');
   assert.ok(huge.trace.some((entry) => entry.kind === 'note' && /explanation longer than 4096 characters/.test(entry.message)));
 });
+
+test('a HELO name with an @ is not a domain: it is not checked as the domain after its @', async () => {
+  server.setZone({ 'victim.example': { TXT: ['v=spf1 +all'] } });
+  for (const request of [
+    { ip: '192.0.2.1', mailFrom: 'user@elsewhere.example', helo: 'x@victim.example', identity: 'helo' as const },
+    { ip: '192.0.2.1', mailFrom: '', helo: 'x@victim.example' },
+  ]) {
+    const verdict = await evaluateSpf(request, { resolver: resolver() });
+    assert.equal(verdict.result, 'none', JSON.stringify(request));
+    assert.equal(verdict.domain, 'x@victim.example');
+  }
+});
