@@ -30,7 +30,8 @@
  *
  *   open() ends either 'ready' or 'closed'. When the greeting, EHLO/HELO or STARTTLS policy stops
  *   the dialogue, open() sends QUIT itself (RFC 5321 §3.1 asks for QUIT after a 554 greeting)
- *   unless the server said 421.
+ *   unless the server said 421, and closes without waiting for the 221 (as Postfix's
+ *   smtp_skip_quit_response): the caller moves on to the next exchanger at once.
  *
  *   TLS: 'off' never sends STARTTLS; 'opportunistic' upgrades when STARTTLS is advertised and
  *   carries on in clear when it is not (or when the server refuses it); 'required' answers
@@ -365,8 +366,13 @@ export class SmtpClientSession {
       this.destroy();
       return;
     }
+    this.quitAndClose('session left with QUIT');
+  }
+
+  /** Writes QUIT and closes without waiting for the 221 (Postfix: smtp_skip_quit_response = yes). */
+  private quitAndClose(reason: string): void {
     this.send('QUIT', 'quit');
-    this.close('session left with QUIT', { kind: 'closed', stage: this.lastStage, detail: 'session left with QUIT' }, 'linger');
+    this.close(reason, { kind: 'closed', stage: this.lastStage, detail: reason }, 'linger');
   }
 
   private async command<S extends 'mail' | 'rcpt' | 'rset' | 'vrfy'>(
@@ -529,15 +535,19 @@ export class SmtpClientSession {
     return this.hello();
   }
 
-  /** Stops open() on a refusal: QUIT first, unless the server already said it is closing. */
-  private async refuseOpen(stage: SmtpStage, reply: SmtpReply): Promise<OpenResult> {
+  /**
+   * Stops open() on a refusal: QUIT first, unless the server already said it is closing. The 221
+   * is not waited for: a server that refused us and then lets QUIT hang would hold up the next
+   * exchanger for commandMs.
+   */
+  private refuseOpen(stage: SmtpStage, reply: SmtpReply): OpenResult {
     if (reply.code === 421) this.end(`server closing: ${formatReply(reply)}`);
-    else await this.sayQuit();
+    else this.quitAndClose(`refused at ${stage}: ${formatReply(reply)}`);
     return { kind: 'rejected', stage, reply };
   }
 
-  private async giveUp(result: OpenResult): Promise<OpenResult> {
-    await this.sayQuit();
+  private giveUp(result: OpenResult & { detail: string }): OpenResult {
+    this.quitAndClose(result.detail);
     return result;
   }
 

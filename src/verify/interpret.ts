@@ -8,8 +8,8 @@
  *   greeting, EHLO/HELO or MAIL FROM is the server's opinion of us (policy, blocklists) and is
  *   recorded on the domain, never as "this address does not exist". 4xx replies are never
  *   permanent, and neither is a 5xx that says nothing of the mailbox: "too many recipients"
- *   (552 is RFC 821's mistake for 452, RFC 5321 §4.5.3.1.10), a full mailbox (X.2.2: it
- *   exists), or a protocol error (500, 502, 503, 504). Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
+ *   (552 is RFC 821's mistake for 452, RFC 5321 §4.5.3.1.10), a full mailbox (X.2.2, or 552
+ *   "exceeded storage allocation", RFC 5321 §4.2.2: it exists), or a protocol error (500, 502, 503, 504). Greylisting (RFC 6647) is recognised by the usual enhanced codes and words so the
  *   domain can be left alone until a retry is worth it.
  */
 
@@ -38,6 +38,8 @@ const NO_SUCH_USER_WORDS = /no such (user|mailbox|recipient)|user unknown|unknow
 const ONE_RECIPIENT_WORDS = /single envelope recipient|only one recipient/i;
 // RFC 5321 §4.2.2-4.2.4: 500-504 are about the command, its arguments or its order.
 const PROTOCOL_CODES: ReadonlySet<number> = new Set([500, 501, 502, 503, 504]);
+// RFC 3207 §4 and RFC 4954 §6: 530, STARTTLS or authentication must come first.
+const SESSION_REQUIREMENT_CODE = 530;
 
 function enhancedOf(reply: SmtpReply): string | undefined {
   return reply.enhanced ? formatEnhanced(reply.enhanced) : undefined;
@@ -48,16 +50,22 @@ export function isGreylisting(reply: SmtpReply): boolean {
 }
 
 /**
+ * A 5xx at MAIL FROM:<> that refuses the null sender itself, so the domain cannot take bounces.
+ * Not one that refuses our client whatever sender it names (a blocklist), asks for STARTTLS or
+ * authentication first (530), or is about the command (500-504 without an X.1.x code naming
+ * the sender, as "501 5.1.7 Bad sender address syntax" does).
+ */
+export function refusesNullSender(reply: SmtpReply): boolean {
+  if (reply.code < 500 || reply.code === SESSION_REQUIREMENT_CODE || CLIENT_WORDS.test(replyText(reply))) return false;
+  return !PROTOCOL_CODES.has(reply.code) || reply.enhanced?.subject === 1;
+}
+
+/**
  * A 5xx at RCPT is evidence about the mailbox unless it says otherwise: X.1.7/X.1.8 (our
  * sender's address or domain), words naming the client, HELO, sender or a policy, or an X.7.x
  * (security or policy, RFC 3463 §3.8) or X.3.x (mail system) code without words saying the
  * user does not exist are a refusal of us. An X.1.1-X.1.6 code names the address and wins.
  */
-/** A 5xx at MAIL FROM that refuses our client (a blocklist), not the sender it names. */
-export function refusesClient(reply: SmtpReply): boolean {
-  return CLIENT_WORDS.test(replyText(reply));
-}
-
 export function refusesUs(reply: SmtpReply): boolean {
   const e = reply.enhanced;
   if (e && e.subject === 1 && (e.detail === 7 || e.detail === 8)) return true;
@@ -76,15 +84,20 @@ function namesDestination(reply: SmtpReply): boolean {
 }
 
 /**
- * A 5xx at RCPT that says nothing about the mailbox: the mailbox is full (X.2.2, or the words
- * without a code naming the address: it exists), or a 500/502/503/504, which is about the
+ * A 5xx at RCPT that says nothing about the mailbox: the mailbox is full (X.2.2, or the words,
+ * or a 552, RFC 5321's "exceeded storage allocation", without a code or words naming the
+ * address as unknown: it exists), or a 500/502/503/504, which is about the
  * command or its order, without an X.1.x code naming the address. A 550 with X.5.0 is not one:
  * Outlook.com answers an unknown user with "550 5.5.0 Requested action not taken: mailbox
  * unavailable".
  */
 function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-error' | undefined {
   const e = reply.enhanced;
-  if ((e && e.subject === 2 && e.detail === 2) || (!namesDestination(reply) && MAILBOX_FULL_TEXT.test(replyText(reply)))) return 'mailbox-full';
+  if (e && e.subject === 2 && e.detail === 2) return 'mailbox-full';
+  if (!namesDestination(reply)) {
+    const text = replyText(reply);
+    if (MAILBOX_FULL_TEXT.test(text) || (reply.code === 552 && !NO_SUCH_USER_WORDS.test(text))) return 'mailbox-full';
+  }
   if (PROTOCOL_CODES.has(reply.code) && !(e && e.subject === 1)) return 'protocol-error';
   // X.5.1-X.5.5: invalid command, syntax, arguments, protocol (X.5.3 is handled as too many
   // recipients); X.5.0 is not, since Outlook.com gives it to an unknown user.

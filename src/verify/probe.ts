@@ -6,11 +6,14 @@
  * DESCRIPTION
  *   For each exchanger in preference order and each of its addresses, under one overall
  *   deadline (Exim's maxwait), until every address has a definite answer:
- *     connect, greeting, EHLO/HELO (and STARTTLS by policy)    -> failures move to the next host
+ *     connect, greeting, EHLO/HELO (and STARTTLS by policy)    -> failures move to the next host;
+ *                    a failed opportunistic TLS handshake is tried again in clear at the same
+ *                    address first (Postfix's RETRY_AS_PLAINTEXT, Exim's tls_tempfail_tryclear)
  *     MAIL FROM:<>   refused with 5xx: the domain cannot take bounces; with a fallback sender
  *                    configured, MAIL FROM:<fallback> continues the probe (as smf-sav does)
  *     RCPT TO:<random local part>   once per domain (Exim's `random`): accepted means catch-all
- *                    and no RCPT of a real address can tell anything; then RSET and MAIL again,
+ *                    and no RCPT of a real address can tell anything (at a backup MX it means
+ *                    only that the backup queues anything: inconclusive); then RSET and MAIL again,
  *                    reconnecting when the server drops us after the invalid recipient
  *     VRFY (only when configured), RCPT TO:<address> for each address (452 too many recipients
  *                    opens a new transaction), RCPT TO:<postmaster@domain> when configured
@@ -50,7 +53,7 @@ import type { ClientStage, OpenResult, PipelinedCommand, StepFailure } from '../
 import type { Dialer, SmtpReply } from '../smtp/types.js';
 import type { CalloutConfig } from '../config/schema.js';
 import type { CachedConnection, ConnectionCache } from './connections.js';
-import { classifyRcpt, classifyVrfy, describeReply, evidence, refusesClient } from './interpret.js';
+import { classifyRcpt, classifyVrfy, describeReply, evidence, refusesNullSender } from './interpret.js';
 import type { Politeness } from './politeness.js';
 import type { ProbeAttempt, ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
 
@@ -158,6 +161,8 @@ class DomainProbe {
   private catchAllRefusedAt: string | undefined;
   /** Connections this callout opened (MAX_NEW_CONNECTIONS_PER_CALLOUT). */
   private newConnections = 0;
+  /** Exchanger addresses where an opportunistic TLS handshake failed: asked again in clear. */
+  private readonly inClear = new Set<string>();
 
   constructor(
     private readonly deps: ProbeDeps,
@@ -275,7 +280,7 @@ class DomainProbe {
         tlsMs: config.timeouts.tls,
       },
       deadline: this.deadline,
-      tls: config.tls,
+      tls: this.inClear.has(ip) ? 'off' : config.tls,
       tlsOptions: { rejectUnauthorized: false, servername: host.name },
     });
   }
@@ -284,6 +289,10 @@ class DomainProbe {
     const session = this.session!;
     if (session.state === 'idle') {
       const opened = await session.open();
+      if (opened.kind === 'tls-failed' && this.deps.config.tls === 'opportunistic' && !this.inClear.has(this.currentIp)) {
+        this.inClear.add(this.currentIp);
+        return this.endAttempt(`${this.openFailure(opened)}; trying again without TLS`, 'reconnect');
+      }
       if (opened.kind !== 'ready') return this.endAttempt(this.openFailure(opened), 'next-host');
     }
     this.pipelineGroup();
@@ -410,8 +419,9 @@ class DomainProbe {
       return 'ok';
     }
     const ev = evidence('mail', reply, config.noDetails);
-    // A blocklisted client is refused whatever sender it names: that says nothing of bounces.
-    if (reply.code >= 500 && sender === '' && !refusesClient(reply)) {
+    // A blocklisted client, or one asked for STARTTLS or AUTH first, is refused whatever sender
+    // it names: that says nothing of bounces.
+    if (sender === '' && refusesNullSender(reply)) {
       this.out.nullSender = 'refused';
       if (config.fallbackSender !== undefined) {
         this.useFallback = true;
@@ -456,18 +466,19 @@ class DomainProbe {
     }
     const outcome = classifyRcpt(step.reply);
     if (outcome === 'accepted') {
-      this.out.catchAll = 'accepted';
+      // A backup MX that takes the random local part shows that it queues for the domain, not
+      // that the domain takes anything: no catch-all record is learnt from it.
+      const backup = this.atBackup();
+      this.out.catchAll = backup ? 'inconclusive' : 'accepted';
       const ev = evidence('rcpt', step.reply, config.noDetails);
+      const said = `${this.where()} accepts any local part (the random address ${random} got ${describeReply(ev)})`;
       for (const target of this.pending.splice(0)) {
-        this.out.outcomes.set(target.address, {
-          verdict: 'risky',
-          reason: 'catch-all',
-          description: `${this.where()} accepts any local part (the random address ${random} got ${describeReply(ev)})`,
-          reply: ev,
-        });
+        this.out.outcomes.set(target.address, backup
+          ? { verdict: 'unknown', reason: 'catch-all-unknown', description: `${said}, but it is a backup MX, which accepts for the domain whatever its primary would answer`, reply: ev }
+          : { verdict: 'risky', reason: 'catch-all', description: said, reply: ev });
       }
       await this.finish();
-      return this.endAttempt('catch-all: random address accepted', 'done');
+      return this.endAttempt(`catch-all${backup ? ' at a backup MX' : ''}: random address accepted`, 'done');
     }
     // A refusal of us (policy) says nothing about whether unknown local parts are accepted.
     this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
@@ -565,9 +576,13 @@ class DomainProbe {
    * primary says nothing of it). Only when the catch-all probe is on at all.
    */
   private backupWithoutProbe(): boolean {
-    if (!this.deps.config.randomProbe || !this.currentHost) return false;
-    const best = Math.min(...this.input.mxHosts.map((h) => h.preference));
-    return this.currentHost.preference > best && this.catchAllRefusedAt !== this.currentIp;
+    return this.deps.config.randomProbe && this.atBackup() && this.catchAllRefusedAt !== this.currentIp;
+  }
+
+  /** The current exchanger has a worse preference than the domain's best. */
+  private atBackup(): boolean {
+    if (!this.currentHost) return false;
+    return this.currentHost.preference > Math.min(...this.input.mxHosts.map((h) => h.preference));
   }
 
   private async postmasterProbe(): Promise<void> {

@@ -58,6 +58,14 @@ function events(session: SmtpClientSession): string[] {
   return session.transcript.filter((entry) => entry.dir === 'event').map((entry) => entry.line);
 }
 
+/** The commands the server got, once a QUIT written without waiting for its 221 has arrived (or after a second). */
+async function commandsUpToQuit(server: SmtpTestServer): Promise<string[] | undefined> {
+  for (let waited = 0; server.sessions[0]?.commands.at(-1) !== 'QUIT' && waited < 1000; waited += 10) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return server.sessions[0]?.commands;
+}
+
 async function unusedPort(host: string): Promise<number> {
   const probe = net.createServer();
   await new Promise<void>((resolve) => probe.listen(0, host, resolve));
@@ -288,7 +296,18 @@ describe('SmtpClientSession failures', () => {
     const opened = await session.open();
     assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'greeting 554');
     assert.equal(session.state, 'closed');
-    assert.deepEqual(server.sessions[0]?.commands, ['QUIT']);
+    assert.deepEqual(await commandsUpToQuit(server), ['QUIT']);
+  });
+
+  it('does not wait for the reply to its QUIT after a refusal (Postfix smtp_skip_quit_response), so the next exchanger is asked at once', async (t) => {
+    const server = await serve(t, { script: { ...rejectGreeting(554), quit: () => ({ silent: true, delayMs: 3000 }) } });
+    const session = sessionFor(t, server);
+    const started = Date.now();
+    const opened = await session.open();
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'greeting 554');
+    assert.ok(Date.now() - started < 1000, `open() took ${Date.now() - started} ms, waiting for a 221 that never came`);
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session), ['QUIT']);
   });
 
   it('reports a connection dropped mid-dialogue, then answers closed at once', async (t) => {
@@ -445,7 +464,7 @@ describe('SmtpClientSession STARTTLS', () => {
     const session = sessionFor(t, server, { tls: 'required' });
     assert.deepEqual(await session.open(), { kind: 'tls-unavailable', detail: 'STARTTLS not advertised' });
     assert.equal(session.state, 'closed');
-    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'QUIT']);
+    assert.deepEqual(await commandsUpToQuit(server), ['EHLO callout.example', 'QUIT']);
   });
 
   it('answers tls-unavailable when TLS is required and STARTTLS is refused', async (t) => {

@@ -133,6 +133,24 @@ describe('verdicts from one exchanger', () => {
     assert.deepEqual([r.verdict, r.reason], ['unknown', 'refused-at-mail']);
   });
 
+  it('a 5xx at MAIL FROM:<> asking for STARTTLS or AUTH first, or a protocol error, is about the session, not the null sender', async () => {
+    const replies: Record<string, string> = {
+      '127.0.0.117': '530 5.7.0 Must issue a STARTTLS command first',
+      '127.0.0.118': '530 5.7.57 Client not authenticated to send mail',
+      '127.0.0.119': '503 5.5.1 Error: send HELO/EHLO first',
+    };
+    const domains = Object.fromEntries(Object.keys(replies).map((ip) => [`session${ip.split('.')[3]}.test`, ip]));
+    const w = await make(mxZone(domains), Object.fromEntries(Object.entries(replies).map(([ip, text]) => [ip, { ...usersOnly(['alice']), mail: () => text }])));
+    const engine = w.engine({ callout: { tls: 'off' } });
+    for (const domain of Object.keys(domains)) {
+      const r = await engine.verify(`alice@${domain}`);
+      assert.deepEqual([r.verdict, r.reason], ['unknown', 'refused-at-mail'], `${domain}: ${r.description}`);
+    }
+    const syntax = await make(mxZone({ 'nullsyntax.test': '127.0.0.120' }), { '127.0.0.120': { ...usersOnly(['alice']), mail: () => '501 5.1.7 Bad sender address syntax' } });
+    const r = await syntax.engine().verify('alice@nullsyntax.test');
+    assert.deepEqual([r.verdict, r.reason], ['risky', 'null-sender-refused'], 'an X.1.7 code names the sender: <> itself is refused');
+  });
+
   it('risky null-sender-refused: MAIL FROM:<> refused, and the domain is remembered', async () => {
     const w = await make(mxZone({ 'nobounce.test': '127.0.0.2' }), { '127.0.0.2': { ...usersOnly(['alice']), ...refuseNullSender() } });
     const engine = w.engine();
@@ -615,6 +633,23 @@ describe('TLS', () => {
       await server.close();
     }
   });
+
+  it('a failed opportunistic TLS handshake is retried in clear at the same address (Postfix RETRY_AS_PLAINTEXT, Exim tls_tempfail_tryclear)', async () => {
+    const brokenTls = {
+      ...usersOnly(['alice']),
+      ehlo: () => '250-mx.callout.test\r\n250-STARTTLS\r\n250 ENHANCEDSTATUSCODES',
+      // The handshake fails: the server hangs up after its 220, as one without a shared cipher does.
+      starttls: () => ({ reply: '220 2.0.0 Ready to start TLS', drop: true }),
+    };
+    const w = await make(mxZone({ 'oldtls.test': '127.0.0.4' }), { '127.0.0.4': brokenTls });
+    const r = await w.engine().verify('alice@oldtls.test');
+    assert.equal(r.verdict, 'deliverable', r.description);
+    assert.deepEqual(r.attempts.map((a) => [a.address, a.tls]), [['127.0.0.4', false], ['127.0.0.4', false]]);
+    assert.match(r.attempts[0]!.outcome, /TLS/);
+    assert.ok(!r.attempts[1]!.transcript.some((e) => e.dir === 'sent' && e.line === 'STARTTLS'), 'no STARTTLS on the retry');
+    const required = await w.engine({ callout: { tls: 'required' } }).verify('alice@oldtls.test');
+    assert.deepEqual([required.verdict, required.reason], ['unknown', 'tls-unavailable'], 'never in clear when TLS is required');
+  });
 });
 
 describe('stage timeouts of the dialogue', () => {
@@ -786,6 +821,31 @@ describe('backup exchangers', () => {
     // Nothing listens on the primary: the backup is asked, runs the catch-all probe, and refuses it.
     const r = await w.engine().verify('alice@backup2.test');
     assert.deepEqual([r.verdict, r.reason, r.catchAll], ['deliverable', 'accepted', 'refused']);
+  });
+
+  it('a backup MX accepting the random local part while the primary is down does not make the domain a catch-all for a week', async () => {
+    const w = await make(mxZone({ 'backup3.test': ['127.0.0.115', '127.0.0.116'] }), {
+      '127.0.0.115': usersOnly(['alice']),
+      '127.0.0.116': acceptAll(),
+    });
+    const primary = w.smtp.get('127.0.0.115')!;
+    const port = primary.port;
+    await primary.close();
+    const engine = w.engine();
+    const during = await engine.verify('nobody@backup3.test');
+    assert.equal(during.attempts.at(-1)?.address, '127.0.0.116');
+    assert.deepEqual([during.verdict, during.reason, during.catchAll], ['unknown', 'catch-all-unknown', 'inconclusive'], during.description);
+    // The primary is back an hour later: its answers count, not the backup's.
+    const { startSmtpServer } = await import('../support/smtp-server.js');
+    const back = await startSmtpServer({ host: '127.0.0.115', port, script: usersOnly(['alice']) });
+    try {
+      w.clock.advance(HOUR);
+      const after = await engine.verify('nobody@backup3.test');
+      assert.deepEqual([after.verdict, after.source], ['undeliverable', 'probe']);
+    } finally {
+      await engine.idle();
+      await back.close();
+    }
   });
 });
 

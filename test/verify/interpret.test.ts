@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseEnhancedStatus } from '../../src/smtp/reply.js';
 import type { SmtpReply } from '../../src/smtp/types.js';
-import { classifyRcpt, classifyVrfy } from '../../src/verify/interpret.js';
+import { classifyRcpt, classifyVrfy, refusesNullSender } from '../../src/verify/interpret.js';
 
 function reply(code: number, text: string): SmtpReply {
   const enhanced = parseEnhancedStatus(text, code);
@@ -21,6 +21,9 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(550, '5.7.1 No such user!')), 'rejected');
     assert.equal(classifyRcpt(reply(550, '5.4.1 Recipient address rejected: Access denied. AS(201806281)')), 'rejected');
     assert.equal(classifyRcpt(reply(553, 'mailbox name not allowed')), 'rejected');
+    // AOL's unknown user; a 552 with an X.1.1 code names the address.
+    assert.equal(classifyRcpt(reply(552, '1 Requested mail action aborted, mailbox not found')), 'rejected');
+    assert.equal(classifyRcpt(reply(552, '5.1.1 Unknown recipient')), 'rejected');
     assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
   });
 
@@ -33,6 +36,9 @@ describe('classifyRcpt', () => {
   it('never takes a full mailbox or a protocol error as proof that the mailbox does not exist', () => {
     assert.equal(classifyRcpt(reply(552, '5.2.2 Mailbox full')), 'mailbox-full');
     assert.equal(classifyRcpt(reply(550, 'Over quota')), 'mailbox-full');
+    // RFC 5321 §4.2.2: 552 is "exceeded storage allocation", whatever words come with it.
+    assert.equal(classifyRcpt(reply(552, 'Requested mail action aborted: exceeded storage allocation')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(552, 'Mailbox limit reached')), 'mailbox-full');
     assert.equal(classifyRcpt(reply(503, '5.5.1 Error: need MAIL command')), 'protocol-error');
     assert.equal(classifyRcpt(reply(500, 'Command unrecognized')), 'protocol-error');
     assert.equal(classifyRcpt(reply(504, '5.5.4 Command parameter not implemented')), 'protocol-error');
@@ -62,5 +68,19 @@ describe('classifyVrfy', () => {
     assert.equal(classifyVrfy(reply(550, '5.1.1 <nobody@x>: Recipient address rejected: User unknown')), 'does-not-exist');
     assert.equal(classifyVrfy(reply(550, '5.7.1 Client host rejected: cannot find your hostname')), 'no-answer');
     assert.equal(classifyVrfy(reply(252, '2.0.0 Cannot VRFY user')), 'no-answer');
+  });
+});
+
+describe('refusesNullSender', () => {
+  it('takes a 5xx at MAIL FROM:<> as a refusal of the null sender only when it is one', () => {
+    assert.equal(refusesNullSender(reply(550, '5.7.1 <>: sender rejected')), true);
+    assert.equal(refusesNullSender(reply(553, 'sorry, your envelope sender is in my badmailfrom list (#5.7.1)')), true);
+    assert.equal(refusesNullSender(reply(501, '5.1.7 Bad sender address syntax')), true);
+    assert.equal(refusesNullSender(reply(451, '4.3.0 Temporary failure')), false);
+    assert.equal(refusesNullSender(reply(554, '5.7.1 Client host [192.0.2.1] blocked using zen.spamhaus.org')), false);
+    assert.equal(refusesNullSender(reply(530, '5.7.0 Must issue a STARTTLS command first')), false, 'RFC 3207 §4');
+    assert.equal(refusesNullSender(reply(530, '5.7.0 Authentication required')), false, 'RFC 4954 §6');
+    assert.equal(refusesNullSender(reply(503, '5.5.1 Error: nested MAIL command')), false);
+    assert.equal(refusesNullSender(reply(500, 'Command unrecognized')), false);
   });
 });
