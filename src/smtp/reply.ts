@@ -7,8 +7,10 @@
  *   lines "NNN-text" ending with a final "NNN text" (or a code alone); chunks may split it
  *   anywhere, down to single bytes. Bare LF is accepted as a line end because real servers send
  *   it. Problems come out as error events, never exceptions: after one the decoder
- *   resynchronises at the next line (or, inside a broken multi-line reply, at its final line), so
- *   a caller that chooses to carry on never sees a tail of a broken reply as a reply of its own.
+ *   resynchronises at the next line, or, after a broken line that says more lines follow
+ *   ("NNN-"), at the final line of its reply, so that a caller that chooses to carry on does not
+ *   see the tail of that reply as a reply of its own. A line without a code cannot say whether
+ *   its reply goes on: the lines after it are decoded afresh.
  *
  *   parseEnhancedStatus reads the RFC 3463 "class.subject.detail" prefix that RFC 2034 puts on
  *   each line; parseEhloKeywords reads the EHLO extension list (RFC 5321 §4.1.1.1).
@@ -116,8 +118,8 @@ export class ReplyDecoder {
     const prefix = Buffer.concat([...this.pieces, segment.subarray(0, QUOTED_PREFIX)]).subarray(0, QUOTED_PREFIX);
     this.pieces = [];
     this.pendingBytes = 0;
-    this.current = undefined;
-    this.skippingReply = false;
+    // An over-long "NNN-" line leaves the rest of its reply to skip, as any other broken line of a reply does.
+    this.abandonReply(CONTINUATION_PREFIX.test(prefix.toString('latin1')));
     return {
       kind: 'error',
       reason: 'line-too-long',
@@ -173,6 +175,8 @@ export class ReplyDecoder {
     this.skippingReply = offendingLineContinues;
   }
 }
+
+const CONTINUATION_PREFIX = /^[2-5][0-9]{2}-/;
 
 function quote(text: string): string {
   return text.length > QUOTED_PREFIX ? text.slice(0, QUOTED_PREFIX) : text;

@@ -167,11 +167,12 @@ describe('ReplyDecoder', () => {
       events.push(...decoder.push(Buffer.alloc(1000, 0x78)));
       assert.ok(decoder.bufferedBytes < 2048);
     }
-    events.push(...decoder.push(Buffer.from('\r\n250 OK\r\n')));
+    events.push(...decoder.push(Buffer.from('\r\n250 OK\r\n220 next\r\n')));
     assert.equal(events.length, 2);
     assert.equal(events[0]?.kind === 'error' && events[0].reason, 'line-too-long');
     assert.equal(events[0]?.kind === 'error' && events[0].line?.length, 80);
-    assert.deepEqual(events[1], { kind: 'reply', reply: { code: 250, lines: ['OK'] }, raw: ['250 OK'] });
+    // "250 OK" ends the broken reply: it is skipped, not taken for a reply of its own.
+    assert.deepEqual(events[1], { kind: 'reply', reply: { code: 220, lines: ['next'] }, raw: ['220 next'] });
   });
 
   it('reports too many lines once and skips to the end of that reply', () => {
