@@ -12,9 +12,14 @@
  *     recipients   the same forms, matched against the recipient
  *   Sender lists are weak evidence: the envelope sender is trivially forged. Prefer client
  *   lists; sender entries suit mailing lists whose VERP addresses pollute a callout cache.
+ *   A client that authenticated (Postfix sends its SASL login as `sasl_username`) is let past
+ *   too, unless `authenticated: false`: Postfix has checked who it is, and greylisting a
+ *   site's own users or calling out their senders helps no one. Postfix sends the attribute
+ *   only when it did the authentication, so a client cannot claim it.
  *
  * CONFIGURATION
- *   policy.stages: - name: allowlist, clients, clientNames, senders, recipients, acceptAction
+ *   policy.stages: - name: allowlist, clients, clientNames, senders, recipients, authenticated,
+ *   acceptAction
  */
 
 import { z } from 'zod';
@@ -31,6 +36,7 @@ const options = z
     clientNames: z.array(z.string()).default([]),
     senders: z.array(z.string()).default([]),
     recipients: z.array(z.string()).default([]),
+    authenticated: z.boolean().default(true),
     acceptAction: z.enum(['DUNNO', 'OK']).default('DUNNO'),
   })
   .strict();
@@ -110,6 +116,8 @@ export const allowlistStage: StageDefinition<Options> = {
       name: 'allowlist',
       states: new Set(['RCPT']),
       evaluate(ctx) {
+        const login = opts.authenticated ? ctx.attributes.sasl_username : undefined;
+        if (login) return verdict('authenticated', `client authenticated as ${login}`, true);
         if (ctx.clientAddress && clients.value.has(ctx.clientAddress)) return verdict('listed', `client ${ctx.clientAddress} is allow-listed`, true);
         if (ctx.clientName !== 'unknown' && nameMatches(clientNames, ctx.clientName)) return verdict('listed', `client name ${ctx.clientName} is allow-listed`, true);
         const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;

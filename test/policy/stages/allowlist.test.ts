@@ -104,6 +104,14 @@ describe('allowlist', () => {
     await assertNotListed(world, { client_name: 'unknown', reverse_client_name: 'mail.trusted.test' });
   });
 
+  it('lets a client that authenticated (sasl_username) past the callout, unless authenticated: false', async () => {
+    const world = await setup([{ name: 'allowlist' }, { name: 'sender-callout' }]);
+    await assertListed(world, { sasl_method: 'PLAIN', sasl_username: 'alice' }, 'DUNNO', 'allowlist', 'authenticated: client authenticated as alice');
+    await assertNotListed(world, { sasl_method: '', sasl_username: '' });
+    const strict = await setup([{ name: 'allowlist', authenticated: false }, { name: 'sender-callout' }]);
+    await assertNotListed(strict, { sasl_method: 'PLAIN', sasl_username: 'alice' });
+  });
+
   it('lets listed senders past the callout: addresses, domains and @domains', async () => {
     const world = await setup([{ name: 'allowlist', senders: ['List@lists.test', 'partner.test', '@vendor.test'] }, { name: 'sender-callout' }]);
     const listed = (sender: string) => assertListed(world, { sender }, 'DUNNO', 'allowlist', `listed: sender ${sender} is allow-listed`);
