@@ -21,7 +21,9 @@
  *   Mailboxes are parsed by src/address (RFC 5322 §3.4, including obsolete forms).
  *
  * LIMITS
- *   Header blocks of at most 1 MiB and 10000 fields; more is reported as no PRA.
+ *   splitHeaderFields reads the first 1 MiB of a header block (the fields PRA selection
+ *   takes come first: the resent blocks are on top); more than 10000 fields is reported as
+ *   no PRA.
  *
  * ERRORS
  *   Returned as values; nothing here throws.

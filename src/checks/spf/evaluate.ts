@@ -130,13 +130,15 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
   const localPart = request.domain !== undefined || at <= 0 ? 'postmaster' : request.sender.slice(0, at);
   const senderDomain = request.domain ?? (at < 0 ? request.sender : request.sender.slice(at + 1));
   const sender = `${localPart}@${senderDomain}`;
+  const client = clientAddress(request.ip);
   const verdict = (outcome: Omit<HostOutcome, 'domain'>, domain: string, explanation?: string): SpfVerdict => {
     const built: SpfVerdict = {
       result: outcome.result,
       domain,
       identity: request.identity,
       sender,
-      ip: request.ip,
+      // An IPv4-mapped client is shown as the IPv4 address it was checked as, as iprev shows it.
+      ip: client?.text ?? request.ip,
       helo: request.helo,
       trace,
       lookups: { dnsTerms: lookups.dnsTerms, voidLookups: lookups.voidLookups },
@@ -147,7 +149,6 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
     return built;
   };
 
-  const client = clientAddress(request.ip);
   if (client === undefined) return verdict({ result: 'none', problem: `${JSON.stringify(request.ip)} is not an IP address` }, senderDomain.toLowerCase());
   if (sender.length > MAX_SENDER_LENGTH) return verdict({ result: 'none', problem: `sender longer than ${MAX_SENDER_LENGTH} characters` }, senderDomain.toLowerCase());
 

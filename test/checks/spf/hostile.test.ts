@@ -61,3 +61,10 @@ test('a HELO name with an @ is not a domain: it is not checked as the domain aft
     assert.equal(verdict.domain, 'x@victim.example');
   }
 });
+
+test('an IPv4-mapped client is reported as the IPv4 address it was checked as', async () => {
+  server.setZone({ 'mapped.example': { TXT: ['v=spf1 ip4:192.0.2.0/24 -all'] } });
+  const verdict = await evaluateSpf({ ip: '::ffff:192.0.2.1', mailFrom: 'user@mapped.example', helo: 'h.example' }, { resolver: resolver() });
+  assert.equal(verdict.result, 'pass');
+  assert.equal(verdict.ip, '192.0.2.1');
+});
