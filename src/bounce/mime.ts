@@ -108,9 +108,21 @@ function decodeCharset(bytes: Buffer, charset: string | undefined): string {
   return bytes.toString('utf8');
 }
 
+/**
+ * RFC 2045 §6.7: white space at the end of a line was added in transport and is dropped, so
+ * `=` followed by spaces is still a soft line break. (trimEnd, not a regex: [ \t]+ before a
+ * line end backtracks over every run of spaces that does not end one.)
+ */
 function decodeQuotedPrintable(text: string): Buffer {
   const bytes: number[] = [];
-  const soft = text.replace(/=\r?\n/g, '');
+  const lines = text.split('\n');
+  let soft = '';
+  lines.forEach((raw, index) => {
+    const line = raw.trimEnd();
+    const last = index === lines.length - 1;
+    if (line.endsWith('=') && !last) soft += line.slice(0, -1);
+    else soft += last ? line : `${line}\n`;
+  });
   for (let i = 0; i < soft.length; i++) {
     const c = soft.charCodeAt(i);
     if (c === 0x3d && /^[0-9A-Fa-f]{2}$/.test(soft.slice(i + 1, i + 3))) {

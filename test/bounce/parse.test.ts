@@ -241,6 +241,27 @@ describe('hostile report structure', () => {
 });
 
 describe('MIME structure', () => {
+  it('reads a quoted-printable soft line break that transport padded with spaces (RFC 2045 §6.7)', () => {
+    const message = [
+      'Content-Type: multipart/report; report-type=delivery-status; boundary=b',
+      '',
+      '--b',
+      'Content-Type: message/delivery-status',
+      'Content-Transfer-Encoding: quoted-printable',
+      '',
+      'Final-Recipient: rfc822; bob@exa=  ',
+      'mple.org',
+      'Action: failed   ',
+      'Status: 5.1.1',
+      '--b--',
+      '',
+    ].join('\r\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.recipients[0]?.address, 'bob@example.org');
+    assert.equal(parsed.report.recipients[0]?.action, 'failed');
+  });
+
   it('reads a body part that starts with a blank line as a part without header fields (RFC 2046 §5.1.1)', () => {
     const message = [
       'From: MAILER-DAEMON@mx.example.net',
