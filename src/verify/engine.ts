@@ -15,7 +15,9 @@
  *     6. MX resolution (RFC 5321 §5.1, RFC 7505) -> no-mail-domain, or unknown on a temporary
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
- *   Concurrent verifications of one address share one probe (single flight). Clean connections
+ *   Concurrent verifications of one address share one probe (single flight), and those of one
+ *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe),
+ *   so the exchanger is asked the random local part once, not once per address. Clean connections
  *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
  *   them.
  *   The front ends (the CLI, the policy service) call only this class.
@@ -88,6 +90,8 @@ export class CalloutEngine {
   /** Idle SMTP connections for the next callout to the same exchanger address. */
   readonly connections: ConnectionCache;
   private readonly inFlight = new Map<string, Promise<VerifyResult>>();
+  /** Per domain, the batch of this engine that is asking the catch-all question (joinCatchAllProbe). */
+  private readonly catchAllProbes = new Map<string, Promise<void>>();
   private readonly background = new Set<Promise<unknown>>();
   /** Addresses whose probe lock this engine holds in the store, until their probe ends. */
   private readonly lockedHere = new Set<string>();
@@ -319,11 +323,52 @@ export class CalloutEngine {
     return run;
   }
 
-  private async runBatch(domain: string, mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
+  private async runBatch(domain: string, batch: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
     const results = new Map<string, VerifyResult>();
+    // A store that cannot be read fails the probe below too, which answers for it.
+    const endTurn = await this.joinCatchAllProbe(domain, batch, started, results).catch(() => () => undefined);
+    try {
+      const mailboxes = batch.filter((m) => !results.has(m.address));
+      if (mailboxes.length > 0) await this.probeUnanswered(domain, mailboxes, started, results);
+      return results;
+    } finally {
+      endTurn();
+    }
+  }
+
+  /**
+   * The catch-all probe asks the same question for every address of a domain. While a batch of
+   * this engine asks it, the others of that domain wait for its end, then answer from the
+   * domain's record what it answers (a catch-all, a domain that refuses us) and probe the rest
+   * without asking again. The batch that finds none running takes the turn; the function
+   * returned ends it. Daemons sharing a store do not wait for each other's turns.
+   */
+  private async joinCatchAllProbe(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<() => void> {
+    for (;;) {
+      const facts = await this.cache.getDomain(domain);
+      for (const m of mailboxes) {
+        const known = results.has(m.address) ? undefined : this.fromDomainRecord(m, facts, started);
+        if (known) results.set(m.address, known);
+      }
+      const settled = !this.config.callout.randomProbe || facts.catchall !== undefined || mailboxes.every((m) => results.has(m.address));
+      if (settled) return () => undefined;
+      const running = this.catchAllProbes.get(domain);
+      if (!running) {
+        let end!: () => void;
+        const turn = new Promise<void>((resolve) => (end = resolve));
+        this.catchAllProbes.set(domain, turn);
+        return () => {
+          if (this.catchAllProbes.get(domain) === turn) this.catchAllProbes.delete(domain);
+          end();
+        };
+      }
+      await running;
+    }
+  }
+
+  private async probeUnanswered(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<void> {
     const answerAll = (outcome: AddressOutcome, extra?: Partial<VerifyResult>) => {
       for (const m of mailboxes) results.set(m.address, this.result(m.address, started, outcome, 'none', extra));
-      return results;
     };
     const release = this.politeness.acquireGlobal();
     if (!release) {
@@ -343,15 +388,15 @@ export class CalloutEngine {
       const waited = await this.waitForOtherProbes(mailboxes, started);
       for (const [address, result] of waited) results.set(address, result);
       const mine = mailboxes.filter((m) => !waited.has(m.address));
-      if (mine.length === 0) return results;
+      if (mine.length === 0) return;
       try {
-        return await this.probe(domain, mine, resolution.hosts, started, results);
+        await this.probe(domain, mine, resolution.hosts, started, results);
       } finally {
         for (const m of mine) this.lockedHere.delete(m.address);
         await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
       }
     } catch (err) {
-      return answerAll({ verdict: 'unknown', reason: 'protocol-error', description: `internal error: ${describeError(err)}` });
+      answerAll({ verdict: 'unknown', reason: 'protocol-error', description: `internal error: ${describeError(err)}` });
     } finally {
       release();
     }

@@ -119,6 +119,24 @@ describe('verdicts from one exchanger', () => {
     assert.equal(w.connections('127.0.0.2'), before);
   });
 
+  it('concurrent callouts to one domain share its catch-all probe: the random local part is asked once', async () => {
+    const w = await make(mxZone({ 'many.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob', 'carol']) });
+    const engine = w.engine();
+    const results = await Promise.all(['alice', 'bob', 'carol', 'nobody'].map((user) => engine.verify(`${user}@many.test`)));
+    assert.deepEqual(results.map((r) => [r.verdict, r.catchAll]), [['deliverable', 'refused'], ['deliverable', 'refused'], ['deliverable', 'refused'], ['undeliverable', 'refused']]);
+    assert.equal(randomProbes(w, '127.0.0.2').length, 1);
+  });
+
+  it('concurrent callouts to a catch-all domain: one probe finds it, the others are answered by its record without connecting', async () => {
+    const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
+    const engine = w.engine();
+    const results = await Promise.all(['a', 'b', 'c'].map((user) => engine.verify(`${user}@any.test`)));
+    assert.deepEqual(results.map((r) => [r.verdict, r.reason]), [['risky', 'catch-all'], ['risky', 'catch-all'], ['risky', 'catch-all']]);
+    assert.deepEqual(results.map((r) => r.source).sort(), ['domain-cache', 'domain-cache', 'probe']);
+    assert.equal(randomProbes(w, '127.0.0.2').length, 1);
+    assert.equal(w.connections('127.0.0.2'), 1);
+  });
+
   it('without the random probe a catch-all domain looks deliverable, and the probe state says not-run', async () => {
     const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
     const r = await w.engine({ callout: { randomProbe: false } }).verify('whoever@any.test');
