@@ -17,6 +17,9 @@
  *                             information until the record expires).
  *   A temporary or inconclusive result never overwrites a definite one before it expires
  *   (Postfix: "as long as some probes succeed the address will remain cached as OK").
+ *   Locks, shared by every process on the store, expire on their own when their holder dies:
+ *     lock:ADDRESS            a probe of the address is running
+ *     lock-catchall:DOMAIN    a probe is asking the domain's catch-all question
  *
  * SECURITY
  *   Records are JSON written by us; a record that does not parse is treated as absent.
@@ -84,6 +87,15 @@ export class VerificationCache {
 
   async unlock(address: string): Promise<void> {
     await this.store.delete(`${this.prefix}lock:${address}`);
+  }
+
+  /** Takes the lock of the domain's catch-all question; false when another process holds it. */
+  lockCatchAll(domain: string, ttlMs: number): Promise<boolean> {
+    return this.store.setIfAbsent(`${this.prefix}lock-catchall:${domain}`, String(this.clock.now()), ttlMs);
+  }
+
+  async unlockCatchAll(domain: string): Promise<void> {
+    await this.store.delete(`${this.prefix}lock-catchall:${domain}`);
   }
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {

@@ -16,8 +16,9 @@
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
  *   Concurrent verifications of one address share one probe (single flight), and those of one
- *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe),
- *   so the exchanger is asked the random local part once, not once per address. Clean connections
+ *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
+ *   across processes through a lock in the store), so the exchanger is asked the random local
+ *   part once, not once per address. Clean connections
  *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
  *   them.
  *   The front ends (the CLI, the policy service) call only this class.
@@ -95,6 +96,8 @@ export class CalloutEngine {
   private readonly background = new Set<Promise<unknown>>();
   /** Addresses whose probe lock this engine holds in the store, until their probe ends. */
   private readonly lockedHere = new Set<string>();
+  /** Domains whose catch-all lock this engine holds in the store, until their batch ends. */
+  private readonly catchAllLockedHere = new Set<string>();
   private readonly ownSenders: Set<string>;
   private readonly helo: string;
   /** The settings this engine runs with (for engines derived from it, such as call-forward). */
@@ -205,8 +208,10 @@ export class CalloutEngine {
   async abandon(): Promise<number> {
     const running = this.inFlight.size + this.background.size;
     const locked = [...this.lockedHere];
+    const catchAllLocked = [...this.catchAllLockedHere];
     this.lockedHere.clear();
-    await Promise.allSettled(locked.map((address) => this.cache.unlock(address)));
+    this.catchAllLockedHere.clear();
+    await Promise.allSettled([...locked.map((address) => this.cache.unlock(address)), ...catchAllLocked.map((domain) => this.cache.unlockCatchAll(domain))]);
     return running;
   }
 
@@ -326,44 +331,71 @@ export class CalloutEngine {
   private async runBatch(domain: string, batch: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
     const results = new Map<string, VerifyResult>();
     // A store that cannot be read fails the probe below too, which answers for it.
-    const endTurn = await this.joinCatchAllProbe(domain, batch, started, results).catch(() => () => undefined);
+    const endTurn = await this.joinCatchAllProbe(domain, batch, started, results).catch(() => async () => undefined);
     try {
       const mailboxes = batch.filter((m) => !results.has(m.address));
       if (mailboxes.length > 0) await this.probeUnanswered(domain, mailboxes, started, results);
       return results;
     } finally {
-      endTurn();
+      await endTurn();
     }
   }
 
   /**
-   * The catch-all probe asks the same question for every address of a domain. While a batch of
-   * this engine asks it, the others of that domain wait for its end, then answer from the
-   * domain's record what it answers (a catch-all, a domain that refuses us) and probe the rest
-   * without asking again. The batch that finds none running takes the turn; the function
-   * returned ends it. Daemons sharing a store do not wait for each other's turns.
+   * The catch-all probe asks the same question for every address of a domain. While one batch
+   * asks it, the others of that domain wait for its end, then answer from the domain's record
+   * what it answers (a catch-all, a domain that refuses us) and probe the rest without asking
+   * again. Batches of this engine wait on the turn itself; other processes on the store see
+   * its lock (lock-catchall) and read the domain record until it is written or the lock goes,
+   * for at most the lock's lifetime (a holder that died). Resolves with the function that ends
+   * this batch's turn (nothing to end when it took none).
    */
-  private async joinCatchAllProbe(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<() => void> {
-    for (;;) {
+  private async joinCatchAllProbe(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<() => Promise<void>> {
+    const nothingToEnd = async (): Promise<void> => undefined;
+    /** Answers from the domain record what it answers; true when no catch-all question is left to ask. */
+    const settled = async (): Promise<boolean> => {
       const facts = await this.cache.getDomain(domain);
       for (const m of mailboxes) {
         const known = results.has(m.address) ? undefined : this.fromDomainRecord(m, facts, started);
         if (known) results.set(m.address, known);
       }
-      const settled = !this.config.callout.randomProbe || facts.catchall !== undefined || mailboxes.every((m) => results.has(m.address));
-      if (settled) return () => undefined;
+      return !this.config.callout.randomProbe || facts.catchall !== undefined || mailboxes.every((m) => results.has(m.address));
+    };
+    for (;;) {
+      if (await settled()) return nothingToEnd;
       const running = this.catchAllProbes.get(domain);
-      if (!running) {
-        let end!: () => void;
-        const turn = new Promise<void>((resolve) => (end = resolve));
-        this.catchAllProbes.set(domain, turn);
-        return () => {
-          if (this.catchAllProbes.get(domain) === turn) this.catchAllProbes.delete(domain);
-          end();
-        };
-      }
+      if (!running) break;
       await running;
     }
+    let endInProcess!: () => void;
+    const turn = new Promise<void>((resolve) => (endInProcess = resolve));
+    this.catchAllProbes.set(domain, turn);
+    const endTurn = (): void => {
+      if (this.catchAllProbes.get(domain) === turn) this.catchAllProbes.delete(domain);
+      endInProcess();
+    };
+    try {
+      const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
+      const giveUp = Date.now() + lockTtl;
+      while (!(await this.cache.lockCatchAll(domain, lockTtl))) {
+        if (Date.now() >= giveUp) return async () => endTurn();
+        await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+        if (await settled()) {
+          endTurn();
+          return nothingToEnd;
+        }
+      }
+    } catch (err) {
+      endTurn();
+      throw err;
+    }
+    this.catchAllLockedHere.add(domain);
+    return async () => {
+      endTurn();
+      // Already let go when abandon() came first: the lock may be another process's by now.
+      if (!this.catchAllLockedHere.delete(domain)) return;
+      await this.cache.unlockCatchAll(domain).catch(() => undefined);
+    };
   }
 
   private async probeUnanswered(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<void> {

@@ -137,6 +137,16 @@ describe('verdicts from one exchanger', () => {
     assert.equal(w.connections('127.0.0.2'), 1);
   });
 
+  it('two engines on one store (two daemons, two workers) ask one domain\'s catch-all question once', async () => {
+    const w = await make(mxZone({ 'many.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob']) });
+    const store = new MemoryStore({ clock: w.clock });
+    const [one, two] = [w.engine({}, store), w.engine({}, store)];
+    const [alice, bob] = await Promise.all([one.verify('alice@many.test'), two.verify('bob@many.test')]);
+    assert.deepEqual([alice.verdict, bob.verdict], ['deliverable', 'deliverable']);
+    assert.deepEqual([alice.catchAll, bob.catchAll], ['refused', 'refused']);
+    assert.equal(randomProbes(w, '127.0.0.2').length, 1);
+  });
+
   it('without the random probe a catch-all domain looks deliverable, and the probe state says not-run', async () => {
     const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
     const r = await w.engine({ callout: { randomProbe: false } }).verify('whoever@any.test');
@@ -533,8 +543,9 @@ describe('cache', () => {
       }
     }
     const store = new Interleaving({ clock: w.clock });
-    const first = w.engine({}, store);
-    const second = w.engine({}, store);
+    // No catch-all question, whose turn would keep the other engine waiting until this one probes.
+    const first = w.engine({ callout: { randomProbe: false } }, store);
+    const second = w.engine({ callout: { randomProbe: false } }, store);
     store.beforeLock = async () => assert.equal((await first.verify('alice@real.test')).source, 'probe');
     const late = await second.verify('alice@real.test');
     assert.equal(late.verdict, 'deliverable');
@@ -741,6 +752,19 @@ describe('stage timeouts of the dialogue', () => {
     assert.match((await lockKeys())[0]!, /lock:alice@hold\.test$/);
     assert.equal(await engine.abandon(), 1);
     assert.deepEqual(await lockKeys(), [], 'a daemon started at once probes instead of waiting out the lock');
+  });
+
+  it('abandon() lets go of the catch-all lock too, so that a daemon started at once does not wait for the domain', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61' }), { '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) } });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = w.engine({}, store);
+    void engine.verify('alice@hold.test');
+    const lockKeys = async () => (await store.scan('', 100)).map((row) => row.key).filter((key) => /lock(-catchall)?:/.test(key)).sort();
+    for (let i = 0; i < 200 && (await lockKeys()).length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal((await lockKeys()).length, 2, 'the probe holds the address lock and the catch-all lock');
+    assert.ok((await lockKeys()).some((key) => key.endsWith('lock-catchall:hold.test')), JSON.stringify(await lockKeys()));
+    assert.equal(await engine.abandon(), 1);
+    assert.deepEqual(await lockKeys(), []);
   });
 
   it('a pipelined RCPT that is never answered times out after callout.timeouts.rcpt too', async (t) => {
