@@ -166,9 +166,9 @@ interface SrsFlags {
 }
 
 function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
-  if (!flags.secretFile || !flags.domain) throw new UsageError(`${prefix}--secret-file and ${prefix}--domain are both needed`);
-  if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--separator: got "${flags.separator}", expected one of = + -`);
-  if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--alphabet: got "${flags.alphabet}", expected base64 or base64url`);
+  if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
+  if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
+  if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
   const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,

@@ -12,7 +12,12 @@
  *   When no stage ends the request, the answer is DUNNO, or PREPEND of a header a stage asked
  *   for. Postfix takes one action per reply, so headers are queued per message (the `instance`
  *   attribute) and given out one per reply, each once per message however many recipients
- *   it has.
+ *   it has; warn mode's X-Callout-Warning (warnAction PREPEND) likewise, each text once.
+ *   Headers are taken and given only at RCPT and DATA: Postfix ignores PREPEND at
+ *   END-OF-MESSAGE (smtpd_check.c: "action PREPEND must be used before
+ *   smtpd_end_of_data_restrictions") and, with smtpd_delay_reject=no, at CONNECT, EHLO and
+ *   HELO; at MAIL the instance still names the previous message (smtpd.c sets it after
+ *   smtpd_check_mail). There warn mode answers WARN.
  *   Faults (a store outage, a bug in a stage) are answered in one place, by `policy.faultAction`:
  *   fail open (skip the stage) or defer; they never become a rejection. Each is in its
  *   decision's log line; its own error line is written once a minute per stage and error, with
@@ -171,8 +176,10 @@ export class Pipeline {
     const action = decision.kind === 'continue' || decision.kind === 'prepend' ? undefined : actionFor(decision, configured.acceptAction);
     run.verdicts.push(verdict);
     run.earlier.set(name, verdict);
-    for (const header of verdict.headers ?? []) this.queueHeader(run.ctx.instance, name, header);
-    if (decision.kind === 'prepend') this.queueHeader(run.ctx.instance, name, decision.header);
+    if (HEADER_STATES.has(run.ctx.state)) {
+      for (const header of verdict.headers ?? []) this.queueHeader(run.ctx.instance, name, header);
+      if (decision.kind === 'prepend') this.queueHeader(run.ctx.instance, name, decision.header);
+    }
     if (action === undefined) return false;
     if (configured.mode === 'warn') {
       if (decision.kind !== 'accept') run.warnings.push(`${name} would answer ${action}`);
@@ -184,7 +191,7 @@ export class Pipeline {
 
   /** The action, once the stages that observe outcomes (the tarpit's delay) have seen it. */
   private finish(run: PipelineRun): PipelineOutcome | Promise<PipelineOutcome> {
-    const action = run.final?.action ?? this.continueAction(run.ctx.instance, run.warnings);
+    const action = run.final?.action ?? this.continueAction(run.ctx, run.warnings);
     if (this.observers.length === 0) return run.outcome(action);
     return this.observe(run.ctx, action, run.final?.stage).then(() => run.outcome(action));
   }
@@ -252,24 +259,33 @@ export class Pipeline {
     };
   }
 
-  private continueAction(instance: string, warnings: string[]): string {
+  private continueAction({ state, instance }: StageContext, warnings: string[]): string {
+    const warning = warnings.length > 0 ? safeText(warnings.join('; ')) : undefined;
+    if (!HEADER_STATES.has(state)) return warning === undefined ? 'DUNNO' : `WARN ${warning}`;
+    const warnByHeader = warning !== undefined && this.options.warnAction === 'PREPEND';
+    if (warnByHeader) {
+      const line = `X-Callout-Warning: ${warning}`;
+      // Without an instance there is no message to remember it for: give it at once.
+      if (!instance) return `PREPEND ${line}`;
+      this.queueLine(instance, `warning\0${line}`, line);
+    }
     const memory = instance ? this.messages.get(instance) : undefined;
     if (memory) memory.touched = Date.now();
     const header = memory?.pending.shift();
     if (header) return `PREPEND ${header}`;
-    if (warnings.length === 0) return 'DUNNO';
-    if (this.options.warnAction === 'PREPEND') return `PREPEND X-Callout-Warning: ${safeText(warnings.join('; '))}`;
-    return `WARN ${safeText(warnings.join('; '))}`;
+    return warning === undefined || warnByHeader ? 'DUNNO' : `WARN ${warning}`;
   }
 
   /** Headers are keyed by stage and field name, so each is given once per message. */
   private queueHeader(instance: string, stage: string, header: string): void {
     const line = safeHeader(header);
-    if (!line) return;
+    if (line) this.queueLine(instance, `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`, line);
+  }
+
+  /** Queues a header line for the message unless one with the same key was queued for it. */
+  private queueLine(instance: string, key: string, line: string): void {
     const memory = this.memoryFor(instance);
-    if (!memory) return;
-    const key = `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`;
-    if (memory.given.has(key)) return;
+    if (!memory || memory.given.has(key)) return;
     memory.given.add(key);
     memory.pending.push(line);
   }
@@ -299,6 +315,9 @@ export class Pipeline {
     }
   }
 }
+
+/** Where Postfix takes PREPEND into the message the request's instance names. */
+const HEADER_STATES: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['RCPT', 'DATA']);
 
 const DECISION_KINDS: ReadonlySet<string> = new Set<Decision['kind']>(['continue', 'accept', 'reject', 'defer', 'defer-if-permit', 'prepend']);
 

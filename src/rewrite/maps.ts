@@ -19,7 +19,9 @@
  *                invalid ones before this runs).
  *
  *   Answers mirror postsrsd 2.x: outcomes that mean "leave the address alone" are NOTFOUND with
- *   the reason as text, never errors, because an error would make Postfix defer the mail.
+ *   the reason as text, never errors, because an error would make Postfix defer the mail. That
+ *   includes an address over 512 octets ("Too big."), which postsrsd 2.x answers PERM: no SRS
+ *   address of ours is that long, and none is written for such a sender.
  *   Time comes from the injected Clock on every lookup.
  */
 
@@ -33,13 +35,11 @@ export function srsMaps(srs: Srs, clock: Clock): { forward: LookupMap; reverse: 
   return {
     forward(key) {
       const result = srs.forward(key, clock.now());
-      if (result.ok) return { kind: 'found', value: result.address };
-      return result.reason === 'too-long' ? { kind: 'perm', reason: result.message } : { kind: 'notfound', reason: result.message };
+      return result.ok ? { kind: 'found', value: result.address } : { kind: 'notfound', reason: result.message };
     },
     reverse(key) {
       const result = srs.reverse(key, clock.now());
-      if (result.ok) return { kind: 'found', value: result.address };
-      return result.reason === 'too-long' ? { kind: 'perm', reason: result.message } : { kind: 'notfound', reason: result.message };
+      return result.ok ? { kind: 'found', value: result.address } : { kind: 'notfound', reason: result.message };
     },
   };
 }

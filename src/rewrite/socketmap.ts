@@ -11,15 +11,20 @@
  *
  *   As postsrsd: a framing error (bad length, missing ',', an empty request, a line of the old
  *   tcp_table protocol) is answered `PERM Invalid query.` and the connection is closed; an
- *   unknown map name gets `PERM Invalid map.`; requests are answered in order.
+ *   unknown map name gets `PERM Invalid map.`; requests are answered in order. Unlike postsrsd,
+ *   a well-formed request over maxRequestOctets is read past, not kept, and answered
+ *   `NOTFOUND Too big.`: Postfix sends addresses of any length (a header address, a long
+ *   MAIL FROM), none that long is rewritten, and a PERM would make Postfix defer the mail.
  *
  * RFC
  *   D. J. Bernstein, "Netstrings" (cr.yp.to/proto/netstrings.txt); Postfix socketmap_table(5).
  *
  * LIMITS
- *   Requests of at most maxRequestOctets (default 1024, postsrsd's buffer); the length prefix
- *   is refused as soon as it has more digits than that limit needs. Replies of at most 100000
- *   octets (Postfix's limit) are all this module ever builds.
+ *   Requests of at most maxRequestOctets (default 1024, postsrsd's buffer) are read; longer ones
+ *   up to 100000 octets (the size Postfix allows a reply, and postsrsd a length prefix) are
+ *   skipped; a longer length prefix is refused as soon as it has more digits than
+ *   that limit needs. Replies of at most 100000 octets (Postfix's limit) are all this module
+ *   ever builds.
  *
  * ERRORS
  *   Nothing in the server throws on input. SocketmapClient (a tool for tests, benchmarks and the
@@ -29,20 +34,31 @@
 import net from 'node:net';
 import { LookupServer, safeLookup, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
 
-export const SOCKETMAP_LIMITS = { requestOctets: 1024, replyOctets: 100_000 } as const;
+export const SOCKETMAP_LIMITS = { requestOctets: 1024, skippedRequestOctets: 100_000, replyOctets: 100_000 } as const;
 
 const NOTHING = Buffer.alloc(0);
 
-export type NetstringEvent = { kind: 'frame'; data: Buffer } | { kind: 'error'; reason: string };
+export type NetstringEvent = { kind: 'frame'; data: Buffer } | { kind: 'skipped'; length: number } | { kind: 'error'; reason: string };
 
-/** Incremental netstring reader; after an error it yields nothing more. */
+/**
+ * Incremental netstring reader; after an error it yields nothing more. A frame longer than
+ * maxLength but not than skipLength (default maxLength) is read past without being kept and
+ * reported as skipped.
+ */
 export class NetstringDecoder {
   private pending: Buffer = NOTHING;
   private failed = false;
+  private readonly skipLength: number;
   private readonly maxDigits: number;
+  /** The skipped frame's length, and how many of its octets are still to come. */
+  private skipping: { length: number; left: number } | undefined;
 
-  constructor(private readonly maxLength: number) {
-    this.maxDigits = String(maxLength).length;
+  constructor(
+    private readonly maxLength: number,
+    skipLength = maxLength,
+  ) {
+    this.skipLength = Math.max(maxLength, skipLength);
+    this.maxDigits = String(this.skipLength).length;
   }
 
   push(chunk: Buffer): NetstringEvent[] {
@@ -51,6 +67,19 @@ export class NetstringDecoder {
     const events: NetstringEvent[] = [];
     let offset = 0;
     while (offset < this.pending.length) {
+      if (this.skipping) {
+        const { length, left } = this.skipping;
+        if (this.pending.length - offset <= left) {
+          this.skipping.left -= this.pending.length - offset;
+          offset = this.pending.length;
+          break;
+        }
+        if (this.pending[offset + left] !== 0x2c) return this.fail(events, 'missing comma');
+        this.skipping = undefined;
+        events.push({ kind: 'skipped', length });
+        offset += left + 1;
+        continue;
+      }
       let length = 0;
       let cursor = offset;
       for (; cursor < this.pending.length; cursor++) {
@@ -61,7 +90,12 @@ export class NetstringDecoder {
       }
       if (cursor === this.pending.length) break;
       if (cursor === offset) return this.fail(events, 'bad length');
-      if (length > this.maxLength) return this.fail(events, 'too long');
+      if (length > this.skipLength) return this.fail(events, 'too long');
+      if (length > this.maxLength) {
+        this.skipping = { length, left: length };
+        offset = cursor + 1;
+        continue;
+      }
       const end = cursor + 1 + length;
       if (end >= this.pending.length) break;
       if (this.pending[end] !== 0x2c) return this.fail(events, 'missing comma');
@@ -77,6 +111,7 @@ export class NetstringDecoder {
   private fail(events: NetstringEvent[], reason: string): NetstringEvent[] {
     this.failed = true;
     this.pending = NOTHING;
+    this.skipping = undefined;
     events.push({ kind: 'error', reason });
     return events;
   }
@@ -103,23 +138,32 @@ export function socketmapReply(result: LookupResult): string {
 
 export interface SocketmapServerOptions extends LookupServerOptions {
   maxRequestOctets?: number;
+  /** Longer requests up to this many octets are read past and answered NOTFOUND (default 100000). */
+  maxSkippedRequestOctets?: number;
 }
 
 export class SocketmapServer extends LookupServer {
   private readonly maps: ReadonlyMap<string, LookupMap>;
   private readonly maxRequestOctets: number;
+  private readonly maxSkippedRequestOctets: number;
 
   constructor(maps: Record<string, LookupMap>, options: SocketmapServerOptions = {}) {
     super(options);
     this.maps = new Map(Object.entries(maps));
     this.maxRequestOctets = options.maxRequestOctets ?? SOCKETMAP_LIMITS.requestOctets;
+    this.maxSkippedRequestOctets = options.maxSkippedRequestOctets ?? SOCKETMAP_LIMITS.skippedRequestOctets;
   }
 
   protected attach(socket: net.Socket): void {
-    const decoder = new NetstringDecoder(this.maxRequestOctets);
+    const decoder = new NetstringDecoder(this.maxRequestOctets, this.maxSkippedRequestOctets);
     socket.on('data', (chunk: Buffer) => {
       this.arrived(socket);
       for (const event of decoder.push(chunk)) {
+        if (event.kind === 'skipped') {
+          this.stats.requests++;
+          this.send(socket, encodeNetstring(socketmapReply({ kind: 'notfound', reason: 'Too big.' })));
+          continue;
+        }
         if (event.kind === 'error' || event.data.length === 0) {
           this.refuse(socket, encodeNetstring('PERM Invalid query.'), event.kind === 'error' ? `netstring: ${event.reason}` : 'empty netstring', chunk);
           return;
@@ -148,8 +192,8 @@ export class SocketmapClient {
     socket.on('data', (chunk: Buffer) => {
       for (const event of this.decoder.push(chunk)) {
         const next = this.waiting.shift();
-        if (event.kind === 'error') next?.reject(new Error(`socketmap reply: ${event.reason}`));
-        else next?.resolve(event.data.toString('utf8'));
+        if (event.kind === 'frame') next?.resolve(event.data.toString('utf8'));
+        else next?.reject(new Error(`socketmap reply: ${event.kind === 'error' ? event.reason : 'too long'}`));
       }
     });
     const failAll = () => {

@@ -217,6 +217,10 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--hash-length: got ""'));
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '28', 'a@b.test']), (err: unknown) => err instanceof UsageError && /expected a whole number from 1 to 27/.test(err.message));
     await assert.rejects(run(['verp', 'encode', '--sender', 'list@x.test', '--delimiters', '+', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--delimiters: got "+"'));
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-domain', 'x.test']), (err: unknown) => err instanceof UsageError && err.message === '--srs-secret-file and --srs-domain are both needed');
+    for (const [flag, value] of [['--srs-separator', '/'], ['--srs-alphabet', 'hex']]) {
+      await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', 'x.test', flag!, value!]), (err: unknown) => err instanceof UsageError && err.message.startsWith(`${flag}: got "${value}"`), flag);
+    }
   });
 
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {

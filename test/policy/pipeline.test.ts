@@ -270,3 +270,38 @@ describe('pipeline', () => {
     assert.equal(out.action, '550 5.7.1 bad action=OK ?');
   });
 });
+
+describe('pipeline: headers only where Postfix takes PREPEND for the message', () => {
+  const twoHeaders = (states: ProtocolState[]) =>
+    stage('auth', () => ({ kind: 'continue' }), { headers: ['Authentication-Results: mx.example; spf=pass', 'Received-SPF: pass'] }, 'enforce', states);
+
+  it('gives no header at END-OF-MESSAGE, where Postfix ignores PREPEND (smtpd_check.c: "action PREPEND must be used before smtpd_end_of_data_restrictions")', async () => {
+    const p = pipeline([twoHeaders(['RCPT', 'END-OF-MESSAGE'])]);
+    assert.equal((await p.decide(rcpt())).action, 'PREPEND Authentication-Results: mx.example; spf=pass');
+    assert.equal((await p.decide(rcpt({ protocol_state: 'END-OF-MESSAGE', recipient: '' }))).action, 'DUNNO');
+  });
+
+  it('gives no header at MAIL, where the instance still names the previous message (smtpd.c sets it after smtpd_check_mail)', async () => {
+    const p = pipeline([twoHeaders(['RCPT', 'MAIL'])]);
+    assert.equal((await p.decide(rcpt({ instance: 'previous' }))).action, 'PREPEND Authentication-Results: mx.example; spf=pass');
+    // smtpd_delay_reject=no: the next message's MAIL FROM is checked with the previous instance.
+    assert.equal((await p.decide(rcpt({ protocol_state: 'MAIL', instance: 'previous', recipient: '' }))).action, 'DUNNO', 'no header of the previous message in the next one');
+  });
+
+  it('in warn mode answers WARN, never PREPEND, where Postfix would drop the header', async () => {
+    const warned = stage('a', () => reject, {}, 'warn', ['CONNECT', 'END-OF-MESSAGE']);
+    const p = pipeline([warned], { warnAction: 'PREPEND' });
+    for (const state of ['CONNECT', 'END-OF-MESSAGE']) {
+      assert.equal((await p.decide(rcpt({ protocol_state: state }))).action, 'WARN a would answer 550 5.7.1 no', state);
+    }
+  });
+
+  it('with warnAction PREPEND gives each warning header once per message, not once per recipient', async () => {
+    const p = pipeline([stage('sender-check', () => reject, {}, 'warn')], { warnAction: 'PREPEND' });
+    assert.equal((await p.decide(rcpt())).action, 'PREPEND X-Callout-Warning: sender-check would answer 550 5.7.1 no');
+    for (const recipient of ['c@example.net', 'd@example.net']) {
+      assert.equal((await p.decide(rcpt({ recipient }))).action, 'DUNNO', recipient);
+    }
+    assert.equal((await p.decide(rcpt({ instance: 'i2' }))).action, 'PREPEND X-Callout-Warning: sender-check would answer 550 5.7.1 no', 'a new message gets its own');
+  });
+});

@@ -10,7 +10,7 @@ import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../../src/rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
-import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring } from '../../src/rewrite/socketmap.js';
+import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring, type NetstringEvent } from '../../src/rewrite/socketmap.js';
 import { Srs } from '../../src/rewrite/srs.js';
 import { TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode } from '../../src/rewrite/tcp-table.js';
 
@@ -90,11 +90,12 @@ function raw(target: { host: string; port: number }, bytes: Buffer | string, unt
 }
 
 describe('netstrings', () => {
+  const shown = (events: NetstringEvent[]) => events.map((e) => (e.kind === 'frame' ? e.data.toString() : e.kind === 'skipped' ? `skipped ${e.length}` : e.reason));
   it('decodes frames split anywhere and several in one chunk', () => {
     const decoder = new NetstringDecoder(100);
     const bytes = Buffer.from('3:abc,0:,5:he');
-    assert.deepEqual(decoder.push(bytes).map((e) => (e.kind === 'frame' ? e.data.toString() : e.reason)), ['abc', '']);
-    assert.deepEqual(decoder.push(Buffer.from('llo,')).map((e) => (e.kind === 'frame' ? e.data.toString() : e.reason)), ['hello']);
+    assert.deepEqual(shown(decoder.push(bytes)), ['abc', '']);
+    assert.deepEqual(shown(decoder.push(Buffer.from('llo,'))), ['hello']);
   });
   it('refuses bad lengths, over-long frames early, and missing commas, then stays silent', () => {
     for (const text of ['x:', ':abc,', '3:abcd', '1001:', '12345', '3:abc;']) {
@@ -103,6 +104,14 @@ describe('netstrings', () => {
       assert.equal(events.at(-1)?.kind, 'error', text);
       assert.deepEqual(decoder.push(Buffer.from('3:abc,')), []);
     }
+  });
+  it('drops a frame over the request limit but within the skip limit, without keeping it, and reads on', () => {
+    const decoder = new NetstringDecoder(10, 1000);
+    assert.deepEqual(shown(decoder.push(Buffer.from(`500:${'x'.repeat(200)}`))), []);
+    assert.deepEqual(shown(decoder.push(Buffer.from(`${'x'.repeat(300)},3:abc,`))), ['skipped 500', 'abc']);
+    assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from(`11:${'x'.repeat(11)};`))), ['missing comma']);
+    assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from('1001:'))), ['too long']);
+    assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from('10000'))), ['bad length']);
   });
   it('never throws and round-trips what it encodes', () => {
     fc.assert(
@@ -157,7 +166,7 @@ describe('SocketmapServer', () => {
     const { log, lines } = recordingLog();
     const { server, target } = await started(new SocketmapServer(maps, { log, label: 'socketmap' }));
     const reasons = ['empty netstring', 'netstring: bad length', 'netstring: bad length', 'netstring: missing comma', 'netstring: too long'];
-    for (const bytes of ['0:,', 'get test@example.com\n', '99999:', '3:abc;', `2000:${'x'.repeat(2000)},`]) {
+    for (const bytes of ['0:,', 'get test@example.com\n', '1000000:', '3:abc;', '100001:']) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '19:PERM Invalid query.,', JSON.stringify(bytes));
       assert.equal(closed, true);
@@ -165,6 +174,14 @@ describe('SocketmapServer', () => {
     assert.ok(server.stats.protocolErrors >= 5);
     assert.deepEqual(lines.map((l) => [l.message, l.fields.listener, l.fields.reason]), reasons.map((reason) => ['request refused; closing the connection', 'socketmap', reason]));
     assert.equal(lines[1]!.fields.input, JSON.stringify('get test@example.com\n'));
+  });
+
+  it('answers a request too long for any address NOTFOUND, not PERM (Postfix would defer the mail), and keeps the connection', async () => {
+    const { target } = await started(new SocketmapServer(maps));
+    const client = await connected(SocketmapClient, target);
+    assert.equal(await client.query('forward', `${'u'.repeat(2000)}@other.example`), 'NOTFOUND Too big.');
+    assert.equal(await client.query('reverse', `SRS0=vmyz=2W=otherdomain.com=${'u'.repeat(50_000)}@example.com`), 'NOTFOUND Too big.');
+    assert.equal(await client.query('forward', 'test@otherdomain.com'), 'OK SRS0=vmyz=2W=otherdomain.com=test@example.com');
   });
 
   it('answers nothing more, and logs nothing more, after a refusal, even to a client that keeps its half open', async () => {
@@ -218,6 +235,9 @@ describe('SocketmapServer', () => {
     assert.equal(await client.query('forward', 'a@b@other.example'), "NOTFOUND Cannot rewrite an address with more than one '@'.");
     assert.equal(await client.query('forward', '@other.example'), 'NOTFOUND Cannot rewrite an address with an empty local part.');
     assert.equal(await client.query('forward', `${'u'.repeat(480)}@other.example`), 'NOTFOUND Rewritten address too big.');
+    // Over 512 octets: postsrsd 2.x answers PERM, and Postfix defers the message for good.
+    assert.equal(await client.query('forward', `${'u'.repeat(600)}@other.example`), 'NOTFOUND Too big.');
+    assert.equal(await client.query('reverse', `SRS0=vmyz=2W=otherdomain.com=${'u'.repeat(600)}@example.com`), 'NOTFOUND Too big.');
     assert.equal(await client.query('batv-sign', '"a b"@example.com'), `NOTFOUND cannot sign an address with ${quoted}`);
     assert.equal(await client.query('batv-sign', 'a@b@example.com'), "NOTFOUND cannot sign an address with more than one '@'");
     const tcp = await connected(TcpTableClient, (await started(new TcpTableServer(maps.forward!))).target);

@@ -13,6 +13,8 @@
  *     no prvs tag                    reject with unsignedText, unless `unsignedAllowedUntil`
  *                                    (a grace period after signing was turned on: bounces of
  *                                    mail sent before still arrive unsigned) is in the future
+ *   A recipient's domain is matched as A-labels and as U-labels, so an internationalised domain
+ *   is protected however it is configured and addressed.
  *   Mail with a sender, recipients outside `domains` and `exemptRecipients` (addresses or
  *   local parts that never sign, e.g. list owners) are left alone. The signature is checked
  *   over the recipient exactly as Postfix sent it, because the HMAC covers it byte for byte.
@@ -108,11 +110,13 @@ export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'm
     name: 'batv',
     states: new Set(['RCPT']),
     counters,
-    async evaluate(ctx) {
+    evaluate(ctx) {
       if (ctx.senderText !== '') return verdict('not-bounce', 'the message has a sender; only bounces are checked');
       const recipient = ctx.recipientText;
       const at = recipient.lastIndexOf('@');
-      if (at < 0 || !protectedDomain(recipient.slice(at + 1))) return verdict('unprotected', `${recipient} is not in a BATV-protected domain`);
+      // An internationalised domain arrives as A-labels or U-labels (RFC 5890), and is configured either way.
+      const domains = ctx.recipient ? [ctx.recipient.asciiDomain, ctx.recipient.domain] : at < 0 ? [] : [recipient.slice(at + 1)];
+      if (!domains.some(protectedDomain)) return verdict('unprotected', `${recipient} is not in a BATV-protected domain`);
       const check = batv.check(recipient, ctx.clock.now());
       const core = check.status === 'not-prvs' ? recipient : check.original;
       if (exempt.has(asciiLower(core)) || exempt.has(asciiLower(core.slice(0, core.lastIndexOf('@'))))) {

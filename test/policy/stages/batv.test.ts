@@ -76,6 +76,13 @@ describe('batv stage', () => {
     assert.equal(s.counters.unsigned + s.counters['bad-signature'] + s.counters['unknown-key'] + s.counters.expired, 4);
   });
 
+  it('answers at once, without a promise: it has nothing to wait for, so the pipeline spends no timer on it', () => {
+    const s = stage();
+    for (const [sender, recipient] of [['', 'prvs=1269e93bf9=user@example.com'], ['', 'user@example.com'], ['someone@remote.example', 'user@example.com']] as const) {
+      assert.ok(!(s.evaluate(context(sender, recipient)) instanceof Promise), `${sender} -> ${recipient}`);
+    }
+  });
+
   it('leaves mail with a sender, other domains and exempt recipients alone', async () => {
     const s = stage({ exemptRecipients: ['list-owner', 'noreply@example.com'] });
     assert.equal((await s.evaluate(context('someone@remote.example', 'user@example.com'))).result, 'not-bounce');
@@ -83,6 +90,13 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', 'user@example.net'))).result, 'unprotected');
     assert.equal((await s.evaluate(context('', 'list-owner@example.com'))).result, 'exempt');
     assert.equal((await s.evaluate(context('', 'NoReply@example.com'))).result, 'exempt');
+  });
+
+  it('protects an internationalised domain whether it is configured or addressed as U-labels or A-labels', async () => {
+    for (const [configured, addressed] of [['bücher.example', 'user@xn--bcher-kva.example'], ['xn--bcher-kva.example', 'user@bücher.example'], ['.bücher.example', 'user@sub.xn--bcher-kva.example']] as const) {
+      const verdict = await stage({ domains: [configured] }).evaluate(context('', addressed));
+      assert.equal(verdict.result, 'unsigned', `${configured} protects ${addressed}`);
+    }
   });
 
   it('accepts unsigned bounces during the grace period, with custom texts and codes', async () => {
