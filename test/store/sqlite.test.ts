@@ -232,6 +232,58 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('keeps increment, compareAndSet and setIfAbsent atomic between two processes writing at once', async () => {
+    const path = freshPath();
+    await (await SqliteStore.open(path)).close();
+    const script = join(scratch, 'contender.mjs');
+    // Each process waits until both have opened the file, then runs 8 writers at once.
+    writeFileSync(
+      script,
+      `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+       const [path, name, rounds] = process.argv.slice(2);
+       const store = await SqliteStore.open(path, { busyTimeoutMs: 10_000 });
+       await store.set('ready:' + name, '1', 60_000);
+       while ((await store.scan('ready:', 10)).length < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+       let wins = 0;
+       await Promise.all(Array.from({ length: 8 }, async (_, writer) => {
+         for (let i = writer; i < Number(rounds); i += 8) {
+           await store.increment('count', 1, 60_000);
+           for (;;) {
+             const row = await store.get('cas');
+             if (await store.compareAndSet('cas', row?.value, String(Number(row?.value ?? 0) + 1), 60_000)) break;
+           }
+           if (await store.setIfAbsent('once:' + i, name, 60_000)) wins += 1;
+         }
+       }));
+       await store.close();
+       process.stdout.write(String(wins));`,
+    );
+    const rounds = 400;
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const outcomes = await Promise.all(
+      ['one', 'two'].map(async (name) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', script, path, name, String(rounds)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+        const killer = setTimeout(() => child.kill(), 30_000);
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        const [code] = (await once(child, 'exit')) as [number | null];
+        clearTimeout(killer);
+        assert.equal(code, 0, `${name} exited ${code}`);
+        return { name, wins: Number(out) };
+      }),
+    );
+    const store = await SqliteStore.open(path);
+    try {
+      assert.equal((await store.get('count'))?.value, String(2 * rounds), 'no increment lost');
+      assert.equal((await store.get('cas'))?.value, String(2 * rounds), 'no compare-and-set lost');
+      const claimed = await store.scan('once:', 2 * rounds);
+      assert.equal(claimed.length, rounds);
+      for (const { name, wins } of outcomes) assert.equal(claimed.filter((row) => row.value === name).length, wins, `the keys ${name} set`);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('remembers what it read, and sees another connection\'s commit from the next turn on', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
@@ -716,6 +768,26 @@ describe('SqliteStore', () => {
     assert.equal((await store.get('a'))?.value, '1');
     assert.equal((await store.get('b'))?.value, '2');
     assert.equal((await store.get('text'))?.value, 'not a number');
+    await store.close();
+  });
+
+  it('fails every write of a group whose transaction SQLite rolled back (as on a full disk), remembers none of it, and goes on', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    await store.set('k', 'old', 60_000);
+    assert.equal((await store.get('k'))?.value, 'old');
+    // SQLITE_FULL or an I/O error in a statement ends the whole transaction, as RAISE(ROLLBACK) does.
+    const edit = new Database(path);
+    edit.exec("CREATE TRIGGER full BEFORE INSERT ON kv WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END");
+    const results = await Promise.allSettled([store.set('k', 'new', 60_000), store.increment('n', 1, 60_000), store.set('boom', 'x', 60_000), store.set('after', 'y', 60_000)]);
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected', 'rejected', 'rejected']);
+    for (const result of results) assert.match(String((result as PromiseRejectedResult).reason), /StoreError: .*database or disk is full/);
+    assert.deepEqual(store.peek('k'), { value: 'old', expiresAt: (await store.get('k'))?.expiresAt });
+    assert.equal(await store.get('n'), undefined);
+    assert.equal(await store.get('after'), undefined, 'a write after the failure was not committed on its own');
+    edit.exec('DROP TRIGGER full');
+    edit.close();
+    assert.equal(await store.increment('n', 1, 60_000), 1, 'the store goes on once the cause is gone');
     await store.close();
   });
 
