@@ -254,6 +254,10 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
       // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
       throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
     }
+    // Ours at version 0 is empty: tables there are another program's (a mistyped path).
+    if (version === 0 && (db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table'").pluck().get() as number) > 0) {
+      throw new ConfigError(`sqlite store ${path}: the file holds another program's tables and no callout schema version: give callout a file of its own`);
+    }
     for (const step of MIGRATIONS.slice(version)) db.exec(step);
     if (version === SCHEMA_VERSION) return undefined;
     db.pragma(`user_version = ${SCHEMA_VERSION}`);

@@ -681,7 +681,7 @@ describe('SqliteStore', () => {
     const path = join(scratch, 'switching.sqlite');
     // A rollback-journal file with a write in progress: the state another process's switch leaves it in.
     const other = new Database(path);
-    other.exec('CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);');
+    other.exec('BEGIN IMMEDIATE;');
     const probe = new Database(path, { timeout: 1000 });
     assert.throws(() => probe.pragma('journal_mode = WAL'), /database is locked/, 'SQLite answers SQLITE_BUSY without waiting');
     probe.close();
@@ -729,6 +729,25 @@ describe('SqliteStore', () => {
     const check = new Database(path, { readonly: true });
     assert.equal(check.pragma('user_version', { simple: true }), 99);
     check.close();
+  });
+
+  it('refuses a database of another program (tables, no schema version of ours), and leaves it alone', async () => {
+    for (const [name, schema] of [['foreign', 'CREATE TABLE accounts (id INTEGER)'], ['foreign-kv', 'CREATE TABLE kv (k, v)']] as const) {
+      const path = join(scratch, `${name}.sqlite`);
+      const db = new Database(path);
+      db.exec(schema);
+      db.close();
+      await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+        // A wrong path, not a passing fault: exit 78 and the path named, not 75.
+        assert.ok(err instanceof ConfigError, `${name}: ${String(err)}`);
+        assert.ok(err.message.includes(path), err.message);
+        assert.match(err.message, /another program's tables/);
+        return true;
+      });
+      const check = new Database(path, { readonly: true });
+      assert.deepEqual(check.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all(), [schema.split(' ')[2]]);
+      check.close();
+    }
   });
 
   it('names the path and operation when a statement fails', async () => {
