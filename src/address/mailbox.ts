@@ -230,13 +230,13 @@ export function validateAddressLiteral(content: string, position: number): Parse
   return failure('bad-address-literal', position, 'invalid IPv4 address literal');
 }
 
-/** Joins a semantic local part and a checked domain into a Mailbox, applying the size limits. */
-export function buildMailbox(local: LocalPartInput, domain: MailboxDomain, pathPosition: number): ParseResult<Mailbox> {
+/** Joins a semantic local part and a checked domain into a Mailbox, applying the size limits unless told not to. */
+export function buildMailbox(local: LocalPartInput, domain: MailboxDomain, pathPosition: number, sizeLimits = true): ParseResult<Mailbox> {
   const control = findCodeUnit(local.value, isControl);
   if (control >= 0) return failure('bad-character', local.position, 'control character in local part');
   const quoted = quoteLocalPart(local.value);
   const localOctets = octets(quoted);
-  if (localOctets > ADDRESS_LIMITS.localPartOctets) {
+  if (sizeLimits && localOctets > ADDRESS_LIMITS.localPartOctets) {
     return failure(
       'local-part-too-long',
       local.position,
@@ -245,7 +245,7 @@ export function buildMailbox(local: LocalPartInput, domain: MailboxDomain, pathP
   }
   const address = `${quoted}@${domain.ascii}`;
   const pathOctets = octets(address) + 2;
-  if (pathOctets > ADDRESS_LIMITS.pathOctets) {
+  if (sizeLimits && pathOctets > ADDRESS_LIMITS.pathOctets) {
     return failure('path-too-long', pathPosition, `path exceeds ${ADDRESS_LIMITS.pathOctets} octets (${pathOctets})`);
   }
   const mailbox: Mailbox = {

@@ -7,7 +7,10 @@
  *   RCPT TO; parseReversePath and parseForwardPath take the whole bracketed path. ESMTP
  *   parameters (SIZE=, SMTPUTF8) are the caller's to split off first. The tolerant option
  *   accepts what Postfix's policy protocol hands over: the bare address without brackets, and
- *   for the sender the empty string meaning the null reverse path.
+ *   for the sender the empty string meaning the null reverse path. `sizeLimits: false` accepts
+ *   local parts and paths over RFC 5321's 64 and 256 octets, as a receiving server should
+ *   (§4.5.3.1: "implementation techniques that impose no limits on the length of these objects
+ *   should be used"; Postfix and Exim impose none): SRS, BATV and VERP senders often exceed 64.
  *
  * RFC
  *   RFC 5321 §4.1.2 (Reverse-path, Forward-path, Mailbox, Dot-string, Quoted-string), §4.1.3
@@ -17,7 +20,7 @@
  *
  * LIMITS
  *   4096 characters of input; then the limits of mailbox.ts (local part 64, domain 255, label
- *   63, path 256 octets).
+ *   63, path 256 octets; the first two unless `sizeLimits: false`).
  *
  * ERRORS
  *   Every failure is a ParseResult with an AddressSyntaxError naming the rule and position.
@@ -42,6 +45,8 @@ import {
 export interface MailboxOptions {
   /** Allow RFC 6531 UTF-8 local parts and U-labels (default true). */
   utf8?: boolean;
+  /** Hold the local part and the path to 64 and 256 octets (default true); see DESCRIPTION. */
+  sizeLimits?: boolean;
 }
 
 export interface PathOptions extends MailboxOptions {
@@ -113,7 +118,7 @@ function unexpectedAt(input: string, position: number, expected: 'missing-at' | 
  * A Mailbox from `start`. Inside a path the domain ends at '>', otherwise at the end of input;
  * the caller checks what follows `end`.
  */
-function scanMailbox(input: string, start: number, inPath: boolean): ParseResult<Scanned<Mailbox>> {
+function scanMailbox(input: string, start: number, inPath: boolean, sizeLimits: boolean): ParseResult<Scanned<Mailbox>> {
   const local = input[start] === '"' ? scanQuotedString(input, start) : scanDotString(input, start);
   if (!local.ok) return local;
   const at = local.value.end;
@@ -135,7 +140,7 @@ function scanMailbox(input: string, start: number, inPath: boolean): ParseResult
     domain = validateDomain(splitLabels(input.slice(domainStart, end), domainStart), domainStart);
   }
   if (!domain.ok) return domain;
-  const mailbox = buildMailbox(local.value.value, domain.value, 0);
+  const mailbox = buildMailbox(local.value.value, domain.value, 0, sizeLimits);
   if (!mailbox.ok) return mailbox;
   return success({ value: mailbox.value, end });
 }
@@ -166,14 +171,14 @@ export function parseMailbox(input: string, options: MailboxOptions = {}): Parse
   const checked = checkInput(input, ADDRESS_LIMITS.input, options.utf8 ?? true);
   if (!checked.ok) return checked;
   if (input === '') return failure('empty-input', 0, 'empty address');
-  const scanned = scanMailbox(input, 0, false);
+  const scanned = scanMailbox(input, 0, false, options.sizeLimits ?? true);
   if (!scanned.ok) return scanned;
   const ended = expectEnd(input, scanned.value.end);
   return ended.ok ? success(scanned.value.value) : ended;
 }
 
 /** `<>`, `<mailbox>` or `<A-d-l:mailbox>`; the input has passed checkInput and starts with '<'. */
-function parseBracketedPath(input: string): ParseResult<ReversePath> {
+function parseBracketedPath(input: string, sizeLimits: boolean): ParseResult<ReversePath> {
   if (input[1] === '>') {
     const ended = expectEnd(input, 2);
     return ended.ok ? success({ kind: 'null' }) : ended;
@@ -184,7 +189,7 @@ function parseBracketedPath(input: string): ParseResult<ReversePath> {
     if (!routeEnd.ok) return routeEnd;
     start = routeEnd.value;
   }
-  const scanned = scanMailbox(input, start, true);
+  const scanned = scanMailbox(input, start, true, sizeLimits);
   if (!scanned.ok) return scanned;
   const { end } = scanned.value;
   if (input[end] !== '>') return unexpectedAt(input, end, 'missing-angle-bracket');
@@ -195,7 +200,7 @@ function parseBracketedPath(input: string): ParseResult<ReversePath> {
 function parsePath(input: string, options: PathOptions): ParseResult<ReversePath> {
   const checked = checkInput(input, ADDRESS_LIMITS.input, options.utf8 ?? true);
   if (!checked.ok) return checked;
-  if (input.startsWith('<')) return parseBracketedPath(input);
+  if (input.startsWith('<')) return parseBracketedPath(input, options.sizeLimits ?? true);
   if (!options.tolerant) return failure('missing-angle-bracket', 0, "missing '<'");
   const mailbox = parseMailbox(input, options);
   return mailbox.ok ? success({ kind: 'mailbox', mailbox: mailbox.value }) : mailbox;

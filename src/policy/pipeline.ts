@@ -90,8 +90,9 @@ export type MessageMemories = Map<string, MessageMemory>;
 export class Pipeline {
   /** Per message; handed to the pipeline that replaces this one at a reload. */
   readonly messages: MessageMemories;
-  private readonly senders = new BoundedMemo((text) => parseReversePath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
-  private readonly recipients = new BoundedMemo((text) => parseForwardPath(text, { tolerant: true }), PARSE_MEMORY_LIMIT);
+  // As Postfix received them: no RFC 5321 size limits (SRS and BATV senders exceed 64 octets).
+  private readonly senders = new BoundedMemo((text) => parseReversePath(text, RECEIVED_PATHS), PARSE_MEMORY_LIMIT);
+  private readonly recipients = new BoundedMemo((text) => parseForwardPath(text, RECEIVED_PATHS), PARSE_MEMORY_LIMIT);
   /** The stages that watch outcomes (Stage.observe); most pipelines have none. */
   private readonly observers: ConfiguredStage[];
   /** One line per minute for each repeated fault (core/log RepeatCollapser); every decision line still lists its faults. */
@@ -315,6 +316,8 @@ export class Pipeline {
     }
   }
 }
+
+const RECEIVED_PATHS = { tolerant: true, sizeLimits: false } as const;
 
 /** Where Postfix takes PREPEND into the message the request's instance names. */
 const HEADER_STATES: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['RCPT', 'DATA']);

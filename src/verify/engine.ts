@@ -220,7 +220,9 @@ export class CalloutEngine {
     const input = typeof given === 'string' ? given : given.address;
     let mailbox: Mailbox;
     if (typeof given === 'string') {
-      const parsed = parseForwardPath(given.trim(), { tolerant: true });
+      // Its exchanger judges the length (RFC 5321 §4.5.3.1 asks for no limits); a command line
+      // over 512 octets is refused by smtp/command before it is sent.
+      const parsed = parseForwardPath(given.trim(), { tolerant: true, sizeLimits: false });
       if (!parsed.ok) {
         return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
       }

@@ -145,6 +145,18 @@ describe('parseMailbox: limits (RFC 5321 §4.5.3.1)', () => {
     assertSyntaxError(parseReversePath(`<${local}@${domainOf(190)}>`), 'path 257', 'path-too-long', 0);
   });
 
+  it('with sizeLimits: false accepts longer local parts and paths, as a receiving server should (§4.5.3.1), but not longer domains', () => {
+    // postsrsd's SRS0 form of a 41-octet sender: 67 octets of local part.
+    const srs = 'SRS0=Ab3d=QX=customer-service.example.com=firstname.lastname.longer@forwarder.example.net';
+    assertSyntaxError(parseReversePath(srs, { tolerant: true }), 'strict', 'local-part-too-long', 0);
+    const received = { tolerant: true, sizeLimits: false } as const;
+    const parsed = parseReversePath(srs, received);
+    assert.ok(parsed.ok && parsed.value.kind === 'mailbox' && parsed.value.mailbox.address === srs);
+    assertParsed(parseForwardPath(`<${'a'.repeat(300)}@x.org>`, received), 'path of 308 octets');
+    assertParsed(parseMailbox(`${'a'.repeat(100)}@x.org`, { sizeLimits: false }), 'local part of 100');
+    assertSyntaxError(parseMailbox(`a@${domainOf(256)}`, { sizeLimits: false }), 'domain 256', 'domain-too-long', 2);
+  });
+
   it('rejects a domain over 255 octets before the path limit', () => {
     assertSyntaxError(parseMailbox(`a@${domainOf(256)}`), 'domain 256', 'domain-too-long', 2);
   });

@@ -265,6 +265,16 @@ describe('pipeline', () => {
     assert.equal(seen!.recipientText, '<Postmaster>');
   });
 
+  it('takes senders and recipients as Postfix received them, over RFC 5321\'s 64-octet local part (SRS, BATV, VERP)', async () => {
+    let seen: StageContext | undefined;
+    const sender = 'SRS0=Ab3d=QX=customer-service.example.com=firstname.lastname.longer@forwarder.example.net';
+    const recipient = `prvs=0123456789=${'a'.repeat(60)}@example.org`;
+    await pipeline([stage('peek', (ctx) => ((seen = ctx), { kind: 'continue' }))]).decide(rcpt({ sender, recipient }));
+    assert.equal(seen!.senderError, undefined);
+    assert.equal(seen!.sender?.kind === 'mailbox' && seen!.sender.mailbox.address, sender);
+    assert.equal(seen!.recipient?.address, recipient);
+  });
+
   it('makes action texts safe: no CR/LF, ASCII only', async () => {
     const out = await pipeline([stage('a', () => ({ kind: 'reject', code: 550, enhanced: '5.7.1', text: 'bad\r\naction=OK\n\nü' }))]).decide(rcpt());
     assert.equal(out.action, '550 5.7.1 bad action=OK ?');

@@ -147,6 +147,17 @@ describe('verdicts from one exchanger', () => {
     assert.equal(randomProbes(w, '127.0.0.2').length, 1);
   });
 
+  it('verifies a local part over 64 octets (SRS, BATV senders); one whose RCPT line would pass 512 octets is not sent', async () => {
+    const long = `SRS0=Ab3d=QX=customer-service.example.com=${'x'.repeat(40)}`;
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly([long]) });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    assert.equal((await engine.verify(`${long}@real.test`)).verdict, 'deliverable');
+    assert.equal((await engine.verify(`other${long}@real.test`)).verdict, 'undeliverable');
+    const huge = await engine.verify(`${'y'.repeat(600)}@real.test`);
+    assert.equal(huge.verdict, 'unknown', huge.description);
+    assert.ok(!w.commands('127.0.0.2').some((line) => line.includes('y'.repeat(600))), 'the over-long RCPT was not sent');
+  });
+
   it('without the random probe a catch-all domain looks deliverable, and the probe state says not-run', async () => {
     const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
     const r = await w.engine({ callout: { randomProbe: false } }).verify('whoever@any.test');
