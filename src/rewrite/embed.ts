@@ -19,14 +19,19 @@ import { CONTROL_CHARACTER } from '../core/text.js';
 export type EmbeddableAddress = { ok: true; local: string; domain: string } | { ok: false; problem: string };
 
 
+/** RFC 5321 §4.1.2 specials a domain may hold (an address literal) that an unquoted local part may not. */
+const LOCAL_PART_SPECIAL = /[[\]:\s()<>;\\,]/;
+
 /**
  * The local part and domain of an address that can be written into the local part of another
  * (SRS, BATV, VERP) and read back, or what it has that cannot be: a control character; a '"'
  * (a quoted string is valid only as a whole local part, RFC 5321 §4.1.2, so it cannot sit
  * inside another); no '@', or a second one (the written address would hold two); an empty local
- * part or domain. `problem` completes "an address with ...".
+ * part or domain. With `domainInLocalPart` (SRS, VERP write the domain there too), a domain with
+ * a character an unquoted local part may not hold: an address literal's '[', ']' or ':'.
+ * `problem` completes "an address with ...".
  */
-export function embeddableAddress(address: string): EmbeddableAddress {
+export function embeddableAddress(address: string, options: { domainInLocalPart?: boolean } = {}): EmbeddableAddress {
   const control = CONTROL_CHARACTER.exec(address);
   if (control) return { ok: false, problem: `a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` };
   const at = address.indexOf('@');
@@ -35,5 +40,8 @@ export function embeddableAddress(address: string): EmbeddableAddress {
   if (address.includes('@', at + 1)) return { ok: false, problem: "more than one '@'" };
   if (at === 0) return { ok: false, problem: 'an empty local part' };
   if (at === address.length - 1) return { ok: false, problem: 'an empty domain' };
-  return { ok: true, local: address.slice(0, at), domain: address.slice(at + 1) };
+  const domain = address.slice(at + 1);
+  const special = options.domainInLocalPart ? LOCAL_PART_SPECIAL.exec(domain) : null;
+  if (special) return { ok: false, problem: `'${special[0]}' in its domain (an address literal: the local part written with it would need quotes, and Postfix's quoted form does not reverse)` };
+  return { ok: true, local: address.slice(0, at), domain };
 }

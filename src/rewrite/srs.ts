@@ -182,7 +182,7 @@ export class Srs {
   forward(sender: string, nowMs: number): SrsForwardResult {
     if (Buffer.byteLength(sender) > SRS_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: 'Too big.' };
     if (!sender.includes('@')) return { ok: false, reason: 'no-domain', message: 'No domain.' };
-    const parts = embeddableAddress(sender);
+    const parts = embeddableAddress(sender, { domainInLocalPart: true });
     if (!parts.ok) return { ok: false, reason: 'malformed', message: `Cannot rewrite an address with ${parts.problem}.` };
     const { local: user, domain: host } = parts;
     if (host.includes('=')) return { ok: false, reason: 'malformed', message: "Cannot rewrite an address with '=' in its domain (reverse would end the domain there)." };

@@ -69,7 +69,7 @@ function splitLast(address: string): [string, string] {
 export function verpEncode(sender: string, recipient: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpEncodeResult {
   const from = embeddableAddress(sender);
   if (!from.ok) return { ok: false, reason: 'bad-sender', message: `the sender is an address with ${from.problem}` };
-  const to = embeddableAddress(recipient);
+  const to = embeddableAddress(recipient, { domainInLocalPart: true });
   if (!to.ok) return { ok: false, reason: 'bad-recipient', message: `the recipient is an address with ${to.problem}` };
   // Decoding takes the domain after the last domain delimiter.
   if (to.domain.includes(delimiters.domain)) {

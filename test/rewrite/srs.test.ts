@@ -45,6 +45,10 @@ describe('SRS forward, the vectors of postsrsd and libsrs2 (secret tops3cr3t, 20
     assert.equal(refusal('@x'), 'malformed: Cannot rewrite an address with an empty local part.');
     assert.equal(refusal('a@'), 'malformed: Cannot rewrite an address with an empty domain.');
     assert.equal(refusal('a\u0001@x.test'), 'malformed: Cannot rewrite an address with a control character (U+0001).');
+    // SRS0=…=[192.0.2.1]=user@example.com leaves Postfix quoted, and its quoted form reverses to nothing.
+    const literal = "malformed: Cannot rewrite an address with '[' in its domain (an address literal: the local part written with it would need quotes, and Postfix's quoted form does not reverse).";
+    assert.equal(refusal('user@[192.0.2.1]'), literal);
+    assert.equal(refusal('user@[IPv6:2001:db8::1]'), literal);
     assert.equal(refusal('a@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
     assert.equal(refusal('SRS0=opaque@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
   });

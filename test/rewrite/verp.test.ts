@@ -19,6 +19,7 @@ describe('VERP', () => {
     assert.equal(refusal(list, ''), "bad-recipient: the recipient is an address with no '@' and domain");
     assert.equal(refusal(list, '<>'), "bad-recipient: the recipient is an address with no '@' and domain");
     assert.equal(refusal(list, 'a@'), 'bad-recipient: the recipient is an address with an empty domain');
+    assert.match(refusal(list, 'a@[192.0.2.1]'), /^bad-recipient: the recipient is an address with '\[' in its domain \(an address literal/);
     assert.equal(refusal(list, '@x'), 'bad-recipient: the recipient is an address with an empty local part');
     assert.equal(refusal(list, 'a@b@c'), "bad-recipient: the recipient is an address with more than one '@'");
     assert.equal(refusal(list, '"a b"@x.test'), 'bad-recipient: the recipient is an address with a quoted local part (a quoted string cannot be embedded in another local part)');
