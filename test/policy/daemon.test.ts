@@ -201,6 +201,19 @@ describe('callout serve', () => {
     assert.equal(forward.smtp.get('127.0.0.3')!.connectionCount, named, 'no connection to the literal');
   });
 
+  it('call-forward: a request from one of the hosts is not called forward (it decides its own recipients; a loop would wait on itself)', async () => {
+    for (const hosts of [['127.0.0.2'], ['mx1.sender.test']]) {
+      const forward = await setup({ policy: { stages: [{ name: 'recipient-callforward', hosts, port: 0 }] } }, undefined, true);
+      for (const client_address of ['127.0.0.2', '::ffff:127.0.0.2']) {
+        assert.equal(await forward.client.request(postfixRequest({ client_address, sender: '', recipient: 'nobody@backup.test', instance: `loop-${client_address}` })), 'DUNNO', `${hosts[0]} from ${client_address}`);
+      }
+      assert.equal(forward.smtp.get('127.0.0.2')!.connectionCount, 0, `${hosts[0]}: no call-forward`);
+      const line = decisions(forward.logs).at(-1)!;
+      assert.ok((line.stages as string[]).some((s) => /^recipient-callforward=none: client 127\.0\.0\.2 is a call-forward host/.test(s)), JSON.stringify(line.stages));
+      assert.match(await forward.client.request(postfixRequest({ client_address: '192.0.2.7', sender: 'x@elsewhere.test', recipient: 'nobody@backup.test' })), /^550 5\.1\.1/, 'other clients are still called forward');
+    }
+  });
+
   it('refuses a stage configured for protocol states it cannot run in', async () => {
     await assert.rejects(setup({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } }), /policy\.stages postmaster: states CONNECT: this stage runs only in RCPT/);
   });

@@ -11,6 +11,10 @@
  *   DUNNO, because queueing while the primary is down is what a backup MX is for.
  *   Exim's recipient callouts are documented as "usually used only between hosts that are
  *   controlled by the same administration": this stage is for your own hosts.
+ *   A request whose client is one of the hosts is not called forward: it is a host asking about
+ *   its own recipients, or our own call-forward come back (the hosts name this machine, or two
+ *   MXes call forward to each other), which would wait on itself until the deadline and defer
+ *   every recipient. The host decides those itself.
  *
  * CONFIGURATION
  *   hosts (IP addresses or names), port, domains (empty = every recipient domain), randomProbe,
@@ -21,6 +25,7 @@ import { z } from 'zod';
 import { fqdn } from '../../config/fqdn.js';
 import { ConfigError } from '../../core/errors.js';
 import { resolveConfiguredHosts } from '../../dns/mx.js';
+import { clientAddress } from '../../checks/client-ip.js';
 import { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
@@ -65,6 +70,16 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         mailHosts: () => resolveConfiguredHosts(deps.resolver, opts.hosts, { ipv6: base.callout.ipv6 }),
       },
     );
+    // Hosts given by address are known at once; names are looked up (cached) per request.
+    const hostAddresses = new Set(opts.hosts.map((host) => clientAddress(host)?.text).filter((ip): ip is string => ip !== undefined));
+    const namedHosts = opts.hosts.length > hostAddresses.size;
+    const isHost = (client: string): boolean | Promise<boolean> => {
+      if (hostAddresses.has(client)) return true;
+      if (!namedHosts) return false;
+      return resolveConfiguredHosts(deps.resolver, opts.hosts, { ipv6: base.callout.ipv6 }).then(
+        (resolved) => resolved.kind === 'hosts' && resolved.hosts.some((host) => host.addresses.some((ip) => clientAddress(ip)?.text === client)),
+      );
+    };
     const domains = new Set(opts.domains.map((d) => d.toLowerCase()));
     const calloutDecision = calloutDecider(opts);
     const verdict = (result: string, reason: string, decision: StageVerdict['decision'], evidence?: unknown): StageVerdict => ({
@@ -88,8 +103,15 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
           const evidence = { verdict: result.verdict, reason: result.reason, source: result.source, reply: result.reply };
           return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), recipient.address, result.description), evidence);
         };
-        const result = verifyWithinDeadline(engine, recipient, ctx, deps.log);
-        return result instanceof Promise ? result.then(answer) : answer(result);
+        const verify = (): StageVerdict | Promise<StageVerdict> => {
+          const result = verifyWithinDeadline(engine, recipient, ctx, deps.log);
+          return result instanceof Promise ? result.then(answer) : answer(result);
+        };
+        const client = clientAddress(ctx.clientAddress)?.text;
+        const fromHost = client === undefined ? false : isHost(client);
+        const skipOrVerify = (isCallForwardHost: boolean): StageVerdict | Promise<StageVerdict> =>
+          isCallForwardHost ? verdict('none', `client ${client} is a call-forward host: it decides its own recipients (and a call-forward of ours come back would wait on itself)`, { kind: 'continue' }) : verify();
+        return fromHost instanceof Promise ? fromHost.then(skipOrVerify) : skipOrVerify(fromHost);
       },
       close: () => engine.idle(),
     };
