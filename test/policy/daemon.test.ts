@@ -99,7 +99,7 @@ describe('callout serve', () => {
 
   it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {
     const { client, smtp } = await setup({ policy: { decisionTimeout: '200ms' } });
-    assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DEFER_IF_PERMIT Sender address verification in progress');
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DEFER_IF_PERMIT 4.7.1 Sender address verification in progress');
     await new Promise((resolve) => setTimeout(resolve, 1500));
     assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DUNNO');
     assert.equal(smtp.get('127.0.0.4')!.connectionCount, 1);
@@ -212,6 +212,11 @@ describe('callout serve', () => {
       assert.ok((line.stages as string[]).some((s) => /^recipient-callforward=none: client 127\.0\.0\.2 is a call-forward host/.test(s)), JSON.stringify(line.stages));
       assert.match(await forward.client.request(postfixRequest({ client_address: '192.0.2.7', sender: 'x@elsewhere.test', recipient: 'nobody@backup.test' })), /^550 5\.1\.1/, 'other clients are still called forward');
     }
+  });
+
+  it('call-forward: still running at the deadline, answers DEFER_IF_PERMIT with its own enhanced code (4.1.1, as Postfix\'s unverified recipient)', async () => {
+    const forward = await setup({ policy: { decisionTimeout: '200ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.4'], port: 0 }] } }, undefined, true);
+    assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), 'DEFER_IF_PERMIT 4.1.1 Recipient address verification in progress');
   });
 
   it('refuses a stage configured for protocol states it cannot run in', async () => {

@@ -104,7 +104,8 @@ export function calloutDecider(
       case 'defer':
         return { kind: 'defer', code: opts.deferCode, enhanced: opts.deferEnhanced, text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
       case 'defer-if-permit':
-        return { kind: 'defer-if-permit', text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
+        // Postfix takes a leading enhanced status code from a DEFER_IF_PERMIT text (dsn_split), else 4.7.1.
+        return { kind: 'defer-if-permit', text: `${opts.deferEnhanced} ${(key === 'inProgress' ? inProgressText : deferText).fill(values)}` };
       case 'continue':
         return { kind: 'continue' };
     }
