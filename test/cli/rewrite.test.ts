@@ -142,7 +142,8 @@ describe('callout bounce on the configured store', () => {
     assert.match((await run(['bounce', 'list', '-c', config, '--data-dir', dataDir])).out, /^judy@example\.org: 5\.1\.1/);
   });
 
-  it('uses a Redis store named by the configuration', { skip: existsSync('/usr/bin/redis-server') ? false : 'redis-server is not installed' }, async () => {
+  // Like the other Redis tests it needs Debian's redis-server and fails without it (startRedis says so), rather than vanishing from a green run.
+  it('uses a Redis store named by the configuration', async () => {
     const redis = await startRedis();
     try {
       const config = join(dir, 'redis.yaml');

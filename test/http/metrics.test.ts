@@ -31,7 +31,8 @@ describe('metrics listener limits', () => {
     try {
       const held = await Promise.all([unfinished(address), unfinished(address), unfinished(address)]);
       const extra = await unfinished(address);
-      await within(extra.ended, 1000, 'the connection over the limit closed');
+      // Closed unanswered at once: the request timeout would have answered it 408 first.
+      assert.equal(await within(extra.ended, 1000, 'the connection over the limit closed'), '');
       const answers = await within(Promise.all(held.map((h) => h.ended)), 3000, 'the unfinished requests closed');
       for (const answer of answers) assert.match(answer, /^HTTP\/1\.1 408 /);
       const response = await fetch(`http://${address}/metrics?name[]=callout_up`);

@@ -461,9 +461,9 @@ describe('DNS outcomes', () => {
 describe('syntax', () => {
   it('invalid addresses name the rule broken', async () => {
     const w = await make({}, {});
-    const r = await w.engine().verify(`${'a'.repeat(65)}@real.test`);
+    const r = await w.engine().verify('a..b@real.test');
     assert.equal(r.verdict, 'invalid');
-    assert.match(r.description, /64/);
+    assert.match(r.description, /double dot in local part at 2/);
   });
 });
 

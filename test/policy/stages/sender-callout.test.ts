@@ -177,12 +177,14 @@ describe('sender-callout: default actions', () => {
     const { ask } = await setup();
     const { action, stages } = await ask('bob@toomany.test');
     assert.doesNotMatch(action, /^5\d\d /, calloutStage(stages));
+    assert.match(calloutStage(stages), /^sender-callout=unknown: [a-z-]+: .*552 5\.5\.3/, 'the MX gave that answer to the sender\'s RCPT');
   });
 
   it('does not reject on a protocol error at RCPT (503 5.5.1 bad sequence): no evidence about the mailbox', async () => {
     const { ask } = await setup();
     const { action, stages } = await ask('bob@badsequence.test');
     assert.doesNotMatch(action, /^5\d\d /, calloutStage(stages));
+    assert.match(calloutStage(stages), /^sender-callout=unknown: [a-z-]+: .*503 5\.5\.1/, 'the MX gave that answer to the sender\'s RCPT');
   });
 
   it('defers (4xx, never 5xx) when the sender\'s MX greylists the callout, also on the retry within greylistRetry', async () => {
