@@ -90,7 +90,10 @@ export function parseContentType(value: string | undefined): ContentType {
   if (!/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/.test(mediaType)) return fallback;
   const params: Record<string, string> = {};
   const paramText = semicolon < 0 ? '' : value.slice(semicolon + 1);
-  const pattern = /\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))\s*;?/g;
+  // A name is an RFC 2045 token (no '"' or white space) and starts only where a run of name
+  // characters starts: from every character of a long run without '=' (or of white space, with a
+  // leading \s*), the search scanned the rest of the run, seconds for a 64 KiB header.
+  const pattern = /(?<![^\s=;"])([^\s=;"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))\s*;?/g;
   for (let match = pattern.exec(paramText); match; match = pattern.exec(paramText)) {
     params[match[1]!.toLowerCase()] = match[2] !== undefined ? match[2].replace(/\\(.)/g, '$1') : (match[3] ?? '');
   }

@@ -127,7 +127,7 @@ export function prvsSign(address: string, key: BatvKey, nowMs: number): BatvSign
 
 /** Splits a prvs address as Exim's prvscheck pattern does; undefined when it is not one. */
 export function parsePrvs(address: string): PrvsParts | undefined {
-  if (address.length > BATV_LIMITS.addressOctets) return undefined;
+  if (Buffer.byteLength(address) > BATV_LIMITS.addressOctets) return undefined;
   const match = PRVS.exec(address);
   if (!match) return undefined;
   const [, keynum = '', stamp = '', hash = '', local = '', domain = ''] = match;

@@ -118,7 +118,8 @@ export class TcpTableServer extends LookupServer {
       // The usual chunk is whole lines: nothing left over, nothing to copy.
       if (start === pending.length) pending = NOTHING;
       else if (start > 0) pending = Buffer.from(pending.subarray(start));
-      if (pending.length > this.maxLineOctets) refuse(`line longer than ${this.maxLineOctets} octets`, pending);
+      // A CR at the end may be the line end's, its LF still to come: like that of a whole line, it does not count.
+      if (pending.length - (pending[pending.length - 1] === 0x0d ? 1 : 0) > this.maxLineOctets) refuse(`line longer than ${this.maxLineOctets} octets`, pending);
     });
   }
 }

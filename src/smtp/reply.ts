@@ -115,7 +115,10 @@ export class ReplyDecoder {
   }
 
   private lineTooLong(segment: Buffer): DecodeEvent {
-    const prefix = Buffer.concat([...this.pieces, segment.subarray(0, QUOTED_PREFIX)]).subarray(0, QUOTED_PREFIX);
+    // Never more than maxLineLength octets, all of which the line has by now, so that the quote
+    // does not depend on how the input was split into chunks.
+    const quoted = Math.min(QUOTED_PREFIX, this.maxLineLength);
+    const prefix = Buffer.concat([...this.pieces, segment.subarray(0, quoted)]).subarray(0, quoted);
     this.pieces = [];
     this.pendingBytes = 0;
     // An over-long "NNN-" line leaves the rest of its reply to skip, as any other broken line of a reply does.

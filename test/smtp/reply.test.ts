@@ -252,7 +252,8 @@ describe('ReplyDecoder properties', () => {
           for (const event of events) {
             if (event.kind === 'reply') {
               assert.ok(event.reply.lines.length <= 5);
-              assert.ok(event.raw.every((line) => Buffer.byteLength(line) < maxLineLength));
+              // Characters, not UTF-8 octets: an invalid octet decodes to U+FFFD, three octets in UTF-8.
+              assert.ok(event.raw.every((line) => line.length < maxLineLength));
             }
           }
         }

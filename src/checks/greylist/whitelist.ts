@@ -231,7 +231,9 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
       network(line, `${entry}.0/24`);
     } else if (/^\d{1,3}\.\d{1,3}$/.test(entry)) {
       network(line, `${entry}.0.0/16`);
-    } else if (/^.*:.*:.*(?:\/\d{1,3})?$/.test(entry)) {
+    } else if (entry.indexOf(':') !== entry.lastIndexOf(':')) {
+      // Two colons or more: postgrey's /^.*:.*:.*(?:\/\d{1,3})?$/, whose .* backtracked
+      // quadratically over a long line that a CR or U+2028 (where JavaScript's . stops) kept from matching.
       network(line, entry);
     } else if (/^\S+$/.test(entry)) {
       domains.add(entry.toLowerCase().replace(/\.$/, ''));

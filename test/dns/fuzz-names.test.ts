@@ -1,0 +1,20 @@
+// Property test of canonicalName: one form per name, whatever the case and the final dot.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { canonicalName } from '../../src/dns/names.js';
+
+describe('canonicalName fuzzed', () => {
+  it('is idempotent and equal for names that differ in ASCII case or a final dot', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.domain(), fc.string({ unit: 'binary', maxLength: 30 })), fc.boolean(), (name, dot) => {
+        const canonical = canonicalName(name);
+        // Only one final dot marks a name as fully qualified: "a.." is the name "a.", not "a".
+        if (!name.endsWith('..')) assert.equal(canonicalName(canonical), canonical);
+        const upper = name.replace(/[a-z]/g, (c) => c.toUpperCase());
+        assert.equal(canonicalName(dot && !name.endsWith('.') ? `${upper}.` : upper), canonical);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
