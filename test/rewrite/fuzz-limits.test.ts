@@ -8,6 +8,7 @@ import fc from 'fast-check';
 import { Batv, BATV_LIMITS, parsePrvs } from '../../src/rewrite/batv.js';
 import { Srs, SRS_LIMITS } from '../../src/rewrite/srs.js';
 import { verpDecode, verpEncode, VERP_LIMITS } from '../../src/rewrite/verp.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 const T0 = 1_700_000_000_000;
 const octets = (text: string) => Buffer.byteLength(text);
@@ -15,12 +16,6 @@ const unit = fc.constantFrom(...'ab.=-+@_'.split(''), 'é', '日', '😀');
 /** Addresses around the limit, in octets, often with multi-octet characters. */
 const longish = fc.string({ unit, minLength: 150, maxLength: 520 });
 const prefixed = fc.tuple(fc.constantFrom('prvs=0123abcdef=', 'PRVS=9999999999=', 'SRS0=HHHH=TT=', 'SRS1=HHHH=host=', 'list+'), longish).map(([prefix, rest]) => prefix + rest);
-
-function timed(f: () => unknown): number {
-  const started = process.hrtime.bigint();
-  f();
-  return Number(process.hrtime.bigint() - started) / 1e6;
-}
 
 describe('BATV address limit', () => {
   const batv = new Batv({ keys: [{ keynum: 0, secret: 'secret' }] });
@@ -53,7 +48,7 @@ describe('BATV address limit', () => {
   it('splits any prvs-shaped address of the limit\'s length in linear time', () => {
     const half = BATV_LIMITS.addressOctets / 2;
     for (const address of [`prvs=0123abcdef=${'@'.repeat(490)}`, `prvs=0123abcdef=${'a@'.repeat(half - 10)}\n`, `prvs=0123abcdef=${'@a'.repeat(half - 10)}\n@`]) {
-      const ms = timed(() => {
+      const ms = elapsedMs(() => {
         for (let i = 0; i < 100; i++) parsePrvs(address);
       });
       assert.ok(ms < 500, `${ms.toFixed(0)} ms for 100 × ${JSON.stringify(address.slice(0, 24))}...`);

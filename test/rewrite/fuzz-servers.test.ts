@@ -11,6 +11,7 @@ import { CONTROL_CHARACTER } from '../../src/core/text.js';
 import type { LookupMap } from '../../src/rewrite/lookup.js';
 import { encodeNetstring, NetstringDecoder, SocketmapServer, type NetstringEvent } from '../../src/rewrite/socketmap.js';
 import { tcpTableDecode, tcpTableEncode, TcpTableServer } from '../../src/rewrite/tcp-table.js';
+import { splitAt } from '../support/fuzz.js';
 
 /** What a service wrote to a connection and whether it closed it. */
 interface Transcript {
@@ -61,18 +62,6 @@ class SocketmapProbe extends SocketmapServer {
   }
 }
 
-/** bytes cut at the given points (taken modulo its length). */
-function split(bytes: Buffer, seeds: readonly number[]): Buffer[] {
-  const cuts = [...new Set(seeds.map((seed) => seed % (bytes.length + 1)))].sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let from = 0;
-  for (const cut of [...cuts, bytes.length]) {
-    chunks.push(bytes.subarray(from, cut));
-    from = cut;
-  }
-  return chunks.filter((chunk) => chunk.length > 0);
-}
-
 const echo: LookupMap = (key) => (key.startsWith('nf') ? { kind: 'notfound', reason: `no ${key}` } : { kind: 'found', value: key });
 const cuts = fc.array(fc.nat(), { maxLength: 12 });
 
@@ -90,7 +79,7 @@ describe('tcp_table service fuzzed', () => {
     fc.assert(
       fc.property(stream, cuts, (bytes, seeds) => {
         const whole = server.converse([bytes]);
-        assert.deepEqual(server.converse(split(bytes, seeds)), whole);
+        assert.deepEqual(server.converse(splitAt(bytes, seeds)), whole);
         assert.deepEqual(server.converse([...bytes].map((byte) => Buffer.of(byte))), whole);
       }),
       { numRuns: 500 },
@@ -149,7 +138,7 @@ describe('NetstringDecoder fuzzed', () => {
     fc.assert(
       fc.property(stream, cuts, (bytes, seeds) => {
         const whole = decode([bytes]);
-        assert.deepEqual(decode(split(bytes, seeds)), whole);
+        assert.deepEqual(decode(splitAt(bytes, seeds)), whole);
         assert.deepEqual(decode([...bytes].map((byte) => Buffer.of(byte))), whole);
         const error = whole.findIndex((event) => event.startsWith('error'));
         assert.ok(error === -1 || error === whole.length - 1);
@@ -167,7 +156,7 @@ describe('NetstringDecoder fuzzed', () => {
       fc.property(fc.array(fc.string({ unit: 'grapheme', maxLength: 6 }), { maxLength: 6 }), cuts, (texts, seeds) => {
         const decoder = new NetstringDecoder(100);
         const bytes = Buffer.from(texts.map(encodeNetstring).join(''));
-        const frames = split(bytes, seeds).flatMap((chunk) => decoder.push(chunk));
+        const frames = splitAt(bytes, seeds).flatMap((chunk) => decoder.push(chunk));
         assert.deepEqual(frames.map((e) => (e.kind === 'frame' ? e.data.toString() : e.kind)), texts);
       }),
       { numRuns: 300 },
@@ -193,7 +182,7 @@ describe('socketmap service fuzzed', () => {
       fc.property(fc.array(request, { maxLength: 6 }), cuts, (requests, seeds) => {
         const bytes = Buffer.from(requests.join(''));
         const whole = server.converse([bytes]);
-        assert.deepEqual(server.converse(split(bytes, seeds)), whole);
+        assert.deepEqual(server.converse(splitAt(bytes, seeds)), whole);
       }),
       { numRuns: 300 },
     );

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DEFAULT_MAX_REPLY_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, formatEnhanced, parseEhloKeywords, parseEnhancedStatus, ReplyDecoder, type DecodeEvent } from '../../src/smtp/reply.js';
+import { elapsedMs, splitAt } from '../support/fuzz.js';
 
 const limits = { maxLineLength: 40, maxLines: 3 };
 const piece = fc.oneof(
@@ -23,29 +24,12 @@ function decode(chunks: readonly Buffer[]): DecodeEvent[] {
   });
 }
 
-function split(bytes: Buffer, seeds: readonly number[]): Buffer[] {
-  const cuts = [...new Set(seeds.map((seed) => seed % (bytes.length + 1)))].sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let from = 0;
-  for (const cut of [...cuts, bytes.length]) {
-    chunks.push(bytes.subarray(from, cut));
-    from = cut;
-  }
-  return chunks;
-}
-
-function timed(f: () => unknown): number {
-  const started = process.hrtime.bigint();
-  f();
-  return Number(process.hrtime.bigint() - started) / 1e6;
-}
-
 describe('ReplyDecoder fuzzed', () => {
   it('gives the same events for any bytes however they are split, within its limits', () => {
     fc.assert(
       fc.property(stream, fc.array(fc.nat(), { maxLength: 12 }), (bytes, seeds) => {
         const whole = decode([bytes]);
-        assert.deepEqual(decode(split(bytes, seeds)), whole);
+        assert.deepEqual(decode(splitAt(bytes, seeds)), whole);
         assert.deepEqual(decode([...bytes].map((byte) => Buffer.of(byte))), whole);
         for (const event of whole) {
           if (event.kind === 'reply') {
@@ -105,7 +89,7 @@ describe('parseEhloKeywords fuzzed', () => {
     const long = DEFAULT_MAX_REPLY_LINE_LENGTH - 10;
     const shapes = [`K${' '.repeat(long)}x`, `K ${'x '.repeat(long / 2)}`, `${' \t'.repeat(long / 2)}`, `K${' '.repeat(long)}`];
     for (const shape of shapes) {
-      const ms = timed(() => parseEhloKeywords({ code: 250, lines: ['mx', ...Array<string>(DEFAULT_MAX_REPLY_LINES - 1).fill(shape)] }));
+      const ms = elapsedMs(() => parseEhloKeywords({ code: 250, lines: ['mx', ...Array<string>(DEFAULT_MAX_REPLY_LINES - 1).fill(shape)] }));
       assert.ok(ms < 500, `${ms.toFixed(0)} ms for ${JSON.stringify(shape.slice(0, 10))}...`);
     }
   });

@@ -5,17 +5,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { PRA_LIMITS, purportedResponsibleAddress, selectSenderIdRecord, splitHeaderFields } from '../../../src/checks/senderid/index.js';
+import { elapsedMs } from '../../support/fuzz.js';
 
 const record = fc.oneof(
   fc.tuple(fc.constantFrom('spf2.0/', 'SPF2.0/', 'spf2.0', 'v=spf1', 'V=SPF1', 'spf2.0/pra'), fc.constantFrom('', 'pra', 'mfrom', 'mfrom,pra', 'pra,', ',', 'prax', ' '), fc.constantFrom('', ' -all', ' ip4:192.0.2.1', '-all')).map((parts) => parts.join('')),
   fc.string({ maxLength: 30 }),
 );
-
-function timed(f: () => unknown): number {
-  const started = process.hrtime.bigint();
-  f();
-  return Number(process.hrtime.bigint() - started) / 1e6;
-}
 
 describe('selectSenderIdRecord fuzzed', () => {
   it('gives none, permerror, or one record that covers the scope, with the terms after its version', () => {
@@ -52,7 +47,7 @@ describe('splitHeaderFields fuzzed', () => {
   it('reads only the first headerBytes and answers a block of many fields at once', () => {
     const folded = `From: a@b.example\r\n${' x\r\n'.repeat(PRA_LIMITS.headerBytes / 4)}`;
     const many = 'X: y\r\n'.repeat(PRA_LIMITS.fields + 10);
-    const ms = timed(() => {
+    const ms = elapsedMs(() => {
       const [field] = splitHeaderFields(`${folded}Sender: late@b.example\r\n`);
       assert.ok(field !== undefined && field.value.length <= PRA_LIMITS.headerBytes);
       assert.equal(purportedResponsibleAddress(splitHeaderFields(many)).kind, 'none');

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { expandMacroString, MAX_NAME_LENGTH, parseDomainSpec, parseMacroString, targetName, type MacroContext } from '../../../src/checks/spf/macro.js';
 import { MAX_RECORD_LENGTH, parseRecordTerms } from '../../../src/checks/spf/record.js';
+import { elapsedMs } from '../../support/fuzz.js';
 
 const macroish = fc.oneof(
   fc.string({ unit: fc.constantFrom(...'%{}slodiphvcrtSLR0123456789.-+,/_= a'.split('')), maxLength: 40 }),
@@ -24,12 +25,6 @@ const context = fc.record({
   receiver: fc.domain(),
   nowSeconds: fc.nat(),
 });
-
-function timed(f: () => unknown): number {
-  const started = process.hrtime.bigint();
-  f();
-  return Number(process.hrtime.bigint() - started) / 1e6;
-}
 
 describe('SPF macro-strings fuzzed', () => {
   it('parse any text into tokens a record may hold, or a problem', () => {
@@ -89,7 +84,7 @@ describe('SPF macro-strings fuzzed', () => {
       assert.ok(record.ok, macro);
       const parsed = parseDomainSpec(spec);
       assert.ok(parsed.ok);
-      const ms = timed(() => {
+      const ms = elapsedMs(() => {
         const expanded = expandMacroString(parsed.value, values);
         const target = targetName(expanded);
         assert.ok(!target.ok || target.name.length <= MAX_NAME_LENGTH);
@@ -101,7 +96,7 @@ describe('SPF macro-strings fuzzed', () => {
   it('parse a record of the maximum length in linear time, whatever its shape', () => {
     const fill = (unit: string, prefix = ' ') => prefix + unit.repeat(Math.floor((MAX_RECORD_LENGTH - prefix.length) / unit.length));
     for (const terms of [fill('/1', ' a:x'), fill('//1', ' mx:x'), fill('%{', ' exists:'), fill('%{s', ' include:'), fill('1', ' a/'), fill('x=', ' '), fill('a.', ' ptr:'), fill(' '), fill('ip4:1.2.3.4/3 ')]) {
-      const ms = timed(() => {
+      const ms = elapsedMs(() => {
         for (let i = 0; i < 10; i++) parseRecordTerms(terms);
       });
       assert.ok(ms < 1000, `${ms.toFixed(0)} ms for 10 × ${JSON.stringify(terms.slice(0, 20))}...`);

@@ -1,0 +1,29 @@
+/**
+ * NAME
+ *   test/support/fuzz - helpers of the fuzz tests
+ *
+ * DESCRIPTION
+ *   splitAt(bytes, seeds) cuts bytes at the points the seeds give (modulo its length), as a
+ *   socket may deliver them, so that a test can check an incremental decoder gives the same
+ *   events however its input is split. elapsedMs(f) times one call, for the linear-time checks
+ *   of crafted inputs (generous bounds against quadratic scans, not speed claims).
+ */
+
+/** bytes in non-empty chunks, cut at the given points. */
+export function splitAt(bytes: Buffer, seeds: readonly number[]): Buffer[] {
+  const cuts = [...new Set(seeds.map((seed) => seed % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const cut of [...cuts, bytes.length]) {
+    chunks.push(bytes.subarray(from, cut));
+    from = cut;
+  }
+  return chunks.filter((chunk) => chunk.length > 0);
+}
+
+/** Milliseconds one call of f took. */
+export function elapsedMs(f: () => unknown): number {
+  const started = process.hrtime.bigint();
+  f();
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
