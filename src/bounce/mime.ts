@@ -151,7 +151,8 @@ function decodeBody(raw: string, encoding: string | undefined, charset: string |
 /** RFC 2047 encoded words (=?charset?B|Q?text?=) in a header value. */
 export function decodeWords(value: string): string {
   return value.replace(/=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=(\s+(?==\?))?/g, (_all, charset: string, kind: string, text: string) => {
-    const bytes = kind.toUpperCase() === 'B' ? Buffer.from(text, 'base64') : decodeQuotedPrintable(text.replace(/_/g, ' '));
+    // '_' as =20, not as a space, which quoted-printable drops at the end of a line (§6.7).
+    const bytes = kind.toUpperCase() === 'B' ? Buffer.from(text, 'base64') : decodeQuotedPrintable(text.replace(/_/g, '=20'));
     return decodeCharset(bytes, charset.replace(/\*.*$/, ''));
   });
 }

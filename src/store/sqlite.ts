@@ -88,7 +88,8 @@
  * ERRORS
  *   open() rejects with ConfigError, naming the file, for what waiting will not mend: a directory
  *   that cannot be made or written, a path that is not a file or cannot be written, a file that
- *   is not a database, a schema newer than this program. Every other failure rejects with
+ *   is not a database, a file with another program's tables (refused before WAL mode is set in
+ *   it), a schema newer than this program. Every other failure rejects with
  *   StoreError naming the file and the operation, the driver error as its cause: out of
  *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
  */
@@ -246,6 +247,21 @@ function compactAfterUpgrade(db: Database.Database): NonNullable<SchemaUpgrade['
   }
 }
 
+/**
+ * Refuses a file with another program's tables: ours at schema version 0 is empty (a mistyped
+ * path). Before enterWal, which writes WAL mode into the file for good. One statement, so one
+ * snapshot: another callout process may be writing our schema (tables and version in one
+ * transaction) meanwhile.
+ */
+function refuseForeign(db: Database.Database, path: string): void {
+  const { version, tables } = db
+    .prepare<[], { version: number; tables: number }>("SELECT (SELECT user_version FROM pragma_user_version) AS version, (SELECT count(*) FROM sqlite_master WHERE type = 'table') AS tables")
+    .get()!;
+  if (version === 0 && tables > 0) {
+    throw new ConfigError(`sqlite store ${path}: the file holds another program's tables and no callout schema version: give callout a file of its own`);
+  }
+}
+
 /** Brings the schema up to date; the upgrade of a file that had one, undefined for a new or current one. */
 function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined {
   return db.transaction((): SchemaUpgrade | undefined => {
@@ -253,10 +269,6 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
     if (version > SCHEMA_VERSION) {
       // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
       throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
-    }
-    // Ours at version 0 is empty: tables there are another program's (a mistyped path).
-    if (version === 0 && (db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table'").pluck().get() as number) > 0) {
-      throw new ConfigError(`sqlite store ${path}: the file holds another program's tables and no callout schema version: give callout a file of its own`);
     }
     for (const step of MIGRATIONS.slice(version)) db.exec(step);
     if (version === SCHEMA_VERSION) return undefined;
@@ -393,6 +405,7 @@ export class SqliteStore implements Store {
       }
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
+      refuseForeign(db, path);
       await enterWal(db, busyTimeoutMs);
       // WAL with synchronous=NORMAL: a committed transaction is in the WAL before the call
       // returns, so it survives a crash of this process, which is what an acknowledged cache

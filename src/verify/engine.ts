@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   CalloutEngine.verify() answers one address; verifyMany() answers several, probing the
  *   addresses of one domain on shared connections. For each address, cheapest evidence first:
- *     1. syntax (RFC 5321 §4.1.2, RFC 6531) -> invalid
+ *     1. syntax (RFC 5321 §4.1.2, RFC 6531) -> invalid; an address whose RCPT TO line would pass
+ *        512 octets (§4.5.3.1.4), which smtp/command never sends -> unknown, without connecting
  *     2. our own probe senders are never verified (a probe of a probe loops)
  *     3. the address record: fresh -> answer; past its refresh age -> answer stale and refresh
  *        in the background (Postfix verify(8)); expired -> probe
@@ -34,6 +35,7 @@ import { parseForwardPath } from '../address/index.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
 import { resolveMailHosts } from '../dns/mx.js';
+import { rcptToCommand } from '../smtp/command.js';
 import type { Dialer } from '../smtp/types.js';
 import { ASK_LATER, type Store } from '../store/types.js';
 import type { Config } from '../config/schema.js';
@@ -221,7 +223,7 @@ export class CalloutEngine {
     let mailbox: Mailbox;
     if (typeof given === 'string') {
       // Its exchanger judges the length (RFC 5321 §4.5.3.1 asks for no limits); a command line
-      // over 512 octets is refused by smtp/command before it is sent.
+      // over 512 octets is refused by smtp/command before it is sent (answered below).
       const parsed = parseForwardPath(given.trim(), { tolerant: true, sizeLimits: false });
       if (!parsed.ok) {
         return { input, result: this.result(input, started, { verdict: 'invalid', reason: 'syntax', description: parsed.error.message }, 'none') };
@@ -233,6 +235,11 @@ export class CalloutEngine {
       mailbox = parsed.value.mailbox;
     } else {
       mailbox = given;
+    }
+    // Asked of no exchanger: a connection would open only to fail at the RCPT it cannot send.
+    const rcpt = rcptToCommand(mailbox.address);
+    if (rcpt.kind === 'unsafe') {
+      return { input, mailbox, result: this.result(mailbox.address, started, { verdict: 'unknown', reason: 'protocol-error', description: `${rcpt.detail}: no exchanger can be asked` }, 'none') };
     }
     const own = this.ownSenderResult(mailbox, started);
     if (own) return { input, mailbox, result: own };
@@ -347,7 +354,8 @@ export class CalloutEngine {
    * The catch-all probe asks the same question for every address of a domain. While one batch
    * asks it, the others of that domain wait for its end, then answer from the domain's record
    * what it answers (a catch-all, a domain that refuses us) and probe the rest without asking
-   * again. Batches of this engine wait on the turn itself; other processes on the store see
+   * again. Batches of this engine wait on the turn itself, for one turn at most (one that
+   * leaves the question open lets its waiters ask it at once); other processes on the store see
    * its lock (lock-catchall) and read the domain record until it is written or the lock goes,
    * for at most the lock's lifetime (a holder that died). Resolves with the function that ends
    * this batch's turn (nothing to end when it took none).
@@ -363,11 +371,16 @@ export class CalloutEngine {
       }
       return !this.config.callout.randomProbe || facts.catchall !== undefined || mailboxes.every((m) => results.has(m.address));
     };
+    let waited = false;
     for (;;) {
       if (await settled()) return nothingToEnd;
       const running = this.catchAllProbes.get(domain);
       if (!running) break;
+      // One turn at most: after a turn that left the question open, waiting for the next one
+      // too would queue the domain's callouts one behind another, each for up to a deadline.
+      if (waited) return nothingToEnd;
       await running;
+      waited = true;
     }
     let endInProcess!: () => void;
     const turn = new Promise<void>((resolve) => (endInProcess = resolve));

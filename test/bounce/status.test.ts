@@ -46,6 +46,8 @@ describe('MIME pieces', () => {
     assert.equal(parseContentType('garbage').mediaType, 'text/plain');
     assert.equal(decodeWords('=?UTF-8?B?w6k=?= =?ISO-8859-1?Q?caf=E9_au_lait?='), 'écafé au lait');
     assert.equal(decodeWords('=?x-unknown?Q?plain?='), 'plain');
+    // RFC 2047 §4.2: '_' is a space wherever it stands, the end of an encoded word too.
+    assert.equal(decodeWords('=?UTF-8?Q?Undelivered_?= =?UTF-8?Q?Mail_Returned_to_Sender?='), 'Undelivered Mail Returned to Sender');
   });
 });
 

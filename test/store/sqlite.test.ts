@@ -703,7 +703,8 @@ describe('SqliteStore', () => {
 
     const stuckPath = join(scratch, 'stuck.sqlite');
     const holder = new Database(stuckPath);
-    holder.exec('CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);');
+    // Nothing committed: a file with another program's tables would be refused before any wait.
+    holder.exec('BEGIN IMMEDIATE; CREATE TABLE other (x);');
     const started = performance.now();
     await assert.rejects(SqliteStore.open(stuckPath, { busyTimeoutMs: 100 }), (err: unknown) => {
       assert.ok(err instanceof StoreError);
@@ -746,6 +747,9 @@ describe('SqliteStore', () => {
       });
       const check = new Database(path, { readonly: true });
       assert.deepEqual(check.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all(), [schema.split(' ')[2]]);
+      // WAL mode is written into the file and outlives the connection: the other program's
+      // file keeps its rollback journal (WAL needs shared memory, and no network file system).
+      assert.equal(check.pragma('journal_mode', { simple: true }), 'delete', `${name}: journal mode`);
       check.close();
     }
   });

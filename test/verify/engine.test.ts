@@ -158,6 +158,17 @@ describe('verdicts from one exchanger', () => {
     assert.ok(!w.commands('127.0.0.2').some((line) => line.includes('y'.repeat(600))), 'the over-long RCPT was not sent');
   });
 
+  it('an address whose RCPT line would pass 512 octets costs no connection and spoils no other address of its batch', async () => {
+    const w = await make(mxZone({ 'long.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob']) });
+    const engine = w.engine();
+    const huge = await engine.verify(`${'y'.repeat(600)}@long.test`);
+    assert.deepEqual([huge.verdict, huge.reason], ['unknown', 'protocol-error'], huge.description);
+    assert.equal(w.connections('127.0.0.2'), 0, 'nothing to ask an exchanger that could not be asked it');
+    const batch = await engine.verifyMany(['alice@long.test', `${'z'.repeat(600)}@long.test`, 'bob@long.test']);
+    assert.deepEqual(batch.map((r) => r.verdict), ['deliverable', 'unknown', 'deliverable'], batch.map((r) => r.description).join('\n'));
+    assert.equal(w.connections('127.0.0.2'), 1);
+  });
+
   it('without the random probe a catch-all domain looks deliverable, and the probe state says not-run', async () => {
     const w = await make(mxZone({ 'any.test': '127.0.0.2' }), { '127.0.0.2': acceptAll() });
     const r = await w.engine({ callout: { randomProbe: false } }).verify('whoever@any.test');
@@ -848,6 +859,19 @@ describe('catch-all probe inconclusive', () => {
     // A server that lets an RCPT time out is left for the next exchanger; there is none.
     assert.equal(r.attempts.length, 1);
     assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout']);
+  });
+
+  it('concurrent callouts wait for one catch-all turn at most: when it ends inconclusive they ask at once, not one after another', async () => {
+    const users = usersOnly(['alice', 'bob', 'carol', 'dave']).rcpt!;
+    const w = await make(mxZone({ 'slow.test': '127.0.0.64' }), {
+      '127.0.0.64': { rcpt: (arg, session) => ({ reply: pathOf(arg).startsWith('callout-') ? temporary : (users(arg, session) as string), delayMs: 400 }) },
+    });
+    const engine = w.engine({ callout: { pipelining: false } });
+    const results = await Promise.all(['alice', 'bob', 'carol', 'dave'].map((user) => engine.verify(`${user}@slow.test`)));
+    assert.deepEqual(results.map((r) => r.catchAll), ['inconclusive', 'inconclusive', 'inconclusive', 'inconclusive']);
+    // One callout is two RCPTs of 400 ms: the first asks, the others wait for it, then ask together.
+    const slowest = Math.max(...results.map((r) => r.durationMs));
+    assert.ok(slowest < 2_400, `the slowest callout took ${slowest} ms: each waited for the one before it`);
   });
 });
 
