@@ -36,7 +36,7 @@ export const SERVICE_CACHE_DEFAULT = 'store.path, callout.sqlite under the data 
 export function addEngineOptions(command: Command, cacheDefault: string): Command {
   return command
     .option('-c, --config <file>', 'configuration file (YAML)')
-    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
     .option('--helo <name>', 'EHLO name: this host\'s fully qualified name')
     .option('--sender <address>', 'MAIL FROM for probes (default: the null sender <>)')
     .option('--timeout <seconds>', 'overall time limit of one verification')

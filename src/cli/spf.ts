@@ -1,6 +1,6 @@
 /**
  * NAME
- *   cli/spf - `callout spf --ip IP --sender ADDR [--helo NAME] [--dns-server HOST[:PORT]] [--json]`
+ *   cli/spf - `callout spf --ip IP --sender ADDR [--helo NAME] [--dns-server IP[:PORT]] [--json]`
  *
  * DESCRIPTION
  *   Evaluates SPF (RFC 7208) for one client address and envelope sender and prints the
@@ -50,7 +50,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
     .requiredOption('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender)")
     .option('--helo <name>', 'the EHLO/HELO name (needed for the null sender and --identity helo)')
-    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
     .option('--identity <identity>', 'mailfrom or helo', 'mailfrom')
     .option('--receiver <name>', 'this host name, for the %{r} macro of explanations')
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
@@ -135,7 +135,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
     .option('--scope <scope>', 'pra (the headers) or mfrom (--sender)', 'pra')
     .option('--sender <address>', "the MAIL FROM address, for scope mfrom ('' or '<>' for the null sender)")
     .option('--helo <name>', 'the EHLO/HELO name')
-    .option('--dns-server <host[:port]>', 'DNS server to query (repeatable; default: the system resolver)', collect, [])
+    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
     .option('--json', 'print one JSON object with result, the PRA field and the trace')
     .action(async (flags: SenderIdFlags) => {
