@@ -16,7 +16,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
-import { TIMER_MAX_MS, parseDuration } from './duration.js';
+import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
@@ -54,7 +54,11 @@ const dnsSchema = z
     maxTtl: duration('1d'),
     negativeTtl: duration('1h'),
   })
-  .strict();
+  .strict()
+  .superRefine((dns, ctx) => {
+    // Here, not only in dns/cache, so that the message names the keys of the file.
+    if (dns.minTtl > dns.maxTtl) ctx.addIssue({ code: 'custom', path: ['minTtl'], message: `expected at most maxTtl (${formatDuration(dns.maxTtl)})` });
+  });
 
 const timeoutsSchema = z
   .object({

@@ -34,6 +34,11 @@ describe('timer durations', () => {
     assert.match(problem({ callout: { connectionCache: { idleTime: '4w' } } }), /callout\.connectionCache\.idleTime: got "4w", expected at most/);
   });
 
+  it('refuses dns.minTtl over dns.maxTtl, naming the keys of the file (the DNS cache said minTtlSeconds)', () => {
+    assert.match(problem({ dns: { minTtl: '2w' } }), /dns\.minTtl: got "2w", expected at most maxTtl \(1d\)/);
+    assert.equal(validateConfig({ dns: { minTtl: '1d' } }).dns.minTtl, 86_400_000);
+  });
+
   it('names Infinity and NaN as what they are, not as null', () => {
     assert.match(problem({ dns: { tries: Number.POSITIVE_INFINITY } }), /dns\.tries: got Infinity,/);
     assert.match(problem({ limits: { concurrency: Number.NaN } }), /limits\.concurrency: got NaN,/);
