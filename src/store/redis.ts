@@ -17,6 +17,14 @@
  *       error when the sum leaves the safe integer range; Redis's own INCRBY refuses values that
  *       are not integers and leaves them alone;
  *     - reads: GET and PTTL of up to SCAN_BATCH keys at once, so value and expiry agree.
+ *   Redis still serves a key in the millisecond its expiry names (PTTL 0), where the contract
+ *   (store/semantics) has it gone. A read that meets such a key answers absent and deletes it,
+ *   so a SET NX or compare-and-set sent after that read agrees that it is gone (otherwise a
+ *   triplet read as new could not be written for that millisecond); increment restarts such a
+ *   counter instead of adding to it (the sum would vanish a millisecond later). A write that
+ *   meets such a key without a read before it takes it as live, as Redis does: nothing has
+ *   seen it gone, and nothing can tell that millisecond from the clock difference between the
+ *   daemon and Redis.
  *   scan walks SCAN MATCH over the prefix with the glob characters escaped, so `*?[]\` in a
  *   prefix match only themselves, then sorts the keys by code point (the byte order of UTF-8,
  *   as the other backends list them) and reads values for the first `limit` that are still live.
@@ -89,12 +97,12 @@ const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
 
 const SCRIPTS = {
   calloutRead: {
-    readOnly: true,
     lua: `local rows = {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
-  -- Redis still serves a key in the millisecond it expires (PTTL 0); the contract has it gone.
   local ttl = value and redis.call('PTTL', key)
+  -- In its last millisecond (see the header) the key is gone for SET NX too.
+  if ttl == 0 then redis.call('DEL', key) end
   if value and ttl ~= 0 then rows[i] = { value, ttl } else rows[i] = false end
 end
 return rows`,
@@ -108,6 +116,11 @@ return 1`,
   calloutIncrement: {
     numberOfKeys: 1,
     lua: `local current = redis.call('GET', KEYS[1])
+-- In its last millisecond (see the header) the counter starts again, with the new ttl.
+if current and redis.call('PTTL', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  current = false
+end
 local created = current == false
 -- As store/semantics: a stored value beyond the safe integers is no counter (INCRBY would take it).
 if current and (tonumber(current) == nil or math.abs(tonumber(current)) > 9007199254740991) then

@@ -140,6 +140,46 @@ describe('RedisStore', () => {
     });
   });
 
+  // Redis still serves a key in the millisecond its expiry names (PTTL 0), which the contract
+  // has as gone. Each case polls until a key is gone and checks that the command sent right
+  // behind the read, in the same write, agrees; without agreement it would fail for most keys.
+  describe('in the millisecond a key expires in', () => {
+    const KEYS = 20;
+
+    it('lets setIfAbsent set a key that get() has just found gone', async () => {
+      const store = await open();
+      for (let i = 0; i < KEYS; i += 1) {
+        const key = `dying${i}`;
+        await store.set(key, 'old', 3);
+        for (;;) {
+          const [read, set] = await Promise.all([store.get(key), store.setIfAbsent(key, 'new', 60_000)]);
+          if (read !== undefined) continue;
+          assert.equal(set, true, `key ${i}: get() said absent, SET NX found it`);
+          break;
+        }
+      }
+    });
+
+    it('restarts a counter whose ttl has passed, not adding to it in its last millisecond', async () => {
+      const store = await open();
+      for (let i = 0; i < KEYS; i += 1) {
+        const counter = `counter${i}`;
+        const probe = `probe${i}`;
+        // The probe is written after the counter, so once it is gone the counter's ttl has passed.
+        await Promise.all([store.increment(counter, 1, 3), store.set(probe, 'x', 3)]);
+        let restarted = false;
+        for (;;) {
+          const [read, sum] = await Promise.all([store.get(probe), store.increment(counter, 1, 60_000)]);
+          restarted ||= sum === 1;
+          if (read !== undefined) continue;
+          assert.ok(restarted, `counter ${i}: the count went on to ${sum} in the millisecond the counter expired`);
+          assert.equal((await store.get(counter))?.value, String(sum), 'the restarted counter lives its new ttl');
+          break;
+        }
+      }
+    });
+  });
+
   describe('key prefix', () => {
     it('keeps stores with different prefixes apart', async () => {
       const first = await open({ keyPrefix: 'site-a:' });
