@@ -16,9 +16,10 @@
  *   addresses and the store are fixed for the life of the process (a change is logged as
  *   needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), let
- *   background callouts finish (up to DRAIN_MS more), then give up those still running (logged;
- *   their probe locks released, so a daemon started at once probes those addresses again rather
- *   than wait out our locks), close the store.
+ *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
+ *   more), then give up those still running (logged; their probe locks released, so a daemon
+ *   started at once probes those addresses again rather than wait out our locks), close the
+ *   store.
  *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
  *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
  *   them in stretches; Redis expires keys itself). With policy.workers each worker purges: the
@@ -178,6 +179,12 @@ export async function prepareSharedStore(config: Config, log: Logger): Promise<v
 
 export class Daemon {
   private current!: Generation;
+  /**
+   * Generations a reload replaced, with their retirement (retire()), until their callouts have
+   * finished: stop() waits for those too and gives up what they still run, so that their probe
+   * locks do not outlive the process either.
+   */
+  private readonly replaced = new Map<Generation, Promise<void>>();
   private server!: PolicyServer;
   private metricsServer: Server | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
@@ -275,7 +282,9 @@ export class Daemon {
       return false;
     }
     this.server.setIdlePollMicros(config.policy.idlePollMicros);
-    void this.retire(old);
+    const retired = this.retire(old);
+    this.replaced.set(old, retired);
+    void Promise.all([retired, old.engine?.idle()]).then(() => this.replaced.delete(old));
     this.options.log.info({ stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) }, 'configuration reloaded');
     return true;
   }
@@ -285,8 +294,10 @@ export class Daemon {
     clearInterval(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
     await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
-    await this.retire(this.current);
-    const abandoned = (await this.current.engine?.abandon()) ?? 0;
+    const generations = [this.current, ...this.replaced.keys()];
+    await Promise.all([this.retire(this.current), ...this.replaced.values()]);
+    let abandoned = 0;
+    for (const generation of generations) abandoned += (await generation.engine?.abandon()) ?? 0;
     if (abandoned > 0) {
       this.options.log.warn({ abandoned, waitedMs: DRAIN_MS }, 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
     }

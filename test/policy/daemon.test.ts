@@ -182,6 +182,37 @@ describe('callout serve', () => {
     assert.equal(client.isClosed, false);
   });
 
+  it('at shutdown gives up the callouts of a configuration replaced by SIGHUP too: a daemon started at once probes the sender again', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-reload-abandon-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const dns = await startDnsServer(mxZone({ 'hold.test': '127.0.0.5' }));
+    let hold = true;
+    const [smtp] = await startSmtpServers(['127.0.0.5'], () => ({ rcpt: () => (hold ? { silent: true } : '250 2.1.5 Ok') }));
+    cleanups.push(async () => {
+      await smtp!.close();
+      await dns.close();
+    });
+    const path = join(dataDir, 'callout.yaml');
+    writeFileSync(path, stringify({
+      dataDir,
+      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      callout: { helo: 'verifier.callout.test', port: smtp!.port, allowTargets: ['127.0.0.0/8'] },
+      policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms' },
+      metrics: { listen: '' },
+    }));
+    const { lines, log } = captureLog();
+    const first = await Daemon.start({ configPath: path, log });
+    const client = await PolicyClient.connect(first.policyAddress);
+    assert.match(await client.request(postfixRequest({ sender: 'bob@hold.test' })), /^DEFER_IF_PERMIT .*in progress/, 'the callout holds its locks at the silent RCPT');
+    assert.equal(await first.reload(), true);
+    client.close();
+    await first.stop();
+    assert.ok(lines.some((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released'), 'the abandoned callout is logged');
+    hold = false;
+    const { client: again } = await startDaemonWithClient({ configPath: path, log: captureLog().log }, cleanups);
+    assert.equal(await again.request(postfixRequest({ sender: 'bob@hold.test', instance: 'again' })), 'DUNNO', 'probed at once, not deferred while a stopped daemon\'s locks run out');
+  });
+
   it('call-forward: verifies recipients at the configured internal host, with its own cache', async () => {
     // The SMTP test servers all share one port, which setup() also gives the engine.
     const forward = await setup({ policy: { stages: [{ name: 'postmaster' }, { name: 'recipient-callforward', hosts: ['127.0.0.2'], port: 0, domains: ['backup.test'] }] } }, undefined, true);
