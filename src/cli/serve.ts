@@ -81,17 +81,30 @@ export function registerServeCommand(program: Command): void {
         // at once, hiding the exit code of a worker that failed to start.
         cluster.worker?.disconnect();
       }
+      exitStopped();
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);
       await prepareSharedStore(config, log);
       const supervisor = await Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log });
       await untilStopped(log, () => supervisor.reload(), () => supervisor.stop());
+      exitStopped();
     } else {
       const log = createLogger(config.log.level);
       const daemon = await Daemon.start({ ...daemonOptions, log });
       await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
+      exitStopped();
     }
   });
+}
+
+/**
+ * Ends the process once the daemon has stopped. The callouts it gave up (locks released,
+ * answers not cached) still hold SMTP sockets, which would keep the process alive until their
+ * own timeouts, up to 30 s more: past an init system's stop timeout, and "stopped" in the log
+ * would not be the end. Pending log lines are written at 'exit' (core/log).
+ */
+function exitStopped(): never {
+  process.exit(process.exitCode ?? 0);
 }
 
 /** SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. */
