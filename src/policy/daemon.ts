@@ -297,7 +297,7 @@ export class Daemon {
     const generations = [this.current, ...this.replaced.keys()];
     await Promise.all([this.retire(this.current), ...this.replaced.values()]);
     let abandoned = 0;
-    for (const generation of generations) abandoned += (await generation.engine?.abandon()) ?? 0;
+    for (const generation of generations) abandoned += ((await generation.engine?.abandon()) ?? 0) + (await generation.pipeline.abandon());
     if (abandoned > 0) {
       this.options.log.warn({ abandoned, waitedMs: DRAIN_MS }, 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
     }
@@ -357,10 +357,16 @@ export class Daemon {
   }
 
   /** Lets an old generation's requests and background callouts finish, then closes its stages. */
+  /**
+   * Lets the generation's callouts finish and closes its stages, within one DRAIN_MS for both:
+   * a call-forward stage's close waits for its own callouts, which must not add a second drain.
+   */
   private async retire(old: Generation): Promise<void> {
     const bound = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
-    await Promise.race([old.engine?.idle() ?? Promise.resolve(), bound]);
-    await old.pipeline.close().catch((err: unknown) => this.options.log.warn({ err: describeError(err) }, 'closing old stages failed'));
+    const closed = (old.engine?.idle() ?? Promise.resolve()).then(() =>
+      old.pipeline.close().catch((err: unknown) => this.options.log.warn({ err: describeError(err) }, 'closing old stages failed')),
+    );
+    await Promise.race([closed, bound]);
   }
 
   private async openConfiguredStore(config: Config): Promise<Store> {

@@ -201,6 +201,12 @@ export class Pipeline {
     await Promise.all(this.stages.map((s) => s.stage.close?.()));
   }
 
+  /** Stage.abandon of every stage: how much they gave up. */
+  async abandon(): Promise<number> {
+    const given = await Promise.all(this.stages.map((s) => s.stage.abandon?.() ?? 0));
+    return given.reduce((sum, n) => sum + n, 0);
+  }
+
   /**
    * Shows the answer to the stages that observe outcomes (Stage.observe); their faults never
    * change it. The answer waits for them (the tarpit's delay is such a wait) only until the

@@ -88,8 +88,14 @@ export interface Stage {
    * counts rejected recipients and delays the answer. A fault is logged and changes nothing.
    */
   observe?(ctx: StageContext, outcome: ObservedOutcome): Promise<void>;
-  /** Releases timers, connections (on reload and shutdown). */
+  /** Releases timers, connections (on reload and shutdown); the daemon waits for it within its drain time. */
   close?(): Promise<void>;
+  /**
+   * At shutdown, once close() has had its time: gives up the work the stage still runs (a
+   * call-forward's callouts), releasing what it holds in the store (probe locks), and says how
+   * much it gave up.
+   */
+  abandon?(): Promise<number>;
 }
 
 /** The pipeline's answer to one request, as Stage.observe sees it. */

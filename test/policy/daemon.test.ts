@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { Daemon } from '../../src/policy/daemon.js';
 import { startDnsServer } from '../support/dns-server.js';
@@ -211,6 +212,38 @@ describe('callout serve', () => {
     hold = false;
     const { client: again } = await startDaemonWithClient({ configPath: path, log: captureLog().log }, cleanups);
     assert.equal(await again.request(postfixRequest({ sender: 'bob@hold.test', instance: 'again' })), 'DUNNO', 'probed at once, not deferred while a stopped daemon\'s locks run out');
+  });
+
+  it('at shutdown gives up the call-forward\'s callouts too, within the one drain, and lets go of their locks', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-abandon-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const [smtp] = await startSmtpServers(['127.0.0.131'], () => ({ greeting: () => ({ silent: true }) }));
+    cleanups.push(() => smtp!.close());
+    const { lines, log } = captureLog();
+    const daemon = await Daemon.start({
+      overrides: {
+        dataDir,
+        callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'] },
+        policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.131'], port: smtp!.port }] },
+        metrics: { listen: '' },
+      },
+      log,
+    });
+    const client = await PolicyClient.connect(daemon.policyAddress);
+    assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 Recipient address verification in progress/);
+    client.close();
+    const started = Date.now();
+    await daemon.stop();
+    // One drain (10 s) for the daemon's callouts and the stage's together, not one after the other.
+    assert.ok(Date.now() - started < 15_000, `stopped after ${Date.now() - started} ms`);
+    const abandoned = lines.find((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
+    assert.equal(abandoned?.abandoned, 1, JSON.stringify(lines.slice(-4)));
+    const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
+    try {
+      assert.deepEqual(db.prepare("SELECT key FROM kv WHERE key LIKE 'cf:lock%'").pluck().all(), [], 'no call-forward lock outlives the daemon');
+    } finally {
+      db.close();
+    }
   });
 
   it('call-forward: verifies recipients at the configured internal host, with its own cache', async () => {

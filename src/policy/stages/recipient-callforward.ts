@@ -114,6 +114,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         return fromHost instanceof Promise ? fromHost.then(skipOrVerify) : skipOrVerify(fromHost);
       },
       close: () => engine.idle(),
+      abandon: () => engine.abandon(),
     };
   },
 };
