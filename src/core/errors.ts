@@ -8,7 +8,7 @@
  *   stable `code` that logs, metrics and the HTTP API can rely on. No fault ever becomes a permanent
  *   answer: the policy pipeline (src/policy/pipeline.ts) is the one place that answers every fault
  *   of a stage by `policy.faultAction` (DUNNO or 451), and the callout engine turns its own faults
- *   into an `unknown` verdict.
+ *   into an `unknown` verdict (a StoreError it passes on, wherever in a callout the store failed).
  */
 
 export type ErrorCode =

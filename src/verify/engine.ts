@@ -30,7 +30,7 @@
 
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
-import { ConfigError, describeError } from '../core/errors.js';
+import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { parseForwardPath } from '../address/index.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
@@ -443,6 +443,9 @@ export class CalloutEngine {
         await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
       }
     } catch (err) {
+      // A store fault is the caller's to answer, as when the cache read before this failed
+      // (policy.faultAction: DUNNO or 451), not a verdict on the address.
+      if (err instanceof StoreError) throw err;
       answerAll({ verdict: 'unknown', reason: 'protocol-error', description: `internal error: ${describeError(err)}` });
     } finally {
       release();

@@ -3,6 +3,7 @@ import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { MemoryStore } from '../../src/store/memory.js';
+import { StoreError } from '../../src/core/errors.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -761,6 +762,18 @@ describe('stage timeouts of the dialogue', () => {
     assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout']);
     assert.equal(w.commands('127.0.0.69').length, 0, 'the backup MX is not contacted');
     assert.equal((await engine.verify('nobody@two.test')).verdict, 'unknown', 'and nothing deliverable is cached');
+  });
+
+  it('a store that fails during the callout (disk full at a counter) is a fault for the caller, not an unknown verdict', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    class FullDisk extends MemoryStore {
+      override increment(): Promise<number> {
+        return Promise.reject(new StoreError('increment failed: database or disk is full'));
+      }
+    }
+    const engine = w.engine({}, new FullDisk({ clock: w.clock }));
+    await assert.rejects(engine.verify('alice@real.test'), (err: unknown) => err instanceof StoreError && /disk is full/.test(err.message));
+    assert.equal(w.connections('127.0.0.2'), 0);
   });
 
   it('abandon() gives up the probes still running at shutdown and lets go of their locks', async () => {
