@@ -5,14 +5,15 @@
  * DESCRIPTION
  *   CalloutEngine.verify() answers one address; verifyMany() answers several, probing the
  *   addresses of one domain on shared connections. For each address, cheapest evidence first:
- *     1. syntax (RFC 5321 §4.1.2, RFC 6531) -> invalid; an address whose RCPT TO line would pass
- *        512 octets (§4.5.3.1.4), which smtp/command never sends -> unknown, without connecting
+ *     1. syntax (RFC 5321 §4.1.2, RFC 6531) -> invalid
  *     2. our own probe senders are never verified (a probe of a probe loops)
  *     3. the address record: fresh -> answer; past its refresh age -> answer stale and refresh
  *        in the background (Postfix verify(8)); expired -> probe
  *     4. the domain record: catch-all, cannot take bounces, greylists us, refused us lately
  *        -> answer without connecting (Exim's domain cache)
- *     5. limits: global concurrency, callouts per domain per minute -> unknown: rate-limited
+ *     5. an address whose RCPT TO line would pass 512 octets (§4.5.3.1.4), which smtp/command
+ *        never sends -> unknown, without connecting; limits: global concurrency, callouts per
+ *        domain per minute -> unknown: rate-limited
  *     6. MX resolution (RFC 5321 §5.1, RFC 7505) -> no-mail-domain, or unknown on a temporary
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
@@ -236,17 +237,19 @@ export class CalloutEngine {
     } else {
       mailbox = given;
     }
-    // Asked of no exchanger: a connection would open only to fail at the RCPT it cannot send.
-    const rcpt = rcptToCommand(mailbox.address);
-    if (rcpt.kind === 'unsafe') {
-      return { input, mailbox, result: this.result(mailbox.address, started, { verdict: 'unknown', reason: 'protocol-error', description: `${rcpt.detail}: no exchanger can be asked` }, 'none') };
-    }
     const own = this.ownSenderResult(mailbox, started);
     if (own) return { input, mailbox, result: own };
     const record = await this.cache.getAddress(mailbox.address);
     if (record) return { input, mailbox, result: this.fromAddressRecord(mailbox, record, started) };
     const fromDomain = this.fromDomainRecord(mailbox, await this.cache.getDomain(mailbox.asciiDomain), started);
-    return fromDomain ? { input, mailbox, result: fromDomain } : { input, mailbox };
+    if (fromDomain) return { input, mailbox, result: fromDomain };
+    // Asked of no exchanger: a connection would open only to fail at the RCPT it cannot send.
+    // (After the cache, which never holds such an address, so that a cached answer costs nothing more.)
+    const rcpt = rcptToCommand(mailbox.address);
+    if (rcpt.kind === 'unsafe') {
+      return { input, mailbox, result: this.result(mailbox.address, started, { verdict: 'unknown', reason: 'protocol-error', description: `${rcpt.detail}: no exchanger can be asked` }, 'none') };
+    }
+    return { input, mailbox };
   }
 
   /**
