@@ -13,12 +13,13 @@
  *   under a benchmark's load: "--cpu-prof --cpu-prof-dir=/tmp/prof" (a profile per process, written
  *   when it exits).
  *   The helpers under it serve every benchmark that runs a server of its own (postgrey too):
- *   waitForPort, stopChild (SIGTERM, SIGKILL after 5 s) and CPU seconds from /proc/PID/stat.
+ *   waitForPort, stopChild (SIGTERM, SIGKILL after 5 s), CPU seconds from /proc/PID/stat, and
+ *   tmpfsDir for a peer's database where its per-write fdatasync costs nothing.
  */
 
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,4 +122,19 @@ export async function startServe(args: readonly string[], port: number, what: st
     cpuSeconds: () => tree().reduce((sum, pid) => sum + processCpuSeconds(pid), 0),
     stop: () => stopChild(child),
   };
+}
+
+/** statfs(2) f_type of a tmpfs. */
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * /dev/shm when it is a tmpfs, where fdatasync costs nothing: for the calibration rows of a peer
+ * (postgrey) whose database syncs every write while callout's store does not.
+ */
+export function tmpfsDir(): string | undefined {
+  try {
+    return statfsSync('/dev/shm').type === TMPFS_MAGIC ? '/dev/shm' : undefined;
+  } catch {
+    return undefined;
+  }
 }
