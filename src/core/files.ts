@@ -12,7 +12,8 @@
  *   where a message, a list or a secret was expected may be /dev/zero, a pipe that is never
  *   closed or a disk image: readFileSync read such input until the process ran out of memory
  *   (gigabytes within seconds). Each caller turns the reason into its own error, naming the
- *   option or key the path came from.
+ *   option or key the path came from. What it holds meanwhile is what it read, however small
+ *   the reads (a FIFO written an octet at a time).
  *
  *   makeDirectories(dir) is mkdir -p.
  *
@@ -40,13 +41,16 @@ export function readFileLimited(path: string, limitBytes: number): FileRead {
   let fd: number | undefined;
   try {
     fd = openSync(path, 'r');
+    // One buffer to read into, and a copy of what each read gave: a FIFO whose writer sends a
+    // few octets at a time gives as few per read, and a buffer of CHUNK_BYTES kept per read made
+    // a 64 KiB limit cost hundreds of megabytes.
+    const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
     for (;;) {
-      const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
       const read = readSync(fd, chunk, 0, chunk.length, null);
       if (read === 0) break;
       total += read;
       if (total > limitBytes) return { ok: false, reason: tooLarge(limitBytes) };
-      chunks.push(chunk.subarray(0, read));
+      chunks.push(Buffer.from(chunk.subarray(0, read)));
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -1,6 +1,8 @@
 // Whole-file reads with a limit: endless and oversized inputs are refused, not read into memory.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +25,21 @@ describe('readFileLimited', () => {
     assert.deepEqual(readFileLimited('/dev/zero', 1024 * 1024), { ok: false, reason: 'larger than 1 MiB' });
     assert.deepEqual(readFileLimited(join(dir, 'missing'), 10), { ok: false, reason: 'cannot read: ENOENT', code: 'ENOENT' });
     assert.deepEqual(readFileLimited(dir, 10), { ok: false, reason: 'cannot read: EISDIR', code: 'EISDIR' });
+  });
+
+  it('holds what a FIFO written an octet at a time gave, not a read buffer per octet', async () => {
+    const fifo = join(dir, 'fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const octets = 4000;
+    // An octet, then a pause of 0.2 ms: each read finds one octet.
+    const writer = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(fifo)}, 'w'); const pause = new Int32Array(new SharedArrayBuffer(4)); for (let i = 0; i < ${octets}; i++) { fs.writeSync(fd, 'a'); Atomics.wait(pause, 0, 0, 0.2); } fs.closeSync(fd);`], { stdio: 'inherit' });
+    const peakBefore = process.resourceUsage().maxRSS;
+    const read = readFileLimited(fifo, 64 * 1024);
+    const grewKiB = process.resourceUsage().maxRSS - peakBefore;
+    await once(writer, 'exit');
+    assert.ok(read.ok && read.bytes.equals(Buffer.alloc(octets, 'a')));
+    // A 64 KiB buffer kept per read touched a page of each: 16 MB here.
+    assert.ok(grewKiB < 4096, `the peak resident size grew by ${grewKiB} KiB`);
   });
 });
 

@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CoalescingDestination, RepeatCollapser, createLogger, logInfoJson } from '../../src/core/log.js';
+import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RepeatCollapser, createLogger, logInfoJson } from '../../src/core/log.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
   const writes: string[] = [];
@@ -40,6 +45,77 @@ describe('CoalescingDestination', () => {
     destination.flushSync();
     assert.equal(out.writes.length, 1, 'nothing pending, nothing written');
     destination.close();
+  });
+
+  it('given a write limit (PIPE_BUF), writes at most that many octets at a time, each write ending at a line end, a longer line alone', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.constantFrom('a', 'é', '😀'), fc.nat(3000)), { maxLength: 40 }), (texts) => {
+        const out = recorder();
+        const destination = new CoalescingDestination(out, ATOMIC_WRITE_OCTETS);
+        const lines = texts.map(([unit, count]) => `${unit.repeat(count)}\n`);
+        for (const line of lines) destination.write(line);
+        destination.close();
+        assert.equal(out.writes.join(''), lines.join(''), 'every line, in order');
+        for (const write of out.writes) {
+          assert.ok(write.endsWith('\n'));
+          assert.ok(Buffer.byteLength(write) <= 4096 || write.indexOf('\n') === write.length - 1, `a write of ${Buffer.byteLength(write)} octets holds several lines`);
+        }
+      }),
+    );
+  });
+
+  it('keeps whole the lines of policy workers, which share one stdout pipe', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-log-'));
+    try {
+      const script = join(dir, 'writer.mts');
+      // Two workers forked as `callout serve` forks them, each logging many lines per turn: a
+      // turn's lines are far more than a pipe takes whole.
+      writeFileSync(
+        script,
+        `import cluster from 'node:cluster';
+         const { createLogger } = await import(${JSON.stringify(new URL('../../src/core/log.ts', import.meta.url).href)});
+         if (cluster.isPrimary) {
+           cluster.fork();
+           cluster.fork();
+         } else {
+           const log = createLogger('info');
+           const pad = 'x'.repeat(300);
+           let turn = 0;
+           const next = () => {
+             for (let i = 0; i < 100; i++) log.info({ worker: cluster.worker.id, turn, i, pad }, 'line');
+             if (++turn < 40) setImmediate(next);
+             else setImmediate(() => process.exit(0));
+           };
+           next();
+         }`,
+      );
+      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      // Through cat, so that stdout is a pipe (Node gives a child a socket for its stdout).
+      const child = spawn('/bin/sh', ['-c', `"${process.execPath}" --import tsx "${script}" | cat`], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      const chunks: Buffer[] = [];
+      // A slow reader keeps the pipe full, so that writers wait in the middle of their writes.
+      child.stdout.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        child.stdout.pause();
+        setTimeout(() => child.stdout.resume(), 1);
+      });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      if (!child.stdout.readableEnded) await once(child.stdout, 'end');
+      assert.equal(code, 0);
+      const lines = Buffer.concat(chunks).toString('utf8').split('\n').slice(0, -1);
+      const broken = lines.filter((line) => {
+        try {
+          JSON.parse(line);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      assert.deepEqual(broken.map((line) => line.slice(0, 60)), []);
+      assert.equal(lines.length, 2 * 40 * 100);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('writes what is pending when the process exits', () => {
