@@ -107,9 +107,42 @@ export class CoalescingDestination implements LogDestination {
   }
 }
 
+/**
+ * pino's synchronous destination, replaced by a new one when a write fails (ENOSPC on a full
+ * disk, EIO): pino's emits 'error', which without a listener ended the daemon, and with one it
+ * would keep the failed lines and retry them with every later write, growing while the disk is
+ * full. The batch that failed is dropped and counted; the next write tries afresh. (A pipe that
+ * is full is waited for, by pino's own retry.)
+ */
+export class ResilientDestination implements LogDestination {
+  /** Batches of lines lost to failed writes. */
+  dropped = 0;
+  private sink: ReturnType<typeof pino.destination>;
+
+  constructor(private readonly dest: number | string) {
+    this.sink = this.open();
+  }
+
+  private open(): ReturnType<typeof pino.destination> {
+    const sink = pino.destination({ dest: this.dest, sync: true });
+    sink.on('error', () => {
+      this.dropped += 1;
+      if (this.sink !== sink) return;
+      this.sink = this.open();
+      // A file it opened itself is closed; standard output and error are left open.
+      if (typeof this.dest === 'string') sink.destroy();
+    });
+    return sink;
+  }
+
+  write(batch: string): boolean {
+    return this.sink.write(batch);
+  }
+}
+
 /** The default destination: coalesced, synchronous writes to a file descriptor or path (in a worker, writes a pipe takes whole). */
 export function coalescingDestination(dest: number | string = 1): CoalescingDestination {
-  return new CoalescingDestination(pino.destination({ dest, sync: true }), cluster.isWorker ? ATOMIC_WRITE_OCTETS : Infinity);
+  return new CoalescingDestination(new ResilientDestination(dest), cluster.isWorker ? ATOMIC_WRITE_OCTETS : Infinity);
 }
 
 let lastMillisecond = -1;

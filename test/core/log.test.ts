@@ -118,6 +118,37 @@ describe('CoalescingDestination', () => {
     }
   });
 
+  it('survives a log that cannot be written (stdout or a file on a full disk): the lines are dropped, the process goes on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-log-full-'));
+    try {
+      const script = join(dir, 'full.mts');
+      // /dev/full answers every write with ENOSPC, as a full disk does.
+      writeFileSync(
+        script,
+        `const { createLogger, coalescingDestination } = await import(${JSON.stringify(new URL('../../src/core/log.ts', import.meta.url).href)});
+         const toStdout = createLogger('info');
+         const toFile = createLogger('info', coalescingDestination('/dev/full'));
+         let turn = 0;
+         const next = () => {
+           toStdout.info({ turn }, 'line');
+           toFile.info({ turn }, 'line');
+           if (++turn < 50) setImmediate(next);
+           else setImmediate(() => { process.stderr.write('still running after ' + turn + ' turns\\n'); process.exit(0); });
+         };
+         next();`,
+      );
+      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      const child = spawn('/bin/sh', ['-c', `"${process.execPath}" --import tsx "${script}" > /dev/full`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(code, 0, stderr);
+      assert.match(stderr, /still running after 50 turns/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('writes what is pending when the process exits', () => {
     const out = recorder();
     const destination = new CoalescingDestination(out);
