@@ -111,14 +111,17 @@ export class CoalescingDestination implements LogDestination {
  * pino's synchronous destination, replaced by a new one when a write fails (ENOSPC on a full
  * disk, EIO): pino's emits 'error', which without a listener ended the daemon, and with one it
  * would keep the failed lines and retry them with every later write, growing while the disk is
- * full. The batch that failed is dropped and counted; the next write tries afresh. (A pipe that
- * is full is waited for, by pino's own retry.)
+ * full. The batch that failed is dropped and counted; the next write opens the destination
+ * afresh and tries again (a path that cannot be opened then drops that batch too, and is tried
+ * again at the one after). (A pipe that is full is waited for, by pino's own retry.)
  */
 export class ResilientDestination implements LogDestination {
   /** Batches of lines lost to failed writes. */
   dropped = 0;
-  private sink: ReturnType<typeof pino.destination>;
+  /** undefined after a failed write, until the next write opens the destination again. */
+  private sink: ReturnType<typeof pino.destination> | undefined;
 
+  /** A path that cannot be opened at all throws here, as pino.destination does. */
   constructor(private readonly dest: number | string) {
     this.sink = this.open();
   }
@@ -126,9 +129,10 @@ export class ResilientDestination implements LogDestination {
   private open(): ReturnType<typeof pino.destination> {
     const sink = pino.destination({ dest: this.dest, sync: true });
     sink.on('error', () => {
-      this.dropped += 1;
+      // pino's own listener emits the error again, so this one hears it twice.
       if (this.sink !== sink) return;
-      this.sink = this.open();
+      this.dropped += 1;
+      this.sink = undefined;
       // A file it opened itself is closed; standard output and error are left open.
       if (typeof this.dest === 'string') sink.destroy();
     });
@@ -136,6 +140,16 @@ export class ResilientDestination implements LogDestination {
   }
 
   write(batch: string): boolean {
+    if (!this.sink) {
+      try {
+        this.sink = this.open();
+      } catch {
+        // A file that cannot be opened now (its directory gone, no descriptor left): the batch
+        // is lost, as a failed write's is; an exception here would end the daemon.
+        this.dropped += 1;
+        return true;
+      }
+    }
     return this.sink.write(batch);
   }
 }

@@ -282,9 +282,8 @@ export class Daemon {
       return false;
     }
     this.server.setIdlePollMicros(config.policy.idlePollMicros);
-    const retired = this.retire(old);
-    this.replaced.set(old, retired);
-    void Promise.all([retired, old.engine?.idle()]).then(() => this.replaced.delete(old));
+    // Forgotten once its stages have closed too: a call-forward's callouts may outlast the drain.
+    this.replaced.set(old, this.retire(old, () => this.replaced.delete(old)));
     this.options.log.info({ stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) }, 'configuration reloaded');
     return true;
   }
@@ -356,16 +355,16 @@ export class Daemon {
     return buildGeneration(config, { store: this.store, clock: this.clock, log: this.options.log, metrics: this.metrics, worker: this.options.worker ?? false }, messages);
   }
 
-  /** Lets an old generation's requests and background callouts finish, then closes its stages. */
   /**
    * Lets the generation's callouts finish and closes its stages, within one DRAIN_MS for both:
    * a call-forward stage's close waits for its own callouts, which must not add a second drain.
+   * onClosed is called once they have finished and the stages have closed, however long after.
    */
-  private async retire(old: Generation): Promise<void> {
+  private async retire(old: Generation, onClosed?: () => void): Promise<void> {
     const bound = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_MS).unref());
-    const closed = (old.engine?.idle() ?? Promise.resolve()).then(() =>
-      old.pipeline.close().catch((err: unknown) => this.options.log.warn({ err: describeError(err) }, 'closing old stages failed')),
-    );
+    const closed = (old.engine?.idle() ?? Promise.resolve())
+      .then(() => old.pipeline.close().catch((err: unknown) => this.options.log.warn({ err: describeError(err) }, 'closing old stages failed')))
+      .then(onClosed);
     await Promise.race([closed, bound]);
   }
 

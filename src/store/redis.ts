@@ -102,7 +102,8 @@ for i, key in ipairs(KEYS) do
   local value = redis.call('GET', key)
   local ttl = value and redis.call('PTTL', key)
   -- In its last millisecond (see the header) the key is gone for SET NX too.
-  if ttl == 0 then redis.call('DEL', key) end
+  -- pcall: on a replica (read-only) the read still answers, without the DEL.
+  if ttl == 0 then redis.pcall('DEL', key) end
   if value and ttl ~= 0 then rows[i] = { value, ttl } else rows[i] = false end
 end
 return rows`,

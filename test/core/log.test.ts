@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RepeatCollapser, createLogger, logInfoJson } from '../../src/core/log.js';
+import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RepeatCollapser, ResilientDestination, createLogger, logInfoJson } from '../../src/core/log.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
   const writes: string[] = [];
@@ -144,6 +144,27 @@ describe('CoalescingDestination', () => {
       const [code] = (await once(child, 'exit')) as [number | null];
       assert.equal(code, 0, stderr);
       assert.match(stderr, /still running after 50 turns/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('goes on when a file whose write failed cannot be opened again, counts each lost batch once, and writes there once it can', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-log-reopen-'));
+    try {
+      const path = join(dir, 'log');
+      // Writes fail (ENOSPC, as on a full disk); then the path leads into a directory that is gone.
+      symlinkSync('/dev/full', path);
+      const destination = new ResilientDestination(path);
+      unlinkSync(path);
+      symlinkSync(join(dir, 'gone', 'log'), path);
+      assert.doesNotThrow(() => destination.write('lost\n'));
+      assert.doesNotThrow(() => destination.write('lost too\n'));
+      assert.equal(destination.dropped, 2);
+      mkdirSync(join(dir, 'gone'));
+      destination.write('kept\n');
+      assert.equal(readFileSync(join(dir, 'gone', 'log'), 'utf8'), 'kept\n');
+      assert.equal(destination.dropped, 2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

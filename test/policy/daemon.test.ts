@@ -214,6 +214,38 @@ describe('callout serve', () => {
     assert.equal(await again.request(postfixRequest({ sender: 'bob@hold.test', instance: 'again' })), 'DUNNO', 'probed at once, not deferred while a stopped daemon\'s locks run out');
   });
 
+  it('at shutdown gives up the call-forward\'s callouts of a configuration replaced longer than the drain ago, and lets go of their locks', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-reload-abandon-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const [smtp] = await startSmtpServers(['127.0.0.132'], () => ({ greeting: () => ({ silent: true }) }));
+    cleanups.push(() => smtp!.close());
+    const { lines, log } = captureLog();
+    const daemon = await Daemon.start({
+      overrides: {
+        dataDir,
+        callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { greeting: '25s', overall: '28s' } },
+        policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.132'], port: smtp!.port }] },
+        metrics: { listen: '' },
+      },
+      log,
+    });
+    const client = await PolicyClient.connect(daemon.policyAddress);
+    assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 Recipient address verification in progress/);
+    client.close();
+    assert.equal(await daemon.reload(), true);
+    // Past the replaced configuration's drain (10 s): its call-forward callout still runs.
+    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    await daemon.stop();
+    const abandoned = lines.find((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
+    assert.equal(abandoned?.abandoned, 1, JSON.stringify(lines.slice(-4)));
+    const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
+    try {
+      assert.deepEqual(db.prepare("SELECT key FROM kv WHERE key LIKE 'cf:lock%'").pluck().all(), [], 'no call-forward lock outlives the daemon');
+    } finally {
+      db.close();
+    }
+  });
+
   it('at shutdown gives up the call-forward\'s callouts too, within the one drain, and lets go of their locks', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-abandon-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
