@@ -214,17 +214,22 @@ describe('callout serve', () => {
     assert.equal(await again.request(postfixRequest({ sender: 'bob@hold.test', instance: 'again' })), 'DUNNO', 'probed at once, not deferred while a stopped daemon\'s locks run out');
   });
 
-  it('at shutdown gives up the call-forward\'s callouts of a configuration replaced longer than the drain ago, and lets go of their locks', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-reload-abandon-'));
+  /**
+   * A daemon on SQLite whose call-forward host never greets, one request left "in progress";
+   * `meanwhile` runs before stop(). Resolves with the stop's duration once it has checked that
+   * the callout was given up and no call-forward lock is left in the file.
+   */
+  async function stopWithCallForwardRunning(host: string, callout: Record<string, unknown>, meanwhile: (daemon: Daemon) => Promise<void>): Promise<number> {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-abandon-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-    const [smtp] = await startSmtpServers(['127.0.0.132'], () => ({ greeting: () => ({ silent: true }) }));
+    const [smtp] = await startSmtpServers([host], () => ({ greeting: () => ({ silent: true }) }));
     cleanups.push(() => smtp!.close());
     const { lines, log } = captureLog();
     const daemon = await Daemon.start({
       overrides: {
         dataDir,
-        callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { greeting: '25s', overall: '28s' } },
-        policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.132'], port: smtp!.port }] },
+        callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], ...callout },
+        policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms', stages: [{ name: 'recipient-callforward', hosts: [host], port: smtp!.port }] },
         metrics: { listen: '' },
       },
       log,
@@ -232,10 +237,10 @@ describe('callout serve', () => {
     const client = await PolicyClient.connect(daemon.policyAddress);
     assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 Recipient address verification in progress/);
     client.close();
-    assert.equal(await daemon.reload(), true);
-    // Past the replaced configuration's drain (10 s): its call-forward callout still runs.
-    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    await meanwhile(daemon);
+    const started = Date.now();
     await daemon.stop();
+    const stopMs = Date.now() - started;
     const abandoned = lines.find((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
     assert.equal(abandoned?.abandoned, 1, JSON.stringify(lines.slice(-4)));
     const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
@@ -244,38 +249,21 @@ describe('callout serve', () => {
     } finally {
       db.close();
     }
+    return stopMs;
+  }
+
+  it('at shutdown gives up the call-forward\'s callouts of a configuration replaced longer than the drain ago, and lets go of their locks', async () => {
+    await stopWithCallForwardRunning('127.0.0.132', { timeouts: { greeting: '25s', overall: '28s' } }, async (daemon) => {
+      assert.equal(await daemon.reload(), true);
+      // Past the replaced configuration's drain (10 s): its call-forward callout still runs.
+      await new Promise((resolve) => setTimeout(resolve, 11_000));
+    });
   });
 
   it('at shutdown gives up the call-forward\'s callouts too, within the one drain, and lets go of their locks', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'callout-cf-abandon-'));
-    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-    const [smtp] = await startSmtpServers(['127.0.0.131'], () => ({ greeting: () => ({ silent: true }) }));
-    cleanups.push(() => smtp!.close());
-    const { lines, log } = captureLog();
-    const daemon = await Daemon.start({
-      overrides: {
-        dataDir,
-        callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'] },
-        policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.131'], port: smtp!.port }] },
-        metrics: { listen: '' },
-      },
-      log,
-    });
-    const client = await PolicyClient.connect(daemon.policyAddress);
-    assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 Recipient address verification in progress/);
-    client.close();
-    const started = Date.now();
-    await daemon.stop();
+    const stopMs = await stopWithCallForwardRunning('127.0.0.131', {}, async () => undefined);
     // One drain (10 s) for the daemon's callouts and the stage's together, not one after the other.
-    assert.ok(Date.now() - started < 15_000, `stopped after ${Date.now() - started} ms`);
-    const abandoned = lines.find((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released');
-    assert.equal(abandoned?.abandoned, 1, JSON.stringify(lines.slice(-4)));
-    const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
-    try {
-      assert.deepEqual(db.prepare("SELECT key FROM kv WHERE key LIKE 'cf:lock%'").pluck().all(), [], 'no call-forward lock outlives the daemon');
-    } finally {
-      db.close();
-    }
+    assert.ok(stopMs < 15_000, `stopped after ${stopMs} ms`);
   });
 
   it('call-forward: verifies recipients at the configured internal host, with its own cache', async () => {
