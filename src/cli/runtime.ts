@@ -60,7 +60,7 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
 
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */
 export function configuredStore(config: Config): StoreSpec {
-  if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config) };
+  if (config.store.kind === 'sqlite') return { kind: 'sqlite', path: storePath(config), sync: config.store.sync };
   return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url, keyPrefix: config.store.keyPrefix } : { kind: 'memory' };
 }
 

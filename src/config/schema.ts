@@ -173,6 +173,8 @@ const storeSchema = z
       .default('callout:'),
     /** How often `callout serve` removes expired entries (a background walk; Redis expires keys itself). */
     purgeInterval: timerDuration('10m', 1000),
+    /** SQLite: `normal` survives a crash of the process, `full` also a power loss (SqliteStoreOptions.sync). */
+    sync: z.enum(['normal', 'full']).default('normal'),
   })
   .strict();
 

@@ -106,7 +106,7 @@ async function openSqliteStore(config: Config, clock: Clock, log: Logger): Promi
   } catch (err) {
     throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
   }
-  const store = await SqliteStore.open(path, { clock });
+  const store = await SqliteStore.open(path, { clock, sync: config.store.sync });
   if (store.schemaUpgrade) log.info({ store: path, ...store.schemaUpgrade }, 'store schema upgraded');
   return store;
 }

@@ -26,7 +26,7 @@ export { RedisStore, type RedisStoreEvents, type RedisStoreOptions } from './red
 
 export type StoreSpec =
   | { kind: 'memory'; maxEntries?: number }
-  | { kind: 'sqlite'; path: string; busyTimeoutMs?: number }
+  | { kind: 'sqlite'; path: string; busyTimeoutMs?: number; sync?: 'normal' | 'full' }
   | { kind: 'redis'; url: string; keyPrefix?: string; connectTimeoutMs?: number; commandTimeoutMs?: number };
 
 export async function openStore(spec: StoreSpec, clock: Clock = systemClock): Promise<Store> {
@@ -34,7 +34,7 @@ export async function openStore(spec: StoreSpec, clock: Clock = systemClock): Pr
     case 'memory':
       return new MemoryStore({ clock, maxEntries: spec.maxEntries });
     case 'sqlite':
-      return SqliteStore.open(spec.path, { clock, busyTimeoutMs: spec.busyTimeoutMs });
+      return SqliteStore.open(spec.path, { clock, busyTimeoutMs: spec.busyTimeoutMs, sync: spec.sync });
     case 'redis':
       return RedisStore.open(spec.url, {
         clock,

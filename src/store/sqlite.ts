@@ -115,6 +115,12 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /** Starts the checkpoint thread (default store/sqlite-checkpointer's); tests inject failures. */
   startCheckpointer?: (path: string, intervalMs: number) => Worker;
+  /**
+   * 'normal' (default): a commit is in the WAL when it returns, safe from a crash of the
+   * process, fsynced at checkpoints. 'full': every commit is fsynced too, safe from a power
+   * loss; one fsync per group commit (per turn of the event loop), not per write.
+   */
+  sync?: 'normal' | 'full';
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -407,12 +413,12 @@ export class SqliteStore implements Store {
       db = new Database(path, { timeout: busyTimeoutMs });
       refuseForeign(db, path);
       await enterWal(db, busyTimeoutMs);
-      // WAL with synchronous=NORMAL: a committed transaction is in the WAL before the call
-      // returns, so it survives a crash of this process, which is what an acknowledged cache
-      // write needs. It is fsynced only at checkpoints, so a power loss or kernel crash may lose
-      // the last transactions (never corrupt the file); for a cache that costs a few re-probes,
-      // while FULL would cost an fsync per write on the per-message path.
-      db.pragma('synchronous = NORMAL');
+      // WAL with synchronous=NORMAL (the default): a committed transaction is in the WAL before
+      // the call returns, so it survives a crash of this process, which is what an acknowledged
+      // cache write needs. It is fsynced only at checkpoints, so a power loss or kernel crash may
+      // lose the last transactions (never corrupt the file); for a cache that costs a few
+      // re-probes. sync 'full' (store.sync) fsyncs every commit: one per group, per turn.
+      db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
       // When a commit starts the WAL again from its beginning, the file is cut back to this.
       db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
       const upgrade = migrate(db, path);

@@ -39,6 +39,12 @@ describe('timer durations', () => {
     assert.equal(validateConfig({ dns: { minTtl: '1d' } }).dns.minTtl, 86_400_000);
   });
 
+  it('takes store.sync normal (the default) or full, naming the key otherwise', () => {
+    assert.equal(validateConfig({}).store.sync, 'normal');
+    assert.equal(validateConfig({ store: { sync: 'full' } }).store.sync, 'full');
+    assert.match(problem({ store: { sync: 'always' } }), /store\.sync: got "always"/);
+  });
+
   it('names Infinity and NaN as what they are, not as null', () => {
     assert.match(problem({ dns: { tries: Number.POSITIVE_INFINITY } }), /dns\.tries: got Infinity,/);
     assert.match(problem({ limits: { concurrency: Number.NaN } }), /limits\.concurrency: got NaN,/);

@@ -173,6 +173,22 @@ describe('SqliteStore', () => {
     await second.close();
   });
 
+  it('syncs at checkpoints by default (synchronous=NORMAL), and every commit with sync full', async () => {
+    // The connection's own setting: a pragma is per connection, so it is read on the store's.
+    const synchronous = (store: SqliteStore): unknown => (store as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true });
+    const normal = await SqliteStore.open(freshPath());
+    const full = await SqliteStore.open(freshPath(), { sync: 'full' });
+    try {
+      assert.equal(synchronous(normal), 1);
+      assert.equal(synchronous(full), 2);
+      await full.set('k', 'v', 60_000);
+      assert.equal((await full.get('k'))?.value, 'v');
+    } finally {
+      await normal.close();
+      await full.close();
+    }
+  });
+
   it('puts the file in WAL mode at schema version 2: one kv table in key order, no other index', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
