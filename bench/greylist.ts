@@ -21,7 +21,8 @@
  *       `policy_test_time` attribute sets its clock (never backwards), as postgrey's does; with
  *       more connections also `--workers 2` on that one SQLite file, and on a fresh redis-server
  *       (test/support/redis) when one is installed, and one process with `store.kind: memory`
- *       (nothing persisted: the request path without the store's cost, a calibration row);
+ *       (nothing persisted: the request path without the store's cost, a calibration row), and
+ *       with store.sync full (every commit fsynced: postgrey's durability, a calibration row);
  *     - postgrey 1.37 (/usr/sbin/postgrey, BerkeleyDB in a temporary --dbdir) on loopback in
  *       the foreground with the same delay, retry window, max-age, auto-allow count and
  *       whitelist files; and again with its --dbdir on tmpfs (/dev/shm), a calibration row:
@@ -290,19 +291,21 @@ export interface CalloutReplayOptions {
   redisUrl?: string;
   /** store.kind memory instead of SQLite: nothing persisted, the request path without a store's cost. */
   unpersisted?: boolean;
+  /** store.sync full: every commit fsynced, postgrey's durability (see DESCRIPTION). */
+  syncFull?: boolean;
   /** Replayed first, unmeasured (warmThenReplay). */
   warmup?: readonly TraceEvent[];
 }
 
 /** Replays the trace through `callout serve` with the greylist stage (see DESCRIPTION and replay()). */
 export async function replayCallout(trace: readonly TraceEvent[], options: CalloutReplayOptions = {}): Promise<Replay> {
-  const { connections = 1, workers = 1, from = 'build', redisUrl, unpersisted = false, warmup } = options;
+  const { connections = 1, workers = 1, from = 'build', redisUrl, unpersisted = false, syncFull = false, warmup } = options;
   const dir = mkdtempSync(join(tmpdir(), 'callout-bench-grey-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
   const config = {
     dataDir: dir,
-    store: redisUrl ? { kind: 'redis', url: redisUrl } : unpersisted ? { kind: 'memory' } : { kind: 'sqlite', path: join(dir, 'callout.sqlite') },
+    store: redisUrl ? { kind: 'redis', url: redisUrl } : unpersisted ? { kind: 'memory' } : { kind: 'sqlite', path: join(dir, 'callout.sqlite'), ...(syncFull ? { sync: 'full' } : {}) },
     policy: {
       listen: `127.0.0.1:${port}`,
       workers,
@@ -539,6 +542,9 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
         await redis?.stop();
       }
       if (!redis) workersRows.push('- redis-server is not installed: no Redis row.');
+      const synced = await replayCallout(trace, { connections, warmup, syncFull: true });
+      lines.push(row('callout serve (greylist stage), store.sync full (every commit fsynced, as postgrey)', 'SQLite', connections, synced));
+      if (postgrey) pathRows.push(`- ${connections} connections, callout with \`store.sync: full\` (every commit fsynced, safe from a power loss, postgrey's durability; one fsync per turn of the event loop, not per request) against postgrey as shipped: ${(synced.perSecond / postgrey.perSecond).toFixed(1)}× postgrey.`);
       const unpersisted = await replayCallout(trace, { connections, warmup, unpersisted: true });
       lines.push(row('callout serve (greylist stage), nothing persisted', 'memory', connections, unpersisted));
       if (postgrey) pathRows.push(`- ${connections} connections, callout with \`store.kind: memory\` (nothing persisted: not for production, where a restart would forget every triplet; it measures callout's request path without the store's cost): ${(unpersisted.perSecond / postgrey.perSecond).toFixed(1)}× postgrey.`);
