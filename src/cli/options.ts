@@ -15,6 +15,10 @@ import type { RawConfig } from '../config/load.js';
 /** commander's accumulator for a repeatable option. */
 export const collect = (value: string, previous: string[]) => [...previous, value];
 
+/** --dns-server, as every command that resolves names takes it (repeatable, with collect). */
+export const DNS_SERVER_FLAG = '--dns-server <ip[:port]>';
+export const DNS_SERVER_HELP = 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)';
+
 export interface EngineFlags {
   config?: string;
   dnsServer: string[];
@@ -36,7 +40,7 @@ export const SERVICE_CACHE_DEFAULT = 'store.path, callout.sqlite under the data 
 export function addEngineOptions(command: Command, cacheDefault: string): Command {
   return command
     .option('-c, --config <file>', 'configuration file (YAML)')
-    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
+    .option(DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, [])
     .option('--helo <name>', 'EHLO name: this host\'s fully qualified name')
     .option('--sender <address>', 'MAIL FROM for probes (default: the null sender <>)')
     .option('--timeout <seconds>', 'overall time limit of one verification')

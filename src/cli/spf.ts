@@ -25,7 +25,7 @@ import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 import { TIMER_MAX_MS } from '../config/duration.js';
-import { collect, wholeNumberFlag } from './options.js';
+import { DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, wholeNumberFlag } from './options.js';
 
 interface SpfFlags {
   ip: string;
@@ -50,7 +50,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
     .requiredOption('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender)")
     .option('--helo <name>', 'the EHLO/HELO name (needed for the null sender and --identity helo)')
-    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
+    .option(DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, [])
     .option('--identity <identity>', 'mailfrom or helo', 'mailfrom')
     .option('--receiver <name>', 'this host name, for the %{r} macro of explanations')
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
@@ -135,7 +135,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
     .option('--scope <scope>', 'pra (the headers) or mfrom (--sender)', 'pra')
     .option('--sender <address>', "the MAIL FROM address, for scope mfrom ('' or '<>' for the null sender)")
     .option('--helo <name>', 'the EHLO/HELO name')
-    .option('--dns-server <ip[:port]>', 'DNS server to query, by IP address (IPv6 with a port: [addr]:port; repeatable; default: the system resolver)', collect, [])
+    .option(DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, [])
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
     .option('--json', 'print one JSON object with result, the PRA field and the trace')
     .action(async (flags: SenderIdFlags) => {

@@ -46,7 +46,7 @@ const duration = (fallback: string) =>
 
 const dnsSchema = z
   .object({
-    /** DNS servers as host or host:port; empty means the system's resolv.conf. */
+    /** DNS servers by IP address, with an optional port ([IPv6]:port); empty means the system's resolv.conf. */
     servers: z.array(z.string()).default([]),
     timeout: timerDuration('5s', 1),
     tries: z.number().int().min(1).max(10).default(2),
