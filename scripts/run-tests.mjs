@@ -1,8 +1,11 @@
 // Runs every *.test.ts below the given folders with Node's test runner (through tsx),
 // because Node 20's --test takes no glob patterns. test/e2e is left out unless named.
+// The TAP stream passes through unchanged; at the end the failed tests are printed again with
+// their diagnostics, because a CI log is often read from its tail and a failure among
+// thousands of passing lines is otherwise lost.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 const roots = process.argv.slice(2);
 const includeE2e = roots.some((r) => r.replace(/\/$/, '').endsWith('e2e'));
@@ -21,5 +24,38 @@ if (files.length === 0) {
   console.error(`no test files under ${roots.join(' ')}`);
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], { stdio: 'inherit' });
-process.exit(result.status ?? 1);
+
+// Collects each "not ok" line with the YAML block that follows it (up to its "..." line).
+const failures = [];
+let current = null;
+let pending = '';
+function scan(line) {
+  if (current !== null) {
+    current.push(line);
+    if (/^\s*\.\.\.\s*$/.test(line)) current = null;
+    return;
+  }
+  if (/^\s*not ok \d+/.test(line)) {
+    current = [line];
+    failures.push(current);
+  }
+}
+
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
+  stdio: ['inherit', 'pipe', 'inherit'],
+});
+child.stdout.on('data', (chunk) => {
+  process.stdout.write(chunk);
+  pending += chunk.toString('utf8');
+  const lines = pending.split('\n');
+  pending = lines.pop() ?? '';
+  for (const line of lines) scan(line);
+});
+child.on('close', (code, signal) => {
+  if (pending !== '') scan(pending);
+  if (failures.length > 0) {
+    process.stdout.write(`\n# ==== ${failures.length} failed (suites count with their tests) ====\n`);
+    for (const block of failures) process.stdout.write(`${block.join('\n')}\n`);
+  }
+  process.exit(code ?? (signal === null ? 1 : 128));
+});
