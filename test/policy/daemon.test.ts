@@ -15,6 +15,7 @@ import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startDaemonWithClient } from '../support/daemon.js';
 import { mxZone } from '../verify/fixture.js';
 import { captureLog } from '../support/log-capture.js';
+import { until } from '../support/wait.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -41,7 +42,8 @@ async function setup(
   const { lines: logs, log: logger } = captureLog();
   const base = {
     store: { kind: 'memory' },
-    dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+    // 2 s for the DNS server in this process to answer: a loaded machine may not run it at once.
+    dns: { servers: [dns.address], timeout: '2s', tries: 1 },
     callout: { helo: 'verifier.callout.test', port: servers[0]!.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' }, ...extra.callout },
     policy: {
       listen: '127.0.0.1:0',
@@ -99,9 +101,11 @@ describe('callout serve', () => {
   });
 
   it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {
-    const { client, smtp } = await setup({ policy: { decisionTimeout: '200ms' } });
+    const { client, daemon, smtp } = await setup({ policy: { decisionTimeout: '200ms' } });
     assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DEFER_IF_PERMIT 4.7.1 Sender address verification in progress');
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // The callout goes on behind the answer (a 600 ms greeting); its verdict is counted once it is cached.
+    const finished = async () => /callout_verifications_total\{verdict="deliverable",source="probe"\} 1/.test(await (await fetch(`http://${daemon.metricsAddress}/metrics`)).text());
+    assert.ok(await until(finished, 10_000, 50), 'the callout went on after the answer and finished');
     assert.equal(await client.request(postfixRequest({ sender: 'bob@slow.test' })), 'DUNNO');
     assert.equal(smtp.get('127.0.0.4')!.connectionCount, 1);
   });
@@ -194,13 +198,15 @@ describe('callout serve', () => {
       await dns.close();
     });
     const path = join(dataDir, 'callout.yaml');
-    writeFileSync(path, stringify({
+    const configure = (decisionTimeout: string) => writeFileSync(path, stringify({
       dataDir,
-      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      // 2 s for the DNS server in this process to answer: a loaded machine may not run it at once.
+      dns: { servers: [dns.address], timeout: '2s', tries: 1 },
       callout: { helo: 'verifier.callout.test', port: smtp!.port, allowTargets: ['127.0.0.0/8'] },
-      policy: { listen: '127.0.0.1:0', decisionTimeout: '300ms' },
+      policy: { listen: '127.0.0.1:0', decisionTimeout },
       metrics: { listen: '' },
     }));
+    configure('300ms');
     const { lines, log } = captureLog();
     const first = await Daemon.start({ configPath: path, log });
     const client = await PolicyClient.connect(first.policyAddress);
@@ -210,6 +216,9 @@ describe('callout serve', () => {
     await first.stop();
     assert.ok(lines.some((l) => l.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released'), 'the abandoned callout is logged');
     hold = false;
+    // Time enough for the new daemon's callout on a loaded machine; a lock left behind (65 s)
+    // would still outlast it, and the answer would be DEFER_IF_PERMIT.
+    configure('5s');
     const { client: again } = await startDaemonWithClient({ configPath: path, log: captureLog().log }, cleanups);
     assert.equal(await again.request(postfixRequest({ sender: 'bob@hold.test', instance: 'again' })), 'DUNNO', 'probed at once, not deferred while a stopped daemon\'s locks run out');
   });

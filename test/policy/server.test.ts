@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CalloutError, ConfigError } from '../../src/core/errors.js';
 import { PolicyServer, parseListenAddress, type ConnectionInfo, type PolicyHandler, type PolicyServerLimits } from '../../src/policy/server.js';
+import { until } from '../support/wait.js';
 
 const FIXTURE = readFileSync(new URL('./fixtures/postfix-3.7-rcpt.txt', import.meta.url));
 
@@ -133,14 +134,6 @@ function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
   return { promise, resolve };
 }
 
-async function eventually(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i += 1) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
 describe('parseListenAddress', () => {
   const good: [string, unknown][] = [
     ['127.0.0.1:10040', { kind: 'tcp', host: '127.0.0.1', port: 10040 }],
@@ -177,7 +170,7 @@ describe('PolicyServer over TCP', () => {
     assert.equal(seen[0]?.conn.requests, 1);
     assert.match(seen[0]?.conn.remote ?? '', /^127\.0\.0\.1:[0-9]+$/);
     client.close();
-    await eventually(() => server.connections === 0, 'the connection to be gone');
+    assert.ok(await until(() => server.connections === 0), 'the connection is gone');
   });
 
   it('answers several requests on one connection, in order', async () => {
@@ -362,7 +355,9 @@ describe('PolicyServer over TCP', () => {
   });
 
   it('closes an idle connection, including one that stalls mid-request', async () => {
-    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 150 } });
+    // A second: each client's first octets must come within it of its connection being taken,
+    // or that connection is closed as idle before them, which a loaded machine can make happen.
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 1000 } });
     const idle = await Client.connect(address);
     idle.request({ instance: '1' });
     assert.equal(await idle.reply(), 'DUNNO');
@@ -375,14 +370,17 @@ describe('PolicyServer over TCP', () => {
   });
 
   it('closes a connection whose request trickles in for longer than the arrival bound, and serves a whole one after a partial one', async () => {
-    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs: 200 } });
+    // A bound of a second, so that the request in two parts below (100 ms apart) is well within
+    // it even on a loaded machine, where a 100 ms sleep can take several times as long.
+    const arrivalTimeoutMs = 1000;
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs } });
     const trickling = await Client.connect(address);
     const text = encodeRequest({ instance: 'slow' });
     let sent = 0;
-    // An octet every 50 ms keeps the idle timer going; the request would take seconds to arrive.
+    // An octet every 100 ms keeps the idle timer going; the request would take seconds to arrive.
     const drip = setInterval(() => {
       if (sent < text.length && !trickling.socket.destroyed) trickling.send(text[sent++]!);
-    }, 50);
+    }, 100);
     try {
       assert.equal(await trickling.untilClosed(), '', 'closed without a reply');
     } finally {
@@ -390,7 +388,7 @@ describe('PolicyServer over TCP', () => {
     }
     const closed = entries.find((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
     assert.ok(closed, JSON.stringify(entries));
-    assert.equal(closed.fields.arrivalTimeoutMs, 200);
+    assert.equal(closed.fields.arrivalTimeoutMs, arrivalTimeoutMs);
     assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length);
     // A request in two parts, well within the bound, is answered; the bound starts again for the next.
     const split = await Client.connect(address);
@@ -399,29 +397,34 @@ describe('PolicyServer over TCP', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     split.send(whole.slice(20));
     assert.equal(await split.reply(), 'DUNNO');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Idle until the bound has passed since the first part came: a wait left running from it would close the connection now.
+    await new Promise((resolve) => setTimeout(resolve, arrivalTimeoutMs + 100));
     split.request({ instance: 'later' });
     assert.equal(await split.reply(), 'DUNNO', 'an idle connection between requests is not held to the arrival bound');
     split.close();
   });
 
   it('starts the arrival wait of a pipelined request again once the one before it is answered', async () => {
-    // The first request takes 150 ms to answer; the second, begun with it, ends 150 ms after that answer.
-    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? new Promise((resolve) => setTimeout(() => resolve('DUNNO'), 150)) : 'OK'), { limits: { arrivalTimeoutMs: 200 } });
+    // The first request takes 700 ms to answer; the second, begun with it, ends 400 ms after that
+    // answer: 1100 ms after it began, past the bound of 1000 ms, but well within it counted from
+    // the answer (600 ms to spare for a loaded machine between the answer and the rest).
+    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? new Promise((resolve) => setTimeout(() => resolve('DUNNO'), 700)) : 'OK'), { limits: { arrivalTimeoutMs: 1000 } });
     const client = await Client.connect(address);
     const second = encodeRequest({ instance: 'second' });
     client.send(encodeRequest({ instance: 'first' }) + second.slice(0, 20));
     assert.equal(await client.reply(), 'DUNNO');
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    await new Promise((resolve) => setTimeout(resolve, 400));
     client.send(second.slice(20));
-    assert.equal(await client.reply(), 'OK', 'the 150 ms of the first answer were not the client\'s');
+    assert.equal(await client.reply(), 'OK', 'the 700 ms of the first answer were not the client\'s');
     client.close();
   });
 
   it('drops a connection it is closing when the client never reads the answers queued before the end', async () => {
     // Answers large enough that the socket buffers cannot take them all: the end stays queued.
+    // The requests must come within the idle timeout of the connection being taken, or it is
+    // closed as idle with nothing queued (another case): a second, for a loaded machine.
     const action = `DUNNO ${'x'.repeat(100_000)}`;
-    const { server, address, entries } = await startServer(async () => action, { limits: { idleTimeoutMs: 150 } });
+    const { server, address, entries } = await startServer(async () => action, { limits: { idleTimeoutMs: 1000 } });
     const requests = encodeRequest({}).repeat(200);
     const halfClosed = await Client.connect(address);
     halfClosed.socket.pause();
@@ -429,8 +432,8 @@ describe('PolicyServer over TCP', () => {
     const silent = await Client.connect(address);
     silent.socket.pause();
     silent.send(requests);
-    await eventually(() => server.connections === 0, 'both connections to be dropped');
-    assert.equal(entries.filter((entry) => entry.message === 'policy client does not read its answers; dropping the connection').length, 2);
+    assert.ok(await until(() => server.connections === 0), 'both connections are dropped');
+    assert.equal(entries.filter((entry) => entry.message === 'policy client does not read its answers; dropping the connection').length, 2, JSON.stringify(entries));
     halfClosed.close();
     silent.close();
   });
@@ -451,7 +454,7 @@ describe('PolicyServer over TCP', () => {
     assert.equal(server.connections, 2);
     assert.equal(entries.filter((entry) => entry.level === 'warn').length, 1);
     first.close();
-    await eventually(() => server.connections === 1, 'a connection slot to free up');
+    assert.ok(await until(() => server.connections === 1), 'a connection slot is free');
     const third = await Client.connect(address);
     third.request({});
     assert.equal(await third.reply(), 'DUNNO');

@@ -13,6 +13,7 @@ import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
 import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring, type NetstringEvent } from '../../src/rewrite/socketmap.js';
 import { Srs } from '../../src/rewrite/srs.js';
 import { TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode } from '../../src/rewrite/tcp-table.js';
+import { until } from '../support/wait.js';
 
 const T0 = 1_577_836_860_000;
 const clock = new ManualClock(T0);
@@ -246,12 +247,16 @@ describe('SocketmapServer', () => {
 
   it('logs once per burst when connections are over the limit, and when it accepts again', async () => {
     const { log, lines } = recordingLog();
-    const { target } = await started(new SocketmapServer(maps, { log, label: 'socketmap', maxConnections: 1 }));
+    const { server, target } = await started(new SocketmapServer(maps, { log, label: 'socketmap', maxConnections: 1 }));
     const first = await SocketmapClient.connect(target);
-    const refused = await Promise.all([raw(target, '', 2000), raw(target, '', 2000)]);
+    // Closed by the server at once; the 10 s of silence raw() allows only bound a wait for nothing.
+    const refused = await Promise.all([raw(target, ''), raw(target, '')]);
     assert.ok(refused.every((r) => r.closed));
     first.close();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // A connection made before the server has seen the first one close would be refused too.
+    const listener = (server as unknown as { server: net.Server }).server;
+    const open = () => new Promise<number>((resolve, reject) => listener.getConnections((err, count) => (err ? reject(err) : resolve(count))));
+    assert.ok(await until(async () => (await open()) === 0), 'the server saw the first connection close');
     const again = await connected(SocketmapClient, target);
     assert.match(await again.query('forward', 'a@b.example'), /^OK /);
     assert.deepEqual(lines.map((l) => l.message), ['too many connections; refusing new ones until some close', 'accepting connections again']);

@@ -287,7 +287,8 @@ describe('RedisStore', () => {
     it('times out commands to a server that stopped answering, and recovers when it answers', async () => {
       const server = await startRedis();
       try {
-        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 200 });
+        // The deadline bounds the first get after resume() too: a second, for a loaded machine.
+        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 1000 });
         try {
           await store.set('k', 'v', 60_000);
           server.pause();

@@ -15,6 +15,7 @@ import { ASK_LATER } from '../../src/store/types.js';
 import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
 import { writeVersion1Store, type Version1Row } from '../support/sqlite-version-1.js';
+import { until } from '../support/wait.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'callout-sqlite-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -27,8 +28,7 @@ function freshPath(): string {
 
 /** Waits (up to 10 s) for the checkpoint thread to have started and taken over from SQLite. */
 async function threadTakesOver(store: SqliteStore): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (store.checkpoints !== 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  await until(() => store.checkpoints === 'thread', 10_000, 5);
   assert.equal(store.checkpoints, 'thread');
 }
 
@@ -417,7 +417,8 @@ describe('SqliteStore', () => {
       otherProcess.prepare('COMMIT').run();
       await written;
       assert.equal((await readBehind)?.value, 'v', 'a read asked for meanwhile sees the write');
-      assert.ok(performance.now() - started < 1000);
+      // Asleep in SQLite's busy handler, the thread would wait out busyTimeoutMs (5 s) first.
+      assert.ok(performance.now() - started < 2500, `took ${Math.round(performance.now() - started)} ms`);
     } finally {
       if (otherProcess.inTransaction) otherProcess.prepare('ROLLBACK').run();
       otherProcess.close();
@@ -526,8 +527,7 @@ describe('SqliteStore', () => {
     const before = statSync(path).size;
     await Promise.all(Array.from({ length: 500 }, (_, i) => store.set(`more${i}`, 'x'.repeat(200), 60_000)));
     // SQLite's own checkpoint is off now: only the thread copies pages into the database file.
-    const deadline = Date.now() + 10_000;
-    while (statSync(path).size <= before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await until(() => statSync(path).size > before);
     assert.ok(statSync(path).size > before, `the database file grew from ${before} bytes`);
     await store.close();
     assert.equal(existsSync(`${path}-wal`), false, 'the last connection to close removes the WAL');
@@ -552,10 +552,18 @@ describe('SqliteStore', () => {
 
   it('leaves checkpoints to SQLite when the thread fails before it runs', async () => {
     const path = freshPath();
-    const failing = () => new Worker("throw new Error('no checkpoints today')", { eval: true });
+    let exited = false;
+    // Its exit is watched from the start (before the store's own listeners): the store has had
+    // its 'error' by then, however long the thread took to start and fail. Polled, because the
+    // store unrefs the thread, which then keeps no promise of its exit alive.
+    const failing = () => {
+      const thread = new Worker("throw new Error('no checkpoints today')", { eval: true });
+      thread.once('exit', () => (exited = true));
+      return thread;
+    };
     const store = await SqliteStore.open(path, { startCheckpointer: failing });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(await until(() => exited), 'the thread failed');
     assert.equal(store.checkpoints, 'sqlite');
     await store.set('after', 'v', 60_000);
     assert.equal((await store.get('after'))?.value, 'v');
@@ -575,8 +583,7 @@ describe('SqliteStore', () => {
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     await threadTakesOver(store);
     thread?.postMessage('fail');
-    const deadline = Date.now() + 10_000;
-    while (store.checkpoints === 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await until(() => store.checkpoints !== 'thread');
     assert.equal(store.checkpoints, 'sqlite');
     await store.set('after', 'v', 60_000);
     assert.equal((await store.get('after'))?.value, 'v');

@@ -17,6 +17,7 @@ import {
 import type { SmtpScript } from '../support/smtp-server.js';
 import type { VerifyResult } from '../../src/verify/types.js';
 import { mxZone, world, worldMaker } from './fixture.js';
+import { until } from '../support/wait.js';
 
 const make = worldMaker();
 
@@ -105,7 +106,7 @@ describe('connection reuse', () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
     const engine = w.engine({ callout: { connectionCache: { idleTime: 0.05 } } });
     await engine.verify('alice@a.test');
-    for (let i = 0; i < 100 && w.smtp.get(MX)!.sessions[0]!.commands.at(-1) !== 'QUIT'; i++) await sleep(20);
+    await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT');
     assert.equal(w.smtp.get(MX)!.sessions[0]!.commands.at(-1), 'QUIT');
     assert.equal(engine.connections.size, 0);
   });
@@ -202,7 +203,7 @@ describe('connection reuse', () => {
     assert.ok(results.every((r) => r.verdict === 'deliverable'));
     assert.equal(w.connections(MX), 4);
     assert.equal(engine.connections.size, 2);
-    for (let i = 0; i < 100 && w.smtp.get(MX)!.sessions.filter((s) => s.commands.at(-1) === 'QUIT').length < 2; i++) await sleep(20);
+    await until(() => w.smtp.get(MX)!.sessions.filter((s) => s.commands.at(-1) === 'QUIT').length >= 2);
     assert.equal(w.smtp.get(MX)!.sessions.filter((s) => s.commands.at(-1) === 'QUIT').length, 2);
   });
 

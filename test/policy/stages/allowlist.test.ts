@@ -45,7 +45,8 @@ async function setup(stages: Array<Record<string, unknown>>): Promise<World> {
   const { client } = await startDaemonWithClient({
     overrides: {
       store: { kind: 'memory' },
-      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      // 2 s for the DNS server in this process to answer: a loaded machine may not run it at once.
+      dns: { servers: [dns.address], timeout: '2s', tries: 1 },
       callout: { helo: 'verifier.callout.test', port: mx.port, allowTargets: ['127.0.0.0/8'], timeouts: { overall: '5s' } },
       policy: { listen: '127.0.0.1:0', stages },
       metrics: { listen: '' },

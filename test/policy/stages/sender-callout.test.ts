@@ -85,13 +85,15 @@ async function setup(stage: Record<string, unknown> = {}, policy: Record<string,
   const { client } = await startDaemonWithClient({
     overrides: {
       store: { kind: 'memory' },
-      dns: { servers: [dns.address], timeout: '500ms', tries: 1 },
+      // 2 s for the DNS server in this process to answer: a loaded machine may not run it at once.
+      dns: { servers: [dns.address], timeout: '2s', tries: 1 },
       callout: {
         helo: 'verifier.callout.test',
         port: servers[0]!.port,
         allowTargets: ['127.0.0.0/8'],
-        // The tarpit must time out well inside the decision deadline.
-        timeouts: { connect: '1s', greeting: '300ms', command: '1s', rcpt: '1s', overall: '3s' },
+        // The tarpit must time out well inside the decision deadline (6 s), and every other
+        // exchanger greet within the same timeout however loaded the machine: a second for each.
+        timeouts: { connect: '1s', greeting: '1s', command: '1s', rcpt: '1s', overall: '3s' },
       },
       policy: { listen: '127.0.0.1:0', stages: [{ name: 'sender-callout', ...stage }], ...policy },
       metrics: { listen: '' },
