@@ -42,6 +42,7 @@ import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryK
 import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
+import { wholeNumberFlag } from './options.js';
 import { configuredStore, openExistingStore } from './runtime.js';
 
 export interface GreylistCommandIo {
@@ -68,12 +69,20 @@ function stageOptions(config: Config): GreylistOptions {
   return greylistOptions.parse(options);
 }
 
-async function openConfigured(flags: CommonFlags, access: 'read' | 'write'): Promise<{ greylist: Greylist; options: GreylistOptions; store: Store }> {
+interface Settings {
+  config: Config;
+  options: GreylistOptions;
+}
+
+/**
+ * The configuration and its greylist stage, without the store: the arguments are checked against
+ * them first, so that a mistyped CLIENT is a usage error (64), not an empty store made by `allow`
+ * or a "no store there" (78) from `list` and `drop`.
+ */
+function configured(flags: CommonFlags): Settings {
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
   if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the greylist of a running daemon cannot be reached; use sqlite or redis');
-  const store = access === 'write' ? await openStore(configuredStore(config)) : await openExistingStore(configuredStore(config));
-  const options = stageOptions(config);
-  return { greylist: greylistFromOptions(options, store, systemClock), options, store };
+  return { config, options: stageOptions(config) };
 }
 
 /** domain:NAME with NAME a host name as the stage makes them (organisational domains): labels of letters, digits and inner hyphens. */
@@ -108,12 +117,13 @@ function describeEntry(entry: GreylistEntry): string {
 }
 
 /** `read`: listing or dropping, which need an existing store; `write`: allowing, which may make it. */
-async function withGreylist(flags: CommonFlags, access: 'read' | 'write', work: (opened: { greylist: Greylist; options: GreylistOptions }) => Promise<void>): Promise<void> {
-  const opened = await openConfigured(flags, access);
+async function withGreylist(settings: Settings, access: 'read' | 'write', work: (greylist: Greylist) => Promise<void>): Promise<void> {
+  const spec = configuredStore(settings.config);
+  const store: Store = access === 'write' ? await openStore(spec) : await openExistingStore(spec);
   try {
-    await work(opened);
+    await work(greylistFromOptions(settings.options, store, systemClock));
   } finally {
-    await opened.store.close();
+    await store.close();
   }
 }
 
@@ -137,11 +147,12 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .option('--limit <n>', 'at most this many entries', '1000')
     .option('--json', 'one JSON object per entry')
     .action(async (flags: ListFlags) => {
-      const limit = Number(flags.limit);
-      if (!Number.isSafeInteger(limit) || limit < 1) throw new UsageError(`--limit: got ${JSON.stringify(flags.limit)}, expected a positive integer`);
+      // Decimal, as every count flag: Number() also took 1e3 and 0x10.
+      const limit = wholeNumberFlag('--limit', flags.limit, 1);
       if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${JSON.stringify(flags.kind)}, expected one of ${KINDS.join(', ')}`);
-      await withGreylist(flags, 'read', async ({ greylist: list, options }) => {
-        const client = flags.client === undefined ? undefined : clientOf(options, flags.client);
+      const settings = configured(flags);
+      const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
+      await withGreylist(settings, 'read', async (list) => {
         const kinds = flags.kind ? [flags.kind as GreylistEntryKind] : KINDS;
         const entries: GreylistEntry[] = [];
         for (const kind of kinds) {
@@ -159,21 +170,21 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .argument('[sender]')
     .argument('[recipient]')
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      await withGreylist(flags, 'write', async ({ greylist: list, options }) => {
-        const client = clientOf(options, clientText);
-        const triplet = tripletArguments(options, sender, recipient);
-        if (triplet) {
-          await list.allowTriplet({ client: client.identity, ...triplet });
-          io.out.write(`allowed triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
-          return;
-        }
-        if (!client.autoAllowKey) throw new UsageError(`allow: only an address can be auto-allowed, not a network or domain:NAME; use a whitelist file, or give SENDER and RECIPIENT`);
-        if (options.autoAllowClients === 0) {
-          throw new UsageError('allow: the greylist stage has autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients (or a whitelist file) instead');
-        }
-        await list.allowClient(client.autoAllowKey);
-        io.out.write(`allowed client ${client.autoAllowKey}\n`);
-      });
+      const settings = configured(flags);
+      const client = clientOf(settings.options, clientText);
+      const triplet = tripletArguments(settings.options, sender, recipient);
+      if (triplet) {
+        await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
+        io.out.write(`allowed triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
+        return;
+      }
+      const key = client.autoAllowKey;
+      if (!key) throw new UsageError(`allow: only an address can be auto-allowed, not a network or domain:NAME; use a whitelist file, or give SENDER and RECIPIENT`);
+      if (settings.options.autoAllowClients === 0) {
+        throw new UsageError('allow: the greylist stage has autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients (or a whitelist file) instead');
+      }
+      await withGreylist(settings, 'write', (list) => list.allowClient(key));
+      io.out.write(`allowed client ${key}\n`);
     });
 
   common(greylist.command('drop').description('forget a client (all its entries) or one triplet'))
@@ -181,9 +192,10 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .argument('[sender]')
     .argument('[recipient]')
     .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      await withGreylist(flags, 'read', async ({ greylist: list, options }) => {
-        const client = clientOf(options, clientText);
-        const triplet = tripletArguments(options, sender, recipient);
+      const settings = configured(flags);
+      const client = clientOf(settings.options, clientText);
+      const triplet = tripletArguments(settings.options, sender, recipient);
+      await withGreylist(settings, 'read', async (list) => {
         if (triplet) {
           const existed = await list.dropTriplet({ client: client.identity, ...triplet });
           io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);

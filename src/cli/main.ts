@@ -15,7 +15,7 @@
  *
  * EXIT STATUS
  *   As each command documents; 64 for usage errors, 78 for configuration errors, 70 for
- *   internal errors.
+ *   internal errors, 141 when the reader of standard output went away (as SIGPIPE would).
  */
 
 import { Command, CommanderError, Option } from 'commander';
@@ -100,7 +100,17 @@ function durationsAsText(this: unknown, key: string, value: unknown): unknown {
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
 }
 
+/** 128 + SIGPIPE: the status a shell sees from a C tool whose reader went away. */
+const EXIT_BROKEN_PIPE = 141;
+
 async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`callout verify --file LIST | head`) closes the pipe, and the next
+  // write fails with EPIPE on stdout, where nothing listened: Node printed a stack trace. End as
+  // a tool stopped by SIGPIPE does, quietly; any other failure of stdout (EIO) in one line.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') process.stderr.write(`callout: standard output: ${describeError(err)}\n`);
+    process.exit(err.code === 'EPIPE' ? EXIT_BROKEN_PIPE : exitCodeFor(err));
+  });
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

@@ -53,7 +53,8 @@ export function addEngineOptions(command: Command, cacheDefault: string): Comman
 export function engineOverrides(flags: EngineFlags): RawConfig {
   const callout: RawConfig = {};
   if (flags.helo !== undefined) callout.helo = flags.helo;
-  if (flags.sender !== undefined) callout.sender = flags.sender === '<>' ? '' : flags.sender;
+  // "<>" and "<address>" are the schema's to read, as in the file.
+  if (flags.sender !== undefined) callout.sender = flags.sender;
   if (flags.allowTarget.length > 0) callout.allowTargets = flags.allowTarget;
   if (flags.port !== undefined) callout.port = numberFlag('--port', flags.port);
   if (flags.timeout !== undefined) callout.timeouts = { overall: numberFlag('--timeout', flags.timeout) };

@@ -377,17 +377,17 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print the outcome as one JSON object')
     .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
       if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
-      const message = await readMessage(file, io);
+      // Flags and key files first: read after the store was opened, a missing key file left an
+      // empty store behind (the one `list` then takes for a store that has seen no bounce).
       const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
+      const batv = flags.batvKeyFile ? new Batv({ keys: readBatvKeys(flags.batvKeyFile) }) : undefined;
+      const clock = clockFromFlag(flags.now);
+      const message = await readMessage(file, io);
       const outcome: BounceOutcome = await withSuppression(
         flags,
         'write',
-        (list) =>
-          list.recordBounce(
-            { envelopeRecipient: flags.rcpt, message },
-            { ...(flags.batvKeyFile ? { batv: new Batv({ keys: readBatvKeys(flags.batvKeyFile) }) } : {}), verp: flags.verpSender.map((sender) => ({ sender, delimiters })) },
-          ),
-        clockFromFlag(flags.now),
+        (list) => list.recordBounce({ envelopeRecipient: flags.rcpt, message }, { ...(batv ? { batv } : {}), verp: flags.verpSender.map((sender) => ({ sender, delimiters })) }),
+        clock,
       );
       if (flags.json) io.out.write(`${JSON.stringify(outcome)}\n`);
       else if (outcome.kind === 'recorded') io.out.write(outcome.entries.map((e) => `suppressed ${formatEntry(e)}\n`).join(''));

@@ -11,7 +11,8 @@
  *
  * EXIT STATUS
  *   0 every address deliverable; 1 at least one undeliverable, invalid or without a mail
- *   domain; 2 otherwise (some risky or unknown); 64 usage error; 78 configuration error.
+ *   domain; 2 otherwise (some risky or unknown); 64 usage error; 78 configuration error; 75 the
+ *   store cannot be reached now; 70 internal error; 141 the reader of the output went away.
  */
 
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';

@@ -9,8 +9,8 @@
  *
  * ERRORS
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to
- *   no anchor, aliases whose expansion would exhaust memory, and an anchor that contains its own
- *   alias are refused the same way.
+ *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own
+ *   alias and a !!binary value (which no setting takes) are refused the same way, with its key.
  */
 
 import { parseDocument } from 'yaml';
@@ -47,20 +47,24 @@ export function readConfigFile(path: string): RawConfig {
   } catch (err) {
     throw new ConfigError(`${path}: YAML aliases: ${describeError(err)}`, { cause: err });
   }
-  const circle = selfReference(value, []);
-  if (circle !== undefined) throw new ConfigError(`${path}: ${circle.join('.') || '(top level)'}: refers to itself (a YAML alias inside its own anchor)`);
+  const odd = unusable(value, []);
+  if (odd !== undefined) throw new ConfigError(`${path}: ${odd.path.join('.') || '(top level)'}: ${odd.why}`);
   if (value === null || value === undefined) return {};
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
   return value as RawConfig;
 }
 
-/** The path of a collection inside itself (a YAML anchor that contains its own alias), if any. */
-function selfReference(value: unknown, path: string[], within: object[] = []): string[] | undefined {
-  // Only mappings and sequences hold aliases; a !!binary value's octets need no walk.
-  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return undefined;
-  if (within.includes(value)) return path;
+/**
+ * The path of a value no setting can take, if any: a collection inside itself (a YAML anchor
+ * that contains its own alias), or a !!binary value, whose every octet the schema reported as
+ * an unknown key (a 1 MB value made a message of 25 MB).
+ */
+function unusable(value: unknown, path: string[], within: object[] = []): { path: string[]; why: string } | undefined {
+  if (ArrayBuffer.isView(value)) return { path, why: 'a !!binary value, which no setting takes' };
+  if (value === null || typeof value !== 'object') return undefined;
+  if (within.includes(value)) return { path, why: 'refers to itself (a YAML alias inside its own anchor)' };
   for (const [key, member] of Object.entries(value)) {
-    const found = selfReference(member, [...path, key], [...within, value]);
+    const found = unusable(member, [...path, key], [...within, value]);
     if (found) return found;
   }
   return undefined;

@@ -19,17 +19,31 @@ import { ConfigError } from '../core/errors.js';
 import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
+import { readDnsServer } from '../dns/node-resolver.js';
+import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
+import { parseReversePath } from '../address/index.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
-/** A duration that arms a timer, so it must lie between minMs and what a timer can hold. */
-const timerDuration = (fallback: string, minMs: number) =>
+/**
+ * A duration that arms a timer, so it must lie between minMs and what a timer can hold (or a
+ * smaller max, with the reason it says).
+ */
+const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS, why: 'about 24 days' }) =>
   duration(fallback).pipe(
     z
       .number()
       .min(minMs, { message: `expected at least ${minMs} ms` })
-      .max(TIMER_MAX_MS, { message: `expected at most ${TIMER_MAX_MS} ms (about 24 days)` }),
+      .max(max.ms, { message: `expected at most ${max.ms} ms (${max.why})` }),
   );
+
+/**
+ * The latest decision deadline: the pipeline answers a stage that is late half a second after
+ * it, and the policy server closes a request still unanswered at DEFAULT_POLICY_REQUEST_TIMEOUT_MS
+ * (Postfix's smtpd_policy_service_timeout, 100 s, after which Postfix has given up anyway). A
+ * later deadline was accepted, and its "in progress" answer never sent: the connection closed.
+ */
+const DECISION_TIMEOUT_MAX = { ms: DEFAULT_POLICY_REQUEST_TIMEOUT_MS - 1000, why: "below Postfix's smtpd_policy_service_timeout, 100 s, after which callout closes the request unanswered" };
 
 const duration = (fallback: string) =>
   z
@@ -44,10 +58,40 @@ const duration = (fallback: string) =>
       return parsed.ms;
     });
 
+/**
+ * A reverse path for MAIL FROM (RFC 5321 §4.1.2), as a file or --sender writes it: "" or "<>"
+ * for the null sender, an address with or without its angle brackets. Kept as the address the
+ * command sends: a value sent as written made every probe "MAIL FROM:<<>>" (the file's "<>",
+ * which only --sender translated) or "MAIL FROM:<not an address>", which every server refuses,
+ * and each verdict came out unknown (refused-at-mail) where the configuration should have been.
+ */
+const reversePath = (nullAllowed: boolean) =>
+  z.string().transform((text, ctx) => {
+    const parsed = parseReversePath(text, { tolerant: true });
+    if (!parsed.ok) {
+      ctx.addIssue({ code: 'custom', message: `expected an address${nullAllowed ? ', or "" for the null sender' : ''} (${parsed.error.message})` });
+      return z.NEVER;
+    }
+    if (parsed.value.kind === 'mailbox') return parsed.value.mailbox.address;
+    if (!nullAllowed) {
+      ctx.addIssue({ code: 'custom', message: 'expected an address: it stands in for the null sender when that is refused' });
+      return z.NEVER;
+    }
+    return '';
+  });
+
 const dnsSchema = z
   .object({
     /** DNS servers by IP address, with an optional port ([IPv6]:port); empty means the system's resolv.conf. */
-    servers: z.array(z.string()).default([]),
+    servers: z
+      .array(
+        z.string().superRefine((entry, ctx) => {
+          // Here, not only in the resolver, so that the message names the key and the file.
+          const read = readDnsServer(entry);
+          if (!read.ok) ctx.addIssue({ code: 'custom', message: read.reason });
+        }),
+      )
+      .default([]),
     timeout: timerDuration('5s', 1),
     tries: z.number().int().min(1).max(10).default(2),
     minTtl: duration('5s'),
@@ -90,9 +134,9 @@ const calloutSchema = z
     /** EHLO name: must be this host's real, fully qualified name (with forward-confirmed rDNS). */
     helo: fqdn.optional(),
     /** MAIL FROM for probes; empty is the null sender <>, which tests whether bounces can be delivered. */
-    sender: z.string().default(''),
+    sender: reversePath(true).default(''),
     /** Used only when MAIL FROM:<> is refused (as smf-sav does); never verified by callout itself. */
-    fallbackSender: z.string().optional(),
+    fallbackSender: reversePath(false).optional(),
     port: z.number().int().min(1).max(65535).default(25),
     tls: z.enum(['off', 'opportunistic', 'required']).default('opportunistic'),
     timeouts: timeoutsSchema.default(() => timeoutsSchema.parse({})),
@@ -204,7 +248,7 @@ const policySchema = z
   .object({
     listen: listenAddress.default('127.0.0.1:10040'),
     /** Answer within this time (keep it below Postfix's check_policy_service timeout). */
-    decisionTimeout: timerDuration('6s', 100),
+    decisionTimeout: timerDuration('6s', 100, DECISION_TIMEOUT_MAX),
     /** What a fault (store outage, internal error) answers: fail open with DUNNO, or defer. */
     faultAction: z.enum(['DUNNO', 'DEFER']).default('DUNNO'),
     /** In warn mode: log with WARN, or prepend an X-Callout-Warning header. */
@@ -226,7 +270,11 @@ const policySchema = z
      */
     acceptTestTime: z.boolean().default(false),
     /** UNIX socket permissions (octal string). */
-    socketMode: z.string().regex(/^[0-7]{3,4}$/).default('0660'),
+    socketMode: z
+      // YAML reads an unquoted 0660 as the number 660: say what to write instead of "expected string".
+      .string({ error: (issue) => (typeof issue.input === 'number' ? 'expected an octal mode in quotes, such as "0660" (YAML reads 0660 unquoted as a number)' : undefined) })
+      .regex(/^[0-7]{3,4}$/, 'expected an octal mode of 3 or 4 digits, such as "0660"')
+      .default('0660'),
     stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),
   })
   .strict();

@@ -46,8 +46,11 @@ export interface NodeResolverOptions {
 
 const DEFAULTS = { timeoutMs: 3000, tries: 2, defaultTtlSeconds: 300, defaultNegativeTtlSeconds: 300 };
 
-/** Validates one server entry and returns it in the form node:dns setServers accepts. */
-export function parseDnsServer(entry: string): string {
+/**
+ * Reads one server entry: the form node:dns setServers accepts, or why it is none. The
+ * configuration schema reads dns.servers with it, so that the message names the key.
+ */
+export function readDnsServer(entry: string): { ok: true; value: string } | { ok: false; reason: string } {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry);
   const hostAndPort = /^([^:]+):(\d+)$/.exec(entry);
   let host: string;
@@ -55,21 +58,26 @@ export function parseDnsServer(entry: string): string {
   if (bracketed) {
     host = bracketed[1] ?? '';
     port = bracketed[2];
-    if (!isIPv6(host)) throw new ConfigError(`dns server ${JSON.stringify(entry)}: brackets must hold an IPv6 address`);
+    if (!isIPv6(host)) return { ok: false, reason: 'brackets must hold an IPv6 address' };
   } else if (hostAndPort) {
     host = hostAndPort[1] ?? '';
     port = hostAndPort[2];
-    if (!isIPv4(host)) throw new ConfigError(`dns server ${JSON.stringify(entry)}: expected an IPv4 address before the port`);
+    if (!isIPv4(host)) return { ok: false, reason: 'expected an IPv4 address before the port' };
   } else {
     host = entry;
-    if (isIP(host) === 0) throw new ConfigError(`dns server ${JSON.stringify(entry)}: expected an IP address, optionally with :port`);
+    if (isIP(host) === 0) return { ok: false, reason: 'expected an IP address, optionally with :port' };
   }
-  if (port === undefined) return host;
+  if (port === undefined) return { ok: true, value: host };
   const portNumber = Number(port);
-  if (!Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) {
-    throw new ConfigError(`dns server ${JSON.stringify(entry)}: port must be 1..65535`);
-  }
-  return isIPv6(host) ? `[${host}]:${portNumber}` : `${host}:${portNumber}`;
+  if (!Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) return { ok: false, reason: 'port must be 1..65535' };
+  return { ok: true, value: isIPv6(host) ? `[${host}]:${portNumber}` : `${host}:${portNumber}` };
+}
+
+/** Validates one server entry and returns it in the form node:dns setServers accepts. */
+export function parseDnsServer(entry: string): string {
+  const read = readDnsServer(entry);
+  if (!read.ok) throw new ConfigError(`dns server ${JSON.stringify(entry)}: ${read.reason}`);
+  return read.value;
 }
 
 function checkedInteger(name: string, value: number, minimum: number): number {

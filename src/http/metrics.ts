@@ -15,8 +15,15 @@
  *   METRICS_MAX_CONNECTIONS connections at once and gives a request METRICS_REQUEST_TIMEOUT_MS
  *   to arrive whole: without those, connections that never finish their headers (Node's own
  *   bounds are a minute and more) filled the descriptor table, and Postfix's policy
- *   connections were then closed unanswered. A query string is ignored (/metrics?x is
- *   /metrics); other paths get 404, other methods 405, each with a one-line text.
+ *   connections were then closed unanswered. A connection on which nothing moves for three
+ *   times as long (a client that sends requests and never reads the answers) is closed too: it
+ *   held its slot for good, and 64 of them took /health away. A query string is ignored
+ *   (/metrics?x is /metrics); HEAD is answered as GET without the body (RFC 9110 §9.3.2:
+ *   monitors probe with it); other paths get 404, other methods 405, each with a one-line text.
+ *   A failed request (500) and a listener error after binding are logged.
+ *   A UNIX socket left behind by a crash is removed before binding (policy/server
+ *   removeStaleSocket), as the policy listener's is: without that the next start failed with
+ *   EADDRINUSE, exit 78, which systemd does not restart.
  */
 
 import { createServer } from 'node:http';
@@ -25,9 +32,10 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 import type { IdlePollStats } from '../core/idle-poll.js';
 import type { VerifyResult } from '../verify/types.js';
 import type { ConnectionCacheStats } from '../verify/connections.js';
-import type { StageMetrics } from '../policy/types.js';
+import type { StageLogger, StageMetrics } from '../policy/types.js';
+import { removeStaleSocket } from '../policy/server.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, describeError } from '../core/errors.js';
 import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
 
 export class Metrics implements StageMetrics {
@@ -151,15 +159,16 @@ const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
 export async function startMetricsServer(
   listen: string,
   source: MetricsSource,
-  limits: { maxConnections?: number; requestTimeoutMs?: number } = {},
+  limits: { maxConnections?: number; requestTimeoutMs?: number; log?: StageLogger } = {},
 ): Promise<{ server: Server; address: string }> {
   const requestTimeoutMs = limits.requestTimeoutMs ?? METRICS_REQUEST_TIMEOUT_MS;
   const serverOptions = { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) };
   const server = createServer(serverOptions, (req, res) => {
     void (async () => {
       const path = (req.url ?? '').split('?', 1)[0];
-      if (req.method !== 'GET') {
-        res.writeHead(405, { ...TEXT, allow: 'GET' }).end('only GET\n');
+      // Node leaves the body out of an answer to HEAD itself.
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { ...TEXT, allow: 'GET, HEAD' }).end('only GET and HEAD\n');
       } else if (path === '/metrics') {
         const body = await source.metricsText();
         res.writeHead(200, { 'content-type': source.contentType }).end(body);
@@ -169,16 +178,25 @@ export async function startMetricsServer(
       } else {
         res.writeHead(404, TEXT).end('not found: /metrics and /health are served here\n');
       }
-    })().catch(() => {
+    })().catch((err: unknown) => {
+      // The scraper sees only the 500: the reason (a policy worker that did not answer the supervisor) is logged.
+      limits.log?.error({ path: req.url, error: describeError(err) }, 'metrics request failed');
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
   });
   server.maxConnections = limits.maxConnections ?? METRICS_MAX_CONNECTIONS;
+  // headersTimeout and requestTimeout end at the request's last octet; this bounds the rest
+  // (answers never read). Three times as long: a request that never arrives whole gets its 408
+  // at the first check of connections after requestTimeoutMs, up to an interval later.
+  server.setTimeout(3 * requestTimeoutMs);
   const parsed = parseListenAddress(listen);
   if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
   const target = parsed.value;
+  if (target.kind === 'unix') await removeStaleSocket(target.path);
   await listenOn(server, target, `${listen} (metrics.listen)`);
+  // An accept that fails after listening (ENOBUFS, EPERM) is an 'error' event: unheard, it ended the process.
+  server.on('error', (err) => limits.log?.error({ listen, error: describeError(err) }, 'metrics listener failed'));
   const bound = boundAddress(server);
   return { server, address: bound ? formatListenAddress(bound) : listen };
 }

@@ -233,7 +233,7 @@ export class Daemon {
           metricsText: () => this.metrics.registry.metrics(),
           contentType: this.metrics.registry.contentType,
           healthy: () => this.healthy(),
-        });
+        }, { log: this.options.log });
         this.metricsServer = started.server;
         this.metricsAddress = started.address;
       }

@@ -157,20 +157,22 @@ export class Supervisor {
     try {
       const addresses = await Promise.all(started);
       this.policyAddress = addresses[0] ?? '';
+      if (this.options.metricsListen) {
+        const metrics = await startMetricsServer(
+          this.options.metricsListen,
+          { metricsText: () => this.registry.clusterMetrics(), contentType: this.registry.contentType, healthy: () => this.healthy() },
+          { log: this.options.log },
+        );
+        this.metricsServer = metrics.server;
+        this.metricsAddress = metrics.address;
+      }
     } catch (err) {
+      // A metrics listener that cannot bind fails the start too: the workers left running kept
+      // the process alive, answering Postfix, after it had said CONFIG_INVALID and never exited.
       this.stopping = true;
       for (const worker of this.workers) worker.process.kill('SIGKILL');
       await Promise.all([...this.workers].map((worker) => exitOf(worker)));
       throw err;
-    }
-    if (this.options.metricsListen) {
-      const started = await startMetricsServer(this.options.metricsListen, {
-        metricsText: () => this.registry.clusterMetrics(),
-        contentType: this.registry.contentType,
-        healthy: () => this.healthy(),
-      });
-      this.metricsServer = started.server;
-      this.metricsAddress = started.address;
     }
     this.options.log.info({ workers: this.pids, policy: this.policyAddress, metrics: this.metricsAddress || 'off' }, 'policy workers started');
   }

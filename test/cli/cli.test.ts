@@ -12,6 +12,7 @@ import type { DnsTestServer } from '../support/dns-server.js';
 import { acceptAll, startSmtpServers, usersOnly } from '../support/smtp-server.js';
 import type { SmtpTestServer } from '../support/smtp-server.js';
 import { mxZone } from '../verify/fixture.js';
+import { until } from '../support/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 let dns: DnsTestServer;
@@ -80,13 +81,8 @@ describe('callout verify', () => {
     writeFileSync(config, 'limits:\n  listConcurrency: 2\n');
     const args = ['verify', '--dns-server', slowDns.address, '--allow-target', '127.0.0.0/8', '--port', String(slow[0]!.port), '--helo', 'verifier.callout.test', '--file', list];
     const opened = () => slow.reduce((sum, server) => sum + server.connectionCount, 0);
-    const until = async (condition: () => boolean, what: string) => {
-      const deadline = Date.now() + 15_000;
-      while (!condition()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${opened()} connections)`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    };
+    // As long as callout() gives a command: a child process starts slowly on a loaded machine.
+    const startMs = 30_000;
     const runs: Array<ReturnType<typeof spawn>> = [];
     const start = (extra: string[]) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, ...extra], { cwd: ROOT, stdio: 'ignore' });
@@ -95,13 +91,13 @@ describe('callout verify', () => {
     };
     try {
       start(['--config', config]);
-      await until(() => opened() >= 2, 'the first two domains');
+      assert.ok(await until(() => opened() >= 2, startMs, 20), `the first two domains (${opened()} connections)`);
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(opened(), 2, 'limits.listConcurrency 2 from the file: two domains at a time');
       runs.pop()!.kill('SIGKILL');
       const before = opened();
       start(['--config', config, '--concurrency', '6']);
-      await until(() => opened() - before === 6, 'all six domains at once with --concurrency 6');
+      assert.ok(await until(() => opened() - before === 6, startMs, 20), `all six domains at once with --concurrency 6 (${opened() - before} connections)`);
     } finally {
       for (const child of runs) child.kill('SIGKILL');
       await Promise.all(slow.map((server) => server.close()));
@@ -132,6 +128,42 @@ describe('callout verify', () => {
     const empty = await callout(['verify', ...engine(), '--file', '']);
     assert.equal(empty.code, 64);
     assert.equal(empty.stderr, 'callout: USAGE: verify: --file: got "", expected a file\n');
+  });
+
+  // The file's "<>" went out as MAIL FROM:<<>> (only --sender translated it), and a sender that is
+  // no address as written: every server refused it, and every verdict was unknown (refused-at-mail).
+  it('reads callout.sender as --sender does, "<>" and "<address>" included, and refuses one that is no address', async () => {
+    const mailFrom = async (args: string[]) => {
+      const { code, stdout, stderr } = await callout(['verify', '--json', ...engine(), ...args, 'alice@real.test']);
+      assert.equal(code, 0, stdout + stderr);
+      const { attempts } = JSON.parse(stdout) as { attempts: Array<{ transcript: Array<{ dir: string; line: string }> }> };
+      return attempts[0]!.transcript.find((entry) => entry.dir === 'sent' && entry.line.startsWith('MAIL'))?.line;
+    };
+    const nullSender = join(dir, 'null-sender.yaml');
+    writeFileSync(nullSender, 'callout:\n  sender: "<>"\n');
+    assert.equal(await mailFrom(['-c', nullSender]), 'MAIL FROM:<>');
+    assert.equal(await mailFrom(['--sender', '<Probe@Callout.Test>']), 'MAIL FROM:<Probe@callout.test>');
+    const bad = await callout(['verify', ...engine(), '--sender', 'probe at callout.test', 'alice@real.test']);
+    assert.equal(bad.code, 78);
+    assert.match(bad.stderr, /^callout: CONFIG_INVALID: configuration: callout\.sender: got "probe at callout\.test", expected an address, or "" for the null sender/);
+    const fallback = join(dir, 'null-fallback.yaml');
+    writeFileSync(fallback, 'callout:\n  fallbackSender: ""\n');
+    const refused = await callout(['config', 'check', fallback]);
+    assert.equal(refused.code, 78);
+    assert.match(refused.stderr, /callout\.fallbackSender: got "", expected an address/);
+  });
+
+  it('ends quietly, as SIGPIPE would (141), when the reader of its output goes away (| head)', async () => {
+    const list = join(dir, 'many-invalid.txt');
+    // Invalid addresses: verdicts at once, without DNS or SMTP, far more than a pipe holds.
+    writeFileSync(list, Array.from({ length: 20_000 }, (_, i) => `not an address ${i}`).join('\n'));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'verify', '--json', ...engine(), '--file', list], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout!.once('data', () => child.stdout!.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(stderr, '', 'no stack trace');
+    assert.equal(code, 141);
   });
 
   it('refuses an input file without end, as senderid does, instead of reading it until memory runs out', async () => {

@@ -11,7 +11,7 @@ import { after, describe, it } from 'node:test';
 import { Command } from 'commander';
 import { registerGreylistCommands } from '../../src/cli/greylist.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
-import { ConfigError, StoreError } from '../../src/core/errors.js';
+import { ConfigError, StoreError, UsageError } from '../../src/core/errors.js';
 import { systemClock } from '../../src/core/clock.js';
 import { Greylist } from '../../src/checks/greylist/index.js';
 import { SqliteStore } from '../../src/store/index.js';
@@ -153,6 +153,26 @@ describe('callout greylist on a store that is not there', () => {
     assert.equal(existsSync(elsewhere), false);
     assert.equal((await run(['allow', '192.0.2.1', '--data-dir', elsewhere])).output, 'allowed client 192.0.2.1\n');
     assert.match((await run(['list', '--data-dir', elsewhere])).output, /^client 192\.0\.2\.1 allowed/);
+  });
+
+  // `allow` opened (made) the store before it read CLIENT, and `list`/`drop` said "no store there" (78).
+  it('checks the arguments before the store: a bad one is a usage error (64) and makes no store', async () => {
+    const untouched = join(dir, 'untouched-dir');
+    const bad: string[][] = [
+      ['allow', 'mail.example.org'],
+      ['allow', '192.0.2.0/24'],
+      ['allow', '192.0.2.1', 'only-sender@x.example'],
+      ['drop', 'mail.example.org'],
+      ['list', '--client', 'mail.example.org'],
+      ['list', '--limit', '1e3'],
+      ['list', '--limit', '0x10'],
+    ];
+    for (const args of bad) {
+      const { error } = await run([...args, '--data-dir', untouched]);
+      assert.ok(error instanceof UsageError, `${args.join(' ')}: ${String(error)}`);
+      assert.equal(exitCodeFor(error), 64);
+    }
+    assert.equal(existsSync(untouched), false, 'no store made for a refused command');
   });
 
   it('refuses a store path that cannot be a store as a configuration error (exit 78), naming it', async () => {

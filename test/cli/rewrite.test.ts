@@ -127,6 +127,14 @@ describe('callout bounce', () => {
     assert.deepEqual(await run(['bounce', 'query', 'judy@example.org', '--store', store]), { out: 'judy@example.org: not suppressed\n', code: 1 });
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y', '--store', store]), UsageError);
   });
+
+  it('record refuses a key file it cannot read before it makes the store', async () => {
+    const store = join(dir, 'never-made.sqlite');
+    const missingKeys = join(dir, 'no-such.keys');
+    await assert.rejects(run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', missingKeys]), (err: unknown) => err instanceof ConfigError && err.message.includes('no-such.keys'));
+    await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y.test', '--store', store, '--verp-sender', 'l@x.test', '--verp-delimiters', '??']), UsageError);
+    assert.equal(existsSync(store), false);
+  });
 });
 
 describe('callout bounce on the configured store', () => {

@@ -80,6 +80,14 @@ describe('loadConfig', () => {
     const bad = file('bad.yaml', 'limits:\n  listConcurrency: 0\n');
     assert.throws(() => loadConfig(bad, { callout: { port: 2526 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${bad}: limits.listConcurrency: got 0`));
   });
+
+  it('refuses a !!binary value in one short line naming its key, not an unknown key per octet', () => {
+    const path = file('binary.yaml', `dns: !!binary ${Buffer.alloc(100_000, 7).toString('base64')}\n`);
+    assert.throws(
+      () => loadConfig(path),
+      (err: unknown) => err instanceof ConfigError && err.message === `${path}: dns: a !!binary value, which no setting takes`,
+    );
+  });
 });
 
 function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -104,3 +104,28 @@ describe('store paths', () => {
     assert.match(problem({ dataDir: '' }), /dataDir: got "", expected a directory/);
   });
 });
+
+describe('policy.decisionTimeout', () => {
+  it('is below the 100 s after which the policy server closes a request unanswered (Postfix gave up by then)', () => {
+    assert.match(problem({ policy: { decisionTimeout: '2m' } }), /policy\.decisionTimeout: got "2m", expected at most 99000 ms \(below Postfix's smtpd_policy_service_timeout/);
+    assert.equal(validateConfig({ policy: { decisionTimeout: '99s' } }).policy.decisionTimeout, 99_000);
+  });
+});
+
+describe('dns.servers', () => {
+  it('names the key and each bad entry, where the resolver said only "dns server" after the start', () => {
+    const message = problem({ dns: { servers: ['resolver.example', '192.0.2.53:0', '[192.0.2.53]:53'] } });
+    assert.match(message, /dns\.servers\.0: got "resolver\.example", expected an IP address, optionally with :port/);
+    assert.match(message, /dns\.servers\.1: got "192\.0\.2\.53:0", port must be 1\.\.65535/);
+    assert.match(message, /dns\.servers\.2: got "\[192\.0\.2\.53\]:53", brackets must hold an IPv6 address/);
+    assert.deepEqual(validateConfig({ dns: { servers: ['192.0.2.53', '192.0.2.54:5353', '2001:db8::53', '[2001:db8::53]:53'] } }).dns.servers, ['192.0.2.53', '192.0.2.54:5353', '2001:db8::53', '[2001:db8::53]:53']);
+  });
+});
+
+describe('policy.socketMode', () => {
+  it('says to quote the mode when YAML has read an unquoted 0660 as the number 660', () => {
+    assert.match(problem({ policy: { socketMode: 660 } }), /policy\.socketMode: got 660, expected an octal mode in quotes, such as "0660"/);
+    assert.match(problem({ policy: { socketMode: '0999' } }), /policy\.socketMode: got "0999", expected an octal mode of 3 or 4 digits/);
+    assert.equal(validateConfig({ policy: { socketMode: '0600' } }).policy.socketMode, '0600');
+  });
+});

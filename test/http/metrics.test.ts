@@ -3,8 +3,13 @@
 // listener needs.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startMetricsServer } from '../../src/http/metrics.js';
+import { captureLog } from '../support/log-capture.js';
 
 const source = { metricsText: async () => 'callout_up 1\n', contentType: 'text/plain; version=0.0.4', healthy: async () => true };
 
@@ -45,6 +50,96 @@ describe('metrics listener limits', () => {
       assert.equal(posted.status, 405);
     } finally {
       server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe('metrics listener requests', () => {
+  it('answers HEAD as GET without the body (RFC 9110: monitors probe with it), and says so in Allow', async () => {
+    const { server, address } = await startMetricsServer('127.0.0.1:0', source);
+    try {
+      const health = await fetch(`http://${address}/health`, { method: 'HEAD' });
+      assert.equal(health.status, 200);
+      assert.equal(await health.text(), '');
+      const metrics = await fetch(`http://${address}/metrics`, { method: 'HEAD' });
+      assert.equal(metrics.status, 200);
+      assert.equal(metrics.headers.get('content-type'), source.contentType);
+      const deleted = await fetch(`http://${address}/health`, { method: 'DELETE' });
+      assert.equal(deleted.status, 405);
+      assert.equal(deleted.headers.get('allow'), 'GET, HEAD');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('closes a connection whose client sends requests and never reads the answers', async () => {
+    // Each answer fits the socket buffers until they are full; then nothing moved for good.
+    const { server, address } = await startMetricsServer('127.0.0.1:0', { ...source, metricsText: async () => 'x'.repeat(64 * 1024) }, { requestTimeoutMs: 300 });
+    try {
+      // The server's end: a client that does not read does not see its own socket close either.
+      const closed = new Promise<void>((resolve) => server.once('connection', (accepted: net.Socket) => accepted.once('close', () => resolve())));
+      const port = Number(address.slice(address.lastIndexOf(':') + 1));
+      const socket = net.connect(port, '127.0.0.1');
+      socket.pause();
+      socket.on('error', () => undefined);
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(500));
+      await within(closed, 5000, 'the connection that does not read closed');
+      socket.destroy();
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('takes over a UNIX socket a crashed daemon left behind, and refuses a path that is no socket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-metrics-'));
+    try {
+      const path = join(dir, 'metrics.sock');
+      // A listener killed with SIGKILL leaves its socket file behind, with nothing listening.
+      spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+      assert.ok(statSync(path).isSocket(), 'a stale socket is there');
+      const { server } = await startMetricsServer(path, source);
+      try {
+        const answered = await new Promise<string>((resolve, reject) => {
+          const socket = net.connect(path);
+          let text = '';
+          socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          socket.once('end', () => resolve(text));
+          socket.once('error', reject);
+          socket.write('GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        });
+        assert.match(answered, /^HTTP\/1\.1 200 /);
+      } finally {
+        await new Promise((resolve) => server.close(resolve));
+      }
+      await assert.rejects(startMetricsServer(dir, source), /cannot listen on .*not a socket/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('logs an error of the listener after it listens, instead of ending the process', async () => {
+    const { log, lines } = captureLog();
+    const { server } = await startMetricsServer('127.0.0.1:0', source, { log });
+    try {
+      // What a failed accept() (ENOBUFS, EPERM) emits; with no listener, emit() throws it.
+      server.emit('error', Object.assign(new Error('accept ENOBUFS'), { code: 'ENOBUFS' }));
+      assert.ok(lines.some((l) => l.msg === 'metrics listener failed' && String(l.error).includes('ENOBUFS')));
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('logs why it answered 500, which the scraper alone would never learn', async () => {
+    const { log, lines } = captureLog();
+    const failing = { ...source, metricsText: () => Promise.reject(new Error('Operation timed out.')) };
+    const { server, address } = await startMetricsServer('127.0.0.1:0', failing, { log });
+    try {
+      assert.equal((await fetch(`http://${address}/metrics`)).status, 500);
+      assert.ok(lines.some((l) => l.msg === 'metrics request failed' && l.error === 'Operation timed out.'), JSON.stringify(lines));
+    } finally {
       await new Promise((resolve) => server.close(resolve));
     }
   });

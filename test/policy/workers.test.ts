@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,8 +11,10 @@ import { validateConfig } from '../../src/config/schema.js';
 import { workerShare } from '../../src/policy/daemon.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
+import { silentGreeting, startSmtpServer } from '../support/smtp-server.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
+import { until } from '../support/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const workersStarted = (l: LogLine): boolean => l.msg === 'policy workers started';
@@ -24,10 +27,10 @@ before(() => {
 
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
-function serveWithWorkers(listen: string): Promise<ServeProcess> {
+function serveWithWorkers(listen: string, extra: string[] = []): Promise<ServeProcess> {
   // The requests are to postmaster with the null sender: no stage needs DNS (127.0.0.1:9 answers
   // nothing) or a callout to answer them.
-  return startServeProcess(['--workers', '2', '--listen', listen, '--data-dir', dataDir, '--metrics', '127.0.0.1:0', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9'], workersStarted);
+  return startServeProcess(['--workers', '2', '--listen', listen, '--data-dir', dataDir, '--metrics', '127.0.0.1:0', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9', ...extra], workersStarted);
 }
 
 async function metric(address: string, name: string): Promise<number> {
@@ -87,13 +90,30 @@ describe('callout serve --workers 2', () => {
   });
 
   it('drains once when SIGTERM comes twice', async () => {
-    const serve = await serveWithWorkers('127.0.0.1:0');
-    serve.child.kill('SIGTERM');
-    // Two signals sent at once may arrive as one: the second goes once the first was taken.
-    await serve.waitForLog((l) => l.msg === 'shutting down' && l.worker === undefined, 'the supervisor shutting down');
-    assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
-    assert.ok(serve.logs.some((l) => l.msg === 'already shutting down'));
-    assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, `each worker drained and stopped: ${JSON.stringify(serve.logs.slice(-12))}`);
+    // A request held in a worker (its callout meets a server that never greets) keeps the drain
+    // going until the test lets it end, so that the second SIGTERM comes while the supervisor is
+    // still shutting down. Idle workers stop in milliseconds: on a loaded machine the supervisor
+    // had exited before the test, reading its log, sent the second.
+    const tarpit = await startSmtpServer({ host: '127.0.0.7', script: silentGreeting() });
+    try {
+      const serve = await serveWithWorkers('127.0.0.1:0', ['--allow-target', '127.0.0.0/8', '--port', String(tarpit.port)]);
+      const client = await PolicyClient.connect(serve.policyAddress);
+      const answer = client.request(postfixRequest({ sender: 'bob@[127.0.0.7]', instance: 'held' }));
+      assert.ok(await until(() => tarpit.connectionCount === 1), 'the held request\'s callout is under way');
+      serve.child.kill('SIGTERM');
+      // Two signals sent at once may arrive as one: the second goes once the first was taken.
+      await serve.waitForLog((l) => l.msg === 'shutting down' && l.worker === undefined, 'the supervisor shutting down');
+      const stopped = serve.stop('SIGTERM');
+      await serve.waitForLog((l) => l.msg === 'already shutting down', 'the second SIGTERM taken while shutting down');
+      // The callout fails at once: the held request is answered and the drain ends.
+      await tarpit.close();
+      assert.deepEqual(await stopped, { code: 0, signal: null }, serve.stderr());
+      assert.match(await answer, /^(DUNNO|DEFER_IF_PERMIT )/, 'the request being handled was answered');
+      client.close();
+      assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, `each worker drained and stopped: ${JSON.stringify(serve.logs.slice(-12))}`);
+    } finally {
+      await tarpit.close();
+    }
   });
 
   it('shares a UNIX socket, and removes it when it stops', async () => {
@@ -141,6 +161,23 @@ describe('callout serve --workers 2', () => {
     });
     assert.equal(result.code, 78, result.stderr);
     assert.match(result.stderr, /cannot listen on .*no-such-dir/);
+  });
+
+  it('fails to start with exit code 78, its workers gone, when the metrics listener cannot bind', async () => {
+    // The supervisor said CONFIG_INVALID and then never exited: its workers went on answering.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    try {
+      const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const args = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--workers', '2', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--metrics', `127.0.0.1:${port}`, '--helo', 'verifier.callout.test'];
+        execFile(process.execPath, args, { cwd: ROOT, timeout: 20_000 }, (error, _stdout, stderr) => resolve({ code: error ? (error as { code?: number }).code ?? null : 0, stderr }));
+      });
+      assert.equal(result.code, 78, result.stderr);
+      assert.match(result.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(metrics\\.listen\\)`));
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 
   it('refuses workers with a memory store, naming the key', async () => {
