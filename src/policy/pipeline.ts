@@ -424,7 +424,7 @@ function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
   // validateConfig parsed the options already; parsing them again would, for one, read
   // durations it had turned into milliseconds as seconds.
   const { name: _name, mode, states, ...parsed } = entry;
-  const stage = definition.create(parsed, deps);
+  const stage = definition.create(parsed, { ...deps, mode });
   // A stage knows where it has what it needs (a recipient only from RCPT on, for one).
   const impossible = (states ?? []).filter((state) => !stage.states.has(state));
   if (impossible.length > 0) {

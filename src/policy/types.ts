@@ -118,6 +118,11 @@ export interface StageDeps {
   /** The daemon's pino logger: a stage's line per request goes out through core/log logInfoJson. */
   log: import('../core/log.js').Logger;
   metrics?: StageMetrics;
+  /**
+   * The stage's own mode, given to the stage being made: one whose counters name an action
+   * (ratelimit's `deferred`) counts what is done, not what a warn-mode decision would do.
+   */
+  mode?: StageMode;
 }
 
 /** Counters a stage may bump (wired to Prometheus by the daemon). */

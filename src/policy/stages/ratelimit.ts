@@ -8,7 +8,10 @@
  *   limit. At RCPT:
  *     count: recipients   every request counts one
  *     count: messages     the first request of a message (Postfix's `instance`, with the
- *                         client address) counts one; later recipients of it only compare.
+ *                         client address) counts one; later recipients of it are let
+ *                         through when the first was, and compared again when it was
+ *                         deferred (the mark below says which), so a message let through is
+ *                         not cut in two by other messages counted while it is received.
  *                         Which messages a limit has counted is marked in the store
  *                         (setIfAbsent per limit and message, the message being the
  *                         instance on the connection's two ends: smtpd makes an instance of
@@ -26,15 +29,18 @@
  *     per: sender-domain  its domain
  *   The null sender (bounces) is counted per client only: every bounce of every client would
  *   otherwise share one counter, and a wave of backscatter (or an attacker sending <>) would
- *   defer the site's legitimate bounces. A sender is not authenticated at RCPT: anyone can
- *   send as any sender or domain, so a per-sender limit can be filled by others; give it a
- *   `warn` action, or a limit that only your own users' volume would reach.
+ *   defer the site's legitimate bounces. A sender without a domain (`user`, `user@`) is counted
+ *   per client and per sender, never under an empty sender domain, for the same reason. A
+ *   sender is not authenticated at RCPT: anyone can send as any sender or domain, so a
+ *   per-sender limit can be filled by others; give it a `warn` action, or a limit that only
+ *   your own users' volume would reach.
  *   Every attempt counts, also one that is then deferred, as Postfix's anvil counts them: a
  *   client that keeps hammering stays limited. Over a limit (the estimate exceeds `max`),
  *   `action: defer` answers 450 4.7.1 with a text that says which limit and when to retry;
  *   `action: warn` only logs and counts, so a limit can be watched before it is enforced.
  *   Clients in exemptClients (e.g. your own networks) are never counted.
- *   Counters: callout_ratelimit_total{limit,result}.
+ *   Counters: callout_ratelimit_total{limit,result=deferred|warned}; in a stage in warn mode
+ *   every limit counts as warned, since nothing is deferred.
  *
  * CONFIGURATION
  *   limits: [{ name, per, count, max, window, action }], exemptClients, ipv4Prefix, ipv6Prefix,
@@ -47,13 +53,16 @@ import { formatDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
-import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
+import { SlidingWindow, WINDOW_MIN_MS, type WindowSample } from '../../checks/ratelimit/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 
 /** How long the mark of a message's first recipient is kept: longer than any SMTP session. */
 const MESSAGE_MARK_MS = 3_600_000;
+/** The mark's value: the message's first recipient was let through, or deferred, by the limit. */
+const LET_THROUGH = '1';
+const DEFERRED = 'deferred';
 
 const limitSchema = z
   .object({
@@ -91,16 +100,22 @@ function messageOf(ctx: StageContext): string {
   return `${ctx.clientAddress}/${clientPort}/${serverAddress}/${serverPort}/${ctx.instance}`;
 }
 
-/** The key a limit counts the request under, or undefined when the request has none. */
+/**
+ * The key a limit counts the request under, or undefined when the request has none: the null
+ * sender has no sender key, and a sender without a domain (`user`, `user@`, which Postfix takes
+ * unless strict_rfc821_envelopes is set) no domain key. Counting those under '' would put every
+ * such sender of every client in one bucket, which one client could fill for all.
+ */
 function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext, opts: Options): string | undefined {
   if (per === 'client') {
     if (!ctx.clientAddress) return undefined;
     const client = clientAddress(ctx.clientAddress);
     return client ? countingKey(client, opts.ipv4Prefix, opts.ipv6Prefix) : ctx.clientAddress.toLowerCase();
   }
+  if (!ctx.senderText) return undefined;
+  if (per === 'sender') return ctx.senderText.toLowerCase();
   const at = ctx.senderText.lastIndexOf('@');
-  if (at < 0) return undefined;
-  return per === 'sender' ? ctx.senderText.toLowerCase() : ctx.senderText.slice(at + 1).toLowerCase();
+  return (at < 0 ? '' : ctx.senderText.slice(at + 1).toLowerCase()) || undefined;
 }
 
 export const ratelimitStage: StageDefinition<Options> = {
@@ -119,9 +134,22 @@ export const ratelimitStage: StageDefinition<Options> = {
     const names = limits.map((l) => l.name);
     const duplicate = names.find((name, index) => names.indexOf(name) !== index);
     if (duplicate) throw new ConfigError(`ratelimit.limits: two limits are named ${JSON.stringify(duplicate)}; give each its own name`);
-    /** Whether this request starts its message for a limit: the first to mark it, for that limit, in the shared store. */
-    const startsMessage = (limit: (typeof limits)[number], ctx: StageContext): Promise<boolean> | boolean =>
-      !ctx.instance || deps.store.setIfAbsent(`rlm:${limit.name}:${messageOf(ctx)}`, '1', MESSAGE_MARK_MS);
+    type Limit = (typeof limits)[number];
+    /**
+     * The request's count for one limit. `judged`: whether it is compared with the limit. A
+     * later recipient of a message is judged as its first was: the message was let through or
+     * deferred as a whole, and comparing again would defer the rest of a message already let
+     * through whenever other messages (other connections, other clients of a sender domain)
+     * were counted in between. `mark`: the store key of a message this request started.
+     */
+    const measure = async (limit: Limit, key: string, ctx: StageContext): Promise<{ limit: Limit; key: string; sample: WindowSample; judged: boolean; mark?: string }> => {
+      if (limit.count === 'recipients' || !ctx.instance) return { limit, key, sample: await limit.counter.add(key), judged: true };
+      // The first request to mark the message, for this limit, in the shared store counts it.
+      const mark = `rlm:${limit.name}:${messageOf(ctx)}`;
+      if (await deps.store.setIfAbsent(mark, LET_THROUGH, MESSAGE_MARK_MS)) return { limit, key, sample: await limit.counter.add(key), judged: true, mark };
+      const [sample, first] = await Promise.all([limit.counter.peek(key), deps.store.get(mark)]);
+      return { limit, key, sample, judged: first?.value === DEFERRED };
+    };
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
       stage: 'ratelimit',
       result,
@@ -138,20 +166,18 @@ export const ratelimitStage: StageDefinition<Options> = {
         const measured = await Promise.all(
           limits.flatMap((limit) => {
             const key = keyOf(limit.per, ctx, opts);
-            if (key === undefined) return [];
-            const counts = limit.count === 'recipients' ? true : startsMessage(limit, ctx);
-            return [
-              Promise.resolve(counts)
-                .then((add) => (add ? limit.counter.add(key) : limit.counter.peek(key)))
-                .then((sample) => ({ limit, key, sample })),
-            ];
+            return key === undefined ? [] : [measure(limit, key, ctx)];
           }),
         );
-        const over = measured.filter((s) => s.sample.estimate > s.limit.max);
+        const over = measured.filter((s) => s.judged && s.sample.estimate > s.limit.max);
+        // Before the answer: the message's next recipient comes only after it.
+        await Promise.all(over.flatMap((s) => (s.mark && s.limit.action === 'defer' ? [deps.store.set(s.mark, DEFERRED, MESSAGE_MARK_MS)] : [])));
         const evidence = measured.map((s) => ({ limit: s.limit.name, key: s.key, estimate: Math.round(s.sample.estimate * 100) / 100, max: s.limit.max }));
         for (const s of over) {
-          deps.metrics?.increment('ratelimit', { limit: s.limit.name, result: s.limit.action === 'defer' ? 'deferred' : 'warned' });
-          deps.log.warn({ stage: 'ratelimit', limit: s.limit.name, key: s.key, estimate: s.sample.estimate, max: s.limit.max, action: s.limit.action }, 'rate limit exceeded');
+          // In a warn-mode stage nothing is deferred, whatever the limit's action.
+          const action = s.limit.action === 'defer' && deps.mode !== 'warn' ? 'defer' : 'warn';
+          deps.metrics?.increment('ratelimit', { limit: s.limit.name, result: action === 'defer' ? 'deferred' : 'warned' });
+          deps.log.warn({ stage: 'ratelimit', limit: s.limit.name, key: s.key, estimate: s.sample.estimate, max: s.limit.max, action }, 'rate limit exceeded');
         }
         const enforced = over.find((s) => s.limit.action === 'defer');
         if (enforced) {

@@ -11,7 +11,8 @@
  *
  *   Which recipients were rejected is only known once the pipeline has answered, so the stage
  *   counts in Stage.observe(), which sees every answer whichever stage decided it: an answer
- *   starting with 5 (or REJECT) counts one error for the client in two counters,
+ *   starting with 5 (or REJECT), other than the stage's own refusal, counts one error for the
+ *   client in two counters,
  *     per connection  client address + `client_port` (+ `server_address`/`server_port`), for
  *                     an hour. Postfix sends no connection id, but an smtpd process serves one
  *                     connection at a time and the client's source port tells connections
@@ -40,15 +41,20 @@
  *   by sleep × errors past the limit, at most maxSleep and never past the decision deadline
  *   less a margin, so Postfix's policy timeout is never hit. At a hard limit evaluate()
  *   answers hardCode (421 4.7.0 by default, which makes Postfix answer and disconnect, as
- *   its hard_error_limit does; a 5xx code rejects instead). Put the stage first: a stage
+ *   its hard_error_limit does; a 5xx code rejects instead). Under stress (`stress=yes`: all of
+ *   Postfix's smtpd processes busy) nothing is delayed and errors past a soft limit refuse at
+ *   once, as Postfix's own error limits drop to one then. Put the stage first: a stage
  *   that ends the pipeline before it keeps its evaluate() from running (observe still does).
  *   In warn mode nothing is delayed and the hard limit only warns.
+ *   Clients in exemptClients and SASL-authenticated ones (`sasl_username`, as the allowlist
+ *   stage lets them past) are neither counted, delayed nor refused.
  *
  *   What the stage cannot see: recipients Postfix rejects itself before asking the policy
  *   service (reject_unlisted_recipient, reject_unauth_destination ...). Those are counted by
  *   Postfix's own smtpd_*_error_limit, which stays in force; list check_policy_service before
  *   them to have them counted here, or rely on recipient-callforward verdicts.
- *   Counters: callout_tarpit_total{result}.
+ *   Counters: callout_tarpit_total{result=delayed|refused|warned} (warned: the hard limit
+ *   reached in warn mode, where nothing is refused).
  *
  * CONFIGURATION
  *   perConnection.{soft,hard}, perClient.{window,soft,hard,ipv4Prefix,ipv6Prefix}, sleep,
@@ -186,18 +192,34 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const refusalText = compileTemplate(opts.text, { '{client}': 'client', '{errors}': 'errors' });
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
   // object), with the tally of the request's message.
-  const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined }>();
+  const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined; hard: boolean }>();
 
-  /** The client's address (connections are told apart by it) and what the per-client window counts it under. */
+  /**
+   * The client's address (connections are told apart by it) and what the per-client window
+   * counts it under; undefined for a client not counted: an exempt one, and one that
+   * authenticated (Postfix sends `sasl_username` only when it did the authentication). A
+   * site's own users are no harvesters, and counting them per address would refuse them,
+   * and whoever shares their address (a NAT, a carrier's CGNAT), for a stale list.
+   */
   const clientOf = (ctx: StageContext): { address: string; counted: string } | undefined => {
     const client = clientAddress(ctx.clientAddress);
-    return client && { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
+    if (!client || exempt.value.has(ctx.clientAddress) || ctx.attributes.sasl_username) return undefined;
+    return { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
   };
   async function errorsOf(counted: string, scope: Scope | undefined): Promise<Errors> {
     const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(counted)]);
     return { connection: Number(connection?.value) || 0, client: sample.estimate };
   }
-  const hardReached = (e: Errors) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard;
+  /**
+   * Under stress (Postfix sends `stress=yes` when its smtpd processes are all busy) a delayed
+   * answer holds a process that other clients wait for, and across a harvester's parallel
+   * connections the delays would hold many. Postfix's own limits then drop to one error
+   * (smtpd_hard_error_limit = ${stress?{1}:{20}}): likewise the stage delays nothing and
+   * refuses what it would have delayed.
+   */
+  const stressed = (ctx: StageContext) => policyRequestFields(ctx.attributes).stress;
+  const pastSoft = (e: Errors) => e.connection > opts.perConnection.soft || e.client > opts.perClient.soft;
+  const hardReached = (e: Errors, stress: boolean) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard || (stress && pastSoft(e));
   const describe = (e: Errors, scope: Scope | undefined) => `${scope ? `${e.connection} rejected ${scope.words}, ` : ''}${e.client.toFixed(1)} per ${opts.perClient.window}`;
 
   return {
@@ -205,26 +227,31 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     states: new Set(['RCPT']),
     async evaluate(ctx) {
       const client = clientOf(ctx);
-      if (!client || exempt.value.has(ctx.clientAddress)) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
+      if (!client) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
       const tally = scope?.message ? await startMessage(deps.store, scope) : undefined;
       const errors = await errorsOf(client.counted, scope);
-      seen.set(ctx.attributes, { errors, tally, scope });
-      if (hardReached(errors)) {
-        deps.metrics?.increment('tarpit', { result: 'refused' });
+      const stress = stressed(ctx);
+      const hard = hardReached(errors, stress);
+      // The refusal is counted in observe(), which knows whether it was sent (not in warn mode).
+      seen.set(ctx.attributes, { errors, tally, scope, hard });
+      if (hard) {
         const text = refusalText.fill({ client: ctx.clientAddress, errors: String(Math.round(Math.max(errors.connection, errors.client))) });
         const decision = opts.hardCode >= 500 ? { kind: 'reject' as const, code: opts.hardCode, enhanced, text } : { kind: 'defer' as const, code: opts.hardCode, enhanced, text };
-        return { stage: 'tarpit', result: 'hard-limit', reason: `hard limit reached: ${describe(errors, scope)}`, decision, evidence: errors };
+        return { stage: 'tarpit', result: 'hard-limit', reason: `${stress && !hardReached(errors, false) ? 'soft limit passed under stress' : 'hard limit reached'}: ${describe(errors, scope)}`, decision, evidence: errors };
       }
       return { stage: 'tarpit', result: 'counted', reason: describe(errors, scope), decision: { kind: 'continue' }, evidence: errors };
     },
     async observe(ctx, outcome) {
       const client = clientOf(ctx);
-      if (!client || exempt.value.has(ctx.clientAddress)) return;
+      if (!client) return;
       const judged = seen.get(ctx.attributes);
       const scope = judged ? judged.scope : scopeOf(client.address, ctx.attributes);
       let errors: Errors | undefined = judged?.errors;
-      const rejected = isRejection(outcome.action);
+      if (judged?.hard && (outcome.decidedBy === 'tarpit' || outcome.mode === 'warn')) deps.metrics?.increment('tarpit', { result: outcome.decidedBy === 'tarpit' ? 'refused' : 'warned' });
+      // The tarpit's own refusal (a 5xx hardCode) is no rejected recipient: counting it would
+      // keep a refused client refused for as long as it keeps trying, which a 421 does not.
+      const rejected = isRejection(outcome.action) && outcome.decidedBy !== 'tarpit';
       // A stage before the tarpit that ended the pipeline kept evaluate() from running: the
       // message's tally is read here, so its rejections count towards forgiveness all the same.
       const tally = judged ? judged.tally : scope?.message ? await startMessage(deps.store, scope) : undefined;
@@ -242,7 +269,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       }
       errors ??= await errorsOf(client.counted, scope);
       const excess = Math.max(errors.connection - opts.perConnection.soft, errors.client - opts.perClient.soft);
-      if (excess <= 0 || outcome.mode !== 'enforce') return;
+      if (excess <= 0 || outcome.mode !== 'enforce' || stressed(ctx)) return;
       const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);
       if (delay <= 0) return;
       deps.metrics?.increment('tarpit', { result: 'delayed' });

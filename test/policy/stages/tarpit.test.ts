@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
-import { Pipeline } from '../../../src/policy/pipeline.js';
+import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
+import { validateConfig } from '../../../src/config/schema.js';
 import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
 import { createTarpit, tarpitStage } from '../../../src/policy/stages/tarpit.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
@@ -209,6 +210,60 @@ describe('tarpit stage', () => {
     await pipeline.decide(request('nobody@example.test'));
     assert.ok(Date.now() - started >= 45);
   });
+
+  it('counts a refusal only when one is sent: in warn mode the hard limit is "warned"', async () => {
+    const { clock, deps, counts } = world();
+    const options = tarpitStage.options.parse({ perConnection: { soft: 100, hard: 2 }, perClient: { soft: 100, hard: 200 } }) as never;
+    const warn = new Pipeline([configured(createTarpit(options, deps, async () => undefined), 'warn'), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 4; n += 1) await warn.decide(request(`nobody${n}@example.test`));
+    const out = await warn.decide(request('alice@example.test'));
+    assert.match(out.action, /^WARN tarpit would answer 421 /, 'nothing refused');
+    assert.equal(counts['tarpit:refused'], undefined);
+    assert.equal(counts['tarpit:warned'], 3, 'the third, fourth and fifth requests reached the hard limit');
+  });
+
+  it('does not count its own 5xx refusals as rejected recipients, so the client is let back once its errors age out', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 100, hard: 2 }, hardCode: 550 }) as never, deps, async () => undefined);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `r${n}` }));
+    // A client that goes on trying every minute is refused, but its refusals add nothing.
+    for (let m = 0; m < 5; m += 1) {
+      const out = await pipeline.decide(request('alice@example.test', { instance: `x${m}` }));
+      assert.equal(out.action, '550 5.7.0 Too many rejected recipients from 192.0.2.66, try again later');
+      assert.equal(out.verdicts[0]!.reason, 'hard limit reached: 2 rejected on this connection, 2.0 per 10m', `attempt ${m}`);
+    }
+    clock.advance(20 * MINUTE);
+    assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'later' }))).action, 'DUNNO');
+  });
+
+  it('under stress (all smtpd processes busy) delays nothing and refuses past the soft limit, as Postfix\'s own limits drop to one', async () => {
+    const slept: number[] = [];
+    const pipeline = harvestWorld(slept);
+    for (let n = 0; n < 3; n += 1) await pipeline.decide(request(`nobody${n}@example.test`));
+    assert.deepEqual(slept, [1000], 'the third error, past the soft limit of 2, is delayed without stress');
+    const stressed = await pipeline.decide(request('nobody9@example.test', { stress: 'yes' }));
+    assert.equal(stressed.action, '421 4.7.0 Too many rejected recipients from 192.0.2.66, try again later');
+    assert.equal(stressed.verdicts[0]!.reason, 'soft limit passed under stress: 3 rejected on this connection, 3.0 per 1h');
+    assert.deepEqual(slept, [1000], 'and its answer is not delayed');
+    assert.equal((await pipeline.decide(request('alice@example.test', { client_port: '40002', instance: 'fresh', stress: 'yes' }))).action, 'DUNNO', 'a connection below the soft limit goes on');
+  });
+
+  it('neither counts, delays nor refuses a client that authenticated (sasl_username), nor others at its address for it', async () => {
+    const { clock, deps } = world();
+    const slept: number[] = [];
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 1, hard: 3 }, perClient: { soft: 1, hard: 3 } }) as never, deps, async (ms) => void slept.push(ms));
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (let n = 0; n < 6; n += 1) {
+      const out = await pipeline.decide(request(`nobody${n}@example.test`, { sasl_username: 'alice', instance: `own${n}` }));
+      assert.equal(out.action, '550 5.1.1 User unknown', `rejection ${n}`);
+      assert.equal(out.verdicts[0]!.result, 'exempt');
+    }
+    assert.deepEqual(slept, []);
+    const other = await pipeline.decide(request('bob@example.test', { client_port: '40002', instance: 'other' }));
+    assert.equal(other.action, 'DUNNO', 'another connection from the same address (a NAT) is not refused for it');
+    assert.equal(other.verdicts[0]!.reason, '0 rejected on this connection, 0.0 per 1h');
+  });
 });
 
 describe('ratelimit stage', () => {
@@ -232,6 +287,17 @@ describe('ratelimit stage', () => {
     assert.equal(counts['ratelimit:msgs,deferred'], 1);
     clock.advance(90 * 60_000);
     assert.equal((await pipeline.decide(request('r0@example.test', { instance: 'm4', sender: 'x@bulk.example' }))).action, 'DUNNO');
+  });
+
+  it('counts a defer limit as warned, and logs it so, when the stage itself is in warn mode: nothing was deferred', async () => {
+    const { deps, counts } = world();
+    const config = validateConfig({ policy: { stages: [{ name: 'ratelimit', mode: 'warn', limits: [{ name: 'one', per: 'client', count: 'recipients', max: 1, window: '1h' }] }] } });
+    const pipeline = buildPipeline(config, deps);
+    const outs = [];
+    for (let r = 0; r < 3; r += 1) outs.push(await pipeline.decide(request(`r${r}@example.test`, { instance: 'w' })));
+    assert.match(outs[2]!.action, /^WARN ratelimit would answer 450 4\.7\.1 Rate limit one exceeded/);
+    assert.equal(counts['ratelimit:one,deferred'], undefined);
+    assert.equal(counts['ratelimit:one,warned'], 2);
   });
 
   it('only warns for a warn limit, and exempts listed clients', async () => {
@@ -301,5 +367,30 @@ describe('ratelimit stage', () => {
     assert.throws(() => ratelimitStage.options.parse({ limits: [{ name: 'x:m', per: 'client', count: 'messages', max: 1, window: '1h' }] }), /expected 1 to 64 letters, digits, dots, dashes or underscores/);
     const { deps } = world();
     assert.throws(() => ratelimitStage.create(ratelimitStage.options.parse({ limits: [limits[0], limits[0]] }) as never, deps), /two limits are named "msgs"/);
+  });
+
+  it('counts a sender without a domain per sender, never under an empty sender domain shared by everyone', async () => {
+    const { clock, deps } = world();
+    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 1, window: '1h' };
+    const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 1, window: '1h' };
+    const pipeline = new Pipeline([configured(ratelimitStage.create(ratelimitStage.options.parse({ limits: [perDomain, perSender] }) as never, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (const [n, sender] of ['a@', 'b@', 'c'].entries()) {
+      const out = await pipeline.decide(request('r@example.test', { client_address: `198.51.100.${n + 1}`, instance: `d${n}`, sender }));
+      assert.equal(out.action, 'DUNNO', `sender ${JSON.stringify(sender)}`);
+      assert.deepEqual((out.verdicts[0]!.evidence as Array<{ limit: string; key: string }>).map((e) => `${e.limit} ${e.key}`), [`per-sender ${sender}`]);
+    }
+    assert.match((await pipeline.decide(request('r@example.test', { client_address: '198.51.100.9', instance: 'd9', sender: 'C' }))).action, /^450 4\.7\.1 Rate limit per-sender exceeded for c: /, 'the domainless sender has a counter of its own');
+  });
+
+  it('lets the later recipients of a message through when its first was, though other messages were counted meanwhile', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'domain', per: 'sender-domain', count: 'messages', max: 1, window: '1h' }] }) as never;
+    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const from = (client: string, instance: string, recipient: string) => pipeline.decide(request(recipient, { client_address: client, client_port: '25000', instance, sender: `list@big.example` }));
+    assert.equal((await from('192.0.2.1', 'first', 'a@example.test')).action, 'DUNNO');
+    // Another client's message from the same domain, at the same time: over the limit.
+    assert.match((await from('192.0.2.2', 'second', 'a@example.test')).action, /^450 4\.7\.1 /);
+    assert.equal((await from('192.0.2.1', 'first', 'b@example.test')).action, 'DUNNO', 'the message let through is not cut in two');
+    assert.match((await from('192.0.2.2', 'second', 'b@example.test')).action, /^450 4\.7\.1 /, 'the deferred one stays deferred');
   });
 });
