@@ -43,7 +43,11 @@
  *   commandTimeoutMs deadline, so a Redis outage turns into prompt StoreErrors that callers can
  *   fail open on, instead of mail waiting behind a growing queue. The client keeps reconnecting
  *   in the background (backoff up to RECONNECT_MAX_MS) and the store works again as soon as the
- *   server answers, without being reopened. `healthy` tells whether the connection is ready;
+ *   server answers, without being reopened. A connection on which nothing arrives for two command
+ *   deadlines while commands wait is dropped and made again (a hung or vanished server would
+ *   otherwise keep it, and every command after, queued without bound), and so is one that
+ *   answers READONLY (a failover has left it on the demoted primary; a new connection follows
+ *   the address to the new one). `healthy` tells whether the connection is ready;
  *   the 'down' (with the reason) and 'up' events fire on each change, for the daemon's logs.
  *
  * LIMITS
@@ -62,7 +66,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
@@ -92,6 +96,8 @@ const DEFAULT_KEY_PREFIX = 'callout:';
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 const DEFAULT_COMMAND_TIMEOUT_MS = 1000;
 const RECONNECT_MAX_MS = 1000;
+/** Command deadlines of silence, with commands waiting, after which a connection is dropped. */
+const SILENCE_DEADLINES = 2;
 const SCAN_BATCH = 500;
 const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
 
@@ -162,9 +168,13 @@ function maskPassword(url: string): string {
   }
 }
 
-function checkUrl(url: string): void {
+/**
+ * url as the driver is given it: the scheme in lower case, as ioredis turns TLS on only for a
+ * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
+ */
+function checkUrl(url: string): string {
   const masked = maskPassword(url);
-  if (url.startsWith('/')) return;
+  if (url.startsWith('/')) return url;
   if (!/^rediss?:\/\//i.test(url)) {
     throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
   }
@@ -172,6 +182,24 @@ function checkUrl(url: string): void {
     new URL(url);
   } catch (err) {
     throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
+  }
+  return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
+}
+
+/**
+ * Refuses a URL parameter that names a driver option the store sets itself: ioredis lets the
+ * URL's parameters win over the options given with it, as strings ("false" counts as true), so
+ * `?enableOfflineQueue=false` would queue commands during an outage and `?commandTimeout=5000`
+ * would take every deadline away. Parameters the store leaves alone (password, family, tls ...)
+ * stay usable.
+ */
+function checkUrlParameters(url: string, options: RedisOptions): void {
+  const query = url.indexOf('?');
+  if (query === -1) return;
+  for (const name of new URLSearchParams(url.slice(query + 1)).keys()) {
+    if (Object.hasOwn(options, name)) {
+      throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${maskPassword(url)}`);
+    }
   }
 }
 
@@ -234,13 +262,22 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
    * socket path) and resolves once the server answers.
    */
   static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
-    checkUrl(url);
+    const driverUrl = checkUrl(url);
     const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
     const commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs, DEFAULT_COMMAND_TIMEOUT_MS);
-    const client = new Redis(url, {
+    const driverOptions: RedisOptions = {
       lazyConnect: true,
       connectTimeout: connectTimeoutMs,
       commandTimeout: commandTimeoutMs,
+      // A server that stops answering (a hung host, dropped packets, a primary gone while its
+      // address moves to another) leaves the connection open: each command would wait out its
+      // deadline there and stay queued, with its bytes, for a reply that never comes, for as
+      // long as the kernel keeps the socket (many minutes). Silent for two command deadlines
+      // while commands wait, the connection is dropped and made again.
+      socketTimeout: SILENCE_DEADLINES * commandTimeoutMs,
+      // After a failover the old primary, now a replica, refuses every write with READONLY on a
+      // connection that stays open: a new connection reaches whatever the address names now.
+      reconnectOnError: (err) => err.message.startsWith('READONLY'),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(attempt * 100, RECONNECT_MAX_MS),
@@ -249,7 +286,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       maintNotifications: 'disabled',
       connectionName: 'callout',
       scripts: SCRIPTS,
-    }) as ScriptedRedis;
+    };
+    checkUrlParameters(url, driverOptions);
+    const client = new Redis(driverUrl, driverOptions) as ScriptedRedis;
     const store = new RedisStore(client, maskPassword(url), options.keyPrefix ?? DEFAULT_KEY_PREFIX, options.clock ?? systemClock);
     if (options.waitForConnection === false) {
       client.connect().catch(() => undefined);

@@ -3,12 +3,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import net from 'node:net';
 import { Redis } from 'ioredis';
 import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { openStore } from '../../src/store/index.js';
 import { RedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
 import { startRedis, type RedisInstance } from '../support/redis.js';
+import { until } from '../support/wait.js';
 import { runStoreContract } from './contract.js';
 
 let redis: RedisInstance;
@@ -35,6 +37,46 @@ async function open(options: RedisStoreOptions = {}, url = redis.url): Promise<R
   const store = await RedisStore.open(url, { keyPrefix: freshPrefix(), ...options });
   opened.push(store);
   return store;
+}
+
+/** What open() came to: the error, or 'opened' (the store then closed again). */
+async function openOutcome(url: string, options: RedisStoreOptions = {}): Promise<unknown> {
+  return RedisStore.open(url, { keyPrefix: freshPrefix(), ...options }).then(
+    async (store) => {
+      await store.close();
+      return 'opened';
+    },
+    (err: unknown) => err,
+  );
+}
+
+/**
+ * A TCP relay on loopback to the port target() names when a connection arrives: the one
+ * address (a DNS name, a virtual IP, a proxy) a failover moves from one server to another.
+ */
+async function relay(target: () => number): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: target() });
+    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(socket);
+      socket.on('error', () => socket.destroy());
+      socket.on('close', () => {
+        sockets.delete(socket);
+        other.destroy();
+      });
+      socket.pipe(other);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    port,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 runStoreContract('redis', (clock) => RedisStore.open(redis.url, { clock, keyPrefix: freshPrefix() }), {
@@ -224,6 +266,25 @@ describe('RedisStore', () => {
       await assert.rejects(RedisStore.open(redis.url, { connectTimeoutMs: 1.5 }), ConfigError);
     });
 
+    it('refuses URL parameters that would override what the store sets itself', async () => {
+      // ioredis lets the URL's query win over the options given with it, as strings.
+      for (const query of ['enableOfflineQueue=true', 'commandTimeout=60000', 'maxRetriesPerRequest=20']) {
+        const outcome = await openOutcome(`${redis.url}?${query}`);
+        assert.ok(outcome instanceof ConfigError, `${query}: ${String(outcome)}`);
+        assert.match(outcome.message, /set by the store/);
+      }
+      assert.equal(await openOutcome(`${redis.url}?family=4`), 'opened');
+    });
+
+    it('takes rediss:// in any letter case as TLS, never sending a password in clear', async () => {
+      // The test server speaks no TLS: a TLS client cannot open there, a plaintext one would.
+      for (const scheme of ['REDISS', 'Rediss']) {
+        const outcome = await openOutcome(`${scheme}://:s3cret@127.0.0.1:${redis.port}/0`, { connectTimeoutMs: 1000 });
+        assert.ok(outcome instanceof StoreError, `${scheme}: ${String(outcome)}`);
+      }
+      assert.equal(await openOutcome(`REDIS://127.0.0.1:${redis.port}/0`), 'opened');
+    });
+
     it('rejects open promptly when nothing listens, naming the URL without its password', async () => {
       const down = await startRedis();
       const url = `redis://:s3cret@127.0.0.1:${down.port}/0`;
@@ -305,6 +366,64 @@ describe('RedisStore', () => {
       } finally {
         server.resume();
         await server.stop();
+      }
+    });
+
+    it('drops a connection on which the server stays silent, and connects again once it answers', async () => {
+      const server = await startRedis();
+      try {
+        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 200 });
+        try {
+          await store.set('k', 'v', 60_000);
+          // A hung host, or packets dropped on the way: the connection stays open, nothing answers.
+          server.pause();
+          await assert.rejects(store.get('k'), /timed out/i);
+          // Kept, every later command would wait out its deadline there and stay queued, with its
+          // bytes, for a reply that never comes; and a failover address would never be followed.
+          assert.ok(await until(() => !store.healthy, 5000), 'the silent connection was kept');
+          const started = Date.now();
+          await assert.rejects(store.set('k', 'w', 60_000), /Redis is unreachable/);
+          assert.ok(Date.now() - started < 200, 'a command waited on the dropped connection');
+          server.resume();
+          assert.ok(await until(() => store.healthy, 10_000), 'no new connection once the server answered');
+          assert.equal((await store.get('k'))?.value, 'v');
+        } finally {
+          await store.close();
+        }
+      } finally {
+        server.resume();
+        await server.stop();
+      }
+    });
+
+    it('connects again when a failover has left it on a read-only replica, and reaches the new primary', async () => {
+      const [oldPrimary, newPrimary] = [await startRedis(), await startRedis()];
+      let target = oldPrimary.port;
+      const address = await relay(() => target);
+      const admin = new Redis(oldPrimary.url);
+      const prefix = freshPrefix();
+      const store = await RedisStore.open(`redis://127.0.0.1:${address.port}/0`, { keyPrefix: prefix });
+      try {
+        await store.set('k', 'before', 60_000);
+        // The failover: the old primary now follows the new one, and the address leads there.
+        await admin.replicaof('127.0.0.1', String(newPrimary.port));
+        target = newPrimary.port;
+        await assert.rejects(store.set('k', 'during', 60_000), /READONLY/);
+        // Kept, the connection to the old primary would refuse every write for as long as it lasts.
+        const written = await until(() => store.set('k', 'after', 60_000).then(() => true, () => false), 5000, 50);
+        assert.ok(written, 'writes still refused by the old primary');
+        const direct = new Redis(newPrimary.url);
+        try {
+          assert.equal(await direct.get(`${prefix}k`), 'after');
+        } finally {
+          direct.disconnect();
+        }
+      } finally {
+        await store.close();
+        admin.disconnect();
+        await address.close();
+        await oldPrimary.stop();
+        await newPrimary.stop();
       }
     });
 
