@@ -21,7 +21,7 @@
  */
 
 import { getDomain } from 'tldts';
-import { parseIp } from '../../core/ip.js';
+import { clientAddress } from '../client-ip.js';
 const ACCESS_LABEL = /(?:^|[.-])(?:dyn|dynamic|dhcp|pool|dsl|adsl|xdsl|vdsl|cable|ppp|pppoe|dialup|dial|broadband|bb|client|clients|cust|customer|home|user|users|residential|res|nat|wifi|wireless|mobile|dip)(?:[.-]|\d|$)/;
 
 /** Whether a host name embeds its address or names an access network (see DESCRIPTION). */
@@ -29,15 +29,26 @@ export function looksDynamic(name: string, address: string): boolean {
   const lower = name.toLowerCase();
   const host = lower.split('.').slice(0, -2).join('.');
   if (ACCESS_LABEL.test(host)) return true;
-  const parsed = parseIp(address);
-  if (!parsed || parsed.family !== 4) return /[0-9a-f]{4}[.-][0-9a-f]{1,4}[.-][0-9a-f]{1,4}/.test(host);
-  const octets = address.split('.');
+  // An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4 host it names, as it is for the
+  // network identity: read as IPv6, a name embedding a.b.c.d went unnoticed.
+  const client = clientAddress(address);
+  if (!client || client.family !== 4) {
+    if (/[0-9a-f]{4}[.-][0-9a-f]{1,4}[.-][0-9a-f]{1,4}/.test(host)) return true;
+    if (!client) return false;
+    // The interface identifier (the low 64 bits) as hex digits, in order or nibble-reversed as
+    // in ip6.arpa (5.0.0.0...): the forms of names an ISP generates for each of its hosts.
+    const iid = (client.host.network & 0xffffffffffffffffn).toString(16).padStart(16, '0');
+    const hexDigits = host.replace(/[^0-9a-f]+/g, '');
+    return hexDigits.includes(iid) || hexDigits.includes([...iid].reverse().join(''));
+  }
+  const bits = client.host.network;
+  const octets = client.text.split('.');
   // Digit groups without their leading zeros: host-089-123-045-067 embeds 89.123.45.67.
   const digits = host.replace(/[^0-9]+/g, '.').replace(/(^|\.)0+(?=\d)/g, '$1');
   const forward = octets.join('.');
   const reverse = [...octets].reverse().join('.');
-  const hex = Number(parsed.bits).toString(16).padStart(8, '0');
-  return digits.includes(forward) || digits.includes(reverse) || host.includes(hex) || host.includes(String(Number(parsed.bits)));
+  const hex = Number(bits).toString(16).padStart(8, '0');
+  return digits.includes(forward) || digits.includes(reverse) || host.includes(hex) || host.includes(String(Number(bits)));
 }
 
 /** The registrable domain of a host name, or undefined (a bare public suffix, an IP literal). */

@@ -115,10 +115,13 @@ const POSIX_CLASSES: Record<string, string> = {
 /**
  * The Perl syntax of postgrey's lists that JavaScript reads differently: \A, \z and \Z become
  * ^ and $, POSIX classes ([[:alpha:]]) their ranges, \x{HHHH} the \uHHHH JavaScript reads
- * without the u flag, and a `]` right after a class opens (`[]a]`, `[^]a]`: a literal in Perl,
- * an empty class in JavaScript) an escaped one; \p, \P, \h, \H, \v, \V, \K, \G, \Q, \N, \R
- * and \X, which JavaScript would silently read as letters or as another character (\v is a
- * vertical tab there), are refused so the entry is reported, not dead.
+ * without the u flag, a `]` right after a class opens (`[]a]`, `[^]a]`: a literal in Perl,
+ * an empty class in JavaScript) an escaped one, and the quantifier {,n} (Perl 5.34 and later,
+ * as Debian's postgrey runs on: at most n) {0,n}, which JavaScript reads as the text `{,n}`;
+ * \p, \P, \h, \H, \v, \V, \K, \G, \Q, \N, \R and \X, which JavaScript would silently read as
+ * letters or as another character (\v is a vertical tab there), are refused so the entry is
+ * reported, not dead. (Perl's blanks inside a quantifier's braces cannot occur: an entry's
+ * regular expression has no white space.)
  */
 export function perlToJavaScript(body: string): { ok: true; source: string } | { ok: false; message: string } {
   let out = '';
@@ -163,6 +166,12 @@ export function perlToJavaScript(body: string): { ok: true; source: string } | {
         out += ']';
         classStart = -1;
       }
+      continue;
+    }
+    const upTo = !inClass && c === '{' ? /^\{,(\d+)\}/.exec(body.slice(i)) : null;
+    if (upTo) {
+      out += `{0,${upTo[1]!}}`;
+      i += upTo[0].length - 1;
       continue;
     }
     out += c;

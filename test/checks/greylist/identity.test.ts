@@ -21,4 +21,18 @@ describe('greylist identity: a confirmed name as the client identity', () => {
     assert.equal(looksDynamic('mail.provider.example', '89.123.45.67'), false);
     assert.equal(looksDynamic('mx10.provider.example', '10.0.0.7'), false, 'a number that is not the address');
   });
+
+  it('reads an IPv4-mapped client address as the IPv4 address it names', () => {
+    assert.equal(looksDynamic('host-89-123-45-67.provider.example', '::ffff:89.123.45.67'), true);
+    assert.equal(looksDynamic('67.45.123.89.static.provider.example', '::FFFF:89.123.45.67'), true);
+    assert.equal(looksDynamic('mail.provider.example', '::ffff:89.123.45.67'), false);
+  });
+
+  it('refuses names that embed an IPv6 address as a nibble-reversed (ip6.arpa) or unseparated hex string', () => {
+    assert.equal(looksDynamic('5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.v6.isp.example', '2001:db8:1::5'), true);
+    assert.equal(looksDynamic('20010db8000100000000000000000005.v6.isp.example', '2001:db8:1::5'), true);
+    assert.equal(looksDynamic('host-2001-db8-1-0-0-0-0-5.isp.example', '2001:db8:1::5'), true);
+    assert.equal(looksDynamic('mail.isp.example', '2001:db8:1::5'), false);
+    assert.equal(looksDynamic('mx25.isp.example', '2001:db8:1::25'), false);
+  });
 });

@@ -176,6 +176,17 @@ describe('postgrey whitelists as Perl reads them', () => {
     assert.deepEqual(problems.map((p) => p.line), [5, 6, 7, 8], '\\v is a vertical tab in JavaScript, vertical space in Perl');
   });
 
+  it('reads {,n} as Perl 5.34 and later do (at most n), not as the text {,n}', () => {
+    const { whitelist, problems } = parseClientWhitelist([{ source: 'perl', text: '/^mail\\d{,2}\\.upto\\.org$/\n/^a\\{,2}\\.lit\\.org$/\n/^[{,2}]x\\.cls\\.org$/\n' }]);
+    assert.deepEqual(problems, []);
+    const matches = (name: string) => whitelist.match(name, '192.0.2.1') !== undefined;
+    assert.equal(matches('mail.upto.org'), true);
+    assert.equal(matches('mail12.upto.org'), true);
+    assert.equal(matches('mail123.upto.org'), false);
+    assert.equal(matches('a{,2}.lit.org'), true, 'an escaped { stays a literal');
+    assert.equal(matches(',x.cls.org'), true, 'inside a class {,2} are characters');
+  });
+
   it('translates any regular expression body without throwing: a result that is ok compiles, or the entry is reported', () => {
     const perlish = fc.stringMatching(/^[a-z\\[\]^:{}x0-9().*+?|$-]{0,40}$/);
     fc.assert(
