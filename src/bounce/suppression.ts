@@ -25,6 +25,7 @@
  */
 
 import { systemClock, type Clock } from '../core/clock.js';
+import { StoreError } from '../core/errors.js';
 import type { Store } from '../store/types.js';
 import type { Batv } from '../rewrite/batv.js';
 import { verpDecode, type VerpDelimiters } from '../rewrite/verp.js';
@@ -33,6 +34,12 @@ import type { BounceFormat, BounceRecipient, BounceReport } from './types.js';
 
 export const SUPPRESSION_PREFIX = 'supp:';
 const DEFAULT_TTL_MS = 365 * 86_400_000;
+/**
+ * Compare-and-set attempts of one add() before it gives up: a key that changes under every
+ * attempt (a writer that never stops, a value the store cannot give back as it holds it) would
+ * otherwise keep the caller spinning for good.
+ */
+const MAX_ADD_ATTEMPTS = 16;
 
 export type SuppressionProof = 'batv' | 'verp' | 'batv+verp' | 'manual';
 
@@ -126,10 +133,13 @@ export class SuppressionList {
     return existed;
   }
 
-  /** Adds or refreshes an entry; concurrent bounces for one address all count. */
+  /**
+   * Adds or refreshes an entry; concurrent bounces for one address all count. Rejects with
+   * StoreError when the entry changed under MAX_ADD_ATTEMPTS attempts in a row.
+   */
   async add(entry: NewSuppression): Promise<SuppressionEntry> {
     const key = keyOf(entry.address);
-    for (;;) {
+    for (let attempt = 1; attempt <= MAX_ADD_ATTEMPTS; attempt += 1) {
       const now = this.clock.now();
       const current = await this.store.get(key);
       const previous = current ? decodeEntry(current.value) : undefined;
@@ -142,6 +152,7 @@ export class SuppressionList {
       };
       if (await this.store.compareAndSet(key, current?.value, JSON.stringify(next), this.ttlMs)) return next;
     }
+    throw new StoreError(`suppression: ${key} changed under ${MAX_ADD_ATTEMPTS} updates in a row`);
   }
 
   async recordBounce(input: { envelopeRecipient: string; message: string | Buffer }, proofConfig: BounceProofConfig): Promise<BounceOutcome> {

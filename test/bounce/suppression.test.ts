@@ -5,6 +5,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { SuppressionList } from '../../src/bounce/index.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { StoreError } from '../../src/core/errors.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
 const T0 = Date.parse('2020-01-01T00:01:00Z');
@@ -122,5 +123,22 @@ describe('suppression list: values that are not entries', () => {
     assert.equal(await list.isSuppressed('broken@example.org'), false, 'the senders agree with the listing');
     const replaced = await list.add({ address: 'broken@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
     assert.deepEqual([replaced.count, replaced.firstSeen], [1, clock.now()]);
+  });
+
+  it('gives up with a StoreError when the entry changes under every attempt, instead of spinning for good', async () => {
+    const clock = new ManualClock();
+    let reads = 0;
+    // Another writer that refreshes the entry between each read and its compare-and-set.
+    const store = new (class extends MemoryStore {
+      override async get(key: string) {
+        const row = await super.get(key);
+        reads += 1;
+        await super.set(key, JSON.stringify({ address: 'busy@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: reads, count: reads }), 86_400_000);
+        return row;
+      }
+    })({ clock });
+    const list = new SuppressionList(store, { clock });
+    await assert.rejects(list.add({ address: 'busy@example.org', status: '5.1.1', format: 'manual', proof: 'manual' }), (err: unknown) => err instanceof StoreError && /supp:busy@example\.org changed under 16 updates in a row/.test(err.message));
+    assert.equal(reads, 16);
   });
 });
