@@ -28,9 +28,16 @@
  *   §3.2.2 (comments), §3.2.4 (quoted-strings), §2.2.3 (folding).
  *
  * LIMITS
- *   Comment and problem texts are cut to 200 characters.
+ *   Comment and problem texts are cut to 200 characters. A field stays within MAX_HEADER_LINE
+ *   (core/text) unfolded: past it the PREPEND would be cut anywhere, perhaps inside a
+ *   quoted-string or comment, or inside a value, which then names another host or domain (an
+ *   attacker's long sender and a HELO of "paypal.comx.attacker.example" could leave
+ *   "smtp.helo=paypal.com"). So comments go first (they carry no semantics), then the longest
+ *   property or key=value pair (each is optional, RFC 8601 §2.2, RFC 7208 §9.1); a method and
+ *   its result are always kept.
  */
 
+import { MAX_HEADER_LINE } from '../core/text.js';
 import type { IprevVerdict } from './iprev/index.js';
 import type { SpfVerdict } from './spf/types.js';
 import type { VerifyResult } from '../verify/types.js';
@@ -118,6 +125,29 @@ function field(name: string, elements: string[], options: HeaderOptions): string
   return lines.join('\r\n');
 }
 
+/**
+ * field() of the groups (resinfos, or the one list of a key=value field) that fit in
+ * MAX_HEADER_LINE (see LIMITS); `elements` lays the kept groups out as the field's elements.
+ * The first element of a group (method and result) is never dropped.
+ */
+function fittedField(name: string, groups: string[][], elements: (groups: string[][]) => string[], options: HeaderOptions): string {
+  const fits = (kept: string[][]): boolean => field(name, elements(kept), {}).length <= MAX_HEADER_LINE;
+  let kept = groups;
+  if (!fits(kept)) kept = kept.map(([first = '', ...rest]) => [first, ...rest.filter((element) => !element.startsWith('('))]);
+  while (!fits(kept)) {
+    let longest: { group: number; position: number; length: number } | undefined;
+    kept.forEach((group, g) =>
+      group.forEach((element, position) => {
+        if (position > 0 && element.length > (longest?.length ?? 0)) longest = { group: g, position, length: element.length };
+      }),
+    );
+    if (longest === undefined) break;
+    const { group: dropFrom, position: dropAt } = longest;
+    kept = kept.map((group, g) => (g === dropFrom ? group.filter((_, position) => position !== dropAt) : group));
+  }
+  return field(name, elements(kept), options);
+}
+
 /** RFC 7208 §9.1-style comment text for an SPF verdict. */
 export function spfComment(verdict: SpfVerdict, receiver?: string): string {
   const who = verdict.identity === 'helo' ? `HELO ${verdict.helo}` : `domain of ${verdict.sender}`;
@@ -166,12 +196,15 @@ export function formatAuthenticationResults(input: AuthenticationResultsInput, o
   ];
   const id = value(input.authservId);
   if (resinfos.length === 0) return field('Authentication-Results', [`${id};`, 'none'], options);
-  const elements = [`${id};`];
-  resinfos.forEach((resinfo, index) => {
-    const last = resinfo.length - 1;
-    resinfo.forEach((element, position) => elements.push(position === last && index < resinfos.length - 1 ? `${element};` : element));
-  });
-  return field('Authentication-Results', elements, options);
+  const separated = (kept: string[][]): string[] => {
+    const elements = [`${id};`];
+    kept.forEach((resinfo, index) => {
+      const last = resinfo.length - 1;
+      resinfo.forEach((element, position) => elements.push(position === last && index < kept.length - 1 ? `${element};` : element));
+    });
+    return elements;
+  };
+  return fittedField('Authentication-Results', resinfos, separated, options);
 }
 
 /** RFC 7208 §9.1 Received-SPF for one identity's verdict. */
@@ -186,7 +219,7 @@ export function formatReceivedSpf(verdict: SpfVerdict, receiver: string, options
   if (verdict.mechanism !== undefined) pairs.push(['mechanism', verdict.mechanism]);
   if (verdict.problem !== undefined && (verdict.result === 'permerror' || verdict.result === 'temperror')) pairs.push(['problem', cut(verdict.problem)]);
   const keyValues = pairs.filter(([, text]) => text !== '').map(([key, text]) => `${key}=${dotAtomOrQuoted(text)};`);
-  return field('Received-SPF', [verdict.result, comment(spfComment(verdict, receiver)), ...keyValues], options);
+  return fittedField('Received-SPF', [[verdict.result, comment(spfComment(verdict, receiver)), ...keyValues]], (kept) => kept.flat(), options);
 }
 
 /** X-Callout-Result for a callout verdict (see DESCRIPTION for why not Authentication-Results). */
@@ -199,7 +232,7 @@ export function formatCalloutResult(result: VerifyResult, receiver: string, opti
   ];
   if (result.reply !== undefined) pairs.push(['reply', `${result.reply.code}${result.reply.enhanced === undefined ? '' : ` ${result.reply.enhanced}`}`]);
   const keyValues = pairs.map(([key, text]) => `${key}=${dotAtomOrQuoted(text)};`);
-  return field('X-Callout-Result', [result.verdict, comment(result.description), ...keyValues], options);
+  return fittedField('X-Callout-Result', [[result.verdict, comment(result.description), ...keyValues]], (kept) => kept.flat(), options);
 }
 
 function cut(text: string): string {

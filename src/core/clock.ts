@@ -5,7 +5,7 @@
  * DESCRIPTION
  *   Everything that reads the time (cache expiry, rate windows, refresh deadlines) takes a Clock,
  *   so tests move time with ManualClock instead of sleeping. Socket timeouts stay on real timers:
- *   they bound real I/O.
+ *   they bound real I/O (settleWithin bounds a wait for it).
  *
  *   RequestTimeClock is the time of the requests a benchmark or test replays (postgrey's
  *   policy_test_time hook): the latest time a request carried, the base clock's before any did.
@@ -17,6 +17,28 @@ export interface Clock {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/**
+ * What work settles with, or what late() gives (or throws) if ms pass first, on a real timer:
+ * the bound of a wait on real I/O. The work itself goes on; only the wait for it ends.
+ */
+export async function settleWithin<T, U>(work: Promise<T>, ms: number, late: () => U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  const lateness = new Promise<U>((resolve, reject) => {
+    timer = setTimeout(() => {
+      try {
+        resolve(late());
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    }, ms);
+  });
+  try {
+    return await Promise.race([work, lateness]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * A time as ISO 8601 in UTC, to the second. A stored time that no Date can hold (written by

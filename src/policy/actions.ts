@@ -9,6 +9,7 @@
  *   stays under the 512-octet line limit of RFC 5321 §4.5.3.1.5.
  */
 
+import { MAX_HEADER_LINE } from '../core/text.js';
 import type { Decision } from './types.js';
 
 const MAX_TEXT = 400;
@@ -23,7 +24,7 @@ export function safeText(text: string): string {
 export function safeHeader(header: string): string | undefined {
   // Unfold, and keep to printable ASCII: a bare CR or NUL would make the policy reply unsendable.
   const line = header.replace(/[\r\n]+[ \t]*/g, ' ').replace(/[^\x20-\x7e\t]/g, '?');
-  return /^[\x21-\x39\x3b-\x7e]+:\s?\S/.test(line) ? line.slice(0, 990) : undefined;
+  return /^[\x21-\x39\x3b-\x7e]+:\s?\S/.test(line) ? line.slice(0, MAX_HEADER_LINE) : undefined;
 }
 
 export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { kind: 'prepend' }>, acceptAction = 'DUNNO'): string {

@@ -67,7 +67,7 @@
 
 import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
-import { systemClock, type Clock } from '../core/clock.js';
+import { settleWithin, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
@@ -216,14 +216,6 @@ function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, '\\$&');
 }
 
-function withDeadline<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
 export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store {
   readonly kind = 'redis' as const;
   private ready = false;
@@ -295,7 +287,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       return store;
     }
     try {
-      await withDeadline(client.connect(), connectTimeoutMs, `no answer within ${connectTimeoutMs} ms`);
+      await settleWithin(client.connect(), connectTimeoutMs, () => {
+        throw new Error(`no answer within ${connectTimeoutMs} ms`);
+      });
       return store;
     } catch (err) {
       store.closed = true;

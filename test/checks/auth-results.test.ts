@@ -5,6 +5,8 @@ import { formatAuthenticationResults, formatCalloutResult, formatReceivedSpf } f
 import type { IprevVerdict } from '../../src/checks/iprev/index.js';
 import type { SpfVerdict } from '../../src/checks/spf/types.js';
 import type { VerifyResult } from '../../src/verify/types.js';
+import { MAX_HEADER_LINE } from '../../src/core/text.js';
+import { safeHeader } from '../../src/policy/actions.js';
 
 function spf(overrides: Partial<SpfVerdict> = {}): SpfVerdict {
   return {
@@ -98,5 +100,38 @@ test('fuzz: any texts give one header line of printable ASCII', () => {
       assert.match(formatReceivedSpf(spf({ sender, helo, problem, result: 'temperror' }), id), /^Received-SPF: [\x20-\x7e]*$/);
     }),
     { numRuns: 1000 },
+  );
+});
+
+test('a field too long for one PREPEND line loses comments, then whole properties, never part of a value', () => {
+  // The sender's 279 quotes are escaped to 558 characters: with checkHelo, a cut at the line
+  // limit used to fall right after "paypal.com" and report spf=pass smtp.helo=paypal.com.
+  const helo = `paypal.com${'x'.repeat(40)}.attacker.example`;
+  const verdicts = [spf({ sender: `${'"'.repeat(279)}@attacker.example`, helo }), spf({ identity: 'helo', sender: `postmaster@${helo}`, helo })];
+  const header = formatAuthenticationResults({ authservId: 'mx.example.net', spf: verdicts });
+  assert.ok(header.length <= MAX_HEADER_LINE, String(header.length));
+  assert.equal(safeHeader(header), header, 'nothing is cut when it is PREPENDed');
+  assert.ok(header.endsWith(`; spf=pass smtp.helo=${helo}`), header.slice(-120));
+  assert.ok(!header.includes('(domain of'), 'comments were dropped first');
+
+  // A HELO longer than the line can hold: its property goes, the result and the other identity stay.
+  const huge = `${'h'.repeat(1200)}.example`;
+  const withoutHelo = formatAuthenticationResults({ authservId: 'mx.example.net', spf: [spf({ helo: huge }), spf({ identity: 'helo', helo: huge })] });
+  assert.equal(withoutHelo, 'Authentication-Results: mx.example.net; spf=pass smtp.mailfrom=user@example.com; spf=pass');
+  const received = formatReceivedSpf(spf({ helo: huge }), 'mx.example.net');
+  assert.equal(received, 'Received-SPF: pass client-ip=192.0.2.1; envelope-from="user@example.com"; receiver=mx.example.net; identity=mailfrom; mechanism="ip4:192.0.2.0/24";');
+});
+
+test('fuzz: any texts give fields within the PREPEND line limit', () => {
+  const text = fc.string({ unit: 'binary', maxLength: 700, size: 'max' });
+  fc.assert(
+    fc.property(text, text, text, (sender, helo, problem) => {
+      const verdicts = [spf({ sender, helo, problem, result: 'permerror' }), spf({ identity: 'helo', helo, problem, result: 'temperror' })];
+      for (const header of [formatAuthenticationResults({ authservId: 'mx.example.net', spf: verdicts, iprev }), formatReceivedSpf(verdicts[0]!, 'mx.example.net')]) {
+        assert.ok(header.length <= MAX_HEADER_LINE, header);
+        assert.equal(safeHeader(header), header);
+      }
+    }),
+    { numRuns: 200, endOnFailure: true },
   );
 });

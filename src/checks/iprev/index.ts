@@ -20,16 +20,18 @@
  * LIMITS
  *   At most maxNames PTR names (default 10, as RFC 7208 §4.6.4 does for the same lookup) are
  *   looked up forward, in parallel; the rest are ignored. Names are compared without case and
- *   without the trailing dot, and de-duplicated.
+ *   without the trailing dot, and de-duplicated. With timeoutMs, a check still waiting for DNS
+ *   then is temperror (the lookups go on, and fill the resolver's cache).
  *
  * ERRORS
  *   None: DNS outcomes and an address that does not parse (permerror, kind 'invalid-address')
  *   are verdicts.
  */
 
+import { settleWithin } from '../../core/clock.js';
 import type { DnsRecordType, Resolver } from '../../dns/types.js';
 import { reverseName } from '../../dns/reverse.js';
-import { clientAddress } from '../client-ip.js';
+import { clientAddress, type ClientAddress } from '../client-ip.js';
 import { canonicalName } from '../../dns/names.js';
 
 export type IprevResult = 'pass' | 'fail' | 'temperror' | 'permerror';
@@ -61,6 +63,8 @@ export interface IprevOptions {
   resolver: Resolver;
   /** PTR names looked up forward (default 10). */
   maxNames?: number;
+  /** Bound of the whole check in milliseconds (none by default); beyond it, temperror. */
+  timeoutMs?: number;
 }
 
 export const DEFAULT_IPREV_MAX_NAMES = 10;
@@ -79,7 +83,23 @@ export async function checkIprev(ip: string, options: IprevOptions): Promise<Ipr
     lookups,
   });
   if (client === undefined) return verdict('permerror', 'invalid-address', `${JSON.stringify(ip)} is not an IP address`);
+  if (options.timeoutMs === undefined) return confirm(client, options, lookups, verdict);
 
+  // A silent reverse zone costs the resolver's tries x timeout before it answers, and the forward
+  // lookups come after that: together they can outlast a caller's deadline (the policy
+  // decision's is shorter). A check cut short there did not complete, which RFC 8601 §3 calls
+  // temperror; it must not turn into the caller's own timeout.
+  const timeoutMs = options.timeoutMs;
+  return settleWithin(confirm(client, options, lookups, verdict), timeoutMs, () => ({
+    ...verdict('temperror', 'dns-error', `the lookups for ${client.text} did not complete within ${timeoutMs} ms`),
+    lookups: [...lookups],
+  }));
+}
+
+type VerdictOf = (result: IprevResult, kind: IprevKind, reason: string, ptrNames?: string[], confirmedNames?: string[]) => IprevVerdict;
+
+/** The PTR lookup, the forward lookups of its names, and what they give (see DESCRIPTION). */
+async function confirm(client: ClientAddress, options: IprevOptions, lookups: IprevLookup[], verdict: VerdictOf): Promise<IprevVerdict> {
   const reverse = await options.resolver.ptr(client.text);
   lookups.push({
     type: 'PTR',

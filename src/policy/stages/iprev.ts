@@ -7,7 +7,9 @@
  *   is weak evidence (RFC 8601 §3 warns against using it alone), so by default every result
  *   continues and the stage only reports: its Authentication-Results field goes into the
  *   verdict's headers. Repeated requests of one message cost nothing new: the resolver's
- *   cache answers the PTR and address lookups.
+ *   cache answers the PTR and address lookups. The check is bounded by the decision deadline
+ *   (beyond it, temperror); a request without a usable client address (Postfix's "unknown")
+ *   gives result none and no header.
  *
  * CONFIGURATION
  *   actions.{pass,fail,temperror,permerror}: reject | defer | defer-if-permit | continue
@@ -19,6 +21,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
+import { clientAddress } from '../../checks/client-ip.js';
 import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageDefinition } from '../types.js';
@@ -73,10 +76,17 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
       name: 'iprev',
       states: new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE']),
       async evaluate(ctx) {
-        if (ctx.clientAddress === '') {
-          return { stage: 'iprev', result: 'none', reason: 'no client address in the request', decision: { kind: 'continue' } };
+        // Postfix sends client_address=unknown when it has no address (the client went away
+        // before getpeername, XCLIENT ADDR=[UNAVAILABLE]): iprev cannot be tried then, so there
+        // is no result to act on or report (permerror would claim the address has no PTR).
+        if (clientAddress(ctx.clientAddress) === undefined) {
+          const reason = ctx.clientAddress === '' ? 'no client address in the request' : `no usable client address in the request (${JSON.stringify(ctx.clientAddress)})`;
+          return { stage: 'iprev', result: 'none', reason, decision: { kind: 'continue' } };
         }
-        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames });
+        // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
+        // the pipeline would count the stage a fault and skip every stage after it.
+        const timeoutMs = Math.max(1, ctx.deadline - ctx.clock.now());
+        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs });
         return {
           stage: 'iprev',
           result: verdict.result,

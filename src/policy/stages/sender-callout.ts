@@ -23,6 +23,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
+import { settleWithin } from '../../core/clock.js';
 import type { Mailbox } from '../../address/index.js';
 import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
@@ -136,15 +137,7 @@ export function verifyWithinDeadline(
 export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
   const remaining = ctx.deadline - ctx.clock.now();
   if (remaining <= 0) return undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), remaining);
-  });
-  try {
-    return await Promise.race([work, late]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return settleWithin(work, remaining, () => undefined);
 }
 
 export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {

@@ -82,3 +82,19 @@ test('over loopback DNS: pass, no PTR and SERVFAIL', async () => {
     await server.close();
   }
 });
+
+test('timeoutMs: a reverse zone that never answers is a temperror once the bound is reached', async () => {
+  const server = await startDnsServer({ [reverseName('127.0.0.12')]: { drop: true } });
+  try {
+    const dns = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
+    const started = Date.now();
+    const verdict = await checkIprev('127.0.0.12', { resolver: dns, timeoutMs: 200 });
+    assert.ok(Date.now() - started < 1500, `answered after ${Date.now() - started} ms`);
+    assert.equal(verdict.result, 'temperror');
+    assert.equal(verdict.kind, 'dns-error');
+    assert.equal(verdict.ip, '127.0.0.12');
+    assert.match(verdict.reason, /did not complete within 200 ms/);
+  } finally {
+    await server.close();
+  }
+});

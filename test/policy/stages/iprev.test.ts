@@ -1,0 +1,75 @@
+// The iprev stage against the in-process DNS server, with hand-built contexts (no pipeline needed).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ManualClock } from '../../../src/core/clock.js';
+import { createLogger } from '../../../src/core/log.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { iprevStage } from '../../../src/policy/stages/iprev.js';
+import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+import { MemoryStore } from '../../../src/store/memory.js';
+import { reverseName, startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
+
+function context(clientAddress: string, deadlineMs: number): StageContext {
+  const clock = new ManualClock();
+  return {
+    attributes: {},
+    state: 'RCPT',
+    clientAddress,
+    clientName: 'unknown',
+    heloName: 'mail.sender.test',
+    senderText: 'user@sender.test',
+    recipientText: 'rcpt@receiver.test',
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    deadline: clock.now() + deadlineMs,
+    clock,
+  };
+}
+
+describe('iprev stage', () => {
+  let server: DnsTestServer;
+  let stage: Stage;
+
+  before(async () => {
+    server = await startDnsServer({
+      [reverseName('127.0.0.20')]: { PTR: ['mail.sender.test'] },
+      'mail.sender.test': { A: ['127.0.0.20'] },
+      // A reverse zone whose server never answers, as a spammer's own can be made to.
+      [reverseName('127.0.0.21')]: { drop: true },
+    });
+    // The resolver waits far longer than the decision deadline, as the defaults do (3 s x 2 tries against a 6 s deadline).
+    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
+    const clock = new ManualClock();
+    const options = iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { permerror: 'reject' } });
+    stage = iprevStage.create(options as never, { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+  });
+
+  after(async () => {
+    await server.close();
+  });
+
+  it('reports pass over loopback DNS', async () => {
+    const verdict = await stage.evaluate(context('127.0.0.20', 5000));
+    assert.equal(verdict.result, 'pass');
+    assert.deepEqual(verdict.headers, ['Authentication-Results: mx.receiver.test; iprev=pass (mail.sender.test) policy.iprev=127.0.0.20']);
+  });
+
+  it('a reverse zone that never answers is a temperror by the deadline, not a stage that outlasts it', async () => {
+    const started = Date.now();
+    const verdict = await stage.evaluate(context('127.0.0.21', 300));
+    // Past the deadline (and its grace) the pipeline would fault the stage and skip the ones after it.
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal(verdict.result, 'temperror');
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    assert.match(verdict.headers?.[0] ?? '', /; iprev=temperror \(.*\) policy\.iprev=127\.0\.0\.21$/);
+  });
+
+  it("Postfix's client_address=unknown is no result and no header, not a permerror to act on", async () => {
+    for (const address of ['unknown', '']) {
+      const verdict = await stage.evaluate(context(address, 5000));
+      assert.equal(verdict.result, 'none', address);
+      assert.deepEqual(verdict.decision, { kind: 'continue' });
+      assert.equal(verdict.headers, undefined);
+    }
+  });
+});
