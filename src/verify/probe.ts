@@ -4,8 +4,9 @@
  *   several addresses, the catch-all and postmaster probes, cached connections and pipelining
  *
  * DESCRIPTION
- *   For each exchanger in preference order and each of its addresses, under one overall
- *   deadline (Exim's maxwait), until every address has a definite answer:
+ *   For each exchanger in preference order and each of its addresses (a server that several
+ *   exchangers lead to only once), under one overall deadline (Exim's maxwait), until every
+ *   address has a definite answer:
  *     connect, greeting, EHLO/HELO (and STARTTLS by policy)    -> failures move to the next host;
  *                    a failed opportunistic TLS handshake is tried again in clear at the same
  *                    address first (Postfix's RETRY_AS_PLAINTEXT, Exim's tls_tempfail_tryclear)
@@ -163,6 +164,13 @@ class DomainProbe {
   private newConnections = 0;
   /** Exchanger addresses where an opportunistic TLS handshake failed: asked again in clear. */
   private readonly inClear = new Set<string>();
+  /**
+   * Exchanger addresses this callout has come to already. Several MX names (or an AAAA
+   * ::ffff:a.b.c.d beside the A a.b.c.d) may lead to one server: it is tried once, as Exim's
+   * host_remove_duplicates does, since asking it again under another name only repeats to it
+   * what it has just answered (or spends another connection on a server that has just failed).
+   */
+  private readonly tried = new Set<string>();
 
   constructor(
     private readonly deps: ProbeDeps,
@@ -191,6 +199,11 @@ class DomainProbe {
         // One server, however its address is written: per-host limits and reuse key on this.
         const ip = hostKey(listed);
         if (this.pending.length === 0) break hosts;
+        if (this.tried.has(ip)) {
+          this.skipAttempt(host, ip, 'not contacted: tried already for this callout (another exchanger name, or another form of the address)');
+          continue;
+        }
+        this.tried.add(ip);
         if (Date.now() >= this.deadline) {
           this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false });
           break hosts;

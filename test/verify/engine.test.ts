@@ -350,6 +350,25 @@ describe('several exchangers', () => {
     assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.2', '127.0.0.3']);
   });
 
+  it('a server that several exchanger names (or an A and a mapped AAAA) lead to is tried once per callout, as Exim removes duplicate addresses', async () => {
+    const zone: Zone = {
+      'dup.test': { MX: [10, 20, 30].map((priority, i) => ({ priority, exchange: `mx${i + 1}.dup.test` })) },
+      'mx1.dup.test': { A: ['127.0.0.2'], AAAA: ['::ffff:127.0.0.2'] },
+      'mx2.dup.test': { A: ['127.0.0.2'] },
+      'mx3.dup.test': { A: ['127.0.0.3'] },
+    };
+    const w = await make(zone, { '127.0.0.2': rejectGreeting(421), '127.0.0.3': usersOnly(['alice']) });
+    const r = await w.engine().verify('alice@dup.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.equal(w.connections('127.0.0.2'), 1, 'the 421 server was asked again under each of its names and forms');
+    assert.deepEqual(r.attempts.map((a) => [a.host, a.address, /tried already/.test(a.outcome)]), [
+      ['mx1.dup.test', '127.0.0.2', false],
+      ['mx1.dup.test', '127.0.0.2', true],
+      ['mx2.dup.test', '127.0.0.2', true],
+      ['mx3.dup.test', '127.0.0.3', false],
+    ]);
+  });
+
   it('a tarpit greeting times out and the next MX answers', async () => {
     const w = await make(mxZone({ 'tarpit.test': ['127.0.0.2', '127.0.0.3'] }), {
       '127.0.0.2': silentGreeting(),
