@@ -7,9 +7,17 @@
  *   SMTP reply: no CR, LF or NUL (they would end the policy reply early, or split the SMTP
  *   reply), printable ASCII only, and short enough that Postfix's reply with its own prefix
  *   stays under the 512-octet line limit of RFC 5321 §4.5.3.1.5.
+ *
+ *   An enhanced status code always has the class of the reply it goes with (RFC 3463 §2): the
+ *   code's for `4NN`/`5NN`, 4 for DEFER_IF_PERMIT (Postfix answers it with
+ *   $access_map_defer_code, 450). Postfix checks only that an enhanced code is well formed
+ *   (smtpd_check_reject) and sends "421 5.7.0" on as it is; a client that trusts the enhanced
+ *   code then bounces a message that was only deferred. A configured code, or a text that
+ *   begins with one, of another class is given the reply's class.
  */
 
 import { MAX_HEADER_LINE } from '../core/text.js';
+import { parseEnhancedStatus } from '../smtp/reply.js';
 import type { Decision } from './types.js';
 
 const MAX_TEXT = 400;
@@ -33,8 +41,19 @@ export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { k
       return acceptAction;
     case 'reject':
     case 'defer':
-      return `${decision.code} ${decision.enhanced} ${safeText(decision.text)}`;
-    case 'defer-if-permit':
-      return `DEFER_IF_PERMIT ${safeText(decision.text)}`;
+      return `${decision.code} ${inClass(decision.enhanced, Math.floor(decision.code / 100))} ${safeText(decision.text)}`;
+    case 'defer-if-permit': {
+      // Postfix takes a leading enhanced code from the text (dsn_split), else 4.7.1.
+      const text = safeText(decision.text);
+      const leading = parseEnhancedStatus(text);
+      if (!leading || leading.status.klass === 4) return `DEFER_IF_PERMIT ${text}`;
+      return `DEFER_IF_PERMIT ${`4.${leading.status.subject}.${leading.status.detail} ${leading.rest}`.trim()}`;
+    }
   }
+}
+
+/** `enhanced` with the class `klass`; left as it is when it is no enhanced code (Postfix then adds its own). */
+function inClass(enhanced: string, klass: number): string {
+  const parsed = parseEnhancedStatus(enhanced);
+  return parsed && parsed.status.klass !== klass ? `${klass}.${parsed.status.subject}.${parsed.status.detail}` : enhanced;
 }

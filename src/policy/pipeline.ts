@@ -21,7 +21,10 @@
  *   Faults (a store outage, a bug in a stage) are answered in one place, by `policy.faultAction`:
  *   fail open (skip the stage) or defer; they never become a rejection. Each is in its
  *   decision's log line; its own error line is written once a minute per stage and error, with
- *   the number of repeats left out (an outage fails every request alike).
+ *   the number of repeats left out (an outage fails every request alike). A stage still
+ *   unanswered half a second past the deadline is such a fault; the stages after it that have to
+ *   be waited for are then not waited for (the decision line lists them as not waited for, and
+ *   no error line blames them), while those that answer at once still count.
  *   Every decision is explained by one log line: the request, each stage's result and reason,
  *   and the action.
  */
@@ -70,6 +73,13 @@ export interface PipelineOutcome {
 
 /** Messages whose headers are remembered at once (exported for tests). */
 export const MESSAGE_MEMORY_LIMIT = 20_000;
+/**
+ * Header lines given to one message (exported for tests). Warning texts name the recipient, so
+ * without a bound a message with Postfix's 1000 recipients got 1000 X-Callout-Warning fields
+ * (about 100 KB: past header_size_limit, 102400, where cleanup drops the message's own header
+ * fields), and each remembered message held all of them.
+ */
+export const MESSAGE_HEADER_LIMIT = 20;
 /** A fault repeated within this is counted, not logged again (its decision lines still list it). */
 const FAULT_LOG_WINDOW_MS = 60_000;
 /** How long past the deadline a stage may take before it counts as a fault. */
@@ -135,11 +145,21 @@ export class Pipeline {
       for (;;) {
         const configured = this.stages[index]!;
         let stop: boolean;
-        try {
-          const verdict = answer instanceof Promise ? await Promise.race([answer, run.lateness()]) : answer;
-          stop = this.apply(run, configured, verdict);
-        } catch (err) {
-          stop = run.fault(configured, err);
+        if (answer instanceof Promise && run.expired) {
+          // An earlier stage used the deadline up: this one was given no time, so it is not
+          // waited for, and its own error line no longer blames it for the one before it (its
+          // decision line still says it was skipped). An answer it gives at once still counts;
+          // the work it started goes on (a callout's verdict warms the cache for the retry).
+          answer.catch(() => undefined);
+          run.faults.push(`${configured.stage.name}: not waited for: no time left after the decision deadline`);
+          stop = false;
+        } else {
+          try {
+            const verdict = answer instanceof Promise ? await Promise.race([answer, run.lateness()]) : answer;
+            stop = this.apply(run, configured, verdict);
+          } catch (err) {
+            stop = run.fault(configured, err);
+          }
         }
         if (stop) break;
         const next = this.nextStage(run, index + 1);
@@ -269,12 +289,13 @@ export class Pipeline {
   private continueAction({ state, instance }: StageContext, warnings: string[]): string {
     const warning = warnings.length > 0 ? safeText(warnings.join('; ')) : undefined;
     if (!HEADER_STATES.has(state)) return warning === undefined ? 'DUNNO' : `WARN ${warning}`;
-    const warnByHeader = warning !== undefined && this.options.warnAction === 'PREPEND';
+    let warnByHeader = warning !== undefined && this.options.warnAction === 'PREPEND';
     if (warnByHeader) {
       const line = `X-Callout-Warning: ${warning}`;
       // Without an instance there is no message to remember it for: give it at once.
       if (!instance) return `PREPEND ${line}`;
-      this.queueLine(instance, `warning\0${line}`, line);
+      // A message that has had its share of header lines gets the warning in Postfix's log.
+      warnByHeader = this.queueLine(instance, `warning\0${line}`, line);
     }
     const memory = instance ? this.messages.get(instance) : undefined;
     if (memory) memory.touched = Date.now();
@@ -289,12 +310,17 @@ export class Pipeline {
     if (line) this.queueLine(instance, `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`, line);
   }
 
-  /** Queues a header line for the message unless one with the same key was queued for it. */
-  private queueLine(instance: string, key: string, line: string): void {
+  /**
+   * Queues a header line for the message unless one with the same key was queued for it; false
+   * when the message has had MESSAGE_HEADER_LIMIT lines already and this one is not among them.
+   */
+  private queueLine(instance: string, key: string, line: string): boolean {
     const memory = this.memoryFor(instance);
-    if (!memory || memory.given.has(key)) return;
+    if (!memory || memory.given.has(key)) return true;
+    if (memory.given.size >= MESSAGE_HEADER_LIMIT) return false;
     memory.given.add(key);
     memory.pending.push(line);
+    return true;
   }
 
   private memoryFor(instance: string): MessageMemory | undefined {
@@ -349,6 +375,8 @@ class PipelineRun {
   readonly ctx: StageContext;
   final: { action: string; stage: string } | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The deadline and its grace have passed: no stage is waited for any more. */
+  expired = false;
   private late: Promise<never> | undefined;
 
   constructor(
@@ -368,7 +396,10 @@ class PipelineRun {
     if (!this.late) {
       this.late = new Promise<never>((_, reject) => {
         this.timer = setTimeout(
-          () => reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`)),
+          () => {
+            this.expired = true;
+            reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`));
+          },
           Math.max(0, this.ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
         );
       });

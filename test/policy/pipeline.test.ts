@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../src/core/clock.js';
 import { StoreError } from '../../src/core/errors.js';
-import { MESSAGE_MEMORY_LIMIT, Pipeline } from '../../src/policy/pipeline.js';
+import { MESSAGE_HEADER_LIMIT, MESSAGE_MEMORY_LIMIT, Pipeline } from '../../src/policy/pipeline.js';
 import type { ConfiguredStage, PipelineOptions, PipelineOutcome } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
 
@@ -199,6 +199,23 @@ describe('pipeline', () => {
     assert.ok(Date.now() - started < 2000);
   });
 
+  it('after a stage that used the deadline up, the stages to be waited for are not blamed as late; those that answer at once still count', async () => {
+    const errors: Array<Record<string, unknown>> = [];
+    const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
+    const hanging = rcptStage('hangs', () => new Promise(() => undefined));
+    let greylistAsked = false;
+    const greylist = rcptStage('greylist', async () => {
+      greylistAsked = true;
+      return new Promise(() => undefined);
+    });
+    const out = await pipeline([hanging, greylist, syncStage('rejects', () => reject)], { decisionTimeoutMs: 50, log }).decide(rcpt());
+    assert.equal(out.action, '550 5.7.1 no', 'a stage that answers at once still decides');
+    assert.equal(greylistAsked, true, 'the stage was asked (its work may warm a cache)');
+    assert.deepEqual(errors.map((e) => e.stage), ['hangs'], 'one error line, for the stage that was late');
+    assert.match(out.faults[0]!, /^hangs: INTERNAL: no answer within the decision deadline/);
+    assert.equal(out.faults[1], 'greylist: not waited for: no time left after the decision deadline');
+  });
+
   it('an observer that has not finished by the deadline and its grace does not hold the answer; it goes on, and the answer is unchanged', async () => {
     const errors: Array<Record<string, unknown>> = [];
     let finishObserving: () => void = () => undefined;
@@ -313,5 +330,15 @@ describe('pipeline: headers only where Postfix takes PREPEND for the message', (
       assert.equal((await p.decide(rcpt({ recipient }))).action, 'DUNNO', recipient);
     }
     assert.equal((await p.decide(rcpt({ instance: 'i2' }))).action, 'PREPEND X-Callout-Warning: sender-check would answer 550 5.7.1 no', 'a new message gets its own');
+  });
+
+  it('gives a message at most MESSAGE_HEADER_LIMIT header lines, however many recipients its warnings name; the rest are WARN', async () => {
+    // A warning that names the recipient differs for each one: 1000 recipients made 1000 header fields.
+    const p = pipeline([stage('recipient-check', (ctx) => ({ ...reject, text: `no ${ctx.recipientText}` }), {}, 'warn')], { warnAction: 'PREPEND' });
+    const actions: string[] = [];
+    for (let i = 0; i < 1000; i++) actions.push((await p.decide(rcpt({ recipient: `r${i}@example.net`, instance: 'many' }))).action);
+    assert.equal(actions.filter((action) => action.startsWith('PREPEND ')).length, MESSAGE_HEADER_LIMIT);
+    assert.equal(actions[MESSAGE_HEADER_LIMIT], `WARN recipient-check would answer 550 5.7.1 no r${MESSAGE_HEADER_LIMIT}@example.net`, 'still logged by Postfix');
+    assert.ok(p.messages.get('many')!.given.size <= MESSAGE_HEADER_LIMIT);
   });
 });

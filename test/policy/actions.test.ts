@@ -1,0 +1,24 @@
+// Decisions as access(5) action texts: what Postfix hands the SMTP client must be consistent.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { actionFor } from '../../src/policy/actions.js';
+
+describe('actionFor: enhanced status codes have the class of their reply (RFC 3463 §2)', () => {
+  it('keeps a code of the right class as it is', () => {
+    assert.equal(actionFor({ kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no' }), '550 5.7.1 no');
+    assert.equal(actionFor({ kind: 'defer', code: 421, enhanced: '4.7.0', text: 'later' }), '421 4.7.0 later');
+  });
+
+  it('gives a configured code of the other class the reply\'s class (tarpit hardCode 421 with hardEnhanced 5.7.0)', () => {
+    // Postfix sends "421 5.7.0" on unchanged; a client that trusts the enhanced code bounces the mail.
+    assert.equal(actionFor({ kind: 'defer', code: 421, enhanced: '5.7.0', text: 'Too many errors' }), '421 4.7.0 Too many errors');
+    assert.equal(actionFor({ kind: 'reject', code: 554, enhanced: '4.7.1', text: 'no' }), '554 5.7.1 no');
+  });
+
+  it('gives a DEFER_IF_PERMIT text that begins with a 5.x.x or 2.x.x code class 4 (Postfix answers it 450)', () => {
+    assert.equal(actionFor({ kind: 'defer-if-permit', text: '5.7.1 Greylisted' }), 'DEFER_IF_PERMIT 4.7.1 Greylisted');
+    assert.equal(actionFor({ kind: 'defer-if-permit', text: '2.0.0' }), 'DEFER_IF_PERMIT 4.0.0');
+    assert.equal(actionFor({ kind: 'defer-if-permit', text: '4.2.0 Greylisted' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted');
+    assert.equal(actionFor({ kind: 'defer-if-permit', text: '300 seconds to go' }), 'DEFER_IF_PERMIT 300 seconds to go', 'no enhanced code: Postfix adds 4.7.1');
+  });
+});
