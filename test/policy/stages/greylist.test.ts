@@ -104,6 +104,13 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'window-expired']);
   });
 
+  it('puts the enhanced code before a text that starts with a number, and keeps a text\'s own', async () => {
+    const { ask } = await serve([{ name: 'greylist', text: '{seconds} seconds to wait' }]);
+    assert.equal(await ask({ sender: 'count@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 300 seconds to wait');
+    const own = await serve([{ name: 'greylist', text: '4.7.1 Greylisted, retry in {seconds} s' }]);
+    assert.equal(await own.ask({ sender: 'count@sender.example' }), 'DEFER_IF_PERMIT 4.7.1 Greylisted, retry in 300 s');
+  });
+
   it('groups IPv6 clients by /64 and keys by the normalised sender', async () => {
     const { clock, ask } = await serve([{ name: 'greylist', header: false }]);
     const v6 = { client_address: '2001:db8:1:2::25', sender: 'prvs=1234567890=bounces+123@list.example' };
