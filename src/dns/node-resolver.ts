@@ -11,6 +11,12 @@
  *   temporary failure, because RFC 5321 §5.1 and RFC 7208 §5 forbid reading "could not ask"
  *   as "does not exist".
  *
+ *   Names are checked before they are sent (dns/names queryName): one longer than 253 characters
+ *   in A-labels (RFC 1035 §2.3.4) is NXDOMAIN, as c-ares would only refuse it past 255 and a
+ *   server answers FORMERR or nothing; one whose U-labels or A-labels do not convert (UTS #46) is
+ *   a temporary failure, because node:dns would ask for the root in its place, and a name like
+ *   "xn--zz.example" may well exist in the DNS: it could not be asked, not found absent.
+ *
  * LIMITS
  *   node:dns reports TTLs only for A and AAAA; MX, TXT and PTR answers carry
  *   defaultTtlSeconds, and negative answers defaultNegativeTtlSeconds (node:dns does not expose
@@ -28,6 +34,7 @@
 import { Resolver as AresResolver } from 'node:dns/promises';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { ConfigError } from '../core/errors.js';
+import { queryName } from './names.js';
 import { reverseName } from './reverse.js';
 import type { DnsAnswer, DnsRecordType, MxRecord, Resolver } from './types.js';
 
@@ -102,6 +109,9 @@ export function createNodeResolver(options: NodeResolverOptions = {}): Resolver 
   if (servers.length > 0) ares.setServers(servers);
 
   async function ask<T>(type: DnsRecordType, name: string, lookup: () => Promise<{ records: T[]; ttl: number }>): Promise<DnsAnswer<T>> {
+    const checked = queryName(name);
+    if (!checked.ok && checked.problem === 'too-long') return { kind: 'nxdomain', ttl: negativeTtl };
+    if (!checked.ok) return { kind: 'tempfail', reason: `not a name node:dns can ask for (IDNA) looking up ${type} ${name}` };
     try {
       const answer = await lookup();
       if (answer.records.length === 0) return { kind: 'nodata', ttl: negativeTtl };

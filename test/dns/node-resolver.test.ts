@@ -25,6 +25,9 @@ const zone: Zone = {
   'refused.example.test': { refused: true },
   'drop.example.test': { drop: true },
   'slow.example.test': { A: ['192.0.2.5'], delayMs: 50 },
+  'xn--bcher-kva.example.test': { A: ['192.0.2.6'] },
+  // No valid Punycode, so no IDNA conversion accepts it; the DNS holds it all the same.
+  'xn--zz.example.test': { A: ['192.0.2.7'] },
   [reverseName('192.0.2.1')]: { PTR: ['host.example.test', 'other.example.test'] },
   [reverseName('2001:db8::1')]: { PTR: ['v6host.example.test'] },
 };
@@ -127,6 +130,46 @@ describe('negative answers', () => {
     const custom = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1, defaultNegativeTtlSeconds: 60 });
     assert.deepEqual(await custom.a('nothing.example.test'), { kind: 'nxdomain', ttl: 60 });
     assert.deepEqual(await custom.aaaa('only-a.example.test'), { kind: 'nodata', ttl: 60 });
+  });
+});
+
+describe('names', () => {
+  /** A name of exactly `length` characters under example.test, in labels of at most 63. */
+  function nameOfLength(length: number): string {
+    let name = 'example.test';
+    while (name.length < length) name = `${'n'.repeat(Math.min(63, length - name.length - 1))}.${name}`;
+    return name;
+  }
+
+  test('a U-label is asked as its A-label', async () => {
+    assert.deepEqual(records(await resolver.a('Bücher.example.test')), ['192.0.2.6']);
+  });
+
+  test('a name of 253 characters is asked; a longer one is nxdomain without a query', async () => {
+    const longest = nameOfLength(253);
+    assert.equal((await resolver.a(longest)).kind, 'nxdomain');
+    assert.ok(server.queries.some((query) => query.name === longest));
+    for (const length of [254, 255]) {
+      const name = nameOfLength(length);
+      assert.equal(name.length, length);
+      const before = server.queries.length;
+      // c-ares sends these (it refuses only past 255), and a server answers FORMERR or nothing:
+      // a timeout here, a temporary failure for a name that cannot exist.
+      assert.deepEqual(await resolver.a(name), { kind: 'nxdomain', ttl: 300 });
+      assert.deepEqual(await resolver.a(`${name}.`), { kind: 'nxdomain', ttl: 300 });
+      assert.equal(server.queries.length, before);
+    }
+  });
+
+  test('a name IDNA cannot convert is tempfail, never an answer about the root', async () => {
+    // node:dns would ask for "." in its place and read its NXDOMAIN (or NODATA) as this name's.
+    const before = server.queries.length;
+    for (const name of ['xn--zz.example.test', 'a\u200d.example.test']) {
+      const answer = await resolver.mx(name);
+      assert.equal(answer.kind, 'tempfail', `${name}: ${JSON.stringify(answer)}`);
+      assert.equal((await resolver.a(name)).kind, 'tempfail', name);
+    }
+    assert.equal(server.queries.length, before);
   });
 });
 

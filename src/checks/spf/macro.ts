@@ -25,6 +25,10 @@
  *   Syntax errors are returned as values naming the problem; nothing here throws.
  */
 
+import { MAX_NAME_LENGTH } from '../../dns/names.js';
+
+export { MAX_NAME_LENGTH };
+
 export type MacroLetter = 's' | 'l' | 'o' | 'd' | 'i' | 'p' | 'h' | 'v' | 'c' | 'r' | 't';
 
 export type MacroToken =
@@ -56,8 +60,6 @@ const DOMAIN_LETTERS = new Set<string>(['s', 'l', 'o', 'd', 'i', 'p', 'h', 'v'])
 const EXPLANATION_ONLY = new Set<string>(['c', 'r', 't']);
 const DELIMITERS = new Set<string>(['.', '-', '+', ',', '/', '_', '=']);
 const TOPLABEL = /^(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])$/;
-/** RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written without the final dot. */
-export const MAX_NAME_LENGTH = 253;
 const MAX_LABEL_LENGTH = 63;
 
 /**
