@@ -13,6 +13,7 @@
  *   RFC 5321 §4.1.2 (Domain, address-literal), §4.1.3 (IPv4/IPv6 literals), §4.5.1 (postmaster),
  *   §4.5.3.1 (size limits); RFC 6531 §3.3 (UTF-8 local parts, U-labels); RFC 5890 (A-labels,
  *   converted with node:url domainToASCII, which applies UTS #46 mapping and validates Punycode).
+ *   RFC 1123 §2.1, RFC 3696 §2 (no all-numeric top-level label: a bare IP address is refused).
  *
  * LIMITS
  *   local part 64 octets and path 256 octets, both measured in UTF-8 on the canonical form that
@@ -23,8 +24,9 @@
  *   Returned as AddressSyntaxError values (see errors.ts); nothing here throws.
  */
 
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4 } from 'node:net';
 import { domainToASCII, domainToUnicode } from 'node:url';
+import { formatIp, parseIp } from '../core/ip.js';
 import { failure, success, type ParseResult } from './errors.js';
 
 export const ADDRESS_LIMITS = {
@@ -197,6 +199,13 @@ export function validateDomain(labels: DomainLabel[], position: number): ParseRe
     asciiLabels.push(normalised.value.ascii);
     international ||= normalised.value.international;
   }
+  // RFC 1123 §2.1 and RFC 3696 §2: a top-level label is never all digits. `user@192.0.2.1` is an
+  // IP address without the brackets of an address literal (Postfix refuses it too); read as a
+  // name it would only be looked up in DNS and fail there as a missing domain, not as syntax.
+  const last = labels[labels.length - 1] ?? first;
+  if (/^[0-9]+$/.test(asciiLabels[asciiLabels.length - 1] ?? '')) {
+    return failure('bad-domain-label', last.position, 'all-numeric top-level label (an IP address needs brackets: [192.0.2.1])');
+  }
   const ascii = asciiLabels.join('.');
   if (ascii.length > ADDRESS_LIMITS.domainOctets) {
     return failure('domain-too-long', position, `domain exceeds ${ADDRESS_LIMITS.domainOctets} octets (${ascii.length})`);
@@ -211,10 +220,12 @@ export function validateDomain(labels: DomainLabel[], position: number): ParseRe
 export function validateAddressLiteral(content: string, position: number): ParseResult<MailboxDomain> {
   const ipv6 = /^ipv6:/i.test(content) ? content.slice(5) : undefined;
   if (ipv6 !== undefined) {
-    // The character check keeps out zone identifiers, which isIPv6 accepts; the URL parser gives
-    // the RFC 5952 form, so that equal addresses compare equal.
-    if (/^[0-9a-f:.]+$/i.test(ipv6) && isIPv6(ipv6) && URL.canParse(`http://[${ipv6}]/`)) {
-      const ip = new URL(`http://[${ipv6}]/`).hostname.slice(1, -1);
+    // parseIp takes the RFC 4291 text forms without zone identifiers; formatIp gives the RFC 5952
+    // form, so that equal addresses compare equal, with an IPv4-mapped address as ::ffff:a.b.c.d
+    // (§5), as written and as core/ip prints it everywhere else.
+    const parsed = parseIp(ipv6);
+    if (parsed?.family === 6) {
+      const ip = formatIp(parsed);
       const text = `[IPv6:${ip}]`;
       return success({ unicode: text, ascii: text, literal: { family: 6, ip } });
     }

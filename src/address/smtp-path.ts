@@ -6,7 +6,8 @@
  *   parseMailbox takes `local@domain` as it appears inside the angle brackets of MAIL FROM or
  *   RCPT TO; parseReversePath and parseForwardPath take the whole bracketed path. ESMTP
  *   parameters (SIZE=, SMTPUTF8) are the caller's to split off first. The tolerant option
- *   accepts what Postfix's policy protocol hands over: the bare address without brackets, and
+ *   accepts what Postfix's policy protocol hands over: the bare address without brackets (with
+ *   `internalForm`, in Postfix's internal form, quotes removed: `john doe@example.org`), and
  *   for the sender the empty string meaning the null reverse path. `sizeLimits: false` accepts
  *   local parts and paths over RFC 5321's 64 and 256 octets, as a receiving server should
  *   (§4.5.3.1: "implementation techniques that impose no limits on the length of these objects
@@ -52,6 +53,12 @@ export interface MailboxOptions {
 export interface PathOptions extends MailboxOptions {
   /** Also accept a bare mailbox without angle brackets, and '' as the null reverse path. */
   tolerant?: boolean;
+  /**
+   * With tolerant: read a bare address that is no RFC 5321 mailbox as Postfix's internal form,
+   * quotes removed, as its policy protocol hands it over (parseInternalForm). Not for addresses
+   * people type, which are in the external form: there `a..b@x` is a mistake, not `"a..b"@x`.
+   */
+  internalForm?: boolean;
 }
 
 export type ReversePath = { kind: 'null' } | { kind: 'mailbox'; mailbox: Mailbox };
@@ -126,6 +133,11 @@ function scanMailbox(input: string, start: number, inPath: boolean, sizeLimits: 
     if (inPath && input[at] === '>') return failure('missing-at', at, "missing '@'");
     return unexpectedAt(input, at, 'missing-at');
   }
+  return scanDomain(input, local.value.value, at, inPath, sizeLimits);
+}
+
+/** The domain after the '@' at `at`, joined to a local part already read. */
+function scanDomain(input: string, local: LocalPartInput, at: number, inPath: boolean, sizeLimits: boolean): ParseResult<Scanned<Mailbox>> {
   const domainStart = at + 1;
   let domain: ParseResult<MailboxDomain>;
   let end: number;
@@ -140,9 +152,31 @@ function scanMailbox(input: string, start: number, inPath: boolean, sizeLimits: 
     domain = validateDomain(splitLabels(input.slice(domainStart, end), domainStart), domainStart);
   }
   if (!domain.ok) return domain;
-  const mailbox = buildMailbox(local.value.value, domain.value, 0, sizeLimits);
+  const mailbox = buildMailbox(local, domain.value, 0, sizeLimits);
   if (!mailbox.ok) return mailbox;
   return success({ value: mailbox.value, end });
+}
+
+/**
+ * Postfix's internal form, which its policy protocol hands over: smtpd removes the quotes
+ * (smtpd.c extract_addr), so `<"john doe"@example.org>` arrives as `john doe@example.org` and
+ * `<"a@b"@example.org>` as `a@b@example.org`. A tolerant bare address that is no RFC 5321
+ * mailbox is therefore read again as the local part up to the last '@' and the domain after it;
+ * buildMailbox quotes the local part back, so RCPT TO names the mailbox the client gave.
+ * Undefined when this reading fails too, or for a leading '@' (a source route, not a local
+ * part): the caller then reports the RFC 5321 error.
+ */
+function parseInternalForm(input: string, sizeLimits: boolean): Mailbox | undefined {
+  const at = input.lastIndexOf('@');
+  if (at <= 0 || input.startsWith('@')) return undefined;
+  for (let i = 0; i < at; ) {
+    const codePoint = input.codePointAt(i) ?? 0;
+    // Only what a Quoted-string can hold (scanQuotedString), so that the quoted form parses back.
+    if (codePoint < 0x20 || codePoint === 0x7f || isSurrogate(codePoint)) return undefined;
+    i += codeUnits(codePoint);
+  }
+  const scanned = scanDomain(input, { value: input.slice(0, at), position: 0 }, at, false, sizeLimits);
+  return scanned.ok && scanned.value.end === input.length ? scanned.value.value : undefined;
 }
 
 /** Skips an RFC 5321 A-d-l and its colon: `@a.example,@b.example:`. */
@@ -203,7 +237,9 @@ function parsePath(input: string, options: PathOptions): ParseResult<ReversePath
   if (input.startsWith('<')) return parseBracketedPath(input, options.sizeLimits ?? true);
   if (!options.tolerant) return failure('missing-angle-bracket', 0, "missing '<'");
   const mailbox = parseMailbox(input, options);
-  return mailbox.ok ? success({ kind: 'mailbox', mailbox: mailbox.value }) : mailbox;
+  if (mailbox.ok) return success({ kind: 'mailbox', mailbox: mailbox.value });
+  const internal = options.internalForm ? parseInternalForm(input, options.sizeLimits ?? true) : undefined;
+  return internal ? success({ kind: 'mailbox', mailbox: internal }) : mailbox;
 }
 
 /** The argument of MAIL FROM: `<>` is the null reverse path (bounces, and callout's own probes). */

@@ -349,7 +349,9 @@ export class Pipeline {
   }
 }
 
-const RECEIVED_PATHS = { tolerant: true, sizeLimits: false } as const;
+// Postfix's policy protocol sends addresses in its internal form, quotes removed (smtpd.c
+// extract_addr): `<"john doe"@example.org>` arrives as `john doe@example.org`.
+const RECEIVED_PATHS = { tolerant: true, sizeLimits: false, internalForm: true } as const;
 
 /** Where Postfix takes PREPEND into the message the request's instance names. */
 const HEADER_STATES: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['RCPT', 'DATA']);

@@ -6,7 +6,10 @@ import {
   parseMailbox,
   parseReversePath,
   type AddressSyntaxRule,
+  type ForwardPath,
   type Mailbox,
+  type ParseResult,
+  type ReversePath,
 } from '../../src/address/index.js';
 import { assertParsed, assertSyntaxError } from './support.js';
 
@@ -45,7 +48,8 @@ describe('parseMailbox: valid mailboxes', () => {
     { input: '"a@b"@x.org', want: { localPart: 'a@b', address: '"a@b"@x.org' } },
     { input: '""@x.org', want: { localPart: '', address: '""@x.org' } },
     { input: 'a@x-y.example', want: { asciiDomain: 'x-y.example' } },
-    { input: 'a@1.2.3.4', want: { asciiDomain: '1.2.3.4' } },
+    { input: 'a@1a.example', want: { asciiDomain: '1a.example' } },
+    { input: 'a@123.example', want: { asciiDomain: '123.example' } },
     { input: 'a@ab--cd.example', want: { asciiDomain: 'ab--cd.example' } },
     { input: 'a@localhost', want: { asciiDomain: 'localhost' } },
   ];
@@ -96,6 +100,9 @@ describe('parseMailbox: syntax errors', () => {
     { input: 'a@x.\u3002y', rule: 'bad-idn-label', position: 4 },
     { input: 'a@b\u00fc_cher.example', rule: 'bad-character', position: 4 },
     { input: `a@${'a'.repeat(64)}.org`, rule: 'label-too-long', position: 2 },
+    // RFC 1123 §2.1: an IP address without brackets is no domain; the top-level label is never all digits.
+    { input: 'a@192.0.2.1', rule: 'bad-domain-label', position: 10 },
+    { input: 'a@x.123', rule: 'bad-domain-label', position: 4 },
   ];
   for (const { input, rule, position } of cases) {
     it(`${JSON.stringify(input)} -> ${rule} at ${position}`, () => {
@@ -214,7 +221,9 @@ describe('parseMailbox: address literals (RFC 5321 §4.1.3)', () => {
     { input: 'a@[IPv6:2001:db8::1]', asciiDomain: '[IPv6:2001:db8::1]', family: 6, ip: '2001:db8::1' },
     { input: 'a@[ipv6:2001:DB8:0:0:0:0:0:1]', asciiDomain: '[IPv6:2001:db8::1]', family: 6, ip: '2001:db8::1' },
     { input: 'a@[IPv6:::1]', asciiDomain: '[IPv6:::1]', family: 6, ip: '::1' },
-    { input: 'a@[IPv6:::ffff:192.0.2.1]', asciiDomain: '[IPv6:::ffff:c000:201]', family: 6, ip: '::ffff:c000:201' },
+    // RFC 5952 §5: an IPv4-mapped address keeps its dotted quad, in any spelling.
+    { input: 'a@[IPv6:::ffff:192.0.2.1]', asciiDomain: '[IPv6:::ffff:192.0.2.1]', family: 6, ip: '::ffff:192.0.2.1' },
+    { input: 'a@[IPv6:0:0:0:0:0:FFFF:c000:201]', asciiDomain: '[IPv6:::ffff:192.0.2.1]', family: 6, ip: '::ffff:192.0.2.1' },
   ];
   for (const { input, asciiDomain, family, ip } of valid) {
     it(input, () => {
@@ -300,6 +309,31 @@ describe('parseReversePath', () => {
       assertSyntaxError(parseReversePath(input), input, rule, position);
     });
   }
+
+  it("with internalForm, reads Postfix's internal form, whose quotes smtpd removed, and quotes it back", () => {
+    const internal = { tolerant: true, internalForm: true } as const;
+    const cases: [string, string, string][] = [
+      ['john doe@example.org', 'john doe', '"john doe"@example.org'],
+      ['a@b@example.org', 'a@b', '"a@b"@example.org'],
+      ['a..b@example.org', 'a..b', '"a..b"@example.org'],
+      ['a"b\\c@example.org', 'a"b\\c', '"a\\"b\\\\c"@example.org'],
+      ['jörg m@bücher.example', 'jörg m', '"jörg m"@xn--bcher-kva.example'],
+    ];
+    for (const [input, localPart, address] of cases) {
+      const paths: ParseResult<ReversePath | ForwardPath>[] = [parseReversePath(input, internal), parseForwardPath(input, internal)];
+      for (const path of paths) {
+        const got = assertParsed(path, input);
+        assert.deepEqual(got.kind === 'mailbox' && [got.mailbox.localPart, got.mailbox.address], [localPart, address], input);
+      }
+    }
+    // Not without it (people type the external form), and never past the domain, a control
+    // character or a source route.
+    assertSyntaxError(parseMailbox('john doe@example.org'), 'strict', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('a..b@example.org', { tolerant: true }), 'tolerant only', 'empty-atom', 2);
+    assertSyntaxError(parseReversePath('john doe@example..org', internal), 'domain', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('john\tdoe@example.org', internal), 'tab', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('@a.example:u@c.example', internal), 'route', 'empty-local-part', 0);
+  });
 
   it('with tolerant, still checks a bare mailbox', () => {
     assertSyntaxError(parseReversePath('user', { tolerant: true }), 'user', 'missing-at', 4);

@@ -97,7 +97,7 @@ describe('callout serve', () => {
 
   it('rejects a sender that does not parse, naming the rule', async () => {
     const { client } = await setup();
-    assert.match(await client.request(postfixRequest({ sender: 'a@@b' })), /^501 5\.7\.1 Bad sender address syntax/);
+    assert.match(await client.request(postfixRequest({ sender: 'a@b..example' })), /^501 5\.7\.1 Bad sender address syntax/);
   });
 
   it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {
