@@ -38,8 +38,9 @@ describe('readFileLimited', () => {
     const grewKiB = process.resourceUsage().maxRSS - peakBefore;
     await once(writer, 'exit');
     assert.ok(read.ok && read.bytes.equals(Buffer.alloc(octets, 'a')));
-    // A 64 KiB buffer kept per read touched a page of each: 16 MB here.
-    assert.ok(grewKiB < 4096, `the peak resident size grew by ${grewKiB} KiB`);
+    // A 64 KiB buffer kept per read touched a page of each: 16 MB here. Half of that is the bound:
+    // the heap itself may take a few MB meanwhile (a CI run once saw exactly 4 MB more).
+    assert.ok(grewKiB < 8192, `the peak resident size grew by ${grewKiB} KiB`);
   });
 });
 
