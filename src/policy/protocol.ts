@@ -370,6 +370,11 @@ export interface PolicyRequestFields {
   mailVersion: string;
 }
 
+/** Postfix is under stress: all its smtpd processes are busy (stress=yes). */
+export function isStressed(attributes: Readonly<Record<string, string>>): boolean {
+  return (attributes.stress ?? '').toLowerCase() === 'yes';
+}
+
 export function policyRequestFields(attributes: Readonly<Record<string, string>>): PolicyRequestFields {
   const text = (name: string): string => attributes[name] ?? '';
   const count = (name: string): number => nonNegativeInteger(text(name));
@@ -399,7 +404,7 @@ export function policyRequestFields(attributes: Readonly<Record<string, string>>
     encryptionCipher: text('encryption_cipher'),
     encryptionKeysize: count('encryption_keysize'),
     etrnDomain: text('etrn_domain'),
-    stress: text('stress').toLowerCase() === 'yes',
+    stress: isStressed(attributes),
     policyContext: text('policy_context'),
     serverAddress: bareAddress(text('server_address')),
     serverPort: count('server_port'),

@@ -68,7 +68,7 @@ import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
-import { policyRequestFields } from '../protocol.js';
+import { isStressed, policyRequestFields } from '../protocol.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
@@ -217,7 +217,8 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
    * (smtpd_hard_error_limit = ${stress?{1}:{20}}): likewise the stage delays nothing and
    * refuses what it would have delayed.
    */
-  const stressed = (ctx: StageContext) => policyRequestFields(ctx.attributes).stress;
+  // Read from the one attribute: the whole request's fields are not needed on this path.
+  const stressed = (ctx: StageContext) => isStressed(ctx.attributes);
   const pastSoft = (e: Errors) => e.connection > opts.perConnection.soft || e.client > opts.perClient.soft;
   const hardReached = (e: Errors, stress: boolean) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard || (stress && pastSoft(e));
   const describe = (e: Errors, scope: Scope | undefined) => `${scope ? `${e.connection} rejected ${scope.words}, ` : ''}${e.client.toFixed(1)} per ${opts.perClient.window}`;
