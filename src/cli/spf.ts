@@ -23,6 +23,7 @@ import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
+import { shown } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 import { TIMER_MAX_MS } from '../config/duration.js';
 import { DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, wholeNumberFlag } from './options.js';
@@ -88,7 +89,8 @@ function describeEntry(entry: SpfTraceEntry): string {
     case 'check':
       return `${indent(entry.depth)}check_host(${entry.domain})`;
     case 'record':
-      return `    record ${entry.domain}: ${entry.record}`;
+      // The record is shown before it is parsed, as DNS gave it: control characters a sender's domain publishes stay quoted.
+      return `    record ${entry.domain}: ${shown(entry.record)}`;
     case 'term':
       return `    term ${entry.term} (${entry.domain}): ${entry.outcome}`;
     case 'dns':

@@ -17,6 +17,7 @@ before(async () => {
     'why.deny.test': { TXT: ['%{i} may not send for %{d}'] },
     'helo.test': { TXT: ['v=spf1 ip4:127.0.0.9 -all'] },
     [reverseName('127.0.0.9')]: { PTR: ['helo.test'] },
+    'escape.test': { TXT: ['v=spf1 \x1b]0;owned\x07\x1b[2J -all'] },
   });
 });
 after(async () => {
@@ -46,6 +47,15 @@ describe('callout spf', () => {
     assert.match(output, /^mechanism: include:_spf\.example\.test$/m);
     assert.match(output, /dns TXT example\.test: records "v=spf1 ip4:127\.0\.0\.0\/24 include:_spf\.example\.test -all"/);
     assert.match(output, /term a:mail\.example\.test \(_spf\.example\.test\): match/);
+  });
+
+  it('prints no control character a sender\'s DNS data holds: a record is shown quoted', async () => {
+    const { output, exitCode } = await run(['--ip', '127.0.0.7', '--sender', 'x@escape.test']);
+    assert.equal(exitCode, 2);
+    assert.match(output, /^result: permerror$/m);
+    assert.match(output, /record escape\.test: "v=spf1 \\u001b\]0;owned\\u0007\\u001b\[2J -all"/);
+    // eslint-disable-next-line no-control-regex -- the control characters are what must not be there
+    assert.doesNotMatch(output, /[\x00-\x09\x0b-\x1f\x7f]/);
   });
 
   it('--json prints one object with result, explanation and trace', async () => {

@@ -45,6 +45,7 @@ import { CalloutError } from '../../core/errors.js';
 import { addressHolds, clientAddress, networkHolds, type ClientAddress as Client } from '../client-ip.js';
 import { SpfLookups, type LimitedAnswer } from './lookups.js';
 import {
+  expandDomainSpec,
   expandMacroString,
   MAX_NAME_LENGTH,
   parseMacroString,
@@ -282,7 +283,7 @@ class Evaluation {
 
     const overLimit = this.lookups.countTerm();
     if (overLimit !== undefined) return { result: 'permerror', domain: name, mechanism: record.redirect.text, problem: overLimit };
-    const target = targetName(await this.expand(record.redirect.domain, name));
+    const target = targetName(await this.expand(record.redirect.domain, name, 'domain-spec'));
     if (!target.ok) return { result: 'permerror', domain: name, mechanism: record.redirect.text, problem: `${record.redirect.text}: ${target.problem}` };
     const inner = await this.checkHost(target.name, depth + 1);
     this.trace.push({ kind: 'term', domain: name, term: record.redirect.text, outcome: inner.result });
@@ -308,7 +309,7 @@ class Evaluation {
     }
     const overLimit = this.lookups.countTerm();
     if (overLimit !== undefined) return { kind: 'error', result: 'permerror', problem: overLimit };
-    const target = mechanism.domain === undefined ? { ok: true as const, name: domain } : targetName(await this.expand(mechanism.domain, domain));
+    const target = mechanism.domain === undefined ? { ok: true as const, name: domain } : targetName(await this.expand(mechanism.domain, domain, 'domain-spec'));
     if (mechanism.kind === 'include') {
       if (!target.ok) return { kind: 'error', result: 'permerror', problem: `${directive.text}: ${target.problem}` };
       return this.include(target.name, depth);
@@ -433,10 +434,16 @@ class Evaluation {
     );
   }
 
-  /** Synchronous unless the string uses %{p}, which needs the validated names first. */
-  private expand(tokens: MacroString, domain: string, maxLength?: number): string | Promise<string> {
-    if (!usesValidatedName(tokens)) return expandMacroString(tokens, this.macroContext(domain), maxLength);
-    return this.validatedNameFor(domain).then((validatedName) => expandMacroString(tokens, { ...this.macroContext(domain), validatedName }, maxLength));
+  /**
+   * A domain-spec's expansion (the part of it §7.3 can keep) or an explanation's (cut to
+   * MAX_EXPLANATION_LENGTH). Synchronous unless the string uses %{p}, which needs the
+   * validated names first.
+   */
+  private expand(tokens: MacroString, domain: string, kind: 'domain-spec' | 'explanation'): string | Promise<string> {
+    const run = (context: MacroContext): string =>
+      kind === 'domain-spec' ? expandDomainSpec(tokens, context) : expandMacroString(tokens, context, MAX_EXPLANATION_LENGTH);
+    if (!usesValidatedName(tokens)) return run(this.macroContext(domain));
+    return this.validatedNameFor(domain).then((validatedName) => run({ ...this.macroContext(domain), validatedName }));
   }
 
   /** §6.2: the exp= text of the record that failed, or the default explanation. */
@@ -444,11 +451,11 @@ class Evaluation {
     const fromRecord = outcome.explanation === undefined ? undefined : await this.explanationText(outcome.explanation.spec, outcome.explanation.domain);
     if (fromRecord !== undefined) return fromRecord;
     const configured = parseMacroString(this.options.defaultExplanation ?? BUILTIN_DEFAULT_EXPLANATION, { explanation: true });
-    return this.expand(configured.ok ? configured.value : BUILTIN_EXPLANATION_TOKENS, outcome.domain, MAX_EXPLANATION_LENGTH);
+    return this.expand(configured.ok ? configured.value : BUILTIN_EXPLANATION_TOKENS, outcome.domain, 'explanation');
   }
 
   private async explanationText(spec: MacroString, domain: string): Promise<string | undefined> {
-    const target = targetName(await this.expand(spec, domain));
+    const target = targetName(await this.expand(spec, domain, 'domain-spec'));
     if (!target.ok) {
       this.trace.push({ kind: 'note', message: `exp= ignored: ${target.problem}` });
       return undefined;
@@ -464,7 +471,7 @@ class Evaluation {
       this.trace.push({ kind: 'note', message: `exp= ignored: ${parsed.problem}` });
       return undefined;
     }
-    return this.expand(parsed.value, domain, MAX_EXPLANATION_LENGTH);
+    return this.expand(parsed.value, domain, 'explanation');
   }
 }
 

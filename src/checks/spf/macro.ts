@@ -19,7 +19,8 @@
  * LIMITS
  *   Transformer numbers have at most 3 digits (a larger number only means "all parts").
  *   Input length is bounded by the caller (records, explanations); so is the output, when the
- *   caller keeps it (an explanation: each macro may repeat a 320-character sender).
+ *   caller keeps it (an explanation: each macro may repeat a 320-character sender). A
+ *   domain-spec's expansion is bounded here (expandDomainSpec).
  *
  * ERRORS
  *   Syntax errors are returned as values naming the problem; nothing here throws.
@@ -160,6 +161,22 @@ export function expandMacroString(tokens: MacroString, context: MacroContext, ma
     out += token.kind === 'literal' ? token.text : expandMacro(token, context);
   }
   return out.length > maxLength ? out.slice(0, maxLength) : out;
+}
+
+/**
+ * The expansion of a domain-spec, of which only the last MAX_NAME_LENGTH + 2 characters are
+ * kept: all that targetName's cut from the left (§7.3) reads (a final dot, 253 characters and
+ * the dot before them). Tokens are expanded from the right and expansion stops there, so a
+ * record of a thousand %{h} costs what one name does, not megabytes kept in the problem text.
+ */
+export function expandDomainSpec(tokens: MacroString, context: MacroContext): string {
+  const keep = MAX_NAME_LENGTH + 2;
+  let out = '';
+  for (let i = tokens.length - 1; i >= 0 && out.length < keep; i--) {
+    const token = tokens[i] as MacroToken;
+    out = (token.kind === 'literal' ? token.text : expandMacro(token, context)) + out;
+  }
+  return out.length > keep ? out.slice(out.length - keep) : out;
 }
 
 function letterValue(letter: MacroLetter, context: MacroContext): string {

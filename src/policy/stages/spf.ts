@@ -137,13 +137,15 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
 
     /** The verdicts without their traces, which nothing here reads and a sender's records can make hundreds of KiB long. */
     async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
-      const budget = Math.max(1, Math.min(opts.timeoutMs, ctx.deadline - ctx.clock.now()));
-      const spfOptions = { resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: budget } };
+      // One bound for both identities: a slow HELO check must not leave the MAIL FROM check a
+      // whole budget of its own, past the decision deadline (a stage fault, not a temperror).
+      const until = Math.min(ctx.clock.now() + opts.timeoutMs, ctx.deadline);
+      const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: Math.max(1, until - ctx.clock.now()) } });
       const request = { ip: ctx.clientAddress, mailFrom, helo: ctx.heloName };
       const withoutTrace = (verdict: SpfVerdict): SpfVerdict => ({ ...verdict, trace: [] });
-      const helo = opts.checkHelo && ctx.heloName !== '' ? withoutTrace(await evaluateSpf({ ...request, identity: 'helo' }, spfOptions)) : undefined;
+      const helo = opts.checkHelo && ctx.heloName !== '' ? withoutTrace(await evaluateSpf({ ...request, identity: 'helo' }, spfOptions())) : undefined;
       if (helo?.result === 'fail') return { deciding: helo, all: [helo] };
-      const mailFromVerdict = withoutTrace(await evaluateSpf(request, spfOptions));
+      const mailFromVerdict = withoutTrace(await evaluateSpf(request, spfOptions()));
       return { deciding: mailFromVerdict, all: helo === undefined ? [mailFromVerdict] : [mailFromVerdict, helo] };
     }
 

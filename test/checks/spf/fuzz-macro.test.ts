@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { expandMacroString, MAX_NAME_LENGTH, parseDomainSpec, parseMacroString, targetName, type MacroContext } from '../../../src/checks/spf/macro.js';
+import { expandDomainSpec, expandMacroString, MAX_NAME_LENGTH, parseDomainSpec, parseMacroString, targetName, type MacroContext } from '../../../src/checks/spf/macro.js';
 import { MAX_RECORD_LENGTH, parseRecordTerms } from '../../../src/checks/spf/record.js';
 import { elapsedMs } from '../../support/fuzz.js';
 
@@ -72,6 +72,23 @@ describe('SPF macro-strings fuzzed', () => {
         assert.ok(expanded.replace(/\.$/, '').endsWith(target.name));
       }),
       { numRuns: 1000 },
+    );
+  });
+
+  it('expand a domain-spec to the name the whole expansion is cut to, keeping no more than that cut reads', () => {
+    const repeated = fc.tuple(macroish, fc.integer({ min: 1, max: 60 })).map(([text, times]) => text.repeat(times));
+    fc.assert(
+      fc.property(repeated, context, (text, values) => {
+        const parsed = parseDomainSpec(text);
+        if (!parsed.ok) return;
+        const bounded = expandDomainSpec(parsed.value, values as MacroContext);
+        assert.ok(bounded.length <= MAX_NAME_LENGTH + 2);
+        const whole = targetName(expandMacroString(parsed.value, values as MacroContext));
+        const cut = targetName(bounded);
+        assert.equal(cut.ok, whole.ok);
+        if (cut.ok && whole.ok) assert.equal(cut.name, whole.name);
+      }),
+      { numRuns: 2000 },
     );
   });
 

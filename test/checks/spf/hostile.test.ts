@@ -68,3 +68,28 @@ test('an IPv4-mapped client is reported as the IPv4 address it was checked as', 
   assert.equal(verdict.result, 'pass');
   assert.equal(verdict.ip, '192.0.2.1');
 });
+
+test('a domain-spec of repeated macros costs what one name does: its expansion is not kept whole', async () => {
+  const macros = '%{h}'.repeat(1000);
+  // §7.3 keeps the right-hand labels of a long expansion: 100 copies of the HELO x.y.example
+  // are cut to the 253 characters or fewer after a dot.
+  const full = 'x.y.example'.repeat(100);
+  const cutName = full.slice(full.length - 253).replace(/^[^.]*\./, '');
+  server.setZone({
+    'redirect.example': { TXT: [`v=spf1 redirect=${macros}`] },
+    'terms.example': { TXT: [`v=spf1 a:${macros.slice(0, 1000)} exists:${macros.slice(0, 1000)} ptr:${macros.slice(0, 1000)} -all`] },
+    'tail.example': { TXT: [`v=spf1 exists:${macros.slice(0, 400)} -all`] },
+    [cutName]: { A: ['127.0.0.2'] },
+  });
+  // A 4000-character HELO without a dot: every expansion is one label of megabytes, unusable.
+  const helo = 'a'.repeat(4000);
+  const redirected = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'x@redirect.example', helo }, { resolver: resolver() });
+  assert.equal(redirected.result, 'permerror');
+  assert.ok((redirected.problem ?? '').length < 5000, `problem of ${redirected.problem?.length} characters`);
+  const terms = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'x@terms.example', helo }, { resolver: resolver() });
+  assert.equal(terms.result, 'fail');
+  assert.ok(JSON.stringify(terms).length < 20_000, `verdict of ${JSON.stringify(terms).length} characters`);
+  const tail = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'x@tail.example', helo: 'x.y.example' }, { resolver: resolver() });
+  assert.equal(tail.result, 'pass');
+  assert.ok(cutName.length <= 253 && cutName.length > 240);
+});

@@ -171,6 +171,29 @@ describe('spf stage', () => {
     assert.match(helo.headers?.[0] ?? '', /spf=fail .* smtp\.helo=helo\.example/);
   });
 
+  it('with checkHelo, the HELO and MAIL FROM checks share one time budget: the second does not get a fresh one past the deadline', async () => {
+    // Each lookup takes a second: either check alone (a TXT and 7 address lookups, 8 s) fits the 10 s deadline, both do not.
+    const terms = 'v=spf1 a:h1.example a:h2.example a:h3.example a:h4.example a:h5.example a:h6.example a:h7.example +all';
+    const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
+    const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
+    const clock = new ManualClock();
+    const slow = <T>(answer: Promise<T>): Promise<T> => {
+      clock.advance(1000);
+      return answer;
+    };
+    const resolver: Resolver = {
+      a: (name) => slow(inner.a(name)),
+      aaaa: (name) => slow(inner.aaaa(name)),
+      mx: (name) => slow(inner.mx(name)),
+      txt: (name) => slow(inner.txt(name)),
+      ptr: (address) => slow(inner.ptr(address)),
+    };
+    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', clock, deadline: clock.now() + 10_000 }));
+    assert.equal(verdict.result, 'temperror');
+    assert.match(verdict.reason, /longer than/);
+    assert.ok(clock.now() <= Date.UTC(2026, 0, 1) + 11_000, `the checks ran until ${clock.now() - Date.UTC(2026, 0, 1)} ms`);
+  });
+
   it('without a client address there is nothing to check', async () => {
     const verdict = await spf().evaluate(context('user@pass.example', { clientAddress: '' }));
     assert.equal(verdict.result, 'none');
