@@ -43,6 +43,7 @@
  */
 
 import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js';
+import { normaliseDomain } from '../address/index.js';
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
@@ -118,29 +119,41 @@ function readText(path: string, what: string): string {
   return read.bytes.toString('utf8');
 }
 
-function contentLines(text: string): string[] {
+/** The lines that are neither blank nor comments, with their line numbers in the file (from 1). */
+function contentLines(text: string): Array<{ line: string; number: number }> {
   return text
     .split(/\r?\n/)
-    .map((line) => line.replace(/\r$/, ''))
-    .filter((line) => line.trim() !== '' && !line.trimStart().startsWith('#'));
+    .map((line, index) => ({ line: line.replace(/\r$/, ''), number: index + 1 }))
+    .filter(({ line }) => line.trim() !== '' && !line.trimStart().startsWith('#'));
 }
 
-/** postsrsd's secrets file: one secret per line, the first signs. */
-export function readSrsSecrets(path: string): string[] {
-  const secrets = contentLines(readText(path, '--secret-file'));
-  if (secrets.length === 0) throw new ConfigError(`--secret-file ${path}: no secret in the file`);
+/** postsrsd's secrets file: one secret per line, the first signs. `flag` names the file in errors. */
+export function readSrsSecrets(path: string, flag = '--secret-file'): string[] {
+  const secrets = contentLines(readText(path, flag)).map(({ line }) => line);
+  if (secrets.length === 0) throw new ConfigError(`${flag} ${path}: no secret in the file`);
   return secrets;
 }
 
 /** `KEYNUM SECRET` per line, newest first. */
 export function readBatvKeys(path: string): BatvKey[] {
-  const keys = contentLines(readText(path, '--batv-key-file')).map((line, index) => {
+  const keys = contentLines(readText(path, '--batv-key-file')).map(({ line, number }) => {
     const match = /^\s*(\d)\s+(.+)$/.exec(line);
-    if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${index + 1}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
+    if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${number}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
     return { keynum: Number(match[1]), secret: match[2]! };
   });
   if (keys.length === 0) throw new ConfigError(`--batv-key-file ${path}: no key in the file`);
   return keys;
+}
+
+/** The keyring of a key file; what makes it unusable (a key number given twice, a secret over 64 bytes) names the file. */
+function batvFromKeyFile(path: string, window: BatvWindow = 'exim'): Batv {
+  const keys = readBatvKeys(path);
+  try {
+    return new Batv({ keys, window });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`--batv-key-file ${path}: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 function keynumFlag(value: string | undefined): number | undefined {
@@ -169,10 +182,12 @@ function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
   if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
   if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
+  const domain = normaliseDomain(flags.domain);
+  if (!domain.ok) throw new UsageError(`--${prefix}domain: got ${JSON.stringify(abbreviate(flags.domain, 60))}, expected a domain name (${domain.error.message})`);
   const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,
-    secrets: readSrsSecrets(flags.secretFile),
+    secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`),
     separator: flags.separator as SrsSeparator,
     alphabet: flags.alphabet as SrsAlphabet,
     hashLength,
@@ -202,17 +217,19 @@ function addSrsOptions(command: Command, prefix = ''): Command {
     .option(`--${prefix}always-rewrite`, 'rewrite senders of local domains too');
 }
 
+// Addresses and texts come from bounce messages, which anyone can send: shown() quotes one with
+// a control character, so an escape sequence in it does not drive the administrator's terminal.
 function formatReport(report: BounceReport): string {
-  const lines = [`format: ${report.format}${report.reportingMta ? `, reported by ${report.reportingMta}` : ''}${report.truncated ? ' (truncated)' : ''}`];
+  const lines = [`format: ${report.format}${report.reportingMta ? `, reported by ${shown(report.reportingMta)}` : ''}${report.truncated ? ' (truncated)' : ''}`];
   for (const r of report.recipients) {
-    lines.push(`${r.address}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${r.diagnostic}` : ''}`);
+    lines.push(`${shown(r.address)}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${shown(r.diagnostic)}` : ''}`);
   }
-  if (report.original?.messageId) lines.push(`original: ${report.original.messageId}${report.original.subject ? ` "${report.original.subject}"` : ''}`);
+  if (report.original?.messageId) lines.push(`original: ${shown(report.original.messageId)}${report.original.subject ? ` ${JSON.stringify(report.original.subject)}` : ''}`);
   return lines.join('\n') + '\n';
 }
 
 function formatEntry(e: SuppressionEntry): string {
-  return `${e.address}: ${e.status} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${e.diagnostic}` : ''}`;
+  return `${shown(e.address)}: ${e.status} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
 }
 
 async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {
@@ -380,7 +397,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
       const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
-      const batv = flags.batvKeyFile ? new Batv({ keys: readBatvKeys(flags.batvKeyFile) }) : undefined;
+      const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile) : undefined;
       const clock = clockFromFlag(flags.now);
       const message = await readMessage(file, io);
       const outcome: BounceOutcome = await withSuppression(
@@ -457,7 +474,7 @@ function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
     // An empty entry matched nothing and was dropped silently: a quoting slip in a unit file.
     if (flags.batvDomain.some((domain) => domain.trim() === '' || domain.trim() === '.')) throw new UsageError('--batv-domain: got an empty domain');
     if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
-    const batv = new Batv({ keys: readBatvKeys(flags.batvKeyFile), window: flags.batvWindow });
+    const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow);
     Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));
   }
   if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
@@ -492,7 +509,8 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
         const name = eq > 0 ? entry.slice(0, eq) : '';
-        const map = maps[name];
+        // Own keys only: "constructor" named Object(), whose answer to the first request ended the process.
+        const map = Object.hasOwn(maps, name) ? maps[name] : undefined;
         if (!map) throw new UsageError(`--tcp-table: got "${entry}", expected MAP=HOST:PORT with MAP one of ${Object.keys(maps).join(', ')}`);
         plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}` }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }

@@ -38,7 +38,7 @@
  *
  * ERRORS
  *   Outcomes are values. A keyring that cannot work (no keys, a key number that is not one digit,
- *   a duplicate number, a secret over 64 bytes) throws ConfigError.
+ *   a duplicate number, an empty secret, a secret over 64 bytes) throws ConfigError.
  */
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -151,6 +151,8 @@ function validateKeys(keys: BatvKey[]): Map<number, BatvKey> {
       throw new ConfigError(`batv: key number got ${JSON.stringify(key.keynum)}, expected one digit 0-9`);
     }
     if (byNumber.has(key.keynum)) throw new ConfigError(`batv: key number ${key.keynum} is given twice`);
+    // HMAC with an empty key is computable by anyone: every bounce's tag could be forged.
+    if (key.secret === '') throw new ConfigError(`batv: the secret of key ${key.keynum} is empty`);
     if (Buffer.byteLength(key.secret) > BATV_LIMITS.secretOctets) {
       throw new ConfigError(`batv: the secret of key ${key.keynum} is longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
     }

@@ -44,11 +44,12 @@
  *   that address.
  *
  * ERRORS
- *   Outcomes are values with postsrsd's message texts. Unusable options (no secret, a bad
- *   separator, hash lengths out of range) throw ConfigError.
+ *   Outcomes are values with postsrsd's message texts. Unusable options (no secret, an SRS
+ *   domain that is no domain name, a bad separator, hash lengths out of range) throw ConfigError.
  */
 
 import { createHmac } from 'node:crypto';
+import { normaliseDomain } from '../address/index.js';
 import { ConfigError } from '../core/errors.js';
 import { asciiLower, domainMatcher, type DomainMatcher } from './domains.js';
 import { embeddableAddress } from './embed.js';
@@ -141,6 +142,10 @@ export class Srs {
     const at = options.domain.lastIndexOf('@');
     this.domain = at >= 0 ? options.domain.slice(at + 1) : options.domain;
     if (this.domain === '') throw new ConfigError('srs: the SRS domain is empty');
+    // Every rewritten sender is written with it: '.example.com' (postsrsd's subdomain form) or a
+    // stray space would make addresses no bounce can reach.
+    const domain = normaliseDomain(this.domain);
+    if (!domain.ok) throw new ConfigError(`srs: the SRS domain ${JSON.stringify(this.domain)} is not a domain name: ${domain.error.message}`);
     if (options.secrets.length === 0 || options.secrets.some((s) => s === '')) throw new ConfigError('srs: at least one non-empty secret is needed');
     this.macs = options.secrets.map((secret) => (text: string) => createHmac('sha1', secret).update(text).digest());
     this.separator = options.separator ?? '=';

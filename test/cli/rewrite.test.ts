@@ -105,6 +105,26 @@ describe('callout bounce', () => {
     await assert.rejects(run(['bounce', 'parse', join(dir, 'missing.eml')]), UsageError);
   });
 
+  it('quotes what a bounce says when it holds control characters, so it cannot drive the terminal (regression)', async () => {
+    const bounce = [
+      'From: Mail Delivery System <Mailer-Daemon@old.example.net>',
+      'Subject: Mail delivery failed: returning message to sender',
+      '',
+      'This message was created automatically by mail delivery software.',
+      '',
+      'A message that you sent could not be delivered to one or more of its',
+      'recipients. This is a permanent error. The following address(es) failed:',
+      '',
+      '  grace@example.org',
+      '    host mx.example.org [192.0.2.28]: 550 5.1.1 \u001b]0;owned\u0007\u001b[2J User unknown',
+      '',
+    ].join('\n');
+    const { out, code } = await run(['bounce', 'parse', '-'], { stdin: bounce });
+    assert.equal(code, 0);
+    assert.equal(out.includes('\u001b') || out.includes('\u0007'), false, out);
+    assert.match(out, /- "host mx\.example\.org \[192\.0\.2\.28\]: 550 5\.1\.1 \\u001b\]0;owned\\u0007\\u001b\[2J User unknown"\n$/);
+  });
+
   it('records proven bounces into the store and lists, queries and removes them', async () => {
     const store = join(dir, 'supp.sqlite');
     // postfix-dsn.eml came back to prvs=12693bd285=alice@example.com, signed 2020-01-01 with key 1.
@@ -132,6 +152,19 @@ describe('callout bounce', () => {
     const store = join(dir, 'never-made.sqlite');
     const missingKeys = join(dir, 'no-such.keys');
     await assert.rejects(run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', missingKeys]), (err: unknown) => err instanceof ConfigError && err.message.includes('no-such.keys'));
+    // A bad line is named by its number in the file, comments and blank lines counted (regression: they were not).
+    const badKeys = join(dir, 'bad.keys');
+    writeFileSync(badKeys, '# newest first\n\n1 secret\nsecret without number\n');
+    await assert.rejects(
+      run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', badKeys]),
+      (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${badKeys}: line 4: expected "KEYNUM SECRET" with KEYNUM 0-9`,
+    );
+    // So is a keyring the file makes unusable.
+    writeFileSync(badKeys, '1 secret\n# older\n1 other secret\n');
+    await assert.rejects(
+      run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', badKeys]),
+      (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${badKeys}: batv: key number 1 is given twice`,
+    );
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y.test', '--store', store, '--verp-sender', 'l@x.test', '--verp-delimiters', '??']), UsageError);
     assert.equal(existsSync(store), false);
   });
@@ -201,6 +234,24 @@ describe('callout rewrite serve', () => {
     await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--tcp-table', 'nosuch=127.0.0.1:1', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', 'nowhere', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+    // Names of Object's own methods are no maps: "constructor" served Object() and the first request ended the process (regression).
+    for (const name of ['constructor', '__proto__', 'toString']) {
+      await assert.rejects(
+        run(['rewrite', 'serve', '--tcp-table', `${name}=127.0.0.1:0`, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: AbortSignal.abort() }),
+        (err: unknown) => err instanceof UsageError && err.message.startsWith(`--tcp-table: got "${name}=127.0.0.1:0", expected MAP=HOST:PORT`),
+        name,
+      );
+    }
+    // An SRS domain every rewritten sender would carry and no bounce could reach (regression: accepted).
+    await assert.rejects(
+      run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', '.example.com']),
+      (err: unknown) => err instanceof UsageError && err.message === '--srs-domain: got ".example.com", expected a domain name (empty domain label at 0)',
+    );
+    // The secret file is named by the flag that gave it.
+    await assert.rejects(
+      run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', join(dir, 'no-such.secret'), '--srs-domain', 'example.com']),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`--srs-secret-file ${join(dir, 'no-such.secret')}: `),
+    );
     for (const idlePoll of ['-1', 'soon', '10001']) {
       await assert.rejects(
         run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--idle-poll', idlePoll, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']),

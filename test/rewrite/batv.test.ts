@@ -89,6 +89,8 @@ describe('Batv keyring', () => {
     assert.throws(() => new Batv({ keys: [{ keynum: 10, secret: 'x' }] }), ConfigError);
     assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'x' }, { keynum: 1, secret: 'y' }] }), ConfigError);
     assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'y'.repeat(65) }] }), ConfigError);
+    // An empty HMAC key is public: anyone could sign a bounce that checks valid (regression).
+    assert.throws(() => new Batv({ keys: [{ keynum: 2, secret: 'x' }, { keynum: 1, secret: '' }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv: the secret of key 1 is empty');
   });
 
   it("the 'bounded' window refuses stamps Exim would take again later in the 1000-day cycle", () => {
@@ -108,7 +110,7 @@ describe('BATV properties', () => {
     .tuple(fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,40}$/), fc.stringMatching(/^[A-Za-z0-9-]{1,20}(\.[A-Za-z]{2,6}){1,2}$/))
     .map(([l, d]) => `${l}@${d}`);
   const now = fc.integer({ min: Date.UTC(2000, 0, 1), max: Date.UTC(2100, 0, 1) });
-  const key = fc.record({ keynum: fc.integer({ min: 0, max: 9 }), secret: fc.string({ maxLength: 64 }).filter((s) => Buffer.byteLength(s) <= 64) });
+  const key = fc.record({ keynum: fc.integer({ min: 0, max: 9 }), secret: fc.string({ minLength: 1, maxLength: 64 }).filter((s) => Buffer.byteLength(s) <= 64) });
 
   it('sign then check is valid from the signing day through day 7, with the original back, in both windows', () => {
     fc.assert(

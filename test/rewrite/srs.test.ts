@@ -148,6 +148,10 @@ describe('SRS reverse', () => {
   it('refuses unusable options with ConfigError', () => {
     assert.throws(() => new Srs({ domain: 'x', secrets: [] }), ConfigError);
     assert.throws(() => new Srs({ domain: '', secrets: ['s'] }), ConfigError);
+    // postsrsd's subdomain form, or a quoting slip, would write senders no bounce can reach (regression).
+    assert.throws(() => new Srs({ domain: '.example.com', secrets: ['s'] }), (err: unknown) => err instanceof ConfigError && err.message === 'srs: the SRS domain ".example.com" is not a domain name: empty domain label at 0');
+    assert.throws(() => new Srs({ domain: 'example.com ', secrets: ['s'] }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('srs: the SRS domain "example.com " is not a domain name: '));
+    assert.equal(new Srs({ domain: 'postmaster@forwarder.example', secrets: ['s'] }).domain, 'forwarder.example');
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], separator: '#' as '=' }), ConfigError);
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashLength: 28 }), ConfigError);
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashMin: 5 }), ConfigError);

@@ -74,7 +74,13 @@ function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
     const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES);
     if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
-    return { keynum: k.keynum, secret: read.bytes.toString('utf8').replace(/\r?\n$/, '') };
+    // Line ends at the end are an editor's, not the key's.
+    const secret = read.bytes.toString('utf8').replace(/(?:\r?\n)+$/, '');
+    // An empty key lets anyone sign; a second line (a comment) would be part of the key and
+    // match no tag the signer made, refusing every genuine bounce.
+    if (secret === '') throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: no secret in the file`);
+    if (/[\r\n]/.test(secret)) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: more than one line, expected the secret alone`);
+    return { keynum: k.keynum, secret };
   });
 }
 

@@ -114,6 +114,15 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), /secretFile \/dev\/zero: larger than 64 KiB/);
+    // An empty file is an empty HMAC key, which anyone can sign with; a second line would be
+    // part of the key and no genuine tag would check (regressions).
+    for (const [content, why] of [['', 'no secret in the file'], ['\n\n', 'no secret in the file'], ['# key 2\nsecret\n', 'more than one line, expected the secret alone']]) {
+      const bad = join(dir, 'bad.secret');
+      writeFileSync(bad, content!);
+      assert.throws(() => stage({ keys: [{ keynum: 2, secretFile: bad }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${bad}: ${why}`, JSON.stringify(content));
+    }
+    writeFileSync(file, 'secret\r\n\n');
+    assert.equal((await stage({ keys: [{ keynum: 2, secretFile: file }] }).evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1 }] }).success, false);
     assert.equal(batvStage.options.safeParse({ domains: [], keys: [{ keynum: 1, secret: 's' }] }).success, false);
     const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 0, secret: 's' }] }] } });
