@@ -51,14 +51,19 @@ interface Found {
   diagnostic: string;
 }
 
-function recipients(found: Found[], action: DsnAction): BounceRecipient[] {
+/**
+ * `stated`: the format's own words tell a failure from a delay (a qmail bounce, a Postfix one
+ * without "THIS IS A WARNING ONLY"), so the 4.x.x reply a failure quotes, the last one before
+ * the MTA gave up, does not make it a delay; a generic bounce leaves that to the code.
+ */
+function recipients(found: Found[], action: DsnAction, stated = true): BounceRecipient[] {
   const seen = new Set<string>();
   const out: BounceRecipient[] = [];
   for (const f of found) {
     const key = f.address.toLowerCase();
     if (seen.has(key) || out.length >= PROSE_LIMITS.recipients) continue;
     seen.add(key);
-    out.push(makeRecipient({ address: f.address, diagnostic: f.diagnostic, defaultAction: action, ...(action === 'delayed' ? { action } : {}) }));
+    out.push(makeRecipient({ address: f.address, diagnostic: f.diagnostic, defaultAction: action, final: stated && action === 'failed', ...(action === 'delayed' ? { action } : {}) }));
   }
   return out;
 }
@@ -95,8 +100,14 @@ function exim(text: string, failedHeader: string | undefined): ProseBounce | und
     } else if (current && /^ {4,}\S/.test(line)) current.diagnostic += ` ${line.trim()}`;
     else if (current && line.trim() === '') current = undefined;
   }
+  // A set, and no more than can be returned: comparing each header address with every one found
+  // took 2.5 s for a 64 KiB X-Failed-Recipients.
+  const seen = new Set(found.map((f) => f.address.toLowerCase()));
   for (const address of (failedHeader ?? '').split(',').map((a) => a.trim()).filter((a) => a.includes('@'))) {
-    if (!found.some((f) => f.address.toLowerCase() === address.toLowerCase())) found.push({ address, diagnostic: '' });
+    if (seen.size >= PROSE_LIMITS.recipients) break;
+    if (seen.has(address.toLowerCase())) continue;
+    seen.add(address.toLowerCase());
+    found.push({ address, diagnostic: '' });
   }
   return { format: 'exim', recipients: recipients(found, delayed ? 'delayed' : 'failed') };
 }
@@ -170,9 +181,12 @@ function exchange(text: string): ProseBounce | undefined {
   const found: Found[] = [];
   // Diagnostic section: an address line followed by "#550 5.1.1 ... ##".
   lines.forEach((line, i) => {
-    const code = /^\s*#?\s*([45]\d\d[ -][^#]*?)\s*#*\s*$/.exec(lines[i + 1] ?? '');
+    // Trimmed first, and the reply greedy up to the first '#': white space on both sides of an
+    // optional '#' before the end made every split of a run of spaces a try (4.6 s for 64 KiB).
+    const next = (lines[i + 1] ?? '').trim();
+    const code = /^#?\s*([45]\d\d[ -][^#]*)#*$/.exec(next);
     const address = ADDRESS_LINE.exec(line);
-    if (address && code && /#/.test(lines[i + 1] ?? '')) found.push({ address: address[1]!, diagnostic: code[1]! });
+    if (address && code && next.includes('#')) found.push({ address: address[1]!, diagnostic: code[1]!.trimEnd() });
   });
   const remote = /Remote Server returned '([^']+)'/i.exec(text)?.[1] ?? '';
   if (modern) found.push({ address: modern[1]!, diagnostic: remote });
@@ -189,6 +203,8 @@ function exchange(text: string): ProseBounce | undefined {
   return { format: 'exchange', recipients: recipients(found, 'failed') };
 }
 
+const GENERIC_CODE = /(?<!\d)[45]\d\d(?!\d)|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}/;
+
 function generic(text: string, subject: string, from: string): ProseBounce | undefined {
   const bounceLike = /undeliver|delivery (status notification|failure|has failed)|returned mail|failure notice|mail delivery (failed|system)|non-?delivery/i.test(subject) || /mailer-daemon|postmaster/i.test(from);
   if (!bounceLike) return undefined;
@@ -197,10 +213,13 @@ function generic(text: string, subject: string, from: string): ProseBounce | und
   lines.forEach((line, i) => {
     const address = ADDRESS.exec(line);
     if (!address) return;
-    const context = `${line} ${lines[i + 1] ?? ''}`;
-    if (/(?<!\d)[45]\d\d(?!\d)|(?<![\d.])[45]\.\d{1,3}\.\d{1,3}/.test(context)) found.push({ address: address[1]!, diagnostic: context.trim() });
+    // The next line explains this address only when this one has no code and the next names no
+    // address of its own: "a@x: 554 rejected" then "b@x: 550 user unknown" made a@x hard too.
+    const next = lines[i + 1] ?? '';
+    const context = GENERIC_CODE.test(line) || ADDRESS.test(next) ? line : `${line} ${next}`;
+    if (GENERIC_CODE.test(context)) found.push({ address: address[1]!, diagnostic: context.trim() });
   });
-  return { format: 'generic', recipients: recipients(found, /delay|warning/i.test(subject) ? 'delayed' : 'failed') };
+  return { format: 'generic', recipients: recipients(found, /delay|warning/i.test(subject) ? 'delayed' : 'failed', false) };
 }
 
 /** The first prose format that recognises the text, most specific first. */

@@ -24,6 +24,8 @@ export interface RecipientEvidence {
   remoteMta?: string;
   /** What the format implies when nothing else tells: prose bounces are failures unless marked as warnings. */
   defaultAction: DsnAction;
+  /** The MTA gave up (its words say so): a 4.x.x is the reply it got last, not a delay. */
+  final?: boolean;
 }
 
 const ACTION_CLASS: Record<DsnAction, 2 | 4 | 5> = { failed: 5, delayed: 4, delivered: 2, relayed: 2, expanded: 2 };
@@ -38,7 +40,7 @@ export function makeRecipient(evidence: RecipientEvidence): BounceRecipient {
   const declared = evidence.status ? parseEnhancedStatus(evidence.status) : undefined;
   let status: EnhancedStatus | undefined = refineStatus(declared, diagnostic);
   const smtpCode = diagnostic ? findSmtpCode(diagnostic) : undefined;
-  const action: DsnAction = evidence.action ?? (status?.statusClass === 4 ? 'delayed' : status?.statusClass === 2 ? 'delivered' : evidence.defaultAction);
+  const action: DsnAction = evidence.action ?? (status?.statusClass === 4 && !evidence.final ? 'delayed' : status?.statusClass === 2 ? 'delivered' : evidence.defaultAction);
   if (!status && smtpCode !== undefined && smtpCode >= 400) status = parseEnhancedStatus(`${Math.floor(smtpCode / 100)}.0.0`);
   status ??= parseEnhancedStatus(`${ACTION_CLASS[action]}.0.0`)!;
   const permanence = status.statusClass === 5 ? 'permanent' : status.statusClass === 4 ? 'temporary' : 'success';

@@ -14,7 +14,7 @@
  *   5.1.6 moved, 5.1.10 null MX, 5.2.1 disabled), or a 550-554 with an undefined enhanced code
  *   whose text says the user is unknown. Full mailboxes (5.2.2, or a text saying so whatever the
  *   code), policy blocks (5.7.x), a text about us (our sender refused, a blocklist, our account)
- *   and every 4.x.x never suppress: the address may work tomorrow or for other senders.
+ *   and every 4.x.x or 4xx reply never suppress: the address may work tomorrow or for other senders.
  *
  * RFC
  *   RFC 3463 (codes), RFC 5248 (registry), RFC 7505 (5.1.10 null MX), RFC 5321 §4.2 (reply codes).
@@ -145,7 +145,12 @@ const ABOUT_US = /sender address rejected|sender verif|verification failed for|d
 
 /** Whether a bounce with this status proves that the address does not exist (see DESCRIPTION). */
 export function isHardAddressFailure(status: EnhancedStatus | undefined, smtpCode: number | undefined, diagnostic: string | undefined): boolean {
-  if (status && status.statusClass !== 5) return false;
+  // X.7.X is security or policy (RFC 3463 §3.8) whatever the text says: "550 5.7.0 Requested
+  // action not taken: mailbox unavailable" is a refusal of the message, not of the address.
+  if (status && (status.statusClass !== 5 || status.subject === 7)) return false;
+  // The remote's own reply was temporary (an MTA that gave up after its queue lifetime and
+  // labelled the failure 5.1.1 anyway): the remote never said the address is gone.
+  if (smtpCode !== undefined && smtpCode < 500) return false;
   // A full mailbox exists: "552 Mailbox unavailable - over quota" proves nothing about the address.
   if (ABOUT_US.test(diagnostic ?? '') || MAILBOX_FULL_TEXT.test(diagnostic ?? '')) return false;
   if (status && HARD_CODES.has(status.code)) return true;

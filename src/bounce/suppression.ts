@@ -26,6 +26,7 @@
 
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError } from '../core/errors.js';
+import { CONTROL_CHARACTER } from '../core/text.js';
 import type { Store } from '../store/types.js';
 import type { Batv } from '../rewrite/batv.js';
 import { verpDecode, type VerpDelimiters } from '../rewrite/verp.js';
@@ -195,8 +196,10 @@ export class SuppressionList {
     } else {
       if (hard.length === 0) return { kind: 'not-hard', report };
       // The address we mailed: a forward that bounced (Final-Recipient) was reached through it.
-      // A field with nothing after its type (`rfc822;`) names no one to suppress.
-      suppress = hard.map((r) => ({ address: (r.originalRecipient ?? r.address).trim(), evidence: r })).filter(({ address }) => address !== '');
+      // A field with nothing after its type (`rfc822;`), without a domain or with control
+      // characters (escape sequences for the terminal of whoever lists the entries) names no
+      // one we mailed.
+      suppress = hard.map((r) => ({ address: (r.originalRecipient ?? r.address).trim(), evidence: r })).filter(({ address }) => address.includes('@') && !CONTROL_CHARACTER.test(address));
       if (suppress.length === 0) return { kind: 'not-proven', reason: 'the report\'s hard failures name no address' };
     }
     const proof: SuppressionProof = signed && verpRecipient !== undefined ? 'batv+verp' : signed ? 'batv' : 'verp';

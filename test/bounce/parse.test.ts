@@ -133,7 +133,10 @@ describe('parseBounce limits', () => {
 
   it('never throws and stays fast on hostile text', () => {
     const line = fc.oneof(
-      fc.constantFrom('Final-Recipient: rfc822; a@b.example', 'Action: failed', 'Status: 5.1.1', '--b', '--b--', 'Content-Type: multipart/report; boundary=b', 'Content-Type: message/delivery-status', '', '<x@y.example>: 550 5.1.1 no', '  a@b.example', 'Content-Transfer-Encoding: base64', 'Content-Transfer-Encoding: quoted-printable', '=?UTF-8?B?w6k=?=', 'This is the qmail-send program at x.', 'This is the mail system at host x.'),
+      fc.constantFrom('Final-Recipient: rfc822; a@b.example', 'Action: failed', 'Status: 5.1.1', '--b', '--b--', 'Content-Type: multipart/report; boundary=b', 'Content-Type: message/delivery-status', '', '<x@y.example>: 550 5.1.1 no', '  a@b.example', 'Content-Transfer-Encoding: base64', 'Content-Transfer-Encoding: quoted-printable', '=?UTF-8?B?w6k=?=', 'This is the qmail-send program at x.', 'This is the mail system at host x.',
+        // The openers and shapes of every other prose reader, so that each of them is fuzzed too.
+        'This message was created automatically by mail delivery software.', '----- The following addresses had permanent fatal errors -----', '>>> RCPT To:<a@b.example>', '<<< 550 5.1.1 no',
+        'Delivery has failed to these recipients or groups:', "Your message to a@b.example couldn't be delivered", '#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##', "Remote Server returned '550 5.1.1'", 'Subject: Undeliverable', 'From: MAILER-DAEMON@b.example', 'X-Failed-Recipients: a@b.example'),
       fc.string({ maxLength: 120 }),
     );
     fc.assert(
@@ -165,6 +168,26 @@ describe('Exim prose bounces', () => {
   });
 });
 
+describe('prose bounces that gave up on a temporary error', () => {
+  it('report the recipient as failed, with the 4.x.x reply it got last, not as delayed', () => {
+    const qmail = fixture('qmail.eml').replace(
+      'Remote host said: 550 5.1.1 <judy@example.org>: Recipient address rejected: User unknown',
+      "Remote host said: 451 4.3.0 Try again later\nI'm not going to try again; this message has been in the queue too long.",
+    );
+    const postfix = fixture('postfix-prose.eml').replace(/said: 550 5\.1\.1\n {4}<niaj@example\.org>: Recipient address rejected: User unknown in relay\n {4}recipient table/, 'said: 450 4.2.0\n    Greylisted, try later');
+    for (const [text, fixtureText] of [[qmail, fixture('qmail.eml')], [postfix, fixture('postfix-prose.eml')]] as const) {
+      assert.notEqual(text, fixtureText, 'the fixture holds the replaced reply');
+      const parsed = parseBounce(text);
+      assert.ok(parsed.ok);
+      assert.deepEqual(parsed.report.recipients.map((r) => [r.action, r.status, r.permanence, r.hard])[0], ['failed', parsed.report.format === 'qmail' ? '4.3.0' : '4.2.0', 'temporary', false]);
+    }
+    // A generic bounce says neither: its code decides.
+    const generic = parseBounce('From: MAILER-DAEMON@isp.example\nSubject: Undeliverable mail\n\n<trent@isp.example.net>: 451 4.3.0 try later\n');
+    assert.ok(generic.ok);
+    assert.equal(generic.report.recipients[0]?.action, 'delayed');
+  });
+});
+
 describe('prose bounces with several recipients', () => {
   it('gives each Sendmail recipient the reply its own RCPT got, never the first one', () => {
     const message = [
@@ -187,6 +210,27 @@ describe('prose bounces with several recipients', () => {
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.status, r.hard]), [
       ['alice@example.org', '5.1.1', true],
       ['bob@example.org', '5.2.2', false],
+    ]);
+  });
+
+  it("does not give a generic bounce's next recipient line to the one before it", () => {
+    const message = [
+      'From: MAILER-DAEMON@isp.example.net',
+      'Subject: Undeliverable mail',
+      '',
+      'alice@isp.example.net: 554 message rejected',
+      'bob@isp.example.net: 550 no such user here',
+      'carol@isp.example.net',
+      'dave@isp.example.net',
+      '  550 no such user here',
+      '',
+    ].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [
+      ['alice@isp.example.net', false],
+      ['bob@isp.example.net', true],
+      ['dave@isp.example.net', true],
     ]);
   });
 
@@ -230,7 +274,16 @@ describe('hostile report structure', () => {
   });
 
   it('stays linear on long runs of dashes, unclosed tags and unclosed comments', () => {
-    const inputs = [`Subject: x\n\n${'-'.repeat(64 * 1024)}`, `Content-Type: text/html\n\n${'<'.repeat(64 * 1024)}`, `Content-Type: text/html\n\n${'<style'.repeat(10_000)}`, `Content-Type: text/plain ${'('.repeat(60_000)}\n\nx`];
+    const inputs = [
+      `Subject: x\n\n${'-'.repeat(64 * 1024)}`,
+      `Content-Type: text/html\n\n${'<'.repeat(64 * 1024)}`,
+      `Content-Type: text/html\n\n${'<style'.repeat(10_000)}`,
+      `Content-Type: text/plain ${'('.repeat(60_000)}\n\nx`,
+      // Exchange's "#550 ... ##" line: a reply followed by a run of spaces took 4.6 s.
+      `Subject: x\n\nDelivery has failed to these recipients or groups:\n${`550 ${' '.repeat(495)}x\n`.repeat(130)}`,
+      // Each X-Failed-Recipients address compared with every one before it: 2.5 s.
+      `X-Failed-Recipients: ${Array.from({ length: 9000 }, (_, i) => `${i}@b`).join(',')}\nSubject: x\n\nhello\n`,
+    ];
     for (const text of inputs) {
       // Linear work is a few milliseconds; the quadratic scans took one to three seconds. The
       // fastest of three calls, so that a collection or a busy machine stalling one does not count.

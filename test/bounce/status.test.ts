@@ -25,6 +25,11 @@ describe('RFC 3463 status codes', () => {
     for (const code of ['5.2.2', '5.7.1', '4.1.1', '5.3.4', '5.0.0', '2.0.0']) assert.equal(hard(code), false, code);
     assert.equal(hard('5.0.0', 550, 'No such user here'), true);
     assert.equal(hard('5.0.0', 550, 'blocked by policy'), false);
+    // 5.7.0 has an undefined detail, but its subject is security: RFC 5321's stock text proves nothing.
+    assert.equal(hard('5.7.0', 550, '550 5.7.0 Requested action not taken: mailbox unavailable'), false);
+    assert.equal(hard('5.7.0', 554, '554 5.7.0 Recipient address rejected: user unknown'), false);
+    // The declared code says gone, the remote's reply said try later.
+    assert.equal(hard('5.1.1', 450, '450 4.1.1 <bob@example.org>: Recipient address rejected: unverified address'), false);
     assert.equal(isHardAddressFailure(undefined, 550, 'user unknown'), true);
     assert.equal(isHardAddressFailure(undefined, 450, 'user unknown'), false);
   });

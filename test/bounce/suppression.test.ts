@@ -65,6 +65,17 @@ describe('SuppressionList', () => {
     assert.deepEqual(await list.list(), []);
   });
 
+  it('records no entry for a hard failure whose address has no domain or holds control characters', async () => {
+    const { list } = setup();
+    for (const name of ['undisclosed-recipients', 'bob@example.org\x1b[2J']) {
+      const odd = fixture('postfix-dsn.eml').replace(/Final-Recipient: rfc822; ?bob@example\.org\nOriginal-Recipient: rfc822; ?bob@example\.org/i, `Final-Recipient: rfc822; ${name}`);
+      assert.notEqual(odd, fixture('postfix-dsn.eml'));
+      const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: odd }, { batv });
+      assert.deepEqual(outcome, { kind: 'not-proven', reason: 'the report\'s hard failures name no address' }, name);
+    }
+    assert.deepEqual(await list.list(), []);
+  });
+
   it('records the VERP recipient when the report confirms it, counting repeats', async () => {
     const { list, clock } = setup();
     const message = fixture('qmail.eml');
