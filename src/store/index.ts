@@ -8,8 +8,9 @@
  *   above this folder knows which backend a site runs.
  *
  * ERRORS
- *   Opening a persistent backend rejects with StoreError; an unknown kind (a configuration that
- *   bypassed the schema) rejects with ConfigError.
+ *   Opening a persistent backend rejects with StoreError, or with ConfigError for what waiting
+ *   will not mend (a SQLite path that cannot hold a store, an unusable Redis URL); an unknown kind (a
+ *   configuration that bypassed the schema) rejects with ConfigError.
  */
 
 import { systemClock, type Clock } from '../core/clock.js';

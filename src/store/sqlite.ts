@@ -87,7 +87,8 @@
  *
  * ERRORS
  *   open() rejects with ConfigError, naming the file, for what waiting will not mend: a directory
- *   that cannot be made or written, a path that is not a file or cannot be written, a file that
+ *   that cannot be made or written, a path that is not a file or cannot be written (nor the -wal
+ *   and -shm files beside it, when another user's process left them), a file that
  *   is not a database, a file with another program's tables (refused before WAL mode is set in
  *   it), a schema newer than this program. Every other failure rejects with
  *   StoreError naming the file and the operation, the driver error as its cause: out of
@@ -317,6 +318,16 @@ function pathProblem(path: string): string | undefined {
     accessSync(path, constants.R_OK | constants.W_OK);
   } catch (err) {
     return `cannot read and write ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  }
+  // Left behind by a process of another user that was killed (a root CLI command): SQLite then
+  // opens the file read-only and fails with "attempt to write a readonly database", naming neither.
+  for (const companion of [`${path}-wal`, `${path}-shm`]) {
+    try {
+      accessSync(companion, constants.R_OK | constants.W_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') return `cannot read and write ${companion}, which SQLite keeps beside the file (${code ?? String(err)}): give it to the user callout runs as`;
+    }
   }
   return undefined;
 }

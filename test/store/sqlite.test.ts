@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -300,6 +300,40 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('keeps every acknowledged write when its process is killed the moment the ack arrives', async () => {
+    const path = freshPath();
+    const script = join(scratch, 'killed.mjs');
+    // The child kills itself (SIGKILL: no close, no exit handler) in the callback of the first
+    // write of its last group: nothing of the event loop runs after the acknowledgement.
+    writeFileSync(
+      script,
+      `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+       const store = await SqliteStore.open(process.argv[2], { checkpointIntervalMs: 5 });
+       for (let i = 0; i < 150; i += 1) await Promise.all([store.set('k' + i, 'v' + i, 60_000), store.increment('count', 1, 60_000)]);
+       const deadline = Date.now() + 5000;
+       while (store.checkpoints !== 'thread' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+       if (store.checkpoints !== 'thread') process.exit(2);
+       const last = [store.set('last', 'acknowledged', 60_000), store.compareAndSet('k0', 'v0', 'swapped', 60_000), store.increment('count', 1, 60_000)];
+       last[0].then(() => process.kill(process.pid, 'SIGKILL'));`,
+    );
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const child = spawn(process.execPath, ['--import', 'tsx', script, path], { env, stdio: 'inherit' });
+    const killer = setTimeout(() => child.kill(), 30_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.deepEqual({ code, signal }, { code: null, signal: 'SIGKILL' }, 'the child was killed, not closed');
+    assert.ok(statSync(`${path}-wal`).size > 0, 'the killed process left its WAL behind (a clean close removes it)');
+    const store = await SqliteStore.open(path);
+    try {
+      assert.equal((await store.get('last'))?.value, 'acknowledged');
+      assert.equal((await store.get('k0'))?.value, 'swapped', 'the rest of the acknowledged group');
+      assert.equal((await store.get('count'))?.value, '151');
+      assert.equal((await store.scan('k', 200)).length, 150);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('remembers what it read, and sees another connection\'s commit from the next turn on', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
@@ -308,10 +342,11 @@ describe('SqliteStore', () => {
       await store.set('verdict', 'old', 60_000);
       assert.equal((await store.get('verdict'))?.value, 'old');
       assert.equal(await store.get('absent'), undefined);
+      // Remembered: the same row, not one read again. (Not checked by reading a stale value after
+      // the other commits: they fsync the WAL, which may take longer than TRUST_MS on a disk.)
+      assert.equal(store.peek('verdict'), store.peek('verdict'));
       otherProcess.prepare("UPDATE kv SET value = 'new' WHERE key = 'verdict'").run();
       otherProcess.prepare("INSERT INTO kv VALUES ('absent', 'here', ?)").run(Date.now() + 60_000);
-      // Within the turn in which the rows were checked they are trusted, as documented.
-      assert.equal((await store.get('verdict'))?.value, 'old');
       await new Promise((resolve) => setImmediate(resolve));
       assert.equal((await store.get('verdict'))?.value, 'new');
       assert.equal((await store.get('absent'))?.value, 'here');
@@ -697,6 +732,42 @@ describe('SqliteStore', () => {
         assert.ok(err.message.includes(path), err.message);
         return true;
       });
+    }
+  });
+
+  it('rejects a WAL or shared-memory file it cannot write (left by another user) as a configuration problem, naming it', async () => {
+    // A directory and file any user may write; only the WAL and -shm files, made by this
+    // process's connection, are read-only for the opener: a child of another user when this
+    // test runs as root (who may write anything), else mode 0444.
+    const dir = mkdtempSync(join(tmpdir(), 'callout-sqlite-companions-'));
+    const path = join(dir, 'store.sqlite');
+    const script = join(dir, 'open.mjs');
+    const leftBehind = new Database(path);
+    try {
+      chmodSync(dir, 0o777);
+      leftBehind.pragma('journal_mode = WAL');
+      leftBehind.exec('CREATE TABLE kept (x)');
+      chmodSync(path, 0o666);
+      for (const companion of ['-wal', '-shm']) chmodSync(path + companion, 0o444);
+      writeFileSync(
+        script,
+        `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+         try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
+         catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
+      );
+      chmodSync(script, 0o644);
+      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      const asAnotherUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+      const child = spawn(process.execPath, ['--import', 'tsx', script, path], { env, stdio: ['ignore', 'pipe', 'inherit'], ...asAnotherUser });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      await once(child, 'exit');
+      const { name, message } = JSON.parse(out) as { name: string; message: string };
+      assert.equal(name, 'ConfigError', message);
+      assert.ok(message.includes(`cannot read and write ${path}-wal, which SQLite keeps beside the file (EACCES)`), message);
+    } finally {
+      leftBehind.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
