@@ -12,8 +12,12 @@
  *   cache further never outlive the record.
  *
  * LIMITS
- *   At most maxEntries answers are kept; the oldest stored is evicted first. Expired entries
- *   are dropped when next looked up or evicted. Names are matched case-insensitively
+ *   At most maxEntries answers are kept, holding at most about maxBytes between them; the oldest
+ *   stored is evicted first. The byte bound is there because the count alone is not one: the
+ *   owner of a wildcard zone makes every lookup under it a new name, each answered with up to
+ *   64 KiB over TCP, and 100000 of those would take gigabytes. An answer bigger than maxBytes on
+ *   its own is passed on without being kept. Expired entries are dropped when next looked up or
+ *   evicted. Names are matched case-insensitively
  *   (RFC 4343) and without a trailing dot.
  *
  * ERRORS
@@ -38,6 +42,8 @@ export interface CachingResolverOptions {
   tempfailTtlSeconds?: number;
   /** Default 100000. */
   maxEntries?: number;
+  /** Approximate memory the kept answers may take, default 64 MiB. */
+  maxBytes?: number;
 }
 
 export interface CacheStats {
@@ -49,10 +55,14 @@ export interface CacheStats {
 }
 
 const MAX_TEMPFAIL_TTL_SECONDS = 60;
+/** What V8 spends on an entry's objects and on one record besides their strings, roughly. */
+const ENTRY_OVERHEAD_BYTES = 160;
+const RECORD_OVERHEAD_BYTES = 40;
 
 interface Entry {
   answer: DnsAnswer<unknown>;
   expiresAt: number;
+  bytes: number;
 }
 
 function checkedSeconds(name: string, value: number, maximum = Number.MAX_SAFE_INTEGER): number {
@@ -69,6 +79,8 @@ export class CachingResolver implements Resolver {
   private readonly negativeTtl: number;
   private readonly tempfailTtl: number;
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private bytes = 0;
   private readonly entries = new Map<string, Entry>();
   private readonly inFlight = new Map<string, Promise<DnsAnswer<unknown>>>();
   /** Bumped by clear(), so answers to lookups begun before it are not stored after it. */
@@ -91,6 +103,10 @@ export class CachingResolver implements Resolver {
     this.maxEntries = options.maxEntries ?? 100000;
     if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
       throw new ConfigError(`dns cache maxEntries: expected an integer >= 1, got ${String(this.maxEntries)}`);
+    }
+    this.maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    if (!Number.isSafeInteger(this.maxBytes) || this.maxBytes < 1) {
+      throw new ConfigError(`dns cache maxBytes: expected an integer >= 1, got ${String(this.maxBytes)}`);
     }
   }
 
@@ -120,6 +136,7 @@ export class CachingResolver implements Resolver {
 
   clear(): void {
     this.entries.clear();
+    this.bytes = 0;
     this.inFlight.clear();
     this.generation++;
   }
@@ -134,7 +151,7 @@ export class CachingResolver implements Resolver {
         this.hits++;
         return Promise.resolve(withRemainingTtl(cached.answer as DnsAnswer<T>, cached.expiresAt - now));
       }
-      this.entries.delete(key);
+      this.forget(key);
     }
     const pending = this.inFlight.get(key);
     if (pending !== undefined) {
@@ -163,13 +180,23 @@ export class CachingResolver implements Resolver {
   private store(key: string, answer: DnsAnswer<unknown>): void {
     const seconds = this.lifetimeSeconds(answer);
     if (seconds <= 0) return;
-    this.entries.delete(key);
-    this.entries.set(key, { answer, expiresAt: this.clock.now() + seconds * 1000 });
-    while (this.entries.size > this.maxEntries) {
+    this.forget(key);
+    const bytes = approximateBytes(key, answer);
+    if (bytes > this.maxBytes) return;
+    this.entries.set(key, { answer, expiresAt: this.clock.now() + seconds * 1000, bytes });
+    this.bytes += bytes;
+    while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
       const oldest = this.entries.keys().next();
       if (oldest.done === true) break;
-      this.entries.delete(oldest.value);
+      this.forget(oldest.value);
     }
+  }
+
+  private forget(key: string): void {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
+    this.entries.delete(key);
+    this.bytes -= entry.bytes;
   }
 
   private lifetimeSeconds(answer: DnsAnswer<unknown>): number {
@@ -187,6 +214,18 @@ export class CachingResolver implements Resolver {
   private clamp(ttl: number): number {
     return Math.min(this.maxTtl, Math.max(this.minTtl, ttl));
   }
+}
+
+/** Strings count two bytes a character, as V8 may hold them. */
+function approximateBytes(key: string, answer: DnsAnswer<unknown>): number {
+  let bytes = ENTRY_OVERHEAD_BYTES + key.length * 2;
+  if (answer.kind === 'tempfail') return bytes + answer.reason.length * 2;
+  if (answer.kind !== 'records') return bytes;
+  for (const record of answer.records) {
+    const text = typeof record === 'string' ? record : (record as MxRecord).exchange;
+    bytes += RECORD_OVERHEAD_BYTES + text.length * 2;
+  }
+  return bytes;
 }
 
 function withRemainingTtl<T>(answer: DnsAnswer<T>, remainingMs: number): DnsAnswer<T> {

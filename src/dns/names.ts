@@ -24,9 +24,12 @@ export function canonicalName(name: string): string {
  * The name in A-labels, or why no query can be sent for it: 'too-long' past MAX_NAME_LENGTH (no
  * such name can exist), 'not-idna' when a label cannot be converted (an A-label that is no valid
  * Punycode, such as "xn--zz", or a joiner in a U-label). node:dns converts every name itself and,
- * when that fails, asks for the root instead, so the caller has to know before asking.
+ * when that fails, asks for the root instead, so the caller has to know before asking. 'nul' for
+ * a NUL character: c-ares takes the name as a C string and would ask for what precedes it, so
+ * "evil.example\0.good.example" would be answered with the records of evil.example.
  */
-export function queryName(name: string): { ok: true; name: string } | { ok: false; problem: 'too-long' | 'not-idna' } {
+export function queryName(name: string): { ok: true; name: string } | { ok: false; problem: 'too-long' | 'not-idna' | 'nul' } {
+  if (name.includes('\0')) return { ok: false, problem: 'nul' };
   const labels = canonicalName(name).split('.');
   // Only labels that need IDNA go to domainToASCII: it runs the URL host parser, which would
   // read an all-numeric name as an IPv4 address.

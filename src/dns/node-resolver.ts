@@ -13,8 +13,9 @@
  *
  *   Names are checked before they are sent (dns/names queryName): one longer than 253 characters
  *   in A-labels (RFC 1035 §2.3.4) is NXDOMAIN, as c-ares would only refuse it past 255 and a
- *   server answers FORMERR or nothing; one whose U-labels or A-labels do not convert (UTS #46) is
- *   a temporary failure, because node:dns would ask for the root in its place, and a name like
+ *   server answers FORMERR or nothing; one holding a NUL is NXDOMAIN too, as c-ares would ask
+ *   for the part before the NUL instead (like EBADNAME, no query can reach such a name); one
+ *   whose U-labels or A-labels do not convert (UTS #46) is a temporary failure, because node:dns would ask for the root in its place, and a name like
  *   "xn--zz.example" may well exist in the DNS: it could not be asked, not found absent.
  *
  * LIMITS
@@ -110,7 +111,7 @@ export function createNodeResolver(options: NodeResolverOptions = {}): Resolver 
 
   async function ask<T>(type: DnsRecordType, name: string, lookup: () => Promise<{ records: T[]; ttl: number }>): Promise<DnsAnswer<T>> {
     const checked = queryName(name);
-    if (!checked.ok && checked.problem === 'too-long') return { kind: 'nxdomain', ttl: negativeTtl };
+    if (!checked.ok && checked.problem !== 'not-idna') return { kind: 'nxdomain', ttl: negativeTtl };
     if (!checked.ok) return { kind: 'tempfail', reason: `not a name node:dns can ask for (IDNA) looking up ${type} ${name}` };
     try {
       const answer = await lookup();

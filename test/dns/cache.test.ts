@@ -186,6 +186,28 @@ describe('single flight, eviction, clear', () => {
     assert.equal(queriesFor('ttl60.test', 'A'), 2);
   });
 
+  test('answers are kept within maxBytes, however many names a wildcard zone answers', async () => {
+    // Each name under the wildcard is a new key, answered with a 60000-character TXT record.
+    let asked = 0;
+    const wildcard: Resolver = {
+      ...upstream,
+      txt: async () => {
+        asked++;
+        return { kind: 'records', records: ['x'.repeat(60_000)], ttl: 3600 };
+      },
+    };
+    const cache = new CachingResolver(wildcard, { clock, maxBytes: 1_000_000 });
+    for (let i = 0; i < 100; i++) await cache.txt(`n${i}.wildcard.test`);
+    // 120 kB a record in UTF-16: 8 fit in 1 MB.
+    assert.equal(cache.stats().entries, 8);
+    await cache.txt('n99.wildcard.test');
+    await cache.txt('n0.wildcard.test');
+    assert.equal(asked, 101);
+    const huge = new CachingResolver(wildcard, { clock, maxBytes: 100_000 });
+    assert.equal((await huge.txt('big.wildcard.test')).kind, 'records');
+    assert.equal(huge.stats().entries, 0);
+  });
+
   test('clear() forgets every entry, even one whose lookup was in flight', async () => {
     const cache = cached();
     await cache.a('ttl60.test');
@@ -208,6 +230,8 @@ describe('options', () => {
       { tempfailTtlSeconds: 61 },
       { maxEntries: 0 },
       { maxEntries: 1.5 },
+      { maxBytes: 0 },
+      { maxBytes: Number.POSITIVE_INFINITY },
     ]) {
       assert.throws(() => cached(bad), ConfigError, JSON.stringify(bad));
     }

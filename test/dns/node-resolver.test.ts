@@ -161,6 +161,16 @@ describe('names', () => {
     }
   });
 
+  test('a name holding a NUL is nxdomain, never the answer for the part before the NUL', async () => {
+    // c-ares reads the name as a C string: it would ask for example.test and return its records.
+    const before = server.queries.length;
+    for (const name of ['example.test\0.other.test', 'example.test\0']) {
+      assert.deepEqual(await resolver.a(name), { kind: 'nxdomain', ttl: 300 }, JSON.stringify(name));
+      assert.deepEqual(await resolver.txt(name), { kind: 'nxdomain', ttl: 300 }, JSON.stringify(name));
+    }
+    assert.equal(server.queries.length, before);
+  });
+
   test('a name IDNA cannot convert is tempfail, never an answer about the root', async () => {
     // node:dns would ask for "." in its place and read its NXDOMAIN (or NODATA) as this name's.
     const before = server.queries.length;
