@@ -17,7 +17,9 @@
  *   one exchanger has an address. Otherwise a temporary failure on any exchanger makes the
  *   whole result 'tempfail' (it might have been the one that works), and only when every
  *   exchanger is known to have no address is it 'no-mail-host'. A temporary failure never
- *   becomes a permanent outcome.
+ *   becomes a permanent outcome. With ipv6 off, an exchanger (or implicit MX) that has AAAA
+ *   records only is kept without addresses and the result is 'hosts': the domain takes mail,
+ *   over a family we do not use, which is not the same as taking none.
  *
  * LIMITS
  *   maxHosts exchangers (default 5, after sorting, so the best are kept) and
@@ -55,7 +57,9 @@ interface Limits {
 type AddressOutcome =
   | { kind: 'found'; addresses: string[] }
   | { kind: 'none'; problem: string }
-  | { kind: 'tempfail'; problem: string };
+  | { kind: 'tempfail'; problem: string }
+  /** Addresses only in a family we do not use (IPv6 with ipv6 off): the host exists and takes mail. */
+  | { kind: 'unusable'; problem: string };
 
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) {
@@ -106,7 +110,10 @@ export async function resolveMailHosts(resolver: Resolver, domain: string, optio
       : { name: record.exchange, preference: record.priority, addresses: [], addressProblem: outcome.problem },
   );
 
-  if (hosts.some((host) => host.addresses.length > 0)) return { kind: 'hosts', hosts, implicit: false };
+  // An exchanger we cannot use is not a domain without mail: the caller answers for it (unknown).
+  if (hosts.some((host) => host.addresses.length > 0) || resolved.some(({ outcome }) => outcome.kind === 'unusable')) {
+    return { kind: 'hosts', hosts, implicit: false };
+  }
   const problems = hosts.map((host) => host.addressProblem).join('; ');
   if (resolved.some(({ outcome }) => outcome.kind === 'tempfail')) {
     return { kind: 'tempfail', reason: `no mail exchanger of ${domain} could be resolved: ${problems}` };
@@ -141,6 +148,8 @@ async function implicitMx(resolver: Resolver, domain: string, limits: Limits): P
       return { kind: 'tempfail', reason: `${domain} has no MX records and its addresses could not be resolved: ${outcome.problem}` };
     case 'none':
       return { kind: 'no-mail-host', reason: `${domain} has no MX records and no address: ${outcome.problem}` };
+    case 'unusable':
+      return { kind: 'hosts', hosts: [{ name: domain, preference: 0, addresses: [], addressProblem: outcome.problem }], implicit: true };
   }
 }
 
@@ -179,6 +188,11 @@ async function addressesOf(resolver: Resolver, name: string, limits: Limits): Pr
 
   const temporaryReasons = [v6, v4].flatMap((answer) => (answer.kind === 'tempfail' ? [answer.reason] : []));
   if (temporaryReasons.length > 0) return { kind: 'tempfail', problem: temporaryReasons.join(', ') };
+  if (!limits.ipv6 && v4.kind !== 'nxdomain') {
+    // Asked only now: with IPv6 off, AAAA records tell only that the host is there, out of reach.
+    const only6 = await resolver.aaaa(name);
+    if (only6.kind === 'records' && only6.records.length > 0) return { kind: 'unusable', problem: `${name} has IPv6 addresses only, and IPv6 is off (callout.ipv6)` };
+  }
   if (v4.kind === 'nxdomain' || v6.kind === 'nxdomain') return { kind: 'none', problem: `${name} does not exist (NXDOMAIN)` };
   return { kind: 'none', problem: `${name} has no ${limits.ipv6 ? 'AAAA or A' : 'A'} records` };
 }

@@ -287,9 +287,16 @@ export class SmtpClientSession {
     return true;
   }
 
-  /** Reads and drops the replies to pipelined commands the caller has not taken. */
+  /**
+   * Reads and drops the replies to pipelined commands the caller has not taken, short of a QUIT
+   * ending the group: its 221 tells nothing, and leave() does not wait for it (quit() does).
+   */
   async drain(): Promise<void> {
-    while (this.queued.length > 0) {
+    await this.takeQueued('but-quit');
+  }
+
+  private async takeQueued(upTo: 'all' | 'but-quit'): Promise<void> {
+    while (this.queued.length > 0 && (upTo === 'all' || this.queued[0]!.stage !== 'quit')) {
       const next = this.queued.shift()!;
       const step = await this.takeReply(next.stage, next.timeoutMs);
       if (step.kind !== 'reply') this.queued = [];
@@ -341,7 +348,7 @@ export class SmtpClientSession {
 
   /** Sends QUIT when the session is ready (or takes the pipelined one), waits for the reply up to commandMs, then closes. */
   async quit(): Promise<void> {
-    if (this.queued.length > 0) await this.drain();
+    await this.takeQueued('all');
     if (this.currentState === 'closed') return;
     if (this.currentState !== 'ready') {
       this.end(`session ended in state ${this.currentState}`);
@@ -371,7 +378,8 @@ export class SmtpClientSession {
 
   /** Writes QUIT and closes without waiting for the 221 (Postfix: smtp_skip_quit_response = yes). */
   private quitAndClose(reason: string): void {
-    this.send('QUIT', 'quit');
+    // A QUIT already sent at the end of a pipelined group is not said twice.
+    if (!this.queued.some((entry) => entry.stage === 'quit')) this.send('QUIT', 'quit');
     this.close(reason, { kind: 'closed', stage: this.lastStage, detail: reason }, 'linger');
   }
 
@@ -386,7 +394,7 @@ export class SmtpClientSession {
       this.queued.shift();
       return this.takeReply(stage, timeoutMs);
     }
-    if (this.queued.length > 0 && (this.currentState === 'ready' || this.currentState === 'closed')) await this.drain();
+    if (this.queued.length > 0 && (this.currentState === 'ready' || this.currentState === 'closed')) await this.takeQueued('all');
     if (this.currentState === 'closed') return this.alreadyClosed(stage);
     if (this.currentState !== 'ready') {
       throw new SmtpSessionMisuseError(`${stage} in state ${this.currentState}: one command at a time, after open()`);
@@ -507,7 +515,9 @@ export class SmtpClientSession {
     plain.on('error', noop);
     // Whatever the server sent in clear behind its 220 is an injection attempt, not a reply.
     this.decoder = this.newDecoder();
-    const servername = tlsOptions?.servername ?? (net.isIP(host) === 0 ? host : undefined);
+    // RFC 6066 §3: SNI carries a DNS host name, never an address nor an address literal.
+    const named = tlsOptions?.servername ?? host;
+    const servername = net.isIP(named) === 0 && !named.startsWith('[') ? named : undefined;
     const secure = tls.connect({
       socket: plain,
       rejectUnauthorized: tlsOptions?.rejectUnauthorized ?? false,

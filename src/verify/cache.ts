@@ -8,7 +8,9 @@
  *     addr:ADDRESS            the verdict for one address: positive (deliverable) and negative
  *                             (undeliverable) lifetimes, each with a refresh age past which the
  *                             answer is served stale while one background probe refreshes it
- *                             (Postfix verify(8)); temporary outcomes only for a short memory.
+ *                             (Postfix verify(8)); risky (accepted, but the domain refuses the
+ *                             null sender or postmaster) as long as that domain fact; temporary
+ *                             outcomes only for a short memory.
  *     dom:DOMAIN:FACT         facts about the domain's exchangers, each stamped and expiring on
  *                             its own: catchall (accepted/refused), nullsender (MAIL FROM:<>
  *                             refused), postmaster (accepted/refused), greylist (it greylisted
@@ -61,7 +63,7 @@ export interface DomainFacts {
   useless?: DomainFact;
 }
 
-const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable']);
+const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky']);
 
 const DECODED_MEMORY_LIMIT = 8_192;
 
@@ -123,9 +125,24 @@ export class VerificationCache {
     } else if (record.verdict === 'undeliverable') {
       ttl = this.config.addressNegative;
       refresh = this.config.addressNegativeRefresh;
+    } else if (record.verdict === 'risky') {
+      // Accepted at RCPT, made risky by a domain fact (null sender or postmaster refused) that
+      // lives domainNegative: kept as long as that fact, not re-probed every tempfail period.
+      ttl = Math.min(this.config.addressPositive, this.config.domainNegative);
+      refresh = this.config.addressPositiveRefresh;
     } else {
-      const existing = await this.getAddress(address);
-      if (existing && DEFINITE.has(existing.verdict)) return;
+      const stored = await this.store.get(this.prefix + addressKey(address));
+      const existing = this.addressRecord(stored);
+      if (stored && existing && DEFINITE.has(existing.verdict)) {
+        // Kept. A stale record's next refresh waits as long as a temporary answer is remembered:
+        // otherwise, while its refreshes keep failing, every verification would probe again.
+        const left = stored.expiresAt - now;
+        if (existing.refreshAt <= now && this.config.tempfail > 0 && left > 0) {
+          const kept: AddressRecord = { ...existing, refreshAt: Math.min(now + this.config.tempfail, stored.expiresAt) };
+          await this.store.set(this.prefix + addressKey(address), JSON.stringify(kept), left);
+        }
+        return;
+      }
       ttl = this.config.tempfail;
       refresh = ttl;
     }

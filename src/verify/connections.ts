@@ -14,7 +14,8 @@
  *   that), fewer than maxRejectedRecipients RCPTs refused on it in all (receivers count errors
  *   per connection: Postfix sleeps at smtpd_soft_error_limit 10 and disconnects at 20), fewer
  *   than addressesPerConnection RCPTs answered on it in all, probes included (so, at two RSETs
- *   per callout, never near Postfix's smtpd_junk_command_limit of 100). Anything else is closed with QUIT.
+ *   per callout, never near Postfix's smtpd_junk_command_limit of 100). Anything else is closed with QUIT,
+ *   whose 221 the callout does not wait for (Postfix's smtp_skip_quit_response).
  *
  *   Politeness: take() hands out an idle session with room for the addresses asked; when it
  *   finds none it closes every idle session to that address, so opening a new one never makes
@@ -121,14 +122,16 @@ export class ConnectionCache {
   async release(ip: string, connection: CachedConnection, clean: boolean): Promise<void> {
     const { session } = connection;
     if (!this.options.enabled || !clean || !this.withinLimits(connection)) {
-      await session.quit();
+      // The callout's answer is known: its verdict does not wait for the 221 (leave()).
+      await session.drain();
+      session.leave();
       return;
     }
     await session.drain();
     if (session.inTransaction) {
       const reset = await session.rset();
       if (reset.kind !== 'reply' || !isPositive(reset.reply)) {
-        await session.quit();
+        session.leave();
         return;
       }
     }

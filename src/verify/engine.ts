@@ -520,7 +520,8 @@ export class CalloutEngine {
         targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
         mxHosts: hosts,
         catchAllKnown: facts.catchall?.state === 'refused',
-        nullSenderRefused: facts.nullsender !== undefined,
+        // A refusal of MAIL FROM:<> says nothing of a callout made with a sender of our own.
+        nullSenderRefused: facts.nullsender !== undefined && this.config.callout.sender === '',
         postmasterKnown: facts.postmaster !== undefined,
       },
     );

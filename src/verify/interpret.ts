@@ -28,12 +28,14 @@ const GREYLIST_WORDS = /gr[ae]y/i;
 // its code after the text, "(#5.7.1)"; Exim's ACLs say "administrative prohibition"; Cisco's
 // harvest limit says "too many invalid recipients"; qmail and Coremail refuse the null sender.
 const ABOUT_US_WORDS =
-  /client host|sender address|sender verif|null sender|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay|rcpthosts|administrative prohibition|too many (invalid|bad|unknown) recipients|directory harvest|#5\.7\.\d/i;
+  /client host|sender address|sender verif|null sender|helo|ehlo|reverse dns|rdns|ptr record|dnsbl|blocked|black ?list|block ?list|spamhaus|reputation|rbl|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay|rcpthosts|administrative prohibition|too many (invalid|bad|unknown) recipients|directory harvest|#5\.7\.\d/i;
 // A refusal of our client itself (blocklists, reverse DNS, HELO), at MAIL as at RCPT.
-const CLIENT_WORDS = /client host|helo|ehlo|blocked|black ?list|block ?list|spamhaus|reputation|rbl/i;
+const CLIENT_WORDS = /client host|helo|ehlo|reverse dns|rdns|ptr record|dnsbl|blocked|black ?list|block ?list|spamhaus|reputation|rbl/i;
 // Some providers give an unknown user an X.7 code (Yandex: "550 5.7.1 No such user!"); these words
-// outweigh it.
-const NO_SUCH_USER_WORDS = /no such (user|mailbox|recipient)|user unknown|unknown user|does not exist|doesn't exist|not found/i;
+// outweigh it. "not found" or "does not exist" count only about a user or mailbox: a policy
+// refusal says them of us too ("550 5.7.1 Reverse DNS not found", "sending domain does not exist").
+const NO_SUCH_USER_WORDS =
+  /no such (user|mailbox|recipient|account)|(user|recipient|mailbox) unknown|unknown (user|recipient|mailbox)|(user|mailbox|recipient|account|address) (does not exist|doesn't exist|not found)/i;
 // qmail refuses a second recipient after MAIL FROM:<>: the limit of a transaction, not a verdict.
 const ONE_RECIPIENT_WORDS = /single envelope recipient|only one recipient/i;
 // RFC 5321 §4.2.2-4.2.4: 500-504 are about the command, its arguments or its order.

@@ -20,7 +20,8 @@
  *                    opens a new transaction), RCPT TO:<postmaster@domain> when configured
  *     QUIT
  *   A failure (refused, timed out, dropped) is remembered with its stage; when no host gave an
- *   answer, the most informative failure becomes the reason of an `unknown` verdict.
+ *   answer, the most informative failure becomes the reason of an `unknown` verdict. After a 421
+ *   (RFC 5321 §3.8) what is left goes to the next exchanger, never to a new connection to this one.
  *
  *   Connection reuse (verify/connections): the first connection to an address may be an idle one
  *   a previous callout left, greeted and EHLO'd already; the dialogue then starts at MAIL. If
@@ -56,7 +57,7 @@ import type { CalloutConfig } from '../config/schema.js';
 import type { CachedConnection, ConnectionCache } from './connections.js';
 import { classifyRcpt, classifyVrfy, describeReply, evidence, refusesNullSender } from './interpret.js';
 import type { Politeness } from './politeness.js';
-import type { ProbeAttempt, ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
+import type { ProbeAttempt, ProbeState, ReplyEvidence, SmtpStage, Verdict, VerdictReason } from './types.js';
 
 export interface ProbeTarget {
   /** The forward-path as sent in RCPT TO, without brackets. */
@@ -496,8 +497,10 @@ class DomainProbe {
     // A refusal of us (policy) says nothing about whether unknown local parts are accepted.
     this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
     if (outcome === 'rejected') this.catchAllRefusedAt = this.currentIp;
+    if (step.reply.code === 421) return this.closing('rcpt', `the random probe RCPT TO:<${random}>`, step.reply);
     // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
     const rset = await this.session!.rset();
+    if (rset.kind === 'reply' && rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
     if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET after the random probe failed', 'reconnect');
     return this.startTransaction(true);
   }
@@ -517,6 +520,7 @@ class DomainProbe {
       // A new transaction helps only a server that counts recipients per transaction (RFC 5321 §4.5.3.1.10).
       if (step.kind === 'reply' && classifyRcpt(step.reply) === 'too-many-recipients' && recipientsInTransaction > 0) {
         const rset = await this.session!.rset();
+        if (rset.kind === 'reply' && rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
         if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET failed', 'reconnect');
         const mail = await this.startTransaction(true);
         if (mail !== 'ok') return mail;
@@ -526,6 +530,7 @@ class DomainProbe {
       recipientsInTransaction++;
       if (step.kind !== 'reply') return this.afterFailedRcpt(step, `RCPT: ${this.stepFailure(step)}`);
       this.answerRcpt(target, step.reply);
+      if (step.reply.code === 421 && this.pending.length > 0) return this.closing('rcpt', `RCPT TO:<${target.address}>`, step.reply);
     }
     return 'ok';
   }
@@ -654,6 +659,18 @@ class DomainProbe {
     const rank = (f: Failure) => FAILURE_RANK.indexOf(f.reason) - (f.definite ? FAILURE_RANK.length : 0);
     if (!current || rank(failure) < rank(current)) this.out.failure = failure;
     return failure.description;
+  }
+
+  /**
+   * A 421 (RFC 5321 §3.8): the server is closing the channel because it cannot serve us now. What
+   * is left to ask goes to the next exchanger, never to a new connection here at once, which
+   * would only hear the 421 again.
+   */
+  private closing(stage: SmtpStage, what: string, reply: SmtpReply): Conversation {
+    const ev = evidence(stage, reply, this.deps.config.noDetails);
+    const description = `${this.where()} answered ${what} with ${describeReply(ev)}: it is closing the connection`;
+    this.fail({ reason: 'tempfail-at-rcpt', description, reply: ev, definite: false });
+    return this.endAttempt(description, 'next-host');
   }
 
   /**

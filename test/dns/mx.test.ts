@@ -19,6 +19,7 @@ const zone: Zone = {
   'servfail.mx.test': { servfail: true },
   'servfail2.mx.test': { servfail: true },
   'v6fails.mx.test': { A: ['192.0.2.20'], servfail: ['AAAA'] },
+  'v6only.mx.test': { AAAA: ['2001:db8::70'] },
 
   'sorted.test': { MX: [{ priority: 30, exchange: 'c.mx.test' }, { priority: 10, exchange: 'a.mx.test' }, { priority: 20, exchange: 'b.mx.test' }] },
   'equal.test': {
@@ -31,6 +32,8 @@ const zone: Zone = {
   },
   'implicit.test': { A: ['192.0.2.50'], AAAA: ['2001:db8::50'] },
   'implicit-none.test': { TXT: ['v=spf1 -all'] },
+  'implicit-v6only.test': { AAAA: ['2001:db8::71'] },
+  'v6only.test': { MX: [{ priority: 10, exchange: 'v6only.mx.test' }, { priority: 20, exchange: 'noaddr.mx.test' }] },
   'implicit-tempfail.test': { servfail: ['A', 'AAAA'] },
   'null.test': { MX: [{ priority: 0, exchange: '.' }] },
   'null-mixed.test': { MX: [{ priority: 0, exchange: '.' }, { priority: 10, exchange: 'b.mx.test' }] },
@@ -219,6 +222,17 @@ describe('exchanger addresses', () => {
     const [dual] = hostsOf(await resolveMailHosts(resolver, 'dual.test', { ipv6: false }));
     assert.deepEqual(dual?.addresses, ['192.0.2.10', '192.0.2.11', '192.0.2.12']);
     assert.equal(server.queries.filter((q) => q.type === 'AAAA').length, 0);
+  });
+
+  test('ipv6: false keeps an exchanger with IPv6 addresses only, without addresses: the domain takes mail, out of our reach', async () => {
+    const [only, none] = hostsOf(await resolveMailHosts(resolver, 'v6only.test', { ipv6: false }));
+    assert.deepEqual(only?.addresses, []);
+    assert.match(only?.addressProblem ?? '', /^v6only\.mx\.test has IPv6 addresses only, and IPv6 is off/);
+    assert.deepEqual(none?.addresses, []);
+    const implicit = await resolveMailHosts(resolver, 'implicit-v6only.test', { ipv6: false });
+    assert.equal(implicit.kind === 'hosts' && implicit.implicit, true);
+    assert.deepEqual(hostsOf(implicit)[0]?.addresses, []);
+    assert.equal((await resolveMailHosts(resolver, 'all-noaddr.test', { ipv6: false })).kind, 'no-mail-host', 'no address in either family is still none');
   });
 
   test('AAAA and A are asked for every exchanger', async () => {

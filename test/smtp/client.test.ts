@@ -1,6 +1,7 @@
 import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
 import fc from 'fast-check';
 import { SmtpClientSession, SmtpSessionMisuseError, type SmtpClientOptions } from '../../src/smtp/client.js';
 import type { Dialer } from '../../src/smtp/types.js';
@@ -435,6 +436,45 @@ describe('SmtpClientSession STARTTLS', () => {
       'RCPT TO:<x@example.test>',
       'QUIT',
     ]);
+  });
+
+  it('names the server in SNI by a host name only, never by an address or an address literal (RFC 6066 §3)', async (t) => {
+    const credentials = tls.createSecureContext(testCertificate());
+    const named: string[] = [];
+    // A bare STARTTLS server that records the name each client hello asks for.
+    const server = net.createServer((plain) => {
+      plain.on('error', () => undefined);
+      plain.write('220 mx.callout.test ESMTP\r\n');
+      const onLine = (chunk: Buffer): void => {
+        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
+          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
+          return;
+        }
+        plain.off('data', onLine);
+        plain.write('220 2.0.0 Ready to start TLS\r\n');
+        const secure = new tls.TLSSocket(plain, {
+          isServer: true,
+          secureContext: credentials,
+          SNICallback: (name, done) => {
+            named.push(name);
+            done(null, credentials);
+          },
+        });
+        secure.on('error', () => undefined);
+        secure.on('data', () => secure.write('250 mx.callout.test\r\n'));
+      };
+      plain.on('data', onLine);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as net.AddressInfo;
+    for (const servername of [undefined, '127.0.0.1', '[127.0.0.1]', '[IPv6:::1]', 'mx.callout.test']) {
+      const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required', ...(servername === undefined ? {} : { tlsOptions: { servername } }) });
+      assert.deepEqual(await session.open(), { kind: 'ready' }, String(servername));
+      assert.equal(session.tls, true);
+      session.destroy();
+    }
+    assert.deepEqual(named, ['mx.callout.test']);
   });
 
   it('discards replies injected in clear behind the 220 to STARTTLS', async (t) => {

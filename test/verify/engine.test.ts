@@ -216,6 +216,18 @@ describe('verdicts from one exchanger', () => {
     assert.equal(again.source, 'domain-cache');
   });
 
+  it('a remembered refusal of MAIL FROM:<> does not taint callouts made with a non-null callout.sender', async () => {
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.72' }), { '127.0.0.72': { ...usersOnly(['alice']), ...refuseNullSender() } });
+    const store = new MemoryStore({ clock: w.clock });
+    assert.equal((await w.engine({}, store).verify('alice@nobounce.test')).reason, 'null-sender-refused');
+    // The site then sets a sender of its own, on the same (persistent) store.
+    const engine = w.engine({ callout: { sender: 'verify@callout.test' } }, store);
+    const r = await engine.verify('alice@nobounce.test');
+    assert.equal(r.source, 'probe');
+    assert.equal(r.verdict, 'deliverable', `${r.reason}: ${r.description}`);
+    assert.ok(!w.commands('127.0.0.72').slice(-3).includes('MAIL FROM:<>'));
+  });
+
   it('says QUIT after a refusal at MAIL, as RFC 5321 §4.1.1.10 asks, instead of dropping the connection', async () => {
     const blocked = { mail: () => ({ reply: '554 5.7.1 Client host [127.0.0.1] blocked using zen.spamhaus.org' }) };
     const w = await make(mxZone({ 'nobounce.test': '127.0.0.2', 'listed.test': '127.0.0.114' }), {
@@ -441,6 +453,20 @@ describe('server quirks', () => {
     assert.equal(w.connections('127.0.0.2'), 2);
   });
 
+  for (const randomProbe of [true, false]) {
+    it(`a 421 at RCPT closes the exchanger for this callout: no new connection to it at once (random probe ${randomProbe ? 'on' : 'off'})`, async () => {
+      const w = await make(mxZone({ 'busy.test': '127.0.0.70' }), { '127.0.0.70': { rcpt: () => '421 4.3.2 System shutting down' } });
+      const results = await w.engine({ callout: { randomProbe } }).verifyMany(['alice@busy.test', 'bob@busy.test']);
+      assert.equal(w.connections('127.0.0.70'), 1, 'RFC 5321 §3.8: the server is closing the channel; asking again at once only hears the 421 again');
+      for (const r of results) {
+        assert.equal(r.verdict, 'unknown');
+        assert.equal(r.reason, 'tempfail-at-rcpt');
+        assert.equal(r.reply?.code, 421);
+        assert.match(r.description, /421 4\.3\.2 System shutting down/);
+      }
+    });
+  }
+
   it('opens a new transaction when a server takes one recipient per transaction (452)', async () => {
     const oneRecipient = rejectSecondRcpt().rcpt!;
     const users = usersOnly(['alice']).rcpt!;
@@ -471,6 +497,14 @@ describe('DNS outcomes', () => {
     const w = await make({ 'implicit.test': { A: ['127.0.0.2'] } }, { '127.0.0.2': usersOnly(['alice']) });
     const r = await w.engine().verify('alice@implicit.test');
     assert.equal(r.verdict, 'deliverable');
+  });
+
+  it('with callout.ipv6 off, a domain whose exchanger has IPv6 addresses only is unknown, never no-mail-domain', async () => {
+    const w = await make({ 'v6only.test': { MX: [{ priority: 10, exchange: 'mx.v6only.test' }] }, 'mx.v6only.test': { AAAA: ['::1'] } }, {});
+    const r = await w.engine({ callout: { ipv6: false } }).verify('alice@v6only.test');
+    assert.equal(r.verdict, 'unknown', r.description);
+    assert.equal(r.reason, 'unreachable');
+    assert.match(r.description, /mx\.v6only\.test has IPv6 addresses only, and IPv6 is off \(callout\.ipv6\)/);
   });
 
   it('SERVFAIL and timeouts are unknown dns-tempfail, never undeliverable', async () => {
@@ -535,6 +569,31 @@ describe('cache', () => {
     assert.equal(w.connections('127.0.0.2'), connections + 1, 'one refresh probe');
     const after = await engine.verify('alice@real.test');
     assert.equal(after.verdict, 'deliverable', 'the failed refresh did not overwrite it');
+  });
+
+  it('a refresh that fails temporarily is not tried again at every verification, only after cache.tempfail', async () => {
+    let down = false;
+    const w = await make(mxZone({ 'real.test': '127.0.0.71' }), {
+      '127.0.0.71': { rcpt: (arg) => (/alice/.test(arg) ? (down ? '451 4.3.0 Temporary failure' : '250 2.1.5 Ok') : '550 5.1.1 Unknown') },
+    });
+    const engine = w.engine();
+    const asked = () => w.commands('127.0.0.71').filter((c) => c === 'RCPT TO:<alice@real.test>').length;
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    w.clock.advance(13 * HOUR);
+    down = true;
+    assert.equal((await engine.verify('alice@real.test')).stale, true);
+    await engine.idle();
+    assert.equal(asked(), 2, 'one refresh, answered 451');
+    for (let i = 0; i < 5; i++) {
+      w.clock.advance(10_000);
+      assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+      await engine.idle();
+    }
+    assert.equal(asked(), 2, 'no refresh again within cache.tempfail of the failed one');
+    w.clock.advance(10_000);
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    await engine.idle();
+    assert.equal(asked(), 3, 'refreshed again once cache.tempfail has passed');
   });
 
   it('verifyNow answers what the address and domain records know at once, and leaves the rest to verify()', async () => {
@@ -1037,6 +1096,24 @@ describe('cache lifetimes', () => {
     assert.equal(expired.source, 'probe', 'at its lifetime the domain record is gone');
     assert.equal(expired.reason, 'catch-all');
     assert.equal(randomProbes(w, '127.0.0.66').length, 2);
+  });
+
+  it('a risky answer (accepted with the fallback sender) is kept as long as the null-sender record, not re-probed every minute', async () => {
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.68' }), { '127.0.0.68': { ...usersOnly(['alice']), ...refuseNullSender() } });
+    const engine = w.engine({ callout: { fallbackSender: 'verify@callout.test' } });
+    const asked = () => w.commands('127.0.0.68').filter((c) => c === 'RCPT TO:<alice@nobounce.test>').length;
+    assert.equal((await engine.verify('alice@nobounce.test')).reason, 'null-sender-refused');
+    assert.equal(asked(), 1);
+    w.clock.advance(3 * HOUR - 1);
+    const last = await engine.verify('alice@nobounce.test');
+    assert.equal(last.source, 'address-cache', 'past cache.tempfail, within cache.domainNegative');
+    assert.equal(last.verdict, 'risky');
+    await engine.idle();
+    assert.equal(asked(), 1);
+    w.clock.advance(1);
+    const expired = await engine.verify('alice@nobounce.test');
+    assert.equal(expired.source, 'probe', 'at cache.domainNegative the record is gone with the domain fact');
+    assert.equal(asked(), 2);
   });
 
   it('a refused catch-all record spares the random probe for cache.domainPositive, then it runs again', async () => {

@@ -53,6 +53,16 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(550, '5.3.2 Service currently unavailable')), 'refused', 'postscreen blocking our address');
     assert.equal(classifyRcpt(reply(550, 'Too many invalid recipients')), 'refused', "Cisco's harvest limit");
     assert.equal(classifyRcpt(reply(550, 'Administrative prohibition')), 'refused', "Exim's ACL denial");
+    // "not found" / "does not exist" said of our reverse DNS or our domain is a policy refusal of
+    // us, never a mailbox that does not exist; nor is a DNSBL hit.
+    assert.equal(classifyRcpt(reply(550, '5.7.1 Reverse DNS not found for 192.0.2.1')), 'refused');
+    assert.equal(classifyRcpt(reply(550, '5.7.25 PTR record not found')), 'refused');
+    assert.equal(classifyRcpt(reply(554, '5.7.1 Service unavailable; host [192.0.2.1] not found in trusted list')), 'refused');
+    assert.equal(classifyRcpt(reply(550, '5.7.0 Access denied: sending domain does not exist')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'Rejected by DNSBL zen.example')), 'refused');
+    // Words naming the user still outweigh an X.7 code.
+    assert.equal(classifyRcpt(reply(550, '5.7.1 Recipient not found')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '5.7.1 Unknown recipient')), 'rejected');
     // Exim verifying our (fallback) sender, with the inner 5.1.1 of its own callout in the text.
     const senderVerify: SmtpReply = { code: 550, lines: ['Verification failed for <probe@verifier.test>', 'Called:   192.0.2.7', 'Sent:     RCPT TO:<probe@verifier.test>', 'Response: 550 5.1.1 User unknown', 'Sender verify failed'] };
     assert.equal(classifyRcpt(senderVerify), 'refused');
@@ -78,6 +88,8 @@ describe('refusesNullSender', () => {
     assert.equal(refusesNullSender(reply(501, '5.1.7 Bad sender address syntax')), true);
     assert.equal(refusesNullSender(reply(451, '4.3.0 Temporary failure')), false);
     assert.equal(refusesNullSender(reply(554, '5.7.1 Client host [192.0.2.1] blocked using zen.spamhaus.org')), false);
+    assert.equal(refusesNullSender(reply(550, '5.7.1 Reverse DNS not found for 192.0.2.1')), false, 'about our client, whatever the sender');
+    assert.equal(refusesNullSender(reply(554, '5.7.1 Rejected by DNSBL zen.example')), false);
     assert.equal(refusesNullSender(reply(530, '5.7.0 Must issue a STARTTLS command first')), false, 'RFC 3207 §4');
     assert.equal(refusesNullSender(reply(530, '5.7.0 Authentication required')), false, 'RFC 4954 §6');
     assert.equal(refusesNullSender(reply(503, '5.5.1 Error: nested MAIL command')), false);
