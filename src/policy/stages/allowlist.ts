@@ -12,6 +12,8 @@
  *     recipients   the same forms, matched against the recipient
  *   Sender lists are weak evidence: the envelope sender is trivially forged. Prefer client
  *   lists; sender entries suit mailing lists whose VERP addresses pollute a callout cache.
+ *   It runs at RCPT by default, and in any state from CONNECT to END-OF-MESSAGE it is given
+ *   (recipients are matched where Postfix sends one: RCPT, and DATA for a single recipient).
  *   A client that authenticated (Postfix sends its SASL login as `sasl_username`) is let past
  *   too, unless `authenticated: false`: Postfix has checked who it is, and greylisting a
  *   site's own users or calling out their senders helps no one. Postfix sends the attribute
@@ -60,15 +62,8 @@ export class AddressList {
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
         if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address: ${parsed.error.message}`);
         this.addresses.add(parsed.value.address.toLowerCase());
-      } else if (/^@?\[/.test(entry)) {
-        // An address literal ([192.0.2.1], [IPv6:...]) as the parser gives it for a mailbox.
-        const parsed = parseMailbox(`postmaster@${entry.replace(/^@/, '')}`);
-        if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address literal: ${parsed.error.message}`);
-        this.domains.add(parsed.value.asciiDomain.toLowerCase());
       } else {
-        const domain = normaliseDomain(entry.replace(/^@/, ''));
-        if (!domain.ok) throw new ConfigError(`${key}: "${raw}" is not a domain: ${domain.error.message}`);
-        this.domains.add(domain.value.ascii);
+        this.domains.add(domainEntry(raw, key));
       }
     }
   }
@@ -79,11 +74,42 @@ export class AddressList {
   }
 }
 
-/** Client name patterns, as canonical names (trimmed, lower case, no trailing dot). */
-export function namePatterns(entries: string[]): string[] {
-  return entries.map((entry) => {
-    const trimmed = entry.trim();
-    return trimmed.startsWith('.') ? `.${canonicalName(trimmed.slice(1))}` : canonicalName(trimmed);
+/**
+ * A domain entry (`example.org`, `@example.org`, an address literal `[192.0.2.1]`) as a
+ * Mailbox's asciiDomain is written, so that it is compared with one; ConfigError naming the
+ * list and the entry when it is none of them.
+ */
+export function domainEntry(raw: string, key: string): string {
+  const entry = raw.trim();
+  if (/^@?\[/.test(entry)) {
+    // An address literal ([192.0.2.1], [IPv6:...]) as the parser gives it for a mailbox.
+    const parsed = parseMailbox(`postmaster@${entry.replace(/^@/, '')}`);
+    if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address literal: ${parsed.error.message}`);
+    return parsed.value.asciiDomain.toLowerCase();
+  }
+  const domain = normaliseDomain(entry.replace(/^@/, ''));
+  if (!domain.ok) throw new ConfigError(`${key}: "${raw}" is not a domain: ${domain.error.message}`);
+  return domain.value.ascii;
+}
+
+/**
+ * Client name patterns, as Postfix sends client_name (A-labels, lower case, no trailing dot). An
+ * entry that is no host name is a ConfigError: it would never match, silently (a `*.domain` of
+ * other allow-lists, an IP address that belongs in `clients`, a U-label name).
+ */
+export function namePatterns(entries: string[], key: string): string[] {
+  return entries.map((raw) => {
+    const trimmed = raw.trim();
+    const parent = trimmed.startsWith('.');
+    const written = parent ? trimmed.slice(1) : trimmed;
+    // Postfix's valid_hostname() lets an underscore through to client_name; a mailbox domain has none.
+    const name = normaliseDomain(written.replace(/_/g, 'x'));
+    if (!name.ok) {
+      const hint = trimmed.startsWith('*.') ? `; write ${trimmed.slice(1)} for the domain and its subdomains` : '';
+      throw new ConfigError(`${key}: "${raw}" is not a host name: ${name.error.message}${hint}`);
+    }
+    const ascii = written.includes('_') ? canonicalName(written) : name.value.ascii;
+    return parent ? `.${ascii}` : ascii;
   });
 }
 
@@ -103,7 +129,7 @@ export const allowlistStage: StageDefinition<Options> = {
     if (!clients.ok) throw new ConfigError(`allowlist.clients: ${clients.reason}`);
     const senders = new AddressList(opts.senders, 'allowlist.senders');
     const recipients = new AddressList(opts.recipients, 'allowlist.recipients');
-    const clientNames = namePatterns(opts.clientNames);
+    const clientNames = namePatterns(opts.clientNames, 'allowlist.clientNames');
     const verdict = (result: string, reason: string, listed: boolean): StageVerdict => ({
       stage: 'allowlist',
       result,
@@ -114,7 +140,9 @@ export const allowlistStage: StageDefinition<Options> = {
     const notListed = verdict('not-listed', 'no allow-list entry matches', false);
     return {
       name: 'allowlist',
-      states: new Set(['RCPT']),
+      // Wherever another stage may run (iprev from CONNECT on, sender-syntax, spf and
+      // sender-callout at MAIL): what is listed there must be let past there too.
+      states: new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE']),
       evaluate(ctx) {
         const login = opts.authenticated ? ctx.attributes.sasl_username : undefined;
         if (login) return verdict('authenticated', `client authenticated as ${login}`, true);

@@ -20,7 +20,9 @@ import type { StageDefinition, StageVerdict } from '../types.js';
 
 const options = z
   .object({
-    localParts: z.array(z.string()).default(['postmaster', 'abuse']),
+    // A local part alone: an entry such as abuse@example.org would match no recipient, and
+    // leave abuse@ unprotected without a word.
+    localParts: z.array(z.string().trim().regex(/^[^\s@]+$/, 'expected a local part such as abuse, without @domain (a role is reachable at every domain)')).default(['postmaster', 'abuse']),
     acceptAction: z.enum(['DUNNO', 'OK']).default('DUNNO'),
   })
   .strict();

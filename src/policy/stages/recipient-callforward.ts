@@ -21,19 +21,26 @@
  *   actions, codes and texts as sender-callout ({recipient}, {reason} expand)
  */
 
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { fqdn } from '../../config/fqdn.js';
+import { normaliseDomain } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { resolveConfiguredHosts } from '../../dns/mx.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
-import { actionKeyFor, calloutActionOptions, calloutDecider, verifyWithinDeadline } from './sender-callout.js';
+import { domainEntry } from './allowlist.js';
+import { LateVerdicts, actionKeyFor, calloutActionOptions, calloutDecider, verifyWithinDeadline, withinDeadline } from './sender-callout.js';
 
 const options = z
   .object({
-    hosts: z.array(z.string()).min(1),
+    // Anything else ("[10.0.0.5]", "host:2525") would be looked up as a name, fail, and leave
+    // every recipient unverified (unknown: DUNNO) without a word.
+    hosts: z
+      .array(z.string().refine((host) => isIP(host) !== 0 || normaliseDomain(host).ok, { message: 'expected an IP address or a host name (the port is `port`)' }))
+      .min(1),
     port: z.number().int().min(1).max(65535).default(25),
     domains: z.array(z.string()).default([]),
     helo: fqdn.optional(),
@@ -80,8 +87,10 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         (resolved) => resolved.kind === 'hosts' && resolved.hosts.some((host) => host.addresses.some((ip) => clientAddress(ip)?.text === client)),
       );
     };
-    const domains = new Set(opts.domains.map((d) => d.toLowerCase()));
+    // As a recipient's asciiDomain is written: `Example.ORG.` and `bücher.example` match too.
+    const domains = new Set(opts.domains.map((d) => domainEntry(d, 'recipient-callforward.domains')));
     const calloutDecision = calloutDecider(opts);
+    const late = new LateVerdicts(deps.clock);
     const verdict = (result: string, reason: string, decision: StageVerdict['decision'], evidence?: unknown): StageVerdict => ({
       stage: 'recipient-callforward',
       result,
@@ -95,7 +104,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
       evaluate(ctx) {
         const recipient = ctx.recipient;
         if (!recipient) return verdict('none', 'no recipient to verify', { kind: 'continue' });
-        if (domains.size > 0 && !domains.has(recipient.asciiDomain) && !domains.has(recipient.domain)) {
+        if (domains.size > 0 && !domains.has(recipient.asciiDomain)) {
           return verdict('none', `${recipient.domain} is not a call-forward domain`, { kind: 'continue' });
         }
         const answer = (result: VerifyResult | undefined): StageVerdict => {
@@ -104,14 +113,21 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
           return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), recipient.address, result.description), evidence);
         };
         const verify = (): StageVerdict | Promise<StageVerdict> => {
-          const result = verifyWithinDeadline(engine, recipient, ctx, deps.log);
+          const result = verifyWithinDeadline(engine, recipient, ctx, deps.log, late);
           return result instanceof Promise ? result.then(answer) : answer(result);
         };
         const client = clientAddress(ctx.clientAddress)?.text;
         const fromHost = client === undefined ? false : isHost(client);
         const skipOrVerify = (isCallForwardHost: boolean): StageVerdict | Promise<StageVerdict> =>
           isCallForwardHost ? verdict('none', `client ${client} is a call-forward host: it decides its own recipients (and a call-forward of ours come back would wait on itself)`, { kind: 'continue' }) : verify();
-        return fromHost instanceof Promise ? fromHost.then(skipOrVerify) : skipOrVerify(fromHost);
+        if (!(fromHost instanceof Promise)) return skipOrVerify(fromHost);
+        // The hosts' names are looked up within the deadline, as the callout is: a slow DNS
+        // server would otherwise hold the answer past it, and the pipeline would fault the stage.
+        return withinDeadline(fromHost, ctx).then((known) =>
+          known === undefined
+            ? verdict('in-progress', 'the call-forward hosts\' addresses were still being looked up at the deadline', calloutDecision('inProgress', recipient.address, 'in progress'))
+            : skipOrVerify(known),
+        );
       },
       close: () => engine.idle(),
       abandon: () => engine.abandon(),

@@ -13,7 +13,10 @@
  *   (counted as callouts skipped).
  *   The answer comes within the pipeline's deadline: a callout still running then is answered
  *   with DEFER_IF_PERMIT "verification in progress" (as Postfix's verify(8) answers 450 after
- *   its poll count) and goes on to warm the cache for the retry.
+ *   its poll count) and goes on to warm the cache for the retry. One that ends unknown after
+ *   its deadline (an exchanger that times out) is remembered for a day: the retry, whose own
+ *   callout again outlasts the deadline, gets that verdict and its action instead of another
+ *   "in progress" (LateVerdicts).
  *
  * CONFIGURATION
  *   resultHeader (X-Callout-Result on messages that go through), receiver, skipOnSpfPass, actions.{undeliverable,noMailDomain,risky,unknown,greylisted,inProgress},
@@ -24,6 +27,8 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
 import { settleWithin } from '../../core/clock.js';
+import type { Clock } from '../../core/clock.js';
+import { RecentMap } from '../../core/memo.js';
 import type { Mailbox } from '../../address/index.js';
 import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
@@ -113,23 +118,61 @@ export function calloutDecider(
   };
 }
 
+/** Late unknown verdicts a stage remembers (core/memo RecentMap: up to twice as many). */
+const LATE_VERDICT_LIMIT = 10_000;
+/** How long one stands in for a callout to the same address again still running at the deadline. */
+const LATE_VERDICT_MS = 86_400_000;
+
+/**
+ * The unknown verdict of a callout that was still running at its deadline, by address. The
+ * engine keeps an unknown answer only `cache.tempfail` (60 s) and a client retries minutes
+ * later, so a callout to an exchanger that times out (a firewall that drops us, a primary that
+ * is down, a greeting slower than the deadline) was again still running at the deadline, and
+ * the address was deferred "in progress" on every retry until the mail bounced, where a callout
+ * that fails at once is answered by actions.unknown (DUNNO). Definite verdicts are not kept: the
+ * engine caches them for hours, and a stale one must not reject.
+ */
+export class LateVerdicts {
+  private readonly recent = new RecentMap<{ result: VerifyResult; at: number }>(LATE_VERDICT_LIMIT);
+
+  constructor(private readonly clock: Clock) {}
+
+  remember(address: string, result: VerifyResult): void {
+    // Without its dialogue (attempts and their transcripts): only the verdict is answered with.
+    if (result.verdict === 'unknown') this.recent.set(address, { result: { ...result, attempts: [], mxHosts: [] }, at: this.clock.now() });
+    else this.recent.delete(address);
+  }
+
+  recall(address: string): VerifyResult | undefined {
+    const known = this.recent.get(address, undefined);
+    if (!known || this.clock.now() - known.at > LATE_VERDICT_MS) return undefined;
+    return { ...known.result, description: `${known.result.description} (the previous callout's answer: this one was still running at the deadline)` };
+  }
+}
+
 /**
  * The engine's verdict on mailbox: at once when it is cached (CalloutEngine.verifyNow), else
- * when the callout ends, or undefined when the deadline comes first (the callout goes on, and
- * its answer warms the cache for the client's retry).
+ * when the callout ends. When the deadline comes first the callout goes on (its answer warms the
+ * cache for the client's retry) and the answer is the unknown verdict the previous such callout
+ * ended with (LateVerdicts), else undefined.
  */
 export function verifyWithinDeadline(
   engine: CalloutEngine,
   mailbox: Mailbox,
   ctx: StageContext,
   log: StageLogger,
+  late: LateVerdicts,
 ): VerifyResult | Promise<VerifyResult | undefined> {
   const cached = engine.verifyNow(mailbox);
   if (cached) return cached;
   const pending = engine.verify(mailbox);
   return withinDeadline(pending, ctx).then((result) => {
-    if (!result) pending.catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'));
-    return result;
+    if (result) return result;
+    pending.then(
+      (ended) => late.remember(mailbox.address, ended),
+      (err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'),
+    );
+    return late.recall(mailbox.address);
   });
 }
 
@@ -155,6 +198,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
     const calloutDecision = calloutDecider(opts);
+    const late = new LateVerdicts(deps.clock);
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
@@ -175,7 +219,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), address, result.description), evidence);
           return opts.resultHeader ? { ...decided, headers: [formatCalloutResult(result, receiver)] } : decided;
         };
-        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log);
+        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log, late);
         return result instanceof Promise ? result.then(answer) : answer(result);
       },
     };

@@ -5,6 +5,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AddressList, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
+import { postmasterStage } from '../../../src/policy/stages/postmaster.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { startDnsServer } from '../../support/dns-server.js';
@@ -162,6 +163,19 @@ describe('allowlist', () => {
     await assertNotListed(world, { client_address: '2001:db9::25' });
   });
 
+  it('runs at MAIL too, where sender checks may be configured: a listed client is let past them there', async () => {
+    const world = await setup([
+      { name: 'allowlist', states: ['MAIL', 'RCPT'], clients: ['198.51.100.7'] },
+      { name: 'sender-syntax', states: ['MAIL', 'RCPT'] },
+      { name: 'sender-callout', states: ['MAIL', 'RCPT'] },
+    ]);
+    const mail = { protocol_state: 'MAIL', recipient: '' };
+    await assertListed(world, { ...mail, client_address: '198.51.100.7', sender: 'bad sender@@users.test' }, 'DUNNO', 'allowlist', 'listed: client 198.51.100.7 is allow-listed');
+    await assertListed(world, { ...mail, client_address: '198.51.100.7' }, 'DUNNO', 'allowlist', 'listed: client 198.51.100.7 is allow-listed');
+    const other = await world.ask({ ...mail, client_address: '198.51.100.8' });
+    assert.match(other.action, CALLOUT_REJECT, 'a client not listed is checked at MAIL');
+  });
+
   it('answers acceptAction OK for every kind of entry, and only for its own stage', async () => {
     const world = await setup([
       { name: 'allowlist', acceptAction: 'OK', clients: ['203.0.113.0/24'], clientNames: ['mail.trusted.test'], senders: ['partner.test'], recipients: ['vip@example.test'] },
@@ -204,12 +218,27 @@ describe('postmaster', () => {
   });
 });
 
+describe('postmaster localParts as administrators write them', () => {
+  it('refuses an entry that is no local part, which would leave that role unprotected', () => {
+    for (const entry of ['abuse@example.test', '', '  ', 'abuse team']) {
+      const parsed = postmasterStage.options.safeParse({ localParts: ['hostmaster', entry] });
+      assert.equal(parsed.success, false, JSON.stringify(entry));
+      assert.deepEqual(parsed.error?.issues[0]?.path, ['localParts', 1]);
+      assert.match(parsed.error?.issues[0]?.message ?? '', /expected a local part such as abuse, without @domain/);
+    }
+    assert.deepEqual(postmasterStage.options.parse({ localParts: [' Hostmaster ', 'abuse'] }).localParts, ['Hostmaster', 'abuse']);
+  });
+});
+
 describe('allowlist entries as administrators write them', () => {
   it('ignores spaces around entries and a trailing dot (the DNS root) in names and domains', () => {
-    const patterns = namePatterns(['  mail.trusted.test. ', '.friends.test.']);
+    const patterns = namePatterns(['  mail.trusted.test. ', '.friends.test.', '.Bücher.test', 'mail_1.legacy.test'], 'allowlist.clientNames');
     assert.ok(nameMatches(patterns, 'mail.trusted.test'));
     assert.ok(nameMatches(patterns, 'smtp.friends.test'));
     assert.ok(!nameMatches(patterns, 'evilfriends.test'));
+    // Postfix sends client_name in A-labels, and lets an underscore through (valid_hostname).
+    assert.ok(nameMatches(patterns, 'mx.xn--bcher-kva.test'));
+    assert.ok(nameMatches(patterns, 'MAIL_1.legacy.test'));
     const senders = new AddressList([' partner.test. ', 'List@Bücher.test'], 'allowlist.senders');
     const mailbox = (text: string) => {
       const parsed = parseMailbox(text, { utf8: true });
@@ -223,6 +252,16 @@ describe('allowlist entries as administrators write them', () => {
     assert.ok(literals.has(mailbox('postmaster@[192.0.2.1]')));
     assert.ok(literals.has(mailbox('abuse@[IPv6:2001:db8::1]')));
     assert.ok(!literals.has(mailbox('abuse@[192.0.2.2]')));
+  });
+
+  it('refuses a client name that could never match, naming the list and the entry', () => {
+    const refused = (entry: string, why: RegExp) =>
+      assert.throws(() => namePatterns(['mail.trusted.test', entry], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && why.test(err.message), entry);
+    refused('*.friends.test', /^allowlist\.clientNames: "\*\.friends\.test" is not a host name: .*; write \.friends\.test for the domain and its subdomains$/);
+    refused('192.0.2.1', /^allowlist\.clientNames: "192\.0\.2\.1" is not a host name: all-numeric top-level label/);
+    refused('', /^allowlist\.clientNames: "" is not a host name/);
+    refused('.', /^allowlist\.clientNames: "\." is not a host name/);
+    refused('mail trusted.test', /^allowlist\.clientNames: "mail trusted\.test" is not a host name/);
   });
 
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {

@@ -20,6 +20,15 @@ import { postfixRequest } from '../../support/policy-client.js';
 import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
+import { parseMailbox } from '../../../src/address/index.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { ManualClock } from '../../../src/core/clock.js';
+import { createLogger } from '../../../src/core/log.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
+import type { StageVerdict } from '../../../src/policy/types.js';
+import { MemoryStore } from '../../../src/store/memory.js';
+import { CalloutEngine } from '../../../src/verify/engine.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -287,5 +296,57 @@ describe('sender-callout: configured actions, codes and texts', () => {
     await assert.rejects(setup({ rejectEnhanced: '4.7.1' }), /rejectEnhanced: got "4\.7\.1"/);
     await assert.rejects(setup({ actions: { risky: 'accept' } }), /actions\.risky: got "accept"/);
     await assert.rejects(setup({ actions: { catchAll: 'reject' } }), /actions\.catchAll: unknown key/);
+  });
+});
+
+describe('sender-callout: an exchanger that always outlasts the deadline', () => {
+  it('answers the retry with the unknown verdict the previous callout ended with, not "in progress" again', async () => {
+    // A firewall that drops us, or a greeting slower than the deadline: every callout is still
+    // running at the deadline, and ends unknown (timeout) after it, remembered by the engine only
+    // cache.tempfail (60 s). The client retries minutes later.
+    const dns = await startDnsServer(mxZone({ 'dropping.test': '127.0.0.33' }));
+    const [mx] = await startSmtpServers(['127.0.0.33'], () => silentGreeting());
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
+    const config = validateConfig({
+      callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', command: '1s', rcpt: '1s', overall: '2s' } },
+    });
+    const engine = new CalloutEngine(config, { resolver, store, clock });
+    cleanups.push(async () => {
+      await engine.idle();
+      await mx!.close();
+      await dns.close();
+    });
+    const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+    const parsed = parseMailbox('bob@dropping.test');
+    assert.ok(parsed.ok);
+    const ask = () =>
+      stage.evaluate({
+        attributes: {},
+        state: 'RCPT',
+        clientAddress: '192.0.2.7',
+        clientName: 'unknown',
+        heloName: 'mail.dropping.test',
+        senderText: 'bob@dropping.test',
+        sender: { kind: 'mailbox', mailbox: parsed.value },
+        recipientText: 'alice@receiver.test',
+        instance: 'msg-1',
+        earlier: new Map<string, StageVerdict>(),
+        deadline: clock.now() + 200,
+        clock,
+      });
+    const first = await ask();
+    assert.equal(first.result, 'in-progress');
+    assert.deepEqual(first.decision, { kind: 'defer-if-permit', text: '4.7.1 Sender address verification in progress' });
+    await engine.idle();
+    clock.advance(10 * 60_000);
+    const retry = await ask();
+    assert.equal(retry.result, 'unknown', retry.reason);
+    assert.match(retry.reason, /^timeout: .*\(the previous callout's answer: this one was still running at the deadline\)$/);
+    assert.deepEqual(retry.decision, { kind: 'continue' }, 'actions.unknown, as for a callout that fails at once');
+    await engine.idle();
+    clock.advance(25 * 3_600_000);
+    assert.equal((await ask()).result, 'in-progress', 'remembered for a day');
   });
 });

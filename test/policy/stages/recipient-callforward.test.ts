@@ -1,0 +1,122 @@
+// The recipient-callforward stage with hand-built contexts (no pipeline needed), against the
+// in-process DNS server; the call-forward host is a loopback port where nothing listens.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { validateConfig } from '../../../src/config/schema.js';
+import { ManualClock } from '../../../src/core/clock.js';
+import { ConfigError } from '../../../src/core/errors.js';
+import { createLogger } from '../../../src/core/log.js';
+import { parseMailbox } from '../../../src/address/index.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
+import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+import { MemoryStore } from '../../../src/store/memory.js';
+import { CalloutEngine } from '../../../src/verify/engine.js';
+import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
+import { silentGreeting, startSmtpServers, type SmtpTestServer } from '../../support/smtp-server.js';
+import { until } from '../../support/wait.js';
+
+const clock = new ManualClock();
+
+function context(recipientText: string, deadlineMs: number): StageContext {
+  const parsed = parseMailbox(recipientText, { utf8: true });
+  assert.ok(parsed.ok, recipientText);
+  return {
+    attributes: {},
+    state: 'RCPT',
+    clientAddress: '192.0.2.7',
+    clientName: 'unknown',
+    heloName: 'mail.sender.test',
+    senderText: 'user@sender.test',
+    recipientText,
+    recipient: parsed.value,
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    deadline: clock.now() + deadlineMs,
+    clock,
+  };
+}
+
+describe('recipient-callforward stage', () => {
+  let server: DnsTestServer;
+  let silent: SmtpTestServer;
+  const stages: Stage[] = [];
+  let make: (options: Record<string, unknown>) => Stage;
+
+  before(async () => {
+    // A primary whose name server never answers, as a broken or overloaded one can.
+    server = await startDnsServer({ 'primary.slow.test': { drop: true } });
+    // The resolver waits far longer than the decision deadline, as the defaults do (5 s x 2 tries against a 6 s deadline).
+    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
+    const store = new MemoryStore({ clock });
+    [silent] = (await startSmtpServers(['127.0.0.47'], () => silentGreeting())) as [SmtpTestServer];
+    const config = validateConfig({ callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', overall: '2s' } } });
+    const engine = new CalloutEngine(config, { resolver, store, clock });
+    make = (options) => {
+      const stage = recipientCallforwardStage.create(recipientCallforwardStage.options.parse(options) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+      stages.push(stage);
+      return stage;
+    };
+  });
+
+  after(async () => {
+    await Promise.all(stages.map((stage) => stage.close?.()));
+    await silent.close();
+    await server.close();
+  });
+
+  it('answers within the deadline when the call-forward hosts\' names cannot be looked up in time', async () => {
+    const stage = make({ hosts: ['primary.slow.test'] });
+    const started = Date.now();
+    const verdict = await stage.evaluate(context('bob@backup.test', 300));
+    // Past the deadline (and its grace) the pipeline would fault the stage: faultAction, not this stage's answer.
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal(verdict.result, 'in-progress');
+    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', text: '4.1.1 Recipient address verification in progress' });
+  });
+
+  it('answers a primary that never greets as unknown (DUNNO) on the retry, not "in progress" until the mail bounces', async () => {
+    // A backup MX queues while its primary is down: that is what it is for.
+    const stage = make({ hosts: ['127.0.0.47'], port: silent.port });
+    const first = await stage.evaluate(context('carol@backup.test', 200));
+    assert.equal(first.result, 'in-progress');
+    // Asked again, the running callout is shared; once it has ended its unknown verdict is cached.
+    assert.ok(await until(async () => (await stage.evaluate(context('carol@backup.test', 200))).result === 'unknown'), 'the callout ended');
+    // The client retries after the cache has let the unknown verdict go (cache.tempfail, 60 s).
+    clock.advance(10 * 60_000);
+    const retry = await stage.evaluate(context('carol@backup.test', 200));
+    assert.equal(retry.result, 'unknown', retry.reason);
+    assert.match(retry.reason, /\(the previous callout's answer: this one was still running at the deadline\)$/);
+    assert.deepEqual(retry.decision, { kind: 'continue' });
+  });
+
+  it('matches recipient domains as administrators write them: any case, a trailing dot, Unicode or A-labels', async () => {
+    // Port 1 on loopback: nothing listens, so a call-forward is refused at once (unknown).
+    const stage = make({ hosts: ['127.0.0.46'], port: 1, domains: [' Backup.Test. ', 'bücher.test', '@relay.test'] });
+    for (const recipient of ['bob@backup.test', 'bob@BACKUP.test', 'bob@xn--bcher-kva.test', 'bob@bücher.test', 'bob@relay.test']) {
+      const verdict = await stage.evaluate(context(recipient, 5000));
+      assert.equal(verdict.result, 'unknown', `${recipient} is called forward: ${verdict.reason}`);
+    }
+    const other = await stage.evaluate(context('bob@sub.backup.test', 5000));
+    assert.equal(other.result, 'none');
+    assert.match(other.reason, /is not a call-forward domain/);
+  });
+
+  it('refuses a domain entry that could never match, naming it', () => {
+    assert.throws(
+      () => make({ hosts: ['127.0.0.46'], domains: ['example.org', 'example .org'] }),
+      (err: unknown) => err instanceof ConfigError && /^recipient-callforward\.domains: "example \.org" is not a domain/.test(err.message),
+    );
+  });
+
+  it('refuses hosts that are neither an IP address nor a host name, which would leave every recipient unverified', () => {
+    for (const host of ['[10.0.0.5]', 'mx.example.org:2525', 'mx.example.org 10.0.0.5', '']) {
+      const parsed = recipientCallforwardStage.options.safeParse({ hosts: ['10.0.0.6', host] });
+      assert.equal(parsed.success, false, host);
+      assert.match(parsed.error?.issues[0]?.message ?? '', /expected an IP address or a host name/, host);
+      assert.deepEqual(parsed.error?.issues[0]?.path, ['hosts', 1], host);
+    }
+    // A single label too: the resolver may complete it from resolv.conf's search list.
+    assert.ok(recipientCallforwardStage.options.safeParse({ hosts: ['10.0.0.5', '2001:db8::25', 'mx.example.org', 'mx.example.org.', 'exchange'] }).success);
+  });
+});
