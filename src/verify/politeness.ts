@@ -34,7 +34,9 @@ export interface PolitenessOptions {
   clock: Clock;
   concurrency: number;
   perHostConcurrency: number;
+  /** Infinity: not counted. */
   perDomainPerMinute: number;
+  /** Infinity: not counted. */
   perHostConnectionsPerMinute: number;
   allowTargets: string[];
   /** Where the per-domain counts live, shared with every process on the same store. */
@@ -99,6 +101,8 @@ export class Politeness {
   }
 
   private admit(kind: 'domain' | 'host', window: SlidingWindow, key: string, max: number): Promise<boolean> {
+    // No limit (a call-forward to our own hosts): nothing to count, no store write per callout.
+    if (max === Infinity) return Promise.resolve(true);
     const id = `${kind}\0${key}`;
     const admit = (): Promise<boolean> => this.admitNow(window, key, max);
     const next = (this.admissions.get(id) ?? Promise.resolve(true)).then(admit, admit);

@@ -68,6 +68,17 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         ...base,
         // The hosts are the administrator's own, named in the configuration: private ranges are expected.
         callout: { ...base.callout, port: opts.port, randomProbe: opts.randomProbe, allowTargets: ['0.0.0.0/0', '::/0'], ...(opts.helo ? { helo: opts.helo } : {}) },
+        // The politeness limits protect other people's servers. Against our own primary they
+        // would answer a burst of recipients (more at once than perHostConcurrency, more a
+        // minute than perDomainPerMinute) "unknown: rate-limited", which is DUNNO: accepted
+        // unverified, the backscatter this stage is for. Only the engine's own concurrency
+        // bounds the work, as Postfix's verify(8) is bounded by its process limit alone.
+        limits: {
+          ...base.limits,
+          perHostConcurrency: base.limits.concurrency,
+          perDomainPerMinute: Infinity,
+          perHostConnectionsPerMinute: Infinity,
+        },
       },
       {
         resolver: deps.resolver,

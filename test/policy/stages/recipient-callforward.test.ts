@@ -13,7 +13,7 @@ import type { Stage, StageContext, StageVerdict } from '../../../src/policy/type
 import { MemoryStore } from '../../../src/store/memory.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
-import { silentGreeting, startSmtpServers, type SmtpTestServer } from '../../support/smtp-server.js';
+import { pathOf, silentGreeting, startSmtpServers, type SmtpTestServer } from '../../support/smtp-server.js';
 import { until } from '../../support/wait.js';
 
 const clock = new ManualClock();
@@ -40,6 +40,7 @@ function context(recipientText: string, deadlineMs: number): StageContext {
 describe('recipient-callforward stage', () => {
   let server: DnsTestServer;
   let silent: SmtpTestServer;
+  let primary: SmtpTestServer;
   const stages: Stage[] = [];
   let make: (options: Record<string, unknown>) => Stage;
 
@@ -50,6 +51,8 @@ describe('recipient-callforward stage', () => {
     const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
     const store = new MemoryStore({ clock });
     [silent] = (await startSmtpServers(['127.0.0.47'], () => silentGreeting())) as [SmtpTestServer];
+    // A primary that takes a moment per RCPT, so that recipients of a burst are verified at once.
+    [primary] = (await startSmtpServers(['127.0.0.48'], () => ({ rcpt: (arg) => ({ reply: `550 5.1.1 <${pathOf(arg)}>: User unknown`, delayMs: 50 }) }))) as [SmtpTestServer];
     const config = validateConfig({ callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', overall: '2s' } } });
     const engine = new CalloutEngine(config, { resolver, store, clock });
     make = (options) => {
@@ -62,6 +65,7 @@ describe('recipient-callforward stage', () => {
   after(async () => {
     await Promise.all(stages.map((stage) => stage.close?.()));
     await silent.close();
+    await primary.close();
     await server.close();
   });
 
@@ -88,6 +92,22 @@ describe('recipient-callforward stage', () => {
     assert.equal(retry.result, 'unknown', retry.reason);
     assert.match(retry.reason, /\(the previous callout's answer: this one was still running at the deadline\)$/);
     assert.deepEqual(retry.decision, { kind: 'continue' });
+  });
+
+  it('verifies a burst of recipients at our own primary past the politeness limits meant for other people\'s servers', async () => {
+    // The engine's defaults: 4 connections to one host at once, 30 callouts to one domain a
+    // minute. Against our primary, a recipient past them was "unknown: rate-limited" (DUNNO):
+    // accepted unverified during exactly the dictionary attack the stage is for.
+    const stage = make({ hosts: ['127.0.0.48'], port: primary.port });
+    const verdicts: StageVerdict[] = [];
+    for (let round = 0; round < 4; round++) {
+      verdicts.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => stage.evaluate(context(`guess${round * 10 + i}@burst.test`, 10_000))))));
+    }
+    assert.deepEqual(
+      verdicts.filter((v) => v.result !== 'undeliverable').map((v) => v.reason),
+      [],
+    );
+    assert.equal(verdicts.length, 40);
   });
 
   it('matches recipient domains as administrators write them: any case, a trailing dot, Unicode or A-labels', async () => {
