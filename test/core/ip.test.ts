@@ -235,6 +235,16 @@ describe('AddressSet', () => {
     if (!parsed.ok) assert.match(parsed.reason, /^"10\.0\.0\.0\/33": prefix length/);
   });
 
+  it('refuses an entry with host bits set, as Postfix\'s cidr tables skip it, and names the network', () => {
+    for (const [entry, network] of [['10.1.2.3/8', '10.0.0.0/8'], ['192.0.2.10/24', '192.0.2.0/24'], ['2001:db8::1/32', '2001:db8::/32'], ['::ffff:192.0.2.5/120', '192.0.2.0/24']]) {
+      const parsed = AddressSet.parse(['127.0.0.0/8', entry!]);
+      assert.equal(parsed.ok, false, entry);
+      if (!parsed.ok) assert.equal(parsed.reason, `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${network}, or the address alone`);
+    }
+    const written = AddressSet.parse(['10.0.0.0/8', '192.0.2.10', '192.0.2.10/32', '2001:db8::/32', '::ffff:192.0.2.0/120', '[2001:db8::]/32', '0.0.0.0/0']);
+    assert.ok(written.ok);
+  });
+
   it('an empty set has nothing', () => {
     assert.equal(new AddressSet([]).has('127.0.0.1'), false);
   });
