@@ -10,11 +10,13 @@
  */
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Batv, prvsSign } from '../../src/rewrite/batv.js';
-import { prepareExim, type Exim } from '../support/exim.js';
+import { EXIM_HOSTNAME, prepareExim, type Exim } from '../support/exim.js';
 import type { EximVectors } from '../fixtures/batv/generate.js';
 import { requirePeer } from '../support/peers.js';
 
@@ -25,6 +27,10 @@ const skip = requirePeer('unavailable' in prepared ? prepared.unavailable : unde
 
 describe('BATV interoperability with Exim', { skip }, () => {
   const exim = prepared as Exim;
+
+  it('Exim runs with a fixed host name, so it does not look its own up in DNS', () => {
+    assert.equal(exim.expand('$primary_hostname'), EXIM_HOSTNAME);
+  });
 
   it('Exim still makes every recorded vector', () => {
     // BATV stamps count days: a vector holds all its UTC day, and Exim runs at noon of it, away
@@ -62,5 +68,19 @@ describe('BATV interoperability with Exim', { skip }, () => {
       // fresh-clone CI run showed only its counterexample, which then passed when replayed.
       { numRuns: 40, includeErrorInReport: true },
     );
+  });
+});
+
+describe('the Exim cache', () => {
+  it('is refused when others may write it, since the tests run its binary as their own user', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-exim-cache-'));
+    try {
+      chmodSync(dir, 0o777);
+      const result = prepareExim(dir);
+      assert.ok('unavailable' in result, 'a writable cache was trusted');
+      assert.match(result.unavailable, /writable by others \(mode 777\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -11,10 +11,11 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { postfixProcesses, startPostfix, stopAllPostfix, swaks, waitForMaillog } from '../support/postfix.js';
+import { postfixProcesses, startPostfix, stopAllPostfix, swaks, swaksEnvironment, waitForMaillog } from '../support/postfix.js';
 import type { PostfixInstance, PostfixInstanceOptions } from '../support/postfix.js';
 
 const PORT = 25250;
@@ -90,6 +91,11 @@ describe('Postfix harness (real Postfix on loopback)', () => {
 
   after(async () => {
     await stopAllPostfix();
+  });
+
+  it('runs swaks where perl\'s gethostbyname finds nothing, so swaks sends no DNS query for the machine\'s name', () => {
+    const lookup = spawnSync('perl', ['-e', 'print defined(scalar gethostbyname("localhost")) ? "looked up" : "nothing"'], { env: swaksEnvironment(), encoding: 'utf8' });
+    assert.equal(lookup.stdout, 'nothing', lookup.stderr);
   });
 
   it('runs the instances side by side, each with its own processes', async () => {

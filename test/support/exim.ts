@@ -6,11 +6,15 @@
  *   Debian's exim4 and postfix packages conflict, and the end-to-end suite needs Postfix, so
  *   prepareExim() fetches the .debs with `apt-get download` into a cache directory under the
  *   system temporary directory and unpacks them with `dpkg-deb -x`: exim4-daemon-light (the
- *   binary), libidn12 (its one library a Postfix machine may lack) and libnss-wrapper. Exim
- *   refuses to start unless its compiled-in user Debian-exim exists and is not root; instead of
- *   adding a user to the machine, nss_wrapper (LD_PRELOAD) shows Exim a private passwd file
- *   naming Debian-exim as uid 65534. `-C /dev/null` gives an empty configuration, which is all
- *   `-be` (expansion test mode) needs: no daemon, no spool, no network.
+ *   binary), libidn12 and libnss-wrapper. Its other libraries must be installed: a Postfix
+ *   machine lacks libgnutls-dane0, which .ci/run installs. The root of the tests runs that
+ *   binary, so a cache directory that is not the caller's own, or that others may write, is
+ *   refused rather than trusted. Exim refuses to start unless its compiled-in user Debian-exim
+ *   exists and is not root; instead of adding a user to the machine, nss_wrapper (LD_PRELOAD)
+ *   shows Exim a private passwd file naming Debian-exim as uid 65534. The configuration is one
+ *   line, primary_hostname: without it Exim looks its host name up in DNS at every start (the
+ *   machine's resolver, off loopback). That is all `-be` (expansion test mode) needs: no daemon,
+ *   no spool, no network.
  *
  *   expand(expression, at) runs one expansion; with `at`, under faketime at that instant (UTC),
  *   so day-dependent items such as ${prvs} see that day.
@@ -24,7 +28,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -36,6 +40,8 @@ export interface Exim {
 
 const PACKAGES = ['exim4-daemon-light', 'libidn12', 'libnss-wrapper'];
 const CACHE = join(tmpdir(), 'callout-exim4');
+/** Exim's primary_hostname, which `$primary_hostname` expands to. */
+export const EXIM_HOSTNAME = 'exim.callout.test';
 
 function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   return spawnSync(command, args, { encoding: 'utf8', timeout: 120_000, ...options });
@@ -50,26 +56,40 @@ export function faketimeStamp(at: Date): string {
   return `${at.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
 }
 
-export function prepareExim(): Exim | { unavailable: string } {
+/** Why `dir` must not be trusted with binaries the caller runs, if it must not. */
+function foreignCache(dir: string): string | undefined {
+  const stat = lstatSync(dir);
+  if (!stat.isDirectory()) return `${dir} is not a directory`;
+  if (stat.uid !== process.getuid?.()) return `${dir} belongs to uid ${stat.uid}, not to this user`;
+  if ((stat.mode & 0o022) !== 0) return `${dir} is writable by others (mode ${(stat.mode & 0o777).toString(8)})`;
+  return undefined;
+}
+
+/** `cache` holds the downloaded packages between runs (a test passes its own). */
+export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
+  mkdirSync(cache, { recursive: true, mode: 0o755 });
+  const foreign = foreignCache(cache);
+  if (foreign !== undefined) return { unavailable: `refusing the Exim cache: ${foreign}; remove it` };
   for (const tool of ['apt-get', 'dpkg-deb', 'faketime']) {
     if (!has(tool)) return { unavailable: `${tool} not found (run .ci/run to install faketime on Debian)` };
   }
-  const root = join(CACHE, 'root');
+  const root = join(cache, 'root');
   const binary = join(root, 'usr/sbin/exim4');
   const libs = join(root, 'usr/lib/x86_64-linux-gnu');
   if (!existsSync(binary) || !existsSync(join(libs, 'libnss_wrapper.so'))) {
-    mkdirSync(CACHE, { recursive: true });
-    const download = run('apt-get', ['download', ...PACKAGES], { cwd: CACHE });
+    const download = run('apt-get', ['download', ...PACKAGES], { cwd: cache });
     if (download.status !== 0) return { unavailable: `apt-get download ${PACKAGES.join(' ')} failed: ${download.stderr.trim().split('\n').pop()}` };
-    for (const deb of readdirSync(CACHE).filter((f) => f.endsWith('.deb'))) {
-      const unpack = run('dpkg-deb', ['-x', join(CACHE, deb), root]);
+    for (const deb of readdirSync(cache).filter((f) => f.endsWith('.deb'))) {
+      const unpack = run('dpkg-deb', ['-x', join(cache, deb), root]);
       if (unpack.status !== 0) return { unavailable: `dpkg-deb -x ${deb} failed: ${unpack.stderr.trim()}` };
     }
   }
-  const passwd = join(CACHE, 'passwd');
-  const group = join(CACHE, 'group');
+  const passwd = join(cache, 'passwd');
+  const group = join(cache, 'group');
+  const config = join(cache, 'exim.conf');
   writeFileSync(passwd, 'root:x:0:0:root:/root:/bin/sh\nDebian-exim:x:65534:65534::/nonexistent:/bin/false\n');
   writeFileSync(group, 'root:x:0:\nDebian-exim:x:65534:\n');
+  writeFileSync(config, `primary_hostname = ${EXIM_HOSTNAME}\n`);
   const env = {
     ...process.env,
     LD_LIBRARY_PATH: libs,
@@ -77,13 +97,13 @@ export function prepareExim(): Exim | { unavailable: string } {
     NSS_WRAPPER_PASSWD: passwd,
     NSS_WRAPPER_GROUP: group,
   };
-  const versionRun = run(binary, ['-C', '/dev/null', '-bV'], { env });
+  const versionRun = run(binary, ['-C', config, '-bV'], { env });
   if (versionRun.status !== 0) return { unavailable: `${binary} does not run: ${versionRun.stderr.trim()}` };
   const version = versionRun.stdout.split('\n')[0] ?? '';
   return {
     version,
     expand(expression, at) {
-      const eximArgs = ['-C', '/dev/null', '-be', expression];
+      const eximArgs = ['-C', config, '-be', expression];
       // faketime adds its library to LD_PRELOAD, keeping nss_wrapper's.
       const result = at ? run('faketime', [faketimeStamp(at), binary, ...eximArgs], { env }) : run(binary, eximArgs, { env });
       if (result.status !== 0) throw new Error(`exim4 -be ${JSON.stringify(expression)} exited ${result.status}: ${result.stderr.trim()}`);

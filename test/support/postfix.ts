@@ -41,6 +41,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkS
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface PostfixInstanceOptions {
   /** Short label used in the temporary directory name and in errors. */
@@ -167,9 +168,22 @@ export function postfixProcesses(dir: string): number[] {
   return pids;
 }
 
+/**
+ * The environment swaks runs in: perl loads test/support/perl/CalloutNoHostLookup.pm, so that
+ * swaks does not look the machine's name up in DNS (see there).
+ */
+export function swaksEnvironment(): NodeJS.ProcessEnv {
+  const prepend = (value: string, existing: string | undefined, separator: string): string => (existing ? `${value}${separator}${existing}` : value);
+  return {
+    ...process.env,
+    PERL5LIB: prepend(fileURLToPath(new URL('./perl', import.meta.url)), process.env.PERL5LIB, ':'),
+    PERL5OPT: prepend('-MCalloutNoHostLookup', process.env.PERL5OPT, ' '),
+  };
+}
+
 /** Runs swaks with stdin on /dev/null (swaks prompts for anything it is missing). */
 export async function swaks(args: string[]): Promise<CommandResult> {
-  const result = await run('swaks', args, 60_000);
+  const result = await run('swaks', args, 60_000, swaksEnvironment());
   if (result.code === COMMAND_NOT_FOUND) throw new Error(`swaks is not installed (${INSTALL_HINT})`);
   return result;
 }
@@ -450,9 +464,9 @@ process.on('exit', () => {
   for (const instance of running) instance.stopSync();
 });
 
-function run(command: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
+function run(command: string, args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = process.env): Promise<CommandResult> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
