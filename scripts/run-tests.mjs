@@ -41,7 +41,11 @@ function scan(line) {
   }
 }
 
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
+// A test file that hangs (an await that never settles in a teardown) fails after this instead
+// of holding a CI run for ever. Node applies it to each file's run as a whole, as to each test:
+// the slowest file, end-to-end ones included, takes about two minutes.
+const TEST_TIMEOUT_MS = 600_000;
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], {
   stdio: ['inherit', 'pipe', 'inherit'],
 });
 child.stdout.on('data', (chunk) => {
