@@ -35,7 +35,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
-import { CONTROL_CHARACTER } from '../core/text.js';
+import { CONTROL_CHARACTER, shown } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -105,14 +105,18 @@ function clientOf(options: GreylistOptions, client: string): { identity: string;
 /** A Redis key that something else wrote without an expiry has expiresAt MAX_SAFE_INTEGER (store/redis). */
 const iso = (ms: number) => (ms === Number.MAX_SAFE_INTEGER ? 'never' : isoSeconds(ms));
 
+/**
+ * The sender and recipient are what SMTP clients sent (Postfix passes an escape sequence or a
+ * bare CR on), and a shared Redis holds what any program wrote: shown() quotes control characters.
+ */
 function describeEntry(entry: GreylistEntry): string {
   switch (entry.kind) {
     case 'triplet':
-      return `triplet ${entry.client} ${entry.sender || '<>'} ${entry.recipient} ${entry.passed ? 'passed' : 'waiting'} first=${iso(entry.firstSeen)} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+      return `triplet ${shown(entry.client)} ${shown(entry.sender || '<>')} ${shown(entry.recipient)} ${entry.passed ? 'passed' : 'waiting'} first=${iso(entry.firstSeen)} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
     case 'client':
-      return `client ${entry.client} ${entry.allowed ? 'allowed' : 'counting'} passes=${entry.count} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+      return `client ${shown(entry.client)} ${entry.allowed ? 'allowed' : 'counting'} passes=${entry.count} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
     case 'domain':
-      return `domain ${entry.client} ${entry.domain} ${entry.allowed ? 'allowed' : 'counting'} senders=${entry.senders} expires=${iso(entry.expiresAt)}`;
+      return `domain ${shown(entry.client)} ${shown(entry.domain)} ${entry.allowed ? 'allowed' : 'counting'} senders=${entry.senders} expires=${iso(entry.expiresAt)}`;
   }
 }
 
@@ -175,7 +179,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const triplet = tripletArguments(settings.options, sender, recipient);
       if (triplet) {
         await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
-        io.out.write(`allowed triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
+        io.out.write(`allowed triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
         return;
       }
       const key = client.autoAllowKey;
@@ -198,7 +202,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       await withGreylist(settings, 'read', async (list) => {
         if (triplet) {
           const existed = await list.dropTriplet({ client: client.identity, ...triplet });
-          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${triplet.sender || '<>'} ${triplet.recipient}\n`);
+          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
           return;
         }
         const removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);

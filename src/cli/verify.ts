@@ -131,8 +131,10 @@ function batchByDomain(addresses: string[], size: number): number[][] {
 function format(result: VerifyResult, json: boolean): string {
   if (json) return JSON.stringify(result);
   const source = result.source === 'probe' || result.source === 'none' ? '' : ` [${result.source}${result.stale ? ', stale' : ''}]`;
-  // An address read from a list may hold control characters; the terminal gets them quoted.
-  return `${shown(result.address)}: ${result.verdict} (${result.reason}) - ${result.description}${source}`;
+  // An address read from a list may hold control characters, and so may the reply text of the
+  // exchanger in the description (its owner writes it: an escape sequence, a bare CR that
+  // overwrites the line with another verdict); the terminal gets them quoted.
+  return `${shown(result.address)}: ${result.verdict} (${result.reason}) - ${shown(result.description)}${source}`;
 }
 
 export function exitStatus(results: VerifyResult[]): number {

@@ -10,7 +10,8 @@
  * ERRORS
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to
  *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own
- *   alias and a !!binary value (which no setting takes) are refused the same way, with its key.
+ *   alias and a !!binary value (which no setting takes) are refused the same way, with its key;
+ *   a tag yaml does not resolve (!ENV, !secret), with its line.
  */
 
 import { parseDocument } from 'yaml';
@@ -23,8 +24,12 @@ export type RawConfig = Record<string, unknown>;
 
 /** Aliases a configuration may use: far more than one needs, far fewer than an attack. */
 const MAX_ALIAS_COUNT = 100;
-/** The largest configuration file read: room for long inline whitelists. */
-const MAX_CONFIG_BYTES = 8 * MIB;
+/**
+ * The largest configuration file read: room for long inline lists (long ones belong in
+ * whitelist files). yaml's parser needs about 500 times a file's size in memory: 8 MiB of flow
+ * list took 54 s and 3.9 GB, which a reload would take inside the daemon.
+ */
+const MAX_CONFIG_BYTES = MIB;
 
 export function readConfigFile(path: string): RawConfig {
   const read = readFileLimited(path, MAX_CONFIG_BYTES);
@@ -38,6 +43,13 @@ export function readConfigFile(path: string): RawConfig {
     const where = first.linePos?.[0] ? ` at line ${first.linePos[0].line}, column ${first.linePos[0].col}` : '';
     // yaml quotes the offending text, which may be a whole line of any length.
     throw new ConfigError(`${path}: YAML syntax error${where}: ${abbreviate(first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}`);
+  }
+  // A tag yaml does not know (!ENV, !secret, !include from other tools) was only a warning, and
+  // the value was taken as the plain text after it: `path: !ENV DB` set the path "DB".
+  const unknownTag = doc.warnings.find((warning) => warning.code === 'TAG_RESOLVE_FAILED');
+  if (unknownTag) {
+    const where = unknownTag.linePos?.[0] ? ` at line ${unknownTag.linePos[0].line}, column ${unknownTag.linePos[0].col}` : '';
+    throw new ConfigError(`${path}: YAML tag${where}: ${abbreviate(unknownTag.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}, which no setting takes`);
   }
   let value: unknown;
   try {
@@ -59,27 +71,32 @@ export function readConfigFile(path: string): RawConfig {
  * that contains its own alias), or a !!binary value, whose every octet the schema reported as
  * an unknown key (a 1 MB value made a message of 25 MB).
  */
-function unusable(value: unknown, path: string[], within: object[] = []): { path: string[]; why: string } | undefined {
+function unusable(value: unknown, path: string[], within: object[] = [], checked = new WeakSet<object>()): { path: string[]; why: string } | undefined {
   if (ArrayBuffer.isView(value)) return { path, why: 'a !!binary value, which no setting takes' };
   if (value === null || typeof value !== 'object') return undefined;
   if (within.includes(value)) return { path, why: 'refers to itself (a YAML alias inside its own anchor)' };
+  // An anchor's value is one object however many aliases name it: walked once. Walked again
+  // for each alias, a 2 MB list named by 99 aliases took a minute and 2 GB to check.
+  if (checked.has(value)) return undefined;
   for (const [key, member] of Object.entries(value)) {
-    const found = unusable(member, [...path, key], [...within, value]);
+    const found = unusable(member, [...path, key], [...within, value], checked);
     if (found) return found;
   }
+  checked.add(value);
   return undefined;
 }
 
 /** Deep merge of plain objects; arrays and scalars in `override` replace those in `base`. */
 export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
-  const merged: RawConfig = { ...base };
+  const merged = new Map(Object.entries(base));
   for (const [key, value] of Object.entries(override)) {
     if (value === undefined) continue;
-    const current = merged[key];
-    merged[key] =
-      isPlainObject(value) && isPlainObject(current) ? mergeConfig(current, value) : value;
+    const current = merged.get(key);
+    merged.set(key, isPlainObject(value) && isPlainObject(current) ? mergeConfig(current, value) : value);
   }
-  return merged;
+  // fromEntries defines every key, "__proto__" too: assigned, a file's top-level __proto__
+  // became the merged object's prototype, and the key was neither read nor refused as unknown.
+  return Object.fromEntries(merged);
 }
 
 /**
@@ -91,7 +108,9 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
   // A bad flag is the command line's, not the file's: checked on its own first, so that the
   // message does not send the administrator to a file that says nothing of it.
   if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line');
-  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'configuration');
+  // Without a file, whatever is wrong came from a flag: "configuration:" sent the administrator
+  // looking for a file that was never given.
+  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line');
 }
 
 function isPlainObject(value: unknown): value is RawConfig {

@@ -9,13 +9,13 @@
  *   with callouts it did not want. Durations accept "30s", "5m", "2h", "7d" or seconds.
  *
  * ERRORS
- *   validateConfig() throws ConfigError whose message names every bad key, the value found and
- *   what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`.
+ *   validateConfig() throws ConfigError whose message names every bad key (the first 20, and how
+ *   many more), the value found (its start) and what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`.
  */
 
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, abbreviate } from '../core/errors.js';
 import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
@@ -314,6 +314,19 @@ export type DnsConfig = Config['dns'];
 export type PolicyConfig = Config['policy'];
 export type StageEntry = PolicyConfig['stages'][number];
 
+/**
+ * How much of a bad value, and how many problems, a message quotes: a wrong value may be a list
+ * of a million items (or an alias to one, quoted once per alias), and each item a problem of its
+ * own; quoted whole, `config check` printed a line of 400 MB.
+ */
+const SHOWN_VALUE = 100;
+const SHOWN_PROBLEMS = 20;
+
+function problemList(source: string, problems: string[]): ConfigError {
+  const more = problems.length > SHOWN_PROBLEMS ? `; and ${problems.length - SHOWN_PROBLEMS} more` : '';
+  return new ConfigError(`${source}: ${problems.slice(0, SHOWN_PROBLEMS).join('; ')}${more}`);
+}
+
 function describeValue(root: unknown, path: PropertyKey[]): string {
   let node: unknown = root;
   for (const key of path) {
@@ -322,17 +335,17 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
   }
   if (node === undefined) return 'nothing';
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
-  return typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node);
+  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node), SHOWN_VALUE);
 }
 
-/** Validates raw configuration (from YAML, flags or code); throws ConfigError listing every problem. */
+/** Validates raw configuration (from YAML, flags or code); throws ConfigError listing the problems (SHOWN_PROBLEMS of them, then a count). */
 export function validateConfig(raw: unknown, source = 'configuration'): Config {
   const result = configSchema.safeParse(raw ?? {});
   const rawStages = (raw as { policy?: { stages?: unknown } } | undefined)?.policy?.stages;
   if (!result.success) {
     // Report the stages' own options too, so one run shows every problem.
     const stageProblems = Array.isArray(rawStages) ? rawStages.flatMap((entry, i) => (isEntry(entry) ? checkStage(entry, i, entry).problems : [])) : [];
-    throw new ConfigError(`${source}: ${[...describeIssues(raw, result.error.issues), ...stageProblems].join('; ')}`);
+    throw problemList(source, [...describeIssues(raw, result.error.issues), ...stageProblems]);
   }
   const problems: string[] = [];
   result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
@@ -343,7 +356,7 @@ export function validateConfig(raw: unknown, source = 'configuration'): Config {
   if (result.data.policy.workers > 1 && result.data.store.kind === 'memory') {
     problems.push(`policy.workers: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
   }
-  if (problems.length > 0) throw new ConfigError(`${source}: ${problems.join('; ')}`);
+  if (problems.length > 0) throw problemList(source, problems);
   return result.data;
 }
 
@@ -356,7 +369,7 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
   const where = `policy.stages.${index}`;
   const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
   if (!definition) {
-    return { entry, problems: [`${where}.name: got ${JSON.stringify(entry.name)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
+    return { entry, problems: [`${where}.name: got ${abbreviate(JSON.stringify(entry.name), SHOWN_VALUE)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
   }
   const { name, mode, states, ...options } = entry;
   const parsed = definition.options.strict().safeParse(options);
@@ -369,7 +382,7 @@ function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {
   return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${where}${key}: unknown key`);
+      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: unknown key`);
     }
     const key = issue.path.join('.') || '(top level)';
     return [`${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`];

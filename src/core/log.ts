@@ -22,6 +22,12 @@
  *   middle of a line (about 20 lines in 10,000 when the reader lagged). A process that has
  *   stdout to itself keeps the one write per turn.
  *
+ *   Senders, HELO names and replies are other people's text. JSON escapes CR, LF, NUL and ESC
+ *   (a value never ends its line), but leaves the C1 controls U+0080-U+009F as they are, and a
+ *   terminal that shows the log (`tail -f`) may take U+009B for CSI and move the cursor over the
+ *   lines before; the coalescing destination writes them as \u00XX too (core/text's shown()
+ *   does the same for command output).
+ *
  * LIMITS
  *   In a worker, a line longer than 4096 octets is written alone and may still be cut by
  *   another process's write to the same pipe.
@@ -43,6 +49,11 @@ export interface LogDestination {
 /** POSIX's PIPE_BUF on Linux: a write to a pipe of at most this many octets is never cut. */
 export const ATOMIC_WRITE_OCTETS = 4096;
 
+// Only ever inside a JSON string of a line: a character JSON leaves alone.
+const C1_CONTROL = /[\u0080-\u009f]/;
+const C1_CONTROLS = /[\u0080-\u009f]/g;
+const escapeC1 = (c: string): string => `\\u00${c.charCodeAt(0).toString(16)}`;
+
 /** Lines of one event-loop turn, written together at its end. */
 export class CoalescingDestination implements LogDestination {
   private pending: string[] = [];
@@ -62,7 +73,7 @@ export class CoalescingDestination implements LogDestination {
   }
 
   write(line: string): boolean {
-    this.pending.push(line);
+    this.pending.push(C1_CONTROL.test(line) ? line.replace(C1_CONTROLS, escapeC1) : line);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flushSync());

@@ -15,13 +15,17 @@ import { mxZone } from '../verify/fixture.js';
 import { until } from '../support/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** A reply whose text clears the terminal line and writes a verdict of its own over it. */
+const ESCAPING_REPLY = '550 5.1.1 \u001b[2K\rmallory@escape.test: deliverable (accepted) - \u009b0m';
 let dns: DnsTestServer;
 let smtp: SmtpTestServer[];
 let dir: string;
 
 before(async () => {
-  dns = await startDnsServer({ ...mxZone({ 'real.test': '127.0.0.2', 'any.test': '127.0.0.3' }), 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] }, 'pra.test': { TXT: ['spf2.0/pra ip4:192.0.2.0/24 -all'] } });
-  smtp = await startSmtpServers(['127.0.0.2', '127.0.0.3'], (host) => (host === '127.0.0.2' ? usersOnly(['alice', 'carol']) : acceptAll()));
+  dns = await startDnsServer({ ...mxZone({ 'real.test': '127.0.0.2', 'any.test': '127.0.0.3', 'escape.test': '127.0.0.4' }), 'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] }, 'pra.test': { TXT: ['spf2.0/pra ip4:192.0.2.0/24 -all'] } });
+  smtp = await startSmtpServers(['127.0.0.2', '127.0.0.3', '127.0.0.4'], (host) =>
+    host === '127.0.0.2' ? usersOnly(['alice', 'carol']) : host === '127.0.0.4' ? { rcpt: () => ESCAPING_REPLY } : acceptAll(),
+  );
   dir = mkdtempSync(join(tmpdir(), 'callout-cli-'));
 });
 after(async () => {
@@ -122,6 +126,15 @@ describe('callout verify', () => {
     assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);
   });
 
+  it('prints the exchanger\'s reply text quoted when it holds control characters', async () => {
+    const { code, stdout } = await callout(['verify', ...engine(), 'mallory@escape.test']);
+    assert.equal(code, 1);
+    assert.equal(
+      stdout,
+      'mallory@escape.test: undeliverable (rejected-at-rcpt) - "mx1.escape.test [127.0.0.4] answered RCPT TO:<mallory@escape.test> with 550 5.1.1 \\u001b[2K\\rmallory@escape.test: deliverable (accepted) - \\u009b0m"\n',
+    );
+  });
+
   it('prints an address with control characters quoted, and names an empty --file', async () => {
     const { stdout } = await callout(['verify', ...engine(), 'a\u0001b@real.test']);
     assert.match(stdout, /^"a\\u0001b@real\.test": invalid \(syntax\)/);
@@ -145,7 +158,7 @@ describe('callout verify', () => {
     assert.equal(await mailFrom(['--sender', '<Probe@Callout.Test>']), 'MAIL FROM:<Probe@callout.test>');
     const bad = await callout(['verify', ...engine(), '--sender', 'probe at callout.test', 'alice@real.test']);
     assert.equal(bad.code, 78);
-    assert.match(bad.stderr, /^callout: CONFIG_INVALID: configuration: callout\.sender: got "probe at callout\.test", expected an address, or "" for the null sender/);
+    assert.match(bad.stderr, /^callout: CONFIG_INVALID: command line: callout\.sender: got "probe at callout\.test", expected an address, or "" for the null sender/);
     const fallback = join(dir, 'null-fallback.yaml');
     writeFileSync(fallback, 'callout:\n  fallbackSender: ""\n');
     const refused = await callout(['config', 'check', fallback]);

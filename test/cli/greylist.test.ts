@@ -72,6 +72,16 @@ describe('callout greylist', () => {
     assert.equal((await run(['list'])).output, '');
   });
 
+  it('lists a sender and recipient with control characters quoted (SMTP clients chose them), as JSON escapes them', async () => {
+    const store = await SqliteStore.open(join(dir, 'callout.sqlite'));
+    const greylist = new Greylist(store, systemClock, { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 });
+    await greylist.check({ client: '203.0.113.0/24', autoAllowKey: '203.0.113.7', sender: 'x\u001b[2k\r@sender.example', recipient: 'alice\u009b@example.test' });
+    await store.close();
+    const listed = await run(['list', '--client', '203.0.113.7', '--kind', 'triplet']);
+    assert.match(listed.output, /^triplet 203\.0\.113\.0\/24 "x\\u001b\[2k\\r@sender\.example" "alice\\u009b@example\.test" waiting /);
+    assert.equal((await run(['drop', '203.0.113.7', 'x\u001b[2k\r@sender.example', 'alice\u009b@example.test'])).output, 'dropped triplet 203.0.113.0/24 "x\\u001b[2k\\r@sender.example" "alice\\u009b@example.test"\n');
+  });
+
   it('allows a client on the file a busy daemon is writing: the command waits its turn, the daemon sees it, nothing faults', async () => {
     const liveDir = mkdtempSync(join(tmpdir(), 'callout-greylist-live-'));
     const liveConfig = join(liveDir, 'callout.yaml');

@@ -79,6 +79,14 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig(path, { limits: { listConcurrency: 0 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('command line: limits.listConcurrency: got 0'));
     const bad = file('bad.yaml', 'limits:\n  listConcurrency: 0\n');
     assert.throws(() => loadConfig(bad, { callout: { port: 2526 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${bad}: limits.listConcurrency: got 0`));
+    assert.throws(() => loadConfig(undefined, { callout: { port: 0 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('command line: callout.port: got 0'), 'no file at all');
+  });
+
+  it('refuses a top-level __proto__ key as unknown, as it does one further down', () => {
+    for (const text of ['__proto__:\n  dataDir: /elsewhere\n', 'callout:\n  __proto__:\n    port: 26\n']) {
+      const path = file('proto.yaml', text);
+      assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && /: (callout\.)?__proto__: unknown key$/.test(err.message), text);
+    }
   });
 
   it('refuses a !!binary value in one short line naming its key, not an unknown key per octet', () => {

@@ -14,6 +14,16 @@ function problem(raw: unknown): string {
   assert.fail('expected a ConfigError');
 }
 
+describe('problem messages', () => {
+  it('quote the start of a long value and the first 20 problems, not a line of megabytes', () => {
+    const message = problem({ callout: { allowTargets: Array(1000).fill(Array(10_000).fill('x')) } });
+    assert.ok(message.length < 4000, `${message.length} characters`);
+    assert.match(message, /^configuration: callout\.allowTargets\.0: got \["x","x",.*\.\.\., expected string/);
+    assert.match(message, /callout\.allowTargets\.19: .*; and 980 more$/);
+    assert.match(problem({ [`k${'y'.repeat(10_000)}`]: 1 }), /^configuration: ky{99}\.\.\.: unknown key$/);
+  });
+});
+
 describe('timer durations', () => {
   it('refuses what a Node.js timer would fire after 1 ms: 0 and more than 2^31 - 1 ms', () => {
     assert.match(problem({ policy: { idleTimeout: 0 } }), /policy\.idleTimeout: got 0, expected at least 1000 ms/);

@@ -34,6 +34,31 @@ describe('CoalescingDestination', () => {
     destination.close();
   });
 
+  it('writes one line per event whatever the fields hold (CR, LF, NUL, escapes, C1 controls, lone surrogates), none raw', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: fc.oneof(fc.constantFrom('\r', '\n', '\0', '\u001b', '\u009b', '\u0085', '\ud800', '"', '\\'), fc.string({ unit: 'binary', maxLength: 1 })) }), (text) => {
+        const out = recorder();
+        const destination = new CoalescingDestination(out);
+        createLogger('info', destination).child({ helo: text }).info({ sender: text }, text);
+        logInfoJson(createLogger('info', destination), JSON.stringify({ sender: text }), text);
+        destination.close();
+        // As the file gets it: UTF-8, where a lone surrogate is U+FFFD.
+        const asWritten = (t: string): string => Buffer.from(t).toString('utf8');
+        const lines = asWritten(out.writes.join('')).split('\n');
+        assert.equal(lines.pop(), '');
+        assert.equal(lines.length, 2);
+        for (const line of lines) {
+          // eslint-disable-next-line no-control-regex -- control characters are what it looks for
+          assert.doesNotMatch(line, /[\u0000-\u001f\u0080-\u009f]/, 'DEL aside, which a terminal ignores');
+          const parsed = JSON.parse(line) as { sender: string; msg: string };
+          // JSON.stringify writes a lone surrogate as \ud800, pino as it is (U+FFFD once written).
+          assert.equal(asWritten(parsed.sender), asWritten(text));
+          assert.equal(asWritten(parsed.msg), asWritten(text));
+        }
+      }),
+    );
+  });
+
   it('flushSync and logger.flush() write what is pending at once', () => {
     const out = recorder();
     const destination = new CoalescingDestination(out);
