@@ -43,8 +43,11 @@ export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { k
     case 'defer':
       return `${decision.code} ${inClass(decision.enhanced, Math.floor(decision.code / 100))} ${safeText(decision.text)}`;
     case 'defer-if-permit': {
-      // Postfix takes a leading enhanced code from the text (dsn_split), else 4.7.1.
-      const text = safeText(decision.text);
+      // Postfix takes a leading enhanced code from the text (dsn_split), else 4.7.1: a stage's
+      // own code (RFC 7372's 4.7.24 for SPF) goes there unless the text brings one. A text
+      // that merely starts with a digit ("300 seconds to wait") gets the code too.
+      const given = safeText(decision.text);
+      const text = decision.enhanced && !parseEnhancedStatus(given) ? `${decision.enhanced} ${given}` : given;
       const leading = parseEnhancedStatus(text);
       if (!leading || leading.status.klass === 4) return `DEFER_IF_PERMIT ${text}`;
       return `DEFER_IF_PERMIT ${`4.${leading.status.subject}.${leading.status.detail} ${leading.rest}`.trim()}`;

@@ -55,8 +55,11 @@ export type Decision =
   | { kind: 'accept'; text?: string }
   | { kind: 'reject'; code: number; enhanced: string; text: string }
   | { kind: 'defer'; code: number; enhanced: string; text: string }
-  /** DEFER_IF_PERMIT: defer unless a later restriction rejects (greylisting, verification in progress). */
-  | { kind: 'defer-if-permit'; text: string }
+  /**
+   * DEFER_IF_PERMIT: defer unless a later restriction rejects (greylisting, verification in
+   * progress). `enhanced` goes before a text that does not begin with a code of its own.
+   */
+  | { kind: 'defer-if-permit'; enhanced?: string; text: string }
   /** Go on, and add this header (once per message; RFC 5322 field `Name: value`). */
   | { kind: 'prepend'; header: string };
 

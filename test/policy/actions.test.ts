@@ -20,5 +20,10 @@ describe('actionFor: enhanced status codes have the class of their reply (RFC 34
     assert.equal(actionFor({ kind: 'defer-if-permit', text: '2.0.0' }), 'DEFER_IF_PERMIT 4.0.0');
     assert.equal(actionFor({ kind: 'defer-if-permit', text: '4.2.0 Greylisted' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted');
     assert.equal(actionFor({ kind: 'defer-if-permit', text: '300 seconds to go' }), 'DEFER_IF_PERMIT 300 seconds to go', 'no enhanced code: Postfix adds 4.7.1');
+    // A stage's own code goes before a text without one, in the reply's class; a text's own code wins.
+    assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.7.24', text: 'SPF temperror for example.org' }), 'DEFER_IF_PERMIT 4.7.24 SPF temperror for example.org');
+    assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.2.0', text: '300 seconds to go' }), 'DEFER_IF_PERMIT 4.2.0 300 seconds to go');
+    assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '5.7.25', text: 'no PTR' }), 'DEFER_IF_PERMIT 4.7.25 no PTR');
+    assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.7.1', text: '4.2.0 Greylisted' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted');
   });
 });

@@ -65,7 +65,6 @@ import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { withinDeadline } from './sender-callout.js';
-import { parseEnhancedStatus } from '../../smtp/reply.js';
 
 /** The shortest retry window and max-age: their entries' lifetimes are store TTLs, which must be positive. */
 const SHORTEST_MS = 1000;
@@ -210,9 +209,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         reason: outcome.reason,
       });
       if (opts.action === 'defer') return { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text };
-      // A text that brings its own enhanced code keeps it; one that merely starts with a digit
-      // ("{seconds} seconds to wait") gets the configured code, as every other text does.
-      return { kind: 'defer-if-permit', text: parseEnhancedStatus(text) ? text : `${opts.enhanced} ${text}` };
+      return { kind: 'defer-if-permit', enhanced: opts.enhanced, text };
     }
 
     return {

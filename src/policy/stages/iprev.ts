@@ -66,7 +66,7 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
         case 'defer':
           return { kind: 'defer', code: opts.deferCode, enhanced: '4.7.25', text: deferText.fill(verdict) };
         case 'defer-if-permit':
-          return { kind: 'defer-if-permit', text: deferText.fill(verdict) };
+          return { kind: 'defer-if-permit', enhanced: '4.7.25', text: deferText.fill(verdict) };
         case 'continue':
           return { kind: 'continue' };
       }

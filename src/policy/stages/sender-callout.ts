@@ -110,8 +110,7 @@ export function calloutDecider(
       case 'defer':
         return { kind: 'defer', code: opts.deferCode, enhanced: opts.deferEnhanced, text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
       case 'defer-if-permit':
-        // Postfix takes a leading enhanced status code from a DEFER_IF_PERMIT text (dsn_split), else 4.7.1.
-        return { kind: 'defer-if-permit', text: `${opts.deferEnhanced} ${(key === 'inProgress' ? inProgressText : deferText).fill(values)}` };
+        return { kind: 'defer-if-permit', enhanced: opts.deferEnhanced, text: (key === 'inProgress' ? inProgressText : deferText).fill(values) };
       case 'continue':
         return { kind: 'continue' };
     }

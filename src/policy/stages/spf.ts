@@ -129,7 +129,7 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
         case 'defer':
           return { kind: 'defer', code: opts.deferCode, enhanced: enhancedCode(verdict.result, 4), text: fill(deferText) };
         case 'defer-if-permit':
-          return { kind: 'defer-if-permit', text: fill(deferText) };
+          return { kind: 'defer-if-permit', enhanced: enhancedCode(verdict.result, 4), text: fill(deferText) };
         case 'continue':
           return { kind: 'continue' };
       }

@@ -48,6 +48,14 @@ describe('iprev stage', () => {
     await server.close();
   });
 
+  it('a defer-if-permit action carries RFC 7372\'s 4.7.25, which Postfix would otherwise make 4.7.1', async () => {
+    const clock = new ManualClock();
+    const deferring = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { temperror: 'defer-if-permit' } }) as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const verdict = await deferring.evaluate(context('127.0.0.21', 300));
+    assert.equal(verdict.result, 'temperror');
+    assert.equal(verdict.decision.kind === 'defer-if-permit' && verdict.decision.enhanced, '4.7.25');
+  });
+
   it('reports pass over loopback DNS', async () => {
     const verdict = await stage.evaluate(context('127.0.0.20', 5000));
     assert.equal(verdict.result, 'pass');

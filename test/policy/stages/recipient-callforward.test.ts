@@ -76,7 +76,7 @@ describe('recipient-callforward stage', () => {
     // Past the deadline (and its grace) the pipeline would fault the stage: faultAction, not this stage's answer.
     assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
     assert.equal(verdict.result, 'in-progress');
-    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', text: '4.1.1 Recipient address verification in progress' });
+    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', enhanced: '4.1.1', text: 'Recipient address verification in progress' });
   });
 
   it('answers a primary that never greets as unknown (DUNNO) on the retry, not "in progress" until the mail bounces', async () => {

@@ -338,7 +338,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
       });
     const first = await ask();
     assert.equal(first.result, 'in-progress');
-    assert.deepEqual(first.decision, { kind: 'defer-if-permit', text: '4.7.1 Sender address verification in progress' });
+    assert.deepEqual(first.decision, { kind: 'defer-if-permit', enhanced: '4.7.1', text: 'Sender address verification in progress' });
     await engine.idle();
     clock.advance(10 * 60_000);
     const retry = await ask();

@@ -119,7 +119,8 @@ describe('spf stage', () => {
 
   it('per-result actions are configurable', async () => {
     const stage = spf({ actions: { softfail: 'defer-if-permit', permerror: 'reject' }, rejectCode: 554 });
-    assert.equal((await stage.evaluate(context('user@soft.example'))).decision.kind, 'defer-if-permit');
+    // RFC 7372's code goes with a DEFER_IF_PERMIT too, or Postfix would send its own 4.7.1.
+    assert.deepEqual((await stage.evaluate(context('user@soft.example'))).decision, { kind: 'defer-if-permit', enhanced: '4.7.23', text: 'SPF softfail for soft.example, try again later: 192.0.2.1 matched ~all' });
     const perm = await stage.evaluate(context('user@broken.example'));
     assert.ok(perm.decision.kind === 'reject' && perm.decision.code === 554 && perm.decision.enhanced === '5.7.24');
     assert.throws(() => spfStage.options.parse({ actions: { fail: 'explode' } }));
