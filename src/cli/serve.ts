@@ -65,16 +65,7 @@ export function registerServeCommand(program: Command): void {
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });
       try {
-        const started = startPolicyWorker({ ...daemonOptions, log });
-        // The signal handlers come first: the supervisor signals a worker once it hears that it
-        // is ready, and a signal without a handler would kill it.
-        const stopped = untilStopped(
-          log,
-          () => void started.then((daemon) => daemon.reload()),
-          () => started.then((daemon) => daemon.stop()),
-        );
-        await started;
-        await stopped;
+        await serveUntilStopped(log, startPolicyWorker({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop());
       } finally {
         // The channel to the supervisor would keep the process alive after the daemon is gone.
         // The worker's own disconnect, not process.disconnect(): that one makes cluster exit 0
@@ -84,14 +75,14 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);
-      await prepareSharedStore(config, log);
-      const supervisor = await Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log });
-      await untilStopped(log, () => supervisor.reload(), () => supervisor.stop());
+      const started = prepareSharedStore(config, log).then(() =>
+        Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log }),
+      );
+      await serveUntilStopped(log, started, (supervisor) => supervisor.reload(), (supervisor) => supervisor.stop());
       exitStopped();
     } else {
       const log = createLogger(config.log.level);
-      const daemon = await Daemon.start({ ...daemonOptions, log });
-      await untilStopped(log, () => void daemon.reload(), () => daemon.stop());
+      await serveUntilStopped(log, Daemon.start({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop());
       exitStopped();
     }
   });
@@ -105,6 +96,25 @@ export function registerServeCommand(program: Command): void {
  */
 function exitStopped(): never {
   process.exit(process.exitCode ?? 0);
+}
+
+/**
+ * Waits for `started`, then serves until SIGTERM or SIGINT has stopped it; SIGHUP reloads. The
+ * handlers are in place while it starts (opening the store can take seconds: a schema upgrade,
+ * Redis out of reach): a signal's default action would end the process there, and systemd
+ * counts a death by SIGHUP (`systemctl reload`) or SIGTERM as a clean exit, which
+ * Restart=on-failure does not restart. A policy worker is signalled by its supervisor as soon
+ * as it says it is ready. A signal that comes during the start acts once it is done.
+ */
+async function serveUntilStopped<T>(log: Logger, started: Promise<T>, reload: (service: T) => void, stop: (service: T) => Promise<void>): Promise<void> {
+  // A start that fails is the caller's to report (the await below); a signal then has nothing to act on.
+  const stopped = untilStopped(
+    log,
+    () => void started.then(reload, () => undefined),
+    () => started.then(stop, () => undefined),
+  );
+  await started;
+  await stopped;
 }
 
 /** SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. */

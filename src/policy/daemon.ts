@@ -13,8 +13,8 @@
  *   logged and the running configuration kept. A good one replaces the resolver, engine and
  *   pipeline for new requests without dropping connections; requests in flight finish on the
  *   old ones. The headers given per message carry over, so none is given twice. Listen
- *   addresses and the store are fixed for the life of the process (a change is logged as
- *   needing a restart).
+ *   addresses, the store, the listener's limits, policy.workers and log.level are fixed for
+ *   the life of the process (a change is logged as needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
  *   more), then give up those still running (logged; their probe locks released, so a daemon
@@ -79,6 +79,14 @@ const DRAIN_MS = 10_000;
 const HEALTH_PROBE_KEY = 'health:probe';
 const HEALTH_PROBE_TTL_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
+/** Settings besides the listen addresses, the store and acceptTestTime that a reload cannot change. */
+const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) => unknown]> = [
+  ['policy.maxConnections', (config) => config.policy.maxConnections],
+  ['policy.idleTimeout', (config) => config.policy.idleTimeout],
+  ['policy.socketMode', (config) => config.policy.socketMode],
+  ['policy.workers', (config) => config.policy.workers],
+  ['log.level', (config) => config.log.level],
+];
 
 /**
  * One worker's part of the concurrency limits, which the configuration sets for the whole
@@ -275,6 +283,10 @@ export class Daemon {
     if (JSON.stringify(config.store) !== JSON.stringify(old.config.store) || config.dataDir !== old.config.dataDir) {
       this.options.log.warn({}, 'reload: the store changes only on restart');
     }
+    // The listener's limits, the workers and the logger are made once, at start: "configuration
+    // reloaded" alone would read as if a change to them had been applied.
+    const fixed = RESTART_ONLY_SETTINGS.filter(([, read]) => read(config) !== read(old.config)).map(([name]) => name);
+    if (fixed.length > 0) this.options.log.warn({ settings: fixed }, 'reload: these settings change only on restart');
     try {
       this.current = this.generation({ ...config, store: old.config.store, dataDir: old.config.dataDir }, old.pipeline.messages);
     } catch (err) {

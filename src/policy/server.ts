@@ -22,8 +22,9 @@
  *   other connections are not disturbed.
  *
  *   A UNIX socket path left behind by an earlier run is removed before binding, but only if it
- *   is a socket and nothing answers on it (a live server there is an error, not something to
- *   steal from). The socket gets mode socketMode (default 0660) and is removed on close.
+ *   is a socket and a connection to it is refused (a live server there, even one too busy to
+ *   take a connection, is an error, not something to steal from). The socket gets mode
+ *   socketMode (default 0660) and is removed on close.
  *
  * STANDARDS
  *   Postfix SMTPD_POLICY_README; smtpd_policy_service_max_idle (300 s) and
@@ -275,14 +276,22 @@ export async function removeIfSocket(path: string): Promise<void> {
   if (stats?.isSocket()) await rm(path, { force: true });
 }
 
+/**
+ * Whether a server listens at path. Only a refused connection says none does: a live server
+ * whose backlog is full (busy, or stopped) answers EAGAIN, and removing its socket would cut
+ * it off from its clients for good, so any other error is a ConfigError.
+ */
 function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const probe = net.connect(path);
     probe.once('connect', () => {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => resolve(false));
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else reject(new ConfigError(`cannot listen on ${path}: cannot tell whether the server there is gone (connecting to it: ${describeError(err)}); remove the socket if no process has it`, { cause: err }));
+    });
   });
 }
 

@@ -31,9 +31,9 @@
  *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy.
  *
  * ERRORS
- *   Supervisor.start() rejects with ConfigError carrying the first failing worker's message
- *   (a bad configuration fails every worker the same way), or CalloutError INTERNAL when a
- *   worker exits before it is ready without saying why.
+ *   Supervisor.start() rejects with the error of the first worker that fails to start, its code
+ *   and message kept (ConfigError for a bad configuration, which fails every worker the same
+ *   way), or CalloutError INTERNAL when a worker exits before it is ready without saying why.
  */
 
 import cluster from 'node:cluster';
@@ -41,7 +41,7 @@ import type { Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import { parseListenAddress } from '../core/listen.js';
-import { CalloutError, ConfigError, describeError } from '../core/errors.js';
+import { CalloutError, ConfigError, describeError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { startMetricsServer } from '../http/metrics.js';
 import { Daemon } from './daemon.js';
@@ -59,7 +59,8 @@ const STOP_WAIT_MS = 30_000;
 
 type WorkerMessage =
   | { type: 'callout:ready'; policy: string }
-  | { type: 'callout:failed'; message: string; configError: boolean }
+  /** code: the CalloutError code of a failed start, so that the supervisor exits as the worker would. */
+  | { type: 'callout:failed'; message: string; code?: ErrorCode }
   | { type: 'callout:health'; id: number; healthy: boolean };
 
 type SupervisorMessage = { type: 'callout:health?'; id: number };
@@ -194,7 +195,7 @@ export class Supervisor {
           this.ready.add(worker);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
-          reject(message.configError ? new ConfigError(message.message) : new CalloutError('INTERNAL', `policy worker failed to start: ${message.message}`));
+          reject(workerStartError(message.message, message.code));
         } else if (message.type === 'callout:health') {
           this.healthWaits.get(message.id)?.(message.healthy);
         }
@@ -266,6 +267,17 @@ export class Supervisor {
   }
 }
 
+/**
+ * A worker's failed start as the supervisor's own: its code gives the exit status (78 for a
+ * configuration, 75 for a store out of reach), its message is the worker's, without the code
+ * that describeError would put in front of it a second time.
+ */
+function workerStartError(message: string, code: ErrorCode | undefined): CalloutError {
+  if (code === 'CONFIG_INVALID') return new ConfigError(message);
+  if (code === undefined || code === 'INTERNAL') return new CalloutError('INTERNAL', `policy worker failed to start: ${message}`);
+  return new CalloutError(code, message);
+}
+
 function exitOf(worker: Worker): Promise<void> {
   if (worker.isDead()) return Promise.resolve();
   return new Promise((resolve) => worker.once('exit', () => resolve()));
@@ -287,7 +299,7 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     daemon = await Daemon.start({ ...options, worker: true });
   } catch (err) {
     // Sent before the channel closes, so the supervisor can say why.
-    await send({ type: 'callout:failed', message: describeError(err), configError: err instanceof ConfigError });
+    await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });
     throw err;
   }
   // The supervisor's AggregatorRegistry asks every worker for this registry's metrics.

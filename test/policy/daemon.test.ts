@@ -187,6 +187,24 @@ describe('callout serve', () => {
     assert.equal(client.isClosed, false);
   });
 
+  it('says which changed settings a reload cannot apply, and says nothing of those left alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-fixed-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    let base: Record<string, unknown> = {};
+    const { daemon, logs } = await setup({}, (b) => {
+      base = b;
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    const restartOnly = () => logs.filter((l) => l.msg === 'reload: these settings change only on restart');
+    assert.equal(await daemon.reload(), true);
+    assert.deepEqual(restartOnly(), [], 'an unchanged file warns of nothing');
+    writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idleTimeout: '60s', maxConnections: 5 }, log: { level: 'debug' } }));
+    assert.equal(await daemon.reload(), true);
+    assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
+  });
+
   it('at shutdown gives up the callouts of a configuration replaced by SIGHUP too: a daemon started at once probes the sender again', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-reload-abandon-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));

@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -594,5 +594,38 @@ describe('PolicyServer over a UNIX socket', () => {
     assert.equal(await client.reply(), 'DUNNO');
     client.close();
     await live.close();
+  });
+
+  it('refuses, and leaves alone, the socket of a live server too busy to take a connection', async () => {
+    const path = join(dir, 'busy.sock');
+    // A server with a backlog of one that stops itself once it listens: the connections below
+    // fill its backlog, and the next connect fails with EAGAIN, not ECONNREFUSED.
+    const busy = spawn(process.execPath, ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 }, () => process.kill(process.pid, 'SIGSTOP'))`]);
+    const held: net.Socket[] = [];
+    try {
+      // Stopped (state T in /proc), so it listens and accepts nothing more.
+      const stopped = (): boolean => busy.pid !== undefined && /\) T /.test(readFileSync(`/proc/${busy.pid}/stat`, 'utf8'));
+      assert.ok(await until(stopped), 'the busy server listens and has stopped');
+      while (true) {
+        const outcome = await new Promise<string>((resolve) => {
+          const socket = net.connect(path);
+          socket.once('connect', () => resolve('connected'));
+          socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? String(err)));
+          held.push(socket);
+        });
+        if (outcome !== 'connected') {
+          assert.equal(outcome, 'EAGAIN');
+          break;
+        }
+        assert.ok(held.length < 10, 'the backlog fills');
+      }
+      const server = new PolicyServer({ listen: path, handler: async () => 'DUNNO', log: recordingLog().log });
+      await assert.rejects(server.listen(), (err: unknown) => err instanceof ConfigError && /cannot tell whether the server there is gone .*EAGAIN/.test(err.message));
+      await server.close();
+      assert.ok(lstatSync(path).isSocket(), 'the busy server keeps its socket');
+    } finally {
+      for (const socket of held) socket.destroy();
+      busy.kill('SIGKILL');
+    }
   });
 });

@@ -160,7 +160,8 @@ describe('callout serve --workers 2', () => {
       execFile(process.execPath, args, { cwd: ROOT, timeout: 30_000 }, (error, _stdout, stderr) => resolve({ code: error ? (error as { code?: number }).code ?? null : 0, stderr }));
     });
     assert.equal(result.code, 78, result.stderr);
-    assert.match(result.stderr, /cannot listen on .*no-such-dir/);
+    assert.match(result.stderr, /^callout: CONFIG_INVALID: cannot listen on .*no-such-dir/m);
+    assert.doesNotMatch(result.stderr, /CONFIG_INVALID: CONFIG_INVALID/, 'the worker\'s code is given once');
   });
 
   it('fails to start with exit code 78, its workers gone, when the metrics listener cannot bind', async () => {

@@ -1,0 +1,55 @@
+// `callout serve` signalled while it is still starting (`systemctl reload` or stop right after
+// start): the signal waits for the start instead of killing the process, which systemd would
+// have taken for a clean exit and not restarted.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { freePort } from '../support/ports.js';
+import { startServeProcess } from '../support/serve-process.js';
+import type { LogLine } from '../support/serve-process.js';
+
+const TEST_TIME_WARNING = 'policy.acceptTestTime is on: requests set the clock with policy_test_time (for benchmarks and tests only)';
+
+let dir: string;
+let config: string;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'callout-serve-signals-'));
+  config = join(dir, 'callout.yaml');
+  // The daemon logs the acceptTestTime warning as its start begins, then waits 2 s for a Redis
+  // that nothing answers for: the signal is sent in that wait.
+  writeFileSync(config, stringify({ store: { kind: 'redis', url: `redis://127.0.0.1:${await freePort()}/0` }, policy: { acceptTestTime: true } }));
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const startingArgs = (extra: string[]): string[] => ['--config', config, '--listen', '127.0.0.1:0', '--metrics', '', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9', ...extra];
+const warned = (l: LogLine): boolean => l.msg === TEST_TIME_WARNING;
+
+describe('callout serve signalled while starting', () => {
+  it('reloads once started on a SIGHUP that came during the start, then stops with exit 0', async () => {
+    const serve = await startServeProcess(startingArgs([]), warned);
+    serve.child.kill('SIGHUP');
+    await serve.waitForLog((l) => l.msg === 'callout serve started', 'that it started');
+    await serve.waitForLog((l) => l.msg === 'configuration reloaded', 'the reload');
+    assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+  });
+
+  it('stops with exit 0 on a SIGTERM that came during the start', async () => {
+    const serve = await startServeProcess(startingArgs([]), warned);
+    assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+    assert.ok(serve.logs.some((l) => l.msg === 'stopped'), 'it stopped as after a start');
+  });
+
+  it('as a supervisor, passes a SIGHUP that came while its workers started to them once they are ready', async () => {
+    const serve = await startServeProcess(startingArgs(['--workers', '2']), warned);
+    serve.child.kill('SIGHUP');
+    await serve.waitForLog((l) => l.msg === 'policy workers started', 'that the workers started');
+    const reloads = (): number => serve.logs.filter((l) => l.msg === 'configuration reloaded').length;
+    await serve.waitForLog(() => reloads() === 2, 'both workers\' reloads');
+    assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+  });
+});
