@@ -103,6 +103,131 @@ test('fuzz: any texts give one header line of printable ASCII', () => {
   );
 });
 
+/**
+ * A reader of RFC 8601 §2.2 (authserv-id, then "; method=result" with ptype.property=pvalue
+ * properties, comments skipped), strict enough to see a value that escaped its quoting.
+ */
+function readAuthenticationResults(header: string): { id: string; resinfos: { method: string; properties: Record<string, string> }[] } {
+  const reader = fieldReader(header);
+  const id = reader.value(/[ ;(]/);
+  const resinfos: { method: string; properties: Record<string, string> }[] = [];
+  for (reader.skipCfws(); !reader.done(); reader.skipCfws()) {
+    reader.expect(';');
+    const method = reader.value(/[ ;(]/);
+    const properties: Record<string, string> = {};
+    for (reader.skipCfws(); !reader.done() && !reader.at(';'); reader.skipCfws()) {
+      const key = reader.value(/[= ;(]/);
+      reader.expect('=');
+      properties[key] = reader.value(/[ ;(]/);
+    }
+    resinfos.push({ method, properties });
+  }
+  return { id, resinfos };
+}
+
+/** RFC 7208 §9.1: result, then key=value pairs each ended by ";". */
+function readKeyValueField(header: string): { result: string; pairs: Record<string, string> } {
+  const reader = fieldReader(header);
+  const result = reader.value(/[ (]/);
+  const pairs: Record<string, string> = {};
+  for (reader.skipCfws(); !reader.done(); reader.skipCfws()) {
+    const key = reader.value(/[= ;(]/);
+    reader.expect('=');
+    pairs[key] = reader.value(/[ ;(]/);
+    reader.expect(';');
+  }
+  return { result, pairs };
+}
+
+/** Tokens of a structured field body: comments skipped, quoted-strings unquoted. */
+function fieldReader(header: string) {
+  let i = header.indexOf(':') + 1;
+  const skipCfws = (): void => {
+    for (;;) {
+      while (header[i] === ' ') i += 1;
+      if (header[i] !== '(') return;
+      let depth = 0;
+      do {
+        if (i >= header.length) throw new Error(`unterminated comment in ${header}`);
+        if (header[i] === '\\') i += 1;
+        else if (header[i] === '(') depth += 1;
+        else if (header[i] === ')') depth -= 1;
+        i += 1;
+      } while (depth > 0);
+    }
+  };
+  const readValue = (end: RegExp): string => {
+    skipCfws();
+    if (header[i] !== '"') {
+      const start = i;
+      while (i < header.length && !end.test(header[i]!)) i += 1;
+      return header.slice(start, i);
+    }
+    let text = '';
+    for (i += 1; header[i] !== '"'; i += 1) {
+      if (i >= header.length) throw new Error(`unterminated quoted-string in ${header}`);
+      if (header[i] === '\\') i += 1;
+      text += header[i];
+    }
+    i += 1;
+    return text;
+  };
+  return {
+    skipCfws,
+    value: readValue,
+    done: () => i >= header.length,
+    at: (ch: string) => header[i] === ch,
+    expect: (ch: string) => {
+      assert.equal(header[i], ch, `${JSON.stringify(ch)} expected at ${i} of ${header}`);
+      i += 1;
+    },
+  };
+}
+
+test('fuzz: no sender, HELO or problem text escapes its value or comment, or adds a property', () => {
+  const printable = (text: string) => text.replace(/[\r\n\t]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
+  const piece = fc.constantFrom(...'a@.;=()"\\ \t\r\n:<>[]é-', 'smtp.helo=x', '; spf=pass', 'policy.iprev=1');
+  // At most 140 characters each: escaped, the three still fit in one field, so no property is
+  // dropped (see the next test), and a problem text is not cut.
+  const text = fc.array(piece, { maxLength: 10 }).map((pieces) => pieces.join(''));
+  fc.assert(
+    fc.property(text, text, text, (sender, helo, id) => {
+      const header = formatAuthenticationResults({ authservId: id, spf: [spf({ sender, helo, problem: helo, result: 'fail' }), spf({ identity: 'helo', helo, problem: sender, result: 'permerror' })], iprev });
+      assert.deepEqual(readAuthenticationResults(header), {
+        id: printable(id),
+        resinfos: [
+          { method: 'spf=fail', properties: { 'smtp.mailfrom': printable(sender) } },
+          { method: 'spf=permerror', properties: { 'smtp.helo': printable(helo) } },
+          { method: 'iprev=pass', properties: { 'policy.iprev': '2001:db8::1' } },
+        ],
+      });
+    }),
+    { numRuns: 2000 },
+  );
+  fc.assert(
+    fc.property(text, text, text, (sender, helo, reply) => {
+      const received = formatReceivedSpf(spf({ sender, helo, problem: reply, result: 'temperror', mechanism: undefined }), 'mx.example.net');
+      assert.deepEqual(readKeyValueField(received), {
+        result: 'temperror',
+        pairs: {
+          'client-ip': '192.0.2.1',
+          ...(printable(sender) === '' ? {} : { 'envelope-from': printable(sender) }),
+          ...(printable(helo) === '' ? {} : { helo: printable(helo) }),
+          receiver: 'mx.example.net',
+          identity: 'mailfrom',
+          ...(printable(reply) === '' ? {} : { problem: printable(reply) }),
+        },
+      });
+      const result = { address: sender, verdict: 'undeliverable', reason: 'rejected-at-rcpt', description: reply, source: 'probe' } as VerifyResult;
+      assert.deepEqual(readKeyValueField(formatCalloutResult(result, 'mx.example.net')), {
+        result: 'undeliverable',
+        pairs: { receiver: 'mx.example.net', sender: printable(sender), reason: 'rejected-at-rcpt', source: 'probe' },
+      });
+    }),
+    { numRuns: 2000 },
+  );
+});
+
 test('a field too long for one PREPEND line loses comments, then whole properties, never part of a value', () => {
   // The sender's 279 quotes are escaped to 558 characters: with checkHelo, a cut at the line
   // limit used to fall right after "paypal.com" and report spf=pass smtp.helo=paypal.com.
