@@ -14,7 +14,7 @@ import { CalloutError } from '../core/errors.js';
 /**
  * sysexits(3): 64 usage, 78 configuration, 75 (EX_TEMPFAIL) a store that cannot be reached now
  * (Redis down, a SQLite lock held too long: try again later; Postfix's pipe(8) defers a message
- * on 75 instead of bouncing it), 70 anything else.
+ * on 75 instead of bouncing it) or a listen address that is not up yet, 70 anything else.
  */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 64;
@@ -25,6 +25,7 @@ export function exitCodeFor(err: unknown): number {
     case 'CONFIG_INVALID':
       return 78;
     case 'STORE_UNAVAILABLE':
+    case 'LISTEN_UNAVAILABLE':
       return 75;
     default:
       return 70;

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'DNS_TEMPORARY'
   | 'DNS_PERMANENT'
+  | 'LISTEN_UNAVAILABLE'
   | 'SMTP_PROTOCOL'
   | 'STORE_UNAVAILABLE'
   | 'TARGET_REFUSED'
@@ -42,6 +43,17 @@ export class ConfigError extends CalloutError {
 export class UsageError extends CalloutError {
   constructor(message: string) {
     super('USAGE', message);
+  }
+}
+
+/**
+ * An address to listen on that is not there yet: at boot the interface may not be up
+ * (EADDRNOTAVAIL) or a host name not resolvable (EAI_AGAIN). Not a configuration to fix: a
+ * restart a moment later works, so it exits 75, which systemd's Restart=on-failure retries.
+ */
+export class ListenUnavailableError extends CalloutError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('LISTEN_UNAVAILABLE', message, options);
   }
 }
 

@@ -15,7 +15,7 @@
 import { existsSync, lstatSync } from 'node:fs';
 import net, { type Server } from 'node:net';
 import { dirname } from 'node:path';
-import { ConfigError, abbreviate } from './errors.js';
+import { ConfigError, ListenUnavailableError, abbreviate } from './errors.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -57,8 +57,13 @@ export function boundAddress(server: Server): ListenAddress | undefined {
 /**
  * Binds server to address. A failure is a ConfigError naming the address, with what the
  * system's error means there: a UNIX socket path whose directory is missing, or a path that is
- * something other than a socket (bind reports EACCES and EADDRINUSE for those).
+ * something other than a socket (bind reports EACCES and EADDRINUSE for those). An address that
+ * is not there yet (NOT_YET_THERE) is a ListenUnavailableError instead: at boot, before the
+ * network is up, a configuration error would keep systemd from ever starting callout again.
  */
+/** The address is not on any interface yet; the name could not be resolved for now. */
+const NOT_YET_THERE: ReadonlySet<string> = new Set(['EADDRNOTAVAIL', 'EAI_AGAIN']);
+
 export function listenOn(server: Server, address: ListenAddress, label: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const fail = (err: NodeJS.ErrnoException): void => {
@@ -68,7 +73,11 @@ export function listenOn(server: Server, address: ListenAddress, label: string):
       } catch {
         // The path changed while it was looked at: the system's words stand alone.
       }
-      reject(new ConfigError(`cannot listen on ${label}: ${reason}`, { cause: err }));
+      if (NOT_YET_THERE.has(err.code ?? '')) {
+        reject(new ListenUnavailableError(`cannot listen on ${label}: ${reason} (not there yet: the interface or the name server may still be coming up)`, { cause: err }));
+      } else {
+        reject(new ConfigError(`cannot listen on ${label}: ${reason}`, { cause: err }));
+      }
     };
     server.once('error', fail);
     const ready = (): void => {

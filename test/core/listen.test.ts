@@ -6,7 +6,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { ConfigError } from '../../src/core/errors.js';
+import { ConfigError, ListenUnavailableError } from '../../src/core/errors.js';
+import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { listenOn, parseListenAddress, type ListenAddress } from '../../src/core/listen.js';
 
 describe('listen addresses', () => {
@@ -62,6 +63,21 @@ describe('listenOn', () => {
   it('says what is wrong with a socket path: a missing directory, something that is not a socket', async () => {
     assert.match(await refusal({ kind: 'unix', path: join(scratch, 'missing', 'x.sock') }, 'x.sock'), /^cannot listen on x\.sock: .*\(the directory .*missing does not exist\)$/);
     assert.match(await refusal({ kind: 'unix', path: scratch }, 'the dir'), /^cannot listen on the dir: .*\(.* exists and is not a socket\)$/);
+  });
+
+  it('an address on no interface yet (at boot) is temporary, exit 75, so that systemd tries again', async () => {
+    // 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails with EADDRNOTAVAIL, nothing is sent.
+    const server = net.createServer();
+    try {
+      await assert.rejects(listenOn(server, { kind: 'tcp', host: '192.0.2.1', port: 0 }, '192.0.2.1:0'), (err: unknown) => {
+        assert.ok(err instanceof ListenUnavailableError, String(err));
+        assert.match(err.message, /^cannot listen on 192\.0\.2\.1:0: .*EADDRNOTAVAIL.*\(not there yet: /);
+        assert.equal(exitCodeFor(err), 75);
+        return true;
+      });
+    } finally {
+      server.close();
+    }
   });
 
   it('names a port that is taken, and listens where it is free', async () => {
