@@ -298,7 +298,7 @@ export class Pipeline {
       warnByHeader = this.queueLine(instance, `warning\0${line}`, line);
     }
     const memory = instance ? this.messages.get(instance) : undefined;
-    if (memory) memory.touched = Date.now();
+    if (memory) memory.touched = this.options.clock.now();
     const header = memory?.pending.shift();
     if (header) return `PREPEND ${header}`;
     return warning === undefined || warnByHeader ? 'DUNNO' : `WARN ${warning}`;
@@ -325,7 +325,7 @@ export class Pipeline {
 
   private memoryFor(instance: string): MessageMemory | undefined {
     if (!instance) return undefined;
-    const now = Date.now();
+    const now = this.options.clock.now();
     let memory = this.messages.get(instance);
     if (!memory) {
       if (this.messages.size >= MESSAGE_MEMORY_LIMIT) this.forgetOldMessages(now);

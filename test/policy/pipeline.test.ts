@@ -185,6 +185,16 @@ describe('pipeline', () => {
     assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`));
   });
 
+  it('forgets, once full, every message not seen for an hour by the injected clock', async () => {
+    const clock = new ManualClock();
+    const p = pipeline([stage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' }))], { clock });
+    const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
+    for (let i = 0; i < MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `old${i}` }));
+    clock.advance(2 * 3_600_000);
+    await p.decide(rcpt({ instance: 'new' }));
+    assert.deepEqual([...memory.keys()], ['new']);
+  });
+
   it('a stage that does not answer by the deadline is a fault: the pipeline answers anyway', async () => {
     const hanging: ConfiguredStage = {
       mode: 'enforce',
