@@ -1,10 +1,14 @@
 // The greylist engine over a real store, with time moved by ManualClock.
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
-import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
-import { ASK_LATER } from '../../../src/store/types.js';
+import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
+import { ASK_LATER, type Store } from '../../../src/store/types.js';
+import { startRedis } from '../../support/redis.js';
 
 const S = 1000;
 const DAY = 86_400 * S;
@@ -203,6 +207,137 @@ describe('greylist triplets', () => {
     clock.advance(300 * S);
     assert.equal((await greylist.check(triplet())).kind, 'pass');
   });
+});
+
+/**
+ * A daemon's store whose next write (set, setIfAbsent, compareAndSet) of a key that `when` picks
+ * first lets `meanwhile` run: another daemon's request landing between this one's read and its write.
+ */
+function interleaved(store: Store) {
+  let pending: { when: (key: string) => boolean; meanwhile: () => Promise<unknown> } | undefined;
+  const writes = new Set<string | symbol>(['set', 'setIfAbsent', 'compareAndSet']);
+  const wrapped = new Proxy(store, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== 'function') return value;
+      const method = (value as (...a: unknown[]) => unknown).bind(target);
+      if (!writes.has(name)) return method;
+      return async (key: string, ...rest: unknown[]) => {
+        const due = pending?.when(key) ? pending : undefined;
+        if (due) pending = undefined;
+        await due?.meanwhile();
+        return method(key, ...rest);
+      };
+    },
+  });
+  return { store: wrapped, beforeWrite: (when: (key: string) => boolean, meanwhile: () => Promise<unknown>) => void (pending = { when, meanwhile }) };
+}
+
+describe('greylist shared by two daemons (two connections to one SQLite file, one Redis)', () => {
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  const dir = mkdtempSync(join(tmpdir(), 'callout-greylist-'));
+  let opened = 0;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Two stores on one shared state, each judging expiry by its own daemon's clock. */
+  async function twoDaemons(kind: 'sqlite' | 'redis', clockA: ManualClock, clockB: ManualClock): Promise<[Store, Store]> {
+    opened += 1;
+    if (kind === 'sqlite') {
+      const path = join(dir, `shared-${opened}.db`);
+      return [await SqliteStore.open(path, { clock: clockA }), await SqliteStore.open(path, { clock: clockB })];
+    }
+    const keyPrefix = `greylist-${opened}:`;
+    return [await RedisStore.open(redis.url, { clock: clockA, keyPrefix }), await RedisStore.open(redis.url, { clock: clockB, keyPrefix })];
+  }
+
+  for (const kind of ['sqlite', 'redis'] as const) {
+    it(`${kind}: a first sighting written between the other daemon's read and write decides the first-seen time`, async () => {
+      const clockA = new ManualClock(1_700_000_000_000 + 100 * S);
+      const clockB = new ManualClock(1_700_000_000_000);
+      const [storeA, storeB] = await twoDaemons(kind, clockA, clockB);
+      try {
+        const a = interleaved(storeA);
+        const onA = new Greylist(a.store, clockA, POSTGREY);
+        const onB = new Greylist(storeB, clockB, POSTGREY);
+        const key = onA.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+        a.beforeWrite((k) => k === key, () => onB.check(triplet()));
+        const outcome = await onA.check(triplet());
+        assert.deepEqual(outcome, { kind: 'defer', reason: 'early-retry', remainingMs: 200 * S, retryAt: clockB.now() + 300 * S, firstSeen: clockB.now() });
+        assert.equal((await storeB.get(key))?.value, `${clockB.now()},${clockA.now()}`, 'one row: B\'s first-seen time, A\'s last-seen');
+        clockA.advance(200 * S);
+        clockB.advance(200 * S);
+        assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
+        assert.deepEqual(await onB.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 200 * S }, 'passed on A: passed for B too, whose clock is behind');
+      } finally {
+        await storeA.close();
+        await storeB.close();
+      }
+    });
+
+    it(`${kind}: first passes of two senders of one domain at once on two daemons: both senders kept, the client counted once for the hour`, async () => {
+      const clock = new ManualClock(1_700_000_000_000);
+      const [storeA, storeB] = await twoDaemons(kind, clock, clock);
+      try {
+        const settings = { ...POSTGREY, domainAutoAllow: 2 };
+        const a = interleaved(storeA);
+        const onA = new Greylist(a.store, clock, settings);
+        const onB = new Greylist(storeB, clock, settings);
+        const one = triplet({ sender: 'one@pool.example' });
+        const two = triplet({ sender: 'two@pool.example' });
+        await onA.check(one);
+        await onB.check(two);
+        clock.advance(300 * S);
+        const domainKey = onA.domainKey('192.0.2.0/24', 'pool.example');
+        let meanwhile: unknown;
+        // B passes its triplet (counting the client, recording its sender) after A has read the
+        // domain's row, before A writes it.
+        a.beforeWrite((k) => k === domainKey, async () => (meanwhile = await onB.check(two)));
+        assert.deepEqual(await onA.check(one), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
+        assert.deepEqual(meanwhile, { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
+        assert.deepEqual(
+          (await onB.list({ kinds: ['client', 'domain'], limit: 10 })).map((e) => (e.kind === 'client' ? ['client', e.count] : e.kind === 'domain' ? ['domain', e.senders] : [])),
+          [['client', 1], ['domain', 2]],
+          'the client counted once for the hour, neither sender lost',
+        );
+        assert.deepEqual(await onA.check(triplet({ sender: 'three@pool.example' })), { kind: 'pass', reason: 'domain-auto-allow', domain: 'pool.example' });
+      } finally {
+        await storeA.close();
+        await storeB.close();
+      }
+    });
+
+    it(`${kind}: a passed triplet refreshed by the other daemon meanwhile stays passed, refreshed once, expiring max-age after`, async () => {
+      const clock = new ManualClock(1_700_000_000_000);
+      const [storeA, storeB] = await twoDaemons(kind, clock, clock);
+      try {
+        const a = interleaved(storeA);
+        const onA = new Greylist(a.store, clock, { ...POSTGREY, autoAllowClients: 0 });
+        const onB = new Greylist(storeB, clock, { ...POSTGREY, autoAllowClients: 0 });
+        const key = onA.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+        await onA.check(triplet());
+        clock.advance(300 * S);
+        assert.equal((await onB.check(triplet())).kind, 'pass');
+        const passedAt = clock.now();
+        clock.advance(2 * 3_600 * S);
+        a.beforeWrite((k) => k === key, () => onB.check(triplet()));
+        assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 2 * 3_600 * S + 300 * S });
+        const row = await storeA.get(key);
+        assert.equal(row?.value, `${passedAt - 300 * S},${clock.now()}`);
+        // Redis counts the lifetime on its own clock, which the test cannot move: only the length is compared there.
+        const left = (row?.expiresAt ?? 0) - clock.now();
+        assert.ok(left > 35 * DAY - 60 * S && left <= 35 * DAY, `lifetime left ${left} ms, expected max-age from the refresh`);
+      } finally {
+        await storeA.close();
+        await storeB.close();
+      }
+    });
+  }
 });
 
 describe('greylist administration', () => {

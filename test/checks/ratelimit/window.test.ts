@@ -1,6 +1,7 @@
 // Sliding-window counts with ManualClock, and exact counting on a real Redis under concurrency.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ManualClock } from '../../../src/core/clock.js';
 import { SlidingWindow } from '../../../src/checks/ratelimit/index.js';
 import { MemoryStore, RedisStore } from '../../../src/store/index.js';
@@ -20,6 +21,19 @@ describe('SlidingWindow', () => {
     clock.advance(60 * MINUTE);
     assert.equal((await window.peek('k')).estimate, 0.75, 'only 3/4 of the single later event');
     assert.equal((await window.peek('other')).estimate, 0);
+  });
+
+  it('still counts a window begun at its first millisecond in the last millisecond of the next one, and forgets it after', async () => {
+    const start = Date.UTC(2026, 0, 1, 10);
+    const clock = new ManualClock(start);
+    const window = new SlidingWindow(new MemoryStore({ clock }), clock, 60 * MINUTE, 'w:');
+    await window.add('k', 60);
+    clock.advance(2 * 60 * MINUTE - 1);
+    const last = await window.peek('k');
+    assert.deepEqual([last.previous, last.current], [60, 0]);
+    assert.ok(Math.abs(last.estimate - 60 / (60 * MINUTE)) < 1e-9, `estimate ${last.estimate}`);
+    clock.advance(1);
+    assert.deepEqual(await window.peek('k'), { estimate: 0, current: 0, previous: 0, windowStart: start + 2 * 60 * MINUTE });
   });
 
   it('tells when there is room again', async () => {
@@ -43,6 +57,27 @@ describe('SlidingWindow on Redis', () => {
   });
   after(async () => {
     await redis.stop();
+  });
+
+  it('keeps a counter in Redis for two windows from its first event, without extending it on later ones', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const store = await RedisStore.open(redis.url, { clock, keyPrefix: 'ttl:' });
+    const admin = new Redis(redis.url);
+    try {
+      const window = new SlidingWindow(store, clock, 60 * MINUTE, 'w:');
+      await window.add('key');
+      const key = `ttl:w:key:${Math.floor(clock.now() / (60 * MINUTE))}`;
+      const first = await admin.pttl(key);
+      // The previous window's count is read for the whole of the next window.
+      assert.ok(first > 2 * 60 * MINUTE && first <= 2 * 60 * MINUTE + 1000, `PTTL ${first}`);
+      await admin.pexpire(key, 5 * MINUTE);
+      await window.add('key');
+      assert.ok((await admin.pttl(key)) <= 5 * MINUTE, 'a later event leaves the expiry alone');
+      assert.equal((await window.peek('key')).current, 2);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
   });
 
   it('two clients adding concurrently lose no count and see distinct totals', async () => {

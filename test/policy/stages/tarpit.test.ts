@@ -1,6 +1,9 @@
 // The tarpit and ratelimit stages in a real pipeline, with ManualClock and an injected sleep.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
@@ -9,7 +12,7 @@ import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
 import { createTarpit, tarpitStage } from '../../../src/policy/stages/tarpit.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
-import { MemoryStore } from '../../../src/store/index.js';
+import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
 
 const silent = createLogger('silent');
 const MINUTE = 60_000;
@@ -143,6 +146,31 @@ describe('tarpit stage', () => {
     const out = await pipeline.decide(to('198.51.100.1', 9));
     assert.equal(out.action, '550 5.1.1 User unknown', 'four errors on each server, below the hard limit of 5');
     assert.match((await pipeline.decide(to('198.51.100.1', 10))).action, /^421 /, 'the fifth on one server reaches it');
+  });
+
+  it('counts one connection and one client across two workers sharing one SQLite file, whichever worker each request reaches', async () => {
+    const { clock, deps } = world();
+    const dir = mkdtempSync(join(tmpdir(), 'callout-tarpit-'));
+    const stores = [await SqliteStore.open(join(dir, 'shared.db'), { clock }), await SqliteStore.open(join(dir, 'shared.db'), { clock })];
+    try {
+      const slept: number[] = [];
+      const options = tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { window: '10m', soft: 100, hard: 7 } }) as never;
+      const workers = stores.map((store) => new Pipeline([configured(createTarpit(options, { ...deps, store }, async (ms) => void slept.push(ms))), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }));
+      const answers: string[] = [];
+      // One connection's requests come one at a time; Postfix's policy client may reach either worker.
+      for (let n = 0; n < 6; n += 1) answers.push((await workers[n % 2]!.decide(request(`nobody${n}@example.test`, { instance: `m${Math.floor(n / 3)}` }))).action);
+      assert.deepEqual(answers.slice(0, 5), Array(5).fill('550 5.1.1 User unknown'));
+      assert.match(answers[5]!, /^421 4\.7\.0 /, 'five errors on the connection, counted by both workers');
+      assert.deepEqual(slept, [1000, 2000, 3000, 3000]);
+      // Two more connections of the client, at once on both workers: the per-client window adds up all of them.
+      const other = (port: string, n: number) => request(`nobody-${port}-${n}@example.test`, { client_port: port, instance: `p${port}` });
+      await Promise.all([workers[0]!.decide(other('40100', 0)), workers[1]!.decide(other('40200', 0))]);
+      const refused = await workers[0]!.decide(request('alice@example.test', { client_port: '40300', instance: 'fresh' }));
+      assert.equal(refused.verdicts[0]!.reason, 'hard limit reached: 0 rejected on this connection, 7.0 per 10m');
+    } finally {
+      for (const store of stores) await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   for (const [label, port] of [['without client_port', undefined], ['with client_port "unknown"', 'unknown'], ['with an empty client_port', '']] as const) {
