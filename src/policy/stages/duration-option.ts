@@ -20,7 +20,15 @@ import { ConfigError } from '../../core/errors.js';
 export type DurationText = string | number;
 
 /**
- * A duration option; minMs refuses shorter ones (a window of 0 would divide by zero). The value
+ * The longest duration a stage takes: far past any greylist age or rate window, and far below
+ * where twice it (a row's lifetime) stops being an exact integer of milliseconds, as which a
+ * store keeps expiry times: past that every request of the stage failed.
+ */
+const LONGEST_MS = 3650 * 86_400_000;
+
+/**
+ * A duration option; minMs refuses shorter ones (a window of 0 would divide by zero), and none
+ * may be longer than LONGEST_MS (ten years). The value
  * comes out in one written form with its unit ("5m" for 300 or "300s"), which reads the same
  * however often it is parsed, and which `callout config print` can print as it is: a bare
  * number there would be taken for milliseconds, as the schema's own durations are kept.
@@ -33,6 +41,7 @@ export function durationOption(fallback: string, minMs = 0) {
       const parsed = parseDuration(value);
       if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
       else if (parsed.ms < minMs) ctx.addIssue({ code: 'custom', message: `expected at least ${minMs} ms` });
+      else if (parsed.ms > LONGEST_MS) ctx.addIssue({ code: 'custom', message: `expected at most ${formatDuration(LONGEST_MS)}` });
     })
     .transform((value): DurationText => {
       const parsed = parseDuration(value);
