@@ -6,8 +6,8 @@
  *   The peers connect to MX host *names*, which Node resolves with getaddrinfo, not with the
  *   DNS server the benchmark runs; so the exchanger names must be in /etc/hosts while the peers
  *   run. addHostsEntries() keeps a copy of the file, appends a block between marker lines and
- *   returns remove(), which takes the block out again. remove() also runs on exit, SIGINT and
- *   SIGTERM, and a block left by a run that was killed hard is removed before a new one is
+ *   returns remove(), which takes the block out again. remove() also runs on exit, SIGINT,
+ *   SIGTERM and SIGHUP, and a block left by a run that was killed hard is removed before a new one is
  *   added. The file is rewritten in place (never renamed over), because in containers
  *   /etc/hosts is often a bind mount that a rename would break.
  *
@@ -16,12 +16,14 @@
  */
 
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const HOSTS = '/etc/hosts';
 const BEGIN = '# callout-bench begin (temporary; removed when the benchmark ends)';
 const END = '# callout-bench end';
+/** Signals whose default action ends the process without an 'exit' event: a closed terminal (SIGHUP) too. */
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 function withoutBlock(text: string): string {
   const begin = text.indexOf(BEGIN);
@@ -48,15 +50,13 @@ export function addHostsEntries(lines: string[]): HostsEntries {
     removed = true;
     writeFileSync(HOSTS, withoutBlock(readFileSync(HOSTS, 'utf8')));
     process.off('exit', remove);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of SIGNALS) process.off(signal, onSignal);
   };
   const onSignal = (signal: NodeJS.Signals): void => {
     remove();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    process.exit(128 + os.constants.signals[signal]);
   };
   process.on('exit', remove);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of SIGNALS) process.on(signal, onSignal);
   return { backup, remove };
 }

@@ -60,7 +60,7 @@
  */
 
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -68,6 +68,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PolicyClient, encodeRequest } from '../test/support/policy-client.js';
 import { freePort } from '../test/support/ports.js';
 import { startRedis } from '../test/support/redis.js';
+import { CONTENDED_CORES, machineTicks } from './measure.js';
 import { processCpuSeconds, startServe, stopChild, tmpfsDir } from './serve.js';
 
 export const POSTGREY = '/usr/sbin/postgrey';
@@ -205,8 +206,15 @@ function encodeTrace(trace: readonly TraceEvent[], instancePrefix: string): stri
   return trace.map((event, index) => encodeRequest(request(event, `${instancePrefix}.${index}`)));
 }
 
+/**
+ * A greylister's answer as defer (DEFER_IF_PERMIT) or pass (DUNNO, PREPEND of its header).
+ * Anything else (callout's "451 4.3.0" for a stage fault, an error) throws: counted as a pass,
+ * a server that fails would look fast.
+ */
 export function classify(action: string): Verdict {
-  return /^DEFER_IF_PERMIT\b/.test(action) ? 'defer' : 'pass';
+  if (/^DEFER_IF_PERMIT\b/.test(action)) return 'defer';
+  if (action === 'DUNNO' || /^PREPEND X-Greylist:/.test(action)) return 'pass';
+  throw new Error(`a greylisting answer that is neither a deferral nor a pass: ${JSON.stringify(action.slice(0, 120))}`);
 }
 
 export interface Replay {
@@ -217,6 +225,8 @@ export interface Replay {
   serverCpuSeconds: number;
   /** CPU seconds this process, the load generator, used meanwhile. */
   loadCpuSeconds: number;
+  /** Busy CPU seconds of the whole machine meanwhile (/proc/stat); NaN without it. */
+  machineCpuSeconds: number;
 }
 
 /** CPU seconds a server's processes have used so far. */
@@ -233,6 +243,7 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
   let next = 0;
   const serverCpuBefore = serverCpu();
   const loadCpuBefore = process.cpuUsage();
+  const ticksBefore = machineTicks();
   const started = performance.now();
   await Promise.all(
     clients.map(async (client) => {
@@ -241,12 +252,16 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
   );
   const seconds = (performance.now() - started) / 1000;
   const load = process.cpuUsage(loadCpuBefore);
+  const ticksAfter = machineTicks();
+  const machineCores =
+    ticksBefore && ticksAfter && ticksAfter.total > ticksBefore.total ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * ticksAfter.cpus : Number.NaN;
   return {
     verdicts,
     seconds,
     perSecond: requests.length / seconds,
     serverCpuSeconds: serverCpu() - serverCpuBefore,
     loadCpuSeconds: (load.user + load.system) / 1e6,
+    machineCpuSeconds: machineCores * seconds,
   };
 }
 
@@ -310,6 +325,8 @@ export async function replayCallout(trace: readonly TraceEvent[], options: Callo
       listen: `127.0.0.1:${port}`,
       workers,
       acceptTestTime: true,
+      // A stage fault answers 451, which classify() refuses, instead of a DUNNO it would count as a fast pass.
+      faultAction: 'DEFER',
       stages: [
         {
           name: 'greylist',
@@ -370,6 +387,8 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
   const group = execFileSync('id', ['-gn'], { encoding: 'utf8' }).trim();
+  const log = join(dir, 'postgrey.log');
+  const logFd = openSync(log, 'w');
   const child = spawn(
     POSTGREY,
     [
@@ -384,13 +403,13 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
       `--whitelist-clients=${whitelists.clients}`,
       `--whitelist-recipients=${whitelists.recipients}`,
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    // In the foreground postgrey logs every decision on stderr: to a file, as callout's log goes
+    // to /dev/null, not through a pipe that the load generator (this process) would have to read.
+    { stdio: ['ignore', logFd, logFd] },
   );
-  let output = '';
-  const collect = (data: Buffer) => (output = (output + data.toString()).slice(-4000));
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  return replayThenStop(child, () => processCpuSeconds(child.pid), dir, () => connectWhenUp(port, connections, child, () => output), trace, warmup);
+  closeSync(logFd);
+  const output = (): string => readFileSync(log, 'utf8').slice(-4000);
+  return replayThenStop(child, () => processCpuSeconds(child.pid), dir, () => connectWhenUp(port, connections, child, output), trace, warmup);
 }
 
 /**
@@ -508,12 +527,20 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
       `auto-allow after ${GREYLIST_SETTINGS.autoAllowClients} passes, the same whitelist files. With one connection the requests are answered in trace order and the decisions are compared; ` +
       'with 16 or 64 (as that many smtpd processes would hold; Postfix allows 100 by default) neighbouring requests overlap.',
     '',
-    '| server | store | connections | requests/s | seconds | deferred | server CPU (cores) | server CPU per request (µs) | load generator CPU (cores) |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| server | store | connections | requests/s | seconds | deferred | server CPU (cores) | server CPU per request (µs) | load generator CPU (cores) | other work on the machine (cores) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
+  let disturbed = false;
+  /** The machine's busy CPU minus the server's and the load generator's: kernel work not charged to them, other programs. */
+  const otherWork = (r: Replay): string => {
+    if (!Number.isFinite(r.machineCpuSeconds)) return 'n/a';
+    const cores = (r.machineCpuSeconds - r.serverCpuSeconds - r.loadCpuSeconds) / r.seconds;
+    disturbed ||= cores > CONTENDED_CORES;
+    return `${Math.max(0, cores).toFixed(2)}${cores > CONTENDED_CORES ? ' ⚠' : ''}`;
+  };
   const row = (server: string, store: string, connections: number, r: Replay): string =>
     `| ${server} | ${store} | ${connections} | ${r.perSecond.toFixed(0)} | ${r.seconds.toFixed(2)} | ${deferred(r)} | ` +
-    `${(r.serverCpuSeconds / r.seconds).toFixed(2)} | ${cpuPerRequest(r, r.serverCpuSeconds).toFixed(0)} | ${(r.loadCpuSeconds / r.seconds).toFixed(2)} |`;
+    `${(r.serverCpuSeconds / r.seconds).toFixed(2)} | ${cpuPerRequest(r, r.serverCpuSeconds).toFixed(0)} | ${(r.loadCpuSeconds / r.seconds).toFixed(2)} | ${otherWork(r)} |`;
   const postgreyHere = postgreyAvailable();
   const tmpfs = postgreyHere ? tmpfsDir() : undefined;
   const results: Array<{ connections: number; callout: Replay; postgrey?: Replay; postgreyTmpfs?: Replay }> = [];
@@ -558,6 +585,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
     }
   }
   lines.push('');
+  if (disturbed) lines.push(`⚠ More than ${CONTENDED_CORES} cores went to other work during the replay: its numbers understate what that server can do, and ratios with it are not to be trusted. Run again on a quiet machine.`, '');
   if (!postgreyHere) {
     lines.push(`postgrey is not installed (${POSTGREY}): install the Debian package postgrey to compare.`);
     return `${lines.join('\n')}\n`;

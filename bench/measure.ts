@@ -40,9 +40,10 @@ export interface CellResult {
   tally: Record<string, number>;
 }
 
+/** Nearest rank: the smallest sample with at least `fraction` of all samples at or below it. */
 function percentile(sorted: Float64Array, fraction: number): number {
   if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * (sorted.length - 1)))]!;
+  return sorted[Math.max(0, Math.ceil(fraction * sorted.length) - 1)]!;
 }
 
 /** Above this much CPU spent outside the two benchmark processes, a cell counts as contended. */
@@ -68,19 +69,24 @@ export async function waitForQuiet(maxMs: number): Promise<boolean> {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const after = machineTicks();
     if (!before || !after) return false;
-    const busyCores = ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * os.availableParallelism();
+    const busyCores = ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * after.cpus;
     if (busyCores < CONTENDED_CORES) return true;
   }
   return false;
 }
 
-/** Busy and total jiffies of all CPUs, from the first line of /proc/stat. */
-function machineTicks(): { busy: number; total: number } | undefined {
+/**
+ * Busy and total jiffies of all CPUs, from the first line of /proc/stat, and the CPUs it sums
+ * (its cpuN lines: all of the machine's, which may be more than this process may run on).
+ */
+export function machineTicks(): { busy: number; total: number; cpus: number } | undefined {
   try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const stat = readFileSync('/proc/stat', 'utf8');
+    // user nice system idle iowait irq softirq steal; guest and guest_nice are already in user and nice.
+    const fields = stat.split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
     const total = fields.reduce((sum, n) => sum + n, 0);
     const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-    return { busy: total - idle, total };
+    return { busy: total - idle, total, cpus: stat.match(/^cpu\d+ /gm)?.length ?? os.availableParallelism() };
   } catch {
     return undefined;
   }
@@ -120,7 +126,7 @@ export async function runCell(options: CellOptions, op: (index: number) => Promi
   const measured = latencies.subarray(0, done).sort();
   const machineCores =
     ticksBefore && ticksAfter && ticksAfter.total > ticksBefore.total
-      ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * os.availableParallelism()
+      ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * ticksAfter.cpus
       : Number.NaN;
   return {
     concurrency: options.concurrency,

@@ -13,9 +13,12 @@
 #      "evaluations": N, "elapsedMs": N}
 #   In "memory" mode spf.DNSLookup is replaced by a lookup in the scenario's zone (as pyspf's own
 #   test driver does); in "dns" mode pyspf asks the in-process DNS server of the scenario over
-#   UDP on 127.0.0.1 through py3dns. The default explanation is "DEFAULT", as the suite expects.
+#   UDP on 127.0.0.1 through py3dns (even where pyspf would pick dnspython, which reads
+#   /etc/resolv.conf), and every socket refuses destinations outside loopback. The default
+#   explanation is "DEFAULT", as the suite expects.
 #   If pyspf is not importable the answer is {"error": "..."}.
 import json
+import socket
 import sys
 import time
 
@@ -50,9 +53,30 @@ def memory_lookup(name, qtype, strict=True, timeout=None):
     return [(key, value) for value in node.get(qtype, [])]
 
 
+class LoopbackOnly(socket.socket):
+    """A socket that refuses destinations outside loopback: no lookup leaves the machine."""
+    def _check(self, address):
+        # String tests, not ipaddress: this runs for every query pyspf makes in the timed rounds.
+        if isinstance(address, tuple) and not (address[0].startswith('127.') or address[0] == '::1'):
+            raise OSError('bench: destination %s is not loopback' % address[0])
+
+    def connect(self, address):
+        self._check(address)
+        return super().connect(address)
+
+    def sendto(self, data, *rest):
+        self._check(rest[-1])
+        return super().sendto(data, *rest)
+
+
+socket.socket = LoopbackOnly
 if request["mode"] == "memory":
     spf.DNSLookup = memory_lookup
 else:
+    # pyspf prefers dnspython when it is installed, which asks the servers of /etc/resolv.conf:
+    # pydns, pointed at the scenario's server, in every case.
+    spf.DNS = DNS
+    spf.DNSLookup = spf.DNSLookup_pydns
     DNS.defaults['server'] = ['127.0.0.1']
 
 
