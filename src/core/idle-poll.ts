@@ -84,7 +84,7 @@ export interface IdlePollStats {
   caught: number;
   /** Requests that arrived after the process had gone to sleep. */
   slept: number;
-  /** Time spent polling, in seconds. */
+  /** Time spent polling, in seconds: the poll's turns in which no request was read. */
   pollSeconds: number;
 }
 
@@ -101,7 +101,10 @@ export class IdlePoller {
   private readonly growMicros: number;
   /** Polling lasts until this time (ms); undefined while the loop is not polling. */
   private pollUntil: number | undefined;
-  private pollStarted = 0;
+  /** When the poll's latest turn (or the latest answer) ended; the time since is the current turn's. */
+  private turnStarted = 0;
+  /** A request was read during the current turn: its time went to the request, not to polling. */
+  private requestInTurn = false;
   private readonly now: () => number;
   private readonly turn = (): void => this.pollTurn();
 
@@ -126,10 +129,10 @@ export class IdlePoller {
     const now = this.now();
     const micros = this.window.micros;
     if (micros > 0) {
-      if (this.pollUntil === undefined) {
-        this.pollStarted = now;
-        setImmediate(this.turn);
-      }
+      if (this.pollUntil === undefined) setImmediate(this.turn);
+      // What the loop did before this answer (deciding it) is not polling.
+      this.turnStarted = now;
+      this.requestInTurn = false;
       this.pollUntil = Math.max(this.pollUntil ?? 0, now + micros / 1000);
     }
     return now;
@@ -140,6 +143,7 @@ export class IdlePoller {
    * the connection's previous answer (undefined: none since its last request, nothing to learn).
    */
   arrived(answeredAt: number | undefined): void {
+    this.requestInTurn = true;
     if (answeredAt === undefined || this.window.maxMicros === 0) return;
     const now = this.now();
     // A loop that was blocked (a long commit, a GC pause) may not have ended a poll that is over.
@@ -149,13 +153,20 @@ export class IdlePoller {
     this.window.observe((now - answeredAt) * 1000, caught);
   }
 
+  /**
+   * Counts the turn that ends now as polling unless a request was read in it: once polls chain
+   * (each answer extends the poll), counting from the poll's start counted the time spent
+   * answering too, and a busy service seemed to spend all its time polling.
+   */
   private pollTurn(): void {
     const now = this.now();
+    if (!this.requestInTurn) this.stats.pollSeconds += (now - this.turnStarted) / 1000;
+    this.requestInTurn = false;
+    this.turnStarted = now;
     if (this.pollUntil !== undefined && now < this.pollUntil) {
       setImmediate(this.turn);
       return;
     }
     this.pollUntil = undefined;
-    this.stats.pollSeconds += (now - this.pollStarted) / 1000;
   }
 }

@@ -9,7 +9,8 @@
  *                 reused, retired), stage faults, the time spent polling for the next request after an answer
  *                 and the requests it caught, process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
- *                 it does not (the daemon still answers Postfix then, by policy.faultAction).
+ *                 it does not, or not within METRICS_HEALTH_TIMEOUT_MS (the daemon still
+ *                 answers Postfix then, by policy.faultAction).
  *   The listener belongs on loopback (metrics.listen): it has no authentication. It shares the
  *   process's file descriptors with the policy listener, so it takes at most
  *   METRICS_MAX_CONNECTIONS connections at once and gives a request METRICS_REQUEST_TIMEOUT_MS
@@ -36,7 +37,15 @@ import type { StageLogger, StageMetrics } from '../policy/types.js';
 import { removeStaleSocket } from '../policy/server.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError, describeError } from '../core/errors.js';
+import { settleWithin } from '../core/clock.js';
 import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
+
+/**
+ * From a cached answer (0.1 ms or less) to the decision deadline (policy.decisionTimeout, 6 s):
+ * with 0.5 ms as the first bound every cached answer fell in one bucket, and a cached path
+ * grown four times slower did not show.
+ */
+const DECISION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export class Metrics implements StageMetrics {
   readonly registry = new Registry();
@@ -49,7 +58,7 @@ export class Metrics implements StageMetrics {
   private readonly latency = new Histogram({
     name: 'callout_policy_decision_seconds',
     help: 'Time from policy request to answer',
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10],
+    buckets: DECISION_BUCKETS,
     registers: [this.registry],
   });
   private readonly callouts = new Counter({
@@ -153,15 +162,22 @@ export interface MetricsSource {
 /** Scrapers, health checks and an administrator's curl: a few at a time. */
 export const METRICS_MAX_CONNECTIONS = 64;
 export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * /health answers 503 when the store has not taken its probe write by then. Unbounded, it
+ * waited as long as the store did (SQLite's busy timeout, 5 s, while another process holds the
+ * write lock): a monitor's own timeout came first, and it reported the daemon unreachable.
+ */
+export const METRICS_HEALTH_TIMEOUT_MS = 1_000;
 
 const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
 
 export async function startMetricsServer(
   listen: string,
   source: MetricsSource,
-  limits: { maxConnections?: number; requestTimeoutMs?: number; log?: StageLogger } = {},
+  limits: { maxConnections?: number; requestTimeoutMs?: number; healthTimeoutMs?: number; log?: StageLogger } = {},
 ): Promise<{ server: Server; address: string }> {
   const requestTimeoutMs = limits.requestTimeoutMs ?? METRICS_REQUEST_TIMEOUT_MS;
+  const healthTimeoutMs = limits.healthTimeoutMs ?? METRICS_HEALTH_TIMEOUT_MS;
   const serverOptions = { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) };
   const server = createServer(serverOptions, (req, res) => {
     void (async () => {
@@ -173,7 +189,10 @@ export async function startMetricsServer(
         const body = await source.metricsText();
         res.writeHead(200, { 'content-type': source.contentType }).end(body);
       } else if (path === '/health') {
-        const ok = await source.healthy();
+        const ok = await settleWithin(source.healthy(), healthTimeoutMs, () => {
+          limits.log?.warn({ waitedMs: healthTimeoutMs }, 'health: the store did not answer in time; answered 503');
+          return false;
+        });
         res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ok' : 'degraded' }));
       } else {
         res.writeHead(404, TEXT).end('not found: /metrics and /health are served here\n');

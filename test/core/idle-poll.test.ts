@@ -114,6 +114,24 @@ describe('IdlePoller', () => {
     assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
   });
 
+  it('counts the time between requests as polling, not the time spent answering a request it caught', async () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 200, now: time.now });
+    const first = poller.answered();
+    time.advance(0.01);
+    poller.arrived(first); // opens the window to 200 µs
+    let answeredAt = poller.answered()!;
+    await nextTurn();
+    time.advance(0.02);
+    await nextTurn(); // 20 µs of polling
+    poller.arrived(answeredAt);
+    time.advance(1); // a decision that took 1 ms; the poll goes on around it
+    answeredAt = poller.answered()!;
+    await turnsUntil(time, answeredAt + 0.2);
+    assert.equal(poller.stats.caught, 1);
+    assert.ok(poller.stats.pollSeconds > 0.000219 && poller.stats.pollSeconds < 0.00024, `polled ${poller.stats.pollSeconds} s`);
+  });
+
   it('learns nothing from a request whose connection had no answer since its last one', () => {
     const time = manualTime();
     const poller = new IdlePoller({ maxMicros: 200, now: time.now });

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMetricsServer } from '../../src/http/metrics.js';
+import { Metrics, startMetricsServer } from '../../src/http/metrics.js';
 import { captureLog } from '../support/log-capture.js';
 
 const source = { metricsText: async () => 'callout_up 1\n', contentType: 'text/plain; version=0.0.4', healthy: async () => true };
@@ -132,6 +132,21 @@ describe('metrics listener requests', () => {
     }
   });
 
+  it('answers /health 503 when the store does not answer in time, instead of waiting as long as the store does', async () => {
+    const { log, lines } = captureLog();
+    const hanging = { ...source, healthy: () => new Promise<boolean>(() => undefined) };
+    const { server, address } = await startMetricsServer('127.0.0.1:0', hanging, { log, healthTimeoutMs: 50 });
+    try {
+      const response = await within(fetch(`http://${address}/health`), 2000, '/health answered');
+      assert.equal(response.status, 503);
+      assert.deepEqual(await response.json(), { status: 'degraded' });
+      assert.ok(lines.some((l) => l.msg === 'health: the store did not answer in time; answered 503' && l.waitedMs === 50), JSON.stringify(lines));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('logs why it answered 500, which the scraper alone would never learn', async () => {
     const { log, lines } = captureLog();
     const failing = { ...source, metricsText: () => Promise.reject(new Error('Operation timed out.')) };
@@ -142,5 +157,18 @@ describe('metrics listener requests', () => {
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe('Metrics', () => {
+  it('tells a cached decision (0.1 ms) from one four times slower in the latency histogram', async () => {
+    const metrics = new Metrics();
+    const outcome = { action: 'DUNNO', verdicts: [], warnings: [], faults: [] };
+    metrics.recordDecision({ ...outcome, durationMs: 0.09 });
+    metrics.recordDecision({ ...outcome, durationMs: 0.4 });
+    const text = await metrics.registry.getSingleMetricAsString('callout_policy_decision_seconds');
+    const bucket = (le: string) => Number(new RegExp(`_bucket\\{le="${le}"\\} (\\d+)`).exec(text)?.[1]);
+    assert.equal(bucket('0.0001'), 1, text);
+    assert.equal(bucket('0.0005'), 2, text);
   });
 });
