@@ -303,22 +303,13 @@ async function startPostgrey(parent = os.tmpdir()): Promise<Service> {
  * through pydns (never dnspython, which would ask the machine's resolver), with every
  * socket refusing destinations outside loopback (and saying so on stderr).
  */
+/** bench/, where loopback_only.py is. */
+const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
 const POLICYD_SPF_LAUNCHER = `
-import ipaddress, runpy, socket, sys
-_Socket = socket.socket
-class LoopbackOnly(_Socket):
-    def _check(self, address):
-        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
-            sys.stderr.write('refused non-loopback destination %s\\n' % address[0])
-            sys.stderr.flush()
-            raise OSError('bench: destination %s is not loopback' % address[0])
-    def connect(self, address):
-        self._check(address)
-        return super().connect(address)
-    def sendto(self, data, *rest):
-        self._check(rest[-1])
-        return super().sendto(data, *rest)
-socket.socket = LoopbackOnly
+import runpy, sys
+sys.path.insert(0, '${BENCH_DIR}')
+import loopback_only
+loopback_only.install()
 import DNS, spf
 # pyspf prefers dnspython when it is installed, which asks the servers of /etc/resolv.conf.
 spf.DNS = DNS
@@ -340,7 +331,7 @@ async function startPolicydSpf(dns: DnsTestServer): Promise<{ service: Service; 
     socket.destroy();
     children.add(child);
     child.stderr?.setEncoding('utf8').on('data', (text: string) => {
-      for (const line of text.split('\n')) if (line.startsWith('refused non-loopback')) refused.push(line);
+      for (const line of text.split('\n')) if (line.startsWith('bench: refused non-loopback')) refused.push(line);
     });
     child.on('exit', () => children.delete(child));
   });
