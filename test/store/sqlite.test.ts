@@ -737,8 +737,10 @@ describe('SqliteStore', () => {
 
   it('rejects a WAL or shared-memory file it cannot write (left by another user) as a configuration problem, naming it', async () => {
     // A directory and file any user may write; only the WAL and -shm files, made by this
-    // process's connection, are read-only for the opener: a child of another user when this
-    // test runs as root (who may write anything), else mode 0444.
+    // process's connection, are read-only for the opener: a child that becomes another user when
+    // this test runs as root (who may write anything), else mode 0444. The child changes user
+    // only once its modules and SQLite's native addon are loaded: a checkout in a directory only
+    // root may enter (a clean clone under mktemp -d) is then no obstacle.
     const dir = mkdtempSync(join(tmpdir(), 'callout-sqlite-companions-'));
     const path = join(dir, 'store.sqlite');
     const script = join(dir, 'open.mjs');
@@ -752,13 +754,15 @@ describe('SqliteStore', () => {
       writeFileSync(
         script,
         `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+         await (await SqliteStore.open(':memory:')).close();
+         if (process.argv[3] === 'as-nobody') { process.setgid(65534); process.setuid(65534); }
          try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
          catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
       );
       chmodSync(script, 0o644);
       const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-      const asAnotherUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-      const child = spawn(process.execPath, ['--import', 'tsx', script, path], { env, stdio: ['ignore', 'pipe', 'inherit'], ...asAnotherUser });
+      const asAnotherUser = process.getuid?.() === 0 ? ['as-nobody'] : [];
+      const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
       await once(child, 'exit');
