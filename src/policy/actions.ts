@@ -6,7 +6,10 @@
  *   The one place where a Decision becomes the text after `action=`. Texts are made safe for an
  *   SMTP reply: no CR, LF or NUL (they would end the policy reply early, or split the SMTP
  *   reply), printable ASCII only, and short enough that Postfix's reply with its own prefix
- *   stays under the 512-octet line limit of RFC 5321 §4.5.3.1.5.
+ *   stays under the 512-octet line limit of RFC 5321 §4.5.3.1.5: Postfix writes
+ *   "550 5.7.1 <NAME>: Recipient address rejected: TEXT" (smtpd_check.c), NAME being the
+ *   address or host the restriction is about, so the room for TEXT depends on it
+ *   (replyTextLimit); a text keeps at least MIN_TEXT characters whatever NAME's length.
  *
  *   An enhanced status code always has the class of the reply it goes with (RFC 3463 §2): the
  *   code's for `4NN`/`5NN`, 4 for DEFER_IF_PERMIT (Postfix answers it with
@@ -21,11 +24,21 @@ import { parseEnhancedStatus } from '../smtp/reply.js';
 import type { Decision } from './types.js';
 
 const MAX_TEXT = 400;
+const MIN_TEXT = 80;
+/** The longest reply line, CRLF included (RFC 5321 §4.5.3.1.5). */
+const MAX_REPLY_LINE = 512;
+/** What Postfix writes around NAME and TEXT at most: "550 5.123.123 <", ">: Recipient address rejected: ", CRLF. */
+const POSTFIX_REPLY_OVERHEAD = '550 5.123.123 <'.length + '>: Recipient address rejected: '.length + 2;
 
-export function safeText(text: string): string {
+/** The room for a reply's text when Postfix quotes `name` before it. */
+export function replyTextLimit(name: string): number {
+  return Math.max(MIN_TEXT, Math.min(MAX_TEXT, MAX_REPLY_LINE - POSTFIX_REPLY_OVERHEAD - Buffer.byteLength(name)));
+}
+
+export function safeText(text: string, maxLength = MAX_TEXT): string {
   // Mailbox addresses may be UTF-8 (RFC 6531); SMTP replies without SMTPUTF8 are ASCII.
   const cleaned = text.replace(/[\r\n\0]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').trim();
-  return cleaned.length > MAX_TEXT ? `${cleaned.slice(0, MAX_TEXT - 3)}...` : cleaned;
+  return cleaned.length > maxLength ? `${cleaned.slice(0, maxLength - 3)}...` : cleaned;
 }
 
 /** A header field for PREPEND: `Name: value`, folded to one line, field name per RFC 5322 §3.6.8. */
@@ -35,18 +48,18 @@ export function safeHeader(header: string): string | undefined {
   return /^[\x21-\x39\x3b-\x7e]+:\s?\S/.test(line) ? line.slice(0, MAX_HEADER_LINE) : undefined;
 }
 
-export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { kind: 'prepend' }>, acceptAction = 'DUNNO'): string {
+export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { kind: 'prepend' }>, acceptAction = 'DUNNO', textLimit = MAX_TEXT): string {
   switch (decision.kind) {
     case 'accept':
       return acceptAction;
     case 'reject':
     case 'defer':
-      return `${decision.code} ${inClass(decision.enhanced, Math.floor(decision.code / 100))} ${safeText(decision.text)}`;
+      return `${decision.code} ${inClass(decision.enhanced, Math.floor(decision.code / 100))} ${safeText(decision.text, textLimit)}`;
     case 'defer-if-permit': {
       // Postfix takes a leading enhanced code from the text (dsn_split), else 4.7.1: a stage's
       // own code (RFC 7372's 4.7.24 for SPF) goes there unless the text brings one. A text
       // that merely starts with a digit ("300 seconds to wait") gets the code too.
-      const given = safeText(decision.text);
+      const given = safeText(decision.text, textLimit);
       const text = decision.enhanced && !parseEnhancedStatus(given) ? `${decision.enhanced} ${given}` : given;
       const leading = parseEnhancedStatus(text);
       if (!leading || leading.status.klass === 4) return `DEFER_IF_PERMIT ${text}`;

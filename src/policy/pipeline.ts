@@ -35,7 +35,7 @@ import { RepeatCollapser } from '../core/log.js';
 import { BoundedMemo } from '../core/memo.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
-import { actionFor, safeHeader, safeText } from './actions.js';
+import { actionFor, replyTextLimit, safeHeader, safeText } from './actions.js';
 import { bareAddress, isProtocolState } from './protocol.js';
 import { STAGE_DEFINITIONS } from './stages/index.js';
 import type { Decision, PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
@@ -194,7 +194,7 @@ export class Pipeline {
     const name = configured.stage.name;
     const decision = (verdict as Partial<StageVerdict> | undefined)?.decision;
     if (!decision || !DECISION_KINDS.has(decision.kind)) throw new CalloutError('INTERNAL', `stage ${name} answered without a decision it can take`);
-    const action = decision.kind === 'continue' || decision.kind === 'prepend' ? undefined : actionFor(decision, configured.acceptAction);
+    const action = decision.kind === 'continue' || decision.kind === 'prepend' ? undefined : actionFor(decision, configured.acceptAction, replyTextLimit(quotedName(run.ctx)));
     run.verdicts.push(verdict);
     run.earlier.set(name, verdict);
     if (HEADER_STATES.has(run.ctx.state)) {
@@ -357,6 +357,21 @@ const RECEIVED_PATHS = { tolerant: true, sizeLimits: false, internalForm: true }
 const HEADER_STATES: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['RCPT', 'DATA']);
 
 const DECISION_KINDS: ReadonlySet<string> = new Set<Decision['kind']>(['continue', 'accept', 'reject', 'defer', 'defer-if-permit', 'prepend']);
+
+/** What Postfix quotes before a restriction's reply text in this state (smtpd_check.c reply_name). */
+function quotedName(ctx: StageContext): string {
+  switch (ctx.state) {
+    case 'CONNECT':
+      return `${ctx.clientName}[${ctx.clientAddress}]`;
+    case 'EHLO':
+    case 'HELO':
+      return ctx.heloName;
+    case 'MAIL':
+      return ctx.senderText;
+    default:
+      return ctx.recipientText || ctx.senderText;
+  }
+}
 
 /** A request without a known state is treated as RCPT, where Postfix sends nearly all of them. */
 function protocolState(text: string | undefined): ProtocolState {

@@ -1,7 +1,7 @@
 // Decisions as access(5) action texts: what Postfix hands the SMTP client must be consistent.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { actionFor } from '../../src/policy/actions.js';
+import { actionFor, replyTextLimit } from '../../src/policy/actions.js';
 
 describe('actionFor: enhanced status codes have the class of their reply (RFC 3463 §2)', () => {
   it('keeps a code of the right class as it is', () => {
@@ -25,5 +25,19 @@ describe('actionFor: enhanced status codes have the class of their reply (RFC 34
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.2.0', text: '300 seconds to go' }), 'DEFER_IF_PERMIT 4.2.0 300 seconds to go');
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '5.7.25', text: 'no PTR' }), 'DEFER_IF_PERMIT 4.7.25 no PTR');
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.7.1', text: '4.2.0 Greylisted' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted');
+  });
+});
+
+describe('replyTextLimit: Postfix\'s reply line stays within 512 octets (RFC 5321 §4.5.3.1.5)', () => {
+  it('leaves room for the name Postfix quotes before the text, keeping at least 80 characters of text', () => {
+    for (const recipient of ['b@example.net', `${'x'.repeat(64)}@${'d'.repeat(60)}.example`, `${'y'.repeat(64)}@${'e'.repeat(180)}.example`]) {
+      const action = actionFor({ kind: 'reject', code: 550, enhanced: '5.123.123', text: 'z'.repeat(1000) }, 'DUNNO', replyTextLimit(recipient));
+      const [code, enhanced, text] = [action.slice(0, 3), action.split(' ')[1], action.slice(action.indexOf(' ', 4) + 1)];
+      const line = `${code} ${enhanced} <${recipient}>: Recipient address rejected: ${text}\r\n`;
+      assert.ok(line.length <= 512 || text.length === 80, `${line.length} octets with a ${recipient.length}-character recipient`);
+      assert.ok(text.length >= 80 && text.endsWith('...'));
+    }
+    assert.equal(replyTextLimit('b@example.net'), 400);
+    assert.equal(replyTextLimit('x'.repeat(1000)), 80);
   });
 });

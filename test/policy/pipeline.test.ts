@@ -50,6 +50,16 @@ const reject: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: '
 describe('pipeline: stages that answer at once and stages that are waited for', () => {
   const go: Decision = { kind: 'continue' };
 
+  it('cuts a reply text to what fits in one 512-octet line after Postfix\'s "<recipient>: Recipient address rejected: "', () => {
+    const long: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'why '.repeat(200) };
+    const recipient = `${'r'.repeat(64)}@${'d'.repeat(120)}.example`;
+    const out = pipeline([syncStage('a', () => long)]).decide(rcpt({ recipient }));
+    assert.ok(!(out instanceof Promise));
+    const line = `550 5.7.1 <${recipient}>: Recipient address rejected: ${out.action.slice('550 5.7.1 '.length)}\r\n`;
+    assert.ok(line.length <= 512, `${line.length} octets`);
+    assert.ok(out.action.endsWith('...'));
+  });
+
   it('decides at once, without a promise, when every stage answers at once', () => {
     const out = pipeline([syncStage('a', () => go), syncStage('b', () => reject)]).decide(rcpt());
     assert.ok(!(out instanceof Promise));
