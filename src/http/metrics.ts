@@ -22,6 +22,7 @@
  *   (/metrics?x is /metrics); HEAD is answered as GET without the body (RFC 9110 §9.3.2:
  *   monitors probe with it); other paths get 404, other methods 405, each with a one-line text.
  *   A failed request (500) and a listener error after binding are logged.
+ *   closeMetricsServer() ends the connections left open as well: a stop never waits on a client.
  *   A UNIX socket left behind by a crash is removed before binding (policy/server
  *   removeStaleSocket), as the policy listener's is: without that the next start failed with
  *   EADDRINUSE, exit 78, which systemd does not restart.
@@ -78,6 +79,12 @@ export class Metrics implements StageMetrics {
     help: 'Stage faults (store outage, internal errors), answered by policy.faultAction',
     registers: [this.registry],
   });
+  /** From 0, so that an alert on it needs no series to appear first. */
+  private readonly checkpointerFailures = new Counter({
+    name: 'callout_store_checkpoint_thread_failures_total',
+    help: 'Failures of the SQLite checkpoint thread: until a restart, checkpoints run inside commits, on the request path',
+    registers: [this.registry],
+  });
   private readonly stageCounters = new Map<string, Counter>();
   private readonly decisionChildren = new Map<string, Counter.Internal>();
 
@@ -125,6 +132,10 @@ export class Metrics implements StageMetrics {
 
   recordConnection(event: keyof ConnectionCacheStats): void {
     this.connections.inc({ event });
+  }
+
+  recordCheckpointerFailure(): void {
+    this.checkpointerFailures.inc();
   }
 
   increment(name: string, labels: Record<string, string> = {}): void {
@@ -218,4 +229,17 @@ export async function startMetricsServer(
   server.on('error', (err) => limits.log?.error({ listen, error: describeError(err) }, 'metrics listener failed'));
   const bound = boundAddress(server);
   return { server, address: bound ? formatListenAddress(bound) : listen };
+}
+
+/**
+ * Stops the listener and ends the connections still open on it, a scrape in progress among
+ * them. close() alone waited for every connection to end: one that never sent a whole request
+ * (a client that connects and waits, a half-sent request) held it for the socket timeout, 30 s,
+ * past the drain `callout serve` promises on SIGTERM and into systemd's TimeoutStopSec.
+ */
+export function closeMetricsServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }

@@ -15,7 +15,8 @@
  *   old ones. The headers given per message carry over, so none is given twice. Listen
  *   addresses, the store, the listener's limits, policy.workers and log.level are fixed for
  *   the life of the process (a change is logged as needing a restart).
- *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), let
+ *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
+ *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
  *   more), then give up those still running (logged; their probe locks released, so a daemon
  *   started at once probes those addresses again rather than wait out our locks), close the
@@ -50,7 +51,7 @@ import type { Resolver } from '../dns/types.js';
 import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
-import { Metrics, startMetricsServer } from '../http/metrics.js';
+import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { createResolver, storePath } from '../cli/runtime.js';
 import { buildPipeline } from './pipeline.js';
 import type { MessageMemories, Pipeline, PipelineOutcome } from './pipeline.js';
@@ -106,15 +107,26 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined): voi
   if (value !== undefined && TEST_TIME.test(value)) clock.follow(Number(value) * 1000);
 }
 
-/** The configuration's SQLite file, its directory created if need be; an upgrade of its schema is logged. */
-async function openSqliteStore(config: Config, clock: Clock, log: Logger): Promise<SqliteStore> {
+/**
+ * The configuration's SQLite file, its directory created if need be; an upgrade of its schema is
+ * logged, and so is a failure of its checkpoint thread (once: the thread is not started again),
+ * counted in callout_store_checkpoint_thread_failures_total when metrics are given.
+ */
+async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
   const path = storePath(config);
   try {
     makeDirectories(dirname(path));
   } catch (err) {
     throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
   }
-  const store = await SqliteStore.open(path, { clock, sync: config.store.sync });
+  const store = await SqliteStore.open(path, {
+    clock,
+    sync: config.store.sync,
+    onCheckpointerFailed: (reason) => {
+      log.error({ store: path, reason }, 'store checkpoint thread failed: until restart SQLite checkpoints inside commits, on the request path');
+      metrics?.recordCheckpointerFailure();
+    },
+  });
   if (store.schemaUpgrade) log.info({ store: path, ...store.schemaUpgrade }, 'store schema upgraded');
   return store;
 }
@@ -304,7 +316,8 @@ export class Daemon {
     this.options.log.info({}, 'stopping: draining policy connections');
     clearInterval(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
-    await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
+    // Scrapes go on through the policy drain; a connection still open after it must not hold the stop.
+    if (this.metricsServer) await closeMetricsServer(this.metricsServer);
     const generations = [this.current, ...this.replaced.keys()];
     await Promise.all([this.retire(this.current), ...this.replaced.values()]);
     let abandoned = 0;
@@ -393,7 +406,7 @@ export class Daemon {
       return redis;
     }
     if (config.store.kind === 'memory') return openStore({ kind: 'memory' }, this.clock);
-    return openSqliteStore(config, this.clock, this.options.log);
+    return openSqliteStore(config, this.clock, this.options.log, this.metrics);
   }
 
   /**

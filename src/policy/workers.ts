@@ -17,18 +17,28 @@
  *   One process answers at most one core's worth of decisions; the policy service is often
  *   the busiest part of a mail server at SMTP time, and Postfix runs many smtpd processes.
  *
- *   The supervisor serves /metrics (the sum over the workers, through prom-client's
- *   AggregatorRegistry) and /health (every worker up and its store answering), forwards SIGHUP
+ *   The supervisor serves /metrics (the sum over the workers: it asks each for its registry at
+ *   every scrape and adds them up with prom-client's AggregatorRegistry.aggregate) and /health
+ *   (every worker up and its store answering), forwards SIGHUP
  *   to every worker (each reloads the configuration file, as a single daemon does), and on
  *   stop() sends SIGTERM to every worker and waits while they drain. A worker that dies is
  *   logged and replaced after restartDelayMs (doubling, up to a minute, while replacements fail
  *   to start); one that fails during Supervisor.start() fails the start.
  *
+ *   The counters and histograms of a worker that exited stay in the sum with the values of its
+ *   last scrape (keepCounts), so that a total never goes down while the supervisor runs:
+ *   Prometheus reads a decrease as a counter reset, and rate() and increase() over the death of
+ *   a worker came out too high. Its gauges (memory, handles) go with it. What a worker counted
+ *   after its last scrape is lost when it dies: a crash leaves it no chance to send a last
+ *   word, and the counts of a worker that died before any scrape are lost whole. No scraper
+ *   had seen those counts, so no total goes down: they are only missing from it.
+ *
  *   Worker side, startPolicyWorker() starts the Daemon in worker mode, reports itself ready to
  *   the supervisor and answers its health and metrics questions.
  *
  * LIMITS
- *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy.
+ *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy;
+ *   a metrics question unanswered within 5 s fails the scrape (500, the worker named in the log).
  *
  * ERRORS
  *   Supervisor.start() rejects with the error of the first worker that fails to start, its code
@@ -39,11 +49,11 @@
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import type { Server } from 'node:http';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
 import { parseListenAddress } from '../core/listen.js';
 import { CalloutError, ConfigError, describeError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { startMetricsServer } from '../http/metrics.js';
+import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { Daemon } from './daemon.js';
 import type { DaemonOptions } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from './server.js';
@@ -56,14 +66,27 @@ const HEALTH_ANSWER_MS = 1_000;
 const HEALTHY_LIFETIME_MS = 10_000;
 /** Longer than a worker's own drain (policy/daemon), so that draining is never cut short. */
 const STOP_WAIT_MS = 30_000;
+/** As long as prom-client's own cluster aggregation waited. */
+const METRICS_ANSWER_MS = 5_000;
+
+/** One metric of a worker's registry as prom-client's getMetricsAsJSON() gives it (its typings call the type a number). */
+export interface WorkerMetric {
+  name: string;
+  help: string;
+  type: string;
+  aggregator: string;
+  values: Array<{ value: number; labels: Record<string, string | number>; metricName?: string }>;
+}
 
 type WorkerMessage =
   | { type: 'callout:ready'; policy: string }
   /** code: the CalloutError code of a failed start, so that the supervisor exits as the worker would. */
   | { type: 'callout:failed'; message: string; code?: ErrorCode }
-  | { type: 'callout:health'; id: number; healthy: boolean };
+  | { type: 'callout:health'; id: number; healthy: boolean }
+  /** error: why the worker could not read its registry. */
+  | { type: 'callout:metrics'; id: number; metrics?: WorkerMetric[]; error?: string };
 
-type SupervisorMessage = { type: 'callout:health?'; id: number };
+type SupervisorMessage = { type: 'callout:health?'; id: number } | { type: 'callout:metrics?'; id: number };
 
 function isWorkerMessage(message: unknown): message is WorkerMessage {
   return typeof message === 'object' && message !== null && typeof (message as { type?: unknown }).type === 'string' && (message as { type: string }).type.startsWith('callout:');
@@ -86,13 +109,17 @@ export interface SupervisorOptions {
 export class Supervisor {
   policyAddress = '';
   metricsAddress = '';
-  private readonly registry = new AggregatorRegistry();
   private readonly workers = new Set<Worker>();
   /** The workers that said they are listening. */
   private readonly ready = new Set<Worker>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
+  private readonly metricsWaits = new Map<number, (answer: { metrics?: WorkerMetric[]; error?: string }) => void>();
+  /** Each running worker's registry at its latest scrape, with the question's id (a later question sees counts as high or higher). */
+  private readonly scraped = new Map<Worker, { id: number; metrics: WorkerMetric[] }>();
+  /** The counters and histograms of the workers that exited, at their last scrape. */
+  private kept: WorkerMetric[] = [];
   private metricsServer: Server | undefined;
-  private nextHealthId = 1;
+  private nextQuestionId = 1;
   private stopping = false;
   private restartTimers = new Set<NodeJS.Timeout>();
   /** Replacements that failed to start since the last one that did. */
@@ -139,7 +166,7 @@ export class Supervisor {
     ]);
     clearTimeout(killer);
     await Promise.all(exited);
-    await new Promise<void>((resolve) => (this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve()));
+    if (this.metricsServer) await closeMetricsServer(this.metricsServer);
     const endpoint = parseListenAddress(this.options.listen);
     if (endpoint.ok && endpoint.value.kind === 'unix') await removeIfSocket(endpoint.value.path);
     this.options.log.info({}, 'stopped');
@@ -161,7 +188,7 @@ export class Supervisor {
       if (this.options.metricsListen) {
         const metrics = await startMetricsServer(
           this.options.metricsListen,
-          { metricsText: () => this.registry.clusterMetrics(), contentType: this.registry.contentType, healthy: () => this.healthy() },
+          { metricsText: () => this.metricsText(), contentType: Registry.PROMETHEUS_CONTENT_TYPE, healthy: () => this.healthy() },
           { log: this.options.log },
         );
         this.metricsServer = metrics.server;
@@ -198,11 +225,16 @@ export class Supervisor {
           reject(workerStartError(message.message, message.code));
         } else if (message.type === 'callout:health') {
           this.healthWaits.get(message.id)?.(message.healthy);
+        } else if (message.type === 'callout:metrics') {
+          this.metricsWaits.get(message.id)?.(message);
         }
       });
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker);
         this.ready.delete(worker);
+        const last = this.scraped.get(worker);
+        this.scraped.delete(worker);
+        if (last) this.kept = keepCounts(this.kept, last.metrics);
         if (!ready) {
           reject(new CalloutError('INTERNAL', `policy worker ${worker.process.pid ?? '?'} exited (${signal ?? code}) before it was ready`));
           return;
@@ -244,6 +276,42 @@ export class Supervisor {
     this.restartTimers.add(timer);
   }
 
+  /** The sum of the running workers' registries and of what the exited ones counted. */
+  private async metricsText(): Promise<string> {
+    await Promise.all([...this.ready].map((worker) => this.scrape(worker)));
+    return AggregatorRegistry.aggregate([this.kept, ...[...this.scraped.values()].map((s) => s.metrics)]).metrics();
+  }
+
+  /**
+   * Asks a worker for its registry and keeps the answer in `scraped`. A worker that exits
+   * meanwhile, or whose channel is closing, leaves its last answer in place (kept at its exit).
+   */
+  private scrape(worker: Worker): Promise<void> {
+    if (!worker.isConnected()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const id = this.nextQuestionId++;
+      const settle = (err?: Error): void => {
+        clearTimeout(timer);
+        this.metricsWaits.delete(id);
+        worker.off('exit', gone);
+        if (err) reject(err);
+        else resolve();
+      };
+      const gone = (): void => settle();
+      const timer = setTimeout(() => settle(new CalloutError('INTERNAL', `policy worker ${worker.process.pid ?? '?'} did not send its metrics within ${METRICS_ANSWER_MS} ms`)), METRICS_ANSWER_MS);
+      this.metricsWaits.set(id, (answer) => {
+        if (answer.error !== undefined || !answer.metrics) {
+          settle(new CalloutError('INTERNAL', `policy worker ${worker.process.pid ?? '?'} could not read its metrics: ${answer.error ?? 'no metrics sent'}`));
+          return;
+        }
+        if (this.workers.has(worker) && id > (this.scraped.get(worker)?.id ?? 0)) this.scraped.set(worker, { id, metrics: answer.metrics });
+        settle();
+      });
+      worker.once('exit', gone);
+      worker.send({ type: 'callout:metrics?', id } satisfies SupervisorMessage, (err: Error | null) => err && settle());
+    });
+  }
+
   /** Every configured worker is up and its store answers. */
   private async healthy(): Promise<boolean> {
     // A worker still starting cannot answer yet (it would only time out): not healthy now.
@@ -251,7 +319,7 @@ export class Supervisor {
     const answers = [...this.ready].map(
       (worker) =>
         new Promise<boolean>((resolve) => {
-          const id = this.nextHealthId++;
+          const id = this.nextQuestionId++;
           const timer = setTimeout(() => settle(false), HEALTH_ANSWER_MS);
           const settle = (healthy: boolean): void => {
             clearTimeout(timer);
@@ -265,6 +333,36 @@ export class Supervisor {
     );
     return (await Promise.all(answers)).every(Boolean);
   }
+}
+
+/**
+ * `kept` with the counters and histograms of `last` (a worker's registry at its last scrape)
+ * added, series by series. The gauges of `last` are left out: the memory or open handles of a
+ * process that has exited are no part of the service's.
+ */
+export function keepCounts(kept: readonly WorkerMetric[], last: readonly WorkerMetric[]): WorkerMetric[] {
+  const merged = new Map(kept.map((metric) => [metric.name, { ...metric, values: metric.values.map((value) => ({ ...value })) }]));
+  for (const metric of last) {
+    if (metric.type !== 'counter' && metric.type !== 'histogram') continue;
+    let into = merged.get(metric.name);
+    if (!into) {
+      into = { ...metric, values: [] };
+      merged.set(metric.name, into);
+    }
+    const series = new Map(into.values.map((value) => [seriesKey(value), value]));
+    for (const value of metric.values) {
+      const same = series.get(seriesKey(value));
+      if (same) same.value += value.value;
+      else into.values.push({ ...value });
+    }
+  }
+  return [...merged.values()];
+}
+
+/** A histogram's _bucket, _sum and _count share the metric's name: metricName and labels tell a series. */
+function seriesKey(value: WorkerMetric['values'][number]): string {
+  const labels = Object.keys(value.labels).sort().map((name) => [name, value.labels[name]]);
+  return JSON.stringify([value.metricName ?? '', labels]);
 }
 
 /**
@@ -302,12 +400,15 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });
     throw err;
   }
-  // The supervisor's AggregatorRegistry asks every worker for this registry's metrics.
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([daemon.metricsRegistry]);
   process.on('message', (message: SupervisorMessage) => {
-    if (message?.type !== 'callout:health?') return;
-    void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
+    if (message?.type === 'callout:health?') {
+      void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
+    } else if (message?.type === 'callout:metrics?') {
+      void daemon.metricsRegistry.getMetricsAsJSON().then(
+        (metrics) => send({ type: 'callout:metrics', id: message.id, metrics: metrics as unknown as WorkerMetric[] }),
+        (err: unknown) => send({ type: 'callout:metrics', id: message.id, error: describeError(err) }),
+      );
+    }
   });
   // The caller has its signal handlers in place by now: the supervisor signals ready workers.
   await send({ type: 'callout:ready', policy: daemon.policyAddress });

@@ -33,7 +33,7 @@
  *   The thread posts { ready: true } once its connection is open (until then the store leaves
  *   checkpoints to SQLite), and the message 'stop' closes the connection and ends it. Any
  *   failure is posted as { error } before the thread ends; store/sqlite then hands checkpoints
- *   back to SQLite.
+ *   back to SQLite and passes the error on (onCheckpointerFailed).
  *
  *   The thread runs plain JavaScript given as source (eval), requiring the better-sqlite3 this
  *   module resolves: a worker started from a module file would need the TypeScript loader when
@@ -47,7 +47,9 @@ const THREAD_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 function fail(err) {
-  parentPort.postMessage({ error: err instanceof Error ? err.message : String(err) });
+  // SQLite's extended code tells what the message does not (SQLITE_IOERR_FSYNC: 'disk I/O error').
+  const code = err instanceof Database.SqliteError ? ' (' + err.code + ')' : '';
+  parentPort.postMessage({ error: (err instanceof Error ? err.message : String(err)) + code });
   process.exit(1);
 }
 try {

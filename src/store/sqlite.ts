@@ -50,13 +50,16 @@
  *   loop. The thread starts once the store has committed CHECKPOINTER_AFTER_GROUPS groups (a
  *   CLI command's short visit never starts one) and takes over once it runs; until then, and
  *   when the thread cannot start or fails, SQLite's automatic checkpoint is on, so the WAL
- *   stays bounded either way (`checkpoints` tells which). Under a steady stream of commits the
+ *   stays bounded either way (`checkpoints` tells which), and onCheckpointerFailed is told why
+ *   (the daemon logs it: checkpoints in commits cost latency, and the cause may be a failing
+ *   disk). The thread is not started again. Under a steady stream of commits the
  *   thread also restarts the WAL (store/sqlite-checkpointer), and journal_size_limit cuts the
  *   file back to WAL_SIZE_LIMIT_BYTES when it starts again.
  *
  *   purgeExpired walks the table in key order, PURGE_STRETCH keys (expired or not) per group,
  *   deleting the expired ones, so a large table never stalls the process; the rows it removes
- *   read as absent already, so no read waits for it. Without an expiry index it reads every key
+ *   read as absent already, so no read waits for it. A purge still running when close() is
+ *   called ends with the stretch close() commits (shutdown is no purge failure). Without an expiry index it reads every key
  *   twice per purge (to find a stretch's end, then to delete in it); measured on a million
  *   greylist rows, the walk costs 0.14 s of CPU with nothing to delete and 0.31 s with a tenth
  *   expired, where version 1's index made the same purge 1.3 s (a delete changed three
@@ -116,6 +119,12 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /** Starts the checkpoint thread (default store/sqlite-checkpointer's); tests inject failures. */
   startCheckpointer?: (path: string, intervalMs: number) => Worker;
+  /**
+   * Told, once, why the checkpoint thread could not start or failed (cannot open the file, an
+   * I/O error, the thread crashed): checkpoints then run inside commits, on the event loop, for
+   * the life of the store. Not told when close() stops the thread.
+   */
+  onCheckpointerFailed?: (reason: string) => void;
   /**
    * 'normal' (default): a commit is in the WAL when it returns, safe from a crash of the
    * process, fsynced at checkpoints. 'full': every commit is fsynced too, safe from a power
@@ -359,6 +368,7 @@ export class SqliteStore implements Store {
   private groupsBeforeCheckpointer: number;
   private readonly checkpointIntervalMs: number;
   private readonly startCheckpointThread: NonNullable<SqliteStoreOptions['startCheckpointer']>;
+  private readonly onCheckpointerFailed: SqliteStoreOptions['onCheckpointerFailed'];
   private readonly commitGroup: Database.Transaction<(group: Queued[]) => Outcome[]>;
   private readonly incrementCounter: Database.Transaction<
     (key: string, by: number, now: number, expiresAt: number) => number
@@ -381,6 +391,7 @@ export class SqliteStore implements Store {
     this.groupsBeforeCheckpointer = path === ':memory:' ? Infinity : CHECKPOINTER_AFTER_GROUPS;
     this.checkpointIntervalMs = options.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.startCheckpointThread = options.startCheckpointer ?? startCheckpointer;
+    this.onCheckpointerFailed = options.onCheckpointerFailed;
     this.statements = prepareStatements(db);
     this.dataVersion = this.statements.dataVersion.get()!;
     const statements = this.statements;
@@ -552,6 +563,9 @@ export class SqliteStore implements Store {
       });
       removed += stretch.changes;
       from = stretch.end;
+      // close() commits the stretch it finds queued; the next would meet a closed connection (a
+      // false 'store purge failed' at every shutdown). The next process's purge does the rest.
+      if (this.closing) break;
     }
     return removed;
   }
@@ -586,16 +600,22 @@ export class SqliteStore implements Store {
     let worker: Worker;
     try {
       worker = this.startCheckpointThread(this.path, this.checkpointIntervalMs);
-    } catch {
-      return; // SQLite's automatic checkpoint stays on
+    } catch (err) {
+      // SQLite's automatic checkpoint stays on
+      this.onCheckpointerFailed?.(`cannot start the checkpoint thread: ${describeError(err)}`);
+      return;
     }
     this.checkpointer = worker;
-    const handBack = (): void => {
+    // The first of the thread's error message, 'error' and 'exit' says why; the others find it gone.
+    const handBack = (reason: string): void => {
       if (this.checkpointer !== worker) return;
       this.checkpointer = undefined;
-      if (this.closing || this.checkpoints !== 'thread') return;
-      this.checkpoints = 'sqlite';
-      this.run('checkpoints', () => this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`));
+      if (this.closing) return;
+      if (this.checkpoints === 'thread') {
+        this.checkpoints = 'sqlite';
+        this.run('checkpoints', () => this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`));
+      }
+      this.onCheckpointerFailed?.(reason);
     };
     // SQLite checkpoints until the thread runs: a booting thread (tens of milliseconds) must not
     // leave a busy WAL to grow unchecked.
@@ -604,10 +624,12 @@ export class SqliteStore implements Store {
       this.run('checkpoints', () => this.db.pragma('wal_autocheckpoint = 0'));
       this.checkpoints = 'thread';
     };
-    worker.on('error', handBack);
+    worker.on('error', (err) => handBack(`the checkpoint thread failed: ${describeError(err)}`));
     // The thread's one other message is its failure.
-    worker.on('message', (message: { ready?: unknown } | null) => (message?.ready === true ? takeOver() : handBack()));
-    worker.on('exit', handBack);
+    worker.on('message', (message: { ready?: unknown; error?: unknown } | null) =>
+      message?.ready === true ? takeOver() : handBack(`the checkpoint thread failed: ${String(message?.error)}`),
+    );
+    worker.on('exit', (code) => handBack(`the checkpoint thread ended (exit code ${code})`));
     // A 'message' listener refs the worker again; unref'd, it never holds the process up.
     worker.unref();
   }

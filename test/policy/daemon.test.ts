@@ -2,6 +2,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -154,6 +155,50 @@ describe('callout serve', () => {
     for (const suffix of ['', '-wal', '-shm']) rmSync(join(dataDir, `callout.sqlite${suffix}`), { force: true });
     assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 503);
     assert.ok(lines.some((l) => typeof l.msg === 'string' && /callout\.sqlite was removed while open/.test(l.msg)), JSON.stringify(lines.slice(-3)));
+  });
+
+  it('logs once, naming the file and the cause, when the SQLite checkpoint thread fails, and counts it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-checkpointer-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const { lines, log } = captureLog();
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'greylist', delay: 300 }] } };
+    const { daemon, client } = await startDaemonWithClient({ overrides, log }, cleanups);
+    // Removed while open: the daemon writes on to the open file; the thread, started after 100
+    // commits, finds none to open.
+    rmSync(join(dataDir, 'callout.sqlite'));
+    const failed = (): Array<Record<string, unknown>> => lines.filter((l) => l.msg === 'store checkpoint thread failed: until restart SQLite checkpoints inside commits, on the request path');
+    for (let i = 0; i < 150 && failed().length === 0; i += 1) {
+      assert.match(await client.request(postfixRequest({ sender: `s${i}@sender.test`, instance: `c${i}` })), /^DEFER_IF_PERMIT /);
+    }
+    assert.ok(await until(() => failed().length > 0), 'the failure was logged');
+    for (let i = 0; i < 150; i += 1) await client.request(postfixRequest({ sender: `t${i}@sender.test`, instance: `d${i}` }));
+    assert.deepEqual(
+      failed().map((l) => ({ level: l.level, store: l.store, reason: l.reason })),
+      [{ level: 50, store: join(dataDir, 'callout.sqlite'), reason: 'the checkpoint thread failed: unable to open database file (SQLITE_CANTOPEN)' }],
+      'one error line',
+    );
+    assert.match(await daemon.metricsText(), /^callout_store_checkpoint_thread_failures_total 1$/m);
+  });
+
+  it('stops without waiting on metrics clients that hold a connection open (silent, half a request sent)', async () => {
+    const daemon = await Daemon.start({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }, log: captureLog().log });
+    const { hostname, port } = new URL(`http://${daemon.metricsAddress}`);
+    const holders = await Promise.all(
+      ['', 'GET /metrics HTTP/1.1\r\nHost: callout\r\n'].map(
+        (sent) =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const socket = net.connect(Number(port), hostname, () => socket.write(sent, () => resolve(socket)));
+            socket.once('error', reject);
+          }),
+      ),
+    );
+    const closed = holders.map((socket) => new Promise((resolve) => socket.once('close', resolve)));
+    const started = Date.now();
+    await daemon.stop();
+    const stopMs = Date.now() - started;
+    await Promise.all(closed);
+    // Before, each held the stop for the listener's socket timeout, 30 s.
+    assert.ok(stopMs < 5_000, `stopped after ${stopMs} ms`);
   });
 
   it('counts every request that followed an answer as caught by the idle poll or arriving after sleep, and none with the poll off', async () => {

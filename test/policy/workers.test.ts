@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { validateConfig } from '../../src/config/schema.js';
 import { workerShare } from '../../src/policy/daemon.js';
+import { keepCounts } from '../../src/policy/workers.js';
+import type { WorkerMetric } from '../../src/policy/workers.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
 import { silentGreeting, startSmtpServer } from '../support/smtp-server.js';
@@ -66,24 +68,34 @@ describe('callout serve --workers 2', () => {
     assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, 'each worker drained and stopped');
   });
 
-  it('passes SIGHUP to every worker and replaces a worker that dies', async () => {
+  it('passes SIGHUP to every worker and replaces a worker that dies, its counts kept in the sum', async () => {
     const serve = await serveWithWorkers('127.0.0.1:0');
     try {
       let mark = serve.logs.length;
       serve.child.kill('SIGHUP');
       await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 1, 'worker 1 reloading', mark);
       await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 2, 'worker 2 reloading', mark);
+      const clients = await Promise.all(Array.from({ length: 8 }, () => PolicyClient.connect(serve.policyAddress)));
+      await Promise.all(clients.map((client, i) => client.request(postfixRequest({ recipient: 'postmaster@local.test', sender: '', instance: `k${i}` }))));
+      for (let i = 0; i < 8; i++) await serve.waitForLog((l) => l.msg === 'decision' && l.instance === `k${i}`, `the decision of k${i}`);
+      assert.equal(new Set(serve.logs.filter((l) => l.msg === 'decision').map((l) => l.worker)).size, 2, 'both workers decided');
+      for (const client of clients) client.close();
+      assert.equal(await metric(serve.metricsAddress, 'callout_policy_decisions_total{'), 8);
       const [victim] = serve.logs.find(workersStarted)!.workers as number[];
       mark = serve.logs.length;
       process.kill(victim!, 'SIGKILL');
       await serve.waitForLog((l) => l.msg === 'policy worker died; starting another' && l.worker === victim, 'the death logged', mark);
+      // A total that went down would read to Prometheus as a counter reset.
+      assert.equal(await metric(serve.metricsAddress, 'callout_policy_decisions_total{'), 8, 'the dead worker\'s decisions stay counted');
       // A new worker compiles and opens everything again: slow on a loaded machine.
       const replaced = await serve.waitForLog((l) => l.msg === 'policy worker replaced', 'the replacement', mark, 60_000);
       assert.equal((replaced.workers as number[]).length, 2);
       assert.ok(!(replaced.workers as number[]).includes(victim!));
       const client = await PolicyClient.connect(serve.policyAddress);
-      assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test' })), 'DUNNO');
+      assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test', instance: 'after' })), 'DUNNO');
+      await serve.waitForLog((l) => l.msg === 'decision' && l.instance === 'after', 'the decision after the replacement');
       client.close();
+      assert.equal(await metric(serve.metricsAddress, 'callout_policy_decisions_total{'), 9);
     } finally {
       assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
     }
@@ -204,5 +216,36 @@ describe('workerShare', () => {
     assert.equal(half.addressesPerConnection, limits.addressesPerConnection, 'per-connection limits are not shared');
     const many = workerShare(limits, 8);
     assert.deepEqual([many.concurrency, many.perHostConcurrency], [8, 1]);
+  });
+});
+
+describe('keepCounts', () => {
+  const counter = (value: number, labels: Record<string, string> = { action: 'DUNNO' }): WorkerMetric => ({ name: 'callout_policy_decisions_total', help: 'h', type: 'counter', aggregator: 'sum', values: [{ value, labels }] });
+  const histogram = (sum: number, count: number): WorkerMetric => ({
+    name: 'callout_policy_decision_seconds',
+    help: 'h',
+    type: 'histogram',
+    aggregator: 'sum',
+    values: [
+      { value: count, labels: { le: 0.001 }, metricName: 'callout_policy_decision_seconds_bucket' },
+      { value: count, labels: { le: '+Inf' }, metricName: 'callout_policy_decision_seconds_bucket' },
+      { value: sum, labels: {}, metricName: 'callout_policy_decision_seconds_sum' },
+      { value: count, labels: {}, metricName: 'callout_policy_decision_seconds_count' },
+    ],
+  });
+  const gauge: WorkerMetric = { name: 'callout_nodejs_heap_size_used_bytes', help: 'h', type: 'gauge', aggregator: 'sum', values: [{ value: 5e6, labels: {} }] };
+
+  it('adds the counters and histograms of a worker that exited, series by series, and drops its gauges', () => {
+    const first = keepCounts([], [counter(3), histogram(0.5, 3), gauge]);
+    assert.deepEqual(first.map((m) => m.name), ['callout_policy_decisions_total', 'callout_policy_decision_seconds']);
+    const second = keepCounts(first, [counter(2), counter(1, { action: 'REJECT' }), histogram(0.25, 2), gauge]);
+    assert.deepEqual(second[0]!.values, [{ value: 5, labels: { action: 'DUNNO' } }, { value: 1, labels: { action: 'REJECT' } }]);
+    assert.deepEqual(second[1]!.values.map((v) => [v.metricName, v.labels.le, v.value]), [
+      ['callout_policy_decision_seconds_bucket', 0.001, 5],
+      ['callout_policy_decision_seconds_bucket', '+Inf', 5],
+      ['callout_policy_decision_seconds_sum', undefined, 0.75],
+      ['callout_policy_decision_seconds_count', undefined, 5],
+    ]);
+    assert.equal(first[0]!.values[0]!.value, 3, 'what was kept before is not changed in place');
   });
 });

@@ -554,7 +554,8 @@ describe('SqliteStore', () => {
 
   it('checkpoints the WAL in a worker thread once it has committed 100 groups, and removes the WAL on close', async () => {
     const path = freshPath();
-    const store = await SqliteStore.open(path, { checkpointIntervalMs: 10 });
+    const reasons: string[] = [];
+    const store = await SqliteStore.open(path, { checkpointIntervalMs: 10, onCheckpointerFailed: (reason) => reasons.push(reason) });
     assert.equal(store.checkpoints, 'sqlite', 'a short visit leaves checkpoints to SQLite');
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.equal(store.checkpoints, 'sqlite', 'SQLite checkpoints until the thread runs');
@@ -565,6 +566,7 @@ describe('SqliteStore', () => {
     await until(() => statSync(path).size > before);
     assert.ok(statSync(path).size > before, `the database file grew from ${before} bytes`);
     await store.close();
+    assert.deepEqual(reasons, [], 'a thread stopped by close() has not failed');
     assert.equal(existsSync(`${path}-wal`), false, 'the last connection to close removes the WAL');
     const reopened = await SqliteStore.open(path);
     assert.equal((await reopened.get('more499'))?.value, 'x'.repeat(200));
@@ -596,10 +598,12 @@ describe('SqliteStore', () => {
       thread.once('exit', () => (exited = true));
       return thread;
     };
-    const store = await SqliteStore.open(path, { startCheckpointer: failing });
+    const reasons: string[] = [];
+    const store = await SqliteStore.open(path, { startCheckpointer: failing, onCheckpointerFailed: (reason) => reasons.push(reason) });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.ok(await until(() => exited), 'the thread failed');
     assert.equal(store.checkpoints, 'sqlite');
+    assert.deepEqual(reasons, ['the checkpoint thread failed: no checkpoints today'], 'told once, its error and not its exit');
     await store.set('after', 'v', 60_000);
     assert.equal((await store.get('after'))?.value, 'v');
     await store.close();
@@ -614,14 +618,59 @@ describe('SqliteStore', () => {
         "const { parentPort } = require('node:worker_threads'); parentPort.on('message', () => { throw new Error('no checkpoints today'); }); parentPort.postMessage({ ready: true });",
         { eval: true },
       ));
-    const store = await SqliteStore.open(path, { startCheckpointer: failing });
+    const reasons: string[] = [];
+    const store = await SqliteStore.open(path, { startCheckpointer: failing, onCheckpointerFailed: (reason) => reasons.push(reason) });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     await threadTakesOver(store);
+    assert.deepEqual(reasons, []);
+    let exited = false;
+    thread?.once('exit', () => (exited = true));
     thread?.postMessage('fail');
     await until(() => store.checkpoints !== 'thread');
     assert.equal(store.checkpoints, 'sqlite');
+    // Polled: the store unrefs the thread, so a promise of its exit would not keep the test alive.
+    assert.ok(await until(() => exited), 'the thread ended');
+    assert.deepEqual(reasons, ['the checkpoint thread failed: no checkpoints today'], 'told once');
     await store.set('after', 'v', 60_000);
     assert.equal((await store.get('after'))?.value, 'v');
+    await store.close();
+    assert.equal(reasons.length, 1);
+  });
+
+  it('tells why the checkpoint thread failed, with SQLite\'s code, when it cannot open the file', async () => {
+    const path = freshPath();
+    let exited = false;
+    const reasons: string[] = [];
+    const store = await SqliteStore.open(path, {
+      checkpointIntervalMs: 10,
+      startCheckpointer: (file, intervalMs) => {
+        const thread = startCheckpointer(file, intervalMs);
+        thread.once('exit', () => (exited = true));
+        return thread;
+      },
+      onCheckpointerFailed: (reason) => reasons.push(reason),
+    });
+    for (let i = 0; i < 99; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    // Removed by a cleanup job: this connection writes on to the open file, the thread finds none.
+    rmSync(path);
+    await store.set('k99', 'v', 60_000);
+    assert.ok(await until(() => exited, 10_000), 'the thread ended');
+    assert.deepEqual(reasons, ['the checkpoint thread failed: unable to open database file (SQLITE_CANTOPEN)']);
+    assert.equal(store.checkpoints, 'sqlite');
+    await store.close();
+  });
+
+  it('tells why when the checkpoint thread cannot start at all', async () => {
+    const reasons: string[] = [];
+    const store = await SqliteStore.open(freshPath(), {
+      startCheckpointer: () => {
+        throw new Error('out of threads');
+      },
+      onCheckpointerFailed: (reason) => reasons.push(reason),
+    });
+    for (let i = 0; i < 150; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    assert.deepEqual(reasons, ['cannot start the checkpoint thread: out of threads']);
+    assert.equal(store.checkpoints, 'sqlite');
     await store.close();
   });
 
@@ -706,6 +755,18 @@ describe('SqliteStore', () => {
     assert.ok(turns >= 4, `four stretches of 1,000 keys take a turn each (${turns} turns)`);
     assert.deepEqual((await store.scan('', 10)).map((row) => row.key), ['during', 'live']);
     await store.close();
+  });
+
+  it('ends a purge still running when it closes at the stretch close() commits, without an error', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(freshPath(), { clock });
+    await Promise.all(Array.from({ length: 3500 }, (_, i) => store.set(`k${String(i).padStart(4, '0')}`, 'v', 10)));
+    clock.advance(10);
+    const purging = store.purgeExpired();
+    // As `callout serve` stops: the purge timer's last purge has its first stretch queued.
+    await store.close();
+    assert.equal(await purging, 1000, 'the stretch queued at close() was committed, and the purge went no further');
+    await assert.rejects(store.purgeExpired(), StoreError, 'a purge begun after close() fails as any use does');
   });
 
   // Waiting mends neither: they are the configuration's to fix (exit 78), not a store that is down (75).
