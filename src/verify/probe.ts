@@ -122,7 +122,6 @@ const FAILURE_RANK: VerdictReason[] = [
   'smtputf8-unsupported',
   'tls-unavailable',
   'protocol-error',
-  'refused-at-connect',
   'timeout',
   'unreachable',
   'rate-limited',

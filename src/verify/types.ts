@@ -33,7 +33,6 @@ export type VerdictReason =
   | 'tempfail-at-rcpt'
   | 'timeout'
   | 'unreachable'
-  | 'refused-at-connect'
   | 'refused-at-greeting'
   | 'refused-at-helo'
   | 'refused-at-mail'
