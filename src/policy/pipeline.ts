@@ -33,6 +33,7 @@ import type { Clock } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { RepeatCollapser } from '../core/log.js';
 import { BoundedMemo } from '../core/memo.js';
+import { MAX_HEADER_LINE } from '../core/text.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
 import { actionFor, replyTextLimit, safeHeader, safeText } from './actions.js';
@@ -307,7 +308,30 @@ export class Pipeline {
   /** Headers are keyed by stage and field name, so each is given once per message. */
   private queueHeader(instance: string, stage: string, header: string): void {
     const line = safeHeader(header);
-    if (line) this.queueLine(instance, `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`, line);
+    if (!line) return;
+    const key = `${stage}:${line.slice(0, line.indexOf(':')).toLowerCase()}`;
+    if (!this.joinResults(instance, key, line)) this.queueLine(instance, key, line);
+  }
+
+  /**
+   * Joins an Authentication-Results field to the one of the same authserv-id still waiting for
+   * the message (RFC 8601 §2.2: one field holds the results of several methods), as long as the
+   * line stays within MAX_HEADER_LINE. Postfix takes one header per reply and a one-recipient
+   * message has one or two replies, so a second stage's field (iprev after spf) waiting for a
+   * reply of its own never arrived. True when joined.
+   */
+  private joinResults(instance: string, key: string, line: string): boolean {
+    const memory = instance ? this.messages.get(instance) : undefined;
+    const head = RESULTS_HEAD.exec(line)?.[0];
+    if (!memory || !head || memory.given.has(key)) return false;
+    const results = line.slice(head.length).trim();
+    const index = memory.pending.findIndex((pending) => pending.startsWith(head) && pending.slice(head.length).trim() !== 'none');
+    if (results === 'none' || index < 0) return false;
+    const joined = `${memory.pending[index]}; ${results}`;
+    if (joined.length > MAX_HEADER_LINE) return false;
+    memory.pending[index] = joined;
+    memory.given.add(key);
+    return true;
   }
 
   /**
@@ -352,6 +376,9 @@ export class Pipeline {
 // Postfix's policy protocol sends addresses in its internal form, quotes removed (smtpd.c
 // extract_addr): `<"john doe"@example.org>` arrives as `john doe@example.org`.
 const RECEIVED_PATHS = { tolerant: true, sizeLimits: false, internalForm: true } as const;
+
+/** "Authentication-Results: authserv-id;" (an id without quotes, whose first ';' ends it). */
+const RESULTS_HEAD = /^Authentication-Results:\s*[^;"]+;/i;
 
 /** Where Postfix takes PREPEND into the message the request's instance names. */
 const HEADER_STATES: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['RCPT', 'DATA']);

@@ -161,6 +161,29 @@ describe('pipeline', () => {
     assert.equal((await p.decide(rcpt({ instance: 'i2' }))).action, 'PREPEND Authentication-Results: mx.example; spf=pass', 'a new message gets its own');
   });
 
+  it('joins the Authentication-Results of several stages into the one field waiting for the message (RFC 8601 §2.2)', async () => {
+    const results = (name: string, ...headers: string[]) => stage(name, () => ({ kind: 'continue' }), { headers });
+    const p = pipeline([
+      results('iprev', 'Authentication-Results: mx.example; iprev=pass policy.iprev=192.0.2.1'),
+      results('spf', 'Authentication-Results: mx.example; spf=pass smtp.mailfrom=a@example.org', 'Received-SPF: pass'),
+      results('other-id', 'Authentication-Results: mx.other.example; dkim=none'),
+    ]);
+    // One reply carries both methods: a second field would wait for a reply a one-recipient message never gets.
+    assert.equal((await p.decide(rcpt())).action, 'PREPEND Authentication-Results: mx.example; iprev=pass policy.iprev=192.0.2.1; spf=pass smtp.mailfrom=a@example.org');
+    assert.equal((await p.decide(rcpt({ recipient: 'c@example.net' }))).action, 'PREPEND Received-SPF: pass');
+    assert.equal((await p.decide(rcpt({ recipient: 'd@example.net' }))).action, 'PREPEND Authentication-Results: mx.other.example; dkim=none', 'another authserv-id keeps its own field');
+    assert.equal((await p.decide(rcpt({ recipient: 'e@example.net' }))).action, 'DUNNO');
+  });
+
+  it('keeps Authentication-Results fields apart when joined they would pass 990 characters, or one says none', async () => {
+    const results = (name: string, header: string) => stage(name, () => ({ kind: 'continue' }), { headers: [header] });
+    const long = `Authentication-Results: mx.example; spf=pass smtp.mailfrom=${'a'.repeat(900)}@example.org`;
+    const p = pipeline([results('spf', long), results('iprev', 'Authentication-Results: mx.example; iprev=pass policy.iprev=192.0.2.1'), results('x', 'Authentication-Results: mx.example; none')]);
+    assert.equal((await p.decide(rcpt())).action, `PREPEND ${long}`);
+    assert.equal((await p.decide(rcpt({ recipient: 'c@example.net' }))).action, 'PREPEND Authentication-Results: mx.example; iprev=pass policy.iprev=192.0.2.1');
+    assert.equal((await p.decide(rcpt({ recipient: 'd@example.net' }))).action, 'PREPEND Authentication-Results: mx.example; none');
+  });
+
   it('a fault fails open by default and defers with faultAction DEFER, never rejects', async () => {
     const broken = stage('store', () => new StoreError('redis down'));
     const open = await pipeline([broken, stage('next', () => ({ kind: 'continue' }))]).decide(rcpt());
