@@ -137,7 +137,8 @@ export function readSrsSecrets(path: string, flag = '--secret-file'): string[] {
 /** `KEYNUM SECRET` per line, newest first. */
 export function readBatvKeys(path: string): BatvKey[] {
   const keys = contentLines(readText(path, '--batv-key-file')).map(({ line, number }) => {
-    const match = /^\s*(\d)\s+(.+)$/.exec(line);
+    // The secret starts at a character that is not white space: "1  " gave the secret " ".
+    const match = /^\s*(\d)\s+(\S.*)$/.exec(line);
     if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${number}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
     return { keynum: Number(match[1]), secret: match[2]! };
   });

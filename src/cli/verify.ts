@@ -89,25 +89,32 @@ export function csvFields(line: string): string[] {
   const fields: string[] = [];
   let field = '';
   let quoted = false;
+  // Whether the field is white space so far: field.trim() at every quote flattened and copied
+  // the field each time, quadratic on a long line of quotes.
+  let blank = true;
   for (let i = 0; i < line.length; i++) {
     const ch = line[i]!;
     if (quoted) {
       if (ch === '"' && line[i + 1] === '"') {
         field += '"';
+        blank = false;
         i += 1;
       } else if (ch === '"') {
         quoted = false;
       } else {
         field += ch;
+        blank &&= /\s/.test(ch);
       }
-    } else if (ch === '"' && field.trim() === '') {
+    } else if (ch === '"' && blank) {
       quoted = true;
       field = '';
     } else if (ch === ',') {
       fields.push(field.trim());
       field = '';
+      blank = true;
     } else {
       field += ch;
+      blank &&= /\s/.test(ch);
     }
   }
   fields.push(field.trim());

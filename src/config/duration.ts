@@ -37,7 +37,8 @@ export function parseDuration(input: string | number): DurationParse {
     if (!Number.isSafeInteger(ms)) return { ok: false, reason: `${input} seconds is longer than any duration callout can keep` };
     return { ok: true, ms };
   }
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/.exec(input);
+  // Trimmed first: two runs of \s* side by side backtracked quadratically on "1", spaces, "x".
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/.exec(input.trim());
   if (!match) return { ok: false, reason: `"${abbreviate(input, SHOWN)}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
   const unit = UNIT_MS[match[2] ?? 's'] ?? 1000;
   const ms = Math.round(Number(match[1]) * unit);

@@ -73,7 +73,7 @@ export class VerificationCache {
    * JSON.parse of it was the largest part of the engine's cost of a hit. Records are values
    * nobody changes (results are built as copies).
    */
-  private readonly decoded = new BoundedMemo((text) => parseJson<unknown>(text), DECODED_MEMORY_LIMIT);
+  private readonly decoded = new BoundedMemo((text) => parseJson(text), DECODED_MEMORY_LIMIT);
 
   constructor(
     private readonly store: Store,
@@ -111,7 +111,8 @@ export class VerificationCache {
   }
 
   private addressRecord(stored: Readonly<StoredValue> | undefined): AddressRecord | undefined {
-    return stored ? (this.decoded.get(stored.value) as AddressRecord | undefined) : undefined;
+    const value = stored ? this.decoded.get(stored.value) : undefined;
+    return isAddressRecord(value) ? value : undefined;
   }
 
   /** Records a verdict, keeping a definite record when the new one is only temporary. */
@@ -176,7 +177,8 @@ export class VerificationCache {
 
   /** A stored domain fact, decoded; a value that does not parse is absent. */
   private domainFact(stored: Readonly<StoredValue> | undefined): DomainFact | undefined {
-    return stored ? (this.decoded.get(stored.value) as DomainFact | undefined) : undefined;
+    const value = stored ? this.decoded.get(stored.value) : undefined;
+    return isDomainFact(value) ? value : undefined;
   }
 
   async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {
@@ -210,10 +212,31 @@ export function domainKey(domain: string, fact: DomainFactName): string {
   return `dom:${domain}:${fact}`;
 }
 
-function parseJson<T>(text: string): T | undefined {
+function parseJson(text: string): unknown {
   try {
-    return JSON.parse(text) as T;
+    return JSON.parse(text) as unknown;
   } catch {
     return undefined;
   }
+}
+
+const VERDICTS: ReadonlySet<unknown> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain']);
+const PROBE_STATES: ReadonlySet<unknown> = new Set<ProbeState>(['not-run', 'accepted', 'refused', 'inconclusive']);
+
+/*
+ * The fields the engine reads, checked: a row of another program or version, or a domain fact
+ * at an address key, was served as a verdict of undefined, or as one never stale.
+ */
+function isAddressRecord(value: unknown): value is AddressRecord {
+  if (typeof value !== 'object' || value === null) return false;
+  const r = value as Record<string, unknown>;
+  return VERDICTS.has(r.verdict) && typeof r.reason === 'string' && typeof r.description === 'string' &&
+    PROBE_STATES.has(r.catchAll) && PROBE_STATES.has(r.postmaster) && Number.isFinite(r.checkedAt) && Number.isFinite(r.refreshAt);
+}
+
+function isDomainFact(value: unknown): value is DomainFact & { state?: 'accepted' | 'refused' } {
+  if (typeof value !== 'object' || value === null) return false;
+  const f = value as Record<string, unknown>;
+  return typeof f.reason === 'string' && typeof f.description === 'string' && Number.isFinite(f.at) &&
+    (f.state === undefined || f.state === 'accepted' || f.state === 'refused');
 }

@@ -6,6 +6,7 @@ import { SuppressionList } from '../../src/bounce/index.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { StoreError } from '../../src/core/errors.js';
+import fc from 'fast-check';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
 const T0 = Date.parse('2020-01-01T00:01:00Z');
@@ -151,5 +152,33 @@ describe('suppression list: values that are not entries', () => {
     const list = new SuppressionList(store, { clock });
     await assert.rejects(list.add({ address: 'busy@example.org', status: '5.1.1', format: 'manual', proof: 'manual' }), (err: unknown) => err instanceof StoreError && /supp:busy@example\.org changed under 16 updates in a row/.test(err.message));
     assert.equal(reads, 16);
+  });
+});
+
+describe('suppression entries read back, fuzzed', () => {
+  it('reads any stored text as an entry of the declared shape or as none, and lists only those', async () => {
+    const good = { address: 'a@example.org', status: '5.1.1', proof: 'batv', format: 'dsn', firstSeen: 1, lastSeen: 2, count: 1 };
+    const stored = fc.oneof(
+      fc.string({ maxLength: 100 }),
+      fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
+      fc.tuple(fc.constantFrom(...Object.keys(good)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...good, [k]: v })),
+    );
+    await fc.assert(
+      fc.asyncProperty(stored, async (value) => {
+        const store = new MemoryStore();
+        const list = new SuppressionList(store);
+        await list.add({ address: 'a@example.org', status: '5.1.1', format: 'dsn', proof: 'batv' });
+        const [row] = await store.scan('', 10);
+        await store.set(row!.key, value, 60_000);
+        const entries = [await list.get('a@example.org'), ...(await list.list())];
+        for (const entry of entries) {
+          if (entry === undefined) continue;
+          for (const text of [entry.address, entry.status, entry.proof, entry.format]) assert.equal(typeof text, 'string');
+          for (const n of [entry.firstSeen, entry.lastSeen, entry.count]) assert.ok(Number.isFinite(n));
+        }
+        assert.equal(typeof (await list.isSuppressed('a@example.org')), 'boolean');
+      }),
+      { numRuns: 300 },
+    );
   });
 });

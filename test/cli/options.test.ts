@@ -3,6 +3,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CalloutError, UsageError } from '../../src/core/errors.js';
 import { numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import fc from 'fast-check';
+import { elapsedMs } from '../support/fuzz.js';
 
 describe('number flags', () => {
   it('take decimal numbers only: Number() also read 0x19 as 25, 1e3 as 1000 and Infinity', () => {
@@ -18,5 +20,37 @@ describe('number flags', () => {
     assert.throws(() => wholeNumberFlag('--timeout', '2147483648', 1, 2 ** 31 - 1), /--timeout: got "2147483648", expected a whole number from 1 to 2147483647/);
     assert.throws(() => wholeNumberFlag('--limit', '0x10', 1), UsageError);
     assert.throws(() => wholeNumberFlag('--limit', '9'.repeat(1000), 1), (err: unknown) => err instanceof UsageError && err.message.length < 120);
+  });
+});
+
+describe('number flags fuzzed', () => {
+  it('give a finite number or a usage error naming the flag, for any text', () => {
+    const text = fc.oneof(fc.string({ maxLength: 40 }), fc.double().map(String), fc.stringMatching(/^[\s0-9.eExX+-]{0,20}$/));
+    fc.assert(
+      fc.property(text, (value) => {
+        for (const read of [() => numberFlag('--timeout', value), () => wholeNumberFlag('--limit', value, 1, 1000)]) {
+          try {
+            const n = read();
+            assert.ok(Number.isFinite(n), `${JSON.stringify(value)} read as ${n}`);
+          } catch (err) {
+            assert.ok(err instanceof CalloutError, String(err));
+            assert.match((err as Error).message, /^--(timeout|limit): got /);
+          }
+        }
+        try {
+          const n = wholeNumberFlag('--limit', value, 1, 1000);
+          assert.ok(Number.isInteger(n) && n >= 1 && n <= 1000);
+        } catch (err) {
+          assert.ok(err instanceof UsageError);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('refuse a long run of digits in linear time', () => {
+    const digits = '1'.repeat(100_000);
+    // Generous bound against a quadratic scan, not a speed claim.
+    assert.ok(elapsedMs(() => assert.throws(() => numberFlag('--timeout', `${digits}.${digits}x`), CalloutError)) < 200);
   });
 });

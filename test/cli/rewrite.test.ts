@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { Command } from 'commander';
-import { registerRewriteCommands } from '../../src/cli/rewrite.js';
+import fc from 'fast-check';
+import { clockFromFlag, readBatvKeys, readSrsSecrets, registerRewriteCommands } from '../../src/cli/rewrite.js';
+import { elapsedMs } from '../support/fuzz.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { SocketmapClient } from '../../src/rewrite/socketmap.js';
 import { TcpTableClient } from '../../src/rewrite/tcp-table.js';
@@ -318,5 +320,56 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     assert.match(lines[0]!, /^judy@example\.org: 5\.1\.1 since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(1 bounce, proof verp\)/);
     assert.equal(lines[1], 'mallory@example.org: 5.1.1 since 1e+300 (not a representable time) (1 bounce, proof manual)');
     assert.equal((await run(['bounce', 'query', 'mallory@example.org', '--store', store])).code, 0);
+  });
+});
+
+describe('rewrite flags and key files fuzzed', () => {
+  it('--now gives a clock at an instant a Date holds, or a usage error naming the flag', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+      fc.stringMatching(/^[0-9]{1,14}(\.[0-9]{0,10})?$/),
+      fc.tuple(fc.integer({ min: 0, max: 9999 }), fc.integer({ min: 0, max: 99 }), fc.integer({ min: 0, max: 99 }), fc.integer({ min: 0, max: 99 })).map(([y, m, d, h]) => `${String(y).padStart(4, '0')}-${String(m).padStart(2, '0')}-${String(d).padStart(2, '0')}T${String(h).padStart(2, '0')}:00:00Z`),
+    );
+    fc.assert(
+      fc.property(text, (now) => {
+        try {
+          const ms = clockFromFlag(now).now();
+          assert.ok(Number.isFinite(ms) && Number.isFinite(new Date(ms).getTime()), `${now} read as ${ms}`);
+        } catch (err) {
+          assert.ok(err instanceof UsageError && err.message.startsWith('--now: got "'), String(err));
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('key and secret files of any text give keys 0-9 and non-blank secrets, or a ConfigError naming the file and line', () => {
+    const file = join(dir, 'fuzz.keys');
+    const line = fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('# c', '', ' ', '\r', '1 s', '9  x y', '10 s', 'x s', '2  ', '3 \t'));
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 8 }), fc.constantFrom('\n', '\r\n'), (lines, eol) => {
+        writeFileSync(file, lines.join(eol));
+        try {
+          for (const key of readBatvKeys(file)) assert.ok(Number.isInteger(key.keynum) && key.keynum >= 0 && key.keynum <= 9 && key.secret.trim() !== '');
+        } catch (err) {
+          assert.ok(err instanceof ConfigError && err.message.startsWith(`--batv-key-file ${file}: `), String(err));
+        }
+        try {
+          assert.ok(readSrsSecrets(file).every((secret) => secret.trim() !== '' && !/[\r\n]/.test(secret)));
+        } catch (err) {
+          assert.ok(err instanceof ConfigError && err.message.startsWith(`--secret-file ${file}: `), String(err));
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('reads a key file at the size limit in linear time', () => {
+    const file = join(dir, 'long.keys');
+    writeFileSync(file, `1 ${' '.repeat(60_000)}x\n${'\r\n'.repeat(2000)}`);
+    // Generous bound against a quadratic scan, not a speed claim.
+    assert.ok(elapsedMs(() => (readBatvKeys(file), readSrsSecrets(file))) < 500);
+    assert.ok(elapsedMs(() => assert.throws(() => clockFromFlag(`${'1'.repeat(100_000)}`), UsageError)) < 200);
   });
 });

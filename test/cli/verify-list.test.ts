@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { csvFields, readAddressList } from '../../src/cli/verify.js';
+import fc from 'fast-check';
+import { elapsedMs } from '../support/fuzz.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-verify-list-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,5 +28,33 @@ describe('address lists', () => {
     assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n"a\\"b"@example.org\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test', '"a\\"b"@example.org']);
     // With a header every row is CSV, even one that starts with a quoted local part.
     assert.deepEqual(list('name,email\n"x"@y.org,second@example.org\n'), ['second@example.org']);
+  });
+});
+
+describe('address lists fuzzed', () => {
+  it('csvFields reads back any fields written as RFC 4180 quoted fields', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ maxLength: 20 }).filter((f) => !/[\r\n]/.test(f)), { minLength: 1, maxLength: 6 }), (fields) => {
+        const line = fields.map((f) => `"${f.replace(/"/g, '""')}"`).join(',');
+        assert.deepEqual(csvFields(line), fields.map((f) => f.trim()));
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(fc.property(fc.string({ maxLength: 200 }), (line) => assert.ok(csvFields(line).every((f) => typeof f === 'string'))), { numRuns: 500 });
+  });
+
+  it('reads a file of any text and a line of quotes and commas in linear time', () => {
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('email,name', '"a,b"@x.example', '"', '""', ',')), { maxLength: 20 }), (lines) => {
+        const file = join(dir, 'fuzz.txt');
+        writeFileSync(file, lines.join('\n'));
+        assert.ok(readAddressList(file).every((a) => typeof a === 'string'));
+      }),
+      { numRuns: 100 },
+    );
+    const file = join(dir, 'long.txt');
+    writeFileSync(file, `"${'\\"'.repeat(200_000)}@x\n${'"",'.repeat(200_000)}\n`);
+    // Generous bound against a quadratic scan, not a speed claim.
+    assert.ok(elapsedMs(() => readAddressList(file)) < 1000);
   });
 });

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { formatDuration, parseDuration } from '../../src/config/duration.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 describe('durations', () => {
   it('reads the units and bare seconds, and refuses what is no duration', () => {
@@ -33,5 +34,15 @@ describe('durations', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('durations in linear time', () => {
+  it('refuses long crafted texts without a quadratic scan', () => {
+    for (const text of [`${'1'.repeat(100_000)}s`, `${' '.repeat(100_000)}1x`, `1${' '.repeat(100_000)}x`, `${'1.'.repeat(100_000)}s`, '1 '.repeat(100_000), `1${'.1'.repeat(100_000)}`]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => parseDuration(text)) < 200, text.slice(0, 10));
+      assert.equal(parseDuration(text).ok, false, text.slice(0, 10));
+    }
   });
 });

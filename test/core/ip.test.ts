@@ -15,6 +15,7 @@ import {
   type AddressClass,
   type Cidr,
 } from '../../src/core/ip.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 /** Random text, half of it drawn from the characters addresses are made of, to reach deep parser paths. */
 const addressishText = fc.oneof(
@@ -502,5 +503,16 @@ describe('hostKey', () => {
     assert.equal(hostKey('2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
     assert.equal(hostKey('192.0.2.1'), '192.0.2.1');
     assert.equal(hostKey('not an address'), 'not an address');
+  });
+});
+
+describe('address parsers in linear time', () => {
+  it('refuse long crafted texts without a quadratic scan', () => {
+    const texts = [':'.repeat(100_000), '1.'.repeat(100_000), `::ffff:${'1.'.repeat(50_000)}`, `${'a'.repeat(100_000)}/${'1'.repeat(100_000)}`, `1::${'f:'.repeat(50_000)}1/64`];
+    for (const text of texts) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => (parseIp(text), parseCidr(text), classifyAddress(text), hostKey(text))) < 200, text.slice(0, 10));
+      assert.equal(parseIp(text), undefined);
+    }
   });
 });

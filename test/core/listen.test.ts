@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { ConfigError, ListenUnavailableError } from '../../src/core/errors.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { listenOn, parseListenAddress, type ListenAddress } from '../../src/core/listen.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 describe('listen addresses', () => {
   it('refuses a UNIX socket path longer than a socket address holds, or with a NUL', () => {
@@ -88,6 +89,16 @@ describe('listenOn', () => {
       assert.match(await refusal({ kind: 'tcp', host: '127.0.0.1', port }, `127.0.0.1:${port}`), new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*\\(another process, or another listener of this one, has the port\\)$`));
     } finally {
       holder.close();
+    }
+  });
+});
+
+describe('listen addresses in linear time', () => {
+  it('refuses long crafted texts without a quadratic scan', () => {
+    for (const text of [':'.repeat(100_000), `[${':'.repeat(100_000)}]:25`, `${'1.'.repeat(100_000)}:25`, `/${'a/'.repeat(100_000)}`, `127.0.0.1:${'9'.repeat(100_000)}`]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => parseListenAddress(text)) < 200, text.slice(0, 10));
+      assert.equal(parseListenAddress(text).ok, false);
     }
   });
 });

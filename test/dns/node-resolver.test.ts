@@ -5,6 +5,10 @@ import { reverseName } from '../../src/dns/reverse.js';
 import { ConfigError } from '../../src/core/errors.js';
 import type { DnsAnswer, Resolver } from '../../src/dns/types.js';
 import { startDnsServer, type DnsTestServer, type Zone } from '../support/dns-server.js';
+import fc from 'fast-check';
+import { isIP } from 'node:net';
+import { readDnsServer } from '../../src/dns/node-resolver.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 const zone: Zone = {
   'example.test': {
@@ -244,5 +248,36 @@ describe('configuration', () => {
 
   test('ptr of something that is not an IP address rejects', async () => {
     await assert.rejects(resolver.ptr('not-an-address'), /not an IP address/);
+  });
+});
+
+describe('dns server entries fuzzed', () => {
+  test('read any text as an address with a port from 1 to 65535, or a reason', () => {
+    const entry = fc.oneof(
+      fc.string({ maxLength: 60 }),
+      fc.tuple(fc.oneof(fc.ipV4(), fc.ipV6().map((a) => `[${a}]`), fc.ipV6()), fc.option(fc.oneof(fc.integer({ min: -1, max: 70_000 }).map(String), fc.string({ maxLength: 6 })))).map(([host, port]) => (port === null ? host : `${host}:${port}`)),
+    );
+    fc.assert(
+      fc.property(entry, (text) => {
+        const read = readDnsServer(text);
+        if (!read.ok) {
+          assert.ok(read.reason.length > 0);
+          assert.throws(() => parseDnsServer(text), ConfigError);
+          return;
+        }
+        const m = /^\[(.+)\]:(\d+)$/.exec(read.value) ?? /^([^:]+):(\d+)$/.exec(read.value);
+        const host = m ? m[1]! : read.value;
+        assert.notEqual(isIP(host), 0, read.value);
+        if (m) assert.ok(Number(m[2]) >= 1 && Number(m[2]) <= 65535, read.value);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  test('refuses a long entry in linear time', () => {
+    for (const text of [`[${':'.repeat(100_000)}`, `${'1'.repeat(100_000)}:${'1'.repeat(100_000)}`, `[::1]:${'9'.repeat(100_000)}`]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => assert.equal(readDnsServer(text).ok, false)) < 200, text.slice(0, 10));
+    }
   });
 });

@@ -15,6 +15,7 @@ import {
   type PolicyDecodeEvent,
   type PolicyLimits,
 } from '../../src/policy/protocol.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 /**
  * A RCPT request as Postfix 3.7.11 sent it to check_policy_service (captured on loopback, then
@@ -393,5 +394,23 @@ describe('PolicyRequestDecoder properties', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+const DEFAULT_LINE = 4096;
+
+describe('PolicyRequestDecoder in linear time', () => {
+  it('decodes the largest request its default limits let through, fed an octet at a time, without a quadratic scan', () => {
+    const line = `x=${'v'.repeat(DEFAULT_LINE - 3)}\n`;
+    const bytes = Buffer.from(`request=smtpd_access_policy\n${line.repeat(7)}\n${'y'.repeat(DEFAULT_LINE * 2)}`);
+    let requests = 0;
+    // Generous bound against a quadratic scan, not a speed claim.
+    const ms = elapsedMs(() => {
+      const decoder = new PolicyRequestDecoder();
+      for (let i = 0; i < bytes.length; i++) for (const event of decoder.push(bytes.subarray(i, i + 1))) requests += event.kind === 'request' ? 1 : 0;
+    });
+    // One request each of the three calls; the over-long line after it is refused.
+    assert.equal(requests, 3);
+    assert.ok(ms < 1000, `${ms} ms`);
   });
 });

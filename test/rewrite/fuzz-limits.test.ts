@@ -92,3 +92,14 @@ describe('VERP address limit', () => {
     );
   });
 });
+
+describe('SRS and VERP in linear time', () => {
+  it('refuse a long crafted address at once, whatever its shape', () => {
+    const srs = new Srs({ domain: 'srs.example', secrets: ['s3cret'] });
+    for (const address of [`SRS0=${'='.repeat(100_000)}@x`, `SRS1=${'=='.repeat(50_000)}@x`, `SRS0+${'+'.repeat(100_000)}`, `${'a+'.repeat(100_000)}@x`, 'a@'.repeat(100_000)]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => (srs.reverse(address, T0), srs.forward(address, T0), verpDecode(address, 'list@x.example'))) < 200, address.slice(0, 8));
+      assert.equal(srs.reverse(address, T0).ok, false);
+    }
+  });
+});

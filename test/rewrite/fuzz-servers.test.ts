@@ -11,7 +11,7 @@ import { CONTROL_CHARACTER } from '../../src/core/text.js';
 import type { LookupMap } from '../../src/rewrite/lookup.js';
 import { encodeNetstring, NetstringDecoder, SocketmapServer, type NetstringEvent } from '../../src/rewrite/socketmap.js';
 import { tcpTableDecode, tcpTableEncode, TcpTableServer } from '../../src/rewrite/tcp-table.js';
-import { splitAt } from '../support/fuzz.js';
+import { elapsedMs, splitAt } from '../support/fuzz.js';
 
 /** What a service wrote to a connection and whether it closed it. */
 interface Transcript {
@@ -186,5 +186,20 @@ describe('socketmap service fuzzed', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('NetstringDecoder in linear time', () => {
+  it('skips a frame of the skip limit, fed an octet at a time, without a quadratic scan', () => {
+    const frame = Buffer.from(`99999:${'x'.repeat(99_999)},1:k,`);
+    const events: NetstringEvent[] = [];
+    // Generous bound against a quadratic scan, not a speed claim.
+    const ms = elapsedMs(() => {
+      events.length = 0;
+      const decoder = new NetstringDecoder(1024, 100_000);
+      for (let i = 0; i < frame.length; i++) events.push(...decoder.push(frame.subarray(i, i + 1)));
+    });
+    assert.equal(events.length, 2);
+    assert.ok(ms < 1000, `${ms} ms`);
   });
 });

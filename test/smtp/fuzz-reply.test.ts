@@ -94,3 +94,19 @@ describe('parseEhloKeywords fuzzed', () => {
     }
   });
 });
+
+describe('ReplyDecoder in linear time', () => {
+  it('decodes the longest reply its default limits let through, fed an octet at a time, without a quadratic scan', () => {
+    const line = (sep: string) => `250${sep}${'x'.repeat(DEFAULT_MAX_REPLY_LINE_LENGTH - 6)}\r\n`;
+    const bytes = Buffer.from(`${line('-').repeat(DEFAULT_MAX_REPLY_LINES - 1)}${line(' ')}`);
+    let replies = 0;
+    // Generous bound against a quadratic scan, not a speed claim.
+    const ms = elapsedMs(() => {
+      replies = 0;
+      const decoder = new ReplyDecoder();
+      for (let i = 0; i < bytes.length; i++) for (const event of decoder.push(bytes.subarray(i, i + 1))) if (event.kind === 'reply') replies += 1;
+    });
+    assert.equal(replies, 1);
+    assert.ok(ms < 1500, `${ms} ms`);
+  });
+});

@@ -69,13 +69,22 @@ export interface BatvStage extends Stage {
   readonly counters: Readonly<Record<BatvStageResult, number>>;
 }
 
+/**
+ * The text without the line ends at its end, which are an editor's, not the key's. A loop, not
+ * /(\r?\n)+$/, which tries every run of line ends in the file: 64 KiB of them took 4 s.
+ */
+function withoutFinalLineEnds(text: string): string {
+  let end = text.length;
+  while (end > 0 && (text[end - 1] === '\n' || text[end - 1] === '\r')) end--;
+  return text.slice(0, end);
+}
+
 function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
   return keys.map((k) => {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
     const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES);
     if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
-    // Line ends at the end are an editor's, not the key's.
-    const secret = read.bytes.toString('utf8').replace(/(?:\r?\n)+$/, '');
+    const secret = withoutFinalLineEnds(read.bytes.toString('utf8'));
     // An empty key lets anyone sign; a second line (a comment) would be part of the key and
     // match no tag the signer made, refusing every genuine bounce.
     if (secret === '') throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: no secret in the file`);

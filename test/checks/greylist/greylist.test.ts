@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
@@ -367,5 +368,56 @@ describe('greylist administration', () => {
     clock.advance(36 * DAY);
     assert.equal(await store.purgeExpired(), 1, 'the client entry expired with its maxAge and is purged');
     await store.close();
+  });
+});
+
+describe('greylist rows read back, fuzzed', () => {
+  // Rows of another program or version, or damaged ones: a check still answers pass or a defer
+  // within the delay, and a listing leaves out what it cannot read.
+  const row = fc.oneof(
+    fc.string({ maxLength: 60 }),
+    fc.tuple(fc.oneof(fc.double(), fc.integer(), fc.string({ maxLength: 5 })), fc.oneof(fc.double(), fc.integer(), fc.string({ maxLength: 5 }))).map(([a, b]) => `${a},${b}`),
+    fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
+    fc.record({ senders: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 5 }), last: fc.oneof(fc.double(), fc.jsonValue({ maxDepth: 1 })) }).map((v) => JSON.stringify(v)),
+  );
+
+  it('check() answers a pass or a defer within the delay, and list() reads what it can, whatever the rows', async () => {
+    await fc.assert(
+      fc.asyncProperty(row, row, row, fc.integer({ min: 0, max: 3 * DAY }), async (tripletRow, clientRow, domainRow, later) => {
+        const { clock, greylist } = setup({ domainAutoAllow: 2 });
+        const store = (greylist as unknown as { store: Store }).store;
+        const t = triplet();
+        await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), tripletRow, DAY);
+        await store.set(greylist.clientKey(t.autoAllowKey), clientRow, DAY);
+        await store.set(greylist.domainKey(t.client, 'sender.example'), domainRow, DAY);
+        clock.advance(later);
+        const outcome = await greylist.check(t);
+        if (outcome.kind === 'defer') {
+          assert.ok(outcome.remainingMs > 0 && outcome.remainingMs <= POSTGREY.delayMs, String(outcome.remainingMs));
+          assert.ok(Number.isFinite(outcome.retryAt) && Number.isFinite(outcome.firstSeen));
+        } else {
+          assert.equal(outcome.kind, 'pass');
+        }
+        for (const entry of await greylist.list({ limit: 10 })) {
+          assert.ok(Number.isFinite(entry.expiresAt));
+          if (entry.kind === 'domain') assert.ok(Number.isInteger(entry.senders) && entry.senders >= 0);
+          else if (entry.kind === 'client') assert.ok(Number.isFinite(entry.count) && Number.isFinite(entry.lastSeen));
+          else assert.ok(Number.isFinite(entry.firstSeen) && Number.isFinite(entry.lastSeen));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('reads a long row in linear time', async () => {
+    const { greylist } = setup({ domainAutoAllow: 2 });
+    const store = (greylist as unknown as { store: Store }).store;
+    const t = triplet();
+    await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), `${'1'.repeat(500_000)},${','.repeat(500_000)}`, DAY);
+    await store.set(greylist.domainKey(t.client, 'sender.example'), `{"senders":[${'"x",'.repeat(200_000)}"y"],"last":0}`, DAY);
+    const started = process.hrtime.bigint();
+    assert.equal((await greylist.check(t)).reason, 'domain-auto-allow');
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    assert.ok(ms < 1000, `${ms} ms`);
   });
 });

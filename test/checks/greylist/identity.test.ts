@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { looksDynamic, organisationalDomain } from '../../../src/checks/greylist/identity.js';
+import fc from 'fast-check';
+import { elapsedMs } from '../../support/fuzz.js';
 
 describe('greylist identity: a confirmed name as the client identity', () => {
   it('takes the registrable domain, with the private suffixes of hosters as suffixes', () => {
@@ -34,5 +36,26 @@ describe('greylist identity: a confirmed name as the client identity', () => {
     assert.equal(looksDynamic('host-2001-db8-1-0-0-0-0-5.isp.example', '2001:db8:1::5'), true);
     assert.equal(looksDynamic('mail.isp.example', '2001:db8:1::5'), false);
     assert.equal(looksDynamic('mx25.isp.example', '2001:db8:1::25'), false);
+  });
+});
+
+describe('greylist identity fuzzed', () => {
+  it('never throws on any name (a PTR answer) and address', () => {
+    const name = fc.oneof(fc.string({ maxLength: 80 }), fc.domain(), fc.stringMatching(/^[0-9a-f.-]{0,60}$/));
+    fc.assert(
+      fc.property(name, fc.oneof(fc.ipV4(), fc.ipV6(), fc.string({ maxLength: 20 })), (n, ip) => {
+        assert.equal(typeof looksDynamic(n, ip), 'boolean');
+        const org = organisationalDomain(n);
+        assert.ok(org === undefined || typeof org === 'string');
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('answers a name of the DNS limit of any shape in linear time', () => {
+    for (const n of ['a1-'.repeat(85), '0-'.repeat(126), 'dyn'.repeat(85), `${'0123.'.repeat(50)}example`, '.'.repeat(253)]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => (looksDynamic(n, '192.0.2.1'), organisationalDomain(n))) < 100, n.slice(0, 12));
+    }
   });
 });

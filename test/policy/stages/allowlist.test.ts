@@ -4,7 +4,9 @@
 // did not.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AddressList, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
+import fc from 'fast-check';
+import { AddressList, domainEntry, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
+import { elapsedMs } from '../../support/fuzz.js';
 import { postmasterStage } from '../../../src/policy/stages/postmaster.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { ConfigError } from '../../../src/core/errors.js';
@@ -267,5 +269,35 @@ describe('allowlist entries as administrators write them', () => {
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {
     assert.throws(() => new AddressList(['a@@b'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && /^allowlist\.senders: "a@@b" is not an address/.test(err.message));
     assert.throws(() => new AddressList(['bad domain'], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && /^allowlist\.recipients: "bad domain" is not a domain/.test(err.message));
+  });
+});
+
+describe('allow-list entries fuzzed', () => {
+  it('read any entry as a canonical domain or pattern, or a ConfigError naming the list and the entry', () => {
+    const entry = fc.oneof(fc.string({ maxLength: 60 }), fc.tuple(fc.constantFrom('', '@', '.', '*.'), fc.domain()).map(([prefix, d]) => prefix + d), fc.ipV4().map((a) => `[${a}]`), fc.ipV6().map((a) => `@[IPv6:${a}]`));
+    fc.assert(
+      fc.property(entry, (raw) => {
+        for (const read of [() => domainEntry(raw, 'allow.domains'), () => namePatterns([raw], 'allow.clientNames')[0]!]) {
+          try {
+            const value = read();
+            assert.equal(value, value.toLowerCase());
+            assert.ok(!/\s/.test(value), value);
+          } catch (err) {
+            assert.ok(err instanceof ConfigError && /^allow\.(domains|clientNames): "/.test(err.message), String(err));
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuse long crafted entries without a quadratic scan', () => {
+    for (const raw of ['@['.repeat(100_000), '.'.repeat(200_000), `${'*.'.repeat(100_000)}x`, '_'.repeat(200_000), `[IPv6:${':'.repeat(100_000)}]`]) {
+      // Generous bound against a quadratic scan, not a speed claim.
+      assert.ok(elapsedMs(() => {
+        assert.throws(() => domainEntry(raw, 'k'), ConfigError);
+        assert.throws(() => namePatterns([raw], 'k'), ConfigError);
+      }) < 300, raw.slice(0, 8));
+    }
   });
 });

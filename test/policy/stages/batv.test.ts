@@ -121,6 +121,12 @@ describe('batv stage', () => {
       writeFileSync(bad, content!);
       assert.throws(() => stage({ keys: [{ keynum: 2, secretFile: bad }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${bad}: ${why}`, JSON.stringify(content));
     }
+    // A file of line ends and one more character is read in linear time (a regex took 4 s).
+    const lineEnds = join(dir, 'line-ends.secret');
+    writeFileSync(lineEnds, `${'\n'.repeat(60_000)}x`);
+    const started = performance.now();
+    assert.throws(() => stage({ keys: [{ keynum: 2, secretFile: lineEnds }] }), /more than one line/);
+    assert.ok(performance.now() - started < 1000, `${Math.round(performance.now() - started)} ms`);
     writeFileSync(file, 'secret\r\n\n');
     assert.equal((await stage({ keys: [{ keynum: 2, secretFile: file }] }).evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1 }] }).success, false);

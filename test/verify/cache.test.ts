@@ -1,0 +1,90 @@
+// Fuzz tests of the records the verification cache reads back from the store: a row written by
+// another program, an older version or damaged must read as absent, never as a verdict.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { ManualClock } from '../../src/core/clock.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { VerificationCache, addressKey, domainKey } from '../../src/verify/cache.js';
+import type { AddressRecord, DomainFact } from '../../src/verify/cache.js';
+import { elapsedMs } from '../support/fuzz.js';
+
+const VERDICTS = ['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain'];
+const PROBE_STATES = ['not-run', 'accepted', 'refused', 'inconclusive'];
+
+function assertAddressRecord(record: AddressRecord | undefined): void {
+  if (record === undefined) return;
+  assert.equal(typeof record, 'object');
+  assert.ok(VERDICTS.includes(record.verdict), `verdict ${String(record.verdict)}`);
+  assert.equal(typeof record.reason, 'string');
+  assert.equal(typeof record.description, 'string');
+  assert.ok(PROBE_STATES.includes(record.catchAll) && PROBE_STATES.includes(record.postmaster));
+  assert.ok(Number.isFinite(record.checkedAt) && Number.isFinite(record.refreshAt));
+}
+
+function assertDomainFact(fact: (DomainFact & { state?: unknown }) | undefined): void {
+  if (fact === undefined) return;
+  assert.equal(typeof fact, 'object');
+  assert.equal(typeof fact.reason, 'string');
+  assert.equal(typeof fact.description, 'string');
+  assert.ok(Number.isFinite(fact.at));
+}
+
+const good: AddressRecord = {
+  verdict: 'deliverable', reason: 'accepted', description: 'accepted', catchAll: 'refused', postmaster: 'not-run', checkedAt: 1, refreshAt: 2,
+} as AddressRecord;
+const goodFact = { reason: 'catch-all', description: 'accepts anything', at: 1, state: 'accepted' };
+
+/** Stored text: anything, JSON of anything, or a good record with one field changed to anything. */
+const stored = fc.oneof(
+  fc.string({ maxLength: 200 }),
+  fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
+  fc.tuple(fc.constantFrom(...Object.keys(good)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...good, [k]: v })),
+  fc.tuple(fc.constantFrom(...Object.keys(goodFact)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...goodFact, [k]: v })),
+);
+
+describe('VerificationCache records fuzzed', () => {
+  it('reads any stored text as a record of the declared shape or as absent, without throwing', async () => {
+    const config = validateConfig({}).cache;
+    await fc.assert(
+      fc.asyncProperty(stored, async (value) => {
+        const store = new MemoryStore();
+        const cache = new VerificationCache(store, config, new ManualClock());
+        await store.set(addressKey('a@example.org'), value, 60_000);
+        for (const name of ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'] as const) await store.set(domainKey('example.org', name), value, 60_000);
+        assertAddressRecord(await cache.getAddress('a@example.org'));
+        const peeked = cache.peekAddress('a@example.org');
+        assertAddressRecord(typeof peeked === 'symbol' ? undefined : peeked);
+        const facts = await cache.getDomain('example.org');
+        for (const fact of Object.values(facts)) assertDomainFact(fact);
+        if (facts.catchall) assert.ok(['accepted', 'refused'].includes(facts.catchall.state));
+        // A temporary verdict over whatever is stored neither throws nor keeps a damaged record.
+        await cache.putAddress('a@example.org', { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: 1 } as Omit<AddressRecord, 'refreshAt'>);
+        assertAddressRecord(await cache.getAddress('a@example.org'));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('still reads a record it wrote', async () => {
+    const store = new MemoryStore();
+    const clock = new ManualClock();
+    const cache = new VerificationCache(store, validateConfig({}).cache, clock);
+    await cache.putAddress('a@example.org', { ...good });
+    assert.equal((await cache.getAddress('a@example.org'))?.verdict, 'deliverable');
+    await cache.putDomain('example.org', 'catchall', goodFact as DomainFact & { state: 'accepted' });
+    assert.equal((await cache.getDomain('example.org')).catchall?.state, 'accepted');
+  });
+
+  it('decodes a large stored value in linear time', async () => {
+    const store = new MemoryStore();
+    const cache = new VerificationCache(store, validateConfig({}).cache, new ManualClock());
+    const big = JSON.stringify({ ...good, description: 'x'.repeat(1_000_000) });
+    await store.set(addressKey('a@example.org'), `[${'['.repeat(100_000)}`, 60_000);
+    assert.equal(await cache.getAddress('a@example.org'), undefined);
+    await store.set(addressKey('b@example.org'), big, 60_000);
+    // Generous bound: JSON.parse of 1 MB takes milliseconds.
+    assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500);
+  });
+});
