@@ -10,7 +10,9 @@
  *   rules: only a 5xx at RCPT rejects (550 5.1.1 by default); an unreachable primary defaults to
  *   DUNNO, because queueing while the primary is down is what a backup MX is for.
  *   Exim's recipient callouts are documented as "usually used only between hosts that are
- *   controlled by the same administration": this stage is for your own hosts.
+ *   controlled by the same administration": this stage is for your own hosts. So the politeness
+ *   limits meant for other people's servers (per host at once, per domain and host a minute)
+ *   do not apply to its callouts; limits.concurrency does.
  *   A request whose client is one of the hosts is not called forward: it is a host asking about
  *   its own recipients, or our own call-forward come back (the hosts name this machine, or two
  *   MXes call forward to each other), which would wait on itself until the deadline and defer
