@@ -54,6 +54,9 @@ export function boundAddress(server: Server): ListenAddress | undefined {
   return typeof bound === 'string' ? { kind: 'unix', path: bound } : { kind: 'tcp', host: bound.address, port: bound.port };
 }
 
+/** The address is not on any interface yet; the name could not be resolved for now. */
+const NOT_YET_THERE: ReadonlySet<string> = new Set(['EADDRNOTAVAIL', 'EAI_AGAIN']);
+
 /**
  * Binds server to address. A failure is a ConfigError naming the address, with what the
  * system's error means there: a UNIX socket path whose directory is missing, or a path that is
@@ -61,9 +64,6 @@ export function boundAddress(server: Server): ListenAddress | undefined {
  * is not there yet (NOT_YET_THERE) is a ListenUnavailableError instead: at boot, before the
  * network is up, a configuration error would keep systemd from ever starting callout again.
  */
-/** The address is not on any interface yet; the name could not be resolved for now. */
-const NOT_YET_THERE: ReadonlySet<string> = new Set(['EADDRNOTAVAIL', 'EAI_AGAIN']);
-
 export function listenOn(server: Server, address: ListenAddress, label: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const fail = (err: NodeJS.ErrnoException): void => {

@@ -36,6 +36,7 @@
 import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
+import { escapeC1 } from './text.js';
 
 export type { Logger };
 
@@ -51,8 +52,6 @@ export const ATOMIC_WRITE_OCTETS = 4096;
 
 // Only ever inside a JSON string of a line: a character JSON leaves alone.
 const C1_CONTROL = /[\u0080-\u009f]/;
-const C1_CONTROLS = /[\u0080-\u009f]/g;
-const escapeC1 = (c: string): string => `\\u00${c.charCodeAt(0).toString(16)}`;
 
 /** Lines of one event-loop turn, written together at its end. */
 export class CoalescingDestination implements LogDestination {
@@ -73,7 +72,7 @@ export class CoalescingDestination implements LogDestination {
   }
 
   write(line: string): boolean {
-    this.pending.push(C1_CONTROL.test(line) ? line.replace(C1_CONTROLS, escapeC1) : line);
+    this.pending.push(C1_CONTROL.test(line) ? escapeC1(line) : line);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flushSync());

@@ -23,7 +23,12 @@ export const MAX_HEADER_LINE = 990;
 const TERMINAL_CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 const C1_CONTROLS = /[\x80-\x9f]/g;
 
+/** JSON text with its C1 controls, which JSON.stringify leaves as they are, escaped as \u00XX (core/log's lines too). */
+export function escapeC1(json: string): string {
+  return json.replace(C1_CONTROLS, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+}
+
 export function shown(text: string): string {
   if (text !== '' && !TERMINAL_CONTROL.test(text)) return text;
-  return JSON.stringify(text).replace(C1_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escapeC1(JSON.stringify(text));
 }

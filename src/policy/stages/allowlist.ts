@@ -93,9 +93,9 @@ export function domainEntry(raw: string, key: string): string {
 }
 
 /**
- * Client name patterns, as Postfix sends client_name (A-labels, lower case, no trailing dot). An
- * entry that is no host name is a ConfigError: it would never match, silently (a `*.domain` of
- * other allow-lists, an IP address that belongs in `clients`, a U-label name).
+ * Client name patterns, as Postfix sends client_name (A-labels, lower case, no trailing dot: a
+ * U-label entry is converted). An entry that is no host name is a ConfigError: it would never
+ * match, silently (a `*.domain` of other allow-lists, an IP address that belongs in `clients`).
  */
 export function namePatterns(entries: string[], key: string): string[] {
   return entries.map((raw) => {

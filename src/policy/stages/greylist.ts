@@ -63,6 +63,7 @@ import {
 import { checkIprev } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+import { domainEntry } from './allowlist.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { withinDeadline } from './sender-callout.js';
 
@@ -174,8 +175,10 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     for (const problem of [...clients.problems, ...recipients.problems]) deps.log.warn({ stage: 'greylist', problem: problemText(problem) }, 'greylist whitelist entry ignored');
 
     const greylist = greylistFromOptions(opts, deps.store, deps.clock);
-    const spfDomains = new Set(opts.skip.spfPassDomains.map((d) => d.toLowerCase().replace(/^\./, '')));
-    const providers = new Set(opts.skip.fcrdnsProviders.map((d) => d.toLowerCase().replace(/^\./, '')));
+    // As names are compared (A-labels, no trailing dot); an entry that is no domain would match nothing, silently.
+    const skipDomains = (entries: string[], key: string) => new Set(entries.map((d) => domainEntry(d.trim().replace(/^\./, ''), `greylist.skip.${key}`)));
+    const spfDomains = skipDomains(opts.skip.spfPassDomains, 'spfPassDomains');
+    const providers = skipDomains(opts.skip.fcrdnsProviders, 'fcrdnsProviders');
     const host = hostname();
     // A client sends many messages: its network is worked out once while it recurs (its parsed
     // address is remembered by checks/client-ip for every stage).

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
+import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
@@ -264,7 +265,7 @@ describe('greylist stage evidence rules', () => {
   const silent = createLogger('silent');
   const clock = new ManualClock();
   const deps: StageDeps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: silent };
-  const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example'] } }) as never, deps);
+  const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example', 'Bücher.Example.'] } }) as never, deps);
   cleanups.push(() => stage.close?.());
   const ctx = (sender: string, spf: string | undefined): StageContext => {
     const parsed = parseReversePath(sender, { tolerant: true });
@@ -290,5 +291,14 @@ describe('greylist stage evidence rules', () => {
     assert.equal((await stage.evaluate(ctx('alerts@bank.example', 'softfail'))).result, 'new');
     assert.equal((await stage.evaluate(ctx('alerts@other.example', 'pass'))).result, 'new');
     assert.equal((await stage.evaluate(ctx('ceo@bank.example', undefined))).result, 'new', 'a forged sender without SPF evidence is greylisted');
+    // Entries are compared as names are: A-labels, any case, no trailing dot.
+    assert.equal((await stage.evaluate(ctx('news@xn--bcher-kva.example', 'pass'))).result, 'skipped');
+  });
+
+  it('refuses a skip entry that is no domain, naming it, instead of matching nothing', () => {
+    assert.throws(
+      () => greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['*.outlook.com'] } }) as never, deps),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith('greylist.skip.fcrdnsProviders: "*.outlook.com" is not a domain'),
+    );
   });
 });
