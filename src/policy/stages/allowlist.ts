@@ -108,7 +108,12 @@ export function namePatterns(entries: string[], key: string): string[] {
       const hint = trimmed.startsWith('*.') ? `; write ${trimmed.slice(1)} for the domain and its subdomains` : '';
       throw new ConfigError(`${key}: "${raw}" is not a host name: ${name.error.message}${hint}`);
     }
-    const ascii = written.includes('_') ? canonicalName(written) : name.value.ascii;
+    // Labels in A-labels, but a label with an underscore as written (its 'x' stood in for IDNA).
+    const writtenLabels = canonicalName(written).split('.');
+    const ascii = name.value.ascii
+      .split('.')
+      .map((label, index) => (writtenLabels[index]?.includes('_') ? writtenLabels[index] : label))
+      .join('.');
     return parent ? `.${ascii}` : ascii;
   });
 }

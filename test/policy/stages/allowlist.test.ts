@@ -241,6 +241,8 @@ describe('allowlist entries as administrators write them', () => {
     // Postfix sends client_name in A-labels, and lets an underscore through (valid_hostname).
     assert.ok(nameMatches(patterns, 'mx.xn--bcher-kva.test'));
     assert.ok(nameMatches(patterns, 'MAIL_1.legacy.test'));
+    // An underscore in one label and a U-label in another: each label as Postfix sends it.
+    assert.deepEqual(namePatterns(['a_b.Bücher.example'], 'allowlist.clientNames'), ['a_b.xn--bcher-kva.example']);
     const senders = new AddressList([' partner.test. ', 'List@Bücher.test'], 'allowlist.senders');
     const mailbox = (text: string) => {
       const parsed = parseMailbox(text, { utf8: true });
