@@ -345,31 +345,7 @@ describe('RedisStore', () => {
       }
     });
 
-    it('times out commands to a server that stopped answering, and recovers when it answers', async () => {
-      const server = await startRedis();
-      try {
-        // The deadline bounds the first get after resume() too: a second, for a loaded machine.
-        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 1000 });
-        try {
-          await store.set('k', 'v', 60_000);
-          server.pause();
-          await assert.rejects(store.get('k'), (err: unknown) => {
-            assert.ok(err instanceof StoreError);
-            assert.match(err.message, /get failed: .*timed out/i);
-            return true;
-          });
-          server.resume();
-          assert.equal((await store.get('k'))?.value, 'v');
-        } finally {
-          await store.close();
-        }
-      } finally {
-        server.resume();
-        await server.stop();
-      }
-    });
-
-    it('drops a connection on which the server stays silent, and connects again once it answers', async () => {
+    it('times out commands to a server that stays silent, drops that connection, and connects again once it answers', async () => {
       const server = await startRedis();
       try {
         const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 200 });
@@ -377,7 +353,11 @@ describe('RedisStore', () => {
           await store.set('k', 'v', 60_000);
           // A hung host, or packets dropped on the way: the connection stays open, nothing answers.
           server.pause();
-          await assert.rejects(store.get('k'), /timed out/i);
+          await assert.rejects(store.get('k'), (err: unknown) => {
+            assert.ok(err instanceof StoreError);
+            assert.match(err.message, /get failed: .*timed out/i);
+            return true;
+          });
           // Kept, every later command would wait out its deadline there and stay queued, with its
           // bytes, for a reply that never comes; and a failover address would never be followed.
           assert.ok(await until(() => !store.healthy, 5000), 'the silent connection was kept');
