@@ -13,8 +13,9 @@
  *   logged and the running configuration kept. A good one replaces the resolver, engine and
  *   pipeline for new requests without dropping connections; requests in flight finish on the
  *   old ones. The headers given per message carry over, so none is given twice. Listen
- *   addresses, the store, the listener's limits, policy.workers and log.level are fixed for
- *   the life of the process (a change is logged as needing a restart).
+ *   addresses, the store, the listener's limits, policy.workers, acceptTestTime and log.level
+ *   are fixed for the life of the process (RESTART_ONLY_SETTINGS: a change is logged, in one
+ *   line naming them, as needing a restart).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -80,8 +81,13 @@ const DRAIN_MS = 10_000;
 const HEALTH_PROBE_KEY = 'health:probe';
 const HEALTH_PROBE_TTL_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
-/** Settings besides the listen addresses, the store and acceptTestTime that a reload cannot change. */
+/** Settings a reload cannot change: the listeners, the store, the workers and the logger are made once, at start. */
 const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) => unknown]> = [
+  ['policy.listen', (config) => config.policy.listen],
+  ['metrics.listen', (config) => config.metrics.listen],
+  ['policy.acceptTestTime', (config) => config.policy.acceptTestTime],
+  ['store', (config) => JSON.stringify(config.store)],
+  ['dataDir', (config) => config.dataDir],
   ['policy.maxConnections', (config) => config.policy.maxConnections],
   ['policy.idleTimeout', (config) => config.policy.idleTimeout],
   ['policy.socketMode', (config) => config.policy.socketMode],
@@ -286,17 +292,7 @@ export class Daemon {
       return false;
     }
     const old = this.current;
-    if (config.policy.listen !== old.config.policy.listen || config.metrics.listen !== old.config.metrics.listen) {
-      this.options.log.warn({}, 'reload: listen addresses change only on restart');
-    }
-    if (config.policy.acceptTestTime !== old.config.policy.acceptTestTime) {
-      this.options.log.warn({}, 'reload: policy.acceptTestTime changes only on restart');
-    }
-    if (JSON.stringify(config.store) !== JSON.stringify(old.config.store) || config.dataDir !== old.config.dataDir) {
-      this.options.log.warn({}, 'reload: the store changes only on restart');
-    }
-    // The listener's limits, the workers and the logger are made once, at start: "configuration
-    // reloaded" alone would read as if a change to them had been applied.
+    // "configuration reloaded" alone would read as if a change to them had been applied.
     const fixed = RESTART_ONLY_SETTINGS.filter(([, read]) => read(config) !== read(old.config)).map(([name]) => name);
     if (fixed.length > 0) this.options.log.warn({ settings: fixed }, 'reload: these settings change only on restart');
     try {

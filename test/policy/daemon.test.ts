@@ -245,9 +245,9 @@ describe('callout serve', () => {
     const restartOnly = () => logs.filter((l) => l.msg === 'reload: these settings change only on restart');
     assert.equal(await daemon.reload(), true);
     assert.deepEqual(restartOnly(), [], 'an unchanged file warns of nothing');
-    writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idleTimeout: '60s', maxConnections: 5 }, log: { level: 'debug' } }));
+    writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idleTimeout: '60s', maxConnections: 5, acceptTestTime: true }, log: { level: 'debug' } }));
     assert.equal(await daemon.reload(), true);
-    assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
+    assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.acceptTestTime', 'policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
   });
 
   it('at shutdown gives up the callouts of a configuration replaced by SIGHUP too: a daemon started at once probes the sender again', async () => {
