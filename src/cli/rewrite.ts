@@ -43,7 +43,6 @@
  */
 
 import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js';
-import { normaliseDomain } from '../address/index.js';
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
@@ -56,7 +55,7 @@ import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
-import { SRS_LIMITS, Srs, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
+import { SRS_LIMITS, Srs, srsDomain, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDelimiters } from '../rewrite/verp.js';
 import { loadConfig } from '../config/load.js';
@@ -183,8 +182,8 @@ function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
   if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
   if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
-  const domain = normaliseDomain(flags.domain);
-  if (!domain.ok) throw new UsageError(`--${prefix}domain: got ${JSON.stringify(abbreviate(flags.domain, 60))}, expected a domain name (${domain.error.message})`);
+  const domain = srsDomain(flags.domain);
+  if (!domain.ok) throw new UsageError(`--${prefix}domain: ${domain.problem}`);
   const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,

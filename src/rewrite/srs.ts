@@ -126,6 +126,18 @@ function foldHashChar(c: number): number {
   return c;
 }
 
+/**
+ * The domain SRS writes, from a domain or postsrsd's `local@domain` form, or why it cannot be
+ * one: every rewritten sender is written with it, and '.example.com' (postsrsd's subdomain
+ * form) or a stray space would make addresses no bounce can reach.
+ */
+export function srsDomain(written: string): { ok: true; domain: string } | { ok: false; problem: string } {
+  const domain = written.slice(written.lastIndexOf('@') + 1);
+  if (domain === '') return { ok: false, problem: 'the SRS domain is empty' };
+  const checked = normaliseDomain(domain);
+  return checked.ok ? { ok: true, domain } : { ok: false, problem: `the SRS domain ${JSON.stringify(domain)} is not a domain name: ${checked.error.message}` };
+}
+
 export class Srs {
   readonly domain: string;
   /** One HMAC per secret, the first signs. */
@@ -139,13 +151,9 @@ export class Srs {
   private readonly alwaysRewrite: boolean;
 
   constructor(options: SrsOptions) {
-    const at = options.domain.lastIndexOf('@');
-    this.domain = at >= 0 ? options.domain.slice(at + 1) : options.domain;
-    if (this.domain === '') throw new ConfigError('srs: the SRS domain is empty');
-    // Every rewritten sender is written with it: '.example.com' (postsrsd's subdomain form) or a
-    // stray space would make addresses no bounce can reach.
-    const domain = normaliseDomain(this.domain);
-    if (!domain.ok) throw new ConfigError(`srs: the SRS domain ${JSON.stringify(this.domain)} is not a domain name: ${domain.error.message}`);
+    const domain = srsDomain(options.domain);
+    if (!domain.ok) throw new ConfigError(`srs: ${domain.problem}`);
+    this.domain = domain.domain;
     if (options.secrets.length === 0 || options.secrets.some((s) => s === '')) throw new ConfigError('srs: at least one non-empty secret is needed');
     this.macs = options.secrets.map((secret) => (text: string) => createHmac('sha1', secret).update(text).digest());
     this.separator = options.separator ?? '=';

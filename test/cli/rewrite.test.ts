@@ -64,6 +64,8 @@ describe('callout srs', () => {
   it('forwards and reverses with a postsrsd secrets file', async () => {
     const common = ['--secret-file', srsSecret, '--domain', 'example.com', '--now', NOW];
     assert.deepEqual(await run(['srs', 'forward', ...common, 'test@otherdomain.com']), { out: 'SRS0=vmyz=2W=otherdomain.com=test@example.com\n', code: 0 });
+    // postsrsd's local@domain form of the SRS domain, as the library takes it.
+    assert.equal((await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'srs@example.com', '--now', NOW, 'test@otherdomain.com'])).out, 'SRS0=vmyz=2W=otherdomain.com=test@example.com\n');
     assert.deepEqual(await run(['srs', 'reverse', ...common, 'SRS0=vmyz=2W=otherdomain.com=test@example.com']), { out: 'test@otherdomain.com\n', code: 0 });
     assert.deepEqual(await run(['srs', 'forward', ...common, '--local-domain', 'example.org', 'a@example.org']), { out: 'a@example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
     assert.equal((await run(['srs', 'forward', ...common, '--separator', '+', '--alphabet', 'base64url', 'test@otherdomain.com'])).out, 'SRS0+vmyz=2W=otherdomain.com=test@example.com\n');
@@ -247,7 +249,7 @@ describe('callout rewrite serve', () => {
     // An SRS domain every rewritten sender would carry and no bounce could reach (regression: accepted).
     await assert.rejects(
       run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', '.example.com']),
-      (err: unknown) => err instanceof UsageError && err.message === '--srs-domain: got ".example.com", expected a domain name (empty domain label at 0)',
+      (err: unknown) => err instanceof UsageError && err.message === '--srs-domain: the SRS domain ".example.com" is not a domain name: empty domain label at 0',
     );
     // The secret file is named by the flag that gave it.
     await assert.rejects(
