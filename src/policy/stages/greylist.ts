@@ -65,7 +65,6 @@ import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { durationMs, durationOption } from './duration-option.js';
-import { withinDeadline } from './sender-callout.js';
 
 /** The shortest retry window and max-age: their entries' lifetimes are store TTLs, which must be positive. */
 const SHORTEST_MS = 1000;
@@ -197,7 +196,8 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     async function confirmedName(ctx: StageContext): Promise<ConfirmedName> {
       const reported = iprevName(ctx.earlier.get('iprev'));
       if (reported !== 'not-run') return reported;
-      const looked = await withinDeadline(checkIprev(ctx.clientAddress, { resolver: deps.resolver }), ctx);
+      // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
+      const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
       return looked?.result === 'pass' ? looked.confirmedNames[0] : undefined;
     }
 
