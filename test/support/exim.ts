@@ -16,8 +16,11 @@
  *   machine's resolver, off loopback). That is all `-be` (expansion test mode) needs: no daemon,
  *   no spool, no network.
  *
- *   expand(expression, at) runs one expansion; with `at`, under faketime at that instant (UTC),
- *   so day-dependent items such as ${prvs} see that day.
+ *   expand(expression, at) runs one expansion; with `at`, under libfaketime at that instant
+ *   (UTC), so day-dependent items such as ${prvs} see that day. The library is preloaded
+ *   directly, not through the faketime(1) wrapper: the wrapper makes a semaphore named after its
+ *   process id and fails ("sem_open: File exists") when one that a killed wrapper left has the
+ *   same id, which a test running Exim a hundred times met now and then.
  *
  * LIMITS
  *   Needs apt-get and dpkg-deb (Debian), the faketime package, and the package registry for the
@@ -70,9 +73,11 @@ export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
   mkdirSync(cache, { recursive: true, mode: 0o755 });
   const foreign = foreignCache(cache);
   if (foreign !== undefined) return { unavailable: `refusing the Exim cache: ${foreign}; remove it` };
-  for (const tool of ['apt-get', 'dpkg-deb', 'faketime']) {
-    if (!has(tool)) return { unavailable: `${tool} not found (run .ci/run to install faketime on Debian)` };
+  for (const tool of ['apt-get', 'dpkg-deb']) {
+    if (!has(tool)) return { unavailable: `${tool} not found (Debian's)` };
   }
+  const libfaketime = run('dpkg', ['-L', 'libfaketime']).stdout.split('\n').find((path) => path.endsWith('/libfaketime.so.1'));
+  if (libfaketime === undefined) return { unavailable: 'libfaketime not installed (run .ci/run to install faketime on Debian)' };
   const root = join(cache, 'root');
   const binary = join(root, 'usr/sbin/exim4');
   const libs = join(root, 'usr/lib/x86_64-linux-gnu');
@@ -104,8 +109,9 @@ export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
     version,
     expand(expression, at) {
       const eximArgs = ['-C', config, '-be', expression];
-      // faketime adds its library to LD_PRELOAD, keeping nss_wrapper's.
-      const result = at ? run('faketime', [faketimeStamp(at), binary, ...eximArgs], { env }) : run(binary, eximArgs, { env });
+      // "@" starts the clock at that instant, read in TZ; nss_wrapper stays preloaded.
+      const faked = at ? { ...env, LD_PRELOAD: `${libfaketime}:${env.LD_PRELOAD}`, FAKETIME: `@${faketimeStamp(at).replace(/ UTC$/, '')}`, TZ: 'UTC' } : env;
+      const result = run(binary, eximArgs, { env: faked });
       if (result.status !== 0) throw new Error(`exim4 -be ${JSON.stringify(expression)} exited ${result.status}: ${result.stderr.trim()}`);
       return result.stdout.replace(/\n$/, '');
     },
