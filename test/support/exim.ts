@@ -17,10 +17,7 @@
  *   no spool, no network.
  *
  *   expand(expression, at) runs one expansion; with `at`, under libfaketime at that instant
- *   (UTC), so day-dependent items such as ${prvs} see that day. The library is preloaded
- *   directly, not through the faketime(1) wrapper: the wrapper makes a semaphore named after its
- *   process id and fails ("sem_open: File exists") when one that a killed wrapper left has the
- *   same id, which a test running Exim a hundred times met now and then.
+ *   (UTC, test/support/faketime), so day-dependent items such as ${prvs} see that day.
  *
  * LIMITS
  *   Needs apt-get and dpkg-deb (Debian), the faketime package, and the package registry for the
@@ -34,6 +31,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fakeTimeEnv, libfakeTime } from './faketime.js';
 
 export interface Exim {
   /** Exim's version line, e.g. "Exim version 4.96 #2 built ...". */
@@ -54,11 +52,6 @@ function has(command: string): boolean {
   return run('sh', ['-c', `command -v ${command}`]).status === 0;
 }
 
-/** UTC wall-clock text in the form faketime accepts ("2020-01-01 00:01:00 UTC"). */
-export function faketimeStamp(at: Date): string {
-  return `${at.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
-}
-
 /** Why `dir` must not be trusted with binaries the caller runs, if it must not. */
 function foreignCache(dir: string): string | undefined {
   const stat = lstatSync(dir);
@@ -76,7 +69,7 @@ export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
   for (const tool of ['apt-get', 'dpkg-deb']) {
     if (!has(tool)) return { unavailable: `${tool} not found (Debian's)` };
   }
-  const libfaketime = run('dpkg', ['-L', 'libfaketime']).stdout.split('\n').find((path) => path.endsWith('/libfaketime.so.1'));
+  const libfaketime = libfakeTime();
   if (libfaketime === undefined) return { unavailable: 'libfaketime not installed (run .ci/run to install faketime on Debian)' };
   const root = join(cache, 'root');
   const binary = join(root, 'usr/sbin/exim4');
@@ -109,8 +102,8 @@ export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
     version,
     expand(expression, at) {
       const eximArgs = ['-C', config, '-be', expression];
-      // "@" starts the clock at that instant, read in TZ; nss_wrapper stays preloaded.
-      const faked = at ? { ...env, LD_PRELOAD: `${libfaketime}:${env.LD_PRELOAD}`, FAKETIME: `@${faketimeStamp(at).replace(/ UTC$/, '')}`, TZ: 'UTC' } : env;
+      // nss_wrapper stays preloaded.
+      const faked = at ? fakeTimeEnv(at, libfaketime, env) : env;
       const result = run(binary, eximArgs, { env: faked });
       if (result.status !== 0) throw new Error(`exim4 -be ${JSON.stringify(expression)} exited ${result.status}: ${result.stderr.trim()}`);
       return result.stdout.replace(/\n$/, '');
