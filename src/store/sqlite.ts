@@ -92,7 +92,8 @@
  *   open() rejects with ConfigError, naming the file, for what waiting will not mend: a directory
  *   that cannot be made or written, a path that is not a file or cannot be written (nor the -wal
  *   and -shm files beside it, when another user's process left them), a file that
- *   is not a database, a file with another program's tables (refused before WAL mode is set in
+ *   is not a database (one of a single byte too, which SQLite would write a new database over), a
+ *   damaged database, a file with another program's tables (refused before WAL mode is set in
  *   it), a schema newer than this program. Every other failure rejects with
  *   StoreError naming the file and the operation, the driver error as its cause: out of
  *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
@@ -322,7 +323,11 @@ function pathProblem(path: string): string | undefined {
     return `cannot write in ${directory} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
   }
   if (!existsSync(path)) return undefined;
-  if (!statSync(path).isFile()) return `${path} is not a file`;
+  const stats = statSync(path);
+  if (!stats.isFile()) return `${path} is not a file`;
+  // SQLite takes a file of one byte for an empty one (a work-around for OS X's msdos file
+  // system) and writes a new database over it: whatever the file held, it was no store.
+  if (stats.size === 1) return `${path} is not a SQLite database (it holds a single byte)`;
   try {
     accessSync(path, constants.R_OK | constants.W_OK);
   } catch (err) {
@@ -455,6 +460,10 @@ export class SqliteStore implements Store {
       const wrongFile = code === 'SQLITE_NOTADB' || (typeof code === 'string' && DIRECTORY_PROBLEMS.has(code));
       if (wrongFile) {
         throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
+      }
+      // A damaged file stays damaged: exit 75 had systemd restart the daemon on it forever.
+      if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {
+        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
       }
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}`, { cause: err });
     }

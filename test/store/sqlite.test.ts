@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -779,6 +779,35 @@ describe('SqliteStore', () => {
       assert.ok(err.message.includes(path), err.message);
       assert.match(err.message, /cannot open: file is not a database \(check the path/);
       assert.ok(err.cause instanceof Error);
+      return true;
+    });
+  });
+
+  it('rejects a file of one byte, which SQLite would take for an empty one, and leaves it as it was', async () => {
+    const path = join(scratch, 'one-byte.sqlite');
+    writeFileSync(path, 'x');
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.message, `sqlite store ${path}: ${path} is not a SQLite database (it holds a single byte) (check the path: store.path, dataDir, --store, --cache or --data-dir)`);
+      return true;
+    });
+    assert.equal(readFileSync(path, 'utf8'), 'x');
+    assert.equal(existsSync(`${path}-wal`), false);
+  });
+
+  it('rejects a damaged (truncated) database as a configuration problem, naming the path and what to do', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => store.set(`grey:${i}:${'x'.repeat(40)}`, 'v'.repeat(40), 60_000)));
+    await store.close();
+    const whole = readFileSync(path);
+    writeFileSync(path, whole.subarray(0, whole.length >> 1));
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      // Not StoreError: its exit 75 had systemd restart the daemon on the file for ever.
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.ok(err.message.startsWith(`sqlite store ${path}: cannot open: database disk image is malformed: the file is damaged;`), err.message);
+      assert.ok(err.message.includes(`${path}-wal`), err.message);
+      assert.equal((err.cause as { code?: unknown }).code, 'SQLITE_CORRUPT');
       return true;
     });
   });
