@@ -21,7 +21,8 @@
  * DESCRIPTION
  *   Time comes from the system clock (so `faketime` shifts it) unless --now gives an ISO 8601
  *   instant or Unix seconds. SRS secret files hold one secret per line, the first signs (as
- *   postsrsd's); BATV key files hold `KEYNUM SECRET` lines, newest first; '#' starts a comment.
+ *   postsrsd's, where a line starting with '#' is a secret too); BATV key files hold `KEYNUM SECRET`
+ *   lines, newest first, and '#' starts a comment.
  *   `batv check` without --keynum uses the secret for whatever key number the address carries
  *   (as Exim's ${prvscheck} with a fixed secret does).
  *
@@ -51,7 +52,7 @@ import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../c
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../core/listen.js';
 import { shown } from '../core/text.js';
-import { Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
@@ -118,17 +119,22 @@ function readText(path: string, what: string): string {
   return read.bytes.toString('utf8');
 }
 
-/** The lines that are neither blank nor comments, with their line numbers in the file (from 1). */
-function contentLines(text: string): Array<{ line: string; number: number }> {
+/** The lines that are neither blank nor (unless told otherwise) comments, with their line numbers in the file (from 1). */
+function contentLines(text: string, options: { comments?: boolean } = {}): Array<{ line: string; number: number }> {
+  const comments = options.comments ?? true;
   return text
     .split(/\r?\n/)
     .map((line, index) => ({ line: line.replace(/\r$/, ''), number: index + 1 }))
-    .filter(({ line }) => line.trim() !== '' && !line.trimStart().startsWith('#'));
+    .filter(({ line }) => line.trim() !== '' && !(comments && line.trimStart().startsWith('#')));
 }
 
-/** postsrsd's secrets file: one secret per line, the first signs. `flag` names the file in errors. */
+/**
+ * postsrsd's secrets file: one secret per line, the first signs. `flag` names the file in errors.
+ * A line starting with '#' is a secret, not a comment: postsrsd 1.x and 2.x sign with it, and
+ * skipping it signed with another secret and refused postsrsd's addresses.
+ */
 export function readSrsSecrets(path: string, flag = '--secret-file'): string[] {
-  const secrets = contentLines(readText(path, flag)).map(({ line }) => line);
+  const secrets = contentLines(readText(path, flag), { comments: false }).map(({ line }) => line);
   if (secrets.length === 0) throw new ConfigError(`${flag} ${path}: no secret in the file`);
   return secrets;
 }
@@ -154,6 +160,13 @@ function batvFromKeyFile(path: string, window: BatvWindow = 'exim'): Batv {
     if (err instanceof ConfigError) throw new ConfigError(`--batv-key-file ${path}: ${err.message}`, { cause: err });
     throw err;
   }
+}
+
+/** A --secret that no keyring takes is a usage error naming the flag, not a configuration error (78). */
+function secretFlag(secret: string): string {
+  if (secret === '') throw new UsageError('--secret: got an empty secret');
+  if (Buffer.byteLength(secret) > BATV_LIMITS.secretOctets) throw new UsageError(`--secret: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
+  return secret;
 }
 
 function keynumFlag(value: string | undefined): number | undefined {
@@ -297,7 +310,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret: string; keynum: string; now?: string }) => {
-      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: flags.secret }] }).sign(address, clockFromFlag(flags.now).now());
+      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: secretFlag(flags.secret) }] }).sign(address, clockFromFlag(flags.now).now());
       io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -313,7 +326,8 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .action((address: string, flags: { secret: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
       if (flags.window !== 'exim' && flags.window !== 'bounded') throw new UsageError(`--window: got "${flags.window}", expected exim or bounded`);
       const keynum = keynumFlag(flags.keynum);
-      const keys = keynum !== undefined ? [{ keynum, secret: flags.secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret: flags.secret }));
+      const secret = secretFlag(flags.secret);
+      const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
       if (flags.json) io.out.write(`${JSON.stringify(result)}\n`);
       else io.out.write(result.status === 'not-prvs' ? `${address}: not a prvs address\n` : `${result.status}: ${result.original} (key ${result.keynum})\n`);
@@ -397,7 +411,9 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
       const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
-      const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile) : undefined;
+      // Bounded: under Exim's window a tag stamped DDD is valid again on the first DDD+1 days of
+      // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
+      const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
       const clock = clockFromFlag(flags.now);
       const message = await readMessage(file, io);
       const outcome: BounceOutcome = await withSuppression(

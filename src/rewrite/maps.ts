@@ -9,8 +9,9 @@
  *   reverse      recipient_canonical_maps: the address an SRS bounce recipient stands for;
  *                NOTFOUND for anything that is not a valid, unexpired SRS address of ours.
  *   batv-sign    sender_canonical_maps: the prvs-signed sender, for senders of the signing
- *                domains only; NOTFOUND for other domains, already signed addresses and those
- *                prvsSign refuses (a quoted local part, a second '@'). The address is signed in
+ *                domains only (in U-labels or A-labels, however configured); NOTFOUND for
+ *                other domains, already signed addresses and those prvsSign refuses (a
+ *                quoted local part, a second '@'). The address is signed in
  *                lower case (ASCII): Postfix's smtpd folds a recipient's case before its
  *                unknown-user check asks batv-strip, so a bounce to a tag made over
  *                `Bob@Example.COM` would be refused as an unknown user.
@@ -25,6 +26,7 @@
  *   Time comes from the injected Clock on every lookup.
  */
 
+import { normaliseDomain } from '../address/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Batv } from './batv.js';
 import { asciiLower, domainMatcher } from './domains.js';
@@ -50,7 +52,14 @@ export interface BatvMapOptions {
 }
 
 export function batvMaps(batv: Batv, options: BatvMapOptions, clock: Clock): { 'batv-sign': LookupMap; 'batv-strip': LookupMap } {
-  const signs = domainMatcher(options.domains);
+  const matches = domainMatcher(options.domains);
+  // An internationalised domain comes in U-labels or A-labels (RFC 5890) and may be configured
+  // either way; the batv stage matches both, so a sender left unsigned here had its bounces refused.
+  const signs = (domain: string) => {
+    if (matches(domain)) return true;
+    const forms = normaliseDomain(domain);
+    return forms.ok && (matches(forms.value.ascii) || matches(forms.value.unicode));
+  };
   return {
     'batv-sign'(key) {
       const at = key.lastIndexOf('@');

@@ -91,7 +91,7 @@ export function verpDecode(address: string, sender: string, delimiters: VerpDeli
   const head = prefix + delimiters.local;
   const notVerp = (message: string): VerpDecodeResult => ({ ok: false, reason: 'not-verp', message });
   if (domain.toLowerCase() !== origin.toLowerCase()) return notVerp(`domain is not ${origin || 'empty'}`);
-  if (local.length <= head.length || local.slice(0, head.length).toLowerCase() !== head.toLowerCase()) return notVerp(`local part does not start with ${head}`);
+  if (local.slice(0, head.length).toLowerCase() !== head.toLowerCase()) return notVerp(`local part does not start with ${head}`);
   const encoded = local.slice(head.length);
   const split = encoded.lastIndexOf(delimiters.domain);
   if (split <= 0 || split === encoded.length - 1) return notVerp(`no "${delimiters.domain}" between the recipient's local part and domain`);

@@ -53,6 +53,12 @@ describe('callout batv', () => {
     assert.equal((await run(['batv', 'sign', '--secret', 'secret', '--keynum', '1', '--now', '1577836860', 'user@example.com'])).out, 'prvs=1269e93bf9=user@example.com\n');
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--keynum', '12', 'a@b']), UsageError);
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', 'yesterday', 'a@b']), UsageError);
+    // A --secret no keyring takes is a usage error (64) naming the flag (regression: 78, "the secret of key 0").
+    for (const command of ['sign', 'check']) {
+      await assert.rejects(run(['batv', command, '--secret', '', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === '--secret: got an empty secret', command);
+      await assert.rejects(run(['batv', command, '--secret', 'x'.repeat(65), 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === '--secret: longer than 64 bytes (Exim refuses it)', command);
+    }
+    assert.equal((await run(['batv', 'sign', '--secret', 'x'.repeat(64), 'a@b.test'])).code, 0);
   });
   it('refuses to sign an address whose prvs address would be invalid, naming it and why', async () => {
     assert.deepEqual(await run(['batv', 'sign', '--secret', 's', 'a@b@c']), { out: "a@b@c: not signed: cannot sign an address with more than one '@'\n", code: 1 });
@@ -72,6 +78,17 @@ describe('callout srs', () => {
     assert.equal((await run(['srs', 'reverse', ...common, 'SRS0=vmyz=2W=otherdomain.com=test@example.com', '--now', '2020-02-01T00:00:00Z'])).code, 1);
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
+  });
+  it("reads a secrets file line starting with '#' as a secret, as postsrsd does (regression: skipped as a comment)", async () => {
+    const hashFirst = join(dir, 'hash-first.secret');
+    writeFileSync(hashFirst, '#first\nsecond\n');
+    assert.deepEqual(readSrsSecrets(hashFirst), ['#first', 'second']);
+    // Debian's postsrsd 1.10 with this file wrote this at 2020-01-01 00:01 UTC.
+    const common = ['--secret-file', hashFirst, '--domain', 'example.com', '--now', NOW];
+    assert.deepEqual(await run(['srs', 'forward', ...common, 'a@b.org']), { out: 'SRS0=u5TY=2W=b.org=a@example.com\n', code: 0 });
+    assert.deepEqual(await run(['srs', 'reverse', ...common, 'SRS0=u5TY=2W=b.org=a@example.com']), { out: 'a@b.org\n', code: 0 });
+    writeFileSync(hashFirst, '# only\n');
+    assert.deepEqual(readSrsSecrets(hashFirst), ['# only']);
   });
   it('refuses to forward a sender its reverse could not give back, naming it and why', async () => {
     const common = ['--secret-file', srsSecret, '--domain', 'srs.test', '--now', NOW];
@@ -132,13 +149,18 @@ describe('callout bounce', () => {
   it('records proven bounces into the store and lists, queries and removes them', async () => {
     const store = join(dir, 'supp.sqlite');
     // postfix-dsn.eml came back to prvs=12693bd285=alice@example.com, signed 2020-01-01 with key 1.
-    const recorded = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys]);
-    // Signed in 2020: by the system clock it has long expired, so it proves nothing today.
+    // A year after it was signed the tag has expired and proves nothing. (Not by the system
+    // clock: BATV's day wraps every 1000 days, so on some days of each cycle it is valid again.)
+    const recorded = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2021-01-01T00:00:00Z']);
     assert.equal(recorded.code, 1);
     assert.match(recorded.out, /^nothing recorded: the bounce came to a prvs address that is expired/);
     const inTime = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2020-01-02T00:00:00Z', '--json']);
     assert.equal(inTime.code, 0, inTime.out);
     assert.deepEqual((JSON.parse(inTime.out) as { entries: Array<{ address: string }> }).entries.map((e) => e.address), ['bob@example.org']);
+    // 2022-04-18 is day 19100: Exim's window takes the stamp 269 for valid again (100 <= 269), and a
+    // tag two years old would prove every address of a forged report (regression).
+    const stale = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2022-04-18T00:00:00Z']);
+    assert.deepEqual(stale, { out: 'nothing recorded: the bounce came to a prvs address that is expired\n', code: 1 });
     // Recorded as of 2020 with a 365-day TTL: already gone by the system clock.
     assert.equal((await run(['bounce', 'query', 'bob@example.org', '--store', store])).code, 1);
     const viaVerp = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com']);

@@ -45,10 +45,19 @@ describe('VERP', () => {
     assert.equal(verpDecode('LIST-BOUNCES+a=b.example@LIST.example', 'list-bounces@list.example').ok, true);
   });
   it('says what does not match', () => {
-    const reasons = ['other+a=b.example@list.example', 'list-bounces+a=b.example@other.example', 'list-bounces+ab.example@list.example', 'list-bounces+@list.example', 'list-bounces+a=@list.example'].map(
-      (a) => verpDecode(a, 'list-bounces@list.example'),
-    );
-    for (const r of reasons) assert.equal(r.ok, false);
+    const reason = (address: string) => {
+      const r = verpDecode(address, 'list-bounces@list.example');
+      return r.ok ? `decoded ${r.recipient}` : r.message;
+    };
+    assert.equal(reason('other+a=b.example@list.example'), 'local part does not start with list-bounces+');
+    assert.equal(reason('list-bounce@list.example'), 'local part does not start with list-bounces+');
+    assert.equal(reason('list-bounces+a=b.example@other.example'), 'domain is not list.example');
+    const noDelimiter = 'no "=" between the recipient\'s local part and domain';
+    assert.equal(reason('list-bounces+ab.example@list.example'), noDelimiter);
+    // It starts with list-bounces+ and names no recipient (regression: "does not start with").
+    assert.equal(reason('list-bounces+@list.example'), noDelimiter);
+    assert.equal(reason('list-bounces+a=@list.example'), noDelimiter);
+    assert.equal(reason('list-bounces+=b.example@list.example'), noDelimiter);
   });
   it('refuses delimiters Postfix refuses', () => {
     assert.throws(() => parseVerpDelimiters('+'), ConfigError);

@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { Batv } from '../../src/rewrite/batv.js';
+import { batvMaps } from '../../src/rewrite/maps.js';
+
+const T0 = 1_577_836_860_000;
+const batv = new Batv({ keys: [{ keynum: 1, secret: 'secret' }] });
+
+describe('batv-sign', () => {
+  it('signs a sender of an internationalised signing domain in U-labels or A-labels, however configured (regression: only as configured)', () => {
+    for (const configured of ['xn--bcher-kva.example', 'bücher.example']) {
+      const maps = batvMaps(batv, { domains: [configured, '.xn--mnchen-3ya.example'] }, new ManualClock(T0));
+      for (const sender of ['user@bücher.example', 'user@xn--bcher-kva.example', 'user@a.münchen.example']) {
+        const answer = maps['batv-sign'](sender);
+        assert.equal(answer.kind, 'found', `${sender} with ${configured}`);
+        if (answer.kind === 'found') assert.equal(batv.check(answer.value, T0).status, 'valid', answer.value);
+      }
+      assert.deepEqual(maps['batv-sign']('user@other.example'), { kind: 'notfound', reason: 'Not a signing domain.' });
+      assert.deepEqual(maps['batv-sign']('user@münchen.example'), { kind: 'notfound', reason: 'Not a signing domain.' });
+    }
+  });
+});
