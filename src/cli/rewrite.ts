@@ -509,7 +509,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
   )
     .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
-    .option('--batv-window <window>', 'exim or bounded', 'exim')
+    .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle)", 'bounded')
     .option('--max-connections <n>', 'per listener', '200')
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {

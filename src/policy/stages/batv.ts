@@ -23,7 +23,7 @@
  *
  * CONFIGURATION
  *   domains (required; 'example.com' exactly, '.example.com' subdomains), keys (newest first:
- *   { keynum 0-9, secret | secretFile }), window ('exim' | 'bounded'), code (550), enhanced
+ *   { keynum 0-9, secret | secretFile }), window ('bounded' | 'exim'), code (550), enhanced
  *   (5.7.1), invalidText, expiredText, unsignedText, exemptRecipients, unsignedAllowedUntil
  *   (ISO 8601 date-time)
  */
@@ -49,7 +49,9 @@ const options = z
   .object({
     domains: z.array(z.string().min(1)).min(1),
     keys: z.array(keySchema).min(1).max(10),
-    window: z.enum(['exim', 'bounded']).default('exim'),
+    // Bounded by default: under Exim's own check a tag that expired years ago is valid again on
+    // some days of each 1000-day cycle, so an old tag of ours would let backscatter through.
+    window: z.enum(['exim', 'bounded']).default('bounded'),
     code: z.number().int().min(500).max(599).default(550),
     enhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
     invalidText: z.string().default('Invalid reverse path signature'),

@@ -76,6 +76,13 @@ describe('batv stage', () => {
     assert.equal(s.counters.unsigned + s.counters['bad-signature'] + s.counters['unknown-key'] + s.counters.expired, 4);
   });
 
+  it("refuses by default a tag that expired years ago, which Exim's window takes for valid again later in the 1000-day cycle", async () => {
+    // Signed 2020-01-01 (stamp 269); 2022-04-18 is day 19100, stamp 100: 269 is "not before today" for Exim.
+    const later = Date.parse('2022-04-18T00:00:00Z');
+    assert.equal((await stage().evaluate(context('', 'prvs=1269e93bf9=user@example.com', later))).result, 'expired');
+    assert.equal((await stage({ window: 'exim' }).evaluate(context('', 'prvs=1269e93bf9=user@example.com', later))).result, 'valid');
+  });
+
   it('answers at once, without a promise: it has nothing to wait for, so the pipeline spends no timer on it', () => {
     const s = stage();
     for (const [sender, recipient] of [['', 'prvs=1269e93bf9=user@example.com'], ['', 'user@example.com'], ['someone@remote.example', 'user@example.com']] as const) {
