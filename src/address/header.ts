@@ -10,7 +10,10 @@
  *   Groups are flattened: each member carries the group's display name in `group`, and an empty
  *   group (`undisclosed-recipients:;`) contributes nothing. Display names keep encoded words
  *   (RFC 2047) as they are; words are joined by one space where the header had white space or
- *   comments between them.
+ *   comments between them. `groups: false` reads a mailbox-list (RFC 5322 §3.6.2 From, §3.6.6
+ *   Resent-From), in which any group, even an empty one, is an error. `sizeLimits: false` lifts
+ *   RFC 5321's 64 and 256 octet limits, which bind SMTP, not headers: a mailing list's VERP
+ *   Sender is often longer.
  *
  * RFC
  *   RFC 5322 §3.2 (CFWS, nested comments, quoted-pairs), §3.4 (address-list, name-addr, group,
@@ -20,7 +23,8 @@
  *
  * LIMITS
  *   65536 characters of input, comment nesting depth 100, and per mailbox the limits of
- *   mailbox.ts. Parsing is a single pass; only a group recurses, once, for its members.
+ *   mailbox.ts (local part and path only with sizeLimits, the default). Parsing is a single
+ *   pass; only a group recurses, once, for its members.
  *
  * ERRORS
  *   Every failure is a ParseResult with an AddressSyntaxError naming the rule and position.
@@ -55,11 +59,16 @@ export interface HeaderAddress {
 export interface HeaderOptions {
   /** Allow RFC 6532 UTF-8 in the header (default true). */
   utf8?: boolean;
+  /** Hold each mailbox to RFC 5321's 64-octet local part and 256-octet path (default true). */
+  sizeLimits?: boolean;
+  /** parseAddressList: accept groups (default true); false reads a mailbox-list. */
+  groups?: boolean;
 }
 
 interface Cursor {
   readonly input: string;
   position: number;
+  readonly sizeLimits: boolean;
 }
 
 interface PhraseToken {
@@ -278,7 +287,7 @@ function readAddrSpec(cursor: Cursor, localTokens: PhraseToken[]): ParseResult<M
   cursor.position += 1;
   const domain = readDomain(cursor);
   if (!domain.ok) return domain;
-  return buildMailbox(local.value, domain.value, local.value.position);
+  return buildMailbox(local.value, domain.value, local.value.position, cursor.sizeLimits);
 }
 
 /** RFC 5322 obs-route, `@a,@b:` with CFWS and empty elements; the domains must be valid. */
@@ -400,7 +409,7 @@ function readGroupMembers(cursor: Cursor, group: string): ParseResult<HeaderAddr
 export function parseAddressList(headerValue: string, options: HeaderOptions = {}): ParseResult<HeaderAddress[]> {
   const checked = checkInput(headerValue, HEADER_LIMITS.input, options.utf8 ?? true);
   if (!checked.ok) return checked;
-  const cursor: Cursor = { input: headerValue, position: 0 };
+  const cursor: Cursor = { input: headerValue, position: 0, sizeLimits: options.sizeLimits ?? true };
   const addresses: HeaderAddress[] = [];
   let sawAddress = false;
   while (true) {
@@ -412,7 +421,7 @@ export function parseAddressList(headerValue: string, options: HeaderOptions = {
       cursor.position += 1;
       continue;
     }
-    const address = readAddress(cursor, true);
+    const address = readAddress(cursor, options.groups ?? true);
     if (!address.ok) return address;
     addresses.push(...address.value);
     sawAddress = true;
@@ -426,7 +435,7 @@ export function parseAddressList(headerValue: string, options: HeaderOptions = {
 export function parseHeaderMailbox(value: string, options: HeaderOptions = {}): ParseResult<HeaderAddress> {
   const checked = checkInput(value, HEADER_LIMITS.input, options.utf8 ?? true);
   if (!checked.ok) return checked;
-  const cursor: Cursor = { input: value, position: 0 };
+  const cursor: Cursor = { input: value, position: 0, sizeLimits: options.sizeLimits ?? true };
   const address = readAddress(cursor, false);
   if (!address.ok) return address;
   const [mailbox] = address.value;

@@ -163,6 +163,27 @@ describe('parseAddressList: syntax errors', () => {
   it('checks the mailbox limits of RFC 5321', () => {
     assertSyntaxError(parseAddressList(`Long <${'a'.repeat(65)}@x.org>`), '65', 'local-part-too-long', 6);
   });
+
+  it('with sizeLimits: false, accepts longer local parts and paths but not longer domains', () => {
+    const local = 'a'.repeat(300);
+    const [list] = assertParsed(parseAddressList(`Long <${local}@x.org>`, { sizeLimits: false }), 'list');
+    assert.equal(list?.mailbox.localPart, local);
+    assert.equal(assertParsed(parseHeaderMailbox(`${local}@x.org`, { sizeLimits: false }), 'mailbox').mailbox.localPart, local);
+    const domain = Array<string>(5).fill('b'.repeat(60)).join('.');
+    assertSyntaxError(parseAddressList(`a@${domain}`, { sizeLimits: false }), 'domain 304', 'domain-too-long', 2);
+  });
+
+  it('with groups: false, reads a mailbox-list, in which any group is an error', () => {
+    assert.equal(assertParsed(parseAddressList('a@x.org, B <b@x.org>', { groups: false }), 'list').length, 2);
+    const cases: [string, number][] = [
+      ['g: a@x.org;', 1],
+      ['undisclosed-recipients:;', 22],
+      ['a@x.org, g:;', 10],
+    ];
+    for (const [input, position] of cases) {
+      assertSyntaxError(parseAddressList(input, { groups: false }), input, 'group-not-allowed', position);
+    }
+  });
 });
 
 describe('parseHeaderMailbox', () => {

@@ -17,8 +17,15 @@
  *     3. The non-empty Sender fields: one is selected; more than one is ill-formed (6).
  *     4. The non-empty From fields: exactly one is selected; otherwise ill-formed (6).
  *     5. The selected field must hold exactly one valid mailbox; otherwise ill-formed (6).
+ *        A group, even of one member or beside a mailbox, is no mailbox: RFC 4407 reads these
+ *        fields as RFC 2822 defines them (mailbox, mailbox-list), and RFC 6854, which lets From
+ *        and Sender hold a group, does so for messages that name no responsible mailbox. A
+ *        mailbox must "contain a domain name": an address literal (`a@[192.0.2.1]`) is none.
  *     6. No PRA: the message is ill-formed.
- *   Mailboxes are parsed by src/address (RFC 5322 §3.4, including obsolete forms).
+ *   Mailboxes are parsed by src/address (RFC 5322 §3.4, including obsolete forms), without
+ *   RFC 5321's 64-octet local part limit, which binds SMTP and not headers (a mailing list's
+ *   VERP Sender is often longer). Field names may be followed by white space before the colon
+ *   (RFC 5322 §4.5 obs-sender, obs-from).
  *
  * LIMITS
  *   splitHeaderFields reads the first 1 MiB of a header block (the fields PRA selection
@@ -48,16 +55,21 @@ export function splitHeaderFields(block: string): HeaderField[] {
   const end = head.search(/\r?\n\r?\n/);
   const lines = (end < 0 ? head : head.slice(0, end)).split(/\r?\n/);
   const fields: HeaderField[] = [];
+  let current: HeaderField | undefined;
   for (const line of lines) {
-    const last = fields[fields.length - 1];
-    if (/^[ \t]/.test(line) && last !== undefined) {
-      last.value += ` ${line.trim()}`;
+    if (/^[ \t]/.test(line)) {
+      // RFC 5322 §2.2.3: unfolding removes the line break only, so `"john\r\n  doe"@x` keeps
+      // both spaces of its local part. A continuation of a skipped line is skipped with it.
+      if (current !== undefined) current.value += line;
       continue;
     }
     const colon = line.indexOf(':');
-    if (colon <= 0 || !/^[\x21-\x39\x3b-\x7e]+$/.test(line.slice(0, colon))) continue;
-    fields.push({ name: line.slice(0, colon), value: line.slice(colon + 1).trim() });
+    current = colon > 0 && /^[\x21-\x39\x3b-\x7e]+[ \t]*$/.test(line.slice(0, colon))
+      ? { name: line.slice(0, colon).trimEnd(), value: line.slice(colon + 1) }
+      : undefined;
+    if (current !== undefined) fields.push(current);
   }
+  for (const field of fields) field.value = field.value.trim();
   return fields;
 }
 
@@ -85,9 +97,10 @@ export function purportedResponsibleAddress(fields: readonly HeaderField[]): Pra
 }
 
 function selected(field: HeaderField | undefined, name: PraField): PraOutcome {
-  const parsed = parseAddressList(field?.value ?? '');
+  const parsed = parseAddressList(field?.value ?? '', { groups: false, sizeLimits: false });
   if (!parsed.ok) return { kind: 'none', reason: `${name}: ${parsed.error.message}` };
   const [only, ...others] = parsed.value;
   if (only === undefined || others.length > 0) return { kind: 'none', reason: `${name} holds ${parsed.value.length} mailboxes, not one` };
+  if (only.mailbox.literal) return { kind: 'none', reason: `${name}: an address literal, not a domain name` };
   return { kind: 'pra', mailbox: only.mailbox, field: name };
 }

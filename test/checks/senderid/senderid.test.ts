@@ -38,12 +38,40 @@ describe('RFC 4407 PRA', () => {
     assert.match(praOf('Subject: nothing\n'), /^none: no Resent-Sender/);
   });
 
+  test('a group is no mailbox, even of one member or beside one (§2 step 5: RFC 2822 mailbox, mailbox-list)', () => {
+    assert.match(praOf('From: g: a@example.com;\n'), /^none: from: a group is not allowed here at 1$/);
+    assert.match(praOf('From: undisclosed:;, a@example.com\n'), /^none: from: a group is not allowed here/);
+    assert.match(praOf('Sender: g: s@example.org;\nFrom: a@example.com\n'), /^none: sender: a group is not allowed here/);
+    assert.match(praOf('Resent-From: g: r@example.net;\nFrom: a@example.com\n'), /^none: resent-from: a group/);
+  });
+
+  test('a mailbox without a domain name has no PRA (§2 step 5)', () => {
+    assert.equal(praOf('From: a@[192.0.2.1]\n'), 'none: from: an address literal, not a domain name');
+    assert.equal(praOf('Sender: s@[IPv6:2001:db8::1]\nFrom: a@example.com\n'), 'none: sender: an address literal, not a domain name');
+  });
+
+  test("a local part over RFC 5321's 64 octets is a PRA: headers are not bound by it (VERP Sender)", () => {
+    const verp = `list-bounces+${'firstname.lastname'.repeat(3)}=example.com@lists.example.org`;
+    assert.equal(praOf(`Sender: List <${verp}>\nFrom: a@example.com\n`), `sender ${verp}`);
+  });
+
+  test('white space before the colon of a field name (RFC 5322 §4.5 obs-sender, obs-from)', () => {
+    assert.equal(praOf('Sender : s@example.org\nFrom: a@example.com\n'), 'sender s@example.org');
+    assert.equal(praOf('From\t: a@example.com\n'), 'from a@example.com');
+    assert.deepEqual(fields('Sender \t: s@example.org\n'), [{ name: 'Sender', value: 's@example.org' }]);
+  });
+
   test('empty fields are skipped and folded fields unfolded', () => {
     assert.equal(praOf('Sender:   \nFrom: Someone\n <a@example.com>\n'), 'from a@example.com');
+    // RFC 5322 §2.2.3: only the line break goes; the white space around it is the value's.
+    assert.deepEqual(fields('From: "john \n  doe"@example.com \n'), [{ name: 'From', value: '"john   doe"@example.com' }]);
+    assert.equal(praOf('From: "john \n  doe"@example.com\n'), 'from "john   doe"@example.com');
+    // A continuation belongs to the line it continues, not to the last field before a skipped line.
+    assert.deepEqual(fields('From: a@example.com\nnot a field\n , b@example.com\n'), [{ name: 'From', value: 'a@example.com' }]);
   });
 
   test('fuzz: never throws on any header block', () => {
-    const line = fc.oneof(fc.constantFrom('From: a@b.example', 'Sender: s@x.example', 'Resent-From: r@y.example', 'Resent-Sender:', 'Received: x', 'From: a@b, c@d', ' folded'), fc.string({ maxLength: 40 }));
+    const line = fc.oneof(fc.constantFrom('From: a@b.example', 'Sender: s@x.example', 'Resent-From: r@y.example', 'Resent-Sender:', 'Received: x', 'From: a@b, c@d', ' folded', 'From: g: a@b.example;', 'Sender \t: s@[192.0.2.1]'), fc.string({ maxLength: 40 }));
     fc.assert(
       fc.property(fc.array(line, { maxLength: 20 }), (lines) => {
         const outcome = purportedResponsibleAddress(splitHeaderFields(lines.join('\r\n')));
