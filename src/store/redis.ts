@@ -61,14 +61,16 @@
  * ERRORS
  *   Every failure rejects with StoreError naming the URL (password masked) and the operation,
  *   with the driver error as its cause and, while the connection is down, the last connection
- *   error: refused or lost connection, command timeout, a value that is not a counter, bad
- *   arguments, use after close(). An unusable URL or option is a ConfigError.
+ *   error: refused or lost connection, command timeout, a value that is not a counter, a key
+ *   holding a list, hash ... (named, with its type), bad arguments, use after close(). An
+ *   unusable URL, URL parameter or option, and a database Redis refuses at open(), is a
+ *   ConfigError; a database refused on a later connection leaves the store down, with that reason.
  */
 
 import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
 import { settleWithin, systemClock, type Clock } from '../core/clock.js';
-import { ConfigError, StoreError, describeError } from '../core/errors.js';
+import { ConfigError, StoreError, abbreviate, describeError } from '../core/errors.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
 
@@ -100,12 +102,29 @@ const RECONNECT_MAX_MS = 1000;
 const SILENCE_DEADLINES = 2;
 const SCAN_BATCH = 500;
 const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
+const NOT_CONNECTED = 'not connected yet';
+/** How much of a key an error shows: keys hold senders' addresses, of any length. */
+const KEY_SHOWN = 200;
+
+/**
+ * GET for the scripts. A key under the prefix that holds a list, hash ... (another program wrote
+ * it) fails as `WRONGTYPE <index in KEYS> <type>`, so that the error can name the key (keyNamed).
+ */
+const GET_STRING = `local function getString(index)
+  local value = redis.pcall('GET', KEYS[index])
+  if type(value) ~= 'table' then return value end
+  if string.sub(value.err, 1, 9) == 'WRONGTYPE' then
+    error({ err = 'WRONGTYPE ' .. index .. ' ' .. redis.call('TYPE', KEYS[index]).ok })
+  end
+  error(value)
+end
+`;
 
 const SCRIPTS = {
   calloutRead: {
-    lua: `local rows = {}
+    lua: `${GET_STRING}local rows = {}
 for i, key in ipairs(KEYS) do
-  local value = redis.call('GET', key)
+  local value = getString(i)
   local ttl = value and redis.call('PTTL', key)
   -- In its last millisecond (see the header) the key is gone for SET NX too.
   -- pcall: on a replica (read-only) the read still answers, without the DEL.
@@ -116,13 +135,13 @@ return rows`,
   },
   calloutCompareAndSet: {
     numberOfKeys: 1,
-    lua: `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    lua: `${GET_STRING}if getString(1) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`,
   },
   calloutIncrement: {
     numberOfKeys: 1,
-    lua: `local current = redis.call('GET', KEYS[1])
+    lua: `${GET_STRING}local current = getString(1)
 -- In its last millisecond (see the header) the counter starts again, with the new ttl.
 if current and redis.call('PTTL', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
@@ -151,6 +170,18 @@ interface ScriptCommands {
 }
 type ScriptedRedis = Redis & ScriptCommands;
 
+/**
+ * err, or for a script's WRONGTYPE (GET_STRING) an error that names the key and what it holds,
+ * which Redis's own message does not. redisKeys are the KEYS the script was given.
+ */
+function keyNamed(err: unknown, redisKeys: readonly string[]): unknown {
+  const match = err instanceof Error ? /^WRONGTYPE (\d+) (\S+)/.exec(err.message) : null;
+  const key = match ? redisKeys[Number(match[1]) - 1] : undefined;
+  if (!match || key === undefined) return err;
+  const shown = abbreviate(JSON.stringify(key), KEY_SHOWN);
+  return new Error(`Redis key ${shown} holds a ${match[2]}, not a string: another program wrote it under the key prefix`, { cause: err });
+}
+
 /** The URL as it may appear in logs: any password replaced by ***. */
 function maskPassword(url: string): string {
   const query = url.indexOf('?');
@@ -174,24 +205,45 @@ function maskPassword(url: string): string {
  */
 function checkUrl(url: string): string {
   const masked = maskPassword(url);
+  // ioredis takes a database that is not a number ("/abc", "?db=1x") as database 0 (or 1).
+  const query = url.indexOf('?');
+  const database = new URLSearchParams(query === -1 ? '' : url.slice(query + 1)).get('db');
+  if (database !== null && !/^\d+$/.test(database)) {
+    throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
+  }
   if (url.startsWith('/')) return url;
   if (!/^rediss?:\/\//i.test(url)) {
     throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
   }
+  let parsed: URL;
   try {
-    new URL(url);
+    parsed = new URL(url);
   } catch (err) {
     throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
+  }
+  try {
+    // As ioredis decodes them, which otherwise throws a bare "URI malformed" from the constructor.
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch (err) {
+    throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
+  }
+  const path = parsed.pathname;
+  if (!/^\/?\d*$/.test(path)) {
+    throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${masked}`);
   }
   return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
 }
 
+/** The URL parameters that name where and as whom to connect, and nothing of how the store works. */
+const URL_PARAMETERS = new Set(['username', 'password', 'db', 'family', 'tls']);
+
 /**
- * Refuses a URL parameter that names a driver option the store sets itself: ioredis lets the
- * URL's parameters win over the options given with it, as strings ("false" counts as true), so
- * `?enableOfflineQueue=false` would queue commands during an outage and `?commandTimeout=5000`
- * would take every deadline away. Parameters the store leaves alone (password, family, tls ...)
- * stay usable.
+ * Refuses a URL parameter that names any other driver option: ioredis takes every parameter as
+ * an option, winning over the options given with it, as strings ("false" counts as true). So
+ * `?enableOfflineQueue=false` would queue commands during an outage, `?commandTimeout=5000` would
+ * take every deadline away, `?stringNumbers=true` made each expiresAt a string, and ioredis's own
+ * `?keyPrefix=` left scan finding nothing.
  */
 function checkUrlParameters(url: string, options: RedisOptions): void {
   const query = url.indexOf('?');
@@ -200,7 +252,17 @@ function checkUrlParameters(url: string, options: RedisOptions): void {
     if (Object.hasOwn(options, name)) {
       throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${maskPassword(url)}`);
     }
+    if (!URL_PARAMETERS.has(name)) {
+      throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${maskPassword(url)}`);
+    }
   }
+}
+
+/** Why Redis refused to SELECT the URL's database, or undefined for any other error. */
+function refusedDatabase(err: unknown): string | undefined {
+  const command = typeof err === 'object' && err !== null && 'command' in err ? (err.command as { name?: unknown; args?: unknown[] } | undefined) : undefined;
+  if (command?.name !== 'select') return undefined;
+  return `Redis refused database ${String(command.args?.[0])} of the URL: ${describeError(err)}`;
 }
 
 function positiveInteger(name: string, value: number | undefined, fallback: number): number {
@@ -222,7 +284,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   private closed = false;
   /** The socket holds this turn's commands for one write (batchThisTurn). */
   private corked = false;
-  private lastConnectionError = 'not connected yet';
+  private lastConnectionError = NOT_CONNECTED;
+  /** Set when Redis refused the URL's database on the connection being made. */
+  private databaseRefused: string | undefined;
 
   private constructor(
     private readonly client: ScriptedRedis,
@@ -233,6 +297,14 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   ) {
     super();
     client.on('ready', () => {
+      // ioredis goes on after a refused SELECT, on database 0: the data of another site or program.
+      // The connection is dropped instead, and made again (with the SELECT) until Redis takes it.
+      if (this.databaseRefused !== undefined) {
+        this.lastConnectionError = this.databaseRefused;
+        this.databaseRefused = undefined;
+        client.disconnect(true);
+        return;
+      }
       this.lastConnectionError = '';
       if (this.ready) return;
       this.ready = true;
@@ -240,6 +312,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     });
     client.on('error', (err: unknown) => {
       this.lastConnectionError = describeError(err);
+      this.databaseRefused ??= refusedDatabase(err);
     });
     client.on('close', () => {
       if (this.lastConnectionError === '') this.lastConnectionError = 'connection lost';
@@ -290,12 +363,21 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       await settleWithin(client.connect(), connectTimeoutMs, () => {
         throw new Error(`no answer within ${connectTimeoutMs} ms`);
       });
-      return store;
     } catch (err) {
       store.closed = true;
       client.disconnect();
-      throw new StoreError(`${store.context('open')} failed: ${describeError(err)}`, { cause: err });
+      // ioredis says only "Connection is closed." when Redis refused the password: the error event said why.
+      const reason = describeError(err);
+      const why = store.lastConnectionError === NOT_CONNECTED || reason.includes(store.lastConnectionError) ? reason : `${reason} (${store.lastConnectionError})`;
+      throw new StoreError(`${store.context('open')} failed: ${why}`, { cause: err });
     }
+    if (!store.ready) {
+      // Connected, but to no usable database (see the 'ready' listener): waiting will not mend it.
+      store.closed = true;
+      client.disconnect();
+      throw new ConfigError(`${store.context('open')} failed: ${store.lastConnectionError}`);
+    }
+    return store;
   }
 
   /** Whether the connection to Redis is up; operations fail promptly while it is not. */
@@ -340,7 +422,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     if (expected === undefined) return this.setIfAbsent(key, value, ttlMs);
     return this.run('compareAndSet', async (context) => {
       const ttl = checkTtl(context, ttlMs);
-      return (await this.client.calloutCompareAndSet(this.keyPrefix + key, expected, value, ttl)) === 1;
+      const redisKey = this.keyPrefix + key;
+      const result = await this.client.calloutCompareAndSet(redisKey, expected, value, ttl).catch((err: unknown) => {
+        throw keyNamed(err, [redisKey]);
+      });
+      return result === 1;
     });
   }
 
@@ -354,7 +440,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     return this.run('increment', async (context) => {
       checkIncrement(context, by);
       const ttl = checkTtl(context, ttlMs);
-      return this.client.calloutIncrement(this.keyPrefix + key, by, ttl);
+      const redisKey = this.keyPrefix + key;
+      return this.client.calloutIncrement(redisKey, by, ttl).catch((err: unknown) => {
+        throw keyNamed(err, [redisKey]);
+      });
     });
   }
 
@@ -396,7 +485,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   /** The live entries of keys (without the store prefix), undefined where absent. */
   private async read(keys: string[]): Promise<Array<StoredValue | undefined>> {
     const sentAt = this.clock.now();
-    const rows = await this.client.calloutRead(keys.length, ...keys.map((key) => this.keyPrefix + key));
+    const redisKeys = keys.map((key) => this.keyPrefix + key);
+    const rows = await this.client.calloutRead(redisKeys.length, ...redisKeys).catch((err: unknown) => {
+      throw keyNamed(err, redisKeys);
+    });
     return rows.map((row) => {
       if (row === null) return undefined;
       const [value, pttl] = row;

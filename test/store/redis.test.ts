@@ -222,6 +222,35 @@ describe('RedisStore', () => {
     });
   });
 
+  it('keeps keys apart whatever characters they hold, however long', async () => {
+    const store = await open();
+    // Senders' addresses are the caller's part of a key: RESP sends each as a counted string.
+    const keys = ['a b', 'a:b', 'a\r\nSET x y', 'a\r\n', '{a}b', 'a{b}', 'a*', 'a?', '\u00e9', 'a\u0000b', 'a'.repeat(10_000)];
+    await Promise.all(keys.map((key, i) => store.set(key, String(i), 60_000)));
+    assert.deepEqual((await store.getMany(keys)).map((entry) => entry?.value), keys.map((_, i) => String(i)));
+    assert.equal(await store.increment('a\r\n', 1, 60_000), 4, 'a CR LF key holds a counter of its own');
+    assert.equal(await store.compareAndSet('{a}b', '4', 'swapped', 60_000), true);
+    assert.equal((await store.get('a{b}'))?.value, '5');
+    assert.deepEqual((await store.scan('a*', 10)).map((row) => row.key), ['a*'], 'the scan prefix is taken literally');
+    assert.equal((await store.scan('', 100)).length, keys.length);
+  });
+
+  it('runs its scripts again after SCRIPT FLUSH emptied the server\'s script cache', async () => {
+    const store = await open();
+    await store.set('k', 'v', 60_000);
+    assert.equal(await store.increment('c', 1, 60_000), 1);
+    const admin = new Redis(redis.url);
+    try {
+      await admin.script('FLUSH');
+    } finally {
+      await admin.quit();
+    }
+    // Each script is sent by its SHA1 once loaded: NOSCRIPT must bring its text back.
+    assert.equal((await store.get('k'))?.value, 'v');
+    assert.equal(await store.increment('c', 1, 60_000), 2);
+    assert.equal(await store.compareAndSet('k', 'v', 'w', 60_000), true);
+  });
+
   describe('key prefix', () => {
     it('keeps stores with different prefixes apart', async () => {
       const first = await open({ keyPrefix: 'site-a:' });
@@ -262,6 +291,11 @@ describe('RedisStore', () => {
     it('refuses a URL that is not redis://, rediss:// or a socket path, and bad options', async () => {
       await assert.rejects(RedisStore.open('http://127.0.0.1:6379'), ConfigError);
       await assert.rejects(RedisStore.open('127.0.0.1:6379'), ConfigError);
+      await assert.rejects(RedisStore.open(`redis://:s3cret%zz@127.0.0.1:${redis.port}/0`), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /unusable URL redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0: a % in the user name or password/);
+        return true;
+      });
       await assert.rejects(RedisStore.open(redis.url, { commandTimeoutMs: 0 }), ConfigError);
       await assert.rejects(RedisStore.open(redis.url, { connectTimeoutMs: 1.5 }), ConfigError);
     });
@@ -276,6 +310,16 @@ describe('RedisStore', () => {
       assert.equal(await openOutcome(`${redis.url}?family=4`), 'opened');
     });
 
+    it('refuses URL parameters other than username, password, db, family and tls', async () => {
+      // Each an ioredis option: expiresAt became a string; scan found nothing; every command failed.
+      for (const query of ['stringNumbers=true', 'keyPrefix=x:', 'monitor=true']) {
+        const outcome = await openOutcome(`${redis.url}?${query}`);
+        assert.ok(outcome instanceof ConfigError, `${query}: ${String(outcome)}`);
+        assert.match(outcome.message, /is not one of username, password, db, family, tls/);
+      }
+      assert.equal(await openOutcome(`redis://127.0.0.1:${redis.port}?db=3&family=4`), 'opened');
+    });
+
     it('takes rediss:// in any letter case as TLS, never sending a password in clear', async () => {
       // The test server speaks no TLS: a TLS client cannot open there, a plaintext one would.
       for (const scheme of ['REDISS', 'Rediss']) {
@@ -283,6 +327,50 @@ describe('RedisStore', () => {
         assert.ok(outcome instanceof StoreError, `${scheme}: ${String(outcome)}`);
       }
       assert.equal(await openOutcome(`REDIS://127.0.0.1:${redis.port}/0`), 'opened');
+    });
+
+    it('refuses a database that is not a number, or that Redis refuses, instead of using database 0', async () => {
+      const base = `redis://127.0.0.1:${redis.port}`;
+      // ioredis reads these as databases 0, 1 and 0.
+      for (const url of [`${base}/abc`, `${base}/1x`, `${base}/0?db=x`, `${redis.socketPath}?db=-1`]) {
+        const outcome = await openOutcome(url);
+        assert.ok(outcome instanceof ConfigError, `${url}: ${String(outcome)}`);
+        assert.match(outcome.message, /must be a (database )?number/);
+      }
+      // The test server has databases 0-15; ioredis would go on in database 0 after the refused SELECT.
+      const outcome = await openOutcome(`${base}/16`);
+      assert.ok(outcome instanceof ConfigError, String(outcome));
+      assert.match(outcome.message, /Redis refused database 16 of the URL: ERR DB index is out of range/);
+      const prefix = freshPrefix();
+      const store = await RedisStore.open(`${base}/16`, { keyPrefix: prefix, waitForConnection: false });
+      try {
+        // Until the first connection is made the store only knows that it has none.
+        assert.ok(await until(() => store.set('k', 'v', 60_000).then(() => true, (err: unknown) => /refused database/.test(String(err)))));
+        await assert.rejects(store.set('k', 'v', 60_000), /Redis is unreachable \(Redis refused database 16 of the URL/);
+        assert.equal(store.healthy, false);
+      } finally {
+        await store.close();
+      }
+      const raw = await open({ keyPrefix: '' });
+      assert.equal(await raw.get(`${prefix}k`), undefined, 'written to database 0');
+    });
+
+    it('logs in with an ACL user and password, and says why Redis refused a wrong one, never showing it', async () => {
+      const admin = new Redis(redis.url);
+      try {
+        await admin.call('ACL', 'SETUSER', 'callout-test', 'on', '>right:@pw', '~*', '+@all');
+      } finally {
+        await admin.quit();
+      }
+      const store = await open({}, `redis://callout-test:right%3A%40pw@127.0.0.1:${redis.port}/2`);
+      assert.equal(store.url, `redis://callout-test:***@127.0.0.1:${redis.port}/2`);
+      await store.set('k', 'v', 60_000);
+      assert.equal((await store.get('k'))?.value, 'v');
+      const outcome = await openOutcome(`redis://callout-test:s3cret@127.0.0.1:${redis.port}/2`);
+      assert.ok(outcome instanceof StoreError, String(outcome));
+      // ioredis itself says only "Connection is closed.".
+      assert.match(outcome.message, /open failed: .*WRONGPASS/);
+      assert.doesNotMatch(outcome.message, /s3cret/);
     });
 
     it('rejects open promptly when nothing listens, naming the URL without its password', async () => {
@@ -418,19 +506,27 @@ describe('RedisStore', () => {
       await assert.rejects(store.get('k'), /store is closed/);
     });
 
-    it('rejects with StoreError when a key holds something other than a string', async () => {
+    it('rejects with a StoreError naming the key when a key holds something other than a string', async () => {
       const prefix = freshPrefix();
       const store = await open({ keyPrefix: prefix });
       // No Store method writes a non-string, so write one the way another program would.
       const other = new Redis(redis.url);
       try {
         await other.lpush(`${prefix}list`, 'x');
+        await other.set(`${prefix}a`, 'a string');
       } finally {
         await other.quit();
       }
-      await assert.rejects(store.get('list'), StoreError);
-      await assert.rejects(store.increment('list', 1, 1000), StoreError);
-      await assert.rejects(store.compareAndSet('list', 'x', 'y', 1000), StoreError);
+      const namesTheKey = (operation: string) => (err: unknown): boolean => {
+        assert.ok(err instanceof StoreError, String(err));
+        assert.equal(err.message, `redis store ${redis.url}: ${operation} failed: Redis key "${prefix}list" holds a list, not a string: another program wrote it under the key prefix`);
+        return true;
+      };
+      await assert.rejects(store.get('list'), namesTheKey('get'));
+      await assert.rejects(store.getMany(['a', 'list']), namesTheKey('getMany'));
+      await assert.rejects(store.scan('', 10), namesTheKey('scan'));
+      await assert.rejects(store.increment('list', 1, 1000), namesTheKey('increment'));
+      await assert.rejects(store.compareAndSet('list', 'x', 'y', 1000), namesTheKey('compareAndSet'));
     });
   });
 });
