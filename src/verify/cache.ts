@@ -15,8 +15,8 @@
  *                             its own: catchall (accepted/refused), nullsender (MAIL FROM:<>
  *                             refused), postmaster (accepted/refused), greylist (it greylisted
  *                             us; leave it alone for a while), useless (refused us at connect,
- *                             greeting, HELO or MAIL, or could not be reached: no useful
- *                             information until the record expires).
+ *                             greeting, HELO or MAIL, or at RCPT for every recipient, or could
+ *                             not be reached: no useful information until the record expires).
  *   A temporary or inconclusive result never overwrites a definite one before it expires
  *   (Postfix: "as long as some probes succeed the address will remain cached as OK").
  *   Locks, shared by every process on the store, expire on their own when their holder dies:

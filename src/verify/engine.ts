@@ -45,6 +45,7 @@ import { ConnectionCache } from './connections.js';
 import type { ConnectionCacheStats } from './connections.js';
 import type { AddressRecord, DomainFacts } from './cache.js';
 import { Politeness } from './politeness.js';
+import { refusesEveryRecipient } from './interpret.js';
 import { probeDomain } from './probe.js';
 import type { AddressOutcome, DomainProbeOutput, ProbeTarget } from './probe.js';
 import type { VerifyResult } from './types.js';
@@ -166,11 +167,14 @@ export class CalloutEngine {
 
   private async answerPlanned(planned: Planned[], started: number): Promise<VerifyResult[]> {
     const byDomain = new Map<string, Planned[]>();
+    // Awaited once every batch has started: awaiting each here would hold back the probes of
+    // the addresses after it until that other callout ends.
+    const sharing: Promise<void>[] = [];
     for (const item of planned) {
       if (item.result || !item.mailbox) continue;
       const shared = this.inFlight.get(item.mailbox.address);
       if (shared) {
-        item.result = await shared;
+        sharing.push(shared.then((result) => void (item.result = result)));
         continue;
       }
       const list = byDomain.get(item.mailbox.asciiDomain) ?? [];
@@ -185,7 +189,11 @@ export class CalloutEngine {
       }
     }
     const probed = new Map<string, VerifyResult>();
-    for (const batch of await Promise.all(batches)) for (const [address, result] of batch) probed.set(address, result);
+    // Without a shared callout, as soon as the batches end: a caller racing a deadline (the
+    // policy stages) records a late answer as the probe that found it ends.
+    const own = Promise.all(batches);
+    const done = sharing.length === 0 ? await own : (await Promise.all([own, ...sharing]))[0];
+    for (const batch of done) for (const [address, result] of batch) probed.set(address, result);
     this.stats.verifications += planned.length;
     const results = planned.map((item) => item.result ?? probed.get(item.mailbox!.address)!);
     if (this.deps.onResult) for (const result of results) this.deps.onResult(result);
@@ -214,7 +222,12 @@ export class CalloutEngine {
     const catchAllLocked = [...this.catchAllLockedHere];
     this.lockedHere.clear();
     this.catchAllLockedHere.clear();
-    await Promise.allSettled([...locked.map((address) => this.cache.unlock(address)), ...catchAllLocked.map((domain) => this.cache.unlockCatchAll(domain))]);
+    // idle() closes them only once every probe has ended, which at this point none has.
+    await Promise.allSettled([
+      ...locked.map((address) => this.cache.unlock(address)),
+      ...catchAllLocked.map((domain) => this.cache.unlockCatchAll(domain)),
+      this.connections.close(),
+    ]);
     return running;
   }
 
@@ -588,7 +601,12 @@ export class CalloutEngine {
     if (output.greylisted) {
       writes.push(this.cache.putDomain(domain, 'greylist', { ...output.greylisted, at }));
     }
-    const refusal = [...output.outcomes.values()].find((o) => o.reason === 'refused-at-rcpt');
+    // A refusal of one recipient (a restricted noreply@) must not silence the domain's other
+    // addresses for domainNegative: it is one of us only if no RCPT of this probe got an answer
+    // about a mailbox, the random one included, and its words do not tell otherwise.
+    const outcomes = [...output.outcomes.values()];
+    const mailboxAnswered = output.catchAll === 'refused' || outcomes.some((o) => o.reason === 'accepted' || o.reason === 'rejected-at-rcpt');
+    const refusal = mailboxAnswered ? undefined : outcomes.find((o) => o.reason === 'refused-at-rcpt' && (!o.reply || refusesEveryRecipient(o.reply)));
     if (refusal) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: refusal.reason, description: refusal.description, ...(refusal.reply ? { reply: refusal.reply } : {}), at }));
     }

@@ -80,6 +80,18 @@ export function refusesUs(reply: SmtpReply): boolean {
   return e !== undefined && (e.subject === 7 || e.subject === 3);
 }
 
+/**
+ * Whether a refusal at RCPT (refusesUs) would meet every recipient of the domain: one of our
+ * sender (X.1.7/X.1.8) or one whose words name our client, HELO, sender or relaying. A bare
+ * X.7/X.3 code is also what a restriction of one recipient gives ("554 5.7.1 <noreply@...>:
+ * Recipient address rejected: Access denied"). Without the text (no-details mode) only the
+ * code is left, and the refusal is taken as one of us.
+ */
+export function refusesEveryRecipient(e: ReplyEvidence): boolean {
+  if (e.enhanced !== undefined && /^\d\.1\.[78]$/.test(e.enhanced)) return true;
+  return e.text === undefined || ABOUT_US_WORDS.test(e.text);
+}
+
 function namesDestination(reply: SmtpReply): boolean {
   const e = reply.enhanced;
   return e !== undefined && e.subject === 1 && e.detail >= 1 && e.detail <= 6;
@@ -118,6 +130,10 @@ export function classifyRcpt(reply: SmtpReply): RcptOutcome {
     return 'too-many-recipients';
   }
   if (reply.code >= 500) return refusesUs(reply) ? 'refused' : (saysNothingOfMailbox(reply) ?? 'rejected');
+  // "452 4.2.2 Mailbox full" is how most servers say it (RFC 3463 §3.3): the mailbox exists. Not
+  // an X.3.x, the server's own storage ("452 4.3.1 Insufficient system storage").
+  const e = reply.enhanced;
+  if ((e && e.subject === 2 && e.detail === 2) || (MAILBOX_FULL_TEXT.test(replyText(reply)) && !(e && e.subject === 3))) return 'mailbox-full';
   return isGreylisting(reply) ? 'greylisted' : 'tempfail';
 }
 
@@ -126,8 +142,10 @@ export type VrfyOutcome = 'exists' | 'does-not-exist' | 'no-answer';
 /** RFC 5321 §3.5.3: 250/251 confirm, 550/551/553 deny; 252 and 5xx "not implemented" say nothing. */
 export function classifyVrfy(reply: SmtpReply): VrfyOutcome {
   if (reply.code === 250 || reply.code === 251) return 'exists';
-  // Postfix applies its restrictions to VRFY: a refusal of us there says nothing of the address.
-  if ((reply.code === 550 || reply.code === 551 || reply.code === 553) && !refusesUs(reply)) return 'does-not-exist';
+  // Postfix applies its restrictions to VRFY: a refusal of us there says nothing of the address;
+  // nor does a refusal of the command itself ("550 5.5.1 VRFY not allowed", "550 VRFY disabled").
+  const refusesCommand = !namesDestination(reply) && (reply.enhanced?.subject === 5 || /\bvrfy\b/i.test(replyText(reply)));
+  if ((reply.code === 550 || reply.code === 551 || reply.code === 553) && !refusesUs(reply) && !refusesCommand) return 'does-not-exist';
   return 'no-answer';
 }
 

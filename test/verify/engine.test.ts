@@ -25,6 +25,7 @@ import {
   rejectSecondRcpt,
   silentGreeting,
   usersOnly,
+  type SmtpScript,
 } from '../support/smtp-server.js';
 import { mxZone, worldMaker, type World } from './fixture.js';
 import type { Zone } from '../support/dns-server.js';
@@ -334,6 +335,28 @@ describe('replies at RCPT that are about us', () => {
     assert.equal(other.reason, 'refused-at-rcpt');
     assert.equal(other.source, 'domain-cache');
     assert.equal(w.connections('127.0.0.2'), connections);
+  });
+
+  it('a policy refusal of one recipient (a restricted noreply@) does not silence the domain\'s other addresses', async () => {
+    const users = usersOnly(['alice']).rcpt!;
+    const restricted: Partial<SmtpScript> = {
+      rcpt: (arg, session) => (pathOf(arg).startsWith('noreply@') ? `554 5.7.1 <${pathOf(arg)}>: Recipient address rejected: Access denied` : users(arg, session)),
+    };
+    // Without the random probe its words tell; in no-details mode, without them, the refused random local part does.
+    for (const randomProbe of [false, true]) {
+      const w = await make(mxZone({ 'bank.test': '127.0.0.2' }), { '127.0.0.2': restricted });
+      const engine = w.engine({ callout: { randomProbe, noDetails: randomProbe } });
+      const r = await engine.verify('noreply@bank.test');
+      assert.equal(r.verdict, 'unknown');
+      assert.equal(r.reason, 'refused-at-rcpt');
+      const other = await engine.verify('alice@bank.test');
+      assert.equal(other.source, 'probe', `random probe ${randomProbe ? 'on' : 'off'}`);
+      assert.equal(other.verdict, 'deliverable');
+      // Asked with another address on one probe: the mailbox answer shows the server does not refuse us.
+      const both = await w.engine({ callout: { randomProbe } }).verifyMany(['noreply@bank.test', 'bob@bank.test']);
+      assert.deepEqual(both.map((b) => b.reason), ['refused-at-rcpt', 'rejected-at-rcpt']);
+      assert.equal((await engine.verify('carol@bank.test')).verdict, 'undeliverable');
+    }
   });
 
   it('a sender refusal reported at RCPT without an enhanced code is about us too', async () => {
@@ -658,6 +681,26 @@ describe('cache', () => {
     assert.equal(w.connections('127.0.0.2'), 1, 'one callout for both engines');
   });
 
+  it('verifyMany starts its other callouts at once while one of its addresses is already being probed', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61', 'real.test': '127.0.0.2' }), {
+      '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) },
+      '127.0.0.2': usersOnly(['alice']),
+    });
+    const timeouts = { connect: '2s', greeting: '2s', command: '2s', rcpt: '3s', tls: '2s', overall: '10s' };
+    const engine = w.engine({ callout: { randomProbe: false, timeouts } });
+    let heldEnded = false;
+    const held = engine.verify('alice@hold.test').finally(() => (heldEnded = true));
+    assert.ok(await until(() => w.connections('127.0.0.61') === 1), 'the first callout is under way');
+    const many = engine.verifyMany(['alice@hold.test', 'alice@real.test']);
+    assert.ok(await until(() => w.connections('127.0.0.2') === 1), 'real.test is probed');
+    assert.equal(heldEnded, false, 'real.test was probed without waiting for the callout to hold.test');
+    const [first, second] = await many;
+    assert.equal(first!.reason, 'timeout');
+    assert.equal(second!.verdict, 'deliverable');
+    assert.equal((await held).reason, 'timeout');
+    assert.equal(w.connections('127.0.0.61'), 1, 'hold.test was asked once for both');
+  });
+
   it('several addresses of one domain go over one connection', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'carol']) });
     const results = await w.engine().verifyMany(['alice@real.test', 'bob@real.test', 'carol@real.test']);
@@ -690,6 +733,17 @@ describe('politeness', () => {
     const r = await w.engine({ callout: { allowTargets: [] } }).verify('alice@real.test');
     assert.equal(r.verdict, 'unknown');
     assert.equal(r.reason, 'target-refused');
+    assert.equal(w.connections('127.0.0.2'), 0);
+  });
+
+  it('refuses a loopback server however its address is written: IPv4-mapped, NAT64, 6to4, in an MX record or a literal', async () => {
+    const zone = mxZone({ 'mapped.test': '::ffff:127.0.0.2', 'nat64.test': '64:ff9b::7f00:2', '6to4.test': '2002:7f00:2::1', 'unspec.test': '0.0.0.0', 'cgnat.test': '100.64.0.1' });
+    const w = await make(zone, { '127.0.0.2': usersOnly(['alice']) });
+    const engine = w.engine({ callout: { allowTargets: [] } });
+    for (const address of ['alice@mapped.test', 'alice@nat64.test', 'alice@6to4.test', 'alice@unspec.test', 'alice@cgnat.test', 'alice@[IPv6:::ffff:127.0.0.2]']) {
+      const r = await engine.verify(address);
+      assert.equal(r.reason, 'target-refused', `${address}: ${r.description}`);
+    }
     assert.equal(w.connections('127.0.0.2'), 0);
   });
 
@@ -875,6 +929,21 @@ describe('stage timeouts of the dialogue', () => {
     assert.match((await lockKeys())[0]!, /lock:alice@hold\.test$/);
     assert.equal(await engine.abandon(), 1);
     assert.deepEqual(await lockKeys(), [], 'a daemon started at once probes instead of waiting out the lock');
+  });
+
+  it('abandon() closes the idle connections with QUIT although a probe is still running', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61', 'real.test': '127.0.0.2' }), {
+      '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) },
+      '127.0.0.2': usersOnly(['alice']),
+    });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    assert.equal(engine.connections.size, 1);
+    void engine.verify('alice@hold.test');
+    assert.ok(await until(() => w.connections('127.0.0.61') === 1));
+    assert.equal(await engine.abandon(), 1);
+    assert.equal(engine.connections.size, 0);
+    assert.ok(await until(() => w.commands('127.0.0.2').at(-1) === 'QUIT'), 'the idle connection is left with QUIT');
   });
 
   it('abandon() lets go of the catch-all lock too, so that a daemon started at once does not wait for the domain', async () => {

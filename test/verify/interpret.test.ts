@@ -46,6 +46,15 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(550, '5.5.1 Protocol error')), 'protocol-error', "postscreen's enforce mode");
   });
 
+  it('takes a temporary "mailbox full" as a full mailbox, which exists, and not as any temporary failure', () => {
+    assert.equal(classifyRcpt(reply(452, '4.2.2 Mailbox full')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(450, '4.2.2 The email account that you tried to reach is over quota')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(452, 'Over quota')), 'mailbox-full');
+    // The server's own storage (Postfix's queue file system) says nothing of the mailbox.
+    assert.equal(classifyRcpt(reply(452, '4.3.1 Insufficient system storage')), 'tempfail');
+    assert.equal(classifyRcpt(reply(452, '4.5.3 Too many recipients')), 'too-many-recipients');
+  });
+
   it('keeps a refusal of us apart from both', () => {
     assert.equal(classifyRcpt(reply(554, '5.7.1 Client host rejected: blocked')), 'refused');
     assert.equal(classifyRcpt(reply(550, 'Relaying denied')), 'refused');
@@ -78,6 +87,15 @@ describe('classifyVrfy', () => {
     assert.equal(classifyVrfy(reply(550, '5.1.1 <nobody@x>: Recipient address rejected: User unknown')), 'does-not-exist');
     assert.equal(classifyVrfy(reply(550, '5.7.1 Client host rejected: cannot find your hostname')), 'no-answer');
     assert.equal(classifyVrfy(reply(252, '2.0.0 Cannot VRFY user')), 'no-answer');
+  });
+
+  it('takes a refusal of the VRFY command itself as no answer, never as "does not exist"', () => {
+    assert.equal(classifyVrfy(reply(550, '5.5.1 Command not allowed')), 'no-answer');
+    assert.equal(classifyVrfy(reply(550, 'VRFY command is disabled')), 'no-answer');
+    assert.equal(classifyVrfy(reply(553, 'Cannot VRFY user')), 'no-answer');
+    // A code naming the address still answers, whatever the words.
+    assert.equal(classifyVrfy(reply(550, '5.1.1 VRFY: no such user')), 'does-not-exist');
+    assert.equal(classifyVrfy(reply(550, 'No such user here')), 'does-not-exist');
   });
 });
 
