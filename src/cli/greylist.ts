@@ -81,7 +81,8 @@ interface Settings {
  */
 function configured(flags: CommonFlags): Settings {
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
-  if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the greylist of a running daemon cannot be reached; use sqlite or redis');
+  // Only a file sets memory (the default is sqlite, and no flag here sets the kind): name it, as every configuration error does.
+  if (config.store.kind === 'memory') throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (the greylist of a running daemon's memory cannot be reached from here)`);
   return { config, options: stageOptions(config) };
 }
 

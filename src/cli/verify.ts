@@ -31,6 +31,8 @@ export interface VerifyOptions {
 export async function runVerify(addresses: string[], options: VerifyOptions, config: Config, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const all = [...addresses, ...(options.file ? readAddressList(options.file) : [])];
   if (options.file === '') throw new UsageError('verify: --file: got "", expected a file');
+  // "give --file LIST" to someone who gave one sent them looking at the command line, not at the list.
+  if (all.length === 0 && options.file !== undefined) throw new UsageError(`verify: --file ${options.file}: no address in it (blank lines and lines starting with # are skipped)`);
   if (all.length === 0) throw new UsageError('verify: give at least one ADDRESS or --file LIST');
   const runtime = await createRuntime(config);
   const progress = new Progress(all.length, options.file !== undefined && process.stderr.isTTY === true);

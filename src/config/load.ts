@@ -11,9 +11,11 @@
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to
  *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own
  *   alias and a !!binary value (which no setting takes) are refused the same way, with its key;
- *   a tag yaml does not resolve (!ENV, !secret), with its line.
+ *   a tag yaml does not resolve (!ENV, !secret), with its line; a relative dataDir, which each
+ *   command would take from its own working directory.
  */
 
+import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited } from '../core/files.js';
@@ -41,6 +43,8 @@ export function readConfigFile(path: string): RawConfig {
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const where = first.linePos?.[0] ? ` at line ${first.linePos[0].line}, column ${first.linePos[0].col}` : '';
+    // yaml's own text for this one tells a programmer to call YAML.parseAllDocuments().
+    if (first.code === 'MULTIPLE_DOCS') throw new ConfigError(`${path}: YAML syntax error${where}: a second document begins here (after "---" or "..."), and a configuration file holds one`);
     // yaml quotes the offending text, which may be a whole line of any length.
     throw new ConfigError(`${path}: YAML syntax error${where}: ${abbreviate(first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}`);
   }
@@ -63,6 +67,13 @@ export function readConfigFile(path: string): RawConfig {
   if (odd !== undefined) throw new ConfigError(`${path}: ${odd.path.join('.') || '(top level)'}: ${odd.why}`);
   if (value === null || value === undefined) return {};
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
+  // One file is read by the daemon (started in / by init) and by `callout greylist` or `bounce`
+  // in an administrator's directory: a relative dataDir gave each its own store, and `greylist
+  // allow` said "allowed" in one the daemon never reads. (A --data-dir flag is the shell's, as --cache is.)
+  const { dataDir } = value as RawConfig;
+  if (typeof dataDir === 'string' && dataDir !== '' && !isAbsolute(dataDir)) {
+    throw new ConfigError(`${path}: dataDir: got ${JSON.stringify(abbreviate(dataDir, 100))}, expected an absolute path (a relative one is taken from the directory each command is started in, so the daemon and the commands would use different stores)`);
+  }
   return value as RawConfig;
 }
 

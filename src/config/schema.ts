@@ -19,9 +19,10 @@ import { ConfigError, abbreviate } from '../core/errors.js';
 import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
+import { AddressSet } from '../core/ip.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
-import { parseReversePath } from '../address/index.js';
+import { parseMailbox, parseReversePath } from '../address/index.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
 
@@ -47,7 +48,8 @@ const DECISION_TIMEOUT_MAX = { ms: DEFAULT_POLICY_REQUEST_TIMEOUT_MS - 1000, why
 
 const duration = (fallback: string) =>
   z
-    .union([z.string(), z.number()])
+    // zod's number refuses Infinity and NaN (YAML's .inf, .nan, 1e309), and the union then said only "Invalid input".
+    .union([z.string(), z.number()], { error: 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds' })
     .default(fallback)
     .transform((value, ctx) => {
       const parsed = parseDuration(value);
@@ -143,7 +145,18 @@ const calloutSchema = z
     /** Probe a random local part first to detect catch-all domains (Exim's `random`). */
     randomProbe: z.boolean().default(true),
     /** Template of the random local part; {random} is replaced by 12 random letters and digits. */
-    randomLocalPart: z.string().regex(/\{random\}/, 'must contain {random}').default('callout-{random}'),
+    randomLocalPart: z
+      .string()
+      .regex(/\{random\}/, 'must contain {random}')
+      .superRefine((template, ctx) => {
+        // A template that makes no plain ASCII local part ("probe {random}", "a@{random}", over 64
+        // octets) was sent as written; every server refused the probe's syntax, and every
+        // accepted address came out unknown (catch-all-unknown). The sample is as long as
+        // verify/probe's token, 12 letters and digits.
+        const sample = parseMailbox(`${template.replace('{random}', 'x'.repeat(12))}@example.org`, { utf8: false });
+        if (!sample.ok) ctx.addIssue({ code: 'custom', message: `expected the local part of an address around {random} (${sample.error.message})` });
+      })
+      .default('callout-{random}'),
     /** Also check postmaster@domain (Exim's postmaster / fullpostmaster). */
     postmasterProbe: z.enum(['off', 'postmaster', 'fullpostmaster']).default('off'),
     /** Use VRFY before RCPT (off: VRFY is widely disabled and often logged as hostile). */
@@ -153,7 +166,15 @@ const calloutSchema = z
     maxMxHosts: z.number().int().min(1).max(20).default(5),
     ipv6: z.boolean().default(true),
     /** CIDRs that lift the refusal of private, loopback and reserved targets. */
-    allowTargets: z.array(z.string()).default([]),
+    allowTargets: z
+      .array(
+        z.string().superRefine((entry, ctx) => {
+          // Here, not only in the engine, so that `verify -c FILE` and a bad --allow-target name the file or the command line, and the entry.
+          const parsed = AddressSet.parse([entry]);
+          if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `expected an IP address or a network (${parsed.reason})` });
+        }),
+      )
+      .default([]),
     /** Local address to connect from. */
     sourceAddress: z
       .string()
@@ -282,7 +303,7 @@ const policySchema = z
 const metricsSchema = z
   .object({
     /** Prometheus /metrics and /health; empty disables. Keep it on loopback. */
-    listen: z.union([listenAddress, z.literal('')]).default('127.0.0.1:10041'),
+    listen: z.union([listenAddress, z.literal('')], { error: 'expected HOST:PORT, [IPv6]:PORT, an absolute UNIX socket path, or "" for none' }).default('127.0.0.1:10041'),
   })
   .strict();
 

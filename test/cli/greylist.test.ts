@@ -194,6 +194,15 @@ describe('callout greylist on a store that is not there', () => {
     assert.equal(exitCodeFor(error), 78);
     assert.equal(exitCodeFor(new StoreError('redis store: connection refused')), 75);
   });
+
+  it('refuses store.kind memory naming the file and the key, as every configuration error does', async () => {
+    const memoryConfig = join(dir, 'memory.yaml');
+    writeFileSync(memoryConfig, 'store:\n  kind: memory\n');
+    const { error } = await run(['list'], memoryConfig);
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.equal(error.message, `${memoryConfig}: store.kind: got "memory", expected sqlite or redis (the greylist of a running daemon's memory cannot be reached from here)`);
+    assert.equal(exitCodeFor(error), 78);
+  });
 });
 
 describe('callout greylist on a shared Redis', () => {

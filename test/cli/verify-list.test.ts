@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { csvFields, readAddressList } from '../../src/cli/verify.js';
+import { csvFields, readAddressList, runVerify } from '../../src/cli/verify.js';
+import { defaultConfig } from '../../src/config/schema.js';
+import { UsageError } from '../../src/core/errors.js';
 import fc from 'fast-check';
 import { elapsedMs } from '../support/fuzz.js';
 
@@ -28,6 +30,15 @@ describe('address lists', () => {
     assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n"a\\"b"@example.org\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test', '"a\\"b"@example.org']);
     // With a header every row is CSV, even one that starts with a quoted local part.
     assert.deepEqual(list('name,email\n"x"@y.org,second@example.org\n'), ['second@example.org']);
+  });
+});
+
+describe('a list without addresses', () => {
+  it('says the list has none, where it told someone who gave --file LIST to give one', async () => {
+    const path = join(dir, 'only-comments.txt');
+    writeFileSync(path, '# exported 2024-01-01\n\n');
+    await assert.rejects(runVerify([], { json: false, file: path, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message === `verify: --file ${path}: no address in it (blank lines and lines starting with # are skipped)`);
+    await assert.rejects(runVerify([], { json: false, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message === 'verify: give at least one ADDRESS or --file LIST');
   });
 });
 

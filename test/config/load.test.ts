@@ -96,6 +96,28 @@ describe('loadConfig', () => {
       (err: unknown) => err instanceof ConfigError && err.message === `${path}: dns: a !!binary value, which no setting takes`,
     );
   });
+
+  it('refuses a relative dataDir in a file, which the daemon and `callout greylist` would each take from their own directory', () => {
+    const path = file('relative-data.yaml', 'dataDir: var/callout\n');
+    assert.throws(
+      () => loadConfig(path),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${path}: dataDir: got "var/callout", expected an absolute path (a relative one is taken from the directory each command is started in`),
+    );
+    assert.equal(loadConfig(file('absolute-data.yaml', `dataDir: ${dir}\n`)).dataDir, dir);
+    // A flag is the shell's, as --cache is: the command that reads it runs where it was typed.
+    assert.equal(loadConfig(file('no-data.yaml', 'log:\n  level: warn\n'), { dataDir: 'here' }).dataDir, 'here');
+  });
+
+  it('says a second YAML document is one too many, not which function of the yaml library to call', () => {
+    for (const [text, line] of [['callout:\n  port: 2525\n---\nlog:\n  level: debug\n', 3], ['callout:\n  port: 2525\n...\nlog:\n  level: debug\n', 4]] as const) {
+      const path = file('two-documents.yaml', text);
+      assert.throws(
+        () => loadConfig(path),
+        (err: unknown) => err instanceof ConfigError && err.message === `${path}: YAML syntax error at line ${line}, column 1: a second document begins here (after "---" or "..."), and a configuration file holds one`,
+        text,
+      );
+    }
+  });
 });
 
 function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

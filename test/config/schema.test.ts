@@ -139,3 +139,35 @@ describe('policy.socketMode', () => {
     assert.equal(validateConfig({ policy: { socketMode: '0600' } }).policy.socketMode, '0600');
   });
 });
+
+describe('values of no accepted type', () => {
+  it('say what a duration or a listen address is, where they said only "Invalid input" (YAML .nan, .inf, 1e309, true)', () => {
+    for (const [value, shown] of [[Number.NaN, 'NaN'], [Number.POSITIVE_INFINITY, 'Infinity'], [true, 'true']] as const) {
+      assert.match(problem({ dns: { timeout: value } }), new RegExp(`^configuration: dns\\.timeout: got ${shown}, expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds$`));
+      assert.match(problem({ cache: { tempfail: value } }), new RegExp(`^configuration: cache\\.tempfail: got ${shown}, expected a duration`));
+    }
+    assert.match(problem({ metrics: { listen: 10041 } }), /^configuration: metrics\.listen: got 10041, expected HOST:PORT, \[IPv6\]:PORT, an absolute UNIX socket path, or "" for none$/);
+    assert.equal(validateConfig({ metrics: { listen: '' } }).metrics.listen, '');
+  });
+});
+
+describe('callout.allowTargets', () => {
+  it('names the key and each bad entry in the schema, so that `verify -c FILE` names the file (the engine said only the key)', () => {
+    const message = problem({ callout: { allowTargets: ['127.0.0.0/8', 'mx.example.org', '10.1.2.3/8'] } });
+    assert.match(message, /callout\.allowTargets\.1: got "mx\.example\.org", expected an IP address or a network \("mx\.example\.org": not an IPv4 or IPv6 address/);
+    assert.match(message, /callout\.allowTargets\.2: got "10\.1\.2\.3\/8", expected an IP address or a network \("10\.1\.2\.3\/8": host bits set after the prefix: write the network, 10\.0\.0\.0\/8/);
+    assert.doesNotMatch(message, /allowTargets\.0/);
+    assert.deepEqual(validateConfig({ callout: { allowTargets: ['10.0.0.0/8', '::1', '2001:db8::/32'] } }).callout.allowTargets, ['10.0.0.0/8', '::1', '2001:db8::/32']);
+  });
+});
+
+describe('callout.randomLocalPart', () => {
+  it('makes a plain ASCII local part around {random}: one no server takes made every accepted address unknown', () => {
+    for (const template of ['probe {random}', 'a@{random}', 'a\r\nDATA {random}', '.{random}', 'é{random}', `${'x'.repeat(53)}{random}`]) {
+      assert.match(problem({ callout: { randomLocalPart: template } }), /^configuration: callout\.randomLocalPart: got .*, expected the local part of an address around \{random\} \(/, JSON.stringify(template));
+    }
+    for (const template of ['callout-{random}', '{random}', 'x.{random}+probe', `${'x'.repeat(52)}{random}`]) {
+      assert.equal(validateConfig({ callout: { randomLocalPart: template } }).callout.randomLocalPart, template);
+    }
+  });
+});
