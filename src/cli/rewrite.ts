@@ -277,7 +277,7 @@ function suppressionStore(flags: StoreFlags): StoreSpec {
     return { kind: 'sqlite', path: flags.store };
   }
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
-  if (config.store.kind === 'memory') throw new ConfigError('store.kind is memory: the suppression list of a running daemon cannot be reached; use sqlite or redis');
+  if (config.store.kind === 'memory') throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (the suppression list in a running daemon's memory cannot be reached from here)`);
   return configuredStore(config);
 }
 

@@ -20,6 +20,7 @@ import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
 import { AddressSet } from '../core/ip.js';
+import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
 import { parseMailbox, parseReversePath } from '../address/index.js';
@@ -241,7 +242,18 @@ const storeSchema = z
     /** SQLite: `normal` survives a crash of the process, `full` also a power loss (SqliteStoreOptions.sync). */
     sync: z.enum(['normal', 'full']).default('normal'),
   })
-  .strict();
+  .strict()
+  .superRefine((store, ctx) => {
+    // Here, not only when the store opens, so that `config check` names the key of a URL that
+    // serve would refuse (a bad database, a driver option as a parameter, TLS off by a capital).
+    if (store.kind !== 'redis') return;
+    try {
+      checkRedisUrl(store.url);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      ctx.addIssue({ code: 'custom', path: ['url'], message: err.message.replace(/^redis store: /, '') });
+    }
+  });
 
 const listenAddress = z.string().superRefine((text, ctx) => {
   const parsed = parseListenAddress(text);
@@ -355,6 +367,8 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
     node = (node as Record<PropertyKey, unknown>)[key];
   }
   if (node === undefined) return 'nothing';
+  // A Redis URL may hold a password: error messages and logs show it masked.
+  if (typeof node === 'string' && path.join('.') === 'store.url') node = maskPassword(node);
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
   return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node), SHOWN_VALUE);
 }

@@ -71,6 +71,7 @@ import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
 import { settleWithin, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, abbreviate, describeError } from '../core/errors.js';
+import { checkRedisUrl, maskPassword } from './redis-url.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
 
@@ -182,82 +183,6 @@ function keyNamed(err: unknown, redisKeys: readonly string[]): unknown {
   return new Error(`Redis key ${shown} holds a ${match[2]}, not a string: another program wrote it under the key prefix`, { cause: err });
 }
 
-/** The URL as it may appear in logs: any password replaced by ***. */
-function maskPassword(url: string): string {
-  const query = url.indexOf('?');
-  const base = query === -1 ? url : url.slice(0, query);
-  const params = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
-  if (params.has('password')) params.set('password', '***');
-  const search = params.size > 0 ? `?${params.toString()}` : '';
-  if (base.startsWith('/')) return base + search;
-  try {
-    const parsed = new URL(base);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString().replace(/\/$/, '') + search;
-  } catch {
-    return '(unparsable redis URL)';
-  }
-}
-
-/**
- * url as the driver is given it: the scheme in lower case, as ioredis turns TLS on only for a
- * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
- */
-function checkUrl(url: string): string {
-  const masked = maskPassword(url);
-  // ioredis takes a database that is not a number ("/abc", "?db=1x") as database 0 (or 1).
-  const query = url.indexOf('?');
-  const database = new URLSearchParams(query === -1 ? '' : url.slice(query + 1)).get('db');
-  if (database !== null && !/^\d+$/.test(database)) {
-    throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
-  }
-  if (url.startsWith('/')) return url;
-  if (!/^rediss?:\/\//i.test(url)) {
-    throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
-  }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch (err) {
-    throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
-  }
-  try {
-    // As ioredis decodes them, which otherwise throws a bare "URI malformed" from the constructor.
-    decodeURIComponent(parsed.username);
-    decodeURIComponent(parsed.password);
-  } catch (err) {
-    throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
-  }
-  const path = parsed.pathname;
-  if (!/^\/?\d*$/.test(path)) {
-    throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${masked}`);
-  }
-  return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
-}
-
-/** The URL parameters that name where and as whom to connect, and nothing of how the store works. */
-const URL_PARAMETERS = new Set(['username', 'password', 'db', 'family', 'tls']);
-
-/**
- * Refuses a URL parameter that names any other driver option: ioredis takes every parameter as
- * an option, winning over the options given with it, as strings ("false" counts as true). So
- * `?enableOfflineQueue=false` would queue commands during an outage, `?commandTimeout=5000` would
- * take every deadline away, `?stringNumbers=true` made each expiresAt a string, and ioredis's own
- * `?keyPrefix=` left scan finding nothing.
- */
-function checkUrlParameters(url: string, options: RedisOptions): void {
-  const query = url.indexOf('?');
-  if (query === -1) return;
-  for (const name of new URLSearchParams(url.slice(query + 1)).keys()) {
-    if (Object.hasOwn(options, name)) {
-      throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${maskPassword(url)}`);
-    }
-    if (!URL_PARAMETERS.has(name)) {
-      throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${maskPassword(url)}`);
-    }
-  }
-}
-
 /** Why Redis refused to SELECT the URL's database, or undefined for any other error. */
 function refusedDatabase(err: unknown): string | undefined {
   const command = typeof err === 'object' && err !== null && 'command' in err ? (err.command as { name?: unknown; args?: unknown[] } | undefined) : undefined;
@@ -327,7 +252,6 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
    * socket path) and resolves once the server answers.
    */
   static async open(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
-    const driverUrl = checkUrl(url);
     const connectTimeoutMs = positiveInteger('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
     const commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs, DEFAULT_COMMAND_TIMEOUT_MS);
     const driverOptions: RedisOptions = {
@@ -352,7 +276,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       connectionName: 'callout',
       scripts: SCRIPTS,
     };
-    checkUrlParameters(url, driverOptions);
+    const driverUrl = checkRedisUrl(url, driverOptions);
     const client = new Redis(driverUrl, driverOptions) as ScriptedRedis;
     const store = new RedisStore(client, maskPassword(url), options.keyPrefix ?? DEFAULT_KEY_PREFIX, options.clock ?? systemClock);
     if (options.waitForConnection === false) {

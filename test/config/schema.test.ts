@@ -72,6 +72,17 @@ describe('timer durations', () => {
     assert.match(problem({ store: { keyPrefix: '' } }), /store\.keyPrefix/);
   });
 
+  it('checks a Redis URL as the store will (config check names the key), showing its password masked', () => {
+    const message = problem({ store: { kind: 'redis', url: 'redis://:s3cret@127.0.0.1:6379/0?keyPrefix=x:' } });
+    assert.match(message, /^configuration: store\.url: got "redis:\/\/:\*\*\*@127\.0\.0\.1:6379\/0\?keyPrefix=x%3A", URL parameter keyPrefix is not one of username, password, db, family, tls/);
+    assert.equal(message.includes('s3cret'), false, message);
+    assert.match(problem({ store: { kind: 'redis', url: 'redis://127.0.0.1/abc' } }), /store\.url: .*the URL's path must be a database number/);
+    assert.match(problem({ store: { kind: 'redis', url: 'http://127.0.0.1' } }), /store\.url: .*URL must be redis:\/\/, rediss:\/\/ or a unix socket path/);
+    // Only the store in use is checked: a URL left over beside a SQLite store stops nothing.
+    assert.equal(validateConfig({ store: { kind: 'sqlite', url: 'http://127.0.0.1' } }).store.kind, 'sqlite');
+    assert.equal(validateConfig({ store: { kind: 'redis', url: 'redis://u:p@127.0.0.1:6379/2?family=4' } }).store.url, 'redis://u:p@127.0.0.1:6379/2?family=4');
+  });
+
   it('refuses policy workers with a memory store, naming the key', () => {
     assert.match(problem({ policy: { workers: 2 }, store: { kind: 'memory' } }), /policy\.workers: got 2, expected 1 with store\.kind memory/);
     assert.equal(validateConfig({ policy: { workers: 2 } }).policy.workers, 2);

@@ -1,0 +1,94 @@
+/**
+ * NAME
+ *   store/redis-url - the Redis URL as the store takes it: checked, and shown without its password
+ *
+ * DESCRIPTION
+ *   checkRedisUrl() refuses what ioredis would misread without a word: a database that is not a
+ *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
+ *   password, and URL parameters that would set driver options. The configuration schema runs
+ *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
+ *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
+ *   Apart from the store, so that the schema does not load the driver.
+ *
+ * ERRORS
+ *   ConfigError naming the URL, its password masked.
+ */
+
+import { ConfigError } from '../core/errors.js';
+
+/** The URL as it may appear in logs: any password replaced by ***. */
+export function maskPassword(url: string): string {
+  const query = url.indexOf('?');
+  const base = query === -1 ? url : url.slice(0, query);
+  const params = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
+  if (params.has('password')) params.set('password', '***');
+  const search = params.size > 0 ? `?${params.toString()}` : '';
+  if (base.startsWith('/')) return base + search;
+  try {
+    const parsed = new URL(base);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '') + search;
+  } catch {
+    return '(unparsable redis URL)';
+  }
+}
+
+/**
+ * url as the driver is given it: the scheme in lower case, as ioredis turns TLS on only for a
+ * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
+ */
+export function checkRedisUrl(url: string, storeOptions: object = {}): string {
+  const masked = maskPassword(url);
+  // ioredis takes a database that is not a number ("/abc", "?db=1x") as database 0 (or 1).
+  const query = url.indexOf('?');
+  const database = new URLSearchParams(query === -1 ? '' : url.slice(query + 1)).get('db');
+  if (database !== null && !/^\d+$/.test(database)) {
+    throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
+  }
+  if (url.startsWith('/')) return url;
+  if (!/^rediss?:\/\//i.test(url)) {
+    throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (err) {
+    throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
+  }
+  try {
+    // As ioredis decodes them, which otherwise throws a bare "URI malformed" from the constructor.
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch (err) {
+    throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
+  }
+  const path = parsed.pathname;
+  if (!/^\/?\d*$/.test(path)) {
+    throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${masked}`);
+  }
+  checkUrlParameters(url, storeOptions);
+  return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
+}
+
+/** The URL parameters that name where and as whom to connect, and nothing of how the store works. */
+const URL_PARAMETERS = new Set(['username', 'password', 'db', 'family', 'tls']);
+
+/**
+ * Refuses a URL parameter that names any other driver option: ioredis takes every parameter as
+ * an option, winning over the options given with it, as strings ("false" counts as true). So
+ * `?enableOfflineQueue=false` would queue commands during an outage, `?commandTimeout=5000` would
+ * take every deadline away, `?stringNumbers=true` made each expiresAt a string, and ioredis's own
+ * `?keyPrefix=` left scan finding nothing.
+ */
+function checkUrlParameters(url: string, options: object): void {
+  const query = url.indexOf('?');
+  if (query === -1) return;
+  for (const name of new URLSearchParams(url.slice(query + 1)).keys()) {
+    if (Object.hasOwn(options, name)) {
+      throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${maskPassword(url)}`);
+    }
+    if (!URL_PARAMETERS.has(name)) {
+      throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${maskPassword(url)}`);
+    }
+  }
+}
