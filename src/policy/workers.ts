@@ -20,7 +20,8 @@
  *   The supervisor serves /metrics (the sum over the workers: it asks each for its registry at
  *   every scrape and adds them up with prom-client's AggregatorRegistry.aggregate) and /health
  *   (every worker up and its store answering), forwards SIGHUP
- *   to every worker (each reloads the configuration file, as a single daemon does), and on
+ *   to every worker (each reloads the configuration file, as a single daemon does; one still
+ *   starting gets it once it is ready, since it may have read the file before the edit), and on
  *   stop() sends SIGTERM to every worker and waits while they drain. A worker that dies is
  *   logged and replaced after restartDelayMs (doubling, up to a minute, while replacements fail
  *   to start); one that fails during Supervisor.start() fails the start.
@@ -112,6 +113,8 @@ export class Supervisor {
   private readonly workers = new Set<Worker>();
   /** The workers that said they are listening. */
   private readonly ready = new Set<Worker>();
+  /** Workers still starting when a reload was asked for: they get their SIGHUP once ready. */
+  private readonly reloadWhenReady = new Set<Worker>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
   private readonly metricsWaits = new Map<number, (answer: { metrics?: WorkerMetric[]; error?: string }) => void>();
   /** Each running worker's registry at its latest scrape, with the question's id (a later question sees counts as high or higher). */
@@ -141,10 +144,14 @@ export class Supervisor {
 
   /** Asks every worker to reload its configuration (as SIGHUP does to a single daemon). */
   reload(): void {
-    // A worker still starting has no SIGHUP handler yet (the signal would kill it), and it reads
-    // the configuration file as it starts anyway.
-    this.options.log.info({ workers: this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
-    for (const worker of this.ready) worker.process.kill('SIGHUP');
+    // A worker still starting may have no SIGHUP handler yet (the signal would kill it), and it
+    // may have read the configuration file before the edit that this reload is for: it gets its
+    // SIGHUP once it says it is ready.
+    this.options.log.info({ workers: this.ready.size, starting: this.workers.size - this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
+    for (const worker of this.workers) {
+      if (this.ready.has(worker)) worker.process.kill('SIGHUP');
+      else this.reloadWhenReady.add(worker);
+    }
   }
 
   /** SIGTERM to every worker; resolves once all have drained and exited. */
@@ -220,6 +227,7 @@ export class Supervisor {
           ready = true;
           readyAt = Date.now();
           this.ready.add(worker);
+          if (this.reloadWhenReady.delete(worker)) worker.process.kill('SIGHUP');
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(workerStartError(message.message, message.code));
@@ -232,6 +240,7 @@ export class Supervisor {
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker);
         this.ready.delete(worker);
+        this.reloadWhenReady.delete(worker);
         const last = this.scraped.get(worker);
         this.scraped.delete(worker);
         if (last) this.kept = keepCounts(this.kept, last.metrics);
@@ -264,6 +273,8 @@ export class Supervisor {
       this.fork().then(
         () => this.options.log.info({ workers: this.pids }, 'policy worker replaced'),
         (err: unknown) => {
+          // stop() ended it before it was ready: no failed start, and nothing will be tried again.
+          if (this.stopping) return;
           this.failedRestarts += 1;
           this.options.log.error(
             { err: describeError(err), retryInMs: Math.min(MAX_RESTART_DELAY_MS, base * 2 ** this.failedRestarts) },

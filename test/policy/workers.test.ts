@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import cluster, { type Worker } from 'node:cluster';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { validateConfig } from '../../src/config/schema.js';
 import { workerShare } from '../../src/policy/daemon.js';
-import { keepCounts } from '../../src/policy/workers.js';
+import { createLogger, type Logger } from '../../src/core/log.js';
+import { Supervisor, keepCounts } from '../../src/policy/workers.js';
 import type { WorkerMetric } from '../../src/policy/workers.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
@@ -247,5 +249,94 @@ describe('keepCounts', () => {
       ['callout_policy_decision_seconds_count', undefined, 5],
     ]);
     assert.equal(first[0]!.values[0]!.value, 3, 'what was kept before is not changed in place');
+  });
+});
+
+describe('Supervisor', () => {
+  /**
+   * A Supervisor of scripted workers (fixtures/scripted-worker.mjs): each is told to become ready
+   * as soon as it has started, until hold() is called; those started after that wait, in `held`.
+   */
+  async function scriptedSupervisor(workers: number, log: Logger): Promise<{ supervisor: Supervisor; held: Worker[]; hold: () => void; done: () => void }> {
+    const held: Worker[] = [];
+    let holding = false;
+    const announced = (worker: Worker, message: { type?: string }): void => {
+      if (message?.type !== 'test:started') return;
+      if (holding) held.push(worker);
+      else worker.send({ type: 'test:go' });
+    };
+    cluster.on('message', announced);
+    const supervisor = await Supervisor.start({
+      workers,
+      listen: '127.0.0.1:0',
+      metricsListen: '',
+      log,
+      exec: fileURLToPath(new URL('./fixtures/scripted-worker.mjs', import.meta.url)),
+      args: [],
+      execArgv: [],
+      restartDelayMs: 0,
+    }).catch((err: unknown) => {
+      cluster.off('message', announced);
+      throw err;
+    });
+    return { supervisor, held, hold: () => (holding = true), done: () => cluster.off('message', announced) };
+  }
+
+  /** How many SIGHUPs a scripted worker has had; -1 once it is gone. */
+  function hupsOf(worker: Worker): Promise<number> {
+    if (worker.isDead()) return Promise.resolve(-1);
+    return new Promise((resolve) => {
+      const settle = (hups: number): void => {
+        worker.off('message', answer);
+        worker.off('exit', gone);
+        resolve(hups);
+      };
+      const answer = (message: { type?: string; hups?: number }): void => {
+        if (message?.type === 'test:hups') settle(message.hups ?? -1);
+      };
+      const gone = (): void => settle(-1);
+      worker.on('message', answer);
+      worker.once('exit', gone);
+      worker.send({ type: 'test:hups?' });
+    });
+  }
+
+  it('stops a replacement still starting without logging it as a failed start to be tried again', async () => {
+    const lines: string[] = [];
+    const { supervisor, held, hold, done } = await scriptedSupervisor(1, createLogger('info', { write: (line: string) => lines.push(line) }));
+    try {
+      hold();
+      process.kill(supervisor.pids[0]!, 'SIGKILL');
+      assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+      await supervisor.stop();
+      assert.equal(held[0]!.isDead(), true);
+      const messages = lines.map((line) => (JSON.parse(line) as { msg: string }).msg);
+      assert.ok(messages.includes('stopped'), messages.join(' | '));
+      assert.ok(!messages.includes('a replacement policy worker failed to start; trying again later'), messages.join(' | '));
+    } finally {
+      done();
+      // Again, should an assertion have failed before: a live worker would keep the test running.
+      await supervisor.stop();
+    }
+  });
+
+  it('passes a reload asked for while a replacement worker is starting to it once it is ready', async () => {
+    // The replacement may have read the configuration file before the edit the reload is for.
+    const { supervisor, held, hold, done } = await scriptedSupervisor(2, createLogger('silent'));
+    try {
+      const [victim, survivor] = supervisor.pids;
+      hold();
+      process.kill(victim!, 'SIGKILL');
+      assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+      supervisor.reload();
+      const replacement = held[0]!;
+      replacement.send({ type: 'test:go' });
+      assert.ok(await until(async () => (await hupsOf(replacement)) === 1), 'the replacement got the SIGHUP once it was ready');
+      const running = Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === survivor)!;
+      assert.equal(await hupsOf(running), 1, 'the running worker got its SIGHUP at once, and only one');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
   });
 });
