@@ -6,16 +6,18 @@
  *   `127.0.0.1:10040`, `[::1]:10040`, `localhost:10040`, or an absolute UNIX socket path
  *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use. listenOn()
  *   binds a server there, for every listener of the project (policy, metrics, rewrite maps);
- *   boundAddress() and formatListenAddress() say where it is bound.
+ *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
+ *   socket path an earlier run left, before binding it, but never one a live server still has.
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
  */
 
 import { existsSync, lstatSync } from 'node:fs';
+import { lstat, rm } from 'node:fs/promises';
 import net, { type Server } from 'node:net';
 import { dirname } from 'node:path';
-import { ConfigError, ListenUnavailableError, abbreviate } from './errors.js';
+import { ConfigError, ListenUnavailableError, abbreviate, describeError } from './errors.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -99,4 +101,45 @@ function explainListenError(address: ListenAddress, err: NodeJS.ErrnoException):
     return `${err.message} (another process, or another listener of this one, has the port)`;
   }
   return err.message;
+}
+
+/**
+ * Clears a UNIX socket path left behind by an earlier run before binding it; refuses a path
+ * that is not a socket or where a live server answers.
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
+  let stats;
+  try {
+    stats = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ConfigError(`cannot listen on ${path}: ${describeError(err)}`, { cause: err });
+  }
+  if (!stats.isSocket()) throw new ConfigError(`cannot listen on ${path}: it exists and is not a socket`);
+  if (await socketAnswers(path)) throw new ConfigError(`cannot listen on ${path}: another server is listening there`);
+  await rm(path, { force: true });
+}
+
+export async function removeIfSocket(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats?.isSocket()) await rm(path, { force: true });
+}
+
+/**
+ * Whether a server listens at path. Only a refused connection says none does: a live server
+ * whose backlog is full (busy, or stopped) answers EAGAIN, and removing its socket would cut
+ * it off from its clients for good, so any other error is a ConfigError.
+ */
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
+      else reject(new ConfigError(`cannot listen on ${path}: cannot tell whether the server there is gone (connecting to it: ${describeError(err)}); remove the socket if no process has it`, { cause: err }));
+    });
+  });
 }

@@ -35,7 +35,7 @@ import type { IdlePollStats } from '../core/idle-poll.js';
 import type { VerifyResult } from '../verify/types.js';
 import type { ConnectionCacheStats } from '../verify/connections.js';
 import type { StageLogger, StageMetrics } from '../policy/types.js';
-import { removeStaleSocket } from '../policy/server.js';
+import { removeStaleSocket } from '../core/listen.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { settleWithin } from '../core/clock.js';

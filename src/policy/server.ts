@@ -48,9 +48,9 @@
  *   a socket) and with CalloutError INTERNAL when called twice.
  */
 
-import { lstat, chmod, rm } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
 import net from 'node:net';
-import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, parseListenAddress, removeIfSocket, removeStaleSocket } from '../core/listen.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
@@ -252,47 +252,6 @@ export class PolicyServer {
     this.open.add(connection);
     void connection.closed.then(() => this.open.delete(connection));
   }
-}
-
-/**
- * Clears a UNIX socket path left behind by an earlier run before binding it; refuses a path
- * that is not a socket or where a live server answers.
- */
-export async function removeStaleSocket(path: string): Promise<void> {
-  let stats;
-  try {
-    stats = await lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new ConfigError(`cannot listen on ${path}: ${describeError(err)}`, { cause: err });
-  }
-  if (!stats.isSocket()) throw new ConfigError(`cannot listen on ${path}: it exists and is not a socket`);
-  if (await socketAnswers(path)) throw new ConfigError(`cannot listen on ${path}: another server is listening there`);
-  await rm(path, { force: true });
-}
-
-export async function removeIfSocket(path: string): Promise<void> {
-  const stats = await lstat(path).catch(() => undefined);
-  if (stats?.isSocket()) await rm(path, { force: true });
-}
-
-/**
- * Whether a server listens at path. Only a refused connection says none does: a live server
- * whose backlog is full (busy, or stopped) answers EAGAIN, and removing its socket would cut
- * it off from its clients for good, so any other error is a ConfigError.
- */
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
-      else reject(new ConfigError(`cannot listen on ${path}: cannot tell whether the server there is gone (connecting to it: ${describeError(err)}); remove the socket if no process has it`, { cause: err }));
-    });
-  });
 }
 
 function formatRemote(socket: net.Socket): string {

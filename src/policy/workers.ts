@@ -57,7 +57,7 @@ import type { Logger } from '../core/log.js';
 import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { Daemon } from './daemon.js';
 import type { DaemonOptions } from './daemon.js';
-import { removeIfSocket, removeStaleSocket } from './server.js';
+import { removeIfSocket, removeStaleSocket } from '../core/listen.js';
 
 export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
 /** A replacement that keeps failing to start is retried less and less often, down to this. */

@@ -23,11 +23,10 @@
  */
 
 import net from 'node:net';
-import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { RepeatCollapser } from '../core/log.js';
-import { boundAddress, formatListenAddress, listenOn, type ListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, removeStaleSocket, type ListenAddress } from '../core/listen.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -172,7 +171,8 @@ export abstract class LookupServer {
 
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */
   async listen(target: ListenAddress): Promise<ListenAddress> {
-    if (target.kind === 'unix' && existsSync(target.path) && lstatSync(target.path).isSocket()) unlinkSync(target.path);
+    // Not unlinked blindly: a second `rewrite serve` on the same path cut the running one off from Postfix.
+    if (target.kind === 'unix') await removeStaleSocket(target.path);
     await listenOn(this.server, target, formatListenAddress(target));
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from '../../src/core/clock.js';
+import { ConfigError } from '../../src/core/errors.js';
 import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../../src/rewrite/lookup.js';
@@ -284,6 +286,30 @@ describe('SocketmapServer', () => {
     assert.deepEqual(bound, { kind: 'unix', path: join(dir, 'srs') });
     const client = await connected(SocketmapClient, { path: join(dir, 'srs') });
     assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
+  });
+
+  it('does not take over a UNIX socket a running server has, and takes one a dead server left', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'srs');
+    const running = new SocketmapServer(maps);
+    await running.listen({ kind: 'unix', path });
+    // A second `rewrite serve` on the same path unlinked it, and the running one lost Postfix for good.
+    const second = new SocketmapServer(maps);
+    closers.push(() => second.close());
+    await assert.rejects(second.listen({ kind: 'unix', path }), (err: unknown) => err instanceof ConfigError && /another server is listening there/.test(err.message));
+    const client = await connected(SocketmapClient, { path });
+    assert.match(await client.query('forward', 'a@b.example'), /^OK SRS0=/);
+    await running.close();
+    // The socket file of a process that died without removing it is stale: taken over.
+    const stale = join(dir, 'stale');
+    assert.equal(spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.exit(0))`]).status, 0);
+    assert.ok(lstatSync(stale).isSocket(), 'the dead process left its socket behind');
+    const next = new SocketmapServer(maps);
+    closers.push(() => next.close());
+    await next.listen({ kind: 'unix', path: stale });
+    const again = await connected(SocketmapClient, { path: stale });
+    assert.match(await again.query('forward', 'a@b.example'), /^OK SRS0=/);
   });
 });
 
