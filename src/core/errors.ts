@@ -66,13 +66,19 @@ export class StoreError extends CalloutError {
 
 /** A one-line description of any thrown value, for logs and CLI output (no stack traces). */
 export function describeError(err: unknown): string {
-  if (err instanceof CalloutError) return `${err.code}: ${err.message}`;
-  if (err instanceof Error) return err.message;
+  // Called from catch blocks and log lines, so it must not throw itself: instanceof runs a
+  // Proxy's getPrototypeOf trap (a revoked Proxy throws there), and message may be a getter.
   try {
+    if (err instanceof CalloutError) return `${err.code}: ${String(err.message)}`;
+    if (err instanceof Error) return String(err.message);
     return String(err);
   } catch {
-    // An object without a prototype (or whose toString throws) has no text of its own.
-    return Object.prototype.toString.call(err);
+    try {
+      // An object without a prototype (or whose toString throws) has no text of its own.
+      return Object.prototype.toString.call(err);
+    } catch {
+      return 'a thrown value that cannot be described';
+    }
   }
 }
 

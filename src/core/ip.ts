@@ -289,7 +289,9 @@ export class AddressSet {
       if (!parsed.ok) return { ok: false, reason: `${JSON.stringify(entry)}: ${parsed.reason}` };
       const slash = entry.indexOf('/');
       const address = slash < 0 ? undefined : parseCidr(entry.slice(0, slash));
-      if (address?.ok && address.value.family === parsed.value.family && address.value.network !== parsed.value.network) {
+      // Families differ only for a mapped address under a prefix shorter than 96 (alone it is
+      // IPv4, with its prefix IPv6): its ffff group is host bits then, always set.
+      if (address?.ok && (address.value.family !== parsed.value.family || address.value.network !== parsed.value.network)) {
         return { ok: false, reason: `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${formatCidr(parsed.value)}, or the address alone` };
       }
       cidrs.push(parsed.value);

@@ -25,8 +25,10 @@
  *   Senders, HELO names and replies are other people's text. JSON escapes CR, LF, NUL and ESC
  *   (a value never ends its line), but leaves the C1 controls U+0080-U+009F as they are, and a
  *   terminal that shows the log (`tail -f`) may take U+009B for CSI and move the cursor over the
- *   lines before; the coalescing destination writes them as \u00XX too (core/text's shown()
- *   does the same for command output).
+ *   lines before; U+2028/U+2029 end a line for some log viewers, and a bidi override (U+202E)
+ *   makes a viewer show a sender's text reversed, "moc.lapyap" as "paypal.com". The coalescing
+ *   destination writes all of them as \uXXXX (core/text's DISPLAY_CONTROL; shown() does the
+ *   same for command output).
  *
  * LIMITS
  *   In a worker, a line longer than 4096 octets is written alone and may still be cut by
@@ -36,7 +38,7 @@
 import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { escapeC1 } from './text.js';
+import { DISPLAY_CONTROL, escapeC1 } from './text.js';
 
 export type { Logger };
 
@@ -49,9 +51,6 @@ export interface LogDestination {
 
 /** POSIX's PIPE_BUF on Linux: a write to a pipe of at most this many octets is never cut. */
 export const ATOMIC_WRITE_OCTETS = 4096;
-
-// Only ever inside a JSON string of a line: a character JSON leaves alone.
-const C1_CONTROL = /[\u0080-\u009f]/;
 
 /** Lines of one event-loop turn, written together at its end. */
 export class CoalescingDestination implements LogDestination {
@@ -72,7 +71,8 @@ export class CoalescingDestination implements LogDestination {
   }
 
   write(line: string): boolean {
-    this.pending.push(C1_CONTROL.test(line) ? escapeC1(line) : line);
+    // Only ever inside a JSON string of a line: characters JSON leaves alone.
+    this.pending.push(DISPLAY_CONTROL.test(line) ? escapeC1(line) : line);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flushSync());

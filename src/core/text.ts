@@ -6,9 +6,12 @@
  *   CONTROL_CHARACTER matches the C0 controls and DEL: in an SMTP command they would end or
  *   split it (CR, LF), and an address that holds one cannot be written into another address or
  *   shown on a terminal as it is. shown(text) is how a command prints such a value: JSON-quoted
- *   when it is empty or holds one or a C1 control (U+0080-U+009F: a terminal may read U+009B
- *   as CSI, the start of an escape sequence; JSON leaves C1 as it is, so it is escaped as
- *   \u00XX), as it is otherwise.
+ *   when it is empty or holds one or a DISPLAY_CONTROL, as it is otherwise. DISPLAY_CONTROL is
+ *   what JSON leaves as it is but a reader must not get raw: the C1 controls (U+0080-U+009F: a
+ *   terminal may read U+009B as CSI, the start of an escape sequence), the separators U+2028
+ *   and U+2029 (a line end to JavaScript and to some log viewers) and the bidi controls (U+202E
+ *   and kin reorder the text after them: a sender "moc.lapyap@x" shows as "x@paypal.com");
+ *   escapeC1 writes them as \uXXXX.
  *
  *   MAX_HEADER_LINE is the longest header field callout hands Postfix: PREPEND takes one
  *   unfolded line, and RFC 5322 §2.1.1 allows 998 characters before the CRLF (a margin is kept).
@@ -19,13 +22,14 @@ export const CONTROL_CHARACTER = /[\x00-\x1f\x7f]/;
 
 export const MAX_HEADER_LINE = 990;
 
+export const DISPLAY_CONTROL = /[\x80-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
+const DISPLAY_CONTROLS = new RegExp(DISPLAY_CONTROL.source, 'g');
 // eslint-disable-next-line no-control-regex -- control characters are what it looks for
-const TERMINAL_CONTROL = /[\x00-\x1f\x7f-\x9f]/;
-const C1_CONTROLS = /[\x80-\x9f]/g;
+const TERMINAL_CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
-/** JSON text with its C1 controls, which JSON.stringify leaves as they are, escaped as \u00XX (core/log's lines too). */
+/** JSON text with its DISPLAY_CONTROLs, which JSON.stringify leaves as they are, escaped as \uXXXX (core/log's lines too). */
 export function escapeC1(json: string): string {
-  return json.replace(C1_CONTROLS, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+  return json.replace(DISPLAY_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function shown(text: string): string {

@@ -23,9 +23,10 @@
  *
  * LIMITS
  *   maxHosts exchangers (default 5, after sorting, so the best are kept) and
- *   maxAddressesPerHost addresses each (default 4). An exchange that is an IP address literal
- *   is not a host name (RFC 5321 §5.1) and gets no addresses. Exchangers are deduplicated by
- *   name, keeping the lowest preference.
+ *   maxAddressesPerHost addresses each (default 4). An exchange that is an IP address
+ *   ("192.0.2.1") is not a host name (RFC 5321 §5.1), but Postfix delivers to it, so it is that
+ *   one address, not looked up; a bracketed one or one with a zone id gets no addresses.
+ *   Exchangers are deduplicated by name, keeping the lowest preference.
  *
  * ERRORS
  *   ConfigError for limits that are not positive integers. DNS outcomes are values.
@@ -33,6 +34,7 @@
 
 import { isIP } from 'node:net';
 import { ConfigError } from '../core/errors.js';
+import { formatIp, parseIp } from '../core/ip.js';
 import type { DnsAnswer, MxHost, MxRecord, MxResolution, Resolver } from './types.js';
 import { canonicalName } from './names.js';
 
@@ -172,8 +174,16 @@ function orderByPreference(records: MxRecord[], random: () => number): MxRecord[
 }
 
 async function exchangerAddresses(resolver: Resolver, exchange: string, limits: Limits): Promise<AddressOutcome> {
+  // RFC 5321 §5.1 wants a host name here, but Postfix delivers to the address an exchange such
+  // as "192.0.2.1" names (warning "numeric domain name in resource data of MX record"), so the
+  // domain gets its mail; calling it no-mail-host would refuse senders whose mail is delivered.
+  const numeric = parseIp(exchange);
+  if (numeric !== undefined) {
+    if (numeric.family === 6 && !limits.ipv6) return { kind: 'unusable', problem: `MX exchange ${exchange} is an IPv6 address, and IPv6 is off (callout.ipv6)` };
+    return { kind: 'found', addresses: [formatIp(numeric)] };
+  }
   if (isAddressLiteral(exchange)) {
-    return { kind: 'none', problem: `MX exchange ${exchange} is an IP address, not a host name (RFC 5321 §5.1)` };
+    return { kind: 'none', problem: `MX exchange ${exchange} is an address literal, not a host name (RFC 5321 §5.1)` };
   }
   return addressesOf(resolver, exchange, limits);
 }

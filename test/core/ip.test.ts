@@ -237,7 +237,7 @@ describe('AddressSet', () => {
   });
 
   it('refuses an entry with host bits set, as Postfix\'s cidr tables skip it, and names the network', () => {
-    for (const [entry, network] of [['10.1.2.3/8', '10.0.0.0/8'], ['192.0.2.10/24', '192.0.2.0/24'], ['2001:db8::1/32', '2001:db8::/32'], ['::ffff:192.0.2.5/120', '192.0.2.0/24']]) {
+    for (const [entry, network] of [['10.1.2.3/8', '10.0.0.0/8'], ['192.0.2.10/24', '192.0.2.0/24'], ['2001:db8::1/32', '2001:db8::/32'], ['::ffff:192.0.2.5/120', '192.0.2.0/24'], ['::ffff:192.0.2.5/64', '::/64'], ['::ffff:0:0/95', '::fffe:0:0/95']]) {
       const parsed = AddressSet.parse(['127.0.0.0/8', entry!]);
       assert.equal(parsed.ok, false, entry);
       if (!parsed.ok) assert.equal(parsed.reason, `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${network}, or the address alone`);

@@ -19,3 +19,11 @@ test('shown escapes C1 controls, which a terminal may read as CSI', () => {
   assert.doesNotMatch(printed, /[\x80-\x9f]/);
   assert.equal(JSON.parse(printed), 'v=spf1 \u009b2J -all');
 });
+
+test('shown escapes line separators and bidi controls, which make a viewer show other text than there is', () => {
+  // U+202E reverses what follows: raw, this sender would show as "x@paypal.com".
+  const printed = shown('\u202emoc.lapyap@x');
+  assert.equal(printed, '"\\u202emoc.lapyap@x"');
+  assert.equal(JSON.parse(printed), '\u202emoc.lapyap@x');
+  assert.equal(shown('a\u2028b\u2029c\u2066d\u200fe\u061c'), '"a\\u2028b\\u2029c\\u2066d\\u200fe\\u061c"');
+});

@@ -44,6 +44,8 @@ const zone: Zone = {
   'tempfail-and-missing.test': { MX: [{ priority: 10, exchange: 'missing.mx.test' }, { priority: 20, exchange: 'servfail.mx.test' }] },
   'literal.test': { MX: [{ priority: 10, exchange: '192.0.2.1' }, { priority: 20, exchange: 'b.mx.test' }] },
   'literal-only.test': { MX: [{ priority: 10, exchange: '192.0.2.1' }] },
+  'literal6-only.test': { MX: [{ priority: 10, exchange: '2001:DB8::25' }] },
+  'literal-bracketed.test': { MX: [{ priority: 10, exchange: '[192.0.2.1]' }] },
   'dangling.test': { MX: [{ priority: 10, exchange: 'missing.mx.test' }, { priority: 20, exchange: 'a.mx.test' }] },
   'dual.test': { MX: [{ priority: 10, exchange: 'dual.mx.test' }] },
   'v6fails.test': { MX: [{ priority: 10, exchange: 'v6fails.mx.test' }] },
@@ -203,12 +205,18 @@ describe('exchanger addresses', () => {
     assert.deepEqual(hosts[1]?.addresses, ['192.0.2.1']);
   });
 
-  test('an IP address literal as exchange is not a host name and is not looked up', async () => {
+  test('an IP address as exchange is that address, not looked up, as Postfix delivers to it', async () => {
     const hosts = hostsOf(await resolveMailHosts(resolver, 'literal.test'));
-    assert.deepEqual(hosts[0]?.addresses, []);
-    assert.match(hosts[0]?.addressProblem ?? '', /IP address/);
-    assert.equal(server.queries.filter((q) => q.name === '192.0.2.1').length, 0);
-    assert.equal((await resolveMailHosts(resolver, 'literal-only.test')).kind, 'no-mail-host');
+    assert.deepEqual(hosts[0], { name: '192.0.2.1', preference: 10, addresses: ['192.0.2.1'] });
+    assert.deepEqual(hostsOf(await resolveMailHosts(resolver, 'literal-only.test')), [{ name: '192.0.2.1', preference: 10, addresses: ['192.0.2.1'] }]);
+    assert.deepEqual(hostsOf(await resolveMailHosts(resolver, 'literal6-only.test'))[0]?.addresses, ['2001:db8::25']);
+    assert.deepEqual(server.queries.filter((q) => q.type !== 'MX' && q.name !== 'b.mx.test'), []);
+    const [v6off] = hostsOf(await resolveMailHosts(resolver, 'literal6-only.test', { ipv6: false }));
+    assert.deepEqual(v6off?.addresses, []);
+    assert.match(v6off?.addressProblem ?? '', /IPv6 is off/);
+    const bracketed = await resolveMailHosts(resolver, 'literal-bracketed.test');
+    assert.equal(bracketed.kind, 'no-mail-host');
+    assert.match(bracketed.kind === 'no-mail-host' ? bracketed.reason : '', /\[192\.0\.2\.1\] is an address literal, not a host name/);
   });
 
   test('IPv6 and IPv4 addresses are interleaved IPv6 first, up to maxAddressesPerHost', async () => {

@@ -1,0 +1,48 @@
+// describeError on whatever a catch block may hold: it runs inside catch blocks and log calls, so it must never throw.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CalloutError, describeError } from '../../src/core/errors.js';
+
+describe('describeError', () => {
+  it('gives the code and message of a CalloutError, the message of an Error, the text of anything else', () => {
+    assert.equal(describeError(new CalloutError('DNS_TEMPORARY', 'SERVFAIL for example.org')), 'DNS_TEMPORARY: SERVFAIL for example.org');
+    assert.equal(describeError(new TypeError('bad')), 'bad');
+    assert.equal(describeError('a string'), 'a string');
+    assert.equal(describeError(null), 'null');
+    assert.equal(describeError(undefined), 'undefined');
+    assert.equal(describeError(Object.create(null)), '[object Object]');
+    assert.equal(describeError(Object.assign(new Error('x'), { message: { a: 1 } })), '[object Object]');
+    const cyclic = new Error('outer', { cause: undefined as unknown });
+    (cyclic as { cause?: unknown }).cause = cyclic;
+    assert.equal(describeError(cyclic), 'outer');
+  });
+
+  it('never throws, whatever the value does when it is looked at', () => {
+    const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const badMessage = new Error('m');
+    Object.defineProperty(badMessage, 'message', {
+      get() {
+        throw new Error('getter');
+      },
+    });
+    const badCallout = new CalloutError('INTERNAL', 'm');
+    Object.defineProperty(badCallout, 'message', {
+      get() {
+        throw new Error('getter');
+      },
+    });
+    const hostile = [
+      revoked,
+      new Proxy({}, { getPrototypeOf: () => { throw new Error('trap'); } }),
+      { toString: () => { throw new Error('toString'); }, get [Symbol.toStringTag]() { throw new Error('tag'); } },
+      badMessage,
+      badCallout,
+    ];
+    for (const value of hostile) {
+      const text = describeError(value);
+      assert.equal(typeof text, 'string');
+      assert.notEqual(text, '');
+    }
+  });
+});
