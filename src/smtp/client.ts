@@ -44,10 +44,12 @@
  *
  *   Robustness: a reply that arrives while no command is outstanding, or behind the replies to the
  *   commands sent in the same read, is logged and dropped, so it cannot be taken as the answer
- *   to the next command; a 220 while waiting for anything but the greeting or STARTTLS is a
+ *   to the next command, and part of a line that arrives so fails the next command instead of
+ *   beginning its reply; a 220 while waiting for anything but the greeting or STARTTLS is a
  *   repeated banner and dropped likewise. More than MAX_UNSOLICITED_REPLIES such replies is a
  *   protocol error. An unasked 421 closes the session (RFC 5321 §3.8: the server is shutting the
- *   channel). A line the decoder rejects while a command is outstanding is a protocol error.
+ *   channel), and so does an answer 421 at once: replies behind it answer nothing. A line the
+ *   decoder rejects while a command is outstanding is a protocol error.
  *
  * RFC
  *   RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.5.3.2 timeouts), RFC 3207 (STARTTLS),
@@ -271,7 +273,8 @@ export class SmtpClientSession {
    */
   pipeline(commands: PipelinedCommand[]): boolean {
     if (commands.slice(0, -1).some((c) => c.verb === 'QUIT')) throw new SmtpSessionMisuseError('QUIT may only end a pipelined group');
-    if (this.currentState !== 'ready' || this.queued.length > 0 || !this.advertised.has('PIPELINING') || commands.length === 0) return false;
+    // Held unasked bytes are left for the first command sent alone to fail on.
+    if (this.currentState !== 'ready' || this.queued.length > 0 || !this.advertised.has('PIPELINING') || commands.length === 0 || this.holdsUnaskedBytes()) return false;
     const group: Queued[] = [];
     for (const command of commands) {
       const built = this.build(command);
@@ -400,8 +403,7 @@ export class SmtpClientSession {
       throw new SmtpSessionMisuseError(`${stage} in state ${this.currentState}: one command at a time, after open()`);
     }
     if (line.kind === 'unsafe') return this.fail({ kind: 'error', stage, detail: line.detail });
-    this.send(line.text, stage);
-    return this.takeReply(stage, timeoutMs);
+    return this.send(line.text, stage) ?? this.takeReply(stage, timeoutMs);
   }
 
   /** The reply to the oldest command sent: from the inbox, or waited for. */
@@ -473,7 +475,8 @@ export class SmtpClientSession {
     this.enter('ehlo');
     const ehloLine = formatCommand('EHLO', heloName);
     if (ehloLine.kind === 'unsafe') return this.fail({ kind: 'error', stage: 'ehlo', detail: ehloLine.detail }) as OpenResult;
-    this.send(ehloLine.text, 'ehlo');
+    const unsent = this.send(ehloLine.text, 'ehlo');
+    if (unsent) return unsent;
     const ehlo = await this.wait('ehlo', 'reply', timeouts.commandMs);
     if (ehlo.kind !== 'reply') return ehlo as OpenResult;
     if (isPositive(ehlo.reply)) {
@@ -485,7 +488,8 @@ export class SmtpClientSession {
     if (ehlo.reply.code < 500) return this.refuseOpen('ehlo', ehlo.reply);
 
     this.enter('helo');
-    this.send(`HELO ${heloName}`, 'helo');
+    const heloUnsent = this.send(`HELO ${heloName}`, 'helo');
+    if (heloUnsent) return heloUnsent;
     const helo = await this.wait('helo', 'reply', timeouts.commandMs);
     if (helo.kind !== 'reply') return helo as OpenResult;
     if (!isPositive(helo.reply)) return this.refuseOpen('helo', helo.reply);
@@ -497,7 +501,8 @@ export class SmtpClientSession {
   private async startTls(): Promise<OpenResult> {
     const { timeouts, tlsOptions, host } = this.options;
     this.enter('starttls');
-    this.send('STARTTLS', 'starttls');
+    const unsent = this.send('STARTTLS', 'starttls');
+    if (unsent) return unsent;
     const answer = await this.wait('starttls', 'reply', timeouts.commandMs);
     if (answer.kind !== 'reply') return answer as OpenResult;
     if (answer.reply.code === 421) return this.refuseOpen('starttls', answer.reply);
@@ -594,6 +599,8 @@ export class SmtpClientSession {
           this.outstanding.shift();
           if (this.waiter?.expects === 'reply') this.settle('reply', { kind: 'reply', reply: event.reply });
           else this.inbox.push(event.reply);
+          // RFC 5321 §3.8: the server closes behind a 421, so what follows it answers no command.
+          if (event.reply.code === 421) this.end(`server closing: ${formatReply(event.reply)}`);
         } else if (event.reply.code === 421 || this.parked) {
           this.end(`server ${this.parked ? 'spoke while the session was idle' : 'closing'}: ${formatReply(event.reply)}`);
         } else {
@@ -602,9 +609,12 @@ export class SmtpClientSession {
       } else {
         const detail = `${event.reason} (${event.detail})${event.line === undefined ? '' : `: ${JSON.stringify(event.line)}`}`;
         if (expected !== undefined) this.failNow('error', detail);
+        else if (this.parked) this.end(`server spoke while the session was idle: ${detail}`);
         else this.ignore(`ignored undecodable data: ${detail}`);
       }
     }
+    // Even part of a line: held by the decoder, it would begin the next callout's first reply.
+    if (this.parked) this.end(`server spoke while the session was idle: ${JSON.stringify(chunk.toString('latin1', 0, 80))}`);
   }
 
   private ignore(what: string): void {
@@ -696,11 +706,24 @@ export class SmtpClientSession {
     return { kind: 'closed', stage, detail: `session already closed (${this.closedBecause})` };
   }
 
-  private send(line: string, stage: ClientStage): void {
-    if (this.currentState === 'closed') return;
+  /** Writes a command line; answers the failure instead when unasked bytes would begin its reply. */
+  private send<S extends ClientStage>(line: string, stage: S): StepFailure<S> | undefined {
+    if (this.currentState === 'closed') return undefined;
+    if (this.holdsUnaskedBytes()) {
+      return this.fail({ kind: 'error', stage, detail: `the server sent part of a line nobody asked for before ${line.split(' ', 1)[0]!}` });
+    }
     this.record('sent', line);
     this.outstanding.push(stage);
     this.socket?.write(`${line}\r\n`);
+    return undefined;
+  }
+
+  /**
+   * Octets of a line the server began while no reply was due: complete, such a reply would be
+   * dropped, but the next command's reply would now finish that line and be read as it.
+   */
+  private holdsUnaskedBytes(): boolean {
+    return this.outstanding.length === 0 && this.decoder.bufferedBytes > 0;
   }
 
   private record(dir: 'sent' | 'received', line: string): void {

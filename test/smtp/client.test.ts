@@ -74,6 +74,31 @@ async function unusedPort(host: string): Promise<number> {
   return port;
 }
 
+/** A bare server that greets, then calls onLine with each command line: it may write anything, however cut. */
+async function rawServer(t: TestContext, host: string, onLine: (line: string, socket: net.Socket) => void): Promise<{ host: string; port: number }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.write('220 mx.callout.test ESMTP\r\n');
+    let buffered = '';
+    socket.on('data', (chunk) => {
+      buffered += chunk.toString('latin1');
+      for (let lf = buffered.indexOf('\n'); lf !== -1; lf = buffered.indexOf('\n')) {
+        onLine(buffered.slice(0, lf).replace(/\r$/, ''), socket);
+        buffered = buffered.slice(lf + 1);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  // The sockets first: a client left open (a failed assertion) must not hold close() up.
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { host, port: (server.address() as net.AddressInfo).port };
+}
+
 describe('SmtpClientSession dialogue', () => {
   it('runs the whole callout dialogue and records it', async (t) => {
     const server = await serve(t, { script: acceptAll() });
@@ -219,6 +244,20 @@ describe('SmtpClientSession dialogue', () => {
     assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 550);
     assert.ok(events(session).includes('ignored unsolicited reply 250'));
     await session.quit();
+  });
+
+  it('fails a command rather than read its reply behind part of a line nobody asked for', async (t) => {
+    // "250 " trails the reply to MAIL: the 550 to RCPT would complete it as "250 550 5.1.1 ...".
+    const server = await rawServer(t, '127.0.0.5', (line, socket) => {
+      socket.write(line.startsWith('EHLO') ? '250 mx.callout.test\r\n' : line.startsWith('MAIL') ? '250 2.1.0 Ok\r\n250 ' : '550 5.1.1 No such user\r\n');
+    });
+    const session = sessionFor(t, server);
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    const mail = await session.mailFrom('');
+    assert.equal(mail.kind === 'reply' && mail.reply.code, 250);
+    assert.deepEqual(await session.rcptTo('x@example.test'), { kind: 'error', stage: 'rcpt', detail: 'the server sent part of a line nobody asked for before RCPT' });
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session), ['EHLO callout.example', 'MAIL FROM:<>']);
   });
 
   it('closes on a flood of unsolicited replies', async (t) => {
@@ -703,6 +742,23 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
     await session.quit();
   });
 
+  it('a reply behind a 421 answers nothing: the rest of the group is closed (RFC 5321 §3.8)', async (t) => {
+    const server = await serve(t, {
+      script: { ...pipelining(), rcpt: (arg) => (arg.includes('random@') ? '421 4.7.0 mx.callout.test closing\r\n250 2.0.0 stray' : '250 2.1.5 Ok') },
+    });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.pipeline([...group]);
+    // Every reply has come and the server has closed before any is taken.
+    assert.ok(await until(() => session.state === 'closed'));
+    assert.equal((await session.mailFrom('')).kind, 'reply');
+    const random = await session.rcptTo('random@example.test');
+    assert.equal(random.kind === 'reply' && random.reply.code, 421);
+    const rset = await session.rset();
+    assert.equal(rset.kind, 'closed', 'the 250 behind the 421 is not the reply to RSET');
+    assert.ok(events(session).includes('server closing: 421 4.7.0 mx.callout.test closing'));
+  });
+
   it('QUIT may only end a group', async (t) => {
     const server = await serve(t, { script: pipelining() });
     const session = sessionFor(t, server);
@@ -743,6 +799,29 @@ describe('SmtpClientSession between callouts', () => {
     await until(() => other.state === 'closed');
     assert.equal(other.state, 'closed');
     assert.ok(events(other).some((line) => line.startsWith('server closing: 421')));
+  });
+
+  it('a parked session is closed by a line that is no reply, and by part of a line, which would begin the next reply', async (t) => {
+    const garbled = await serve(t, { host: '127.0.0.4', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: 'garbage' } }) } });
+    const session = sessionFor(t, garbled);
+    await session.open();
+    await session.rset();
+    session.park();
+    await until(() => session.state === 'closed');
+    assert.equal(session.state, 'closed');
+    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: malformed')));
+
+    // "250 " with no line end yet: kept, it would turn the server's next reply (a 550, say) into a 250.
+    const partial = await rawServer(t, '127.0.0.4', (_line, socket) => {
+      socket.write('250 mx.callout.test\r\n');
+      setTimeout(() => socket.write('250 '), 20);
+    });
+    const other = sessionFor(t, partial);
+    assert.deepEqual(await other.open(), { kind: 'ready' });
+    other.park();
+    await until(() => other.state === 'closed');
+    assert.equal(other.state, 'closed');
+    assert.ok(events(other).includes('server spoke while the session was idle: "250 "'));
   });
 
   it('resume() gives the next callout its own deadline', async (t) => {
