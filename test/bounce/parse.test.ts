@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { parseBounce, type BounceRecipient } from '../../src/bounce/index.js';
+import { parseBounce, type BounceRecipient, type BounceReport } from '../../src/bounce/index.js';
 import { MIME_LIMITS } from '../../src/bounce/mime.js';
 import { elapsedMs } from '../support/fuzz.js';
 
@@ -114,21 +114,35 @@ describe('parseBounce over the corpus', () => {
 
 describe('parseBounce limits', () => {
   it('reads only the first maxBytes and says so; the report near the start still counts', () => {
-    const padded = fixture('postfix-dsn.eml').replace('--4XQ1Z2abcd.1780308001/mx.example.net--', `--4XQ1Z2abcd.1780308001/mx.example.net\nContent-Type: text/plain\n\n${'x'.repeat(5000)}\n`);
-    const result = parseBounce(Buffer.from(padded), { maxBytes: 3000 });
-    assert.ok(result.ok);
-    assert.equal(result.ok && result.report.truncated, true);
-    assert.equal(result.ok && result.report.recipients[0]?.address, 'bob@example.org');
+    // A second recipient group behind 5000 octets of padding in the report itself: past the cut.
+    const padded = fixture('postfix-dsn.eml').replace('virtual mailbox table\n\n', `virtual mailbox table\n\nX-Padding: ${'x'.repeat(5000)}\n\nFinal-Recipient: rfc822; late@example.org\nAction: failed\nStatus: 5.1.1\n\n`);
+    assert.deepEqual((parseBounce(padded) as { report: BounceReport }).report.recipients.map((r) => r.address), ['bob@example.org', 'late@example.org'], 'read whole, the report names both');
+    for (const message of [padded, Buffer.from(padded)]) {
+      const result = parseBounce(message, { maxBytes: 3000 });
+      assert.ok(result.ok);
+      assert.equal(result.report.truncated, true);
+      assert.deepEqual(result.report.recipients.map((r) => r.address), ['bob@example.org']);
+    }
   });
 
   it('stops nesting at the depth limit and counting at the part limit, without failing', () => {
-    let nested = 'Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; deep@example.org\nAction: failed\nStatus: 5.1.1\n';
-    for (let i = 0; i < MIME_LIMITS.depth + 5; i++) nested = `Content-Type: multipart/mixed; boundary="b${i}"\n\n--b${i}\n${nested}\n--b${i}--\n`;
-    const deep = parseBounce(nested);
-    assert.equal(deep.ok, false);
-    const many = `Content-Type: multipart/report; boundary="m"\n\n${Array.from({ length: MIME_LIMITS.parts + 50 }, () => '--m\nContent-Type: text/plain\n\nx\n').join('')}--m\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; late@example.org\nAction: failed\nStatus: 5.1.1\n--m--\n`;
-    const result = parseBounce(many);
-    assert.equal(result.ok, false);
+    // The report is read up to the limits, exactly: one level or one part more and it is not.
+    const nestedIn = (levels: number) => {
+      let nested = 'Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; deep@example.org\nAction: failed\nStatus: 5.1.1\n';
+      for (let i = 0; i < levels; i++) nested = `Content-Type: multipart/mixed; boundary="b${i}"\n\n--b${i}\n${nested}\n--b${i}--\n`;
+      return parseBounce(nested);
+    };
+    const deepest = nestedIn(MIME_LIMITS.depth - 1);
+    assert.equal(deepest.ok && deepest.report.recipients[0]?.address, 'deep@example.org');
+    assert.equal(nestedIn(MIME_LIMITS.depth).ok, false);
+    assert.equal(nestedIn(MIME_LIMITS.depth + 5).ok, false);
+    // The top part and the report are parts too.
+    const afterParts = (count: number) =>
+      parseBounce(`Content-Type: multipart/report; boundary="m"\n\n${Array.from({ length: count }, () => '--m\nContent-Type: text/plain\n\nx\n').join('')}--m\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; late@example.org\nAction: failed\nStatus: 5.1.1\n--m--\n`);
+    const last = afterParts(MIME_LIMITS.parts - 2);
+    assert.equal(last.ok && last.report.recipients[0]?.address, 'late@example.org');
+    assert.equal(afterParts(MIME_LIMITS.parts - 1).ok, false);
+    assert.equal(afterParts(MIME_LIMITS.parts + 50).ok, false);
   });
 
   it('never throws and stays fast on hostile text', () => {

@@ -86,9 +86,32 @@ describe('SuppressionList', () => {
     await list.recordBounce({ envelopeRecipient: 'list-bounces+judy=example.org@lists.example.com', message }, { verp });
     const entry = await list.get('judy@example.org');
     assert.equal(entry?.count, 2);
+    assert.equal(entry?.firstSeen, T0, 'a repeat keeps the first sighting');
     assert.equal(entry?.lastSeen, T0 + 3_600_000);
     // qmail's bounce also names mallory, but the VERP address proves only judy.
     assert.equal(await list.isSuppressed('mallory@example.org'), false);
+  });
+
+  it('records the VERP recipient of a forwarded message: named as Original-Recipient, or the one recipient of the report', async () => {
+    const { list } = setup();
+    const multi = fixture('multi-recipient-dsn.eml').replace('Final-Recipient: RFC822; dave@example.org', 'Final-Recipient: rfc822; dave.forward@gmail.example\nOriginal-Recipient: rfc822; dave@example.org');
+    assert.notEqual(multi, fixture('multi-recipient-dsn.eml'), 'the fixture names dave@example.org as Final-Recipient');
+    const named = await list.recordBounce({ envelopeRecipient: 'list-bounces+dave=example.org@lists.example.com', message: multi }, { verp });
+    assert.deepEqual(named.kind === 'recorded' && named.entries.map((e) => [e.address, e.proof]), [['dave@example.org', 'verp']]);
+    const single = fixture('postfix-dsn.eml').replace(/Final-Recipient: rfc822; ?bob@example\.org\nOriginal-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822; bob.forward@gmail.example');
+    assert.notEqual(single, fixture('postfix-dsn.eml'));
+    const only = await list.recordBounce({ envelopeRecipient: 'list-bounces+bob=example.org@lists.example.com', message: single }, { verp });
+    assert.deepEqual(only.kind === 'recorded' && only.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
+    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@example.org', 'dave@example.org']);
+  });
+
+  it('a BATV-signed VERP address proves batv+verp, and only the VERP recipient is recorded', async () => {
+    const { list } = setup();
+    const signed = batv.sign('list-bounces+judy=example.org@lists.example.com', T0);
+    assert.ok(signed.ok);
+    const outcome = await list.recordBounce({ envelopeRecipient: signed.address, message: fixture('qmail.eml') }, { batv, verp });
+    assert.equal(outcome.kind === 'recorded' && outcome.proof, 'batv+verp');
+    assert.deepEqual((await list.list()).map((e) => [e.address, e.proof]), [['judy@example.org', 'batv+verp']]);
   });
 
   it('refuses bounces that prove nothing, or name someone else, or are not hard', async () => {

@@ -184,9 +184,11 @@ describe('ReplyDecoder', () => {
     ]);
   });
 
-  it('accepts a reply of exactly maxLines lines', () => {
+  it('accepts a reply of exactly maxLines lines, and not one line more', () => {
     const events = decodeAll('250-a\r\n250-b\r\n250 c\r\n', new ReplyDecoder({ maxLines: 3 }));
     assert.equal(events[0]?.kind, 'reply');
+    const over = decodeAll('250-a\r\n250-b\r\n250-c\r\n250 d\r\n', new ReplyDecoder({ maxLines: 3 }));
+    assert.deepEqual(over, [{ kind: 'error', reason: 'too-many-lines', detail: 'reply longer than 3 lines' }], 'one line more is too many');
   });
 
   it('decodes UTF-8 text (SMTPUTF8 servers)', () => {

@@ -20,6 +20,11 @@ const resolver = new SuiteResolver(
     [reverseName('192.0.2.5')]: ['TIMEOUT'],
     [reverseName('192.0.2.6')]: manyNames,
     'n10.example.com': [{ A: '192.0.2.6' }],
+    [reverseName('192.0.2.7')]: [{ PTR: 'slow.example.com' }, { PTR: 'seven.example.com' }],
+    'seven.example.com': [{ A: '192.0.2.7' }],
+    [reverseName('2001:db8::7')]: [{ PTR: 'six.example.com' }],
+    // Written out in full: an answer is compared as an address, not as text.
+    'six.example.com': [{ AAAA: '2001:DB8:0:0:0:0:0:7' }],
   }),
 );
 
@@ -33,6 +38,18 @@ test('pass: a PTR name resolves back (v4, v6 and IPv4-mapped)', async () => {
   const mapped = await checkIprev('::ffff:192.0.2.1', { resolver });
   assert.equal(mapped.result, 'pass');
   assert.equal(mapped.ip, '192.0.2.1');
+});
+
+test('pass: one confirming name is enough, whatever the forward lookups of the others gave', async () => {
+  const verdict = await checkIprev('192.0.2.7', { resolver });
+  assert.equal(verdict.result, 'pass');
+  assert.deepEqual(verdict.confirmedNames, ['seven.example.com']);
+});
+
+test('pass: a forward answer confirms when it is the same address written another way', async () => {
+  const verdict = await checkIprev('2001:db8::7', { resolver });
+  assert.equal(verdict.result, 'pass');
+  assert.deepEqual(verdict.confirmedNames, ['six.example.com']);
 });
 
 test('fail: PTR names exist but none confirms (forward NXDOMAIN included)', async () => {

@@ -15,6 +15,7 @@ const zone = buildZone({
   'voids.example.com': [{ TXT: 'v=spf1 a:nx1.example.com ?all' }],
   'slow.example.com': [{ TXT: 'v=spf1 a a a -all' }, { A: '203.0.113.1' }],
   'ptr.example.com': [{ TXT: 'v=spf1 ptr -all' }],
+  'mapped6.example.com': [{ TXT: 'v=spf1 ip6:::ffff:192.0.2.0/120 -all' }],
   '7.100.51.198.in-addr.arpa': [{ PTR: 'host.ptr.example.com' }],
   'host.ptr.example.com': [{ A: '198.51.100.7' }],
 });
@@ -68,6 +69,14 @@ test('an IPv4-mapped client is checked, and reverse-resolved, as IPv4', async ()
   const verdict = await evaluateSpf({ ip: '::ffff:198.51.100.7', mailFrom: 'a@ptr.example.com', helo: 'h' }, { resolver });
   assert.equal(verdict.result, 'pass');
   assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.name === '7.100.51.198.in-addr.arpa'));
+});
+
+test('an ip6 network of IPv4-mapped addresses matches no client: an IPv4 client only ever matches ip4 (RFC 7208 §5)', async () => {
+  for (const ip of ['192.0.2.1', '::ffff:192.0.2.1']) {
+    const verdict = await evaluateSpf({ ip, mailFrom: 'a@mapped6.example.com', helo: 'h' }, { resolver });
+    assert.equal(verdict.result, 'fail', ip);
+    assert.equal(verdict.mechanism, '-all', ip);
+  }
 });
 
 test('limits are configurable: void lookups and DNS terms', async () => {
