@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   Stages run in the configured order, each only in its protocol states. A stage's Decision is
  *   applied according to its mode:
- *     enforce  reject, defer and accept end the pipeline with that action
+ *     enforce  reject, defer and accept end the pipeline with that action; defer-if-permit is
+ *              Postfix's DEFER_IF_PERMIT: the later stages run, and their reject or defer wins
  *     warn     a would-be reject or defer is logged (Postfix WARN) or noted in a header, and the
  *              pipeline goes on, so an administrator can watch before enforcing
  *     off      the stage does not run
@@ -19,7 +20,8 @@
  *   HELO; at MAIL the instance still names the previous message (smtpd.c sets it after
  *   smtpd_check_mail). There warn mode answers WARN.
  *   Faults (a store outage, a bug in a stage) are answered in one place, by `policy.faultAction`:
- *   fail open (skip the stage) or defer; they never become a rejection. Each is in its
+ *   fail open (skip the stage) or defer; they never become a rejection, and a stage in warn
+ *   mode that faults only warns. Each is in its
  *   decision's log line; its own error line is written once a minute per stage and error, with
  *   the number of repeats left out (an outage fails every request alike). A stage still
  *   unanswered half a second past the deadline is such a fault; the stages after it that have to
@@ -83,6 +85,8 @@ export const MESSAGE_MEMORY_LIMIT = 20_000;
 export const MESSAGE_HEADER_LIMIT = 20;
 /** A fault repeated within this is counted, not logged again (its decision lines still list it). */
 const FAULT_LOG_WINDOW_MS = 60_000;
+/** The answer to a stage's fault with policy.faultAction DEFER. */
+const FAULT_ACTION = '451 4.3.0 Temporary policy failure, please try again later';
 /** How long past the deadline a stage may take before it counts as a fault. */
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
@@ -207,12 +211,22 @@ export class Pipeline {
       if (decision.kind !== 'accept') run.warnings.push(`${name} would answer ${action}`);
       return false;
     }
-    run.final = { action, stage: name };
+    if (decision.kind === 'defer-if-permit') {
+      // Postfix's DEFER_IF_PERMIT (access(5)): the stages after it still run, a reject or defer
+      // of theirs wins, and anything else (an accept included) ends in the first such answer.
+      // Ended here, an undeliverable sender behind an SPF softfail answered defer-if-permit was
+      // deferred on every retry instead of refused, and greylisting never saw a message whose
+      // callout was still in progress.
+      run.deferIfPermit ??= { action, stage: name };
+      return false;
+    }
+    run.final = decision.kind === 'accept' && run.deferIfPermit ? run.deferIfPermit : { action, stage: name };
     return true;
   }
 
   /** The action, once the stages that observe outcomes (the tarpit's delay) have seen it. */
   private finish(run: PipelineRun): PipelineOutcome | Promise<PipelineOutcome> {
+    run.final ??= run.deferIfPermit;
     const action = run.final?.action ?? this.continueAction(run.ctx, run.warnings);
     if (this.observers.length === 0) return run.outcome(action);
     return this.observe(run.ctx, action, run.final?.stage).then(() => run.outcome(action));
@@ -418,6 +432,8 @@ class PipelineRun {
   readonly earlier = new Map<string, StageVerdict>();
   readonly ctx: StageContext;
   final: { action: string; stage: string } | undefined;
+  /** The first enforced DEFER_IF_PERMIT: the answer unless a later stage rejects or defers. */
+  deferIfPermit: { action: string; stage: string } | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The deadline and its grace have passed: no stage is waited for any more. */
   expired = false;
@@ -475,7 +491,12 @@ class PipelineRun {
     const repeats = this.faultLines.admit(`evaluate\0${name}\0${message}`, this.options.clock.now());
     if (repeats) this.options.log.error({ stage: name, err: message, ...repeats }, 'stage fault');
     if (this.options.faultAction !== 'DEFER') return false;
-    this.final = { action: '451 4.3.0 Temporary policy failure, please try again later', stage: name };
+    // A stage in warn mode is being watched, not trusted: its outage must not defer mail either.
+    if (configured.mode === 'warn') {
+      this.warnings.push(`${name} would answer ${FAULT_ACTION}`);
+      return false;
+    }
+    this.final = { action: FAULT_ACTION, stage: name };
     return true;
   }
 }

@@ -194,6 +194,15 @@ describe('pipeline', () => {
     assert.match(closed.action, /^451 4\.3\.0 /);
   });
 
+  it('a stage in warn mode that faults never defers, even with faultAction DEFER: it warns, and the stages after it decide', async () => {
+    const watched = stage('new-check', () => new StoreError('redis down'), {}, 'warn');
+    const out = await pipeline([watched, stage('next', () => ({ kind: 'continue' }))], { faultAction: 'DEFER' }).decide(rcpt());
+    assert.equal(out.action, 'WARN new-check would answer 451 4.3.0 Temporary policy failure, please try again later');
+    assert.equal(out.decidedBy, undefined);
+    assert.deepEqual(out.faults, ['new-check: STORE_UNAVAILABLE: redis down']);
+    assert.deepEqual(out.verdicts.map((v) => v.stage), ['next']);
+  });
+
   it('remembers only the messages that have headers to give', async () => {
     const p = pipeline([stage('a', () => ({ kind: 'continue' }))]);
     const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
@@ -338,6 +347,44 @@ describe('pipeline', () => {
   it('makes action texts safe: no CR/LF, ASCII only', async () => {
     const out = await pipeline([stage('a', () => ({ kind: 'reject', code: 550, enhanced: '5.7.1', text: 'bad\r\naction=OK\n\nü' }))]).decide(rcpt());
     assert.equal(out.action, '550 5.7.1 bad action=OK ?');
+  });
+});
+
+describe('pipeline: DEFER_IF_PERMIT as Postfix applies it (access(5))', () => {
+  const deferIfPermit: Decision = { kind: 'defer-if-permit', enhanced: '4.7.1', text: 'verification in progress' };
+  const defer: Decision = { kind: 'defer', code: 450, enhanced: '4.7.1', text: 'later' };
+
+  it('a later stage\'s reject or defer wins over it', async () => {
+    for (const [later, action] of [
+      [reject, '550 5.7.1 no'],
+      [defer, '450 4.7.1 later'],
+    ] as const) {
+      const out: PipelineOutcome = await pipeline([stage('first', () => deferIfPermit), stage('later', () => later)]).decide(rcpt());
+      assert.equal(out.action, action);
+      assert.equal(out.decidedBy, 'later');
+    }
+  });
+
+  it('stands when the later stages continue, answer DEFER_IF_PERMIT themselves, or accept (which ends the pipeline)', async () => {
+    const cases: Array<[Decision, ConfiguredStage[]]> = [
+      [{ kind: 'continue' }, []],
+      [{ kind: 'defer-if-permit', text: 'greylisted' }, []],
+      [{ kind: 'accept' }, [syncStage('not-run', () => reject)]],
+    ];
+    for (const [later, after] of cases) {
+      let ran = false;
+      const out: PipelineOutcome = await pipeline([stage('first', () => deferIfPermit), stage('later', () => ((ran = true), later)), ...after]).decide(rcpt());
+      assert.equal(out.action, 'DEFER_IF_PERMIT 4.7.1 verification in progress', later.kind);
+      assert.equal(out.decidedBy, 'first', later.kind);
+      assert.equal(ran, true, `${later.kind}: the stages after it run (greylisting records the triplet)`);
+      assert.deepEqual(out.verdicts.map((v) => v.stage), ['first', 'later'], later.kind);
+    }
+  });
+
+  it('in warn mode is a warning, and changes nothing', async () => {
+    const out = await pipeline([stage('first', () => deferIfPermit, {}, 'warn'), stage('later', () => ({ kind: 'accept' }))]).decide(rcpt());
+    assert.equal(out.action, 'DUNNO');
+    assert.deepEqual(out.warnings, ['first would answer DEFER_IF_PERMIT 4.7.1 verification in progress']);
   });
 });
 

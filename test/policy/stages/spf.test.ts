@@ -200,6 +200,19 @@ describe('spf stage', () => {
     assert.equal(verdict.result, 'none');
     assert.deepEqual(verdict.decision, { kind: 'continue' });
   });
+
+  it('a client address Postfix does not know (client_address=unknown) is not checked, and no header claims the domain publishes no policy', async () => {
+    const resolver = new CountingResolver();
+    for (const clientAddress of ['unknown', '[UNAVAILABLE]']) {
+      const verdict = await spf({}, resolver).evaluate(context('user@fail.example', { clientAddress }));
+      assert.equal(verdict.result, 'none', clientAddress);
+      assert.equal(verdict.reason, `no usable client address in the request (${JSON.stringify(clientAddress)})`);
+      assert.deepEqual(verdict.decision, { kind: 'continue' });
+      assert.equal(verdict.headers, undefined, `no spf=none / client-ip=${clientAddress} header`);
+    }
+    assert.equal(resolver.txtLookups, 0);
+    assert.equal((await spf().evaluate(context('user@fail.example', { clientAddress: '::ffff:192.0.2.1' }))).result, 'fail', 'an IPv4-mapped address is the IPv4 client');
+  });
 });
 
 describe('iprev stage', () => {
