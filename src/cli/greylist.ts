@@ -17,12 +17,14 @@
  *     allow  CLIENT alone: the client skips greylisting from now on (its auto-allow entry, for
  *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
- *            entry of its identity; with SENDER and RECIPIENT: that triplet only
+ *            entry of its identity (for a network, the auto-allow entries of all its
+ *            addresses); with SENDER and RECIPIENT: that triplet only
  *   CLIENT is an IP address (reduced to its /24 or /64 as the stage does), a network as `list`
  *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity; only an address has an
  *   auto-allow entry (`allow CLIENT` alone), and only while the stage's autoAllowClients is
- *   not 0. SENDER is normalised as the stage does (prvs=, SRS, +extension, numbers, and VERP
- *   as its normaliseVerp says).
+ *   not 0; a triplet is allowed only under an identity the stage keys by (a network of its
+ *   prefix, domain:NAME in fcrdns-domain mode). SENDER is normalised as the stage does (prvs=,
+ *   SRS, +extension, numbers, and VERP as its normaliseVerp says).
  *
  * EXIT STATUS
  *   0 on success; 64 for a bad CLIENT or arguments; 78 when the configuration is invalid or its
@@ -37,7 +39,7 @@ import { isoSeconds, systemClock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
-import { formatCidr, parseCidr } from '../core/ip.js';
+import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
@@ -90,7 +92,7 @@ function configured(flags: CommonFlags): Settings {
 const DOMAIN_IDENTITY = /^domain:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i;
 
 /** The triplet identity and the auto-allow key CLIENT names (see SYNOPSIS). */
-function clientOf(options: GreylistOptions, client: string): { identity: string; autoAllowKey?: string } {
+function clientOf(options: GreylistOptions, client: string): { identity: string; autoAllowKey?: string; network?: Cidr } {
   // A sender pool's triplets are keyed by its organisation; auto-allow entries only by address.
   if (DOMAIN_IDENTITY.test(client)) return { identity: client.toLowerCase() };
   if (isIP(client)) {
@@ -99,8 +101,25 @@ function clientOf(options: GreylistOptions, client: string): { identity: string;
     if (identity && address) return { identity, autoAllowKey: address };
   }
   const network = client.includes('/') ? parseCidr(client) : undefined;
-  if (network?.ok) return { identity: formatCidr(network.value) };
+  if (network?.ok) return { identity: formatCidr(network.value), network: network.value };
   throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
+}
+
+/**
+ * Why the stage never reads a triplet of this identity, or undefined when it may: it keys a
+ * client by the network of its configured prefix (by the address in `address` mode), and by
+ * domain:NAME only in `fcrdns-domain` mode. A triplet allowed under another identity
+ * (192.0.2.0/25 where the stage keys /24s) would be written and never read.
+ */
+function unreadIdentity(options: GreylistOptions, identity: string): string | undefined {
+  if (identity.startsWith('domain:')) {
+    return options.clientIdentity === 'fcrdns-domain' ? undefined : `the greylist stage keys clients by domain:NAME only with clientIdentity: fcrdns-domain (it has ${options.clientIdentity})`;
+  }
+  const network = parseCidr(identity);
+  if (!network.ok) return undefined;
+  const family = network.value.family;
+  const prefix = options.clientIdentity === 'address' ? (family === 4 ? 32 : 128) : family === 4 ? options.ipv4Prefix : options.ipv6Prefix;
+  return network.value.prefixLength === prefix ? undefined : `the greylist stage keys IPv${family} clients by their /${prefix}; give an address or a /${prefix} network`;
 }
 
 /** A Redis key that something else wrote without an expiry has expiresAt MAX_SAFE_INTEGER (store/redis). */
@@ -179,6 +198,8 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const client = clientOf(settings.options, clientText);
       const triplet = tripletArguments(settings.options, sender, recipient);
       if (triplet) {
+        const unread = unreadIdentity(settings.options, client.identity);
+        if (unread) throw new UsageError(`allow: ${client.identity}: ${unread}; a triplet allowed under it would never be read`);
         await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
         io.out.write(`allowed triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
         return;
@@ -206,7 +227,9 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
           io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
           return;
         }
-        const removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
+        let removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
+        // A network's addresses each have their own auto-allow entry: they go with it.
+        if (client.network) removed += await list.dropClientsIn(client.network);
         io.out.write(`dropped ${removed} entries of ${client.identity}\n`);
       });
     });

@@ -139,6 +139,34 @@ describe('callout greylist', () => {
     assert.equal((await run(['allow', '192.0.2.1', 'a@example.org', 'Postmaster'])).output, 'allowed triplet 192.0.2.0/24 a@example.org postmaster\n');
   });
 
+  it('refuses to allow a triplet under an identity the stage never keys by, instead of writing an entry nobody reads', async () => {
+    const untouched = join(dir, 'identity-dir');
+    for (const [client, why] of [
+      ['192.0.2.0/25', /allow: 192\.0\.2\.0\/25: the greylist stage keys IPv4 clients by their \/24; give an address or a \/24 network; a triplet allowed under it would never be read/],
+      ['10.0.0.0/8', /keys IPv4 clients by their \/24/],
+      ['192.0.2.7/32', /keys IPv4 clients by their \/24/],
+      ['2001:db8::/48', /allow: 2001:db8::\/48: the greylist stage keys IPv6 clients by their \/64/],
+      ['domain:pool.example', /allow: domain:pool\.example: the greylist stage keys clients by domain:NAME only with clientIdentity: fcrdns-domain \(it has network\)/],
+    ] as const) {
+      const { error } = await run(['allow', client, 'bob@x.example', 'alice@example.test', '--data-dir', untouched]);
+      assert.ok(error instanceof UsageError, `${client}: ${String(error)}`);
+      assert.match(error.message, why);
+    }
+    assert.equal(existsSync(untouched), false, 'no store made for a refused command');
+    assert.equal((await run(['allow', '2001:db8:1:2::/64', 'bob@x.example', 'alice@example.test'])).output, 'allowed triplet 2001:db8:1:2::/64 bob@x.example alice@example.test\n');
+    assert.equal((await run(['drop', '2001:db8:1:2::9'])).output, 'dropped 1 entries of 2001:db8:1:2::/64\n', 'an IPv6 client drops its /64');
+  });
+
+  it('drops a network with the auto-allow entries of its addresses, which would go on skipping greylisting', async () => {
+    for (const address of ['198.51.100.7', '198.51.100.8', '198.51.101.7', '2001:db8:5:6::25', '2001:db8:5:7::25']) await run(['allow', address]);
+    await run(['allow', '198.51.100.9', 'bob@x.example', 'alice@example.test']);
+    assert.equal((await run(['drop', '198.51.100.0/24'])).output, 'dropped 3 entries of 198.51.100.0/24\n');
+    assert.equal((await run(['drop', '2001:db8:5:6::/64'])).output, 'dropped 1 entries of 2001:db8:5:6::/64\n');
+    assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.101.7', 'client 2001:db8:5:7::25']);
+    await run(['drop', '198.51.101.7']);
+    await run(['drop', '2001:db8:5:7::25']);
+  });
+
   it('keys a triplet as the configured stage does (normaliseVerp), and refuses a client auto-allow the stage would never read', async () => {
     const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-opts-'));
     const ownConfig = join(ownDir, 'callout.yaml');

@@ -48,11 +48,33 @@
 
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
+import type { Cidr } from '../../core/ip.js';
+import { clientAddress, networkHolds } from '../client-ip.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import { senderDomain } from './normalise.js';
 
 const HOUR_MS = 3_600_000;
 const MAX_ATTEMPTS = 8;
+/** The most client entries a network's drop reads (in one scan): far more than a site's clients. */
+const NETWORK_SCAN_LIMIT = 1_000_000;
+
+/**
+ * The text every canonical address of the network starts with (client entries are keyed by
+ * it): its whole leading IPv4 octets, or its leading IPv6 groups up to the first zero one (RFC
+ * 5952 may compress a zero group into `::`). Narrows a network's scan; '' when nothing is fixed.
+ */
+function addressTextPrefix(network: Cidr): string {
+  const width = network.family === 4 ? 8 : 16;
+  const bits = network.family === 4 ? 32 : 128;
+  const parts: string[] = [];
+  // Never the last part: the text then goes on without a separator.
+  for (let i = 0; i < Math.min(Math.floor(network.prefixLength / width), bits / width - 1); i += 1) {
+    const part = Number((network.network >> BigInt(bits - width * (i + 1))) & BigInt(2 ** width - 1));
+    if (network.family === 6 && part === 0) break;
+    parts.push(network.family === 4 ? String(part) : part.toString(16));
+  }
+  return parts.length === 0 ? '' : `${parts.join(network.family === 4 ? '.' : ':')}${network.family === 4 ? '.' : ':'}`;
+}
 
 export interface GreylistSettings {
   delayMs: number;
@@ -256,6 +278,25 @@ export class Greylist {
         for (const row of batch) await this.store.delete(row.key);
         removed += batch.length;
       }
+    }
+    return removed;
+  }
+
+  /**
+   * Forgets the auto-allow entries of every address in the network: a network's own entries
+   * are its triplets (dropClient), but each of its addresses that passed has an auto-allow
+   * entry of its own, which would go on letting it skip greylisting. Returns how many went.
+   */
+  async dropClientsIn(network: Cidr): Promise<number> {
+    const prefix = `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
+    const rows = await this.store.scan(prefix, NETWORK_SCAN_LIMIT);
+    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: drop the addresses one by one`);
+    let removed = 0;
+    for (const row of rows) {
+      const address = clientAddress(unescapePart(row.key.slice(this.settings.keyPrefix.length + 2)));
+      if (!address || !networkHolds(network, address)) continue;
+      await this.store.delete(row.key);
+      removed += 1;
     }
     return removed;
   }

@@ -14,11 +14,14 @@
  *     a.b.c  a.b        a partial IPv4 address: the /24, the /16
  *     IPv6[/len]        an IPv6 address or network (any entry with two colons)
  *     domain.tld        the name is domain.tld or ends in .domain.tld
+ *     .domain.tld       matches nothing in postgrey (access(5)'s subdomain form is not
+ *                       postgrey's); reported as a problem, so a site sees it
  *   whitelist_recipients, matched against the recipient:
  *     /regexp/          the recipient matches the regular expression (case-insensitive)
  *     user@domain       that address, also user+extension@domain
  *     user@             that local part (and its extensions) in any domain
  *     domain.tld        any recipient in domain.tld or a subdomain of it
+ *     .domain.tld       nothing, as for clients (reported)
  *     @domain.tld       any recipient in domain.tld itself
  *
  *   Deviations from postgrey, each where postgrey's behaviour contradicts its own comment or
@@ -190,6 +193,15 @@ export function domainUnder(domains: ReadonlySet<string>, name: string): string 
   }
 }
 
+/**
+ * access(5)'s `.domain` (its subdomains) is no form of postgrey's lists: there it is a name
+ * that must follow a dot, `..domain`, and matches nothing, silently. The plain `domain`
+ * already matches the domain and its subdomains.
+ */
+function leadingDot(entry: string): string {
+  return `${JSON.stringify(entry)} matches nothing (as in postgrey): write ${JSON.stringify(entry.replace(/^\.+/, ''))}, which matches that domain and its subdomains`;
+}
+
 function isRegexEntry(entry: string): boolean {
   return /^\/\S+\/$/.test(entry);
 }
@@ -244,6 +256,8 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
       // Two colons or more: postgrey's /^.*:.*:.*(?:\/\d{1,3})?$/, whose .* backtracked
       // quadratically over a long line that a CR or U+2028 (where JavaScript's . stops) kept from matching.
       network(line, entry);
+    } else if (entry.startsWith('.')) {
+      problems.push({ source: line.source, line: line.line, message: leadingDot(entry) });
     } else if (/^\S+$/.test(entry)) {
       domains.add(entry.toLowerCase().replace(/\.$/, ''));
     } else {
@@ -318,7 +332,8 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
     const at = entry.indexOf('@');
     const user = at < 0 ? entry : entry.slice(0, at);
     const domain = at < 0 ? '' : entry.slice(at + 1).toLowerCase();
-    if (at < 0) domains.add(entry.toLowerCase());
+    if (at < 0 && entry.startsWith('.')) problems.push({ source: line.source, line: line.line, message: leadingDot(entry) });
+    else if (at < 0) domains.add(entry.toLowerCase());
     else if (user === '') exactDomains.add(domain);
     else if (domain === '') localParts.add(user.toLowerCase());
     else addresses.add(`${user.toLowerCase()}@${domain}`);

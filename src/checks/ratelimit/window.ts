@@ -82,7 +82,9 @@ export class SlidingWindow {
       this.store.get(`${this.prefix}${key}:${index - 1}`),
     ]);
     const previous = Number(previousEntry?.value) || 0;
-    const elapsed = (now - windowStart) / this.windowMs;
-    return { estimate: previous * (1 - elapsed) + current, current, previous, windowStart };
+    // previous × (window − elapsed) / window with one rounding: an estimate that is a whole
+    // number is exactly that number. previous × (1 − elapsed / window) rounded twice and made
+    // 30 × 0.3 + 1 come out as 10.000000000000002, over a limit of 10 it was not over.
+    return { estimate: (previous * (this.windowMs - (now - windowStart))) / this.windowMs + current, current, previous, windowStart };
   }
 }

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
+import { parseCidr } from '../../../src/core/ip.js';
 import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
@@ -367,6 +368,30 @@ describe('greylist administration', () => {
     assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).length, 0);
     clock.advance(36 * DAY);
     assert.equal(await store.purgeExpired(), 1, 'the client entry expired with its maxAge and is purged');
+    await store.close();
+  });
+
+  it('drops the auto-allow entries of every address in a network, and of no other', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(':memory:', { clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    const inside: Record<string, string[]> = {
+      '192.0.2.0/24': ['192.0.2.0', '192.0.2.7', '192.0.2.255'],
+      '198.51.100.128/25': ['198.51.100.128', '198.51.100.200'],
+      '10.8.0.0/14': ['10.8.0.1', '10.11.255.3'],
+      '203.0.113.9/32': ['203.0.113.9'],
+      '2001:db8:0:5::/64': ['2001:db8:0:5::1', '2001:db8:0:5:1::'],
+      '2a01:4180:4051:800::/64': ['2a01:4180:4051:800::25', '2a01:4180:4051:800:1:2:3:4'],
+    };
+    const outside = ['192.0.20.7', '192.0.3.7', '198.51.100.127', '10.12.0.1', '10.7.255.255', '203.0.113.90', '2001:db8::5:0:0:1', '2001:db8:0:6::1', '2a01:4180:4051:801::25'];
+    for (const address of [...Object.values(inside).flat(), ...outside]) await greylist.allowClient(address);
+    for (const [network, addresses] of Object.entries(inside)) {
+      const cidr = parseCidr(network);
+      assert.ok(cidr.ok);
+      assert.equal(await greylist.dropClientsIn(cidr.value), addresses.length, network);
+    }
+    const left = (await greylist.list({ kinds: ['client'], limit: 100 })).map((e) => e.client);
+    assert.deepEqual(left.sort(), [...outside].sort());
     await store.close();
   });
 });

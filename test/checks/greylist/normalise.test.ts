@@ -142,6 +142,31 @@ describe('postgrey whitelist_recipients', () => {
   });
 });
 
+describe('postgrey whitelists: the .domain form', () => {
+  // postgrey makes (?:^|\.)\Q.example.com\E$ and (?:\@|\.)\Q.example.com\E$ of it: a name or
+  // recipient that would need `..example.com`, so the entry silently matches nothing there.
+  it('reports a .domain entry, which matches nothing in postgrey, naming the form that does', () => {
+    const clients = parseClientWhitelist([{ source: 'whitelist_clients', text: 'ok.example\n.sub.example\n' }]);
+    assert.deepEqual(clients.problems, [{ source: 'whitelist_clients', line: 2, message: '".sub.example" matches nothing (as in postgrey): write "sub.example", which matches that domain and its subdomains' }]);
+    assert.equal(clients.whitelist.match('mx.sub.example', '192.0.2.1'), undefined);
+    assert.equal(clients.whitelist.size, 1);
+    const recipients = parseRecipientWhitelist([{ source: 'whitelist_recipients', text: 'postmaster@\n.sub.example\n' }]);
+    assert.deepEqual(recipients.problems.map((p) => [p.line, p.message]), [[2, '".sub.example" matches nothing (as in postgrey): write "sub.example", which matches that domain and its subdomains']]);
+    assert.equal(recipients.whitelist.match('bob@a.sub.example'), undefined);
+  });
+
+  it('reads the recipient whitelist Debian ships with postgrey: postmaster@ and abuse@ in any domain', async () => {
+    const { readWhitelistFiles } = await import('../../../src/checks/greylist/index.js');
+    const files = readWhitelistFiles(['/etc/postgrey/whitelist_recipients', '/etc/postgrey/whitelist_recipients.local']);
+    if (files.problems.length > 0) return; // postgrey is not installed here
+    const shipped = parseRecipientWhitelist(files.sources);
+    assert.deepEqual(shipped.problems, []);
+    assert.equal(shipped.whitelist.match('PostMaster+x@example.org'), 'postmaster@');
+    assert.equal(shipped.whitelist.match('abuse@sub.example.org'), 'abuse@');
+    assert.equal(shipped.whitelist.match('abusers@example.org'), undefined);
+  });
+});
+
 describe('postgrey whitelists as Perl reads them', () => {
   it('reads a CRLF file, trailing comments included', () => {
     const clients = parseClientWhitelist([{ source: 'crlf', text: '# pools\r\nhash.com # note\r\n' }]);

@@ -48,6 +48,17 @@ describe('SlidingWindow', () => {
     // previous 10, current 2, limit 5: room when 10 × (1 − f) + 2 ≤ 4, at f = 0.8.
     assert.equal(window.msUntilRoom(sample, 5), 0.8 * 60 * MINUTE);
   });
+
+  it('computes a whole-number estimate exactly, so an event that brings the count exactly to the limit stays within it', async () => {
+    const start = Date.UTC(2026, 0, 1, 10);
+    const clock = new ManualClock(start);
+    const window = new SlidingWindow(new MemoryStore({ clock }), clock, 10_000, 'w:');
+    await window.add('k', 30);
+    clock.advance(10_000 + 7_000); // 7 s into the next window: 3/10 of the 30 still count
+    const sample = await window.add('k');
+    // 30 × (1 − 0.7) + 1 in floating point was 10.000000000000002: over a limit of 10.
+    assert.equal(sample.estimate, 10);
+  });
 });
 
 describe('SlidingWindow on Redis', () => {
