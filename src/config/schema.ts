@@ -16,7 +16,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
-import { TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
+import { DURATION_EXPECTED, TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { parseListenAddress } from '../core/listen.js';
 import { AddressSet } from '../core/ip.js';
@@ -50,7 +50,7 @@ const DECISION_TIMEOUT_MAX = { ms: DEFAULT_POLICY_REQUEST_TIMEOUT_MS - 1000, why
 const duration = (fallback: string) =>
   z
     // zod's number refuses Infinity and NaN (YAML's .inf, .nan, 1e309), and the union then said only "Invalid input".
-    .union([z.string(), z.number()], { error: 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds' })
+    .union([z.string(), z.number()], { error: DURATION_EXPECTED })
     .default(fallback)
     .transform((value, ctx) => {
       const parsed = parseDuration(value);

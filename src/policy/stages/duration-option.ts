@@ -14,7 +14,7 @@
  */
 
 import { z } from 'zod';
-import { formatDuration, parseDuration } from '../../config/duration.js';
+import { DURATION_EXPECTED, formatDuration, parseDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 
 export type DurationText = string | number;
@@ -35,7 +35,8 @@ const LONGEST_MS = 3650 * 86_400_000;
  */
 export function durationOption(fallback: string, minMs = 0) {
   return z
-    .union([z.string(), z.number()])
+    // zod's number refuses Infinity and NaN, and the union then said only "Invalid input".
+    .union([z.string(), z.number()], { error: DURATION_EXPECTED })
     .default(fallback)
     .superRefine((value, ctx) => {
       const parsed = parseDuration(value);

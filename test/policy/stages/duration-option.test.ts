@@ -19,4 +19,12 @@ describe('stage durations', () => {
     assert.equal(ratelimit.success, false);
     assert.deepEqual(ratelimit.error?.issues.map((issue) => issue.path.join('.')), ['limits.0.window']);
   });
+
+  it('say what a duration is for a value of no accepted type (YAML .nan, .inf, 1e309, true), not "Invalid input"', () => {
+    for (const delay of [Number.NaN, Number.POSITIVE_INFINITY, true]) {
+      const parsed = greylistStage.options.safeParse({ delay });
+      assert.equal(parsed.success, false);
+      assert.deepEqual(parsed.error?.issues.map((issue) => [issue.path.join('.'), issue.message]), [['delay', 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds']], String(delay));
+    }
+  });
 });
