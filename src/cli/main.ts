@@ -32,13 +32,14 @@ import type { EngineFlags } from './options.js';
 import { checkServeConfiguration } from '../policy/daemon.js';
 import { registerServeCommand } from './serve.js';
 import { registerGreylistCommands } from './greylist.js';
+import { CALLOUT_VERSION } from '../core/version.js';
 import { registerRewriteCommands } from './rewrite.js';
 import { registerSenderIdCommand, registerSpfCommand } from './spf.js';
 
 export function buildProgram(): Command {
   const program = new Command('callout')
     .description('Sender address verification by SMTP callout, and the checks around it')
-    .version('0.1.0')
+    .version(CALLOUT_VERSION)
     .exitOverride()
     .configureOutput({ outputError: (text, write) => write(text) });
 

@@ -35,7 +35,8 @@
  *   whitelistClientFiles, whitelistRecipientFiles, whitelistClients, whitelistRecipients,
  *   skip.{spfPassDomains,fcrdnsProviders}, action, deferCode, enhanced, text, header,
  *   headerText. Texts expand {seconds}, {retryAt}, {recipientDomain},
- *   {reason} (and postgrey's %s and %r); headerText {seconds}, {host}, {date}.
+ *   {reason} (and postgrey's %s and %r); headerText {seconds}, {host}, {date} (and postgrey's
+ *   %t, %h, %d, and %v: callout's version), so a site's postgrey --x-greylist-header carries over.
  */
 
 import { hostname } from 'node:os';
@@ -46,6 +47,7 @@ import { clientAddress } from '../../checks/client-ip.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
 import { BoundedMemo } from '../../core/memo.js';
+import { CALLOUT_VERSION } from '../../core/version.js';
 import { isoSeconds, type Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
 import {
@@ -202,7 +204,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     }
 
     const deferText = compileTemplate(opts.text, { '{seconds}': 'seconds', '%s': 'seconds', '{retryAt}': 'retryAt', '{recipientDomain}': 'recipientDomain', '%r': 'recipientDomain', '{reason}': 'reason' });
-    const headerText = compileTemplate(opts.headerText, { '{seconds}': 'seconds', '{host}': 'host', '{date}': 'date' });
+    const headerText = compileTemplate(opts.headerText, { '{seconds}': 'seconds', '%t': 'seconds', '{host}': 'host', '%h': 'host', '{date}': 'date', '%d': 'date', '%v': 'version' });
 
     function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
       const text = deferText.fill({
@@ -261,7 +263,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
         const waited = Math.round(outcome.waitedMs / 1000);
         if (outcome.firstPass && opts.header) {
-          const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '' });
+          const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '', version: CALLOUT_VERSION });
           return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
         }
         return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);

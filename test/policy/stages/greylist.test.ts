@@ -21,6 +21,7 @@ import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 import { until } from '../../support/wait.js';
+import { CALLOUT_VERSION } from '../../../src/core/version.js';
 
 const S = 1000;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -95,6 +96,13 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'early-retry (180s missing)']);
     const decision = logs.filter((l) => l.msg === 'decision')[1]!;
     assert.ok((decision.stages as string[]).some((s) => /^greylist=early-retry: greylisted: early-retry \(180s missing\)/.test(s)));
+  });
+
+  it("takes postgrey's --x-greylist-header placeholders, so a site's header carries over", async () => {
+    const { clock, ask } = await serve([{ name: 'greylist', headerText: 'X-Greylist: delayed %t seconds by callout-%v at %h; %d' }]);
+    await ask();
+    clock.advance(300 * S);
+    assert.match(await ask({ instance: 'm1' }), new RegExp(`^PREPEND X-Greylist: delayed 300 seconds by callout-${CALLOUT_VERSION.replace(/\./g, '\\.')} at \\S+; Thu, 01 Jan 2026 12:05:00 GMT$`));
   });
 
   it('starts again after the retry window, and logs why', async () => {
