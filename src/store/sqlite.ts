@@ -287,7 +287,19 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
       // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
       throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
     }
-    for (const step of MIGRATIONS.slice(version)) db.exec(step);
+    for (const [index, step] of MIGRATIONS.slice(version).entries()) {
+      try {
+        db.exec(step);
+      } catch (err) {
+        // SQLITE_ERROR here is the file's content, not the machine's state (a full disk, a lock
+        // are other codes): retried by systemd for ever as exit 75, with no word of the upgrade.
+        if ((err as { code?: unknown }).code !== 'SQLITE_ERROR') throw err;
+        throw new ConfigError(
+          `sqlite store ${path}: upgrading the schema from version ${version + index} to ${version + index + 1} failed: ${describeError(err)}; the file is as it was (the upgrade is one transaction): remove what another program added to it (a view, a trigger), or give callout a file of its own`,
+          { cause: err },
+        );
+      }
+    }
     if (version === SCHEMA_VERSION) return undefined;
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return version === 0 ? undefined : { from: version, to: SCHEMA_VERSION };

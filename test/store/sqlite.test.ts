@@ -712,6 +712,28 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('names a schema upgrade the file itself makes fail as a configuration problem, and leaves the file as it was', async () => {
+    const path = join(scratch, 'version-1-with-view.sqlite');
+    writeVersion1Store(path, [['grey:t:a', 'v', 9_000]]);
+    // Another program's view over kv: the upgrade's DROP TABLE kv fails on it ("error in view live").
+    const edit = new Database(path);
+    edit.exec('CREATE VIEW live AS SELECT key FROM kv');
+    edit.close();
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      // Not StoreError: its exit 75 had systemd restart the daemon on the file for ever.
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /^sqlite store .*: upgrading the schema from version 1 to 2 failed: .*view live.*; the file is as it was/);
+      return true;
+    });
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.equal(db.prepare('SELECT value FROM kv WHERE key = ?').pluck().get('grey:t:a'), 'v');
+    } finally {
+      db.close();
+    }
+  });
+
   it('purges only expired rows, in every stretch of the key order, and keeps the live ones', async () => {
     const clock = new ManualClock(0);
     const store = await SqliteStore.open(':memory:', { clock });
