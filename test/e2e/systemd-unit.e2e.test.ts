@@ -93,7 +93,8 @@ describe('contrib/systemd/callout.service', () => {
   });
 
   it('starts the daemon with ExecStart\'s arguments, reloads on ExecReload\'s signal and stops on KillSignal within TimeoutStopSec', async () => {
-    assert.equal(program, '/usr/local/bin/callout');
+    // Without a directory: systemd finds it in /usr/bin (npm's prefix under Debian's Node) or /usr/local/bin.
+    assert.equal(program, 'callout');
     assert.deepEqual(execArgs.slice(0, 2), ['serve', '--config']);
     const configPath = join(dir, 'callout.yaml');
     writeFileSync(
