@@ -17,6 +17,8 @@
  *     6. MX resolution (RFC 5321 §5.1, RFC 7505) -> no-mail-domain, or unknown on a temporary
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
+ *   Steps 6 and 7 share one deadline, callout.timeouts.overall: a lookup still unanswered then
+ *   is unknown (dns-tempfail), and the dialogue has what the lookups left of it.
  *   Concurrent verifications of one address share one probe (single flight), and those of one
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
@@ -30,7 +32,7 @@
  */
 
 import type { Clock } from '../core/clock.js';
-import { systemClock } from '../core/clock.js';
+import { settleWithin, systemClock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { parseForwardPath } from '../address/index.js';
 import type { Mailbox } from '../address/index.js';
@@ -438,8 +440,14 @@ export class CalloutEngine {
       this.stats.rateLimited += mailboxes.length;
       return answerAll({ verdict: 'unknown', reason: 'rate-limited', description: `callout concurrency limit (${this.config.limits.concurrency}) reached` });
     }
+    // One deadline for the lookups and the dialogue (Exim's maxwait, as README's dns.timeout
+    // promises): a silent name server made `--timeout 2` a 16 s verification (c-ares's own tries).
+    const deadline = Date.now() + this.config.callout.timeouts.overall;
     try {
-      const resolution = await this.mailHosts(mailboxes[0]!);
+      const resolution = await settleWithin(this.mailHosts(mailboxes[0]!), this.config.callout.timeouts.overall, (): MxResolution => ({
+        kind: 'tempfail',
+        reason: `no answer within the overall deadline of ${this.config.callout.timeouts.overall} ms (callout.timeouts.overall) to the lookups of its mail exchangers and their addresses`,
+      }));
       if (resolution.kind !== 'hosts') return answerAll(describeResolution(domain, resolution));
       if (!(await this.politeness.admitDomain(domain))) {
         this.stats.rateLimited += mailboxes.length;
@@ -453,7 +461,14 @@ export class CalloutEngine {
       const mine = mailboxes.filter((m) => !waited.has(m.address));
       if (mine.length === 0) return;
       try {
-        await this.probe(domain, mine, resolution.hosts, started, results);
+        if (Date.now() >= deadline) {
+          // Spent on the lookups and on another process's lock: the exchangers were not asked,
+          // so the probe's "deadline reached" must not be remembered of them (the useless record).
+          const description = `the overall deadline of ${this.config.callout.timeouts.overall} ms (callout.timeouts.overall) was spent before any exchanger was asked (DNS lookups, waiting for another process's probe of the address)`;
+          for (const m of mine) results.set(m.address, this.result(m.address, started, { verdict: 'unknown', reason: 'timeout', description }, 'none', { mxHosts: resolution.hosts }));
+          return;
+        }
+        await this.probe(domain, mine, resolution.hosts, started, deadline, results);
       } finally {
         for (const m of mine) this.lockedHere.delete(m.address);
         await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
@@ -516,7 +531,7 @@ export class CalloutEngine {
     return this.fromDomainFacts(m, await this.cache.getDomain(m.asciiDomain), started);
   }
 
-  private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {
+  private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, deadline: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {
     const facts = await this.cache.getDomain(domain);
     this.stats.probes++;
     const output = await probeDomain(
@@ -532,6 +547,7 @@ export class CalloutEngine {
         domain,
         targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
         mxHosts: hosts,
+        deadline,
         catchAllKnown: facts.catchall?.state === 'refused',
         // A refusal of MAIL FROM:<> says nothing of a callout made with a sender of our own.
         nullSenderRefused: facts.nullsender !== undefined && this.config.callout.sender === '',

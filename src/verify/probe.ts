@@ -84,6 +84,8 @@ export interface DomainProbeInput {
   domain: string;
   targets: ProbeTarget[];
   mxHosts: MxHost[];
+  /** When the whole verification must end (Date.now() time), the MX lookups that came before included. */
+  deadline: number;
   /** Catch-all already known refused from the domain record: no random probe needed. */
   catchAllKnown: boolean;
   /** MAIL FROM:<> known refused: start with the fallback sender. */
@@ -164,6 +166,8 @@ class DomainProbe {
   private newConnections = 0;
   /** Exchanger addresses where an opportunistic TLS handshake failed: asked again in clear. */
   private readonly inClear = new Set<string>();
+  /** Exchanger addresses that hung up on VRFY: asked with RCPT on the next connection. */
+  private readonly noVrfy = new Set<string>();
   /**
    * Exchanger addresses this callout has come to already. Several MX names (or an AAAA
    * ::ffff:a.b.c.d beside the A a.b.c.d) may lead to one server: it is tried once, as Exim's
@@ -177,7 +181,7 @@ class DomainProbe {
     private readonly input: DomainProbeInput,
   ) {
     this.pending = [...input.targets];
-    this.deadline = Date.now() + deps.config.timeouts.overall;
+    this.deadline = input.deadline;
     this.useFallback = input.nullSenderRefused && deps.config.fallbackSender !== undefined && deps.config.sender === '';
     this.out = {
       outcomes: new Map(),
@@ -347,7 +351,7 @@ class DomainProbe {
     const extensions = session.extensions;
     const needsUtf8 = this.pending.some((t) => t.requiresSmtputf8);
     // VRFY must end a group, and without SMTPUTF8 the dialogue may stop after MAIL.
-    if (!config.pipelining || !extensions.has('PIPELINING') || config.vrfy || (needsUtf8 && !extensions.has('SMTPUTF8'))) return;
+    if (!config.pipelining || !extensions.has('PIPELINING') || this.willVrfy() || (needsUtf8 && !extensions.has('SMTPUTF8'))) return;
     const mail: PipelinedCommand = { verb: 'MAIL', reversePath: this.sender(), smtputf8: needsUtf8 };
     const group: PipelinedCommand[] = [mail];
     if (this.willProbeRandom()) {
@@ -505,12 +509,11 @@ class DomainProbe {
   }
 
   private async probeAddresses(): Promise<'ok' | Conversation> {
-    const { config } = this.deps;
     const batch = this.pending.slice(0, this.deps.addressesPerConnection);
     let recipientsInTransaction = 0;
     for (const target of batch) {
       if (target.requiresSmtputf8 && !this.session!.extensions.has('SMTPUTF8')) continue;
-      if (config.vrfy) {
+      if (this.willVrfy()) {
         const answered = await this.vrfy(target);
         if (answered === 'answered') continue;
         if (answered !== 'no-answer') return answered;
@@ -534,9 +537,21 @@ class DomainProbe {
     return 'ok';
   }
 
+  private willVrfy(): boolean {
+    return this.deps.config.vrfy && !this.noVrfy.has(this.currentIp);
+  }
+
+  /**
+   * A VRFY without a reply is an RCPT without one (afterFailedRcpt): a tarpit is not asked
+   * again, which three connections of VRFY each timing out did until the deadline. A server
+   * that hangs up on VRFY would hang up on it again: the next connection asks with RCPT.
+   */
   private async vrfy(target: ProbeTarget): Promise<'answered' | 'no-answer' | Conversation> {
     const step = await this.session!.vrfy(target.address);
-    if (step.kind !== 'reply') return this.endAttempt(`VRFY: ${this.stepFailure(step)}`, 'reconnect');
+    if (step.kind !== 'reply') {
+      if (step.kind !== 'timeout') this.noVrfy.add(this.currentIp);
+      return this.afterFailedRcpt(step, `VRFY: ${this.stepFailure(step)}`);
+    }
     const verdict = classifyVrfy(step.reply);
     if (verdict === 'no-answer') return 'no-answer';
     const ev = evidence('rcpt', step.reply, this.deps.config.noDetails);

@@ -297,6 +297,22 @@ describe('verdicts from one exchanger', () => {
     assert.equal(r.verdict, 'deliverable');
     assert.ok(w.commands('127.0.0.2').some((c) => /^VRFY alice@real\.test$/i.test(c)));
   });
+
+  it('a VRFY that times out is a tarpit, asked once as an RCPT that times out is: no new connection to ask it again', async () => {
+    const w = await make(mxZone({ 'vrfypit.test': '127.0.0.72' }), { '127.0.0.72': { ...usersOnly(['alice']), vrfy: () => ({ silent: true }) } });
+    const r = await w.engine({ callout: { vrfy: true, randomProbe: false, timeouts: { command: '500ms', overall: '10s' } } }).verify('alice@vrfypit.test');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout'], r.description);
+    assert.match(r.description, /timed out at vrfy after 500 ms/);
+    assert.equal(w.connections('127.0.0.72'), 1, r.attempts.map((a) => a.outcome).join('; '));
+  });
+
+  it('a server that hangs up on VRFY is asked with RCPT on the next connection, not with VRFY again', async () => {
+    const w = await make(mxZone({ 'vrfydrop.test': '127.0.0.73' }), { '127.0.0.73': { ...usersOnly(['alice']), vrfy: () => ({ drop: true }) } });
+    const r = await w.engine({ callout: { vrfy: true, randomProbe: false } }).verify('alice@vrfydrop.test');
+    assert.deepEqual([r.verdict, r.reason], ['deliverable', 'accepted'], r.description);
+    assert.equal(w.connections('127.0.0.73'), 2);
+    assert.equal(w.commands('127.0.0.73').filter((c) => /^VRFY /i.test(c)).length, 1);
+  });
 });
 
 describe('where a rejection happened', () => {
@@ -538,6 +554,62 @@ describe('DNS outcomes', () => {
       assert.equal(r.verdict, 'unknown', address);
       assert.equal(r.reason, 'dns-tempfail', address);
     }
+  });
+
+  it('callout.timeouts.overall bounds the MX and address lookups too: a silent name server is unknown dns-tempfail at the deadline', async (t) => {
+    const w = await make({
+      'silent.test': { drop: true },
+      'mxsilent.test': { MX: [{ priority: 10, exchange: 'mx.mxsilent.test' }] },
+      'mx.mxsilent.test': { drop: true },
+    }, {});
+    // A resolver that would wait 4 s (c-ares alone bounds it): only the deadline can end it sooner.
+    const resolver = createNodeResolver({ servers: [w.dns.address], timeoutMs: 4000, tries: 1 });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = new CalloutEngine(w.config({ callout: { timeouts: { overall: '300ms' } } }), { resolver, store, clock: w.clock, random: () => 0 });
+    t.after(() => store.close());
+    // The MX lookup itself, then the address lookup of an exchanger whose MX answered.
+    for (const address of ['a@silent.test', 'a@mxsilent.test']) {
+      const started = Date.now();
+      const r = await engine.verify(address);
+      const elapsed = Date.now() - started;
+      assert.deepEqual([r.verdict, r.reason], ['unknown', 'dns-tempfail'], `${address}: ${r.description}`);
+      assert.match(r.description, /^DNS lookup for \S+ failed temporarily: no answer within the overall deadline of 300 ms \(callout\.timeouts\.overall\)/);
+      // 4 s without the deadline; the rest is room for a loaded machine.
+      assert.ok(elapsed < 2500, `${address}: ended after ${elapsed} ms`);
+    }
+  });
+
+  it('the time the lookups took is spent from the overall deadline, not added to it', async () => {
+    const w = await make({
+      'late.test': { MX: [{ priority: 10, exchange: 'mx.late.test' }], delayMs: 1500 },
+      'mx.late.test': { A: ['127.0.0.71'] },
+    }, { '127.0.0.71': silentGreeting() });
+    const resolver = createNodeResolver({ servers: [w.dns.address], timeoutMs: 4000, tries: 1 });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = new CalloutEngine(w.config({ callout: { timeouts: { greeting: '30s', overall: '2s' } } }), { resolver, store, clock: w.clock, random: () => 0 });
+    const started = Date.now();
+    const r = await engine.verify('alice@late.test');
+    const elapsed = Date.now() - started;
+    await engine.idle();
+    await store.close();
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout'], r.description);
+    // 2 s in all; a fresh 2 s for the dialogue after the 1.5 s lookup ended it after 3.5 s.
+    assert.ok(elapsed < 3000, `ended after ${elapsed} ms`);
+  });
+
+  it('a deadline spent before any exchanger was asked (waiting on a dead process\'s lock) is unknown timeout, and nothing is remembered of the exchangers', async () => {
+    const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice']) });
+    const store = new MemoryStore({ clock: w.clock });
+    // A daemon that died while probing: its lock is waited for until it expires (overall + 5 s).
+    assert.ok(await store.setIfAbsent('lock:alice@held.test', '0', 60_000));
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '300ms' } } }, store);
+    const r = await engine.verify('alice@held.test');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout'], r.description);
+    assert.match(r.description, /overall deadline of 300 ms \(callout\.timeouts\.overall\) was spent before any exchanger was asked/);
+    assert.equal(w.connections('127.0.0.74'), 0);
+    await store.delete('lock:alice@held.test');
+    const again = await engine.verify('alice@held.test');
+    assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], 'the domain is not remembered as timing out');
   });
 
   it('address literals are probed directly', async () => {
