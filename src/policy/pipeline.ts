@@ -503,7 +503,14 @@ class PipelineRun {
 
 /** Builds the configured stages from a configuration validateConfig produced. */
 export function buildPipeline(config: Config, deps: StageDeps, messages?: MessageMemories): Pipeline {
-  const stages = config.policy.stages.map((entry) => configureStage(entry, deps));
+  const stages = config.policy.stages.map((entry, index) => {
+    try {
+      return configureStage(entry, deps);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      throw new ConfigError(stageKeyed(err.message, entry.name, index), { cause: err });
+    }
+  });
   return new Pipeline(stages, {
     ...(messages ? { messages } : {}),
     decisionTimeoutMs: config.policy.decisionTimeout,
@@ -512,6 +519,18 @@ export function buildPipeline(config: Config, deps: StageDeps, messages?: Messag
     clock: deps.clock,
     log: deps.log,
   });
+}
+
+/**
+ * A stage's own message ("allowlist.clientNames: ...", "policy.stages greylist: ...") under the
+ * entry's key, as validateConfig names the others ("policy.stages.1.clientNames: ..."): with two
+ * stages of a name, or none named in the message, the administrator could not tell which entry.
+ */
+function stageKeyed(message: string, name: string, index: number): string {
+  const key = `policy.stages.${index}`;
+  if (message.startsWith(`${name}.`)) return `${key}.${message.slice(name.length + 1)}`;
+  if (message.startsWith(`policy.stages ${name}: `)) return `${key} (${name}): ${message.slice(`policy.stages ${name}: `.length)}`;
+  return `${key} (${name}): ${message}`;
 }
 
 function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {

@@ -217,8 +217,9 @@ describe('callout config', () => {
 
   it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {
     const cases: Array<[string, RegExp]> = [
-      ['policy:\n  stages:\n    - name: allowlist\n      clients: ["300.1.1.1/8"]\n', /allowlist\.clients: "300\.1\.1\.1\/8": not an IPv4 or IPv6 address/],
-      ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /greylist: states MAIL: this stage runs only in RCPT/],
+      // Named by the entry's key, as the schema's own problems are (it said "allowlist.clients").
+      ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clients: ["300.1.1.1/8"]\n', /: policy\.stages\.1\.clients: "300\.1\.1\.1\/8": not an IPv4 or IPv6 address/],
+      ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /policy\.stages\.0 \(greylist\): states MAIL: this stage runs only in RCPT/],
       [`policy:\n  stages:\n    - name: greylist\n      whitelistClientFiles: [${join(dir, 'no-such-whitelist')}]\n`, /no-such-whitelist: cannot read/],
     ];
     for (const [text, problem] of cases) {

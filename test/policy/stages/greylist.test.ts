@@ -213,9 +213,9 @@ describe('greylist stage over the policy protocol', () => {
   });
 
   it('refuses to start when a named whitelist file is missing', async () => {
-    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /greylist: .*missing: cannot read: ENOENT/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): .*missing: cannot read: ENOENT/);
     // Start (and `config check`) read such a file whole: this one used to take every byte of memory.
-    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /greylist: \/dev\/zero: larger than 8 MiB/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: larger than 8 MiB/);
   });
 
   it('keys a forward-confirmed sender pool by its organisational domain, never an unconfirmed or dynamic name', async () => {
