@@ -17,7 +17,8 @@
  *   the connection behind them (a pipelined QUIT).
  *
  *   Reuse: park() marks the session idle between callouts (its socket no longer keeps the process
- *   alive; any word from the server while parked closes it, since only a 421 may come unasked);
+ *   alive; any word from the server while parked closes it, since only a 421 may come unasked,
+ *   and so does park() itself when part of an unasked line is already held);
  *   resume() starts the next callout with its own deadline. inTransaction says whether a MAIL was
  *   accepted since the last RSET, and replies logs every command reply, so a connection cache can
  *   tell a clean session from one the server has grown tired of.
@@ -248,6 +249,8 @@ export class SmtpClientSession {
     // The last callout's deadline must not cut short the QUIT that may close the session idle.
     this.deadline = undefined;
     for (const socket of this.sockets) socket.unref();
+    // Arrived before park(), part of a line would begin the next callout's first reply just the same.
+    if (this.holdsUnaskedBytes()) this.end(`server spoke while the session was idle: part of a line nobody asked for (${this.decoder.bufferedBytes} octets)`);
   }
 
   get isParked(): boolean {

@@ -45,7 +45,11 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
   if (database !== null && !/^\d+$/.test(database)) {
     throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
   }
-  if (url.startsWith('/')) return url;
+  if (url.startsWith('/')) {
+    // ioredis takes a socket path's parameters as driver options too.
+    checkUrlParameters(url, storeOptions);
+    return url;
+  }
   if (!/^rediss?:\/\//i.test(url)) {
     throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
   }

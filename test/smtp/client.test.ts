@@ -822,6 +822,14 @@ describe('SmtpClientSession between callouts', () => {
     await until(() => other.state === 'closed');
     assert.equal(other.state, 'closed');
     assert.ok(events(other).includes('server spoke while the session was idle: "250 "'));
+
+    // The same bytes in the write of the EHLO reply, so that they are held before park(): not parked for reuse either.
+    const early = await rawServer(t, '127.0.0.5', (_line, socket) => socket.write('250 mx.callout.test\r\n250 '));
+    const third = sessionFor(t, early);
+    assert.deepEqual(await third.open(), { kind: 'ready' });
+    third.park();
+    assert.equal(third.state, 'closed');
+    assert.ok(events(third).includes('server spoke while the session was idle: part of a line nobody asked for (4 octets)'), events(third).join(' | '));
   });
 
   it('resume() gives the next callout its own deadline', async (t) => {

@@ -306,16 +306,23 @@ describe('RedisStore', () => {
         const outcome = await openOutcome(`${redis.url}?${query}`);
         assert.ok(outcome instanceof ConfigError, `${query}: ${String(outcome)}`);
         assert.match(outcome.message, /set by the store/);
+        // ioredis reads a socket path's parameters as options just the same.
+        const bySocket = await openOutcome(`${redis.socketPath}?${query}`);
+        assert.ok(bySocket instanceof ConfigError, `socket ${query}: ${String(bySocket)}`);
+        assert.match(bySocket.message, /set by the store/);
       }
       assert.equal(await openOutcome(`${redis.url}?family=4`), 'opened');
+      assert.equal(await openOutcome(`${redis.socketPath}?db=2`), 'opened');
     });
 
     it('refuses URL parameters other than username, password, db, family and tls', async () => {
       // Each an ioredis option: expiresAt became a string; scan found nothing; every command failed.
       for (const query of ['stringNumbers=true', 'keyPrefix=x:', 'monitor=true']) {
-        const outcome = await openOutcome(`${redis.url}?${query}`);
-        assert.ok(outcome instanceof ConfigError, `${query}: ${String(outcome)}`);
-        assert.match(outcome.message, /is not one of username, password, db, family, tls/);
+        for (const url of [`${redis.url}?${query}`, `${redis.socketPath}?${query}`]) {
+          const outcome = await openOutcome(url);
+          assert.ok(outcome instanceof ConfigError, `${url}: ${String(outcome)}`);
+          assert.match(outcome.message, /is not one of username, password, db, family, tls/);
+        }
       }
       assert.equal(await openOutcome(`redis://127.0.0.1:${redis.port}?db=3&family=4`), 'opened');
     });
