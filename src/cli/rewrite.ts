@@ -152,7 +152,7 @@ export function readBatvKeys(path: string): BatvKey[] {
 }
 
 /** The keyring of a key file; what makes it unusable (a key number given twice, a secret over 64 bytes) names the file. */
-function batvFromKeyFile(path: string, window: BatvWindow = 'exim'): Batv {
+function batvFromKeyFile(path: string, window: BatvWindow): Batv {
   const keys = readBatvKeys(path);
   try {
     return new Batv({ keys, window });

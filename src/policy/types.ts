@@ -56,8 +56,9 @@ export type Decision =
   | { kind: 'reject'; code: number; enhanced: string; text: string }
   | { kind: 'defer'; code: number; enhanced: string; text: string }
   /**
-   * DEFER_IF_PERMIT: defer unless a later restriction rejects (greylisting, verification in
-   * progress). `enhanced` goes before a text that does not begin with a code of its own.
+   * DEFER_IF_PERMIT: defer unless a later restriction rejects or defers (greylisting,
+   * verification in progress); the later stages run. `enhanced` goes before a text that does
+   * not begin with a code of its own.
    */
   | { kind: 'defer-if-permit'; enhanced?: string; text: string }
   /** Go on, and add this header (once per message; RFC 5322 field `Name: value`). */

@@ -119,6 +119,9 @@ function saysNothingOfMailbox(reply: SmtpReply): 'mailbox-full' | 'protocol-erro
   return undefined;
 }
 
+/** RFC 5321 §4.2.3's text of 452: the server's storage, not the mailbox's. */
+const SERVER_STORAGE_TEXT = /insufficient (system )?storage/i;
+
 export function classifyRcpt(reply: SmtpReply): RcptOutcome {
   if (reply.code >= 200 && reply.code < 300) return 'accepted';
   // RFC 5321 §4.5.3.1.10: 452 is how a server says "no more recipients in this transaction",
@@ -131,9 +134,10 @@ export function classifyRcpt(reply: SmtpReply): RcptOutcome {
   }
   if (reply.code >= 500) return refusesUs(reply) ? 'refused' : (saysNothingOfMailbox(reply) ?? 'rejected');
   // "452 4.2.2 Mailbox full" is how most servers say it (RFC 3463 §3.3): the mailbox exists. Not
-  // an X.3.x, the server's own storage ("452 4.3.1 Insufficient system storage").
+  // the server's own storage: an X.3.x, or RFC 5321's own 452 text, "Insufficient system storage".
   const e = reply.enhanced;
-  if ((e && e.subject === 2 && e.detail === 2) || (MAILBOX_FULL_TEXT.test(replyText(reply)) && !(e && e.subject === 3))) return 'mailbox-full';
+  const text = replyText(reply);
+  if ((e && e.subject === 2 && e.detail === 2) || (MAILBOX_FULL_TEXT.test(text) && !SERVER_STORAGE_TEXT.test(text) && !(e && e.subject === 3))) return 'mailbox-full';
   return isGreylisting(reply) ? 'greylisted' : 'tempfail';
 }
 

@@ -48,6 +48,8 @@ describe('classifyRcpt', () => {
 
   it('takes a temporary "mailbox full" as a full mailbox, which exists, and not as any temporary failure', () => {
     assert.equal(classifyRcpt(reply(452, '4.2.2 Mailbox full')), 'mailbox-full');
+    // RFC 5321's own words for 452 are about the server's storage, not the mailbox's.
+    assert.equal(classifyRcpt(reply(452, 'Insufficient system storage')), 'tempfail');
     assert.equal(classifyRcpt(reply(450, '4.2.2 The email account that you tried to reach is over quota')), 'mailbox-full');
     assert.equal(classifyRcpt(reply(452, 'Over quota')), 'mailbox-full');
     // The server's own storage (Postfix's queue file system) says nothing of the mailbox.
