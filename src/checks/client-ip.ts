@@ -38,6 +38,16 @@ export function clientAddress(ip: string): ClientAddress | undefined {
   return parsedClients.get(ip);
 }
 
+/**
+ * Why a request's client_address cannot be checked, or undefined when it can: Postfix sends
+ * "unknown" when it has no address (the client went away before getpeername, XCLIENT
+ * ADDR=[UNAVAILABLE]), and a check that ran on it anyway would report a result about nothing.
+ */
+export function unusableClientAddress(ip: string): string | undefined {
+  if (clientAddress(ip) !== undefined) return undefined;
+  return ip === '' ? 'no client address in the request' : `no usable client address in the request (${JSON.stringify(ip)})`;
+}
+
 function parseClientAddress(ip: string): ClientAddress | undefined {
   if (ip.includes('/') || ip.startsWith('[')) return undefined;
   const host = parseCidr(ip);

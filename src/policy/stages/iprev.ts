@@ -21,7 +21,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
-import { clientAddress } from '../../checks/client-ip.js';
+import { unusableClientAddress } from '../../checks/client-ip.js';
 import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageDefinition } from '../types.js';
@@ -76,13 +76,10 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
       name: 'iprev',
       states: new Set(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE']),
       async evaluate(ctx) {
-        // Postfix sends client_address=unknown when it has no address (the client went away
-        // before getpeername, XCLIENT ADDR=[UNAVAILABLE]): iprev cannot be tried then, so there
-        // is no result to act on or report (permerror would claim the address has no PTR).
-        if (clientAddress(ctx.clientAddress) === undefined) {
-          const reason = ctx.clientAddress === '' ? 'no client address in the request' : `no usable client address in the request (${JSON.stringify(ctx.clientAddress)})`;
-          return { stage: 'iprev', result: 'none', reason, decision: { kind: 'continue' } };
-        }
+        // Without an address iprev cannot be tried: no result to act on or report (permerror
+        // would claim the address has no PTR).
+        const unusable = unusableClientAddress(ctx.clientAddress);
+        if (unusable !== undefined) return { stage: 'iprev', result: 'none', reason: unusable, decision: { kind: 'continue' } };
         // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
         // the pipeline would count the stage a fault and skip every stage after it.
         const timeoutMs = Math.max(1, ctx.deadline - ctx.clock.now());

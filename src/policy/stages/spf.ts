@@ -27,7 +27,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults, formatReceivedSpf } from '../../checks/auth-results.js';
-import { clientAddress } from '../../checks/client-ip.js';
+import { unusableClientAddress } from '../../checks/client-ip.js';
 import { evaluateSpf } from '../../checks/spf/index.js';
 import type { SpfResult, SpfVerdict } from '../../checks/spf/types.js';
 import { compileTemplate } from '../template.js';
@@ -179,13 +179,10 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
       name: 'spf',
       states: new Set(['MAIL', 'RCPT']),
       async evaluate(ctx): Promise<StageVerdict> {
-        // Postfix sends client_address=unknown when it has none (XCLIENT ADDR=[UNAVAILABLE]):
-        // check_host() cannot run without one, and an spf=none header would tell the message's
-        // readers that the sender's domain publishes no SPF policy.
-        if (clientAddress(ctx.clientAddress) === undefined) {
-          const reason = ctx.clientAddress === '' ? 'no client address in the request' : `no usable client address in the request (${JSON.stringify(ctx.clientAddress)})`;
-          return { stage: 'spf', result: 'none', reason, decision: { kind: 'continue' } };
-        }
+        // check_host() cannot run without an address, and an spf=none header would tell the
+        // message's readers that the sender's domain publishes no SPF policy.
+        const unusable = unusableClientAddress(ctx.clientAddress);
+        if (unusable !== undefined) return { stage: 'spf', result: 'none', reason: unusable, decision: { kind: 'continue' } };
         // The parsed mailbox gives the semantic local part (quotes removed) and the A-label domain.
         const mailFrom = ctx.sender?.kind === 'mailbox' ? `${ctx.sender.mailbox.localPart}@${ctx.sender.mailbox.asciiDomain}` : ctx.senderText;
         const { deciding, all } = await verdictsFor(ctx, mailFrom);
