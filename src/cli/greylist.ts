@@ -33,10 +33,9 @@
 
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
-import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
-import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
+import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
@@ -45,7 +44,7 @@ import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOpt
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { wholeNumberFlag } from './options.js';
-import { configuredStore, openExistingStore } from './runtime.js';
+import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
 
 export interface GreylistCommandIo {
   out: NodeJS.WritableStream;
@@ -82,9 +81,7 @@ interface Settings {
  * or a "no store there" (78) from `list` and `drop`.
  */
 function configured(flags: CommonFlags): Settings {
-  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
-  // Only a file sets memory (the default is sqlite, and no flag here sets the kind): name it, as every configuration error does.
-  if (config.store.kind === 'memory') throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (the greylist of a running daemon's memory cannot be reached from here)`);
+  const config = daemonStateConfig(flags, 'the greylist');
   return { config, options: stageOptions(config) };
 }
 

@@ -59,11 +59,10 @@ import { SocketmapServer } from '../rewrite/socketmap.js';
 import { SRS_LIMITS, Srs, srsDomain, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDelimiters } from '../rewrite/verp.js';
-import { loadConfig } from '../config/load.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import { collect, wholeNumberFlag } from './options.js';
-import { configuredStore, openExistingStore } from './runtime.js';
+import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
@@ -276,9 +275,7 @@ function suppressionStore(flags: StoreFlags): StoreSpec {
     if (flags.store === '' || flags.store === ':memory:') throw new UsageError(`--store: got ${JSON.stringify(flags.store)}, expected a file (nothing kept there outlives the command)`);
     return { kind: 'sqlite', path: flags.store };
   }
-  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
-  if (config.store.kind === 'memory') throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (the suppression list in a running daemon's memory cannot be reached from here)`);
-  return configuredStore(config);
+  return configuredStore(daemonStateConfig(flags, 'the suppression list'));
 }
 
 /** The store options of every suppression command. */

@@ -9,6 +9,7 @@
 
 import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
+import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../core/errors.js';
 import { systemClock } from '../core/clock.js';
@@ -56,6 +57,19 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
     throw new ConfigError(`${spec.path}: no store there: nothing has been written to it yet (check --store, --data-dir, -c or store.path)`);
   }
   return openStore(spec, clock);
+}
+
+/**
+ * The configuration (-c FILE, --data-dir) of a command that works on a running daemon's state
+ * (its greylist, its suppression list): a memory store is refused, naming the file, since that
+ * state is in the daemon's memory. Only a file sets memory; no such command has a flag for it.
+ */
+export function daemonStateConfig(flags: { config?: string; dataDir?: string }, state: string): Config {
+  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
+  if (config.store.kind === 'memory') {
+    throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (${state} in a running daemon's memory cannot be reached from here)`);
+  }
+  return config;
 }
 
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */

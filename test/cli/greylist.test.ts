@@ -228,7 +228,7 @@ describe('callout greylist on a store that is not there', () => {
     writeFileSync(memoryConfig, 'store:\n  kind: memory\n');
     const { error } = await run(['list'], memoryConfig);
     assert.ok(error instanceof ConfigError, String(error));
-    assert.equal(error.message, `${memoryConfig}: store.kind: got "memory", expected sqlite or redis (the greylist of a running daemon's memory cannot be reached from here)`);
+    assert.equal(error.message, `${memoryConfig}: store.kind: got "memory", expected sqlite or redis (the greylist in a running daemon's memory cannot be reached from here)`);
     assert.equal(exitCodeFor(error), 78);
   });
 });
