@@ -40,7 +40,7 @@ import { CONTROL_CHARACTER, shown } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
-import { greylistFromOptions, greylistOptions, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
+import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { wholeNumberFlag } from './options.js';
@@ -115,7 +115,7 @@ function unreadIdentity(options: GreylistOptions, identity: string): string | un
   const network = parseCidr(identity);
   if (!network.ok) return undefined;
   const family = network.value.family;
-  const prefix = options.clientIdentity === 'address' ? (family === 4 ? 32 : 128) : family === 4 ? options.ipv4Prefix : options.ipv6Prefix;
+  const prefix = identityPrefix(options, family);
   return network.value.prefixLength === prefix ? undefined : `the greylist stage keys IPv${family} clients by their /${prefix}; give an address or a /${prefix} network`;
 }
 

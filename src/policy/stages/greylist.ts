@@ -142,9 +142,17 @@ export function greylistFromOptions(opts: GreylistOptions, store: Store, clock: 
   });
 }
 
+type IdentityOptions = Pick<GreylistOptions, 'clientIdentity' | 'ipv4Prefix' | 'ipv6Prefix'>;
+
+/** The prefix length a client of the family is keyed by: the host's own in `address` mode. */
+export function identityPrefix(opts: IdentityOptions, family: 4 | 6): number {
+  if (opts.clientIdentity === 'address') return family === 4 ? 32 : 128;
+  return family === 4 ? opts.ipv4Prefix : opts.ipv6Prefix;
+}
+
 /** The network (or, in `address` mode, the host) identity of a client address; undefined if it is not one. */
-export function networkIdentity(opts: Pick<GreylistOptions, 'clientIdentity' | 'ipv4Prefix' | 'ipv6Prefix'>, address: string): string | undefined {
-  return opts.clientIdentity === 'address' ? networkOf(address, 32, 128) : networkOf(address, opts.ipv4Prefix, opts.ipv6Prefix);
+export function networkIdentity(opts: IdentityOptions, address: string): string | undefined {
+  return networkOf(address, identityPrefix(opts, 4), identityPrefix(opts, 6));
 }
 
 /** The client's forward-confirmed name, or undefined when it has none (or iprev did not pass). */
