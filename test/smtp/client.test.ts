@@ -779,9 +779,16 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
   });
 });
 
+/**
+ * When a script's unasked words follow the last reply. Long enough that they never arrive in the
+ * same read as that reply on a loaded machine (the session would drop them as unsolicited,
+ * before park(), and the test would wait for a close that never comes).
+ */
+const UNASKED_AFTER_MS = 250;
+
 describe('SmtpClientSession between callouts', () => {
   it('a parked session is closed by anything the server says, and an unasked 421 closes any session', async (t) => {
-    const server = await serve(t, { script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: '250 2.0.0 Unasked' } }) } });
+    const server = await serve(t, { script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: UNASKED_AFTER_MS, reply: '250 2.0.0 Unasked' } }) } });
     const session = sessionFor(t, server);
     await session.open();
     await session.rset();
@@ -792,7 +799,7 @@ describe('SmtpClientSession between callouts', () => {
     assert.equal(session.isParked, false);
     assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: 250')));
 
-    const closing = await serve(t, { host: '127.0.0.3', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: '421 4.4.2 Timeout' } }) } });
+    const closing = await serve(t, { host: '127.0.0.3', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: UNASKED_AFTER_MS, reply: '421 4.4.2 Timeout' } }) } });
     const other = sessionFor(t, closing);
     await other.open();
     await other.rset();
@@ -802,7 +809,7 @@ describe('SmtpClientSession between callouts', () => {
   });
 
   it('a parked session is closed by a line that is no reply, and by part of a line, which would begin the next reply', async (t) => {
-    const garbled = await serve(t, { host: '127.0.0.4', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: 20, reply: 'garbage' } }) } });
+    const garbled = await serve(t, { host: '127.0.0.4', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: UNASKED_AFTER_MS, reply: 'garbage' } }) } });
     const session = sessionFor(t, garbled);
     await session.open();
     await session.rset();
@@ -814,7 +821,7 @@ describe('SmtpClientSession between callouts', () => {
     // "250 " with no line end yet: kept, it would turn the server's next reply (a 550, say) into a 250.
     const partial = await rawServer(t, '127.0.0.4', (_line, socket) => {
       socket.write('250 mx.callout.test\r\n');
-      setTimeout(() => socket.write('250 '), 20);
+      setTimeout(() => socket.write('250 '), UNASKED_AFTER_MS);
     });
     const other = sessionFor(t, partial);
     assert.deepEqual(await other.open(), { kind: 'ready' });
