@@ -44,6 +44,13 @@ function textOf(part: MimePart): string | undefined {
       .replace(/<br\s*\/?>|<\/(p|div|tr|li|h\d)>/gi, '\n')
       .replace(/<[^<>]*>/g, '')
       .replace(/&nbsp;/g, ' ')
+      // Numeric references too: "couldn&#39;t be delivered" hid the recipient of an HTML NDR.
+      .replace(/&#(?:(\d{1,7})|[xX]([0-9a-fA-F]{1,6}));/g, (reference, decimal: string | undefined, hex: string | undefined) => {
+        const codePoint = decimal !== undefined ? Number(decimal) : parseInt(hex!, 16);
+        return codePoint > 0 && codePoint <= 0x10ffff && (codePoint < 0xd800 || codePoint > 0xdfff) ? String.fromCodePoint(codePoint) : reference;
+      })
+      .replace(/&apos;/g, "'")
+      .replace(/&quot;/g, '"')
       .replace(/&lt;/g, '<')
       .replace(/&gt;/g, '>')
       .replace(/&amp;/g, '&');
@@ -97,9 +104,11 @@ export function parseBounce(message: string | Buffer, options: BounceParseOption
 
   // The report's own parts only: a delivery-status part inside the returned message reports
   // another delivery (RFC 6522 §3), such as an old bounce that was forwarded and bounced again.
+  let sawReport = false;
   for (const part of walkParts(top, false)) {
     const type = part.contentType.mediaType;
     if (type !== 'message/delivery-status' && type !== 'message/global-delivery-status') continue;
+    sawReport = true;
     const status = parseDeliveryStatus(part.text);
     if (status.recipients.length === 0) continue;
     return {
@@ -124,7 +133,10 @@ export function parseBounce(message: string | Buffer, options: BounceParseOption
   if (prose && prose.recipients.length > 0) {
     return { ok: true, report: { format: prose.format, ...(prose.reportingMta ? { reportingMta: prose.reportingMta } : {}), ...base, recipients: prose.recipients, ...withOriginal } };
   }
-  if (/auto-replied|auto-generated/i.test(header(top, 'auto-submitted') ?? '')) {
+  // A report part or an MTA's own bounce text without a readable recipient is a bounce all the
+  // same: Exim and Sendmail bounces carry Auto-Submitted too, and were called automatic replies.
+  const recognised = sawReport || (prose !== undefined && prose.format !== 'generic');
+  if (!recognised && /auto-replied|auto-generated/i.test(header(top, 'auto-submitted') ?? '')) {
     return { ok: false, reason: 'auto-reply', message: 'an automatic reply (RFC 3834), not a bounce', truncated };
   }
   return { ok: false, reason: 'no-recipients', message: 'no failed recipient found in the message', truncated };

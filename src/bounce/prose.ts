@@ -184,7 +184,8 @@ function exchange(text: string): ProseBounce | undefined {
     // Trimmed first, and the reply greedy up to the first '#': white space on both sides of an
     // optional '#' before the end made every split of a run of spaces a try (4.6 s for 64 KiB).
     const next = (lines[i + 1] ?? '').trim();
-    const code = /^#?\s*([45]\d\d[ -][^#]*)#*$/.exec(next);
+    // Exchange 2010 puts the name of the server that refused before the '#' of a remote reply.
+    const code = /^(?:[^\s#]+\s+(?=#))?#?\s*([45]\d\d[ -][^#]*)#*$/.exec(next);
     const address = ADDRESS_LINE.exec(line);
     if (address && code && next.includes('#')) found.push({ address: address[1]!, diagnostic: code[1]!.trimEnd() });
   });
@@ -192,7 +193,10 @@ function exchange(text: string): ProseBounce | undefined {
   if (modern) found.push({ address: modern[1]!, diagnostic: remote });
   if (classic) {
     const listed: Array<{ address: string; line: string }> = [];
-    for (const line of linesOf(text.slice(classic.index + classic[0].length)).slice(1)) {
+    // Exchange 2007 and later put a blank line before the list: it ended the list before its first address.
+    const after = linesOf(text.slice(classic.index + classic[0].length)).slice(1);
+    const first = after.findIndex((line) => line.trim() !== '');
+    for (const line of first < 0 ? [] : after.slice(first)) {
       const address = ADDRESS.exec(line);
       if (!address || line.trim() === '') break;
       listed.push({ address: address[1]!, line });

@@ -113,9 +113,12 @@ export function findEnhancedStatus(text: string): EnhancedStatus | undefined {
   return match ? build(match[1]!, match[2]!, match[3]!) : undefined;
 }
 
-/** The first SMTP reply code (RFC 5321: 2yz-5yz) in free text. */
+/**
+ * The first SMTP reply code (RFC 5321: 2yz-5yz) in free text. A colon and a space may follow it:
+ * Yahoo writes "554: delivery error: dd This user doesn't have a yahoo.com account".
+ */
 export function findSmtpCode(text: string): number | undefined {
-  const match = /(?<![\d.])([245][0-5]\d)(?=[\s-]|$)/.exec(text.slice(0, 4000));
+  const match = /(?<![\d.])([245][0-5]\d)(?=[\s-]|:\s|$)/.exec(text.slice(0, 4000));
   return match ? Number(match[1]) : undefined;
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { describeStatus, findEnhancedStatus, isHardAddressFailure, parseEnhancedStatus, statusCategory } from '../../src/bounce/status.js';
+import { describeStatus, findEnhancedStatus, findSmtpCode, isHardAddressFailure, parseEnhancedStatus, statusCategory } from '../../src/bounce/status.js';
 import { decodeWords, parseContentType, parseHeaderBlock } from '../../src/bounce/mime.js';
 
 describe('RFC 3463 status codes', () => {
@@ -12,6 +12,12 @@ describe('RFC 3463 status codes', () => {
     assert.equal(findEnhancedStatus('550 5.1.10 RESOLVER')?.code, '5.1.10');
     assert.equal(findEnhancedStatus('host 192.5.1.1 said no'), undefined);
     assert.equal(findEnhancedStatus('ends with 4.2.2.')?.code, '4.2.2');
+  });
+  it('finds the SMTP reply code, followed by a colon too (Yahoo), but not in addresses, ports or times', () => {
+    assert.equal(findSmtpCode("554: delivery error: dd This user doesn't have a yahoo.example account"), 554);
+    assert.equal(findSmtpCode('host mx[192.0.2.1] said: 550-5.1.1 no'), 550);
+    assert.equal(findSmtpCode('smtp;550 5.1.10 RESOLVER'), 550);
+    for (const text of ['connect to mx[192.0.2.1]:587: refused', 'at 10:50:00 queued as 4AB', 'host 192.0.2.250: timeout', 'ratio 550:1', 'message 1550: lost']) assert.equal(findSmtpCode(text), undefined, text);
   });
   it('names classes and subjects', () => {
     const s = parseEnhancedStatus('5.2.2')!;
