@@ -10,8 +10,10 @@
  *   - it is a VERP address of one of our list senders, which names the recipient it was made for.
  *   A prvs tag that is present but invalid or expired makes the bounce unproven even when VERP
  *   would decode. With VERP, the named recipient is suppressed when the report shows it as a hard
- *   failure (or shows exactly one hard failure, because forwarding renames the final recipient);
- *   with BATV alone, every hard-failed recipient of the report is. Only hard failures count
+ *   failure; with BATV alone, every hard-failed recipient of the report is. A failure reached by
+ *   forwarding (another Original-Recipient, or a VERP recipient the report does not name but
+ *   whose one recipient failed) suppresses nothing: the address we mailed may be an alias of
+ *   several people, and one leaver would stop the mail of all. Only hard failures count
  *   (bounce/status: user unknown, no such domain, disabled...), never full mailboxes, policy
  *   blocks or delays.
  *
@@ -34,6 +36,12 @@ import { parseBounce } from './parse.js';
 import type { BounceFormat, BounceRecipient, BounceReport } from './types.js';
 
 export const SUPPRESSION_PREFIX = 'supp:';
+/**
+ * Why a failure reached by forwarding suppresses nothing: the address we mailed may be an alias
+ * of several people (a team@ with one leaver), and suppressing it for a year would stop the mail
+ * of all the others.
+ */
+const FORWARDED = 'the address we mailed may reach others too, so it is not suppressed';
 const DEFAULT_TTL_MS = 365 * 86_400_000;
 /**
  * Compare-and-set attempts of one add() before it gives up: a key that changes under every
@@ -102,6 +110,12 @@ function decodeEntry(value: string): SuppressionEntry | undefined {
   const texts = [entry.address, entry.status, entry.proof, entry.format];
   if (!texts.every((text) => typeof text === 'string') || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
   return entry as SuppressionEntry;
+}
+
+/** The failure was reached through another address (Original-Recipient), the one we mailed. */
+function forwarded(recipient: BounceRecipient): boolean {
+  const original = recipient.originalRecipient?.trim().toLowerCase();
+  return original !== undefined && original !== '' && original !== recipient.address.trim().toLowerCase();
 }
 
 export class SuppressionList {
@@ -187,20 +201,26 @@ export class SuppressionList {
     let suppress: Array<{ address: string; evidence: BounceRecipient }>;
     if (verpRecipient !== undefined) {
       const named = verpRecipient.toLowerCase();
-      const match = hard.find((r) => r.address.toLowerCase() === named || r.originalRecipient?.toLowerCase() === named);
-      const evidence = match ?? (report.recipients.length === 1 ? hard[0] : undefined);
+      const evidence = hard.find((r) => r.address.toLowerCase() === named);
       if (!evidence) {
+        if (hard.some((r) => r.originalRecipient?.toLowerCase() === named) || (report.recipients.length === 1 && hard.length === 1)) {
+          return { kind: 'not-proven', reason: `${verpRecipient} was forwarded, and only where it led failed: ${FORWARDED}` };
+        }
         return hard.length > 0 ? { kind: 'not-proven', reason: `the report's hard failures do not include the VERP recipient ${verpRecipient}` } : { kind: 'not-hard', report };
       }
       suppress = [{ address: verpRecipient, evidence }];
     } else {
       if (hard.length === 0) return { kind: 'not-hard', report };
-      // The address we mailed: a forward that bounced (Final-Recipient) was reached through it.
       // A field with nothing after its type (`rfc822;`), without a domain or with control
       // characters (escape sequences for the terminal of whoever lists the entries) names no
-      // one we mailed.
-      suppress = hard.map((r) => ({ address: (r.originalRecipient ?? r.address).trim(), evidence: r })).filter(({ address }) => address.includes('@') && !CONTROL_CHARACTER.test(address));
-      if (suppress.length === 0) return { kind: 'not-proven', reason: 'the report\'s hard failures name no address' };
+      // one we mailed; a failure reached by forwarding (an Original-Recipient other than the
+      // Final-Recipient) proves nothing of the address we mailed (FORWARDED).
+      const named = hard.filter(({ address }) => address.trim().includes('@') && !CONTROL_CHARACTER.test(address));
+      suppress = named.filter((r) => !forwarded(r)).map((r) => ({ address: r.address.trim(), evidence: r }));
+      if (suppress.length === 0) {
+        const reason = named.length > 0 ? `every hard failure was reached by forwarding: ${FORWARDED}` : 'the report\'s hard failures name no address';
+        return { kind: 'not-proven', reason };
+      }
     }
     const proof: SuppressionProof = signed && verpRecipient !== undefined ? 'batv+verp' : signed ? 'batv' : 'verp';
     const entries: SuppressionEntry[] = [];

@@ -38,14 +38,15 @@ describe('SuppressionList', () => {
     });
   });
 
-  it('records the address we mailed when the failed one was reached by forwarding (Original-Recipient)', async () => {
+  it('suppresses nothing for a failure reached by forwarding (Original-Recipient): the address we mailed may reach others too', async () => {
     const { list } = setup();
+    // team@ expands to several people; one of them, a leaver, bounced.
     const forwarded = fixture('postfix-dsn.eml')
-      .replace(/Final-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822; bob.forward@gmail.example\nOriginal-Recipient: rfc822;bob@example.org');
+      .replace(/Final-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822; leaver@gmail.example\nOriginal-Recipient: rfc822;bob@example.org');
     assert.notEqual(forwarded, fixture('postfix-dsn.eml'), 'the fixture names bob@example.org as Final-Recipient');
     const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: forwarded }, { batv });
-    assert.equal(outcome.kind, 'recorded');
-    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@example.org']);
+    assert.deepEqual(outcome, { kind: 'not-proven', reason: 'every hard failure was reached by forwarding: the address we mailed may reach others too, so it is not suppressed' });
+    assert.deepEqual(await list.list(), []);
   });
 
   it('with BATV alone records every hard failure but not the full mailbox', async () => {
@@ -92,17 +93,20 @@ describe('SuppressionList', () => {
     assert.equal(await list.isSuppressed('mallory@example.org'), false);
   });
 
-  it('records the VERP recipient of a forwarded message: named as Original-Recipient, or the one recipient of the report', async () => {
+  it('suppresses no VERP recipient that was forwarded: named as Original-Recipient, or the report\'s one recipient under another address', async () => {
     const { list } = setup();
     const multi = fixture('multi-recipient-dsn.eml').replace('Final-Recipient: RFC822; dave@example.org', 'Final-Recipient: rfc822; dave.forward@gmail.example\nOriginal-Recipient: rfc822; dave@example.org');
     assert.notEqual(multi, fixture('multi-recipient-dsn.eml'), 'the fixture names dave@example.org as Final-Recipient');
     const named = await list.recordBounce({ envelopeRecipient: 'list-bounces+dave=example.org@lists.example.com', message: multi }, { verp });
-    assert.deepEqual(named.kind === 'recorded' && named.entries.map((e) => [e.address, e.proof]), [['dave@example.org', 'verp']]);
+    assert.deepEqual(named, { kind: 'not-proven', reason: 'dave@example.org was forwarded, and only where it led failed: the address we mailed may reach others too, so it is not suppressed' });
     const single = fixture('postfix-dsn.eml').replace(/Final-Recipient: rfc822; ?bob@example\.org\nOriginal-Recipient: rfc822; ?bob@example\.org/i, 'Final-Recipient: rfc822; bob.forward@gmail.example');
     assert.notEqual(single, fixture('postfix-dsn.eml'));
     const only = await list.recordBounce({ envelopeRecipient: 'list-bounces+bob=example.org@lists.example.com', message: single }, { verp });
-    assert.deepEqual(only.kind === 'recorded' && only.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
-    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@example.org', 'dave@example.org']);
+    assert.equal(only.kind, 'not-proven');
+    assert.deepEqual(await list.list(), []);
+    // The VERP recipient itself failed: suppressed, as ever.
+    const direct = await list.recordBounce({ envelopeRecipient: 'list-bounces+bob=example.org@lists.example.com', message: fixture('postfix-dsn.eml') }, { verp });
+    assert.deepEqual(direct.kind === 'recorded' && direct.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
   });
 
   it('a BATV-signed VERP address proves batv+verp, and only the VERP recipient is recorded', async () => {
