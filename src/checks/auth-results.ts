@@ -70,7 +70,13 @@ const TSPECIALS = /[()<>@,;:\\"/[\]?=\s]/;
 const FOLD_WIDTH = 78;
 const ATEXT = "[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~]+";
 const DOT_ATOM = new RegExp(`^${ATEXT}(?:\\.${ATEXT})*$`);
-const DOMAIN = /^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$/;
+/**
+ * RFC 8601's domain-name is RFC 6376 §3.5's: two or more RFC 5321 sub-domains, none starting or
+ * ending with "-". "user@localhost" is no pvalue unquoted (a token cannot hold "@"), and a strict
+ * reader rejects the whole field over it.
+ */
+const SUB_DOMAIN = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const DOMAIN = new RegExp(`^${SUB_DOMAIN}(?:\\.${SUB_DOMAIN})+$`);
 
 /** A MIME token (RFC 2045 §5.1) as is, anything else as a quoted-string. */
 function value(text: string): string {
@@ -216,7 +222,10 @@ export function formatReceivedSpf(verdict: SpfVerdict, receiver: string, options
     ['receiver', receiver],
     ['identity', verdict.identity],
   ];
-  if (verdict.mechanism !== undefined) pairs.push(['mechanism', verdict.mechanism]);
+  // §9.1: "if no mechanisms matched, substitute the word 'default'": a record was evaluated and
+  // its default, neutral, decided (every other result without a term had no record to match in).
+  const mechanism = verdict.mechanism ?? (verdict.result === 'neutral' ? 'default' : undefined);
+  if (mechanism !== undefined) pairs.push(['mechanism', mechanism]);
   if (verdict.problem !== undefined && (verdict.result === 'permerror' || verdict.result === 'temperror')) pairs.push(['problem', cut(verdict.problem)]);
   const keyValues = pairs.filter(([, text]) => text !== '').map(([key, text]) => `${key}=${dotAtomOrQuoted(text)};`);
   return fittedField('Received-SPF', [[verdict.result, comment(spfComment(verdict, receiver)), ...keyValues]], (kept) => kept.flat(), options);

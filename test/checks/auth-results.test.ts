@@ -55,6 +55,29 @@ test('values that are not tokens are quoted, comments escaped, non-ASCII replace
   assert.match(helo, /smtp\.helo="\[192\.0\.2\.1\]"$/);
 });
 
+
+test('an address is a pvalue unquoted only with an RFC 6376 domain-name: two labels, no "-" at either end', () => {
+  const property = (sender: string) => formatAuthenticationResults({ authservId: 'mx', spf: [spf({ sender })] }).replace(/^.*smtp\.mailfrom=/, '');
+  assert.equal(property('user@localhost'), '"user@localhost"');
+  assert.equal(property('user@-evil.example'), '"user@-evil.example"');
+  assert.equal(property('user@evil-.example'), '"user@evil-.example"');
+  assert.equal(property('user@mail.example.com'), 'user@mail.example.com');
+  assert.equal(property('@example.com'), '@example.com');
+  assert.equal(property('localhost'), 'localhost', 'a token without "@" needs no quotes');
+
+  // RFC 8601 §2.2 pvalue, read independently: a MIME token, a quoted-string, or [[local-part] "@"] domain-name.
+  const label = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+  const atext = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+  const pvalue = new RegExp(`^(?:"(?:[^"\\\\]|\\\\.)*"|[^\\s()<>@,;:\\\\"/[\\]?=]+|(?:(?:${atext}(?:\\.${atext})*)?@)?${label}(?:\\.${label})+)$`);
+  const piece = fc.constantFrom('a', 'b-', '-', '.', '@', 'localhost', 'example', '_', '1');
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 8 }), (pieces) => {
+      const value = property(pieces.join(''));
+      assert.match(value, pvalue, pieces.join(''));
+    }),
+    { numRuns: 2000 },
+  );
+});
 test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   assert.equal(
     formatReceivedSpf(spf({ result: 'fail', mechanism: '-all', ip: '2001:db8::1' }), 'mx.example.net'),
@@ -62,6 +85,9 @@ test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   );
   const temperror = formatReceivedSpf(spf({ result: 'temperror', mechanism: undefined, problem: 'TXT lookup of example.com failed' }), 'mx');
   assert.match(temperror, /problem="TXT lookup of example\.com failed";$/);
+  // RFC 7208 §9.1: a record's default (no mechanism matched) is reported as mechanism=default.
+  assert.match(formatReceivedSpf(spf({ result: 'neutral', mechanism: undefined }), 'mx'), / identity=mailfrom; mechanism=default;$/);
+  assert.match(formatReceivedSpf(spf({ result: 'none', mechanism: undefined }), 'mx'), / identity=mailfrom;$/, 'no record, so no mechanism');
 });
 
 test('folding keeps lines within 78 characters at element boundaries', () => {
