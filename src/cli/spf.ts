@@ -23,7 +23,7 @@ import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
-import { shown } from '../core/text.js';
+import { escapeC1, shown } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 import { TIMER_MAX_MS } from '../config/duration.js';
 import { DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, wholeNumberFlag } from './options.js';
@@ -58,7 +58,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .option('--json', 'print one JSON object with result, explanation and trace')
     .action(async (flags: SpfFlags) => {
       const verdict = await runSpf(flags);
-      io.out.write(flags.json ? `${JSON.stringify(verdict)}\n` : formatVerdict(verdict));
+      io.out.write(flags.json ? `${escapeC1(JSON.stringify(verdict))}\n` : formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
 }
@@ -94,20 +94,23 @@ function describeEntry(entry: SpfTraceEntry): string {
     case 'term':
       return `    term ${entry.term} (${entry.domain}): ${entry.outcome}`;
     case 'dns':
-      return `    dns ${entry.type} ${entry.name}: ${entry.answer}${entry.data.length > 0 ? ` ${entry.data.map((d) => JSON.stringify(d)).join(' ')}` : ''}`;
+      // Any TXT record of a sender's domain is shown, and JSON leaves C1 and bidi controls raw.
+      return `    dns ${entry.type} ${entry.name}: ${entry.answer}${entry.data.length > 0 ? ` ${entry.data.map((d) => escapeC1(JSON.stringify(d))).join(' ')}` : ''}`;
     case 'note':
-      return `    note: ${entry.message}`;
+      // A note may quote DNS text (an exp= explanation that does not parse).
+      return `    note: ${shown(entry.message)}`;
   }
 }
 
 export function formatVerdict(verdict: SpfVerdict): string {
   const lines = [
     `result: ${verdict.result}`,
-    `identity: ${verdict.identity} ${verdict.sender} (domain ${verdict.domain}), client ${verdict.ip}${verdict.helo === '' ? '' : `, helo ${verdict.helo}`}`,
+    // Sender ID's sender is the PRA, from message headers anyone can write.
+    `identity: ${verdict.identity} ${shown(verdict.sender)} (domain ${verdict.domain}), client ${verdict.ip}${verdict.helo === '' ? '' : `, helo ${verdict.helo}`}`,
   ];
   if (verdict.mechanism !== undefined) lines.push(`mechanism: ${verdict.mechanism}`);
-  if (verdict.explanation !== undefined) lines.push(`explanation: ${verdict.explanation}`);
-  if (verdict.problem !== undefined) lines.push(`problem: ${verdict.problem}`);
+  if (verdict.explanation !== undefined) lines.push(`explanation: ${shown(verdict.explanation)}`);
+  if (verdict.problem !== undefined) lines.push(`problem: ${shown(verdict.problem)}`);
   lines.push(`lookups: ${verdict.lookups.dnsTerms} DNS-querying terms, ${verdict.lookups.voidLookups} void`);
   lines.push('trace:', ...verdict.trace.map(describeEntry));
   return `${lines.join('\n')}\n`;
@@ -160,8 +163,8 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
         },
         { resolver: resolverFlags('senderid', flags.dnsServer, timeoutMs) },
       );
-      const praLine = verdict.praField ? `pra: ${verdict.sender} (from the ${verdict.praField} field)\n` : '';
-      io.out.write(flags.json ? `${JSON.stringify(verdict)}\n` : praLine + formatVerdict(verdict));
+      const praLine = verdict.praField ? `pra: ${shown(verdict.sender)} (from the ${verdict.praField} field)\n` : '';
+      io.out.write(flags.json ? `${escapeC1(JSON.stringify(verdict))}\n` : praLine + formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
 }

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
-import { registerSpfCommand } from '../../src/cli/spf.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { registerSenderIdCommand, registerSpfCommand } from '../../src/cli/spf.js';
 import { reverseName, startDnsServer, type DnsTestServer } from '../support/dns-server.js';
 
 let server: DnsTestServer;
@@ -18,21 +21,31 @@ before(async () => {
     'helo.test': { TXT: ['v=spf1 ip4:127.0.0.9 -all'] },
     [reverseName('127.0.0.9')]: { PTR: ['helo.test'] },
     'escape.test': { TXT: ['v=spf1 \x1b]0;owned\x07\x1b[2J -all'] },
+    // node:dns reads TXT bytes as Latin-1: the UTF-8 of U+009B holds byte 0x9B, a terminal's CSI.
+    'c1.test': { TXT: ['v=spf1 -all exp=why.c1.test', 'site-verification \u009b2J'] },
+    'why.c1.test': { TXT: ['%x \u009b2J \u202e'] },
+    'pra.test': { TXT: ['v=spf1 -all exp=why.pra.test'] },
+    'why.pra.test': { TXT: ['%{l} may not send'] },
   });
 });
 after(async () => {
   await server.close();
 });
 
-async function run(args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
+function run(args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
+  return runCommand('spf', args);
+}
+
+async function runCommand(command: 'spf' | 'senderid', args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
   const out = new PassThrough();
   let output = '';
   out.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
   registerSpfCommand(program, { out });
+  registerSenderIdCommand(program, { out });
   const previous = process.exitCode;
   try {
-    await program.parseAsync(['node', 'callout', 'spf', '--dns-server', server.address, '--timeout', '500', ...args]);
+    await program.parseAsync(['node', 'callout', command, '--dns-server', server.address, '--timeout', '500', ...args]);
     return { output, exitCode: process.exitCode as number | undefined };
   } finally {
     process.exitCode = previous;
@@ -56,6 +69,34 @@ describe('callout spf', () => {
     assert.match(output, /record escape\.test: "v=spf1 \\u001b\]0;owned\\u0007\\u001b\[2J -all"/);
     // eslint-disable-next-line no-control-regex -- the control characters are what must not be there
     assert.doesNotMatch(output, /[\x00-\x09\x0b-\x1f\x7f]/);
+  });
+
+  it('prints no C1 or bidi control from DNS text: other TXT records and an exp= that does not parse are escaped', async () => {
+    const { output, exitCode } = await run(['--ip', '127.0.0.7', '--sender', 'x@c1.test']);
+    assert.equal(exitCode, 1);
+    assert.match(output, /dns TXT c1\.test: records .*"site-verification \S*\\u009b2J"/);
+    assert.match(output, /note: .*exp= ignored: .*\\u009b2J/);
+    assert.doesNotMatch(output, /[\x80-\x9f\u202e]/);
+    const json = await run(['--ip', '127.0.0.7', '--sender', 'x@c1.test', '--json']);
+    assert.doesNotMatch(json.output, /[\x80-\x9f\u202e]/);
+    const verdict = JSON.parse(json.output) as { trace: Array<{ kind: string; data?: string[] }> };
+    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.data?.some((d) => d.includes('\u009b2J'))));
+  });
+
+  it('senderid prints no C1 control a message header holds: the PRA and the explanation made of it are quoted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-spf-cli-'));
+    try {
+      const message = join(dir, 'message.eml');
+      // Read as Latin-1: byte 0x9B is U+009B, a terminal's CSI, inside a quoted local part.
+      writeFileSync(message, Buffer.from('From: "x\x9b2J"@pra.test\r\n\r\nbody\r\n', 'latin1'));
+      const { output, exitCode } = await runCommand('senderid', ['--ip', '127.0.0.7', '--message', message]);
+      assert.equal(exitCode, 1);
+      assert.match(output, /^pra: "x\\u009b2J@pra\.test" \(from the from field\)$/m);
+      assert.match(output, /^explanation: "x\\u009b2J may not send"$/m);
+      assert.doesNotMatch(output, /[\x80-\x9f]/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('--json prints one object with result, explanation and trace', async () => {
