@@ -36,7 +36,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { UsageError, abbreviate } from '../core/errors.js';
-import { CONTROL_CHARACTER, shown } from '../core/text.js';
+import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -182,7 +182,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
           entries.push(...(await list.list({ kinds: [kind], limit: limit - entries.length, ...(filter !== undefined ? { client: filter } : {}) })));
           if (entries.length >= limit) break;
         }
-        for (const entry of entries) io.out.write(`${flags.json ? JSON.stringify(entry) : describeEntry(entry)}\n`);
+        for (const entry of entries) io.out.write(`${flags.json ? shownJson(entry) : describeEntry(entry)}\n`);
       });
     });
 

@@ -51,7 +51,7 @@ import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { formatListenAddress, parseListenAddress, type ListenAddress } from '../core/listen.js';
-import { shown } from '../core/text.js';
+import { shown, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -236,7 +236,7 @@ function formatReport(report: BounceReport): string {
   for (const r of report.recipients) {
     lines.push(`${shown(r.address)}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${shown(r.diagnostic)}` : ''}`);
   }
-  if (report.original?.messageId) lines.push(`original: ${shown(report.original.messageId)}${report.original.subject ? ` ${JSON.stringify(report.original.subject)}` : ''}`);
+  if (report.original?.messageId) lines.push(`original: ${shown(report.original.messageId)}${report.original.subject ? ` ${shownJson(report.original.subject)}` : ''}`);
   return lines.join('\n') + '\n';
 }
 
@@ -326,7 +326,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
       const secret = secretFlag(flags.secret);
       const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
-      if (flags.json) io.out.write(`${JSON.stringify(result)}\n`);
+      if (flags.json) io.out.write(`${shownJson(result)}\n`);
       else io.out.write(result.status === 'not-prvs' ? `${address}: not a prvs address\n` : `${result.status}: ${result.original} (key ${result.keynum})\n`);
       process.exitCode = result.status === 'valid' ? 0 : 1;
     });
@@ -389,7 +389,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print the result as one JSON object')
     .action(async (file: string, flags: { json?: boolean }) => {
       const result = parseBounce(await readMessage(file, io));
-      if (flags.json) io.out.write(`${JSON.stringify(result)}\n`);
+      if (flags.json) io.out.write(`${shownJson(result)}\n`);
       else io.out.write(result.ok ? formatReport(result.report) : `not a bounce: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -419,7 +419,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
         (list) => list.recordBounce({ envelopeRecipient: flags.rcpt, message }, { ...(batv ? { batv } : {}), verp: flags.verpSender.map((sender) => ({ sender, delimiters })) }),
         clock,
       );
-      if (flags.json) io.out.write(`${JSON.stringify(outcome)}\n`);
+      if (flags.json) io.out.write(`${shownJson(outcome)}\n`);
       else if (outcome.kind === 'recorded') io.out.write(outcome.entries.map((e) => `suppressed ${formatEntry(e)}\n`).join(''));
       else io.out.write(`nothing recorded: ${outcome.kind === 'not-hard' ? 'no hard failure in the report' : outcome.reason}\n`);
       process.exitCode = outcome.kind === 'recorded' ? 0 : 1;
@@ -430,13 +430,13 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
       const entries = await withSuppression(flags, 'read', (list) => list.list(limit));
-      io.out.write(entries.map((e) => `${flags.json ? JSON.stringify(e) : formatEntry(e)}\n`).join(''));
+      io.out.write(entries.map((e) => `${flags.json ? shownJson(e) : formatEntry(e)}\n`).join(''));
     });
   storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')
     .action(async (address: string, flags: StoreFlags & { json?: boolean }) => {
       const entry = await withSuppression(flags, 'read', (list) => list.get(address));
-      if (flags.json) io.out.write(`${JSON.stringify(entry ?? null)}\n`);
+      if (flags.json) io.out.write(`${shownJson(entry ?? null)}\n`);
       else io.out.write(entry ? `${formatEntry(entry)}\n` : `${address}: not suppressed\n`);
       process.exitCode = entry ? 0 : 1;
     });

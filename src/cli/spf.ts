@@ -23,7 +23,7 @@ import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
-import { escapeC1, shown } from '../core/text.js';
+import { shown, shownJson } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 import { TIMER_MAX_MS } from '../config/duration.js';
 import { DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, wholeNumberFlag } from './options.js';
@@ -58,7 +58,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .option('--json', 'print one JSON object with result, explanation and trace')
     .action(async (flags: SpfFlags) => {
       const verdict = await runSpf(flags);
-      io.out.write(flags.json ? `${escapeC1(JSON.stringify(verdict))}\n` : formatVerdict(verdict));
+      io.out.write(flags.json ? `${shownJson(verdict)}\n` : formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
 }
@@ -95,7 +95,7 @@ function describeEntry(entry: SpfTraceEntry): string {
       return `    term ${entry.term} (${entry.domain}): ${entry.outcome}`;
     case 'dns':
       // Any TXT record of a sender's domain is shown, and JSON leaves C1 and bidi controls raw.
-      return `    dns ${entry.type} ${entry.name}: ${entry.answer}${entry.data.length > 0 ? ` ${entry.data.map((d) => escapeC1(JSON.stringify(d))).join(' ')}` : ''}`;
+      return `    dns ${entry.type} ${entry.name}: ${entry.answer}${entry.data.length > 0 ? ` ${entry.data.map((d) => shownJson(d)).join(' ')}` : ''}`;
     case 'note':
       // A note may quote DNS text (an exp= explanation that does not parse).
       return `    note: ${shown(entry.message)}`;
@@ -152,7 +152,9 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       const timeoutMs = wholeNumberFlag('senderid: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
       const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
       if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);
-      const text = read.bytes.toString('latin1');
+      // UTF-8 (RFC 6532): read as Latin-1, "bücher.example" became another domain, which was
+      // then checked. A byte that is not UTF-8 becomes U+FFFD, which no address takes: no PRA.
+      const text = read.bytes.toString('utf8');
       const verdict = await checkSenderId(
         {
           scope: flags.scope,
@@ -164,7 +166,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
         { resolver: resolverFlags('senderid', flags.dnsServer, timeoutMs) },
       );
       const praLine = verdict.praField ? `pra: ${shown(verdict.sender)} (from the ${verdict.praField} field)\n` : '';
-      io.out.write(flags.json ? `${escapeC1(JSON.stringify(verdict))}\n` : praLine + formatVerdict(verdict));
+      io.out.write(flags.json ? `${shownJson(verdict)}\n` : praLine + formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
 }

@@ -17,7 +17,7 @@
 
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { UsageError } from '../core/errors.js';
-import { shown } from '../core/text.js';
+import { shown, shownJson } from '../core/text.js';
 import type { Config } from '../config/schema.js';
 import type { VerifyResult } from '../verify/types.js';
 import { createRuntime } from './runtime.js';
@@ -138,7 +138,7 @@ function batchByDomain(addresses: string[], size: number): number[][] {
 }
 
 function format(result: VerifyResult, json: boolean): string {
-  if (json) return JSON.stringify(result);
+  if (json) return shownJson(result);
   const source = result.source === 'probe' || result.source === 'none' ? '' : ` [${result.source}${result.stale ? ', stale' : ''}]`;
   // An address read from a list may hold control characters, and so may the reply text of the
   // exchanger in the description (its owner writes it: an escape sequence, a bare CR that

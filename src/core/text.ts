@@ -32,7 +32,12 @@ export function escapeC1(json: string): string {
   return json.replace(DISPLAY_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** A value as JSON a terminal may show: what a command prints with --json. */
+export function shownJson(value: unknown): string {
+  return escapeC1(JSON.stringify(value));
+}
+
 export function shown(text: string): string {
   if (text !== '' && !TERMINAL_CONTROL.test(text)) return text;
-  return escapeC1(JSON.stringify(text));
+  return shownJson(text);
 }

@@ -144,6 +144,10 @@ describe('callout bounce', () => {
     assert.equal(code, 0);
     assert.equal(out.includes('\u001b') || out.includes('\u0007'), false, out);
     assert.match(out, /- "host mx\.example\.org \[192\.0\.2\.28\]: 550 5\.1\.1 \\u001b\]0;owned\\u0007\\u001b\[2J User unknown"\n$/);
+    // --json too: JSON leaves C1 controls (U+009B, a terminal's CSI) and bidi overrides as they are.
+    const c1 = await run(['bounce', 'parse', '--json', '-'], { stdin: bounce.replace('\u001b]0;owned\u0007\u001b[2J', '\u009b2J \u202e') });
+    assert.equal(/[\u0080-\u009f\u202e]/.test(c1.out), false, c1.out);
+    assert.match(JSON.parse(c1.out).report.recipients[0].diagnostic, /550 5\.1\.1 \u009b2J \u202e User unknown/);
   });
 
   it('records proven bounces into the store and lists, queries and removes them', async () => {

@@ -87,13 +87,26 @@ describe('callout spf', () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-spf-cli-'));
     try {
       const message = join(dir, 'message.eml');
-      // Read as Latin-1: byte 0x9B is U+009B, a terminal's CSI, inside a quoted local part.
-      writeFileSync(message, Buffer.from('From: "x\x9b2J"@pra.test\r\n\r\nbody\r\n', 'latin1'));
+      // U+009B, a terminal's CSI, inside a quoted local part (RFC 6532 UTF-8).
+      writeFileSync(message, Buffer.from('From: "x\u009b2J"@pra.test\r\n\r\nbody\r\n', 'utf8'));
       const { output, exitCode } = await runCommand('senderid', ['--ip', '127.0.0.7', '--message', message]);
       assert.equal(exitCode, 1);
       assert.match(output, /^pra: "x\\u009b2J@pra\.test" \(from the from field\)$/m);
       assert.match(output, /^explanation: "x\\u009b2J may not send"$/m);
       assert.doesNotMatch(output, /[\x80-\x9f]/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('senderid reads the message as UTF-8 (RFC 6532): an internationalised From domain is that domain, not its Latin-1 misreading', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-spf-cli-'));
+    try {
+      const message = join(dir, 'message.eml');
+      writeFileSync(message, Buffer.from('From: José <jose@bücher.example>\r\n\r\nbody\r\n', 'utf8'));
+      const { output } = await runCommand('senderid', ['--ip', '127.0.0.7', '--message', message, '--json']);
+      const verdict = JSON.parse(output) as { domain: string; praField: string };
+      assert.deepEqual([verdict.domain, verdict.praField], ['xn--bcher-kva.example', 'from']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
