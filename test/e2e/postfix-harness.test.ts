@@ -6,15 +6,22 @@
  *   Starts three Postfix instances at once on distinct loopback addresses (same port, so the
  *   master.cf bindings really are separate): real users, a catch-all domain, and one that
  *   refuses the null sender. Drives them with swaks and with a raw socket, then checks that
- *   stopping leaves no Postfix process behind. Nothing is skipped: without Postfix installed the
- *   suite fails and says to run .ci/run.
+ *   stopping leaves no Postfix process behind. Then a test process that started a Postfix
+ *   instance, a redis-server, postsrsd and `callout serve` is ended with SIGTERM, as the test
+ *   runner ends a file past its timeout, and none of them may outlive it. Nothing is skipped:
+ *   without Postfix installed the suite fails and says to run .ci/run.
  */
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { freePorts } from '../support/ports.js';
+import { until } from '../support/wait.js';
 import { postfixProcesses, startPostfix, stopAllPostfix, swaks, swaksEnvironment, waitForMaillog } from '../support/postfix.js';
 import type { PostfixInstance, PostfixInstanceOptions } from '../support/postfix.js';
 
@@ -165,6 +172,65 @@ describe('Postfix harness (real Postfix on loopback)', () => {
       assert.match(instance.maillog(), /postfix\/master\[\d+\]: daemon started/);
       const replies = await rawDialog(instance.host, instance.port, []).catch((err: NodeJS.ErrnoException) => err.code);
       assert.equal(replies, 'ECONNREFUSED');
+    }
+  });
+});
+
+/** Whether anything accepts a connection on host:port. */
+function answers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('a test process ended by a signal', () => {
+  it('leaves no Postfix, redis-server, postsrsd or callout serve behind', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-harness-signal-'));
+    const [forwardPort, reversePort] = await freePorts(2);
+    // What the runner's SIGTERM interrupts: a test file with every kind of peer running.
+    const script = `
+      import { startPostfix } from './test/support/postfix.ts';
+      import { startRedis } from './test/support/redis.ts';
+      import { startPostsrsd } from './test/support/postsrsd.ts';
+      import { startServeProcess } from './test/support/serve-process.ts';
+      const postfix = await startPostfix({ name: 'signalled', host: '127.0.0.23', port: ${PORT}, myhostname: 'mx.signalled.test', domains: { 'signalled.test': ['dave'] } });
+      const redis = await startRedis();
+      const postsrsd = await startPostsrsd({ secrets: ['s'], domain: 'signalled.test', forwardPort: ${forwardPort}, reversePort: ${reversePort} });
+      const serve = await startServeProcess(['--listen', '127.0.0.1:0', '--metrics', '', '--data-dir', ${JSON.stringify(dataDir)}, '--dns-server', '127.0.0.1:9', '--helo', 'verifier.signalled.test']);
+      console.log(JSON.stringify({ postfixDir: postfix.dir, redisPort: redis.port, redisSocket: redis.socketPath, postsrsd: postsrsd.forward.port, policy: serve.policyAddress }));
+      setInterval(() => {}, 60_000);
+    `;
+    const root = fileURLToPath(new URL('../../', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    try {
+      const started = await Promise.race([
+        new Promise<string>((resolve) => child.stdout.on('data', () => stdout.includes('\n') && resolve(stdout))),
+        exited.then((code) => assert.fail(`the child exited ${code} before starting everything: ${stderr}`)),
+      ]);
+      const peers = JSON.parse(started) as { postfixDir: string; redisPort: number; redisSocket: string; postsrsd: number; policy: string };
+      child.kill('SIGTERM');
+      assert.equal(await exited, 128 + 15, stderr);
+      assert.equal(existsSync(peers.postfixDir), false, 'Postfix directory left');
+      assert.equal(existsSync(dirname(peers.redisSocket)), false, 'redis-server directory left');
+      // SIGKILL takes effect a moment after the child has gone.
+      assert.ok(await until(() => postfixProcesses(peers.postfixDir).length === 0), 'Postfix processes left');
+      const policyPort = Number(peers.policy.slice(peers.policy.lastIndexOf(':') + 1));
+      for (const [what, host, port] of [['Postfix', '127.0.0.23', PORT], ['redis-server', '127.0.0.1', peers.redisPort], ['postsrsd', '127.0.0.1', peers.postsrsd], ['callout serve', '127.0.0.1', policyPort]] as const) {
+        assert.ok(await until(async () => !(await answers(host, port))), `${what} still listens on ${host}:${port}`);
+      }
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -12,6 +12,7 @@
  */
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ManualClock, systemClock } from '../../src/core/clock.js';
 import { srsMaps } from '../../src/rewrite/maps.js';
@@ -71,6 +72,20 @@ describe('SRS interoperability with postsrsd 1.x', { skip }, () => {
     clients.push(client);
     return client;
   }
+
+  it('refuses to start where a leftover holds the ports, instead of testing the leftover', async () => {
+    const leftover = net.createServer();
+    await new Promise<void>((resolve) => leftover.listen(0, '127.0.0.1', resolve));
+    const port = (leftover.address() as net.AddressInfo).port;
+    const leftoverReverse = net.createServer();
+    await new Promise<void>((resolve) => leftoverReverse.listen(0, '127.0.0.1', resolve));
+    try {
+      const reversePort = (leftoverReverse.address() as net.AddressInfo).port;
+      await assert.rejects(startPostsrsd({ secrets: [SECRET], domain: DOMAIN, forwardPort: port, reversePort }), /127\.0\.0\.1:\d+ is already in use; a leftover postsrsd\?/);
+    } finally {
+      await Promise.all([leftover, leftoverReverse].map((server) => new Promise((resolve) => server.close(resolve))));
+    }
+  });
 
   it('forward answers are byte-identical for the same day (real time)', async () => {
     const [theirs, mine] = await Promise.all([tcp(live.forward), tcp(ours.forward)]);

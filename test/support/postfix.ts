@@ -20,8 +20,9 @@
  *   on an interface, while Linux answers on all of 127.0.0.0/8.
  *
  *   stop() stops one instance and waits until none of its processes is left; stopAllPostfix()
- *   stops every instance this process started (for `after` hooks), and a process exit hook kills
- *   whatever is still running so a crashed test run does not leave a master holding its port.
+ *   stops every instance this process started (for `after` hooks), and an exit hook
+ *   (test/support/exit-hooks, which SIGTERM and SIGINT run too) kills whatever is still running,
+ *   so a crashed or timed-out test run does not leave a master holding its port.
  *   postfixProcesses(dir) lists an instance's live processes: Postfix's argv never names its
  *   configuration, so `pgrep -f DIR` finds nothing; every Postfix process instead has its queue
  *   directory as working directory and MAIL_CONFIG in its environment.
@@ -42,6 +43,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { onExit } from './exit-hooks.js';
 
 export interface PostfixInstanceOptions {
   /** Short label used in the temporary directory name and in errors. */
@@ -460,7 +462,7 @@ function killInstanceSync(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-process.on('exit', () => {
+onExit(() => {
   for (const instance of running) instance.stopSync();
 });
 

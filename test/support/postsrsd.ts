@@ -8,7 +8,9 @@
  *   in the foreground; no -u/-c, so no privilege drop or chroot), optionally with its clock
  *   started at a fixed instant (test/support/faketime), and resolves once both tcp_table ports
  *   accept connections. postsrsd forks one child per connection; the children exit when their
- *   connection closes, so callers close their clients before stop().
+ *   connection closes, so callers close their clients before stop(). A port already answering
+ *   (a leftover postsrsd) is refused; an exit hook (test/support/exit-hooks) kills whatever
+ *   instance is still running when the test process ends, even by a signal.
  *
  * LIMITS
  *   Needs /usr/sbin/postsrsd (Debian package postsrsd, installed by .ci/run) and, for `at`,
@@ -23,6 +25,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { onExit } from './exit-hooks.js';
 import { fakeTimeEnv, libfakeTime } from './faketime.js';
 
 export const POSTSRSD = '/usr/sbin/postsrsd';
@@ -61,7 +64,21 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+/** Instances not yet stopped (even if exited), with their directories: killed and removed when the test process ends. */
+const running = new Map<ChildProcess, string>();
+onExit(() => {
+  for (const [child, dir] of running) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 export async function startPostsrsd(options: PostsrsdOptions): Promise<Postsrsd> {
+  // The ports are fixed: a leftover postsrsd on them would answer for the new one, which could
+  // not bind and would exit unnoticed.
+  for (const port of [options.forwardPort, options.reversePort]) {
+    if (await portOpen(port)) throw new Error(`postsrsd: 127.0.0.1:${port} is already in use; a leftover postsrsd?`);
+  }
   const dir = mkdtempSync(join(tmpdir(), 'callout-postsrsd-'));
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, options.secrets.map((s) => `${s}\n`).join(''), { mode: 0o600 });
@@ -71,6 +88,7 @@ export async function startPostsrsd(options: PostsrsdOptions): Promise<Postsrsd>
   if (options.at && library === undefined) throw new Error('libfaketime not installed (run .ci/run to install faketime on Debian)');
   const env = options.at && library ? fakeTimeEnv(options.at, library) : process.env;
   const child: ChildProcess = spawn(POSTSRSD, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+  running.set(child, dir);
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   let exited = false;
@@ -79,6 +97,7 @@ export async function startPostsrsd(options: PostsrsdOptions): Promise<Postsrsd>
   while (!(await portOpen(options.forwardPort)) || !(await portOpen(options.reversePort))) {
     if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
+      running.delete(child);
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`postsrsd did not start: ${stderr.trim() || 'ports not open'}`);
     }
@@ -97,6 +116,7 @@ export async function startPostsrsd(options: PostsrsdOptions): Promise<Postsrsd>
         await gone;
         clearTimeout(stubborn);
       }
+      running.delete(child);
       rmSync(dir, { recursive: true, force: true });
     },
   };

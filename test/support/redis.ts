@@ -8,8 +8,9 @@
  *   off (`--save ''`, `--appendonly no`), and resolves once the server answers PING. kill()
  *   SIGKILLs the server to simulate an outage; restart() starts it again on the same port and
  *   socket (empty, as nothing was saved); pause() and resume() SIGSTOP and SIGCONT it to
- *   simulate a hung server; stop() ends it and removes the directory. A process
- *   exit hook kills every server still running, so a crashed test run leaves none behind.
+ *   simulate a hung server; stop() ends it and removes the directory. An exit hook
+ *   (test/support/exit-hooks, run on SIGTERM and SIGINT too) kills every server still running
+ *   and removes its directory, so a crashed or timed-out test run leaves none behind.
  *
  * LIMITS
  *   Loopback IPv4 only. A free port is picked by binding port 0 and closing it, so another
@@ -27,6 +28,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { onExit } from './exit-hooks.js';
 import { freePort } from './ports.js';
 
 export interface RedisInstance {
@@ -52,10 +54,14 @@ const START_TIMEOUT_MS = 10_000;
 const START_ATTEMPTS = 3;
 const OUTPUT_TAIL = 2000;
 
-const running = new Set<ChildProcess>();
+/** Servers still running, with their directories. */
+const running = new Map<ChildProcess, string>();
 
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
+onExit(() => {
+  for (const [child, dir] of running) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 
@@ -100,7 +106,7 @@ async function launch(dir: string, port: number, socketPath: string): Promise<Se
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  running.add(child);
+  running.set(child, dir);
   let output = '';
   const collect = (data: Buffer): void => {
     output = (output + data.toString()).slice(-OUTPUT_TAIL);

@@ -7,12 +7,15 @@
  *   repository root and resolves once the log shows the line that says it is listening (by
  *   default "callout serve started"; with policy workers the supervisor's "policy workers
  *   started"), whose policy and metrics fields give the addresses. waitForLog() waits for a
- *   line from a given index on, so a test can mark the log before it acts.
+ *   line from a given index on, so a test can mark the log before it acts. The child runs in a
+ *   process group of its own, which an exit hook (test/support/exit-hooks) kills if the test
+ *   process ends, even by a signal, before the child did.
  */
 
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { onExit } from './exit-hooks.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const START_WAIT_MS = 30_000;
@@ -26,6 +29,12 @@ function killGroup(child: ChildProcessWithoutNullStreams): void {
     // already gone
   }
 }
+
+/** Children not yet closed: a group of its own outlives the test process unless killed. */
+const live = new Set<ChildProcessWithoutNullStreams>();
+onExit(() => {
+  for (const child of live) killGroup(child);
+});
 
 export type LogLine = Record<string, unknown>;
 
@@ -47,6 +56,7 @@ export interface ServeProcess {
 export async function startServeProcess(args: string[], started: (line: LogLine) => boolean = (l) => l.msg === 'callout serve started'): Promise<ServeProcess> {
   // A process group of its own, so that a test can end the whole tree (policy workers too).
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  live.add(child);
   const logs: LogLine[] = [];
   const waiters = new Set<() => void>();
   let pending = '';
@@ -62,6 +72,7 @@ export async function startServeProcess(args: string[], started: (line: LogLine)
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     // 'close', not 'exit': by then everything the child wrote to stdout has been read.
     child.once('close', (code, signal) => {
+      live.delete(child);
       resolve({ code, signal });
       for (const wake of waiters) wake();
     });
