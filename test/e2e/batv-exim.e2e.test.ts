@@ -10,7 +10,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -72,6 +72,18 @@ describe('BATV interoperability with Exim', { skip }, () => {
 });
 
 describe('the Exim cache', () => {
+  it('is only read by the tests: an empty one is unavailable, with how to fill it, and nothing is downloaded', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-exim-cache-'));
+    try {
+      const result = prepareExim(dir);
+      assert.ok('unavailable' in result, 'an empty cache gave an Exim');
+      assert.match(result.unavailable, /^Exim's packages are not in .*: fetch them with `node --import tsx test\/support\/exim\.ts` \(\.ci\/run does\)$/);
+      assert.deepEqual(readdirSync(dir), [], 'no package was downloaded');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('is refused when others may write it, since the tests run its binary as their own user', () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-exim-cache-'));
     try {

@@ -4,8 +4,9 @@
  *
  * DESCRIPTION
  *   Debian's exim4 and postfix packages conflict, and the end-to-end suite needs Postfix, so
- *   prepareExim() fetches the .debs with `apt-get download` into a cache directory under the
- *   system temporary directory and unpacks them with `dpkg-deb -x`: exim4-daemon-light (the
+ *   fetchExim() (run by .ci/run as `node --import tsx test/support/exim.ts`: the tests themselves
+ *   never leave the machine) fetches the .debs with `apt-get download` into a cache directory
+ *   under the system temporary directory and unpacks them with `dpkg-deb -x`: exim4-daemon-light (the
  *   binary), libidn12 and libnss-wrapper. Its other libraries must be installed: a Postfix
  *   machine lacks libgnutls-dane0, which .ci/run installs. The root of the tests runs that
  *   binary, so a cache directory that is not the caller's own, or that others may write, is
@@ -20,8 +21,9 @@
  *   (UTC, test/support/faketime), so day-dependent items such as ${prvs} see that day.
  *
  * LIMITS
- *   Needs apt-get and dpkg-deb (Debian), the faketime package, and the package registry for the
- *   first download. Unavailability is returned as a reason so a test can skip with it.
+ *   fetchExim() needs apt-get and dpkg-deb (Debian) and the package mirror; prepareExim() the
+ *   filled cache and the faketime package. Unavailability is returned as a reason so a test can
+ *   skip with it.
  *
  * ERRORS
  *   expand() throws Error (a test fault) when Exim exits non-zero, with its stderr.
@@ -31,6 +33,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { fakeTimeEnv, libfakeTime } from './faketime.js';
 
 export interface Exim {
@@ -61,26 +64,50 @@ function foreignCache(dir: string): string | undefined {
   return undefined;
 }
 
-/** `cache` holds the downloaded packages between runs (a test passes its own). */
-export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
+/** Where the unpacked packages put the binary and the libraries. */
+function unpacked(cache: string): { root: string; binary: string; libs: string } {
+  const root = join(cache, 'root');
+  return { root, binary: join(root, 'usr/sbin/exim4'), libs: join(root, 'usr/lib/x86_64-linux-gnu') };
+}
+
+/** The cache's problem, or undefined when the tests may run what it holds. */
+function cacheProblem(cache: string): string | undefined {
   mkdirSync(cache, { recursive: true, mode: 0o755 });
   const foreign = foreignCache(cache);
-  if (foreign !== undefined) return { unavailable: `refusing the Exim cache: ${foreign}; remove it` };
+  return foreign === undefined ? undefined : `refusing the Exim cache: ${foreign}; remove it`;
+}
+
+/**
+ * Downloads and unpacks the packages into the cache, unless they are there: the only step that
+ * leaves the machine (the Debian mirror), so .ci/run takes it, as it installs packages, and the
+ * tests never do. Returns why it could not, or undefined.
+ */
+export function fetchExim(cache = CACHE): string | undefined {
+  const problem = cacheProblem(cache);
+  if (problem !== undefined) return problem;
   for (const tool of ['apt-get', 'dpkg-deb']) {
-    if (!has(tool)) return { unavailable: `${tool} not found (Debian's)` };
+    if (!has(tool)) return `${tool} not found (Debian's)`;
   }
+  const { root, binary, libs } = unpacked(cache);
+  if (existsSync(binary) && existsSync(join(libs, 'libnss_wrapper.so'))) return undefined;
+  const download = run('apt-get', ['download', ...PACKAGES], { cwd: cache });
+  if (download.status !== 0) return `apt-get download ${PACKAGES.join(' ')} failed: ${download.stderr.trim().split('\n').pop()}`;
+  for (const deb of readdirSync(cache).filter((f) => f.endsWith('.deb'))) {
+    const unpack = run('dpkg-deb', ['-x', join(cache, deb), root]);
+    if (unpack.status !== 0) return `dpkg-deb -x ${deb} failed: ${unpack.stderr.trim()}`;
+  }
+  return undefined;
+}
+
+/** Exim from the cache fetchExim() filled (a test passes its own cache); never downloads. */
+export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
+  const problem = cacheProblem(cache);
+  if (problem !== undefined) return { unavailable: problem };
   const libfaketime = libfakeTime();
   if (libfaketime === undefined) return { unavailable: 'libfaketime not installed (run .ci/run to install faketime on Debian)' };
-  const root = join(cache, 'root');
-  const binary = join(root, 'usr/sbin/exim4');
-  const libs = join(root, 'usr/lib/x86_64-linux-gnu');
+  const { binary, libs } = unpacked(cache);
   if (!existsSync(binary) || !existsSync(join(libs, 'libnss_wrapper.so'))) {
-    const download = run('apt-get', ['download', ...PACKAGES], { cwd: cache });
-    if (download.status !== 0) return { unavailable: `apt-get download ${PACKAGES.join(' ')} failed: ${download.stderr.trim().split('\n').pop()}` };
-    for (const deb of readdirSync(cache).filter((f) => f.endsWith('.deb'))) {
-      const unpack = run('dpkg-deb', ['-x', join(cache, deb), root]);
-      if (unpack.status !== 0) return { unavailable: `dpkg-deb -x ${deb} failed: ${unpack.stderr.trim()}` };
-    }
+    return { unavailable: `Exim's packages are not in ${cache}: fetch them with \`node --import tsx test/support/exim.ts\` (.ci/run does)` };
   }
   const passwd = join(cache, 'passwd');
   const group = join(cache, 'group');
@@ -109,4 +136,15 @@ export function prepareExim(cache = CACHE): Exim | { unavailable: string } {
       return result.stdout.replace(/\n$/, '');
     },
   };
+}
+
+// `node --import tsx test/support/exim.ts` fills the cache (.ci/run's fetch_exim).
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const problem = fetchExim();
+  if (problem !== undefined) {
+    process.stderr.write(`exim: ${problem}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stdout.write(`Exim's packages are unpacked in ${CACHE}\n`);
+  }
 }
