@@ -45,7 +45,9 @@ function scan(line) {
 // of holding a CI run for ever. Node applies it to each file's run as a whole, as to each test:
 // the slowest file, end-to-end ones included, takes well under that (its longest test, 35 s).
 const TEST_TIMEOUT_MS = 600_000;
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], {
+// The loopback guard refuses, in every test process, a connection to a host off this machine.
+const guard = new URL('../test/support/loopback-guard.ts', import.meta.url).pathname;
+const child = spawn(process.execPath, ['--import', 'tsx', '--import', guard, '--test', '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], {
   stdio: ['inherit', 'pipe', 'inherit'],
 });
 child.stdout.on('data', (chunk) => {
