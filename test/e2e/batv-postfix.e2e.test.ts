@@ -71,6 +71,10 @@ async function startCallout(args: string[], ready: RegExp): Promise<{ child: Chi
       clearTimeout(timer);
       reject(new Error(`callout ${args[0]} exited ${code}: ${stdout}${stderr}`));
     });
+  }).catch((err: unknown) => {
+    // Left running, its pipes would hold the test file open until the runner's timeout.
+    child.kill('SIGKILL');
+    throw err;
   });
   return { child, match };
 }
