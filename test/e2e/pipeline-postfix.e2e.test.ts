@@ -21,6 +21,15 @@
  *   Greylisting (delay 1 s) is passed by sending again until accepted, as a sending server
  *   retries, within a deadline.
  *
+ *   A second `callout serve` (decisionTimeout 5 s) and Postfix instance (127.0.0.87) drive
+ *   Postfix's DEFER_IF_PERMIT, which does not end the pipeline: a later reject wins, otherwise
+ *   the first DEFER_IF_PERMIT is the answer. Its stages are spf (softfail: defer-if-permit),
+ *   sender-callout and greylist (delay 2 s), and its senders:
+ *     slow.test    no SPF; its MX (127.0.0.88) answers frank's RCPT after 15 s, so the callout is
+ *                  still in progress at the deadline and greylist must still see the first attempt
+ *     soft.test    SPF ~all for another network: softfail; its MX (127.0.0.89) knows no one, so
+ *                  the callout's reject must win over spf's DEFER_IF_PERMIT
+ *
  * LIMITS
  *   Needs root, postfix and swaks (.ci/run installs them). The tests run in order, as one
  *   sending server's attempts would. The greylist delay is real time (Postfix sends no test clock).
@@ -49,6 +58,16 @@ const AUTHSERV = 'mx.local.test';
 const GREYLIST_DELAY_SECONDS = 1;
 const RETRY_DEADLINE_MS = 10_000;
 const RETRY_POLL_MS = 250;
+const DIP_SMTP_PORT = 25481;
+const DIP_RECEIVER = '127.0.0.87';
+const SLOW_MX = '127.0.0.88';
+const SOFT_MX = '127.0.0.89';
+const DIP_DECISION_TIMEOUT_SECONDS = 5;
+/** Three decision deadlines: the callout outlasts the first attempt's by far, however loaded the machine. */
+const SLOW_RCPT_MS = 15_000;
+const DIP_GREYLIST_DELAY_SECONDS = 2;
+/** The slow callout's end plus a few attempts of a decision deadline each. */
+const DIP_RETRY_DEADLINE_MS = 60_000;
 
 let dns: DnsTestServer;
 let dataDir: string;
@@ -257,5 +276,111 @@ describe('the README pipeline behind real Postfix', () => {
       `Authentication-Results: ${AUTHSERV}; spf=none (domain of postmaster@client.sender.test does not designate permitted sender hosts) smtp.mailfrom=postmaster@client.sender.test`,
     ]);
     assert.doesNotMatch(receiver.maillog(), /warning: .*(policy|check_policy_service)/, 'Postfix took every answer as it is');
+  });
+});
+
+
+describe('DEFER_IF_PERMIT behind real Postfix: the stages after it still run', () => {
+  let dipDns: DnsTestServer;
+  let dipDataDir: string;
+  let dipServe: ServeProcess;
+  let dipReceiver: PostfixInstance;
+  let dipExchangers: SmtpTestServer[];
+
+  before(async () => {
+    dipDataDir = mkdtempSync(join(tmpdir(), 'callout-pipeline-dip-e2e-'));
+    // frank@slow.test exists, but its MX takes SLOW_RCPT_MS to say so; anyone else (callout's
+    // random catch-all probe, nobody@soft.test) is unknown at once.
+    const slowFrank: Partial<SmtpScript> = {
+      rcpt: (arg) => {
+        const path = pathOf(arg).toLowerCase();
+        if (path === 'frank@slow.test') return { reply: '250 2.1.5 Ok', delayMs: SLOW_RCPT_MS };
+        return `550 5.1.1 <${path}>: Recipient address rejected: User unknown in local recipient table`;
+      },
+    };
+    dipExchangers = await startSmtpServers([SLOW_MX, SOFT_MX], (host) => (host === SLOW_MX ? slowFrank : usersOnly([])));
+    dipDns = await startDnsServer({
+      'slow.test': { MX: [{ priority: 10, exchange: 'mx.slow.test' }] },
+      'soft.test': { MX: [{ priority: 10, exchange: 'mx.soft.test' }], TXT: ['v=spf1 ip4:192.0.2.0/24 ~all'] },
+      'mx.slow.test': { A: [SLOW_MX] },
+      'mx.soft.test': { A: [SOFT_MX] },
+    });
+    const configPath = join(dipDataDir, 'callout.yaml');
+    const stages = [
+      { name: 'spf', authservId: AUTHSERV, actions: { softfail: 'defer-if-permit' } },
+      { name: 'sender-callout', receiver: AUTHSERV },
+      { name: 'greylist', delay: `${DIP_GREYLIST_DELAY_SECONDS}s`, retryWindow: '1h' },
+    ];
+    writeFileSync(configPath, stringify({ policy: { decisionTimeout: `${DIP_DECISION_TIMEOUT_SECONDS}s`, stages } }));
+    dipServe = await startServeProcess([
+      '--config', configPath,
+      '--listen', '127.0.0.1:0',
+      '--data-dir', dipDataDir,
+      '--metrics', '127.0.0.1:0',
+      '--dns-server', dipDns.address,
+      '--helo', 'verifier.local.test',
+      '--allow-target', '127.0.0.0/8',
+      '--port', String(dipExchangers[0]?.port),
+    ]);
+    dipReceiver = await startPostfix({
+      name: 'pipeline-dip-receiver',
+      host: DIP_RECEIVER,
+      port: DIP_SMTP_PORT,
+      myhostname: AUTHSERV,
+      domains: { 'local.test': ['alice'] },
+      extraMain: {
+        mynetworks: '127.0.0.254/32',
+        smtpd_delay_reject: 'yes',
+        smtpd_recipient_restrictions: `permit_mynetworks, reject_unauth_destination, check_policy_service { inet:${dipServe.policyAddress}, timeout=10s, default_action=DUNNO }`,
+      },
+    });
+  });
+
+  after(async () => {
+    await dipServe?.stop();
+    await dipReceiver?.stop();
+    await Promise.all((dipExchangers ?? []).map((s) => s.close()));
+    await dipDns?.close();
+    if (dipDataDir) rmSync(dipDataDir, { recursive: true, force: true });
+  });
+
+  it('a callout still in progress at the deadline is answered 450, and greylist records the triplet all the same: the retry is delivered', async () => {
+    const inProgress = '450 4.7.1 <alice@local.test>: Recipient address rejected: Sender address verification in progress';
+    const first = await sendMail(dipReceiver, 'frank@slow.test', 'alice@local.test');
+    assert.equal(first.code, SWAKS_NO_RCPT, first.transcript);
+    assert.equal(first.rcpt, inProgress);
+    const decision = await dipServe.waitForLog(decisionFor('frank@slow.test', 'alice@local.test'), 'the decision about frank');
+    assert.equal(decision.decidedBy, 'sender-callout');
+    assert.ok((decision.stages as string[]).some((s) => s.startsWith('sender-callout=in-progress')), JSON.stringify(decision));
+    // The greylist stage ran behind the callout's DEFER_IF_PERMIT: the triplet dates from this attempt.
+    const greylisted = await dipServe.waitForLog((l) => l.msg === 'greylisted' && l.sender === 'frank@slow.test', 'the greylisting of the first attempt');
+    assert.equal(greylisted.reason, 'new');
+
+    // A sending server retries: while the callout runs the answer stays "in progress"; once its
+    // verdict is cached the greylist delay is long past, so the next attempt is the last.
+    const deadline = Date.now() + DIP_RETRY_DEADLINE_MS;
+    let sent = await sendMail(dipReceiver, 'frank@slow.test', 'alice@local.test', { data: true });
+    while (sent.rcpt === inProgress) {
+      if (Date.now() > deadline) throw new Error(`the callout was still in progress after ${DIP_RETRY_DEADLINE_MS} ms:\n${sent.transcript}`);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_POLL_MS));
+      sent = await sendMail(dipReceiver, 'frank@slow.test', 'alice@local.test', { data: true });
+    }
+    assert.equal(sent.code, SWAKS_OK, sent.transcript);
+    assert.match(sent.rcpt, /^250 /);
+    await waitForMaillog(dipReceiver, /discard\[\d+\]: \w+: to=<alice@local\.test>, .*status=sent/);
+    const last = dipServe.logs.filter(decisionFor('frank@slow.test', 'alice@local.test')).at(-1);
+    assert.ok((last?.stages as string[]).some((s) => s.startsWith('sender-callout=deliverable')), JSON.stringify(last));
+    assert.equal(dipServe.logs.filter((l) => l.msg === 'greylisted' && l.sender === 'frank@slow.test').length, 1, 'greylisted once, at the first attempt');
+  });
+
+  it('an SPF softfail answered defer-if-permit gives way to the callout\'s 550 for a sender that does not exist', async () => {
+    const sent = await sendMail(dipReceiver, 'nobody@soft.test', 'alice@local.test');
+    assert.equal(sent.code, SWAKS_NO_RCPT, sent.transcript);
+    assert.equal(sent.rcpt, '550 5.7.1 <alice@local.test>: Recipient address rejected: Sender address rejected: mx.soft.test [127.0.0.89] answered RCPT TO:<nobody@soft.test> with 550 5.1.1 <nobody@soft.test>: Recipient address rejected: User unknown in local recipient table');
+    const decision = await dipServe.waitForLog(decisionFor('nobody@soft.test', 'alice@local.test'), 'the decision about nobody');
+    assert.equal(decision.decidedBy, 'sender-callout');
+    assert.ok((decision.stages as string[]).some((s) => s.startsWith('spf=softfail')), JSON.stringify(decision));
+    assert.ok(!(decision.stages as string[]).some((s) => s.startsWith('greylist=')), 'no triplet for a refused sender');
+    assert.doesNotMatch(dipReceiver.maillog(), /warning: .*(policy|check_policy_service)/, 'Postfix took every answer as it is');
   });
 });
