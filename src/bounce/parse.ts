@@ -34,6 +34,8 @@ export interface BounceParseOptions {
   maxBytes?: number;
 }
 
+const NAMED_REFERENCES: Record<string, string> = { nbsp: ' ', apos: "'", quot: '"', lt: '<', gt: '>', amp: '&' };
+
 function textOf(part: MimePart): string | undefined {
   if (part.contentType.mediaType === 'text/plain') return part.text;
   if (part.contentType.mediaType === 'text/html') {
@@ -43,17 +45,13 @@ function textOf(part: MimePart): string | undefined {
       .replace(/<(script|style)[^<>]*>[\s\S]*?<\/\1>/gi, '')
       .replace(/<br\s*\/?>|<\/(p|div|tr|li|h\d)>/gi, '\n')
       .replace(/<[^<>]*>/g, '')
-      .replace(/&nbsp;/g, ' ')
-      // Numeric references too: "couldn&#39;t be delivered" hid the recipient of an HTML NDR.
-      .replace(/&#(?:(\d{1,7})|[xX]([0-9a-fA-F]{1,6}));/g, (reference, decimal: string | undefined, hex: string | undefined) => {
+      // Numeric references too: "couldn&#39;t be delivered" hid the recipient of an HTML NDR. One
+      // pass, so that what a reference gives is not read again ("&#38;lt;" is "&lt;", not "<").
+      .replace(/&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|(nbsp|apos|quot|lt|gt|amp));/g, (reference, decimal: string | undefined, hex: string | undefined, name: string | undefined) => {
+        if (name !== undefined) return NAMED_REFERENCES[name]!;
         const codePoint = decimal !== undefined ? Number(decimal) : parseInt(hex!, 16);
         return codePoint > 0 && codePoint <= 0x10ffff && (codePoint < 0xd800 || codePoint > 0xdfff) ? String.fromCodePoint(codePoint) : reference;
-      })
-      .replace(/&apos;/g, "'")
-      .replace(/&quot;/g, '"')
-      .replace(/&lt;/g, '<')
-      .replace(/&gt;/g, '>')
-      .replace(/&amp;/g, '&');
+      });
   }
   return undefined;
 }

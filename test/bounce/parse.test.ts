@@ -331,6 +331,34 @@ describe('recipients as real reports write them', () => {
     assert.equal(odd.ok, false);
   });
 
+  it('fuzz: an HTML NDR reads the same whichever of its characters are written as references', () => {
+    const plain = (diagnostic: string) => `Your message to ghost@contoso.example couldn't be delivered. Remote Server returned '${diagnostic}'`;
+    const html = (text: string, forms: readonly number[]) =>
+      [...text]
+        .map((c, i) => {
+          const form = forms[i % forms.length]!;
+          const named: Record<string, string> = { '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' };
+          if (form === 1) return `&#${c.codePointAt(0)};`;
+          if (form === 2) return `&#x${c.codePointAt(0)!.toString(16)};`;
+          return named[c] ?? c;
+        })
+        .join('');
+    const bounce = (body: string) => parseBounce(`From: postmaster@tenant.example\nSubject: Undeliverable: hello\nContent-Type: text/html; charset=utf-8\n\n<html><body><div>${body}</div></body></html>\n`);
+    const diagnostic = fc.string({ unit: fc.constantFrom('a', ' ', '<', '>', '&', ';', '#', 'x', '"', "'", '&lt;', '&amp;', '&nbsp;', '&#39;', '&#x41;'), maxLength: 12 }).map((rest) => `550 5.1.1 User unknown ${rest}`.trim());
+    // Decoded twice, "&#38;amp;" (the text "&amp;") was "&".
+    const twice = bounce(html(plain('550 5.1.1 User unknown &amp;'), [1]));
+    assert.equal(twice.ok && twice.report.recipients[0]?.diagnostic, '550 5.1.1 User unknown &amp;');
+    fc.assert(
+      fc.property(diagnostic, fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }), (text, forms) => {
+        const expected = bounce(html(plain(text), [0]));
+        const parsed = bounce(html(plain(text), forms));
+        assert.ok(expected.ok && parsed.ok);
+        assert.deepEqual(parsed.report.recipients, expected.report.recipients);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it("takes Exchange Online's 5.4.1 \"Access denied\" as a policy refusal, not a dead mailbox", () => {
     const denied = fixture('office365-dsn.eml')
       .replace(/Status: 5\.1\.10/, 'Status: 5.4.1')

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { describeStatus, findEnhancedStatus, findSmtpCode, isHardAddressFailure, parseEnhancedStatus, statusCategory } from '../../src/bounce/status.js';
 import { decodeWords, parseContentType, parseHeaderBlock } from '../../src/bounce/mime.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 describe('RFC 3463 status codes', () => {
   it('parses Status values and finds codes in text, not in IP addresses', () => {
@@ -41,6 +42,24 @@ describe('RFC 3463 status codes', () => {
   });
   it('never throws on any text', () => {
     fc.assert(fc.property(fc.string({ maxLength: 300 }), (t) => void (findEnhancedStatus(t), parseEnhancedStatus(t))));
+  });
+  it('findSmtpCode gives a 2yz-5yz code written in the first 4000 characters, or nothing, in linear time', () => {
+    const text = fc.string({ unit: fc.oneof(fc.constantFrom('5', '4', '2', '0', '9', '.', ':', ' ', '-', '\n'), fc.string({ minLength: 1, maxLength: 1 })), maxLength: 200 });
+    fc.assert(
+      fc.property(text, fc.nat({ max: 4100 }), (t, pad) => {
+        const padded = `${'x'.repeat(pad)}${t}`;
+        const code = findSmtpCode(padded);
+        if (code === undefined) return;
+        assert.match(String(code), /^[245][0-5]\d$/);
+        const at = padded.indexOf(String(code));
+        assert.ok(at >= 0 && at + 3 <= 4000, `${code} at ${at}`);
+      }),
+      { numRuns: 1000 },
+    );
+    for (const t of ['5'.repeat(1_000_000), '550:'.repeat(250_000), `${' '.repeat(999_999)}550`]) {
+      const ms = elapsedMs(() => findSmtpCode(t));
+      assert.ok(ms < 50, `${t.slice(0, 8)}: ${ms.toFixed(0)} ms`);
+    }
   });
 });
 

@@ -7,6 +7,7 @@ import type { SpfVerdict } from '../../src/checks/spf/types.js';
 import type { VerifyResult } from '../../src/verify/types.js';
 import { MAX_HEADER_LINE } from '../../src/core/text.js';
 import { safeHeader } from '../../src/policy/actions.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 function spf(overrides: Partial<SpfVerdict> = {}): SpfVerdict {
   return {
@@ -77,6 +78,14 @@ test('an address is a pvalue unquoted only with an RFC 6376 domain-name: two lab
     }),
     { numRuns: 2000 },
   );
+  // The domain-name test's nested repetition meets long labels, hyphen runs and dot runs in linear time.
+  for (const sender of [`a@${'a-'.repeat(50_000)}`, `a@${'a.'.repeat(50_000)}-`, `a@${'a'.repeat(100_000)}-.x`, `a@${'a-a.'.repeat(25_000)}-`, `@${'-a'.repeat(50_000)}`]) {
+    const ms = elapsedMs(() => {
+      formatAuthenticationResults({ authservId: 'mx', spf: [spf({ sender, helo: sender })] });
+      formatReceivedSpf(spf({ sender, helo: sender }), 'mx');
+    });
+    assert.ok(ms < 200, `${sender.slice(0, 10)}: ${ms.toFixed(0)} ms`);
+  }
 });
 test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   assert.equal(

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { shown } from '../../src/core/text.js';
+import fc from 'fast-check';
+import { DISPLAY_CONTROL, shown, shownJson } from '../../src/core/text.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 test('shown prints a plain value as it is', () => {
   assert.equal(shown('user@example.org'), 'user@example.org');
@@ -26,4 +28,23 @@ test('shown escapes line separators and bidi controls, which make a viewer show 
   assert.equal(printed, '"\\u202emoc.lapyap@x"');
   assert.equal(JSON.parse(printed), '\u202emoc.lapyap@x');
   assert.equal(shown('a\u2028b\u2029c\u2066d\u200fe\u061c'), '"a\\u2028b\\u2029c\\u2066d\\u200fe\\u061c"');
+});
+
+test('fuzz: shown and shownJson never give a raw control, and read back as what they were given', () => {
+  const unit = fc.oneof(fc.constantFrom('\u009b', '\u0085', '\u2028', '\u2029', '\u202e', '\u2066', '\u200f', '\u061c', '\x1b', '\r', '\n', '\\', '"', 'u', '0', 'a', '\ud800'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+  const text = fc.string({ unit, maxLength: 40 });
+  const rawControl = new RegExp(`[\\x00-\\x1f]|${DISPLAY_CONTROL.source}`);
+  fc.assert(
+    fc.property(text, (value) => {
+      const printed = shown(value);
+      if (printed !== value) assert.equal(JSON.parse(printed), value);
+      assert.doesNotMatch(printed, rawControl);
+      const json = shownJson({ [value]: [value] });
+      assert.deepEqual(JSON.parse(json), { [value]: [value] });
+      assert.doesNotMatch(json, rawControl);
+    }),
+    { numRuns: 2000 },
+  );
+  const ms = elapsedMs(() => shown('\u202e\\'.repeat(500_000)));
+  assert.ok(ms < 500, `${ms.toFixed(0)} ms`);
 });

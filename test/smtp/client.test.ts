@@ -674,6 +674,33 @@ describe('SmtpClientSession against random server output', () => {
   });
 });
 
+describe('SmtpClientSession against part of a line nobody asked for', () => {
+  it('never lets unasked bytes begin the reply to the next command, sent alone or pipelined', async (t) => {
+    let fragment = '';
+    // The fragment in the write of the EHLO reply, so that it is held before the next command is sent.
+    const server = await rawServer(t, '127.0.0.6', (line, socket) => {
+      const verb = line.split(' ', 1)[0]!.toUpperCase();
+      if (verb === 'EHLO') socket.write(`250-mx.callout.test\r\n250 PIPELINING\r\n${fragment}`);
+      else if (verb === 'QUIT') socket.end('221 2.0.0 Bye\r\n');
+      else socket.write(verb === 'MAIL' ? '550 5.7.1 Sender refused\r\n' : '550 5.1.1 User unknown\r\n');
+    });
+    const bytes = fc.string({ unit: fc.constantFrom('2', '5', '0', '4', ' ', '-', 'a', '\r'), minLength: 1, maxLength: 8 });
+    await fc.assert(
+      fc.asyncProperty(bytes, fc.boolean(), async (unasked, pipelined) => {
+        fragment = unasked;
+        const session = sessionFor(t, server);
+        assert.deepEqual(await session.open(), { kind: 'ready' });
+        if (pipelined) session.pipeline([{ verb: 'MAIL', reversePath: '' }, { verb: 'RCPT', forwardPath: 'bob@example.test' }]);
+        for (const step of [await session.mailFrom(''), await session.rcptTo('bob@example.test')]) {
+          if (step.kind === 'reply') assert.equal(step.reply.code, 550, `${JSON.stringify(unasked)}: ${step.reply.code}`);
+        }
+        session.destroy();
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
+
 describe('SmtpClientSession pipelining (RFC 2920)', () => {
   const group = [
     { verb: 'MAIL', reversePath: '' },

@@ -1,9 +1,11 @@
 // What a reply at RCPT says about the mailbox: pure classification (verify/interpret).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { parseEnhancedStatus } from '../../src/smtp/reply.js';
 import type { SmtpReply } from '../../src/smtp/types.js';
-import { classifyRcpt, classifyVrfy, refusesNullSender } from '../../src/verify/interpret.js';
+import { classifyRcpt, classifyVrfy, evidence, refusesEveryRecipient, refusesNullSender } from '../../src/verify/interpret.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 function reply(code: number, text: string): SmtpReply {
   const enhanced = parseEnhancedStatus(text, code);
@@ -114,5 +116,32 @@ describe('refusesNullSender', () => {
     assert.equal(refusesNullSender(reply(530, '5.7.0 Authentication required')), false, 'RFC 4954 §6');
     assert.equal(refusesNullSender(reply(503, '5.5.1 Error: nested MAIL command')), false);
     assert.equal(refusesNullSender(reply(500, 'Command unrecognized')), false);
+  });
+});
+
+describe('classification fuzzed', () => {
+  it('any reply gets one of the outcomes, by the rules the words and codes set, in linear time', () => {
+    const word = fc.constantFrom('5.2.2', '4.2.2', '4.3.1', '5.5.1', '5.1.1', '5.1.7', '5.7.1', 'insufficient', 'system', 'storage', 'mailbox', 'full', 'over quota', 'VRFY', 'vrfy-ish', 'xvrfy', 'grey', 'helo', 'user', 'unknown', ' ', '', '#5.7.1');
+    const text = fc.array(fc.oneof(word, fc.string({ maxLength: 8 })), { maxLength: 10 }).map((words) => words.join(' '));
+    const rcpt: readonly string[] = ['accepted', 'rejected', 'refused', 'greylisted', 'tempfail', 'too-many-recipients', 'mailbox-full', 'protocol-error'];
+    fc.assert(
+      fc.property(fc.integer({ min: 200, max: 599 }), text, fc.boolean(), (code, words, noDetails) => {
+        const r = reply(code, words);
+        const outcome = classifyRcpt(r);
+        assert.ok(rcpt.includes(outcome), outcome);
+        // RFC 5321's own text for the server's storage is no full mailbox, unless an X.2.2 code says so.
+        if (outcome === 'mailbox-full' && code < 500 && /insufficient (system )?storage/i.test(words)) assert.equal(r.enhanced?.subject === 2 && r.enhanced.detail === 2, true, words);
+        const vrfy = classifyVrfy(r);
+        assert.ok(['exists', 'does-not-exist', 'no-answer'].includes(vrfy), vrfy);
+        if (vrfy === 'does-not-exist') assert.ok(!/\bvrfy\b/i.test(words) || (r.enhanced?.subject === 1 && r.enhanced.detail <= 6), words);
+        assert.equal(typeof refusesEveryRecipient(evidence('rcpt', r, noDetails)), 'boolean');
+      }),
+      { numRuns: 2000 },
+    );
+    for (const words of ['insufficient '.repeat(40_000), 'vrfy'.repeat(100_000), `${'5.1.'.repeat(50_000)}7`, 'relay '.repeat(50_000)]) {
+      const r = reply(452, words);
+      const ms = elapsedMs(() => [classifyRcpt(r), classifyVrfy(r), refusesEveryRecipient(evidence('rcpt', r, false))]);
+      assert.ok(ms < 200, `${words.slice(0, 10)}: ${ms.toFixed(0)} ms`);
+    }
   });
 });

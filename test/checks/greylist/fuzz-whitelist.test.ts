@@ -54,6 +54,28 @@ describe('whitelist_clients fuzzed', () => {
   });
 });
 
+describe('leading-dot entries fuzzed', () => {
+  it('an entry with leading dots lists nothing and is reported, in either list, in linear time', () => {
+    fc.assert(
+      fc.property(domain, label, fc.integer({ min: 1, max: 3 }), (name, sub, dots) => {
+        const entry = `${'.'.repeat(dots)}${name}`;
+        const clients = parseClientWhitelist([{ source: 'f', text: entry }]);
+        assert.equal(clients.whitelist.size, 0);
+        assert.equal(clients.whitelist.match(`${sub}.${name}`, '192.0.2.1'), undefined);
+        assert.equal(clients.problems.length, 1);
+        assert.ok(clients.problems[0]!.message.includes(`write "${name}"`), clients.problems[0]!.message);
+        const recipients = parseRecipientWhitelist([{ source: 'f', text: entry }]);
+        assert.equal(recipients.whitelist.match(`u@${sub}.${name}`), undefined);
+        assert.equal(recipients.problems.length, 1);
+      }),
+      { numRuns: 300 },
+    );
+    const dots = `${'.'.repeat(WHITELIST_LIMITS.lineLength - 1)}a\n`.repeat(200);
+    const ms = elapsedMs(() => (parseClientWhitelist([{ source: 'f', text: dots }]), parseRecipientWhitelist([{ source: 'f', text: dots }])));
+    assert.ok(ms < 500, `${ms.toFixed(0)} ms`);
+  });
+});
+
 describe('whitelist_recipients fuzzed', () => {
   const local = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,10}$/);
   it('user@domain, user@, @domain and domain entries let through what they list, extensions included', () => {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { formatAuthenticationResults } from '../../../src/checks/auth-results.js';
-import { checkSenderId, purportedResponsibleAddress, selectSenderIdRecord, senderIdReport, splitHeaderFields } from '../../../src/checks/senderid/index.js';
+import { checkSenderId, PRA_LIMITS, purportedResponsibleAddress, selectSenderIdRecord, senderIdReport, splitHeaderFields } from '../../../src/checks/senderid/index.js';
+import { elapsedMs } from '../../support/fuzz.js';
 import { buildZone, loadSpfSuite, SuiteResolver } from '../../support/spf-suite.js';
 
 const fields = (text: string) => splitHeaderFields(text.replace(/\n/g, '\r\n'));
@@ -79,6 +80,28 @@ describe('RFC 4407 PRA', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  test('fuzz: splitHeaderFields gives field names and trimmed one-line values, in linear time at its limit', () => {
+    const line = fc.oneof(fc.constantFrom('From: a@b.example', 'Sender \t: s', ' ', '\t', ' \t folded ', ':', 'a:', ' :', 'From', '\r', ''), fc.string({ unit: 'binary', maxLength: 20 }));
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 20 }), fc.constantFrom('\r\n', '\n'), (lines, eol) => {
+        const block = lines.join(eol);
+        const split = splitHeaderFields(block);
+        assert.ok(split.length <= lines.length);
+        for (const field of split) {
+          assert.match(field.name, /^[\x21-\x39\x3b-\x7e]+$/);
+          assert.equal(field.value, field.value.trim());
+          assert.doesNotMatch(field.value, /\n/);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    const mib = PRA_LIMITS.headerBytes;
+    for (const block of [`From: a@b.example\r\n${' x\r\n'.repeat(mib / 4)}`, 'a:\r\n'.repeat(mib / 4), ' \r\n'.repeat(mib / 3), `From: "${' \r\n'.repeat(mib / 3)}"@x.example`, `From${' '.repeat(mib - 10)}:x`, `From: ${'\r'.repeat(mib)}`]) {
+      const ms = elapsedMs(() => purportedResponsibleAddress(splitHeaderFields(block)));
+      assert.ok(ms < 500, `${JSON.stringify(block.slice(0, 10))}: ${ms.toFixed(0)} ms`);
+    }
   });
 });
 

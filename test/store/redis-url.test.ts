@@ -1,0 +1,84 @@
+// Property tests of the Redis URL checks (store/redis-url): whatever the URL, checkRedisUrl
+// answers a URL or a ConfigError, and neither its errors nor maskPassword ever show the
+// password the driver would send, as ioredis reads it (WHATWG URL, then decodeURIComponent).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { ConfigError } from '../../src/core/errors.js';
+import { checkRedisUrl, maskPassword } from '../../src/store/redis-url.js';
+import { elapsedMs } from '../support/fuzz.js';
+
+/** The password ioredis takes from url, in the forms a log could show it: as written and decoded. */
+function passwordsOf(url: string): string[] {
+  const found: string[] = [];
+  const query = url.indexOf('?');
+  if (query !== -1) found.push(...new URLSearchParams(url.slice(query + 1)).getAll('password'));
+  if (!url.startsWith('/')) {
+    try {
+      const parsed = new URL(url);
+      found.push(parsed.password, ...parsed.searchParams.getAll('password'));
+      found.push(decodeURIComponent(parsed.password));
+    } catch {
+      // Neither the driver nor the store takes a URL WHATWG cannot parse.
+    }
+  }
+  // Short ones could stand anywhere in a URL by chance, and one written twice (user:127.0.0.1@127.0.0.1) is also something else.
+  return found.filter((password) => password.length >= 6 && url.split(password).length <= 2);
+}
+
+const piece = fc.oneof(
+  fc.constantFrom('redis://', 'REDISS://', 'rediss://', '/run/redis.sock', 'user', ':', '@', '?', '#', '/', '%', '%4', '%41', 'password=', 'db=', '&', '127.0.0.1', '[::1]', ':6379', '/0', '/abc', 'secretsecret', 'Pa55w0rd!', 'enableOfflineQueue=false'),
+  fc.string({ unit: 'binary', maxLength: 12 }),
+);
+const url = fc.oneof(
+  fc.array(piece, { maxLength: 12 }).map((pieces) => pieces.join('')),
+  // A user part that holds a password, itself of any pieces.
+  fc.tuple(fc.constantFrom('redis://', 'rediss://', 'REDIS://'), fc.array(piece, { minLength: 1, maxLength: 4 }), fc.array(piece, { maxLength: 4 })).map(([scheme, password, rest]) => `${scheme}user:${password.join('')}@127.0.0.1${rest.join('')}`),
+);
+
+describe('redis URL fuzzed', () => {
+  it('checkRedisUrl answers a URL or a ConfigError, and never shows the password', () => {
+    fc.assert(
+      fc.property(url, (text) => {
+        const masked = maskPassword(text);
+        for (const password of passwordsOf(text)) assert.ok(!masked.includes(password), `${masked} shows ${password}`);
+        try {
+          assert.equal(typeof checkRedisUrl(text), 'string');
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+          for (const password of passwordsOf(text)) assert.ok(!err.message.includes(password), `${err.message} shows ${password}`);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('masks any password, written in the user part or as a parameter', () => {
+    const password = fc.string({ unit: 'binary', minLength: 6, maxLength: 30 });
+    fc.assert(
+      fc.property(password, (secret) => {
+        const encoded = encodeURIComponent(secret);
+        for (const text of [`redis://user:${encoded}@127.0.0.1:6379/0`, `rediss://127.0.0.1?password=${encoded}`, `/run/redis.sock?db=1&password=${encoded}`]) {
+          const masked = maskPassword(text);
+          assert.ok(!masked.includes(secret) && !masked.includes(encoded), masked);
+          assert.ok(masked.includes('***'), masked);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('stays linear on long URLs', () => {
+    for (const text of [`redis://${'a:'.repeat(50_000)}@h`, `redis://h?${'password=x&'.repeat(20_000)}`, `/${'%'.repeat(100_000)}?db=${'1'.repeat(100_000)}`, `redis://h/${'0'.repeat(100_000)}x`]) {
+      const ms = elapsedMs(() => {
+        maskPassword(text);
+        try {
+          checkRedisUrl(text);
+        } catch (err) {
+          if (!(err instanceof ConfigError)) throw err;
+        }
+      });
+      assert.ok(ms < 500, `${text.slice(0, 20)}: ${ms.toFixed(0)} ms`);
+    }
+  });
+});
