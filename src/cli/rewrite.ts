@@ -43,7 +43,7 @@
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
-import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js';
+import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge, warnIfSecretExposed } from '../core/files.js';
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
@@ -112,9 +112,11 @@ function nowMs(text: string): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-function readText(path: string, what: string): string {
-  const read = readFileLimited(path, SECRET_FILE_BYTES);
+/** A file of secrets; `log` (rewrite serve's) hears of one others can read or change. */
+function readText(path: string, what: string, log?: LookupLog): string {
+  const read = readFileLimited(path, SECRET_FILE_BYTES, { governing: true });
   if (!read.ok) throw new ConfigError(`${what} ${path}: ${read.reason}`);
+  warnIfSecretExposed(read, path, what, log);
   return read.bytes.toString('utf8');
 }
 
@@ -132,15 +134,15 @@ function contentLines(text: string, options: { comments?: boolean } = {}): Array
  * A line starting with '#' is a secret, not a comment: postsrsd 1.x and 2.x sign with it, and
  * skipping it signed with another secret and refused postsrsd's addresses.
  */
-export function readSrsSecrets(path: string, flag = '--secret-file'): string[] {
-  const secrets = contentLines(readText(path, flag), { comments: false }).map(({ line }) => line);
+export function readSrsSecrets(path: string, flag = '--secret-file', log?: LookupLog): string[] {
+  const secrets = contentLines(readText(path, flag, log), { comments: false }).map(({ line }) => line);
   if (secrets.length === 0) throw new ConfigError(`${flag} ${path}: no secret in the file`);
   return secrets;
 }
 
 /** `KEYNUM SECRET` per line, newest first. */
-export function readBatvKeys(path: string): BatvKey[] {
-  const keys = contentLines(readText(path, '--batv-key-file')).map(({ line, number }) => {
+export function readBatvKeys(path: string, log?: LookupLog): BatvKey[] {
+  const keys = contentLines(readText(path, '--batv-key-file', log)).map(({ line, number }) => {
     // The secret starts at a character that is not white space: "1  " gave the secret " ".
     const match = /^\s*(\d)\s+(\S.*)$/.exec(line);
     if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${number}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
@@ -151,8 +153,8 @@ export function readBatvKeys(path: string): BatvKey[] {
 }
 
 /** The keyring of a key file; what makes it unusable (a key number given twice, a secret over 64 bytes) names the file. */
-function batvFromKeyFile(path: string, window: BatvWindow): Batv {
-  const keys = readBatvKeys(path);
+function batvFromKeyFile(path: string, window: BatvWindow, log?: LookupLog): Batv {
+  const keys = readBatvKeys(path, log);
   try {
     return new Batv({ keys, window });
   } catch (err) {
@@ -190,7 +192,7 @@ interface SrsFlags {
   alwaysRewrite?: boolean;
 }
 
-function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
+function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
   if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
   if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
@@ -199,7 +201,7 @@ function srsFromFlags(flags: SrsFlags, prefix = ''): Srs {
   const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,
-    secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`),
+    secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`, log),
     separator: flags.separator as SrsSeparator,
     alphabet: flags.alphabet as SrsAlphabet,
     hashLength,
@@ -465,7 +467,7 @@ interface ServeFlags {
   maxConnections: string;
 }
 
-function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
+function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap> {
   const maps: Record<string, LookupMap> = {};
   if (flags.srsSecretFile || flags.srsDomain) {
     const srs = srsFromFlags(
@@ -479,6 +481,7 @@ function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
         alwaysRewrite: flags.srsAlwaysRewrite,
       },
       'srs-',
+      log,
     );
     Object.assign(maps, srsMaps(srs, systemClock));
   }
@@ -487,7 +490,7 @@ function serveMaps(flags: ServeFlags): Record<string, LookupMap> {
     // An empty entry matched nothing and was dropped silently: a quoting slip in a unit file.
     if (flags.batvDomain.some((domain) => domain.trim() === '' || domain.trim() === '.')) throw new UsageError('--batv-domain: got an empty domain');
     if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
-    const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow);
+    const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow, log);
     Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));
   }
   if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
@@ -510,13 +513,14 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .option('--max-connections <n>', 'per listener', '200')
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {
-      const maps = serveMaps(flags);
+      // Refused requests and connections, and secret files others can read, are logged as JSON
+      // on stderr; stdout has the listeners.
+      const log = io.log ?? createLogger('info', coalescingDestination(2));
+      const maps = serveMaps(flags, log);
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
       const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
-      // Refused requests and connections are logged as JSON on stderr; stdout has the listeners.
-      const log = io.log ?? createLogger('info', coalescingDestination(2));
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenAddress }> = [];
       if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap' }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {

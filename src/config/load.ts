@@ -12,13 +12,14 @@
  *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own
  *   alias and a !!binary value (which no setting takes) are refused the same way, with its key;
  *   a tag yaml does not resolve (!ENV, !secret), with its line; a relative dataDir, which each
- *   command would take from its own working directory.
+ *   command would take from its own working directory; a path that is not a regular file (a FIFO
+ *   with no writer held a start or a reload for ever), or a file any user may write.
  */
 
 import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
-import { MIB, readFileLimited } from '../core/files.js';
+import { MIB, readFileLimited, tooLarge } from '../core/files.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './schema.js';
 
@@ -34,8 +35,8 @@ const MAX_ALIAS_COUNT = 100;
 const MAX_CONFIG_BYTES = MIB;
 
 export function readConfigFile(path: string): RawConfig {
-  const read = readFileLimited(path, MAX_CONFIG_BYTES);
-  if (!read.ok) throw new ConfigError(`${path}: ${read.reason}${read.code ? '' : ': not a configuration file'}`);
+  const read = readFileLimited(path, MAX_CONFIG_BYTES, { governing: true });
+  if (!read.ok) throw new ConfigError(`${path}: ${read.reason}${read.reason === tooLarge(MAX_CONFIG_BYTES) ? ': not a configuration file' : ''}`);
   const text = read.bytes.toString('utf8');
   // logLevel error: yaml's warnings (a collection used as a key) went to the process's stderr;
   // such a key is reported by the schema as unknown, with its path.

@@ -15,13 +15,26 @@
  *   option or key the path came from. What it holds meanwhile is what it read, however small
  *   the reads (a FIFO written an octet at a time).
  *
+ *   With { governing: true }, for a file that governs what the process does (the configuration,
+ *   a file of secrets, a whitelist): only a regular file is read, a symlink's target included.
+ *   A FIFO with no writer held the daemon at its start or reload for ever, and opening a device
+ *   may act on it (a watchdog, a tape). So it is looked at first, and opened O_NONBLOCK in case
+ *   it was swapped meanwhile. A file any user may write is refused as Exim refuses such a
+ *   configuration file: anyone on the host could change what the daemon does.
+ *
+ *   secretExposure(read) says what else makes a file of secrets unsafe: group or others may
+ *   read or write it (its group may read it when that is this process's group), or a user
+ *   other than root and this process owns it (sshd, OpenDKIM refuse such keys; a mail server
+ *   is often started as root). The callers warn, through warnIfSecretExposed: refusing would
+ *   stop a running site at its next restart over a mode that is only loose.
+ *
  *   makeDirectories(dir) is mkdir -p.
  *
  * LIMITS
  *   Synchronous: for start-up, reloads and command-line tools, not for a request path.
  */
 
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 export const MIB = 1024 * 1024;
@@ -32,15 +45,33 @@ export const MESSAGE_FILE_BYTES = 64 * MIB;
 
 const CHUNK_BYTES = 64 * 1024;
 
-/** `code`: the system's error code (ENOENT, EISDIR...) when the file could not be read at all. */
-export type FileRead = { ok: true; bytes: Buffer } | { ok: false; reason: string; code?: string };
+/**
+ * `mode`, `uid` and `gid`: the file's (a symlink's target's). `code`: the system's error code (ENOENT,
+ * EISDIR...) when the file could not be read at all.
+ */
+export type FileRead = { ok: true; bytes: Buffer; mode: number; uid: number; gid: number } | { ok: false; reason: string; code?: string };
 
-export function readFileLimited(path: string, limitBytes: number): FileRead {
+export interface ReadOptions {
+  /** The file governs what the process does: a regular file only, and not writable by any user. */
+  governing?: boolean;
+}
+
+export function readFileLimited(path: string, limitBytes: number, options: ReadOptions = {}): FileRead {
   const chunks: Buffer[] = [];
   let total = 0;
   let fd: number | undefined;
+  let stats: Stats;
   try {
-    fd = openSync(path, 'r');
+    if (options.governing) {
+      const refused = ungoverning(statSync(path));
+      if (refused) return { ok: false, reason: refused };
+    }
+    fd = openSync(path, options.governing ? constants.O_RDONLY | constants.O_NONBLOCK : 'r');
+    stats = fstatSync(fd);
+    if (options.governing) {
+      const refused = ungoverning(stats);
+      if (refused) return { ok: false, reason: refused };
+    }
     // One buffer to read into, and a copy of what each read gave: a FIFO whose writer sends a
     // few octets at a time gives as few per read, and a buffer of CHUNK_BYTES kept per read made
     // a 64 KiB limit cost hundreds of megabytes.
@@ -58,7 +89,47 @@ export function readFileLimited(path: string, limitBytes: number): FileRead {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-  return { ok: true, bytes: Buffer.concat(chunks, total) };
+  return { ok: true, bytes: Buffer.concat(chunks, total), mode: stats.mode, uid: stats.uid, gid: stats.gid };
+}
+
+/** Why a file cannot govern the process, or undefined. */
+function ungoverning(stats: Stats): string | undefined {
+  if (!stats.isFile()) return `not a regular file (${fileKind(stats)})`;
+  if (stats.mode & 0o002) return `writable by any user (mode ${octalMode(stats.mode)}), so anyone on this host could change it: chmod o-w`;
+  return undefined;
+}
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return 'a directory';
+  if (stats.isFIFO()) return 'a FIFO';
+  if (stats.isCharacterDevice()) return 'a character device';
+  if (stats.isBlockDevice()) return 'a block device';
+  if (stats.isSocket()) return 'a socket';
+  return 'of an unknown kind';
+}
+
+function octalMode(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+/**
+ * What makes a file of secrets, read as `euid` and `egid`, unsafe to rely on, for a warning
+ * naming it; or undefined. Nobody else is trusted with a key: root and the reading user, and
+ * the reading group may read it (root:callout 0640 is how a daemon not run as root is given a
+ * key root keeps).
+ */
+export function secretExposure(read: { mode: number; uid: number; gid: number }, euid = process.geteuid?.(), egid = process.getegid?.()): string | undefined {
+  const problems: string[] = [];
+  const groupReads = (read.mode & 0o040) !== 0 && read.gid !== egid;
+  if ((read.mode & 0o037) !== 0 || groupReads) problems.push(`group or other users may read or write it (mode ${octalMode(read.mode)}): chmod 600`);
+  if (read.uid !== 0 && euid !== undefined && read.uid !== euid) problems.push(`it is owned by uid ${read.uid}, who can change it, while this process runs as uid ${euid}`);
+  return problems.length > 0 ? problems.join('; ') : undefined;
+}
+
+/** One warning line naming a secret file, the setting that named it and what exposes it; none when nothing does. */
+export function warnIfSecretExposed(read: { mode: number; uid: number; gid: number }, path: string, setting: string, log: { warn(fields: Record<string, unknown>, message: string): void } | undefined): void {
+  const problem = secretExposure(read);
+  if (problem !== undefined) log?.warn({ file: path, setting, problem }, 'secret file is not private');
 }
 
 /** The reason given for input past a limit (also for standard input, read as a stream). */

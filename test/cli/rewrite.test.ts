@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -11,6 +12,7 @@ import { elapsedMs } from '../support/fuzz.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { SocketmapClient } from '../../src/rewrite/socketmap.js';
 import { TcpTableClient } from '../../src/rewrite/tcp-table.js';
+import type { LookupLog } from '../../src/rewrite/lookup.js';
 import { startRedis } from '../support/redis.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-cli-rewrite-'));
@@ -22,7 +24,7 @@ writeFileSync(batvKeys, '# newest first\n1 secret\n0 old secret\n');
 const fixture = (name: string) => new URL(`../fixtures/bounce/${name}`, import.meta.url).pathname;
 const NOW = '2020-01-01T00:01:00Z';
 
-async function run(args: string[], options: { stdin?: string; stop?: AbortSignal; onOutput?: (text: string) => void } = {}): Promise<{ out: string; code: number }> {
+async function run(args: string[], options: { stdin?: string; stop?: AbortSignal; onOutput?: (text: string) => void; log?: LookupLog } = {}): Promise<{ out: string; code: number }> {
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
   const out = new PassThrough();
   let text = '';
@@ -30,7 +32,7 @@ async function run(args: string[], options: { stdin?: string; stop?: AbortSignal
     text += chunk.toString();
     options.onOutput?.(text);
   });
-  registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}) });
+  registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}), ...(options.log ? { log: options.log } : {}) });
   process.exitCode = 0;
   try {
     await program.parseAsync(['node', 'callout', ...args]);
@@ -259,6 +261,26 @@ describe('callout rewrite serve', () => {
     await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }));
   });
 
+  it('logs a warning per secret file that group or others can read, naming it and its flag; refuses a FIFO at once', async () => {
+    const srs = join(dir, 'serve-srs.secret');
+    const keys = join(dir, 'serve-batv.keys');
+    writeFileSync(srs, 'tops3cr3t\n');
+    writeFileSync(keys, '1 secret\n');
+    chmodSync(srs, 0o644);
+    chmodSync(keys, 0o604);
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const log: LookupLog = { info: () => undefined, warn: (fields, message) => warnings.push([fields, message]) };
+    const args = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srs, '--srs-domain', 'example.com', '--batv-key-file', keys, '--batv-domain', 'example.com'];
+    assert.equal((await run(args, { stop: AbortSignal.abort(), log })).code, 0);
+    assert.deepEqual(warnings, [
+      [{ file: srs, setting: '--srs-secret-file', problem: 'group or other users may read or write it (mode 0644): chmod 600' }, 'secret file is not private'],
+      [{ file: keys, setting: '--batv-key-file', problem: 'group or other users may read or write it (mode 0604): chmod 600' }, 'secret file is not private'],
+    ]);
+    const fifo = join(dir, 'serve-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', fifo, '--batv-domain', 'example.com'], { stop: AbortSignal.abort(), log }), (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${fifo}: not a regular file (a FIFO)`);
+  });
+
   it('refuses incomplete configurations', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
@@ -293,7 +315,10 @@ describe('callout rewrite serve', () => {
 
 describe('rewrite commands: inputs without end, times that are no times', () => {
   it('refuses /dev/zero as a secret file or a message, naming it, instead of reading it until memory runs out', async () => {
-    await assert.rejects(run(['srs', 'forward', '--secret-file', '/dev/zero', '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && /\/dev\/zero: larger than 64 KiB$/.test(err.message));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', '/dev/zero', '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === '--secret-file /dev/zero: not a regular file (a character device)');
+    const large = join(dir, 'large.secret');
+    writeFileSync(large, 'x'.repeat(64 * 1024 + 1));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', large, '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === `--secret-file ${large}: larger than 64 KiB`);
     await assert.rejects(run(['bounce', 'parse', '/dev/zero']), (err: unknown) => err instanceof UsageError && err.message === '/dev/zero: larger than 64 MiB');
   });
 

@@ -3,7 +3,8 @@
 // ConfigError that names the file; building the stages (`config check`) the same, never a crash.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -139,7 +140,19 @@ describe('configuration files fuzzed', () => {
   it('a file over 1 MiB, or one without end, is refused without being read whole', () => {
     writeFileSync(path, `# ${'x'.repeat(1024 * 1024)}\n`);
     assert.throws(() => readConfigFile(path), (err: unknown) => err instanceof ConfigError && err.message === `${path}: larger than 1 MiB: not a configuration file`);
-    assert.throws(() => readConfigFile('/dev/zero'), (err: unknown) => err instanceof ConfigError && /^\/dev\/zero: larger than 1 MiB/.test(err.message));
+    assert.throws(() => readConfigFile('/dev/zero'), (err: unknown) => err instanceof ConfigError && err.message === '/dev/zero: not a regular file (a character device)');
+  });
+
+  it('refuses a FIFO at once (with no writer, a start or a reload waited for ever), and a file any user may write', () => {
+    const fifo = join(dir, 'config-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    assert.throws(() => loadConfig(fifo), (err: unknown) => err instanceof ConfigError && err.message === `${fifo}: not a regular file (a FIFO)`);
+    const open = join(dir, 'open.yaml');
+    writeFileSync(open, 'dataDir: /var/lib/callout\n');
+    chmodSync(open, 0o646);
+    assert.throws(() => loadConfig(open), (err: unknown) => err instanceof ConfigError && err.message === `${open}: writable by any user (mode 0646), so anyone on this host could change it: chmod o-w`);
+    chmodSync(open, 0o664);
+    assert.equal(readConfigFile(open).dataDir, '/var/lib/callout');
   });
 
   it('any value under any setting validates or is refused with a ConfigError naming the file', () => {

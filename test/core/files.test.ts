@@ -3,10 +3,10 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeDirectories, readFileLimited } from '../../src/core/files.js';
+import { makeDirectories, readFileLimited, secretExposure, warnIfSecretExposed } from '../../src/core/files.js';
 import { isoSeconds } from '../../src/core/clock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-files-'));
@@ -41,6 +41,61 @@ describe('readFileLimited', () => {
     // A 64 KiB buffer kept per read touched a page of each: 16 MB here. Half of that is the bound:
     // the heap itself may take a few MB meanwhile (a CI run once saw exactly 4 MB more).
     assert.ok(grewKiB < 8192, `the peak resident size grew by ${grewKiB} KiB`);
+  });
+});
+
+describe('readFileLimited of a file that governs the process', () => {
+  const governing = { governing: true };
+
+  it('refuses a FIFO with no writer at once (it held a start or reload for ever), a device and a directory, saying what they are', () => {
+    const fifo = join(dir, 'governing-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    assert.deepEqual(readFileLimited(fifo, 10, governing), { ok: false, reason: 'not a regular file (a FIFO)' });
+    assert.deepEqual(readFileLimited('/dev/zero', 10, governing), { ok: false, reason: 'not a regular file (a character device)' });
+    assert.deepEqual(readFileLimited(dir, 10, governing), { ok: false, reason: 'not a regular file (a directory)' });
+    // A symlink is judged by its target.
+    const link = join(dir, 'link-to-fifo');
+    symlinkSync(fifo, link);
+    assert.deepEqual(readFileLimited(link, 10, governing), { ok: false, reason: 'not a regular file (a FIFO)' });
+    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10, governing), { ok: false, reason: 'cannot read: ENOENT', code: 'ENOENT' });
+  });
+
+  it('reads a regular file, /proc files too, and refuses one that any user may write', () => {
+    const path = join(dir, 'governing');
+    writeFileSync(path, 'key: value\n');
+    chmodSync(path, 0o640);
+    const read = readFileLimited(path, 100, governing);
+    assert.ok(read.ok && read.bytes.toString() === 'key: value\n' && (read.mode & 0o777) === 0o640 && read.uid === statSync(path).uid);
+    const proc = readFileLimited('/proc/self/status', 1024 * 1024, governing);
+    assert.ok(proc.ok && proc.bytes.toString().startsWith('Name:'));
+    chmodSync(path, 0o666);
+    assert.deepEqual(readFileLimited(path, 100, governing), { ok: false, reason: 'writable by any user (mode 0666), so anyone on this host could change it: chmod o-w' });
+    // Without the option, a command-line tool still reads what it is given.
+    assert.ok(readFileLimited(path, 100).ok);
+  });
+});
+
+describe('secretExposure', () => {
+  it('names a mode that lets group or others read or write, and an owner who is neither root nor the reader', () => {
+    assert.equal(secretExposure({ mode: 0o100600, uid: 0, gid: 0 }, 0, 0), undefined);
+    assert.equal(secretExposure({ mode: 0o100400, uid: 1000, gid: 1000 }, 1000, 1000), undefined);
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 4 }, 0, 0), 'group or other users may read or write it (mode 0640): chmod 600');
+    assert.equal(secretExposure({ mode: 0o100604, uid: 0, gid: 0 }, 1000, 1000), 'group or other users may read or write it (mode 0604): chmod 600');
+    // root:callout 0640 read by a daemon run as callout: its own group.
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 120 }, 120, 120), undefined);
+    assert.equal(secretExposure({ mode: 0o100660, uid: 0, gid: 120 }, 120, 120), 'group or other users may read or write it (mode 0660): chmod 600');
+    // A symlink into a user's directory, read by root: its target is that user's.
+    assert.equal(secretExposure({ mode: 0o100600, uid: 1000, gid: 1000 }, 0, 0), 'it is owned by uid 1000, who can change it, while this process runs as uid 0');
+  });
+
+  it('warns in one line naming the file, the setting and the problem, and not at all for a private file', () => {
+    const lines: Array<{ fields: Record<string, unknown>; message: string }> = [];
+    const log = { warn: (fields: Record<string, unknown>, message: string) => lines.push({ fields, message }) };
+    const euid = process.geteuid!();
+    warnIfSecretExposed({ mode: 0o100600, uid: euid, gid: 0 }, '/etc/callout/key', '--secret-file', log);
+    assert.deepEqual(lines, []);
+    warnIfSecretExposed({ mode: 0o100644, uid: euid, gid: 0 }, '/etc/callout/key', '--secret-file', log);
+    assert.deepEqual(lines, [{ fields: { file: '/etc/callout/key', setting: '--secret-file', problem: 'group or other users may read or write it (mode 0644): chmod 600' }, message: 'secret file is not private' }]);
   });
 });
 

@@ -352,7 +352,7 @@ export function readWhitelistFiles(paths: readonly string[]): { sources: Whiteli
   const sources: WhitelistSource[] = [];
   const problems: WhitelistProblem[] = [];
   for (const path of paths) {
-    const read = readFileLimited(path, WHITELIST_FILE_BYTES);
+    const read = readFileLimited(path, WHITELIST_FILE_BYTES, { governing: true });
     if (read.ok) sources.push({ source: path, text: read.bytes.toString('utf8') });
     else if (!(read.code === 'ENOENT' && path.endsWith('.local'))) problems.push({ source: path, line: 0, message: read.reason });
   }

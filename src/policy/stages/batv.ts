@@ -30,7 +30,7 @@
 
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
-import { SECRET_FILE_BYTES, readFileLimited } from '../../core/files.js';
+import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { Batv, type BatvKey } from '../../rewrite/batv.js';
 import { asciiLower, domainMatcher } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
@@ -81,11 +81,12 @@ function withoutFinalLineEnds(text: string): string {
   return text.slice(0, end);
 }
 
-function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
+function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, 'log'>>['log']): BatvKey[] {
   return keys.map((k) => {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
-    const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES);
+    const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES, { governing: true });
     if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
+    warnIfSecretExposed(read, k.secretFile!, 'batv.keys secretFile', log);
     const secret = withoutFinalLineEnds(read.bytes.toString('utf8'));
     // An empty key lets anyone sign; a second line (a comment) would be part of the key and
     // match no tag the signer made, refusing every genuine bounce.
@@ -95,8 +96,9 @@ function loadKeys(keys: BatvStageOptions['keys']): BatvKey[] {
   });
 }
 
-export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'metrics'>): BatvStage {
-  const batv = new Batv({ keys: loadKeys(opts.keys), window: opts.window });
+/** `deps.log` hears of a secretFile others can read or change. */
+export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'metrics'> & Partial<Pick<StageDeps, 'log'>>): BatvStage {
+  const batv = new Batv({ keys: loadKeys(opts.keys, deps.log), window: opts.window });
   const protectedDomain = domainMatcher(opts.domains);
   const exempt = new Set(opts.exemptRecipients.map((r) => asciiLower(r)));
   const graceUntil = opts.unsignedAllowedUntil ? Date.parse(opts.unsignedAllowedUntil) : undefined;

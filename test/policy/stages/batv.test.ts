@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -9,7 +10,7 @@ import { ConfigError } from '../../../src/core/errors.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { prvsSign } from '../../../src/rewrite/batv.js';
 import { batvStage, createBatvStage, type BatvStageOptions } from '../../../src/policy/stages/batv.js';
-import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
+import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 
 const T0 = Date.parse('2020-01-01T00:01:00Z');
 const DAY = 86_400_000;
@@ -47,6 +48,30 @@ const sign = (address: string, at = T0, keynum = 1, secret = 'secret') => {
   assert.ok(s.ok);
   return s.ok ? s.address : '';
 };
+
+describe('batv stage secretFile', () => {
+  it('refuses a FIFO at once and a file any user may write; warns, once per start, of one group or others can read', () => {
+    const fifo = join(dir, 'secret-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: fifo }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${fifo}: not a regular file (a FIFO)`);
+    const file = join(dir, 'mode.secret');
+    writeFileSync(file, 'secret\n');
+    chmodSync(file, 0o666);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: file }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${file}: writable by any user (mode 0666), so anyone on this host could change it: chmod o-w`);
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const log = { warn: (fields: Record<string, unknown>, message: string) => warnings.push([fields, message]) } as unknown as StageDeps['log'];
+    const opts = (path: string) => batvStage.options.parse({ domains: ['example.com'], keys: [{ keynum: 1, secretFile: path }] }) as BatvStageOptions;
+    chmodSync(file, 0o644);
+    // Through a symlink, the target's mode is the one that counts.
+    const link = join(dir, 'link.secret');
+    symlinkSync(file, link);
+    createBatvStage(opts(link), { log });
+    assert.deepEqual(warnings, [[{ file: link, setting: 'batv.keys secretFile', problem: 'group or other users may read or write it (mode 0644): chmod 600' }, 'secret file is not private']]);
+    chmodSync(file, 0o600);
+    createBatvStage(opts(link), { log });
+    assert.equal(warnings.length, 1);
+  });
+});
 
 describe('batv stage', () => {
   it('lets a bounce to a valid signature through, and counts it', async () => {
@@ -120,7 +145,10 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), /secretFile \/dev\/zero: larger than 64 KiB/);
+    const large = join(dir, 'large.secret');
+    writeFileSync(large, 'x'.repeat(64 * 1024 + 1));
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: large }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${large}: larger than 64 KiB`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv.keys: secretFile /dev/zero: not a regular file (a character device)');
     // An empty file is an empty HMAC key, which anyone can sign with; a second line would be
     // part of the key and no genuine tag would check (regressions).
     for (const [content, why] of [['', 'no secret in the file'], ['\n\n', 'no secret in the file'], ['# key 2\nsecret\n', 'more than one line, expected the secret alone']]) {

@@ -2,6 +2,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -215,7 +216,11 @@ describe('greylist stage over the policy protocol', () => {
   it('refuses to start when a named whitelist file is missing', async () => {
     await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): .*missing: cannot read: ENOENT/);
     // Start (and `config check`) read such a file whole: this one used to take every byte of memory.
-    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: larger than 8 MiB/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: not a regular file \(a character device\)/);
+    // A FIFO with no writer held the start for ever.
+    const fifo = join(dir, 'whitelist-fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [fifo] }]), (err: unknown) => err instanceof ConfigError && err.message.endsWith(`${fifo}: not a regular file (a FIFO)`));
   });
 
   it('keys a forward-confirmed sender pool by its organisational domain, never an unconfirmed or dynamic name', async () => {
