@@ -13,6 +13,8 @@
  *   several stages ask about each one (greylisting, the tarpit, rate limits, SPF, iprev): an
  *   address is parsed once while it recurs (a bounded memo). Parsing it into its bits twice per
  *   greylisted request was a twentieth of the decision. The same object goes to every caller.
+ *   unusableClientAddress() is the one rule, shared by the spf and iprev stages, for an
+ *   address no check can use (Postfix's "unknown"): such a request is not checked.
  *
  *   countingKey() is what a client is counted under (the tarpit, rate limits): its address, or
  *   its network when the stage is given a shorter prefix. An IPv6 host often holds a whole /64

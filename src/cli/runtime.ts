@@ -4,7 +4,9 @@
  *
  * DESCRIPTION
  *   One place that turns Config into a resolver (node:dns behind the TTL-bounded cache), a store
- *   and a CalloutEngine, so every command wires them the same way.
+ *   and a CalloutEngine, so every command wires them the same way. daemonStateConfig() is the
+ *   configuration of a command that works on a running daemon's state (greylist, bounce): a
+ *   memory store, which no other process can reach, is refused there.
  */
 
 import { existsSync } from 'node:fs';

@@ -343,7 +343,6 @@ export type Config = z.output<typeof configSchema>;
 export type CalloutConfig = Config['callout'];
 export type CacheConfig = Config['cache'];
 export type LimitsConfig = Config['limits'];
-export type DnsConfig = Config['dns'];
 export type PolicyConfig = Config['policy'];
 export type StageEntry = PolicyConfig['stages'][number];
 

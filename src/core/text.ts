@@ -11,7 +11,8 @@
  *   terminal may read U+009B as CSI, the start of an escape sequence), the separators U+2028
  *   and U+2029 (a line end to JavaScript and to some log viewers) and the bidi controls (U+202E
  *   and kin reorder the text after them: a sender "moc.lapyap@x" shows as "x@paypal.com");
- *   escapeC1 writes them as \uXXXX.
+ *   escapeC1 writes them as \uXXXX, and shownJson(value), what every --json output prints, is
+ *   JSON with them so escaped.
  *
  *   MAX_HEADER_LINE is the longest header field callout hands Postfix: PREPEND takes one
  *   unfolded line, and RFC 5322 §2.1.1 allows 998 characters before the CRLF (a margin is kept).

@@ -23,7 +23,7 @@
  *   monitors probe with it); other paths get 404, other methods 405, each with a one-line text.
  *   A failed request (500) and a listener error after binding are logged.
  *   closeMetricsServer() ends the connections left open as well: a stop never waits on a client.
- *   A UNIX socket left behind by a crash is removed before binding (policy/server
+ *   A UNIX socket left behind by a crash is removed before binding (core/listen
  *   removeStaleSocket), as the policy listener's is: without that the next start failed with
  *   EADDRINUSE, exit 78, which systemd does not restart.
  */

@@ -3,8 +3,8 @@
  *   store/semantics - the rules every Store backend applies the same way
  *
  * DESCRIPTION
- *   Expiry, argument checks and counter arithmetic, kept in one place so the memory and SQLite
- *   backends (and later Redis) cannot drift apart:
+ *   Expiry, argument checks and counter arithmetic, kept in one place so the memory, SQLite and
+ *   Redis backends cannot drift apart:
  *     - An entry is live while now < expiresAt: a ttl of 1000 ms set at t is visible up to t+999
  *       and gone at t+1000.
  *     - ttlMs is a positive integer; there is no "never expires", because every record kind the

@@ -94,7 +94,8 @@
  *   and -shm files beside it, when another user's process left them), a file that
  *   is not a database (one of a single byte too, which SQLite would write a new database over), a
  *   damaged database, a file with another program's tables (refused before WAL mode is set in
- *   it), a schema newer than this program. Every other failure rejects with
+ *   it), a schema newer than this program, a schema upgrade that what another program added to
+ *   the file (a view, a trigger) makes fail. Every other failure rejects with
  *   StoreError naming the file and the operation, the driver error as its cause: out of
  *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
  */

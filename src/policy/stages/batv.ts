@@ -23,7 +23,7 @@
  *
  * CONFIGURATION
  *   domains (required; 'example.com' exactly, '.example.com' subdomains), keys (newest first:
- *   { keynum 0-9, secret | secretFile }), window ('bounded' | 'exim'), code (550), enhanced
+ *   { keynum 0-9, secret | secretFile }), window ('bounded', the default, or 'exim'), code (550), enhanced
  *   (5.7.1), invalidText, expiredText, unsignedText, exemptRecipients, unsignedAllowedUntil
  *   (ISO 8601 date-time)
  */

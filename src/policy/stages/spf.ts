@@ -10,7 +10,9 @@
  *   skips senders whose SPF passed).
  *   A message with several recipients gives one RCPT request per recipient; the evaluation is
  *   remembered per instance, client, HELO and sender for cacheSeconds, so it runs once. A
- *   temperror is not remembered, so a retry asks again.
+ *   temperror is not remembered, so a retry asks again. A request without a usable client
+ *   address (Postfix's "unknown") is not checked: result none, no headers, and it continues
+ *   whatever actions.none says.
  *   Authentication-Results (RFC 8601) and Received-SPF (RFC 7208 §9.1) go into the verdict's
  *   headers, which the pipeline PREPENDs once per message.
  *
