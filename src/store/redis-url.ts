@@ -20,9 +20,10 @@ import { ConfigError } from '../core/errors.js';
 export function maskPassword(url: string): string {
   const query = url.indexOf('?');
   const base = query === -1 ? url : url.slice(0, query);
-  const params = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
-  if (params.has('password')) params.set('password', '***');
-  const search = params.size > 0 ? `?${params.toString()}` : '';
+  // Each password parameter masked in one pass: URLSearchParams.set() removes duplicates one
+  // splice at a time, quadratic in a query of many (2.6 s for 80,000).
+  const entries = [...new URLSearchParams(query === -1 ? '' : url.slice(query + 1))].map(([name, value]): [string, string] => [name, name === 'password' ? '***' : value]);
+  const search = entries.length > 0 ? `?${new URLSearchParams(entries).toString()}` : '';
   if (base.startsWith('/')) return base + search;
   try {
     const parsed = new URL(base);
