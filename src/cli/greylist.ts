@@ -39,7 +39,7 @@ import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
-import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { addressKey, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
@@ -155,7 +155,7 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
   // The stage keys any recipient Postfix sends, `postmaster` without a domain included; never an
   // empty one or one with a control character.
   if (recipient === '' || CONTROL_CHARACTER.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
-  return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: recipient.toLowerCase() };
+  return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: addressKey(recipient) };
 }
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {

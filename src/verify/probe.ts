@@ -567,6 +567,12 @@ class DomainProbe {
   private answerRcpt(target: ProbeTarget, reply: SmtpReply): void {
     const ev = evidence('rcpt', reply, this.deps.config.noDetails);
     const said = `${this.where()} answered RCPT TO:<${target.address}> with ${describeReply(ev)}`;
+    // X.6.7, "non-ASCII addresses not permitted for that sender/recipient" (RFC 6531 §3.7.4):
+    // from a server that offered SMTPUTF8 it is the refusal checkSmtputf8 foresees, not a no-such-user.
+    if (target.requiresSmtputf8 && reply.code >= 500 && reply.enhanced?.subject === 6 && reply.enhanced.detail === 7) {
+      this.settle(target, { verdict: 'unknown', reason: 'smtputf8-unsupported', description: `${said}: it takes no non-ASCII address there, which says nothing of the mailbox`, reply: ev });
+      return;
+    }
     switch (classifyRcpt(reply)) {
       case 'accepted':
         if (this.backupWithoutProbe()) {

@@ -19,10 +19,14 @@
  *     VERP     qmail-style LIST-return-...-USER=DOMAIN@ loses the encoded recipient
  *              (-USER=DOMAIN), when `verp` is on.
  *     numbers  every run of digits that stands alone between word boundaries becomes `#`
- *              (postgrey), so list-123@ and list-124@ are one sender.
- *   The result is lower-cased, as postgrey lower-cases its whole key. The null sender stays ''.
+ *              (postgrey), so list-123@ and list-124@ are one sender. Letters of every script
+ *              are word characters and digits of every script are digits (RFC 6531 local parts):
+ *              postgrey sees octets, so for it ö1@ lost its 1 and news-٢٠٢٤@ kept its number.
+ *   The result is keyed as addressKey() says: A-Z lower-cased, as postgrey lower-cases its whole
+ *   key (Perl's lc on octets changes nothing else), and the domain as A-labels, so that a sender
+ *   written with a U-label and with its A-label is one sender. The null sender stays ''.
  *   With `verp` off, the result equals postgrey 1.37's do_sender_substitutions() for every
- *   sender that is not SRS, msprvs1/btv1 or an upper-case PRVS= tag (postgrey leaves those as
+ *   ASCII sender that is not SRS, msprvs1/btv1 or an upper-case PRVS= tag (postgrey leaves those as
  *   they are, so each message of such a sender is a new triplet there). With `verp` on, an
  *   ordinary sender shaped like qmail VERP (alerts-noreply=x.io@) loses that part too.
  *
@@ -31,8 +35,13 @@
  *   octets, RFC 5321 §4.5.3.1.3); every step is one linear pass. Never throws.
  */
 
+import { normaliseDomain } from '../../address/index.js';
+import { asciiLower } from '../../rewrite/domains.js';
+
 const MAX_INPUT = 1024;
 const BATV_TAG = /^[0-9a-z]{10}/;
+/** A run of decimal digits with no letter, mark, digit or '_' either side: \b\d+\b beyond ASCII. */
+const STANDALONE_NUMBER = /(?<![\p{L}\p{M}\p{N}_])\p{Nd}+(?![\p{L}\p{M}\p{N}_])/gu;
 const QMAIL_VERP = /^(.+?)-[^-=@]+=[a-z0-9-]+(?:\.[a-z0-9-]+)+$/;
 
 export interface NormaliseOptions {
@@ -84,7 +93,7 @@ function withoutBatv(local: string): string {
 export function normaliseSender(sender: string, options: NormaliseOptions = {}): string {
   const input = sender.length > MAX_INPUT ? sender.slice(0, MAX_INPUT) : sender;
   let at = input.lastIndexOf('@');
-  if (at < 0) return input.toLowerCase();
+  if (at < 0) return asciiLower(input);
   let local = input.slice(0, at);
   let domain = input.slice(at + 1);
   const original = srsOriginal(local);
@@ -96,9 +105,25 @@ export function normaliseSender(sender: string, options: NormaliseOptions = {}):
   local = withoutBatv(local);
   const plus = local.indexOf('+');
   if (plus >= 0) local = local.slice(0, plus);
-  if (options.verp !== false) local = QMAIL_VERP.exec(local.toLowerCase())?.[1] ?? local;
-  local = local.replace(/\b\d+\b/g, '#');
-  return `${local}@${domain}`.toLowerCase();
+  if (options.verp !== false) local = QMAIL_VERP.exec(asciiLower(local))?.[1] ?? local;
+  local = local.replace(STANDALONE_NUMBER, '#');
+  return addressKey(`${local}@${domain}`);
+}
+
+/**
+ * An address (a sender or a recipient) as the greylist keys it. Only A-Z are folded in the local
+ * part: local parts are case-sensitive (RFC 5321 §2.4) and everyone folds ASCII, but Unicode
+ * case mapping changes what a UTF-8 local part says (the Kelvin sign would become an ASCII 'k',
+ * one address merged with another). The domain is compared after IDNA mapping (UTS #46
+ * nontransitional, as the callout's DNS query names: faß.example is xn--fa-hia.example, not
+ * fass.example); a domain that is no valid IDN is kept as written, A-Z folded.
+ */
+export function addressKey(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return asciiLower(address);
+  const domain = address.slice(at + 1);
+  const idna = /[\u0080-\uffff]/.test(domain) ? normaliseDomain(domain) : undefined;
+  return `${asciiLower(address.slice(0, at))}@${idna?.ok ? idna.value.ascii : asciiLower(domain)}`;
 }
 
 /** The domain of a normalised sender ('' for the null sender or a sender without one). */

@@ -52,6 +52,7 @@ import { isoSeconds, type Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
 import {
   Greylist,
+  addressKey,
   domainUnder,
   looksDynamic,
   normaliseSender,
@@ -257,7 +258,8 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         }
 
         const normalised = normaliseSender(ctx.senderText, { verp: opts.normaliseVerp });
-        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: ctx.recipientText.toLowerCase() });
+        // As the sender: bob@bücher.example and bob@xn--bcher-kva.example are one recipient.
+        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: addressKey(ctx.recipientText) });
         const evidence = { identity, sender: normalised, ...outcome };
         if (outcome.kind === 'defer') {
           const seconds = Math.ceil(outcome.remainingMs / 1000);

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { normaliseSender, parseClientWhitelist, parseRecipientWhitelist, srsOriginal } from '../../../src/checks/greylist/index.js';
+import { addressKey } from '../../../src/checks/greylist/normalise.js';
 
 describe('normaliseSender', () => {
   const cases: Array<[string, string]> = [
@@ -28,6 +29,15 @@ describe('normaliseSender', () => {
     ['bounce-123-456@mail.example', 'bounce-#-#@mail.example'],
     ['user2020@mail.example', 'user2020@mail.example'],
     ['12345@mail.example', '#@mail.example'],
+    // RFC 6531: letters of every script are word characters, digits of every script are digits
+    ['ö1@mail.example', 'ö1@mail.example'],
+    ['news-٢٠٢٤@mail.example', 'news-#@mail.example'],
+    ['Ａ１２@mail.example', 'Ａ１２@mail.example'],
+    // only A-Z folded: the Kelvin sign is no 'k', 'Ä' no 'ä'; the domain as A-labels
+    ['\u212Aelvin@Mail.Example', '\u212Aelvin@mail.example'],
+    ['Äpfel@Bücher.Example', 'Äpfel@xn--bcher-kva.example'],
+    ['SRS0=HHH=TT=bücher.example=alice@forwarder.example', 'alice@xn--bcher-kva.example'],
+    ['alice@faß.example', 'alice@xn--fa-hia.example'],
   ];
   for (const [input, expected] of cases) {
     it(`${input || '<>'} -> ${expected || '<>'}`, () => assert.equal(normaliseSender(input), expected));
@@ -35,6 +45,14 @@ describe('normaliseSender', () => {
 
   it('leaves qmail VERP alone when verp is off, as postgrey does', () => {
     assert.equal(normaliseSender('list-return-42-bob=example.org@lists.example', { verp: false }), 'list-return-#-bob=example.org@lists.example');
+  });
+
+  it('keys a U-label domain and its A-label alike, and an invalid IDN as written', () => {
+    assert.equal(normaliseSender('news-1@bücher.example'), normaliseSender('news-2@XN--BCHER-KVA.example'));
+    assert.equal(addressKey('ÉLISE@Bücher.Example'), 'Élise@xn--bcher-kva.example');
+    assert.equal(addressKey('Bob@XN--BCHER-KVA.Example'), 'bob@xn--bcher-kva.example');
+    assert.equal(addressKey('bob@a\u200d.example'), 'bob@a\u200d.example');
+    assert.equal(addressKey('bob'), 'bob');
   });
 
   it('is not fooled by SRS look-alikes', () => {

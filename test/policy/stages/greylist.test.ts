@@ -130,6 +130,19 @@ describe('greylist stage over the policy protocol', () => {
     assert.match(await ask({ client_address: '2001:db8:1:3::25', sender: v6.sender }), /^DEFER_IF_PERMIT/, 'another /64');
   });
 
+  it('keys UTF-8 senders and recipients (raw UTF-8 from Postfix with smtputf8_enable) by A-label domains, folding only A-Z', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false }]);
+    const first = { sender: 'news-1@Bücher.example', recipient: 'Élise@Empfänger.example' };
+    assert.match(await ask(first), /^DEFER_IF_PERMIT/);
+    const entry = greylisted(logs)[0]!;
+    assert.equal(entry.sender, 'news-#@xn--bcher-kva.example');
+    assert.equal(entry.recipient, first.recipient, 'the log names the recipient as Postfix sent it');
+    clock.advance(300 * S);
+    assert.equal(await ask({ sender: 'NEWS-2@xn--bcher-kva.example', recipient: 'Élise@XN--EMPFNGER-3ZA.example' }), 'DUNNO', 'the same triplet written with A-labels');
+    assert.match(await ask({ sender: first.sender, recipient: 'élise@empfänger.example' }), /^DEFER_IF_PERMIT/, "'É' is not folded: another recipient");
+    assert.equal(greylisted(logs).length, 2);
+  });
+
   it('clientIdentity address keys a triplet by the exact client address, not its /24', async () => {
     const { clock, logs, ask } = await serve([{ name: 'greylist', clientIdentity: 'address', header: false }]);
     assert.match(await ask({ client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);

@@ -56,6 +56,8 @@ const SERVERS: Record<string, { host: string; script: Partial<SmtpScript> | (() 
   },
   // A protocol error at RCPT (RFC 3463 X.5.x) is about the dialogue, not the mailbox.
   'badsequence.test': { host: '127.0.0.32', script: { rcpt: () => '503 5.5.1 Error: need MAIL command' } },
+  // bücher.test: an exchanger that takes ASCII addresses only (no SMTPUTF8 in its EHLO).
+  'xn--bcher-kva.test': { host: '127.0.0.33', script: { ...usersOnly(['bob']), ehlo: (arg) => `250-mx.callout.test Hello ${arg}\r\n250 8BITMIME` } },
 };
 // Nothing listens here: connections are refused.
 const DOWN_HOST = '127.0.0.29';
@@ -214,6 +216,20 @@ describe('sender-callout: default actions', () => {
     assert.equal(action, 'DEFER_IF_PERMIT 4.7.1 Sender address verification in progress');
     assert.equal(decidedBy, 'sender-callout');
     assert.match(calloutStage(stages), /^sender-callout=in-progress: /);
+  });
+});
+
+describe('sender-callout: internationalised senders (Postfix with smtputf8_enable sends them as raw UTF-8)', () => {
+  it('verifies an ASCII local part at a U-label domain by its A-label, and lets a UTF-8 local part the exchanger cannot take through', async () => {
+    const { ask } = await setup();
+    const known = await ask('bob@Bücher.test');
+    assert.equal(known.action, 'DUNNO');
+    assert.match(calloutStage(known.stages), /^sender-callout=deliverable: accepted: /);
+    const unknown = await ask('nobody@bücher.test');
+    assert.match(unknown.action, /^550 5\.7\.1 Sender address rejected: mx1\.xn--bcher-kva\.test \[127\.0\.0\.33\] answered RCPT TO:<nobody@xn--bcher-kva\.test> with 550 /);
+    const utf8 = await ask('josé@bücher.test');
+    assert.equal(utf8.action, 'DUNNO', 'an exchanger without SMTPUTF8 says nothing about the mailbox');
+    assert.match(calloutStage(utf8.stages), /^sender-callout=unknown: smtputf8-unsupported: .*SMTPUTF8/);
   });
 });
 
