@@ -53,6 +53,7 @@ import { formatDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
+import { addressKey } from '../../checks/greylist/index.js';
 import { SlidingWindow, WINDOW_MIN_MS, type WindowSample } from '../../checks/ratelimit/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
@@ -113,9 +114,12 @@ function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext, opts
     return client ? countingKey(client, opts.ipv4Prefix, opts.ipv6Prefix) : ctx.clientAddress.toLowerCase();
   }
   if (!ctx.senderText) return undefined;
-  if (per === 'sender') return ctx.senderText.toLowerCase();
-  const at = ctx.senderText.lastIndexOf('@');
-  return (at < 0 ? '' : ctx.senderText.slice(at + 1).toLowerCase()) || undefined;
+  // Keyed as the greylist keys addresses: a sender written with a U-label and with its A-label
+  // filled two buckets (twice the limit), and Unicode case mapping merged different mailboxes.
+  const sender = addressKey(ctx.senderText);
+  if (per === 'sender') return sender;
+  const at = sender.lastIndexOf('@');
+  return (at < 0 ? '' : sender.slice(at + 1)) || undefined;
 }
 
 export const ratelimitStage: StageDefinition<Options> = {

@@ -357,6 +357,22 @@ describe('ratelimit stage', () => {
     }
   });
 
+  it('counts a sender written with a U-label and with its A-label in one bucket, folding only A-Z of its local part', async () => {
+    const { clock, deps } = world();
+    const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 2, window: '1h' };
+    // Four: every attempt counts, the deferred third one too.
+    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 4, window: '1h' };
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perSender, perDomain] }) as never, deps);
+    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u1', sender: 'News@bücher.example' }))).action, 'DUNNO');
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u2', sender: 'news@xn--bcher-kva.example' }))).action, 'DUNNO');
+    // Two messages of one sender already, whichever way its domain was written.
+    assert.match((await pipeline.decide(request('r@example.test', { instance: 'u3', sender: 'news@BÜCHER.example' }))).action, /^450 4\.7\.1 Rate limit per-sender exceeded/);
+    // A local part that differs beyond A-Z is another sender; the domain's bucket is still one.
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u4', sender: 'élise@bücher.example' }))).action, 'DUNNO');
+    assert.match((await pipeline.decide(request('r@example.test', { instance: 'u5', sender: 'Élise@xn--bcher-kva.example' }))).action, /^450 4\.7\.1 Rate limit per-domain exceeded/);
+  });
+
   it('counts a message once across the cluster when its recipients reach two daemons (or a stage rebuilt by a reload)', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
