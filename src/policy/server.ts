@@ -32,8 +32,12 @@
  *
  * LIMITS
  *   maxConnections (default 1000): a connection over the limit is accepted and closed at once, and
- *   logged once per burst. idleTimeoutMs (default 300 000): a connection that sends nothing while
- *   no request is being handled is closed, and a connection being closed is destroyed when its
+ *   logged once per burst. It is capped (logged at listen) so that the open-files limit keeps
+ *   half its descriptors, at most 256, for the store, DNS, callouts and metrics: out of
+ *   descriptors, libuv closes the connections it cannot accept without telling Node (nothing
+ *   would be logged) and c-ares fails every lookup (as ECONNREFUSED).
+ *   idleTimeoutMs (default 300 000): a connection that sends nothing while no request is being
+ *   handled is closed, and a connection being closed is destroyed when its
  *   client has not read the answers queued before the end within as long. requestTimeoutMs
  *   (default 100 000). arrivalTimeoutMs (default 10 000): a request must arrive whole within
  *   as long of its first octets (while reading waits for us, the wait starts again), or the
@@ -48,6 +52,7 @@
  *   a socket) and with CalloutError INTERNAL when called twice.
  */
 
+import { readFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import net from 'node:net';
 import { boundAddress, formatListenAddress, listenOn, parseListenAddress, removeIfSocket, removeStaleSocket } from '../core/listen.js';
@@ -75,6 +80,11 @@ export type PolicyHandler = (attributes: Record<string, string>, conn: Connectio
 
 export interface PolicyServerLimits extends PolicyLimits {
   maxConnections?: number;
+  /**
+   * Descriptors this process may open (RLIMIT_NOFILE's soft limit); read from /proc/self/limits
+   * when left out, undefined where it cannot be read (no cap).
+   */
+  openFilesLimit?: number;
   idleTimeoutMs?: number;
   requestTimeoutMs?: number;
   /** How long a request may take to arrive whole, from its first octets. */
@@ -125,6 +135,8 @@ export class PolicyServer {
   private readonly listenText: string;
   private readonly context: ServerContext;
   private readonly maxConnections: number;
+  /** The configured maxConnections and the open-files limit, when that limit lowered it. */
+  private readonly capped: { maxConnections: number; openFilesLimit: number } | undefined;
   private readonly socketMode: number;
   private readonly sharedListener: boolean;
   private readonly open = new Set<PolicyConnection>();
@@ -143,7 +155,10 @@ export class PolicyServer {
     this.endpoint = parsed.value;
     this.listenText = options.listen;
     const limits = options.limits ?? {};
-    this.maxConnections = Math.max(1, limits.maxConnections ?? DEFAULT_POLICY_MAX_CONNECTIONS);
+    const configured = Math.max(1, limits.maxConnections ?? DEFAULT_POLICY_MAX_CONNECTIONS);
+    const openFiles = 'openFilesLimit' in limits ? limits.openFilesLimit : readOpenFilesLimit();
+    this.maxConnections = openFiles === undefined ? configured : Math.min(configured, Math.max(1, openFiles - Math.min(256, Math.floor(openFiles / 2))));
+    this.capped = this.maxConnections < configured && openFiles !== undefined ? { maxConnections: configured, openFilesLimit: openFiles } : undefined;
     this.socketMode = options.socketMode ?? DEFAULT_POLICY_SOCKET_MODE;
     this.sharedListener = options.sharedListener ?? false;
     const poller = new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
@@ -193,6 +208,12 @@ export class PolicyServer {
     const bound = boundAddress(server);
     if (!bound) throw new CalloutError('INTERNAL', 'policy listener has no address after listening');
     this.boundAddress = formatListenAddress(bound);
+    if (this.capped) {
+      this.context.log.warn(
+        { listen: this.boundAddress, ...this.capped, acceptedConnections: this.maxConnections },
+        'policy.maxConnections is more than the open-files limit (ulimit -n) leaves room for; taking fewer connections',
+      );
+    }
     this.context.log.info({ listen: this.boundAddress }, 'policy server listening');
     return { address: this.boundAddress };
   }
@@ -251,6 +272,16 @@ export class PolicyServer {
     this.nextConnectionId += 1;
     this.open.add(connection);
     void connection.closed.then(() => this.open.delete(connection));
+  }
+}
+
+/** RLIMIT_NOFILE's soft limit (Node has no getrlimit); undefined when unlimited or not Linux. */
+function readOpenFilesLimit(): number | undefined {
+  try {
+    const match = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

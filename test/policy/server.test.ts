@@ -463,6 +463,24 @@ describe('PolicyServer over TCP', () => {
     third.close();
   });
 
+  it('takes no more connections than the open-files limit leaves room for, and says so', async () => {
+    // Out of descriptors, libuv closed the connections it could not accept without a word to Node.
+    const { server, address, entries } = await startServer(async () => 'DUNNO', { limits: { maxConnections: 1000, openFilesLimit: 4 } });
+    const capped = entries.find((entry) => entry.level === 'warn' && entry.message.startsWith('policy.maxConnections is more than the open-files limit'));
+    assert.deepEqual(capped && [capped.fields['maxConnections'], capped.fields['openFilesLimit'], capped.fields['acceptedConnections']], [1000, 4, 2], JSON.stringify(entries));
+    const clients = [await Client.connect(address), await Client.connect(address)];
+    for (const client of clients) {
+      client.request({});
+      assert.equal(await client.reply(), 'DUNNO');
+    }
+    const refused = await Client.connect(address);
+    refused.request({});
+    assert.equal(await refused.untilClosed(), '');
+    assert.equal(server.connections, 2);
+    assert.ok(entries.some((entry) => entry.message === 'too many policy connections; closing new ones at once' && entry.fields['maxConnections'] === 2));
+    for (const client of clients) client.close();
+  });
+
   it('close() lets a request being handled finish, then closes everything', async () => {
     const started = deferred<void>();
     const release = deferred<string>();

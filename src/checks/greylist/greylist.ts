@@ -55,6 +55,8 @@ import { senderDomain } from './normalise.js';
 
 const HOUR_MS = 3_600_000;
 const MAX_ATTEMPTS = 8;
+/** A deferred triplet's last-seen time is not rewritten after a lost race for a gap shorter than this. */
+const LAST_SEEN_RESOLUTION_MS = 1000;
 /** The most client entries a network's drop reads (in one scan): far more than a site's clients. */
 const NETWORK_SCAN_LIMIT = 1_000_000;
 
@@ -213,6 +215,12 @@ export class Greylist {
         if (first > now) first = now;
       }
       const passedNow = now - first >= delayMs;
+      // Lost the race to a request for this triplet seen within a second, and this one is
+      // deferred: its write would only move the row's last-seen time, which no decision reads
+      // before the row passes. Writing anyway, a burst of one triplet on many connections (each
+      // writing its own time) lost every retry, and the fault was answered by faultAction
+      // (DUNNO: not greylisted).
+      if (attempt > 1 && stored && !windowExpired && !passedNow && now - stored[1] < LAST_SEEN_RESOLUTION_MS) break;
       const ttl = passedNow ? maxAgeMs : 2 * retryWindowMs;
       if (await this.store.compareAndSet(key, current?.value, `${first},${now}`, ttl)) break;
       if (attempt >= MAX_ATTEMPTS) throw new StoreError(`greylist: ${key} changed under ${MAX_ATTEMPTS} updates in a row`);

@@ -209,6 +209,19 @@ describe('greylist triplets', () => {
     clock.advance(300 * S);
     assert.equal((await greylist.check(triplet())).kind, 'pass');
   });
+
+  it('defers a burst of one triplet from many connections at once, a millisecond apart, without a fault', async () => {
+    // Each request writes its own last-seen time: every retry of the compare-and-set lost to
+    // the next writer, the ninth threw, and the fault was answered DUNNO (greylisting skipped).
+    const clock = new ManualClock();
+    const ticking = { now: () => (clock.advance(1), clock.now()) };
+    const store = new MemoryStore({ clock });
+    const greylist = new Greylist(store, ticking, POSTGREY);
+    const outcomes = await Promise.all(Array.from({ length: 40 }, () => greylist.check(triplet())));
+    assert.deepEqual(new Set(outcomes.map((o) => o.kind)), new Set(['defer']));
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+  });
 });
 
 /**
