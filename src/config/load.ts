@@ -34,7 +34,15 @@ const MAX_ALIAS_COUNT = 100;
  */
 const MAX_CONFIG_BYTES = MIB;
 
-export function readConfigFile(path: string): RawConfig {
+export interface ReadConfigOptions {
+  /**
+   * A file with no settings (empty, or comments only) is an error, not the defaults: at a
+   * reload it is more likely a file an editor is still writing than a wish to drop every stage.
+   */
+  refuseEmpty?: boolean;
+}
+
+export function readConfigFile(path: string, options: ReadConfigOptions = {}): RawConfig {
   const read = readFileLimited(path, MAX_CONFIG_BYTES, { governing: true });
   if (!read.ok) throw new ConfigError(`${path}: ${read.reason}${read.reason === tooLarge(MAX_CONFIG_BYTES) ? ': not a configuration file' : ''}`);
   const text = read.bytes.toString('utf8');
@@ -66,7 +74,10 @@ export function readConfigFile(path: string): RawConfig {
   }
   const odd = unusable(value, []);
   if (odd !== undefined) throw new ConfigError(`${path}: ${odd.path.join('.') || '(top level)'}: ${odd.why}`);
-  if (value === null || value === undefined) return {};
+  if (value === null || value === undefined) {
+    if (options.refuseEmpty) throw new ConfigError(`${path}: holds no settings (empty, or comments only: a file still being written?); the defaults would drop every configured stage`);
+    return {};
+  }
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
   // One file is read by the daemon (started in / by init) and by `callout greylist` or `bounce`
   // in an administrator's directory: a relative dataDir gave each its own store, and `greylist
@@ -115,8 +126,8 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
  * The file over `baseline` (a command's own defaults, such as the in-memory cache of
  * `callout verify`), and the flags over both.
  */
-export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}): Config {
-  const fromFile = path ? readConfigFile(path) : {};
+export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}, options: ReadConfigOptions = {}): Config {
+  const fromFile = path ? readConfigFile(path, options) : {};
   // A bad flag is the command line's, not the file's: checked on its own first, so that the
   // message does not send the administrator to a file that says nothing of it.
   if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line');

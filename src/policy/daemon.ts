@@ -286,7 +286,8 @@ export class Daemon {
   async reload(): Promise<boolean> {
     let config: Config;
     try {
-      config = loadConfig(this.options.configPath, this.options.overrides);
+      // An empty file at a reload (an editor caught mid-write) would have turned every stage off.
+      config = loadConfig(this.options.configPath, this.options.overrides, {}, { refuseEmpty: true });
     } catch (err) {
       this.options.log.error({ err: describeError(err) }, 'reload refused: configuration invalid, keeping the running one');
       return false;

@@ -229,6 +229,12 @@ describe('callout serve', () => {
     writeFileSync(path, 'policy: {stages: [{name: nonsense}]}\n');
     assert.equal(await daemon.reload(), false);
     assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance: 'r3' })), /^WARN /, 'the old configuration still runs');
+    // An empty file (an editor caught mid-write) is no wish for the defaults, which drop every stage.
+    for (const [text, instance] of [['', 'r4'], ['# being edited\n', 'r5']] as const) {
+      writeFileSync(path, text);
+      assert.equal(await daemon.reload(), false);
+      assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance })), /^WARN /, 'the old configuration still runs');
+    }
     assert.equal(client.isClosed, false);
   });
 
