@@ -113,14 +113,20 @@ function octalMode(mode: number): string {
 }
 
 /**
- * What makes a file of secrets, read as `euid` and `egid`, unsafe to rely on, for a warning
- * naming it; or undefined. Nobody else is trusted with a key: root and the reading user, and
- * the reading group may read it (root:callout 0640 is how a daemon not run as root is given a
- * key root keeps).
+ * What makes a file of secrets, read as `euid` and `egid` (with the supplementary `groups`),
+ * unsafe to rely on, for a warning naming it; or undefined. Nobody else is trusted with a key:
+ * root and the reading user, and a group of the reader may read it (root:callout 0640 is how a
+ * daemon not run as root is given a key root keeps; a supplementary group such as Debian's
+ * ssl-cert or a Kubernetes fsGroup is how the reader gets at it just as well).
  */
-export function secretExposure(read: { mode: number; uid: number; gid: number }, euid = process.geteuid?.(), egid = process.getegid?.()): string | undefined {
+export function secretExposure(
+  read: { mode: number; uid: number; gid: number },
+  euid = process.geteuid?.(),
+  egid = process.getegid?.(),
+  groups: readonly number[] = process.getgroups?.() ?? [],
+): string | undefined {
   const problems: string[] = [];
-  const groupReads = (read.mode & 0o040) !== 0 && read.gid !== egid;
+  const groupReads = (read.mode & 0o040) !== 0 && read.gid !== egid && !groups.includes(read.gid);
   if ((read.mode & 0o037) !== 0 || groupReads) problems.push(`group or other users may read or write it (mode ${octalMode(read.mode)}): chmod 600`);
   if (read.uid !== 0 && euid !== undefined && read.uid !== euid) problems.push(`it is owned by uid ${read.uid}, who can change it, while this process runs as uid ${euid}`);
   return problems.length > 0 ? problems.join('; ') : undefined;

@@ -77,15 +77,18 @@ describe('readFileLimited of a file that governs the process', () => {
 
 describe('secretExposure', () => {
   it('names a mode that lets group or others read or write, and an owner who is neither root nor the reader', () => {
-    assert.equal(secretExposure({ mode: 0o100600, uid: 0, gid: 0 }, 0, 0), undefined);
-    assert.equal(secretExposure({ mode: 0o100400, uid: 1000, gid: 1000 }, 1000, 1000), undefined);
-    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 4 }, 0, 0), 'group or other users may read or write it (mode 0640): chmod 600');
-    assert.equal(secretExposure({ mode: 0o100604, uid: 0, gid: 0 }, 1000, 1000), 'group or other users may read or write it (mode 0604): chmod 600');
+    assert.equal(secretExposure({ mode: 0o100600, uid: 0, gid: 0 }, 0, 0, []), undefined);
+    assert.equal(secretExposure({ mode: 0o100400, uid: 1000, gid: 1000 }, 1000, 1000, []), undefined);
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 4 }, 0, 0, [0]), 'group or other users may read or write it (mode 0640): chmod 600');
+    assert.equal(secretExposure({ mode: 0o100604, uid: 0, gid: 0 }, 1000, 1000, []), 'group or other users may read or write it (mode 0604): chmod 600');
     // root:callout 0640 read by a daemon run as callout: its own group.
-    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 120 }, 120, 120), undefined);
-    assert.equal(secretExposure({ mode: 0o100660, uid: 0, gid: 120 }, 120, 120), 'group or other users may read or write it (mode 0660): chmod 600');
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 120 }, 120, 120, []), undefined);
+    assert.equal(secretExposure({ mode: 0o100660, uid: 0, gid: 120 }, 120, 120, []), 'group or other users may read or write it (mode 0660): chmod 600');
+    // root:ssl-cert 0640 (a Kubernetes fsGroup alike) read by a daemon given that group as a supplementary one.
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 111 }, 120, 120, [120, 111]), undefined);
+    assert.equal(secretExposure({ mode: 0o100640, uid: 0, gid: 112 }, 120, 120, [120, 111]), 'group or other users may read or write it (mode 0640): chmod 600');
     // A symlink into a user's directory, read by root: its target is that user's.
-    assert.equal(secretExposure({ mode: 0o100600, uid: 1000, gid: 1000 }, 0, 0), 'it is owned by uid 1000, who can change it, while this process runs as uid 0');
+    assert.equal(secretExposure({ mode: 0o100600, uid: 1000, gid: 1000 }, 0, 0, []), 'it is owned by uid 1000, who can change it, while this process runs as uid 0');
   });
 
   it('warns in one line naming the file, the setting and the problem, and not at all for a private file', () => {

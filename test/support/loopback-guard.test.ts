@@ -27,10 +27,33 @@ describe('the loopback guard', () => {
     assert.match(off?.message ?? '', /^test loopback guard: 192\.0\.2\.1 is not on this machine/);
     const mapped = await connectError('::ffff:198.51.100.7', 25);
     assert.match(mapped?.message ?? '', /test loopback guard: ::ffff:198\.51\.100\.7/);
+    const linkLocal = await connectError('fe80::1%lo', 25);
+    assert.match(linkLocal?.message ?? '', /test loopback guard: fe80::1%lo/);
     const server = net.createServer((socket) => socket.end());
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      assert.equal(await connectError('127.0.0.1', (server.address() as net.AddressInfo).port), undefined);
+      const port = (server.address() as net.AddressInfo).port;
+      assert.equal(await connectError('127.0.0.1', port), undefined);
+      // Other spellings of a loopback address are this machine too.
+      assert.equal(await connectError('::ffff:7f00:1', port), undefined);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('lets ::1 through however it is written (0::1, with a zone) when the machine has it', async (t) => {
+    const server = net.createServer((socket) => socket.end());
+    const noIpv6 = await new Promise<Error | undefined>((resolve) => {
+      server.once('error', resolve);
+      server.listen(0, '::1', () => resolve(undefined));
+    });
+    if (noIpv6) {
+      t.skip(`no IPv6 loopback: ${String(noIpv6)}`);
+      return;
+    }
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      for (const host of ['::1', '0::1', '::1%lo']) assert.equal((await connectError(host, port))?.message, undefined, host);
     } finally {
       server.close();
     }

@@ -13,12 +13,17 @@
  */
 
 import net from 'node:net';
+import { hostKey } from '../../src/core/ip.js';
 
 const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
+/**
+ * Judged on the one text of the address (hostKey): ::1 written as 0::1, an IPv4-mapped loopback
+ * in hex (::ffff:7f00:1) and a zone (::1%lo) were refused although they are this machine.
+ */
 function onThisMachine(address: string): boolean {
-  const bare = address.replace(/^::ffff:/i, '');
-  return LOOPBACK_V4.test(bare) || address === '::1' || address === '0:0:0:0:0:0:0:1';
+  const key = hostKey(address.replace(/%.*$/, ''));
+  return LOOPBACK_V4.test(key) || key === '::1';
 }
 
 function refused(address: string): Error {
