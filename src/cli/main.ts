@@ -76,7 +76,10 @@ export function buildProgram(): Command {
     .description('validate a configuration file as `callout serve -c FILE` would start with it; prints "ok" or the problems')
     .argument('<file>')
     .action(async (file: string) => {
-      const config = validateConfig(readConfigFile(file), file);
+      const settings = readConfigFile(file);
+      const config = validateConfig(settings, file);
+      // serve starts on such a file (the defaults), but a reload refuses it (an editor mid-write).
+      if (Object.keys(settings).length === 0) process.stderr.write(`${file}: holds no settings: serve starts with the defaults, and a reload (SIGHUP) refuses it\n`);
       try {
         // Its warnings (callouts off for want of a host name, an obsolete key) go to stderr, as serve logs them.
         await checkServeConfiguration(config, createLogger('warn', coalescingDestination(2)));

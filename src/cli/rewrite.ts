@@ -112,9 +112,14 @@ function nowMs(text: string): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-/** A file of secrets; `log` (rewrite serve's) hears of one others can read or change. */
+/**
+ * A file of secrets. For `rewrite serve` (given its `log`, which hears of one others can read or
+ * change) only a regular file not writable by all: a FIFO would hold the daemon's start for
+ * ever. A one-shot command takes a pipe too (`--secret-file <(pass show srs)`): it is waited
+ * for in front of its user.
+ */
 function readText(path: string, what: string, log?: LookupLog): string {
-  const read = readFileLimited(path, SECRET_FILE_BYTES, { governing: true });
+  const read = readFileLimited(path, SECRET_FILE_BYTES, { governing: log !== undefined });
   if (!read.ok) throw new ConfigError(`${what} ${path}: ${read.reason}`);
   warnIfSecretExposed(read, path, what, log);
   return read.bytes.toString('utf8');

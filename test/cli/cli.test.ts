@@ -213,6 +213,13 @@ describe('callout config', () => {
     const ok = await callout(['config', 'check', good]);
     assert.equal(ok.code, 0);
     assert.equal(ok.stdout, `${good}: ok\n`);
+    // A file of comments only is valid, but a reload refuses it: check says so.
+    const empty = join(dir, 'empty.yaml');
+    writeFileSync(empty, '# nothing yet\n');
+    const none = await callout(['config', 'check', empty]);
+    assert.equal(none.code, 0);
+    assert.equal(none.stdout, `${empty}: ok\n`);
+    assert.ok(none.stderr.includes(`${empty}: holds no settings: serve starts with the defaults, and a reload (SIGHUP) refuses it`), none.stderr);
   });
 
   it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {

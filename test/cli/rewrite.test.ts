@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -279,6 +279,11 @@ describe('callout rewrite serve', () => {
     const fifo = join(dir, 'serve-fifo');
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', fifo, '--batv-domain', 'example.com'], { stop: AbortSignal.abort(), log }), (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${fifo}: not a regular file (a FIFO)`);
+    // A one-shot command takes a pipe (`--secret-file <(pass show srs)`), waited for in front of its user.
+    const writer = spawn('sh', ['-c', `printf 'tops3cr3t\\n' > ${fifo}`]);
+    const forwarded = await run(['srs', 'forward', '--secret-file', fifo, '--domain', 'example.com', 'a@b.example']);
+    await new Promise((resolve) => writer.once('exit', resolve));
+    assert.match(forwarded.out, /^SRS0=/);
   });
 
   it('refuses incomplete configurations', async () => {
@@ -315,7 +320,8 @@ describe('callout rewrite serve', () => {
 
 describe('rewrite commands: inputs without end, times that are no times', () => {
   it('refuses /dev/zero as a secret file or a message, naming it, instead of reading it until memory runs out', async () => {
-    await assert.rejects(run(['srs', 'forward', '--secret-file', '/dev/zero', '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === '--secret-file /dev/zero: not a regular file (a character device)');
+    // A one-shot command reads a device up to the limit (it takes pipes); rewrite serve refuses it.
+    await assert.rejects(run(['srs', 'forward', '--secret-file', '/dev/zero', '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === '--secret-file /dev/zero: larger than 64 KiB');
     const large = join(dir, 'large.secret');
     writeFileSync(large, 'x'.repeat(64 * 1024 + 1));
     await assert.rejects(run(['srs', 'forward', '--secret-file', large, '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === `--secret-file ${large}: larger than 64 KiB`);
