@@ -68,6 +68,8 @@ export interface DaemonOptions {
    * which also serves the metrics of all workers, so this daemon opens no metrics listener.
    */
   worker?: boolean;
+  /** A configuration file with no settings is an error, as at a reload (a replacement worker). */
+  refuseEmptyConfig?: boolean;
 }
 
 interface Generation {
@@ -234,7 +236,7 @@ export class Daemon {
   }
 
   private async boot(): Promise<void> {
-    const config = loadConfig(this.options.configPath, this.options.overrides);
+    const config = loadConfig(this.options.configPath, this.options.overrides, {}, { refuseEmpty: this.options.refuseEmptyConfig === true });
     if (config.policy.acceptTestTime) {
       this.requestTime = new RequestTimeClock(this.options.clock ?? systemClock);
       this.options.log.warn({}, 'policy.acceptTestTime is on: requests set the clock with policy_test_time (for benchmarks and tests only)');

@@ -59,6 +59,8 @@ import { Daemon } from './daemon.js';
 import type { DaemonOptions } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from '../core/listen.js';
 
+/** Set in a worker started in place of one that died (the supervisor's environment otherwise). */
+export const REPLACEMENT_ENV = 'CALLOUT_WORKER_REPLACES';
 export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
 /** A replacement that keeps failing to start is retried less and less often, down to this. */
 const MAX_RESTART_DELAY_MS = 60_000;
@@ -212,9 +214,9 @@ export class Supervisor {
     this.options.log.info({ workers: this.pids, policy: this.policyAddress, metrics: this.metricsAddress || 'off' }, 'policy workers started');
   }
 
-  /** Forks one worker; resolves with its policy address once it listens. */
-  private fork(): Promise<string> {
-    const worker = cluster.fork();
+  /** Forks one worker (a `replacement` for one that died); resolves with its policy address once it listens. */
+  private fork(replacement = false): Promise<string> {
+    const worker = cluster.fork(replacement ? { [REPLACEMENT_ENV]: '1' } : undefined);
     this.workers.add(worker);
     // A message to a worker that is dying fails; that must not become an uncaught error here.
     worker.on('error', (err) => this.options.log.warn({ worker: worker.process.pid, err: describeError(err) }, 'policy worker channel error'));
@@ -270,7 +272,7 @@ export class Supervisor {
     const timer = setTimeout(() => {
       this.restartTimers.delete(timer);
       if (this.stopping) return;
-      this.fork().then(
+      this.fork(true).then(
         () => this.options.log.info({ workers: this.pids }, 'policy worker replaced'),
         (err: unknown) => {
           // stop() ended it before it was ready: no failed start, and nothing will be tried again.
@@ -405,7 +407,9 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     });
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ ...options, worker: true });
+    // A replacement reads the file as a reload does: one an editor has just emptied would give it
+    // the defaults, every stage off, beside workers that run the configured ones.
+    daemon = await Daemon.start({ ...options, worker: true, refuseEmptyConfig: process.env[REPLACEMENT_ENV] === '1' });
   } catch (err) {
     // Sent before the channel closes, so the supervisor can say why.
     await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });

@@ -180,6 +180,17 @@ describe('callout serve', () => {
     assert.match(await daemon.metricsText(), /^callout_store_checkpoint_thread_failures_total 1$/m);
   });
 
+  it('starts on a file with no settings as serve does, and refuses it when told to (a replacement worker, as a reload)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-empty-config-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    writeFileSync(path, '# being edited\n');
+    const overrides = { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } };
+    await assert.rejects(Daemon.start({ configPath: path, overrides, log: captureLog().log, refuseEmptyConfig: true }), /holds no settings/);
+    const daemon = await Daemon.start({ configPath: path, overrides, log: captureLog().log });
+    await daemon.stop();
+  });
+
   it('stops without waiting on metrics clients that hold a connection open (silent, half a request sent)', async () => {
     const daemon = await Daemon.start({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }, log: captureLog().log });
     const { hostname, port } = new URL(`http://${daemon.metricsAddress}`);

@@ -257,11 +257,13 @@ describe('Supervisor', () => {
    * A Supervisor of scripted workers (fixtures/scripted-worker.mjs): each is told to become ready
    * as soon as it has started, until hold() is called; those started after that wait, in `held`.
    */
-  async function scriptedSupervisor(workers: number, log: Logger): Promise<{ supervisor: Supervisor; held: Worker[]; hold: () => void; done: () => void }> {
+  async function scriptedSupervisor(workers: number, log: Logger): Promise<{ supervisor: Supervisor; held: Worker[]; hold: () => void; done: () => void; replaces: boolean[] }> {
     const held: Worker[] = [];
+    const replaces: boolean[] = [];
     let holding = false;
-    const announced = (worker: Worker, message: { type?: string }): void => {
+    const announced = (worker: Worker, message: { type?: string; replaces?: boolean }): void => {
       if (message?.type !== 'test:started') return;
+      replaces.push(message.replaces === true);
       if (holding) held.push(worker);
       else worker.send({ type: 'test:go' });
     };
@@ -279,7 +281,7 @@ describe('Supervisor', () => {
       cluster.off('message', announced);
       throw err;
     });
-    return { supervisor, held, hold: () => (holding = true), done: () => cluster.off('message', announced) };
+    return { supervisor, held, hold: () => (holding = true), done: () => cluster.off('message', announced), replaces };
   }
 
   /** How many SIGHUPs a scripted worker has had; -1 once it is gone. */
@@ -316,6 +318,20 @@ describe('Supervisor', () => {
     } finally {
       done();
       // Again, should an assertion have failed before: a live worker would keep the test running.
+      await supervisor.stop();
+    }
+  });
+
+  it('tells a replacement worker that it replaces one, so that it refuses a configuration file with no settings as a reload does', async () => {
+    const { supervisor, held, hold, done, replaces } = await scriptedSupervisor(2, createLogger('silent'));
+    try {
+      assert.deepEqual(replaces, [false, false], 'the first workers start as serve does');
+      hold();
+      process.kill(supervisor.pids[0]!, 'SIGKILL');
+      assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+      assert.deepEqual(replaces, [false, false, true]);
+    } finally {
+      done();
       await supervisor.stop();
     }
   });
