@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { csvFields, readAddressList, runVerify } from '../../src/cli/verify.js';
-import { defaultConfig } from '../../src/config/schema.js';
+import { defaultConfig, validateConfig } from '../../src/config/schema.js';
 import { UsageError } from '../../src/core/errors.js';
 import fc from 'fast-check';
 import { elapsedMs } from '../support/fuzz.js';
@@ -16,7 +17,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 function list(text: string): string[] {
   const path = join(dir, 'list');
   writeFileSync(path, text);
-  return readAddressList(path);
+  return readAddressList(path).map((entry) => entry.address);
 }
 
 describe('address lists', () => {
@@ -30,6 +31,23 @@ describe('address lists', () => {
     assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n"a\\"b"@example.org\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test', '"a\\"b"@example.org']);
     // With a header every row is CSV, even one that starts with a quoted local part.
     assert.deepEqual(list('name,email\n"x"@y.org,second@example.org\n'), ['second@example.org']);
+  });
+});
+
+describe('invalid lines of a list', () => {
+  it('answer invalid with the line number, past a byte order mark, CRLF, comments, blank lines and a header, and the run goes on', async () => {
+    const path = join(dir, 'with-invalid.csv');
+    writeFileSync(path, '\uFEFF# exported\r\n\r\nemail,name\r\nnot an address,X\r\n\r\n"a@b@c",Y\r\n');
+    const out = new PassThrough();
+    let printed = '';
+    out.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    const config = validateConfig({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' } });
+    const status = await runVerify([], { json: false, file: path, concurrency: 2 }, config, out);
+    const lines = printed.split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, 2);
+    assert.match(lines[0]!, new RegExp(`^"?not an address"?: invalid \\(syntax\\) - .* \\(${path} line 4\\)$`));
+    assert.match(lines[1]!, new RegExp(`^a@b@c: invalid \\(syntax\\) - .* \\(${path} line 6\\)$`));
+    assert.equal(status, 1);
   });
 });
 
@@ -59,7 +77,7 @@ describe('address lists fuzzed', () => {
       fc.property(fc.array(fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('email,name', '"a,b"@x.example', '"', '""', ',')), { maxLength: 20 }), (lines) => {
         const file = join(dir, 'fuzz.txt');
         writeFileSync(file, lines.join('\n'));
-        assert.ok(readAddressList(file).every((a) => typeof a === 'string'));
+        assert.ok(readAddressList(file).every((a) => typeof a.address === 'string' && Number.isInteger(a.line)));
       }),
       { numRuns: 100 },
     );
