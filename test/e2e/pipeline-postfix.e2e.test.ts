@@ -140,31 +140,41 @@ before(async () => {
   // instead of 5 min and 60 s: the sending server's retry (minutes later in real life) comes
   // after both.
   writeFileSync(configPath, stringify({ cache: { greylistRetry: '1s', tempfail: '1s' }, policy: { stages } }));
-  serve = await startServeProcess([
+  serve = await startCallout(configPath, dataDir, dns.address, exchangers[0]?.port);
+  receiver = await startReceiver('pipeline-receiver', RECEIVER, SMTP_PORT, serve.policyAddress, { header_checks: `regexp:${headerChecks}` });
+});
+
+/** `callout serve` as the README runs it, on loopback, its callouts to the scripted exchangers. */
+function startCallout(configPath: string, dataDir: string, dnsAddress: string, port: number | undefined): ReturnType<typeof startServeProcess> {
+  return startServeProcess([
     '--config', configPath,
     '--listen', '127.0.0.1:0',
     '--data-dir', dataDir,
     '--metrics', '127.0.0.1:0',
-    '--dns-server', dns.address,
+    '--dns-server', dnsAddress,
     '--helo', 'verifier.local.test',
     '--allow-target', '127.0.0.0/8',
-    '--port', String(exchangers[0]?.port),
+    '--port', String(port),
   ]);
-  receiver = await startPostfix({
-    name: 'pipeline-receiver',
-    host: RECEIVER,
-    port: SMTP_PORT,
+}
+
+/** A Postfix for local.test with the README's main.cf lines, asking the policy service at `policy`. */
+function startReceiver(name: string, host: string, port: number, policy: string, extraMain: Record<string, string> = {}): ReturnType<typeof startPostfix> {
+  return startPostfix({
+    name,
+    host,
+    port,
     myhostname: AUTHSERV,
     domains: { 'local.test': ['alice'] },
     extraMain: {
       // The client (127.0.0.1) is not one of ours, so permit_mynetworks does not let it by.
       mynetworks: '127.0.0.254/32',
       smtpd_delay_reject: 'yes',
-      smtpd_recipient_restrictions: `permit_mynetworks, reject_unauth_destination, check_policy_service { inet:${serve.policyAddress}, timeout=10s, default_action=DUNNO }`,
-      header_checks: `regexp:${headerChecks}`,
+      smtpd_recipient_restrictions: `permit_mynetworks, reject_unauth_destination, check_policy_service { inet:${policy}, timeout=10s, default_action=DUNNO }`,
+      ...extraMain,
     },
   });
-});
+}
 
 after(async () => {
   await serve?.stop();
@@ -312,28 +322,8 @@ describe('DEFER_IF_PERMIT behind real Postfix: the stages after it still run', (
       { name: 'greylist', delay: `${DIP_GREYLIST_DELAY_SECONDS}s`, retryWindow: '1h' },
     ];
     writeFileSync(configPath, stringify({ policy: { decisionTimeout: `${DIP_DECISION_TIMEOUT_SECONDS}s`, stages } }));
-    dipServe = await startServeProcess([
-      '--config', configPath,
-      '--listen', '127.0.0.1:0',
-      '--data-dir', dipDataDir,
-      '--metrics', '127.0.0.1:0',
-      '--dns-server', dipDns.address,
-      '--helo', 'verifier.local.test',
-      '--allow-target', '127.0.0.0/8',
-      '--port', String(dipExchangers[0]?.port),
-    ]);
-    dipReceiver = await startPostfix({
-      name: 'pipeline-dip-receiver',
-      host: DIP_RECEIVER,
-      port: DIP_SMTP_PORT,
-      myhostname: AUTHSERV,
-      domains: { 'local.test': ['alice'] },
-      extraMain: {
-        mynetworks: '127.0.0.254/32',
-        smtpd_delay_reject: 'yes',
-        smtpd_recipient_restrictions: `permit_mynetworks, reject_unauth_destination, check_policy_service { inet:${dipServe.policyAddress}, timeout=10s, default_action=DUNNO }`,
-      },
-    });
+    dipServe = await startCallout(configPath, dipDataDir, dipDns.address, dipExchangers[0]?.port);
+    dipReceiver = await startReceiver('pipeline-dip-receiver', DIP_RECEIVER, DIP_SMTP_PORT, dipServe.policyAddress);
   });
 
   after(async () => {
