@@ -129,7 +129,7 @@ export async function runVerify(addresses: string[], options: VerifyOptions, con
       if (!options.signal) process.exit(EXIT_INTERRUPTED);
       return EXIT_INTERRUPTED;
     }
-    return exitStatus([...seen].map((verdict) => ({ verdict })));
+    return exitStatus(seen);
   } finally {
     process.off('SIGINT', onSigint);
     signal.removeEventListener('abort', onAbort);
@@ -245,9 +245,10 @@ function format(result: VerifyResult, json: boolean): string {
   return `${shown(result.address)}: ${result.verdict} (${result.reason}) - ${shown(result.description)}${source}`;
 }
 
-export function exitStatus(results: Array<Pick<VerifyResult, 'verdict'>>): number {
-  if (results.every((r) => r.verdict === 'deliverable')) return 0;
-  if (results.some((r) => r.verdict === 'undeliverable' || r.verdict === 'invalid' || r.verdict === 'no-mail-domain')) return 1;
+/** The exit status for the verdicts a run printed (which, not how many). */
+function exitStatus(verdicts: ReadonlySet<Verdict>): number {
+  if ([...verdicts].every((v) => v === 'deliverable')) return 0;
+  if (verdicts.has('undeliverable') || verdicts.has('invalid') || verdicts.has('no-mail-domain')) return 1;
   return 2;
 }
 

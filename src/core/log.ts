@@ -38,7 +38,7 @@
 import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { DISPLAY_CONTROL, escapeC1 } from './text.js';
+import { DISPLAY_CONTROL, escapeDisplayControls } from './text.js';
 
 export type { Logger };
 
@@ -72,7 +72,7 @@ export class CoalescingDestination implements LogDestination {
 
   write(line: string): boolean {
     // Only ever inside a JSON string of a line: characters JSON leaves alone.
-    this.pending.push(DISPLAY_CONTROL.test(line) ? escapeC1(line) : line);
+    this.pending.push(DISPLAY_CONTROL.test(line) ? escapeDisplayControls(line) : line);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flushSync());

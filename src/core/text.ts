@@ -11,7 +11,7 @@
  *   terminal may read U+009B as CSI, the start of an escape sequence), the separators U+2028
  *   and U+2029 (a line end to JavaScript and to some log viewers) and the bidi controls (U+202E
  *   and kin reorder the text after them: a sender "moc.lapyap@x" shows as "x@paypal.com");
- *   escapeC1 writes them as \uXXXX, and shownJson(value), what every --json output prints, is
+ *   escapeDisplayControls writes them as \uXXXX, and shownJson(value), what every --json output prints, is
  *   JSON with them so escaped.
  *
  *   MAX_HEADER_LINE is the longest header field callout hands Postfix: PREPEND takes one
@@ -29,13 +29,13 @@ const DISPLAY_CONTROLS = new RegExp(DISPLAY_CONTROL.source, 'g');
 const TERMINAL_CONTROL = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 
 /** JSON text with its DISPLAY_CONTROLs, which JSON.stringify leaves as they are, escaped as \uXXXX (core/log's lines too). */
-export function escapeC1(json: string): string {
+export function escapeDisplayControls(json: string): string {
   return json.replace(DISPLAY_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** A value as JSON a terminal may show: what a command prints with --json. */
 export function shownJson(value: unknown): string {
-  return escapeC1(JSON.stringify(value));
+  return escapeDisplayControls(JSON.stringify(value));
 }
 
 export function shown(text: string): string {
