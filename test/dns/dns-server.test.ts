@@ -184,6 +184,39 @@ describe('addresses', () => {
   test('a requested port that is taken is an error, not a silent other port', async () => {
     await assert.rejects(startDnsServer({}, { port: server.port }));
   });
+
+  test('a requested port whose UDP side alone is taken is an error, and its TCP listener is released', async () => {
+    const holder = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => holder.bind({ address: '127.0.0.1', port: 0 }, resolve));
+    const port = holder.address().port;
+    try {
+      await assert.rejects(startDnsServer({}, { port }), { code: 'EADDRINUSE' });
+      const probe = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        probe.once('error', reject);
+        probe.listen({ host: '127.0.0.1', port, exclusive: true }, resolve);
+      });
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+    } finally {
+      holder.close();
+    }
+  });
+
+  test('servers started together each answer on their own port over both transports', async () => {
+    const zones = Array.from({ length: 40 }, (_, i) => ({ [`s${i}.test`]: { A: [`192.0.2.${i + 1}`] } }));
+    const servers = await Promise.all(zones.map((zone) => startDnsServer(zone)));
+    try {
+      assert.equal(new Set(servers.map((s) => s.port)).size, servers.length);
+      for (const [i, s] of servers.entries()) {
+        const udp = await overUdp(s, query(`s${i}.test`, 'A'));
+        assert.deepEqual(udp.answers?.map((a) => a.data), [`192.0.2.${i + 1}`]);
+        const [tcp] = await overTcp(s, framed(query(`s${i}.test`, 'A')), (answers) => answers.length === 1);
+        assert.deepEqual(tcp?.answers?.map((a) => a.data), [`192.0.2.${i + 1}`]);
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+    }
+  });
 });
 
 describe('robustness', () => {

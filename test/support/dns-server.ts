@@ -356,9 +356,12 @@ export async function startDnsServer(zone: Zone, options: { host?: string; port?
 }
 
 /**
- * Binds UDP first (port 0 picks a free one), then TCP on the same number. Another process may
- * hold that TCP port, so an ephemeral choice is retried with a fresh UDP socket (a closed dgram
- * socket cannot be bound again).
+ * Listens on TCP first (port 0 lets the kernel pick a port free of every TCP conflict, including
+ * the TIME_WAIT sockets that a burst of client connections leaves over the whole ephemeral range),
+ * then binds UDP on the same number; UDP ports are rarely contended, and a taken one is retried
+ * with a fresh port (a closed dgram socket cannot be bound again). Binding UDP first and TCP
+ * second failed after a benchmark peer had opened tens of thousands of TCP connections: most
+ * UDP-chosen numbers were then in TIME_WAIT on TCP.
  */
 async function bindBoth(
   createUdp: () => dgram.Socket,
@@ -367,33 +370,35 @@ async function bindBoth(
   requestedPort: number,
 ): Promise<{ udp: dgram.Socket; port: number }> {
   for (let attempt = 1; ; attempt++) {
-    const udp = createUdp();
-    const port = await new Promise<number>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind({ address: host, port: requestedPort, exclusive: true }, () => {
-        udp.off('error', reject);
-        resolve(udp.address().port);
-      });
+    await new Promise<void>((resolve, reject) => {
+      // Both handlers go when either fires: a failed attempt must not leave a 'listening'
+      // handler behind on the server the next attempt listens with.
+      const failed = (err: Error): void => {
+        tcp.off('listening', listening);
+        reject(err);
+      };
+      const listening = (): void => {
+        tcp.off('error', failed);
+        resolve();
+      };
+      tcp.once('error', failed);
+      tcp.once('listening', listening);
+      tcp.listen({ host, port: requestedPort, exclusive: true });
     });
+    const port = (tcp.address() as net.AddressInfo).port;
+    const udp = createUdp();
     try {
       await new Promise<void>((resolve, reject) => {
-        // Both handlers go when either fires: a failed attempt must not leave a 'listening'
-        // handler behind on the server the next attempt listens with.
-        const failed = (err: Error): void => {
-          tcp.off('listening', listening);
-          reject(err);
-        };
-        const listening = (): void => {
-          tcp.off('error', failed);
+        udp.once('error', reject);
+        udp.bind({ address: host, port, exclusive: true }, () => {
+          udp.off('error', reject);
           resolve();
-        };
-        tcp.once('error', failed);
-        tcp.once('listening', listening);
-        tcp.listen({ host, port, exclusive: true });
+        });
       });
       return { udp, port };
     } catch (err) {
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
+      udp.close();
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
       if (requestedPort !== 0 || attempt >= PORT_ATTEMPTS) throw err;
     }
   }
