@@ -12,6 +12,9 @@
  *   costs one atomic increment and one read per event: Store.increment is INCRBY in Redis, so
  *   every daemon of a cluster adds to the same counters without losing a count. A counter
  *   lives two windows (the store expires it). Window boundaries come from the injected Clock.
+ *   An event that was then refused is taken back with remove(), one atomic decrement of the
+ *   counter it was added to: adding first and taking back lets no concurrent event through on
+ *   a count that a read-then-add would have raced on.
  *
  *   Keys: PREFIX KEY ":" N, where N is the window's number since the epoch.
  *
@@ -47,6 +50,14 @@ export class SlidingWindow {
     return this.sample(key, by);
   }
 
+  /**
+   * Takes back `by` events added by add(), from the fixed window the sample was taken in (the
+   * clock may have moved into the next one since), so an event that was refused does not count.
+   */
+  async remove(key: string, sample: WindowSample, by = 1): Promise<void> {
+    await this.store.increment(`${this.prefix}${key}:${Math.round(sample.windowStart / this.windowMs)}`, -by, this.ttlMs());
+  }
+
   /** The estimate without adding an event. */
   peek(key: string): Promise<WindowSample> {
     return this.sample(key, 0);
@@ -71,11 +82,16 @@ export class SlidingWindow {
     return Math.max(0, Math.ceil(at - now));
   }
 
+  /** A counter is read for the whole of the next window, and expires after it. */
+  private ttlMs(): number {
+    return 2 * this.windowMs + 1000;
+  }
+
   private async sample(key: string, by: number): Promise<WindowSample> {
     const now = this.clock.now();
     const index = Math.floor(now / this.windowMs);
     const windowStart = index * this.windowMs;
-    const ttl = 2 * this.windowMs + 1000;
+    const ttl = this.ttlMs();
     const currentKey = `${this.prefix}${key}:${index}`;
     const [current, previousEntry] = await Promise.all([
       by > 0 ? this.store.increment(currentKey, by, ttl) : this.store.get(currentKey).then((e) => Number(e?.value) || 0),

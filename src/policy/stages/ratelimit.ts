@@ -9,7 +9,7 @@
  *     count: recipients   every request counts one
  *     count: messages     the first request of a message (Postfix's `instance`, with the
  *                         client address) counts one; later recipients of it are let
- *                         through when the first was, and compared again when it was
+ *                         through when the first was, and counted and compared when it was
  *                         deferred (the mark below says which), so a message let through is
  *                         not cut in two by other messages counted while it is received.
  *                         Which messages a limit has counted is marked in the store
@@ -34,8 +34,13 @@
  *   sender is not authenticated at RCPT: anyone can send as any sender or domain, so a
  *   per-sender limit can be filled by others; give it a `warn` action, or a limit that only
  *   your own users' volume would reach.
- *   Every attempt counts, also one that is then deferred, as Postfix's anvil counts them: a
- *   client that keeps hammering stays limited. Over a limit (the estimate exceeds `max`),
+ *   What the stage defers is counted by none of its limits (the increments are taken back):
+ *   Postfix's anvil counts refused attempts too, but its windows are fixed and start again
+ *   at zero, while a sliding window kept a sender MTA that retries its queue every hour over
+ *   a per-day limit with its own refused retries until its mail bounced. A client that keeps
+ *   hammering gains nothing: what it gets through is still at most the limit. What another
+ *   stage or Postfix refuses after this one let it through (a greylisted or unknown
+ *   recipient) stays counted. Over a limit (the estimate exceeds `max`),
  *   `action: defer` answers 450 4.7.1 with a text that says which limit and when to retry;
  *   `action: warn` only logs and counts, so a limit can be watched before it is enforced.
  *   Clients in exemptClients (e.g. your own networks) are never counted.
@@ -141,18 +146,21 @@ export const ratelimitStage: StageDefinition<Options> = {
     type Limit = (typeof limits)[number];
     /**
      * The request's count for one limit. `judged`: whether it is compared with the limit. A
-     * later recipient of a message is judged as its first was: the message was let through or
-     * deferred as a whole, and comparing again would defer the rest of a message already let
-     * through whenever other messages (other connections, other clients of a sender domain)
-     * were counted in between. `mark`: the store key of a message this request started.
+     * later recipient of a message is judged as its first was when that was let through: the
+     * message was let through as a whole, and comparing again would defer the rest of it
+     * whenever other messages (other connections, other clients of a sender domain) were
+     * counted in between. A message whose first recipient was deferred was not counted, so a
+     * later recipient of it counts it and is judged. `counted`: the request added one to the
+     * counter (taken back if the stage defers it). `mark`: the store key of the message, and
+     * `reopened` when it said the message was deferred.
      */
-    const measure = async (limit: Limit, key: string, ctx: StageContext): Promise<{ limit: Limit; key: string; sample: WindowSample; judged: boolean; mark?: string }> => {
-      if (limit.count === 'recipients' || !ctx.instance) return { limit, key, sample: await limit.counter.add(key), judged: true };
+    const measure = async (limit: Limit, key: string, ctx: StageContext): Promise<{ limit: Limit; key: string; sample: WindowSample; judged: boolean; counted: boolean; mark?: string; reopened?: boolean }> => {
+      if (limit.count === 'recipients' || !ctx.instance) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true };
       // The first request to mark the message, for this limit, in the shared store counts it.
       const mark = `rlm:${limit.name}:${messageOf(ctx)}`;
-      if (await deps.store.setIfAbsent(mark, LET_THROUGH, MESSAGE_MARK_MS)) return { limit, key, sample: await limit.counter.add(key), judged: true, mark };
-      const [sample, first] = await Promise.all([limit.counter.peek(key), deps.store.get(mark)]);
-      return { limit, key, sample, judged: first?.value === DEFERRED };
+      if (await deps.store.setIfAbsent(mark, LET_THROUGH, MESSAGE_MARK_MS)) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark };
+      if ((await deps.store.get(mark))?.value === DEFERRED) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark, reopened: true };
+      return { limit, key, sample: await limit.counter.peek(key), judged: false, counted: false };
     };
     const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
       stage: 'ratelimit',
@@ -174,8 +182,23 @@ export const ratelimitStage: StageDefinition<Options> = {
           }),
         );
         const over = measured.filter((s) => s.judged && s.sample.estimate > s.limit.max);
-        // Before the answer: the message's next recipient comes only after it.
-        await Promise.all(over.flatMap((s) => (s.mark && s.limit.action === 'defer' ? [deps.store.set(s.mark, DEFERRED, MESSAGE_MARK_MS)] : [])));
+        const enforced = over.find((s) => s.limit.action === 'defer');
+        // A request deferred here is counted by none of the limits: counted, a sender's MTA
+        // retrying its queue (every hour or so) kept a per-day limit full of its own refused
+        // retries, and its mail was deferred until it bounced. In a stage in warn mode nothing
+        // is deferred, so everything counts. Before the answer: the message's next recipient
+        // comes only after it.
+        if (enforced && deps.mode !== 'warn') {
+          await Promise.all(
+            measured.flatMap((s) => [
+              ...(s.counted ? [s.limit.counter.remove(s.key, s.sample)] : []),
+              ...(s.mark ? [deps.store.set(s.mark, DEFERRED, MESSAGE_MARK_MS)] : []),
+            ]),
+          );
+        } else {
+          // A message deferred at an earlier recipient and let through at this one.
+          await Promise.all(measured.flatMap((s) => (s.reopened ? [deps.store.set(s.mark!, LET_THROUGH, MESSAGE_MARK_MS)] : [])));
+        }
         const evidence = measured.map((s) => ({ limit: s.limit.name, key: s.key, estimate: Math.round(s.sample.estimate * 100) / 100, max: s.limit.max }));
         for (const s of over) {
           // In a warn-mode stage nothing is deferred, whatever the limit's action.
@@ -183,10 +206,11 @@ export const ratelimitStage: StageDefinition<Options> = {
           deps.metrics?.increment('ratelimit', { limit: s.limit.name, result: action === 'defer' ? 'deferred' : 'warned' });
           deps.log.warn({ stage: 'ratelimit', limit: s.limit.name, key: s.key, estimate: s.sample.estimate, max: s.limit.max, action }, 'rate limit exceeded');
         }
-        const enforced = over.find((s) => s.limit.action === 'defer');
         if (enforced) {
           const { limit, key, sample } = enforced;
-          const seconds = String(Math.max(1, Math.ceil(limit.counter.msUntilRoom(sample, limit.max) / 1000)));
+          // Room for this request, which is not counted (outside warn mode).
+          const without = deps.mode === 'warn' ? sample : { ...sample, current: sample.current - 1, estimate: sample.estimate - 1 };
+          const seconds = String(Math.max(1, Math.ceil(limit.counter.msUntilRoom(without, limit.max) / 1000)));
           const text = deferText.fill({ limit: limit.name, key, max: String(limit.max), count: limit.count, window: formatDuration(limit.windowMs), seconds });
           return verdict('over-limit', `${limit.name}: ${key} at ${sample.estimate.toFixed(1)} of ${limit.max} ${limit.count} per ${formatDuration(limit.windowMs)}`, { kind: 'defer', code: opts.deferCode, enhanced: opts.enhanced, text }, evidence);
         }

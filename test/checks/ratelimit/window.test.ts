@@ -2,6 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
+import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { SlidingWindow } from '../../../src/checks/ratelimit/index.js';
 import { MemoryStore, RedisStore } from '../../../src/store/index.js';
@@ -58,6 +59,60 @@ describe('SlidingWindow', () => {
     const sample = await window.add('k');
     // 30 × (1 − 0.7) + 1 in floating point was 10.000000000000002: over a limit of 10.
     assert.equal(sample.estimate, 10);
+  });
+});
+
+describe('SlidingWindow against an exact log of the events let through', () => {
+  it('takes back an event from the window it was added in, after the clock has moved into the next', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10, 59, 59, 999));
+    const window = new SlidingWindow(new MemoryStore({ clock }), clock, 60 * MINUTE, 'w:');
+    await window.add('k');
+    const sample = await window.add('k');
+    clock.advance(1);
+    await window.remove('k', sample);
+    assert.deepEqual([(await window.peek('k')).previous, (await window.peek('k')).current], [1, 0]);
+  });
+
+  it('decides as previous × (window − elapsed) / window + current over the log, holds a fixed window to max, and keeps its retry time', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom(1000, 7000, 60 * MINUTE),
+        fc.array(fc.integer({ min: 0, max: 4000 }), { minLength: 1, maxLength: 60 }),
+        async (max, windowMs, gaps) => {
+          const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+          const window = new SlidingWindow(new MemoryStore({ clock }), clock, windowMs, 'p:');
+          const passed: number[] = [];
+          const within = (from: number, to: number) => passed.filter((t) => t >= from && t < to).length;
+          for (const gap of gaps) {
+            clock.advance(Math.floor((gap / 4000) * windowMs));
+            const now = clock.now();
+            const start = Math.floor(now / windowMs) * windowMs;
+            const reference = (within(start - windowMs, start) * (windowMs - (now - start))) / windowMs + (within(start, now + 1) + 1);
+            const sample = await window.add('k');
+            assert.equal(sample.estimate, reference);
+            if (sample.estimate <= max) {
+              passed.push(now);
+              continue;
+            }
+            // Deferred, as the stage does: taken back, and the retry time it names must fit.
+            await window.remove('k', sample);
+            const without = { ...sample, current: sample.current - 1, estimate: sample.estimate - 1 };
+            const wait = window.msUntilRoom(without, max);
+            assert.ok(wait > 0, 'over the limit now, so room only later');
+            const retryAt = now + wait;
+            const retryStart = Math.floor(retryAt / windowMs) * windowMs;
+            const atRetry = (within(retryStart - windowMs, retryStart) * (windowMs - (retryAt - retryStart))) / windowMs + within(retryStart, retryAt + 1) + 1;
+            assert.ok(atRetry <= max + 1e-9, `retry in ${wait} ms would be at ${atRetry} of ${max}`);
+          }
+          for (const t of passed) assert.ok(within(Math.floor(t / windowMs) * windowMs, Math.floor(t / windowMs) * windowMs + windowMs) <= max, 'a fixed window holds at most max');
+          // The estimate assumes the previous window's events spread evenly: in the worst case a
+          // window-long span across a boundary holds almost twice max, never more.
+          for (const t of passed) assert.ok(within(t, t + windowMs) < 2 * max, 'a window-long span holds under twice max');
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });
 

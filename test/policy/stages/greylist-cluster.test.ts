@@ -101,6 +101,18 @@ describe('greylisting shared through Redis', () => {
     assert.equal(answers.filter((x) => /^450 4\.7\.1 Rate limit rcpt exceeded for 198\.51\.100\.99/.test(x)).length, 6);
   });
 
+  it('takes back what either daemon deferred in a burst, so the next window starts from what was let through', async () => {
+    const [a, b] = await pair([{ name: 'ratelimit', limits: [{ name: 'burst', per: 'client', count: 'recipients', max: 10, window: '1h' }] }]);
+    const request = (n: number) => postfixRequest({ client_address: '198.51.100.98', recipient: `r${n}@example.test`, instance: 'burst' });
+    clock.set(Date.UTC(2026, 0, 2, 8));
+    const answers = await Promise.all(Array.from({ length: 16 }, (_, n) => (n % 2 ? a : b).request(request(n))));
+    assert.equal(answers.filter((x) => x === 'DUNNO').length, 10);
+    // 10 let through in 08:00-09:00: at 09:06 they weigh 9, and one more fits (16 counted weighed 14.4).
+    clock.set(Date.UTC(2026, 0, 2, 9, 6));
+    assert.equal(await a.request(request(99)), 'DUNNO');
+    assert.match(await b.request(request(100)), /^450 4\.7\.1 Rate limit burst exceeded for 198\.51\.100\.98: more than 10 recipients in 1h, try again in \d+ seconds$/);
+  });
+
   it('a message whose recipients reach both daemons is counted once', async () => {
     const [a, b] = await pair([{ name: 'ratelimit', limits: [{ name: 'msgs', per: 'client', count: 'messages', max: 2, window: '1h' }] }]);
     const request = (message: string, n: number) => postfixRequest({ client_address: '198.51.100.77', recipient: `r${n}@example.test`, instance: message });

@@ -311,7 +311,7 @@ describe('ratelimit stage', () => {
       }
     }
     const fourth = await pipeline.decide(request('r0@example.test', { instance: 'm3', sender: 'x@bulk.example' }));
-    assert.equal(fourth.action, '450 4.7.1 Rate limit msgs exceeded for bulk.example: more than 3 messages in 1h, try again in 5400 seconds');
+    assert.equal(fourth.action, '450 4.7.1 Rate limit msgs exceeded for bulk.example: more than 3 messages in 1h, try again in 4800 seconds');
     assert.equal(counts['ratelimit:msgs,deferred'], 1);
     clock.advance(90 * 60_000);
     assert.equal((await pipeline.decide(request('r0@example.test', { instance: 'm4', sender: 'x@bulk.example' }))).action, 'DUNNO');
@@ -340,6 +340,68 @@ describe('ratelimit stage', () => {
     for (let r = 0; r < 10; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: `e${r}`, client_address: '10.1.2.3' }))).verdicts[0]!.result, 'exempt');
   });
 
+  it('does not count what it defers, so a sender MTA retrying its queue gets its mail through as the window slides', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'sender-day', per: 'sender', count: 'messages', max: 2, window: '1d' }, { name: 'client-rcpts', per: 'client', count: 'recipients', max: 1000, window: '1d' }] }) as never;
+    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    let attempt = 0;
+    const send = async (message: number) => {
+      attempt += 1;
+      return (await pipeline.decide(request(`r${message}@example.test`, { instance: `q${message}.${attempt}`, client_port: String(30000 + attempt), sender: 'newsletter@shop.example' }))).action;
+    };
+    const queue = [0, 1, 2, 3];
+    const delivered: Array<{ message: number; hours: number }> = [];
+    const start = clock.now();
+    // Four messages queued at once; the MTA retries what is deferred every hour (Postfix's
+    // maximal_backoff_time is 4000 s) for five days (maximal_queue_lifetime).
+    for (let hour = 0; hour < 5 * 24 && queue.length > 0; hour += 1) {
+      for (const message of [...queue]) {
+        const action = await send(message);
+        if (action === 'DUNNO') {
+          queue.splice(queue.indexOf(message), 1);
+          delivered.push({ message, hours: (clock.now() - start) / 3_600_000 });
+        } else {
+          assert.match(action, /^450 4\.7\.1 Rate limit sender-day exceeded for newsletter@shop\.example: more than 2 messages in 1d, try again in \d+ seconds$/);
+        }
+      }
+      clock.advance(3_600_000);
+    }
+    assert.deepEqual(queue, [], `still deferred after five days: ${JSON.stringify(delivered)}`);
+    assert.deepEqual(delivered.map((d) => d.message), [0, 1, 2, 3]);
+    // Two a day: the last of the four within the second day of the sliding window.
+    assert.ok(delivered[3]!.hours <= 48, `delivered ${JSON.stringify(delivered)}`);
+    const rcpts = (await pipeline.decide(request('x@example.test', { instance: 'last', sender: 'other@shop.example' }))).verdicts[0]!.evidence as Array<{ limit: string; estimate: number }>;
+    assert.ok(rcpts.find((e) => e.limit === 'client-rcpts')!.estimate <= 5, 'deferred recipients are not counted by the limits that let them through either');
+  });
+
+  it('says when a deferred message will fit, and lets it through then', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
+    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    for (const instance of ['a', 'b']) assert.equal((await pipeline.decide(request('r@example.test', { instance }))).action, 'DUNNO');
+    clock.advance(30 * MINUTE);
+    const deferred = (await pipeline.decide(request('r@example.test', { instance: 'c' }))).action;
+    // Two in 09:00-10:00: room for one more once 1/2 of them has slid out, at 10:30.
+    assert.match(deferred, /try again in 3600 seconds$/);
+    clock.advance(3600_000 - 1000);
+    assert.match((await pipeline.decide(request('r@example.test', { instance: 'c2' }))).action, /try again in 1 seconds$/);
+    clock.advance(1000);
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'c3' }))).action, 'DUNNO');
+  });
+
+  it('counts a message deferred at its first recipient when a later one is let through', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
+    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    assert.equal((await pipeline.decide(request('a@example.test', { instance: 'm1' }))).action, 'DUNNO');
+    clock.advance(59 * MINUTE);
+    assert.match((await pipeline.decide(request('a@example.test', { instance: 'm2' }))).action, /^450 /);
+    clock.advance(2 * 60 * MINUTE); // the first message has slid out; the same transaction goes on
+    assert.equal((await pipeline.decide(request('b@example.test', { instance: 'm2' }))).action, 'DUNNO');
+    assert.equal((await pipeline.decide(request('c@example.test', { instance: 'm2' }))).action, 'DUNNO', 'one message, let through');
+    assert.match((await pipeline.decide(request('a@example.test', { instance: 'm3' }))).action, /^450 /, 'm2 was counted');
+  });
+
   it('counts an IPv6 client by its /64 when asked, and bounces per client only, never as one sender <> for everyone', async () => {
     const { clock, deps } = world();
     const perClient = { name: 'per-client', per: 'client', count: 'recipients', max: 3, window: '1h' };
@@ -360,8 +422,8 @@ describe('ratelimit stage', () => {
   it('counts a sender written with a U-label and with its A-label in one bucket, folding only A-Z of its local part', async () => {
     const { clock, deps } = world();
     const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 2, window: '1h' };
-    // Four: every attempt counts, the deferred third one too.
-    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 4, window: '1h' };
+    // Three: a deferred attempt (the third) is counted by no limit.
+    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 3, window: '1h' };
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perSender, perDomain] }) as never, deps);
     const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
     assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u1', sender: 'News@bücher.example' }))).action, 'DUNNO');
