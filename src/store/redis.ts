@@ -26,8 +26,9 @@
  *   seen it gone, and nothing can tell that millisecond from the clock difference between the
  *   daemon and Redis.
  *   scan walks SCAN MATCH over the prefix with the glob characters escaped, so `*?[]\` in a
- *   prefix match only themselves, then sorts the keys by code point (the byte order of UTF-8,
- *   as the other backends list them) and reads values for the first `limit` that are still live.
+ *   prefix match only themselves, keeping only the first `limit` keys by code point (the byte
+ *   order of UTF-8, as the other backends list them) as it goes, and reads their values; keys
+ *   that expired meanwhile are made up for by another walk for the keys after the last one.
  *   purgeExpired always answers 0: Redis removes expired keys itself (lazily on access and by
  *   its active expiry cycle), so there is never a backlog for the daemon to sweep.
  *
@@ -53,10 +54,10 @@
  * LIMITS
  *   One Redis server (or a primary behind a stable address); not Redis Cluster, whose slots
  *   would split the multi-key read script. Keys and values must be well-formed Unicode (sent as
- *   UTF-8). scan walks the whole keyspace of the database (MATCH filters on the server) and
- *   collects every key under the prefix before sorting: for administration, not for the
- *   per-message path. A command that times out or is cut off by a disconnect may still have
- *   been applied by the server (it is not retried, so an increment is never applied twice).
+ *   UTF-8). scan walks the whole keyspace of the database (MATCH filters on the server), and
+ *   holds about twice `limit` keys however many are under the prefix: for administration, not
+ *   for the per-message path. A command that times out or is cut off by a disconnect may still
+ *   have been applied by the server (it is not retried, so an increment is never applied twice).
  *
  * ERRORS
  *   Every failure rejects with StoreError naming the URL (password masked) and the operation,
@@ -102,6 +103,8 @@ const RECONNECT_MAX_MS = 1000;
 /** Command deadlines of silence, with commands waiting, after which a connection is dropped. */
 const SILENCE_DEADLINES = 2;
 const SCAN_BATCH = 500;
+/** Keys SCAN looks at per call. */
+const SCAN_COUNT = 1000;
 const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
 const NOT_CONNECTED = 'not connected yet';
 /** How much of a key an error shows: keys hold senders' addresses, of any length. */
@@ -374,17 +377,22 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   async scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
     return this.run('scan', async (context) => {
       checkScanLimit(context, limit);
-      if (limit === 0) return [];
-      const keys = (await this.keysUnder(prefix)).sort(compareKeys);
       const rows: Array<{ key: string } & StoredValue> = [];
-      // Keys may expire between SCAN and the read, so read batches until limit live rows are found.
-      for (let start = 0; start < keys.length && rows.length < limit; start += SCAN_BATCH) {
-        const batch = keys.slice(start, start + SCAN_BATCH);
-        const entries = await this.read(batch);
-        for (const [index, entry] of entries.entries()) {
-          const batchKey = batch[index];
-          if (entry && batchKey !== undefined && rows.length < limit) rows.push({ key: batchKey, ...entry });
+      // Keys may expire between SCAN and the read: those missing are made up for by another walk
+      // for the keys after the last one read.
+      let after: string | undefined;
+      while (rows.length < limit) {
+        const { keys, more } = await this.firstKeysUnder(prefix, after, limit - rows.length);
+        for (let start = 0; start < keys.length; start += SCAN_BATCH) {
+          const batch = keys.slice(start, start + SCAN_BATCH);
+          const entries = await this.read(batch);
+          for (const [index, entry] of entries.entries()) {
+            const batchKey = batch[index];
+            if (entry && batchKey !== undefined) rows.push({ key: batchKey, ...entry });
+          }
         }
+        if (!more) break;
+        after = keys.at(-1);
       }
       return rows;
     });
@@ -420,17 +428,34 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     });
   }
 
-  /** Every key under prefix, without the store prefix, unsorted. */
-  private async keysUnder(prefix: string): Promise<string[]> {
+  /**
+   * The first `wanted` keys under prefix after `after` (all when undefined), without the store
+   * prefix, in key order, and whether there are more. While SCAN walks, only the first keys seen
+   * so far are kept (pruned whenever they reach twice `wanted` plus a SCAN batch), so memory is
+   * bounded by `wanted`, not by the keys under the prefix: a site's greylist has millions.
+   */
+  private async firstKeysUnder(prefix: string, after: string | undefined, wanted: number): Promise<{ keys: string[]; more: boolean }> {
     const pattern = `${escapeGlob(this.keyPrefix + prefix)}*`;
-    const found = new Set<string>();
+    // A Set: SCAN may return a key more than once.
+    let kept = new Set<string>();
+    let more = false;
+    const prune = (): void => {
+      const sorted = [...kept].sort(compareKeys);
+      if (sorted.length > wanted) more = true;
+      kept = new Set(sorted.slice(0, wanted));
+    };
     let cursor = '0';
     do {
-      const [next, batch] = await this.client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      for (const key of batch) found.add(key.slice(this.keyPrefix.length));
+      const [next, batch] = await this.client.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT);
+      for (const redisKey of batch) {
+        const key = redisKey.slice(this.keyPrefix.length);
+        if (after === undefined || compareKeys(key, after) > 0) kept.add(key);
+      }
+      if (kept.size >= 2 * wanted + SCAN_COUNT) prune();
       cursor = next;
     } while (cursor !== '0');
-    return [...found];
+    prune();
+    return { keys: [...kept], more };
   }
 
   /** Corks the connection's socket until the end of this turn (see DESCRIPTION), once per turn. */

@@ -42,8 +42,9 @@
  *
  * ERRORS
  *   Store failures reject with StoreError (the pipeline answers by policy.faultAction). Losing
- *   the compare-and-set race more than MAX_ATTEMPTS times in a row rejects with StoreError too:
- *   it means something rewrites the key continuously.
+ *   the compare-and-set race more than MAX_ATTEMPTS times in a row (for a domain's record, that
+ *   plus domainAutoAllow: see recordDomainSender) rejects with StoreError too: it means
+ *   something rewrites the key continuously.
  */
 
 import type { Clock } from '../../core/clock.js';
@@ -356,15 +357,29 @@ export class Greylist {
     }
   }
 
+  /**
+   * Adds the sender to the domain's record (up to `domainAutoAllow` of them). A record that
+   * already holds the sender, or is full, is rewritten only to refresh it, at most once an
+   * hour: every other write adds a sender, so a daemon that lost its race to the first passes
+   * of other senders retries at most once for each of them (and gives up, with StoreError,
+   * only when something else rewrites the key). With a fixed number of attempts, a burst of
+   * first passes of many senders of one domain at once (a provider retrying its queue) kept
+   * only the first few of them, and the domain never reached its level.
+   */
   private async recordDomainSender(client: string, domain: string, sender: string): Promise<void> {
     const key = this.domainKey(client, domain);
     const level = this.settings.domainAutoAllow;
-    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+    const attempts = MAX_ATTEMPTS + level;
+    for (let attempt = 1; attempt <= attempts; attempt += 1) {
       const current = await this.store.get(key);
+      const now = this.clock.now();
       const record = domainRecord(current?.value) ?? { senders: [], last: 0 };
-      const senders = record.senders.includes(sender) || record.senders.length >= level ? record.senders : [...record.senders, sender];
-      const value = JSON.stringify({ senders, last: this.clock.now() });
+      const holds = record.senders.includes(sender) || record.senders.length >= level;
+      if (holds && now < record.last + HOUR_MS) return;
+      const senders = holds ? record.senders : [...record.senders, sender];
+      const value = JSON.stringify({ senders, last: now });
       if (await this.store.compareAndSet(key, current?.value, value, this.settings.maxAgeMs)) return;
     }
+    throw new StoreError(`greylist: ${key} changed under ${attempts} updates in a row`);
   }
 }

@@ -327,6 +327,27 @@ describe('greylist shared by two daemons (two connections to one SQLite file, on
       }
     });
 
+    it(`${kind}: first passes of thirty senders of one domain at once on two daemons: every sender counted for the domain auto-allow`, async () => {
+      const clock = new ManualClock(1_700_000_000_000);
+      const [storeA, storeB] = await twoDaemons(kind, clock, clock);
+      try {
+        const settings = { ...POSTGREY, domainAutoAllow: 30 };
+        const daemons = [new Greylist(storeA, clock, settings), new Greylist(storeB, clock, settings)];
+        const senders = Array.from({ length: 30 }, (_, i) => triplet({ sender: `list${i}@bulk.example` }));
+        for (const one of senders) await daemons[0]!.check(one);
+        clock.advance(300 * S);
+        // A provider retrying its queue: every triplet's retry at once, spread over both daemons.
+        const passes = await Promise.all(senders.map((one, i) => daemons[i % 2]!.check(one)));
+        assert.ok(passes.every((outcome) => outcome.kind === 'pass'), JSON.stringify(passes));
+        const [domain] = await daemons[1]!.list({ kinds: ['domain'], limit: 10 });
+        assert.deepEqual(domain && domain.kind === 'domain' && [domain.senders, domain.allowed], [30, true], 'no sender lost to the race');
+        assert.deepEqual(await daemons[0]!.check(triplet({ sender: 'another@bulk.example' })), { kind: 'pass', reason: 'domain-auto-allow', domain: 'bulk.example' });
+      } finally {
+        await storeA.close();
+        await storeB.close();
+      }
+    });
+
     it(`${kind}: a passed triplet refreshed by the other daemon meanwhile stays passed, refreshed once, expiring max-age after`, async () => {
       const clock = new ManualClock(1_700_000_000_000);
       const [storeA, storeB] = await twoDaemons(kind, clock, clock);
