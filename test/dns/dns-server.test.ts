@@ -209,9 +209,9 @@ describe('addresses', () => {
       assert.equal(new Set(servers.map((s) => s.port)).size, servers.length);
       for (const [i, s] of servers.entries()) {
         const udp = await overUdp(s, query(`s${i}.test`, 'A'));
-        assert.deepEqual(udp.answers?.map((a) => a.data), [`192.0.2.${i + 1}`]);
+        assert.deepEqual(udp.answers?.map(dataOf), [`192.0.2.${i + 1}`]);
         const [tcp] = await overTcp(s, framed(query(`s${i}.test`, 'A')), (answers) => answers.length === 1);
-        assert.deepEqual(tcp?.answers?.map((a) => a.data), [`192.0.2.${i + 1}`]);
+        assert.deepEqual(tcp?.answers?.map(dataOf), [`192.0.2.${i + 1}`]);
       }
     } finally {
       await Promise.all(servers.map((s) => s.close()));
