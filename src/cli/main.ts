@@ -7,6 +7,9 @@
  *   callout verify [options] ADDRESS...      verify addresses by SMTP callout
  *   callout config check FILE                validate a configuration file
  *   callout config print [--config FILE]     show the effective configuration with defaults
+ *   callout serve | spf | senderid | greylist | batv | srs | verp | bounce | rewrite
+ *                                            registered by cli/serve, cli/spf, cli/greylist
+ *                                            and cli/rewrite, whose headers document them
  *
  * DESCRIPTION
  *   Every engine option given as a flag overrides the same key of the configuration file; both
@@ -14,8 +17,9 @@
  *   Errors are one line on stderr, never a stack trace.
  *
  * EXIT STATUS
- *   As each command documents; 64 for usage errors, 78 for configuration errors, 70 for
- *   internal errors, 141 when the reader of standard output went away (as SIGPIPE would).
+ *   As each command documents; 64 for usage errors, 78 for configuration errors, 75 for a
+ *   store or listen address that is not available now (cli/exit-status), 70 for internal
+ *   errors, 141 when the reader of standard output went away (as SIGPIPE would).
  */
 
 import { Command, CommanderError, Option } from 'commander';

@@ -9,7 +9,7 @@
 
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CalloutError, UsageError, abbreviate } from '../core/errors.js';
+import { UsageError, abbreviate } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
 
 /** commander's accumulator for a repeatable option. */
@@ -70,7 +70,7 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
 const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
 
 export function numberFlag(name: string, value: string): number {
-  if (!DECIMAL.test(value)) throw new CalloutError('USAGE', `${name}: got "${abbreviate(value, 40)}", expected a number`);
+  if (!DECIMAL.test(value)) throw new UsageError(`${name}: got "${abbreviate(value, 40)}", expected a number`);
   return Number(value);
 }
 

@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   Expected outcomes (an address that does not exist, a domain without MX) are values, never
  *   exceptions. Exceptions are for faults and for input that cannot be used at all; each carries a
- *   stable `code` that logs, metrics and the HTTP API can rely on. No fault ever becomes a permanent
+ *   stable `code` that logs (describeError), the exit status (cli/exit-status) and a policy
+ *   worker's start failure (policy/workers) rely on. No fault ever becomes a permanent
  *   answer: the policy pipeline (src/policy/pipeline.ts) is the one place that answers every fault
  *   of a stage by `policy.faultAction` (DUNNO or 451), and the callout engine turns its own faults
  *   into an `unknown` verdict (a StoreError it passes on, wherever in a callout the store failed).
@@ -14,12 +15,9 @@
 export type ErrorCode =
   | 'ADDRESS_SYNTAX'
   | 'CONFIG_INVALID'
-  | 'DNS_TEMPORARY'
   | 'DNS_PERMANENT'
   | 'LISTEN_UNAVAILABLE'
-  | 'SMTP_PROTOCOL'
   | 'STORE_UNAVAILABLE'
-  | 'TARGET_REFUSED'
   | 'USAGE'
   | 'INTERNAL';
 

@@ -49,7 +49,8 @@
  * ERRORS
  *   The constructor throws ConfigError for a listen address it cannot read; listen() rejects
  *   with ConfigError when the endpoint cannot be bound (in use, no permission, a path that is not
- *   a socket) and with CalloutError INTERNAL when called twice.
+ *   a socket), with ListenUnavailableError when its address is not there yet (EADDRNOTAVAIL,
+ *   EAI_AGAIN: core/listen), and with CalloutError INTERNAL when called twice.
  */
 
 import { readFileSync } from 'node:fs';

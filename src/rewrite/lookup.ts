@@ -14,8 +14,9 @@
  *   alone) without asking the map, which would otherwise sign it and give it back on reversal.
  *
  *   Refused requests (their framing or syntax: the connection is closed), connections over the
- *   limit (logged once per burst) and listener errors (each once a minute, with the count left
- *   out) are logged, with what, where and why; the client gets the terse reply postsrsd gives.
+ *   limit (logged once per burst), listener errors and map faults (each once a minute, with the
+ *   count left out) are logged, with what, where and why; the client gets the terse reply
+ *   postsrsd gives.
  *
  * LIMITS
  *   maxConnections (default 200, postsrsd's connection-limit), idleTimeoutMs (default 30 s,
@@ -44,7 +45,7 @@ export interface LookupServerOptions {
   idlePollMicros?: number;
   /** One poller for every listener of a process (then idlePollMicros is not used). */
   poller?: IdlePoller;
-  /** Where refused requests, refused connections and listener errors are told (default: nowhere). */
+  /** Where refused requests, refused connections, listener errors and map faults are told (default: nowhere). */
   log?: LookupLog;
   /** Names the listener in those lines, e.g. "socketmap" or "tcp_table forward". */
   label?: string;
@@ -73,13 +74,17 @@ export interface LookupServerStats {
   mapFaults: number;
 }
 
-/** Runs a map, turning a thrown fault into a temporary error so the server never dies of it. */
-export function safeLookup(map: LookupMap, key: string, stats: LookupServerStats): LookupResult {
+/**
+ * Runs a map, turning a thrown fault into a temporary error so the server never dies of it.
+ * onFault is told the fault: the client sees only "Internal error.".
+ */
+function safeLookup(map: LookupMap, key: string, stats: LookupServerStats, onFault?: (err: unknown) => void): LookupResult {
   if (NOT_IN_ADDRESSES.test(key)) return { kind: 'notfound', reason: 'Bad characters in key.' };
   try {
     return map(key);
-  } catch {
+  } catch (err) {
     stats.mapFaults++;
+    onFault?.(err);
     return { kind: 'temp', reason: 'Internal error.' };
   }
 }
@@ -119,6 +124,18 @@ export abstract class LookupServer {
 
   /** Installs the protocol on a new connection (its data and end handlers). */
   protected abstract attach(socket: net.Socket): void;
+
+  /**
+   * safeLookup with its fault logged, once a minute per error (a broken map fails every
+   * lookup alike): Postfix only defers, and the error would otherwise be seen nowhere.
+   */
+  protected lookup(map: LookupMap, key: string): LookupResult {
+    return safeLookup(map, key, this.stats, (err) => {
+      const error = describeError(err);
+      const repeats = this.errorLines.admit(`map: ${error}`, Date.now());
+      if (repeats) this.log.warn({ listener: this.label, error, ...repeats }, 'lookup map failed; answered as a temporary error');
+    });
+  }
 
   private accept(socket: net.Socket): void {
     if (this.dropped > 0) {

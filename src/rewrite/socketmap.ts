@@ -32,7 +32,7 @@
  */
 
 import net from 'node:net';
-import { LookupServer, safeLookup, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
+import { LookupServer, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
 
 export const SOCKETMAP_LIMITS = { requestOctets: 1024, skippedRequestOctets: 100_000, replyOctets: 100_000 } as const;
 
@@ -178,7 +178,7 @@ export class SocketmapServer extends LookupServer {
     const space = request.indexOf(' ');
     const map = space > 0 ? this.maps.get(request.slice(0, space)) : undefined;
     if (!map) return { kind: 'perm', reason: 'Invalid map.' };
-    return safeLookup(map, request.slice(space + 1), this.stats);
+    return this.lookup(map, request.slice(space + 1));
   }
 }
 

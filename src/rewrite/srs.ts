@@ -20,7 +20,7 @@
  *   - the sender is split at its '@' (libsrs2 takes the first; two are refused, below); the tag
  *     SRS0/SRS1 is matched in any case;
  *   - reverse ignores the domain part (the caller decides which domains are SRS domains);
- *   - timestamps decode in any case; valid when 0 <= (today - TT) mod 1024 <= maxAge (21), so a
+ *   - timestamps decode in any case; valid when 0 <= (today - TT) mod 1024 <= maxAgeDays (21), so a
  *     stamp from the future counts as ~1000 days old and is refused; the timestamp is checked
  *     before the hash;
  *   - hashes compare case-insensitively, '+' equal to '-' and '/' to '_' (postsrsd >= 2.2.6

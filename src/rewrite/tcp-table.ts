@@ -23,7 +23,7 @@
  */
 
 import net from 'node:net';
-import { LookupServer, safeLookup, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
+import { LookupServer, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
 
 export const TCP_TABLE_LIMITS = { lineOctets: 4096 } as const;
 
@@ -113,7 +113,7 @@ export class TcpTableServer extends LookupServer {
         const key = tcpTableDecode(line.subarray(4));
         if (key === undefined) return refuse('broken %-escape', line);
         this.stats.requests++;
-        this.send(socket, tcpTableReply(safeLookup(this.map, key, this.stats)));
+        this.send(socket, tcpTableReply(this.lookup(this.map, key)));
       }
       // The usual chunk is whole lines: nothing left over, nothing to copy.
       if (start === pending.length) pending = NOTHING;

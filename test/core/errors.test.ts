@@ -5,7 +5,7 @@ import { CalloutError, describeError } from '../../src/core/errors.js';
 
 describe('describeError', () => {
   it('gives the code and message of a CalloutError, the message of an Error, the text of anything else', () => {
-    assert.equal(describeError(new CalloutError('DNS_TEMPORARY', 'SERVFAIL for example.org')), 'DNS_TEMPORARY: SERVFAIL for example.org');
+    assert.equal(describeError(new CalloutError('STORE_UNAVAILABLE', 'database is locked')), 'STORE_UNAVAILABLE: database is locked');
     assert.equal(describeError(new TypeError('bad')), 'bad');
     assert.equal(describeError('a string'), 'a string');
     assert.equal(describeError(null), 'null');

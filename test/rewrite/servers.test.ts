@@ -219,6 +219,15 @@ describe('SocketmapServer', () => {
     assert.match(await client.query('forward', 'a@b.example'), /^OK /);
   });
 
+  it('logs a map that throws, once a minute per error, and answers it TEMP', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new SocketmapServer(maps, { log, label: 'socketmap' }));
+    const client = await connected(SocketmapClient, target);
+    for (let i = 0; i < 3; i++) assert.equal(await client.query('boom', `x${i}`), 'TEMP Internal error.');
+    assert.deepEqual(lines.map((l) => [l.level, l.message, l.fields.listener]), [['warn', 'lookup map failed; answered as a temporary error', 'socketmap']]);
+    assert.equal(lines[0]!.fields.error, 'bug');
+  });
+
   it('leaves alone a key with control characters or octets that are not UTF-8, rather than signing it', async () => {
     const { target } = await started(new SocketmapServer(maps));
     const client = await connected(SocketmapClient, target);
