@@ -12,6 +12,11 @@
  *   Postfix closes the connection, as at its own hard error limit. A good recipient on a new
  *   connection still passes. The answers come before Postfix's policy timeout (100 s), so
  *   Postfix takes every one as callout gave it.
+ *   A primary MX of own.test (Postfix at 127.0.0.54, user carol, smtpd_hard_error_limit 4)
+ *   asks the same service, whose call-forward covers local.test only: Postfix asks before it
+ *   refuses an unknown user itself (smtpd_reject_unlisted_recipient applies after
+ *   smtpd_recipient_restrictions), so callout answers DUNNO and counts nothing, and Postfix's
+ *   own hard error limit is what ends that harvest (421 4.7.0 at the fifth RCPT).
  *
  * LIMITS
  *   Needs root, postfix and swaks (.ci/run installs them). The delays are real time (3 s).
@@ -25,7 +30,7 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
-import { SWAKS_OK, rcptReplies, sendMail, startPostfix, stopAllPostfix, swaks } from '../support/postfix.js';
+import { SWAKS_OK, rcptReplies, sendMail, startPostfix, stopAllPostfix, swaks, waitForMaillog } from '../support/postfix.js';
 import type { PostfixInstance } from '../support/postfix.js';
 import { startServeProcess } from '../support/serve-process.js';
 import type { ServeProcess } from '../support/serve-process.js';
@@ -33,18 +38,21 @@ import type { ServeProcess } from '../support/serve-process.js';
 const SMTP_PORT = 25452;
 const PRIMARY = '127.0.0.52';
 const BACKUP = '127.0.0.53';
+/** A primary MX of its own domain, asking the same callout serve. */
+const OWN = '127.0.0.54';
 
 let dns: DnsTestServer;
 let dataDir: string;
 let serve: ServeProcess;
 let backup: PostfixInstance;
+let own: PostfixInstance;
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'callout-tarpit-e2e-'));
   const configPath = join(dataDir, 'callout.yaml');
   const stages = [
     { name: 'tarpit', perConnection: { soft: 1, hard: 3 }, sleep: '1s', maxSleep: '5s' },
-    { name: 'recipient-callforward', hosts: [PRIMARY], port: SMTP_PORT },
+    { name: 'recipient-callforward', hosts: [PRIMARY], port: SMTP_PORT, domains: ['local.test'] },
   ];
   writeFileSync(configPath, stringify({ policy: { stages } }));
   dns = await startDnsServer({});
@@ -57,6 +65,15 @@ before(async () => {
     myhostname: 'backup.local.test',
     domains: { 'local.test': 'catch-all' },
     policyService: `inet:${serve.policyAddress}`,
+  });
+  own = await startPostfix({
+    name: 'tarpit-own',
+    host: OWN,
+    port: SMTP_PORT,
+    myhostname: 'mx.own.test',
+    domains: { 'own.test': ['carol'] },
+    policyService: `inet:${serve.policyAddress}`,
+    extraMain: { smtpd_soft_error_limit: '10', smtpd_hard_error_limit: '4' },
   });
 });
 
@@ -84,6 +101,27 @@ describe('tarpit behind real Postfix', () => {
     assert.ok(seconds >= 3, `the second and third refusals came 1 s and 2 s late: ${seconds.toFixed(1)} s in all`);
     await serve.waitForLog((l) => l.msg === 'tarpit: answer delayed' && l.delayMs === 2000, 'the second delay');
     assert.doesNotMatch(backup.maillog(), /warning: .*(policy|check_policy_service)/, 'no policy timeout or bad answer in Postfix\'s eyes');
+  });
+
+  it('does not see the unknown users Postfix refuses itself after asking it (smtpd_reject_unlisted_recipient): Postfix\'s own error limit ends that harvest', async () => {
+    const from = serve.logs.length;
+    const probes = Array.from({ length: 6 }, (_, n) => `nobody${n}@own.test`);
+    const result = await swaks(['--server', `${OWN}:${SMTP_PORT}`, '--helo', 'harvester.example', '--from', 'probe@harvester.example', '--to', probes.join(','), '--quit-after', 'RCPT', '--timeout', '60']);
+    const transcript = result.stdout + result.stderr;
+    const replies = rcptReplies(transcript);
+    assert.equal(replies.length, 5, transcript);
+    for (const [n, reply] of replies.slice(0, 4).entries()) {
+      assert.match(reply, new RegExp(`^550 5\\.1\\.1 <nobody${n}@own\\.test>: Recipient address rejected: User unknown in virtual mailbox table$`), transcript);
+    }
+    assert.match(replies[4]!, /^421 4\.7\.0 mx\.own\.test Error: too many errors$/, 'Postfix\'s smtpd_hard_error_limit (4 here), not the tarpit');
+    // Postfix asked before refusing: callout answered DUNNO each time and counted nothing.
+    await serve.waitForLog((l) => l.msg === 'decision' && l.recipient === 'nobody3@own.test', 'the fourth probe\'s decision', from);
+    const decisions = serve.logs.slice(from).filter((l) => l.msg === 'decision' && String(l.recipient).endsWith('@own.test'));
+    assert.deepEqual(decisions.map((l) => l.action), ['DUNNO', 'DUNNO', 'DUNNO', 'DUNNO']);
+    for (const decision of decisions) assert.match(String((decision.stages as string[])[0]), /^tarpit=counted: 0 rejected on this connection, /);
+    assert.equal(serve.logs.slice(from).filter((l) => l.msg === 'tarpit: answer delayed').length, 0);
+    await waitForMaillog(own, /too many errors after RCPT from/);
+    assert.doesNotMatch(own.maillog(), /warning: .*(policy|check_policy_service)/);
   });
 
   it('lets a good recipient through on a new connection', async () => {

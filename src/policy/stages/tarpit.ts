@@ -49,10 +49,15 @@
  *   Clients in exemptClients and SASL-authenticated ones (`sasl_username`, as the allowlist
  *   stage lets them past) are neither counted, delayed nor refused.
  *
- *   What the stage cannot see: recipients Postfix rejects itself before asking the policy
- *   service (reject_unlisted_recipient, reject_unauth_destination ...). Those are counted by
- *   Postfix's own smtpd_*_error_limit, which stays in force; list check_policy_service before
- *   them to have them counted here, or rely on recipient-callforward verdicts.
+ *   What the stage cannot see: recipients Postfix rejects itself, before asking the policy
+ *   service (reject_unauth_destination, a reject_unlisted_recipient listed first) or after it
+ *   let them through (a restriction listed after check_policy_service, and the implicit
+ *   smtpd_reject_unlisted_recipient, which Postfix applies after all of
+ *   smtpd_recipient_restrictions: the unknown users of a primary MX). Postfix never tells the
+ *   policy service what it did, so no order of restrictions gets them counted here; those let
+ *   through count as let through in the message's tally. Postfix's own smtpd_*_error_limit
+ *   counts them and stays in force; the stage counts what its pipeline rejects, such as
+ *   recipient-callforward verdicts.
  *   Counters: callout_tarpit_total{result=delayed|refused|warned} (warned: the hard limit
  *   reached in warn mode, where nothing is refused).
  *
