@@ -24,8 +24,8 @@
  *   store.
  *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
  *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
- *   them in stretches; Redis expires keys itself). With policy.workers each worker purges: the
- *   stretches of one find little left for the other.
+ *   them in stretches; Redis expires keys itself), counted in callout_store_purged_entries_total.
+ *   With policy.workers each worker purges: the stretches of one find little left for the other.
  *
  *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
  *   concurrency limits (workerShare), since each process counts only its own callouts.
@@ -42,7 +42,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
-import { ConfigError, describeError } from '../core/errors.js';
+import { ConfigError, abbreviate, describeError } from '../core/errors.js';
 import { logInfoJson, type Logger } from '../core/log.js';
 import { FQDN_PATTERN } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
@@ -110,9 +110,15 @@ export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig
 
 const TEST_TIME = /^[0-9]{1,11}$/;
 
-/** Moves the clock to a request's policy_test_time (whole epoch seconds); anything else is ignored. */
-function followTestTime(clock: RequestTimeClock, value: string | undefined): void {
-  if (value !== undefined && TEST_TIME.test(value)) clock.follow(Number(value) * 1000);
+/**
+ * Moves the clock to a request's policy_test_time (whole epoch seconds, up to year 5138);
+ * anything else (negative, fractional, longer, not a number) is ignored and logged, so a
+ * replay whose times are not taken says so instead of running on a clock nobody set.
+ */
+function followTestTime(clock: RequestTimeClock, value: string | undefined, log: Logger): void {
+  if (value === undefined) return;
+  if (TEST_TIME.test(value)) clock.follow(Number(value) * 1000);
+  else log.warn({ policy_test_time: abbreviate(value, 40) }, 'policy_test_time ignored: expected whole epoch seconds, at most 11 digits');
 }
 
 /**
@@ -273,7 +279,10 @@ export class Daemon {
     // Expired cache entries of every kind leave the store on a timer that never holds up a request.
     this.purgeTimer = setInterval(() => {
       this.store.purgeExpired().then(
-        (removed) => removed > 0 && this.options.log.info({ removed }, 'expired store entries purged'),
+        (removed) => {
+          this.metrics.recordPurge(removed);
+          if (removed > 0) this.options.log.info({ removed }, 'expired store entries purged');
+        },
         (err: unknown) => this.options.log.warn({ err: describeError(err) }, 'store purge failed'),
       );
     }, config.store.purgeInterval);
@@ -343,7 +352,7 @@ export class Daemon {
 
   /** At once when the pipeline decides at once (core of the cached path), else when it has decided. */
   private answer(attributes: Record<string, string>): string | Promise<string> {
-    if (this.requestTime) followTestTime(this.requestTime, attributes.policy_test_time);
+    if (this.requestTime) followTestTime(this.requestTime, attributes.policy_test_time, this.options.log);
     const outcome = this.current.pipeline.decide(attributes);
     return outcome instanceof Promise ? outcome.then((decided) => this.answered(attributes, decided)) : this.answered(attributes, outcome);
   }

@@ -87,6 +87,15 @@ export const MESSAGE_HEADER_LIMIT = 20;
 const FAULT_LOG_WINDOW_MS = 60_000;
 /** The answer to a stage's fault with policy.faultAction DEFER. */
 const FAULT_ACTION = '451 4.3.0 Temporary policy failure, please try again later';
+/**
+ * Milliseconds until the deadline, never more than the decision timeout: the deadline is a time
+ * of the wall clock (tests move it), and a clock stepped back while a stage ran (NTP, a
+ * restored virtual machine) held the answer for as long as the step, past Postfix's timeout.
+ */
+function timeLeft(deadline: number, options: Pick<PipelineOptions, 'clock' | 'decisionTimeoutMs'>): number {
+  return Math.min(options.decisionTimeoutMs, Math.max(0, deadline - options.clock.now()));
+}
+
 /** How long past the deadline a stage may take before it counts as a fault. */
 const STAGE_GRACE_MS = 500;
 const MESSAGE_MEMORY_TTL_MS = 3_600_000;
@@ -266,7 +275,7 @@ export class Pipeline {
           });
         if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
-          timer = setTimeout(() => resolve('late'), Math.max(0, ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS);
+          timer = setTimeout(() => resolve('late'), timeLeft(ctx.deadline, this.options) + STAGE_GRACE_MS);
         });
         if ((await Promise.race([watching, late])) === 'late') {
           this.options.log.error({ stage: stage.name, deadlineMs: this.options.decisionTimeoutMs }, 'stage observer late: answered without waiting for it');
@@ -460,7 +469,7 @@ class PipelineRun {
             this.expired = true;
             reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`));
           },
-          Math.max(0, this.ctx.deadline - this.options.clock.now()) + STAGE_GRACE_MS,
+          timeLeft(this.ctx.deadline, this.options) + STAGE_GRACE_MS,
         );
       });
       this.late.catch(() => undefined);
@@ -535,7 +544,9 @@ function stageKeyed(message: string, name: string, index: number): string {
 
 function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
   const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
-  if (!definition) throw new Error(`stage ${entry.name} is not registered`); // validateConfig already refused it
+  // validateConfig refuses such a name; a Config built without it still gets a coded error
+  // naming its key (buildPipeline adds the index), not an uncoded fault.
+  if (!definition) throw new ConfigError(`policy.stages ${entry.name}: no such stage (expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')})`);
   // validateConfig parsed the options already; parsing them again would, for one, read
   // durations it had turned into milliseconds as seconds.
   const { name: _name, mode, states, ...parsed } = entry;

@@ -171,4 +171,16 @@ describe('Metrics', () => {
     assert.equal(bucket('0.0001'), 1, text);
     assert.equal(bucket('0.0005'), 2, text);
   });
+
+  it('says in HELP what the results of the stages\' counters mean', async () => {
+    const metrics = new Metrics();
+    metrics.increment('greylist', { result: 'early-retry' });
+    metrics.increment('tarpit', { result: 'refused' });
+    metrics.increment('ratelimit', { limit: 'per-client', result: 'deferred' });
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^# HELP callout_greylist_total Greylist verdicts: deferrals by reason \(new, early-retry, window-expired\)/m);
+    assert.match(text, /^# HELP callout_tarpit_total Tarpit actions: .*refused/m);
+    assert.match(text, /^# HELP callout_ratelimit_total Rate limits exceeded/m);
+    assert.match(text, /^# HELP callout_callouts_skipped_total Sender callouts not made/m);
+  });
 });

@@ -88,6 +88,11 @@ describe('callout serve', () => {
     assert.match(await following.client.request(triplet('1800000299', 'a2')), /^DEFER_IF_PERMIT .*1 second/, 'one second of the delay is left');
     assert.match(await following.client.request(triplet('1700000000', 'a3')), /^DEFER_IF_PERMIT .*1 second/, 'an earlier time never moves the clock back');
     assert.match(await following.client.request(triplet('not-a-time', 'a4')), /^DEFER_IF_PERMIT .*1 second/, 'a malformed time is ignored');
+    for (const bad of ['-1800000300', '1800000300.5', '180000030000000', '']) {
+      assert.match(await following.client.request(triplet(bad, `a4${bad}`)), /^DEFER_IF_PERMIT .*1 second/, `${JSON.stringify(bad)} is ignored`);
+    }
+    const ignored = following.logs.filter((l) => l.level === 40 && /policy_test_time ignored/.test(String(l.msg)));
+    assert.deepEqual(ignored.map((l) => l.policy_test_time), ['not-a-time', '-1800000300', '1800000300.5', '180000030000000', ''], 'each ignored time is logged with its value');
     assert.doesNotMatch(await following.client.request(triplet('1800000300', 'a5')), /^DEFER/, 'the retry after the delay passes');
     assert.ok(following.logs.some((l) => l.level === 40 && /acceptTestTime is on/.test(String(l.msg))), 'the daemon warns that the hook is on');
 
@@ -144,6 +149,26 @@ describe('callout serve', () => {
     assert.match(metrics, /callout_connection_cache_total\{event="parked"\} 1/, 'the clean connection was kept for the next callout');
     const health = await fetch(`http://${daemon.metricsAddress}/health`);
     assert.equal(health.status, 200);
+  });
+
+  it('labels its metrics only with values of its own or of the configuration: clients, senders and HELO names add no series', async () => {
+    const limits = [{ name: 'per-sender', per: 'sender', count: 'recipients', max: 1, window: '1h' }];
+    const { client, daemon } = await setup({ policy: { stages: [{ name: 'tarpit' }, { name: 'ratelimit', limits }, { name: 'greylist' }] } });
+    const series = async (): Promise<string[]> => (await daemon.metricsText()).split('\n').filter((line) => /^callout_/.test(line) && !/^callout_(process|nodejs)_/.test(line));
+    // Each round: a new client, HELO, sender and recipient (quotes, backslashes, digits, controls),
+    // greylisted as new, then deferred by the rate limit.
+    const round = async (i: number): Promise<void> => {
+      const request = { client_address: `198.51.${i % 256}.${(i >> 8) + 1}`, client_name: `h${i}.example`, helo_name: `helo "${i}" \\ \u009b${i}`, sender: `s${i}\\"x@d${i}.test`, recipient: `r${i}@example.test` };
+      assert.match(await client.request(postfixRequest({ ...request, instance: `a${i}` })), /^DEFER_IF_PERMIT .*Greylisted/);
+      assert.match(await client.request(postfixRequest({ ...request, instance: `b${i}` })), /^450 4\.7\.1 Rate limit per-sender exceeded/);
+    };
+    for (let i = 0; i < 5; i += 1) await round(i);
+    const before = await series();
+    for (let i = 5; i < 300; i += 1) await round(i);
+    const after = await series();
+    assert.deepEqual(after.map((line) => line.replace(/ [^ ]+$/, '')), before.map((line) => line.replace(/ [^ ]+$/, '')), 'the same series, only their values grew');
+    assert.ok(after.includes('callout_greylist_total{result="new"} 300'), after.join('\n'));
+    assert.ok(after.includes('callout_ratelimit_total{limit="per-sender",result="deferred"} 300'), after.join('\n'));
   });
 
   it('answers /health 503, and says why, when its SQLite file was removed while open', async () => {

@@ -2,8 +2,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../../src/core/clock.js';
-import { StoreError } from '../../src/core/errors.js';
-import { MESSAGE_HEADER_LIMIT, MESSAGE_MEMORY_LIMIT, Pipeline } from '../../src/policy/pipeline.js';
+import { ConfigError, StoreError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/log.js';
+import { validateConfig } from '../../src/config/schema.js';
+import type { StageEntry } from '../../src/config/schema.js';
+import { MemoryStore } from '../../src/store/index.js';
+import { MESSAGE_HEADER_LIMIT, MESSAGE_MEMORY_LIMIT, Pipeline, buildPipeline } from '../../src/policy/pipeline.js';
 import type { ConfiguredStage, PipelineOptions, PipelineOutcome } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
 
@@ -251,6 +255,18 @@ describe('pipeline', () => {
     assert.ok(Date.now() - started < 2000);
   });
 
+  it('a wall clock stepped back while a stage runs (NTP, a restored VM) does not move the deadline away', { timeout: 10_000 }, async () => {
+    const clock = new ManualClock();
+    const hanging = rcptStage('hangs', () => {
+      clock.advance(-3_600_000);
+      return new Promise(() => undefined);
+    });
+    const started = Date.now();
+    const out = await pipeline([hanging], { decisionTimeoutMs: 100, clock }).decide(rcpt());
+    assert.match(out.faults[0]!, /hangs: INTERNAL: no answer within the decision deadline \(100 ms\)/);
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms, not an hour`);
+  });
+
   it('after a stage that used the deadline up, the stages to be waited for are not blamed as late; those that answer at once still count', async () => {
     const errors: Array<Record<string, unknown>> = [];
     const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
@@ -430,5 +446,18 @@ describe('pipeline: headers only where Postfix takes PREPEND for the message', (
     assert.equal(actions.filter((action) => action.startsWith('PREPEND ')).length, MESSAGE_HEADER_LIMIT);
     assert.equal(actions[MESSAGE_HEADER_LIMIT], `WARN recipient-check would answer 550 5.7.1 no r${MESSAGE_HEADER_LIMIT}@example.net`, 'still logged by Postfix');
     assert.ok(p.messages.get('many')!.given.size <= MESSAGE_HEADER_LIMIT);
+  });
+});
+
+describe('buildPipeline', () => {
+  it('refuses a stage name no module registers with a ConfigError naming its key, not an uncoded Error', () => {
+    const config = validateConfig({});
+    config.policy.stages = [...config.policy.stages, { name: 'nonesuch' } as StageEntry];
+    const clock = new ManualClock();
+    const deps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+    assert.throws(
+      () => buildPipeline(config, deps),
+      (err: unknown) => err instanceof ConfigError && err.code === 'CONFIG_INVALID' && err.message.startsWith(`policy.stages.${config.policy.stages.length - 1} (nonesuch): no such stage`),
+    );
   });
 });

@@ -218,7 +218,9 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
       const text = deferText.fill({
         seconds: String(Math.ceil(outcome.remainingMs / 1000)),
-        retryAt: deferText.uses('retryAt') ? isoSeconds(outcome.retryAt) : '',
+        // Rounded up as {seconds} is: the time named, truncated to its second, came up to 999 ms
+        // before the delay ended, and a sender retrying then was deferred again.
+        retryAt: deferText.uses('retryAt') ? isoSeconds(Math.ceil(outcome.retryAt / 1000) * 1000) : '',
         recipientDomain: ctx.recipientText.slice(ctx.recipientText.lastIndexOf('@') + 1),
         reason: outcome.reason,
       });

@@ -114,6 +114,17 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'window-expired']);
   });
 
+  it('never names a retry time before the delay has passed: {retryAt} and {seconds} are rounded up to the second', async () => {
+    const { clock, ask } = await serve([{ name: 'greylist', text: 'Greylisted until {retryAt}, in {seconds} seconds' }]);
+    clock.advance(400);
+    // First seen at 12:00:00.400: the delay ends at 12:05:00.400, so 12:05:00 would be too early.
+    assert.equal(await ask({ sender: 'ms@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T12:05:01Z, in 300 seconds');
+    clock.advance(299 * S);
+    assert.equal(await ask({ sender: 'ms@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T12:05:01Z, in 1 seconds');
+    clock.set(Date.UTC(2026, 0, 1, 12, 5, 1));
+    assert.doesNotMatch(await ask({ sender: 'ms@sender.example' }), /^DEFER/, 'a retry at the time named passes');
+  });
+
   it('puts the enhanced code before a text that starts with a number, and keeps a text\'s own', async () => {
     const { ask } = await serve([{ name: 'greylist', text: '{seconds} seconds to wait' }]);
     assert.equal(await ask({ sender: 'count@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 300 seconds to wait');
@@ -165,7 +176,7 @@ describe('greylist stage over the policy protocol', () => {
 
   it('leaves the purge to the store (store.purgeInterval): expired triplets go, live ones stay; its own purgeInterval is logged as obsolete', async () => {
     const path = join(dir, 'purge.sqlite');
-    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1h' }], {
+    const { clock, logs, ask, daemon } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1h' }], {
       store: { kind: 'sqlite', path, purgeInterval: '1s' },
     });
     assert.deepEqual(
@@ -195,6 +206,7 @@ describe('greylist stage over the policy protocol', () => {
     await until(() => logs.some((l) => l.msg === 'expired store entries purged'), 15_000, 50);
     const purged = logs.filter((l) => /entries purged/.test(String(l.msg)));
     assert.deepEqual(purged.map((l) => [l.msg, l.removed]), [['expired store entries purged', 1]], 'one purge, of the store, removed the one expired triplet');
+    assert.match(await daemon.metricsText(), /^callout_store_purged_entries_total 1$/m, 'and counted it');
     const left = rows();
     assert.deepEqual(once(left), [], 'the expired row is gone from the SQLite file');
     assert.ok(left.some((k) => k.includes('kept@sender.example')), 'the passed triplet stays');
