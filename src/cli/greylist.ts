@@ -175,14 +175,18 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
       await withGreylist(settings, 'read', async (list) => {
         const kinds = flags.kind ? [flags.kind as GreylistEntryKind] : KINDS;
-        const entries: GreylistEntry[] = [];
+        let printed = 0;
         for (const kind of kinds) {
           // A client entry is keyed by the address, a triplet by the identity.
           const filter = client === undefined ? undefined : kind === 'client' ? client.autoAllowKey ?? client.identity : client.identity;
-          entries.push(...(await list.list({ kinds: [kind], limit: limit - entries.length, ...(filter !== undefined ? { client: filter } : {}) })));
-          if (entries.length >= limit) break;
+          // Printed kind by kind, never gathered into one array by push(...entries): past about
+          // 125,000 entries the spread overflowed the stack and `list` printed nothing (exit 70).
+          for (const entry of await list.list({ kinds: [kind], limit: limit - printed, ...(filter !== undefined ? { client: filter } : {}) })) {
+            io.out.write(`${flags.json ? shownJson(entry) : describeEntry(entry)}\n`);
+            printed += 1;
+          }
+          if (printed >= limit) break;
         }
-        for (const entry of entries) io.out.write(`${flags.json ? shownJson(entry) : describeEntry(entry)}\n`);
       });
     });
 

@@ -167,6 +167,24 @@ describe('callout greylist', () => {
     await run(['drop', '2001:db8:5:7::25']);
   });
 
+  it('lists more entries than a spread of arguments holds (140,000): all of them, not a stack overflow', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-many-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n`);
+    try {
+      const store = await SqliteStore.open(join(ownDir, 'callout.sqlite'));
+      const now = Date.now();
+      // One group commit: every write of this turn.
+      await Promise.all(Array.from({ length: 140_000 }, (_, i) => store.set(`grey:t:192.0.2.0%2F24/s@x.example/r${i}@example.test`, `${now},${now}`, 86_400_000)));
+      await store.close();
+      const listed = await run(['list', '--kind', 'triplet', '--limit', '200000'], ownConfig);
+      assert.equal(listed.error, undefined);
+      assert.equal(listed.output.split('\n').length - 1, 140_000);
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+
   it('keys a triplet as the configured stage does (normaliseVerp), and refuses a client auto-allow the stage would never read', async () => {
     const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-opts-'));
     const ownConfig = join(ownDir, 'callout.yaml');

@@ -60,6 +60,13 @@ const MAX_ATTEMPTS = 8;
 const LAST_SEEN_RESOLUTION_MS = 1000;
 /** The most client entries a network's drop reads (in one scan): far more than a site's clients. */
 const NETWORK_SCAN_LIMIT = 1_000_000;
+/**
+ * Entries a client's drop reads per scan. On Redis every scan walks the whole keyspace, so a
+ * /24 with 50,000 triplets in a greylist of a million took 51 walks and 91 s at 1,000.
+ */
+const DROP_SCAN_BATCH = 10_000;
+/** Deletes asked for at once: one group commit on SQLite, one write on Redis, not one each. */
+const DROP_DELETE_BATCH = 1_000;
 
 /**
  * The text every canonical address of the network starts with (client entries are keyed by
@@ -283,8 +290,8 @@ export class Greylist {
     for (const kind of ['t', 'd'] as const) {
       const prefix = `${this.settings.keyPrefix}${kind}:${escapePart(client)}/`;
       // Deleted keys leave the scan, so each batch is new; an empty one ends the walk.
-      for (let batch = await this.store.scan(prefix, 1000); batch.length > 0; batch = await this.store.scan(prefix, 1000)) {
-        for (const row of batch) await this.store.delete(row.key);
+      for (let batch = await this.store.scan(prefix, DROP_SCAN_BATCH); batch.length > 0; batch = await this.store.scan(prefix, DROP_SCAN_BATCH)) {
+        await this.deleteAll(batch.map((row) => row.key));
         removed += batch.length;
       }
     }
@@ -300,14 +307,19 @@ export class Greylist {
     const prefix = `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
     const rows = await this.store.scan(prefix, NETWORK_SCAN_LIMIT);
     if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: drop the addresses one by one`);
-    let removed = 0;
-    for (const row of rows) {
+    const inside = rows.filter((row) => {
       const address = clientAddress(unescapePart(row.key.slice(this.settings.keyPrefix.length + 2)));
-      if (!address || !networkHolds(network, address)) continue;
-      await this.store.delete(row.key);
-      removed += 1;
+      return address !== undefined && networkHolds(network, address);
+    });
+    await this.deleteAll(inside.map((row) => row.key));
+    return inside.length;
+  }
+
+  /** Deletes the keys DROP_DELETE_BATCH at a time, each batch asked for at once. */
+  private async deleteAll(keys: readonly string[]): Promise<void> {
+    for (let start = 0; start < keys.length; start += DROP_DELETE_BATCH) {
+      await Promise.all(keys.slice(start, start + DROP_DELETE_BATCH).map((key) => this.store.delete(key)));
     }
-    return removed;
   }
 
   /** Entries in key order; `client` narrows to one identity (exact) or auto-allow key. */

@@ -428,6 +428,36 @@ describe('greylist administration', () => {
     assert.deepEqual(left.sort(), [...outside].sort());
     await store.close();
   });
+
+  it('drops a client of 2,500 triplets in few scans (each a walk of all of Redis) and with its deletes asked for together', async () => {
+    const clock = new ManualClock();
+    class CountingStore extends MemoryStore {
+      scans = 0;
+      deleting = 0;
+      mostDeleting = 0;
+      override scan(prefix: string, limit: number) {
+        this.scans += 1;
+        return super.scan(prefix, limit);
+      }
+      override async delete(key: string) {
+        this.deleting += 1;
+        this.mostDeleting = Math.max(this.mostDeleting, this.deleting);
+        await new Promise((resolve) => setImmediate(resolve));
+        await super.delete(key);
+        this.deleting -= 1;
+      }
+    }
+    const store = new CountingStore({ clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    for (let i = 0; i < 2500; i += 1) await greylist.allowTriplet(triplet({ sender: `s${i}@sender.example` }));
+    await greylist.allowTriplet(triplet({ client: '192.0.3.0/24' }));
+    assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2500);
+    // Triplets: one scan that finds them, one that finds none left; domain entries: one.
+    assert.equal(store.scans, 3);
+    assert.ok(store.mostDeleting > 100, `deletes in flight at once: ${store.mostDeleting}`);
+    assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).map((e) => e.client), ['192.0.3.0/24']);
+    await store.close();
+  });
 });
 
 describe('greylist rows read back, fuzzed', () => {
