@@ -15,6 +15,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../core/errors.js';
 import { systemClock } from '../core/clock.js';
+import { coalescingDestination, createLogger, type Logger } from '../core/log.js';
 import type { Clock } from '../core/clock.js';
 import { CachingResolver } from '../dns/cache.js';
 import { createNodeResolver } from '../dns/node-resolver.js';
@@ -80,6 +81,9 @@ export function configuredStore(config: Config): StoreSpec {
   return config.store.kind === 'redis' ? { kind: 'redis', url: config.store.url, keyPrefix: config.store.keyPrefix } : { kind: 'memory' };
 }
 
+/** One per process: each destination stays registered until the process exits (to flush it then). */
+let warnings: Logger | undefined;
+
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
   const resolver = createResolver(config, clock);
   const store = await openStore(
@@ -87,7 +91,8 @@ export async function createRuntime(config: Config, clock: Clock = systemClock):
     clock,
   );
   try {
-    const engine = new CalloutEngine(config, { resolver, store, clock });
+    // Warnings of work no verdict waits for (a stale answer's refresh) go to stderr: stdout has the verdicts.
+    const engine = new CalloutEngine(config, { resolver, store, clock, log: (warnings ??= createLogger('warn', coalescingDestination(2))) });
     return {
       engine,
       resolver,

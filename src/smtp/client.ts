@@ -58,7 +58,9 @@
  *
  * LIMITS
  *   Every wait is bounded by its stage timer and by the optional absolute deadline, whichever
- *   ends first. Reply lines and lines per reply are bounded by ReplyDecoder's limits.
+ *   ends first. The deadline is a time of the monotonic clock (performance.now()), which a step
+ *   of the wall clock (NTP, a resumed virtual machine) does not move. Reply lines and lines per
+ *   reply are bounded by ReplyDecoder's limits.
  *
  * ERRORS
  *   Calling a command before open() succeeded or while another command is outstanding, or
@@ -127,7 +129,7 @@ export interface SmtpClientOptions {
   heloName: string;
   dialer?: Dialer;
   timeouts: SmtpTimeouts;
-  /** Absolute Date.now() time after which every wait ends in a timeout; caps every stage timer. */
+  /** Absolute performance.now() time after which every wait ends in a timeout; caps every stage timer. */
   deadline?: number;
   tls: TlsPolicy;
   tlsOptions?: { rejectUnauthorized?: boolean; servername?: string };
@@ -194,7 +196,7 @@ export class SmtpClientSession {
   private advertised = new Map<string, string>();
   private secured = false;
   private peer: string | undefined;
-  private readonly startedAt = Date.now();
+  private readonly startedAt = performance.now();
   private readonly dialer: Dialer;
   private socket: net.Socket | undefined;
   private readonly sockets: net.Socket[] = [];
@@ -633,7 +635,8 @@ export class SmtpClientSession {
     if (early) return Promise.resolve({ kind: 'reply', reply: early });
     if (this.currentState === 'closed') return Promise.resolve(this.alreadyClosed(stage));
     this.lastStage = stage;
-    const remaining = this.deadline === undefined ? Infinity : this.deadline - Date.now();
+    // Whole milliseconds, as afterMs reports them; a fraction left is one more, not none.
+    const remaining = this.deadline === undefined ? Infinity : Math.ceil(this.deadline - performance.now());
     const budget = Math.max(0, Math.min(stageMs, remaining));
     const byDeadline = remaining < stageMs;
     const note = byDeadline ? ' (overall deadline)' : '';
@@ -730,11 +733,11 @@ export class SmtpClientSession {
   }
 
   private record(dir: 'sent' | 'received', line: string): void {
-    this.transcript.push({ at: Date.now() - this.startedAt, dir, line });
+    this.transcript.push({ at: Math.round(performance.now() - this.startedAt), dir, line });
   }
 
   private event(line: string): void {
-    this.transcript.push({ at: Date.now() - this.startedAt, dir: 'event', line });
+    this.transcript.push({ at: Math.round(performance.now() - this.startedAt), dir: 'event', line });
   }
 
   private newDecoder(): ReplyDecoder {

@@ -196,8 +196,9 @@ export class VerificationCache {
       case 'greylist':
         return this.config.greylistRetry;
       case 'useless':
-        // Unreachable or timing out is likely to change soon; a policy refusal is not.
-        return fact.reason === 'unreachable' || fact.reason === 'timeout' ? this.config.tempfail : this.config.domainNegative;
+        // Unreachable, timing out or a 4xx ("421 too many connections") is likely to change
+        // soon; a policy refusal (5xx) is not.
+        return fact.reason === 'unreachable' || fact.reason === 'timeout' || (fact.reply !== undefined && fact.reply.code < 500) ? this.config.tempfail : this.config.domainNegative;
       case 'nullsender':
         return this.config.domainNegative;
     }

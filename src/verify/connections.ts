@@ -52,6 +52,7 @@ export interface CachedConnection {
   addresses: number;
   /** Callouts it has served, this one included. */
   callouts: number;
+  /** performance.now() when it was opened. */
   openedAt: number;
 }
 

@@ -27,6 +27,12 @@
  *   them.
  *   The front ends (the CLI, the policy service) call only this class.
  *
+ *   Time: deadlines, lock waits and durations are measured on the monotonic clock
+ *   (performance.now()), so a step of the wall clock neither times a callout out (and marks its
+ *   domain useless) nor stretches a wait; the injected Clock dates the records and their expiry.
+ *   Work no caller waits for (a stale answer's refresh, the release of a catch-all lock) that
+ *   fails is logged at warn through deps.log, once a minute per message and error.
+ *
  * CONFIGURATION
  *   callout.*, cache.*, limits.* (config/schema).
  */
@@ -34,6 +40,7 @@
 import type { Clock } from '../core/clock.js';
 import { settleWithin, systemClock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
+import { RepeatCollapser, type Logger } from '../core/log.js';
 import { parseForwardPath } from '../address/index.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
@@ -67,11 +74,18 @@ export interface EngineDeps {
   onResult?: (result: VerifyResult) => void;
   /** Called as the connection cache parks, reuses and retires connections, for metrics. */
   onConnectionEvent?: (event: keyof ConnectionCacheStats) => void;
+  /** Where the failures of work no caller waits for (a stale answer's refresh, a lock's release) are logged, at warn. */
+  log?: Logger;
 }
+
+/** Failures that are not definite but still say the domain will not answer us for a while. */
+const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<string> = new Set(['unreachable', 'timeout', 'refused-at-greeting', 'refused-at-helo', 'refused-at-mail']);
 
 /** A probe lock lasts at most this much longer than the verification it guards. */
 const LOCK_SLACK_MS = 5_000;
 const LOCK_POLL_MS = 100;
+/** A background failure is logged once in this window per message; its repeats are counted on the next line. */
+const WARN_WINDOW_MS = 60_000;
 
 export interface EngineStats {
   verifications: number;
@@ -105,6 +119,7 @@ export class CalloutEngine {
   /** Domains whose catch-all lock this engine holds in the store, until their batch ends. */
   private readonly catchAllLockedHere = new Set<string>();
   private readonly ownSenders: Set<string>;
+  private readonly warnLines = new RepeatCollapser(WARN_WINDOW_MS);
   private readonly helo: string;
   /** The settings this engine runs with (for engines derived from it, such as call-forward). */
   readonly settings: EngineConfig;
@@ -150,7 +165,7 @@ export class CalloutEngine {
   /** A Mailbox the caller has parsed already (the policy pipeline has) is not parsed again. */
   async verify(address: string | Mailbox): Promise<VerifyResult> {
     // Most answers at SMTP time come from the cache: answer those without the batch machinery.
-    const started = Date.now();
+    const started = performance.now();
     const planned = await this.plan(address, started);
     if (!planned.result) {
       const [result] = await this.answerPlanned([planned], started);
@@ -163,7 +178,7 @@ export class CalloutEngine {
 
   /** Verdicts in the order of the input; addresses of one domain share connections. */
   async verifyMany(addresses: string[]): Promise<VerifyResult[]> {
-    const started = Date.now();
+    const started = performance.now();
     return this.answerPlanned(await Promise.all(addresses.map((input) => this.plan(input, started))), started);
   }
 
@@ -275,7 +290,7 @@ export class CalloutEngine {
    * Counted and reported as verify() counts its answers.
    */
   verifyNow(mailbox: Mailbox): VerifyResult | undefined {
-    const started = Date.now();
+    const started = performance.now();
     let result = this.ownSenderResult(mailbox, started);
     if (!result) {
       const record = this.cache.peekAddress(mailbox.address);
@@ -309,7 +324,7 @@ export class CalloutEngine {
     const stale = this.clock.now() >= record.refreshAt;
     if (stale && !this.inFlight.has(mailbox.address)) {
       this.stats.staleServed++;
-      this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], Date.now()));
+      this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], performance.now()), { address: mailbox.address });
     }
     this.stats.addressCacheHits++;
     return this.fromRecord(mailbox.address, record, started, stale);
@@ -409,9 +424,9 @@ export class CalloutEngine {
     };
     try {
       const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
-      const giveUp = Date.now() + lockTtl;
+      const giveUp = performance.now() + lockTtl;
       while (!(await this.cache.lockCatchAll(domain, lockTtl))) {
-        if (Date.now() >= giveUp) return async () => endTurn();
+        if (performance.now() >= giveUp) return async () => endTurn();
         await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
         if (await settled()) {
           endTurn();
@@ -427,7 +442,9 @@ export class CalloutEngine {
       endTurn();
       // Already let go when abandon() came first: the lock may be another process's by now.
       if (!this.catchAllLockedHere.delete(domain)) return;
-      await this.cache.unlockCatchAll(domain).catch(() => undefined);
+      // The batch's verdicts stand; the lock lapses after its lifetime, and until then the
+      // domain's callouts in other processes wait for it.
+      await this.cache.unlockCatchAll(domain).catch((err: unknown) => this.warn('catch-all lock not released', err, { domain }));
     };
   }
 
@@ -442,7 +459,10 @@ export class CalloutEngine {
     }
     // One deadline for the lookups and the dialogue (Exim's maxwait, as README's dns.timeout
     // promises): a silent name server made `--timeout 2` a 16 s verification (c-ares's own tries).
-    const deadline = Date.now() + this.config.callout.timeouts.overall;
+    // On the monotonic clock: a wall clock stepped forward (NTP, a resumed virtual machine) timed
+    // out every callout running at its next wait, and one with no recipient answered yet then
+    // marked its domain useless for cache.domainNegative.
+    const deadline = performance.now() + this.config.callout.timeouts.overall;
     try {
       const resolution = await settleWithin(this.mailHosts(mailboxes[0]!), this.config.callout.timeouts.overall, (): MxResolution => ({
         kind: 'tempfail',
@@ -461,7 +481,7 @@ export class CalloutEngine {
       const mine = mailboxes.filter((m) => !waited.has(m.address));
       if (mine.length === 0) return;
       try {
-        if (Date.now() >= deadline) {
+        if (performance.now() >= deadline) {
           // Spent on the lookups and on another process's lock: the exchangers were not asked,
           // so the probe's "deadline reached" must not be remembered of them (the useless record).
           const description = `the overall deadline of ${this.config.callout.timeouts.overall} ms (callout.timeouts.overall) was spent before any exchanger was asked (DNS lookups, waiting for another process's probe of the address)`;
@@ -509,8 +529,8 @@ export class CalloutEngine {
     };
     let waiting: Mailbox[] = [];
     for (const m of mailboxes) if (await heldByAnother(m)) waiting.push(m);
-    const giveUp = Date.now() + lockTtl;
-    while (waiting.length > 0 && Date.now() < giveUp) {
+    const giveUp = performance.now() + lockTtl;
+    while (waiting.length > 0 && performance.now() < giveUp) {
       await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
       const still: Mailbox[] = [];
       for (const m of waiting) {
@@ -626,8 +646,12 @@ export class CalloutEngine {
     if (refusal) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: refusal.reason, description: refusal.description, ...(refusal.reply ? { reply: refusal.reply } : {}), at }));
     }
+    // A temporary refusal of us (a 421 at the greeting, "451 try again later" at MAIL) is kept
+    // on the domain too, for cache.tempfail (VerificationCache: a reply below 500): without it
+    // every other sender of the domain opened a connection at once, while a server that is
+    // down was left alone.
     const nothingAnswered = output.outcomes.size === 0 && output.failure;
-    if (nothingAnswered && output.failure && (output.failure.definite || ['unreachable', 'timeout'].includes(output.failure.reason))) {
+    if (nothingAnswered && output.failure && (output.failure.definite || TEMPORARY_DOMAIN_FAILURES.has(output.failure.reason))) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: output.failure.reason, description: output.failure.description, ...(output.failure.reply ? { reply: output.failure.reply } : {}), at }));
     }
     for (const m of mailboxes) {
@@ -670,14 +694,23 @@ export class CalloutEngine {
       mxHosts: [],
       attempts: [],
       checkedAt: this.clock.now(),
-      durationMs: Date.now() - started,
+      durationMs: Math.round(performance.now() - started),
       ...extra,
     };
   }
 
-  private track(work: Promise<unknown>): void {
-    const tracked = work.catch(() => undefined).finally(() => this.background.delete(tracked));
+  /** Work no caller waits for: its failure (a store outage) is logged, the stale answer given stands. */
+  private track(work: Promise<unknown>, fields: Record<string, unknown>): void {
+    const tracked = work.catch((err: unknown) => this.warn('background refresh of a stale answer failed', err, fields)).finally(() => this.background.delete(tracked));
     this.background.add(tracked);
+  }
+
+  /** Once a minute per message and error: a store outage fails every such piece of work alike. */
+  private warn(msg: string, err: unknown, fields: Record<string, unknown> = {}): void {
+    if (!this.deps.log) return;
+    const error = describeError(err);
+    const repeats = this.warnLines.admit(`${msg}\0${error}`, this.clock.now());
+    if (repeats) this.deps.log.warn({ ...fields, error, ...repeats }, msg);
   }
 }
 

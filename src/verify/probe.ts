@@ -84,7 +84,7 @@ export interface DomainProbeInput {
   domain: string;
   targets: ProbeTarget[];
   mxHosts: MxHost[];
-  /** When the whole verification must end (Date.now() time), the MX lookups that came before included. */
+  /** When the whole verification must end (performance.now() time: monotonic), the MX lookups that came before included. */
   deadline: number;
   /** Catch-all already known refused from the domain record: no random probe needed. */
   catchAllKnown: boolean;
@@ -208,7 +208,7 @@ class DomainProbe {
           continue;
         }
         this.tried.add(ip);
-        if (Date.now() >= this.deadline) {
+        if (performance.now() >= this.deadline) {
           this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false });
           break hosts;
         }
@@ -247,7 +247,7 @@ class DomainProbe {
   private async converse(host: MxHost, ip: string, mayReuse: boolean): Promise<Conversation> {
     this.currentHost = host;
     this.currentIp = ip;
-    this.attemptStart = Date.now();
+    this.attemptStart = performance.now();
     const cached = mayReuse ? this.deps.connections.take(ip, this.plannedRecipients()) : undefined;
     if (!cached && !(await this.deps.politeness.admitConnection(ip))) {
       this.skipAttempt(host, ip, 'not contacted: per-host connection rate limit reached');
@@ -255,7 +255,7 @@ class DomainProbe {
       return 'next-host';
     }
     if (!cached) this.newConnections += 1;
-    const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: Date.now() };
+    const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: performance.now() };
     const session = connection.session;
     this.session = session;
     this.connection = connection;
@@ -266,7 +266,7 @@ class DomainProbe {
     const restore = cached ? this.snapshot() : undefined;
     if (cached) {
       session.resume(this.deadline);
-      session.note(`reusing the connection opened ${Date.now() - connection.openedAt} ms ago (callout ${connection.callouts} on it)`);
+      session.note(`reusing the connection opened ${Math.round(performance.now() - connection.openedAt)} ms ago (callout ${connection.callouts} on it)`);
     }
     let next: Conversation;
     try {
@@ -715,7 +715,7 @@ class DomainProbe {
       port: this.deps.config.port,
       tls: session.tls,
       outcome,
-      durationMs: Date.now() - this.attemptStart,
+      durationMs: Math.round(performance.now() - this.attemptStart),
       transcript: session.transcript.slice(this.transcriptFrom),
     });
     return next;

@@ -306,7 +306,7 @@ describe('SmtpClientSession failures', () => {
   it('lets the deadline win over longer stage timeouts', async (t) => {
     const server = await serve(t, { script: silentGreeting() });
     // A second: the connection must be made within it (a loaded machine may take a while) for the greeting to be the stage that times out.
-    const session = sessionFor(t, server, { timeouts: { ...GENEROUS, greetingMs: 30_000 }, deadline: Date.now() + 1000 });
+    const session = sessionFor(t, server, { timeouts: { ...GENEROUS, greetingMs: 30_000 }, deadline: performance.now() + 1000 });
     const opened = await session.open();
     assert.equal(opened.kind, 'timeout');
     assert.equal(opened.kind === 'timeout' && opened.stage, 'greeting');
@@ -316,8 +316,20 @@ describe('SmtpClientSession failures', () => {
 
   it('times out at once when the deadline has passed', async (t) => {
     const server = await serve(t);
-    const session = sessionFor(t, server, { deadline: Date.now() - 1 });
+    const session = sessionFor(t, server, { deadline: performance.now() - 1 });
     assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'connect', afterMs: 0 });
+  });
+
+  it('the deadline is on the monotonic clock: a wall clock stepped an hour ahead mid-dialogue (NTP, a resumed VM) ends no wait', async (t) => {
+    const realNow = Date.now.bind(Date);
+    // The step comes as the server greets: every wait from then on is measured across it.
+    const server = await serve(t, { script: { greeting: () => {
+      t.mock.method(Date, 'now', () => realNow() + 3_600_000);
+      return '220 mx.callout.test ESMTP';
+    } } });
+    const session = sessionFor(t, server, { deadline: performance.now() + 5000 });
+    assert.deepEqual(await session.open(), { kind: 'ready' }, events(session).join(' | '));
+    assert.equal((await session.mailFrom('')).kind, 'reply');
   });
 
   it('is rejected by a 421 greeting and sends no QUIT', async (t) => {
@@ -871,7 +883,7 @@ describe('SmtpClientSession between callouts', () => {
     const session = sessionFor(t, server);
     await session.open();
     session.park();
-    session.resume(Date.now() + 100);
+    session.resume(performance.now() + 100);
     const started = Date.now();
     const mail = await session.mailFrom('');
     assert.equal(mail.kind, 'timeout');

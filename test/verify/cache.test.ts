@@ -77,6 +77,17 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal((await cache.getDomain('example.org')).catchall?.state, 'accepted');
   });
 
+  it('remembers a domain that refused us with a 4xx only cache.tempfail, one that refused with a 5xx cache.domainNegative', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const cache = new VerificationCache(store, validateConfig({}).cache, clock);
+    await cache.putDomain('busy.example', 'useless', { reason: 'refused-at-greeting', description: '421', reply: { stage: 'greeting', code: 421, enhanced: '4.7.0' }, at: clock.now() });
+    await cache.putDomain('banner.example', 'useless', { reason: 'refused-at-greeting', description: '554', reply: { stage: 'greeting', code: 554, enhanced: '5.7.1' }, at: clock.now() });
+    clock.advance(61_000);
+    assert.equal((await cache.getDomain('busy.example')).useless, undefined, 'a 4xx is temporary');
+    assert.ok((await cache.getDomain('banner.example')).useless, 'a 5xx lasts cache.domainNegative');
+  });
+
   it('decodes a large stored value in linear time', async () => {
     const store = new MemoryStore();
     const cache = new VerificationCache(store, validateConfig({}).cache, new ManualClock());

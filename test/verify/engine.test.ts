@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { MemoryStore } from '../../src/store/memory.js';
 import { StoreError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/log.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -444,6 +445,29 @@ describe('several exchangers', () => {
     assert.ok(Date.now() - started < 10_000, 'the deadline, not the greeting timeout, ended it');
   });
 
+  it('a wall clock stepped an hour ahead during a callout (NTP, a resumed VM) neither times it out nor marks the domain useless', async (t) => {
+    const realNow = Date.now.bind(Date);
+    const w = await make(mxZone({ 'step.test': '127.0.0.2' }), {
+      '127.0.0.2': {
+        ...usersOnly(['alice', 'bob']),
+        // The step comes while the server greets: every wait after it is measured across it.
+        greeting: () => {
+          t.mock.method(Date, 'now', () => realNow() + HOUR);
+          return '220 mx.callout.test ESMTP';
+        },
+      },
+    });
+    const engine = w.engine({ callout: { timeouts: { overall: '20s' } } });
+    const r = await engine.verify('alice@step.test');
+    const other = await engine.verify('bob@step.test');
+    assert.deepEqual(
+      [[r.verdict, r.reason], [other.verdict, other.source]],
+      [['deliverable', 'accepted'], ['deliverable', 'probe']],
+      `${r.description} / ${other.description}`,
+    );
+    assert.ok(r.durationMs < 20_000, `durationMs ${r.durationMs} measures the callout, not the step`);
+  });
+
   it('a refused connection is unknown unreachable', async () => {
     const w = await make({ ...mxZone({ 'down.test': '127.0.0.9' }) }, { '127.0.0.2': acceptAll() });
     const r = await w.engine().verify('alice@down.test');
@@ -613,6 +637,21 @@ describe('DNS outcomes', () => {
     assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], 'the domain is not remembered as timing out');
   });
 
+  it('a wall clock stepped an hour back while waiting on another process\'s lock does not stretch the wait by the step', { timeout: 30_000 }, async (t) => {
+    const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice']) });
+    const store = new MemoryStore({ clock: w.clock });
+    assert.ok(await store.setIfAbsent('lock:alice@held.test', '0', 60_000));
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '300ms' } } }, store);
+    const realNow = Date.now.bind(Date);
+    // Once the wait has begun: its end (overall + 5 s) was set by the clock before the step.
+    const step = setTimeout(() => t.mock.method(Date, 'now', () => realNow() - HOUR), 200);
+    t.after(() => clearTimeout(step));
+    const started = performance.now();
+    const r = await engine.verify('alice@held.test');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout'], r.description);
+    assert.ok(performance.now() - started < 20_000, 'the lock\'s lifetime, not an hour more');
+  });
+
   it('address literals are probed directly', async () => {
     const w = await make({}, { '127.0.0.2': usersOnly(['alice']) });
     const r = await w.engine().verify('alice@[127.0.0.2]');
@@ -690,6 +729,52 @@ describe('cache', () => {
     assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
     await engine.idle();
     assert.equal(asked(), 3, 'refreshed again once cache.tempfail has passed');
+  });
+
+  it('a background refresh that fails (a store outage) is logged at warn, once a minute however often it fails', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    let down = false;
+    class Outage extends MemoryStore {
+      override increment(key: string, by: number, ttlMs: number): Promise<number> {
+        return down ? Promise.reject(new StoreError('increment failed: database or disk is full')) : super.increment(key, by, ttlMs);
+      }
+    }
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const engine = w.engine({}, new Outage({ clock: w.clock }), log);
+    assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
+    w.clock.advance(13 * HOUR);
+    down = true;
+    const refreshFails = async (): Promise<void> => {
+      const r = await engine.verify('alice@real.test');
+      assert.deepEqual([r.verdict, r.stale], ['deliverable', true]);
+      await engine.idle();
+    };
+    await refreshFails();
+    await refreshFails();
+    w.clock.advance(61_000);
+    await refreshFails();
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg, l.address, l.error, l.repeatsNotLogged]),
+      [
+        [40, 'background refresh of a stale answer failed', 'alice@real.test', 'STORE_UNAVAILABLE: increment failed: database or disk is full', undefined],
+        [40, 'background refresh of a stale answer failed', 'alice@real.test', 'STORE_UNAVAILABLE: increment failed: database or disk is full', 1],
+      ],
+    );
+  });
+
+  it('a catch-all lock that cannot be let go is logged at warn; the verdict stands', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    class NoDelete extends MemoryStore {
+      override delete(key: string): Promise<void> {
+        return key.startsWith('lock-catchall:') ? Promise.reject(new StoreError('delete failed: connection lost')) : super.delete(key);
+      }
+    }
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const r = await w.engine({}, new NoDelete({ clock: w.clock }), log).verify('alice@real.test');
+    assert.equal(r.verdict, 'deliverable');
+    assert.deepEqual(lines.map((l) => [l.level, l.msg, l.domain, l.error]), [[40, 'catch-all lock not released', 'real.test', 'STORE_UNAVAILABLE: delete failed: connection lost']]);
   });
 
   it('verifyNow answers what the address and domain records know at once, and leaves the rest to verify()', async () => {
@@ -1215,6 +1300,10 @@ describe('cache lifetimes', () => {
     assert.equal(last.verdict, 'deliverable');
     await engine.idle();
     w.clock.advance(1);
+    // The refresh's 421 at the greeting is kept on the domain for cache.tempfail: not asked again at once.
+    const refused = await engine.verify('alice@real.test');
+    assert.deepEqual([refused.source, refused.verdict], ['domain-cache', 'unknown']);
+    w.clock.advance(60_000);
     const expired = await engine.verify('alice@real.test');
     assert.equal(expired.source, 'probe');
     assert.equal(expired.verdict, 'unknown', 'a failed probe answers for itself once the record is gone');

@@ -16,6 +16,7 @@ import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import { CachingResolver } from '../../src/dns/cache.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
+import type { Logger } from '../../src/core/log.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer, Zone } from '../support/dns-server.js';
@@ -27,7 +28,7 @@ export interface World {
   smtp: Map<string, SmtpTestServer>;
   port: number;
   clock: ManualClock;
-  engine(overrides?: Record<string, unknown>, store?: Store): CalloutEngine;
+  engine(overrides?: Record<string, unknown>, store?: Store, log?: Logger): CalloutEngine;
   config(overrides?: Record<string, unknown>): Config;
   connections(host: string): number;
   commands(host: string): string[];
@@ -62,13 +63,13 @@ export async function world(zone: Zone, servers: Record<string, Partial<SmtpScri
     port,
     clock,
     config,
-    engine(overrides = {}, store) {
+    engine(overrides = {}, store, log) {
       const s = store ?? new MemoryStore({ clock });
       stores.push(s);
       // The DNS server in this process answers at once, but a loaded machine may not run it at
       // once: 2 s, as the dns tests give, before a lookup counts as failed.
       const resolver = new CachingResolver(createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 }), { clock });
-      const engine = new CalloutEngine(config(overrides), { resolver, store: s, clock, random: () => 0 });
+      const engine = new CalloutEngine(config(overrides), { resolver, store: s, clock, random: () => 0, ...(log ? { log } : {}) });
       engines.push(engine);
       return engine;
     },

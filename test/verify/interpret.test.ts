@@ -84,6 +84,19 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
     assert.equal(classifyRcpt(reply(451, '4.3.0 Temporary failure')), 'tempfail');
   });
+
+  it('reads the short words about us (HELO, RBL, rDNS, DNSBL) only as words, not inside the address the reply quotes', () => {
+    assert.equal(classifyRcpt(reply(550, '<thelonious@x.test>: Recipient address rejected: User unknown')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '<marble@x.test>: User unknown')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, 'No such user: rblack@x.test')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, 'Helo command rejected: need fully-qualified hostname')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'Listed in RBLs, see rbl.example')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'No rDNS for your address')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'HELO/EHLO name invalid')), 'refused');
+    // At MAIL FROM:<>, a refusal of our client is not one of the null sender.
+    assert.equal(refusesNullSender(reply(550, 'Rejected: listed in RBLs')), false);
+    assert.equal(refusesNullSender(reply(550, '<> refused, ask postmaster@thelonious.test')), true);
+  });
 });
 
 describe('classifyVrfy', () => {

@@ -366,3 +366,51 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
     assert.equal((await ask()).result, 'in-progress', 'remembered for a day');
   });
 });
+
+describe('sender-callout: one callout per sender, however many recipients and retries', () => {
+  it('the RCPTs of one message, asked at once and again after "in progress", make one connection to the sender\'s exchanger', async () => {
+    const dns = await startDnsServer(mxZone({ 'slowmx.test': '127.0.0.34' }));
+    // Slower than the stage's deadline, so that the first answers are "in progress".
+    const [mx] = await startSmtpServers(['127.0.0.34'], () => ({ ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) }));
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
+    const config = validateConfig({
+      callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: '2s', greeting: '2s', command: '2s', rcpt: '2s', overall: '4s' } },
+    });
+    const engine = new CalloutEngine(config, { resolver, store, clock });
+    cleanups.push(async () => {
+      await engine.idle();
+      await mx!.close();
+      await dns.close();
+    });
+    const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+    const ask = (sender: string, recipient: string) => {
+      const parsed = parseMailbox(sender);
+      assert.ok(parsed.ok);
+      return stage.evaluate({
+        attributes: {},
+        state: 'RCPT',
+        clientAddress: '192.0.2.7',
+        clientName: 'unknown',
+        heloName: 'mail.slowmx.test',
+        senderText: sender,
+        sender: { kind: 'mailbox', mailbox: parsed.value },
+        recipientText: recipient,
+        instance: 'msg-1',
+        earlier: new Map<string, StageVerdict>(),
+        deadline: clock.now() + 100,
+        clock,
+      });
+    };
+    const first = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((r) => ask('bob@slowmx.test', `${r}@receiver.test`)));
+    assert.ok(first.every((v) => v.result === 'in-progress'), first.map((v) => v.result).join());
+    // The sending server retries, with the sender's domain in another letter case.
+    const again = await ask('bob@SLOWMX.test', 'a@receiver.test');
+    assert.ok(['in-progress', 'deliverable'].includes(again.result), again.result);
+    await engine.idle();
+    const later = await Promise.all(['a', 'b'].map((r) => ask('bob@SlowMX.Test', `${r}@receiver.test`)));
+    assert.deepEqual(later.map((v) => v.result), ['deliverable', 'deliverable']);
+    assert.equal(mx!.connectionCount, 1);
+  });
+});

@@ -1,0 +1,263 @@
+// The promises of responsible callouts, checked over real loopback sockets on every path that
+// reaches an exchanger: what is refused as a target, what is sent (and what never is), and the
+// limits and caches that keep one domain's or one server's load bounded.
+import { describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { CachingResolver } from '../../src/dns/cache.js';
+import { createNodeResolver } from '../../src/dns/node-resolver.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import type { Store } from '../../src/store/types.js';
+import type { Dialer } from '../../src/smtp/types.js';
+import { CalloutEngine } from '../../src/verify/engine.js';
+import { Politeness } from '../../src/verify/politeness.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { acceptAll, dropAfterRset, pathOf, pipelining, refuseNullSender, rejectEhlo, rejectGreeting, usersOnly } from '../support/smtp-server.js';
+import { mxZone, worldMaker, type World } from './fixture.js';
+
+const make = worldMaker();
+
+/** Every connection the engine opens, and the most open at once to each address. */
+interface Dialled {
+  hosts: string[];
+  maxOpen: Map<string, number>;
+}
+
+/** An engine of the world whose dialer records every connection it opens. */
+function recordingEngine(t: TestContext, w: World, overrides: Record<string, unknown>, store?: Store): { engine: CalloutEngine; dialled: Dialled } {
+  const dialled: Dialled = { hosts: [], maxOpen: new Map() };
+  const open = new Map<string, number>();
+  const dialer: Dialer = ({ host, port }) => {
+    dialled.hosts.push(host);
+    const now = (open.get(host) ?? 0) + 1;
+    open.set(host, now);
+    dialled.maxOpen.set(host, Math.max(now, dialled.maxOpen.get(host) ?? 0));
+    const socket = net.connect({ host, port });
+    // Open until it closes or says QUIT, whose 221 a callout does not wait for (Postfix's
+    // smtp_skip_quit_response): the server's end of such a connection is closing already.
+    let counted = true;
+    const done = (): void => {
+      if (counted) open.set(host, (open.get(host) ?? 1) - 1);
+      counted = false;
+    };
+    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (/(^|\r\n)QUIT\r\n$/.test(String(chunk))) done();
+      return write(chunk, ...rest);
+    }) as typeof socket.write;
+    socket.once('close', done);
+    return socket;
+  };
+  const resolver = new CachingResolver(createNodeResolver({ servers: [w.dns.address], timeoutMs: 2000, tries: 1 }), { clock: w.clock });
+  const s = store ?? new MemoryStore({ clock: w.clock });
+  const engine = new CalloutEngine(w.config(overrides), { resolver, store: s, clock: w.clock, dialer, random: () => 0 });
+  t.after(async () => {
+    await engine.idle();
+    if (!store) await s.close();
+  });
+  return { engine, dialled };
+}
+
+describe('targets: private and loopback exchangers are refused unless allowTargets names them', () => {
+  it('an exchanger with a public-looking and a private address is asked only at the allowed one; every private form is refused without a connection', async (t) => {
+    const zone = {
+      // One exchanger name, a private address beside the allowed loopback one.
+      ...mxZone({ 'mixed.test': ['127.0.0.140'] }),
+      'mx1.mixed.test': { A: ['10.0.0.1', '127.0.0.140'] },
+      ...mxZone({
+        'mapped10.test': '::ffff:10.0.0.1',
+        'mapped10hex.test': '::ffff:a00:1',
+        'unspec.test': '0.0.0.0',
+        'unspec6.test': '::',
+        'nat64.test': '64:ff9b::a00:1',
+        '6to4.test': '2002:a00:1::1',
+        'linklocal.test': '169.254.1.1',
+        'ula.test': 'fd00::1',
+      }),
+      // The exchange written as an IP address (Postfix delivers to it).
+      'numeric.test': { MX: [{ priority: 10, exchange: '10.0.0.1' }] },
+      'numeric6.test': { MX: [{ priority: 10, exchange: '::ffff:10.0.0.1' }] },
+    };
+    const w = await make(zone, { '127.0.0.140': usersOnly(['alice']) });
+    const { engine, dialled } = recordingEngine(t, w, { callout: { allowTargets: ['127.0.0.0/8'] } });
+    const mixed = await engine.verify('alice@mixed.test');
+    assert.equal(mixed.verdict, 'deliverable', mixed.description);
+    const refusedFirst = mixed.attempts.find((a) => a.address === '10.0.0.1');
+    assert.ok(refusedFirst, 'the private address is in the attempts');
+    assert.match(refusedFirst.outcome, /not contacted: 10\.0\.0\.1 is a private address/);
+    for (const address of [
+      'alice@mapped10.test',
+      'alice@mapped10hex.test',
+      'alice@unspec.test',
+      'alice@unspec6.test',
+      'alice@nat64.test',
+      'alice@6to4.test',
+      'alice@linklocal.test',
+      'alice@ula.test',
+      'alice@numeric.test',
+      'alice@numeric6.test',
+      'alice@[10.0.0.1]',
+      'alice@[0.0.0.0]',
+      'alice@[IPv6:::ffff:10.0.0.1]',
+      'alice@[IPv6:::ffff:127.0.0.1]',
+      'alice@[IPv6:64:ff9b::7f00:1]',
+    ]) {
+      const r = await (address.includes('127.0.0.1') || address.includes('7f00') ? recordingEngine(t, w, { callout: { allowTargets: [] } }).engine : engine).verify(address);
+      assert.deepEqual([r.verdict, r.reason], ['unknown', 'target-refused'], `${address}: ${r.description}`);
+    }
+    assert.deepEqual(dialled.hosts, ['127.0.0.140'], 'only the allowed address was dialled');
+  });
+
+  it('an allow-list entry of an IPv4 network lifts the refusal of that network only, not of an IPv6 form embedding another private address', () => {
+    const clock = new ManualClock();
+    const politeness = new Politeness({
+      clock,
+      concurrency: 1,
+      perHostConcurrency: 1,
+      perDomainPerMinute: 1,
+      perHostConnectionsPerMinute: 1,
+      allowTargets: ['127.0.0.0/8'],
+      store: new MemoryStore({ clock }),
+      keyPrefix: '',
+    });
+    assert.equal(politeness.targetRefusal('127.0.0.5'), undefined);
+    for (const ip of ['10.0.0.1', '192.168.1.1', '172.16.0.1', '100.64.0.1', '0.0.0.0', '::', '::1', '64:ff9b::a00:1', '2002:a00:1::1', 'fe80::1', '224.0.0.1', '255.255.255.255']) {
+      assert.ok(politeness.targetRefusal(ip), `${ip} is refused`);
+    }
+  });
+});
+
+describe('identification: what a callout sends', () => {
+  /** Every command the server got is one a callout may send, named as configured. */
+  function assertOnlyCalloutCommands(commands: string[], helo: string, senders: string[]): void {
+    for (const command of commands) {
+      const verb = command.split(/[ :]/)[0]!.toUpperCase();
+      assert.ok(['EHLO', 'HELO', 'MAIL', 'RCPT', 'RSET', 'QUIT'].includes(verb), `unexpected command ${command}`);
+      if (verb === 'EHLO' || verb === 'HELO') assert.equal(command, `${verb} ${helo}`);
+      if (verb === 'MAIL') assert.ok(senders.includes(pathOf(command.slice(5))), `MAIL FROM ${command}`);
+    }
+  }
+
+  it('EHLO (and HELO when EHLO is refused) names callout.helo, MAIL FROM:<> by default, never VRFY or DATA, on the random and postmaster probes too', async () => {
+    const w = await make(mxZone({ 'plain.test': '127.0.0.141', 'old.test': '127.0.0.142', 'piped.test': '127.0.0.143' }), {
+      '127.0.0.141': usersOnly(['alice', 'postmaster']),
+      '127.0.0.142': { ...rejectEhlo(), ...usersOnly(['alice', 'postmaster']) },
+      '127.0.0.143': { ...pipelining(), ...usersOnly(['alice', 'postmaster']) },
+    });
+    const engine = w.engine({ callout: { postmasterProbe: 'fullpostmaster', tls: 'off' } });
+    const results = await engine.verifyMany(['alice@plain.test', 'nobody@plain.test', 'alice@old.test', 'alice@piped.test', 'bob@piped.test']);
+    assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'undeliverable', 'deliverable', 'deliverable', 'undeliverable']);
+    for (const host of ['127.0.0.141', '127.0.0.142', '127.0.0.143']) {
+      const commands = w.commands(host);
+      assert.ok(commands.some((c) => /^RCPT TO:<callout-[a-z0-9]{12}@/.test(c)), `${host}: the random probe ran`);
+      assertOnlyCalloutCommands(commands, 'verifier.callout.test', ['']);
+    }
+    assert.ok(w.commands('127.0.0.142').includes('HELO verifier.callout.test'));
+  });
+
+  it('the fallback sender is used only after MAIL FROM:<> is refused, and nothing else is sent', async () => {
+    const w = await make(mxZone({ 'nobounce.test': '127.0.0.144' }), { '127.0.0.144': { ...refuseNullSender(), ...usersOnly(['alice']) } });
+    const engine = w.engine({ callout: { fallbackSender: 'verify@callout.test', tls: 'off' } });
+    const r = await engine.verify('alice@nobounce.test');
+    assert.equal(r.reason, 'null-sender-refused');
+    const commands = w.commands('127.0.0.144');
+    assert.equal(pathOf(commands.find((c) => c.startsWith('MAIL'))!.slice(5)), '', 'the null sender first');
+    assertOnlyCalloutCommands(commands, 'verifier.callout.test', ['', 'verify@callout.test']);
+  });
+});
+
+describe('caches: no second probe of what is known', () => {
+  it('the address cache answers the same address with its domain in another letter case', async () => {
+    const w = await make(mxZone({ 'case.test': '127.0.0.145' }), { '127.0.0.145': usersOnly(['alice']) });
+    const engine = w.engine({ callout: { connectionCache: { enabled: false } } });
+    assert.equal((await engine.verify('alice@case.test')).verdict, 'deliverable');
+    for (const address of ['alice@CASE.TEST', 'alice@Case.Test', '<alice@CASE.test>']) {
+      const r = await engine.verify(address);
+      assert.deepEqual([r.verdict, r.source], ['deliverable', 'address-cache'], address);
+    }
+    assert.equal(w.connections('127.0.0.145'), 1);
+  });
+
+  it('a domain that refused us at the greeting with a 5xx is not asked again for another address within cache.domainNegative', async () => {
+    const w = await make(mxZone({ 'banner.test': '127.0.0.146' }), { '127.0.0.146': rejectGreeting(554) });
+    const engine = w.engine();
+    assert.equal((await engine.verify('alice@banner.test')).reason, 'refused-at-greeting');
+    const again = await engine.verify('BOB@BANNER.TEST');
+    assert.equal(again.source, 'domain-cache');
+    assert.equal(w.connections('127.0.0.146'), 1);
+  });
+
+  it('a domain that refused us with a 4xx at the greeting or at MAIL is not asked again for another address within cache.tempfail', async () => {
+    const w = await make(mxZone({ 'busy.test': '127.0.0.147', 'later.test': '127.0.0.148' }), {
+      '127.0.0.147': rejectGreeting(421),
+      '127.0.0.148': { mail: () => '451 4.7.1 Service unavailable - try again later' },
+    });
+    const engine = w.engine();
+    assert.equal((await engine.verify('alice@busy.test')).reason, 'refused-at-greeting');
+    assert.equal((await engine.verify('alice@later.test')).reason, 'refused-at-mail');
+    await engine.verify('bob@busy.test');
+    await engine.verify('bob@later.test');
+    assert.equal(w.connections('127.0.0.147'), 1, 'no second connection to a server that said 421 at the greeting');
+    assert.equal(w.connections('127.0.0.148'), 1, 'no second connection to a server that deferred MAIL FROM');
+  });
+
+  it('stale answers refreshed in the background keep to the per-domain rate', async () => {
+    const w = await make(mxZone({ 'stale.test': '127.0.0.149' }), { '127.0.0.149': usersOnly(['a', 'b', 'c', 'd']) });
+    const engine = w.engine({ limits: { perDomainPerMinute: 1 }, callout: { connectionCache: { enabled: false } } });
+    for (const user of ['a', 'b', 'c', 'd']) {
+      assert.equal((await engine.verify(`${user}@stale.test`)).verdict, 'deliverable');
+      w.clock.advance(61_000);
+    }
+    assert.equal(w.connections('127.0.0.149'), 4);
+    // Past the refresh age (12 h) every answer is stale: four refreshes asked for in one minute.
+    w.clock.advance(13 * 3_600_000);
+    for (const user of ['a', 'b', 'c', 'd']) {
+      const r = await engine.verify(`${user}@stale.test`);
+      assert.deepEqual([r.verdict, r.stale], ['deliverable', true]);
+    }
+    await engine.idle();
+    assert.equal(w.connections('127.0.0.149'), 5, 'one refresh in that minute');
+  });
+
+  it('a stale answer is not refreshed at a domain known to greylist us', async () => {
+    const w = await make(mxZone({ 'grey.test': '127.0.0.153' }), {
+      '127.0.0.153': { rcpt: (arg) => (/^<?alice@/i.test(pathOf(arg)) ? '250 2.1.5 Ok' : /callout-/.test(arg) ? '550 5.1.1 no such user' : '450 4.7.1 Greylisted, try again later') },
+    });
+    const engine = w.engine({ callout: { connectionCache: { enabled: false } } });
+    assert.equal((await engine.verify('alice@grey.test')).verdict, 'deliverable');
+    w.clock.advance(13 * 3_600_000);
+    assert.equal((await engine.verify('carol@grey.test')).reason, 'greylisted');
+    assert.equal(w.connections('127.0.0.153'), 2);
+    const stale = await engine.verify('alice@grey.test');
+    assert.deepEqual([stale.verdict, stale.stale], ['deliverable', true]);
+    await engine.idle();
+    assert.equal(w.connections('127.0.0.153'), 2, 'the refresh was answered by the greylist record');
+  });
+});
+
+describe('limits on every path', () => {
+  it('verifyMany of more addresses than one connection takes never opens more connections to one exchanger at once than perHostConcurrency', async (t) => {
+    const users = Array.from({ length: 9 }, (_, i) => `u${i}`);
+    const w = await make(mxZone({ 'many.test': '127.0.0.150' }), { '127.0.0.150': { ...usersOnly(users), greeting: () => ({ reply: '220 slow', delayMs: 200 }) } });
+    const { engine, dialled } = recordingEngine(t, w, { limits: { perHostConcurrency: 1, addressesPerConnection: 3 } });
+    const results = await engine.verifyMany(users.map((u) => `${u}@many.test`));
+    assert.ok(results.every((r) => r.verdict === 'deliverable' || r.reason === 'rate-limited'), results.map((r) => r.reason).join());
+    assert.equal(dialled.maxOpen.get('127.0.0.150'), 1);
+  });
+
+  it('reconnects (a server that drops us after RSET) count against perHostConnectionsPerMinute', async (t) => {
+    const w = await make(mxZone({ 'dropping.test': '127.0.0.151' }), { '127.0.0.151': { ...dropAfterRset(), ...usersOnly(['alice']) } });
+    const { engine, dialled } = recordingEngine(t, w, { limits: { perHostConnectionsPerMinute: 1 }, callout: { connectionCache: { enabled: false } } });
+    await engine.verify('alice@dropping.test');
+    await engine.verify('bob@dropping.test');
+    assert.equal(dialled.hosts.length, 1, `connections: ${dialled.hosts.join()}`);
+  });
+
+  it('many concurrent callouts to one catch-all domain ask its exchanger once', async (t) => {
+    const w = await make(mxZone({ 'catchall.test': '127.0.0.152' }), { '127.0.0.152': acceptAll() });
+    const { engine, dialled } = recordingEngine(t, w, {});
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => engine.verify(`user${i}@catchall.test`)));
+    assert.ok(results.every((r) => r.reason === 'catch-all'));
+    assert.equal(dialled.hosts.length, 1);
+  });
+});
