@@ -7,6 +7,7 @@
  *   callout verify [options] ADDRESS...      verify addresses by SMTP callout
  *   callout config check FILE                validate a configuration file
  *   callout config print [--config FILE]     show the effective configuration with defaults
+ *                                            (secrets as ***)
  *   callout serve | spf | senderid | greylist | batv | srs | verp | bounce | rewrite
  *                                            registered by cli/serve, cli/spf, cli/greylist
  *                                            and cli/rewrite, whose headers document them
@@ -29,6 +30,8 @@ import { coalescingDestination, createLogger } from '../core/log.js';
 import { loadConfig, readConfigFile } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import { formatDuration } from '../config/duration.js';
+import { maskPassword } from '../store/redis-url.js';
+import { HIDDEN_SECRET } from '../core/text.js';
 import { exitCodeFor } from './exit-status.js';
 import { runVerify } from './verify.js';
 import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
@@ -97,13 +100,19 @@ export function buildProgram(): Command {
     SERVICE_CACHE_DEFAULT,
   ).action((flags: EngineFlags) => {
     const effective = loadConfig(flags.config, engineOverrides(flags));
-    process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, durationsAsText))));
+    process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, printable))));
   });
   return program;
 }
 
-/** Durations are stored in milliseconds; show them as written in the file. */
-function durationsAsText(this: unknown, key: string, value: unknown): unknown {
+/**
+ * Secrets as `***`: the output is pasted into tickets and mails, and an operator allowed to run
+ * the command need not be one allowed to read the secrets (a BATV stage's `secret`, a password in
+ * `store.url`). Durations are stored in milliseconds; they are shown as written in the file.
+ */
+function printable(this: unknown, key: string, value: unknown): unknown {
+  if (key === 'secret' && typeof value === 'string') return HIDDEN_SECRET;
+  if (key === 'url' && typeof value === 'string') return maskPassword(value);
   const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge|Time|Interval|[Ss]leep)$/;
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
 }

@@ -29,7 +29,8 @@
  *   `rewrite serve` runs the lookup services for Postfix until SIGINT/SIGTERM: one socketmap
  *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
  *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
- *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002.
+ *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002. A TCP
+ *   listener other hosts can reach is logged as a warning: it signs for whoever connects.
  *   Postfix configuration: README.md ("BATV, SRS, VERP and bounces").
  *
  *   `bounce record` reads a bounce as delivered to RCPT (the bounce's envelope recipient) and
@@ -50,7 +51,7 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { formatListenAddress, parseListenAddress, type ListenAddress } from '../core/listen.js';
+import { formatListenAddress, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { shown, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
@@ -543,6 +544,9 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
           const bound = await p.server.listen(p.target);
           started.push(p);
           io.out.write(`${p.label} listening on ${formatListenAddress(bound)}\n`);
+          if (reachableFromNetwork(bound)) {
+            log.warn({ listener: p.label, listen: formatListenAddress(bound) }, 'listener is reachable from other hosts: any of them can have addresses signed and rewritten with the secrets (valid BATV tags, SRS addresses); listen on 127.0.0.1, [::1] or a UNIX socket, or firewall the port to the mail servers');
+          }
         }
         let done = () => undefined as void;
         const stopped = new Promise<void>((resolve) => (done = resolve));

@@ -8,8 +8,9 @@
  * DESCRIPTION
  *   Starts with sane defaults and no configuration file: policy listener on 127.0.0.1:10040,
  *   SQLite store under the data directory (/var/lib/callout), metrics on 127.0.0.1:10041, JSON
- *   logs on stdout. Flags override the file. SIGHUP reloads the file; SIGTERM and SIGINT drain
- *   and exit.
+ *   logs on stdout. What it creates (the data directory, the store's files, a metrics socket) is
+ *   kept from other users: 027 is added to the umask. Flags override the file. SIGHUP reloads
+ *   the file; SIGTERM and SIGINT drain and exit.
  *   With policy.workers (--workers) above 1 this process supervises that many worker
  *   processes (policy/workers), each of which runs this same command as a policy worker;
  *   their log lines carry a `worker` field.
@@ -59,6 +60,7 @@ export function registerServeCommand(program: Command): void {
       .option('--idle-poll <micros>', 'after answering, poll this many microseconds for the next request before sleeping (adaptive; 0: off; default 200, 0 on a one-CPU machine)'),
     SERVICE_CACHE_DEFAULT,
   ).action(async (flags: ServeFlags) => {
+    withholdFromOthers();
     const overrides = serveOverrides(flags);
     const config = loadConfig(flags.config, overrides);
     const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
@@ -86,6 +88,19 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     }
   });
+}
+
+const SERVE_UMASK = 0o027;
+
+/**
+ * Adds 027 to the umask. The store holds senders' and recipients' addresses: started from a
+ * shell (umask 022), the data directory it created was 0755 and the SQLite file, its WAL and
+ * shared-memory files 0644, readable by every user of the host. systemd's unit sets
+ * UMask=0027 as well; a stricter umask is kept. Worker processes inherit it.
+ */
+function withholdFromOthers(): void {
+  const previous = process.umask(SERVE_UMASK);
+  process.umask(previous | SERVE_UMASK);
 }
 
 /**

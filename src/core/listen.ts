@@ -8,16 +8,18 @@
  *   binds a server there, for every listener of the project (policy, metrics, rewrite maps);
  *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
  *   socket path an earlier run left, before binding it, but never one a live server still has.
+ *   reachableFromNetwork() says whether a bound listener is open to other hosts.
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
  */
 
 import { existsSync, lstatSync } from 'node:fs';
-import { lstat, rm } from 'node:fs/promises';
+import { lstat, rm, unlink } from 'node:fs/promises';
 import net, { type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { ConfigError, ListenUnavailableError, abbreviate, describeError } from './errors.js';
+import { classifyAddress } from './ip.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -54,6 +56,16 @@ export function boundAddress(server: Server): ListenAddress | undefined {
   const bound = server.address();
   if (bound === null) return undefined;
   return typeof bound === 'string' ? { kind: 'unix', path: bound } : { kind: 'tcp', host: bound.address, port: bound.port };
+}
+
+/**
+ * Whether a bound listener takes connections from other hosts: a TCP address other than
+ * loopback, 0.0.0.0 and :: (every interface) among them. None of the project's listeners asks
+ * who connects (Postfix's own policy services, postgrey among them, default to loopback or a
+ * UNIX socket), so each logs a warning at start when this holds.
+ */
+export function reachableFromNetwork(bound: ListenAddress): boolean {
+  return bound.kind === 'tcp' && classifyAddress(bound.host) !== 'loopback';
 }
 
 /** The address is not on any interface yet; the name could not be resolved for now. */
@@ -117,7 +129,14 @@ export async function removeStaleSocket(path: string): Promise<void> {
   }
   if (!stats.isSocket()) throw new ConfigError(`cannot listen on ${path}: it exists and is not a socket`);
   if (await socketAnswers(path)) throw new ConfigError(`cannot listen on ${path}: another server is listening there`);
-  await rm(path, { force: true });
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    // A directory this user may not write (a socket left by another user, a sticky /tmp): a
+    // mistake in the setup, which restarting (exit 70 under Restart=on-failure) cannot mend.
+    throw new ConfigError(`cannot listen on ${path}: cannot remove the socket an earlier run left there: ${describeError(err)}`, { cause: err });
+  }
 }
 
 export async function removeIfSocket(path: string): Promise<void> {

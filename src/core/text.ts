@@ -14,6 +14,10 @@
  *   escapeDisplayControls writes them as \uXXXX, and shownJson(value), what every --json output prints, is
  *   JSON with them so escaped.
  *
+ *   HIDDEN_SECRET is what logs, errors and `config print` show in place of a secret (a BATV
+ *   key, a Redis password); where a secret is read it is refused, so a printed configuration
+ *   read back fails naming the key instead of signing or logging in with "***".
+ *
  *   MAX_HEADER_LINE is the longest header field callout hands Postfix: PREPEND takes one
  *   unfolded line, and RFC 5322 §2.1.1 allows 998 characters before the CRLF (a margin is kept).
  */
@@ -22,6 +26,8 @@
 export const CONTROL_CHARACTER = /[\x00-\x1f\x7f]/;
 
 export const MAX_HEADER_LINE = 990;
+
+export const HIDDEN_SECRET = '***';
 
 export const DISPLAY_CONTROL = /[\x80-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
 const DISPLAY_CONTROLS = new RegExp(DISPLAY_CONTROL.source, 'g');

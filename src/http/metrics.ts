@@ -5,15 +5,18 @@
  * DESCRIPTION
  *   GET /metrics  Prometheus text format: policy decisions by action and stage, decision
  *                 latency, callouts by verdict and source (cache hit ratio), callouts skipped
- *                 because cheaper evidence sufficed, the callout connection cache (parked,
- *                 reused, retired), stage faults, expired store entries purged, the stages'
- *                 own counters (greylist, tarpit, ratelimit, batv), the time spent polling for
- *                 the next request after an answer and the requests it caught, process metrics.
+ *                 because cheaper evidence sufficed, call-forward callouts by verdict and
+ *                 source (a counter of their own: the hit ratio above is the sender
+ *                 callouts'), the callout connection cache (parked, reused, retired), stage
+ *                 faults, expired store entries purged, the stages' own counters (greylist,
+ *                 tarpit, ratelimit, batv), the time spent polling for the next request
+ *                 after an answer and the requests it caught, process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
  *                 it does not, or not within METRICS_HEALTH_TIMEOUT_MS (the daemon still
  *                 answers Postfix then, by policy.faultAction).
- *   The listener belongs on loopback (metrics.listen): it has no authentication. It shares the
- *   process's file descriptors with the policy listener, so it takes at most
+ *   The listener belongs on loopback (metrics.listen): it has no authentication, and one other
+ *   hosts can reach is logged as a warning at start. It shares the process's file descriptors
+ *   with the policy listener, so it takes at most
  *   METRICS_MAX_CONNECTIONS connections at once and gives a request METRICS_REQUEST_TIMEOUT_MS
  *   to arrive whole: without those, connections that never finish their headers (Node's own
  *   bounds are a minute and more) filled the descriptor table, and Postfix's policy
@@ -40,7 +43,7 @@ import { removeStaleSocket } from '../core/listen.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { settleWithin } from '../core/clock.js';
-import { boundAddress, formatListenAddress, listenOn, parseListenAddress } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork } from '../core/listen.js';
 
 /**
  * From a cached answer (0.1 ms or less) to the decision deadline (policy.decisionTimeout, 6 s):
@@ -55,6 +58,7 @@ const DECISION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
  */
 const STAGE_COUNTER_HELP: Readonly<Record<string, string>> = {
   callouts_skipped: 'Sender callouts not made because cheaper evidence sufficed (reason spf-pass)',
+  callforward_verifications: 'Recipient call-forward verdicts by verdict and where the answer came from (probe, address-cache, domain-cache, none); apart from callout_verifications_total, whose cache hit ratio is the sender callouts\'',
   greylist: 'Greylist verdicts: deferrals by reason (new, early-retry, window-expired) and passes (passed, auto-allowed, whitelisted, skipped, none)',
   tarpit: 'Tarpit actions: answers delayed, clients refused at the hard limit, hard limit reached in warn mode (warned)',
   ratelimit: 'Rate limits exceeded, by limit name and what was done (deferred, warned)',
@@ -251,6 +255,9 @@ export async function startMetricsServer(
   // An accept that fails after listening (ENOBUFS, EPERM) is an 'error' event: unheard, it ended the process.
   server.on('error', (err) => limits.log?.error({ listen, error: describeError(err) }, 'metrics listener failed'));
   const bound = boundAddress(server);
+  if (bound && reachableFromNetwork(bound)) {
+    limits.log?.warn({ listen: formatListenAddress(bound) }, 'metrics listener is reachable from other hosts, without authentication (each /health request writes to the store); listen on 127.0.0.1, [::1] or a UNIX socket, or firewall the port');
+  }
   return { server, address: bound ? formatListenAddress(bound) : listen };
 }
 

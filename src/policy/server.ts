@@ -24,7 +24,9 @@
  *   A UNIX socket path left behind by an earlier run is removed before binding, but only if it
  *   is a socket and a connection to it is refused (a live server there, even one too busy to
  *   take a connection, is an error, not something to steal from). The socket gets mode
- *   socketMode (default 0660) and is removed on close.
+ *   socketMode (default 0660) and is removed on close. A TCP listener other hosts can reach
+ *   (0.0.0.0, ::, a public address) and a socket every local user may write (connect to) are
+ *   logged as warnings: nothing here asks who connects.
  *
  * STANDARDS
  *   Postfix SMTPD_POLICY_README; smtpd_policy_service_max_idle (300 s) and
@@ -56,7 +58,7 @@
 import { readFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import net from 'node:net';
-import { boundAddress, formatListenAddress, listenOn, parseListenAddress, removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
@@ -205,6 +207,13 @@ export class PolicyServer {
     if (this.endpoint.kind === 'unix') {
       this.ownsSocketPath = !this.sharedListener;
       await chmod(this.endpoint.path, this.socketMode);
+      // Connecting to a UNIX socket takes write permission on it.
+      if (this.socketMode & 0o002) {
+        this.context.log.warn(
+          { listen: this.listenText, socketMode: this.socketMode.toString(8).padStart(4, '0') },
+          'policy socket is writable by all users: any local user can have callout probe addresses of its choosing; give policy.socketMode "0660" and the socket a group Postfix is in',
+        );
+      }
     }
     const bound = boundAddress(server);
     if (!bound) throw new CalloutError('INTERNAL', 'policy listener has no address after listening');
@@ -213,6 +222,12 @@ export class PolicyServer {
       this.context.log.warn(
         { listen: this.boundAddress, ...this.capped, acceptedConnections: this.maxConnections },
         'policy.maxConnections is more than the open-files limit (ulimit -n) leaves room for; taking fewer connections',
+      );
+    }
+    if (reachableFromNetwork(bound)) {
+      this.context.log.warn(
+        { listen: this.boundAddress },
+        'policy listener is reachable from other hosts: any of them can have callout probe addresses of its choosing (and, with policy.acceptTestTime, move its clock); listen on 127.0.0.1, [::1] or a UNIX socket, or firewall the port to the mail servers',
       );
     }
     this.context.log.info({ listen: this.boundAddress }, 'policy server listening');

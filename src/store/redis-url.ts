@@ -15,6 +15,7 @@
  */
 
 import { ConfigError } from '../core/errors.js';
+import { HIDDEN_SECRET } from '../core/text.js';
 
 /** The URL as it may appear in logs: any password replaced by ***. */
 export function maskPassword(url: string): string {
@@ -22,12 +23,12 @@ export function maskPassword(url: string): string {
   const base = query === -1 ? url : url.slice(0, query);
   // Each password parameter masked in one pass: URLSearchParams.set() removes duplicates one
   // splice at a time, quadratic in a query of many (2.6 s for 80,000).
-  const entries = [...new URLSearchParams(query === -1 ? '' : url.slice(query + 1))].map(([name, value]): [string, string] => [name, name === 'password' ? '***' : value]);
+  const entries = [...new URLSearchParams(query === -1 ? '' : url.slice(query + 1))].map(([name, value]): [string, string] => [name, name === 'password' ? HIDDEN_SECRET : value]);
   const search = entries.length > 0 ? `?${new URLSearchParams(entries).toString()}` : '';
   if (base.startsWith('/')) return base + search;
   try {
     const parsed = new URL(base);
-    if (parsed.password !== '') parsed.password = '***';
+    if (parsed.password !== '') parsed.password = HIDDEN_SECRET;
     return parsed.toString().replace(/\/$/, '') + search;
   } catch {
     return '(unparsable redis URL)';
@@ -66,6 +67,9 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
     decodeURIComponent(parsed.password);
   } catch (err) {
     throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
+  }
+  if (decodeURIComponent(parsed.password) === HIDDEN_SECRET || new URLSearchParams(parsed.search).getAll('password').includes(HIDDEN_SECRET)) {
+    throw new ConfigError(`redis store: the password in ${masked} is ${HIDDEN_SECRET}, as config print hides it: put the real password back`);
   }
   const path = parsed.pathname;
   if (!/^\/?\d*$/.test(path)) {

@@ -260,6 +260,30 @@ describe('callout config', () => {
     assert.match(printed.stdout, /sleep: 2s/);
   });
 
+  it('print shows secrets as ***: a BATV secret and the password of store.url', async () => {
+    const file = join(dir, 'secrets.yaml');
+    writeFileSync(
+      file,
+      'store: { kind: redis, url: "redis://:hunter2@127.0.0.1:6379/0?password=hunter3" }\n' +
+        'policy:\n  stages:\n    - { name: batv, domains: [example.org], keys: [{ keynum: 1, secret: topsecret }] }\n',
+    );
+    const { code, stdout, stderr } = await callout(['config', 'print', '-c', file]);
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stdout, /hunter2|hunter3|topsecret/);
+    assert.match(stdout, /url: redis:\/\/:\*\*\*@127\.0\.0\.1:6379\/0\?password=\*\*\*/);
+    assert.match(stdout, /secret: "\*\*\*"/);
+    // Read back, the printed file must not sign with "***" or log in with it: refused, naming why.
+    const printed = join(dir, 'printed.yaml');
+    writeFileSync(printed, stdout);
+    const back = await callout(['config', 'check', printed]);
+    assert.equal(back.code, 78, back.stderr);
+    assert.match(back.stderr, /put the real (secret|password) back/);
+    writeFileSync(printed, stdout.replace(/url: .*\n/, 'url: redis://127.0.0.1:6379/0\n'));
+    const batvOnly = await callout(['config', 'check', printed]);
+    assert.equal(batvOnly.code, 78, batvOnly.stderr);
+    assert.match(batvOnly.stderr, /keys\.0\.secret.*put the real secret back/);
+  });
+
   it('check reports YAML syntax errors with the line', async () => {
     const broken = join(dir, 'broken.yaml');
     writeFileSync(broken, 'callout:\n  helo: [unclosed\n');

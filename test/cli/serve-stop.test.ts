@@ -1,7 +1,7 @@
 // `callout serve` on SIGTERM with a callout still running: after "stopped" the process ends at
 // once, although the callout it gave up still holds a connection to a silent exchanger.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -58,5 +58,26 @@ describe('callout serve stopping', () => {
     // Stopping takes the 10 s drain for the callout; before, the exit came 25 s after the probe began.
     const waited = Date.now() - sent;
     assert.ok(waited < 15_000, `exited ${waited} ms after SIGTERM`);
+  });
+});
+
+describe('callout serve files', () => {
+  it('keeps the data directory and the store files from other users when started with umask 022', async () => {
+    const dataDir = join(dir, 'data', 'store');
+    // As a shell starts it: the child inherits this umask.
+    const umask = process.umask(0o022);
+    let serve;
+    try {
+      serve = await startServeProcess(['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--metrics', '', '--dns-server', dns.address, '--helo', 'verifier.callout.test']);
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      const modes = Object.fromEntries([dataDir, ...readdirSync(dataDir).map((name) => join(dataDir, name))].map((path) => [path, (statSync(path).mode & 0o777).toString(8)]));
+      assert.ok(Object.keys(modes).some((path) => path.endsWith('callout.sqlite-wal')), JSON.stringify(modes));
+      for (const [path, mode] of Object.entries(modes)) assert.equal(Number.parseInt(mode, 8) & 0o007, 0, `${path} has mode ${mode}`);
+    } finally {
+      await serve.stop('SIGTERM');
+    }
   });
 });

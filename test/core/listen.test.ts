@@ -1,14 +1,15 @@
 // Listen addresses as administrators write them: limits, and any input fuzzed; binding to them.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ConfigError, ListenUnavailableError } from '../../src/core/errors.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
-import { listenOn, parseListenAddress, type ListenAddress } from '../../src/core/listen.js';
+import { listenOn, parseListenAddress, reachableFromNetwork, removeStaleSocket, type ListenAddress } from '../../src/core/listen.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 describe('listen addresses', () => {
@@ -41,6 +42,15 @@ describe('listen hosts', () => {
     assert.deepEqual(parseListenAddress('127.0.0:10040'), { ok: false, reason: '"127.0.0" is not an IPv4 address' });
     assert.deepEqual(parseListenAddress('127.0.0.1:10040'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 10040 } });
     assert.deepEqual(parseListenAddress('localhost:10040'), { ok: true, value: { kind: 'tcp', host: 'localhost', port: 10040 } });
+  });
+});
+
+describe('reachableFromNetwork', () => {
+  it('holds for every TCP address but loopback, so that a listener open to the network is warned about', () => {
+    const tcp = (host: string): ListenAddress => ({ kind: 'tcp', host, port: 10040 });
+    for (const host of ['0.0.0.0', '::', '192.0.2.7', '10.0.0.5', '2001:db8::1', 'fe80::1']) assert.equal(reachableFromNetwork(tcp(host)), true, host);
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) assert.equal(reachableFromNetwork(tcp(host)), false, host);
+    assert.equal(reachableFromNetwork({ kind: 'unix', path: '/var/spool/postfix/callout/policy' }), false);
   });
 });
 
@@ -99,6 +109,36 @@ describe('listen addresses in linear time', () => {
       // Generous bound against a quadratic scan, not a speed claim.
       assert.ok(elapsedMs(() => parseListenAddress(text)) < 200, text.slice(0, 10));
       assert.equal(parseListenAddress(text).ok, false);
+    }
+  });
+});
+
+describe('removeStaleSocket', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'callout-stale-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('refuses with a configuration error, naming the path, a stale socket it cannot remove', async (t) => {
+    const directory = join(scratch, 'locked');
+    mkdirSync(directory);
+    const path = join(directory, 'policy.sock');
+    // A listener that exits without closing leaves its socket file behind.
+    assert.equal(spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`]).status, 0);
+    // An immutable directory: no unlink there, even for root (as a directory of another user is for callout).
+    if (spawnSync('chattr', ['+i', directory]).status !== 0) {
+      t.skip('chattr +i is not available here (needs root and a file system with the attribute)');
+      return;
+    }
+    try {
+      const refused = await removeStaleSocket(path).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.ok(refused instanceof ConfigError, String(refused));
+      assert.equal(exitCodeFor(refused), 78);
+      assert.match(refused.message, new RegExp(`cannot listen on ${path}: cannot remove the socket an earlier run left there: .*(EPERM|EACCES)`));
+      assert.ok(lstatSync(path).isSocket());
+    } finally {
+      spawnSync('chattr', ['-i', directory]);
     }
   });
 });

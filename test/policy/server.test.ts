@@ -579,6 +579,20 @@ describe('PolicyServer over a UNIX socket', () => {
     await server.close();
   });
 
+  it('warns when socketMode lets every local user connect, and not for the default', async () => {
+    const open = join(dir, 'open.sock');
+    const { server, entries } = await startServer(async () => 'DUNNO', { listen: open, socketMode: 0o666 });
+    assert.equal(lstatSync(open).mode & 0o777, 0o666);
+    const warned = entries.filter((entry) => entry.level === 'warn');
+    assert.equal(warned.length, 1, JSON.stringify(entries));
+    assert.deepEqual(warned[0]?.fields, { listen: open, socketMode: '0666' });
+    assert.match(warned[0]?.message ?? '', /^policy socket is writable by all users: any local user can have callout probe addresses/);
+    await server.close();
+    const { server: closed, entries: quiet } = await startServer(async () => 'DUNNO', { listen: join(dir, 'closed.sock') });
+    assert.deepEqual(quiet.filter((entry) => entry.level === 'warn'), []);
+    await closed.close();
+  });
+
   it('replaces a stale socket left by a process that died', async () => {
     const path = join(dir, 'stale.sock');
     const child = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`]);

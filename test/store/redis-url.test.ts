@@ -68,6 +68,13 @@ describe('redis URL fuzzed', () => {
     );
   });
 
+  it('refuses a password that is the mask config print shows, in the user part or as a parameter', () => {
+    for (const url of ['redis://:***@127.0.0.1:6379/0', 'redis://user:%2A%2A%2A@127.0.0.1', 'rediss://127.0.0.1?password=***']) {
+      assert.throws(() => checkRedisUrl(url), (err: unknown) => err instanceof ConfigError && /put the real password back/.test(err.message), url);
+    }
+    assert.equal(checkRedisUrl('redis://:****@127.0.0.1'), 'redis://:****@127.0.0.1');
+  });
+
   it('stays linear on long URLs', () => {
     for (const text of [`redis://${'a:'.repeat(50_000)}@h`, `redis://h?${'password=x&'.repeat(20_000)}`, `/${'%'.repeat(100_000)}?db=${'1'.repeat(100_000)}`, `redis://h/${'0'.repeat(100_000)}x`]) {
       const ms = elapsedMs(() => {

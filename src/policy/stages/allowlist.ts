@@ -31,6 +31,7 @@ import { canonicalName } from '../../dns/names.js';
 import { normaliseDomain, parseMailbox } from '../../address/index.js';
 import type { Mailbox } from '../../address/index.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
+import { stageVerdict } from './verdict.js';
 
 const options = z
   .object({
@@ -135,12 +136,8 @@ export const allowlistStage: StageDefinition<Options> = {
     const senders = new AddressList(opts.senders, 'allowlist.senders');
     const recipients = new AddressList(opts.recipients, 'allowlist.recipients');
     const clientNames = namePatterns(opts.clientNames, 'allowlist.clientNames');
-    const verdict = (result: string, reason: string, listed: boolean): StageVerdict => ({
-      stage: 'allowlist',
-      result,
-      reason,
-      decision: listed ? { kind: 'accept' } : { kind: 'continue' },
-    });
+    const made = stageVerdict('allowlist');
+    const verdict = (result: string, reason: string, listed: boolean): StageVerdict => made(result, reason, listed ? { kind: 'accept' } : { kind: 'continue' });
     // The usual answer, made once: verdicts are values nobody changes.
     const notListed = verdict('not-listed', 'no allow-list entry matches', false);
     return {

@@ -31,14 +31,17 @@
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
+import { HIDDEN_SECRET } from '../../core/text.js';
 import { Batv, type BatvKey } from '../../rewrite/batv.js';
 import { asciiLower, domainMatcher } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
+import { stageVerdict } from './verdict.js';
 
 const keySchema = z
   .object({
     keynum: z.number().int().min(0).max(9),
-    secret: z.string().min(1).optional(),
+    // As `config print` shows it: read back, it would sign and check with "***".
+    secret: z.string().min(1).refine((s) => s !== HIDDEN_SECRET, { message: `is ${HIDDEN_SECRET}, as config print hides it: put the real secret back` }).optional(),
     /** A file holding the secret (one line), so the configuration file can be world-readable. */
     secretFile: z.string().min(1).optional(),
   })
@@ -113,16 +116,11 @@ export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'm
     'unknown-key': 0,
     expired: 0,
   };
+  const made = stageVerdict('batv');
   const verdict = (result: BatvStageResult, reason: string, text?: string, evidence?: unknown): StageVerdict => {
     counters[result]++;
     deps.metrics?.increment('batv', { result });
-    return {
-      stage: 'batv',
-      result,
-      reason,
-      decision: text === undefined ? { kind: 'continue' } : { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text },
-      ...(evidence === undefined ? {} : { evidence }),
-    };
+    return made(result, reason, text === undefined ? { kind: 'continue' } : { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text }, evidence);
   };
 
   return {

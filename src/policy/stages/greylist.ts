@@ -68,6 +68,7 @@ import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { durationMs, durationOption } from './duration-option.js';
+import { stageVerdict, type VerdictMaker } from './verdict.js';
 
 /** The shortest retry window and max-age: their entries' lifetimes are store TTLs, which must be positive. */
 const SHORTEST_MS = 1000;
@@ -198,9 +199,10 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     }
 
     const count = (result: string) => deps.metrics?.increment('greylist', { result });
-    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => {
+    const made = stageVerdict('greylist');
+    const verdict: VerdictMaker = (result, reason, decision, evidence) => {
       count(result);
-      return { stage: 'greylist', result, reason, decision, ...(evidence !== undefined ? { evidence } : {}) };
+      return made(result, reason, decision, evidence);
     };
     const pass = (result: string, reason: string) => verdict(result, reason, { kind: 'continue' });
 

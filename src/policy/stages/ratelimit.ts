@@ -61,8 +61,9 @@ import { clientAddress, countingKey } from '../../checks/client-ip.js';
 import { addressKey } from '../../checks/greylist/index.js';
 import { SlidingWindow, WINDOW_MIN_MS, type WindowSample } from '../../checks/ratelimit/index.js';
 import { compileTemplate } from '../template.js';
-import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
+import type { StageContext, StageDefinition } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
+import { stageVerdict } from './verdict.js';
 
 /** How long the mark of a message's first recipient is kept: longer than any SMTP session. */
 const MESSAGE_MARK_MS = 3_600_000;
@@ -162,13 +163,7 @@ export const ratelimitStage: StageDefinition<Options> = {
       if ((await deps.store.get(mark))?.value === DEFERRED) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark, reopened: true };
       return { limit, key, sample: await limit.counter.peek(key), judged: false, counted: false };
     };
-    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
-      stage: 'ratelimit',
-      result,
-      reason,
-      decision,
-      ...(evidence !== undefined ? { evidence } : {}),
-    });
+    const verdict = stageVerdict('ratelimit');
 
     return {
       name: 'ratelimit',

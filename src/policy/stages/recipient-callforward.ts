@@ -17,6 +17,9 @@
  *   its own recipients, or our own call-forward come back (the hosts name this machine, or two
  *   MXes call forward to each other), which would wait on itself until the deadline and defer
  *   every recipient. The host decides those itself.
+ *   Its verdicts are counted in callout_callforward_verifications_total (a primary that is down
+ *   shows there as unknown, answered DUNNO), not with the sender callouts, whose cache hit
+ *   ratio they would change.
  *
  * CONFIGURATION
  *   hosts (IP addresses or names), port, domains (empty = every recipient domain), randomProbe,
@@ -35,6 +38,7 @@ import type { VerifyResult } from '../../verify/types.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { LateVerdicts, actionKeyFor, calloutActionOptions, calloutDecider, verifyWithinDeadline, withinDeadline } from './sender-callout.js';
+import { stageVerdict } from './verdict.js';
 
 const options = z
   .object({
@@ -87,7 +91,9 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         store: deps.store,
         clock: deps.clock,
         keyPrefix: 'cf:',
+        log: deps.log,
         mailHosts: () => resolveConfiguredHosts(deps.resolver, opts.hosts, { ipv6: base.callout.ipv6 }),
+        onResult: (result) => deps.metrics?.increment('callforward_verifications', { verdict: result.verdict, source: result.source }),
       },
     );
     // Hosts given by address are known at once; names are looked up (cached) per request.
@@ -104,13 +110,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
     const domains = new Set(opts.domains.map((d) => domainEntry(d, 'recipient-callforward.domains')));
     const calloutDecision = calloutDecider(opts);
     const late = new LateVerdicts(deps.clock);
-    const verdict = (result: string, reason: string, decision: StageVerdict['decision'], evidence?: unknown): StageVerdict => ({
-      stage: 'recipient-callforward',
-      result,
-      reason,
-      decision,
-      ...(evidence !== undefined ? { evidence } : {}),
-    });
+    const verdict = stageVerdict('recipient-callforward');
     return {
       name: 'recipient-callforward',
       states: new Set(['RCPT']),

@@ -34,6 +34,7 @@ import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
+import { stageVerdict } from './verdict.js';
 
 const actionKind = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
 
@@ -187,13 +188,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
   defaultStates: ['RCPT'],
   options,
   create(opts, deps) {
-    const verdict = (result: string, reason: string, decision: Decision, evidence?: unknown): StageVerdict => ({
-      stage: 'sender-callout',
-      result,
-      reason,
-      decision,
-      ...(evidence !== undefined ? { evidence } : {}),
-    });
+    const verdict = stageVerdict('sender-callout');
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
     const calloutDecision = calloutDecider(opts);

@@ -8,12 +8,13 @@ import { ConfigError } from '../../../src/core/errors.js';
 import { createLogger } from '../../../src/core/log.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { Metrics } from '../../../src/http/metrics.js';
 import { recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
-import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+import type { Stage, StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
-import { pathOf, silentGreeting, startSmtpServers, type SmtpTestServer } from '../../support/smtp-server.js';
+import { pathOf, silentGreeting, startSmtpServers, usersOnly, type SmtpTestServer } from '../../support/smtp-server.js';
 import { until } from '../../support/wait.js';
 
 const clock = new ManualClock();
@@ -41,8 +42,9 @@ describe('recipient-callforward stage', () => {
   let server: DnsTestServer;
   let silent: SmtpTestServer;
   let primary: SmtpTestServer;
+  let users: SmtpTestServer;
   const stages: Stage[] = [];
-  let make: (options: Record<string, unknown>) => Stage;
+  let make: (options: Record<string, unknown>, extra?: Partial<StageDeps>) => Stage;
 
   before(async () => {
     // A primary whose name server never answers, as a broken or overloaded one can.
@@ -53,10 +55,11 @@ describe('recipient-callforward stage', () => {
     [silent] = (await startSmtpServers(['127.0.0.47'], () => silentGreeting())) as [SmtpTestServer];
     // A primary that takes a moment per RCPT, so that recipients of a burst are verified at once.
     [primary] = (await startSmtpServers(['127.0.0.48'], () => ({ rcpt: (arg) => ({ reply: `550 5.1.1 <${pathOf(arg)}>: User unknown`, delayMs: 50 }) }))) as [SmtpTestServer];
+    [users] = (await startSmtpServers(['127.0.0.49'], () => usersOnly(['alice']))) as [SmtpTestServer];
     const config = validateConfig({ callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', overall: '2s' } } });
     const engine = new CalloutEngine(config, { resolver, store, clock });
-    make = (options) => {
-      const stage = recipientCallforwardStage.create(recipientCallforwardStage.options.parse(options) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+    make = (options, extra = {}) => {
+      const stage = recipientCallforwardStage.create(recipientCallforwardStage.options.parse(options) as never, { resolver, store, clock, engine, log: createLogger('silent'), ...extra });
       stages.push(stage);
       return stage;
     };
@@ -66,6 +69,7 @@ describe('recipient-callforward stage', () => {
     await Promise.all(stages.map((stage) => stage.close?.()));
     await silent.close();
     await primary.close();
+    await users.close();
     await server.close();
   });
 
@@ -120,6 +124,29 @@ describe('recipient-callforward stage', () => {
     const other = await stage.evaluate(context('bob@sub.backup.test', 5000));
     assert.equal(other.result, 'none');
     assert.match(other.reason, /is not a call-forward domain/);
+  });
+
+  it('counts its callouts in callout_callforward_verifications_total, apart from the sender callouts\' callout_verifications_total', async () => {
+    // Uncounted, a primary that was down answered every recipient "unknown" (DUNNO) and the
+    // outage showed nowhere in /metrics; counted with the sender callouts, it would change
+    // their cache hit ratio.
+    const metrics = new Metrics();
+    const stage = make({ hosts: ['127.0.0.49'], port: users.port }, { metrics });
+    assert.equal((await stage.evaluate(context('alice@counted.test', 5000))).result, 'deliverable');
+    assert.equal((await stage.evaluate(context('bob@counted.test', 5000))).result, 'undeliverable');
+    assert.equal((await stage.evaluate(context('alice@counted.test', 5000))).result, 'deliverable');
+    // Port 1 on loopback: nothing listens, as on a primary that is down.
+    const down = make({ hosts: ['127.0.0.46'], port: 1 }, { metrics });
+    assert.equal((await down.evaluate(context('dave@down.test', 5000))).result, 'unknown');
+    const counted = await metrics.registry.getSingleMetric('callout_callforward_verifications_total')?.get();
+    assert.ok(counted, 'the metric is registered');
+    assert.deepEqual(
+      Object.fromEntries(counted.values.map((v) => [`${String(v.labels['verdict'])}/${String(v.labels['source'])}`, v.value])),
+      { 'deliverable/probe': 1, 'undeliverable/probe': 1, 'deliverable/address-cache': 1, 'unknown/probe': 1 },
+    );
+    assert.match(counted.help, /call-forward/i);
+    const senderCallouts = await metrics.registry.getSingleMetric('callout_verifications_total')?.get();
+    assert.deepEqual(senderCallouts?.values, []);
   });
 
   it('refuses a domain entry that could never match, naming it', () => {
