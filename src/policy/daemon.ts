@@ -25,6 +25,7 @@
  *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
  *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
  *   them in stretches; Redis expires keys itself), counted in callout_store_purged_entries_total.
+ *   A purge still running when the next is due is not joined by another (schedulePurges).
  *   With policy.workers each worker purges: the stretches of one find little left for the other.
  *
  *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
@@ -55,6 +56,7 @@ import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { createResolver, storePath } from '../cli/runtime.js';
 import { buildPipeline } from './pipeline.js';
+import { deadlineCuts } from './stages/tarpit.js';
 import type { MessageMemories, Pipeline, PipelineOutcome } from './pipeline.js';
 import { PolicyServer } from './server.js';
 
@@ -153,11 +155,19 @@ interface GenerationDeps {
   worker: boolean;
 }
 
-/** The resolver, callout engine and pipeline a configuration makes (at start, and at each reload). */
+/**
+ * The resolver, callout engine and pipeline a configuration makes (at start, at each reload, and
+ * for `config check`), logging what it will not do as written: callouts off without a host name,
+ * tarpit delays the decision deadline cuts short (stages/tarpit deadlineCuts).
+ */
 function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
   const resolver = createResolver(config, deps.clock);
   const helo = config.callout.helo ?? (FQDN_PATTERN.test(hostname()) ? hostname() : undefined);
   if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
+  config.policy.stages.forEach((entry, index) => {
+    if (entry.name !== 'tarpit' || entry.mode === 'off') return;
+    for (const line of deadlineCuts(entry, `policy.stages.${index}`, config.policy.decisionTimeout)) deps.log.warn({}, line);
+  });
   const limits = deps.worker ? workerShare(config.limits, config.policy.workers) : config.limits;
   const engine = helo
     ? new CalloutEngine({ ...config, limits, callout: { ...config.callout, helo } }, {
@@ -166,6 +176,7 @@ function buildGeneration(config: Config, deps: GenerationDeps, messages?: Messag
         clock: deps.clock,
         onResult: (result) => deps.metrics.recordVerification(result),
         onConnectionEvent: (event) => deps.metrics.recordConnection(event),
+        log: deps.log,
       })
     : undefined;
   const pipeline = buildPipeline(
@@ -209,6 +220,36 @@ export async function checkServeConfiguration(config: Config, log: Logger): Prom
 export async function prepareSharedStore(config: Config, log: Logger): Promise<void> {
   if (config.store.kind !== 'sqlite') return;
   await (await openSqliteStore(config, systemClock, log)).close();
+}
+
+/**
+ * Expired entries of every kind leave the store every intervalMs, on a timer that never holds
+ * up a request. A tick that finds the last purge still running is skipped (logged at debug): a
+ * purge can outlast a short store.purgeInterval (a million expired SQLite rows take seconds
+ * under load), and purges started on top of it would pile up, each walking the same table.
+ */
+export function schedulePurges(store: Store, intervalMs: number, log: Logger, metrics: Metrics): NodeJS.Timeout {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) {
+      log.debug({ intervalMs }, 'store purge skipped: the last one is still running');
+      return;
+    }
+    running = true;
+    store.purgeExpired().then(
+      (removed) => {
+        running = false;
+        metrics.recordPurge(removed);
+        if (removed > 0) log.info({ removed }, 'expired store entries purged');
+      },
+      (err: unknown) => {
+        running = false;
+        log.warn({ err: describeError(err) }, 'store purge failed');
+      },
+    );
+  }, intervalMs);
+  timer.unref();
+  return timer;
 }
 
 export class Daemon {
@@ -276,17 +317,7 @@ export class Daemon {
       await this.store.close().catch(() => undefined);
       throw err;
     }
-    // Expired cache entries of every kind leave the store on a timer that never holds up a request.
-    this.purgeTimer = setInterval(() => {
-      this.store.purgeExpired().then(
-        (removed) => {
-          this.metrics.recordPurge(removed);
-          if (removed > 0) this.options.log.info({ removed }, 'expired store entries purged');
-        },
-        (err: unknown) => this.options.log.warn({ err: describeError(err) }, 'store purge failed'),
-      );
-    }, config.store.purgeInterval);
-    this.purgeTimer.unref();
+    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics);
     this.options.log.info(
       { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
       'callout serve started',

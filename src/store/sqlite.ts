@@ -57,7 +57,8 @@
  *   file back to WAL_SIZE_LIMIT_BYTES when it starts again.
  *
  *   purgeExpired walks the table in key order, PURGE_STRETCH keys (expired or not) per group,
- *   deleting the expired ones, so a large table never stalls the process; the rows it removes
+ *   deleting the expired ones, a timer tick between groups (so that the checkpoint thread can
+ *   restart the WAL), so a large table never stalls the process; the rows it removes
  *   read as absent already, so no read waits for it. A purge still running when close() is
  *   called ends with the stretch close() commits (shutdown is no purge failure). Without an expiry index it reads every key
  *   twice per purge (to find a stretch's end, then to delete in it); measured on a million
@@ -585,6 +586,10 @@ export class SqliteStore implements Store {
       });
       removed += stretch.changes;
       from = stretch.end;
+      // A timer tick between stretches: back to back, one group per turn, they left the
+      // checkpoint thread no gap to restart the WAL in (it grew by ~100 MB per million rows)
+      // and lengthened every request's wait. The purge is a background job; it takes longer.
+      if (from !== undefined && !this.closing) await new Promise((resolve) => setTimeout(resolve, 0));
       // close() commits the stretch it finds queued; the next would meet a closed connection (a
       // false 'store purge failed' at every shutdown). The next process's purge does the rest.
       if (this.closing) break;

@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
-import { Daemon } from '../../src/policy/daemon.js';
+import { Daemon, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { Metrics } from '../../src/http/metrics.js';
+import { MemoryStore } from '../../src/store/index.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
@@ -292,6 +295,25 @@ describe('callout serve', () => {
     assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.acceptTestTime', 'policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
   });
 
+  it('warns at start, at reload and in `config check` of a tarpit maxSleep the decision deadline cuts short, naming its key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-tarpit-cut-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    const stages = [{ name: 'postmaster' }, { name: 'tarpit', maxSleep: '30s' }];
+    const { daemon, logs } = await setup({ policy: { stages } }, (b) => {
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    const expected = 'policy.stages.1.maxSleep: 30s is not below policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms';
+    const cut = () => logs.filter((l) => l.level === 40 && l.msg === expected).length;
+    assert.equal(cut(), 1, 'at start');
+    assert.equal(await daemon.reload(), true, 'a long maxSleep is allowed: the deadline bounds it');
+    assert.equal(cut(), 2, 'at reload');
+    const check = captureLog();
+    await checkServeConfiguration(validateConfig({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' }, policy: { stages } }), check.log);
+    assert.deepEqual(check.lines.filter((l) => l.level === 40).map((l) => l.msg), [expected], 'config check');
+  });
+
   it('at shutdown gives up the callouts of a configuration replaced by SIGHUP too: a daemon started at once probes the sender again', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-reload-abandon-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -430,6 +452,32 @@ describe('callout serve', () => {
       assert.equal(await unixClient.request(postfixRequest({ sender: 'bob@sender.test' })), 'DUNNO');
     } finally {
       unixClient.close();
+    }
+  });
+
+  it('skips a purge tick while the last purge still runs, so that slow purges do not pile up', async () => {
+    let purges = 0;
+    let finish = (): void => undefined;
+    class SlowStore extends MemoryStore {
+      override purgeExpired(): Promise<number> {
+        purges += 1;
+        return new Promise((resolve) => (finish = () => resolve(0)));
+      }
+    }
+    const { log, lines } = captureLog();
+    log.level = 'debug';
+    const timer = schedulePurges(new SlowStore(), 10, log, new Metrics());
+    try {
+      assert.ok(await until(async () => purges === 1, 2_000, 5));
+      // Ten ticks or more while it runs.
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      assert.equal(purges, 1, 'no purge starts while one runs');
+      assert.ok(lines.some((l) => l.level === 20 && /store purge skipped/.test(String(l.msg))), 'the skipped tick is logged at debug');
+      finish();
+      assert.ok(await until(async () => purges === 2, 2_000, 5), 'the next tick after it ended purges again');
+    } finally {
+      clearInterval(timer);
+      finish();
     }
   });
 

@@ -779,6 +779,36 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
+  it('waits a timer tick between stretches, not only a turn, so the checkpoint thread can restart the WAL', async (t) => {
+    const clock = new ManualClock();
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { clock });
+    await Promise.all(Array.from({ length: 3500 }, (_, i) => store.set(`k${String(i).padStart(4, '0')}`, 'v', 10)));
+    clock.advance(10);
+    const rows = new Database(path, { readonly: true });
+    const count = () => rows.prepare('SELECT count(*) FROM kv').pluck().get();
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i += 1) await new Promise((resolve) => setImmediate(resolve));
+    };
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    try {
+      const purging = store.purgeExpired();
+      const left: unknown[] = [];
+      for (let stretch = 0; stretch < 3; stretch += 1) {
+        await turns(20);
+        left.push(count());
+        t.mock.timers.tick(1);
+      }
+      await turns(20);
+      assert.deepEqual(left, [2500, 1500, 500], 'one stretch of 1,000 keys per timer tick, however many turns pass');
+      assert.equal(await purging, 3500);
+    } finally {
+      t.mock.timers.reset();
+      rows.close();
+      await store.close();
+    }
+  });
+
   it('ends a purge still running when it closes at the stretch close() commits, without an error', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });

@@ -45,7 +45,9 @@
  *   Postfix's smtpd processes busy) nothing is delayed and errors past a soft limit refuse at
  *   once, as Postfix's own error limits drop to one then. Put the stage first: a stage
  *   that ends the pipeline before it keeps its evaluate() from running (observe still does).
- *   In warn mode nothing is delayed and the hard limit only warns.
+ *   In warn mode nothing is delayed and the hard limit only warns. A delay still running when
+ *   the stage is closed (at shutdown, after the drain; at a reload, once the configuration it
+ *   replaced has been retired) ends at once: the answer goes out without the rest of it.
  *   Clients in exemptClients and SASL-authenticated ones (`sasl_username`, as the allowlist
  *   stage lets them past) are neither counted, delayed nor refused.
  *
@@ -76,6 +78,7 @@ import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
+import { formatDuration } from '../../config/duration.js';
 import { durationMs, durationOption } from './duration-option.js';
 
 /** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
@@ -113,8 +116,14 @@ const options = z
 
 export type TarpitOptions = z.output<typeof options>;
 
-/** Waits `ms` milliseconds; injected so tests do not sleep. */
-export type Sleeper = (ms: number) => Promise<unknown>;
+/** Waits `ms` milliseconds, or until `signal` is aborted; injected so tests do not sleep. */
+export type Sleeper = (ms: number, signal: AbortSignal) => Promise<unknown>;
+
+/** A real wait; an aborted one ends at once, its timer cleared. */
+const realSleeper: Sleeper = (ms, signal) =>
+  realSleep(ms, undefined, { signal }).catch((err: unknown) => {
+    if (!signal.aborted) throw err;
+  });
 
 interface Errors {
   connection: number;
@@ -187,7 +196,7 @@ function letsThrough(action: string): boolean {
 }
 
 /** The tarpit stage with an injectable sleep (the registered definition sleeps for real). */
-export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = realSleep): Stage {
+export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = realSleeper): Stage {
   const exempt = AddressSet.parse(opts.exemptClients);
   if (!exempt.ok) throw new ConfigError(`tarpit.exemptClients: ${exempt.reason}`);
   const sleepMs = durationMs(opts.sleep);
@@ -198,6 +207,12 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
   // object), with the tally of the request's message.
   const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined; hard: boolean }>();
+  /**
+   * Aborted by close() (a shutdown, or the generation a reload replaced): the delays still
+   * running end at once and their answers go out. A delay may outlast the daemon's drain (a
+   * raised policy.decisionTimeout), and its timer then ran on after the connection was closed.
+   */
+  const closed = new AbortController();
 
   /**
    * The client's address (connections are told apart by it) and what the per-client window
@@ -275,14 +290,40 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       }
       errors ??= await errorsOf(client.counted, scope);
       const excess = Math.max(errors.connection - opts.perConnection.soft, errors.client - opts.perClient.soft);
-      if (excess <= 0 || outcome.mode !== 'enforce' || stressed(ctx)) return;
+      if (excess <= 0 || outcome.mode !== 'enforce' || stressed(ctx) || closed.signal.aborted) return;
       const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);
       if (delay <= 0) return;
       deps.metrics?.increment('tarpit', { result: 'delayed' });
       deps.log.info({ stage: 'tarpit', client: ctx.clientAddress, delayMs: Math.round(delay), errors }, 'tarpit: answer delayed');
-      await sleep(Math.round(delay));
+      await sleep(Math.round(delay), closed.signal);
+    },
+    async close() {
+      closed.abort();
     },
   };
+}
+
+/**
+ * What the decision deadline does to a tarpit entry's (`where`: policy.stages.N) sleep options,
+ * one line per option it cuts short: a delay never runs past the deadline less
+ * DEADLINE_MARGIN_MS, so a longer maxSleep (maxSleep: 30s under the default 6 s
+ * decisionTimeout) is never reached and every long delay is that bound instead, which the
+ * configuration did not say. Warned about (by the daemon, at start and reload, and by `config
+ * check`), not refused: a decisionTimeout lowered below the default maxSleep is allowed. sleep
+ * is named too when even the first delay is cut.
+ */
+export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: string, decisionTimeoutMs: number): string[] {
+  const checked = options.pick({ sleep: true, maxSleep: true }).safeParse({ sleep: entry.sleep, maxSleep: entry.maxSleep });
+  // A bad value is the stage's own ConfigError when it is made.
+  if (!checked.success) return [];
+  const parsed = checked.data;
+  const boundMs = decisionTimeoutMs - DEADLINE_MARGIN_MS;
+  const maxSleepMs = durationMs(parsed.maxSleep);
+  if (maxSleepMs <= boundMs) return [];
+  const cut = (key: 'sleep' | 'maxSleep', ms: number) =>
+    `${where}.${key}: ${formatDuration(ms)} is not below policy.decisionTimeout (${formatDuration(decisionTimeoutMs)}) less ${DEADLINE_MARGIN_MS} ms: tarpit delays stop at ${formatDuration(Math.max(0, boundMs))}`;
+  const sleepMs = durationMs(parsed.sleep);
+  return [cut('maxSleep', maxSleepMs), ...(sleepMs > boundMs ? [cut('sleep', sleepMs)] : [])];
 }
 
 export const tarpitStage: StageDefinition<TarpitOptions> = {

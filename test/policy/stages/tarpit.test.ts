@@ -9,10 +9,11 @@ import { ManualClock } from '../../../src/core/clock.js';
 import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
-import { createTarpit, tarpitStage } from '../../../src/policy/stages/tarpit.js';
+import { createTarpit, deadlineCuts, tarpitStage } from '../../../src/policy/stages/tarpit.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
+import { until } from '../../support/wait.js';
 
 const silent = createLogger('silent');
 const MINUTE = 60_000;
@@ -230,6 +231,19 @@ describe('tarpit stage', () => {
     assert.equal(slept.length, 1);
   });
 
+  it('names the sleep options the decision deadline cuts short, with the bound the delays stop at', () => {
+    const entry = (options: Record<string, unknown>) => tarpitStage.options.parse(options);
+    assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 6000), [], 'the defaults (1 s, at most 5 s) fit the default 6 s');
+    assert.deepEqual(deadlineCuts(entry({ maxSleep: '30s' }), 'policy.stages.2', 6000), [
+      'policy.stages.2.maxSleep: 30s is not below policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms',
+    ]);
+    assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 3000), [
+      'policy.stages.0.maxSleep: 5s is not below policy.decisionTimeout (3s) less 250 ms: tarpit delays stop at 2750ms',
+    ], 'a lowered decisionTimeout with the default maxSleep is warned about, not refused');
+    assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '1m' }), 'policy.stages.0', 6000).map((line) => line.split(':')[0]), ['policy.stages.0.maxSleep', 'policy.stages.0.sleep']);
+    assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '2s' }), 'policy.stages.0', 6000), [], 'maxSleep caps a long sleep first');
+  });
+
   it('really waits with the registered definition (a short sleep)', async () => {
     const { clock, deps } = world();
     const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
@@ -237,6 +251,22 @@ describe('tarpit stage', () => {
     const started = Date.now();
     await pipeline.decide(request('nobody@example.test'));
     assert.ok(Date.now() - started >= 45);
+  });
+
+  it('ends a delay still running when the stage is closed (shutdown, reload): the answer goes out at once', async () => {
+    const { clock, deps, counts } = world();
+    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, deps);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 60_000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const started = Date.now();
+    const answer = Promise.resolve(pipeline.decide(request('nobody@example.test')));
+    assert.ok(await until(() => counts['tarpit:delayed'] === 1, 2_000, 5), 'the 30 s delay began');
+    await pipeline.close();
+    const late = new Promise<'late'>((resolve) => setTimeout(resolve, 2_000, 'late').unref());
+    const first = await Promise.race([answer.then((outcome) => outcome.action), late]);
+    assert.equal(first, '550 5.1.1 User unknown', 'the rejection goes out without the rest of its delay');
+    assert.ok(Date.now() - started < 2_000);
+    assert.equal((await pipeline.decide(request('nobody2@example.test'))).action, '550 5.1.1 User unknown');
+    assert.equal(counts['tarpit:delayed'], 1, 'a closed stage delays nothing more');
   });
 
   it('counts a refusal only when one is sent: in warn mode the hard limit is "warned"', async () => {
