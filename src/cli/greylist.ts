@@ -13,7 +13,8 @@
  *   `greylist` stage (defaults when it has none), so a change is seen by every daemon at once.
  *     list   triplets (client identity, normalised sender, recipient, first and last seen,
  *            waiting or passed), client auto-allow entries and domain auto-allow entries, in
- *            key order; --client narrows to one identity, --kind to triplet, client or domain
+ *            key order; --client narrows to one identity (for a network, the client entries
+ *            of its addresses, as `drop` removes them), --kind to triplet, client or domain
  *     allow  CLIENT alone: the client skips greylisting from now on (its auto-allow entry, for
  *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
@@ -24,7 +25,9 @@
  *   auto-allow entry (`allow CLIENT` alone), and only while the stage's autoAllowClients is
  *   not 0; a triplet is allowed only under an identity the stage keys by (a network of its
  *   prefix, domain:NAME in fcrdns-domain mode). SENDER is normalised as the stage does (prvs=,
- *   SRS, +extension, numbers, and VERP as its normaliseVerp says).
+ *   SRS, +extension, numbers, and VERP as its normaliseVerp says). A sender or recipient over
+ *   256 octets is keyed as HEAD…[sha256:HEX] (checks/greylist keyPart): give it in full, or as
+ *   `list` prints it.
  *
  * EXIT STATUS
  *   0 on success; 64 for a bad CLIENT or arguments; 78 when the configuration is invalid or its
@@ -39,7 +42,7 @@ import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
-import { addressKey, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { addressKey, isDigestedKeyPart, keyPart, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
@@ -155,8 +158,15 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
   // The stage keys any recipient Postfix sends, `postmaster` without a domain included; never an
   // empty one or one with a control character.
   if (recipient === '' || CONTROL_CHARACTER.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
-  return { sender: normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }), recipient: addressKey(recipient) };
+  // An over-long part as `list` prints it (HEAD…[sha256:HEX]) is already its key.
+  return {
+    sender: isDigestedKeyPart(sender) ? sender : normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }),
+    recipient: isDigestedKeyPart(recipient) ? recipient : addressKey(recipient),
+  };
 }
+
+/** A triplet as `list` prints it: an over-long sender or recipient by its key (HEAD…[sha256:HEX]). */
+const tripletText = (identity: string, triplet: { sender: string; recipient: string }) => `${identity} ${shown(keyPart(triplet.sender) || '<>')} ${shown(keyPart(triplet.recipient))}`;
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
   const greylist = program.command('greylist').description('list, allow and drop greylist entries (the store of `callout serve`)');
@@ -177,11 +187,12 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
         const kinds = flags.kind ? [flags.kind as GreylistEntryKind] : KINDS;
         let printed = 0;
         for (const kind of kinds) {
-          // A client entry is keyed by the address, a triplet by the identity.
-          const filter = client === undefined ? undefined : kind === 'client' ? client.autoAllowKey ?? client.identity : client.identity;
+          // A client entry is keyed by the address, a triplet by the identity; a network's client
+          // entries are those of its addresses, as `drop` removes them.
+          const filter = client === undefined ? {} : kind !== 'client' ? { client: client.identity } : client.network ? { network: client.network } : { client: client.autoAllowKey ?? client.identity };
           // Printed kind by kind, never gathered into one array by push(...entries): past about
           // 125,000 entries the spread overflowed the stack and `list` printed nothing (exit 70).
-          for (const entry of await list.list({ kinds: [kind], limit: limit - printed, ...(filter !== undefined ? { client: filter } : {}) })) {
+          for (const entry of await list.list({ kinds: [kind], limit: limit - printed, ...filter })) {
             io.out.write(`${flags.json ? shownJson(entry) : describeEntry(entry)}\n`);
             printed += 1;
           }
@@ -202,7 +213,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
         const unread = unreadIdentity(settings.options, client.identity);
         if (unread) throw new UsageError(`allow: ${client.identity}: ${unread}; a triplet allowed under it would never be read`);
         await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
-        io.out.write(`allowed triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
+        io.out.write(`allowed triplet ${tripletText(client.identity, triplet)}\n`);
         return;
       }
       const key = client.autoAllowKey;
@@ -225,7 +236,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       await withGreylist(settings, 'read', async (list) => {
         if (triplet) {
           const existed = await list.dropTriplet({ client: client.identity, ...triplet });
-          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${client.identity} ${shown(triplet.sender || '<>')} ${shown(triplet.recipient)}\n`);
+          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${tripletText(client.identity, triplet)}\n`);
           return;
         }
         let removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);

@@ -13,7 +13,7 @@ import { registerGreylistCommands } from '../../src/cli/greylist.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { ConfigError, StoreError, UsageError } from '../../src/core/errors.js';
 import { systemClock } from '../../src/core/clock.js';
-import { Greylist } from '../../src/checks/greylist/index.js';
+import { Greylist, addressKey, normaliseSender } from '../../src/checks/greylist/index.js';
 import { SqliteStore } from '../../src/store/index.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
@@ -165,6 +165,37 @@ describe('callout greylist', () => {
     assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.101.7', 'client 2001:db8:5:7::25']);
     await run(['drop', '198.51.101.7']);
     await run(['drop', '2001:db8:5:7::25']);
+  });
+
+  it('lists the auto-allow entries of every address in a network given as --client, as drop removes them', async () => {
+    for (const address of ['198.51.100.7', '198.51.100.200', '198.51.101.7', '2001:db8:5:6::25', '2001:db8:5:7::25']) await run(['allow', address]);
+    await run(['allow', '198.51.100.9', 'bob@x.example', 'alice@example.test']);
+    const clients = async (...args: string[]) => (await run(['list', ...args])).output.match(/^\S+ \S+/gm);
+    assert.deepEqual(await clients('--client', '198.51.100.0/24', '--kind', 'client'), ['client 198.51.100.200', 'client 198.51.100.7']);
+    assert.deepEqual(await clients('--client', '198.51.100.0/25', '--kind', 'client'), ['client 198.51.100.7']);
+    assert.deepEqual(await clients('--client', '2001:db8:5:6::/64', '--kind', 'client'), ['client 2001:db8:5:6::25']);
+    assert.deepEqual(await clients('--client', '198.51.100.0/24'), ['triplet 198.51.100.0/24', 'client 198.51.100.200', 'client 198.51.100.7']);
+    assert.deepEqual(await clients('--client', '198.51.100.0/24', '--kind', 'client', '--limit', '1'), ['client 198.51.100.200']);
+    assert.deepEqual(await clients('--client', '198.51.100.7', '--kind', 'client'), ['client 198.51.100.7'], 'an address: its own entry');
+    for (const client of ['198.51.100.0/24', '198.51.101.7', '2001:db8:5:6::/64', '2001:db8:5:7::25']) await run(['drop', client]);
+    assert.equal((await run(['list', '--kind', 'client'])).output, '');
+  });
+
+  it('lists a triplet of an over-long sender and recipient by its digest, and allows and drops it by the address or as listed', async () => {
+    const sender = `Bounce-${'x'.repeat(3000)}@sender.example`;
+    const recipient = `${'r'.repeat(300)}@example.test`;
+    const store = await SqliteStore.open(join(dir, 'callout.sqlite'));
+    const greylist = new Greylist(store, systemClock, { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 });
+    await greylist.check({ client: '198.18.0.0/24', autoAllowKey: '198.18.0.10', sender: normaliseSender(sender), recipient: addressKey(recipient) });
+    await store.close();
+    const listed = await run(['list', '--client', '198.18.0.0/24']);
+    const match = /^triplet 198\.18\.0\.0\/24 (bounce-x{57}…\[sha256:[0-9a-f]{64}\]) (r{64}…\[sha256:[0-9a-f]{64}\]) waiting /.exec(listed.output);
+    assert.ok(match, listed.output);
+    const [, shownSender = '', shownRecipient = ''] = match;
+    assert.equal((await run(['allow', '198.18.0.10', sender, recipient])).output, `allowed triplet 198.18.0.0/24 ${shownSender} ${shownRecipient}\n`, 'named as list names it');
+    assert.match((await run(['list', '--client', '198.18.0.0/24'])).output, /^triplet \S+ \S+ \S+ passed [^\n]*\n$/, 'the same one triplet, now passed');
+    assert.equal((await run(['drop', '198.18.0.10', shownSender, shownRecipient])).output, `dropped triplet 198.18.0.0/24 ${shownSender} ${shownRecipient}\n`);
+    assert.equal((await run(['list', '--client', '198.18.0.0/24'])).output, '');
   });
 
   it('lists more entries than a spread of arguments holds (140,000): all of them, not a stack overflow', async () => {

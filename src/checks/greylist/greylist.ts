@@ -39,6 +39,11 @@
  *     t:CLIENT/SENDER/RECIPIENT   "first,last"    (epoch ms)
  *     c:CLIENT                    "count,last"    client auto-allow
  *     d:CLIENT/DOMAIN             {"senders":[...],"last":ms}   domain auto-allow
+ *   A SENDER, RECIPIENT or DOMAIN (and a sender in a domain record) longer than 256 octets, the
+ *   most RFC 5321 §4.5.3.1.3 allows a path, is kept as its first 64 octets and the SHA-256 of
+ *   the whole (keyPart): a client may send any address the policy line holds (4 kB), and every
+ *   recipient of every such message would otherwise store a key of that size for two retry
+ *   windows. Every valid address keeps its key as it is.
  *
  * ERRORS
  *   Store failures reject with StoreError (the pipeline answers by policy.faultAction). Losing
@@ -47,6 +52,7 @@
  *   something rewrites the key continuously.
  */
 
+import { createHash } from 'node:crypto';
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
 import type { Cidr } from '../../core/ip.js';
@@ -123,6 +129,34 @@ export type GreylistEntry =
 
 export type GreylistEntryKind = GreylistEntry['kind'];
 
+/** The longest key part kept as it is: a path of RFC 5321 §4.5.3.1.3, so any valid address. */
+const MAX_KEY_PART_OCTETS = 256;
+/** How much of an over-long part its key shows, so that `list` still says what it was. */
+const DIGEST_HEAD_OCTETS = 64;
+const DIGEST_FORM = /…\[sha256:[0-9a-f]{64}\]$/;
+
+/**
+ * A sender, recipient or domain as keys hold it (see DESCRIPTION): as it is up to
+ * MAX_KEY_PART_OCTETS, else HEAD…[sha256:HEX]. The digest is of the whole part, so one address
+ * always has one key and two that share their first kilobytes keep two; the form is shorter than
+ * the bound, so keyPart(keyPart(x)) is keyPart(x) and `allow`/`drop` take it as `list` prints it.
+ */
+export function keyPart(part: string): string {
+  if (part.length <= MAX_KEY_PART_OCTETS / 3 || Buffer.byteLength(part) <= MAX_KEY_PART_OCTETS) return part;
+  let head = '';
+  let octets = 0;
+  for (const character of part) {
+    octets += Buffer.byteLength(character);
+    if (octets > DIGEST_HEAD_OCTETS) break;
+    head += character;
+  }
+  // UTF-16, not UTF-8: two parts with different lone surrogates would encode alike.
+  return `${head}…[sha256:${createHash('sha256').update(part, 'utf16le').digest('hex')}]`;
+}
+
+/** Whether a part is keyPart's digest of an over-long one (as `list` prints it). */
+export const isDigestedKeyPart = (part: string): boolean => part.endsWith(']') && DIGEST_FORM.test(part);
+
 const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
 const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');
 
@@ -162,7 +196,7 @@ export class Greylist {
   }
 
   tripletKey(client: string, sender: string, recipient: string): string {
-    return `${this.settings.keyPrefix}t:${escapePart(client)}/${escapePart(sender)}/${escapePart(recipient)}`;
+    return `${this.settings.keyPrefix}t:${escapePart(client)}/${escapePart(keyPart(sender))}/${escapePart(keyPart(recipient))}`;
   }
 
   clientKey(client: string): string {
@@ -170,7 +204,7 @@ export class Greylist {
   }
 
   domainKey(client: string, domain: string): string {
-    return `${this.settings.keyPrefix}d:${escapePart(client)}/${escapePart(domain)}`;
+    return `${this.settings.keyPrefix}d:${escapePart(client)}/${escapePart(keyPart(domain))}`;
   }
 
   async check(request: GreylistRequest): Promise<GreylistOutcome> {
@@ -304,15 +338,20 @@ export class Greylist {
    * entry of its own, which would go on letting it skip greylisting. Returns how many went.
    */
   async dropClientsIn(network: Cidr): Promise<number> {
+    const inside = await this.clientRowsIn(network, 'drop');
+    await this.deleteAll(inside.map((row) => row.key));
+    return inside.length;
+  }
+
+  /** The auto-allow rows of the addresses in the network, in key order. */
+  private async clientRowsIn(network: Cidr, verb: 'drop' | 'list'): Promise<Array<{ key: string } & StoredValue>> {
     const prefix = `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
     const rows = await this.store.scan(prefix, NETWORK_SCAN_LIMIT);
-    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: drop the addresses one by one`);
-    const inside = rows.filter((row) => {
+    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: ${verb} the addresses one by one`);
+    return rows.filter((row) => {
       const address = clientAddress(unescapePart(row.key.slice(this.settings.keyPrefix.length + 2)));
       return address !== undefined && networkHolds(network, address);
     });
-    await this.deleteAll(inside.map((row) => row.key));
-    return inside.length;
   }
 
   /** Deletes the keys DROP_DELETE_BATCH at a time, each batch asked for at once. */
@@ -322,8 +361,12 @@ export class Greylist {
     }
   }
 
-  /** Entries in key order; `client` narrows to one identity (exact) or auto-allow key. */
-  async list(options: { kinds?: readonly GreylistEntryKind[]; client?: string; limit: number }): Promise<GreylistEntry[]> {
+  /**
+   * Entries in key order; `client` narrows to one identity (exact) or auto-allow key; `network`,
+   * given in its place, narrows client entries to those of its addresses, as dropClientsIn finds
+   * them (a network has no auto-allow entry of its own).
+   */
+  async list(options: { kinds?: readonly GreylistEntryKind[]; client?: string; network?: Cidr; limit: number }): Promise<GreylistEntry[]> {
     const kinds = options.kinds ?? ['triplet', 'client', 'domain'];
     const entries: GreylistEntry[] = [];
     const tag = { triplet: 't', client: 'c', domain: 'd' } as const;
@@ -331,7 +374,8 @@ export class Greylist {
       if (entries.length >= options.limit) break;
       const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
       const prefix = `${this.settings.keyPrefix}${tag[kind]}:${client}`;
-      for (const row of await this.store.scan(prefix, options.limit - entries.length)) {
+      const rows = kind === 'client' && options.network ? (await this.clientRowsIn(options.network, 'list')).slice(0, options.limit - entries.length) : await this.store.scan(prefix, options.limit - entries.length);
+      for (const row of rows) {
         const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
         if (entry && (kind !== 'client' || options.client === undefined || entry.client === options.client)) entries.push(entry);
       }
@@ -378,8 +422,9 @@ export class Greylist {
    * first passes of many senders of one domain at once (a provider retrying its queue) kept
    * only the first few of them, and the domain never reached its level.
    */
-  private async recordDomainSender(client: string, domain: string, sender: string): Promise<void> {
+  private async recordDomainSender(client: string, domain: string, fullSender: string): Promise<void> {
     const key = this.domainKey(client, domain);
+    const sender = keyPart(fullSender);
     const level = this.settings.domainAutoAllow;
     const attempts = MAX_ATTEMPTS + level;
     for (let attempt = 1; attempt <= attempts; attempt += 1) {

@@ -31,14 +31,15 @@
  *   ordinary sender shaped like qmail VERP (alerts-noreply=x.io@) loses that part too.
  *
  * LIMITS
- *   Input longer than 1024 characters is cut there before any work (a path is at most 256
- *   octets, RFC 5321 §4.5.3.1.3); every step is one linear pass. Never throws.
+ *   Every step is one linear pass over the whole input (at most a policy line, 4 kB), which is
+ *   never cut: senders that differ only past a cut were one triplet, and a cut through the local
+ *   part lost the domain. The greylist bounds the key it makes of an over-long result
+ *   (greylist/greylist keyPart). Never throws.
  */
 
 import { normaliseDomain } from '../../address/index.js';
 import { asciiLower } from '../../rewrite/domains.js';
 
-const MAX_INPUT = 1024;
 const BATV_TAG = /^[0-9a-z]{10}/;
 /** A run of decimal digits with no letter, mark, digit or '_' either side: \b\d+\b beyond ASCII. */
 const STANDALONE_NUMBER = /(?<![\p{L}\p{M}\p{N}_])\p{Nd}+(?![\p{L}\p{M}\p{N}_])/gu;
@@ -91,11 +92,10 @@ function withoutBatv(local: string): string {
 }
 
 export function normaliseSender(sender: string, options: NormaliseOptions = {}): string {
-  const input = sender.length > MAX_INPUT ? sender.slice(0, MAX_INPUT) : sender;
-  let at = input.lastIndexOf('@');
-  if (at < 0) return asciiLower(input);
-  let local = input.slice(0, at);
-  let domain = input.slice(at + 1);
+  let at = sender.lastIndexOf('@');
+  if (at < 0) return asciiLower(sender);
+  let local = sender.slice(0, at);
+  let domain = sender.slice(at + 1);
   const original = srsOriginal(local);
   if (original !== undefined) {
     at = original.lastIndexOf('@');

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { parseCidr } from '../../../src/core/ip.js';
-import { Greylist, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
+import { Greylist, keyPart, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { startRedis } from '../../support/redis.js';
@@ -457,6 +457,53 @@ describe('greylist administration', () => {
     assert.ok(store.mostDeleting > 100, `deletes in flight at once: ${store.mostDeleting}`);
     assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).map((e) => e.client), ['192.0.3.0/24']);
     await store.close();
+  });
+});
+
+describe('greylist keys of over-long addresses', () => {
+  // Up to a policy line (4 kB) per address, from any client, for each recipient it names.
+  const huge = (tail: string) => `${'a'.repeat(1500)}${tail}@${'d'.repeat(1200)}.example`;
+  const keysOf = async (store: Store) => (await store.scan('grey:', 100)).map((row) => row.key);
+
+  it('bounds the key of a huge sender and recipient, and decides alike for the same one, apart for another', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const greylist = new Greylist(store, clock, { ...POSTGREY, domainAutoAllow: 1 });
+    const request = triplet({ sender: huge('x'), recipient: huge('r') });
+    assert.equal((await greylist.check(request)).kind, 'defer');
+    const [key] = await keysOf(store);
+    assert.ok(key !== undefined && key.length <= 400, `key of ${key?.length} characters`);
+    clock.advance(100 * S);
+    // Each differs from the first only past its first kilobyte: a triplet of its own, not a retry.
+    for (const apart of [{ sender: huge('y') }, { recipient: huge('s') }]) {
+      const outcome = await greylist.check({ ...request, ...apart });
+      assert.equal(outcome.kind === 'defer' && outcome.reason, 'new', JSON.stringify(Object.keys(apart)));
+    }
+    clock.advance(200 * S);
+    assert.deepEqual(await greylist.check({ ...request }), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S }, 'the same address: the same triplet');
+    const opened = await greylist.check({ ...request, sender: huge('z') });
+    assert.equal(opened.kind === 'pass' && opened.reason, 'domain-auto-allow', 'the passed sender of the domain opened it (domainAutoAllow: 1)');
+    for (const k of await keysOf(store)) assert.ok(k.length <= 400, `${k.slice(0, 40)}: ${k.length} characters`);
+    assert.ok((await store.get(greylist.domainKey('192.0.2.0/24', huge('x').split('@')[1]!)))!.value.length < 400, 'the domain record holds the sender as its key part');
+
+    const senders = (await greylist.list({ kinds: ['triplet'], limit: 10 })).map((entry) => entry.kind === 'triplet' && entry.sender);
+    assert.equal(senders.length, 3);
+    for (const sender of senders) assert.match(String(sender), /^a{64}…\[sha256:[0-9a-f]{64}\]$/, 'list shows its start and digest');
+    assert.ok(senders.includes(keyPart(huge('x'))));
+    assert.equal(keyPart(keyPart(huge('x'))), keyPart(huge('x')), 'as list shows it, it is its own key');
+    assert.ok(await greylist.dropTriplet({ client: '192.0.2.0/24', sender: huge('x'), recipient: huge('r') }), 'dropped by the address in full');
+  });
+
+  it('keeps the key of every address RFC 5321 allows as it was, up to 256 octets', () => {
+    const { greylist } = setup();
+    const longest = `${'l'.repeat(64)}@${'d'.repeat(63)}.${'e'.repeat(63)}.${'f'.repeat(61)}.example`.slice(0, 256);
+    const utf8 = `${'ü'.repeat(128)}`; // 256 octets
+    for (const address of ['bob@sender.example', '', longest, utf8, 'a/b%c@x.example']) {
+      assert.equal(keyPart(address), address);
+    }
+    assert.equal(greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test'), 'grey:t:192.0.2.0%2F24/bob@sender.example/alice@example.test');
+    assert.notEqual(keyPart(`${utf8}x`), `${utf8}x`, 'one octet more is digested');
+    assert.match(keyPart('ü'.repeat(200)), /^ü{32}…/, 'never cut within a character');
   });
 });
 

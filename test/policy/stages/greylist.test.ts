@@ -154,6 +154,25 @@ describe('greylist stage over the policy protocol', () => {
     assert.equal(greylisted(logs).length, 2);
   });
 
+  it('keys an over-long sender and recipient by a bounded digest: the same one retried passes, another stays apart', async () => {
+    const path = join(dir, 'long.sqlite');
+    const { clock, ask } = await serve([{ name: 'greylist', header: false }], { store: { kind: 'sqlite', path } });
+    // As much as a policy line holds, for each recipient; they differ only at their ends.
+    const long = (end: string) => ({ sender: `${'s'.repeat(1800)}${end}@sender.example`, recipient: `${'r'.repeat(1800)}${end}@example.test` });
+    assert.match(await ask(long('1')), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.match(await ask(long('2')), /^DEFER_IF_PERMIT 4\.2\.0 Greylisted, please try again in 300 seconds$/, 'another address: a new triplet');
+    assert.equal(await ask(long('1')), 'DUNNO', 'the same address: its retry');
+    const db = new Database(path, { readonly: true });
+    try {
+      const keys = (db.prepare("SELECT key FROM kv WHERE key LIKE 'grey:t:%'").all() as Array<{ key: string }>).map((r) => r.key);
+      assert.equal(keys.length, 2);
+      for (const key of keys) assert.ok(Buffer.byteLength(key) <= 320, `${Buffer.byteLength(key)} octets`);
+    } finally {
+      db.close();
+    }
+  });
+
   it('clientIdentity address keys a triplet by the exact client address, not its /24', async () => {
     const { clock, logs, ask } = await serve([{ name: 'greylist', clientIdentity: 'address', header: false }]);
     assert.match(await ask({ client_address: '192.0.2.10' }), /^DEFER_IF_PERMIT/);
