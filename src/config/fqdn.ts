@@ -8,10 +8,24 @@
  *   distrust it). FQDN_PATTERN is the form callout.helo, a stage's own helo and the host name
  *   it falls back to must have: dot-separated LDH labels of 1 to 63 octets, 253 in all, the
  *   last one starting with a letter (so that an address is not taken for a name).
+ *   isAnnounceable(name) adds that the name must not be one that only this machine or its
+ *   network can resolve: localhost and names under .localhost (RFC 6761), .localdomain (the
+ *   name many installers leave, "localhost.localdomain") and .local (mDNS, RFC 6762). Sent to
+ *   another site's MX such a name identifies nobody, and callouts are to identify themselves
+ *   honestly.
  */
 
 import { z } from 'zod';
 
 export const FQDN_PATTERN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 
-export const fqdn = z.string().regex(FQDN_PATTERN, 'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)');
+const LOCAL_ONLY_NAME = /(?:^|\.)(?:localhost|localdomain|local)$/i;
+
+export function isAnnounceable(name: string): boolean {
+  return FQDN_PATTERN.test(name) && !LOCAL_ONLY_NAME.test(name);
+}
+
+export const fqdn = z
+  .string()
+  .regex(FQDN_PATTERN, 'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)')
+  .refine((name) => !LOCAL_ONLY_NAME.test(name), 'names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');

@@ -45,7 +45,7 @@ import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
 import { logInfoJson, type Logger } from '../core/log.js';
-import { FQDN_PATTERN } from '../config/fqdn.js';
+import { isAnnounceable } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
@@ -162,7 +162,7 @@ interface GenerationDeps {
  */
 function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
   const resolver = createResolver(config, deps.clock);
-  const helo = config.callout.helo ?? (FQDN_PATTERN.test(hostname()) ? hostname() : undefined);
+  const helo = config.callout.helo ?? (isAnnounceable(hostname()) ? hostname() : undefined);
   if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
   config.policy.stages.forEach((entry, index) => {
     if (entry.name !== 'tarpit' || entry.mode === 'off') return;

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { DEFAULT_IDLE_POLL_MICROS } from '../../src/core/idle-poll.js';
+import { isAnnounceable } from '../../src/config/fqdn.js';
 
 function problem(raw: unknown): string {
   try {
@@ -180,5 +181,22 @@ describe('callout.randomLocalPart', () => {
     for (const template of ['callout-{random}', '{random}', 'x.{random}+probe', `${'x'.repeat(52)}{random}`]) {
       assert.equal(validateConfig({ callout: { randomLocalPart: template } }).callout.randomLocalPart, template);
     }
+  });
+});
+
+describe('callout.helo', () => {
+  it('refuses a name only this machine or its network can resolve, naming the key; takes a public one', () => {
+    for (const helo of ['localhost', 'localhost.localdomain', 'mail.localdomain', 'mx.LOCAL', 'box.localhost']) {
+      assert.match(problem({ callout: { helo } }), /callout\.helo: .*names no host outside this machine or its network/, helo);
+    }
+    for (const helo of ['mx.example.org', 'local.example.org', 'localhost-gw.example.net', 'verifier.callout.test']) {
+      assert.equal(validateConfig({ callout: { helo } }).callout.helo, helo);
+    }
+  });
+
+  it('the host name callouts fall back to is announced only when announceable', () => {
+    assert.equal(isAnnounceable('mx.example.org'), true);
+    assert.equal(isAnnounceable('localhost.localdomain'), false);
+    assert.equal(isAnnounceable('debian'), false);
   });
 });
