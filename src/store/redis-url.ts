@@ -43,10 +43,14 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
   const masked = maskPassword(url);
   // ioredis takes a database that is not a number ("/abc", "?db=1x") as database 0 (or 1).
   const query = url.indexOf('?');
-  const database = new URLSearchParams(query === -1 ? '' : url.slice(query + 1)).get('db');
+  const parameters = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
+  const database = parameters.get('db');
   if (database !== null && !/^\d+$/.test(database)) {
     throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
   }
+  const maskedPassword = `redis store: the password in ${masked} is ${HIDDEN_SECRET}, as config print hides it: put the real password back`;
+  // Before a socket path returns: config print masks its password parameter alike.
+  if (parameters.getAll('password').includes(HIDDEN_SECRET)) throw new ConfigError(maskedPassword);
   if (url.startsWith('/')) {
     // ioredis takes a socket path's parameters as driver options too.
     checkUrlParameters(url, storeOptions);
@@ -68,9 +72,7 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
   } catch (err) {
     throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
   }
-  if (decodeURIComponent(parsed.password) === HIDDEN_SECRET || new URLSearchParams(parsed.search).getAll('password').includes(HIDDEN_SECRET)) {
-    throw new ConfigError(`redis store: the password in ${masked} is ${HIDDEN_SECRET}, as config print hides it: put the real password back`);
-  }
+  if (decodeURIComponent(parsed.password) === HIDDEN_SECRET) throw new ConfigError(maskedPassword);
   const path = parsed.pathname;
   if (!/^\/?\d*$/.test(path)) {
     throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${masked}`);

@@ -22,8 +22,13 @@ function passwordsOf(url: string): string[] {
       // Neither the driver nor the store takes a URL WHATWG cannot parse.
     }
   }
+  // The other parameters as a message may quote them (encoded): a password that is also one of
+  // them (user:[::1]@host?[::1]) is rightly shown as that parameter.
+  const others = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
+  others.delete('password');
+  const shownParameters = others.toString();
   // Short ones could stand anywhere in a URL by chance, and one written twice (user:127.0.0.1@127.0.0.1) is also something else.
-  return found.filter((password) => password.length >= 6 && url.split(password).length <= 2);
+  return found.filter((password) => password.length >= 6 && url.split(password).length <= 2 && !shownParameters.includes(password));
 }
 
 const piece = fc.oneof(
@@ -49,7 +54,8 @@ describe('redis URL fuzzed', () => {
           for (const password of passwordsOf(text)) assert.ok(!err.message.includes(password), `${err.message} shows ${password}`);
         }
       }),
-      { numRuns: 3000 },
+      // A password that is also a parameter's name, quoted (encoded) by the error message.
+      { numRuns: 3000, examples: [['redis://user:[::1]@127.0.0.1?[::1]']] },
     );
   });
 
@@ -69,7 +75,8 @@ describe('redis URL fuzzed', () => {
   });
 
   it('refuses a password that is the mask config print shows, in the user part or as a parameter', () => {
-    for (const url of ['redis://:***@127.0.0.1:6379/0', 'redis://user:%2A%2A%2A@127.0.0.1', 'rediss://127.0.0.1?password=***']) {
+    // A socket path's password parameter too: config print masks it alike (it logged in with "***").
+    for (const url of ['redis://:***@127.0.0.1:6379/0', 'redis://user:%2A%2A%2A@127.0.0.1', 'rediss://127.0.0.1?password=***', '/run/redis.sock?password=***', maskPassword('/run/redis.sock?db=1&password=s3cret')]) {
       assert.throws(() => checkRedisUrl(url), (err: unknown) => err instanceof ConfigError && /put the real password back/.test(err.message), url);
     }
     assert.equal(checkRedisUrl('redis://:****@127.0.0.1'), 'redis://:****@127.0.0.1');

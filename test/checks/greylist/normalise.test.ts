@@ -88,6 +88,67 @@ describe('normaliseSender', () => {
   });
 });
 
+// Envelope senders as large senders, list managers and forwarders write them (their
+// documentation and published headers; hashes and ids made up). Each row: the attempts of one
+// stream (a retry, the next message, the next day's signature) and the one key they must share;
+// a per-message id the sender never repeats (Amazon SES, Mandrill) stays, as in postgrey: its
+// retries carry the same envelope.
+describe('normaliseSender on real-world senders', () => {
+  const streams: Array<[string, string[], string]> = [
+    ['Amazon SES (one message)', ['0100018c2b3f4a5e-7f1e2d3c-4b5a-4c6d-9e8f-0a1b2c3d4e5f-000000@amazonses.com'], '0100018c2b3f4a5e-7f1e2d3c-4b5a-4c6d-9e8f-0a1b2c3d4e5f-#@amazonses.com'],
+    ['Amazon SES, regional (one message)', ['0101018c2b3f4a5e-12345678-1234-4321-8765-123456789012-000000@us-west-2.amazonses.com'], '0101018c2b3f4a5e-#-#-#-#-#-#@us-west-2.amazonses.com'],
+    ['SendGrid', ['bounces+12345678-ab12-bob=example.org@sendgrid.net', 'bounces+12345678-cd34-bob=example.org@sendgrid.net'], 'bounces@sendgrid.net'],
+    ['SendGrid, branded', ['bounces+12345678-ab12-bob=example.org@em1234.sender.example', 'bounces+12345678-9f00-bob=example.org@em1234.sender.example'], 'bounces@em1234.sender.example'],
+    ['Mailchimp', ['bounce-mc.us5_12345678.9876543-0123abcdef@mail123.atl11.rsgsv.net', 'bounce-mc.us5_12345678.9876544-0123abcdef@mail123.atl11.rsgsv.net'], 'bounce-mc.us5_12345678.#-0123abcdef@mail123.atl11.rsgsv.net'],
+    ['Mandrill (one message)', ['bounce-md_30504962.5f8a6b2c.v1-0123456789abcdef0123456789abcdef@mandrillapp.com'], 'bounce-md_30504962.5f8a6b2c.v1-0123456789abcdef0123456789abcdef@mandrillapp.com'],
+    ['Salesforce Marketing Cloud', ['bounce-12_HTML-123456789-1234567-7654321-0@bounce.s7.exacttarget.com', 'bounce-12_HTML-123456790-1234567-7654322-1@bounce.s7.exacttarget.com'], 'bounce-12_html-#-#-#-#@bounce.s7.exacttarget.com'],
+    ['Gmail forwarding', ['alice+caf_=bob=example.org@gmail.com'], 'alice@gmail.com'],
+    ['Google Groups', ['devlist+bncBDW5HHDAVYNBBXGZ6OKQMGQEHVUQ7KQ@googlegroups.com', 'devlist+bncBCX3HHDAVYNBBXAAAAAAMGQEHV2Y@googlegroups.com'], 'devlist@googlegroups.com'],
+    ['Microsoft 365 tenant', ['Bob@Contoso.onmicrosoft.com'], 'bob@contoso.onmicrosoft.com'],
+    // Microsoft 365's SRS is bounces+SRS=: one key per forwarding domain, as in postgrey.
+    ['Microsoft 365 SRS', ['bounces+SRS=irox7=V3=fabrikam.com=alice@contoso.com', 'bounces+SRS=q2k9a=V4=fabrikam.com=alice@contoso.com'], 'bounces@contoso.com'],
+    ['Mailgun', ['bounce+abcdef.123456-bob=example.org@mg.sender.example', 'bounce+0a1b2c.123457-bob=example.org@mg.sender.example'], 'bounce@mg.sender.example'],
+    ['Postmark', ['pm_bounces@pm-bounces.sender.example'], 'pm_bounces@pm-bounces.sender.example'],
+    ['Zendesk', ['support+id12345-abcd@sender.zendesk.com', 'support+id12346-ef01@sender.zendesk.com'], 'support@sender.zendesk.com'],
+    ['GitHub', ['noreply@github.com'], 'noreply@github.com'],
+    ['GitHub through SendGrid', ['bounces+848413-9b5e-bob=example.org@sgmail.github.com'], 'bounces@sgmail.github.com'],
+    ['Mailman VERP', ['list-bounces+bob=example.org@lists.example.net'], 'list-bounces@lists.example.net'],
+    ['ezmlm VERP', ['list-return-123-bob=example.org@lists.example.net', 'list-return-124-bob=example.org@lists.example.net'], 'list-return-#@lists.example.net'],
+    ['postsrsd SRS0, either separator', ['SRS0=a1B2=TT=orig.example=alice@forwarder.example', 'SRS0+Zx9/=TU=orig.example=alice@forwarder.example', 'srs0-c+3d=TV=orig.example=alice@forwarder.example'], 'alice@orig.example'],
+    ['Exim SRS1', ['SRS1=x1Y2=orig-fwd.example==a1B2=TT=orig.example=alice@forwarder.example', 'SRS1=z9Q8=orig-fwd.example==b3C4=TU=orig.example=alice@forwarder.example'], 'alice@orig.example'],
+    ['SRS of a BATV sender', ['SRS0=HHH=TT=orig.example=prvs=0123abcdef=alice@forwarder.example', 'SRS0=III=TU=orig.example=prvs=0124fedcba=alice@forwarder.example'], 'alice@orig.example'],
+    ['BATV (Exim prvs)', ['prvs=1269e93bf9=user@example.com', 'prvs=1270a0b1c2=user@example.com'], 'user@example.com'],
+    ['SparkPost msprvs1', ['msprvs1=17595Bc6iB5CR=bounces-143811-2@spmailtechn.com', 'msprvs1=17596xZ0qP1aB=bounces-143811-2@spmailtechn.com'], 'bounces-#-#@spmailtechn.com'],
+    ['Barracuda btv1', ['btv1==0f7abcde2ab==alice@barracuda.example', 'btv1==1a2b3c4d5e6==alice@barracuda.example'], 'alice@barracuda.example'],
+  ];
+  for (const [source, attempts, expected] of streams) {
+    it(`${source}: ${expected}`, () => {
+      for (const sender of attempts) assert.equal(normaliseSender(sender), expected, sender);
+    });
+  }
+
+  // postgrey keys all of these by the tag, which changes every day (and between a first attempt
+  // before midnight and its retry after): each day the stream is greylisted again.
+  const signed: Array<[string, string[], string]> = [
+    ['an upper-case tag', ['prvs=0123ABCDEF=newsletter1@sender.example', 'prvs=0124FEDCBA=newsletter1@sender.example'], 'newsletter1@sender.example'],
+    ['the swapped form with a long local part', ['prvs=newsletters=0123abcdef@sender.example', 'prvs=newsletters=0124fedcba@sender.example'], 'newsletters@sender.example'],
+    ['a Mailman VERP sender signed by its gateway', ['prvs=0123abcdef=list-bounces+bob=example.org@lists.example.net', 'prvs=0124fedcba=list-bounces+bob=example.org@lists.example.net'], 'list-bounces@lists.example.net'],
+    ['an SRS address signed by its forwarder', ['prvs=0123abcdef=SRS0=HHH=TT=orig.example=alice@forwarder.example', 'prvs=0124fedcba=SRS0=III=TU=orig.example=alice@forwarder.example'], 'alice@orig.example'],
+  ];
+  for (const [shape, attempts, expected] of signed) {
+    it(`strips a BATV tag postgrey keeps: ${shape}`, () => {
+      for (const sender of attempts) assert.equal(normaliseSender(sender), expected, sender);
+    });
+  }
+
+  it('still decides as postgrey where its rule finds the tag, and keeps a prvs= that has none', () => {
+    assert.equal(normaliseSender('prvs=bob=0123abcdef@sender.example'), 'bob@sender.example');
+    assert.equal(normaliseSender('prvs=0123456789=1234567890@sender.example'), '#@sender.example', 'both tag-shaped: the standard order');
+    assert.equal(normaliseSender('prvs=abcdefghijk=bob@sender.example'), 'bob@sender.example');
+    assert.equal(normaliseSender('prvs=a=b=c@sender.example'), 'prvs=a=b=c@sender.example');
+  });
+});
+
 describe('postgrey whitelist_clients', () => {
   const text = [
     '# comment',
