@@ -79,7 +79,9 @@ export interface EngineDeps {
 }
 
 /** Failures that are not definite but still say the domain will not answer us for a while. */
-const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<string> = new Set(['unreachable', 'timeout', 'refused-at-greeting', 'refused-at-helo', 'refused-at-mail']);
+const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<string> = new Set(['unreachable', 'timeout']);
+/** Temporary refusals of us (a 4xx before RCPT), kept unless an exchanger greylisted us. */
+const TEMPORARY_REFUSALS: ReadonlySet<string> = new Set(['refused-at-greeting', 'refused-at-helo', 'refused-at-mail']);
 
 /** A probe lock lasts at most this much longer than the verification it guards. */
 const LOCK_SLACK_MS = 5_000;
@@ -649,10 +651,12 @@ export class CalloutEngine {
     // A temporary refusal of us (a 421 at the greeting, "451 try again later" at MAIL) is kept
     // on the domain too, for cache.tempfail (VerificationCache: a reply below 500): without it
     // every other sender of the domain opened a connection at once, while a server that is
-    // down was left alone.
-    const nothingAnswered = output.outcomes.size === 0 && output.failure;
-    if (nothingAnswered && output.failure && (output.failure.definite || TEMPORARY_DOMAIN_FAILURES.has(output.failure.reason))) {
-      writes.push(this.cache.putDomain(domain, 'useless', { reason: output.failure.reason, description: output.failure.description, ...(output.failure.reply ? { reply: output.failure.reply } : {}), at }));
+    // down was left alone. Not when another exchanger greylisted us: the greylist record says
+    // when a retry is worth it, and it answers as greylisting; read first, a useless record
+    // made the domain's next senders plain unknown (let through by default) where greylisting defers.
+    const failure = output.outcomes.size === 0 ? output.failure : undefined;
+    if (failure && (failure.definite || TEMPORARY_DOMAIN_FAILURES.has(failure.reason) || (TEMPORARY_REFUSALS.has(failure.reason) && !output.greylisted))) {
+      writes.push(this.cache.putDomain(domain, 'useless', { reason: failure.reason, description: failure.description, ...(failure.reply ? { reply: failure.reply } : {}), at }));
     }
     for (const m of mailboxes) {
       const r = results.get(m.address)!;

@@ -389,6 +389,27 @@ describe('replies at RCPT that are about us', () => {
     assert.equal(r.verdict, 'unknown');
     assert.equal(r.reason, 'tempfail-at-rcpt');
   });
+
+  it('a temporary refusal of us is kept on the domain for cache.tempfail, but not over greylisting another exchanger met', async () => {
+    const w = await make(mxZone({ 'refusing.test': '127.0.0.2', 'mixed.test': ['127.0.0.3', '127.0.0.4'] }), {
+      '127.0.0.2': { ...usersOnly(['alice']), mail: () => '451 4.3.0 Try again later' },
+      '127.0.0.3': { ...usersOnly(['alice']), mail: () => '451 4.7.1 Greylisted, try again later' },
+      '127.0.0.4': rejectGreeting(421),
+    });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    const refused = await engine.verify('alice@refusing.test');
+    assert.deepEqual([refused.verdict, refused.reason], ['unknown', 'refused-at-mail']);
+    const again = await engine.verify('bob@refusing.test');
+    assert.deepEqual([again.source, again.reason], ['domain-cache', 'refused-at-mail'], 'another sender of the domain opens no connection');
+    w.clock.advance(61_000);
+    assert.equal((await engine.verify('carol@refusing.test')).source, 'probe', 'asked again after cache.tempfail');
+    // The 421 of the second exchanger ranks above the first one's greylisting; the greylist
+    // record says when a retry is worth it and answers as greylisting (deferred by default).
+    const first = await engine.verify('alice@mixed.test');
+    assert.equal(first.reason, 'refused-at-greeting');
+    const later = await engine.verify('bob@mixed.test');
+    assert.deepEqual([later.source, later.reason], ['domain-cache', 'greylisted'], later.description);
+  });
 });
 
 describe('several exchangers', () => {

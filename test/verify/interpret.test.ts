@@ -97,6 +97,17 @@ describe('classifyRcpt', () => {
     assert.equal(refusesNullSender(reply(550, 'Rejected: listed in RBLs')), false);
     assert.equal(refusesNullSender(reply(550, '<> refused, ask postmaster@thelonious.test')), true);
   });
+
+  it('takes an underscore as the end of a word: helo_name, bad_helo and SPAMCOP_RBL still name us', () => {
+    // Without an X.7 code only the words tell: read as about the mailbox, a refusal of our HELO
+    // made the sender undeliverable, and at MAIL FROM:<> a domain that takes no bounces.
+    assert.equal(classifyRcpt(reply(550, 'Invalid helo_name, not a FQDN')), 'refused');
+    assert.equal(classifyRcpt(reply(554, 'Rejected: bad_helo')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'Listed in SPAMCOP_RBL')), 'refused');
+    assert.equal(classifyRcpt(reply(550, 'RBL-listed, see rbl.example.net; DNSBL: yes; rDNS-check failed')), 'refused');
+    assert.equal(refusesNullSender(reply(550, 'Invalid helo_name')), false);
+    assert.equal(refusesNullSender(reply(550, 'rDNS-check failed')), false);
+  });
 });
 
 describe('classifyVrfy', () => {
