@@ -18,7 +18,8 @@
  *   64 KiB over TCP, and 100000 of those would take gigabytes. An answer bigger than maxBytes on
  *   its own is passed on without being kept. Expired entries are dropped when next looked up or
  *   evicted. Names are matched case-insensitively
- *   (RFC 4343) and without a trailing dot.
+ *   (RFC 4343) and without a trailing dot. A key is kept as a copy of its own (core/memo
+ *   ownCopy), so that a name sliced from a larger string (a policy request) does not keep it.
  *
  * ERRORS
  *   ConfigError for options out of range. A lookup that the wrapped resolver rejects rejects
@@ -27,6 +28,7 @@
 
 import type { Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
+import { ownCopy } from '../core/memo.js';
 import { canonicalName } from './names.js';
 import type { DnsAnswer, DnsRecordType, MxRecord, Resolver } from './types.js';
 
@@ -183,7 +185,8 @@ export class CachingResolver implements Resolver {
     this.forget(key);
     const bytes = approximateBytes(key, answer);
     if (bytes > this.maxBytes) return;
-    this.entries.set(key, { answer, expiresAt: this.clock.now() + seconds * 1000, bytes });
+    // A name sliced from a policy request would keep the whole request alive, uncounted.
+    this.entries.set(ownCopy(key), { answer, expiresAt: this.clock.now() + seconds * 1000, bytes });
     this.bytes += bytes;
     while (this.entries.size > this.maxEntries || this.bytes > this.maxBytes) {
       const oldest = this.entries.keys().next();

@@ -34,7 +34,7 @@
 import type { Clock } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { RepeatCollapser } from '../core/log.js';
-import { BoundedMemo } from '../core/memo.js';
+import { BoundedMemo, ownCopy } from '../core/memo.js';
 import { MAX_HEADER_LINE } from '../core/text.js';
 import { parseForwardPath, parseReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
@@ -377,7 +377,8 @@ export class Pipeline {
     if (!memory) {
       if (this.messages.size >= MESSAGE_MEMORY_LIMIT) this.forgetOldMessages(now);
       memory = { pending: [], given: new Set(), touched: now };
-      this.messages.set(instance, memory);
+      // The instance is a slice of the request's chunk, which it would keep for as long.
+      this.messages.set(ownCopy(instance), memory);
     }
     memory.touched = now;
     return memory;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { BoundedMemo, RecentMap } from '../../src/core/memo.js';
+import { heapAfterGc } from '../support/heap.js';
 
 function counting(limit: number): { memo: BoundedMemo<{ text: string }>; calls: string[] } {
   const calls: string[] = [];
@@ -123,5 +124,37 @@ describe('RecentMap', () => {
         },
       ),
     );
+  });
+});
+
+describe('memory of slices', () => {
+  /**
+   * Gives use() count keys, each a slice of a 64 KiB string of its own, as a policy attribute is
+   * of the chunk it came in; made one at a time, in a frame that has returned before the heap is
+   * measured, so that nothing but what use() kept holds them.
+   */
+  const feedSlices = (count: number, use: (text: string, index: number) => void): void => {
+    for (let i = 0; i < count; i++) use(`${'x'.repeat(65_536)}${i}-tail-of-the-text`.slice(65_530), i);
+  };
+
+  it('keeps a key and what fn made of it without the string it was sliced from', () => {
+    const memo = new BoundedMemo((text) => ({ part: text.slice(1) }), 1_000);
+    const before = heapAfterGc();
+    feedSlices(1_000, (text) => memo.get(text));
+    const grown = heapAfterGc() - before;
+    assert.equal(memo.size, 1_000);
+    // Held whole, the 1,000 parents would take 64 MiB.
+    assert.ok(grown < 8 * 1024 * 1024, `${grown} octets held for 1,000 short keys`);
+  });
+
+  it('keeps RecentMap keys, set or brought forward, without the strings they were sliced from', () => {
+    const map = new RecentMap<number>(600);
+    const before = heapAfterGc();
+    feedSlices(1_000, (text, i) => map.set(text, i));
+    // The first 600 are in the previous generation: a get with a new slice brings 200 forward.
+    feedSlices(200, (text) => assert.equal(map.get(text, undefined) !== undefined, true));
+    const grown = heapAfterGc() - before;
+    assert.equal(map.size, 1_000);
+    assert.ok(grown < 8 * 1024 * 1024, `${grown} octets held for 1,000 short keys`);
   });
 });

@@ -7,6 +7,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
 import type { Resolver } from '../../src/dns/types.js';
 import { startDnsServer, type DnsTestServer, type Zone } from '../support/dns-server.js';
+import { heapAfterGc } from '../support/heap.js';
 
 const zone: Zone = {
   'ttl60.test': { A: ['192.0.2.1'], ttl: 60 },
@@ -206,6 +207,21 @@ describe('single flight, eviction, clear', () => {
     const huge = new CachingResolver(wildcard, { clock, maxBytes: 100_000 });
     assert.equal((await huge.txt('big.wildcard.test')).kind, 'records');
     assert.equal(huge.stats().entries, 0);
+  });
+
+  test('a name sliced from a larger string (a policy request) is kept without that string', async () => {
+    const cache = cached();
+    // Each name is a slice of a 64 KiB string of its own, as a policy attribute is of the chunk
+    // it came in; made in a function that has returned before the heap is measured.
+    const lookUp = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) await cache.a(`${'x'.repeat(65_536)}.n${i}-not-in-the-zone.test`.slice(65_537));
+    };
+    const before = heapAfterGc();
+    await lookUp(300);
+    const grown = heapAfterGc() - before;
+    assert.equal(cache.stats().entries, 300);
+    // Held whole, the 300 strings would take 19 MiB.
+    assert.ok(grown < 4 * 1024 * 1024, `${grown} octets held for 300 short names`);
   });
 
   test('clear() forgets every entry, even one whose lookup was in flight', async () => {

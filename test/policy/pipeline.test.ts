@@ -10,6 +10,7 @@ import { MemoryStore } from '../../src/store/index.js';
 import { MESSAGE_HEADER_LIMIT, MESSAGE_MEMORY_LIMIT, Pipeline, buildPipeline } from '../../src/policy/pipeline.js';
 import type { ConfiguredStage, PipelineOptions, PipelineOutcome } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
+import { heapAfterGc } from '../support/heap.js';
 
 const silent = { info() {}, warn() {}, error() {} };
 
@@ -229,6 +230,21 @@ describe('pipeline', () => {
     for (let i = 0; i <= MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `m${i}` }));
     assert.ok(memory.size <= MESSAGE_MEMORY_LIMIT * 0.9 + 1, `size ${memory.size}`);
     assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`));
+  });
+
+  it('remembers a message by its instance without the request string the instance was sliced from', async () => {
+    const p = pipeline([syncStage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' }))]);
+    // Each instance is a slice of a 64 KiB string of its own, as a policy attribute is of the
+    // chunk it came in; made in a function that has returned before the heap is measured.
+    const decide = (count: number): void => {
+      for (let i = 0; i < count; i++) void p.decide(rcpt({ instance: `${'x'.repeat(65_536)}${i}.6b12d2cd.260c3.0`.slice(65_530) }));
+    };
+    const before = heapAfterGc();
+    decide(300);
+    const grown = heapAfterGc() - before;
+    assert.equal(p.messages.size, 300);
+    // Held whole, the 300 strings would take 19 MiB.
+    assert.ok(grown < 4 * 1024 * 1024, `${grown} octets held for 300 messages`);
   });
 
   it('forgets, once full, every message not seen for an hour by the injected clock', async () => {
