@@ -189,7 +189,9 @@ describe('callout serve', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-checkpointer-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     const { lines, log } = captureLog();
-    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'greylist', delay: 300 }] } };
+    // No metrics listener: the default, 127.0.0.1:10041, is taken whenever another test file's
+    // daemon runs alongside (npm test runs two files at a time); metricsText() reads the registry.
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
     const { daemon, client } = await startDaemonWithClient({ overrides, log }, cleanups);
     // Removed while open: the daemon writes on to the open file; the thread, started after 100
     // commits, finds none to open.
