@@ -78,6 +78,30 @@ interface World {
 
 let instances = 0;
 
+/**
+ * The stage over an engine of its own (an injected clock, a memory store), asking `domain`'s one
+ * exchanger at `ip`, scripted by `script`; each dialogue step may take `step`, the whole two.
+ */
+async function stageWithOwnEngine(domain: string, ip: string, script: Partial<SmtpScript>, step: '1s' | '2s') {
+  const dns = await startDnsServer(mxZone({ [domain]: ip }));
+  const [mx] = await startSmtpServers([ip], () => script);
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
+  const overall = step === '1s' ? '2s' : '4s';
+  const config = validateConfig({
+    callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: step, greeting: step, command: step, rcpt: step, overall } },
+  });
+  const engine = new CalloutEngine(config, { resolver, store, clock });
+  cleanups.push(async () => {
+    await engine.idle();
+    await mx!.close();
+    await dns.close();
+  });
+  const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+  return { stage, engine, clock, mx: mx! };
+}
+
 async function setup(stage: Record<string, unknown> = {}, policy: Record<string, unknown> = {}): Promise<World> {
   const dns = await startDnsServer(ZONE);
   const domains = Object.values(SERVERS);
@@ -320,21 +344,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
     // A firewall that drops us, or a greeting slower than the deadline: every callout is still
     // running at the deadline, and ends unknown (timeout) after it, remembered by the engine only
     // cache.tempfail (60 s). The client retries minutes later.
-    const dns = await startDnsServer(mxZone({ 'dropping.test': '127.0.0.33' }));
-    const [mx] = await startSmtpServers(['127.0.0.33'], () => silentGreeting());
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
-    const config = validateConfig({
-      callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', command: '1s', rcpt: '1s', overall: '2s' } },
-    });
-    const engine = new CalloutEngine(config, { resolver, store, clock });
-    cleanups.push(async () => {
-      await engine.idle();
-      await mx!.close();
-      await dns.close();
-    });
-    const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+    const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.33', silentGreeting(), '1s');
     const parsed = parseMailbox('bob@dropping.test');
     assert.ok(parsed.ok);
     const ask = () =>
@@ -369,22 +379,8 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
 
 describe('sender-callout: one callout per sender, however many recipients and retries', () => {
   it('the RCPTs of one message, asked at once and again after "in progress", make one connection to the sender\'s exchanger', async () => {
-    const dns = await startDnsServer(mxZone({ 'slowmx.test': '127.0.0.34' }));
     // Slower than the stage's deadline, so that the first answers are "in progress".
-    const [mx] = await startSmtpServers(['127.0.0.34'], () => ({ ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) }));
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
-    const config = validateConfig({
-      callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: '2s', greeting: '2s', command: '2s', rcpt: '2s', overall: '4s' } },
-    });
-    const engine = new CalloutEngine(config, { resolver, store, clock });
-    cleanups.push(async () => {
-      await engine.idle();
-      await mx!.close();
-      await dns.close();
-    });
-    const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+    const { stage, engine, clock, mx } = await stageWithOwnEngine('slowmx.test', '127.0.0.34', { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) }, '2s');
     const ask = (sender: string, recipient: string) => {
       const parsed = parseMailbox(sender);
       assert.ok(parsed.ok);
@@ -411,6 +407,6 @@ describe('sender-callout: one callout per sender, however many recipients and re
     await engine.idle();
     const later = await Promise.all(['a', 'b'].map((r) => ask('bob@SlowMX.Test', `${r}@receiver.test`)));
     assert.deepEqual(later.map((v) => v.result), ['deliverable', 'deliverable']);
-    assert.equal(mx!.connectionCount, 1);
+    assert.equal(mx.connectionCount, 1);
   });
 });
