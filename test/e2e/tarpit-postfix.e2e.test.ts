@@ -17,14 +17,22 @@
  *   refuses an unknown user itself (smtpd_reject_unlisted_recipient applies after
  *   smtpd_recipient_restrictions), so callout answers DUNNO and counts nothing, and Postfix's
  *   own hard error limit is what ends that harvest (421 4.7.0 at the fifth RCPT).
+ *   A third server (Postfix at 127.0.0.55, primary for own.test and backup for local.test,
+ *   Postfix's own error limits out of the way) asks callout at END-OF-MESSAGE too
+ *   (smtpd_end_of_data_restrictions): a delivered message is answered DUNNO there, after which
+ *   the tarpit forgives on delivery only. A harvester that starts a new message after each
+ *   probe callout rejects, padded with an unknown user of own.test that Postfix rejects itself
+ *   after callout let it through, is then not forgiven: 421 4.7.0 at its fourth message.
  *
  * LIMITS
- *   Needs root, postfix and swaks (.ci/run installs them). The delays are real time (3 s).
+ *   Needs root, postfix and swaks (.ci/run installs them). The delays are real time (3 s, and
+ *   4 s for the third server).
  */
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
@@ -40,12 +48,15 @@ const PRIMARY = '127.0.0.52';
 const BACKUP = '127.0.0.53';
 /** A primary MX of its own domain, asking the same callout serve. */
 const OWN = '127.0.0.54';
+/** Primary for own.test, backup for local.test, asking callout at END-OF-MESSAGE too. */
+const EOM = '127.0.0.55';
 
 let dns: DnsTestServer;
 let dataDir: string;
 let serve: ServeProcess;
 let backup: PostfixInstance;
 let own: PostfixInstance;
+let eom: PostfixInstance;
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'callout-tarpit-e2e-'));
@@ -75,7 +86,61 @@ before(async () => {
     policyService: `inet:${serve.policyAddress}`,
     extraMain: { smtpd_soft_error_limit: '10', smtpd_hard_error_limit: '4' },
   });
+  eom = await startPostfix({
+    name: 'tarpit-eom',
+    host: EOM,
+    port: SMTP_PORT,
+    myhostname: 'mx2.own.test',
+    domains: { 'own.test': ['carol'], 'local.test': 'catch-all' },
+    policyService: `inet:${serve.policyAddress}`,
+    extraMain: {
+      smtpd_end_of_data_restrictions: `check_policy_service inet:${serve.policyAddress}`,
+      smtpd_soft_error_limit: '100',
+      smtpd_hard_error_limit: '100',
+    },
+  });
 });
+
+/**
+ * A raw SMTP session (swaks sends one message a connection): each command's reply, until the
+ * server closes the connection.
+ */
+async function smtpSession(host: string, commands: string[]): Promise<string[]> {
+  const socket = net.connect({ host, port: SMTP_PORT });
+  socket.setEncoding('utf8');
+  let buffered = '';
+  let closed = false;
+  const waiters: (() => void)[] = [];
+  const wake = () => waiters.splice(0).forEach((w) => w());
+  socket.on('data', (chunk: string) => { buffered += chunk; wake(); });
+  socket.on('close', () => { closed = true; wake(); });
+  socket.on('error', () => undefined);
+  const reply = async (): Promise<string | undefined> => {
+    for (;;) {
+      const end = /^\d{3} .*\r\n/m.exec(buffered);
+      if (end) {
+        const text = buffered.slice(0, end.index + end[0].length).trimEnd();
+        buffered = buffered.slice(end.index + end[0].length);
+        return text.split('\r\n').pop();
+      }
+      if (closed) return undefined;
+      await new Promise<void>((resolve) => waiters.push(resolve));
+    }
+  };
+  const replies: string[] = [];
+  try {
+    await reply();
+    for (const command of commands) {
+      socket.write(`${command}\r\n`);
+      const answer = await reply();
+      if (answer === undefined) break;
+      replies.push(answer);
+    }
+  } finally {
+    socket.destroy();
+  }
+  return replies;
+}
 
 after(async () => {
   // stop() of a daemon that has exited already just reports how it ended.
@@ -122,6 +187,26 @@ describe('tarpit behind real Postfix', () => {
     assert.equal(serve.logs.slice(from).filter((l) => l.msg === 'tarpit: answer delayed').length, 0);
     await waitForMaillog(own, /too many errors after RCPT from/);
     assert.doesNotMatch(own.maillog(), /warning: .*(policy|check_policy_service)/);
+  });
+
+  it('forgives on delivery only where Postfix asks at END-OF-MESSAGE: a harvester padding its messages with users Postfix rejects itself is refused', async () => {
+    const from = serve.logs.length;
+    const sent = await sendMail(eom, 'bob@sender.test', 'carol@own.test', { data: true });
+    assert.equal(sent.code, SWAKS_OK, sent.transcript);
+    const ended = await serve.waitForLog((l) => l.msg === 'decision' && l.state === 'END-OF-MESSAGE', 'the END-OF-MESSAGE decision', from);
+    assert.equal(ended.action, 'DUNNO');
+    assert.match(String((ended.stages as string[])[0]), /^tarpit=end-of-message: /);
+    const commands = ['EHLO harvester.example'];
+    for (let m = 0; m < 4; m += 1) commands.push('MAIL FROM:<probe@harvester.example>', `RCPT TO:<ghost${m}@own.test>`, `RCPT TO:<eomprobe${m}@local.test>`, 'RSET');
+    const replies = await smtpSession(EOM, commands);
+    const rcpts = replies.filter((_, n) => commands[n]!.startsWith('RCPT'));
+    for (let m = 0; m < 3; m += 1) {
+      assert.match(rcpts[2 * m]!, /^550 5\.1\.1 <ghost\d@own\.test>: Recipient address rejected: User unknown in virtual mailbox table$/, `message ${m}: ${replies.join(' | ')}`);
+      assert.match(rcpts[2 * m + 1]!, /^550 5\.1\.1 <eomprobe\d@local\.test>: Recipient address rejected: /, `message ${m}: ${replies.join(' | ')}`);
+    }
+    assert.match(rcpts[6]!, /^421 4\.7\.0 <ghost3@own\.test>: Recipient address rejected: Too many rejected recipients from 127\.0\.0\.1, try again later$/, 'three errors over three messages, never forgiven');
+    assert.equal(rcpts.length, 7, `Postfix closed the connection: ${replies.join(' | ')}`);
+    assert.doesNotMatch(eom.maillog(), /warning: .*(policy|check_policy_service)/);
   });
 
   it('lets a good recipient through on a new connection', async () => {

@@ -20,14 +20,24 @@
  *                     store and one source port may reach two of them at once. Postfix's own
  *                     error counters are per connection too, so a harvester that starts a new
  *                     MAIL transaction every few recipients does not start again from zero.
- *                     Postfix forgives a connection's errors once a message is received; the
- *                     stage sees no delivery, so it forgives them when the connection starts a
- *                     new message after one in which at least as many recipients were let
- *                     through as were rejected (that message could be delivered: a bulk
- *                     sender's message with a stale address among good ones). A harvester's
- *                     messages are rejected throughout, and one that slips a valid recipient
- *                     (postmaster@, which is always let through) among its probes is not
- *                     forgiven either.
+ *                     Postfix forgives a connection's errors once a message is received. With
+ *                     check_policy_service in smtpd_end_of_data_restrictions the stage sees
+ *                     that too: an END-OF-MESSAGE request with recipient_count > 0 that the
+ *                     pipeline lets through is the message Postfix is about to queue, and the
+ *                     connection's errors are forgiven then (the stage answers nothing else
+ *                     there). Without such requests it forgives them when the connection
+ *                     starts a new message after one in which at least as many recipients
+ *                     were let through as were rejected (that message could be delivered: a
+ *                     bulk sender's message with a stale address among good ones). A
+ *                     harvester's messages are rejected throughout, and one that slips a
+ *                     valid recipient (postmaster@, which is always let through) among its
+ *                     probes is not forgiven either. That rule is blind to the recipients
+ *                     Postfix rejects after callout let them through (see below), which a
+ *                     harvester can add to every message to be forgiven; so once a server
+ *                     end (server_address/server_port) has sent an END-OF-MESSAGE request, it
+ *                     is used no more on that server end for a day (DELIVERY_MARK_TTL_MS):
+ *                     marked per server end, not per connection, because a harvester's
+ *                     connections never reach DATA.
  *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
  *                     falls back to one message: client address + Postfix `instance`, the
  *                     only narrower scope a request names.
@@ -57,7 +67,8 @@
  *   smtpd_reject_unlisted_recipient, which Postfix applies after all of
  *   smtpd_recipient_restrictions: the unknown users of a primary MX). Postfix never tells the
  *   policy service what it did, so no order of restrictions gets them counted here; those let
- *   through count as let through in the message's tally. Postfix's own smtpd_*_error_limit
+ *   through count as let through in the message's tally, which decides nothing where
+ *   END-OF-MESSAGE requests come. Postfix's own smtpd_*_error_limit
  *   counts them and stays in force; the stage counts what its pipeline rejects, such as
  *   recipient-callforward verdicts.
  *   Counters: callout_tarpit_total{result=delayed|refused|warned} (warned: the hard limit
@@ -83,6 +94,12 @@ import { durationMs, durationOption } from './duration-option.js';
 
 /** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
 const CONNECTION_TTL_MS = 3_600_000;
+/**
+ * How long a server end that sent an END-OF-MESSAGE request is taken to send them still. A
+ * harvest in a quiet hour must not get the weaker rule back; an administrator who removes
+ * check_policy_service from smtpd_end_of_data_restrictions gets it back a day later.
+ */
+const DELIVERY_MARK_TTL_MS = 86_400_000;
 /** Time kept free before the deadline for the rest of the answer. */
 const DEADLINE_MARGIN_MS = 250;
 
@@ -136,6 +153,8 @@ interface Scope {
   words: string;
   /** Per connection: where the message in progress is remembered, and this request's message. */
   message?: { key: string; instance: string };
+  /** Per connection: the key that says its server end sends END-OF-MESSAGE requests (deliveryMark). */
+  mark?: string;
 }
 
 /** The recipients of a connection's message in progress: let through and rejected so far. */
@@ -157,12 +176,24 @@ function readTally(stored: string | undefined): Tally | undefined {
 
 const writeTally = (tally: Tally) => JSON.stringify({ i: tally.instance, a: tally.accepted, r: tally.rejected });
 
+/**
+ * The key that marks a server end (server_address/server_port; one key for all before Postfix
+ * 3.2, which sends neither) as sending END-OF-MESSAGE requests: servers sharing a store may be
+ * configured apart, and so may two smtpd services of one Postfix.
+ */
+const deliveryMark = (fields: { serverAddress: string; serverPort: number }) => `tarpit:e:${fields.serverAddress}/${fields.serverPort}`;
+
 /** The connection (or, without a client port, the message) a request belongs to; undefined when neither is known. */
 function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefined {
   const fields = policyRequestFields(attributes);
   if (fields.clientPort > 0) {
     const connection = `${client}/${fields.clientPort}/${fields.serverAddress}/${fields.serverPort}`;
-    return { key: `tarpit:p:${connection}`, words: 'on this connection', ...(fields.instance ? { message: { key: `tarpit:t:${connection}`, instance: fields.instance } } : {}) };
+    return {
+      key: `tarpit:p:${connection}`,
+      words: 'on this connection',
+      mark: deliveryMark(fields),
+      ...(fields.instance ? { message: { key: `tarpit:t:${connection}`, instance: fields.instance } } : {}),
+    };
   }
   if (fields.instance) return { key: `tarpit:m:${client}:${fields.instance}`, words: 'in this message' };
   return undefined;
@@ -171,7 +202,8 @@ function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefine
 /**
  * Before a request is judged: the tally of its message. When the request starts a new message
  * of its connection, the connection's errors are forgiven if the previous message could have
- * been delivered (at least as many recipients let through as rejected), and the new message's
+ * been delivered (at least as many recipients let through as rejected) and its server end does
+ * not send END-OF-MESSAGE requests (which forgive on delivery instead), and the new message's
  * tally starts. A connection's requests come one at a time, so no update races another
  * (unless a store slower than the decision deadline let an answer go before its counting ended,
  * policy/pipeline: a count may then be lost, which a failing store costs anyway).
@@ -180,7 +212,7 @@ async function startMessage(store: StageDeps['store'], scope: Scope): Promise<Ta
   const message = scope.message!;
   const previous = readTally((await store.get(message.key))?.value);
   if (previous?.instance === message.instance) return previous;
-  if (previous && previous.accepted > 0 && previous.accepted >= previous.rejected) await store.delete(scope.key);
+  if (previous && previous.accepted > 0 && previous.accepted >= previous.rejected && !(await store.get(scope.mark!))) await store.delete(scope.key);
   const tally = { instance: message.instance, accepted: 0, rejected: 0 };
   await store.set(message.key, writeTally(tally), CONNECTION_TTL_MS);
   return tally;
@@ -241,12 +273,28 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const stressed = (ctx: StageContext) => isStressed(ctx.attributes);
   const pastSoft = (e: Errors) => e.connection > opts.perConnection.soft || e.client > opts.perClient.soft;
   const hardReached = (e: Errors, stress: boolean) => e.connection >= opts.perConnection.hard || e.client >= opts.perClient.hard || (stress && pastSoft(e));
+  /**
+   * An END-OF-MESSAGE request: its server end is marked as sending them (whoever the client),
+   * and a message with recipients that the pipeline lets through is the delivery after which
+   * Postfix forgives the connection's errors (smtpd resets its error count once the message is
+   * queued): the stage forgives them too. Nothing is counted or delayed here.
+   */
+  async function messageEnded(ctx: StageContext, action: string): Promise<void> {
+    const fields = policyRequestFields(ctx.attributes);
+    await deps.store.set(deliveryMark(fields), '1', DELIVERY_MARK_TTL_MS);
+    const client = clientOf(ctx);
+    const scope = client && scopeOf(client.address, ctx.attributes);
+    if (scope?.mark && fields.recipientCount > 0 && letsThrough(action)) await deps.store.delete(scope.key);
+  }
   const describe = (e: Errors, scope: Scope | undefined) => `${scope ? `${e.connection} rejected ${scope.words}, ` : ''}${e.client.toFixed(1)} per ${opts.perClient.window}`;
 
   return {
     name: 'tarpit',
-    states: new Set(['RCPT']),
+    states: new Set(['RCPT', 'END-OF-MESSAGE']),
     async evaluate(ctx) {
+      // Only observed there (a delivery forgives): a refusal at the end of the message would
+      // come after the harvest it is meant to stop, and costs a message already sent.
+      if (ctx.state === 'END-OF-MESSAGE') return { stage: 'tarpit', result: 'end-of-message', reason: 'a delivery forgives the connection', decision: { kind: 'continue' } };
       const client = clientOf(ctx);
       if (!client) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
@@ -264,6 +312,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       return { stage: 'tarpit', result: 'counted', reason: describe(errors, scope), decision: { kind: 'continue' }, evidence: errors };
     },
     async observe(ctx, outcome) {
+      if (ctx.state === 'END-OF-MESSAGE') return messageEnded(ctx, outcome.action);
       const client = clientOf(ctx);
       if (!client) return;
       const judged = seen.get(ctx.attributes);
@@ -328,7 +377,7 @@ export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: st
 
 export const tarpitStage: StageDefinition<TarpitOptions> = {
   name: 'tarpit',
-  defaultStates: ['RCPT'],
+  defaultStates: ['RCPT', 'END-OF-MESSAGE'],
   options,
   create: (opts, deps) => createTarpit(opts, deps),
 };

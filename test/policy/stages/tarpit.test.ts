@@ -55,6 +55,24 @@ function harvestWorld(slept: number[] = []) {
   return new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
 }
 
+/** Refuses the message at END-OF-MESSAGE when asked to (reject_at_end=yes), as a content check there would. */
+const endCheck: Stage = {
+  name: 'end-check',
+  states: new Set(['END-OF-MESSAGE']),
+  async evaluate(ctx) {
+    const refuse = ctx.attributes.reject_at_end === 'yes';
+    return { stage: 'end-check', result: refuse ? 'refused' : 'passed', reason: '', decision: refuse ? { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'Refused' } : { kind: 'continue' } };
+  },
+};
+
+/** harvestWorld's tarpit in its default states (RCPT and END-OF-MESSAGE), before the recipient check and the end check. */
+function deliveryWorld() {
+  const { clock, deps } = world();
+  const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+  const stages = [{ ...configured(tarpit), states: new Set(tarpitStage.defaultStates) }, configured(recipientCheck), { ...configured(endCheck), states: new Set(['END-OF-MESSAGE'] as const) }];
+  return { clock, pipeline: new Pipeline(stages, { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }) };
+}
+
 describe('tarpit stage', () => {
   it('delays answers past the soft limit progressively, refuses at the hard limit, per connection', async () => {
     const { clock, deps, counts } = world();
@@ -108,6 +126,66 @@ describe('tarpit stage', () => {
     assert.deepEqual(answers.slice(0, 4), ['DUNNO', '550 5.1.1 User unknown', '550 5.1.1 User unknown', '550 5.1.1 User unknown']);
     assert.deepEqual(answers.slice(4, 7), ['DUNNO', '550 5.1.1 User unknown', '550 5.1.1 User unknown'], 'the second message goes on counting: 5 errors');
     assert.match(answers[7]!, /^421 4\.7\.0 /, 'the hard limit of 5 on this connection is reached');
+  });
+
+  it('where Postfix sends END-OF-MESSAGE requests, forgives a connection on delivery only, as Postfix does', async () => {
+    const { pipeline } = deliveryWorld();
+    const end = (instance: string, more: Record<string, string> = {}) => pipeline.decide(request('', { protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance, ...more }));
+    // Three stale addresses and one good one a message: more rejected than let through, which
+    // the rule without END-OF-MESSAGE requests does not forgive, but the message is delivered.
+    for (let m = 0; m < 4; m += 1) {
+      for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `d${m}` }))).action, '550 5.1.1 User unknown', `message ${m}`);
+      assert.equal((await pipeline.decide(request('alice@example.test', { instance: `d${m}` }))).action, 'DUNNO', `message ${m}`);
+      const ended = await end(`d${m}`);
+      assert.equal(ended.action, 'DUNNO');
+      assert.equal(ended.verdicts[0]!.result, 'end-of-message');
+    }
+    assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'd4' }))).verdicts[0]!.reason, '0 rejected on this connection, 12.0 per 1h', 'forgiven at each delivery');
+    // Not delivered: no recipient accepted, or the pipeline refused the message there.
+    for (let n = 0; n < 3; n += 1) await pipeline.decide(request(`nobody9x${n}@example.test`, { instance: 'd5' }));
+    await end('d5', { recipient_count: '0' });
+    await end('d5', { reject_at_end: 'yes' });
+    assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'd6' }))).verdicts[0]!.reason, '3 rejected on this connection, 15.0 per 1h');
+    // At the hard limit the tarpit still answers nothing but DUNNO at the end of a message.
+    for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody8x${n}@example.test`, { instance: 'd6' }));
+    assert.match((await pipeline.decide(request('alice@example.test', { instance: 'd6' }))).action, /^421 /);
+    assert.equal((await end('d6')).action, 'DUNNO');
+    assert.equal((await pipeline.decide(request('alice@example.test', { instance: 'd7' }))).action, 'DUNNO', 'forgiven by that delivery');
+  });
+
+  it('where Postfix sends END-OF-MESSAGE requests, does not forgive a harvester whose extra probes Postfix rejects after callout let them through', async () => {
+    const { pipeline } = deliveryWorld();
+    // Another client's delivery shows that this server end sends END-OF-MESSAGE requests.
+    await pipeline.decide(request('alice@example.test', { client_address: '192.0.2.10', instance: 'good' }));
+    await pipeline.decide(request('', { client_address: '192.0.2.10', protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance: 'good' }));
+    // The harvester never reaches DATA. Each message: three probes callout rejects, and three
+    // unknown users of the site's own domain that callout lets through (DUNNO) and Postfix then
+    // rejects itself (smtpd_reject_unlisted_recipient): as many let through as rejected.
+    const answers: string[] = [];
+    for (let m = 0; m < 3; m += 1) {
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`ghost${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+    }
+    assert.deepEqual(answers.slice(0, 6), ['DUNNO', 'DUNNO', 'DUNNO', '550 5.1.1 User unknown', '550 5.1.1 User unknown', '550 5.1.1 User unknown']);
+    assert.deepEqual(answers.slice(6, 10), ['DUNNO', 'DUNNO', 'DUNNO', '550 5.1.1 User unknown'], 'not forgiven at its second message: four errors');
+    assert.match(answers[10]!, /^550 /, 'the fifth error');
+    assert.match(answers[11]!, /^421 4\.7\.0 /, 'the hard limit of 5 on this connection is reached');
+    // A server end that sends no END-OF-MESSAGE requests keeps the rule that forgives such a message.
+    const elsewhere = (recipient: string, instance: string) => pipeline.decide(request(recipient, { server_address: '198.51.100.7', server_port: '25', instance }));
+    for (let m = 0; m < 3; m += 1) {
+      for (let n = 0; n < 3; n += 1) await elsewhere(`ghost${m}x${n}@example.test`, `e${m}`);
+      for (let n = 0; n < 3; n += 1) assert.equal((await elsewhere(`nobody${m}x${n}@example.test`, `e${m}`)).action, '550 5.1.1 User unknown', `message ${m}`);
+    }
+  });
+
+  it('keeps the rule for servers without END-OF-MESSAGE requests for a day after the last one', async () => {
+    const { pipeline, clock } = deliveryWorld();
+    await pipeline.decide(request('', { client_address: '192.0.2.10', protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance: 'good' }));
+    clock.advance(25 * 60 * MINUTE);
+    for (let m = 0; m < 3; m += 1) {
+      for (let n = 0; n < 3; n += 1) await pipeline.decide(request(`ghost${m}x${n}@example.test`, { instance: `h${m}` }));
+      for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action, '550 5.1.1 User unknown', `message ${m}`);
+    }
   });
 
   it('tallies the rejections of a stage placed before the tarpit too, so its harvester is not forgiven either', async () => {
