@@ -109,7 +109,8 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
     // As a recipient's asciiDomain is written: `Example.ORG.` and `bücher.example` match too.
     const domains = new Set(opts.domains.map((d) => domainEntry(d, 'recipient-callforward.domains')));
     const calloutDecision = calloutDecider(opts);
-    const late = new LateVerdicts(deps.clock);
+    // Apart from the sender callouts' verdicts, as the engine's records are (its keyPrefix).
+    const late = new LateVerdicts(deps.store, 'cf:');
     const verdict = stageVerdict('recipient-callforward');
     return {
       name: 'recipient-callforward',

@@ -14,9 +14,10 @@
  *   The answer comes within the pipeline's deadline: a callout still running then is answered
  *   with DEFER_IF_PERMIT "verification in progress" (as Postfix's verify(8) answers 450 after
  *   its poll count) and goes on to warm the cache for the retry. One that ends unknown after
- *   its deadline (an exchanger that times out) is remembered for a day: the retry, whose own
- *   callout again outlasts the deadline, gets that verdict and its action instead of another
- *   "in progress" (LateVerdicts).
+ *   its deadline (an exchanger that times out) is remembered for a day, in the store, so that
+ *   every worker and every daemon on it knows it: the retry, whose own callout again outlasts
+ *   the deadline, gets that verdict and its action instead of another "in progress"
+ *   (LateVerdicts).
  *
  * CONFIGURATION
  *   resultHeader (X-Callout-Result on messages that go through), receiver, skipOnSpfPass, actions.{undeliverable,noMailDomain,risky,unknown,greylisted,inProgress},
@@ -27,9 +28,8 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
 import { settleWithin } from '../../core/clock.js';
-import type { Clock } from '../../core/clock.js';
-import { RecentMap } from '../../core/memo.js';
 import type { Mailbox } from '../../address/index.js';
+import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import type { CalloutEngine } from '../../verify/engine.js';
 import type { VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
@@ -118,10 +118,14 @@ export function calloutDecider(
   };
 }
 
-/** Late unknown verdicts a stage remembers (core/memo RecentMap: up to twice as many). */
-const LATE_VERDICT_LIMIT = 10_000;
 /** How long one stands in for a callout to the same address again still running at the deadline. */
 const LATE_VERDICT_MS = 86_400_000;
+/**
+ * How long the recall may wait for the store. It runs after the deadline, within the
+ * pipeline's grace of 500 ms (a stage later than that is a fault); a store slower than this
+ * (Redis hung) is answered "in progress", as if nothing were remembered.
+ */
+const LATE_RECALL_MS = 200;
 
 /**
  * The unknown verdict of a callout that was still running at its deadline, by address. The
@@ -131,23 +135,64 @@ const LATE_VERDICT_MS = 86_400_000;
  * the address was deferred "in progress" on every retry until the mail bounced, where a callout
  * that fails at once is answered by actions.unknown (DUNNO). Definite verdicts are not kept: the
  * engine caches them for hours, and a stale one must not reject.
+ * Kept in the store (`late:ADDRESS`, after the engine's own namespace), shared by every process
+ * on it: the retry may reach another worker of `policy.workers` or another daemon on the same
+ * Redis. Only requests that reach the deadline read or write it.
  */
 export class LateVerdicts {
-  private readonly recent = new RecentMap<{ result: VerifyResult; at: number }>(LATE_VERDICT_LIMIT);
+  constructor(
+    private readonly store: Store,
+    /** The engine's keyPrefix (`cf:` for call-forward), so each engine's verdicts stay apart. */
+    private readonly prefix = '',
+  ) {}
 
-  constructor(private readonly clock: Clock) {}
-
-  remember(address: string, result: VerifyResult): void {
-    // Without its dialogue (attempts and their transcripts): only the verdict is answered with.
-    if (result.verdict === 'unknown') this.recent.set(address, { result: { ...result, attempts: [], mxHosts: [] }, at: this.clock.now() });
-    else this.recent.delete(address);
+  async remember(address: string, result: VerifyResult): Promise<void> {
+    const key = this.key(address);
+    if (result.verdict !== 'unknown') return this.store.delete(key);
+    // Without its dialogue (attempts, exchangers, transcripts): only the verdict is answered with.
+    const { attempts: _attempts, mxHosts: _mxHosts, ...verdict } = result;
+    await this.store.set(key, JSON.stringify(verdict), LATE_VERDICT_MS);
   }
 
-  recall(address: string): VerifyResult | undefined {
-    const known = this.recent.get(address, undefined);
-    if (!known || this.clock.now() - known.at > LATE_VERDICT_MS) return undefined;
-    return { ...known.result, description: `${known.result.description} (the previous callout's answer: this one was still running at the deadline)` };
+  /**
+   * The remembered verdict, at once when the store can tell (Store.peek), else within
+   * LATE_RECALL_MS; undefined when none is, or the store fails or is slower.
+   */
+  recall(address: string): VerifyResult | undefined | Promise<VerifyResult | undefined> {
+    const key = this.key(address);
+    const peeked = this.store.peek(key);
+    if (peeked !== ASK_LATER) return lateVerdict(address, peeked);
+    const read = this.store.get(key).then(
+      (stored) => lateVerdict(address, stored),
+      () => undefined,
+    );
+    return settleWithin(read, LATE_RECALL_MS, () => undefined);
   }
+
+  private key(address: string): string {
+    return `${this.prefix}late:${address}`;
+  }
+}
+
+/** A remembered verdict as answered; a value that does not parse, or is not unknown, is none. */
+function lateVerdict(address: string, stored: Readonly<StoredValue> | undefined): VerifyResult | undefined {
+  if (!stored) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(stored.value);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const known = value as Partial<VerifyResult>;
+  if (known.verdict !== 'unknown' || typeof known.reason !== 'string' || typeof known.description !== 'string') return undefined;
+  return {
+    ...(known as VerifyResult),
+    address,
+    attempts: [],
+    mxHosts: [],
+    description: `${known.description} (the previous callout's answer: this one was still running at the deadline)`,
+  };
 }
 
 /**
@@ -169,7 +214,7 @@ export function verifyWithinDeadline(
   return withinDeadline(pending, ctx).then((result) => {
     if (result) return result;
     pending.then(
-      (ended) => late.remember(mailbox.address, ended),
+      (ended) => late.remember(mailbox.address, ended).catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'late callout verdict not stored')),
       (err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'),
     );
     return late.recall(mailbox.address);
@@ -192,7 +237,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
     const calloutDecision = calloutDecider(opts);
-    const late = new LateVerdicts(deps.clock);
+    const late = new LateVerdicts(deps.store);
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),

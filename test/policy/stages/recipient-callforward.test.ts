@@ -85,7 +85,8 @@ describe('recipient-callforward stage', () => {
 
   it('answers a primary that never greets as unknown (DUNNO) on the retry, not "in progress" until the mail bounces', async () => {
     // A backup MX queues while its primary is down: that is what it is for.
-    const stage = make({ hosts: ['127.0.0.47'], port: silent.port });
+    const kept = new MemoryStore({ clock });
+    const stage = make({ hosts: ['127.0.0.47'], port: silent.port }, { store: kept });
     const first = await stage.evaluate(context('carol@backup.test', 200));
     assert.equal(first.result, 'in-progress');
     // Asked again, the running callout is shared; once it has ended its unknown verdict is cached.
@@ -96,6 +97,9 @@ describe('recipient-callforward stage', () => {
     assert.equal(retry.result, 'unknown', retry.reason);
     assert.match(retry.reason, /\(the previous callout's answer: this one was still running at the deadline\)$/);
     assert.deepEqual(retry.decision, { kind: 'continue' });
+    // In the store, for every process on it, apart from the sender callouts' late verdicts.
+    assert.ok(await kept.get('cf:late:carol@backup.test'));
+    assert.equal(await kept.get('late:carol@backup.test'), undefined);
   });
 
   it('verifies a burst of recipients at our own primary past the politeness limits meant for other people\'s servers', async () => {

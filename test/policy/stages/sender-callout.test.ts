@@ -4,6 +4,9 @@
 // and every answer must follow the stage's configured actions, codes and texts.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startDnsServer } from '../../support/dns-server.js';
 import type { Zone } from '../../support/dns-server.js';
 import {
@@ -20,14 +23,18 @@ import { postfixRequest } from '../../support/policy-client.js';
 import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
+import { startRedis } from '../../support/redis.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
-import type { StageVerdict } from '../../../src/policy/types.js';
+import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
+import { RedisStore } from '../../../src/store/redis.js';
+import { SqliteStore } from '../../../src/store/sqlite.js';
+import type { Store } from '../../../src/store/types.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -82,23 +89,29 @@ let instances = 0;
  * The stage over an engine of its own (an injected clock, a memory store), asking `domain`'s one
  * exchanger at `ip`, scripted by `script`; each dialogue step may take `step`, the whole two.
  */
-async function stageWithOwnEngine(domain: string, ip: string, script: Partial<SmtpScript>, step: '1s' | '2s') {
+async function stageWithOwnEngine(
+  domain: string,
+  ip: string,
+  script: Partial<SmtpScript>,
+  step: '1s' | '2s',
+  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger> },
+) {
   const dns = await startDnsServer(mxZone({ [domain]: ip }));
   const [mx] = await startSmtpServers([ip], () => script);
-  const clock = new ManualClock();
-  const store = new MemoryStore({ clock });
+  const clock = shared?.clock ?? new ManualClock();
+  const store = shared?.store ?? new MemoryStore({ clock });
   const resolver = createNodeResolver({ servers: [dns.address], timeoutMs: 2000, tries: 1 });
   const overall = step === '1s' ? '2s' : '4s';
   const config = validateConfig({
     callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: step, greeting: step, command: step, rcpt: step, overall } },
   });
-  const engine = new CalloutEngine(config, { resolver, store, clock });
+  const engine = new CalloutEngine(config, { resolver, store: shared?.engineStore ?? store, clock });
   cleanups.push(async () => {
     await engine.idle();
     await mx!.close();
     await dns.close();
   });
-  const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: createLogger('silent') });
+  const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent') });
   return { stage, engine, clock, mx: mx! };
 }
 
@@ -374,6 +387,85 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
     await engine.idle();
     clock.advance(25 * 3_600_000);
     assert.equal((await ask()).result, 'in-progress', 'remembered for a day');
+  });
+});
+
+/** A request about sender at RCPT, answered within ms of the clock's now (a real wait). */
+function senderRequest(clock: ManualClock, sender: string, ms: number): StageContext {
+  const parsed = parseMailbox(sender);
+  assert.ok(parsed.ok);
+  return {
+    attributes: {},
+    state: 'RCPT',
+    clientAddress: '192.0.2.7',
+    clientName: 'unknown',
+    heloName: 'mail.example.test',
+    senderText: sender,
+    sender: { kind: 'mailbox', mailbox: parsed.value },
+    recipientText: 'alice@receiver.test',
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    deadline: clock.now() + ms,
+    clock,
+  };
+}
+
+describe('sender-callout: a late verdict is known to every process on the store', () => {
+  it('answers a retry that reaches another worker (another store on the same SQLite file) with the late verdict the first one learnt', async () => {
+    // policy.workers 2: each worker has its own stage and its own store on one file. The client's
+    // retry reaches the other worker, whose own callout again outlasts the deadline.
+    const dir = mkdtempSync(join(tmpdir(), 'callout-late-'));
+    const clock = new ManualClock();
+    const stores = [await SqliteStore.open(join(dir, 'callout.sqlite'), { clock }), await SqliteStore.open(join(dir, 'callout.sqlite'), { clock })];
+    cleanups.push(async () => {
+      for (const store of stores) await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const first = await stageWithOwnEngine('dropping.test', '127.0.0.35', silentGreeting(), '1s', { clock, store: stores[0]! });
+    const second = await stageWithOwnEngine('dropping.test', '127.0.0.36', silentGreeting(), '1s', { clock, store: stores[1]! });
+    assert.equal((await first.stage.evaluate(senderRequest(clock, 'bob@dropping.test', 200))).result, 'in-progress');
+    await first.engine.idle();
+    // Read behind the first worker's write, so that it is committed.
+    await stores[0]!.get('late:bob@dropping.test');
+    clock.advance(10 * 60_000);
+    const retry = await second.stage.evaluate(senderRequest(clock, 'bob@dropping.test', 200));
+    assert.equal(retry.result, 'unknown', retry.reason);
+    assert.match(retry.reason, /^timeout: .*\(the previous callout's answer: this one was still running at the deadline\)$/);
+    assert.deepEqual(retry.decision, { kind: 'continue' });
+    await second.engine.idle();
+  });
+
+  it('answers "in progress" in time when the store hangs (Redis stopped) or fails (closed), and logs the verdict it could not keep', async () => {
+    const redis = await startRedis();
+    const clock = new ManualClock();
+    const hung = await RedisStore.open(redis.url, { clock });
+    cleanups.push(async () => {
+      redis.resume();
+      await hung.close();
+      await redis.stop();
+    });
+    const { log, lines } = captureLog();
+    // The engine on a store of its own, so that only the late verdict's reads and writes meet the fault.
+    const { stage, engine } = await stageWithOwnEngine('hung.test', '127.0.0.37', silentGreeting(), '1s', { clock, store: hung, engineStore: new MemoryStore({ clock }), log });
+    redis.pause();
+    const started = performance.now();
+    const answer = await stage.evaluate(senderRequest(clock, 'bob@hung.test', 200));
+    assert.equal(answer.result, 'in-progress');
+    // The pipeline waits 500 ms past the deadline before it counts the stage as a fault.
+    assert.ok(performance.now() - started < 700, `answered after ${Math.round(performance.now() - started)} ms`);
+    await engine.idle();
+    // The write of the late verdict fails after Redis's command timeout (1 s).
+    const notStored = () => lines.some((l) => l.msg === 'late callout verdict not stored' && l.address === 'bob@hung.test');
+    for (let waited = 0; waited < 3_000 && !notStored(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(notStored(), 'the failed write is logged, not an unhandled rejection');
+
+    const dir = mkdtempSync(join(tmpdir(), 'callout-late-'));
+    const closed = await SqliteStore.open(join(dir, 'callout.sqlite'), { clock });
+    await closed.close();
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const other = await stageWithOwnEngine('closed.test', '127.0.0.38', silentGreeting(), '1s', { clock, store: closed, engineStore: new MemoryStore({ clock }), log });
+    assert.equal((await other.stage.evaluate(senderRequest(clock, 'bob@closed.test', 200))).result, 'in-progress');
+    await other.engine.idle();
   });
 });
 
