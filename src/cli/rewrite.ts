@@ -15,7 +15,7 @@
  *   callout bounce query|remove ADDRESS STORE
  *     STORE: --store DB (a SQLite file), or -c FILE [--data-dir D] (the configured store,
  *     SQLite or Redis; without either, the default configuration's)
- *   callout rewrite serve [--socketmap HOST:PORT|PATH] [--tcp-table MAP=HOST:PORT]...
+ *   callout rewrite serve [--socketmap HOST:PORT|PATH] [--tcp-table MAP=HOST:PORT]... [--socket-mode MODE]
  *                     [--srs-domain D --srs-secret-file F ...] [--batv-key-file F --batv-domain D...]
  *
  * DESCRIPTION
@@ -30,7 +30,10 @@
  *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
  *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
  *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002. A TCP
- *   listener other hosts can reach is logged as a warning: it signs for whoever connects.
+ *   listener other hosts can reach is logged as a warning: it signs for whoever connects. A
+ *   UNIX socket gets --socket-mode (default 0660, whatever the umask: Postfix connects as user
+ *   postfix, a member of the socket's group), and one every local user may connect to is
+ *   logged as a warning too.
  *   Postfix configuration: README.md ("BATV, SRS, VERP and bounces").
  *
  *   `bounce record` reads a bounce as delivered to RCPT (the bounce's envelope recipient) and
@@ -51,7 +54,8 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { formatListenAddress, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
+import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
+import { octalMode } from '../core/files.js';
 import { shown, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
@@ -186,6 +190,11 @@ function parseListen(text: string, what: string): ListenAddress {
   const parsed = parseListenAddress(text);
   if (!parsed.ok) throw new UsageError(`${what}: ${parsed.reason}`);
   return parsed.value;
+}
+
+function socketModeFlag(text: string): number {
+  if (!SOCKET_MODE_TEXT.test(text)) throw new UsageError(`--socket-mode: got "${abbreviate(text, 60)}", expected an octal mode of 3 or 4 digits, such as 0660`);
+  return parseInt(text, 8);
 }
 
 interface SrsFlags {
@@ -471,6 +480,7 @@ interface ServeFlags {
   batvWindow: string;
   idlePoll: string;
   maxConnections: string;
+  socketMode: string;
 }
 
 function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap> {
@@ -517,6 +527,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
     .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle)", 'bounded')
     .option('--max-connections <n>', 'per listener', '200')
+    .option('--socket-mode <mode>', 'permissions of a UNIX socket listener, octal (0660: its owner and group, which Postfix must be in)', '0660')
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {
       // Refused requests and connections, and secret files others can read, are logged as JSON
@@ -524,18 +535,19 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       const log = io.log ?? createLogger('info', coalescingDestination(2));
       const maps = serveMaps(flags, log);
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
+      const socketMode = socketModeFlag(flags.socketMode);
       const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenAddress }> = [];
-      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap' }), target: parseListen(flags.socketmap, '--socketmap') });
+      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap', socketMode }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
         const name = eq > 0 ? entry.slice(0, eq) : '';
         // Own keys only: "constructor" named Object(), whose answer to the first request ended the process.
         const map = Object.hasOwn(maps, name) ? maps[name] : undefined;
         if (!map) throw new UsageError(`--tcp-table: got "${entry}", expected MAP=HOST:PORT with MAP one of ${Object.keys(maps).join(', ')}`);
-        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}` }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
+        plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}`, socketMode }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
       const started: typeof plan = [];
@@ -546,6 +558,9 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
           io.out.write(`${p.label} listening on ${formatListenAddress(bound)}\n`);
           if (reachableFromNetwork(bound)) {
             log.warn({ listener: p.label, listen: formatListenAddress(bound) }, 'listener is reachable from other hosts: any of them can have addresses signed and rewritten with the secrets (valid BATV tags, SRS addresses); listen on 127.0.0.1, [::1] or a UNIX socket, or firewall the port to the mail servers');
+          }
+          if (bound.kind === 'unix' && openToAllUsers(socketMode)) {
+            log.warn({ listener: p.label, listen: bound.path, socketMode: octalMode(socketMode) }, 'socket is writable by all users: any local user can have addresses signed and rewritten with the secrets (valid BATV tags, SRS addresses); give --socket-mode 0660 and the socket a group Postfix is in');
           }
         }
         let done = () => undefined as void;

@@ -9,7 +9,8 @@
  *   Starts with sane defaults and no configuration file: policy listener on 127.0.0.1:10040,
  *   SQLite store under the data directory (/var/lib/callout), metrics on 127.0.0.1:10041, JSON
  *   logs on stdout. What it creates (the data directory, the store's files, a metrics socket) is
- *   kept from other users: 027 is added to the umask. Flags override the file. SIGHUP reloads
+ *   kept from other users: 027 is added to the umask (core/files withholdFromOthers) before
+ *   anything is made, worker processes inherit it. Flags override the file. SIGHUP reloads
  *   the file; SIGTERM and SIGINT drain and exit.
  *   With policy.workers (--workers) above 1 this process supervises that many worker
  *   processes (policy/workers), each of which runs this same command as a policy worker;
@@ -18,12 +19,13 @@
 
 import cluster from 'node:cluster';
 import type { Command } from 'commander';
+import { withholdFromOthers } from '../core/files.js';
 import { createLogger } from '../core/log.js';
 import type { Logger } from '../core/log.js';
 import { describeError } from '../core/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
-import { Daemon, prepareSharedStore } from '../policy/daemon.js';
+import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
@@ -77,6 +79,7 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);
+      for (const line of workerShareExcess(config)) log.warn({}, line);
       const started = prepareSharedStore(config, log).then(() =>
         Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log }),
       );
@@ -88,19 +91,6 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     }
   });
-}
-
-const SERVE_UMASK = 0o027;
-
-/**
- * Adds 027 to the umask. The store holds senders' and recipients' addresses: started from a
- * shell (umask 022), the data directory it created was 0755 and the SQLite file, its WAL and
- * shared-memory files 0644, readable by every user of the host. systemd's unit sets
- * UMask=0027 as well; a stricter umask is kept. Worker processes inherit it.
- */
-function withholdFromOthers(): void {
-  const previous = process.umask(SERVE_UMASK);
-  process.umask(previous | SERVE_UMASK);
 }
 
 /**

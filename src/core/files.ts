@@ -30,6 +30,9 @@
  *
  *   makeDirectories(dir) is mkdir -p.
  *
+ *   withholdFromOthers() adds 027 to the process's umask, for good: whatever the process creates
+ *   next (the SQLite store's directory and files, a metrics socket) is not for other users.
+ *
  * LIMITS
  *   Synchronous: for start-up, reloads and command-line tools, not for a request path.
  */
@@ -108,7 +111,8 @@ function fileKind(stats: Stats): string {
   return 'of an unknown kind';
 }
 
-function octalMode(mode: number): string {
+/** Permission bits as chmod takes them: "0660". */
+export function octalMode(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, '0');
 }
 
@@ -142,6 +146,21 @@ export function warnIfSecretExposed(read: { mode: number; uid: number; gid: numb
 export function tooLarge(limitBytes: number): string {
   const size = limitBytes % MIB === 0 ? `${limitBytes / MIB} MiB` : limitBytes % 1024 === 0 ? `${limitBytes / 1024} KiB` : `${limitBytes} bytes`;
   return `larger than ${size}`;
+}
+
+const WITHHELD_FROM_OTHERS = 0o027;
+
+/**
+ * Adds 027 to the umask; a stricter umask is kept. The store holds senders' and recipients'
+ * addresses: made from a shell (umask 022), by `callout serve` or by a one-shot command that
+ * writes (greylist allow, verify --cache, bounce record), its directory was 0755 and the SQLite
+ * file, its WAL and shared-memory files 0644, readable by every user of the host (systemd's
+ * unit sets UMask=0027 too; child processes inherit it). For the process, not for the call:
+ * SQLite makes the -wal and -shm files later, whenever it needs them.
+ */
+export function withholdFromOthers(): void {
+  const previous = process.umask(WITHHELD_FROM_OTHERS);
+  process.umask(previous | WITHHELD_FROM_OTHERS);
 }
 
 /**

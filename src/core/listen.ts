@@ -5,20 +5,25 @@
  * DESCRIPTION
  *   `127.0.0.1:10040`, `[::1]:10040`, `localhost:10040`, or an absolute UNIX socket path
  *   (`/var/spool/postfix/private/callout`), the forms Postfix's own endpoints use. listenOn()
- *   binds a server there, for every listener of the project (policy, metrics, rewrite maps);
+ *   binds a server there, for every listener of the project (policy, metrics, rewrite maps),
+ *   and gives a UNIX socket the mode it is asked for (DEFAULT_SOCKET_MODE, 0660, for the
+ *   sockets Postfix connects to: owner and group, whatever the umask; connecting takes write
+ *   permission, so openToAllUsers() says when any local user may).
  *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
  *   socket path an earlier run left, before binding it, but never one a live server still has.
  *   reachableFromNetwork() says whether a bound listener is open to other hosts.
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
+ *   Between bind and chmod a UNIX socket briefly has the mode the umask gives.
  */
 
 import { existsSync, lstatSync } from 'node:fs';
-import { lstat, rm, unlink } from 'node:fs/promises';
+import { chmod, lstat, rm, unlink } from 'node:fs/promises';
 import net, { type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { ConfigError, ListenUnavailableError, abbreviate, describeError } from './errors.js';
+import { octalMode } from './files.js';
 import { classifyAddress } from './ip.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -43,6 +48,16 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   // hand to the resolver as a host name.
   if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
+}
+
+/** Owner and group: Postfix connects as a member of the socket's group (postfix, from a set-group-ID directory). */
+export const DEFAULT_SOCKET_MODE = 0o660;
+/** A socket mode as the configuration and the flags write it: octal, "0660" or "660". */
+export const SOCKET_MODE_TEXT = /^[0-7]{3,4}$/;
+
+/** Connecting to a UNIX socket takes write permission on it: o+w lets every local user connect. */
+export function openToAllUsers(socketMode: number): boolean {
+  return (socketMode & 0o002) !== 0;
 }
 
 /** HOST:PORT, [IPv6]:PORT or the socket path: the form the configuration and the flags take. */
@@ -77,8 +92,10 @@ const NOT_YET_THERE: ReadonlySet<string> = new Set(['EADDRNOTAVAIL', 'EAI_AGAIN'
  * something other than a socket (bind reports EACCES and EADDRINUSE for those). An address that
  * is not there yet (NOT_YET_THERE) is a ListenUnavailableError instead: at boot, before the
  * network is up, a configuration error would keep systemd from ever starting callout again.
+ * A UNIX socket gets socketMode once bound, when one is given: left to the umask a socket was
+ * 0755 under 022, which Postfix (user postfix) cannot connect to, or 0777 under 0.
  */
-export function listenOn(server: Server, address: ListenAddress, label: string): Promise<void> {
+export function listenOn(server: Server, address: ListenAddress, label: string, socketMode?: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const fail = (err: NodeJS.ErrnoException): void => {
       let reason = err.message;
@@ -96,7 +113,11 @@ export function listenOn(server: Server, address: ListenAddress, label: string):
     server.once('error', fail);
     const ready = (): void => {
       server.off('error', fail);
-      resolve();
+      if (address.kind === 'tcp' || socketMode === undefined) return resolve();
+      chmod(address.path, socketMode).then(resolve, (err: unknown) => {
+        server.close();
+        reject(new ConfigError(`cannot listen on ${label}: cannot give the socket mode ${octalMode(socketMode)}: ${describeError(err)}`, { cause: err }));
+      });
     };
     if (address.kind === 'unix') server.listen(address.path, ready);
     else server.listen({ host: address.host, port: address.port }, ready);

@@ -36,7 +36,7 @@
  *   unless callout.allowTargets says otherwise.
  */
 
-import { makeDirectories } from '../core/files.js';
+import { makeDirectories, withholdFromOthers } from '../core/files.js';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
@@ -110,6 +110,19 @@ export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig
   return { ...limits, concurrency: part(limits.concurrency), perHostConcurrency: part(limits.perHostConcurrency) };
 }
 
+/**
+ * What workerShare raises: with more workers than a concurrency limit, each keeps 1, and the
+ * service as a whole may run policy.workers at once (8 workers, perHostConcurrency 4: 8
+ * connections to one exchanger, which may take them for an attack). Logged by the supervisor at
+ * start and by `config check`, not by each worker.
+ */
+export function workerShareExcess(config: Config): string[] {
+  const { workers } = config.policy;
+  const excess = (key: 'concurrency' | 'perHostConcurrency', what: string): string[] =>
+    workers > config.limits[key] ? [`policy.workers (${workers}) is above limits.${key} (${config.limits[key]}): each worker keeps 1, so up to ${workers} ${what} at once`] : [];
+  return [...excess('concurrency', 'callouts may run'), ...excess('perHostConcurrency', 'connections to one exchanger may be open')];
+}
+
 const TEST_TIME = /^[0-9]{1,11}$/;
 
 /**
@@ -130,6 +143,7 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined, log:
  */
 async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
   const path = storePath(config);
+  withholdFromOthers();
   try {
     makeDirectories(dirname(path));
   } catch (err) {
@@ -197,10 +211,12 @@ function buildGeneration(config: Config, deps: GenerationDeps, messages?: Messag
 /**
  * What `callout config check` adds to the schema: the stages are built as `callout serve`
  * builds them, over a store in memory, so that their own checks (allow-list entries, whitelist
- * and secret files, protocol states, what a call-forward needs) run as well; nothing is
- * contacted. Throws the ConfigError serve would stop with.
+ * and secret files, protocol states, what a call-forward needs) run as well, and what the
+ * supervisor of policy.workers warns of (workerShareExcess); nothing is contacted. Throws the
+ * ConfigError serve would stop with.
  */
 export async function checkServeConfiguration(config: Config, log: Logger): Promise<void> {
+  for (const line of workerShareExcess(config)) log.warn({}, line);
   const store = new MemoryStore({ clock: systemClock });
   try {
     const built = buildGeneration(config, { store, clock: systemClock, log, metrics: new Metrics(), worker: false });

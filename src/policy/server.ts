@@ -46,7 +46,6 @@
  *   connection is closed without a reply; every octet restarts the idle timer, so without it a
  *   client sending an octet a minute held a slot for as long as a request may be large. The
  *   decoder limits (line, attributes, request size) are passed through.
- *   Between bind and chmod the UNIX socket briefly has the mode the umask gives.
  *
  * ERRORS
  *   The constructor throws ConfigError for a listen address it cannot read; listen() rejects
@@ -56,9 +55,9 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { chmod } from 'node:fs/promises';
 import net from 'node:net';
-import { boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, openToAllUsers, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { octalMode } from '../core/files.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
@@ -118,7 +117,6 @@ export const DEFAULT_POLICY_REQUEST_TIMEOUT_MS = 100_000;
 /** Postfix writes a request at once; ten seconds is a slow network, more is a client holding a slot. */
 export const DEFAULT_POLICY_ARRIVAL_TIMEOUT_MS = 10_000;
 export const DEFAULT_POLICY_DRAIN_MS = 5_000;
-export const DEFAULT_POLICY_SOCKET_MODE = 0o660;
 
 
 /** Reads a listen address; the configuration schema can use it to validate early. */
@@ -162,7 +160,7 @@ export class PolicyServer {
     const openFiles = 'openFilesLimit' in limits ? limits.openFilesLimit : readOpenFilesLimit();
     this.maxConnections = openFiles === undefined ? configured : Math.min(configured, Math.max(1, openFiles - Math.min(256, Math.floor(openFiles / 2))));
     this.capped = this.maxConnections < configured && openFiles !== undefined ? { maxConnections: configured, openFilesLimit: openFiles } : undefined;
-    this.socketMode = options.socketMode ?? DEFAULT_POLICY_SOCKET_MODE;
+    this.socketMode = options.socketMode ?? DEFAULT_SOCKET_MODE;
     this.sharedListener = options.sharedListener ?? false;
     const poller = new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
     this.context = {
@@ -202,15 +200,13 @@ export class PolicyServer {
     const server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server = server;
     if (this.endpoint.kind === 'unix' && !this.sharedListener) await removeStaleSocket(this.endpoint.path);
-    await listenOn(server, this.endpoint, this.listenText);
+    await listenOn(server, this.endpoint, this.listenText, this.socketMode);
     server.on('error', (err) => this.context.log.error({ listen: this.listenText, error: describeError(err) }, 'policy listener failed'));
     if (this.endpoint.kind === 'unix') {
       this.ownsSocketPath = !this.sharedListener;
-      await chmod(this.endpoint.path, this.socketMode);
-      // Connecting to a UNIX socket takes write permission on it.
-      if (this.socketMode & 0o002) {
+      if (openToAllUsers(this.socketMode)) {
         this.context.log.warn(
-          { listen: this.listenText, socketMode: this.socketMode.toString(8).padStart(4, '0') },
+          { listen: this.listenText, socketMode: octalMode(this.socketMode) },
           'policy socket is writable by all users: any local user can have callout probe addresses of its choosing; give policy.socketMode "0660" and the socket a group Postfix is in',
         );
       }

@@ -6,7 +6,8 @@
  *   A LookupMap answers one key synchronously with found / notfound / temp / perm, the four
  *   outcomes Postfix's table protocols can carry. LookupServer owns what both protocol servers
  *   need alike: listening on HOST:PORT or a UNIX socket, a connection limit, an idle timeout,
- *   back-pressure (a client that does not read its replies is not read from), counters, and the
+ *   back-pressure (a client that does not read its replies is not read from), counters, a UNIX
+ *   socket's mode (socketMode, default 0660: Postfix connects as user postfix), and the
  *   rule that no input and no fault in a map ever takes the process down: a map that throws
  *   answers temp ("Internal error."), a socket error closes that one connection. Every key is an
  *   address, and no address has a control character or an octet that is not UTF-8 (RFC 5321
@@ -27,7 +28,7 @@ import net from 'node:net';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { RepeatCollapser } from '../core/log.js';
-import { boundAddress, formatListenAddress, listenOn, removeStaleSocket, type ListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, removeStaleSocket, type ListenAddress } from '../core/listen.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -49,6 +50,8 @@ export interface LookupServerOptions {
   log?: LookupLog;
   /** Names the listener in those lines, e.g. "socketmap" or "tcp_table forward". */
   label?: string;
+  /** Mode of a UNIX socket (default DEFAULT_SOCKET_MODE, 0o660). */
+  socketMode?: number;
 }
 
 export interface LookupLog {
@@ -100,6 +103,7 @@ export abstract class LookupServer {
   private readonly answeredAt = new WeakMap<net.Socket, number>();
   private readonly log: LookupLog;
   private readonly label: string;
+  private readonly socketMode: number;
   /** Connections refused in the current burst over maxConnections. */
   private dropped = 0;
   private readonly errorLines = new RepeatCollapser(60_000);
@@ -109,6 +113,7 @@ export abstract class LookupServer {
     this.poller = options.poller ?? new IdlePoller({ maxMicros: options.idlePollMicros ?? DEFAULT_IDLE_POLL_MICROS });
     this.log = options.log ?? QUIET;
     this.label = options.label ?? 'lookup service';
+    this.socketMode = options.socketMode ?? DEFAULT_SOCKET_MODE;
     this.server = net.createServer((socket) => this.accept(socket));
     const maxConnections = options.maxConnections ?? 200;
     this.server.maxConnections = maxConnections;
@@ -190,7 +195,7 @@ export abstract class LookupServer {
   async listen(target: ListenAddress): Promise<ListenAddress> {
     // Not unlinked blindly: a second `rewrite serve` on the same path cut the running one off from Postfix.
     if (target.kind === 'unix') await removeStaleSocket(target.path);
-    await listenOn(this.server, target, formatListenAddress(target));
+    await listenOn(this.server, target, formatListenAddress(target), this.socketMode);
     // From now on an error of the listener (EMFILE while accepting, for one) is logged; it must
     // not end the process. (listen() reports its own failure to its caller.)
     this.server.on('error', (err) => {

@@ -102,7 +102,7 @@
  */
 
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { makeDirectories } from '../core/files.js';
+import { makeDirectories, withholdFromOthers } from '../core/files.js';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -441,11 +441,16 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Opens (creating it and its parent directories if needed) the database at path, or ':memory:'. */
+  /**
+   * Opens (creating it and its parent directories if needed) the database at path, or ':memory:'.
+   * A file store first adds 027 to the process's umask (core/files withholdFromOthers): what it
+   * creates holds addresses, and every command that writes a store comes through here.
+   */
   static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') {
+        withholdFromOthers();
         makeDirectories(dirname(resolve(path)));
         const problem = pathProblem(path);
         if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (check the path: store.path, dataDir, --store, --cache or --data-dir)`);

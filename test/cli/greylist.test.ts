@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -240,6 +240,24 @@ describe('callout greylist on a store that is not there', () => {
     assert.equal(existsSync(elsewhere), false);
     assert.equal((await run(['allow', '192.0.2.1', '--data-dir', elsewhere])).output, 'allowed client 192.0.2.1\n');
     assert.match((await run(['list', '--data-dir', elsewhere])).output, /^client 192\.0\.2\.1 allowed/);
+  });
+
+  // `callout serve` added 027 to its umask, the one-shot commands did not: from a shell (022)
+  // `allow` made the directory 0755 and the store's files 0644, every user could read addresses.
+  it('keeps a store that allow creates, its directory and its files from other users under umask 022', async () => {
+    const dataDir = join(dir, 'private', 'store');
+    const umask = process.umask(0o022);
+    try {
+      assert.equal((await run(['allow', '192.0.2.1', '--data-dir', dataDir])).output, 'allowed client 192.0.2.1\n');
+    } finally {
+      process.umask(umask);
+    }
+    const paths = [join(dir, 'private'), dataDir, ...readdirSync(dataDir).map((name) => join(dataDir, name))];
+    assert.ok(paths.some((path) => path.endsWith('callout.sqlite')), paths.join(' '));
+    for (const path of paths) {
+      const mode = statSync(path).mode & 0o777;
+      assert.equal(mode & 0o007, 0, `${path} has mode ${mode.toString(8)}`);
+    }
   });
 
   // `allow` opened (made) the store before it read CLIENT, and `list`/`drop` said "no store there" (78).

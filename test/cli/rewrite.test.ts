@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -259,6 +259,43 @@ describe('callout rewrite serve', () => {
     assert.equal((await serving).code, 0);
     // Stopped: the socketmap port no longer answers.
     await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }));
+  });
+
+  it('gives its UNIX socket mode 0660 whatever the umask, --socket-mode another, and warns when every user may connect', async () => {
+    // Under umask 022 the socket was 0755: Postfix (user postfix, a group member) could not connect; under umask 0 anyone could.
+    const serveOn = async (path: string, extra: string[], umask: number) => {
+      const stop = new AbortController();
+      const lines: Array<{ message: string; fields: Record<string, unknown> }> = [];
+      const log: LookupLog = { info: () => undefined, warn: (fields, message) => lines.push({ message, fields }) };
+      let listening: () => void = () => undefined;
+      const up = new Promise<void>((resolve) => (listening = resolve));
+      const previous = process.umask(umask);
+      try {
+        const serving = run(['rewrite', 'serve', '--socketmap', path, ...extra, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: stop.signal, log, onOutput: (text) => text.includes('listening on') && listening() });
+        await up;
+        const mode = lstatSync(path).mode & 0o777;
+        const client = await SocketmapClient.connect({ path });
+        assert.match(await client.query('forward', 'test@otherdomain.com'), /^OK SRS0=/);
+        client.close();
+        stop.abort();
+        assert.equal((await serving).code, 0);
+        return { mode, warnings: lines.filter((line) => line.message.startsWith('socket ')) };
+      } finally {
+        process.umask(previous);
+      }
+    };
+    const byDefault = await serveOn(join(dir, 'default.sock'), [], 0o022);
+    assert.equal(byDefault.mode, 0o660);
+    assert.deepEqual(byDefault.warnings, []);
+    assert.equal((await serveOn(join(dir, 'umask0.sock'), [], 0)).mode, 0o660);
+    assert.equal((await serveOn(join(dir, 'owner.sock'), ['--socket-mode', '0600'], 0o022)).mode, 0o600);
+    const open = await serveOn(join(dir, 'open.sock'), ['--socket-mode', '666'], 0o022);
+    assert.equal(open.mode, 0o666);
+    assert.deepEqual(open.warnings.map((w) => w.fields), [{ listener: 'socketmap (forward, reverse)', listen: join(dir, 'open.sock'), socketMode: '0666' }]);
+    assert.match(open.warnings[0]?.message ?? '', /^socket is writable by all users: any local user can have addresses signed and rewritten/);
+    for (const bad of ['660x', '0999', '', '12345']) {
+      await assert.rejects(run(['rewrite', 'serve', '--socketmap', join(dir, 'bad.sock'), '--socket-mode', bad, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), (err: unknown) => err instanceof UsageError && err.message === `--socket-mode: got "${bad}", expected an octal mode of 3 or 4 digits, such as 0660`, bad);
+    }
   });
 
   it('logs a warning per secret file that group or others can read, naming it and its flag; refuses a FIFO at once', async () => {

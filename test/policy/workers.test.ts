@@ -9,7 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { validateConfig } from '../../src/config/schema.js';
-import { workerShare } from '../../src/policy/daemon.js';
+import { checkServeConfiguration, workerShare, workerShareExcess } from '../../src/policy/daemon.js';
+import { captureLog } from '../support/log-capture.js';
 import { createLogger, type Logger } from '../../src/core/log.js';
 import { Supervisor, keepCounts } from '../../src/policy/workers.js';
 import type { WorkerMetric } from '../../src/policy/workers.js';
@@ -195,6 +196,24 @@ describe('callout serve --workers 2', () => {
     }
   });
 
+  // Each worker keeps max(1, limit / workers): 2 workers with perHostConcurrency 1 may open 2
+  // connections to one exchanger, and nothing said so.
+  it('warns once at start when policy.workers is above limits.perHostConcurrency, naming both keys and the maximum', async () => {
+    const config = join(dataDir, 'per-host-1.yaml');
+    writeFileSync(config, 'limits:\n  perHostConcurrency: 1\n');
+    const serve = await serveWithWorkers('127.0.0.1:0', ['--config', config]);
+    try {
+      const warned = serve.logs.filter((l) => l.level === 40 && /^policy\.workers \(/.test(String(l.msg)));
+      assert.deepEqual(
+        warned.map((l) => [l.msg, l.worker]),
+        [['policy.workers (2) is above limits.perHostConcurrency (1): each worker keeps 1, so up to 2 connections to one exchanger may be open at once', undefined]],
+      );
+    } finally {
+      const exit = await serve.stop();
+      assert.deepEqual(exit, { code: 0, signal: null }, serve.stderr());
+    }
+  });
+
   it('refuses workers with a memory store, naming the key', async () => {
     const config = join(dataDir, 'memory.yaml');
     writeFileSync(config, 'store:\n  kind: memory\n');
@@ -218,6 +237,21 @@ describe('workerShare', () => {
     assert.equal(half.addressesPerConnection, limits.addressesPerConnection, 'per-connection limits are not shared');
     const many = workerShare(limits, 8);
     assert.deepEqual([many.concurrency, many.perHostConcurrency], [8, 1]);
+  });
+});
+
+describe('workerShareExcess', () => {
+  it('names each concurrency limit below policy.workers, and what the service may then run at once; config check says it too', async () => {
+    const config = validateConfig({ store: { kind: 'sqlite' }, policy: { workers: 8 }, limits: { concurrency: 6, perHostConcurrency: 4 }, callout: { helo: 'verifier.callout.test' } });
+    const expected = [
+      'policy.workers (8) is above limits.concurrency (6): each worker keeps 1, so up to 8 callouts may run at once',
+      'policy.workers (8) is above limits.perHostConcurrency (4): each worker keeps 1, so up to 8 connections to one exchanger may be open at once',
+    ];
+    assert.deepEqual(workerShareExcess(config), expected);
+    assert.deepEqual(workerShareExcess(validateConfig({ policy: { workers: 4 } })), [], 'the default limits (64, 4) hold for 4 workers');
+    const check = captureLog();
+    await checkServeConfiguration(config, check.log);
+    assert.deepEqual(check.lines.filter((l) => l.level === 40).map((l) => l.msg), expected);
   });
 });
 

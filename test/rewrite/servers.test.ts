@@ -297,6 +297,24 @@ describe('SocketmapServer', () => {
     assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
   });
 
+  it('gives a UNIX socket mode 0660 whatever the umask (Postfix connects as a group member), or socketMode', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const previous = process.umask(0o022);
+    try {
+      const byDefault = new SocketmapServer(maps);
+      closers.push(() => byDefault.close());
+      await byDefault.listen({ kind: 'unix', path: join(dir, 'default') });
+      assert.equal(lstatSync(join(dir, 'default')).mode & 0o777, 0o660);
+      const table = new TcpTableServer(maps.forward!, { socketMode: 0o600 });
+      closers.push(() => table.close());
+      await table.listen({ kind: 'unix', path: join(dir, 'owner') });
+      assert.equal(lstatSync(join(dir, 'owner')).mode & 0o777, 0o600);
+    } finally {
+      process.umask(previous);
+    }
+  });
+
   it('does not take over a UNIX socket a running server has, and takes one a dead server left', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
     closers.push(() => rmSync(dir, { recursive: true, force: true }));

@@ -17,11 +17,17 @@
  *   The organisational domain is the registrable domain under the Public Suffix List (tldts),
  *   its private section included: under a suffix such as cloudapp.net or members.linode.com
  *   each customer's name is its own organisation, not the hoster's.
- *   Confirming the name is checks/iprev's job.
+ *   A client may have several confirmed names, of one organisation or of several (a host
+ *   named by its operator and by a customer it sends for). confirmedOrganisation takes, among
+ *   those that do not look dynamic, the smallest organisational domain in code-point order, so
+ *   that the identity does not depend on the order of the PTR answer: resolvers rotate it, and
+ *   keyed by the first confirmed name, a retry could find itself a new triplet, deferred again.
+ *   Confirming the names is checks/iprev's job.
  */
 
 import { getDomain } from 'tldts';
 import { clientAddress } from '../client-ip.js';
+import { compareKeys } from '../../store/semantics.js';
 const ACCESS_LABEL = /(?:^|[.-])(?:dyn|dynamic|dhcp|pool|dsl|adsl|xdsl|vdsl|cable|ppp|pppoe|dialup|dial|broadband|bb|client|clients|cust|customer|home|user|users|residential|res|nat|wifi|wireless|mobile|dip)(?:[.-]|\d|$)/;
 
 /** Whether a host name embeds its address or names an access network (see DESCRIPTION). */
@@ -54,4 +60,17 @@ export function looksDynamic(name: string, address: string): boolean {
 /** The registrable domain of a host name, or undefined (a bare public suffix, an IP literal). */
 export function organisationalDomain(name: string): string | undefined {
   return getDomain(name.toLowerCase().replace(/\.$/, ''), { allowPrivateDomains: true }) ?? undefined;
+}
+
+/**
+ * The organisation that a client's forward-confirmed names (checks/iprev confirmedNames) make
+ * its identity, whatever their order, or undefined when none will do (see DESCRIPTION).
+ */
+export function confirmedOrganisation(names: readonly string[], address: string): string | undefined {
+  let chosen: string | undefined;
+  for (const name of names) {
+    const organisation = looksDynamic(name, address) ? undefined : organisationalDomain(name);
+    if (organisation !== undefined && (chosen === undefined || compareKeys(organisation, chosen) < 0)) chosen = organisation;
+  }
+  return chosen;
 }

@@ -20,4 +20,4 @@ export {
   type WhitelistProblem,
   type WhitelistSource,
 } from './whitelist.js';
-export { looksDynamic, organisationalDomain } from './identity.js';
+export { confirmedOrganisation, looksDynamic, organisationalDomain } from './identity.js';

@@ -20,8 +20,11 @@
  *   `address` (postgrey --lookup-by-host), or `fcrdns-domain`: the organisational domain of
  *   the forward-confirmed client name, so a sender pool retrying from other addresses matches
  *   its triplet; a client without a usable confirmed name falls back to its network. The
- *   confirmed name comes from an earlier `iprev` stage when one ran (result `pass`, the first
- *   of its evidence's confirmedNames), else from checkIprev here, bounded by the deadline.
+ *   confirmed names come from an earlier `iprev` stage when one ran (result `pass`, its
+ *   evidence's confirmedNames), else from checkIprev here, bounded by the deadline. Of several,
+ *   the smallest organisational domain is taken (checks/greylist/identity
+ *   confirmedOrganisation), and skip.fcrdnsProviders skips a client any of them is under (the
+ *   first in code-point order names it), so the order of the PTR answer changes neither.
  *
  *   Expired entries read as absent at once and leave the store with everything else that
  *   expired, every store.purgeInterval (policy/daemon). The stage's own `purgeInterval` of
@@ -50,13 +53,13 @@ import { BoundedMemo } from '../../core/memo.js';
 import { CALLOUT_VERSION } from '../../core/version.js';
 import { isoSeconds, type Clock } from '../../core/clock.js';
 import type { Store } from '../../store/types.js';
+import { compareKeys } from '../../store/semantics.js';
 import {
   Greylist,
   addressKey,
+  confirmedOrganisation,
   domainUnder,
-  looksDynamic,
   normaliseSender,
-  organisationalDomain,
   parseClientWhitelist,
   parseRecipientWhitelist,
   readWhitelistFiles,
@@ -157,15 +160,19 @@ export function networkIdentity(opts: IdentityOptions, address: string): string 
   return networkOf(address, identityPrefix(opts, 4), identityPrefix(opts, 6));
 }
 
-/** The client's forward-confirmed name, or undefined when it has none (or iprev did not pass). */
-type ConfirmedName = string | undefined;
+/**
+ * The client's forward-confirmed names in code-point order (the PTR answer's order is the
+ * resolver's choice), none when iprev did not pass.
+ */
+type ConfirmedNames = string[];
 
-/** What an earlier iprev stage found: its first confirmed name; 'not-run' when no such stage ran. */
-function iprevName(verdict: StageVerdict | undefined): ConfirmedName | 'not-run' {
+/** What an earlier iprev stage found: its confirmed names; 'not-run' when no such stage ran. */
+function iprevNames(verdict: StageVerdict | undefined): ConfirmedNames | 'not-run' {
   if (!verdict) return 'not-run';
+  if (verdict.result !== 'pass') return [];
   const names = (verdict.evidence as { confirmedNames?: unknown } | undefined)?.confirmedNames;
-  const first: unknown = Array.isArray(names) ? names[0] : undefined;
-  return verdict.result === 'pass' && typeof first === 'string' && first !== '' ? first.toLowerCase().replace(/\.$/, '') : undefined;
+  if (!Array.isArray(names)) return [];
+  return names.filter((name): name is string => typeof name === 'string' && name !== '').map((name) => name.toLowerCase().replace(/\.$/, ''));
 }
 
 function problemText(p: WhitelistProblem): string {
@@ -206,12 +213,14 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     };
     const pass = (result: string, reason: string) => verdict(result, reason, { kind: 'continue' });
 
-    async function confirmedName(ctx: StageContext): Promise<ConfirmedName> {
-      const reported = iprevName(ctx.earlier.get('iprev'));
-      if (reported !== 'not-run') return reported;
-      // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
-      const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
-      return looked?.result === 'pass' ? looked.confirmedNames[0] : undefined;
+    async function confirmedNames(ctx: StageContext): Promise<ConfirmedNames> {
+      let names = iprevNames(ctx.earlier.get('iprev'));
+      if (names === 'not-run') {
+        // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
+        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
+        names = looked?.result === 'pass' ? looked.confirmedNames : [];
+      }
+      return [...names].sort(compareKeys);
     }
 
     const deferText = compileTemplate(opts.text, { '{seconds}': 'seconds', '%s': 'seconds', '{retryAt}': 'retryAt', '{recipientDomain}': 'recipientDomain', '%r': 'recipientDomain', '{reason}': 'reason' });
@@ -250,15 +259,15 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         let identity = network;
         const autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
         if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
-          const name = await confirmedName(ctx);
-          if (name !== undefined) {
+          const names = await confirmedNames(ctx);
+          for (const name of names) {
             const provider = domainUnder(providers, name);
             if (provider) return pass('skipped', `client ${name} is forward-confirmed under ${provider}`);
-            const organisation = organisationalDomain(name);
-            // The auto-allow stays the address's, as postgrey's: keyed by the organisation, five
-            // passes from any of its hosts would let every host under it skip greylisting.
-            if (opts.clientIdentity === 'fcrdns-domain' && organisation && !looksDynamic(name, ctx.clientAddress)) identity = `domain:${organisation}`;
           }
+          const organisation = opts.clientIdentity === 'fcrdns-domain' ? confirmedOrganisation(names, ctx.clientAddress) : undefined;
+          // The auto-allow stays the address's, as postgrey's: keyed by the organisation, five
+          // passes from any of its hosts would let every host under it skip greylisting.
+          if (organisation) identity = `domain:${organisation}`;
         }
 
         const normalised = normaliseSender(ctx.senderText, { verp: opts.normaliseVerp });

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { looksDynamic, organisationalDomain } from '../../../src/checks/greylist/identity.js';
+import { confirmedOrganisation, looksDynamic, organisationalDomain } from '../../../src/checks/greylist/identity.js';
 import fc from 'fast-check';
 import { elapsedMs } from '../../support/fuzz.js';
 
@@ -13,6 +13,17 @@ describe('greylist identity: a confirmed name as the client identity', () => {
     assert.equal(organisationalDomain('li123-45.members.linode.com'), 'li123-45.members.linode.com');
     assert.equal(organisationalDomain('myvm.cloudapp.net'), 'myvm.cloudapp.net');
     assert.equal(organisationalDomain('co.uk'), undefined);
+  });
+
+  it('takes the smallest organisation of several confirmed names, in any order, passing over dynamic ones', () => {
+    const names = ['mail.zulu.example', 'dyn-89-123-45-67.aaa-isp.example', 'out.alpha.example', 'co.uk'];
+    for (const order of [names, [...names].reverse(), [names[2]!, names[0]!, names[3]!, names[1]!]]) {
+      assert.equal(confirmedOrganisation(order, '89.123.45.67'), 'alpha.example', order.join(' '));
+    }
+    // Code points, not UTF-16 units: U+FF5A sorts before U+1F600, whose surrogates come first.
+    assert.equal(confirmedOrganisation(['a.\u{1f600}.example', 'a.\uff5a.example'], '192.0.2.1'), organisationalDomain('a.\uff5a.example'));
+    assert.equal(confirmedOrganisation(['dyn-89-123-45-67.isp.example', 'co.uk'], '89.123.45.67'), undefined);
+    assert.equal(confirmedOrganisation([], '89.123.45.67'), undefined);
   });
 
   it('refuses names that embed the address, with or without leading zeros, or name an access network', () => {

@@ -279,6 +279,33 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(reasons, ['domain:pool.example', '203.0.113.0/24', '203.0.113.0/24'], 'a dynamic-looking name falls back to the network');
   });
 
+  // Keyed by the first confirmed name in answer order, a resolver that rotated the PTR answer
+  // made the retry a new triplet (domain:zulu-mail.example, then domain:alpha-hosting.example).
+  it('keys a client with confirmed names of two organisations by the same one, whichever order the PTR answer lists them in', async () => {
+    const names = ['out.zulu-mail.example', 'relay.alpha-hosting.example'];
+    const zone = (ptr: string[]) => ({
+      [reverseName('192.0.2.40')]: { PTR: ptr, ttl: 1 },
+      'out.zulu-mail.example': { A: ['192.0.2.40'] },
+      'relay.alpha-hosting.example': { A: ['192.0.2.40'] },
+    });
+    const server = await startDnsServer(zone(names));
+    cleanups.push(() => server.close());
+    const greylist = { name: 'greylist', clientIdentity: 'fcrdns-domain', header: false };
+    // Without an iprev stage the greylist stage looks the names up itself; with one it takes iprev's.
+    for (const stages of [[greylist], [{ name: 'iprev' }, greylist]]) {
+      server.setZone(zone(names));
+      const { clock, ask, logs } = await serve(stages, { dns: { servers: [server.address], timeout: '2s', tries: 1 } });
+      const request = { sender: 'news@zulu-mail.example', client_name: 'unknown', client_address: '192.0.2.40' };
+      assert.match(await ask(request), /^DEFER_IF_PERMIT/);
+      clock.advance(300 * S);
+      server.setZone(zone([...names].reverse()));
+      const ptrQueries = server.queries.filter((q) => q.type === 'PTR').length;
+      assert.doesNotMatch(await ask(request), /DEFER/, `the retry passes (${stages.length} stages)`);
+      assert.equal(server.queries.filter((q) => q.type === 'PTR').length, ptrQueries + 1, 'the retry read the PTR answer again, in the other order');
+      assert.deepEqual(greylisted(logs).map((l) => l.identity), ['domain:alpha-hosting.example']);
+    }
+  });
+
   it('auto-allows a pool host by its address, never the whole organisation', async () => {
     const { clock, ask, logs } = await serve([{ name: 'greylist', clientIdentity: 'fcrdns-domain', autoAllowClients: 1, header: false }]);
     const pool = { sender: 'news@pool.example', client_name: 'unknown' };
