@@ -31,6 +31,7 @@ import { z } from 'zod';
 import { formatAuthenticationResults, formatReceivedSpf } from '../../checks/auth-results.js';
 import { unusableClientAddress } from '../../checks/client-ip.js';
 import { evaluateSpf } from '../../checks/spf/index.js';
+import { ownCopy } from '../../core/memo.js';
 import type { SpfResult, SpfVerdict } from '../../checks/spf/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
@@ -144,7 +145,9 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
       // whole budget of its own, past the decision deadline (a stage fault, not a temperror).
       const until = Math.min(ctx.clock.now() + opts.timeoutMs, ctx.deadline);
       const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: Math.max(1, until - ctx.clock.now()) } });
-      const request = { ip: ctx.clientAddress, mailFrom, helo: ctx.heloName };
+      // The verdicts are remembered for cacheSeconds and hold these strings (the HELO name too):
+      // as slices of the request's chunk they kept 10,000 whole requests alive (core/memo ownCopy).
+      const request = { ip: ownCopy(ctx.clientAddress), mailFrom: ownCopy(mailFrom), helo: ownCopy(ctx.heloName) };
       const withoutTrace = (verdict: SpfVerdict): SpfVerdict => ({ ...verdict, trace: [] });
       const helo = opts.checkHelo && ctx.heloName !== '' ? withoutTrace(await evaluateSpf({ ...request, identity: 'helo' }, spfOptions())) : undefined;
       if (helo?.result === 'fail') return { deciding: helo, all: [helo] };

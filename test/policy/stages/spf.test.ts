@@ -13,6 +13,7 @@ import { spfStage } from '../../../src/policy/stages/spf.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
+import { heapAfterGc } from '../../support/heap.js';
 
 /** V8's gc(), which Node exposes only under --expose-gc: the flag is set now and the function taken from a new context. */
 function collectGarbage(): () => void {
@@ -153,6 +154,24 @@ describe('spf stage', () => {
     const grownMiB = (process.memoryUsage().heapUsed - before) / 2 ** 20;
     // With the traces kept the heap grew by about 19 MiB here.
     assert.ok(grownMiB < 8, `the heap grew by ${grownMiB.toFixed(1)} MiB over 1000 remembered verdicts`);
+  });
+
+  it('remembers a message\'s verdicts without the request string its HELO name was sliced from', async () => {
+    const stage = spf({ checkHelo: true, actions: { fail: 'continue' } });
+    // Each HELO name is a slice of a 64 KiB string of its own, as a policy attribute is of the
+    // chunk it came in; made in a function that has returned before the heap is measured.
+    const decide = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) {
+        const chunk = `${'x'.repeat(65_536)}${i}\nhelo_name=mx1.client-${i}.example\n`;
+        const heloName = chunk.slice(chunk.indexOf('mx1.'), -1);
+        await stage.evaluate(context('user@pass.example', { heloName, instance: `msg-${i}` }));
+      }
+    };
+    const before = heapAfterGc();
+    await decide(300);
+    const grown = heapAfterGc() - before;
+    // Held whole, the 300 strings would take 19 MiB (a verdict keeps the HELO name it was checked with).
+    assert.ok(grown < 4 * 1024 * 1024, `${grown} octets held for 300 messages`);
   });
 
   it('a temperror is not remembered', async () => {
