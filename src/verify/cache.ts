@@ -222,7 +222,27 @@ function parseJson(text: string): unknown {
 }
 
 const VERDICTS: ReadonlySet<unknown> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain']);
-const PROBE_STATES: ReadonlySet<unknown> = new Set<ProbeState>(['not-run', 'accepted', 'refused', 'inconclusive']);
+export const PROBE_STATES: ReadonlySet<unknown> = new Set<ProbeState>(['not-run', 'accepted', 'refused', 'inconclusive']);
+
+/**
+ * A stored reply as evidence, when it has the form: a record written by another version on the
+ * same store (workers and daemons are upgraded one at a time) may hold `reply: null` or lack a
+ * field, and the X-Callout-Result header and the domain's lifetime read `reply.code`.
+ */
+export function replyEvidenceOf(value: unknown): ReplyEvidence | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const reply = value as Partial<Record<keyof ReplyEvidence, unknown>>;
+  if (typeof reply.stage !== 'string' || !Number.isInteger(reply.code)) return undefined;
+  return {
+    stage: reply.stage as ReplyEvidence['stage'],
+    code: reply.code as number,
+    ...(typeof reply.enhanced === 'string' ? { enhanced: reply.enhanced } : {}),
+    ...(typeof reply.text === 'string' ? { text: reply.text } : {}),
+  };
+}
+
+/** No reply, or one of the form replyEvidenceOf reads. */
+const replyReadable = (value: unknown): boolean => value === undefined || replyEvidenceOf(value) !== undefined;
 
 /*
  * The fields the engine reads, checked: a row of another program or version, or a domain fact
@@ -232,12 +252,12 @@ function isAddressRecord(value: unknown): value is AddressRecord {
   if (typeof value !== 'object' || value === null) return false;
   const r = value as Record<string, unknown>;
   return VERDICTS.has(r.verdict) && typeof r.reason === 'string' && typeof r.description === 'string' &&
-    PROBE_STATES.has(r.catchAll) && PROBE_STATES.has(r.postmaster) && Number.isFinite(r.checkedAt) && Number.isFinite(r.refreshAt);
+    PROBE_STATES.has(r.catchAll) && PROBE_STATES.has(r.postmaster) && Number.isFinite(r.checkedAt) && Number.isFinite(r.refreshAt) && replyReadable(r.reply);
 }
 
 function isDomainFact(value: unknown): value is DomainFact & { state?: 'accepted' | 'refused' } {
   if (typeof value !== 'object' || value === null) return false;
   const f = value as Record<string, unknown>;
   return typeof f.reason === 'string' && typeof f.description === 'string' && Number.isFinite(f.at) &&
-    (f.state === undefined || f.state === 'accepted' || f.state === 'refused');
+    (f.state === undefined || f.state === 'accepted' || f.state === 'refused') && replyReadable(f.reply);
 }

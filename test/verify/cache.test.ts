@@ -21,6 +21,15 @@ function assertAddressRecord(record: AddressRecord | undefined): void {
   assert.equal(typeof record.description, 'string');
   assert.ok(PROBE_STATES.includes(record.catchAll) && PROBE_STATES.includes(record.postmaster));
   assert.ok(Number.isFinite(record.checkedAt) && Number.isFinite(record.refreshAt));
+  assertReply(record.reply);
+}
+
+/** A reply read back is absent or has the form the header and the domain's lifetime read. */
+function assertReply(reply: unknown): void {
+  if (reply === undefined) return;
+  assert.ok(typeof reply === 'object' && reply !== null, `reply ${JSON.stringify(reply)}`);
+  const r = reply as Record<string, unknown>;
+  assert.ok(typeof r.stage === 'string' && Number.isInteger(r.code), `reply ${JSON.stringify(reply)}`);
 }
 
 function assertDomainFact(fact: (DomainFact & { state?: unknown }) | undefined): void {
@@ -29,12 +38,15 @@ function assertDomainFact(fact: (DomainFact & { state?: unknown }) | undefined):
   assert.equal(typeof fact.reason, 'string');
   assert.equal(typeof fact.description, 'string');
   assert.ok(Number.isFinite(fact.at));
+  assertReply(fact.reply);
 }
 
 const good: AddressRecord = {
-  verdict: 'deliverable', reason: 'accepted', description: 'accepted', catchAll: 'refused', postmaster: 'not-run', checkedAt: 1, refreshAt: 2,
+  verdict: 'undeliverable', reason: 'rejected-at-rcpt', description: 'rejected', catchAll: 'refused', postmaster: 'not-run', checkedAt: 1, refreshAt: 2,
+  reply: { stage: 'rcpt', code: 550, enhanced: '5.1.1', text: 'no such user' },
 } as AddressRecord;
-const goodFact = { reason: 'catch-all', description: 'accepts anything', at: 1, state: 'accepted' };
+// Replies of another version's records (`reply: null`) threw in the header and in the domain's lifetime.
+const goodFact = { reason: 'refused-at-mail', description: 'try again later', at: 1, state: 'accepted', reply: { stage: 'mail', code: 451, text: 'later' } };
 
 /** Stored text: anything, JSON of anything, or a good record with one field changed to anything. */
 const stored = fc.oneof(
@@ -72,9 +84,12 @@ describe('VerificationCache records fuzzed', () => {
     const clock = new ManualClock();
     const cache = new VerificationCache(store, validateConfig({}).cache, clock);
     await cache.putAddress('a@example.org', { ...good });
-    assert.equal((await cache.getAddress('a@example.org'))?.verdict, 'deliverable');
+    assert.deepEqual((await cache.getAddress('a@example.org'))?.reply, good.reply);
     await cache.putDomain('example.org', 'catchall', goodFact as DomainFact & { state: 'accepted' });
     assert.equal((await cache.getDomain('example.org')).catchall?.state, 'accepted');
+    // As another version may have written them: a record with a null reply reads as absent.
+    await store.set(addressKey('b@example.org'), JSON.stringify({ ...good, reply: null }), 60_000);
+    assert.equal(await cache.getAddress('b@example.org'), undefined);
   });
 
   it('remembers a domain that refused us with a 4xx only cache.tempfail, one that refused with a 5xx cache.domainNegative', async () => {

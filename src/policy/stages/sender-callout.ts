@@ -31,7 +31,8 @@ import { settleWithin } from '../../core/clock.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import type { CalloutEngine } from '../../verify/engine.js';
-import type { VerifyResult } from '../../verify/types.js';
+import { PROBE_STATES, replyEvidenceOf } from '../../verify/cache.js';
+import type { ProbeState, VerdictReason, VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
@@ -184,16 +185,32 @@ function lateVerdict(address: string, stored: Readonly<StoredValue> | undefined)
     return undefined;
   }
   if (typeof value !== 'object' || value === null) return undefined;
-  const known = value as Partial<VerifyResult>;
+  const known = value as Record<string, unknown>;
   if (known.verdict !== 'unknown' || typeof known.reason !== 'string' || typeof known.description !== 'string') return undefined;
+  // Field by field: another version on the same store (workers and daemons are upgraded one at a
+  // time) may lack one or write it otherwise, and the X-Callout-Result header threw on a missing
+  // source or a null reply, a stage fault that faultAction DEFER answers with 451.
+  const reply = replyEvidenceOf(known.reply);
+  const probe = (state: unknown): ProbeState => (PROBE_STATES.has(state) ? (state as ProbeState) : 'not-run');
+  const number = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) ? n : 0);
   return {
-    ...(known as VerifyResult),
     address,
-    attempts: [],
-    mxHosts: [],
+    verdict: 'unknown',
+    reason: known.reason as VerdictReason,
     description: `${known.description} (the previous callout's answer: this one was still running at the deadline)`,
+    ...(reply ? { reply } : {}),
+    catchAll: probe(known.catchAll),
+    postmaster: probe(known.postmaster),
+    source: SOURCES.has(known.source) ? (known.source as VerifyResult['source']) : 'probe',
+    stale: known.stale === true,
+    mxHosts: [],
+    attempts: [],
+    checkedAt: number(known.checkedAt),
+    durationMs: number(known.durationMs),
   };
 }
+
+const SOURCES: ReadonlySet<unknown> = new Set<VerifyResult['source']>(['probe', 'address-cache', 'domain-cache', 'none']);
 
 /**
  * The engine's verdict on mailbox: at once when it is cached (CalloutEngine.verifyNow), else

@@ -94,7 +94,7 @@ async function stageWithOwnEngine(
   ip: string,
   script: Partial<SmtpScript>,
   step: '1s' | '2s',
-  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger> },
+  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger>; options?: Record<string, unknown> },
 ) {
   const dns = await startDnsServer(mxZone({ [domain]: ip }));
   const [mx] = await startSmtpServers([ip], () => script);
@@ -111,7 +111,7 @@ async function stageWithOwnEngine(
     await mx!.close();
     await dns.close();
   });
-  const stage = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent') });
+  const stage = senderCalloutStage.create(senderCalloutStage.options.parse(shared?.options ?? {}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent') });
   return { stage, engine, clock, mx: mx! };
 }
 
@@ -466,6 +466,28 @@ describe('sender-callout: a late verdict is known to every process on the store'
     const other = await stageWithOwnEngine('closed.test', '127.0.0.38', silentGreeting(), '1s', { clock, store: closed, engineStore: new MemoryStore({ clock }), log });
     assert.equal((await other.stage.evaluate(senderRequest(clock, 'bob@closed.test', 200))).result, 'in-progress');
     await other.engine.idle();
+  });
+});
+
+describe('sender-callout: a late verdict another version of callout stored', () => {
+  it('answers with what it can read of it, the header included, and never fails on a field it lacks or gives in another form', async () => {
+    // Workers and daemons on one Redis are upgraded one at a time: a value another version wrote
+    // (no source, a reply of null) made the X-Callout-Result header throw, a stage fault that
+    // policy.faultAction DEFER answers with 451 for every sender at that domain.
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const { stage, engine } = await stageWithOwnEngine('dropping.test', '127.0.0.39', silentGreeting(), '1s', { clock, store, options: { resultHeader: true, receiver: 'mx.callout.test' } });
+    for (const [sender, stored] of [
+      ['bob@dropping.test', { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms' }],
+      ['carol@dropping.test', { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', reply: null, catchAll: 7 }],
+    ] as const) {
+      await store.set(`late:${sender}`, JSON.stringify(stored), 86_400_000);
+      const answer = await stage.evaluate(senderRequest(clock, sender, 200));
+      assert.equal(answer.result, 'unknown', answer.reason);
+      assert.deepEqual(answer.decision, { kind: 'continue' });
+      assert.match(answer.headers?.[0] ?? '', /^X-Callout-Result: unknown \(no greeting within 1000 ms .*\) receiver=mx\.callout\.test; sender=.*; reason=timeout; source=\S+;$/);
+    }
+    await engine.idle();
   });
 });
 
