@@ -306,7 +306,7 @@ function storeOptions(command: Command): Command {
 /** `read`: a listing, a query or a removal, which need an existing store; `write`: a bounce, which may make it. */
 async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
   const spec = suppressionStore(flags);
-  const store = access === 'write' ? await openStore(spec, clock) : await openExistingStore(spec, clock);
+  const store = access === 'write' ? await openStore(spec, clock) : await openExistingStore(spec, clock, '--store, --data-dir, -c');
   try {
     return await run(new SuppressionList(store, { clock }));
   } finally {

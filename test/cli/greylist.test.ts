@@ -236,6 +236,8 @@ describe('callout greylist on a store that is not there', () => {
     const listed = await run(['list', '--data-dir', elsewhere]);
     assert.ok(listed.error instanceof ConfigError, String(listed.error));
     assert.match(listed.error.message, /no-such-dir\/callout\.sqlite: no store there: nothing has been written to it yet/);
+    // It names only options `greylist` takes: it has no --store.
+    assert.match(listed.error.message, /\(check --data-dir, -c or store\.path\)$/);
     assert.ok((await run(['drop', '192.0.2.1', '--data-dir', elsewhere])).error instanceof ConfigError);
     assert.equal(existsSync(elsewhere), false);
     assert.equal((await run(['allow', '192.0.2.1', '--data-dir', elsewhere])).output, 'allowed client 192.0.2.1\n');
