@@ -545,6 +545,23 @@ describe('ratelimit stage', () => {
     assert.match((await pipeline.decide(request('r@example.test', { instance: 'u5', sender: 'Élise@xn--bcher-kva.example' }))).action, /^450 4\.7\.1 Rate limit per-domain exceeded/);
   });
 
+  it('keys an over-long sender and its domain by a bounded digest: the same one counts in one bucket, another apart', async () => {
+    const { clock, deps } = world();
+    const perSender = { name: 'per-sender', per: 'sender', count: 'recipients', max: 1, window: '1h' };
+    const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'recipients', max: 2, window: '1h' };
+    const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perSender, perDomain] }) as never, deps);
+    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const domain = `${'d'.repeat(250)}.example`;
+    const [first, second] = [`${'x'.repeat(3000)}a@${domain}`, `${'x'.repeat(3000)}b@${domain}`];
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'l1', sender: first }))).action, 'DUNNO');
+    assert.equal((await pipeline.decide(request('r@example.test', { instance: 'l2', sender: second }))).action, 'DUNNO', 'another sender: another bucket');
+    assert.match((await pipeline.decide(request('r@example.test', { instance: 'l3', sender: first }))).action, /^450 4\.7\.1 Rate limit per-sender exceeded/);
+    const keys = (await deps.store.scan('', 1000)).map((row) => row.key);
+    assert.ok(keys.length > 0);
+    // A counter lives two windows for every request: its key must not carry a 3 kB sender.
+    for (const key of keys) assert.ok(Buffer.byteLength(key) < 400, `${Buffer.byteLength(key)} octets: ${key.slice(0, 80)}...`);
+  });
+
   it('counts a message once across the cluster when its recipients reach two daemons (or a stage rebuilt by a reload)', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
