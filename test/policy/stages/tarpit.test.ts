@@ -48,11 +48,16 @@ const request = (recipient: string, more: Record<string, string> = {}) => ({
   ...more,
 });
 
+/** The stages in a pipeline as callout serve builds one (faults answer DUNNO, warn mode WARN). */
+function pipelineOf(stages: ConfiguredStage[], clock: ManualClock, decisionTimeoutMs = 6000): Pipeline {
+  return new Pipeline(stages, { decisionTimeoutMs, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+}
+
 /** A tarpit in front of the recipient check, limited per connection at soft 2, hard 5 and never per client. */
 function harvestWorld(slept: number[] = []) {
   const { clock, deps } = world();
   const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async (ms) => void slept.push(ms));
-  return new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+  return pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
 }
 
 /** Refuses the message at END-OF-MESSAGE when asked to (reject_at_end=yes), as a content check there would. */
@@ -70,7 +75,7 @@ function deliveryWorld() {
   const { clock, deps } = world();
   const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
   const stages = [{ ...configured(tarpit), states: new Set(tarpitStage.defaultStates) }, configured(recipientCheck), { ...configured(endCheck), states: new Set(['END-OF-MESSAGE'] as const) }];
-  return { clock, pipeline: new Pipeline(stages, { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }) };
+  return { clock, pipeline: pipelineOf(stages, clock) };
 }
 
 describe('tarpit stage', () => {
@@ -78,7 +83,7 @@ describe('tarpit stage', () => {
     const { clock, deps, counts } = world();
     const slept: number[] = [];
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }) as never, deps, async (ms) => void slept.push(ms));
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     const answers: string[] = [];
     for (let n = 0; n < 6; n += 1) answers.push((await pipeline.decide(request(`nobody${n}@example.test`))).action);
     assert.deepEqual(answers.slice(0, 5), Array(5).fill('550 5.1.1 User unknown'));
@@ -191,7 +196,7 @@ describe('tarpit stage', () => {
   it('tallies the rejections of a stage placed before the tarpit too, so its harvester is not forgiven either', async () => {
     const { clock, deps } = world();
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
-    const pipeline = new Pipeline([configured(recipientCheck), configured(tarpit)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(recipientCheck), configured(tarpit)], clock);
     const answers: string[] = [];
     for (let m = 0; m < 3; m += 1) {
       answers.push((await pipeline.decide(request('postmaster@example.test', { instance: `p${m}` }))).action);
@@ -234,7 +239,7 @@ describe('tarpit stage', () => {
     try {
       const slept: number[] = [];
       const options = tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { window: '10m', soft: 100, hard: 7 } }) as never;
-      const workers = stores.map((store) => new Pipeline([configured(createTarpit(options, { ...deps, store }, async (ms) => void slept.push(ms))), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }));
+      const workers = stores.map((store) => pipelineOf([configured(createTarpit(options, { ...deps, store }, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock));
       const answers: string[] = [];
       // One connection's requests come one at a time; Postfix's policy client may reach either worker.
       for (let n = 0; n < 6; n += 1) answers.push((await workers[n % 2]!.decide(request(`nobody${n}@example.test`, { instance: `m${Math.floor(n / 3)}` }))).action);
@@ -273,7 +278,7 @@ describe('tarpit stage', () => {
   it('counts per client over the window, so reconnecting does not help, and forgets with time', async () => {
     const { clock, deps } = world();
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `c${n}` }));
     assert.match((await pipeline.decide(request('alice@example.test', { instance: 'c9' }))).action, /^421 /);
     assert.equal((await pipeline.decide(request('alice@example.test', { client_address: '192.0.2.67', instance: 'c10' }))).action, 'DUNNO', 'another client is not affected');
@@ -283,11 +288,11 @@ describe('tarpit stage', () => {
 
   it('counts an IPv6 client by address, or by its /64 when asked, so probing from a new address each time does not help', async () => {
     const { clock, deps } = world();
-    const byAddress = new Pipeline([configured(createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined)), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const byAddress = pipelineOf([configured(createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4 } }) as never, deps, async () => undefined)), configured(recipientCheck)], clock);
     for (let n = 0; n < 4; n += 1) await byAddress.decide(request(`nobody${n}@example.test`, { client_address: `2001:db8:9:2::${n + 1}`, instance: `a${n}` }));
     assert.equal((await byAddress.decide(request('alice@example.test', { client_address: '2001:db8:9:2::9', instance: 'a9' }))).action, 'DUNNO', 'by default each address is a client (a provider\'s servers share a /64)');
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 3, hard: 4, ipv6Prefix: 64 } }) as never, deps, async () => undefined);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 4; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}` }));
     assert.match((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:2:ffff::9', instance: 'v9' }))).action, /^421 /);
     assert.equal((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:3::1', instance: 'v10' }))).action, 'DUNNO', 'the next /64 is another client');
@@ -301,10 +306,10 @@ describe('tarpit stage', () => {
     const { clock, deps } = world();
     const slept: number[] = [];
     const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
-    const enforce = new Pipeline([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], { decisionTimeoutMs: 2000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const enforce = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock, 2000);
     await enforce.decide(request('nobody@example.test'));
     assert.deepEqual(slept, [1750], 'deadline 2 s less the 250 ms margin');
-    const warn = new Pipeline([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], { decisionTimeoutMs: 2000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const warn = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], clock, 2000);
     await warn.decide(request('nobody@example.test', { instance: 'w' }));
     assert.equal(slept.length, 1);
   });
@@ -325,7 +330,7 @@ describe('tarpit stage', () => {
   it('really waits with the registered definition (a short sleep)', async () => {
     const { clock, deps } = world();
     const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     const started = Date.now();
     await pipeline.decide(request('nobody@example.test'));
     assert.ok(Date.now() - started >= 45);
@@ -334,7 +339,7 @@ describe('tarpit stage', () => {
   it('ends a delay still running when the stage is closed (shutdown, reload): the answer goes out at once', async () => {
     const { clock, deps, counts } = world();
     const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, deps);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 60_000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock, 60_000);
     const started = Date.now();
     const answer = Promise.resolve(pipeline.decide(request('nobody@example.test')));
     assert.ok(await until(() => counts['tarpit:delayed'] === 1, 10_000, 5), 'the 30 s delay began');
@@ -352,7 +357,7 @@ describe('tarpit stage', () => {
   it('counts a refusal only when one is sent: in warn mode the hard limit is "warned"', async () => {
     const { clock, deps, counts } = world();
     const options = tarpitStage.options.parse({ perConnection: { soft: 100, hard: 2 }, perClient: { soft: 100, hard: 200 } }) as never;
-    const warn = new Pipeline([configured(createTarpit(options, deps, async () => undefined), 'warn'), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const warn = pipelineOf([configured(createTarpit(options, deps, async () => undefined), 'warn'), configured(recipientCheck)], clock);
     for (let n = 0; n < 4; n += 1) await warn.decide(request(`nobody${n}@example.test`));
     const out = await warn.decide(request('alice@example.test'));
     assert.match(out.action, /^WARN tarpit would answer 421 /, 'nothing refused');
@@ -363,7 +368,7 @@ describe('tarpit stage', () => {
   it('does not count its own 5xx refusals as rejected recipients, so the client is let back once its errors age out', async () => {
     const { clock, deps } = world();
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 100, hard: 2 }, hardCode: 550 }) as never, deps, async () => undefined);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `r${n}` }));
     // A client that goes on trying every minute is refused, but its refusals add nothing.
     for (let m = 0; m < 5; m += 1) {
@@ -391,7 +396,7 @@ describe('tarpit stage', () => {
     const { clock, deps } = world();
     const slept: number[] = [];
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 1, hard: 3 }, perClient: { soft: 1, hard: 3 } }) as never, deps, async (ms) => void slept.push(ms));
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 6; n += 1) {
       const out = await pipeline.decide(request(`nobody${n}@example.test`, { sasl_username: 'alice', instance: `own${n}` }));
       assert.equal(out.action, '550 5.1.1 User unknown', `rejection ${n}`);
@@ -413,7 +418,7 @@ describe('ratelimit stage', () => {
   it('counts messages once per instance and recipients per request, defers with a clear text', async () => {
     const { clock, deps, counts } = world();
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits }) as never, deps);
-    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(stage)], clock);
     for (let m = 0; m < 3; m += 1) {
       for (let r = 0; r < 2; r += 1) {
         const out = await pipeline.decide(request(`r${r}@example.test`, { instance: `m${m}`, sender: `s${m}@bulk.example` }));
@@ -441,7 +446,7 @@ describe('ratelimit stage', () => {
   it('only warns for a warn limit, and exempts listed clients', async () => {
     const { clock, deps, counts } = world();
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits, exemptClients: ['10.0.0.0/8'] }) as never, deps);
-    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(stage)], clock);
     const outs = [];
     for (let r = 0; r < 7; r += 1) outs.push(await pipeline.decide(request(`r${r}@example.test`, { instance: 'one' })));
     assert.ok(outs.every((o) => o.action === 'DUNNO'));
@@ -453,7 +458,7 @@ describe('ratelimit stage', () => {
   it('does not count what it defers, so a sender MTA retrying its queue gets its mail through as the window slides', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'sender-day', per: 'sender', count: 'messages', max: 2, window: '1d' }, { name: 'client-rcpts', per: 'client', count: 'recipients', max: 1000, window: '1d' }] }) as never;
-    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     let attempt = 0;
     const send = async (message: number) => {
       attempt += 1;
@@ -487,7 +492,7 @@ describe('ratelimit stage', () => {
   it('says when a deferred message will fit, and lets it through then', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
-    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     for (const instance of ['a', 'b']) assert.equal((await pipeline.decide(request('r@example.test', { instance }))).action, 'DUNNO');
     clock.advance(30 * MINUTE);
     const deferred = (await pipeline.decide(request('r@example.test', { instance: 'c' }))).action;
@@ -502,7 +507,7 @@ describe('ratelimit stage', () => {
   it('counts a message deferred at its first recipient when a later one is let through', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
-    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     assert.equal((await pipeline.decide(request('a@example.test', { instance: 'm1' }))).action, 'DUNNO');
     clock.advance(59 * MINUTE);
     assert.match((await pipeline.decide(request('a@example.test', { instance: 'm2' }))).action, /^450 /);
@@ -518,7 +523,7 @@ describe('ratelimit stage', () => {
     const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 2, window: '1h' };
     const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 2, window: '1h' };
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perClient, perSender, perDomain], ipv6Prefix: 64 }) as never, deps);
-    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(stage)], clock);
     for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request('r@example.test', { client_address: `2001:db8:1:2::${n + 1}`, instance: `v${n}`, sender: `s@v6-${n}.example` }))).action, 'DUNNO');
     assert.match((await pipeline.decide(request('r@example.test', { client_address: '2001:db8:1:2::99', instance: 'v9', sender: 's@v6-9.example' }))).action, /^450 4\.7\.1 Rate limit per-client exceeded for 2001:db8:1:2::\/64/);
     // Bounces from many clients: no shared counter fills up.
@@ -535,7 +540,7 @@ describe('ratelimit stage', () => {
     // Three: a deferred attempt (the third) is counted by no limit.
     const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 3, window: '1h' };
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perSender, perDomain] }) as never, deps);
-    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(stage)], clock);
     assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u1', sender: 'News@bücher.example' }))).action, 'DUNNO');
     assert.equal((await pipeline.decide(request('r@example.test', { instance: 'u2', sender: 'news@xn--bcher-kva.example' }))).action, 'DUNNO');
     // Two messages of one sender already, whichever way its domain was written.
@@ -550,7 +555,7 @@ describe('ratelimit stage', () => {
     const perSender = { name: 'per-sender', per: 'sender', count: 'recipients', max: 1, window: '1h' };
     const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'recipients', max: 2, window: '1h' };
     const stage = ratelimitStage.create(ratelimitStage.options.parse({ limits: [perSender, perDomain] }) as never, deps);
-    const pipeline = new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(stage)], clock);
     const domain = `${'d'.repeat(250)}.example`;
     const [first, second] = [`${'x'.repeat(3000)}a@${domain}`, `${'x'.repeat(3000)}b@${domain}`];
     assert.equal((await pipeline.decide(request('r@example.test', { instance: 'l1', sender: first }))).action, 'DUNNO');
@@ -565,7 +570,7 @@ describe('ratelimit stage', () => {
   it('counts a message once across the cluster when its recipients reach two daemons (or a stage rebuilt by a reload)', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never;
-    const daemons = [ratelimitStage.create(options, deps), ratelimitStage.create(options, deps)].map((stage) => new Pipeline([configured(stage)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent }));
+    const daemons = [ratelimitStage.create(options, deps), ratelimitStage.create(options, deps)].map((stage) => pipelineOf([configured(stage)], clock));
     assert.equal((await daemons[0]!.decide(request('a@example.test', { instance: 'shared' }))).action, 'DUNNO');
     assert.equal((await daemons[1]!.decide(request('b@example.test', { instance: 'shared' }))).action, 'DUNNO', 'the same message, not a second one');
     assert.match((await daemons[1]!.decide(request('c@example.test', { instance: 'next' }))).action, /^450 /, 'a second message is over the limit');
@@ -574,7 +579,7 @@ describe('ratelimit stage', () => {
   it('tells apart two messages with one instance on two mail servers of a cluster', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'two', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
-    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     // smtpd's instance (pid, arrival time, count) is unique on one host only: mx1 and mx2 may both send 3f2.677a1b2c.4d3e.1.
     for (const server of ['203.0.113.1', '203.0.113.2']) {
       assert.equal((await pipeline.decide(request('a@example.test', { instance: '3f2.677a1b2c.4d3e.1', server_address: server, server_port: '25' }))).action, 'DUNNO');
@@ -586,7 +591,7 @@ describe('ratelimit stage', () => {
     const { clock, deps } = world();
     const watch = ratelimitStage.create(ratelimitStage.options.parse({ limits: [{ name: 'watch', per: 'client', count: 'messages', max: 1, window: '1h', action: 'warn' }] }) as never, deps);
     const enforce = ratelimitStage.create(ratelimitStage.options.parse({ limits: [{ name: 'enforce', per: 'client', count: 'messages', max: 1, window: '1h' }] }) as never, deps);
-    const pipeline = new Pipeline([configured(watch), configured(enforce)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(watch), configured(enforce)], clock);
     assert.equal((await pipeline.decide(request('a@example.test', { instance: 'first' }))).action, 'DUNNO');
     assert.equal((await pipeline.decide(request('b@example.test', { instance: 'first' }))).action, 'DUNNO', 'a second recipient of the first message');
     assert.match((await pipeline.decide(request('a@example.test', { instance: 'second' }))).action, /^450 4\.7\.1 Rate limit enforce exceeded/);
@@ -606,7 +611,7 @@ describe('ratelimit stage', () => {
     const { clock, deps } = world();
     const perDomain = { name: 'per-domain', per: 'sender-domain', count: 'messages', max: 1, window: '1h' };
     const perSender = { name: 'per-sender', per: 'sender', count: 'messages', max: 1, window: '1h' };
-    const pipeline = new Pipeline([configured(ratelimitStage.create(ratelimitStage.options.parse({ limits: [perDomain, perSender] }) as never, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(ratelimitStage.options.parse({ limits: [perDomain, perSender] }) as never, deps))], clock);
     for (const [n, sender] of ['a@', 'b@', 'c'].entries()) {
       const out = await pipeline.decide(request('r@example.test', { client_address: `198.51.100.${n + 1}`, instance: `d${n}`, sender }));
       assert.equal(out.action, 'DUNNO', `sender ${JSON.stringify(sender)}`);
@@ -618,7 +623,7 @@ describe('ratelimit stage', () => {
   it('lets the later recipients of a message through when its first was, though other messages were counted meanwhile', async () => {
     const { clock, deps } = world();
     const options = ratelimitStage.options.parse({ limits: [{ name: 'domain', per: 'sender-domain', count: 'messages', max: 1, window: '1h' }] }) as never;
-    const pipeline = new Pipeline([configured(ratelimitStage.create(options, deps))], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     const from = (client: string, instance: string, recipient: string) => pipeline.decide(request(recipient, { client_address: client, client_port: '25000', instance, sender: `list@big.example` }));
     assert.equal((await from('192.0.2.1', 'first', 'a@example.test')).action, 'DUNNO');
     // Another client's message from the same domain, at the same time: over the limit.
