@@ -18,7 +18,8 @@ import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
 import { DURATION_EXPECTED, TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
-import { SOCKET_MODE_TEXT, parseListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, parseListenAddress } from '../core/listen.js';
+import { octalMode } from '../core/files.js';
 import { AddressSet } from '../core/ip.js';
 import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
 import { readDnsServer } from '../dns/node-resolver.js';
@@ -307,7 +308,7 @@ const policySchema = z
       // YAML reads an unquoted 0660 as the number 660: say what to write instead of "expected string".
       .string({ error: (issue) => (typeof issue.input === 'number' ? 'expected an octal mode in quotes, such as "0660" (YAML reads 0660 unquoted as a number)' : undefined) })
       .regex(SOCKET_MODE_TEXT, 'expected an octal mode of 3 or 4 digits, such as "0660"')
-      .default('0660'),
+      .default(octalMode(DEFAULT_SOCKET_MODE)),
     stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),
   })
   .strict();

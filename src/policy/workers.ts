@@ -60,7 +60,7 @@ import type { DaemonOptions } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from '../core/listen.js';
 
 /** Set in a worker started in place of one that died (the supervisor's environment otherwise). */
-export const REPLACEMENT_ENV = 'CALLOUT_WORKER_REPLACES';
+const REPLACEMENT_ENV = 'CALLOUT_WORKER_REPLACES';
 export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
 /** A replacement that keeps failing to start is retried less and less often, down to this. */
 const MAX_RESTART_DELAY_MS = 60_000;

@@ -163,8 +163,10 @@ export const ratelimitStage: StageDefinition<Options> = {
       // The first request to mark the message, for this limit, in the shared store counts it.
       const mark = `rlm:${limit.name}:${messageOf(ctx)}`;
       if (await deps.store.setIfAbsent(mark, LET_THROUGH, MESSAGE_MARK_MS)) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark };
-      if ((await deps.store.get(mark))?.value === DEFERRED) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark, reopened: true };
-      return { limit, key, sample: await limit.counter.peek(key), judged: false, counted: false };
+      // Read together: the mark usually says "let through", and then the peek is the answer.
+      const [first, sample] = await Promise.all([deps.store.get(mark), limit.counter.peek(key)]);
+      if (first?.value === DEFERRED) return { limit, key, sample: await limit.counter.add(key), judged: true, counted: true, mark, reopened: true };
+      return { limit, key, sample, judged: false, counted: false };
     };
     const verdict = stageVerdict('ratelimit');
 
