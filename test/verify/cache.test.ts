@@ -98,9 +98,12 @@ describe('VerificationCache records fuzzed', () => {
     const cache = new VerificationCache(store, validateConfig({}).cache, clock);
     await cache.putDomain('busy.example', 'useless', { reason: 'refused-at-greeting', description: '421', reply: { stage: 'greeting', code: 421, enhanced: '4.7.0' }, at: clock.now() });
     await cache.putDomain('banner.example', 'useless', { reason: 'refused-at-greeting', description: '554', reply: { stage: 'greeting', code: 554, enhanced: '5.7.1' }, at: clock.now() });
+    assert.ok((await cache.getDomain('busy.example')).useless, 'a 4xx is remembered');
     clock.advance(61_000);
     assert.equal((await cache.getDomain('busy.example')).useless, undefined, 'a 4xx is temporary');
     assert.ok((await cache.getDomain('banner.example')).useless, 'a 5xx lasts cache.domainNegative');
+    clock.advance(validateConfig({}).cache.domainNegative);
+    assert.equal((await cache.getDomain('banner.example')).useless, undefined, 'and no longer');
   });
 
   it('decodes a large stored value in linear time', async () => {

@@ -80,6 +80,8 @@ describe('targets: private and loopback exchangers are refused unless allowTarge
     };
     const w = await make(zone, { '127.0.0.140': usersOnly(['alice']) });
     const { engine, dialled } = recordingEngine(t, w, { callout: { allowTargets: ['127.0.0.0/8'] } });
+    // The loopback literals are refused by an engine that allows no target at all.
+    const loopbackRefused = recordingEngine(t, w, { callout: { allowTargets: [] } });
     const mixed = await engine.verify('alice@mixed.test');
     assert.equal(mixed.verdict, 'deliverable', mixed.description);
     const refusedFirst = mixed.attempts.find((a) => a.address === '10.0.0.1');
@@ -102,10 +104,11 @@ describe('targets: private and loopback exchangers are refused unless allowTarge
       'alice@[IPv6:::ffff:127.0.0.1]',
       'alice@[IPv6:64:ff9b::7f00:1]',
     ]) {
-      const r = await (address.includes('127.0.0.1') || address.includes('7f00') ? recordingEngine(t, w, { callout: { allowTargets: [] } }).engine : engine).verify(address);
+      const r = await (address.includes('127.0.0.1') || address.includes('7f00') ? loopbackRefused.engine : engine).verify(address);
       assert.deepEqual([r.verdict, r.reason], ['unknown', 'target-refused'], `${address}: ${r.description}`);
     }
     assert.deepEqual(dialled.hosts, ['127.0.0.140'], 'only the allowed address was dialled');
+    assert.deepEqual(loopbackRefused.dialled.hosts, [], 'no loopback literal was dialled');
   });
 
   it('an allow-list entry of an IPv4 network lifts the refusal of that network only, not of an IPv6 form embedding another private address', () => {

@@ -466,6 +466,9 @@ describe('sender-callout: a late verdict is known to every process on the store'
     const other = await stageWithOwnEngine('closed.test', '127.0.0.38', silentGreeting(), '1s', { clock, store: closed, engineStore: new MemoryStore({ clock }), log });
     assert.equal((await other.stage.evaluate(senderRequest(clock, 'bob@closed.test', 200))).result, 'in-progress');
     await other.engine.idle();
+    const closedNotStored = () => lines.some((l) => l.msg === 'late callout verdict not stored' && l.address === 'bob@closed.test');
+    for (let waited = 0; waited < 3_000 && !closedNotStored(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(closedNotStored(), 'the write to the closed store is logged too');
   });
 });
 
