@@ -17,15 +17,16 @@
  *   (bounce/status: user unknown, no such domain, disabled...), never full mailboxes, policy
  *   blocks or delays.
  *
- *   Entries are JSON under `supp:<lower-cased address>` with a TTL (default 365 days) that
- *   restarts with every new bounce, so an address that comes back to life is mailed again
- *   eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders. A stored
+ *   Entries are JSON under `supp:<address>`, the address as address/key mailboxKey() keys it
+ *   (A-Z folded, the domain as A-labels), with a TTL (default 365 days) that restarts with every
+ *   new bounce, so an address that comes back to life is mailed again eventually. list()/get()/isSuppressed()/remove() serve the CLI and the senders. A stored
  *   value that is not an entry reads as none everywhere: the CLI and the senders agree on it.
  *
  * ERRORS
  *   Store failures reject with StoreError; everything else is a value.
  */
 
+import { mailboxKey } from '../address/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError } from '../core/errors.js';
 import { CONTROL_CHARACTER } from '../core/text.js';
@@ -90,7 +91,7 @@ export interface NewSuppression {
   proof: SuppressionProof;
 }
 
-const keyOf = (address: string) => SUPPRESSION_PREFIX + address.trim().toLowerCase();
+const keyOf = (address: string) => SUPPRESSION_PREFIX + mailboxKey(address.trim());
 
 /**
  * A stored entry, or undefined for a value that is not one (written by another program, or
@@ -114,8 +115,8 @@ function decodeEntry(value: string): SuppressionEntry | undefined {
 
 /** The failure was reached through another address (Original-Recipient), the one we mailed. */
 function forwarded(recipient: BounceRecipient): boolean {
-  const original = recipient.originalRecipient?.trim().toLowerCase();
-  return original !== undefined && original !== '' && original !== recipient.address.trim().toLowerCase();
+  const original = recipient.originalRecipient?.trim();
+  return original !== undefined && original !== '' && mailboxKey(original) !== mailboxKey(recipient.address.trim());
 }
 
 export class SuppressionList {
@@ -160,7 +161,7 @@ export class SuppressionList {
       const previous = current ? decodeEntry(current.value) : undefined;
       const next: SuppressionEntry = {
         ...entry,
-        address: entry.address.trim().toLowerCase(),
+        address: mailboxKey(entry.address.trim()),
         firstSeen: previous?.firstSeen ?? now,
         lastSeen: now,
         count: (previous?.count ?? 0) + 1,
@@ -200,10 +201,10 @@ export class SuppressionList {
     const hard = report.recipients.filter((r) => r.hard);
     let suppress: Array<{ address: string; evidence: BounceRecipient }>;
     if (verpRecipient !== undefined) {
-      const named = verpRecipient.toLowerCase();
-      const evidence = hard.find((r) => r.address.toLowerCase() === named);
+      const named = mailboxKey(verpRecipient);
+      const evidence = hard.find((r) => mailboxKey(r.address) === named);
       if (!evidence) {
-        if (hard.some((r) => r.originalRecipient?.toLowerCase() === named) || (report.recipients.length === 1 && hard.length === 1)) {
+        if (hard.some((r) => r.originalRecipient !== undefined && mailboxKey(r.originalRecipient) === named) || (report.recipients.length === 1 && hard.length === 1)) {
           return { kind: 'not-proven', reason: `${verpRecipient} was forwarded, and only where it led failed: ${FORWARDED}` };
         }
         return hard.length > 0 ? { kind: 'not-proven', reason: `the report's hard failures do not include the VERP recipient ${verpRecipient}` } : { kind: 'not-hard', report };

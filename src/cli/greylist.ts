@@ -36,13 +36,14 @@
 
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
+import { mailboxKey } from '../address/index.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
-import { addressKey, isDigestedKeyPart, keyPart, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { isDigestedKeyPart, keyPart, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
@@ -161,7 +162,7 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
   // An over-long part as `list` prints it (HEAD…[sha256:HEX]) is already its key.
   return {
     sender: isDigestedKeyPart(sender) ? sender : normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }),
-    recipient: isDigestedKeyPart(recipient) ? recipient : addressKey(recipient),
+    recipient: isDigestedKeyPart(recipient) ? recipient : mailboxKey(recipient),
   };
 }
 

@@ -9,10 +9,7 @@
  *   (the Kelvin sign, dotless i) must not match here when it does not in the peers we mirror.
  */
 
-/** C's tolower() over a string: only A-Z change. */
-export function asciiLower(text: string): string {
-  return /[\u0080-\uffff]/.test(text) ? text.replace(/[A-Z]+/g, (run) => run.toLowerCase()) : text.toLowerCase();
-}
+import { asciiLower } from '../address/index.js';
 
 export type DomainMatcher = (domain: string) => boolean;
 

@@ -26,10 +26,10 @@
  *   Time comes from the injected Clock on every lookup.
  */
 
-import { normaliseDomain } from '../address/index.js';
+import { asciiLower, normaliseDomain } from '../address/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Batv } from './batv.js';
-import { asciiLower, domainMatcher } from './domains.js';
+import { domainMatcher } from './domains.js';
 import type { LookupMap } from './lookup.js';
 import type { Srs } from './srs.js';
 

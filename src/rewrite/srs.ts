@@ -49,9 +49,9 @@
  */
 
 import { createHmac } from 'node:crypto';
-import { normaliseDomain } from '../address/index.js';
+import { asciiLower, normaliseDomain } from '../address/index.js';
 import { ConfigError } from '../core/errors.js';
-import { asciiLower, domainMatcher, type DomainMatcher } from './domains.js';
+import { domainMatcher, type DomainMatcher } from './domains.js';
 import { embeddableAddress } from './embed.js';
 
 export const SRS_LIMITS = {

@@ -101,12 +101,12 @@ export class VerificationCache {
   }
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {
-    return this.addressRecord(await this.store.get(this.prefix + addressKey(address)));
+    return this.addressRecord(await this.store.get(this.prefix + calloutRecordKey(address)));
   }
 
   /** getAddress() at once, when the store can tell without waiting (Store.peek). */
   peekAddress(address: string): AddressRecord | undefined | typeof ASK_LATER {
-    const stored = this.store.peek(this.prefix + addressKey(address));
+    const stored = this.store.peek(this.prefix + calloutRecordKey(address));
     return stored === ASK_LATER ? ASK_LATER : this.addressRecord(stored);
   }
 
@@ -132,7 +132,7 @@ export class VerificationCache {
       ttl = Math.min(this.config.addressPositive, this.config.domainNegative);
       refresh = this.config.addressPositiveRefresh;
     } else {
-      const stored = await this.store.get(this.prefix + addressKey(address));
+      const stored = await this.store.get(this.prefix + calloutRecordKey(address));
       const existing = this.addressRecord(stored);
       if (stored && existing && DEFINITE.has(existing.verdict)) {
         // Kept. A stale record's next refresh waits as long as a temporary answer is remembered:
@@ -140,7 +140,7 @@ export class VerificationCache {
         const left = stored.expiresAt - now;
         if (existing.refreshAt <= now && this.config.tempfail > 0 && left > 0) {
           const kept: AddressRecord = { ...existing, refreshAt: Math.min(now + this.config.tempfail, stored.expiresAt) };
-          await this.store.set(this.prefix + addressKey(address), JSON.stringify(kept), left);
+          await this.store.set(this.prefix + calloutRecordKey(address), JSON.stringify(kept), left);
         }
         return;
       }
@@ -149,7 +149,7 @@ export class VerificationCache {
     }
     if (ttl <= 0) return;
     const full: AddressRecord = { ...record, refreshAt: now + Math.min(refresh, ttl) };
-    await this.store.set(this.prefix + addressKey(address), JSON.stringify(full), ttl);
+    await this.store.set(this.prefix + calloutRecordKey(address), JSON.stringify(full), ttl);
   }
 
   async getDomain(domain: string): Promise<DomainFacts> {
@@ -205,7 +205,8 @@ export class VerificationCache {
   }
 }
 
-export function addressKey(address: string): string {
+/** The store key of an address's callout record: the address as parsed (see address/key). */
+export function calloutRecordKey(address: string): string {
   return `addr:${address}`;
 }
 

@@ -147,6 +147,17 @@ describe('SuppressionList', () => {
     clock.advance(31 * 86_400_000);
     assert.equal(await list.isSuppressed('zed@example.org'), false);
   });
+
+  it('keys an address as the greylist does: only A-Z folded, the domain as A-labels', async () => {
+    const { list } = setup();
+    // The Kelvin sign lower-cases to an ASCII k in Unicode: another person's address.
+    await list.add({ address: '\u212Aate@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
+    assert.equal(await list.isSuppressed('kate@example.org'), false);
+    assert.equal(await list.isSuppressed('\u212Aate@EXAMPLE.org'), true);
+    await list.add({ address: 'Bob@Bücher.example', status: '5.1.1', format: 'manual', proof: 'manual' });
+    assert.equal(await list.isSuppressed('bob@xn--bcher-kva.example'), true);
+    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@xn--bcher-kva.example', '\u212Aate@example.org']);
+  });
 });
 
 describe('suppression list: values that are not entries', () => {

@@ -13,7 +13,8 @@ import { registerGreylistCommands } from '../../src/cli/greylist.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { ConfigError, StoreError, UsageError } from '../../src/core/errors.js';
 import { systemClock } from '../../src/core/clock.js';
-import { Greylist, addressKey, normaliseSender } from '../../src/checks/greylist/index.js';
+import { mailboxKey } from '../../src/address/index.js';
+import { Greylist, normaliseSender } from '../../src/checks/greylist/index.js';
 import { SqliteStore } from '../../src/store/index.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
@@ -186,7 +187,7 @@ describe('callout greylist', () => {
     const recipient = `${'r'.repeat(300)}@example.test`;
     const store = await SqliteStore.open(join(dir, 'callout.sqlite'));
     const greylist = new Greylist(store, systemClock, { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 });
-    await greylist.check({ client: '198.18.0.0/24', autoAllowKey: '198.18.0.10', sender: normaliseSender(sender), recipient: addressKey(recipient) });
+    await greylist.check({ client: '198.18.0.0/24', autoAllowKey: '198.18.0.10', sender: normaliseSender(sender), recipient: mailboxKey(recipient) });
     await store.close();
     const listed = await run(['list', '--client', '198.18.0.0/24']);
     const match = /^triplet 198\.18\.0\.0\/24 (bounce-x{57}…\[sha256:[0-9a-f]{64}\]) (r{64}…\[sha256:[0-9a-f]{64}\]) waiting /.exec(listed.output);

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { ManualClock } from '../../src/core/clock.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { VerificationCache, addressKey, domainKey } from '../../src/verify/cache.js';
+import { VerificationCache, calloutRecordKey, domainKey } from '../../src/verify/cache.js';
 import type { AddressRecord, DomainFact } from '../../src/verify/cache.js';
 import { elapsedMs } from '../support/fuzz.js';
 
@@ -63,7 +63,7 @@ describe('VerificationCache records fuzzed', () => {
       fc.asyncProperty(stored, async (value) => {
         const store = new MemoryStore();
         const cache = new VerificationCache(store, config, new ManualClock());
-        await store.set(addressKey('a@example.org'), value, 60_000);
+        await store.set(calloutRecordKey('a@example.org'), value, 60_000);
         for (const name of ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'] as const) await store.set(domainKey('example.org', name), value, 60_000);
         assertAddressRecord(await cache.getAddress('a@example.org'));
         const peeked = cache.peekAddress('a@example.org');
@@ -88,7 +88,7 @@ describe('VerificationCache records fuzzed', () => {
     await cache.putDomain('example.org', 'catchall', goodFact as DomainFact & { state: 'accepted' });
     assert.equal((await cache.getDomain('example.org')).catchall?.state, 'accepted');
     // As another version may have written them: a record with a null reply reads as absent.
-    await store.set(addressKey('b@example.org'), JSON.stringify({ ...good, reply: null }), 60_000);
+    await store.set(calloutRecordKey('b@example.org'), JSON.stringify({ ...good, reply: null }), 60_000);
     assert.equal(await cache.getAddress('b@example.org'), undefined);
   });
 
@@ -110,9 +110,9 @@ describe('VerificationCache records fuzzed', () => {
     const store = new MemoryStore();
     const cache = new VerificationCache(store, validateConfig({}).cache, new ManualClock());
     const big = JSON.stringify({ ...good, description: 'x'.repeat(1_000_000) });
-    await store.set(addressKey('a@example.org'), `[${'['.repeat(100_000)}`, 60_000);
+    await store.set(calloutRecordKey('a@example.org'), `[${'['.repeat(100_000)}`, 60_000);
     assert.equal(await cache.getAddress('a@example.org'), undefined);
-    await store.set(addressKey('b@example.org'), big, 60_000);
+    await store.set(calloutRecordKey('b@example.org'), big, 60_000);
     // Generous bound: JSON.parse of 1 MB takes milliseconds.
     assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500);
   });

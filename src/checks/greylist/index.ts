@@ -8,7 +8,7 @@
  */
 
 export { Greylist, isDigestedKeyPart, keyPart, type DeferReason, type GreylistEntry, type GreylistEntryKind, type GreylistOutcome, type GreylistRequest, type GreylistSettings } from './greylist.js';
-export { addressKey, normaliseSender, senderDomain, srsOriginal, type NormaliseOptions } from './normalise.js';
+export { normaliseSender, senderDomain, srsOriginal, type NormaliseOptions } from './normalise.js';
 export {
   ClientWhitelist,
   RecipientWhitelist,

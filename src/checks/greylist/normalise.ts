@@ -27,7 +27,7 @@
  *              (postgrey), so list-123@ and list-124@ are one sender. Letters of every script
  *              are word characters and digits of every script are digits (RFC 6531 local parts):
  *              postgrey sees octets, so for it ö1@ lost its 1 and news-٢٠٢٤@ kept its number.
- *   The result is keyed as addressKey() says: A-Z lower-cased, as postgrey lower-cases its whole
+ *   The result is keyed as address/key mailboxKey() says: A-Z lower-cased, as postgrey lower-cases its whole
  *   key (Perl's lc on octets changes nothing else), and the domain as A-labels, so that a sender
  *   written with a U-label and with its A-label is one sender. The null sender stays ''.
  *   With `verp` off, the result equals postgrey 1.37's do_sender_substitutions() for every
@@ -43,8 +43,7 @@
  *   (greylist/greylist keyPart). Never throws.
  */
 
-import { normaliseDomain } from '../../address/index.js';
-import { asciiLower } from '../../rewrite/domains.js';
+import { asciiLower, mailboxKey } from '../../address/index.js';
 
 const BATV_TAG = /^[0-9a-z]{10}/;
 /** BATV's tag-val exactly (K DDD SSSSSS: key number, day, six hex digits of the hash), either case. */
@@ -120,23 +119,7 @@ export function normaliseSender(sender: string, options: NormaliseOptions = {}):
   if (plus >= 0) local = local.slice(0, plus);
   if (options.verp !== false) local = QMAIL_VERP.exec(asciiLower(local))?.[1] ?? local;
   local = local.replace(STANDALONE_NUMBER, '#');
-  return addressKey(`${local}@${domain}`);
-}
-
-/**
- * An address (a sender or a recipient) as the greylist keys it. Only A-Z are folded in the local
- * part: local parts are case-sensitive (RFC 5321 §2.4) and everyone folds ASCII, but Unicode
- * case mapping changes what a UTF-8 local part says (the Kelvin sign would become an ASCII 'k',
- * one address merged with another). The domain is compared after IDNA mapping (UTS #46
- * nontransitional, as the callout's DNS query names: faß.example is xn--fa-hia.example, not
- * fass.example); a domain that is no valid IDN is kept as written, A-Z folded.
- */
-export function addressKey(address: string): string {
-  const at = address.lastIndexOf('@');
-  if (at < 0) return asciiLower(address);
-  const domain = address.slice(at + 1);
-  const idna = /[\u0080-\uffff]/.test(domain) ? normaliseDomain(domain) : undefined;
-  return `${asciiLower(address.slice(0, at))}@${idna?.ok ? idna.value.ascii : asciiLower(domain)}`;
+  return mailboxKey(`${local}@${domain}`);
 }
 
 /** The domain of a normalised sender ('' for the null sender or a sender without one). */

@@ -29,11 +29,12 @@
  */
 
 import { z } from 'zod';
+import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
 import { Batv, type BatvKey } from '../../rewrite/batv.js';
-import { asciiLower, domainMatcher } from '../../rewrite/domains.js';
+import { domainMatcher } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
 

@@ -47,6 +47,7 @@ import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
 import { clientAddress } from '../../checks/client-ip.js';
+import { mailboxKey } from '../../address/index.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
 import { BoundedMemo } from '../../core/memo.js';
@@ -56,7 +57,6 @@ import type { Store } from '../../store/types.js';
 import { compareKeys } from '../../store/semantics.js';
 import {
   Greylist,
-  addressKey,
   confirmedOrganisation,
   domainUnder,
   normaliseSender,
@@ -272,7 +272,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
 
         const normalised = normaliseSender(ctx.senderText, { verp: opts.normaliseVerp });
         // As the sender: bob@bücher.example and bob@xn--bcher-kva.example are one recipient.
-        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: addressKey(ctx.recipientText) });
+        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: mailboxKey(ctx.recipientText) });
         const evidence = { identity, sender: normalised, ...outcome };
         if (outcome.kind === 'defer') {
           const seconds = Math.ceil(outcome.remainingMs / 1000);

@@ -58,7 +58,8 @@ import { formatDuration } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
-import { addressKey, keyPart } from '../../checks/greylist/index.js';
+import { mailboxKey } from '../../address/index.js';
+import { keyPart } from '../../checks/greylist/index.js';
 import { SlidingWindow, WINDOW_MIN_MS, type WindowSample } from '../../checks/ratelimit/index.js';
 import { compileTemplate } from '../template.js';
 import type { StageContext, StageDefinition } from '../types.js';
@@ -124,7 +125,7 @@ function keyOf(per: z.output<typeof limitSchema>['per'], ctx: StageContext, opts
   // filled two buckets (twice the limit), and Unicode case mapping merged different mailboxes.
   // Over-long parts (past RFC 5321's 256 octets, up to a 4 kB policy line) by a bounded digest,
   // as the greylist keys them: every request may create a counter living two windows.
-  const sender = addressKey(ctx.senderText);
+  const sender = mailboxKey(ctx.senderText);
   if (per === 'sender') return keyPart(sender);
   const at = sender.lastIndexOf('@');
   const domain = at < 0 ? '' : sender.slice(at + 1);

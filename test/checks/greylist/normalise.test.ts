@@ -3,7 +3,6 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { normaliseSender, parseClientWhitelist, parseRecipientWhitelist, srsOriginal } from '../../../src/checks/greylist/index.js';
-import { addressKey } from '../../../src/checks/greylist/normalise.js';
 
 describe('normaliseSender', () => {
   const cases: Array<[string, string]> = [
@@ -47,12 +46,8 @@ describe('normaliseSender', () => {
     assert.equal(normaliseSender('list-return-42-bob=example.org@lists.example', { verp: false }), 'list-return-#-bob=example.org@lists.example');
   });
 
-  it('keys a U-label domain and its A-label alike, and an invalid IDN as written', () => {
+  it('keys a U-label domain and its A-label alike', () => {
     assert.equal(normaliseSender('news-1@bücher.example'), normaliseSender('news-2@XN--BCHER-KVA.example'));
-    assert.equal(addressKey('ÉLISE@Bücher.Example'), 'Élise@xn--bcher-kva.example');
-    assert.equal(addressKey('Bob@XN--BCHER-KVA.Example'), 'bob@xn--bcher-kva.example');
-    assert.equal(addressKey('bob@a\u200d.example'), 'bob@a\u200d.example');
-    assert.equal(addressKey('bob'), 'bob');
   });
 
   it('is not fooled by SRS look-alikes', () => {
