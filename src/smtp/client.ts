@@ -97,7 +97,12 @@ export type SessionState =
 export type ClientStage = SmtpStage | 'vrfy';
 
 export type StepFailure<S extends ClientStage = SmtpStage> =
-  | { kind: 'timeout'; stage: S; afterMs: number }
+  /**
+   * cutShortMs, only when the overall deadline ended the wait before the stage's own timer: the
+   * milliseconds that timer had left. Such a timeout says how little time was left, not how
+   * slow the server is.
+   */
+  | { kind: 'timeout'; stage: S; afterMs: number; cutShortMs?: number }
   | { kind: 'closed'; stage: S; detail: string }
   | { kind: 'error'; stage: S; detail: string };
 
@@ -638,12 +643,11 @@ export class SmtpClientSession {
     // Whole milliseconds, as afterMs reports them; a fraction left is one more, not none.
     const remaining = this.deadline === undefined ? Infinity : Math.ceil(this.deadline - performance.now());
     const budget = Math.max(0, Math.min(stageMs, remaining));
-    const byDeadline = remaining < stageMs;
-    const note = byDeadline ? ' (overall deadline)' : '';
-    if (budget === 0) return Promise.resolve(this.fail({ kind: 'timeout', stage, afterMs: 0 }, note));
+    const timeout: StepFailure<ClientStage> = remaining < stageMs ? { kind: 'timeout', stage, afterMs: budget, cutShortMs: stageMs - budget } : { kind: 'timeout', stage, afterMs: budget };
+    if (budget === 0) return Promise.resolve(this.fail(timeout));
     return new Promise<Outcome>((settle) => {
       const timer = setTimeout(() => {
-        this.fail({ kind: 'timeout', stage, afterMs: budget }, note);
+        this.fail(timeout);
       }, budget);
       this.waiter = { stage, expects, timer, settle };
     });
@@ -662,11 +666,11 @@ export class SmtpClientSession {
   }
 
   /** Records the failure, closes the session and answers the outstanding wait with it. */
-  private fail<S extends ClientStage>(failure: StepFailure<S>, note = ''): StepFailure<S> {
+  private fail<S extends ClientStage>(failure: StepFailure<S>): StepFailure<S> {
     if (this.currentState === 'closed') return failure;
     const description =
       failure.kind === 'timeout'
-        ? `timeout at ${failure.stage} after ${failure.afterMs} ms${note}`
+        ? `timeout at ${failure.stage} after ${failure.afterMs} ms${failure.cutShortMs === undefined ? '' : ' (overall deadline)'}`
         : failure.kind === 'closed'
           ? `connection closed at ${failure.stage}: ${failure.detail}`
           : `protocol error at ${failure.stage}: ${failure.detail}`;

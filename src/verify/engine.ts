@@ -18,7 +18,10 @@
  *        DNS failure (never "does not exist")
  *     7. the dialogue (verify/probe), then the records it taught us are written back.
  *   Steps 6 and 7 share one deadline, callout.timeouts.overall: a lookup still unanswered then
- *   is unknown (dns-tempfail), and the dialogue has what the lookups left of it.
+ *   is unknown (dns-tempfail), and the dialogue has what the lookups left of it. A dialogue
+ *   step that deadline ended before the step's own timeout, and only because of what the
+ *   lookups took, is unknown (timeout) and not remembered of the domain: its exchanger had no
+ *   fair chance.
  *   Concurrent verifications of one address share one probe (single flight), and those of one
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
@@ -556,6 +559,8 @@ export class CalloutEngine {
   private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, deadline: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {
     const facts = await this.cache.getDomain(domain);
     this.stats.probes++;
+    // What the lookups and waits for other probes took of the overall deadline.
+    const spentBeforeMs = this.config.callout.timeouts.overall - (deadline - performance.now());
     const output = await probeDomain(
       {
         config: this.config.callout,
@@ -591,7 +596,7 @@ export class CalloutEngine {
       }
       results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: hosts, attempts: output.attempts }));
     }
-    await this.remember(domain, mailboxes, results, output);
+    await this.remember(domain, mailboxes, results, output, spentBeforeMs);
     return results;
   }
 
@@ -611,7 +616,7 @@ export class CalloutEngine {
     });
   }
 
-  private async remember(domain: string, mailboxes: Mailbox[], results: Map<string, VerifyResult>, output: DomainProbeOutput): Promise<void> {
+  private async remember(domain: string, mailboxes: Mailbox[], results: Map<string, VerifyResult>, output: DomainProbeOutput, spentBeforeMs: number): Promise<void> {
     const at = this.clock.now();
     const writes: Promise<void>[] = [];
     if (output.catchAll === 'accepted' || output.catchAll === 'refused') {
@@ -654,7 +659,12 @@ export class CalloutEngine {
     // down was left alone. Not when another exchanger greylisted us: the greylist record says
     // when a retry is worth it, and it answers as greylisting; read first, a useless record
     // made the domain's next senders plain unknown (let through by default) where greylisting defers.
-    const failure = output.outcomes.size === 0 ? output.failure : undefined;
+    // Nor when the overall deadline cut the failed step short and, but for what the lookups (or a
+    // wait for another process's probe) took of it, the step's own timer would have run out in
+    // full: slow DNS that left the dialogue a few milliseconds gave the exchanger no chance. A
+    // dialogue that ran into the deadline itself (a tarpit answering each command late) had it.
+    const cutShort = output.failure?.cutShortMs !== undefined && spentBeforeMs >= output.failure.cutShortMs;
+    const failure = output.outcomes.size === 0 && !cutShort ? output.failure : undefined;
     if (failure && (failure.definite || TEMPORARY_DOMAIN_FAILURES.has(failure.reason) || (TEMPORARY_REFUSALS.has(failure.reason) && !output.greylisted))) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: failure.reason, description: failure.description, ...(failure.reply ? { reply: failure.reply } : {}), at }));
     }

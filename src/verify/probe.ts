@@ -78,6 +78,12 @@ export interface Failure {
   reply?: ReplyEvidence;
   /** A 5xx at connect, greeting, HELO or MAIL: a lasting refusal of us, not a passing fault. */
   definite: boolean;
+  /**
+   * A timeout the overall deadline ended before the step's own timer: the milliseconds that
+   * timer had left. Whether the exchanger had its chance depends on what took the deadline
+   * (verify/engine: the lookups before the dialogue, or the exchangers).
+   */
+  cutShortMs?: number;
 }
 
 export interface DomainProbeInput {
@@ -209,7 +215,7 @@ class DomainProbe {
         }
         this.tried.add(ip);
         if (performance.now() >= this.deadline) {
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false });
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShortMs: this.deps.config.timeouts.connect });
           break hosts;
         }
         const refusal = this.deps.politeness.targetRefusal(ip);
@@ -668,9 +674,12 @@ class DomainProbe {
   private stepFailure(step: StepFailure<ClientStage>): string {
     const reason: VerdictReason =
       step.kind === 'timeout' ? 'timeout' : step.kind === 'error' ? 'protocol-error' : step.stage === 'connect' ? 'unreachable' : 'protocol-error';
+    const cutShortMs = step.kind === 'timeout' ? step.cutShortMs : undefined;
     const detail =
-      step.kind === 'timeout' ? `timed out at ${step.stage} after ${step.afterMs} ms` : `${step.kind === 'error' ? 'protocol error' : 'connection failed'} at ${step.stage}: ${step.detail}`;
-    return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false });
+      step.kind === 'timeout'
+        ? `timed out at ${step.stage} after ${step.afterMs} ms${cutShortMs === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`
+        : `${step.kind === 'error' ? 'protocol error' : 'connection failed'} at ${step.stage}: ${step.detail}`;
+    return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false, ...(cutShortMs === undefined ? {} : { cutShortMs }) });
   }
 
   /** Keeps the most informative failure; returns its description for the attempt's outcome. */

@@ -311,13 +311,14 @@ describe('SmtpClientSession failures', () => {
     assert.equal(opened.kind, 'timeout');
     assert.equal(opened.kind === 'timeout' && opened.stage, 'greeting');
     assert.ok(opened.kind === 'timeout' && opened.afterMs <= 1000);
+    assert.equal(opened.kind === 'timeout' && opened.cutShortMs! + opened.afterMs, 30_000, 'the deadline ended the wait, with the rest of the greeting timer left');
     assert.ok(events(session).some((line) => /^timeout at greeting after \d+ ms \(overall deadline\)$/.test(line)));
   });
 
   it('times out at once when the deadline has passed', async (t) => {
     const server = await serve(t);
     const session = sessionFor(t, server, { deadline: performance.now() - 1 });
-    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'connect', afterMs: 0 });
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'connect', afterMs: 0, cutShortMs: GENEROUS.connectMs });
   });
 
   it('the deadline is on the monotonic clock: a wall clock stepped an hour ahead mid-dialogue (NTP, a resumed VM) ends no wait', async (t) => {

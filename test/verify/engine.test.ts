@@ -13,6 +13,7 @@ import { CachingResolver } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
+import { VerificationCache } from '../../src/verify/cache.js';
 import { parseMailbox, type Mailbox } from '../../src/address/index.js';
 import { ASK_LATER, type Store } from '../../src/store/types.js';
 import {
@@ -656,6 +657,40 @@ describe('DNS outcomes', () => {
     await store.delete('lock:alice@held.test');
     const again = await engine.verify('alice@held.test');
     assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], 'the domain is not remembered as timing out');
+  });
+
+  it('a deadline the lookups nearly spent cuts the greeting short: unknown timeout, and the domain is not remembered as useless (a greeting timing out in its own time still marks it)', async () => {
+    // The MX answers come 1.2 s late. The server accepts the connection and greets after 3 s.
+    const zone = mxZone({ 'late.test': '127.0.0.77', 'later.test': '127.0.0.78' });
+    zone['late.test']!.delayMs = 1200;
+    zone['later.test']!.delayMs = 1200;
+    const greetsLate = { ...usersOnly(['alice']), greeting: () => ({ delayMs: 3000, reply: '220 mx.callout.test ESMTP' }) };
+    const w = await make(zone, { '127.0.0.77': greetsLate, '127.0.0.78': greetsLate });
+    const cutStore = new MemoryStore({ clock: w.clock });
+    const ownStore = new MemoryStore({ clock: w.clock });
+    const cut = w.engine({ callout: { randomProbe: false, timeouts: { greeting: '1s', overall: '1500ms' } } }, cutStore);
+    const own = w.engine({ callout: { randomProbe: false, timeouts: { greeting: '200ms', overall: '2500ms' } } }, ownStore);
+    const uselessOf = async (store: Store, domain: string) => (await new VerificationCache(store, w.config().cache, w.clock).getDomain(domain)).useless;
+    // About 300 ms of the 1.5 s are left for the greeting, whose own timeout is 1 s; 1.3 s of
+    // the 2.5 s for one whose own timeout is 200 ms.
+    const [r, timedOut] = await Promise.all([cut.verify('alice@late.test'), own.verify('alice@later.test')]);
+    assert.deepEqual([r.verdict, r.reason, w.connections('127.0.0.77')], ['unknown', 'timeout', 1], r.description);
+    assert.match(r.description, /timed out at greeting after \d+ ms, when the overall deadline of 1500 ms \(callout\.timeouts\.overall\) ran out/);
+    assert.equal(await uselessOf(cutStore, 'late.test'), undefined, 'the exchanger had no chance to greet: nothing is remembered of the domain');
+    assert.deepEqual([timedOut.verdict, timedOut.reason], ['unknown', 'timeout'], timedOut.description);
+    assert.match(timedOut.description, /timed out at greeting after 200 ms$/);
+    assert.equal((await uselessOf(ownStore, 'later.test'))?.reason, 'timeout', 'a greeting that timed out in its own time marks the domain as before');
+  });
+
+  it('a dialogue that runs into the overall deadline itself (a tarpit) still marks the domain useless', async () => {
+    const w = await make(mxZone({ 'tarpit.test': '127.0.0.79' }), { '127.0.0.79': silentGreeting() });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { greeting: '2s', overall: '500ms' } } }, store);
+    const r = await engine.verify('alice@tarpit.test');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'timeout'], r.description);
+    assert.match(r.description, /when the overall deadline of 500 ms \(callout\.timeouts\.overall\) ran out/);
+    const facts = await new VerificationCache(store, w.config().cache, w.clock).getDomain('tarpit.test');
+    assert.equal(facts.useless?.reason, 'timeout', 'the exchanger had the whole deadline, the lookups took next to none of it');
   });
 
   it('a wall clock stepped an hour back while waiting on another process\'s lock does not stretch the wait by the step', { timeout: 30_000 }, async (t) => {
