@@ -8,7 +8,8 @@
  *   they bound real I/O (settleWithin bounds a wait for it).
  *
  *   RequestTimeClock is the time of the requests a benchmark or test replays (postgrey's
- *   policy_test_time hook): the latest time a request carried, the base clock's before any did.
+ *   policy_test_time hook): the latest time a request carried, the base clock's before any did;
+ *   the store's purge goes by maintenanceNow(), which a far-future request time cannot move.
  */
 
 export interface Clock {
@@ -77,5 +78,15 @@ export class RequestTimeClock implements Clock {
   /** Moves to ms when that is later than every time given before. */
   follow(ms: number): void {
     if (this.latest === undefined || ms > this.latest) this.latest = ms;
+  }
+  /**
+   * The time maintenance (the store's purge) judges expiry by: the base clock's, never later
+   * than now(). By now() alone, one request carrying a far-future time had the next purge delete
+   * every entry; by the base clock alone, a purge during the replay of a past trace would delete
+   * entries its requests still read as live. What is expired at both is expired for every
+   * request to come, since now() never goes back: such a purge changes no decision.
+   */
+  maintenanceNow(): number {
+    return Math.min(this.base.now(), this.now());
   }
 }

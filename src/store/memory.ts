@@ -16,7 +16,8 @@
  *   nearly coincide, and insertion order costs nothing to keep. Freeing 1% at a time means the
  *   O(n) sweep runs at most once per 1% of inserts, not on every insert into a full store.
  *   scan filters and sorts the matching keys on each call: O(n) in the store size, meant for
- *   administration, not for the per-message path.
+ *   administration, not for the per-message path. scanPages sorts them once, at its first page
+ *   (the keys only: their entries are read page by page), and lists no key set after that.
  *
  * ERRORS
  *   Bad arguments and any use after close() reject with StoreError.
@@ -25,7 +26,7 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError } from '../core/errors.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
-import { addToCounter, checkIncrement, checkScanLimit, compareKeys, expiryAfter, isLive } from './semantics.js';
+import { addToCounter, checkIncrement, checkPageSize, checkScanLimit, compareKeys, expiryAfter, isLive } from './semantics.js';
 
 export interface MemoryStoreOptions {
   clock?: Clock;
@@ -121,9 +122,25 @@ export class MemoryStore implements Store {
     return matches.sort((a, b) => compareKeys(a.key, b.key)).slice(0, limit);
   }
 
-  async purgeExpired(): Promise<number> {
+  /** The keys are taken (sorted) at the first page; each page reads their entries as they are then. */
+  async *scanPages(prefix: string, pageSize: number): AsyncGenerator<Array<{ key: string } & StoredValue>, void, undefined> {
+    checkPageSize(this.context('scan'), pageSize);
+    const keys = [...this.entries.keys()].filter((key) => key.startsWith(prefix)).sort(compareKeys);
+    for (let start = 0; start < keys.length; start += pageSize) {
+      this.checkOpen('scan');
+      const now = this.clock.now();
+      const page: Array<{ key: string } & StoredValue> = [];
+      for (const key of keys.slice(start, start + pageSize)) {
+        const entry = this.entries.get(key);
+        if (entry && isLive(entry.expiresAt, now)) page.push({ key, ...entry });
+      }
+      if (page.length > 0) yield page;
+    }
+  }
+
+  async purgeExpired(at?: number): Promise<number> {
     this.checkOpen('purgeExpired');
-    return this.removeExpired(this.clock.now());
+    return this.removeExpired(at ?? this.clock.now());
   }
 
   async close(): Promise<void> {

@@ -29,6 +29,11 @@
  *   prefix match only themselves, keeping only the first `limit` keys by code point (the byte
  *   order of UTF-8, as the other backends list them) as it goes, and reads their values; keys
  *   that expired meanwhile are made up for by another walk for the keys after the last one.
+ *   scanPages makes one SCAN walk and reads each page's values once the walk has found pageSize
+ *   keys (or ended), so it holds a page and a SCAN batch: the pages come in the order SCAN finds
+ *   the keys, each sorted, and a key SCAN returns again after its page (it may, when Redis
+ *   resizes its table during the walk) is listed again. Paging in key order would take a walk
+ *   of the whole keyspace a page.
  *   purgeExpired always answers 0: Redis removes expired keys itself (lazily on access and by
  *   its active expiry cycle), so there is never a backlog for the daemon to sweep.
  *
@@ -74,7 +79,7 @@ import { settleWithin, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, abbreviate, describeError } from '../core/errors.js';
 import { checkRedisUrl, maskPassword } from './redis-url.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
-import { checkIncrement, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
+import { checkIncrement, checkPageSize, checkScanLimit, checkTtl, compareKeys } from './semantics.js';
 
 export interface RedisStoreOptions {
   clock?: Clock;
@@ -383,19 +388,32 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       let after: string | undefined;
       while (rows.length < limit) {
         const { keys, more } = await this.firstKeysUnder(prefix, after, limit - rows.length);
-        for (let start = 0; start < keys.length; start += SCAN_BATCH) {
-          const batch = keys.slice(start, start + SCAN_BATCH);
-          const entries = await this.read(batch);
-          for (const [index, entry] of entries.entries()) {
-            const batchKey = batch[index];
-            if (entry && batchKey !== undefined) rows.push({ key: batchKey, ...entry });
-          }
-        }
+        for (const row of await this.rowsOf(keys)) rows.push(row);
         if (!more) break;
         after = keys.at(-1);
       }
       return rows;
     });
+  }
+
+  async *scanPages(prefix: string, pageSize: number): AsyncGenerator<Array<{ key: string } & StoredValue>, void, undefined> {
+    checkPageSize(this.context('scan'), pageSize);
+    const pattern = `${escapeGlob(this.keyPrefix + prefix)}*`;
+    // Keys found and not yet read: a Set, since SCAN may return a key more than once (within
+    // a page; one that comes again after its page has gone is listed again).
+    let pending = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.run('scan', () => this.client.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT));
+      for (const redisKey of batch) pending.add(redisKey.slice(this.keyPrefix.length));
+      cursor = next;
+      while (pending.size >= pageSize || (cursor === '0' && pending.size > 0)) {
+        const keys = [...pending];
+        pending = new Set(keys.slice(pageSize));
+        const page = await this.run('scan', () => this.rowsOf(keys.slice(0, pageSize)));
+        if (page.length > 0) yield page.sort((a, b) => compareKeys(a.key, b.key));
+      }
+    } while (cursor !== '0');
   }
 
   /** Always 0: Redis expires keys itself (see the header). */
@@ -412,6 +430,20 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
 
   private context(operation: string): string {
     return `redis store ${this.url}: ${operation}`;
+  }
+
+  /** The live entries of keys (without the store prefix), SCAN_BATCH keys per script call, the absent left out. */
+  private async rowsOf(keys: readonly string[]): Promise<Array<{ key: string } & StoredValue>> {
+    const rows: Array<{ key: string } & StoredValue> = [];
+    for (let start = 0; start < keys.length; start += SCAN_BATCH) {
+      const batch = keys.slice(start, start + SCAN_BATCH);
+      const entries = await this.read(batch);
+      for (const [index, entry] of entries.entries()) {
+        const batchKey = batch[index];
+        if (entry && batchKey !== undefined) rows.push({ key: batchKey, ...entry });
+      }
+    }
+    return rows;
   }
 
   /** The live entries of keys (without the store prefix), undefined where absent. */

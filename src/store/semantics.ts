@@ -43,6 +43,12 @@ export function checkScanLimit(context: string, limit: number): void {
   }
 }
 
+export function checkPageSize(context: string, pageSize: number): void {
+  if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
+    throw new StoreError(`${context}: pageSize must be a positive integer, got ${pageSize}`);
+  }
+}
+
 export function checkIncrement(context: string, by: number): void {
   if (!Number.isSafeInteger(by)) throw new StoreError(`${context}: increment must be a safe integer, got ${by}`);
 }

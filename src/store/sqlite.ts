@@ -84,6 +84,8 @@
  *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE
  *   wildcard (% _) in a prefix can widen the match. (prefix || U+FFFF as the bound would miss
  *   keys continuing with a character beyond the BMP, which sort after U+FFFF in UTF-8.)
+ *   scanPages reads the same range a page at a time, each page a read of its own (key > the
+ *   last key of the page before), so a list of millions is never held at once.
  *
  * LIMITS
  *   Keys and values must be well-formed Unicode: SQLite stores TEXT as UTF-8, where lone
@@ -101,8 +103,8 @@
  *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
  */
 
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { makeDirectories, withholdFromOthers } from '../core/files.js';
+import { accessSync, closeSync, constants, existsSync, openSync, statSync } from 'node:fs';
+import { makeDirectories } from '../core/files.js';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -112,7 +114,7 @@ import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
 import { startCheckpointer } from './sqlite-checkpointer.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
-import { addToCounter, checkIncrement, checkScanLimit, expiryAfter, isLive } from './semantics.js';
+import { addToCounter, checkIncrement, checkPageSize, checkScanLimit, expiryAfter, isLive } from './semantics.js';
 
 export interface SqliteStoreOptions {
   clock?: Clock;
@@ -215,6 +217,14 @@ function prepareStatements(db: Database.Database) {
     scanUnbounded: db.prepare<[string, number, number], Row>(
       `SELECT key, value, expires_at AS expiresAt FROM kv
        WHERE key >= ? AND expires_at > ? ORDER BY key LIMIT ?`,
+    ),
+    scanAfterBounded: db.prepare<[string, string, number, number], Row>(
+      `SELECT key, value, expires_at AS expiresAt FROM kv
+       WHERE key > ? AND key < ? AND expires_at > ? ORDER BY key LIMIT ?`,
+    ),
+    scanAfterUnbounded: db.prepare<[string, number, number], Row>(
+      `SELECT key, value, expires_at AS expiresAt FROM kv
+       WHERE key > ? AND expires_at > ? ORDER BY key LIMIT ?`,
     ),
     purgeStretchEnd: db.prepare<[string, number], string>('SELECT key FROM kv WHERE key >= ? ORDER BY key LIMIT 1 OFFSET ?').pluck(),
     purgeStretch: db.prepare<[string, string, number]>('DELETE FROM kv WHERE key >= ? AND key < ? AND expires_at <= ?'),
@@ -321,6 +331,19 @@ interface Queued {
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /** Errors of creating the store's directory that waiting will not mend. */
+/** Of a directory open() makes, and of a new store file; SQLite's -wal and -shm files follow the file's. */
+const STORE_DIRECTORY_MODE = 0o750;
+const STORE_FILE_MODE = 0o640;
+
+/** Creates an empty file with mode (under the umask) unless one is there; SQLite takes it for an empty database. */
+function createFile(path: string, mode: number): void {
+  try {
+    closeSync(openSync(path, 'wx', mode));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 const DIRECTORY_PROBLEMS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EACCES', 'EPERM', 'EROFS', 'ENAMETOOLONG']);
 
 /**
@@ -443,17 +466,19 @@ export class SqliteStore implements Store {
 
   /**
    * Opens (creating it and its parent directories if needed) the database at path, or ':memory:'.
-   * A file store first adds 027 to the process's umask (core/files withholdFromOthers): what it
-   * creates holds addresses, and every command that writes a store comes through here.
+   * What it creates holds addresses, so it is kept from other users without touching the
+   * process's umask: new directories get STORE_DIRECTORY_MODE and the file STORE_FILE_MODE (under
+   * the umask: never looser, stricter when the umask is), and SQLite gives the -wal, -shm and
+   * -journal files it makes later the database file's own mode (os_unix.c findCreateFileMode).
    */
   static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') {
-        withholdFromOthers();
-        makeDirectories(dirname(resolve(path)));
+        makeDirectories(dirname(resolve(path)), STORE_DIRECTORY_MODE);
         const problem = pathProblem(path);
         if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (check the path: store.path, dataDir, --store, --cache or --data-dir)`);
+        createFile(path, STORE_FILE_MODE);
       }
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
@@ -575,8 +600,26 @@ export class SqliteStore implements Store {
     });
   }
 
-  async purgeExpired(): Promise<number> {
-    const now = this.clock.now();
+  async *scanPages(prefix: string, pageSize: number): AsyncGenerator<Array<{ key: string } & StoredValue>, void, undefined> {
+    checkPageSize(this.context('scan'), pageSize);
+    const upper = prefixSuccessor(prefix);
+    // Each page a read of its own, after the last key of the one before: the index range again.
+    let after: string | undefined;
+    for (;;) {
+      const last = after;
+      const page = await this.read('scan', undefined, () => {
+        const now = this.clock.now();
+        if (last === undefined) return upper === undefined ? this.statements.scanUnbounded.all(prefix, now, pageSize) : this.statements.scanBounded.all(prefix, upper, now, pageSize);
+        return upper === undefined ? this.statements.scanAfterUnbounded.all(last, now, pageSize) : this.statements.scanAfterBounded.all(last, upper, now, pageSize);
+      });
+      if (page.length > 0) yield page;
+      if (page.length < pageSize) return;
+      after = page[page.length - 1]?.key;
+    }
+  }
+
+  async purgeExpired(at?: number): Promise<number> {
+    const now = at ?? this.clock.now();
     let removed = 0;
     // Stretches [from, end) of PURGE_STRETCH keys in key order, from '' (below every key), each
     // in a group of its own. It removes only rows that have expired, which every read and every

@@ -53,7 +53,17 @@ export interface Store {
   increment(key: string, by: number, ttlMs: number): Promise<number>;
   /** Keys with the prefix that have not expired, at most `limit` of them, in key order. */
   scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>>;
-  /** Removes expired entries; returns how many were removed. */
-  purgeExpired(): Promise<number>;
+  /**
+   * The live keys with the prefix, a page of at most pageSize (a positive integer) read each
+   * time the caller asks for the next, so that it holds one page, not every key: SQLite and
+   * memory in key order (each page the keys after the last of the page before), Redis in the
+   * order of one SCAN walk, each page in key order (store/redis).
+   */
+  scanPages(prefix: string, pageSize: number): AsyncGenerator<Array<{ key: string } & StoredValue>, void, undefined>;
+  /**
+   * Removes the entries expired at `at` (epoch ms; the store's clock by default, a daemon whose
+   * requests set the time passes its maintenance time); returns how many were removed.
+   */
+  purgeExpired(at?: number): Promise<number>;
   close(): Promise<void>;
 }

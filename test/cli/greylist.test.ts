@@ -6,16 +6,17 @@ import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { Command } from 'commander';
-import { registerGreylistCommands } from '../../src/cli/greylist.js';
+import { printGreylist, registerGreylistCommands } from '../../src/cli/greylist.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { ConfigError, StoreError, UsageError } from '../../src/core/errors.js';
 import { systemClock } from '../../src/core/clock.js';
 import { mailboxKey } from '../../src/address/index.js';
 import { Greylist, normaliseSender } from '../../src/checks/greylist/index.js';
-import { SqliteStore } from '../../src/store/index.js';
+import { MemoryStore, RedisStore, SqliteStore } from '../../src/store/index.js';
+import type { Store } from '../../src/store/types.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
@@ -319,4 +320,110 @@ describe('callout greylist on a shared Redis', () => {
       rmSync(ownDir, { recursive: true, force: true });
     }
   });
+});
+
+describe('callout greylist list, page by page', () => {
+  const settings = { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 };
+  const sender = (i: number) => `s${String(i).padStart(5, '0')}@sender.example`;
+
+  /** n waiting triplets of 192.0.2.0/24, their senders numbered in key order. */
+  async function seedTriplets(store: Store, n: number): Promise<Greylist> {
+    const greylist = new Greylist(store, systemClock, settings);
+    const now = Date.now();
+    for (let start = 0; start < n; start += 1000) {
+      const keys = Array.from({ length: Math.min(1000, n - start) }, (_, i) => greylist.tripletKey('192.0.2.0/24', sender(start + i), 'alice@example.test'));
+      await Promise.all(keys.map((key) => store.set(key, `${now},${now}`, 86_400_000)));
+    }
+    return greylist;
+  }
+
+  /** A slow reader: each write is taken a turn later, so write() asks for a drain at once. */
+  function slowOutput(): { out: Writable; lines: () => string[] } {
+    const chunks: string[] = [];
+    const out = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk.toString());
+        setImmediate(done);
+      },
+    });
+    return { out, lines: () => chunks.join('').split('\n').slice(0, -1) };
+  }
+
+  it('prints 25,000 entries of a SQLite store read 1,000 at a time, every one, in key order', async () => {
+    const store = await SqliteStore.open(join(mkdtempSync(join(tmpdir(), 'callout-greylist-pages-')), 'callout.sqlite'));
+    try {
+      const greylist = await seedTriplets(store, 25_000);
+      const output = slowOutput();
+      assert.equal(await printGreylist(greylist, { kinds: ['triplet', 'client', 'domain'], limit: 1_000_000, json: false, pageSize: 1000 }, output.out), 25_000);
+      const senders = output.lines().map((line) => line.split(' ')[2]);
+      assert.deepEqual(senders, Array.from({ length: 25_000 }, (_, i) => sender(i)));
+      // --limit stops within a page; --json prints one object a line.
+      const limited = slowOutput();
+      assert.equal(await printGreylist(greylist, { kinds: ['triplet'], limit: 1234, json: true, pageSize: 100 }, limited.out), 1234);
+      assert.deepEqual(limited.lines().map((line) => (JSON.parse(line) as { sender: string }).sender), Array.from({ length: 1234 }, (_, i) => sender(i)));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('lists the client entries of a network page by page, the addresses outside it left out', async () => {
+    const store = await SqliteStore.open(':memory:');
+    try {
+      const greylist = new Greylist(store, systemClock, settings);
+      for (const third of [1, 2, 3, 4]) for (let host = 0; host < 20; host += 1) await greylist.allowClient(`192.0.${third}.${host}`);
+      const output = slowOutput();
+      const client = { identity: '192.0.2.0/23', network: { family: 4 as const, network: 0xc0000200n, prefixLength: 23 } };
+      assert.equal(await printGreylist(greylist, { kinds: ['client'], client, limit: 1000, json: false, pageSize: 7 }, output.out), 40);
+      const expected = [2, 3].flatMap((third) => Array.from({ length: 20 }, (_, host) => `192.0.${third}.${host}`)).sort();
+      assert.deepEqual(output.lines().map((line) => line.split(' ')[1]), expected);
+    } finally {
+      await store.close();
+    }
+  });
+
+  for (const kind of ['sqlite', 'redis', 'memory'] as const) {
+    it(`prints each page before it reads the next, and waits for a slow reader (${kind})`, async () => {
+      const redis = kind === 'redis' ? await startRedis() : undefined;
+      const store: Store = redis ? await RedisStore.open(redis.url) : kind === 'sqlite' ? await SqliteStore.open(':memory:') : new MemoryStore();
+      try {
+        await seedTriplets(store, 2500);
+        // The store as list reads it, counting the pages it has given.
+        let pagesRead = 0;
+        const counted: Store = Object.assign(Object.create(store) as Store, {
+          async *scanPages(prefix: string, pageSize: number) {
+            for await (const page of store.scanPages(prefix, pageSize)) {
+              pagesRead += 1;
+              yield page;
+            }
+          },
+        });
+        const output = slowOutput();
+        const seen: Array<{ pagesRead: number; buffered: number }> = [];
+        const write = output.out.write.bind(output.out);
+        output.out.write = ((chunk: string) => {
+          seen.push({ pagesRead, buffered: output.out.writableLength });
+          return write(chunk);
+        }) as typeof output.out.write;
+        assert.equal(await printGreylist(new Greylist(counted, systemClock, settings), { kinds: ['triplet'], limit: 1_000_000, json: false, pageSize: 100 }, output.out), 2500);
+        // One write a page, each made before the next page was read, into an empty buffer.
+        assert.equal(seen.length, 25);
+        assert.deepEqual(seen, seen.map((_, i) => ({ pagesRead: i + 1, buffered: 0 })));
+        const lines = output.lines();
+        const senders = lines.map((line) => line.split(' ')[2] ?? '');
+        if (kind === 'redis') {
+          // In the order SCAN found them, each page in key order.
+          for (let start = 0; start < senders.length; start += 100) {
+            const page = senders.slice(start, start + 100);
+            assert.deepEqual(page, [...page].sort());
+          }
+          senders.sort();
+        }
+        assert.deepEqual(senders, Array.from({ length: 2500 }, (_, i) => sender(i)));
+      } finally {
+        await store.close();
+        await redis?.stop();
+      }
+    });
+  }
 });

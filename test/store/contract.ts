@@ -407,6 +407,45 @@ export function runStoreContract(
         await assert.rejects(store.scan('k:', -1), StoreError);
         await assert.rejects(store.scan('k:', 1.5), StoreError);
       });
+
+      /** The pages scanPages gives, as their keys. */
+      async function pagesOf(prefix: string, pageSize: number): Promise<string[][]> {
+        const pages: string[][] = [];
+        for await (const page of store.scanPages(prefix, pageSize)) pages.push(page.map((row) => row.key));
+        return pages;
+      }
+
+      it('pages through the keys with the prefix, each once, each page in order (all in order but on Redis)', async () => {
+        const expected = ['k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}'];
+        const pages = await pagesOf('k:', 2);
+        for (const page of pages) {
+          assert.ok(page.length >= 1 && page.length <= 2, `page of ${page.length}`);
+          assert.deepEqual(page, expected.filter((key) => page.includes(key)), 'each page in key order');
+        }
+        if (store.kind === 'redis') assert.deepEqual(pages.flat().sort(), [...expected].sort());
+        else assert.deepEqual(pages, [['k:', 'k:Z'], ['k:a', 'k:b'], ['k:\u00e9', 'k:\uffff'], ['k:\u{1F600}']]);
+        assert.deepEqual(await pagesOf('k:', 100), [expected], 'one page in key order when it holds them all');
+      });
+
+      it('pages with values and expiry, leaving out expired keys and other prefixes', async () => {
+        await store.set('k:short', 'v', 300);
+        await store.set('m\u{10FFFF}a', 'v', 60_000);
+        await store.set('m\u{10FFFF}', 'v', 60_000);
+        await store.set('n', 'v', 60_000);
+        await later(600);
+        assert.deepEqual(await pagesOf('m\u{10FFFF}', 10), [['m\u{10FFFF}', 'm\u{10FFFF}a']]);
+        assert.equal((await pagesOf('k:', 3)).flat().length, 7);
+        assert.deepEqual(await pagesOf('zzz', 10), []);
+        for await (const [row] of store.scanPages('k:Z', 1)) {
+          assert.ok(row);
+          assertEntry({ value: row.value, expiresAt: row.expiresAt }, 'value of k:Z', 60_000 - 600);
+        }
+      });
+
+      it('refuses a page size that is not a positive integer', async () => {
+        await assert.rejects(pagesOf('k:', 0), StoreError);
+        await assert.rejects(pagesOf('k:', 1.5), StoreError);
+      });
     });
 
     describe('keys with special characters', () => {

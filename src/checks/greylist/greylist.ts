@@ -71,6 +71,8 @@ const NETWORK_SCAN_LIMIT = 1_000_000;
  * /24 with 50,000 triplets in a greylist of a million took 51 walks and 91 s at 1,000.
  */
 const DROP_SCAN_BATCH = 10_000;
+/** Rows listPages() reads at once: a page of entries is a few megabytes. */
+const LIST_PAGE = 10_000;
 /** Deletes asked for at once: one group commit on SQLite, one write on Redis, not one each. */
 const DROP_DELETE_BATCH = 1_000;
 
@@ -128,6 +130,18 @@ export type GreylistEntry =
   | { kind: 'domain'; client: string; domain: string; senders: number; allowed: boolean; expiresAt: number };
 
 export type GreylistEntryKind = GreylistEntry['kind'];
+
+/**
+ * What listPages() gives: `client` narrows to one identity (exact) or auto-allow key; `network`,
+ * given in its place, narrows client entries to those of its addresses, as dropClientsIn finds
+ * them (a network has no auto-allow entry of its own); at most `limit` entries.
+ */
+export interface ListOptions {
+  kinds?: readonly GreylistEntryKind[];
+  client?: string;
+  network?: Cidr;
+  limit: number;
+}
 
 /** The longest key part kept as it is: a path of RFC 5321 §4.5.3.1.3, so any valid address. */
 const MAX_KEY_PART_OCTETS = 256;
@@ -338,20 +352,28 @@ export class Greylist {
    * entry of its own, which would go on letting it skip greylisting. Returns how many went.
    */
   async dropClientsIn(network: Cidr): Promise<number> {
-    const inside = await this.clientRowsIn(network, 'drop');
+    const inside = await this.clientRowsIn(network);
     await this.deleteAll(inside.map((row) => row.key));
     return inside.length;
   }
 
   /** The auto-allow rows of the addresses in the network, in key order. */
-  private async clientRowsIn(network: Cidr, verb: 'drop' | 'list'): Promise<Array<{ key: string } & StoredValue>> {
-    const prefix = `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
+  private async clientRowsIn(network: Cidr): Promise<Array<{ key: string } & StoredValue>> {
+    const prefix = this.clientPrefixOf(network);
     const rows = await this.store.scan(prefix, NETWORK_SCAN_LIMIT);
-    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: ${verb} the addresses one by one`);
-    return rows.filter((row) => {
-      const address = clientAddress(unescapePart(row.key.slice(this.settings.keyPrefix.length + 2)));
-      return address !== undefined && networkHolds(network, address);
-    });
+    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: drop the addresses one by one`);
+    return rows.filter((row) => this.holdsClientRow(network, row.key));
+  }
+
+  /** The prefix of every auto-allow key of the network's addresses (and of others). */
+  private clientPrefixOf(network: Cidr): string {
+    return `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
+  }
+
+  /** Whether an auto-allow key is that of an address in the network. */
+  private holdsClientRow(network: Cidr, key: string): boolean {
+    const address = clientAddress(unescapePart(key.slice(this.settings.keyPrefix.length + 2)));
+    return address !== undefined && networkHolds(network, address);
   }
 
   /** Deletes the keys DROP_DELETE_BATCH at a time, each batch asked for at once. */
@@ -362,25 +384,33 @@ export class Greylist {
   }
 
   /**
-   * Entries in key order; `client` narrows to one identity (exact) or auto-allow key; `network`,
-   * given in its place, narrows client entries to those of its addresses, as dropClientsIn finds
-   * them (a network has no auto-allow entry of its own).
+   * The entries an administrator lists, a page at a time (Store.scanPages, `pageSize` rows read at once,
+   * LIST_PAGE by default), each read when the caller asks for the next: a caller that prints
+   * each page holds one, not a greylist of millions. In key order on SQLite and memory; on
+   * Redis each page is in key order, the pages in the order SCAN finds the keys.
    */
-  async list(options: { kinds?: readonly GreylistEntryKind[]; client?: string; network?: Cidr; limit: number }): Promise<GreylistEntry[]> {
+  async *listPages(options: ListOptions & { pageSize?: number }): AsyncGenerator<GreylistEntry[], void, undefined> {
     const kinds = options.kinds ?? ['triplet', 'client', 'domain'];
-    const entries: GreylistEntry[] = [];
     const tag = { triplet: 't', client: 'c', domain: 'd' } as const;
+    let left = options.limit;
     for (const kind of kinds) {
-      if (entries.length >= options.limit) break;
+      if (left <= 0) return;
+      const network = kind === 'client' ? options.network : undefined;
       const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
-      const prefix = `${this.settings.keyPrefix}${tag[kind]}:${client}`;
-      const rows = kind === 'client' && options.network ? (await this.clientRowsIn(options.network, 'list')).slice(0, options.limit - entries.length) : await this.store.scan(prefix, options.limit - entries.length);
-      for (const row of rows) {
-        const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
-        if (entry && (kind !== 'client' || options.client === undefined || entry.client === options.client)) entries.push(entry);
+      const prefix = network ? this.clientPrefixOf(network) : `${this.settings.keyPrefix}${tag[kind]}:${client}`;
+      for await (const rows of this.store.scanPages(prefix, options.pageSize ?? LIST_PAGE)) {
+        const page: GreylistEntry[] = [];
+        for (const row of rows) {
+          if (page.length >= left) break;
+          if (network && !this.holdsClientRow(network, row.key)) continue;
+          const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
+          if (entry && (kind !== 'client' || network || options.client === undefined || entry.client === options.client)) page.push(entry);
+        }
+        left -= page.length;
+        if (page.length > 0) yield page;
+        if (left <= 0) return;
       }
     }
-    return entries;
   }
 
   private entryOf(kind: GreylistEntryKind, body: string, value: string, expiresAt: number): GreylistEntry | undefined {

@@ -7,10 +7,17 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { parseCidr } from '../../../src/core/ip.js';
-import { Greylist, keyPart, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
+import { Greylist, keyPart, type GreylistEntry, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { startRedis } from '../../support/redis.js';
+
+/** Every entry listPages() gives, for a list known to be short. */
+async function listAll(greylist: Greylist, options: ListOptions): Promise<GreylistEntry[]> {
+  const entries: GreylistEntry[] = [];
+  for await (const page of greylist.listPages(options)) entries.push(...page);
+  return entries;
+}
 
 const S = 1000;
 const DAY = 86_400 * S;
@@ -316,7 +323,7 @@ describe('greylist shared by two daemons (two connections to one SQLite file, on
         assert.deepEqual(await onA.check(one), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
         assert.deepEqual(meanwhile, { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
         assert.deepEqual(
-          (await onB.list({ kinds: ['client', 'domain'], limit: 10 })).map((e) => (e.kind === 'client' ? ['client', e.count] : e.kind === 'domain' ? ['domain', e.senders] : [])),
+          (await listAll(onB, { kinds: ['client', 'domain'], limit: 10 })).map((e) => (e.kind === 'client' ? ['client', e.count] : e.kind === 'domain' ? ['domain', e.senders] : [])),
           [['client', 1], ['domain', 2]],
           'the client counted once for the hour, neither sender lost',
         );
@@ -339,7 +346,7 @@ describe('greylist shared by two daemons (two connections to one SQLite file, on
         // A provider retrying its queue: every triplet's retry at once, spread over both daemons.
         const passes = await Promise.all(senders.map((one, i) => daemons[i % 2]!.check(one)));
         assert.ok(passes.every((outcome) => outcome.kind === 'pass'), JSON.stringify(passes));
-        const [domain] = await daemons[1]!.list({ kinds: ['domain'], limit: 10 });
+        const [domain] = await listAll(daemons[1]!, { kinds: ['domain'], limit: 10 });
         assert.deepEqual(domain && domain.kind === 'domain' && [domain.senders, domain.allowed], [30, true], 'no sender lost to the race');
         assert.deepEqual(await daemons[0]!.check(triplet({ sender: 'another@bulk.example' })), { kind: 'pass', reason: 'domain-auto-allow', domain: 'bulk.example' });
       } finally {
@@ -383,7 +390,7 @@ describe('greylist administration', () => {
     const greylist = new Greylist(store, clock, POSTGREY);
     await greylist.check(triplet({ sender: 'odd/name%x@sender.example' }));
     await greylist.check(triplet({ recipient: 'other@example.test' }));
-    const listed = await greylist.list({ limit: 10 });
+    const listed = await listAll(greylist, { limit: 10 });
     assert.deepEqual(
       listed.map((e) => e.kind === 'triplet' && [e.client, e.sender, e.recipient, e.passed]),
       [
@@ -396,10 +403,10 @@ describe('greylist administration', () => {
     await greylist.allowClient('198.51.100.7');
     const allowed = await greylist.check(triplet({ client: '198.51.100.0/24', autoAllowKey: '198.51.100.7' }));
     assert.equal(allowed.kind === 'pass' && allowed.reason, 'client-auto-allow');
-    assert.deepEqual((await greylist.list({ kinds: ['client'], limit: 10 })).map((e) => e.kind === 'client' && [e.client, e.allowed]), [['198.51.100.7', true]]);
+    assert.deepEqual((await listAll(greylist, { kinds: ['client'], limit: 10 })).map((e) => e.kind === 'client' && [e.client, e.allowed]), [['198.51.100.7', true]]);
     assert.equal(await greylist.dropTriplet(triplet({ recipient: 'other@example.test' })), true);
     assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2);
-    assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).length, 0);
+    assert.deepEqual((await listAll(greylist, { kinds: ['triplet'], limit: 10 })).length, 0);
     clock.advance(36 * DAY);
     assert.equal(await store.purgeExpired(), 1, 'the client entry expired with its maxAge and is purged');
     await store.close();
@@ -424,7 +431,7 @@ describe('greylist administration', () => {
       assert.ok(cidr.ok);
       assert.equal(await greylist.dropClientsIn(cidr.value), addresses.length, network);
     }
-    const left = (await greylist.list({ kinds: ['client'], limit: 100 })).map((e) => e.client);
+    const left = (await listAll(greylist, { kinds: ['client'], limit: 100 })).map((e) => e.client);
     assert.deepEqual(left.sort(), [...outside].sort());
     await store.close();
   });
@@ -455,7 +462,7 @@ describe('greylist administration', () => {
     // Triplets: one scan that finds them, one that finds none left; domain entries: one.
     assert.equal(store.scans, 3);
     assert.ok(store.mostDeleting > 100, `deletes in flight at once: ${store.mostDeleting}`);
-    assert.deepEqual((await greylist.list({ kinds: ['triplet'], limit: 10 })).map((e) => e.client), ['192.0.3.0/24']);
+    assert.deepEqual((await listAll(greylist, { kinds: ['triplet'], limit: 10 })).map((e) => e.client), ['192.0.3.0/24']);
     await store.close();
   });
 });
@@ -486,7 +493,7 @@ describe('greylist keys of over-long addresses', () => {
     for (const k of await keysOf(store)) assert.ok(k.length <= 400, `${k.slice(0, 40)}: ${k.length} characters`);
     assert.ok((await store.get(greylist.domainKey('192.0.2.0/24', huge('x').split('@')[1]!)))!.value.length < 400, 'the domain record holds the sender as its key part');
 
-    const senders = (await greylist.list({ kinds: ['triplet'], limit: 10 })).map((entry) => entry.kind === 'triplet' && entry.sender);
+    const senders = (await listAll(greylist, { kinds: ['triplet'], limit: 10 })).map((entry) => entry.kind === 'triplet' && entry.sender);
     assert.equal(senders.length, 3);
     for (const sender of senders) assert.match(String(sender), /^a{64}…\[sha256:[0-9a-f]{64}\]$/, 'list shows its start and digest');
     assert.ok(senders.includes(keyPart(huge('x'))));
@@ -534,7 +541,7 @@ describe('greylist rows read back, fuzzed', () => {
         } else {
           assert.equal(outcome.kind, 'pass');
         }
-        for (const entry of await greylist.list({ limit: 10 })) {
+        for (const entry of await listAll(greylist, { limit: 10 })) {
           assert.ok(Number.isFinite(entry.expiresAt));
           if (entry.kind === 'domain') assert.ok(Number.isInteger(entry.senders) && entry.senders >= 0);
           else if (entry.kind === 'client') assert.ok(Number.isFinite(entry.count) && Number.isFinite(entry.lastSeen));
