@@ -261,6 +261,16 @@ const listenAddress = z.string().superRefine((text, ctx) => {
   if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (${parsed.reason})` });
 });
 
+/**
+ * A UNIX socket listener's permissions, octal, given whatever the umask (core/listen listenOn):
+ * the policy socket's and the metrics socket's.
+ */
+const socketMode = z
+  // YAML reads an unquoted 0660 as the number 660: say what to write instead of "expected string".
+  .string({ error: (issue) => (typeof issue.input === 'number' ? 'expected an octal mode in quotes, such as "0660" (YAML reads 0660 unquoted as a number)' : undefined) })
+  .regex(SOCKET_MODE_TEXT, 'expected an octal mode of 3 or 4 digits, such as "0660"')
+  .default(octalMode(DEFAULT_SOCKET_MODE));
+
 const stageEntrySchema = z
   .object({
     /** A stage from the registry (allowlist, postmaster, sender-syntax, sender-callout, ...). */
@@ -304,11 +314,7 @@ const policySchema = z
      */
     acceptTestTime: z.boolean().default(false),
     /** UNIX socket permissions (octal string). */
-    socketMode: z
-      // YAML reads an unquoted 0660 as the number 660: say what to write instead of "expected string".
-      .string({ error: (issue) => (typeof issue.input === 'number' ? 'expected an octal mode in quotes, such as "0660" (YAML reads 0660 unquoted as a number)' : undefined) })
-      .regex(SOCKET_MODE_TEXT, 'expected an octal mode of 3 or 4 digits, such as "0660"')
-      .default(octalMode(DEFAULT_SOCKET_MODE)),
+    socketMode,
     stages: z.array(stageEntrySchema).default(() => DEFAULT_STAGES.map((s) => stageEntrySchema.parse(s))),
   })
   .strict();
@@ -317,6 +323,11 @@ const metricsSchema = z
   .object({
     /** Prometheus /metrics and /health; empty disables. Keep it on loopback. */
     listen: z.union([listenAddress, z.literal('')], { error: 'expected HOST:PORT, [IPv6]:PORT, an absolute UNIX socket path, or "" for none' }).default('127.0.0.1:10041'),
+    /**
+     * Permissions of a UNIX socket listener: under serve's umask (027) it was 0750, which only its
+     * owner can connect to, not a scraper in its group.
+     */
+    socketMode,
   })
   .strict();
 

@@ -9,8 +9,9 @@
  *                 source (a counter of their own: the hit ratio above is the sender
  *                 callouts'), the callout connection cache (parked, reused, retired), stage
  *                 faults, expired store entries purged, the stages' own counters (greylist,
- *                 tarpit, ratelimit, batv), the time spent polling for the next request
- *                 after an answer and the requests it caught, process metrics.
+ *                 triplets through greylisting, tarpit, ratelimit, batv), the time spent
+ *                 polling for the next request after an answer and the requests it caught,
+ *                 process metrics.
  *   GET /health   200 {"status":"ok"} while the store answers, 503 {"status":"degraded"} when
  *                 it does not, or not within METRICS_HEALTH_TIMEOUT_MS (the daemon still
  *                 answers Postfix then, by policy.faultAction).
@@ -29,7 +30,9 @@
  *   closeMetricsServer() ends the connections left open as well: a stop never waits on a client.
  *   A UNIX socket left behind by a crash is removed before binding (core/listen
  *   removeStaleSocket), as the policy listener's is: without that the next start failed with
- *   EADDRINUSE, exit 78, which systemd does not restart.
+ *   EADDRINUSE, exit 78, which systemd does not restart. The socket gets socketMode
+ *   (metrics.socketMode, default DEFAULT_SOCKET_MODE, 0660) whatever the umask: under serve's
+ *   027 it was 0750, and a scraper in the socket's group could not connect.
  */
 
 import { createServer } from 'node:http';
@@ -43,7 +46,7 @@ import { removeStaleSocket } from '../core/listen.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { settleWithin } from '../core/clock.js';
-import { boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork } from '../core/listen.js';
 
 /**
  * From a cached answer (0.1 ms or less) to the decision deadline (policy.decisionTimeout, 6 s):
@@ -59,7 +62,8 @@ const DECISION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
 const STAGE_COUNTER_HELP: Readonly<Record<string, string>> = {
   callouts_skipped: 'Sender callouts not made because cheaper evidence sufficed (reason spf-pass)',
   callforward_verifications: 'Recipient call-forward verdicts by verdict and where the answer came from (probe, address-cache, domain-cache, none); apart from callout_verifications_total, whose cache hit ratio is the sender callouts\'',
-  greylist: 'Greylist verdicts: deferrals by reason (new, early-retry, window-expired) and passes (passed, auto-allowed, whitelisted, skipped, none)',
+  greylist: 'Greylist verdicts: deferrals by reason (new, early-retry, window-expired) and passes (passed: every pass of a known triplet, auto-allowed, whitelisted, skipped, none)',
+  greylist_triplets_passed: 'Triplets that got through greylisting: the first pass of each, after the delay (its later mail counts in callout_greylist_total{result="passed"} only)',
   tarpit: 'Tarpit actions: answers delayed, clients refused at the hard limit, hard limit reached in warn mode (warned)',
   ratelimit: 'Rate limits exceeded, by limit name and what was done (deferred, warned)',
   batv: 'BATV checks of bounces by result',
@@ -114,6 +118,8 @@ export class Metrics implements StageMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'callout_' });
     this.counter('callouts_skipped', ['reason']);
+    // From 0, so that increase() counts the first triplet to pass.
+    this.counter('greylist_triplets_passed', []);
   }
 
   recordDecision(outcome: PipelineOutcome): void {
@@ -212,7 +218,7 @@ const TEXT = { 'content-type': 'text/plain; charset=utf-8' };
 export async function startMetricsServer(
   listen: string,
   source: MetricsSource,
-  limits: { maxConnections?: number; requestTimeoutMs?: number; healthTimeoutMs?: number; log?: StageLogger } = {},
+  limits: { maxConnections?: number; requestTimeoutMs?: number; healthTimeoutMs?: number; socketMode?: number; log?: StageLogger } = {},
 ): Promise<{ server: Server; address: string }> {
   const requestTimeoutMs = limits.requestTimeoutMs ?? METRICS_REQUEST_TIMEOUT_MS;
   const healthTimeoutMs = limits.healthTimeoutMs ?? METRICS_HEALTH_TIMEOUT_MS;
@@ -251,7 +257,7 @@ export async function startMetricsServer(
   if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
   const target = parsed.value;
   if (target.kind === 'unix') await removeStaleSocket(target.path);
-  await listenOn(server, target, `${listen} (metrics.listen)`);
+  await listenOn(server, target, `${listen} (metrics.listen)`, limits.socketMode ?? DEFAULT_SOCKET_MODE);
   // An accept that fails after listening (ENOBUFS, EPERM) is an 'error' event: unheard, it ended the process.
   server.on('error', (err) => limits.log?.error({ listen, error: describeError(err) }, 'metrics listener failed'));
   const bound = boundAddress(server);

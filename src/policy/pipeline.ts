@@ -88,12 +88,16 @@ const FAULT_LOG_WINDOW_MS = 60_000;
 /** The answer to a stage's fault with policy.faultAction DEFER. */
 const FAULT_ACTION = '451 4.3.0 Temporary policy failure, please try again later';
 /**
- * Milliseconds until the deadline, never more than the decision timeout: the deadline is a time
- * of the wall clock (tests move it), and a clock stepped back while a stage ran (NTP, a
- * restored virtual machine) held the answer for as long as the step, past Postfix's timeout.
+ * StageContext.timeLeft of a request that came at `since` (performance.now()). On the monotonic
+ * clock: as a time of the injected clock, a wall clock stepped back while a stage ran (NTP, a
+ * restored virtual machine) held the answer for as long as the step, one stepped forward left
+ * the stages after it no time, and under policy.acceptTestTime a request's policy_test_time
+ * did the same to the requests in flight (exported for tests that make a StageContext).
  */
-function timeLeft(deadline: number, options: Pick<PipelineOptions, 'clock' | 'decisionTimeoutMs'>): number {
-  return Math.min(options.decisionTimeoutMs, Math.max(0, deadline - options.clock.now()));
+export function decisionTimeLeft(decisionTimeoutMs: number, since = performance.now()): () => number {
+  const deadline = since + decisionTimeoutMs;
+  // Whole milliseconds: the bounds it gives are named in reasons and log lines.
+  return () => Math.max(0, Math.floor(deadline - performance.now()));
 }
 
 /** How long past the deadline a stage may take before it counts as a fault. */
@@ -136,7 +140,7 @@ export class Pipeline {
    * stage that has to be waited for on, the rest runs asynchronously under the deadline.
    */
   decide(attributes: PolicyAttributes): PipelineOutcome | Promise<PipelineOutcome> {
-    const run = new PipelineRun((earlier) => this.context(attributes, earlier), this.options, this.faultLines);
+    const run = new PipelineRun((earlier, since) => this.context(attributes, earlier, since), this.options, this.faultLines);
     for (let index = this.nextStage(run, 0); index !== undefined; index = this.nextStage(run, index + 1)) {
       const configured = this.stages[index]!;
       let stop: boolean;
@@ -275,7 +279,7 @@ export class Pipeline {
           });
         if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
-          timer = setTimeout(() => resolve('late'), timeLeft(ctx.deadline, this.options) + STAGE_GRACE_MS);
+          timer = setTimeout(() => resolve('late'), ctx.timeLeft() + STAGE_GRACE_MS);
         });
         if ((await Promise.race([watching, late])) === 'late') {
           this.options.log.error({ stage: stage.name, deadlineMs: this.options.decisionTimeoutMs }, 'stage observer late: answered without waiting for it');
@@ -288,7 +292,7 @@ export class Pipeline {
   }
 
   /** What every stage may read, parsed once; a stage that needs more reads ctx.attributes. */
-  private context(attributes: PolicyAttributes, earlier: ReadonlyMap<string, StageVerdict>): StageContext {
+  private context(attributes: PolicyAttributes, earlier: ReadonlyMap<string, StageVerdict>, since: number): StageContext {
     const senderText = attributes.sender ?? '';
     const recipientText = attributes.recipient ?? '';
     const sender = this.senders.get(senderText);
@@ -304,7 +308,7 @@ export class Pipeline {
       recipientText,
       ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
       instance: attributes.instance ?? '',
-      deadline: this.options.clock.now() + this.options.decisionTimeoutMs,
+      timeLeft: decisionTimeLeft(this.options.decisionTimeoutMs, since),
       clock: this.options.clock,
       earlier,
     };
@@ -434,7 +438,8 @@ function protocolState(text: string | undefined): ProtocolState {
 
 /** One request on its way through the stages. */
 class PipelineRun {
-  readonly started = Date.now();
+  /** When the request came, on the monotonic clock (its deadline and duration are measured from it). */
+  readonly started = performance.now();
   readonly verdicts: StageVerdict[] = [];
   readonly warnings: string[] = [];
   readonly faults: string[] = [];
@@ -450,11 +455,11 @@ class PipelineRun {
   private late: Promise<never> | undefined;
 
   constructor(
-    context: (earlier: ReadonlyMap<string, StageVerdict>) => StageContext,
+    context: (earlier: ReadonlyMap<string, StageVerdict>, since: number) => StageContext,
     private readonly options: PipelineOptions,
     private readonly faultLines: RepeatCollapser,
   ) {
-    this.ctx = context(this.earlier);
+    this.ctx = context(this.earlier, this.started);
   }
 
   /**
@@ -470,7 +475,7 @@ class PipelineRun {
             this.expired = true;
             reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`));
           },
-          timeLeft(this.ctx.deadline, this.options) + STAGE_GRACE_MS,
+          this.ctx.timeLeft() + STAGE_GRACE_MS,
         );
       });
       this.late.catch(() => undefined);
@@ -489,7 +494,7 @@ class PipelineRun {
       verdicts: this.verdicts,
       warnings: this.warnings,
       faults: this.faults,
-      durationMs: Date.now() - this.started,
+      durationMs: Math.round(performance.now() - this.started),
     };
   }
 

@@ -43,8 +43,14 @@ export interface StageContext {
   instance: string;
   /** Verdicts of the stages that already ran for this request, by stage name. */
   earlier: ReadonlyMap<string, StageVerdict>;
-  /** Epoch ms by which an answer must be given (shorter than Postfix's policy timeout). */
-  deadline: number;
+  /**
+   * Milliseconds left before the decision deadline (policy.decisionTimeout after the request
+   * came, shorter than Postfix's policy timeout), never negative. On the monotonic clock, not
+   * on `clock`: it bounds waits on real I/O, which a wall clock stepped (or moved by
+   * policy_test_time) while they ran must not lengthen or cut short. A stage bounds what it
+   * waits for by it and reads no time of its own for that.
+   */
+  timeLeft(): number;
   clock: Clock;
 }
 

@@ -152,6 +152,15 @@ describe('policy.socketMode', () => {
   });
 });
 
+describe('metrics.socketMode', () => {
+  it('is checked and defaulted as policy.socketMode is', () => {
+    assert.match(problem({ metrics: { socketMode: 640 } }), /metrics\.socketMode: got 640, expected an octal mode in quotes, such as "0660"/);
+    assert.match(problem({ metrics: { socketMode: '0999' } }), /metrics\.socketMode: got "0999", expected an octal mode of 3 or 4 digits/);
+    assert.equal(validateConfig({ metrics: { socketMode: '0640' } }).metrics.socketMode, '0640');
+    assert.equal(validateConfig({}).metrics.socketMode, '0660');
+  });
+});
+
 describe('values of no accepted type', () => {
   it('say what a duration or a listen address is, where they said only "Invalid input" (YAML .nan, .inf, 1e309, true)', () => {
     for (const [value, shown] of [[Number.NaN, 'NaN'], [Number.POSITIVE_INFINITY, 'Infinity'], [true, 'true']] as const) {

@@ -120,6 +120,25 @@ describe('metrics listener requests', () => {
     }
   });
 
+  it('gives its UNIX socket mode 0660 whatever the umask (serve\'s 027 made it 0750: owner only), or socketMode', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-metrics-'));
+    const previous = process.umask(0o027);
+    try {
+      for (const [socketMode, expected] of [[undefined, 0o660], [0o640, 0o640], [0o666, 0o666]] as const) {
+        const path = join(dir, `metrics-${expected.toString(8)}.sock`);
+        const { server } = await startMetricsServer(path, source, socketMode === undefined ? {} : { socketMode });
+        try {
+          assert.equal((statSync(path).mode & 0o777).toString(8), expected.toString(8));
+        } finally {
+          await new Promise((resolve) => server.close(resolve));
+        }
+      }
+    } finally {
+      process.umask(previous);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('logs an error of the listener after it listens, instead of ending the process', async () => {
     const { log, lines } = captureLog();
     const { server } = await startMetricsServer('127.0.0.1:0', source, { log });

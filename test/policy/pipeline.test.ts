@@ -283,6 +283,35 @@ describe('pipeline', () => {
     assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms, not an hour`);
   });
 
+  it('gives a stage the time left on the monotonic clock: a wall clock stepped while an earlier stage ran neither lengthens it nor takes it away', async () => {
+    const clock = new ManualClock();
+    const left: number[] = [];
+    const steps = (ms: number) =>
+      rcptStage('steps', async () => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        clock.advance(ms);
+        return { stage: 'steps', result: 'stepped', reason: '', decision: { kind: 'continue' } };
+      });
+    const reads = syncStage('reads', (ctx) => {
+      left.push(ctx.timeLeft());
+      return { kind: 'continue' };
+    });
+    await pipeline([steps(-3_600_000), reads], { clock }).decide(rcpt());
+    await pipeline([steps(3_600_000), reads], { clock }).decide(rcpt());
+    assert.ok(left[0]! <= 950 && left[0]! > 500, `stepped back: ${left[0]} ms left, not a whole decision timeout again`);
+    assert.ok(left[1]! <= 950 && left[1]! > 500, `stepped forward: ${left[1]} ms left, not none`);
+  });
+
+  it('measures a decision\'s duration on the monotonic clock: a wall clock stepped back while it ran does not make it negative', async (t) => {
+    let wall = Date.now();
+    t.mock.method(Date, 'now', () => wall);
+    const out = await pipeline([rcptStage('steps', async () => {
+      wall -= 3_600_000;
+      return { stage: 'steps', result: 'stepped', reason: '', decision: { kind: 'continue' } };
+    })]).decide(rcpt());
+    assert.ok(out.durationMs >= 0 && out.durationMs < 1000, `${out.durationMs} ms`);
+  });
+
   it('after a stage that used the deadline up, the stages to be waited for are not blamed as late; those that answer at once still count', async () => {
     const errors: Array<Record<string, unknown>> = [];
     const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };

@@ -30,7 +30,9 @@
  *   expired, every store.purgeInterval (policy/daemon). The stage's own `purgeInterval` of
  *   earlier releases purged the same store a second time; it is accepted, ignored and logged
  *   as obsolete, so that a configuration written for them still starts.
- *   Counters: callout_greylist_total{result}.
+ *   Counters: callout_greylist_total{result} (result="passed": every pass of a known triplet),
+ *   and callout_greylist_triplets_passed_total: the first pass of each triplet, after the delay,
+ *   which is how many triplets got through greylisting.
  *
  * CONFIGURATION
  *   delay (300s), retryWindow (2d), maxAge (35d), clientIdentity, ipv4Prefix (24),
@@ -217,7 +219,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       let names = iprevNames(ctx.earlier.get('iprev'));
       if (names === 'not-run') {
         // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
-        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.deadline - ctx.clock.now()) });
+        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.timeLeft()) });
         names = looked?.result === 'pass' ? looked.confirmedNames : [];
       }
       return [...names].sort(compareKeys);
@@ -285,6 +287,8 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         if (outcome.reason === 'client-auto-allow') return pass('auto-allowed', `client ${autoAllowKey} auto-allowed after ${outcome.count} passes`);
         if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
         const waited = Math.round(outcome.waitedMs / 1000);
+        // `passed` counts every pass of a known triplet, as it always has: dashboards rate it.
+        if (outcome.firstPass) deps.metrics?.increment('greylist_triplets_passed');
         if (outcome.firstPass && opts.header) {
           const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '', version: CALLOUT_VERSION });
           return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);

@@ -82,7 +82,7 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
         if (unusable !== undefined) return { stage: 'iprev', result: 'none', reason: unusable, decision: { kind: 'continue' } };
         // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
         // the pipeline would count the stage a fault and skip every stage after it.
-        const timeoutMs = Math.max(1, ctx.deadline - ctx.clock.now());
+        const timeoutMs = Math.max(1, ctx.timeLeft());
         const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs });
         return {
           stage: 'iprev',

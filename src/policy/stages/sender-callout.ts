@@ -240,7 +240,7 @@ export function verifyWithinDeadline(
 
 /** The verdict, or undefined when the deadline came first (the verification goes on). */
 export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
-  const remaining = ctx.deadline - ctx.clock.now();
+  const remaining = ctx.timeLeft();
   if (remaining <= 0) return undefined;
   return settleWithin(work, remaining, () => undefined);
 }

@@ -143,8 +143,10 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
     async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
       // One bound for both identities: a slow HELO check must not leave the MAIL FROM check a
       // whole budget of its own, past the decision deadline (a stage fault, not a temperror).
-      const until = Math.min(ctx.clock.now() + opts.timeoutMs, ctx.deadline);
-      const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: Math.max(1, until - ctx.clock.now()) } });
+      // The evaluation counts its time on ctx.clock; the deadline, on the monotonic clock, also
+      // bounds each check, so a wall clock stepped back by the first does not lengthen the second.
+      const until = ctx.clock.now() + Math.min(opts.timeoutMs, ctx.timeLeft());
+      const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: Math.max(1, Math.min(until - ctx.clock.now(), ctx.timeLeft())) } });
       // The verdicts are remembered for cacheSeconds and hold these strings (the HELO name too):
       // as slices of the request's chunk they kept 10,000 whole requests alive (core/memo ownCopy).
       const request = { ip: ownCopy(ctx.clientAddress), mailFrom: ownCopy(mailFrom), helo: ownCopy(ctx.heloName) };

@@ -59,7 +59,8 @@
  *   the stage is closed (at shutdown, after the drain; at a reload, once the configuration it
  *   replaced has been retired) ends at once: the answer goes out without the rest of it.
  *   Clients in exemptClients and SASL-authenticated ones (`sasl_username`, as the allowlist
- *   stage lets them past) are neither counted, delayed nor refused.
+ *   stage lets them past) are neither counted, delayed nor refused; nor is a request without
+ *   a usable client address (Postfix's "unknown"), whose verdict is `none` and says so.
  *
  *   What the stage cannot see: recipients Postfix rejects itself, before asking the policy
  *   service (reject_unauth_destination, a reject_unlisted_recipient listed first) or after it
@@ -84,7 +85,7 @@ import { setTimeout as realSleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
-import { clientAddress, countingKey } from '../../checks/client-ip.js';
+import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
 import { compileTemplate } from '../template.js';
@@ -258,6 +259,16 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     if (!client || exempt.value.has(ctx.clientAddress) || ctx.attributes.sasl_username) return undefined;
     return { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
   };
+  /**
+   * Why clientOf counts no client, for the verdict: a request without a usable address
+   * (Postfix's "unknown") read as "exempt" in the log, like a client the configuration exempts.
+   */
+  const notCounted = (ctx: StageContext): { result: string; reason: string } => {
+    const unusable = unusableClientAddress(ctx.clientAddress);
+    if (unusable !== undefined) return { result: 'none', reason: `${unusable}: not counted` };
+    if (ctx.attributes.sasl_username) return { result: 'exempt', reason: `client authenticated as ${ctx.attributes.sasl_username}: not counted` };
+    return { result: 'exempt', reason: `client ${ctx.clientAddress} is in exemptClients: not counted` };
+  };
   async function errorsOf(counted: string, scope: Scope | undefined): Promise<Errors> {
     const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(counted)]);
     return { connection: Number(connection?.value) || 0, client: sample.estimate };
@@ -296,7 +307,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       // come after the harvest it is meant to stop, and costs a message already sent.
       if (ctx.state === 'END-OF-MESSAGE') return { stage: 'tarpit', result: 'end-of-message', reason: 'a delivery forgives the connection', decision: { kind: 'continue' } };
       const client = clientOf(ctx);
-      if (!client) return { stage: 'tarpit', result: 'exempt', reason: 'client not counted', decision: { kind: 'continue' } };
+      if (!client) return { stage: 'tarpit', ...notCounted(ctx), decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
       const tally = scope?.message ? await startMessage(deps.store, scope) : undefined;
       const errors = await errorsOf(client.counted, scope);
@@ -340,7 +351,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       errors ??= await errorsOf(client.counted, scope);
       const excess = Math.max(errors.connection - opts.perConnection.soft, errors.client - opts.perClient.soft);
       if (excess <= 0 || outcome.mode !== 'enforce' || stressed(ctx) || closed.signal.aborted) return;
-      const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.deadline - ctx.clock.now() - DEADLINE_MARGIN_MS);
+      const delay = Math.min(sleepMs * excess, maxSleepMs, ctx.timeLeft() - DEADLINE_MARGIN_MS);
       if (delay <= 0) return;
       deps.metrics?.increment('tarpit', { result: 'delayed' });
       deps.log.info({ stage: 'tarpit', client: ctx.clientAddress, delayMs: Math.round(delay), errors }, 'tarpit: answer delayed');

@@ -9,6 +9,7 @@ import { ManualClock } from '../../../src/core/clock.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { prvsSign } from '../../../src/rewrite/batv.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { batvStage, createBatvStage, type BatvStageOptions } from '../../../src/policy/stages/batv.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 
@@ -33,7 +34,7 @@ function context(sender: string, recipient: string, now = T0): StageContext {
     ...(parsedRecipient.ok ? { recipient: parsedRecipient.value } : {}),
     instance: 'msg-1',
     earlier: new Map<string, StageVerdict>(),
-    deadline: now + 10_000,
+    timeLeft: decisionTimeLeft(10_000),
     clock,
   };
 }

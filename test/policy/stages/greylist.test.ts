@@ -10,6 +10,7 @@ import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { parseReversePath } from '../../../src/address/index.js';
@@ -139,6 +140,18 @@ describe('greylist stage over the policy protocol', () => {
     clock.advance(300 * S);
     assert.equal(await ask({ client_address: '2001:db8:1:2:ffff::9', sender: 'prvs=0987654321=BOUNCES+124@list.example' }), 'DUNNO', 'same /64, same normalised sender');
     assert.match(await ask({ client_address: '2001:db8:1:3::25', sender: v6.sender }), /^DEFER_IF_PERMIT/, 'another /64');
+  });
+
+  it('keys one client by one identity however its address is spelt, an IPv4-mapped one by its IPv4 /24', async () => {
+    const { clock, logs, ask } = await serve([{ name: 'greylist', header: false, whitelistClients: ['2001:db8:aaaa::/48'] }]);
+    assert.match(await ask({ client_address: '2001:0DB8:0001:0002:0000:0000:0000:0025', sender: 'spelt@sender.example' }), /^DEFER_IF_PERMIT/);
+    assert.match(await ask({ client_address: '::FFFF:192.0.2.1', sender: 'mapped@sender.example' }), /^DEFER_IF_PERMIT/);
+    clock.advance(300 * S);
+    assert.equal(await ask({ client_address: '2001:db8:1:2::26', sender: 'spelt@sender.example' }), 'DUNNO');
+    assert.equal(await ask({ client_address: '192.0.2.200', sender: 'mapped@sender.example' }), 'DUNNO');
+    assert.deepEqual(greylisted(logs).map((l) => l.identity), ['2001:db8:1:2::/64', '192.0.2.0/24']);
+    assert.equal(await ask({ client_address: '2001:DB8:AAAA:0::1', sender: 'listed@sender.example' }), 'DUNNO', 'a whitelisted network, whatever the spelling');
+    assert.equal(await ask({ client_address: 'unknown', sender: 'nowhere@sender.example' }), 'DUNNO', 'no address: nothing to key by');
   });
 
   it('keys UTF-8 senders and recipients (raw UTF-8 from Postfix with smtputf8_enable) by A-label domains, folding only A-Z', async () => {
@@ -343,6 +356,33 @@ describe('greylist stage over the policy protocol', () => {
     assert.equal(await ask(), '451 4.7.1 Greylisted, see http://postgrey.schweikert.ch/help/example.test.html');
     assert.match(await daemon.metricsText(), /callout_greylist_total\{result="new"\} 1/);
   });
+
+  it('counts a triplet through greylisting once, at its first pass, and every pass under result="passed"', async () => {
+    const { clock, ask, daemon } = await serve([{ name: 'greylist' }]);
+    const counts = async () => {
+      const text = await daemon.metricsText();
+      const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+      return { triplets: value(/^callout_greylist_triplets_passed_total (\d+)$/m), passed: value(/^callout_greylist_total\{result="passed"\} (\d+)$/m) };
+    };
+    assert.match(await daemon.metricsText(), /^callout_greylist_triplets_passed_total 0$/m, 'there from the start, so that increase() sees the first');
+    assert.match(await ask(), /^DEFER_IF_PERMIT /);
+    clock.advance(120 * S);
+    assert.match(await ask(), /^DEFER_IF_PERMIT /, 'an early retry');
+    assert.deepEqual(await counts(), { triplets: 0, passed: 0 });
+    clock.advance(180 * S);
+    assert.match(await ask(), /^PREPEND X-Greylist: /, 'the retry after the delay');
+    assert.deepEqual(await counts(), { triplets: 1, passed: 1 });
+    clock.advance(60 * S);
+    assert.equal(await ask(), 'DUNNO');
+    // Past the hour after which a passed triplet's last-seen time is written again: no first pass either.
+    clock.advance(2 * 3600 * S);
+    assert.equal(await ask(), 'DUNNO');
+    assert.deepEqual(await counts(), { triplets: 1, passed: 3 }, 'later mail of the triplet is a pass, not a triplet through greylisting');
+    assert.match(await ask({ recipient: 'carol@example.test' }), /^DEFER_IF_PERMIT /);
+    clock.advance(300 * S);
+    assert.match(await ask({ recipient: 'carol@example.test' }), /^PREPEND X-Greylist: /);
+    assert.deepEqual(await counts(), { triplets: 2, passed: 4 });
+  });
 });
 
 describe('greylist stage evidence rules', () => {
@@ -365,7 +405,7 @@ describe('greylist stage evidence rules', () => {
       recipientText: 'alice@example.test',
       instance: 'i',
       earlier,
-      deadline: clock.now() + 5000,
+      timeLeft: decisionTimeLeft(5000),
       clock,
     };
   };

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
@@ -21,7 +22,7 @@ function context(clientAddress: string, deadlineMs: number): StageContext {
     recipientText: 'rcpt@receiver.test',
     instance: 'msg-1',
     earlier: new Map<string, StageVerdict>(),
-    deadline: clock.now() + deadlineMs,
+    timeLeft: decisionTimeLeft(deadlineMs),
     clock,
   };
 }

@@ -9,6 +9,7 @@ import { createLogger } from '../../../src/core/log.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { Metrics } from '../../../src/http/metrics.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
 import type { Stage, StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
@@ -33,7 +34,7 @@ function context(recipientText: string, deadlineMs: number): StageContext {
     recipient: parsed.value,
     instance: 'msg-1',
     earlier: new Map<string, StageVerdict>(),
-    deadline: clock.now() + deadlineMs,
+    timeLeft: decisionTimeLeft(deadlineMs),
     clock,
   };
 }

@@ -7,6 +7,7 @@ import { createLogger } from '../../../src/core/log.js';
 import { parseReversePath } from '../../../src/address/index.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import { STAGE_DEFINITIONS } from '../../../src/policy/stages/index.js';
 import { spfStage } from '../../../src/policy/stages/spf.js';
@@ -76,7 +77,7 @@ function context(sender: string, more: Partial<StageContext> = {}): StageContext
     recipientText: 'rcpt@receiver.example',
     instance: 'msg-1',
     earlier: new Map<string, StageVerdict>(),
-    deadline: clock.now() + 10_000,
+    timeLeft: decisionTimeLeft(10_000),
     clock,
     ...more,
   };
@@ -208,10 +209,34 @@ describe('spf stage', () => {
       txt: (name) => slow(inner.txt(name)),
       ptr: (address) => slow(inner.ptr(address)),
     };
-    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', clock, deadline: clock.now() + 10_000 }));
+    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: decisionTimeLeft(10_000) }));
     assert.equal(verdict.result, 'temperror');
     assert.match(verdict.reason, /longer than/);
     assert.ok(clock.now() <= Date.UTC(2026, 0, 1) + 11_000, `the checks ran until ${clock.now() - Date.UTC(2026, 0, 1)} ms`);
+  });
+
+  it('with checkHelo, a wall clock stepped back during the HELO check does not give the MAIL FROM check time past the deadline', async () => {
+    // The first lookup steps the clock back an hour (NTP), each other one takes a second; a second is left before the deadline.
+    const terms = 'v=spf1 a:h1.example a:h2.example a:h3.example a:h4.example a:h5.example a:h6.example a:h7.example +all';
+    const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
+    const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
+    const clock = new ManualClock();
+    let lookups = 0;
+    const slow = <T>(answer: Promise<T>): Promise<T> => {
+      clock.advance(lookups++ === 0 ? -3_600_000 : 1000);
+      return answer;
+    };
+    const resolver: Resolver = {
+      a: (name) => slow(inner.a(name)),
+      aaaa: (name) => slow(inner.aaaa(name)),
+      mx: (name) => slow(inner.mx(name)),
+      txt: (name) => slow(inner.txt(name)),
+      ptr: (address) => slow(inner.ptr(address)),
+    };
+    const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: decisionTimeLeft(1000) });
+    const verdict = await spf({ checkHelo: true }, resolver).evaluate(ctx);
+    assert.equal(verdict.result, 'temperror', verdict.reason);
+    assert.match(verdict.reason, /^mailfrom late\.example: temperror \(evaluation took longer than \d+ ms\)$/);
   });
 
   it('without a client address there is nothing to check', async () => {

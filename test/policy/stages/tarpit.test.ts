@@ -308,10 +308,26 @@ describe('tarpit stage', () => {
     const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
     const enforce = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock, 2000);
     await enforce.decide(request('nobody@example.test'));
-    assert.deepEqual(slept, [1750], 'deadline 2 s less the 250 ms margin');
+    assert.ok(slept.length === 1 && slept[0]! <= 1750 && slept[0]! > 1500, `slept ${slept.join()} ms: the deadline 2 s less the 250 ms margin, less what the stages took`);
     const warn = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], clock, 2000);
     await warn.decide(request('nobody@example.test', { instance: 'w' }));
     assert.equal(slept.length, 1);
+  });
+
+  it('never sleeps past the decision deadline when the wall clock was stepped back while the request was decided', async () => {
+    const { clock, deps } = world();
+    const slept: number[] = [];
+    const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
+    // NTP or a restored virtual machine steps the clock back an hour while the recipient is checked.
+    const stepsBack: Stage = {
+      ...recipientCheck,
+      evaluate(ctx) {
+        clock.advance(-3_600_000);
+        return recipientCheck.evaluate(ctx);
+      },
+    };
+    await pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(stepsBack)], clock, 2000).decide(request('nobody@example.test'));
+    assert.ok(slept.length === 1 && slept[0]! <= 1750, `slept ${slept.join()} ms, not the 10 s of sleep`);
   });
 
   it('names the sleep options the decision deadline cuts short, with the bound the delays stop at', () => {
@@ -406,6 +422,29 @@ describe('tarpit stage', () => {
     const other = await pipeline.decide(request('bob@example.test', { client_port: '40002', instance: 'other' }));
     assert.equal(other.action, 'DUNNO', 'another connection from the same address (a NAT) is not refused for it');
     assert.equal(other.verdicts[0]!.reason, '0 rejected on this connection, 0.0 per 1h');
+  });
+
+  it('says why a client is not counted: no usable address is no exemption', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ exemptClients: ['2001:db8:ffff::/48'] }) as never, deps, async () => undefined);
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    const verdict = async (more: Record<string, string>) => (await pipeline.decide(request('nobody@example.test', more))).verdicts[0]!;
+    assert.deepEqual(await verdict({ client_address: 'unknown' }), { stage: 'tarpit', result: 'none', reason: 'no usable client address in the request ("unknown"): not counted', decision: { kind: 'continue' } });
+    assert.equal((await verdict({ client_address: '' })).reason, 'no client address in the request: not counted');
+    assert.equal((await verdict({ client_address: 'fe80::1%eth0' })).result, 'none', 'a zone id is refused, as Postfix never sends one');
+    assert.deepEqual(await verdict({ client_address: '2001:DB8:FFFF::1' }).then((v) => [v.result, v.reason]), ['exempt', 'client 2001:DB8:FFFF::1 is in exemptClients: not counted']);
+    assert.deepEqual(await verdict({ sasl_username: 'alice' }).then((v) => [v.result, v.reason]), ['exempt', 'client authenticated as alice: not counted']);
+  });
+
+  it('counts one client however its address is spelt: case, leading zeros, uncompressed, IPv4-mapped', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 200 }, perClient: { soft: 100, hard: 3 } }) as never, deps, async () => undefined);
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    const spellings = ['2001:db8:1:2::5', '2001:DB8:1:2::5', '2001:0db8:0001:0002:0000:0000:0000:0005'];
+    for (const [n, client] of spellings.entries()) assert.equal((await pipeline.decide(request(`nobody${n}@example.test`, { client_address: client, client_port: String(41000 + n) }))).action, '550 5.1.1 User unknown');
+    assert.match((await pipeline.decide(request('alice@example.test', { client_address: '2001:db8:1:2:0:0:0:5', client_port: '41009' }))).action, /^421 /, 'three errors of one client, the fourth spelling refused');
+    for (const [n, client] of ['192.0.2.9', '::ffff:192.0.2.9', '::FFFF:c000:209'].entries()) await pipeline.decide(request(`nobody${n}@example.test`, { client_address: client, client_port: String(42000 + n) }));
+    assert.match((await pipeline.decide(request('alice@example.test', { client_address: '0:0:0:0:0:ffff:192.0.2.9', client_port: '42009' }))).action, /^421 /, 'a mapped address is its IPv4 client');
   });
 });
 
