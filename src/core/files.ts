@@ -28,10 +28,11 @@
  *   is often started as root). The callers warn, through warnIfSecretExposed: refusing would
  *   stop a running site at its next restart over a mode that is only loose.
  *
- *   makeDirectories(dir) is mkdir -p.
+ *   makeDirectories(dir, mode) is mkdir -p, each directory it makes given mode under the umask.
  *
- *   withholdFromOthers() adds 027 to the process's umask, for good: whatever the process creates
- *   next (the SQLite store's directory and files, a metrics socket) is not for other users.
+ *   withholdFromOthers() adds 027 to the process's umask, for good: a program's choice (callout
+ *   serve makes it), so that whatever the process creates next is not for other users. A
+ *   library call does not change the umask: the SQLite store gives its own files their mode.
  *
  * LIMITS
  *   Synchronous: for start-up, reloads and command-line tools, not for a request path.
@@ -151,12 +152,10 @@ export function tooLarge(limitBytes: number): string {
 const WITHHELD_FROM_OTHERS = 0o027;
 
 /**
- * Adds 027 to the umask; a stricter umask is kept. The store holds senders' and recipients'
- * addresses: made from a shell (umask 022), by `callout serve` or by a one-shot command that
- * writes (greylist allow, verify --cache, bounce record), its directory was 0755 and the SQLite
- * file, its WAL and shared-memory files 0644, readable by every user of the host (systemd's
- * unit sets UMask=0027 too; child processes inherit it). For the process, not for the call:
- * SQLite makes the -wal and -shm files later, whenever it needs them.
+ * Adds 027 to the umask; a stricter umask is kept. For the whole process and its children, so
+ * only a program calls it (callout serve, the policy daemon), never a library: started from a
+ * shell (umask 022), what the daemon made was readable by every user of the host (systemd's unit
+ * sets UMask=0027 too).
  */
 export function withholdFromOthers(): void {
   const previous = process.umask(WITHHELD_FROM_OTHERS);
@@ -166,9 +165,10 @@ export function withholdFromOthers(): void {
 /**
  * Creates a directory and its missing ancestors (mkdir -p), one at a time: Node 20's
  * mkdirSync({ recursive: true }) never returns for a path under /proc, retrying a mkdir that
- * fails with ENOENT for ever. Throws the system's error for the first one that cannot be made.
+ * fails with ENOENT for ever. Those it makes get mode (default 0777) under the umask; one that
+ * exists keeps its own. Throws the system's error for the first one that cannot be made.
  */
-export function makeDirectories(dir: string): void {
+export function makeDirectories(dir: string, mode = 0o777): void {
   const missing: string[] = [];
   for (let at = resolve(dir); !existsSync(at); at = dirname(at)) {
     missing.push(at);
@@ -176,7 +176,7 @@ export function makeDirectories(dir: string): void {
   }
   for (const path of missing.reverse()) {
     try {
-      mkdirSync(path);
+      mkdirSync(path, mode);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }

@@ -157,6 +157,30 @@ describe('SqliteStore', () => {
     await store.close();
   });
 
+  // open() added 027 to the umask of the whole process (a test runner's, every file a CLI made
+  // afterwards) so that SQLite's -wal and -shm files, made later, were private; SQLite gives them
+  // the database file's mode, so open() now gives the file and its directories theirs.
+  it('makes its file (and so the -wal and -shm files) 0640 and its directories 0750 under the umask, and leaves the umask alone', async () => {
+    const modes = async (umask: number) => {
+      const path = freshPath();
+      const previous = process.umask(umask);
+      try {
+        const store = await SqliteStore.open(path);
+        assert.equal(process.umask(), umask, 'the process umask is unchanged');
+        await store.set('k', 'v', 60_000);
+        const nested = join(path, '..');
+        const found = [join(nested, '..'), nested, path, `${path}-wal`, `${path}-shm`].map((file) => (statSync(file).mode & 0o777).toString(8));
+        await store.close();
+        return found;
+      } finally {
+        process.umask(previous);
+      }
+    };
+    assert.deepEqual(await modes(0), ['750', '750', '640', '640', '640']);
+    // Never looser than 0640, stricter when the umask is.
+    assert.deepEqual(await modes(0o077), ['700', '700', '600', '600', '600']);
+  });
+
   it('keeps entries across close and reopen, with their expiry', async () => {
     const clock = new ManualClock();
     const path = freshPath();
