@@ -156,13 +156,23 @@ export function classifyVrfy(reply: SmtpReply): VrfyOutcome {
   return 'no-answer';
 }
 
+/**
+ * The most of a reply's text that evidence keeps. The SMTP client takes replies of up to 100
+ * lines of 2,048 octets (smtp/reply), and an exchanger the sender's domain names (its owner's
+ * own) answered with all of it: 200 KB in each decision's log line and twice in each cached
+ * verdict, one per local part the client tried. Twice RFC 5321's longest reply line
+ * (§4.5.3.1.5) is more than any real refusal says.
+ */
+export const MAX_EVIDENCE_TEXT = 1024;
+
 export function evidence(stage: SmtpStage, reply: SmtpReply, noDetails: boolean): ReplyEvidence {
   const enhanced = enhancedOf(reply);
+  const text = noDetails ? undefined : replyText(reply);
   return {
     stage,
     code: reply.code,
     ...(enhanced ? { enhanced } : {}),
-    ...(noDetails ? {} : { text: replyText(reply) }),
+    ...(text === undefined ? {} : { text: text.length > MAX_EVIDENCE_TEXT ? `${text.slice(0, MAX_EVIDENCE_TEXT - 3)}...` : text }),
   };
 }
 

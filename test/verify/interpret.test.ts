@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseEnhancedStatus } from '../../src/smtp/reply.js';
 import type { SmtpReply } from '../../src/smtp/types.js';
-import { classifyRcpt, classifyVrfy, evidence, refusesEveryRecipient, refusesNullSender } from '../../src/verify/interpret.js';
+import { MAX_EVIDENCE_TEXT, classifyRcpt, classifyVrfy, evidence, refusesEveryRecipient, refusesNullSender } from '../../src/verify/interpret.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 function reply(code: number, text: string): SmtpReply {
@@ -140,6 +140,16 @@ describe('refusesNullSender', () => {
     assert.equal(refusesNullSender(reply(530, '5.7.0 Authentication required')), false, 'RFC 4954 §6');
     assert.equal(refusesNullSender(reply(503, '5.5.1 Error: nested MAIL command')), false);
     assert.equal(refusesNullSender(reply(500, 'Command unrecognized')), false);
+  });
+});
+
+describe('evidence', () => {
+  it('keeps the reply text of an exchanger that answers at length to MAX_EVIDENCE_TEXT characters', () => {
+    const long: SmtpReply = { code: 550, enhanced: { klass: 5, subject: 1, detail: 1 }, lines: Array.from({ length: 100 }, () => 'x'.repeat(2000)) };
+    const kept = evidence('rcpt', long, false);
+    assert.equal(kept.text, `${'x'.repeat(MAX_EVIDENCE_TEXT - 3)}...`);
+    assert.deepEqual(evidence('rcpt', reply(550, '5.1.1 User unknown'), false), { stage: 'rcpt', code: 550, enhanced: '5.1.1', text: 'User unknown' });
+    assert.equal(evidence('rcpt', long, true).text, undefined);
   });
 });
 

@@ -29,6 +29,7 @@ import { validateConfig } from '../../../src/config/schema.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
 import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
@@ -36,6 +37,7 @@ import { RedisStore } from '../../../src/store/redis.js';
 import { SqliteStore } from '../../../src/store/sqlite.js';
 import type { Store } from '../../../src/store/types.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
+import { MAX_EVIDENCE_TEXT } from '../../../src/verify/interpret.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -372,7 +374,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
         recipientText: 'alice@receiver.test',
         instance: 'msg-1',
         earlier: new Map<string, StageVerdict>(),
-        deadline: clock.now() + 200,
+        timeLeft: decisionTimeLeft(200),
         clock,
       });
     const first = await ask();
@@ -390,7 +392,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
   });
 });
 
-/** A request about sender at RCPT, answered within ms of the clock's now (a real wait). */
+/** A request about sender at RCPT, answered within ms (a real wait). */
 function senderRequest(clock: ManualClock, sender: string, ms: number): StageContext {
   const parsed = parseMailbox(sender);
   assert.ok(parsed.ok);
@@ -405,10 +407,24 @@ function senderRequest(clock: ManualClock, sender: string, ms: number): StageCon
     recipientText: 'alice@receiver.test',
     instance: 'msg-1',
     earlier: new Map<string, StageVerdict>(),
-    deadline: clock.now() + ms,
+    timeLeft: decisionTimeLeft(ms),
     clock,
   };
 }
+
+describe('sender-callout: a wall clock stepped while the callout runs', () => {
+  it('answers "in progress" at the deadline when the clock was stepped back an hour, not when the callout ends', async () => {
+    const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '1s');
+    const ctx = senderRequest(clock, 'bob@dropping.test', 200);
+    // NTP or a restored virtual machine, between the request's arrival and this stage.
+    clock.advance(-3_600_000);
+    const started = performance.now();
+    const verdict = await stage.evaluate(ctx);
+    assert.equal(verdict.result, 'in-progress', verdict.reason);
+    assert.ok(performance.now() - started < 800, `answered after ${Math.round(performance.now() - started)} ms`);
+    await engine.idle();
+  });
+});
 
 describe('sender-callout: a late verdict is known to every process on the store', () => {
   it('answers a retry that reaches another worker (another store on the same SQLite file) with the late verdict the first one learnt', async () => {
@@ -512,7 +528,7 @@ describe('sender-callout: one callout per sender, however many recipients and re
         recipientText: recipient,
         instance: 'msg-1',
         earlier: new Map<string, StageVerdict>(),
-        deadline: clock.now() + 100,
+        timeLeft: decisionTimeLeft(100),
         clock,
       });
     };
@@ -525,5 +541,38 @@ describe('sender-callout: one callout per sender, however many recipients and re
     const later = await Promise.all(['a', 'b'].map((r) => ask('bob@SlowMX.Test', `${r}@receiver.test`)));
     assert.deepEqual(later.map((v) => v.result), ['deliverable', 'deliverable']);
     assert.equal(mx.connectionCount, 1);
+  });
+});
+
+describe('sender-callout: an exchanger that answers at length', () => {
+  it('keeps at most MAX_EVIDENCE_TEXT characters of its reply: the decision line and the cached verdict stay small', async () => {
+    // 100 lines of 2,000 characters: all the SMTP client takes in one reply (smtp/reply's limits).
+    const longRefusal = Array.from({ length: 100 }, (_, i) => `550${i === 99 ? ' ' : '-'}5.1.1 ${'x'.repeat(2000)}`).join('\r\n');
+    const dns = await startDnsServer(mxZone({ 'verbose.test': '127.0.0.34' }));
+    const [mx] = await startSmtpServers(['127.0.0.34'], () => ({ rcpt: () => longRefusal }));
+    cleanups.push(async () => {
+      await mx!.close();
+      await dns.close();
+    });
+    const { lines: logs, log } = captureLog();
+    const { client } = await startDaemonWithClient({
+      overrides: {
+        store: { kind: 'memory' },
+        dns: { servers: [dns.address], timeout: '2s', tries: 1 },
+        callout: { helo: 'verifier.callout.test', port: mx!.port, allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', command: '1s', rcpt: '1s', overall: '3s' } },
+        policy: { listen: '127.0.0.1:0', stages: [{ name: 'sender-callout' }] },
+        metrics: { listen: '' },
+      },
+      log,
+    }, cleanups);
+    for (const instance of ['verbose-1', 'verbose-2']) {
+      const action = await client.request(postfixRequest({ sender: 'bob@verbose.test', instance }));
+      assert.match(action, /^550 5\.7\.1 Sender address rejected: .* with 550 5\.1\.1 x+\.\.\.$/);
+      const line = logs.find((l) => l.msg === 'decision' && l.instance === instance);
+      assert.ok(line);
+      const entry = calloutStage(line.stages as string[]);
+      assert.match(entry, /^sender-callout=undeliverable: rejected-at-rcpt: .* with 550 5\.1\.1 x+\.\.\.$/);
+      assert.ok(entry.length < MAX_EVIDENCE_TEXT + 200, `${instance}: ${entry.length} characters`);
+    }
   });
 });
