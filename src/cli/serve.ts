@@ -81,7 +81,7 @@ export function registerServeCommand(program: Command): void {
       const log = createLogger(config.log.level);
       for (const line of workerShareExcess(config)) log.warn({}, line);
       const started = prepareSharedStore(config, log).then(() =>
-        Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, log }),
+        Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, metricsSocketMode: parseInt(config.metrics.socketMode, 8), log }),
       );
       await serveUntilStopped(log, started, (supervisor) => supervisor.reload(), (supervisor) => supervisor.stop());
       exitStopped();

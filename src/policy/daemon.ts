@@ -15,7 +15,9 @@
  *   old ones. The headers given per message carry over, so none is given twice. Listen
  *   addresses, the store, the listener's limits, policy.workers, acceptTestTime and log.level
  *   are fixed for the life of the process (RESTART_ONLY_SETTINGS: a change is logged, in one
- *   line naming them, as needing a restart).
+ *   line naming them, as needing a restart). A SIGHUP once stop() has begun is logged as
+ *   ignored: no request would reach the configuration it built. A policy worker reports each
+ *   reload's outcome, with a digest of the configuration it runs after it (onReload).
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -25,6 +27,8 @@
  *   Every store.purgeInterval (10 minutes) expired entries of every kind (cached verdicts,
  *   greylist triplets, counters) are purged from the store, in the background (SQLite deletes
  *   them in stretches; Redis expires keys itself), counted in callout_store_purged_entries_total.
+ *   With policy.acceptTestTime the purge goes by the real clock, or the requests' time when that
+ *   is earlier: a request's policy_test_time far ahead must not have it delete every entry.
  *   A purge still running when the next is due is not joined by another (schedulePurges).
  *   With policy.workers each worker purges: the stretches of one find little left for the other.
  *
@@ -37,6 +41,7 @@
  */
 
 import { makeDirectories, withholdFromOthers } from '../core/files.js';
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
@@ -44,7 +49,7 @@ import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
-import { logInfoJson, type Logger } from '../core/log.js';
+import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { isAnnounceable } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
@@ -72,6 +77,20 @@ export interface DaemonOptions {
   worker?: boolean;
   /** A configuration file with no settings is an error, as at a reload (a replacement worker). */
   refuseEmptyConfig?: boolean;
+  /** Told the outcome of each reload that read the file (a policy worker tells its supervisor). */
+  onReload?: (outcome: ReloadOutcome) => void;
+}
+
+/**
+ * What a reload came to: `config` is a digest of the configuration running after it (the new
+ * one, or the one kept), so that workers that read the file at different moments can be told
+ * apart even when each accepted what it read.
+ */
+export interface ReloadOutcome {
+  accepted: boolean;
+  config: string;
+  /** Why the file was refused. */
+  reason?: string;
 }
 
 interface Generation {
@@ -84,11 +103,14 @@ interface Generation {
 const DRAIN_MS = 10_000;
 const HEALTH_PROBE_KEY = 'health:probe';
 const HEALTH_PROBE_TTL_MS = 60_000;
+/** A failed health probe's line, repeated within this, is counted, not logged again. */
+const HEALTH_LOG_WINDOW_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
 /** Settings a reload cannot change: the listeners, the store, the workers and the logger are made once, at start. */
 const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) => unknown]> = [
   ['policy.listen', (config) => config.policy.listen],
   ['metrics.listen', (config) => config.metrics.listen],
+  ['metrics.socketMode', (config) => config.metrics.socketMode],
   ['policy.acceptTestTime', (config) => config.policy.acceptTestTime],
   ['store', (config) => JSON.stringify(config.store)],
   ['dataDir', (config) => config.dataDir],
@@ -243,8 +265,10 @@ export async function prepareSharedStore(config: Config, log: Logger): Promise<v
  * up a request. A tick that finds the last purge still running is skipped (logged at debug): a
  * purge can outlast a short store.purgeInterval (a million expired SQLite rows take seconds
  * under load), and purges started on top of it would pile up, each walking the same table.
+ * purgeTime, when given, is the time a purge judges expiry by (policy.acceptTestTime:
+ * RequestTimeClock.maintenanceNow), else the store's clock.
  */
-export function schedulePurges(store: Store, intervalMs: number, log: Logger, metrics: Metrics): NodeJS.Timeout {
+export function schedulePurges(store: Store, intervalMs: number, log: Logger, metrics: Metrics, purgeTime?: () => number): NodeJS.Timeout {
   let running = false;
   const timer = setInterval(() => {
     if (running) {
@@ -252,7 +276,7 @@ export function schedulePurges(store: Store, intervalMs: number, log: Logger, me
       return;
     }
     running = true;
-    store.purgeExpired().then(
+    store.purgeExpired(purgeTime?.()).then(
       (removed) => {
         running = false;
         metrics.recordPurge(removed);
@@ -280,9 +304,19 @@ export class Daemon {
   private metricsServer: Server | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private readonly metrics = new Metrics();
+  /**
+   * A monitor or load balancer asks /health every few seconds: during an outage each answer
+   * logged its own line, beside the one 'store unavailable' line of the outage.
+   */
+  private readonly healthLines = new RepeatCollapser(HEALTH_LOG_WINDOW_MS);
   private store!: Store;
-  /** policy.acceptTestTime: the clock every part of the daemon reads follows the requests. */
+  /**
+   * policy.acceptTestTime: the clock every part of the daemon reads follows the requests, except
+   * the store's purge (RequestTimeClock.maintenanceNow).
+   */
   private requestTime: RequestTimeClock | undefined;
+  /** Set by stop(): a reload then would build a configuration no request reaches. */
+  private stopping = false;
   policyAddress = '';
   metricsAddress = '';
 
@@ -324,7 +358,7 @@ export class Daemon {
           metricsText: () => this.metrics.registry.metrics(),
           contentType: this.metrics.registry.contentType,
           healthy: () => this.healthy(),
-        }, { log: this.options.log });
+        }, { socketMode: parseInt(config.metrics.socketMode, 8), log: this.options.log });
         this.metricsServer = started.server;
         this.metricsAddress = started.address;
       }
@@ -333,41 +367,61 @@ export class Daemon {
       await this.store.close().catch(() => undefined);
       throw err;
     }
-    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics);
+    const requestTime = this.requestTime;
+    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()));
     this.options.log.info(
       { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
       'callout serve started',
     );
   }
 
-  /** Re-reads the configuration; keeps the running one when the new one is invalid. */
+  /**
+   * Re-reads the configuration; keeps the running one when the new one is invalid. While
+   * stop() drains, does nothing but say so: "configuration reloaded" then would be untrue.
+   */
   async reload(): Promise<boolean> {
+    if (this.stopping) {
+      this.options.log.info({}, 'reload ignored: the daemon is stopping');
+      return false;
+    }
     let config: Config;
     try {
       // An empty file at a reload (an editor caught mid-write) would have turned every stage off.
       config = loadConfig(this.options.configPath, this.options.overrides, {}, { refuseEmpty: true });
     } catch (err) {
       this.options.log.error({ err: describeError(err) }, 'reload refused: configuration invalid, keeping the running one');
-      return false;
+      return this.reloaded(false, err);
     }
     const old = this.current;
     // "configuration reloaded" alone would read as if a change to them had been applied.
     const fixed = RESTART_ONLY_SETTINGS.filter(([, read]) => read(config) !== read(old.config)).map(([name]) => name);
     if (fixed.length > 0) this.options.log.warn({ settings: fixed }, 'reload: these settings change only on restart');
     try {
-      this.current = this.generation({ ...config, store: old.config.store, dataDir: old.config.dataDir }, old.pipeline.messages);
+      // policy.workers too: a worker's share of the concurrency limits (workerShare) is by the
+      // workers running, and 4 workers each taking the whole limit of a file that now says 1
+      // would call out four times as hard as configured until the restart.
+      const running = { store: old.config.store, dataDir: old.config.dataDir, policy: { ...config.policy, workers: old.config.policy.workers } };
+      this.current = this.generation({ ...config, ...running }, old.pipeline.messages);
     } catch (err) {
       this.options.log.error({ err: describeError(err) }, 'reload refused, keeping the running configuration');
-      return false;
+      return this.reloaded(false, err);
     }
     this.server.setIdlePollMicros(config.policy.idlePollMicros);
     // Forgotten once its stages have closed too: a call-forward's callouts may outlast the drain.
     this.replaced.set(old, this.retire(old, () => this.replaced.delete(old)));
     this.options.log.info({ stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) }, 'configuration reloaded');
-    return true;
+    return this.reloaded(true);
+  }
+
+  /** Reports a reload's outcome to options.onReload; returns `accepted`. */
+  private reloaded(accepted: boolean, err?: unknown): boolean {
+    const config = createHash('sha256').update(JSON.stringify(this.current.config)).digest('hex').slice(0, 12);
+    this.options.onReload?.({ accepted, config, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) });
+    return accepted;
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     this.options.log.info({}, 'stopping: draining policy connections');
     clearInterval(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
@@ -467,7 +521,8 @@ export class Daemon {
   /**
    * Whether the store takes a write (the daemon answers Postfix either way, by
    * policy.faultAction). A write, not a read: with the disk full a SQLite file still reads, and
-   * greylisting and rate limits then keep nothing while a read-only probe said ok.
+   * greylisting and rate limits then keep nothing while a read-only probe said ok. A write that
+   * fails is logged once a minute for each reason (healthLines).
    */
   async healthy(): Promise<boolean> {
     const fileProblem = this.store instanceof SqliteStore ? this.store.fileProblem() : undefined;
@@ -479,7 +534,9 @@ export class Daemon {
       await this.store.set(HEALTH_PROBE_KEY, String(this.clock.now()), HEALTH_PROBE_TTL_MS);
       return true;
     } catch (err) {
-      this.options.log.warn({ err: describeError(err) }, 'health: the store does not take a write');
+      const message = describeError(err);
+      const repeats = this.healthLines.admit(message, this.clock.now());
+      if (repeats) this.options.log.warn({ err: message, ...repeats }, 'health: the store does not take a write');
       return false;
     }
   }

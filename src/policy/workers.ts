@@ -22,9 +22,13 @@
  *   (every worker up and its store answering), forwards SIGHUP
  *   to every worker (each reloads the configuration file, as a single daemon does; one still
  *   starting gets it once it is ready, since it may have read the file before the edit), and on
- *   stop() sends SIGTERM to every worker and waits while they drain. A worker that dies is
- *   logged and replaced after restartDelayMs (doubling, up to a minute, while replacements fail
- *   to start); one that fails during Supervisor.start() fails the start.
+ *   stop() sends SIGTERM to every worker and waits while they drain. Each worker reads the file
+ *   on its own, so each reports its reload's outcome (callout:reloaded: accepted or refused, a
+ *   digest of the configuration it then runs); once all have, the supervisor logs that they run
+ *   one configuration, or warns, naming each worker's outcome, that they do not (a file caught
+ *   mid-write by one worker and not by another). A reload asked for while stopping is ignored.
+ *   A worker that dies is logged and replaced after restartDelayMs (doubling, up to a minute,
+ *   while replacements fail to start); one that fails during Supervisor.start() fails the start.
  *
  *   The counters and histograms of a worker that exited stay in the sum with the values of its
  *   last scrape (keepCounts), so that a total never goes down while the supervisor runs:
@@ -35,7 +39,7 @@
  *   had seen those counts, so no total goes down: they are only missing from it.
  *
  *   Worker side, startPolicyWorker() starts the Daemon in worker mode, reports itself ready to
- *   the supervisor and answers its health and metrics questions.
+ *   the supervisor, reports each reload's outcome and answers its health and metrics questions.
  *
  * LIMITS
  *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy;
@@ -56,7 +60,7 @@ import { CalloutError, ConfigError, describeError, type ErrorCode } from '../cor
 import type { Logger } from '../core/log.js';
 import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { Daemon } from './daemon.js';
-import type { DaemonOptions } from './daemon.js';
+import type { DaemonOptions, ReloadOutcome } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from '../core/listen.js';
 
 /** Set in a worker started in place of one that died (the supervisor's environment otherwise). */
@@ -87,7 +91,9 @@ type WorkerMessage =
   | { type: 'callout:failed'; message: string; code?: ErrorCode }
   | { type: 'callout:health'; id: number; healthy: boolean }
   /** error: why the worker could not read its registry. */
-  | { type: 'callout:metrics'; id: number; metrics?: WorkerMetric[]; error?: string };
+  | { type: 'callout:metrics'; id: number; metrics?: WorkerMetric[]; error?: string }
+  /** A reload's outcome (policy/daemon ReloadOutcome), sent after each SIGHUP. */
+  | ({ type: 'callout:reloaded' } & ReloadOutcome);
 
 type SupervisorMessage = { type: 'callout:health?'; id: number } | { type: 'callout:metrics?'; id: number };
 
@@ -101,6 +107,8 @@ export interface SupervisorOptions {
   listen: string;
   /** Where /metrics and /health are served; '' for nowhere. */
   metricsListen: string;
+  /** The metrics listener's UNIX socket mode (config metrics.socketMode); by default DEFAULT_SOCKET_MODE. */
+  metricsSocketMode?: number;
   log: Logger;
   /** The worker program and its arguments; by default this process's own (cluster's default). */
   exec?: string;
@@ -117,6 +125,10 @@ export class Supervisor {
   private readonly ready = new Set<Worker>();
   /** Workers still starting when a reload was asked for: they get their SIGHUP once ready. */
   private readonly reloadWhenReady = new Set<Worker>();
+  /** How many reload outcomes each worker still owes for the SIGHUPs passed on to it. */
+  private readonly awaitedReloads = new Map<Worker, number>();
+  /** The latest reload outcome of each worker since the last reload() (compared once none is owed). */
+  private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
   private readonly metricsWaits = new Map<number, (answer: { metrics?: WorkerMetric[]; error?: string }) => void>();
   /** Each running worker's registry at its latest scrape, with the question's id (a later question sees counts as high or higher). */
@@ -146,14 +158,42 @@ export class Supervisor {
 
   /** Asks every worker to reload its configuration (as SIGHUP does to a single daemon). */
   reload(): void {
+    if (this.stopping) {
+      this.options.log.info({}, 'reload ignored: the policy workers are stopping');
+      return;
+    }
     // A worker still starting may have no SIGHUP handler yet (the signal would kill it), and it
     // may have read the configuration file before the edit that this reload is for: it gets its
     // SIGHUP once it says it is ready.
     this.options.log.info({ workers: this.ready.size, starting: this.workers.size - this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
+    this.reloadOutcomes.clear();
     for (const worker of this.workers) {
+      this.awaitedReloads.set(worker, (this.awaitedReloads.get(worker) ?? 0) + 1);
       if (this.ready.has(worker)) worker.process.kill('SIGHUP');
       else this.reloadWhenReady.add(worker);
     }
+  }
+
+  /**
+   * Once every worker signalled has said how its reload went: each read the file on its own, and
+   * one that read it mid-write (an editor's) can refuse it, or accept another version of it, while
+   * the rest accept. Nothing else would say that the workers now answer by different rules.
+   */
+  private reloadSettled(): void {
+    if (this.awaitedReloads.size > 0) return;
+    const outcomes = [...this.reloadOutcomes].sort(([a], [b]) => a.id - b.id);
+    this.reloadOutcomes.clear();
+    const configs = new Set(outcomes.map(([, outcome]) => outcome.config));
+    if (configs.size < 2) {
+      const accepted = outcomes.filter(([, outcome]) => outcome.accepted).length;
+      if (configs.size === 1) this.options.log.info({ config: [...configs][0], accepted, refused: outcomes.length - accepted }, 'reload done: every policy worker runs the same configuration');
+      return;
+    }
+    const each = outcomes.map(([worker, { accepted, config, reason }]) => `worker ${worker.id} ${accepted ? 'accepted' : `refused (${reason ?? 'no reason given'})`}, running configuration ${config}`);
+    this.options.log.warn(
+      { workers: outcomes.map(([worker, outcome]) => ({ worker: worker.id, pid: worker.process.pid, ...outcome })) },
+      `workers run different configurations after reload: ${each.join('; ')}; send SIGHUP again`,
+    );
   }
 
   /** SIGTERM to every worker; resolves once all have drained and exited. */
@@ -198,7 +238,7 @@ export class Supervisor {
         const metrics = await startMetricsServer(
           this.options.metricsListen,
           { metricsText: () => this.metricsText(), contentType: Registry.PROMETHEUS_CONTENT_TYPE, healthy: () => this.healthy() },
-          { log: this.options.log },
+          { socketMode: this.options.metricsSocketMode, log: this.options.log },
         );
         this.metricsServer = metrics.server;
         this.metricsAddress = metrics.address;
@@ -237,12 +277,24 @@ export class Supervisor {
           this.healthWaits.get(message.id)?.(message.healthy);
         } else if (message.type === 'callout:metrics') {
           this.metricsWaits.get(message.id)?.(message);
+        } else if (message.type === 'callout:reloaded') {
+          // Only the outcomes of SIGHUPs passed on by reload(): one sent to a worker by hand is its own.
+          const owed = this.awaitedReloads.get(worker);
+          if (owed === undefined) return;
+          if (owed > 1) this.awaitedReloads.set(worker, owed - 1);
+          else this.awaitedReloads.delete(worker);
+          const { type: _type, ...outcome } = message;
+          this.reloadOutcomes.set(worker, outcome);
+          this.reloadSettled();
         }
       });
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker);
         this.ready.delete(worker);
         this.reloadWhenReady.delete(worker);
+        // A worker gone runs no configuration, and owes no outcome.
+        this.reloadOutcomes.delete(worker);
+        if (this.awaitedReloads.delete(worker)) this.reloadSettled();
         const last = this.scraped.get(worker);
         this.scraped.delete(worker);
         if (last) this.kept = keepCounts(this.kept, last.metrics);
@@ -409,7 +461,12 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
   try {
     // A replacement reads the file as a reload does: one an editor has just emptied would give it
     // the defaults, every stage off, beside workers that run the configured ones.
-    daemon = await Daemon.start({ ...options, worker: true, refuseEmptyConfig: process.env[REPLACEMENT_ENV] === '1' });
+    daemon = await Daemon.start({
+      ...options,
+      worker: true,
+      refuseEmptyConfig: process.env[REPLACEMENT_ENV] === '1',
+      onReload: (outcome) => void send({ type: 'callout:reloaded', ...outcome }),
+    });
   } catch (err) {
     // Sent before the channel closes, so the supervisor can say why.
     await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });

@@ -1,16 +1,19 @@
 // `callout serve` as Postfix sees it: policy requests over real sockets, callouts to loopback SMTP servers.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { Daemon, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
+import type { ReloadOutcome } from '../../src/policy/daemon.js';
 import { validateConfig } from '../../src/config/schema.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { MemoryStore } from '../../src/store/index.js';
+import type { CalloutEngine } from '../../src/verify/engine.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
@@ -102,6 +105,31 @@ describe('callout serve', () => {
     const ignoring = await setup({ policy: greylist });
     assert.match(await ignoring.client.request(triplet('1800000000', 'b1')), /^DEFER_IF_PERMIT /);
     assert.match(await ignoring.client.request(triplet('1800000300', 'b2')), /^DEFER_IF_PERMIT /, 'without the setting the attribute is ignored');
+  });
+
+  it('purges by the real clock, not by a policy_test_time far ahead of it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-test-time-purge-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const clock = new ManualClock(Date.now());
+    const { log, lines } = captureLog();
+    const overrides = { dataDir, store: { kind: 'sqlite', purgeInterval: '1s' }, policy: { listen: '127.0.0.1:0', acceptTestTime: true, stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
+    const { daemon, client } = await startDaemonWithClient({ overrides, log, clock }, cleanups);
+    assert.match(await client.request(postfixRequest({ sender: 'bob@sender.test', instance: 'fresh' })), /^DEFER_IF_PERMIT /);
+    // The one entry that has expired by the real clock when the purge runs: it shows the purge ran.
+    assert.equal(await daemon.healthy(), true);
+    const ahead = String(Math.floor((clock.now() + 100 * 86_400_000) / 1000));
+    assert.match(await client.request(postfixRequest({ sender: 'eve@sender.test', instance: 'ahead', policy_test_time: ahead })), /^DEFER_IF_PERMIT /);
+    clock.advance(120_000);
+    const purged = () => lines.filter((l) => l.msg === 'expired store entries purged').map((l) => l.removed);
+    assert.ok(await until(async () => purged().length > 0, 5_000, 20), 'a purge ran');
+    assert.deepEqual(purged(), [1], 'only the health probe had expired');
+    const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
+    try {
+      const keys = (db.prepare('SELECT key FROM kv').all() as Array<{ key: string }>).map((row) => row.key);
+      assert.equal(keys.filter((key) => key.includes('bob@sender.test')).length, 1, 'the fresh triplet is kept');
+    } finally {
+      db.close();
+    }
   });
 
   it('rejects a sender that does not parse, naming the rule', async () => {
@@ -221,6 +249,21 @@ describe('callout serve', () => {
     await daemon.stop();
   });
 
+  it('gives a metrics UNIX socket metrics.socketMode, whatever the umask', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-metrics-mode-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'metrics.sock');
+    // serve's own: 027 left the socket 0750, and a scraper in its group could not connect.
+    const previous = process.umask(0o027);
+    try {
+      const daemon = await Daemon.start({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: path, socketMode: '0640' } }, log: captureLog().log });
+      cleanups.push(() => daemon.stop());
+      assert.equal((statSync(path).mode & 0o777).toString(8), '640');
+    } finally {
+      process.umask(previous);
+    }
+  });
+
   it('stops without waiting on metrics clients that hold a connection open (silent, half a request sent)', async () => {
     const daemon = await Daemon.start({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }, log: captureLog().log });
     const { hostname, port } = new URL(`http://${daemon.metricsAddress}`);
@@ -279,6 +322,50 @@ describe('callout serve', () => {
     assert.equal(client.isClosed, false);
   });
 
+  it('ignores a reload that comes while stop() drains, saying so, and keeps the configuration', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-stopping-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    let base: Record<string, unknown> = {};
+    const { client, daemon, logs } = await setup({}, (b) => {
+      base = b;
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    assert.equal(await client.request(postfixRequest({ sender: '', instance: 's1' })), 'DUNNO');
+    writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), stages: [{ name: 'sender-callout', mode: 'warn' }] } }));
+    // The client's connection, still open, keeps the drain going until it is closed.
+    const stopped = daemon.stop();
+    await until(() => logs.some((l) => l.msg === 'stopping: draining policy connections'));
+    assert.equal(await daemon.reload(), false);
+    client.close();
+    await stopped;
+    assert.ok(logs.some((l) => l.level === 30 && l.msg === 'reload ignored: the daemon is stopping'), JSON.stringify(logs.slice(-4)));
+    assert.ok(!logs.some((l) => l.msg === 'configuration reloaded'), 'nothing was built for a daemon that is stopping');
+    assert.deepEqual(daemon.config.policy.stages.map((s) => s.name), validateConfig({}).policy.stages.map((s) => s.name), 'the running configuration is unchanged');
+  });
+
+  it('reports each reload\'s outcome with a digest of the configuration it runs after it (a worker tells its supervisor)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-outcome-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    const configure = (stages: unknown) => writeFileSync(path, stringify({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' }, policy: { listen: '127.0.0.1:0', stages }, metrics: { listen: '' } }));
+    configure([{ name: 'postmaster' }]);
+    const outcomes: ReloadOutcome[] = [];
+    const daemon = await Daemon.start({ configPath: path, log: captureLog().log, onReload: (outcome) => outcomes.push(outcome) });
+    cleanups.push(() => daemon.stop());
+    assert.equal(await daemon.reload(), true);
+    configure([{ name: 'postmaster' }, { name: 'sender-syntax' }]);
+    assert.equal(await daemon.reload(), true);
+    writeFileSync(path, '');
+    assert.equal(await daemon.reload(), false);
+    assert.deepEqual(outcomes.map((o) => o.accepted), [true, true, false]);
+    assert.match(outcomes[0]!.config, /^[0-9a-f]{12}$/);
+    assert.notEqual(outcomes[1]!.config, outcomes[0]!.config, 'a changed file, a changed digest');
+    assert.equal(outcomes[2]!.config, outcomes[1]!.config, 'refused: the configuration kept, its digest');
+    assert.match(outcomes[2]!.reason ?? '', /no settings|empty/i, outcomes[2]!.reason);
+  });
+
   it('says which changed settings a reload cannot apply, and says nothing of those left alone', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-reload-fixed-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -295,6 +382,31 @@ describe('callout serve', () => {
     writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idleTimeout: '60s', maxConnections: 5, acceptTestTime: true }, log: { level: 'debug' } }));
     assert.equal(await daemon.reload(), true);
     assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.acceptTestTime', 'policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
+  });
+
+  it('as a policy worker keeps its share of the concurrency limits by the workers running when a reload changes policy.workers', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-reload-workers-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const path = join(dataDir, 'callout.yaml');
+    const configure = (workers: number) => writeFileSync(path, stringify({
+      dataDir,
+      callout: { helo: 'verifier.callout.test' },
+      limits: { concurrency: 8, perHostConcurrency: 4 },
+      policy: { listen: '127.0.0.1:0', workers },
+      metrics: { listen: '' },
+    }));
+    configure(4);
+    const { lines, log } = captureLog();
+    const daemon = await Daemon.start({ configPath: path, log, worker: true });
+    cleanups.push(() => daemon.stop());
+    const share = () => (daemon as unknown as { current: { engine: CalloutEngine } }).current.engine.settings.limits;
+    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 1]);
+    configure(1);
+    assert.equal(await daemon.reload(), true);
+    assert.deepEqual(lines.filter((l) => l.msg === 'reload: these settings change only on restart').map((l) => l.settings), [['policy.workers']]);
+    // The whole limit in each of the 4 workers still running would call out 4 times as hard as configured.
+    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 1], 'a quarter each, as before the reload');
+    assert.equal(daemon.config.policy.workers, 4, 'the running configuration says how many run');
   });
 
   it('warns at start, at reload and in `config check` of a tarpit maxSleep the decision deadline cuts short, naming its key', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +71,23 @@ describe('callout serve --workers 2', () => {
     assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, 'each worker drained and stopped');
   });
 
+  it('gives the supervisor\'s metrics UNIX socket metrics.socketMode (serve\'s umask 027 made it 0750)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-workers-metrics-'));
+    try {
+      const config = join(dir, 'callout.yaml');
+      writeFileSync(config, 'metrics:\n  socketMode: "0640"\n');
+      const path = join(dir, 'metrics.sock');
+      const serve = await startServeProcess(['--config', config, '--workers', '2', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--metrics', path, '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9'], workersStarted);
+      try {
+        assert.equal((statSync(path).mode & 0o777).toString(8), '640');
+      } finally {
+        assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('passes SIGHUP to every worker and replaces a worker that dies, its counts kept in the sum', async () => {
     const serve = await serveWithWorkers('127.0.0.1:0');
     try {
@@ -78,6 +95,10 @@ describe('callout serve --workers 2', () => {
       serve.child.kill('SIGHUP');
       await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 1, 'worker 1 reloading', mark);
       await serve.waitForLog((l) => l.msg === 'configuration reloaded' && l.worker === 2, 'worker 2 reloading', mark);
+      // Each worker told the supervisor what it runs now: the same configuration, so no warning.
+      const agreed = await serve.waitForLog((l) => l.msg === 'reload done: every policy worker runs the same configuration', 'the workers\' outcomes compared', mark);
+      assert.deepEqual([agreed.accepted, agreed.refused], [2, 0]);
+      assert.match(String(agreed.config), /^[0-9a-f]{12}$/);
       const clients = await Promise.all(Array.from({ length: 8 }, () => PolicyClient.connect(serve.policyAddress)));
       await Promise.all(clients.map((client, i) => client.request(postfixRequest({ recipient: 'postmaster@local.test', sender: '', instance: `k${i}` }))));
       for (let i = 0; i < 8; i++) await serve.waitForLog((l) => l.msg === 'decision' && l.instance === `k${i}`, `the decision of k${i}`);
@@ -367,6 +388,69 @@ describe('Supervisor', () => {
     } finally {
       done();
       await supervisor.stop();
+    }
+  });
+
+  /** Has a scripted worker report `outcome` at each SIGHUP from now on. */
+  function scriptOutcome(worker: Worker, outcome: Record<string, unknown>): Promise<void> {
+    return new Promise((resolve) => {
+      const set = (message: { type?: string }): void => {
+        if (message?.type !== 'test:outcome-set') return;
+        worker.off('message', set);
+        resolve();
+      };
+      worker.on('message', set);
+      worker.send({ type: 'test:outcome', outcome });
+    });
+  }
+
+  it('warns once when, after a reload, the workers run different configurations, naming each worker\'s outcome', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const { supervisor, done } = await scriptedSupervisor(2, createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }));
+    const differ = (): Array<Record<string, unknown>> => lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('workers run different configurations after reload'));
+    const settled = (count: number) => until(async () => (await Promise.all(workers.map((worker) => hupsOf(worker)))).every((hups) => hups === count));
+    const workers = supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!).sort((a, b) => a.id - b.id);
+    try {
+      // An editor mid-write: the first worker read the whole file, the second a part it refused.
+      await scriptOutcome(workers[0]!, { accepted: true, config: 'aaaaaaaaaaaa' });
+      await scriptOutcome(workers[1]!, { accepted: false, config: 'bbbbbbbbbbbb', reason: 'CONFIG_INVALID: policy.stages: expected an array' });
+      supervisor.reload();
+      assert.ok(await until(() => differ().length === 1), JSON.stringify(lines.slice(-3)));
+      const [first, second] = workers.map((worker) => worker.id);
+      assert.equal(
+        differ()[0]!.msg,
+        `workers run different configurations after reload: worker ${first} accepted, running configuration aaaaaaaaaaaa; worker ${second} refused (CONFIG_INVALID: policy.stages: expected an array), running configuration bbbbbbbbbbbb; send SIGHUP again`,
+      );
+      assert.equal(differ()[0]!.level, 40);
+      // Again, both reading the finished file: one configuration, nothing to say.
+      await scriptOutcome(workers[1]!, { accepted: true, config: 'aaaaaaaaaaaa' });
+      supervisor.reload();
+      assert.ok(await settled(2));
+      // The outcomes travel on the same channel as the answers about SIGHUPs: both are in by now.
+      assert.equal(differ().length, 1, 'no warning when every worker runs the same configuration');
+      // Both accepted, but read different versions of the file.
+      await scriptOutcome(workers[1]!, { accepted: true, config: 'cccccccccccc' });
+      supervisor.reload();
+      assert.ok(await until(() => differ().length === 2));
+      assert.match(String(differ()[1]!.msg), new RegExp(`worker ${second} accepted, running configuration cccccccccccc; send SIGHUP again$`));
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('ignores a reload asked for while it stops, saying so', async () => {
+    const lines: string[] = [];
+    const { supervisor, done } = await scriptedSupervisor(1, createLogger('info', { write: (line: string) => lines.push(line) }));
+    try {
+      const stopped = supervisor.stop();
+      supervisor.reload();
+      await stopped;
+      const messages = lines.map((line) => (JSON.parse(line) as { msg: string }).msg);
+      assert.ok(messages.includes('reload ignored: the policy workers are stopping'), messages.join(' | '));
+      assert.ok(!messages.includes('reloading: passing SIGHUP to every policy worker'), messages.join(' | '));
+    } finally {
+      done();
     }
   });
 
