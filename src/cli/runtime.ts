@@ -23,7 +23,7 @@ import type { Resolver } from '../dns/types.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { CalloutEngine } from '../verify/engine.js';
+import { CalloutEngine, heloOf } from '../verify/engine.js';
 
 export interface Runtime {
   engine: CalloutEngine;
@@ -86,6 +86,8 @@ export function configuredStore(config: Config): StoreSpec {
 let warnings: Logger | undefined;
 
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
+  // Before the store: `verify --cache FILE` without a name to announce created FILE, then failed.
+  heloOf(config);
   const resolver = createResolver(config, clock);
   const store = await openStore(
     configuredStore(config),

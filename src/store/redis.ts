@@ -54,7 +54,9 @@
  *   otherwise keep it, and every command after, queued without bound), and so is one that
  *   answers READONLY (a failover has left it on the demoted primary; a new connection follows
  *   the address to the new one). `healthy` tells whether the connection is ready;
- *   the 'down' (with the reason) and 'up' events fire on each change, for the daemon's logs.
+ *   the 'down' (with the reason) and 'up' events fire on each change, for the daemon's logs:
+ *   'down' once per outage, also when the first connection fails (a store opened with
+ *   waitForConnection false while Redis is down), not once per reconnection attempt.
  *
  * LIMITS
  *   One Redis server (or a primary behind a stable address); not Redis Cluster, whose slots
@@ -214,6 +216,8 @@ function escapeGlob(text: string): string {
 export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store {
   readonly kind = 'redis' as const;
   private ready = false;
+  /** 'down' has been emitted and no 'up' since: each outage is reported once. */
+  private downReported = false;
   private closed = false;
   /** The socket holds this turn's commands for one write (batchThisTurn). */
   private corked = false;
@@ -241,6 +245,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       this.lastConnectionError = '';
       if (this.ready) return;
       this.ready = true;
+      this.downReported = false;
       this.emit('up');
     });
     client.on('error', (err: unknown) => {
@@ -249,9 +254,13 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     });
     client.on('close', () => {
       if (this.lastConnectionError === '') this.lastConnectionError = 'connection lost';
-      if (!this.ready) return;
+      // Also when the first connection fails: a daemon started while Redis is down (or refuses
+      // the database) said so only once requests came, and then only as stage faults.
+      const wasReady = this.ready;
       this.ready = false;
-      if (!this.closed) this.emit('down', this.lastConnectionError);
+      if (this.closed || (!wasReady && this.downReported)) return;
+      this.downReported = true;
+      this.emit('down', this.lastConnectionError);
     });
   }
 

@@ -109,6 +109,15 @@ interface Planned {
   result?: VerifyResult;
 }
 
+/**
+ * The name the engine announces, or a ConfigError without one; exported so that a command can
+ * refuse the configuration before it creates a store it will not use.
+ */
+export function heloOf(config: Pick<EngineConfig, 'callout'>): string {
+  if (!config.callout.helo) throw new ConfigError("callout.helo: got nothing, expected this host's fully qualified name (set callout.helo or --helo)");
+  return config.callout.helo;
+}
+
 export class CalloutEngine {
   private readonly clock: Clock;
   private readonly cache: VerificationCache;
@@ -135,10 +144,7 @@ export class CalloutEngine {
     private readonly deps: EngineDeps,
   ) {
     this.settings = config;
-    if (!config.callout.helo) {
-      throw new ConfigError('callout.helo: got nothing, expected this host\'s fully qualified name (set callout.helo or --helo)');
-    }
-    this.helo = config.callout.helo;
+    this.helo = heloOf(config);
     this.clock = deps.clock ?? systemClock;
     this.cache = new VerificationCache(deps.store, config.cache, this.clock, deps.keyPrefix ?? '');
     this.politeness = new Politeness({

@@ -2,7 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,6 +121,11 @@ describe('callout verify', () => {
     const noHelo = await callout(['verify', 'a@real.test']);
     assert.equal(noHelo.code, 78);
     assert.match(noHelo.stderr, /^callout: CONFIG_INVALID: callout\.helo/);
+    // Refused before the cache is made: it created the file (and its directories), then failed.
+    const cache = join(dir, 'no-helo', 'cache.sqlite');
+    const noHeloCache = await callout(['verify', '--cache', cache, 'a@real.test']);
+    assert.equal(noHeloCache.code, 78);
+    assert.equal(existsSync(join(dir, 'no-helo')), false);
     const badFlag = await callout(['verify', '--helo', 'not_a_name', 'a@real.test']);
     assert.equal(badFlag.code, 78);
     assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);

@@ -95,6 +95,38 @@ describe('two daemons on one Redis', () => {
     client.close();
   });
 
+  it('is unhealthy while Redis is down, logging the outage once however often health is asked', async () => {
+    // The daemons of the tests before would log the outage too, into the same lines.
+    await Promise.all(running.splice(0).map((d) => d.stop()));
+    const { daemon: d, client } = await daemon();
+    assert.equal(await d.healthy(), true);
+    const before = logs.length;
+    redis.kill();
+    assert.ok(await until(async () => !(await d.healthy()), 5000));
+    for (let i = 0; i < 10; i += 1) assert.equal(await d.healthy(), false);
+    const lines = logs.slice(before).filter((l) => l.msg !== 'decision').map((l) => String(l.msg));
+    assert.deepEqual(lines.filter((m) => m.startsWith('health')), ['health: the store does not take a write'], lines.join('\n'));
+    assert.deepEqual(lines.filter((m) => m.startsWith('store unavailable')).length, 1, lines.join('\n'));
+    await redis.restart();
+    assert.ok(await until(() => d.healthy(), 10_000), 'healthy again once Redis is back');
+    client.close();
+  });
+
+  it('says at start that Redis is down, once, and that it is back', async () => {
+    // The daemons of the tests before would log the outage too, into the same lines.
+    await Promise.all(running.splice(0).map((d) => d.stop()));
+    redis.kill();
+    const before = logs.length;
+    const { client } = await daemon();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const down = (): string[] => logs.slice(before).map((l) => String(l.msg)).filter((m) => m.startsWith('store unavailable'));
+    assert.equal(down().length, 1, 'one line for the outage the daemon started in');
+    await redis.restart();
+    assert.ok(await until(() => logs.slice(before).some((l) => l.msg === 'store available'), 10_000));
+    assert.equal(down().length, 1);
+    client.close();
+  });
+
   it('starts while Redis is down and defers when faultAction is DEFER', async () => {
     redis.kill();
     const { client } = await daemon({ faultAction: 'DEFER' });

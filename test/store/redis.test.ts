@@ -562,6 +562,32 @@ describe('RedisStore', () => {
       await assert.rejects(store.get('k'), /store is closed/);
     });
 
+    it('reports an outage once, also one that was already there when the store was opened', async () => {
+      const server = await startRedis();
+      server.kill();
+      const events: string[] = [];
+      const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), waitForConnection: false });
+      store.on('down', (reason) => events.push(`down ${reason}`));
+      store.on('up', () => events.push('up'));
+      try {
+        // Several reconnection attempts (100, 200, 300 ms apart) fail meanwhile.
+        assert.ok(await until(() => events.length > 0, 5000), 'no down event for Redis down at start');
+        await new Promise((resolve) => setTimeout(resolve, 800));
+        assert.equal(events.length, 1, events.join('\n'));
+        assert.match(events[0]!, /^down .*ECONNREFUSED/);
+        await server.restart();
+        assert.ok(await until(() => store.healthy, 5000));
+        server.kill();
+        assert.ok(await until(() => events.length === 3, 5000), events.join('\n'));
+        await new Promise((resolve) => setTimeout(resolve, 800));
+        assert.deepEqual(events.slice(1).map((e) => e.split(' ')[0]), ['up', 'down'], events.join('\n'));
+        assert.equal(events.length, 3, events.join('\n'));
+      } finally {
+        await store.close();
+        await server.stop();
+      }
+    });
+
     it('rejects with a StoreError naming the key when a key holds something other than a string', async () => {
       const prefix = freshPrefix();
       const store = await open({ keyPrefix: prefix });
