@@ -5,6 +5,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { startDnsServer, type DnsTestServer } from '../support/dns-server.js';
 import { postfixRequest, PolicyClient } from '../support/policy-client.js';
@@ -78,6 +79,69 @@ describe('callout serve files', () => {
       for (const [path, mode] of Object.entries(modes)) assert.equal(Number.parseInt(mode, 8) & 0o007, 0, `${path} has mode ${mode}`);
     } finally {
       await serve.stop('SIGTERM');
+    }
+  });
+});
+
+describe('callout serve killed', () => {
+  it('has committed every greylist triplet and rate counter it answered for when SIGKILL comes', async () => {
+    // Sixteen connections ask for new triplets; halfway the test holds the file's write lock, so
+    // the daemon's group commits wait (up to the busy timeout, 5 s), and the daemon is killed
+    // while they do. An answer sent before its commit (a write-behind store, a stage that does
+    // not wait for its write) arrives during the wait for a triplet the file does not have: the
+    // sender's retry would be greylisted again as new. The first eight clients are greylisted
+    // and not counted, the others counted and not greylisted, so that neither stage's wait for
+    // its own write hides the other's answering early.
+    const dataDir = join(dir, 'killed');
+    const config = join(dir, 'killed.yaml');
+    writeFileSync(config, stringify({
+      policy: {
+        stages: [
+          { name: 'ratelimit', exemptClients: ['127.0.0.0/21'], limits: [{ name: 'r', per: 'client', count: 'recipients', max: 1_000_000, window: '1h', action: 'defer' }] },
+          { name: 'greylist', header: false, whitelistClients: ['127.0.8.0/21'] },
+        ],
+      },
+    }));
+    const serve = await startServeProcess(['--config', config, '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--metrics', '', '--dns-server', dns.address, '--helo', 'verifier.callout.test']);
+    const answered: Array<{ connection: number; n: number; action: string }> = [];
+    let killed = false;
+    const clients = await Promise.all(Array.from({ length: 16 }, () => PolicyClient.connect(serve.policyAddress)));
+    const loops = clients.map(async (client, connection) => {
+      for (let n = 0; !killed; n++) {
+        const request = postfixRequest({ client_address: `127.0.${connection}.1`, sender: `s${n}@sender.test`, recipient: `r${connection}@local.test`, instance: `${connection}.${n}` });
+        const action = await client.request(request).catch(() => undefined);
+        if (action === undefined) return;
+        answered.push({ connection, n, action });
+      }
+    });
+    const file = join(dataDir, 'callout.sqlite');
+    const locker = new Database(file);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const beforeLock = answered.length;
+      locker.exec('BEGIN IMMEDIATE');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      process.kill(-serve.child.pid!, 'SIGKILL');
+      killed = true;
+      await serve.exited;
+      await Promise.all(loops);
+      locker.exec('ROLLBACK');
+      assert.ok(beforeLock >= 16, `${beforeLock} answers before the lock`);
+      const rows = new Map(locker.prepare<[], { key: string; value: string }>('SELECT key, value FROM kv').all().map((row) => [row.key, row.value]));
+      const greylisted = answered.filter((a) => a.connection < 8);
+      for (const action of new Set(greylisted.map((a) => a.action))) assert.match(action, /^DEFER_IF_PERMIT 4\.2\.0 Greylisted/);
+      for (const action of new Set(answered.filter((a) => a.connection >= 8).map((a) => a.action))) assert.equal(action, 'DUNNO');
+      const missing = greylisted.filter((a) => !rows.has(`grey:t:127.0.${a.connection}.0%2F24/s${a.n}@sender.test/r${a.connection}@local.test`));
+      assert.deepEqual(missing.slice(0, 5), [], `${missing.length} of ${greylisted.length} greylisted triplets are not in the file`);
+      for (let connection = 8; connection < clients.length; connection++) {
+        const counted = [...rows].filter(([key]) => key.startsWith(`rl:r:127.0.${connection}.1:`)).reduce((sum, [, value]) => sum + Number(value), 0);
+        const answers = answered.filter((a) => a.connection === connection).length;
+        assert.ok(counted >= answers, `client 127.0.${connection}.1: ${answers} answers, ${counted} counted`);
+      }
+    } finally {
+      if (!killed) process.kill(-serve.child.pid!, 'SIGKILL');
+      locker.close();
+      for (const client of clients) client.close();
     }
   });
 });
