@@ -565,6 +565,15 @@ describe('RedisStore', () => {
     it('reports an outage once, also one that was already there when the store was opened', async () => {
       const server = await startRedis();
       server.kill();
+      // SIGKILL takes effect when the kernel gets to it: a store that connected before would see
+      // the loss of a working connection (ECONNRESET), not Redis down at start.
+      const refused = (): Promise<boolean> =>
+        new Promise((resolve) => {
+          const socket = net.connect(server.port, '127.0.0.1');
+          socket.once('connect', () => (socket.destroy(), resolve(false)));
+          socket.once('error', () => resolve(true));
+        });
+      assert.ok(await until(refused, 5000), 'redis-server still accepts connections after SIGKILL');
       const events: string[] = [];
       const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), waitForConnection: false });
       store.on('down', (reason) => events.push(`down ${reason}`));
