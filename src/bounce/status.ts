@@ -16,6 +16,10 @@
  *   code), policy blocks (5.7.x), a text about us (our sender refused, a blocklist, our account)
  *   and every 4.x.x or 4xx reply never suppress: the address may work tomorrow or for other senders.
  *
+ * LIMITS
+ *   A Status field is read in its first 200 characters; free text (findEnhancedStatus,
+ *   findSmtpCode) in its first 4,000. Text that holds no code gives undefined, never an error.
+ *
  * RFC
  *   RFC 3463 (codes), RFC 5248 (registry), RFC 7505 (5.1.10 null MX), RFC 5321 §4.2 (reply codes).
  */

@@ -122,11 +122,15 @@ async function serveUntilStopped<T>(log: Logger, started: Promise<T>, reload: (s
   await stopped;
 }
 
-/** SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. */
+/**
+ * SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. Whether a SIGHUP
+ * reloads is the daemon's or the supervisor's to say (one that comes while they stop does not):
+ * this line only says that it came.
+ */
 function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>): Promise<void> {
   return new Promise<void>((resolve) => {
     process.on('SIGHUP', () => {
-      log.info({}, 'SIGHUP: reloading configuration');
+      log.info({}, 'SIGHUP received');
       reload();
     });
     let stopping = false;

@@ -7,6 +7,10 @@
  *   into the same nested shape and merged before validation, so a flag is checked by the same
  *   schema and error messages as the key it sets.
  *
+ * LIMITS
+ *   A file of at most 1 MiB (MAX_CONFIG_BYTES; a larger one is refused before it is read whole)
+ *   and at most 100 aliases (MAX_ALIAS_COUNT).
+ *
  * ERRORS
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to
  *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own

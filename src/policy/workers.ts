@@ -26,7 +26,11 @@
  *   on its own, so each reports its reload's outcome (callout:reloaded: accepted or refused, a
  *   digest of the configuration it then runs); once all have, the supervisor logs that they run
  *   one configuration, or warns, naming each worker's outcome, that they do not (a file caught
- *   mid-write by one worker and not by another). A reload asked for while stopping is ignored.
+ *   mid-write by one worker and not by another). An outcome not in within reloadOutcomeWaitMs
+ *   (30 s) of the worker's SIGHUP (its reload threw before it could report) is given up, with a
+ *   warning naming the worker, and the others are compared without it: waiting on would have
+ *   kept every later comparison silent until that worker exited. A reload asked for while
+ *   stopping is ignored.
  *   A worker that dies is logged and replaced after restartDelayMs (doubling, up to a minute,
  *   while replacements fail to start); one that fails during Supervisor.start() fails the start.
  *
@@ -44,6 +48,8 @@
  * LIMITS
  *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy;
  *   a metrics question unanswered within 5 s fails the scrape (500, the worker named in the log).
+ *   A worker's message is read field by field (readWorkerMessage): one of another shape is
+ *   ignored, and a metrics answer of another shape fails the scrape as an answer without metrics.
  *
  * ERRORS
  *   Supervisor.start() rejects with the error of the first worker that fails to start, its code
@@ -75,6 +81,8 @@ const HEALTHY_LIFETIME_MS = 10_000;
 const STOP_WAIT_MS = 30_000;
 /** As long as prom-client's own cluster aggregation waited. */
 const METRICS_ANSWER_MS = 5_000;
+/** A reload reads one file and builds a pipeline: far less than this, unless it failed to report. */
+export const DEFAULT_RELOAD_OUTCOME_WAIT_MS = 30_000;
 
 /** One metric of a worker's registry as prom-client's getMetricsAsJSON() gives it (its typings call the type a number). */
 export interface WorkerMetric {
@@ -97,8 +105,50 @@ type WorkerMessage =
 
 type SupervisorMessage = { type: 'callout:health?'; id: number } | { type: 'callout:metrics?'; id: number };
 
-function isWorkerMessage(message: unknown): message is WorkerMessage {
-  return typeof message === 'object' && message !== null && typeof (message as { type?: unknown }).type === 'string' && (message as { type: string }).type.startsWith('callout:');
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const optional = (value: unknown, type: 'string' | 'number'): boolean => value === undefined || typeof value === type;
+
+function isWorkerMetric(value: unknown): value is WorkerMetric {
+  if (!isRecord(value) || !Array.isArray(value.values)) return false;
+  if (typeof value.name !== 'string' || typeof value.help !== 'string' || typeof value.type !== 'string' || typeof value.aggregator !== 'string') return false;
+  return value.values.every(
+    (series: unknown) =>
+      isRecord(series) && typeof series.value === 'number' && optional(series.metricName, 'string') &&
+      isRecord(series.labels) && Object.values(series.labels).every((label) => typeof label === 'string' || typeof label === 'number'),
+  );
+}
+
+/**
+ * A message from a worker, its fields checked, or undefined (ignored) when it is not one. A
+ * worker forked after an upgrade runs the program now on disk, which may speak another version
+ * of these messages: a metrics answer of another shape, kept as a worker's last scrape, made
+ * keepCounts throw in the worker's exit handler and took the supervisor down with it.
+ */
+export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
+  if (!isRecord(message)) return undefined;
+  const m = message;
+  switch (m.type) {
+    case 'callout:ready':
+      return typeof m.policy === 'string' ? { type: m.type, policy: m.policy } : undefined;
+    case 'callout:failed':
+      return typeof m.message === 'string' && optional(m.code, 'string') ? { type: m.type, message: m.message, ...(m.code === undefined ? {} : { code: m.code as ErrorCode }) } : undefined;
+    case 'callout:health':
+      return typeof m.id === 'number' && typeof m.healthy === 'boolean' ? { type: m.type, id: m.id, healthy: m.healthy } : undefined;
+    case 'callout:metrics':
+      if (typeof m.id !== 'number' || !optional(m.error, 'string')) return undefined;
+      // Metrics of another shape are an answer without metrics: the scrape fails and says so.
+      return {
+        type: m.type,
+        id: m.id,
+        ...(Array.isArray(m.metrics) && m.metrics.every(isWorkerMetric) ? { metrics: m.metrics } : {}),
+        ...(m.error === undefined ? {} : { error: m.error as string }),
+      };
+    case 'callout:reloaded':
+      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string')) return undefined;
+      return { type: m.type, accepted: m.accepted, config: m.config, ...(m.reason === undefined ? {} : { reason: m.reason as string }) };
+    default:
+      return undefined;
+  }
 }
 
 export interface SupervisorOptions {
@@ -115,6 +165,8 @@ export interface SupervisorOptions {
   args?: string[];
   execArgv?: string[];
   restartDelayMs?: number;
+  /** How long after its SIGHUP a worker's reload outcome is waited for; DEFAULT_RELOAD_OUTCOME_WAIT_MS by default. */
+  reloadOutcomeWaitMs?: number;
 }
 
 export class Supervisor {
@@ -129,6 +181,10 @@ export class Supervisor {
   private readonly awaitedReloads = new Map<Worker, number>();
   /** The latest reload outcome of each worker since the last reload() (compared once none is owed). */
   private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
+  /** When each worker that owes outcomes is given up on: reloadOutcomeWaitMs after its latest SIGHUP. */
+  private readonly reloadDeadlines = new Map<Worker, NodeJS.Timeout>();
+  /** The workers whose outcomes were given up since the last reload(), by id. */
+  private readonly unreported = new Set<number>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
   private readonly metricsWaits = new Map<number, (answer: { metrics?: WorkerMetric[]; error?: string }) => void>();
   /** Each running worker's registry at its latest scrape, with the question's id (a later question sees counts as high or higher). */
@@ -167,11 +223,39 @@ export class Supervisor {
     // SIGHUP once it says it is ready.
     this.options.log.info({ workers: this.ready.size, starting: this.workers.size - this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
     this.reloadOutcomes.clear();
+    this.unreported.clear();
     for (const worker of this.workers) {
       this.awaitedReloads.set(worker, (this.awaitedReloads.get(worker) ?? 0) + 1);
-      if (this.ready.has(worker)) worker.process.kill('SIGHUP');
+      if (this.ready.has(worker)) this.signalReload(worker);
       else this.reloadWhenReady.add(worker);
     }
+  }
+
+  /** SIGHUP to a worker, whose outcomes are then waited for reloadOutcomeWaitMs at most. */
+  private signalReload(worker: Worker): void {
+    worker.process.kill('SIGHUP');
+    clearTimeout(this.reloadDeadlines.get(worker));
+    const waitMs = this.options.reloadOutcomeWaitMs ?? DEFAULT_RELOAD_OUTCOME_WAIT_MS;
+    const deadline = setTimeout(() => {
+      this.reloadDeadlines.delete(worker);
+      if (!this.awaitedReloads.delete(worker)) return;
+      this.unreported.add(worker.id);
+      this.options.log.warn(
+        { worker: worker.process.pid },
+        `policy worker ${worker.id} reported no reload outcome within ${waitMs} ms of its SIGHUP; comparing the others without it`,
+      );
+      this.reloadSettled();
+    }, waitMs);
+    // The supervisor's own exit must not wait for it.
+    deadline.unref();
+    this.reloadDeadlines.set(worker, deadline);
+  }
+
+  /** Forgets the outcomes a worker owes (all received, or the worker gone); true when it owed any. */
+  private forgetAwaited(worker: Worker): boolean {
+    clearTimeout(this.reloadDeadlines.get(worker));
+    this.reloadDeadlines.delete(worker);
+    return this.awaitedReloads.delete(worker);
   }
 
   /**
@@ -184,14 +268,19 @@ export class Supervisor {
     const outcomes = [...this.reloadOutcomes].sort(([a], [b]) => a.id - b.id);
     this.reloadOutcomes.clear();
     const configs = new Set(outcomes.map(([, outcome]) => outcome.config));
+    const unreported = [...this.unreported];
+    this.unreported.clear();
     if (configs.size < 2) {
       const accepted = outcomes.filter(([, outcome]) => outcome.accepted).length;
-      if (configs.size === 1) this.options.log.info({ config: [...configs][0], accepted, refused: outcomes.length - accepted }, 'reload done: every policy worker runs the same configuration');
+      if (configs.size === 0) return;
+      const fields = { config: [...configs][0], accepted, refused: outcomes.length - accepted };
+      if (unreported.length === 0) this.options.log.info(fields, 'reload done: every policy worker runs the same configuration');
+      else this.options.log.info({ ...fields, unreported }, 'reload done: every policy worker that reported runs the same configuration');
       return;
     }
     const each = outcomes.map(([worker, { accepted, config, reason }]) => `worker ${worker.id} ${accepted ? 'accepted' : `refused (${reason ?? 'no reason given'})`}, running configuration ${config}`);
     this.options.log.warn(
-      { workers: outcomes.map(([worker, outcome]) => ({ worker: worker.id, pid: worker.process.pid, ...outcome })) },
+      { workers: outcomes.map(([worker, outcome]) => ({ worker: worker.id, pid: worker.process.pid, ...outcome })), ...(unreported.length > 0 ? { unreported } : {}) },
       `workers run different configurations after reload: ${each.join('; ')}; send SIGHUP again`,
     );
   }
@@ -263,13 +352,14 @@ export class Supervisor {
     return new Promise<string>((resolve, reject) => {
       let ready = false;
       let readyAt = 0;
-      worker.on('message', (message: unknown) => {
-        if (!isWorkerMessage(message)) return;
+      worker.on('message', (received: unknown) => {
+        const message = readWorkerMessage(received);
+        if (message === undefined) return;
         if (message.type === 'callout:ready') {
           ready = true;
           readyAt = Date.now();
           this.ready.add(worker);
-          if (this.reloadWhenReady.delete(worker)) worker.process.kill('SIGHUP');
+          if (this.reloadWhenReady.delete(worker)) this.signalReload(worker);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(workerStartError(message.message, message.code));
@@ -282,7 +372,7 @@ export class Supervisor {
           const owed = this.awaitedReloads.get(worker);
           if (owed === undefined) return;
           if (owed > 1) this.awaitedReloads.set(worker, owed - 1);
-          else this.awaitedReloads.delete(worker);
+          else this.forgetAwaited(worker);
           const { type: _type, ...outcome } = message;
           this.reloadOutcomes.set(worker, outcome);
           this.reloadSettled();
@@ -294,7 +384,7 @@ export class Supervisor {
         this.reloadWhenReady.delete(worker);
         // A worker gone runs no configuration, and owes no outcome.
         this.reloadOutcomes.delete(worker);
-        if (this.awaitedReloads.delete(worker)) this.reloadSettled();
+        if (this.forgetAwaited(worker)) this.reloadSettled();
         const last = this.scraped.get(worker);
         this.scraped.delete(worker);
         if (last) this.kept = keepCounts(this.kept, last.metrics);

@@ -108,6 +108,7 @@ export class MemoryStore implements Store {
       existing.value = String(sum);
       return sum;
     }
+    if (by < 0) return 0;
     this.write(key, { value: String(by), expiresAt }, now);
     return by;
   }

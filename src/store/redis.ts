@@ -15,7 +15,8 @@
  *     - compareAndSet: GET, compare, SET PX (expecting absence is just SET NX PX);
  *     - increment: INCRBY, PEXPIRE only when the key was created, and an undo (DECRBY) plus an
  *       error when the sum leaves the safe integer range; Redis's own INCRBY refuses values that
- *       are not integers and leaves them alone;
+ *       are not integers and leaves them alone; a decrement is cut to stop at 0 and never
+ *       creates the key (store/semantics);
  *     - reads: GET and PTTL of up to SCAN_BATCH keys at once, so value and expiry agree.
  *   Redis still serves a key in the millisecond its expiry names (PTTL 0), where the contract
  *   (store/semantics) has it gone. A read that meets such a key answers absent and deletes it,
@@ -163,9 +164,17 @@ local created = current == false
 if current and (tonumber(current) == nil or math.abs(tonumber(current)) > 9007199254740991) then
   return redis.error_reply('stored value is not an integer counter')
 end
-local sum = redis.call('INCRBY', KEYS[1], ARGV[1])
+local by = ARGV[1]
+-- As store/semantics: a decrement stops at 0 and leaves an absent counter absent. INCRBY by a
+-- string (not a Lua number) still refuses a stored value that is no counter, such as "-0".
+if tonumber(by) < 0 then
+  if created then return 0 end
+  local value = tonumber(current)
+  if value <= 0 then by = '0' elseif value + tonumber(by) < 0 then by = '-' .. current end
+end
+local sum = redis.call('INCRBY', KEYS[1], by)
 if sum > 9007199254740991 or sum < -9007199254740991 then
-  redis.call('DECRBY', KEYS[1], ARGV[1])
+  redis.call('DECRBY', KEYS[1], by)
   return redis.error_reply('counter would leave the safe integer range')
 end
 if created then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end

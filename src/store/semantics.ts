@@ -11,6 +11,10 @@
  *       stores hold has a lifetime.
  *     - A counter is a decimal integer string; increment on any other value fails (as Redis INCR
  *       does) instead of silently restarting at zero, and results stay within safe integers.
+ *     - A decrement (a negative increment) takes back what was added: it never takes a counter
+ *       below 0 (one already below stays where it is) and leaves an absent counter absent,
+ *       answering 0. A counter evicted or expired between the add and the take-back would
+ *       otherwise start again at -1 and let one event too many through its window.
  *     - scan lists keys in Unicode code point order, which is UTF-8 byte order: the order SQLite
  *       and Redis keep UTF-8 keys in.
  *
@@ -53,7 +57,7 @@ export function checkIncrement(context: string, by: number): void {
   if (!Number.isSafeInteger(by)) throw new StoreError(`${context}: increment must be a safe integer, got ${by}`);
 }
 
-/** The sum of a stored counter and an increment, refusing values that are not counters. */
+/** The sum of a stored counter and an increment (a decrement stopping at 0), refusing values that are not counters. */
 export function addToCounter(context: string, stored: string, by: number): number {
   // "-0" is no counter for Redis's INCRBY either.
   const current = /^(0|-?[1-9][0-9]*)$/.test(stored) ? Number(stored) : Number.NaN;
@@ -61,6 +65,7 @@ export function addToCounter(context: string, stored: string, by: number): numbe
     throw new StoreError(`${context}: stored value is not an integer counter`);
   }
   const sum = current + by;
+  if (by < 0 && sum < 0) return Math.min(current, 0);
   if (!Number.isSafeInteger(sum)) throw new StoreError(`${context}: counter would leave the safe integer range`);
   return sum;
 }

@@ -445,6 +445,7 @@ export class SqliteStore implements Store {
         statements.updateValue.run(String(sum), key);
         return sum;
       }
+      if (by < 0) return 0;
       statements.set.run(key, String(by), expiresAt);
       return by;
     });

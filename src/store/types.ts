@@ -49,7 +49,10 @@ export interface Store {
    */
   compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean>;
   delete(key: string): Promise<void>;
-  /** Adds `by` to an integer counter, creating it with `ttlMs` when absent; returns the new value. */
+  /**
+   * Adds `by` to an integer counter, creating it with `ttlMs` when absent; returns the new value.
+   * A decrement stops at 0 and leaves an absent counter absent (store/semantics).
+   */
   increment(key: string, by: number, ttlMs: number): Promise<number>;
   /** Keys with the prefix that have not expired, at most `limit` of them, in key order. */
   scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>>;

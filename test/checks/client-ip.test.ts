@@ -1,8 +1,10 @@
 // checks/client-ip: what the SPF, iprev, greylisting, tarpit and rate-limit stages take the SMTP
 // client's address to be, and which networks and DNS answers hold it.
 import assert from 'node:assert/strict';
+import { isIP } from 'node:net';
 import { describe, it } from 'node:test';
-import { addressHolds, clientAddress, countingKey, networkHolds } from '../../src/checks/client-ip.js';
+import fc from 'fast-check';
+import { addressHolds, clientAddress, countingKey, networkHolds, unusableClientAddress } from '../../src/checks/client-ip.js';
 import { parseCidr, type Cidr } from '../../src/core/ip.js';
 
 function cidr(text: string): Cidr {
@@ -29,6 +31,30 @@ describe('clientAddress', () => {
     for (const text of ['192.0.2.0/24', '2001:db8::/32', '[2001:db8::1]', '[192.0.2.1]', ' 192.0.2.1', '192.0.2.1 ', '', 'mx.example.com', '192.0.2.256']) {
       assert.equal(clientAddress(text), undefined, JSON.stringify(text));
     }
+  });
+
+  it('fuzz: any client_address text is an address node:net reads, whose canonical text reads back the same, or none', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 50 }),
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF:.%/[]f x'.split('')), maxLength: 48 }),
+      fc.ipV4(),
+      fc.ipV6(),
+      fc.ipV4().map((v4) => `::ffff:${v4}`),
+    );
+    fc.assert(
+      fc.property(text, (ip) => {
+        const parsed = clientAddress(ip);
+        if (parsed === undefined) {
+          assert.match(unusableClientAddress(ip) ?? '', /client address/);
+          return;
+        }
+        assert.notEqual(isIP(ip), 0, ip);
+        assert.equal(isIP(parsed.text), parsed.family, ip);
+        assert.equal(clientAddress(parsed.text)?.text, parsed.text, ip);
+        assert.ok(countingKey(parsed, 24, 64).length > 0, ip);
+      }),
+      { numRuns: 2_000 },
+    );
   });
 });
 

@@ -44,6 +44,18 @@ describe('callout serve signalled while starting', () => {
     assert.ok(serve.logs.some((l) => l.msg === 'stopped'), 'it stopped as after a start');
   });
 
+  it('claims no reload for a SIGHUP that came after a SIGTERM: the daemon says it ignored it', async () => {
+    const serve = await startServeProcess(startingArgs([]), warned);
+    serve.child.kill('SIGTERM');
+    // Both pending at once, the lower-numbered SIGHUP would be delivered first.
+    await serve.waitForLog((l) => l.msg === 'shutting down', 'the SIGTERM');
+    serve.child.kill('SIGHUP');
+    await serve.waitForLog((l) => l.msg === 'reload ignored: the daemon is stopping', 'that the reload was ignored');
+    assert.deepEqual(await serve.exited, { code: 0, signal: null }, serve.stderr());
+    const claims = serve.logs.filter((l) => /reload(ing|ed)\b/.test(String(l.msg)));
+    assert.deepEqual(claims, [], 'no line says it reloads');
+  });
+
   it('as a supervisor, passes a SIGHUP that came while its workers started to them once they are ready', async () => {
     const serve = await startServeProcess(startingArgs(['--workers', '2']), warned);
     serve.child.kill('SIGHUP');

@@ -191,6 +191,13 @@ export function runStoreContract(
         assertEntry(await store.get('k'), 'second', 2000);
       });
 
+      it('takes a key for absent from the millisecond its ttl ends', manualClockOnly, async () => {
+        await store.set('k', 'first', 1000);
+        await later(1000);
+        assert.equal(await store.setIfAbsent('k', 'second', 2000), true);
+        assertEntry(await store.get('k'), 'second', 2000);
+      });
+
       it('lets exactly one of many concurrent callers win', async () => {
         const results = await Promise.all(
           Array.from({ length: 20 }, (_, i) => store.setIfAbsent('k', `caller ${i}`, 1000)),
@@ -249,6 +256,13 @@ export function runStoreContract(
         assertEntry(await store.get('k'), 'second', 1000);
       });
 
+      it('refuses the expected value from the millisecond its ttl ends', manualClockOnly, async () => {
+        await store.set('k', 'first', 1000);
+        await later(1000);
+        assert.equal(await store.compareAndSet('k', 'first', 'second', 2000), false);
+        assert.equal(await store.get('k'), undefined);
+      });
+
       it('lets exactly one of many concurrent callers with the same expectation win', async () => {
         await store.set('k', 'round 0', 1000);
         const results = await Promise.all(
@@ -288,8 +302,22 @@ export function runStoreContract(
       it('adds to an existing counter, including negative amounts', async () => {
         await store.increment('c', 5, 1000);
         assert.equal(await store.increment('c', 3, 1000), 8);
-        assert.equal(await store.increment('c', -10, 1000), -2);
-        assert.equal((await store.get('c'))?.value, '-2');
+        assert.equal(await store.increment('c', -6, 1000), 2);
+        assert.equal((await store.get('c'))?.value, '2');
+      });
+
+      it('stops a decrement at 0, leaves a counter below 0 alone, and creates no counter for one', async () => {
+        await store.increment('c', 5, 1000);
+        assert.equal(await store.increment('c', -10, 1000), 0);
+        assertEntry(await store.get('c'), '0', 1000);
+        await store.set('n', '-3', 1000);
+        assert.equal(await store.increment('n', -1, 1000), -3);
+        assert.equal(await store.increment('n', 1, 1000), -2);
+        assert.equal(await store.increment('absent', -1, 1000), 0);
+        assert.equal(await store.get('absent'), undefined);
+        await store.set('bad', '-0', 1000);
+        await assert.rejects(store.increment('bad', -1, 1000), StoreError);
+        assert.equal((await store.get('bad'))?.value, '-0');
       });
 
       it('keeps the original expiry of an existing counter', async () => {
@@ -313,6 +341,14 @@ export function runStoreContract(
         assert.equal(await store.increment('c', 1, 1000), 42);
       });
 
+      it('counts on from a set of the same turn, and reads the sum back', async () => {
+        // Read first, so that a backend remembering rows has one to keep up to date.
+        assert.equal(await store.get('c'), undefined);
+        const [, sum] = await Promise.all([store.set('c', '41', 1000), store.increment('c', 1, 1000)]);
+        assert.equal(sum, 42);
+        assert.equal((await store.get('c'))?.value, '42');
+      });
+
       it('loses no concurrent increment', async () => {
         await Promise.all(Array.from({ length: 50 }, () => store.increment('c', 1, 1000)));
         assert.equal((await store.get('c'))?.value, '50');
@@ -332,6 +368,13 @@ export function runStoreContract(
         await store.increment('c', Number.MAX_SAFE_INTEGER, 1000);
         await assert.rejects(store.increment('c', 1, 1000), StoreError);
         assert.equal((await store.get('c'))?.value, String(Number.MAX_SAFE_INTEGER));
+      });
+
+      it('counts back from either end of the safe integer range', async () => {
+        await store.set('c', String(Number.MAX_SAFE_INTEGER), 1000);
+        assert.equal(await store.increment('c', -1, 1000), Number.MAX_SAFE_INTEGER - 1);
+        await store.set('c', String(-Number.MAX_SAFE_INTEGER), 1000);
+        assert.equal(await store.increment('c', 1, 1000), 1 - Number.MAX_SAFE_INTEGER);
       });
     });
 
@@ -392,6 +435,13 @@ export function runStoreContract(
         const rows = await store.scan('k:', 100);
         assert.ok(!rows.some((row) => row.key === 'k:short'));
         assert.equal(rows.length, 7);
+      });
+
+      it('orders and bounds keys at the edges of the surrogate range by code point', async () => {
+        for (const key of ['s\u{10000}', 's\uffff', 's\ue000', 's\ud7ffa', 's\ud7ff', 's\ud7fe']) await store.set(key, 'v', 60_000);
+        assert.deepEqual((await store.scan('s', 10)).map((row) => row.key), ['s\ud7fe', 's\ud7ff', 's\ud7ffa', 's\ue000', 's\uffff', 's\u{10000}']);
+        // The successor of U+D7FF is U+E000: the surrogates are no code points.
+        assert.deepEqual((await store.scan('s\ud7ff', 10)).map((row) => row.key), ['s\ud7ff', 's\ud7ffa']);
       });
 
       it('lists nothing once every ttl has passed', manualClockOnly, async () => {
@@ -463,6 +513,11 @@ export function runStoreContract(
         assert.deepEqual((await store.scan('a*', 100)).map((row) => row.key), ['a*b']);
         assert.deepEqual((await store.scan('a[', 100)).map((row) => row.key), ['a[b]']);
         assert.deepEqual((await store.scan("a'", 100)).map((row) => row.key), ["a'b"]);
+        assert.deepEqual((await store.scan('a?', 100)).map((row) => row.key), ['a?b']);
+        assert.deepEqual((await store.scan('a\\', 100)).map((row) => row.key), ['a\\b']);
+        const paged: string[] = [];
+        for await (const page of store.scanPages('a?', 100)) paged.push(...page.map((row) => row.key));
+        assert.deepEqual(paged, ['a?b']);
         assert.equal((await store.scan('a', 100)).length, keys.length);
       });
     });
@@ -508,6 +563,16 @@ export function runStoreContract(
         const removed = await store.purgeExpired();
         if (!realTime) assert.equal(removed, 2500);
         assert.deepEqual((await store.scan('', 3000)).map((row) => row.key), ['live']);
+      });
+
+      it('judges expiry at the time it is given, not by the clock', manualClockOnly, async () => {
+        await store.set('a', 'v', 100);
+        await store.set('b', 'v', 300);
+        await later(200);
+        // A daemon whose requests set the time purges at its last request's time, here behind the clock.
+        assert.equal(await store.purgeExpired(clock.now() - 150), 0);
+        assert.equal(await store.purgeExpired(clock.now()), 1);
+        assert.equal((await store.get('b'))?.value, 'v');
       });
 
       it('answers 0 on an empty store', async () => {

@@ -14,7 +14,9 @@
  *   lives two windows (the store expires it). Window boundaries come from the injected Clock.
  *   An event that was then refused is taken back with remove(), one atomic decrement of the
  *   counter it was added to: adding first and taking back lets no concurrent event through on
- *   a count that a read-then-add would have raced on.
+ *   a count that a read-then-add would have raced on. The store never takes a counter below 0
+ *   (store/semantics): one that Redis evicted (maxmemory) or that expired meanwhile is not
+ *   created again at -1, which would have let one event too many through its window.
  *
  *   Keys: PREFIX KEY ":" N, where N is the window's number since the epoch.
  *

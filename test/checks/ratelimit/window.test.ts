@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { SlidingWindow } from '../../../src/checks/ratelimit/index.js';
-import { MemoryStore, RedisStore } from '../../../src/store/index.js';
+import { MemoryStore, RedisStore, SqliteStore, type Store } from '../../../src/store/index.js';
 import { startRedis } from '../../support/redis.js';
 
 const MINUTE = 60_000;
@@ -48,6 +48,10 @@ describe('SlidingWindow', () => {
     sample = await window.add('k', 2);
     // previous 10, current 2, limit 5: room when 10 × (1 − f) + 2 ≤ 4, at f = 0.8.
     assert.equal(window.msUntilRoom(sample, 5), 0.8 * 60 * MINUTE);
+    clock.advance(2 * 60 * MINUTE);
+    sample = await window.add('k', 4);
+    // Nothing left of the previous window and one below the limit: room now, not NaN (4 - 4) / 0.
+    assert.equal(window.msUntilRoom(sample, 5), 0);
   });
 
   it('computes a whole-number estimate exactly, so an event that brings the count exactly to the limit stays within it', async () => {
@@ -72,6 +76,18 @@ describe('SlidingWindow against an exact log of the events let through', () => {
     await window.remove('k', sample);
     assert.deepEqual([(await window.peek('k')).previous, (await window.peek('k')).current], [1, 0]);
   });
+
+  for (const backend of ['memory', 'SQLite'] as const) {
+    it(`takes back nothing from a counter gone meanwhile, so the window does not undercount (${backend})`, async () => {
+      const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+      const store: Store = backend === 'memory' ? new MemoryStore({ clock }) : await SqliteStore.open(':memory:', { clock });
+      try {
+        await assertNoUndercountAfterLoss(store, clock, (key) => store.delete(key));
+      } finally {
+        await store.close();
+      }
+    });
+  }
 
   it('decides as previous × (window − elapsed) / window + current over the log, holds a fixed window to max, and keeps its retry time', async () => {
     await fc.assert(
@@ -116,6 +132,22 @@ describe('SlidingWindow against an exact log of the events let through', () => {
   });
 });
 
+/**
+ * A deferred event's counter is lost (lose: eviction) before its take-back: the take-back must
+ * not create it at -1, after which the next event would count as 0 and one too many get through.
+ */
+async function assertNoUndercountAfterLoss(store: Store, clock: ManualClock, lose: (storeKey: string) => Promise<unknown>): Promise<void> {
+  const window = new SlidingWindow(store, clock, 60 * MINUTE, 'w:');
+  const refused = await window.add('k');
+  await lose(`w:k:${refused.windowStart / (60 * MINUTE)}`);
+  await window.remove('k', refused);
+  assert.equal((await window.peek('k')).current, 0);
+  assert.equal((await window.add('k')).current, 1);
+  // A counter still there is taken back as before.
+  await window.remove('k', await window.add('k'));
+  assert.equal((await window.peek('k')).current, 1);
+}
+
 describe('SlidingWindow on Redis', () => {
   let redis: Awaited<ReturnType<typeof startRedis>>;
   before(async () => {
@@ -140,6 +172,18 @@ describe('SlidingWindow on Redis', () => {
       await window.add('key');
       assert.ok((await admin.pttl(key)) <= 5 * MINUTE, 'a later event leaves the expiry alone');
       assert.equal((await window.peek('key')).current, 2);
+    } finally {
+      admin.disconnect();
+      await store.close();
+    }
+  });
+
+  it('takes back nothing from a counter Redis evicted meanwhile, so the window does not undercount', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const store = await RedisStore.open(redis.url, { clock, keyPrefix: 'evicted:' });
+    const admin = new Redis(redis.url);
+    try {
+      await assertNoUndercountAfterLoss(store, clock, (key) => admin.del(`evicted:${key}`));
     } finally {
       admin.disconnect();
       await store.close();

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { startDnsServer } from '../../support/dns-server.js';
 import type { Zone } from '../../support/dns-server.js';
 import {
@@ -30,7 +31,9 @@ import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
-import { senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
+import { LateVerdicts, senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
+import { formatCalloutResult } from '../../../src/checks/auth-results.js';
+import { CONTROL_CHARACTER } from '../../../src/core/text.js';
 import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { RedisStore } from '../../../src/store/redis.js';
@@ -507,6 +510,38 @@ describe('sender-callout: a late verdict another version of callout stored', () 
       assert.match(answer.headers?.[0] ?? '', /^X-Callout-Result: unknown \(no greeting within 1000 ms .*\) receiver=mx\.callout\.test; sender=.*; reason=timeout; source=\S+;$/);
     }
     await engine.idle();
+  });
+});
+
+describe('sender-callout: late verdicts read back, fuzzed', () => {
+  it('reads any stored text as an unknown verdict whose header can be written, or as none, without throwing', async () => {
+    // The value is read back from a store that other versions of callout share (and that a Redis
+    // administrator can write): whatever it holds, recall answers or says none is remembered.
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const late = new LateVerdicts(store);
+    const good = { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', catchAll: 'not-run', postmaster: 'not-run', stale: false, checkedAt: 1, durationMs: 2, reply: { stage: 'rcpt', code: 451, enhanced: '4.3.0', text: 'later' } };
+    const stored = fc.oneof(
+      fc.string({ maxLength: 80 }),
+      fc.jsonValue({ maxDepth: 3 }).map((value) => JSON.stringify(value)),
+      fc.tuple(fc.constantFrom(...Object.keys(good)), fc.jsonValue({ maxDepth: 2 })).map(([key, value]) => JSON.stringify({ ...good, [key]: value })),
+      fc.constantFrom('{"verdict":"unknown","reason":"timeout","description":"x","checkedAt":1e400}', '{"verdict":"unknown","reason":"a\\r\\nX-Injected: 1","description":"b\\r\\nX-Injected: 1"}', JSON.stringify({ ...good, reply: { stage: 'rcpt', code: 1.5 } })),
+    );
+    await fc.assert(
+      fc.asyncProperty(stored, async (value) => {
+        await store.set('late:bob@example.test', value, 60_000);
+        const answer = await late.recall('bob@example.test');
+        if (answer === undefined) return;
+        assert.equal(answer.verdict, 'unknown');
+        assert.ok(typeof answer.reason === 'string' && typeof answer.description === 'string', value);
+        assert.ok(Number.isFinite(answer.checkedAt) && Number.isFinite(answer.durationMs), value);
+        assert.ok(answer.reply === undefined || Number.isInteger(answer.reply.code), value);
+        const header = formatCalloutResult(answer, 'mx.callout.test');
+        assert.match(header, /^X-Callout-Result: unknown /, value);
+        assert.doesNotMatch(header.replace(/\r\n[ \t]/g, ' '), CONTROL_CHARACTER, value);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 

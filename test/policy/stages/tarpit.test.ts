@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
@@ -446,6 +447,53 @@ describe('tarpit stage', () => {
     for (const [n, client] of ['192.0.2.9', '::ffff:192.0.2.9', '::FFFF:c000:209'].entries()) await pipeline.decide(request(`nobody${n}@example.test`, { client_address: client, client_port: String(42000 + n) }));
     assert.match((await pipeline.decide(request('alice@example.test', { client_address: '0:0:0:0:0:ffff:192.0.2.9', client_port: '42009' }))).action, /^421 /, 'a mapped address is its IPv4 client');
   });
+
+  it('defaults to Postfix\'s own error limits per connection and to the documented per-client limits', () => {
+    for (const given of [{}, { perConnection: {}, perClient: {} }]) {
+      const parsed = tarpitStage.options.parse(given) as { perConnection: unknown; perClient: unknown };
+      assert.deepEqual(parsed.perConnection, { soft: 10, hard: 20 });
+      assert.deepEqual(parsed.perClient, { window: '1h', soft: 20, hard: 50, ipv4Prefix: 32, ipv6Prefix: 128 });
+    }
+  });
+
+  it('under stress refuses only past the soft limit, not at it', async () => {
+    const pipeline = harvestWorld();
+    for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`));
+    assert.equal((await pipeline.decide(request('alice@example.test', { stress: 'yes' }))).action, 'DUNNO', 'two errors, the soft limit of 2');
+  });
+
+  it('keeps a connection\'s count for an hour, however slowly it probes', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    for (let n = 0; n < 3; n += 1) {
+      await pipeline.decide(request(`nobody${n}@example.test`));
+      clock.advance(10 * MINUTE);
+    }
+    assert.match((await pipeline.decide(request('alice@example.test'))).verdicts[0]!.reason, /^3 rejected on this connection/);
+    clock.advance(61 * MINUTE);
+    assert.match((await pipeline.decide(request('alice@example.test'))).verdicts[0]!.reason, /^0 rejected on this connection/);
+  });
+
+  it('does not give the forgiving rule back within the day after a server\'s last END-OF-MESSAGE request', async () => {
+    const { pipeline, clock } = deliveryWorld();
+    await pipeline.decide(request('', { client_address: '192.0.2.10', protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance: 'good' }));
+    clock.advance(2 * 60 * MINUTE);
+    const answers: string[] = [];
+    for (let m = 0; m < 2; m += 1) {
+      for (let n = 0; n < 3; n += 1) await pipeline.decide(request(`ghost${m}x${n}@example.test`, { instance: `h${m}` }));
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+    }
+    assert.match(answers[5]!, /^421 /, 'the errors of both messages add up to the hard limit of 5');
+  });
+
+  it('puts the count that reached a hard limit in {errors}, also a per-client one', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { soft: 100, hard: 2 }, text: '{errors} errors' }) as never, deps, async () => undefined);
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { client_port: String(43000 + n) }));
+    assert.equal((await pipeline.decide(request('alice@example.test', { client_port: '43009' }))).action, '421 4.7.0 2 errors');
+  });
 });
 
 describe('ratelimit stage', () => {
@@ -669,5 +717,86 @@ describe('ratelimit stage', () => {
     assert.match((await from('192.0.2.2', 'second', 'a@example.test')).action, /^450 4\.7\.1 /);
     assert.equal((await from('192.0.2.1', 'first', 'b@example.test')).action, 'DUNNO', 'the message let through is not cut in two');
     assert.match((await from('192.0.2.2', 'second', 'b@example.test')).action, /^450 4\.7\.1 /, 'the deferred one stays deferred');
+  });
+
+  it('counts each request without an instance as one message', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'two', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
+    for (let r = 0; r < 2; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: '' }))).action, 'DUNNO');
+    assert.match((await pipeline.decide(request('r2@example.test', { instance: '' }))).action, /^450 4\.7\.1 /);
+  });
+
+  it('counts a message deferred at its first recipient once when a later one is let through, and remembers it for the session', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'two', per: 'client', count: 'messages', max: 2, window: '1h' }] }) as never;
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
+    for (const instance of ['m1', 'm2']) assert.equal((await pipeline.decide(request('a@example.test', { instance }))).action, 'DUNNO');
+    clock.advance(59 * MINUTE);
+    assert.match((await pipeline.decide(request('a@example.test', { instance: 'm3' }))).action, /^450 /);
+    clock.advance(32 * MINUTE); // 2 × 29/60 of the previous window left: room for one
+    assert.equal((await pipeline.decide(request('b@example.test', { instance: 'm3' }))).action, 'DUNNO');
+    clock.advance(MINUTE);
+    assert.equal((await pipeline.decide(request('c@example.test', { instance: 'm3' }))).action, 'DUNNO', 'm3 was let through and is not counted again');
+  });
+
+  it('counts everything in a stage in warn mode, also what it would defer', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'recipients', max: 1, window: '1h' }] }) as never;
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, { ...deps, mode: 'warn' }), 'warn')], clock);
+    const outs = [];
+    for (let r = 0; r < 3; r += 1) outs.push(await pipeline.decide(request(`r${r}@example.test`, { instance: 'w' })));
+    assert.match(outs[2]!.verdicts[0]!.reason, /^one: 192\.0\.2\.66 at 3\.0 of 1 /);
+  });
+
+  it('does not judge the later recipients of a message a warn limit let through, though others were counted meanwhile', async () => {
+    const { clock, deps, counts } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'watch', per: 'sender-domain', count: 'messages', max: 1, window: '1h', action: 'warn' }] }) as never;
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
+    const from = (client: string, recipient: string) => pipeline.decide(request(recipient, { client_address: client, instance: client, sender: 'list@big.example' }));
+    assert.equal((await from('192.0.2.1', 'a@example.test')).verdicts[0]!.result, 'within');
+    assert.equal((await from('192.0.2.2', 'a@example.test')).verdicts[0]!.result, 'warn');
+    assert.equal((await from('192.0.2.1', 'b@example.test')).verdicts[0]!.result, 'within', 'the first message was within the limit');
+    assert.equal(counts['ratelimit:watch,warned'], 1);
+  });
+
+  it('counts a request without a client address under no per-client key, not under one shared by all such requests', async () => {
+    const { clock, deps } = world();
+    const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'recipients', max: 1, window: '1h' }] }) as never;
+    const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
+    for (let r = 0; r < 3; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { client_address: '' }))).action, 'DUNNO');
+  });
+});
+
+describe('tarpit tallies read back, fuzzed', () => {
+  it('reads any stored tally as a tally or as none: every request is answered, without a fault', async () => {
+    // The tally of a connection's message is JSON in the store, which other versions of callout
+    // on the same Redis write too: whatever it holds, the stage counts and answers.
+    const { clock, deps } = world();
+    const lines: Array<Record<string, unknown>> = [];
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }) });
+    await pipeline.decide(request('alice@example.test'));
+    const [tally] = await deps.store.scan('tarpit:t:', 10);
+    assert.ok(tally, 'the first request wrote its message\'s tally');
+    const good = { i: 'msg1', a: 1, r: 0 };
+    const stored = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.jsonValue({ maxDepth: 2 }).map((value) => JSON.stringify(value)),
+      fc.tuple(fc.constantFrom('i', 'a', 'r'), fc.jsonValue({ maxDepth: 1 })).map(([key, value]) => JSON.stringify({ ...good, [key]: value })),
+      fc.constantFrom('null', '{"i":"msg1","a":1e400,"r":-1e400}', '{"i":"msg1","a":-5,"r":1.5}'),
+    );
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(stored, fc.boolean(), async (value, rejected) => {
+        await deps.store.set(tally.key, value, 60 * MINUTE);
+        n += 1;
+        const answer = await pipeline.decide(request(`${rejected ? 'nobody' : 'alice'}${n}@example.test`, { instance: n % 2 === 0 ? 'msg1' : `msg${n}` }));
+        assert.match(answer.action, /^(?:DUNNO|550 5\.1\.1 User unknown|421 4\.7\.0 .*)$/, value);
+        assert.deepEqual(answer.faults, [], value);
+        assert.deepEqual(lines.filter((l) => typeof l.level === 'number' && l.level >= 50), [], value);
+      }),
+      { numRuns: 300 },
+    );
   });
 });
