@@ -229,6 +229,64 @@ describe('greylist triplets', () => {
     clock.advance(300 * S);
     assert.equal((await greylist.check(triplet())).kind, 'pass');
   });
+
+  it('passes a retry exactly retryWindow after the first sighting: only a later one starts again', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(2 * DAY);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+  });
+
+  it('keeps an auto-allowed client allowed while it keeps sending, past max-age, counting its passes', async () => {
+    const { clock, greylist } = setup();
+    await greylist.allowClient('192.0.2.10');
+    clock.advance(20 * DAY);
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'client-auto-allow', count: 5 });
+    clock.advance(20 * DAY);
+    assert.deepEqual(await greylist.check(triplet({ recipient: 'new@example.test' })), { kind: 'pass', reason: 'client-auto-allow', count: 6 });
+  });
+
+  it('keeps a sender domain allowed while its senders keep coming, past max-age, with no more senders than the level', async () => {
+    const { clock, greylist } = setup({ domainAutoAllow: 2, autoAllowClients: 0 });
+    for (const sender of ['a@pool.example', 'b@pool.example']) {
+      await greylist.check(triplet({ sender }));
+      clock.advance(300 * S);
+      await greylist.check(triplet({ sender }));
+    }
+    clock.advance(20 * DAY);
+    assert.equal((await greylist.check(triplet({ sender: 'c@pool.example' }))).kind, 'pass');
+    clock.advance(20 * DAY);
+    assert.deepEqual(await greylist.check(triplet({ sender: 'd@pool.example' })), { kind: 'pass', reason: 'domain-auto-allow', domain: 'pool.example' });
+    assert.deepEqual((await listAll(greylist, { kinds: ['domain'], limit: 10 })).map((e) => e.kind === 'domain' && [e.domain, e.senders, e.allowed]), [['pool.example', 2, true]]);
+  });
+
+  it('counts only first passes towards the client auto-allow, not the hourly refreshes of a known triplet', async () => {
+    const { clock, greylist } = setup();
+    await greylist.check(triplet());
+    clock.advance(300 * S);
+    assert.equal((await greylist.check(triplet())).kind, 'pass');
+    for (let n = 0; n < 6; n += 1) {
+      clock.advance(2 * 3_600 * S);
+      await greylist.check(triplet());
+    }
+    assert.equal((await greylist.check(triplet({ recipient: 'new@example.test' }))).kind, 'defer');
+  });
+
+  it('records the pass of a retry that lost its race to a deferred write of the triplet under a second before', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const a = interleaved(store);
+    const onA = new Greylist(a.store, clock, POSTGREY);
+    const behind = new ManualClock(clock.now());
+    const onB = new Greylist(store, behind, POSTGREY);
+    await onA.check(triplet());
+    clock.advance(300 * S);
+    behind.advance(300 * S - 500);
+    a.beforeWrite((k) => k === onA.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test'), () => onB.check(triplet()));
+    assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: true, waitedMs: 300 * S });
+    clock.advance(5 * DAY);
+    assert.deepEqual(await onA.check(triplet()), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 5 * DAY + 300 * S }, 'kept max-age, not two retry windows');
+  });
 });
 
 /**
@@ -423,6 +481,7 @@ describe('greylist administration', () => {
       '203.0.113.9/32': ['203.0.113.9'],
       '2001:db8:0:5::/64': ['2001:db8:0:5::1', '2001:db8:0:5:1::'],
       '2a01:4180:4051:800::/64': ['2a01:4180:4051:800::25', '2a01:4180:4051:800:1:2:3:4'],
+      '2001:db8:ffff::/64': ['2001:db8:ffff::1', '2001:db8:ffff:0:1::'],
     };
     const outside = ['192.0.20.7', '192.0.3.7', '198.51.100.127', '10.12.0.1', '10.7.255.255', '203.0.113.90', '2001:db8::5:0:0:1', '2001:db8:0:6::1', '2a01:4180:4051:801::25'];
     for (const address of [...Object.values(inside).flat(), ...outside]) await greylist.allowClient(address);
@@ -464,6 +523,21 @@ describe('greylist administration', () => {
     assert.ok(store.mostDeleting > 100, `deletes in flight at once: ${store.mostDeleting}`);
     assert.deepEqual((await listAll(greylist, { kinds: ['triplet'], limit: 10 })).map((e) => e.client), ['192.0.3.0/24']);
     await store.close();
+  });
+
+  it('lists what it stores: a %2F in an address as written, one client not its longer namesakes, an allowed triplet as passed, no more than the limit', async () => {
+    const { greylist } = setup();
+    await greylist.check(triplet({ sender: 'a%2Fb@sender.example' }));
+    const slash = await greylist.check(triplet({ sender: 'a/b@sender.example' }));
+    assert.equal(slash.kind === 'defer' && slash.reason, 'new', 'a%2Fb and a/b are two senders');
+    assert.deepEqual((await listAll(greylist, { kinds: ['triplet'], limit: 10 })).map((e) => e.kind === 'triplet' && e.sender).sort(), ['a%2Fb@sender.example', 'a/b@sender.example']);
+    await greylist.allowClient('192.0.2.1');
+    await greylist.allowClient('192.0.2.10');
+    assert.deepEqual((await listAll(greylist, { kinds: ['client'], client: '192.0.2.1', limit: 10 })).map((e) => e.client), ['192.0.2.1']);
+    await greylist.allowTriplet(triplet());
+    const allowed = (await listAll(greylist, { kinds: ['triplet'], client: '192.0.2.0/24', limit: 10 })).find((e) => e.kind === 'triplet' && e.sender === 'bob@sender.example');
+    assert.equal(allowed?.kind === 'triplet' && allowed.passed, true, 'allow makes a triplet that lists as passed');
+    assert.equal((await listAll(greylist, { limit: 2 })).length, 2);
   });
 });
 

@@ -30,6 +30,8 @@ describe('greylist identity: a confirmed name as the client identity', () => {
     assert.equal(looksDynamic('host-89-123-45-67.provider.example', '89.123.45.67'), true);
     assert.equal(looksDynamic('host-089-123-045-067.provider.example', '89.123.45.67'), true);
     assert.equal(looksDynamic('67.45.123.89.static.provider.example', '89.123.45.67'), true);
+    assert.equal(looksDynamic('597b2d43.provider.example', '89.123.45.67'), true, 'as eight hex digits');
+    assert.equal(looksDynamic('h1501244739.provider.example', '89.123.45.67'), true, 'as one decimal number');
     assert.equal(looksDynamic('dsl-pool7.provider.example', '89.123.45.67'), true);
     assert.equal(looksDynamic('mail.provider.example', '89.123.45.67'), false);
     assert.equal(looksDynamic('mx10.provider.example', '10.0.0.7'), false, 'a number that is not the address');

@@ -22,6 +22,7 @@ describe('normaliseSender', () => {
     // +extension and Postfix VERP
     ['owner-list+bob=example.org@lists.example', 'owner-list@lists.example'],
     ['bob+tag@sender.example', 'bob@sender.example'],
+    ['+bounce-7@sender.example', '@sender.example'],
     // qmail VERP
     ['list-return-42-bob=example.org@lists.example', 'list-return-#@lists.example'],
     // numbers as postgrey: standalone digit runs only
@@ -141,6 +142,8 @@ describe('normaliseSender on real-world senders', () => {
     assert.equal(normaliseSender('prvs=0123456789=1234567890@sender.example'), '#@sender.example', 'both tag-shaped: the standard order');
     assert.equal(normaliseSender('prvs=abcdefghijk=bob@sender.example'), 'bob@sender.example');
     assert.equal(normaliseSender('prvs=a=b=c@sender.example'), 'prvs=a=b=c@sender.example');
+    assert.equal(normaliseSender('prvs=alice=bob@sender.example'), 'bob@sender.example', 'neither tag-shaped: the standard order, prvs=TAG=LOCAL');
+    assert.equal(normaliseSender('prvs=0123abcdef=bob=@sender.example'), 'bob@sender.example', "Perl's split drops the trailing empty field");
   });
 });
 
@@ -268,6 +271,7 @@ describe('postgrey whitelists as Perl reads them', () => {
   it('translates \\A, \\z, \\Z and POSIX classes, and reports the Perl syntax it cannot read', () => {
     const { whitelist, problems } = parseClientWhitelist([{ source: 'perl', text: '/\\Aanchor\\.com\\z/\n/^sh\\.com\\Z/\n/^[[:alpha:]]+\\.posix\\.com$/\n/\\p{L}+\\.uni\\.com$/\n' }]);
     assert.equal(whitelist.match('anchor.com', '192.0.2.1') !== undefined, true);
+    assert.equal(whitelist.match('notanchor.com', '192.0.2.1'), undefined, '\\A anchors at the start');
     assert.equal(whitelist.match('sh.com', '192.0.2.1') !== undefined, true);
     assert.equal(whitelist.match('mail.posix.com', '192.0.2.1') !== undefined, true);
     assert.equal(whitelist.match('mail1.posix.com', '192.0.2.1'), undefined);

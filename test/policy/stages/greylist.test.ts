@@ -122,6 +122,8 @@ describe('greylist stage over the policy protocol', () => {
     assert.equal(await ask({ sender: 'ms@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T12:05:01Z, in 300 seconds');
     clock.advance(299 * S);
     assert.equal(await ask({ sender: 'ms@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T12:05:01Z, in 1 seconds');
+    clock.advance(500);
+    assert.equal(await ask({ sender: 'ms@sender.example' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted until 2026-01-01T12:05:01Z, in 1 seconds', '500 ms left: one second, not none');
     clock.set(Date.UTC(2026, 0, 1, 12, 5, 1));
     assert.doesNotMatch(await ask({ sender: 'ms@sender.example' }), /^DEFER/, 'a retry at the time named passes');
   });
@@ -254,6 +256,7 @@ describe('greylist stage over the policy protocol', () => {
       clock.advance(3600 * S);
     }
     assert.equal(await ask({ recipient: 'brand-new@example.test' }), 'DUNNO');
+    assert.match(await ask({ recipient: 'brand-new@example.test', client_address: '192.0.2.77' }), /^DEFER_IF_PERMIT/, 'the auto-allow is the address\'s, not its /24\'s');
   });
 
   it('reads postgrey whitelist files: clients by name and network, recipients', async () => {
@@ -419,10 +422,19 @@ describe('greylist stage evidence rules', () => {
     assert.equal((await stage.evaluate(ctx('news@xn--bcher-kva.example', 'pass'))).result, 'skipped');
   });
 
-  it('refuses a skip entry that is no domain, naming it, instead of matching nothing', () => {
+  it('refuses a skip entry that is no domain, naming it, instead of matching nothing, and reads a leading dot as the domain', () => {
     assert.throws(
       () => greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['*.outlook.com'] } }) as never, deps),
       (err: unknown) => err instanceof ConfigError && err.message.startsWith('greylist.skip.fcrdnsProviders: "*.outlook.com" is not a domain'),
     );
+    const dotted = greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['.outlook.com'] } }) as never, deps);
+    cleanups.push(() => dotted.close?.());
+  });
+
+  it('refuses a retry window no longer than the delay and takes a max-age equal to the retry window', () => {
+    assert.equal(greylistStage.options.safeParse({ delay: '300s', retryWindow: '300s' }).success, false);
+    assert.equal(greylistStage.options.safeParse({ delay: '300s', retryWindow: '301s' }).success, true);
+    assert.equal(greylistStage.options.safeParse({ retryWindow: '2d', maxAge: '2d' }).success, true);
+    assert.equal(greylistStage.options.safeParse({ retryWindow: '2d', maxAge: '47h' }).success, false);
   });
 });
