@@ -219,6 +219,8 @@ export function classify(action: string): Verdict {
 
 export interface Replay {
   verdicts: Verdict[];
+  /** The answers as the server sent them, in trace order (with one connection), e.g. for the retry text. */
+  actions: string[];
   seconds: number;
   perSecond: number;
   /** CPU seconds the server's processes used during the measured replay (utime + stime, whole tree). */
@@ -240,6 +242,7 @@ type CpuMeter = () => number;
  */
 async function replay(clients: readonly PolicyClient[], requests: readonly string[], serverCpu: CpuMeter): Promise<Replay> {
   const verdicts: Verdict[] = new Array<Verdict>(requests.length);
+  const actions: string[] = new Array<string>(requests.length);
   let next = 0;
   const serverCpuBefore = serverCpu();
   const loadCpuBefore = process.cpuUsage();
@@ -247,7 +250,11 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
   const started = performance.now();
   await Promise.all(
     clients.map(async (client) => {
-      for (let index = next++; index < requests.length; index = next++) verdicts[index] = classify(await client.requestEncoded(requests[index]!));
+      for (let index = next++; index < requests.length; index = next++) {
+        const action = await client.requestEncoded(requests[index]!);
+        actions[index] = action;
+        verdicts[index] = classify(action);
+      }
     }),
   );
   const seconds = (performance.now() - started) / 1000;
@@ -257,6 +264,7 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
     ticksBefore && ticksAfter && ticksAfter.total > ticksBefore.total ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * ticksAfter.cpus : Number.NaN;
   return {
     verdicts,
+    actions,
     seconds,
     perSecond: requests.length / seconds,
     serverCpuSeconds: serverCpu() - serverCpuBefore,
@@ -381,8 +389,17 @@ async function connectWhenUp(port: number, connections: number, child: ChildProc
   throw new Error(`postgrey did not listen on 127.0.0.1:${port} within 15 s:\n${output()}`);
 }
 
-/** Replays the trace through postgrey on loopback (see DESCRIPTION and replay()), its --dbdir under `parent`. */
-export async function replayPostgrey(trace: readonly TraceEvent[], connections = 1, warmup?: readonly TraceEvent[], parent = tmpdir()): Promise<Replay> {
+/**
+ * Replays the trace through postgrey on loopback (see DESCRIPTION and replay()), its --dbdir under `parent`;
+ * `extraArgs` go on its command line after the bench's settings (e.g. a --greylist-text that says the seconds).
+ */
+export async function replayPostgrey(
+  trace: readonly TraceEvent[],
+  connections = 1,
+  warmup?: readonly TraceEvent[],
+  parent = tmpdir(),
+  extraArgs: readonly string[] = [],
+): Promise<Replay> {
   const dir = mkdtempSync(join(parent, 'postgrey-bench-'));
   const whitelists = writeWhitelists(dir);
   const port = await freePort();
@@ -402,6 +419,7 @@ export async function replayPostgrey(trace: readonly TraceEvent[], connections =
       `--auto-whitelist-clients=${GREYLIST_SETTINGS.autoAllowClients}`,
       `--whitelist-clients=${whitelists.clients}`,
       `--whitelist-recipients=${whitelists.recipients}`,
+      ...extraArgs,
     ],
     // In the foreground postgrey logs every decision on stderr: to a file, as callout's log goes
     // to /dev/null, not through a pipe that the load generator (this process) would have to read.

@@ -32,8 +32,9 @@
  *   A purge still running when the next is due is not joined by another (schedulePurges).
  *   With policy.workers each worker purges: the stretches of one find little left for the other.
  *
- *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of the
- *   concurrency limits (workerShare), since each process counts only its own callouts.
+ *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of
+ *   limits.concurrency (workerShare), since each process counts only its own callouts; the
+ *   per-host limits are counted in the store, whole.
  *
  * SECURITY
  *   Listens where configured (loopback by default). Callouts go only to public addresses
@@ -122,27 +123,25 @@ const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) =>
 ];
 
 /**
- * One worker's part of the concurrency limits, which the configuration sets for the whole
- * service: each worker counts only its own callouts in flight, so N workers share them by N
- * (at least 1 each, so more workers than a limit allows raise it to one per worker). The
- * per-domain rate needs no share: it is counted in the store the workers share.
+ * One worker's part of limits.concurrency, which the configuration sets for the whole service:
+ * each worker counts only its own callouts in flight, so N workers share it by N (at least 1
+ * each, so more workers than the limit raise it to one per worker). The per-host concurrency
+ * and the per-domain and per-host rates need no share: they are counted in the store the
+ * workers share (verify/politeness), so each worker keeps them whole.
  */
 export function workerShare(limits: LimitsConfig, workers: number): LimitsConfig {
-  const part = (limit: number): number => Math.max(1, Math.floor(limit / workers));
-  return { ...limits, concurrency: part(limits.concurrency), perHostConcurrency: part(limits.perHostConcurrency) };
+  return { ...limits, concurrency: Math.max(1, Math.floor(limits.concurrency / workers)) };
 }
 
 /**
- * What workerShare raises: with more workers than a concurrency limit, each keeps 1, and the
- * service as a whole may run policy.workers at once (8 workers, perHostConcurrency 4: 8
- * connections to one exchanger, which may take them for an attack). Logged by the supervisor at
+ * What workerShare raises: with more workers than limits.concurrency, each keeps 1, and the
+ * service as a whole may run policy.workers callouts at once. Logged by the supervisor at
  * start and by `config check`, not by each worker.
  */
 export function workerShareExcess(config: Config): string[] {
   const { workers } = config.policy;
-  const excess = (key: 'concurrency' | 'perHostConcurrency', what: string): string[] =>
-    workers > config.limits[key] ? [`policy.workers (${workers}) is above limits.${key} (${config.limits[key]}): each worker keeps 1, so up to ${workers} ${what} at once`] : [];
-  return [...excess('concurrency', 'callouts may run'), ...excess('perHostConcurrency', 'connections to one exchanger may be open')];
+  const { concurrency } = config.limits;
+  return workers > concurrency ? [`policy.workers (${workers}) is above limits.concurrency (${concurrency}): each worker keeps 1, so up to ${workers} callouts may run at once`] : [];
 }
 
 const TEST_TIME = /^[0-9]{1,11}$/;
@@ -397,7 +396,7 @@ export class Daemon {
     const fixed = RESTART_ONLY_SETTINGS.filter(([, read]) => read(config) !== read(old.config)).map(([name]) => name);
     if (fixed.length > 0) this.options.log.warn({ settings: fixed }, 'reload: these settings change only on restart');
     try {
-      // policy.workers too: a worker's share of the concurrency limits (workerShare) is by the
+      // policy.workers too: a worker's share of limits.concurrency (workerShare) is by the
       // workers running, and 4 workers each taking the whole limit of a file that now says 1
       // would call out four times as hard as configured until the restart.
       const running = { store: old.config.store, dataDir: old.config.dataDir, policy: { ...config.policy, workers: old.config.policy.workers } };

@@ -108,14 +108,21 @@ type SupervisorMessage = { type: 'callout:health?'; id: number } | { type: 'call
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const optional = (value: unknown, type: 'string' | 'number'): boolean => value === undefined || typeof value === type;
 
-function isWorkerMetric(value: unknown): value is WorkerMetric {
-  if (!isRecord(value) || !Array.isArray(value.values)) return false;
-  if (typeof value.name !== 'string' || typeof value.help !== 'string' || typeof value.type !== 'string' || typeof value.aggregator !== 'string') return false;
-  return value.values.every(
-    (series: unknown) =>
-      isRecord(series) && typeof series.value === 'number' && optional(series.metricName, 'string') &&
-      isRecord(series.labels) && Object.values(series.labels).every((label) => typeof label === 'string' || typeof label === 'number'),
-  );
+/**
+ * One metric of a worker's answer, or undefined when it has another shape. A value of null is
+ * NaN as it crossed the IPC channel (JSON): prom-client's event-loop lag mean and deviation are
+ * NaN until the first sample, so a worker just started answered so, and its scrape failed.
+ */
+function readWorkerMetric(value: unknown): WorkerMetric | undefined {
+  if (!isRecord(value) || !Array.isArray(value.values)) return undefined;
+  if (typeof value.name !== 'string' || typeof value.help !== 'string' || typeof value.type !== 'string' || typeof value.aggregator !== 'string') return undefined;
+  const values: WorkerMetric['values'] = [];
+  for (const series of value.values as unknown[]) {
+    if (!isRecord(series) || (typeof series.value !== 'number' && series.value !== null) || !optional(series.metricName, 'string')) return undefined;
+    if (!isRecord(series.labels) || !Object.values(series.labels).every((label) => typeof label === 'string' || typeof label === 'number')) return undefined;
+    values.push({ ...series, value: series.value ?? NaN, labels: series.labels as Record<string, string | number> });
+  }
+  return { ...value, values } as WorkerMetric;
 }
 
 /**
@@ -124,6 +131,12 @@ function isWorkerMetric(value: unknown): value is WorkerMetric {
  * of these messages: a metrics answer of another shape, kept as a worker's last scrape, made
  * keepCounts throw in the worker's exit handler and took the supervisor down with it.
  */
+function metricsOf(value: unknown): { metrics: WorkerMetric[] } | undefined {
+  if (!Array.isArray(value)) return undefined;
+  const metrics = value.map(readWorkerMetric);
+  return metrics.every((metric) => metric !== undefined) ? { metrics: metrics as WorkerMetric[] } : undefined;
+}
+
 export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
   if (!isRecord(message)) return undefined;
   const m = message;
@@ -140,7 +153,7 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
       return {
         type: m.type,
         id: m.id,
-        ...(Array.isArray(m.metrics) && m.metrics.every(isWorkerMetric) ? { metrics: m.metrics } : {}),
+        ...(metricsOf(m.metrics) ?? {}),
         ...(m.error === undefined ? {} : { error: m.error as string }),
       };
     case 'callout:reloaded':

@@ -151,6 +151,8 @@ export class CalloutEngine {
       clock: this.clock,
       concurrency: config.limits.concurrency,
       perHostConcurrency: config.limits.perHostConcurrency,
+      leaseMs: config.callout.timeouts.overall + LOCK_SLACK_MS,
+      onReleaseFailure: (err) => this.warn('per-host connection lease not released (it lapses after callout.timeouts.overall)', err),
       perDomainPerMinute: config.limits.perDomainPerMinute,
       perHostConnectionsPerMinute: config.limits.perHostConnectionsPerMinute,
       allowTargets: config.callout.allowTargets,
@@ -235,6 +237,7 @@ export class CalloutEngine {
    */
   async idle(): Promise<void> {
     while (this.background.size > 0 || this.inFlight.size > 0) await Promise.allSettled([...this.background, ...this.inFlight.values()]);
+    await this.politeness.settled();
     await this.connections.close();
   }
 
@@ -250,11 +253,13 @@ export class CalloutEngine {
     const catchAllLocked = [...this.catchAllLockedHere];
     this.lockedHere.clear();
     this.catchAllLockedHere.clear();
+    this.politeness.releaseLeases();
     // idle() closes them only once every probe has ended, which at this point none has.
     await Promise.allSettled([
       ...locked.map((address) => this.cache.unlock(address)),
       ...catchAllLocked.map((domain) => this.cache.unlockCatchAll(domain)),
       this.connections.close(),
+      this.politeness.settled(),
     ]);
     return running;
   }

@@ -7,7 +7,14 @@
  *   is a silent outage at SMTP time, whereas "unknown: rate-limited" is an answer the policy
  *   can act on (defer or let through).
  *     - global concurrency: callouts in flight in this process;
- *     - per-host concurrency: connections to one MX address at once;
+ *     - per-host concurrency: connections to one MX address at once, counted first in this
+ *       process (the cheap gate) and then, unless the store is memory (one process's alone),
+ *       as leases in the store, so that the policy workers and the daemons of a Redis cluster
+ *       share the limit instead of each having it whole. A lease lasts the callout's overall deadline plus a margin (leaseMs): a process that
+ *       crashed holding one cannot keep the slot for longer. The store's leases of one address
+ *       are one JSON map (lease id to expiry) changed by compareAndSet, atomic on every
+ *       backend; asking for a lease never outlasts the callout's deadline, and giving one back
+ *       is queued (in order, behind nothing the callout waits for);
  *     - per-domain rate: callouts started towards one domain in a sliding minute, counted in
  *       the store (checks/ratelimit's SlidingWindow), so that the policy workers of one server
  *       and the daemons of a Redis cluster share one budget per domain rather than one each;
@@ -20,6 +27,7 @@
  *   a scanner of internal networks (milter-ahead's mx-reject, smtpf's IS_IP_LAN).
  */
 
+import { randomUUID } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
@@ -28,12 +36,26 @@ import type { Store } from '../store/types.js';
 
 export type Release = () => void;
 
+/** A connection slot at one exchanger address, or why there is none. */
+export type HostSlot = { release: Release } | 'limit' | 'deadline';
+
 const WINDOW_MS = 60_000;
+/**
+ * Tries of one lease's compareAndSet before the slot counts as taken: each failed try means
+ * another process changed the address's leases meanwhile, and this process's own take their
+ * turns (admissions), so only a crowd of processes at one address can use them all up.
+ */
+const LEASE_TRIES = 8;
 
 export interface PolitenessOptions {
   clock: Clock;
   concurrency: number;
+  /** Infinity: not counted (a call-forward to our own hosts), neither here nor in the store. */
   perHostConcurrency: number;
+  /** How long a per-host lease in the store lasts when it is never given back. */
+  leaseMs: number;
+  /** A lease that could not be given back (it lapses after leaseMs). */
+  onReleaseFailure?: (err: unknown) => void;
   /** Infinity: not counted. */
   perDomainPerMinute: number;
   /** Infinity: not counted. */
@@ -51,8 +73,13 @@ export class Politeness {
   private readonly allowed: AddressSet;
   private readonly domainStarts: SlidingWindow;
   private readonly hostConnections: SlidingWindow;
-  /** The admission to each domain or host still being decided, so that the next waits for it. */
-  private readonly admissions = new Map<string, Promise<boolean>>();
+  /** The store work on each domain's or host's counts still running, so that the next waits for it. */
+  private readonly admissions = new Map<string, Promise<unknown>>();
+  /** The leases this process holds in the store, by id: their addresses. */
+  private readonly leases = new Map<string, string>();
+  /** Tells this process's leases from every other's. */
+  private readonly leaseOwner = randomUUID();
+  private leaseCount = 0;
 
   constructor(private readonly options: PolitenessOptions) {
     this.domainStarts = new SlidingWindow(options.store, options.clock, WINDOW_MS, `${options.keyPrefix}rate:domain:`);
@@ -69,15 +96,107 @@ export class Politeness {
     return once(() => this.inFlight--);
   }
 
-  acquireHost(ip: string): Release | undefined {
+  /**
+   * A connection slot at an exchanger address (hostKey form): 'limit' when this process or,
+   * through the store's leases, the service as a whole has perHostConcurrency connections
+   * there; 'deadline' when the store did not answer before `deadline` (performance.now()
+   * time). A store failure rejects (StoreError), as the per-host rate does.
+   */
+  async acquireHost(ip: string, deadline: number): Promise<HostSlot> {
     const current = this.hostsInFlight.get(ip) ?? 0;
-    if (current >= this.options.perHostConcurrency) return undefined;
+    if (current >= this.options.perHostConcurrency) return 'limit';
     this.hostsInFlight.set(ip, current + 1);
-    return once(() => {
+    const local = once(() => {
       const left = (this.hostsInFlight.get(ip) ?? 1) - 1;
       if (left <= 0) this.hostsInFlight.delete(ip);
       else this.hostsInFlight.set(ip, left);
     });
+    // A memory store is this process's alone: the count above is the whole of it.
+    if (this.options.perHostConcurrency === Infinity || this.options.store.kind === 'memory') return { release: local };
+    const leasing = this.inTurn(`slot\0${ip}`, () => this.lease(ip));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), Math.max(0, deadline - performance.now()));
+    });
+    let id: string | undefined | 'deadline';
+    try {
+      id = await Promise.race([leasing, late]);
+    } catch (err) {
+      local();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (id === 'deadline') {
+      local();
+      // A lease granted after the callout gave up on it is given back at once.
+      leasing.then((granted) => granted && this.unlease(granted), () => undefined);
+      return 'deadline';
+    }
+    if (id === undefined) {
+      local();
+      return 'limit';
+    }
+    const leaseId = id;
+    return {
+      release: once(() => {
+        local();
+        this.unlease(leaseId);
+      }),
+    };
+  }
+
+  /** Gives back every lease this process holds (shutdown: its callouts are abandoned). */
+  releaseLeases(): void {
+    for (const id of [...this.leases.keys()]) this.unlease(id);
+  }
+
+  /** Resolves once the store work queued here (leases given back, counts) has ended. */
+  async settled(): Promise<void> {
+    while (this.admissions.size > 0) await Promise.allSettled([...this.admissions.values()]);
+  }
+
+  /** A new lease's id, or undefined when the address's live leases are at the limit. */
+  private async lease(ip: string): Promise<string | undefined> {
+    const { store, clock, leaseMs, perHostConcurrency } = this.options;
+    const key = this.slotKey(ip);
+    const id = `${this.leaseOwner}:${++this.leaseCount}`;
+    for (let attempt = 0; attempt < LEASE_TRIES; attempt++) {
+      const stored = await store.get(key);
+      const now = clock.now();
+      const live = liveLeases(stored?.value, now);
+      if (live.size >= perHostConcurrency) return undefined;
+      live.set(id, now + leaseMs);
+      if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) {
+        this.leases.set(id, ip);
+        return id;
+      }
+    }
+    return undefined;
+  }
+
+  /** Queues the removal of a lease; a failure is reported and the lease left to lapse. */
+  private unlease(id: string): void {
+    const ip = this.leases.get(id);
+    if (ip === undefined) return;
+    this.leases.delete(id);
+    const { store, clock, onReleaseFailure } = this.options;
+    const key = this.slotKey(ip);
+    const remove = async (): Promise<void> => {
+      for (let attempt = 0; attempt < LEASE_TRIES; attempt++) {
+        const stored = await store.get(key);
+        const now = clock.now();
+        const live = liveLeases(stored?.value, now);
+        if (!live.delete(id)) return;
+        if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) return;
+      }
+      throw new Error(`the leases of ${ip} kept changing (${LEASE_TRIES} tries)`);
+    };
+    this.inTurn(`slot\0${ip}`, remove).catch((err: unknown) => onReleaseFailure?.(err));
+  }
+
+  private slotKey(ip: string): string {
+    return `${this.options.keyPrefix}slots:host:${ip}`;
   }
 
   /**
@@ -103,9 +222,12 @@ export class Politeness {
   private admit(kind: 'domain' | 'host', window: SlidingWindow, key: string, max: number): Promise<boolean> {
     // No limit (a call-forward to our own hosts): nothing to count, no store write per callout.
     if (max === Infinity) return Promise.resolve(true);
-    const id = `${kind}\0${key}`;
-    const admit = (): Promise<boolean> => this.admitNow(window, key, max);
-    const next = (this.admissions.get(id) ?? Promise.resolve(true)).then(admit, admit);
+    return this.inTurn(`${kind}\0${key}`, () => this.admitNow(window, key, max));
+  }
+
+  /** Runs fn once the store work queued before it under the same id has ended. */
+  private inTurn<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const next = (this.admissions.get(id) ?? Promise.resolve()).then(fn, fn);
     this.admissions.set(id, next);
     const forget = (): void => {
       if (this.admissions.get(id) === next) this.admissions.delete(id);
@@ -126,6 +248,28 @@ export class Politeness {
     if (kind === 'public' || this.allowed.has(ip)) return undefined;
     return `${ip} is a ${kind} address (allow it with allowTargets / --allow-target)`;
   }
+}
+
+/** The unexpired leases of a stored map; anything unreadable holds none. */
+function liveLeases(value: string | undefined, now: number): Map<string, number> {
+  const live = new Map<string, number>();
+  if (value === undefined) return live;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return live;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return live;
+  for (const [id, expiresAt] of Object.entries(parsed)) {
+    if (typeof expiresAt === 'number' && expiresAt > now) live.set(id, expiresAt);
+  }
+  return live;
+}
+
+/** The record lives as long as its longest lease (a moment when none is left). */
+function leaseTtl(live: Map<string, number>, now: number): number {
+  return Math.max(1, ...[...live.values()].map((expiresAt) => Math.ceil(expiresAt - now)));
 }
 
 function once(fn: () => void): Release {

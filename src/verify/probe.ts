@@ -224,12 +224,18 @@ class DomainProbe {
           this.fail({ reason: 'target-refused', description: `${host.name}: ${refusal}`, definite: false });
           continue;
         }
-        const release = this.deps.politeness.acquireHost(ip);
-        if (!release) {
+        const slot = await this.deps.politeness.acquireHost(ip, this.deadline);
+        if (slot === 'deadline') {
+          this.skipAttempt(host, ip, 'not contacted: the store did not grant a per-host connection slot before the overall deadline');
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShortMs: this.deps.config.timeouts.connect });
+          break hosts;
+        }
+        if (slot === 'limit') {
           this.skipAttempt(host, ip, 'not contacted: per-host concurrency limit reached');
           this.fail({ reason: 'rate-limited', description: `${hostAndAddress(host.name, ip)} already has the most connections allowed`, definite: false });
           continue;
         }
+        const { release } = slot;
         try {
           for (let connection = 0; connection < MAX_CONNECTIONS_PER_ADDRESS; connection++) {
             if (this.newConnections >= MAX_NEW_CONNECTIONS_PER_CALLOUT) {

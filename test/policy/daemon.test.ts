@@ -6,6 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { Daemon, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
 import type { ReloadOutcome } from '../../src/policy/daemon.js';
@@ -105,6 +106,30 @@ describe('callout serve', () => {
     const ignoring = await setup({ policy: greylist });
     assert.match(await ignoring.client.request(triplet('1800000000', 'b1')), /^DEFER_IF_PERMIT /);
     assert.match(await ignoring.client.request(triplet('1800000300', 'b2')), /^DEFER_IF_PERMIT /, 'without the setting the attribute is ignored');
+  });
+
+  it('fuzz: any policy_test_time moves the clock to whole seconds or is ignored, and every stage answers whatever time it sets', async () => {
+    const stages = [{ name: 'tarpit', sleep: '1ms', maxSleep: '5ms' }, { name: 'greylist', delay: 300 }, { name: 'ratelimit', limits: [{ per: 'client', count: 'recipients', max: 1000, window: '1m' }] }];
+    const { client, logs } = await setup({ policy: { acceptTestTime: true, stages } });
+    const time = fc.oneof(
+      fc.string({ maxLength: 14 }),
+      fc.stringMatching(/^[0-9]{1,13}$/),
+      fc.constantFrom('0', '00000000000', '99999999999', '1800000000', ' 1800000000', '1800000000\t', '+1800000000', '1e10', '0x10', '１８００'),
+    );
+    let instance = 0;
+    await fc.assert(
+      fc.asyncProperty(time, async (value) => {
+        const before = logs.length;
+        instance += 1;
+        const action = await client.request(postfixRequest({ sender: 'bob@sender.test', instance: `t${instance}`, policy_test_time: value }));
+        assert.match(action, /^(?:DUNNO|DEFER_IF_PERMIT [^\n]*)$/, JSON.stringify(value));
+        const after = logs.slice(before);
+        const ignored = after.some((l) => l.level === 40 && /policy_test_time ignored/.test(String(l.msg)));
+        assert.equal(ignored, !/^[0-9]{1,11}$/.test(value), JSON.stringify(value));
+        assert.deepEqual(after.filter((l) => l.msg === 'stage fault' || (typeof l.level === 'number' && l.level >= 50)), [], JSON.stringify(value));
+      }),
+      { numRuns: 150 },
+    );
   });
 
   it('purges by the real clock, not by a policy_test_time far ahead of it', async () => {
@@ -400,12 +425,12 @@ describe('callout serve', () => {
     const daemon = await Daemon.start({ configPath: path, log, worker: true });
     cleanups.push(() => daemon.stop());
     const share = () => (daemon as unknown as { current: { engine: CalloutEngine } }).current.engine.settings.limits;
-    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 1]);
+    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 4], 'per-host connections are leased in the store: whole in each');
     configure(1);
     assert.equal(await daemon.reload(), true);
     assert.deepEqual(lines.filter((l) => l.msg === 'reload: these settings change only on restart').map((l) => l.settings), [['policy.workers']]);
     // The whole limit in each of the 4 workers still running would call out 4 times as hard as configured.
-    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 1], 'a quarter each, as before the reload');
+    assert.deepEqual([share().concurrency, share().perHostConcurrency], [2, 4], 'a quarter each, as before the reload');
     assert.equal(daemon.config.policy.workers, 4, 'the running configuration says how many run');
   });
 

@@ -14,6 +14,7 @@ import { checkServeConfiguration, workerShare, workerShareExcess } from '../../s
 import { captureLog } from '../support/log-capture.js';
 import { createLogger, type Logger } from '../../src/core/log.js';
 import { Supervisor, keepCounts, readWorkerMessage } from '../../src/policy/workers.js';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { SupervisorOptions, WorkerMetric } from '../../src/policy/workers.js';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { startServeProcess } from '../support/serve-process.js';
@@ -304,6 +305,17 @@ describe('keepCounts', () => {
 });
 
 describe('readWorkerMessage', () => {
+  it('reads a NaN that crossed the IPC channel as null back as NaN (a worker just started has no event-loop lag mean yet)', async () => {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    // Over the IPC channel as cluster sends it: JSON, where NaN becomes null.
+    const sent = JSON.parse(JSON.stringify({ type: 'callout:metrics', id: 1, metrics: await registry.getMetricsAsJSON() })) as unknown;
+    const read = readWorkerMessage(sent);
+    assert.ok(read?.type === 'callout:metrics' && read.metrics, 'the answer keeps its metrics');
+    const mean = read.metrics.find((metric) => metric.name === 'nodejs_eventloop_lag_mean_seconds');
+    assert.ok(mean && Number.isNaN(mean.values[0]!.value));
+  });
+
   it('fuzz: reads any value as a message of the declared shape or as none', () => {
     const types = fc.constantFrom('callout:ready', 'callout:failed', 'callout:health', 'callout:metrics', 'callout:reloaded', 'callout:', 'test:started');
     const field = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constant(undefined));

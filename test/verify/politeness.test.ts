@@ -6,27 +6,42 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { CachingResolver } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MemoryStore } from '../../src/store/memory.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import { RedisStore } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
 import { Politeness } from '../../src/verify/politeness.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { acceptAll, dropAfterRset, pathOf, pipelining, refuseNullSender, rejectEhlo, rejectGreeting, usersOnly } from '../support/smtp-server.js';
+import { startRedis } from '../support/redis.js';
 import { mxZone, worldMaker, type World } from './fixture.js';
 
 const make = worldMaker();
 
-/** Every connection the engine opens, and the most open at once to each address. */
+/** Every connection the engines given it open, and the most open at once to each address. */
 interface Dialled {
   hosts: string[];
   maxOpen: Map<string, number>;
+  open: Map<string, number>;
 }
 
-/** An engine of the world whose dialer records every connection it opens. */
-function recordingEngine(t: TestContext, w: World, overrides: Record<string, unknown>, store?: Store): { engine: CalloutEngine; dialled: Dialled } {
-  const dialled: Dialled = { hosts: [], maxOpen: new Map() };
-  const open = new Map<string, number>();
+/**
+ * An engine of the world whose dialer records every connection it opens; engines given one
+ * Dialled (workers sharing a store) are counted together.
+ */
+function recordingEngine(
+  t: TestContext,
+  w: World,
+  overrides: Record<string, unknown>,
+  store?: Store,
+  dialled: Dialled = { hosts: [], maxOpen: new Map(), open: new Map() },
+): { engine: CalloutEngine; dialled: Dialled } {
+  const { open } = dialled;
   const dialer: Dialer = ({ host, port }) => {
     dialled.hosts.push(host);
     const now = (open.get(host) ?? 0) + 1;
@@ -117,6 +132,7 @@ describe('targets: private and loopback exchangers are refused unless allowTarge
       clock,
       concurrency: 1,
       perHostConcurrency: 1,
+      leaseMs: 1,
       perDomainPerMinute: 1,
       perHostConnectionsPerMinute: 1,
       allowTargets: ['127.0.0.0/8'],
@@ -254,6 +270,116 @@ describe('limits on every path', () => {
     await engine.verify('alice@dropping.test');
     await engine.verify('bob@dropping.test');
     assert.equal(dialled.hosts.length, 1, `connections: ${dialled.hosts.join()}`);
+  });
+
+  /** Two SQLite connections to one file: what two policy workers share. */
+  async function sharedSqlite(t: TestContext, clock: ManualClock): Promise<[SqliteStore, SqliteStore]> {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-host-leases-'));
+    const stores: [SqliteStore, SqliteStore] = [await SqliteStore.open(join(dir, 'shared.db'), { clock }), await SqliteStore.open(join(dir, 'shared.db'), { clock })];
+    t.after(async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return stores;
+  }
+
+  it('two engines on one store (two policy workers) open no more connections to one exchanger at once than perHostConcurrency; the other answers as one engine would', async (t) => {
+    // Two domains at one exchanger address, so that neither engine waits for the other's probe
+    // or catch-all lock: only the per-host limit stands between them. b.test has a second MX.
+    const w = await make(
+      { ...mxZone({ 'a.test': '127.0.0.153', 'c.test': '127.0.0.153' }), ...mxZone({ 'b.test': ['127.0.0.153', '127.0.0.154'] }) },
+      { '127.0.0.153': { ...usersOnly(['alice', 'bob', 'carol']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) }, '127.0.0.154': usersOnly(['bob']) },
+    );
+    const [one, two] = await sharedSqlite(t, w.clock);
+    const overrides = { limits: { perHostConcurrency: 1 }, callout: { connectionCache: { enabled: false } } };
+    const first = recordingEngine(t, w, overrides, one);
+    const second = recordingEngine(t, w, overrides, two, first.dialled);
+    const [alice, carol] = await Promise.all([first.engine.verify('alice@a.test'), second.engine.verify('carol@c.test')]);
+    assert.equal(first.dialled.maxOpen.get('127.0.0.153'), 1, `connections: ${first.dialled.hosts.join()}`);
+    assert.deepEqual([alice.verdict, carol.verdict].sort(), ['deliverable', 'unknown'], `${alice.description} / ${carol.description}`);
+    const limited = alice.verdict === 'unknown' ? alice : carol;
+    assert.equal(limited.reason, 'rate-limited');
+    assert.match(limited.description, /already has the most connections allowed/);
+    // With a second exchanger the refused engine goes on to it, as within one process.
+    const [again, bob] = await Promise.all([first.engine.verify('alice@c.test'), second.engine.verify('bob@b.test')]);
+    assert.equal(first.dialled.maxOpen.get('127.0.0.153'), 1, `connections: ${first.dialled.hosts.join()}`);
+    assert.equal(bob.verdict, 'deliverable', bob.description);
+    if (again.verdict === 'deliverable') {
+      // The first engine had the slot: bob was asked at b.test's second exchanger.
+      assert.deepEqual(bob.attempts.map((a) => [a.address, a.outcome]), [['127.0.0.153', 'not contacted: per-host concurrency limit reached'], ['127.0.0.154', 'answered']]);
+    } else {
+      assert.equal(again.reason, 'rate-limited', again.description);
+    }
+  });
+
+  /** Two connections to one Redis: what two daemons of a cluster share. */
+  async function sharedRedis(t: TestContext, clock: ManualClock): Promise<[Store, Store]> {
+    const redis = await startRedis();
+    const stores: [Store, Store] = [await RedisStore.open(redis.url, { clock }), await RedisStore.open(redis.url, { clock })];
+    t.after(async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      await redis.stop();
+    });
+    return stores;
+  }
+
+  for (const [kind, shared] of [['SQLite', sharedSqlite], ['Redis', sharedRedis]] as const) it(`a per-host lease of a process that never gives it back (crashed) lapses after the overall deadline and its margin (${kind})`, async (t) => {
+    const clock = new ManualClock();
+    const [one, two] = await shared(t, clock);
+    const politeness = (store: Store) =>
+      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const crashed = politeness(one);
+    const alive = politeness(two);
+    const deadline = () => performance.now() + 5_000;
+    const held = await crashed.acquireHost('192.0.2.1', deadline());
+    assert.equal(typeof held, 'object');
+    assert.equal(await alive.acquireHost('192.0.2.1', deadline()), 'limit');
+    const other = await alive.acquireHost('192.0.2.2', deadline());
+    assert.equal(typeof other, 'object', 'another address has its own slots');
+    clock.advance(64_999);
+    assert.equal(await alive.acquireHost('192.0.2.1', deadline()), 'limit', 'still held within the lease');
+    clock.advance(1);
+    const taken = await alive.acquireHost('192.0.2.1', deadline());
+    assert.equal(typeof taken, 'object', 'the lapsed lease no longer counts');
+    // A lease given back frees the slot for another process (the crashed one restarted) at once.
+    const restarted = politeness(one);
+    assert.equal(await restarted.acquireHost('192.0.2.1', deadline()), 'limit');
+    if (typeof taken === 'object') taken.release();
+    await alive.settled();
+    const back = await restarted.acquireHost('192.0.2.1', deadline());
+    assert.equal(typeof back, 'object');
+    if (typeof back === 'object') back.release();
+    if (typeof other === 'object') other.release();
+    await Promise.all([restarted.settled(), alive.settled()]);
+  });
+
+  it('a store slow to grant a per-host lease never holds a callout past its deadline, and the lease it grants late is given back', async () => {
+    const clock = new ManualClock();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    // A shared store whose reads wait (another worker holding SQLite's write lock, a slow Redis).
+    const memory = new MemoryStore({ clock });
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      kind: 'sqlite' as const,
+      get: async (key: string) => {
+        await gate;
+        return memory.get(key);
+      },
+    });
+    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const started = performance.now();
+    assert.equal(await politeness.acquireHost('192.0.2.1', started + 50), 'deadline');
+    assert.ok(performance.now() - started < 1_000);
+    open();
+    await politeness.settled();
+    const slot = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
+    assert.equal(typeof slot, 'object', 'neither the local slot nor the late lease is kept');
+    if (typeof slot === 'object') slot.release();
+    await politeness.settled();
+    assert.equal((await store.get('slots:host:192.0.2.1'))?.value, '{}');
+    await memory.close();
   });
 
   it('many concurrent callouts to one catch-all domain ask its exchanger once', async (t) => {

@@ -38,6 +38,7 @@
  *   (one set lookup per label) and then tries the regular expressions in order.
  */
 
+import { asciiLower } from '../../address/index.js';
 import { MIB, readFileLimited } from '../../core/files.js';
 import { AddressSet, parseCidr, type Cidr } from '../../core/ip.js';
 import { clientAddress as parsedClientAddress } from '../client-ip.js';
@@ -219,7 +220,7 @@ export class ClientWhitelist {
 
   /** The entry that lets the client through, or undefined. */
   match(clientName: string, clientAddress: string): string | undefined {
-    const name = clientName.toLowerCase().replace(/\.$/, '');
+    const name = asciiLower(clientName).replace(/\.$/, '');
     const domain = domainUnder(this.domains, name);
     if (domain !== undefined) return domain;
     const pattern = this.patterns.find((p) => p.test(name));
@@ -259,7 +260,7 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
     } else if (entry.startsWith('.')) {
       problems.push({ source: line.source, line: line.line, message: leadingDot(entry) });
     } else if (/^\S+$/.test(entry)) {
-      domains.add(entry.toLowerCase().replace(/\.$/, ''));
+      domains.add(asciiLower(entry).replace(/\.$/, ''));
     } else {
       problems.push({ source: line.source, line: line.line, message: `doesn't look like a hostname: ${JSON.stringify(entry)}` });
     }
@@ -270,12 +271,14 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
 /**
  * The local parts an entry may name for this recipient, lower-cased: the whole one and each
  * shorter one before a `+`, as postgrey's `^user(?:\+[^@]+)?@` matches `user`, `user+ext` and
- * `user+ext+more` for the entry `user`, and the entry `user+ext` matches the last two.
+ * `user+ext+more` for the entry `user`, and the entry `user+ext` matches the last two. The
+ * extension is not empty there: `user+@` is not `user@`'s (a `+` that ends the local part
+ * starts no candidate).
  */
 function localPartCandidates(local: string): string[] {
-  const lower = local.toLowerCase();
+  const lower = asciiLower(local);
   const candidates = [lower];
-  for (let plus = lower.lastIndexOf('+'); plus > 0; plus = lower.lastIndexOf('+', plus - 1)) candidates.push(lower.slice(0, plus));
+  for (let plus = lower.lastIndexOf('+', lower.length - 2); plus > 0; plus = lower.lastIndexOf('+', plus - 1)) candidates.push(lower.slice(0, plus));
   return candidates;
 }
 
@@ -297,7 +300,7 @@ export class RecipientWhitelist {
   match(recipient: string): string | undefined {
     const at = recipient.lastIndexOf('@');
     if (at >= 0) {
-      const domain = recipient.slice(at + 1).toLowerCase();
+      const domain = asciiLower(recipient.slice(at + 1));
       for (const local of localPartCandidates(recipient.slice(0, at))) {
         if (this.addresses.has(`${local}@${domain}`)) return `${local}@${domain}`;
         if (this.localParts.has(local)) return `${local}@`;
@@ -331,12 +334,12 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
     }
     const at = entry.indexOf('@');
     const user = at < 0 ? entry : entry.slice(0, at);
-    const domain = at < 0 ? '' : entry.slice(at + 1).toLowerCase();
+    const domain = at < 0 ? '' : asciiLower(entry.slice(at + 1));
     if (at < 0 && entry.startsWith('.')) problems.push({ source: line.source, line: line.line, message: leadingDot(entry) });
-    else if (at < 0) domains.add(entry.toLowerCase());
+    else if (at < 0) domains.add(asciiLower(entry));
     else if (user === '') exactDomains.add(domain);
-    else if (domain === '') localParts.add(user.toLowerCase());
-    else addresses.add(`${user.toLowerCase()}@${domain}`);
+    else if (domain === '') localParts.add(asciiLower(user));
+    else addresses.add(`${asciiLower(user)}@${domain}`);
   }
   return { whitelist: new RecipientWhitelist(addresses, localParts, domains, exactDomains, patterns), problems };
 }

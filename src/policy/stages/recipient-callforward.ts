@@ -81,7 +81,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         // bounds the work, as Postfix's verify(8) is bounded by its process limit alone.
         limits: {
           ...base.limits,
-          perHostConcurrency: base.limits.concurrency,
+          perHostConcurrency: Infinity,
           perDomainPerMinute: Infinity,
           perHostConnectionsPerMinute: Infinity,
         },

@@ -194,6 +194,27 @@ describe('postgrey whitelist_clients', () => {
     assert.ok(shipped.whitelist.size > 150);
     assert.ok(shipped.whitelist.match('mail5.telekom.de', '203.0.113.1'));
   });
+
+  it('reads every entry of postgrey 1.37\'s shipped list (test/fixtures/postgrey): names, regular expressions, networks', async () => {
+    const { readWhitelistFiles } = await import('../../../src/checks/greylist/index.js');
+    const files = readWhitelistFiles([new URL('../../fixtures/postgrey/whitelist_clients', import.meta.url).pathname]);
+    assert.deepEqual(files.problems, []);
+    const shipped = parseClientWhitelist(files.sources);
+    assert.deepEqual(shipped.problems, []);
+    const entries = files.sources[0]!.text.split('\n').map((line) => line.replace(/#.*$/, '').trim()).filter((entry) => entry !== '');
+    const regexes = entries.filter((entry) => entry.startsWith('/'));
+    const networks = entries.filter((entry) => !regexes.includes(entry) && /^[\d./]+$|:/.test(entry));
+    const names = entries.filter((entry) => !regexes.includes(entry) && !networks.includes(entry));
+    assert.deepEqual([names.length, regexes.length, networks.length], [104, 34, 26]);
+    assert.equal(shipped.whitelist.size, entries.length, 'no entry is lost or merged');
+    for (const name of names) assert.equal(shipped.whitelist.match(`mx.${name.toUpperCase()}`, '192.0.2.1'), name, name);
+    for (const network of networks) assert.ok(shipped.whitelist.match('unknown', network.replace(/\/\d+$/, '').replace(/^(\d+\.\d+\.\d+)$/, '$1.9')), network);
+    assert.equal(shipped.whitelist.match('unknown', '195.235.40.1'), undefined, '195.235.39 is that /24 only');
+    assert.ok(shipped.whitelist.match('2a01:4180:4050:400:ffff::1', '192.0.2.1') === undefined, 'a regular expression is matched against the name, not the address');
+    assert.equal(shipped.whitelist.match('odk-fdv.uni-lj.si', '192.0.2.1'), '/^odk.fdv.uni-lj.si$/', 'an unescaped dot is any character, as in Perl');
+    assert.equal(shipped.whitelist.match('smtp7-g21.free.fr', '192.0.2.1'), '/^(?:smtp\\w*|postfix)[0-9]+-g[0-9]+\\.free\\.fr$/');
+    assert.equal(shipped.whitelist.match('mail.dgfip.finances.gouv.fr', '192.0.2.1'), 'dgfip.finances.gouv.fr', 'trailing blanks are not part of the entry');
+  });
 });
 
 describe('postgrey whitelist_recipients', () => {
@@ -322,5 +343,21 @@ describe('postgrey whitelists as Perl reads them', () => {
     assert.equal(whitelist.match('User+Ext+2@Example.com'), 'user+ext@example.com');
     assert.equal(whitelist.match('user@example.com'), undefined);
     assert.equal(whitelist.match('plain+any+thing@example.com'), 'plain@example.com');
+  });
+
+  it('takes no empty extension as postgrey does: user+@ is not user@\'s, user++@ is', () => {
+    const { whitelist } = parseRecipientWhitelist([{ source: 'ext', text: 'postmaster@\nuser+ext@example.com\n' }]);
+    assert.equal(whitelist.match('postmaster+@example.org'), undefined);
+    assert.equal(whitelist.match('user+ext+@example.com'), undefined);
+    assert.equal(whitelist.match('postmaster++@example.org'), 'postmaster@', 'the extension is "+"');
+    assert.equal(whitelist.match('postmaster+x@example.org'), 'postmaster@');
+    assert.equal(whitelist.match('+@example.org'), undefined);
+  });
+
+  it('folds only A-Z, as postgrey\'s lc on octets does: a Kelvin-sign K is no k', () => {
+    const { whitelist } = parseRecipientWhitelist([{ source: 'kelvin', text: 'kevin@\nkate@example.com\n' }]);
+    assert.equal(whitelist.match('KEVIN@example.org'), 'kevin@');
+    assert.equal(whitelist.match('\u212Aevin@example.org'), undefined);
+    assert.equal(whitelist.match('\u212Aate@example.com'), undefined);
   });
 });
