@@ -32,7 +32,10 @@
  *
  * LIMITS
  *   In a worker, a line longer than 4096 octets is written alone and may still be cut by
- *   another process's write to the same pipe.
+ *   another process's write to the same pipe. The policy service's decision line cuts what it
+ *   quotes (policy/daemon LOGGED_ATTRIBUTE_CHARS, LOGGED_REASON_CHARS) to stay under that with
+ *   the default stages and ASCII values; characters that JSON or this module escape, or that
+ *   take several octets in UTF-8, can still make it longer.
  */
 
 import cluster from 'node:cluster';

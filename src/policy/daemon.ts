@@ -107,6 +107,28 @@ const HEALTH_PROBE_TTL_MS = 60_000;
 /** A failed health probe's line, repeated within this, is counted, not logged again. */
 const HEALTH_LOG_WINDOW_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
+/**
+ * The most of a request attribute (helo_name, sender, recipient, instance; client_address and
+ * protocol_state too, for a client other than Postfix) a decision line keeps, in characters.
+ * Postfix passes on about 2 kB of each of the SMTP client's values, and in a policy worker a
+ * line longer than PIPE_BUF (core/log) may be cut by another worker's write. RFC 5321 paths
+ * are at most 256 octets and a HELO name 255: no real value is cut.
+ */
+export const LOGGED_ATTRIBUTE_CHARS = 512;
+/**
+ * The most of a stage's reason (and of a fault) a decision line keeps, in characters: more
+ * than a callout's reply evidence (verify/interpret MAX_EVIDENCE_TEXT, 1,024) with what
+ * describes it, since reasons quote the sender and the exchanger's reply.
+ *
+ * With both caps, the longest decision line of the default stages (a callout's answer of 400
+ * characters and reason at its cap, the four attributes at theirs, `"worker":64`) is 4,029
+ * octets when the values are ASCII without quotes or backslashes, so a worker writes it
+ * whole. Each character that JSON escapes (a quote or backslash: 2 octets, a control: 6;
+ * core/log escapes U+0080-U+009F the same) or that UTF-8 widens (3 octets for most scripts)
+ * makes it longer, up to about 20 kB, and such a line is written alone (core/log LIMITS).
+ * Each further stage whose reason quotes a client's value adds up to LOGGED_REASON_CHARS.
+ */
+export const LOGGED_REASON_CHARS = 1100;
 /** Settings a reload cannot change: the listeners, the store, the workers and the logger are made once, at start. */
 const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) => unknown]> = [
   ['policy.listen', (config) => config.policy.listen],
@@ -463,21 +485,26 @@ export class Daemon {
     return outcome.action;
   }
 
-  /** The decision's one log line (core/log logInfoJson: one JSON.stringify of fields in this order). */
+  /**
+   * The decision's one log line (core/log logInfoJson: one JSON.stringify of fields in this
+   * order), its request attributes cut at LOGGED_ATTRIBUTE_CHARS and its stage reasons and
+   * faults at LOGGED_REASON_CHARS (abbreviate's "..." marks the cut); the stages saw them whole.
+   */
   private logDecision(attributes: Record<string, string>, outcome: PipelineOutcome): void {
     if (!this.options.log.isLevelEnabled('info')) return;
+    const attribute = (value: string | undefined) => value && abbreviate(value, LOGGED_ATTRIBUTE_CHARS);
     const fields: Record<string, unknown> = {
-      client: attributes.client_address,
-      helo: attributes.helo_name,
-      sender: attributes.sender,
-      recipient: attributes.recipient,
-      instance: attributes.instance,
-      state: attributes.protocol_state,
+      client: attribute(attributes.client_address),
+      helo: attribute(attributes.helo_name),
+      sender: attribute(attributes.sender),
+      recipient: attribute(attributes.recipient),
+      instance: attribute(attributes.instance),
+      state: attribute(attributes.protocol_state),
       action: outcome.action,
       decidedBy: outcome.decidedBy ?? null,
-      stages: outcome.verdicts.map((v) => `${v.stage}=${v.result}: ${v.reason}`),
+      stages: outcome.verdicts.map((v) => `${v.stage}=${v.result}: ${abbreviate(v.reason, LOGGED_REASON_CHARS)}`),
       warnings: outcome.warnings.length ? outcome.warnings : undefined,
-      faults: outcome.faults.length ? outcome.faults : undefined,
+      faults: outcome.faults.length ? outcome.faults.map((fault) => abbreviate(fault, LOGGED_REASON_CHARS)) : undefined,
       ms: outcome.durationMs,
     };
     logInfoJson(this.options.log, JSON.stringify(fields), 'decision');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
-import { Daemon, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
+import { Daemon, LOGGED_ATTRIBUTE_CHARS, LOGGED_REASON_CHARS, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
 import type { ReloadOutcome } from '../../src/policy/daemon.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { ManualClock } from '../../src/core/clock.js';
@@ -85,6 +85,32 @@ describe('callout serve', () => {
     assert.equal(lines[1]!.decidedBy, 'sender-callout');
     assert.ok((lines[1]!.stages as string[]).some((s) => s.startsWith('sender-callout=undeliverable')), 'one log line explains the decision');
     assert.equal(lines[2]!.decidedBy, 'postmaster');
+  });
+
+  it('cuts the 2 kB values Postfix passes on in the decision line only, so that it stays under PIPE_BUF', async () => {
+    const { client, logs } = await setup();
+    // What makes each value what it is comes at its end, past the cut: the stages must see it.
+    const sender = `${'s'.repeat(2000)}@sender.test`;
+    const recipient = `${'r'.repeat(2000)}@example.test`;
+    const helo = `${'h'.repeat(2000)}.example.net`;
+    const instance = 'i'.repeat(2000);
+    assert.equal(await client.request(postfixRequest({ sender, recipient, helo_name: helo, instance })), 'DUNNO');
+    const unparsed = `${'u'.repeat(2000)}@`;
+    assert.match(await client.request(postfixRequest({ sender: unparsed, instance: 'm2' })), /^501 5\.7\.1 Bad sender address syntax: /);
+    const [line, rejected] = decisions(logs);
+    assert.ok(line && rejected);
+    const cut = (value: string) => `${value.slice(0, LOGGED_ATTRIBUTE_CHARS)}...`;
+    assert.deepEqual([line.helo, line.sender, line.recipient, line.instance], [cut(helo), cut(sender), cut(recipient), cut(instance)]);
+    assert.deepEqual((line.stages as string[]).slice(2), [
+      'sender-syntax=valid: sender parses',
+      'sender-callout=unknown: protocol-error: refused to send RCPT: command line of 2024 octets exceeds 512: no exchanger can be asked',
+    ], 'the stages had the whole sender');
+    const syntax = (rejected.stages as string[]).at(-1)!;
+    assert.ok(syntax.startsWith(`sender-syntax=invalid: <${'u'.repeat(100)}`), syntax);
+    assert.equal(syntax.length, 'sender-syntax=invalid: '.length + LOGGED_REASON_CHARS + 3, 'the reason quoting the sender is cut');
+    assert.ok(syntax.endsWith('...'));
+    // Default stages, ASCII values: lines a write to a pipe always takes whole.
+    for (const logged of [line, rejected]) assert.ok(Buffer.byteLength(JSON.stringify(logged)) < 4096);
   });
 
   it('takes the time from policy_test_time only with policy.acceptTestTime', async () => {
