@@ -27,6 +27,7 @@
  *   PROSE_LIMITS.recipients recipients are returned.
  */
 
+import { mailboxKey } from '../address/index.js';
 import { makeRecipient } from './recipient.js';
 import type { BounceFormat, BounceRecipient, DsnAction } from './types.js';
 
@@ -60,7 +61,7 @@ function recipients(found: Found[], action: DsnAction, stated = true): BounceRec
   const seen = new Set<string>();
   const out: BounceRecipient[] = [];
   for (const f of found) {
-    const key = f.address.toLowerCase();
+    const key = mailboxKey(f.address);
     if (seen.has(key) || out.length >= PROSE_LIMITS.recipients) continue;
     seen.add(key);
     out.push(makeRecipient({ address: f.address, diagnostic: f.diagnostic, defaultAction: action, final: stated && action === 'failed', ...(action === 'delayed' ? { action } : {}) }));
@@ -102,11 +103,11 @@ function exim(text: string, failedHeader: string | undefined): ProseBounce | und
   }
   // A set, and no more than can be returned: comparing each header address with every one found
   // took 2.5 s for a 64 KiB X-Failed-Recipients.
-  const seen = new Set(found.map((f) => f.address.toLowerCase()));
+  const seen = new Set(found.map((f) => mailboxKey(f.address)));
   for (const address of (failedHeader ?? '').split(',').map((a) => a.trim()).filter((a) => a.includes('@'))) {
     if (seen.size >= PROSE_LIMITS.recipients) break;
-    if (seen.has(address.toLowerCase())) continue;
-    seen.add(address.toLowerCase());
+    if (seen.has(mailboxKey(address))) continue;
+    seen.add(mailboxKey(address));
     found.push({ address, diagnostic: '' });
   }
   return { format: 'exim', recipients: recipients(found, delayed ? 'delayed' : 'failed') };
@@ -148,7 +149,7 @@ function sendmail(text: string): ProseBounce | undefined {
   const replies = transcriptReplies(text);
   for (const f of found) {
     if (f.diagnostic !== '') continue;
-    f.diagnostic = replies.byRecipient.get(f.address.toLowerCase()) ?? (found.length === 1 && replies.all.length === 1 ? replies.all[0]! : '');
+    f.diagnostic = replies.byRecipient.get(mailboxKey(f.address)) ?? (found.length === 1 && replies.all.length === 1 ? replies.all[0]! : '');
   }
   return { format: 'sendmail', recipients: recipients(found, header[1]!.toLowerCase().startsWith('transient') ? 'delayed' : 'failed') };
 }
@@ -157,7 +158,7 @@ const TRANSCRIPT_REPLY = /^<<< ([45]\d\d[ -].*)$/;
 
 /**
  * The 4xx and 5xx replies of a Sendmail transcript: all of them, and the one each recipient got
- * (">>> RCPT To:<a>" then "<<< 550 ..."), by lower-cased address.
+ * (">>> RCPT To:<a>" then "<<< 550 ..."), by address key (address/key mailboxKey).
  */
 function transcriptReplies(text: string): { all: string[]; byRecipient: Map<string, string> } {
   const all: string[] = [];
@@ -168,7 +169,7 @@ function transcriptReplies(text: string): { all: string[]; byRecipient: Map<stri
     if (reply) all.push(reply[1]!);
     const rcpt = /^>>> RCPT To:\s*<([^<>\s]+)>/i.exec(line);
     const next = TRANSCRIPT_REPLY.exec(lines[i + 1] ?? '');
-    if (rcpt && next) byRecipient.set(rcpt[1]!.toLowerCase(), next[1]!);
+    if (rcpt && next) byRecipient.set(mailboxKey(rcpt[1]!), next[1]!);
   });
   return { all, byRecipient };
 }

@@ -105,7 +105,7 @@ const dnsSchema = z
   .strict()
   .superRefine((dns, ctx) => {
     // Here, not only in dns/cache, so that the message names the keys of the file.
-    if (dns.minTtl > dns.maxTtl) ctx.addIssue({ code: 'custom', path: ['minTtl'], message: `expected at most maxTtl (${formatDuration(dns.maxTtl)})` });
+    if (dns.minTtl > dns.maxTtl) ctx.addIssue({ code: 'custom', path: ['minTtl'], params: { used: formatDuration(dns.minTtl) }, message: `expected at most maxTtl (${formatDuration(dns.maxTtl)})` });
   });
 
 const timeoutsSchema = z
@@ -431,7 +431,11 @@ function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {
       return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: unknown key`);
     }
     const key = issue.path.join('.') || '(top level)';
-    return [`${key}: got ${describeValue(raw, issue.path)}, ${issue.message.replace(/^Invalid input: /, '')}`];
+    let value = describeValue(raw, issue.path);
+    // A check across keys (params.used: the value it judged) may fault a key the file leaves out,
+    // whose default was then the value: "got nothing" sent the reader looking for a key not there.
+    if (value === 'nothing' && issue.code === 'custom' && typeof issue.params?.used === 'string') value = `nothing (the default, ${issue.params.used})`;
+    return [`${key}: got ${value}, ${issue.message.replace(/^Invalid input: /, '')}`];
   });
 }
 

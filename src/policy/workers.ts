@@ -238,6 +238,9 @@ export class Supervisor {
     this.reloadOutcomes.clear();
     this.unreported.clear();
     for (const worker of this.workers) {
+      // A worker still starting gets one SIGHUP however many reloads were asked for meanwhile,
+      // and so owes one outcome: counting each made it owe one it never sends, and given up as silent.
+      if (!this.ready.has(worker) && this.reloadWhenReady.has(worker)) continue;
       this.awaitedReloads.set(worker, (this.awaitedReloads.get(worker) ?? 0) + 1);
       if (this.ready.has(worker)) this.signalReload(worker);
       else this.reloadWhenReady.add(worker);

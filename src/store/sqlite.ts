@@ -335,12 +335,19 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 const STORE_DIRECTORY_MODE = 0o750;
 const STORE_FILE_MODE = 0o640;
 
-/** Creates an empty file with mode (under the umask) unless one is there; SQLite takes it for an empty database. */
+/**
+ * Creates an empty file with mode (under the umask) unless one is there; SQLite takes it for an
+ * empty database. A file that is there is never opened here: closing a descriptor of it would
+ * drop the POSIX locks every SQLite connection of this process holds on it. A symbolic link to
+ * a file not made yet (O_EXCL refuses any link) gets its file made through it, without O_EXCL:
+ * left to SQLite, that file was 0644 under umask 022.
+ */
 function createFile(path: string, mode: number): void {
   try {
     closeSync(openSync(path, 'wx', mode));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (!existsSync(path)) closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT, mode));
   }
 }
 

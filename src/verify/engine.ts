@@ -44,7 +44,7 @@ import type { Clock } from '../core/clock.js';
 import { settleWithin, systemClock } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { RepeatCollapser, type Logger } from '../core/log.js';
-import { parseForwardPath } from '../address/index.js';
+import { mailboxKey, parseForwardPath } from '../address/index.js';
 import type { Mailbox } from '../address/index.js';
 import type { MxHost, MxResolution, Resolver } from '../dns/types.js';
 import { resolveMailHosts } from '../dns/mx.js';
@@ -171,7 +171,7 @@ export class CalloutEngine {
       ...(deps.onConnectionEvent ? { onEvent: deps.onConnectionEvent } : {}),
     });
     this.ownSenders = new Set(
-      [config.callout.sender, config.callout.fallbackSender].filter((s): s is string => !!s).map((s) => s.toLowerCase()),
+      [config.callout.sender, config.callout.fallbackSender].filter((s): s is string => !!s).map(mailboxKey),
     );
   }
 
@@ -327,7 +327,7 @@ export class CalloutEngine {
 
   /** Step 2: our own probe senders are never verified. */
   private ownSenderResult(mailbox: Mailbox, started: number): VerifyResult | undefined {
-    if (this.ownSenders.size === 0 || !this.ownSenders.has(mailbox.address.toLowerCase())) return undefined;
+    if (this.ownSenders.size === 0 || !this.ownSenders.has(mailboxKey(mailbox.address))) return undefined;
     return this.result(mailbox.address, started, {
       verdict: 'deliverable',
       reason: 'own-probe-sender',

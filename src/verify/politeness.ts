@@ -80,6 +80,8 @@ export class Politeness {
   /** Tells this process's leases from every other's. */
   private readonly leaseOwner = randomUUID();
   private leaseCount = 0;
+  /** Set by releaseLeases(): the callouts still running are abandoned and get no lease. */
+  private abandoned = false;
 
   constructor(private readonly options: PolitenessOptions) {
     this.domainStarts = new SlidingWindow(options.store, options.clock, WINDOW_MS, `${options.keyPrefix}rate:domain:`);
@@ -146,8 +148,13 @@ export class Politeness {
     };
   }
 
-  /** Gives back every lease this process holds (shutdown: its callouts are abandoned). */
+  /**
+   * Gives back every lease this process holds (shutdown: its callouts are abandoned), and any
+   * still being asked for once the store grants it: one granted later would hold its slot for
+   * leaseMs after the process has gone.
+   */
   releaseLeases(): void {
+    this.abandoned = true;
     for (const id of [...this.leases.keys()]) this.unlease(id);
   }
 
@@ -161,7 +168,7 @@ export class Politeness {
     const { store, clock, leaseMs, perHostConcurrency } = this.options;
     const key = this.slotKey(ip);
     const id = `${this.leaseOwner}:${++this.leaseCount}`;
-    for (let attempt = 0; attempt < LEASE_TRIES; attempt++) {
+    for (let attempt = 0; attempt < LEASE_TRIES && !this.abandoned; attempt++) {
       const stored = await store.get(key);
       const now = clock.now();
       const live = liveLeases(stored?.value, now);
@@ -169,7 +176,9 @@ export class Politeness {
       live.set(id, now + leaseMs);
       if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) {
         this.leases.set(id, ip);
-        return id;
+        if (!this.abandoned) return id;
+        this.unlease(id);
+        return undefined;
       }
     }
     return undefined;

@@ -227,7 +227,9 @@ class DomainProbe {
         const slot = await this.deps.politeness.acquireHost(ip, this.deadline);
         if (slot === 'deadline') {
           this.skipAttempt(host, ip, 'not contacted: the store did not grant a per-host connection slot before the overall deadline');
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShortMs: this.deps.config.timeouts.connect });
+          // Not the exchanger's doing: cut short before it began (cutShortMs 0), it leaves no
+          // useless record of the domain, whatever the lookups took (verify/engine remember).
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached while waiting for a per-host connection slot in the store`, definite: false, cutShortMs: 0 });
           break hosts;
         }
         if (slot === 'limit') {

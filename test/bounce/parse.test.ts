@@ -235,6 +235,17 @@ describe('prose bounces that gave up on a temporary error', () => {
 });
 
 describe('prose bounces with several recipients', () => {
+  it('keeps two recipients that differ beyond A-Z case (the Kelvin sign lower-cases to k), each with its own reply', () => {
+    const qmail = fixture('qmail.eml').replace('<mallory@example.org>:\nSorry', '<kate@example.org>:\n550 kate unknown\n\n<\u212Aate@example.org>:\n550 kelvin unknown\n\n<KATE@example.org>:\n550 same as kate\n\n<mallory@example.org>:\nSorry');
+    const parsed = parseBounce(qmail);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.diagnostic]).slice(1, 3), [
+      ['kate@example.org', '550 kate unknown'],
+      ['\u212Aate@example.org', '550 kelvin unknown'],
+    ]);
+    assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['judy@example.org', 'kate@example.org', '\u212Aate@example.org', 'mallory@example.org']);
+  });
+
   it('gives each Sendmail recipient the reply its own RCPT got, never the first one', () => {
     const message = [
       'From: Mail Delivery Subsystem <MAILER-DAEMON@legacy.example.net>',

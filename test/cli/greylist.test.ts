@@ -1,6 +1,7 @@
 // `callout greylist list|allow|drop` through a commander program of its own, on a SQLite store.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -213,6 +214,37 @@ describe('callout greylist', () => {
       const listed = await run(['list', '--kind', 'triplet', '--limit', '200000'], ownConfig);
       assert.equal(listed.error, undefined);
       assert.equal(listed.output.split('\n').length - 1, 140_000);
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+
+  it('ends quietly and at once when its reader closes the pipe early (list | head -1)', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-pipe-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n`);
+    try {
+      const store = await SqliteStore.open(join(ownDir, 'callout.sqlite'));
+      const now = Date.now();
+      // About 4 MB of lines: far more than a pipe holds, so the command is still writing.
+      await Promise.all(Array.from({ length: 30_000 }, (_, i) => store.set(`grey:t:192.0.2.0%2F24/s@x.example/r${i}@example.test`, `${now},${now}`, 86_400_000)));
+      await store.close();
+      for (const format of [[], ['--json']]) {
+        const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'greylist', 'list', '--limit', '100000', ...format, '--config', ownConfig], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+        const [first] = (await once(child.stdout, 'data')) as [Buffer];
+        assert.match(first.toString(), /^(triplet 192\.0\.2\.0\/24 |\{"kind":"triplet")/);
+        child.stdout.destroy();
+        const started = performance.now();
+        const hung = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        const [code, signal] = await exited;
+        clearTimeout(hung);
+        assert.ok(performance.now() - started < 20_000, 'not still running 20 s after its reader went');
+        assert.deepEqual([code, signal], [141, null], `as a tool stopped by SIGPIPE (${format.join('')})`);
+        assert.equal(stderr, '', 'no stack trace, no message');
+      }
     } finally {
       rmSync(ownDir, { recursive: true, force: true });
     }

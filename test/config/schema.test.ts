@@ -50,6 +50,10 @@ describe('timer durations', () => {
     assert.equal(validateConfig({ dns: { minTtl: '1d' } }).dns.minTtl, 86_400_000);
   });
 
+  it('says which default a key the file leaves out had, when a check across keys faults it (it said "got nothing")', () => {
+    assert.match(problem({ dns: { maxTtl: 0 } }), /dns\.minTtl: got nothing \(the default, 5s\), expected at most maxTtl \(0ms\)/);
+  });
+
   it('takes store.sync normal (the default) or full, naming the key otherwise', () => {
     assert.equal(validateConfig({}).store.sync, 'normal');
     assert.equal(validateConfig({ store: { sync: 'full' } }).store.sync, 'full');
@@ -109,6 +113,11 @@ describe('greylist durations', () => {
     const both = problem(greylist({ ipv4Prefix: 'x', retryWindow: 2 }));
     assert.match(both, /policy\.stages\.0\.ipv4Prefix: /);
     assert.match(both, /policy\.stages\.0\.retryWindow: got 2, expected longer than delay/, 'one start reports every problem');
+  });
+
+  it('says which default a duration the entry leaves out had, when it is faulted against another (it said "got nothing")', () => {
+    assert.match(problem(greylist({ delay: '3d' })), /policy\.stages\.0\.retryWindow: got nothing \(the default, 2d\), expected longer than delay \(3d\)/);
+    assert.match(problem(greylist({ retryWindow: '40d' })), /policy\.stages\.0\.maxAge: got nothing \(the default, 5w\), expected at least retryWindow \(40d\)/);
   });
 });
 
@@ -207,5 +216,46 @@ describe('callout.helo', () => {
     assert.equal(isAnnounceable('mx.example.org'), true);
     assert.equal(isAnnounceable('localhost.localdomain'), false);
     assert.equal(isAnnounceable('debian'), false);
+  });
+});
+
+describe('enhanced status codes of the stages', () => {
+  const cases: [Record<string, unknown>, string, string][] = [
+    [{ name: 'sender-syntax' }, 'enhanced', '5'],
+    [{ name: 'sender-callout' }, 'rejectEnhanced', '5'],
+    [{ name: 'sender-callout' }, 'deferEnhanced', '4'],
+    [{ name: 'recipient-callforward', hosts: ['127.0.0.1'] }, 'rejectEnhanced', '5'],
+    [{ name: 'recipient-callforward', hosts: ['127.0.0.1'] }, 'deferEnhanced', '4'],
+    [{ name: 'greylist' }, 'enhanced', '4'],
+    [{ name: 'tarpit' }, 'hardEnhanced', '4 or 5'],
+    [{ name: 'batv', domains: ['example.org'], keys: [{ keynum: 1, secret: 's' }] }, 'enhanced', '5'],
+    [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', max: 5 }] }, 'enhanced', '4'],
+  ];
+
+  it('say what a bad one should look like, not the pattern it missed (it said "Invalid string: must match pattern /^5\\.\\d{1,3}\\.\\d{1,3}$/")', () => {
+    for (const [entry, key, klass] of cases) {
+      const message = problem({ policy: { stages: [{ ...entry, [key]: '5.1' }] } });
+      assert.match(message, new RegExp(`policy\\.stages\\.0\\.${key}: got "5\\.1", expected an enhanced status code of class ${klass}, such as [45]\\.7\\.1 \\(RFC 3463`), `${String(entry.name)} ${key}`);
+      assert.doesNotMatch(message, /pattern/);
+    }
+    assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name: 'tarpit', hardEnhanced: '5.7.0' }, { name: 'greylist', enhanced: '4.7.1' }] } }));
+  });
+});
+
+describe('the batv stage', () => {
+  const batv = (options: Record<string, unknown>) => ({ policy: { stages: [{ name: 'batv', domains: ['example.org'], keys: [{ keynum: 1, secret: 's' }], ...options }] } });
+
+  it('refuses a protected domain it could never match, naming the entry (it was accepted, and that domain\'s backscatter let through)', () => {
+    for (const entry of ['example.org.', '@example.org', 'user@example.org', '*.example.org', 'not a domain!', '..example.org']) {
+      assert.match(problem(batv({ domains: ['example.com', entry] })), new RegExp(`policy\\.stages\\.0\\.domains\\.1: got ${JSON.stringify(JSON.stringify(entry)).slice(1, -1).replace(/[.*]/g, '\\$&')}, expected a domain such as example\\.com, or \\.example\\.com for its subdomains`), entry);
+    }
+    for (const entry of ['example.com', '.example.com', 'EXAMPLE.com', 'bücher.example', '.xn--bcher-kva.example']) {
+      assert.doesNotThrow(() => validateConfig(batv({ domains: [entry] })), entry);
+    }
+  });
+
+  it('says what unsignedAllowedUntil should look like (it said "Invalid ISO datetime")', () => {
+    assert.match(problem(batv({ unsignedAllowedUntil: '2026-07-01' })), /policy\.stages\.0\.unsignedAllowedUntil: got "2026-07-01", expected a date and time with its offset, such as 2026-07-01T00:00:00Z/);
+    assert.doesNotThrow(() => validateConfig(batv({ unsignedAllowedUntil: '2026-07-01T00:00:00+02:00' })));
   });
 });

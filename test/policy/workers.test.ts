@@ -560,6 +560,35 @@ describe('Supervisor', () => {
     }
   });
 
+  it('waits for one outcome from a replacement asked to reload twice while it started: it gets one SIGHUP (regression)', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { supervisor, held, hold, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 1_000 });
+    try {
+      const [victim, survivor] = supervisor.pids;
+      hold();
+      process.kill(victim!, 'SIGKILL');
+      assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+      const replacement = held[0]!;
+      const running = Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === survivor)!;
+      await scriptOutcome(running, { accepted: true, config: 'aaaaaaaaaaaa' });
+      await scriptOutcome(replacement, { accepted: true, config: 'aaaaaaaaaaaa' });
+      supervisor.reload();
+      // The running worker has had its first SIGHUP before the second (two sent at once may merge into one).
+      assert.ok(await until(async () => (await hupsOf(running)) === 1));
+      supervisor.reload();
+      replacement.send({ type: 'test:go' });
+      assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done'))), JSON.stringify(lines.slice(-3)));
+      assert.equal(await hupsOf(replacement), 1);
+      const reloadDone = lines.find((l) => String(l.msg).startsWith('reload done'))!;
+      assert.equal(reloadDone.msg, 'reload done: every policy worker runs the same configuration', JSON.stringify(reloadDone));
+      assert.ok(!lines.some((l) => String(l.msg).includes('reported no reload outcome')), 'no worker is given up on');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
   it('passes a reload asked for while a replacement worker is starting to it once it is ready', async () => {
     // The replacement may have read the configuration file before the edit the reload is for.
     const { supervisor, held, hold, done } = await scriptedSupervisor(2, createLogger('silent'));

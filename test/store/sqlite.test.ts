@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -179,6 +179,22 @@ describe('SqliteStore', () => {
     assert.deepEqual(await modes(0), ['750', '750', '640', '640', '640']);
     // Never looser than 0640, stricter when the umask is.
     assert.deepEqual(await modes(0o077), ['700', '700', '600', '600', '600']);
+  });
+
+  it('gives the file a symbolic link names, not there yet, 0640 too (SQLite made it 0644 under umask 022)', async () => {
+    const target = freshPath();
+    const link = freshPath();
+    for (const path of [target, link]) mkdirSync(join(path, '..'), { recursive: true });
+    symlinkSync(target, link);
+    const previous = process.umask(0o022);
+    try {
+      const store = await SqliteStore.open(link);
+      await store.set('k', 'v', 60_000);
+      assert.deepEqual([target, `${target}-wal`].map((file) => (statSync(file).mode & 0o777).toString(8)), ['640', '640']);
+      await store.close();
+    } finally {
+      process.umask(previous);
+    }
   });
 
   it('keeps entries across close and reopen, with their expiry', async () => {

@@ -265,6 +265,16 @@ describe('verdicts from one exchanger', () => {
     assert.equal(own.reason, 'own-probe-sender');
   });
 
+  it('takes only its own probe sender, A-Z folded, for its own: a UTF-8 local part the Unicode lower case makes it is verified', async () => {
+    const w = await make(mxZone({ 'callout.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['kate']) });
+    const engine = w.engine({ callout: { sender: 'kate@callout.test' } });
+    assert.equal((await engine.verify('KATE@callout.test')).reason, 'own-probe-sender');
+    // The Kelvin sign lower-cases to an ASCII k: \u212Aate@ is another mailbox, which the exchanger refuses.
+    const kelvin = await engine.verify('\u212Aate@callout.test');
+    assert.notEqual(kelvin.reason, 'own-probe-sender');
+    assert.equal(kelvin.verdict, 'undeliverable');
+  });
+
   it('unknown greylisted: a 450 at RCPT is never undeliverable; the domain is left alone, then retried', async () => {
     const w = await make(mxZone({ 'grey.test': '127.0.0.2' }), { '127.0.0.2': greylistOnce() });
     const engine = w.engine({ callout: { randomProbe: false } });
@@ -691,6 +701,23 @@ describe('DNS outcomes', () => {
     assert.match(r.description, /when the overall deadline of 500 ms \(callout\.timeouts\.overall\) ran out/);
     const facts = await new VerificationCache(store, w.config().cache, w.clock).getDomain('tarpit.test');
     assert.equal(facts.useless?.reason, 'timeout', 'the exchanger had the whole deadline, the lookups took next to none of it');
+  });
+
+  it('a store that grants no per-host slot before the overall deadline leaves no useless record: no exchanger was asked', async () => {
+    const w = await make(mxZone({ 'stalled.test': '127.0.0.80' }), { '127.0.0.80': usersOnly(['alice']) });
+    // A shared store (another worker holding SQLite's write lock) whose lease reads come late.
+    const memory = new MemoryStore({ clock: w.clock });
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      kind: 'sqlite' as const,
+      get: async (key: string) => {
+        if (key.startsWith('slots:')) await new Promise((resolve) => setTimeout(resolve, 1_000));
+        return memory.get(key);
+      },
+    });
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '300ms' } } }, store);
+    const r = await engine.verify('alice@stalled.test');
+    assert.deepEqual([r.verdict, r.reason, w.connections('127.0.0.80')], ['unknown', 'timeout', 0], r.description);
+    assert.equal((await new VerificationCache(memory, w.config().cache, w.clock).getDomain('stalled.test')).useless, undefined);
   });
 
   it('a wall clock stepped an hour back while waiting on another process\'s lock does not stretch the wait by the step', { timeout: 30_000 }, async (t) => {

@@ -382,6 +382,34 @@ describe('limits on every path', () => {
     await memory.close();
   });
 
+  it('a per-host lease the store grants after releaseLeases() (shutdown abandoning a callout mid-request) is given back, not held for leaseMs (regression)', async () => {
+    const clock = new ManualClock();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const memory = new MemoryStore({ clock });
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      kind: 'sqlite' as const,
+      get: async (key: string) => {
+        await gate;
+        return memory.get(key);
+      },
+    });
+    const politeness = (): Politeness =>
+      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const stopping = politeness();
+    const asked = stopping.acquireHost('192.0.2.1', performance.now() + 5_000);
+    stopping.releaseLeases();
+    open();
+    // The abandoned callout goes on without it; the process exits before that callout ends.
+    assert.equal(await asked, 'limit');
+    await stopping.settled();
+    const next = await politeness().acquireHost('192.0.2.1', performance.now() + 5_000);
+    assert.equal(typeof next, 'object', `another process (the daemon started in its place) has the slot: ${JSON.stringify(next)}`);
+    await memory.close();
+  });
+
   it('many concurrent callouts to one catch-all domain ask its exchanger once', async (t) => {
     const w = await make(mxZone({ 'catchall.test': '127.0.0.152' }), { '127.0.0.152': acceptAll() });
     const { engine, dialled } = recordingEngine(t, w, {});

@@ -28,7 +28,7 @@ import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
 import { ConfigError } from '../../core/errors.js';
 import { canonicalName } from '../../dns/names.js';
-import { normaliseDomain, parseMailbox } from '../../address/index.js';
+import { mailboxKey, normaliseDomain, parseMailbox } from '../../address/index.js';
 import type { Mailbox } from '../../address/index.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
@@ -47,7 +47,8 @@ const options = z
 type Options = z.output<typeof options>;
 
 /**
- * Address-or-domain list: exact addresses (local part case-insensitive, as most sites treat it)
+ * Address-or-domain list: exact addresses (local part A-Z folded, as most sites treat it; not
+ * Unicode case, which turns a UTF-8 local part into another: address/key mailboxKey)
  * and domains. Entries are normalised as the request's addresses are (domains in A-labels,
  * lower case, no trailing dot), so `list@bücher.example` and `list@xn--bcher-kva.example`
  * name the same mailbox; an entry that is neither an address nor a domain is a ConfigError.
@@ -62,7 +63,7 @@ export class AddressList {
       if (entry.includes('@') && !entry.startsWith('@')) {
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
         if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address: ${parsed.error.message}`);
-        this.addresses.add(parsed.value.address.toLowerCase());
+        this.addresses.add(mailboxKey(parsed.value.address));
       } else {
         this.domains.add(domainEntry(raw, key));
       }
@@ -71,7 +72,7 @@ export class AddressList {
 
   has(mailbox: Mailbox | undefined): boolean {
     if (!mailbox || (this.addresses.size === 0 && this.domains.size === 0)) return false;
-    return this.addresses.has(mailbox.address.toLowerCase()) || this.domains.has(mailbox.asciiDomain.toLowerCase());
+    return this.addresses.has(mailboxKey(mailbox.address)) || this.domains.has(mailbox.asciiDomain.toLowerCase());
   }
 }
 

@@ -29,7 +29,7 @@
  */
 
 import { z } from 'zod';
-import { asciiLower } from '../../address/index.js';
+import { asciiLower, normaliseDomain } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
@@ -37,6 +37,7 @@ import { Batv, type BatvKey } from '../../rewrite/batv.js';
 import { domainMatcher } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
+import { enhancedStatusOption } from './status-option.js';
 
 const keySchema = z
   .object({
@@ -49,20 +50,33 @@ const keySchema = z
   .strict()
   .refine((k) => (k.secret === undefined) !== (k.secretFile === undefined), { message: 'give exactly one of secret and secretFile' });
 
+/**
+ * A protected domain as rewrite/domains matches it: the domain, or '.domain' for its subdomains.
+ * An entry it can never match ("example.org." with its root dot, "@example.org", "*.example.org")
+ * was accepted, and bounces to that domain went through unchecked.
+ */
+const protectedDomain = z.string().refine(
+  (entry) => {
+    const name = entry.startsWith('.') ? entry.slice(1) : entry;
+    return !name.endsWith('.') && normaliseDomain(name).ok;
+  },
+  { message: 'expected a domain such as example.com, or .example.com for its subdomains (no @, no * and no trailing dot)' },
+);
+
 const options = z
   .object({
-    domains: z.array(z.string().min(1)).min(1),
+    domains: z.array(protectedDomain).min(1),
     keys: z.array(keySchema).min(1).max(10),
     // Bounded by default: under Exim's own check a tag that expired years ago is valid again on
     // some days of each 1000-day cycle, so an old tag of ours would let backscatter through.
     window: z.enum(['exim', 'bounded']).default('bounded'),
     code: z.number().int().min(500).max(599).default(550),
-    enhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
+    enhanced: enhancedStatusOption('5').default('5.7.1'),
     invalidText: z.string().default('Invalid reverse path signature'),
     expiredText: z.string().default('Bounce address tag expired'),
     unsignedText: z.string().default('This address does not send an unsigned reverse path'),
     exemptRecipients: z.array(z.string()).default([]),
-    unsignedAllowedUntil: z.iso.datetime({ offset: true }).optional(),
+    unsignedAllowedUntil: z.iso.datetime({ offset: true, error: 'expected a date and time with its offset, such as 2026-07-01T00:00:00Z (RFC 3339)' }).optional(),
   })
   .strict();
 

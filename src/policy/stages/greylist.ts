@@ -74,6 +74,7 @@ import type { Decision, StageContext, StageDefinition, StageVerdict } from '../t
 import { domainEntry } from './allowlist.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { stageVerdict, type VerdictMaker } from './verdict.js';
+import { enhancedStatusOption } from './status-option.js';
 
 /** The shortest retry window and max-age: their entries' lifetimes are store TTLs, which must be positive. */
 const SHORTEST_MS = 1000;
@@ -92,10 +93,10 @@ function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: un
   if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < SHORTEST_MS || maxAge.ms < SHORTEST_MS) return;
   // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
   if (retryWindow.ms <= delay.ms) {
-    ctx.addIssue({ code: 'custom', path: ['retryWindow'], message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
+    ctx.addIssue({ code: 'custom', path: ['retryWindow'], params: { used: formatDuration(retryWindow.ms) }, message: `expected longer than delay (${formatDuration(delay.ms)}): no retry could ever pass; a bare number is seconds, write days as 2d` });
   }
   if (maxAge.ms < retryWindow.ms) {
-    ctx.addIssue({ code: 'custom', path: ['maxAge'], message: `expected at least retryWindow (${formatDuration(retryWindow.ms)}); a bare number is seconds, write days as 35d` });
+    ctx.addIssue({ code: 'custom', path: ['maxAge'], params: { used: formatDuration(maxAge.ms) }, message: `expected at least retryWindow (${formatDuration(retryWindow.ms)}); a bare number is seconds, write days as 35d` });
   }
 }
 
@@ -123,7 +124,7 @@ export const greylistOptions = z
       .default({ spfPassDomains: [], fcrdnsProviders: [] }),
     action: z.enum(['defer-if-permit', 'defer']).default('defer-if-permit'),
     deferCode: z.number().int().min(400).max(499).default(450),
-    enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.2.0'),
+    enhanced: enhancedStatusOption('4').default('4.2.0'),
     text: z.string().default('Greylisted, please try again in {seconds} seconds'),
     header: z.boolean().default(true),
     headerText: z.string().default('X-Greylist: delayed {seconds} seconds by callout at {host}; {date}'),

@@ -16,6 +16,7 @@
  */
 
 import { z } from 'zod';
+import { asciiLower } from '../../address/index.js';
 import type { StageDefinition, StageVerdict } from '../types.js';
 
 const options = z
@@ -32,14 +33,15 @@ export const postmasterStage: StageDefinition<z.output<typeof options>> = {
   defaultStates: ['RCPT'],
   options,
   create(opts) {
-    const roles = new Set(['postmaster', ...opts.localParts.map((l) => l.trim().toLowerCase())]);
+    const roles = new Set(['postmaster', ...opts.localParts.map((l) => asciiLower(l.trim()))]);
     const other: StageVerdict = { stage: 'postmaster', result: 'other', reason: 'not a role address', decision: { kind: 'continue' } };
     return {
       name: 'postmaster',
       states: new Set(['RCPT']),
       evaluate(ctx) {
         // A bare "<Postmaster>" (no domain) parses to no mailbox but is the same role.
-        const local = ctx.recipient?.localPart.toLowerCase() ?? (/^<?postmaster>?$/i.test(ctx.recipientText) ? 'postmaster' : undefined);
+        // A-Z folded only: Unicode case makes \u212Aontakt (a Kelvin sign) the role kontakt.
+        const local = ctx.recipient ? asciiLower(ctx.recipient.localPart) : (/^<?postmaster>?$/i.test(ctx.recipientText) ? 'postmaster' : undefined);
         if (local !== undefined && roles.has(local)) {
           return { stage: 'postmaster', result: 'role', reason: `${ctx.recipientText} is a role address that must always be reachable (RFC 5321 §4.5.1, RFC 2142)`, decision: { kind: 'accept' } };
         }

@@ -65,6 +65,7 @@ import { compileTemplate } from '../template.js';
 import type { StageContext, StageDefinition } from '../types.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { stageVerdict } from './verdict.js';
+import { enhancedStatusOption } from './status-option.js';
 
 /** How long the mark of a message's first recipient is kept: longer than any SMTP session. */
 const MESSAGE_MARK_MS = 3_600_000;
@@ -91,7 +92,7 @@ const options = z
     ipv4Prefix: z.number().int().min(8).max(32).default(32),
     ipv6Prefix: z.number().int().min(16).max(128).default(128),
     deferCode: z.number().int().min(400).max(499).default(450),
-    enhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
+    enhanced: enhancedStatusOption('4').default('4.7.1'),
     text: z.string().default('Rate limit {limit} exceeded for {key}: more than {max} {count} in {window}, try again in {seconds} seconds'),
   })
   .strict();

@@ -39,6 +39,7 @@ import type { StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { LateVerdicts, actionKeyFor, calloutActionOptions, calloutDecider, verifyWithinDeadline, withinDeadline } from './sender-callout.js';
 import { stageVerdict } from './verdict.js';
+import { enhancedStatusOption } from './status-option.js';
 
 const options = z
   .object({
@@ -52,8 +53,8 @@ const options = z
     helo: fqdn.optional(),
     randomProbe: z.boolean().default(false),
     ...calloutActionOptions,
-    rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.1.1'),
-    deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.1.1'),
+    rejectEnhanced: enhancedStatusOption('5').default('5.1.1'),
+    deferEnhanced: enhancedStatusOption('4').default('4.1.1'),
     rejectText: z.string().default('Recipient address rejected: {reason}'),
     deferText: z.string().default('Recipient address verification failed temporarily: {reason}'),
     inProgressText: z.string().default('Recipient address verification in progress'),

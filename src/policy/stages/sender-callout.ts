@@ -36,6 +36,7 @@ import type { ProbeState, VerdictReason, VerifyResult } from '../../verify/types
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
+import { enhancedStatusOption } from './status-option.js';
 
 const actionKind = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
 
@@ -54,9 +55,9 @@ export const calloutActionOptions = {
   rejectCode: z.number().int().min(500).max(599).default(550),
   // X.7.1, not X.1.7: in smtpd_recipient_restrictions Postfix reports a policy answer as
   // recipient status and rewrites X.1.7 (bad sender mailbox) into X.1.3 (bad destination).
-  rejectEnhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
+  rejectEnhanced: enhancedStatusOption('5').default('5.7.1'),
   deferCode: z.number().int().min(400).max(499).default(450),
-  deferEnhanced: z.string().regex(/^4\.\d{1,3}\.\d{1,3}$/).default('4.7.1'),
+  deferEnhanced: enhancedStatusOption('4').default('4.7.1'),
 };
 
 const options = z

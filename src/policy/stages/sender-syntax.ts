@@ -12,12 +12,13 @@
 
 import { z } from 'zod';
 import type { StageDefinition, StageVerdict } from '../types.js';
+import { enhancedStatusOption } from './status-option.js';
 
 const options = z
   .object({
     // A sender that does not parse will not parse on a retry either: permanent codes only.
     code: z.number().int().min(500).max(599).default(501),
-    enhanced: z.string().regex(/^5\.\d{1,3}\.\d{1,3}$/).default('5.7.1'),
+    enhanced: enhancedStatusOption('5').default('5.7.1'),
     text: z.string().default('Bad sender address syntax'),
   })
   .strict();

@@ -92,6 +92,7 @@ import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
 import { durationMs, durationOption } from './duration-option.js';
+import { enhancedStatusOption } from './status-option.js';
 
 /** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
 const CONNECTION_TTL_MS = 3_600_000;
@@ -126,7 +127,7 @@ const options = z
     sleep: durationOption('1s'),
     maxSleep: durationOption('5s'),
     hardCode: z.number().int().min(400).max(599).default(421),
-    hardEnhanced: z.string().regex(/^[45]\.\d{1,3}\.\d{1,3}$/).optional(),
+    hardEnhanced: enhancedStatusOption('45').optional(),
     text: z.string().default('Too many rejected recipients from {client}, try again later'),
     exemptClients: z.array(z.string()).default([]),
   })

@@ -221,6 +221,17 @@ describe('postmaster', () => {
 });
 
 describe('postmaster localParts as administrators write them', () => {
+  it('folds only A-Z: a UTF-8 local part whose Unicode lower case is a role is no role', async () => {
+    const stage = postmasterStage.create({ localParts: ['Kontakt'], acceptAction: 'DUNNO' }, {} as never);
+    const resultFor = async (recipientText: string) => {
+      const parsed = parseMailbox(recipientText, { utf8: true });
+      assert.ok(parsed.ok);
+      return (await stage.evaluate({ recipient: parsed.value, recipientText } as never)).result;
+    };
+    assert.equal(await resultFor('KONTAKT@example.test'), 'role');
+    assert.equal(await resultFor('\u212Aontakt@example.test'), 'other');
+  });
+
   it('refuses an entry that is no local part, which would leave that role unprotected', () => {
     for (const entry of ['abuse@example.test', '', '  ', 'abuse team']) {
       const parsed = postmasterStage.options.safeParse({ localParts: ['hostmaster', entry] });
@@ -256,6 +267,20 @@ describe('allowlist entries as administrators write them', () => {
     assert.ok(literals.has(mailbox('postmaster@[192.0.2.1]')));
     assert.ok(literals.has(mailbox('abuse@[IPv6:2001:db8::1]')));
     assert.ok(!literals.has(mailbox('abuse@[192.0.2.2]')));
+  });
+
+  it('folds only A-Z in an address entry: a UTF-8 local part whose Unicode lower case is the entry is another mailbox', () => {
+    const recipients = new AddressList(['kate@example.test', 'Ärger@example.test'], 'allowlist.recipients');
+    const mailbox = (text: string) => {
+      const parsed = parseMailbox(text, { utf8: true });
+      assert.ok(parsed.ok);
+      return parsed.value;
+    };
+    assert.ok(recipients.has(mailbox('KATE@Example.Test')));
+    assert.ok(recipients.has(mailbox('Ärger@example.test')));
+    // The Kelvin sign lower-cases to an ASCII k: \u212Aate@ is not kate@ (RFC 6531), nor ärger@ Ärger@.
+    assert.ok(!recipients.has(mailbox('\u212Aate@example.test')));
+    assert.ok(!recipients.has(mailbox('ärger@example.test')));
   });
 
   it('refuses a client name that could never match, naming the list and the entry', () => {
