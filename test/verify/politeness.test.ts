@@ -73,6 +73,27 @@ function recordingEngine(
   return { engine, dialled };
 }
 
+
+/**
+ * A shared store whose reads wait until open() (another worker holding SQLite's write lock, a
+ * slow Redis); not a memory store, so per-host slots are leased in it.
+ */
+function gatedStore(clock: ManualClock): { memory: MemoryStore; store: Store; open: () => void } {
+  let open: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const memory = new MemoryStore({ clock });
+  const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+    kind: 'sqlite' as const,
+    get: async (key: string) => {
+      await gate;
+      return memory.get(key);
+    },
+  });
+  return { memory, store, open };
+}
+
 describe('targets: private and loopback exchangers are refused unless allowTargets names them', () => {
   it('an exchanger with a public-looking and a private address is asked only at the allowed one; every private form is refused without a connection', async (t) => {
     const zone = {
@@ -355,19 +376,7 @@ describe('limits on every path', () => {
 
   it('a store slow to grant a per-host lease never holds a callout past its deadline, and the lease it grants late is given back', async () => {
     const clock = new ManualClock();
-    let open: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    // A shared store whose reads wait (another worker holding SQLite's write lock, a slow Redis).
-    const memory = new MemoryStore({ clock });
-    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
-      kind: 'sqlite' as const,
-      get: async (key: string) => {
-        await gate;
-        return memory.get(key);
-      },
-    });
+    const { memory, store, open } = gatedStore(clock);
     const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
     const started = performance.now();
     assert.equal(await politeness.acquireHost('192.0.2.1', started + 50), 'deadline');
@@ -384,18 +393,7 @@ describe('limits on every path', () => {
 
   it('a per-host lease the store grants after releaseLeases() (shutdown abandoning a callout mid-request) is given back, not held for leaseMs (regression)', async () => {
     const clock = new ManualClock();
-    let open: () => void = () => undefined;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    const memory = new MemoryStore({ clock });
-    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
-      kind: 'sqlite' as const,
-      get: async (key: string) => {
-        await gate;
-        return memory.get(key);
-      },
-    });
+    const { memory, store, open } = gatedStore(clock);
     const politeness = (): Politeness =>
       new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
     const stopping = politeness();
