@@ -32,6 +32,7 @@
  *   Outcomes are values. Unusable delimiters throw ConfigError.
  */
 
+import { asciiLower } from '../address/index.js';
 import { ConfigError } from '../core/errors.js';
 import { embeddableAddress } from './embed.js';
 
@@ -82,7 +83,8 @@ export function verpEncode(sender: string, recipient: string, delimiters: VerpDe
 
 /**
  * The recipient a VERP return path names, given the sender it was made from. The local part
- * prefix and the origin domain compare case-insensitively (mail systems may re-case them).
+ * prefix and the origin domain compare with A-Z folded (mail systems may re-case them), as
+ * address/key folds: Unicode folding matched a Kelvin sign (U+212A) to a configured 'k'.
  */
 export function verpDecode(address: string, sender: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpDecodeResult {
   if (Buffer.byteLength(address) > VERP_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: `address longer than ${VERP_LIMITS.addressOctets} octets` };
@@ -90,8 +92,8 @@ export function verpDecode(address: string, sender: string, delimiters: VerpDeli
   const [local, domain] = splitLast(address);
   const head = prefix + delimiters.local;
   const notVerp = (message: string): VerpDecodeResult => ({ ok: false, reason: 'not-verp', message });
-  if (domain.toLowerCase() !== origin.toLowerCase()) return notVerp(`domain is not ${origin || 'empty'}`);
-  if (local.slice(0, head.length).toLowerCase() !== head.toLowerCase()) return notVerp(`local part does not start with ${head}`);
+  if (asciiLower(domain) !== asciiLower(origin)) return notVerp(`domain is not ${origin || 'empty'}`);
+  if (asciiLower(local.slice(0, head.length)) !== asciiLower(head)) return notVerp(`local part does not start with ${head}`);
   const encoded = local.slice(head.length);
   const split = encoded.lastIndexOf(delimiters.domain);
   if (split <= 0 || split === encoded.length - 1) return notVerp(`no "${delimiters.domain}" between the recipient's local part and domain`);

@@ -121,6 +121,26 @@ describe('greylist durations', () => {
   });
 });
 
+describe('tarpit limits', () => {
+  const tarpit = (options: Record<string, unknown>) => ({ policy: { stages: [{ name: 'tarpit', ...options }] } });
+
+  it('refuses a soft limit above the hard one, naming both keys and values (the soft limit never acted)', () => {
+    assert.match(problem(tarpit({ perConnection: { soft: 30, hard: 20 } })), /policy\.stages\.0\.perConnection\.soft: got 30, expected at most perConnection\.hard \(20\)/);
+    assert.match(problem(tarpit({ perConnection: { hard: 5 } })), /policy\.stages\.0\.perConnection\.soft: got nothing \(the default, 10\), expected at most perConnection\.hard \(5\)/);
+    assert.match(problem(tarpit({ perClient: { soft: 60, hard: 50 } })), /policy\.stages\.0\.perClient\.soft: got 60, expected at most perClient\.hard \(50\)/);
+    assert.doesNotThrow(() => validateConfig(tarpit({ perConnection: { soft: 20, hard: 20 }, perClient: { soft: 0, hard: 1 } })));
+  });
+});
+
+describe('receiver of the sender-callout and spf stages', () => {
+  it('refuses an empty one alike, naming the key (sender-callout took it and wrote receiver="" in X-Callout-Result)', () => {
+    for (const name of ['sender-callout', 'spf']) {
+      assert.match(problem({ policy: { stages: [{ name, receiver: '' }] } }), /^configuration: policy\.stages\.0\.receiver: got "", expected this host's name, not an empty string$/, name);
+      assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name, receiver: 'mx.example.org' }] } }), name);
+    }
+  });
+});
+
 describe('callout.sourceAddress', () => {
   it('is an IP address: a name made every callout end unreachable instead of stopping the start', () => {
     assert.match(problem({ callout: { sourceAddress: 'not-an-ip.example' } }), /callout\.sourceAddress: got "not-an-ip\.example", expected an IP address of this host/);

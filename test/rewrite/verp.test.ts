@@ -59,6 +59,12 @@ describe('VERP', () => {
     assert.equal(reason('list-bounces+a=@list.example'), noDelimiter);
     assert.equal(reason('list-bounces+=b.example@list.example'), noDelimiter);
   });
+  it('folds only A-Z in the prefix and origin, as address/key does: a Kelvin sign is no k', () => {
+    // toLowerCase() folds U+212A KELVIN SIGN to an ASCII 'k': another sender's return path matched.
+    assert.equal(verpDecode('list-\u212Aey+a=b.example@list.example', 'list-key@list.example').ok, false);
+    assert.equal(verpDecode('list-key+a=b.example@\u212A.example', 'list-key@k.example').ok, false);
+    assert.equal(verpDecode('LIST-KEY+a=b.example@K.EXAMPLE', 'list-key@k.example').ok, true);
+  });
   it('refuses delimiters Postfix refuses', () => {
     assert.throws(() => parseVerpDelimiters('+'), ConfigError);
     assert.throws(() => parseVerpDelimiters('+#'), ConfigError);

@@ -126,7 +126,7 @@ type ValidatedNames = { kind: 'names'; names: string[] } | { kind: 'error'; resu
 export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions, selector: RecordSelector): Promise<SpfVerdict> {
   const trace: SpfTraceEntry[] = [];
   const limits: SpfLimits = { ...DEFAULT_SPF_LIMITS, ...options.limits };
-  const lookups = new SpfLookups(options.resolver, limits, options.clock ?? systemClock, trace);
+  const lookups = new SpfLookups(options.resolver, limits, options.monotonic ?? (() => performance.now()), trace);
   const at = request.sender.lastIndexOf('@');
   const localPart = request.domain !== undefined || at <= 0 ? 'postmaster' : request.sender.slice(0, at);
   const senderDomain = request.domain ?? (at < 0 ? request.sender : request.sender.slice(at + 1));

@@ -4,9 +4,9 @@
  *
  * DESCRIPTION
  *   One SpfLookups serves one evaluation. It counts DNS-querying terms and void lookups,
- *   bounds the evaluation's wall time, and records every query in the trace. Its answers are
- *   the Resolver's DnsAnswer values plus one more: `limit`, the processing limit that ends
- *   the evaluation, with the result it ends in.
+ *   bounds the evaluation's elapsed time (on a monotonic clock, never the wall clock), and
+ *   records every query in the trace. Its answers are the Resolver's DnsAnswer values plus one
+ *   more: `limit`, the processing limit that ends the evaluation, with the result it ends in.
  *
  *   A query is asked in one of three roles:
  *     term        - the lookup that decides an a, mx, ptr or exists term; when it comes back
@@ -26,7 +26,6 @@
  *   resolver's own timeout, not cut short here.
  */
 
-import type { Clock } from '../../core/clock.js';
 import { reverseName } from '../../dns/reverse.js';
 import type { DnsAnswer, DnsRecordType, MxRecord, Resolver } from '../../dns/types.js';
 import type { SpfLimits, SpfTraceEntry } from './types.js';
@@ -51,10 +50,10 @@ export class SpfLookups {
   constructor(
     private readonly resolver: Resolver,
     private readonly limits: SpfLimits,
-    private readonly clock: Clock,
+    private readonly monotonic: () => number,
     private readonly trace: SpfTraceEntry[],
   ) {
-    this.startedAt = clock.now();
+    this.startedAt = monotonic();
   }
 
   /** Counts one DNS-querying term; the problem when it is one too many. */
@@ -65,7 +64,7 @@ export class SpfLookups {
 
   /** For PTR, `name` is the client address; the trace shows the reverse name. */
   async query<K extends keyof RecordTypes>(type: K, name: string, role: QueryRole): Promise<LimitedAnswer<RecordTypes[K]>> {
-    if (this.clock.now() - this.startedAt > this.limits.elapsedMs) {
+    if (this.monotonic() - this.startedAt >= this.limits.elapsedMs) {
       return { kind: 'limit', result: 'temperror', problem: `evaluation took longer than ${this.limits.elapsedMs} ms` };
     }
     const answer = (await this.ask(type, name)) as DnsAnswer<RecordTypes[K]>;

@@ -42,7 +42,7 @@ export interface SpfLimits {
   mxNames: number;
   /** PTR names validated by "ptr" or %{p}; the rest are ignored (§4.6.4: 10). */
   ptrNames: number;
-  /** Wall time of one evaluation (§4.6.4: at least 20 s); beyond it, temperror. */
+  /** Time one evaluation may take (§4.6.4: at least 20 s), on SpfOptions.monotonic; beyond it, temperror. */
   elapsedMs: number;
 }
 
@@ -50,7 +50,14 @@ export const DEFAULT_SPF_LIMITS: SpfLimits = { dnsTerms: 10, voidLookups: 2, mxN
 
 export interface SpfOptions {
   resolver: Resolver;
+  /** The wall clock, for %{t} (§7.3). */
   clock?: Clock;
+  /**
+   * Milliseconds on a clock that never goes back (default performance.now()), which elapsedMs
+   * is measured on: the wall clock can be stepped (NTP, a resumed virtual machine, a request's
+   * policy_test_time), which ended an evaluation at once or let it overrun by the step.
+   */
+  monotonic?: () => number;
   limits?: Partial<SpfLimits>;
   /** This host's domain name, the %{r} macro of explanations (default "unknown", §7.3). */
   receiver?: string;

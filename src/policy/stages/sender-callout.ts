@@ -70,7 +70,7 @@ const options = z
     /** Add an X-Callout-Result header (src/checks/auth-results) to messages that go through. */
     resultHeader: z.boolean().default(false),
     /** The receiver named in that header; default this host's name. */
-    receiver: z.string().optional(),
+    receiver: z.string().min(1, "expected this host's name, not an empty string").optional(),
   })
   .strict();
 

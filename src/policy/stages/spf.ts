@@ -23,7 +23,8 @@
  *   fail, softfail, neutral and none, X.7.24 for temperror and permerror. rejectText and
  *   deferText expand {result}, {domain}, {sender}, {ip} and {reason} (the exp= explanation of
  *   a fail, else the problem). checkHelo, authservId, receiver (%{r} and receiver=),
- *   authenticationResults, receivedSpf, cacheSeconds, timeoutMs, limits.
+ *   authenticationResults, receivedSpf, cacheSeconds, timeoutMs (with the HELO check, for both
+ *   checks together; measured on the monotonic clock, as the decision deadline is), limits.
  */
 
 import { hostname } from 'node:os';
@@ -71,7 +72,7 @@ const options = z
     /** RFC 8601 authserv-id; default this host's name. */
     authservId: z.string().min(1).default(hostname()),
     /** This host's name for %{r} and receiver=; default authservId. */
-    receiver: z.string().min(1).optional(),
+    receiver: z.string().min(1, "expected this host's name, not an empty string").optional(),
     authenticationResults: z.boolean().default(true),
     receivedSpf: z.boolean().default(true),
     cacheSeconds: z.number().int().min(0).max(3600).default(300),
@@ -143,10 +144,12 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
     async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
       // One bound for both identities: a slow HELO check must not leave the MAIL FROM check a
       // whole budget of its own, past the decision deadline (a stage fault, not a temperror).
-      // The evaluation counts its time on ctx.clock; the deadline, on the monotonic clock, also
-      // bounds each check, so a wall clock stepped back by the first does not lengthen the second.
-      const until = ctx.clock.now() + Math.min(opts.timeoutMs, ctx.timeLeft());
-      const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, receiver, limits: { ...opts.limits, elapsedMs: Math.max(1, Math.min(until - ctx.clock.now(), ctx.timeLeft())) } });
+      // All of it is measured on the deadline's countdown, which is monotonic: on ctx.clock, a
+      // wall clock stepped forward ended a check as temperror at once, one stepped back let it
+      // overrun. The countdown stops at 0, where every check has used up its elapsedMs.
+      const reserve = Math.max(0, ctx.timeLeft() - opts.timeoutMs);
+      const monotonic = () => -ctx.timeLeft();
+      const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, monotonic, receiver, limits: { ...opts.limits, elapsedMs: ctx.timeLeft() - reserve } });
       // The verdicts are remembered for cacheSeconds and hold these strings (the HELO name too):
       // as slices of the request's chunk they kept 10,000 whole requests alive (core/memo ownCopy).
       const request = { ip: ownCopy(ctx.clientAddress), mailFrom: ownCopy(mailFrom), helo: ownCopy(ctx.heloName) };

@@ -105,10 +105,21 @@ const DELIVERY_MARK_TTL_MS = 86_400_000;
 /** Time kept free before the deadline for the rest of the answer. */
 const DEADLINE_MARGIN_MS = 250;
 
+/**
+ * A soft limit above the hard one never acts: the hard limit refuses first. Equal ones are
+ * taken, as Postfix takes smtpd_soft_error_limit = smtpd_hard_error_limit: the client is
+ * refused at the limit without being slowed before it.
+ */
+const softNotAboveHard = (key: 'perConnection' | 'perClient') => (o: { soft: number; hard: number }, ctx: z.RefinementCtx) => {
+  if (o.soft <= o.hard) return;
+  ctx.addIssue({ code: 'custom', path: ['soft'], params: { used: String(o.soft) }, message: `expected at most ${key}.hard (${o.hard}): the hard limit refuses before a soft limit above it could slow the client` });
+};
+
 const limits = (soft: number, hard: number) =>
   z
     .object({ soft: z.number().int().min(0).default(soft), hard: z.number().int().min(1).default(hard) })
     .strict()
+    .superRefine(softNotAboveHard('perConnection'))
     .default({ soft, hard });
 
 const options = z
@@ -123,6 +134,7 @@ const options = z
         ipv6Prefix: z.number().int().min(16).max(128).default(128),
       })
       .strict()
+      .superRefine(softNotAboveHard('perClient'))
       .default({ window: '1h', soft: 20, hard: 50, ipv4Prefix: 32, ipv6Prefix: 128 }),
     sleep: durationOption('1s'),
     maxSleep: durationOption('5s'),

@@ -91,10 +91,10 @@ test('limits are configurable: void lookups and DNS terms', async () => {
 });
 
 test('an evaluation over its time budget is a temperror', async () => {
-  const clock = new ManualClock();
+  let monotonic = 0;
   const slow: Resolver = {
     a: async (name) => {
-      clock.advance(15_000);
+      monotonic += 15_000;
       return resolver.a(name);
     },
     aaaa: (name) => resolver.aaaa(name),
@@ -102,9 +102,34 @@ test('an evaluation over its time budget is a temperror', async () => {
     txt: (name) => resolver.txt(name),
     ptr: (address) => resolver.ptr(address),
   };
-  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@slow.example.com', helo: 'h' }, { resolver: slow, clock });
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@slow.example.com', helo: 'h' }, { resolver: slow, monotonic: () => monotonic });
   assert.equal(verdict.result, 'temperror');
   assert.match(verdict.problem ?? '', /longer than 20000 ms/);
+});
+
+test('the time budget is measured on the monotonic clock: a wall clock stepped back an hour does not let an evaluation overrun, nor one stepped forward end it', async () => {
+  for (const step of [-3_600_000, 3_600_000]) {
+    const clock = new ManualClock();
+    let monotonic = 0;
+    const stepping: Resolver = {
+      a: async (name) => {
+        clock.advance(step);
+        monotonic += 15_000;
+        return resolver.a(name);
+      },
+      aaaa: (name) => resolver.aaaa(name),
+      mx: (name) => resolver.mx(name),
+      txt: (name) => resolver.txt(name),
+      ptr: (address) => resolver.ptr(address),
+    };
+    const request = { ip: '192.0.2.1', mailFrom: 'a@slow.example.com', helo: 'h' };
+    const late = await evaluateSpf(request, { resolver: stepping, clock, monotonic: () => monotonic });
+    assert.equal(late.result, 'temperror', `step ${step}`);
+    assert.match(late.problem ?? '', /longer than 20000 ms/);
+    monotonic = 0;
+    const inTime = await evaluateSpf(request, { resolver: stepping, clock, monotonic: () => monotonic, limits: { elapsedMs: 60_000 } });
+    assert.equal(inTime.result, 'fail', `step ${step}: ${String(inTime.problem)}`);
+  }
 });
 
 test('unusable input is a result, not an exception', async () => {

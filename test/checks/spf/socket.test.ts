@@ -75,3 +75,27 @@ test('through the DNS cache a second evaluation sends no query', async () => {
   assert.equal(second.result, 'fail');
   assert.equal(server.queries.length, sent);
 });
+
+test('a wall clock (Date.now) stepped an hour forward during an evaluation over loopback DNS neither ends it nor keeps %{t} from reading the wall clock', async () => {
+  server.setZone({
+    'stepped.example': { TXT: ['v=spf1 a:h1.stepped.example a:h2.stepped.example -all exp=why.stepped.example'] },
+    'h1.stepped.example': { A: ['203.0.113.1'] },
+    'h2.stepped.example': { A: ['192.0.2.9'] },
+    'why.stepped.example': { TXT: ['at %{t}'] },
+  });
+  const inner = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1 });
+  const realNow = Date.now;
+  const stepped = realNow() + 3_600_000;
+  // The step comes while the first term's lookup is in flight.
+  const resolver = { ...inner, a: (name: string) => ((Date.now = () => stepped), inner.a(name)) };
+  try {
+    const pass = await evaluateSpf({ ip: '192.0.2.9', mailFrom: 'user@stepped.example', helo: 'h' }, { resolver });
+    assert.equal(pass.result, 'pass', pass.problem);
+    assert.equal(pass.mechanism, 'a:h2.stepped.example');
+    const fail = await evaluateSpf({ ip: '192.0.2.10', mailFrom: 'user@stepped.example', helo: 'h' }, { resolver });
+    assert.equal(fail.result, 'fail', fail.problem);
+    assert.equal(fail.explanation, `at ${Math.floor(stepped / 1000)}`);
+  } finally {
+    Date.now = realNow;
+  }
+});

@@ -13,6 +13,8 @@ import { STAGE_DEFINITIONS } from '../../../src/policy/stages/index.js';
 import { spfStage } from '../../../src/policy/stages/spf.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { startDnsServer } from '../../support/dns-server.js';
 import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
 import { heapAfterGc } from '../../support/heap.js';
 
@@ -57,6 +59,16 @@ class CountingResolver implements Resolver {
 }
 
 const silent = createLogger('silent');
+
+/** A decision deadline's countdown (StageContext.timeLeft) that moves only when told to, as the monotonic clock under it would. */
+class Countdown {
+  spent = 0;
+  constructor(private readonly ms: number) {}
+  readonly timeLeft = (): number => Math.max(0, this.ms - this.spent);
+  spend(ms: number): void {
+    this.spent += ms;
+  }
+}
 
 function deps(resolver: Resolver): StageDeps {
   const clock = new ManualClock();
@@ -197,9 +209,9 @@ describe('spf stage', () => {
     const terms = 'v=spf1 a:h1.example a:h2.example a:h3.example a:h4.example a:h5.example a:h6.example a:h7.example +all';
     const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
     const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
-    const clock = new ManualClock();
+    const deadline = new Countdown(10_000);
     const slow = <T>(answer: Promise<T>): Promise<T> => {
-      clock.advance(1000);
+      deadline.spend(1000);
       return answer;
     };
     const resolver: Resolver = {
@@ -209,10 +221,10 @@ describe('spf stage', () => {
       txt: (name) => slow(inner.txt(name)),
       ptr: (address) => slow(inner.ptr(address)),
     };
-    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: decisionTimeLeft(10_000) }));
+    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', timeLeft: deadline.timeLeft }));
     assert.equal(verdict.result, 'temperror');
     assert.match(verdict.reason, /longer than/);
-    assert.ok(clock.now() <= Date.UTC(2026, 0, 1) + 11_000, `the checks ran until ${clock.now() - Date.UTC(2026, 0, 1)} ms`);
+    assert.ok(deadline.spent <= 11_000, `the checks ran for ${deadline.spent} ms`);
   });
 
   it('with checkHelo, a wall clock stepped back during the HELO check does not give the MAIL FROM check time past the deadline', async () => {
@@ -221,9 +233,11 @@ describe('spf stage', () => {
     const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
     const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
     const clock = new ManualClock();
+    const deadline = new Countdown(1000);
     let lookups = 0;
     const slow = <T>(answer: Promise<T>): Promise<T> => {
-      clock.advance(lookups++ === 0 ? -3_600_000 : 1000);
+      if (lookups++ === 0) clock.advance(-3_600_000);
+      else deadline.spend(1000);
       return answer;
     };
     const resolver: Resolver = {
@@ -233,10 +247,35 @@ describe('spf stage', () => {
       txt: (name) => slow(inner.txt(name)),
       ptr: (address) => slow(inner.ptr(address)),
     };
-    const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: decisionTimeLeft(1000) });
+    const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: deadline.timeLeft });
     const verdict = await spf({ checkHelo: true }, resolver).evaluate(ctx);
     assert.equal(verdict.result, 'temperror', verdict.reason);
     assert.match(verdict.reason, /^mailfrom late\.example: temperror \(evaluation took longer than \d+ ms\)$/);
+  });
+
+  it('over loopback DNS, ctx.clock stepped an hour forward during the check still gives pass, and stepped an hour back still ends the check at its time limit', async () => {
+    // Seven a: terms, each answered 100 ms late: about 700 ms in all, past a 300 ms timeoutMs.
+    const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.stepped.example`, { A: ['203.0.113.9'], delayMs: 100 }]));
+    const terms = Array.from({ length: 7 }, (_, i) => `a:h${i + 1}.stepped.example`).join(' ');
+    const server = await startDnsServer({ 'quick.example': { TXT: ['v=spf1 a:h1.stepped.example ip4:192.0.2.0/24 -all'] }, 'slow.stepped.example': { TXT: [`v=spf1 ${terms} +all`] }, ...hosts });
+    try {
+      const dns = createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1 });
+      const stepping = (clock: ManualClock, step: number): Resolver => ({ ...dns, a: (name) => (clock.advance(step), dns.a(name)) });
+      const forward = new ManualClock();
+      const pass = await spf({}, stepping(forward, 3_600_000)).evaluate(context('user@quick.example', { clock: forward }));
+      assert.equal(pass.result, 'pass', pass.reason);
+      const back = new ManualClock();
+      const asked = server.queries.length;
+      const started = performance.now();
+      const late = await spf({ timeoutMs: 300 }, stepping(back, -3_600_000)).evaluate(context('user@slow.stepped.example', { clock: back }));
+      const took = performance.now() - started;
+      assert.equal(late.result, 'temperror', late.reason);
+      assert.match(late.reason, /evaluation took longer than \d+ ms/);
+      assert.ok(took >= 300, `ended after ${Math.round(took)} ms`);
+      assert.ok(server.queries.slice(asked).filter((q) => q.type === 'A').length < 7, 'the check ended before asking for every host');
+    } finally {
+      await server.close();
+    }
   });
 
   it('without a client address there is nothing to check', async () => {

@@ -239,7 +239,7 @@ describe('tarpit stage', () => {
     const stores = [await SqliteStore.open(join(dir, 'shared.db'), { clock }), await SqliteStore.open(join(dir, 'shared.db'), { clock })];
     try {
       const slept: number[] = [];
-      const options = tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { window: '10m', soft: 100, hard: 7 } }) as never;
+      const options = tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { window: '10m', soft: 7, hard: 7 } }) as never;
       const workers = stores.map((store) => pipelineOf([configured(createTarpit(options, { ...deps, store }, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock));
       const answers: string[] = [];
       // One connection's requests come one at a time; Postfix's policy client may reach either worker.
@@ -301,6 +301,20 @@ describe('tarpit stage', () => {
 
   it('refuses a per-client window under a second (a window of 0 would never count)', () => {
     assert.throws(() => tarpitStage.options.parse({ perClient: { window: 0 } }), /expected at least 1000 ms/);
+  });
+
+  it('refuses a soft limit above its hard limit, which would never act; takes them equal, as Postfix does', async () => {
+    assert.throws(() => tarpitStage.options.parse({ perConnection: { soft: 30, hard: 20 } }), /expected at most perConnection\.hard \(20\)/);
+    assert.throws(() => tarpitStage.options.parse({ perConnection: { hard: 5 } }), /expected at most perConnection\.hard \(5\)/, 'the default soft limit, 10, is above it');
+    assert.throws(() => tarpitStage.options.parse({ perClient: { soft: 51 } }), /expected at most perClient\.hard \(50\)/);
+    // Equal limits refuse at the limit without slowing the client before it.
+    const { clock, deps } = world();
+    const slept: number[] = [];
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 3, hard: 3 } }) as never, deps, async (ms) => void slept.push(ms));
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    for (let n = 0; n < 3; n += 1) assert.equal((await pipeline.decide(request(`nobody${n}@example.test`))).action, '550 5.1.1 User unknown');
+    assert.match((await pipeline.decide(request('nobody9@example.test'))).action, /^421 4\.7\.0 /);
+    assert.deepEqual(slept, []);
   });
 
   it('never sleeps past the decision deadline, and not at all in warn mode', async () => {
@@ -373,7 +387,7 @@ describe('tarpit stage', () => {
 
   it('counts a refusal only when one is sent: in warn mode the hard limit is "warned"', async () => {
     const { clock, deps, counts } = world();
-    const options = tarpitStage.options.parse({ perConnection: { soft: 100, hard: 2 }, perClient: { soft: 100, hard: 200 } }) as never;
+    const options = tarpitStage.options.parse({ perConnection: { soft: 2, hard: 2 }, perClient: { soft: 100, hard: 200 } }) as never;
     const warn = pipelineOf([configured(createTarpit(options, deps, async () => undefined), 'warn'), configured(recipientCheck)], clock);
     for (let n = 0; n < 4; n += 1) await warn.decide(request(`nobody${n}@example.test`));
     const out = await warn.decide(request('alice@example.test'));
@@ -384,7 +398,7 @@ describe('tarpit stage', () => {
 
   it('does not count its own 5xx refusals as rejected recipients, so the client is let back once its errors age out', async () => {
     const { clock, deps } = world();
-    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 100, hard: 2 }, hardCode: 550 }) as never, deps, async () => undefined);
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { window: '10m', soft: 2, hard: 2 }, hardCode: 550 }) as never, deps, async () => undefined);
     const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { instance: `r${n}` }));
     // A client that goes on trying every minute is refused, but its refusals add nothing.
@@ -439,7 +453,7 @@ describe('tarpit stage', () => {
 
   it('counts one client however its address is spelt: case, leading zeros, uncompressed, IPv4-mapped', async () => {
     const { clock, deps } = world();
-    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 200 }, perClient: { soft: 100, hard: 3 } }) as never, deps, async () => undefined);
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 200 }, perClient: { soft: 3, hard: 3 } }) as never, deps, async () => undefined);
     const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     const spellings = ['2001:db8:1:2::5', '2001:DB8:1:2::5', '2001:0db8:0001:0002:0000:0000:0000:0005'];
     for (const [n, client] of spellings.entries()) assert.equal((await pipeline.decide(request(`nobody${n}@example.test`, { client_address: client, client_port: String(41000 + n) }))).action, '550 5.1.1 User unknown');
@@ -489,7 +503,7 @@ describe('tarpit stage', () => {
 
   it('puts the count that reached a hard limit in {errors}, also a per-client one', async () => {
     const { clock, deps } = world();
-    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { soft: 100, hard: 2 }, text: '{errors} errors' }) as never, deps, async () => undefined);
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 100, hard: 100 }, perClient: { soft: 2, hard: 2 }, text: '{errors} errors' }) as never, deps, async () => undefined);
     const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
     for (let n = 0; n < 2; n += 1) await pipeline.decide(request(`nobody${n}@example.test`, { client_port: String(43000 + n) }));
     assert.equal((await pipeline.decide(request('alice@example.test', { client_port: '43009' }))).action, '421 4.7.0 2 errors');
