@@ -99,6 +99,18 @@ function spf(options: Record<string, unknown> = {}, resolver: Resolver = new Cou
   return spfStage.create(spfStage.options.parse({ authservId: 'mx.receiver.example', ...options }) as never, deps(resolver));
 }
 
+
+/** inner with `each` around every lookup's answer (a lookup that takes time, or steps a clock). */
+function everyLookup(inner: Resolver, each: <T>(answer: Promise<T>) => Promise<T>): Resolver {
+  return {
+    a: (name) => each(inner.a(name)),
+    aaaa: (name) => each(inner.aaaa(name)),
+    mx: (name) => each(inner.mx(name)),
+    txt: (name) => each(inner.txt(name)),
+    ptr: (address) => each(inner.ptr(address)),
+  };
+}
+
 describe('spf stage', () => {
   it('is registered under the name the sender callout looks for', () => {
     assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'spf'));
@@ -214,13 +226,7 @@ describe('spf stage', () => {
       deadline.spend(1000);
       return answer;
     };
-    const resolver: Resolver = {
-      a: (name) => slow(inner.a(name)),
-      aaaa: (name) => slow(inner.aaaa(name)),
-      mx: (name) => slow(inner.mx(name)),
-      txt: (name) => slow(inner.txt(name)),
-      ptr: (address) => slow(inner.ptr(address)),
-    };
+    const resolver = everyLookup(inner, slow);
     const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', timeLeft: deadline.timeLeft }));
     assert.equal(verdict.result, 'temperror');
     assert.match(verdict.reason, /longer than/);
@@ -240,13 +246,7 @@ describe('spf stage', () => {
       else deadline.spend(1000);
       return answer;
     };
-    const resolver: Resolver = {
-      a: (name) => slow(inner.a(name)),
-      aaaa: (name) => slow(inner.aaaa(name)),
-      mx: (name) => slow(inner.mx(name)),
-      txt: (name) => slow(inner.txt(name)),
-      ptr: (address) => slow(inner.ptr(address)),
-    };
+    const resolver = everyLookup(inner, slow);
     const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: deadline.timeLeft });
     const verdict = await spf({ checkHelo: true }, resolver).evaluate(ctx);
     assert.equal(verdict.result, 'temperror', verdict.reason);
