@@ -20,8 +20,8 @@
  *   Steps 6 and 7 share one deadline, callout.timeouts.overall: a lookup still unanswered then
  *   is unknown (dns-tempfail), and the dialogue has what the lookups left of it. A dialogue
  *   step that deadline ended before the step's own timeout, and only because of what the
- *   lookups took, is unknown (timeout) and not remembered of the domain: its exchanger had no
- *   fair chance.
+ *   lookups took, is unknown (timeout); it is not remembered of the domain when the step had
+ *   less than half its own timeout: its exchanger had no fair chance.
  *   Concurrent verifications of one address share one probe (single flight), and those of one
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
@@ -477,7 +477,7 @@ export class CalloutEngine {
     // promises): a silent name server made `--timeout 2` a 16 s verification (c-ares's own tries).
     // On the monotonic clock: a wall clock stepped forward (NTP, a resumed virtual machine) timed
     // out every callout running at its next wait, and one with no recipient answered yet then
-    // marked its domain useless for cache.domainNegative.
+    // marked its domain useless for cache.tempfail.
     const deadline = performance.now() + this.config.callout.timeouts.overall;
     try {
       const resolution = await settleWithin(this.mailHosts(mailboxes[0]!), this.config.callout.timeouts.overall, (): MxResolution => ({
@@ -672,10 +672,15 @@ export class CalloutEngine {
     // made the domain's next senders plain unknown (let through by default) where greylisting defers.
     // Nor when the overall deadline cut the failed step short and, but for what the lookups (or a
     // wait for another process's probe) took of it, the step's own timer would have run out in
-    // full: slow DNS that left the dialogue a few milliseconds gave the exchanger no chance. A
-    // dialogue that ran into the deadline itself (a tarpit answering each command late) had it.
-    const cutShort = output.failure?.cutShortMs !== undefined && spentBeforeMs >= output.failure.cutShortMs;
-    const failure = output.outcomes.size === 0 && !cutShort ? output.failure : undefined;
+    // full, and the step had less than half its own timeout (or no exchanger was asked at all):
+    // slow DNS that left the dialogue a few milliseconds gave the exchanger no chance. One that
+    // had half its timeout or more had its chance: sparing it too let a dead exchanger of a
+    // domain whose lookups are slow every time be asked again at every probe, up to
+    // limits.perDomainPerMinute a minute. A dialogue that ran into the deadline itself (a tarpit
+    // answering each command late) had it too.
+    const cut = output.failure?.cutShort;
+    const noChance = cut !== undefined && spentBeforeMs >= cut.leftMs && (cut.afterMs === 0 || cut.afterMs < cut.leftMs);
+    const failure = output.outcomes.size === 0 && !noChance ? output.failure : undefined;
     if (failure && (failure.definite || TEMPORARY_DOMAIN_FAILURES.has(failure.reason) || (TEMPORARY_REFUSALS.has(failure.reason) && !output.greylisted))) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: failure.reason, description: failure.description, ...(failure.reply ? { reply: failure.reply } : {}), at }));
     }

@@ -79,11 +79,12 @@ export interface Failure {
   /** A 5xx at connect, greeting, HELO or MAIL: a lasting refusal of us, not a passing fault. */
   definite: boolean;
   /**
-   * A timeout the overall deadline ended before the step's own timer: the milliseconds that
-   * timer had left. Whether the exchanger had its chance depends on what took the deadline
-   * (verify/engine: the lookups before the dialogue, or the exchangers).
+   * A timeout the overall deadline ended before the step's own timer: how long the step waited
+   * (afterMs, 0 when no exchanger was asked) and what its timer had left (leftMs). Whether the
+   * exchanger had its chance depends on both and on what took the deadline (verify/engine: the
+   * lookups before the dialogue, or the exchangers).
    */
-  cutShortMs?: number;
+  cutShort?: { afterMs: number; leftMs: number };
 }
 
 export interface DomainProbeInput {
@@ -215,7 +216,7 @@ class DomainProbe {
         }
         this.tried.add(ip);
         if (performance.now() >= this.deadline) {
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShortMs: this.deps.config.timeouts.connect });
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShort: { afterMs: 0, leftMs: this.deps.config.timeouts.connect } });
           break hosts;
         }
         const refusal = this.deps.politeness.targetRefusal(ip);
@@ -227,9 +228,9 @@ class DomainProbe {
         const slot = await this.deps.politeness.acquireHost(ip, this.deadline);
         if (slot === 'deadline') {
           this.skipAttempt(host, ip, 'not contacted: the store did not grant a per-host connection slot before the overall deadline');
-          // Not the exchanger's doing: cut short before it began (cutShortMs 0), it leaves no
-          // useless record of the domain, whatever the lookups took (verify/engine remember).
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached while waiting for a per-host connection slot in the store`, definite: false, cutShortMs: 0 });
+          // Not the exchanger's doing: cut short before it began (afterMs and leftMs 0), it leaves
+          // no useless record of the domain, whatever the lookups took (verify/engine remember).
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached while waiting for a per-host connection slot in the store`, definite: false, cutShort: { afterMs: 0, leftMs: 0 } });
           break hosts;
         }
         if (slot === 'limit') {
@@ -682,12 +683,12 @@ class DomainProbe {
   private stepFailure(step: StepFailure<ClientStage>): string {
     const reason: VerdictReason =
       step.kind === 'timeout' ? 'timeout' : step.kind === 'error' ? 'protocol-error' : step.stage === 'connect' ? 'unreachable' : 'protocol-error';
-    const cutShortMs = step.kind === 'timeout' ? step.cutShortMs : undefined;
+    const cutShort = step.kind === 'timeout' && step.cutShortMs !== undefined ? { afterMs: step.afterMs, leftMs: step.cutShortMs } : undefined;
     const detail =
       step.kind === 'timeout'
-        ? `timed out at ${step.stage} after ${step.afterMs} ms${cutShortMs === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`
+        ? `timed out at ${step.stage} after ${step.afterMs} ms${cutShort === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`
         : `${step.kind === 'error' ? 'protocol error' : 'connection failed'} at ${step.stage}: ${step.detail}`;
-    return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false, ...(cutShortMs === undefined ? {} : { cutShortMs }) });
+    return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false, ...(cutShort === undefined ? {} : { cutShort }) });
   }
 
   /** Keeps the most informative failure; returns its description for the attempt's outcome. */

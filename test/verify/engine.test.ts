@@ -692,6 +692,21 @@ describe('DNS outcomes', () => {
     assert.equal((await uselessOf(ownStore, 'later.test'))?.reason, 'timeout', 'a greeting that timed out in its own time marks the domain as before');
   });
 
+  it('a greeting the lookups cut short but left half its own timeout or more marks the domain useless: slow DNS every time does not shield a dead exchanger', async () => {
+    // The MX answer comes 1.2 s late; about 800 ms of the 2 s are left for a greeting whose own
+    // timeout is 1 s. The server greets after 3 s.
+    const zone = mxZone({ 'slowdns.test': '127.0.0.81' });
+    zone['slowdns.test']!.delayMs = 1200;
+    const w = await make(zone, { '127.0.0.81': { ...usersOnly(['alice']), greeting: () => ({ delayMs: 3000, reply: '220 mx.callout.test ESMTP' }) } });
+    const store = new MemoryStore({ clock: w.clock });
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { greeting: '1s', overall: '2s' } } }, store);
+    const r = await engine.verify('alice@slowdns.test');
+    assert.deepEqual([r.verdict, r.reason, w.connections('127.0.0.81')], ['unknown', 'timeout', 1], r.description);
+    assert.match(r.description, /timed out at greeting after \d+ ms, when the overall deadline of 2000 ms \(callout\.timeouts\.overall\) ran out/);
+    const facts = await new VerificationCache(store, w.config().cache, w.clock).getDomain('slowdns.test');
+    assert.equal(facts.useless?.reason, 'timeout', 'the exchanger had most of its greeting timeout and did not greet');
+  });
+
   it('a dialogue that runs into the overall deadline itself (a tarpit) still marks the domain useless', async () => {
     const w = await make(mxZone({ 'tarpit.test': '127.0.0.79' }), { '127.0.0.79': silentGreeting() });
     const store = new MemoryStore({ clock: w.clock });
