@@ -17,7 +17,8 @@
  *   are fixed for the life of the process (RESTART_ONLY_SETTINGS: a change is logged, in one
  *   line naming them, as needing a restart). A SIGHUP once stop() has begun is logged as
  *   ignored: no request would reach the configuration it built. A policy worker reports each
- *   reload's outcome, with a digest of the configuration it runs after it (onReload).
+ *   reload's outcome, with a digest of the configuration it runs after it: reloadOutcome() for
+ *   one its supervisor asked for, onReload for one a SIGHUP sent to the worker asked for.
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -78,7 +79,7 @@ export interface DaemonOptions {
   worker?: boolean;
   /** A configuration file with no settings is an error, as at a reload (a replacement worker). */
   refuseEmptyConfig?: boolean;
-  /** Told the outcome of each reload that read the file (a policy worker tells its supervisor). */
+  /** Told the outcome of each reload() that read the file (a policy worker tells its supervisor). */
   onReload?: (outcome: ReloadOutcome) => void;
 }
 
@@ -399,11 +400,23 @@ export class Daemon {
   /**
    * Re-reads the configuration; keeps the running one when the new one is invalid. While
    * stop() drains, does nothing but say so: "configuration reloaded" then would be untrue.
+   * The outcome goes to options.onReload; resolves with whether the file was accepted.
    */
   async reload(): Promise<boolean> {
+    const outcome = await this.reloadOutcome();
+    if (outcome === undefined) return false;
+    this.options.onReload?.(outcome);
+    return outcome.accepted;
+  }
+
+  /**
+   * reload() without onReload: resolves with the outcome (undefined when ignored while
+   * stopping), for a caller that answers one request with it (a policy worker, its supervisor).
+   */
+  async reloadOutcome(): Promise<ReloadOutcome | undefined> {
     if (this.stopping) {
       this.options.log.info({}, 'reload ignored: the daemon is stopping');
-      return false;
+      return undefined;
     }
     let config: Config;
     try {
@@ -434,11 +447,10 @@ export class Daemon {
     return this.reloaded(true);
   }
 
-  /** Reports a reload's outcome to options.onReload; returns `accepted`. */
-  private reloaded(accepted: boolean, err?: unknown): boolean {
+  /** A reload's outcome, with the digest of the configuration running after it. */
+  private reloaded(accepted: boolean, err?: unknown): ReloadOutcome {
     const config = createHash('sha256').update(JSON.stringify(this.current.config)).digest('hex').slice(0, 12);
-    this.options.onReload?.({ accepted, config, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) });
-    return accepted;
+    return { accepted, config, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) };
   }
 
   async stop(): Promise<void> {

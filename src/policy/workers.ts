@@ -19,18 +19,22 @@
  *
  *   The supervisor serves /metrics (the sum over the workers: it asks each for its registry at
  *   every scrape and adds them up with prom-client's AggregatorRegistry.aggregate) and /health
- *   (every worker up and its store answering), forwards SIGHUP
- *   to every worker (each reloads the configuration file, as a single daemon does; one still
- *   starting gets it once it is ready, since it may have read the file before the edit), and on
- *   stop() sends SIGTERM to every worker and waits while they drain. Each worker reads the file
- *   on its own, so each reports its reload's outcome (callout:reloaded: accepted or refused, a
- *   digest of the configuration it then runs); once all have, the supervisor logs that they run
- *   one configuration, or warns, naming each worker's outcome, that they do not (a file caught
- *   mid-write by one worker and not by another). An outcome not in within reloadOutcomeWaitMs
- *   (30 s) of the worker's SIGHUP (its reload threw before it could report) is given up, with a
- *   warning naming the worker, and the others are compared without it: waiting on would have
- *   kept every later comparison silent until that worker exited. A reload asked for while
- *   stopping is ignored.
+ *   (every worker up and its store answering), passes a reload (its own SIGHUP) to every worker
+ *   as a message numbered for that reload (callout:reload; each worker reloads the configuration
+ *   file, as a single daemon does; one still starting gets it once it is ready, since it may have
+ *   read the file before the edit), and on stop() sends SIGTERM to every worker and waits while
+ *   they drain. Not a SIGHUP: two sent within milliseconds could reach a worker as one (the
+ *   kernel does not queue a pending standard signal), which then owed an outcome it never sent.
+ *   Each worker reads the file on its own, so each answers with its reload's outcome
+ *   (callout:reloaded, the same number: accepted or refused, a digest of the configuration it
+ *   then runs). Only the answer to the latest reload counts: a late one to an earlier reload,
+ *   or the outcome of a SIGHUP sent to a worker by hand (no number), is not that worker's
+ *   answer. Once all have answered, the supervisor logs that they run one configuration, or
+ *   warns, naming each worker's outcome, that they do not (a file caught mid-write by one worker
+ *   and not by another). An answer not in within reloadOutcomeWaitMs (30 s) of the request (the
+ *   worker's reload threw) is given up, with a warning naming the worker, and the others are
+ *   compared without it: waiting on would have kept every later comparison silent until that
+ *   worker exited. A reload asked for while stopping is ignored.
  *   A worker that dies is logged and replaced after restartDelayMs (doubling, up to a minute,
  *   while replacements fail to start); one that fails during Supervisor.start() fails the start.
  *
@@ -43,7 +47,9 @@
  *   had seen those counts, so no total goes down: they are only missing from it.
  *
  *   Worker side, startPolicyWorker() starts the Daemon in worker mode, reports itself ready to
- *   the supervisor, reports each reload's outcome and answers its health and metrics questions.
+ *   the supervisor, reloads when asked and answers with the outcome, and answers its health and
+ *   metrics questions. The supervisor's messages are read field by field too
+ *   (readSupervisorMessage).
  *
  * LIMITS
  *   workers: 1-64 (policy.workers). A health question unanswered within 1 s counts as unhealthy;
@@ -100,10 +106,17 @@ type WorkerMessage =
   | { type: 'callout:health'; id: number; healthy: boolean }
   /** error: why the worker could not read its registry. */
   | { type: 'callout:metrics'; id: number; metrics?: WorkerMetric[]; error?: string }
-  /** A reload's outcome (policy/daemon ReloadOutcome), sent after each SIGHUP. */
-  | ({ type: 'callout:reloaded' } & ReloadOutcome);
+  /**
+   * A reload's outcome (policy/daemon ReloadOutcome). seq: the callout:reload it answers; none
+   * for a reload that a SIGHUP sent to the worker by hand asked for.
+   */
+  | ({ type: 'callout:reloaded'; seq?: number } & ReloadOutcome);
 
-type SupervisorMessage = { type: 'callout:health?'; id: number } | { type: 'callout:metrics?'; id: number };
+type SupervisorMessage =
+  | { type: 'callout:health?'; id: number }
+  | { type: 'callout:metrics?'; id: number }
+  /** Reload the configuration file and answer with callout:reloaded and this seq. */
+  | { type: 'callout:reload'; seq: number };
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const optional = (value: unknown, type: 'string' | 'number'): boolean => value === undefined || typeof value === type;
@@ -157,8 +170,32 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
         ...(m.error === undefined ? {} : { error: m.error as string }),
       };
     case 'callout:reloaded':
-      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string')) return undefined;
-      return { type: m.type, accepted: m.accepted, config: m.config, ...(m.reason === undefined ? {} : { reason: m.reason as string }) };
+      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string') || !optional(m.seq, 'number')) return undefined;
+      return {
+        type: m.type,
+        accepted: m.accepted,
+        config: m.config,
+        ...(m.reason === undefined ? {} : { reason: m.reason as string }),
+        ...(m.seq === undefined ? {} : { seq: m.seq as number }),
+      };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A message from the supervisor, in a worker, its fields checked, or undefined (ignored) when it
+ * is not one: a supervisor started before an upgrade may speak another version of them.
+ */
+export function readSupervisorMessage(message: unknown): SupervisorMessage | undefined {
+  if (!isRecord(message)) return undefined;
+  const m = message;
+  switch (m.type) {
+    case 'callout:health?':
+    case 'callout:metrics?':
+      return typeof m.id === 'number' ? { type: m.type, id: m.id } : undefined;
+    case 'callout:reload':
+      return typeof m.seq === 'number' ? { type: m.type, seq: m.seq } : undefined;
     default:
       return undefined;
   }
@@ -178,7 +215,7 @@ export interface SupervisorOptions {
   args?: string[];
   execArgv?: string[];
   restartDelayMs?: number;
-  /** How long after its SIGHUP a worker's reload outcome is waited for; DEFAULT_RELOAD_OUTCOME_WAIT_MS by default. */
+  /** How long after it was asked a worker's reload outcome is waited for; DEFAULT_RELOAD_OUTCOME_WAIT_MS by default. */
   reloadOutcomeWaitMs?: number;
 }
 
@@ -188,13 +225,15 @@ export class Supervisor {
   private readonly workers = new Set<Worker>();
   /** The workers that said they are listening. */
   private readonly ready = new Set<Worker>();
-  /** Workers still starting when a reload was asked for: they get their SIGHUP once ready. */
+  /** Workers still starting when a reload was asked for: they are asked to reload once ready. */
   private readonly reloadWhenReady = new Set<Worker>();
-  /** How many reload outcomes each worker still owes for the SIGHUPs passed on to it. */
+  /** The seq of the reload each worker still owes an outcome for: the latest reload(). */
   private readonly awaitedReloads = new Map<Worker, number>();
-  /** The latest reload outcome of each worker since the last reload() (compared once none is owed). */
+  /** The number of the latest reload(), which its callout:reload messages carry. */
+  private reloadSeq = 0;
+  /** The outcome of the latest reload from each worker that answered it (compared once none is owed). */
   private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
-  /** When each worker that owes outcomes is given up on: reloadOutcomeWaitMs after its latest SIGHUP. */
+  /** When each worker that owes an outcome is given up on: reloadOutcomeWaitMs after it was asked. */
   private readonly reloadDeadlines = new Map<Worker, NodeJS.Timeout>();
   /** The workers whose outcomes were given up since the last reload(), by id. */
   private readonly unreported = new Set<number>();
@@ -231,25 +270,25 @@ export class Supervisor {
       this.options.log.info({}, 'reload ignored: the policy workers are stopping');
       return;
     }
-    // A worker still starting may have no SIGHUP handler yet (the signal would kill it), and it
-    // may have read the configuration file before the edit that this reload is for: it gets its
-    // SIGHUP once it says it is ready.
-    this.options.log.info({ workers: this.ready.size, starting: this.workers.size - this.ready.size }, 'reloading: passing SIGHUP to every policy worker');
+    // A worker still starting reads no messages yet, and it may have read the configuration
+    // file before the edit that this reload is for: it is asked once it says it is ready, once
+    // however many reloads were asked for meanwhile.
+    this.options.log.info({ workers: this.ready.size, starting: this.workers.size - this.ready.size }, 'reloading: asking every policy worker to reload');
     this.reloadOutcomes.clear();
     this.unreported.clear();
+    const seq = ++this.reloadSeq;
     for (const worker of this.workers) {
-      // A worker still starting gets one SIGHUP however many reloads were asked for meanwhile,
-      // and so owes one outcome: counting each made it owe one it never sends, and given up as silent.
-      if (!this.ready.has(worker) && this.reloadWhenReady.has(worker)) continue;
-      this.awaitedReloads.set(worker, (this.awaitedReloads.get(worker) ?? 0) + 1);
-      if (this.ready.has(worker)) this.signalReload(worker);
+      // An answer to an earlier reload is no answer to this one: the worker may have read the file before the edit.
+      this.awaitedReloads.set(worker, seq);
+      if (this.ready.has(worker)) this.askReload(worker, seq);
       else this.reloadWhenReady.add(worker);
     }
   }
 
-  /** SIGHUP to a worker, whose outcomes are then waited for reloadOutcomeWaitMs at most. */
-  private signalReload(worker: Worker): void {
-    worker.process.kill('SIGHUP');
+  /** Asks a worker to reload (reload `seq`); its answer is then waited for reloadOutcomeWaitMs at most. */
+  private askReload(worker: Worker, seq: number): void {
+    // A worker whose channel is closing is exiting: its exit forgets what it owed.
+    worker.send({ type: 'callout:reload', seq } satisfies SupervisorMessage, () => undefined);
     clearTimeout(this.reloadDeadlines.get(worker));
     const waitMs = this.options.reloadOutcomeWaitMs ?? DEFAULT_RELOAD_OUTCOME_WAIT_MS;
     const deadline = setTimeout(() => {
@@ -258,7 +297,7 @@ export class Supervisor {
       this.unreported.add(worker.id);
       this.options.log.warn(
         { worker: worker.process.pid },
-        `policy worker ${worker.id} reported no reload outcome within ${waitMs} ms of its SIGHUP; comparing the others without it`,
+        `policy worker ${worker.id} reported no reload outcome within ${waitMs} ms of being asked to reload; comparing the others without it`,
       );
       this.reloadSettled();
     }, waitMs);
@@ -267,7 +306,7 @@ export class Supervisor {
     this.reloadDeadlines.set(worker, deadline);
   }
 
-  /** Forgets the outcomes a worker owes (all received, or the worker gone); true when it owed any. */
+  /** Forgets the outcome a worker owes (received, or the worker gone); true when it owed one. */
   private forgetAwaited(worker: Worker): boolean {
     clearTimeout(this.reloadDeadlines.get(worker));
     this.reloadDeadlines.delete(worker);
@@ -275,7 +314,7 @@ export class Supervisor {
   }
 
   /**
-   * Once every worker signalled has said how its reload went: each read the file on its own, and
+   * Once every worker asked has said how its reload went: each read the file on its own, and
    * one that read it mid-write (an editor's) can refuse it, or accept another version of it, while
    * the rest accept. Nothing else would say that the workers now answer by different rules.
    */
@@ -375,7 +414,8 @@ export class Supervisor {
           ready = true;
           readyAt = Date.now();
           this.ready.add(worker);
-          if (this.reloadWhenReady.delete(worker)) this.signalReload(worker);
+          const seq = this.awaitedReloads.get(worker);
+          if (this.reloadWhenReady.delete(worker) && seq !== undefined) this.askReload(worker, seq);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(workerStartError(message.message, message.code));
@@ -384,12 +424,11 @@ export class Supervisor {
         } else if (message.type === 'callout:metrics') {
           this.metricsWaits.get(message.id)?.(message);
         } else if (message.type === 'callout:reloaded') {
-          // Only the outcomes of SIGHUPs passed on by reload(): one sent to a worker by hand is its own.
-          const owed = this.awaitedReloads.get(worker);
-          if (owed === undefined) return;
-          if (owed > 1) this.awaitedReloads.set(worker, owed - 1);
-          else this.forgetAwaited(worker);
-          const { type: _type, ...outcome } = message;
+          // Only the answer to the latest reload(): one to an earlier reload, or to a SIGHUP sent
+          // to the worker by hand (no seq), says nothing of the file this reload is for.
+          if (message.seq === undefined || this.awaitedReloads.get(worker) !== message.seq) return;
+          this.forgetAwaited(worker);
+          const { type: _type, seq: _seq, ...outcome } = message;
           this.reloadOutcomes.set(worker, outcome);
           this.reloadSettled();
         }
@@ -555,7 +594,8 @@ function exitOf(worker: Worker): Promise<void> {
 /**
  * In a worker process: starts the Daemon in worker mode and reports to the supervisor. A start
  * that fails is reported too (the caller then exits non-zero). Install the SIGHUP and SIGTERM
- * handlers before calling it: the supervisor signals a worker as soon as it is ready.
+ * handlers before calling it: the supervisor's stop() sends SIGTERM, and a SIGHUP sent to the
+ * worker by hand reloads it (its outcome, with no seq, answers none of the supervisor's reloads).
  */
 export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
   const send = (message: WorkerMessage): Promise<void> =>
@@ -578,7 +618,8 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });
     throw err;
   }
-  process.on('message', (message: SupervisorMessage) => {
+  process.on('message', (received: unknown) => {
+    const message = readSupervisorMessage(received);
     if (message?.type === 'callout:health?') {
       void daemon.healthy().then((healthy) => send({ type: 'callout:health', id: message.id, healthy }));
     } else if (message?.type === 'callout:metrics?') {
@@ -586,9 +627,15 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
         (metrics) => send({ type: 'callout:metrics', id: message.id, metrics: metrics as unknown as WorkerMetric[] }),
         (err: unknown) => send({ type: 'callout:metrics', id: message.id, error: describeError(err) }),
       );
+    } else if (message?.type === 'callout:reload') {
+      // A reload ignored while stopping has no outcome: the worker is about to exit.
+      void daemon.reloadOutcome().then(
+        (outcome) => outcome && send({ type: 'callout:reloaded', seq: message.seq, ...outcome }),
+        (err: unknown) => options.log.error({ err: describeError(err) }, 'reload failed'),
+      );
     }
   });
-  // The caller has its signal handlers in place by now: the supervisor signals ready workers.
+  // Asked before now, a reload waits in the supervisor until this says the worker is ready.
   await send({ type: 'callout:ready', policy: daemon.policyAddress });
   return daemon;
 }
