@@ -88,7 +88,7 @@ const STOP_WAIT_MS = 30_000;
 /** As long as prom-client's own cluster aggregation waited. */
 const METRICS_ANSWER_MS = 5_000;
 /** A reload reads one file and builds a pipeline: far less than this, unless it failed to report. */
-export const DEFAULT_RELOAD_OUTCOME_WAIT_MS = 30_000;
+const DEFAULT_RELOAD_OUTCOME_WAIT_MS = 30_000;
 
 /** One metric of a worker's registry as prom-client's getMetricsAsJSON() gives it (its typings call the type a number). */
 export interface WorkerMetric {
@@ -138,18 +138,19 @@ function readWorkerMetric(value: unknown): WorkerMetric | undefined {
   return { ...value, values } as WorkerMetric;
 }
 
-/**
- * A message from a worker, its fields checked, or undefined (ignored) when it is not one. A
- * worker forked after an upgrade runs the program now on disk, which may speak another version
- * of these messages: a metrics answer of another shape, kept as a worker's last scrape, made
- * keepCounts throw in the worker's exit handler and took the supervisor down with it.
- */
+/** A worker's metrics answer, every metric read, or undefined when one has another shape. */
 function metricsOf(value: unknown): { metrics: WorkerMetric[] } | undefined {
   if (!Array.isArray(value)) return undefined;
   const metrics = value.map(readWorkerMetric);
   return metrics.every((metric) => metric !== undefined) ? { metrics: metrics as WorkerMetric[] } : undefined;
 }
 
+/**
+ * A message from a worker, its fields checked, or undefined (ignored) when it is not one. A
+ * worker forked after an upgrade runs the program now on disk, which may speak another version
+ * of these messages: a metrics answer of another shape, kept as a worker's last scrape, made
+ * keepCounts throw in the worker's exit handler and took the supervisor down with it.
+ */
 export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
   if (!isRecord(message)) return undefined;
   const m = message;

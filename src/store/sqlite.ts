@@ -330,7 +330,6 @@ interface Queued {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-/** Errors of creating the store's directory that waiting will not mend. */
 /** Of a directory open() makes, and of a new store file; SQLite's -wal and -shm files follow the file's. */
 const STORE_DIRECTORY_MODE = 0o750;
 const STORE_FILE_MODE = 0o640;
@@ -351,6 +350,7 @@ function createFile(path: string, mode: number): void {
   }
 }
 
+/** Errors of creating the store's directory that waiting will not mend. */
 const DIRECTORY_PROBLEMS: ReadonlySet<string> = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EACCES', 'EPERM', 'EROFS', 'ENAMETOOLONG']);
 
 /**

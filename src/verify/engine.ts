@@ -152,7 +152,7 @@ export class CalloutEngine {
       concurrency: config.limits.concurrency,
       perHostConcurrency: config.limits.perHostConcurrency,
       leaseMs: config.callout.timeouts.overall + LOCK_SLACK_MS,
-      onReleaseFailure: (err) => this.warn('per-host connection lease not released (it lapses after callout.timeouts.overall)', err),
+      onReleaseFailure: (err) => this.warn('per-host connection lease not released (it lapses after callout.timeouts.overall and 5 s)', err),
       perDomainPerMinute: config.limits.perDomainPerMinute,
       perHostConnectionsPerMinute: config.limits.perHostConnectionsPerMinute,
       allowTargets: config.callout.allowTargets,

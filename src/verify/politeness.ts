@@ -28,7 +28,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { Clock } from '../core/clock.js';
+import { settleWithin, type Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
 import { SlidingWindow } from '../checks/ratelimit/window.js';
@@ -116,18 +116,12 @@ export class Politeness {
     // A memory store is this process's alone: the count above is the whole of it.
     if (this.options.perHostConcurrency === Infinity || this.options.store.kind === 'memory') return { release: local };
     const leasing = this.inTurn(`slot\0${ip}`, () => this.lease(ip));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'deadline'>((resolve) => {
-      timer = setTimeout(() => resolve('deadline'), Math.max(0, deadline - performance.now()));
-    });
     let id: string | undefined | 'deadline';
     try {
-      id = await Promise.race([leasing, late]);
+      id = await settleWithin(leasing, Math.max(0, deadline - performance.now()), () => 'deadline' as const);
     } catch (err) {
       local();
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
     if (id === 'deadline') {
       local();
@@ -163,25 +157,42 @@ export class Politeness {
     while (this.admissions.size > 0) await Promise.allSettled([...this.admissions.values()]);
   }
 
-  /** A new lease's id, or undefined when the address's live leases are at the limit. */
+  /**
+   * A new lease's id, or undefined when there is none: the address's live leases are at the
+   * limit, others changed them at every try, or releaseLeases() has run (a lease granted then
+   * is given back at once).
+   */
   private async lease(ip: string): Promise<string | undefined> {
-    const { store, clock, leaseMs, perHostConcurrency } = this.options;
-    const key = this.slotKey(ip);
+    const { leaseMs, perHostConcurrency } = this.options;
     const id = `${this.leaseOwner}:${++this.leaseCount}`;
-    for (let attempt = 0; attempt < LEASE_TRIES && !this.abandoned; attempt++) {
+    const take = (live: Map<string, number>, now: number): boolean => {
+      if (live.size >= perHostConcurrency) return false;
+      live.set(id, now + leaseMs);
+      return true;
+    };
+    if ((await this.changeLeases(ip, take, () => this.abandoned)) !== 'written') return undefined;
+    this.leases.set(id, ip);
+    if (!this.abandoned) return id;
+    this.unlease(id);
+    return undefined;
+  }
+
+  /**
+   * Reads the live leases of an address, lets change() edit them (false: nothing to write) and
+   * writes them back by compareAndSet, tried again while another process changed them first, at
+   * most LEASE_TRIES times ('busy'), and not once stop() says so.
+   */
+  private async changeLeases(ip: string, change: (live: Map<string, number>, now: number) => boolean, stop: () => boolean = () => false): Promise<'written' | 'unchanged' | 'busy'> {
+    const { store, clock } = this.options;
+    const key = this.slotKey(ip);
+    for (let attempt = 0; attempt < LEASE_TRIES && !stop(); attempt++) {
       const stored = await store.get(key);
       const now = clock.now();
       const live = liveLeases(stored?.value, now);
-      if (live.size >= perHostConcurrency) return undefined;
-      live.set(id, now + leaseMs);
-      if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) {
-        this.leases.set(id, ip);
-        if (!this.abandoned) return id;
-        this.unlease(id);
-        return undefined;
-      }
+      if (!change(live, now)) return 'unchanged';
+      if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) return 'written';
     }
-    return undefined;
+    return 'busy';
   }
 
   /** Queues the removal of a lease; a failure is reported and the lease left to lapse. */
@@ -189,19 +200,10 @@ export class Politeness {
     const ip = this.leases.get(id);
     if (ip === undefined) return;
     this.leases.delete(id);
-    const { store, clock, onReleaseFailure } = this.options;
-    const key = this.slotKey(ip);
     const remove = async (): Promise<void> => {
-      for (let attempt = 0; attempt < LEASE_TRIES; attempt++) {
-        const stored = await store.get(key);
-        const now = clock.now();
-        const live = liveLeases(stored?.value, now);
-        if (!live.delete(id)) return;
-        if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) return;
-      }
-      throw new Error(`the leases of ${ip} kept changing (${LEASE_TRIES} tries)`);
+      if ((await this.changeLeases(ip, (live) => live.delete(id))) === 'busy') throw new Error(`the leases of ${ip} kept changing (${LEASE_TRIES} tries)`);
     };
-    this.inTurn(`slot\0${ip}`, remove).catch((err: unknown) => onReleaseFailure?.(err));
+    this.inTurn(`slot\0${ip}`, remove).catch((err: unknown) => this.options.onReleaseFailure?.(err));
   }
 
   private slotKey(ip: string): string {
