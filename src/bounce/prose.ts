@@ -106,8 +106,9 @@ function exim(text: string, failedHeader: string | undefined): ProseBounce | und
   const seen = new Set(found.map((f) => mailboxKey(f.address)));
   for (const address of (failedHeader ?? '').split(',').map((a) => a.trim()).filter((a) => a.includes('@'))) {
     if (seen.size >= PROSE_LIMITS.recipients) break;
-    if (seen.has(mailboxKey(address))) continue;
-    seen.add(mailboxKey(address));
+    const key = mailboxKey(address);
+    if (seen.has(key)) continue;
+    seen.add(key);
     found.push({ address, diagnostic: '' });
   }
   return { format: 'exim', recipients: recipients(found, delayed ? 'delayed' : 'failed') };

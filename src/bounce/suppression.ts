@@ -154,14 +154,15 @@ export class SuppressionList {
    * StoreError when the entry changed under MAX_ADD_ATTEMPTS attempts in a row.
    */
   async add(entry: NewSuppression): Promise<SuppressionEntry> {
-    const key = keyOf(entry.address);
+    const address = mailboxKey(entry.address.trim());
+    const key = SUPPRESSION_PREFIX + address;
     for (let attempt = 1; attempt <= MAX_ADD_ATTEMPTS; attempt += 1) {
       const now = this.clock.now();
       const current = await this.store.get(key);
       const previous = current ? decodeEntry(current.value) : undefined;
       const next: SuppressionEntry = {
         ...entry,
-        address: mailboxKey(entry.address.trim()),
+        address,
         firstSeen: previous?.firstSeen ?? now,
         lastSeen: now,
         count: (previous?.count ?? 0) + 1,

@@ -42,7 +42,7 @@
  *   unless callout.allowTargets says otherwise.
  */
 
-import { makeDirectories, withholdFromOthers } from '../core/files.js';
+import { makeDirectories } from '../core/files.js';
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -57,7 +57,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
-import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
+import { MemoryStore, RedisStore, STORE_DIRECTORY_MODE, SqliteStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
@@ -187,9 +187,8 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined, log:
  */
 async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
   const path = storePath(config);
-  withholdFromOthers();
   try {
-    makeDirectories(dirname(path));
+    makeDirectories(dirname(path), STORE_DIRECTORY_MODE);
   } catch (err) {
     throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
   }

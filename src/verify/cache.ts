@@ -214,7 +214,8 @@ export function domainKey(domain: string, fact: DomainFactName): string {
   return `dom:${domain}:${fact}`;
 }
 
-function parseJson(text: string): unknown {
+/** JSON.parse, or undefined for text that is no JSON (a record another program wrote, or damaged). */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch {

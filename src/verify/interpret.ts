@@ -30,10 +30,12 @@ const GREYLIST_WORDS = /gr[ae]y/i;
 // The short words count only as words: the reply quotes the address, and "thelonious@" or
 // "marble@" refused as unknown users were taken for refusals of our HELO or by an RBL. Only a
 // letter or digit joins a word: "helo_name", "bad_helo" and "SPAMCOP_RBL" name them too.
-const ABOUT_US_WORDS =
-  /client host|sender address|sender verif|null sender|(?<![a-z0-9])(?:helo|ehlo|rdns|dnsbls?|rbls?)(?![a-z0-9])|reverse dns|ptr record|blocked|black ?list|block ?list|spamhaus|reputation|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay|rcpthosts|administrative prohibition|too many (invalid|bad|unknown) recipients|directory harvest|#5\.7\.\d/i;
 // A refusal of our client itself (blocklists, reverse DNS, HELO), at MAIL as at RCPT.
 const CLIENT_WORDS = /client host|(?<![a-z0-9])(?:helo|ehlo|rdns|dnsbls?|rbls?)(?![a-z0-9])|reverse dns|ptr record|blocked|black ?list|block ?list|spamhaus|reputation/i;
+const ABOUT_US_WORDS = new RegExp(
+  `${CLIENT_WORDS.source}|sender address|sender verif|null sender|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay|not permitted to relay|rcpthosts|administrative prohibition|too many (invalid|bad|unknown) recipients|directory harvest|#5\\.7\\.\\d`,
+  'i',
+);
 // Some providers give an unknown user an X.7 code (Yandex: "550 5.7.1 No such user!"); these words
 // outweigh it. "not found" or "does not exist" count only about a user or mailbox: a policy
 // refusal says them of us too ("550 5.7.1 Reverse DNS not found", "sending domain does not exist").

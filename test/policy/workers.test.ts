@@ -486,12 +486,27 @@ describe('Supervisor', () => {
     });
   }
 
-  it('warns once when, after a reload, the workers run different configurations, naming each worker\'s outcome', async () => {
+  /** A logger whose lines are kept, parsed, in `lines`. */
+  function keptLog(): { lines: Array<Record<string, unknown>>; log: Logger } {
     const lines: Array<Record<string, unknown>> = [];
-    const { supervisor, done } = await scriptedSupervisor(2, createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }));
-    const differ = (): Array<Record<string, unknown>> => lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('workers run different configurations after reload'));
+    return { lines, log: createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }) };
+  }
+
+  /** The supervisor's workers, in the order they were started. */
+  function workersOf(supervisor: Supervisor): Worker[] {
+    return supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!).sort((a, b) => a.id - b.id);
+  }
+
+  /** The warnings that the workers run different configurations. */
+  const differing = (lines: Array<Record<string, unknown>>): Array<Record<string, unknown>> =>
+    lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('workers run different configurations after reload'));
+
+  it('warns once when, after a reload, the workers run different configurations, naming each worker\'s outcome', async () => {
+    const { lines, log } = keptLog();
+    const { supervisor, done } = await scriptedSupervisor(2, log);
+    const differ = (): Array<Record<string, unknown>> => differing(lines);
+    const workers = workersOf(supervisor);
     const settled = (count: number) => until(async () => (await Promise.all(workers.map((worker) => reloadsOf(worker)))).every((reloads) => reloads === count));
-    const workers = supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!).sort((a, b) => a.id - b.id);
     try {
       // An editor mid-write: the first worker read the whole file, the second a part it refused.
       await scriptOutcome(workers[0]!, { accepted: true, config: 'aaaaaaaaaaaa' });
@@ -522,13 +537,12 @@ describe('Supervisor', () => {
   });
 
   it('gives up, after reloadOutcomeWaitMs, the outcome of a worker that never reports it, so that the next reload is compared', async () => {
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { lines, log } = keptLog();
     const { supervisor, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 200 });
-    const workers = supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!).sort((a, b) => a.id - b.id);
+    const workers = workersOf(supervisor);
     const [first, second] = workers.map((worker) => worker.id);
     const gaveUp = (): Array<Record<string, unknown>> => lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('reported no reload outcome'));
-    const differ = (): Array<Record<string, unknown>> => lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('workers run different configurations after reload'));
+    const differ = (): Array<Record<string, unknown>> => differing(lines);
     try {
       // The second worker's reload throws before it reports: it has no outcome to send.
       await scriptOutcome(workers[0]!, { accepted: true, config: 'aaaaaaaaaaaa' });
@@ -555,10 +569,9 @@ describe('Supervisor', () => {
   it('asks a ready worker to reload twice when two reloads come in immediate succession: it answers both, the latest is compared, and none is given up (regression)', async () => {
     // Two SIGHUPs sent within milliseconds reached a worker as one (the kernel does not queue a
     // pending standard signal): it owed two outcomes, sent one, and was named as silent.
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { lines, log } = keptLog();
     const { supervisor, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 300 });
-    const workers = supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!);
+    const workers = workersOf(supervisor);
     const answered: number[] = [];
     const count = (_worker: Worker, message: { type?: string }): void => {
       if (message?.type === 'callout:reloaded') answered.push(1);
@@ -590,8 +603,8 @@ describe('Supervisor', () => {
     // A worker forked after an upgrade runs the program then on disk. Metrics of another shape
     // were kept as its last scrape, and at its exit keepCounts threw in the exit handler: an
     // uncaught exception that took the supervisor, and the whole policy service, down.
-    const lines: Array<Record<string, unknown>> = [];
-    const { supervisor, done } = await scriptedSupervisor(1, createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }), '127.0.0.1:0');
+    const { lines, log } = keptLog();
+    const { supervisor, done } = await scriptedSupervisor(1, log, '127.0.0.1:0');
     try {
       const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === supervisor.pids[0])!;
       await new Promise<void>((resolve) => {
@@ -629,8 +642,7 @@ describe('Supervisor', () => {
   });
 
   it('waits for one outcome from a replacement asked to reload twice while it started: it gets one reload request (regression)', async () => {
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { lines, log } = keptLog();
     const { supervisor, held, hold, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 1_000 });
     try {
       const [victim, survivor] = supervisor.pids;

@@ -31,7 +31,7 @@ import { settleWithin } from '../../core/clock.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import type { CalloutEngine } from '../../verify/engine.js';
-import { PROBE_STATES, replyEvidenceOf } from '../../verify/cache.js';
+import { PROBE_STATES, parseJson, replyEvidenceOf } from '../../verify/cache.js';
 import type { ProbeState, VerdictReason, VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
@@ -179,12 +179,7 @@ export class LateVerdicts {
 /** A remembered verdict as answered; a value that does not parse, or is not unknown, is none. */
 function lateVerdict(address: string, stored: Readonly<StoredValue> | undefined): VerifyResult | undefined {
   if (!stored) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(stored.value);
-  } catch {
-    return undefined;
-  }
+  const value = parseJson(stored.value);
   if (typeof value !== 'object' || value === null) return undefined;
   const known = value as Record<string, unknown>;
   if (known.verdict !== 'unknown' || typeof known.reason !== 'string' || typeof known.description !== 'string') return undefined;

@@ -422,13 +422,19 @@ describe('greylist stage evidence rules', () => {
     assert.equal((await stage.evaluate(ctx('news@xn--bcher-kva.example', 'pass'))).result, 'skipped');
   });
 
-  it('refuses a skip entry that is no domain, naming it, instead of matching nothing, and reads a leading dot as the domain', () => {
+  it('refuses a skip entry that is no domain, naming it, instead of matching nothing, and reads a leading dot as the domain', async () => {
     assert.throws(
       () => greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['*.outlook.com'] } }) as never, deps),
       (err: unknown) => err instanceof ConfigError && err.message.startsWith('greylist.skip.fcrdnsProviders: "*.outlook.com" is not a domain'),
     );
     const dotted = greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['.outlook.com'] } }) as never, deps);
     cleanups.push(() => dotted.close?.());
+    const confirmed = (name: string): StageContext => ({
+      ...ctx('alerts@other.example', undefined),
+      earlier: new Map([['iprev', { stage: 'iprev', result: 'pass', reason: '', decision: { kind: 'continue' }, evidence: { confirmedNames: [name] } }]]),
+    });
+    assert.equal((await dotted.evaluate(confirmed('mail-db5eur01.outbound.protection.outlook.com'))).result, 'skipped');
+    assert.equal((await dotted.evaluate(confirmed('mail.outlook.com.example'))).result, 'new');
   });
 
   it('refuses a retry window no longer than the delay and takes a max-age equal to the retry window', () => {
