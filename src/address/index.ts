@@ -26,5 +26,5 @@ export {
   type PathOptions,
   type ReversePath,
 } from './smtp-path.js';
-export { asciiLower, mailboxKey } from './key.js';
+export { asciiLower, isDigestedKeyPart, keyPart, mailboxKey } from './key.js';
 export { HEADER_LIMITS, parseAddressList, parseHeaderMailbox, type HeaderAddress, type HeaderOptions } from './header.js';

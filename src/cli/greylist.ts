@@ -27,7 +27,7 @@
  *   not 0; a triplet is allowed only under an identity the stage keys by (a network of its
  *   prefix, domain:NAME in fcrdns-domain mode). SENDER is normalised as the stage does (prvs=,
  *   SRS, +extension, numbers, and VERP as its normaliseVerp says). A sender or recipient over
- *   256 octets is keyed as HEAD…[sha256:HEX] (checks/greylist keyPart): give it in full, or as
+ *   256 octets is keyed as HEAD…[sha256:HEX] (address/key keyPart): give it in full, or as
  *   `list` prints it.
  *
  * EXIT STATUS
@@ -38,14 +38,14 @@
 import type { Command } from 'commander';
 import { once } from 'node:events';
 import { isIP } from 'node:net';
-import { mailboxKey } from '../address/index.js';
+import { isDigestedKeyPart, keyPart, mailboxKey } from '../address/index.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
-import { isDigestedKeyPart, keyPart, normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { asciiLower, mailboxKey } from '../../src/address/index.js';
+import { asciiLower, isDigestedKeyPart, keyPart, mailboxKey } from '../../src/address/index.js';
 
 describe('mailboxKey', () => {
   it('folds A-Z only, and keys a U-label domain and its A-label alike', () => {
@@ -19,5 +19,25 @@ describe('asciiLower', () => {
   it('changes only A-Z, as C tolower() does', () => {
     assert.equal(asciiLower('ABC.Example'), 'abc.example');
     assert.equal(asciiLower('\u212A\u0130X'), '\u212A\u0130x');
+  });
+});
+
+describe('keyPart', () => {
+  it('keeps the key of every address RFC 5321 allows as it was, up to 256 octets', () => {
+    const longest = `${'l'.repeat(64)}@${'d'.repeat(63)}.${'e'.repeat(63)}.${'f'.repeat(61)}.example`.slice(0, 256);
+    const utf8 = `${'ü'.repeat(128)}`; // 256 octets
+    for (const address of ['bob@sender.example', '', longest, utf8, 'a/b%c@x.example']) {
+      assert.equal(keyPart(address), address);
+    }
+    assert.notEqual(keyPart(`${utf8}x`), `${utf8}x`, 'one octet more is digested');
+    assert.match(keyPart('ü'.repeat(200)), /^ü{32}…/, 'never cut within a character');
+  });
+
+  it('tells its digest of an over-long part, which is its own key, from an address', () => {
+    const digested = keyPart(`${'a'.repeat(300)}@example.org`);
+    assert.match(digested, /^a{64}…\[sha256:[0-9a-f]{64}\]$/);
+    assert.equal(keyPart(digested), digested);
+    assert.ok(isDigestedKeyPart(digested));
+    for (const part of ['bob@example.org', 'postmaster@[192.0.2.1]', `${'a'.repeat(300)}@example.org`]) assert.ok(!isDigestedKeyPart(part), part);
   });
 });

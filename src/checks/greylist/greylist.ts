@@ -41,9 +41,9 @@
  *     d:CLIENT/DOMAIN             {"senders":[...],"last":ms}   domain auto-allow
  *   A SENDER, RECIPIENT or DOMAIN (and a sender in a domain record) longer than 256 octets, the
  *   most RFC 5321 §4.5.3.1.3 allows a path, is kept as its first 64 octets and the SHA-256 of
- *   the whole (keyPart): a client may send any address the policy line holds (4 kB), and every
- *   recipient of every such message would otherwise store a key of that size for two retry
- *   windows. Every valid address keeps its key as it is.
+ *   the whole (address/key keyPart): a client may send any address the policy line holds
+ *   (4 kB), and every recipient of every such message would otherwise store a key of that size
+ *   for two retry windows. Every valid address keeps its key as it is.
  *
  * ERRORS
  *   Store failures reject with StoreError (the pipeline answers by policy.faultAction). Losing
@@ -52,10 +52,10 @@
  *   something rewrites the key continuously.
  */
 
-import { createHash } from 'node:crypto';
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
 import type { Cidr } from '../../core/ip.js';
+import { keyPart } from '../../address/index.js';
 import { clientAddress, networkHolds } from '../client-ip.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import { senderDomain } from './normalise.js';
@@ -142,34 +142,6 @@ export interface ListOptions {
   network?: Cidr;
   limit: number;
 }
-
-/** The longest key part kept as it is: a path of RFC 5321 §4.5.3.1.3, so any valid address. */
-const MAX_KEY_PART_OCTETS = 256;
-/** How much of an over-long part its key shows, so that `list` still says what it was. */
-const DIGEST_HEAD_OCTETS = 64;
-const DIGEST_FORM = /…\[sha256:[0-9a-f]{64}\]$/;
-
-/**
- * A sender, recipient or domain as keys hold it (see DESCRIPTION): as it is up to
- * MAX_KEY_PART_OCTETS, else HEAD…[sha256:HEX]. The digest is of the whole part, so one address
- * always has one key and two that share their first kilobytes keep two; the form is shorter than
- * the bound, so keyPart(keyPart(x)) is keyPart(x) and `allow`/`drop` take it as `list` prints it.
- */
-export function keyPart(part: string): string {
-  if (part.length <= MAX_KEY_PART_OCTETS / 3 || Buffer.byteLength(part) <= MAX_KEY_PART_OCTETS) return part;
-  let head = '';
-  let octets = 0;
-  for (const character of part) {
-    octets += Buffer.byteLength(character);
-    if (octets > DIGEST_HEAD_OCTETS) break;
-    head += character;
-  }
-  // UTF-16, not UTF-8: two parts with different lone surrogates would encode alike.
-  return `${head}…[sha256:${createHash('sha256').update(part, 'utf16le').digest('hex')}]`;
-}
-
-/** Whether a part is keyPart's digest of an over-long one (as `list` prints it). */
-export const isDigestedKeyPart = (part: string): boolean => part.endsWith(']') && DIGEST_FORM.test(part);
 
 const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
 const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');

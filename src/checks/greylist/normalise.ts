@@ -40,7 +40,7 @@
  *   Every step is one linear pass over the whole input (at most a policy line, 4 kB), which is
  *   never cut: senders that differ only past a cut were one triplet, and a cut through the local
  *   part lost the domain. The greylist bounds the key it makes of an over-long result
- *   (greylist/greylist keyPart). Never throws.
+ *   (address/key keyPart). Never throws.
  */
 
 import { asciiLower, mailboxKey } from '../../address/index.js';

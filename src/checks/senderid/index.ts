@@ -9,7 +9,7 @@
  *   chosen by scope (selectSenderIdRecord) and then evaluated by the SPF evaluator
  *   (src/checks/spf evaluatePolicy), so mechanisms, macros, limits and the trace are the same.
  *   Sender ID is historic (Experimental, never widely deployed): it is off unless asked for,
- *   and only useful where the headers are seen (gateway, API, a message file).
+ *   and only useful where the headers are seen: `callout senderid` reads them from a message file.
  *
  * RFC
  *   RFC 4406 §3.4 / §4.4 record selection: records "spf2.0/<scope>[,<scope>...]" followed by

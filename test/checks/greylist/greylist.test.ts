@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/core/clock.js';
 import { parseCidr } from '../../../src/core/ip.js';
-import { Greylist, keyPart, type GreylistEntry, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
+import { keyPart } from '../../../src/address/index.js';
+import { Greylist, type GreylistEntry, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { startRedis } from '../../support/redis.js';
@@ -575,16 +576,9 @@ describe('greylist keys of over-long addresses', () => {
     assert.ok(await greylist.dropTriplet({ client: '192.0.2.0/24', sender: huge('x'), recipient: huge('r') }), 'dropped by the address in full');
   });
 
-  it('keeps the key of every address RFC 5321 allows as it was, up to 256 octets', () => {
+  it('keys an address RFC 5321 allows as it is, escaping only / and %', () => {
     const { greylist } = setup();
-    const longest = `${'l'.repeat(64)}@${'d'.repeat(63)}.${'e'.repeat(63)}.${'f'.repeat(61)}.example`.slice(0, 256);
-    const utf8 = `${'ü'.repeat(128)}`; // 256 octets
-    for (const address of ['bob@sender.example', '', longest, utf8, 'a/b%c@x.example']) {
-      assert.equal(keyPart(address), address);
-    }
     assert.equal(greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test'), 'grey:t:192.0.2.0%2F24/bob@sender.example/alice@example.test');
-    assert.notEqual(keyPart(`${utf8}x`), `${utf8}x`, 'one octet more is digested');
-    assert.match(keyPart('ü'.repeat(200)), /^ü{32}…/, 'never cut within a character');
   });
 });
 

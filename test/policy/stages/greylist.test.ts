@@ -437,6 +437,20 @@ describe('greylist stage evidence rules', () => {
     assert.equal((await dotted.evaluate(confirmed('mail.outlook.com.example'))).result, 'new');
   });
 
+  // confirmedOrganisation needs no order; the provider skip names the first name it finds.
+  it('names the first provider name in code-point order in a skip, whichever order the PTR answer lists them in', async () => {
+    const skipping = greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['outlook.com'] } }) as never, deps);
+    cleanups.push(() => skipping.close?.());
+    const names = ['mail-z.outbound.protection.outlook.com', 'mail-a.outbound.protection.outlook.com'];
+    for (const order of [names, [...names].reverse()]) {
+      const verdict = await skipping.evaluate({
+        ...ctx('alerts@other.example', undefined),
+        earlier: new Map([['iprev', { stage: 'iprev', result: 'pass', reason: '', decision: { kind: 'continue' }, evidence: { confirmedNames: order } }]]),
+      });
+      assert.equal(verdict.reason, 'client mail-a.outbound.protection.outlook.com is forward-confirmed under outlook.com', order.join(' '));
+    }
+  });
+
   it('refuses a retry window no longer than the delay and takes a max-age equal to the retry window', () => {
     assert.equal(greylistStage.options.safeParse({ delay: '300s', retryWindow: '300s' }).success, false);
     assert.equal(greylistStage.options.safeParse({ delay: '300s', retryWindow: '301s' }).success, true);
