@@ -218,8 +218,7 @@ export function classify(action: string): Verdict {
 }
 
 export interface Replay {
-  verdicts: Verdict[];
-  /** The answers as the server sent them, in trace order (with one connection), e.g. for the retry text. */
+  /** The answers as the server sent them, in trace order (with one connection); their verdicts are actions.map(classify). */
   actions: string[];
   seconds: number;
   perSecond: number;
@@ -241,7 +240,6 @@ type CpuMeter = () => number;
  * with more, requests a few positions apart overlap, which is what throughput is about.
  */
 async function replay(clients: readonly PolicyClient[], requests: readonly string[], serverCpu: CpuMeter): Promise<Replay> {
-  const verdicts: Verdict[] = new Array<Verdict>(requests.length);
   const actions: string[] = new Array<string>(requests.length);
   let next = 0;
   const serverCpuBefore = serverCpu();
@@ -253,7 +251,8 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
       for (let index = next++; index < requests.length; index = next++) {
         const action = await client.requestEncoded(requests[index]!);
         actions[index] = action;
-        verdicts[index] = classify(action);
+        // An answer that is neither a deferral nor a pass ends the replay here, not at the report.
+        classify(action);
       }
     }),
   );
@@ -263,7 +262,6 @@ async function replay(clients: readonly PolicyClient[], requests: readonly strin
   const machineCores =
     ticksBefore && ticksAfter && ticksAfter.total > ticksBefore.total ? ((ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total)) * ticksAfter.cpus : Number.NaN;
   return {
-    verdicts,
     actions,
     seconds,
     perSecond: requests.length / seconds,
@@ -504,7 +502,7 @@ const CONNECTIONS = [1, 16, 64];
 const TARGET_RATIO = 10;
 const WORKERS = 2;
 
-const cpuPerRequest = (r: Replay, cpuSeconds: number): number => (cpuSeconds / r.verdicts.length) * 1e6;
+const cpuPerRequest = (r: Replay, cpuSeconds: number): number => (cpuSeconds / r.actions.length) * 1e6;
 
 /**
  * What the target asks of this machine: postgrey's CPU per request against callout's, and the
@@ -533,7 +531,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   const trace = generateTrace({ messages, seed: 2026 });
   const warmup = warmupTrace(trace, messages);
   const hours = Math.round(((trace.at(-1)?.time ?? 0) - (trace[0]?.time ?? 0)) / 3600);
-  const deferred = (r: Replay) => r.verdicts.filter((v) => v === 'defer').length;
+  const deferred = (r: Replay) => r.actions.filter((action) => classify(action) === 'defer').length;
   const lines = [
     '## Greylisting: callout and postgrey on one trace',
     '',
@@ -634,7 +632,7 @@ export async function benchGreylist(options: { quick: boolean }): Promise<string
   );
   const sequential = results[0];
   if (sequential?.postgrey) {
-    const comparison = compare(trace, sequential.callout.verdicts, sequential.postgrey.verdicts);
+    const comparison = compare(trace, sequential.callout.actions.map(classify), sequential.postgrey.actions.map(classify));
     lines.push(
       `- Decisions (one connection, trace order): equal on ${comparison.events - comparison.differences.length} of ${comparison.events} requests` +
         (comparison.differences.length === 0 ? '.' : `; first difference: ${JSON.stringify(comparison.differences[0])}.`),

@@ -24,6 +24,7 @@ import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited, tooLarge } from '../core/files.js';
+import { isRecord } from '../core/record.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './schema.js';
 
@@ -119,7 +120,7 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
   for (const [key, value] of Object.entries(override)) {
     if (value === undefined) continue;
     const current = merged.get(key);
-    merged.set(key, isPlainObject(value) && isPlainObject(current) ? mergeConfig(current, value) : value);
+    merged.set(key, isRecord(value) && isRecord(current) ? mergeConfig(current, value) : value);
   }
   // fromEntries defines every key, "__proto__" too: assigned, a file's top-level __proto__
   // became the merged object's prototype, and the key was neither read nor refused as unknown.
@@ -138,8 +139,4 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
   // Without a file, whatever is wrong came from a flag: "configuration:" sent the administrator
   // looking for a file that was never given.
   return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line');
-}
-
-function isPlainObject(value: unknown): value is RawConfig {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

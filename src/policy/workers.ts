@@ -74,6 +74,7 @@ import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { Daemon } from './daemon.js';
 import type { DaemonOptions, ReloadOutcome } from './daemon.js';
 import { removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { isRecord } from '../core/record.js';
 
 /** Set in a worker started in place of one that died (the supervisor's environment otherwise). */
 const REPLACEMENT_ENV = 'CALLOUT_WORKER_REPLACES';
@@ -118,7 +119,6 @@ type SupervisorMessage =
   /** Reload the configuration file and answer with callout:reloaded and this seq. */
   | { type: 'callout:reload'; seq: number };
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const optional = (value: unknown, type: 'string' | 'number'): boolean => value === undefined || typeof value === type;
 
 /**
@@ -226,9 +226,10 @@ export class Supervisor {
   private readonly workers = new Set<Worker>();
   /** The workers that said they are listening. */
   private readonly ready = new Set<Worker>();
-  /** Workers still starting when a reload was asked for: they are asked to reload once ready. */
-  private readonly reloadWhenReady = new Set<Worker>();
-  /** The seq of the reload each worker still owes an outcome for: the latest reload(). */
+  /**
+   * The seq of the reload each worker still owes an outcome for: the latest reload(). One not
+   * yet ready has not been asked: it is asked for this seq once it says it is ready.
+   */
   private readonly awaitedReloads = new Map<Worker, number>();
   /** The number of the latest reload(), which its callout:reload messages carry. */
   private reloadSeq = 0;
@@ -282,7 +283,6 @@ export class Supervisor {
       // An answer to an earlier reload is no answer to this one: the worker may have read the file before the edit.
       this.awaitedReloads.set(worker, seq);
       if (this.ready.has(worker)) this.askReload(worker, seq);
-      else this.reloadWhenReady.add(worker);
     }
   }
 
@@ -412,11 +412,12 @@ export class Supervisor {
         const message = readWorkerMessage(received);
         if (message === undefined) return;
         if (message.type === 'callout:ready') {
+          // A worker that says it is ready again has been asked already, if it owes an outcome.
+          const seq = ready ? undefined : this.awaitedReloads.get(worker);
           ready = true;
           readyAt = Date.now();
           this.ready.add(worker);
-          const seq = this.awaitedReloads.get(worker);
-          if (this.reloadWhenReady.delete(worker) && seq !== undefined) this.askReload(worker, seq);
+          if (seq !== undefined) this.askReload(worker, seq);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(workerStartError(message.message, message.code));
@@ -437,7 +438,6 @@ export class Supervisor {
       worker.once('exit', (code, signal) => {
         this.workers.delete(worker);
         this.ready.delete(worker);
-        this.reloadWhenReady.delete(worker);
         // A worker gone runs no configuration, and owes no outcome.
         this.reloadOutcomes.delete(worker);
         if (this.forgetAwaited(worker)) this.reloadSettled();

@@ -4,7 +4,7 @@
 // retry text names. The differences that the README documents are listed here, each with why.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { postgreyAvailable, replayCallout, replayPostgrey, POSTGREY, type TraceEvent } from '../../bench/greylist.js';
+import { classify, postgreyAvailable, replayCallout, replayPostgrey, POSTGREY, type TraceEvent } from '../../bench/greylist.js';
 import { requirePeer } from '../support/peers.js';
 
 const DAY = 86_400;
@@ -201,11 +201,12 @@ describe('greylisting compared with postgrey 1.37 at the edges of its rules', ()
       await replayPostgrey(trace, 1, undefined, undefined, ['--greylist-text=Greylisted, please try again in %s seconds']),
     ];
     const differing: Record<string, string> = {};
+    const [ourVerdicts, theirVerdicts] = [callout.actions.map(classify), postgrey.actions.map(classify)];
     for (const [index, event] of trace.entries()) {
       const ours = callout.actions[index] ?? '';
       const theirs = postgrey.actions[index] ?? '';
       const [a, b] = [seconds(ours), seconds(theirs)];
-      const same = callout.verdicts[index] === postgrey.verdicts[index] && (a === undefined || b === undefined || Math.abs(a - b) <= 1);
+      const same = ourVerdicts[index] === theirVerdicts[index] && (a === undefined || b === undefined || Math.abs(a - b) <= 1);
       if (!same) differing[event.label] = `callout ${JSON.stringify(ours)}, postgrey ${JSON.stringify(theirs)}`;
     }
     assert.deepEqual(

@@ -210,7 +210,7 @@ describe('greylist whitelists compared with postgrey 1.37 on its shipped lists',
     const cases = [...clientCases(readFileSync(CLIENTS_FILE, 'utf8')), ...recipientCases(readFileSync(RECIPIENTS_FILE, 'utf8'))];
     const start = Date.UTC(2026, 2, 2, 8) / 1000;
     const trace: TraceEvent[] = cases.map((c, index) => ({ time: start + index, clientAddress: c.clientAddress, clientName: c.clientName, sender: `s${index}@sender.example`, recipient: c.recipient }));
-    const postgrey = (await replayPostgrey(trace, 1, undefined, undefined, [`--whitelist-clients=${CLIENTS_FILE}`, `--whitelist-recipients=${RECIPIENTS_FILE}`])).verdicts;
+    const postgrey = (await replayPostgrey(trace, 1, undefined, undefined, [`--whitelist-clients=${CLIENTS_FILE}`, `--whitelist-recipients=${RECIPIENTS_FILE}`])).actions.map(classify);
     const callout = await askCallout(cases);
     const show = (c: Case, index: number) => `${c.clientName}[${c.clientAddress}] to ${c.recipient} (from ${c.from}): postgrey ${postgrey[index]}, callout ${callout[index]}`;
     const differences = cases.flatMap((c, index) => (callout[index] === postgrey[index] ? [] : [show(c, index)]));
