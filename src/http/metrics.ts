@@ -26,6 +26,7 @@
  *   held its slot for good, and 64 of them took /health away. A query string is ignored
  *   (/metrics?x is /metrics); HEAD is answered as GET without the body (RFC 9110 §9.3.2:
  *   monitors probe with it); other paths get 404, other methods 405, each with a one-line text.
+ *   Every answer says X-Content-Type-Options: nosniff.
  *   A failed request (500) and a listener error after binding are logged.
  *   closeMetricsServer() ends the connections left open as well: a stop never waits on a client.
  *   A UNIX socket left behind by a crash is removed before binding (core/listen
@@ -224,6 +225,9 @@ export async function startMetricsServer(
   const healthTimeoutMs = limits.healthTimeoutMs ?? METRICS_HEALTH_TIMEOUT_MS;
   const serverOptions = { headersTimeout: requestTimeoutMs, requestTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) };
   const server = createServer(serverOptions, (req, res) => {
+    // A browser that reaches the listener (a page the administrator opens, DNS rebinding) must
+    // not take an answer for HTML or script whatever it holds: every answer, the 500 included.
+    res.setHeader('x-content-type-options', 'nosniff');
     void (async () => {
       const path = (req.url ?? '').split('?', 1)[0];
       // Node leaves the body out of an answer to HEAD itself.

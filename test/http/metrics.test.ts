@@ -73,6 +73,25 @@ describe('metrics listener requests', () => {
     }
   });
 
+  it('tells a browser not to sniff any answer, a failed one included', async () => {
+    const { server, address } = await startMetricsServer('127.0.0.1:0', source);
+    const failing = await startMetricsServer('127.0.0.1:0', { ...source, metricsText: () => Promise.reject(new Error('no worker answered')) });
+    try {
+      const answers = await Promise.all([
+        fetch(`http://${address}/metrics`),
+        fetch(`http://${address}/health`),
+        fetch(`http://${address}/<script>`),
+        fetch(`http://${address}/health`, { method: 'POST', body: 'x' }),
+        fetch(`http://${failing.address}/metrics`),
+      ]);
+      assert.deepEqual(answers.map((answer) => answer.status), [200, 200, 404, 405, 500]);
+      for (const answer of answers) assert.equal(answer.headers.get('x-content-type-options'), 'nosniff', `${answer.status} ${answer.url}`);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await new Promise((resolve) => failing.server.close(resolve));
+    }
+  });
+
   it('closes a connection whose client sends requests and never reads the answers', async () => {
     // Each answer fits the socket buffers until they are full; then nothing moved for good.
     const { server, address } = await startMetricsServer('127.0.0.1:0', { ...source, metricsText: async () => 'x'.repeat(64 * 1024) }, { requestTimeoutMs: 300 });
