@@ -30,7 +30,7 @@
 import type { Clock } from '../core/clock.js';
 import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
-import type { ProbeState, ReplyEvidence, Verdict, VerdictReason } from './types.js';
+import { TEMPORARY_DOMAIN_FAILURES, type ProbeState, type ReplyEvidence, type Verdict, type VerdictReason } from './types.js';
 import { BoundedMemo } from '../core/memo.js';
 
 export interface AddressRecord {
@@ -198,7 +198,7 @@ export class VerificationCache {
       case 'useless':
         // Unreachable, timing out or a 4xx ("421 too many connections") is likely to change
         // soon; a policy refusal (5xx) is not.
-        return fact.reason === 'unreachable' || fact.reason === 'timeout' || (fact.reply !== undefined && fact.reply.code < 500) ? this.config.tempfail : this.config.domainNegative;
+        return TEMPORARY_DOMAIN_FAILURES.has(fact.reason) || (fact.reply !== undefined && fact.reply.code < 500) ? this.config.tempfail : this.config.domainNegative;
       case 'nullsender':
         return this.config.domainNegative;
     }

@@ -60,7 +60,7 @@ import { Politeness } from './politeness.js';
 import { refusesEveryRecipient } from './interpret.js';
 import { probeDomain } from './probe.js';
 import type { AddressOutcome, DomainProbeOutput, ProbeTarget } from './probe.js';
-import type { VerifyResult } from './types.js';
+import { TEMPORARY_DOMAIN_FAILURES, type VerifyResult } from './types.js';
 
 export interface EngineDeps {
   resolver: Resolver;
@@ -81,8 +81,6 @@ export interface EngineDeps {
   log?: Logger;
 }
 
-/** Failures that are not definite but still say the domain will not answer us for a while. */
-const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<string> = new Set(['unreachable', 'timeout']);
 /** Temporary refusals of us (a 4xx before RCPT), kept unless an exchanger greylisted us. */
 const TEMPORARY_REFUSALS: ReadonlySet<string> = new Set(['refused-at-greeting', 'refused-at-helo', 'refused-at-mail']);
 
@@ -672,14 +670,15 @@ export class CalloutEngine {
     // made the domain's next senders plain unknown (let through by default) where greylisting defers.
     // Nor when the overall deadline cut the failed step short and, but for what the lookups (or a
     // wait for another process's probe) took of it, the step's own timer would have run out in
-    // full, and the step had less than half its own timeout (or no exchanger was asked at all):
-    // slow DNS that left the dialogue a few milliseconds gave the exchanger no chance. One that
-    // had half its timeout or more had its chance: sparing it too let a dead exchanger of a
-    // domain whose lookups are slow every time be asked again at every probe, up to
-    // limits.perDomainPerMinute a minute. A dialogue that ran into the deadline itself (a tarpit
-    // answering each command late) had it too.
+    // full, and the step had less than half its own timeout: slow DNS that left the dialogue a
+    // few milliseconds gave the exchanger no chance. One that had half its timeout or more had its
+    // chance: sparing it too let a dead exchanger of a domain whose lookups are slow every time be
+    // asked again at every probe, up to limits.perDomainPerMinute a minute. A dialogue that ran
+    // into the deadline itself (a tarpit answering each command late) had it too. Nor when no
+    // exchanger was asked at all because the store granted no per-host slot in time, whatever the
+    // lookups took.
     const cut = output.failure?.cutShort;
-    const noChance = cut !== undefined && spentBeforeMs >= cut.leftMs && (cut.afterMs === 0 || cut.afterMs < cut.leftMs);
+    const noChance = cut !== undefined && (cut.kind === 'no-slot' || (spentBeforeMs >= cut.leftMs && cut.afterMs < cut.leftMs));
     const failure = output.outcomes.size === 0 && !noChance ? output.failure : undefined;
     if (failure && (failure.definite || TEMPORARY_DOMAIN_FAILURES.has(failure.reason) || (TEMPORARY_REFUSALS.has(failure.reason) && !output.greylisted))) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: failure.reason, description: failure.description, ...(failure.reply ? { reply: failure.reply } : {}), at }));

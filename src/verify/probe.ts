@@ -79,12 +79,17 @@ export interface Failure {
   /** A 5xx at connect, greeting, HELO or MAIL: a lasting refusal of us, not a passing fault. */
   definite: boolean;
   /**
-   * A timeout the overall deadline ended before the step's own timer: how long the step waited
-   * (afterMs, 0 when no exchanger was asked) and what its timer had left (leftMs). Whether the
-   * exchanger had its chance depends on both and on what took the deadline (verify/engine: the
-   * lookups before the dialogue, or the exchangers).
+   * A timeout of the overall deadline, not of the exchanger's own timer. Whether the exchanger had
+   * its chance depends on this and on what took the deadline (verify/engine: the lookups before
+   * the dialogue, or the exchangers):
+   *   timer     the deadline ended a step before its own timer: how long the step waited
+   *             (afterMs) and what its timer had left (leftMs); afterMs 0 and leftMs
+   *             callout.timeouts.connect when the deadline had passed before the next exchanger
+   *             was tried, as the client reports a connection it had no time to open
+   *   no-slot   it ran out while waiting for the store to grant a per-host connection slot: no
+   *             exchanger was asked, and not for what the lookups took
    */
-  cutShort?: { afterMs: number; leftMs: number };
+  cutShort?: { kind: 'timer'; afterMs: number; leftMs: number } | { kind: 'no-slot' };
 }
 
 export interface DomainProbeInput {
@@ -216,7 +221,7 @@ class DomainProbe {
         }
         this.tried.add(ip);
         if (performance.now() >= this.deadline) {
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShort: { afterMs: 0, leftMs: this.deps.config.timeouts.connect } });
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShort: { kind: 'timer', afterMs: 0, leftMs: this.deps.config.timeouts.connect } });
           break hosts;
         }
         const refusal = this.deps.politeness.targetRefusal(ip);
@@ -228,9 +233,9 @@ class DomainProbe {
         const slot = await this.deps.politeness.acquireHost(ip, this.deadline);
         if (slot === 'deadline') {
           this.skipAttempt(host, ip, 'not contacted: the store did not grant a per-host connection slot before the overall deadline');
-          // Not the exchanger's doing: cut short before it began (afterMs and leftMs 0), it leaves
-          // no useless record of the domain, whatever the lookups took (verify/engine remember).
-          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached while waiting for a per-host connection slot in the store`, definite: false, cutShort: { afterMs: 0, leftMs: 0 } });
+          // Not the exchanger's doing: it leaves no useless record of the domain, whatever the
+          // lookups took (verify/engine remember).
+          this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached while waiting for a per-host connection slot in the store`, definite: false, cutShort: { kind: 'no-slot' } });
           break hosts;
         }
         if (slot === 'limit') {
@@ -683,7 +688,7 @@ class DomainProbe {
   private stepFailure(step: StepFailure<ClientStage>): string {
     const reason: VerdictReason =
       step.kind === 'timeout' ? 'timeout' : step.kind === 'error' ? 'protocol-error' : step.stage === 'connect' ? 'unreachable' : 'protocol-error';
-    const cutShort = step.kind === 'timeout' && step.cutShortMs !== undefined ? { afterMs: step.afterMs, leftMs: step.cutShortMs } : undefined;
+    const cutShort: Failure['cutShort'] = step.kind === 'timeout' && step.cutShortMs !== undefined ? { kind: 'timer', afterMs: step.afterMs, leftMs: step.cutShortMs } : undefined;
     const detail =
       step.kind === 'timeout'
         ? `timed out at ${step.stage} after ${step.afterMs} ms${cutShort === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`

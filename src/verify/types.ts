@@ -49,6 +49,13 @@ export type VerdictReason =
   | 'null-mx'
   | 'no-mail-host';
 
+/**
+ * Failures that are no refusal of us but say the domain will not answer us for a while (its
+ * exchangers could not be reached or did not answer in time): verify/engine remembers them on the
+ * domain, and verify/cache keeps that record for cache.tempfail only, as it does a 4xx.
+ */
+export const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<VerdictReason> = new Set<VerdictReason>(['unreachable', 'timeout']);
+
 export type ProbeState = 'not-run' | 'accepted' | 'refused' | 'inconclusive';
 
 /** The dialogue step a reply or failure belongs to. */
