@@ -41,6 +41,7 @@
 import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
+import { ownCopy } from './memo.js';
 import { DISPLAY_CONTROL, escapeDisplayControls } from './text.js';
 
 export type { Logger };
@@ -236,7 +237,8 @@ export class RepeatCollapser {
       return undefined;
     }
     if (!entry && this.seen.size >= this.maxKeys) this.seen.clear();
-    this.seen.set(key, { since: now, repeats: 0 });
+    // A key often holds a fault's message, which may be a slice of a policy request.
+    this.seen.set(ownCopy(key), { since: now, repeats: 0 });
     return entry && entry.repeats > 0 ? { repeatsNotLogged: entry.repeats } : {};
   }
 }

@@ -15,6 +15,8 @@
  *   written rather than closest-to-expiry: with the few fixed ttls each record kind uses the two
  *   nearly coincide, and insertion order costs nothing to keep. Freeing 1% at a time means the
  *   O(n) sweep runs at most once per 1% of inserts, not on every insert into a full store.
+ *   Each key and value is kept as a copy of its own (core/memo ownCopy), never as the slice of
+ *   a larger string (a policy request) it may have been made from.
  *   scan filters and sorts the matching keys on each call: O(n) in the store size, meant for
  *   administration, not for the per-message path. scanPages sorts them once, at its first page
  *   (the keys only: their entries are read page by page), and lists no key set after that.
@@ -25,6 +27,7 @@
 
 import { systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError } from '../core/errors.js';
+import { ownCopy } from '../core/memo.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { addToCounter, checkIncrement, checkPageSize, checkScanLimit, compareKeys, expiryAfter, isLive } from './semantics.js';
 
@@ -169,7 +172,10 @@ export class MemoryStore implements Store {
   private write(key: string, entry: StoredValue, now: number): void {
     // Deleting first moves the key to the end of the Map: eviction order is last-set order.
     if (!this.entries.delete(key)) this.makeRoom(now);
-    this.entries.set(key, entry);
+    // Keys and values are often built from policy attributes, slices of the whole request's
+    // string, which a slice keeps alive (core/memo ownCopy): a sender's rate-limit counter or a
+    // connection's tarpit count held a request each, up to maxEntries of them.
+    this.entries.set(ownCopy(key), { ...entry, value: ownCopy(entry.value) });
   }
 
   private makeRoom(now: number): void {

@@ -525,6 +525,8 @@ export class CalloutEngine {
   private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
     const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
     const answered = new Map<string, VerifyResult>();
+    /** The locks taken here: the caller lets them go after its probe, this function if it fails first. */
+    const taken: Mailbox[] = [];
     /**
      * Takes m's lock (false), or says that another process holds it (true). The holder may have
      * written its answer and let go between our read of the cache and our lock (seen with two
@@ -538,23 +540,33 @@ export class CalloutEngine {
         await this.cache.unlock(m.address);
       } else {
         this.lockedHere.add(m.address);
+        taken.push(m);
       }
       return false;
     };
-    let waiting: Mailbox[] = [];
-    for (const m of mailboxes) if (await heldByAnother(m)) waiting.push(m);
-    const giveUp = performance.now() + lockTtl;
-    while (waiting.length > 0 && performance.now() < giveUp) {
-      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
-      const still: Mailbox[] = [];
-      for (const m of waiting) {
-        const result = await this.answeredMeanwhile(m, started);
-        if (result) answered.set(m.address, result);
-        else if (await heldByAnother(m)) still.push(m);
+    try {
+      let waiting: Mailbox[] = [];
+      for (const m of mailboxes) if (await heldByAnother(m)) waiting.push(m);
+      const giveUp = performance.now() + lockTtl;
+      while (waiting.length > 0 && performance.now() < giveUp) {
+        await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+        const still: Mailbox[] = [];
+        for (const m of waiting) {
+          const result = await this.answeredMeanwhile(m, started);
+          if (result) answered.set(m.address, result);
+          else if (await heldByAnother(m)) still.push(m);
+        }
+        waiting = still;
       }
-      waiting = still;
+      return answered;
+    } catch (err) {
+      // A store that failed part way (one address's lock taken, the next refused): the locks
+      // taken stayed in lockedHere for the daemon's life, and in the store for their lifetime,
+      // during which this process waited on its own lock at each retry of the address.
+      for (const m of taken) this.lockedHere.delete(m.address);
+      await Promise.allSettled(taken.map((m) => this.cache.unlock(m.address)));
+      throw err;
     }
-    return answered;
   }
 
   /** What another process's probe left in the cache for m: a fresh address record, or the domain's. */

@@ -4,6 +4,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { runStoreContract } from './contract.js';
+import { heapAfterGc } from '../support/heap.js';
 
 runStoreContract('memory', async (clock) => new MemoryStore({ clock }));
 
@@ -16,6 +17,26 @@ describe('MemoryStore', () => {
     for (const maxEntries of [0, -1, 1.5, Number.NaN]) {
       assert.throws(() => new MemoryStore({ maxEntries }), ConfigError);
     }
+  });
+
+  it('keeps keys and values without the larger strings they were sliced from', async () => {
+    const store = new MemoryStore();
+    // As a policy attribute is a slice of the request it came in: each key and value is a slice
+    // of a 64 KiB string of its own, made in a function that has returned before the heap is measured.
+    const write = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) {
+        const request = `${'x'.repeat(65_536)}\nsender=sender-${i}@example.org\nhelo_name=mx.client-${i}.example\n`;
+        const sender = request.slice(request.indexOf('sender-'), request.indexOf('\nhelo'));
+        const helo = request.slice(request.indexOf('mx.client'), -1);
+        await store.set(`rate:${sender}`, helo, 60_000);
+      }
+    };
+    const before = heapAfterGc();
+    await write(300);
+    const grown = heapAfterGc() - before;
+    // Held whole, the 300 requests would take 19 MiB.
+    assert.ok(grown < 4 * 1024 * 1024, `${grown} octets held for 300 entries`);
+    assert.equal((await store.get('rate:sender-299@example.org'))?.value, 'mx.client-299.example');
   });
 
   describe('maxEntries', () => {

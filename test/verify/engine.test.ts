@@ -861,6 +861,23 @@ describe('cache', () => {
     );
   });
 
+  it('a store that fails after one address of a batch was locked lets that lock go: a retry does not wait out its own lock', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob']) });
+    let down = true;
+    class LockFails extends MemoryStore {
+      override setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+        return down && key === 'lock:bob@real.test' ? Promise.reject(new StoreError('setIfAbsent failed: connection lost')) : super.setIfAbsent(key, value, ttlMs);
+      }
+    }
+    const store = new LockFails({ clock: w.clock });
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '300ms' } } }, store);
+    await assert.rejects(engine.verifyMany(['alice@real.test', 'bob@real.test']), StoreError);
+    assert.equal(await store.get('lock:alice@real.test'), undefined, 'the lock taken before the failure is let go');
+    down = false;
+    const again = await engine.verify('alice@real.test');
+    assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], again.description);
+  });
+
   it('a catch-all lock that cannot be let go is logged at warn; the verdict stands', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
     class NoDelete extends MemoryStore {
