@@ -35,9 +35,10 @@
  *                     Postfix rejects after callout let them through (see below), which a
  *                     harvester can add to every message to be forgiven; so once a server
  *                     end (server_address/server_port) has sent an END-OF-MESSAGE request, it
- *                     is used no more on that server end for a day (DELIVERY_MARK_TTL_MS):
- *                     marked per server end, not per connection, because a harvester's
- *                     connections never reach DATA.
+ *                     is used no more on that server end for a day (DELIVERY_MARK_TTL_MS;
+ *                     the mark, written at most once an hour per process, lasts up to an
+ *                     hour more): marked per server end, not per connection, because a
+ *                     harvester's connections never reach DATA.
  *                     Without a usable `client_port` (Postfix before 3.0, or "unknown") it
  *                     falls back to one message: client address + Postfix `instance`, the
  *                     only narrower scope a request names.
@@ -85,6 +86,7 @@ import { setTimeout as realSleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
+import { RecentMap } from '../../core/memo.js';
 import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
@@ -99,9 +101,23 @@ const CONNECTION_TTL_MS = 3_600_000;
 /**
  * How long a server end that sent an END-OF-MESSAGE request is taken to send them still. A
  * harvest in a quiet hour must not get the weaker rule back; an administrator who removes
- * check_policy_service from smtpd_end_of_data_restrictions gets it back a day later.
+ * check_policy_service from smtpd_end_of_data_restrictions gets it back a day later (up to an
+ * hour more: MARK_REWRITE_MS).
  */
 const DELIVERY_MARK_TTL_MS = 86_400_000;
+/**
+ * How long a stage goes without writing again a mark it wrote, while END-OF-MESSAGE requests
+ * come. Written at each, the day-long mark cost every message a store write (a SQLite commit,
+ * a Redis SET) that changed nothing. It is written for DELIVERY_MARK_TTL_MS and this much more,
+ * so every process sharing the store still finds it for at least the day after the last request,
+ * whichever request last wrote it.
+ */
+const MARK_REWRITE_MS = 3_600_000;
+/**
+ * Server ends whose mark a stage remembers writing (between this and twice this many): a
+ * server's own addresses and ports, never chosen by a client. One forgotten costs one write more.
+ */
+const MARKS_REMEMBERED = 256;
 /** Time kept free before the deadline for the rest of the answer. */
 const DEADLINE_MARGIN_MS = 250;
 
@@ -222,11 +238,11 @@ function scopeOf(client: string, attributes: PolicyAttributes): Scope | undefine
  * (unless a store slower than the decision deadline let an answer go before its counting ended,
  * policy/pipeline: a count may then be lost, which a failing store costs anyway).
  */
-async function startMessage(store: StageDeps['store'], scope: Scope): Promise<Tally> {
+async function startMessage(store: StageDeps['store'], scope: Scope, marked: (mark: string) => Promise<boolean>): Promise<Tally> {
   const message = scope.message!;
   const previous = readTally((await store.get(message.key))?.value);
   if (previous?.instance === message.instance) return previous;
-  if (previous && previous.accepted > 0 && previous.accepted >= previous.rejected && !(await store.get(scope.mark!))) await store.delete(scope.key);
+  if (previous && previous.accepted > 0 && previous.accepted >= previous.rejected && !(await marked(scope.mark!))) await store.delete(scope.key);
   const tally = { instance: message.instance, accepted: 0, rejected: 0 };
   await store.set(message.key, writeTally(tally), CONNECTION_TTL_MS);
   return tally;
@@ -259,6 +275,33 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
    * raised policy.decisionTimeout), and its timer then ran on after the connection was closed.
    */
   const closed = new AbortController();
+  /**
+   * When this stage last wrote each server end's mark (deliveryMark): it is written again at
+   * an END-OF-MESSAGE request MARK_REWRITE_MS later, or at once when the clock went back.
+   */
+  const marksWritten = new RecentMap<number>(MARKS_REMEMBERED);
+  const markFresh = (mark: string, now: number) => {
+    const written = marksWritten.get(mark, undefined);
+    return written !== undefined && now >= written && now - written < MARK_REWRITE_MS;
+  };
+  async function writeMark(mark: string): Promise<void> {
+    const now = deps.clock.now();
+    await deps.store.set(mark, '1', DELIVERY_MARK_TTL_MS + MARK_REWRITE_MS);
+    marksWritten.set(mark, now);
+  }
+  /**
+   * Whether a server end sends END-OF-MESSAGE requests. A mark this stage wrote within
+   * MARK_REWRITE_MS that the store no longer holds was lost with the store's data (a Redis
+   * restarted without persistence): it is written again at once, since the END-OF-MESSAGE
+   * requests that would have written it meanwhile skipped the write, and the weaker rule is not
+   * used.
+   */
+  async function marked(mark: string): Promise<boolean> {
+    if (await deps.store.get(mark)) return true;
+    if (!markFresh(mark, deps.clock.now())) return false;
+    await writeMark(mark);
+    return true;
+  }
 
   /**
    * The client's address (connections are told apart by it) and what the per-client window
@@ -305,7 +348,8 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
    */
   async function messageEnded(ctx: StageContext, action: string): Promise<void> {
     const fields = policyRequestFields(ctx.attributes);
-    await deps.store.set(deliveryMark(fields), '1', DELIVERY_MARK_TTL_MS);
+    const mark = deliveryMark(fields);
+    if (!markFresh(mark, deps.clock.now())) await writeMark(mark);
     const client = clientOf(ctx);
     const scope = client && scopeOf(client.address, ctx.attributes);
     if (scope?.mark && fields.recipientCount > 0 && letsThrough(action)) await deps.store.delete(scope.key);
@@ -322,7 +366,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const client = clientOf(ctx);
       if (!client) return { stage: 'tarpit', ...notCounted(ctx), decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
-      const tally = scope?.message ? await startMessage(deps.store, scope) : undefined;
+      const tally = scope?.message ? await startMessage(deps.store, scope, marked) : undefined;
       const errors = await errorsOf(client.counted, scope);
       const stress = stressed(ctx);
       const hard = hardReached(errors, stress);
@@ -348,7 +392,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       const rejected = isRejection(outcome.action) && outcome.decidedBy !== 'tarpit';
       // A stage before the tarpit that ended the pipeline kept evaluate() from running: the
       // message's tally is read here, so its rejections count towards forgiveness all the same.
-      const tally = judged ? judged.tally : scope?.message ? await startMessage(deps.store, scope) : undefined;
+      const tally = judged ? judged.tally : scope?.message ? await startMessage(deps.store, scope, marked) : undefined;
       if (scope?.message && tally && (rejected || letsThrough(outcome.action))) {
         if (rejected) tally.rejected += 1;
         else tally.accepted += 1;

@@ -14,6 +14,7 @@ import { createTarpit, deadlineCuts, tarpitStage } from '../../../src/policy/sta
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
+import type { Store } from '../../../src/store/index.js';
 import { until } from '../../support/wait.js';
 
 const silent = createLogger('silent');
@@ -71,12 +72,31 @@ const endCheck: Stage = {
   },
 };
 
-/** harvestWorld's tarpit in its default states (RCPT and END-OF-MESSAGE), before the recipient check and the end check. */
-function deliveryWorld() {
+/**
+ * harvestWorld's tarpit in its default states (RCPT and END-OF-MESSAGE), before the recipient
+ * check and the end check; on the store storeOf makes of a MemoryStore.
+ */
+function deliveryWorld(storeOf: (store: Store) => Store = (store) => store) {
   const { clock, deps } = world();
-  const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+  const store = storeOf(deps.store);
+  const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, { ...deps, store }, async () => undefined);
   const stages = [{ ...configured(tarpit), states: new Set(tarpitStage.defaultStates) }, configured(recipientCheck), { ...configured(endCheck), states: new Set(['END-OF-MESSAGE'] as const) }];
-  return { clock, pipeline: pipelineOf(stages, clock) };
+  return { clock, store, pipeline: pipelineOf(stages, clock) };
+}
+
+/** The store, with the key of each write (set, setIfAbsent, compareAndSet) added to `writes`. */
+function countingWrites(store: Store, writes: string[]): Store {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      if (property !== 'set' && property !== 'setIfAbsent' && property !== 'compareAndSet') return value.bind(target);
+      return (key: string, ...rest: unknown[]) => {
+        writes.push(key);
+        return value.call(target, key, ...rest);
+      };
+    },
+  });
 }
 
 describe('tarpit stage', () => {
@@ -499,6 +519,55 @@ describe('tarpit stage', () => {
       for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action);
     }
     assert.match(answers[5]!, /^421 /, 'the errors of both messages add up to the hard limit of 5');
+  });
+
+  it('writes a server end\'s END-OF-MESSAGE mark once an hour, not at every message, and it lasts a day after the last one', async () => {
+    const writes: string[] = [];
+    const { pipeline, clock, store } = deliveryWorld((inner) => countingWrites(inner, writes));
+    const mark = 'tarpit:e:/0';
+    const marks = () => writes.filter((key) => key === mark).length;
+    const end = (n: number) => pipeline.decide(request('', { client_address: `192.0.2.${10 + (n % 50)}`, client_port: String(41000 + n), protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance: `e${n}` }));
+    // A message every 10 minutes for three days: the mark is written once an hour, and at every
+    // moment it holds for at least a day after the last request, for every process reading it.
+    let last = 0;
+    for (let n = 0; n < 6 * 72; n += 1) {
+      await end(n);
+      last = clock.now();
+      assert.ok((await store.get(mark))!.expiresAt >= last + 24 * 60 * MINUTE, `message ${n}`);
+      clock.advance(10 * MINUTE);
+    }
+    assert.equal(marks(), 72, 'once an hour for three days, not 432 times');
+    // A clock stepped back (an NTP correction) writes it again at once.
+    clock.set(last - 3 * 60 * MINUTE);
+    await end(1000);
+    assert.equal(marks(), 73);
+    last = clock.now();
+    await end(1001);
+    assert.equal(marks(), 73);
+    // Once the requests stop, the mark holds for a day and lapses within the hour after.
+    clock.set(last + 24 * 60 * MINUTE - MINUTE);
+    assert.ok(await store.get(mark), 'a day after the last request, less a minute');
+    clock.set(last + 25 * 60 * MINUTE);
+    assert.equal(await store.get(mark), undefined, 'an hour after that');
+  });
+
+  it('writes the END-OF-MESSAGE mark again at once when the store lost it (a Redis restarted without persistence), and does not forgive meanwhile', async () => {
+    const writes: string[] = [];
+    const { pipeline, store } = deliveryWorld((inner) => countingWrites(inner, writes));
+    const mark = 'tarpit:e:/0';
+    const end = (instance: string) => pipeline.decide(request('', { client_address: '192.0.2.10', client_port: '41000', protocol_state: 'END-OF-MESSAGE', recipient_count: '1', instance }));
+    await end('good1');
+    await store.delete(mark);
+    await end('good2');
+    assert.equal(writes.filter((key) => key === mark).length, 1, 'the second request skipped the write');
+    // The padding harvester of the test above: forgiven at every message without the mark.
+    const answers: string[] = [];
+    for (let m = 0; m < 2; m += 1) {
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`ghost${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+      for (let n = 0; n < 3; n += 1) answers.push((await pipeline.decide(request(`nobody${m}x${n}@example.test`, { instance: `h${m}` }))).action);
+    }
+    assert.match(answers[11]!, /^421 4\.7\.0 /, 'not forgiven at its second message: the hard limit of 5 is reached');
+    assert.ok(await store.get(mark), 'the mark is back for the other processes sharing the store');
   });
 
   it('puts the count that reached a hard limit in {errors}, also a per-client one', async () => {
