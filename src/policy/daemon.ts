@@ -564,7 +564,9 @@ export class Daemon {
   async healthy(): Promise<boolean> {
     const fileProblem = this.store instanceof SqliteStore ? this.store.fileProblem() : undefined;
     if (fileProblem) {
-      this.options.log.error({}, `health: ${fileProblem}; restart callout serve to open the file at its path`);
+      // Every scrape finds it again until the restart: once a minute, as the write failures below.
+      const repeats = this.healthLines.admit(fileProblem, this.clock.now());
+      if (repeats) this.options.log.error({ ...repeats }, `health: ${fileProblem}; restart callout serve to open the file at its path`);
       return false;
     }
     try {
