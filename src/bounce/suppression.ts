@@ -137,10 +137,13 @@ export class SuppressionList {
     return (await this.get(address)) !== undefined;
   }
 
-  /** Entries in address order, at most `limit`. */
-  async list(limit = 1000): Promise<SuppressionEntry[]> {
-    const rows = await this.store.scan(SUPPRESSION_PREFIX, limit);
-    return rows.flatMap((row) => decodeEntry(row.value) ?? []);
+  /**
+   * The entries of the first `limit` stored, in address order, and whether more are stored: one
+   * more is read to tell, so that `bounce list` can say its --limit cut the list.
+   */
+  async list(limit = 1000): Promise<{ entries: SuppressionEntry[]; more: boolean }> {
+    const rows = await this.store.scan(SUPPRESSION_PREFIX, Math.min(limit + 1, Number.MAX_SAFE_INTEGER));
+    return { entries: rows.slice(0, limit).flatMap((row) => decodeEntry(row.value) ?? []), more: rows.length > limit };
   }
 
   async remove(address: string): Promise<boolean> {

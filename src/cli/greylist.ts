@@ -15,7 +15,8 @@
  *            waiting or passed), client auto-allow entries and domain auto-allow entries, in
  *            key order (on Redis, each 10,000 in key order, in the order SCAN finds them),
  *            printed 10,000 at a time as they are read; --client narrows to one identity (for a network, the client entries
- *            of its addresses, as `drop` removes them), --kind to triplet, client or domain
+ *            of its addresses, as `drop` removes them), --kind to triplet, client or domain;
+ *            --limit (1000) stops it, with a line on stderr when more are stored
  *     allow  CLIENT alone: the client skips greylisting from now on (its auto-allow entry, for
  *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
@@ -54,6 +55,8 @@ import { configuredStore, daemonStateConfig, openExistingStore } from './runtime
 
 export interface GreylistCommandIo {
   out: NodeJS.WritableStream;
+  /** Where `list` says that --limit cut it short (default: standard error), so stdout stays the entries. */
+  err?: NodeJS.WritableStream;
 }
 
 interface CommonFlags {
@@ -160,25 +163,33 @@ export interface ListRequest {
   pageSize?: number;
 }
 
+/** What printGreylist did: how many entries it printed, and whether the limit left some out. */
+export interface PrintedList {
+  printed: number;
+  more: boolean;
+}
+
 /**
  * Prints the entries page by page as the store gives them, each page in one write, and waits
  * for `out` to drain when it asks to (a pipe into a slow reader), so that memory holds a page,
- * not the list: gathered, a million entries took about 700 MB. Returns how many it printed.
+ * not the list: gathered, a million entries took about 700 MB. It reads one entry past the
+ * limit, not printed, so that a list the limit cut is told from one that ended there.
  */
-export async function printGreylist(list: Greylist, request: ListRequest, out: NodeJS.WritableStream): Promise<number> {
+export async function printGreylist(list: Greylist, request: ListRequest, out: NodeJS.WritableStream): Promise<PrintedList> {
   const { client } = request;
   let printed = 0;
   for (const kind of request.kinds) {
     // A client entry is keyed by the address, a triplet by the identity; a network's client
     // entries are those of its addresses, as `drop` removes them.
     const filter = client === undefined ? {} : kind !== 'client' ? { client: client.identity } : client.network ? { network: client.network } : { client: client.autoAllowKey ?? client.identity };
-    for await (const page of list.listPages({ kinds: [kind], limit: request.limit - printed, pageSize: request.pageSize, ...filter })) {
-      if (!out.write(page.map((entry) => `${request.json ? shownJson(entry) : describeEntry(entry)}\n`).join(''))) await once(out, 'drain');
-      printed += page.length;
+    for await (const page of list.listPages({ kinds: [kind], limit: request.limit + 1 - printed, pageSize: request.pageSize, ...filter })) {
+      const kept = page.slice(0, request.limit - printed);
+      if (kept.length > 0 && !out.write(kept.map((entry) => `${request.json ? shownJson(entry) : describeEntry(entry)}\n`).join(''))) await once(out, 'drain');
+      printed += kept.length;
+      if (kept.length < page.length) return { printed, more: true };
     }
-    if (printed >= request.limit) break;
   }
-  return printed;
+  return { printed, more: false };
 }
 
 /** `read`: listing or dropping, which need an existing store; `write`: allowing, which may make it. */
@@ -225,7 +236,9 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const settings = configured(flags);
       const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
       await withGreylist(settings, 'read', async (list) => {
-        await printGreylist(list, { kinds: flags.kind ? [flags.kind as GreylistEntryKind] : KINDS, client, limit, json: flags.json === true }, io.out);
+        const { more } = await printGreylist(list, { kinds: flags.kind ? [flags.kind as GreylistEntryKind] : KINDS, client, limit, json: flags.json === true }, io.out);
+        // Exit 0 all the same: the entries asked for were printed, as with head -n.
+        if (more) (io.err ?? process.stderr).write(`callout greylist list: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
       });
     });
 

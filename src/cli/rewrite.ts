@@ -11,7 +11,7 @@
  *   callout verp decode --sender S [--delimiters +=] ADDRESS
  *   callout bounce parse FILE [--json]                  (FILE - reads standard input)
  *   callout bounce record FILE --rcpt ADDRESS STORE [--batv-key-file F] [--verp-sender S]... [--now T]
- *   callout bounce list STORE [--limit N] [--json]
+ *   callout bounce list STORE [--limit N] [--json]      (a line on stderr when --limit left entries out)
  *   callout bounce query|remove ADDRESS STORE
  *     STORE: --store DB (a SQLite file), or -c FILE [--data-dir D] (the configured store,
  *     SQLite or Redis; without either, the default configuration's)
@@ -71,6 +71,8 @@ import { configuredStore, daemonStateConfig, openExistingStore } from './runtime
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
+  /** Where `bounce list` says that --limit cut it short (default: standard error), so stdout stays the entries. */
+  err?: NodeJS.WritableStream;
   /** Read by `bounce parse -` and `bounce record -`. */
   stdin: NodeJS.ReadableStream;
   /** Ends `rewrite serve` (besides SIGINT/SIGTERM); tests use it. */
@@ -446,8 +448,10 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print JSON Lines')
     .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
-      const entries = await withSuppression(flags, 'read', (list) => list.list(limit));
+      const { entries, more } = await withSuppression(flags, 'read', (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? shownJson(e) : formatEntry(e)}\n`).join(''));
+      // Exit 0 all the same: the entries asked for were printed, as with head -n.
+      if (more) (io.err ?? process.stderr).write(`callout bounce list: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
     });
   storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')

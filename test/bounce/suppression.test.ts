@@ -46,7 +46,7 @@ describe('SuppressionList', () => {
     assert.notEqual(forwarded, fixture('postfix-dsn.eml'), 'the fixture names bob@example.org as Final-Recipient');
     const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: forwarded }, { batv });
     assert.deepEqual(outcome, { kind: 'not-proven', reason: 'every hard failure was reached by forwarding: the address we mailed may reach others too, so it is not suppressed' });
-    assert.deepEqual(await list.list(), []);
+    assert.deepEqual((await list.list()).entries, []);
   });
 
   it('with BATV alone records every hard failure but not the full mailbox', async () => {
@@ -55,7 +55,7 @@ describe('SuppressionList', () => {
     assert.ok(signed.ok);
     const outcome = await list.recordBounce({ envelopeRecipient: signed.ok ? signed.address : '', message: fixture('multi-recipient-dsn.eml') }, { batv });
     assert.equal(outcome.kind, 'recorded');
-    assert.deepEqual((await list.list()).map((e) => e.address), ['dave@example.org']);
+    assert.deepEqual((await list.list()).entries.map((e) => e.address), ['dave@example.org']);
   });
 
   it('records no entry for a hard failure that names no address (Final-Recipient: rfc822; with nothing after it)', async () => {
@@ -64,7 +64,7 @@ describe('SuppressionList', () => {
     assert.notEqual(nameless, fixture('postfix-dsn.eml'));
     const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: nameless }, { batv });
     assert.deepEqual(outcome, { kind: 'not-proven', reason: 'the report\'s hard failures name no address' });
-    assert.deepEqual(await list.list(), []);
+    assert.deepEqual((await list.list()).entries, []);
   });
 
   it('records no entry for a hard failure whose address has no domain or holds control characters', async () => {
@@ -75,7 +75,7 @@ describe('SuppressionList', () => {
       const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: odd }, { batv });
       assert.deepEqual(outcome, { kind: 'not-proven', reason: 'the report\'s hard failures name no address' }, name);
     }
-    assert.deepEqual(await list.list(), []);
+    assert.deepEqual((await list.list()).entries, []);
   });
 
   it('records the VERP recipient when the report confirms it, counting repeats', async () => {
@@ -103,7 +103,7 @@ describe('SuppressionList', () => {
     assert.notEqual(single, fixture('postfix-dsn.eml'));
     const only = await list.recordBounce({ envelopeRecipient: 'list-bounces+bob=example.org@lists.example.com', message: single }, { verp });
     assert.equal(only.kind, 'not-proven');
-    assert.deepEqual(await list.list(), []);
+    assert.deepEqual((await list.list()).entries, []);
     // The VERP recipient itself failed: suppressed, as ever.
     const direct = await list.recordBounce({ envelopeRecipient: 'list-bounces+bob=example.org@lists.example.com', message: fixture('postfix-dsn.eml') }, { verp });
     assert.deepEqual(direct.kind === 'recorded' && direct.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
@@ -115,7 +115,7 @@ describe('SuppressionList', () => {
     assert.ok(signed.ok);
     const outcome = await list.recordBounce({ envelopeRecipient: signed.address, message: fixture('qmail.eml') }, { batv, verp });
     assert.equal(outcome.kind === 'recorded' && outcome.proof, 'batv+verp');
-    assert.deepEqual((await list.list()).map((e) => [e.address, e.proof]), [['judy@example.org', 'batv+verp']]);
+    assert.deepEqual((await list.list()).entries.map((e) => [e.address, e.proof]), [['judy@example.org', 'batv+verp']]);
   });
 
   it('refuses bounces that prove nothing, or name someone else, or are not hard', async () => {
@@ -135,13 +135,13 @@ describe('SuppressionList', () => {
     assert.equal(delayed.kind, 'not-hard');
     const vacation = await list.recordBounce({ envelopeRecipient: 'list-bounces+wendy=example.org@lists.example.com', message: fixture('vacation.eml') }, { verp });
     assert.equal(vacation.kind, 'not-a-bounce');
-    assert.deepEqual(await list.list(), []);
+    assert.deepEqual((await list.list()).entries, []);
   });
 
   it('lists in address order, removes, and forgets after the TTL', async () => {
     const { list, clock } = setup();
     for (const address of ['zed@example.org', 'amy@example.org']) await list.add({ address, status: '5.1.1', format: 'manual', proof: 'manual' });
-    assert.deepEqual((await list.list()).map((e) => e.address), ['amy@example.org', 'zed@example.org']);
+    assert.deepEqual((await list.list()).entries.map((e) => e.address), ['amy@example.org', 'zed@example.org']);
     assert.equal(await list.remove('AMY@example.org'), true);
     assert.equal(await list.remove('amy@example.org'), false);
     clock.advance(31 * 86_400_000);
@@ -156,7 +156,7 @@ describe('SuppressionList', () => {
     assert.equal(await list.isSuppressed('\u212Aate@EXAMPLE.org'), true);
     await list.add({ address: 'Bob@Bücher.example', status: '5.1.1', format: 'manual', proof: 'manual' });
     assert.equal(await list.isSuppressed('bob@xn--bcher-kva.example'), true);
-    assert.deepEqual((await list.list()).map((e) => e.address), ['bob@xn--bcher-kva.example', '\u212Aate@example.org']);
+    assert.deepEqual((await list.list()).entries.map((e) => e.address), ['bob@xn--bcher-kva.example', '\u212Aate@example.org']);
   });
 });
 
@@ -168,7 +168,7 @@ describe('suppression list: values that are not entries', () => {
     await list.add({ address: 'good@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
     await store.set('supp:broken@example.org', '{not json', 86_400_000);
     await store.set('supp:foreign@example.org', JSON.stringify({ address: 'foreign@example.org', status: '5.1.1', firstSeen: 'yesterday', lastSeen: 1, count: 1 }), 86_400_000);
-    assert.deepEqual((await list.list()).map((e) => e.address), ['good@example.org']);
+    assert.deepEqual((await list.list()).entries.map((e) => e.address), ['good@example.org']);
     assert.equal(await list.get('broken@example.org'), undefined);
     assert.equal(await list.isSuppressed('broken@example.org'), false, 'the senders agree with the listing');
     const replaced = await list.add({ address: 'broken@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
@@ -208,7 +208,7 @@ describe('suppression entries read back, fuzzed', () => {
         await list.add({ address: 'a@example.org', status: '5.1.1', format: 'dsn', proof: 'batv' });
         const [row] = await store.scan('', 10);
         await store.set(row!.key, value, 60_000);
-        const entries = [await list.get('a@example.org'), ...(await list.list())];
+        const entries = [await list.get('a@example.org'), ...(await list.list()).entries];
         for (const entry of entries) {
           if (entry === undefined) continue;
           for (const text of [entry.address, entry.status, entry.proof, entry.format]) assert.equal(typeof text, 'string');

@@ -32,17 +32,20 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const configPath = join(dir, 'callout.yaml');
 writeFileSync(configPath, `dataDir: ${dir}\npolicy:\n  stages:\n    - name: greylist\n      delay: 5m\n      ipv4Prefix: 24\n`);
 
-async function run(args: string[], config = configPath): Promise<{ output: string; error?: Error }> {
+async function run(args: string[], config = configPath): Promise<{ output: string; stderr: string; error?: Error }> {
   const out = new PassThrough();
+  const err = new PassThrough();
   let output = '';
+  let stderr = '';
   out.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  err.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  registerGreylistCommands(program, { out });
+  registerGreylistCommands(program, { out, err });
   try {
     await program.parseAsync(['node', 'callout', 'greylist', ...args, '--config', config]);
-    return { output };
-  } catch (err) {
-    return { output, error: err as Error };
+    return { output, stderr };
+  } catch (error) {
+    return { output, stderr, error: error as Error };
   }
 }
 
@@ -219,6 +222,39 @@ describe('callout greylist', () => {
     }
   });
 
+  it('says on stderr when --limit cut the list, and only then; stdout holds the entries as before', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-limit-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n`);
+    const notice = (limit: number) => `callout greylist list: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`;
+    try {
+      const store = await SqliteStore.open(join(ownDir, 'callout.sqlite'));
+      const now = Date.now();
+      await Promise.all(Array.from({ length: 4 }, (_, i) => store.set(`grey:t:192.0.2.0%2F24/s@x.example/r${i}@example.test`, `${now},${now}`, 86_400_000)));
+      await store.close();
+      const listed = await run(['list', '--limit', '3'], ownConfig);
+      assert.equal(listed.error, undefined, 'exit 0: the entries asked for were printed');
+      assert.deepEqual(listed.output.match(/^triplet \S+ \S+ \S+/gm), ['0', '1', '2'].map((i) => `triplet 192.0.2.0/24 s@x.example r${i}@example.test`));
+      assert.equal(listed.stderr, notice(3));
+      const json = await run(['list', '--limit', '3', '--json'], ownConfig);
+      assert.deepEqual(json.output.trimEnd().split('\n').map((line) => (JSON.parse(line) as { recipient: string }).recipient), ['r0@example.test', 'r1@example.test', 'r2@example.test']);
+      assert.equal(json.stderr, notice(3));
+      const whole = await run(['list', '--limit', '4'], ownConfig);
+      assert.equal(whole.output.split('\n').length - 1, 4);
+      assert.equal(whole.stderr, '', 'exactly --limit entries stored: nothing left out');
+      // The entry past the limit may be of the next kind.
+      await run(['allow', '203.0.113.9'], ownConfig);
+      const cut = await run(['list', '--limit', '4'], ownConfig);
+      assert.deepEqual(cut.output.match(/^\S+/gm), ['triplet', 'triplet', 'triplet', 'triplet']);
+      assert.equal(cut.stderr, notice(4));
+      const all = await run(['list', '--limit', '5'], ownConfig);
+      assert.deepEqual(all.output.match(/^\S+/gm), ['triplet', 'triplet', 'triplet', 'triplet', 'client']);
+      assert.equal(all.stderr, '');
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+
   it('ends quietly and at once when its reader closes the pipe early (list | head -1)', async () => {
     const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-pipe-'));
     const ownConfig = join(ownDir, 'callout.yaml');
@@ -387,12 +423,12 @@ describe('callout greylist list, page by page', () => {
     try {
       const greylist = await seedTriplets(store, 25_000);
       const output = slowOutput();
-      assert.equal(await printGreylist(greylist, { kinds: ['triplet', 'client', 'domain'], limit: 1_000_000, json: false, pageSize: 1000 }, output.out), 25_000);
+      assert.deepEqual(await printGreylist(greylist, { kinds: ['triplet', 'client', 'domain'], limit: 1_000_000, json: false, pageSize: 1000 }, output.out), { printed: 25_000, more: false });
       const senders = output.lines().map((line) => line.split(' ')[2]);
       assert.deepEqual(senders, Array.from({ length: 25_000 }, (_, i) => sender(i)));
       // --limit stops within a page; --json prints one object a line.
       const limited = slowOutput();
-      assert.equal(await printGreylist(greylist, { kinds: ['triplet'], limit: 1234, json: true, pageSize: 100 }, limited.out), 1234);
+      assert.deepEqual(await printGreylist(greylist, { kinds: ['triplet'], limit: 1234, json: true, pageSize: 100 }, limited.out), { printed: 1234, more: true });
       assert.deepEqual(limited.lines().map((line) => (JSON.parse(line) as { sender: string }).sender), Array.from({ length: 1234 }, (_, i) => sender(i)));
     } finally {
       await store.close();
@@ -406,7 +442,7 @@ describe('callout greylist list, page by page', () => {
       for (const third of [1, 2, 3, 4]) for (let host = 0; host < 20; host += 1) await greylist.allowClient(`192.0.${third}.${host}`);
       const output = slowOutput();
       const client = { identity: '192.0.2.0/23', network: { family: 4 as const, network: 0xc0000200n, prefixLength: 23 } };
-      assert.equal(await printGreylist(greylist, { kinds: ['client'], client, limit: 1000, json: false, pageSize: 7 }, output.out), 40);
+      assert.deepEqual(await printGreylist(greylist, { kinds: ['client'], client, limit: 1000, json: false, pageSize: 7 }, output.out), { printed: 40, more: false });
       const expected = [2, 3].flatMap((third) => Array.from({ length: 20 }, (_, host) => `192.0.${third}.${host}`)).sort();
       assert.deepEqual(output.lines().map((line) => line.split(' ')[1]), expected);
     } finally {
@@ -437,7 +473,7 @@ describe('callout greylist list, page by page', () => {
           seen.push({ pagesRead, buffered: output.out.writableLength });
           return write(chunk);
         }) as typeof output.out.write;
-        assert.equal(await printGreylist(new Greylist(counted, systemClock, settings), { kinds: ['triplet'], limit: 1_000_000, json: false, pageSize: 100 }, output.out), 2500);
+        assert.deepEqual(await printGreylist(new Greylist(counted, systemClock, settings), { kinds: ['triplet'], limit: 1_000_000, json: false, pageSize: 100 }, output.out), { printed: 2500, more: false });
         // One write a page, each made before the next page was read, into an empty buffer.
         assert.equal(seen.length, 25);
         assert.deepEqual(seen, seen.map((_, i) => ({ pagesRead: i + 1, buffered: 0 })));

@@ -24,7 +24,7 @@ writeFileSync(batvKeys, '# newest first\n1 secret\n0 old secret\n');
 const fixture = (name: string) => new URL(`../fixtures/bounce/${name}`, import.meta.url).pathname;
 const NOW = '2020-01-01T00:01:00Z';
 
-async function run(args: string[], options: { stdin?: string; stop?: AbortSignal; onOutput?: (text: string) => void; log?: LookupLog } = {}): Promise<{ out: string; code: number }> {
+async function run(args: string[], options: { stdin?: string; stop?: AbortSignal; onOutput?: (text: string) => void; log?: LookupLog; err?: NodeJS.WritableStream } = {}): Promise<{ out: string; code: number }> {
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
   const out = new PassThrough();
   let text = '';
@@ -32,7 +32,7 @@ async function run(args: string[], options: { stdin?: string; stop?: AbortSignal
     text += chunk.toString();
     options.onOutput?.(text);
   });
-  registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}), ...(options.log ? { log: options.log } : {}) });
+  registerRewriteCommands(program, { out, stdin: Readable.from([options.stdin ?? '']), ...(options.stop ? { stop: options.stop } : {}), ...(options.log ? { log: options.log } : {}), ...(options.err ? { err: options.err } : {}) });
   process.exitCode = 0;
   try {
     await program.parseAsync(['node', 'callout', ...args]);
@@ -399,6 +399,34 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
       await assert.rejects(run([...args, '--store', missing]), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${missing}: no store there`));
     }
     assert.equal(existsSync(missing), false);
+  });
+
+  it('says on stderr when --limit cut the list, and only then; stdout holds the entries as before', async () => {
+    const store = join(dir, 'limited.sqlite');
+    const { SqliteStore } = await import('../../src/store/sqlite.js');
+    const raw = await SqliteStore.open(store);
+    const now = Date.now();
+    const addresses = ['a@example.org', 'b@example.org', 'c@example.org', 'd@example.org'];
+    for (const address of addresses) await raw.set(`supp:${address}`, JSON.stringify({ address, status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: now, lastSeen: now, count: 1 }), 86_400_000);
+    await raw.close();
+    const list = async (...args: string[]) => {
+      const err = new PassThrough();
+      let stderr = '';
+      err.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const { out, code } = await run(['bounce', 'list', '--store', store, ...args], { err });
+      return { out, code, stderr };
+    };
+    const notice = 'callout bounce list: stopped at --limit 3 entries; more are stored (give a larger --limit)\n';
+    const cut = await list('--limit', '3');
+    assert.equal(cut.code, 0, 'exit 0: the entries asked for were printed');
+    assert.deepEqual(cut.out.match(/^[^:]+/gm), addresses.slice(0, 3));
+    assert.equal(cut.stderr, notice);
+    const json = await list('--limit', '3', '--json');
+    assert.deepEqual(json.out.trimEnd().split('\n').map((line) => (JSON.parse(line) as { address: string }).address), addresses.slice(0, 3));
+    assert.equal(json.stderr, notice);
+    const whole = await list('--limit', '4');
+    assert.deepEqual(whole.out.match(/^[^:]+/gm), addresses);
+    assert.equal(whole.stderr, '', 'exactly --limit entries stored: nothing left out');
   });
 
   it('lists a suppression store that holds a value it did not write', async () => {
