@@ -18,6 +18,7 @@ export type AddressSyntaxRule =
   | 'empty-input'
   | 'non-ascii'
   | 'bad-character'
+  | 'not-utf8'
   | 'missing-at'
   | 'empty-local-part'
   | 'empty-atom'

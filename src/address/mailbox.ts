@@ -7,7 +7,8 @@
  *   a domain given as labels with their positions, or as an address literal; this module turns
  *   those into a Mailbox, so that the limits, IDN handling and the canonical form are decided in
  *   one place. The canonical `address` is what callout sends in RCPT TO: the A-label domain and
- *   the local part quoted only when it is not a valid dot-string.
+ *   the local part quoted only when it is not a valid dot-string. Every non-ASCII character is
+ *   allowed except U+FFFD, which stands for bytes that were not UTF-8 (rule `not-utf8`).
  *
  * RFC
  *   RFC 5321 §4.1.2 (Domain, address-literal), §4.1.3 (IPv4/IPv6 literals), §4.5.1 (postmaster),
@@ -111,6 +112,15 @@ function findCodeUnit(text: string, test: (unit: number) => boolean): number {
   return -1;
 }
 
+/**
+ * Callout's inputs (policy lines, message files, address lists, argv) are decoded as UTF-8 with
+ * U+FFFD for every byte that is not UTF-8, so the character stands for bytes that are lost: an
+ * address that holds it is not the one that was sent, and every sender with other bad bytes in
+ * the same place would read as the same mailbox (one callout cache entry, one greylist triplet).
+ * No mailbox is named with U+FFFD itself, so it is refused wherever it stands.
+ */
+const isReplacement = (unit: number): boolean => unit === 0xfffd;
+const NOT_UTF8 = (part: string): string => `${part} holds U+FFFD, the mark of bytes that were not UTF-8`;
 const isNonAscii = (unit: number): boolean => unit > 0x7f;
 const isControl = (unit: number): boolean => unit < 0x20 || unit === 0x7f;
 
@@ -171,6 +181,7 @@ function normaliseLabel(label: DomainLabel): ParseResult<{ ascii: string; intern
   let ascii = true;
   for (let i = 0; i < text.length; ) {
     const codePoint = text.codePointAt(i) ?? 0;
+    if (isReplacement(codePoint)) return failure('not-utf8', position + i, NOT_UTF8('domain'));
     if (codePoint >= 0x80 && !isSurrogate(codePoint)) {
       ascii = false;
     } else if (codePoint >= 0x80 || LDH[codePoint] !== 1) {
@@ -253,6 +264,7 @@ export function validateAddressLiteral(content: string, position: number): Parse
 export function buildMailbox(local: LocalPartInput, domain: MailboxDomain, pathPosition: number, sizeLimits = true): ParseResult<Mailbox> {
   const control = findCodeUnit(local.value, isControl);
   if (control >= 0) return failure('bad-character', local.position, 'control character in local part');
+  if (findCodeUnit(local.value, isReplacement) >= 0) return failure('not-utf8', local.position, NOT_UTF8('local part'));
   const quoted = quoteLocalPart(local.value);
   const localOctets = octets(quoted);
   if (sizeLimits && localOctets > ADDRESS_LIMITS.localPartOctets) {

@@ -164,9 +164,10 @@ function scanDomain(input: string, local: LocalPartInput, at: number, inPath: bo
  * mailbox is therefore read again as the local part up to the last '@' and the domain after it;
  * buildMailbox quotes the local part back, so RCPT TO names the mailbox the client gave.
  * Undefined when this reading fails too, or for a leading '@' (a source route, not a local
- * part): the caller then reports the RFC 5321 error.
+ * part): the caller then reports the RFC 5321 error. A `not-utf8` failure is returned instead,
+ * as it is true of either reading (`john doe\xff@example.org` is refused for the byte, not the space).
  */
-function parseInternalForm(input: string, sizeLimits: boolean): Mailbox | undefined {
+function parseInternalForm(input: string, sizeLimits: boolean): ParseResult<Mailbox> | undefined {
   const at = input.lastIndexOf('@');
   if (at <= 0 || input.startsWith('@')) return undefined;
   for (let i = 0; i < at; ) {
@@ -176,7 +177,8 @@ function parseInternalForm(input: string, sizeLimits: boolean): Mailbox | undefi
     i += codeUnits(codePoint);
   }
   const scanned = scanDomain(input, { value: input.slice(0, at), position: 0 }, at, false, sizeLimits);
-  return scanned.ok && scanned.value.end === input.length ? scanned.value.value : undefined;
+  if (!scanned.ok) return scanned.error.rule === 'not-utf8' ? scanned : undefined;
+  return scanned.value.end === input.length ? success(scanned.value.value) : undefined;
 }
 
 /** Skips an RFC 5321 A-d-l and its colon: `@a.example,@b.example:`. */
@@ -239,7 +241,8 @@ function parsePath(input: string, options: PathOptions): ParseResult<ReversePath
   const mailbox = parseMailbox(input, options);
   if (mailbox.ok) return success({ kind: 'mailbox', mailbox: mailbox.value });
   const internal = options.internalForm ? parseInternalForm(input, options.sizeLimits ?? true) : undefined;
-  return internal ? success({ kind: 'mailbox', mailbox: internal }) : mailbox;
+  if (internal === undefined) return mailbox;
+  return internal.ok ? success({ kind: 'mailbox', mailbox: internal.value }) : internal;
 }
 
 /** The argument of MAIL FROM: `<>` is the null reverse path (bounces, and callout's own probes). */

@@ -153,7 +153,8 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
       if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);
       // UTF-8 (RFC 6532): read as Latin-1, "bücher.example" became another domain, which was
-      // then checked. A byte that is not UTF-8 becomes U+FFFD, which no address takes: no PRA.
+      // then checked. A byte that is not UTF-8 becomes U+FFFD, which the address parser refuses
+      // in a local part or a domain (rule not-utf8): such a PRA field gives no PRA (permerror).
       const text = read.bytes.toString('utf8');
       const verdict = await checkSenderId(
         {

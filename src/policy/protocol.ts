@@ -13,8 +13,10 @@
  *   matter and unknown attributes are kept. A repeated attribute keeps its last value (the README
  *   allows the first or the last; the last is what a later, more specific line means). Lines are
  *   decoded as UTF-8 because Postfix passes SMTPUTF8 addresses through unchanged; bytes that are
- *   not UTF-8 become U+FFFD, which no address parser accepts, so such input can never pass as a
- *   valid address. The `request` attribute is required and must be `smtpd_access_policy`.
+ *   not UTF-8 become U+FFFD, which the address parsers refuse in a local part or a domain (rule
+ *   `not-utf8`, address/mailbox), so such a sender or recipient never passes as a valid address
+ *   (sender-syntax refuses it; nothing calls it out). The `request` attribute is required and
+ *   must be `smtpd_access_policy`.
  *
  *   After an error event the decoder stops and ignores further input: the protocol has no way to
  *   resynchronise or report an error, so the server must close the connection without a reply.

@@ -143,6 +143,9 @@ describe('parseAddressList: syntax errors', () => {
     { input: 'g: a@x.org b@x.org;', rule: 'bad-character', position: 11 },
     { input: '>', rule: 'bad-character', position: 0 },
     { input: 'a@x.org\r\n', rule: 'bad-character', position: 7 },
+    { input: 'Bob <b\ufffd@x.org>', rule: 'not-utf8', position: 5 },
+    { input: '"b \ufffd"@x.org', rule: 'not-utf8', position: 0 },
+    { input: 'b@x\ufffd.org', rule: 'not-utf8', position: 3 },
   ];
   for (const { input, rule, position } of cases) {
     it(`${JSON.stringify(input)} -> ${rule} at ${position}`, () => {

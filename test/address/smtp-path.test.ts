@@ -213,6 +213,24 @@ describe('parseMailbox: internationalised addresses (RFC 6531)', () => {
     assertSyntaxError(parseReversePath('<a@x.org>ü', { utf8: false }), 'path', 'non-ascii', 9);
     assertParsed(parseMailbox('user@xn--bcher-kva.example', { utf8: false }), 'a-label is ASCII');
   });
+
+  it('refuses U+FFFD, the mark of bytes that were not UTF-8, in a local part and in a domain', () => {
+    // A policy line's `\xff@victim.example`: read as a mailbox, the callout would ask for
+    // another one, and every sender with other bad bytes there would be the same mailbox.
+    const received = { tolerant: true, sizeLimits: false, internalForm: true } as const;
+    for (const input of ['\ufffd@victim.example', 'bob\ufffd@victim.example', '"b \ufffd"@victim.example']) {
+      assertSyntaxError(parseReversePath(input, received), input, 'not-utf8', 0);
+      assertSyntaxError(parseForwardPath(input, received), input, 'not-utf8', 0);
+      assertSyntaxError(parseReversePath(`<${input}>`), input, 'not-utf8', 1);
+    }
+    // Postfix's internal form, too: the byte is named, not the space that the other reading meets.
+    assertSyntaxError(parseReversePath('john doe\ufffd@victim.example', received), 'internal form', 'not-utf8', 0);
+    assertSyntaxError(parseMailbox('bob@vic\ufffdtim.example'), 'domain', 'not-utf8', 7);
+    assertSyntaxError(parseMailbox('bob@victim.\ufffd'), 'tld', 'not-utf8', 11);
+    assertSyntaxError(parseReversePath('bob@\ufffd.example', received), 'received domain', 'not-utf8', 4);
+    const refused = parseMailbox('\ufffd@victim.example');
+    assert.equal(!refused.ok && refused.error.message, 'local part holds U+FFFD, the mark of bytes that were not UTF-8 at 0');
+  });
 });
 
 describe('parseMailbox: address literals (RFC 5321 §4.1.3)', () => {

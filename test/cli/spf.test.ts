@@ -112,6 +112,21 @@ describe('callout spf', () => {
     }
   });
 
+  it('senderid finds no PRA in a From field with a byte that is not UTF-8, and checks no other mailbox in its place', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-spf-cli-'));
+    try {
+      const message = join(dir, 'message.eml');
+      writeFileSync(message, Buffer.concat([Buffer.from('From: x'), Buffer.from([0xff]), Buffer.from('@pra.test\r\n\r\nbody\r\n')]));
+      const { output, exitCode } = await runCommand('senderid', ['--ip', '127.0.0.7', '--message', message]);
+      assert.equal(exitCode, 2);
+      assert.match(output, /^result: permerror$/m);
+      assert.match(output, /no PRA: from: local part holds U\+FFFD, the mark of bytes that were not UTF-8 at 0$/m);
+      assert.doesNotMatch(output, /^pra:/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('--json prints one object with result, explanation and trace', async () => {
     const { output, exitCode } = await run(['--ip', '127.0.0.7', '--sender', '<x@deny.test>', '--json']);
     assert.equal(exitCode, 1);

@@ -51,6 +51,21 @@ describe('invalid lines of a list', () => {
   });
 });
 
+describe('a line with a byte that is not UTF-8', () => {
+  it('is invalid (syntax), naming the byte and its line, and no other mailbox is verified in its place', async () => {
+    const path = join(dir, 'not-utf8.txt');
+    writeFileSync(path, Buffer.concat([Buffer.from('# list\nbob'), Buffer.from([0xff]), Buffer.from('@x.test\n')]));
+    const out = new PassThrough();
+    let printed = '';
+    out.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    // A DNS server that is not there: were the address verified, it would be unknown, not invalid.
+    const config = validateConfig({ store: { kind: 'memory' }, dns: { servers: ['127.0.0.1:9'], timeout: '200ms', tries: 1 }, callout: { helo: 'verifier.callout.test' } });
+    const status = await runVerify([], { json: false, file: path, concurrency: 1 }, config, out);
+    assert.match(printed, new RegExp(`: invalid \\(syntax\\) - local part holds U\\+FFFD, the mark of bytes that were not UTF-8 at 0 \\(${path} line 2\\)\n$`));
+    assert.equal(status, 1);
+  });
+});
+
 describe('a list without addresses', () => {
   it('says the list has none, where it told someone who gave --file LIST to give one', async () => {
     const path = join(dir, 'only-comments.txt');

@@ -19,7 +19,7 @@ import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
 import type { SmtpTestServer } from '../support/smtp-server.js';
-import { PolicyClient, postfixRequest } from '../support/policy-client.js';
+import { PolicyClient, encodeRequest, postfixRequest } from '../support/policy-client.js';
 import { startDaemonWithClient } from '../support/daemon.js';
 import { mxZone } from '../verify/fixture.js';
 import { captureLog } from '../support/log-capture.js';
@@ -188,6 +188,17 @@ describe('callout serve', () => {
   it('rejects a sender that does not parse, naming the rule', async () => {
     const { client } = await setup();
     assert.match(await client.request(postfixRequest({ sender: 'a@b..example' })), /^501 5\.7\.1 Bad sender address syntax/);
+  });
+
+  it('rejects a sender whose bytes are not UTF-8 as bad syntax, and calls no mailbox out in its place', async () => {
+    const { client, smtp } = await setup();
+    // Decoded, \xff is U+FFFD: read as a mailbox, RCPT TO:<\uFFFD@sender.test> would be asked,
+    // answered and cached for every sender with other bad bytes there.
+    const [head, tail] = encodeRequest(postfixRequest({ sender: 'SENDER' })).split('SENDER');
+    const request = Buffer.concat([Buffer.from(head!), Buffer.from([0xff]), Buffer.from(`@sender.test${tail!}`)]);
+    const action = await client.requestEncoded(request);
+    assert.match(action, /^501 5\.7\.1 Bad sender address syntax: <.*@sender\.test>: local part holds U\+FFFD, the mark of bytes that were not UTF-8 at 0$/);
+    assert.equal(smtp.get('127.0.0.2')!.connectionCount, 0, 'no callout');
   });
 
   it('answers DEFER_IF_PERMIT when the callout outlasts the decision deadline, and the callout warms the cache', async () => {

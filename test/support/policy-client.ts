@@ -66,8 +66,11 @@ export class PolicyClient {
     return this.requestEncoded(encodeRequest(attributes));
   }
 
-  /** A request already encoded (encodeRequest), as a benchmark prepares them before it starts the clock. */
-  requestEncoded(request: string): Promise<string> {
+  /**
+   * A request already encoded (encodeRequest), as a benchmark prepares them before it starts the
+   * clock, or as bytes, for what Postfix passes on that is not UTF-8.
+   */
+  requestEncoded(request: string | Uint8Array): Promise<string> {
     if (this.closed) return Promise.reject(new Error('connection closed'));
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });

@@ -46,6 +46,12 @@ describe('RFC 4407 PRA', () => {
     assert.match(praOf('Resent-From: g: r@example.net;\nFrom: a@example.com\n'), /^none: resent-from: a group/);
   });
 
+  test('a field with bytes that were not UTF-8 (U+FFFD once decoded) has no PRA: the mailbox it named is lost', () => {
+    assert.equal(praOf('From: A <a\ufffd@example.com>\n'), 'none: from: local part holds U+FFFD, the mark of bytes that were not UTF-8 at 3');
+    assert.equal(praOf('Sender: "s \ufffd"@example.org\nFrom: a@example.com\n'), 'none: sender: local part holds U+FFFD, the mark of bytes that were not UTF-8 at 0');
+    assert.equal(praOf('From: a@ex\ufffdample.com\n'), 'none: from: domain holds U+FFFD, the mark of bytes that were not UTF-8 at 4');
+  });
+
   test('a mailbox without a domain name has no PRA (§2 step 5)', () => {
     assert.equal(praOf('From: a@[192.0.2.1]\n'), 'none: from: an address literal, not a domain name');
     assert.equal(praOf('Sender: s@[IPv6:2001:db8::1]\nFrom: a@example.com\n'), 'none: sender: an address literal, not a domain name');
