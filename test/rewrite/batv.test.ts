@@ -105,6 +105,47 @@ describe('Batv keyring', () => {
   });
 });
 
+describe('BATV edges (mutation testing)', () => {
+  const batv = new Batv({ keys: [{ keynum: 2, secret: 'new' }, { keynum: 1, secret: 'old' }] });
+
+  it("Exim's wrap fudge at its bounds: stamp 000 is valid on its signing day 993, stamp 007 is not a wrapped one", () => {
+    const day993 = 20_993 * DAY;
+    assert.equal(prvsDayStamp(day993), 993);
+    const signed = batv.sign('user@example.com', day993);
+    assert.ok(signed.ok && signed.address.startsWith('prvs=2000'));
+    assert.equal(signed.ok && batv.check(signed.address, day993).status, 'valid');
+    assert.equal(prvsStampValid(6, 20_999 * DAY), true);
+    // 007 is signed on day 1000 (000): on day 993 it is 14 days ahead, which Exim does not fudge.
+    assert.equal(prvsStampValid(7, day993), false);
+    assert.equal(prvsStampValid(7, 20_999 * DAY), false);
+  });
+
+  it('a forged signature is told as such even when its stamp is also out of date (Exim checks the hash first)', () => {
+    const forged = prvsSign('user@example.com', { keynum: 2, secret: 'guess' }, T0);
+    assert.ok(forged.ok);
+    assert.equal(batv.check(forged.address, T0 + 30 * DAY).status, 'bad-signature');
+  });
+
+  it("tells an empty local part as unqualified, and an address of exactly 512 octets by its signed form's length", () => {
+    assert.deepEqual(batv.sign('@example.com', T0), { ok: false, reason: 'unqualified', message: 'prvs needs a qualified address (local@domain)' });
+    const limit = `${'u'.repeat(512 - '@example.com'.length)}@example.com`;
+    assert.deepEqual(batv.sign(limit, T0), { ok: false, reason: 'too-long', message: 'the signed address would be longer than 512 octets' });
+  });
+
+  it('takes a 64-byte secret (the limit, Exim takes it) and refuses a key number that is no integer', () => {
+    const long = new Batv({ keys: [{ keynum: 0, secret: 'y'.repeat(64) }] });
+    const signed = long.sign('user@example.com', T0);
+    assert.equal(signed.ok && long.check(signed.address, T0).status, 'valid');
+    assert.throws(() => new Batv({ keys: [{ keynum: 1.5, secret: 'x' }] }), ConfigError);
+    assert.throws(() => new Batv({ keys: [{ keynum: Number.NaN, secret: 'x' }] }), ConfigError);
+  });
+
+  it('parsePrvs splits the address at its last @, as the greedy pattern of Exim does', () => {
+    const parts = parsePrvs('prvs=1269e93bf9=a@b@example.com');
+    assert.deepEqual(parts && { local: parts.local, domain: parts.domain, original: parts.original }, { local: 'a@b', domain: 'example.com', original: 'a@b@example.com' });
+  });
+});
+
 describe('BATV properties', () => {
   const address = fc
     .tuple(fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,40}$/), fc.stringMatching(/^[A-Za-z0-9-]{1,20}(\.[A-Za-z]{2,6}){1,2}$/))

@@ -158,6 +158,58 @@ describe('SRS reverse', () => {
   });
 });
 
+describe('SRS edges (mutation testing)', () => {
+  const reason = (r: ReturnType<Srs['reverse']> | ReturnType<Srs['forward']>) => (r.ok ? `ok ${r.address}` : `${r.reason}: ${r.message}`);
+
+  it("hashes compare with '+' equal to '-' and in any case, 'z' included", () => {
+    assert.equal(forwarded(srs.forward('user7@otherdomain.com', T0)), 'SRS0=5w+l=2W=otherdomain.com=user7@example.com');
+    assert.equal(reason(srs.reverse('SRS0=5w-l=2W=otherdomain.com=user7@example.com', T0)), 'ok user7@otherdomain.com');
+    assert.equal(reason(srs.reverse('SRS0=VMYZ=2W=otherdomain.com=test@example.com', T0)), 'ok test@otherdomain.com');
+  });
+
+  it('with several secrets, what the first signs reverses (as does what any other signed)', () => {
+    const rotated = new Srs({ domain: 'example.com', secrets: ['new', 'tops3cr3t'] });
+    const made = forwarded(rotated.forward('test@otherdomain.com', T0));
+    assert.equal(reason(rotated.reverse(made, T0)), 'ok test@otherdomain.com');
+    assert.deepEqual(rotated.forward(made.replace('@example.com', '@elsewhere.example'), T0), { ok: false, reason: 'already-rewritten', message: 'Already rewritten' });
+  });
+
+  it('refuses an empty secret among others, hashMin 0 (an empty hash would pass) and maxAgeDays past half the cycle; takes the limits themselves', () => {
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s', ''] }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashMin: 0 }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: 512 }), ConfigError);
+    assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: -1 }), ConfigError);
+    assert.ok(new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: 511 }));
+    const full = new Srs({ domain: 'example.com', secrets: ['tops3cr3t'], hashLength: 27 });
+    assert.equal(reason(full.reverse(forwarded(full.forward('test@otherdomain.com', T0)), T0)), 'ok test@otherdomain.com');
+  });
+
+  it('forwards a sender of exactly 512 octets when its rewrite fits (an SRS1 with a long foreign hash shrinks)', () => {
+    const head = `SRS1=${'h'.repeat(20)}=hop.example==`;
+    const tail = `@${'d'.repeat(60)}.example`;
+    const sender = `${head}${'u'.repeat(512 - head.length - tail.length)}${tail}`;
+    assert.equal(Buffer.byteLength(sender), 512);
+    assert.match(forwarded(srs.forward(sender, T0)), /^SRS1=[^=]{4}=hop\.example==u+@example\.com$/);
+  });
+
+  it('refuses an empty host, in forward of an SRS1 and in reverse of SRS0 and SRS1', () => {
+    assert.equal(reason(srs.forward('SRS1=abcd==x=user@other.example', T0)), 'malformed: No host or user in SRS1 address.');
+    assert.equal(reason(srs.reverse('SRS1=abcd==x=user@example.com', T0)), 'malformed: No host in SRS1 address.');
+    assert.equal(reason(srs.reverse('SRS0=abcd=2W==user@example.com', T0)), 'malformed: No host in SRS0 address.');
+  });
+
+  it('a stamp up to maxAgeDays ahead is from the future, one further is expired', () => {
+    assert.equal(reason(srs.reverse(forwarded(srs.forward('test@otherdomain.com', T0 + 21 * DAY)), T0)), 'future: Time stamp out of date.');
+    assert.equal(reason(srs.reverse(forwarded(srs.forward('test@otherdomain.com', T0 + 22 * DAY)), T0)), 'expired: Time stamp out of date.');
+    // A stamp that is not two characters is out of date, whatever the hash.
+    assert.equal(reason(srs.reverse('SRS0=vmyz=2WA=otherdomain.com=test@example.com', T0)), 'expired: Time stamp out of date.');
+  });
+
+  it('reverse reads the local part up to the first @', () => {
+    assert.equal(reason(srs.reverse('SRS0=vmyz=2W=otherdomain.com=test@x@example.com', T0)), 'ok test@otherdomain.com');
+  });
+});
+
 describe('SRS properties', () => {
   const user = fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,40}$/);
   const host = fc.stringMatching(/^[A-Za-z0-9-]{1,20}(\.[A-Za-z]{2,6}){1,2}$/).filter((h) => h.toLowerCase() !== 'fwd.example');

@@ -65,9 +65,20 @@ describe('VERP', () => {
     assert.equal(verpDecode('list-key+a=b.example@\u212A.example', 'list-key@k.example').ok, false);
     assert.equal(verpDecode('LIST-KEY+a=b.example@K.EXAMPLE', 'list-key@k.example').ok, true);
   });
+  it('takes addresses of exactly 512 octets both ways; the sender prefix counts only with its delimiter', () => {
+    const sender = 'list@l.test';
+    const recipient = `${'r'.repeat(512 - 'list+=x.test@l.test'.length)}@x.test`;
+    const encoded = verpEncode(sender, recipient);
+    assert.ok(encoded.ok);
+    assert.equal(encoded.ok && Buffer.byteLength(encoded.address), 512);
+    assert.deepEqual(encoded.ok && verpDecode(encoded.address, sender), { ok: true, recipient, sender });
+    // list-bouncesx... is another local part, not list-bounces + a recipient.
+    assert.equal(verpDecode('list-bouncesxa=b.example@list.example', 'list-bounces@list.example').ok, false);
+  });
   it('refuses delimiters Postfix refuses', () => {
     assert.throws(() => parseVerpDelimiters('+'), ConfigError);
     assert.throws(() => parseVerpDelimiters('+#'), ConfigError);
+    assert.throws(() => parseVerpDelimiters('+=='), ConfigError);
     assert.deepEqual(parseVerpDelimiters('+='), { local: '+', domain: '=' });
   });
   it('encode then decode is the identity; decode never throws', () => {
