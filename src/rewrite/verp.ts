@@ -95,6 +95,8 @@ export function verpDecode(address: string, sender: string, delimiters: VerpDeli
   if (asciiLower(domain) !== asciiLower(origin)) return notVerp(`domain is not ${origin || 'empty'}`);
   if (asciiLower(local.slice(0, head.length)) !== asciiLower(head)) return notVerp(`local part does not start with ${head}`);
   const encoded = local.slice(head.length);
+  // verpEncode never writes one: the recipient it gave back would hold two.
+  if (encoded.includes('@')) return notVerp('an "@" in the encoded recipient');
   const split = encoded.lastIndexOf(delimiters.domain);
   if (split <= 0 || split === encoded.length - 1) return notVerp(`no "${delimiters.domain}" between the recipient's local part and domain`);
   return { ok: true, recipient: `${encoded.slice(0, split)}@${encoded.slice(split + 1)}`, sender };

@@ -58,6 +58,8 @@ describe('VERP', () => {
     assert.equal(reason('list-bounces+@list.example'), noDelimiter);
     assert.equal(reason('list-bounces+a=@list.example'), noDelimiter);
     assert.equal(reason('list-bounces+=b.example@list.example'), noDelimiter);
+    // Read up to the last @, it named the recipient a@b@x, which no encode writes.
+    assert.equal(reason('list-bounces+a=b@x@list.example'), 'an "@" in the encoded recipient');
   });
   it('folds only A-Z in the prefix and origin, as address/key does: a Kelvin sign is no k', () => {
     // toLowerCase() folds U+212A KELVIN SIGN to an ASCII 'k': another sender's return path matched.
