@@ -417,14 +417,16 @@ function senderRequest(clock: ManualClock, sender: string, ms: number): StageCon
 
 describe('sender-callout: a wall clock stepped while the callout runs', () => {
   it('answers "in progress" at the deadline when the clock was stepped back an hour, not when the callout ends', async () => {
-    const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '1s');
+    // The callout ends at its greeting timeout (2 s): an answer before 1.5 s came at the deadline,
+    // with room for a loaded machine, not when the callout ended.
+    const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '2s');
     const ctx = senderRequest(clock, 'bob@dropping.test', 200);
     // NTP or a restored virtual machine, between the request's arrival and this stage.
     clock.advance(-3_600_000);
     const started = performance.now();
     const verdict = await stage.evaluate(ctx);
     assert.equal(verdict.result, 'in-progress', verdict.reason);
-    assert.ok(performance.now() - started < 800, `answered after ${Math.round(performance.now() - started)} ms`);
+    assert.ok(performance.now() - started < 1500, `answered after ${Math.round(performance.now() - started)} ms`);
     await engine.idle();
   });
 });
