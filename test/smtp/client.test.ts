@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 import fc from 'fast-check';
-import { SmtpClientSession, SmtpSessionMisuseError, type SmtpClientOptions } from '../../src/smtp/client.js';
+import { MAX_UNSOLICITED_REPLIES, SmtpClientSession, SmtpSessionMisuseError, type SmtpClientOptions } from '../../src/smtp/client.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import {
   acceptAll,
@@ -211,6 +211,15 @@ describe('SmtpClientSession dialogue', () => {
     assert.ok(events(session).includes('SMTPUTF8 not advertised: MAIL sent without it'));
   });
 
+  it('is rejected by a 4xx to EHLO and does not try HELO: only a 5xx says EHLO is unknown', async (t) => {
+    const server = await serve(t, { script: { ehlo: () => '450 4.7.1 Try again later', helo: () => '250 mx.callout.test' } });
+    const session = sessionFor(t, server);
+    const opened = await session.open();
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'ehlo 450');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(await commandsUpToQuit(server), ['EHLO callout.example', 'QUIT']);
+  });
+
   it('reads multi-line greetings and replies', async (t) => {
     const server = await serve(t, { script: multilineReplies() });
     const session = sessionFor(t, server);
@@ -260,6 +269,17 @@ describe('SmtpClientSession dialogue', () => {
     assert.deepEqual(sentLines(session), ['EHLO callout.example', 'MAIL FROM:<>']);
   });
 
+  it('takes a single unasked octet as part of a line nobody asked for', async (t) => {
+    const server = await rawServer(t, '127.0.0.5', (line, socket) => {
+      socket.write(line.startsWith('EHLO') ? '250 mx.callout.test\r\n' : line.startsWith('MAIL') ? '250 2.1.0 Ok\r\n2' : '550 5.1.1 No such user\r\n');
+    });
+    const session = sessionFor(t, server);
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    await session.mailFrom('');
+    assert.deepEqual(await session.rcptTo('x@example.test'), { kind: 'error', stage: 'rcpt', detail: 'the server sent part of a line nobody asked for before RCPT' });
+    assert.deepEqual(sentLines(session), ['EHLO callout.example', 'MAIL FROM:<>']);
+  });
+
   it('closes on a flood of unsolicited replies', async (t) => {
     const server = await serve(t, { script: { mail: () => ['250 Ok', ...Array.from({ length: 20 }, () => '250 again')].join('\r\n') } });
     const session = sessionFor(t, server);
@@ -269,6 +289,29 @@ describe('SmtpClientSession dialogue', () => {
     const rcpt = await session.rcptTo('x@example.test');
     assert.equal(rcpt.kind, 'closed');
     assert.ok(events(session).some((line) => line.includes('more than 10 unsolicited replies')));
+  });
+
+  it('bears exactly MAX_UNSOLICITED_REPLIES unsolicited replies', async (t) => {
+    const server = await serve(t, { script: { mail: () => ['250 Ok', ...Array.from({ length: MAX_UNSOLICITED_REPLIES }, () => '250 again')].join('\r\n') } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const rcpt = await session.rcptTo('x@example.test');
+    assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 250, events(session).join(' | '));
+    assert.equal(events(session).filter((line) => line === 'ignored unsolicited reply 250').length, MAX_UNSOLICITED_REPLIES);
+    await session.quit();
+  });
+
+  it('a refused RSET leaves the transaction open', async (t) => {
+    const server = await serve(t, { script: { rset: () => '502 5.5.2 Error: command not recognized' } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    assert.equal(session.inTransaction, true);
+    const rset = await session.rset();
+    assert.equal(rset.kind === 'reply' && rset.reply.code, 502);
+    assert.equal(session.inTransaction, true, 'the server still holds the MAIL');
+    await session.quit();
   });
 
   it('returns a 421 reply, then is closed', async (t) => {
@@ -576,6 +619,15 @@ describe('SmtpClientSession STARTTLS', () => {
     await session.quit();
   });
 
+  it('is rejected by a 421 to STARTTLS and says no QUIT, even when TLS is opportunistic (RFC 5321 §3.8)', async (t) => {
+    const server = await serve(t, { script: { ehlo: () => '250-mx.callout.test\r\n250 STARTTLS', starttls: () => '421 4.3.2 Service shutting down' } });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    const opened = await session.open();
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'starttls 421');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session), ['EHLO callout.example', 'STARTTLS']);
+  });
+
   it('answers tls-failed when the certificate must verify and does not', async (t) => {
     const server = await serve(t, { tls: testCertificate() });
     const session = sessionFor(t, server, {
@@ -766,6 +818,18 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
     assert.deepEqual(session.replies.map((r) => `${r.stage} ${r.reply.code}`), ['mail 250', 'rcpt 550', 'rset 250', 'mail 250', 'rcpt 250', 'quit 221']);
   });
 
+  it('leave() after a drain does not say a pipelined QUIT twice', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly(['alice']), ...pipelining(), quit: () => ({ silent: true }) } });
+    const session = sessionFor(t, server);
+    await session.open();
+    session.pipeline([...group, { verb: 'QUIT' }]);
+    await session.drain();
+    assert.equal(session.state, 'ready');
+    session.leave();
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session).filter((line) => line === 'QUIT'), ['QUIT']);
+  });
+
   it('a call that is not the next command of the group drops the rest of the group first', async (t) => {
     const server = await serve(t, { script: { ...usersOnly(['alice']), ...refuseNullSender(), ...pipelining() } });
     const session = sessionFor(t, server);
@@ -889,6 +953,17 @@ describe('SmtpClientSession between callouts', () => {
     const mail = await session.mailFrom('');
     assert.equal(mail.kind, 'timeout');
     assert.ok(Date.now() - started < GENEROUS.commandMs, 'the deadline, not the command timeout');
+  });
+
+  it('park() lifts the last callout\'s deadline: a parked session past it still says QUIT and hears the 221', async (t) => {
+    const server = await serve(t);
+    const deadline = performance.now() + 1000;
+    const session = sessionFor(t, server, { deadline });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    session.park();
+    assert.ok(await until(() => performance.now() > deadline + 10));
+    await session.quit();
+    assert.deepEqual(session.replies.map((r) => `${r.stage} ${r.reply.code}`), ['quit 221'], events(session).join(' | '));
   });
 });
 

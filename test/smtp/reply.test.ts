@@ -5,6 +5,7 @@ import {
   ReplyDecoder,
   formatEnhanced,
   formatReply,
+  isPositive,
   parseEhloKeywords,
   parseEnhancedStatus,
   replyText,
@@ -122,6 +123,26 @@ const cases: Case[] = [
       { kind: 'reply', reply: { code: 221, lines: ['bye'] }, raw: ['221 bye'] },
     ],
   },
+  {
+    // A line without a code cannot say whether its reply goes on: what follows is decoded afresh.
+    name: 'a line without a code ends the reply it interrupts',
+    input: '250-a\r\nhello\r\n250 b\r\n',
+    want: [
+      { kind: 'error', reason: 'malformed', detail: 'line does not start with a reply code', line: 'hello' },
+      { kind: 'reply', reply: { code: 250, lines: ['b'] }, raw: ['250 b'] },
+    ],
+  },
+  {
+    name: "the first line's enhanced code is the reply's",
+    input: '550-5.1.1 first\r\n550 5.7.1 second\r\n',
+    want: [
+      {
+        kind: 'reply',
+        reply: { code: 550, enhanced: { klass: 5, subject: 1, detail: 1 }, lines: ['first', 'second'] },
+        raw: ['550-5.1.1 first', '550 5.7.1 second'],
+      },
+    ],
+  },
 ];
 
 describe('ReplyDecoder', () => {
@@ -222,6 +243,12 @@ describe('reply helpers', () => {
   it('formatReply puts the whole reply on one line', () => {
     assert.equal(formatReply(reply), '550 5.1.1 No such user here');
     assert.equal(formatReply({ code: 250, lines: [''] }), '250');
+  });
+  it('isPositive takes 2xx only: a 3xx is no acceptance of a command', () => {
+    assert.equal(isPositive({ code: 200, lines: [''] }), true);
+    assert.equal(isPositive({ code: 299, lines: [''] }), true);
+    assert.equal(isPositive({ code: 354, lines: ['Start mail input'] }), false);
+    assert.equal(isPositive({ code: 199, lines: [''] }), false);
   });
   it('parseEhloKeywords reads keywords after the first line', () => {
     const keywords = parseEhloKeywords({

@@ -27,6 +27,8 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(552, '1 Requested mail action aborted, mailbox not found')), 'rejected');
     assert.equal(classifyRcpt(reply(552, '5.1.1 Unknown recipient')), 'rejected');
     assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
+    // X.1.6, "destination mailbox has moved" (RFC 3463 §3.2), names the address even in a 552.
+    assert.equal(classifyRcpt(reply(552, '5.1.6 Mailbox has moved')), 'rejected');
   });
 
   it('takes "too many recipients" as the temporary limit it is, as 452 and as 552 (RFC 5321 §4.5.3.1.10)', () => {
@@ -46,6 +48,7 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(504, '5.5.4 Command parameter not implemented')), 'protocol-error');
     assert.equal(classifyRcpt(reply(501, '5.5.4 Syntax: RCPT TO:<address>')), 'protocol-error');
     assert.equal(classifyRcpt(reply(550, '5.5.1 Protocol error')), 'protocol-error', "postscreen's enforce mode");
+    assert.equal(classifyRcpt(reply(550, '5.5.5 Wrong protocol version')), 'protocol-error', 'X.5.5, the last of X.5.1-X.5.5');
   });
 
   it('takes a temporary "mailbox full" as a full mailbox, which exists, and not as any temporary failure', () => {
@@ -56,6 +59,7 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(452, 'Over quota')), 'mailbox-full');
     // The server's own storage (Postfix's queue file system) says nothing of the mailbox.
     assert.equal(classifyRcpt(reply(452, '4.3.1 Insufficient system storage')), 'tempfail');
+    assert.equal(classifyRcpt(reply(452, '4.3.1 Quota exceeded on the queue file system')), 'tempfail', 'an X.3.x is the mail system, whatever the words');
     assert.equal(classifyRcpt(reply(452, '4.5.3 Too many recipients')), 'too-many-recipients');
   });
 
@@ -82,6 +86,9 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")), 'refused', "qmail's relay refusal");
     assert.equal(classifyRcpt(reply(553, 'sorry, bounce messages should have a single envelope recipient (#5.7.1)')), 'too-many-recipients');
     assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
+    assert.equal(classifyRcpt(reply(451, '4.7.1 Graylisted, please try again later')), 'greylisted', 'the American spelling');
+    // X.1.8, "bad sender's system address" (RFC 3463 §3.2), is about our sender, words or none.
+    assert.equal(classifyRcpt(reply(550, "5.1.8 Bad sender's system address")), 'refused');
     assert.equal(classifyRcpt(reply(451, '4.3.0 Temporary failure')), 'tempfail');
   });
 
@@ -117,6 +124,13 @@ describe('classifyVrfy', () => {
     assert.equal(classifyVrfy(reply(252, '2.0.0 Cannot VRFY user')), 'no-answer');
   });
 
+  it('takes 250 and 251 as "exists", and 550, 551 and 553 naming the address as "does not exist" (RFC 5321 §3.5.3)', () => {
+    assert.equal(classifyVrfy(reply(250, '2.1.5 Alice <alice@x.test>')), 'exists');
+    assert.equal(classifyVrfy(reply(251, '2.1.5 User not local; will forward to <alice@y.test>')), 'exists');
+    assert.equal(classifyVrfy(reply(551, '5.1.6 User not local; please try <alice@y.test>')), 'does-not-exist');
+    assert.equal(classifyVrfy(reply(553, '5.1.3 Mailbox name not allowed')), 'does-not-exist');
+  });
+
   it('takes a refusal of the VRFY command itself as no answer, never as "does not exist"', () => {
     assert.equal(classifyVrfy(reply(550, '5.5.1 Command not allowed')), 'no-answer');
     assert.equal(classifyVrfy(reply(550, 'VRFY command is disabled')), 'no-answer');
@@ -150,6 +164,19 @@ describe('evidence', () => {
     assert.equal(kept.text, `${'x'.repeat(MAX_EVIDENCE_TEXT - 3)}...`);
     assert.deepEqual(evidence('rcpt', reply(550, '5.1.1 User unknown'), false), { stage: 'rcpt', code: 550, enhanced: '5.1.1', text: 'User unknown' });
     assert.equal(evidence('rcpt', long, true).text, undefined);
+    const exact = 'y'.repeat(MAX_EVIDENCE_TEXT);
+    assert.equal(evidence('rcpt', { code: 550, lines: [exact] }, false).text, exact, 'a text of exactly MAX_EVIDENCE_TEXT characters is kept whole');
+  });
+});
+
+describe('refusesEveryRecipient', () => {
+  it('takes a refusal of our sender or client as one of every recipient, and a bare policy code as one of this recipient', () => {
+    assert.equal(refusesEveryRecipient({ stage: 'rcpt', code: 550, enhanced: '5.1.7', text: 'Bad sender mailbox syntax' }), true);
+    assert.equal(refusesEveryRecipient({ stage: 'rcpt', code: 550, enhanced: '5.1.8', text: "Bad sender's system address" }), true);
+    assert.equal(refusesEveryRecipient({ stage: 'rcpt', code: 554, enhanced: '5.7.1', text: 'Client host rejected: blocked' }), true);
+    assert.equal(refusesEveryRecipient({ stage: 'rcpt', code: 554, enhanced: '5.7.1', text: '<noreply@x.test>: Recipient address rejected: Access denied' }), false);
+    // No-details mode keeps no text: only the code is left, and the refusal is taken as one of us.
+    assert.equal(refusesEveryRecipient({ stage: 'rcpt', code: 554, enhanced: '5.7.1' }), true);
   });
 });
 
