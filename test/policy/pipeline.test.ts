@@ -189,6 +189,18 @@ describe('pipeline', () => {
     assert.equal((await p.decide(rcpt({ recipient: 'd@example.net' }))).action, 'PREPEND Authentication-Results: mx.example; none');
   });
 
+  it('joins Authentication-Results fields into a line of 990 characters at most, not one more', async () => {
+    const iprev = 'Authentication-Results: mx.example; iprev=pass';
+    for (const [length, joined] of [[990, true], [991, false]] as const) {
+      const head = 'Authentication-Results: mx.example; spf=pass smtp.mailfrom=';
+      const spf = `${head}${'a'.repeat(length - head.length - '@example.org; iprev=pass'.length)}@example.org`;
+      const p = pipeline([stage('spf', () => ({ kind: 'continue' }), { headers: [spf] }), stage('iprev', () => ({ kind: 'continue' }), { headers: [iprev] })]);
+      const first = (await p.decide(rcpt())).action;
+      assert.equal(first, joined ? `PREPEND ${spf}; iprev=pass` : `PREPEND ${spf}`, `${length}`);
+      if (joined) assert.equal(first.length - 'PREPEND '.length, 990);
+    }
+  });
+
   it('a fault fails open by default and defers with faultAction DEFER, never rejects', async () => {
     const broken = stage('store', () => new StoreError('redis down'));
     const open = await pipeline([broken, stage('next', () => ({ kind: 'continue' }))]).decide(rcpt());
@@ -494,7 +506,88 @@ describe('pipeline: headers only where Postfix takes PREPEND for the message', (
   });
 });
 
+describe('pipeline: modes, states and observers as configured', () => {
+  it('an accept in warn mode is no warning: there is nothing it would have refused', async () => {
+    const out = await pipeline([stage('a', () => ({ kind: 'accept' }), {}, 'warn')]).decide(rcpt());
+    assert.deepEqual([out.action, out.warnings], ['DUNNO', []]);
+  });
+
+  it('a stage that answers within the half second after the deadline still decides', async () => {
+    const slow = rcptStage('slow', () => new Promise((resolve) => setTimeout(() => resolve({ stage: 'slow', result: 'reject', reason: '', decision: reject }), 250)));
+    const out = await pipeline([slow], { decisionTimeoutMs: 50 }).decide(rcpt());
+    assert.deepEqual([out.action, out.faults], ['550 5.7.1 no', []]);
+  });
+
+  it('takes a request without protocol_state as RCPT, and reads a state in any case', async () => {
+    const { protocol_state: _state, ...stateless } = rcpt();
+    assert.equal((await pipeline([stage('a', () => reject)]).decide(stateless)).action, '550 5.7.1 no');
+    assert.equal((await pipeline([stage('a', () => reject, {}, 'enforce', ['DATA'])]).decide(rcpt({ protocol_state: 'data' }))).action, '550 5.7.1 no');
+  });
+
+  it('at MAIL cuts a reply text to what fits after Postfix\'s "<sender>: Sender address rejected: "', async () => {
+    const sender = `${'s'.repeat(64)}@${'d'.repeat(180)}.example`;
+    const out = await pipeline([stage('a', () => ({ ...reject, text: 'why '.repeat(200) }), {}, 'enforce', ['MAIL'])]).decide(rcpt({ protocol_state: 'MAIL', recipient: '', sender }));
+    assert.ok(out.action.startsWith('550 5.7.1 why') && out.action.endsWith('...'), out.action);
+    const line = `550 5.7.1 <${sender}>: Sender address rejected: ${out.action.slice('550 5.7.1 '.length)}\r\n`;
+    assert.ok(line.length <= 512, `${line.length} octets`);
+  });
+
+  it('names a client without a verified name "unknown", as Postfix does', async () => {
+    let seen: StageContext | undefined;
+    await pipeline([stage('peek', (ctx) => ((seen = ctx), { kind: 'continue' }))]).decide(rcpt({ client_name: '' }));
+    assert.equal(seen!.clientName, 'unknown');
+  });
+
+  it('shows the answer only to observers that are on and configured for the request\'s state (a tarpit turned off delays nothing)', async () => {
+    const observed: string[] = [];
+    const observer = (name: string, mode: ConfiguredStage['mode'], states: ProtocolState[]): ConfiguredStage => ({
+      mode,
+      states: new Set(states),
+      acceptAction: 'DUNNO',
+      stage: {
+        name,
+        states: new Set(['MAIL', 'RCPT']),
+        evaluate: () => ({ stage: name, result: 'ok', reason: 'ok', decision: { kind: 'continue' } }),
+        observe: async () => {
+          observed.push(name);
+        },
+      },
+    });
+    await pipeline([observer('off', 'off', ['RCPT']), observer('mail-only', 'enforce', ['MAIL']), observer('on', 'enforce', ['RCPT'])]).decide(rcpt());
+    assert.deepEqual(observed, ['on']);
+  });
+
+  it('with warnAction PREPEND gives the warning header at once to a request without an instance', async () => {
+    const out = await pipeline([stage('a', () => reject, {}, 'warn')], { warnAction: 'PREPEND' }).decide(rcpt({ instance: '' }));
+    assert.equal(out.action, 'PREPEND X-Callout-Warning: a would answer 550 5.7.1 no');
+  });
+
+  it('does not remember headers asked for where Postfix would not take them (END-OF-MESSAGE, MAIL)', async () => {
+    const p = pipeline([stage('auth', () => ({ kind: 'prepend', header: 'X-Test: yes' }), {}, 'enforce', ['MAIL', 'END-OF-MESSAGE'])]);
+    await p.decide(rcpt({ protocol_state: 'END-OF-MESSAGE', recipient: '' }));
+    await p.decide(rcpt({ protocol_state: 'MAIL', recipient: '', instance: 'i0' }));
+    assert.equal(p.messages.size, 0);
+  });
+});
+
 describe('buildPipeline', () => {
+  const deps = () => {
+    const clock = new ManualClock();
+    return { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+  };
+
+  it('gives a stage its configured states and acceptAction', async () => {
+    const config = validateConfig({ policy: { stages: [{ name: 'allowlist', clients: ['192.0.2.0/24'], acceptAction: 'OK', states: ['MAIL'] }] } });
+    const p = buildPipeline(config, deps());
+    assert.equal((await p.decide(rcpt({ protocol_state: 'MAIL', recipient: '', client_address: '192.0.2.7' }))).action, 'OK');
+    assert.equal((await p.decide(rcpt({ client_address: '192.0.2.7' }))).action, 'DUNNO', 'not at RCPT, its default state');
+  });
+
+  it('refuses states a stage cannot run in, naming the entry', () => {
+    const config = validateConfig({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } });
+    assert.throws(() => buildPipeline(config, deps()), (err: unknown) => err instanceof ConfigError && /^policy\.stages\.0 \(postmaster\): states CONNECT: this stage runs only in RCPT/.test(err.message));
+  });
+
   it('refuses a stage name no module registers with a ConfigError naming its key, not an uncoded Error', () => {
     const config = validateConfig({});
     config.policy.stages = [...config.policy.stages, { name: 'nonesuch' } as StageEntry];

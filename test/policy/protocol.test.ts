@@ -120,6 +120,11 @@ const cases: Case[] = [
     want: [error('bad-request-type')] as PolicyDecodeEvent[],
   },
   {
+    name: 'the request type is matched exactly, case included (SMTPD_POLICY_README: request=smtpd_access_policy)',
+    input: 'request=SMTPD_ACCESS_POLICY\n\n',
+    want: [error('bad-request-type')] as PolicyDecodeEvent[],
+  },
+  {
     name: 'the error names the client_address seen before it',
     input: `${REQ}client_address=192.0.2.1\nbroken\n\n`,
     want: [error('malformed-line', '192.0.2.1')] as PolicyDecodeEvent[],
@@ -220,6 +225,18 @@ describe('PolicyRequestDecoder', () => {
       assert.equal((decodeByteByByte(exact, { maxRequestSize: 99 })[0] as { reason: string }).reason, 'request-too-large');
     });
 
+    it('a line that crosses both limits at the same octet is too long, whole or byte by byte', () => {
+      // Octet 10 is both the line's 10th non-LF octet and the request's (9 + 1)-th.
+      const limits = { maxLineLength: 10, maxRequestSize: 9 };
+      assert.equal((decodeAll('a=12345678901\n', limits)[0] as { reason: string }).reason, 'line-too-long');
+      assert.equal((decodeByteByByte('a=12345678901\n', limits)[0] as { reason: string }).reason, 'line-too-long');
+    });
+
+    it('a limit below one is taken as one, not as a decoder that refuses every request', () => {
+      assert.equal(decodeAll(`${REQ}\n`, { maxAttributes: 0 })[0]?.kind, 'request');
+      assert.equal((decodeAll(`${REQ}a=b\n\n`, { maxAttributes: 0 })[0] as { reason: string }).reason, 'too-many-attributes');
+    });
+
     it('the size limit is per request, not per connection', () => {
       const one = `${REQ}instance=1\n\n`;
       const events = decodeAll(one.repeat(10), { maxRequestSize: one.length });
@@ -317,6 +334,24 @@ describe('policyRequestFields', () => {
     assert.equal(fields.compatibilityLevel, '3.6');
     assert.equal(fields.mailVersion, '3.8.1');
     assert.equal(policyRequestFields({ client_address: '1:2:3::4:5:6' }).clientAddress, '1:2:3::4:5:6');
+  });
+
+  it('strips only a whole pair of brackets: a lone bracket is no literal, and no other address is made of it', () => {
+    assert.equal(policyRequestFields({ client_address: '192.0.2.1]' }).clientAddress, '192.0.2.1]');
+    assert.equal(policyRequestFields({ client_address: '[192.0.2.1' }).clientAddress, '[192.0.2.1');
+    assert.equal(policyRequestFields({ client_address: ' [192.0.2.1] ' }).clientAddress, '192.0.2.1');
+  });
+
+  it('reads a number of more than 15 digits as not available, since a double is no longer exact there', () => {
+    // 2^53 + 1 (16 digits) would read as 2^53.
+    assert.equal(policyRequestFields({ size: '9007199254740993' }).size, 0);
+    assert.equal(policyRequestFields({ size: '999999999999999' }).size, 999_999_999_999_999);
+    assert.equal(policyRequestFields({ size: ' 2048 ' }).size, 2048, 'surrounding blanks are no reason to lose the value');
+  });
+
+  it('reads stress=yes in any case', () => {
+    assert.equal(policyRequestFields({ stress: 'YES' }).stress, true);
+    assert.equal(policyRequestFields({ stress: 'no' }).stress, false);
   });
 
   it('knows every protocol state and no others', () => {
