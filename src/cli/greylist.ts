@@ -50,7 +50,7 @@ import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryK
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
-import { wholeNumberFlag } from './options.js';
+import { reportLimitCut, wholeNumberFlag } from './options.js';
 import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
 
 export interface GreylistCommandIo {
@@ -237,8 +237,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
       await withGreylist(settings, 'read', async (list) => {
         const { more } = await printGreylist(list, { kinds: flags.kind ? [flags.kind as GreylistEntryKind] : KINDS, client, limit, json: flags.json === true }, io.out);
-        // Exit 0 all the same: the entries asked for were printed, as with head -n.
-        if (more) (io.err ?? process.stderr).write(`callout greylist list: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
+        if (more) reportLimitCut('greylist list', limit, io.err);
       });
     });
 

@@ -74,6 +74,14 @@ export function numberFlag(name: string, value: string): number {
   return Number(value);
 }
 
+/**
+ * Says on `err` (standard error unless given) that a listing stopped at its --limit with more
+ * stored: standard output stays the entries, and the exit status 0, as with head -n.
+ */
+export function reportLimitCut(command: string, limit: number, err: NodeJS.WritableStream = process.stderr): void {
+  err.write(`callout ${command}: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
+}
+
 /** A whole number from min to max (inclusive) for a flag the configuration schema does not check. */
 export function wholeNumberFlag(name: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(value);

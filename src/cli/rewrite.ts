@@ -66,7 +66,7 @@ import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDelimiters } from '../rewrite/verp.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
-import { collect, wholeNumberFlag } from './options.js';
+import { collect, reportLimitCut, wholeNumberFlag } from './options.js';
 import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
@@ -450,8 +450,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
       const { entries, more } = await withSuppression(flags, 'read', (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? shownJson(e) : formatEntry(e)}\n`).join(''));
-      // Exit 0 all the same: the entries asked for were printed, as with head -n.
-      if (more) (io.err ?? process.stderr).write(`callout bounce list: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
+      if (more) reportLimitCut('bounce list', limit, io.err);
     });
   storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')

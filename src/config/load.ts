@@ -83,15 +83,15 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
     if (options.refuseEmpty) throw new ConfigError(`${path}: holds no settings (empty, or comments only: a file still being written?); the defaults would drop every configured stage`);
     return {};
   }
-  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
+  if (!isRecord(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
   // One file is read by the daemon (started in / by init) and by `callout greylist` or `bounce`
   // in an administrator's directory: a relative dataDir gave each its own store, and `greylist
   // allow` said "allowed" in one the daemon never reads. (A --data-dir flag is the shell's, as --cache is.)
-  const { dataDir } = value as RawConfig;
+  const { dataDir } = value;
   if (typeof dataDir === 'string' && dataDir !== '' && !isAbsolute(dataDir)) {
     throw new ConfigError(`${path}: dataDir: got ${JSON.stringify(abbreviate(dataDir, 100))}, expected an absolute path (a relative one is taken from the directory each command is started in, so the daemon and the commands would use different stores)`);
   }
-  return value as RawConfig;
+  return value;
 }
 
 /**
