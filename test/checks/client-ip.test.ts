@@ -33,6 +33,13 @@ describe('clientAddress', () => {
     }
   });
 
+  it('unusableClientAddress says which request had no address and which had one no check can use', () => {
+    assert.equal(unusableClientAddress('192.0.2.1'), undefined);
+    assert.equal(unusableClientAddress('::ffff:192.0.2.1'), undefined);
+    assert.equal(unusableClientAddress(''), 'no client address in the request');
+    assert.equal(unusableClientAddress('unknown'), 'no usable client address in the request ("unknown")');
+  });
+
   it('fuzz: any client_address text is an address node:net reads, whose canonical text reads back the same, or none', () => {
     const text = fc.oneof(
       fc.string({ maxLength: 50 }),

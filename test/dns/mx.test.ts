@@ -20,6 +20,7 @@ const zone: Zone = {
   'servfail2.mx.test': { servfail: true },
   'v6fails.mx.test': { A: ['192.0.2.20'], servfail: ['AAAA'] },
   'v6only.mx.test': { AAAA: ['2001:db8::70'] },
+  'v6fails-noa.mx.test': { TXT: ['no A record'], servfail: ['AAAA'] },
 
   'sorted.test': { MX: [{ priority: 30, exchange: 'c.mx.test' }, { priority: 10, exchange: 'a.mx.test' }, { priority: 20, exchange: 'b.mx.test' }] },
   'equal.test': {
@@ -35,6 +36,8 @@ const zone: Zone = {
   'implicit-v6only.test': { AAAA: ['2001:db8::71'] },
   'v6only.test': { MX: [{ priority: 10, exchange: 'v6only.mx.test' }, { priority: 20, exchange: 'noaddr.mx.test' }] },
   'implicit-tempfail.test': { servfail: ['A', 'AAAA'] },
+  'implicit-halffail.test': { TXT: ['no A record'], servfail: ['AAAA'] },
+  'halffail.test': { MX: [{ priority: 10, exchange: 'v6fails-noa.mx.test' }] },
   'null.test': { MX: [{ priority: 0, exchange: '.' }] },
   'null-mixed.test': { MX: [{ priority: 0, exchange: '.' }, { priority: 10, exchange: 'b.mx.test' }] },
   'mx-tempfail.test': { servfail: ['MX'], A: ['192.0.2.60'] },
@@ -155,6 +158,14 @@ describe('implicit MX and null MX', () => {
     assert.deepEqual(await resolveMailHosts(resolver, 'null.test'), { kind: 'null-mx' });
   });
 
+  test('a null MX is recognised whether the resolver gives the root as "." or as ""', async () => {
+    // node:dns gives ""; a resolver that keeps the presentation form (a cache, a test zone) gives ".".
+    for (const exchange of ['.', '']) {
+      const stub: Resolver = { ...resolver, mx: () => Promise.resolve({ kind: 'records', records: [{ priority: 0, exchange }], ttl: 60 }) };
+      assert.deepEqual(await resolveMailHosts(stub, 'null.test'), { kind: 'null-mx' }, JSON.stringify(exchange));
+    }
+  });
+
   test('a null MX mixed with real ones is skipped', async () => {
     const hosts = hostsOf(await resolveMailHosts(resolver, 'null-mixed.test'));
     assert.deepEqual(hosts.map((h) => h.name), ['b.mx.test']);
@@ -199,6 +210,15 @@ describe('exchanger addresses', () => {
     assert.equal((await resolveMailHosts(resolver, 'tempfail-and-missing.test')).kind, 'tempfail');
   });
 
+  test('an AAAA lookup that fails temporarily, with no A record, is tempfail, never no-mail-host', async () => {
+    // The AAAA records that could not be read might be the addresses the mail goes to.
+    const viaMx = await resolveMailHosts(resolver, 'halffail.test');
+    assert.equal(viaMx.kind, 'tempfail', JSON.stringify(viaMx));
+    assert.match(viaMx.kind === 'tempfail' ? viaMx.reason : '', /ESERVFAIL/);
+    const implicit = await resolveMailHosts(resolver, 'implicit-halffail.test');
+    assert.equal(implicit.kind, 'tempfail', JSON.stringify(implicit));
+  });
+
   test('an exchanger that does not exist gets an addressProblem', async () => {
     const hosts = hostsOf(await resolveMailHosts(resolver, 'dangling.test'));
     assert.deepEqual(hosts[0], { name: 'missing.mx.test', preference: 10, addresses: [], addressProblem: 'missing.mx.test does not exist (NXDOMAIN)' });
@@ -226,6 +246,16 @@ describe('exchanger addresses', () => {
     assert.deepEqual(capped?.addresses, ['2001:db8::1']);
   });
 
+  test('an address given twice (a duplicated record) is tried once', async () => {
+    const stub: Resolver = {
+      ...resolver,
+      mx: () => Promise.resolve({ kind: 'records', records: [{ priority: 10, exchange: 'twice.mx.test' }], ttl: 60 }),
+      a: () => Promise.resolve({ kind: 'records', records: ['192.0.2.30', '192.0.2.30', '192.0.2.31'], ttl: 60 }),
+      aaaa: () => Promise.resolve({ kind: 'nodata', ttl: 60 }),
+    };
+    assert.deepEqual(hostsOf(await resolveMailHosts(stub, 'twice.test'))[0]?.addresses, ['192.0.2.30', '192.0.2.31']);
+  });
+
   test('ipv6: false asks no AAAA', async () => {
     const [dual] = hostsOf(await resolveMailHosts(resolver, 'dual.test', { ipv6: false }));
     assert.deepEqual(dual?.addresses, ['192.0.2.10', '192.0.2.11', '192.0.2.12']);
@@ -241,6 +271,13 @@ describe('exchanger addresses', () => {
     assert.equal(implicit.kind === 'hosts' && implicit.implicit, true);
     assert.deepEqual(hostsOf(implicit)[0]?.addresses, []);
     assert.equal((await resolveMailHosts(resolver, 'all-noaddr.test', { ipv6: false })).kind, 'no-mail-host', 'no address in either family is still none');
+  });
+
+  test('ipv6: false still says NXDOMAIN for an exchanger that does not exist, and asks it no AAAA', async () => {
+    server.queries.length = 0;
+    const result = await resolveMailHosts(resolver, 'all-noaddr.test', { ipv6: false });
+    assert.match(result.kind === 'no-mail-host' ? result.reason : '', /missing\.mx\.test does not exist \(NXDOMAIN\)/);
+    assert.deepEqual(server.queries.filter((q) => q.type === 'AAAA').map((q) => q.name), ['noaddr.mx.test'], 'AAAA only of the name that exists without an A record');
   });
 
   test('AAAA and A are asked for every exchanger', async () => {
@@ -287,5 +324,12 @@ describe('resolveConfiguredHosts (call-forward to configured hosts)', () => {
   test('is a temporary failure when every name fails temporarily', async () => {
     const result = await resolveConfiguredHosts(resolver, ['servfail.mx.test']);
     assert.equal(result.kind, 'tempfail');
+  });
+
+  test('a name that fails temporarily does not keep the others from being used', async () => {
+    const hosts = hostsOf(await resolveConfiguredHosts(resolver, ['servfail.mx.test', 'a.mx.test']));
+    assert.deepEqual(hosts[0]?.addresses, []);
+    assert.match(hosts[0]?.addressProblem ?? '', /ESERVFAIL/);
+    assert.deepEqual(hosts[1], { name: 'a.mx.test', preference: 1, addresses: ['192.0.2.1'] });
   });
 });

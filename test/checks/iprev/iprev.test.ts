@@ -7,6 +7,8 @@ import { startDnsServer } from '../../support/dns-server.js';
 import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
 
 const manyNames = Array.from({ length: 11 }, (_, i) => ({ PTR: `n${i}.example.com` }));
+// Ten spellings of one name, then a second name: ten records, but only two names.
+const spellings = ['dup', 'DUP', 'Dup', 'dUp', 'duP'].flatMap((label) => [`${label}.example.com`, `${label}.example.com.`]);
 const resolver = new SuiteResolver(
   buildZone({
     [reverseName('192.0.2.1')]: [{ PTR: 'Mail.Example.COM.' }, { PTR: 'other.example.com' }],
@@ -22,6 +24,10 @@ const resolver = new SuiteResolver(
     'n10.example.com': [{ A: '192.0.2.6' }],
     [reverseName('192.0.2.7')]: [{ PTR: 'slow.example.com' }, { PTR: 'seven.example.com' }],
     'seven.example.com': [{ A: '192.0.2.7' }],
+    [reverseName('192.0.2.8')]: [...spellings.map((PTR) => ({ PTR })), { PTR: 'eight.example.com' }],
+    'dup.example.com': [{ A: '192.0.2.200' }],
+    'eight.example.com': [{ A: '192.0.2.8' }],
+    [reverseName('192.0.2.9')]: [{ PTR: '.' }],
     [reverseName('2001:db8::7')]: [{ PTR: 'six.example.com' }],
     // Written out in full: an answer is compared as an address, not as text.
     'six.example.com': [{ AAAA: '2001:DB8:0:0:0:0:0:7' }],
@@ -69,6 +75,14 @@ test('permerror: no PTR data, which the reason says apart from "does not confirm
   assert.equal((await checkIprev('bogus', { resolver })).kind, 'invalid-address');
 });
 
+test('permerror: a PTR record naming the root names no host, and nothing is looked up forward', async () => {
+  const verdict = await checkIprev('192.0.2.9', { resolver });
+  assert.equal(verdict.result, 'permerror');
+  assert.equal(verdict.kind, 'no-ptr');
+  assert.match(verdict.reason, /name no host/);
+  assert.deepEqual(verdict.lookups.map((lookup) => lookup.type), ['PTR']);
+});
+
 test('temperror: the reverse lookup, or an unconfirmed forward lookup, failed temporarily', async () => {
   assert.equal((await checkIprev('192.0.2.5', { resolver })).result, 'temperror');
   const forward = await checkIprev('192.0.2.3', { resolver });
@@ -81,6 +95,13 @@ test('only the first maxNames PTR names are looked up', async () => {
   assert.equal(capped.result, 'fail');
   assert.equal(capped.ptrNames.length, 10);
   assert.equal((await checkIprev('192.0.2.6', { resolver, maxNames: 11 })).result, 'pass');
+});
+
+test('maxNames counts names after de-duplication, not PTR records', async () => {
+  const verdict = await checkIprev('192.0.2.8', { resolver });
+  assert.deepEqual(verdict.ptrNames, ['dup.example.com', 'eight.example.com']);
+  assert.equal(verdict.result, 'pass');
+  assert.deepEqual(verdict.confirmedNames, ['eight.example.com']);
 });
 
 test('over loopback DNS: pass, no PTR and SERVFAIL', async () => {
