@@ -12,6 +12,7 @@ import { Greylist, type GreylistEntry, type GreylistRequest, type GreylistSettin
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { startRedis } from '../../support/redis.js';
+import { onStoreWrite } from '../../support/store-writes.js';
 
 /** Every entry listPages() gives, for a list known to be short. */
 async function listAll(greylist: Greylist, options: ListOptions): Promise<GreylistEntry[]> {
@@ -296,20 +297,11 @@ describe('greylist triplets', () => {
  */
 function interleaved(store: Store) {
   let pending: { when: (key: string) => boolean; meanwhile: () => Promise<unknown> } | undefined;
-  const writes = new Set<string | symbol>(['set', 'setIfAbsent', 'compareAndSet']);
-  const wrapped = new Proxy(store, {
-    get(target, name) {
-      const value: unknown = Reflect.get(target, name, target);
-      if (typeof value !== 'function') return value;
-      const method = (value as (...a: unknown[]) => unknown).bind(target);
-      if (!writes.has(name)) return method;
-      return async (key: string, ...rest: unknown[]) => {
-        const due = pending?.when(key) ? pending : undefined;
-        if (due) pending = undefined;
-        await due?.meanwhile();
-        return method(key, ...rest);
-      };
-    },
+  const wrapped = onStoreWrite(store, async (key, write) => {
+    const due = pending?.when(key) ? pending : undefined;
+    if (due) pending = undefined;
+    await due?.meanwhile();
+    return write();
   });
   return { store: wrapped, beforeWrite: (when: (key: string) => boolean, meanwhile: () => Promise<unknown>) => void (pending = { when, meanwhile }) };
 }

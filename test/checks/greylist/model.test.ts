@@ -100,7 +100,7 @@ class GreylistModel {
       return { result: triplet ? 'window-expired' : 'new', seconds: Math.ceil(delayMs / S) };
     }
     triplet.last = now;
-    // A retry in the millisecond of the first sight is reported as `new` (not in the README).
+    // A retry in the millisecond of the first sight is reported as `new` (the README: two connections asking at once).
     if (now - triplet.first < delayMs) return { result: now === triplet.first ? 'new' : 'early-retry', seconds: Math.ceil((triplet.first + delayMs - now) / S) };
     triplet.passed = true;
     // A first pass counts for the client address, at most once an hour, and adds its sender to the domain's.

@@ -214,12 +214,13 @@ function eventsArbitrary(s: Settings): fc.Arbitrary<Event[]> {
   return fc.array(fc.record({ stepMs: step, more: fc.boolean(), client: fc.nat(CLIENTS.length - 1), sender: fc.nat(SENDERS.length - 1) }), { minLength: 1, maxLength: 60 });
 }
 
-/** Runs the events through the stage and the model; the first disagreement, or undefined. */
-async function firstDisagreement(settings: Settings, events: readonly Event[], start: number): Promise<string | undefined> {
+/** Runs the events through the stage and the model; the first disagreement, or the answers they agreed on. */
+async function compare(settings: Settings, events: readonly Event[], start: number): Promise<{ problem: string } | { answers: Answer[] }> {
   const clock = new ManualClock(start);
   const stage = stageOf(settings, clock);
   const model = new RatelimitModel(settings);
   let message: { n: number; client: number; sender: number; since: number } | undefined;
+  const answers: Answer[] = [];
   try {
     for (const [n, event] of events.entries()) {
       clock.advance(event.stepMs);
@@ -229,10 +230,11 @@ async function firstDisagreement(settings: Settings, events: readonly Event[], s
       const expected = model.decide(clock.now(), client, sender, `m${message.n}`);
       const actual = await stageAnswer(stage, contextOf(clock, client.address, sender.text, `m${message.n}`));
       if (JSON.stringify(actual) !== JSON.stringify(expected)) {
-        return `event ${n} at ${new Date(clock.now()).toISOString()} (${client.address}, <${sender.text}>, m${message.n}): model ${JSON.stringify(expected)}, stage ${JSON.stringify(actual)}`;
+        return { problem: `event ${n} at ${new Date(clock.now()).toISOString()} (${client.address}, <${sender.text}>, m${message.n}): model ${JSON.stringify(expected)}, stage ${JSON.stringify(actual)}` };
       }
+      answers.push(expected);
     }
-    return undefined;
+    return { answers };
   } finally {
     await stage.close?.();
   }
@@ -246,8 +248,8 @@ describe('ratelimit stage against a model of the README', () => {
         // Starts at a window's start, on a second, or anywhere in a millisecond of the day: windows are counted from the epoch.
         fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 86_399 }).map((n) => n * S), fc.integer({ min: 0, max: DAY - 1 })),
         async ([settings, events], offset) => {
-          const problem = await firstDisagreement(settings, events, Date.UTC(2026, 0, 1) + offset);
-          assert.equal(problem, undefined, `${JSON.stringify(settings)}: ${problem}`);
+          const outcome = await compare(settings, events, Date.UTC(2026, 0, 1) + offset);
+          assert.ok(!('problem' in outcome), `${JSON.stringify(settings)}: ${'problem' in outcome ? outcome.problem : ''}`);
         },
       ),
       // A fixed seed, so CI never meets a new sequence; MODEL_SEED and MODEL_RUNS explore others by hand.
@@ -263,6 +265,11 @@ describe('ratelimit stage against a model of the README', () => {
     const settings: Settings = { limits: [{ name: 'l0', per: 'client', count: 'recipients', max: 3, window: '1h', action: 'defer' }], ipv4Prefix: 32, ipv6Prefix: 128 };
     const event = (stepMs: number): Event => ({ stepMs, more: false, client: 0, sender: 0 });
     const events = [event(0), event(0), event(0), event(HOUR + 20 * MINUTE), event(0)];
-    assert.equal(await firstDisagreement(settings, events, Date.UTC(2026, 0, 1)), undefined);
+    const outcome = await compare(settings, events, Date.UTC(2026, 0, 1));
+    assert.ok('answers' in outcome, 'problem' in outcome ? outcome.problem : '');
+    assert.deepEqual(outcome.answers.slice(3), [
+      { action: 'DUNNO', warned: false },
+      { action: '450 4.7.1 Rate limit l0 exceeded for 192.0.2.1: more than 3 recipients in 1h, try again in 1200 seconds' },
+    ]);
   });
 });
