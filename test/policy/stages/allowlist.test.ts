@@ -5,7 +5,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { AddressList, domainEntry, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
+import { AddressList, allowlistStage, domainEntry, nameMatches, namePatterns } from '../../../src/policy/stages/allowlist.js';
 import { elapsedMs } from '../../support/fuzz.js';
 import { postmasterStage } from '../../../src/policy/stages/postmaster.js';
 import { parseMailbox } from '../../../src/address/index.js';
@@ -232,6 +232,16 @@ describe('postmaster localParts as administrators write them', () => {
     assert.equal(await resultFor('\u212Aontakt@example.test'), 'other');
   });
 
+  it('takes a bare postmaster without a domain in any case (RFC 5321 §4.5.1: case-insensitive)', async () => {
+    const stage = postmasterStage.create({ localParts: ['abuse'], acceptAction: 'DUNNO' }, {} as never);
+    for (const recipientText of ['<Postmaster>', 'POSTMASTER', 'postmaster']) {
+      assert.equal((await stage.evaluate({ recipient: undefined, recipientText } as never)).result, 'role', recipientText);
+    }
+    for (const recipientText of ['<abuse>', 'postmasters', '<>']) {
+      assert.equal((await stage.evaluate({ recipient: undefined, recipientText } as never)).result, 'other', recipientText);
+    }
+  });
+
   it('refuses an entry that is no local part, which would leave that role unprotected', () => {
     for (const entry of ['abuse@example.test', '', '  ', 'abuse team']) {
       const parsed = postmasterStage.options.safeParse({ localParts: ['hostmaster', entry] });
@@ -281,6 +291,19 @@ describe('allowlist entries as administrators write them', () => {
     // The Kelvin sign lower-cases to an ASCII k: \u212Aate@ is not kate@ (RFC 6531), nor ärger@ Ärger@.
     assert.ok(!recipients.has(mailbox('\u212Aate@example.test')));
     assert.ok(!recipients.has(mailbox('ärger@example.test')));
+  });
+
+  it('takes an address entry written with a trailing dot (the DNS root), as a domain entry is', () => {
+    const senders = new AddressList(['List@Partner.test.'], 'allowlist.senders');
+    const parsed = parseMailbox('list@partner.test', { utf8: true });
+    assert.ok(parsed.ok);
+    assert.ok(senders.has(parsed.value));
+  });
+
+  it('never matches client_name=unknown (no forward-confirmed name), even against a clientNames entry "unknown"', async () => {
+    const stage = allowlistStage.create(allowlistStage.options.parse({ clientNames: ['unknown'] }) as never, {} as never);
+    const verdict = await stage.evaluate({ attributes: {}, clientAddress: '192.0.2.9', clientName: 'unknown', senderText: '', recipientText: '' } as never);
+    assert.equal(verdict.result, 'not-listed', verdict.reason);
   });
 
   it('refuses a client name that could never match, naming the list and the entry', () => {

@@ -154,6 +154,34 @@ describe('recipient-callforward stage', () => {
     assert.deepEqual(senderCallouts?.values, []);
   });
 
+  it('rejects a recipient the primary refuses with 550 5.1.1, even where callout.allowTargets leaves the primary out', async () => {
+    // The hosts are the administrator's own: allowTargets guards callouts to other people's exchangers.
+    const narrow = validateConfig({ callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.1/32'], timeouts: { connect: '1s', greeting: '1s', overall: '2s' } } });
+    const store = new MemoryStore({ clock });
+    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 1000, tries: 1 });
+    const senderEngine = new CalloutEngine(narrow, { resolver, store, clock });
+    const stage = make({ hosts: ['127.0.0.49'], port: users.port }, { engine: senderEngine, store, resolver });
+    const verdict = await stage.evaluate(context('bob@narrow.test', 5000));
+    assert.equal(verdict.result, 'undeliverable', verdict.reason);
+    const { kind, code, enhanced, text } = verdict.decision as { kind: string; code?: number; enhanced?: string; text?: string };
+    assert.deepEqual({ kind, code, enhanced }, { kind: 'reject', code: 550, enhanced: '5.1.1' });
+    assert.match(text ?? '', /^Recipient address rejected: /);
+    // Cached apart (cf:): the sender callouts must not answer bob@narrow.test from a call-forward.
+    const bob = parseMailbox('bob@narrow.test');
+    assert.ok(bob.ok);
+    assert.equal(senderEngine.verifyNow(bob.value), undefined);
+  });
+
+  it('does not call forward a request from one of the hosts: it decides its own recipients', async () => {
+    const before = users.connectionCount;
+    const stage = make({ hosts: ['127.0.0.49'], port: users.port });
+    const verdict = await stage.evaluate({ ...context('bob@own.test', 5000), clientAddress: '127.0.0.49' });
+    assert.equal(verdict.result, 'none', verdict.reason);
+    assert.match(verdict.reason, /client 127\.0\.0\.49 is a call-forward host/);
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    assert.equal(users.connectionCount, before, 'no callout was made');
+  });
+
   it('refuses a domain entry that could never match, naming it', () => {
     assert.throws(
       () => make({ hosts: ['127.0.0.46'], domains: ['example.org', 'example .org'] }),

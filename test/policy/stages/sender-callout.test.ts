@@ -41,6 +41,7 @@ import { SqliteStore } from '../../../src/store/sqlite.js';
 import type { Store } from '../../../src/store/types.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { MAX_EVIDENCE_TEXT } from '../../../src/verify/interpret.js';
+import { Metrics } from '../../../src/http/metrics.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -512,6 +513,52 @@ describe('sender-callout: a late verdict another version of callout stored', () 
       assert.match(answer.headers?.[0] ?? '', /^X-Callout-Result: unknown \(no greeting within 1000 ms .*\) receiver=mx\.callout\.test; sender=.*; reason=timeout; source=\S+;$/);
     }
     await engine.idle();
+  });
+});
+
+describe('sender-callout: late verdicts kept and forgotten', () => {
+  it('forgets a remembered unknown verdict once a later callout to the address ends with a definite one', async () => {
+    // Else a retry whose callout again outlasts the deadline is let through (actions.unknown)
+    // for a day on the strength of an answer the exchanger has since replaced with a 550.
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const late = new LateVerdicts(store);
+    const unknown = { address: 'bob@example.test', verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', catchAll: 'not-run', postmaster: 'not-run', source: 'probe', stale: false, mxHosts: [], attempts: [], checkedAt: 1, durationMs: 2 } as const;
+    await late.remember('bob@example.test', unknown as never);
+    assert.equal((await late.recall('bob@example.test'))?.reason, 'timeout');
+    await late.remember('bob@example.test', { ...unknown, verdict: 'undeliverable', reason: 'rejected', description: '550 5.1.1 no such user' } as never);
+    assert.equal(await store.get('late:bob@example.test'), undefined);
+    assert.equal(await late.recall('bob@example.test'), undefined);
+  });
+
+  it('reads a stored verdict that is not unknown (another version, or a Redis administrator wrote it) as none', async () => {
+    // Answered as unknown (DUNNO), it would let through a sender whose callout said 550.
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    await store.set('late:bob@example.test', JSON.stringify({ verdict: 'undeliverable', reason: 'rejected', description: '550 5.1.1 no such user' }), 60_000);
+    assert.equal(await new LateVerdicts(store).recall('bob@example.test'), undefined);
+  });
+});
+
+describe('sender-callout: a sender whose SPF passed', () => {
+  it('makes no callout by default, counted as skipped (spf-pass), and calls out when skipOnSpfPass is false', async () => {
+    const { engine, clock, mx } = await stageWithOwnEngine('spfpass.test', '127.0.0.38', usersOnly(['bob']), '1s');
+    const spfPassed = () => {
+      const ctx = senderRequest(clock, 'alice@spfpass.test', 3000);
+      return { ...ctx, earlier: new Map<string, StageVerdict>([['spf', { stage: 'spf', result: 'pass', reason: 'pass', decision: { kind: 'continue' } }]]) };
+    };
+    const metrics = new Metrics();
+    const deps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, engine, log: createLogger('silent'), metrics };
+    const skipping = senderCalloutStage.create(senderCalloutStage.options.parse({}) as never, deps);
+    const skipped = await skipping.evaluate(spfPassed());
+    assert.equal(skipped.result, 'skipped', skipped.reason);
+    assert.equal(mx.connectionCount, 0, 'no callout');
+    const counted = await metrics.registry.getSingleMetric('callout_callouts_skipped_total')?.get();
+    assert.deepEqual(counted?.values.map((v) => [v.labels['reason'], v.value]), [['spf-pass', 1]]);
+    const checking = senderCalloutStage.create(senderCalloutStage.options.parse({ skipOnSpfPass: false }) as never, deps);
+    const checked = await checking.evaluate(spfPassed());
+    assert.equal(checked.result, 'undeliverable', checked.reason);
+    assert.equal(checked.decision.kind, 'reject');
   });
 });
 
