@@ -101,7 +101,7 @@ describe('callout serve --workers 2', () => {
       const agreed = await serve.waitForLog((l) => l.msg === 'reload done: every policy worker runs the same configuration', 'the workers\' outcomes compared', mark);
       assert.deepEqual([agreed.accepted, agreed.refused], [2, 0]);
       assert.match(String(agreed.config), /^[0-9a-f]{12}$/);
-      // A SIGHUP sent to a worker by hand reloads it; its outcome answers none of the supervisor's reloads.
+      // A SIGHUP sent to a worker by hand reloads it, and answers none of the supervisor's reloads.
       mark = serve.logs.length;
       process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGHUP');
       const byHand = await serve.waitForLog((l) => l.msg === 'SIGHUP received' && l.worker !== undefined, 'the worker\'s SIGHUP', mark);
@@ -440,16 +440,21 @@ describe('Supervisor', () => {
     });
   }
 
+  /** Resolves true once each of `workers` has had `count` reload requests (false if that never comes). */
+  function settled(workers: Worker[], count: number): Promise<boolean> {
+    return until(async () => (await Promise.all(workers.map((worker) => reloadsOf(worker)))).every((reloads) => reloads === count));
+  }
+
   it('stops a replacement still starting without logging it as a failed start to be tried again', async () => {
-    const lines: string[] = [];
-    const { supervisor, held, hold, done } = await scriptedSupervisor(1, createLogger('info', { write: (line: string) => lines.push(line) }));
+    const { lines, log } = captureLog();
+    const { supervisor, held, hold, done } = await scriptedSupervisor(1, log);
     try {
       hold();
       process.kill(supervisor.pids[0]!, 'SIGKILL');
       assert.ok(await until(() => held.length === 1), 'a replacement worker started');
       await supervisor.stop();
       assert.equal(held[0]!.isDead(), true);
-      const messages = lines.map((line) => (JSON.parse(line) as { msg: string }).msg);
+      const messages = lines.map((l) => l.msg);
       assert.ok(messages.includes('stopped'), messages.join(' | '));
       assert.ok(!messages.includes('a replacement policy worker failed to start; trying again later'), messages.join(' | '));
     } finally {
@@ -473,28 +478,31 @@ describe('Supervisor', () => {
     }
   });
 
-  /** Has a scripted worker answer each reload request (and report at each SIGHUP) with `outcome` from now on. */
-  function scriptOutcome(worker: Worker, outcome: Record<string, unknown>): Promise<void> {
+  /**
+   * Sends a scripted worker `type` (test:outcome, the outcome it gives each reload request;
+   * test:metrics, what it answers to scrapes) with `payload`; resolves once it says
+   * `${type}-set`.
+   */
+  function scriptWorker(worker: Worker, type: string, payload: Record<string, unknown>): Promise<void> {
     return new Promise((resolve) => {
       const set = (message: { type?: string }): void => {
-        if (message?.type !== 'test:outcome-set') return;
+        if (message?.type !== `${type}-set`) return;
         worker.off('message', set);
         resolve();
       };
       worker.on('message', set);
-      worker.send({ type: 'test:outcome', outcome });
+      worker.send({ type, ...payload });
     });
   }
 
-  /** A logger whose lines are kept, parsed, in `lines`. */
-  function keptLog(): { lines: Array<Record<string, unknown>>; log: Logger } {
-    const lines: Array<Record<string, unknown>> = [];
-    return { lines, log: createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }) };
+  /** The live worker of process `pid`. */
+  function workerOf(pid: number): Worker {
+    return Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!;
   }
 
   /** The supervisor's workers, in the order they were started. */
   function workersOf(supervisor: Supervisor): Worker[] {
-    return supervisor.pids.map((pid) => Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === pid)!).sort((a, b) => a.id - b.id);
+    return supervisor.pids.map(workerOf).sort((a, b) => a.id - b.id);
   }
 
   /** The warnings that the workers run different configurations. */
@@ -502,15 +510,14 @@ describe('Supervisor', () => {
     lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('workers run different configurations after reload'));
 
   it('warns once when, after a reload, the workers run different configurations, naming each worker\'s outcome', async () => {
-    const { lines, log } = keptLog();
+    const { lines, log } = captureLog();
     const { supervisor, done } = await scriptedSupervisor(2, log);
     const differ = (): Array<Record<string, unknown>> => differing(lines);
     const workers = workersOf(supervisor);
-    const settled = (count: number) => until(async () => (await Promise.all(workers.map((worker) => reloadsOf(worker)))).every((reloads) => reloads === count));
     try {
       // An editor mid-write: the first worker read the whole file, the second a part it refused.
-      await scriptOutcome(workers[0]!, { accepted: true, config: 'aaaaaaaaaaaa' });
-      await scriptOutcome(workers[1]!, { accepted: false, config: 'bbbbbbbbbbbb', reason: 'CONFIG_INVALID: policy.stages: expected an array' });
+      await scriptWorker(workers[0]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: false, config: 'bbbbbbbbbbbb', reason: 'CONFIG_INVALID: policy.stages: expected an array' } });
       supervisor.reload();
       assert.ok(await until(() => differ().length === 1), JSON.stringify(lines.slice(-3)));
       const [first, second] = workers.map((worker) => worker.id);
@@ -520,13 +527,13 @@ describe('Supervisor', () => {
       );
       assert.equal(differ()[0]!.level, 40);
       // Again, both reading the finished file: one configuration, nothing to say.
-      await scriptOutcome(workers[1]!, { accepted: true, config: 'aaaaaaaaaaaa' });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       supervisor.reload();
-      assert.ok(await settled(2));
+      assert.ok(await settled(workers, 2));
       // The outcomes travel on the same channel as the answers about reload requests: both are in by now.
       assert.equal(differ().length, 1, 'no warning when every worker runs the same configuration');
       // Both accepted, but read different versions of the file.
-      await scriptOutcome(workers[1]!, { accepted: true, config: 'cccccccccccc' });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'cccccccccccc' } });
       supervisor.reload();
       assert.ok(await until(() => differ().length === 2));
       assert.match(String(differ()[1]!.msg), new RegExp(`worker ${second} accepted, running configuration cccccccccccc; send SIGHUP again$`));
@@ -537,7 +544,7 @@ describe('Supervisor', () => {
   });
 
   it('gives up, after reloadOutcomeWaitMs, the outcome of a worker that never reports it, so that the next reload is compared', async () => {
-    const { lines, log } = keptLog();
+    const { lines, log } = captureLog();
     const { supervisor, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 200 });
     const workers = workersOf(supervisor);
     const [first, second] = workers.map((worker) => worker.id);
@@ -545,7 +552,7 @@ describe('Supervisor', () => {
     const differ = (): Array<Record<string, unknown>> => differing(lines);
     try {
       // The second worker's reload throws before it reports: it has no outcome to send.
-      await scriptOutcome(workers[0]!, { accepted: true, config: 'aaaaaaaaaaaa' });
+      await scriptWorker(workers[0]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       supervisor.reload();
       assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done'))), JSON.stringify(lines.slice(-3)));
       assert.equal(gaveUp().length, 1, 'warned once');
@@ -555,7 +562,7 @@ describe('Supervisor', () => {
       assert.equal(done1.msg, 'reload done: every policy worker that reported runs the same configuration');
       assert.deepEqual(done1.unreported, [second]);
       // It reports again, by another file: that is compared, not taken for the outcome it owed.
-      await scriptOutcome(workers[1]!, { accepted: true, config: 'cccccccccccc' });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'cccccccccccc' } });
       supervisor.reload();
       assert.ok(await until(() => differ().length === 1), JSON.stringify(lines.slice(-3)));
       assert.match(String(differ()[0]!.msg), new RegExp(`worker ${first} accepted, running configuration aaaaaaaaaaaa; worker ${second} accepted, running configuration cccccccccccc; send SIGHUP again$`));
@@ -569,7 +576,7 @@ describe('Supervisor', () => {
   it('asks a ready worker to reload twice when two reloads come in immediate succession: it answers both, the latest is compared, and none is given up (regression)', async () => {
     // Two SIGHUPs sent within milliseconds reached a worker as one (the kernel does not queue a
     // pending standard signal): it owed two outcomes, sent one, and was named as silent.
-    const { lines, log } = keptLog();
+    const { lines, log } = captureLog();
     const { supervisor, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 300 });
     const workers = workersOf(supervisor);
     const answered: number[] = [];
@@ -578,13 +585,13 @@ describe('Supervisor', () => {
     };
     cluster.on('message', count);
     try {
-      for (const worker of workers) await scriptOutcome(worker, { accepted: true, config: 'aaaaaaaaaaaa' });
+      for (const worker of workers) await scriptWorker(worker, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       const reloadDone = (): Array<Record<string, unknown>> => lines.filter((l) => String(l.msg).startsWith('reload done'));
       // Signals merged only when the worker was not scheduled between the two: several rounds.
       for (let round = 1; round <= 10; round++) {
         supervisor.reload();
         supervisor.reload();
-        assert.ok(await until(async () => (await Promise.all(workers.map((worker) => reloadsOf(worker)))).every((reloads) => reloads === 2 * round)), `each worker was asked twice in round ${round}`);
+        assert.ok(await settled(workers, 2 * round), `each worker was asked twice in round ${round}`);
         assert.ok(await until(() => answered.length === 4 * round), `each worker answered twice in round ${round}`);
         assert.ok(await until(() => reloadDone().length === round), JSON.stringify(lines.slice(-3)));
       }
@@ -603,19 +610,10 @@ describe('Supervisor', () => {
     // A worker forked after an upgrade runs the program then on disk. Metrics of another shape
     // were kept as its last scrape, and at its exit keepCounts threw in the exit handler: an
     // uncaught exception that took the supervisor, and the whole policy service, down.
-    const { lines, log } = keptLog();
+    const { lines, log } = captureLog();
     const { supervisor, done } = await scriptedSupervisor(1, log, '127.0.0.1:0');
     try {
-      const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === supervisor.pids[0])!;
-      await new Promise<void>((resolve) => {
-        const set = (message: { type?: string }): void => {
-          if (message?.type !== 'test:metrics-set') return;
-          worker.off('message', set);
-          resolve();
-        };
-        worker.on('message', set);
-        worker.send({ type: 'test:metrics', metrics: [{ name: 'callout_requests_total', help: 'requests', type: 'counter', aggregator: 'sum' }] });
-      });
+      await scriptWorker(workersOf(supervisor)[0]!, 'test:metrics', { metrics: [{ name: 'callout_requests_total', help: 'requests', type: 'counter', aggregator: 'sum' }] });
       const scrape = await fetch(`http://${supervisor.metricsAddress}/metrics`);
       assert.equal(scrape.status, 500);
       process.kill(supervisor.pids[0]!, 'SIGKILL');
@@ -627,13 +625,13 @@ describe('Supervisor', () => {
   });
 
   it('ignores a reload asked for while it stops, saying so', async () => {
-    const lines: string[] = [];
-    const { supervisor, done } = await scriptedSupervisor(1, createLogger('info', { write: (line: string) => lines.push(line) }));
+    const { lines, log } = captureLog();
+    const { supervisor, done } = await scriptedSupervisor(1, log);
     try {
       const stopped = supervisor.stop();
       supervisor.reload();
       await stopped;
-      const messages = lines.map((line) => (JSON.parse(line) as { msg: string }).msg);
+      const messages = lines.map((l) => l.msg);
       assert.ok(messages.includes('reload ignored: the policy workers are stopping'), messages.join(' | '));
       assert.ok(!messages.includes('reloading: asking every policy worker to reload'), messages.join(' | '));
     } finally {
@@ -642,7 +640,7 @@ describe('Supervisor', () => {
   });
 
   it('waits for one outcome from a replacement asked to reload twice while it started: it gets one reload request (regression)', async () => {
-    const { lines, log } = keptLog();
+    const { lines, log } = captureLog();
     const { supervisor, held, hold, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 1_000 });
     try {
       const [victim, survivor] = supervisor.pids;
@@ -650,9 +648,9 @@ describe('Supervisor', () => {
       process.kill(victim!, 'SIGKILL');
       assert.ok(await until(() => held.length === 1), 'a replacement worker started');
       const replacement = held[0]!;
-      const running = Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === survivor)!;
-      await scriptOutcome(running, { accepted: true, config: 'aaaaaaaaaaaa' });
-      await scriptOutcome(replacement, { accepted: true, config: 'aaaaaaaaaaaa' });
+      const running = workerOf(survivor!);
+      await scriptWorker(running, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+      await scriptWorker(replacement, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       supervisor.reload();
       assert.ok(await until(async () => (await reloadsOf(running)) === 1));
       supervisor.reload();
@@ -680,7 +678,7 @@ describe('Supervisor', () => {
       const replacement = held[0]!;
       replacement.send({ type: 'test:go' });
       assert.ok(await until(async () => (await reloadsOf(replacement)) === 1), 'the replacement was asked to reload once it was ready');
-      const running = Object.values(cluster.workers ?? {}).find((worker) => worker?.process.pid === survivor)!;
+      const running = workerOf(survivor!);
       assert.equal(await reloadsOf(running), 1, 'the running worker was asked at once, and only once');
     } finally {
       done();

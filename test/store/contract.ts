@@ -57,6 +57,18 @@ export function runStoreContract(
       );
     }
 
+    /** The pages scanPages gives, each row with its value and expiry. */
+    async function rowPagesOf(prefix: string, pageSize: number): Promise<Array<Array<{ key: string } & StoredValue>>> {
+      const pages: Array<Array<{ key: string } & StoredValue>> = [];
+      for await (const page of store.scanPages(prefix, pageSize)) pages.push(page);
+      return pages;
+    }
+
+    /** The pages scanPages gives, as their keys. */
+    async function pagesOf(prefix: string, pageSize: number): Promise<string[][]> {
+      return (await rowPagesOf(prefix, pageSize)).map((page) => page.map((row) => row.key));
+    }
+
     beforeEach(async () => {
       clock = new ManualClock();
       store = await makeStore(clock);
@@ -458,13 +470,6 @@ export function runStoreContract(
         await assert.rejects(store.scan('k:', 1.5), StoreError);
       });
 
-      /** The pages scanPages gives, as their keys. */
-      async function pagesOf(prefix: string, pageSize: number): Promise<string[][]> {
-        const pages: string[][] = [];
-        for await (const page of store.scanPages(prefix, pageSize)) pages.push(page.map((row) => row.key));
-        return pages;
-      }
-
       it('pages through the keys with the prefix, each once, each page in order (all in order but on Redis)', async () => {
         const expected = ['k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}'];
         const pages = await pagesOf('k:', 2);
@@ -486,10 +491,10 @@ export function runStoreContract(
         assert.deepEqual(await pagesOf('m\u{10FFFF}', 10), [['m\u{10FFFF}', 'm\u{10FFFF}a']]);
         assert.equal((await pagesOf('k:', 3)).flat().length, 7);
         assert.deepEqual(await pagesOf('zzz', 10), []);
-        for await (const [row] of store.scanPages('k:Z', 1)) {
-          assert.ok(row);
-          assertEntry({ value: row.value, expiresAt: row.expiresAt }, 'value of k:Z', 60_000 - 600);
-        }
+        const zPages = await rowPagesOf('k:Z', 1);
+        assert.deepEqual(zPages.map((page) => page.map((row) => row.key)), [['k:Z']], 'one page, of k:Z alone');
+        const { key: _key, ...entry } = zPages[0]![0]!;
+        assertEntry(entry, 'value of k:Z', 60_000 - 600);
       });
 
       it('refuses a page size that is not a positive integer', async () => {
@@ -515,9 +520,7 @@ export function runStoreContract(
         assert.deepEqual((await store.scan("a'", 100)).map((row) => row.key), ["a'b"]);
         assert.deepEqual((await store.scan('a?', 100)).map((row) => row.key), ['a?b']);
         assert.deepEqual((await store.scan('a\\', 100)).map((row) => row.key), ['a\\b']);
-        const paged: string[] = [];
-        for await (const page of store.scanPages('a?', 100)) paged.push(...page.map((row) => row.key));
-        assert.deepEqual(paged, ['a?b']);
+        assert.deepEqual((await pagesOf('a?', 100)).flat(), ['a?b']);
         assert.equal((await store.scan('a', 100)).length, keys.length);
       });
     });

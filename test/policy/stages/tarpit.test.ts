@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { createLogger } from '../../../src/core/log.js';
+import { createLogger, type Logger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
 import { validateConfig } from '../../../src/config/schema.js';
@@ -15,6 +15,7 @@ import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/index.js';
+import { captureLog } from '../../support/log-capture.js';
 import { until } from '../../support/wait.js';
 import { onStoreWrite } from '../../support/store-writes.js';
 
@@ -52,8 +53,8 @@ const request = (recipient: string, more: Record<string, string> = {}) => ({
 });
 
 /** The stages in a pipeline as callout serve builds one (faults answer DUNNO, warn mode WARN). */
-function pipelineOf(stages: ConfiguredStage[], clock: ManualClock, decisionTimeoutMs = 6000): Pipeline {
-  return new Pipeline(stages, { decisionTimeoutMs, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: silent });
+function pipelineOf(stages: ConfiguredStage[], clock: ManualClock, decisionTimeoutMs = 6000, log: Logger = silent): Pipeline {
+  return new Pipeline(stages, { decisionTimeoutMs, faultAction: 'DUNNO', warnAction: 'WARN', clock, log });
 }
 
 /** A tarpit in front of the recipient check, limited per connection at soft 2, hard 5 and never per client. */
@@ -854,9 +855,9 @@ describe('tarpit tallies read back, fuzzed', () => {
     // The tally of a connection's message is JSON in the store, which other versions of callout
     // on the same Redis write too: whatever it holds, the stage counts and answers.
     const { clock, deps } = world();
-    const lines: Array<Record<string, unknown>> = [];
+    const { lines, log } = captureLog();
     const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
-    const pipeline = new Pipeline([configured(tarpit), configured(recipientCheck)], { decisionTimeoutMs: 6000, faultAction: 'DUNNO', warnAction: 'WARN', clock, log: createLogger('info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }) });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock, 6000, log);
     await pipeline.decide(request('alice@example.test'));
     const [tally] = await deps.store.scan('tarpit:t:', 10);
     assert.ok(tally, 'the first request wrote its message\'s tally');
