@@ -29,6 +29,7 @@
 import { mailboxKey } from '../address/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError } from '../core/errors.js';
+import { isRecord, parseJson } from '../core/record.js';
 import { CONTROL_CHARACTER } from '../core/text.js';
 import type { Store } from '../store/types.js';
 import type { Batv } from '../rewrite/batv.js';
@@ -99,13 +100,8 @@ const keyOf = (address: string) => SUPPRESSION_PREFIX + mailboxKey(address.trim(
  * bounce, where JSON.parse made every listing and every later bounce of that address fail.
  */
 function decodeEntry(value: string): SuppressionEntry | undefined {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch {
-    return undefined;
-  }
-  if (parsed === null || typeof parsed !== 'object') return undefined;
+  const parsed = parseJson(value);
+  if (!isRecord(parsed)) return undefined;
   const entry = parsed as Partial<SuppressionEntry>;
   const times = [entry.firstSeen, entry.lastSeen, entry.count];
   const texts = [entry.address, entry.status, entry.proof, entry.format];

@@ -37,7 +37,7 @@
  *   its result are always kept.
  */
 
-import { MAX_HEADER_LINE } from '../core/text.js';
+import { MAX_HEADER_LINE, clip } from '../core/text.js';
 import type { IprevVerdict } from './iprev/index.js';
 import type { SpfVerdict } from './spf/types.js';
 import type { VerifyResult } from '../verify/types.js';
@@ -106,8 +106,7 @@ function quoted(text: string): string {
 
 function comment(text: string): string {
   const clean = printable(text);
-  const cut = clean.length > MAX_TEXT ? `${clean.slice(0, MAX_TEXT - 3)}...` : clean;
-  return `(${cut.replace(/[()\\]/g, (ch) => `\\${ch}`)})`;
+  return `(${clip(clean, MAX_TEXT).replace(/[()\\]/g, (ch) => `\\${ch}`)})`;
 }
 
 function printable(text: string): string {
@@ -226,7 +225,7 @@ export function formatReceivedSpf(verdict: SpfVerdict, receiver: string, options
   // its default, neutral, decided (every other result without a term had no record to match in).
   const mechanism = verdict.mechanism ?? (verdict.result === 'neutral' ? 'default' : undefined);
   if (mechanism !== undefined) pairs.push(['mechanism', mechanism]);
-  if (verdict.problem !== undefined && (verdict.result === 'permerror' || verdict.result === 'temperror')) pairs.push(['problem', cut(verdict.problem)]);
+  if (verdict.problem !== undefined && (verdict.result === 'permerror' || verdict.result === 'temperror')) pairs.push(['problem', clip(verdict.problem, MAX_TEXT)]);
   const keyValues = pairs.filter(([, text]) => text !== '').map(([key, text]) => `${key}=${dotAtomOrQuoted(text)};`);
   return fittedField('Received-SPF', [[verdict.result, comment(spfComment(verdict, receiver)), ...keyValues]], (kept) => kept.flat(), options);
 }
@@ -244,6 +243,3 @@ export function formatCalloutResult(result: VerifyResult, receiver: string, opti
   return fittedField('X-Callout-Result', [[result.verdict, comment(result.description), ...keyValues]], (kept) => kept.flat(), options);
 }
 
-function cut(text: string): string {
-  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT - 3)}...` : text;
-}

@@ -182,7 +182,7 @@ export async function printGreylist(list: Greylist, request: ListRequest, out: N
     // A client entry is keyed by the address, a triplet by the identity; a network's client
     // entries are those of its addresses, as `drop` removes them.
     const filter = client === undefined ? {} : kind !== 'client' ? { client: client.identity } : client.network ? { network: client.network } : { client: client.autoAllowKey ?? client.identity };
-    for await (const page of list.listPages({ kinds: [kind], limit: request.limit + 1 - printed, pageSize: request.pageSize, ...filter })) {
+    for await (const page of list.listPages({ kind, limit: request.limit + 1 - printed, pageSize: request.pageSize, ...filter })) {
       const kept = page.slice(0, request.limit - printed);
       if (kept.length > 0 && !out.write(kept.map((entry) => `${request.json ? shownJson(entry) : describeEntry(entry)}\n`).join(''))) await once(out, 'drain');
       printed += kept.length;

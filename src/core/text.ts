@@ -18,6 +18,10 @@
  *   key, a Redis password); where a secret is read it is refused, so a printed configuration
  *   read back fails naming the key instead of signing or logging in with "***".
  *
+ *   clip(text, max) cuts a text that other people wrote (a reply, a problem, a description) to at
+ *   most max characters, the last three "..." when it was cut: headers, answers and evidence have
+ *   a size they must keep (core/errors abbreviate, for messages, may run three characters over).
+ *
  *   MAX_HEADER_LINE is the longest header field callout hands Postfix: PREPEND takes one
  *   unfolded line, and RFC 5322 §2.1.1 allows 998 characters before the CRLF (a margin is kept).
  */
@@ -26,6 +30,11 @@
 export const CONTROL_CHARACTER = /[\x00-\x1f\x7f]/;
 
 export const MAX_HEADER_LINE = 990;
+
+/** text as it is up to max characters, else its first max - 3 and "...". */
+export function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}
 
 export const HIDDEN_SECRET = '***';
 

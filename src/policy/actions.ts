@@ -19,7 +19,7 @@
  *   begins with one, of another class is given the reply's class.
  */
 
-import { MAX_HEADER_LINE } from '../core/text.js';
+import { MAX_HEADER_LINE, clip } from '../core/text.js';
 import { parseEnhancedStatus } from '../smtp/reply.js';
 import type { Decision } from './types.js';
 
@@ -38,7 +38,7 @@ export function replyTextLimit(name: string): number {
 export function safeText(text: string, maxLength = MAX_TEXT): string {
   // Mailbox addresses may be UTF-8 (RFC 6531); SMTP replies without SMTPUTF8 are ASCII.
   const cleaned = text.replace(/[\r\n\0]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').trim();
-  return cleaned.length > maxLength ? `${cleaned.slice(0, maxLength - 3)}...` : cleaned;
+  return clip(cleaned, maxLength);
 }
 
 /** A header field for PREPEND: `Name: value`, folded to one line, field name per RFC 5322 §3.6.8. */

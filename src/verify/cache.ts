@@ -32,6 +32,7 @@ import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
 import { TEMPORARY_DOMAIN_FAILURES, type ProbeState, type ReplyEvidence, type Verdict, type VerdictReason } from './types.js';
 import { BoundedMemo } from '../core/memo.js';
+import { parseJson } from '../core/record.js';
 
 export interface AddressRecord {
   verdict: Verdict;
@@ -212,15 +213,6 @@ export function calloutRecordKey(address: string): string {
 
 export function domainKey(domain: string, fact: DomainFactName): string {
   return `dom:${domain}:${fact}`;
-}
-
-/** JSON.parse, or undefined for text that is no JSON (a record another program wrote, or damaged). */
-export function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return undefined;
-  }
 }
 
 const VERDICTS: ReadonlySet<unknown> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain']);

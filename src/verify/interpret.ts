@@ -13,6 +13,7 @@
  *   domain can be left alone until a retry is worth it.
  */
 
+import { clip } from '../core/text.js';
 import { MAILBOX_FULL_TEXT, formatEnhanced, replyText } from '../smtp/reply.js';
 import type { SmtpReply } from '../smtp/types.js';
 import type { ReplyEvidence, SmtpStage } from './types.js';
@@ -174,7 +175,7 @@ export function evidence(stage: SmtpStage, reply: SmtpReply, noDetails: boolean)
     stage,
     code: reply.code,
     ...(enhanced ? { enhanced } : {}),
-    ...(text === undefined ? {} : { text: text.length > MAX_EVIDENCE_TEXT ? `${text.slice(0, MAX_EVIDENCE_TEXT - 3)}...` : text }),
+    ...(text === undefined ? {} : { text: clip(text, MAX_EVIDENCE_TEXT) }),
   };
 }
 

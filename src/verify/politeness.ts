@@ -30,6 +30,7 @@
 import { randomUUID } from 'node:crypto';
 import { settleWithin, type Clock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
+import { isRecord, parseJson } from '../core/record.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
 import { SlidingWindow } from '../checks/ratelimit/window.js';
 import type { Store } from '../store/types.js';
@@ -264,14 +265,8 @@ export class Politeness {
 /** The unexpired leases of a stored map; anything unreadable holds none. */
 function liveLeases(value: string | undefined, now: number): Map<string, number> {
   const live = new Map<string, number>();
-  if (value === undefined) return live;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch {
-    return live;
-  }
-  if (typeof parsed !== 'object' || parsed === null) return live;
+  const parsed = value === undefined ? undefined : parseJson(value);
+  if (!isRecord(parsed)) return live;
   for (const [id, expiresAt] of Object.entries(parsed)) {
     if (typeof expiresAt === 'number' && expiresAt > now) live.set(id, expiresAt);
   }

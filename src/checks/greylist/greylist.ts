@@ -54,6 +54,7 @@
 
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
+import { isRecord, parseJson } from '../../core/record.js';
 import type { Cidr } from '../../core/ip.js';
 import { keyPart } from '../../address/index.js';
 import { clientAddress, networkHolds } from '../client-ip.js';
@@ -64,14 +65,12 @@ const HOUR_MS = 3_600_000;
 const MAX_ATTEMPTS = 8;
 /** A deferred triplet's last-seen time is not rewritten after a lost race for a gap shorter than this. */
 const LAST_SEEN_RESOLUTION_MS = 1000;
-/** The most client entries a network's drop reads (in one scan): far more than a site's clients. */
-const NETWORK_SCAN_LIMIT = 1_000_000;
 /**
  * Entries a client's drop reads per scan. On Redis every scan walks the whole keyspace, so a
  * /24 with 50,000 triplets in a greylist of a million took 51 walks and 91 s at 1,000.
  */
 const DROP_SCAN_BATCH = 10_000;
-/** Rows listPages() reads at once: a page of entries is a few megabytes. */
+/** Rows listPages() and dropClientsIn() read at once: a page of entries is a few megabytes. */
 const LIST_PAGE = 10_000;
 /** Deletes asked for at once: one group commit on SQLite, one write on Redis, not one each. */
 const DROP_DELETE_BATCH = 1_000;
@@ -132,12 +131,13 @@ export type GreylistEntry =
 export type GreylistEntryKind = GreylistEntry['kind'];
 
 /**
- * What listPages() gives: `client` narrows to one identity (exact) or auto-allow key; `network`,
- * given in its place, narrows client entries to those of its addresses, as dropClientsIn finds
- * them (a network has no auto-allow entry of its own); at most `limit` entries.
+ * What listPages() gives: entries of one `kind`; `client` narrows to one identity (exact) or
+ * auto-allow key; `network`, given in its place, narrows client entries to those of its
+ * addresses, as dropClientsIn finds them (a network has no auto-allow entry of its own); at
+ * most `limit` entries.
  */
 export interface ListOptions {
-  kinds?: readonly GreylistEntryKind[];
+  kind: GreylistEntryKind;
   client?: string;
   network?: Cidr;
   limit: number;
@@ -160,14 +160,10 @@ interface DomainRecord {
 }
 
 function domainRecord(value: string | undefined): DomainRecord | undefined {
-  if (value === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(value) as Partial<DomainRecord>;
-    if (Array.isArray(parsed.senders) && typeof parsed.last === 'number') return { senders: parsed.senders.filter((s) => typeof s === 'string'), last: parsed.last };
-  } catch {
-    // Not ours: treated as absent and overwritten.
-  }
-  return undefined;
+  // Not ours (no JSON, another shape): treated as absent and overwritten.
+  const parsed = value === undefined ? undefined : parseJson(value);
+  if (!isRecord(parsed) || !Array.isArray(parsed.senders) || typeof parsed.last !== 'number') return undefined;
+  return { senders: parsed.senders.filter((s): s is string => typeof s === 'string'), last: parsed.last };
 }
 
 export class Greylist {
@@ -322,19 +318,19 @@ export class Greylist {
    * Forgets the auto-allow entries of every address in the network: a network's own entries
    * are its triplets (dropClient), but each of its addresses that passed has an auto-allow
    * entry of its own, which would go on letting it skip greylisting. Returns how many went.
+   * Reads `pageSize` rows at once (LIST_PAGE; tests make it small) and deletes each page's
+   * before reading the next: no store lists again or skips a key for the deletes of pages it
+   * has given (SQLite and memory go on after the page's last key; a Redis SCAN walk returns
+   * every key present all along, and one returned again after its delete reads as absent).
    */
-  async dropClientsIn(network: Cidr): Promise<number> {
-    const inside = await this.clientRowsIn(network);
-    await this.deleteAll(inside.map((row) => row.key));
-    return inside.length;
-  }
-
-  /** The auto-allow rows of the addresses in the network, in key order. */
-  private async clientRowsIn(network: Cidr): Promise<Array<{ key: string } & StoredValue>> {
-    const prefix = this.clientPrefixOf(network);
-    const rows = await this.store.scan(prefix, NETWORK_SCAN_LIMIT);
-    if (rows.length >= NETWORK_SCAN_LIMIT) throw new StoreError(`greylist: more than ${NETWORK_SCAN_LIMIT} client entries under ${prefix}: drop the addresses one by one`);
-    return rows.filter((row) => this.holdsClientRow(network, row.key));
+  async dropClientsIn(network: Cidr, pageSize = LIST_PAGE): Promise<number> {
+    let removed = 0;
+    for await (const rows of this.store.scanPages(this.clientPrefixOf(network), pageSize)) {
+      const inside = rows.filter((row) => this.holdsClientRow(network, row.key));
+      await this.deleteAll(inside.map((row) => row.key));
+      removed += inside.length;
+    }
+    return removed;
   }
 
   /** The prefix of every auto-allow key of the network's addresses (and of others). */
@@ -356,32 +352,30 @@ export class Greylist {
   }
 
   /**
-   * The entries an administrator lists, a page at a time (Store.scanPages, `pageSize` rows read at once,
-   * LIST_PAGE by default), each read when the caller asks for the next: a caller that prints
-   * each page holds one, not a greylist of millions. In key order on SQLite and memory; on
-   * Redis each page is in key order, the pages in the order SCAN finds the keys.
+   * The entries of one kind an administrator lists, a page at a time (Store.scanPages,
+   * `pageSize` rows read at once, LIST_PAGE by default), each read when the caller asks for the
+   * next: a caller that prints each page holds one, not a greylist of millions. In key order on
+   * SQLite and memory; on Redis each page is in key order, the pages in the order SCAN finds
+   * the keys (one walk of the keyspace).
    */
   async *listPages(options: ListOptions & { pageSize?: number }): AsyncGenerator<GreylistEntry[], void, undefined> {
-    const kinds = options.kinds ?? ['triplet', 'client', 'domain'];
+    const { kind } = options;
     const tag = { triplet: 't', client: 'c', domain: 'd' } as const;
+    const network = kind === 'client' ? options.network : undefined;
+    const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
+    const prefix = network ? this.clientPrefixOf(network) : `${this.settings.keyPrefix}${tag[kind]}:${client}`;
     let left = options.limit;
-    for (const kind of kinds) {
-      if (left <= 0) return;
-      const network = kind === 'client' ? options.network : undefined;
-      const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
-      const prefix = network ? this.clientPrefixOf(network) : `${this.settings.keyPrefix}${tag[kind]}:${client}`;
-      for await (const rows of this.store.scanPages(prefix, options.pageSize ?? LIST_PAGE)) {
-        const page: GreylistEntry[] = [];
-        for (const row of rows) {
-          if (page.length >= left) break;
-          if (network && !this.holdsClientRow(network, row.key)) continue;
-          const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
-          if (entry && (kind !== 'client' || network || options.client === undefined || entry.client === options.client)) page.push(entry);
-        }
-        left -= page.length;
-        if (page.length > 0) yield page;
-        if (left <= 0) return;
+    for await (const rows of this.store.scanPages(prefix, options.pageSize ?? LIST_PAGE)) {
+      const page: GreylistEntry[] = [];
+      for (const row of rows) {
+        if (page.length >= left) break;
+        if (network && !this.holdsClientRow(network, row.key)) continue;
+        const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
+        if (entry && (kind !== 'client' || network || options.client === undefined || entry.client === options.client)) page.push(entry);
       }
+      left -= page.length;
+      if (page.length > 0) yield page;
+      if (left <= 0) return;
     }
   }
 

@@ -28,10 +28,11 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
 import { settleWithin } from '../../core/clock.js';
+import { isRecord, parseJson } from '../../core/record.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import type { CalloutEngine } from '../../verify/engine.js';
-import { PROBE_STATES, parseJson, replyEvidenceOf } from '../../verify/cache.js';
+import { PROBE_STATES, replyEvidenceOf } from '../../verify/cache.js';
 import type { ProbeState, VerdictReason, VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
@@ -179,9 +180,8 @@ export class LateVerdicts {
 /** A remembered verdict as answered; a value that does not parse, or is not unknown, is none. */
 function lateVerdict(address: string, stored: Readonly<StoredValue> | undefined): VerifyResult | undefined {
   if (!stored) return undefined;
-  const value = parseJson(stored.value);
-  if (typeof value !== 'object' || value === null) return undefined;
-  const known = value as Record<string, unknown>;
+  const known = parseJson(stored.value);
+  if (!isRecord(known)) return undefined;
   if (known.verdict !== 'unknown' || typeof known.reason !== 'string' || typeof known.description !== 'string') return undefined;
   // Field by field: another version on the same store (workers and daemons are upgraded one at a
   // time) may lack one or write it otherwise, and the X-Callout-Result header threw on a missing
