@@ -58,6 +58,7 @@ import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddre
 import { octalMode } from '../core/files.js';
 import { shown, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
@@ -222,9 +223,22 @@ function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog): Srs {
     separator: flags.separator as SrsSeparator,
     alphabet: flags.alphabet as SrsAlphabet,
     hashLength,
-    localDomains: flags.localDomain,
+    localDomains: domainListFlag(`--${prefix}local-domain`, flags.localDomain),
     alwaysRewrite: flags.alwaysRewrite === true,
   });
+}
+
+/**
+ * The entries of a repeatable domain flag (--batv-domain, --local-domain), each one that
+ * rewrite/domains can match: "example.org." (the root's dot) or "@example.org" was taken, and
+ * matched nothing, so the domain went unsigned, or was rewritten, without a word.
+ */
+function domainListFlag(flag: string, entries: string[]): string[] {
+  for (const entry of entries) {
+    const problem = unmatchableDomainEntry(entry);
+    if (problem !== undefined) throw new UsageError(`${flag}: ${problem}`);
+  }
+  return entries;
 }
 
 /** The VERP delimiters a flag gives: a usage error (64) naming the flag, not the library's configuration error. */
@@ -506,8 +520,8 @@ function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap>
   }
   if (flags.batvKeyFile) {
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
-    // An empty entry matched nothing and was dropped silently: a quoting slip in a unit file.
-    if (flags.batvDomain.some((domain) => domain.trim() === '' || domain.trim() === '.')) throw new UsageError('--batv-domain: got an empty domain');
+    // An empty entry (a quoting slip in a unit file) matched nothing and was dropped silently.
+    domainListFlag('--batv-domain', flags.batvDomain);
     if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
     const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow, log);
     Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));

@@ -371,6 +371,21 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got an empty domain');
   });
 
+  it('refuses a --batv-domain or --local-domain entry that can match no domain, naming the flag and the entry', async () => {
+    const serve = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0'];
+    const batv = [...serve, '--batv-key-file', batvKeys];
+    const refused = (flag: string, entry: string) => (err: unknown) => err instanceof UsageError && err.message.startsWith(`${flag}: got ${JSON.stringify(entry)}, which matches no domain`);
+    // Stopped at once should it start: it must not.
+    const stop = AbortSignal.abort();
+    // Taken, it left example.org's senders unsigned without a word.
+    await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--batv-domain', 'example.org.'], { stop }), refused('--batv-domain', 'example.org.'));
+    await assert.rejects(run([...batv, '--batv-domain', '*.example.org'], { stop }), refused('--batv-domain', '*.example.org'));
+    await assert.rejects(run([...serve, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test', '--srs-local-domain', '@example.org'], { stop }), refused('--srs-local-domain', '@example.org'));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', 'example.org.', 'a@example.org']), refused('--local-domain', 'example.org.'));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', ' ', 'a@example.org']), (err: unknown) => err instanceof UsageError && err.message === '--local-domain: got an empty domain');
+    assert.deepEqual(await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', '.example.org', 'a@mx.example.org']), { out: 'a@mx.example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
+  });
+
   it('a bad flag value is a usage error naming the flag, not a configuration error', async () => {
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--hash-length: got ""'));
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '28', 'a@b.test']), (err: unknown) => err instanceof UsageError && /expected a whole number from 1 to 27/.test(err.message));

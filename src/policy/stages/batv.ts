@@ -29,12 +29,12 @@
  */
 
 import { z } from 'zod';
-import { asciiLower, normaliseDomain } from '../../address/index.js';
+import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
 import { Batv, type BatvKey } from '../../rewrite/batv.js';
-import { domainMatcher } from '../../rewrite/domains.js';
+import { domainMatcher, unmatchableDomainEntry } from '../../rewrite/domains.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
 import { enhancedStatusOption } from './status-option.js';
@@ -55,13 +55,10 @@ const keySchema = z
  * An entry it can never match ("example.org." with its root dot, "@example.org", "*.example.org")
  * was accepted, and bounces to that domain went through unchecked.
  */
-const protectedDomain = z.string().refine(
-  (entry) => {
-    const name = entry.startsWith('.') ? entry.slice(1) : entry;
-    return !name.endsWith('.') && normaliseDomain(name).ok;
-  },
-  { message: 'expected a domain such as example.com, or .example.com for its subdomains (no @, no * and no trailing dot)' },
-);
+const protectedDomain = z.string().superRefine((entry, ctx) => {
+  const problem = unmatchableDomainEntry(entry);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 const options = z
   .object({

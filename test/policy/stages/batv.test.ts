@@ -125,6 +125,15 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', 'NoReply@example.com'))).result, 'exempt');
   });
 
+  it('refuses a domain entry that can match no domain, saying why (rewrite/domains unmatchableDomainEntry)', () => {
+    for (const entry of ['example.org.', '@example.org', '*.example.org', '']) {
+      const parsed = batvStage.options.safeParse({ domains: [entry], keys: [{ keynum: 1, secret: 's' }] });
+      assert.ok(!parsed.success, entry);
+      assert.match(parsed.error.issues[0]!.message, /^got (an empty domain|".*", which matches no domain)/, entry);
+    }
+    assert.ok(batvStage.options.safeParse({ domains: ['.example.org'], keys: [{ keynum: 1, secret: 's' }] }).success);
+  });
+
   it('protects an internationalised domain whether it is configured or addressed as U-labels or A-labels', async () => {
     for (const [configured, addressed] of [['bücher.example', 'user@xn--bcher-kva.example'], ['xn--bcher-kva.example', 'user@bücher.example'], ['.bücher.example', 'user@sub.xn--bcher-kva.example']] as const) {
       const verdict = await stage({ domains: [configured] }).evaluate(context('', addressed));

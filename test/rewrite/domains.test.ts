@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { domainMatcher, unmatchableDomainEntry } from '../../src/rewrite/domains.js';
+
+describe('unmatchableDomainEntry', () => {
+  it('refuses the entries domainMatcher can never match, saying why', () => {
+    assert.equal(unmatchableDomainEntry(''), 'got an empty domain');
+    assert.equal(unmatchableDomainEntry(' . '), 'got an empty domain');
+    assert.equal(unmatchableDomainEntry('example.org.'), 'got "example.org.", which matches no domain: write it without the trailing dot');
+    assert.equal(unmatchableDomainEntry('.example.org.'), 'got ".example.org.", which matches no domain: write it without the trailing dot');
+    for (const entry of ['@example.org', '*.example.org', 'user@example.org', '..example.org', 'exa mple.org']) {
+      assert.match(unmatchableDomainEntry(entry) ?? '', /which matches no domain: expected a domain such as example\.com, or \.example\.com for its subdomains/, entry);
+    }
+  });
+
+  it('accepts what domainMatcher matches: a domain, .domain for its subdomains, surrounding blanks as it trims them', () => {
+    for (const [entry, domain] of [['example.org', 'EXAMPLE.org'], ['.example.org', 'mx.example.org'], [' example.org ', 'example.org'], ['bücher.example', 'bücher.example']] as const) {
+      assert.equal(unmatchableDomainEntry(entry), undefined, entry);
+      assert.ok(domainMatcher([entry])(domain), `${entry} matches ${domain}`);
+    }
+    // The refused ones indeed match nothing that an address carries.
+    for (const entry of ['example.org.', '@example.org', '*.example.org']) {
+      assert.ok(!['example.org', 'mx.example.org'].some(domainMatcher([entry])), entry);
+    }
+  });
+});
