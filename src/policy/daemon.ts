@@ -16,9 +16,10 @@
  *   addresses, the store, the listener's limits, policy.workers, acceptTestTime and log.level
  *   are fixed for the life of the process (RESTART_ONLY_SETTINGS: a change is logged, in one
  *   line naming them, as needing a restart). A SIGHUP once stop() has begun is logged as
- *   ignored: no request would reach the configuration it built. A policy worker reports each
- *   reload's outcome, with a digest of the configuration it runs after it: reloadOutcome() for
- *   one its supervisor asked for, onReload for one a SIGHUP sent to the worker asked for.
+ *   ignored: no request would reach the configuration it built. A policy worker answers each
+ *   reload its supervisor asks for with the outcome, a digest of the configuration it runs
+ *   after it (reloadOutcome()); a SIGHUP sent to the worker by hand reloads it and is answered
+ *   to no one.
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -42,22 +43,20 @@
  *   unless callout.allowTargets says otherwise.
  */
 
-import { makeDirectories } from '../core/files.js';
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
-import { ConfigError, abbreviate, describeError } from '../core/errors.js';
+import { abbreviate, describeError } from '../core/errors.js';
 import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { isAnnounceable } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
-import { MemoryStore, RedisStore, STORE_DIRECTORY_MODE, SqliteStore, openStore } from '../store/index.js';
+import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
@@ -79,8 +78,6 @@ export interface DaemonOptions {
   worker?: boolean;
   /** A configuration file with no settings is an error, as at a reload (a replacement worker). */
   refuseEmptyConfig?: boolean;
-  /** Told the outcome of each reload() that read the file (a policy worker tells its supervisor). */
-  onReload?: (outcome: ReloadOutcome) => void;
 }
 
 /**
@@ -187,11 +184,7 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined, log:
  */
 async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
   const path = storePath(config);
-  try {
-    makeDirectories(dirname(path), STORE_DIRECTORY_MODE);
-  } catch (err) {
-    throw new ConfigError(`dataDir: cannot create ${dirname(path)}: ${(err as NodeJS.ErrnoException).code ?? String(err)} (set --data-dir or dataDir)`);
-  }
+  // SqliteStore.open makes the directories (0750) and names dataDir and --data-dir when it cannot.
   const store = await SqliteStore.open(path, {
     clock,
     sync: config.store.sync,
@@ -396,21 +389,16 @@ export class Daemon {
     );
   }
 
-  /**
-   * Re-reads the configuration; keeps the running one when the new one is invalid. While
-   * stop() drains, does nothing but say so: "configuration reloaded" then would be untrue.
-   * The outcome goes to options.onReload; resolves with whether the file was accepted.
-   */
+  /** reloadOutcome(), resolving with whether the file was accepted (false when ignored while stopping). */
   async reload(): Promise<boolean> {
-    const outcome = await this.reloadOutcome();
-    if (outcome === undefined) return false;
-    this.options.onReload?.(outcome);
-    return outcome.accepted;
+    return (await this.reloadOutcome())?.accepted ?? false;
   }
 
   /**
-   * reload() without onReload: resolves with the outcome (undefined when ignored while
-   * stopping), for a caller that answers one request with it (a policy worker, its supervisor).
+   * Re-reads the configuration; keeps the running one when the new one is invalid. While
+   * stop() drains, does nothing but say so: "configuration reloaded" then would be untrue.
+   * Resolves with the outcome (undefined when ignored while stopping), which a policy worker
+   * sends its supervisor.
    */
   async reloadOutcome(): Promise<ReloadOutcome | undefined> {
     if (this.stopping) {

@@ -27,11 +27,12 @@
  *   kernel does not queue a pending standard signal), which then owed an outcome it never sent.
  *   Each worker reads the file on its own, so each answers with its reload's outcome
  *   (callout:reloaded, the same number: accepted or refused, a digest of the configuration it
- *   then runs). Only the answer to the latest reload counts: a late one to an earlier reload,
- *   or the outcome of a SIGHUP sent to a worker by hand (no number), is not that worker's
- *   answer. Once all have answered, the supervisor logs that they run one configuration, or
- *   warns, naming each worker's outcome, that they do not (a file caught mid-write by one worker
- *   and not by another). An answer not in within reloadOutcomeWaitMs (30 s) of the request (the
+ *   then runs). Only the answer to the latest reload counts: a late one to an earlier reload is
+ *   not that worker's answer. A SIGHUP sent to a worker by hand reloads that worker, and its
+ *   outcome is only logged there: it answers none of the supervisor's reloads. Once all have
+ *   answered, the supervisor logs that they run one configuration, or warns, naming each
+ *   worker's outcome, that they do not (a file caught mid-write by one worker and not by
+ *   another). An answer not in within reloadOutcomeWaitMs (30 s) of the request (the
  *   worker's reload threw) is given up, with a warning naming the worker, and the others are
  *   compared without it: waiting on would have kept every later comparison silent until that
  *   worker exited. A reload asked for while stopping is ignored.
@@ -107,11 +108,8 @@ type WorkerMessage =
   | { type: 'callout:health'; id: number; healthy: boolean }
   /** error: why the worker could not read its registry. */
   | { type: 'callout:metrics'; id: number; metrics?: WorkerMetric[]; error?: string }
-  /**
-   * A reload's outcome (policy/daemon ReloadOutcome). seq: the callout:reload it answers; none
-   * for a reload that a SIGHUP sent to the worker by hand asked for.
-   */
-  | ({ type: 'callout:reloaded'; seq?: number } & ReloadOutcome);
+  /** A reload's outcome (policy/daemon ReloadOutcome). seq: the callout:reload it answers. */
+  | ({ type: 'callout:reloaded'; seq: number } & ReloadOutcome);
 
 type SupervisorMessage =
   | { type: 'callout:health?'; id: number }
@@ -171,13 +169,13 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
         ...(m.error === undefined ? {} : { error: m.error as string }),
       };
     case 'callout:reloaded':
-      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string') || !optional(m.seq, 'number')) return undefined;
+      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string') || typeof m.seq !== 'number') return undefined;
       return {
         type: m.type,
+        seq: m.seq,
         accepted: m.accepted,
         config: m.config,
         ...(m.reason === undefined ? {} : { reason: m.reason as string }),
-        ...(m.seq === undefined ? {} : { seq: m.seq as number }),
       };
     default:
       return undefined;
@@ -227,16 +225,15 @@ export class Supervisor {
   /** The workers that said they are listening. */
   private readonly ready = new Set<Worker>();
   /**
-   * The seq of the reload each worker still owes an outcome for: the latest reload(). One not
-   * yet ready has not been asked: it is asked for this seq once it says it is ready.
+   * The reload each worker still owes an outcome for: the seq of the latest reload(), and when
+   * the worker is given up on (reloadOutcomeWaitMs after it was asked). One not yet ready has
+   * not been asked, and has no deadline: it is asked for this seq once it says it is ready.
    */
-  private readonly awaitedReloads = new Map<Worker, number>();
+  private readonly awaitedReloads = new Map<Worker, { seq: number; deadline?: NodeJS.Timeout }>();
   /** The number of the latest reload(), which its callout:reload messages carry. */
   private reloadSeq = 0;
   /** The outcome of the latest reload from each worker that answered it (compared once none is owed). */
   private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
-  /** When each worker that owes an outcome is given up on: reloadOutcomeWaitMs after it was asked. */
-  private readonly reloadDeadlines = new Map<Worker, NodeJS.Timeout>();
   /** The workers whose outcomes were given up since the last reload(), by id. */
   private readonly unreported = new Set<number>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
@@ -281,8 +278,8 @@ export class Supervisor {
     const seq = ++this.reloadSeq;
     for (const worker of this.workers) {
       // An answer to an earlier reload is no answer to this one: the worker may have read the file before the edit.
-      this.awaitedReloads.set(worker, seq);
       if (this.ready.has(worker)) this.askReload(worker, seq);
+      else this.awaitedReloads.set(worker, { seq });
     }
   }
 
@@ -290,11 +287,10 @@ export class Supervisor {
   private askReload(worker: Worker, seq: number): void {
     // A worker whose channel is closing is exiting: its exit forgets what it owed.
     worker.send({ type: 'callout:reload', seq } satisfies SupervisorMessage, () => undefined);
-    clearTimeout(this.reloadDeadlines.get(worker));
+    this.forgetAwaited(worker);
     const waitMs = this.options.reloadOutcomeWaitMs ?? DEFAULT_RELOAD_OUTCOME_WAIT_MS;
     const deadline = setTimeout(() => {
-      this.reloadDeadlines.delete(worker);
-      if (!this.awaitedReloads.delete(worker)) return;
+      if (!this.forgetAwaited(worker)) return;
       this.unreported.add(worker.id);
       this.options.log.warn(
         { worker: worker.process.pid },
@@ -304,13 +300,12 @@ export class Supervisor {
     }, waitMs);
     // The supervisor's own exit must not wait for it.
     deadline.unref();
-    this.reloadDeadlines.set(worker, deadline);
+    this.awaitedReloads.set(worker, { seq, deadline });
   }
 
-  /** Forgets the outcome a worker owes (received, or the worker gone); true when it owed one. */
+  /** Forgets the outcome a worker owes (received, given up, asked again, or the worker gone); true when it owed one. */
   private forgetAwaited(worker: Worker): boolean {
-    clearTimeout(this.reloadDeadlines.get(worker));
-    this.reloadDeadlines.delete(worker);
+    clearTimeout(this.awaitedReloads.get(worker)?.deadline);
     return this.awaitedReloads.delete(worker);
   }
 
@@ -413,7 +408,7 @@ export class Supervisor {
         if (message === undefined) return;
         if (message.type === 'callout:ready') {
           // A worker that says it is ready again has been asked already, if it owes an outcome.
-          const seq = ready ? undefined : this.awaitedReloads.get(worker);
+          const seq = ready ? undefined : this.awaitedReloads.get(worker)?.seq;
           ready = true;
           readyAt = Date.now();
           this.ready.add(worker);
@@ -426,9 +421,8 @@ export class Supervisor {
         } else if (message.type === 'callout:metrics') {
           this.metricsWaits.get(message.id)?.(message);
         } else if (message.type === 'callout:reloaded') {
-          // Only the answer to the latest reload(): one to an earlier reload, or to a SIGHUP sent
-          // to the worker by hand (no seq), says nothing of the file this reload is for.
-          if (message.seq === undefined || this.awaitedReloads.get(worker) !== message.seq) return;
+          // Only the answer to the latest reload(): one to an earlier reload says nothing of the file this reload is for.
+          if (this.awaitedReloads.get(worker)?.seq !== message.seq) return;
           this.forgetAwaited(worker);
           const { type: _type, seq: _seq, ...outcome } = message;
           this.reloadOutcomes.set(worker, outcome);
@@ -596,7 +590,8 @@ function exitOf(worker: Worker): Promise<void> {
  * In a worker process: starts the Daemon in worker mode and reports to the supervisor. A start
  * that fails is reported too (the caller then exits non-zero). Install the SIGHUP and SIGTERM
  * handlers before calling it: the supervisor's stop() sends SIGTERM, and a SIGHUP sent to the
- * worker by hand reloads it (its outcome, with no seq, answers none of the supervisor's reloads).
+ * worker by hand reloads it (Daemon.reload(); its outcome is logged, not sent: it answers none
+ * of the supervisor's reloads).
  */
 export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
   const send = (message: WorkerMessage): Promise<void> =>
@@ -612,7 +607,6 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
       ...options,
       worker: true,
       refuseEmptyConfig: process.env[REPLACEMENT_ENV] === '1',
-      onReload: (outcome) => void send({ type: 'callout:reloaded', ...outcome }),
     });
   } catch (err) {
     // Sent before the channel closes, so the supervisor can say why.

@@ -22,7 +22,7 @@ import type { Store } from './types.js';
 
 export type { Store, StoredValue } from './types.js';
 export { MemoryStore, type MemoryStoreOptions } from './memory.js';
-export { STORE_DIRECTORY_MODE, SqliteStore, type SqliteStoreOptions } from './sqlite.js';
+export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export { RedisStore, type RedisStoreEvents, type RedisStoreOptions } from './redis.js';
 
 export type StoreSpec =

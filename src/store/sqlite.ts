@@ -331,7 +331,7 @@ interface Queued {
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /** Of a directory open() makes, and of a new store file; SQLite's -wal and -shm files follow the file's. */
-export const STORE_DIRECTORY_MODE = 0o750;
+const STORE_DIRECTORY_MODE = 0o750;
 const STORE_FILE_MODE = 0o640;
 
 /**

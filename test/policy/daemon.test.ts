@@ -418,13 +418,19 @@ describe('callout serve', () => {
     const configure = (stages: unknown) => writeFileSync(path, stringify({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' }, policy: { listen: '127.0.0.1:0', stages }, metrics: { listen: '' } }));
     configure([{ name: 'postmaster' }]);
     const outcomes: ReloadOutcome[] = [];
-    const daemon = await Daemon.start({ configPath: path, log: captureLog().log, onReload: (outcome) => outcomes.push(outcome) });
+    const daemon = await Daemon.start({ configPath: path, log: captureLog().log });
     cleanups.push(() => daemon.stop());
-    assert.equal(await daemon.reload(), true);
+    const reload = async (): Promise<boolean> => {
+      const outcome = await daemon.reloadOutcome();
+      assert.ok(outcome);
+      outcomes.push(outcome);
+      return outcome.accepted;
+    };
+    assert.equal(await reload(), true);
     configure([{ name: 'postmaster' }, { name: 'sender-syntax' }]);
-    assert.equal(await daemon.reload(), true);
+    assert.equal(await reload(), true);
     writeFileSync(path, '');
-    assert.equal(await daemon.reload(), false);
+    assert.equal(await reload(), false);
     assert.deepEqual(outcomes.map((o) => o.accepted), [true, true, false]);
     assert.match(outcomes[0]!.config, /^[0-9a-f]{12}$/);
     assert.notEqual(outcomes[1]!.config, outcomes[0]!.config, 'a changed file, a changed digest');

@@ -87,6 +87,7 @@ import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { RecentMap } from '../../core/memo.js';
+import { isRecord, parseJson } from '../../core/record.js';
 import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
@@ -195,13 +196,10 @@ interface Tally {
 }
 
 function readTally(stored: string | undefined): Tally | undefined {
-  if (stored === undefined) return undefined;
-  try {
-    const { i, a, r } = JSON.parse(stored) as { i?: unknown; a?: unknown; r?: unknown };
-    return typeof i === 'string' && typeof a === 'number' && typeof r === 'number' ? { instance: i, accepted: a, rejected: r } : undefined;
-  } catch {
-    return undefined;
-  }
+  const parsed = stored === undefined ? undefined : parseJson(stored);
+  if (!isRecord(parsed)) return undefined;
+  const { i, a, r } = parsed;
+  return typeof i === 'string' && typeof a === 'number' && typeof r === 'number' ? { instance: i, accepted: a, rejected: r } : undefined;
 }
 
 const writeTally = (tally: Tally) => JSON.stringify({ i: tally.instance, a: tally.accepted, r: tally.rejected });
@@ -305,25 +303,19 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
 
   /**
    * The client's address (connections are told apart by it) and what the per-client window
-   * counts it under; undefined for a client not counted: an exempt one, and one that
-   * authenticated (Postfix sends `sasl_username` only when it did the authentication). A
-   * site's own users are no harvesters, and counting them per address would refuse them,
-   * and whoever shares their address (a NAT, a carrier's CGNAT), for a stale list.
+   * counts it under; for a client not counted, the verdict's result and reason: one without a
+   * usable address (Postfix's "unknown", which read as "exempt" in the log, like a client the
+   * configuration exempts), an exempt one, and one that authenticated (Postfix sends
+   * `sasl_username` only when it did the authentication). A site's own users are no
+   * harvesters, and counting them per address would refuse them, and whoever shares their
+   * address (a NAT, a carrier's CGNAT), for a stale list.
    */
-  const clientOf = (ctx: StageContext): { address: string; counted: string } | undefined => {
+  const clientOf = (ctx: StageContext): { address: string; counted: string } | { result: string; reason: string } => {
     const client = clientAddress(ctx.clientAddress);
-    if (!client || exempt.value.has(ctx.clientAddress) || ctx.attributes.sasl_username) return undefined;
-    return { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
-  };
-  /**
-   * Why clientOf counts no client, for the verdict: a request without a usable address
-   * (Postfix's "unknown") read as "exempt" in the log, like a client the configuration exempts.
-   */
-  const notCounted = (ctx: StageContext): { result: string; reason: string } => {
-    const unusable = unusableClientAddress(ctx.clientAddress);
-    if (unusable !== undefined) return { result: 'none', reason: `${unusable}: not counted` };
+    if (!client) return { result: 'none', reason: `${unusableClientAddress(ctx.clientAddress) ?? 'no usable client address'}: not counted` };
     if (ctx.attributes.sasl_username) return { result: 'exempt', reason: `client authenticated as ${ctx.attributes.sasl_username}: not counted` };
-    return { result: 'exempt', reason: `client ${ctx.clientAddress} is in exemptClients: not counted` };
+    if (exempt.value.has(ctx.clientAddress)) return { result: 'exempt', reason: `client ${ctx.clientAddress} is in exemptClients: not counted` };
+    return { address: client.text, counted: countingKey(client, opts.perClient.ipv4Prefix, opts.perClient.ipv6Prefix) };
   };
   async function errorsOf(counted: string, scope: Scope | undefined): Promise<Errors> {
     const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(counted)]);
@@ -351,7 +343,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     const mark = deliveryMark(fields);
     if (!markFresh(mark, deps.clock.now())) await writeMark(mark);
     const client = clientOf(ctx);
-    const scope = client && scopeOf(client.address, ctx.attributes);
+    const scope = 'counted' in client ? scopeOf(client.address, ctx.attributes) : undefined;
     if (scope?.mark && fields.recipientCount > 0 && letsThrough(action)) await deps.store.delete(scope.key);
   }
   const describe = (e: Errors, scope: Scope | undefined) => `${scope ? `${e.connection} rejected ${scope.words}, ` : ''}${e.client.toFixed(1)} per ${opts.perClient.window}`;
@@ -364,7 +356,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       // come after the harvest it is meant to stop, and costs a message already sent.
       if (ctx.state === 'END-OF-MESSAGE') return { stage: 'tarpit', result: 'end-of-message', reason: 'a delivery forgives the connection', decision: { kind: 'continue' } };
       const client = clientOf(ctx);
-      if (!client) return { stage: 'tarpit', ...notCounted(ctx), decision: { kind: 'continue' } };
+      if (!('counted' in client)) return { stage: 'tarpit', ...client, decision: { kind: 'continue' } };
       const scope = scopeOf(client.address, ctx.attributes);
       const tally = scope?.message ? await startMessage(deps.store, scope, marked) : undefined;
       const errors = await errorsOf(client.counted, scope);
@@ -382,7 +374,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
     async observe(ctx, outcome) {
       if (ctx.state === 'END-OF-MESSAGE') return messageEnded(ctx, outcome.action);
       const client = clientOf(ctx);
-      if (!client) return;
+      if (!('counted' in client)) return;
       const judged = seen.get(ctx.attributes);
       const scope = judged ? judged.scope : scopeOf(client.address, ctx.attributes);
       let errors: Errors | undefined = judged?.errors;
