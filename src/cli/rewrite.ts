@@ -236,7 +236,7 @@ function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog): Srs {
 function domainListFlag(flag: string, entries: string[]): string[] {
   for (const entry of entries) {
     const problem = unmatchableDomainEntry(entry);
-    if (problem !== undefined) throw new UsageError(`${flag}: ${problem}`);
+    if (problem !== undefined) throw new UsageError(`${flag}: got ${JSON.stringify(abbreviate(entry, 60))}, ${problem}`);
   }
   return entries;
 }

@@ -14,19 +14,20 @@
  */
 
 import { asciiLower, normaliseDomain } from '../address/index.js';
-import { abbreviate } from '../core/errors.js';
 
 export type DomainMatcher = (domain: string) => boolean;
 
-/** Why domainMatcher would never match `entry`, as "got ..." for a message naming the list; undefined when it can. */
+/**
+ * Why domainMatcher would never match `entry`, said after the `got "ENTRY", ` of a message that
+ * names the list (as the configuration schema and the command line write them); undefined when
+ * it can match.
+ */
 export function unmatchableDomainEntry(entry: string): string | undefined {
   const trimmed = entry.trim();
-  if (trimmed === '' || trimmed === '.') return 'got an empty domain';
-  const shown = JSON.stringify(abbreviate(trimmed, 60));
-  // Domains are matched as addresses carry them, without the root's dot.
-  if (trimmed.endsWith('.')) return `got ${shown}, which matches no domain: write it without the trailing dot`;
+  if (trimmed === '' || trimmed === '.') return 'expected a domain, not an empty entry';
   const name = trimmed.startsWith('.') ? trimmed.slice(1) : trimmed;
-  if (!normaliseDomain(name).ok) return `got ${shown}, which matches no domain: expected a domain such as example.com, or .example.com for its subdomains (no @, no *)`;
+  // Domains are matched as addresses carry them, without the root's dot.
+  if (trimmed.endsWith('.') || !normaliseDomain(name).ok) return 'expected a domain such as example.com, or .example.com for its subdomains (no @, no * and no trailing dot)';
   return undefined;
 }
 

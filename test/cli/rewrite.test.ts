@@ -368,13 +368,13 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
   it('reads rewrite serve listen addresses as serve does: no name that is a mistyped IPv4 address, no socket path too long', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '999.1.1.1:1234', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /"999\.1\.1\.1" is not an IPv4 address/.test(err.message));
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', `/${'a'.repeat(120)}`, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /more than the 107 a UNIX socket address holds/.test(err.message));
-    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got an empty domain');
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got "", expected a domain, not an empty entry');
   });
 
   it('refuses a --batv-domain or --local-domain entry that can match no domain, naming the flag and the entry', async () => {
     const serve = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0'];
     const batv = [...serve, '--batv-key-file', batvKeys];
-    const refused = (flag: string, entry: string) => (err: unknown) => err instanceof UsageError && err.message.startsWith(`${flag}: got ${JSON.stringify(entry)}, which matches no domain`);
+    const refused = (flag: string, entry: string) => (err: unknown) => err instanceof UsageError && err.message === `${flag}: got ${JSON.stringify(entry)}, expected a domain such as example.com, or .example.com for its subdomains (no @, no * and no trailing dot)`;
     // Stopped at once should it start: it must not.
     const stop = AbortSignal.abort();
     // Taken, it left example.org's senders unsigned without a word.
@@ -382,7 +382,7 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run([...batv, '--batv-domain', '*.example.org'], { stop }), refused('--batv-domain', '*.example.org'));
     await assert.rejects(run([...serve, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test', '--srs-local-domain', '@example.org'], { stop }), refused('--srs-local-domain', '@example.org'));
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', 'example.org.', 'a@example.org']), refused('--local-domain', 'example.org.'));
-    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', ' ', 'a@example.org']), (err: unknown) => err instanceof UsageError && err.message === '--local-domain: got an empty domain');
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', ' ', 'a@example.org']), (err: unknown) => err instanceof UsageError && err.message === '--local-domain: got " ", expected a domain, not an empty entry');
     assert.deepEqual(await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', '.example.org', 'a@mx.example.org']), { out: 'a@mx.example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
   });
 

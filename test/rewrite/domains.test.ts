@@ -4,12 +4,10 @@ import { domainMatcher, unmatchableDomainEntry } from '../../src/rewrite/domains
 
 describe('unmatchableDomainEntry', () => {
   it('refuses the entries domainMatcher can never match, saying why', () => {
-    assert.equal(unmatchableDomainEntry(''), 'got an empty domain');
-    assert.equal(unmatchableDomainEntry(' . '), 'got an empty domain');
-    assert.equal(unmatchableDomainEntry('example.org.'), 'got "example.org.", which matches no domain: write it without the trailing dot');
-    assert.equal(unmatchableDomainEntry('.example.org.'), 'got ".example.org.", which matches no domain: write it without the trailing dot');
-    for (const entry of ['@example.org', '*.example.org', 'user@example.org', '..example.org', 'exa mple.org']) {
-      assert.match(unmatchableDomainEntry(entry) ?? '', /which matches no domain: expected a domain such as example\.com, or \.example\.com for its subdomains/, entry);
+    assert.equal(unmatchableDomainEntry(''), 'expected a domain, not an empty entry');
+    assert.equal(unmatchableDomainEntry(' . '), 'expected a domain, not an empty entry');
+    for (const entry of ['example.org.', '.example.org.', '@example.org', '*.example.org', 'user@example.org', '..example.org', 'exa mple.org']) {
+      assert.equal(unmatchableDomainEntry(entry), 'expected a domain such as example.com, or .example.com for its subdomains (no @, no * and no trailing dot)', entry);
     }
   });
 
