@@ -55,6 +55,7 @@ describe('parseAddressList: comments (CFWS)', () => {
     { input: 'john@example.com (a \\) quoted \\( paren)', want: [{ address: 'john@example.com' }] },
     { input: 'john@example.com (Jörg)', want: [{ address: 'john@example.com' }] },
     { input: 'Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>', want: [{ name: 'Pete', address: 'pete@silly.test' }] },
+    { input: 'A <a@[192.0.2.1] (literal)>', want: [{ name: 'A', address: 'a@[192.0.2.1]' }] },
   ];
   for (const { input, want } of cases) {
     it(JSON.stringify(input), () => assert.deepEqual(summary(input), want));
@@ -134,6 +135,11 @@ describe('parseAddressList: syntax errors', () => {
     { input: 'a@x.org (a (b)', rule: 'unbalanced-comment', position: 8 },
     { input: 'a@x.org (a \\', rule: 'unbalanced-comment', position: 8 },
     { input: 'a@x.org (\u0001)', rule: 'bad-character', position: 9 },
+    // ctext, qtext and quoted-pair end at %d126: DEL is refused where it stands (obs-qp is not accepted).
+    { input: 'a@x.org (\u007f)', rule: 'bad-character', position: 9 },
+    { input: 'a@x.org (\\\u007f)', rule: 'bad-quoted-pair', position: 9 },
+    { input: '"a\\\u007f"@x.org', rule: 'bad-quoted-pair', position: 2 },
+    { input: 'Bob "\u007f" <b@x.org>', rule: 'bad-character', position: 5 },
     { input: '"unclosed@x.org', rule: 'unbalanced-quote', position: 0 },
     { input: '"a\\\u0001"@x.org', rule: 'bad-quoted-pair', position: 2 },
     { input: '"a\tb"@x.org', rule: 'bad-character', position: 0 },

@@ -7,6 +7,7 @@ describe('mailboxKey', () => {
     assert.equal(mailboxKey('ÉLISE@Bücher.Example'), 'Élise@xn--bcher-kva.example');
     assert.equal(mailboxKey('Bob@XN--BCHER-KVA.Example'), 'bob@xn--bcher-kva.example');
     assert.equal(mailboxKey('\u212Aate@example.org'), '\u212Aate@example.org');
+    assert.equal(mailboxKey('"A@B"@Bücher.Example'), '"a@b"@xn--bcher-kva.example', 'the domain follows the last @');
   });
 
   it('keeps a domain that is no valid IDN as written, and folds text without @ whole', () => {
@@ -31,6 +32,7 @@ describe('keyPart', () => {
     }
     assert.notEqual(keyPart(`${utf8}x`), `${utf8}x`, 'one octet more is digested');
     assert.match(keyPart('ü'.repeat(200)), /^ü{32}…/, 'never cut within a character');
+    assert.match(keyPart('日'.repeat(86)), /^日{21}…/, '86 characters of 3 octets are 258 octets');
   });
 
   it('tells its digest of an over-long part, which is its own key, from an address', () => {
@@ -38,6 +40,8 @@ describe('keyPart', () => {
     assert.match(digested, /^a{64}…\[sha256:[0-9a-f]{64}\]$/);
     assert.equal(keyPart(digested), digested);
     assert.ok(isDigestedKeyPart(digested));
+    const long = 'a'.repeat(300);
+    assert.notEqual(keyPart(`${long}\ud800`), keyPart(`${long}\udc00`), 'lone surrogates that UTF-8 would encode alike');
     for (const part of ['bob@example.org', 'postmaster@[192.0.2.1]', `${'a'.repeat(300)}@example.org`]) assert.ok(!isDigestedKeyPart(part), part);
   });
 });

@@ -84,6 +84,9 @@ describe('parseMailbox: syntax errors', () => {
     { input: '"a\tb"@x.org', rule: 'bad-character', position: 2 },
     { input: '"a\\\tb"@x.org', rule: 'bad-quoted-pair', position: 2 },
     { input: '"a\\\u00e9"@x.org', rule: 'bad-quoted-pair', position: 2 },
+    // RFC 5321 qtextSMTP and quoted-pairSMTP stop at %d126: DEL is refused where it stands.
+    { input: '"a\\\u007f"@x.org', rule: 'bad-quoted-pair', position: 2 },
+    { input: '"a\u007fb"@x.org', rule: 'bad-character', position: 2 },
     { input: 'a\ud800@x.org', rule: 'bad-character', position: 1 },
     { input: 'a@', rule: 'empty-domain', position: 2 },
     { input: 'a@.x.org', rule: 'empty-domain-label', position: 2 },
@@ -99,6 +102,7 @@ describe('parseMailbox: syntax errors', () => {
     { input: 'a@xn--abc.example', rule: 'bad-idn-label', position: 2 },
     { input: 'a@x.\u3002y', rule: 'bad-idn-label', position: 4 },
     { input: 'a@b\u00fc_cher.example', rule: 'bad-character', position: 4 },
+    { input: 'a@x\ud800.org', rule: 'bad-character', position: 3 },
     { input: `a@${'a'.repeat(64)}.org`, rule: 'label-too-long', position: 2 },
     // RFC 1123 §2.1: an IP address without brackets is no domain; the top-level label is never all digits.
     { input: 'a@192.0.2.1', rule: 'bad-domain-label', position: 10 },
@@ -176,6 +180,8 @@ describe('parseMailbox: limits (RFC 5321 §4.5.3.1)', () => {
   });
 
   it('caps the input before doing any work', () => {
+    const longest = `${'a'.repeat(4096 - '@x.org'.length)}@x.org`;
+    assertParsed(parseMailbox(longest, { sizeLimits: false }), '4096 characters, the cap itself');
     const input = `${'a'.repeat(4097)}@x.org`;
     assertSyntaxError(parseMailbox(input), 'long', 'input-too-long', 4096);
     assertSyntaxError(parseReversePath(`<${input}>`), 'long path', 'input-too-long', 4096);
@@ -264,6 +270,8 @@ describe('parseMailbox: address literals (RFC 5321 §4.1.3)', () => {
     { input: 'a@[IPv6:fe80::1%eth0]', rule: 'bad-address-literal', position: 2 },
     { input: 'a@[IPv6:1:2:3:4:5:6:7:8:9]', rule: 'bad-address-literal', position: 2 },
     { input: 'a@[x400:c=us;a=b]', rule: 'unsupported-address-literal', position: 2 },
+    // A Standardized-tag is an Ldh-str, which ends in a letter or digit: this is no tag at all.
+    { input: 'a@[x-:c]', rule: 'bad-address-literal', position: 2 },
     { input: 'a@[192.0.2.1', rule: 'bad-address-literal', position: 2 },
     { input: 'a@[192.0.2.1]x', rule: 'trailing-characters', position: 13 },
     { input: 'a@x.[192.0.2.1]', rule: 'bad-character', position: 4 },
@@ -350,6 +358,8 @@ describe('parseReversePath', () => {
     assertSyntaxError(parseReversePath('a..b@example.org', { tolerant: true }), 'tolerant only', 'empty-atom', 2);
     assertSyntaxError(parseReversePath('john doe@example..org', internal), 'domain', 'bad-character', 4);
     assertSyntaxError(parseReversePath('john\tdoe@example.org', internal), 'tab', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('john\ud800 doe@example.org', internal), 'lone surrogate', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('john doe@[192.0.2.1]x', internal), 'after a literal', 'bad-character', 4);
     assertSyntaxError(parseReversePath('@a.example:u@c.example', internal), 'route', 'empty-local-part', 0);
   });
 
