@@ -106,6 +106,46 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal((await cache.getDomain('banner.example')).useless, undefined, 'and no longer');
   });
 
+  it('keeps each domain fact for its own lifetime: greylist cache.greylistRetry, postmaster accepted domainPositive, refused domainNegative', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const config = validateConfig({}).cache;
+    const cache = new VerificationCache(store, config, clock);
+    const fact = { reason: 'greylisted', description: 'd', at: clock.now() } as const;
+    await cache.putDomain('grey.example', 'greylist', fact);
+    await cache.putDomain('pm-ok.example', 'postmaster', { ...fact, reason: 'postmaster-refused', state: 'accepted' });
+    await cache.putDomain('pm-no.example', 'postmaster', { ...fact, reason: 'postmaster-refused', state: 'refused' });
+    // A 500 (a protocol error at MAIL) is a 5xx: refused for good, not a temporary refusal.
+    await cache.putDomain('syntax.example', 'useless', { ...fact, reason: 'refused-at-mail', reply: { stage: 'mail', code: 500 } });
+    clock.advance(config.tempfail + 1_000);
+    assert.ok((await cache.getDomain('grey.example')).greylist, 'a greylisting domain is left alone past cache.tempfail');
+    clock.advance(config.greylistRetry - config.tempfail);
+    assert.equal((await cache.getDomain('grey.example')).greylist, undefined, 'and retried after cache.greylistRetry');
+    assert.ok((await cache.getDomain('syntax.example')).useless, 'a 500 lasts cache.domainNegative');
+    clock.advance(config.domainNegative);
+    assert.equal((await cache.getDomain('pm-no.example')).postmaster, undefined, 'a refused postmaster lasts cache.domainNegative');
+    assert.equal((await cache.getDomain('pm-ok.example')).postmaster?.state, 'accepted', 'an accepted one cache.domainPositive');
+  });
+
+  it('a temporary verdict never replaces a definite one (undeliverable, risky) before it expires; a stale one is refreshed again only after cache.tempfail', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const config = validateConfig({}).cache;
+    const cache = new VerificationCache(store, config, clock);
+    const temporary = { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: clock.now() } as const;
+    await cache.putAddress('gone@example.org', { ...good, checkedAt: clock.now() });
+    await cache.putAddress('risky@example.org', { ...good, verdict: 'risky', reason: 'null-sender-refused', checkedAt: clock.now() });
+    await cache.putAddress('gone@example.org', temporary);
+    await cache.putAddress('risky@example.org', temporary);
+    assert.equal((await cache.getAddress('gone@example.org'))?.verdict, 'undeliverable');
+    assert.equal((await cache.getAddress('risky@example.org'))?.verdict, 'risky');
+    // Exactly at the refresh age the record is stale (the engine refreshes it): a failed refresh postpones the next.
+    const refreshAt = (await cache.getAddress('gone@example.org'))!.refreshAt;
+    clock.set(refreshAt);
+    await cache.putAddress('gone@example.org', temporary);
+    assert.equal((await cache.getAddress('gone@example.org'))?.refreshAt, refreshAt + config.tempfail);
+  });
+
   it('decodes a large stored value in linear time', async () => {
     const store = new MemoryStore();
     const cache = new VerificationCache(store, validateConfig({}).cache, new ManualClock());

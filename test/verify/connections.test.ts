@@ -74,6 +74,14 @@ describe('connection reuse', () => {
     assert.ok(await until(() => w.smtp.get(MX)!.sessions.slice(0, 2).every((s) => s.commands.at(-1) === 'QUIT')), 'a spent connection is closed with QUIT');
   });
 
+  it('a connection that has answered limits.addressesPerConnection RCPTs is closed with QUIT at once, not parked', async () => {
+    const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
+    const engine = w.engine({ limits: { addressesPerConnection: 4 } });
+    await inTurn(engine, ['alice@a.test', 'alice@b.test']);
+    assert.equal(engine.connections.size, 0);
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'));
+  });
+
   it('a batch that does not fit in what is left of an idle connection gets a new one, and the idle one is closed', async () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
     const engine = w.engine({ limits: { addressesPerConnection: 3 } });
@@ -96,7 +104,8 @@ describe('connection reuse', () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
     const engine = w.engine();
     await engine.verify('alice@a.test');
-    w.clock.advance(2_001);
+    // Idle for idleTime (2 s) exactly is idle too long.
+    w.clock.advance(2_000);
     const r = await engine.verify('alice@b.test');
     assert.equal(r.verdict, 'deliverable');
     assert.equal(w.connections(MX), 2);
@@ -179,6 +188,14 @@ describe('connection reuse', () => {
     assert.equal(engine.connections.size, 0);
   });
 
+  it('a 5xx to the RSET before parking: the connection is not kept, and is left with QUIT (RFC 5321 §4.1.1.10)', async () => {
+    const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), rset: () => '502 5.5.2 Command not recognized' } });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    assert.equal((await engine.verify('alice@a.test')).verdict, 'deliverable');
+    assert.equal(engine.connections.size, 0);
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'), 'QUIT after the refused RSET');
+  });
+
   it('no reuse after a temporary failure (greylisting)', async () => {
     const w = await make(sameMx, { [MX]: greylistOnce() });
     const engine = w.engine({ callout: { randomProbe: false } });
@@ -212,7 +229,11 @@ describe('connection reuse', () => {
     const hosts = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
     const w = await make(mxZone({ 'a.test': hosts[0]!, 'b.test': hosts[1]!, 'c.test': hosts[2]! }), Object.fromEntries(hosts.map((h) => [h, usersOnly(['alice'])])));
     const engine = w.engine({ callout: { connectionCache: { maxIdle: 2 } } });
-    await inTurn(engine, ['alice@a.test', 'alice@b.test', 'alice@c.test']);
+    for (const address of ['alice@a.test', 'alice@b.test', 'alice@c.test']) {
+      await engine.verify(address);
+      // Parked at distinct times, so that "longest idle" names one of them.
+      w.clock.advance(100);
+    }
     assert.equal(engine.connections.size, 2);
     await engine.verify('alice@a.test'.replace('alice', 'bob'));
     assert.equal(w.connections('127.0.0.2'), 2, 'the first, longest idle, was closed');

@@ -259,6 +259,9 @@ describe('verdicts from one exchanger', () => {
     const alice = await engine.verify('alice@nobounce.test');
     assert.equal(alice.verdict, 'risky', 'it exists but cannot take bounces');
     assert.equal(alice.reason, 'null-sender-refused');
+    // The domain's null-sender record does not answer for its addresses: each is asked with the fallback sender.
+    const bob = await engine.verify('bob@nobounce.test');
+    assert.equal(bob.verdict, 'undeliverable', `${bob.reason}: ${bob.description}`);
     const commands = w.commands('127.0.0.2');
     assert.ok(commands.includes('MAIL FROM:<>'));
     assert.ok(commands.includes('MAIL FROM:<verify@callout.test>'));
@@ -294,12 +297,23 @@ describe('verdicts from one exchanger', () => {
 
   it('postmaster probe: a domain refusing postmaster makes a deliverable answer risky', async () => {
     const w = await make(mxZone({ 'nopm.test': '127.0.0.2' }), {
-      '127.0.0.2': { rcpt: (arg) => (/postmaster|alice/i.test(arg) ? (/alice/.test(arg) ? '250 2.1.5 Ok' : '550 5.1.1 No postmaster') : '550 5.1.1 Unknown') },
+      '127.0.0.2': { rcpt: (arg) => (/postmaster|alice|bob/i.test(arg) ? (/alice|bob/.test(arg) ? '250 2.1.5 Ok' : '550 5.1.1 No postmaster') : '550 5.1.1 Unknown') },
     });
-    const r = await w.engine({ callout: { postmasterProbe: 'postmaster' } }).verify('alice@nopm.test');
+    const engine = w.engine({ callout: { postmasterProbe: 'postmaster' } });
+    const r = await engine.verify('alice@nopm.test');
     assert.equal(r.verdict, 'risky');
     assert.equal(r.reason, 'postmaster-refused');
     assert.equal(r.postmaster, 'refused');
+    // The remembered refusal of postmaster makes the domain's next deliverable answer risky too.
+    const bob = await engine.verify('bob@nopm.test');
+    assert.deepEqual([bob.source, bob.verdict, bob.reason], ['probe', 'risky', 'postmaster-refused']);
+  });
+
+  it('postmaster probe: an accepted postmaster is remembered for the domain and not asked again at the next callout', async () => {
+    const w = await make(mxZone({ 'pm.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob', 'postmaster']) });
+    const engine = w.engine({ callout: { postmasterProbe: 'postmaster' } });
+    for (const address of ['alice@pm.test', 'bob@pm.test']) assert.equal((await engine.verify(address)).verdict, 'deliverable');
+    assert.equal(w.commands('127.0.0.2').filter((c) => /^RCPT TO:<postmaster@/i.test(c)).length, 1);
   });
 
   it('VRFY is used only when configured', async () => {

@@ -29,6 +29,8 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(501, '5.1.3 Bad recipient address syntax')), 'rejected');
     // X.1.6, "destination mailbox has moved" (RFC 3463 §3.2), names the address even in a 552.
     assert.equal(classifyRcpt(reply(552, '5.1.6 Mailbox has moved')), 'rejected');
+    // X.2.1, "mailbox disabled, not accepting messages" (RFC 3463 §3.3): only X.2.2 is a full mailbox.
+    assert.equal(classifyRcpt(reply(550, '5.2.1 Mailbox disabled, not accepting messages')), 'rejected');
   });
 
   it('takes "too many recipients" as the temporary limit it is, as 452 and as 552 (RFC 5321 §4.5.3.1.10)', () => {
@@ -85,6 +87,7 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(senderVerify), 'refused');
     assert.equal(classifyRcpt(reply(553, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")), 'refused', "qmail's relay refusal");
     assert.equal(classifyRcpt(reply(553, 'sorry, bounce messages should have a single envelope recipient (#5.7.1)')), 'too-many-recipients');
+    assert.equal(classifyRcpt(reply(501, '5.5.1 Bounce messages should have a single envelope recipient')), 'too-many-recipients', 'any 5xx, not only 550-559');
     assert.equal(classifyRcpt(reply(450, '4.7.1 Greylisted, try later')), 'greylisted');
     assert.equal(classifyRcpt(reply(451, '4.7.1 Graylisted, please try again later')), 'greylisted', 'the American spelling');
     // X.1.8, "bad sender's system address" (RFC 3463 §3.2), is about our sender, words or none.
