@@ -2,7 +2,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CalloutError, UsageError } from '../../src/core/errors.js';
-import { numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { engineOverrides, numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { resolve } from 'node:path';
 import fc from 'fast-check';
 import { elapsedMs } from '../support/fuzz.js';
 
@@ -18,8 +19,23 @@ describe('number flags', () => {
   it('take whole numbers within their range, and quote a long value only in part', () => {
     assert.equal(wholeNumberFlag('--timeout', '2147483647', 1, 2 ** 31 - 1), 2 ** 31 - 1);
     assert.throws(() => wholeNumberFlag('--timeout', '2147483648', 1, 2 ** 31 - 1), /--timeout: got "2147483648", expected a whole number from 1 to 2147483647/);
+    assert.equal(wholeNumberFlag('--limit', '1', 1), 1, 'the minimum itself');
+    assert.throws(() => wholeNumberFlag('--limit', '0', 1), /--limit: got "0", expected a whole number 1 or more/);
     assert.throws(() => wholeNumberFlag('--limit', '0x10', 1), UsageError);
     assert.throws(() => wholeNumberFlag('--limit', '9'.repeat(1000), 1), (err: unknown) => err instanceof UsageError && err.message.length < 120);
+  });
+});
+
+describe('engine flags', () => {
+  const none = { dnsServer: [], allowTarget: [] };
+
+  it('--cache FILE is a SQLite store at FILE taken from the current directory, and --cache "" is refused', () => {
+    assert.deepEqual(engineOverrides({ ...none, cache: 'verdicts.sqlite' }).store, { kind: 'sqlite', path: resolve('verdicts.sqlite') });
+    assert.throws(() => engineOverrides({ ...none, cache: '' }), (err: unknown) => err instanceof UsageError && err.message === '--cache: got "", expected a file');
+  });
+
+  it('--timeout and --port set callout.timeouts.overall and callout.port, as numbers for the schema to check', () => {
+    assert.deepEqual(engineOverrides({ ...none, timeout: '7', port: '2525' }), { callout: { port: 2525, timeouts: { overall: 7 } } });
   });
 });
 

@@ -112,6 +112,14 @@ describe('configuration files fuzzed', () => {
     assert.throws(() => readConfigFile(path), (err: unknown) => err instanceof ConfigError && /callout\.yaml: .*alias/i.test(err.message));
   });
 
+  it('takes 99 aliases of an anchor and refuses 150: the limit is the README\'s 100, not ten times that', () => {
+    const aliases = (n: number) => `a: &a [x]\nb: [${Array(n).fill('*a').join(',')}]\n`;
+    writeFileSync(path, aliases(99));
+    assert.equal((readConfigFile(path).b as unknown[]).length, 99);
+    writeFileSync(path, aliases(150));
+    assert.throws(() => readConfigFile(path), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${path}: YAML aliases: `));
+  });
+
   it('an alias to no anchor is refused with the file named', () => {
     writeFileSync(path, '<<: *nowhere\n');
     assert.throws(() => readConfigFile(path), (err: unknown) => err instanceof ConfigError && /callout\.yaml: .*alias/i.test(err.message));

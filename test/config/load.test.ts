@@ -108,6 +108,21 @@ describe('loadConfig', () => {
     assert.equal(loadConfig(file('no-data.yaml', 'log:\n  level: warn\n'), { dataDir: 'here' }).dataDir, 'here');
   });
 
+  it('refuses a file with no settings when asked to (a reload of a file still being written), and reads it as the defaults otherwise', () => {
+    for (const text of ['', '# only a comment\n']) {
+      const path = file('empty.yaml', text);
+      assert.throws(() => loadConfig(path, {}, {}, { refuseEmpty: true }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${path}: holds no settings`), JSON.stringify(text));
+      assert.equal(loadConfig(path).policy.stages.length, 4, JSON.stringify(text));
+    }
+  });
+
+  it('puts the file over the command\'s own baseline, and the flags over both', () => {
+    const path = file('sqlite-store.yaml', 'store:\n  kind: sqlite\n');
+    assert.equal(loadConfig(path, {}, { store: { kind: 'memory' } }).store.kind, 'sqlite', 'the file over the baseline');
+    assert.equal(loadConfig(file('no-store.yaml', 'log:\n  level: warn\n'), {}, { store: { kind: 'memory' } }).store.kind, 'memory', 'the baseline where the file says nothing');
+    assert.equal(loadConfig(path, { store: { kind: 'redis' } }, { store: { kind: 'memory' } }).store.kind, 'redis', 'the flag over both');
+  });
+
   it('says a second YAML document is one too many, not which function of the yaml library to call', () => {
     for (const [text, line] of [['callout:\n  port: 2525\n---\nlog:\n  level: debug\n', 3], ['callout:\n  port: 2525\n...\nlog:\n  level: debug\n', 4]] as const) {
       const path = file('two-documents.yaml', text);

@@ -25,6 +25,49 @@ describe('problem messages', () => {
   });
 });
 
+describe('defaults', () => {
+  it('are those of the README\'s configuration reference (a changed default is a changed service: listeners exposed, TLS off, faults deferred)', () => {
+    const config = validateConfig({});
+    assert.equal(config.dataDir, '/var/lib/callout');
+    assert.deepEqual(config.dns, { servers: [], timeout: 5000, tries: 2, minTtl: 5000, maxTtl: 86_400_000, negativeTtl: 3_600_000 });
+    const { timeouts, connectionCache, ...callout } = config.callout;
+    assert.deepEqual(callout, { sender: '', port: 25, tls: 'opportunistic', randomProbe: true, randomLocalPart: 'callout-{random}', postmasterProbe: 'off', vrfy: false, noDetails: false, maxMxHosts: 5, ipv6: true, allowTargets: [], pipelining: true });
+    assert.deepEqual(timeouts, { connect: 10_000, greeting: 30_000, command: 30_000, rcpt: 30_000, tls: 10_000, overall: 60_000 });
+    assert.deepEqual(connectionCache, { enabled: true, idleTime: 2000, maxIdlePerHost: 2, maxIdle: 256, maxRejectedRecipients: 5 });
+    assert.deepEqual(config.cache, { addressPositive: 86_400_000, addressNegative: 7_200_000, addressPositiveRefresh: 43_200_000, addressNegativeRefresh: 3_600_000, domainPositive: 604_800_000, domainNegative: 10_800_000, tempfail: 60_000, greylistRetry: 300_000 });
+    assert.deepEqual(config.limits, { concurrency: 64, perHostConcurrency: 4, perDomainPerMinute: 30, perHostConnectionsPerMinute: 60, addressesPerConnection: 20, listConcurrency: 8 });
+    assert.deepEqual(config.store, { kind: 'sqlite', path: 'callout.sqlite', url: 'redis://127.0.0.1:6379/0', keyPrefix: 'callout:', purgeInterval: 600_000, sync: 'normal' });
+    const { stages, idlePollMicros: _poll, ...policy } = config.policy;
+    assert.deepEqual(policy, { listen: '127.0.0.1:10040', decisionTimeout: 6000, faultAction: 'DUNNO', warnAction: 'WARN', maxConnections: 1000, workers: 1, idleTimeout: 300_000, acceptTestTime: false, socketMode: '0660' });
+    assert.deepEqual(stages.map((stage) => [stage.name, stage.mode]), [['allowlist', 'enforce'], ['postmaster', 'enforce'], ['sender-syntax', 'enforce'], ['sender-callout', 'enforce']]);
+    assert.deepEqual(config.metrics, { listen: '127.0.0.1:10041', socketMode: '0660' });
+    assert.equal(config.log.level, 'info');
+  });
+});
+
+describe('bounds', () => {
+  it('take the largest value of a bounded key and refuse the next, naming the key', () => {
+    const cases: [string, string, number][] = [
+      ['dns', 'tries', 10],
+      ['callout', 'port', 65535],
+      ['callout', 'maxMxHosts', 20],
+      ['limits', 'addressesPerConnection', 100],
+      ['policy', 'workers', 64],
+    ];
+    for (const [section, key, max] of cases) {
+      assert.equal((validateConfig({ [section]: { [key]: max } }) as unknown as Record<string, Record<string, number>>)[section]![key], max, `${section}.${key}`);
+      assert.match(problem({ [section]: { [key]: max + 1 } }), new RegExp(`^configuration: ${section}\\.${key}: got ${max + 1}, `), `${section}.${key}`);
+    }
+  });
+
+  it('say how many problems are not shown only when there are more than 20', () => {
+    const servers = (n: number) => ({ dns: { servers: Array<string>(n).fill('resolver.example') } });
+    assert.doesNotMatch(problem(servers(20)), /more$/);
+    assert.match(problem(servers(20)), /dns\.servers\.19: /);
+    assert.match(problem(servers(21)), /dns\.servers\.19: [^;]*; and 1 more$/);
+  });
+});
+
 describe('timer durations', () => {
   it('refuses what a Node.js timer would fire after 1 ms: 0 and more than 2^31 - 1 ms', () => {
     assert.match(problem({ policy: { idleTimeout: 0 } }), /policy\.idleTimeout: got 0, expected at least 1000 ms/);
@@ -222,6 +265,16 @@ describe('callout.randomLocalPart', () => {
   });
 });
 
+describe('callout.fallbackSender', () => {
+  it('is an address, never the null sender it stands in for, while callout.sender may be the null sender', () => {
+    for (const fallbackSender of ['<>', '']) {
+      assert.match(problem({ callout: { fallbackSender } }), /^configuration: callout\.fallbackSender: got "(<>)?", expected an address: it stands in for the null sender when that is refused$/, JSON.stringify(fallbackSender));
+    }
+    assert.equal(validateConfig({ callout: { fallbackSender: '<verify@example.org>' } }).callout.fallbackSender, 'verify@example.org');
+    assert.equal(validateConfig({ callout: { sender: '<>' } }).callout.sender, '');
+  });
+});
+
 describe('callout.helo', () => {
   it('refuses a name only this machine or its network can resolve, naming the key; takes a public one', () => {
     for (const helo of ['localhost', 'localhost.localdomain', 'mail.localdomain', 'mx.LOCAL', 'box.localhost']) {
@@ -229,6 +282,15 @@ describe('callout.helo', () => {
     }
     for (const helo of ['mx.example.org', 'local.example.org', 'localhost-gw.example.net', 'verifier.callout.test']) {
       assert.equal(validateConfig({ callout: { helo } }).callout.helo, helo);
+    }
+  });
+
+  it('is an RFC 5321 domain: labels of at most 63 octets, 253 in all, a last label that is not a number (an address is no name)', () => {
+    const label = (n: number) => 'a'.repeat(n);
+    const refused = [`${label(64)}.example.org`, `${label(63)}.${label(63)}.${label(63)}.${label(60)}.o`, '192.0.2.1', 'mx.example.123', 'mx'];
+    for (const helo of refused) assert.match(problem({ callout: { helo } }), /callout\.helo: .*expected a fully qualified domain name/, helo);
+    for (const helo of [`${label(63)}.example.org`, `${label(63)}.${label(63)}.${label(63)}.${label(59)}.o`, 'mx1.example.org']) {
+      assert.equal(validateConfig({ callout: { helo } }).callout.helo, helo, `${helo.length} characters`);
     }
   });
 
