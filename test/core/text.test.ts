@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { DISPLAY_CONTROL, shown, shownJson } from '../../src/core/text.js';
+import { CONTROL_CHARACTER, DISPLAY_CONTROL, clip, shown, shownJson } from '../../src/core/text.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 test('shown prints a plain value as it is', () => {
@@ -13,6 +13,17 @@ test('shown quotes an empty value and one holding a C0 control or DEL', () => {
   assert.equal(shown(''), '""');
   assert.equal(shown('a\x1b[2Jb'), '"a\\u001b[2Jb"');
   assert.equal(shown('a\x7fb'), '"a\x7fb"');
+});
+
+test('clip keeps a text of max characters whole and cuts a longer one to max, ending in "..."', () => {
+  assert.equal(clip('abcdef', 6), 'abcdef');
+  assert.equal(clip('abcdefg', 6), 'abc...');
+  assert.equal(clip('abcdefg', 6).length, 6);
+});
+
+test('CONTROL_CHARACTER matches the C0 controls and DEL, not printable or 8-bit text', () => {
+  for (const c of ['\x00', '\r', '\n', '\x1f', '\x7f']) assert.ok(CONTROL_CHARACTER.test(`a${c}b`), JSON.stringify(c));
+  for (const text of [' ~', 'üser', '\u00a0']) assert.ok(!CONTROL_CHARACTER.test(text), text);
 });
 
 test('shown escapes C1 controls, which a terminal may read as CSI', () => {

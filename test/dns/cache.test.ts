@@ -139,10 +139,12 @@ describe('negative answers and failures', () => {
 
   test('tempfailTtlSeconds remembers a failure briefly', async () => {
     const cache = cached({ tempfailTtlSeconds: 2 });
-    await cache.mx('servfail.test');
+    const first = await cache.mx('servfail.test');
     clock.advance(1_999);
     const again = await cache.mx('servfail.test');
     assert.equal(again.kind, 'tempfail');
+    // A failure has no TTL to count down: it is handed back as it came.
+    assert.deepEqual(again, first);
     assert.equal(queriesFor('servfail.test', 'MX'), 1);
     clock.advance(1);
     await cache.mx('servfail.test');
@@ -207,6 +209,24 @@ describe('single flight, eviction, clear', () => {
     const huge = new CachingResolver(wildcard, { clock, maxBytes: 100_000 });
     assert.equal((await huge.txt('big.wildcard.test')).kind, 'records');
     assert.equal(huge.stats().entries, 0);
+  });
+
+  test('an answer bigger than maxBytes leaves the answers already kept in place', async () => {
+    // Else one lookup under a wildcard zone with huge TXT records would flush the whole cache.
+    let asked = 0;
+    const mixed: Resolver = {
+      ...upstream,
+      txt: async (name) => {
+        asked++;
+        return { kind: 'records', records: [name.startsWith('big.') ? 'x'.repeat(60_000) : 'small'], ttl: 3600 };
+      },
+    };
+    const cache = new CachingResolver(mixed, { clock, maxBytes: 100_000 });
+    await cache.txt('small.wildcard.test');
+    assert.equal((await cache.txt('big.wildcard.test')).kind, 'records');
+    assert.equal(cache.stats().entries, 1);
+    await cache.txt('small.wildcard.test');
+    assert.equal(asked, 2);
   });
 
   test('a name sliced from a larger string (a policy request) is kept without that string', async () => {

@@ -9,6 +9,8 @@ import fc from 'fast-check';
 import { isIP } from 'node:net';
 import { readDnsServer } from '../../src/dns/node-resolver.js';
 import { elapsedMs } from '../support/fuzz.js';
+import dgram from 'node:dgram';
+import dnsPacket from 'dns-packet';
 
 const zone: Zone = {
   'example.test': {
@@ -83,6 +85,43 @@ describe('record types', () => {
   test('PTR of IPv4 and IPv6 addresses', async () => {
     assert.deepEqual(records(await resolver.ptr('192.0.2.1')).sort(), ['host.example.test', 'other.example.test']);
     assert.deepEqual(records(await resolver.ptr('2001:db8::1')), ['v6host.example.test']);
+  });
+
+  /** A resolver asking a server that answers every query with answersFor(name), for answers the test server cannot give. */
+  async function withRawAnswers(answersFor: (name: string) => dnsPacket.Answer[], use: (raw: Resolver) => Promise<void>): Promise<void> {
+    const socket = dgram.createSocket('udp4');
+    socket.on('message', (message, peer) => {
+      const query = dnsPacket.decode(message);
+      const answers = answersFor(query.questions?.[0]?.name ?? '');
+      socket.send(dnsPacket.encode({ type: 'response', id: query.id, flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: query.questions, answers }), peer.port, peer.address);
+    });
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    try {
+      await use(createNodeResolver({ servers: [`127.0.0.1:${socket.address().port}`], timeoutMs: 2000, tries: 1 }));
+    } finally {
+      socket.close();
+    }
+  }
+
+  test('an A RRset whose records carry different TTLs has the lowest (RFC 2181 §5.2)', async () => {
+    await withRawAnswers(
+      (name) => [
+        { type: 'A', name, ttl: 600, data: '192.0.2.1' },
+        { type: 'A', name, ttl: 30, data: '192.0.2.2' },
+      ],
+      async (raw) => {
+        const answer = await raw.a('mixed.example.test');
+        assert.equal(answer.kind === 'records' && answer.ttl, 30, JSON.stringify(answer));
+      },
+    );
+  });
+
+  test('an MX answer holding no MX record is nodata, never an empty list of records', async () => {
+    // node:dns gives [] here (for A it throws ENODATA).
+    await withRawAnswers(
+      (name) => [{ type: 'TXT', name, ttl: 600, data: 'not an exchanger' }],
+      async (raw) => assert.deepEqual(await raw.mx('odd.example.test'), { kind: 'nodata', ttl: 300 }),
+    );
   });
 
   test('a CNAME chain is followed', async () => {
@@ -175,6 +214,14 @@ describe('names', () => {
     assert.equal(server.queries.length, before);
   });
 
+  test('a name with an empty label is nxdomain without a query, as no host can have it', async () => {
+    const before = server.queries.length;
+    for (const name of ['a..example.test', '.example.test']) {
+      assert.deepEqual(await resolver.a(name), { kind: 'nxdomain', ttl: 300 }, name);
+    }
+    assert.equal(server.queries.length, before);
+  });
+
   test('a name IDNA cannot convert is tempfail, never an answer about the root', async () => {
     // node:dns would ask for "." in its place and read its NXDOMAIN (or NODATA) as this name's.
     const before = server.queries.length;
@@ -244,6 +291,9 @@ describe('configuration', () => {
     assert.throws(() => createNodeResolver({ tries: 0 }), ConfigError);
     assert.throws(() => createNodeResolver({ timeoutMs: 1.5 }), ConfigError);
     assert.throws(() => createNodeResolver({ defaultTtlSeconds: -1 }), ConfigError);
+    assert.throws(() => createNodeResolver({ defaultNegativeTtlSeconds: -1 }), ConfigError);
+    // Zero is a TTL: answers then are not to be kept at all.
+    assert.doesNotThrow(() => createNodeResolver({ defaultTtlSeconds: 0, defaultNegativeTtlSeconds: 0 }));
   });
 
   test('ptr of something that is not an IP address rejects', async () => {
