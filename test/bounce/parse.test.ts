@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { parseBounce, type BounceRecipient, type BounceReport } from '../../src/bounce/index.js';
-import { MIME_LIMITS } from '../../src/bounce/mime.js';
+import { MIME_LIMITS, parseMime } from '../../src/bounce/mime.js';
+import { PROSE_LIMITS } from '../../src/bounce/prose.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
@@ -508,5 +509,59 @@ describe('MIME structure', () => {
     ].join('\n');
     const parsed = parseBounce(message);
     assert.ok(!parsed.ok || !parsed.report.recipients.some((r) => r.address === 'someone-else@example.org'), JSON.stringify(parsed));
+  });
+});
+
+describe('limits and edge cases (mutation tests)', () => {
+  const dsn = (groups: string, head = 'Content-Type: multipart/report; report-type=delivery-status; boundary=b') =>
+    [head, 'Subject: Undelivered Mail', '', '--b', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; mx.example.net', '', groups, '--b--', 'epilogue <x@example.org> 550 5.1.1 no such user', ''].join('\n');
+  it('reads nothing after the closing delimiter into the last part (RFC 2046 §5.1.1)', () => {
+    const parsed = parseBounce(dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n'));
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['bob@example.org']);
+    assert.ok(!parseMime(dsn('X: y\n')).parts.at(-1)!.text.includes('epilogue'));
+  });
+  it('says truncated for one octet over maxBytes', () => {
+    const message = dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n');
+    assert.equal((parseBounce(message, { maxBytes: Buffer.byteLength(message) - 1 }) as { report: BounceReport }).report.truncated, true);
+  });
+  it('reads the report-type case-insensitively (RFC 6522 §3)', () => {
+    const arf = dsn('Feedback-Type: abuse\n', 'Content-Type: multipart/report; report-type=Feedback-Report; boundary=b');
+    assert.equal((parseBounce(arf) as { reason: string }).reason, 'feedback-report');
+  });
+  it('keeps a \\x{HEX} escape of a surrogate as written (RFC 6533 §3)', () => {
+    const parsed = parseBounce(dsn('Final-Recipient: utf-8; \\x{D800}@example.jp\nAction: failed\nStatus: 5.1.1\n'));
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.recipients[0]!.address, '\\x{D800}@example.jp');
+  });
+  it('never calls a delay warning hard, whatever its status says', () => {
+    const parsed = parseBounce(dsn('Final-Recipient: rfc822; bob@example.org\nAction: delayed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n'));
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.action, r.hard]), [['delayed', false]]);
+  });
+  const postfixProse = (lines: string[]) => ['From: MAILER-DAEMON@mx.example.net', 'Subject: Undelivered Mail Returned to Sender', '', 'This is the mail system at host mx.example.net.', '', ...lines, ''].join('\n');
+  it(`returns at most ${PROSE_LIMITS.recipients} prose recipients`, () => {
+    const lines = Array.from({ length: PROSE_LIMITS.recipients + 20 }, (_, i) => `<u${i}@example.org>: host mx said: 550 5.1.1 user unknown`);
+    const parsed = parseBounce(postfixProse(lines));
+    assert.ok(parsed.ok);
+    assert.equal(parsed.report.recipients.length, PROSE_LIMITS.recipients);
+  });
+  it(`reads only the first ${PROSE_LIMITS.textChars} characters of prose`, () => {
+    const padding = Array.from({ length: Math.ceil(PROSE_LIMITS.textChars / 100) }, () => 'x'.repeat(99));
+    const parsed = parseBounce(postfixProse(['<early@example.org>: 550 5.1.1 user unknown', '', ...padding, '', '<late@example.org>: 550 5.1.1 user unknown']));
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['early@example.org']);
+  });
+  it("does not give a generic bounce's address line the next line's code when that line names its own address", () => {
+    const message = ['From: MAILER-DAEMON@mx.example.net', 'Subject: Undeliverable', '', 'Copy sent to a@example.org', 'b@example.org: 550 5.1.1 user unknown', ''].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['b@example.org']);
+  });
+  it('gives a lone transcript reply of a Sendmail bounce to no one when several recipients lack a reason', () => {
+    const message = ['From: MAILER-DAEMON@mx.example.net', 'Subject: Returned mail', '', '   ----- The following addresses had permanent fatal errors -----', '<a@example.org>', '<b@example.org>', '', '   ----- Transcript of session follows -----', '<<< 550 5.1.1 user unknown', ''].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [['a@example.org', false], ['b@example.org', false]]);
   });
 });

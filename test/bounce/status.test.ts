@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { describeStatus, findEnhancedStatus, findSmtpCode, isHardAddressFailure, parseEnhancedStatus, statusCategory } from '../../src/bounce/status.js';
-import { decodeWords, parseContentType, parseHeaderBlock } from '../../src/bounce/mime.js';
+import { describeStatus, findEnhancedStatus, findSmtpCode, isHardAddressFailure, parseEnhancedStatus, refineStatus, statusCategory } from '../../src/bounce/status.js';
+import { decodeWords, MIME_LIMITS, parseContentType, parseHeaderBlock } from '../../src/bounce/mime.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 describe('RFC 3463 status codes', () => {
@@ -78,6 +78,26 @@ describe('MIME pieces', () => {
     assert.equal(decodeWords('=?x-unknown?Q?plain?='), 'plain');
     // RFC 2047 §4.2: '_' is a space wherever it stands, the end of an encoded word too.
     assert.equal(decodeWords('=?UTF-8?Q?Undelivered_?= =?UTF-8?Q?Mail_Returned_to_Sender?='), 'Undelivered Mail Returned to Sender');
+  });
+});
+
+describe('status limits and refinements (mutation tests)', () => {
+  it('prefers the diagnostic code only over an x.0.0 of the same class', () => {
+    // A permanent failure quoting the 4.x.x it met on the way stays permanent.
+    assert.equal(refineStatus(parseEnhancedStatus('5.0.0'), '452 4.2.2 mailbox full')?.code, '5.0.0');
+    assert.equal(refineStatus(parseEnhancedStatus('5.0.0'), '550 5.1.1 user unknown')?.code, '5.1.1');
+  });
+  it('does not take user-unknown text for a hard failure when the enhanced code is a defined other one', () => {
+    assert.equal(isHardAddressFailure(parseEnhancedStatus('5.4.1'), 550, '550 5.4.1 Recipient address rejected: invalid recipient (access denied)'), false);
+  });
+  it('reads a Status in its first 200 characters and free text in its first 4,000', () => {
+    assert.equal(parseEnhancedStatus(`${' '.repeat(200)}5.1.1`), undefined);
+    assert.equal(findEnhancedStatus(`${'x'.repeat(4000)} 5.1.1`), undefined);
+    assert.equal(findEnhancedStatus(`${'x'.repeat(3990)} 5.1.1`)?.code, '5.1.1');
+  });
+  it('keeps at most MIME_LIMITS.headerFields header fields', () => {
+    const block = Array.from({ length: MIME_LIMITS.headerFields + 10 }, (_, i) => `X-F${i}: ${i}`).join('\n');
+    assert.equal(parseHeaderBlock(block).length, MIME_LIMITS.headerFields);
   });
 });
 
