@@ -87,6 +87,25 @@ test('an address is a pvalue unquoted only with an RFC 6376 domain-name: two lab
     assert.ok(ms < 200, `${sender.slice(0, 10)}: ${ms.toFixed(0)} ms`);
   }
 });
+test('"=" makes a value a quoted-string (RFC 2045 tspecials), and "_" is no domain-name character (RFC 5321 sub-domain)', () => {
+  assert.equal(formatAuthenticationResults({ authservId: 'mx=evil', spf: [spf({ identity: 'helo', helo: 'a=b' })] }).replace(/ \(.*\)/, ''), 'Authentication-Results: "mx=evil"; spf=pass smtp.helo="a=b"');
+  assert.match(formatAuthenticationResults({ authservId: 'mx', spf: [spf({ sender: 'user@a_b.example' })] }), / smtp\.mailfrom="user@a_b\.example"$/);
+});
+
+test('iprev: a result other than pass is explained by its reason, not by a name', () => {
+  const header = formatAuthenticationResults({ authservId: 'mx', iprev: { ...iprev, result: 'temperror', reason: 'PTR lookup timed out' } });
+  assert.equal(header, 'Authentication-Results: mx; iprev=temperror (PTR lookup timed out) policy.iprev="2001:db8::1"');
+});
+
+test('comment and problem texts are cut to 200 characters', () => {
+  const problem = `p${'x'.repeat(299)}`;
+  const received = formatReceivedSpf(spf({ result: 'permerror', mechanism: undefined, problem }), 'mx');
+  assert.match(received, / problem="px{196}\.\.\.";$/);
+  const comment = /\((.*?)\)/.exec(formatAuthenticationResults({ authservId: 'mx', spf: [spf({ result: 'permerror', problem })] }))?.[1] ?? '';
+  assert.equal(comment.length, 200, comment);
+  assert.ok(comment.endsWith('...'));
+});
+
 test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   assert.equal(
     formatReceivedSpf(spf({ result: 'fail', mechanism: '-all', ip: '2001:db8::1' }), 'mx.example.net'),
@@ -97,6 +116,11 @@ test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   // RFC 7208 §9.1: a record's default (no mechanism matched) is reported as mechanism=default.
   assert.match(formatReceivedSpf(spf({ result: 'neutral', mechanism: undefined }), 'mx'), / identity=mailfrom; mechanism=default;$/);
   assert.match(formatReceivedSpf(spf({ result: 'none', mechanism: undefined }), 'mx'), / identity=mailfrom;$/, 'no record, so no mechanism');
+  // The HELO identity's verdict carries postmaster@HELO, which is no envelope sender: none is claimed.
+  assert.equal(
+    formatReceivedSpf(spf({ identity: 'helo', sender: 'postmaster@mail.example.com' }), 'mx'),
+    'Received-SPF: pass (mx: HELO mail.example.com designates 192.0.2.1 as permitted sender) client-ip=192.0.2.1; helo=mail.example.com; receiver=mx; identity=helo; mechanism="ip4:192.0.2.0/24";',
+  );
 });
 
 test('folding keeps lines within 78 characters at element boundaries', () => {
@@ -108,6 +132,9 @@ test('folding keeps lines within 78 characters at element boundaries', () => {
   const authResults = formatAuthenticationResults({ authservId: 'mx.example.net', spf: [spf()], iprev }, { fold: true });
   // Only a single element wider than the line (here a comment) may exceed 78 characters.
   for (const line of [...lines, ...authResults.split('\r\n')]) assert.ok(line.length <= 78 || /^ \(.*\)$/.test(line), line);
+  // RFC 5322 §2.1.1: 78 characters are allowed, so a line of exactly 78 is not folded.
+  const exact = formatAuthenticationResults({ authservId: 'a'.repeat(44), spf: [spf()] }, { fold: true });
+  assert.equal(exact.split('\r\n')[0], `Authentication-Results: ${'a'.repeat(44)}; spf=pass`);
 });
 
 test('the callout is reported in X-Callout-Result, not as an Authentication-Results method', () => {
@@ -278,6 +305,13 @@ test('a field too long for one PREPEND line loses comments, then whole propertie
   const huge = `${'h'.repeat(1200)}.example`;
   const withoutHelo = formatAuthenticationResults({ authservId: 'mx.example.net', spf: [spf({ helo: huge }), spf({ identity: 'helo', helo: huge })] });
   assert.equal(withoutHelo, 'Authentication-Results: mx.example.net; spf=pass smtp.mailfrom=user@example.com; spf=pass');
+  // A field of exactly MAX_HEADER_LINE characters fits and loses nothing.
+  const base = formatAuthenticationResults({ authservId: 'a', spf: [spf()] });
+  const full = formatAuthenticationResults({ authservId: 'a'.repeat(MAX_HEADER_LINE - base.length + 1), spf: [spf()] });
+  assert.equal(full.length, MAX_HEADER_LINE);
+  assert.ok(full.endsWith(base.slice(base.indexOf('; spf='))), full.slice(-200));
+  // Even when the rest cannot fit, each method and its result stay (the line is then cut at PREPEND).
+  assert.match(formatAuthenticationResults({ authservId: huge, spf: [spf(), spf({ identity: 'helo' })] }), /; spf=pass; spf=pass$/);
   const received = formatReceivedSpf(spf({ helo: huge }), 'mx.example.net');
   assert.equal(received, 'Received-SPF: pass client-ip=192.0.2.1; envelope-from="user@example.com"; receiver=mx.example.net; identity=mailfrom; mechanism="ip4:192.0.2.0/24";');
 });

@@ -77,6 +77,24 @@ describe('RFC 4407 PRA', () => {
     assert.deepEqual(fields('From: a@example.com\nnot a field\n , b@example.com\n'), [{ name: 'From', value: 'a@example.com' }]);
   });
 
+  test('empty Resent-Sender and Resent-From are skipped; a Return-Path also separates resent blocks (§2 steps 1, 2)', () => {
+    assert.equal(praOf('Resent-Sender:  \nResent-From: r@example.net\nFrom: a@example.com\n'), 'resent-from r@example.net');
+    assert.equal(praOf('Resent-From:\nFrom: a@example.com\n'), 'from a@example.com');
+    assert.equal(praOf('Resent-From: new@example.net\nReturn-Path: <x@example.net>\nResent-Sender: old@example.net\nFrom: a@example.com\n'), 'resent-from new@example.net');
+  });
+
+  test('the header block ends at the first empty line (CRLF), and a tab folds like a space', () => {
+    assert.equal(praOf('From: a@example.com\n\nFrom: b@example.com\n'), 'from a@example.com', 'a From line in the body is no field');
+    assert.equal(praOf('From: Someone\n\t<a@example.com>\n'), 'from a@example.com');
+  });
+
+  test('exactly PRA_LIMITS.fields header fields still have a PRA; one more has none', () => {
+    const filler = Array.from({ length: PRA_LIMITS.fields - 1 }, () => ({ name: 'X', value: 'y' }));
+    const outcome = purportedResponsibleAddress([{ name: 'From', value: 'a@example.com' }, ...filler]);
+    assert.equal(outcome.kind === 'pra' && outcome.mailbox.address, 'a@example.com');
+    assert.equal(purportedResponsibleAddress([{ name: 'From', value: 'a@example.com' }, ...filler, { name: 'X', value: 'y' }]).kind, 'none');
+  });
+
   test('fuzz: never throws on any header block', () => {
     const line = fc.oneof(fc.constantFrom('From: a@b.example', 'Sender: s@x.example', 'Resent-From: r@y.example', 'Resent-Sender:', 'Received: x', 'From: a@b, c@d', ' folded', 'From: g: a@b.example;', 'Sender \t: s@[192.0.2.1]'), fc.string({ maxLength: 40 }));
     fc.assert(
@@ -156,8 +174,23 @@ describe('RFC 4406 evaluation', () => {
     assert.equal(mfrom.result, 'none');
     const legacy = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h', headers: fields('Sender: s@example.org\nFrom: a@example.com\n') }, { resolver });
     assert.equal(legacy.result, 'fail');
+    // mfrom is the MAIL FROM identity even though the record was chosen by Sender ID's rules.
+    assert.equal(mfrom.identity, 'mailfrom');
     const none = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h', headers: [] }, { resolver });
     assert.equal(none.result, 'permerror');
     assert.match(formatAuthenticationResults({ authservId: 'mx.example.net', senderId: senderIdReport(none) }), /sender-id=permerror \(no Purported Responsible Address/);
+  });
+
+  test('mfrom scope: the null sender is checked as postmaster@HELO (RFC 4406 §4.1); pra scope looks up the A-label domain', async () => {
+    const resolver = new SuiteResolver(
+      buildZone({
+        'h.example': [{ TXT: 'spf2.0/mfrom ip4:192.0.2.5 -all' }],
+        'xn--bcher-kva.example': [{ TXT: 'spf2.0/pra ip4:192.0.2.5 -all' }],
+      }),
+    );
+    const bounce = await checkSenderId({ scope: 'mfrom', ip: '192.0.2.5', helo: 'h.example', mailFrom: '' }, { resolver });
+    assert.deepEqual([bounce.result, bounce.sender, bounce.domain], ['pass', 'postmaster@h.example', 'h.example']);
+    const idn = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h.example', headers: [{ name: 'From', value: 'a@bücher.example' }] }, { resolver });
+    assert.deepEqual([idn.result, idn.sender], ['pass', 'a@xn--bcher-kva.example']);
   });
 });

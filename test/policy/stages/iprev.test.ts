@@ -63,6 +63,14 @@ describe('iprev stage', () => {
     assert.deepEqual(verdict.headers, ['Authentication-Results: mx.receiver.test; iprev=pass (mail.sender.test) policy.iprev=127.0.0.20']);
   });
 
+  it('authenticationResults: false adds no header', async () => {
+    const clock = new ManualClock();
+    const quiet = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', authenticationResults: false }) as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const verdict = await quiet.evaluate(context('127.0.0.20', 5000));
+    assert.equal(verdict.result, 'pass');
+    assert.deepEqual(verdict.headers, []);
+  });
+
   it('a reverse zone that never answers is a temperror by the deadline, not a stage that outlasts it', async () => {
     const started = Date.now();
     const verdict = await stage.evaluate(context('127.0.0.21', 300));
