@@ -279,7 +279,8 @@ class Evaluation {
         return matched;
       }
     }
-    if (record.redirect === undefined || record.hasAll) return { result: 'neutral', domain: name };
+    // An "all" always matches, so a record with one never comes here: its redirect is ignored (§6.1).
+    if (record.redirect === undefined) return { result: 'neutral', domain: name };
 
     const overLimit = this.lookups.countTerm();
     if (overLimit !== undefined) return { result: 'permerror', domain: name, mechanism: record.redirect.text, problem: overLimit };

@@ -53,8 +53,6 @@ export interface ParsedRecord {
   directives: Directive[];
   redirect?: DomainModifier;
   explanation?: DomainModifier;
-  /** §6.1: redirect is ignored when the record has an "all" mechanism anywhere. */
-  hasAll: boolean;
 }
 
 export type RecordParse = { ok: true; record: ParsedRecord } | { ok: false; problem: string };
@@ -74,7 +72,7 @@ export function parseRecordTerms(terms: string): RecordParse {
       return { ok: false, problem: `record contains character 0x${code.toString(16).padStart(2, '0')}, which is not printable US-ASCII` };
     }
   }
-  const record: ParsedRecord = { directives: [], hasAll: false };
+  const record: ParsedRecord = { directives: [] };
   for (const term of terms.split(' ')) {
     if (term === '') continue;
     const problem = MODIFIER.test(term) ? addModifier(record, term) : addDirective(record, term);
@@ -106,7 +104,6 @@ function addDirective(record: ParsedRecord, term: string): string | undefined {
   const rest = match[3] ?? '';
   const mechanism = parseMechanism(name, rest);
   if (typeof mechanism === 'string') return `${term}: ${mechanism}`;
-  if (mechanism.kind === 'all') record.hasAll = true;
   record.directives.push({ qualifier, mechanism, text: term });
   return undefined;
 }

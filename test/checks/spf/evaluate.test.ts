@@ -13,11 +13,26 @@ const zone = buildZone({
   'why.example.com': [{ TXT: '%{c} is not %{d} (seen by %{r})' }],
   'helo.example.net': [{ TXT: 'v=spf1 ip6:2001:db8::/32 -all' }],
   'voids.example.com': [{ TXT: 'v=spf1 a:nx1.example.com ?all' }],
+  'voidptr.example.com': [{ TXT: 'v=spf1 a:nx1.example.com a:nx2.example.com ptr ?all' }],
+  // A single-label name publishing a policy: not a sender domain check_host() may look up.
+  singlelabel: [{ TXT: 'v=spf1 +all' }],
   'slow.example.com': [{ TXT: 'v=spf1 a a a -all' }, { A: '203.0.113.1' }],
   'ptr.example.com': [{ TXT: 'v=spf1 ptr -all' }],
   'mapped6.example.com': [{ TXT: 'v=spf1 ip6:::ffff:192.0.2.0/120 -all' }],
+  // MX hosts with IPv4 addresses only: an IPv6 client's AAAA lookups of them all come back empty.
+  'mx4only.example.com': [{ TXT: 'v=spf1 mx -all' }, { MX: [10, 'mx1.mx4only.example.com'] }, { MX: [20, 'mx2.mx4only.example.com'] }, { MX: [30, 'mx3.mx4only.example.com'] }],
+  'mx1.mx4only.example.com': [{ A: '192.0.2.11' }],
+  'mx2.mx4only.example.com': [{ A: '192.0.2.12' }],
+  'mx3.mx4only.example.com': [{ A: '192.0.2.13' }],
+  // Ten MX hosts, the most that an mx term may resolve; only the last one is the client.
+  'mx10.example.com': [{ TXT: 'v=spf1 mx -all' }, ...Array.from({ length: 10 }, (_, i) => ({ MX: [i, `h${i}.mx10.example.com`] as [number, string] }))],
+  ...Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`h${i}.mx10.example.com`, [{ A: `192.0.2.${30 + i}` }]])),
   '7.100.51.198.in-addr.arpa': [{ PTR: 'host.ptr.example.com' }],
   'host.ptr.example.com': [{ A: '198.51.100.7' }],
+  // A client whose validated name only ends in the same characters as example.com.
+  'ptrsuffix.example.com': [{ TXT: 'v=spf1 ptr:example.com -all' }],
+  '8.100.51.198.in-addr.arpa': [{ PTR: 'mail.attackerexample.com' }],
+  'mail.attackerexample.com': [{ A: '198.51.100.8' }],
 });
 const resolver = new SuiteResolver(zone);
 
@@ -71,6 +86,12 @@ test('an IPv4-mapped client is checked, and reverse-resolved, as IPv4', async ()
   assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.name === '7.100.51.198.in-addr.arpa'));
 });
 
+test('ptr:example.com matches names in example.com only, not a name that merely ends in "example.com" (RFC 7208 §5.5)', async () => {
+  const verdict = await evaluateSpf({ ip: '198.51.100.8', mailFrom: 'a@ptrsuffix.example.com', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'fail');
+  assert.equal(verdict.mechanism, '-all');
+});
+
 test('an ip6 network of IPv4-mapped addresses matches no client: an IPv4 client only ever matches ip4 (RFC 7208 §5)', async () => {
   for (const ip of ['192.0.2.1', '::ffff:192.0.2.1']) {
     const verdict = await evaluateSpf({ ip, mailFrom: 'a@mapped6.example.com', helo: 'h' }, { resolver });
@@ -90,17 +111,49 @@ test('limits are configurable: void lookups and DNS terms', async () => {
   assert.match(terms.problem ?? '', /more than 2 DNS-querying terms/);
 });
 
+test('only the lookup that decides a term can be void: MX hosts without an address of the client\'s family are not void lookups (RFC 7208 §4.6.4)', async () => {
+  const verdict = await evaluateSpf({ ip: '2001:db8::9', mailFrom: 'a@mx4only.example.com', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'fail', verdict.problem);
+  assert.equal(verdict.mechanism, '-all');
+  assert.deepEqual(verdict.lookups, { dnsTerms: 1, voidLookups: 0 });
+});
+
+test('an mx term resolves up to 10 MX names (RFC 7208 §4.6.4): the tenth can match', async () => {
+  const verdict = await evaluateSpf({ ip: '192.0.2.39', mailFrom: 'a@mx10.example.com', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'pass', verdict.problem);
+  assert.equal(verdict.mechanism, 'mx');
+});
+
+test('a sender of exactly 320 characters is checked; one longer is none', async () => {
+  const domain = 'example.com';
+  const localPart = 'a'.repeat(320 - domain.length - 1);
+  const longest = await evaluateSpf({ ip: '203.0.113.9', mailFrom: `${localPart}@${domain}`, helo: 'h' }, { resolver });
+  assert.equal(longest.result, 'fail', longest.problem);
+  const longer = await evaluateSpf({ ip: '203.0.113.9', mailFrom: `a${localPart}@${domain}`, helo: 'h' }, { resolver });
+  assert.equal(longer.result, 'none');
+  assert.match(longer.problem ?? '', /longer than 320 characters/);
+});
+
+test('a ptr term whose PTR lookup comes back empty is a void lookup too: the third is a permerror', async () => {
+  const verdict = await evaluateSpf({ ip: '192.0.2.77', mailFrom: 'a@voidptr.example.com', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'permerror');
+  assert.equal(verdict.mechanism, 'ptr');
+  assert.match(verdict.problem ?? '', /more than 2 void DNS lookups/);
+});
+
+/** The resolver's methods as a plain object, to replace one of them. */
+function resolverOf(inner: Resolver): Resolver {
+  return { a: (name) => inner.a(name), aaaa: (name) => inner.aaaa(name), mx: (name) => inner.mx(name), txt: (name) => inner.txt(name), ptr: (address) => inner.ptr(address) };
+}
+
 /** The resolver, with `before` run ahead of each A lookup (time taken, a clock stepped). */
 function onAddressLookup(before: () => void): Resolver {
   return {
+    ...resolverOf(resolver),
     a: async (name) => {
       before();
       return resolver.a(name);
     },
-    aaaa: (name) => resolver.aaaa(name),
-    mx: (name) => resolver.mx(name),
-    txt: (name) => resolver.txt(name),
-    ptr: (address) => resolver.ptr(address),
   };
 }
 
@@ -128,6 +181,21 @@ test('the time budget is measured on the monotonic clock: a wall clock stepped b
     const inTime = await evaluateSpf(request, { resolver: stepping, clock, monotonic: () => monotonic, limits: { elapsedMs: 60_000 } });
     assert.equal(inTime.result, 'fail', `step ${step}: ${String(inTime.problem)}`);
   }
+});
+
+test('the time budget ending while PTR names are validated is a temperror, not a ptr term that does not match', async () => {
+  let monotonic = 0;
+  const late: Resolver = { ...resolverOf(resolver), ptr: (address) => ((monotonic += 25_000), resolver.ptr(address)) };
+  const verdict = await evaluateSpf({ ip: '198.51.100.7', mailFrom: 'a@ptr.example.com', helo: 'h' }, { resolver: late, monotonic: () => monotonic });
+  assert.equal(verdict.result, 'temperror');
+  assert.match(verdict.problem ?? '', /longer than 20000 ms/);
+});
+
+test('a sender domain of one label is not looked up: none (RFC 7208 §4.3)', async () => {
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@singlelabel', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'none');
+  assert.match(verdict.problem ?? '', /not a fully qualified domain name/);
+  assert.ok(!verdict.trace.some((entry) => entry.kind === 'dns'));
 });
 
 test('unusable input is a result, not an exception', async () => {

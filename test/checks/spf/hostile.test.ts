@@ -93,3 +93,15 @@ test('a domain-spec of repeated macros costs what one name does: its expansion i
   assert.equal(tail.result, 'pass');
   assert.ok(cutName.length <= 253 && cutName.length > 240);
 });
+
+test('a null MX (RFC 7505) names no host: an mx term asks for no address of "." and does not match', async () => {
+  server.setZone({ 'nullmx.example': { TXT: ['v=spf1 mx -all'], MX: [{ priority: 0, exchange: '.' }] } });
+  const sent = server.queries.length;
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'user@nullmx.example', helo: 'h.example' }, { resolver: resolver() });
+  assert.equal(verdict.result, 'fail', verdict.problem);
+  assert.equal(verdict.mechanism, '-all');
+  assert.deepEqual(
+    server.queries.slice(sent).map((q) => q.type),
+    ['TXT', 'MX'],
+  );
+});

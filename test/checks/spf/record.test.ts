@@ -84,7 +84,6 @@ test('records: directives, modifiers and their errors', () => {
   const parsed = parseRecordTerms(' ip4:192.0.2.0/24 -a:mail.example.com/24//64 ~mx ?ptr include:_spf.example.com exists:%{i}.bl.example.com ip6:2001:db8::/32 redirect=other.example.com exp=explain.example.com foo=bar -all ');
   assert.ok(parsed.ok, parsed.ok ? '' : parsed.problem);
   assert.deepEqual(parsed.record.directives.map((d) => `${d.qualifier}${d.mechanism.kind}`), ['+ip4', '-a', '~mx', '?ptr', '+include', '+exists', '+ip6', '-all']);
-  assert.equal(parsed.record.hasAll, true);
   assert.equal(parsed.record.redirect?.text, 'redirect=other.example.com');
   assert.equal(parsed.record.explanation?.text, 'exp=explain.example.com');
   const a = parsed.record.directives[1]?.mechanism;

@@ -24,6 +24,7 @@ const zone = buildZone({
   'soft.example': [{ TXT: 'v=spf1 ~all' }],
   'broken.example': [{ TXT: 'v=spf1 foo:bar' }],
   'slow.example': ['TIMEOUT'],
+  'voids.example': [{ TXT: 'v=spf1 a:nx1.voids.example a:nx2.voids.example a:nx3.voids.example +all' }],
   'helo.example': [{ TXT: 'v=spf1 -all' }],
   '1.2.0.192.in-addr.arpa': [{ PTR: 'mx.pass.example' }],
   'mx.pass.example': [{ A: '192.0.2.1' }],
@@ -121,6 +122,12 @@ describe('spf stage', () => {
     ]);
   });
 
+  it('authenticationResults and receivedSpf each turn their own header off', async () => {
+    const [noReceived, noAuthResults] = await Promise.all([spf({ receivedSpf: false }), spf({ authenticationResults: false })].map((stage) => stage.evaluate(context('user@pass.example'))));
+    assert.deepEqual(noReceived?.headers?.map((header) => header.slice(0, header.indexOf(':'))), ['Authentication-Results']);
+    assert.deepEqual(noAuthResults?.headers?.map((header) => header.slice(0, header.indexOf(':'))), ['Received-SPF']);
+  });
+
   it('fail rejects with 550 5.7.23 and the explanation', async () => {
     const verdict = await spf().evaluate(context('user@fail.example'));
     assert.equal(verdict.result, 'fail');
@@ -134,6 +141,21 @@ describe('spf stage', () => {
     assert.ok(temp.decision.kind === 'defer' && temp.decision.code === 451 && temp.decision.enhanced === '4.7.24');
     assert.deepEqual((await spf().evaluate(context('user@soft.example'))).decision, { kind: 'continue' });
     assert.deepEqual((await spf().evaluate(context('user@broken.example'))).decision, { kind: 'continue' });
+  });
+
+  it('the RFC 7208 §4.6.4 limits apply by default: a third void lookup is a permerror, reported in Received-SPF', async () => {
+    const verdict = await spf().evaluate(context('user@voids.example'));
+    assert.equal(verdict.result, 'permerror');
+    assert.equal(verdict.reason, 'mailfrom voids.example: permerror (more than 2 void DNS lookups)');
+    assert.match(verdict.headers?.[1] ?? '', /^Received-SPF: permerror .*problem="?more than 2 void DNS lookups/);
+    // Raising one limit leaves the other at its default.
+    assert.equal((await spf({ limits: { dnsTerms: 20 } }).evaluate(context('user@voids.example'))).result, 'permerror');
+  });
+
+  it('with checkHelo but no HELO name, only MAIL FROM is checked and reported', async () => {
+    const verdict = await spf({ checkHelo: true }).evaluate(context('user@pass.example', { heloName: '' }));
+    assert.equal(verdict.result, 'pass');
+    assert.doesNotMatch(verdict.headers?.[0] ?? '', /smtp\.helo/);
   });
 
   it('per-result actions are configurable', async () => {
@@ -189,6 +211,23 @@ describe('spf stage', () => {
     assert.ok(grown < 4 * 1024 * 1024, `${grown} octets held for 300 messages`);
   });
 
+  it('a message\'s verdict is remembered for cacheSeconds only, and per HELO name', async () => {
+    const resolver = new CountingResolver();
+    const stage = spf({ cacheSeconds: 60, checkHelo: true, actions: { fail: 'continue' } }, resolver);
+    const clock = new ManualClock();
+    const ask = (heloName = 'soft.example') => stage.evaluate(context('user@pass.example', { clock, heloName }));
+    await ask();
+    clock.advance(59_000);
+    await ask();
+    assert.equal(resolver.txtLookups, 2, 'HELO and MAIL FROM looked up once');
+    clock.advance(2_000);
+    await ask();
+    assert.equal(resolver.txtLookups, 4, 'asked again after cacheSeconds');
+    // Another HELO name is another evaluation, whose HELO fail decides.
+    assert.equal((await ask('helo.example')).result, 'fail');
+    assert.equal((await ask()).result, 'pass');
+  });
+
   it('a temperror is not remembered', async () => {
     const resolver = new CountingResolver();
     const stage = spf({}, resolver);
@@ -204,6 +243,16 @@ describe('spf stage', () => {
     const helo = await spf({ checkHelo: true }).evaluate(context('user@pass.example'));
     assert.equal(helo.result, 'fail');
     assert.match(helo.headers?.[0] ?? '', /spf=fail .* smtp\.helo=helo\.example/);
+  });
+
+  it('with checkHelo, a HELO result other than fail does not decide: MAIL FROM does, and Authentication-Results reports both identities', async () => {
+    const verdict = await spf({ checkHelo: true }).evaluate(context('user@pass.example', { heloName: 'soft.example' }));
+    assert.equal(verdict.result, 'pass', verdict.reason);
+    assert.deepEqual(verdict.decision, { kind: 'continue' });
+    const [authenticationResults = '', receivedSpf = ''] = verdict.headers ?? [];
+    assert.match(authenticationResults, /spf=pass .*smtp\.mailfrom=user@pass\.example/);
+    assert.match(authenticationResults, /spf=softfail .*smtp\.helo=soft\.example/);
+    assert.match(receivedSpf, /^Received-SPF: pass .*identity=mailfrom;/);
   });
 
   it('with checkHelo, the HELO and MAIL FROM checks share one time budget: the second does not get a fresh one past the deadline', async () => {
