@@ -15,7 +15,9 @@
  *
  * LIMITS
  *   Request lines of at most maxLineOctets (default 4096, Postfix's reply limit); the encoded
- *   reply is what the map gives, at most 4096 octets for Postfix to accept it.
+ *   reply is what the map gives, at most 4096 octets for Postfix to accept it. An idle
+ *   connection is closed after idleTimeoutMs, 1800 s by default (postsrsd 1.x's -t), not the
+ *   socketmap's 30 s, so a site moving from postsrsd 1.x sees the same.
  *
  * ERRORS
  *   Nothing in the server throws on input. TcpTableClient rejects with Error on a closed

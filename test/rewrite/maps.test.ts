@@ -21,3 +21,14 @@ describe('batv-sign', () => {
     }
   });
 });
+
+describe('batv-strip', () => {
+  it('gives back the original of a valid tag only: an expired tag or an unknown key is NOTFOUND, saying which', () => {
+    const signed = batv.sign('user@example.com', T0);
+    assert.ok(signed.ok);
+    const strip = (now: number, which = batv) => batvMaps(which, { domains: ['example.com'] }, new ManualClock(now))['batv-strip'](signed.address);
+    assert.deepEqual(strip(T0), { kind: 'found', value: 'user@example.com' });
+    assert.deepEqual(strip(T0 + 30 * 86_400_000), { kind: 'notfound', reason: 'prvs expired' });
+    assert.deepEqual(strip(T0, new Batv({ keys: [{ keynum: 2, secret: 'secret' }] })), { kind: 'notfound', reason: 'prvs unknown-key' });
+  });
+});

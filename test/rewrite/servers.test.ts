@@ -116,6 +116,12 @@ describe('netstrings', () => {
     assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from('1001:'))), ['too long']);
     assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from('10000'))), ['bad length']);
   });
+  it('reads a frame of exactly the request limit, skips one of exactly the skip limit, and refuses an empty length prefix', () => {
+    assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from(`10:${'x'.repeat(10)},`))), ['x'.repeat(10)]);
+    assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from(`1000:${'x'.repeat(1000)},3:abc,`))), ['skipped 1000', 'abc']);
+    // "[len] is a nonempty sequence of ASCII digits": ':,' is no empty string, '0:,' is.
+    assert.deepEqual(shown(new NetstringDecoder(10).push(Buffer.from(':,'))), ['bad length']);
+  });
   it('never throws and round-trips what it encodes', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 10 }), fc.array(fc.string({ maxLength: 50 })), (chunks, texts) => {
@@ -134,9 +140,11 @@ describe('netstrings', () => {
 describe('tcp_table %-encoding', () => {
   it('encodes %, white space, controls and non-ASCII bytes; decodes any case', () => {
     assert.equal(tcpTableEncode('sp ace%@x\u00e9'), 'sp%20ace%25@x%C3%A9');
+    assert.equal(tcpTableEncode('a\u007fb\tc'), 'a%7Fb%09c');
     assert.equal(tcpTableDecode('sp%20ace%25@x%c3%a9'), 'sp ace%@x\u00e9');
     assert.equal(tcpTableDecode('bad%2'), undefined);
     assert.equal(tcpTableDecode('bad%zz'), undefined);
+    assert.equal(tcpTableDecode('bad%4g'), undefined);
   });
   it('decode(encode(x)) is x for any text, and decoding any bytes never throws', () => {
     fc.assert(fc.property(fc.string({ unit: 'grapheme' }), (s) => tcpTableDecode(tcpTableEncode(s)) === s));
@@ -160,6 +168,8 @@ describe('SocketmapServer', () => {
     assert.equal(await client.query('batv-strip', 'prvs=1269e93bf9=user@example.com'), 'OK user@example.com');
     assert.equal(await client.query('batv-strip', 'prvs=1269e93bf8=user@example.com'), 'NOTFOUND prvs bad-signature');
     assert.equal(await client.query('nosuchmap', 'x'), 'PERM Invalid map.');
+    // Map names are matched exactly (Postfix sends the name as configured): an unknown spelling is an unknown map.
+    assert.equal(await client.query('FORWARD', 'test@otherdomain.com'), 'PERM Invalid map.');
     assert.equal(await client.query('boom', 'x'), 'TEMP Internal error.');
     const parallel = await Promise.all(Array.from({ length: 50 }, (_, i) => client.query('forward', `u${i}@other.example`)));
     parallel.forEach((reply, i) => assert.match(reply, new RegExp(`^OK SRS0=.{4}=2W=other\\.example=u${i}@example\\.com$`)));
@@ -233,6 +243,7 @@ describe('SocketmapServer', () => {
     const client = await connected(SocketmapClient, target);
     assert.equal(await client.query('forward', 'a\r\nX@other.example'), 'NOTFOUND Bad characters in key.');
     assert.equal(await client.query('forward', 'a\u0000b@other.example'), 'NOTFOUND Bad characters in key.');
+    assert.equal(await client.query('forward', 'a\u007fb@other.example'), 'NOTFOUND Bad characters in key.');
     const invalidUtf8 = Buffer.concat([Buffer.from('forward a'), Buffer.from([0xff, 0xfe]), Buffer.from('@other.example')]);
     const { data } = await raw(target, Buffer.concat([Buffer.from(`${invalidUtf8.length}:`), invalidUtf8, Buffer.from(',')]), (d) => d.endsWith(','));
     assert.equal(data, encodeNetstring('NOTFOUND Bad characters in key.'));
@@ -246,6 +257,8 @@ describe('SocketmapServer', () => {
     assert.equal(await client.query('forward', '"a@b"@other.example'), `NOTFOUND Cannot rewrite an address with ${quoted}.`);
     assert.equal(await client.query('forward', 'a@b@other.example'), "NOTFOUND Cannot rewrite an address with more than one '@'.");
     assert.equal(await client.query('forward', '@other.example'), 'NOTFOUND Cannot rewrite an address with an empty local part.');
+    // The domain goes into the local part: a ':' there, even outside an address literal, would need quotes.
+    assert.match(await client.query('forward', 'a@other:example'), /^NOTFOUND Cannot rewrite an address with ':' in its domain /);
     assert.equal(await client.query('forward', `${'u'.repeat(480)}@other.example`), 'NOTFOUND Rewritten address too big.');
     // Over 512 octets: postsrsd 2.x answers PERM, and Postfix defers the message for good.
     assert.equal(await client.query('forward', `${'u'.repeat(600)}@other.example`), 'NOTFOUND Too big.');
@@ -354,14 +367,14 @@ describe('TcpTableServer', () => {
   it('refuses what is not a get request, broken escapes and over-long lines, closes, and logs why', async () => {
     const { log, lines } = recordingLog();
     const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100, log, label: 'tcp_table reverse' }));
-    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n']) {
+    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n', 'Get a@b\n']) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '500 Invalid request\n', JSON.stringify(bytes));
       assert.equal(closed, true);
     }
     assert.deepEqual(
       lines.map((l) => l.fields.reason),
-      ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request'],
+      ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request', 'not a "get KEY" request'],
     );
     assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'));
     const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);
@@ -373,6 +386,32 @@ describe('TcpTableServer', () => {
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (bytes) => void (await raw(target, Buffer.from(bytes), 20))), { numRuns: 40 });
     const client = await connected(TcpTableClient, target);
     assert.match(await client.query('a@b.example'), /^200 SRS0=/);
+  });
+});
+
+describe('connection limits of the lookup services', () => {
+  it("closes a connection idle for postsrsd's keep-alive: 30 s for socketmap (2.x), 1800 s for tcp_table (1.x), or idleTimeoutMs; takes 200 connections by default", async () => {
+    const seen: Array<number | undefined> = [];
+    class SocketmapSpy extends SocketmapServer {
+      protected override attach(socket: net.Socket): void {
+        seen.push(socket.timeout);
+        super.attach(socket);
+      }
+    }
+    class TcpTableSpy extends TcpTableServer {
+      protected override attach(socket: net.Socket): void {
+        seen.push(socket.timeout);
+        super.attach(socket);
+      }
+    }
+    for (const server of [new SocketmapSpy(maps), new TcpTableSpy(maps.forward!), new TcpTableSpy(maps.forward!, { idleTimeoutMs: 5_000 })]) {
+      const { target } = await started(server);
+      assert.equal((server as unknown as { server: net.Server }).server.maxConnections, 200);
+      const socket = net.connect(target.port, target.host);
+      await until(() => server.stats.connections === 1);
+      socket.destroy();
+    }
+    assert.deepEqual(seen, [30_000, 1_800_000, 5_000]);
   });
 });
 
