@@ -119,10 +119,14 @@ describe('batv stage', () => {
   it('leaves mail with a sender, other domains and exempt recipients alone', async () => {
     const s = stage({ exemptRecipients: ['list-owner', 'noreply@example.com'] });
     assert.equal((await s.evaluate(context('someone@remote.example', 'user@example.com'))).result, 'not-bounce');
+    // A sender that does not parse is still a sender, not the null one (sender-syntax is the stage for it).
+    assert.equal((await s.evaluate(context('someone@192.0.2.1', 'user@example.com'))).result, 'not-bounce');
     assert.equal((await s.evaluate(context('', 'user@other.example'))).result, 'unprotected');
     assert.equal((await s.evaluate(context('', 'user@example.net'))).result, 'unprotected');
     assert.equal((await s.evaluate(context('', 'list-owner@example.com'))).result, 'exempt');
     assert.equal((await s.evaluate(context('', 'NoReply@example.com'))).result, 'exempt');
+    // Exempt by the address inside a prvs tag too, whatever the tag: it never signs, so a tag on it is not ours to check.
+    assert.equal((await s.evaluate(context('', 'prvs=1269e93bf8=list-owner@example.com'))).result, 'exempt');
   });
 
   it('refuses a domain entry that can match no domain, saying why (rewrite/domains unmatchableDomainEntry)', () => {
@@ -144,6 +148,9 @@ describe('batv stage', () => {
   it('accepts unsigned bounces during the grace period, with custom texts and codes', async () => {
     const s = stage({ unsignedAllowedUntil: '2020-01-08T00:00:00Z', code: 554, enhanced: '5.7.0', unsignedText: 'no backscatter here' });
     assert.equal((await s.evaluate(context('', 'user@example.com'))).result, 'unsigned-grace');
+    // The grace period ends at unsignedAllowedUntil itself.
+    assert.equal((await s.evaluate(context('', 'user@example.com', Date.parse('2020-01-08T00:00:00Z') - 1))).result, 'unsigned-grace');
+    assert.equal((await s.evaluate(context('', 'user@example.com', Date.parse('2020-01-08T00:00:00Z')))).result, 'unsigned');
     const later = await s.evaluate(context('', 'user@example.com', T0 + 8 * DAY));
     assert.deepEqual(later.decision, { kind: 'reject', code: 554, enhanced: '5.7.0', text: 'no backscatter here' });
   });
@@ -176,6 +183,11 @@ describe('batv stage', () => {
     assert.equal((await stage({ keys: [{ keynum: 2, secretFile: file }] }).evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1 }] }).success, false);
     assert.equal(batvStage.options.safeParse({ domains: [], keys: [{ keynum: 1, secret: 's' }] }).success, false);
+    // No key would refuse every bounce; a prvs tag holds one digit for the key number (0-9).
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [] }).success, false);
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 10, secret: 's' }] }).success, false);
+    // Backscatter will not stop on a retry: a permanent code only.
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: 's' }], code: 450 }).success, false);
     const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 0, secret: 's' }] }] } });
     assert.equal(config.policy.stages[1]?.name, 'batv');
   });

@@ -20,6 +20,14 @@ describe('stage durations', () => {
     assert.deepEqual(ratelimit.error?.issues.map((issue) => issue.path.join('.')), ['limits.0.window']);
   });
 
+  it("take a stage's shortest duration itself and refuse anything shorter, by its key", () => {
+    const limit = (window: unknown) => ({ limits: [{ per: 'client', count: 'messages', max: 10, window }] });
+    const shortest = ratelimitStage.options.parse(limit(1)) as { limits: Array<{ window: string }> };
+    assert.equal(shortest.limits[0]?.window, '1s');
+    const shorter = ratelimitStage.options.safeParse(limit('0s'));
+    assert.deepEqual(shorter.error?.issues.map((issue) => [issue.path.join('.'), issue.message]), [['limits.0.window', 'expected at least 1000 ms']]);
+  });
+
   it('say what a duration is for a value of no accepted type (YAML .nan, .inf, 1e309, true), not "Invalid input"', () => {
     for (const delay of [Number.NaN, Number.POSITIVE_INFINITY, true]) {
       const parsed = greylistStage.options.safeParse({ delay });

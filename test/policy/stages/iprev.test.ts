@@ -37,6 +37,9 @@ describe('iprev stage', () => {
       'mail.sender.test': { A: ['127.0.0.20'] },
       // A reverse zone whose server never answers, as a spammer's own can be made to.
       [reverseName('127.0.0.21')]: { drop: true },
+      // Two PTR names, only the second of which leads back (127.0.0.22 has none at all: permerror).
+      [reverseName('127.0.0.23')]: { PTR: ['stale.sender.test', 'mail23.sender.test'] },
+      'mail23.sender.test': { A: ['127.0.0.23'] },
     });
     // The resolver waits far longer than the decision deadline, as the defaults do (3 s x 2 tries against a 6 s deadline).
     const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
@@ -55,6 +58,29 @@ describe('iprev stage', () => {
     const verdict = await deferring.evaluate(context('127.0.0.21', 300));
     assert.equal(verdict.result, 'temperror');
     assert.equal(verdict.decision.kind === 'defer-if-permit' && verdict.decision.enhanced, '4.7.25');
+  });
+
+  it("rejects and defers with RFC 7372's X.7.25, the configured codes and each its own text", async () => {
+    const rejected = await stage.evaluate(context('127.0.0.22', 5000));
+    assert.equal(rejected.result, 'permerror');
+    assert.deepEqual(rejected.decision, { kind: 'reject', code: 550, enhanced: '5.7.25', text: `Client host rejected: reverse DNS of 127.0.0.22 does not confirm (${rejected.reason})` });
+    const clock = new ManualClock();
+    const options = iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { temperror: 'defer', permerror: 'reject' }, rejectCode: 554, deferCode: 451 });
+    const configured = iprevStage.create(options as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    assert.deepEqual((await configured.evaluate(context('127.0.0.22', 5000))).decision, { ...rejected.decision, code: 554 });
+    const deferred = await configured.evaluate(context('127.0.0.21', 300));
+    assert.deepEqual(deferred.decision, { kind: 'defer', code: 451, enhanced: '4.7.25', text: `Client host reverse DNS of 127.0.0.21 could not be checked, try again later (${deferred.reason})` });
+    // A reject code must be permanent and a defer code temporary, or Postfix would act on the other.
+    assert.equal(iprevStage.options.safeParse({ rejectCode: 450 }).success, false);
+    assert.equal(iprevStage.options.safeParse({ deferCode: 550 }).success, false);
+  });
+
+  it('looks up no more than maxNames PTR names forward', async () => {
+    const clock = new ManualClock();
+    const deps = { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+    const one = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', maxNames: 1 }) as never, deps);
+    assert.equal((await one.evaluate(context('127.0.0.23', 5000))).result, 'fail');
+    assert.equal((await stage.evaluate(context('127.0.0.23', 5000))).result, 'pass');
   });
 
   it('reports pass over loopback DNS', async () => {

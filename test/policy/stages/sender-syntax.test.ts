@@ -1,0 +1,74 @@
+// The sender-syntax stage with hand-built contexts (pure logic: no pipeline needed).
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseReversePath } from '../../../src/address/index.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { ManualClock } from '../../../src/core/clock.js';
+import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
+import { senderSyntaxStage } from '../../../src/policy/stages/sender-syntax.js';
+import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+
+/** The context the pipeline builds: the sender as Postfix sends it, parsed as the pipeline parses it. */
+function context(sender: string): StageContext {
+  const parsed = parseReversePath(sender, { tolerant: true, sizeLimits: false, internalForm: true });
+  return {
+    attributes: {},
+    state: 'MAIL',
+    clientAddress: '192.0.2.1',
+    clientName: 'unknown',
+    heloName: 'mx.remote.example',
+    senderText: sender,
+    ...(parsed.ok ? { sender: parsed.value } : { senderError: parsed.error.message }),
+    recipientText: '',
+    instance: 'msg-1',
+    earlier: new Map<string, StageVerdict>(),
+    timeLeft: decisionTimeLeft(10_000),
+    clock: new ManualClock(),
+  };
+}
+
+function stage(extra: Record<string, unknown> = {}): Stage {
+  return senderSyntaxStage.create(senderSyntaxStage.options.parse(extra) as never, {} as never) as Stage;
+}
+
+describe('sender-syntax stage', () => {
+  it('takes the null sender (bounces, RFC 5321 §4.5.5) and a sender that parses, and says which', async () => {
+    const s = stage();
+    assert.deepEqual(await s.evaluate(context('')), { stage: 'sender-syntax', result: 'valid', reason: 'null sender', decision: { kind: 'continue' } });
+    for (const sender of ['user@example.org', 'john doe@example.org', 'user@[192.0.2.1]']) {
+      assert.deepEqual(await s.evaluate(context(sender)), { stage: 'sender-syntax', result: 'valid', reason: 'sender parses', decision: { kind: 'continue' } }, sender);
+    }
+  });
+
+  it('refuses a sender that does not parse with 501 5.7.1, naming the rule it broke and where', async () => {
+    const verdict = await stage().evaluate(context('user@192.0.2.1'));
+    const reason = '<user@192.0.2.1>: all-numeric top-level label (an IP address needs brackets: [192.0.2.1]) at 13';
+    assert.deepEqual(verdict, {
+      stage: 'sender-syntax',
+      result: 'invalid',
+      reason,
+      decision: { kind: 'reject', code: 501, enhanced: '5.7.1', text: `Bad sender address syntax: ${reason}` },
+    });
+  });
+
+  it('answers with the configured code, enhanced code and text, the reason after it', async () => {
+    const verdict = await stage({ code: 553, enhanced: '5.1.7', text: 'Malformed sender' }).evaluate(context('user@example..org'));
+    assert.deepEqual(verdict.decision, { kind: 'reject', code: 553, enhanced: '5.1.7', text: `Malformed sender: ${verdict.reason}` });
+  });
+
+  it('refuses a temporary code or one that is no enhanced status code of class 5: the sender will not parse on a retry', () => {
+    for (const [option, value] of [['code', 450], ['code', 600], ['enhanced', '4.7.1'], ['enhanced', '5.7.1x'], ['enhanced', '5.7'], ['enhanced', '5.1234.1']] as const) {
+      const parsed = senderSyntaxStage.options.safeParse({ [option]: value });
+      assert.equal(parsed.success, false, `${option}: ${value}`);
+    }
+    assert.equal(
+      senderSyntaxStage.options.safeParse({ enhanced: '4.7.1' }).error?.issues[0]?.message,
+      'expected an enhanced status code of class 5, such as 5.7.1 (RFC 3463: class.subject.detail, each of 1 to 3 digits)',
+    );
+  });
+
+  it('is a stage the configuration can name', () => {
+    const config = validateConfig({ policy: { stages: [{ name: 'sender-syntax', code: 553 }] } });
+    assert.equal(config.policy.stages[0]?.name, 'sender-syntax');
+  });
+});
