@@ -1,7 +1,7 @@
 // `callout serve` as Postfix sees it: policy requests over real sockets, callouts to loopback SMTP servers.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -279,6 +279,23 @@ describe('callout serve', () => {
     assert.equal(removed.length, 1, JSON.stringify(lines.slice(-3)));
   });
 
+  it('answers /health 503 while the store does not take a write, logging the cause once', async () => {
+    const { lines, log } = captureLog();
+    const { daemon } = await startDaemonWithClient({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '127.0.0.1:0' } }, log }, cleanups);
+    assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 200);
+    // A full disk, as the store reports it: reads still work, writes do not.
+    const store = (daemon as unknown as { store: MemoryStore }).store;
+    const set = store.set.bind(store);
+    store.set = () => Promise.reject(new Error('database or disk is full'));
+    try {
+      for (let i = 0; i < 3; i += 1) assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 503);
+    } finally {
+      store.set = set;
+    }
+    assert.deepEqual(lines.filter((l) => l.msg === 'health: the store does not take a write').map((l) => [l.level, l.err]), [[40, 'database or disk is full']]);
+    assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 200, 'healthy again once it takes a write');
+  });
+
   it('logs once, naming the file and the cause, when the SQLite checkpoint thread fails, and counts it', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-checkpointer-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -351,6 +368,28 @@ describe('callout serve', () => {
     assert.ok(stopMs < 5_000, `stopped after ${stopMs} ms`);
   });
 
+  it('answers the request in flight when stop() begins before it closes the connection', async () => {
+    const { client, daemon, smtp, logs } = await setup();
+    const answer = client.request(postfixRequest({ sender: 'bob@slow.test', instance: 'drain' }));
+    // The callout waits on a 600 ms greeting.
+    assert.ok(await until(() => smtp.get('127.0.0.4')!.connectionCount === 1), 'the callout is under way');
+    await daemon.stop();
+    assert.equal(await answer, 'DUNNO');
+    assert.ok(!logs.some((l) => l.msg === 'policy requests still running at shutdown; closing their connections'), 'drained, not cut');
+  });
+
+  it('closes its SQLite file at stop: the WAL checkpointed and removed, the file whole by itself', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-stop-close-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
+    const daemon = await Daemon.start({ overrides, log: captureLog().log });
+    const client = await PolicyClient.connect(daemon.policyAddress);
+    assert.match(await client.request(postfixRequest({ sender: 'bob@sender.test', instance: 'wal' })), /^DEFER_IF_PERMIT /);
+    client.close();
+    await daemon.stop();
+    assert.equal(existsSync(join(dataDir, 'callout.sqlite-wal')), false, 'no WAL left beside the file');
+  });
+
   it('counts every request that followed an answer as caught by the idle poll or arriving after sleep, and none with the poll off', async () => {
     const count = (metrics: string, outcome: string): number => Number(new RegExp(`callout_idle_poll_requests_total\\{outcome="${outcome}"\\} (\\d+)`).exec(metrics)?.[1]);
     for (const [idlePollMicros, expected] of [[200, 9], [0, 0]] as const) {
@@ -386,6 +425,20 @@ describe('callout serve', () => {
       assert.match(await client.request(postfixRequest({ sender: 'nobody@sender.test', instance })), /^WARN /, 'the old configuration still runs');
     }
     assert.equal(client.isClosed, false);
+  });
+
+  it('carries the headers given per message over a reload: a message given its header before is not given it again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-headers-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    const { client, daemon } = await setup({ policy: { stages: [{ name: 'sender-callout', resultHeader: true, receiver: 'mx.local.test' }] } }, (b) => {
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    assert.match(await client.request(postfixRequest({ sender: 'bob@sender.test', instance: 'hr1' })), /^PREPEND X-Callout-Result: deliverable /);
+    assert.equal(await daemon.reload(), true);
+    assert.equal(await client.request(postfixRequest({ sender: 'bob@sender.test', recipient: 'carol@example.test', instance: 'hr1' })), 'DUNNO', 'the message has its header');
+    assert.match(await client.request(postfixRequest({ sender: 'bob@sender.test', instance: 'hr2' })), /^PREPEND X-Callout-Result: /, 'a new message gets its own');
   });
 
   it('ignores a reload that comes while stop() drains, saying so, and keeps the configuration', async () => {
@@ -436,6 +489,12 @@ describe('callout serve', () => {
     assert.notEqual(outcomes[1]!.config, outcomes[0]!.config, 'a changed file, a changed digest');
     assert.equal(outcomes[2]!.config, outcomes[1]!.config, 'refused: the configuration kept, its digest');
     assert.match(outcomes[2]!.reason ?? '', /no settings|empty/i, outcomes[2]!.reason);
+    // Valid to the schema, but its stages cannot be built: refused too, not reported accepted.
+    configure([{ name: 'postmaster', states: ['CONNECT'] }]);
+    assert.equal(await reload(), false);
+    assert.equal(outcomes[3]!.config, outcomes[1]!.config, 'refused at build: the configuration kept, its digest');
+    assert.match(outcomes[3]!.reason ?? '', /this stage runs only in RCPT/, outcomes[3]!.reason);
+    assert.deepEqual(daemon.config.policy.stages.map((s) => s.name), ['postmaster', 'sender-syntax']);
   });
 
   it('says which changed settings a reload cannot apply, and says nothing of those left alone', async () => {
@@ -664,6 +723,24 @@ describe('callout serve', () => {
     } finally {
       clearInterval(timer);
       finish();
+    }
+  });
+
+  it('purges again at the next tick after a purge that failed, and logs the failure', async () => {
+    let purges = 0;
+    class FailingOnceStore extends MemoryStore {
+      override purgeExpired(): Promise<number> {
+        purges += 1;
+        return purges === 1 ? Promise.reject(new Error('database is locked')) : Promise.resolve(0);
+      }
+    }
+    const { log, lines } = captureLog();
+    const timer = schedulePurges(new FailingOnceStore(), 10, log, new Metrics());
+    try {
+      assert.ok(await until(async () => purges >= 3, 2_000, 5), `purges after a failure: ${purges}`);
+      assert.deepEqual(lines.filter((l) => l.msg === 'store purge failed').map((l) => [l.level, l.err]), [[40, 'database is locked']]);
+    } finally {
+      clearInterval(timer);
     }
   });
 

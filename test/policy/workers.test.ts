@@ -133,6 +133,22 @@ describe('callout serve --workers 2', () => {
     }
   });
 
+  it('does not replace a worker that died by one running the defaults when the configuration file has just been emptied', async () => {
+    const config = join(dataDir, 'emptied.yaml');
+    writeFileSync(config, 'log:\n  level: info\n');
+    const serve = await serveWithWorkers('127.0.0.1:0', ['--config', config]);
+    try {
+      // An editor caught mid-write: the replacement reads the file as a reload does, and refuses it.
+      writeFileSync(config, '');
+      const mark = serve.logs.length;
+      process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGKILL');
+      await serve.waitForLog((l) => l.msg === 'a replacement policy worker failed to start; trying again later', 'the replacement refusing the empty file', mark, 60_000);
+      assert.ok(!serve.logs.slice(mark).some((l) => l.msg === 'policy worker replaced'));
+    } finally {
+      assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+    }
+  });
+
   it('drains once when SIGTERM comes twice', async () => {
     // A request held in a worker (its callout meets a server that never greets) keeps the drain
     // going until the test lets it end, so that the second SIGTERM comes while the supervisor is
@@ -573,6 +589,67 @@ describe('Supervisor', () => {
     }
   });
 
+  it('answers /health 503 while a worker that died is not yet replaced, 200 once its replacement is ready', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, held, hold, done } = await scriptedSupervisor(2, log, '127.0.0.1:0');
+    const health = async (): Promise<number> => (await fetch(`http://${supervisor.metricsAddress}/health`)).status;
+    try {
+      assert.equal(await health(), 200);
+      hold();
+      process.kill(supervisor.pids[0]!, 'SIGKILL');
+      assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+      assert.equal(await health(), 503, 'one worker of two is answering');
+      held[0]!.send({ type: 'test:go' });
+      assert.ok(await until(() => lines.some((l) => l.msg === 'policy worker replaced')), JSON.stringify(lines.slice(-3)));
+      assert.equal(await health(), 200);
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('compares the outcomes at once when a worker that owed one dies: a worker gone owes none, and is not named as silent', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, hold, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 60_000 });
+    const workers = workersOf(supervisor);
+    try {
+      await scriptWorker(workers[0]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+      hold();
+      supervisor.reload();
+      assert.ok(await settled(workers, 1), 'both were asked');
+      // The second dies before it reports (its reload crashed it, say).
+      workers[1]!.process.kill('SIGKILL');
+      assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done')), 5_000), JSON.stringify(lines.slice(-3)));
+      const reloadDone = lines.find((l) => String(l.msg).startsWith('reload done'))!;
+      assert.deepEqual([reloadDone.msg, reloadDone.config, reloadDone.accepted], ['reload done: every policy worker runs the same configuration', 'aaaaaaaaaaaa', 1]);
+      assert.ok(!lines.some((l) => String(l.msg).includes('reported no reload outcome')), 'no worker is given up on');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('takes a late answer to an earlier reload for no answer to the latest one', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, done } = await scriptedSupervisor(2, log);
+    const workers = workersOf(supervisor);
+    try {
+      await scriptWorker(workers[0]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+      // The second reads the file before the edit, slowly; asked again, it reads the finished file.
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'bbbbbbbbbbbb', delayMs: 1_500 } });
+      supervisor.reload();
+      assert.ok(await settled(workers, 1));
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa', delayMs: 3_000 } });
+      supervisor.reload();
+      assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done') || differing(lines).length > 0), 10_000), JSON.stringify(lines.slice(-3)));
+      assert.deepEqual(differing(lines), [], 'the late answer to the first reload was not compared');
+      assert.equal(lines.find((l) => String(l.msg).startsWith('reload done'))!.config, 'aaaaaaaaaaaa');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
   it('asks a ready worker to reload twice when two reloads come in immediate succession: it answers both, the latest is compared, and none is given up (regression)', async () => {
     // Two SIGHUPs sent within milliseconds reached a worker as one (the kernel does not queue a
     // pending standard signal): it owed two outcomes, sent one, and was named as silent.
@@ -634,6 +711,7 @@ describe('Supervisor', () => {
       const messages = lines.map((l) => l.msg);
       assert.ok(messages.includes('reload ignored: the policy workers are stopping'), messages.join(' | '));
       assert.ok(!messages.includes('reloading: asking every policy worker to reload'), messages.join(' | '));
+      assert.ok(!messages.includes('policy worker died; starting another'), 'a worker stopped is not reported dead');
     } finally {
       done();
     }
