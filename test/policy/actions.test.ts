@@ -1,9 +1,18 @@
 // Decisions as access(5) action texts: what Postfix hands the SMTP client must be consistent.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { actionFor, replyTextLimit } from '../../src/policy/actions.js';
+import { actionFor, replyTextLimit, safeHeader } from '../../src/policy/actions.js';
 
 describe('actionFor: enhanced status codes have the class of their reply (RFC 3463 §2)', () => {
+  it('answers an accept with the configured acceptAction, DUNNO by default', () => {
+    assert.equal(actionFor({ kind: 'accept' }), 'DUNNO');
+    assert.equal(actionFor({ kind: 'accept' }, 'OK'), 'OK');
+  });
+
+  it('sends only printable ASCII in a reply text: CR, LF, NUL, DEL and non-ASCII never pass (RFC 5321 §4.2 textstring)', () => {
+    assert.equal(actionFor({ kind: 'reject', code: 550, enhanced: '5.1.1', text: 'no\r\naction=OK\x7f m\u00fcller\x00' }), '550 5.1.1 no action=OK? m?ller');
+  });
+
   it('keeps a code of the right class as it is', () => {
     assert.equal(actionFor({ kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no' }), '550 5.7.1 no');
     assert.equal(actionFor({ kind: 'defer', code: 421, enhanced: '4.7.0', text: 'later' }), '421 4.7.0 later');
@@ -25,6 +34,13 @@ describe('actionFor: enhanced status codes have the class of their reply (RFC 34
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.2.0', text: '300 seconds to go' }), 'DEFER_IF_PERMIT 4.2.0 300 seconds to go');
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '5.7.25', text: 'no PTR' }), 'DEFER_IF_PERMIT 4.7.25 no PTR');
     assert.equal(actionFor({ kind: 'defer-if-permit', enhanced: '4.7.1', text: '4.2.0 Greylisted' }), 'DEFER_IF_PERMIT 4.2.0 Greylisted');
+  });
+});
+
+describe('safeHeader: a PREPEND header field is one line with a field name (RFC 5322 §3.6.8)', () => {
+  it('unfolds a header and refuses one without a field name or a value', () => {
+    assert.equal(safeHeader('X-Callout-Result: pass\r\n\tsmtp.mailfrom=a@b.example'), 'X-Callout-Result: pass smtp.mailfrom=a@b.example');
+    for (const header of [':X: y', 'X-Empty: ', 'No colon', 'Bad Name: y']) assert.equal(safeHeader(header), undefined, header);
   });
 });
 

@@ -237,6 +237,36 @@ describe('PolicyServer over TCP', () => {
     }
   });
 
+  it('stops reading from a client that pipelines without reading its answers, and from one that pipelines while a request runs', async () => {
+    // Unread answers stay within the socket buffers: the server handles no more requests than fit.
+    let handled = 0;
+    const unread = await startServer(() => {
+      handled += 1;
+      return `DUNNO ${'x'.repeat(50_000)}`;
+    });
+    const reader = await Client.connect(unread.address);
+    reader.socket.pause();
+    const count = 1_000;
+    reader.send(encodeRequest({ padding: 'p'.repeat(1_000) }).repeat(count));
+    assert.ok(await until(() => handled > 0));
+    let seen = -1;
+    assert.ok(await until(() => (seen === handled ? true : ((seen = handled), false)), 10_000, 200), 'handling stops');
+    assert.ok(handled < count, `${handled} of ${count} requests handled for a client that reads nothing`);
+    reader.close();
+    // While a request runs, what the client sends next stays unread (in its own send buffer, past the kernel's).
+    const release = deferred<string>();
+    const busy = await startServer((attributes) => (attributes['instance'] === 'first' ? release.promise : 'OK'), { limits: { maxLineLength: 70_000, maxRequestSize: 70_000 } });
+    const client = await Client.connect(busy.address);
+    client.request({ instance: 'first' });
+    const more = 600;
+    client.send(encodeRequest({ padding: 'p'.repeat(64_000) }).repeat(more));
+    assert.equal(await until(() => client.socket.writableLength === 0, 1_000), false, 'the server stopped reading');
+    release.resolve('DUNNO');
+    assert.equal(await client.reply(), 'DUNNO');
+    for (let i = 0; i < more; i++) assert.equal(await client.reply(), 'OK');
+    client.close();
+  });
+
   it('answers a client that half-closes after writing', async () => {
     const { address } = await startServer(async () => 'OK');
     const client = await Client.connect(address);
@@ -278,6 +308,18 @@ describe('PolicyServer over TCP', () => {
     later.close();
   });
 
+  it('lets go of a closed connection at once even when the client never closes its side', async () => {
+    const { server, address } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 60_000 } });
+    const { host, port } = parseTcp(address);
+    const halfOpen = net.connect({ host, port, allowHalfOpen: true });
+    halfOpen.on('error', () => {});
+    halfOpen.on('data', () => {});
+    await new Promise((resolve) => halfOpen.once('connect', resolve));
+    halfOpen.write('no equals sign\n\n');
+    assert.ok(await until(() => server.connections === 0, 5_000), 'the slot is free well within the idle timeout');
+    halfOpen.destroy();
+  });
+
   it('closes on a wrong request type and on an over-long line', async () => {
     const { address, entries } = await startServer(async () => 'DUNNO', { limits: { maxLineLength: 64 } });
     const wrongType = await Client.connect(address);
@@ -290,6 +332,12 @@ describe('PolicyServer over TCP', () => {
       entries.filter((entry) => entry.level === 'warn').map((entry) => entry.fields['reason']),
       ['bad-request-type', 'line-too-long'],
     );
+    // The other decoder limits are passed through too: short lines adding up to too large a request.
+    const small = await startServer(async () => 'DUNNO', { limits: { maxRequestSize: 200 } });
+    const tooLarge = await Client.connect(small.address);
+    tooLarge.send(`request=smtpd_access_policy\n${'a=b\n'.repeat(60)}\n`);
+    assert.equal(await tooLarge.untilClosed(), '');
+    assert.deepEqual(small.entries.filter((entry) => entry.level === 'warn').map((entry) => entry.fields['reason']), ['request-too-large']);
   });
 
   it('closes without a reply when the handler throws, and logs the client', async () => {
@@ -354,6 +402,36 @@ describe('PolicyServer over TCP', () => {
     never.resolve('DUNNO');
   });
 
+  it('answers a client that half-closes while its request is still being handled, then closes', async () => {
+    const { address } = await startServer((attributes) => new Promise((resolve) => setTimeout(() => resolve(`OK ${attributes['instance']}`), 200)));
+    const client = await Client.connect(address);
+    client.socket.end(encodeRequest({ instance: '1' }) + encodeRequest({ instance: '2' }));
+    // Well within the default idle timeout: the end of the client's requests ends the connection.
+    const closedSoon = await Promise.race([client.untilClosed(), new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 5_000))]);
+    assert.equal(closedSoon, 'action=OK 1\n\naction=OK 2\n\n');
+  });
+
+  it('keeps a connection idle between requests for longer than requestTimeoutMs, and one whose request outlasts idleTimeoutMs', async () => {
+    // The request timeout bounds a request being handled, not the wait for the next one (smtpd_policy_service_max_idle does).
+    const { address } = await startServer(async () => 'DUNNO', { limits: { requestTimeoutMs: 300, idleTimeoutMs: 10_000 } });
+    const client = await Client.connect(address);
+    client.request({ instance: '1' });
+    assert.equal(await client.reply(), 'DUNNO');
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    client.request({ instance: '2' });
+    assert.equal(await client.reply(), 'DUNNO', 'idle for longer than requestTimeoutMs');
+    client.close();
+    // While a request runs, the request timer is the one that counts.
+    const busy = await startServer(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      return 'OK';
+    }, { limits: { idleTimeoutMs: 500, requestTimeoutMs: 10_000 } });
+    const patient = await Client.connect(busy.address);
+    patient.request({});
+    assert.equal(await patient.reply(), 'OK', 'a request handled for longer than idleTimeoutMs is answered');
+    patient.close();
+  });
+
   it('closes an idle connection, including one that stalls mid-request', async () => {
     // A second: each client's first octets must come within it of its connection being taken,
     // or that connection is closed as idle before them, which a loaded machine can make happen.
@@ -401,7 +479,10 @@ describe('PolicyServer over TCP', () => {
     await new Promise((resolve) => setTimeout(resolve, arrivalTimeoutMs + 100));
     split.request({ instance: 'later' });
     assert.equal(await split.reply(), 'DUNNO', 'an idle connection between requests is not held to the arrival bound');
-    split.close();
+    // A later request that stalls is held to the bound again (closed well before the idle timeout).
+    split.send(whole.slice(0, 20));
+    assert.equal(await split.untilClosed(), '');
+    assert.equal(entries.filter((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply').length, 2, JSON.stringify(entries));
   });
 
   it('starts the arrival wait of a pipelined request again once the one before it is answered', async () => {
@@ -459,6 +540,13 @@ describe('PolicyServer over TCP', () => {
     third.request({});
     assert.equal(await third.reply(), 'DUNNO');
     assert.ok(entries.some((entry) => entry.message === 'accepting policy connections again' && entry.fields['refused'] === 3));
+    // A new burst is logged again, once.
+    for (let i = 0; i < 2; i += 1) {
+      const refused = await Client.connect(address);
+      assert.equal(await refused.untilClosed(), '');
+    }
+    assert.equal(entries.filter((entry) => entry.level === 'warn').length, 2);
+    assert.equal(entries.filter((entry) => entry.message === 'accepting policy connections again').length, 1);
     second.close();
     third.close();
   });
@@ -479,12 +567,17 @@ describe('PolicyServer over TCP', () => {
     assert.equal(server.connections, 2);
     assert.ok(entries.some((entry) => entry.message === 'too many policy connections; closing new ones at once' && entry.fields['maxConnections'] === 2));
     for (const client of clients) client.close();
+    // Half the descriptors are kept for the rest, but at most 256; with room to spare nothing is capped or logged.
+    const large = await startServer(async () => 'DUNNO', { limits: { maxConnections: 5_000, openFilesLimit: 2_000 } });
+    assert.deepEqual(large.entries.find((entry) => entry.message.startsWith('policy.maxConnections is more'))?.fields['acceptedConnections'], 1_744);
+    const roomy = await startServer(async () => 'DUNNO', { limits: { maxConnections: 100, openFilesLimit: 2_000 } });
+    assert.equal(roomy.entries.filter((entry) => entry.level === 'warn').length, 0);
   });
 
   it('close() lets a request being handled finish, then closes everything', async () => {
     const started = deferred<void>();
     const release = deferred<string>();
-    const { server, address } = await startServer(async (attributes) => {
+    const { server, address, entries } = await startServer(async (attributes) => {
       if (attributes['instance'] !== 'slow') return 'DUNNO';
       started.resolve();
       return release.promise;
@@ -502,6 +595,8 @@ describe('PolicyServer over TCP', () => {
     assert.equal(await busy.untilClosed(), 'action=OK drained\n\n');
     await closing;
     assert.equal(server.connections, 0);
+    // The connection closed once its answer was out, not when drainMs ran out.
+    assert.equal(entries.filter((entry) => entry.message === 'policy requests still running at shutdown; closing their connections').length, 0);
   });
 
   it('close() gives up on requests still running after drainMs', async () => {

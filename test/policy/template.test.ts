@@ -22,6 +22,8 @@ describe('compileTemplate', () => {
   it('prefers the longer of two placeholders that start at one place, and leaves unknown braces alone', () => {
     const text = compileTemplate('{a}{ab}{c} {', { '{a}': 'a', '{ab}': 'ab' });
     assert.equal(text.fill({ a: '1', ab: '2' }), '12{c} {');
+    // One placeholder the start of another: the longer is taken, whichever is named first.
+    assert.equal(compileTemplate('%s %sec', { '%s': 's', '%sec': 'sec' }).fill({ s: '1', sec: '2' }), '1 2');
     assert.equal(compileTemplate('', { '{a}': 'a' }).fill({ a: 'x' }), '');
     assert.equal(compileTemplate('{a}', { '{a}': 'a' }).fill({ a: '' }), '');
   });
