@@ -60,6 +60,15 @@ describe('callout verify', () => {
     assert.ok(lines[0]!.attempts.length > 0 && lines[0]!.mxHosts.length > 0);
   });
 
+  it('exit 1 for an address without a mail domain, or an invalid one, beside a risky one', async () => {
+    const nullMx = await callout(['verify', ...engine(), 'x@nullmx.test', 'whoever@any.test']);
+    assert.equal(nullMx.code, 1, nullMx.stdout);
+    assert.match(nullMx.stdout, /^x@nullmx\.test: no-mail-domain \(null-mx\)/);
+    const invalid = await callout(['verify', ...engine(), 'not an address', 'whoever@any.test']);
+    assert.equal(invalid.code, 1, invalid.stdout);
+    assert.match(invalid.stdout, /^not an address: invalid /);
+  });
+
   it('exit 2 when nothing is definitely bad but something is risky', async () => {
     const { code, stdout } = await callout(['verify', ...engine(), 'whoever@any.test']);
     assert.equal(code, 2);
@@ -201,6 +210,8 @@ describe('--cache help', () => {
     assert.match(serve.stdout.replace(/\s+/g, ' '), /--cache <file> SQLite file for the verification cache \(default: store\.path, callout\.sqlite under the data directory\)/);
     const verify = await callout(['verify', '--help']);
     assert.match(verify.stdout.replace(/\s+/g, ' '), /--cache <file> SQLite file for the verification cache \(default: in memory, or the configuration file's store\)/);
+    // Help asked for is no usage error: 0, as --version (sysexits 64 is for a mistake on the command line).
+    assert.deepEqual([serve.code, verify.code, (await callout(['--version'])).code], [0, 0, 0]);
   });
 });
 

@@ -298,6 +298,18 @@ describe('callout greylist', () => {
       rmSync(ownDir, { recursive: true, force: true });
     }
   });
+
+  it('keys a domain:NAME client in lower case, as the stage does, whatever case it is given in', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-domain-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n      clientIdentity: fcrdns-domain\n`);
+    try {
+      assert.equal((await run(['allow', 'domain:Pool.EXAMPLE', 'bob@x.example', 'alice@example.test'], ownConfig)).output, 'allowed triplet domain:pool.example bob@x.example alice@example.test\n');
+      assert.equal((await run(['drop', 'DOMAIN:pool.example', 'bob@x.example', 'alice@example.test'], ownConfig)).output, 'dropped triplet domain:pool.example bob@x.example alice@example.test\n');
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('callout greylist on a store that is not there', () => {
@@ -343,6 +355,7 @@ describe('callout greylist on a store that is not there', () => {
       ['list', '--client', 'mail.example.org'],
       ['list', '--limit', '1e3'],
       ['list', '--limit', '0x10'],
+      ['list', '--limit', '0'],
     ];
     for (const args of bad) {
       const { error } = await run([...args, '--data-dir', untouched]);
@@ -382,6 +395,9 @@ describe('callout greylist on a shared Redis', () => {
     try {
       assert.equal((await run(['allow', '203.0.113.9'], ownConfig)).output, 'allowed client 203.0.113.9\n');
       assert.deepEqual(await admin.keys('*'), ['mx-site:grey:c:203.0.113.9']);
+      // A key something else wrote without an expiry never expires: the listing says so, not a time no date holds.
+      await admin.persist('mx-site:grey:c:203.0.113.9');
+      assert.match((await run(['list'], ownConfig)).output, /^client 203\.0\.113\.9 allowed passes=5 last=\S+Z expires=never\n$/);
     } finally {
       admin.disconnect();
       await redis.stop();

@@ -26,6 +26,8 @@ before(async () => {
     'why.c1.test': { TXT: ['%x \u009b2J \u202e'] },
     'pra.test': { TXT: ['v=spf1 -all exp=why.pra.test'] },
     'why.pra.test': { TXT: ['%{l} may not send'] },
+    'soft.test': { TXT: ['v=spf1 ~all'] },
+    'neutral.test': { TXT: ['v=spf1 ?all'] },
   });
 });
 after(async () => {
@@ -143,11 +145,24 @@ describe('callout spf', () => {
     assert.deepEqual([verdict.result, verdict.sender, verdict.identity], ['pass', 'postmaster@helo.test', 'mailfrom']);
   });
 
+  it('exits 0 pass, 1 fail or softfail, 2 neutral or none, as the README documents', async () => {
+    const status = async (sender: string) => (await run(['--ip', '127.0.0.7', '--sender', sender])).exitCode;
+    assert.deepEqual(
+      [await status('a@example.test'), await status('a@deny.test'), await status('a@soft.test'), await status('a@neutral.test'), await status('a@norecord.test')],
+      [0, 1, 1, 2, 2],
+    );
+  });
+
   it('usage errors: a bad --ip, a null sender without --helo, a missing option', async () => {
     await assert.rejects(run(['--ip', 'nope', '--sender', 'a@example.test']), { code: 'USAGE' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', '']), /need --helo/);
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--identity', 'helo']), /need --helo/);
     await assert.rejects(run(['--sender', 'a@example.test']), { code: 'commander.missingMandatoryOptionValue' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--dns-server', '127.0.0.1:0']), { code: 'USAGE', message: 'spf: --dns-server: dns server "127.0.0.1:0": port must be 1..65535' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '2147483648']), { code: 'USAGE' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '0']), { code: 'USAGE', message: 'spf: --timeout: got "0", expected a whole number from 1 to 2147483647' });
+    // scope mfrom checks the MAIL FROM: without --sender there is nothing to check.
+    await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'mfrom']), { code: 'USAGE', message: 'senderid: --scope mfrom needs --sender' });
+    await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'from']), { code: 'USAGE', message: 'senderid: --scope must be pra or mfrom, got "from"' });
   });
 });

@@ -35,6 +35,33 @@ describe('callout verify, many addresses of one domain', () => {
     assert.equal(status, 0);
   });
 
+  it('takes a domain written in capitals for the same domain (RFC 5321 §2.4): one batch of it at a time too', async () => {
+    const w = await world(mxZone({ 'big.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(users) });
+    const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'memory' }, limits: { perHostConcurrency: 1 } });
+    const { out, lines } = output();
+    const addresses = users.map((u, i) => `${u}@${i % 2 === 0 ? 'big.test' : 'BIG.TEST'}`);
+    const status = await runVerify(addresses, { json: true, concurrency: 8 }, config, out);
+    const verdicts = lines().map((l) => JSON.parse(l) as { address: string; verdict: string; reason: string });
+    assert.deepEqual(verdicts.filter((v) => v.verdict !== 'deliverable').map((v) => `${v.address}: ${v.reason}`), []);
+    assert.equal(status, 0);
+  });
+
+  it('marks a cached verdict past its refresh age as stale in plain output, as --json does', async () => {
+    const w = await world(mxZone({ 'a.test': '127.0.0.3' }), { '127.0.0.3': usersOnly(['alice']) });
+    const dir = mkdtempSync(join(tmpdir(), 'callout-verify-stale-'));
+    try {
+      const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'sqlite', path: join(dir, 'cache.sqlite') }, cache: { addressPositiveRefresh: '0s' } });
+      const first = output();
+      await runVerify(['alice@a.test'], { json: false, concurrency: 8 }, config, first.out);
+      assert.match(first.lines()[0]!, /^alice@a\.test: deliverable \(accepted\) - .*[^\]]$/);
+      const second = output();
+      await runVerify(['alice@a.test'], { json: false, concurrency: 8 }, config, second.out);
+      assert.match(second.lines()[0]!, / \[address-cache, stale\]$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('runs no more domains at once than limits.concurrency, over which the engine answers rate-limited', async () => {
     const w = await world(mxZone({ 'a.test': '127.0.0.3', 'b.test': '127.0.0.4' }), { '127.0.0.3': usersOnly(['alice']), '127.0.0.4': usersOnly(['bob']) });
     const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'memory' }, limits: { concurrency: 1 } });

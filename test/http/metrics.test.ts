@@ -53,6 +53,15 @@ describe('metrics listener limits', () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
+
+  it('takes 64 connections at once when not told otherwise, as the README says', async () => {
+    const { server } = await startMetricsServer('127.0.0.1:0', source);
+    try {
+      assert.equal(server.maxConnections, 64);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });
 
 describe('metrics listener requests', () => {
@@ -208,6 +217,31 @@ describe('Metrics', () => {
     const bucket = (le: string) => Number(new RegExp(`_bucket\\{le="${le}"\\} (\\d+)`).exec(text)?.[1]);
     assert.equal(bucket('0.0001'), 1, text);
     assert.equal(bucket('0.0005'), 2, text);
+  });
+
+  it('counts a numeric answer by its class (5XX REJECT, 4XX DEFER), other actions by their first word, and every stage fault', async () => {
+    const metrics = new Metrics();
+    const outcome = { verdicts: [], warnings: [], durationMs: 1 };
+    metrics.recordDecision({ ...outcome, action: '550 5.7.1 sender rejected', decidedBy: 'callout', faults: [] });
+    metrics.recordDecision({ ...outcome, action: '450 4.7.1 try again later', decidedBy: 'greylist', faults: [] });
+    metrics.recordDecision({ ...outcome, action: 'DEFER_IF_PERMIT Service unavailable', faults: ['store down'] });
+    const decisions = await metrics.registry.getSingleMetricAsString('callout_policy_decisions_total');
+    assert.match(decisions, /^callout_policy_decisions_total\{action="REJECT",stage="callout"\} 1$/m);
+    assert.match(decisions, /^callout_policy_decisions_total\{action="DEFER",stage="greylist"\} 1$/m);
+    assert.match(decisions, /^callout_policy_decisions_total\{action="DEFER_IF_PERMIT",stage="none"\} 1$/m);
+    assert.match(await metrics.registry.getSingleMetricAsString('callout_stage_faults_total'), /^callout_stage_faults_total 1$/m);
+  });
+
+  it('shows the counters alerts need from 0, the process metrics under callout_, and the idle poll as its statistics say', async () => {
+    const metrics = new Metrics();
+    metrics.watchIdlePoll(() => ({ caught: 3, slept: 7, pollSeconds: 0.5 }));
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^callout_greylist_triplets_passed_total 0$/m);
+    assert.match(text, /^callout_process_cpu_seconds_total /m);
+    assert.doesNotMatch(text, /^process_cpu_seconds_total /m);
+    assert.match(text, /^callout_idle_poll_requests_total\{outcome="caught"\} 3$/m);
+    assert.match(text, /^callout_idle_poll_requests_total\{outcome="slept"\} 7$/m);
+    assert.match(text, /^callout_idle_poll_seconds_total 0\.5$/m);
   });
 
   it('says in HELP what the results of the stages\' counters mean', async () => {
