@@ -244,7 +244,7 @@ export class SmtpClientSession {
     return this.peer;
   }
 
-  /** A MAIL was accepted and no RSET (or refusal) has ended that transaction yet. */
+  /** A MAIL was accepted and no RSET (or new EHLO) has ended that transaction yet. */
   get inTransaction(): boolean {
     return this.transaction;
   }
@@ -428,7 +428,8 @@ export class SmtpClientSession {
     } else if (reply.code === 421) {
       this.end(`server closing: ${formatReply(reply)}`);
     } else {
-      if (stage === 'mail') this.transaction = isPositive(reply);
+      // RFC 5321 §4.1.4: a refused command leaves the state as it was, a nested MAIL's 503 included.
+      if (stage === 'mail' && isPositive(reply)) this.transaction = true;
       if (stage === 'rset' && isPositive(reply)) this.transaction = false;
       this.enter('ready');
     }

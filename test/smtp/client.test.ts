@@ -314,6 +314,18 @@ describe('SmtpClientSession dialogue', () => {
     await session.quit();
   });
 
+  it('a refused MAIL leaves the state as it was: a nested MAIL refused keeps the transaction open (RFC 5321 §4.1.4)', async (t) => {
+    let mails = 0;
+    const server = await serve(t, { script: { mail: () => (++mails === 1 ? '250 2.1.0 Ok' : '503 5.5.1 Error: nested MAIL command') } });
+    const session = sessionFor(t, server);
+    await session.open();
+    await session.mailFrom('');
+    const nested = await session.mailFrom('');
+    assert.equal(nested.kind === 'reply' && nested.reply.code, 503);
+    assert.equal(session.inTransaction, true, 'the server still holds the first MAIL');
+    await session.quit();
+  });
+
   it('returns a 421 reply, then is closed', async (t) => {
     const server = await serve(t, { script: { rcpt: () => '421 4.7.0 mx.callout.test Error: too many errors' } });
     const session = sessionFor(t, server);
