@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { Stage, StageContext, StageDeps } from '../../../src/policy/types.js';
-import { parseReversePath } from '../../../src/address/index.js';
 import { MemoryStore } from '../../../src/store/index.js';
+import { stageContext } from '../../support/stage-context.js';
 
 const S = 1000;
 const HOUR = 3600 * S;
@@ -139,21 +138,7 @@ function stageOf(settings: Settings, clock: ManualClock): Stage {
 }
 
 function contextOf(clock: ManualClock, client: string, sender: string, recipient: string): StageContext {
-  const parsed = parseReversePath(sender, { tolerant: true });
-  return {
-    attributes: {},
-    state: 'RCPT',
-    clientAddress: client,
-    clientName: 'unknown',
-    heloName: 'mx.example',
-    senderText: sender,
-    ...(parsed.ok ? { sender: parsed.value } : {}),
-    recipientText: recipient,
-    instance: 'i',
-    earlier: new Map(),
-    timeLeft: decisionTimeLeft(5000),
-    clock,
-  };
+  return stageContext({ client_address: client, helo_name: 'mx.example', sender, recipient, instance: 'i' }, { clock, deadlineMs: 5000 });
 }
 
 /** What the stage decided, in the model's terms. */

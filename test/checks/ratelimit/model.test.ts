@@ -7,11 +7,10 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageContext, StageDeps } from '../../../src/policy/types.js';
-import { parseReversePath } from '../../../src/address/index.js';
 import { MemoryStore } from '../../../src/store/index.js';
+import { stageContext } from '../../support/stage-context.js';
 
 const S = 1000;
 const MINUTE = 60 * S;
@@ -152,21 +151,8 @@ function stageOf(settings: Settings, clock: ManualClock): Stage {
 }
 
 function contextOf(clock: ManualClock, client: string, sender: string, instance: string): StageContext {
-  const parsed = parseReversePath(sender, { tolerant: true });
-  return {
-    attributes: { client_port: '40000', server_address: '127.0.0.1', server_port: '25' },
-    state: 'RCPT',
-    clientAddress: client,
-    clientName: 'unknown',
-    heloName: 'mx.example',
-    senderText: sender,
-    ...(parsed.ok ? { sender: parsed.value } : {}),
-    recipientText: 'r@example.test',
-    instance,
-    earlier: new Map(),
-    timeLeft: decisionTimeLeft(5000),
-    clock,
-  };
+  const request = { client_address: client, client_port: '40000', server_address: '127.0.0.1', server_port: '25', helo_name: 'mx.example', sender, recipient: 'r@example.test', instance };
+  return stageContext(request, { clock, deadlineMs: 5000 });
 }
 
 async function stageAnswer(stage: Stage, ctx: StageContext): Promise<Answer> {

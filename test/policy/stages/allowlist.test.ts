@@ -17,6 +17,7 @@ import { postfixRequest } from '../../support/policy-client.js';
 import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
+import { stageContext } from '../../support/stage-context.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -302,7 +303,7 @@ describe('allowlist entries as administrators write them', () => {
 
   it('never matches client_name=unknown (no forward-confirmed name), even against a clientNames entry "unknown"', async () => {
     const stage = allowlistStage.create(allowlistStage.options.parse({ clientNames: ['unknown'] }) as never, {} as never);
-    const verdict = await stage.evaluate({ attributes: {}, clientAddress: '192.0.2.9', clientName: 'unknown', senderText: '', recipientText: '' } as never);
+    const verdict = await stage.evaluate(stageContext({ client_address: '192.0.2.9', client_name: 'unknown', sender: '', recipient: '' }));
     assert.equal(verdict.result, 'not-listed', verdict.reason);
   });
 

@@ -4,14 +4,13 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { parseMailbox, parseReversePath } from '../../../src/address/index.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { prvsSign } from '../../../src/rewrite/batv.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { batvStage, createBatvStage, type BatvStageOptions } from '../../../src/policy/stages/batv.js';
-import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
+import type { StageContext, StageDeps } from '../../../src/policy/types.js';
+import { stageContext } from '../../support/stage-context.js';
 
 const T0 = Date.parse('2020-01-01T00:01:00Z');
 const DAY = 86_400_000;
@@ -19,24 +18,7 @@ const dir = mkdtempSync(join(tmpdir(), 'callout-batv-stage-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function context(sender: string, recipient: string, now = T0): StageContext {
-  const clock = new ManualClock(now);
-  const parsedSender = parseReversePath(sender === '' ? '<>' : `<${sender}>`);
-  const parsedRecipient = parseMailbox(recipient);
-  return {
-    attributes: {},
-    state: 'RCPT',
-    clientAddress: '192.0.2.1',
-    clientName: 'unknown',
-    heloName: 'mx.remote.example',
-    senderText: sender,
-    ...(parsedSender.ok ? { sender: parsedSender.value } : { senderError: parsedSender.error.message }),
-    recipientText: recipient,
-    ...(parsedRecipient.ok ? { recipient: parsedRecipient.value } : {}),
-    instance: 'msg-1',
-    earlier: new Map<string, StageVerdict>(),
-    timeLeft: decisionTimeLeft(10_000),
-    clock,
-  };
+  return stageContext({ client_address: '192.0.2.1', helo_name: 'mx.remote.example', sender, recipient, instance: 'msg-1' }, { clock: new ManualClock(now) });
 }
 
 const metrics: Array<Record<string, string> | undefined> = [];

@@ -10,10 +10,8 @@ import { createLogger } from '../../../src/core/log.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
-import { parseReversePath } from '../../../src/address/index.js';
 import { MemoryStore } from '../../../src/store/index.js';
 import { startDnsServer, reverseName } from '../../support/dns-server.js';
 import type { DnsTestServer } from '../../support/dns-server.js';
@@ -22,6 +20,7 @@ import { PolicyClient, postfixRequest } from '../../support/policy-client.js';
 import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
+import { stageContext } from '../../support/stage-context.js';
 import { until } from '../../support/wait.js';
 import { CALLOUT_VERSION } from '../../../src/core/version.js';
 
@@ -395,22 +394,8 @@ describe('greylist stage evidence rules', () => {
   const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example', 'Bücher.Example.'] } }) as never, deps);
   cleanups.push(() => stage.close?.());
   const ctx = (sender: string, spf: string | undefined): StageContext => {
-    const parsed = parseReversePath(sender, { tolerant: true });
     const earlier = new Map<string, StageVerdict>(spf ? [['spf', { stage: 'spf', result: spf, reason: '', decision: { kind: 'continue' } }]] : []);
-    return {
-      attributes: {},
-      state: 'RCPT',
-      clientAddress: '192.0.2.50',
-      clientName: 'unknown',
-      heloName: 'x',
-      senderText: sender,
-      ...(parsed.ok ? { sender: parsed.value } : {}),
-      recipientText: 'alice@example.test',
-      instance: 'i',
-      earlier,
-      timeLeft: decisionTimeLeft(5000),
-      clock,
-    };
+    return stageContext({ client_address: '192.0.2.50', helo_name: 'x', sender, recipient: 'alice@example.test', instance: 'i' }, { clock, deadlineMs: 5000, earlier });
   };
 
   it('skips on SPF pass for a listed domain only, never on the sender alone', async () => {

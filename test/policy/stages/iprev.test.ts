@@ -1,30 +1,17 @@
-// The iprev stage against the in-process DNS server, with hand-built contexts (no pipeline needed).
+// The iprev stage against the in-process DNS server, with the contexts the pipeline builds (test/support/stage-context).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
-import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { reverseName, startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
+import { stageContext } from '../../support/stage-context.js';
 
 function context(clientAddress: string, deadlineMs: number): StageContext {
-  const clock = new ManualClock();
-  return {
-    attributes: {},
-    state: 'RCPT',
-    clientAddress,
-    clientName: 'unknown',
-    heloName: 'mail.sender.test',
-    senderText: 'user@sender.test',
-    recipientText: 'rcpt@receiver.test',
-    instance: 'msg-1',
-    earlier: new Map<string, StageVerdict>(),
-    timeLeft: decisionTimeLeft(deadlineMs),
-    clock,
-  };
+  return stageContext({ client_address: clientAddress, helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: 'rcpt@receiver.test', instance: 'msg-1' }, { deadlineMs });
 }
 
 describe('iprev stage', () => {

@@ -1,4 +1,4 @@
-// The recipient-callforward stage with hand-built contexts (no pipeline needed), against the
+// The recipient-callforward stage with the contexts the pipeline builds (test/support/stage-context), against the
 // in-process DNS server; the call-forward host is a loopback port where nothing listens.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -9,34 +9,21 @@ import { createLogger } from '../../../src/core/log.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { Metrics } from '../../../src/http/metrics.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
 import type { Stage, StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
 import { pathOf, silentGreeting, startSmtpServers, usersOnly, type SmtpTestServer } from '../../support/smtp-server.js';
+import { stageContext } from '../../support/stage-context.js';
 import { until } from '../../support/wait.js';
 
 const clock = new ManualClock();
 
-function context(recipientText: string, deadlineMs: number): StageContext {
-  const parsed = parseMailbox(recipientText, { utf8: true });
-  assert.ok(parsed.ok, recipientText);
-  return {
-    attributes: {},
-    state: 'RCPT',
-    clientAddress: '192.0.2.7',
-    clientName: 'unknown',
-    heloName: 'mail.sender.test',
-    senderText: 'user@sender.test',
-    recipientText,
-    recipient: parsed.value,
-    instance: 'msg-1',
-    earlier: new Map<string, StageVerdict>(),
-    timeLeft: decisionTimeLeft(deadlineMs),
-    clock,
-  };
+function context(recipient: string, deadlineMs: number): StageContext {
+  const ctx = stageContext({ client_address: '192.0.2.7', helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient, instance: 'msg-1' }, { clock, deadlineMs });
+  assert.ok(ctx.recipient, recipient);
+  return ctx;
 }
 
 describe('recipient-callforward stage', () => {

@@ -25,12 +25,11 @@ import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 import { startRedis } from '../../support/redis.js';
-import { parseMailbox } from '../../../src/address/index.js';
+import { stageContext } from '../../support/stage-context.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { LateVerdicts, senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
 import { formatCalloutResult } from '../../../src/checks/auth-results.js';
 import { CONTROL_CHARACTER } from '../../../src/core/text.js';
@@ -364,23 +363,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
     // running at the deadline, and ends unknown (timeout) after it, remembered by the engine only
     // cache.tempfail (60 s). The client retries minutes later.
     const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.33', silentGreeting(), '1s');
-    const parsed = parseMailbox('bob@dropping.test');
-    assert.ok(parsed.ok);
-    const ask = () =>
-      stage.evaluate({
-        attributes: {},
-        state: 'RCPT',
-        clientAddress: '192.0.2.7',
-        clientName: 'unknown',
-        heloName: 'mail.dropping.test',
-        senderText: 'bob@dropping.test',
-        sender: { kind: 'mailbox', mailbox: parsed.value },
-        recipientText: 'alice@receiver.test',
-        instance: 'msg-1',
-        earlier: new Map<string, StageVerdict>(),
-        timeLeft: decisionTimeLeft(200),
-        clock,
-      });
+    const ask = () => stage.evaluate(senderRequest(clock, 'bob@dropping.test', 200, 'mail.dropping.test'));
     const first = await ask();
     assert.equal(first.result, 'in-progress');
     assert.deepEqual(first.decision, { kind: 'defer-if-permit', enhanced: '4.7.1', text: 'Sender address verification in progress' });
@@ -397,23 +380,10 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
 });
 
 /** A request about sender at RCPT, answered within ms (a real wait). */
-function senderRequest(clock: ManualClock, sender: string, ms: number): StageContext {
-  const parsed = parseMailbox(sender);
-  assert.ok(parsed.ok);
-  return {
-    attributes: {},
-    state: 'RCPT',
-    clientAddress: '192.0.2.7',
-    clientName: 'unknown',
-    heloName: 'mail.example.test',
-    senderText: sender,
-    sender: { kind: 'mailbox', mailbox: parsed.value },
-    recipientText: 'alice@receiver.test',
-    instance: 'msg-1',
-    earlier: new Map<string, StageVerdict>(),
-    timeLeft: decisionTimeLeft(ms),
-    clock,
-  };
+function senderRequest(clock: ManualClock, sender: string, ms: number, heloName = 'mail.example.test', recipient = 'alice@receiver.test'): StageContext {
+  const ctx = stageContext({ client_address: '192.0.2.7', helo_name: heloName, sender, recipient, instance: 'msg-1' }, { clock, deadlineMs: ms });
+  assert.ok(ctx.sender?.kind === 'mailbox', sender);
+  return ctx;
 }
 
 describe('sender-callout: a wall clock stepped while the callout runs', () => {
@@ -598,24 +568,7 @@ describe('sender-callout: one callout per sender, however many recipients and re
   it('the RCPTs of one message, asked at once and again after "in progress", make one connection to the sender\'s exchanger', async () => {
     // Slower than the stage's deadline, so that the first answers are "in progress".
     const { stage, engine, clock, mx } = await stageWithOwnEngine('slowmx.test', '127.0.0.34', { ...usersOnly(['bob']), greeting: () => ({ reply: '220 slow', delayMs: 400 }) }, '2s');
-    const ask = (sender: string, recipient: string) => {
-      const parsed = parseMailbox(sender);
-      assert.ok(parsed.ok);
-      return stage.evaluate({
-        attributes: {},
-        state: 'RCPT',
-        clientAddress: '192.0.2.7',
-        clientName: 'unknown',
-        heloName: 'mail.slowmx.test',
-        senderText: sender,
-        sender: { kind: 'mailbox', mailbox: parsed.value },
-        recipientText: recipient,
-        instance: 'msg-1',
-        earlier: new Map<string, StageVerdict>(),
-        timeLeft: decisionTimeLeft(100),
-        clock,
-      });
-    };
+    const ask = (sender: string, recipient: string) => stage.evaluate(senderRequest(clock, sender, 100, 'mail.slowmx.test', recipient));
     const first = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((r) => ask('bob@slowmx.test', `${r}@receiver.test`)));
     assert.ok(first.every((v) => v.result === 'in-progress'), first.map((v) => v.result).join());
     // The sending server retries, with the sender's domain in another letter case.

@@ -1,30 +1,14 @@
-// The sender-syntax stage with hand-built contexts (pure logic: no pipeline needed).
+// The sender-syntax stage called directly with the contexts the pipeline builds (test/support/stage-context).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseReversePath } from '../../../src/address/index.js';
 import { validateConfig } from '../../../src/config/schema.js';
-import { ManualClock } from '../../../src/core/clock.js';
-import { decisionTimeLeft } from '../../../src/policy/pipeline.js';
 import { senderSyntaxStage } from '../../../src/policy/stages/sender-syntax.js';
-import type { Stage, StageContext, StageVerdict } from '../../../src/policy/types.js';
+import type { Stage, StageContext } from '../../../src/policy/types.js';
+import { stageContext } from '../../support/stage-context.js';
 
-/** The context the pipeline builds: the sender as Postfix sends it, parsed as the pipeline parses it. */
+/** A request at MAIL: the sender as Postfix sends it. */
 function context(sender: string): StageContext {
-  const parsed = parseReversePath(sender, { tolerant: true, sizeLimits: false, internalForm: true });
-  return {
-    attributes: {},
-    state: 'MAIL',
-    clientAddress: '192.0.2.1',
-    clientName: 'unknown',
-    heloName: 'mx.remote.example',
-    senderText: sender,
-    ...(parsed.ok ? { sender: parsed.value } : { senderError: parsed.error.message }),
-    recipientText: '',
-    instance: 'msg-1',
-    earlier: new Map<string, StageVerdict>(),
-    timeLeft: decisionTimeLeft(10_000),
-    clock: new ManualClock(),
-  };
+  return stageContext({ protocol_state: 'MAIL', client_address: '192.0.2.1', helo_name: 'mx.remote.example', sender, recipient: '', instance: 'msg-1' });
 }
 
 function stage(extra: Record<string, unknown> = {}): Stage {
