@@ -43,7 +43,7 @@ import { isDigestedKeyPart, keyPart, mailboxKey } from '../address/index.js';
 import type { Config } from '../config/schema.js';
 import { isoSeconds, systemClock } from '../core/clock.js';
 import { UsageError, abbreviate } from '../core/errors.js';
-import { CONTROL_CHARACTER, shown, shownJson } from '../core/text.js';
+import { CONTROL_CHARACTER, shownField, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, type Cidr } from '../core/ip.js';
 import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
@@ -140,16 +140,18 @@ const iso = (ms: number) => (ms === Number.MAX_SAFE_INTEGER ? 'never' : isoSecon
 
 /**
  * The sender and recipient are what SMTP clients sent (Postfix passes an escape sequence or a
- * bare CR on), and a shared Redis holds what any program wrote: shown() quotes control characters.
+ * bare CR on), and a shared Redis holds what any program wrote: shownField() quotes control
+ * characters, white space and quotes ("john doe"@example.org), so a script that splits the line
+ * at spaces (awk, cut -d' ') gets its fields: one that starts with a quote is a JSON string.
  */
 function describeEntry(entry: GreylistEntry): string {
   switch (entry.kind) {
     case 'triplet':
-      return `triplet ${shown(entry.client)} ${shown(entry.sender || '<>')} ${shown(entry.recipient)} ${entry.passed ? 'passed' : 'waiting'} first=${iso(entry.firstSeen)} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+      return `triplet ${shownField(entry.client)} ${shownField(entry.sender || '<>')} ${shownField(entry.recipient)} ${entry.passed ? 'passed' : 'waiting'} first=${iso(entry.firstSeen)} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
     case 'client':
-      return `client ${shown(entry.client)} ${entry.allowed ? 'allowed' : 'counting'} passes=${entry.count} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
+      return `client ${shownField(entry.client)} ${entry.allowed ? 'allowed' : 'counting'} passes=${entry.count} last=${iso(entry.lastSeen)} expires=${iso(entry.expiresAt)}`;
     case 'domain':
-      return `domain ${shown(entry.client)} ${shown(entry.domain)} ${entry.allowed ? 'allowed' : 'counting'} senders=${entry.senders} expires=${iso(entry.expiresAt)}`;
+      return `domain ${shownField(entry.client)} ${shownField(entry.domain)} ${entry.allowed ? 'allowed' : 'counting'} senders=${entry.senders} expires=${iso(entry.expiresAt)}`;
   }
 }
 
@@ -218,7 +220,7 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
 }
 
 /** A triplet as `list` prints it: an over-long sender or recipient by its key (HEAD…[sha256:HEX]). */
-const tripletText = (identity: string, triplet: { sender: string; recipient: string }) => `${identity} ${shown(keyPart(triplet.sender) || '<>')} ${shown(keyPart(triplet.recipient))}`;
+const tripletText = (identity: string, triplet: { sender: string; recipient: string }) => `${identity} ${shownField(keyPart(triplet.sender) || '<>')} ${shownField(keyPart(triplet.recipient))}`;
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
   const greylist = program.command('greylist').description('list, allow and drop greylist entries (the store of `callout serve`)');

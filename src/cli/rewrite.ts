@@ -56,7 +56,7 @@ import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../c
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
-import { shown, shownJson } from '../core/text.js';
+import { shown, shownField, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
@@ -273,8 +273,11 @@ function formatReport(report: BounceReport): string {
   return lines.join('\n') + '\n';
 }
 
+// A store (a shared Redis) holds what any program wrote: the address, status and proof are
+// fields a script splits the line into at spaces, quoted when they hold one or a quote
+// ("john doe"@example.org); the diagnostic is the rest of the line.
 function formatEntry(e: SuppressionEntry): string {
-  return `${shown(e.address)}: ${e.status} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
+  return `${shownField(e.address)}: ${shownField(e.status)} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${shownField(e.proof)})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
 }
 
 async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {

@@ -6,10 +6,12 @@
  *   CONTROL_CHARACTER matches the C0 controls and DEL: in an SMTP command they would end or
  *   split it (CR, LF), and an address that holds one cannot be written into another address or
  *   shown on a terminal as it is. shown(text) is how a command prints such a value: JSON-quoted
- *   when it is empty or holds one or a DISPLAY_CONTROL, as it is otherwise. DISPLAY_CONTROL is
- *   what JSON leaves as it is but a reader must not get raw: the C1 controls (U+0080-U+009F: a
- *   terminal may read U+009B as CSI, the start of an escape sequence), the separators U+2028
- *   and U+2029 (a line end to JavaScript and to some log viewers) and the bidi controls (U+202E
+ *   when it is empty or holds one or a DISPLAY_CONTROL, as it is otherwise; shownField(text),
+ *   a field of a line a script splits at spaces (`greylist list`), also when it holds white
+ *   space or a double quote, which would split it or look like a quoted field.
+ *   DISPLAY_CONTROL is what JSON leaves as it is but a reader must not get raw: the C1
+ *   controls (U+0080-U+009F: a terminal may read U+009B as CSI, the start of an escape
+ *   sequence), the separators U+2028 and U+2029 (a line end to JavaScript and to some log viewers) and the bidi controls (U+202E
  *   and kin reorder the text after them: a sender "moc.lapyap@x" shows as "x@paypal.com");
  *   escapeDisplayControls writes them as \uXXXX, and shownJson(value), what every --json output prints, is
  *   JSON with them so escaped.
@@ -56,4 +58,11 @@ export function shownJson(value: unknown): string {
 export function shown(text: string): string {
   if (text !== '' && !TERMINAL_CONTROL.test(text)) return text;
   return shownJson(text);
+}
+
+/** What splits a space-separated field (any white space, as awk and a reader see it) or starts a quoted one. */
+const FIELD_BREAK = /[\s"]/;
+
+export function shownField(text: string): string {
+  return FIELD_BREAK.test(text) ? shownJson(text) : shown(text);
 }

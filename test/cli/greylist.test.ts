@@ -88,6 +88,29 @@ describe('callout greylist', () => {
     assert.equal((await run(['drop', '203.0.113.7', 'x\u001b[2k\r@sender.example', 'alice\u009b@example.test'])).output, 'dropped triplet 203.0.113.0/24 "x\\u001b[2k\\r@sender.example" "alice\\u009b@example.test"\n');
   });
 
+  it('quotes a sender or recipient holding a space or a quote, so that a script splitting a line at spaces gets its fields', async () => {
+    const sender = '"john doe"@example.org';
+    const recipient = '"ann\u00a0lee"@example.test';
+    const allowed = await run(['allow', '203.0.113.8', sender, recipient]);
+    assert.equal(allowed.output, 'allowed triplet 203.0.113.0/24 "\\"john doe\\"@example.org" "\\"ann\u00a0lee\\"@example.test"\n');
+    assert.equal((await run(['allow', '203.0.113.8', '"john"@example.org', 'bob@example.test'])).output, 'allowed triplet 203.0.113.0/24 "\\"john\\"@example.org" bob@example.test\n', 'a field that starts with a quote is quoted');
+    const lines = (await run(['list', '--client', '203.0.113.8', '--kind', 'triplet'])).output.trimEnd().split('\n');
+    assert.equal(lines.length, 2);
+    // What an administrator's script does: a field is a JSON string when it starts with a quote.
+    const fields = lines.map((line) => (line.match(/"(?:[^"\\]|\\.)*"|\S+/g) ?? []).map((field) => (field.startsWith('"') ? (JSON.parse(field) as string) : field)));
+    assert.deepEqual(
+      fields.map((f) => f.slice(0, 5)),
+      [
+        ['triplet', '203.0.113.0/24', sender, recipient, 'passed'],
+        ['triplet', '203.0.113.0/24', '"john"@example.org', 'bob@example.test', 'passed'],
+      ],
+    );
+    assert.ok(fields.every((f) => f.length === 8));
+    const json = (await run(['list', '--client', '203.0.113.8', '--kind', 'triplet', '--json'])).output.trimEnd().split('\n');
+    assert.deepEqual(json.map((line) => (JSON.parse(line) as { sender: string }).sender), [sender, '"john"@example.org'], '--json as before');
+    assert.equal((await run(['drop', '203.0.113.0/24'])).output, 'dropped 2 entries of 203.0.113.0/24\n');
+  });
+
   it('allows a client on the file a busy daemon is writing: the command waits its turn, the daemon sees it, nothing faults', async () => {
     const liveDir = mkdtempSync(join(tmpdir(), 'callout-greylist-live-'));
     const liveConfig = join(liveDir, 'callout.yaml');
@@ -140,7 +163,7 @@ describe('callout greylist', () => {
     for (const recipient of ['', 'al\u0001ice@example.test', 'bob\r\n@example.test']) {
       assert.match((await run(['allow', '192.0.2.1', 'bob@x.example', recipient])).error?.message ?? '', /RECIPIENT: got .*, expected an address/, JSON.stringify(recipient));
     }
-    assert.equal((await run(['allow', '192.0.2.1', '<>', '"a b"@example.test'])).output, 'allowed triplet 192.0.2.0/24 <> "a b"@example.test\n');
+    assert.equal((await run(['allow', '192.0.2.1', '<>', '"a b"@example.test'])).output, 'allowed triplet 192.0.2.0/24 <> "\\"a b\\"@example.test"\n', 'quoted: it holds a space');
     // Postfix passes RCPT TO:<postmaster> on as it is, and the stage keys it so.
     assert.equal((await run(['allow', '192.0.2.1', 'a@example.org', 'Postmaster'])).output, 'allowed triplet 192.0.2.0/24 a@example.org postmaster\n');
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { CONTROL_CHARACTER, DISPLAY_CONTROL, clip, shown, shownJson } from '../../src/core/text.js';
+import { CONTROL_CHARACTER, DISPLAY_CONTROL, clip, shown, shownField, shownJson } from '../../src/core/text.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 test('shown prints a plain value as it is', () => {
@@ -13,6 +13,15 @@ test('shown quotes an empty value and one holding a C0 control or DEL', () => {
   assert.equal(shown(''), '""');
   assert.equal(shown('a\x1b[2Jb'), '"a\\u001b[2Jb"');
   assert.equal(shown('a\x7fb'), '"a\x7fb"');
+});
+
+test('shownField quotes a field holding white space or a double quote, and only a field', () => {
+  assert.equal(shownField('user@example.org'), 'user@example.org');
+  assert.equal(shownField('"john doe"@example.org'), '"\\"john doe\\"@example.org"');
+  assert.equal(shownField('"john"@example.org'), '"\\"john\\"@example.org"');
+  assert.equal(shownField('a\u00a0b'), '"a\u00a0b"');
+  assert.equal(shownField('a\\b'), 'a\\b', 'a backslash neither splits nor starts a field');
+  assert.equal(shown('no such user'), 'no such user');
 });
 
 test('clip keeps a text of max characters whole and cuts a longer one to max, ending in "..."', () => {
