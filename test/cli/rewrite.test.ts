@@ -66,6 +66,15 @@ describe('callout batv', () => {
     assert.deepEqual(await run(['batv', 'sign', '--secret', 's', 'a@b@c']), { out: "a@b@c: not signed: cannot sign an address with more than one '@'\n", code: 1 });
     assert.deepEqual(await run(['batv', 'sign', '--secret', 's', 'a\u0001@x.test']), { out: '"a\\u0001@x.test": not signed: cannot sign an address with a control character (U+0001)\n', code: 1 });
   });
+  it('signs with key 0 by default; check without --keynum tries key numbers 0-9, under Exim\'s window unless told', async () => {
+    assert.deepEqual(await run(['batv', 'sign', '--secret', 's', '--now', NOW, 'a@x.test']), { out: 'prvs=02694f4aa2=a@x.test\n', code: 0 });
+    const nine = (await run(['batv', 'sign', '--secret', 'secret', '--keynum', '9', '--now', NOW, 'user@example.com'])).out.trim();
+    assert.deepEqual(await run(['batv', 'check', '--secret', 'secret', '--now', NOW, nine]), { out: 'valid: user@example.com (key 9)\n', code: 0 });
+    // Day 19100 takes the stamp 269 of 2020-01-01 for valid again under Exim's ${prvscheck}, not under --window bounded.
+    const old = ['--secret', 'secret', '--now', '2022-04-18T00:00:00Z', 'prvs=1269e93bf9=user@example.com'];
+    assert.deepEqual(await run(['batv', 'check', ...old]), { out: 'valid: user@example.com (key 1)\n', code: 0 });
+    assert.deepEqual(await run(['batv', 'check', '--window', 'bounded', ...old]), { out: 'expired: user@example.com (key 1)\n', code: 1 });
+  });
 });
 
 describe('callout srs', () => {
@@ -78,6 +87,10 @@ describe('callout srs', () => {
     assert.deepEqual(await run(['srs', 'forward', ...common, '--local-domain', 'example.org', 'a@example.org']), { out: 'a@example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
     assert.equal((await run(['srs', 'forward', ...common, '--separator', '+', '--alphabet', 'base64url', 'test@otherdomain.com'])).out, 'SRS0+vmyz=2W=otherdomain.com=test@example.com\n');
     assert.equal((await run(['srs', 'reverse', ...common, 'SRS0=vmyz=2W=otherdomain.com=test@example.com', '--now', '2020-02-01T00:00:00Z'])).code, 1);
+    assert.match((await run(['srs', 'forward', ...common, '--separator', '-', 'test@otherdomain.com'])).out, /^SRS0-vmyz=2W=otherdomain\.com=test@example\.com\n$/);
+    const always = await run(['srs', 'forward', ...common, '--local-domain', 'example.org', '--always-rewrite', 'a@example.org']);
+    assert.equal(always.code, 0, always.out);
+    assert.match(always.out, /^SRS0=[^=]{4}=2W=example\.org=a@example\.com\n$/);
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
   });
@@ -178,6 +191,12 @@ describe('callout bounce', () => {
     assert.deepEqual(await run(['bounce', 'remove', 'judy@example.org', '--store', store]), { out: 'judy@example.org: removed\n', code: 0 });
     assert.deepEqual(await run(['bounce', 'query', 'judy@example.org', '--store', store]), { out: 'judy@example.org: not suppressed\n', code: 1 });
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y', '--store', store]), UsageError);
+  });
+
+  it("reads '#' after white space in a key file as a comment too", () => {
+    const indented = join(dir, 'indented.keys');
+    writeFileSync(indented, '  # rotated 2020-01-01\n1 secret\n\t# older\n0 old secret\n');
+    assert.deepEqual(readBatvKeys(indented), [{ keynum: 1, secret: 'secret' }, { keynum: 0, secret: 'old secret' }]);
   });
 
   it('record refuses a key file it cannot read before it makes the store', async () => {
@@ -346,6 +365,11 @@ describe('callout rewrite serve', () => {
       run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', join(dir, 'no-such.secret'), '--srs-domain', 'example.com']),
       (err: unknown) => err instanceof ConfigError && err.message.startsWith(`--srs-secret-file ${join(dir, 'no-such.secret')}: `),
     );
+    const batv = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys];
+    // Without a domain batv-sign signs nothing, and nothing says so.
+    await assert.rejects(run(batv, { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give the sender domains to sign (repeatable)');
+    await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--batv-window', 'Exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: got "Exim", expected exim or bounded');
+    await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--max-connections', '0'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--max-connections: got "0"'));
     for (const idlePoll of ['-1', 'soon', '10001']) {
       await assert.rejects(
         run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--idle-poll', idlePoll, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']),
@@ -400,7 +424,8 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '', '2024-01-01+02:00']) {
       await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', bad, 'a@x.test']), UsageError, JSON.stringify(bad));
     }
-    for (const good of ['2024-02-29', '2020-01-01T00:01:00Z', '2020-01-01T00:01:00.5+02:00', '1577836860', '1577836860.25', '1700000000.123456789', '2000-02-29']) {
+    assert.equal(clockFromFlag('8640000000000').now(), 8.64e15, 'the latest instant a Date holds');
+    for (const good of ['2024-02-29', '2020-01-01T23:59:59Z', '2020-01-01T00:01:00Z', '2020-01-01T00:01:00.5+02:00', '1577836860', '1577836860.25', '1700000000.123456789', '2000-02-29']) {
       assert.equal((await run(['batv', 'sign', '--secret', 's', '--now', good, 'a@x.test'])).code, 0, good);
     }
   });
@@ -439,6 +464,7 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     const json = await list('--limit', '3', '--json');
     assert.deepEqual(json.out.trimEnd().split('\n').map((line) => (JSON.parse(line) as { address: string }).address), addresses.slice(0, 3));
     assert.equal(json.stderr, notice);
+    await assert.rejects(list('--limit', '0'), (err: unknown) => err instanceof UsageError && err.message.startsWith('--limit: got "0"'));
     const whole = await list('--limit', '4');
     assert.deepEqual(whole.out.match(/^[^:]+/gm), addresses);
     assert.equal(whole.stderr, '', 'exactly --limit entries stored: nothing left out');
@@ -459,6 +485,23 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     assert.match(lines[0]!, /^judy@example\.org: 5\.1\.1 since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(1 bounce, proof verp\)/);
     assert.equal(lines[1], 'mallory@example.org: 5.1.1 since 1e+300 (not a representable time) (1 bounce, proof manual)');
     assert.equal((await run(['bounce', 'query', 'mallory@example.org', '--store', store])).code, 0);
+  });
+
+  it('quotes an address, status or proof holding a space, a quote or a control, so that a script splitting a line at spaces gets its fields', async () => {
+    const store = join(dir, 'spaced.sqlite');
+    const { SqliteStore } = await import('../../src/store/sqlite.js');
+    const { SuppressionList } = await import('../../src/bounce/index.js');
+    const raw = await SqliteStore.open(store);
+    await new SuppressionList(raw).add({ address: '"john doe"@example.org', status: '5.1.1', format: 'manual', proof: 'manual' });
+    // A shared Redis holds what any program wrote.
+    await raw.set('supp:odd@example.org', JSON.stringify({ address: 'odd@example.org', status: '5.1.1 x', format: 'manual', proof: '\u001b[2J', firstSeen: 0, lastSeen: 0, count: 1 }), 86_400_000);
+    await raw.close();
+    const listed = await run(['bounce', 'list', '--store', store]);
+    assert.equal(listed.code, 0);
+    const lines = listed.out.trimEnd().split('\n');
+    assert.match(lines[0]!, /^"\\"john doe\\"@example\.org": 5\.1\.1 since \S+ \(1 bounce, proof manual\)$/);
+    assert.equal(lines[1], 'odd@example.org: "5.1.1 x" since 1970-01-01T00:00:00Z (1 bounce, proof "\\u001b[2J")');
+    assert.equal(JSON.parse((await run(['bounce', 'list', '--store', store, '--json', '--limit', '1'])).out).address, '"john doe"@example.org', '--json as before');
   });
 });
 

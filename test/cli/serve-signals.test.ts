@@ -44,6 +44,16 @@ describe('callout serve signalled while starting', () => {
     assert.ok(serve.logs.some((l) => l.msg === 'stopped'), 'it stopped as after a start');
   });
 
+  it('drains once on a second SIGTERM that came while it stops (an impatient init): one stop, exit 0', async () => {
+    const serve = await startServeProcess(startingArgs([]), warned);
+    serve.child.kill('SIGTERM');
+    await serve.waitForLog((l) => l.msg === 'shutting down', 'the first SIGTERM');
+    serve.child.kill('SIGTERM');
+    await serve.waitForLog((l) => l.msg === 'already shutting down', 'the second SIGTERM');
+    assert.deepEqual(await serve.exited, { code: 0, signal: null }, serve.stderr());
+    assert.deepEqual(serve.logs.filter((l) => l.msg === 'stopping: draining policy connections' || l.msg === 'stopped').map((l) => l.msg), ['stopping: draining policy connections', 'stopped'], serve.stderr());
+  });
+
   it('claims no reload for a SIGHUP that came after a SIGTERM: the daemon says it ignored it', async () => {
     const serve = await startServeProcess(startingArgs([]), warned);
     serve.child.kill('SIGTERM');

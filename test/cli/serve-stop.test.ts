@@ -1,7 +1,7 @@
 // `callout serve` on SIGTERM with a callout still running: after "stopped" the process ends at
 // once, although the callout it gave up still holds a connection to a silent exchanger.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { startDnsServer, type DnsTestServer } from '../support/dns-server.js';
 import { postfixRequest, PolicyClient } from '../support/policy-client.js';
+import { serveOverrides } from '../../src/cli/serve.js';
 import { startServeProcess } from '../support/serve-process.js';
 import { silentGreeting, startSmtpServer, type SmtpTestServer } from '../support/smtp-server.js';
 import { mxZone } from '../verify/fixture.js';
@@ -77,9 +78,21 @@ describe('callout serve files', () => {
       const modes = Object.fromEntries([dataDir, ...readdirSync(dataDir).map((name) => join(dataDir, name))].map((path) => [path, (statSync(path).mode & 0o777).toString(8)]));
       assert.ok(Object.keys(modes).some((path) => path.endsWith('callout.sqlite-wal')), JSON.stringify(modes));
       for (const [path, mode] of Object.entries(modes)) assert.equal(Number.parseInt(mode, 8) & 0o007, 0, `${path} has mode ${mode}`);
+      // The umask itself, which worker processes and whatever it creates later inherit (Linux: /proc).
+      const umask = /^Umask:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${serve.child.pid}/status`, 'utf8'))?.[1];
+      assert.equal(Number.parseInt(umask ?? '', 8), 0o027, `umask ${umask}`);
     } finally {
       await serve.stop('SIGTERM');
     }
+  });
+});
+
+describe('callout serve flags', () => {
+  it('override the file: --listen, --workers, --idle-poll, --data-dir and --metrics ("" disables it)', () => {
+    // The repeatable flags as commander gives them when absent.
+    const none = { dnsServer: [], allowTarget: [] } as unknown as Parameters<typeof serveOverrides>[0];
+    const overrides = serveOverrides({ ...none, listen: '127.0.0.1:0', workers: '2', idlePoll: '0', dataDir: '/srv/callout', metrics: '' });
+    assert.deepEqual({ policy: overrides.policy, dataDir: overrides.dataDir, metrics: overrides.metrics }, { policy: { listen: '127.0.0.1:0', workers: 2, idlePollMicros: 0 }, dataDir: '/srv/callout', metrics: { listen: '' } });
   });
 });
 
