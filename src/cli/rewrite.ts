@@ -263,11 +263,12 @@ function addSrsOptions(command: Command, prefix = ''): Command {
 }
 
 // Addresses and texts come from bounce messages, which anyone can send: shown() quotes one with
-// a control character, so an escape sequence in it does not drive the administrator's terminal.
+// a control character, so an escape sequence in it does not drive the administrator's terminal,
+// and an address is a field (shownField), so one with a space cannot pass for two.
 function formatReport(report: BounceReport): string {
   const lines = [`format: ${report.format}${report.reportingMta ? `, reported by ${shown(report.reportingMta)}` : ''}${report.truncated ? ' (truncated)' : ''}`];
   for (const r of report.recipients) {
-    lines.push(`${shown(r.address)}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${shown(r.diagnostic)}` : ''}`);
+    lines.push(`${shownField(r.address)}: ${r.action} ${r.status} (${r.statusText})${r.hard ? ' [hard]' : ''}${r.diagnostic ? ` - ${shown(r.diagnostic)}` : ''}`);
   }
   if (report.original?.messageId) lines.push(`original: ${shown(report.original.messageId)}${report.original.subject ? ` ${shownJson(report.original.subject)}` : ''}`);
   return lines.join('\n') + '\n';

@@ -165,6 +165,27 @@ describe('callout bounce', () => {
     assert.match(JSON.parse(c1.out).report.recipients[0].diagnostic, /550 5\.1\.1 \u009b2J \u202e User unknown/);
   });
 
+  it('quotes a recipient holding a space, so that a script splitting a line at spaces gets its fields', async () => {
+    const bounce = [
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: message/delivery-status',
+      '',
+      'Reporting-MTA: dns; mx.example.net',
+      '',
+      'Final-Recipient: rfc822; "john doe"@example.org',
+      'Action: failed',
+      'Status: 5.1.1',
+      '',
+      '--b--',
+      '',
+    ].join('\n');
+    const { out, code } = await run(['bounce', 'parse', '-'], { stdin: bounce });
+    assert.equal(code, 0);
+    assert.match(out, /^"\\"john doe\\"@example\.org": failed 5\.1\.1 /m, out);
+  });
+
   it('records proven bounces into the store and lists, queries and removes them', async () => {
     const store = join(dir, 'supp.sqlite');
     // postfix-dsn.eml came back to prvs=12693bd285=alice@example.com, signed 2020-01-01 with key 1.
