@@ -1,7 +1,7 @@
 // describeError on whatever a catch block may hold: it runs inside catch blocks and log calls, so it must never throw.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CalloutError, describeError } from '../../src/core/errors.js';
+import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError, describeError } from '../../src/core/errors.js';
 
 describe('describeError', () => {
   it('gives the code and message of a CalloutError, the message of an Error, the text of anything else', () => {
@@ -44,5 +44,15 @@ describe('describeError', () => {
       assert.equal(typeof text, 'string');
       assert.notEqual(text, '');
     }
+  });
+});
+
+describe('error codes', () => {
+  it('gives each error class its stable code, which exit statuses and logs rely on', () => {
+    assert.equal(new ConfigError('x').code, 'CONFIG_INVALID');
+    assert.equal(new UsageError('x').code, 'USAGE');
+    assert.equal(new ListenUnavailableError('x').code, 'LISTEN_UNAVAILABLE');
+    assert.equal(new StoreError('x').code, 'STORE_UNAVAILABLE');
+    assert.equal(new StoreError('x').name, 'StoreError');
   });
 });

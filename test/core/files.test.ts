@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeDirectories, readFileLimited, secretExposure, warnIfSecretExposed } from '../../src/core/files.js';
+import { makeDirectories, readFileLimited, secretExposure, warnIfSecretExposed, withholdFromOthers } from '../../src/core/files.js';
 import { isoSeconds } from '../../src/core/clock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-files-'));
@@ -122,5 +122,29 @@ describe('makeDirectories', () => {
     assert.throws(() => makeDirectories(join(file, 'below')), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
     // Node 20's mkdirSync({ recursive: true }) retries this for ever.
     assert.throws(() => makeDirectories('/proc/callout-test/x'), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT');
+  });
+});
+
+describe('governing files and the umask', () => {
+  it('refuses a governing file writable by others alone, and reads one only its group may write', () => {
+    const path = join(dir, 'governing-modes');
+    writeFileSync(path, 'key: value\n');
+    chmodSync(path, 0o602);
+    assert.deepEqual(readFileLimited(path, 100, { governing: true }), { ok: false, reason: 'writable by any user (mode 0602), so anyone on this host could change it: chmod o-w' });
+    chmodSync(path, 0o660);
+    assert.ok(readFileLimited(path, 100, { governing: true }).ok);
+  });
+
+  it('withholdFromOthers adds 027 to the umask and keeps a stricter one', () => {
+    const saved = process.umask(0o022);
+    try {
+      withholdFromOthers();
+      assert.equal(process.umask(), 0o027);
+      process.umask(0o077);
+      withholdFromOthers();
+      assert.equal(process.umask(), 0o077);
+    } finally {
+      process.umask(saved);
+    }
   });
 });

@@ -187,3 +187,27 @@ describe('IdlePoller', () => {
     await nextTurn();
   });
 });
+
+describe('poll boundaries', () => {
+  it('opens the window for a gap of exactly the maximum, and to at least 1 µs when the first step is 0', () => {
+    const window = new PollWindow({ maxMicros: 200, growMicros: 50 });
+    window.observe(200, false);
+    assert.equal(window.micros, 50);
+    const tiny = new PollWindow({ maxMicros: 200, growMicros: 0 });
+    tiny.observe(10, false);
+    assert.equal(tiny.micros, 1);
+  });
+
+  it('counts a request that arrives at the very end of the poll as caught', () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
+    const first = poller.answered();
+    time.advance(0.01);
+    poller.arrived(first); // window 50 µs
+    const second = poller.answered();
+    time.advance(0.05);
+    poller.arrived(second);
+    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 1, slept: 1 });
+    time.advance(1);
+  });
+});

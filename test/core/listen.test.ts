@@ -1,15 +1,16 @@
 // Listen addresses as administrators write them: limits, and any input fuzzed; binding to them.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { lstatSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ConfigError, ListenUnavailableError } from '../../src/core/errors.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
-import { listenOn, parseListenAddress, reachableFromNetwork, removeStaleSocket, type ListenAddress } from '../../src/core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, formatListenAddress, listenOn, openToAllUsers, parseListenAddress, reachableFromNetwork, removeStaleSocket, type ListenAddress } from '../../src/core/listen.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 describe('listen addresses', () => {
@@ -139,6 +140,110 @@ describe('removeStaleSocket', () => {
       assert.ok(lstatSync(path).isSocket());
     } finally {
       spawnSync('chattr', ['-i', directory]);
+    }
+  });
+});
+
+describe('listen address limits and forms', () => {
+  it('accepts port 65535 and refuses 65536; writes an IPv6 host in brackets', () => {
+    assert.deepEqual(parseListenAddress('127.0.0.1:65535'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 65535 } });
+    assert.deepEqual(parseListenAddress('127.0.0.1:65536'), { ok: false, reason: 'port 65536 is out of range' });
+    // Quoted whole up to 60 characters, cut after that.
+    assert.deepEqual(parseListenAddress('h'.repeat(60)), { ok: false, reason: `"${'h'.repeat(60)}" is not host:port, [ipv6]:port or an absolute socket path` });
+    assert.deepEqual(parseListenAddress('h'.repeat(61)), { ok: false, reason: `"${'h'.repeat(60)}..." is not host:port, [ipv6]:port or an absolute socket path` });
+    assert.equal(formatListenAddress({ kind: 'tcp', host: '::1', port: 10040 }), '[::1]:10040');
+    assert.equal(formatListenAddress({ kind: 'tcp', host: '127.0.0.1', port: 10040 }), '127.0.0.1:10040');
+  });
+
+  it('socket modes: 0660 by default, octal of three or four digits, o+w alone opens the socket to every user', () => {
+    assert.equal(DEFAULT_SOCKET_MODE, 0o660);
+    for (const text of ['660', '0660', '0777']) assert.ok(SOCKET_MODE_TEXT.test(text), text);
+    for (const text of ['6', '66', '0880', '06600']) assert.ok(!SOCKET_MODE_TEXT.test(text), text);
+    assert.equal(openToAllUsers(0o660), false);
+    assert.equal(openToAllUsers(0o664), false, 'o+r alone does not let others connect');
+    assert.equal(openToAllUsers(0o662), true);
+    assert.equal(openToAllUsers(0o670), false, 'g+w is the group Postfix connects as');
+  });
+});
+
+describe('listenOn socket modes and temporary failures', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'callout-mode-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('gives a UNIX socket the mode asked for, whatever the umask', async () => {
+    const path = join(scratch, 'policy.sock');
+    const server = net.createServer();
+    const umask = process.umask(0o022);
+    try {
+      await listenOn(server, { kind: 'unix', path }, 'policy.sock', DEFAULT_SOCKET_MODE);
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      assert.equal(lstatSync(path).mode & 0o777, 0o660);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a name that cannot be resolved for now (EAI_AGAIN) is temporary, exit 75', async () => {
+    // The resolver's answer, without asking one: a server whose bind fails as listen() reports it.
+    class Unresolved extends net.Server {
+      override listen(): this {
+        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo EAI_AGAIN policy.example'), { code: 'EAI_AGAIN' })));
+        return this;
+      }
+    }
+    await assert.rejects(listenOn(new Unresolved(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
+      assert.ok(err instanceof ListenUnavailableError, String(err));
+      assert.equal(exitCodeFor(err), 75);
+      return true;
+    });
+  });
+});
+
+describe('removeStaleSocket refusals', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'callout-stale2-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('leaves a path that is not a socket, and a socket a live server has, in place', async () => {
+    const file = join(scratch, 'not-a-socket');
+    writeFileSync(file, 'keep me');
+    await assert.rejects(removeStaleSocket(file), (err: unknown) => err instanceof ConfigError && /it exists and is not a socket/.test(err.message));
+    assert.equal(readFileSync(file, 'utf8'), 'keep me');
+    const path = join(scratch, 'live.sock');
+    const server = net.createServer();
+    await listenOn(server, { kind: 'unix', path }, 'live.sock');
+    try {
+      await assert.rejects(removeStaleSocket(path), (err: unknown) => err instanceof ConfigError && /another server is listening there/.test(err.message));
+      assert.ok(lstatSync(path).isSocket());
+    } finally {
+      server.close();
+    }
+  });
+
+  it('leaves a socket whose live server is stopped (its backlog full, EAGAIN) in place', async () => {
+    const path = join(scratch, 'stopped.sock');
+    // A server that stops itself once it listens, with room for one waiting connection.
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(path)}, backlog: 1 }, () => { process.stdout.write('up'); process.kill(process.pid, 'SIGSTOP'); })`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const clients: net.Socket[] = [];
+    try {
+      await once(child.stdout, 'data');
+      let full = false;
+      while (!full && clients.length < 20) {
+        const client = net.connect(path);
+        clients.push(client);
+        full = await new Promise<boolean>((resolve) => {
+          client.once('connect', () => resolve(false));
+          client.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EAGAIN'));
+        });
+      }
+      assert.ok(full, 'the backlog filled up');
+      await assert.rejects(removeStaleSocket(path), (err: unknown) => err instanceof ConfigError && /cannot tell whether the server there is gone/.test(err.message));
+      assert.ok(lstatSync(path).isSocket());
+    } finally {
+      for (const client of clients) client.destroy();
+      child.kill('SIGKILL');
     }
   });
 });

@@ -253,3 +253,23 @@ describe('RepeatCollapser', () => {
   });
 });
 
+
+describe('CoalescingDestination write limit', () => {
+  it('writes lines that fill the limit exactly together, in one write, and lines one octet over it apart', () => {
+    const out = recorder();
+    const destination = new CoalescingDestination(out, ATOMIC_WRITE_OCTETS);
+    const half = `${'a'.repeat(ATOMIC_WRITE_OCTETS / 2 - 1)}\n`;
+    destination.write(half);
+    destination.write(half);
+    destination.write('x\n');
+    destination.close();
+    assert.deepEqual(out.writes, [half + half, 'x\n']);
+    const split = recorder();
+    const over = new CoalescingDestination(split, ATOMIC_WRITE_OCTETS);
+    const longer = `${'b'.repeat(ATOMIC_WRITE_OCTETS / 2)}\n`;
+    over.write(half);
+    over.write(longer);
+    over.close();
+    assert.deepEqual(split.writes, [half, longer], 'one octet over the limit: two writes');
+  });
+});
