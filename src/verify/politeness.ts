@@ -189,7 +189,7 @@ export class Politeness {
     for (let attempt = 0; attempt < LEASE_TRIES && !stop(); attempt++) {
       const stored = await store.get(key);
       const now = clock.now();
-      const live = liveLeases(stored?.value, now);
+      const live = liveLeases(stored?.value, now, this.options.leaseMs);
       if (!change(live, now)) return 'unchanged';
       if (await store.compareAndSet(key, stored?.value, JSON.stringify(Object.fromEntries(live)), leaseTtl(live, now))) return 'written';
     }
@@ -262,13 +262,18 @@ export class Politeness {
   }
 }
 
-/** The unexpired leases of a stored map; anything unreadable holds none. */
-function liveLeases(value: string | undefined, now: number): Map<string, number> {
+/**
+ * The unexpired leases of a stored map; anything unreadable holds none. None lasts past
+ * leaseMs from now, as none is given for longer: a stored expiry of 1e300 made every lease of
+ * the address a StoreError (no TTL that long), and one years ahead was written back with it,
+ * the record kept (and its slot held) for years.
+ */
+function liveLeases(value: string | undefined, now: number, leaseMs: number): Map<string, number> {
   const live = new Map<string, number>();
   const parsed = value === undefined ? undefined : parseJson(value);
   if (!isRecord(parsed)) return live;
   for (const [id, expiresAt] of Object.entries(parsed)) {
-    if (typeof expiresAt === 'number' && expiresAt > now) live.set(id, expiresAt);
+    if (typeof expiresAt === 'number' && expiresAt > now) live.set(id, Math.min(expiresAt, now + leaseMs));
   }
   return live;
 }

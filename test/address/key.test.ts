@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { asciiLower, isDigestedKeyPart, keyPart, mailboxKey } from '../../src/address/index.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 describe('mailboxKey', () => {
   it('folds A-Z only, and keys a U-label domain and its A-label alike', () => {
@@ -43,5 +45,25 @@ describe('keyPart', () => {
     const long = 'a'.repeat(300);
     assert.notEqual(keyPart(`${long}\ud800`), keyPart(`${long}\udc00`), 'lone surrogates that UTF-8 would encode alike');
     for (const part of ['bob@example.org', 'postmaster@[192.0.2.1]', `${'a'.repeat(300)}@example.org`]) assert.ok(!isDigestedKeyPart(part), part);
+  });
+});
+
+describe('mailboxKey and keyPart fuzzed', () => {
+  it('key any text without throwing, within 256 octets, and keyPart is its own key', () => {
+    const text = fc.oneof(fc.string({ unit: 'binary', maxLength: 400 }), fc.emailAddress(), fc.tuple(fc.string({ maxLength: 300 }), fc.domain()).map(([local, domain]) => `${local}@${domain}`));
+    fc.assert(
+      fc.property(text, (address) => {
+        const key = keyPart(mailboxKey(address));
+        assert.ok(Buffer.byteLength(key) <= 256, key);
+        assert.equal(keyPart(key), key);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('keys the longest policy attribute (4 kB) and far longer crafted texts in linear time', () => {
+    for (const crafted of ['@'.repeat(100_000), `a@${'ü.'.repeat(50_000)}`, `${'Ä'.repeat(100_000)}@X`, '\ud800'.repeat(100_000)]) {
+      assert.ok(elapsedMs(() => keyPart(mailboxKey(crafted))) < 500, crafted.slice(0, 10));
+    }
   });
 });

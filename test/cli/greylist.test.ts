@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { Command } from 'commander';
+import fc from 'fast-check';
 import { printGreylist, registerGreylistCommands } from '../../src/cli/greylist.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { ConfigError, StoreError, UsageError } from '../../src/core/errors.js';
@@ -368,6 +369,32 @@ describe('callout greylist on a store that is not there', () => {
   });
 
   // `allow` opened (made) the store before it read CLIENT, and `list`/`drop` said "no store there" (78).
+  it('fuzz: reads any CLIENT as a client or refuses it with a usage error naming it, before the store, in linear time', async () => {
+    const untouched = join(dir, 'untouched-fuzz-dir');
+    const label = fc.stringMatching(/^[a-z0-9-]{0,12}$/);
+    const client = fc.oneof(
+      fc.string(),
+      fc.ipV4(),
+      fc.ipV6(),
+      fc.tuple(fc.oneof(fc.ipV4(), fc.ipV6()), fc.string({ maxLength: 4 })).map(([ip, prefix]) => `${ip}/${prefix}`),
+      fc.array(label, { maxLength: 5 }).map((labels) => `domain:${labels.join('.')}`),
+    );
+    const check = async (text: string): Promise<void> => {
+      const { error } = await run(['list', `--client=${text}`, '--data-dir', untouched]);
+      // A client read goes on to the store, which is not there.
+      if (error instanceof ConfigError) assert.match(error.message, /no store there/, JSON.stringify(text));
+      else assert.ok(error instanceof UsageError && /^client: got /.test(error.message), `${JSON.stringify(text)}: ${String(error)}`);
+    };
+    await fc.assert(fc.asyncProperty(client, check), { numRuns: 200 });
+    for (const crafted of [`domain:${'a-'.repeat(50_000)}!`, `domain:${'a.'.repeat(50_000)}-`, `${'1'.repeat(100_000)}/24`, `${'::'.repeat(50_000)}/64`]) {
+      const started = process.cpuUsage();
+      await check(crafted);
+      const { user, system } = process.cpuUsage(started);
+      assert.ok((user + system) / 1000 < 1_000, `${crafted.slice(0, 20)}…: ${(user + system) / 1000} ms`);
+    }
+    assert.equal(existsSync(untouched), false, 'no store made');
+  });
+
   it('checks the arguments before the store: a bad one is a usage error (64) and makes no store', async () => {
     const untouched = join(dir, 'untouched-dir');
     const bad: string[][] = [

@@ -3,6 +3,7 @@
 // limits and caches that keep one domain's or one server's load bounded.
 import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import net from 'node:net';
 import { CachingResolver } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
@@ -405,6 +406,32 @@ describe('limits on every path', () => {
     await stopping.settled();
     const next = await politeness().acquireHost('192.0.2.1', performance.now() + 5_000);
     assert.equal(typeof next, 'object', `another process (the daemon started in its place) has the slot: ${JSON.stringify(next)}`);
+    await memory.close();
+  });
+
+  it('reads any stored lease map: a slot or the limit, never a StoreError, and no lease written lasts past leaseMs', async () => {
+    const clock = new ManualClock();
+    const { memory, store, open } = gatedStore(clock);
+    open();
+    const leaseMs = 65_000;
+    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 2, leaseMs, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const expiry = fc.oneof(fc.double(), fc.integer(), fc.constantFrom(1e300, Number.MAX_SAFE_INTEGER, clock.now() + 1e12, clock.now() + 1, clock.now()), fc.string(), fc.constant(null));
+    const stored = fc.oneof(fc.string(), fc.json(), fc.dictionary(fc.string({ maxLength: 8 }), expiry, { maxKeys: 4 }).map((map) => JSON.stringify(map)));
+    const check = async (value: string): Promise<void> => {
+      await memory.set('slots:host:192.0.2.1', value, 1_000);
+      const slot = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
+      assert.ok(slot === 'limit' || typeof slot === 'object', `${value}: ${JSON.stringify(slot)}`);
+      const written = await memory.get('slots:host:192.0.2.1');
+      if (typeof slot === 'object') {
+        assert.ok(written !== undefined && written.expiresAt <= clock.now() + leaseMs, `${value}: the record lasts until ${written?.expiresAt}`);
+        for (const expiresAt of Object.values(JSON.parse(written.value) as Record<string, number>)) assert.ok(expiresAt <= clock.now() + leaseMs, `${value}: a lease until ${expiresAt}`);
+        slot.release();
+      }
+      await politeness.settled();
+    };
+    // Regression: no TTL is that long, so every lease of the address was a StoreError.
+    await check('{"a":1e300}');
+    await fc.assert(fc.asyncProperty(stored, check), { numRuns: 300 });
     await memory.close();
   });
 
