@@ -53,6 +53,7 @@ const DEFAULT_TTL_MS = 365 * 86_400_000;
 const MAX_ADD_ATTEMPTS = 16;
 
 export type SuppressionProof = 'batv' | 'verp' | 'batv+verp' | 'manual';
+const PROOFS: ReadonlySet<SuppressionProof> = new Set<SuppressionProof>(['batv', 'verp', 'batv+verp', 'manual']);
 
 export interface SuppressionEntry {
   address: string;
@@ -104,8 +105,9 @@ function decodeEntry(value: string): SuppressionEntry | undefined {
   if (!isRecord(parsed)) return undefined;
   const entry = parsed as Partial<SuppressionEntry>;
   const times = [entry.firstSeen, entry.lastSeen, entry.count];
-  const texts = [entry.address, entry.status, entry.proof, entry.format];
+  const texts = [entry.address, entry.status, entry.format];
   if (!texts.every((text) => typeof text === 'string') || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
+  if (!PROOFS.has(entry.proof as SuppressionProof)) return undefined;
   return entry as SuppressionEntry;
 }
 

@@ -274,11 +274,12 @@ function formatReport(report: BounceReport): string {
   return lines.join('\n') + '\n';
 }
 
-// A store (a shared Redis) holds what any program wrote: the address, status and proof are
-// fields a script splits the line into at spaces, quoted when they hold one or a quote
-// ("john doe"@example.org); the diagnostic is the rest of the line.
+// A store (a shared Redis) holds what any program wrote: the address and status are fields a
+// script splits the line into at spaces, quoted when they hold one or a quote ("john
+// doe"@example.org), the proof is one of four words (or the entry reads as damaged), and the
+// diagnostic is the rest of the line.
 function formatEntry(e: SuppressionEntry): string {
-  return `${shownField(e.address)}: ${shownField(e.status)} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${shownField(e.proof)})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
+  return `${shownField(e.address)}: ${shownField(e.status)} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
 }
 
 async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {

@@ -18,7 +18,7 @@
 
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { UsageError } from '../core/errors.js';
-import { shown, shownJson } from '../core/text.js';
+import { shown, shownField, shownJson } from '../core/text.js';
 import type { Config } from '../config/schema.js';
 import type { Verdict, VerifyResult } from '../verify/types.js';
 import { createRuntime } from './runtime.js';
@@ -241,8 +241,9 @@ function format(result: VerifyResult, json: boolean): string {
   const source = result.source === 'probe' || result.source === 'none' ? '' : ` [${result.source}${result.stale ? ', stale' : ''}]`;
   // An address read from a list may hold control characters, and so may the reply text of the
   // exchanger in the description (its owner writes it: an escape sequence, a bare CR that
-  // overwrites the line with another verdict); the terminal gets them quoted.
-  return `${shown(result.address)}: ${result.verdict} (${result.reason}) - ${shown(result.description)}${source}`;
+  // overwrites the line with another verdict); the terminal gets them quoted, and an address
+  // with a space is quoted as a field (shownField), so it cannot pass for two.
+  return `${shownField(result.address)}: ${result.verdict} (${result.reason}) - ${shown(result.description)}${source}`;
 }
 
 /** The exit status for the verdicts a run printed (which, not how many). */

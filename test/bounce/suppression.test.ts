@@ -170,6 +170,7 @@ describe('suppression list: values that are not entries', () => {
     await store.set('supp:foreign@example.org', JSON.stringify({ address: 'foreign@example.org', status: '5.1.1', firstSeen: 'yesterday', lastSeen: 1, count: 1 }), 86_400_000);
     // JSON reads 1e999 as Infinity: not a count.
     await store.set('supp:huge@example.org', JSON.stringify({ address: 'huge@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 }).replace('"count":1', '"count":1e999'), 86_400_000);
+    await store.set('supp:proof@example.org', JSON.stringify({ address: 'proof@example.org', status: '5.1.1', format: 'manual', proof: 'trust me', firstSeen: 1, lastSeen: 1, count: 1 }), 86_400_000);
     assert.deepEqual((await list.list()).entries.map((e) => e.address), ['good@example.org']);
     assert.equal(await list.get('broken@example.org'), undefined);
     assert.equal(await list.isSuppressed('broken@example.org'), false, 'the senders agree with the listing');

@@ -149,9 +149,12 @@ describe('callout verify', () => {
     );
   });
 
-  it('prints an address with control characters quoted, and names an empty --file', async () => {
+  it('prints an address with control characters, white space or a quote quoted, and names an empty --file', async () => {
     const { stdout } = await callout(['verify', ...engine(), 'a\u0001b@real.test']);
     assert.match(stdout, /^"a\\u0001b@real\.test": invalid \(syntax\)/);
+    // A field a script splits the line into at spaces: "a b"@real.test bare would read as two.
+    const spaced = await callout(['verify', ...engine(), '"a b"@real.test']);
+    assert.match(spaced.stdout, /^"\\"a b\\"@real\.test": \w+ \(/, spaced.stdout);
     const empty = await callout(['verify', ...engine(), '--file', '']);
     assert.equal(empty.code, 64);
     assert.equal(empty.stderr, 'callout: USAGE: verify: --file: got "", expected a file\n');
