@@ -26,6 +26,11 @@ function freshPath(): string {
   return join(scratch, `case-${fileCount}`, 'nested', 'store.sqlite');
 }
 
+/** SQLite's automatic checkpoint (pages) on the store's own connection: a per-connection setting. */
+function walAutocheckpoint(store: SqliteStore): unknown {
+  return (store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint', { simple: true });
+}
+
 /** Waits (up to 10 s) for the checkpoint thread to have started and taken over from SQLite. */
 async function threadTakesOver(store: SqliteStore): Promise<void> {
   await until(() => store.checkpoints === 'thread', 10_000, 5);
@@ -105,6 +110,14 @@ describe('SqliteStore', () => {
     const scan = store.scan('', 10).then((rows) => events.push(`scan ${rows.map((r) => r.key).join(',')}`));
     await Promise.all([write, untouched, behind, scan]);
     assert.deepEqual(events, ['read committed', 'write committed', 'written new', 'scan read,written']);
+    await store.close();
+  });
+
+  it('scans behind a write queued in the same turn, so a scan sees it', async () => {
+    const store = await SqliteStore.open(freshPath());
+    const written = store.set('s:a', 'v', 60_000);
+    assert.deepEqual((await store.scan('s:', 10)).map((row) => row.key), ['s:a']);
+    await written;
     await store.close();
   });
 
@@ -201,11 +214,13 @@ describe('SqliteStore', () => {
     const clock = new ManualClock();
     const path = freshPath();
     const first = await SqliteStore.open(path, { clock });
+    assert.equal(first.schemaUpgrade, undefined, 'a new file is no upgrade');
     await first.set('k', 'persisted \u00e9', 60_000);
     await first.increment('c', 3, 60_000);
     await first.close();
 
     const second = await SqliteStore.open(path, { clock });
+    assert.equal(second.schemaUpgrade, undefined, 'a current file is no upgrade');
     assert.deepEqual(await second.get('k'), { value: 'persisted \u00e9', expiresAt: clock.now() + 60_000 });
     assert.equal(await second.increment('c', 1, 60_000), 4);
     clock.advance(60_000);
@@ -245,6 +260,8 @@ describe('SqliteStore', () => {
       assert.match(String(db.prepare("SELECT sql FROM sqlite_schema WHERE name = 'kv'").pluck().get()), /WITHOUT ROWID$/);
       assert.deepEqual(db.prepare("SELECT name FROM pragma_index_list('kv') WHERE origin = 'c'").all(), []);
       assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all(), ['kv']);
+      // A per-connection setting, so read on the store's: the WAL is cut back to 64 MiB when it starts again.
+      assert.equal((store as unknown as { db: Database.Database }).db.pragma('journal_size_limit', { simple: true }), 64 * 1024 * 1024);
     } finally {
       db.close();
       await store.close();
@@ -514,7 +531,10 @@ describe('SqliteStore', () => {
         assert.match(err.message, /locked/);
         return true;
       });
-      assert.ok(performance.now() - started >= 30);
+      const waited = performance.now() - started;
+      assert.ok(waited >= 30, `waited ${Math.round(waited)} ms`);
+      // Retried every millisecond after the first two: the lock is given up about then, not much later.
+      assert.ok(waited < 250, `waited ${Math.round(waited)} ms`);
       otherProcess.prepare('COMMIT').run();
       await store.set('k', 'after', 60_000);
       assert.equal((await store.get('k'))?.value, 'after', 'the store works again once the lock is free');
@@ -537,6 +557,23 @@ describe('SqliteStore', () => {
     await pending;
     assert.equal(otherProcess.prepare<[], { value: string }>("SELECT value FROM kv WHERE key = 'last'").get()?.value, 'word');
     otherProcess.close();
+  });
+
+  it('fails a group that first meets the lock in close() once busyTimeoutMs has passed, naming the lock', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path, { busyTimeoutMs: 30 });
+    const { released } = await holdWriteLock(path, 400);
+    const pending = store.set('last', 'word', 60_000);
+    const failed = assert.rejects(pending, (err: unknown) => {
+      assert.ok(err instanceof StoreError, String(err));
+      assert.ok(err.message.startsWith(`sqlite store ${path}: set failed: `), err.message);
+      assert.match(err.message, /locked/);
+      return true;
+    });
+    // Closed in the turn of the write: the group first meets the lock in close()'s own commit.
+    await store.close();
+    await failed;
+    await released;
   });
 
   it('commits a group still waiting for the lock when it closes with the checkpoint thread running', async () => {
@@ -599,7 +636,9 @@ describe('SqliteStore', () => {
     assert.equal(store.checkpoints, 'sqlite', 'a short visit leaves checkpoints to SQLite');
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.equal(store.checkpoints, 'sqlite', 'SQLite checkpoints until the thread runs');
+    assert.equal(walAutocheckpoint(store), 1000);
     await threadTakesOver(store);
+    assert.equal(walAutocheckpoint(store), 0, 'the store\'s connection no longer checkpoints in its commits');
     const before = statSync(path).size;
     await Promise.all(Array.from({ length: 500 }, (_, i) => store.set(`more${i}`, 'x'.repeat(200), 60_000)));
     // SQLite's own checkpoint is off now: only the thread copies pages into the database file.
@@ -668,6 +707,7 @@ describe('SqliteStore', () => {
     thread?.postMessage('fail');
     await until(() => store.checkpoints !== 'thread');
     assert.equal(store.checkpoints, 'sqlite');
+    assert.equal(walAutocheckpoint(store), 1000, 'SQLite checkpoints in commits again');
     // Polled: the store unrefs the thread, so a promise of its exit would not keep the test alive.
     assert.ok(await until(() => exited), 'the thread ended');
     assert.deepEqual(reasons, ['the checkpoint thread failed: no checkpoints today'], 'told once');
@@ -715,9 +755,16 @@ describe('SqliteStore', () => {
   });
 
   it('has nobody checkpoint an in-memory database', async () => {
-    const store = await SqliteStore.open(':memory:');
+    const started: string[] = [];
+    const store = await SqliteStore.open(':memory:', {
+      startCheckpointer: (file, intervalMs) => {
+        started.push(file);
+        return startCheckpointer(file, intervalMs);
+      },
+    });
     for (let i = 0; i < 150; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.equal(store.checkpoints, 'none');
+    assert.deepEqual(started, [], 'no thread for a database without a file');
     await store.close();
   });
 
@@ -932,7 +979,6 @@ describe('SqliteStore', () => {
       leftBehind.pragma('journal_mode = WAL');
       leftBehind.exec('CREATE TABLE kept (x)');
       chmodSync(path, 0o666);
-      for (const companion of ['-wal', '-shm']) chmodSync(path + companion, 0o444);
       writeFileSync(
         script,
         `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
@@ -944,13 +990,17 @@ describe('SqliteStore', () => {
       chmodSync(script, 0o644);
       const { NODE_TEST_CONTEXT: _, ...env } = process.env;
       const asAnotherUser = process.getuid?.() === 0 ? ['as-nobody'] : [];
-      const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-      await once(child, 'exit');
-      const { name, message } = JSON.parse(out) as { name: string; message: string };
-      assert.equal(name, 'ConfigError', message);
-      assert.ok(message.includes(`cannot read and write ${path}-wal, which SQLite keeps beside the file (EACCES)`), message);
+      // Each of the two alone: the other writable.
+      for (const companion of ['-wal', '-shm']) {
+        for (const each of ['-wal', '-shm']) chmodSync(path + each, each === companion ? 0o444 : 0o666);
+        const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        await once(child, 'exit');
+        const { name, message } = JSON.parse(out) as { name: string; message: string };
+        assert.equal(name, 'ConfigError', message);
+        assert.ok(message.includes(`cannot read and write ${path}${companion}, which SQLite keeps beside the file (EACCES)`), message);
+      }
     } finally {
       leftBehind.close();
       rmSync(dir, { recursive: true, force: true });
@@ -997,19 +1047,22 @@ describe('SqliteStore', () => {
   });
 
   it('rejects a schema newer than it knows, and leaves the file alone', async () => {
-    const path = join(scratch, 'future.sqlite');
-    const db = new Database(path);
-    db.pragma('user_version = 99');
-    db.close();
-    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      assert.ok(err instanceof ConfigError, 'a newer callout is needed: waiting will not mend it');
-      assert.ok(err.message.includes(path), err.message);
-      assert.match(err.message, /schema version 99 is newer/);
-      return true;
-    });
-    const check = new Database(path, { readonly: true });
-    assert.equal(check.pragma('user_version', { simple: true }), 99);
-    check.close();
+    // 3: the very next version, which this one must not take for its own and write 2 over.
+    for (const version of [3, 99]) {
+      const path = join(scratch, `future-${version}.sqlite`);
+      const db = new Database(path);
+      db.pragma(`user_version = ${version}`);
+      db.close();
+      await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, 'a newer callout is needed: waiting will not mend it');
+        assert.ok(err.message.includes(path), err.message);
+        assert.match(err.message, new RegExp(`schema version ${version} is newer`));
+        return true;
+      });
+      const check = new Database(path, { readonly: true });
+      assert.equal(check.pragma('user_version', { simple: true }), version);
+      check.close();
+    }
   });
 
   it('refuses a database of another program (tables, no schema version of ours), and leaves it alone', async () => {
