@@ -70,6 +70,18 @@ export function addToCounter(context: string, stored: string, by: number): numbe
   return sum;
 }
 
+/**
+ * A counter read back for a sum, not for an increment: a value addToCounter would refuse
+ * (written by another program to a shared Redis, or damaged) or a negative one counts as 0.
+ * Number() read "1e3", "0x10" and "Infinity" as counts, and a stored -100000 in a rate
+ * window let a client that many events past its limit.
+ */
+export function readCounter(stored: string | undefined): number {
+  if (stored === undefined || !/^(0|[1-9][0-9]{0,15})$/.test(stored)) return 0;
+  const count = Number(stored);
+  return Number.isSafeInteger(count) ? count : 0;
+}
+
 /** UTF-16 code units remapped so that comparing them compares code points (UTF-8 byte order). */
 function codePointRank(unit: number): number {
   if (unit < 0xd800) return unit;

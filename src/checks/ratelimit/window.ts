@@ -25,6 +25,7 @@
  */
 
 import type { Clock } from '../../core/clock.js';
+import { readCounter } from '../../store/semantics.js';
 import type { Store } from '../../store/types.js';
 
 /** The shortest window: a window of 0 would make every estimate NaN (never over a limit). */
@@ -96,10 +97,10 @@ export class SlidingWindow {
     const ttl = this.ttlMs();
     const currentKey = `${this.prefix}${key}:${index}`;
     const [current, previousEntry] = await Promise.all([
-      by > 0 ? this.store.increment(currentKey, by, ttl) : this.store.get(currentKey).then((e) => Number(e?.value) || 0),
+      by > 0 ? this.store.increment(currentKey, by, ttl) : this.store.get(currentKey).then((e) => readCounter(e?.value)),
       this.store.get(`${this.prefix}${key}:${index - 1}`),
     ]);
-    const previous = Number(previousEntry?.value) || 0;
+    const previous = readCounter(previousEntry?.value);
     // previous × (window − elapsed) / window with one rounding: an estimate that is a whole
     // number is exactly that number. previous × (1 − elapsed / window) rounded twice and made
     // 30 × 0.3 + 1 come out as 10.000000000000002, over a limit of 10 it was not over.

@@ -91,6 +91,7 @@ import { isRecord, parseJson } from '../../core/record.js';
 import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
+import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
@@ -319,7 +320,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   };
   async function errorsOf(counted: string, scope: Scope | undefined): Promise<Errors> {
     const [connection, sample] = await Promise.all([scope ? deps.store.get(scope.key) : undefined, window.peek(counted)]);
-    return { connection: Number(connection?.value) || 0, client: sample.estimate };
+    return { connection: readCounter(connection?.value), client: sample.estimate };
   }
   /**
    * Under stress (Postfix sends `stress=yes` when its smtpd processes are all busy) a delayed

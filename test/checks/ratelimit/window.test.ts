@@ -37,6 +37,20 @@ describe('SlidingWindow', () => {
     assert.deepEqual(await window.peek('k'), { estimate: 0, current: 0, previous: 0, windowStart: start + 2 * 60 * MINUTE });
   });
 
+  it('reads a stored count that is no counter (another program wrote it, or it is damaged) as 0', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
+    const store = new MemoryStore({ clock });
+    const window = new SlidingWindow(store, clock, 60 * MINUTE, 'w:');
+    const index = Math.floor(clock.now() / (60 * MINUTE));
+    for (const [n, stored] of ['-100000', '1e3', '0x10', 'Infinity', ' 5', '99999999999999999999'].entries()) {
+      await store.set(`w:k${n}:${index - 1}`, stored, 2 * 60 * MINUTE);
+      await store.set(`w:k${n}:${index}`, stored, 2 * 60 * MINUTE);
+      assert.equal((await window.peek(`k${n}`)).estimate, 0, stored);
+    }
+    await store.set(`w:good:${index}`, '7', 2 * 60 * MINUTE);
+    assert.equal((await window.peek('good')).estimate, 7);
+  });
+
   it('tells when there is room again', async () => {
     const clock = new ManualClock(Date.UTC(2026, 0, 1, 10));
     const window = new SlidingWindow(new MemoryStore({ clock }), clock, 60 * MINUTE, 'w:');
