@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { ManualClock } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import type { Resolver } from '../../../src/dns/types.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
@@ -16,7 +17,15 @@ function context(clientAddress: string, deadlineMs: number): StageContext {
 
 describe('iprev stage', () => {
   let server: DnsTestServer;
+  let resolver: Resolver;
   let stage: Stage;
+
+  /** The stage with `options` (authservId mx.receiver.test unless given), over the in-process DNS server. */
+  const iprevWith = (options: Record<string, unknown>): Stage => {
+    const clock = new ManualClock();
+    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+    return iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', ...options }) as never, deps);
+  };
 
   before(async () => {
     server = await startDnsServer({
@@ -29,10 +38,8 @@ describe('iprev stage', () => {
       'mail23.sender.test': { A: ['127.0.0.23'] },
     });
     // The resolver waits far longer than the decision deadline, as the defaults do (3 s x 2 tries against a 6 s deadline).
-    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
-    const clock = new ManualClock();
-    const options = iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { permerror: 'reject' } });
-    stage = iprevStage.create(options as never, { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    resolver = createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 });
+    stage = iprevWith({ actions: { permerror: 'reject' } });
   });
 
   after(async () => {
@@ -40,8 +47,7 @@ describe('iprev stage', () => {
   });
 
   it('a defer-if-permit action carries RFC 7372\'s 4.7.25, which Postfix would otherwise make 4.7.1', async () => {
-    const clock = new ManualClock();
-    const deferring = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { temperror: 'defer-if-permit' } }) as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const deferring = iprevWith({ actions: { temperror: 'defer-if-permit' } });
     const verdict = await deferring.evaluate(context('127.0.0.21', 300));
     assert.equal(verdict.result, 'temperror');
     assert.equal(verdict.decision.kind === 'defer-if-permit' && verdict.decision.enhanced, '4.7.25');
@@ -51,9 +57,7 @@ describe('iprev stage', () => {
     const rejected = await stage.evaluate(context('127.0.0.22', 5000));
     assert.equal(rejected.result, 'permerror');
     assert.deepEqual(rejected.decision, { kind: 'reject', code: 550, enhanced: '5.7.25', text: `Client host rejected: reverse DNS of 127.0.0.22 does not confirm (${rejected.reason})` });
-    const clock = new ManualClock();
-    const options = iprevStage.options.parse({ authservId: 'mx.receiver.test', actions: { temperror: 'defer', permerror: 'reject' }, rejectCode: 554, deferCode: 451 });
-    const configured = iprevStage.create(options as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const configured = iprevWith({ actions: { temperror: 'defer', permerror: 'reject' }, rejectCode: 554, deferCode: 451 });
     assert.deepEqual((await configured.evaluate(context('127.0.0.22', 5000))).decision, { ...rejected.decision, code: 554 });
     const deferred = await configured.evaluate(context('127.0.0.21', 300));
     assert.deepEqual(deferred.decision, { kind: 'defer', code: 451, enhanced: '4.7.25', text: `Client host reverse DNS of 127.0.0.21 could not be checked, try again later (${deferred.reason})` });
@@ -63,9 +67,7 @@ describe('iprev stage', () => {
   });
 
   it('looks up no more than maxNames PTR names forward', async () => {
-    const clock = new ManualClock();
-    const deps = { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
-    const one = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', maxNames: 1 }) as never, deps);
+    const one = iprevWith({ maxNames: 1 });
     assert.equal((await one.evaluate(context('127.0.0.23', 5000))).result, 'fail');
     assert.equal((await stage.evaluate(context('127.0.0.23', 5000))).result, 'pass');
   });
@@ -77,8 +79,7 @@ describe('iprev stage', () => {
   });
 
   it('authenticationResults: false adds no header', async () => {
-    const clock = new ManualClock();
-    const quiet = iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', authenticationResults: false }) as never, { resolver: createNodeResolver({ servers: [server.address], timeoutMs: 3000, tries: 1 }), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const quiet = iprevWith({ authenticationResults: false });
     const verdict = await quiet.evaluate(context('127.0.0.20', 5000));
     assert.equal(verdict.result, 'pass');
     assert.deepEqual(verdict.headers, []);
