@@ -80,6 +80,8 @@ export interface RewriteCommandIo {
   stop?: AbortSignal;
   /** Where `rewrite serve` logs refused requests and connections (default: JSON lines on stderr). */
   log?: LookupLog;
+  /** What `rewrite serve` signs and checks by (default: the system clock); tests pin it. */
+  clock?: Clock;
 }
 
 
@@ -505,7 +507,7 @@ interface ServeFlags {
   socketMode: string;
 }
 
-function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap> {
+function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<string, LookupMap> {
   const maps: Record<string, LookupMap> = {};
   if (flags.srsSecretFile || flags.srsDomain) {
     const srs = srsFromFlags(
@@ -521,7 +523,7 @@ function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap>
       'srs-',
       log,
     );
-    Object.assign(maps, srsMaps(srs, systemClock));
+    Object.assign(maps, srsMaps(srs, clock));
   }
   if (flags.batvKeyFile) {
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
@@ -529,7 +531,7 @@ function serveMaps(flags: ServeFlags, log: LookupLog): Record<string, LookupMap>
     domainListFlag('--batv-domain', flags.batvDomain);
     if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
     const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow, log);
-    Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, systemClock));
+    Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, clock));
   }
   if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
   return maps;
@@ -555,7 +557,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       // Refused requests and connections, and secret files others can read, are logged as JSON
       // on stderr; stdout has the listeners.
       const log = io.log ?? createLogger('info', coalescingDestination(2));
-      const maps = serveMaps(flags, log);
+      const maps = serveMaps(flags, log, io.clock ?? systemClock);
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
       const socketMode = socketModeFlag(flags.socketMode);
       const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CalloutError, UsageError } from '../../src/core/errors.js';
 import { engineOverrides, numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { serveOverrides } from '../../src/cli/serve.js';
 import { resolve } from 'node:path';
 import fc from 'fast-check';
 import { elapsedMs } from '../support/fuzz.js';
@@ -36,6 +37,11 @@ describe('engine flags', () => {
 
   it('--timeout and --port set callout.timeouts.overall and callout.port, as numbers for the schema to check', () => {
     assert.deepEqual(engineOverrides({ ...none, timeout: '7', port: '2525' }), { callout: { port: 2525, timeouts: { overall: 7 } } });
+  });
+
+  it('`serve` flags override the file: --listen, --workers, --idle-poll, --data-dir and --metrics ("" disables it)', () => {
+    const overrides = serveOverrides({ ...none, listen: '127.0.0.1:0', workers: '2', idlePoll: '0', dataDir: '/srv/callout', metrics: '' });
+    assert.deepEqual({ policy: overrides.policy, dataDir: overrides.dataDir, metrics: overrides.metrics }, { policy: { listen: '127.0.0.1:0', workers: 2, idlePollMicros: 0 }, dataDir: '/srv/callout', metrics: { listen: '' } });
   });
 });
 

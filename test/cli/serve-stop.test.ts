@@ -9,7 +9,6 @@ import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { startDnsServer, type DnsTestServer } from '../support/dns-server.js';
 import { postfixRequest, PolicyClient } from '../support/policy-client.js';
-import { serveOverrides } from '../../src/cli/serve.js';
 import { startServeProcess } from '../support/serve-process.js';
 import { silentGreeting, startSmtpServer, type SmtpTestServer } from '../support/smtp-server.js';
 import { mxZone } from '../verify/fixture.js';
@@ -84,15 +83,6 @@ describe('callout serve files', () => {
     } finally {
       await serve.stop('SIGTERM');
     }
-  });
-});
-
-describe('callout serve flags', () => {
-  it('override the file: --listen, --workers, --idle-poll, --data-dir and --metrics ("" disables it)', () => {
-    // The repeatable flags as commander gives them when absent.
-    const none = { dnsServer: [], allowTarget: [] } as unknown as Parameters<typeof serveOverrides>[0];
-    const overrides = serveOverrides({ ...none, listen: '127.0.0.1:0', workers: '2', idlePoll: '0', dataDir: '/srv/callout', metrics: '' });
-    assert.deepEqual({ policy: overrides.policy, dataDir: overrides.dataDir, metrics: overrides.metrics }, { policy: { listen: '127.0.0.1:0', workers: 2, idlePollMicros: 0 }, dataDir: '/srv/callout', metrics: { listen: '' } });
   });
 });
 
