@@ -371,8 +371,14 @@ describe('callout serve', () => {
   it('answers the request in flight when stop() begins before it closes the connection', async () => {
     const { client, daemon, smtp, logs } = await setup();
     const answer = client.request(postfixRequest({ sender: 'bob@slow.test', instance: 'drain' }));
+    let answered = false;
+    void answer.then(
+      () => (answered = true),
+      () => (answered = true),
+    );
     // The callout waits on a 600 ms greeting.
     assert.ok(await until(() => smtp.get('127.0.0.4')!.connectionCount === 1), 'the callout is under way');
+    assert.equal(answered, false, 'the request is still running when stop() begins');
     await daemon.stop();
     assert.equal(await answer, 'DUNNO');
     assert.ok(!logs.some((l) => l.msg === 'policy requests still running at shutdown; closing their connections'), 'drained, not cut');

@@ -496,8 +496,8 @@ describe('Supervisor', () => {
 
   /**
    * Sends a scripted worker `type` (test:outcome, the outcome it gives each reload request;
-   * test:metrics, what it answers to scrapes) with `payload`; resolves once it says
-   * `${type}-set`.
+   * test:metrics, what it answers to scrapes; test:release, send the oldest held answer) with
+   * `payload`; resolves once it says `${type}-set`.
    */
   function scriptWorker(worker: Worker, type: string, payload: Record<string, unknown>): Promise<void> {
     return new Promise((resolve) => {
@@ -636,11 +636,15 @@ describe('Supervisor', () => {
     try {
       await scriptWorker(workers[0]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       // The second reads the file before the edit, slowly; asked again, it reads the finished file.
-      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'bbbbbbbbbbbb', delayMs: 1_500 } });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'bbbbbbbbbbbb', held: true } });
       supervisor.reload();
       assert.ok(await settled(workers, 1));
-      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa', delayMs: 3_000 } });
+      await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa', held: true } });
       supervisor.reload();
+      assert.ok(await settled(workers, 2));
+      // Its answer to the first reload comes only after the second was asked, then the one to the second.
+      await scriptWorker(workers[1]!, 'test:release', {});
+      await scriptWorker(workers[1]!, 'test:release', {});
       assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done') || differing(lines).length > 0), 10_000), JSON.stringify(lines.slice(-3)));
       assert.deepEqual(differing(lines), [], 'the late answer to the first reload was not compared');
       assert.equal(lines.find((l) => String(l.msg).startsWith('reload done'))!.config, 'aaaaaaaaaaaa');

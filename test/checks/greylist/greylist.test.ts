@@ -11,6 +11,7 @@ import { keyPart } from '../../../src/address/index.js';
 import { Greylist, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
+import { elapsedMsAsync } from '../../support/fuzz.js';
 import { startRedis } from '../../support/redis.js';
 import { onStoreWrite } from '../../support/store-writes.js';
 
@@ -658,11 +659,12 @@ describe('greylist rows read back, fuzzed', () => {
     const { greylist } = setup({ domainAutoAllow: 2 });
     const store = (greylist as unknown as { store: Store }).store;
     const t = triplet();
-    await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), `${'1'.repeat(500_000)},${','.repeat(500_000)}`, DAY);
-    await store.set(greylist.domainKey(t.client, 'sender.example'), `{"senders":[${'"x",'.repeat(200_000)}"y"],"last":0}`, DAY);
-    const started = process.hrtime.bigint();
-    assert.equal((await greylist.check(t)).reason, 'domain-auto-allow');
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    // The rows are written again before each check: a check may rewrite what it read.
+    const ms = await elapsedMsAsync(async () => {
+      await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), `${'1'.repeat(500_000)},${','.repeat(500_000)}`, DAY);
+      await store.set(greylist.domainKey(t.client, 'sender.example'), `{"senders":[${'"x",'.repeat(200_000)}"y"],"last":0}`, DAY);
+      assert.equal((await greylist.check(t)).reason, 'domain-auto-allow');
+    });
     assert.ok(ms < 1000, `${ms} ms`);
   });
 });
