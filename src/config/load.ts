@@ -9,7 +9,8 @@
  *
  * LIMITS
  *   A file of at most 1 MiB (MAX_CONFIG_BYTES; a larger one is refused before it is read whole)
- *   and at most 100 aliases (MAX_ALIAS_COUNT).
+ *   and aliases that expand to at most 100 copies of an anchor (MAX_ALIAS_COUNT; the anchor
+ *   itself is the first, so a one-item anchor takes 99 aliases).
  *
  * ERRORS
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to

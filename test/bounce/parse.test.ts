@@ -528,9 +528,10 @@ describe('limits and edge cases (mutation tests)', () => {
     assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['bob@example.org']);
     assert.ok(!parseMime(dsn('X: y\n')).parts.at(-1)!.text.includes('epilogue'));
   });
-  it('says truncated for one octet over maxBytes', () => {
+  it('says truncated for one octet over maxBytes, and not for exactly maxBytes', () => {
     const message = dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n');
     assert.equal((parseBounce(message, { maxBytes: Buffer.byteLength(message) - 1 }) as { report: BounceReport }).report.truncated, true);
+    assert.equal((parseBounce(message, { maxBytes: Buffer.byteLength(message) }) as { report: BounceReport }).report.truncated, false);
   });
   it('reads the report-type case-insensitively (RFC 6522 §3)', () => {
     const arf = dsn('Feedback-Type: abuse\n', 'Content-Type: multipart/report; report-type=Feedback-Report; boundary=b');

@@ -92,6 +92,7 @@ describe('status limits and refinements (mutation tests)', () => {
   });
   it('reads a Status in its first 200 characters and free text in its first 4,000', () => {
     assert.equal(parseEnhancedStatus(`${' '.repeat(200)}5.1.1`), undefined);
+    assert.equal(parseEnhancedStatus(`${' '.repeat(195)}5.1.1`)?.code, '5.1.1', 'a code ending at the 200th character');
     assert.equal(findEnhancedStatus(`${'x'.repeat(4000)} 5.1.1`), undefined);
     assert.equal(findEnhancedStatus(`${'x'.repeat(3990)} 5.1.1`)?.code, '5.1.1');
   });

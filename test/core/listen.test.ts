@@ -114,10 +114,10 @@ describe('listen addresses in linear time', () => {
   });
 });
 
-describe('removeStaleSocket', () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'callout-stale-'));
-  after(() => rmSync(scratch, { recursive: true, force: true }));
+const scratch = mkdtempSync(join(tmpdir(), 'callout-listen-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
+describe('removeStaleSocket', () => {
   it('refuses with a configuration error, naming the path, a stale socket it cannot remove', async (t) => {
     const directory = join(scratch, 'locked');
     mkdirSync(directory);
@@ -142,69 +142,6 @@ describe('removeStaleSocket', () => {
       spawnSync('chattr', ['-i', directory]);
     }
   });
-});
-
-describe('listen address limits and forms', () => {
-  it('accepts port 65535 and refuses 65536; writes an IPv6 host in brackets', () => {
-    assert.deepEqual(parseListenAddress('127.0.0.1:65535'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 65535 } });
-    assert.deepEqual(parseListenAddress('127.0.0.1:65536'), { ok: false, reason: 'port 65536 is out of range' });
-    // Quoted whole up to 60 characters, cut after that.
-    assert.deepEqual(parseListenAddress('h'.repeat(60)), { ok: false, reason: `"${'h'.repeat(60)}" is not host:port, [ipv6]:port or an absolute socket path` });
-    assert.deepEqual(parseListenAddress('h'.repeat(61)), { ok: false, reason: `"${'h'.repeat(60)}..." is not host:port, [ipv6]:port or an absolute socket path` });
-    assert.equal(formatListenAddress({ kind: 'tcp', host: '::1', port: 10040 }), '[::1]:10040');
-    assert.equal(formatListenAddress({ kind: 'tcp', host: '127.0.0.1', port: 10040 }), '127.0.0.1:10040');
-  });
-
-  it('socket modes: 0660 by default, octal of three or four digits, o+w alone opens the socket to every user', () => {
-    assert.equal(DEFAULT_SOCKET_MODE, 0o660);
-    for (const text of ['660', '0660', '0777']) assert.ok(SOCKET_MODE_TEXT.test(text), text);
-    for (const text of ['6', '66', '0880', '06600']) assert.ok(!SOCKET_MODE_TEXT.test(text), text);
-    assert.equal(openToAllUsers(0o660), false);
-    assert.equal(openToAllUsers(0o664), false, 'o+r alone does not let others connect');
-    assert.equal(openToAllUsers(0o662), true);
-    assert.equal(openToAllUsers(0o670), false, 'g+w is the group Postfix connects as');
-  });
-});
-
-describe('listenOn socket modes and temporary failures', () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'callout-mode-'));
-  after(() => rmSync(scratch, { recursive: true, force: true }));
-
-  it('gives a UNIX socket the mode asked for, whatever the umask', async () => {
-    const path = join(scratch, 'policy.sock');
-    const server = net.createServer();
-    const umask = process.umask(0o022);
-    try {
-      await listenOn(server, { kind: 'unix', path }, 'policy.sock', DEFAULT_SOCKET_MODE);
-    } finally {
-      process.umask(umask);
-    }
-    try {
-      assert.equal(lstatSync(path).mode & 0o777, 0o660);
-    } finally {
-      server.close();
-    }
-  });
-
-  it('a name that cannot be resolved for now (EAI_AGAIN) is temporary, exit 75', async () => {
-    // The resolver's answer, without asking one: a server whose bind fails as listen() reports it.
-    class Unresolved extends net.Server {
-      override listen(): this {
-        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo EAI_AGAIN policy.example'), { code: 'EAI_AGAIN' })));
-        return this;
-      }
-    }
-    await assert.rejects(listenOn(new Unresolved(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
-      assert.ok(err instanceof ListenUnavailableError, String(err));
-      assert.equal(exitCodeFor(err), 75);
-      return true;
-    });
-  });
-});
-
-describe('removeStaleSocket refusals', () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'callout-stale2-'));
-  after(() => rmSync(scratch, { recursive: true, force: true }));
 
   it('leaves a path that is not a socket, and a socket a live server has, in place', async () => {
     const file = join(scratch, 'not-a-socket');
@@ -245,5 +182,60 @@ describe('removeStaleSocket refusals', () => {
       for (const client of clients) client.destroy();
       child.kill('SIGKILL');
     }
+  });
+});
+
+describe('listen address limits and forms', () => {
+  it('accepts port 65535 and refuses 65536; writes an IPv6 host in brackets', () => {
+    assert.deepEqual(parseListenAddress('127.0.0.1:65535'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 65535 } });
+    assert.deepEqual(parseListenAddress('127.0.0.1:65536'), { ok: false, reason: 'port 65536 is out of range' });
+    // Quoted whole up to 60 characters, cut after that.
+    assert.deepEqual(parseListenAddress('h'.repeat(60)), { ok: false, reason: `"${'h'.repeat(60)}" is not host:port, [ipv6]:port or an absolute socket path` });
+    assert.deepEqual(parseListenAddress('h'.repeat(61)), { ok: false, reason: `"${'h'.repeat(60)}..." is not host:port, [ipv6]:port or an absolute socket path` });
+    assert.equal(formatListenAddress({ kind: 'tcp', host: '::1', port: 10040 }), '[::1]:10040');
+    assert.equal(formatListenAddress({ kind: 'tcp', host: '127.0.0.1', port: 10040 }), '127.0.0.1:10040');
+  });
+
+  it('socket modes: 0660 by default, octal of three or four digits, o+w alone opens the socket to every user', () => {
+    assert.equal(DEFAULT_SOCKET_MODE, 0o660);
+    for (const text of ['660', '0660', '0777']) assert.ok(SOCKET_MODE_TEXT.test(text), text);
+    for (const text of ['6', '66', '0880', '06600']) assert.ok(!SOCKET_MODE_TEXT.test(text), text);
+    assert.equal(openToAllUsers(0o660), false);
+    assert.equal(openToAllUsers(0o664), false, 'o+r alone does not let others connect');
+    assert.equal(openToAllUsers(0o662), true);
+    assert.equal(openToAllUsers(0o670), false, 'g+w is the group Postfix connects as');
+  });
+});
+
+describe('listenOn socket modes and temporary failures', () => {
+  it('gives a UNIX socket the mode asked for, whatever the umask', async () => {
+    const path = join(scratch, 'policy.sock');
+    const server = net.createServer();
+    const umask = process.umask(0o022);
+    try {
+      await listenOn(server, { kind: 'unix', path }, 'policy.sock', DEFAULT_SOCKET_MODE);
+    } finally {
+      process.umask(umask);
+    }
+    try {
+      assert.equal(lstatSync(path).mode & 0o777, 0o660);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a name that cannot be resolved for now (EAI_AGAIN) is temporary, exit 75', async () => {
+    // The resolver's answer, without asking one: a server whose bind fails as listen() reports it.
+    class Unresolved extends net.Server {
+      override listen(): this {
+        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo EAI_AGAIN policy.example'), { code: 'EAI_AGAIN' })));
+        return this;
+      }
+    }
+    await assert.rejects(listenOn(new Unresolved(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
+      assert.ok(err instanceof ListenUnavailableError, String(err));
+      assert.equal(exitCodeFor(err), 75);
+      return true;
+    });
   });
 });

@@ -122,9 +122,14 @@ describe('VerificationCache records fuzzed', () => {
     clock.advance(config.greylistRetry - config.tempfail);
     assert.equal((await cache.getDomain('grey.example')).greylist, undefined, 'and retried after cache.greylistRetry');
     assert.ok((await cache.getDomain('syntax.example')).useless, 'a 500 lasts cache.domainNegative');
+    assert.equal((await cache.getDomain('pm-no.example')).postmaster?.state, 'refused', 'a refused postmaster outlasts cache.tempfail and cache.greylistRetry');
     clock.advance(config.domainNegative);
     assert.equal((await cache.getDomain('pm-no.example')).postmaster, undefined, 'a refused postmaster lasts cache.domainNegative');
     assert.equal((await cache.getDomain('pm-ok.example')).postmaster?.state, 'accepted', 'an accepted one cache.domainPositive');
+    clock.advance(config.domainPositive - (config.greylistRetry + 1_000 + config.domainNegative) - 1);
+    assert.equal((await cache.getDomain('pm-ok.example')).postmaster?.state, 'accepted', 'to its last millisecond');
+    clock.advance(1);
+    assert.equal((await cache.getDomain('pm-ok.example')).postmaster, undefined, 'and no longer');
   });
 
   it('a temporary verdict never replaces a definite one (undeliverable, risky) before it expires; a stale one is refreshed again only after cache.tempfail', async () => {
