@@ -8,6 +8,9 @@ import { ConfigError } from '../../src/core/errors.js';
 import { checkRedisUrl, maskPassword } from '../../src/store/redis-url.js';
 import { elapsedMs } from '../support/fuzz.js';
 
+/** What the message refusing a scheme names itself. */
+const SCHEMES_NAMED = 'URL must be redis://, rediss:// or a unix socket path';
+
 /** The password ioredis takes from url, in the forms a log could show it: as written and decoded. */
 function passwordsOf(url: string): string[] {
   const found: string[] = [];
@@ -32,7 +35,8 @@ function passwordsOf(url: string): string[] {
   others.delete('password');
   const shownParameters = others.toString();
   // Short ones could stand anywhere in a URL by chance, and one written twice (user:127.0.0.1@127.0.0.1) is also something else.
-  return found.filter((password) => password.length >= 6 && url.split(password).length <= 2 && !shownParameters.includes(password) && !elsewhere.includes(password));
+  // One that is a scheme ("?password=redis://") is rightly in the message naming the schemes.
+  return found.filter((password) => password.length >= 6 && url.split(password).length <= 2 && !shownParameters.includes(password) && !elsewhere.includes(password) && !SCHEMES_NAMED.includes(password));
 }
 
 const piece = fc.oneof(
@@ -59,7 +63,7 @@ describe('redis URL fuzzed', () => {
         }
       }),
       // A password that is also a parameter's name, quoted (encoded) by the error message.
-      { numRuns: 3000, examples: [['redis://user:[::1]@127.0.0.1?[::1]'], ['redis://user:127.0.0.1%@127.0.0.1\x7f']] },
+      { numRuns: 3000, examples: [['redis://user:[::1]@127.0.0.1?[::1]'], ['?password=redis://'], ['redis://user:127.0.0.1%@127.0.0.1\x7f']] },
     );
   });
 
@@ -98,5 +102,24 @@ describe('redis URL fuzzed', () => {
       });
       assert.ok(ms < 500, `${text.slice(0, 20)}: ${ms.toFixed(0)} ms`);
     }
+  });
+});
+
+describe('redis URL checks', () => {
+  it('refuses an empty or non-numeric database, in the path or as db=', () => {
+    for (const url of ['redis://127.0.0.1:6379?db=', 'redis://127.0.0.1:6379/1abc', 'redis://127.0.0.1:6379/0/']) {
+      assert.throws(() => checkRedisUrl(url), ConfigError, url);
+    }
+    assert.equal(checkRedisUrl('redis://127.0.0.1:6379/2?db=3'), 'redis://127.0.0.1:6379/2?db=3');
+  });
+
+  it('gives the driver the scheme in lower case, so that REDISS:// still turns TLS on', () => {
+    assert.equal(checkRedisUrl('REDISS://127.0.0.1:6380/0'), 'rediss://127.0.0.1:6380/0');
+    assert.equal(checkRedisUrl('Redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
+  });
+
+  it('refuses a URL parameter for an option the store sets itself', () => {
+    assert.throws(() => checkRedisUrl('redis://127.0.0.1:6379?db=1', { db: 0 }), /URL parameter db is set by the store, not the URL/);
+    assert.throws(() => checkRedisUrl('/run/redis.sock?family=6', { family: 4 }), /URL parameter family is set by the store/);
   });
 });

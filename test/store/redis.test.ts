@@ -325,6 +325,18 @@ describe('RedisStore', () => {
       }
     });
 
+    it('reads more keys than one script call takes, and pages of full size but the last', async () => {
+      const store = await open();
+      // Past SCAN_BATCH (500) keys per script call and SCAN_COUNT (1000) keys per SCAN call.
+      const keys = Array.from({ length: 1501 }, (_, i) => `many:${String(i).padStart(4, '0')}`);
+      await Promise.all(keys.map((key) => store.set(key, key, 60_000)));
+      assert.deepEqual((await store.getMany(keys)).map((entry) => entry?.value), keys);
+      const pages: string[][] = [];
+      for await (const page of store.scanPages('many:', 400)) pages.push(page.map((row) => row.key));
+      assert.deepEqual(pages.map((page) => page.length), [400, 400, 400, 301]);
+      assert.deepEqual(pages.flat().sort(), keys);
+    });
+
     it('writes under the default prefix callout:', async () => {
       const store = await RedisStore.open(redis.url);
       const raw = await open({ keyPrefix: '' });
@@ -592,11 +604,45 @@ describe('RedisStore', () => {
         assert.ok(await until(() => events.length === 3, 5000), events.join('\n'));
         await new Promise((resolve) => setTimeout(resolve, 800));
         assert.deepEqual(events.slice(1).map((e) => e.split(' ')[0]), ['up', 'down'], events.join('\n'));
+        // The loss of a working connection, not the refusal that ended before it.
+        assert.doesNotMatch(events[2]!, /ECONNREFUSED/);
         assert.equal(events.length, 3, events.join('\n'));
       } finally {
         await store.close();
         await server.stop();
       }
+    });
+
+    it('fails a command to a silent server within the default command timeout of 1 s', async () => {
+      const server = await startRedis();
+      try {
+        const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
+        try {
+          server.pause();
+          // SIGSTOP lands when the kernel gets to it: a command sent in the same instant may be answered.
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          const started = Date.now();
+          await assert.rejects(store.get('k'), /get failed: .*timed out/i);
+          // Generous for a loaded machine: a deadline of several seconds holds mail that long.
+          assert.ok(Date.now() - started < 2500, `took ${Date.now() - started} ms`);
+        } finally {
+          server.resume();
+          await store.close();
+        }
+      } finally {
+        await server.stop();
+      }
+    });
+
+    it('finishes the commands already sent when closed, and reports no outage for it', async () => {
+      const store = await RedisStore.open(redis.url, { keyPrefix: freshPrefix() });
+      const events: string[] = [];
+      store.on('down', (reason) => events.push(`down ${reason}`));
+      const pending = store.set('k', 'written', 60_000);
+      await store.close();
+      await pending;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(events, [], 'close() is no outage');
     });
 
     it('reports a key another program wrote without expiry as never expiring, not as expired', async () => {
