@@ -205,8 +205,13 @@ async function withGreylist(settings: Settings, access: 'read' | 'write', work: 
   }
 }
 
+interface TripletArgument {
+  sender: string;
+  recipient: string;
+}
+
 /** SENDER and RECIPIENT as the stage keys them (its normaliseVerp setting included). */
-function tripletArguments(options: GreylistOptions, sender: string | undefined, recipient: string | undefined): { sender: string; recipient: string } | undefined {
+function tripletArguments(options: GreylistOptions, sender: string | undefined, recipient: string | undefined): TripletArgument | undefined {
   if (sender === undefined && recipient === undefined) return undefined;
   if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
   // The stage keys any recipient Postfix sends, `postmaster` without a domain included; never an
@@ -220,7 +225,7 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
 }
 
 /** A triplet as `list` prints it: an over-long sender or recipient by its key (HEAD…[sha256:HEX]). */
-const tripletText = (identity: string, triplet: { sender: string; recipient: string }) => `${identity} ${shownField(keyPart(triplet.sender) || '<>')} ${shownField(keyPart(triplet.recipient))}`;
+const tripletText = (identity: string, triplet: TripletArgument) => `${identity} ${shownField(keyPart(triplet.sender) || '<>')} ${shownField(keyPart(triplet.recipient))}`;
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
   const greylist = program.command('greylist').description('list, allow and drop greylist entries (the store of `callout serve`)');
@@ -243,48 +248,46 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       });
     });
 
-  common(greylist.command('allow').description('let a client skip greylisting, or mark one triplet as passed'))
-    .argument('<client>')
-    .argument('[sender]')
-    .argument('[recipient]')
-    .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      const settings = configured(flags);
-      const client = clientOf(settings.options, clientText);
-      const triplet = tripletArguments(settings.options, sender, recipient);
+  /** allow and drop: CLIENT [SENDER RECIPIENT], read as the configured stage keys them. */
+  const clientCommand = (name: string, description: string, run: (settings: Settings, client: ClientArgument, triplet: TripletArgument | undefined) => Promise<void>) =>
+    common(greylist.command(name).description(description))
+      .argument('<client>')
+      .argument('[sender]')
+      .argument('[recipient]')
+      .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
+        const settings = configured(flags);
+        const client = clientOf(settings.options, clientText);
+        await run(settings, client, tripletArguments(settings.options, sender, recipient));
+      });
+
+  clientCommand('allow', 'let a client skip greylisting, or mark one triplet as passed', async (settings, client, triplet) => {
+    if (triplet) {
+      const unread = unreadIdentity(settings.options, client.identity);
+      if (unread) throw new UsageError(`allow: ${client.identity}: ${unread}; a triplet allowed under it would never be read`);
+      await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
+      io.out.write(`allowed triplet ${tripletText(client.identity, triplet)}\n`);
+      return;
+    }
+    const key = client.autoAllowKey;
+    if (!key) throw new UsageError(`allow: only an address can be auto-allowed, not a network or domain:NAME; use a whitelist file, or give SENDER and RECIPIENT`);
+    if (settings.options.autoAllowClients === 0) {
+      throw new UsageError('allow: the greylist stage has autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients (or a whitelist file) instead');
+    }
+    await withGreylist(settings, 'write', (list) => list.allowClient(key));
+    io.out.write(`allowed client ${key}\n`);
+  });
+
+  clientCommand('drop', 'forget a client (all its entries) or one triplet', async (settings, client, triplet) => {
+    await withGreylist(settings, 'read', async (list) => {
       if (triplet) {
-        const unread = unreadIdentity(settings.options, client.identity);
-        if (unread) throw new UsageError(`allow: ${client.identity}: ${unread}; a triplet allowed under it would never be read`);
-        await withGreylist(settings, 'write', (list) => list.allowTriplet({ client: client.identity, ...triplet }));
-        io.out.write(`allowed triplet ${tripletText(client.identity, triplet)}\n`);
+        const existed = await list.dropTriplet({ client: client.identity, ...triplet });
+        io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${tripletText(client.identity, triplet)}\n`);
         return;
       }
-      const key = client.autoAllowKey;
-      if (!key) throw new UsageError(`allow: only an address can be auto-allowed, not a network or domain:NAME; use a whitelist file, or give SENDER and RECIPIENT`);
-      if (settings.options.autoAllowClients === 0) {
-        throw new UsageError('allow: the greylist stage has autoAllowClients: 0 and reads no auto-allow entries; list the client in whitelistClients (or a whitelist file) instead');
-      }
-      await withGreylist(settings, 'write', (list) => list.allowClient(key));
-      io.out.write(`allowed client ${key}\n`);
+      let removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
+      // A network's addresses each have their own auto-allow entry: they go with it.
+      if (client.network) removed += await list.dropClientsIn(client.network);
+      io.out.write(`dropped ${removed} entries of ${client.identity}\n`);
     });
-
-  common(greylist.command('drop').description('forget a client (all its entries) or one triplet'))
-    .argument('<client>')
-    .argument('[sender]')
-    .argument('[recipient]')
-    .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-      const settings = configured(flags);
-      const client = clientOf(settings.options, clientText);
-      const triplet = tripletArguments(settings.options, sender, recipient);
-      await withGreylist(settings, 'read', async (list) => {
-        if (triplet) {
-          const existed = await list.dropTriplet({ client: client.identity, ...triplet });
-          io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${tripletText(client.identity, triplet)}\n`);
-          return;
-        }
-        let removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
-        // A network's addresses each have their own auto-allow entry: they go with it.
-        if (client.network) removed += await list.dropClientsIn(client.network);
-        io.out.write(`dropped ${removed} entries of ${client.identity}\n`);
-      });
-    });
+  });
 }
