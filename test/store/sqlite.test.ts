@@ -1,8 +1,8 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readSync, symlinkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
@@ -664,6 +664,70 @@ describe('SqliteStore', () => {
     const grown = statSync(`${path}-wal`).size - before;
     assert.ok(grown < 48 * 1024 * 1024, `the WAL grew by ${grown} bytes`);
     await store.close();
+  });
+
+  // The bound above cannot tell a thread that never restarts: a passive checkpoint that happens
+  // to finish between two commits lets the writer start the WAL again too (it did every few
+  // seconds here). A restart holds the write lock while it copies the last frames, and the next
+  // commit starts the WAL anew. A passive checkpoint takes that lock only to read a header it
+  // found half written, for microseconds, and commits go on landing while it copies.
+  it('restarts the WAL between two commits each time it holds more than 1000 frames', async () => {
+    const path = freshPath();
+    mkdirSync(dirname(path), { recursive: true });
+    // The daemon's writer, without SQLite's automatic checkpoint, and told of a lock at once.
+    const writer = new Database(path, { timeout: 0 });
+    writer.pragma('journal_mode = WAL');
+    writer.pragma('wal_autocheckpoint = 0');
+    writer.exec('CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)');
+    const thread = startCheckpointer(path, 5);
+    const messages: unknown[] = [];
+    let exited = false;
+    thread.on('message', (message) => messages.push(message));
+    thread.once('exit', () => (exited = true));
+    assert.ok(await until(() => messages.length > 0), 'the thread started');
+    assert.deepEqual(messages, [{ ready: true }]);
+    // The WAL header's checkpoint sequence number (offset 12) rises each time a commit starts the WAL anew.
+    const header = Buffer.alloc(32);
+    const wal = openSync(`${path}-wal`, 'r');
+    const sequence = (): number => {
+      readSync(wal, header, 0, 32, 0);
+      return header.readUInt32BE(12);
+    };
+    const begin = writer.prepare('BEGIN IMMEDIATE');
+    const insert = writer.prepare('INSERT OR REPLACE INTO t VALUES (?, ?)');
+    const commit = writer.prepare('COMMIT');
+    let commits = 0;
+    let locks = 0;
+    let restartsAfterLock = 0;
+    // The sequence number when a commit last met the lock; undefined once a commit got through.
+    let atLock: number | undefined;
+    // Commits back to back (a row of about a page each: two or three frames), 20 ms at a time.
+    const restarted = await until(() => {
+      for (const end = Date.now() + 20; Date.now() < end; ) {
+        try {
+          begin.run();
+        } catch (err) {
+          if (!(err instanceof Database.SqliteError && err.code === 'SQLITE_BUSY')) throw err;
+          if (atLock === undefined) {
+            locks += 1;
+            atLock = sequence();
+          }
+          continue;
+        }
+        insert.run(commits % 1000, 'x'.repeat(3000));
+        commit.run();
+        commits += 1;
+        if (atLock !== undefined && sequence() > atLock) restartsAfterLock += 1;
+        atLock = undefined;
+      }
+      return restartsAfterLock >= 3;
+    }, 10_000, 1);
+    closeSync(wal);
+    thread.postMessage('stop');
+    assert.ok(await until(() => exited), 'the thread ended');
+    writer.close();
+    assert.ok(restarted, `in ${commits} commits, ${locks} met the checkpoint thread's write lock, and ${restartsAfterLock} of those next started the WAL anew (3 wanted)`);
+    assert.deepEqual(messages, [{ ready: true }], 'the thread did not fail');
   });
 
   it('leaves checkpoints to SQLite when the thread fails before it runs', async () => {
