@@ -244,7 +244,7 @@ export class SmtpClientSession {
     return this.peer;
   }
 
-  /** A MAIL was accepted and no RSET (or new EHLO) has ended that transaction yet. */
+  /** A MAIL was accepted and no RSET has ended that transaction yet (EHLO is sent only by open(), before any MAIL). */
   get inTransaction(): boolean {
     return this.transaction;
   }
@@ -491,7 +491,6 @@ export class SmtpClientSession {
     const ehlo = await this.wait('ehlo', 'reply', timeouts.commandMs);
     if (ehlo.kind !== 'reply') return ehlo as OpenResult;
     if (isPositive(ehlo.reply)) {
-      this.transaction = false;
       this.advertised = parseEhloKeywords(ehlo.reply);
       this.enter('ready');
       return { kind: 'ready' };

@@ -195,6 +195,8 @@ describe('SmtpClientSession dialogue', () => {
     await session.open();
     const vrfy = await session.vrfy('dave@example.test');
     assert.equal(vrfy.kind === 'reply' && vrfy.reply.code, 252);
+    // RFC 5321 §4.1.1.6: VRFY takes the address as a string, without the angle brackets of a path.
+    assert.equal(server.sessions[0]?.commands.at(-1), 'VRFY dave@example.test');
     await session.mailFrom('', { smtputf8: true });
     assert.equal(server.sessions[0]?.commands.at(-1), 'MAIL FROM:<> SMTPUTF8');
     await session.quit();
@@ -209,6 +211,15 @@ describe('SmtpClientSession dialogue', () => {
     await session.quit();
     assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'HELO callout.example', 'MAIL FROM:<>', 'QUIT']);
     assert.ok(events(session).includes('SMTPUTF8 not advertised: MAIL sent without it'));
+  });
+
+  it('is rejected by a 5xx to the HELO it falls back to, and says QUIT', async (t) => {
+    const server = await serve(t, { script: { ...rejectEhlo(), helo: () => '550 5.7.1 Go away' } });
+    const session = sessionFor(t, server);
+    const opened = await session.open();
+    assert.equal(opened.kind === 'rejected' && `${opened.stage} ${opened.reply.code}`, 'helo 550');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(await commandsUpToQuit(server), ['EHLO callout.example', 'HELO callout.example', 'QUIT']);
   });
 
   it('is rejected by a 4xx to EHLO and does not try HELO: only a 5xx says EHLO is unknown', async (t) => {
@@ -498,6 +509,8 @@ describe('SmtpClientSession failures', () => {
     const session = sessionFor(t, server, { heloName: 'x\r\nMAIL FROM:<a@b>' });
     const opened = await session.open();
     assert.equal(opened.kind === 'error' && opened.stage, 'ehlo');
+    assert.equal(session.state, 'closed');
+    assert.deepEqual(sentLines(session), []);
   });
 
   it('throws on misuse: a command before open() or while another is outstanding', async (t) => {
@@ -595,6 +608,21 @@ describe('SmtpClientSession STARTTLS', () => {
     assert.ok(events(session).includes('ignored unsolicited reply 250'));
     assert.ok(session.extensions.has('SMTPUTF8'));
     await session.quit();
+  });
+
+  it('keeps no keyword of the EHLO in clear when EHLO over TLS is refused and HELO answers', async (t) => {
+    const server = await serve(t, {
+      tls: testCertificate(),
+      script: { ehlo: (_arg, s) => (s.tls ? '500 5.5.1 Error: command not recognized' : '250-mx.callout.test\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 STARTTLS') },
+    });
+    const session = sessionFor(t, server, { tls: 'opportunistic' });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.tls, true);
+    assert.equal(session.extensions.size, 0);
+    assert.equal(session.pipeline([{ verb: 'MAIL', reversePath: '' }]), false);
+    await session.mailFrom('', { smtputf8: true });
+    await session.quit();
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'STARTTLS', 'EHLO callout.example', 'HELO callout.example', 'MAIL FROM:<>', 'QUIT']);
   });
 
   it('stays in clear with tls off even when STARTTLS is offered', async (t) => {
@@ -794,6 +822,16 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
     assert.equal(session.pipeline([...group]), false);
     assert.deepEqual(sentLines(session), ['EHLO callout.example']);
     await session.quit();
+  });
+
+  it('sends nothing of a group and answers false when one of its lines is unsafe', async (t) => {
+    const server = await serve(t, { script: { ...usersOnly(['alice']), ...pipelining() } });
+    const session = sessionFor(t, server);
+    await session.open();
+    assert.equal(session.pipeline([{ verb: 'MAIL', reversePath: '' }, { verb: 'RCPT', forwardPath: 'x@example.test>\r\nDATA' }, { verb: 'RSET' }]), false);
+    assert.deepEqual(sentLines(session), ['EHLO callout.example']);
+    await session.quit();
+    assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'QUIT']);
   });
 
   it('sends the group in one write; each call takes the reply to its own command', async (t) => {

@@ -12,7 +12,7 @@ describe('command lines', () => {
     assert.deepEqual(formatCommand('EHLO', 'callout.example'), { kind: 'line', text: 'EHLO callout.example' });
   });
 
-  for (const injected of ['a@b.example\r\nDATA', 'a@b.example\nDATA', 'a@b.example\rX', 'a\u0000@b.example', 'a\t@b.example']) {
+  for (const injected of ['a@b.example\r\nDATA', 'a@b.example\nDATA', 'a@b.example\rX', 'a\u0000@b.example', 'a\t@b.example', 'a\u007f@b.example']) {
     it(`refuses ${JSON.stringify(injected)}`, () => {
       const line = rcptToCommand(injected);
       assert.equal(line.kind, 'unsafe');
@@ -24,6 +24,15 @@ describe('command lines', () => {
     assert.equal(rcptToCommand(`${local}@example.com`).kind, 'unsafe');
     const fits = 'a'.repeat(MAX_COMMAND_LINE_OCTETS - 'RCPT TO:<@x>\r\n'.length);
     assert.equal(rcptToCommand(`${fits}@x`).kind, 'line');
+  });
+
+  it('counts the CRLF and octets, not characters, against the 512 of RFC 5321 §4.5.3.1.4', () => {
+    assert.equal(MAX_COMMAND_LINE_OCTETS, 512);
+    // "RCPT TO:<" + 499 + "@x>" is 511 octets, 513 with its CRLF.
+    assert.equal(rcptToCommand(`${'a'.repeat(499)}@x`).kind, 'unsafe');
+    // 497 characters but 498 octets ("é" is two in UTF-8): 512 octets with the CRLF, then one too many.
+    assert.equal(rcptToCommand(`${'a'.repeat(496)}é@x`).kind, 'line');
+    assert.equal(rcptToCommand(`${'a'.repeat(497)}é@x`).kind, 'unsafe');
   });
 
   it('property: a line is never produced with CR or LF inside it', () => {
