@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { Redis } from 'ioredis';
 import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
@@ -53,11 +54,17 @@ async function openOutcome(url: string, options: RedisStoreOptions = {}): Promis
 /**
  * A TCP relay on loopback to the port target() names when a connection arrives: the one
  * address (a DNS name, a virtual IP, a proxy) a failover moves from one server to another.
+ * holdReplies() stops passing on what the server sends on the connections open now, and cut()
+ * closes those from the client's side: a connection lost between a command and its reply.
  */
-async function relay(target: () => number): Promise<{ port: number; close(): Promise<void> }> {
+async function relay(target: () => number): Promise<{ port: number; holdReplies(): void; cut(): void; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
+  const links = new Set<{ client: net.Socket; upstream: net.Socket }>();
   const server = net.createServer((client) => {
     const upstream = net.connect({ host: '127.0.0.1', port: target() });
+    const link = { client, upstream };
+    links.add(link);
+    client.once('close', () => links.delete(link));
     for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(socket);
       socket.on('error', () => socket.destroy());
@@ -72,9 +79,54 @@ async function relay(target: () => number): Promise<{ port: number; close(): Pro
   const { port } = server.address() as net.AddressInfo;
   return {
     port,
+    holdReplies: () => {
+      for (const { client, upstream } of links) {
+        upstream.unpipe(client);
+        upstream.pause();
+      }
+    },
+    cut: () => {
+      for (const { client } of links) client.destroy();
+    },
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * A loopback port whose listener never accepts, its accept queue full: the kernel drops every
+ * further SYN, so a connection hangs as to a host whose packets are lost. Node accepts every
+ * connection itself, so the listener lives in a worker thread that blocks (Atomics.wait) once
+ * it listens; connections fill its queue (a backlog of 1: Node takes 0 as its default, 511)
+ * until one of them is left waiting.
+ */
+async function unacceptingListener(): Promise<{ port: number; close(): Promise<void> }> {
+  const release = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+    const server = require('node:net').createServer();
+    server.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+      parentPort.postMessage(server.address().port);
+      Atomics.wait(workerData, 0, 0);
+    });`,
+    { eval: true, workerData: release },
+  );
+  const [port] = (await once(worker, 'message')) as [number];
+  const fillers: net.Socket[] = [];
+  for (let connected = true; connected && fillers.length < 10; ) {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.on('error', () => socket.destroy());
+    fillers.push(socket);
+    connected = await Promise.race([once(socket, 'connect').then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 1000, false))]);
+  }
+  return {
+    port,
+    close: async () => {
+      for (const socket of fillers) socket.destroy();
+      Atomics.notify(release, 0);
+      await worker.terminate();
     },
   };
 }
@@ -565,6 +617,82 @@ describe('RedisStore', () => {
       }
     });
 
+    it('fails an increment whose reply was lost with the connection, and never applies it twice', async () => {
+      const address = await relay(() => redis.port);
+      const prefix = freshPrefix();
+      // A deadline far beyond the test: the lost connection, not the timeout, ends the command.
+      const store = await RedisStore.open(`redis://127.0.0.1:${address.port}/0`, { keyPrefix: prefix, commandTimeoutMs: 30_000 });
+      const admin = new Redis(redis.url);
+      try {
+        address.holdReplies();
+        const outcome = store.increment('rate:x', 1, 60_000).then((sum) => `answered ${sum}`, (err: unknown) => err);
+        assert.ok(await until(async () => (await admin.get(`${prefix}rate:x`)) === '1', 5000), 'the increment never reached Redis');
+        address.cut();
+        const err = await outcome;
+        assert.ok(err instanceof StoreError, `expected a StoreError, got ${String(err)}`);
+        assert.match(err.message, /increment failed/);
+        // Sent again on the new connection, the increment would be applied a second time.
+        assert.ok(await until(() => store.healthy, 5000), 'no new connection');
+        assert.equal(await store.increment('probe', 1, 60_000), 1);
+        assert.equal(await admin.get(`${prefix}rate:x`), '1', 'the increment was applied twice');
+      } finally {
+        await store.close();
+        admin.disconnect();
+        await address.close();
+      }
+    });
+
+    it('gives up opening on a listener that takes the connection and never answers', async () => {
+      // Something else on the port, or a hung host: the connection is taken, no reply ever comes.
+      const accepted = new Set<net.Socket>();
+      const silent = net.createServer((socket) => {
+        accepted.add(socket);
+        socket.on('error', () => socket.destroy());
+      });
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+      const { port } = silent.address() as net.AddressInfo;
+      try {
+        const started = performance.now();
+        const outcome = await openOutcome(`redis://127.0.0.1:${port}/0`);
+        const took = performance.now() - started;
+        assert.ok(outcome instanceof StoreError, String(outcome));
+        assert.match(outcome.message, /open failed/);
+        assert.ok(accepted.size > 0, 'the store never connected');
+        // Generous for a loaded machine; a handshake left waiting holds the daemon's start.
+        assert.ok(took < 6000, `took ${took.toFixed(0)} ms`);
+      } finally {
+        for (const socket of accepted) socket.destroy();
+        await new Promise((resolve) => silent.close(resolve));
+      }
+    });
+
+    it('gives up a connection the server never takes within the default connect timeout of 2 s', async () => {
+      const listener = await unacceptingListener();
+      const url = `redis://127.0.0.1:${listener.port}/0`;
+      try {
+        // Generous for a loaded machine, and well below ioredis's own default of 10 s.
+        const started = performance.now();
+        const outcome = await openOutcome(url);
+        const took = performance.now() - started;
+        assert.ok(outcome instanceof StoreError, String(outcome));
+        assert.match(outcome.message, /open failed/);
+        assert.ok(took < 6000, `open took ${took.toFixed(0)} ms`);
+        // Connections made in the background (and reconnections) have only the driver's timeout.
+        const later = performance.now();
+        const store = await RedisStore.open(url, { keyPrefix: freshPrefix(), waitForConnection: false });
+        try {
+          const [reason] = await once(store, 'down');
+          const tookLater = performance.now() - later;
+          assert.match(String(reason), /ETIMEDOUT/);
+          assert.ok(tookLater < 6000, `the background connection gave up after ${tookLater.toFixed(0)} ms`);
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await listener.close();
+      }
+    });
+
     it('closes promptly while Redis is down', async () => {
       const server = await startRedis();
       const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
@@ -619,8 +747,6 @@ describe('RedisStore', () => {
         const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
         try {
           server.pause();
-          // SIGSTOP lands when the kernel gets to it: a command sent in the same instant may be answered.
-          await new Promise((resolve) => setTimeout(resolve, 100));
           const started = Date.now();
           await assert.rejects(store.get('k'), /get failed: .*timed out/i);
           // Generous for a loaded machine: a deadline of several seconds holds mail that long.

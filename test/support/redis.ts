@@ -23,7 +23,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +43,7 @@ export interface RedisInstance {
   kill(): void;
   /** Starts the server again on the same port and socket, with no data. */
   restart(): Promise<void>;
-  /** SIGSTOPs the server: connections stay open but nothing is answered, as with a hung host. */
+  /** SIGSTOPs the server and returns once it has stopped: connections stay open but nothing is answered, as with a hung host. */
   pause(): void;
   /** SIGCONTs a paused server. */
   resume(): void;
@@ -179,7 +179,14 @@ export async function startRedis(options: { port?: number } = {}): Promise<Redis
       current = await launch(dir, port, socketPath);
     },
     pause() {
-      current?.child.kill('SIGSTOP');
+      const pid = current?.child.pid;
+      if (pid === undefined) return;
+      process.kill(pid, 'SIGSTOP');
+      // kill() only queues the signal: a command sent in the same instant could still be answered.
+      const deadline = Date.now() + 2000;
+      while (Date.now() < deadline && !/^\d+ \(.*\) T /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) {
+        // The stop lands within microseconds; a loaded machine may take a scheduler tick.
+      }
     },
     resume() {
       current?.child.kill('SIGCONT');
