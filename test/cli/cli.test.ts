@@ -66,7 +66,7 @@ describe('callout verify', () => {
     assert.match(nullMx.stdout, /^x@nullmx\.test: no-mail-domain \(null-mx\)/);
     const invalid = await callout(['verify', ...engine(), 'not an address', 'whoever@any.test']);
     assert.equal(invalid.code, 1, invalid.stdout);
-    assert.match(invalid.stdout, /^not an address: invalid /);
+    assert.match(invalid.stdout, /^"not an address": invalid /);
   });
 
   it('exit 2 when nothing is definitely bad but something is risky', async () => {
