@@ -86,6 +86,8 @@ export class NetstringDecoder {
         const c = this.pending[cursor]!;
         if (c === 0x3a) break;
         if (c < 0x30 || c > 0x39 || cursor - offset >= this.maxDigits) return this.fail(events, 'bad length');
+        // "Extra zeros at the front of [len] are prohibited: [len] begins with 0 exactly when [string] is empty."
+        if (cursor > offset && this.pending[offset] === 0x30) return this.fail(events, 'bad length');
         length = length * 10 + (c - 0x30);
       }
       if (cursor === this.pending.length) break;

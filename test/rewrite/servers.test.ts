@@ -121,6 +121,10 @@ describe('netstrings', () => {
     assert.deepEqual(shown(new NetstringDecoder(10, 1000).push(Buffer.from(`1000:${'x'.repeat(1000)},3:abc,`))), ['skipped 1000', 'abc']);
     // "[len] is a nonempty sequence of ASCII digits": ':,' is no empty string, '0:,' is.
     assert.deepEqual(shown(new NetstringDecoder(10).push(Buffer.from(':,'))), ['bad length']);
+    // "Extra zeros at the front of [len] are prohibited": '03:abc,' and '00:,' are no netstrings.
+    assert.deepEqual(shown(new NetstringDecoder(10).push(Buffer.from('03:abc,'))), ['bad length']);
+    assert.deepEqual(shown(new NetstringDecoder(10).push(Buffer.from('00:,'))), ['bad length']);
+    assert.deepEqual(shown(new NetstringDecoder(10).push(Buffer.from('0:,10:0123456789,'))), ['', '0123456789']);
   });
   it('never throws and round-trips what it encodes', () => {
     fc.assert(
