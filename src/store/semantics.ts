@@ -57,11 +57,16 @@ export function checkIncrement(context: string, by: number): void {
   if (!Number.isSafeInteger(by)) throw new StoreError(`${context}: increment must be a safe integer, got ${by}`);
 }
 
+/** A stored counter's value: a safe integer written as Redis's INCRBY writes one ("-0" is none), or undefined. */
+function counterValue(stored: string): number | undefined {
+  const value = /^(0|-?[1-9][0-9]*)$/.test(stored) ? Number(stored) : Number.NaN;
+  return Number.isSafeInteger(value) ? value : undefined;
+}
+
 /** The sum of a stored counter and an increment (a decrement stopping at 0), refusing values that are not counters. */
 export function addToCounter(context: string, stored: string, by: number): number {
-  // "-0" is no counter for Redis's INCRBY either.
-  const current = /^(0|-?[1-9][0-9]*)$/.test(stored) ? Number(stored) : Number.NaN;
-  if (!Number.isSafeInteger(current)) {
+  const current = counterValue(stored);
+  if (current === undefined) {
     throw new StoreError(`${context}: stored value is not an integer counter`);
   }
   const sum = current + by;
@@ -77,9 +82,7 @@ export function addToCounter(context: string, stored: string, by: number): numbe
  * window let a client that many events past its limit.
  */
 export function readCounter(stored: string | undefined): number {
-  if (stored === undefined || !/^(0|[1-9][0-9]{0,15})$/.test(stored)) return 0;
-  const count = Number(stored);
-  return Number.isSafeInteger(count) ? count : 0;
+  return Math.max(0, (stored === undefined ? undefined : counterValue(stored)) ?? 0);
 }
 
 /** UTF-16 code units remapped so that comparing them compares code points (UTF-8 byte order). */

@@ -881,4 +881,22 @@ describe('tarpit tallies read back, fuzzed', () => {
       { numRuns: 300 },
     );
   });
+
+  it('counts a connection\'s errors onto any stored count below 0 from 0: the hard limit still refuses at its 6th', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: -1e12, max: -1 }), async (stored) => {
+        const { clock, deps } = world();
+        const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+        const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+        await pipeline.decide(request('nobody@example.test'));
+        const [count] = await deps.store.scan('tarpit:p:', 10);
+        assert.ok(count, 'the rejection was counted');
+        await deps.store.set(count.key, String(stored), 60 * MINUTE);
+        const answers: string[] = [];
+        for (let n = 0; n < 6; n += 1) answers.push((await pipeline.decide(request(`nobody${n}@example.test`))).action);
+        assert.match(answers[5]!, /^421 4\.7\.0 /, String(stored));
+      }),
+      { numRuns: 30 },
+    );
+  });
 });
