@@ -26,9 +26,9 @@ function freshPath(): string {
   return join(scratch, `case-${fileCount}`, 'nested', 'store.sqlite');
 }
 
-/** SQLite's automatic checkpoint (pages) on the store's own connection: a per-connection setting. */
-function walAutocheckpoint(store: SqliteStore): unknown {
-  return (store as unknown as { db: Database.Database }).db.pragma('wal_autocheckpoint', { simple: true });
+/** A PRAGMA's value on the store's own connection (wal_autocheckpoint and synchronous are per connection). */
+function pragmaOf(store: SqliteStore, name: string): unknown {
+  return (store as unknown as { db: Database.Database }).db.pragma(name, { simple: true });
 }
 
 /** Waits (up to 10 s) for the checkpoint thread to have started and taken over from SQLite. */
@@ -230,12 +230,11 @@ describe('SqliteStore', () => {
 
   it('syncs at checkpoints by default (synchronous=NORMAL), and every commit with sync full', async () => {
     // The connection's own setting: a pragma is per connection, so it is read on the store's.
-    const synchronous = (store: SqliteStore): unknown => (store as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true });
     const normal = await SqliteStore.open(freshPath());
     const full = await SqliteStore.open(freshPath(), { sync: 'full' });
     try {
-      assert.equal(synchronous(normal), 1);
-      assert.equal(synchronous(full), 2);
+      assert.equal(pragmaOf(normal, 'synchronous'), 1);
+      assert.equal(pragmaOf(full, 'synchronous'), 2);
       await full.set('k', 'v', 60_000);
       assert.equal((await full.get('k'))?.value, 'v');
     } finally {
@@ -261,7 +260,7 @@ describe('SqliteStore', () => {
       assert.deepEqual(db.prepare("SELECT name FROM pragma_index_list('kv') WHERE origin = 'c'").all(), []);
       assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all(), ['kv']);
       // A per-connection setting, so read on the store's: the WAL is cut back to 64 MiB when it starts again.
-      assert.equal((store as unknown as { db: Database.Database }).db.pragma('journal_size_limit', { simple: true }), 64 * 1024 * 1024);
+      assert.equal(pragmaOf(store, 'journal_size_limit'), 64 * 1024 * 1024);
     } finally {
       db.close();
       await store.close();
@@ -636,9 +635,9 @@ describe('SqliteStore', () => {
     assert.equal(store.checkpoints, 'sqlite', 'a short visit leaves checkpoints to SQLite');
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
     assert.equal(store.checkpoints, 'sqlite', 'SQLite checkpoints until the thread runs');
-    assert.equal(walAutocheckpoint(store), 1000);
+    assert.equal(pragmaOf(store, 'wal_autocheckpoint'), 1000);
     await threadTakesOver(store);
-    assert.equal(walAutocheckpoint(store), 0, 'the store\'s connection no longer checkpoints in its commits');
+    assert.equal(pragmaOf(store, 'wal_autocheckpoint'), 0, 'the store\'s connection no longer checkpoints in its commits');
     const before = statSync(path).size;
     await Promise.all(Array.from({ length: 500 }, (_, i) => store.set(`more${i}`, 'x'.repeat(200), 60_000)));
     // SQLite's own checkpoint is off now: only the thread copies pages into the database file.
@@ -771,7 +770,7 @@ describe('SqliteStore', () => {
     thread?.postMessage('fail');
     await until(() => store.checkpoints !== 'thread');
     assert.equal(store.checkpoints, 'sqlite');
-    assert.equal(walAutocheckpoint(store), 1000, 'SQLite checkpoints in commits again');
+    assert.equal(pragmaOf(store, 'wal_autocheckpoint'), 1000, 'SQLite checkpoints in commits again');
     // Polled: the store unrefs the thread, so a promise of its exit would not keep the test alive.
     assert.ok(await until(() => exited), 'the thread ended');
     assert.deepEqual(reasons, ['the checkpoint thread failed: no checkpoints today'], 'told once');

@@ -45,9 +45,13 @@ export async function world(zone: Zone, servers: Record<string, Partial<SmtpScri
   const engines: CalloutEngine[] = [];
   const stores: Store[] = [];
   const config = (overrides: Record<string, unknown> = {}) => {
-    const { callout = {}, ...rest } = overrides as { callout?: Record<string, unknown> };
+    const { callout = {}, dns: dnsSettings = {}, ...rest } = overrides as { callout?: Record<string, unknown>; dns?: Record<string, unknown> };
     return validateConfig({
       ...rest,
+      // The DNS server in this process answers at once, but a loaded machine may not run it at
+      // once: 2 s, as the dns tests give, before a lookup counts as failed (the schema's 5 s
+      // default would slow every test of a lookup failing).
+      dns: { timeout: '2s', ...dnsSettings },
       callout: {
         helo: 'verifier.callout.test',
         port,
@@ -67,11 +71,7 @@ export async function world(zone: Zone, servers: Record<string, Partial<SmtpScri
       const s = store ?? new MemoryStore({ clock });
       stores.push(s);
       const built = config(overrides);
-      // The DNS server in this process answers at once, but a loaded machine may not run it at
-      // once: 2 s, as the dns tests give, before a lookup counts as failed, unless the test sets
-      // dns.timeout (the schema's 5 s default would slow every test of a lookup failing).
-      const timeoutMs = (overrides as { dns?: { timeout?: unknown } }).dns?.timeout === undefined ? 2000 : built.dns.timeout;
-      const resolver = new CachingResolver(createNodeResolver({ servers: [dns.address], timeoutMs, tries: 1 }), { clock });
+      const resolver = new CachingResolver(createNodeResolver({ servers: [dns.address], timeoutMs: built.dns.timeout, tries: 1 }), { clock });
       const engine = new CalloutEngine(built, { resolver, store: s, clock, random: () => 0, ...(log ? { log } : {}) });
       engines.push(engine);
       return engine;
