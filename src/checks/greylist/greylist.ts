@@ -146,12 +146,26 @@ export interface ListOptions {
 const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
 const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');
 
-function pair(value: string | undefined): [number, number] | undefined {
+/**
+ * A stored "first,last" (`times`) or "count,last" (`count`) row as check(), the client count
+ * and a listing read it, or undefined for a row callout never writes (another program's on a
+ * shared Redis, or a damaged one), which is then taken as absent and overwritten by the next
+ * write: a count that is not a non-negative safe integer, or a time more than maxAge ahead of
+ * now. Read as they were, a stored count of -100000 took that many hourly first passes to
+ * auto-allow the client, each rewriting the row for another maxAge; a client's last-counted
+ * time far ahead kept its passes from ever counting (another daemon seemed to have counted this
+ * hour), and a triplet's last-seen time far ahead passed it for good with no first pass to
+ * count. A time less far ahead is left as it is: daemons sharing a store may disagree on the
+ * time (see check()).
+ */
+function pair(value: string | undefined, kind: 'times' | 'count', now: number, maxAgeMs: number): [number, number] | undefined {
   if (value === undefined) return undefined;
   const comma = value.indexOf(',');
   const a = Number(value.slice(0, comma));
   const b = Number(value.slice(comma + 1));
-  return comma > 0 && Number.isFinite(a) && Number.isFinite(b) ? [a, b] : undefined;
+  if (comma <= 0 || !Number.isFinite(a) || !Number.isFinite(b) || b > now + maxAgeMs) return undefined;
+  const aFits = kind === 'count' ? Number.isSafeInteger(a) && a >= 0 : a <= now + maxAgeMs;
+  return aFits ? [a, b] : undefined;
 }
 
 interface DomainRecord {
@@ -195,7 +209,7 @@ export class Greylist {
     const clientKey = this.clientKey(request.autoAllowKey);
     const key = this.tripletKey(request.client, request.sender, request.recipient);
     const [clientValue, prefetched] = autoAllowClients > 0 ? await this.clientRow(clientKey, key) : [undefined, undefined];
-    const awl = pair(clientValue);
+    const awl = pair(clientValue, 'count', now, maxAgeMs);
     if (awl && awl[0] >= autoAllowClients) {
       const [count, last] = awl;
       // Statistics only: a lost race just means another daemon refreshed it.
@@ -218,7 +232,7 @@ export class Greylist {
     for (let attempt = 1; ; attempt += 1) {
       // A compare-and-set that lost its race reads again; the first attempt may use the prefetched row.
       const current = attempt === 1 && prefetched ? prefetched.row : await this.store.get(key);
-      const stored = pair(current?.value);
+      const stored = pair(current?.value, 'times', now, maxAgeMs);
       first = now;
       lastWasSuccessful = false;
       windowExpired = false;
@@ -382,13 +396,13 @@ export class Greylist {
   private entryOf(kind: GreylistEntryKind, body: string, value: string, expiresAt: number): GreylistEntry | undefined {
     const parts = body.split('/').map(unescapePart);
     if (kind === 'triplet') {
-      const times = pair(value);
+      const times = pair(value, 'times', this.clock.now(), this.settings.maxAgeMs);
       const [client = '', sender = '', recipient = ''] = parts;
       if (!times || parts.length !== 3) return undefined;
       return { kind, client, sender, recipient, firstSeen: times[0], lastSeen: times[1], passed: times[1] - times[0] >= this.settings.delayMs, expiresAt };
     }
     if (kind === 'client') {
-      const counts = pair(value);
+      const counts = pair(value, 'count', this.clock.now(), this.settings.maxAgeMs);
       if (!counts) return undefined;
       return { kind, client: parts.join('/'), count: counts[0], lastSeen: counts[1], allowed: counts[0] >= Math.max(1, this.settings.autoAllowClients), expiresAt };
     }
@@ -402,7 +416,7 @@ export class Greylist {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
       const current = await this.store.get(clientKey);
       const now = this.clock.now();
-      const stored = pair(current?.value);
+      const stored = pair(current?.value, 'count', now, this.settings.maxAgeMs);
       if (stored && now < stored[1] + HOUR_MS) return; // another daemon counted this hour
       const value = `${(stored?.[0] ?? 0) + 1},${now}`;
       if (await this.store.compareAndSet(clientKey, current?.value, value, this.settings.maxAgeMs)) return;

@@ -655,6 +655,45 @@ describe('greylist rows read back, fuzzed', () => {
     );
   });
 
+  it('check() auto-allows a client after the configured first passes, writing nothing for over max-age, whatever its count and triplet rows', async () => {
+    const HOUR = 3_600 * S;
+    const maxAge = POSTGREY.maxAgeMs;
+    // Counts and times callout never writes: below 0, past safe integers, fractions, far ahead.
+    const count = fc.oneof(fc.integer({ min: 1, max: 10 }), fc.integer({ max: -1 }), fc.double({ min: 2 ** 53, max: 1e300, noNaN: true }), fc.double({ min: -1e6, max: 1e6, noNaN: true, noDefaultInfinity: true }));
+    const now0 = new ManualClock().now();
+    const past = fc.integer({ min: now0 - maxAge, max: now0 - HOUR });
+    const ahead = fc.integer({ min: now0 + maxAge + DAY, max: 8.64e15 });
+    const time = fc.oneof(past, ahead);
+    // A triplet with a time far ahead, or none: a row of a triplet passed before would rightly not count again.
+    const tripletRow = fc.option(fc.oneof(fc.tuple(time, ahead), fc.tuple(ahead, time)).map(([first, last]) => `${first},${last}`), { nil: undefined });
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 5 }), count, time, fc.array(tripletRow, { minLength: 5, maxLength: 5 }), async (level, stored, last, tripletRows) => {
+        const { clock, greylist } = setup({ autoAllowClients: level });
+        const store = (greylist as unknown as { store: Store }).store;
+        const recipient = (n: number) => `r${n}@example.test`;
+        await store.set(greylist.clientKey('192.0.2.10'), `${stored},${last}`, maxAge);
+        for (const [n, row] of tripletRows.entries()) {
+          if (row !== undefined) await store.set(greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', recipient(n)), row, maxAge);
+        }
+        const writtenWithin = async () => {
+          for (const row of await store.scan('grey:', 100)) assert.ok(row.expiresAt <= clock.now() + maxAge, `${row.key} expires ${row.expiresAt - clock.now()} ms on`);
+        };
+        for (let n = 0; n < level; n += 1) {
+          await greylist.check(triplet({ recipient: recipient(n) }));
+          await writtenWithin();
+          clock.advance(POSTGREY.delayMs);
+          assert.equal((await greylist.check(triplet({ recipient: recipient(n) }))).kind, 'pass');
+          await writtenWithin();
+          clock.advance(HOUR);
+        }
+        const fresh = await greylist.check(triplet({ recipient: 'never-seen@example.test' }));
+        assert.equal(fresh.kind === 'pass' && fresh.reason, 'client-auto-allow', JSON.stringify(fresh));
+        await writtenWithin();
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('reads a long row in linear time', async () => {
     const { greylist } = setup({ domainAutoAllow: 2 });
     const store = (greylist as unknown as { store: Store }).store;
