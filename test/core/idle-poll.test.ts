@@ -141,16 +141,8 @@ describe('IdlePoller', () => {
   });
 
   it('does not count a request as caught when a blocked loop let the poll run past its end', () => {
-    const time = manualTime();
-    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
-    const first = poller.answered();
-    time.advance(0.01);
-    poller.arrived(first); // window 50 µs
-    const second = poller.answered();
-    time.advance(5); // the loop was blocked: no turn ended the poll
-    poller.arrived(second);
-    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 0, slept: 2 });
-    time.advance(1);
+    // 5 ms: the loop was blocked, no turn ended the 50 µs poll.
+    assert.deepEqual(secondRequestAfter(5), { caught: 0, slept: 2 });
   });
 
   it('with a maximum of 0 never polls and counts nothing', async () => {
@@ -188,6 +180,24 @@ describe('IdlePoller', () => {
   });
 });
 
+/**
+ * A poller whose first request opened a 50 µs window, and whose second request came gapMs after
+ * the answer before it, with no turn of the event loop between: what it counted.
+ */
+function secondRequestAfter(gapMs: number): { caught: number; slept: number } {
+  const time = manualTime();
+  const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
+  const first = poller.answered();
+  time.advance(0.01);
+  poller.arrived(first);
+  const second = poller.answered();
+  time.advance(gapMs);
+  poller.arrived(second);
+  const { caught, slept } = poller.stats;
+  time.advance(1);
+  return { caught, slept };
+}
+
 describe('poll boundaries', () => {
   it('opens the window for a gap of exactly the maximum, and to at least 1 µs when the first step is 0', () => {
     const window = new PollWindow({ maxMicros: 200, growMicros: 50 });
@@ -199,15 +209,6 @@ describe('poll boundaries', () => {
   });
 
   it('counts a request that arrives at the very end of the poll as caught', () => {
-    const time = manualTime();
-    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
-    const first = poller.answered();
-    time.advance(0.01);
-    poller.arrived(first); // window 50 µs
-    const second = poller.answered();
-    time.advance(0.05);
-    poller.arrived(second);
-    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 1, slept: 1 });
-    time.advance(1);
+    assert.deepEqual(secondRequestAfter(0.05), { caught: 1, slept: 1 });
   });
 });
