@@ -4,8 +4,13 @@
  *
  * DESCRIPTION
  *   Everything that reads the time (cache expiry, rate windows, refresh deadlines) takes a Clock,
- *   so tests move time with ManualClock instead of sleeping. Socket timeouts stay on real timers:
- *   they bound real I/O (settleWithin bounds a wait for it).
+ *   so tests move time with ManualClock instead of sleeping.
+ *
+ *   Deadlines and waits (a callout's overall deadline, a policy request's timeouts, the wait for
+ *   another process's lock) go by Timers: a monotonic clock with its timers, performance.now()
+ *   and setTimeout in production, so a step of the wall clock (NTP, a resumed virtual machine)
+ *   neither ends nor stretches one. ManualTimers lets tests move that time too. Socket timeouts
+ *   inside a dialogue stay on real timers: they bound real I/O.
  *
  *   RequestTimeClock is the time of the requests a benchmark or test replays (postgrey's
  *   policy_test_time hook): the latest time a request carried, the base clock's before any did;
@@ -19,14 +24,39 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
+/** What Timers.setTimeout gives back: NodeJS.Timeout in production. */
+export interface TimerHandle {
+  /** Lets the process exit while the timer is pending (a no-op under ManualTimers). */
+  unref(): TimerHandle;
+}
+
+/** A monotonic clock and its timers. */
+export interface Timers {
+  /** Milliseconds on a clock that only moves forward at a steady rate (performance.now()). */
+  now(): number;
+  setTimeout(fire: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle | undefined): void;
+}
+
+export const systemTimers: Timers = {
+  now: () => performance.now(),
+  setTimeout: (fire, ms) => setTimeout(fire, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
+};
+
+/** Resolves after ms on the timers given. */
+export function sleep(ms: number, timers: Timers = systemTimers): Promise<void> {
+  return new Promise((resolve) => timers.setTimeout(resolve, ms));
+}
+
 /**
- * What work settles with, or what late() gives (or throws) if ms pass first, on a real timer:
+ * What work settles with, or what late() gives (or throws) if ms pass first on the timers given:
  * the bound of a wait on real I/O. The work itself goes on; only the wait for it ends.
  */
-export async function settleWithin<T, U>(work: Promise<T>, ms: number, late: () => U): Promise<T | U> {
-  let timer: NodeJS.Timeout | undefined;
+export async function settleWithin<T, U>(work: Promise<T>, ms: number, late: () => U, timers: Timers = systemTimers): Promise<T | U> {
+  let timer: TimerHandle | undefined;
   const lateness = new Promise<U>((resolve, reject) => {
-    timer = setTimeout(() => {
+    timer = timers.setTimeout(() => {
       try {
         resolve(late());
       } catch (err) {
@@ -37,7 +67,7 @@ export async function settleWithin<T, U>(work: Promise<T>, ms: number, late: () 
   try {
     return await Promise.race([work, lateness]);
   } finally {
-    clearTimeout(timer);
+    timers.clearTimeout(timer);
   }
 }
 
@@ -66,6 +96,74 @@ export class ManualClock implements Clock {
   set(ms: number): void {
     this.current = ms;
   }
+}
+
+interface PendingTimer extends TimerHandle {
+  readonly due: number;
+  /** Ties at one due time fire in the order they were set, as Node's do. */
+  readonly order: number;
+  readonly fire: () => void;
+}
+
+/**
+ * Timers that only move when told to. advance() fires every timer that falls due, in time order,
+ * each with now() at its due time, letting the promise callbacks each firing starts run before
+ * the next (so a wait that sets a new timer when woken is seen). A wall clock given moves along,
+ * as both move in production.
+ */
+export class ManualTimers implements Timers {
+  private current: number;
+  private order = 0;
+  private readonly pending = new Set<PendingTimer>();
+  private readonly wall: ManualClock | undefined;
+
+  constructor(options: { start?: number; wall?: ManualClock } = {}) {
+    this.current = options.start ?? 0;
+    this.wall = options.wall;
+  }
+
+  now(): number {
+    return this.current;
+  }
+  setTimeout(fire: () => void, ms: number): TimerHandle {
+    // As Node's: a delay that is not a positive number fires on the next turn (1 ms).
+    const delay = Number.isFinite(ms) && ms >= 1 ? ms : 1;
+    const timer: PendingTimer = { due: this.current + delay, order: this.order++, fire, unref: () => timer };
+    this.pending.add(timer);
+    return timer;
+  }
+  clearTimeout(handle: TimerHandle | undefined): void {
+    this.pending.delete(handle as PendingTimer);
+  }
+  /** The timers set and not yet fired or cleared. */
+  get waiting(): number {
+    return this.pending.size;
+  }
+  async advance(ms: number): Promise<void> {
+    const target = this.current + ms;
+    await settle();
+    for (;;) {
+      let next: PendingTimer | undefined;
+      for (const timer of this.pending) if (timer.due <= target && (!next || timer.due < next.due || (timer.due === next.due && timer.order < next.order))) next = timer;
+      if (!next) break;
+      this.pending.delete(next);
+      this.move(next.due);
+      next.fire();
+      await settle();
+    }
+    this.move(target);
+    await settle();
+  }
+  private move(to: number): void {
+    if (to <= this.current) return;
+    this.wall?.advance(to - this.current);
+    this.current = to;
+  }
+}
+
+/** Lets the promise callbacks already queued, and those they queue, run (one macrotask turn). */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** The latest request time it was given (never going back), or the base clock before any. */

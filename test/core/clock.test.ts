@@ -1,7 +1,7 @@
-// RequestTimeClock: the time of replayed requests (policy_test_time), and the time maintenance goes by.
+// RequestTimeClock: the time of replayed requests (policy_test_time), and the time maintenance goes by; ManualTimers: monotonic time tests move.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock, RequestTimeClock } from '../../src/core/clock.js';
+import { ManualClock, ManualTimers, RequestTimeClock, settleWithin, sleep } from '../../src/core/clock.js';
 
 describe('RequestTimeClock', () => {
   const DAY = 86_400_000;
@@ -23,5 +23,73 @@ describe('RequestTimeClock', () => {
     const replay = new RequestTimeClock(base);
     replay.follow(700 * DAY);
     assert.equal(replay.maintenanceNow(), 700 * DAY, 'a past trace\'s entries live at its time are not purged by the real clock');
+  });
+});
+
+describe('ManualTimers', () => {
+  it('fires due timers in time order, each at its due time, and set order breaks ties', async () => {
+    const timers = new ManualTimers({ start: 1_000 });
+    const fired: string[] = [];
+    timers.setTimeout(() => fired.push(`b@${timers.now()}`), 20);
+    timers.setTimeout(() => fired.push(`a@${timers.now()}`), 10);
+    timers.setTimeout(() => fired.push(`c@${timers.now()}`), 20);
+    timers.setTimeout(() => fired.push(`late@${timers.now()}`), 31);
+    await timers.advance(30);
+    assert.deepEqual(fired, ['a@1010', 'b@1020', 'c@1020']);
+    assert.equal(timers.now(), 1_030);
+    assert.equal(timers.waiting, 1);
+    await timers.advance(1);
+    assert.deepEqual(fired.at(-1), 'late@1031');
+    assert.equal(timers.waiting, 0);
+  });
+
+  it('sees a timer set by a promise chain a firing started, within the same advance', async () => {
+    const timers = new ManualTimers();
+    const woke: number[] = [];
+    const loop = async (): Promise<void> => {
+      for (let i = 0; i < 3; i++) {
+        await sleep(100, timers);
+        await Promise.resolve();
+        woke.push(timers.now());
+      }
+    };
+    const done = loop();
+    await timers.advance(250);
+    assert.deepEqual(woke, [100, 200]);
+    await timers.advance(50);
+    await done;
+    assert.deepEqual(woke, [100, 200, 300]);
+  });
+
+  it('never fires a cleared timer, fires a delay below 1 ms after 1 ms, and moves a wall clock along', async () => {
+    const wall = new ManualClock(5_000);
+    const timers = new ManualTimers({ wall });
+    let fired = 0;
+    const cleared = timers.setTimeout(() => fired++, 10);
+    timers.clearTimeout(cleared);
+    timers.setTimeout(() => fired += 10, 0);
+    timers.setTimeout(() => fired += 100, Number.NaN);
+    await timers.advance(0);
+    assert.equal(fired, 0, 'nothing is due before time moves');
+    await timers.advance(1);
+    assert.equal(fired, 110);
+    await timers.advance(20);
+    assert.equal(fired, 110, 'the cleared timer stayed silent');
+    assert.equal(wall.now(), 5_021);
+  });
+
+  it('bounds settleWithin on the timers given', async () => {
+    const timers = new ManualTimers();
+    const never = new Promise<string>(() => undefined);
+    const bounded = settleWithin(never, 500, () => 'late', timers);
+    await timers.advance(499);
+    let settled: string | undefined;
+    void bounded.then((value) => (settled = value));
+    await timers.advance(0);
+    assert.equal(settled, undefined);
+    await timers.advance(1);
+    assert.equal(await bounded, 'late');
+    assert.equal(await settleWithin(Promise.resolve('work'), 500, () => 'late', timers), 'work');
+    assert.equal(timers.waiting, 0, 'the bound of work that settled first is cleared');
   });
 });
