@@ -100,6 +100,12 @@ export class MemoryStore implements Store {
     this.entries.delete(key);
   }
 
+  async deleteIf(key: string, expected: string): Promise<boolean> {
+    this.checkOpen('deleteIf');
+    if (this.liveEntry(key, this.clock.now())?.value !== expected) return false;
+    return this.entries.delete(key);
+  }
+
   async increment(key: string, by: number, ttlMs: number): Promise<number> {
     const context = this.context('increment');
     checkIncrement(context, by);

@@ -13,6 +13,7 @@
  *   set is SET PX, setIfAbsent is SET NX PX. What one command cannot do atomically runs as a Lua
  *   script (EVALSHA, re-sent as EVAL after a server restart empties the script cache):
  *     - compareAndSet: GET, compare, SET PX (expecting absence is just SET NX PX);
+ *     - deleteIf: GET, compare, DEL;
  *     - increment: INCRBY, PEXPIRE only when the key was created, and an undo (DECRBY) plus an
  *       error when the sum leaves the safe integer range; Redis's own INCRBY refuses values that
  *       are not integers and leaves them alone; a decrement is cut to stop at 0 and never
@@ -23,9 +24,9 @@
  *   so a SET NX or compare-and-set sent after that read agrees that it is gone (otherwise a
  *   triplet read as new could not be written for that millisecond); increment restarts such a
  *   counter instead of adding to it (the sum would vanish a millisecond later). A write that
- *   meets such a key without a read before it takes it as live, as Redis does: nothing has
- *   seen it gone, and nothing can tell that millisecond from the clock difference between the
- *   daemon and Redis.
+ *   meets such a key without a read before it (a compare-and-set, a deleteIf) takes it as live,
+ *   as Redis does: nothing has seen it gone, and nothing can tell that millisecond from the
+ *   clock difference between the daemon and Redis.
  *   scan walks SCAN MATCH over the prefix with the glob characters escaped, so `*?[]\` in a
  *   prefix match only themselves, keeping only the first `limit` keys by code point (the byte
  *   order of UTF-8, as the other backends list them) as it goes, and reads their values; keys
@@ -151,6 +152,12 @@ return rows`,
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`,
   },
+  calloutDeleteIf: {
+    numberOfKeys: 1,
+    lua: `${GET_STRING}if getString(1) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1`,
+  },
   calloutIncrement: {
     numberOfKeys: 1,
     lua: `${GET_STRING}local current = getString(1)
@@ -186,6 +193,7 @@ return sum`,
 interface ScriptCommands {
   calloutRead(keyCount: number, ...keys: string[]): Promise<Array<[value: string, pttl: number] | null>>;
   calloutCompareAndSet(key: string, expected: string, value: string, ttlMs: number): Promise<number>;
+  calloutDeleteIf(key: string, expected: string): Promise<number>;
   calloutIncrement(key: string, by: number, ttlMs: number): Promise<number>;
 }
 type ScriptedRedis = Redis & ScriptCommands;
@@ -383,6 +391,16 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   async delete(key: string): Promise<void> {
     await this.run('delete', async () => {
       await this.client.del(this.keyPrefix + key);
+    });
+  }
+
+  async deleteIf(key: string, expected: string): Promise<boolean> {
+    return this.run('deleteIf', async () => {
+      const redisKey = this.keyPrefix + key;
+      const result = await this.client.calloutDeleteIf(redisKey, expected).catch((err: unknown) => {
+        throw keyNamed(err, [redisKey]);
+      });
+      return result === 1;
     });
   }
 

@@ -14,9 +14,10 @@
  *
  *   Every statement is prepared once. setIfAbsent is a single upsert whose update only applies to
  *   an expired row; compareAndSet is that upsert when it expects absence, otherwise one UPDATE
- *   guarded by the expected value and liveness, so each is atomic on its own; increment runs in a
- *   BEGIN IMMEDIATE transaction (read, check, write) so two processes never lose an increment
- *   and an existing counter keeps its original expiry.
+ *   guarded by the expected value and liveness, and deleteIf one DELETE guarded the same way, so
+ *   each is atomic on its own; increment runs in a BEGIN IMMEDIATE transaction (read, check,
+ *   write) so two processes never lose an increment and an existing counter keeps its original
+ *   expiry.
  *
  *   better-sqlite3 is synchronous. Writes are committed in groups: every write asked for during
  *   one turn of the event loop runs, in order, in one BEGIN IMMEDIATE transaction at the end of
@@ -74,11 +75,12 @@
  *   asks SQLite's PRAGMA data_version, which changes when any other connection (another worker,
  *   another mail server's CLI) has committed, and forgets every row when it did. When this
  *   connection's own writes commit, the rows of the keys they wrote are remembered as they left
- *   them where that is known exactly (a set, a compare-and-set that applied, a delete), so a
- *   greylist retry or a cache refresh reads its own write without a SELECT, and forgotten
- *   otherwise; a commit by another store of this process ends the trust at once. So a read may
- *   miss only a commit another process made less than TRUST_MS before it; a compare-and-set
- *   never acts on such a row, since it compares in SQL (and forgets the key when it fails).
+ *   them where that is known exactly (a set, a delete, a compare-and-set or deleteIf that
+ *   applied), so a greylist retry or a cache refresh reads its own write without a SELECT, and
+ *   forgotten otherwise; a commit by another store of this process ends the trust at once. So a
+ *   read may miss only a commit another process made less than TRUST_MS before it; a
+ *   compare-and-set or deleteIf never acts on such a row, since it compares in SQL (and forgets
+ *   the key when it fails).
  *
  *   scan takes the keys in [prefix, successor(prefix)) where the successor is the prefix with its
  *   last code point incremented: a range on the primary key, so it uses the index, and no LIKE
@@ -210,6 +212,7 @@ function prepareStatements(db: Database.Database) {
     ),
     updateValue: db.prepare<[string, string]>('UPDATE kv SET value = ? WHERE key = ?'),
     delete: db.prepare<[string]>('DELETE FROM kv WHERE key = ?'),
+    deleteIfEqual: db.prepare<[string, string, number]>('DELETE FROM kv WHERE key = ? AND value = ? AND expires_at > ?'),
     scanBounded: db.prepare<[string, string, number, number], Row>(
       `SELECT key, value, expires_at AS expiresAt FROM kv
        WHERE key >= ? AND key < ? AND expires_at > ? ORDER BY key LIMIT ?`,
@@ -585,6 +588,16 @@ export class SqliteStore implements Store {
     return this.write('delete', key, () => {
       this.statements.delete.run(key);
       this.groupRows.set(key, undefined);
+    });
+  }
+
+  deleteIf(key: string, expected: string): Promise<boolean> {
+    return this.write('deleteIf', key, () => {
+      const deleted = this.statements.deleteIfEqual.run(key, expected, this.clock.now()).changes === 1;
+      // Not deleted, the row is what another write left: read again rather than trusted.
+      if (deleted) this.groupRows.set(key, undefined);
+      else this.groupRows.delete(key);
+      return deleted;
     });
   }
 

@@ -50,6 +50,12 @@ export interface Store {
   compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean>;
   delete(key: string): Promise<void>;
   /**
+   * Deletes the key only while its live value is `expected`; true when this call deleted it.
+   * An absent or expired key is never deleted (false). Atomic, as compareAndSet: a holder
+   * releasing a lock cannot delete the one another caller took after its own expired.
+   */
+  deleteIf(key: string, expected: string): Promise<boolean>;
+  /**
    * Adds `by` to an integer counter, creating it with `ttlMs` when absent; returns the new value.
    * A decrement stops at 0 and leaves an absent counter absent (store/semantics).
    */

@@ -143,6 +143,12 @@ export function runStoreContract(
         await store.set('k', 'x', 400);
         await store.delete('k');
         await agrees('k');
+        await store.set('k', 'y', 400);
+        await agrees('k');
+        await store.deleteIf('k', 'other');
+        await agrees('k');
+        await store.deleteIf('k', 'y');
+        await agrees('k');
       });
 
       it('gives no stale value while a write is still on its way', async () => {
@@ -400,6 +406,84 @@ export function runStoreContract(
       });
     });
 
+    describe('deleteIf', () => {
+      it('deletes a key whose value is the expected one', async () => {
+        await store.set('k', 'mine', 1000);
+        assert.equal(await store.deleteIf('k', 'mine'), true);
+        assert.equal(await store.get('k'), undefined);
+        assert.equal(await store.setIfAbsent('k', 'next', 1000), true, 'the key is free again');
+      });
+
+      it('leaves a key whose value differs from the expected one', async () => {
+        await store.set('k', 'mine', 1000);
+        for (const expected of ['other', '', 'min', 'mine ', 'MINE']) {
+          assert.equal(await store.deleteIf('k', expected), false, JSON.stringify(expected));
+        }
+        assertEntry(await store.get('k'), 'mine', 1000);
+      });
+
+      it('answers false for an absent key, and tells the empty string from absence', async () => {
+        assert.equal(await store.deleteIf('never-there', ''), false);
+        assert.equal(await store.deleteIf('never-there', 'v'), false);
+        assert.equal(await store.get('never-there'), undefined);
+        await store.set('empty', '', 1000);
+        assert.equal(await store.deleteIf('empty', ''), true);
+        assert.equal(await store.get('empty'), undefined);
+      });
+
+      it('answers false for an expired key, and leaves the key another caller took after it', async () => {
+        await store.set('lock', 'holder a', 100);
+        await later(200);
+        assert.equal(await store.deleteIf('lock', 'holder a'), false);
+        assert.equal(await store.setIfAbsent('lock', 'holder b', 1000), true);
+        assert.equal(await store.deleteIf('lock', 'holder a'), false);
+        assertEntry(await store.get('lock'), 'holder b', 1000);
+      });
+
+      it('answers false from the millisecond the ttl ends', manualClockOnly, async () => {
+        await Promise.all([store.set('a', 'mine', 1000), store.set('b', 'mine', 1000)]);
+        await later(999);
+        assert.equal(await store.deleteIf('a', 'mine'), true, 'live in its last millisecond');
+        await later(1);
+        assert.equal(await store.deleteIf('b', 'mine'), false);
+        assert.equal(await store.get('b'), undefined);
+      });
+
+      it('deletes only its own key', async () => {
+        const others = ['k2', 'k:', 'K', 'k ', 'prefix:k'];
+        await Promise.all(['k', ...others].map((key) => store.set(key, 'mine', 1000)));
+        assert.equal(await store.deleteIf('k', 'mine'), true);
+        assert.deepEqual((await store.getMany(others)).map((entry) => entry?.value), others.map(() => 'mine'));
+      });
+
+      it('lets exactly one of two concurrent callers with the same value delete', async () => {
+        for (let round = 0; round < 10; round += 1) {
+          await store.set('k', `round ${round}`, 1000);
+          const results = await Promise.all([store.deleteIf('k', `round ${round}`), store.deleteIf('k', `round ${round}`)]);
+          assert.deepEqual(results.filter(Boolean), [true], `round ${round}: ${JSON.stringify(results)}`);
+          assert.equal(await store.get('k'), undefined);
+        }
+      });
+
+      it('answers false for the value a compareAndSet replaced, and leaves the new one', async () => {
+        await store.set('k', 'old', 1000);
+        assert.equal(await store.compareAndSet('k', 'old', 'new', 5000), true);
+        assert.equal(await store.deleteIf('k', 'old'), false);
+        assertEntry(await store.get('k'), 'new', 5000);
+        assert.equal(await store.deleteIf('k', 'new'), true);
+        assert.equal(await store.get('k'), undefined);
+      });
+
+      it('gives no stale value while the delete is still on its way', async () => {
+        await store.set('k', 'mine', 60_000);
+        assert.equal((await store.get('k'))?.value, 'mine');
+        const deleting = store.deleteIf('k', 'mine');
+        const now = store.peek('k');
+        assert.ok(now === ASK_LATER || now === undefined, `peek gave ${JSON.stringify(now)} during the delete`);
+        assert.equal(await deleting, true);
+      });
+    });
+
     describe('scan', () => {
       beforeEach(async () => {
         for (const key of ['k:b', 'k:a', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}', 'k:Z', 'k:', 'other', 'k', 'l:a']) {
@@ -595,6 +679,7 @@ export function runStoreContract(
         await assert.rejects(store.compareAndSet('k', 'v', 'w', 1000), StoreError);
         await assert.rejects(store.increment('k', 1, 1000), StoreError);
         await assert.rejects(store.delete('k'), StoreError);
+        await assert.rejects(store.deleteIf('k', 'v'), StoreError);
         await assert.rejects(store.scan('', 10), StoreError);
         await assert.rejects(store.purgeExpired(), StoreError);
       });

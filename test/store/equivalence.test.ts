@@ -18,7 +18,7 @@ const key = fc.oneof(
   fc.constantFrom('a', 'ab', 'a%', 'a_', 'b', '\u00e9', '\uffff', '\u{1F600}', 'a\u{10FFFF}'),
   fc.string({ unit: 'grapheme', maxLength: 3 }),
 );
-// Few distinct values, so compareAndSet's expectation often matches what is stored.
+// Few distinct values, so compareAndSet's and deleteIf's expectation often matches what is stored.
 const value = fc.oneof(fc.constantFrom('', 'v', '1'), fc.string({ maxLength: 3 }), fc.integer().map(String));
 /** Every kind of step, with ttls from `ttl`; clock advances only when `advance` is given. */
 function operations(ttl: fc.Arbitrary<number>, advance?: fc.Arbitrary<number>) {
@@ -37,6 +37,7 @@ function operations(ttl: fc.Arbitrary<number>, advance?: fc.Arbitrary<number>) {
   }),
   fc.record({ op: fc.constant('increment' as const), key, by: fc.integer({ min: -5, max: 5 }), ttl }),
   fc.record({ op: fc.constant('delete' as const), key }),
+  fc.record({ op: fc.constant('deleteIf' as const), key, expected: value }),
   fc.record({ op: fc.constant('scan' as const), prefix: fc.oneof(key, fc.constant('')), limit: fc.nat(6) }),
   fc.record({ op: fc.constant('purgeExpired' as const) }),
   ];
@@ -68,6 +69,8 @@ async function apply(store: Store, clock: ManualClock, step: Operation): Promise
         return await store.increment(step.key, step.by, step.ttl);
       case 'delete':
         return await store.delete(step.key);
+      case 'deleteIf':
+        return await store.deleteIf(step.key, step.expected);
       case 'scan':
         return await store.scan(step.prefix, step.limit);
       case 'purgeExpired':

@@ -220,6 +220,17 @@ describe('RedisStore', () => {
       }
     });
 
+    it('lets exactly one of 2 clients deleteIf the value they both hold, each round', async () => {
+      const prefix = freshPrefix();
+      const clients = [await open({ keyPrefix: prefix }), await open({ keyPrefix: prefix })];
+      for (let round = 0; round < 20; round += 1) {
+        await clients[0]?.set('probe:lock', `token ${round}`, 60_000);
+        const results = await Promise.all(clients.map((client) => client.deleteIf('probe:lock', `token ${round}`)));
+        assert.equal(results.filter(Boolean).length, 1, `round ${round}: ${JSON.stringify(results)}`);
+        assert.equal(await clients[1]?.get('probe:lock'), undefined);
+      }
+    });
+
     it('loses no update of 4 clients retrying compareAndSet', async () => {
       const prefix = freshPrefix();
       const clients = await Promise.all(Array.from({ length: 4 }, () => open({ keyPrefix: prefix })));
@@ -287,6 +298,8 @@ describe('RedisStore', () => {
     assert.equal((await store.get('a{b}'))?.value, '5');
     assert.deepEqual((await store.scan('a*', 10)).map((row) => row.key), ['a*'], 'the scan prefix is taken literally');
     assert.equal((await store.scan('', 100)).length, keys.length);
+    assert.equal(await store.deleteIf('a*', '6'), true);
+    assert.deepEqual((await store.getMany(['a*', 'a?'])).map((entry) => entry?.value), [undefined, '7'], 'deleteIf takes its key literally');
   });
 
   it('runs its scripts again after SCRIPT FLUSH emptied the server\'s script cache', async () => {
@@ -303,6 +316,7 @@ describe('RedisStore', () => {
     assert.equal((await store.get('k'))?.value, 'v');
     assert.equal(await store.increment('c', 1, 60_000), 2);
     assert.equal(await store.compareAndSet('k', 'v', 'w', 60_000), true);
+    assert.equal(await store.deleteIf('k', 'w'), true);
   });
 
   describe('key prefix', () => {
@@ -314,7 +328,8 @@ describe('RedisStore', () => {
       assert.equal((await first.get('k'))?.value, 'a');
       assert.equal((await second.get('k'))?.value, 'b');
       assert.deepEqual((await first.scan('', 10)).map((row) => `${row.key}=${row.value}`), ['k=a']);
-      await first.delete('k');
+      assert.equal(await first.deleteIf('k', 'b'), false, 'the other prefix\'s value');
+      assert.equal(await first.deleteIf('k', 'a'), true);
       assert.equal((await second.get('k'))?.value, 'b');
       await second.delete('k');
     });
@@ -531,6 +546,7 @@ describe('RedisStore', () => {
             () => store.set('k', 'v', 1000),
             () => store.increment('c', 1, 1000),
             () => store.compareAndSet('k', 'before', 'v', 1000),
+            () => store.deleteIf('k', 'before'),
             () => store.scan('', 10),
           ]) {
             await assert.rejects(attempt(), StoreError);
@@ -807,6 +823,7 @@ describe('RedisStore', () => {
       await assert.rejects(store.scan('', 10), namesTheKey('scan'));
       await assert.rejects(store.increment('list', 1, 1000), namesTheKey('increment'));
       await assert.rejects(store.compareAndSet('list', 'x', 'y', 1000), namesTheKey('compareAndSet'));
+      await assert.rejects(store.deleteIf('list', 'x'), namesTheKey('deleteIf'));
     });
   });
 });

@@ -125,13 +125,15 @@ describe('SqliteStore', () => {
     const clock = new ManualClock();
     const path = freshPath();
     const store = await SqliteStore.open(path, { clock });
-    const keys = ['set', 'cas', 'cas-failed', 'absent-cas', 'deleted', 'counter'];
+    const keys = ['set', 'cas', 'cas-failed', 'absent-cas', 'deleted', 'deleted-if', 'kept-if', 'counter'];
     const agree = async (step: string) => {
       const file = await SqliteStore.open(path, { clock });
       for (const key of keys) assert.deepEqual(await store.get(key), await file.get(key), `${step}: ${key}`);
       await file.close();
     };
-    await Promise.all([store.set('set', '1', 1000), store.set('cas', 'a', 1000), store.set('cas-failed', 'x', 1000), store.set('deleted', 'd', 1000)]);
+    await Promise.all(
+      Object.entries({ set: '1', cas: 'a', 'cas-failed': 'x', deleted: 'd', 'deleted-if': 'e', 'kept-if': 'f' }).map(([key, value]) => store.set(key, value, 1000)),
+    );
     await agree('after set');
     clock.advance(10);
     const outcomes = await Promise.all([
@@ -139,10 +141,12 @@ describe('SqliteStore', () => {
       store.compareAndSet('cas-failed', 'not x', 'y', 5000),
       store.setIfAbsent('absent-cas', 'new', 5000),
       store.delete('deleted'),
+      store.deleteIf('deleted-if', 'e'),
+      store.deleteIf('kept-if', 'not f'),
       store.increment('counter', 3, 1000),
       store.set('set', '2', 2000),
     ]);
-    assert.deepEqual(outcomes, [true, false, true, undefined, 3, undefined]);
+    assert.deepEqual(outcomes, [true, false, true, undefined, true, false, 3, undefined]);
     await agree('after a group of mixed writes');
     clock.advance(1500);
     await agree('after the first expiries');
@@ -304,9 +308,13 @@ describe('SqliteStore', () => {
     }
   });
 
-  it('keeps increment, compareAndSet and setIfAbsent atomic between two processes writing at once', async () => {
+  it('keeps increment, compareAndSet, setIfAbsent and deleteIf atomic between two processes writing at once', async () => {
+    const rounds = 400;
     const path = freshPath();
-    await (await SqliteStore.open(path)).close();
+    const before = await SqliteStore.open(path);
+    // Each a lock both processes release: exactly one of them may be told it deleted it.
+    await Promise.all(Array.from({ length: rounds }, (_, i) => before.set(`held:${i}`, 'token', 60_000)));
+    await before.close();
     const script = join(scratch, 'contender.mjs');
     // Each process waits until both have opened the file, then runs 8 writers at once.
     writeFileSync(
@@ -317,6 +325,7 @@ describe('SqliteStore', () => {
        await store.set('ready:' + name, '1', 60_000);
        while ((await store.scan('ready:', 10)).length < 2) await new Promise((resolve) => setTimeout(resolve, 1));
        let wins = 0;
+       let released = 0;
        await Promise.all(Array.from({ length: 8 }, async (_, writer) => {
          for (let i = writer; i < Number(rounds); i += 8) {
            await store.increment('count', 1, 60_000);
@@ -325,12 +334,12 @@ describe('SqliteStore', () => {
              if (await store.compareAndSet('cas', row?.value, String(Number(row?.value ?? 0) + 1), 60_000)) break;
            }
            if (await store.setIfAbsent('once:' + i, name, 60_000)) wins += 1;
+           if (await store.deleteIf('held:' + i, 'token')) released += 1;
          }
        }));
        await store.close();
-       process.stdout.write(String(wins));`,
+       process.stdout.write(wins + ' ' + released);`,
     );
-    const rounds = 400;
     const { NODE_TEST_CONTEXT: _, ...env } = process.env;
     const outcomes = await Promise.all(
       ['one', 'two'].map(async (name) => {
@@ -341,7 +350,8 @@ describe('SqliteStore', () => {
         const [code] = (await once(child, 'exit')) as [number | null];
         clearTimeout(killer);
         assert.equal(code, 0, `${name} exited ${code}`);
-        return { name, wins: Number(out) };
+        const [wins, released] = out.split(' ').map(Number);
+        return { name, wins, released };
       }),
     );
     const store = await SqliteStore.open(path);
@@ -351,6 +361,8 @@ describe('SqliteStore', () => {
       const claimed = await store.scan('once:', 2 * rounds);
       assert.equal(claimed.length, rounds);
       for (const { name, wins } of outcomes) assert.equal(claimed.filter((row) => row.value === name).length, wins, `the keys ${name} set`);
+      assert.equal(outcomes.reduce((sum, { released }) => sum + (released ?? 0), 0), rounds, 'each lock released once');
+      assert.deepEqual(await store.scan('held:', 10), []);
     } finally {
       await store.close();
     }
