@@ -43,7 +43,8 @@
  *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
- *   64 usage error (a bad flag value, among them a `verp encode --sender` that cannot be encoded into);
+ *   64 usage error (a bad flag value, among them a `verp encode --sender` or `bounce record
+ *      --verp-sender` that cannot be encoded into, and --store with --config or --data-dir);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -59,6 +60,7 @@ import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
 import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
+import { embeddableAddress } from '../rewrite/embed.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
@@ -311,6 +313,9 @@ interface StoreFlags {
 function suppressionStore(flags: StoreFlags): StoreSpec {
   if (flags.store !== undefined) {
     if (flags.config !== undefined) throw new UsageError('give --store or --config, not both');
+    // --store is not under the data directory: a --data-dir beside it was ignored, a relative
+    // --store taken from the working directory, and `record` made a new store there without a word.
+    if (flags.dataDir !== undefined) throw new UsageError('give --store or --data-dir, not both (--store names the SQLite file itself)');
     // An empty name or :memory: is a database SQLite throws away at the end of the command.
     if (flags.store === '' || flags.store === ':memory:') throw new UsageError(`--store: got ${JSON.stringify(flags.store)}, expected a file (nothing kept there outlives the command)`);
     return { kind: 'sqlite', path: flags.store };
@@ -367,7 +372,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
       const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
       if (flags.json) io.out.write(`${shownJson(result)}\n`);
-      else io.out.write(result.status === 'not-prvs' ? `${address}: not a prvs address\n` : `${result.status}: ${result.original} (key ${result.keynum})\n`);
+      else io.out.write(result.status === 'not-prvs' ? `${shown(address)}: not a prvs address\n` : `${result.status}: ${shown(result.original)} (key ${result.keynum})\n`);
       process.exitCode = result.status === 'valid' ? 0 : 1;
     });
 }
@@ -415,7 +420,7 @@ function registerVerp(program: Command, io: RewriteCommandIo): void {
     .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
     .action((address: string, flags: { sender: string; delimiters?: string }) => {
       const result = verpDecode(address, flags.sender, delimiters(flags.delimiters));
-      io.out.write(result.ok ? `${result.recipient}\n` : `${address}: not a VERP address of ${flags.sender}: ${result.message}\n`);
+      io.out.write(result.ok ? `${shown(result.recipient)}\n` : `${shown(address)}: not a VERP address of ${shown(flags.sender)}: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
 }
@@ -448,6 +453,12 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
       const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
+      // A sender no VERP address can be made of proves nothing, and the wrapper's exit 1 ("nothing
+      // recorded") dropped every bounce of the list; a usage error keeps them queued.
+      for (const sender of flags.verpSender) {
+        const usable = embeddableAddress(sender);
+        if (!usable.ok) throw new UsageError(`--verp-sender ${JSON.stringify(abbreviate(sender, 80))}: the sender is an address with ${usable.problem}`);
+      }
       // Bounded: under Exim's window a tag stamped DDD is valid again on the first DDD+1 days of
       // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
       const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
@@ -478,13 +489,13 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .action(async (address: string, flags: StoreFlags & { json?: boolean }) => {
       const entry = await withSuppression(flags, 'read', (list) => list.get(address));
       if (flags.json) io.out.write(`${shownJson(entry ?? null)}\n`);
-      else io.out.write(entry ? `${formatEntry(entry)}\n` : `${address}: not suppressed\n`);
+      else io.out.write(entry ? `${formatEntry(entry)}\n` : `${shownField(address)}: not suppressed\n`);
       process.exitCode = entry ? 0 : 1;
     });
   storeOptions(bounce.command('remove').description('take an address off the suppression list').argument('<address>'))
     .action(async (address: string, flags: StoreFlags) => {
       const removed = await withSuppression(flags, 'read', (list) => list.remove(address));
-      io.out.write(removed ? `${address}: removed\n` : `${address}: was not suppressed\n`);
+      io.out.write(`${shownField(address)}: ${removed ? 'removed' : 'was not suppressed'}\n`);
       process.exitCode = removed ? 0 : 1;
     });
 }

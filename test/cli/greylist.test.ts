@@ -197,6 +197,18 @@ describe('callout greylist', () => {
     await run(['drop', '2001:db8:5:7::25']);
   });
 
+  it('refuses a network with host bits set, a typo that masked to a far wider network, before touching the store', async () => {
+    for (const address of ['198.51.100.7', '198.51.101.7']) await run(['allow', address]);
+    for (const args of [['drop', '198.51.100.7/8'], ['list', '--client', '198.51.100.7/16'], ['drop', '2001:db8:5:6::25/32']]) {
+      const { error, output } = await run(args);
+      assert.ok(error instanceof UsageError, `${args.join(' ')}: ${String(error)}`);
+      assert.match(error.message, /^client: got "[^"]+", with host bits set after the prefix: write the network, \S+, or the address alone$/);
+      assert.equal(output, '');
+    }
+    assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.100.7', 'client 198.51.101.7'], 'nothing dropped');
+    assert.equal((await run(['drop', '198.51.0.0/16'])).output, 'dropped 2 entries of 198.51.0.0/16\n', 'the network written as such still drops');
+  });
+
   it('lists the auto-allow entries of every address in a network given as --client, as drop removes them', async () => {
     for (const address of ['198.51.100.7', '198.51.100.200', '198.51.101.7', '2001:db8:5:6::25', '2001:db8:5:7::25']) await run(['allow', address]);
     await run(['allow', '198.51.100.9', 'bob@x.example', 'alice@example.test']);

@@ -215,6 +215,33 @@ describe('callout bounce', () => {
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y', '--store', store]), UsageError);
   });
 
+  it('quotes an address it echoes when it holds a control character (batv check, verp decode, bounce query and remove), as srs and batv sign do', async () => {
+    // An address copied out of a bounce may carry an escape sequence; printed raw it drove the terminal.
+    const esc = 'a\u001b[2J@example.org';
+    const quoted = '"a\\u001b[2J@example.org"';
+    assert.deepEqual(await run(['batv', 'check', '--secret', 's', esc]), { out: `${quoted}: not a prvs address\n`, code: 1 });
+    assert.deepEqual(await run(['batv', 'check', '--secret', 's', `prvs=1269e93bf9=${esc}`]), { out: `bad-signature: ${quoted} (key 1)\n`, code: 1 });
+    assert.deepEqual(await run(['verp', 'decode', '--sender', 'lb@lists.example', 'lb+a\u001b[2J=example.org@lists.example']), { out: `${quoted}\n`, code: 0 });
+    assert.deepEqual(await run(['verp', 'decode', '--sender', 'lb@lists.example', esc]), { out: `${quoted}: not a VERP address of lb@lists.example: domain is not lists.example\n`, code: 1 });
+    const store = join(dir, 'quoted-echo.sqlite');
+    assert.equal((await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'])).code, 0);
+    assert.deepEqual(await run(['bounce', 'query', esc, '--store', store]), { out: `${quoted}: not suppressed\n`, code: 1 });
+    assert.deepEqual(await run(['bounce', 'remove', esc, '--store', store]), { out: `${quoted}: was not suppressed\n`, code: 1 });
+    assert.deepEqual(await run(['bounce', 'query', '', '--store', store]), { out: '"": not suppressed\n', code: 1 }, 'an empty address is seen');
+  });
+
+  it('refuses a --verp-sender no VERP address can be made of (64, the wrapper keeps the bounce) instead of answering "nothing recorded" (1, dropped)', async () => {
+    const store = join(dir, 'bad-verp-sender.sqlite');
+    for (const sender of ['list-bounces', 'list-bounces@', 'a@b@lists.example.com', '']) {
+      await assert.rejects(
+        run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com', '--verp-sender', sender]),
+        (err: unknown) => err instanceof UsageError && err.message.startsWith(`--verp-sender ${JSON.stringify(sender)}: the sender is an address with `),
+        sender,
+      );
+    }
+    assert.equal(existsSync(store), false, 'refused before the store is made');
+  });
+
   it("reads '#' after white space in a key file as a comment too", () => {
     const indented = join(dir, 'indented.keys');
     writeFileSync(indented, '  # rotated 2020-01-01\n1 secret\n\t# older\n0 old secret\n');
@@ -270,10 +297,17 @@ describe('callout bounce on the configured store', () => {
     }
   });
 
-  it('refuses --store with --config, and a memory store', async () => {
+  it('refuses --store with --config or --data-dir, and a memory store', async () => {
     const config = join(dir, 'memory.yaml');
     writeFileSync(config, 'store:\n  kind: memory\n');
     await assert.rejects(run(['bounce', 'list', '--store', join(dir, 'x.sqlite'), '-c', config]), UsageError);
+    // --data-dir does not place --store: `record` made a new store where --store pointed (for a
+    // relative name, the working directory) while the daemon's under --data-dir never heard of it.
+    const dataDir = join(dir, 'data-dir-with-store');
+    const elsewhere = join(dir, 'elsewhere.sqlite');
+    await assert.rejects(record(['--store', elsewhere, '--data-dir', dataDir]), (err: unknown) => err instanceof UsageError && /--store or --data-dir, not both/.test(err.message));
+    assert.equal(existsSync(elsewhere), false, 'no store made');
+    assert.equal(existsSync(dataDir), false);
     await assert.rejects(run(['bounce', 'list', '-c', config]), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${config}: store.kind: got "memory", expected sqlite or redis`));
   });
 });
