@@ -28,6 +28,11 @@ export const systemClock: Clock = { now: () => Date.now() };
 export interface TimerHandle {
   /** Lets the process exit while the timer is pending (a no-op under ManualTimers). */
   unref(): TimerHandle;
+  /**
+   * Sets the timer going again for its whole delay from now, without a new timer; one that
+   * already fired is set going again, one that was cleared stays cleared (as Node's).
+   */
+  refresh(): TimerHandle;
 }
 
 /** A monotonic clock and its timers. */
@@ -99,10 +104,12 @@ export class ManualClock implements Clock {
 }
 
 interface PendingTimer extends TimerHandle {
-  readonly due: number;
-  /** Ties at one due time fire in the order they were set, as Node's do. */
-  readonly order: number;
+  due: number;
+  /** Ties at one due time fire in the order they were set (or refreshed), as Node's do. */
+  order: number;
+  readonly delay: number;
   readonly fire: () => void;
+  cleared: boolean;
 }
 
 /**
@@ -128,11 +135,13 @@ export class ManualTimers implements Timers {
   setTimeout(fire: () => void, ms: number): TimerHandle {
     // As Node's: a delay that is not a positive number fires on the next turn (1 ms).
     const delay = Number.isFinite(ms) && ms >= 1 ? ms : 1;
-    const timer: PendingTimer = { due: this.current + delay, order: this.order++, fire, unref: () => timer };
+    const timer: PendingTimer = { due: this.current + delay, order: this.order++, delay, fire, cleared: false, unref: () => timer, refresh: () => this.rearm(timer) };
     this.pending.add(timer);
     return timer;
   }
   clearTimeout(handle: TimerHandle | undefined): void {
+    if (!handle) return;
+    (handle as PendingTimer).cleared = true;
     this.pending.delete(handle as PendingTimer);
   }
   /** The timers set and not yet fired or cleared. */
@@ -153,6 +162,13 @@ export class ManualTimers implements Timers {
     }
     this.move(target);
     await settle();
+  }
+  private rearm(timer: PendingTimer): PendingTimer {
+    if (timer.cleared) return timer;
+    timer.due = this.current + timer.delay;
+    timer.order = this.order++;
+    this.pending.add(timer);
+    return timer;
   }
   private move(to: number): void {
     if (to <= this.current) return;

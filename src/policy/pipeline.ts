@@ -31,7 +31,7 @@
  *   and the action.
  */
 
-import type { Clock } from '../core/clock.js';
+import { systemTimers, type Clock, type TimerHandle, type Timers } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { RepeatCollapser } from '../core/log.js';
 import { BoundedMemo, ownCopy } from '../core/memo.js';
@@ -61,6 +61,8 @@ export interface PipelineOptions {
   faultAction: 'DUNNO' | 'DEFER';
   warnAction: 'WARN' | 'PREPEND';
   clock: Clock;
+  /** The monotonic clock the deadline, its timer and durations go by (default systemTimers). */
+  timers?: Timers;
   log: StageLogger;
 }
 
@@ -88,16 +90,16 @@ const FAULT_LOG_WINDOW_MS = 60_000;
 /** The answer to a stage's fault with policy.faultAction DEFER. */
 const FAULT_ACTION = '451 4.3.0 Temporary policy failure, please try again later';
 /**
- * StageContext.timeLeft of a request that came at `since` (performance.now()). On the monotonic
+ * StageContext.timeLeft of a request that came at `since` (timers.now()). On the monotonic
  * clock: as a time of the injected clock, a wall clock stepped back while a stage ran (NTP, a
  * restored virtual machine) held the answer for as long as the step, one stepped forward left
  * the stages after it no time, and under policy.acceptTestTime a request's policy_test_time
  * did the same to the requests in flight (exported for tests that make a StageContext).
  */
-export function decisionTimeLeft(decisionTimeoutMs: number, since = performance.now()): () => number {
+export function decisionTimeLeft(decisionTimeoutMs: number, timers: Timers = systemTimers, since = timers.now()): () => number {
   const deadline = since + decisionTimeoutMs;
   // Whole milliseconds: the bounds it gives are named in reasons and log lines.
-  return () => Math.max(0, Math.floor(deadline - performance.now()));
+  return () => Math.max(0, Math.floor(deadline - timers.now()));
 }
 
 /** How long past the deadline a stage may take before it counts as a fault. */
@@ -125,6 +127,7 @@ export class Pipeline {
   private readonly observers: ConfiguredStage[];
   /** One line per minute for each repeated fault (core/log RepeatCollapser); every decision line still lists its faults. */
   private readonly faultLines = new RepeatCollapser(FAULT_LOG_WINDOW_MS);
+  private readonly timers: Timers;
 
   constructor(
     readonly stages: ConfiguredStage[],
@@ -132,6 +135,7 @@ export class Pipeline {
   ) {
     this.observers = stages.filter((configured) => configured.stage.observe !== undefined);
     this.messages = options.messages ?? new Map();
+    this.timers = options.timers ?? systemTimers;
   }
 
   /**
@@ -140,7 +144,7 @@ export class Pipeline {
    * stage that has to be waited for on, the rest runs asynchronously under the deadline.
    */
   decide(attributes: PolicyAttributes): PipelineOutcome | Promise<PipelineOutcome> {
-    const run = new PipelineRun((earlier, since) => this.context(attributes, earlier, since), this.options, this.faultLines);
+    const run = new PipelineRun((earlier, since) => this.context(attributes, earlier, since), this.options, this.timers, this.faultLines);
     for (let index = this.nextStage(run, 0); index !== undefined; index = this.nextStage(run, index + 1)) {
       const configured = this.stages[index]!;
       let stop: boolean;
@@ -264,7 +268,7 @@ export class Pipeline {
    * the observers after it are shown the answer without being waited for.
    */
   private async observe(ctx: StageContext, action: string, decidedBy: string | undefined): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle | undefined;
     let late: Promise<'late'> | undefined;
     let waiting = true;
     try {
@@ -279,7 +283,7 @@ export class Pipeline {
           });
         if (!waiting) continue;
         late ??= new Promise<'late'>((resolve) => {
-          timer = setTimeout(() => resolve('late'), ctx.timeLeft() + STAGE_GRACE_MS);
+          timer = this.timers.setTimeout(() => resolve('late'), ctx.timeLeft() + STAGE_GRACE_MS);
         });
         if ((await Promise.race([watching, late])) === 'late') {
           this.options.log.error({ stage: stage.name, deadlineMs: this.options.decisionTimeoutMs }, 'stage observer late: answered without waiting for it');
@@ -287,7 +291,7 @@ export class Pipeline {
         }
       }
     } finally {
-      clearTimeout(timer);
+      this.timers.clearTimeout(timer);
     }
   }
 
@@ -308,7 +312,7 @@ export class Pipeline {
       recipientText,
       ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
       instance: attributes.instance ?? '',
-      timeLeft: decisionTimeLeft(this.options.decisionTimeoutMs, since),
+      timeLeft: decisionTimeLeft(this.options.decisionTimeoutMs, this.timers, since),
       clock: this.options.clock,
       earlier,
     };
@@ -439,7 +443,7 @@ function protocolState(text: string | undefined): ProtocolState {
 /** One request on its way through the stages. */
 class PipelineRun {
   /** When the request came, on the monotonic clock (its deadline and duration are measured from it). */
-  readonly started = performance.now();
+  readonly started: number;
   readonly verdicts: StageVerdict[] = [];
   readonly warnings: string[] = [];
   readonly faults: string[] = [];
@@ -449,7 +453,7 @@ class PipelineRun {
   final: { action: string; stage: string } | undefined;
   /** The first enforced DEFER_IF_PERMIT: the answer unless a later stage rejects or defers. */
   deferIfPermit: { action: string; stage: string } | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   /** The deadline and its grace have passed: no stage is waited for any more. */
   expired = false;
   private late: Promise<never> | undefined;
@@ -457,8 +461,10 @@ class PipelineRun {
   constructor(
     context: (earlier: ReadonlyMap<string, StageVerdict>, since: number) => StageContext,
     private readonly options: PipelineOptions,
+    private readonly timers: Timers,
     private readonly faultLines: RepeatCollapser,
   ) {
+    this.started = timers.now();
     this.ctx = context(this.earlier, this.started);
   }
 
@@ -470,7 +476,7 @@ class PipelineRun {
   lateness(): Promise<never> {
     if (!this.late) {
       this.late = new Promise<never>((_, reject) => {
-        this.timer = setTimeout(
+        this.timer = this.timers.setTimeout(
           () => {
             this.expired = true;
             reject(new CalloutError('INTERNAL', `no answer within the decision deadline (${this.options.decisionTimeoutMs} ms)`));
@@ -484,7 +490,7 @@ class PipelineRun {
   }
 
   stopTimer(): void {
-    clearTimeout(this.timer);
+    this.timers.clearTimeout(this.timer);
   }
 
   outcome(action: string): PipelineOutcome {
@@ -494,7 +500,7 @@ class PipelineRun {
       verdicts: this.verdicts,
       warnings: this.warnings,
       faults: this.faults,
-      durationMs: Math.round(performance.now() - this.started),
+      durationMs: Math.round(this.timers.now() - this.started),
     };
   }
 

@@ -28,6 +28,9 @@
  *   (0.0.0.0, ::, a public address) and a socket every local user may write (connect to) are
  *   logged as warnings: nothing here asks who connects.
  *
+ *   The idle, request, arrival and drain timers run on the Timers given (core/clock: the
+ *   monotonic clock, which a step of the wall clock does not move), so tests move them.
+ *
  * STANDARDS
  *   Postfix SMTPD_POLICY_README; smtpd_policy_service_max_idle (300 s) and
  *   smtpd_policy_service_timeout (100 s) give the default idle and request timeouts.
@@ -61,6 +64,7 @@ import { octalMode } from '../core/files.js';
 import type { ListenAddress } from '../core/listen.js';
 
 export { parseListenAddress, type ListenAddress };
+import { systemTimers, type TimerHandle, type Timers } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { PolicyRequestDecoder, encodeResponse, type PolicyDecodeEvent, type PolicyLimits } from './protocol.js';
@@ -107,6 +111,8 @@ export interface PolicyServerOptions {
   sharedListener?: boolean;
   /** Longest poll after answering, in microseconds (core/idle-poll); 0 never polls. */
   idlePollMicros?: number;
+  /** The idle, request, arrival and drain timers (default systemTimers); tests move them. */
+  timers?: Timers;
   log: StageLogger;
 }
 
@@ -129,6 +135,7 @@ interface ServerContext {
   readonly idleTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly arrivalTimeoutMs: number;
+  readonly timers: Timers;
 }
 
 export class PolicyServer {
@@ -172,6 +179,7 @@ export class PolicyServer {
       idleTimeoutMs: limits.idleTimeoutMs ?? DEFAULT_POLICY_IDLE_TIMEOUT_MS,
       requestTimeoutMs: limits.requestTimeoutMs ?? DEFAULT_POLICY_REQUEST_TIMEOUT_MS,
       arrivalTimeoutMs: limits.arrivalTimeoutMs ?? DEFAULT_POLICY_ARRIVAL_TIMEOUT_MS,
+      timers: options.timers ?? systemTimers,
     };
   }
 
@@ -243,14 +251,15 @@ export class PolicyServer {
     const connections = [...this.open];
     for (const connection of connections) connection.shutDown();
     const allClosed = Promise.all(connections.map((connection) => connection.closed));
-    let drainTimer: NodeJS.Timeout | undefined;
+    const { timers } = this.context;
+    let drainTimer: TimerHandle | undefined;
     const drained = await Promise.race([
       allClosed.then(() => true),
       new Promise<boolean>((resolve) => {
-        drainTimer = setTimeout(() => resolve(false), drainMs);
+        drainTimer = timers.setTimeout(() => resolve(false), drainMs);
       }),
     ]);
-    clearTimeout(drainTimer);
+    timers.clearTimeout(drainTimer);
     if (!drained) {
       this.context.log.warn({ listen: this.boundAddress, connections: this.open.size, drainMs }, 'policy requests still running at shutdown; closing their connections');
       for (const connection of connections) connection.destroy();
@@ -379,15 +388,15 @@ class PolicyConnection implements Answered {
    * Promise.race per request were a visible part of the cost of an answer. Each callback checks
    * the connection's state when it fires, so a timer left running never acts out of turn.
    */
-  private readonly idleTimer: NodeJS.Timeout;
-  private readonly requestTimer: NodeJS.Timeout;
+  private readonly idleTimer: TimerHandle;
+  private readonly requestTimer: TimerHandle;
   /**
-   * When the first octets of a request still unfinished came (performance.now()), and the timer
+   * When the first octets of a request still unfinished came (context.timers), and the timer
    * that bounds the wait for the rest: made at the first such request, which Postfix never
    * sends (it writes a request at once), so most connections have none.
    */
   private partialSince: number | undefined;
-  private arrivalTimer: NodeJS.Timeout | undefined;
+  private arrivalTimer: TimerHandle | undefined;
 
   constructor(
     private readonly id: number,
@@ -397,8 +406,8 @@ class PolicyConnection implements Answered {
   ) {
     this.decoder = new PolicyRequestDecoder(context.decoderLimits);
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    this.idleTimer = setTimeout(() => this.idleExpired(), context.idleTimeoutMs);
-    this.requestTimer = setTimeout(() => this.requestExpired(), context.requestTimeoutMs);
+    this.idleTimer = context.timers.setTimeout(() => this.idleExpired(), context.idleTimeoutMs);
+    this.requestTimer = context.timers.setTimeout(() => this.requestExpired(), context.requestTimeoutMs);
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('end', () => {
       this.peerEnded = true;
@@ -454,7 +463,7 @@ class PolicyConnection implements Answered {
     this.socket.pause();
     this.socket.once('drain', () => {
       this.draining = false;
-      if (this.partialSince !== undefined) this.partialSince = performance.now();
+      if (this.partialSince !== undefined) this.partialSince = this.context.timers.now();
       if (!this.paused && !this.finishing) this.socket.resume();
     });
   }
@@ -499,7 +508,7 @@ class PolicyConnection implements Answered {
     }
     this.idleTimer.refresh();
     // A request begun while we were busy was not the client's to finish meanwhile: its wait starts now.
-    if (this.partialSince !== undefined) this.partialSince = performance.now();
+    if (this.partialSince !== undefined) this.partialSince = this.context.timers.now();
     if (this.paused) {
       this.paused = false;
       if (!this.draining) this.socket.resume();
@@ -571,9 +580,9 @@ class PolicyConnection implements Answered {
       return;
     }
     if (this.partialSince !== undefined) return;
-    this.partialSince = performance.now();
+    this.partialSince = this.context.timers.now();
     if (this.arrivalTimer) this.arrivalTimer.refresh();
-    else this.arrivalTimer = setTimeout(() => this.arrivalExpired(), this.context.arrivalTimeoutMs);
+    else this.arrivalTimer = this.context.timers.setTimeout(() => this.arrivalExpired(), this.context.arrivalTimeoutMs);
   }
 
   /**
@@ -584,10 +593,11 @@ class PolicyConnection implements Answered {
     if (this.finishing || this.partialSince === undefined) return;
     // Reading waits while a request is handled or answers drain: that time is ours, not the
     // client's, and the wait starts again when reading does (work(), waitForDrain()).
-    if (this.handling || this.paused || this.draining) this.partialSince = performance.now();
-    const left = this.context.arrivalTimeoutMs - (performance.now() - this.partialSince);
+    const now = this.context.timers.now();
+    if (this.handling || this.paused || this.draining) this.partialSince = now;
+    const left = this.context.arrivalTimeoutMs - (now - this.partialSince);
     if (left > 0) {
-      this.arrivalTimer = setTimeout(() => this.arrivalExpired(), left);
+      this.arrivalTimer = this.context.timers.setTimeout(() => this.arrivalExpired(), left);
       return;
     }
     this.context.log.warn(
@@ -619,7 +629,7 @@ class PolicyConnection implements Answered {
   private finish(): void {
     this.finishing = true;
     this.queue.length = 0;
-    clearTimeout(this.requestTimer);
+    this.context.timers.clearTimeout(this.requestTimer);
     if (this.socket.destroyed || this.socket.writableEnded) return;
     // After the answers still in the outbox, never before them. The end waits for the peer to
     // read those answers; the idle timer bounds the wait.
@@ -628,9 +638,10 @@ class PolicyConnection implements Answered {
   }
 
   private stopTimers(): void {
-    clearTimeout(this.idleTimer);
-    clearTimeout(this.requestTimer);
-    clearTimeout(this.arrivalTimer);
+    const { timers } = this.context;
+    timers.clearTimeout(this.idleTimer);
+    timers.clearTimeout(this.requestTimer);
+    timers.clearTimeout(this.arrivalTimer);
   }
 
   private fields(clientAddress?: string): Record<string, unknown> {

@@ -78,6 +78,26 @@ describe('ManualTimers', () => {
     assert.equal(wall.now(), 5_021);
   });
 
+  it('refreshes a timer as Node does: its whole delay again from now, again after it fired, never after it was cleared', async () => {
+    const timers = new ManualTimers();
+    const fired: number[] = [];
+    const timer = timers.setTimeout(() => fired.push(timers.now()), 100);
+    await timers.advance(60);
+    timer.refresh();
+    await timers.advance(99);
+    assert.deepEqual(fired, [], 'due 100 ms after the refresh, not after it was set');
+    await timers.advance(1);
+    assert.deepEqual(fired, [160]);
+    timer.refresh();
+    await timers.advance(100);
+    assert.deepEqual(fired, [160, 260], 'a timer that fired is set going again');
+    timers.clearTimeout(timer);
+    timer.refresh();
+    await timers.advance(1_000);
+    assert.deepEqual(fired, [160, 260], 'a cleared timer stays cleared');
+    assert.equal(timers.waiting, 0);
+  });
+
   it('bounds settleWithin on the timers given', async () => {
     const timers = new ManualTimers();
     const never = new Promise<string>(() => undefined);

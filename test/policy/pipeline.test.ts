@@ -1,7 +1,7 @@
 // The pipeline's own logic, with hand-made stages: modes, states, headers once per message, faults.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock, ManualTimers, sleep, type Timers } from '../../src/core/clock.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { validateConfig } from '../../src/config/schema.js';
@@ -49,6 +49,13 @@ function pipeline(stages: ConfiguredStage[], options: Partial<PipelineOptions> =
   return new Pipeline(stages, { decisionTimeoutMs: 1000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent, ...options });
 }
 
+/** What promise resolved with, read without waiting for it: undefined while it is pending. */
+function watch<T>(promise: T | Promise<T>): () => T | undefined {
+  let value: T | undefined;
+  void Promise.resolve(promise).then((resolved) => (value = resolved));
+  return () => value;
+}
+
 const rcpt = (more: Record<string, string> = {}) => ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', sender: 'a@example.org', recipient: 'b@example.net', instance: 'i1', ...more });
 const reject: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'no' };
 
@@ -70,6 +77,16 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     assert.ok(!(out instanceof Promise));
     assert.equal(out.action, '550 5.7.1 no');
     assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b']);
+  });
+
+  it('reads the monotonic clock twice for a decision made at once, when the request came and when it was decided, and sets no timer', () => {
+    // The per-request cost: as often as performance.now() was read before the timers were injected.
+    const timers = new ManualTimers();
+    let reads = 0;
+    const counted: Timers = { now: () => (reads++, timers.now()), setTimeout: (fire, ms) => timers.setTimeout(fire, ms), clearTimeout: (handle) => timers.clearTimeout(handle) };
+    const out = pipeline([syncStage('a', () => go), syncStage('b', () => reject)], { timers: counted }).decide(rcpt());
+    assert.ok(!(out instanceof Promise));
+    assert.deepEqual([reads, timers.waiting], [2, 0]);
   });
 
   it('goes on asynchronously from the first stage that must be waited for, in order, each seeing the earlier verdicts', async () => {
@@ -276,31 +293,39 @@ describe('pipeline', () => {
       acceptAction: 'DUNNO',
       stage: { name: 'hangs', states: new Set(['RCPT']), evaluate: () => new Promise(() => undefined) },
     };
-    const started = Date.now();
-    const out = await pipeline([hanging], { decisionTimeoutMs: 100 }).decide(rcpt());
-    assert.equal(out.action, 'DUNNO');
+    const timers = new ManualTimers();
+    const answer = watch(pipeline([hanging], { decisionTimeoutMs: 100, timers }).decide(rcpt()));
+    // The deadline and the half second of grace after it.
+    await timers.advance(599);
+    assert.equal(answer(), undefined, 'waited for until the deadline and its grace');
+    await timers.advance(1);
+    const out = answer();
+    assert.equal(out?.action, 'DUNNO');
     assert.match(out.faults[0]!, /hangs: INTERNAL: no answer within the decision deadline \(100 ms\)/);
-    assert.ok(Date.now() - started < 2000);
+    assert.equal(out.durationMs, 600);
   });
 
-  it('a wall clock stepped back while a stage runs (NTP, a restored VM) does not move the deadline away', { timeout: 10_000 }, async () => {
+  it('a wall clock stepped back while a stage runs (NTP, a restored VM) does not move the deadline away', async () => {
     const clock = new ManualClock();
+    const timers = new ManualTimers({ wall: clock });
     const hanging = rcptStage('hangs', () => {
       clock.advance(-3_600_000);
       return new Promise(() => undefined);
     });
-    const started = Date.now();
-    const out = await pipeline([hanging], { decisionTimeoutMs: 100, clock }).decide(rcpt());
+    const answer = watch(pipeline([hanging], { decisionTimeoutMs: 100, clock, timers }).decide(rcpt()));
+    await timers.advance(600);
+    const out = answer();
+    assert.ok(out, 'answered at the deadline and its grace, not an hour later');
     assert.match(out.faults[0]!, /hangs: INTERNAL: no answer within the decision deadline \(100 ms\)/);
-    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms, not an hour`);
   });
 
   it('gives a stage the time left on the monotonic clock: a wall clock stepped while an earlier stage ran neither lengthens it nor takes it away', async () => {
     const clock = new ManualClock();
+    const timers = new ManualTimers({ wall: clock });
     const left: number[] = [];
     const steps = (ms: number) =>
       rcptStage('steps', async () => {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50, timers);
         clock.advance(ms);
         return { stage: 'steps', result: 'stepped', reason: '', decision: { kind: 'continue' } };
       });
@@ -308,20 +333,28 @@ describe('pipeline', () => {
       left.push(ctx.timeLeft());
       return { kind: 'continue' };
     });
-    await pipeline([steps(-3_600_000), reads], { clock }).decide(rcpt());
-    await pipeline([steps(3_600_000), reads], { clock }).decide(rcpt());
-    assert.ok(left[0]! <= 950 && left[0]! > 500, `stepped back: ${left[0]} ms left, not a whole decision timeout again`);
-    assert.ok(left[1]! <= 950 && left[1]! > 500, `stepped forward: ${left[1]} ms left, not none`);
+    for (const step of [-3_600_000, 3_600_000]) {
+      const decided = pipeline([steps(step), reads], { clock, timers }).decide(rcpt());
+      await timers.advance(50);
+      await decided;
+    }
+    assert.equal(left[0], 950, 'stepped back: not a whole decision timeout again');
+    assert.equal(left[1], 950, 'stepped forward: not none');
   });
 
   it('measures a decision\'s duration on the monotonic clock: a wall clock stepped back while it ran does not make it negative', async (t) => {
     let wall = Date.now();
     t.mock.method(Date, 'now', () => wall);
-    const out = await pipeline([rcptStage('steps', async () => {
+    const clock = new ManualClock();
+    const timers = new ManualTimers({ wall: clock });
+    const decided = pipeline([rcptStage('steps', async () => {
       wall -= 3_600_000;
+      clock.advance(-3_600_000);
+      await sleep(30, timers);
       return { stage: 'steps', result: 'stepped', reason: '', decision: { kind: 'continue' } };
-    })]).decide(rcpt());
-    assert.ok(out.durationMs >= 0 && out.durationMs < 1000, `${out.durationMs} ms`);
+    })], { clock, timers }).decide(rcpt());
+    await timers.advance(30);
+    assert.equal((await decided).durationMs, 30);
   });
 
   it('after a stage that used the deadline up, the stages to be waited for are not blamed as late; those that answer at once still count', async () => {
@@ -333,7 +366,11 @@ describe('pipeline', () => {
       greylistAsked = true;
       return new Promise(() => undefined);
     });
-    const out = await pipeline([hanging, greylist, syncStage('rejects', () => reject)], { decisionTimeoutMs: 50, log }).decide(rcpt());
+    const timers = new ManualTimers();
+    const answer = watch(pipeline([hanging, greylist, syncStage('rejects', () => reject)], { decisionTimeoutMs: 50, log, timers }).decide(rcpt()));
+    await timers.advance(550);
+    const out = answer();
+    assert.ok(out, 'answered at the deadline and its grace');
     assert.equal(out.action, '550 5.7.1 no', 'a stage that answers at once still decides');
     assert.equal(greylistAsked, true, 'the stage was asked (its work may warm a cache)');
     assert.deepEqual(errors.map((e) => e.stage), ['hangs'], 'one error line, for the stage that was late');
@@ -377,11 +414,13 @@ describe('pipeline', () => {
       },
     };
     const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
-    const started = Date.now();
-    const out = await pipeline([slowObserver, nextObserver, syncStage('rejects', () => reject)], { decisionTimeoutMs: 100, log }).decide(rcpt());
-    const waited = Date.now() - started;
-    assert.equal(out.action, '550 5.7.1 no', 'the answer is the one decided');
-    assert.ok(waited >= 590 && waited < 2000, `answered after ${waited} ms: at the deadline (100 ms) and its grace (500 ms), not when the observer ends`);
+    const timers = new ManualTimers();
+    const answer = watch(pipeline([slowObserver, nextObserver, syncStage('rejects', () => reject)], { decisionTimeoutMs: 100, log, timers }).decide(rcpt()));
+    await timers.advance(599);
+    assert.equal(answer(), undefined, 'the observer is waited for until the deadline (100 ms) and its grace (500 ms)');
+    await timers.advance(1);
+    const out = answer();
+    assert.equal(out?.action, '550 5.7.1 no', 'the answer is the one decided, at the deadline and its grace, not when the observer ends');
     assert.deepEqual(errors.map((e) => e.stage), ['counts-slowly'], 'one wait past the deadline at most');
     assert.equal(shownToNext, true, 'the observers after a late one are shown the answer, not waited for');
     assert.equal(observed, false);
@@ -513,8 +552,15 @@ describe('pipeline: modes, states and observers as configured', () => {
   });
 
   it('a stage that answers within the half second after the deadline still decides', async () => {
-    const slow = rcptStage('slow', () => new Promise((resolve) => setTimeout(() => resolve({ stage: 'slow', result: 'reject', reason: '', decision: reject }), 250)));
-    const out = await pipeline([slow], { decisionTimeoutMs: 50 }).decide(rcpt());
+    const timers = new ManualTimers();
+    // 499 ms past the deadline of 50 ms: the last millisecond of the grace.
+    const slow = rcptStage('slow', async () => {
+      await sleep(549, timers);
+      return { stage: 'slow', result: 'reject', reason: '', decision: reject };
+    });
+    const decided = pipeline([slow], { decisionTimeoutMs: 50, timers }).decide(rcpt());
+    await timers.advance(549);
+    const out = await decided;
     assert.deepEqual([out.action, out.faults], ['550 5.7.1 no', []]);
   });
 

@@ -5,9 +5,10 @@ import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ManualTimers, sleep, type Timers } from '../../src/core/clock.js';
 import { CalloutError, ConfigError } from '../../src/core/errors.js';
 import { PolicyServer, parseListenAddress, type ConnectionInfo, type PolicyHandler, type PolicyServerLimits } from '../../src/policy/server.js';
-import { until } from '../support/wait.js';
+import { turnsUntil, until } from '../support/wait.js';
 
 const FIXTURE = readFileSync(new URL('./fixtures/postfix-3.7-rcpt.txt', import.meta.url));
 
@@ -27,18 +28,25 @@ function recordingLog(): { log: { info: Logger; warn: Logger; error: Logger }; e
 }
 type Logger = (fields: Record<string, unknown>, message: string) => void;
 
-const servers: PolicyServer[] = [];
+const servers: Array<{ server: PolicyServer; timers: Timers | undefined }> = [];
 after(async () => {
-  await Promise.all(servers.map((server) => server.close({ drainMs: 0 })));
+  await Promise.all(
+    servers.map(async ({ server, timers }) => {
+      const closing = server.close({ drainMs: 0 });
+      // The drain bound of a server on ManualTimers passes only when moved (a request a failed test left running).
+      if (timers instanceof ManualTimers) await timers.advance(1);
+      await closing;
+    }),
+  );
 });
 
 async function startServer(
   handler: PolicyHandler,
-  options: { listen?: string; limits?: PolicyServerLimits; socketMode?: number } = {},
+  options: { listen?: string; limits?: PolicyServerLimits; socketMode?: number; timers?: Timers } = {},
 ): Promise<{ server: PolicyServer; address: string; entries: LogEntry[] }> {
   const { log, entries } = recordingLog();
-  const server = new PolicyServer({ listen: options.listen ?? '127.0.0.1:0', handler, limits: options.limits, socketMode: options.socketMode, log });
-  servers.push(server);
+  const server = new PolicyServer({ listen: options.listen ?? '127.0.0.1:0', handler, limits: options.limits, socketMode: options.socketMode, timers: options.timers, log });
+  servers.push({ server, timers: options.timers });
   const { address } = await server.listen();
   return { server, address, entries };
 }
@@ -368,7 +376,7 @@ describe('PolicyServer over TCP', () => {
       handler: async () => Promise.reject(Object.create(null) as unknown),
       log: { info: () => undefined, warn: () => undefined, error: throwing },
     });
-    servers.push(server);
+    servers.push({ server, timers: undefined });
     const { address } = await server.listen();
     const client = await Client.connect(address);
     client.request({ instance: 'x' });
@@ -391,9 +399,18 @@ describe('PolicyServer over TCP', () => {
 
   it('closes without a reply when the handler does not answer in time', async () => {
     const never = deferred<string>();
-    const { address, entries } = await startServer(() => never.promise, { limits: { requestTimeoutMs: 150 } });
+    const asked = deferred<void>();
+    const timers = new ManualTimers();
+    const { address, entries } = await startServer(() => {
+      asked.resolve();
+      return never.promise;
+    }, { limits: { requestTimeoutMs: 150 }, timers });
     const client = await Client.connect(address);
     client.request({ instance: 'slow', client_address: '203.0.113.9' });
+    await asked.promise;
+    await timers.advance(149);
+    assert.equal(entries.find((entry) => entry.level === 'warn'), undefined, 'still waited for 1 ms before the timeout');
+    await timers.advance(1);
     assert.equal(await client.untilClosed(), '');
     const logged = entries.find((entry) => entry.level === 'warn');
     assert.equal(logged?.fields['timeoutMs'], 150);
@@ -415,34 +432,44 @@ describe('PolicyServer over TCP', () => {
 
   it('keeps a connection idle between requests for longer than requestTimeoutMs, and one whose request outlasts idleTimeoutMs', async () => {
     // The request timeout bounds a request being handled, not the wait for the next one (smtpd_policy_service_max_idle does).
-    const { address } = await startServer(async () => 'DUNNO', { limits: { requestTimeoutMs: 300, idleTimeoutMs: 10_000 } });
+    const timers = new ManualTimers();
+    const { address } = await startServer(async () => 'DUNNO', { limits: { requestTimeoutMs: 300, idleTimeoutMs: 10_000 }, timers });
     const client = await Client.connect(address);
     client.request({ instance: '1' });
     assert.equal(await client.reply(), 'DUNNO');
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    await timers.advance(800);
     client.request({ instance: '2' });
     assert.equal(await client.reply(), 'DUNNO', 'idle for longer than requestTimeoutMs');
     client.close();
     // While a request runs, the request timer is the one that counts.
+    const busyTimers = new ManualTimers();
+    const asked = deferred<void>();
     const busy = await startServer(async () => {
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      asked.resolve();
+      await sleep(1_500, busyTimers);
       return 'OK';
-    }, { limits: { idleTimeoutMs: 500, requestTimeoutMs: 10_000 } });
+    }, { limits: { idleTimeoutMs: 500, requestTimeoutMs: 10_000 }, timers: busyTimers });
     const patient = await Client.connect(busy.address);
     patient.request({});
+    await asked.promise;
+    await busyTimers.advance(1_500);
     assert.equal(await patient.reply(), 'OK', 'a request handled for longer than idleTimeoutMs is answered');
     patient.close();
   });
 
   it('closes an idle connection, including one that stalls mid-request', async () => {
-    // A second: each client's first octets must come within it of its connection being taken,
-    // or that connection is closed as idle before them, which a loaded machine can make happen.
-    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 1000 } });
+    const timers = new ManualTimers();
+    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 1000 }, timers });
     const idle = await Client.connect(address);
     idle.request({ instance: '1' });
     assert.equal(await idle.reply(), 'DUNNO');
     const stalled = await Client.connect(address);
     stalled.send('request=smtpd_access_policy\nsender=');
+    // Each connection's idle and request timers, and the stalled request's arrival timer.
+    await turnsUntil(() => timers.waiting === 5, 'the server has the stalled request\'s first octets');
+    await timers.advance(999);
+    assert.equal(entries.filter((entry) => entry.message === 'closing idle policy connection').length, 0, 'idle 1 ms short of the timeout');
+    await timers.advance(1);
     assert.equal(await idle.untilClosed(), '');
     assert.equal(await stalled.untilClosed(), '');
     assert.equal(entries.filter((entry) => entry.message === 'closing idle policy connection').length, 2);
@@ -450,53 +477,64 @@ describe('PolicyServer over TCP', () => {
   });
 
   it('closes a connection whose request trickles in for longer than the arrival bound, and serves a whole one after a partial one', async () => {
-    // A bound of a second, so that the request in two parts below (100 ms apart) is well within
-    // it even on a loaded machine, where a 100 ms sleep can take several times as long.
     const arrivalTimeoutMs = 1000;
-    const { address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs } });
+    const timers = new ManualTimers();
+    const { server, address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs }, timers });
+    const notComplete = () => entries.filter((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
     const trickling = await Client.connect(address);
     const text = encodeRequest({ instance: 'slow' });
     let sent = 0;
     // An octet every 100 ms keeps the idle timer going; the request would take seconds to arrive.
-    const drip = setInterval(() => {
-      if (sent < text.length && !trickling.socket.destroyed) trickling.send(text[sent++]!);
-    }, 100);
-    try {
-      assert.equal(await trickling.untilClosed(), '', 'closed without a reply');
-    } finally {
-      clearInterval(drip);
+    trickling.send(text[sent++]!);
+    await turnsUntil(() => timers.waiting === 3, 'the arrival timer of the first octet');
+    for (let ms = 100; ms < arrivalTimeoutMs; ms += 100) {
+      await timers.advance(100);
+      trickling.send(text[sent++]!);
     }
-    const closed = entries.find((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
+    await timers.advance(99);
+    assert.equal(notComplete().length, 0, 'still waited for 1 ms before the bound');
+    await timers.advance(1);
+    assert.equal(await trickling.untilClosed(), '', 'closed without a reply');
+    const closed = notComplete()[0];
     assert.ok(closed, JSON.stringify(entries));
     assert.equal(closed.fields.arrivalTimeoutMs, arrivalTimeoutMs);
     assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length);
-    // A request in two parts, well within the bound, is answered; the bound starts again for the next.
+    await turnsUntil(() => server.connections === 0 && timers.waiting === 0, 'the trickling connection\'s end');
+    // A request in two parts, within the bound, is answered; the bound starts again for the next.
     const split = await Client.connect(address);
     const whole = encodeRequest({ instance: 'split' });
     split.send(whole.slice(0, 20));
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await turnsUntil(() => timers.waiting === 3, 'the arrival timer of the first part');
+    await timers.advance(100);
     split.send(whole.slice(20));
     assert.equal(await split.reply(), 'DUNNO');
     // Idle until the bound has passed since the first part came: a wait left running from it would close the connection now.
-    await new Promise((resolve) => setTimeout(resolve, arrivalTimeoutMs + 100));
+    await timers.advance(arrivalTimeoutMs + 100);
     split.request({ instance: 'later' });
     assert.equal(await split.reply(), 'DUNNO', 'an idle connection between requests is not held to the arrival bound');
-    // A later request that stalls is held to the bound again (closed well before the idle timeout).
+    // A later request that stalls is held to the bound again (closed long before the idle timeout).
     split.send(whole.slice(0, 20));
+    await turnsUntil(() => timers.waiting === 3, 'the arrival timer of the stalled request');
+    await timers.advance(arrivalTimeoutMs - 1);
+    assert.equal(notComplete().length, 1, 'still waited for 1 ms before the bound');
+    await timers.advance(1);
     assert.equal(await split.untilClosed(), '');
-    assert.equal(entries.filter((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply').length, 2, JSON.stringify(entries));
+    assert.equal(notComplete().length, 2, JSON.stringify(entries));
   });
 
   it('starts the arrival wait of a pipelined request again once the one before it is answered', async () => {
     // The first request takes 700 ms to answer; the second, begun with it, ends 400 ms after that
-    // answer: 1100 ms after it began, past the bound of 1000 ms, but well within it counted from
-    // the answer (600 ms to spare for a loaded machine between the answer and the rest).
-    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? new Promise((resolve) => setTimeout(() => resolve('DUNNO'), 700)) : 'OK'), { limits: { arrivalTimeoutMs: 1000 } });
+    // answer: 1100 ms after it began, past the bound of 1000 ms, but within it counted from the answer.
+    const timers = new ManualTimers();
+    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? sleep(700, timers).then(() => 'DUNNO') : 'OK'), { limits: { arrivalTimeoutMs: 1000 }, timers });
     const client = await Client.connect(address);
     const second = encodeRequest({ instance: 'second' });
     client.send(encodeRequest({ instance: 'first' }) + second.slice(0, 20));
+    // The idle, request and arrival timers, and the first answer's wait.
+    await turnsUntil(() => timers.waiting === 4, 'the first request and the start of the second');
+    await timers.advance(700);
     assert.equal(await client.reply(), 'DUNNO');
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    await timers.advance(400);
     client.send(second.slice(20));
     assert.equal(await client.reply(), 'OK', 'the 700 ms of the first answer were not the client\'s');
     client.close();
@@ -603,16 +641,22 @@ describe('PolicyServer over TCP', () => {
 
   it('close() gives up on requests still running after drainMs', async () => {
     const started = deferred<void>();
+    const timers = new ManualTimers();
     const { server, address, entries } = await startServer(async () => {
       started.resolve();
       return new Promise<string>(() => {});
-    });
+    }, { timers });
     const client = await Client.connect(address);
     client.request({});
     await started.promise;
-    await server.close({ drainMs: 100 });
+    const givenUp = () => entries.filter((entry) => entry.level === 'warn' && entry.fields['drainMs'] === 100);
+    const closing = server.close({ drainMs: 100 });
+    await timers.advance(99);
+    assert.equal(givenUp().length, 0, 'the request is waited for until drainMs');
+    await timers.advance(1);
+    assert.equal(givenUp().length, 1);
+    await closing;
     assert.equal(await client.untilClosed(), '');
-    assert.ok(entries.some((entry) => entry.level === 'warn' && entry.fields['drainMs'] === 100));
   });
 
   it('listens on IPv6 loopback when the machine has it', async (t) => {
@@ -639,6 +683,56 @@ describe('PolicyServer over TCP', () => {
     const second = new PolicyServer({ listen: address, handler: async () => 'DUNNO', log: recordingLog().log });
     await assert.rejects(second.listen(), ConfigError);
     await assert.rejects(server.listen(), (err: unknown) => err instanceof CalloutError && err.code === 'INTERNAL');
+  });
+});
+
+describe('PolicyServer timeouts at their defaults (README, smtpd_policy_service_*), on ManualTimers', () => {
+  it('closes a request left unfinished 10 s after its first octets, not 1 ms before', async () => {
+    const timers = new ManualTimers();
+    const { server, address, entries } = await startServer(async () => 'DUNNO', { timers });
+    const client = await Client.connect(address);
+    client.send('request=smtpd_access_policy\nsender=');
+    // The connection's idle and request timers, and the arrival timer the first octets set.
+    await turnsUntil(() => timers.waiting === 3, 'the server has the first octets');
+    const notComplete = () => entries.filter((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
+    await timers.advance(9_999);
+    assert.deepEqual([notComplete().length, server.connections], [0, 1], 'still open 1 ms before the arrival timeout');
+    await timers.advance(1);
+    assert.deepEqual(notComplete().map((entry) => [entry.level, entry.fields.arrivalTimeoutMs, entry.fields.unfinishedBytes]), [['warn', 10_000, 35]]);
+    assert.equal(await client.untilClosed(), '', 'closed without a reply');
+  });
+
+  it('closes, without a reply, a connection whose handler has not answered 100 s after the request, not 1 ms before', async () => {
+    const timers = new ManualTimers();
+    const asked = deferred<void>();
+    const { server, address, entries } = await startServer(() => {
+      asked.resolve();
+      return new Promise<string>(() => undefined);
+    }, { timers });
+    const client = await Client.connect(address);
+    client.request({ instance: 'never', client_address: '203.0.113.9' });
+    await asked.promise;
+    const late = () => entries.filter((entry) => entry.message === 'policy handler did not answer in time; closing the connection without a reply');
+    await timers.advance(99_999);
+    assert.deepEqual([late().length, server.connections], [0, 1], 'still waited for 1 ms before the request timeout');
+    await timers.advance(1);
+    assert.deepEqual(late().map((entry) => [entry.level, entry.fields.timeoutMs, entry.fields.client]), [['warn', 100_000, '203.0.113.9']]);
+    assert.equal(await client.untilClosed(), '');
+  });
+
+  it('closes a connection idle for 300 s after its last answer, not 1 ms before', async () => {
+    const timers = new ManualTimers();
+    const { server, address, entries } = await startServer(async () => 'DUNNO', { timers });
+    const client = await Client.connect(address);
+    client.request({});
+    assert.equal(await client.reply(), 'DUNNO');
+    const idle = () => entries.filter((entry) => entry.message === 'closing idle policy connection');
+    // Idle for longer than the request timeout (100 s): that one bounds a request being handled.
+    await timers.advance(299_999);
+    assert.deepEqual([idle().length, server.connections], [0, 1], 'still open 1 ms before the idle timeout');
+    await timers.advance(1);
+    assert.deepEqual(idle().map((entry) => [entry.level, entry.fields.idleTimeoutMs]), [['info', 300_000]]);
+    assert.equal(await client.untilClosed(), '');
   });
 });
 

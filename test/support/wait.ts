@@ -10,6 +10,10 @@
  *   an idle machine is too short on a loaded CI machine, where the test then fails although
  *   nothing is wrong. The deadline only bounds the wait for something that never comes; the
  *   caller asserts what it waited for, so that a failure says what was missing.
+ *   turnsUntil(condition, what) asks at every turn of the event loop (setImmediate), so that
+ *   real socket I/O goes on meanwhile: what a test waits for (the server has the octets, a
+ *   timer is set) before it moves ManualTimers, which must not overtake I/O still under way.
+ *   It throws, naming `what`, after 10 s of real time.
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,5 +24,13 @@ export async function until(condition: () => boolean | Promise<boolean>, deadlin
     if (await condition()) return true;
     if (Date.now() >= deadline) return false;
     await sleep(pollMs);
+  }
+}
+
+export async function turnsUntil(condition: () => boolean, what: string): Promise<void> {
+  const giveUp = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() >= giveUp) throw new Error(`never came: ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
