@@ -24,6 +24,7 @@
  *   acceptAction
  */
 
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
 import { ConfigError } from '../../core/errors.js';
@@ -102,6 +103,9 @@ export function domainEntry(raw: string, key: string): string {
 export function namePatterns(entries: string[], key: string): string[] {
   return entries.map((raw) => {
     const trimmed = raw.trim();
+    // The parser's advice for a numeric name (brackets: an address literal) is for mailbox
+    // domains; a client name never is one, and `clients` is where an address matches.
+    if (isIP(trimmed.replace(/^\[(.*)\]$/, '$1'))) throw new ConfigError(`${key}: "${raw}" is an IP address, not a host name: list it in clients`);
     const parent = trimmed.startsWith('.');
     const written = parent ? trimmed.slice(1) : trimmed;
     // Postfix's valid_hostname() lets an underscore through to client_name; a mailbox domain has none.

@@ -106,7 +106,16 @@ function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, '
     // An empty key lets anyone sign; a second line (a comment) would be part of the key and
     // match no tag the signer made, refusing every genuine bounce.
     if (secret === '') throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: no secret in the file`);
-    if (/[\r\n]/.test(secret)) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: more than one line, expected the secret alone`);
+    // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: such a file given here
+    // would make the number part of the key, and no tag the rewrite service signed would check.
+    const keyFileLine = /^\d[ \t]+\S/;
+    if (/[\r\n]/.test(secret)) {
+      const keyFile = secret.split(/\r?\n/).every((line) => line.trim() === '' || keyFileLine.test(line.trim()));
+      throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: more than one line, expected the secret alone${keyFile ? ' (KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)' : ''}`);
+    }
+    if (keyFileLine.test(secret) && secret.startsWith(String(k.keynum))) {
+      log?.warn({ file: k.secretFile, keynum: k.keynum }, `batv.keys secretFile holds "${k.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
+    }
     return { keynum: k.keynum, secret };
   });
 }

@@ -186,6 +186,15 @@ describe('postgrey whitelist_clients', () => {
     assert.match(problems[1]!.message, /bad regular expression/);
   });
 
+  it('says why an entry with a leading zero (postgrey: octal) is skipped, whole or partial', () => {
+    const zeros = parseClientWhitelist([{ source: 'f', text: '010.1.1.1\n192.0.2.0/24\n10.020.30\n172.016\n' }]);
+    assert.deepEqual(zeros.problems.map((p) => p.line), [1, 3, 4]);
+    assert.match(zeros.problems[0]!.message, /^bad address: "010\.1\.1\.1" has an octet with a leading zero, which postgrey reads as octal/);
+    assert.match(zeros.problems[1]!.message, /^bad address: "10\.020\.30" has an octet with a leading zero/);
+    assert.match(zeros.problems[2]!.message, /^bad address: "172\.016" has an octet with a leading zero/);
+    assert.equal(zeros.whitelist.match('unknown', '8.1.1.1'), undefined);
+  });
+
   it('reads the whitelist Debian ships with postgrey', async () => {
     const { readWhitelistFiles } = await import('../../../src/checks/greylist/index.js');
     const files = readWhitelistFiles(['/etc/postgrey/whitelist_clients', '/etc/postgrey/whitelist_clients.local']);

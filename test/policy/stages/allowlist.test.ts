@@ -310,7 +310,9 @@ describe('allowlist entries as administrators write them', () => {
     const refused = (entry: string, why: RegExp) =>
       assert.throws(() => namePatterns(['mail.trusted.test', entry], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && why.test(err.message), entry);
     refused('*.friends.test', /^allowlist\.clientNames: "\*\.friends\.test" is not a host name: .*; write \.friends\.test for the domain and its subdomains$/);
-    refused('192.0.2.1', /^allowlist\.clientNames: "192\.0\.2\.1" is not a host name: all-numeric top-level label/);
+    refused('192.0.2.1', /^allowlist\.clientNames: "192\.0\.2\.1" is an IP address, not a host name: list it in clients$/);
+    refused('[192.0.2.1]', /^allowlist\.clientNames: "\[192\.0\.2\.1\]" is an IP address, not a host name: list it in clients$/);
+    refused('2001:db8::1', /^allowlist\.clientNames: "2001:db8::1" is an IP address, not a host name: list it in clients$/);
     refused('', /^allowlist\.clientNames: "" is not a host name/);
     refused('.', /^allowlist\.clientNames: "\." is not a host name/);
     refused('mail trusted.test', /^allowlist\.clientNames: "mail trusted\.test" is not a host name/);

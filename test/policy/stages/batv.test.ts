@@ -54,6 +54,23 @@ describe('batv stage secretFile', () => {
     createBatvStage(opts(link), { log });
     assert.equal(warnings.length, 1);
   });
+
+  it('says so when given a --batv-key-file (KEYNUM SECRET lines) instead of a secret alone', () => {
+    const keys = join(dir, 'batv.keys');
+    writeFileSync(keys, '1 batvsecret\n0 older\n', { mode: 0o600 });
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)`);
+    writeFileSync(keys, '1 batvsecret\n');
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const log = { warn: (fields: Record<string, unknown>, message: string) => warnings.push([fields, message]) } as unknown as StageDeps['log'];
+    const opts = (keynum: number) => batvStage.options.parse({ domains: ['example.com'], keys: [{ keynum, secretFile: keys }] }) as BatvStageOptions;
+    createBatvStage(opts(1), { log });
+    assert.equal(warnings.length, 1);
+    assert.deepEqual(warnings[0]![0], { file: keys, keynum: 1 });
+    assert.match(warnings[0]![1], /^batv\.keys secretFile holds "1 \.\.\." as a --batv-key-file line does: the whole line, number included, is the secret/);
+    // A secret that merely has a space in it, under another key number, is taken without a word.
+    createBatvStage(opts(2), { log });
+    assert.equal(warnings.length, 1);
+  });
 });
 
 describe('batv stage', () => {
