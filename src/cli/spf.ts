@@ -69,6 +69,8 @@ async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
   const mailFrom = flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
   const helo = flags.helo ?? '';
   if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
+  // As the spf stage's receiver: an empty name left %{r} of an explanation empty where RFC 7208 §7.3 says "unknown".
+  if (flags.receiver === '') throw new UsageError('spf: --receiver: got "", expected this host\'s name');
   const timeoutMs = wholeNumberFlag('spf: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
   const resolver = resolverFlags('spf', flags.dnsServer, timeoutMs);
   return evaluateSpf(

@@ -54,6 +54,7 @@ import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { isAnnounceable } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
+import { validateConfig } from '../config/schema.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
 import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
@@ -141,6 +142,23 @@ const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) =>
   ['policy.workers', (config) => config.policy.workers],
   ['log.level', (config) => config.log.level],
 ];
+
+/**
+ * `config` with the RESTART_ONLY_SETTINGS of `running`: what a reload applies of a file. Taken
+ * from the file, a changed listen address read as running, so that the next SIGHUP no longer
+ * said it needs a restart, and the file put back was warned of as a change.
+ */
+function withFixedSettings(config: Config, running: Config): Config {
+  const { listen, maxConnections, idleTimeout, socketMode, acceptTestTime, workers } = running.policy;
+  return {
+    ...config,
+    store: running.store,
+    dataDir: running.dataDir,
+    metrics: running.metrics,
+    log: running.log,
+    policy: { ...config.policy, listen, maxConnections, idleTimeout, socketMode, acceptTestTime, workers },
+  };
+}
 
 /**
  * One worker's part of limits.concurrency, which the configuration sets for the whole service:
@@ -421,8 +439,7 @@ export class Daemon {
       // policy.workers too: a worker's share of limits.concurrency (workerShare) is by the
       // workers running, and 4 workers each taking the whole limit of a file that now says 1
       // would call out four times as hard as configured until the restart.
-      const running = { store: old.config.store, dataDir: old.config.dataDir, policy: { ...config.policy, workers: old.config.policy.workers } };
-      this.current = this.generation({ ...config, ...running }, old.pipeline.messages);
+      this.current = this.generation(withFixedSettings(config, old.config), old.pipeline.messages);
     } catch (err) {
       this.options.log.error({ err: describeError(err) }, 'reload refused, keeping the running configuration');
       return this.reloaded(false, err);
@@ -436,7 +453,10 @@ export class Daemon {
 
   /** A reload's outcome, with the digest of the configuration running after it. */
   private reloaded(accepted: boolean, err?: unknown): ReloadOutcome {
-    const config = createHash('sha256').update(JSON.stringify(this.current.config)).digest('hex').slice(0, 12);
+    // Of what a reload applies: a worker started later on a file that changed a restart-only
+    // setting runs the same configuration, and another SIGHUP would not make them agree anyway.
+    const reloadable = withFixedSettings(this.current.config, validateConfig({}));
+    const config = createHash('sha256').update(JSON.stringify(reloadable)).digest('hex').slice(0, 12);
     return { accepted, config, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) };
   }
 

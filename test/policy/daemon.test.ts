@@ -519,6 +519,30 @@ describe('callout serve', () => {
     writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idleTimeout: '60s', maxConnections: 5, acceptTestTime: true }, log: { level: 'debug' } }));
     assert.equal(await daemon.reload(), true);
     assert.deepEqual(restartOnly().map((l) => l.settings), [['policy.acceptTestTime', 'policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
+    // Still not applied at the next SIGHUP: said again; the file put back as it runs: nothing to say.
+    assert.equal(await daemon.reload(), true);
+    assert.deepEqual(restartOnly().map((l) => l.settings).slice(1), [['policy.acceptTestTime', 'policy.maxConnections', 'policy.idleTimeout', 'log.level']]);
+    assert.deepEqual([daemon.config.policy.maxConnections, daemon.config.log.level], [1000, 'info'], 'the running configuration says what runs');
+    writeFileSync(path, stringify(base));
+    assert.equal(await daemon.reload(), true);
+    assert.equal(restartOnly().length, 2, 'the file as the daemon runs it warns of nothing');
+  });
+
+  it('reports after a reload that changed only restart-only settings the digest of a worker started on that file (one that replaced a worker that died)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-digest-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    const configure = (extra: Record<string, unknown>) => writeFileSync(path, stringify({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'postmaster' }] }, metrics: { listen: '' }, ...extra }));
+    configure({});
+    const running = await Daemon.start({ configPath: path, log: captureLog().log });
+    cleanups.push(() => running.stop());
+    const before = (await running.reloadOutcome())!.config;
+    configure({ log: { level: 'warn' } });
+    const after = (await running.reloadOutcome())!.config;
+    assert.equal(after, before, 'nothing a reload applies changed');
+    const replacement = await Daemon.start({ configPath: path, log: captureLog().log });
+    cleanups.push(() => replacement.stop());
+    assert.equal((await replacement.reloadOutcome())!.config, after, 'the workers agree: no "send SIGHUP again"');
   });
 
   it('as a policy worker keeps its share of the concurrency limits by the workers running when a reload changes policy.workers', async () => {
