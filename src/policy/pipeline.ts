@@ -538,6 +538,7 @@ export function buildPipeline(config: Config, deps: StageDeps, messages?: Messag
     faultAction: config.policy.faultAction,
     warnAction: config.policy.warnAction,
     clock: deps.clock,
+    timers: deps.timers,
     log: deps.log,
   });
 }

@@ -15,7 +15,7 @@
  *   (src/policy/stages/index.ts) plus its options in the configuration.
  */
 
-import type { Clock } from '../core/clock.js';
+import type { Clock, Timers } from '../core/clock.js';
 import type { Mailbox, ReversePath } from '../address/index.js';
 
 export type ProtocolState = 'CONNECT' | 'EHLO' | 'HELO' | 'MAIL' | 'RCPT' | 'DATA' | 'END-OF-MESSAGE' | 'VRFY' | 'ETRN';
@@ -48,7 +48,8 @@ export interface StageContext {
    * came, shorter than Postfix's policy timeout), never negative. On the monotonic clock, not
    * on `clock`: it bounds waits on real I/O, which a wall clock stepped (or moved by
    * policy_test_time) while they ran must not lengthen or cut short. A stage bounds what it
-   * waits for by it and reads no time of its own for that.
+   * waits for by it, on the timers it counts down on (StageDeps.timers), and reads no time of
+   * its own for that.
    */
   timeLeft(): number;
   clock: Clock;
@@ -123,6 +124,12 @@ export interface StageDeps {
   resolver: import('../dns/types.js').Resolver;
   store: import('../store/types.js').Store;
   clock: Clock;
+  /**
+   * The monotonic clock and timers a stage waits by (a tarpit delay, a bound on a lookup),
+   * default systemTimers: buildPipeline gives the pipeline the same ones, so that timeLeft and
+   * the waits it bounds move together (ManualTimers in tests).
+   */
+  timers?: Timers;
   /** The callout engine; absent when callouts are not configured (no callout.helo). */
   engine?: import('../verify/engine.js').CalloutEngine;
   /** The daemon's pino logger: a stage's line per request goes out through core/log logInfoJson. */

@@ -11,6 +11,7 @@ import { MESSAGE_HEADER_LIMIT, MESSAGE_MEMORY_LIMIT, Pipeline, buildPipeline } f
 import type { ConfiguredStage, PipelineOptions, PipelineOutcome } from '../../src/policy/pipeline.js';
 import type { Decision, ProtocolState, StageContext, StageVerdict } from '../../src/policy/types.js';
 import { heapAfterGc } from '../support/heap.js';
+import { watch } from '../support/wait.js';
 
 const silent = { info() {}, warn() {}, error() {} };
 
@@ -47,13 +48,6 @@ function syncStage(name: string, decide: (ctx: StageContext) => Decision | Error
 
 function pipeline(stages: ConfiguredStage[], options: Partial<PipelineOptions> = {}): Pipeline {
   return new Pipeline(stages, { decisionTimeoutMs: 1000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent, ...options });
-}
-
-/** What promise resolved with, read without waiting for it: undefined while it is pending. */
-function watch<T>(promise: T | Promise<T>): () => T | undefined {
-  let value: T | undefined;
-  void Promise.resolve(promise).then((resolved) => (value = resolved));
-  return () => value;
 }
 
 const rcpt = (more: Record<string, string> = {}) => ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', sender: 'a@example.org', recipient: 'b@example.net', instance: 'i1', ...more });

@@ -13,10 +13,12 @@
  *   under test then saw a request no pipeline makes.
  *   `given` holds what does not come from the request: the clock (a ManualClock by default),
  *   the decision deadline in ms (deadlineMs, 10 s by default) or a timeLeft of the test's own,
- *   and the verdicts of the stages that ran before (earlier, none by default).
+ *   the timers timeLeft counts down on (timers: ManualTimers, given the stage too as
+ *   StageDeps.timers, as buildPipeline gives both the same; systemTimers by default), and the
+ *   verdicts of the stages that ran before (earlier, none by default).
  */
 
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock, type Timers } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import { Pipeline } from '../../src/policy/pipeline.js';
 import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageVerdict } from '../../src/policy/types.js';
@@ -24,13 +26,14 @@ import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageVerdict
 export interface GivenContext extends Partial<Pick<StageContext, 'clock' | 'timeLeft' | 'earlier'>> {
   /** policy.decisionTimeout: timeLeft counts down from it (unless timeLeft is given). */
   deadlineMs?: number;
+  timers?: Timers;
 }
 
 const EVERY_STATE: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']);
 const silent = createLogger('silent');
 
 export function stageContext(request: PolicyAttributes, given: GivenContext = {}): StageContext {
-  const { clock = new ManualClock(), deadlineMs = 10_000, timeLeft, earlier = new Map<string, StageVerdict>() } = given;
+  const { clock = new ManualClock(), deadlineMs = 10_000, timeLeft, timers, earlier = new Map<string, StageVerdict>() } = given;
   let shown: StageContext | undefined;
   const recorder: Stage = {
     name: 'stage-context',
@@ -45,6 +48,7 @@ export function stageContext(request: PolicyAttributes, given: GivenContext = {}
     faultAction: 'DUNNO',
     warnAction: 'WARN',
     clock,
+    timers,
     log: silent,
   });
   // Synchronous: the recorder answers at once, so decide() runs it before it returns.

@@ -14,6 +14,8 @@
  *   real socket I/O goes on meanwhile: what a test waits for (the server has the octets, a
  *   timer is set) before it moves ManualTimers, which must not overtake I/O still under way.
  *   It throws, naming `what`, after 10 s of real time.
+ *   watch(promise) gives what the promise resolved with so far (undefined before): read after
+ *   moving ManualTimers, it tells whether an answer came before a bound, and when.
  */
 
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,4 +35,10 @@ export async function turnsUntil(condition: () => boolean, what: string): Promis
     if (Date.now() >= giveUp) throw new Error(`never came: ${what}`);
     await new Promise((resolve) => setImmediate(resolve));
   }
+}
+
+export function watch<T>(promise: T | Promise<T>): () => T | undefined {
+  let value: T | undefined;
+  void Promise.resolve(promise).then((resolved) => (value = resolved));
+  return () => value;
 }

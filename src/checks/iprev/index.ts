@@ -28,7 +28,7 @@
  *   are verdicts.
  */
 
-import { settleWithin } from '../../core/clock.js';
+import { settleWithin, type Timers } from '../../core/clock.js';
 import type { DnsRecordType, Resolver } from '../../dns/types.js';
 import { reverseName } from '../../dns/reverse.js';
 import { clientAddress, type ClientAddress } from '../client-ip.js';
@@ -65,6 +65,8 @@ export interface IprevOptions {
   maxNames?: number;
   /** Bound of the whole check in milliseconds (none by default); beyond it, temperror. */
   timeoutMs?: number;
+  /** What timeoutMs is measured on (default systemTimers): a policy stage's StageDeps.timers. */
+  timers?: Timers;
 }
 
 export const DEFAULT_IPREV_MAX_NAMES = 10;
@@ -90,10 +92,11 @@ export async function checkIprev(ip: string, options: IprevOptions): Promise<Ipr
   // decision's is shorter). A check cut short there did not complete, which RFC 8601 §3 calls
   // temperror; it must not turn into the caller's own timeout.
   const timeoutMs = options.timeoutMs;
-  return settleWithin(confirm(client, options, lookups, verdict), timeoutMs, () => ({
+  const late = (): IprevVerdict => ({
     ...verdict('temperror', 'dns-error', `the lookups for ${client.text} did not complete within ${timeoutMs} ms`),
     lookups: [...lookups],
-  }));
+  });
+  return settleWithin(confirm(client, options, lookups, verdict), timeoutMs, late, options.timers);
 }
 
 type VerdictOf = (result: IprevResult, kind: IprevKind, reason: string, ptrNames?: string[], confirmedNames?: string[]) => IprevVerdict;

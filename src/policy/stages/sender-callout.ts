@@ -27,7 +27,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
-import { settleWithin } from '../../core/clock.js';
+import { settleWithin, type Timers } from '../../core/clock.js';
 import { isRecord, parseJson } from '../../core/record.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
@@ -147,6 +147,8 @@ export class LateVerdicts {
     private readonly store: Store,
     /** The engine's keyPrefix (`cf:` for call-forward), so each engine's verdicts stay apart. */
     private readonly prefix = '',
+    /** What LATE_RECALL_MS is measured on: the stage's StageDeps.timers (default systemTimers). */
+    private readonly timers?: Timers,
   ) {}
 
   async remember(address: string, result: VerifyResult): Promise<void> {
@@ -169,7 +171,7 @@ export class LateVerdicts {
       (stored) => lateVerdict(address, stored),
       () => undefined,
     );
-    return settleWithin(read, LATE_RECALL_MS, () => undefined);
+    return settleWithin(read, LATE_RECALL_MS, () => undefined, this.timers);
   }
 
   private key(address: string): string {
@@ -220,11 +222,12 @@ export function verifyWithinDeadline(
   ctx: StageContext,
   log: StageLogger,
   late: LateVerdicts,
+  timers: Timers | undefined,
 ): VerifyResult | Promise<VerifyResult | undefined> {
   const cached = engine.verifyNow(mailbox);
   if (cached) return cached;
   const pending = engine.verify(mailbox);
-  return withinDeadline(pending, ctx).then((result) => {
+  return withinDeadline(pending, ctx, timers).then((result) => {
     if (result) return result;
     pending.then(
       (ended) => late.remember(mailbox.address, ended).catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'late callout verdict not stored')),
@@ -234,11 +237,14 @@ export function verifyWithinDeadline(
   });
 }
 
-/** The verdict, or undefined when the deadline came first (the verification goes on). */
-export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
+/**
+ * The verdict, or undefined when the deadline came first (the verification goes on); timers are
+ * the stage's StageDeps.timers, the ones ctx.timeLeft() counts down on (systemTimers when none).
+ */
+export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext, timers: Timers | undefined): Promise<T | undefined> {
   const remaining = ctx.timeLeft();
   if (remaining <= 0) return undefined;
-  return settleWithin(work, remaining, () => undefined);
+  return settleWithin(work, remaining, () => undefined, timers);
 }
 
 export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
@@ -250,7 +256,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
     const calloutDecision = calloutDecider(opts);
-    const late = new LateVerdicts(deps.store);
+    const late = new LateVerdicts(deps.store, '', deps.timers);
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
@@ -271,7 +277,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), address, result.description), evidence);
           return opts.resultHeader ? { ...decided, headers: [formatCalloutResult(result, receiver)] } : decided;
         };
-        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log, late);
+        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log, late, deps.timers);
         return result instanceof Promise ? result.then(answer) : answer(result);
       },
     };

@@ -82,8 +82,8 @@
  *   hardEnhanced, text ({client}, {errors} expand), exemptClients
  */
 
-import { setTimeout as realSleep } from 'node:timers/promises';
 import { z } from 'zod';
+import { systemTimers, type Timers } from '../../core/clock.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { RecentMap } from '../../core/memo.js';
@@ -168,11 +168,22 @@ export type TarpitOptions = z.output<typeof options>;
 /** Waits `ms` milliseconds, or until `signal` is aborted; injected so tests do not sleep. */
 export type Sleeper = (ms: number, signal: AbortSignal) => Promise<unknown>;
 
-/** A real wait; an aborted one ends at once, its timer cleared. */
-const realSleeper: Sleeper = (ms, signal) =>
-  realSleep(ms, undefined, { signal }).catch((err: unknown) => {
-    if (!signal.aborted) throw err;
-  });
+/** A wait on the timers given (the pipeline's: StageDeps.timers); an aborted one ends at once, its timer cleared. */
+const timersSleeper =
+  (timers: Timers): Sleeper =>
+  (ms, signal) =>
+    new Promise<void>((resolve) => {
+      if (signal.aborted) return resolve();
+      const timer = timers.setTimeout(() => {
+        signal.removeEventListener('abort', abort);
+        resolve();
+      }, ms);
+      const abort = () => {
+        timers.clearTimeout(timer);
+        resolve();
+      };
+      signal.addEventListener('abort', abort, { once: true });
+    });
 
 interface Errors {
   connection: number;
@@ -256,8 +267,8 @@ function letsThrough(action: string): boolean {
   return !/^[45]\d\d\b/.test(action) && !/^(REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT)\b/i.test(action);
 }
 
-/** The tarpit stage with an injectable sleep (the registered definition sleeps for real). */
-export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = realSleeper): Stage {
+/** The tarpit stage with an injectable sleep (by default on deps.timers, the pipeline's). */
+export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = timersSleeper(deps.timers ?? systemTimers)): Stage {
   const exempt = AddressSet.parse(opts.exemptClients);
   if (!exempt.ok) throw new ConfigError(`tarpit.exemptClients: ${exempt.reason}`);
   const sleepMs = durationMs(opts.sleep);

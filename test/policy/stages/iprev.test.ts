@@ -1,7 +1,7 @@
 // The iprev stage against the in-process DNS server, with the contexts the pipeline builds (test/support/stage-context).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import type { Resolver } from '../../../src/dns/types.js';
@@ -10,9 +10,10 @@ import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { reverseName, startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
 import { stageContext } from '../../support/stage-context.js';
+import { watch } from '../../support/wait.js';
 
-function context(clientAddress: string, deadlineMs: number): StageContext {
-  return stageContext({ client_address: clientAddress, helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: 'rcpt@receiver.test', instance: 'msg-1' }, { deadlineMs });
+function context(clientAddress: string, deadlineMs: number, timers?: ManualTimers): StageContext {
+  return stageContext({ client_address: clientAddress, helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: 'rcpt@receiver.test', instance: 'msg-1' }, { deadlineMs, timers });
 }
 
 describe('iprev stage', () => {
@@ -20,10 +21,10 @@ describe('iprev stage', () => {
   let resolver: Resolver;
   let stage: Stage;
 
-  /** The stage with `options` (authservId mx.receiver.test unless given), over the in-process DNS server. */
-  const iprevWith = (options: Record<string, unknown>): Stage => {
+  /** The stage with `options` (authservId mx.receiver.test unless given), over the in-process DNS server, on `timers` if given. */
+  const iprevWith = (options: Record<string, unknown>, timers?: ManualTimers): Stage => {
     const clock = new ManualClock();
-    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent'), timers };
     return iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', ...options }) as never, deps);
   };
 
@@ -86,10 +87,15 @@ describe('iprev stage', () => {
   });
 
   it('a reverse zone that never answers is a temperror by the deadline, not a stage that outlasts it', async () => {
-    const started = Date.now();
-    const verdict = await stage.evaluate(context('127.0.0.21', 300));
+    // On the pipeline's timers, given the stage too: answered at the deadline exactly.
+    const timers = new ManualTimers();
+    const answer = watch(iprevWith({}, timers).evaluate(context('127.0.0.21', 300, timers)));
+    await timers.advance(299);
     // Past the deadline (and its grace) the pipeline would fault the stage and skip the ones after it.
-    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal(answer(), undefined, 'not answered before the deadline');
+    await timers.advance(1);
+    const verdict = answer();
+    assert.ok(verdict, 'answered at the deadline');
     assert.equal(verdict.result, 'temperror');
     assert.deepEqual(verdict.decision, { kind: 'continue' });
     assert.match(verdict.headers?.[0] ?? '', /; iprev=temperror \(.*\) policy\.iprev=127\.0\.0\.21$/);

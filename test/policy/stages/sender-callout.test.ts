@@ -26,8 +26,9 @@ import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 import { startRedis } from '../../support/redis.js';
 import { stageContext } from '../../support/stage-context.js';
+import { turnsUntil, watch } from '../../support/wait.js';
 import { validateConfig } from '../../../src/config/schema.js';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { LateVerdicts, senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
@@ -37,7 +38,7 @@ import type { StageContext, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { RedisStore } from '../../../src/store/redis.js';
 import { SqliteStore } from '../../../src/store/sqlite.js';
-import type { Store } from '../../../src/store/types.js';
+import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { MAX_EVIDENCE_TEXT } from '../../../src/verify/interpret.js';
 import { Metrics } from '../../../src/http/metrics.js';
@@ -99,7 +100,7 @@ async function stageWithOwnEngine(
   ip: string,
   script: Partial<SmtpScript>,
   step: '1s' | '2s',
-  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger>; options?: Record<string, unknown> },
+  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger>; options?: Record<string, unknown>; timers?: ManualTimers },
 ) {
   const dns = await startDnsServer(mxZone({ [domain]: ip }));
   const [mx] = await startSmtpServers([ip], () => script);
@@ -116,7 +117,7 @@ async function stageWithOwnEngine(
     await mx!.close();
     await dns.close();
   });
-  const stage = senderCalloutStage.create(senderCalloutStage.options.parse(shared?.options ?? {}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent') });
+  const stage = senderCalloutStage.create(senderCalloutStage.options.parse(shared?.options ?? {}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent'), timers: shared?.timers });
   return { stage, engine, clock, mx: mx! };
 }
 
@@ -379,25 +380,29 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
   });
 });
 
-/** A request about sender at RCPT, answered within ms (a real wait). */
-function senderRequest(clock: ManualClock, sender: string, ms: number, heloName = 'mail.example.test', recipient = 'alice@receiver.test'): StageContext {
-  const ctx = stageContext({ client_address: '192.0.2.7', helo_name: heloName, sender, recipient, instance: 'msg-1' }, { clock, deadlineMs: ms });
+/** A request about sender at RCPT, answered within ms (a real wait, unless on the ManualTimers given to the stage too). */
+function senderRequest(clock: ManualClock, sender: string, ms: number, heloName = 'mail.example.test', recipient = 'alice@receiver.test', timers?: ManualTimers): StageContext {
+  const ctx = stageContext({ client_address: '192.0.2.7', helo_name: heloName, sender, recipient, instance: 'msg-1' }, { clock, deadlineMs: ms, timers });
   assert.ok(ctx.sender?.kind === 'mailbox', sender);
   return ctx;
 }
 
 describe('sender-callout: a wall clock stepped while the callout runs', () => {
   it('answers "in progress" at the deadline when the clock was stepped back an hour, not when the callout ends', async () => {
-    // The callout ends at its greeting timeout (2 s): an answer before 1.5 s came at the deadline,
-    // with room for a loaded machine, not when the callout ended.
-    const { stage, engine, clock } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '2s');
-    const ctx = senderRequest(clock, 'bob@dropping.test', 200);
+    // The callout ends at its greeting timeout (1 s of real time); the deadline is on the
+    // pipeline's timers, which the stage is given too (StageDeps.timers), and only they move.
+    const timers = new ManualTimers();
+    const clock = new ManualClock();
+    const { stage, engine } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '1s', { clock, store: new MemoryStore({ clock }), timers });
+    const ctx = senderRequest(clock, 'bob@dropping.test', 200, undefined, undefined, timers);
     // NTP or a restored virtual machine, between the request's arrival and this stage.
     clock.advance(-3_600_000);
-    const started = performance.now();
-    const verdict = await stage.evaluate(ctx);
-    assert.equal(verdict.result, 'in-progress', verdict.reason);
-    assert.ok(performance.now() - started < 1500, `answered after ${Math.round(performance.now() - started)} ms`);
+    const verdict = watch(stage.evaluate(ctx));
+    await turnsUntil(() => timers.waiting === 1, 'the wait for the callout, bounded by the deadline');
+    await timers.advance(199);
+    assert.equal(verdict(), undefined, 'not answered before the deadline');
+    await timers.advance(1);
+    assert.equal(verdict()?.result, 'in-progress', verdict()?.reason);
     await engine.idle();
   });
 });
@@ -499,6 +504,16 @@ describe('sender-callout: late verdicts kept and forgotten', () => {
     await late.remember('bob@example.test', { ...unknown, verdict: 'undeliverable', reason: 'rejected', description: '550 5.1.1 no such user' } as never);
     assert.equal(await store.get('late:bob@example.test'), undefined);
     assert.equal(await late.recall('bob@example.test'), undefined);
+  });
+
+  it('waits for a store that does not answer (Redis hung) 200 ms on the timers it is given, exactly, then answers none', async () => {
+    const timers = new ManualTimers();
+    const hanging = { peek: () => ASK_LATER, get: () => new Promise<never>(() => undefined) } as unknown as Store;
+    const recalled = watch(Promise.resolve(new LateVerdicts(hanging, '', timers).recall('bob@example.test')).then((answer) => ({ answer })));
+    await timers.advance(199);
+    assert.equal(recalled(), undefined, 'still waiting before 200 ms');
+    await timers.advance(1);
+    assert.deepEqual(recalled(), { answer: undefined }, 'none remembered, at 200 ms');
   });
 
   it('reads a stored verdict that is not unknown (another version, or a Redis administrator wrote it) as none', async () => {

@@ -1,4 +1,4 @@
-// The tarpit and ratelimit stages in a real pipeline, with ManualClock and an injected sleep.
+// The tarpit and ratelimit stages in a real pipeline, with ManualClock, ManualTimers and an injected sleep.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { createLogger, type Logger } from '../../../src/core/log.js';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers, sleep } from '../../../src/core/clock.js';
 import { Pipeline, buildPipeline } from '../../../src/policy/pipeline.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
@@ -16,7 +16,7 @@ import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/index.js';
 import { captureLog } from '../../support/log-capture.js';
-import { until } from '../../support/wait.js';
+import { turnsUntil, watch } from '../../support/wait.js';
 import { onStoreWrite } from '../../support/store-writes.js';
 
 const silent = createLogger('silent');
@@ -53,9 +53,10 @@ const request = (recipient: string, more: Record<string, string> = {}) => ({
 });
 
 /** The stages in a pipeline as callout serve builds one (faults answer DUNNO, warn mode WARN). */
-function pipelineOf(stages: ConfiguredStage[], clock: ManualClock, decisionTimeoutMs = 6000, log: Logger = silent): Pipeline {
-  return new Pipeline(stages, { decisionTimeoutMs, faultAction: 'DUNNO', warnAction: 'WARN', clock, log });
+function pipelineOf(stages: ConfiguredStage[], clock: ManualClock, decisionTimeoutMs = 6000, log: Logger = silent, timers?: ManualTimers): Pipeline {
+  return new Pipeline(stages, { decisionTimeoutMs, faultAction: 'DUNNO', warnAction: 'WARN', clock, timers, log });
 }
+
 
 /** A tarpit in front of the recipient check, limited per connection at soft 2, hard 5 and never per client. */
 function harvestWorld(slept: number[] = []) {
@@ -334,30 +335,36 @@ describe('tarpit stage', () => {
 
   it('never sleeps past the decision deadline, and not at all in warn mode', async () => {
     const { clock, deps } = world();
+    const timers = new ManualTimers();
     const slept: number[] = [];
     const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
-    const enforce = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock, 2000);
+    const enforce = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(recipientCheck)], clock, 2000, silent, timers);
     await enforce.decide(request('nobody@example.test'));
-    assert.ok(slept.length === 1 && slept[0]! <= 1750 && slept[0]! > 1500, `slept ${slept.join()} ms: the deadline 2 s less the 250 ms margin, less what the stages took`);
-    const warn = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], clock, 2000);
+    assert.deepEqual(slept, [1750], 'the deadline 2 s less the 250 ms margin (the stages took no time on the ManualTimers)');
+    const warn = pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms)), 'warn'), configured(recipientCheck)], clock, 2000, silent, timers);
     await warn.decide(request('nobody@example.test', { instance: 'w' }));
     assert.equal(slept.length, 1);
   });
 
   it('never sleeps past the decision deadline when the wall clock was stepped back while the request was decided', async () => {
     const { clock, deps } = world();
+    const timers = new ManualTimers({ wall: clock });
     const slept: number[] = [];
     const options = tarpitStage.options.parse({ perConnection: { soft: 0, hard: 50 }, sleep: '10s', maxSleep: '60s' }) as never;
-    // NTP or a restored virtual machine steps the clock back an hour while the recipient is checked.
+    // NTP or a restored virtual machine steps the clock back an hour while the recipient is
+    // checked, which takes 300 ms of the deadline.
     const stepsBack: Stage = {
       ...recipientCheck,
-      evaluate(ctx) {
+      async evaluate(ctx) {
         clock.advance(-3_600_000);
+        await sleep(300, timers);
         return recipientCheck.evaluate(ctx);
       },
     };
-    await pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(stepsBack)], clock, 2000).decide(request('nobody@example.test'));
-    assert.ok(slept.length === 1 && slept[0]! <= 1750, `slept ${slept.join()} ms, not the 10 s of sleep`);
+    const decided = watch(pipelineOf([configured(createTarpit(options, deps, async (ms) => void slept.push(ms))), configured(stepsBack)], clock, 2000, silent, timers).decide(request('nobody@example.test')));
+    await timers.advance(300);
+    assert.equal(decided()?.action, '550 5.1.1 User unknown');
+    assert.deepEqual(slept, [1450], 'the 2 s deadline less the 300 ms taken and the 250 ms margin, not the 10 s of sleep');
   });
 
   it('names the sleep options the decision deadline cuts short, with the bound the delays stop at', () => {
@@ -373,29 +380,57 @@ describe('tarpit stage', () => {
     assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '2s' }), 'policy.stages.0', 6000), [], 'maxSleep caps a long sleep first');
   });
 
-  it('really waits with the registered definition (a short sleep)', async () => {
-    const { clock, deps } = world();
-    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '50ms' }) as never, deps);
-    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
-    const started = Date.now();
-    await pipeline.decide(request('nobody@example.test'));
-    assert.ok(Date.now() - started >= 45);
+  it('waits on the pipeline\'s timers, built as callout serve builds it: an answer not before sleep x errors past the soft limit, at it exactly, at most maxSleep', async () => {
+    const { deps } = world();
+    const timers = new ManualTimers();
+    const config = validateConfig({
+      policy: { stages: [{ name: 'tarpit', perConnection: { soft: 1, hard: 10 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }, { name: 'sender-syntax' }] },
+    });
+    const pipeline = buildPipeline(config, { ...deps, timers });
+    const refusal = '501 5.7.1 Bad sender address syntax: <not an address>: character not allowed here at 3';
+    const badSender = (n: number) => request(`alice${n}@example.test`, { sender: 'not an address' });
+    const first = watch(pipeline.decide(badSender(0)));
+    await timers.advance(0);
+    assert.equal(first()?.action, refusal, 'the first error is not past the soft limit of 1: answered at once');
+    // The 2nd, 3rd and 4th errors: 1 s, 2 s, then 3 s capped at maxSleep 2.5 s.
+    for (const [n, delayMs] of [[1, 1000], [2, 2000], [3, 2500]] as const) {
+      const answer = watch(pipeline.decide(badSender(n)));
+      await timers.advance(delayMs - 1);
+      assert.equal(answer(), undefined, `error ${n + 1}: not answered before ${delayMs} ms`);
+      await timers.advance(1);
+      assert.equal(answer()?.action, refusal, `error ${n + 1}: answered at ${delayMs} ms`);
+    }
+    await pipeline.close();
+  });
+
+  it('ends a delay at the decision deadline less its margin, on the pipeline\'s timers', async () => {
+    const { deps } = world();
+    const timers = new ManualTimers();
+    const config = validateConfig({ policy: { decisionTimeout: '2s', stages: [{ name: 'tarpit', perConnection: { soft: 0, hard: 10 }, sleep: '10s', maxSleep: '60s' }, { name: 'sender-syntax' }] } });
+    const pipeline = buildPipeline(config, { ...deps, timers });
+    const answer = watch(pipeline.decide(request('alice@example.test', { sender: 'not an address' })));
+    await timers.advance(1749);
+    assert.equal(answer(), undefined, 'not answered before the 2 s deadline less its 250 ms margin');
+    await timers.advance(1);
+    assert.equal(answer()?.action, '501 5.7.1 Bad sender address syntax: <not an address>: character not allowed here at 3', 'answered at 1750 ms, not after the 10 s of sleep');
+    await pipeline.close();
   });
 
   it('ends a delay still running when the stage is closed (shutdown, reload): the answer goes out at once', async () => {
     const { clock, deps, counts } = world();
-    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, deps);
-    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock, 60_000);
-    const started = Date.now();
-    const answer = Promise.resolve(pipeline.decide(request('nobody@example.test')));
-    assert.ok(await until(() => counts['tarpit:delayed'] === 1, 10_000, 5), 'the 30 s delay began');
+    const timers = new ManualTimers();
+    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, { ...deps, timers });
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock, 60_000, silent, timers);
+    const answer = watch(pipeline.decide(request('nobody@example.test')));
+    await turnsUntil(() => counts['tarpit:delayed'] === 1, 'the 30 s delay began');
+    await timers.advance(29_999);
+    assert.equal(answer(), undefined);
+    assert.equal(timers.waiting, 2, 'the delay and the bound on the observers, on the pipeline\'s timers');
     await pipeline.close();
-    // Bounds against the 30 s delay, not a speed claim: the answer takes milliseconds, and a
-    // loaded CI machine may stretch them into seconds.
-    const late = new Promise<'late'>((resolve) => setTimeout(resolve, 10_000, 'late').unref());
-    const first = await Promise.race([answer.then((outcome) => outcome.action), late]);
-    assert.equal(first, '550 5.1.1 User unknown', 'the rejection goes out without the rest of its delay');
-    assert.ok(Date.now() - started < 15_000, `answered after ${Date.now() - started} ms, not at the end of the 30 s delay`);
+    await turnsUntil(() => answer() !== undefined, 'the answer');
+    assert.equal(answer()?.action, '550 5.1.1 User unknown', 'the rejection goes out without the rest of its delay');
+    assert.equal(timers.now(), 29_999, 'answered without moving the timers to the end of the delay');
+    assert.equal(timers.waiting, 0, 'the delay\'s timer is cleared');
     assert.equal((await pipeline.decide(request('nobody2@example.test'))).action, '550 5.1.1 User unknown');
     assert.equal(counts['tarpit:delayed'], 1, 'a closed stage delays nothing more');
   });
