@@ -22,11 +22,17 @@
  *   Locks, shared by every process on the store, expire on their own when their holder dies:
  *     lock:ADDRESS            a probe of the address is running
  *     lock-catchall:DOMAIN    a probe is asking the domain's catch-all question
+ *   A lock holds a token of its taker alone (process id, a random part of this cache, a count,
+ *   the time), and is let go only while it holds that token (Store.deleteIf): a holder whose
+ *   lock expired, or a waiter that gave up, never deletes the lock another process holds now.
+ *   A lock that still holds the value a waiter first saw after the waiter gave up (its holder
+ *   died, or it was written without an expiry) is taken over by compare-and-set (takeOver).
  *
  * SECURITY
  *   Records are JSON written by us; a record that does not parse is treated as absent.
  */
 
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
@@ -75,6 +81,9 @@ export class VerificationCache {
    * nobody changes (results are built as copies).
    */
   private readonly decoded = new BoundedMemo((text) => parseJson(text), DECODED_MEMORY_LIMIT);
+  /** Tells the lock tokens of this cache from those of every other cache and process on the store. */
+  private readonly lockOwner = `${process.pid}.${randomBytes(6).toString('hex')}`;
+  private locksTaken = 0;
 
   constructor(
     private readonly store: Store,
@@ -83,22 +92,40 @@ export class VerificationCache {
     private readonly prefix = '',
   ) {}
 
-  /** Takes the probe lock of an address (shared by every process on the store); false when held. */
-  lock(address: string, ttlMs: number): Promise<boolean> {
-    return this.store.setIfAbsent(`${this.prefix}lock:${address}`, String(this.clock.now()), ttlMs);
+  /** The store key of the probe lock of an address. */
+  addressLock(address: string): string {
+    return `${this.prefix}lock:${address}`;
   }
 
-  async unlock(address: string): Promise<void> {
-    await this.store.delete(`${this.prefix}lock:${address}`);
+  /** The store key of the lock of a domain's catch-all question. */
+  catchAllLock(domain: string): string {
+    return `${this.prefix}lock-catchall:${domain}`;
   }
 
-  /** Takes the lock of the domain's catch-all question; false when another process holds it. */
-  lockCatchAll(domain: string, ttlMs: number): Promise<boolean> {
-    return this.store.setIfAbsent(`${this.prefix}lock-catchall:${domain}`, String(this.clock.now()), ttlMs);
+  /** Takes the lock at key (addressLock, catchAllLock): the token it holds, or undefined when another holds it. */
+  async lock(key: string, ttlMs: number): Promise<string | undefined> {
+    const token = this.newToken();
+    return (await this.store.setIfAbsent(key, token, ttlMs)) ? token : undefined;
   }
 
-  async unlockCatchAll(domain: string): Promise<void> {
-    await this.store.delete(`${this.prefix}lock-catchall:${domain}`);
+  /** What the lock at key holds: another's token, or undefined when nobody holds it. */
+  async holder(key: string): Promise<string | undefined> {
+    return (await this.store.get(key))?.value;
+  }
+
+  /** Takes the lock at key while it holds `seen` still: the token it holds then, or undefined when it changed. */
+  async takeOver(key: string, seen: string, ttlMs: number): Promise<string | undefined> {
+    const token = this.newToken();
+    return (await this.store.compareAndSet(key, seen, token, ttlMs)) ? token : undefined;
+  }
+
+  /** Lets go of the lock at key if it holds token still; one another process took since stays. */
+  async unlock(key: string, token: string): Promise<void> {
+    await this.store.deleteIf(key, token);
+  }
+
+  private newToken(): string {
+    return `${this.lockOwner}.${++this.locksTaken}.${this.clock.now()}`;
   }
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {

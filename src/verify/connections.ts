@@ -24,17 +24,21 @@
  *   the per-domain rate like any other.
  *
  * LIMITS
- *   idleMs per parked session (a real timer closes it; the injected clock is checked again at
- *   take(), so tests move time), maxIdlePerHost per address, maxIdle in all (the longest idle
- *   goes first). close() QUITs every idle session, each waited for at most CLOSE_WAIT_MS.
+ *   idleMs per parked session (a timer of options.timers closes it; the injected clock is
+ *   checked again at take(), so tests move time either way), maxIdlePerHost per address,
+ *   maxIdle in all (the longest idle goes first). close() QUITs every idle session, each waited
+ *   for at most CLOSE_WAIT_MS on a real timer: that bounds real I/O (the 221 on a socket), and
+ *   a timer tests move would leave close() waiting until a test advanced it.
  */
 
-import type { Clock } from '../core/clock.js';
+import { systemTimers, type Clock, type TimerHandle, type Timers } from '../core/clock.js';
 import { isPositive } from '../smtp/reply.js';
 import type { SmtpClientSession } from '../smtp/client.js';
 
 export interface ConnectionCacheOptions {
   clock: Clock;
+  /** The timers of the idle time (systemTimers: setTimeout). */
+  timers?: Timers;
   enabled: boolean;
   idleMs: number;
   maxIdlePerHost: number;
@@ -52,7 +56,7 @@ export interface CachedConnection {
   addresses: number;
   /** Callouts it has served, this one included. */
   callouts: number;
-  /** performance.now() when it was opened. */
+  /** When it was opened, on the callout's monotonic clock (verify/probe ProbeDeps.timers). */
   openedAt: number;
 }
 
@@ -67,7 +71,7 @@ interface IdleEntry {
   ip: string;
   connection: CachedConnection;
   since: number;
-  timer: NodeJS.Timeout;
+  timer: TimerHandle;
 }
 
 const CLOSE_WAIT_MS = 1_000;
@@ -76,9 +80,12 @@ export class ConnectionCache {
   private readonly idle = new Map<string, IdleEntry[]>();
   private idleCount = 0;
   private readonly closing = new Set<Promise<void>>();
+  private readonly timers: Timers;
   readonly stats: ConnectionCacheStats = { parked: 0, reused: 0, retired: 0 };
 
-  constructor(private readonly options: ConnectionCacheOptions) {}
+  constructor(private readonly options: ConnectionCacheOptions) {
+    this.timers = options.timers ?? systemTimers;
+  }
 
   get enabled(): boolean {
     return this.options.enabled;
@@ -110,7 +117,7 @@ export class ConnectionCache {
       return undefined;
     }
     this.remove(found);
-    clearTimeout(found.timer);
+    this.timers.clearTimeout(found.timer);
     this.count('reused');
     found.connection.callouts++;
     return found.connection;
@@ -148,7 +155,7 @@ export class ConnectionCache {
       ip,
       connection,
       since: this.options.clock.now(),
-      timer: setTimeout(() => this.retire(entry), this.options.idleMs).unref(),
+      timer: this.timers.setTimeout(() => this.retire(entry), this.options.idleMs).unref(),
     };
     const list = this.idle.get(ip) ?? [];
     list.push(entry);
@@ -188,7 +195,7 @@ export class ConnectionCache {
 
   private retire(entry: IdleEntry): void {
     this.remove(entry);
-    clearTimeout(entry.timer);
+    this.timers.clearTimeout(entry.timer);
     this.count('retired');
     const { session } = entry.connection;
     let bound: NodeJS.Timeout | undefined;

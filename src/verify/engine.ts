@@ -25,14 +25,22 @@
  *   Concurrent verifications of one address share one probe (single flight), and those of one
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
- *   part once, not once per address. Clean connections
+ *   part once, not once per address. A wait for another process's lock (of an address or of the
+ *   catch-all question) ends after a lock's lifetime, callout.timeouts.overall + 5 s; a lock
+ *   that then holds what it held at the start of the wait is taken over (its holder died, or
+ *   it was written without an expiry, which made every callout of the domain wait again), one
+ *   that changed is a new holder's and is left alone. The engine lets go only of the locks it
+ *   holds, by their tokens (verify/cache): deleting by key alone, a waiter that gave up deleted
+ *   the live lock of a process that had just taken it. Clean connections
  *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
  *   them.
  *   The front ends (the CLI, the policy service) call only this class.
  *
- *   Time: deadlines, lock waits and durations are measured on the monotonic clock
- *   (performance.now()), so a step of the wall clock neither times a callout out (and marks its
- *   domain useless) nor stretches a wait; the injected Clock dates the records and their expiry.
+ *   Time: deadlines, lock waits and durations are measured on the monotonic clock of deps.timers
+ *   (performance.now() and setTimeout unless a test moves it), so a step of the wall clock
+ *   neither times a callout out (and marks its domain useless) nor stretches a wait; the
+ *   injected Clock dates the records and their expiry. The SMTP client's own step timeouts stay
+ *   on real timers: they bound real I/O.
  *   Work no caller waits for (a stale answer's refresh, the release of a catch-all lock) that
  *   fails is logged at warn through deps.log, once a minute per message and error.
  *
@@ -40,8 +48,8 @@
  *   callout.*, cache.*, limits.* (config/schema).
  */
 
-import type { Clock } from '../core/clock.js';
-import { settleWithin, systemClock } from '../core/clock.js';
+import type { Clock, Timers } from '../core/clock.js';
+import { settleWithin, sleep, systemClock, systemTimers } from '../core/clock.js';
 import { ConfigError, StoreError, describeError } from '../core/errors.js';
 import { RepeatCollapser, type Logger } from '../core/log.js';
 import { mailboxKey, parseForwardPath } from '../address/index.js';
@@ -66,6 +74,8 @@ export interface EngineDeps {
   resolver: Resolver;
   store: Store;
   clock?: Clock;
+  /** The monotonic clock of deadlines, lock waits and durations (systemTimers: performance.now()). */
+  timers?: Timers;
   dialer?: Dialer;
   /** For the shuffle of equal MX preferences. */
   random?: () => number;
@@ -118,6 +128,7 @@ export function heloOf(config: Pick<EngineConfig, 'callout'>): string {
 
 export class CalloutEngine {
   private readonly clock: Clock;
+  private readonly timers: Timers;
   private readonly cache: VerificationCache;
   private readonly politeness: Politeness;
   /** Idle SMTP connections for the next callout to the same exchanger address. */
@@ -126,10 +137,11 @@ export class CalloutEngine {
   /** Per domain, the batch of this engine that is asking the catch-all question (joinCatchAllProbe). */
   private readonly catchAllProbes = new Map<string, Promise<void>>();
   private readonly background = new Set<Promise<unknown>>();
-  /** Addresses whose probe lock this engine holds in the store, until their probe ends. */
-  private readonly lockedHere = new Set<string>();
-  /** Domains whose catch-all lock this engine holds in the store, until their batch ends. */
-  private readonly catchAllLockedHere = new Set<string>();
+  /**
+   * The locks this engine holds in the store (probe locks until their probe ends, catch-all
+   * locks until their batch ends): store key to the token written there.
+   */
+  private readonly locksHere = new Map<string, string>();
   private readonly ownSenders: Set<string>;
   private readonly warnLines = new RepeatCollapser(WARN_WINDOW_MS);
   private readonly helo: string;
@@ -144,9 +156,11 @@ export class CalloutEngine {
     this.settings = config;
     this.helo = heloOf(config);
     this.clock = deps.clock ?? systemClock;
+    this.timers = deps.timers ?? systemTimers;
     this.cache = new VerificationCache(deps.store, config.cache, this.clock, deps.keyPrefix ?? '');
     this.politeness = new Politeness({
       clock: this.clock,
+      timers: this.timers,
       concurrency: config.limits.concurrency,
       perHostConcurrency: config.limits.perHostConcurrency,
       leaseMs: config.callout.timeouts.overall + LOCK_SLACK_MS,
@@ -160,6 +174,7 @@ export class CalloutEngine {
     const reuse = config.callout.connectionCache;
     this.connections = new ConnectionCache({
       clock: this.clock,
+      timers: this.timers,
       enabled: reuse.enabled,
       idleMs: reuse.idleTime,
       maxIdlePerHost: reuse.maxIdlePerHost,
@@ -176,7 +191,7 @@ export class CalloutEngine {
   /** A Mailbox the caller has parsed already (the policy pipeline has) is not parsed again. */
   async verify(address: string | Mailbox): Promise<VerifyResult> {
     // Most answers at SMTP time come from the cache: answer those without the batch machinery.
-    const started = performance.now();
+    const started = this.timers.now();
     const planned = await this.plan(address, started);
     if (!planned.result) {
       const [result] = await this.answerPlanned([planned], started);
@@ -189,7 +204,7 @@ export class CalloutEngine {
 
   /** Verdicts in the order of the input; addresses of one domain share connections. */
   async verifyMany(addresses: string[]): Promise<VerifyResult[]> {
-    const started = performance.now();
+    const started = this.timers.now();
     return this.answerPlanned(await Promise.all(addresses.map((input) => this.plan(input, started))), started);
   }
 
@@ -247,15 +262,12 @@ export class CalloutEngine {
    */
   async abandon(): Promise<number> {
     const running = this.inFlight.size + this.background.size;
-    const locked = [...this.lockedHere];
-    const catchAllLocked = [...this.catchAllLockedHere];
-    this.lockedHere.clear();
-    this.catchAllLockedHere.clear();
+    const locked = [...this.locksHere];
+    this.locksHere.clear();
     this.politeness.releaseLeases();
     // idle() closes them only once every probe has ended, which at this point none has.
     await Promise.allSettled([
-      ...locked.map((address) => this.cache.unlock(address)),
-      ...catchAllLocked.map((domain) => this.cache.unlockCatchAll(domain)),
+      ...locked.map(([key, token]) => this.cache.unlock(key, token)),
       this.connections.close(),
       this.politeness.settled(),
     ]);
@@ -304,7 +316,7 @@ export class CalloutEngine {
    * Counted and reported as verify() counts its answers.
    */
   verifyNow(mailbox: Mailbox): VerifyResult | undefined {
-    const started = performance.now();
+    const started = this.timers.now();
     let result = this.ownSenderResult(mailbox, started);
     if (!result) {
       const record = this.cache.peekAddress(mailbox.address);
@@ -338,7 +350,7 @@ export class CalloutEngine {
     const stale = this.clock.now() >= record.refreshAt;
     if (stale && !this.inFlight.has(mailbox.address)) {
       this.stats.staleServed++;
-      this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], performance.now()), { address: mailbox.address });
+      this.track(this.probeBatch(mailbox.asciiDomain, [mailbox], this.timers.now()), { address: mailbox.address });
     }
     this.stats.addressCacheHits++;
     return this.fromRecord(mailbox.address, record, started, stale);
@@ -404,8 +416,8 @@ export class CalloutEngine {
    * again. Batches of this engine wait on the turn itself, for one turn at most (one that
    * leaves the question open lets its waiters ask it at once); other processes on the store see
    * its lock (lock-catchall) and read the domain record until it is written or the lock goes,
-   * for at most the lock's lifetime (a holder that died). Resolves with the function that ends
-   * this batch's turn (nothing to end when it took none).
+   * for at most the lock's lifetime, then take over a lock left unchanged that long. Resolves
+   * with the function that ends this batch's turn (nothing to end when it took none).
    */
   private async joinCatchAllProbe(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<() => Promise<void>> {
     const nothingToEnd = async (): Promise<void> => undefined;
@@ -436,12 +448,24 @@ export class CalloutEngine {
       if (this.catchAllProbes.get(domain) === turn) this.catchAllProbes.delete(domain);
       endInProcess();
     };
+    const key = this.cache.catchAllLock(domain);
+    let token: string | undefined;
     try {
       const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
-      const giveUp = performance.now() + lockTtl;
-      while (!(await this.cache.lockCatchAll(domain, lockTtl))) {
-        if (performance.now() >= giveUp) return async () => endTurn();
-        await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+      const giveUp = this.timers.now() + lockTtl;
+      /** What the lock held when first found taken. */
+      let seen: string | undefined;
+      while ((token = await this.cache.lock(key, lockTtl)) === undefined) {
+        seen ??= await this.cache.holder(key);
+        if (this.timers.now() >= giveUp) {
+          // Unchanged for a lock's lifetime: its holder died, or it never expires (written by
+          // hand or by another program); left there, it made the domain's first callout wait
+          // this long again at every batch. A lock another holder took meanwhile is theirs.
+          token = seen === undefined ? undefined : await this.cache.takeOver(key, seen, lockTtl);
+          if (token === undefined) return async () => endTurn();
+          break;
+        }
+        await sleep(LOCK_POLL_MS, this.timers);
         if (await settled()) {
           endTurn();
           return nothingToEnd;
@@ -451,15 +475,24 @@ export class CalloutEngine {
       endTurn();
       throw err;
     }
-    this.catchAllLockedHere.add(domain);
+    const held = token;
+    this.locksHere.set(key, held);
     return async () => {
       endTurn();
-      // Already let go when abandon() came first: the lock may be another process's by now.
-      if (!this.catchAllLockedHere.delete(domain)) return;
       // The batch's verdicts stand; the lock lapses after its lifetime, and until then the
       // domain's callouts in other processes wait for it.
-      await this.cache.unlockCatchAll(domain).catch((err: unknown) => this.warn('catch-all lock not released', err, { domain }));
+      await this.release(key, held).catch((err: unknown) => this.warn('catch-all lock not released', err, { domain }));
     };
+  }
+
+  /**
+   * Lets go of a lock this engine holds with token. Nothing when abandon() let it go first (it
+   * may be another process's by now); deleteIf leaves one another took after ours expired.
+   */
+  private async release(key: string, token: string): Promise<void> {
+    if (this.locksHere.get(key) !== token) return;
+    this.locksHere.delete(key);
+    await this.cache.unlock(key, token);
   }
 
   private async probeUnanswered(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<void> {
@@ -476,12 +509,12 @@ export class CalloutEngine {
     // On the monotonic clock: a wall clock stepped forward (NTP, a resumed virtual machine) timed
     // out every callout running at its next wait, and one with no recipient answered yet then
     // marked its domain useless for cache.tempfail.
-    const deadline = performance.now() + this.config.callout.timeouts.overall;
+    const deadline = this.timers.now() + this.config.callout.timeouts.overall;
     try {
       const resolution = await settleWithin(this.mailHosts(mailboxes[0]!), this.config.callout.timeouts.overall, (): MxResolution => ({
         kind: 'tempfail',
         reason: `no answer within the overall deadline of ${this.config.callout.timeouts.overall} ms (callout.timeouts.overall) to the lookups of its mail exchangers and their addresses`,
-      }));
+      }), this.timers);
       if (resolution.kind !== 'hosts') return answerAll(describeResolution(domain, resolution));
       if (!(await this.politeness.admitDomain(domain))) {
         this.stats.rateLimited += mailboxes.length;
@@ -490,12 +523,12 @@ export class CalloutEngine {
           { mxHosts: resolution.hosts },
         );
       }
-      const waited = await this.waitForOtherProbes(mailboxes, started);
-      for (const [address, result] of waited) results.set(address, result);
-      const mine = mailboxes.filter((m) => !waited.has(m.address));
+      const { answered, held } = await this.waitForOtherProbes(mailboxes, started);
+      for (const [address, result] of answered) results.set(address, result);
+      const mine = mailboxes.filter((m) => !answered.has(m.address));
       if (mine.length === 0) return;
       try {
-        if (performance.now() >= deadline) {
+        if (this.timers.now() >= deadline) {
           // Spent on the lookups and on another process's lock: the exchangers were not asked,
           // so the probe's "deadline reached" must not be remembered of them (the useless record).
           const description = `the overall deadline of ${this.config.callout.timeouts.overall} ms (callout.timeouts.overall) was spent before any exchanger was asked (DNS lookups, waiting for another process's probe of the address)`;
@@ -504,8 +537,8 @@ export class CalloutEngine {
         }
         await this.probe(domain, mine, resolution.hosts, started, deadline, results);
       } finally {
-        for (const m of mine) this.lockedHere.delete(m.address);
-        await Promise.all(mine.map((m) => this.cache.unlock(m.address)));
+        // Only the locks held here: one given up on after the wait is another's, or gone.
+        await Promise.all([...held].map(([key, token]) => this.release(key, token)));
       }
     } catch (err) {
       // A store fault is the caller's to answer, as when the cache read before this failed
@@ -520,36 +553,52 @@ export class CalloutEngine {
   /**
    * Another process sharing the store (a second daemon on Redis) may be probing the same
    * address; wait for its answer rather than probing twice. Addresses whose lock we take are
-   * left for us to probe; a lock whose holder died expires after the verification deadline.
+   * left for us to probe; so are those still locked when the wait gives up, a lock's lifetime
+   * after the first refusal: a lock that holds what it held then is taken over (its holder
+   * died, or it never expires), one that changed is another's and stays (one probe twice at
+   * worst). Resolves with the answers others left and the locks held here (store key to token).
    */
-  private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<Map<string, VerifyResult>> {
+  private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<{ answered: Map<string, VerifyResult>; held: Map<string, string> }> {
     const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
     const answered = new Map<string, VerifyResult>();
     /** The locks taken here: the caller lets them go after its probe, this function if it fails first. */
-    const taken: Mailbox[] = [];
+    const held = new Map<string, string>();
+    /** What each lock held when first found taken, by store key. */
+    const seen = new Map<string, string>();
+    const hold = (key: string, token: string): void => {
+      this.locksHere.set(key, token);
+      held.set(key, token);
+    };
     /**
      * Takes m's lock (false), or says that another process holds it (true). The holder may have
      * written its answer and let go between our read of the cache and our lock (seen with two
      * daemons on one Redis under load), so the cache is read again under the lock.
      */
     const heldByAnother = async (m: Mailbox): Promise<boolean> => {
-      if (!(await this.cache.lock(m.address, lockTtl))) return true;
+      const key = this.cache.addressLock(m.address);
+      const token = await this.cache.lock(key, lockTtl);
+      if (token === undefined) {
+        if (!seen.has(key)) {
+          const holder = await this.cache.holder(key);
+          if (holder !== undefined) seen.set(key, holder);
+        }
+        return true;
+      }
       const late = await this.answeredMeanwhile(m, started);
       if (late) {
         answered.set(m.address, late);
-        await this.cache.unlock(m.address);
+        await this.cache.unlock(key, token);
       } else {
-        this.lockedHere.add(m.address);
-        taken.push(m);
+        hold(key, token);
       }
       return false;
     };
     try {
       let waiting: Mailbox[] = [];
       for (const m of mailboxes) if (await heldByAnother(m)) waiting.push(m);
-      const giveUp = performance.now() + lockTtl;
-      while (waiting.length > 0 && performance.now() < giveUp) {
-        await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+      const giveUp = this.timers.now() + lockTtl;
+      while (waiting.length > 0 && this.timers.now() < giveUp) {
+        await sleep(LOCK_POLL_MS, this.timers);
         const still: Mailbox[] = [];
         for (const m of waiting) {
           const result = await this.answeredMeanwhile(m, started);
@@ -558,13 +607,18 @@ export class CalloutEngine {
         }
         waiting = still;
       }
-      return answered;
+      for (const m of waiting) {
+        const key = this.cache.addressLock(m.address);
+        const first = seen.get(key);
+        const token = first === undefined ? undefined : await this.cache.takeOver(key, first, lockTtl);
+        if (token !== undefined) hold(key, token);
+      }
+      return { answered, held };
     } catch (err) {
       // A store that failed part way (one address's lock taken, the next refused): the locks
-      // taken stayed in lockedHere for the daemon's life, and in the store for their lifetime,
+      // taken stayed in locksHere for the daemon's life, and in the store for their lifetime,
       // during which this process waited on its own lock at each retry of the address.
-      for (const m of taken) this.lockedHere.delete(m.address);
-      await Promise.allSettled(taken.map((m) => this.cache.unlock(m.address)));
+      await Promise.allSettled([...held].map(([key, token]) => this.release(key, token)));
       throw err;
     }
   }
@@ -581,12 +635,13 @@ export class CalloutEngine {
     const facts = await this.cache.getDomain(domain);
     this.stats.probes++;
     // What the lookups and waits for other probes took of the overall deadline.
-    const spentBeforeMs = this.config.callout.timeouts.overall - (deadline - performance.now());
+    const spentBeforeMs = this.config.callout.timeouts.overall - (deadline - this.timers.now());
     const output = await probeDomain(
       {
         config: this.config.callout,
         helo: this.helo,
         politeness: this.politeness,
+        timers: this.timers,
         addressesPerConnection: this.config.limits.addressesPerConnection,
         connections: this.connections,
         ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}),
@@ -735,7 +790,7 @@ export class CalloutEngine {
       mxHosts: [],
       attempts: [],
       checkedAt: this.clock.now(),
-      durationMs: Math.round(performance.now() - started),
+      durationMs: Math.round(this.timers.now() - started),
       ...extra,
     };
   }

@@ -28,7 +28,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { settleWithin, type Clock } from '../core/clock.js';
+import { settleWithin, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import { isRecord, parseJson } from '../core/record.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
@@ -50,6 +50,8 @@ const LEASE_TRIES = 8;
 
 export interface PolitenessOptions {
   clock: Clock;
+  /** The monotonic clock of acquireHost's deadline (systemTimers: performance.now()). */
+  timers?: Timers;
   concurrency: number;
   /** Infinity: not counted (a call-forward to our own hosts), neither here nor in the store. */
   perHostConcurrency: number;
@@ -102,8 +104,8 @@ export class Politeness {
   /**
    * A connection slot at an exchanger address (hostKey form): 'limit' when this process or,
    * through the store's leases, the service as a whole has perHostConcurrency connections
-   * there; 'deadline' when the store did not answer before `deadline` (performance.now()
-   * time). A store failure rejects (StoreError), as the per-host rate does.
+   * there; 'deadline' when the store did not answer before `deadline` (a time of
+   * options.timers). A store failure rejects (StoreError), as the per-host rate does.
    */
   async acquireHost(ip: string, deadline: number): Promise<HostSlot> {
     const current = this.hostsInFlight.get(ip) ?? 0;
@@ -119,7 +121,8 @@ export class Politeness {
     const leasing = this.inTurn(`slot\0${ip}`, () => this.lease(ip));
     let id: string | undefined | 'deadline';
     try {
-      id = await settleWithin(leasing, Math.max(0, deadline - performance.now()), () => 'deadline' as const);
+      const timers = this.options.timers ?? systemTimers;
+      id = await settleWithin(leasing, Math.max(0, deadline - timers.now()), () => 'deadline' as const, timers);
     } catch (err) {
       local();
       throw err;

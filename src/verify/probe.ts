@@ -48,6 +48,7 @@
  */
 
 import { randomFillSync } from 'node:crypto';
+import type { Timers } from '../core/clock.js';
 import { hostKey } from '../core/ip.js';
 import type { MxHost } from '../dns/types.js';
 import { SmtpClientSession } from '../smtp/client.js';
@@ -96,7 +97,7 @@ export interface DomainProbeInput {
   domain: string;
   targets: ProbeTarget[];
   mxHosts: MxHost[];
-  /** When the whole verification must end (performance.now() time: monotonic), the MX lookups that came before included. */
+  /** When the whole verification must end (ProbeDeps.timers time: monotonic), the MX lookups that came before included. */
   deadline: number;
   /** Catch-all already known refused from the domain record: no random probe needed. */
   catchAllKnown: boolean;
@@ -120,6 +121,8 @@ export interface ProbeDeps {
   config: CalloutConfig;
   helo: string;
   politeness: Politeness;
+  /** The clock of input.deadline, attempt durations and connection ages. */
+  timers: Timers;
   dialer?: Dialer;
   addressesPerConnection: number;
   connections: ConnectionCache;
@@ -220,7 +223,7 @@ class DomainProbe {
           continue;
         }
         this.tried.add(ip);
-        if (performance.now() >= this.deadline) {
+        if (this.deps.timers.now() >= this.deadline) {
           this.fail({ reason: 'timeout', description: `overall deadline of ${this.deps.config.timeouts.overall} ms reached`, definite: false, cutShort: { kind: 'timer', afterMs: 0, leftMs: this.deps.config.timeouts.connect } });
           break hosts;
         }
@@ -267,7 +270,7 @@ class DomainProbe {
   private async converse(host: MxHost, ip: string, mayReuse: boolean): Promise<Conversation> {
     this.currentHost = host;
     this.currentIp = ip;
-    this.attemptStart = performance.now();
+    this.attemptStart = this.deps.timers.now();
     const cached = mayReuse ? this.deps.connections.take(ip, this.plannedRecipients()) : undefined;
     if (!cached && !(await this.deps.politeness.admitConnection(ip))) {
       this.skipAttempt(host, ip, 'not contacted: per-host connection rate limit reached');
@@ -275,7 +278,7 @@ class DomainProbe {
       return 'next-host';
     }
     if (!cached) this.newConnections += 1;
-    const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: performance.now() };
+    const connection = cached ?? { session: this.newSession(host, ip), addresses: 0, callouts: 1, openedAt: this.deps.timers.now() };
     const session = connection.session;
     this.session = session;
     this.connection = connection;
@@ -285,8 +288,8 @@ class DomainProbe {
     this.plannedRandom = undefined;
     const restore = cached ? this.snapshot() : undefined;
     if (cached) {
-      session.resume(this.deadline);
-      session.note(`reusing the connection opened ${Math.round(performance.now() - connection.openedAt)} ms ago (callout ${connection.callouts} on it)`);
+      session.resume(this.clientDeadline());
+      session.note(`reusing the connection opened ${Math.round(this.deps.timers.now() - connection.openedAt)} ms ago (callout ${connection.callouts} on it)`);
     }
     let next: Conversation;
     try {
@@ -299,6 +302,15 @@ class DomainProbe {
     if (last) last.outcome = `${last.outcome}; the reused connection is given up and the callout runs again on a new one`;
     restore();
     return this.converse(host, ip, false);
+  }
+
+  /**
+   * The deadline as the SMTP client takes it, a performance.now() time: its step timers are
+   * real ones (they bound real I/O), so it gets what the callout's own clock leaves of the
+   * deadline, counted from the real now.
+   */
+  private clientDeadline(): number {
+    return performance.now() + (this.deadline - this.deps.timers.now());
   }
 
   private newSession(host: MxHost, ip: string): SmtpClientSession {
@@ -316,7 +328,7 @@ class DomainProbe {
         rcptMs: config.timeouts.rcpt,
         tlsMs: config.timeouts.tls,
       },
-      deadline: this.deadline,
+      deadline: this.clientDeadline(),
       tls: this.inClear.has(ip) ? 'off' : config.tls,
       tlsOptions: { rejectUnauthorized: false, servername: host.name },
     });
@@ -738,7 +750,7 @@ class DomainProbe {
       port: this.deps.config.port,
       tls: session.tls,
       outcome,
-      durationMs: Math.round(performance.now() - this.attemptStart),
+      durationMs: Math.round(this.deps.timers.now() - this.attemptStart),
       transcript: session.transcript.slice(this.transcriptFrom),
     });
     return next;

@@ -18,6 +18,7 @@ import type { SmtpScript } from '../support/smtp-server.js';
 import type { VerifyResult } from '../../src/verify/types.js';
 import { mxZone, world, worldMaker } from './fixture.js';
 import { until } from '../support/wait.js';
+import { ManualTimers } from '../../src/core/clock.js';
 
 const make = worldMaker();
 
@@ -114,11 +115,16 @@ describe('connection reuse', () => {
 
   it('an idle connection is closed with QUIT when its idle time runs out', async () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
-    const engine = w.engine({ callout: { connectionCache: { idleTime: 0.05 } } });
+    const timers = new ManualTimers({ wall: w.clock });
+    const engine = w.engine({}, undefined, undefined, timers);
     await engine.verify('alice@a.test');
-    await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT');
-    assert.equal(w.smtp.get(MX)!.sessions[0]!.commands.at(-1), 'QUIT');
+    assert.deepEqual([engine.connections.size, timers.waiting], [1, 1], 'parked, its idle timer set');
+    // Idle for idleTime (2 s) exactly is idle too long.
+    await timers.advance(1_999);
+    assert.equal(engine.connections.size, 1);
+    await timers.advance(1);
     assert.equal(engine.connections.size, 0);
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'));
   });
 
   it('a connection the server closed while idle is replaced by a new one, with the right verdict', async () => {

@@ -5,11 +5,12 @@
  * DESCRIPTION
  *   world() starts the in-process DNS server with the zone given and SMTP test servers on
  *   127.0.0.x (all on one port, as the engine uses one port for every exchanger), and builds
- *   engines over the real node:dns resolver with a ManualClock, so tests move time.
+ *   engines over the real node:dns resolver with a ManualClock, so tests move time (and, given
+ *   ManualTimers, the monotonic time of deadlines and lock waits).
  */
 
 import { after } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock, type Timers } from '../../src/core/clock.js';
 import { validateConfig } from '../../src/config/schema.js';
 import type { Config } from '../../src/config/schema.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
@@ -28,7 +29,8 @@ export interface World {
   smtp: Map<string, SmtpTestServer>;
   port: number;
   clock: ManualClock;
-  engine(overrides?: Record<string, unknown>, store?: Store, log?: Logger): CalloutEngine;
+  /** timers: the engine's monotonic clock (ManualTimers to move deadlines and lock waits); real ones without. */
+  engine(overrides?: Record<string, unknown>, store?: Store, log?: Logger, timers?: Timers): CalloutEngine;
   config(overrides?: Record<string, unknown>): Config;
   connections(host: string): number;
   commands(host: string): string[];
@@ -67,12 +69,12 @@ export async function world(zone: Zone, servers: Record<string, Partial<SmtpScri
     port,
     clock,
     config,
-    engine(overrides = {}, store, log) {
+    engine(overrides = {}, store, log, timers) {
       const s = store ?? new MemoryStore({ clock });
       stores.push(s);
       const built = config(overrides);
       const resolver = new CachingResolver(createNodeResolver({ servers: [dns.address], timeoutMs: built.dns.timeout, tries: 1 }), { clock });
-      const engine = new CalloutEngine(built, { resolver, store: s, clock, random: () => 0, ...(log ? { log } : {}) });
+      const engine = new CalloutEngine(built, { resolver, store: s, clock, random: () => 0, ...(log ? { log } : {}), ...(timers ? { timers } : {}) });
       engines.push(engine);
       return engine;
     },
