@@ -5,14 +5,15 @@
  * DESCRIPTION
  *   A Postfix policy request (SMTPD_POLICY_README) is a set of name=value attributes. The
  *   pipeline runs configured stages for the request's protocol state; each stage is one module
- *   (src/checks/*, src/verify) that returns a StageVerdict: the check's own result in its own
- *   vocabulary (SPF's pass/fail/softfail..., the callout's deliverable/undeliverable...), a
- *   one-line reason, its evidence, and the Decision it asks for. Decisions are values; the
+ *   (src/policy/stages/*, over src/checks/* and src/verify) that returns a StageVerdict: the
+ *   check's own result in its own vocabulary (SPF's pass/fail/softfail..., the callout's
+ *   deliverable/undeliverable...), a one-line reason, its evidence, and the Decision it asks for. Decisions are values; the
  *   pipeline alone turns them into Postfix actions, honouring each stage's mode (enforce, warn,
  *   off), and writes one log line explaining the outcome.
  *
- *   Adding a stage is one module exporting a StageDefinition and one entry in the registry
- *   (src/policy/stages/index.ts) plus its options in the configuration.
+ *   Adding a stage is one module exporting a StageDefinition, whose zod schema of its options
+ *   config/schema checks the stage's policy.stages entries against, and one entry in the
+ *   registry (src/policy/stages/index.ts); config/schema itself is not changed.
  */
 
 import type { Clock, Timers } from '../core/clock.js';
