@@ -28,11 +28,13 @@
  *   The processing limits of SpfLimits (src/checks/spf/lookups). MX lists longer than
  *   mxNames are a permerror before any address is fetched. The addresses of an mx term's
  *   exchangers, and of the PTR names to validate, are asked for together and judged in order
- *   as if asked one by one. Senders longer than 320 characters and client addresses that do
- *   not parse give none. The last 1000 distinct records parsed are kept in memory (parsing
- *   is pure; popular includes repeat). An explanation is cut to MAX_EXPLANATION_LENGTH
- *   characters, and exp= text longer than a record may be (MAX_RECORD_LENGTH) is ignored:
- *   its macros could otherwise expand a sender's DNS data into megabytes kept with the verdict.
+ *   as if asked one by one. A client address that does not parse gives none; a sender of any
+ *   length is checked (a none for a long one let a forger past a domain's -all by lengthening
+ *   the local part), since every expansion is bounded (below, and expandDomainSpec). The last
+ *   1000 distinct records parsed are kept in memory (parsing is pure; popular includes
+ *   repeat). An explanation is cut to MAX_EXPLANATION_LENGTH characters, and exp= text
+ *   longer than a record may be (MAX_RECORD_LENGTH) is ignored: its macros could otherwise
+ *   expand a sender's DNS data into megabytes kept with the verdict.
  *
  * ERRORS
  *   None at run time: every DNS outcome and every malformed input is a result. A broken
@@ -88,7 +90,6 @@ export interface PolicyRequest {
 export const BUILTIN_DEFAULT_EXPLANATION = 'The domain %{o} does not designate %{c} as a permitted sender';
 
 const BUILTIN_EXPLANATION_TOKENS = builtinMacroString(BUILTIN_DEFAULT_EXPLANATION);
-const MAX_SENDER_LENGTH = 320;
 /** RFC 5321 §4.5.3.1.5: a reply line, which is where an explanation goes, holds 512 octets. */
 const MAX_EXPLANATION_LENGTH = 512;
 const SPF1_VERSION = /^v=spf1(?: |$)/i;
@@ -151,7 +152,6 @@ export async function evaluatePolicy(request: PolicyRequest, options: SpfOptions
   };
 
   if (client === undefined) return verdict({ result: 'none', problem: `${JSON.stringify(request.ip)} is not an IP address` }, senderDomain.toLowerCase());
-  if (sender.length > MAX_SENDER_LENGTH) return verdict({ result: 'none', problem: `sender longer than ${MAX_SENDER_LENGTH} characters` }, senderDomain.toLowerCase());
 
   const evaluation = new Evaluation(request, options, client, lookups, selector, trace, limits, { sender, localPart, senderDomain });
   const outcome = await evaluation.checkHost(senderDomain, 0);

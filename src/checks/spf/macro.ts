@@ -19,7 +19,7 @@
  * LIMITS
  *   Transformer numbers have at most 3 digits (a larger number only means "all parts").
  *   Input length is bounded by the caller (records, explanations); so is the output, when the
- *   caller keeps it (an explanation: each macro may repeat a 320-character sender). A
+ *   caller keeps it (an explanation: each macro may repeat the whole sender). A
  *   domain-spec's expansion is bounded here (expandDomainSpec).
  *
  * ERRORS

@@ -193,8 +193,10 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
         // message's readers that the sender's domain publishes no SPF policy.
         const unusable = unusableClientAddress(ctx.clientAddress);
         if (unusable !== undefined) return { stage: 'spf', result: 'none', reason: unusable, decision: { kind: 'continue' } };
-        // The parsed mailbox gives the semantic local part (quotes removed) and the A-label domain.
-        const mailFrom = ctx.sender?.kind === 'mailbox' ? `${ctx.sender.mailbox.localPart}@${ctx.sender.mailbox.asciiDomain}` : ctx.senderText;
+        // The parsed mailbox gives the semantic local part (quotes removed) and the A-label domain;
+        // a null sender written "<>" (as sender-syntax and sender-callout read it) is the empty one.
+        const mailFrom =
+          ctx.sender?.kind === 'mailbox' ? `${ctx.sender.mailbox.localPart}@${ctx.sender.mailbox.asciiDomain}` : ctx.sender?.kind === 'null' ? '' : ctx.senderText;
         const { deciding, all } = await verdictsFor(ctx, mailFrom);
         const headers: string[] = [];
         if (opts.authenticationResults) headers.push(formatAuthenticationResults({ authservId: opts.authservId, spf: all }));

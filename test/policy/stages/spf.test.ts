@@ -236,6 +236,13 @@ describe('spf stage', () => {
     assert.match(helo.headers?.[0] ?? '', /spf=fail .* smtp\.helo=helo\.example/);
   });
 
+  it('a sender of "<>", which the other stages read as the null sender, is checked as the null sender, not as a domain "<>"', async () => {
+    const bounce = await spf().evaluate(context('<>'));
+    assert.equal(bounce.result, 'fail');
+    assert.match(bounce.reason, /helo\.example/);
+    assert.match(bounce.headers?.[0] ?? '', /smtp\.mailfrom=postmaster@helo\.example$/);
+  });
+
   it('with checkHelo, a HELO result other than fail does not decide: MAIL FROM does, and Authentication-Results reports both identities', async () => {
     const verdict = await spf({ checkHelo: true }).evaluate(context('user@pass.example', { heloName: 'soft.example' }));
     assert.equal(verdict.result, 'pass', verdict.reason);
