@@ -53,9 +53,10 @@ import { fileURLToPath } from 'node:url';
 import { systemClock } from '../src/core/clock.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../src/core/idle-poll.js';
 import { srsMaps } from '../src/rewrite/maps.js';
-import { SocketmapClient, SocketmapServer } from '../src/rewrite/socketmap.js';
+import { SocketmapServer } from '../src/rewrite/socketmap.js';
 import { Srs } from '../src/rewrite/srs.js';
-import { TcpTableClient, TcpTableServer } from '../src/rewrite/tcp-table.js';
+import { TcpTableServer } from '../src/rewrite/tcp-table.js';
+import { SocketmapClient, TcpTableClient } from '../test/support/lookup-clients.js';
 import { POSTSRSD, startPostsrsd, type Postsrsd } from '../test/support/postsrsd.js';
 import { freePorts } from '../test/support/ports.js';
 

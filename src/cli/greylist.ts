@@ -21,7 +21,8 @@
  *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
  *            entry of its identity (for a network, the auto-allow entries of all its
- *            addresses); with SENDER and RECIPIENT: that triplet only
+ *            addresses), saying how many of each kind went and whose; with SENDER and
+ *            RECIPIENT: that triplet only
  *   CLIENT is an IP address (reduced to its /24 or /64 as the stage does), a network as `list`
  *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity; only an address has an
  *   auto-allow entry (`allow CLIENT` alone), and only while the stage's autoAllowClients is
@@ -46,7 +47,7 @@ import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shownField, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { AddressSet, formatCidr, parseCidr, type Cidr } from '../core/ip.js';
-import { normaliseSender, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
+import { normaliseSender, type DroppedClient, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
@@ -230,6 +231,23 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
   };
 }
 
+/**
+ * What `drop CLIENT` removed, each kind under the name it was kept by: an address's auto-allow
+ * entry under the address, triplets and domain entries under its network (`drop 192.0.2.7` said
+ * "dropped 1 entries of 192.0.2.0/24" for the auto-allow entry of 192.0.2.7 alone).
+ */
+function droppedText(client: ClientArgument, dropped: DroppedClient, addresses: number): string {
+  const counted = (n: number, one: string, many: string) => (n === 0 ? [] : [`${n} ${n === 1 ? one : many}`]);
+  const ofIdentity = [...counted(dropped.triplets, 'triplet', 'triplets'), ...counted(dropped.domains, 'domain entry', 'domain entries')];
+  const parts = [
+    ...(dropped.autoAllow ? [`the auto-allow entry of ${client.autoAllowKey ?? client.identity}`] : []),
+    ...(ofIdentity.length > 0 ? [`${ofIdentity.join(' and ')} of ${client.identity}`] : []),
+    ...counted(addresses, 'auto-allow entry', 'auto-allow entries').map((part) => `${part} of addresses in ${client.identity}`),
+  ];
+  if (parts.length > 0) return `dropped ${parts.join(', and ')}`;
+  return `dropped nothing: no entry of ${client.autoAllowKey === undefined ? client.identity : `${client.autoAllowKey} or ${client.identity}`}${client.network ? ' or of its addresses' : ''}`;
+}
+
 /** A triplet as `list` prints it: an over-long sender or recipient by its key (HEAD…[sha256:HEX]). */
 const tripletText = (identity: string, triplet: TripletArgument) => `${identity} ${shownField(keyPart(triplet.sender) || '<>')} ${shownField(keyPart(triplet.recipient))}`;
 
@@ -290,10 +308,10 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
         io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${tripletText(client.identity, triplet)}\n`);
         return;
       }
-      let removed = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
+      const dropped = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
       // A network's addresses each have their own auto-allow entry: they go with it.
-      if (client.network) removed += await list.dropClientsIn(client.network);
-      io.out.write(`dropped ${removed} entries of ${client.identity}\n`);
+      const addresses = client.network ? await list.dropClientsIn(client.network) : 0;
+      io.out.write(`${droppedText(client, dropped, addresses)}\n`);
     });
   });
 }

@@ -10,7 +10,10 @@
  *   answer: the policy pipeline (src/policy/pipeline.ts) is the one place that answers every fault
  *   of a stage by `policy.faultAction` (DUNNO or 451), and the callout engine turns its own faults
  *   into an `unknown` verdict (a StoreError it passes on, wherever in a callout the store failed).
+ *   describeFileError says in words why a file could not be used, the system's code kept.
  */
+
+import { getSystemErrorMap } from 'node:util';
 
 export type ErrorCode =
   | 'ADDRESS_SYNTAX'
@@ -79,6 +82,44 @@ export function describeError(err: unknown): string {
     }
   }
 }
+
+/**
+ * Why a system call on a file failed, in words, with the system's code kept for searching:
+ * "no such file (ENOENT)", "permission denied, running as uid 998 (EACCES)". For a reason that
+ * follows a path its caller names already; anything but a system error is described as
+ * describeError does. A bare "ENOENT" or "EACCES" told an administrator neither what was wrong nor, for a
+ * permission, which user was refused (a daemon started by systemd under User= is not the one
+ * who tried it from a shell).
+ */
+export function describeFileError(err: unknown): string {
+  // Called from catch blocks as describeError is, so it must not throw either (a getter, a Proxy).
+  try {
+    const { code, errno } = (err ?? {}) as { code?: unknown; errno?: unknown };
+    // Only the system's codes: a CalloutError's or Node's own (ERR_...) have their message to say.
+    let words = typeof code === 'string' ? (FILE_ERRORS[code] ?? (typeof errno === 'number' ? getSystemErrorMap().get(errno)?.[1] : undefined)) : undefined;
+    if (words === undefined) return describeError(err);
+    const euid = process.geteuid?.();
+    if ((code === 'EACCES' || code === 'EPERM') && euid !== undefined) words += `, running as uid ${euid}`;
+    return `${words} (${code})`;
+  } catch {
+    return describeError(err);
+  }
+}
+
+/** The errors a file's path or its reading meets, as an administrator would put them. */
+const FILE_ERRORS: Partial<Record<string, string>> = {
+  ENOENT: 'no such file',
+  ENOTDIR: 'a part of the path is not a directory',
+  EISDIR: 'is a directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ELOOP: 'too many levels of symbolic links',
+  ENAMETOOLONG: 'file name too long',
+  ENXIO: 'no device or reader there (a socket, or a device not present)',
+  EMFILE: 'this process has too many files open',
+  ENFILE: 'the system has too many files open',
+  EIO: 'input/output error (a failing disk or a lost network file system)',
+};
 
 /** The start of an input quoted in a message: a configuration value may be any length. */
 export function abbreviate(text: string, max: number): string {

@@ -40,6 +40,7 @@
 
 import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { describeFileError } from './errors.js';
 
 export const MIB = 1024 * 1024;
 /** A file of secrets or keys: a line each, a few of them. */
@@ -89,7 +90,7 @@ export function readFileLimited(path: string, limitBytes: number, options: ReadO
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, reason: `cannot read: ${code ?? String(err)}`, ...(code ? { code } : {}) };
+    return { ok: false, reason: `cannot read: ${describeFileError(err)}`, ...(code ? { code } : {}) };
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

@@ -83,7 +83,11 @@ export const DEFAULT_WORKER_RESTART_DELAY_MS = 1_000;
 /** A replacement that keeps failing to start is retried less and less often, down to this. */
 const MAX_RESTART_DELAY_MS = 60_000;
 const HEALTH_ANSWER_MS = 1_000;
-/** A worker that dies sooner than this after it was ready counts as a failed start (backoff). */
+/**
+ * A worker that dies sooner than this after it was ready counts as a failed start (backoff). On
+ * the monotonic clock: a wall clock stepped forward (NTP, a resumed VM) passed a worker dying
+ * at once for a healthy one and reset the backoff; one stepped back held a healthy one as failed.
+ */
 const HEALTHY_LIFETIME_MS = 10_000;
 /** Longer than a worker's own drain (policy/daemon), so that draining is never cut short. */
 const STOP_WAIT_MS = 30_000;
@@ -410,7 +414,7 @@ export class Supervisor {
           // A worker that says it is ready again has been asked already, if it owes an outcome.
           const seq = ready ? undefined : this.awaitedReloads.get(worker)?.seq;
           ready = true;
-          readyAt = Date.now();
+          readyAt = performance.now();
           this.ready.add(worker);
           if (seq !== undefined) this.askReload(worker, seq);
           resolve(message.policy);
@@ -445,7 +449,7 @@ export class Supervisor {
         if (this.stopping) return;
         this.options.log.error({ worker: worker.process.pid, code, signal }, 'policy worker died; starting another');
         // One that dies soon after it started (on its first requests, say) counts as a failed start.
-        if (Date.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
+        if (performance.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
         else this.failedRestarts = 0;
         this.restart();
       });

@@ -12,5 +12,5 @@ export { SRS_LIMITS, Srs, isSrsAddress, srsTimestamp, type SrsAlphabet, type Srs
 export { POSTFIX_VERP_DELIMITERS, QMAIL_VERP_DELIMITERS, VERP_LIMITS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDecodeResult, type VerpDelimiters, type VerpEncodeResult } from './verp.js';
 export { LookupServer, type LookupMap, type LookupResult, type LookupServerOptions, type LookupServerStats } from './lookup.js';
 export { batvMaps, srsMaps, type BatvMapOptions } from './maps.js';
-export { NetstringDecoder, SOCKETMAP_LIMITS, SocketmapClient, SocketmapServer, encodeNetstring, socketmapReply, type SocketmapServerOptions } from './socketmap.js';
-export { TCP_TABLE_LIMITS, TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode, tcpTableReply, type TcpTableServerOptions } from './tcp-table.js';
+export { NetstringDecoder, SOCKETMAP_LIMITS, SocketmapServer, encodeNetstring, socketmapReply, type SocketmapServerOptions } from './socketmap.js';
+export { TCP_TABLE_LIMITS, TcpTableServer, tcpTableDecode, tcpTableEncode, tcpTableReply, type TcpTableServerOptions } from './tcp-table.js';

@@ -27,8 +27,8 @@
  *   ever builds.
  *
  * ERRORS
- *   Nothing in the server throws on input. SocketmapClient (a tool for tests, benchmarks and the
- *   CLI) rejects with Error on a closed connection or a malformed reply.
+ *   Nothing in the server throws on input. (The client that tests and benchmarks query it with
+ *   is test/support/lookup-clients.)
  */
 
 import net from 'node:net';
@@ -181,47 +181,5 @@ export class SocketmapServer extends LookupServer {
     const map = space > 0 ? this.maps.get(request.slice(0, space)) : undefined;
     if (!map) return { kind: 'perm', reason: 'Invalid map.' };
     return this.lookup(map, request.slice(space + 1));
-  }
-}
-
-/** A pipelining socketmap client over one connection, for tests, benchmarks and `rewrite query`. */
-export class SocketmapClient {
-  private readonly decoder = new NetstringDecoder(SOCKETMAP_LIMITS.replyOctets);
-  private readonly waiting: Array<{ resolve: (reply: string) => void; reject: (err: Error) => void }> = [];
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      for (const event of this.decoder.push(chunk)) {
-        const next = this.waiting.shift();
-        if (event.kind === 'frame') next?.resolve(event.data.toString('utf8'));
-        else next?.reject(new Error(`socketmap reply: ${event.kind === 'error' ? event.reason : 'too long'}`));
-      }
-    });
-    const failAll = () => {
-      for (const w of this.waiting.splice(0)) w.reject(new Error('socketmap connection closed'));
-    };
-    socket.on('close', failAll);
-    socket.on('error', failAll);
-  }
-
-  static connect(target: { host: string; port: number } | { path: string }): Promise<SocketmapClient> {
-    return new Promise((resolve, reject) => {
-      const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host);
-      socket.once('connect', () => resolve(new SocketmapClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  /** Sends `name key`; resolves with the raw reply text, e.g. "OK SRS0=...". */
-  query(name: string, key: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.socket.write(encodeNetstring(`${name} ${key}`));
-    });
-  }
-
-  close(): void {
-    this.socket.destroy();
   }
 }

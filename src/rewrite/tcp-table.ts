@@ -20,8 +20,8 @@
  *   socketmap's 30 s, so a site moving from postsrsd 1.x sees the same.
  *
  * ERRORS
- *   Nothing in the server throws on input. TcpTableClient rejects with Error on a closed
- *   connection.
+ *   Nothing in the server throws on input. (The client that tests and benchmarks query it with
+ *   is test/support/lookup-clients.)
  */
 
 import net from 'node:net';
@@ -123,50 +123,5 @@ export class TcpTableServer extends LookupServer {
       // A CR at the end may be the line end's, its LF still to come: like that of a whole line, it does not count.
       if (pending.length - (pending[pending.length - 1] === 0x0d ? 1 : 0) > this.maxLineOctets) refuse(`line longer than ${this.maxLineOctets} octets`, pending);
     });
-  }
-}
-
-/** A pipelining tcp_table client over one connection (tests, benchmarks, `rewrite query`). */
-export class TcpTableClient {
-  private pending = '';
-  private readonly waiting: Array<{ resolve: (reply: string) => void; reject: (err: Error) => void }> = [];
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setNoDelay(true);
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      this.pending += chunk;
-      let newline: number;
-      while ((newline = this.pending.indexOf('\n')) >= 0) {
-        const line = this.pending.slice(0, newline);
-        this.pending = this.pending.slice(newline + 1);
-        this.waiting.shift()?.resolve(line);
-      }
-    });
-    const failAll = () => {
-      for (const w of this.waiting.splice(0)) w.reject(new Error('tcp_table connection closed'));
-    };
-    socket.on('close', failAll);
-    socket.on('error', failAll);
-  }
-
-  static connect(target: { host: string; port: number }): Promise<TcpTableClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(target.port, target.host);
-      socket.once('connect', () => resolve(new TcpTableClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  /** Sends `get KEY` (encoded); resolves with the raw reply line, e.g. "200 SRS0=...". */
-  query(key: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.socket.write(`get ${tcpTableEncode(key)}\n`);
-    });
-  }
-
-  close(): void {
-    this.socket.destroy();
   }
 }

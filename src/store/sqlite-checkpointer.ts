@@ -25,7 +25,9 @@
  *   lock). A restart that finds the lock taken or a reader in the WAL gives up at once (busy
  *   timeout 0) and is tried again every RESTART_PAUSE_MS for up to RESTART_WAIT_MS, in this
  *   thread: SQLite's own busy handler sleeps a millisecond and more between tries and, against
- *   a daemon committing back to back, missed every free moment while the WAL kept growing. A
+ *   a daemon committing back to back, missed every free moment while the WAL kept growing. The
+ *   wait is timed on the monotonic clock: a wall clock stepped back (NTP, a resumed VM) kept the
+ *   thread trying until it caught up, deaf to 'stop' and holding a CPU. A
  *   commit that meets the restart's lock waits for it in store/sqlite's lock loop. Once a
  *   restart has succeeded it is not repeated until the WAL has started again. The store's
  *   journal_size_limit cuts the file back when the WAL starts again.
@@ -63,7 +65,7 @@ try {
   const round = () => {
     const { log } = passive.get();
     if (log <= workerData.restartFrames || log === restartedAt) return;
-    const deadline = Date.now() + workerData.restartWaitMs;
+    const deadline = performance.now() + workerData.restartWaitMs;
     do {
       const result = restart.get();
       if (result.busy === 0) {
@@ -71,7 +73,7 @@ try {
         return;
       }
       Atomics.wait(pause, 0, 0, workerData.restartPauseMs);
-    } while (Date.now() < deadline);
+    } while (performance.now() < deadline);
   };
   const timer = setInterval(() => {
     try {

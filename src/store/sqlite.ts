@@ -112,7 +112,7 @@ import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
-import { ConfigError, StoreError, describeError } from '../core/errors.js';
+import { ConfigError, StoreError, describeError, describeFileError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
 import { startCheckpointer } from './sqlite-checkpointer.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
@@ -367,7 +367,7 @@ function pathProblem(path: string): string | undefined {
   try {
     accessSync(directory, constants.W_OK | constants.X_OK);
   } catch (err) {
-    return `cannot write in ${directory} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+    return `cannot write in ${directory}: ${describeFileError(err)}`;
   }
   if (!existsSync(path)) return undefined;
   const stats = statSync(path);
@@ -378,7 +378,7 @@ function pathProblem(path: string): string | undefined {
   try {
     accessSync(path, constants.R_OK | constants.W_OK);
   } catch (err) {
-    return `cannot read and write ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+    return `cannot read and write ${path}: ${describeFileError(err)}`;
   }
   // Left behind by a process of another user that was killed (a root CLI command): SQLite then
   // opens the file read-only and fails with "attempt to write a readonly database", naming neither.
@@ -386,8 +386,7 @@ function pathProblem(path: string): string | undefined {
     try {
       accessSync(companion, constants.R_OK | constants.W_OK);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') return `cannot read and write ${companion}, which SQLite keeps beside the file (${code ?? String(err)}): give it to the user callout runs as`;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return `cannot read and write ${companion}, which SQLite keeps beside the file: ${describeFileError(err)}; give it to the user callout runs as`;
     }
   }
   return undefined;

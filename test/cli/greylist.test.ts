@@ -74,8 +74,12 @@ describe('callout greylist', () => {
     assert.match((await run(['list', '--kind', 'client'])).output, /^client 203\.0\.113\.9 allowed passes=5 /);
 
     assert.equal((await run(['drop', '198.51.100.1', 'carol@other.example', 'alice@example.test'])).output, 'dropped triplet 198.51.100.0/24 carol@other.example alice@example.test\n');
-    assert.equal((await run(['drop', '192.0.2.0/24'])).output, 'dropped 1 entries of 192.0.2.0/24\n');
-    assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped 1 entries of 203.0.113.0/24\n');
+    assert.equal((await run(['drop', '192.0.2.0/24'])).output, 'dropped 1 triplet of 192.0.2.0/24\n');
+    assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped the auto-allow entry of 203.0.113.9\n', 'the address\'s entry, not one of its /24');
+    await run(['allow', '203.0.113.9']);
+    await run(['allow', '203.0.113.10', 'bob@x.example', 'alice@example.test']);
+    assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped the auto-allow entry of 203.0.113.9, and 1 triplet of 203.0.113.0/24\n');
+    assert.equal((await run(['drop', '203.0.113.9'])).output, 'dropped nothing: no entry of 203.0.113.9 or 203.0.113.0/24\n');
     assert.equal((await run(['list'])).output, '');
   });
 
@@ -109,7 +113,7 @@ describe('callout greylist', () => {
     assert.ok(fields.every((f) => f.length === 8));
     const json = (await run(['list', '--client', '203.0.113.8', '--kind', 'triplet', '--json'])).output.trimEnd().split('\n');
     assert.deepEqual(json.map((line) => (JSON.parse(line) as { sender: string }).sender), [sender, '"john"@example.org'], '--json as before');
-    assert.equal((await run(['drop', '203.0.113.0/24'])).output, 'dropped 2 entries of 203.0.113.0/24\n');
+    assert.equal((await run(['drop', '203.0.113.0/24'])).output, 'dropped 2 triplets of 203.0.113.0/24\n');
   });
 
   it('allows a client on the file a busy daemon is writing: the command waits its turn, the daemon sees it, nothing faults', async () => {
@@ -184,14 +188,14 @@ describe('callout greylist', () => {
     }
     assert.equal(existsSync(untouched), false, 'no store made for a refused command');
     assert.equal((await run(['allow', '2001:db8:1:2::/64', 'bob@x.example', 'alice@example.test'])).output, 'allowed triplet 2001:db8:1:2::/64 bob@x.example alice@example.test\n');
-    assert.equal((await run(['drop', '2001:db8:1:2::9'])).output, 'dropped 1 entries of 2001:db8:1:2::/64\n', 'an IPv6 client drops its /64');
+    assert.equal((await run(['drop', '2001:db8:1:2::9'])).output, 'dropped 1 triplet of 2001:db8:1:2::/64\n', 'an IPv6 client drops its /64');
   });
 
   it('drops a network with the auto-allow entries of its addresses, which would go on skipping greylisting', async () => {
     for (const address of ['198.51.100.7', '198.51.100.8', '198.51.101.7', '2001:db8:5:6::25', '2001:db8:5:7::25']) await run(['allow', address]);
     await run(['allow', '198.51.100.9', 'bob@x.example', 'alice@example.test']);
-    assert.equal((await run(['drop', '198.51.100.0/24'])).output, 'dropped 3 entries of 198.51.100.0/24\n');
-    assert.equal((await run(['drop', '2001:db8:5:6::/64'])).output, 'dropped 1 entries of 2001:db8:5:6::/64\n');
+    assert.equal((await run(['drop', '198.51.100.0/24'])).output, 'dropped 1 triplet of 198.51.100.0/24, and 2 auto-allow entries of addresses in 198.51.100.0/24\n');
+    assert.equal((await run(['drop', '2001:db8:5:6::/64'])).output, 'dropped 1 auto-allow entry of addresses in 2001:db8:5:6::/64\n');
     assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.101.7', 'client 2001:db8:5:7::25']);
     await run(['drop', '198.51.101.7']);
     await run(['drop', '2001:db8:5:7::25']);
@@ -206,7 +210,7 @@ describe('callout greylist', () => {
       assert.equal(output, '');
     }
     assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.100.7', 'client 198.51.101.7'], 'nothing dropped');
-    assert.equal((await run(['drop', '198.51.0.0/16'])).output, 'dropped 2 entries of 198.51.0.0/16\n', 'the network written as such still drops');
+    assert.equal((await run(['drop', '198.51.0.0/16'])).output, 'dropped 2 auto-allow entries of addresses in 198.51.0.0/16\n', 'the network written as such still drops');
   });
 
   it('lists the auto-allow entries of every address in a network given as --client, as drop removes them', async () => {

@@ -1,7 +1,7 @@
 // describeError on whatever a catch block may hold: it runs inside catch blocks and log calls, so it must never throw.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError, describeError } from '../../src/core/errors.js';
+import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError, describeError, describeFileError } from '../../src/core/errors.js';
 
 describe('describeError', () => {
   it('gives the code and message of a CalloutError, the message of an Error, the text of anything else', () => {
@@ -44,6 +44,28 @@ describe('describeError', () => {
       assert.equal(typeof text, 'string');
       assert.notEqual(text, '');
     }
+  });
+});
+
+describe('describeFileError', () => {
+  const errno = (code: string, number: number): NodeJS.ErrnoException => Object.assign(new Error(`${code}: system words, open '/x'`), { code, errno: number });
+
+  it('says in words why a file could not be used, the code kept for searching, and who was refused a permission', () => {
+    assert.equal(describeFileError(errno('ENOENT', -2)), 'no such file (ENOENT)');
+    assert.equal(describeFileError(errno('EISDIR', -21)), 'is a directory (EISDIR)');
+    assert.equal(describeFileError(errno('EACCES', -13)), `permission denied, running as uid ${process.geteuid?.()} (EACCES)`);
+    assert.equal(describeFileError(errno('EPERM', -1)), `operation not permitted, running as uid ${process.geteuid?.()} (EPERM)`);
+    assert.equal(describeFileError(errno('EIO', -5)), 'input/output error (a failing disk or a lost network file system) (EIO)');
+  });
+
+  it("gives the system's words for a code it has none of its own for, and describes a value without a code as describeError does", () => {
+    assert.equal(describeFileError(errno('EOPNOTSUPP', -95)), 'operation not supported on socket (EOPNOTSUPP)');
+    assert.equal(describeFileError(Object.assign(new Error('x'), { code: 'ERR_INVALID_ARG_TYPE' })), 'x');
+    assert.equal(describeFileError(new ConfigError('bad')), 'CONFIG_INVALID: bad');
+    assert.equal(describeFileError(null), 'null');
+    const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+    revoke();
+    assert.equal(typeof describeFileError(revoked), 'string');
   });
 });
 

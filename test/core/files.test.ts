@@ -21,10 +21,38 @@ describe('readFileLimited', () => {
     assert.deepEqual(readFileLimited(path, 199_999), { ok: false, reason: 'larger than 199999 bytes' });
   });
 
-  it('refuses an endless device after the limit, and says why a file could not be read', () => {
+  it('refuses an endless device after the limit', () => {
     assert.deepEqual(readFileLimited('/dev/zero', 1024 * 1024), { ok: false, reason: 'larger than 1 MiB' });
-    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10), { ok: false, reason: 'cannot read: ENOENT', code: 'ENOENT' });
-    assert.deepEqual(readFileLimited(dir, 10), { ok: false, reason: 'cannot read: EISDIR', code: 'EISDIR' });
+  });
+
+  it('says why a file could not be read in words, the code kept: each kind of failure an administrator meets', () => {
+    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10), { ok: false, reason: 'cannot read: no such file (ENOENT)', code: 'ENOENT' });
+    assert.deepEqual(readFileLimited(dir, 10), { ok: false, reason: 'cannot read: is a directory (EISDIR)', code: 'EISDIR' });
+    const file = join(dir, 'plain');
+    writeFileSync(file, 'x');
+    assert.deepEqual(readFileLimited(join(file, 'under'), 10), { ok: false, reason: 'cannot read: a part of the path is not a directory (ENOTDIR)', code: 'ENOTDIR' });
+    const loop = join(dir, 'loop');
+    symlinkSync(loop, loop);
+    assert.deepEqual(readFileLimited(loop, 10), { ok: false, reason: 'cannot read: too many levels of symbolic links (ELOOP)', code: 'ELOOP' });
+  });
+
+  it('names the user a file was refused to, which is not the one who tried it from a shell', async () => {
+    // Root may read anything: as root, a child that becomes nobody once its modules are loaded.
+    const secret = join(dir, 'unreadable');
+    writeFileSync(secret, 'x');
+    chmodSync(secret, 0o000);
+    chmodSync(dir, 0o755);
+    const asNobody = process.getuid?.() === 0;
+    const script = `const { readFileLimited } = await import(${JSON.stringify(new URL('../../src/core/files.ts', import.meta.url).href)});
+      ${asNobody ? 'process.setgid(65534); process.setuid(65534);' : ''}
+      process.stdout.write(JSON.stringify(readFileLimited(${JSON.stringify(secret)}, 10)));`;
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await once(child, 'exit');
+    const uid = asNobody ? 65534 : process.geteuid?.();
+    assert.deepEqual(JSON.parse(out), { ok: false, reason: `cannot read: permission denied, running as uid ${uid} (EACCES)`, code: 'EACCES' });
   });
 
   it('holds what a FIFO written an octet at a time gave, not a read buffer per octet', async () => {
@@ -57,7 +85,7 @@ describe('readFileLimited of a file that governs the process', () => {
     const link = join(dir, 'link-to-fifo');
     symlinkSync(fifo, link);
     assert.deepEqual(readFileLimited(link, 10, governing), { ok: false, reason: 'not a regular file (a FIFO)' });
-    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10, governing), { ok: false, reason: 'cannot read: ENOENT', code: 'ENOENT' });
+    assert.deepEqual(readFileLimited(join(dir, 'missing'), 10, governing), { ok: false, reason: 'cannot read: no such file (ENOENT)', code: 'ENOENT' });
   });
 
   it('reads a regular file, /proc files too, and refuses one that any user may write', () => {

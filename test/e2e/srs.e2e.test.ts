@@ -16,9 +16,10 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ManualClock, systemClock } from '../../src/core/clock.js';
 import { srsMaps } from '../../src/rewrite/maps.js';
-import { SocketmapClient, SocketmapServer } from '../../src/rewrite/socketmap.js';
+import { SocketmapServer } from '../../src/rewrite/socketmap.js';
 import { Srs, srsTimestamp } from '../../src/rewrite/srs.js';
-import { TcpTableClient, TcpTableServer } from '../../src/rewrite/tcp-table.js';
+import { TcpTableServer } from '../../src/rewrite/tcp-table.js';
+import { SocketmapClient, TcpTableClient } from '../support/lookup-clients.js';
 import { postsrsdUnavailable, startPostsrsd, type Postsrsd } from '../support/postsrsd.js';
 import { requirePeer } from '../support/peers.js';
 

@@ -12,9 +12,10 @@ import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import type { LookupLog, LookupMap } from '../../src/rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../../src/rewrite/maps.js';
-import { NetstringDecoder, SocketmapClient, SocketmapServer, encodeNetstring, type NetstringEvent } from '../../src/rewrite/socketmap.js';
+import { NetstringDecoder, SocketmapServer, encodeNetstring, type NetstringEvent } from '../../src/rewrite/socketmap.js';
 import { Srs } from '../../src/rewrite/srs.js';
-import { TcpTableClient, TcpTableServer, tcpTableDecode, tcpTableEncode } from '../../src/rewrite/tcp-table.js';
+import { TcpTableServer, tcpTableDecode, tcpTableEncode } from '../../src/rewrite/tcp-table.js';
+import { SocketmapClient, TcpTableClient } from '../support/lookup-clients.js';
 import { until } from '../support/wait.js';
 
 const T0 = 1_577_836_860_000;

@@ -1074,7 +1074,7 @@ describe('SqliteStore', () => {
         await once(child, 'exit');
         const { name, message } = JSON.parse(out) as { name: string; message: string };
         assert.equal(name, 'ConfigError', message);
-        assert.ok(message.includes(`cannot read and write ${path}${companion}, which SQLite keeps beside the file (EACCES)`), message);
+        assert.ok(message.includes(`cannot read and write ${path}${companion}, which SQLite keeps beside the file: permission denied, running as uid ${asAnotherUser.length > 0 ? 65534 : process.getuid?.()} (EACCES)`), message);
       }
     } finally {
       leftBehind.close();

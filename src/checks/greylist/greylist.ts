@@ -130,6 +130,13 @@ export type GreylistEntry =
 
 export type GreylistEntryKind = GreylistEntry['kind'];
 
+/** What dropClient() removed: the address's auto-allow entry, and the identity's triplets and domain entries. */
+export interface DroppedClient {
+  autoAllow: boolean;
+  triplets: number;
+  domains: number;
+}
+
 /**
  * What listPages() gives: entries of one `kind`; `client` narrows to one identity (exact) or
  * auto-allow key; `network`, given in its place, narrows client entries to those of its
@@ -308,24 +315,27 @@ export class Greylist {
 
   /**
    * Forgets a client: its auto-allow entry (by autoAllowKey) and every triplet and domain entry
-   * of its identity. Returns how many entries were removed.
+   * of its identity. Returns what was removed, each kind apart: the auto-allow entry is an
+   * address's, the others its network's, and a count of both under the network's name told an
+   * administrator that `drop 192.0.2.7` had removed an entry of the whole /24.
    */
-  async dropClient(client: string, autoAllowKey: string): Promise<number> {
-    let removed = 0;
+  async dropClient(client: string, autoAllowKey: string): Promise<DroppedClient> {
+    const dropped = { autoAllow: false, triplets: 0, domains: 0 };
     const clientKey = this.clientKey(autoAllowKey);
     if (await this.store.get(clientKey)) {
       await this.store.delete(clientKey);
-      removed += 1;
+      dropped.autoAllow = true;
     }
     for (const kind of ['t', 'd'] as const) {
       const prefix = `${this.settings.keyPrefix}${kind}:${escapePart(client)}/`;
       // Deleted keys leave the scan, so each batch is new; an empty one ends the walk.
       for (let batch = await this.store.scan(prefix, DROP_SCAN_BATCH); batch.length > 0; batch = await this.store.scan(prefix, DROP_SCAN_BATCH)) {
         await this.deleteAll(batch.map((row) => row.key));
-        removed += batch.length;
+        if (kind === 't') dropped.triplets += batch.length;
+        else dropped.domains += batch.length;
       }
     }
-    return removed;
+    return dropped;
   }
 
   /**

@@ -460,7 +460,7 @@ describe('greylist administration', () => {
     assert.equal(allowed.kind === 'pass' && allowed.reason, 'client-auto-allow');
     assert.deepEqual((await listAll(greylist, { kinds: ['client'], limit: 10 })).map((e) => e.kind === 'client' && [e.client, e.allowed]), [['198.51.100.7', true]]);
     assert.equal(await greylist.dropTriplet(triplet({ recipient: 'other@example.test' })), true);
-    assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2);
+    assert.deepEqual(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), { autoAllow: false, triplets: 2, domains: 0 });
     assert.deepEqual((await listAll(greylist, { kinds: ['triplet'], limit: 10 })).length, 0);
     clock.advance(36 * DAY);
     assert.equal(await store.purgeExpired(), 1, 'the client entry expired with its maxAge and is purged');
@@ -514,7 +514,7 @@ describe('greylist administration', () => {
     const greylist = new Greylist(store, clock, POSTGREY);
     for (let i = 0; i < 2500; i += 1) await greylist.allowTriplet(triplet({ sender: `s${i}@sender.example` }));
     await greylist.allowTriplet(triplet({ client: '192.0.3.0/24' }));
-    assert.equal(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), 2500);
+    assert.deepEqual(await greylist.dropClient('192.0.2.0/24', '192.0.2.10'), { autoAllow: false, triplets: 2500, domains: 0 });
     // Triplets: one scan that finds them, one that finds none left; domain entries: one.
     assert.equal(store.scans, 3);
     assert.ok(store.mostDeleting > 100, `deletes in flight at once: ${store.mostDeleting}`);

@@ -273,7 +273,7 @@ describe('greylist stage over the policy protocol', () => {
   });
 
   it('refuses to start when a named whitelist file is missing', async () => {
-    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): .*missing: cannot read: ENOENT/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): .*missing: cannot read: no such file \(ENOENT\)/);
     // Start (and `config check`) read such a file whole: this one used to take every byte of memory.
     await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: not a regular file \(a character device\)/);
     // A FIFO with no writer held the start for ever.
