@@ -63,6 +63,7 @@ import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { createResolver, storePath } from '../cli/runtime.js';
 import { buildPipeline } from './pipeline.js';
+import { earlierReadGaps } from './stage-order.js';
 import { deadlineCuts } from './stages/tarpit.js';
 import type { MessageMemories, Pipeline, PipelineOutcome } from './pipeline.js';
 import { PolicyServer } from './server.js';
@@ -226,7 +227,8 @@ interface GenerationDeps {
 /**
  * The resolver, callout engine and pipeline a configuration makes (at start, at each reload, and
  * for `config check`), logging what it will not do as written: callouts off without a host name,
- * tarpit delays the decision deadline cuts short (stages/tarpit deadlineCuts).
+ * tarpit delays the decision deadline cuts short (stages/tarpit deadlineCuts), options that read
+ * a stage which does not run before them (policy/stage-order).
  */
 function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
   const resolver = createResolver(config, deps.clock);
@@ -236,6 +238,7 @@ function buildGeneration(config: Config, deps: GenerationDeps, messages?: Messag
     if (entry.name !== 'tarpit' || entry.mode === 'off') return;
     for (const line of deadlineCuts(entry, `policy.stages.${index}`, config.policy.decisionTimeout)) deps.log.warn({}, line);
   });
+  for (const line of earlierReadGaps(config.policy.stages)) deps.log.warn({}, line);
   const limits = deps.worker ? workerShare(config.limits, config.policy.workers) : config.limits;
   const engine = helo
     ? new CalloutEngine({ ...config, limits, callout: { ...config.callout, helo } }, {

@@ -165,4 +165,19 @@ export interface StageDefinition<Options extends Record<string, unknown> = Recor
   defaultStates: ProtocolState[];
   options: import('zod').ZodObject<import('zod').ZodRawShape, import('zod').core.$strict> | import('zod').ZodObject;
   create(options: Options, deps: StageDeps): Stage;
+  /** What these options read of an earlier stage's verdict (ctx.earlier), for policy/stage-order. */
+  earlierReads?(options: Options): EarlierRead[];
+}
+
+/**
+ * An option that does its work only with the verdict of an earlier stage: `skipOnSpfPass`
+ * reads `spf`. `effect` is what the option does not do without it ("no callout is skipped");
+ * `whenAbsent` says whether a pipeline without that stage at all is worth a warning: not for
+ * an option on by default, where such a pipeline is the ordinary one.
+ */
+export interface EarlierRead {
+  option: string;
+  stage: string;
+  effect: string;
+  whenAbsent: boolean;
 }

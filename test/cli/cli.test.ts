@@ -247,6 +247,11 @@ describe('callout config', () => {
       ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clients: ["300.1.1.1/8"]\n', /: policy\.stages\.1\.clients: "300\.1\.1\.1\/8": not an IPv4 or IPv6 address/],
       ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /policy\.stages\.0 \(greylist\): states MAIL: this stage runs only in RCPT/],
       [`policy:\n  stages:\n    - name: greylist\n      whitelistClientFiles: [${join(dir, 'no-such-whitelist')}]\n`, /no-such-whitelist: cannot read/],
+      // A typo of {reason} went out to SMTP clients as it was written.
+      [
+        'policy:\n  stages:\n    - name: postmaster\n    - name: sender-callout\n      rejectText: "Sender address rejected: {reson}"\n',
+        /: policy\.stages\.1 \(sender-callout\): rejectText: unknown placeholder \{reson\}; this text takes \{sender\}, \{recipient\}, \{reason\}\n/,
+      ],
     ];
     for (const [text, problem] of cases) {
       const file = join(dir, 'stage-problem.yaml');
@@ -256,6 +261,15 @@ describe('callout config', () => {
       assert.ok(stderr.startsWith(`callout: CONFIG_INVALID: ${file}: `), stderr);
       assert.match(stderr, problem);
     }
+  });
+
+  it('check prints, and still accepts, an option that reads a stage which runs after it', async () => {
+    const file = join(dir, 'stage-order.yaml');
+    writeFileSync(file, 'callout:\n  helo: mx.example.org\npolicy:\n  stages:\n    - name: sender-callout\n    - name: spf\n');
+    const { code, stdout, stderr } = await callout(['config', 'check', file]);
+    assert.equal(code, 0, stderr);
+    assert.equal(stdout, `${file}: ok\n`);
+    assert.ok(stderr.includes('policy.stages.0.skipOnSpfPass: reads the verdict of an earlier spf stage, but policy.stages.1 (spf) runs after it: no callout is skipped for an SPF pass'), stderr);
   });
 
   it('print writes durations as durations, so its output read back is the same configuration', async () => {

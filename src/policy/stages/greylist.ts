@@ -186,6 +186,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
   name: 'greylist',
   defaultStates: ['RCPT'],
   options: greylistOptions,
+  earlierReads: (opts) => (opts.skip.spfPassDomains.length > 0 ? [{ option: 'skip.spfPassDomains', stage: 'spf', effect: 'greylisting is never skipped for these domains', whenAbsent: true }] : []),
   create(opts, deps) {
     const clientFiles = readWhitelistFiles(opts.whitelistClientFiles);
     const recipientFiles = readWhitelistFiles(opts.whitelistRecipientFiles);
@@ -226,8 +227,8 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       return [...names].sort(compareKeys);
     }
 
-    const deferText = compileTemplate(opts.text, { '{seconds}': 'seconds', '%s': 'seconds', '{retryAt}': 'retryAt', '{recipientDomain}': 'recipientDomain', '%r': 'recipientDomain', '{reason}': 'reason' });
-    const headerText = compileTemplate(opts.headerText, { '{seconds}': 'seconds', '%t': 'seconds', '{host}': 'host', '%h': 'host', '{date}': 'date', '%d': 'date', '%v': 'version' });
+    const deferText = compileTemplate(opts.text, { '{seconds}': 'seconds', '%s': 'seconds', '{retryAt}': 'retryAt', '{recipientDomain}': 'recipientDomain', '%r': 'recipientDomain', '{reason}': 'reason' }, 'text');
+    const headerText = compileTemplate(opts.headerText, { '{seconds}': 'seconds', '%t': 'seconds', '{host}': 'host', '%h': 'host', '{date}': 'date', '%d': 'date', '%v': 'version' }, 'headerText');
 
     function deferral(outcome: Extract<GreylistOutcome, { kind: 'defer' }>, ctx: StageContext): Decision {
       const text = deferText.fill({

@@ -57,8 +57,8 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
   options,
   create(opts, deps) {
     const placeholders = { '{result}': 'result', '{ip}': 'ip', '{reason}': 'reason' } as const;
-    const rejectText = compileTemplate(opts.rejectText, placeholders);
-    const deferText = compileTemplate(opts.deferText, placeholders);
+    const rejectText = compileTemplate(opts.rejectText, placeholders, 'rejectText');
+    const deferText = compileTemplate(opts.deferText, placeholders, 'deferText');
     function decide(verdict: IprevVerdict): Decision {
       switch (opts.actions[verdict.result]) {
         case 'reject':

@@ -139,7 +139,7 @@ export const ratelimitStage: StageDefinition<Options> = {
   create(opts, deps) {
     const exempt = AddressSet.parse(opts.exemptClients);
     if (!exempt.ok) throw new ConfigError(`ratelimit.exemptClients: ${exempt.reason}`);
-    const deferText = compileTemplate(opts.text, { '{limit}': 'limit', '{key}': 'key', '{max}': 'max', '{count}': 'count', '{window}': 'window', '{seconds}': 'seconds' });
+    const deferText = compileTemplate(opts.text, { '{limit}': 'limit', '{key}': 'key', '{max}': 'max', '{count}': 'count', '{window}': 'window', '{seconds}': 'seconds' }, 'text');
     const limits = opts.limits.map((limit) => {
       const windowMs = durationMs(limit.window);
       const name = limit.name ?? `${limit.count}-per-${limit.per}-${formatDuration(windowMs)}`;

@@ -102,9 +102,9 @@ export function calloutDecider(
   opts: Pick<CalloutActionOptions, 'actions' | 'rejectCode' | 'rejectEnhanced' | 'deferCode' | 'deferEnhanced'> & { rejectText: string; deferText: string; inProgressText: string },
 ): (key: ActionKey | undefined, address: string, reason: string) => Decision {
   const placeholders = { '{sender}': 'address', '{recipient}': 'address', '{reason}': 'reason' } as const;
-  const rejectText = compileTemplate(opts.rejectText, placeholders);
-  const deferText = compileTemplate(opts.deferText, placeholders);
-  const inProgressText = compileTemplate(opts.inProgressText, placeholders);
+  const rejectText = compileTemplate(opts.rejectText, placeholders, 'rejectText');
+  const deferText = compileTemplate(opts.deferText, placeholders, 'deferText');
+  const inProgressText = compileTemplate(opts.inProgressText, placeholders, 'inProgressText');
   return (key, address, reason) => {
     if (!key) return { kind: 'continue' };
     const values = { address, reason };
@@ -251,6 +251,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
   name: 'sender-callout',
   defaultStates: ['RCPT'],
   options,
+  earlierReads: (opts) => (opts.skipOnSpfPass ? [{ option: 'skipOnSpfPass', stage: 'spf', effect: 'no callout is skipped for an SPF pass', whenAbsent: false }] : []),
   create(opts, deps) {
     const verdict = stageVerdict('sender-callout');
     // os.hostname() is a system call: once per stage, not once per answer.

@@ -12,6 +12,7 @@
 
 import { z } from 'zod';
 import type { StageDefinition, StageVerdict } from '../types.js';
+import { compileTemplate } from '../template.js';
 import { enhancedStatusOption } from './status-option.js';
 
 const options = z
@@ -28,6 +29,7 @@ export const senderSyntaxStage: StageDefinition<z.output<typeof options>> = {
   defaultStates: ['MAIL', 'RCPT'],
   options,
   create(opts) {
+    const text = compileTemplate(opts.text, {}, 'text').fill({});
     const parses: StageVerdict = { stage: 'sender-syntax', result: 'valid', reason: 'sender parses', decision: { kind: 'continue' } };
     const nullSender: StageVerdict = { ...parses, reason: 'null sender' };
     return {
@@ -40,7 +42,7 @@ export const senderSyntaxStage: StageDefinition<z.output<typeof options>> = {
           stage: 'sender-syntax',
           result: 'invalid',
           reason,
-          decision: { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text: `${opts.text}: ${reason}` },
+          decision: { kind: 'reject', code: opts.code, enhanced: opts.enhanced, text: `${text}: ${reason}` },
         };
       },
     };

@@ -123,8 +123,8 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
     const remembered = new Map<string, Remembered>();
 
     const placeholders = { '{result}': 'result', '{domain}': 'domain', '{sender}': 'sender', '{ip}': 'ip', '{reason}': 'reason' } as const;
-    const rejectText = compileTemplate(opts.rejectText, placeholders);
-    const deferText = compileTemplate(opts.deferText, placeholders);
+    const rejectText = compileTemplate(opts.rejectText, placeholders, 'rejectText');
+    const deferText = compileTemplate(opts.deferText, placeholders, 'deferText');
 
     function decide(verdict: SpfVerdict): Decision {
       const fill = (template: typeof rejectText): string => template.fill({ result: verdict.result, domain: verdict.domain, sender: verdict.sender, ip: verdict.ip, reason: reasonOf(verdict) });

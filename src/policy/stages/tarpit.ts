@@ -275,7 +275,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
   const maxSleepMs = durationMs(opts.maxSleep);
   const window = new SlidingWindow(deps.store, deps.clock, durationMs(opts.perClient.window), 'tarpit:c:');
   const enhanced = opts.hardEnhanced ?? `${String(opts.hardCode).charAt(0)}.7.0`;
-  const refusalText = compileTemplate(opts.text, { '{client}': 'client', '{errors}': 'errors' });
+  const refusalText = compileTemplate(opts.text, { '{client}': 'client', '{errors}': 'errors' }, 'text');
   // evaluate() reads the counts; observe() of the same request reuses them (same attributes
   // object), with the tally of the request's message.
   const seen = new WeakMap<PolicyAttributes, { errors: Errors; tally: Tally | undefined; scope: Scope | undefined; hard: boolean }>();

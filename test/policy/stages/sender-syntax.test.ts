@@ -51,6 +51,10 @@ describe('sender-syntax stage', () => {
     );
   });
 
+  it('refuses a {word} in its text, which takes no placeholders (the sender and reason follow it)', () => {
+    assert.throws(() => stage({ text: 'Bad sender {sender}' }), { code: 'CONFIG_INVALID', message: 'text: unknown placeholder {sender}; this text takes no placeholders' });
+  });
+
   it('is a stage the configuration can name', () => {
     const config = validateConfig({ policy: { stages: [{ name: 'sender-syntax', code: 553 }] } });
     assert.equal(config.policy.stages[0]?.name, 'sender-syntax');
