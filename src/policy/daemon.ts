@@ -129,20 +129,33 @@ export const LOGGED_ATTRIBUTE_CHARS = 512;
  * Each further stage whose reason quotes a client's value adds up to LOGGED_REASON_CHARS.
  */
 export const LOGGED_REASON_CHARS = 1100;
-/** Settings a reload cannot change: the listeners, the store, the workers and the logger are made once, at start. */
-const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) => unknown]> = [
-  ['policy.listen', (config) => config.policy.listen],
-  ['metrics.listen', (config) => config.metrics.listen],
-  ['metrics.socketMode', (config) => config.metrics.socketMode],
-  ['policy.acceptTestTime', (config) => config.policy.acceptTestTime],
-  ['store', (config) => JSON.stringify(config.store)],
-  ['dataDir', (config) => config.dataDir],
-  ['policy.maxConnections', (config) => config.policy.maxConnections],
-  ['policy.idleTimeout', (config) => config.policy.idleTimeout],
-  ['policy.socketMode', (config) => config.policy.socketMode],
-  ['policy.workers', (config) => config.policy.workers],
-  ['log.level', (config) => config.log.level],
-];
+/**
+ * Settings a reload cannot change: the listeners, the store, the workers and the logger are made
+ * once, at start. One list serves both the warning of a change and what a reload keeps
+ * (withFixedSettings), so a setting cannot be warned of and applied, or kept without a word.
+ */
+const RESTART_ONLY_SETTINGS = [
+  'policy.listen',
+  'metrics.listen',
+  'metrics.socketMode',
+  'policy.acceptTestTime',
+  'store',
+  'dataDir',
+  'policy.maxConnections',
+  'policy.idleTimeout',
+  'policy.socketMode',
+  'policy.workers',
+  'log.level',
+] as const;
+
+type RestartOnlySetting = (typeof RESTART_ONLY_SETTINGS)[number];
+
+/** The value of a setting, comparable with ===: the store's object as its JSON. */
+function settingOf(config: Config, setting: RestartOnlySetting): unknown {
+  const [section, key] = setting.split('.') as [keyof Config, string | undefined];
+  const value: unknown = key === undefined ? config[section] : (config[section] as Record<string, unknown>)[key];
+  return typeof value === 'object' && value !== null ? JSON.stringify(value) : value;
+}
 
 /**
  * `config` with the RESTART_ONLY_SETTINGS of `running`: what a reload applies of a file. Taken
@@ -150,15 +163,12 @@ const RESTART_ONLY_SETTINGS: ReadonlyArray<readonly [string, (config: Config) =>
  * said it needs a restart, and the file put back was warned of as a change.
  */
 function withFixedSettings(config: Config, running: Config): Config {
-  const { listen, maxConnections, idleTimeout, socketMode, acceptTestTime, workers } = running.policy;
-  return {
-    ...config,
-    store: running.store,
-    dataDir: running.dataDir,
-    metrics: running.metrics,
-    log: running.log,
-    policy: { ...config.policy, listen, maxConnections, idleTimeout, socketMode, acceptTestTime, workers },
-  };
+  const result: Record<string, unknown> = { ...config };
+  for (const setting of RESTART_ONLY_SETTINGS) {
+    const [section, key] = setting.split('.') as [keyof Config, string | undefined];
+    result[section] = key === undefined ? running[section] : { ...(result[section] as object), [key]: (running[section] as Record<string, unknown>)[key] };
+  }
+  return result as unknown as Config;
 }
 
 /**
@@ -436,7 +446,7 @@ export class Daemon {
     }
     const old = this.current;
     // "configuration reloaded" alone would read as if a change to them had been applied.
-    const fixed = RESTART_ONLY_SETTINGS.filter(([, read]) => read(config) !== read(old.config)).map(([name]) => name);
+    const fixed = RESTART_ONLY_SETTINGS.filter((setting) => settingOf(config, setting) !== settingOf(old.config, setting));
     if (fixed.length > 0) this.options.log.warn({ settings: fixed }, 'reload: these settings change only on restart');
     try {
       // policy.workers too: a worker's share of limits.concurrency (workerShare) is by the
