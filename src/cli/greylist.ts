@@ -46,7 +46,7 @@ import { isoSeconds, systemClock } from '../core/clock.js';
 import { UsageError, abbreviate } from '../core/errors.js';
 import { CONTROL_CHARACTER, shownField, shownJson } from '../core/text.js';
 import { clientAddress } from '../checks/client-ip.js';
-import { AddressSet, formatCidr, parseCidr, type Cidr } from '../core/ip.js';
+import { formatCidr, parseCidr, parseNetwork, type Cidr } from '../core/ip.js';
 import { normaliseSender, type DroppedClient, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
 import { openStore } from '../store/index.js';
@@ -114,12 +114,12 @@ function clientOf(options: GreylistOptions, client: string): ClientArgument {
     const address = clientAddress(client)?.text;
     if (identity && address) return { identity, autoAllowKey: address };
   }
-  const network = client.includes('/') ? parseCidr(client) : undefined;
-  if (network?.ok) {
-    // Host bits after the prefix (192.0.2.7/8) are a typo for a narrower network, refused as in
-    // the configuration's lists: masked, `drop` forgot the auto-allow entries of a whole /8.
-    const exact = AddressSet.parse([client]);
-    if (!exact.ok) throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, with host bits set after the prefix: write the network, ${formatCidr(network.value)}, or the address alone`);
+  // Host bits after the prefix (192.0.2.7/8) are a typo for a narrower network, refused as in
+  // the configuration's lists: masked, `drop` forgot the auto-allow entries of a whole /8. An
+  // address with a leading zero (010.1.1.1) gets core/ip's reason too, not the list of forms.
+  const network = parseNetwork(client);
+  if (client.includes('/') || (!network.ok && network.leadingZero)) {
+    if (!network.ok) throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}: ${network.reason}`);
     return { identity: formatCidr(network.value), network: network.value };
   }
   throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);

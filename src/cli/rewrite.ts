@@ -43,8 +43,8 @@
  *   0 success (signed, valid, rewritten, decoded, a bounce parsed, recorded, suppressed);
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
- *   64 usage error (a bad flag value, among them a `verp encode --sender` or `bounce record
- *      --verp-sender` that cannot be encoded into, and --store with --config or --data-dir);
+ *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
+ *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -58,15 +58,14 @@ import { coalescingDestination, createLogger } from '../core/log.js';
 import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
-import { BATV_LIMITS, Batv, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { BATV_LIMITS, Batv, batvKeyFileLines, contentLines, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
-import { embeddableAddress } from '../rewrite/embed.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { SRS_LIMITS, Srs, srsDomain, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
-import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, type VerpDelimiters } from '../rewrite/verp.js';
+import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import { collect, reportLimitCut, wholeNumberFlag } from './options.js';
@@ -137,15 +136,6 @@ function readText(path: string, what: string, log?: LookupLog): string {
   return read.bytes.toString('utf8');
 }
 
-/** The lines that are neither blank nor (unless told otherwise) comments, with their line numbers in the file (from 1). */
-function contentLines(text: string, options: { comments?: boolean } = {}): Array<{ line: string; number: number }> {
-  const comments = options.comments ?? true;
-  return text
-    .split(/\r?\n/)
-    .map((line, index) => ({ line: line.replace(/\r$/, ''), number: index + 1 }))
-    .filter(({ line }) => line.trim() !== '' && !(comments && line.trimStart().startsWith('#')));
-}
-
 /**
  * postsrsd's secrets file: one secret per line, the first signs. `flag` names the file in errors.
  * A line starting with '#' is a secret, not a comment: postsrsd 1.x and 2.x sign with it, and
@@ -159,11 +149,9 @@ export function readSrsSecrets(path: string, flag = '--secret-file', log?: Looku
 
 /** `KEYNUM SECRET` per line, newest first. */
 export function readBatvKeys(path: string, log?: LookupLog): BatvKey[] {
-  const keys = contentLines(readText(path, '--batv-key-file', log)).map(({ line, number }) => {
-    // The secret starts at a character that is not white space: "1  " gave the secret " ".
-    const match = /^\s*(\d)\s+(\S.*)$/.exec(line);
-    if (!match) throw new ConfigError(`--batv-key-file ${path}: line ${number}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
-    return { keynum: Number(match[1]), secret: match[2]! };
+  const keys = batvKeyFileLines(readText(path, '--batv-key-file', log)).map(({ key, number }) => {
+    if (!key) throw new ConfigError(`--batv-key-file ${path}: line ${number}: expected "KEYNUM SECRET" with KEYNUM 0-9`);
+    return key;
   });
   if (keys.length === 0) throw new ConfigError(`--batv-key-file ${path}: no key in the file`);
   return keys;
@@ -253,6 +241,13 @@ function delimitersFlag(flag: string, text: string): VerpDelimiters {
     if (err instanceof ConfigError) throw new UsageError(`${flag}: got ${JSON.stringify(abbreviate(text, 20))}, expected two of - = + (e.g. "+=")`);
     throw err;
   }
+}
+
+/** A VERP sender a flag gives: one no VERP address can be made of is a usage error (64) naming the flag. */
+function verpSenderFlag(flag: string, sender: string): string {
+  const problem = verpSenderProblem(sender);
+  if (problem !== undefined) throw new UsageError(`${flag} ${JSON.stringify(abbreviate(sender, 80))}: ${problem}`);
+  return sender;
 }
 
 function addSrsOptions(command: Command, prefix = ''): Command {
@@ -407,8 +402,7 @@ function registerVerp(program: Command, io: RewriteCommandIo): void {
     .requiredOption('--sender <address>', 'the list sender, e.g. list-bounces@lists.example')
     .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
     .action((recipient: string, flags: { sender: string; delimiters?: string }) => {
-      const result = verpEncode(flags.sender, recipient, delimiters(flags.delimiters));
-      if (!result.ok && result.reason === 'bad-sender') throw new UsageError(`--sender ${JSON.stringify(flags.sender)}: ${result.message}`);
+      const result = verpEncode(verpSenderFlag('--sender', flags.sender), recipient, delimiters(flags.delimiters));
       io.out.write(result.ok ? `${result.address}\n` : `${shown(recipient)}: not encoded: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -419,7 +413,7 @@ function registerVerp(program: Command, io: RewriteCommandIo): void {
     .requiredOption('--sender <address>', 'the list sender the address was made from')
     .option('--delimiters <two>', 'two of - = + (Postfix default +=, qmail -=)')
     .action((address: string, flags: { sender: string; delimiters?: string }) => {
-      const result = verpDecode(address, flags.sender, delimiters(flags.delimiters));
+      const result = verpDecode(address, verpSenderFlag('--sender', flags.sender), delimiters(flags.delimiters));
       io.out.write(result.ok ? `${shown(result.recipient)}\n` : `${shown(address)}: not a VERP address of ${shown(flags.sender)}: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -455,10 +449,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
       // A sender no VERP address can be made of proves nothing, and the wrapper's exit 1 ("nothing
       // recorded") dropped every bounce of the list; a usage error keeps them queued.
-      for (const sender of flags.verpSender) {
-        const usable = embeddableAddress(sender);
-        if (!usable.ok) throw new UsageError(`--verp-sender ${JSON.stringify(abbreviate(sender, 80))}: the sender is an address with ${usable.problem}`);
-      }
+      for (const sender of flags.verpSender) verpSenderFlag('--verp-sender', sender);
       // Bounded: under Exim's window a tag stamped DDD is valid again on the first DDD+1 days of
       // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
       const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;

@@ -14,8 +14,9 @@
  *   96 or more is therefore stored as the IPv4 CIDR it denotes.
  *
  *   parseCidr accepts a CIDR whose address has host bits set (10.1.2.3/8) and masks it to its
- *   network (10.0.0.0/8), as RFC 7208 has SPF's ip4:/ip6: terms read. AddressSet.parse, which
- *   reads the lists of a configuration, refuses it as Postfix's cidr tables skip it ("non-null
+ *   network (10.0.0.0/8), as RFC 7208 has SPF's ip4:/ip6: terms read. parseNetwork, which
+ *   reads what an administrator wrote (AddressSet.parse, for the lists of a configuration, and
+ *   commands' arguments), refuses it as Postfix's cidr tables skip it ("non-null
  *   host address bits"): in a list an administrator wrote it is nearly always a typo for a
  *   narrower network. A bare address is a /32 or /128. Postfix's bracketed IPv6 form
  *   ([2001:db8::]/32) is accepted too.
@@ -41,7 +42,9 @@
  * LIMITS
  *   Input longer than 64 characters is refused before parsing. IPv4 is the dotted quad with
  *   decimal octets and no leading zeros: the inet_aton forms (127.1, 0x7f.0.0.1, 017.0.0.1) are
- *   refused because they are a classic way to slip past address filters. IPv6 zone identifiers
+ *   refused because they are a classic way to slip past address filters; parseCidr names a
+ *   leading zero as the reason, since whoever wrote 010.1.1.1 meant ten (inet_aton and postgrey
+ *   read eight). IPv6 zone identifiers
  *   (fe80::1%eth0) are refused. No function throws on bad input; unusable input yields a value.
  *
  * ERRORS
@@ -66,7 +69,8 @@ export interface Cidr {
   readonly prefixLength: number;
 }
 
-export type IpParseResult<T> = { ok: true; value: T } | { ok: false; reason: string };
+/** `leadingZero`: the reason is an IPv4 octet written with a leading zero (see LIMITS). */
+export type IpParseResult<T> = { ok: true; value: T } | { ok: false; reason: string; leadingZero?: true };
 
 export type AddressClass =
   | 'public'
@@ -208,6 +212,13 @@ export function formatIp(address: IpAddress): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
 }
 
+/** The first octet with a leading zero (010) of a dotted quad of decimal octets; undefined when there is none. */
+function leadingZeroOctet(text: string): string | undefined {
+  const octets = text.split('.');
+  if (octets.length !== 4 || !octets.every((octet) => /^[0-9]{1,3}$/.test(octet))) return undefined;
+  return octets.find((octet) => /^0[0-9]/.test(octet));
+}
+
 /** Parses 'address/prefix' or a bare address; host bits are masked off (see DESCRIPTION). */
 export function parseCidr(text: string): IpParseResult<Cidr> {
   if (text.length > MAX_TEXT_LENGTH) return { ok: false, reason: `longer than ${MAX_TEXT_LENGTH} characters` };
@@ -218,6 +229,8 @@ export function parseCidr(text: string): IpParseResult<Cidr> {
   if (bracketed) addressText = bracketed[1] ?? '';
   const address = parseIp(addressText);
   if (address === undefined || (bracketed && address.family !== 6)) {
+    const zero = bracketed ? undefined : leadingZeroOctet(addressText);
+    if (zero !== undefined) return { ok: false, reason: `an octet with a leading zero (${zero}): write it in decimal without the zero`, leadingZero: true };
     return { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(addressText)}` };
   }
   const width = familyWidth(address.family);
@@ -237,6 +250,24 @@ export function parseCidr(text: string): IpParseResult<Cidr> {
     ok: true,
     value: { family: address.family, prefixLength, network: address.bits & prefixMask(address.family, prefixLength) },
   };
+}
+
+/**
+ * parseCidr for a network an administrator wrote (a list entry, a command's argument): one with
+ * host bits set after the prefix ("192.0.2.10/8") is refused (see DESCRIPTION), the reason naming
+ * the network meant; read as written it would take in 16 million addresses.
+ */
+export function parseNetwork(text: string): IpParseResult<Cidr> {
+  const parsed = parseCidr(text);
+  if (!parsed.ok) return parsed;
+  const slash = text.indexOf('/');
+  const address = slash < 0 ? undefined : parseCidr(text.slice(0, slash));
+  // Families differ only for a mapped address under a prefix shorter than 96 (alone it is
+  // IPv4, with its prefix IPv6): its ffff group is host bits then, always set.
+  if (address?.ok && (address.value.family !== parsed.value.family || address.value.network !== parsed.value.network)) {
+    return { ok: false, reason: `host bits set after the prefix: write the network, ${formatCidr(parsed.value)}, or the address alone` };
+  }
+  return parsed;
 }
 
 export function formatCidr(cidr: Cidr): string {
@@ -277,23 +308,12 @@ export class AddressSet {
     }
   }
 
-  /**
-   * Builds a set from CIDR or address strings; the first unusable entry is the reason. An entry
-   * with host bits set ("192.0.2.10/8") is refused (see DESCRIPTION): read as written it would
-   * let in 16 million addresses.
-   */
+  /** Builds a set from CIDR or address strings, each read by parseNetwork; the first unusable entry is the reason. */
   static parse(entries: readonly string[]): IpParseResult<AddressSet> {
     const cidrs: Cidr[] = [];
     for (const entry of entries) {
-      const parsed = parseCidr(entry);
+      const parsed = parseNetwork(entry);
       if (!parsed.ok) return { ok: false, reason: `${JSON.stringify(entry)}: ${parsed.reason}` };
-      const slash = entry.indexOf('/');
-      const address = slash < 0 ? undefined : parseCidr(entry.slice(0, slash));
-      // Families differ only for a mapped address under a prefix shorter than 96 (alone it is
-      // IPv4, with its prefix IPv6): its ffff group is host bits then, always set.
-      if (address?.ok && (address.value.family !== parsed.value.family || address.value.network !== parsed.value.network)) {
-        return { ok: false, reason: `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${formatCidr(parsed.value)}, or the address alone` };
-      }
       cidrs.push(parsed.value);
     }
     return { ok: true, value: new AddressSet(cidrs) };

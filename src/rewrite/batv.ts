@@ -28,6 +28,12 @@
  *   A keyring holds up to ten keys by key number: the first listed (the newest) signs, every one
  *   verifies the addresses that carry its number. Hashes are compared in constant time.
  *
+ * KEY FILES
+ *   `rewrite serve --batv-key-file` and `bounce record --batv-key-file` read `KEYNUM SECRET`
+ *   lines, newest first; blank lines and lines starting with '#' are skipped. batvKeyFileLines
+ *   reads them, for those commands and for the policy stage, which tells an administrator who
+ *   gave it such a file as a secretFile what it is.
+ *
  * RFC
  *   draft-levine-smtp-batv-01 (expired; the grammar as Exim and batv-tools implement it);
  *   RFC 2104 (HMAC); RFC 5321 §4.1.2 (Local-part).
@@ -59,6 +65,32 @@ export interface BatvKey {
   /** 0-9; carried in the address so the checker knows which key signed. */
   keynum: number;
   secret: string;
+}
+
+/** A key file's `KEYNUM SECRET` line; the secret starts at a character that is not white space: "1  " gave the secret " ". */
+const KEY_FILE_LINE = /^\s*(\d)\s+(\S.*)$/;
+
+/**
+ * The lines of a text that are neither blank nor (unless told otherwise) comments, with their
+ * line numbers in the text (from 1).
+ */
+export function contentLines(text: string, options: { comments?: boolean } = {}): Array<{ line: string; number: number }> {
+  const comments = options.comments ?? true;
+  return text
+    .split(/\r?\n/)
+    .map((line, index) => ({ line: line.replace(/\r$/, ''), number: index + 1 }))
+    .filter(({ line }) => line.trim() !== '' && !(comments && line.trimStart().startsWith('#')));
+}
+
+/**
+ * A key file's lines (see KEY FILES), each with the key it holds, undefined for a line that is not
+ * `KEYNUM SECRET`.
+ */
+export function batvKeyFileLines(text: string): Array<{ number: number; key: BatvKey | undefined }> {
+  return contentLines(text).map(({ line, number }) => {
+    const match = KEY_FILE_LINE.exec(line);
+    return { number, key: match ? { keynum: Number(match[1]), secret: match[2]! } : undefined };
+  });
 }
 
 export type BatvWindow = 'exim' | 'bounded';

@@ -34,7 +34,7 @@
 import net from 'node:net';
 import { LookupServer, type LookupMap, type LookupResult, type LookupServerOptions } from './lookup.js';
 
-export const SOCKETMAP_LIMITS = { requestOctets: 1024, skippedRequestOctets: 100_000, replyOctets: 100_000 } as const;
+export const SOCKETMAP_LIMITS = { requestOctets: 1024, skippedRequestOctets: 100_000 } as const;
 
 const NOTHING = Buffer.alloc(0);
 

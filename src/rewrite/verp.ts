@@ -20,7 +20,8 @@
  *   (Postfix writes them all, and nothing reads them back): a sender or recipient that
  *   embeddableAddress (rewrite/embed) refuses, among them an unqualified one (verp_sender()
  *   makes `owner+user` of `owner` and `user`), and a recipient whose domain holds the second
- *   delimiter.
+ *   delimiter. Decoding answers 'bad-sender' for a sender that encoding refuses
+ *   (verpSenderProblem): it never made an address to read.
  *
  * RFC
  *   RFC 5321 §4.1.2 (Local-part: a Dot-string, or a Quoted-string as a whole).
@@ -52,7 +53,7 @@ export type VerpEncodeResult = { ok: true; address: string } | { ok: false; reas
 
 export type VerpDecodeResult =
   | { ok: true; recipient: string; sender: string }
-  | { ok: false; reason: 'not-verp' | 'too-long'; message: string };
+  | { ok: false; reason: 'bad-sender' | 'not-verp' | 'too-long'; message: string };
 
 /** Reads "+=" style text (Postfix XVERP=+=, -V+=) into delimiters; throws ConfigError when unusable. */
 export function parseVerpDelimiters(text: string): VerpDelimiters {
@@ -67,9 +68,20 @@ function splitLast(address: string): [string, string] {
   return at < 0 ? [address, ''] : [address.slice(0, at), address.slice(at + 1)];
 }
 
+const senderProblem = (problem: string) => `the sender is an address with ${problem}`;
+
+/**
+ * Why no VERP address can be made of a sender (see DESCRIPTION), undefined when one can: what
+ * verpEncode and verpDecode answer 'bad-sender' for, and commands refuse in a flag at once.
+ */
+export function verpSenderProblem(sender: string): string | undefined {
+  const from = embeddableAddress(sender);
+  return from.ok ? undefined : senderProblem(from.problem);
+}
+
 export function verpEncode(sender: string, recipient: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpEncodeResult {
   const from = embeddableAddress(sender);
-  if (!from.ok) return { ok: false, reason: 'bad-sender', message: `the sender is an address with ${from.problem}` };
+  if (!from.ok) return { ok: false, reason: 'bad-sender', message: senderProblem(from.problem) };
   const to = embeddableAddress(recipient, { domainInLocalPart: true });
   if (!to.ok) return { ok: false, reason: 'bad-recipient', message: `the recipient is an address with ${to.problem}` };
   // Decoding takes the domain after the last domain delimiter.
@@ -87,6 +99,9 @@ export function verpEncode(sender: string, recipient: string, delimiters: VerpDe
  * address/key folds: Unicode folding matched a Kelvin sign (U+212A) to a configured 'k'.
  */
 export function verpDecode(address: string, sender: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpDecodeResult {
+  // No address decodes to a recipient of a sender verpEncode refuses: say so rather than "domain is not empty".
+  const problem = verpSenderProblem(sender);
+  if (problem !== undefined) return { ok: false, reason: 'bad-sender', message: problem };
   if (Buffer.byteLength(address) > VERP_LIMITS.addressOctets) return { ok: false, reason: 'too-long', message: `address longer than ${VERP_LIMITS.addressOctets} octets` };
   const [prefix, origin] = splitLast(sender);
   const [local, domain] = splitLast(address);

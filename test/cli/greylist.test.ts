@@ -165,6 +165,11 @@ describe('callout greylist', () => {
     for (const odd of ['domain:a..b', 'domain:-', 'domain:.', 'domain:-a.example', 'domain:']) {
       assert.match((await run(['drop', odd])).error?.message ?? '', /expected an IP address, a network such as 192\.0\.2\.0\/24, or domain:NAME/, odd);
     }
+    // Written as a network: what is wrong with it, in core/ip's words.
+    assert.equal((await run(['drop', 'mail.example/24'])).error?.message, 'client: got "mail.example/24": not an IPv4 or IPv6 address: "mail.example"');
+    assert.equal((await run(['drop', '192.0.2.0/33'])).error?.message, 'client: got "192.0.2.0/33": prefix length must be 0 to 32: "33"');
+    assert.equal((await run(['drop', '010.1.1.0/24'])).error?.message, 'client: got "010.1.1.0/24": an octet with a leading zero (010): write it in decimal without the zero');
+    assert.equal((await run(['allow', '192.0.2.010'])).error?.message, 'client: got "192.0.2.010": an octet with a leading zero (010): write it in decimal without the zero');
     for (const recipient of ['', 'al\u0001ice@example.test', 'bob\r\n@example.test']) {
       assert.match((await run(['allow', '192.0.2.1', 'bob@x.example', recipient])).error?.message ?? '', /RECIPIENT: got .*, expected an address/, JSON.stringify(recipient));
     }
@@ -206,7 +211,7 @@ describe('callout greylist', () => {
     for (const args of [['drop', '198.51.100.7/8'], ['list', '--client', '198.51.100.7/16'], ['drop', '2001:db8:5:6::25/32']]) {
       const { error, output } = await run(args);
       assert.ok(error instanceof UsageError, `${args.join(' ')}: ${String(error)}`);
-      assert.match(error.message, /^client: got "[^"]+", with host bits set after the prefix: write the network, \S+, or the address alone$/);
+      assert.match(error.message, /^client: got "[^"]+": host bits set after the prefix: write the network, \S+, or the address alone$/);
       assert.equal(output, '');
     }
     assert.deepEqual((await run(['list', '--kind', 'client'])).output.match(/^client \S+/gm), ['client 198.51.100.7', 'client 198.51.101.7'], 'nothing dropped');

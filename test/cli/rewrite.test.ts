@@ -127,6 +127,8 @@ describe('callout verp', () => {
     assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.test', '']), { out: '"": not encoded: the recipient is an address with no \'@\' and domain\n', code: 1 });
     assert.deepEqual(await run(['verp', 'encode', '--sender', 'list-bounces@lists.test', 'a@']), { out: 'a@: not encoded: the recipient is an address with an empty domain\n', code: 1 });
     await assert.rejects(run(['verp', 'encode', '--sender', '@', 'a@b.test']), (err: Error) => err instanceof UsageError && err.message === '--sender "@": the sender is an address with an empty local part');
+    // Decoding with a sender no address was made of is the same mistake (it answered 1, "domain is not empty").
+    await assert.rejects(run(['verp', 'decode', '--sender', 'list-bounces', 'list-bounces+a=b.test@lists.test']), (err: Error) => err instanceof UsageError && err.message === '--sender "list-bounces": the sender is an address with no \'@\' and domain');
   });
 });
 

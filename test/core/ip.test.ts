@@ -12,6 +12,7 @@ import {
   networkOf,
   parseCidr,
   parseIp,
+  parseNetwork,
   type AddressClass,
   type Cidr,
 } from '../../src/core/ip.js';
@@ -154,6 +155,19 @@ describe('parseCidr', () => {
       if (!parsed.ok) assert.match(parsed.reason, reason);
     });
   }
+
+  it('names an IPv4 octet with a leading zero (010: eight to inet_aton, ten to whoever wrote it), IPv4 only', () => {
+    for (const [text, octet] of [['010.1.1.1', '010'], ['10.020.30.0/24', '020'], ['192.0.2.00', '00'], ['1.2.3.007/32', '007']]) {
+      assert.deepEqual(parseCidr(text!), { ok: false, reason: `an octet with a leading zero (${octet}): write it in decimal without the zero`, leadingZero: true }, text);
+    }
+    // The reason reaches a configuration's lists and a command's network argument alike.
+    assert.deepEqual(AddressSet.parse(['010.1.1.0/24']), { ok: false, reason: '"010.1.1.0/24": an octet with a leading zero (010): write it in decimal without the zero' });
+    assert.deepEqual(parseNetwork('172.016.0.0/12'), { ok: false, reason: 'an octet with a leading zero (016): write it in decimal without the zero', leadingZero: true });
+    // Not an IPv4 dotted quad of decimal octets: the general reason.
+    for (const text of ['00::1::2', '::ffff:010.1.1.1', '[010.1.1.1]', '010.1.1', '0x0a.1.1.1', '0100.1.1.1']) {
+      assert.deepEqual(parseCidr(text), { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(text.replace(/^\[(.*)\]$/, '$1'))}` }, text);
+    }
+  });
 
   it('never throws on arbitrary strings', () => {
     fc.assert(

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ConfigError } from '../../src/core/errors.js';
-import { QMAIL_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode } from '../../src/rewrite/verp.js';
+import { QMAIL_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem } from '../../src/rewrite/verp.js';
 
 describe('VERP', () => {
   it('encodes as Postfix verp_sender() does, with +=', () => {
@@ -60,6 +60,17 @@ describe('VERP', () => {
     assert.equal(reason('list-bounces+=b.example@list.example'), noDelimiter);
     // Read up to the last @, it named the recipient a@b@x, which no encode writes.
     assert.equal(reason('list-bounces+a=b@x@list.example'), 'an "@" in the encoded recipient');
+  });
+  it('decodes for no sender that encode refuses, saying why as encode does (regression: "domain is not empty")', () => {
+    for (const sender of ['list-bounces', '', '@list.example', 'list@', '"list x"@list.example', 'a@b@list.example']) {
+      const problem = verpSenderProblem(sender);
+      assert.ok(problem !== undefined, sender);
+      const encoded = verpEncode(sender, 'a@b.example');
+      assert.deepEqual(encoded, { ok: false, reason: 'bad-sender', message: problem }, sender);
+      assert.deepEqual(verpDecode('list-bounces+a=b.example@list.example', sender), { ok: false, reason: 'bad-sender', message: problem }, sender);
+    }
+    assert.equal(verpSenderProblem('list-bounces'), "the sender is an address with no '@' and domain");
+    assert.equal(verpSenderProblem('list-bounces@list.example'), undefined);
   });
   it('folds only A-Z in the prefix and origin, as address/key does: a Kelvin sign is no k', () => {
     // toLowerCase() folds U+212A KELVIN SIGN to an ASCII 'k': another sender's return path matched.

@@ -18,14 +18,17 @@
  */
 
 import net from 'node:net';
-import { NetstringDecoder, SOCKETMAP_LIMITS, encodeNetstring } from '../../src/rewrite/socketmap.js';
+import { NetstringDecoder, encodeNetstring } from '../../src/rewrite/socketmap.js';
 import { tcpTableEncode } from '../../src/rewrite/tcp-table.js';
+
+/** The longest socketmap reply Postfix reads (socketmap_table(5)): a reply over it fails the query as it would fail Postfix's. */
+const REPLY_OCTETS = 100_000;
 
 type Waiting = Array<{ resolve: (reply: string) => void; reject: (err: Error) => void }>;
 
 /** A pipelining socketmap client over one connection. */
 export class SocketmapClient {
-  private readonly decoder = new NetstringDecoder(SOCKETMAP_LIMITS.replyOctets);
+  private readonly decoder = new NetstringDecoder(REPLY_OCTETS);
   private readonly waiting: Waiting = [];
 
   private constructor(private readonly socket: net.Socket) {

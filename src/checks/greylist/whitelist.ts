@@ -240,8 +240,8 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
   const network = (line: Line, text: string) => {
     const parsed = parseCidr(text);
     if (parsed.ok) cidrs.push(parsed.value);
-    // "not an IPv4 address" would puzzle whoever wrote 010.1.1.1: say that the zero is why.
-    else if (/^(?:\d+\.)*0\d/.test(line.entry)) problems.push({ source: line.source, line: line.line, message: `bad address: ${JSON.stringify(line.entry)} has an octet with a leading zero, which postgrey reads as octal (010 is 8): write the octets in decimal without leading zeros` });
+    // The entry as written: a partial one (10.020.30) was read as 10.020.30.0/24.
+    else if (parsed.leadingZero) problems.push({ source: line.source, line: line.line, message: `bad address: ${JSON.stringify(line.entry)}: ${parsed.reason} (postgrey reads it as octal: 010 is 8)` });
     else problems.push({ source: line.source, line: line.line, message: `bad address: ${parsed.reason}` });
   };
   for (const line of entriesOf(sources, problems)) {

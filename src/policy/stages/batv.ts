@@ -33,8 +33,9 @@ import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
-import { Batv, type BatvKey } from '../../rewrite/batv.js';
+import { Batv, batvKeyFileLines, type BatvKey } from '../../rewrite/batv.js';
 import { domainMatcher, unmatchableDomainEntry } from '../../rewrite/domains.js';
+import { compileTemplate } from '../template.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
 import { stageVerdict } from './verdict.js';
 import { enhancedStatusOption } from './status-option.js';
@@ -108,12 +109,12 @@ function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, '
     if (secret === '') throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: no secret in the file`);
     // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: such a file given here
     // would make the number part of the key, and no tag the rewrite service signed would check.
-    const keyFileLine = /^\d[ \t]+\S/;
+    const keyFileLines = batvKeyFileLines(secret);
     if (/[\r\n]/.test(secret)) {
-      const keyFile = secret.split(/\r?\n/).every((line) => line.trim() === '' || keyFileLine.test(line.trim()));
+      const keyFile = keyFileLines.length > 0 && keyFileLines.every((line) => line.key !== undefined);
       throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: more than one line, expected the secret alone${keyFile ? ' (KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)' : ''}`);
     }
-    if (keyFileLine.test(secret) && secret.startsWith(String(k.keynum))) {
+    if (keyFileLines[0]?.key?.keynum === k.keynum) {
       log?.warn({ file: k.secretFile, keynum: k.keynum }, `batv.keys secretFile holds "${k.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
     }
     return { keynum: k.keynum, secret };
@@ -126,6 +127,11 @@ export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'm
   const protectedDomain = domainMatcher(opts.domains);
   const exempt = new Set(opts.exemptRecipients.map((r) => asciiLower(r)));
   const graceUntil = opts.unsignedAllowedUntil ? Date.parse(opts.unsignedAllowedUntil) : undefined;
+  // They take no placeholders: compiled only so that a `{sender}` written in one is refused, not sent as it is.
+  const fixed = (key: 'invalidText' | 'expiredText' | 'unsignedText') => compileTemplate(opts[key], {}, key).fill({});
+  const invalidText = fixed('invalidText');
+  const expiredText = fixed('expiredText');
+  const unsignedText = fixed('unsignedText');
   const counters: Record<BatvStageResult, number> = {
     'not-bounce': 0,
     unprotected: 0,
@@ -165,12 +171,12 @@ export function createBatvStage(opts: BatvStageOptions, deps: Pick<StageDeps, 'm
           return verdict('valid', `bounce to a valid prvs address of ${check.original} (key ${check.keynum})`, undefined, { original: check.original, keynum: check.keynum });
         case 'not-prvs':
           if (graceUntil !== undefined && ctx.clock.now() < graceUntil) return verdict('unsigned-grace', `unsigned bounce to ${recipient} accepted until ${opts.unsignedAllowedUntil}`);
-          return verdict('unsigned', `backscatter: a bounce to ${recipient}, which only sends signed reverse paths`, opts.unsignedText);
+          return verdict('unsigned', `backscatter: a bounce to ${recipient}, which only sends signed reverse paths`, unsignedText);
         case 'expired':
-          return verdict('expired', `backscatter: the prvs tag of ${check.original} has expired`, opts.expiredText, { original: check.original, keynum: check.keynum });
+          return verdict('expired', `backscatter: the prvs tag of ${check.original} has expired`, expiredText, { original: check.original, keynum: check.keynum });
         case 'bad-signature':
         case 'unknown-key':
-          return verdict(check.status, `backscatter: the prvs tag of ${check.original} is not ours (${check.status}, key ${check.keynum})`, opts.invalidText, {
+          return verdict(check.status, `backscatter: the prvs tag of ${check.original} is not ours (${check.status}, key ${check.keynum})`, invalidText, {
             original: check.original,
             keynum: check.keynum,
           });

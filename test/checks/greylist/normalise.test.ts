@@ -189,9 +189,11 @@ describe('postgrey whitelist_clients', () => {
   it('says why an entry with a leading zero (postgrey: octal) is skipped, whole or partial', () => {
     const zeros = parseClientWhitelist([{ source: 'f', text: '010.1.1.1\n192.0.2.0/24\n10.020.30\n172.016\n' }]);
     assert.deepEqual(zeros.problems.map((p) => p.line), [1, 3, 4]);
-    assert.match(zeros.problems[0]!.message, /^bad address: "010\.1\.1\.1" has an octet with a leading zero, which postgrey reads as octal/);
-    assert.match(zeros.problems[1]!.message, /^bad address: "10\.020\.30" has an octet with a leading zero/);
-    assert.match(zeros.problems[2]!.message, /^bad address: "172\.016" has an octet with a leading zero/);
+    assert.equal(zeros.problems[0]!.message, 'bad address: "010.1.1.1": an octet with a leading zero (010): write it in decimal without the zero (postgrey reads it as octal: 010 is 8)');
+    assert.match(zeros.problems[1]!.message, /^bad address: "10\.020\.30": an octet with a leading zero \(020\)/);
+    assert.match(zeros.problems[2]!.message, /^bad address: "172\.016": an octet with a leading zero \(016\)/);
+    // IPv6 text is no IPv4 octet, whatever its digits (the regex here read 00::1 as one).
+    assert.deepEqual(parseClientWhitelist([{ source: 'f', text: '00::1::2\n' }]).problems.map((p) => p.message), ['bad address: not an IPv4 or IPv6 address: "00::1::2"']);
     assert.equal(zeros.whitelist.match('unknown', '8.1.1.1'), undefined);
   });
 
