@@ -49,9 +49,23 @@ export const systemTimers: Timers = {
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
 };
 
-/** Resolves after ms on the timers given. */
-export function sleep(ms: number, timers: Timers = systemTimers): Promise<void> {
-  return new Promise((resolve) => timers.setTimeout(resolve, ms));
+/**
+ * Resolves after ms on the timers given, or at once when signal is aborted (before or during the
+ * wait), its timer cleared: a wait cut short by a shutdown leaves no timer behind.
+ */
+export function sleep(ms: number, timers: Timers = systemTimers, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = timers.setTimeout(() => {
+      signal?.removeEventListener('abort', abort);
+      resolve();
+    }, ms);
+    const abort = () => {
+      timers.clearTimeout(timer);
+      resolve();
+    };
+    signal?.addEventListener('abort', abort, { once: true });
+  });
 }
 
 /**

@@ -61,7 +61,10 @@ export interface PipelineOptions {
   faultAction: 'DUNNO' | 'DEFER';
   warnAction: 'WARN' | 'PREPEND';
   clock: Clock;
-  /** The monotonic clock the deadline, its timer and durations go by (default systemTimers). */
+  /**
+   * The monotonic clock the deadline, its timer and durations go by (default systemTimers); the
+   * stages are given them as StageContext.timers, to wait on.
+   */
   timers?: Timers;
   log: StageLogger;
 }
@@ -94,9 +97,9 @@ const FAULT_ACTION = '451 4.3.0 Temporary policy failure, please try again later
  * clock: as a time of the injected clock, a wall clock stepped back while a stage ran (NTP, a
  * restored virtual machine) held the answer for as long as the step, one stepped forward left
  * the stages after it no time, and under policy.acceptTestTime a request's policy_test_time
- * did the same to the requests in flight (exported for tests that make a StageContext).
+ * did the same to the requests in flight.
  */
-export function decisionTimeLeft(decisionTimeoutMs: number, timers: Timers = systemTimers, since = timers.now()): () => number {
+function decisionTimeLeft(decisionTimeoutMs: number, timers: Timers, since: number): () => number {
   const deadline = since + decisionTimeoutMs;
   // Whole milliseconds: the bounds it gives are named in reasons and log lines.
   return () => Math.max(0, Math.floor(deadline - timers.now()));
@@ -313,6 +316,7 @@ export class Pipeline {
       ...(recipient?.ok && recipient.value.kind === 'mailbox' ? { recipient: recipient.value.mailbox } : {}),
       instance: attributes.instance ?? '',
       timeLeft: decisionTimeLeft(this.options.decisionTimeoutMs, this.timers, since),
+      timers: this.timers,
       clock: this.options.clock,
       earlier,
     };
@@ -522,8 +526,11 @@ class PipelineRun {
   }
 }
 
-/** Builds the configured stages from a configuration validateConfig produced. */
-export function buildPipeline(config: Config, deps: StageDeps, messages?: MessageMemories): Pipeline {
+/**
+ * Builds the configured stages from a configuration validateConfig produced; timers are the
+ * pipeline's (PipelineOptions.timers), which its stages wait on through StageContext.timers.
+ */
+export function buildPipeline(config: Config, deps: StageDeps, messages?: MessageMemories, timers?: Timers): Pipeline {
   const stages = config.policy.stages.map((entry, index) => {
     try {
       return configureStage(entry, deps);
@@ -538,7 +545,7 @@ export function buildPipeline(config: Config, deps: StageDeps, messages?: Messag
     faultAction: config.policy.faultAction,
     warnAction: config.policy.warnAction,
     clock: deps.clock,
-    timers: deps.timers,
+    timers,
     log: deps.log,
   });
 }

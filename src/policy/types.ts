@@ -49,10 +49,15 @@ export interface StageContext {
    * came, shorter than Postfix's policy timeout), never negative. On the monotonic clock, not
    * on `clock`: it bounds waits on real I/O, which a wall clock stepped (or moved by
    * policy_test_time) while they ran must not lengthen or cut short. A stage bounds what it
-   * waits for by it, on the timers it counts down on (StageDeps.timers), and reads no time of
-   * its own for that.
+   * waits for by it, on `timers`, and reads no time of its own for that.
    */
   timeLeft(): number;
+  /**
+   * The monotonic clock and timers timeLeft counts down on, the pipeline's (systemTimers in
+   * production, ManualTimers in tests): a stage waits on them (a tarpit delay, the bound on a
+   * lookup or a callout), so that a wait and the deadline bounding it move together.
+   */
+  timers: Timers;
   clock: Clock;
 }
 
@@ -125,12 +130,6 @@ export interface StageDeps {
   resolver: import('../dns/types.js').Resolver;
   store: import('../store/types.js').Store;
   clock: Clock;
-  /**
-   * The monotonic clock and timers a stage waits by (a tarpit delay, a bound on a lookup),
-   * default systemTimers: buildPipeline gives the pipeline the same ones, so that timeLeft and
-   * the waits it bounds move together (ManualTimers in tests).
-   */
-  timers?: Timers;
   /** The callout engine; absent when callouts are not configured (no callout.helo). */
   engine?: import('../verify/engine.js').CalloutEngine;
   /** The daemon's pino logger: a stage's line per request goes out through core/log logInfoJson. */

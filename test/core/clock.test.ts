@@ -112,4 +112,25 @@ describe('ManualTimers', () => {
     assert.equal(await settleWithin(Promise.resolve('work'), 500, () => 'late', timers), 'work');
     assert.equal(timers.waiting, 0, 'the bound of work that settled first is cleared');
   });
+
+  it('ends a sleep at once when its signal is aborted, its timer cleared; one aborted before does not start', async () => {
+    const timers = new ManualTimers();
+    const stop = new AbortController();
+    let woke: number | undefined;
+    const sleeping = sleep(30_000, timers, stop.signal).then(() => (woke = timers.now()));
+    await timers.advance(10_000);
+    assert.equal(woke, undefined);
+    assert.equal(timers.waiting, 1);
+    stop.abort();
+    await sleeping;
+    assert.equal(woke, 10_000, 'woken by the abort, not by the timer');
+    assert.equal(timers.waiting, 0, 'its timer is cleared');
+    await sleep(30_000, timers, stop.signal);
+    assert.equal(timers.waiting, 0, 'an aborted signal sets no timer');
+    const kept = new AbortController();
+    const slept = sleep(100, timers, kept.signal).then(() => (woke = timers.now()));
+    await timers.advance(100);
+    await slept;
+    assert.equal(woke, 10_100, 'a signal not aborted leaves the sleep its whole delay');
+  });
 });

@@ -5,7 +5,7 @@ import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualTimers, sleep, type Timers } from '../../src/core/clock.js';
+import { ManualTimers, sleep, type TimerHandle, type Timers } from '../../src/core/clock.js';
 import { CalloutError, ConfigError } from '../../src/core/errors.js';
 import { PolicyServer, parseListenAddress, type ConnectionInfo, type PolicyHandler, type PolicyServerLimits } from '../../src/policy/server.js';
 import { turnsUntil, until } from '../support/wait.js';
@@ -134,6 +134,25 @@ function encodeRequest(attributes: Record<string, string>): string {
   return Object.entries({ request: 'smtpd_access_policy', ...attributes })
     .map(([name, value]) => `${name}=${value}\n`)
     .join('') + '\n';
+}
+
+/**
+ * ManualTimers that count the refreshes of their timers: the server refreshes a connection's idle
+ * timer at every chunk it reads, so a test sees when the octets it sent have come.
+ */
+class RefreshCountingTimers extends ManualTimers {
+  refreshes = 0;
+  override setTimeout(fire: () => void, ms: number): TimerHandle {
+    const handle = super.setTimeout(fire, ms);
+    const refresh = handle.refresh;
+    // The handle itself, refresh counted: clearTimeout and refresh must still find it.
+    return Object.assign(handle, {
+      refresh: () => {
+        this.refreshes++;
+        return refresh();
+      },
+    });
+  }
 }
 
 function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
@@ -478,18 +497,20 @@ describe('PolicyServer over TCP', () => {
 
   it('closes a connection whose request trickles in for longer than the arrival bound, and serves a whole one after a partial one', async () => {
     const arrivalTimeoutMs = 1000;
-    const timers = new ManualTimers();
+    const timers = new RefreshCountingTimers();
     const { server, address, entries } = await startServer(async () => 'DUNNO', { limits: { idleTimeoutMs: 10_000, arrivalTimeoutMs }, timers });
     const notComplete = () => entries.filter((entry) => entry.message === 'policy request not complete in time; closing the connection without a reply');
     const trickling = await Client.connect(address);
     const text = encodeRequest({ instance: 'slow' });
     let sent = 0;
     // An octet every 100 ms keeps the idle timer going; the request would take seconds to arrive.
+    // Each is read by the server (its idle timer refreshed) before the timers move on.
     trickling.send(text[sent++]!);
     await turnsUntil(() => timers.waiting === 3, 'the arrival timer of the first octet');
     for (let ms = 100; ms < arrivalTimeoutMs; ms += 100) {
       await timers.advance(100);
       trickling.send(text[sent++]!);
+      await turnsUntil(() => timers.refreshes === sent, `the server has octet ${sent}`);
     }
     await timers.advance(99);
     assert.equal(notComplete().length, 0, 'still waited for 1 ms before the bound');
@@ -499,6 +520,7 @@ describe('PolicyServer over TCP', () => {
     assert.ok(closed, JSON.stringify(entries));
     assert.equal(closed.fields.arrivalTimeoutMs, arrivalTimeoutMs);
     assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length);
+    assert.equal(closed.fields.unfinishedBytes, sent, 'every octet sent came, each within the bound');
     await turnsUntil(() => server.connections === 0 && timers.waiting === 0, 'the trickling connection\'s end');
     // A request in two parts, within the bound, is answered; the bound starts again for the next.
     const split = await Client.connect(address);

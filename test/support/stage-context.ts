@@ -13,20 +13,19 @@
  *   under test then saw a request no pipeline makes.
  *   `given` holds what does not come from the request: the clock (a ManualClock by default),
  *   the decision deadline in ms (deadlineMs, 10 s by default) or a timeLeft of the test's own,
- *   the timers timeLeft counts down on (timers: ManualTimers, given the stage too as
- *   StageDeps.timers, as buildPipeline gives both the same; systemTimers by default), and the
+ *   the pipeline's timers (a ManualTimers, systemTimers by default: the context's `timers`, which
+ *   timeLeft counts down on and the stage waits on, so a test gives them here only), and the
  *   verdicts of the stages that ran before (earlier, none by default).
  */
 
-import { ManualClock, type Timers } from '../../src/core/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import { Pipeline } from '../../src/policy/pipeline.js';
 import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageVerdict } from '../../src/policy/types.js';
 
-export interface GivenContext extends Partial<Pick<StageContext, 'clock' | 'timeLeft' | 'earlier'>> {
+export interface GivenContext extends Partial<Pick<StageContext, 'clock' | 'timeLeft' | 'timers' | 'earlier'>> {
   /** policy.decisionTimeout: timeLeft counts down from it (unless timeLeft is given). */
   deadlineMs?: number;
-  timers?: Timers;
 }
 
 const EVERY_STATE: ReadonlySet<ProtocolState> = new Set<ProtocolState>(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']);

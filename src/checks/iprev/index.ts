@@ -65,7 +65,7 @@ export interface IprevOptions {
   maxNames?: number;
   /** Bound of the whole check in milliseconds (none by default); beyond it, temperror. */
   timeoutMs?: number;
-  /** What timeoutMs is measured on (default systemTimers): a policy stage's StageDeps.timers. */
+  /** What timeoutMs is measured on (default systemTimers): a policy stage's StageContext.timers. */
   timers?: Timers;
 }
 

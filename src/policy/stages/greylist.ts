@@ -221,7 +221,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       let names = iprevNames(ctx.earlier.get('iprev'));
       if (names === 'not-run') {
         // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
-        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.timeLeft()), timers: deps.timers });
+        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.timeLeft()), timers: ctx.timers });
         names = looked?.result === 'pass' ? looked.confirmedNames : [];
       }
       return [...names].sort(compareKeys);

@@ -83,7 +83,7 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
         // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
         // the pipeline would count the stage a fault and skip every stage after it.
         const timeoutMs = Math.max(1, ctx.timeLeft());
-        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs, timers: deps.timers });
+        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs, timers: ctx.timers });
         return {
           stage: 'iprev',
           result: verdict.result,

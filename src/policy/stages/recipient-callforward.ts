@@ -111,7 +111,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
     const domains = new Set(opts.domains.map((d) => domainEntry(d, 'recipient-callforward.domains')));
     const calloutDecision = calloutDecider(opts);
     // Apart from the sender callouts' verdicts, as the engine's records are (its keyPrefix).
-    const late = new LateVerdicts(deps.store, 'cf:', deps.timers);
+    const late = new LateVerdicts(deps.store, 'cf:');
     const verdict = stageVerdict('recipient-callforward');
     return {
       name: 'recipient-callforward',
@@ -128,7 +128,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
           return verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), recipient.address, result.description), evidence);
         };
         const verify = (): StageVerdict | Promise<StageVerdict> => {
-          const result = verifyWithinDeadline(engine, recipient, ctx, deps.log, late, deps.timers);
+          const result = verifyWithinDeadline(engine, recipient, ctx, deps.log, late);
           return result instanceof Promise ? result.then(answer) : answer(result);
         };
         const client = clientAddress(ctx.clientAddress)?.text;
@@ -138,7 +138,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         if (!(fromHost instanceof Promise)) return skipOrVerify(fromHost);
         // The hosts' names are looked up within the deadline, as the callout is: a slow DNS
         // server would otherwise hold the answer past it, and the pipeline would fault the stage.
-        return withinDeadline(fromHost, ctx, deps.timers).then((known) =>
+        return withinDeadline(fromHost, ctx).then((known) =>
           known === undefined
             ? verdict('in-progress', 'the call-forward hosts\' addresses were still being looked up at the deadline', calloutDecision('inProgress', recipient.address, 'in progress'))
             : skipOrVerify(known),

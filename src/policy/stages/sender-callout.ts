@@ -147,8 +147,6 @@ export class LateVerdicts {
     private readonly store: Store,
     /** The engine's keyPrefix (`cf:` for call-forward), so each engine's verdicts stay apart. */
     private readonly prefix = '',
-    /** What LATE_RECALL_MS is measured on: the stage's StageDeps.timers (default systemTimers). */
-    private readonly timers?: Timers,
   ) {}
 
   async remember(address: string, result: VerifyResult): Promise<void> {
@@ -161,9 +159,10 @@ export class LateVerdicts {
 
   /**
    * The remembered verdict, at once when the store can tell (Store.peek), else within
-   * LATE_RECALL_MS; undefined when none is, or the store fails or is slower.
+   * LATE_RECALL_MS on timers (the request's StageContext.timers); undefined when none is, or the
+   * store fails or is slower.
    */
-  recall(address: string): VerifyResult | undefined | Promise<VerifyResult | undefined> {
+  recall(address: string, timers: Timers): VerifyResult | undefined | Promise<VerifyResult | undefined> {
     const key = this.key(address);
     const peeked = this.store.peek(key);
     if (peeked !== ASK_LATER) return lateVerdict(address, peeked);
@@ -171,7 +170,7 @@ export class LateVerdicts {
       (stored) => lateVerdict(address, stored),
       () => undefined,
     );
-    return settleWithin(read, LATE_RECALL_MS, () => undefined, this.timers);
+    return settleWithin(read, LATE_RECALL_MS, () => undefined, timers);
   }
 
   private key(address: string): string {
@@ -222,29 +221,28 @@ export function verifyWithinDeadline(
   ctx: StageContext,
   log: StageLogger,
   late: LateVerdicts,
-  timers: Timers | undefined,
 ): VerifyResult | Promise<VerifyResult | undefined> {
   const cached = engine.verifyNow(mailbox);
   if (cached) return cached;
   const pending = engine.verify(mailbox);
-  return withinDeadline(pending, ctx, timers).then((result) => {
+  return withinDeadline(pending, ctx).then((result) => {
     if (result) return result;
     pending.then(
       (ended) => late.remember(mailbox.address, ended).catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'late callout verdict not stored')),
       (err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'),
     );
-    return late.recall(mailbox.address);
+    return late.recall(mailbox.address, ctx.timers);
   });
 }
 
 /**
- * The verdict, or undefined when the deadline came first (the verification goes on); timers are
- * the stage's StageDeps.timers, the ones ctx.timeLeft() counts down on (systemTimers when none).
+ * The verdict, or undefined when the deadline came first (the verification goes on); waited for
+ * on ctx.timers, which ctx.timeLeft() counts down on.
  */
-export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext, timers: Timers | undefined): Promise<T | undefined> {
+export async function withinDeadline<T>(work: Promise<T>, ctx: StageContext): Promise<T | undefined> {
   const remaining = ctx.timeLeft();
   if (remaining <= 0) return undefined;
-  return settleWithin(work, remaining, () => undefined, timers);
+  return settleWithin(work, remaining, () => undefined, ctx.timers);
 }
 
 export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
@@ -257,7 +255,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
     // os.hostname() is a system call: once per stage, not once per answer.
     const receiver = opts.receiver ?? hostname();
     const calloutDecision = calloutDecider(opts);
-    const late = new LateVerdicts(deps.store, '', deps.timers);
+    const late = new LateVerdicts(deps.store);
     return {
       name: 'sender-callout',
       states: new Set(['RCPT', 'MAIL']),
@@ -278,7 +276,7 @@ export const senderCalloutStage: StageDefinition<CalloutActionOptions> = {
           const decided = verdict(result.verdict, `${result.reason}: ${result.description}`, calloutDecision(actionKeyFor(result), address, result.description), evidence);
           return opts.resultHeader ? { ...decided, headers: [formatCalloutResult(result, receiver)] } : decided;
         };
-        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log, late, deps.timers);
+        const result = verifyWithinDeadline(deps.engine, ctx.sender.mailbox, ctx, deps.log, late);
         return result instanceof Promise ? result.then(answer) : answer(result);
       },
     };

@@ -83,7 +83,7 @@
  */
 
 import { z } from 'zod';
-import { systemTimers, type Timers } from '../../core/clock.js';
+import { sleep as timersSleep, type Timers } from '../../core/clock.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { RecentMap } from '../../core/memo.js';
@@ -165,25 +165,11 @@ const options = z
 
 export type TarpitOptions = z.output<typeof options>;
 
-/** Waits `ms` milliseconds, or until `signal` is aborted; injected so tests do not sleep. */
-export type Sleeper = (ms: number, signal: AbortSignal) => Promise<unknown>;
-
-/** A wait on the timers given (the pipeline's: StageDeps.timers); an aborted one ends at once, its timer cleared. */
-const timersSleeper =
-  (timers: Timers): Sleeper =>
-  (ms, signal) =>
-    new Promise<void>((resolve) => {
-      if (signal.aborted) return resolve();
-      const timer = timers.setTimeout(() => {
-        signal.removeEventListener('abort', abort);
-        resolve();
-      }, ms);
-      const abort = () => {
-        timers.clearTimeout(timer);
-        resolve();
-      };
-      signal.addEventListener('abort', abort, { once: true });
-    });
+/**
+ * Waits `ms` milliseconds on `timers` (the request's StageContext.timers), or until `signal` is
+ * aborted; core/clock sleep, or in tests one that records the delays it is asked for.
+ */
+export type Sleeper = (ms: number, timers: Timers, signal: AbortSignal) => Promise<unknown>;
 
 interface Errors {
   connection: number;
@@ -267,8 +253,8 @@ function letsThrough(action: string): boolean {
   return !/^[45]\d\d\b/.test(action) && !/^(REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT)\b/i.test(action);
 }
 
-/** The tarpit stage with an injectable sleep (by default on deps.timers, the pipeline's). */
-export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = timersSleeper(deps.timers ?? systemTimers)): Stage {
+/** The tarpit stage with an injectable sleep (by default core/clock's, on the request's timers). */
+export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleeper = timersSleep): Stage {
   const exempt = AddressSet.parse(opts.exemptClients);
   if (!exempt.ok) throw new ConfigError(`tarpit.exemptClients: ${exempt.reason}`);
   const sleepMs = durationMs(opts.sleep);
@@ -416,7 +402,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       if (delay <= 0) return;
       deps.metrics?.increment('tarpit', { result: 'delayed' });
       deps.log.info({ stage: 'tarpit', client: ctx.clientAddress, delayMs: Math.round(delay), errors }, 'tarpit: answer delayed');
-      await sleep(Math.round(delay), closed.signal);
+      await sleep(Math.round(delay), ctx.timers, closed.signal);
     },
     async close() {
       closed.abort();

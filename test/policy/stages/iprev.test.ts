@@ -21,10 +21,10 @@ describe('iprev stage', () => {
   let resolver: Resolver;
   let stage: Stage;
 
-  /** The stage with `options` (authservId mx.receiver.test unless given), over the in-process DNS server, on `timers` if given. */
-  const iprevWith = (options: Record<string, unknown>, timers?: ManualTimers): Stage => {
+  /** The stage with `options` (authservId mx.receiver.test unless given), over the in-process DNS server. */
+  const iprevWith = (options: Record<string, unknown>): Stage => {
     const clock = new ManualClock();
-    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent'), timers };
+    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
     return iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', ...options }) as never, deps);
   };
 
@@ -87,9 +87,9 @@ describe('iprev stage', () => {
   });
 
   it('a reverse zone that never answers is a temperror by the deadline, not a stage that outlasts it', async () => {
-    // On the pipeline's timers, given the stage too: answered at the deadline exactly.
+    // On the pipeline's timers, which the stage waits on (StageContext.timers): answered at the deadline exactly.
     const timers = new ManualTimers();
-    const answer = watch(iprevWith({}, timers).evaluate(context('127.0.0.21', 300, timers)));
+    const answer = watch(iprevWith({}).evaluate(context('127.0.0.21', 300, timers)));
     await timers.advance(299);
     // Past the deadline (and its grace) the pipeline would fault the stage and skip the ones after it.
     assert.equal(answer(), undefined, 'not answered before the deadline');

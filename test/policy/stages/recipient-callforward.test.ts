@@ -62,9 +62,9 @@ describe('recipient-callforward stage', () => {
   });
 
   it('answers within the deadline when the call-forward hosts\' names cannot be looked up in time', async () => {
-    // On the pipeline's timers, given the stage too: answered at the deadline exactly.
+    // On the pipeline's timers, which the stage waits on (StageContext.timers): answered at the deadline exactly.
     const timers = new ManualTimers();
-    const stage = make({ hosts: ['primary.slow.test'] }, { timers });
+    const stage = make({ hosts: ['primary.slow.test'] });
     const answer = watch(stage.evaluate(context('bob@backup.test', 300, timers)));
     await timers.advance(299);
     // Past the deadline (and its grace) the pipeline would fault the stage: faultAction, not this stage's answer.

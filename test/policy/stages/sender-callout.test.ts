@@ -28,7 +28,7 @@ import { startRedis } from '../../support/redis.js';
 import { stageContext } from '../../support/stage-context.js';
 import { turnsUntil, watch } from '../../support/wait.js';
 import { validateConfig } from '../../../src/config/schema.js';
-import { ManualClock, ManualTimers } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers, systemTimers } from '../../../src/core/clock.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { LateVerdicts, senderCalloutStage } from '../../../src/policy/stages/sender-callout.js';
@@ -100,7 +100,7 @@ async function stageWithOwnEngine(
   ip: string,
   script: Partial<SmtpScript>,
   step: '1s' | '2s',
-  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger>; options?: Record<string, unknown>; timers?: ManualTimers },
+  shared?: { clock: ManualClock; store: Store; engineStore?: Store; log?: ReturnType<typeof createLogger>; options?: Record<string, unknown> },
 ) {
   const dns = await startDnsServer(mxZone({ [domain]: ip }));
   const [mx] = await startSmtpServers([ip], () => script);
@@ -117,7 +117,7 @@ async function stageWithOwnEngine(
     await mx!.close();
     await dns.close();
   });
-  const stage = senderCalloutStage.create(senderCalloutStage.options.parse(shared?.options ?? {}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent'), timers: shared?.timers });
+  const stage = senderCalloutStage.create(senderCalloutStage.options.parse(shared?.options ?? {}) as never, { resolver, store, clock, engine, log: shared?.log ?? createLogger('silent') });
   return { stage, engine, clock, mx: mx! };
 }
 
@@ -380,7 +380,7 @@ describe('sender-callout: an exchanger that always outlasts the deadline', () =>
   });
 });
 
-/** A request about sender at RCPT, answered within ms (a real wait, unless on the ManualTimers given to the stage too). */
+/** A request about sender at RCPT, answered within ms (a real wait, unless on the ManualTimers given). */
 function senderRequest(clock: ManualClock, sender: string, ms: number, heloName = 'mail.example.test', recipient = 'alice@receiver.test', timers?: ManualTimers): StageContext {
   const ctx = stageContext({ client_address: '192.0.2.7', helo_name: heloName, sender, recipient, instance: 'msg-1' }, { clock, deadlineMs: ms, timers });
   assert.ok(ctx.sender?.kind === 'mailbox', sender);
@@ -390,10 +390,10 @@ function senderRequest(clock: ManualClock, sender: string, ms: number, heloName 
 describe('sender-callout: a wall clock stepped while the callout runs', () => {
   it('answers "in progress" at the deadline when the clock was stepped back an hour, not when the callout ends', async () => {
     // The callout ends at its greeting timeout (1 s of real time); the deadline is on the
-    // pipeline's timers, which the stage is given too (StageDeps.timers), and only they move.
+    // pipeline's timers, which the stage waits on (StageContext.timers), and only they move.
     const timers = new ManualTimers();
     const clock = new ManualClock();
-    const { stage, engine } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '1s', { clock, store: new MemoryStore({ clock }), timers });
+    const { stage, engine } = await stageWithOwnEngine('dropping.test', '127.0.0.40', silentGreeting(), '1s', { clock, store: new MemoryStore({ clock }) });
     const ctx = senderRequest(clock, 'bob@dropping.test', 200, undefined, undefined, timers);
     // NTP or a restored virtual machine, between the request's arrival and this stage.
     clock.advance(-3_600_000);
@@ -500,16 +500,16 @@ describe('sender-callout: late verdicts kept and forgotten', () => {
     const late = new LateVerdicts(store);
     const unknown = { address: 'bob@example.test', verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', catchAll: 'not-run', postmaster: 'not-run', source: 'probe', stale: false, mxHosts: [], attempts: [], checkedAt: 1, durationMs: 2 } as const;
     await late.remember('bob@example.test', unknown as never);
-    assert.equal((await late.recall('bob@example.test'))?.reason, 'timeout');
+    assert.equal((await late.recall('bob@example.test', systemTimers))?.reason, 'timeout');
     await late.remember('bob@example.test', { ...unknown, verdict: 'undeliverable', reason: 'rejected', description: '550 5.1.1 no such user' } as never);
     assert.equal(await store.get('late:bob@example.test'), undefined);
-    assert.equal(await late.recall('bob@example.test'), undefined);
+    assert.equal(await late.recall('bob@example.test', systemTimers), undefined);
   });
 
   it('waits for a store that does not answer (Redis hung) 200 ms on the timers it is given, exactly, then answers none', async () => {
     const timers = new ManualTimers();
     const hanging = { peek: () => ASK_LATER, get: () => new Promise<never>(() => undefined) } as unknown as Store;
-    const recalled = watch(Promise.resolve(new LateVerdicts(hanging, '', timers).recall('bob@example.test')).then((answer) => ({ answer })));
+    const recalled = watch(Promise.resolve(new LateVerdicts(hanging).recall('bob@example.test', timers)).then((answer) => ({ answer })));
     await timers.advance(199);
     assert.equal(recalled(), undefined, 'still waiting before 200 ms');
     await timers.advance(1);
@@ -521,7 +521,7 @@ describe('sender-callout: late verdicts kept and forgotten', () => {
     const clock = new ManualClock();
     const store = new MemoryStore({ clock });
     await store.set('late:bob@example.test', JSON.stringify({ verdict: 'undeliverable', reason: 'rejected', description: '550 5.1.1 no such user' }), 60_000);
-    assert.equal(await new LateVerdicts(store).recall('bob@example.test'), undefined);
+    assert.equal(await new LateVerdicts(store).recall('bob@example.test', systemTimers), undefined);
   });
 });
 
@@ -564,7 +564,7 @@ describe('sender-callout: late verdicts read back, fuzzed', () => {
     await fc.assert(
       fc.asyncProperty(stored, async (value) => {
         await store.set('late:bob@example.test', value, 60_000);
-        const answer = await late.recall('bob@example.test');
+        const answer = await late.recall('bob@example.test', systemTimers);
         if (answer === undefined) return;
         assert.equal(answer.verdict, 'unknown');
         assert.ok(typeof answer.reason === 'string' && typeof answer.description === 'string', value);

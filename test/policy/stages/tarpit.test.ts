@@ -386,7 +386,7 @@ describe('tarpit stage', () => {
     const config = validateConfig({
       policy: { stages: [{ name: 'tarpit', perConnection: { soft: 1, hard: 10 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }, { name: 'sender-syntax' }] },
     });
-    const pipeline = buildPipeline(config, { ...deps, timers });
+    const pipeline = buildPipeline(config, deps, undefined, timers);
     const refusal = '501 5.7.1 Bad sender address syntax: <not an address>: character not allowed here at 3';
     const badSender = (n: number) => request(`alice${n}@example.test`, { sender: 'not an address' });
     const first = watch(pipeline.decide(badSender(0)));
@@ -407,7 +407,7 @@ describe('tarpit stage', () => {
     const { deps } = world();
     const timers = new ManualTimers();
     const config = validateConfig({ policy: { decisionTimeout: '2s', stages: [{ name: 'tarpit', perConnection: { soft: 0, hard: 10 }, sleep: '10s', maxSleep: '60s' }, { name: 'sender-syntax' }] } });
-    const pipeline = buildPipeline(config, { ...deps, timers });
+    const pipeline = buildPipeline(config, deps, undefined, timers);
     const answer = watch(pipeline.decide(request('alice@example.test', { sender: 'not an address' })));
     await timers.advance(1749);
     assert.equal(answer(), undefined, 'not answered before the 2 s deadline less its 250 ms margin');
@@ -419,7 +419,7 @@ describe('tarpit stage', () => {
   it('ends a delay still running when the stage is closed (shutdown, reload): the answer goes out at once', async () => {
     const { clock, deps, counts } = world();
     const timers = new ManualTimers();
-    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, { ...deps, timers });
+    const tarpit = tarpitStage.create(tarpitStage.options.parse({ perConnection: { soft: 0, hard: 10 }, sleep: '30s', maxSleep: '30s' }) as never, deps);
     const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock, 60_000, silent, timers);
     const answer = watch(pipeline.decide(request('nobody@example.test')));
     await turnsUntil(() => counts['tarpit:delayed'] === 1, 'the 30 s delay began');
