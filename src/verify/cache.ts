@@ -22,22 +22,24 @@
  *   Locks, shared by every process on the store, expire on their own when their holder dies:
  *     lock:ADDRESS            a probe of the address is running
  *     lock-catchall:DOMAIN    a probe is asking the domain's catch-all question
- *   A lock holds a token of its taker alone (process id, a random part of this cache, a count,
- *   the time), and is let go only while it holds that token (Store.deleteIf): a holder whose
- *   lock expired, or a waiter that gave up, never deletes the lock another process holds now.
- *   A lock that still holds the value a waiter first saw after the waiter gave up (its holder
- *   died, or it was written without an expiry) is taken over by compare-and-set (takeOver).
+ *   A lock holds a token of its taker alone (a random UUID of this cache and a count, as the
+ *   per-host leases of verify/politeness), and is let go only while it holds that token
+ *   (Store.deleteIf): a holder whose lock expired, or a waiter that gave up, never deletes the
+ *   lock another process holds now. A lock that still holds the value a waiter first saw when
+ *   the waiter gave up (its holder died, or it was written without an expiry) is taken over by
+ *   compare-and-set (takeOver) when the waiter goes on to use it (the catch-all question), and
+ *   deleted by that value (unlock) when it does not (a probe whose deadline the wait spent).
  *
  * SECURITY
  *   Records are JSON written by us; a record that does not parse is treated as absent.
  */
 
-import { randomBytes } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
 import { TEMPORARY_DOMAIN_FAILURES, type ProbeState, type ReplyEvidence, type Verdict, type VerdictReason } from './types.js';
 import { BoundedMemo } from '../core/memo.js';
+import { uniqueIdSource } from './politeness.js';
 import { parseJson } from '../core/record.js';
 
 export interface AddressRecord {
@@ -82,8 +84,7 @@ export class VerificationCache {
    */
   private readonly decoded = new BoundedMemo((text) => parseJson(text), DECODED_MEMORY_LIMIT);
   /** Tells the lock tokens of this cache from those of every other cache and process on the store. */
-  private readonly lockOwner = `${process.pid}.${randomBytes(6).toString('hex')}`;
-  private locksTaken = 0;
+  private readonly newToken = uniqueIdSource();
 
   constructor(
     private readonly store: Store,
@@ -119,13 +120,9 @@ export class VerificationCache {
     return (await this.store.compareAndSet(key, seen, token, ttlMs)) ? token : undefined;
   }
 
-  /** Lets go of the lock at key if it holds token still; one another process took since stays. */
+  /** Deletes the lock at key if it holds token still (ours, or what a waiter saw); one another process took since stays. */
   async unlock(key: string, token: string): Promise<void> {
     await this.store.deleteIf(key, token);
-  }
-
-  private newToken(): string {
-    return `${this.lockOwner}.${++this.locksTaken}.${this.clock.now()}`;
   }
 
   async getAddress(address: string): Promise<AddressRecord | undefined> {

@@ -26,10 +26,13 @@
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
  *   part once, not once per address. A wait for another process's lock (of an address or of the
- *   catch-all question) ends after a lock's lifetime, callout.timeouts.overall + 5 s; a lock
- *   that then holds what it held at the start of the wait is taken over (its holder died, or
- *   it was written without an expiry, which made every callout of the domain wait again), one
- *   that changed is a new holder's and is left alone. The engine lets go only of the locks it
+ *   catch-all question) ends after a lock's lifetime, callout.timeouts.overall + 5 s. A lock
+ *   that then holds what it held at the start of the wait (its holder died, or it was written
+ *   without an expiry, which made every callout of the domain wait again) is taken over when
+ *   it is the catch-all question's, and the batch asks it; a probe lock is deleted, since the
+ *   wait spent the probe's deadline (the waiter answers unknown timeout without asking the
+ *   exchangers) and the address's next callout then probes without waiting. A lock that
+ *   changed is a new holder's and is left alone. The engine lets go only of the locks it
  *   holds, by their tokens (verify/cache): deleting by key alone, a waiter that gave up deleted
  *   the live lock of a process that had just taken it. Clean connections
  *   are kept between callouts to the same exchanger address (verify/connections); idle() closes
@@ -41,7 +44,7 @@
  *   neither times a callout out (and marks its domain useless) nor stretches a wait; the
  *   injected Clock dates the records and their expiry. The SMTP client's own step timeouts stay
  *   on real timers: they bound real I/O.
- *   Work no caller waits for (a stale answer's refresh, the release of a catch-all lock) that
+ *   Work no caller waits for (a stale answer's refresh, the release of a lock) that
  *   fails is logged at warn through deps.log, once a minute per message and error.
  *
  * CONFIGURATION
@@ -479,20 +482,27 @@ export class CalloutEngine {
     this.locksHere.set(key, held);
     return async () => {
       endTurn();
-      // The batch's verdicts stand; the lock lapses after its lifetime, and until then the
-      // domain's callouts in other processes wait for it.
-      await this.release(key, held).catch((err: unknown) => this.warn('catch-all lock not released', err, { domain }));
+      await this.release(key, held, 'catch-all lock not released', { domain });
     };
   }
 
   /**
    * Lets go of a lock this engine holds with token. Nothing when abandon() let it go first (it
-   * may be another process's by now); deleteIf leaves one another took after ours expired.
+   * may be another process's by now); deleteIf leaves one another took after ours expired. A
+   * store that fails here is logged at warn (the warning and fields name the lock), not thrown:
+   * the verdicts reached under the lock stand, and it lapses after its lifetime, until then
+   * making other processes wait for it. Thrown, it replaced the verdicts of a probe that had
+   * ended and saved them, and the caller answered by policy.faultAction.
    */
-  private async release(key: string, token: string): Promise<void> {
+  private async release(key: string, token: string, warning: string, fields: Record<string, unknown>): Promise<void> {
     if (this.locksHere.get(key) !== token) return;
     this.locksHere.delete(key);
-    await this.cache.unlock(key, token);
+    await this.cache.unlock(key, token).catch((err: unknown) => this.warn(warning, err, fields));
+  }
+
+  /** Lets go of the probe locks of addresses held here (address to token). */
+  private async releaseProbeLocks(held: Map<string, string>): Promise<void> {
+    await Promise.all([...held].map(([address, token]) => this.release(this.cache.addressLock(address), token, 'probe lock not released', { address })));
   }
 
   private async probeUnanswered(domain: string, mailboxes: Mailbox[], started: number, results: Map<string, VerifyResult>): Promise<void> {
@@ -538,7 +548,7 @@ export class CalloutEngine {
         await this.probe(domain, mine, resolution.hosts, started, deadline, results);
       } finally {
         // Only the locks held here: one given up on after the wait is another's, or gone.
-        await Promise.all([...held].map(([key, token]) => this.release(key, token)));
+        await this.releaseProbeLocks(held);
       }
     } catch (err) {
       // A store fault is the caller's to answer, as when the cache read before this failed
@@ -553,22 +563,21 @@ export class CalloutEngine {
   /**
    * Another process sharing the store (a second daemon on Redis) may be probing the same
    * address; wait for its answer rather than probing twice. Addresses whose lock we take are
-   * left for us to probe; so are those still locked when the wait gives up, a lock's lifetime
-   * after the first refusal: a lock that holds what it held then is taken over (its holder
-   * died, or it never expires), one that changed is another's and stays (one probe twice at
-   * worst). Resolves with the answers others left and the locks held here (store key to token).
+   * left for us to probe. The wait gives up a lock's lifetime (overall + 5 s) after the first
+   * refusal, always past the probe's deadline (overall from before the wait): the addresses
+   * still locked then are left unanswered and the caller answers them unknown timeout without
+   * asking the exchangers. A lock that holds what it held at the first refusal (its holder
+   * died, or it never expires) is deleted, so that the next callout of the address probes
+   * without waiting; one another took meanwhile stays. Resolves with the answers others left
+   * and the probe locks held here (address to token).
    */
   private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<{ answered: Map<string, VerifyResult>; held: Map<string, string> }> {
     const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
     const answered = new Map<string, VerifyResult>();
-    /** The locks taken here: the caller lets them go after its probe, this function if it fails first. */
+    /** The locks taken here, by address: the caller lets them go after its probe, this function if it fails first. */
     const held = new Map<string, string>();
     /** What each lock held when first found taken, by store key. */
     const seen = new Map<string, string>();
-    const hold = (key: string, token: string): void => {
-      this.locksHere.set(key, token);
-      held.set(key, token);
-    };
     /**
      * Takes m's lock (false), or says that another process holds it (true). The holder may have
      * written its answer and let go between our read of the cache and our lock (seen with two
@@ -584,12 +593,15 @@ export class CalloutEngine {
         }
         return true;
       }
+      // Held from here: a read below that fails lets it go with the others (the catch), where a
+      // lock not yet noted stayed for its lifetime, and this engine waited on it at the next try.
+      this.locksHere.set(key, token);
+      held.set(m.address, token);
       const late = await this.answeredMeanwhile(m, started);
       if (late) {
         answered.set(m.address, late);
-        await this.cache.unlock(key, token);
-      } else {
-        hold(key, token);
+        held.delete(m.address);
+        await this.release(key, token, 'probe lock not released', { address: m.address });
       }
       return false;
     };
@@ -610,15 +622,14 @@ export class CalloutEngine {
       for (const m of waiting) {
         const key = this.cache.addressLock(m.address);
         const first = seen.get(key);
-        const token = first === undefined ? undefined : await this.cache.takeOver(key, first, lockTtl);
-        if (token !== undefined) hold(key, token);
+        if (first !== undefined) await this.cache.unlock(key, first);
       }
       return { answered, held };
     } catch (err) {
       // A store that failed part way (one address's lock taken, the next refused): the locks
       // taken stayed in locksHere for the daemon's life, and in the store for their lifetime,
       // during which this process waited on its own lock at each retry of the address.
-      await Promise.allSettled([...held].map(([key, token]) => this.release(key, token)));
+      await this.releaseProbeLocks(held);
       throw err;
     }
   }

@@ -48,6 +48,16 @@ const WINDOW_MS = 60_000;
  */
 const LEASE_TRIES = 8;
 
+/**
+ * Ids no other maker gives, in this process or another on the store (a random UUID of the maker,
+ * then a count): the per-host leases here, the tokens of the locks in the store (verify/cache).
+ */
+export function uniqueIdSource(): () => string {
+  const owner = randomUUID();
+  let count = 0;
+  return () => `${owner}:${++count}`;
+}
+
 export interface PolitenessOptions {
   clock: Clock;
   /** The monotonic clock of acquireHost's deadline (systemTimers: performance.now()). */
@@ -81,8 +91,7 @@ export class Politeness {
   /** The leases this process holds in the store, by id: their addresses. */
   private readonly leases = new Map<string, string>();
   /** Tells this process's leases from every other's. */
-  private readonly leaseOwner = randomUUID();
-  private leaseCount = 0;
+  private readonly newLeaseId = uniqueIdSource();
   /** Set by releaseLeases(): the callouts still running are abandoned and get no lease. */
   private abandoned = false;
 
@@ -168,7 +177,7 @@ export class Politeness {
    */
   private async lease(ip: string): Promise<string | undefined> {
     const { leaseMs, perHostConcurrency } = this.options;
-    const id = `${this.leaseOwner}:${++this.leaseCount}`;
+    const id = this.newLeaseId();
     const take = (live: Map<string, number>, now: number): boolean => {
       if (live.size >= perHostConcurrency) return false;
       live.set(id, now + leaseMs);

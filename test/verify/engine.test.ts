@@ -944,6 +944,48 @@ describe('cache', () => {
     assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], again.description);
   });
 
+  it('a store read that fails just after a probe lock was taken lets that lock go: a retry does not wait out its own lock', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    /** Fails the read after the first take of alice's probe lock (the cache read again under the lock). */
+    class ReadFailsAfterLock extends MemoryStore {
+      armed = true;
+      failNext = false;
+      override async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+        const taken = await super.setIfAbsent(key, value, ttlMs);
+        if (taken && key === 'lock:alice@real.test' && this.armed) [this.armed, this.failNext] = [false, true];
+        return taken;
+      }
+      override get(key: string): ReturnType<MemoryStore['get']> {
+        if (!this.failNext) return super.get(key);
+        this.failNext = false;
+        return Promise.reject(new StoreError('get failed: connection lost'));
+      }
+    }
+    const store = new ReadFailsAfterLock({ clock: w.clock });
+    // As above: a lock left behind would be waited for until it lapsed, the retry unknown timeout.
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '2s' } } }, store);
+    await assert.rejects(engine.verify('alice@real.test'), StoreError);
+    assert.equal(await store.get('lock:alice@real.test'), undefined, 'the lock is let go');
+    const again = await engine.verify('alice@real.test');
+    assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], again.description);
+  });
+
+  it('a probe lock that cannot be let go after the probe is logged at warn; the verdict stands', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    class NoDelete extends MemoryStore {
+      override deleteIf(key: string, expected: string): Promise<boolean> {
+        return key.startsWith('lock:') ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
+      }
+    }
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const store = new NoDelete({ clock: w.clock });
+    const r = await w.engine({ callout: { randomProbe: false } }, store, log).verify('alice@real.test');
+    assert.deepEqual([r.verdict, r.source], ['deliverable', 'probe'], r.description);
+    assert.deepEqual(lines.map((l) => [l.level, l.msg, l.address, l.error]), [[40, 'probe lock not released', 'alice@real.test', 'STORE_UNAVAILABLE: deleteIf failed: connection lost']]);
+    assert.notEqual(await store.get('addr:alice@real.test'), undefined, 'the verdict is saved');
+  });
+
   it('a catch-all lock that cannot be let go is logged at warn; the verdict stands', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
     class NoDelete extends MemoryStore {
@@ -1645,8 +1687,16 @@ describe('locks shared through the store', () => {
     const [engine, other] = [w.engine(config, store, undefined, timers), w.engine(config, store, undefined, otherTimers)];
     const first = watch(engine.verify('alice@stuck.test'));
     await turnsUntil(() => refusals() === 1 && timers.waiting === 1, 'the wait for the catch-all lock');
-    await timers.advance(6_999);
+    // One poll (100 ms) at a time, each let finish first: a poll is several store round trips,
+    // real I/O over Redis, which one advance(6_999) overtook, firing later polls' timers before
+    // the earlier polls had set them. The last step, 99 ms, ends 1 ms before the wait's end.
+    for (let at = 0; at < 6_999; at += 100) {
+      await turnsUntil(() => timers.waiting === 1, `the poll after ${at} ms`);
+      await timers.advance(Math.min(100, 6_999 - at));
+    }
+    await turnsUntil(() => timers.waiting === 1, 'the last poll before overall + 5 s');
     assert.equal(first(), undefined, 'gave up before overall + 5 s');
+    assert.equal(refusals(), 70, 'refused at the start and at each poll until 6,900 ms');
     await timers.advance(1);
     await turnsUntil(() => first() !== undefined, 'the probe after the wait');
     assert.deepEqual([first()!.verdict, first()!.catchAll], ['unknown', 'inconclusive'], first()!.description);
@@ -1662,7 +1712,7 @@ describe('locks shared through the store', () => {
     assert.equal(randomProbes(w, '127.0.0.61').length, 3);
   });
 
-  it('a probe lock without expiry costs one wait, and is then taken over and let go', async () => {
+  it('a probe lock without expiry costs one wait, and is then deleted: the next callout of the address probes at once', async () => {
     const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice']) });
     const memory = new MemoryStore({ clock: w.clock });
     const key = 'lock:alice@held.test';
@@ -1673,13 +1723,13 @@ describe('locks shared through the store', () => {
     const first = watch(engine.verify('alice@held.test'));
     await turnsUntil(() => refusals() === 1 && timers.waiting === 1, 'the wait for the lock');
     await timers.advance(7_000);
-    assert.deepEqual([first()?.verdict, first()?.reason], ['unknown', 'timeout']);
-    // Refused while waiting; then replaced (by compare-and-set, while it still held what the wait
-    // first saw) and let go by its token.
-    assert.ok(writes.slice(0, -1).every((write) => write.written === false));
-    assert.equal(writes.at(-1)?.written, true);
-    assert.notEqual(writes.at(-1)?.value, 'written by hand');
-    assert.equal(await memory.get(key), undefined);
+    // The wait spent the deadline: answered without asking the exchanger.
+    assert.deepEqual([first()?.verdict, first()?.reason, w.connections('127.0.0.74')], ['unknown', 'timeout', 0]);
+    // Refused at every try and never written: deleted by the value the wait first saw, where a
+    // take-over replaced it by compare-and-set only to delete it at once.
+    assert.equal(writes.length, refusals());
+    assert.ok(writes.every((write) => write.written === false && write.value === 'written by hand'));
+    assert.equal(await memory.get(key), undefined, 'the lock is gone');
     const refusedInWait = refusals();
     const again = await engine.verify('alice@held.test');
     assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], 'probed at once, without a wait');
