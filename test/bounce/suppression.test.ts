@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { SuppressionList } from '../../src/bounce/index.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import { MemoryStore } from '../../src/store/memory.js';

@@ -1,7 +1,8 @@
 // RequestTimeClock: the time of replayed requests (policy_test_time), and the time maintenance goes by; ManualTimers: monotonic time tests move.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock, ManualTimers, RequestTimeClock, settleWithin, sleep } from '../../src/core/clock.js';
+import { RequestTimeClock, settleWithin, sleep } from '../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../support/manual-time.js';
 
 describe('RequestTimeClock', () => {
   const DAY = 86_400_000;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { CachingResolver, type CachingResolverOptions } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import { reverseName } from '../../src/dns/reverse.js';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { ConfigError } from '../../src/core/errors.js';
 import type { Resolver } from '../../src/dns/types.js';
 import { startDnsServer, type DnsTestServer, type Zone } from '../support/dns-server.js';

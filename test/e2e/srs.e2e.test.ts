@@ -14,7 +14,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { ManualClock, systemClock } from '../../src/core/clock.js';
+import { systemClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { srsMaps } from '../../src/rewrite/maps.js';
 import { SocketmapServer } from '../../src/rewrite/socketmap.js';
 import { Srs, srsTimestamp } from '../../src/rewrite/srs.js';

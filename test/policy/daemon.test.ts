@@ -11,7 +11,7 @@ import { stringify } from 'yaml';
 import { Daemon, LOGGED_ATTRIBUTE_CHARS, LOGGED_REASON_CHARS, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
 import type { ReloadOutcome } from '../../src/policy/daemon.js';
 import { validateConfig } from '../../src/config/schema.js';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { MemoryStore } from '../../src/store/index.js';
 import type { CalloutEngine } from '../../src/verify/engine.js';

@@ -1,7 +1,8 @@
 // The pipeline's own logic, with hand-made stages: modes, states, headers once per message, faults.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, ManualTimers, sleep, type Timers } from '../../src/core/clock.js';
+import { sleep, type Timers } from '../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../support/manual-time.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { validateConfig } from '../../src/config/schema.js';

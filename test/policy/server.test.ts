@@ -5,7 +5,8 @@ import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualTimers, sleep, type TimerHandle, type Timers } from '../../src/core/clock.js';
+import { sleep, type TimerHandle, type Timers } from '../../src/core/clock.js';
+import { ManualTimers } from '../support/manual-time.js';
 import { CalloutError, ConfigError } from '../../src/core/errors.js';
 import { PolicyServer, parseListenAddress, type ConnectionInfo, type PolicyHandler, type PolicyServerLimits } from '../../src/policy/server.js';
 import { turnsUntil, until } from '../support/wait.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { Batv } from '../../src/rewrite/batv.js';
 import { batvMaps } from '../../src/rewrite/maps.js';
 

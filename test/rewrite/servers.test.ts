@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { IdlePoller } from '../../src/core/idle-poll.js';
 import { Batv } from '../../src/rewrite/batv.js';

@@ -10,7 +10,7 @@
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { StoreError } from '../../src/core/errors.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../src/store/types.js';
 

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { runStoreContract } from './contract.js';

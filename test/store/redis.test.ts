@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { Redis } from 'ioredis';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { openStore } from '../../src/store/index.js';
 import { RedisStore, type RedisStoreOptions } from '../../src/store/redis.js';

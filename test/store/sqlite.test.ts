@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { ASK_LATER } from '../../src/store/types.js';

@@ -18,7 +18,7 @@
  *   verdicts of the stages that ran before (earlier, none by default).
  */
 
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from './manual-time.js';
 import { createLogger } from '../../src/core/log.js';
 import { Pipeline } from '../../src/policy/pipeline.js';
 import type { PolicyAttributes, ProtocolState, Stage, StageContext, StageVerdict } from '../../src/policy/types.js';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { VerificationCache, calloutRecordKey, domainKey } from '../../src/verify/cache.js';

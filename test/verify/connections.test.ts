@@ -18,7 +18,7 @@ import type { SmtpScript } from '../support/smtp-server.js';
 import type { VerifyResult } from '../../src/verify/types.js';
 import { mxZone, world, worldMaker } from './fixture.js';
 import { until } from '../support/wait.js';
-import { ManualTimers } from '../../src/core/clock.js';
+import { ManualTimers } from '../support/manual-time.js';
 
 const make = worldMaker();
 

@@ -3,7 +3,7 @@ import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { MemoryStore } from '../../src/store/memory.js';
-import { ManualTimers } from '../../src/core/clock.js';
+import { ManualTimers } from '../support/manual-time.js';
 import { StoreError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -10,7 +10,8 @@
  */
 
 import { after } from 'node:test';
-import { ManualClock, type Timers } from '../../src/core/clock.js';
+import { type Timers } from '../../src/core/clock.js';
+import { ManualClock } from '../support/manual-time.js';
 import { validateConfig } from '../../src/config/schema.js';
 import type { Config } from '../../src/config/schema.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';

@@ -17,7 +17,7 @@ import type { Store } from '../../src/store/types.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
 import { Politeness, type HostSlot } from '../../src/verify/politeness.js';
-import { ManualClock, ManualTimers } from '../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../support/manual-time.js';
 import { acceptAll, dropAfterRset, pathOf, pipelining, refuseNullSender, rejectEhlo, rejectGreeting, usersOnly } from '../support/smtp-server.js';
 import { startRedis } from '../support/redis.js';
 import { mxZone, worldMaker, type World } from './fixture.js';

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { parseCidr } from '../../../src/core/ip.js';
 import { keyPart } from '../../../src/address/index.js';
 import { Greylist, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkIprev } from '../../../src/checks/iprev/index.js';
-import { ManualTimers } from '../../../src/core/clock.js';
+import { ManualTimers } from '../../support/manual-time.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { reverseName } from '../../../src/dns/reverse.js';
 import { startDnsServer } from '../../support/dns-server.js';

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { createLogger } from '../../../src/core/log.js';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
 import type { Stage, StageContext, StageDeps } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/index.js';

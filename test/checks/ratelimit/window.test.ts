@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import fc from 'fast-check';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { SlidingWindow } from '../../../src/checks/ratelimit/index.js';
 import { MemoryStore, RedisStore, SqliteStore, type Store } from '../../../src/store/index.js';
 import { startRedis } from '../../support/redis.js';

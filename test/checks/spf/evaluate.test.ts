@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import type { Resolver } from '../../../src/dns/types.js';
 import { evaluateSpf, SPF_RESULTS } from '../../../src/checks/spf/index.js';
 import { buildZone, SuiteResolver } from '../../support/spf-suite.js';

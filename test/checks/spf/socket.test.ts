@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { CachingResolver } from '../../../src/dns/cache.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { evaluateSpf } from '../../../src/checks/spf/index.js';

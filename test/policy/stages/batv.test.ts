@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { validateConfig } from '../../../src/config/schema.js';
 import { prvsSign } from '../../../src/rewrite/batv.js';

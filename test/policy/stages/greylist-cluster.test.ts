@@ -2,7 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { createLogger } from '../../../src/core/log.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { startRedis } from '../../support/redis.js';

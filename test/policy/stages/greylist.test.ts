@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createLogger } from '../../../src/core/log.js';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';

@@ -1,7 +1,7 @@
 // The iprev stage against the in-process DNS server, with the contexts the pipeline builds (test/support/stage-context).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ManualClock, ManualTimers } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import type { Resolver } from '../../../src/dns/types.js';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { validateConfig } from '../../../src/config/schema.js';
-import { ManualClock, ManualTimers } from '../../../src/core/clock.js';
+import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { createLogger } from '../../../src/core/log.js';
 import { parseMailbox } from '../../../src/address/index.js';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../../src/core/log.js';
-import { ManualClock } from '../../../src/core/clock.js';
+import { ManualClock } from '../../support/manual-time.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import { STAGE_DEFINITIONS } from '../../../src/policy/stages/index.js';
