@@ -1,5 +1,6 @@
 // RequestTimeClock: the time of replayed requests (policy_test_time), and the time maintenance goes by; ManualTimers: monotonic time tests move.
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { describe, it } from 'node:test';
 import { RequestTimeClock, settleWithin, sleep } from '../../src/core/clock.js';
 import { ManualClock, ManualTimers } from '../support/manual-time.js';
@@ -103,13 +104,15 @@ describe('ManualTimers', () => {
     const timers = new ManualTimers();
     const never = new Promise<string>(() => undefined);
     const bounded = settleWithin(never, 500, () => 'late', timers);
+    assert.equal(timers.waiting, 1, 'its bound is a timer of the timers given');
     await timers.advance(499);
     let settled: string | undefined;
     void bounded.then((value) => (settled = value));
     await timers.advance(0);
     assert.equal(settled, undefined);
     await timers.advance(1);
-    assert.equal(await bounded, 'late');
+    // Moved, not waited for: a bound on a real timer would settle only 500 ms later.
+    assert.equal(settled, 'late');
     assert.equal(await settleWithin(Promise.resolve('work'), 500, () => 'late', timers), 'work');
     assert.equal(timers.waiting, 0, 'the bound of work that settled first is cleared');
   });
@@ -130,8 +133,11 @@ describe('ManualTimers', () => {
     assert.equal(timers.waiting, 0, 'an aborted signal sets no timer');
     const kept = new AbortController();
     const slept = sleep(100, timers, kept.signal).then(() => (woke = timers.now()));
+    assert.equal(getEventListeners(kept.signal, 'abort').length, 1);
     await timers.advance(100);
     await slept;
     assert.equal(woke, 10_100, 'a signal not aborted leaves the sleep its whole delay');
+    // A signal outlives its sleeps (one per connection, a tarpit's many waits): each takes its listener back.
+    assert.equal(getEventListeners(kept.signal, 'abort').length, 0, 'a sleep that ran its course leaves no listener on the signal');
   });
 });

@@ -526,6 +526,14 @@ describe('callout serve', () => {
     writeFileSync(path, stringify(base));
     assert.equal(await daemon.reload(), true);
     assert.equal(restartOnly().length, 2, 'the file as the daemon runs it warns of nothing');
+    // The listeners, the store and the data directory: warned of, and kept as they run.
+    const running = { listen: daemon.config.policy.listen, metrics: daemon.config.metrics.listen, store: daemon.config.store, dataDir: daemon.config.dataDir };
+    const otherDir = mkdtempSync(join(tmpdir(), 'callout-reload-fixed-other-'));
+    cleanups.push(() => rmSync(otherDir, { recursive: true, force: true }));
+    writeFileSync(path, stringify({ ...base, dataDir: otherDir, store: { kind: 'sqlite', path: 'other.sqlite' }, policy: { ...(base.policy as object), listen: '127.0.0.2:0', socketMode: '0600' }, metrics: { listen: '127.0.0.2:0' } }));
+    assert.equal(await daemon.reload(), true);
+    assert.deepEqual(restartOnly().at(-1)?.settings, ['policy.listen', 'metrics.listen', 'store', 'dataDir', 'policy.socketMode']);
+    assert.deepEqual({ listen: daemon.config.policy.listen, metrics: daemon.config.metrics.listen, store: daemon.config.store, dataDir: daemon.config.dataDir }, running, 'the running configuration keeps what runs');
   });
 
   it('reports after a reload that changed only restart-only settings the digest of a worker started on that file (one that replaced a worker that died)', async () => {

@@ -563,6 +563,22 @@ describe('PolicyServer over TCP', () => {
     client.close();
   });
 
+  it('does not end a pipelined request begun with one whose answer takes longer than the arrival bound', async () => {
+    // The arrival timer fires while the first request is handled: that time is ours, not the client's.
+    const timers = new ManualTimers();
+    const { address } = await startServer((attributes) => (attributes.instance === 'first' ? sleep(1500, timers).then(() => 'DUNNO') : 'OK'), { limits: { arrivalTimeoutMs: 1000 }, timers });
+    const client = await Client.connect(address);
+    const second = encodeRequest({ instance: 'second' });
+    client.send(encodeRequest({ instance: 'first' }) + second.slice(0, 20));
+    await turnsUntil(() => timers.waiting === 4, 'the first request and the start of the second');
+    await timers.advance(1500);
+    assert.equal(await client.reply(), 'DUNNO', 'the first request is answered');
+    await timers.advance(400);
+    client.send(second.slice(20));
+    assert.equal(await client.reply(), 'OK');
+    client.close();
+  });
+
   it('drops a connection it is closing when the client never reads the answers queued before the end', async () => {
     // Answers large enough that the socket buffers cannot take them all: the end stays queued.
     // The requests must come within the idle timeout of the connection being taken, or it is
