@@ -164,7 +164,7 @@ describe('parseCidr', () => {
     assert.deepEqual(AddressSet.parse(['010.1.1.0/24']), { ok: false, reason: '"010.1.1.0/24": an octet with a leading zero (010): write it in decimal without the zero' });
     assert.deepEqual(parseNetwork('172.016.0.0/12'), { ok: false, reason: 'an octet with a leading zero (016): write it in decimal without the zero', leadingZero: true });
     // Not an IPv4 dotted quad of decimal octets: the general reason.
-    for (const text of ['00::1::2', '::ffff:010.1.1.1', '[010.1.1.1]', '010.1.1', '0x0a.1.1.1', '0100.1.1.1']) {
+    for (const text of ['00::1::2', '::ffff:010.1.1.1', '[010.1.1.1]', '010.1.1', '010.1.1.1.1', '0x0a.1.1.1', '0100.1.1.1']) {
       assert.deepEqual(parseCidr(text), { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(text.replace(/^\[(.*)\]$/, '$1'))}` }, text);
     }
   });
@@ -183,6 +183,21 @@ describe('parseCidr', () => {
     fc.assert(
       fc.property(addressLike, fc.oneof(fc.nat(200).map(String), fc.string({ maxLength: 4 })), (address, prefix) => {
         parseCidr(`${address}/${prefix}`);
+      }),
+    );
+  });
+
+  it('parseNetwork takes what parseCidr takes, as parseCidr reads it, but for host bits, and always takes the network it names', () => {
+    const addressLike = fc.oneof(fc.ipV4(), fc.ipV6(), fc.ipV4Extended(), fc.constantFrom('::ffff:0.0.0.0', '::ffff:192.0.2.1', '010.1.1.1'), fc.string({ maxLength: 10 }));
+    fc.assert(
+      fc.property(addressLike, fc.oneof(fc.nat(130).map(String), fc.string({ maxLength: 4 })), fc.boolean(), (address, prefix, bare) => {
+        const text = bare ? address : `${address}/${prefix}`;
+        const cidr = parseCidr(text);
+        const network = parseNetwork(text);
+        if (network.ok) assert.deepEqual(network, cidr, text);
+        else if (cidr.ok) assert.match(network.reason, /^host bits set after the prefix: write the network, /, text);
+        else assert.deepEqual(network, cidr, text);
+        if (cidr.ok) assert.deepEqual(parseNetwork(formatCidr(cidr.value)), cidr, text);
       }),
     );
   });
@@ -251,7 +266,7 @@ describe('AddressSet', () => {
   });
 
   it('refuses an entry with host bits set, as Postfix\'s cidr tables skip it, and names the network', () => {
-    for (const [entry, network] of [['10.1.2.3/8', '10.0.0.0/8'], ['192.0.2.10/24', '192.0.2.0/24'], ['2001:db8::1/32', '2001:db8::/32'], ['::ffff:192.0.2.5/120', '192.0.2.0/24'], ['::ffff:192.0.2.5/64', '::/64'], ['::ffff:0:0/95', '::fffe:0:0/95']]) {
+    for (const [entry, network] of [['10.1.2.3/8', '10.0.0.0/8'], ['192.0.2.10/24', '192.0.2.0/24'], ['2001:db8::1/32', '2001:db8::/32'], ['::ffff:192.0.2.5/120', '192.0.2.0/24'], ['::ffff:192.0.2.5/64', '::/64'], ['::ffff:0:0/95', '::fffe:0:0/95'], ['::ffff:0.0.0.0/64', '::/64']]) {
       const parsed = AddressSet.parse(['127.0.0.0/8', entry!]);
       assert.equal(parsed.ok, false, entry);
       if (!parsed.ok) assert.equal(parsed.reason, `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${network}, or the address alone`);

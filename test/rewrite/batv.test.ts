@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ConfigError } from '../../src/core/errors.js';
-import { Batv, parsePrvs, prvsDayStamp, prvsSign, prvsStampValid } from '../../src/rewrite/batv.js';
+import { Batv, batvKeyFileLines, parsePrvs, prvsDayStamp, prvsSign, prvsStampValid } from '../../src/rewrite/batv.js';
 import type { EximVectors } from '../fixtures/batv/generate.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../fixtures/batv/exim-vectors.json', import.meta.url), 'utf8')) as EximVectors;
@@ -217,6 +217,25 @@ describe('BATV properties', () => {
         return true;
       }),
       { numRuns: 400 },
+    );
+  });
+
+  it('a key file line is KEYNUM (one digit) then a secret that starts at a character that is not white space', () => {
+    assert.deepEqual(batvKeyFileLines('# keys\n\n 1 s3cret \r\n1  \n10 ten\n2\tx'), [
+      { number: 3, key: { keynum: 1, secret: 's3cret ' } },
+      { number: 4, key: undefined },
+      { number: 5, key: undefined },
+      { number: 6, key: { keynum: 2, secret: 'x' } },
+    ]);
+    const unit = fc.constantFrom('0', '1', '9', ' ', '\t', '#', 'a', '\n', '\r\n');
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 60 }), (text) => {
+        const lines = text.split(/\r?\n/);
+        for (const { number, key } of batvKeyFileLines(text)) {
+          assert.ok(number >= 1 && number <= lines.length);
+          if (key) assert.ok(key.keynum >= 0 && key.keynum <= 9 && /^\S/.test(key.secret) && lines[number - 1]!.includes(key.secret), JSON.stringify(text));
+        }
+      }),
     );
   });
 

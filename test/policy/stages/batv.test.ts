@@ -73,6 +73,15 @@ describe('batv stage secretFile', () => {
     // A secret that merely has a space in it, under another key number, is taken without a word.
     createBatvStage(opts(2), { log });
     assert.equal(warnings.length, 1);
+    // Comment lines alone, or a line that is no `KEYNUM SECRET` among them, are no key file: the plain reason, without the hint.
+    for (const text of ['# one\n# two\n', 'batvsecret\n1 older\n']) {
+      writeFileSync(keys, text);
+      assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone`, text);
+    }
+  });
+
+  it('refuses a {word} in its texts, which take no placeholders, instead of sending it as it is', () => {
+    assert.throws(() => stage({ unsignedText: 'no bounce to {sender}' }), { code: 'CONFIG_INVALID', message: 'unsignedText: unknown placeholder {sender}; this text takes no placeholders' });
   });
 });
 
