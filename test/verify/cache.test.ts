@@ -162,3 +162,29 @@ describe('VerificationCache records fuzzed', () => {
     assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500);
   });
 });
+
+describe('VerificationCache locks', () => {
+  it('gives each taker its own token: a holder whose lock expired, or a late second release, never deletes the next holder\'s lock, even within one millisecond', async () => {
+    // Two caches on one store and one clock: two engines in one process, or two daemons on a Redis.
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const config = validateConfig({}).cache;
+    const [first, second] = [new VerificationCache(store, config, clock), new VerificationCache(store, config, clock)];
+    const key = first.addressLock('alice@example.org');
+    const expired = await first.lock(key, 100);
+    assert.ok(expired !== undefined);
+    clock.advance(100);
+    const taken = await second.lock(key, 60_000);
+    assert.ok(taken !== undefined && taken !== expired, `tokens ${expired} and ${String(taken)}`);
+    await first.unlock(key, expired);
+    assert.equal(await first.holder(key), taken, 'the expired holder\'s release leaves the new lock');
+    // Let go and taken again in the same millisecond.
+    await second.unlock(key, taken);
+    const retaken = await first.lock(key, 60_000);
+    assert.ok(retaken !== undefined && retaken !== taken, `tokens ${taken} and ${String(retaken)}`);
+    await second.unlock(key, taken);
+    assert.equal(await first.holder(key), retaken, 'a second release of the old token leaves the new lock');
+    const other = await first.lock(first.catchAllLock('example.org'), 60_000);
+    assert.ok(other !== undefined && other !== retaken, 'a second lock of one cache gets a token of its own');
+  });
+});

@@ -1312,6 +1312,36 @@ describe('stage timeouts of the dialogue', () => {
     assert.deepEqual(await lockKeys(), [], 'a daemon started at once probes instead of waiting out the lock');
   });
 
+  it('a lock is let go once: abandon() after a finished probe, and the end of a probe abandon() let go of, ask the store nothing more', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61', 'real.test': '127.0.0.2' }), {
+      '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 300 }) },
+      '127.0.0.2': usersOnly(['alice']),
+    });
+    const releases: string[] = [];
+    class CountedRelease extends MemoryStore {
+      override deleteIf(key: string, expected: string): Promise<boolean> {
+        releases.push(key);
+        return super.deleteIf(key, expected);
+      }
+    }
+    const store = new CountedRelease({ clock: w.clock });
+    // Not kept by the engine once let go: abandon() at shutdown does not let it go again.
+    const done = w.engine({ callout: { randomProbe: false } }, store);
+    assert.equal((await done.verify('alice@real.test')).source, 'probe');
+    assert.deepEqual(releases, ['lock:alice@real.test']);
+    await done.abandon();
+    assert.deepEqual(releases, ['lock:alice@real.test'], 'abandon() after the probe');
+    // Let go by abandon(): the probe that ends later leaves the lock, another process's by then, alone.
+    releases.length = 0;
+    const engine = w.engine({ callout: { randomProbe: false } }, store);
+    const running = engine.verify('alice@hold.test');
+    await until(async () => (await store.get('lock:alice@hold.test')) !== undefined);
+    await engine.abandon();
+    assert.deepEqual(releases, ['lock:alice@hold.test']);
+    await running;
+    assert.deepEqual(releases, ['lock:alice@hold.test'], 'the end of the abandoned probe');
+  });
+
   it('abandon() closes the idle connections with QUIT although a probe is still running', async () => {
     const w = await make(mxZone({ 'hold.test': '127.0.0.61', 'real.test': '127.0.0.2' }), {
       '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) },
@@ -1710,6 +1740,30 @@ describe('locks shared through the store', () => {
       assert.equal(next()!.catchAll, 'inconclusive', `${address}: asked the question itself`);
     }
     assert.equal(randomProbes(w, '127.0.0.61').length, 3);
+  });
+
+  it('a catch-all lock another process took anew during the wait is not taken over: it stays that holder\'s', async (t) => {
+    const users = usersOnly(['alice']).rcpt!;
+    const w = await make(mxZone({ 'moved.test': '127.0.0.61' }), {
+      '127.0.0.61': { rcpt: (arg, session) => (pathOf(arg).startsWith('callout-') ? '450 4.3.0 Temporary lookup failure, try again later' : users(arg, session)) },
+    });
+    const key = 'lock-catchall:moved.test';
+    const memory = new MemoryStore({ clock: w.clock });
+    await memory.set(key, 'first holder', NO_EXPIRY);
+    const { store, refusals } = watchedLock(memory, key);
+    const timers = new ManualTimers({ wall: w.clock });
+    t.after(() => timers.advance(60_000));
+    const engine = w.engine({ callout: { timeouts: { overall: '2s' } } }, store, undefined, timers);
+    const first = watch(engine.verify('alice@moved.test'));
+    await turnsUntil(() => refusals() === 1 && timers.waiting === 1, 'the wait for the catch-all lock');
+    // The first holder let go and another process took the lock: the wait's end must not take it over.
+    await memory.set(key, 'second holder', NO_EXPIRY);
+    for (let at = 0; at < 7_000; at += 100) {
+      await turnsUntil(() => timers.waiting === 1, `the poll after ${at} ms`);
+      await timers.advance(100);
+    }
+    await turnsUntil(() => first() !== undefined, 'the probe after the wait');
+    assert.equal((await memory.get(key))?.value, 'second holder', 'the new holder\'s lock stays');
   });
 
   it('a probe lock without expiry costs one wait, and is then deleted: the next callout of the address probes at once', async () => {
