@@ -16,6 +16,15 @@ import { domainToASCII } from 'node:url';
 /** RFC 1035 §2.3.4: 255 octets on the wire are 253 characters written without the final dot. */
 export const MAX_NAME_LENGTH = 253;
 
+/**
+ * The longest text queryName converts. Punycode encodes a label in time its length times its
+ * distinct code points (a 16000-character label of ideographs took 600 ms), so a longer text is
+ * too long before it is converted. Four code units per octet on the wire leave room for what
+ * UTS #46 maps shorter (a mathematical letter, two code units, becomes one ASCII letter); only a
+ * name padded with code points that mapping drops could be refused that would fit.
+ */
+export const MAX_WRITTEN_LENGTH = 4 * MAX_NAME_LENGTH;
+
 export function canonicalName(name: string): string {
   return (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase();
 }
@@ -26,10 +35,12 @@ export function canonicalName(name: string): string {
  * Punycode, such as "xn--zz", or a joiner in a U-label). node:dns converts every name itself and,
  * when that fails, asks for the root instead, so the caller has to know before asking. 'nul' for
  * a NUL character: c-ares takes the name as a C string and would ask for what precedes it, so
- * "evil.example\0.good.example" would be answered with the records of evil.example.
+ * "evil.example\0.good.example" would be answered with the records of evil.example. A text
+ * longer than MAX_WRITTEN_LENGTH is 'too-long' without being converted.
  */
 export function queryName(name: string): { ok: true; name: string } | { ok: false; problem: 'too-long' | 'not-idna' | 'nul' } {
   if (name.includes('\0')) return { ok: false, problem: 'nul' };
+  if (name.length > MAX_WRITTEN_LENGTH) return { ok: false, problem: 'too-long' };
   const labels = canonicalName(name).split('.');
   // Only labels that need IDNA go to domainToASCII: it runs the URL host parser, which would
   // read an all-numeric name as an IPv4 address.

@@ -1,9 +1,11 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isIP } from 'node:net';
+import fc from 'fast-check';
 import { resolveConfiguredHosts, resolveMailHosts } from '../../src/dns/mx.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
 import { ConfigError } from '../../src/core/errors.js';
-import type { MxHost, MxResolution, Resolver } from '../../src/dns/types.js';
+import type { DnsAnswer, MxHost, MxRecord, MxResolution, Resolver } from '../../src/dns/types.js';
 import { startDnsServer, type DnsTestServer, type Zone } from '../support/dns-server.js';
 
 const host = (n: number) => ({ A: [`192.0.2.${n}`] });
@@ -331,5 +333,53 @@ describe('resolveConfiguredHosts (call-forward to configured hosts)', () => {
     assert.deepEqual(hosts[0]?.addresses, []);
     assert.match(hosts[0]?.addressProblem ?? '', /ESERVFAIL/);
     assert.deepEqual(hosts[1], { name: 'a.mx.test', preference: 1, addresses: ['192.0.2.1'] });
+  });
+});
+
+describe('resolveMailHosts fuzzed', () => {
+  // Whatever a domain's DNS answers (any exchange text, preference, duplicates, any addresses or
+  // failures), the result is one of the declared outcomes within the limits, never a throw.
+  const exchange = fc.oneof(
+    fc.constantFrom('', '.', 'a.mx.test', 'A.MX.TEST.', '192.0.2.1', '[192.0.2.1]', '2001:db8::1', 'fe80::1%eth0', '[2001:db8::1]'),
+    fc.domain(),
+    fc.string({ unit: 'binary', maxLength: 40 }),
+  );
+  const record = fc.record({ priority: fc.integer({ min: 0, max: 65535 }), exchange });
+  const answer = <T>(value: fc.Arbitrary<T>): fc.Arbitrary<DnsAnswer<T>> =>
+    fc.oneof(
+      fc.array(value, { maxLength: 12 }).map((records) => ({ kind: 'records' as const, records, ttl: 60 })),
+      fc.constantFrom<DnsAnswer<T>>({ kind: 'nodata', ttl: 60 }, { kind: 'nxdomain', ttl: 60 }, { kind: 'tempfail', reason: 'SERVFAIL' }),
+    );
+  const v4 = fc.ipV4();
+  const v6 = fc.ipV6();
+
+  test('gives hosts in preference order within maxHosts and maxAddressesPerHost, or a declared outcome', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        answer<MxRecord>(record),
+        answer(v4),
+        answer(v6),
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.boolean(),
+        async (mx, a, aaaa, maxHosts, maxAddressesPerHost, ipv6) => {
+          const stub: Resolver = { ...resolver, mx: () => Promise.resolve(mx), a: () => Promise.resolve(a), aaaa: () => Promise.resolve(aaaa) };
+          const result = await resolveMailHosts(stub, 'fuzz.test', { maxHosts, maxAddressesPerHost, ipv6 });
+          assert.ok(['hosts', 'null-mx', 'nxdomain', 'no-mail-host', 'tempfail'].includes(result.kind), JSON.stringify(result));
+          if (result.kind === 'tempfail' || result.kind === 'no-mail-host') assert.ok(result.reason.length > 0);
+          if (result.kind !== 'hosts') return;
+          assert.ok(result.hosts.length >= 1 && result.hosts.length <= maxHosts);
+          assert.ok(new Set(result.hosts.map((host) => host.name)).size === result.hosts.length, 'exchangers named twice');
+          for (const [i, host] of result.hosts.entries()) {
+            if (i > 0) assert.ok(result.hosts[i - 1]!.preference <= host.preference);
+            assert.ok(host.addresses.length <= maxAddressesPerHost);
+            assert.equal(new Set(host.addresses).size, host.addresses.length);
+            for (const address of host.addresses) assert.ok(isIP(address) === 4 || (ipv6 && isIP(address) === 6), address);
+            assert.ok(host.addresses.length > 0 || (host.addressProblem ?? '').length > 0);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ConfigError } from '../../src/core/errors.js';
-import { Srs, isSrsAddress, srsTimestamp } from '../../src/rewrite/srs.js';
+import { Srs, isSrsAddress, srsDomain, srsTimestamp } from '../../src/rewrite/srs.js';
+import { elapsedMs } from '../support/fuzz.js';
 
 const DAY = 86_400_000;
 /** 2020-01-01 00:01 UTC, the instant of postsrsd's and libsrs2's own test vectors (day 854 mod 1024). */
@@ -271,6 +272,20 @@ describe('SRS properties', () => {
       }),
       { numRuns: 400 },
     );
+  });
+
+  it('srsDomain reads any text as a domain without "@" or says why it is none, in linear time', () => {
+    const written = fc.oneof(fc.domain(), fc.tuple(fc.string({ maxLength: 10 }), fc.domain()).map(([local, domain]) => `${local}@${domain}`), fc.string({ unit: 'binary', maxLength: 80 }));
+    fc.assert(
+      fc.property(written, (text) => {
+        const result = srsDomain(text);
+        if (!result.ok) return assert.ok(result.problem.length > 0);
+        assert.ok(result.domain !== '' && !result.domain.includes('@') && text.endsWith(result.domain), JSON.stringify(result));
+      }),
+    );
+    for (const text of ['@'.repeat(100_000), `${'a.'.repeat(50_000)}example`, 'ä'.repeat(100_000)]) {
+      assert.ok(elapsedMs(() => srsDomain(text)) < 100, text.slice(0, 10));
+    }
   });
 
   it('never throws on any input', () => {

@@ -94,6 +94,19 @@ describe('VERP', () => {
     assert.throws(() => parseVerpDelimiters('+=='), ConfigError);
     assert.deepEqual(parseVerpDelimiters('+='), { local: '+', domain: '=' });
   });
+  it('reads any text as two of - = + or refuses it with a ConfigError naming it', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ unit: fc.constantFrom('-', '=', '+', 'x', '\ud83d', '\ude00'), maxLength: 3 }), fc.string({ unit: 'binary', maxLength: 5 })), (text) => {
+        try {
+          const { local, domain } = parseVerpDelimiters(text);
+          assert.equal(local + domain, text);
+          assert.ok('-=+'.includes(local) && '-=+'.includes(domain) && local.length === 1 && domain.length === 1);
+        } catch (err) {
+          assert.ok(err instanceof ConfigError && err.message.includes(JSON.stringify(text)), String(err));
+        }
+      }),
+    );
+  });
   it('encode then decode is the identity; decode never throws', () => {
     const local = fc.stringMatching(/^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,30}$/);
     const domain = fc.stringMatching(/^[a-z0-9-]{1,15}(\.[a-z]{2,5}){1,2}$/);

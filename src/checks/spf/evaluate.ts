@@ -57,7 +57,7 @@ import {
   type MacroString,
 } from './macro.js';
 import { MAX_RECORD_LENGTH, parseRecordTerms, type Directive, type Qualifier, type RecordParse } from './record.js';
-import { canonicalName } from '../../dns/names.js';
+import { MAX_WRITTEN_LENGTH, canonicalName } from '../../dns/names.js';
 import {
   DEFAULT_SPF_LIMITS,
   type SpfIdentity,
@@ -185,9 +185,11 @@ function builtinMacroString(text: string): MacroString {
   return parsed.value;
 }
 
+/** The A-label form; undefined for no domain, or for one too long to convert (dns/names MAX_WRITTEN_LENGTH: Punycode takes time quadratic in a label). */
 function asciiDomain(domain: string): string | undefined {
   const name = domain.endsWith('.') ? domain.slice(0, -1) : domain;
   if (/^[\x21-\x7e]*$/.test(name)) return name;
+  if (name.length > MAX_WRITTEN_LENGTH) return undefined;
   const ascii = domainToASCII(name);
   return ascii === '' ? undefined : ascii;
 }
@@ -195,6 +197,7 @@ function asciiDomain(domain: string): string | undefined {
 /** §4.3: the domain check_host() was given must be a fully qualified domain name of at most 253 characters. */
 function checkableDomain(domain: string): { ok: true; name: string } | { ok: false; problem: string } {
   if (domain.startsWith('[')) return { ok: false, problem: `${domain} is an address literal, not a domain` };
+  if (domain.length > MAX_WRITTEN_LENGTH) return { ok: false, problem: `${JSON.stringify(domain.slice(0, 80))}... is longer than ${MAX_NAME_LENGTH} characters` };
   const ascii = asciiDomain(domain);
   if (ascii === undefined) return { ok: false, problem: `${JSON.stringify(domain)} is not a valid domain name` };
   // Only an expanded name is cut from the left (§7.3); a longer <domain> is malformed.

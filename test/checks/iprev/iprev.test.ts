@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { checkIprev } from '../../../src/checks/iprev/index.js';
+import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
 import { ManualTimers } from '../../support/manual-time.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { reverseName } from '../../../src/dns/reverse.js';
@@ -142,4 +144,34 @@ test('timeoutMs: a reverse zone that never answers is a temperror once the bound
   } finally {
     await server.close();
   }
+});
+
+test('fuzz: any client text and any PTR and forward answers give a verdict within maxNames, pass only when a name resolves back', async () => {
+  const answer = <T>(value: fc.Arbitrary<T>): fc.Arbitrary<DnsAnswer<T>> =>
+    fc.oneof(
+      fc.array(value, { maxLength: 15 }).map((records) => ({ kind: 'records' as const, records, ttl: 60 })),
+      fc.constantFrom<DnsAnswer<T>>({ kind: 'nodata', ttl: 60 }, { kind: 'nxdomain', ttl: 60 }, { kind: 'tempfail', reason: 'SERVFAIL' }),
+    );
+  const name = fc.oneof(fc.constantFrom('', '.', 'a.example', 'A.EXAMPLE.', 'b.example'), fc.domain(), fc.string({ unit: 'binary', maxLength: 30 }));
+  const address = fc.oneof(fc.constantFrom('192.0.2.1', '::ffff:192.0.2.1', '2001:db8::1', '2001:DB8:0::1'), fc.ipV4(), fc.ipV6(), fc.string({ maxLength: 20 }));
+  await fc.assert(
+    fc.asyncProperty(address, answer(name), answer(address), fc.integer({ min: 1, max: 12 }), async (ip, ptr, forward, maxNames) => {
+      const asked: string[] = [];
+      const stub: Resolver = {
+        mx: () => Promise.resolve({ kind: 'nodata', ttl: 60 }),
+        txt: () => Promise.resolve({ kind: 'nodata', ttl: 60 }),
+        ptr: () => Promise.resolve(ptr),
+        a: (forwardName) => (asked.push(forwardName), Promise.resolve(forward)),
+        aaaa: (forwardName) => (asked.push(forwardName), Promise.resolve(forward)),
+      };
+      const verdict = await checkIprev(ip, { resolver: stub, maxNames });
+      assert.ok(['pass', 'fail', 'temperror', 'permerror'].includes(verdict.result));
+      assert.ok(verdict.reason.length > 0);
+      assert.ok(verdict.ptrNames.length <= maxNames && asked.length <= maxNames, `${asked.length} forward lookups`);
+      assert.ok(verdict.ptrNames.every((ptrName) => ptrName !== ''));
+      assert.equal(verdict.result === 'pass', verdict.confirmedNames.length > 0);
+      assert.ok(verdict.confirmedNames.every((confirmed) => verdict.ptrNames.includes(confirmed)));
+    }),
+    { numRuns: 500 },
+  );
 });

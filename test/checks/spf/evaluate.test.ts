@@ -135,6 +135,17 @@ test('a sender of any length is checked: a long local part (SRS, or a forger eva
   }
 });
 
+test('a sender or HELO domain of thousands of distinct non-ASCII characters is too long before it is converted (Punycode takes time quadratic in a label)', async () => {
+  const label = Array.from({ length: 16_000 }, (_, i) => String.fromCodePoint(0x4e00 + i)).join('');
+  for (const request of [{ mailFrom: `a@${label}.example`, helo: 'h' }, { mailFrom: '', helo: `${label}.example` }]) {
+    const started = performance.now();
+    const verdict = await evaluateSpf({ ip: '203.0.113.9', ...request }, { resolver });
+    assert.equal(verdict.result, 'none');
+    assert.match(verdict.problem ?? '', /is longer than 253 characters/);
+    assert.ok(performance.now() - started < 200, `took ${performance.now() - started} ms`);
+  }
+});
+
 test('a ptr term whose PTR lookup comes back empty is a void lookup too: the third is a permerror', async () => {
   const verdict = await evaluateSpf({ ip: '192.0.2.77', mailFrom: 'a@voidptr.example.com', helo: 'h' }, { resolver });
   assert.equal(verdict.result, 'permerror');
@@ -207,7 +218,7 @@ test('unusable input is a result, not an exception', async () => {
   assert.equal(literal.result, 'none');
 });
 
-test('fuzz: any published record gives one of the seven results', async () => {
+test('fuzz: any published record gives one of the seven results, within the DNS lookup limits', async () => {
   const term = fc.oneof(
     fc.constantFrom('all', '-all', '~all', '?all', 'a', 'mx', 'ptr', 'a/24', 'mx//64', 'include:inc.fuzz.example', 'redirect=inc.fuzz.example', 'exists:%{i}.fuzz.example'),
     fc.constantFrom('exp=x.fuzz.example', 'ip4:192.0.2.0/24', 'ip6:2001:db8::/32', 'a:%{d2}', 'include:%{l}.fuzz.example', 'ptr:fuzz.example'),
@@ -224,6 +235,10 @@ test('fuzz: any published record gives one of the seven results', async () => {
       );
       const verdict = await evaluateSpf({ ip, mailFrom: 'u@fuzz.example', helo: 'h.example' }, { resolver: fuzzZone });
       assert.ok(SPF_RESULTS.includes(verdict.result));
+      // RFC 7208 §4.6.4: the term past the 10th, or the void lookup past the 2nd, is counted and
+      // ends the check; each counted term asks at most 11 queries (mx or ptr: 10 names' addresses).
+      assert.ok(verdict.lookups.dnsTerms <= 11 && verdict.lookups.voidLookups <= 3, JSON.stringify(verdict.lookups));
+      assert.ok(verdict.trace.filter((entry) => entry.kind === 'dns').length <= 1 + 10 * 11 + 1, 'more DNS queries than the limits allow');
     }),
     { numRuns: 500 },
   );
