@@ -47,9 +47,29 @@ function scan(line) {
 const TEST_TIMEOUT_MS = 600_000;
 // The loopback guard refuses, in every test process, a connection to a host off this machine.
 const guard = new URL('../test/support/loopback-guard.ts', import.meta.url).pathname;
+// The runner and every file's process in a process group of their own, so that all can be
+// killed: a file blocked in synchronous work never runs its SIGTERM handler
+// (test/support/exit-hooks), so it outlives its --test-timeout and the runner waits on it for
+// ever. Past RUN_LIMIT_MS the whole group gets SIGKILL and the run fails, saying why.
+const RUN_LIMIT_MS = 3 * TEST_TIMEOUT_MS;
 const child = spawn(process.execPath, ['--import', 'tsx', '--import', guard, '--test', '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, ...files], {
   stdio: ['inherit', 'pipe', 'inherit'],
+  detached: true,
 });
+const killGroup = (signal) => {
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // Already gone.
+  }
+};
+let overran = false;
+const limit = setTimeout(() => {
+  overran = true;
+  killGroup('SIGKILL');
+}, RUN_LIMIT_MS);
+// Outside the terminal's process group now: a Ctrl-C or a CI's stop reaches the tests through us.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => killGroup(signal));
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
   pending += chunk.toString('utf8');
@@ -58,7 +78,9 @@ child.stdout.on('data', (chunk) => {
   for (const line of lines) scan(line);
 });
 child.on('close', (code, signal) => {
+  clearTimeout(limit);
   if (pending !== '') scan(pending);
+  if (overran) process.stdout.write(`\n# ==== the test run passed ${RUN_LIMIT_MS / 60_000} minutes and was killed: a test file blocked in synchronous work outlives its timeout (it cannot run its SIGTERM handler) ====\n`);
   if (failures.length > 0) {
     process.stdout.write(`\n# ==== ${failures.length} failed (suites count with their tests) ====\n`);
     for (const block of failures) process.stdout.write(`${block.join('\n')}\n`);
