@@ -34,7 +34,7 @@ import { maskPassword } from '../store/redis-url.js';
 import { HIDDEN_SECRET } from '../core/text.js';
 import { exitCodeFor } from './exit-status.js';
 import { runVerify } from './verify.js';
-import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
+import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { checkServeConfiguration } from '../policy/daemon.js';
 import { registerServeCommand } from './serve.js';
@@ -63,7 +63,7 @@ export function buildProgram(): Command {
     const overrides = engineOverrides(flags);
     if (flags.concurrency !== undefined) overrides.limits = { listConcurrency: numberFlag('--concurrency', flags.concurrency) };
     // A one-off run keeps its cache in memory unless --cache or the file says otherwise.
-    const config = loadConfig(flags.config, overrides, { store: { kind: 'memory' } });
+    const config = loadConfig(flags.config, overrides, { store: { kind: 'memory' } }, { flagOf });
     process.exitCode = await runVerify(addresses, {
       json: flags.json === true,
       ...(flags.file !== undefined ? { file: flags.file } : {}),
@@ -99,7 +99,7 @@ export function buildProgram(): Command {
     config.command('print').description('print the effective configuration (file, flags and defaults) as YAML'),
     SERVICE_CACHE_DEFAULT,
   ).action((flags: EngineFlags) => {
-    const effective = loadConfig(flags.config, engineOverrides(flags));
+    const effective = loadConfig(flags.config, engineOverrides(flags), {}, { flagOf });
     process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, printable))));
   });
   return program;

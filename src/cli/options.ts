@@ -66,6 +66,33 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   return overrides;
 }
 
+/** The flags that set configuration keys (engineOverrides, serveOverrides, verify's --concurrency). */
+const FLAG_KEYS: Readonly<Record<string, string>> = {
+  'callout.helo': '--helo',
+  'callout.sender': '--sender',
+  'callout.allowTargets': '--allow-target',
+  'callout.port': '--port',
+  'callout.timeouts.overall': '--timeout',
+  'dns.servers': '--dns-server',
+  'store.path': '--cache',
+  'limits.listConcurrency': '--concurrency',
+  'policy.listen': '--listen',
+  'policy.workers': '--workers',
+  'policy.idlePollMicros': '--idle-poll',
+  'metrics.listen': '--metrics',
+  dataDir: '--data-dir',
+};
+
+/**
+ * A key of a problem with the command line, with the flag that set it: "callout.port: got 0"
+ * sent the administrator who typed --port 0 looking for a key in no file. An entry of a list
+ * (callout.allowTargets.1) is its repeated flag's.
+ */
+export function flagOf(key: string): string {
+  const set = Object.keys(FLAG_KEYS).find((k) => key === k || key.startsWith(`${k}.`));
+  return set === undefined ? key : `${FLAG_KEYS[set]!} (${key})`;
+}
+
 /** Decimal only: Number() also reads 0x19 as 25, 1e3 and Infinity. */
 const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
 

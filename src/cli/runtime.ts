@@ -12,6 +12,7 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { loadConfig } from '../config/load.js';
+import { flagOf } from './options.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../core/errors.js';
 import { systemClock } from '../core/clock.js';
@@ -69,7 +70,7 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
  * state is in the daemon's memory. Only a file sets memory; no such command has a flag for it.
  */
 export function daemonStateConfig(flags: { config?: string; dataDir?: string }, state: string): Config {
-  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {});
+  const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {}, {}, { flagOf });
   if (config.store.kind === 'memory') {
     throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (${state} in a running daemon's memory cannot be reached from here)`);
   }

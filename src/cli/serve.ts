@@ -27,7 +27,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
-import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, numberFlag } from './options.js';
+import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 
 interface ServeFlags extends EngineFlags {
@@ -64,7 +64,7 @@ export function registerServeCommand(program: Command): void {
   ).action(async (flags: ServeFlags) => {
     withholdFromOthers();
     const overrides = serveOverrides(flags);
-    const config = loadConfig(flags.config, overrides);
+    const config = loadConfig(flags.config, overrides, {}, { flagOf });
     const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });

@@ -48,6 +48,14 @@ export interface ReadConfigOptions {
   refuseEmpty?: boolean;
 }
 
+export interface LoadConfigOptions extends ReadConfigOptions {
+  /**
+   * The flag that sets a key, for a message about a value from the command line: the
+   * administrator typed --timeout 0, not callout.timeouts.overall.
+   */
+  flagOf?: (key: string) => string;
+}
+
 export function readConfigFile(path: string, options: ReadConfigOptions = {}): RawConfig {
   const read = readFileLimited(path, MAX_CONFIG_BYTES, { governing: true });
   if (!read.ok) throw new ConfigError(`${path}: ${read.reason}${read.reason === tooLarge(MAX_CONFIG_BYTES) ? ': not a configuration file' : ''}`);
@@ -84,7 +92,10 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
     if (options.refuseEmpty) throw new ConfigError(`${path}: holds no settings (empty, or comments only: a file still being written?); the defaults would drop every configured stage`);
     return {};
   }
-  if (!isRecord(value)) throw new ConfigError(`${path}: expected a mapping of settings at the top level`);
+  if (!isRecord(value)) {
+    // What it holds instead: a file of `- item` lines, or of one word (a path given for the file, say).
+    throw new ConfigError(`${path}: got ${abbreviate(JSON.stringify(value), 100)} at the top level, expected a mapping of settings (key: value lines)`);
+  }
   // One file is read by the daemon (started in / by init) and by `callout greylist` or `bounce`
   // in an administrator's directory: a relative dataDir gave each its own store, and `greylist
   // allow` said "allowed" in one the daemon never reads. (A --data-dir flag is the shell's, as --cache is.)
@@ -132,12 +143,12 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
  * The file over `baseline` (a command's own defaults, such as the in-memory cache of
  * `callout verify`), and the flags over both.
  */
-export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}, options: ReadConfigOptions = {}): Config {
+export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}, options: LoadConfigOptions = {}): Config {
   const fromFile = path ? readConfigFile(path, options) : {};
   // A bad flag is the command line's, not the file's: checked on its own first, so that the
   // message does not send the administrator to a file that says nothing of it.
-  if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line');
+  if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf);
   // Without a file, whatever is wrong came from a flag: "configuration:" sent the administrator
   // looking for a file that was never given.
-  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line');
+  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line', path ? undefined : options.flagOf);
 }

@@ -10,7 +10,8 @@
  *
  * ERRORS
  *   validateConfig() throws ConfigError whose message names every bad key (the first 20, and how
- *   many more), the value found (its start) and what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`.
+ *   many more), the value found (its start) and what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
+ *   an unknown key with the keys its mapping takes.
  */
 
 import { isIP } from 'node:net';
@@ -378,20 +379,69 @@ function describeValue(root: unknown, path: PropertyKey[]): string {
     node = (node as Record<PropertyKey, unknown>)[key];
   }
   if (node === undefined) return 'nothing';
+  // A key written with nothing after it ("callout:" over no indented lines): YAML reads null.
+  if (node === null) return 'an empty value (null)';
+  // A secret (a BATV key's) of the wrong type is still the secret: YAML reads 84729301 as a number.
+  if (path.at(-1) === 'secret') return 'a value not shown (a secret)';
   // A Redis URL may hold a password: error messages and logs show it masked.
   if (typeof node === 'string' && path.join('.') === 'store.url') node = maskPassword(node);
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
   return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node), SHOWN_VALUE);
 }
 
-/** Validates raw configuration (from YAML, flags or code); throws ConfigError listing the problems (SHOWN_PROBLEMS of them, then a count). */
-export function validateConfig(raw: unknown, source = 'configuration'): Config {
-  const result = configSchema.safeParse(raw ?? {});
+/**
+ * What a key takes, in the words of a YAML file: zod's own messages name JavaScript types and
+ * its syntax ("expected object, received string", "expected int, received number", "Invalid
+ * option: expected one of \"DUNNO\"|\"DEFER\""), which tell an administrator little of what to
+ * write. Given to each parse, so a schema's own message still wins; undefined keeps zod's.
+ */
+const TYPE_WORDS: Partial<Record<string, string>> = {
+  string: 'text',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  array: 'a list',
+  object: 'a mapping of keys (key: value lines)',
+};
+
+function plainWords(issue: z.core.$ZodRawIssue): string | undefined {
+  const values = (list: readonly unknown[]) => list.map((v) => (v === '' ? '""' : String(v))).join(', ');
+  const unit = (origin: string, n: unknown) => {
+    const word = origin === 'array' || origin === 'set' ? 'item' : origin === 'string' ? 'character' : '';
+    return word === '' ? '' : ` ${word}${Number(n) === 1 ? '' : 's'}`;
+  };
+  switch (issue.code) {
+    case 'invalid_type':
+      return `expected ${TYPE_WORDS[issue.expected] ?? issue.expected}`;
+    case 'invalid_value':
+      return issue.values.length === 1 ? `expected ${values(issue.values)}` : `expected one of ${values(issue.values)}`;
+    case 'too_small':
+      return `expected ${issue.inclusive === false ? 'more than' : 'at least'} ${String(issue.minimum)}${unit(issue.origin, issue.minimum)}`;
+    case 'too_big':
+      return `expected ${issue.inclusive === false ? 'less than' : 'at most'} ${String(issue.maximum)}${unit(issue.origin, issue.maximum)}`;
+    case 'unrecognized_keys': {
+      // The keys the mapping takes: a misspelt key (callout.timeout) is the commonest mistake,
+      // and "unknown key" alone sent the reader to the README for the right one.
+      const shape = (issue.inst as { shape?: object } | undefined)?.shape;
+      return shape ? `unknown key, expected one of ${Object.keys(shape).join(', ')}` : 'unknown key';
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Validates raw configuration (from YAML, flags or code); throws ConfigError listing the problems
+ * (SHOWN_PROBLEMS of them, then a count). `keyName` names a key as its source writes it (the flag
+ * that set it, for the command line).
+ */
+export function validateConfig(raw: unknown, source = 'configuration', keyName: (key: string) => string = (key) => key): Config {
+  const result = configSchema.safeParse(raw ?? {}, { error: plainWords });
   const rawStages = (raw as { policy?: { stages?: unknown } } | undefined)?.policy?.stages;
   if (!result.success) {
     // Report the stages' own options too, so one run shows every problem.
     const stageProblems = Array.isArray(rawStages) ? rawStages.flatMap((entry, i) => (isEntry(entry) ? checkStage(entry, i, entry).problems : [])) : [];
-    throw problemList(source, [...describeIssues(raw, result.error.issues), ...stageProblems]);
+    throw problemList(source, [...describeIssues(raw, result.error.issues, keyName), ...stageProblems]);
   }
   const problems: string[] = [];
   result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
@@ -400,7 +450,7 @@ export function validateConfig(raw: unknown, source = 'configuration'): Config {
     return checked.entry;
   });
   if (result.data.policy.workers > 1 && result.data.store.kind === 'memory') {
-    problems.push(`policy.workers: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
+    problems.push(`${keyName('policy.workers')}: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
   }
   if (problems.length > 0) throw problemList(source, problems);
   return result.data;
@@ -418,19 +468,25 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
     return { entry, problems: [`${where}.name: got ${abbreviate(JSON.stringify(entry.name), SHOWN_VALUE)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
   }
   const { name, mode, states, ...options } = entry;
-  const parsed = definition.options.strict().safeParse(options);
-  if (!parsed.success) return { entry, problems: describeIssues(rawEntry, parsed.error.issues).map((p) => `${where}.${p}`) };
+  const parsed = definition.options.strict().safeParse(options, { error: plainWords });
+  if (!parsed.success) {
+    // An entry's own keys are taken off before its options are parsed: listed with them, so that
+    // a misspelt "stats" is not told of every key but the one it meant.
+    const entryKeys = ['name', 'mode', 'states', ...Object.keys(definition.options.shape)].join(', ');
+    const issues = parsed.error.issues.map((issue) => (issue.code === 'unrecognized_keys' && issue.path.length === 0 ? { ...issue, message: `unknown key, expected one of ${entryKeys}` } : issue));
+    return { entry, problems: describeIssues(rawEntry, issues).map((p) => `${where}.${p}`) };
+  }
   return { entry: { name, mode, ...(states ? { states } : {}), ...parsed.data }, problems: [] };
 }
 
 /** One problem per element, each starting with its key's path (so a caller may prefix them all). */
-function describeIssues(raw: unknown, issues: z.core.$ZodIssue[]): string[] {
+function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key: string) => string = (key) => key): string[] {
   return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: unknown key`);
+      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: ${issue.message}`);
     }
-    const key = issue.path.join('.') || '(top level)';
+    const key = keyName(issue.path.join('.') || '(top level)');
     let value = describeValue(raw, issue.path);
     // A check across keys (params.used: the value it judged) may fault a key the file leaves out,
     // whose default was then the value: "got nothing" sent the reader looking for a key not there.

@@ -132,6 +132,9 @@ function explainListenError(address: ListenAddress, err: NodeJS.ErrnoException):
     if (stats && !stats.isSocket()) return `${err.message} (${address.path} exists and is not a socket)`;
   } else if (err.code === 'EADDRINUSE') {
     return `${err.message} (another process, or another listener of this one, has the port)`;
+  } else if (err.code === 'ENOTFOUND') {
+    // "getaddrinfo ENOTFOUND" alone named a library call, not what to change.
+    return `${err.message} (the host name has no address: give an IP address, or a name in /etc/hosts)`;
   }
   return err.message;
 }

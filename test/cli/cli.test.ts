@@ -137,7 +137,7 @@ describe('callout verify', () => {
     assert.equal(existsSync(join(dir, 'no-helo')), false);
     const badFlag = await callout(['verify', '--helo', 'not_a_name', 'a@real.test']);
     assert.equal(badFlag.code, 78);
-    assert.match(badFlag.stderr, /callout\.helo: got "not_a_name"/);
+    assert.match(badFlag.stderr, /^callout: CONFIG_INVALID: command line: --helo \(callout\.helo\): got "not_a_name"/);
   });
 
   it('prints the exchanger\'s reply text quoted when it holds control characters', async () => {
@@ -175,7 +175,7 @@ describe('callout verify', () => {
     assert.equal(await mailFrom(['--sender', '<Probe@Callout.Test>']), 'MAIL FROM:<Probe@callout.test>');
     const bad = await callout(['verify', ...engine(), '--sender', 'probe at callout.test', 'alice@real.test']);
     assert.equal(bad.code, 78);
-    assert.match(bad.stderr, /^callout: CONFIG_INVALID: command line: callout\.sender: got "probe at callout\.test", expected an address, or "" for the null sender/);
+    assert.match(bad.stderr, /^callout: CONFIG_INVALID: command line: --sender \(callout\.sender\): got "probe at callout\.test", expected an address, or "" for the null sender/);
     const fallback = join(dir, 'null-fallback.yaml');
     writeFileSync(fallback, 'callout:\n  fallbackSender: ""\n');
     const refused = await callout(['config', 'check', fallback]);

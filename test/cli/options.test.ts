@@ -1,10 +1,14 @@
 // Numbers on the command line: decimal only, within range, and named when refused.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CalloutError, UsageError } from '../../src/core/errors.js';
-import { engineOverrides, numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { CalloutError, ConfigError, UsageError } from '../../src/core/errors.js';
+import { engineOverrides, flagOf, numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
 import { serveOverrides } from '../../src/cli/serve.js';
-import { resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { loadConfig } from '../../src/config/load.js';
+import type { RawConfig } from '../../src/config/load.js';
 import fc from 'fast-check';
 import { elapsedMs } from '../support/fuzz.js';
 
@@ -42,6 +46,25 @@ describe('engine flags', () => {
   it('`serve` flags override the file: --listen, --workers, --idle-poll, --data-dir and --metrics ("" disables it)', () => {
     const overrides = serveOverrides({ ...none, listen: '127.0.0.1:0', workers: '2', idlePoll: '0', dataDir: '/srv/callout', metrics: '' });
     assert.deepEqual({ policy: overrides.policy, dataDir: overrides.dataDir, metrics: overrides.metrics }, { policy: { listen: '127.0.0.1:0', workers: 2, idlePollMicros: 0 }, dataDir: '/srv/callout', metrics: { listen: '' } });
+  });
+
+  it('a bad value is named by the flag that gave it, with its key (it said "command line: callout.port: got 0" to one who typed --port 0)', () => {
+    const refused = (overrides: RawConfig, path?: string) => {
+      try {
+        loadConfig(path, overrides, {}, { flagOf });
+      } catch (err) {
+        assert.ok(err instanceof ConfigError);
+        return err.message;
+      }
+      assert.fail('expected a ConfigError');
+    };
+    assert.equal(refused(engineOverrides({ ...none, port: '0' })), 'command line: --port (callout.port): got 0, expected at least 1');
+    assert.match(refused(serveOverrides({ ...none, allowTarget: ['127.0.0.0/8', 'foo'], workers: '100' })), /^command line: --allow-target \(callout\.allowTargets\.1\): got "foo", expected an IP address or a network .*; --workers \(policy\.workers\): got 100, expected at most 64$/);
+    const file = join(mkdtempSync(join(tmpdir(), 'callout-flags-')), 'callout.yaml');
+    writeFileSync(file, 'callout:\n  port: 2525\n');
+    assert.equal(refused({ limits: { listConcurrency: 0 } }, file), 'command line: --concurrency (limits.listConcurrency): got 0, expected at least 1');
+    assert.equal(flagOf('callout.portal'), 'callout.portal', 'a key only by its start is no flag\'s');
+    rmSync(dirname(file), { recursive: true });
   });
 });
 

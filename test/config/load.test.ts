@@ -85,7 +85,7 @@ describe('loadConfig', () => {
   it('refuses a top-level __proto__ key as unknown, as it does one further down', () => {
     for (const text of ['__proto__:\n  dataDir: /elsewhere\n', 'callout:\n  __proto__:\n    port: 26\n']) {
       const path = file('proto.yaml', text);
-      assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && /: (callout\.)?__proto__: unknown key$/.test(err.message), text);
+      assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && /: (callout\.)?__proto__: unknown key, expected one of [^;]+$/.test(err.message), text);
     }
   });
 
@@ -95,6 +95,13 @@ describe('loadConfig', () => {
       () => loadConfig(path),
       (err: unknown) => err instanceof ConfigError && err.message === `${path}: dns: a !!binary value, which no setting takes`,
     );
+  });
+
+  it('says what a file that is no mapping holds instead (it said only "expected a mapping of settings")', () => {
+    const list = file('list.yaml', '- callout\n- helo: mx.example.org\n');
+    assert.throws(() => loadConfig(list), (err: unknown) => err instanceof ConfigError && err.message === `${list}: got ["callout",{"helo":"mx.example.org"}] at the top level, expected a mapping of settings (key: value lines)`);
+    const word = file('word.yaml', `${'x'.repeat(500)}\n`);
+    assert.throws(() => loadConfig(word), (err: unknown) => err instanceof ConfigError && err.message === `${word}: got "${'x'.repeat(99)}... at the top level, expected a mapping of settings (key: value lines)`);
   });
 
   it('refuses a relative dataDir in a file, which the daemon and `callout greylist` would each take from their own directory', () => {

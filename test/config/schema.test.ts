@@ -19,9 +19,31 @@ describe('problem messages', () => {
   it('quote the start of a long value and the first 20 problems, not a line of megabytes', () => {
     const message = problem({ callout: { allowTargets: Array(1000).fill(Array(10_000).fill('x')) } });
     assert.ok(message.length < 4000, `${message.length} characters`);
-    assert.match(message, /^configuration: callout\.allowTargets\.0: got \["x","x",.*\.\.\., expected string/);
+    assert.match(message, /^configuration: callout\.allowTargets\.0: got \["x","x",.*\.\.\., expected text/);
     assert.match(message, /callout\.allowTargets\.19: .*; and 980 more$/);
-    assert.match(problem({ [`k${'y'.repeat(10_000)}`]: 1 }), /^configuration: ky{99}\.\.\.: unknown key$/);
+    assert.match(problem({ [`k${'y'.repeat(10_000)}`]: 1 }), /^configuration: ky{99}\.\.\.: unknown key, expected one of dataDir, dns, /);
+  });
+
+  it('say what to write in YAML words, not JavaScript types or zod syntax (it said "expected object, received string", "Invalid option: expected one of \\"DUNNO\\"|\\"DEFER\\"")', () => {
+    assert.equal(problem({ callout: 'yes' }), 'configuration: callout: got "yes", expected a mapping of keys (key: value lines)');
+    assert.equal(problem({ callout: null }), 'configuration: callout: got an empty value (null), expected a mapping of keys (key: value lines)', 'a key with nothing under it');
+    assert.equal(problem({ policy: { stages: 'greylist' } }), 'configuration: policy.stages: got "greylist", expected a list');
+    assert.equal(problem({ callout: { helo: 42 } }), 'configuration: callout.helo: got 42, expected text');
+    assert.equal(problem({ policy: { faultAction: 'REJECT' } }), 'configuration: policy.faultAction: got "REJECT", expected one of DUNNO, DEFER');
+    assert.equal(problem({ policy: { workers: 1.5 } }), 'configuration: policy.workers: got 1.5, expected a whole number');
+    assert.equal(problem({ policy: { workers: 0 } }), 'configuration: policy.workers: got 0, expected at least 1');
+    assert.equal(problem({ callout: { port: 70000 } }), 'configuration: callout.port: got 70000, expected at most 65535');
+    assert.equal(problem({ callout: { vrfy: 'yes' } }), 'configuration: callout.vrfy: got "yes", expected true or false');
+    // A misspelt key, with the keys its mapping takes: "unknown key" alone sent the reader to the README.
+    assert.equal(problem({ limits: { perDomain: 5 } }), 'configuration: limits.perDomain: unknown key, expected one of concurrency, perHostConcurrency, perDomainPerMinute, perHostConnectionsPerMinute, addressesPerConnection, listConcurrency');
+    assert.match(problem({ policy: { stages: [{ name: 'tarpit', stats: ['RCPT'] }] } }), /^configuration: policy\.stages\.0\.stats: unknown key, expected one of name, mode, states, perConnection, perClient, sleep, /);
+    assert.match(problem({ policy: { stages: [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', max: 5, key: 'x' }] }] } }), /policy\.stages\.0\.limits\.0\.key: unknown key, expected one of name, per, count, max, window, action$/);
+    // A stage's own options, and a key left out: "received undefined" was all it said of the value.
+    assert.equal(
+      problem({ policy: { stages: [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', window: '1m' }] }] } }),
+      'configuration: policy.stages.0.limits.0.max: got nothing, expected a number',
+    );
+    assert.equal(problem({ policy: { stages: [{ name: 'greylist', mode: 'on' }] } }), 'configuration: policy.stages.0.mode: got "on", expected one of enforce, warn, off');
   });
 });
 
@@ -110,7 +132,7 @@ describe('timer durations', () => {
 
   it('names the whole path of every unknown key of a stage', () => {
     const message = problem({ policy: { stages: [{ name: 'sender-syntax', rejectCode: 550, rejectText: 'no' }] } });
-    assert.match(message, /policy\.stages\.0\.rejectCode: unknown key; policy\.stages\.0\.rejectText: unknown key/);
+    assert.match(message, /policy\.stages\.0\.rejectCode: unknown key, expected one of [^;]+; policy\.stages\.0\.rejectText: unknown key/);
   });
 
   it('takes a Redis key prefix of printable characters, naming the key when it is not', () => {
@@ -339,5 +361,13 @@ describe('the batv stage', () => {
   it('says what unsignedAllowedUntil should look like (it said "Invalid ISO datetime")', () => {
     assert.match(problem(batv({ unsignedAllowedUntil: '2026-07-01' })), /policy\.stages\.0\.unsignedAllowedUntil: got "2026-07-01", expected a date and time with its offset, such as 2026-07-01T00:00:00Z/);
     assert.doesNotThrow(() => validateConfig(batv({ unsignedAllowedUntil: '2026-07-01T00:00:00+02:00' })));
+  });
+
+  it('never quotes a key\'s secret of the wrong type (YAML reads an all-digit secret as a number, and the message showed it)', () => {
+    for (const secret of [84729301847, ['hunter2-secret'], '']) {
+      const message = problem(batv({ keys: [{ keynum: 1, secret }] }));
+      assert.match(message, /^configuration: policy\.stages\.0\.keys\.0\.secret: got a value not shown \(a secret\), expected (text|at least 1 character)$/);
+      assert.ok(!message.includes('84729301847') && !message.includes('hunter2'), message);
+    }
   });
 });

@@ -238,4 +238,17 @@ describe('listenOn socket modes and temporary failures', () => {
       return true;
     });
   });
+  it('a name that has no address (ENOTFOUND) is a configuration error that says what to give instead', async () => {
+    class Unknown extends net.Server {
+      override listen(): this {
+        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo ENOTFOUND policy.example'), { code: 'ENOTFOUND' })));
+        return this;
+      }
+    }
+    await assert.rejects(listenOn(new Unknown(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.message, 'cannot listen on policy.example:10040: getaddrinfo ENOTFOUND policy.example (the host name has no address: give an IP address, or a name in /etc/hosts)');
+      return true;
+    });
+  });
 });

@@ -27,7 +27,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
-import { ConfigError } from '../../core/errors.js';
+import { ConfigError, abbreviate } from '../../core/errors.js';
 import { canonicalName } from '../../dns/names.js';
 import { mailboxKey, normaliseDomain, parseMailbox } from '../../address/index.js';
 import type { Mailbox } from '../../address/index.js';
@@ -54,6 +54,9 @@ type Options = z.output<typeof options>;
  * lower case, no trailing dot), so `list@bücher.example` and `list@xn--bcher-kva.example`
  * name the same mailbox; an entry that is neither an address nor a domain is a ConfigError.
  */
+/** An entry as a message quotes it: a list entry may be any length, and hold a line break. */
+const quoted = (raw: string): string => JSON.stringify(abbreviate(raw, 100));
+
 export class AddressList {
   private readonly addresses = new Set<string>();
   private readonly domains = new Set<string>();
@@ -63,7 +66,7 @@ export class AddressList {
       const entry = raw.trim();
       if (entry.includes('@') && !entry.startsWith('@')) {
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
-        if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address: ${parsed.error.message}`);
+        if (!parsed.ok) throw new ConfigError(`${key}: ${quoted(raw)} is not an address: ${parsed.error.message}`);
         this.addresses.add(mailboxKey(parsed.value.address));
       } else {
         this.domains.add(domainEntry(raw, key));
@@ -87,11 +90,11 @@ export function domainEntry(raw: string, key: string): string {
   if (/^@?\[/.test(entry)) {
     // An address literal ([192.0.2.1], [IPv6:...]) as the parser gives it for a mailbox.
     const parsed = parseMailbox(`postmaster@${entry.replace(/^@/, '')}`);
-    if (!parsed.ok) throw new ConfigError(`${key}: "${raw}" is not an address literal: ${parsed.error.message}`);
+    if (!parsed.ok) throw new ConfigError(`${key}: ${quoted(raw)} is not an address literal: ${parsed.error.message}`);
     return parsed.value.asciiDomain.toLowerCase();
   }
   const domain = normaliseDomain(entry.replace(/^@/, ''));
-  if (!domain.ok) throw new ConfigError(`${key}: "${raw}" is not a domain: ${domain.error.message}`);
+  if (!domain.ok) throw new ConfigError(`${key}: ${quoted(raw)} is not a domain: ${domain.error.message}`);
   return domain.value.ascii;
 }
 
@@ -105,14 +108,14 @@ export function namePatterns(entries: string[], key: string): string[] {
     const trimmed = raw.trim();
     // The parser's advice for a numeric name (brackets: an address literal) is for mailbox
     // domains; a client name never is one, and `clients` is where an address matches.
-    if (isIP(trimmed.replace(/^\[(.*)\]$/, '$1'))) throw new ConfigError(`${key}: "${raw}" is an IP address, not a host name: list it in clients`);
+    if (isIP(trimmed.replace(/^\[(.*)\]$/, '$1'))) throw new ConfigError(`${key}: ${quoted(raw)} is an IP address, not a host name: list it in clients`);
     const parent = trimmed.startsWith('.');
     const written = parent ? trimmed.slice(1) : trimmed;
     // Postfix's valid_hostname() lets an underscore through to client_name; a mailbox domain has none.
     const name = normaliseDomain(written.replace(/_/g, 'x'));
     if (!name.ok) {
       const hint = trimmed.startsWith('*.') ? `; write ${trimmed.slice(1)} for the domain and its subdomains` : '';
-      throw new ConfigError(`${key}: "${raw}" is not a host name: ${name.error.message}${hint}`);
+      throw new ConfigError(`${key}: ${quoted(raw)} is not a host name: ${name.error.message}${hint}`);
     }
     // Labels in A-labels, but a label with an underscore as written (its 'x' stood in for IDNA).
     const writtenLabels = canonicalName(written).split('.');

@@ -190,11 +190,24 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
   create(opts, deps) {
     const clientFiles = readWhitelistFiles(opts.whitelistClientFiles);
     const recipientFiles = readWhitelistFiles(opts.whitelistRecipientFiles);
-    const unreadable = [...clientFiles.problems, ...recipientFiles.problems];
-    if (unreadable.length > 0) throw new ConfigError(`policy.stages greylist: ${unreadable.map(problemText).join('; ')}`);
-    const clients = parseClientWhitelist([...clientFiles.sources, { source: 'whitelistClients', text: opts.whitelistClients.join('\n') }]);
-    const recipients = parseRecipientWhitelist([...recipientFiles.sources, { source: 'whitelistRecipients', text: opts.whitelistRecipients.join('\n') }]);
-    for (const problem of [...clients.problems, ...recipients.problems]) deps.log.warn({ stage: 'greylist', problem: problemText(problem) }, 'greylist whitelist entry ignored');
+    // Keyed by the option that names the file: the path alone sent the reader to look for it in two lists.
+    const unreadable = [
+      ...clientFiles.problems.map((p) => `whitelistClientFiles: ${problemText(p)}`),
+      ...recipientFiles.problems.map((p) => `whitelistRecipientFiles: ${problemText(p)}`),
+    ];
+    if (unreadable.length > 0) throw new ConfigError(`policy.stages greylist: ${unreadable.join('; ')}`);
+    // Each inline entry a source of its own, named by its key (whitelistClients.2): joined as the
+    // lines of one text, the third entry was "whitelistClients:3", read as a line of the file.
+    const inline = (key: string, entries: string[]) => entries.map((text, i) => ({ source: `${key}.${i}`, text }));
+    const clientEntries = inline('whitelistClients', opts.whitelistClients);
+    const recipientEntries = inline('whitelistRecipients', opts.whitelistRecipients);
+    const inlineSources = new Set([...clientEntries, ...recipientEntries].map((entry) => entry.source));
+    const clients = parseClientWhitelist([...clientFiles.sources, ...clientEntries]);
+    const recipients = parseRecipientWhitelist([...recipientFiles.sources, ...recipientEntries]);
+    for (const problem of [...clients.problems, ...recipients.problems]) {
+      const text = inlineSources.has(problem.source) && problem.line === 1 ? `${problem.source}: ${problem.message}` : problemText(problem);
+      deps.log.warn({ stage: 'greylist', problem: text }, 'greylist whitelist entry ignored');
+    }
 
     const greylist = greylistFromOptions(opts, deps.store, deps.clock);
     // As names are compared (A-labels, no trailing dot); an entry that is no domain would match nothing, silently.

@@ -28,6 +28,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
 import { settleWithin, type Timers } from '../../core/clock.js';
+import { describeError } from '../../core/errors.js';
 import { isRecord, parseJson } from '../../core/record.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
@@ -228,8 +229,9 @@ export function verifyWithinDeadline(
   return withinDeadline(pending, ctx).then((result) => {
     if (result) return result;
     pending.then(
-      (ended) => late.remember(mailbox.address, ended).catch((err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'late callout verdict not stored')),
-      (err: unknown) => log.warn({ address: mailbox.address, err: String(err) }, 'background callout failed'),
+      // describeError, as every other log line: String() led with the class ("StoreError: ...").
+      (ended) => late.remember(mailbox.address, ended).catch((err: unknown) => log.warn({ address: mailbox.address, err: describeError(err) }, 'late callout verdict not stored')),
+      (err: unknown) => log.warn({ address: mailbox.address, err: describeError(err) }, 'background callout failed'),
     );
     return late.recall(mailbox.address, ctx.timers);
   });

@@ -272,8 +272,18 @@ describe('greylist stage over the policy protocol', () => {
     assert.match(await ask({ client_name: 'unknown' }), /^DEFER_IF_PERMIT/);
   });
 
+  it('names a bad inline whitelist entry by its key and index, not as a line of a file ("whitelistClients:3" was the third entry)', async () => {
+    const { logs } = await serve([{ name: 'greylist', whitelistClients: ['sender.example', '10.0.0.300', 'bad name!'], whitelistRecipients: ['postmaster@', 'a b@'] }]);
+    assert.deepEqual(
+      logs.filter((l) => l.msg === 'greylist whitelist entry ignored').map((l) => l.problem),
+      ['whitelistClients.1: bad address: not an IPv4 or IPv6 address: "10.0.0.300"', 'whitelistClients.2: doesn\'t look like a hostname: "bad name!"', 'whitelistRecipients.1: doesn\'t look like an address: "a b@"'],
+    );
+  });
+
   it('refuses to start when a named whitelist file is missing', async () => {
-    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): .*missing: cannot read: no such file \(ENOENT\)/);
+    // Named by its option too: the path alone left the reader to find which of two lists holds it.
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): whitelistClientFiles: \/.*missing: cannot read: no such file \(ENOENT\)$/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): whitelistRecipientFiles: \/.*missing: cannot read/);
     // Start (and `config check`) read such a file whole: this one used to take every byte of memory.
     await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: not a regular file \(a character device\)/);
     // A FIFO with no writer held the start for ever.

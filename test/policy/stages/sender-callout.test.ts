@@ -467,6 +467,8 @@ describe('sender-callout: a late verdict is known to every process on the store'
     const closedNotStored = () => lines.some((l) => l.msg === 'late callout verdict not stored' && l.address === 'bob@closed.test');
     for (let waited = 0; waited < 3_000 && !closedNotStored(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
     assert.ok(closedNotStored(), 'the write to the closed store is logged too');
+    // With the stable code every other log line gives, not the class name String() led with.
+    assert.match(String(lines.find((l) => l.msg === 'late callout verdict not stored' && l.address === 'bob@closed.test')?.err), /^STORE_UNAVAILABLE: sqlite store \S+callout\.sqlite: /);
   });
 });
 
