@@ -513,7 +513,7 @@ export class SqliteStore implements Store {
       // better-sqlite3 gives extended codes (SQLITE_NOTADB has none); mkdir gives errnos.
       const wrongFile = code === 'SQLITE_NOTADB' || (typeof code === 'string' && DIRECTORY_PROBLEMS.has(code));
       if (wrongFile) {
-        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
+        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeFileError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
       }
       // A damaged file stays damaged: exit 75 had systemd restart the daemon on it forever.
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {

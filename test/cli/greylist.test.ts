@@ -441,7 +441,7 @@ describe('callout greylist on a store that is not there', () => {
     writeFileSync(notADirectory, 'not a directory');
     const { error } = await run(['allow', '192.0.2.1', '--data-dir', notADirectory]);
     assert.ok(error instanceof ConfigError, String(error));
-    assert.match(error.message, /a-file\/callout\.sqlite: cannot open: /);
+    assert.match(error.message, /a-file\/callout\.sqlite: cannot open: a part of the path is not a directory \(ENOTDIR\) \(check the path/);
     assert.equal(exitCodeFor(error), 78);
     assert.equal(exitCodeFor(new StoreError('redis store: connection refused')), 75);
   });
