@@ -22,8 +22,8 @@
  *   Locks, shared by every process on the store, expire on their own when their holder dies:
  *     lock:ADDRESS            a probe of the address is running
  *     lock-catchall:DOMAIN    a probe is asking the domain's catch-all question
- *   A lock holds a token of its taker alone (a random UUID of this cache and a count, as the
- *   per-host leases of verify/politeness), and is let go only while it holds that token
+ *   A lock holds a token of its taker alone (core/ids: a random UUID of this cache and a count,
+ *   as the per-host leases of verify/politeness), and is let go only while it holds that token
  *   (Store.deleteIf): a holder whose lock expired, or a waiter that gave up, never deletes the
  *   lock another process holds now. A lock that still holds the value a waiter first saw when
  *   the waiter gave up (its holder died, or it was written without an expiry) is taken over by
@@ -39,7 +39,7 @@ import { ASK_LATER, type Store, type StoredValue } from '../store/types.js';
 import type { CacheConfig } from '../config/schema.js';
 import { TEMPORARY_DOMAIN_FAILURES, type ProbeState, type ReplyEvidence, type Verdict, type VerdictReason } from './types.js';
 import { BoundedMemo } from '../core/memo.js';
-import { uniqueIdSource } from './politeness.js';
+import { uniqueIdSource } from '../core/ids.js';
 import { parseJson } from '../core/record.js';
 
 export interface AddressRecord {

@@ -270,7 +270,8 @@ export class CalloutEngine {
     this.politeness.releaseLeases();
     // idle() closes them only once every probe has ended, which at this point none has.
     await Promise.allSettled([
-      ...locked.map(([key, token]) => this.cache.unlock(key, token)),
+      // Logged: a lock left behind here makes the next daemon wait it out until it lapses.
+      ...locked.map(([key, token]) => this.unlockOrWarn(key, token, 'lock not released at shutdown', { key })),
       this.connections.close(),
       this.politeness.settled(),
     ]);
@@ -497,6 +498,11 @@ export class CalloutEngine {
   private async release(key: string, token: string, warning: string, fields: Record<string, unknown>): Promise<void> {
     if (this.locksHere.get(key) !== token) return;
     this.locksHere.delete(key);
+    await this.unlockOrWarn(key, token, warning, fields);
+  }
+
+  /** Deletes the lock if it holds token; a store that fails is logged at warn, as release() says why. */
+  private async unlockOrWarn(key: string, token: string, warning: string, fields: Record<string, unknown>): Promise<void> {
     await this.cache.unlock(key, token).catch((err: unknown) => this.warn(warning, err, fields));
   }
 
@@ -568,8 +574,9 @@ export class CalloutEngine {
    * still locked then are left unanswered and the caller answers them unknown timeout without
    * asking the exchangers. A lock that holds what it held at the first refusal (its holder
    * died, or it never expires) is deleted, so that the next callout of the address probes
-   * without waiting; one another took meanwhile stays. Resolves with the answers others left
-   * and the probe locks held here (address to token).
+   * without waiting (a store that fails to is logged at warn); one another took meanwhile
+   * stays. Resolves with the answers others left and the probe locks held here (address to
+   * token).
    */
   private async waitForOtherProbes(mailboxes: Mailbox[], started: number): Promise<{ answered: Map<string, VerifyResult>; held: Map<string, string> }> {
     const lockTtl = this.config.callout.timeouts.overall + LOCK_SLACK_MS;
@@ -619,11 +626,13 @@ export class CalloutEngine {
         }
         waiting = still;
       }
-      for (const m of waiting) {
+      // Logged, not thrown: the batch's answer is unknown timeout either way, and thrown, a store
+      // failing here turned it into policy.faultAction.
+      await Promise.all(waiting.map((m) => {
         const key = this.cache.addressLock(m.address);
         const first = seen.get(key);
-        if (first !== undefined) await this.cache.unlock(key, first);
-      }
+        return first === undefined ? undefined : this.unlockOrWarn(key, first, 'probe lock not deleted', { address: m.address });
+      }));
       return { answered, held };
     } catch (err) {
       // A store that failed part way (one address's lock taken, the next refused): the locks

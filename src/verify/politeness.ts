@@ -27,9 +27,9 @@
  *   a scanner of internal networks (milter-ahead's mx-reject, smtpf's IS_IP_LAN).
  */
 
-import { randomUUID } from 'node:crypto';
 import { settleWithin, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
+import { uniqueIdSource } from '../core/ids.js';
 import { isRecord, parseJson } from '../core/record.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
 import { SlidingWindow } from '../checks/ratelimit/window.js';
@@ -47,16 +47,6 @@ const WINDOW_MS = 60_000;
  * turns (admissions), so only a crowd of processes at one address can use them all up.
  */
 const LEASE_TRIES = 8;
-
-/**
- * Ids no other maker gives, in this process or another on the store (a random UUID of the maker,
- * then a count): the per-host leases here, the tokens of the locks in the store (verify/cache).
- */
-export function uniqueIdSource(): () => string {
-  const owner = randomUUID();
-  let count = 0;
-  return () => `${owner}:${++count}`;
-}
 
 export interface PolitenessOptions {
   clock: Clock;

@@ -703,6 +703,36 @@ describe('DNS outcomes', () => {
     assert.deepEqual([again.verdict, again.source], ['deliverable', 'probe'], 'the domain is not remembered as timing out');
   });
 
+  it('a dead process\'s lock that cannot be deleted when the wait gives up is logged at warn; the answer stays unknown timeout', async () => {
+    const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice', 'bob']) });
+    class NoDelete extends MemoryStore {
+      override deleteIf(key: string, expected: string): Promise<boolean> {
+        return expected === '0' ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
+      }
+    }
+    const memory = new NoDelete({ clock: w.clock });
+    for (const address of ['alice@held.test', 'bob@held.test']) assert.ok(await memory.setIfAbsent(`lock:${address}`, '0', 60_000));
+    let refusals = 0;
+    const store = onStoreWrite(memory, async (key, write) => {
+      const written = await write();
+      if (key.startsWith('lock:') && written === false) refusals++;
+      return written;
+    });
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const timers = new ManualTimers({ wall: w.clock });
+    const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '2s' } } }, store, log, timers);
+    const answers = watch(engine.verifyMany(['alice@held.test', 'bob@held.test']));
+    await turnsUntil(() => refusals === 2 && timers.waiting === 1, 'the wait for the locks');
+    await timers.advance(7_000);
+    const rs = answers();
+    assert.ok(rs, 'still waiting at overall + 5 s');
+    assert.deepEqual(rs.map((r) => [r.address, r.verdict, r.reason]), [['alice@held.test', 'unknown', 'timeout'], ['bob@held.test', 'unknown', 'timeout']]);
+    // One line a minute per message and error: the second address's failure counts as a repeat.
+    assert.deepEqual(lines.map((l) => [l.level, l.msg, l.address, l.error]), [[40, 'probe lock not deleted', 'alice@held.test', 'STORE_UNAVAILABLE: deleteIf failed: connection lost']]);
+    assert.equal(w.connections('127.0.0.74'), 0);
+  });
+
   it('a deadline the lookups nearly spent cuts the greeting short: unknown timeout, and the domain is not remembered as useless (a greeting timing out in its own time still marks it)', async () => {
     // The MX answers come 2.2 s and 1.2 s late. The server accepts the connection and greets after 3 s.
     const zone = mxZone({ 'late.test': '127.0.0.77', 'later.test': '127.0.0.78' });
@@ -1310,6 +1340,25 @@ describe('stage timeouts of the dialogue', () => {
     assert.match((await lockKeys())[0]!, /lock:alice@hold\.test$/);
     assert.equal(await engine.abandon(), 1);
     assert.deepEqual(await lockKeys(), [], 'a daemon started at once probes instead of waiting out the lock');
+  });
+
+  it('abandon() logs a lock the store does not let go at warn, naming its key', async () => {
+    const w = await make(mxZone({ 'hold.test': '127.0.0.61' }), { '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) } });
+    let failing = false;
+    class NoDelete extends MemoryStore {
+      override deleteIf(key: string, expected: string): Promise<boolean> {
+        return failing ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
+      }
+    }
+    const store = new NoDelete({ clock: w.clock });
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const engine = w.engine({ callout: { randomProbe: false } }, store, log);
+    void engine.verify('alice@hold.test');
+    await until(async () => (await store.get('lock:alice@hold.test')) !== undefined);
+    failing = true;
+    assert.equal(await engine.abandon(), 1);
+    assert.deepEqual(lines.map((l) => [l.level, l.msg, l.key, l.error]), [[40, 'lock not released at shutdown', 'lock:alice@hold.test', 'STORE_UNAVAILABLE: deleteIf failed: connection lost']]);
   });
 
   it('a lock is let go once: abandon() after a finished probe, and the end of a probe abandon() let go of, ask the store nothing more', async () => {

@@ -47,6 +47,9 @@ const options = z
 
 type Options = z.output<typeof options>;
 
+/** An entry as a message quotes it: a list entry may be any length, and hold a line break. */
+const quoted = (raw: string): string => JSON.stringify(abbreviate(raw, 100));
+
 /**
  * Address-or-domain list: exact addresses (local part A-Z folded, as most sites treat it; not
  * Unicode case, which turns a UTF-8 local part into another: address/key mailboxKey)
@@ -54,9 +57,6 @@ type Options = z.output<typeof options>;
  * lower case, no trailing dot), so `list@bücher.example` and `list@xn--bcher-kva.example`
  * name the same mailbox; an entry that is neither an address nor a domain is a ConfigError.
  */
-/** An entry as a message quotes it: a list entry may be any length, and hold a line break. */
-const quoted = (raw: string): string => JSON.stringify(abbreviate(raw, 100));
-
 export class AddressList {
   private readonly addresses = new Set<string>();
   private readonly domains = new Set<string>();
@@ -114,7 +114,7 @@ export function namePatterns(entries: string[], key: string): string[] {
     // Postfix's valid_hostname() lets an underscore through to client_name; a mailbox domain has none.
     const name = normaliseDomain(written.replace(/_/g, 'x'));
     if (!name.ok) {
-      const hint = trimmed.startsWith('*.') ? `; write ${trimmed.slice(1)} for the domain and its subdomains` : '';
+      const hint = trimmed.startsWith('*.') ? `; write ${quoted(trimmed.slice(1))} for the domain and its subdomains` : '';
       throw new ConfigError(`${key}: ${quoted(raw)} is not a host name: ${name.error.message}${hint}`);
     }
     // Labels in A-labels, but a label with an underscore as written (its 'x' stood in for IDNA).

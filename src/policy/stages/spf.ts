@@ -144,11 +144,11 @@ export const spfStage: StageDefinition<SpfStageOptions> = {
     async function evaluateAll(ctx: StageContext, mailFrom: string): Promise<Evaluated> {
       // One bound for both identities: a slow HELO check must not leave the MAIL FROM check a
       // whole budget of its own, past the decision deadline (a stage fault, not a temperror).
-      // All of it is measured on the deadline's countdown, which is monotonic: on ctx.clock, a
-      // wall clock stepped forward ended a check as temperror at once, one stepped back let it
-      // overrun. The countdown stops at 0, where every check has used up its elapsedMs.
+      // All of it is measured on ctx.timers, the monotonic clock the deadline counts down on:
+      // on ctx.clock, a wall clock stepped forward ended a check as temperror at once, one
+      // stepped back let it overrun.
       const reserve = Math.max(0, ctx.timeLeft() - opts.timeoutMs);
-      const monotonic = () => -ctx.timeLeft();
+      const monotonic = () => ctx.timers.now();
       const spfOptions = () => ({ resolver: deps.resolver, clock: ctx.clock, monotonic, receiver, limits: { ...opts.limits, elapsedMs: ctx.timeLeft() - reserve } });
       // The verdicts are remembered for cacheSeconds and hold these strings (the HELO name too):
       // as slices of the request's chunk they kept 10,000 whole requests alive (core/memo ownCopy).

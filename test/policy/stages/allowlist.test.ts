@@ -309,7 +309,7 @@ describe('allowlist entries as administrators write them', () => {
   it('refuses a client name that could never match, naming the list and the entry', () => {
     const refused = (entry: string, why: RegExp) =>
       assert.throws(() => namePatterns(['mail.trusted.test', entry], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && why.test(err.message), entry);
-    refused('*.friends.test', /^allowlist\.clientNames: "\*\.friends\.test" is not a host name: .*; write \.friends\.test for the domain and its subdomains$/);
+    refused('*.friends.test', /^allowlist\.clientNames: "\*\.friends\.test" is not a host name: .*; write "\.friends\.test" for the domain and its subdomains$/);
     refused('192.0.2.1', /^allowlist\.clientNames: "192\.0\.2\.1" is an IP address, not a host name: list it in clients$/);
     refused('[192.0.2.1]', /^allowlist\.clientNames: "\[192\.0\.2\.1\]" is an IP address, not a host name: list it in clients$/);
     refused('2001:db8::1', /^allowlist\.clientNames: "2001:db8::1" is an IP address, not a host name: list it in clients$/);
@@ -324,6 +324,8 @@ describe('allowlist entries as administrators write them', () => {
     // Quoted as a string is, and only its start: a pasted block made a message of many lines (or megabytes).
     assert.throws(() => new AddressList(['a@b\nc@d'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.senders: "a@b\\nc@d" is not an address') && !err.message.includes('\n'));
     assert.throws(() => namePatterns([`${'x'.repeat(70)}.${'y'.repeat(5000)}`], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && /^allowlist\.clientNames: "x{70}\.y{29}\.\.\." is not a host name/.test(err.message) && err.message.length < 300);
+    // The `*.` hint quotes the entry it suggests the same way.
+    assert.throws(() => namePatterns([`*.${'y'.repeat(2500)}\n${'z'.repeat(2500)}`], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && /; write "\.y{99}\.\.\." for the domain and its subdomains$/.test(err.message) && !err.message.includes('\n') && err.message.length < 400);
   });
 });
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../../src/core/log.js';
-import { ManualClock } from '../../support/manual-time.js';
+import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import { STAGE_DEFINITIONS } from '../../../src/policy/stages/index.js';
@@ -52,16 +52,6 @@ class CountingResolver implements Resolver {
 }
 
 const silent = createLogger('silent');
-
-/** A decision deadline's countdown (StageContext.timeLeft) that moves only when told to, as the monotonic clock under it would. */
-class Countdown {
-  spent = 0;
-  constructor(private readonly ms: number) {}
-  readonly timeLeft = (): number => Math.max(0, this.ms - this.spent);
-  spend(ms: number): void {
-    this.spent += ms;
-  }
-}
 
 function deps(resolver: Resolver): StageDeps {
   const clock = new ManualClock();
@@ -258,16 +248,17 @@ describe('spf stage', () => {
     const terms = 'v=spf1 a:h1.example a:h2.example a:h3.example a:h4.example a:h5.example a:h6.example a:h7.example +all';
     const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
     const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
-    const deadline = new Countdown(10_000);
-    const slow = <T>(answer: Promise<T>): Promise<T> => {
-      deadline.spend(1000);
+    // The pipeline's monotonic timers, which the decision deadline counts down on: they move only when told to.
+    const timers = new ManualTimers();
+    const slow = async <T>(answer: Promise<T>): Promise<T> => {
+      await timers.advance(1000);
       return answer;
     };
     const resolver = everyLookup(inner, slow);
-    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', timeLeft: deadline.timeLeft }));
+    const verdict = await spf({ checkHelo: true }, resolver).evaluate(context('user@late.example', { heloName: 'slowhelo.example', timers, deadlineMs: 10_000 }));
     assert.equal(verdict.result, 'temperror');
     assert.match(verdict.reason, /longer than/);
-    assert.ok(deadline.spent <= 11_000, `the checks ran for ${deadline.spent} ms`);
+    assert.ok(timers.now() <= 11_000, `the checks ran for ${timers.now()} ms`);
   });
 
   it('with checkHelo, a wall clock stepped back during the HELO check does not give the MAIL FROM check time past the deadline', async () => {
@@ -276,15 +267,15 @@ describe('spf stage', () => {
     const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
     const inner = new SuiteResolver(buildZone({ 'slowhelo.example': [{ TXT: terms }], 'late.example': [{ TXT: terms }], ...hosts }));
     const clock = new ManualClock();
-    const deadline = new Countdown(1000);
+    const timers = new ManualTimers();
     let lookups = 0;
-    const slow = <T>(answer: Promise<T>): Promise<T> => {
+    const slow = async <T>(answer: Promise<T>): Promise<T> => {
       if (lookups++ === 0) clock.advance(-3_600_000);
-      else deadline.spend(1000);
+      else await timers.advance(1000);
       return answer;
     };
     const resolver = everyLookup(inner, slow);
-    const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timeLeft: deadline.timeLeft });
+    const ctx = context('user@late.example', { heloName: 'slowhelo.example', clock, timers, deadlineMs: 1000 });
     const verdict = await spf({ checkHelo: true }, resolver).evaluate(ctx);
     assert.equal(verdict.result, 'temperror', verdict.reason);
     assert.match(verdict.reason, /^mailfrom late\.example: temperror \(evaluation took longer than \d+ ms\)$/);
