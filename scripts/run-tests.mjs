@@ -69,7 +69,19 @@ const limit = setTimeout(() => {
   killGroup('SIGKILL');
 }, RUN_LIMIT_MS);
 // Outside the terminal's process group now: a Ctrl-C or a CI's stop reaches the tests through us.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => killGroup(signal));
+// A file blocked in synchronous work ignores it (as above): node --test then exits and leaves the
+// file spinning, and a runner that waits on its tests would wait up to RUN_LIMIT_MS. So a second
+// signal, STOP_GRACE_MS after the first, or the runner's end after one gets the group SIGKILL.
+const STOP_GRACE_MS = 5_000;
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    if (stopping) return killGroup('SIGKILL');
+    stopping = true;
+    killGroup(signal);
+    setTimeout(() => killGroup('SIGKILL'), STOP_GRACE_MS).unref();
+  });
+}
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
   pending += chunk.toString('utf8');
@@ -79,6 +91,7 @@ child.stdout.on('data', (chunk) => {
 });
 child.on('close', (code, signal) => {
   clearTimeout(limit);
+  if (stopping) killGroup('SIGKILL');
   if (pending !== '') scan(pending);
   if (overran) process.stdout.write(`\n# ==== the test run passed ${RUN_LIMIT_MS / 60_000} minutes and was killed: a test file blocked in synchronous work outlives its timeout (it cannot run its SIGTERM handler) ====\n`);
   if (failures.length > 0) {

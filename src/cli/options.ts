@@ -11,6 +11,8 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError, abbreviate } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
+import { TIMER_MAX_MS } from '../config/duration.js';
+import { MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 
 /** commander's accumulator for a repeatable option. */
 export const collect = (value: string, previous: string[]) => [...previous, value];
@@ -57,7 +59,7 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   if (flags.sender !== undefined) callout.sender = flags.sender;
   if (flags.allowTarget.length > 0) callout.allowTargets = flags.allowTarget;
   if (flags.port !== undefined) callout.port = numberFlag('--port', flags.port);
-  if (flags.timeout !== undefined) callout.timeouts = { overall: numberFlag('--timeout', flags.timeout) };
+  if (flags.timeout !== undefined) callout.timeouts = { overall: unitFlag('--timeout', flags.timeout, TIMEOUT_SECONDS) };
   const overrides: RawConfig = { callout };
   if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
   // A file named on the command line is where the shell is, not under the data directory.
@@ -66,7 +68,11 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   return overrides;
 }
 
-/** The flags that set configuration keys (engineOverrides, serveOverrides, verify's --concurrency). */
+/**
+ * The flags that set configuration keys (engineOverrides, serveOverrides, verify's --concurrency):
+ * a test feeds every flag through the builders and checks each key they set is named here.
+ * (--cache sets store.path to an absolute file, which the schema never refuses.)
+ */
 const FLAG_KEYS: Readonly<Record<string, string>> = {
   'callout.helo': '--helo',
   'callout.sender': '--sender',
@@ -74,7 +80,6 @@ const FLAG_KEYS: Readonly<Record<string, string>> = {
   'callout.port': '--port',
   'callout.timeouts.overall': '--timeout',
   'dns.servers': '--dns-server',
-  'store.path': '--cache',
   'limits.listConcurrency': '--concurrency',
   'policy.listen': '--listen',
   'policy.workers': '--workers',
@@ -99,6 +104,36 @@ const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
 export function numberFlag(name: string, value: string): number {
   if (!DECIMAL.test(value)) throw new UsageError(`${name}: got "${abbreviate(value, 40)}", expected a number`);
   return Number(value);
+}
+
+/** What a flag counts in (plural, as its bounds are said), and its bounds in that unit. */
+export interface FlagUnit {
+  readonly unit: 'seconds' | 'milliseconds' | 'microseconds';
+  readonly min: number;
+  readonly max: number;
+  /** Takes fractions (--timeout 2.5); whole numbers only without. */
+  readonly fractions?: boolean;
+  /** What the maximum is, said after it. */
+  readonly why?: string;
+}
+
+/** A timer's range: a Node.js timer holds at most TIMER_MAX_MS. */
+export const TIMEOUT_SECONDS: FlagUnit = { unit: 'seconds', min: 0.001, max: Math.floor(TIMER_MAX_MS / 1000), fractions: true, why: 'about 24 days' };
+export const TIMEOUT_MILLISECONDS: FlagUnit = { unit: 'milliseconds', min: 1, max: TIMER_MAX_MS, why: 'about 24 days' };
+export const IDLE_POLL_MICROSECONDS: FlagUnit = { unit: 'microseconds', min: 0, max: MAX_IDLE_POLL_MICROS };
+
+/**
+ * A number of `range.unit` within its bounds, which are said in that unit: --timeout, in
+ * seconds, was refused as "expected at most 2147483647 ms", the schema's milliseconds.
+ */
+export function unitFlag(name: string, value: string, range: FlagUnit): number {
+  const n = Number(value);
+  const got = `${name}: got "${abbreviate(value, 40)}", expected`;
+  const amount = (bound: number) => `${bound} ${bound === 1 ? range.unit.slice(0, -1) : range.unit}`;
+  if (!DECIMAL.test(value) || (range.fractions !== true && !Number.isInteger(n))) throw new UsageError(`${got} a ${range.fractions === true ? '' : 'whole '}number of ${range.unit}`);
+  if (n < range.min) throw new UsageError(`${got} at least ${amount(range.min)}`);
+  if (n > range.max) throw new UsageError(`${got} at most ${amount(range.max)}${range.why === undefined ? '' : ` (${range.why})`}`);
+  return n;
 }
 
 /**

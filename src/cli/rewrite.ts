@@ -3,8 +3,8 @@
  *   cli/rewrite - BATV, SRS, VERP, bounce and suppression commands, and the Postfix lookup services
  *
  * SYNOPSIS
- *   callout batv sign  --secret S [--keynum N] [--now T] ADDRESS
- *   callout batv check --secret S [--keynum N] [--window exim|bounded] [--now T] ADDRESS
+ *   callout batv sign  --secret S|--secret-file F [--keynum N] [--now T] ADDRESS
+ *   callout batv check --secret S|--secret-file F [--keynum N] [--window exim|bounded] [--now T] ADDRESS
  *   callout srs forward|reverse --secret-file F --domain D [--separator C] [--alphabet A]
  *                     [--hash-length N] [--local-domain D]... [--now T] ADDRESS
  *   callout verp encode --sender S [--delimiters +=] RECIPIENT
@@ -22,7 +22,8 @@
  *   Time comes from the system clock (so `faketime` shifts it) unless --now gives an ISO 8601
  *   instant or Unix seconds. SRS secret files hold one secret per line, the first signs (as
  *   postsrsd's, where a line starting with '#' is a secret too); BATV key files hold `KEYNUM SECRET`
- *   lines, newest first, and '#' starts a comment.
+ *   lines, newest first, and '#' starts a comment. A `batv --secret-file` holds the secret
+ *   alone, on one line, as the batv stage's secretFile: a --secret is in every local user's `ps`.
  *   `batv check` without --keynum uses the secret for whatever key number the address carries
  *   (as Exim's ${prvscheck} with a fixed secret does).
  *
@@ -53,12 +54,12 @@ import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
-import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
-import { BATV_LIMITS, Batv, batvKeyFileLines, contentLines, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { BATV_LIMITS, Batv, batvKeyFileLines, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -68,7 +69,7 @@ import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
-import { collect, reportLimitCut, wholeNumberFlag } from './options.js';
+import { IDLE_POLL_MICROSECONDS, collect, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
 import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
@@ -129,8 +130,8 @@ function nowMs(text: string): number | undefined {
  * ever. A one-shot command takes a pipe too (`--secret-file <(pass show srs)`): it is waited
  * for in front of its user.
  */
-function readText(path: string, what: string, log?: LookupLog): string {
-  const read = readFileLimited(path, SECRET_FILE_BYTES, { governing: log !== undefined });
+function readText(path: string, what: string, log?: LookupLog, governing = log !== undefined): string {
+  const read = readFileLimited(path, SECRET_FILE_BYTES, { governing });
   if (!read.ok) throw new ConfigError(`${what} ${path}: ${read.reason}`);
   warnIfSecretExposed(read, path, what, log);
   return read.bytes.toString('utf8');
@@ -173,6 +174,20 @@ function secretFlag(secret: string): string {
   if (secret === '') throw new UsageError('--secret: got an empty secret');
   if (Buffer.byteLength(secret) > BATV_LIMITS.secretOctets) throw new UsageError(`--secret: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
   return secret;
+}
+
+/**
+ * --secret or --secret-file, exactly one. The file is read as a one-shot command's (a pipe too),
+ * and `log` hears of one others can read or change.
+ */
+function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: LookupLog): string {
+  if ((flags.secret === undefined) === (flags.secretFile === undefined)) throw new UsageError('give exactly one of --secret and --secret-file');
+  if (flags.secret !== undefined) return secretFlag(flags.secret);
+  const path = flags.secretFile!;
+  const read = oneSecretFileText(readText(path, '--secret-file', log, false));
+  if (!read.ok) throw new ConfigError(`--secret-file ${path}: ${read.problem}`);
+  if (Buffer.byteLength(read.secret) > BATV_LIMITS.secretOctets) throw new ConfigError(`--secret-file ${path}: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
+  return read.secret;
 }
 
 function keynumFlag(value: string | undefined): number | undefined {
@@ -338,16 +353,18 @@ async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', r
 }
 
 function registerBatv(program: Command, io: RewriteCommandIo): void {
+  const warnings = () => io.log ?? createLogger('warn', coalescingDestination(2));
   const batv = program.command('batv').description('BATV prvs signatures, as Exim ${prvs} / ${prvscheck}');
   batv
     .command('sign')
     .description('sign a reverse path: prvs=KDDDHHHHHH=local@domain')
     .argument('<address>')
-    .requiredOption('--secret <secret>', 'the key (at most 64 bytes)')
+    .option('--secret <secret>', 'the key (at most 64 bytes; every local user sees it in ps: prefer --secret-file)')
+    .option('--secret-file <file>', 'a file holding the key alone, on one line')
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
-    .action((address: string, flags: { secret: string; keynum: string; now?: string }) => {
-      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: secretFlag(flags.secret) }] }).sign(address, clockFromFlag(flags.now).now());
+    .action((address: string, flags: { secret?: string; secretFile?: string; keynum: string; now?: string }) => {
+      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, warnings()) }] }).sign(address, clockFromFlag(flags.now).now());
       io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -355,15 +372,16 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .command('check')
     .description('check a prvs address; prints the status and the original address')
     .argument('<address>')
-    .requiredOption('--secret <secret>', 'the key')
+    .option('--secret <secret>', 'the key (every local user sees it in ps: prefer --secret-file)')
+    .option('--secret-file <file>', 'a file holding the key alone, on one line')
     .option('--keynum <n>', 'the key number of the secret (default: any)')
     .option('--window <window>', "validity: 'exim' (Exim's) or 'bounded' (no stamps far in the future)", 'exim')
     .option('--now <time>', 'check as of this instant')
     .option('--json', 'print one JSON object')
-    .action((address: string, flags: { secret: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
+    .action((address: string, flags: { secret?: string; secretFile?: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
       if (flags.window !== 'exim' && flags.window !== 'bounded') throw new UsageError(`--window: got "${flags.window}", expected exim or bounded`);
       const keynum = keynumFlag(flags.keynum);
-      const secret = secretFlag(flags.secret);
+      const secret = batvSecretFlags(flags, warnings());
       const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
       if (flags.json) io.out.write(`${shownJson(result)}\n`);
@@ -562,7 +580,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       const maps = serveMaps(flags, log, io.clock ?? systemClock);
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
       const socketMode = socketModeFlag(flags.socketMode);
-      const idlePollMicros = wholeNumberFlag('--idle-poll', flags.idlePoll, 0, MAX_IDLE_POLL_MICROS);
+      const idlePollMicros = unitFlag('--idle-poll', flags.idlePoll, IDLE_POLL_MICROSECONDS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenAddress }> = [];

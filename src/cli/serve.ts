@@ -27,7 +27,7 @@ import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.js';
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
-import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag } from './options.js';
+import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 
 interface ServeFlags extends EngineFlags {
@@ -43,7 +43,7 @@ export function serveOverrides(flags: ServeFlags): RawConfig {
   const policy: Record<string, unknown> = {};
   if (flags.listen !== undefined) policy.listen = flags.listen;
   if (flags.workers !== undefined) policy.workers = numberFlag('--workers', flags.workers);
-  if (flags.idlePoll !== undefined) policy.idlePollMicros = numberFlag('--idle-poll', flags.idlePoll);
+  if (flags.idlePoll !== undefined) policy.idlePollMicros = unitFlag('--idle-poll', flags.idlePoll, IDLE_POLL_MICROSECONDS);
   if (Object.keys(policy).length > 0) overrides.policy = policy;
   if (flags.dataDir !== undefined) overrides.dataDir = flags.dataDir;
   if (flags.metrics !== undefined) overrides.metrics = { listen: flags.metrics };

@@ -25,8 +25,7 @@ import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
 import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { shown, shownJson } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
-import { TIMER_MAX_MS } from '../config/duration.js';
-import { DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, wholeNumberFlag } from './options.js';
+import { DNS_SERVER_FLAG, DNS_SERVER_HELP, TIMEOUT_MILLISECONDS, collect, unitFlag } from './options.js';
 
 interface SpfFlags {
   ip: string;
@@ -71,7 +70,7 @@ async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
   if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
   // As the spf stage's receiver: an empty name left %{r} of an explanation empty where RFC 7208 §7.3 says "unknown".
   if (flags.receiver === '') throw new UsageError('spf: --receiver: got "", expected this host\'s name');
-  const timeoutMs = wholeNumberFlag('spf: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
+  const timeoutMs = unitFlag('spf: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);
   const resolver = resolverFlags('spf', flags.dnsServer, timeoutMs);
   return evaluateSpf(
     { ip: flags.ip, mailFrom, helo, identity: flags.identity },
@@ -151,7 +150,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
       // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
       if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
-      const timeoutMs = wholeNumberFlag('senderid: --timeout', flags.timeout ?? '', 1, TIMER_MAX_MS);
+      const timeoutMs = unitFlag('senderid: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);
       const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
       if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);
       // UTF-8 (RFC 6532): read as Latin-1, "bücher.example" became another domain, which was

@@ -26,7 +26,7 @@ import { parseDocument } from 'yaml';
 import { ConfigError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited, tooLarge } from '../core/files.js';
 import { isRecord } from '../core/record.js';
-import { validateConfig } from './schema.js';
+import { describeValue, validateConfig } from './schema.js';
 import type { Config } from './schema.js';
 
 export type RawConfig = Record<string, unknown>;
@@ -94,7 +94,7 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
   }
   if (!isRecord(value)) {
     // What it holds instead: a file of `- item` lines, or of one word (a path given for the file, say).
-    throw new ConfigError(`${path}: got ${abbreviate(JSON.stringify(value), 100)} at the top level, expected a mapping of settings (key: value lines)`);
+    throw new ConfigError(`${path}: got ${describeValue(value, [])} at the top level, expected a mapping of settings (key: value lines)`);
   }
   // One file is read by the daemon (started in / by init) and by `callout greylist` or `bounce`
   // in an administrator's directory: a relative dataDir gave each its own store, and `greylist
@@ -150,5 +150,20 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
   if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf);
   // Without a file, whatever is wrong came from a flag: "configuration:" sent the administrator
   // looking for a file that was never given.
-  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line', path ? undefined : options.flagOf);
+  // With a file, a problem only the two together make (--workers 4 over a file's memory store)
+  // is named by the flag where the flag set the key, which the flags win in the merge: the
+  // file's name alone sent the administrator looking for a policy.workers it does not have.
+  const { flagOf } = options;
+  const keyName = flagOf && path ? (key: string) => (setIn(overrides, key) ? flagOf(key) : key) : flagOf;
+  return validateConfig(mergeConfig(mergeConfig(baseline, fromFile), overrides), path ?? 'command line', keyName);
+}
+
+/** Whether `raw` holds the dotted `key` (an entry of a list too: callout.allowTargets.1). */
+function setIn(raw: unknown, key: string): boolean {
+  let node = raw;
+  for (const part of key.split('.')) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, part)) return false;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return true;
 }

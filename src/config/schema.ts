@@ -372,7 +372,8 @@ function problemList(source: string, problems: string[]): ConfigError {
   return new ConfigError(`${source}: ${problems.slice(0, SHOWN_PROBLEMS).join('; ')}${more}`);
 }
 
-function describeValue(root: unknown, path: PropertyKey[]): string {
+/** The value at `path` of `root` as a message quotes it: cut, a secret hidden, Infinity and NaN by name. */
+export function describeValue(root: unknown, path: PropertyKey[]): string {
   let node: unknown = root;
   for (const key of path) {
     if (node === null || typeof node !== 'object') return 'nothing';
@@ -404,6 +405,8 @@ const TYPE_WORDS: Partial<Record<string, string>> = {
   object: 'a mapping of keys (key: value lines)',
 };
 
+const unknownKey = (expected: readonly string[]) => `unknown key, expected one of ${expected.join(', ')}`;
+
 function plainWords(issue: z.core.$ZodRawIssue): string | undefined {
   const values = (list: readonly unknown[]) => list.map((v) => (v === '' ? '""' : String(v))).join(', ');
   const unit = (origin: string, n: unknown) => {
@@ -423,7 +426,7 @@ function plainWords(issue: z.core.$ZodRawIssue): string | undefined {
       // The keys the mapping takes: a misspelt key (callout.timeout) is the commonest mistake,
       // and "unknown key" alone sent the reader to the README for the right one.
       const shape = (issue.inst as { shape?: object } | undefined)?.shape;
-      return shape ? `unknown key, expected one of ${Object.keys(shape).join(', ')}` : 'unknown key';
+      return shape ? unknownKey(Object.keys(shape)) : 'unknown key';
     }
     default:
       return undefined;
@@ -467,16 +470,19 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
   if (!definition) {
     return { entry, problems: [`${where}.name: got ${abbreviate(JSON.stringify(entry.name), SHOWN_VALUE)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
   }
-  const { name, mode, states, ...options } = entry;
+  const ownKeys = Object.keys(stageEntrySchema.shape);
+  const options = Object.fromEntries(Object.entries(entry).filter(([key]) => !ownKeys.includes(key)));
   const parsed = definition.options.strict().safeParse(options, { error: plainWords });
   if (!parsed.success) {
     // An entry's own keys are taken off before its options are parsed: listed with them, so that
     // a misspelt "stats" is not told of every key but the one it meant.
-    const entryKeys = ['name', 'mode', 'states', ...Object.keys(definition.options.shape)].join(', ');
-    const issues = parsed.error.issues.map((issue) => (issue.code === 'unrecognized_keys' && issue.path.length === 0 ? { ...issue, message: `unknown key, expected one of ${entryKeys}` } : issue));
+    const entryKeys = [...ownKeys, ...Object.keys(definition.options.shape)];
+    const issues = parsed.error.issues.map((issue) => (issue.code === 'unrecognized_keys' && issue.path.length === 0 ? { ...issue, message: unknownKey(entryKeys) } : issue));
     return { entry, problems: describeIssues(rawEntry, issues).map((p) => `${where}.${p}`) };
   }
-  return { entry: { name, mode, ...(states ? { states } : {}), ...parsed.data }, problems: [] };
+  // An own key left out (states, for the stage's default) stays out, not present as undefined.
+  const own = Object.fromEntries(Object.entries(entry).filter(([key, value]) => ownKeys.includes(key) && value !== undefined));
+  return { entry: { ...own, ...parsed.data } as StageEntry, problems: [] };
 }
 
 /** One problem per element, each starting with its key's path (so a caller may prefix them all). */
@@ -491,7 +497,7 @@ function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key:
     // A check across keys (params.used: the value it judged) may fault a key the file leaves out,
     // whose default was then the value: "got nothing" sent the reader looking for a key not there.
     if (value === 'nothing' && issue.code === 'custom' && typeof issue.params?.used === 'string') value = `nothing (the default, ${issue.params.used})`;
-    return [`${key}: got ${value}, ${issue.message.replace(/^Invalid input: /, '')}`];
+    return [`${key}: got ${value}, ${issue.message}`];
   });
 }
 

@@ -93,6 +93,26 @@ export function batvKeyFileLines(text: string): Array<{ number: number; key: Bat
   });
 }
 
+/**
+ * The secret of a file that holds one key alone (`batv sign|check --secret-file`, the policy
+ * stage's secretFile): the text without the line ends an editor leaves at its end (a loop, not
+ * /(\r?\n)+$/, which tries every run of line ends: 64 KiB of them took 4 s). An empty key lets
+ * anyone sign; a second line (a comment, or `KEYNUM SECRET` lines) would be part of the key and
+ * match no tag the signer made: refused, saying so when every line is a `--batv-key-file` line.
+ */
+export function oneSecretFileText(text: string): { ok: true; secret: string } | { ok: false; problem: string } {
+  let end = text.length;
+  while (end > 0 && (text[end - 1] === '\n' || text[end - 1] === '\r')) end--;
+  const secret = text.slice(0, end);
+  if (secret === '') return { ok: false, problem: 'no secret in the file' };
+  if (/[\r\n]/.test(secret)) {
+    const lines = batvKeyFileLines(secret);
+    const keyFile = lines.length > 0 && lines.every((line) => line.key !== undefined);
+    return { ok: false, problem: `more than one line, expected the secret alone${keyFile ? ' (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)' : ''}` };
+  }
+  return { ok: true, secret };
+}
+
 export type BatvWindow = 'exim' | 'bounded';
 
 export interface BatvOptions {

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CalloutError, ConfigError, UsageError } from '../../src/core/errors.js';
-import { engineOverrides, flagOf, numberFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { IDLE_POLL_MICROSECONDS, TIMEOUT_SECONDS, engineOverrides, flagOf, numberFlag, unitFlag, wholeNumberFlag } from '../../src/cli/options.js';
 import { serveOverrides } from '../../src/cli/serve.js';
 import { dirname, join, resolve } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +33,21 @@ describe('number flags', () => {
 
 describe('engine flags', () => {
   const none = { dnsServer: [], allowTarget: [] };
+
+  it('--timeout and --idle-poll say their bounds in their own units (--timeout 99999999 said "expected at most 2147483647 ms" of a flag in seconds)', () => {
+    const usage = (run: () => unknown, message: string) => assert.throws(run, (err: unknown) => err instanceof UsageError && err.message === message);
+    usage(() => engineOverrides({ ...none, timeout: '99999999' }), '--timeout: got "99999999", expected at most 2147483 seconds (about 24 days)');
+    usage(() => engineOverrides({ ...none, timeout: '0' }), '--timeout: got "0", expected at least 0.001 seconds');
+    usage(() => engineOverrides({ ...none, timeout: '5s' }), '--timeout: got "5s", expected a number of seconds');
+    usage(() => serveOverrides({ ...none, idlePoll: '99999' }), '--idle-poll: got "99999", expected at most 10000 microseconds');
+    usage(() => serveOverrides({ ...none, idlePoll: '1.5' }), '--idle-poll: got "1.5", expected a whole number of microseconds');
+    // The bounds themselves are taken, and the schema takes them too.
+    assert.equal(unitFlag('--timeout', '2147483', TIMEOUT_SECONDS), 2147483);
+    assert.equal(unitFlag('--timeout', '0.001', TIMEOUT_SECONDS), 0.001);
+    assert.equal(unitFlag('--idle-poll', '0', IDLE_POLL_MICROSECONDS), 0);
+    assert.equal(loadConfig(undefined, engineOverrides({ ...none, timeout: '2147483' })).callout.timeouts.overall, 2_147_483_000);
+    assert.equal(loadConfig(undefined, engineOverrides({ ...none, timeout: '0.001' })).callout.timeouts.overall, 1);
+  });
 
   it('--cache FILE is a SQLite store at FILE taken from the current directory, and --cache "" is refused', () => {
     assert.deepEqual(engineOverrides({ ...none, cache: 'verdicts.sqlite' }).store, { kind: 'sqlite', path: resolve('verdicts.sqlite') });
@@ -65,6 +80,17 @@ describe('engine flags', () => {
     assert.equal(refused({ limits: { listConcurrency: 0 } }, file), 'command line: --concurrency (limits.listConcurrency): got 0, expected at least 1');
     assert.equal(flagOf('callout.portal'), 'callout.portal', 'a key only by its start is no flag\'s');
     rmSync(dirname(file), { recursive: true });
+  });
+
+  it('names by its flag every key a flag sets (flagOf\'s table is kept by hand beside the builders)', () => {
+    const every = { config: '/etc/callout.yaml', dnsServer: ['127.0.0.1'], helo: 'mx.example.org', sender: '<>', timeout: '7', allowTarget: ['127.0.0.0/8'], port: '2525', cache: 'v.sqlite', listen: '127.0.0.1:0', workers: '2', idlePoll: '0', dataDir: '/srv/callout', metrics: '' };
+    const leaves = (raw: unknown, path: string[]): string[] =>
+      raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? Object.entries(raw).flatMap(([key, value]) => leaves(value, [...path, key])) : [path.join('.')];
+    const keys = leaves(serveOverrides(every), []);
+    assert.deepEqual(keys.filter((key) => key.startsWith('store.')), ['store.kind', 'store.path']);
+    for (const key of keys.filter((k) => !k.startsWith('store.'))) assert.match(flagOf(key), /^--[a-z-]+ \(/, key);
+    // --cache's keys are left out: a sqlite store at an absolute file, which the schema takes whatever the name.
+    assert.doesNotThrow(() => loadConfig(undefined, engineOverrides({ ...none, cache: ':memory:' }), {}, { flagOf }));
   });
 });
 

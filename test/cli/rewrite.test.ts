@@ -54,6 +54,34 @@ describe('callout batv', () => {
     // Unix seconds work as --now too.
     assert.equal((await run(['batv', 'sign', '--secret', 'secret', '--keynum', '1', '--now', '1577836860', 'user@example.com'])).out, 'prvs=1269e93bf9=user@example.com\n');
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--keynum', '12', 'a@b']), UsageError);
+  });
+
+  it('batv sign and check take the secret from --secret-file (a --secret is in every local user\'s ps), exactly one of the two', async () => {
+    const file = (name: string, text: string, mode = 0o600) => {
+      const path = join(dir, name);
+      writeFileSync(path, text);
+      chmodSync(path, mode);
+      return path;
+    };
+    const secret = file('batv.secret', 'secret\n');
+    const warned: string[] = [];
+    const log: LookupLog = { info: () => undefined, warn: (fields, message) => warned.push(`${String(fields.file)}: ${message}`) };
+    assert.deepEqual(await run(['batv', 'sign', '--secret-file', secret, '--keynum', '1', '--now', NOW, 'user@example.com'], { log }), { out: 'prvs=1269e93bf9=user@example.com\n', code: 0 });
+    assert.deepEqual(await run(['batv', 'check', '--secret-file', secret, '--now', NOW, 'prvs=1269e93bf9=user@example.com'], { log }), { out: 'valid: user@example.com (key 1)\n', code: 0 });
+    assert.deepEqual(warned, []);
+    const open = file('batv-open.secret', 'secret\n', 0o644);
+    assert.equal((await run(['batv', 'sign', '--secret-file', open, '--now', NOW, 'user@example.com'], { log })).code, 0);
+    assert.deepEqual(warned, [`${open}: secret file is not private`]);
+    for (const both of [['--secret', 'secret', '--secret-file', secret], []]) {
+      await assert.rejects(run(['batv', 'sign', ...both, 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === 'give exactly one of --secret and --secret-file');
+      await assert.rejects(run(['batv', 'check', ...both, 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === 'give exactly one of --secret and --secret-file');
+    }
+    const refused = async (path: string, problem: string) =>
+      assert.rejects(run(['batv', 'sign', '--secret-file', path, 'a@b.test'], { log }), (err: unknown) => err instanceof ConfigError && err.message === `--secret-file ${path}: ${problem}`);
+    await refused(join(dir, 'missing.secret'), 'cannot read: no such file (ENOENT)');
+    await refused(file('empty.secret', '\n\n'), 'no secret in the file');
+    await refused(file('keys.secret', '1 secret\n0 old\n'), 'more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)');
+    await refused(file('long.secret', `${'x'.repeat(65)}\n`), 'longer than 64 bytes (Exim refuses it)');
     await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', 'yesterday', 'a@b']), UsageError);
     // A --secret no keyring takes is a usage error (64) naming the flag (regression: 78, "the secret of key 0").
     for (const command of ['sign', 'check']) {

@@ -159,8 +159,8 @@ describe('callout spf', () => {
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--identity', 'helo']), /need --helo/);
     await assert.rejects(run(['--sender', 'a@example.test']), { code: 'commander.missingMandatoryOptionValue' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--dns-server', '127.0.0.1:0']), { code: 'USAGE', message: 'spf: --dns-server: dns server "127.0.0.1:0": port must be 1..65535' });
-    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '2147483648']), { code: 'USAGE' });
-    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '0']), { code: 'USAGE', message: 'spf: --timeout: got "0", expected a whole number from 1 to 2147483647' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '0']), { code: 'USAGE', message: 'spf: --timeout: got "0", expected at least 1 millisecond' });
+    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '2147483648']), { code: 'USAGE', message: 'spf: --timeout: got "2147483648", expected at most 2147483647 milliseconds (about 24 days)' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--receiver', '']), { code: 'USAGE', message: 'spf: --receiver: got "", expected this host\'s name' });
     // scope mfrom checks the MAIL FROM: without --sender there is nothing to check.
     await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'mfrom']), { code: 'USAGE', message: 'senderid: --scope mfrom needs --sender' });

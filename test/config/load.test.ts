@@ -104,6 +104,25 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig(word), (err: unknown) => err instanceof ConfigError && err.message === `${word}: got "${'x'.repeat(99)}... at the top level, expected a mapping of settings (key: value lines)`);
   });
 
+  it('names a file of .inf or .nan by its value, not as null (JSON has no Infinity)', () => {
+    for (const [text, shown] of [['.inf', 'Infinity'], ['-.inf', '-Infinity'], ['.nan', 'NaN']] as const) {
+      const path = file('number.yaml', `${text}\n`);
+      assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && err.message === `${path}: got ${shown} at the top level, expected a mapping of settings (key: value lines)`, text);
+    }
+  });
+
+  it('names by its flag a problem only the file and the flags together make (--workers 4 over a file of store.kind memory)', () => {
+    const path = file('memory.yaml', 'store:\n  kind: memory\n');
+    const flagOf = (key: string) => `--flag (${key})`;
+    assert.throws(
+      () => loadConfig(path, { policy: { workers: 4 } }, {}, { flagOf }),
+      (err: unknown) => err instanceof ConfigError && err.message === `${path}: --flag (policy.workers): got 4, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`,
+    );
+    // The file's own key, where no flag set it, keeps its name.
+    const workers = file('workers.yaml', 'store:\n  kind: memory\npolicy:\n  workers: 4\n');
+    assert.throws(() => loadConfig(workers, { callout: { port: 2526 } }, {}, { flagOf }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${workers}: policy.workers: got 4,`));
+  });
+
   it('refuses a relative dataDir in a file, which the daemon and `callout greylist` would each take from their own directory', () => {
     const path = file('relative-data.yaml', 'dataDir: var/callout\n');
     assert.throws(

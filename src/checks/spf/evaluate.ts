@@ -43,7 +43,7 @@
 
 import { domainToASCII } from 'node:url';
 import { systemClock } from '../../core/clock.js';
-import { CalloutError } from '../../core/errors.js';
+import { CalloutError, abbreviate } from '../../core/errors.js';
 import { addressHolds, clientAddress, networkHolds, type ClientAddress as Client } from '../client-ip.js';
 import { SpfLookups, type LimitedAnswer } from './lookups.js';
 import {
@@ -197,7 +197,7 @@ function asciiDomain(domain: string): string | undefined {
 /** §4.3: the domain check_host() was given must be a fully qualified domain name of at most 253 characters. */
 function checkableDomain(domain: string): { ok: true; name: string } | { ok: false; problem: string } {
   if (domain.startsWith('[')) return { ok: false, problem: `${domain} is an address literal, not a domain` };
-  if (domain.length > MAX_WRITTEN_LENGTH) return { ok: false, problem: `${JSON.stringify(domain.slice(0, 80))}... is longer than ${MAX_NAME_LENGTH} characters` };
+  if (domain.length > MAX_WRITTEN_LENGTH) return { ok: false, problem: `${abbreviate(JSON.stringify(domain), 80)} is longer than ${MAX_NAME_LENGTH} characters` };
   const ascii = asciiDomain(domain);
   if (ascii === undefined) return { ok: false, problem: `${JSON.stringify(domain)} is not a valid domain name` };
   // Only an expanded name is cut from the left (§7.3); a longer <domain> is malformed.

@@ -33,7 +33,7 @@ import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
-import { Batv, batvKeyFileLines, type BatvKey } from '../../rewrite/batv.js';
+import { Batv, batvKeyFileLines, oneSecretFileText, type BatvKey } from '../../rewrite/batv.js';
 import { domainMatcher, unmatchableDomainEntry } from '../../rewrite/domains.js';
 import { compileTemplate } from '../template.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
@@ -87,33 +87,18 @@ export interface BatvStage extends Stage {
   readonly counters: Readonly<Record<BatvStageResult, number>>;
 }
 
-/**
- * The text without the line ends at its end, which are an editor's, not the key's. A loop, not
- * /(\r?\n)+$/, which tries every run of line ends in the file: 64 KiB of them took 4 s.
- */
-function withoutFinalLineEnds(text: string): string {
-  let end = text.length;
-  while (end > 0 && (text[end - 1] === '\n' || text[end - 1] === '\r')) end--;
-  return text.slice(0, end);
-}
-
 function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, 'log'>>['log']): BatvKey[] {
   return keys.map((k) => {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
     const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES, { governing: true });
     if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
     warnIfSecretExposed(read, k.secretFile!, 'batv.keys secretFile', log);
-    const secret = withoutFinalLineEnds(read.bytes.toString('utf8'));
-    // An empty key lets anyone sign; a second line (a comment) would be part of the key and
-    // match no tag the signer made, refusing every genuine bounce.
-    if (secret === '') throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: no secret in the file`);
-    // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: such a file given here
-    // would make the number part of the key, and no tag the rewrite service signed would check.
+    const parsed = oneSecretFileText(read.bytes.toString('utf8'));
+    if (!parsed.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${parsed.problem}`);
+    const { secret } = parsed;
+    // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: one such line given here makes
+    // the number part of the key, and no tag the rewrite service signed would check.
     const keyFileLines = batvKeyFileLines(secret);
-    if (/[\r\n]/.test(secret)) {
-      const keyFile = keyFileLines.length > 0 && keyFileLines.every((line) => line.key !== undefined);
-      throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: more than one line, expected the secret alone${keyFile ? ' (KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)' : ''}`);
-    }
     if (keyFileLines[0]?.key?.keynum === k.keynum) {
       log?.warn({ file: k.secretFile, keynum: k.keynum }, `batv.keys secretFile holds "${k.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
     }

@@ -141,7 +141,8 @@ test('a sender or HELO domain of thousands of distinct non-ASCII characters is t
     const started = performance.now();
     const verdict = await evaluateSpf({ ip: '203.0.113.9', ...request }, { resolver });
     assert.equal(verdict.result, 'none');
-    assert.match(verdict.problem ?? '', /is longer than 253 characters/);
+    // Cut as other quoted values are (core/errors abbreviate), where its quote closed before the dots.
+    assert.ok((verdict.problem ?? '').includes(`"${label.slice(0, 79)}... is longer than 253 characters`), verdict.problem);
     assert.ok(performance.now() - started < 200, `took ${performance.now() - started} ms`);
   }
 });

@@ -58,10 +58,10 @@ describe('batv stage secretFile', () => {
   it('says so when given a --batv-key-file (KEYNUM SECRET lines) instead of a secret alone', () => {
     const keys = join(dir, 'batv.keys');
     writeFileSync(keys, '1 batvsecret\n0 older\n', { mode: 0o600 });
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)`);
     // A key file as `rewrite serve` reads it, comment header and all (regression: the '#' line hid the hint).
     writeFileSync(keys, '# BATV keys, newest first\n\n1 batvsecret\n  0 older\n');
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message.endsWith('(KEYNUM SECRET lines are a --batv-key-file: give each key a secretFile that holds its secret alone)'));
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message.endsWith('(KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)'));
     writeFileSync(keys, '1 batvsecret\n');
     const warnings: Array<[Record<string, unknown>, string]> = [];
     const log = { warn: (fields: Record<string, unknown>, message: string) => warnings.push([fields, message]) } as unknown as StageDeps['log'];
