@@ -266,7 +266,7 @@ describe('callout serve --workers 2', () => {
       );
     });
     assert.equal(result.code, 78);
-    assert.match(result.stderr, /policy\.workers: got 2, expected 1 with store\.kind memory/);
+    assert.match(result.stderr, /--workers \(policy\.workers\): got 2, expected 1 with store\.kind memory/);
   });
 });
 
