@@ -70,7 +70,8 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
 
 /**
  * The flags that set configuration keys (engineOverrides, serveOverrides, verify's --concurrency):
- * a test feeds every flag through the builders and checks each key they set is named here.
+ * a test feeds every flag of engineOverrides and serveOverrides through them and checks each key
+ * they set is named here (verify's --concurrency, set in cli/main, has its own test).
  * (--cache sets store.path to an absolute file, which the schema never refuses.)
  */
 const FLAG_KEYS: Readonly<Record<string, string>> = {

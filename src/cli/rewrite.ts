@@ -180,12 +180,16 @@ function secretFlag(secret: string): string {
  * --secret or --secret-file, exactly one. The file is read as a one-shot command's (a pipe too),
  * and `log` hears of one others can read or change.
  */
-function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: LookupLog): string {
+function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: LookupLog, keynum: number | undefined): string {
   if ((flags.secret === undefined) === (flags.secretFile === undefined)) throw new UsageError('give exactly one of --secret and --secret-file');
   if (flags.secret !== undefined) return secretFlag(flags.secret);
   const path = flags.secretFile!;
   const read = oneSecretFileText(readText(path, '--secret-file', log, false));
   if (!read.ok) throw new ConfigError(`--secret-file ${path}: ${read.problem}`);
+  // A `--batv-key-file` line: as the stage does, said when its number is the key's (any, for a check without --keynum).
+  if (read.keyFileLine && (keynum === undefined || read.keyFileLine.keynum === keynum)) {
+    log.warn({ file: path, keynum: read.keyFileLine.keynum }, `--secret-file holds "${read.keyFileLine.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
+  }
   if (Buffer.byteLength(read.secret) > BATV_LIMITS.secretOctets) throw new ConfigError(`--secret-file ${path}: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
   return read.secret;
 }
@@ -364,7 +368,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum: string; now?: string }) => {
-      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, warnings()) }] }).sign(address, clockFromFlag(flags.now).now());
+      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, warnings(), keynumFlag(flags.keynum)) }] }).sign(address, clockFromFlag(flags.now).now());
       io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -381,7 +385,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
       if (flags.window !== 'exim' && flags.window !== 'bounded') throw new UsageError(`--window: got "${flags.window}", expected exim or bounded`);
       const keynum = keynumFlag(flags.keynum);
-      const secret = batvSecretFlags(flags, warnings());
+      const secret = batvSecretFlags(flags, warnings(), keynum);
       const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
       if (flags.json) io.out.write(`${shownJson(result)}\n`);

@@ -99,8 +99,9 @@ export function batvKeyFileLines(text: string): Array<{ number: number; key: Bat
  * /(\r?\n)+$/, which tries every run of line ends: 64 KiB of them took 4 s). An empty key lets
  * anyone sign; a second line (a comment, or `KEYNUM SECRET` lines) would be part of the key and
  * match no tag the signer made: refused, saying so when every line is a `--batv-key-file` line.
+ * keyFileLine is the secret read as such a line, when it reads as one.
  */
-export function oneSecretFileText(text: string): { ok: true; secret: string } | { ok: false; problem: string } {
+export function oneSecretFileText(text: string): { ok: true; secret: string; keyFileLine?: BatvKey } | { ok: false; problem: string } {
   let end = text.length;
   while (end > 0 && (text[end - 1] === '\n' || text[end - 1] === '\r')) end--;
   const secret = text.slice(0, end);
@@ -110,7 +111,10 @@ export function oneSecretFileText(text: string): { ok: true; secret: string } | 
     const keyFile = lines.length > 0 && lines.every((line) => line.key !== undefined);
     return { ok: false, problem: `more than one line, expected the secret alone${keyFile ? ' (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)' : ''}` };
   }
-  return { ok: true, secret };
+  // One `KEYNUM SECRET` line is a secret too (a space is legal in one), but likely a key file's:
+  // the caller warns when its number is the key's, as the whole line would then be the secret.
+  const keyFileLine = batvKeyFileLines(secret)[0]?.key;
+  return { ok: true, secret, ...(keyFileLine ? { keyFileLine } : {}) };
 }
 
 export type BatvWindow = 'exim' | 'bounded';

@@ -72,6 +72,13 @@ describe('callout batv', () => {
     const open = file('batv-open.secret', 'secret\n', 0o644);
     assert.equal((await run(['batv', 'sign', '--secret-file', open, '--now', NOW, 'user@example.com'], { log })).code, 0);
     assert.deepEqual(warned, [`${open}: secret file is not private`]);
+    // The rewrite service's key file, one line: the whole line would be the secret, said as the stage says it.
+    const keyLine = file('batv-keyline.secret', '1 secret\n');
+    assert.equal((await run(['batv', 'sign', '--secret-file', keyLine, '--keynum', '1', '--now', NOW, 'user@example.com'], { log })).code, 0);
+    assert.equal((await run(['batv', 'check', '--secret-file', keyLine, '--now', NOW, 'prvs=1269e93bf9=user@example.com'], { log })).code, 1);
+    assert.equal((await run(['batv', 'sign', '--secret-file', keyLine, '--keynum', '2', '--now', NOW, 'user@example.com'], { log })).code, 0);
+    const keyLineWarning = `${keyLine}: --secret-file holds "1 ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`;
+    assert.deepEqual(warned.slice(1), [keyLineWarning, keyLineWarning], 'said for key 1 and for a check of any key, not for a key of another number');
     for (const both of [['--secret', 'secret', '--secret-file', secret], []]) {
       await assert.rejects(run(['batv', 'sign', ...both, 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === 'give exactly one of --secret and --secret-file');
       await assert.rejects(run(['batv', 'check', ...both, 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message === 'give exactly one of --secret and --secret-file');
