@@ -224,28 +224,24 @@ describe('listenOn socket modes and temporary failures', () => {
     }
   });
 
-  it('a name that cannot be resolved for now (EAI_AGAIN) is temporary, exit 75', async () => {
-    // The resolver's answer, without asking one: a server whose bind fails as listen() reports it.
-    class Unresolved extends net.Server {
+  /** The resolver's answer, without asking one: a server whose bind fails as listen() reports a getaddrinfo error. */
+  const unresolvable = (code: string) =>
+    new (class extends net.Server {
       override listen(): this {
-        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo EAI_AGAIN policy.example'), { code: 'EAI_AGAIN' })));
+        process.nextTick(() => this.emit('error', Object.assign(new Error(`getaddrinfo ${code} policy.example`), { code })));
         return this;
       }
-    }
-    await assert.rejects(listenOn(new Unresolved(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
+    })();
+
+  it('a name that cannot be resolved for now (EAI_AGAIN) is temporary, exit 75', async () => {
+    await assert.rejects(listenOn(unresolvable('EAI_AGAIN'), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
       assert.ok(err instanceof ListenUnavailableError, String(err));
       assert.equal(exitCodeFor(err), 75);
       return true;
     });
   });
   it('a name that has no address (ENOTFOUND) is a configuration error that says what to give instead', async () => {
-    class Unknown extends net.Server {
-      override listen(): this {
-        process.nextTick(() => this.emit('error', Object.assign(new Error('getaddrinfo ENOTFOUND policy.example'), { code: 'ENOTFOUND' })));
-        return this;
-      }
-    }
-    await assert.rejects(listenOn(new Unknown(), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
+    await assert.rejects(listenOn(unresolvable('ENOTFOUND'), { kind: 'tcp', host: 'policy.example', port: 10040 }, 'policy.example:10040'), (err: unknown) => {
       assert.ok(err instanceof ConfigError, String(err));
       assert.equal(err.message, 'cannot listen on policy.example:10040: getaddrinfo ENOTFOUND policy.example (the host name has no address: give an IP address, or a name in /etc/hosts)');
       return true;
