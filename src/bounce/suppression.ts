@@ -52,8 +52,10 @@ const DEFAULT_TTL_MS = 365 * 86_400_000;
  */
 const MAX_ADD_ATTEMPTS = 16;
 
-export type SuppressionProof = 'batv' | 'verp' | 'batv+verp' | 'manual';
-const PROOFS: ReadonlySet<SuppressionProof> = new Set<SuppressionProof>(['batv', 'verp', 'batv+verp', 'manual']);
+/** One list: a proof named only in the type would make its entries read as damaged. */
+const PROOF_NAMES = ['batv', 'verp', 'batv+verp', 'manual'] as const;
+export type SuppressionProof = (typeof PROOF_NAMES)[number];
+const PROOFS: ReadonlySet<string> = new Set(PROOF_NAMES);
 
 export interface SuppressionEntry {
   address: string;
