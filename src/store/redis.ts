@@ -17,7 +17,8 @@
  *     - increment: INCRBY, PEXPIRE only when the key was created, and an undo (DECRBY) plus an
  *       error when the sum leaves the safe integer range; Redis's own INCRBY refuses values that
  *       are not integers and leaves them alone; a decrement is cut to stop at 0 and never
- *       creates the key (store/semantics);
+ *       creates the key, and an addition to a counter below 0 starts from 0 (SET KEEPTTL,
+ *       Redis 6.0 or later) (store/semantics);
  *     - reads: GET and PTTL of up to SCAN_BATCH keys at once, so value and expiry agree.
  *   Redis still serves a key in the millisecond its expiry names (PTTL 0), where the contract
  *   (store/semantics) has it gone. A read that meets such a key answers absent and deletes it,
@@ -178,6 +179,9 @@ if tonumber(by) < 0 then
   if created then return 0 end
   local value = tonumber(current)
   if value <= 0 then by = '0' elseif value + tonumber(by) < 0 then by = '-' .. current end
+elseif current and tonumber(by) > 0 and tonumber(current) < 0 then
+  -- As store/semantics: an addition to a counter below 0 starts from 0, keeping the expiry.
+  redis.call('SET', KEYS[1], '0', 'KEEPTTL')
 end
 local sum = redis.call('INCRBY', KEYS[1], by)
 if sum > 9007199254740991 or sum < -9007199254740991 then

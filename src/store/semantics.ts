@@ -15,6 +15,9 @@
  *       below 0 (one already below stays where it is) and leaves an absent counter absent,
  *       answering 0. A counter evicted or expired between the add and the take-back would
  *       otherwise start again at -1 and let one event too many through its window.
+ *     - An addition to a counter below 0 (none that callout writes: another program's on a
+ *       shared Redis, or damaged) starts from 0, as readCounter reads it: added to, a stored
+ *       -100000 let a client that many events past its limit. The counter keeps its expiry.
  *     - scan lists keys in Unicode code point order, which is UTF-8 byte order: the order SQLite
  *       and Redis keep UTF-8 keys in.
  *
@@ -63,12 +66,16 @@ function counterValue(stored: string): number | undefined {
   return Number.isSafeInteger(value) ? value : undefined;
 }
 
-/** The sum of a stored counter and an increment (a decrement stopping at 0), refusing values that are not counters. */
+/**
+ * The sum of a stored counter and an increment (a decrement stopping at 0, an addition to a
+ * counter below 0 starting from 0), refusing values that are not counters.
+ */
 export function addToCounter(context: string, stored: string, by: number): number {
   const current = counterValue(stored);
   if (current === undefined) {
     throw new StoreError(`${context}: stored value is not an integer counter`);
   }
+  if (by > 0 && current < 0) return by;
   const sum = current + by;
   if (by < 0 && sum < 0) return Math.min(current, 0);
   if (!Number.isSafeInteger(sum)) throw new StoreError(`${context}: counter would leave the safe integer range`);

@@ -330,12 +330,21 @@ export function runStoreContract(
         assertEntry(await store.get('c'), '0', 1000);
         await store.set('n', '-3', 1000);
         assert.equal(await store.increment('n', -1, 1000), -3);
-        assert.equal(await store.increment('n', 1, 1000), -2);
         assert.equal(await store.increment('absent', -1, 1000), 0);
         assert.equal(await store.get('absent'), undefined);
         await store.set('bad', '-0', 1000);
         await assert.rejects(store.increment('bad', -1, 1000), StoreError);
         assert.equal((await store.get('bad'))?.value, '-0');
+      });
+
+      it('adds to a counter below 0 (callout writes none) from 0, keeping its expiry', async () => {
+        await store.set('n', '-100000', 1000);
+        await later(100);
+        assert.equal(await store.increment('n', 2, 60_000), 2);
+        assertEntry(await store.get('n'), '2', 900);
+        assert.equal(await store.increment('n', 1, 60_000), 3);
+        await store.set('still', '-3', 1000);
+        assert.equal(await store.increment('still', 0, 1000), -3);
       });
 
       it('keeps the original expiry of an existing counter', async () => {
@@ -388,11 +397,11 @@ export function runStoreContract(
         assert.equal((await store.get('c'))?.value, String(Number.MAX_SAFE_INTEGER));
       });
 
-      it('counts back from either end of the safe integer range', async () => {
+      it('counts back from the top of the safe integer range, and up from 0 at its bottom', async () => {
         await store.set('c', String(Number.MAX_SAFE_INTEGER), 1000);
         assert.equal(await store.increment('c', -1, 1000), Number.MAX_SAFE_INTEGER - 1);
         await store.set('c', String(-Number.MAX_SAFE_INTEGER), 1000);
-        assert.equal(await store.increment('c', 1, 1000), 1 - Number.MAX_SAFE_INTEGER);
+        assert.equal(await store.increment('c', 1, 1000), 1);
       });
     });
 

@@ -6,4 +6,4 @@
  *   See window.ts; the `ratelimit` and `tarpit` policy stages are built on it.
  */
 
-export { addCount, SlidingWindow, WINDOW_MIN_MS, type WindowSample } from './window.js';
+export { SlidingWindow, WINDOW_MIN_MS, type WindowSample } from './window.js';

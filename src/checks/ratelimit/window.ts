@@ -16,7 +16,8 @@
  *   counter it was added to: adding first and taking back lets no concurrent event through on
  *   a count that a read-then-add would have raced on. The store never takes a counter below 0
  *   (store/semantics): one that Redis evicted (maxmemory) or that expired meanwhile is not
- *   created again at -1, which would have let one event too many through its window.
+ *   created again at -1, which would have let one event too many through its window; and it
+ *   adds to one found below 0 (another program's on a shared Redis, or damaged) from 0.
  *
  *   Keys: PREFIX KEY ":" N, where N is the window's number since the epoch.
  *
@@ -97,7 +98,7 @@ export class SlidingWindow {
     const ttl = this.ttlMs();
     const currentKey = `${this.prefix}${key}:${index}`;
     const [current, previousEntry] = await Promise.all([
-      by > 0 ? addCount(this.store, currentKey, by, ttl) : this.store.get(currentKey).then((e) => readCounter(e?.value)),
+      by > 0 ? this.store.increment(currentKey, by, ttl) : this.store.get(currentKey).then((e) => readCounter(e?.value)),
       this.store.get(`${this.prefix}${key}:${index - 1}`),
     ]);
     const previous = readCounter(previousEntry?.value);
@@ -106,17 +107,4 @@ export class SlidingWindow {
     // 30 × 0.3 + 1 come out as 10.000000000000002, over a limit of 10 it was not over.
     return { estimate: (previous * (this.windowMs - (now - windowStart))) / this.windowMs + current, current, previous, windowStart };
   }
-}
-
-/**
- * Adds `by` (positive) to a counter and returns the count. A stored count below 0 is none this
- * program writes (a decrement stops at 0): another program's on a shared Redis, or damaged. It
- * starts again at `by`, as readCounter reads it as 0: added to, a stored -100000 let a client
- * that many events past its limit. A lost race with another process repairing it costs one count.
- */
-export async function addCount(store: Store, key: string, by: number, ttlMs: number): Promise<number> {
-  const sum = await store.increment(key, by, ttlMs);
-  if (sum >= by) return sum;
-  await store.compareAndSet(key, String(sum), String(by), ttlMs);
-  return by;
 }

@@ -89,7 +89,7 @@ import { AddressSet } from '../../core/ip.js';
 import { RecentMap } from '../../core/memo.js';
 import { isRecord, parseJson } from '../../core/record.js';
 import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
-import { addCount, SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
+import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
 import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
@@ -390,7 +390,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
       }
       if (rejected) {
         const [connection, sample] = await Promise.all([
-          scope ? addCount(deps.store, scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),
+          scope ? deps.store.increment(scope.key, 1, CONNECTION_TTL_MS) : Promise.resolve(0),
           window.add(client.counted),
         ]);
         errors = { connection, client: sample.estimate };
