@@ -15,11 +15,11 @@ import { loadConfig } from '../config/load.js';
 import { flagOf } from './options.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../core/errors.js';
-import { systemClock } from '../core/clock.js';
+import { settleWithin, systemClock } from '../core/clock.js';
 import { coalescingDestination, createLogger, type Logger } from '../core/log.js';
 import type { Clock } from '../core/clock.js';
 import { CachingResolver } from '../dns/cache.js';
-import { createNodeResolver } from '../dns/node-resolver.js';
+import { createNodeResolver, type NodeResolver } from '../dns/node-resolver.js';
 import type { Resolver } from '../dns/types.js';
 import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
@@ -33,12 +33,11 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export function createResolver(config: Config, clock: Clock = systemClock): Resolver {
-  const base = createNodeResolver({
-    servers: config.dns.servers,
-    timeoutMs: config.dns.timeout,
-    tries: config.dns.tries,
-  });
+function nodeResolverOf(config: Config): NodeResolver {
+  return createNodeResolver({ servers: config.dns.servers, timeoutMs: config.dns.timeout, tries: config.dns.tries });
+}
+
+export function createResolver(config: Config, clock: Clock = systemClock, base: Resolver = nodeResolverOf(config)): Resolver {
   return new CachingResolver(base, {
     clock,
     minTtlSeconds: config.dns.minTtl / 1000,
@@ -89,7 +88,8 @@ let warnings: Logger | undefined;
 export async function createRuntime(config: Config, clock: Clock = systemClock): Promise<Runtime> {
   // Before the store: `verify --cache FILE` without a name to announce created FILE, then failed.
   heloOf(config);
-  const resolver = createResolver(config, clock);
+  const lookups = nodeResolverOf(config);
+  const resolver = createResolver(config, clock, lookups);
   const store = await openStore(
     configuredStore(config),
     clock,
@@ -102,7 +102,13 @@ export async function createRuntime(config: Config, clock: Clock = systemClock):
       resolver,
       store,
       async close() {
-        await engine.idle();
+        // A one-shot command ends soon after its last verdict. What still runs then (a stale
+        // answer's refresh) gets one more overall deadline, and DNS lookups that outlived the
+        // deadline are given up: waiting out their retries took 12 s more after a 1 s
+        // --timeout, for answers that would go into a cache ending with the process.
+        const late = Symbol('late');
+        if ((await settleWithin(engine.idle(), config.callout.timeouts.overall, () => late)) === late) await engine.abandon();
+        lookups.cancel();
         await store.close();
       },
     };

@@ -8,6 +8,6 @@
 
 export type { DnsAnswer, DnsRecordType, MxHost, MxRecord, MxResolution, Resolver } from './types.js';
 export { reverseName } from './reverse.js';
-export { createNodeResolver, parseDnsServer, type NodeResolverOptions } from './node-resolver.js';
+export { createNodeResolver, parseDnsServer, type NodeResolver, type NodeResolverOptions } from './node-resolver.js';
 export { CachingResolver, type CacheStats, type CachingResolverOptions } from './cache.js';
 export { resolveMailHosts, type MailHostOptions } from './mx.js';

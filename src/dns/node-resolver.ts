@@ -95,7 +95,15 @@ function checkedInteger(name: string, value: number, minimum: number): number {
   return value;
 }
 
-export function createNodeResolver(options: NodeResolverOptions = {}): Resolver {
+export interface NodeResolver extends Resolver {
+  /**
+   * Gives up every lookup still running (each answers tempfail, ECANCELLED): a pending c-ares
+   * query keeps the process alive through all its tries.
+   */
+  cancel(): void;
+}
+
+export function createNodeResolver(options: NodeResolverOptions = {}): NodeResolver {
   const timeoutMs = checkedInteger('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 1);
   const tries = checkedInteger('tries', options.tries ?? DEFAULTS.tries, 1);
   const ttl = checkedInteger('defaultTtlSeconds', options.defaultTtlSeconds ?? DEFAULTS.defaultTtlSeconds, 0);
@@ -147,5 +155,6 @@ export function createNodeResolver(options: NodeResolverOptions = {}): Resolver 
       const name = reverseName(address);
       return ask('PTR', name, async () => ({ records: await ares.resolvePtr(name), ttl }));
     },
+    cancel: () => ares.cancel(),
   };
 }
