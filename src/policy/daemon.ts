@@ -209,7 +209,8 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined, log:
 /**
  * The configuration's SQLite file, its directory created if need be; an upgrade of its schema is
  * logged, and so is a failure of its checkpoint thread (once: the thread is not started again),
- * counted in callout_store_checkpoint_thread_failures_total when metrics are given.
+ * counted in callout_store_checkpoint_thread_failures_total when metrics are given, and its
+ * checkpoints held up by another connection and caught up again.
  */
 async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
   const path = storePath(config);
@@ -221,6 +222,12 @@ async function openSqliteStore(config: Config, clock: Clock, log: Logger, metric
       log.error({ store: path, reason }, 'store checkpoint thread failed: until restart SQLite checkpoints inside commits, on the request path');
       metrics?.recordCheckpointerFailure();
     },
+    // Held up by another connection (a backup, a long read, a lock): the WAL grows meanwhile, so
+    // warn; one line when held up and one when it catches up, not one per round.
+    onCheckpointDelay: (delay) =>
+      delay.state === 'held up'
+        ? log.warn({ store: path, heldForMs: delay.forMs, walFrames: delay.walFrames, reason: delay.reason }, 'store checkpoints held up by another connection: the WAL grows until it lets go; retried every round')
+        : log.info({ store: path, heldForMs: delay.forMs }, 'store checkpoints caught up'),
   });
   if (store.schemaUpgrade) log.info({ store: path, ...store.schemaUpgrade }, 'store schema upgraded');
   return store;

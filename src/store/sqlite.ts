@@ -55,7 +55,9 @@
  *   (the daemon logs it: checkpoints in commits cost latency, and the cause may be a failing
  *   disk). The thread is not started again. Under a steady stream of commits the
  *   thread also restarts the WAL (store/sqlite-checkpointer), and journal_size_limit cuts the
- *   file back to WAL_SIZE_LIMIT_BYTES when it starts again.
+ *   file back to WAL_SIZE_LIMIT_BYTES when it starts again. Another connection's lock is no
+ *   failure of the thread: it tries again every round, and onCheckpointDelay is told when its
+ *   rounds have been held up for a while and when they catch up.
  *
  *   purgeExpired walks the table in key order, PURGE_STRETCH keys (expired or not) per group,
  *   deleting the expired ones, a timer tick between groups (so that the checkpoint thread can
@@ -100,9 +102,11 @@
  *   is not a database (one of a single byte too, which SQLite would write a new database over), a
  *   damaged database, a file with another program's tables (refused before WAL mode is set in
  *   it), a schema newer than this program, a schema upgrade that what another program added to
- *   the file (a view, a trigger) makes fail. Every other failure rejects with
- *   StoreError naming the file and the operation, the driver error as its cause: out of
- *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close().
+ *   the file (a view, a trigger) makes fail, or that finds the file damaged. Every other failure
+ *   rejects with StoreError naming the file and the operation, the driver error as its cause: out
+ *   of descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close(). A
+ *   failed upgrade names the versions and SQLite's code, and says the file is as it was (its
+ *   transaction rolled back) and, for a full disk or an I/O error, the room it needs.
  */
 
 import { accessSync, closeSync, constants, existsSync, openSync, statSync } from 'node:fs';
@@ -112,9 +116,9 @@ import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
-import { ConfigError, StoreError, describeError, describeFileError } from '../core/errors.js';
+import { CalloutError, ConfigError, StoreError, describeError, describeFileError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
-import { startCheckpointer } from './sqlite-checkpointer.js';
+import { startCheckpointer, type CheckpointDelay } from './sqlite-checkpointer.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
 import { addToCounter, checkIncrement, checkPageSize, checkScanLimit, expiryAfter, isLive } from './semantics.js';
 
@@ -132,6 +136,12 @@ export interface SqliteStoreOptions {
    * the life of the store. Not told when close() stops the thread.
    */
   onCheckpointerFailed?: (reason: string) => void;
+  /**
+   * Told when the checkpoint thread's rounds have been held up by another connection's lock for
+   * a while (the WAL grows meanwhile; they go on trying), and again when they catch up: one pair
+   * per episode (store/sqlite-checkpointer).
+   */
+  onCheckpointDelay?: (delay: CheckpointDelay) => void;
   /**
    * 'normal' (default): a commit is in the WAL when it returns, safe from a crash of the
    * process, fsynced at checkpoints. 'full': every commit is fsynced too, safe from a power
@@ -296,29 +306,48 @@ function refuseForeign(db: Database.Database, path: string): void {
 
 /** Brings the schema up to date; the upgrade of a file that had one, undefined for a new or current one. */
 function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined {
-  return db.transaction((): SchemaUpgrade | undefined => {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > SCHEMA_VERSION) {
-      // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
-      throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
-    }
-    for (const [index, step] of MIGRATIONS.slice(version).entries()) {
-      try {
-        db.exec(step);
-      } catch (err) {
-        // SQLITE_ERROR here is the file's content, not the machine's state (a full disk, a lock
-        // are other codes): retried by systemd for ever as exit 75, with no word of the upgrade.
-        if ((err as { code?: unknown }).code !== 'SQLITE_ERROR') throw err;
-        throw new ConfigError(
-          `sqlite store ${path}: upgrading the schema from version ${version + index} to ${version + index + 1} failed: ${describeError(err)}; the file is as it was (the upgrade is one transaction): remove what another program added to it (a view, a trigger), or give callout a file of its own`,
-          { cause: err },
-        );
+  // The upgrade under way when it fails: the step's, or from the file's version to this one's at COMMIT.
+  let upgrading: { from: number; to: number } | undefined;
+  try {
+    return db.transaction((): SchemaUpgrade | undefined => {
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
+        throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
       }
-    }
-    if (version === SCHEMA_VERSION) return undefined;
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    return version === 0 ? undefined : { from: version, to: SCHEMA_VERSION };
-  }).immediate();
+      for (const [index, step] of MIGRATIONS.slice(version).entries()) {
+        upgrading = { from: version + index, to: version + index + 1 };
+        db.exec(step);
+      }
+      if (version === SCHEMA_VERSION) return undefined;
+      upgrading = { from: version, to: SCHEMA_VERSION };
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      return version === 0 ? undefined : { from: version, to: SCHEMA_VERSION };
+    }).immediate();
+  } catch (err) {
+    // BEGIN failed (the lock), or a new file's schema: open()'s own failure, with nothing to keep.
+    if (err instanceof CalloutError || upgrading === undefined || upgrading.from === 0) throw err;
+    throw upgradeFailure(path, upgrading, err);
+  }
+}
+
+/**
+ * Why upgrading a file's schema failed, which the transaction rolled back: ConfigError for the
+ * file's own content, StoreError for the machine's state (a full disk, an I/O error), which the
+ * next open tries again. "open failed: disk I/O error" named neither the upgrade nor that the
+ * file was kept, nor why a file that opened yesterday no longer did.
+ */
+function upgradeFailure(path: string, upgrading: { from: number; to: number }, err: unknown): CalloutError {
+  const code = err instanceof Database.SqliteError ? err.code : undefined;
+  const failed = `sqlite store ${path}: upgrading the schema from version ${upgrading.from} to ${upgrading.to} failed: ${describeError(err)}${code === undefined ? '' : ` (${code})`}; the file is as it was (the upgrade is one transaction)`;
+  // The file's own content (what another program added, damage): as exit 75, systemd retried it for ever.
+  if (code === 'SQLITE_ERROR') return new ConfigError(`${failed}: remove what another program added to it (a view, a trigger), or give callout a file of its own`, { cause: err });
+  if (code?.startsWith('SQLITE_CORRUPT')) {
+    return new ConfigError(`${failed}, and damaged: restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
+  }
+  // The copy of the table (version 1 to 2) needs room for another one, in the WAL.
+  const room = code === 'SQLITE_FULL' || code?.startsWith('SQLITE_IOERR') ? 'it needs free disk of about twice the file\'s size, and ' : '';
+  return new StoreError(`${failed}; ${room}the next open tries again`, { cause: err });
 }
 
 /** A write (or a read queued behind writes) waiting for its group's transaction. */
@@ -420,6 +449,7 @@ export class SqliteStore implements Store {
   private readonly checkpointIntervalMs: number;
   private readonly startCheckpointThread: NonNullable<SqliteStoreOptions['startCheckpointer']>;
   private readonly onCheckpointerFailed: SqliteStoreOptions['onCheckpointerFailed'];
+  private readonly onCheckpointDelay: SqliteStoreOptions['onCheckpointDelay'];
   private readonly commitGroup: Database.Transaction<(group: Queued[]) => Outcome[]>;
   private readonly incrementCounter: Database.Transaction<
     (key: string, by: number, now: number, expiresAt: number) => number
@@ -443,6 +473,7 @@ export class SqliteStore implements Store {
     this.checkpointIntervalMs = options.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
     this.startCheckpointThread = options.startCheckpointer ?? startCheckpointer;
     this.onCheckpointerFailed = options.onCheckpointerFailed;
+    this.onCheckpointDelay = options.onCheckpointDelay;
     this.statements = prepareStatements(db);
     this.dataVersion = this.statements.dataVersion.get()!;
     const statements = this.statements;
@@ -519,7 +550,9 @@ export class SqliteStore implements Store {
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {
         throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
       }
-      throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}`, { cause: err });
+      // SQLite's "database is locked" alone says neither that it waited nor for what.
+      const lock = isBusy(err) ? ` (${code}): another process held the write lock for longer than the busy timeout (${options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS} ms)` : '';
+      throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${lock}`, { cause: err });
     }
   }
 
@@ -720,10 +753,13 @@ export class SqliteStore implements Store {
       this.checkpoints = 'thread';
     };
     worker.on('error', (err) => handBack(`the checkpoint thread failed: ${describeError(err)}`));
-    // The thread's one other message is its failure.
-    worker.on('message', (message: { ready?: unknown; error?: unknown } | null) =>
-      message?.ready === true ? takeOver() : handBack(`the checkpoint thread failed: ${String(message?.error)}`),
-    );
+    // Its messages: ready, a delay of its rounds (store/sqlite-checkpointer), or its failure.
+    worker.on('message', (message: { ready?: unknown; delay?: CheckpointDelay; error?: unknown } | null) => {
+      if (message?.ready === true) takeOver();
+      else if (message?.delay !== undefined) {
+        if (this.checkpointer === worker && !this.closing) this.onCheckpointDelay?.(message.delay);
+      } else handBack(`the checkpoint thread failed: ${String(message?.error)}`);
+    });
     worker.on('exit', (code) => handBack(`the checkpoint thread ended (exit code ${code})`));
     // A 'message' listener refs the worker again; unref'd, it never holds the process up.
     worker.unref();

@@ -1,4 +1,5 @@
-// The checkpoint thread against a wall clock stepped back: its wait for a WAL restart is bounded all the same.
+// The checkpoint thread against a wall clock stepped back (its wait for a WAL restart is bounded all the
+// same), and against another connection's locks (SQLITE_BUSY), which it outlasts and tells of once.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -8,9 +9,41 @@ import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { startCheckpointer, type CheckpointDelay } from '../../src/store/sqlite-checkpointer.js';
+import { until } from '../support/wait.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'callout-checkpointer-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** A WAL file at path as the store leaves it (no automatic checkpoint), holding `frames` frames or more. */
+function walFile(path: string, frames: number): Database.Database {
+  const writer = new Database(path, { timeout: 0 });
+  writer.pragma('journal_mode = WAL');
+  writer.pragma('wal_autocheckpoint = 0');
+  writer.exec('CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)');
+  const insert = writer.prepare('INSERT INTO t VALUES (?, ?)');
+  // A row of about a page each: a frame per row, and a few for the b-tree above them.
+  writer.transaction(() => {
+    for (let k = 0; k < frames; k += 1) insert.run(k, 'x'.repeat(3000));
+  })();
+  return writer;
+}
+
+/** The thread's messages as they come, and whether it has ended. */
+function watchThread(thread: Worker): { messages: Array<{ ready?: true; error?: string; delay?: CheckpointDelay }>; exited: () => boolean } {
+  const messages: Array<{ ready?: true; error?: string; delay?: CheckpointDelay }> = [];
+  let exited = false;
+  thread.on('message', (message: { ready?: true; error?: string; delay?: CheckpointDelay }) => messages.push(message));
+  thread.once('exit', () => (exited = true));
+  return { messages, exited: () => exited };
+}
+
+async function stop(thread: Worker, exited: () => boolean): Promise<void> {
+  thread.postMessage('stop');
+  assert.ok(await until(() => exited()), 'the thread ended when told');
+}
 
 describe('startCheckpointer', () => {
   it('ends its wait for a WAL restart a reader holds up, and stops when told, though the wall clock steps back an hour', async () => {
@@ -57,5 +90,66 @@ describe('startCheckpointer', () => {
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     await once(child, 'exit');
     assert.equal(out, 'stopped');
+  });
+
+  it('outlasts a write lock another connection holds through its restarts, tells of it once, and again once it caught up', async () => {
+    const path = join(scratch, 'write-locked.sqlite');
+    const writer = walFile(path, 1500);
+    const other = new Database(path, { timeout: 0 });
+    // Held before the thread's first round: every restart meets it (a passive round copies all the same).
+    other.exec('BEGIN IMMEDIATE');
+    const thread = startCheckpointer(path, 5, { reportAfterMs: 30 });
+    const { messages, exited } = watchThread(thread);
+    const delays = () => messages.filter((m) => m.delay !== undefined).map((m) => m.delay);
+    try {
+      assert.ok(await until(() => delays().length > 0, 10_000, 5), `held up told: ${JSON.stringify(messages)}`);
+      const [heldUp] = delays();
+      assert.equal(heldUp?.state, 'held up');
+      assert.ok(heldUp.state === 'held up' && heldUp.forMs >= 30 && heldUp.walFrames !== undefined && heldUp.walFrames > 1000, JSON.stringify(heldUp));
+      assert.equal(heldUp.reason, 'another connection holds the write lock or a read transaction');
+      // Rounds go on meeting the lock (five or more at 5 ms): not one message each.
+      const told = messages.length;
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      assert.equal(messages.length, told, `no more messages while held: ${JSON.stringify(messages)}`);
+      other.exec('COMMIT');
+      assert.ok(await until(() => delays().length > 1, 10_000, 5), 'caught up told');
+      assert.equal(delays()[1]?.state, 'caught up');
+      assert.ok((delays()[1]?.forMs ?? 0) >= 30, JSON.stringify(delays()[1]));
+      assert.deepEqual(messages.filter((m) => m.delay === undefined), [{ ready: true }], 'no failure: the thread goes on');
+      assert.equal(exited(), false);
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+      await stop(thread, exited);
+      writer.close();
+    }
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.prepare('SELECT count(*) FROM t').pluck().get(), 1500, 'every committed row is there');
+    check.close();
+  });
+
+  it('waits out another connection\'s exclusive lock met as it starts, instead of ending for good', async () => {
+    const path = join(scratch, 'exclusive.sqlite');
+    walFile(path, 10).close();
+    // A connection in exclusive locking mode that has written holds the file: any other reader
+    // gets SQLITE_BUSY, the thread's first statement too (it ended with "database is locked").
+    const other = new Database(path, { timeout: 0 });
+    other.pragma('locking_mode = EXCLUSIVE');
+    other.exec('INSERT INTO t VALUES (-1, 1)');
+    const thread = startCheckpointer(path, 5, { reportAfterMs: 20 });
+    const { messages, exited } = watchThread(thread);
+    try {
+      assert.ok(await until(() => messages.length > 1 || exited(), 10_000, 5), 'the thread said something');
+      const forMs = messages[1]?.delay?.forMs ?? 0;
+      assert.ok(forMs >= 20, `held up for ${forMs} ms when told`);
+      assert.deepEqual(messages, [{ ready: true }, { delay: { state: 'held up', forMs, walFrames: undefined, reason: 'database is locked (SQLITE_BUSY)' } }]);
+      other.close();
+      assert.ok(await until(() => messages.length > 2 || exited(), 10_000, 5), 'the thread said something more');
+      assert.equal(messages[2]?.delay?.state, 'caught up', JSON.stringify(messages));
+      assert.equal(exited(), false, 'still running');
+    } finally {
+      if (other.open) other.close();
+      await stop(thread, exited);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readSync, symlinkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readSync, readdirSync, symlinkSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -12,7 +12,7 @@ import { ManualClock } from '../support/manual-time.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { ASK_LATER } from '../../src/store/types.js';
-import { startCheckpointer } from '../../src/store/sqlite-checkpointer.js';
+import { startCheckpointer, type CheckpointDelay } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
 import { writeVersion1Store, type Version1Row } from '../support/sqlite-version-1.js';
 import { until } from '../support/wait.js';
@@ -412,7 +412,9 @@ describe('SqliteStore', () => {
       assert.equal(await store.get('absent'), undefined);
       // Remembered: the same row, not one read again. (Not checked by reading a stale value after
       // the other commits: they fsync the WAL, which may take longer than TRUST_MS on a disk.)
-      assert.equal(store.peek('verdict'), store.peek('verdict'));
+      const remembered = store.peek('verdict');
+      assert.equal(typeof remembered === 'object' && remembered.value, 'old', 'peek answers from the remembered row');
+      assert.equal(store.peek('verdict'), remembered);
       otherProcess.prepare("UPDATE kv SET value = 'new' WHERE key = 'verdict'").run();
       otherProcess.prepare("INSERT INTO kv VALUES ('absent', 'here', ?)").run(Date.now() + 60_000);
       await new Promise((resolve) => setImmediate(resolve));
@@ -741,6 +743,50 @@ describe('SqliteStore', () => {
     assert.deepEqual(messages, [{ ready: true }], 'the thread did not fail');
   });
 
+  it('goes on while another connection\'s read transaction holds up its checkpoints, tells of it once and when they catch up, and loses no write', async () => {
+    const path = freshPath();
+    const delays: CheckpointDelay[] = [];
+    const failures: string[] = [];
+    const store = await SqliteStore.open(path, {
+      checkpointIntervalMs: 5,
+      startCheckpointer: (file, intervalMs) => startCheckpointer(file, intervalMs, { reportAfterMs: 30 }),
+      onCheckpointDelay: (delay) => delays.push(delay),
+      onCheckpointerFailed: (reason) => failures.push(reason),
+    });
+    for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+    await threadTakesOver(store);
+    // A backup, or a long query of another program: its snapshot keeps every later frame out of the file.
+    const reader = new Database(path, { readonly: true });
+    reader.exec('BEGIN');
+    assert.equal(reader.prepare('SELECT count(*) FROM kv').pluck().get(), 100);
+    try {
+      // About a page a row, ten rows a commit: over 1000 frames, which the thread wants to restart.
+      for (let i = 0; i < 150; i += 1) await Promise.all(Array.from({ length: 10 }, (_, j) => store.set(`big${i * 10 + j}`, 'x'.repeat(3000), 60_000)));
+      assert.ok(await until(() => delays.length > 0, 10_000, 5), 'held up told');
+      const [heldUp] = delays;
+      assert.ok(heldUp?.state === 'held up' && heldUp.walFrames !== undefined && heldUp.walFrames > 1000, JSON.stringify(heldUp));
+      assert.match(heldUp.reason, /^a read transaction of another connection keeps \d+ frames from the database file$/);
+      await store.set('during', 'v', 60_000);
+      // Rounds go on meeting the reader (several at 5 ms): told once, not once a round.
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      assert.equal(delays.length, 1, JSON.stringify(delays));
+    } finally {
+      reader.exec('ROLLBACK');
+      reader.close();
+    }
+    assert.ok(await until(() => delays.length > 1, 10_000, 5), 'caught up told');
+    assert.equal(delays[1]?.state, 'caught up');
+    assert.deepEqual(failures, [], 'the thread did not fail');
+    assert.equal(store.checkpoints, 'thread', 'and still checkpoints');
+    await store.set('after', 'v', 60_000);
+    await store.close();
+    const check = new Database(path, { readonly: true });
+    assert.equal(check.prepare("SELECT count(*) FROM kv WHERE key LIKE 'big%'").pluck().get(), 1500, 'every acknowledged write is in the file');
+    assert.deepEqual(check.prepare("SELECT key FROM kv WHERE key IN ('during', 'after') ORDER BY key").pluck().all(), ['after', 'during']);
+    check.close();
+    assert.equal(delays.length, 2);
+  });
+
   it('leaves checkpoints to SQLite when the thread fails before it runs', async () => {
     const path = freshPath();
     let exited = false;
@@ -893,6 +939,146 @@ describe('SqliteStore', () => {
       assert.equal(db.prepare('SELECT value FROM kv WHERE key = ?').pluck().get('grey:t:a'), 'v');
     } finally {
       db.close();
+    }
+  });
+
+  it('names a schema upgrade that finds the file damaged as a configuration problem, and leaves the file as it was', async () => {
+    const path = join(scratch, 'version-1-damaged.sqlite');
+    writeVersion1Store(path, Array.from({ length: 3000 }, (_, i) => [`grey:t:k${i}`, 'v'.repeat(100), 9_000] as const));
+    // A page of the table or of its indexes, which only the upgrade's copy and DROP TABLE read.
+    const pages = statSync(path).size / 4096;
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.alloc(64, 0xff), 0, 64, Math.floor(pages / 2) * 4096);
+    closeSync(fd);
+    await assert.rejects(SqliteStore.open(path), (err: unknown) => {
+      // Not StoreError: its exit 75 had systemd restart the daemon on the file for ever.
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.ok(err.message.startsWith(`sqlite store ${path}: upgrading the schema from version 1 to 2 failed: database disk image is malformed (SQLITE_CORRUPT); the file is as it was (the upgrade is one transaction), and damaged: restore it from a backup`), err.message);
+      assert.ok(err.message.includes(`${path}-wal`), err.message);
+      return true;
+    });
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') ORDER BY name").pluck().all(), ['kv', 'kv_expires_at', 'sqlite_autoindex_kv_1']);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('fails a schema upgrade that runs out of room with a StoreError naming the upgrade, SQLite\'s code and the room it needs, and leaves the file as it was', async () => {
+    const path = join(scratch, 'version-1-no-room.sqlite');
+    const rows: Version1Row[] = Array.from({ length: 30_000 }, (_, i) => [`grey:t:k${i}`, 'v'.repeat(100), 9_000]);
+    writeVersion1Store(path, rows);
+    // In WAL mode, as callout left a version 1 file.
+    const wal = new Database(path);
+    wal.pragma('journal_mode = WAL');
+    wal.close();
+    // A limit on the size of any file the child writes (RLIMIT_FSIZE, 512 KiB or 1 MiB as the
+    // shell counts blocks): the copy of a 5 MB table cannot fit in the WAL, as on a full disk
+    // (Node ignores SIGXFSZ, so the write fails: EFBIG, which SQLite calls SQLITE_IOERR_WRITE).
+    const script = join(scratch, 'open-no-room.mjs');
+    writeFileSync(
+      script,
+      `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+       try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
+       catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message, code: err.cause?.code })); }`,
+    );
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const child = spawn('/bin/sh', ['-c', 'ulimit -f 1024 && exec "$0" "$@"', process.execPath, '--import', 'tsx', script, path], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await once(child, 'exit');
+    const { name, message, code } = JSON.parse(out) as { name: string; message: string; code: string };
+    assert.equal(name, 'StoreError', message);
+    assert.ok(code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'), code);
+    assert.equal(
+      message,
+      `sqlite store ${path}: upgrading the schema from version 1 to 2 failed: ${code === 'SQLITE_FULL' ? 'database or disk is full' : 'disk I/O error'} (${code}); the file is as it was (the upgrade is one transaction); it needs free disk of about twice the file's size, and the next open tries again`,
+    );
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.deepEqual(db.prepare("SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') ORDER BY name").pluck().all(), ['kv', 'kv_expires_at', 'sqlite_autoindex_kv_1']);
+      assert.equal(db.prepare('SELECT count(*) FROM kv').pluck().get(), rows.length);
+    } finally {
+      db.close();
+    }
+    // With room, the next open upgrades it.
+    const store = await SqliteStore.open(path, { clock: new ManualClock(0) });
+    assert.deepEqual(store.schemaUpgrade, { from: 1, to: 2, compacted: true });
+    assert.deepEqual(await store.get('grey:t:k29999'), { value: 'v'.repeat(100), expiresAt: 9_000 });
+    await store.close();
+  });
+
+  it('fails to upgrade a file whose write lock another process holds past the busy timeout, saying so, and leaves it as it was', async () => {
+    const path = join(scratch, 'version-1-locked.sqlite');
+    writeVersion1Store(path, [['grey:t:a', 'v', 9_000]]);
+    const other = new Database(path);
+    other.pragma('journal_mode = WAL');
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      await assert.rejects(SqliteStore.open(path, { busyTimeoutMs: 50 }), (err: unknown) => {
+        // Waiting may mend it: exit 75, tried again.
+        assert.ok(err instanceof StoreError, String(err));
+        assert.equal(err.message, `sqlite store ${path}: open failed: database is locked (SQLITE_BUSY): another process held the write lock for longer than the busy timeout (50 ms)`);
+        return true;
+      });
+      assert.equal(other.pragma('user_version', { simple: true }), 1);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    const store = await SqliteStore.open(path, { clock: new ManualClock(0) });
+    assert.deepEqual(store.schemaUpgrade, { from: 1, to: 2, compacted: true });
+    assert.equal((await store.get('grey:t:a'))?.value, 'v');
+    await store.close();
+  });
+
+  it('refuses a version 1 file, or its directory, that it may not write as a configuration problem, and leaves it as it was', async () => {
+    // Another user's child when this test runs as root (who may write anything), as for the WAL files below.
+    const dir = mkdtempSync(join(tmpdir(), 'callout-sqlite-read-only-'));
+    const script = join(dir, 'open.mjs');
+    try {
+      writeFileSync(
+        script,
+        `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+         await (await SqliteStore.open(':memory:')).close();
+         if (process.argv[3] === 'as-nobody') { process.setgid(65534); process.setuid(65534); }
+         try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
+         catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
+      );
+      chmodSync(script, 0o644);
+      const asAnotherUser = process.getuid?.() === 0 ? ['as-nobody'] : [];
+      const uid = asAnotherUser.length > 0 ? 65534 : process.getuid?.();
+      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      for (const [what, dirMode, fileMode, problem] of [
+        ['file', 0o777, 0o444, (path: string) => `cannot read and write ${path}: permission denied, running as uid ${uid} (EACCES)`],
+        ['directory', 0o555, 0o666, (path: string) => `cannot write in ${dirname(path)}: permission denied, running as uid ${uid} (EACCES)`],
+      ] as const) {
+        const storeDir = join(dir, what);
+        mkdirSync(storeDir);
+        const path = join(storeDir, 'store.sqlite');
+        writeVersion1Store(path, [['grey:t:a', 'v', 9_000]]);
+        chmodSync(path, fileMode);
+        chmodSync(storeDir, dirMode);
+        chmodSync(dir, 0o755);
+        const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        await once(child, 'exit');
+        const { name, message } = JSON.parse(out) as { name: string; message: string };
+        assert.equal(name, 'ConfigError', message);
+        assert.ok(message.startsWith(`sqlite store ${path}: ${problem(path)}`), message);
+        chmodSync(storeDir, 0o755);
+        assert.deepEqual(readdirSync(storeDir), ['store.sqlite'], `${what}: no -wal or -shm file made`);
+        const db = new Database(path, { readonly: true });
+        assert.equal(db.pragma('user_version', { simple: true }), 1, what);
+        assert.equal(db.pragma('journal_mode', { simple: true }), 'delete', `${what}: WAL mode not written into it`);
+        db.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
