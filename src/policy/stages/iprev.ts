@@ -7,23 +7,27 @@
  *   is weak evidence (RFC 8601 §3 warns against using it alone), so by default every result
  *   continues and the stage only reports: its Authentication-Results field goes into the
  *   verdict's headers. Repeated requests of one message cost nothing new: the resolver's
- *   cache answers the PTR and address lookups. The check is bounded by the decision deadline
- *   (beyond it, temperror); a request without a usable client address (Postfix's "unknown")
- *   gives result none and no header.
+ *   cache answers the PTR and address lookups. The check is bounded by timeoutMs and by the
+ *   decision deadline (beyond either, temperror): a reverse zone that never answers (its
+ *   timeout is not cached, so every retry waits again) would otherwise take the whole
+ *   deadline, and the stages after it would answer with no time left (spf: a temperror, 451,
+ *   at every retry). A request without a usable client address (Postfix's "unknown") gives
+ *   result none and no header.
  *
  * CONFIGURATION
  *   actions.{pass,fail,temperror,permerror}: reject | defer | defer-if-permit | continue
  *   (all continue by default); rejectCode (550) and deferCode (450) with RFC 7372 §3.3's
  *   X.7.25 "reverse DNS validation failed"; rejectText/deferText expand {result}, {ip} and
- *   {reason}; maxNames (10); authservId; authenticationResults.
+ *   {reason}; maxNames (10); timeoutMs (2000, at most the decision deadline); authservId;
+ *   authenticationResults.
  */
 
-import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
 import { unusableClientAddress } from '../../checks/client-ip.js';
 import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
+import { authservIdOption } from './authserv-id-option.js';
 import type { Decision, StageDefinition } from '../types.js';
 
 const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
@@ -44,7 +48,9 @@ const options = z
     rejectText: z.string().default('Client host rejected: reverse DNS of {ip} does not confirm ({reason})'),
     deferText: z.string().default('Client host reverse DNS of {ip} could not be checked, try again later ({reason})'),
     maxNames: z.number().int().min(1).max(100).default(DEFAULT_IPREV_MAX_NAMES),
-    authservId: z.string().min(1).default(hostname()),
+    /** Bound of the check, a share of the 6 s default decision deadline: the stages after it keep the rest. */
+    timeoutMs: z.number().int().min(100).max(120_000).default(2000),
+    authservId: authservIdOption(),
     authenticationResults: z.boolean().default(true),
   })
   .strict();
@@ -81,8 +87,9 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
         const unusable = unusableClientAddress(ctx.clientAddress);
         if (unusable !== undefined) return { stage: 'iprev', result: 'none', reason: unusable, decision: { kind: 'continue' } };
         // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
-        // the pipeline would count the stage a fault and skip every stage after it.
-        const timeoutMs = Math.max(1, ctx.timeLeft());
+        // the pipeline would count the stage a fault and skip every stage after it. Bounded by
+        // timeoutMs too, or it would take all of the deadline and leave the later stages none.
+        const timeoutMs = Math.max(1, Math.min(opts.timeoutMs, ctx.timeLeft()));
         const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs, timers: ctx.timers });
         return {
           stage: 'iprev',

@@ -27,7 +27,6 @@
  *   checks together; measured on the monotonic clock, as the decision deadline is), limits.
  */
 
-import { hostname } from 'node:os';
 import { z } from 'zod';
 import { formatAuthenticationResults, formatReceivedSpf } from '../../checks/auth-results.js';
 import { unusableClientAddress } from '../../checks/client-ip.js';
@@ -35,6 +34,7 @@ import { evaluateSpf } from '../../checks/spf/index.js';
 import { ownCopy } from '../../core/memo.js';
 import type { SpfResult, SpfVerdict } from '../../checks/spf/types.js';
 import { compileTemplate } from '../template.js';
+import { authservIdOption } from './authserv-id-option.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 
 const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
@@ -70,7 +70,7 @@ const options = z
     deferText: z.string().default('SPF {result} for {domain}, try again later: {reason}'),
     checkHelo: z.boolean().default(false),
     /** RFC 8601 authserv-id; default this host's name. */
-    authservId: z.string().min(1).default(hostname()),
+    authservId: authservIdOption(),
     /** This host's name for %{r} and receiver=; default authservId. */
     receiver: z.string().min(1, "expected this host's name, not an empty string").optional(),
     authenticationResults: z.boolean().default(true),

@@ -101,6 +101,20 @@ describe('iprev stage', () => {
     assert.match(verdict.headers?.[0] ?? '', /; iprev=temperror \(.*\) policy\.iprev=127\.0\.0\.21$/);
   });
 
+  it('a reverse zone that never answers takes timeoutMs (2000 ms by default), not the whole deadline of the stages after it', async () => {
+    // Its timeout is not cached: with the deadline's 6 s taken at every retry, an spf stage
+    // after it had 0 ms left and answered temperror (451) to a sender whose SPF passes.
+    for (const [options, bound] of [[{}, 2000], [{ timeoutMs: 500 }, 500]] as const) {
+      const timers = new ManualTimers();
+      const answer = watch(iprevWith(options).evaluate(context('127.0.0.21', 6000, timers)));
+      await timers.advance(bound - 1);
+      assert.equal(answer(), undefined, `not answered before ${bound} ms`);
+      await timers.advance(1);
+      assert.equal(answer()?.result, 'temperror', `temperror at ${bound} ms`);
+    }
+    assert.equal(iprevStage.options.safeParse({ timeoutMs: 99 }).success, false);
+  });
+
   it("Postfix's client_address=unknown is no result and no header, not a permerror to act on", async () => {
     for (const address of ['unknown', '']) {
       const verdict = await stage.evaluate(context(address, 5000));

@@ -1,0 +1,25 @@
+/**
+ * NAME
+ *   stages/authserv-id-option - the authserv-id of a stage's Authentication-Results
+ *
+ * DESCRIPTION
+ *   authservIdOption() is the schema of the `authservId` option of the spf and iprev stages,
+ *   default this host's name: printable ASCII without white space. The header formatting
+ *   (checks/auth-results) replaces anything else with "?", so that DNS data can never inject a
+ *   header line, and quotes a value with a space: "mx.bücher.example" went out as
+ *   "mx.b?cher.example" and "mx example" quoted, fields that the site's own filters, which
+ *   trust only its authserv-id (RFC 8601 §5), never recognised, and that neither stage joined.
+ *   An internationalised name is written as its A-labels.
+ */
+
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+const PRINTABLE_WORD = /^[\x21-\x7e]+$/;
+
+export function authservIdOption() {
+  return z
+    .string()
+    .regex(PRINTABLE_WORD, "expected this host's name in printable ASCII without spaces, such as mx.example.net (an internationalised name as its A-labels, xn--...)")
+    .default(hostname());
+}
