@@ -15,6 +15,7 @@
  *   honestly.
  */
 
+import { isAscii } from 'node:buffer';
 import { z } from 'zod';
 
 export const FQDN_PATTERN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -25,7 +26,21 @@ export function isAnnounceable(name: string): boolean {
   return FQDN_PATTERN.test(name) && !LOCAL_ONLY_NAME.test(name);
 }
 
-export const fqdn = z
-  .string()
-  .regex(FQDN_PATTERN, 'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)')
-  .refine((name) => !LOCAL_ONLY_NAME.test(name), 'names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');
+/**
+ * What is wrong with a name as callout.helo, one problem in words that say what to write, or
+ * undefined. A name as a zone file or dig writes it (a final dot) and a Unicode name were
+ * refused as "expected a fully qualified domain name", which each of them is; `localhost` was
+ * refused twice, once as no FQDN and once as a local-only name.
+ */
+function heloProblem(name: string): string | undefined {
+  if (LOCAL_ONLY_NAME.test(name)) return 'names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org';
+  if (FQDN_PATTERN.test(name)) return undefined;
+  if (name.endsWith('.') && FQDN_PATTERN.test(name.slice(0, -1))) return `expected the name without its final dot, ${name.slice(0, -1)}: EHLO sends the name as written`;
+  if (!isAscii(Buffer.from(name))) return 'expected the name in A-labels (xn--...), as EHLO sends it: an EHLO name is ASCII (RFC 5321 §4.1.1.1)';
+  return 'expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)';
+}
+
+export const fqdn = z.string().superRefine((name, ctx) => {
+  const problem = heloProblem(name);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});

@@ -664,7 +664,7 @@ describe('callout serve', () => {
     assert.equal(abandoned?.abandoned, 1, JSON.stringify(lines.slice(-4)));
     const db = new Database(join(dataDir, 'callout.sqlite'), { readonly: true });
     try {
-      assert.deepEqual(db.prepare("SELECT key FROM kv WHERE key LIKE 'cf:lock%'").pluck().all(), [], 'no call-forward lock outlives the daemon');
+      assert.deepEqual(db.prepare("SELECT key FROM kv WHERE key LIKE 'cf:%lock:%'").pluck().all(), [], 'no call-forward lock outlives the daemon');
     } finally {
       db.close();
     }

@@ -65,10 +65,15 @@ export class AddressList {
     for (const raw of entries) {
       const entry = raw.trim();
       if (entry.includes('@') && !entry.startsWith('@')) {
+        // `*` is a local-part character, so the wildcard of other allow-lists (SpamAssassin's
+        // whitelist_from) parsed, as the mailbox "*", and never matched the domain it meant.
+        if (entry.startsWith('*@')) throw new ConfigError(`${key}: ${quoted(raw)} names the mailbox "*", not every address of its domain: write ${quoted(entry.slice(1))}`);
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
         if (!parsed.ok) throw new ConfigError(`${key}: ${quoted(raw)} is not an address: ${parsed.error.message}`);
         this.addresses.add(mailboxKey(parsed.value.address));
       } else {
+        // The subdomain patterns of clientNames and other lists: here a domain is that domain alone.
+        if (/^\*?\.[^.]/.test(entry)) throw new ConfigError(`${key}: ${quoted(raw)} is a pattern, not a domain: an entry names that domain only, not its subdomains: write ${quoted(entry.replace(/^\*?\./, ''))}, and each subdomain meant`);
         this.domains.add(domainEntry(raw, key));
       }
     }

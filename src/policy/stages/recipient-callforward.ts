@@ -6,7 +6,8 @@
  *   A backup or firewall MX that accepts mail for domains it cannot look up itself asks the
  *   primary whether the recipient exists before accepting, instead of accepting everything and
  *   bouncing later (backscatter). The callout runs against the configured hosts, not the
- *   domain's MX (which may be us), with its own cache namespace (`cf:`) and the same engine
+ *   domain's MX (which may be us), with its own cache namespace (`cf:` and a digest of the hosts
+ *   and port: callforwardNamespace, so another primary is asked afresh) and the same engine
  *   rules: only a 5xx at RCPT rejects (550 5.1.1 by default); an unreachable primary defaults to
  *   DUNNO, because queueing while the primary is down is what a backup MX is for.
  *   Exim's recipient callouts are documented as "usually used only between hosts that are
@@ -26,6 +27,7 @@
  *   actions, codes and texts as sender-callout ({recipient}, {reason} expand)
  */
 
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { fqdn } from '../../config/fqdn.js';
@@ -63,6 +65,24 @@ const options = z
 
 type Options = z.output<typeof options>;
 
+/**
+ * The store namespace of a call-forward's records (verdicts, late verdicts, locks): `cf:` and
+ * who answers, the hosts (any order, as written in any case or form) and the port. Under `cf:`
+ * alone a primary moved, or a wrong one corrected and reloaded, left the old host's answers
+ * served: its rejections for cache.addressNegative (2 h), its acceptances for a day. Daemons
+ * sharing a store with the same hosts share their records.
+ */
+export function callforwardNamespace(hosts: readonly string[], port: number): string {
+  const canonical = (host: string): string => {
+    const address = clientAddress(host)?.text;
+    if (address !== undefined) return address;
+    const name = normaliseDomain(host);
+    return (name.ok ? name.value.ascii : host).toLowerCase();
+  };
+  const who = `${[...new Set(hosts.map(canonical))].sort().join(',')} port ${port}`;
+  return `cf:${createHash('sha256').update(who).digest('hex').slice(0, 8)}:`;
+}
+
 export const recipientCallforwardStage: StageDefinition<Options> = {
   name: 'recipient-callforward',
   defaultStates: ['RCPT'],
@@ -70,6 +90,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
   create(opts, deps) {
     if (!deps.engine) throw new ConfigError('policy.stages recipient-callforward: call-forward callouts need callout.helo (or a fully qualified host name); the stage\'s own helo only changes the name they send');
     const base = deps.engine.settings;
+    const namespace = callforwardNamespace(opts.hosts, opts.port);
     const engine = new CalloutEngine(
       {
         ...base,
@@ -91,7 +112,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
         resolver: deps.resolver,
         store: deps.store,
         clock: deps.clock,
-        keyPrefix: 'cf:',
+        keyPrefix: namespace,
         log: deps.log,
         mailHosts: () => resolveConfiguredHosts(deps.resolver, opts.hosts, { ipv6: base.callout.ipv6 }),
         onResult: (result) => deps.metrics?.increment('callforward_verifications', { verdict: result.verdict, source: result.source }),
@@ -111,7 +132,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
     const domains = new Set(opts.domains.map((d) => domainEntry(d, 'recipient-callforward.domains')));
     const calloutDecision = calloutDecider(opts);
     // Apart from the sender callouts' verdicts, as the engine's records are (its keyPrefix).
-    const late = new LateVerdicts(deps.store, 'cf:');
+    const late = new LateVerdicts(deps.store, namespace);
     const verdict = stageVerdict('recipient-callforward');
     return {
       name: 'recipient-callforward',

@@ -321,6 +321,11 @@ describe('allowlist entries as administrators write them', () => {
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {
     assert.throws(() => new AddressList(['a@@b'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && /^allowlist\.senders: "a@@b" is not an address/.test(err.message));
     assert.throws(() => new AddressList(['bad domain'], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && /^allowlist\.recipients: "bad domain" is not a domain/.test(err.message));
+    // The patterns of other allow-lists parsed as a mailbox "*", or were refused without a word of what to write.
+    assert.throws(() => new AddressList(['*@friends.test'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message === 'allowlist.senders: "*@friends.test" names the mailbox "*", not every address of its domain: write "@friends.test"');
+    for (const pattern of ['.friends.test', '*.friends.test']) {
+      assert.throws(() => new AddressList([pattern], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && err.message === `allowlist.recipients: "${pattern}" is a pattern, not a domain: an entry names that domain only, not its subdomains: write "friends.test", and each subdomain meant`, pattern);
+    }
     // Quoted as a string is, and only its start: a pasted block made a message of many lines (or megabytes).
     assert.throws(() => new AddressList(['a@b\nc@d'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.senders: "a@b\\nc@d" is not an address') && !err.message.includes('\n'));
     assert.throws(() => namePatterns([`${'x'.repeat(70)}.${'y'.repeat(5000)}`], 'allowlist.clientNames'), (err: unknown) => err instanceof ConfigError && /^allowlist\.clientNames: "x{70}\.y{29}\.\.\." is not a host name/.test(err.message) && err.message.length < 300);

@@ -9,12 +9,12 @@ import { createLogger } from '../../../src/core/log.js';
 import { parseMailbox } from '../../../src/address/index.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import { Metrics } from '../../../src/http/metrics.js';
-import { recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
+import { callforwardNamespace, recipientCallforwardStage } from '../../../src/policy/stages/recipient-callforward.js';
 import type { Stage, StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
-import { pathOf, silentGreeting, startSmtpServers, usersOnly, type SmtpTestServer } from '../../support/smtp-server.js';
+import { acceptAll, pathOf, silentGreeting, startSmtpServers, usersOnly, type SmtpTestServer } from '../../support/smtp-server.js';
 import { stageContext } from '../../support/stage-context.js';
 import { until, watch } from '../../support/wait.js';
 
@@ -31,6 +31,7 @@ describe('recipient-callforward stage', () => {
   let silent: SmtpTestServer;
   let primary: SmtpTestServer;
   let users: SmtpTestServer;
+  let everyone: SmtpTestServer;
   const stages: Stage[] = [];
   let make: (options: Record<string, unknown>, extra?: Partial<StageDeps>) => Stage;
 
@@ -44,6 +45,7 @@ describe('recipient-callforward stage', () => {
     // A primary that takes a moment per RCPT, so that recipients of a burst are verified at once.
     [primary] = (await startSmtpServers(['127.0.0.48'], () => ({ rcpt: (arg) => ({ reply: `550 5.1.1 <${pathOf(arg)}>: User unknown`, delayMs: 50 }) }))) as [SmtpTestServer];
     [users] = (await startSmtpServers(['127.0.0.49'], () => usersOnly(['alice']))) as [SmtpTestServer];
+    [everyone] = (await startSmtpServers(['127.0.0.51'], () => acceptAll())) as [SmtpTestServer];
     const config = validateConfig({ callout: { helo: 'verifier.callout.test', allowTargets: ['127.0.0.0/8'], timeouts: { connect: '1s', greeting: '1s', overall: '2s' } } });
     const engine = new CalloutEngine(config, { resolver, store, clock });
     make = (options, extra = {}) => {
@@ -58,6 +60,7 @@ describe('recipient-callforward stage', () => {
     await silent.close();
     await primary.close();
     await users.close();
+    await everyone.close();
     await server.close();
   });
 
@@ -91,7 +94,7 @@ describe('recipient-callforward stage', () => {
     assert.match(retry.reason, /\(the previous callout's answer: this one was still running at the deadline\)$/);
     assert.deepEqual(retry.decision, { kind: 'continue' });
     // In the store, for every process on it, apart from the sender callouts' late verdicts.
-    assert.ok(await kept.get('cf:late:carol@backup.test'));
+    assert.ok(await kept.get(`${callforwardNamespace(['127.0.0.47'], silent.port)}late:carol@backup.test`), 'the late verdict under the call-forward namespace');
     assert.equal(await kept.get('late:carol@backup.test'), undefined);
   });
 
@@ -162,6 +165,23 @@ describe('recipient-callforward stage', () => {
     const bob = parseMailbox('bob@narrow.test');
     assert.ok(bob.ok);
     assert.equal(senderEngine.verifyNow(bob.value), undefined);
+  });
+
+  it('asks another primary afresh (hosts or port changed and reloaded), while the same hosts written otherwise keep their answers', async () => {
+    // Under one namespace for every call-forward the wrong primary's 550 went on rejecting carol
+    // after the administrator had named the right one: for cache.addressNegative, 2 h.
+    const store = new MemoryStore({ clock });
+    const wrong = make({ hosts: ['127.0.0.49'], port: users.port }, { store });
+    assert.equal((await wrong.evaluate(context('carol@moved.test', 5000))).result, 'undeliverable');
+    const asked = users.connectionCount;
+    // The same primary as a reload may write it: in another order, twice, another form of its address.
+    const same = make({ hosts: ['127.0.0.49', '::ffff:127.0.0.49'], port: users.port }, { store });
+    assert.equal((await same.evaluate(context('carol@moved.test', 5000))).result, 'undeliverable');
+    assert.equal(users.connectionCount, asked, 'the cached answer, not a new callout');
+    const right = make({ hosts: ['127.0.0.51'], port: everyone.port }, { store });
+    const verdict = await right.evaluate(context('carol@moved.test', 5000));
+    assert.equal(verdict.result, 'deliverable', verdict.reason);
+    assert.equal(everyone.connectionCount, 1, 'the new primary was asked');
   });
 
   it('does not call forward a request from one of the hosts: it decides its own recipients', async () => {
