@@ -665,7 +665,7 @@ describe('PolicyServer over TCP', () => {
     await started.promise;
     const closing = server.close({ drainMs: 10_000 });
     assert.equal(await idle.untilClosed(), '');
-    await assert.rejects(Client.connect(address));
+    await assert.rejects(Client.connect(address), { code: 'ECONNREFUSED' }, 'the listener is closed at once');
     release.resolve('OK drained');
     assert.equal(await busy.untilClosed(), 'action=OK drained\n\n');
     await closing;
