@@ -32,7 +32,7 @@ import { StoreError } from '../core/errors.js';
 import { isRecord, parseJson } from '../core/record.js';
 import { CONTROL_CHARACTER } from '../core/text.js';
 import type { Store } from '../store/types.js';
-import type { Batv } from '../rewrite/batv.js';
+import { parsePrvs, type Batv } from '../rewrite/batv.js';
 import { verpDecode, type VerpDelimiters } from '../rewrite/verp.js';
 import { parseBounce } from './parse.js';
 import type { BounceFormat, BounceRecipient, BounceReport } from './types.js';
@@ -197,6 +197,8 @@ export class SuppressionList {
       }
     }
     if (!signed && verpRecipient === undefined) {
+      // Not "neither a valid BATV signature": no key checked the tag, and the fix is to give them.
+      if (!proofConfig.batv && parsePrvs(core) !== undefined) return { kind: 'not-proven', reason: 'the bounce came to a prvs (BATV) address, and no BATV keys were given to check its tag' };
       return { kind: 'not-proven', reason: 'the bounce came to an address with neither a valid BATV signature nor a VERP tag of ours' };
     }
     const parsed = parseBounce(input.message);

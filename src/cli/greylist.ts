@@ -14,15 +14,15 @@
  *     list   triplets (client identity, normalised sender, recipient, first and last seen,
  *            waiting or passed), client auto-allow entries and domain auto-allow entries, in
  *            key order (on Redis, each 10,000 in key order, in the order SCAN finds them),
- *            printed 10,000 at a time as they are read; --client narrows to one identity (for a network, the client entries
- *            of its addresses, as `drop` removes them), --kind to triplet, client or domain;
+ *            printed 10,000 at a time as they are read; --client narrows to one identity (for a network, the entries
+ *            of the identities and addresses inside it, as `drop` removes them), --kind to triplet, client or domain;
  *            --limit (1000) stops it, with a line on stderr when more are stored
  *     allow  CLIENT alone: the client skips greylisting from now on (its auto-allow entry, for
  *            max-age); with SENDER and RECIPIENT: that triplet counts as passed
  *     drop   CLIENT alone: forget the client's auto-allow entry and every triplet and domain
- *            entry of its identity (for a network, the auto-allow entries of all its
- *            addresses), saying how many of each kind went and whose; with SENDER and
- *            RECIPIENT: that triplet only
+ *            entry of its identity (for a network, those of every identity inside it and the
+ *            auto-allow entries of all its addresses), saying how many of each kind went and
+ *            whose; with SENDER and RECIPIENT: that triplet only
  *   CLIENT is an IP address (reduced to its /24 or /64 as the stage does), a network as `list`
  *   shows it (192.0.2.0/24), or domain:NAME for a sender-pool identity; only an address has an
  *   auto-allow entry (`allow CLIENT` alone), and only while the stage's autoAllowClients is
@@ -188,9 +188,9 @@ export async function printGreylist(list: Greylist, request: ListRequest, out: N
   const { client } = request;
   let printed = 0;
   for (const kind of request.kinds) {
-    // A client entry is keyed by the address, a triplet by the identity; a network's client
-    // entries are those of its addresses, as `drop` removes them.
-    const filter = client === undefined ? {} : kind !== 'client' ? { client: client.identity } : client.network ? { network: client.network } : { client: client.autoAllowKey ?? client.identity };
+    // A client entry is keyed by the address, a triplet by the identity; a network's entries
+    // are those of its addresses and of the identities inside it, as `drop` removes them.
+    const filter = client === undefined ? {} : client.network ? { network: client.network } : kind !== 'client' ? { client: client.identity } : { client: client.autoAllowKey ?? client.identity };
     for await (const page of list.listPages({ kind, limit: request.limit + 1 - printed, pageSize: request.pageSize, ...filter })) {
       const kept = page.slice(0, request.limit - printed);
       if (kept.length > 0 && !out.write(kept.map((entry) => `${request.json ? shownJson(entry) : describeEntry(entry)}\n`).join(''))) await once(out, 'drain');
@@ -308,8 +308,9 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
         io.out.write(`${existed ? 'dropped' : 'no such'} triplet ${tripletText(client.identity, triplet)}\n`);
         return;
       }
-      const dropped = await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
-      // A network's addresses each have their own auto-allow entry: they go with it.
+      // A network's triplets are those of every identity inside it (its /24s, or its hosts keyed
+      // by address), and its addresses each have their own auto-allow entry: they go with it.
+      const dropped = client.network ? { autoAllow: false, ...(await list.dropIdentitiesIn(client.network)) } : await list.dropClient(client.identity, client.autoAllowKey ?? client.identity);
       const addresses = client.network ? await list.dropClientsIn(client.network) : 0;
       io.out.write(`${droppedText(client, dropped, addresses)}\n`);
     });

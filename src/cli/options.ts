@@ -11,7 +11,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError, abbreviate } from '../core/errors.js';
 import type { RawConfig } from '../config/load.js';
-import { TIMER_MAX_MS } from '../config/duration.js';
+import { TIMER_MAX_MS, TIMER_MAX_TEXT } from '../config/duration.js';
 import { MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 
 /** commander's accumulator for a repeatable option. */
@@ -102,8 +102,13 @@ export function flagOf(key: string): string {
 /** Decimal only: Number() also reads 0x19 as 25, 1e3 and Infinity. */
 const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
 
+/** The refusal of a flag's value, quoted in part (a value may be a megabyte of digits). */
+function refusal(name: string, value: string, expected: string): UsageError {
+  return new UsageError(`${name}: got "${abbreviate(value, 40)}", expected ${expected}`);
+}
+
 export function numberFlag(name: string, value: string): number {
-  if (!DECIMAL.test(value)) throw new UsageError(`${name}: got "${abbreviate(value, 40)}", expected a number`);
+  if (!DECIMAL.test(value)) throw refusal(name, value, 'a number');
   return Number(value);
 }
 
@@ -119,22 +124,40 @@ export interface FlagUnit {
 }
 
 /** A timer's range: a Node.js timer holds at most TIMER_MAX_MS. */
-export const TIMEOUT_SECONDS: FlagUnit = { unit: 'seconds', min: 0.001, max: Math.floor(TIMER_MAX_MS / 1000), fractions: true, why: 'about 24 days' };
-export const TIMEOUT_MILLISECONDS: FlagUnit = { unit: 'milliseconds', min: 1, max: TIMER_MAX_MS, why: 'about 24 days' };
+export const TIMEOUT_SECONDS: FlagUnit = { unit: 'seconds', min: 0.001, max: Math.floor(TIMER_MAX_MS / 1000), fractions: true, why: TIMER_MAX_TEXT };
+export const TIMEOUT_MILLISECONDS: FlagUnit = { unit: 'milliseconds', min: 1, max: TIMER_MAX_MS, why: TIMER_MAX_TEXT };
 export const IDLE_POLL_MICROSECONDS: FlagUnit = { unit: 'microseconds', min: 0, max: MAX_IDLE_POLL_MICROS };
+
+/**
+ * `value` read as a number from min to max (a whole one unless `fractions`), or what is wrong
+ * with it: unitFlag and wholeNumberFlag each say that in their own words.
+ */
+function boundedNumber(value: string, min: number, max: number, fractions: boolean): { ok: true; n: number } | { ok: false; wrong: 'form' | 'below' | 'above' } {
+  const n = Number(value);
+  if (!DECIMAL.test(value) || (!fractions && !Number.isInteger(n))) return { ok: false, wrong: 'form' };
+  if (n < min) return { ok: false, wrong: 'below' };
+  if (n > max) return { ok: false, wrong: 'above' };
+  return { ok: true, n };
+}
 
 /**
  * A number of `range.unit` within its bounds, which are said in that unit: --timeout, in
  * seconds, was refused as "expected at most 2147483647 ms", the schema's milliseconds.
  */
 export function unitFlag(name: string, value: string, range: FlagUnit): number {
-  const n = Number(value);
-  const got = `${name}: got "${abbreviate(value, 40)}", expected`;
+  const read = boundedNumber(value, range.min, range.max, range.fractions === true);
+  if (read.ok) return read.n;
   const amount = (bound: number) => `${bound} ${bound === 1 ? range.unit.slice(0, -1) : range.unit}`;
-  if (!DECIMAL.test(value) || (range.fractions !== true && !Number.isInteger(n))) throw new UsageError(`${got} a ${range.fractions === true ? '' : 'whole '}number of ${range.unit}`);
-  if (n < range.min) throw new UsageError(`${got} at least ${amount(range.min)}`);
-  if (n > range.max) throw new UsageError(`${got} at most ${amount(range.max)}${range.why === undefined ? '' : ` (${range.why})`}`);
-  return n;
+  if (read.wrong === 'form') throw refusal(name, value, `a ${range.fractions === true ? '' : 'whole '}number of ${range.unit}`);
+  if (read.wrong === 'below') throw refusal(name, value, `at least ${amount(range.min)}`);
+  throw refusal(name, value, `at most ${amount(range.max)}${range.why === undefined ? '' : ` (${range.why})`}`);
+}
+
+/** A whole number from min to max (inclusive) for a flag the configuration schema does not check. */
+export function wholeNumberFlag(name: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const read = boundedNumber(value, min, max, false);
+  if (read.ok) return read.n;
+  throw refusal(name, value, `a whole number ${max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`}`);
 }
 
 /**
@@ -144,14 +167,3 @@ export function unitFlag(name: string, value: string, range: FlagUnit): number {
 export function reportLimitCut(command: string, limit: number, err: NodeJS.WritableStream = process.stderr): void {
   err.write(`callout ${command}: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
 }
-
-/** A whole number from min to max (inclusive) for a flag the configuration schema does not check. */
-export function wholeNumberFlag(name: string, value: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const n = Number(value);
-  if (!DECIMAL.test(value) || !Number.isInteger(n) || n < min || n > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
-    throw new UsageError(`${name}: got "${abbreviate(value, 40)}", expected a whole number ${range}`);
-  }
-  return n;
-}
-

@@ -53,13 +53,13 @@ import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge, warnI
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
-import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
+import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
 import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
-import { BATV_LIMITS, Batv, batvKeyFileLines, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { Batv, batvKeyFileLines, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
@@ -125,10 +125,10 @@ function nowMs(text: string): number | undefined {
 }
 
 /**
- * A file of secrets. For `rewrite serve` (given its `log`, which hears of one others can read or
- * change) only a regular file not writable by all: a FIFO would hold the daemon's start for
- * ever. A one-shot command takes a pipe too (`--secret-file <(pass show srs)`): it is waited
- * for in front of its user.
+ * A file of secrets; `log` hears of one others can read or change. Governing (the default given
+ * a `log`, as `rewrite serve` gives it): only a regular file not writable by all, since a FIFO
+ * would hold the daemon's start for ever. A one-shot command passes false and takes a pipe too
+ * (`--secret-file <(pass show srs)`): it is waited for in front of its user.
  */
 function readText(path: string, what: string, log?: LookupLog, governing = log !== undefined): string {
   const read = readFileLimited(path, SECRET_FILE_BYTES, { governing });
@@ -142,8 +142,8 @@ function readText(path: string, what: string, log?: LookupLog, governing = log !
  * A line starting with '#' is a secret, not a comment: postsrsd 1.x and 2.x sign with it, and
  * skipping it signed with another secret and refused postsrsd's addresses.
  */
-export function readSrsSecrets(path: string, flag = '--secret-file', log?: LookupLog): string[] {
-  const secrets = contentLines(readText(path, flag, log), { comments: false }).map(({ line }) => line);
+export function readSrsSecrets(path: string, flag = '--secret-file', log?: LookupLog, governing?: boolean): string[] {
+  const secrets = contentLines(readText(path, flag, log, governing), { comments: false }).map(({ line }) => line);
   if (secrets.length === 0) throw new ConfigError(`${flag} ${path}: no secret in the file`);
   return secrets;
 }
@@ -172,7 +172,8 @@ function batvFromKeyFile(path: string, window: BatvWindow, log?: LookupLog): Bat
 /** A --secret that no keyring takes is a usage error naming the flag, not a configuration error (78). */
 function secretFlag(secret: string): string {
   if (secret === '') throw new UsageError('--secret: got an empty secret');
-  if (Buffer.byteLength(secret) > BATV_LIMITS.secretOctets) throw new UsageError(`--secret: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
+  const tooLong = batvSecretTooLong(secret);
+  if (tooLong !== undefined) throw new UsageError(`--secret: ${tooLong}`);
   return secret;
 }
 
@@ -190,7 +191,8 @@ function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: L
   if (read.keyFileLine && (keynum === undefined || read.keyFileLine.keynum === keynum)) {
     log.warn({ file: path, keynum: read.keyFileLine.keynum }, `--secret-file holds "${read.keyFileLine.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
   }
-  if (Buffer.byteLength(read.secret) > BATV_LIMITS.secretOctets) throw new ConfigError(`--secret-file ${path}: longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
+  const tooLong = batvSecretTooLong(read.secret);
+  if (tooLong !== undefined) throw new ConfigError(`--secret-file ${path}: ${tooLong}`);
   return read.secret;
 }
 
@@ -221,7 +223,8 @@ interface SrsFlags {
   alwaysRewrite?: boolean;
 }
 
-function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog): Srs {
+/** `log` and `governing` as readText takes them. */
+function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog, governing?: boolean): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
   if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
   if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
@@ -230,7 +233,7 @@ function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog): Srs {
   const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,
-    secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`, log),
+    secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`, log, governing),
     separator: flags.separator as SrsSeparator,
     alphabet: flags.alphabet as SrsAlphabet,
     hashLength,
@@ -356,8 +359,12 @@ async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', r
   }
 }
 
+/** Where a one-shot command warns (of a secret file others can read): io.log, or JSON lines on stderr. */
+function oneShotWarnings(io: RewriteCommandIo): LookupLog {
+  return io.log ?? createLogger('warn', coalescingDestination(2));
+}
+
 function registerBatv(program: Command, io: RewriteCommandIo): void {
-  const warnings = () => io.log ?? createLogger('warn', coalescingDestination(2));
   const batv = program.command('batv').description('BATV prvs signatures, as Exim ${prvs} / ${prvscheck}');
   batv
     .command('sign')
@@ -368,7 +375,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum: string; now?: string }) => {
-      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, warnings(), keynumFlag(flags.keynum)) }] }).sign(address, clockFromFlag(flags.now).now());
+      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, oneShotWarnings(io), keynumFlag(flags.keynum)) }] }).sign(address, clockFromFlag(flags.now).now());
       io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });
@@ -385,7 +392,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum?: string; window: string; now?: string; json?: boolean }) => {
       if (flags.window !== 'exim' && flags.window !== 'bounded') throw new UsageError(`--window: got "${flags.window}", expected exim or bounded`);
       const keynum = keynumFlag(flags.keynum);
-      const secret = batvSecretFlags(flags, warnings(), keynum);
+      const secret = batvSecretFlags(flags, oneShotWarnings(io), keynum);
       const keys = keynum !== undefined ? [{ keynum, secret }] : Array.from({ length: 10 }, (_, n) => ({ keynum: n, secret }));
       const result = new Batv({ keys, window: flags.window as BatvWindow }).check(address, clockFromFlag(flags.now).now());
       if (flags.json) io.out.write(`${shownJson(result)}\n`);
@@ -405,7 +412,7 @@ function registerSrs(program: Command, io: RewriteCommandIo): void {
     )
       .option('--now <time>', 'as of this instant (ISO 8601 or Unix seconds)')
       .action((address: string, flags: SrsFlags & { now?: string }) => {
-        const rewriter = srsFromFlags(flags);
+        const rewriter = srsFromFlags(flags, '', oneShotWarnings(io), false);
         const now = clockFromFlag(flags.now).now();
         const result = direction === 'forward' ? rewriter.forward(address, now) : rewriter.reverse(address, now);
         io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: ${result.reason}: ${result.message}\n`);
@@ -581,7 +588,22 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       // Refused requests and connections, and secret files others can read, are logged as JSON
       // on stderr; stdout has the listeners.
       const log = io.log ?? createLogger('info', coalescingDestination(2));
-      const maps = serveMaps(flags, log, io.clock ?? systemClock);
+      const clock = io.clock ?? systemClock;
+      // SIGHUP reads the secret and key files again (a rotated BATV key, a new SRS secret) and
+      // the maps answer with them from the next lookup on; a file that no longer reads keeps the
+      // secrets in use. Without a handler, SIGHUP (`systemctl reload`, the policy daemon's reload
+      // signal) ended the service, and systemd does not restart a process a SIGHUP ended.
+      let current = serveMaps(flags, log, clock);
+      const maps: Record<string, LookupMap> = {};
+      for (const name of Object.keys(current)) maps[name] = (key) => current[name]!(key);
+      const reload = () => {
+        try {
+          current = serveMaps(flags, log, clock);
+          log.info({}, 'SIGHUP: secret files read again');
+        } catch (err) {
+          log.warn({ error: describeError(err) }, 'SIGHUP: reload refused, the secrets read before stay in use');
+        }
+      };
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
       const socketMode = socketModeFlag(flags.socketMode);
       const idlePollMicros = unitFlag('--idle-poll', flags.idlePoll, IDLE_POLL_MICROSECONDS);
@@ -599,6 +621,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
       const started: typeof plan = [];
+      process.on('SIGHUP', reload);
       try {
         for (const p of plan) {
           const bound = await p.server.listen(p.target);
@@ -621,6 +644,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         process.off('SIGINT', done);
         process.off('SIGTERM', done);
       } finally {
+        process.off('SIGHUP', reload);
         await Promise.all(started.map((p) => p.server.close()));
       }
     });

@@ -27,6 +27,8 @@ const UNIT_MS: Record<string, number> = {
 
 /** The longest delay a Node.js timer takes; anything longer fires after 1 ms (with a warning). */
 export const TIMER_MAX_MS = 2 ** 31 - 1;
+/** TIMER_MAX_MS as a refusal says it, after the bound in whatever unit the setting takes. */
+export const TIMER_MAX_TEXT = 'about 24 days';
 
 /** What a duration setting takes, for a value of no accepted type (YAML's .nan, .inf, 1e309, true). */
 export const DURATION_EXPECTED = 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds';

@@ -17,7 +17,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
-import { DURATION_EXPECTED, TIMER_MAX_MS, formatDuration, parseDuration } from './duration.js';
+import { DURATION_EXPECTED, TIMER_MAX_MS, TIMER_MAX_TEXT, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
 import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, parseListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
@@ -28,12 +28,13 @@ import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
 import { parseMailbox, parseReversePath } from '../address/index.js';
 import { DEFAULT_IDLE_POLL_MICROS, MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 import { STAGE_DEFINITIONS } from '../policy/stages/index.js';
+import { sharedLimitNames } from '../policy/stages/ratelimit.js';
 
 /**
  * A duration that arms a timer, so it must lie between minMs and what a timer can hold (or a
  * smaller max, with the reason it says).
  */
-const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS, why: 'about 24 days' }) =>
+const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS, why: TIMER_MAX_TEXT }) =>
   duration(fallback).pipe(
     z
       .number()
@@ -452,6 +453,7 @@ export function validateConfig(raw: unknown, source = 'configuration', keyName: 
     problems.push(...checked.problems);
     return checked.entry;
   });
+  problems.push(...sharedLimitNames(result.data.policy.stages));
   if (result.data.policy.workers > 1 && result.data.store.kind === 'memory') {
     problems.push(`${keyName('policy.workers')}: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
   }

@@ -278,6 +278,11 @@ function contains(cidr: Cidr, address: IpAddress): boolean {
   return address.family === cidr.family && (address.bits & prefixMask(cidr.family, cidr.prefixLength)) === cidr.network;
 }
 
+/** Whether every address of `inner` lies in `outer` (a network of the same family, as long a prefix or longer). */
+export function cidrWithin(inner: Cidr, outer: Cidr): boolean {
+  return inner.family === outer.family && inner.prefixLength >= outer.prefixLength && (inner.network & prefixMask(outer.family, outer.prefixLength)) === outer.network;
+}
+
 /** Whether the address (mapped IPv4 counts as IPv4) lies in the CIDR; false for a non-address. */
 export function cidrContains(cidr: Cidr, ip: string): boolean {
   const address = parseIp(ip);

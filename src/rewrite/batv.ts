@@ -199,6 +199,15 @@ export function prvsStampValid(stamp: number, nowMs: number, window: BatvWindow 
   return stamp >= inow;
 }
 
+/**
+ * Why a secret is too long for a keyring ("longer than 64 bytes (Exim refuses it)"), or
+ * undefined. The one check of the limit: the keyring, `batv --secret` and `batv --secret-file`
+ * each say it after the key, flag or file the secret came from.
+ */
+export function batvSecretTooLong(secret: string): string | undefined {
+  return Buffer.byteLength(secret) > BATV_LIMITS.secretOctets ? `longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)` : undefined;
+}
+
 function validateKeys(keys: BatvKey[]): Map<number, BatvKey> {
   if (keys.length === 0) throw new ConfigError('batv: at least one key is needed');
   const byNumber = new Map<number, BatvKey>();
@@ -209,9 +218,8 @@ function validateKeys(keys: BatvKey[]): Map<number, BatvKey> {
     if (byNumber.has(key.keynum)) throw new ConfigError(`batv: key number ${key.keynum} is given twice`);
     // HMAC with an empty key is computable by anyone: every bounce's tag could be forged.
     if (key.secret === '') throw new ConfigError(`batv: the secret of key ${key.keynum} is empty`);
-    if (Buffer.byteLength(key.secret) > BATV_LIMITS.secretOctets) {
-      throw new ConfigError(`batv: the secret of key ${key.keynum} is longer than ${BATV_LIMITS.secretOctets} bytes (Exim refuses it)`);
-    }
+    const tooLong = batvSecretTooLong(key.secret);
+    if (tooLong !== undefined) throw new ConfigError(`batv: the secret of key ${key.keynum} is ${tooLong}`);
     byNumber.set(key.keynum, key);
   }
   return byNumber;

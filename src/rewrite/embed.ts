@@ -21,27 +21,42 @@ export type EmbeddableAddress = { ok: true; local: string; domain: string } | { 
 
 /** RFC 5321 §4.1.2 specials a domain may hold (an address literal) that an unquoted local part may not. */
 const LOCAL_PART_SPECIAL = /[[\]:\s()<>;\\,]/;
+/** The specials of an address literal (`[192.0.2.1]`, `[IPv6:...]`). */
+const ADDRESS_LITERAL = /[[\]:]/;
 
 /**
  * The local part and domain of an address that can be written into the local part of another
- * (SRS, BATV, VERP) and read back, or what it has that cannot be: a control character; a '"'
- * (a quoted string is valid only as a whole local part, RFC 5321 §4.1.2, so it cannot sit
- * inside another); no '@', or a second one (the written address would hold two); an empty local
- * part or domain. With `domainInLocalPart` (SRS, VERP write the domain there too), a domain with
- * a character an unquoted local part may not hold: an address literal's '[', ']' or ':'.
- * `problem` completes "an address with ...".
+ * (SRS, BATV, VERP) and read back, or what it has that cannot be: a control character; no '@';
+ * a '<' or '>' (a path, not an address); a '"' (a quoted string is valid only as a whole local
+ * part, RFC 5321 §4.1.2, so it cannot sit inside another); a second '@' (the written address
+ * would hold two); an empty local part or domain. With `domainInLocalPart` (SRS, VERP write the
+ * domain there too), a domain with a character an unquoted local part may not hold: an address
+ * literal's '[', ']' or ':', or another special (white space, ';'), which is not called an
+ * address literal. `problem` completes "an address with ...".
  */
 export function embeddableAddress(address: string, options: { domainInLocalPart?: boolean } = {}): EmbeddableAddress {
   const control = CONTROL_CHARACTER.exec(address);
   if (control) return { ok: false, problem: `a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` };
   const at = address.indexOf('@');
   if (at < 0) return { ok: false, problem: "no '@' and domain" };
+  // No address holds one unquoted: `<user@example.com>` is a path as the mail log writes it, and
+  // was signed into prvs=...=<user@example.com>.
+  if (/[<>]/.test(address)) return { ok: false, problem: 'angle brackets (a path, as the mail log writes it: give the address alone)' };
   if (address.includes('"')) return { ok: false, problem: 'a quoted local part (a quoted string cannot be embedded in another local part)' };
   if (address.includes('@', at + 1)) return { ok: false, problem: "more than one '@'" };
   if (at === 0) return { ok: false, problem: 'an empty local part' };
   if (at === address.length - 1) return { ok: false, problem: 'an empty domain' };
   const domain = address.slice(at + 1);
-  const special = options.domainInLocalPart ? LOCAL_PART_SPECIAL.exec(domain) : null;
-  if (special) return { ok: false, problem: `'${special[0]}' in its domain (an address literal: the local part written with it would need quotes, and Postfix's quoted form does not reverse)` };
+  const inDomain = options.domainInLocalPart ? LOCAL_PART_SPECIAL.exec(domain) : null;
+  if (inDomain) {
+    const why = ADDRESS_LITERAL.test(inDomain[0]) ? 'an address literal: ' : '';
+    return { ok: false, problem: `${special(inDomain[0])} in its domain (${why}the local part written with it would need quotes, and Postfix's quoted form does not reverse)` };
+  }
   return { ok: true, local: address.slice(0, at), domain };
+}
+
+/** A special as a message shows it: white space by name or code point, which quotes alone would hide. */
+function special(c: string): string {
+  if (c === ' ') return 'a space';
+  return /\s/.test(c) ? `white space (U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` : `'${c}'`;
 }

@@ -129,11 +129,14 @@ function foldHashChar(c: number): number {
 /**
  * The domain SRS writes, from a domain or postsrsd's `local@domain` form, or why it cannot be
  * one: every rewritten sender is written with it, and '.example.com' (postsrsd's subdomain
- * form) or a stray space would make addresses no bounce can reach.
+ * form), 'example.com.' (the root's dot) or a stray space would make addresses no bounce can reach.
  */
 export function srsDomain(written: string): { ok: true; domain: string } | { ok: false; problem: string } {
   const domain = written.slice(written.lastIndexOf('@') + 1);
   if (domain === '') return { ok: false, problem: 'the SRS domain is empty' };
+  // The root's dot would be written into every sender (no RFC 5321 domain ends in one), and the
+  // SRS domain, local as written, no longer matched its own senders, which were rewritten.
+  if (domain.endsWith('.')) return { ok: false, problem: `the SRS domain ${JSON.stringify(domain)} ends in a dot: write it without the root's dot` };
   const checked = normaliseDomain(domain);
   return checked.ok ? { ok: true, domain } : { ok: false, problem: `the SRS domain ${JSON.stringify(domain)} is not a domain name: ${checked.error.message}` };
 }

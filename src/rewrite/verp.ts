@@ -19,8 +19,9 @@
  *   Encoding refuses what it cannot write as a valid address that decodes to the recipient
  *   (Postfix writes them all, and nothing reads them back): a sender or recipient that
  *   embeddableAddress (rewrite/embed) refuses, among them an unqualified one (verp_sender()
- *   makes `owner+user` of `owner` and `user`), and a recipient whose domain holds the second
- *   delimiter. Decoding answers 'bad-sender' for a sender that encoding refuses
+ *   makes `owner+user` of `owner` and `user`), a sender that is no RFC 5321 mailbox
+ *   (`<owner@host>`, a domain with the root's dot), and a recipient whose domain holds the
+ *   second delimiter. Decoding answers 'bad-sender' for a sender that encoding refuses
  *   (verpSenderProblem): it never made an address to read.
  *
  * RFC
@@ -33,9 +34,9 @@
  *   Outcomes are values. Unusable delimiters throw ConfigError.
  */
 
-import { asciiLower } from '../address/index.js';
+import { asciiLower, parseMailbox } from '../address/index.js';
 import { ConfigError } from '../core/errors.js';
-import { embeddableAddress } from './embed.js';
+import { embeddableAddress, type EmbeddableAddress } from './embed.js';
 
 export const VERP_LIMITS = { addressOctets: 512 } as const;
 
@@ -70,18 +71,28 @@ function splitLast(address: string): [string, string] {
 
 const senderProblem = (problem: string) => `the sender is an address with ${problem}`;
 
+/** The parts of a sender VERP addresses can be made of, or why none can (see DESCRIPTION). */
+function senderParts(sender: string): EmbeddableAddress {
+  const from = embeddableAddress(sender);
+  if (!from.ok) return { ok: false, problem: senderProblem(from.problem) };
+  // `<list-bounces@lists.example>` as the mail log writes it, or the root's dot: no envelope
+  // recipient ever decoded against it, and every bounce of the list was "nothing recorded".
+  const parsed = parseMailbox(sender, { sizeLimits: false });
+  return parsed.ok ? from : { ok: false, problem: `the sender is not an address: ${parsed.error.message}` };
+}
+
 /**
  * Why no VERP address can be made of a sender (see DESCRIPTION), undefined when one can: what
  * verpEncode and verpDecode answer 'bad-sender' for, and commands refuse in a flag at once.
  */
 export function verpSenderProblem(sender: string): string | undefined {
-  const from = embeddableAddress(sender);
-  return from.ok ? undefined : senderProblem(from.problem);
+  const from = senderParts(sender);
+  return from.ok ? undefined : from.problem;
 }
 
 export function verpEncode(sender: string, recipient: string, delimiters: VerpDelimiters = POSTFIX_VERP_DELIMITERS): VerpEncodeResult {
-  const from = embeddableAddress(sender);
-  if (!from.ok) return { ok: false, reason: 'bad-sender', message: senderProblem(from.problem) };
+  const from = senderParts(sender);
+  if (!from.ok) return { ok: false, reason: 'bad-sender', message: from.problem };
   const to = embeddableAddress(recipient, { domainInLocalPart: true });
   if (!to.ok) return { ok: false, reason: 'bad-recipient', message: `the recipient is an address with ${to.problem}` };
   // Decoding takes the domain after the last domain delimiter.

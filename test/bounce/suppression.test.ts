@@ -124,6 +124,9 @@ describe('SuppressionList', () => {
     assert.equal(unsigned.kind, 'not-proven');
     const forged = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd284=alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
     assert.deepEqual(forged, { kind: 'not-proven', reason: 'the bounce came to a prvs address that is bad-signature' });
+    // A tag no key was given to check is said to be that, not "neither a valid BATV signature" (regression).
+    const unchecked = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=list-bounces+judy=example.org@lists.example.com', message: fixture('qmail.eml') }, { verp });
+    assert.deepEqual(unchecked, { kind: 'not-proven', reason: 'the bounce came to a prvs (BATV) address, and no BATV keys were given to check its tag' });
     const expired = await new SuppressionList(setup().store, { clock: new ManualClock(T0 + 30 * 86_400_000) }).recordBounce(
       { envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: fixture('postfix-dsn.eml') },
       { batv },

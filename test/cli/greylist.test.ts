@@ -206,6 +206,30 @@ describe('callout greylist', () => {
     await run(['drop', '2001:db8:5:7::25']);
   });
 
+  it('lists and drops the triplets of every identity inside a wider network (a /16 of /24s), not only one keyed by that very network', async () => {
+    for (const address of ['198.51.100.9', '198.51.101.9', '203.0.113.9']) await run(['allow', address, 'bob@x.example', 'alice@example.test']);
+    assert.deepEqual((await run(['list', '--client', '198.51.0.0/16'])).output.match(/^\S+ \S+/gm), ['triplet 198.51.100.0/24', 'triplet 198.51.101.0/24']);
+    assert.equal((await run(['drop', '198.51.0.0/16'])).output, 'dropped 2 triplets of 198.51.0.0/16\n');
+    assert.equal((await run(['list', '--client', '198.51.0.0/16'])).output, '');
+    assert.deepEqual((await run(['list', '--client', '203.0.113.0/24'])).output.match(/^\S+ \S+/gm), ['triplet 203.0.113.0/24'], 'the network outside kept its triplet');
+    assert.equal((await run(['drop', '203.0.113.0/25'])).output, 'dropped nothing: no entry of 203.0.113.0/25 or of its addresses\n', 'a narrower network holds no /24 identity');
+    await run(['drop', '203.0.113.0/24']);
+
+    // Keyed by address, a network's triplets are those of its hosts: none went before.
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-hosts-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n      clientIdentity: address\n`);
+    try {
+      for (const address of ['192.0.2.7', '192.0.2.8', '192.0.3.7', '2001:db8::7']) await run(['allow', address, 'bob@x.example', 'alice@example.test'], ownConfig);
+      await run(['allow', '192.0.2.7'], ownConfig);
+      assert.deepEqual((await run(['list', '--client', '192.0.2.0/24'], ownConfig)).output.match(/^\S+ \S+/gm), ['triplet 192.0.2.7/32', 'triplet 192.0.2.8/32', 'client 192.0.2.7']);
+      assert.equal((await run(['drop', '192.0.2.0/24'], ownConfig)).output, 'dropped 2 triplets of 192.0.2.0/24, and 1 auto-allow entry of addresses in 192.0.2.0/24\n');
+      assert.deepEqual((await run(['list'], ownConfig)).output.match(/^\S+ \S+/gm), ['triplet 192.0.3.7/32', 'triplet 2001:db8::7/128']);
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a network with host bits set, a typo that masked to a far wider network, before touching the store', async () => {
     for (const address of ['198.51.100.7', '198.51.101.7']) await run(['allow', address]);
     for (const args of [['drop', '198.51.100.7/8'], ['list', '--client', '198.51.100.7/16'], ['drop', '2001:db8:5:6::25/32']]) {

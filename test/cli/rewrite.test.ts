@@ -19,6 +19,8 @@ const dir = mkdtempSync(join(tmpdir(), 'callout-cli-rewrite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const srsSecret = join(dir, 'srs.secret');
 writeFileSync(srsSecret, 'tops3cr3t\nolder\n');
+// Private, as secrets should be: srs forward and reverse warn of one others can read.
+chmodSync(srsSecret, 0o600);
 const batvKeys = join(dir, 'batv.keys');
 writeFileSync(batvKeys, '# newest first\n1 secret\n0 old secret\n');
 const fixture = (name: string) => new URL(`../fixtures/bounce/${name}`, import.meta.url).pathname;
@@ -129,9 +131,23 @@ describe('callout srs', () => {
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
   });
+  it('warns of a --secret-file others can read, as batv sign and check do (regression: srs forward and reverse said nothing)', async () => {
+    const open = join(dir, 'srs-open.secret');
+    writeFileSync(open, 'tops3cr3t\nolder\n');
+    chmodSync(open, 0o644);
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const log: LookupLog = { info: () => undefined, warn: (fields, message) => warnings.push([fields, message]) };
+    for (const [direction, address, rewritten] of [['forward', 'test@otherdomain.com', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'], ['reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com', 'test@otherdomain.com']] as const) {
+      const common = ['srs', direction, '--domain', 'example.com', '--now', NOW, address];
+      assert.deepEqual(await run([...common, '--secret-file', srsSecret], { log }), { out: `${rewritten}\n`, code: 0 }, direction);
+      assert.deepEqual(await run([...common, '--secret-file', open], { log }), { out: `${rewritten}\n`, code: 0 }, `${direction}: still used`);
+    }
+    const warning: [Record<string, unknown>, string] = [{ file: open, setting: '--secret-file', problem: 'group or other users may read or write it (mode 0644): chmod 600' }, 'secret file is not private'];
+    assert.deepEqual(warnings, [warning, warning], 'once per command, of the open file only');
+  });
   it("reads a secrets file line starting with '#' as a secret, as postsrsd does (regression: skipped as a comment)", async () => {
     const hashFirst = join(dir, 'hash-first.secret');
-    writeFileSync(hashFirst, '#first\nsecond\n');
+    writeFileSync(hashFirst, '#first\nsecond\n', { mode: 0o600 });
     assert.deepEqual(readSrsSecrets(hashFirst), ['#first', 'second']);
     // Debian's postsrsd 1.10 with this file wrote this at 2020-01-01 00:01 UTC.
     const common = ['--secret-file', hashFirst, '--domain', 'example.com', '--now', NOW];
@@ -385,7 +401,46 @@ describe('callout rewrite serve', () => {
       },
     );
     // Stopped: the socketmap port no longer answers.
-    await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }));
+    await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }), { code: 'ECONNREFUSED' });
+  });
+
+  it('reads its key files again on SIGHUP, and keeps the keys in use when the file no longer reads (regression: SIGHUP ended it)', async () => {
+    const keys = join(dir, 'rotated.keys');
+    writeFileSync(keys, '1 secret\n', { mode: 0o600 });
+    // A process of its own: the test runner's SIGHUP handler (test/support/exit-hooks) ends this one.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', keys, '--batv-domain', 'example.com'], { cwd: new URL('../../', import.meta.url).pathname });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const waitFor = async (what: string, done: () => boolean) => {
+      for (const start = Date.now(); !done(); await new Promise((resolve) => setTimeout(resolve, 20))) {
+        if (Date.now() - start > 30_000 || child.exitCode !== null || child.signalCode !== null) assert.fail(`${what}: stdout ${JSON.stringify(stdout)}, stderr ${JSON.stringify(stderr)}`);
+      }
+    };
+    try {
+      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(stdout));
+      const client = await SocketmapClient.connect({ host: '127.0.0.1', port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]) });
+      try {
+        assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=1\d{3}[0-9a-f]{6}=user@example\.com$/);
+        writeFileSync(keys, '2 newer\n1 secret\n');
+        child.kill('SIGHUP');
+        await waitFor('the reload', () => stderr.includes('SIGHUP: secret files read again'));
+        assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=2\d{3}[0-9a-f]{6}=user@example\.com$/, 'signed with the new first key');
+        writeFileSync(keys, '2\n');
+        child.kill('SIGHUP');
+        await waitFor('the refused reload', () => stderr.includes('SIGHUP: reload refused, the secrets read before stay in use'));
+        assert.match(stderr, new RegExp(`--batv-key-file ${keys}: line 1: expected`), stderr);
+        assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=2\d{3}/, 'the keys read before stay in use');
+      } finally {
+        client.close();
+      }
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('strips by default only tags of the bounded window, not an old one Exim takes again later in the 1000-day cycle', async () => {
@@ -459,7 +514,7 @@ describe('callout rewrite serve', () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', fifo, '--batv-domain', 'example.com'], { stop: AbortSignal.abort(), log }), (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${fifo}: not a regular file (a FIFO)`);
     // A one-shot command takes a pipe (`--secret-file <(pass show srs)`), waited for in front of its user.
     const writer = spawn('sh', ['-c', `printf 'tops3cr3t\\n' > ${fifo}`]);
-    const forwarded = await run(['srs', 'forward', '--secret-file', fifo, '--domain', 'example.com', 'a@b.example']);
+    const forwarded = await run(['srs', 'forward', '--secret-file', fifo, '--domain', 'example.com', 'a@b.example'], { log });
     await new Promise((resolve) => writer.once('exit', resolve));
     assert.match(forwarded.out, /^SRS0=/);
   });

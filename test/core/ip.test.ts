@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import {
   AddressSet,
   cidrContains,
+  cidrWithin,
   classifyAddress,
   formatCidr,
   formatIp,
@@ -225,6 +226,24 @@ describe('cidrContains', () => {
   for (const [range, ip, want] of cases) {
     it(`${range} ${want ? 'contains' : 'does not contain'} ${ip}`, () => {
       assert.equal(cidrContains(cidr(range), ip), want);
+    });
+  }
+});
+
+describe('cidrWithin', () => {
+  const cases: Array<[string, string, boolean]> = [
+    ['198.51.100.0/24', '198.51.0.0/16', true],
+    ['198.51.0.0/16', '198.51.0.0/16', true],
+    ['198.51.0.0/16', '198.51.100.0/24', false],
+    ['198.52.0.0/24', '198.51.0.0/16', false],
+    ['192.0.2.7/32', '0.0.0.0/0', true],
+    ['2001:db8:1:2::/64', '0.0.0.0/0', false],
+    ['2001:db8:1:2::/64', '2001:db8::/32', true],
+    ['2001:db9::/64', '2001:db8::/32', false],
+  ];
+  for (const [inner, outer, want] of cases) {
+    it(`${inner} ${want ? 'lies' : 'does not lie'} in ${outer}`, () => {
+      assert.equal(cidrWithin(cidr(inner), cidr(outer)), want);
     });
   }
 });

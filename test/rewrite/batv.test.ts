@@ -71,6 +71,8 @@ describe('Batv keyring', () => {
     assert.equal(refusal('"a@b"@x.test'), quoted);
     assert.equal(refusal('a@b@c'), "malformed: cannot sign an address with more than one '@'");
     assert.equal(refusal('a\u0001@x.test'), 'malformed: cannot sign an address with a control character (U+0001)');
+    // A path copied from the mail log was signed into prvs=…=<user@example.com> (regression).
+    assert.equal(refusal('<user@example.com>'), 'malformed: cannot sign an address with angle brackets (a path, as the mail log writes it: give the address alone)');
     assert.equal(prvsSign('"a b"@x.test', { keynum: 0, secret: 's' }, T0).ok, false);
   });
 
@@ -88,7 +90,10 @@ describe('Batv keyring', () => {
     assert.throws(() => new Batv({ keys: [] }), ConfigError);
     assert.throws(() => new Batv({ keys: [{ keynum: 10, secret: 'x' }] }), ConfigError);
     assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'x' }, { keynum: 1, secret: 'y' }] }), ConfigError);
-    assert.throws(() => new Batv({ keys: [{ keynum: 1, secret: 'y'.repeat(65) }] }), ConfigError);
+    // 33 two-byte characters (66 bytes) too: the limit is in bytes, as Exim's.
+    for (const secret of ['y'.repeat(65), 'é'.repeat(33)]) {
+      assert.throws(() => new Batv({ keys: [{ keynum: 1, secret }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv: the secret of key 1 is longer than 64 bytes (Exim refuses it)', secret);
+    }
     // An empty HMAC key is public: anyone could sign a bounce that checks valid (regression).
     assert.throws(() => new Batv({ keys: [{ keynum: 2, secret: 'x' }, { keynum: 1, secret: '' }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv: the secret of key 1 is empty');
   });

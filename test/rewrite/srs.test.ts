@@ -50,6 +50,11 @@ describe('SRS forward, the vectors of postsrsd and libsrs2 (secret tops3cr3t, 20
     const literal = "malformed: Cannot rewrite an address with '[' in its domain (an address literal: the local part written with it would need quotes, and Postfix's quoted form does not reverse).";
     assert.equal(refusal('user@[192.0.2.1]'), literal);
     assert.equal(refusal('user@[IPv6:2001:db8::1]'), literal);
+    // Not an address literal, so not called one (regression: "'>' in its domain (an address literal: ..."), and a path is no address.
+    assert.equal(refusal('<user@example.org>'), 'malformed: Cannot rewrite an address with angle brackets (a path, as the mail log writes it: give the address alone).');
+    assert.equal(refusal('user@example.org;'), "malformed: Cannot rewrite an address with ';' in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
+    assert.equal(refusal('user@example.org extra'), "malformed: Cannot rewrite an address with a space in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
+    assert.equal(refusal('user@example.org\u00a0'), "malformed: Cannot rewrite an address with white space (U+00A0) in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
     assert.equal(refusal('a@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
     assert.equal(refusal('SRS0=opaque@b=c.test'), "malformed: Cannot rewrite an address with '=' in its domain (reverse would end the domain there).");
   });
@@ -152,6 +157,8 @@ describe('SRS reverse', () => {
     // postsrsd's subdomain form, or a quoting slip, would write senders no bounce can reach (regression).
     assert.throws(() => new Srs({ domain: '.example.com', secrets: ['s'] }), (err: unknown) => err instanceof ConfigError && err.message === 'srs: the SRS domain ".example.com" is not a domain name: empty domain label at 0');
     assert.throws(() => new Srs({ domain: 'example.com ', secrets: ['s'] }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('srs: the SRS domain "example.com " is not a domain name: '));
+    // The root's dot was written into every sender, and the forwarder's own senders were rewritten (regression).
+    assert.throws(() => new Srs({ domain: 'forwarder.example.', secrets: ['s'] }), (err: unknown) => err instanceof ConfigError && err.message === 'srs: the SRS domain "forwarder.example." ends in a dot: write it without the root\'s dot');
     assert.equal(new Srs({ domain: 'postmaster@forwarder.example', secrets: ['s'] }).domain, 'forwarder.example');
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], separator: '#' as '=' }), ConfigError);
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashLength: 28 }), ConfigError);
@@ -180,7 +187,8 @@ describe('SRS edges (mutation testing)', () => {
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], hashMin: 0 }), ConfigError);
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: 512 }), ConfigError);
     assert.throws(() => new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: -1 }), ConfigError);
-    assert.ok(new Srs({ domain: 'x', secrets: ['s'], maxAgeDays: 511 }));
+    const widest = new Srs({ domain: 'x.example', secrets: ['s'], maxAgeDays: 511 });
+    assert.equal(widest.reverse(forwarded(widest.forward('a@b.example', T0)), T0 + 511 * DAY).ok, true, 'an address 511 days old is taken');
     const full = new Srs({ domain: 'example.com', secrets: ['tops3cr3t'], hashLength: 27 });
     assert.equal(reason(full.reverse(forwarded(full.forward('test@otherdomain.com', T0)), T0)), 'ok test@otherdomain.com');
   });

@@ -55,7 +55,7 @@
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
 import { isRecord, parseJson } from '../../core/record.js';
-import type { Cidr } from '../../core/ip.js';
+import { cidrWithin, parseCidr, type Cidr } from '../../core/ip.js';
 import { keyPart } from '../../address/index.js';
 import { clientAddress, networkHolds } from '../client-ip.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
@@ -140,8 +140,9 @@ export interface DroppedClient {
 /**
  * What listPages() gives: entries of one `kind`; `client` narrows to one identity (exact) or
  * auto-allow key; `network`, given in its place, narrows client entries to those of its
- * addresses, as dropClientsIn finds them (a network has no auto-allow entry of its own); at
- * most `limit` entries.
+ * addresses, as dropClientsIn finds them (a network has no auto-allow entry of its own), and
+ * triplets and domain entries to those of the identities inside it, as dropIdentitiesIn
+ * finds them; at most `limit` entries.
  */
 export interface ListOptions {
   kind: GreylistEntryKind;
@@ -348,24 +349,48 @@ export class Greylist {
    * every key present all along, and one returned again after its delete reads as absent).
    */
   async dropClientsIn(network: Cidr, pageSize = LIST_PAGE): Promise<number> {
+    return this.dropRowsIn('c', network, pageSize);
+  }
+
+  /**
+   * Forgets the triplets and domain entries of every identity inside the network: the networks
+   * (or, keyed by address, the addresses) the stage keys its clients by. Given as an identity's
+   * own network it is dropClient's exact match; wider (a /16, a /24 of hosts keyed by address),
+   * it takes every identity within, where the exact match found none and said "dropped nothing"
+   * with the range's triplets still stored.
+   */
+  async dropIdentitiesIn(network: Cidr, pageSize = LIST_PAGE): Promise<Omit<DroppedClient, 'autoAllow'>> {
+    return { triplets: await this.dropRowsIn('t', network, pageSize), domains: await this.dropRowsIn('d', network, pageSize) };
+  }
+
+  /** Deletes the rows of one kind that belong to the network (see holdsRow), a page at a time; returns how many went. */
+  private async dropRowsIn(tag: 't' | 'c' | 'd', network: Cidr, pageSize: number): Promise<number> {
     let removed = 0;
-    for await (const rows of this.store.scanPages(this.clientPrefixOf(network), pageSize)) {
-      const inside = rows.filter((row) => this.holdsClientRow(network, row.key));
+    for await (const rows of this.store.scanPages(this.prefixIn(tag, network), pageSize)) {
+      const inside = rows.filter((row) => this.holdsRow(tag, network, row.key));
       await this.deleteAll(inside.map((row) => row.key));
       removed += inside.length;
     }
     return removed;
   }
 
-  /** The prefix of every auto-allow key of the network's addresses (and of others). */
-  private clientPrefixOf(network: Cidr): string {
-    return `${this.settings.keyPrefix}c:${addressTextPrefix(network)}`;
+  /** The prefix of every key of the kind whose client lies in the network (and of others). */
+  private prefixIn(tag: 't' | 'c' | 'd', network: Cidr): string {
+    return `${this.settings.keyPrefix}${tag}:${addressTextPrefix(network)}`;
   }
 
-  /** Whether an auto-allow key is that of an address in the network. */
-  private holdsClientRow(network: Cidr, key: string): boolean {
-    const address = clientAddress(unescapePart(key.slice(this.settings.keyPrefix.length + 2)));
-    return address !== undefined && networkHolds(network, address);
+  /**
+   * Whether a row belongs to the network: an auto-allow key (`c`) that is an address in it, a
+   * triplet or domain entry whose identity is a network inside it (never a domain:NAME).
+   */
+  private holdsRow(tag: 't' | 'c' | 'd', network: Cidr, key: string): boolean {
+    const body = key.slice(this.settings.keyPrefix.length + 2);
+    if (tag === 'c') {
+      const address = clientAddress(unescapePart(body));
+      return address !== undefined && networkHolds(network, address);
+    }
+    const identity = parseCidr(unescapePart(body.slice(0, body.indexOf('/'))));
+    return identity.ok && cidrWithin(identity.value, network);
   }
 
   /** Deletes the keys DROP_DELETE_BATCH at a time, each batch asked for at once. */
@@ -385,15 +410,15 @@ export class Greylist {
   async *listPages(options: ListOptions & { pageSize?: number }): AsyncGenerator<GreylistEntry[], void, undefined> {
     const { kind } = options;
     const tag = { triplet: 't', client: 'c', domain: 'd' } as const;
-    const network = kind === 'client' ? options.network : undefined;
+    const { network } = options;
     const client = options.client === undefined ? '' : escapePart(options.client) + (kind === 'client' ? '' : '/');
-    const prefix = network ? this.clientPrefixOf(network) : `${this.settings.keyPrefix}${tag[kind]}:${client}`;
+    const prefix = network ? this.prefixIn(tag[kind], network) : `${this.settings.keyPrefix}${tag[kind]}:${client}`;
     let left = options.limit;
     for await (const rows of this.store.scanPages(prefix, options.pageSize ?? LIST_PAGE)) {
       const page: GreylistEntry[] = [];
       for (const row of rows) {
         if (page.length >= left) break;
-        if (network && !this.holdsClientRow(network, row.key)) continue;
+        if (network && !this.holdsRow(tag[kind], network, row.key)) continue;
         const entry = this.entryOf(kind, row.key.slice(this.settings.keyPrefix.length + 2), row.value, row.expiresAt);
         if (entry && (kind !== 'client' || network || options.client === undefined || entry.client === options.client)) page.push(entry);
       }

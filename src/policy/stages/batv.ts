@@ -61,6 +61,23 @@ const protectedDomain = z.string().superRefine((entry, ctx) => {
   if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/**
+ * An exempt recipient: a local part (list-owner) or an address (noreply@example.com), matched
+ * whole. An entry no recipient can match ("@example.com" meant for a whole domain, "list-owner@",
+ * an empty one, one with white space around it) was taken, and the bounces it was meant to let
+ * through were refused as backscatter.
+ */
+const exemptRecipient = z.string().superRefine((entry, ctx) => {
+  const at = entry.lastIndexOf('@');
+  const why =
+    entry.trim() === '' ? 'not an empty entry'
+    : entry !== entry.trim() ? 'without white space around it'
+    : at === 0 ? 'not a domain alone (leave a domain out of domains instead)'
+    : at === entry.length - 1 ? 'not a local part with an "@" and no domain'
+    : undefined;
+  if (why !== undefined) ctx.addIssue({ code: 'custom', message: `expected a local part (list-owner) or an address (noreply@example.com), ${why}` });
+});
+
 const options = z
   .object({
     domains: z.array(protectedDomain).min(1),
@@ -73,7 +90,7 @@ const options = z
     invalidText: z.string().default('Invalid reverse path signature'),
     expiredText: z.string().default('Bounce address tag expired'),
     unsignedText: z.string().default('This address does not send an unsigned reverse path'),
-    exemptRecipients: z.array(z.string()).default([]),
+    exemptRecipients: z.array(exemptRecipient).default([]),
     unsignedAllowedUntil: z.iso.datetime({ offset: true, error: 'expected a date and time with its offset, such as 2026-07-01T00:00:00Z (RFC 3339)' }).optional(),
   })
   .strict();

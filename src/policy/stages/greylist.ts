@@ -45,6 +45,7 @@
  */
 
 import { hostname } from 'node:os';
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
@@ -100,6 +101,13 @@ function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: un
   }
 }
 
+/**
+ * A whitelist file: an absolute path. A relative one was read from the directory each process
+ * started in: `config check` in an administrator's directory found the file, the daemon started
+ * in / by init did not (or, for a `.local` file, skipped it without a word).
+ */
+const whitelistFile = z.string().refine(isAbsolute, 'expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)');
+
 export const greylistOptions = z
   .object({
     delay: durationOption('300s'),
@@ -111,8 +119,8 @@ export const greylistOptions = z
     autoAllowClients: z.number().int().min(0).max(1000).default(5),
     domainAutoAllow: z.number().int().min(0).max(1000).default(0),
     normaliseVerp: z.boolean().default(true),
-    whitelistClientFiles: z.array(z.string()).default([]),
-    whitelistRecipientFiles: z.array(z.string()).default([]),
+    whitelistClientFiles: z.array(whitelistFile).default([]),
+    whitelistRecipientFiles: z.array(whitelistFile).default([]),
     whitelistClients: z.array(z.string()).default([]),
     whitelistRecipients: z.array(z.string()).default([]),
     skip: z

@@ -25,7 +25,8 @@
  *                         (32 and 128: by address). 64 catches a host that sends from a new
  *                         address of its /64 each time, but joins hosts that share one: the
  *                         outbound servers of a large provider do (Gmail's share a /64)
- *     per: sender         the envelope sender as sent, lower-cased
+ *     per: sender         the envelope sender as the greylist keys it (address mailboxKey: A-Z
+ *                         lower-cased, the domain as its A-label; over 256 octets, a digest)
  *     per: sender-domain  its domain
  *   The null sender (bounces) is counted per client only: every bounce of every client would
  *   otherwise share one counter, and a wave of backscatter (or an attacker sending <>) would
@@ -50,7 +51,9 @@
  * CONFIGURATION
  *   limits: [{ name, per, count, max, window, action }], exemptClients, ipv4Prefix, ipv6Prefix,
  *   deferCode, enhanced,
- *   text ({limit}, {key}, {max}, {count}, {window}, {seconds} expand)
+ *   text ({limit}, {key}, {max}, {count}, {window}, {seconds} expand). A limit's name keys its
+ *   counters, so no two limits may share one, within a stage or across ratelimit stages
+ *   (sharedLimitNames, checked with the configuration).
  */
 
 import { z } from 'zod';
@@ -98,6 +101,36 @@ const options = z
 
 type Options = z.output<typeof options>;
 
+/** The name a limit's store keys, metrics and texts go by: its own, or one made of count, per and window. */
+function limitName(limit: Pick<z.output<typeof limitSchema>, 'name' | 'count' | 'per' | 'window'>): string {
+  return limit.name ?? `${limit.count}-per-${limit.per}-${formatDuration(durationMs(limit.window))}`;
+}
+
+/**
+ * A limit name that limits of two ratelimit stages share, one problem per name, naming both
+ * entries (`stages`: policy.stages, options parsed). A limit's counters are keyed by its name
+ * alone, so such limits counted every request into one counter twice, and what one stage
+ * deferred the other had counted: under a `max: 10` stage before the allow-list and a `max: 3`
+ * one after it, both with the default name, a client was deferred at its second recipient.
+ * Within one stage create() refuses a name given twice.
+ */
+export function sharedLimitNames(stages: ReadonlyArray<{ name: string; limits?: unknown }>): string[] {
+  const firstStage = new Map<string, number>();
+  const problems: string[] = [];
+  stages.forEach((entry, index) => {
+    if (entry.name !== 'ratelimit') return;
+    // A stage whose limits are wrong is refused for that on its own.
+    const parsed = options.pick({ limits: true }).safeParse({ limits: entry.limits });
+    if (!parsed.success) return;
+    for (const name of new Set(parsed.data.limits.map(limitName))) {
+      const first = firstStage.get(name);
+      if (first === undefined) firstStage.set(name, index);
+      else problems.push(`policy.stages.${index}.limits: a limit named ${JSON.stringify(name)} is in policy.stages.${first} too, and the two would count into one counter; give each its own name`);
+    }
+  });
+  return problems;
+}
+
 /**
  * The message a request belongs to, across a cluster: Postfix's `instance` (smtpd's process id,
  * the arrival time and a count) is unique on one host only, so the connection's two ends are
@@ -142,7 +175,7 @@ export const ratelimitStage: StageDefinition<Options> = {
     const deferText = compileTemplate(opts.text, { '{limit}': 'limit', '{key}': 'key', '{max}': 'max', '{count}': 'count', '{window}': 'window', '{seconds}': 'seconds' }, 'text');
     const limits = opts.limits.map((limit) => {
       const windowMs = durationMs(limit.window);
-      const name = limit.name ?? `${limit.count}-per-${limit.per}-${formatDuration(windowMs)}`;
+      const name = limitName(limit);
       return { ...limit, name, windowMs, counter: new SlidingWindow(deps.store, deps.clock, windowMs, `rl:${name}:`) };
     });
     const names = limits.map((l) => l.name);

@@ -149,6 +149,19 @@ describe('batv stage', () => {
     assert.ok(batvStage.options.safeParse({ domains: ['.example.org'], keys: [{ keynum: 1, secret: 's' }] }).success);
   });
 
+  it('refuses an exemptRecipients entry that can match no recipient, saying why (regression: taken, and its bounces refused)', () => {
+    for (const [entry, why] of [
+      ['@example.com', 'not a domain alone (leave a domain out of domains instead)'],
+      ['list-owner@', 'not a local part with an "@" and no domain'],
+      ['', 'not an empty entry'],
+      [' list-owner', 'without white space around it'],
+    ] as const) {
+      const parsed = batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: 's' }], exemptRecipients: ['list-owner', entry] });
+      assert.ok(!parsed.success, entry);
+      assert.deepEqual(parsed.error.issues.map((i) => [i.path.join('.'), i.message]), [['exemptRecipients.1', `expected a local part (list-owner) or an address (noreply@example.com), ${why}`]], entry);
+    }
+  });
+
   it('protects an internationalised domain whether it is configured or addressed as U-labels or A-labels', async () => {
     for (const [configured, addressed] of [['bücher.example', 'user@xn--bcher-kva.example'], ['xn--bcher-kva.example', 'user@bücher.example'], ['.bücher.example', 'user@sub.xn--bcher-kva.example']] as const) {
       const verdict = await stage({ domains: [configured] }).evaluate(context('', addressed));

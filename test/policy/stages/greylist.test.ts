@@ -11,6 +11,7 @@ import { ManualClock } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
+import { validateConfig } from '../../../src/config/schema.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/index.js';
 import { startDnsServer, reverseName } from '../../support/dns-server.js';
@@ -290,6 +291,16 @@ describe('greylist stage over the policy protocol', () => {
     const fifo = join(dir, 'whitelist-fifo');
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
     await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [fifo] }]), (err: unknown) => err instanceof ConfigError && err.message.endsWith(`${fifo}: not a regular file (a FIFO)`));
+  });
+
+  it('refuses a relative whitelist file: config check found it in its own directory, the daemon (started in /) did not', () => {
+    const stages = [{ name: 'greylist', whitelistClientFiles: [join(dir, 'whitelist_clients'), 'whitelist_clients'], whitelistRecipientFiles: ['./whitelist_recipients.local'] }];
+    assert.throws(
+      () => validateConfig({ policy: { stages } }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /policy\.stages\.0\.whitelistClientFiles\.1: got "whitelist_clients", expected an absolute path \(a relative one is read from the directory the daemon starts in, \/ under systemd\); policy\.stages\.0\.whitelistRecipientFiles\.0: got "\.\/whitelist_recipients\.local", expected an absolute path/.test(err.message),
+    );
   });
 
   it('keys a forward-confirmed sender pool by its organisational domain, never an unconfirmed or dynamic name', async () => {
