@@ -78,10 +78,15 @@ const DOT_ATOM = new RegExp(`^${ATEXT}(?:\\.${ATEXT})*$`);
 const SUB_DOMAIN = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
 const DOMAIN = new RegExp(`^${SUB_DOMAIN}(?:\\.${SUB_DOMAIN})+$`);
 
+/** Whether text is a MIME token (RFC 2045 §5.1), which value() writes as it is. */
+export function isToken(text: string): boolean {
+  return text !== '' && printable(text) === text && !TSPECIALS.test(text);
+}
+
 /** A MIME token (RFC 2045 §5.1) as is, anything else as a quoted-string. */
 function value(text: string): string {
   const clean = printable(text);
-  return clean !== '' && !TSPECIALS.test(clean) ? clean : quoted(clean);
+  return isToken(clean) ? clean : quoted(clean);
 }
 
 /** RFC 8601 pvalue: a token, a quoted-string, or local-part@domain with a dot-atom local part. */

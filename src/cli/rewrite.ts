@@ -27,7 +27,8 @@
  *   `batv check` without --keynum uses the secret for whatever key number the address carries
  *   (as Exim's ${prvscheck} with a fixed secret does).
  *
- *   `rewrite serve` runs the lookup services for Postfix until SIGINT/SIGTERM: one socketmap
+ *   `rewrite serve` runs the lookup services for Postfix until SIGINT/SIGTERM (SIGHUP reads the
+ *   secret and key files again; one that no longer reads keeps the secrets in use): one socketmap
  *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
  *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
  *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002. A TCP

@@ -33,7 +33,8 @@ export function isAnnounceable(name: string): boolean {
  * refused twice, once as no FQDN and once as a local-only name.
  */
 function heloProblem(name: string): string | undefined {
-  if (LOCAL_ONLY_NAME.test(name)) return 'names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org';
+  // With its final dot too: `mx.local.` was told to drop the dot, and then that it is local-only.
+  if (LOCAL_ONLY_NAME.test(name.replace(/\.$/, ''))) return 'names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org';
   if (FQDN_PATTERN.test(name)) return undefined;
   if (name.endsWith('.') && FQDN_PATTERN.test(name.slice(0, -1))) return `expected the name without its final dot, ${name.slice(0, -1)}: EHLO sends the name as written`;
   if (!isAscii(Buffer.from(name))) return 'expected the name in A-labels (xn--...), as EHLO sends it: an EHLO name is ASCII (RFC 5321 §4.1.1.1)';

@@ -6,7 +6,11 @@
  *   SRS, BATV and VERP all write an address (or its parts) into the local part of a new one,
  *   which must be a valid address that the inverse operation reads back. RFC 5321 §4.1.2 leaves
  *   no room there for a second '@', a quoted string (valid only as a whole local part) or a
- *   control character, and an empty local part or domain has nothing to give back.
+ *   control character, and an empty local part or domain has nothing to give back. Angle
+ *   brackets are refused as a path (`<user@example.com>` copied from the mail log), not an
+ *   address; where the domain is written into the local part too (SRS, VERP), a domain with a
+ *   special an unquoted local part may not hold (an address literal's '[', ']' and ':', white
+ *   space, ';' ...) is refused, since the quoted form Postfix would write does not reverse.
  *   embeddableAddress(address) gives the local part and domain, or the problem, worded to
  *   complete "an address with ...".
  *
@@ -36,7 +40,7 @@ const ADDRESS_LITERAL = /[[\]:]/;
  */
 export function embeddableAddress(address: string, options: { domainInLocalPart?: boolean } = {}): EmbeddableAddress {
   const control = CONTROL_CHARACTER.exec(address);
-  if (control) return { ok: false, problem: `a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` };
+  if (control) return { ok: false, problem: `a control character (${codePoint(control[0])})` };
   const at = address.indexOf('@');
   if (at < 0) return { ok: false, problem: "no '@' and domain" };
   // No address holds one unquoted: `<user@example.com>` is a path as the mail log writes it, and
@@ -58,5 +62,10 @@ export function embeddableAddress(address: string, options: { domainInLocalPart?
 /** A special as a message shows it: white space by name or code point, which quotes alone would hide. */
 function special(c: string): string {
   if (c === ' ') return 'a space';
-  return /\s/.test(c) ? `white space (U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')})` : `'${c}'`;
+  return /\s/.test(c) ? `white space (${codePoint(c)})` : `'${c}'`;
+}
+
+/** U+XXXX of a character of the Basic Multilingual Plane, as the Unicode standard writes it. */
+function codePoint(c: string): string {
+  return `U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
 }

@@ -179,8 +179,10 @@ if tonumber(by) < 0 then
   if created then return 0 end
   local value = tonumber(current)
   if value <= 0 then by = '0' elseif value + tonumber(by) < 0 then by = '-' .. current end
-elseif current and tonumber(by) > 0 and tonumber(current) < 0 then
+elseif current and tonumber(by) > 0 and string.match(current, '^%-[1-9]%d*$') then
   -- As store/semantics: an addition to a counter below 0 starts from 0, keeping the expiry.
+  -- Matched as INCRBY reads integers: tonumber() also took "-1.5" and " -2", which are no
+  -- counters and must be refused, not overwritten.
   redis.call('SET', KEYS[1], '0', 'KEEPTTL')
 end
 local sum = redis.call('INCRBY', KEYS[1], by)

@@ -306,11 +306,14 @@ function refuseForeign(db: Database.Database, path: string): void {
 
 /** Brings the schema up to date; the upgrade of a file that had one, undefined for a new or current one. */
 function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined {
-  // The upgrade under way when it fails: the step's, or from the file's version to this one's at COMMIT.
+  // The upgrade under way when it fails: the step's, or from the file's version to this one's at
+  // COMMIT; and the version the file had (0: a new file, with nothing to keep).
   let upgrading: { from: number; to: number } | undefined;
+  let fileVersion: number | undefined;
   try {
     return db.transaction((): SchemaUpgrade | undefined => {
       const version = db.pragma('user_version', { simple: true }) as number;
+      fileVersion = version;
       if (version > SCHEMA_VERSION) {
         // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
         throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
@@ -326,7 +329,7 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
     }).immediate();
   } catch (err) {
     // BEGIN failed (the lock), or a new file's schema: open()'s own failure, with nothing to keep.
-    if (err instanceof CalloutError || upgrading === undefined || upgrading.from === 0) throw err;
+    if (err instanceof CalloutError || upgrading === undefined || fileVersion === 0) throw err;
     throw upgradeFailure(path, upgrading, err);
   }
 }
@@ -345,8 +348,9 @@ function upgradeFailure(path: string, upgrading: { from: number; to: number }, e
   if (code?.startsWith('SQLITE_CORRUPT')) {
     return new ConfigError(`${failed}, and damaged: restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
   }
-  // The copy of the table (version 1 to 2) needs room for another one, in the WAL.
-  const room = code === 'SQLITE_FULL' || code?.startsWith('SQLITE_IOERR') ? 'it needs free disk of about twice the file\'s size, and ' : '';
+  // The copy of the table (version 1 to 2) needs room for another one, in the WAL. Other I/O
+  // errors (a read, an fsync) point at the disk, not at its room.
+  const room = code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' ? 'it needs free disk of about twice the file\'s size, and ' : '';
   return new StoreError(`${failed}; ${room}the next open tries again`, { cause: err });
 }
 
@@ -551,7 +555,7 @@ export class SqliteStore implements Store {
         throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
       }
       // SQLite's "database is locked" alone says neither that it waited nor for what.
-      const lock = isBusy(err) ? ` (${code}): another process held the write lock for longer than the busy timeout (${options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS} ms)` : '';
+      const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS} ms)` : '';
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${lock}`, { cause: err });
     }
   }

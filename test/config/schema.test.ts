@@ -320,6 +320,7 @@ describe('callout.helo', () => {
     assert.equal(problem({ callout: { helo: 'mx.example.org.' } }), 'configuration: callout.helo: got "mx.example.org.", expected the name without its final dot, mx.example.org: EHLO sends the name as written');
     assert.equal(problem({ callout: { helo: 'mx.bücher.example' } }), 'configuration: callout.helo: got "mx.bücher.example", expected the name in A-labels (xn--...), as EHLO sends it: an EHLO name is ASCII (RFC 5321 §4.1.1.1)');
     assert.equal(problem({ callout: { helo: 'localhost' } }), 'configuration: callout.helo: got "localhost", names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');
+    assert.equal(problem({ callout: { helo: 'mx.local.' } }), 'configuration: callout.helo: got "mx.local.", names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');
   });
 
   it('the host name callouts fall back to is announced only when announceable', () => {

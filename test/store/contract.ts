@@ -382,7 +382,7 @@ export function runStoreContract(
       });
 
       it('refuses to count a value that is not an integer, and leaves it', async () => {
-        for (const value of ['abc', '1.5', '', ' 1', '1e3', '0x10', '-0', '9007199254740992', '-9007199254740992']) {
+        for (const value of ['abc', '1.5', '', ' 1', '1e3', '0x10', '-0', '-1.5', '-1e3', ' -1', '-0x10', '9007199254740992', '-9007199254740992']) {
           await store.set('c', value, 1000);
           await assert.rejects(store.increment('c', 1, 1000), StoreError, JSON.stringify(value));
           assert.equal((await store.get('c'))?.value, value);

@@ -389,7 +389,10 @@ export class Greylist {
       const address = clientAddress(unescapePart(body));
       return address !== undefined && networkHolds(network, address);
     }
-    const identity = parseCidr(unescapePart(body.slice(0, body.indexOf('/'))));
+    // A key without its '/' (another program's, or damaged) is no identity of ours.
+    const slash = body.indexOf('/');
+    if (slash < 0) return false;
+    const identity = parseCidr(unescapePart(body.slice(0, slash)));
     return identity.ok && cidrWithin(identity.value, network);
   }
 

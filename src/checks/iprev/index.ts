@@ -70,6 +70,12 @@ export interface IprevOptions {
 }
 
 export const DEFAULT_IPREV_MAX_NAMES = 10;
+/**
+ * A policy stage's bound on the check, a third of the 6 s default decision deadline: a reverse
+ * zone that never answers (its timeout is not cached, so every retry waits again) would
+ * otherwise take the whole deadline and leave the stages after it none.
+ */
+export const DEFAULT_IPREV_STAGE_TIMEOUT_MS = 2000;
 
 
 export async function checkIprev(ip: string, options: IprevOptions): Promise<IprevVerdict> {

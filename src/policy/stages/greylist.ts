@@ -21,7 +21,8 @@
  *   the forward-confirmed client name, so a sender pool retrying from other addresses matches
  *   its triplet; a client without a usable confirmed name falls back to its network. The
  *   confirmed names come from an earlier `iprev` stage when one ran (result `pass`, its
- *   evidence's confirmedNames), else from checkIprev here, bounded by the deadline. Of several,
+ *   evidence's confirmedNames), else from checkIprev here, bounded by fcrdnsTimeoutMs and the
+ *   deadline. Of several,
  *   the smallest organisational domain is taken (checks/greylist/identity
  *   confirmedOrganisation), and skip.fcrdnsProviders skips a client any of them is under (the
  *   first in code-point order names it), so the order of the PTR answer changes neither.
@@ -35,7 +36,7 @@
  *   which is how many triplets got through greylisting.
  *
  * CONFIGURATION
- *   delay (300s), retryWindow (2d), maxAge (35d), clientIdentity, ipv4Prefix (24),
+ *   delay (300s), retryWindow (2d), maxAge (35d), clientIdentity, fcrdnsTimeoutMs (2000), ipv4Prefix (24),
  *   ipv6Prefix (64), autoAllowClients (5), domainAutoAllow (0 = off), normaliseVerp,
  *   whitelistClientFiles, whitelistRecipientFiles, whitelistClients, whitelistRecipients,
  *   skip.{spfPassDomains,fcrdnsProviders}, action, deferCode, enhanced, text, header,
@@ -73,6 +74,7 @@ import { checkIprev } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
+import { iprevTimeoutOption } from './iprev.js';
 import { durationMs, durationOption } from './duration-option.js';
 import { stageVerdict, type VerdictMaker } from './verdict.js';
 import { enhancedStatusOption } from './status-option.js';
@@ -114,6 +116,7 @@ export const greylistOptions = z
     retryWindow: durationOption('2d', SHORTEST_MS),
     maxAge: durationOption('35d', SHORTEST_MS),
     clientIdentity: z.enum(['network', 'address', 'fcrdns-domain']).default('network'),
+    fcrdnsTimeoutMs: iprevTimeoutOption(),
     ipv4Prefix: z.number().int().min(8).max(32).default(24),
     ipv6Prefix: z.number().int().min(16).max(128).default(64),
     autoAllowClients: z.number().int().min(0).max(1000).default(5),
@@ -241,8 +244,10 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     async function confirmedNames(ctx: StageContext): Promise<ConfirmedNames> {
       let names = iprevNames(ctx.earlier.get('iprev'));
       if (names === 'not-run') {
-        // Bounded by the deadline as the iprev stage's check is: unfinished there, it is no pass.
-        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs: Math.max(1, ctx.timeLeft()), timers: ctx.timers });
+        // Bounded as the iprev stage's check is: unfinished, it is no pass. By the deadline alone,
+        // a silent reverse zone held every recipient for the whole of it (6 s each).
+        const timeoutMs = Math.max(1, Math.min(opts.fcrdnsTimeoutMs, ctx.timeLeft()));
+        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs, timers: ctx.timers });
         names = looked?.result === 'pass' ? looked.confirmedNames : [];
       }
       return [...names].sort(compareKeys);

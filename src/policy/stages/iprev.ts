@@ -25,12 +25,15 @@
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
 import { unusableClientAddress } from '../../checks/client-ip.js';
-import { checkIprev, DEFAULT_IPREV_MAX_NAMES, type IprevVerdict } from '../../checks/iprev/index.js';
+import { checkIprev, DEFAULT_IPREV_MAX_NAMES, DEFAULT_IPREV_STAGE_TIMEOUT_MS, type IprevVerdict } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import { authservIdOption } from './authserv-id-option.js';
 import type { Decision, StageDefinition } from '../types.js';
 
 const action = z.enum(['reject', 'defer', 'defer-if-permit', 'continue']);
+
+/** The bound of a stage's iprev check in milliseconds (also bounded by the decision deadline). */
+export const iprevTimeoutOption = () => z.number().int().min(100).max(120_000).default(DEFAULT_IPREV_STAGE_TIMEOUT_MS);
 
 const options = z
   .object({
@@ -48,8 +51,7 @@ const options = z
     rejectText: z.string().default('Client host rejected: reverse DNS of {ip} does not confirm ({reason})'),
     deferText: z.string().default('Client host reverse DNS of {ip} could not be checked, try again later ({reason})'),
     maxNames: z.number().int().min(1).max(100).default(DEFAULT_IPREV_MAX_NAMES),
-    /** Bound of the check, a share of the 6 s default decision deadline: the stages after it keep the rest. */
-    timeoutMs: z.number().int().min(100).max(120_000).default(2000),
+    timeoutMs: iprevTimeoutOption(),
     authservId: authservIdOption(),
     authenticationResults: z.boolean().default(true),
   })

@@ -146,7 +146,7 @@ const LATE_RECALL_MS = 200;
 export class LateVerdicts {
   constructor(
     private readonly store: Store,
-    /** The engine's keyPrefix (`cf:` for call-forward), so each engine's verdicts stay apart. */
+    /** The engine's keyPrefix (callforwardNamespace's `cf:…:` for call-forward), so each engine's verdicts stay apart. */
     private readonly prefix = '',
   ) {}
 

@@ -492,6 +492,19 @@ describe('greylist administration', () => {
     await store.close();
   });
 
+  it('drops no key without its "/" (another program\'s, or damaged) as a triplet of a network', async () => {
+    const clock = new ManualClock();
+    const store = await SqliteStore.open(':memory:', { clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    // Its identity read as "192.0.2.7" (the last character cut), inside 192.0.2.7/32.
+    await store.set('grey:t:192.0.2.70', '0,0', DAY);
+    const host = parseCidr('192.0.2.7/32');
+    assert.ok(host.ok, 'a network');
+    assert.deepEqual(await greylist.dropIdentitiesIn(host.value), { triplets: 0, domains: 0 });
+    assert.equal((await store.get('grey:t:192.0.2.70'))?.value, '0,0', 'the key is kept');
+    await store.close();
+  });
+
   it('drops a client of 2,500 triplets in few scans (each a walk of all of Redis) and with its deletes asked for together', async () => {
     const clock = new ManualClock();
     class CountingStore extends MemoryStore {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createLogger } from '../../../src/core/log.js';
-import { ManualClock } from '../../support/manual-time.js';
+import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
@@ -22,8 +22,9 @@ import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 import { stageContext } from '../../support/stage-context.js';
-import { until } from '../../support/wait.js';
+import { turnsUntil, until, watch } from '../../support/wait.js';
 import { CALLOUT_VERSION } from '../../../src/core/version.js';
+import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 
 const S = 1000;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -418,6 +419,34 @@ describe('greylist stage evidence rules', () => {
     const earlier = new Map<string, StageVerdict>(spf ? [['spf', { stage: 'spf', result: spf, reason: '', decision: { kind: 'continue' } }]] : []);
     return stageContext({ client_address: '192.0.2.50', helo_name: 'x', sender, recipient: 'alice@example.test', instance: 'i' }, { clock, deadlineMs: 5000, earlier });
   };
+
+  it('fcrdns-domain waits fcrdnsTimeoutMs (2000 ms by default) for a reverse zone that never answers, not the whole deadline', async () => {
+    // Bounded by the deadline alone, every recipient of such a client waited 6 s.
+    const server = await startDnsServer({ [reverseName('192.0.2.50')]: { drop: true } });
+    // Far longer than the bounds tested, so that the stage's bound is what ends the wait.
+    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 60_000, tries: 1 });
+    cleanups.push(() => {
+      resolver.cancel();
+      return server.close();
+    });
+    for (const [options, bound] of [[{}, 2000], [{ fcrdnsTimeoutMs: 500 }, 500]] as const) {
+      const pooled = greylistStage.create(greylistStage.options.parse({ clientIdentity: 'fcrdns-domain', header: false, ...options }) as never, { ...deps, resolver });
+      cleanups.push(() => pooled.close?.());
+      const timers = new ManualTimers();
+      const asked = server.queries.length;
+      const request = { client_address: '192.0.2.50', helo_name: 'x', sender: 'news@pool.example', recipient: 'alice@example.test', instance: 'i' };
+      const answer = watch(pooled.evaluate(stageContext(request, { clock, deadlineMs: 6000, timers })));
+      await turnsUntil(() => server.queries.length > asked, 'the PTR query');
+      await timers.advance(bound - 1);
+      assert.equal(answer(), undefined, `not answered before ${bound} ms`);
+      await timers.advance(1);
+      // A few turns for the store, far too few for the resolver's own timeout to end the wait.
+      for (let turn = 0; turn < 100 && answer() === undefined; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(answer()?.result, 'new');
+      assert.equal((answer()?.evidence as { identity?: unknown } | undefined)?.identity, '192.0.2.0/24', 'keyed by the network');
+    }
+    assert.equal(greylistStage.options.safeParse({ fcrdnsTimeoutMs: 99 }).success, false);
+  });
 
   it('skips on SPF pass for a listed domain only, never on the sender alone', async () => {
     assert.equal((await stage.evaluate(ctx('alerts@mail.bank.example', 'pass'))).result, 'skipped');
