@@ -11,7 +11,8 @@
  *   logs on stdout. What it creates (the data directory, the store's files, a metrics socket) is
  *   kept from other users: 027 is added to the umask (core/files withholdFromOthers) before
  *   anything is made, worker processes inherit it. Flags override the file. SIGHUP reloads
- *   the file; SIGTERM and SIGINT drain and exit.
+ *   the file; SIGTERM and SIGINT drain and exit; SIGUSR1 is logged and ignored (not Node's
+ *   inspector).
  *   With policy.workers (--workers) above 1 this process supervises that many worker
  *   processes (policy/workers), each of which runs this same command as a policy worker;
  *   their log lines carry a `worker` field.
@@ -123,7 +124,8 @@ async function serveUntilStopped<T>(log: Logger, started: Promise<T>, reload: (s
 }
 
 /**
- * SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves. Whether a SIGHUP
+ * SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves; SIGUSR1 is logged
+ * and ignored. Whether a SIGHUP
  * reloads is the daemon's or the supervisor's to say (one that comes while they stop does not):
  * this line only says that it came.
  */
@@ -133,6 +135,10 @@ function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>
       log.info({}, 'SIGHUP received');
       reload();
     });
+    // Without a listener Node answers SIGUSR1, which administrators send daemons to reopen their
+    // logs, by opening its inspector on 127.0.0.1:9229: a debugger without authentication, with
+    // which any local user could run code as the daemon (its store, its secrets).
+    process.on('SIGUSR1', () => log.warn({}, 'SIGUSR1 ignored: callout serve takes SIGHUP (reload) and SIGTERM (stop); its log goes to stdout, there is no file to reopen'));
     let stopping = false;
     const shutDown = (signal: string) => {
       // A second signal while draining (an impatient init, Ctrl-C twice) must not kill the

@@ -297,7 +297,7 @@ export class Supervisor {
       if (!this.forgetAwaited(worker)) return;
       this.unreported.add(worker.id);
       this.options.log.warn(
-        { worker: worker.process.pid },
+        { worker: worker.id, pid: worker.process.pid },
         `policy worker ${worker.id} reported no reload outcome within ${waitMs} ms of being asked to reload; comparing the others without it`,
       );
       this.reloadSettled();
@@ -403,7 +403,7 @@ export class Supervisor {
     const worker = cluster.fork(replacement ? { [REPLACEMENT_ENV]: '1' } : undefined);
     this.workers.add(worker);
     // A message to a worker that is dying fails; that must not become an uncaught error here.
-    worker.on('error', (err) => this.options.log.warn({ worker: worker.process.pid, err: describeError(err) }, 'policy worker channel error'));
+    worker.on('error', (err) => this.options.log.warn({ worker: worker.id, pid: worker.process.pid, err: describeError(err) }, 'policy worker channel error'));
     return new Promise<string>((resolve, reject) => {
       let ready = false;
       let readyAt = 0;
@@ -447,7 +447,8 @@ export class Supervisor {
           return;
         }
         if (this.stopping) return;
-        this.options.log.error({ worker: worker.process.pid, code, signal }, 'policy worker died; starting another');
+        // `worker` is the number the worker's own lines carry; its pid is the one `policy workers started` lists.
+        this.options.log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'policy worker died; starting another');
         // One that dies soon after it started (on its first requests, say) counts as a failed start.
         if (performance.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
         else this.failedRestarts = 0;

@@ -5,7 +5,8 @@
  * DESCRIPTION
  *   checkRedisUrl() refuses what ioredis would misread without a word: a database that is not a
  *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
- *   password, and URL parameters that would set driver options. The configuration schema runs
+ *   password, URL parameters that would set driver options, `tls=false` (TLS on) and a family
+ *   that is not 4 or 6. The configuration schema runs
  *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
  *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
  *   Apart from the store, so that the schema does not load the driver.
@@ -31,7 +32,9 @@ export function maskPassword(url: string): string {
     if (parsed.password !== '') parsed.password = HIDDEN_SECRET;
     return parsed.toString().replace(/\/$/, '') + search;
   } catch {
-    return '(unparsable redis URL)';
+    // Only a user part (before an @) can hold a password here: without one the URL is shown, so
+    // that "redis://10.0.0.5:63790/0" is not refused as "(unparsable redis URL)", naming nothing.
+    return base.includes('@') ? '(unparsable redis URL)' : base + search;
   }
 }
 
@@ -63,7 +66,7 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
   try {
     parsed = new URL(url);
   } catch (err) {
-    throw new ConfigError(`redis store: unusable URL ${masked}`, { cause: err });
+    throw new ConfigError(`redis store: unusable URL ${masked}: not a URL (a port above 65535, a space or an IPv6 address without brackets?)`, { cause: err });
   }
   try {
     // As ioredis decodes them, which otherwise throws a bare "URI malformed" from the constructor.
@@ -100,6 +103,21 @@ function checkUrlParameters(url: string, options: object): void {
     }
     if (!URL_PARAMETERS.has(name)) {
       throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${maskPassword(url)}`);
+    }
+  }
+  const parameters = new URLSearchParams(url.slice(query + 1));
+  // ioredis takes any tls value but an empty one as the name of a TLS profile, and turns TLS on:
+  // `?tls=false` made every connection a TLS handshake that a plain Redis never answers, and the
+  // store said only "no answer within 2000 ms".
+  for (const tls of parameters.getAll('tls')) {
+    if (/^(false|no|off|0)$/i.test(tls)) {
+      throw new ConfigError(`redis store: URL parameter tls=${tls} turns TLS on (the driver reads any tls value as a TLS profile): leave tls out for no TLS, or write rediss:// for TLS: ${maskPassword(url)}`);
+    }
+  }
+  // Node connects with family 0, 4 or 6; any other number was taken, and a host name then failed every lookup.
+  for (const family of parameters.getAll('family')) {
+    if (!/^[046]$/.test(family)) {
+      throw new ConfigError(`redis store: URL parameter family must be 4 or 6 (or 0 for either), got ${JSON.stringify(family)}: ${maskPassword(url)}`);
     }
   }
 }

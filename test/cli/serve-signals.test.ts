@@ -66,6 +66,23 @@ describe('callout serve signalled while starting', () => {
     assert.deepEqual(claims, [], 'no line says it reloads');
   });
 
+  it('ignores SIGUSR1, saying so, where Node would open its inspector to any local user; as a supervisor and in its workers too', async () => {
+    for (const extra of [[], ['--workers', '2']]) {
+      const serve = await startServeProcess(startingArgs(extra), warned);
+      serve.child.kill('SIGUSR1');
+      const ignored = (l: LogLine): boolean => l.msg === 'SIGUSR1 ignored: callout serve takes SIGHUP (reload) and SIGTERM (stop); its log goes to stdout, there is no file to reopen';
+      await serve.waitForLog((l) => ignored(l) && l.worker === undefined, 'that SIGUSR1 was ignored');
+      if (extra.length > 0) {
+        const started = await serve.waitForLog((l) => l.msg === 'policy workers started', 'that the workers started');
+        const [worker] = started.workers as number[];
+        process.kill(worker!, 'SIGUSR1');
+        await serve.waitForLog((l) => ignored(l) && l.worker !== undefined, 'that the worker ignored SIGUSR1');
+      }
+      assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+      assert.doesNotMatch(serve.stderr(), /Debugger listening/);
+    }
+  });
+
   it('as a supervisor, passes a SIGHUP that came while its workers started to them once they are ready', async () => {
     const serve = await startServeProcess(startingArgs(['--workers', '2']), warned);
     serve.child.kill('SIGHUP');

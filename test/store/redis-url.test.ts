@@ -122,4 +122,24 @@ describe('redis URL checks', () => {
     assert.throws(() => checkRedisUrl('redis://127.0.0.1:6379?db=1', { db: 0 }), /URL parameter db is set by the store, not the URL/);
     assert.throws(() => checkRedisUrl('/run/redis.sock?family=6', { family: 4 }), /URL parameter family is set by the store/);
   });
+
+  it('names an unparsable URL without a user part, which holds no password, and says what may be wrong', () => {
+    assert.throws(() => checkRedisUrl('redis://127.0.0.1:99999/0'), /^ConfigError: redis store: unusable URL redis:\/\/127\.0\.0\.1:99999\/0: not a URL \(a port above 65535/);
+    assert.equal(maskPassword('redis://127.0.0.1:99999/0?password=x'), 'redis://127.0.0.1:99999/0?password=***');
+    assert.equal(maskPassword('redis://:secret@127.0.0.1:99999/0'), '(unparsable redis URL)');
+  });
+
+  it('refuses tls=false, which the driver reads as a TLS profile and so turns TLS on', () => {
+    for (const url of ['redis://127.0.0.1:6379/0?tls=false', 'redis://127.0.0.1:6379?tls=OFF', '/run/redis.sock?tls=0', 'redis://127.0.0.1:6379?tls=no']) {
+      assert.throws(() => checkRedisUrl(url), /URL parameter tls=\w+ turns TLS on .*leave tls out for no TLS/, url);
+    }
+    assert.equal(checkRedisUrl('redis://127.0.0.1:6379?tls=RedisCloudFixed'), 'redis://127.0.0.1:6379?tls=RedisCloudFixed');
+  });
+
+  it('refuses a family other than 4, 6 or 0, which Node cannot connect with', () => {
+    for (const url of ['redis://127.0.0.1:6379?family=7', 'redis://127.0.0.1:6379?family=4x', '/run/redis.sock?family=']) {
+      assert.throws(() => checkRedisUrl(url), /URL parameter family must be 4 or 6 \(or 0 for either\)/, url);
+    }
+    assert.equal(checkRedisUrl('redis://127.0.0.1:6379?family=6'), 'redis://127.0.0.1:6379?family=6');
+  });
 });
