@@ -49,10 +49,9 @@ import { clientAddress } from '../checks/client-ip.js';
 import { formatCidr, parseCidr, parseNetwork, type Cidr } from '../core/ip.js';
 import { normaliseSender, type DroppedClient, type Greylist, type GreylistEntry, type GreylistEntryKind } from '../checks/greylist/index.js';
 import { greylistFromOptions, greylistOptions, identityPrefix, networkIdentity, type GreylistOptions } from '../policy/stages/greylist.js';
-import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { reportLimitCut, wholeNumberFlag } from './options.js';
-import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
+import { configuredStore, daemonStateConfig, openCommandStore, openExistingStore } from './runtime.js';
 
 export interface GreylistCommandIo {
   out: NodeJS.WritableStream;
@@ -204,7 +203,7 @@ export async function printGreylist(list: Greylist, request: ListRequest, out: N
 /** `read`: listing or dropping, which need an existing store; `write`: allowing, which may make it. */
 async function withGreylist(settings: Settings, access: 'read' | 'write', work: (greylist: Greylist) => Promise<void>): Promise<void> {
   const spec = configuredStore(settings.config);
-  const store: Store = access === 'write' ? await openStore(spec) : await openExistingStore(spec);
+  const store: Store = access === 'write' ? await openCommandStore(spec) : await openExistingStore(spec);
   try {
     await work(greylistFromOptions(settings.options, store, systemClock));
   } finally {

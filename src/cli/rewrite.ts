@@ -28,7 +28,8 @@
  *   (as Exim's ${prvscheck} with a fixed secret does).
  *
  *   `rewrite serve` runs the lookup services for Postfix until SIGINT/SIGTERM (SIGHUP reads the
- *   secret and key files again; one that no longer reads keeps the secrets in use): one socketmap
+ *   secret and key files again; one that no longer reads keeps the secrets in use; SIGUSR1 is
+ *   logged and ignored, not Node's inspector, as in `serve`): one socketmap
  *   listener with every configured map (SRS: forward, reverse; BATV: batv-sign, batv-strip), and
  *   tcp_table listeners, one map each (tcp_table carries no map name), e.g. postsrsd 1.x's
  *   layout: --tcp-table forward=127.0.0.1:10001 --tcp-table reverse=127.0.0.1:10002. A TCP
@@ -63,15 +64,15 @@ import { shown, shownField, shownJson } from '../core/text.js';
 import { Batv, batvKeyFileLines, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
+import { ignoreInspectorSignal } from './signals.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { SRS_LIMITS, Srs, srsDomain, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
-import { openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import { IDLE_POLL_MICROSECONDS, collect, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
-import { configuredStore, daemonStateConfig, openExistingStore } from './runtime.js';
+import { configuredStore, daemonStateConfig, openCommandStore, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
@@ -352,7 +353,7 @@ function storeOptions(command: Command): Command {
 /** `read`: a listing, a query or a removal, which need an existing store; `write`: a bounce, which may make it. */
 async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
   const spec = suppressionStore(flags);
-  const store = access === 'write' ? await openStore(spec, clock) : await openExistingStore(spec, clock, '--store, --data-dir, -c');
+  const store = access === 'write' ? await openCommandStore(spec, clock) : await openExistingStore(spec, clock, '--store, --data-dir, -c');
   try {
     return await run(new SuppressionList(store, { clock }));
   } finally {
@@ -533,7 +534,8 @@ interface ServeFlags {
   srsAlwaysRewrite?: boolean;
   batvKeyFile?: string;
   batvDomain: string[];
-  batvWindow: string;
+  /** No commander default: given without --batv-key-file it is refused (serveMaps). */
+  batvWindow?: string;
   idlePoll: string;
   maxConnections: string;
   socketMode: string;
@@ -557,12 +559,17 @@ function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<stri
     );
     Object.assign(maps, srsMaps(srs, clock));
   }
-  if (flags.batvKeyFile) {
+  // Without keys there is no BATV map: a --batv-window or --batv-domain given was ignored without a word.
+  if (!flags.batvKeyFile) {
+    if (flags.batvWindow !== undefined) throw new UsageError('--batv-window: give --batv-key-file too (without keys there is no BATV map to check with it)');
+    if (flags.batvDomain.length > 0) throw new UsageError('--batv-domain: give --batv-key-file too (without keys there is no BATV map to sign with it)');
+  } else {
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
     // An empty entry (a quoting slip in a unit file) matched nothing and was dropped silently.
     domainListFlag('--batv-domain', flags.batvDomain);
-    if (flags.batvWindow !== 'exim' && flags.batvWindow !== 'bounded') throw new UsageError(`--batv-window: got "${flags.batvWindow}", expected exim or bounded`);
-    const batv = batvFromKeyFile(flags.batvKeyFile, flags.batvWindow, log);
+    const window = flags.batvWindow ?? 'bounded';
+    if (window !== 'exim' && window !== 'bounded') throw new UsageError(`--batv-window: got "${window}", expected exim or bounded`);
+    const batv = batvFromKeyFile(flags.batvKeyFile, window, log);
     Object.assign(maps, batvMaps(batv, { domains: flags.batvDomain }, clock));
   }
   if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
@@ -581,7 +588,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
   )
     .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
-    .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle)", 'bounded')
+    .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle) (default: \"bounded\")")
     .option('--max-connections <n>', 'per listener', '200')
     .option('--socket-mode <mode>', 'permissions of a UNIX socket listener, octal (0660: its owner and group, which Postfix must be in)', '0660')
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
@@ -623,6 +630,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
       const started: typeof plan = [];
       process.on('SIGHUP', reload);
+      const noInspector = ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop); its log goes to stderr, there is no file to reopen');
       try {
         for (const p of plan) {
           const bound = await p.server.listen(p.target);
@@ -646,6 +654,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         process.off('SIGTERM', done);
       } finally {
         process.off('SIGHUP', reload);
+        noInspector();
         await Promise.all(started.map((p) => p.server.close()));
       }
     });

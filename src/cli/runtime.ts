@@ -6,7 +6,8 @@
  *   One place that turns Config into a resolver (node:dns behind the TTL-bounded cache), a store
  *   and a CalloutEngine, so every command wires them the same way. daemonStateConfig() is the
  *   configuration of a command that works on a running daemon's state (greylist, bounce): a
- *   memory store, which no other process can reach, is refused there.
+ *   memory store, which no other process can reach, is refused there. openCommandStore() opens
+ *   the store of every one-shot command, and says on stderr when that upgraded an old SQLite file.
  */
 
 import { existsSync } from 'node:fs';
@@ -21,7 +22,7 @@ import type { Clock } from '../core/clock.js';
 import { CachingResolver } from '../dns/cache.js';
 import { createNodeResolver, type NodeResolver } from '../dns/node-resolver.js';
 import type { Resolver } from '../dns/types.js';
-import { openStore } from '../store/index.js';
+import { SqliteStore, openStore } from '../store/index.js';
 import type { StoreSpec } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine, heloOf } from '../verify/engine.js';
@@ -60,7 +61,21 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
     // Only the options the command has: `greylist` has no --store to check.
     throw new ConfigError(`${spec.path}: no store there: nothing has been written to it yet (check ${options} or store.path)`);
   }
-  return openStore(spec, clock);
+  return openCommandStore(spec, clock);
+}
+
+/**
+ * The store of a one-shot command (`greylist`, `bounce`, `verify --cache`), opened as openStore
+ * does. Opening a SQLite file of an older schema upgrades it for good (store/sqlite); the daemon
+ * logs that (`store schema upgraded`), and a command that did it said nothing, so the one change
+ * to the daemon's file that nobody asked for went unrecorded. One line on `err` says it.
+ */
+export async function openCommandStore(spec: StoreSpec, clock: Clock = systemClock, err: NodeJS.WritableStream = process.stderr): Promise<Store> {
+  const store = await openStore(spec, clock);
+  if (spec.kind === 'sqlite' && store instanceof SqliteStore && store.schemaUpgrade) {
+    err.write(`callout: store ${spec.path}: schema upgraded from version ${store.schemaUpgrade.from} to ${store.schemaUpgrade.to}\n`);
+  }
+  return store;
 }
 
 /**
@@ -90,10 +105,7 @@ export async function createRuntime(config: Config, clock: Clock = systemClock):
   heloOf(config);
   const lookups = nodeResolverOf(config);
   const resolver = createResolver(config, clock, lookups);
-  const store = await openStore(
-    configuredStore(config),
-    clock,
-  );
+  const store = await openCommandStore(configuredStore(config), clock);
   try {
     // Warnings of work no verdict waits for (a stale answer's refresh) go to stderr: stdout has the verdicts.
     const engine = new CalloutEngine(config, { resolver, store, clock, log: (warnings ??= createLogger('warn', coalescingDestination(2))) });

@@ -30,6 +30,7 @@ import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
+import { ignoreInspectorSignal } from './signals.js';
 
 interface ServeFlags extends EngineFlags {
   listen?: string;
@@ -135,10 +136,7 @@ function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>
       log.info({}, 'SIGHUP received');
       reload();
     });
-    // Without a listener Node answers SIGUSR1, which administrators send daemons to reopen their
-    // logs, by opening its inspector on 127.0.0.1:9229: a debugger without authentication, with
-    // which any local user could run code as the daemon (its store, its secrets).
-    process.on('SIGUSR1', () => log.warn({}, 'SIGUSR1 ignored: callout serve takes SIGHUP (reload) and SIGTERM (stop); its log goes to stdout, there is no file to reopen'));
+    ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout serve takes SIGHUP (reload) and SIGTERM (stop); its log goes to stdout, there is no file to reopen');
     let stopping = false;
     const shutDown = (signal: string) => {
       // A second signal while draining (an impatient init, Ctrl-C twice) must not kill the

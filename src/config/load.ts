@@ -19,11 +19,13 @@
  *   a tag yaml does not resolve (!ENV, !secret), with its line; a relative dataDir, which each
  *   command would take from its own working directory; a path that is not a regular file (a FIFO
  *   with no writer held a start or a reload for ever), or a file any user may write.
+ *   UsageError for a value of a flag the schema refuses (loadConfig); a problem that only the file
+ *   and a flag together make stays a ConfigError.
  */
 
 import { isAbsolute } from 'node:path';
 import { parseDocument } from 'yaml';
-import { ConfigError, abbreviate, describeError } from '../core/errors.js';
+import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited, tooLarge } from '../core/files.js';
 import { isRecord } from '../core/record.js';
 import { describeValue, validateConfig } from './schema.js';
@@ -146,10 +148,21 @@ export function mergeConfig(base: RawConfig, override: RawConfig): RawConfig {
 export function loadConfig(path: string | undefined, overrides: RawConfig = {}, baseline: RawConfig = {}, options: LoadConfigOptions = {}): Config {
   const fromFile = path ? readConfigFile(path, options) : {};
   // A bad flag is the command line's, not the file's: checked on its own first, so that the
-  // message does not send the administrator to a file that says nothing of it.
-  if (path && Object.keys(overrides).length > 0) validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf);
-  // Without a file, whatever is wrong came from a flag: "configuration:" sent the administrator
-  // looking for a file that was never given.
+  // message does not send the administrator to a file that says nothing of it, and refused as
+  // a mistake on the command line (exit 64), as a flag its command refuses itself is (--timeout
+  // 0): --port 0 exited 78, the status of a configuration to fix.
+  if (Object.keys(overrides).length > 0) {
+    let flagsOnly: Config;
+    try {
+      flagsOnly = validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf);
+    } catch (err) {
+      throw err instanceof ConfigError ? new UsageError(err.message) : err;
+    }
+    // Without a file that is the whole configuration.
+    if (!path) return flagsOnly;
+  }
+  // Without a file (and flags), "configuration:" sent the administrator looking for a file that
+  // was never given.
   // With a file, a problem only the two together make (--workers 4 over a file's memory store)
   // is named by the flag where the flag set the key, which the flags win in the merge: the
   // file's name alone sent the administrator looking for a policy.workers it does not have.

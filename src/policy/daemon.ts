@@ -421,8 +421,11 @@ export class Daemon {
     }
     const requestTime = this.requestTime;
     this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()));
+    // A worker serves no metrics itself: "off" in each worker's line, while the supervisor
+    // served them, read as if metrics were off.
+    const metrics = this.options.worker && config.metrics.listen ? 'served by the supervisor' : this.metricsAddress || 'off';
     this.options.log.info(
-      { policy: this.policyAddress, metrics: this.metricsAddress || 'off', store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
+      { policy: this.policyAddress, metrics, store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
       'callout serve started',
     );
   }

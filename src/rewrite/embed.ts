@@ -25,8 +25,11 @@ export type EmbeddableAddress = { ok: true; local: string; domain: string } | { 
 
 /** RFC 5321 §4.1.2 specials a domain may hold (an address literal) that an unquoted local part may not. */
 const LOCAL_PART_SPECIAL = /[[\]:\s()<>;\\,]/;
-/** The specials of an address literal (`[192.0.2.1]`, `[IPv6:...]`). */
-const ADDRESS_LITERAL = /[[\]:]/;
+/**
+ * An address literal (`[192.0.2.1]`, `[IPv6:...]`): the whole domain in brackets. A domain whose
+ * first special is a ':' or ']' (`example.org:25`) is none, and was called one.
+ */
+const ADDRESS_LITERAL = /^\[[^\]]*\]$/;
 
 /**
  * The local part and domain of an address that can be written into the local part of another
@@ -35,8 +38,8 @@ const ADDRESS_LITERAL = /[[\]:]/;
  * part, RFC 5321 §4.1.2, so it cannot sit inside another); a second '@' (the written address
  * would hold two); an empty local part or domain. With `domainInLocalPart` (SRS, VERP write the
  * domain there too), a domain with a character an unquoted local part may not hold: an address
- * literal's '[', ']' or ':', or another special (white space, ';'), which is not called an
- * address literal. `problem` completes "an address with ...".
+ * literal's '[', ']' or ':', or another special (white space, ';'); only a domain in brackets is
+ * called an address literal. `problem` completes "an address with ...".
  */
 export function embeddableAddress(address: string, options: { domainInLocalPart?: boolean } = {}): EmbeddableAddress {
   const control = CONTROL_CHARACTER.exec(address);
@@ -53,7 +56,7 @@ export function embeddableAddress(address: string, options: { domainInLocalPart?
   const domain = address.slice(at + 1);
   const inDomain = options.domainInLocalPart ? LOCAL_PART_SPECIAL.exec(domain) : null;
   if (inDomain) {
-    const why = ADDRESS_LITERAL.test(inDomain[0]) ? 'an address literal: ' : '';
+    const why = ADDRESS_LITERAL.test(domain) ? 'an address literal: ' : '';
     return { ok: false, problem: `${special(inDomain[0])} in its domain (${why}the local part written with it would need quotes, and Postfix's quoted form does not reverse)` };
   }
   return { ok: true, local: address.slice(0, at), domain };

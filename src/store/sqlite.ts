@@ -100,7 +100,7 @@
  *   that cannot be made or written, a path that is not a file or cannot be written (nor the -wal
  *   and -shm files beside it, when another user's process left them), a file that
  *   is not a database (one of a single byte too, which SQLite would write a new database over), a
- *   damaged database, a file with another program's tables (refused before WAL mode is set in
+ *   damaged database, another program's tables or views (refused before WAL mode is set in
  *   it), a schema newer than this program, a schema upgrade that what another program added to
  *   the file (a view, a trigger) makes fail, or that finds the file damaged. Every other failure
  *   rejects with StoreError naming the file and the operation, the driver error as its cause: out
@@ -290,17 +290,18 @@ function compactAfterUpgrade(db: Database.Database): NonNullable<SchemaUpgrade['
 }
 
 /**
- * Refuses a file with another program's tables: ours at schema version 0 is empty (a mistyped
- * path). Before enterWal, which writes WAL mode into the file for good. One statement, so one
+ * Refuses a file with another program's tables or views: ours at schema version 0 is empty (a
+ * mistyped path). A view alone made our CREATE TABLE fail as a passing fault (exit 75, retried
+ * for ever). Before enterWal, which writes WAL mode into the file for good. One statement, so one
  * snapshot: another callout process may be writing our schema (tables and version in one
  * transaction) meanwhile.
  */
 function refuseForeign(db: Database.Database, path: string): void {
   const { version, tables } = db
-    .prepare<[], { version: number; tables: number }>("SELECT (SELECT user_version FROM pragma_user_version) AS version, (SELECT count(*) FROM sqlite_master WHERE type = 'table') AS tables")
+    .prepare<[], { version: number; tables: number }>("SELECT (SELECT user_version FROM pragma_user_version) AS version, (SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view')) AS tables")
     .get()!;
   if (version === 0 && tables > 0) {
-    throw new ConfigError(`sqlite store ${path}: the file holds another program's tables and no callout schema version: give callout a file of its own`);
+    throw new ConfigError(`sqlite store ${path}: the file holds another program's tables or views and no callout schema version: give callout a file of its own`);
   }
 }
 
@@ -369,6 +370,13 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 /** Of a directory open() makes, and of a new store file; SQLite's -wal and -shm files follow the file's. */
 const STORE_DIRECTORY_MODE = 0o750;
 const STORE_FILE_MODE = 0o640;
+/**
+ * Where a path that cannot hold a store came from. Each command names its file differently
+ * (serve: store.path, dataDir, --cache, --data-dir; verify: --cache; greylist and bounce:
+ * --store, --data-dir), and the store is not told which: a list of every flag sent a `serve`
+ * administrator looking for a --store it does not take.
+ */
+const CHECK_THE_PATH = 'check the path: store.path and dataDir in the configuration, or the command-line flag that gave it';
 
 /**
  * Creates an empty file with mode (under the umask) unless one is there; SQLite takes it for an
@@ -522,7 +530,7 @@ export class SqliteStore implements Store {
       if (path !== ':memory:') {
         makeDirectories(dirname(resolve(path)), STORE_DIRECTORY_MODE);
         const problem = pathProblem(path);
-        if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (check the path: store.path, dataDir, --store, --cache or --data-dir)`);
+        if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (${CHECK_THE_PATH})`);
         createFile(path, STORE_FILE_MODE);
       }
       const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
@@ -548,7 +556,7 @@ export class SqliteStore implements Store {
       // better-sqlite3 gives extended codes (SQLITE_NOTADB has none); mkdir gives errnos.
       const wrongFile = code === 'SQLITE_NOTADB' || (typeof code === 'string' && DIRECTORY_PROBLEMS.has(code));
       if (wrongFile) {
-        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeFileError(err)} (check the path: store.path, dataDir, --store, --cache or --data-dir)`, { cause: err });
+        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeFileError(err)} (${CHECK_THE_PATH})`, { cause: err });
       }
       // A damaged file stays damaged: exit 75 had systemd restart the daemon on it forever.
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {

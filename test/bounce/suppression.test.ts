@@ -127,6 +127,9 @@ describe('SuppressionList', () => {
     // A tag no key was given to check is said to be that, not "neither a valid BATV signature" (regression).
     const unchecked = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=list-bounces+judy=example.org@lists.example.com', message: fixture('qmail.eml') }, { verp });
     assert.deepEqual(unchecked, { kind: 'not-proven', reason: 'the bounce came to a prvs (BATV) address, and no BATV keys were given to check its tag' });
+    // No prvs address: the missing keys are not what is wrong.
+    const plain = await list.recordBounce({ envelopeRecipient: 'alice@example.com', message: fixture('postfix-dsn.eml') }, { verp });
+    assert.deepEqual(plain, { kind: 'not-proven', reason: 'the bounce came to an address with neither a valid BATV signature nor a VERP tag of ours' });
     const expired = await new SuppressionList(setup().store, { clock: new ManualClock(T0 + 30 * 86_400_000) }).recordBounce(
       { envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: fixture('postfix-dsn.eml') },
       { batv },

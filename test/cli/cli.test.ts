@@ -135,9 +135,15 @@ describe('callout verify', () => {
     const noHeloCache = await callout(['verify', '--cache', cache, 'a@real.test']);
     assert.equal(noHeloCache.code, 78);
     assert.equal(existsSync(join(dir, 'no-helo')), false);
+    // A flag's value the schema refuses is a mistake on the command line, as --timeout 0 is (they exited 78).
     const badFlag = await callout(['verify', '--helo', 'not_a_name', 'a@real.test']);
-    assert.equal(badFlag.code, 78);
-    assert.match(badFlag.stderr, /^callout: CONFIG_INVALID: command line: --helo \(callout\.helo\): got "not_a_name"/);
+    assert.equal(badFlag.code, 64);
+    assert.match(badFlag.stderr, /^callout: USAGE: command line: --helo \(callout\.helo\): got "not_a_name"/);
+    for (const [flag, value, key] of [['--port', '0', 'callout.port'], ['--dns-server', '127.0.0.1:0', 'dns.servers.0']] as const) {
+      const refused = await callout(['verify', flag, value, '--helo', 'verifier.callout.test', 'a@real.test']);
+      assert.equal(refused.code, 64, refused.stderr);
+      assert.ok(refused.stderr.startsWith(`callout: USAGE: command line: ${flag} (${key}): got `), refused.stderr);
+    }
   });
 
   it('prints the exchanger\'s reply text quoted when it holds control characters', async () => {
@@ -174,8 +180,8 @@ describe('callout verify', () => {
     assert.equal(await mailFrom(['-c', nullSender]), 'MAIL FROM:<>');
     assert.equal(await mailFrom(['--sender', '<Probe@Callout.Test>']), 'MAIL FROM:<Probe@callout.test>');
     const bad = await callout(['verify', ...engine(), '--sender', 'probe at callout.test', 'alice@real.test']);
-    assert.equal(bad.code, 78);
-    assert.match(bad.stderr, /^callout: CONFIG_INVALID: command line: --sender \(callout\.sender\): got "probe at callout\.test", expected an address, or "" for the null sender/);
+    assert.equal(bad.code, 64);
+    assert.match(bad.stderr, /^callout: USAGE: command line: --sender \(callout\.sender\): got "probe at callout\.test", expected an address, or "" for the null sender/);
     const fallback = join(dir, 'null-fallback.yaml');
     writeFileSync(fallback, 'callout:\n  fallbackSender: ""\n');
     const refused = await callout(['config', 'check', fallback]);

@@ -1,8 +1,8 @@
 // Numbers on the command line: decimal only, within range, and named when refused.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CalloutError, ConfigError, UsageError } from '../../src/core/errors.js';
-import { IDLE_POLL_MICROSECONDS, TIMEOUT_SECONDS, engineOverrides, flagOf, numberFlag, unitFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { CalloutError, UsageError } from '../../src/core/errors.js';
+import { IDLE_POLL_MICROSECONDS, TIMEOUT_MILLISECONDS, TIMEOUT_SECONDS, engineOverrides, flagOf, numberFlag, unitFlag, wholeNumberFlag } from '../../src/cli/options.js';
 import { serveOverrides } from '../../src/cli/serve.js';
 import { dirname, join, resolve } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +42,8 @@ describe('engine flags', () => {
     usage(() => serveOverrides({ ...none, idlePoll: '99999' }), '--idle-poll: got "99999", expected at most 10000 microseconds');
     usage(() => serveOverrides({ ...none, idlePoll: '1.5' }), '--idle-poll: got "1.5", expected a whole number of microseconds');
     // The bounds themselves are taken, and the schema takes them too.
+    // A bound of 1 in the singular.
+    usage(() => unitFlag('--timeout-ms', '0', TIMEOUT_MILLISECONDS), '--timeout-ms: got "0", expected at least 1 millisecond');
     assert.equal(unitFlag('--timeout', '2147483', TIMEOUT_SECONDS), 2147483);
     assert.equal(unitFlag('--timeout', '0.001', TIMEOUT_SECONDS), 0.001);
     assert.equal(unitFlag('--idle-poll', '0', IDLE_POLL_MICROSECONDS), 0);
@@ -63,17 +65,18 @@ describe('engine flags', () => {
     assert.deepEqual({ policy: overrides.policy, dataDir: overrides.dataDir, metrics: overrides.metrics }, { policy: { listen: '127.0.0.1:0', workers: 2, idlePollMicros: 0 }, dataDir: '/srv/callout', metrics: { listen: '' } });
   });
 
-  it('a bad value is named by the flag that gave it, with its key (it said "command line: callout.port: got 0" to one who typed --port 0)', () => {
+  it('a bad value is a usage error named by the flag that gave it, with its key (it said "command line: callout.port: got 0" to one who typed --port 0, and exited 78)', () => {
     const refused = (overrides: RawConfig, path?: string) => {
       try {
         loadConfig(path, overrides, {}, { flagOf });
       } catch (err) {
-        assert.ok(err instanceof ConfigError);
+        assert.ok(err instanceof UsageError, `a usage error (64), as --timeout 0 is: ${String(err)}`);
         return err.message;
       }
-      assert.fail('expected a ConfigError');
+      assert.fail('expected a UsageError');
     };
     assert.equal(refused(engineOverrides({ ...none, port: '0' })), 'command line: --port (callout.port): got 0, expected at least 1');
+    assert.match(refused(engineOverrides({ ...none, dnsServer: ['127.0.0.1:0'] })), /^command line: --dns-server \(dns\.servers\.0\): got "127\.0\.0\.1:0", /);
     assert.match(refused(serveOverrides({ ...none, allowTarget: ['127.0.0.0/8', 'foo'], workers: '100' })), /^command line: --allow-target \(callout\.allowTargets\.1\): got "foo", expected an IP address or a network .*; --workers \(policy\.workers\): got 100, expected at most 64$/);
     const file = join(mkdtempSync(join(tmpdir(), 'callout-flags-')), 'callout.yaml');
     writeFileSync(file, 'callout:\n  port: 2525\n');

@@ -443,6 +443,46 @@ describe('callout rewrite serve', () => {
     }
   });
 
+  it('ignores SIGUSR1, saying so, where Node would open its inspector to any local user (as callout serve does)', async () => {
+    // A process of its own, sent the signal, as test/cli/serve-signals.test.ts does to serve.
+    const child = spawn(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', 'rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { cwd: new URL('../../', import.meta.url).pathname });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const waitFor = async (what: string, done: () => boolean) => {
+      for (const start = Date.now(); !done(); await new Promise((resolve) => setTimeout(resolve, 20))) {
+        if (Date.now() - start > 30_000 || child.exitCode !== null || child.signalCode !== null) assert.fail(`${what}: stdout ${JSON.stringify(stdout)}, stderr ${JSON.stringify(stderr)}`);
+      }
+    };
+    try {
+      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(stdout));
+      child.kill('SIGUSR1');
+      await waitFor('that SIGUSR1 was ignored', () => stderr.includes('SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop)'));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.doesNotMatch(stderr, /Debugger listening/);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    // In process, the handler goes with the service.
+    const before = process.listenerCount('SIGUSR1');
+    const quiet: LookupLog = { info: () => undefined, warn: () => undefined };
+    const whileServing = await serving(['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { log: quiet }, async () => process.listenerCount('SIGUSR1'));
+    assert.equal(whileServing, before + 1, 'a SIGUSR1 handler while it serves');
+    assert.equal(process.listenerCount('SIGUSR1'), before, 'no SIGUSR1 handler once stopped');
+  });
+
+  it('takes SIGHUP while it serves and leaves no handler behind once stopped', async () => {
+    const before = process.listenerCount('SIGHUP');
+    const quiet: LookupLog = { info: () => undefined, warn: () => undefined };
+    const whileServing = await serving(['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { log: quiet }, async () => process.listenerCount('SIGHUP'));
+    assert.equal(whileServing, before + 1, 'a SIGHUP handler while it serves');
+    // Left behind, it read the files of a stopped service again on every SIGHUP to the process.
+    assert.equal(process.listenerCount('SIGHUP'), before, 'no SIGHUP handler once stopped');
+  });
+
   it('strips by default only tags of the bounded window, not an old one Exim takes again later in the 1000-day cycle', async () => {
     // The tag `batv check` takes under Exim's window and not the bounded one above: signed with
     // key 1 ("secret", as in batvKeys) on 2020-01-01, checked on 2022-04-18.
@@ -514,9 +554,14 @@ describe('callout rewrite serve', () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', fifo, '--batv-domain', 'example.com'], { stop: AbortSignal.abort(), log }), (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${fifo}: not a regular file (a FIFO)`);
     // A one-shot command takes a pipe (`--secret-file <(pass show srs)`), waited for in front of its user.
     const writer = spawn('sh', ['-c', `printf 'tops3cr3t\\n' > ${fifo}`]);
-    const forwarded = await run(['srs', 'forward', '--secret-file', fifo, '--domain', 'example.com', 'a@b.example'], { log });
-    await new Promise((resolve) => writer.once('exit', resolve));
-    assert.match(forwarded.out, /^SRS0=/);
+    try {
+      const forwarded = await run(['srs', 'forward', '--secret-file', fifo, '--domain', 'example.com', 'a@b.example'], { log });
+      await new Promise((resolve) => writer.once('exit', resolve));
+      assert.match(forwarded.out, /^SRS0=/);
+    } finally {
+      // A refused FIFO leaves the writer blocked, and it held the test file open for ever.
+      writer.kill();
+    }
   });
 
   it('refuses incomplete configurations', async () => {
@@ -546,6 +591,11 @@ describe('callout rewrite serve', () => {
     // Without a domain batv-sign signs nothing, and nothing says so.
     await assert.rejects(run(batv, { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give the sender domains to sign (repeatable)');
     await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--batv-window', 'Exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: got "Exim", expected exim or bounded');
+    // Without --batv-key-file there is no BATV map: the window and the domains were ignored without a word.
+    const srsOnly = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
+    await assert.rejects(run([...srsOnly, '--batv-window', 'exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: give --batv-key-file too (without keys there is no BATV map to check with it)');
+    await assert.rejects(run([...srsOnly, '--batv-window', 'bounded'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--batv-window: give --batv-key-file too'), 'the default named');
+    await assert.rejects(run([...srsOnly, '--batv-domain', 'example.com'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give --batv-key-file too (without keys there is no BATV map to sign with it)');
     await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--max-connections', '0'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--max-connections: got "0"'));
     for (const idlePoll of ['-1', 'soon', '10001']) {
       await assert.rejects(

@@ -62,6 +62,28 @@ describe('callout verify, many addresses of one domain', () => {
     }
   });
 
+  it('lets the refresh of a stale verdict finish before it exits, so the cache holds the new one', async () => {
+    const w = await world(mxZone({ 'a.test': '127.0.0.3' }), { '127.0.0.3': usersOnly(['alice']) });
+    const dir = mkdtempSync(join(tmpdir(), 'callout-verify-refresh-'));
+    try {
+      const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'sqlite', path: join(dir, 'cache.sqlite') }, cache: { addressPositiveRefresh: '0s' } });
+      const run = async () => {
+        const { out, lines } = output();
+        await runVerify(['alice@a.test'], { json: true, concurrency: 8 }, config, out);
+        return JSON.parse(lines()[0]!) as { source: string; stale: boolean; checkedAt: number };
+      };
+      const probed = await run();
+      const stale = await run();
+      assert.deepEqual([stale.source, stale.stale, stale.checkedAt], ['address-cache', true, probed.checkedAt]);
+      // The second command's refresh ran in the background of its stale answer, and was saved.
+      const refreshed = await run();
+      assert.equal(refreshed.source, 'address-cache');
+      assert.ok(refreshed.checkedAt > probed.checkedAt, `the cached verdict of ${refreshed.checkedAt} is the refresh's, not the first probe's of ${probed.checkedAt}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('runs no more domains at once than limits.concurrency, over which the engine answers rate-limited', async () => {
     const w = await world(mxZone({ 'a.test': '127.0.0.3', 'b.test': '127.0.0.4' }), { '127.0.0.3': usersOnly(['alice']), '127.0.0.4': usersOnly(['bob']) });
     const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'memory' }, limits: { concurrency: 1 } });

@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, mergeConfig } from '../../src/config/load.js';
-import { ConfigError } from '../../src/core/errors.js';
+import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
 import { freePorts } from '../support/ports.js';
@@ -74,12 +74,12 @@ describe('loadConfig', () => {
     assert.equal(config.dns.tries, 3);
   });
 
-  it('blames a bad flag on the command line, and a bad key on the file', () => {
+  it('blames a bad flag on the command line (a usage error, 64), and a bad key on the file (78)', () => {
     const path = file('engine.yaml', ENGINE_FILE);
-    assert.throws(() => loadConfig(path, { limits: { listConcurrency: 0 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('command line: limits.listConcurrency: got 0'));
+    assert.throws(() => loadConfig(path, { limits: { listConcurrency: 0 } }), (err: unknown) => err instanceof UsageError && err.message.startsWith('command line: limits.listConcurrency: got 0'));
     const bad = file('bad.yaml', 'limits:\n  listConcurrency: 0\n');
     assert.throws(() => loadConfig(bad, { callout: { port: 2526 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${bad}: limits.listConcurrency: got 0`));
-    assert.throws(() => loadConfig(undefined, { callout: { port: 0 } }), (err: unknown) => err instanceof ConfigError && err.message.startsWith('command line: callout.port: got 0'), 'no file at all');
+    assert.throws(() => loadConfig(undefined, { callout: { port: 0 } }), (err: unknown) => err instanceof UsageError && err.message.startsWith('command line: callout.port: got 0'), 'no file at all');
   });
 
   it('refuses a top-level __proto__ key as unknown, as it does one further down', () => {

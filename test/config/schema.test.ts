@@ -195,6 +195,21 @@ describe('tarpit limits', () => {
     assert.match(problem(tarpit({ perClient: { soft: 60, hard: 50 } })), /policy\.stages\.0\.perClient\.soft: got 60, expected at most perClient\.hard \(50\)/);
     assert.doesNotThrow(() => validateConfig(tarpit({ perConnection: { soft: 20, hard: 20 }, perClient: { soft: 0, hard: 1 } })));
   });
+
+  it('refuses a hardEnhanced of another class than hardCode, naming both keys (550 with 4.7.0 was sent as 550 5.7.0)', () => {
+    assert.match(problem(tarpit({ hardCode: 550, hardEnhanced: '4.7.0' })), /policy\.stages\.0\.hardEnhanced: got "4\.7\.0", expected an enhanced status code of class 5, as hardCode \(550\) is/);
+    assert.match(problem(tarpit({ hardEnhanced: '5.7.0' })), /policy\.stages\.0\.hardEnhanced: got "5\.7\.0", expected an enhanced status code of class 4, as hardCode \(421\) is/, 'the default hardCode');
+    assert.doesNotMatch(problem(tarpit({ hardCode: 550, hardEnhanced: '4.1' })), /as hardCode/, 'a malformed code is told only what it should look like');
+    assert.doesNotThrow(() => validateConfig(tarpit({ hardCode: 554, hardEnhanced: '5.7.1' })));
+    assert.doesNotThrow(() => validateConfig(tarpit({ hardCode: 450, hardEnhanced: '4.7.1' })));
+  });
+
+  it('refuses a sleep above maxSleep, naming both keys (every delay was maxSleep)', () => {
+    assert.match(problem(tarpit({ sleep: '10s', maxSleep: '2s' })), /policy\.stages\.0\.sleep: got "10s", expected at most maxSleep \(2s\)/);
+    assert.match(problem(tarpit({ sleep: '6s' })), /policy\.stages\.0\.sleep: got "6s", expected at most maxSleep \(5s\)/, 'the default maxSleep');
+    assert.match(problem(tarpit({ maxSleep: '500ms' })), /policy\.stages\.0\.sleep: got nothing \(the default, 1s\), expected at most maxSleep \(500ms\)/);
+    assert.doesNotThrow(() => validateConfig(tarpit({ sleep: '3s', maxSleep: '3s' })));
+  });
 });
 
 describe('receiver of the sender-callout and spf stages', () => {
@@ -320,6 +335,10 @@ describe('callout.helo', () => {
     assert.equal(problem({ callout: { helo: 'mx.example.org.' } }), 'configuration: callout.helo: got "mx.example.org.", expected the name without its final dot, mx.example.org: EHLO sends the name as written');
     assert.equal(problem({ callout: { helo: 'mx.bücher.example' } }), 'configuration: callout.helo: got "mx.bücher.example", expected the name in A-labels (xn--...), as EHLO sends it: an EHLO name is ASCII (RFC 5321 §4.1.1.1)');
     assert.equal(problem({ callout: { helo: 'localhost' } }), 'configuration: callout.helo: got "localhost", names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');
+    // Without its final dot still no name, or no final dot at all: not told to drop one.
+    for (const helo of ['mx..example.org.', 'mx.example.org-']) {
+      assert.equal(problem({ callout: { helo } }), `configuration: callout.helo: got "${helo}", expected a fully qualified domain name such as mx.example.org (RFC 5321 §4.1.1.1: EHLO names our host)`);
+    }
     assert.equal(problem({ callout: { helo: 'mx.local.' } }), 'configuration: callout.helo: got "mx.local.", names no host outside this machine or its network (localhost, .localdomain, .local): give the name other sites know this host by, such as mx.example.org');
   });
 
@@ -349,7 +368,7 @@ describe('enhanced status codes of the stages', () => {
       assert.match(message, new RegExp(`policy\\.stages\\.0\\.${key}: got "5\\.1", expected an enhanced status code of class ${klass}, such as [45]\\.7\\.1 \\(RFC 3463`), `${String(entry.name)} ${key}`);
       assert.doesNotMatch(message, /pattern/);
     }
-    assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name: 'tarpit', hardEnhanced: '5.7.0' }, { name: 'greylist', enhanced: '4.7.1' }] } }));
+    assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name: 'tarpit', hardCode: 550, hardEnhanced: '5.7.0' }, { name: 'greylist', enhanced: '4.7.1' }] } }));
   });
 });
 

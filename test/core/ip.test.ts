@@ -235,6 +235,9 @@ describe('cidrWithin', () => {
     ['198.51.100.0/24', '198.51.0.0/16', true],
     ['198.51.0.0/16', '198.51.0.0/16', true],
     ['198.51.0.0/16', '198.51.100.0/24', false],
+    // A narrower outer network at the start of the inner one: its bits match, its length does not.
+    ['198.51.0.0/16', '198.51.0.0/24', false],
+    ['2001:db8::/32', '2001:db8::/48', false],
     ['198.52.0.0/24', '198.51.0.0/16', false],
     ['192.0.2.7/32', '0.0.0.0/0', true],
     ['2001:db8:1:2::/64', '0.0.0.0/0', false],

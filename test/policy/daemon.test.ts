@@ -553,6 +553,21 @@ describe('callout serve', () => {
     assert.equal((await replacement.reloadOutcome())!.config, after, 'the workers agree: no "send SIGHUP again"');
   });
 
+  it('as a policy worker says in its start line that the supervisor serves the metrics (it said "off")', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-worker-metrics-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const path = join(dataDir, 'callout.yaml');
+    const started = async (metrics: string) => {
+      writeFileSync(path, stringify({ dataDir, policy: { listen: '127.0.0.1:0', workers: 2 }, metrics: { listen: metrics } }));
+      const { lines, log } = captureLog();
+      const daemon = await Daemon.start({ configPath: path, log, worker: true });
+      await daemon.stop();
+      return lines.find((l) => l.msg === 'callout serve started')?.metrics;
+    };
+    assert.equal(await started('127.0.0.1:0'), 'served by the supervisor');
+    assert.equal(await started(''), 'off', 'metrics.listen "" is off for the supervisor too');
+  });
+
   it('as a policy worker keeps its share of the concurrency limits by the workers running when a reload changes policy.workers', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'callout-reload-workers-'));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));

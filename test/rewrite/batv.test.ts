@@ -73,6 +73,8 @@ describe('Batv keyring', () => {
     assert.equal(refusal('a\u0001@x.test'), 'malformed: cannot sign an address with a control character (U+0001)');
     // A path copied from the mail log was signed into prvs=…=<user@example.com> (regression).
     assert.equal(refusal('<user@example.com>'), 'malformed: cannot sign an address with angle brackets (a path, as the mail log writes it: give the address alone)');
+    // Half a path too: the domain is not written into the local part, so no other check sees its '>'.
+    assert.equal(refusal('user@example.com>'), 'malformed: cannot sign an address with angle brackets (a path, as the mail log writes it: give the address alone)');
     assert.equal(prvsSign('"a b"@x.test', { keynum: 0, secret: 's' }, T0).ok, false);
   });
 

@@ -52,6 +52,7 @@ describe('SRS forward, the vectors of postsrsd and libsrs2 (secret tops3cr3t, 20
     assert.equal(refusal('user@[IPv6:2001:db8::1]'), literal);
     // Not an address literal, so not called one (regression: "'>' in its domain (an address literal: ..."), and a path is no address.
     assert.equal(refusal('<user@example.org>'), 'malformed: Cannot rewrite an address with angle brackets (a path, as the mail log writes it: give the address alone).');
+    assert.equal(refusal('user@example.org:25'), "malformed: Cannot rewrite an address with ':' in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
     assert.equal(refusal('user@example.org;'), "malformed: Cannot rewrite an address with ';' in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
     assert.equal(refusal('user@example.org extra'), "malformed: Cannot rewrite an address with a space in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");
     assert.equal(refusal('user@example.org\u00a0'), "malformed: Cannot rewrite an address with white space (U+00A0) in its domain (the local part written with it would need quotes, and Postfix's quoted form does not reverse).");

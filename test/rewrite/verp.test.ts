@@ -75,6 +75,10 @@ describe('VERP', () => {
     assert.deepEqual(verpEncode('list-bounces@list.example.', 'a@b.example'), { ok: false, reason: 'bad-sender', message: 'the sender is not an address: empty domain label at 26' });
     assert.equal(verpSenderProblem('list-bounces'), "the sender is an address with no '@' and domain");
     assert.equal(verpSenderProblem('list-bounces@list.example'), undefined);
+    // A local part over RFC 5321's 64 octets is a sender Postfix takes and VERP writes (addresses up to 512 octets).
+    const long = `${'l'.repeat(70)}@list.example`;
+    assert.equal(verpSenderProblem(long), undefined);
+    assert.deepEqual(verpDecode(`${'l'.repeat(70)}+a=b.example@list.example`, long), { ok: true, recipient: 'a@b.example', sender: long });
   });
   it('folds only A-Z in the prefix and origin, as address/key does: a Kelvin sign is no k', () => {
     // toLowerCase() folds U+212A KELVIN SIGN to an ASCII 'k': another sender's return path matched.

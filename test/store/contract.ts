@@ -343,6 +343,9 @@ export function runStoreContract(
         assert.equal(await store.increment('n', 2, 60_000), 2);
         assertEntry(await store.get('n'), '2', 900);
         assert.equal(await store.increment('n', 1, 60_000), 3);
+        // -1 above all: a counter lost between an add and its take-back starts again there.
+        await store.set('one', '-1', 1000);
+        assert.equal(await store.increment('one', 1, 1000), 1);
         await store.set('still', '-3', 1000);
         assert.equal(await store.increment('still', 0, 1000), -3);
       });

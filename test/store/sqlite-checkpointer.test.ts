@@ -31,6 +31,22 @@ function walFile(path: string, frames: number): Database.Database {
   return writer;
 }
 
+/** Commits `rows` rows of about a page each (keys from `from` on): over a thousand frames for 1000 rows. */
+function addFrames(writer: Database.Database, from: number, rows: number): void {
+  const insert = writer.prepare('INSERT INTO t VALUES (?, ?)');
+  writer.transaction(() => {
+    for (let k = from; k < from + rows; k += 1) insert.run(k, 'x'.repeat(3000));
+  })();
+}
+
+/** A read transaction of a new connection, whose snapshot keeps every later frame from the database file. */
+function reading(path: string): Database.Database {
+  const reader = new Database(path, { readonly: true });
+  reader.exec('BEGIN');
+  reader.prepare('SELECT count(*) FROM t').pluck().get();
+  return reader;
+}
+
 /** The thread's messages as they come, and whether it has ended. */
 function watchThread(thread: Worker): { messages: Array<{ ready?: true; error?: string; delay?: CheckpointDelay }>; exited: () => boolean } {
   const messages: Array<{ ready?: true; error?: string; delay?: CheckpointDelay }> = [];
@@ -150,6 +166,75 @@ describe('startCheckpointer', () => {
     } finally {
       if (other.open) other.close();
       await stop(thread, exited);
+    }
+  });
+  it('tells nothing while another connection runs a checkpoint of its own, which does the work, in or out of a delay', async () => {
+    const path = join(scratch, 'other-checkpoint.sqlite');
+    const writer = walFile(path, 10);
+    const thread = startCheckpointer(path, 5, { reportAfterMs: 30 });
+    const { messages, exited } = watchThread(thread);
+    const delays = () => messages.filter((m) => m.delay !== undefined).map((m) => m.delay);
+    // Another connection's RESTART checkpoint waiting (200 ms) for what a third holds: it holds
+    // the checkpoint lock meanwhile, and the thread's rounds find it busy (this thread is blocked).
+    const checkpointer = new Database(path, { timeout: 200 });
+    const otherCheckpoint = () => checkpointer.pragma('wal_checkpoint(RESTART)');
+    const other = new Database(path, { timeout: 0 });
+    let reader: Database.Database | undefined;
+    try {
+      assert.ok(await until(() => messages.length > 0, 10_000, 5), 'ready told');
+      other.exec('BEGIN IMMEDIATE');
+      otherCheckpoint();
+      other.exec('ROLLBACK');
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      assert.deepEqual(messages, [{ ready: true }], 'no delay told: another connection was checkpointing');
+      // Now a delay of the thread's own: a reader keeps 1000 new frames from the file.
+      reader = reading(path);
+      addFrames(writer, 10, 1000);
+      assert.ok(await until(() => delays().length > 0, 10_000, 5), `held up told: ${JSON.stringify(messages)}`);
+      assert.equal(delays()[0]?.state, 'held up');
+      otherCheckpoint();
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      assert.equal(delays().length, 1, `not caught up while another connection was checkpointing: ${JSON.stringify(messages)}`);
+      reader.exec('ROLLBACK');
+      assert.ok(await until(() => delays().length > 1, 10_000, 5), 'caught up told');
+      assert.equal(delays()[1]?.state, 'caught up');
+      assert.equal(exited(), false);
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      if (reader?.inTransaction) reader.exec('ROLLBACK');
+      for (const db of [reader, other, checkpointer]) db?.close();
+      await stop(thread, exited);
+      writer.close();
+    }
+  });
+
+  it('tells of each delay in its turn, timed from its own start', async () => {
+    const path = join(scratch, 'two-delays.sqlite');
+    const writer = walFile(path, 10);
+    const thread = startCheckpointer(path, 5, { reportAfterMs: 30 });
+    const { messages, exited } = watchThread(thread);
+    const delays = () => messages.filter((m) => m.delay !== undefined).map((m) => m.delay);
+    try {
+      assert.ok(await until(() => messages.length > 0, 10_000, 5), 'ready told');
+      let rows = 10;
+      for (const episode of [1, 2]) {
+        const reader = reading(path);
+        addFrames(writer, rows, 1000);
+        rows += 1000;
+        assert.ok(await until(() => delays().length === 2 * episode - 1, 10_000, 5), `held up told, episode ${episode}: ${JSON.stringify(messages)}`);
+        reader.exec('ROLLBACK');
+        reader.close();
+        assert.ok(await until(() => delays().length === 2 * episode, 10_000, 5), `caught up told, episode ${episode}: ${JSON.stringify(messages)}`);
+        // Between the two, a while of rounds that do their work, which no delay includes.
+        if (episode === 1) await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      assert.deepEqual(delays().map((d) => d?.state), ['held up', 'caught up', 'held up', 'caught up']);
+      const secondHeldUp = delays()[2]?.forMs ?? Infinity;
+      assert.ok(secondHeldUp >= 30 && secondHeldUp < 500, `the second delay told after ${secondHeldUp} ms of it`);
+      assert.equal(exited(), false);
+    } finally {
+      await stop(thread, exited);
+      writer.close();
     }
   });
 });

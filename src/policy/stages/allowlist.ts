@@ -67,7 +67,12 @@ export class AddressList {
       if (entry.includes('@') && !entry.startsWith('@')) {
         // `*` is a local-part character, so the wildcard of other allow-lists (SpamAssassin's
         // whitelist_from) parsed, as the mailbox "*", and never matched the domain it meant.
-        if (entry.startsWith('*@')) throw new ConfigError(`${key}: ${quoted(raw)} names the mailbox "*", not every address of its domain: write ${quoted(entry.slice(1))}`);
+        // SpamAssassin's *@*.example.org too: the advice must be an entry this list takes.
+        if (entry.startsWith('*@')) {
+          const domain = entry.slice(2).replace(/^\*?\./, '');
+          const advice = domain === '' ? '' : `: write ${quoted(`@${domain}`)}${domain === entry.slice(2) ? '' : ', and each subdomain meant'}`;
+          throw new ConfigError(`${key}: ${quoted(raw)} names the mailbox "*", not every address of its domain${advice}`);
+        }
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });
         if (!parsed.ok) throw new ConfigError(`${key}: ${quoted(raw)} is not an address: ${parsed.error.message}`);
         this.addresses.add(mailboxKey(parsed.value.address));

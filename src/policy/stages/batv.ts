@@ -105,13 +105,16 @@ export interface BatvStage extends Stage {
 }
 
 function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, 'log'>>['log']): BatvKey[] {
-  return keys.map((k) => {
+  return keys.map((k, index) => {
     if (k.secret !== undefined) return { keynum: k.keynum, secret: k.secret };
+    // Named by its entry (the pipeline puts policy.stages.N before it): "batv.keys: secretFile"
+    // left the administrator of several keys to guess which one.
+    const where = `batv.keys.${index}.secretFile: ${k.secretFile} (keynum ${k.keynum})`;
     const read = readFileLimited(k.secretFile!, SECRET_FILE_BYTES, { governing: true });
-    if (!read.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${read.reason}`);
+    if (!read.ok) throw new ConfigError(`${where}: ${read.reason}`);
     warnIfSecretExposed(read, k.secretFile!, 'batv.keys secretFile', log);
     const parsed = oneSecretFileText(read.bytes.toString('utf8'));
-    if (!parsed.ok) throw new ConfigError(`batv.keys: secretFile ${k.secretFile}: ${parsed.problem}`);
+    if (!parsed.ok) throw new ConfigError(`${where}: ${parsed.problem}`);
     const { secret } = parsed;
     // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: one such line given here makes
     // the number part of the key, and no tag the rewrite service signed would check.

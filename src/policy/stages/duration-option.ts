@@ -14,7 +14,7 @@
  */
 
 import { z } from 'zod';
-import { DURATION_EXPECTED, formatDuration, parseDuration } from '../../config/duration.js';
+import { DURATION_EXPECTED, formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
 
 export type DurationText = string | number;
@@ -48,6 +48,14 @@ export function durationOption(fallback: string, minMs = 0) {
       const parsed = parseDuration(value);
       return parsed.ok ? formatDuration(parsed.ms) : value;
     });
+}
+
+/**
+ * A duration option as a check across keys (a superRefine run `when` another option is wrong)
+ * finds it: anything, when that option is the wrong one.
+ */
+export function checkedDuration(value: unknown): DurationParse {
+  return typeof value === 'string' || typeof value === 'number' ? parseDuration(value) : { ok: false, reason: 'not a duration' };
 }
 
 export function durationMs(value: DurationText): number {

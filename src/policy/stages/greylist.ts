@@ -49,7 +49,7 @@ import { hostname } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
-import { formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
+import { formatDuration } from '../../config/duration.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { mailboxKey } from '../../address/index.js';
 import { networkOf } from '../../core/ip.js';
@@ -75,7 +75,7 @@ import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { iprevTimeoutOption } from './iprev.js';
-import { durationMs, durationOption } from './duration-option.js';
+import { checkedDuration, durationMs, durationOption } from './duration-option.js';
 import { stageVerdict, type VerdictMaker } from './verdict.js';
 import { enhancedStatusOption } from './status-option.js';
 
@@ -88,11 +88,9 @@ const SHORTEST_MS = 1000;
  * wrong; each unreadable or too short one is reported on its own.
  */
 function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: unknown }, ctx: z.RefinementCtx): void {
-  const ms = (value: unknown): DurationParse =>
-    typeof value === 'string' || typeof value === 'number' ? parseDuration(value) : { ok: false, reason: 'not a duration' };
-  const delay = ms(o.delay);
-  const retryWindow = ms(o.retryWindow);
-  const maxAge = ms(o.maxAge);
+  const delay = checkedDuration(o.delay);
+  const retryWindow = checkedDuration(o.retryWindow);
+  const maxAge = checkedDuration(o.maxAge);
   if (!delay.ok || !retryWindow.ok || !maxAge.ok || retryWindow.ms < SHORTEST_MS || maxAge.ms < SHORTEST_MS) return;
   // A bare number is seconds (postgrey's --retry-window and --max-age are days: write 2d, 35d).
   if (retryWindow.ms <= delay.ms) {

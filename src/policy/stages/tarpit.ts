@@ -78,8 +78,8 @@
  *
  * CONFIGURATION
  *   perConnection.{soft,hard}, perClient.{window,soft,hard,ipv4Prefix,ipv6Prefix}, sleep,
- *   maxSleep, hardCode,
- *   hardEnhanced, text ({client}, {errors} expand), exemptClients
+ *   maxSleep (sleep at most maxSleep), hardCode,
+ *   hardEnhanced (of hardCode's class), text ({client}, {errors} expand), exemptClients
  */
 
 import { z } from 'zod';
@@ -95,8 +95,8 @@ import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
-import { durationMs, durationOption } from './duration-option.js';
-import { enhancedStatusOption } from './status-option.js';
+import { checkedDuration, durationMs, durationOption } from './duration-option.js';
+import { enhancedInCodeClass, enhancedStatusOption } from './status-option.js';
 
 /** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
 const CONNECTION_TTL_MS = 3_600_000;
@@ -140,7 +140,19 @@ const limits = (soft: number, hard: number) =>
     .superRefine(softNotAboveHard('perConnection'))
     .default({ soft, hard });
 
-const options = z
+/**
+ * A sleep above maxSleep made every delay maxSleep, the first one too, which the configuration
+ * did not say. Equal ones are taken: every delay is then that one.
+ */
+function sleepNotAboveMax(o: { sleep: unknown; maxSleep: unknown }, ctx: z.RefinementCtx): void {
+  const sleepMs = checkedDuration(o.sleep);
+  const maxSleepMs = checkedDuration(o.maxSleep);
+  if (!sleepMs.ok || !maxSleepMs.ok || sleepMs.ms <= maxSleepMs.ms) return;
+  ctx.addIssue({ code: 'custom', path: ['sleep'], params: { used: formatDuration(sleepMs.ms) }, message: `expected at most maxSleep (${formatDuration(maxSleepMs.ms)}): every delay would be maxSleep, the first one too` });
+}
+
+/** The options without the checks across keys: deadlineCuts picks from it (zod picks from no refined object). */
+const shape = z
   .object({
     perConnection: limits(10, 20),
     perClient: z
@@ -162,6 +174,9 @@ const options = z
     exemptClients: z.array(z.string()).default([]),
   })
   .strict();
+
+// Run even when another option is wrong (`when`), so that one start reports every problem.
+const options = shape.superRefine(sleepNotAboveMax, { when: () => true }).superRefine(enhancedInCodeClass('hardCode', 'hardEnhanced'), { when: () => true });
 
 export type TarpitOptions = z.output<typeof options>;
 
@@ -420,7 +435,7 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
  * is named too when even the first delay is cut.
  */
 export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: string, decisionTimeoutMs: number): string[] {
-  const checked = options.pick({ sleep: true, maxSleep: true }).safeParse({ sleep: entry.sleep, maxSleep: entry.maxSleep });
+  const checked = shape.pick({ sleep: true, maxSleep: true }).safeParse({ sleep: entry.sleep, maxSleep: entry.maxSleep });
   // A bad value is the stage's own ConfigError when it is made.
   if (!checked.success) return [];
   const parsed = checked.data;

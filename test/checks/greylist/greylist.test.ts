@@ -505,6 +505,30 @@ describe('greylist administration', () => {
     await store.close();
   });
 
+  it('lists and drops the triplets and domain entries of the identities inside a network, never a domain: identity or one of the other family', async () => {
+    const { clock, greylist } = setup({ domainAutoAllow: 2 });
+    const identities = ['198.51.100.0/24', '198.51.101.0/24', '203.0.113.0/24', '2001:db8:1:2::/64', 'domain:pool.example'];
+    // Passed once each: a triplet and a domain entry of its identity.
+    for (const client of identities) await greylist.check(triplet({ client }));
+    clock.advance(300 * S);
+    for (const client of identities) assert.equal((await greylist.check(triplet({ client }))).kind, 'pass', client);
+    const network = (text: string) => {
+      const parsed = parseCidr(text);
+      assert.ok(parsed.ok, text);
+      return parsed.value;
+    };
+    const clientsOf = async (kind: GreylistEntryKind, options: Omit<ListOptions, 'kind' | 'limit'> = {}) => (await listAll(greylist, { kinds: [kind], limit: 10, ...options })).map((e) => e.client);
+    assert.deepEqual(await clientsOf('domain', { network: network('198.51.0.0/16') }), ['198.51.100.0/24', '198.51.101.0/24']);
+    assert.deepEqual(await clientsOf('domain', { network: network('0.0.0.0/0') }), ['198.51.100.0/24', '198.51.101.0/24', '203.0.113.0/24']);
+    assert.deepEqual(await greylist.dropIdentitiesIn(network('198.51.0.0/16')), { triplets: 2, domains: 2 });
+    assert.deepEqual(await clientsOf('triplet'), ['2001:db8:1:2::/64', '203.0.113.0/24', 'domain:pool.example']);
+    assert.deepEqual(await clientsOf('domain'), ['2001:db8:1:2::/64', '203.0.113.0/24', 'domain:pool.example']);
+    assert.deepEqual(await greylist.dropIdentitiesIn(network('0.0.0.0/0')), { triplets: 1, domains: 1 });
+    assert.deepEqual(await greylist.dropIdentitiesIn(network('::/0')), { triplets: 1, domains: 1 });
+    assert.deepEqual(await clientsOf('triplet'), ['domain:pool.example']);
+    assert.deepEqual(await clientsOf('domain'), ['domain:pool.example']);
+  });
+
   it('drops a client of 2,500 triplets in few scans (each a walk of all of Redis) and with its deletes asked for together', async () => {
     const clock = new ManualClock();
     class CountingStore extends MemoryStore {

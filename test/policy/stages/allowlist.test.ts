@@ -323,8 +323,16 @@ describe('allowlist entries as administrators write them', () => {
     assert.throws(() => new AddressList(['bad domain'], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && /^allowlist\.recipients: "bad domain" is not a domain/.test(err.message));
     // The patterns of other allow-lists parsed as a mailbox "*", or were refused without a word of what to write.
     assert.throws(() => new AddressList(['*@friends.test'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message === 'allowlist.senders: "*@friends.test" names the mailbox "*", not every address of its domain: write "@friends.test"');
+    assert.throws(() => new AddressList(['*@*.friends.test'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message === 'allowlist.senders: "*@*.friends.test" names the mailbox "*", not every address of its domain: write "@friends.test", and each subdomain meant');
+    assert.throws(() => new AddressList(['*@'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message === 'allowlist.senders: "*@" names the mailbox "*", not every address of its domain');
     for (const pattern of ['.friends.test', '*.friends.test']) {
       assert.throws(() => new AddressList([pattern], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && err.message === `allowlist.recipients: "${pattern}" is a pattern, not a domain: an entry names that domain only, not its subdomains: write "friends.test", and each subdomain meant`, pattern);
+    }
+    // Read as the entry is compared, without the spaces around it.
+    assert.throws(() => new AddressList([' *.friends.test '], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.recipients: " *.friends.test " is a pattern, not a domain'));
+    // No pattern of a domain, and nothing to suggest: not a domain.
+    for (const entry of ['.', '..friends.test']) {
+      assert.throws(() => new AddressList([entry], 'allowlist.recipients'), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`allowlist.recipients: "${entry}" is not a domain`), entry);
     }
     // Quoted as a string is, and only its start: a pasted block made a message of many lines (or megabytes).
     assert.throws(() => new AddressList(['a@b\nc@d'], 'allowlist.senders'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.senders: "a@b\\nc@d" is not an address') && !err.message.includes('\n'));

@@ -7,6 +7,9 @@ import { after, describe, it } from 'node:test';
 import { ManualClock } from '../../support/manual-time.js';
 import { ConfigError } from '../../../src/core/errors.js';
 import { validateConfig } from '../../../src/config/schema.js';
+import { createLogger } from '../../../src/core/log.js';
+import { buildPipeline } from '../../../src/policy/pipeline.js';
+import { MemoryStore } from '../../../src/store/index.js';
 import { prvsSign } from '../../../src/rewrite/batv.js';
 import { batvStage, createBatvStage, type BatvStageOptions } from '../../../src/policy/stages/batv.js';
 import type { StageContext, StageDeps } from '../../../src/policy/types.js';
@@ -36,11 +39,11 @@ describe('batv stage secretFile', () => {
   it('refuses a FIFO at once and a file any user may write; warns, once per start, of one group or others can read', () => {
     const fifo = join(dir, 'secret-fifo');
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: fifo }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${fifo}: not a regular file (a FIFO)`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: fifo }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${fifo} (keynum 1): not a regular file (a FIFO)`);
     const file = join(dir, 'mode.secret');
     writeFileSync(file, 'secret\n');
     chmodSync(file, 0o666);
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: file }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${file}: writable by any user (mode 0666), so anyone on this host could change it: chmod o-w`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: file }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${file} (keynum 1): writable by any user (mode 0666), so anyone on this host could change it: chmod o-w`);
     const warnings: Array<[Record<string, unknown>, string]> = [];
     const log = { warn: (fields: Record<string, unknown>, message: string) => warnings.push([fields, message]) } as unknown as StageDeps['log'];
     const opts = (path: string) => batvStage.options.parse({ domains: ['example.com'], keys: [{ keynum: 1, secretFile: path }] }) as BatvStageOptions;
@@ -58,7 +61,7 @@ describe('batv stage secretFile', () => {
   it('says so when given a --batv-key-file (KEYNUM SECRET lines) instead of a secret alone', () => {
     const keys = join(dir, 'batv.keys');
     writeFileSync(keys, '1 batvsecret\n0 older\n', { mode: 0o600 });
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${keys} (keynum 1): more than one line, expected the secret alone (KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)`);
     // A key file as `rewrite serve` reads it, comment header and all (regression: the '#' line hid the hint).
     writeFileSync(keys, '# BATV keys, newest first\n\n1 batvsecret\n  0 older\n');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message.endsWith('(KEYNUM SECRET lines are a --batv-key-file: a secret file holds one secret alone)'));
@@ -76,7 +79,7 @@ describe('batv stage secretFile', () => {
     // Comment lines alone, or a line that is no `KEYNUM SECRET` among them, are no key file: the plain reason, without the hint.
     for (const text of ['# one\n# two\n', 'batvsecret\n1 older\n']) {
       writeFileSync(keys, text);
-      assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${keys}: more than one line, expected the secret alone`, text);
+      assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: keys }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${keys} (keynum 1): more than one line, expected the secret alone`, text);
     }
   });
 
@@ -154,7 +157,10 @@ describe('batv stage', () => {
       ['@example.com', 'not a domain alone (leave a domain out of domains instead)'],
       ['list-owner@', 'not a local part with an "@" and no domain'],
       ['', 'not an empty entry'],
+      ['  ', 'not an empty entry'],
       [' list-owner', 'without white space around it'],
+      // A recipient's local part ends before its last '@': no recipient has this one's.
+      ['list-owner@example.com@', 'not a local part with an "@" and no domain'],
     ] as const) {
       const parsed = batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: 's' }], exemptRecipients: ['list-owner', entry] });
       assert.ok(!parsed.success, entry);
@@ -186,16 +192,23 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
+    // Built as serve builds it, the entry and the key are named (it said "policy.stages.1.keys: secretFile ...").
+    const twoKeys = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 2, secretFile: file }, { keynum: 1, secretFile: join(dir, 'missing') }] }] } });
+    const clock = new ManualClock(T0);
+    assert.throws(
+      () => buildPipeline(twoKeys, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') }),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`policy.stages.1.keys.1.secretFile: ${join(dir, 'missing')} (keynum 1): `),
+    );
     const large = join(dir, 'large.secret');
     writeFileSync(large, 'x'.repeat(64 * 1024 + 1));
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: large }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${large}: larger than 64 KiB`);
-    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv.keys: secretFile /dev/zero: not a regular file (a character device)');
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: large }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${large} (keynum 1): larger than 64 KiB`);
+    assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: '/dev/zero' }] }), (err: unknown) => err instanceof ConfigError && err.message === 'batv.keys.0.secretFile: /dev/zero (keynum 1): not a regular file (a character device)');
     // An empty file is an empty HMAC key, which anyone can sign with; a second line would be
     // part of the key and no genuine tag would check (regressions).
     for (const [content, why] of [['', 'no secret in the file'], ['\n\n', 'no secret in the file'], ['# key 2\nsecret\n', 'more than one line, expected the secret alone']]) {
       const bad = join(dir, 'bad.secret');
       writeFileSync(bad, content!);
-      assert.throws(() => stage({ keys: [{ keynum: 2, secretFile: bad }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys: secretFile ${bad}: ${why}`, JSON.stringify(content));
+      assert.throws(() => stage({ keys: [{ keynum: 2, secretFile: bad }] }), (err: unknown) => err instanceof ConfigError && err.message === `batv.keys.0.secretFile: ${bad} (keynum 2): ${why}`, JSON.stringify(content));
     }
     // A file of line ends and one more character is read in linear time (a regex took 4 s).
     const lineEnds = join(dir, 'line-ends.secret');

@@ -420,7 +420,7 @@ describe('greylist stage evidence rules', () => {
     return stageContext({ client_address: '192.0.2.50', helo_name: 'x', sender, recipient: 'alice@example.test', instance: 'i' }, { clock, deadlineMs: 5000, earlier });
   };
 
-  it('fcrdns-domain waits fcrdnsTimeoutMs (2000 ms by default) for a reverse zone that never answers, not the whole deadline', async () => {
+  it('fcrdns-domain waits fcrdnsTimeoutMs (2000 ms by default), or what is left of the deadline if less, for a reverse zone that never answers, not the whole deadline', async () => {
     // Bounded by the deadline alone, every recipient of such a client waited 6 s.
     const server = await startDnsServer({ [reverseName('192.0.2.50')]: { drop: true } });
     // Far longer than the bounds tested, so that the stage's bound is what ends the wait.
@@ -429,13 +429,14 @@ describe('greylist stage evidence rules', () => {
       resolver.cancel();
       return server.close();
     });
-    for (const [options, bound] of [[{}, 2000], [{ fcrdnsTimeoutMs: 500 }, 500]] as const) {
+    // And by the deadline when less is left: past it the pipeline would fault the stage.
+    for (const [options, bound, deadlineMs] of [[{}, 2000, 6000], [{ fcrdnsTimeoutMs: 500 }, 500, 6000], [{}, 1000, 1000]] as const) {
       const pooled = greylistStage.create(greylistStage.options.parse({ clientIdentity: 'fcrdns-domain', header: false, ...options }) as never, { ...deps, resolver });
       cleanups.push(() => pooled.close?.());
       const timers = new ManualTimers();
       const asked = server.queries.length;
       const request = { client_address: '192.0.2.50', helo_name: 'x', sender: 'news@pool.example', recipient: 'alice@example.test', instance: 'i' };
-      const answer = watch(pooled.evaluate(stageContext(request, { clock, deadlineMs: 6000, timers })));
+      const answer = watch(pooled.evaluate(stageContext(request, { clock, deadlineMs, timers })));
       await turnsUntil(() => server.queries.length > asked, 'the PTR query');
       await timers.advance(bound - 1);
       assert.equal(answer(), undefined, `not answered before ${bound} ms`);

@@ -112,7 +112,9 @@ describe('iprev stage', () => {
       await timers.advance(1);
       assert.equal(answer()?.result, 'temperror', `temperror at ${bound} ms`);
     }
-    assert.equal(iprevStage.options.safeParse({ timeoutMs: 99 }).success, false);
+    for (const [timeoutMs, valid] of [[99, false], [100, true], [120_000, true], [120_001, false]] as const) {
+      assert.equal(iprevStage.options.safeParse({ timeoutMs }).success, valid, `timeoutMs ${timeoutMs}`);
+    }
   });
 
   it("Postfix's client_address=unknown is no result and no header, not a permerror to act on", async () => {

@@ -212,3 +212,17 @@ describe('recipient-callforward stage', () => {
     assert.ok(recipientCallforwardStage.options.safeParse({ hosts: ['10.0.0.5', '2001:db8::25', 'mx.example.org', 'mx.example.org.', 'exchange'] }).success);
   });
 });
+
+describe('callforwardNamespace', () => {
+  it('names who answers: the same hosts in any order, case or form share one, another host or port does not', () => {
+    const namespace = callforwardNamespace(['mx1.example.net', 'mx2.example.net'], 25);
+    assert.match(namespace, /^cf:[0-9a-f]{8}:$/);
+    for (const hosts of [['mx2.example.net', 'mx1.example.net'], ['MX1.Example.NET.', 'mx2.example.net', 'mx2.example.net']]) {
+      assert.equal(callforwardNamespace(hosts, 25), namespace, hosts.join(' '));
+    }
+    assert.equal(callforwardNamespace(['mx.bücher.example'], 25), callforwardNamespace(['mx.xn--bcher-kva.example'], 25), 'a U-label as its A-label');
+    assert.equal(callforwardNamespace(['2001:DB8::1'], 25), callforwardNamespace(['2001:db8:0::1'], 25), 'an IPv6 address in another form');
+    assert.notEqual(callforwardNamespace(['mx1.example.net', 'mx2.example.net'], 2525), namespace, 'another port');
+    assert.notEqual(callforwardNamespace(['mx1.example.net'], 25), namespace, 'another set of hosts');
+  });
+});

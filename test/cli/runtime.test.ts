@@ -1,0 +1,76 @@
+// The store of a one-shot command: an upgrade of an old SQLite schema is said on stderr, once,
+// as the daemon logs it (the commands upgraded the daemon's file without a word).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { openCommandStore } from '../../src/cli/runtime.js';
+import { writeVersion1Store } from '../support/sqlite-version-1.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'callout-cli-runtime-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const version = (path: string): unknown => {
+  const db = new Database(path, { readonly: true });
+  try {
+    return db.pragma('user_version', { simple: true });
+  } finally {
+    db.close();
+  }
+};
+
+describe('openCommandStore', () => {
+  it('says in one line on its stream that it upgraded a version 1 file, naming it; nothing for a new or a current file', async () => {
+    const path = join(dir, 'old.sqlite');
+    writeVersion1Store(path, [['grey:t:k', 'v', Date.now() + 86_400_000]]);
+    const said = async (open: (err: PassThrough) => Promise<{ close(): Promise<void> }>) => {
+      const err = new PassThrough();
+      let text = '';
+      err.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      await (await open(err)).close();
+      return text;
+    };
+    assert.equal(await said((err) => openCommandStore({ kind: 'sqlite', path }, undefined, err)), `callout: store ${path}: schema upgraded from version 1 to 2\n`);
+    assert.equal(version(path), 2);
+    assert.equal(await said((err) => openCommandStore({ kind: 'sqlite', path }, undefined, err)), '', 'a current file: nothing');
+    assert.equal(await said((err) => openCommandStore({ kind: 'sqlite', path: join(dir, 'new.sqlite') }, undefined, err)), '', 'a new file is no upgrade');
+  });
+
+  it('is how greylist, bounce and verify --cache open their store (list: one that must exist): each says it on stderr', async () => {
+    const callout = async (args: string[]) => {
+      try {
+        const { stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', ...args], { cwd: ROOT });
+        return stderr;
+      } catch (err) {
+        // verify exits 1 for an invalid address; its stderr is what is checked.
+        return (err as { stderr: string }).stderr;
+      }
+    };
+    const old = (name: string) => {
+      mkdirSync(join(dir, name));
+      const path = join(dir, name, 'callout.sqlite');
+      writeVersion1Store(path, []);
+      return path;
+    };
+    const greylist = old('greylist');
+    const bounce = old('bounce');
+    const verify = old('verify');
+    const cases: Array<[string, string[]]> = [
+      [greylist, ['greylist', 'list', '--data-dir', join(dir, 'greylist')]],
+      [bounce, ['bounce', 'list', '--store', bounce]],
+      [verify, ['verify', '--cache', verify, '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9', 'not an address']],
+    ];
+    for (const [path, args] of cases) {
+      const stderr = await callout(args);
+      assert.equal(stderr.split('\n').filter((line) => line.includes('schema upgraded')).join('\n'), `callout: store ${path}: schema upgraded from version 1 to 2`, `${args[0]}: ${stderr}`);
+      assert.equal(version(path), 2, args[0]);
+    }
+  });
+});
