@@ -71,8 +71,8 @@ const input = fc.oneof(messy, addressLike, wellFormed, mutated);
 function checkResult<T>(result: ParseResult<T>, text: string): T | undefined {
   assert.equal(typeof result.ok, 'boolean');
   if (result.ok) return result.value;
-  assert.ok(result.error instanceof AddressSyntaxError);
-  assert.ok(Number.isInteger(result.error.position));
+  assert.ok(result.error instanceof AddressSyntaxError, 'result.error instanceof AddressSyntaxError');
+  assert.ok(Number.isInteger(result.error.position), 'Number.isInteger(result.error.position)');
   assert.ok(result.error.position >= 0 && result.error.position <= text.length, `position ${result.error.position}`);
   return undefined;
 }
@@ -120,7 +120,7 @@ describe('address parsers never throw', () => {
       fc.property(input, fc.boolean(), fc.boolean(), fc.boolean(), (text, utf8, sizeLimits, groups) => {
         const list = checkResult(parseAddressList(text, { utf8, sizeLimits, groups }), text) ?? [];
         for (const address of list) checkCanonical(address.mailbox);
-        if (!groups) assert.ok(list.every((address) => address.group === undefined));
+        if (!groups) assert.ok(list.every((address) => address.group === undefined), 'list.every((address) => address.group === undefined)');
         const single = checkResult(parseHeaderMailbox(text, { utf8, sizeLimits }), text);
         if (single) checkCanonical(single.mailbox);
       }),
@@ -164,11 +164,11 @@ describe('address parsers never throw', () => {
     }
     const header = `a@${label}`;
     const result = parseAddressList(header);
-    assert.ok(!result.ok && result.error.rule === 'label-too-long' && result.error.position === 2);
+    assert.ok(!result.ok && result.error.rule === 'label-too-long' && result.error.position === 2, '!result.ok && result.error.rule === \'label-too-long\' && result.error.position === 2');
     const ms = elapsedMs(() => parseAddressList(header));
     assert.ok(ms < 200, `${ms.toFixed(0)} ms`);
     const mailbox = parseMailbox(`a@${label.slice(0, 4000)}`);
-    assert.ok(!mailbox.ok && mailbox.error.rule === 'label-too-long');
+    assert.ok(!mailbox.ok && mailbox.error.rule === 'label-too-long', '!mailbox.ok && mailbox.error.rule === \'label-too-long\'');
   });
 });
 
@@ -184,10 +184,10 @@ describe('valid addresses round-trip', () => {
         assert.equal(mailbox.value.address, `${local}@${host.toLowerCase()}`);
         assert.equal(mailbox.value.requiresSmtputf8, /[^\x20-\x7e]/u.test(local));
         const path = parseForwardPath(`<${input}>`);
-        assert.ok(path.ok && path.value.kind === 'mailbox');
+        assert.ok(path.ok && path.value.kind === 'mailbox', 'path.ok && path.value.kind === \'mailbox\'');
         assert.deepEqual(path.value.mailbox, mailbox.value);
         const header = parseHeaderMailbox(`Name <${input}>`);
-        assert.ok(header.ok);
+        assert.ok(header.ok, 'header.ok');
         assert.deepEqual(header.value.mailbox, mailbox.value);
       }),
       options,
@@ -212,11 +212,11 @@ describe('valid addresses round-trip', () => {
     fc.assert(
       fc.property(fc.ipV4(), fc.ipV6(), (v4, v6) => {
         const four = parseMailbox(`a@[${v4}]`);
-        assert.ok(four.ok);
+        assert.ok(four.ok, 'four.ok');
         assert.deepEqual(four.value.literal, { family: 4, ip: v4 });
         const six = parseMailbox(`a@[IPv6:${v6}]`);
         assert.ok(six.ok, `${v6}: ${six.ok ? '' : six.error.message}`);
-        assert.ok(six.value.literal && isIPv6(six.value.literal.ip));
+        assert.ok(six.value.literal && isIPv6(six.value.literal.ip), 'six.value.literal && isIPv6(six.value.literal.ip)');
         checkCanonical(six.value);
       }),
       options,

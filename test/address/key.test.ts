@@ -41,7 +41,7 @@ describe('keyPart', () => {
     const digested = keyPart(`${'a'.repeat(300)}@example.org`);
     assert.match(digested, /^a{64}…\[sha256:[0-9a-f]{64}\]$/);
     assert.equal(keyPart(digested), digested);
-    assert.ok(isDigestedKeyPart(digested));
+    assert.ok(isDigestedKeyPart(digested), 'isDigestedKeyPart(digested)');
     const long = 'a'.repeat(300);
     assert.notEqual(keyPart(`${long}\ud800`), keyPart(`${long}\udc00`), 'lone surrogates that UTF-8 would encode alike');
     for (const part of ['bob@example.org', 'postmaster@[192.0.2.1]', `${'a'.repeat(300)}@example.org`]) assert.ok(!isDigestedKeyPart(part), part);

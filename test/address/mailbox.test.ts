@@ -13,7 +13,7 @@ import { assertParsed, assertSyntaxError } from './support.js';
 describe('AddressSyntaxError', () => {
   it('is a CalloutError with code ADDRESS_SYNTAX, a rule and a position', () => {
     const error = new AddressSyntaxError('unbalanced-quote', 7, 'unbalanced quote');
-    assert.ok(error instanceof CalloutError);
+    assert.ok(error instanceof CalloutError, 'error instanceof CalloutError');
     assert.equal(error.code, 'ADDRESS_SYNTAX');
     assert.equal(error.name, 'AddressSyntaxError');
     assert.equal(error.rule, 'unbalanced-quote');

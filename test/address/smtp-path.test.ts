@@ -162,7 +162,7 @@ describe('parseMailbox: limits (RFC 5321 §4.5.3.1)', () => {
     assertSyntaxError(parseReversePath(srs, { tolerant: true }), 'strict', 'local-part-too-long', 0);
     const received = { tolerant: true, sizeLimits: false } as const;
     const parsed = parseReversePath(srs, received);
-    assert.ok(parsed.ok && parsed.value.kind === 'mailbox' && parsed.value.mailbox.address === srs);
+    assert.ok(parsed.ok && parsed.value.kind === 'mailbox' && parsed.value.mailbox.address === srs, 'parsed.ok && parsed.value.kind === \'mailbox\' && parsed.value.mailbox.address === srs');
     assertParsed(parseForwardPath(`<${'a'.repeat(300)}@x.org>`, received), 'path of 308 octets');
     assertParsed(parseMailbox(`${'a'.repeat(100)}@x.org`, { sizeLimits: false }), 'local part of 100');
     assertSyntaxError(parseMailbox(`a@${domainOf(256)}`, { sizeLimits: false }), 'domain 256', 'domain-too-long', 2);

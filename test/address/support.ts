@@ -15,7 +15,7 @@ export function assertSyntaxError<T>(
   position: number,
 ): void {
   if (result.ok) assert.fail(`${JSON.stringify(input)}: parsed, want ${rule} at ${position}`);
-  assert.ok(result.error instanceof AddressSyntaxError);
+  assert.ok(result.error instanceof AddressSyntaxError, 'result.error instanceof AddressSyntaxError');
   assert.equal(result.error.code, 'ADDRESS_SYNTAX');
   assert.deepEqual(
     { rule: result.error.rule, position: result.error.position },

@@ -40,7 +40,7 @@ const message = fc.tuple(fc.array(piece, { maxLength: 40 }), fc.constantFrom('\n
 function checkPart(part: MimePart, depth: number): void {
   assert.equal(part.depth, depth);
   assert.ok(part.depth < MIME_LIMITS.depth, `depth ${part.depth}`);
-  assert.ok(part.headers.length <= MIME_LIMITS.headerFields);
+  assert.ok(part.headers.length <= MIME_LIMITS.headerFields, 'part.headers.length <= MIME_LIMITS.headerFields');
   for (const field of part.headers) assert.equal(field.name, field.name.toLowerCase());
   assert.match(part.contentType.mediaType, /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/);
   for (const child of part.parts) checkPart(child, depth + 1);
@@ -53,7 +53,7 @@ describe('parseMime fuzzed', () => {
       fc.property(message, (text) => {
         const top = parseMime(text);
         checkPart(top, 0);
-        assert.ok([...walkParts(top)].length <= MIME_LIMITS.parts);
+        assert.ok([...walkParts(top)].length <= MIME_LIMITS.parts, '[...walkParts(top)].length <= MIME_LIMITS.parts');
       }),
       { numRuns: 400 },
     );
@@ -64,7 +64,7 @@ describe('parseMime fuzzed', () => {
     fc.assert(
       fc.property(block, (lines) => {
         const fields = parseHeaderBlock(lines.join('\n'));
-        assert.ok(fields.length <= MIME_LIMITS.headerFields);
+        assert.ok(fields.length <= MIME_LIMITS.headerFields, 'fields.length <= MIME_LIMITS.headerFields');
         for (const field of fields) assert.equal(field.value, field.value.trim());
       }),
       { numRuns: 100 },
@@ -136,7 +136,7 @@ describe('parseDeliveryStatus fuzzed', () => {
     fc.assert(
       fc.property(fc.array(line, { maxLength: 40 }), (lines) => {
         const status = parseDeliveryStatus(lines.join('\n'));
-        assert.ok(status.recipients.length <= DSN_LIMITS.recipients);
+        assert.ok(status.recipients.length <= DSN_LIMITS.recipients, 'status.recipients.length <= DSN_LIMITS.recipients');
       }),
       { numRuns: 300 },
     );

@@ -95,7 +95,7 @@ describe('parseBounce over the corpus', () => {
 
   it('keeps per-message and per-recipient detail of a DSN', () => {
     const result = parseBounce(fixture('postfix-dsn.eml'));
-    assert.ok(result.ok);
+    assert.ok(result.ok, 'result.ok');
     if (!result.ok) return;
     assert.equal(result.report.subject, 'Undelivered Mail Returned to Sender');
     assert.equal(result.report.arrivalDate, 'Mon,  1 Jun 2026 09:59:59 +0000 (UTC)');
@@ -116,7 +116,7 @@ describe('parseBounce over the corpus', () => {
       remoteMta: 'mx.example.org',
     });
     const multi = parseBounce(fixture('multi-recipient-dsn.eml'));
-    assert.ok(multi.ok && multi.report.originalEnvelopeId === 'news-2026-06-01-7');
+    assert.ok(multi.ok && multi.report.originalEnvelopeId === 'news-2026-06-01-7', 'multi.ok && multi.report.originalEnvelopeId === \'news-2026-06-01-7\'');
     assert.equal(multi.ok && multi.report.original?.subject, 'Juni-Ausgabe für Abonnenten');
   });
 
@@ -152,7 +152,7 @@ describe('parseBounce limits', () => {
     assert.deepEqual((parseBounce(padded) as { report: BounceReport }).report.recipients.map((r) => r.address), ['bob@example.org', 'late@example.org'], 'read whole, the report names both');
     for (const message of [padded, Buffer.from(padded)]) {
       const result = parseBounce(message, { maxBytes: 3000 });
-      assert.ok(result.ok);
+      assert.ok(result.ok, 'result.ok');
       assert.equal(result.report.truncated, true);
       assert.deepEqual(result.report.recipients.map((r) => r.address), ['bob@example.org']);
     }
@@ -200,7 +200,7 @@ describe('parseBounce limits', () => {
       const started = process.hrtime.bigint();
       parseBounce(text);
       // Generous bound: catches quadratic blow-ups (minutes), not machine load.
-      assert.ok(Number(process.hrtime.bigint() - started) / 1e9 < 20);
+      assert.ok(Number(process.hrtime.bigint() - started) / 1e9 < 20, 'Number(process.hrtime.bigint() - started) / 1e9 < 20');
     }
   });
 });
@@ -209,7 +209,7 @@ describe('Exim prose bounces', () => {
   it('reads "has not yet been delivered" only in Exim\'s own words, not in the returned copy', () => {
     const message = `${fixture('exim-prose.eml').trimEnd()}\n\nYour order #1234 has not yet been delivered.\n`;
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.action, r.hard]), [
       ['grace@example.org', 'failed', true],
       ['heidi@example.org', 'failed', false],
@@ -227,12 +227,12 @@ describe('prose bounces that gave up on a temporary error', () => {
     for (const [text, fixtureText] of [[qmail, fixture('qmail.eml')], [postfix, fixture('postfix-prose.eml')]] as const) {
       assert.notEqual(text, fixtureText, 'the fixture holds the replaced reply');
       const parsed = parseBounce(text);
-      assert.ok(parsed.ok);
+      assert.ok(parsed.ok, 'parsed.ok');
       assert.deepEqual(parsed.report.recipients.map((r) => [r.action, r.status, r.permanence, r.hard])[0], ['failed', parsed.report.format === 'qmail' ? '4.3.0' : '4.2.0', 'temporary', false]);
     }
     // A generic bounce says neither: its code decides.
     const generic = parseBounce('From: MAILER-DAEMON@isp.example\nSubject: Undeliverable mail\n\n<trent@isp.example.net>: 451 4.3.0 try later\n');
-    assert.ok(generic.ok);
+    assert.ok(generic.ok, 'generic.ok');
     assert.equal(generic.report.recipients[0]?.action, 'delayed');
   });
 });
@@ -241,7 +241,7 @@ describe('prose bounces with several recipients', () => {
   it('keeps two recipients that differ beyond A-Z case (the Kelvin sign lower-cases to k), each with its own reply', () => {
     const qmail = fixture('qmail.eml').replace('<mallory@example.org>:\nSorry', '<kate@example.org>:\n550 kate unknown\n\n<\u212Aate@example.org>:\n550 kelvin unknown\n\n<KATE@example.org>:\n550 same as kate\n\n<mallory@example.org>:\nSorry');
     const parsed = parseBounce(qmail);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.diagnostic]).slice(1, 3), [
       ['kate@example.org', '550 kate unknown'],
       ['\u212Aate@example.org', '550 kelvin unknown'],
@@ -266,7 +266,7 @@ describe('prose bounces with several recipients', () => {
       '',
     ].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.status, r.hard]), [
       ['alice@example.org', '5.1.1', true],
       ['bob@example.org', '5.2.2', false],
@@ -286,7 +286,7 @@ describe('prose bounces with several recipients', () => {
       '',
     ].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [
       ['alice@isp.example.net', false],
       ['bob@isp.example.net', true],
@@ -307,7 +307,7 @@ describe('prose bounces with several recipients', () => {
       '',
     ].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [
       ['a@contoso.example', false],
       ['b@contoso.example', false],
@@ -366,7 +366,7 @@ describe('recipients as real reports write them', () => {
       fc.property(diagnostic, fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }), (text, forms) => {
         const expected = bounce(html(plain(text), [0]));
         const parsed = bounce(html(plain(text), forms));
-        assert.ok(expected.ok && parsed.ok);
+        assert.ok(expected.ok && parsed.ok, 'expected.ok && parsed.ok');
         assert.deepEqual(parsed.report.recipients, expected.report.recipients);
       }),
       { numRuns: 500 },
@@ -379,13 +379,13 @@ describe('recipients as real reports write them', () => {
       .replace(/550 5\.1\.10 RESOLVER\.ADR\.RecipientNotFound; Recipient not found by SMTP address lookup/g, '550 5.4.1 Recipient address rejected: Access denied. [AM0PR01MB0001.eurprd01.prod.exchangelabs.example]');
     assert.notEqual(denied, fixture('office365-dsn.eml'));
     const parsed = parseBounce(denied);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.action, r.status, r.permanence, r.hard]), [['ghost@contoso.example', 'failed', '5.4.1', 'permanent', false]]);
   });
 
   it('keeps the Original-Recipient of a forward beside its Final-Recipient', () => {
     const parsed = parseBounce(fixture('forward-dsn.eml'));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.originalRecipient]), [['real@elsewhere.example', 'alias@example.org']]);
   });
 });
@@ -395,7 +395,7 @@ describe('RFC 6533 utf-8 recipients', () => {
     const message = fixture('global-dsn.eml').replace(/Final-Recipient: utf-8; ?田中@example\.jp/, 'Final-Recipient: utf-8; \\x{7530}\\x{4E2D}@example.jp');
     assert.notEqual(message, fixture('global-dsn.eml'), 'the fixture names 田中@example.jp');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.equal(parsed.report.recipients[0]!.address, '田中@example.jp');
   });
 });
@@ -457,7 +457,7 @@ describe('MIME structure', () => {
       '',
     ].join('\r\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.equal(parsed.report.recipients[0]?.address, 'bob@example.org');
     assert.equal(parsed.report.recipients[0]?.action, 'failed');
   });
@@ -477,7 +477,7 @@ describe('MIME structure', () => {
       '',
     ].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.equal(parsed.report.format, 'postfix');
     assert.equal(parsed.report.reportingMta, 'mx.example.net');
   });
@@ -524,9 +524,9 @@ describe('limits and edge cases (mutation tests)', () => {
     [head, 'Subject: Undelivered Mail', '', '--b', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; mx.example.net', '', groups, '--b--', 'epilogue <x@example.org> 550 5.1.1 no such user', ''].join('\n');
   it('reads nothing after the closing delimiter into the last part (RFC 2046 §5.1.1)', () => {
     const parsed = parseBounce(dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n'));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['bob@example.org']);
-    assert.ok(!parseMime(dsn('X: y\n')).parts.at(-1)!.text.includes('epilogue'));
+    assert.ok(!parseMime(dsn('X: y\n')).parts.at(-1)!.text.includes('epilogue'), '!parseMime(dsn(\'X: y\\n\')).parts.at(-1)!.text.includes(\'epilogue\')');
   });
   it('says truncated for one octet over maxBytes, and not for exactly maxBytes', () => {
     const message = dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n');
@@ -539,37 +539,37 @@ describe('limits and edge cases (mutation tests)', () => {
   });
   it('keeps a \\x{HEX} escape of a surrogate as written (RFC 6533 §3)', () => {
     const parsed = parseBounce(dsn('Final-Recipient: utf-8; \\x{D800}@example.jp\nAction: failed\nStatus: 5.1.1\n'));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.equal(parsed.report.recipients[0]!.address, '\\x{D800}@example.jp');
   });
   it('never calls a delay warning hard, whatever its status says', () => {
     const parsed = parseBounce(dsn('Final-Recipient: rfc822; bob@example.org\nAction: delayed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n'));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.action, r.hard]), [['delayed', false]]);
   });
   const postfixProse = (lines: string[]) => ['From: MAILER-DAEMON@mx.example.net', 'Subject: Undelivered Mail Returned to Sender', '', 'This is the mail system at host mx.example.net.', '', ...lines, ''].join('\n');
   it(`returns at most ${PROSE_LIMITS.recipients} prose recipients`, () => {
     const lines = Array.from({ length: PROSE_LIMITS.recipients + 20 }, (_, i) => `<u${i}@example.org>: host mx said: 550 5.1.1 user unknown`);
     const parsed = parseBounce(postfixProse(lines));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.equal(parsed.report.recipients.length, PROSE_LIMITS.recipients);
   });
   it(`reads only the first ${PROSE_LIMITS.textChars} characters of prose`, () => {
     const padding = Array.from({ length: Math.ceil(PROSE_LIMITS.textChars / 100) }, () => 'x'.repeat(99));
     const parsed = parseBounce(postfixProse(['<early@example.org>: 550 5.1.1 user unknown', '', ...padding, '', '<late@example.org>: 550 5.1.1 user unknown']));
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['early@example.org']);
   });
   it("does not give a generic bounce's address line the next line's code when that line names its own address", () => {
     const message = ['From: MAILER-DAEMON@mx.example.net', 'Subject: Undeliverable', '', 'Copy sent to a@example.org', 'b@example.org: 550 5.1.1 user unknown', ''].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['b@example.org']);
   });
   it('gives a lone transcript reply of a Sendmail bounce to no one when several recipients lack a reason', () => {
     const message = ['From: MAILER-DAEMON@mx.example.net', 'Subject: Returned mail', '', '   ----- The following addresses had permanent fatal errors -----', '<a@example.org>', '<b@example.org>', '', '   ----- Transcript of session follows -----', '<<< 550 5.1.1 user unknown', ''].join('\n');
     const parsed = parseBounce(message);
-    assert.ok(parsed.ok);
+    assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.hard]), [['a@example.org', false], ['b@example.org', false]]);
   });
 });

@@ -52,7 +52,7 @@ describe('SuppressionList', () => {
   it('with BATV alone records every hard failure but not the full mailbox', async () => {
     const { list } = setup();
     const signed = batv.sign('news@example.com', T0);
-    assert.ok(signed.ok);
+    assert.ok(signed.ok, 'signed.ok');
     const outcome = await list.recordBounce({ envelopeRecipient: signed.ok ? signed.address : '', message: fixture('multi-recipient-dsn.eml') }, { batv });
     assert.equal(outcome.kind, 'recorded');
     assert.deepEqual((await list.list()).entries.map((e) => e.address), ['dave@example.org']);
@@ -112,7 +112,7 @@ describe('SuppressionList', () => {
   it('a BATV-signed VERP address proves batv+verp, and only the VERP recipient is recorded', async () => {
     const { list } = setup();
     const signed = batv.sign('list-bounces+judy=example.org@lists.example.com', T0);
-    assert.ok(signed.ok);
+    assert.ok(signed.ok, 'signed.ok');
     const outcome = await list.recordBounce({ envelopeRecipient: signed.address, message: fixture('qmail.eml') }, { batv, verp });
     assert.equal(outcome.kind === 'recorded' && outcome.proof, 'batv+verp');
     assert.deepEqual((await list.list()).entries.map((e) => [e.address, e.proof]), [['judy@example.org', 'batv+verp']]);
@@ -221,7 +221,7 @@ describe('suppression entries read back, fuzzed', () => {
         for (const entry of entries) {
           if (entry === undefined) continue;
           for (const text of [entry.address, entry.status, entry.proof, entry.format]) assert.equal(typeof text, 'string');
-          for (const n of [entry.firstSeen, entry.lastSeen, entry.count]) assert.ok(Number.isFinite(n));
+          for (const n of [entry.firstSeen, entry.lastSeen, entry.count]) assert.ok(Number.isFinite(n), 'Number.isFinite(n)');
         }
         assert.equal(typeof (await list.isSuppressed('a@example.org')), 'boolean');
       }),

@@ -51,7 +51,7 @@ test('values that are not tokens are quoted, comments escaped, non-ASCII replace
     header,
     'Authentication-Results: "mx example"; spf=permerror (permanent error in the SPF record of example.com: bad \\(record\\) \\\\ here Injected: yes) smtp.mailfrom="odd \\"quote\\"@example.com"',
   );
-  assert.ok(!/[\r\n]/.test(header));
+  assert.ok(!/[\r\n]/.test(header), '!/[\\r\\n]/.test(header)');
   const helo = formatAuthenticationResults({ authservId: 'mx', spf: [spf({ identity: 'helo', helo: '[192.0.2.1]' })] });
   assert.match(helo, /smtp\.helo="\[192\.0\.2\.1\]"$/);
 });
@@ -103,7 +103,7 @@ test('comment and problem texts are cut to 200 characters', () => {
   assert.match(received, / problem="px{196}\.\.\.";$/);
   const comment = /\((.*?)\)/.exec(formatAuthenticationResults({ authservId: 'mx', spf: [spf({ result: 'permerror', problem })] }))?.[1] ?? '';
   assert.equal(comment.length, 200, comment);
-  assert.ok(comment.endsWith('...'));
+  assert.ok(comment.endsWith('...'), 'comment.endsWith(\'...\')');
 });
 
 test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
@@ -126,7 +126,7 @@ test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
 test('folding keeps lines within 78 characters at element boundaries', () => {
   const folded = formatReceivedSpf(spf(), 'mx.example.net', { fold: true });
   const lines = folded.split('\r\n');
-  assert.ok(lines.length > 1);
+  assert.ok(lines.length > 1, 'lines.length > 1');
   for (const line of lines.slice(1)) assert.match(line, /^ \S/);
   assert.equal(folded.replace(/\r\n/g, ''), formatReceivedSpf(spf(), 'mx.example.net'));
   const authResults = formatAuthenticationResults({ authservId: 'mx.example.net', spf: [spf()], iprev }, { fold: true });

@@ -57,7 +57,7 @@ describe('callout verify', () => {
     const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { address: string; verdict: string; reason: string; attempts: unknown[]; mxHosts: unknown[] });
     assert.deepEqual(lines.map((l) => l.verdict), ['deliverable', 'undeliverable', 'no-mail-domain', 'invalid']);
     assert.equal(lines[2]!.reason, 'null-mx');
-    assert.ok(lines[0]!.attempts.length > 0 && lines[0]!.mxHosts.length > 0);
+    assert.ok(lines[0]!.attempts.length > 0 && lines[0]!.mxHosts.length > 0, 'lines[0]!.attempts.length > 0 && lines[0]!.mxHosts.length > 0');
   });
 
   it('exit 1 for an address without a mail domain, or an invalid one, beside a risky one', async () => {

@@ -110,7 +110,7 @@ describe('callout greylist', () => {
         ['triplet', '203.0.113.0/24', '"john"@example.org', 'bob@example.test', 'passed'],
       ],
     );
-    assert.ok(fields.every((f) => f.length === 8));
+    assert.ok(fields.every((f) => f.length === 8), 'fields.every((f) => f.length === 8)');
     const json = (await run(['list', '--client', '203.0.113.8', '--kind', 'triplet', '--json'])).output.trimEnd().split('\n');
     assert.deepEqual(json.map((line) => (JSON.parse(line) as { sender: string }).sender), [sender, '"john"@example.org'], '--json as before');
     assert.equal((await run(['drop', '203.0.113.0/24'])).output, 'dropped 2 triplets of 203.0.113.0/24\n');
@@ -389,7 +389,7 @@ describe('callout greylist on a store that is not there', () => {
     assert.match(listed.error.message, /no-such-dir\/callout\.sqlite: no store there: nothing has been written to it yet/);
     // It names only options `greylist` takes: it has no --store.
     assert.match(listed.error.message, /\(check --data-dir, -c or store\.path\)$/);
-    assert.ok((await run(['drop', '192.0.2.1', '--data-dir', elsewhere])).error instanceof ConfigError);
+    assert.ok((await run(['drop', '192.0.2.1', '--data-dir', elsewhere])).error instanceof ConfigError, '(await run([\'drop\', \'192.0.2.1\', \'--data-dir\', elsewhere])).error instanceof ConfigError');
     assert.equal(existsSync(elsewhere), false);
     assert.equal((await run(['allow', '192.0.2.1', '--data-dir', elsewhere])).output, 'allowed client 192.0.2.1\n');
     assert.match((await run(['list', '--data-dir', elsewhere])).output, /^client 192\.0\.2\.1 allowed/);

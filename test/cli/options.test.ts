@@ -113,9 +113,9 @@ describe('number flags fuzzed', () => {
         }
         try {
           const n = wholeNumberFlag('--limit', value, 1, 1000);
-          assert.ok(Number.isInteger(n) && n >= 1 && n <= 1000);
+          assert.ok(Number.isInteger(n) && n >= 1 && n <= 1000, 'Number.isInteger(n) && n >= 1 && n <= 1000');
         } catch (err) {
-          assert.ok(err instanceof UsageError);
+          assert.ok(err instanceof UsageError, 'err instanceof UsageError');
         }
       }),
       { numRuns: 1000 },
@@ -125,6 +125,6 @@ describe('number flags fuzzed', () => {
   it('refuse a long run of digits in linear time', () => {
     const digits = '1'.repeat(100_000);
     // Generous bound against a quadratic scan, not a speed claim.
-    assert.ok(elapsedMs(() => assert.throws(() => numberFlag('--timeout', `${digits}.${digits}x`), CalloutError)) < 200);
+    assert.ok(elapsedMs(() => assert.throws(() => numberFlag('--timeout', `${digits}.${digits}x`), CalloutError)) < 200, 'elapsedMs(() => assert.throws(() => numberFlag(\'--timeout\', `${digits}.${digits}x`), CalloutError...');
   });
 });

@@ -55,7 +55,7 @@ describe('callout serve stopping', () => {
     const stopped = serve.logs.find((line) => line.msg === 'stopped');
     assert.deepEqual(exit, { code: 0, signal: null }, serve.stderr());
     assert.ok(stopped, 'the daemon logged that it stopped');
-    assert.ok(serve.logs.some((line) => line.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released'));
+    assert.ok(serve.logs.some((line) => line.msg === 'callouts still running at shutdown abandoned: their answers are not cached, their probe locks are released'), 'serve.logs.some((line) => line.msg === \'callouts still running at shutdown abandoned: their answe...');
     // Stopping takes the 10 s drain for the callout; before, the exit came 25 s after the probe began.
     const waited = Date.now() - sent;
     assert.ok(waited < 15_000, `exited ${waited} ms after SIGTERM`);

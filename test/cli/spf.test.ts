@@ -82,7 +82,7 @@ describe('callout spf', () => {
     const json = await run(['--ip', '127.0.0.7', '--sender', 'x@c1.test', '--json']);
     assert.doesNotMatch(json.output, /[\x80-\x9f\u202e]/);
     const verdict = JSON.parse(json.output) as { trace: Array<{ kind: string; data?: string[] }> };
-    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.data?.some((d) => d.includes('\u009b2J'))));
+    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns' && entry.data?.some((d) => d.includes('\u009b2J'))), 'verdict.trace.some((entry) => entry.kind === \'dns\' && entry.data?.some((d) => d.includes(\'\\u009b2...');
   });
 
   it('senderid prints no C1 control a message header holds: the PRA and the explanation made of it are quoted', async () => {
@@ -135,7 +135,7 @@ describe('callout spf', () => {
     const verdict = JSON.parse(output) as { result: string; explanation: string; trace: Array<{ kind: string }> };
     assert.equal(verdict.result, 'fail');
     assert.equal(verdict.explanation, '127.0.0.7 may not send for deny.test');
-    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns'));
+    assert.ok(verdict.trace.some((entry) => entry.kind === 'dns'), 'verdict.trace.some((entry) => entry.kind === \'dns\')');
     assert.equal(output.trim().split('\n').length, 1);
   });
 

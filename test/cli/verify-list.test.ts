@@ -84,7 +84,7 @@ describe('address lists fuzzed', () => {
       }),
       { numRuns: 500 },
     );
-    fc.assert(fc.property(fc.string({ maxLength: 200 }), (line) => assert.ok(csvFields(line).every((f) => typeof f === 'string'))), { numRuns: 500 });
+    fc.assert(fc.property(fc.string({ maxLength: 200 }), (line) => assert.ok(csvFields(line).every((f) => typeof f === 'string'), 'csvFields(line).every((f) => typeof f === \'string\')')), { numRuns: 500 });
   });
 
   it('reads a file of any text and a line of quotes and commas in linear time', () => {
@@ -92,13 +92,13 @@ describe('address lists fuzzed', () => {
       fc.property(fc.array(fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('email,name', '"a,b"@x.example', '"', '""', ',')), { maxLength: 20 }), (lines) => {
         const file = join(dir, 'fuzz.txt');
         writeFileSync(file, lines.join('\n'));
-        assert.ok(readAddressList(file).every((a) => typeof a.address === 'string' && Number.isInteger(a.line)));
+        assert.ok(readAddressList(file).every((a) => typeof a.address === 'string' && Number.isInteger(a.line)), 'readAddressList(file).every((a) => typeof a.address === \'string\' && Number.isInteger(a.line))');
       }),
       { numRuns: 100 },
     );
     const file = join(dir, 'long.txt');
     writeFileSync(file, `"${'\\"'.repeat(200_000)}@x\n${'"",'.repeat(200_000)}\n`);
     // Generous bound against a quadratic scan, not a speed claim.
-    assert.ok(elapsedMs(() => readAddressList(file)) < 1000);
+    assert.ok(elapsedMs(() => readAddressList(file)) < 1000, 'elapsedMs(() => readAddressList(file)) < 1000');
   });
 });

@@ -94,7 +94,7 @@ describe('configuration files fuzzed', () => {
         writeFileSync(path, text);
         try {
           const raw = readConfigFile(path);
-          assert.ok(raw !== null && typeof raw === 'object' && !Array.isArray(raw));
+          assert.ok(raw !== null && typeof raw === 'object' && !Array.isArray(raw), 'raw !== null && typeof raw === \'object\' && !Array.isArray(raw)');
           validateConfig(raw, path);
         } catch (err) {
           assertConfigError(err, path);

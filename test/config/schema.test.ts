@@ -9,7 +9,7 @@ function problem(raw: unknown): string {
   try {
     validateConfig(raw);
   } catch (err) {
-    assert.ok(err instanceof ConfigError);
+    assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
     return err.message;
   }
   assert.fail('expected a ConfigError');

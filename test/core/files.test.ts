@@ -17,7 +17,7 @@ describe('readFileLimited', () => {
     const path = join(dir, 'exact');
     writeFileSync(path, Buffer.alloc(200_000, 'a'));
     const read = readFileLimited(path, 200_000);
-    assert.ok(read.ok && read.bytes.length === 200_000);
+    assert.ok(read.ok && read.bytes.length === 200_000, 'read.ok && read.bytes.length === 200_000');
     assert.deepEqual(readFileLimited(path, 199_999), { ok: false, reason: 'larger than 199999 bytes' });
   });
 
@@ -65,7 +65,7 @@ describe('readFileLimited', () => {
     const read = readFileLimited(fifo, 64 * 1024);
     const grewKiB = process.resourceUsage().maxRSS - peakBefore;
     await once(writer, 'exit');
-    assert.ok(read.ok && read.bytes.equals(Buffer.alloc(octets, 'a')));
+    assert.ok(read.ok && read.bytes.equals(Buffer.alloc(octets, 'a')), 'read.ok && read.bytes.equals(Buffer.alloc(octets, \'a\'))');
     // A 64 KiB buffer kept per read touched a page of each: 16 MB here. Half of that is the bound:
     // the heap itself may take a few MB meanwhile (a CI run once saw exactly 4 MB more).
     assert.ok(grewKiB < 8192, `the peak resident size grew by ${grewKiB} KiB`);
@@ -93,13 +93,13 @@ describe('readFileLimited of a file that governs the process', () => {
     writeFileSync(path, 'key: value\n');
     chmodSync(path, 0o640);
     const read = readFileLimited(path, 100, governing);
-    assert.ok(read.ok && read.bytes.toString() === 'key: value\n' && (read.mode & 0o777) === 0o640 && read.uid === statSync(path).uid);
+    assert.ok(read.ok && read.bytes.toString() === 'key: value\n' && (read.mode & 0o777) === 0o640 && read.uid === statSync(path).uid, 'read.ok && read.bytes.toString() === \'key: value\\n\' && (read.mode & 0o777) === 0o640 && read.uid ...');
     const proc = readFileLimited('/proc/self/status', 1024 * 1024, governing);
-    assert.ok(proc.ok && proc.bytes.toString().startsWith('Name:'));
+    assert.ok(proc.ok && proc.bytes.toString().startsWith('Name:'), 'proc.ok && proc.bytes.toString().startsWith(\'Name:\')');
     chmodSync(path, 0o666);
     assert.deepEqual(readFileLimited(path, 100, governing), { ok: false, reason: 'writable by any user (mode 0666), so anyone on this host could change it: chmod o-w' });
     // Without the option, a command-line tool still reads what it is given.
-    assert.ok(readFileLimited(path, 100).ok);
+    assert.ok(readFileLimited(path, 100).ok, 'readFileLimited(path, 100).ok');
   });
 });
 
@@ -143,7 +143,7 @@ describe('makeDirectories', () => {
     const deep = join(dir, 'a', 'b', 'c');
     makeDirectories(deep);
     makeDirectories(deep);
-    assert.ok(statSync(deep).isDirectory());
+    assert.ok(statSync(deep).isDirectory(), 'statSync(deep).isDirectory()');
     const file = join(dir, 'plain');
     writeFileSync(file, 'x');
     assert.throws(() => makeDirectories(file), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
@@ -160,7 +160,7 @@ describe('governing files and the umask', () => {
     chmodSync(path, 0o602);
     assert.deepEqual(readFileLimited(path, 100, { governing: true }), { ok: false, reason: 'writable by any user (mode 0602), so anyone on this host could change it: chmod o-w' });
     chmodSync(path, 0o660);
-    assert.ok(readFileLimited(path, 100, { governing: true }).ok);
+    assert.ok(readFileLimited(path, 100, { governing: true }).ok, 'readFileLimited(path, 100, { governing: true }).ok');
   });
 
   it('withholdFromOthers adds 027 to the umask and keeps a stricter one', () => {

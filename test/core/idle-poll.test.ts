@@ -98,7 +98,7 @@ describe('IdlePoller', () => {
     time.advance(1);
     await nextTurn();
     await nextTurn();
-    assert.ok(poller.stats.pollSeconds > 0);
+    assert.ok(poller.stats.pollSeconds > 0, 'poller.stats.pollSeconds > 0');
   });
 
   it('keeps the loop turning for the window after the latest answer, then sleeps and counts the time', async () => {

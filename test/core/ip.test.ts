@@ -54,7 +54,7 @@ describe('parseIp / formatIp', () => {
   for (const [input, want] of canonical) {
     it(`formats ${input} as ${want}`, () => {
       const parsed = parseIp(input);
-      assert.ok(parsed);
+      assert.ok(parsed, 'parsed');
       assert.equal(formatIp(parsed), want);
     });
   }
@@ -89,7 +89,7 @@ describe('parseIp / formatIp', () => {
     fc.assert(
       fc.property(fc.ipV6(), (text) => {
         const parsed = parseIp(text);
-        assert.ok(parsed);
+        assert.ok(parsed, 'parsed');
         fc.pre(parsed.bits >> 32n !== 0xffffn);
         assert.equal(formatIp(parsed), new URL(`http://[${text}]/`).hostname.slice(1, -1));
       }),
@@ -253,7 +253,7 @@ describe('cidrWithin', () => {
 
 describe('AddressSet', () => {
   const set = AddressSet.parse(['127.0.0.0/8', '192.0.2.7', '198.51.100.0/24', '10.0.0.0/8', '::1', '2001:db8:1::/48']);
-  assert.ok(set.ok);
+  assert.ok(set.ok, 'set.ok');
   const cases: Array<[string, boolean]> = [
     ['127.0.0.1', true],
     ['127.255.255.255', true],
@@ -294,7 +294,7 @@ describe('AddressSet', () => {
       if (!parsed.ok) assert.equal(parsed.reason, `${JSON.stringify(entry)}: host bits set after the prefix: write the network, ${network}, or the address alone`);
     }
     const written = AddressSet.parse(['10.0.0.0/8', '192.0.2.10', '192.0.2.10/32', '2001:db8::/32', '::ffff:192.0.2.0/120', '[2001:db8::]/32', '0.0.0.0/0']);
-    assert.ok(written.ok);
+    assert.ok(written.ok, 'written.ok');
   });
 
   it('an empty set has nothing', () => {
@@ -529,9 +529,9 @@ describe('networkOf', () => {
     fc.assert(
       fc.property(fc.ipV4(), (ip) => {
         const network = networkOf(ip, 24, 64);
-        assert.ok(network);
+        assert.ok(network, 'network');
         assert.equal(network, `${ip.split('.').slice(0, 3).join('.')}.0/24`);
-        assert.ok(cidrContains(cidr(network), ip));
+        assert.ok(cidrContains(cidr(network), ip), 'cidrContains(cidr(network), ip)');
       }),
     );
   });
@@ -540,8 +540,8 @@ describe('networkOf', () => {
     fc.assert(
       fc.property(fc.ipV6(), (ip) => {
         const network = networkOf(ip, 24, 64);
-        assert.ok(network);
-        assert.ok(cidrContains(cidr(network), ip));
+        assert.ok(network, 'network');
+        assert.ok(cidrContains(cidr(network), ip), 'cidrContains(cidr(network), ip)');
       }),
     );
   });

@@ -29,8 +29,8 @@ describe('listen addresses', () => {
           assert.ok(parsed.reason.length <= 200, parsed.reason);
           return;
         }
-        if (parsed.value.kind === 'tcp') assert.ok(Number.isInteger(parsed.value.port) && parsed.value.port <= 65535);
-        else assert.ok(parsed.value.path.startsWith('/') && Buffer.byteLength(parsed.value.path) <= 107 && !parsed.value.path.includes('\0'));
+        if (parsed.value.kind === 'tcp') assert.ok(Number.isInteger(parsed.value.port) && parsed.value.port <= 65535, 'Number.isInteger(parsed.value.port) && parsed.value.port <= 65535');
+        else assert.ok(parsed.value.path.startsWith('/') && Buffer.byteLength(parsed.value.path) <= 107 && !parsed.value.path.includes('\0'), 'parsed.value.path.startsWith(\'/\') && Buffer.byteLength(parsed.value.path) <= 107 && !parsed.value...');
       }),
       { numRuns: 2000 },
     );
@@ -137,7 +137,7 @@ describe('removeStaleSocket', () => {
       assert.ok(refused instanceof ConfigError, String(refused));
       assert.equal(exitCodeFor(refused), 78);
       assert.match(refused.message, new RegExp(`cannot listen on ${path}: cannot remove the socket an earlier run left there: .*(EPERM|EACCES)`));
-      assert.ok(lstatSync(path).isSocket());
+      assert.ok(lstatSync(path).isSocket(), 'lstatSync(path).isSocket()');
     } finally {
       spawnSync('chattr', ['-i', directory]);
     }
@@ -153,7 +153,7 @@ describe('removeStaleSocket', () => {
     await listenOn(server, { kind: 'unix', path }, 'live.sock');
     try {
       await assert.rejects(removeStaleSocket(path), (err: unknown) => err instanceof ConfigError && /another server is listening there/.test(err.message));
-      assert.ok(lstatSync(path).isSocket());
+      assert.ok(lstatSync(path).isSocket(), 'lstatSync(path).isSocket()');
     } finally {
       server.close();
     }
@@ -177,7 +177,7 @@ describe('removeStaleSocket', () => {
       }
       assert.ok(full, 'the backlog filled up');
       await assert.rejects(removeStaleSocket(path), (err: unknown) => err instanceof ConfigError && /cannot tell whether the server there is gone/.test(err.message));
-      assert.ok(lstatSync(path).isSocket());
+      assert.ok(lstatSync(path).isSocket(), 'lstatSync(path).isSocket()');
     } finally {
       for (const client of clients) client.destroy();
       child.kill('SIGKILL');

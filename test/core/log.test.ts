@@ -82,7 +82,7 @@ describe('CoalescingDestination', () => {
         destination.close();
         assert.equal(out.writes.join(''), lines.join(''), 'every line, in order');
         for (const write of out.writes) {
-          assert.ok(write.endsWith('\n'));
+          assert.ok(write.endsWith('\n'), 'write.endsWith(\'\\n\')');
           assert.ok(Buffer.byteLength(write) <= 4096 || write.indexOf('\n') === write.length - 1, `a write of ${Buffer.byteLength(write)} octets holds several lines`);
         }
       }),

@@ -50,7 +50,7 @@ describe('BoundedMemo', () => {
         const memo = new BoundedMemo((text) => `${text}!`, limit);
         for (const text of texts) {
           assert.equal(memo.get(text), `${text}!`);
-          assert.ok(memo.size <= 2 * limit);
+          assert.ok(memo.size <= 2 * limit, 'memo.size <= 2 * limit');
         }
       }),
     );
@@ -119,7 +119,7 @@ describe('RecentMap', () => {
               const found = map.get(key, undefined);
               if (found !== undefined) assert.equal(found, model.get(key));
             }
-            assert.ok(map.size <= 2 * limit);
+            assert.ok(map.size <= 2 * limit, 'map.size <= 2 * limit');
           }
         },
       ),

@@ -156,7 +156,7 @@ describe('wire format', () => {
 describe('addresses', () => {
   test('UDP and TCP share one port on the loopback', () => {
     assert.equal(server.host, '127.0.0.1');
-    assert.ok(server.port > 0);
+    assert.ok(server.port > 0, 'server.port > 0');
     assert.equal(server.address, `127.0.0.1:${server.port}`);
   });
 

@@ -366,16 +366,16 @@ describe('resolveMailHosts fuzzed', () => {
           const stub: Resolver = { ...resolver, mx: () => Promise.resolve(mx), a: () => Promise.resolve(a), aaaa: () => Promise.resolve(aaaa) };
           const result = await resolveMailHosts(stub, 'fuzz.test', { maxHosts, maxAddressesPerHost, ipv6 });
           assert.ok(['hosts', 'null-mx', 'nxdomain', 'no-mail-host', 'tempfail'].includes(result.kind), JSON.stringify(result));
-          if (result.kind === 'tempfail' || result.kind === 'no-mail-host') assert.ok(result.reason.length > 0);
+          if (result.kind === 'tempfail' || result.kind === 'no-mail-host') assert.ok(result.reason.length > 0, 'result.reason.length > 0');
           if (result.kind !== 'hosts') return;
-          assert.ok(result.hosts.length >= 1 && result.hosts.length <= maxHosts);
+          assert.ok(result.hosts.length >= 1 && result.hosts.length <= maxHosts, 'result.hosts.length >= 1 && result.hosts.length <= maxHosts');
           assert.ok(new Set(result.hosts.map((host) => host.name)).size === result.hosts.length, 'exchangers named twice');
           for (const [i, host] of result.hosts.entries()) {
-            if (i > 0) assert.ok(result.hosts[i - 1]!.preference <= host.preference);
-            assert.ok(host.addresses.length <= maxAddressesPerHost);
+            if (i > 0) assert.ok(result.hosts[i - 1]!.preference <= host.preference, 'result.hosts[i - 1]!.preference <= host.preference');
+            assert.ok(host.addresses.length <= maxAddressesPerHost, 'host.addresses.length <= maxAddressesPerHost');
             assert.equal(new Set(host.addresses).size, host.addresses.length);
             for (const address of host.addresses) assert.ok(isIP(address) === 4 || (ipv6 && isIP(address) === 6), address);
-            assert.ok(host.addresses.length > 0 || (host.addressProblem ?? '').length > 0);
+            assert.ok(host.addresses.length > 0 || (host.addressProblem ?? '').length > 0, 'host.addresses.length > 0 || (host.addressProblem ?? \'\').length > 0');
           }
         },
       ),

@@ -139,7 +139,7 @@ describe('record types', () => {
     const before = server.queries.length;
     const strings = records(await resolver.txt('big.example.test'));
     assert.equal(strings.length, 8);
-    assert.ok(strings.includes('7'.repeat(500)));
+    assert.ok(strings.includes('7'.repeat(500)), 'strings.includes(\'7\'.repeat(500))');
     const transports = server.queries.slice(before).map((query) => query.transport);
     assert.deepEqual(transports, ['udp', 'tcp']);
   });
@@ -191,7 +191,7 @@ describe('names', () => {
   test('a name of 253 characters is asked; a longer one is nxdomain without a query', async () => {
     const longest = nameOfLength(253);
     assert.equal((await resolver.a(longest)).kind, 'nxdomain');
-    assert.ok(server.queries.some((query) => query.name === longest));
+    assert.ok(server.queries.some((query) => query.name === longest), 'server.queries.some((query) => query.name === longest)');
     for (const length of [254, 255]) {
       const name = nameOfLength(length);
       assert.equal(name.length, length);
@@ -311,7 +311,7 @@ describe('dns server entries fuzzed', () => {
       fc.property(entry, (text) => {
         const read = readDnsServer(text);
         if (!read.ok) {
-          assert.ok(read.reason.length > 0);
+          assert.ok(read.reason.length > 0, 'read.reason.length > 0');
           assert.throws(() => parseDnsServer(text), ConfigError);
           return;
         }

@@ -145,7 +145,7 @@ describe('SRS interoperability with postsrsd 1.x', { skip }, () => {
     const clock = new ManualClock(T0.getTime());
     for (const [days, accepted] of [[21, true], [22, false]] as const) {
       const made = srs.forward('old@example.org', T0.getTime() - days * DAY);
-      assert.ok(made.ok);
+      assert.ok(made.ok, 'made.ok');
       if (!made.ok) continue;
       const reply = await theirs.query(made.address);
       assert.equal(reply.startsWith('200 '), accepted, `postsrsd, ${days} days: ${reply}`);

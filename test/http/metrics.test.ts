@@ -173,7 +173,7 @@ describe('metrics listener requests', () => {
     try {
       // What a failed accept() (ENOBUFS, EPERM) emits; with no listener, emit() throws it.
       server.emit('error', Object.assign(new Error('accept ENOBUFS'), { code: 'ENOBUFS' }));
-      assert.ok(lines.some((l) => l.msg === 'metrics listener failed' && String(l.error).includes('ENOBUFS')));
+      assert.ok(lines.some((l) => l.msg === 'metrics listener failed' && String(l.error).includes('ENOBUFS')), 'lines.some((l) => l.msg === \'metrics listener failed\' && String(l.error).includes(\'ENOBUFS\'))');
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }

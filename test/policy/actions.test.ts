@@ -51,7 +51,7 @@ describe('replyTextLimit: Postfix\'s reply line stays within 512 octets (RFC 532
       const [code, enhanced, text] = [action.slice(0, 3), action.split(' ')[1], action.slice(action.indexOf(' ', 4) + 1)];
       const line = `${code} ${enhanced} <${recipient}>: Recipient address rejected: ${text}\r\n`;
       assert.ok(line.length <= 512 || text.length === 80, `${line.length} octets with a ${recipient.length}-character recipient`);
-      assert.ok(text.length >= 80 && text.endsWith('...'));
+      assert.ok(text.length >= 80 && text.endsWith('...'), 'text.length >= 80 && text.endsWith(\'...\')');
     }
     assert.equal(replyTextLimit('b@example.net'), 400);
     assert.equal(replyTextLimit('x'.repeat(1000)), 80);

@@ -57,7 +57,7 @@ describe('two daemons on one Redis', () => {
     assert.match(await b.client.request(postfixRequest({ sender: 'nobody@shared.test' })), /^550 5\.7\.1/);
     assert.equal(smtp[0]!.connectionCount, connections, 'no second callout');
     const line = logs.filter((l) => l.msg === 'decision').at(-1)!;
-    assert.ok((line.stages as string[]).some((s) => /sender-callout=undeliverable/.test(s)));
+    assert.ok((line.stages as string[]).some((s) => /sender-callout=undeliverable/.test(s)), '(line.stages as string[]).some((s) => /sender-callout=undeliverable/.test(s))');
     a.client.close();
     b.client.close();
   });
@@ -102,7 +102,7 @@ describe('two daemons on one Redis', () => {
     assert.equal(await d.healthy(), true);
     const before = logs.length;
     redis.kill();
-    assert.ok(await until(async () => !(await d.healthy()), 5000));
+    assert.ok(await until(async () => !(await d.healthy()), 5000), 'await until(async () => !(await d.healthy()), 5000)');
     for (let i = 0; i < 10; i += 1) assert.equal(await d.healthy(), false);
     const lines = logs.slice(before).filter((l) => l.msg !== 'decision').map((l) => String(l.msg));
     assert.deepEqual(lines.filter((m) => m.startsWith('health')), ['health: the store does not take a write'], lines.join('\n'));
@@ -122,7 +122,7 @@ describe('two daemons on one Redis', () => {
     const down = (): string[] => logs.slice(before).map((l) => String(l.msg)).filter((m) => m.startsWith('store unavailable'));
     assert.equal(down().length, 1, 'one line for the outage the daemon started in');
     await redis.restart();
-    assert.ok(await until(() => logs.slice(before).some((l) => l.msg === 'store available'), 10_000));
+    assert.ok(await until(() => logs.slice(before).some((l) => l.msg === 'store available'), 10_000), 'await until(() => logs.slice(before).some((l) => l.msg === \'store available\'), 10_000)');
     assert.equal(down().length, 1);
     client.close();
   });

@@ -98,7 +98,7 @@ describe('callout serve', () => {
     const unparsed = `${'u'.repeat(2000)}@`;
     assert.match(await client.request(postfixRequest({ sender: unparsed, instance: 'm2' })), /^501 5\.7\.1 Bad sender address syntax: /);
     const [line, rejected] = decisions(logs);
-    assert.ok(line && rejected);
+    assert.ok(line && rejected, 'line && rejected');
     const cut = (value: string) => `${value.slice(0, LOGGED_ATTRIBUTE_CHARS)}...`;
     assert.deepEqual([line.helo, line.sender, line.recipient, line.instance], [cut(helo), cut(sender), cut(recipient), cut(instance)]);
     assert.deepEqual((line.stages as string[]).slice(2), [
@@ -108,9 +108,9 @@ describe('callout serve', () => {
     const syntax = (rejected.stages as string[]).at(-1)!;
     assert.ok(syntax.startsWith(`sender-syntax=invalid: <${'u'.repeat(100)}`), syntax);
     assert.equal(syntax.length, 'sender-syntax=invalid: '.length + LOGGED_REASON_CHARS + 3, 'the reason quoting the sender is cut');
-    assert.ok(syntax.endsWith('...'));
+    assert.ok(syntax.endsWith('...'), 'syntax.endsWith(\'...\')');
     // Default stages, ASCII values: lines a write to a pipe always takes whole.
-    for (const logged of [line, rejected]) assert.ok(Buffer.byteLength(JSON.stringify(logged)) < 4096);
+    for (const logged of [line, rejected]) assert.ok(Buffer.byteLength(JSON.stringify(logged)) < 4096, 'Buffer.byteLength(JSON.stringify(logged)) < 4096');
   });
 
   it('takes the time from policy_test_time only with policy.acceptTestTime', async () => {
@@ -481,7 +481,7 @@ describe('callout serve', () => {
     cleanups.push(() => daemon.stop());
     const reload = async (): Promise<boolean> => {
       const outcome = await daemon.reloadOutcome();
-      assert.ok(outcome);
+      assert.ok(outcome, 'outcome');
       outcomes.push(outcome);
       return outcome.accepted;
     };
@@ -766,7 +766,7 @@ describe('callout serve', () => {
     log.level = 'debug';
     const timer = schedulePurges(new SlowStore(), 10, log, new Metrics());
     try {
-      assert.ok(await until(async () => purges === 1, 2_000, 5));
+      assert.ok(await until(async () => purges === 1, 2_000, 5), 'await until(async () => purges === 1, 2_000, 5)');
       // Ten ticks or more while it runs.
       await new Promise((resolve) => setTimeout(resolve, 120));
       assert.equal(purges, 1, 'no purge starts while one runs');

@@ -154,6 +154,6 @@ describe('callout serve fuzzed', () => {
       }),
       { numRuns: 500 },
     );
-    assert.ok(!client.isClosed && daemon.policyAddress !== '');
+    assert.ok(!client.isClosed && daemon.policyAddress !== '', '!client.isClosed && daemon.policyAddress !== \'\'');
   });
 });

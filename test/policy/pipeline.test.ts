@@ -61,15 +61,15 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     const long: Decision = { kind: 'reject', code: 550, enhanced: '5.7.1', text: 'why '.repeat(200) };
     const recipient = `${'r'.repeat(64)}@${'d'.repeat(120)}.example`;
     const out = pipeline([syncStage('a', () => long)]).decide(rcpt({ recipient }));
-    assert.ok(!(out instanceof Promise));
+    assert.ok(!(out instanceof Promise), '!(out instanceof Promise)');
     const line = `550 5.7.1 <${recipient}>: Recipient address rejected: ${out.action.slice('550 5.7.1 '.length)}\r\n`;
     assert.ok(line.length <= 512, `${line.length} octets`);
-    assert.ok(out.action.endsWith('...'));
+    assert.ok(out.action.endsWith('...'), 'out.action.endsWith(\'...\')');
   });
 
   it('decides at once, without a promise, when every stage answers at once', () => {
     const out = pipeline([syncStage('a', () => go), syncStage('b', () => reject)]).decide(rcpt());
-    assert.ok(!(out instanceof Promise));
+    assert.ok(!(out instanceof Promise), '!(out instanceof Promise)');
     assert.equal(out.action, '550 5.7.1 no');
     assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b']);
   });
@@ -80,7 +80,7 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     let reads = 0;
     const counted: Timers = { now: () => (reads++, timers.now()), setTimeout: (fire, ms) => timers.setTimeout(fire, ms), clearTimeout: (handle) => timers.clearTimeout(handle) };
     const out = pipeline([syncStage('a', () => go), syncStage('b', () => reject)], { timers: counted }).decide(rcpt());
-    assert.ok(!(out instanceof Promise));
+    assert.ok(!(out instanceof Promise), '!(out instanceof Promise)');
     assert.deepEqual([reads, timers.waiting], [2, 0]);
   });
 
@@ -88,7 +88,7 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     const seen: string[][] = [];
     const watch = (name: string) => (ctx: StageContext) => (seen.push([name, ...ctx.earlier.keys()]), go);
     const decided = pipeline([syncStage('a', watch('a')), stage('b', watch('b')), syncStage('c', watch('c')), stage('d', watch('d'))]).decide(rcpt());
-    assert.ok(decided instanceof Promise);
+    assert.ok(decided instanceof Promise, 'decided instanceof Promise');
     const out = await decided;
     assert.equal(out.action, 'DUNNO');
     assert.deepEqual(out.verdicts.map((v) => v.stage), ['a', 'b', 'c', 'd']);
@@ -112,7 +112,7 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
   it('a stage that throws at once is a fault like one that rejects later, before and after a stage that is waited for', async () => {
     const boom = () => new StoreError('down');
     const first = pipeline([syncStage('x', boom), syncStage('y', () => go)]).decide(rcpt());
-    assert.ok(!(first instanceof Promise));
+    assert.ok(!(first instanceof Promise), '!(first instanceof Promise)');
     assert.deepEqual([first.action, first.faults], ['DUNNO', ['x: STORE_UNAVAILABLE: down']]);
     const later = await pipeline([stage('w', () => go), syncStage('x', boom), syncStage('y', () => reject)], { faultAction: 'DEFER' }).decide(rcpt());
     assert.match(later.action, /^451 4\.3\.0 /);
@@ -253,7 +253,7 @@ describe('pipeline', () => {
     const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
     for (let i = 0; i <= MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `m${i}` }));
     assert.ok(memory.size <= MESSAGE_MEMORY_LIMIT * 0.9 + 1, `size ${memory.size}`);
-    assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`));
+    assert.ok(!memory.has('m0') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`), '!memory.has(\'m0\') && memory.has(`m${MESSAGE_MEMORY_LIMIT}`)');
   });
 
   it('remembers a message by its instance without the request string the instance was sliced from', async () => {
@@ -536,7 +536,7 @@ describe('pipeline: headers only where Postfix takes PREPEND for the message', (
     for (let i = 0; i < 1000; i++) actions.push((await p.decide(rcpt({ recipient: `r${i}@example.net`, instance: 'many' }))).action);
     assert.equal(actions.filter((action) => action.startsWith('PREPEND ')).length, MESSAGE_HEADER_LIMIT);
     assert.equal(actions[MESSAGE_HEADER_LIMIT], `WARN recipient-check would answer 550 5.7.1 no r${MESSAGE_HEADER_LIMIT}@example.net`, 'still logged by Postfix');
-    assert.ok(p.messages.get('many')!.given.size <= MESSAGE_HEADER_LIMIT);
+    assert.ok(p.messages.get('many')!.given.size <= MESSAGE_HEADER_LIMIT, 'p.messages.get(\'many\')!.given.size <= MESSAGE_HEADER_LIMIT');
   });
 });
 

@@ -161,7 +161,7 @@ describe('PolicyRequestDecoder', () => {
     const events = decodeAll(FIXTURE);
     assert.equal(events.length, 1);
     const event = events[0];
-    assert.ok(event?.kind === 'request');
+    assert.ok(event?.kind === 'request', 'event?.kind === \'request\'');
     assert.equal(Object.keys(event.attributes).length, 29);
     for (const name of Object.keys(event.attributes)) assert.ok(POLICY_ATTRIBUTE_NAMES.includes(name), name);
     assert.equal(event.attributes['instance'], '578f.6b12d2cd.260c3.0');
@@ -170,7 +170,7 @@ describe('PolicyRequestDecoder', () => {
   it('stops after an error', () => {
     const decoder = new PolicyRequestDecoder();
     assert.equal(decoder.push(Buffer.from('broken\n'))[0]?.kind, 'error');
-    assert.ok(decoder.isStopped);
+    assert.ok(decoder.isStopped, 'decoder.isStopped');
     assert.deepEqual(decoder.push(Buffer.from(`${REQ}\n`)), []);
     assert.equal(decoder.bufferedBytes, 0);
     assert.equal(decoder.requestBytes, 0);
@@ -241,7 +241,7 @@ describe('PolicyRequestDecoder', () => {
       const one = `${REQ}instance=1\n\n`;
       const events = decodeAll(one.repeat(10), { maxRequestSize: one.length });
       assert.equal(events.length, 10);
-      assert.ok(events.every((event) => event.kind === 'request'));
+      assert.ok(events.every((event) => event.kind === 'request'), 'events.every((event) => event.kind === \'request\')');
     });
   });
 });
@@ -266,7 +266,7 @@ describe('encodeResponse', () => {
 describe('policyRequestFields', () => {
   it('reads the fixture', () => {
     const event = decodeAll(FIXTURE)[0];
-    assert.ok(event?.kind === 'request');
+    assert.ok(event?.kind === 'request', 'event?.kind === \'request\'');
     const fields = policyRequestFields(event.attributes);
     assert.deepEqual(fields, {
       request: 'smtpd_access_policy',
@@ -324,7 +324,7 @@ describe('policyRequestFields', () => {
       mail_version: '3.8.1',
     });
     assert.equal(fields.protocolState, 'END-OF-MESSAGE');
-    assert.ok(isProtocolState(fields.protocolState));
+    assert.ok(isProtocolState(fields.protocolState), 'isProtocolState(fields.protocolState)');
     assert.equal(fields.clientAddress, '2001:db8::1');
     assert.equal(fields.serverAddress, '192.0.2.1');
     assert.equal(fields.size, 0);
@@ -355,9 +355,9 @@ describe('policyRequestFields', () => {
   });
 
   it('knows every protocol state and no others', () => {
-    for (const state of ['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']) assert.ok(isProtocolState(state));
-    assert.ok(!isProtocolState('rcpt'));
-    assert.ok(!isProtocolState('BDAT'));
+    for (const state of ['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN']) assert.ok(isProtocolState(state), 'isProtocolState(state)');
+    assert.ok(!isProtocolState('rcpt'), '!isProtocolState(\'rcpt\')');
+    assert.ok(!isProtocolState('BDAT'), '!isProtocolState(\'BDAT\')');
   });
 
   it('lists the 31 attributes Postfix sends up to 3.8', () => {
@@ -379,9 +379,9 @@ describe('PolicyRequestDecoder properties', () => {
         const decoder = new PolicyRequestDecoder(limits);
         for (const chunk of chunks) {
           const events = decoder.push(Buffer.from(chunk));
-          for (const event of events) assert.ok(event.kind === 'request' || event.kind === 'error');
-          assert.ok(decoder.bufferedBytes < limits.maxLineLength);
-          assert.ok(decoder.requestBytes <= limits.maxRequestSize);
+          for (const event of events) assert.ok(event.kind === 'request' || event.kind === 'error', 'event.kind === \'request\' || event.kind === \'error\'');
+          assert.ok(decoder.bufferedBytes < limits.maxLineLength, 'decoder.bufferedBytes < limits.maxLineLength');
+          assert.ok(decoder.requestBytes <= limits.maxRequestSize, 'decoder.requestBytes <= limits.maxRequestSize');
         }
       }),
       { numRuns: 500 },

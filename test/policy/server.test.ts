@@ -127,7 +127,7 @@ class Client {
 
 function parseTcp(address: string): { host: string; port: number } {
   const parsed = parseListenAddress(address);
-  assert.ok(parsed.ok && parsed.value.kind === 'tcp');
+  assert.ok(parsed.ok && parsed.value.kind === 'tcp', 'parsed.ok && parsed.value.kind === \'tcp\'');
   return { host: parsed.value.host, port: parsed.value.port };
 }
 
@@ -276,7 +276,7 @@ describe('PolicyServer over TCP', () => {
     reader.socket.pause();
     const count = 1_000;
     reader.send(encodeRequest({ padding: 'p'.repeat(1_000) }).repeat(count));
-    assert.ok(await until(() => handled > 0));
+    assert.ok(await until(() => handled > 0), 'await until(() => handled > 0)');
     let seen = -1;
     assert.ok(await until(() => (seen === handled ? true : ((seen = handled), false)), 10_000, 200), 'handling stops');
     assert.ok(handled < count, `${handled} of ${count} requests handled for a client that reads nothing`);
@@ -520,7 +520,7 @@ describe('PolicyServer over TCP', () => {
     const closed = notComplete()[0];
     assert.ok(closed, JSON.stringify(entries));
     assert.equal(closed.fields.arrivalTimeoutMs, arrivalTimeoutMs);
-    assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length);
+    assert.ok((closed.fields.unfinishedBytes as number) > 0 && sent < text.length, '(closed.fields.unfinishedBytes as number) > 0 && sent < text.length');
     assert.equal(closed.fields.unfinishedBytes, sent, 'every octet sent came, each within the bound');
     await turnsUntil(() => server.connections === 0 && timers.waiting === 0, 'the trickling connection\'s end');
     // A request in two parts, within the bound, is answered; the bound starts again for the next.
@@ -614,7 +614,7 @@ describe('PolicyServer over TCP', () => {
     const third = await Client.connect(address);
     third.request({});
     assert.equal(await third.reply(), 'DUNNO');
-    assert.ok(entries.some((entry) => entry.message === 'accepting policy connections again' && entry.fields['refused'] === 3));
+    assert.ok(entries.some((entry) => entry.message === 'accepting policy connections again' && entry.fields['refused'] === 3), 'entries.some((entry) => entry.message === \'accepting policy connections again\' && entry.fields[\'r...');
     // A new burst is logged again, once.
     for (let i = 0; i < 2; i += 1) {
       const refused = await Client.connect(address);
@@ -640,7 +640,7 @@ describe('PolicyServer over TCP', () => {
     refused.request({});
     assert.equal(await refused.untilClosed(), '');
     assert.equal(server.connections, 2);
-    assert.ok(entries.some((entry) => entry.message === 'too many policy connections; closing new ones at once' && entry.fields['maxConnections'] === 2));
+    assert.ok(entries.some((entry) => entry.message === 'too many policy connections; closing new ones at once' && entry.fields['maxConnections'] === 2), 'entries.some((entry) => entry.message === \'too many policy connections; closing new ones at once\'...');
     for (const client of clients) client.close();
     // Half the descriptors are kept for the rest, but at most 256; with room to spare nothing is capped or logged.
     const large = await startServer(async () => 'DUNNO', { limits: { maxConnections: 5_000, openFilesLimit: 2_000 } });
@@ -786,7 +786,7 @@ describe('PolicyServer over a UNIX socket', () => {
       { listen: path },
     );
     assert.equal(address, path);
-    assert.ok(lstatSync(path).isSocket());
+    assert.ok(lstatSync(path).isSocket(), 'lstatSync(path).isSocket()');
     assert.equal(lstatSync(path).mode & 0o777, 0o660);
     const client = await Client.connect(path);
     client.send(FIXTURE);

@@ -122,7 +122,7 @@ describe('callout serve --workers 2', () => {
       // A new worker compiles and opens everything again: slow on a loaded machine.
       const replaced = await serve.waitForLog((l) => l.msg === 'policy worker replaced', 'the replacement', mark, 60_000);
       assert.equal((replaced.workers as number[]).length, 2);
-      assert.ok(!(replaced.workers as number[]).includes(victim!));
+      assert.ok(!(replaced.workers as number[]).includes(victim!), '!(replaced.workers as number[]).includes(victim!)');
       const client = await PolicyClient.connect(serve.policyAddress);
       assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test', instance: 'after' })), 'DUNNO');
       await serve.waitForLog((l) => l.msg === 'decision' && l.instance === 'after', 'the decision after the replacement');
@@ -143,7 +143,7 @@ describe('callout serve --workers 2', () => {
       const mark = serve.logs.length;
       process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGKILL');
       await serve.waitForLog((l) => l.msg === 'a replacement policy worker failed to start; trying again later', 'the replacement refusing the empty file', mark, 60_000);
-      assert.ok(!serve.logs.slice(mark).some((l) => l.msg === 'policy worker replaced'));
+      assert.ok(!serve.logs.slice(mark).some((l) => l.msg === 'policy worker replaced'), '!serve.logs.slice(mark).some((l) => l.msg === \'policy worker replaced\')');
     } finally {
       assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
     }
@@ -335,7 +335,7 @@ describe('readWorkerMessage', () => {
     const read = readWorkerMessage(sent);
     assert.ok(read?.type === 'callout:metrics' && read.metrics, 'the answer keeps its metrics');
     const mean = read.metrics.find((metric) => metric.name === 'nodejs_eventloop_lag_mean_seconds');
-    assert.ok(mean && Number.isNaN(mean.values[0]!.value));
+    assert.ok(mean && Number.isNaN(mean.values[0]!.value), 'mean && Number.isNaN(mean.values[0]!.value)');
   });
 
   it('fuzz: reads any value as a message of the declared shape or as none', () => {
@@ -358,10 +358,10 @@ describe('readWorkerMessage', () => {
             assert.equal(typeof read.policy, 'string');
             break;
           case 'callout:failed':
-            assert.ok(typeof read.message === 'string' && (read.code === undefined || typeof read.code === 'string'));
+            assert.ok(typeof read.message === 'string' && (read.code === undefined || typeof read.code === 'string'), 'typeof read.message === \'string\' && (read.code === undefined || typeof read.code === \'string\')');
             break;
           case 'callout:health':
-            assert.ok(typeof read.id === 'number' && typeof read.healthy === 'boolean');
+            assert.ok(typeof read.id === 'number' && typeof read.healthy === 'boolean', 'typeof read.id === \'number\' && typeof read.healthy === \'boolean\'');
             break;
           case 'callout:metrics':
             assert.equal(typeof read.id, 'number');
@@ -369,8 +369,8 @@ describe('readWorkerMessage', () => {
             if (read.metrics) keepCounts(keepCounts([], read.metrics), read.metrics);
             break;
           case 'callout:reloaded':
-            assert.ok(typeof read.accepted === 'boolean' && typeof read.config === 'string' && (read.reason === undefined || typeof read.reason === 'string'));
-            assert.ok(read.seq === undefined || typeof read.seq === 'number');
+            assert.ok(typeof read.accepted === 'boolean' && typeof read.config === 'string' && (read.reason === undefined || typeof read.reason === 'string'), 'typeof read.accepted === \'boolean\' && typeof read.config === \'string\' && (read.reason === undefin...');
+            assert.ok(read.seq === undefined || typeof read.seq === 'number', 'read.seq === undefined || typeof read.seq === \'number\'');
             assert.deepEqual(Object.keys(read).sort(), ['accepted', 'config', 'type', ...(read.reason === undefined ? [] : ['reason']), ...(read.seq === undefined ? [] : ['seq'])].sort());
             break;
         }
@@ -554,13 +554,13 @@ describe('Supervisor', () => {
       // Again, both reading the finished file: one configuration, nothing to say.
       await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       supervisor.reload();
-      assert.ok(await settled(workers, 2));
+      assert.ok(await settled(workers, 2), 'await settled(workers, 2)');
       // The outcomes travel on the same channel as the answers about reload requests: both are in by now.
       assert.equal(differ().length, 1, 'no warning when every worker runs the same configuration');
       // Both accepted, but read different versions of the file.
       await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'cccccccccccc' } });
       supervisor.reload();
-      assert.ok(await until(() => differ().length === 2));
+      assert.ok(await until(() => differ().length === 2), 'await until(() => differ().length === 2)');
       assert.match(String(differ()[1]!.msg), new RegExp(`worker ${second} accepted, running configuration cccccccccccc; send SIGHUP again$`));
     } finally {
       done();
@@ -652,10 +652,10 @@ describe('Supervisor', () => {
       // The second reads the file before the edit, slowly; asked again, it reads the finished file.
       await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'bbbbbbbbbbbb', held: true } });
       supervisor.reload();
-      assert.ok(await settled(workers, 1));
+      assert.ok(await settled(workers, 1), 'await settled(workers, 1)');
       await scriptWorker(workers[1]!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa', held: true } });
       supervisor.reload();
-      assert.ok(await settled(workers, 2));
+      assert.ok(await settled(workers, 2), 'await settled(workers, 2)');
       // Its answer to the first reload comes only after the second was asked, then the one to the second.
       await scriptWorker(workers[1]!, 'test:release', {});
       await scriptWorker(workers[1]!, 'test:release', {});
@@ -748,7 +748,7 @@ describe('Supervisor', () => {
       await scriptWorker(running, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       await scriptWorker(replacement, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
       supervisor.reload();
-      assert.ok(await until(async () => (await reloadsOf(running)) === 1));
+      assert.ok(await until(async () => (await reloadsOf(running)) === 1), 'await until(async () => (await reloadsOf(running)) === 1)');
       supervisor.reload();
       replacement.send({ type: 'test:go' });
       assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done'))), JSON.stringify(lines.slice(-3)));

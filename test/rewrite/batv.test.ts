@@ -33,9 +33,9 @@ describe('Batv keyring', () => {
 
   it('the newest (first) key signs and every key verifies', () => {
     const signed = batv.sign('user@example.com', T0);
-    assert.ok(signed.ok && signed.address.startsWith('prvs=2'));
+    assert.ok(signed.ok && signed.address.startsWith('prvs=2'), 'signed.ok && signed.address.startsWith(\'prvs=2\')');
     const byOld = prvsSign('user@example.com', { keynum: 1, secret: 'old' }, T0);
-    assert.ok(byOld.ok);
+    assert.ok(byOld.ok, 'byOld.ok');
     assert.deepEqual(batv.check(byOld.address, T0), { status: 'valid', original: 'user@example.com', keynum: 1 });
     if (signed.ok) assert.equal(batv.check(signed.address, T0).status, 'valid');
   });
@@ -44,7 +44,7 @@ describe('Batv keyring', () => {
     const byMissing = prvsSign('user@example.com', { keynum: 5, secret: 'new' }, T0);
     const forged = prvsSign('user@example.com', { keynum: 2, secret: 'guess' }, T0);
     const fresh = batv.sign('user@example.com', T0);
-    assert.ok(byMissing.ok && forged.ok && fresh.ok);
+    assert.ok(byMissing.ok && forged.ok && fresh.ok, 'byMissing.ok && forged.ok && fresh.ok');
     assert.equal(batv.check(byMissing.address, T0).status, 'unknown-key');
     assert.equal(batv.check(forged.address, T0).status, 'bad-signature');
     assert.equal(batv.check(fresh.address, T0 + 7 * DAY).status, 'valid');
@@ -53,7 +53,7 @@ describe('Batv keyring', () => {
 
   it('refuses to sign twice, unqualified addresses and over-long ones', () => {
     const once = batv.sign('user@example.com', T0);
-    assert.ok(once.ok);
+    assert.ok(once.ok, 'once.ok');
     assert.equal(once.ok && batv.sign(once.address, T0).ok, false);
     assert.deepEqual(batv.sign('user', T0), { ok: false, reason: 'unqualified', message: 'prvs needs a qualified address (local@domain)' });
     assert.equal(batv.sign('@example.com', T0).ok, false);
@@ -82,7 +82,7 @@ describe('Batv keyring', () => {
     // prvs=KDDDHHHHHH= adds 16 octets.
     const longest = `${'u'.repeat(496 - '@example.com'.length)}@example.com`;
     const signed = batv.sign(longest, T0);
-    assert.ok(signed.ok);
+    assert.ok(signed.ok, 'signed.ok');
     assert.equal(signed.ok && Buffer.byteLength(signed.address), 512);
     assert.equal(signed.ok && batv.check(signed.address, T0).status, 'valid');
     assert.deepEqual(batv.sign(`u${longest}`, T0), { ok: false, reason: 'too-long', message: 'the signed address would be longer than 512 octets' });
@@ -102,7 +102,7 @@ describe('Batv keyring', () => {
 
   it("the 'bounded' window refuses stamps Exim would take again later in the 1000-day cycle", () => {
     const signed = prvsSign('user@example.com', { keynum: 0, secret: 's' }, T0);
-    assert.ok(signed.ok);
+    assert.ok(signed.ok, 'signed.ok');
     const later = T0 + 300 * DAY; // today's stamp 562 > 269: expired for Exim too
     const cycleLater = T0 + 800 * DAY; // today's stamp 69 < 269: Exim calls it valid
     assert.equal(new Batv({ keys: [{ keynum: 0, secret: 's' }] }).check(signed.address, later).status, 'expired');
@@ -119,7 +119,7 @@ describe('BATV edges (mutation testing)', () => {
     const day993 = 20_993 * DAY;
     assert.equal(prvsDayStamp(day993), 993);
     const signed = batv.sign('user@example.com', day993);
-    assert.ok(signed.ok && signed.address.startsWith('prvs=2000'));
+    assert.ok(signed.ok && signed.address.startsWith('prvs=2000'), 'signed.ok && signed.address.startsWith(\'prvs=2000\')');
     assert.equal(signed.ok && batv.check(signed.address, day993).status, 'valid');
     assert.equal(prvsStampValid(6, 20_999 * DAY), true);
     // 007 is signed on day 1000 (000): on day 993 it is 14 days ahead, which Exim does not fudge.
@@ -129,7 +129,7 @@ describe('BATV edges (mutation testing)', () => {
 
   it('a forged signature is told as such even when its stamp is also out of date (Exim checks the hash first)', () => {
     const forged = prvsSign('user@example.com', { keynum: 2, secret: 'guess' }, T0);
-    assert.ok(forged.ok);
+    assert.ok(forged.ok, 'forged.ok');
     assert.equal(batv.check(forged.address, T0 + 30 * DAY).status, 'bad-signature');
   });
 
@@ -239,7 +239,7 @@ describe('BATV properties', () => {
       fc.property(fc.string({ unit, maxLength: 60 }), (text) => {
         const lines = text.split(/\r?\n/);
         for (const { number, key } of batvKeyFileLines(text)) {
-          assert.ok(number >= 1 && number <= lines.length);
+          assert.ok(number >= 1 && number <= lines.length, 'number >= 1 && number <= lines.length');
           if (key) assert.ok(key.keynum >= 0 && key.keynum <= 9 && /^\S/.test(key.secret) && lines[number - 1]!.includes(key.secret), JSON.stringify(text));
         }
       }),

@@ -29,7 +29,7 @@ describe('BATV address limit', () => {
         }
         const signed = batv.sign(address, T0);
         if (signed.ok) {
-          assert.ok(octets(signed.address) <= BATV_LIMITS.addressOctets);
+          assert.ok(octets(signed.address) <= BATV_LIMITS.addressOctets, 'octets(signed.address) <= BATV_LIMITS.addressOctets');
           assert.deepEqual(batv.check(signed.address, T0), { status: 'valid', original: address, keynum: 0 });
         }
       }),
@@ -65,7 +65,7 @@ describe('SRS address limit', () => {
         if (octets(address) > SRS_LIMITS.addressOctets) assert.equal(srs.reverse(address, T0).ok, false);
         const forwarded = srs.forward(address, T0);
         if (forwarded.ok) {
-          assert.ok(octets(forwarded.address) <= SRS_LIMITS.addressOctets);
+          assert.ok(octets(forwarded.address) <= SRS_LIMITS.addressOctets, 'octets(forwarded.address) <= SRS_LIMITS.addressOctets');
           const back = srs.reverse(forwarded.address, T0);
           assert.ok(back.ok, forwarded.address);
         }
@@ -82,11 +82,11 @@ describe('VERP address limit', () => {
         if (octets(address) > VERP_LIMITS.addressOctets) assert.deepEqual(verpDecode(address, 'list@x.example').ok, false);
         const encoded = verpEncode('list@x.example', recipient);
         if (encoded.ok) {
-          assert.ok(octets(encoded.address) <= VERP_LIMITS.addressOctets);
+          assert.ok(octets(encoded.address) <= VERP_LIMITS.addressOctets, 'octets(encoded.address) <= VERP_LIMITS.addressOctets');
           assert.deepEqual(verpDecode(encoded.address, 'list@x.example'), { ok: true, recipient, sender: 'list@x.example' });
         }
         const long = verpEncode(address, `${recipient}@y.example`);
-        if (long.ok) assert.ok(octets(long.address) <= VERP_LIMITS.addressOctets);
+        if (long.ok) assert.ok(octets(long.address) <= VERP_LIMITS.addressOctets, 'octets(long.address) <= VERP_LIMITS.addressOctets');
       }),
       { numRuns: 500 },
     );

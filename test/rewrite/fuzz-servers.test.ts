@@ -141,10 +141,10 @@ describe('NetstringDecoder fuzzed', () => {
         assert.deepEqual(decode(splitAt(bytes, seeds)), whole);
         assert.deepEqual(decode([...bytes].map((byte) => Buffer.of(byte))), whole);
         const error = whole.findIndex((event) => event.startsWith('error'));
-        assert.ok(error === -1 || error === whole.length - 1);
+        assert.ok(error === -1 || error === whole.length - 1, 'error === -1 || error === whole.length - 1');
         for (const event of whole) {
-          if (event.startsWith('frame')) assert.ok(event.length - 'frame '.length <= 12);
-          if (event.startsWith('skipped')) assert.ok(Number(event.slice('skipped '.length)) <= 40);
+          if (event.startsWith('frame')) assert.ok(event.length - 'frame '.length <= 12, 'event.length - \'frame \'.length <= 12');
+          if (event.startsWith('skipped')) assert.ok(Number(event.slice('skipped '.length)) <= 40, 'Number(event.slice(\'skipped \'.length)) <= 40');
         }
       }),
       { numRuns: 500 },

@@ -25,7 +25,7 @@ describe('batv-sign', () => {
 describe('batv-strip', () => {
   it('gives back the original of a valid tag only: an expired tag or an unknown key is NOTFOUND, saying which', () => {
     const signed = batv.sign('user@example.com', T0);
-    assert.ok(signed.ok);
+    assert.ok(signed.ok, 'signed.ok');
     const strip = (now: number, which = batv) => batvMaps(which, { domains: ['example.com'] }, new ManualClock(now))['batv-strip'](signed.address);
     assert.deepEqual(strip(T0), { kind: 'found', value: 'user@example.com' });
     assert.deepEqual(strip(T0 + 30 * 86_400_000), { kind: 'notfound', reason: 'prvs expired' });

@@ -189,7 +189,7 @@ describe('SocketmapServer', () => {
       assert.equal(data, '19:PERM Invalid query.,', JSON.stringify(bytes));
       assert.equal(closed, true);
     }
-    assert.ok(server.stats.protocolErrors >= 5);
+    assert.ok(server.stats.protocolErrors >= 5, 'server.stats.protocolErrors >= 5');
     assert.deepEqual(lines.map((l) => [l.message, l.fields.listener, l.fields.reason]), reasons.map((reason) => ['request refused; closing the connection', 'socketmap', reason]));
     assert.equal(lines[1]!.fields.input, JSON.stringify('get test@example.com\n'));
   });
@@ -280,7 +280,7 @@ describe('SocketmapServer', () => {
     const first = await SocketmapClient.connect(target);
     // Closed by the server at once; the 10 s of silence raw() allows only bound a wait for nothing.
     const refused = await Promise.all([raw(target, ''), raw(target, '')]);
-    assert.ok(refused.every((r) => r.closed));
+    assert.ok(refused.every((r) => r.closed), 'refused.every((r) => r.closed)');
     first.close();
     // A connection made before the server has seen the first one close would be refused too.
     const listener = (server as unknown as { server: net.Server }).server;
@@ -381,7 +381,7 @@ describe('TcpTableServer', () => {
       lines.map((l) => l.fields.reason),
       ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request', 'not a "get KEY" request'],
     );
-    assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'));
+    assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'), 'lines.every((l) => l.fields.listener === \'tcp_table reverse\' && l.level === \'warn\')');
     const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);
     assert.equal(data, '500 Not%20an%20SRS%20address.\n200 test@otherdomain.com\n');
   });

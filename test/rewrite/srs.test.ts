@@ -288,7 +288,7 @@ describe('SRS properties', () => {
     fc.assert(
       fc.property(written, (text) => {
         const result = srsDomain(text);
-        if (!result.ok) return assert.ok(result.problem.length > 0);
+        if (!result.ok) return assert.ok(result.problem.length > 0, 'result.problem.length > 0');
         assert.ok(result.domain !== '' && !result.domain.includes('@') && text.endsWith(result.domain), JSON.stringify(result));
       }),
     );

@@ -90,7 +90,7 @@ describe('VERP', () => {
     const sender = 'list@l.test';
     const recipient = `${'r'.repeat(512 - 'list+=x.test@l.test'.length)}@x.test`;
     const encoded = verpEncode(sender, recipient);
-    assert.ok(encoded.ok);
+    assert.ok(encoded.ok, 'encoded.ok');
     assert.equal(encoded.ok && Buffer.byteLength(encoded.address), 512);
     assert.deepEqual(encoded.ok && verpDecode(encoded.address, sender), { ok: true, recipient, sender });
     // list-bouncesx... is another local part, not list-bounces + a recipient.
@@ -108,7 +108,7 @@ describe('VERP', () => {
         try {
           const { local, domain } = parseVerpDelimiters(text);
           assert.equal(local + domain, text);
-          assert.ok('-=+'.includes(local) && '-=+'.includes(domain) && local.length === 1 && domain.length === 1);
+          assert.ok('-=+'.includes(local) && '-=+'.includes(domain) && local.length === 1 && domain.length === 1, '\'-=+\'.includes(local) && \'-=+\'.includes(domain) && local.length === 1 && domain.length === 1');
         } catch (err) {
           assert.ok(err instanceof ConfigError && err.message.includes(JSON.stringify(text)), String(err));
         }
@@ -124,7 +124,7 @@ describe('VERP', () => {
       fc.property(local, domain, local, domain, delimiters, (rl, rd, sl, sd, d) => {
         const sender = `${sl}@${sd}`;
         const encoded = verpEncode(sender, `${rl}@${rd}`, d);
-        assert.ok(encoded.ok);
+        assert.ok(encoded.ok, 'encoded.ok');
         const decoded = encoded.ok ? verpDecode(encoded.address, sender, d) : undefined;
         assert.deepEqual(decoded, { ok: true, recipient: `${rl}@${rd}`, sender });
       }),

@@ -109,7 +109,7 @@ describe('SmtpClientSession dialogue', () => {
     assert.equal(session.remoteAddress, '127.0.0.2');
     assert.equal(session.tls, false);
     assert.equal(session.extensions.get('SIZE'), '10240000');
-    assert.ok(session.extensions.has('8BITMIME'));
+    assert.ok(session.extensions.has('8BITMIME'), 'session.extensions.has(\'8BITMIME\')');
 
     const mail = await session.mailFrom('');
     assert.deepEqual(mail, { kind: 'reply', reply: { code: 250, enhanced: { klass: 2, subject: 1, detail: 0 }, lines: ['Ok'] } });
@@ -124,7 +124,7 @@ describe('SmtpClientSession dialogue', () => {
     assert.deepEqual(server.sessions[0]?.commands, sentLines(session));
     assert.match(session.transcript[0]?.line ?? '', new RegExp(`^connected to 127\\.0\\.0\\.2:${server.port} from 127\\.`));
     assert.deepEqual(session.transcript[1], { at: session.transcript[1]?.at, dir: 'received', line: '220 mx.callout.test ESMTP callout test server' });
-    assert.ok(session.transcript.some((entry) => entry.dir === 'received' && entry.line === '221 2.0.0 Bye'));
+    assert.ok(session.transcript.some((entry) => entry.dir === 'received' && entry.line === '221 2.0.0 Bye'), 'session.transcript.some((entry) => entry.dir === \'received\' && entry.line === \'221 2.0.0 Bye\')');
     const times = session.transcript.map((entry) => entry.at);
     assert.deepEqual(times, [...times].sort((a, b) => a - b));
     assert.deepEqual(await session.mailFrom(''), { kind: 'closed', stage: 'mail', detail: 'session already closed (session ended after QUIT)' });
@@ -210,7 +210,7 @@ describe('SmtpClientSession dialogue', () => {
     await session.mailFrom('', { smtputf8: true });
     await session.quit();
     assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'HELO callout.example', 'MAIL FROM:<>', 'QUIT']);
-    assert.ok(events(session).includes('SMTPUTF8 not advertised: MAIL sent without it'));
+    assert.ok(events(session).includes('SMTPUTF8 not advertised: MAIL sent without it'), 'events(session).includes(\'SMTPUTF8 not advertised: MAIL sent without it\')');
   });
 
   it('is rejected by a 5xx to the HELO it falls back to, and says QUIT', async (t) => {
@@ -258,11 +258,11 @@ describe('SmtpClientSession dialogue', () => {
     });
     const session = sessionFor(t, server);
     assert.equal((await session.open()).kind, 'ready');
-    assert.ok(session.extensions.has('SIZE'));
+    assert.ok(session.extensions.has('SIZE'), 'session.extensions.has(\'SIZE\')');
     await session.mailFrom('');
     const rcpt = await session.rcptTo('bob@example.test');
     assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 550);
-    assert.ok(events(session).includes('ignored unsolicited reply 250'));
+    assert.ok(events(session).includes('ignored unsolicited reply 250'), 'events(session).includes(\'ignored unsolicited reply 250\')');
     await session.quit();
   });
 
@@ -299,7 +299,7 @@ describe('SmtpClientSession dialogue', () => {
     assert.equal(mail.kind === 'reply' && mail.reply.code, 250);
     const rcpt = await session.rcptTo('x@example.test');
     assert.equal(rcpt.kind, 'closed');
-    assert.ok(events(session).some((line) => line.includes('more than 10 unsolicited replies')));
+    assert.ok(events(session).some((line) => line.includes('more than 10 unsolicited replies')), 'events(session).some((line) => line.includes(\'more than 10 unsolicited replies\'))');
   });
 
   it('bears exactly MAX_UNSOLICITED_REPLIES unsolicited replies', async (t) => {
@@ -358,7 +358,7 @@ describe('SmtpClientSession failures', () => {
     assert.equal(opened.kind === 'error' && opened.stage, 'ehlo');
     assert.match(opened.kind === 'error' ? opened.detail : '', /^line-too-long/);
     assert.equal(session.state, 'closed');
-    assert.ok(session.transcript.every((entry) => entry.line.length < 2048));
+    assert.ok(session.transcript.every((entry) => entry.line.length < 2048), 'session.transcript.every((entry) => entry.line.length < 2048)');
   });
 
   it('times out on a silent greeting (tarpit)', async (t) => {
@@ -366,7 +366,7 @@ describe('SmtpClientSession failures', () => {
     const session = sessionFor(t, server, { timeouts: { ...GENEROUS, greetingMs: 200 } });
     assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'greeting', afterMs: 200 });
     assert.equal(session.state, 'closed');
-    assert.ok(events(session).includes('timeout at greeting after 200 ms'));
+    assert.ok(events(session).includes('timeout at greeting after 200 ms'), 'events(session).includes(\'timeout at greeting after 200 ms\')');
   });
 
   it('lets the deadline win over longer stage timeouts', async (t) => {
@@ -376,9 +376,9 @@ describe('SmtpClientSession failures', () => {
     const opened = await session.open();
     assert.equal(opened.kind, 'timeout');
     assert.equal(opened.kind === 'timeout' && opened.stage, 'greeting');
-    assert.ok(opened.kind === 'timeout' && opened.afterMs <= 1000);
+    assert.ok(opened.kind === 'timeout' && opened.afterMs <= 1000, 'opened.kind === \'timeout\' && opened.afterMs <= 1000');
     assert.equal(opened.kind === 'timeout' && opened.cutShortMs! + opened.afterMs, 30_000, 'the deadline ended the wait, with the rest of the greeting timer left');
-    assert.ok(events(session).some((line) => /^timeout at greeting after \d+ ms \(overall deadline\)$/.test(line)));
+    assert.ok(events(session).some((line) => /^timeout at greeting after \d+ ms \(overall deadline\)$/.test(line)), 'events(session).some((line) => /^timeout at greeting after \\d+ ms \\(overall deadline\\)$/.test(line))');
   });
 
   it('times out at once when the deadline has passed', async (t) => {
@@ -541,8 +541,8 @@ describe('SmtpClientSession STARTTLS', () => {
     const session = sessionFor(t, server, { tls: 'opportunistic' });
     assert.deepEqual(await session.open(), { kind: 'ready' });
     assert.equal(session.tls, true);
-    assert.ok(!session.extensions.has('STARTTLS'));
-    assert.ok(events(session).some((line) => /^TLS established \(TLSv1\.[23], .+, certificate not verified: /.test(line)));
+    assert.ok(!session.extensions.has('STARTTLS'), '!session.extensions.has(\'STARTTLS\')');
+    assert.ok(events(session).some((line) => /^TLS established \(TLSv1\.[23], .+, certificate not verified: /.test(line)), 'events(session).some((line) => /^TLS established \\(TLSv1\\.[23], .+, certificate not verified: /.t...');
     await session.mailFrom('');
     const rcpt = await session.rcptTo('x@example.test');
     assert.equal(rcpt.kind === 'reply' && rcpt.reply.code, 250);
@@ -605,8 +605,8 @@ describe('SmtpClientSession STARTTLS', () => {
     const session = sessionFor(t, server, { tls: 'opportunistic' });
     assert.deepEqual(await session.open(), { kind: 'ready' });
     assert.equal(session.tls, true);
-    assert.ok(events(session).includes('ignored unsolicited reply 250'));
-    assert.ok(session.extensions.has('SMTPUTF8'));
+    assert.ok(events(session).includes('ignored unsolicited reply 250'), 'events(session).includes(\'ignored unsolicited reply 250\')');
+    assert.ok(session.extensions.has('SMTPUTF8'), 'session.extensions.has(\'SMTPUTF8\')');
     await session.quit();
   });
 
@@ -630,7 +630,7 @@ describe('SmtpClientSession STARTTLS', () => {
     const session = sessionFor(t, server, { tls: 'off' });
     await session.open();
     assert.equal(session.tls, false);
-    assert.ok(session.extensions.has('STARTTLS'));
+    assert.ok(session.extensions.has('STARTTLS'), 'session.extensions.has(\'STARTTLS\')');
     await session.quit();
     assert.deepEqual(server.sessions[0]?.commands, ['EHLO callout.example', 'QUIT']);
   });
@@ -688,7 +688,7 @@ describe('SmtpClientSession STARTTLS', () => {
     const opened = await session.open();
     assert.equal(opened.kind, 'tls-failed');
     assert.equal(session.state, 'closed');
-    assert.ok(events(session).some((line) => line.startsWith('TLS handshake failed: ')));
+    assert.ok(events(session).some((line) => line.startsWith('TLS handshake failed: ')), 'events(session).some((line) => line.startsWith(\'TLS handshake failed: \'))');
   });
 
   it('times out a TLS handshake the server never completes', async (t) => {
@@ -766,9 +766,9 @@ describe('SmtpClientSession against random server output', () => {
           tls: 'opportunistic',
         });
         const opened = await session.open();
-        assert.ok(['ready', 'rejected', 'timeout', 'closed', 'error', 'tls-failed', 'tls-unavailable'].includes(opened.kind));
+        assert.ok(['ready', 'rejected', 'timeout', 'closed', 'error', 'tls-failed', 'tls-unavailable'].includes(opened.kind), '[\'ready\', \'rejected\', \'timeout\', \'closed\', \'error\', \'tls-failed\', \'tls-unavailable\'].includes(ope...');
         if (opened.kind === 'ready') {
-          assert.ok(['reply', 'timeout', 'closed', 'error'].includes((await session.mailFrom('')).kind));
+          assert.ok(['reply', 'timeout', 'closed', 'error'].includes((await session.mailFrom('')).kind), '[\'reply\', \'timeout\', \'closed\', \'error\'].includes((await session.mailFrom(\'\')).kind)');
           await session.quit();
         }
         session.destroy();
@@ -838,7 +838,7 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
     const server = await serve(t, { script: { ...usersOnly(['alice']), ...pipelining() } });
     const session = sessionFor(t, server);
     await session.open();
-    assert.ok(session.extensions.has('PIPELINING'));
+    assert.ok(session.extensions.has('PIPELINING'), 'session.extensions.has(\'PIPELINING\')');
     assert.equal(session.pipeline([...group, { verb: 'QUIT' }]), true);
     assert.equal((await session.mailFrom('')).kind, 'reply');
     await session.quit();
@@ -904,13 +904,13 @@ describe('SmtpClientSession pipelining (RFC 2920)', () => {
     await session.open();
     session.pipeline([...group]);
     // Every reply has come and the server has closed before any is taken.
-    assert.ok(await until(() => session.state === 'closed'));
+    assert.ok(await until(() => session.state === 'closed'), 'await until(() => session.state === \'closed\')');
     assert.equal((await session.mailFrom('')).kind, 'reply');
     const random = await session.rcptTo('random@example.test');
     assert.equal(random.kind === 'reply' && random.reply.code, 421);
     const rset = await session.rset();
     assert.equal(rset.kind, 'closed', 'the 250 behind the 421 is not the reply to RSET');
-    assert.ok(events(session).includes('server closing: 421 4.7.0 mx.callout.test closing'));
+    assert.ok(events(session).includes('server closing: 421 4.7.0 mx.callout.test closing'), 'events(session).includes(\'server closing: 421 4.7.0 mx.callout.test closing\')');
   });
 
   it('QUIT may only end a group', async (t) => {
@@ -951,7 +951,7 @@ describe('SmtpClientSession between callouts', () => {
     await until(() => session.state === 'closed');
     assert.equal(session.state, 'closed');
     assert.equal(session.isParked, false);
-    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: 250')));
+    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: 250')), 'events(session).some((line) => line.startsWith(\'server spoke while the session was idle: 250\'))');
 
     const closing = await serve(t, { host: '127.0.0.3', script: { rset: () => ({ reply: '250 2.0.0 Ok', later: { afterMs: UNASKED_AFTER_MS, reply: '421 4.4.2 Timeout' } }) } });
     const other = sessionFor(t, closing);
@@ -959,7 +959,7 @@ describe('SmtpClientSession between callouts', () => {
     await other.rset();
     await until(() => other.state === 'closed');
     assert.equal(other.state, 'closed');
-    assert.ok(events(other).some((line) => line.startsWith('server closing: 421')));
+    assert.ok(events(other).some((line) => line.startsWith('server closing: 421')), 'events(other).some((line) => line.startsWith(\'server closing: 421\'))');
   });
 
   it('a parked session is closed by a line that is no reply, and by part of a line, which would begin the next reply', async (t) => {
@@ -970,7 +970,7 @@ describe('SmtpClientSession between callouts', () => {
     session.park();
     await until(() => session.state === 'closed');
     assert.equal(session.state, 'closed');
-    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: malformed')));
+    assert.ok(events(session).some((line) => line.startsWith('server spoke while the session was idle: malformed')), 'events(session).some((line) => line.startsWith(\'server spoke while the session was idle: malforme...');
 
     // "250 " with no line end yet: kept, it would turn the server's next reply (a 550, say) into a 250.
     const partial = await rawServer(t, '127.0.0.4', (_line, socket) => {
@@ -982,7 +982,7 @@ describe('SmtpClientSession between callouts', () => {
     other.park();
     await until(() => other.state === 'closed');
     assert.equal(other.state, 'closed');
-    assert.ok(events(other).includes('server spoke while the session was idle: "250 "'));
+    assert.ok(events(other).includes('server spoke while the session was idle: "250 "'), 'events(other).includes(\'server spoke while the session was idle: "250 "\')');
 
     // The same bytes in the write of the EHLO reply, so that they are held before park(): not parked for reuse either.
     const early = await rawServer(t, '127.0.0.5', (_line, socket) => socket.write('250 mx.callout.test\r\n250 '));
@@ -1015,7 +1015,7 @@ describe('SmtpClientSession between callouts', () => {
     const deadline = performance.now() + 300;
     session.resume(deadline);
     session.park();
-    assert.ok(await until(() => performance.now() > deadline + 10));
+    assert.ok(await until(() => performance.now() > deadline + 10), 'await until(() => performance.now() > deadline + 10)');
     await session.quit();
     assert.deepEqual(session.replies.map((r) => `${r.stage} ${r.reply.code}`), ['quit 221'], events(session).join(' | '));
   });
@@ -1043,7 +1043,7 @@ describe('SmtpClientSession stage timeouts', () => {
     // well before them (with seconds to spare for a loaded machine) shows which timer ended it.
     assert.ok(elapsed >= SHORT_MS - 5 && elapsed < SHORT_MS + 3000, `ended after ${elapsed} ms`);
     assert.equal(session.state, 'closed');
-    assert.ok(events(session).includes(`timeout at ${stage} after ${SHORT_MS} ms`));
+    assert.ok(events(session).includes(`timeout at ${stage} after ${SHORT_MS} ms`), 'events(session).includes(`timeout at ${stage} after ${SHORT_MS} ms`)');
     assert.equal(sockets.length, 1);
     assert.ok(sockets[0]!.destroyed, 'the connection is closed');
   }

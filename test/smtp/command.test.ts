@@ -39,9 +39,9 @@ describe('command lines', () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 600 }), (argument) => {
         const line = formatCommand('VRFY', argument);
-        if (line.kind === 'line') assert.ok(!/[\r\n]/.test(line.text));
+        if (line.kind === 'line') assert.ok(!/[\r\n]/.test(line.text), '!/[\\r\\n]/.test(line.text)');
         // eslint-disable-next-line no-control-regex
-        else assert.ok(/[\x00-\x1f\x7f]/.test(argument) || Buffer.byteLength(argument) > 500);
+        else assert.ok(/[\x00-\x1f\x7f]/.test(argument) || Buffer.byteLength(argument) > 500, '/[\\x00-\\x1f\\x7f]/.test(argument) || Buffer.byteLength(argument) > 500');
       }),
     );
   });

@@ -15,7 +15,7 @@ describe('formatCommand fuzzed', () => {
         for (const line of [formatCommand('VRFY', text), mailFromCommand(text, { smtputf8: true }), rcptToCommand(text)]) {
           if (line.kind === 'line') {
             assert.ok(!CONTROL_CHARACTER.test(line.text), JSON.stringify(line.text));
-            assert.ok(Buffer.byteLength(line.text) + 2 <= MAX_COMMAND_LINE_OCTETS);
+            assert.ok(Buffer.byteLength(line.text) + 2 <= MAX_COMMAND_LINE_OCTETS, 'Buffer.byteLength(line.text) + 2 <= MAX_COMMAND_LINE_OCTETS');
           } else {
             assert.ok(CONTROL_CHARACTER.test(text) || Buffer.byteLength(text) > MAX_COMMAND_LINE_OCTETS - 'MAIL FROM:<> SMTPUTF8\r\n'.length, line.detail);
             assert.match(line.detail, /^refused to send /);

@@ -33,12 +33,12 @@ describe('ReplyDecoder fuzzed', () => {
         assert.deepEqual(decode([...bytes].map((byte) => Buffer.of(byte))), whole);
         for (const event of whole) {
           if (event.kind === 'reply') {
-            assert.ok(event.reply.code >= 200 && event.reply.code <= 599);
-            assert.ok(event.reply.lines.length >= 1 && event.reply.lines.length <= limits.maxLines);
+            assert.ok(event.reply.code >= 200 && event.reply.code <= 599, 'event.reply.code >= 200 && event.reply.code <= 599');
+            assert.ok(event.reply.lines.length >= 1 && event.reply.lines.length <= limits.maxLines, 'event.reply.lines.length >= 1 && event.reply.lines.length <= limits.maxLines');
             // In characters: octets that are not UTF-8 become U+FFFD, three octets each, one character.
-            assert.ok(event.raw.every((line) => line.length < limits.maxLineLength));
+            assert.ok(event.raw.every((line) => line.length < limits.maxLineLength), 'event.raw.every((line) => line.length < limits.maxLineLength)');
           } else {
-            assert.ok(event.line === undefined || event.line.length <= 80);
+            assert.ok(event.line === undefined || event.line.length <= 80, 'event.line === undefined || event.line.length <= 80');
           }
         }
       }),

@@ -186,7 +186,7 @@ describe('ReplyDecoder', () => {
     events.push(...decoder.push(Buffer.from('250-')));
     for (let i = 0; i < 100; i += 1) {
       events.push(...decoder.push(Buffer.alloc(1000, 0x78)));
-      assert.ok(decoder.bufferedBytes < 2048);
+      assert.ok(decoder.bufferedBytes < 2048, 'decoder.bufferedBytes < 2048');
     }
     events.push(...decoder.push(Buffer.from('\r\n250 OK\r\n220 next\r\n')));
     assert.equal(events.length, 2);
@@ -277,12 +277,12 @@ describe('ReplyDecoder properties', () => {
         const decoder = new ReplyDecoder({ maxLineLength, maxLines: 5 });
         for (const chunk of chunks) {
           const events = decoder.push(Buffer.from(chunk));
-          assert.ok(decoder.bufferedBytes < maxLineLength);
+          assert.ok(decoder.bufferedBytes < maxLineLength, 'decoder.bufferedBytes < maxLineLength');
           for (const event of events) {
             if (event.kind === 'reply') {
-              assert.ok(event.reply.lines.length <= 5);
+              assert.ok(event.reply.lines.length <= 5, 'event.reply.lines.length <= 5');
               // Characters, not UTF-8 octets: an invalid octet decodes to U+FFFD, three octets in UTF-8.
-              assert.ok(event.raw.every((line) => line.length < maxLineLength));
+              assert.ok(event.raw.every((line) => line.length < maxLineLength), 'event.raw.every((line) => line.length < maxLineLength)');
             }
           }
         }
@@ -315,7 +315,7 @@ describe('ReplyDecoder properties', () => {
       fc.property(validStream, fc.array(fc.nat(), { maxLength: 10 }), (stream, cutSeeds) => {
         const bytes = Buffer.from(stream, 'latin1');
         const whole = new ReplyDecoder().push(bytes);
-        assert.ok(whole.every((event) => event.kind === 'reply'));
+        assert.ok(whole.every((event) => event.kind === 'reply'), 'whole.every((event) => event.kind === \'reply\')');
         const cuts = [...new Set(cutSeeds.map((seed) => seed % (bytes.length + 1)))].sort((a, b) => a - b);
         const decoder = new ReplyDecoder();
         const split: DecodeEvent[] = [];

@@ -510,7 +510,7 @@ export function runStoreContract(
           ['k:', 'k:Z', 'k:a', 'k:b', 'k:\u00e9', 'k:\uffff', 'k:\u{1F600}'],
         );
         const second = rows[1];
-        assert.ok(second);
+        assert.ok(second, 'second');
         assert.equal(second.key, 'k:Z');
         assertEntry({ value: second.value, expiresAt: second.expiresAt }, 'value of k:Z', 60_000);
         assert.deepEqual(Object.keys(second).sort(), ['expiresAt', 'key', 'value']);
@@ -538,10 +538,10 @@ export function runStoreContract(
 
       it('leaves out expired entries', async () => {
         await store.set('k:short', 'v', 300);
-        assert.ok((await store.scan('k:', 100)).some((row) => row.key === 'k:short'));
+        assert.ok((await store.scan('k:', 100)).some((row) => row.key === 'k:short'), '(await store.scan(\'k:\', 100)).some((row) => row.key === \'k:short\')');
         await later(600);
         const rows = await store.scan('k:', 100);
-        assert.ok(!rows.some((row) => row.key === 'k:short'));
+        assert.ok(!rows.some((row) => row.key === 'k:short'), '!rows.some((row) => row.key === \'k:short\')');
         assert.equal(rows.length, 7);
       });
 

@@ -108,10 +108,10 @@ describe('MemoryStore', () => {
     const store = new MemoryStore({ clock: new ManualClock() });
     await store.set('k', 'v', 1000);
     const got = await store.get('k');
-    assert.ok(got);
+    assert.ok(got, 'got');
     got.value = 'changed';
     const [row] = await store.scan('k', 1);
-    assert.ok(row);
+    assert.ok(row, 'row');
     row.value = 'changed';
     assert.equal((await store.get('k'))?.value, 'v');
   });

@@ -146,7 +146,7 @@ describe('RedisStore', () => {
       assert.equal(viaSpec.kind, 'redis');
       await viaSpec.set('k', 'v', 60_000);
       const got = await viaSpec.get('k');
-      assert.ok(got && got.expiresAt <= clock.now() + 60_000 && got.expiresAt > clock.now() + 55_000);
+      assert.ok(got && got.expiresAt <= clock.now() + 60_000 && got.expiresAt > clock.now() + 55_000, 'got && got.expiresAt <= clock.now() + 60_000 && got.expiresAt > clock.now() + 55_000');
     } finally {
       await viaSpec.close();
     }
@@ -482,7 +482,7 @@ describe('RedisStore', () => {
       const store = await RedisStore.open(`${base}/16`, { keyPrefix: prefix, waitForConnection: false });
       try {
         // Until the first connection is made the store only knows that it has none.
-        assert.ok(await until(() => store.set('k', 'v', 60_000).then(() => true, (err: unknown) => /refused database/.test(String(err)))));
+        assert.ok(await until(() => store.set('k', 'v', 60_000).then(() => true, (err: unknown) => /refused database/.test(String(err)))), 'await until(() => store.set(\'k\', \'v\', 60_000).then(() => true, (err: unknown) => /refused databas...');
         await assert.rejects(store.set('k', 'v', 60_000), /Redis is unreachable \(Redis refused database 16 of the URL/);
         assert.equal(store.healthy, false);
       } finally {
@@ -516,12 +516,12 @@ describe('RedisStore', () => {
       await down.stop();
       const started = Date.now();
       await assert.rejects(RedisStore.open(url, { connectTimeoutMs: 500 }), (err: unknown) => {
-        assert.ok(err instanceof StoreError);
+        assert.ok(err instanceof StoreError, 'err instanceof StoreError');
         assert.match(err.message, new RegExp(`redis://:\\*\\*\\*@127\\.0\\.0\\.1:${down.port}/0: open failed`));
         assert.doesNotMatch(err.message, /s3cret/);
         return true;
       });
-      assert.ok(Date.now() - started < 5000);
+      assert.ok(Date.now() - started < 5000, 'Date.now() - started < 5000');
     });
 
     it('fails promptly while Redis is down and recovers when it is back, without reopening', async () => {
@@ -580,7 +580,7 @@ describe('RedisStore', () => {
           // A hung host, or packets dropped on the way: the connection stays open, nothing answers.
           server.pause();
           await assert.rejects(store.get('k'), (err: unknown) => {
-            assert.ok(err instanceof StoreError);
+            assert.ok(err instanceof StoreError, 'err instanceof StoreError');
             assert.match(err.message, /get failed: .*timed out/i);
             return true;
           });
@@ -743,7 +743,7 @@ describe('RedisStore', () => {
         assert.equal(events.length, 1, events.join('\n'));
         assert.match(events[0]!, /^down .*ECONNREFUSED/);
         await server.restart();
-        assert.ok(await until(() => store.healthy, 5000));
+        assert.ok(await until(() => store.healthy, 5000), 'await until(() => store.healthy, 5000)');
         server.kill();
         assert.ok(await until(() => events.length === 3, 5000), events.join('\n'));
         await new Promise((resolve) => setTimeout(resolve, 800));

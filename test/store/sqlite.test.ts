@@ -170,7 +170,7 @@ describe('SqliteStore', () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
     assert.equal(store.kind, 'sqlite');
-    assert.ok(existsSync(path));
+    assert.ok(existsSync(path), 'existsSync(path)');
     await store.close();
   });
 
@@ -539,7 +539,7 @@ describe('SqliteStore', () => {
       otherProcess.prepare('BEGIN IMMEDIATE').run();
       const started = performance.now();
       await assert.rejects(store.set('k', 'v', 60_000), (err: unknown) => {
-        assert.ok(err instanceof StoreError);
+        assert.ok(err instanceof StoreError, 'err instanceof StoreError');
         assert.ok(err.message.startsWith(`sqlite store ${path}: set failed: `), err.message);
         assert.match(err.message, /locked/);
         return true;
@@ -613,7 +613,7 @@ describe('SqliteStore', () => {
       startCheckpointer: (path, intervalMs) => (thread = startCheckpointer(path, intervalMs)),
     });
     for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
-    assert.ok(thread);
+    assert.ok(thread, 'thread');
     const first = store.close();
     await store.close();
     assert.equal(thread.threadId, -1, 'the second close() settled before the checkpoint thread had ended');
@@ -1174,13 +1174,13 @@ describe('SqliteStore', () => {
     const path = join(scratch, 'corrupt.sqlite');
     writeFileSync(path, 'this is not an SQLite database, just text that is long enough to fill a header '.repeat(20));
     await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
+      assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
       assert.equal(err.code, 'CONFIG_INVALID');
       assert.ok(err.message.includes(path), err.message);
       assert.match(err.message, /cannot open: file is not a database \(check the path: store\.path and dataDir in the configuration, or the command-line flag that gave it\)$/);
       // Every command that opens the store says it: `serve` takes no --store, which it was told to check.
       assert.doesNotMatch(err.message, /--store|--cache/);
-      assert.ok(err.cause instanceof Error);
+      assert.ok(err.cause instanceof Error, 'err.cause instanceof Error');
       return true;
     });
   });
@@ -1300,7 +1300,7 @@ describe('SqliteStore', () => {
     holder.exec('BEGIN IMMEDIATE; CREATE TABLE other (x);');
     const started = performance.now();
     await assert.rejects(SqliteStore.open(stuckPath, { busyTimeoutMs: 100 }), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
+      assert.ok(err instanceof StoreError, 'err instanceof StoreError');
       assert.ok(err.message.includes(`${stuckPath}: open failed: database is locked`), err.message);
       return true;
     });
@@ -1356,7 +1356,7 @@ describe('SqliteStore', () => {
     const store = await SqliteStore.open(path);
     await store.close();
     await assert.rejects(store.get('k'), (err: unknown) => {
-      assert.ok(err instanceof StoreError);
+      assert.ok(err instanceof StoreError, 'err instanceof StoreError');
       assert.ok(err.message.startsWith(`sqlite store ${path}: get failed:`), err.message);
       return true;
     });
@@ -1384,7 +1384,7 @@ describe('SqliteStore', () => {
     await store.set('text', 'not a number', 60_000);
     const results = await Promise.allSettled([store.set('a', '1', 60_000), store.increment('text', 1, 60_000), store.set('b', '2', 60_000)]);
     assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
-    assert.ok((results[1] as PromiseRejectedResult).reason instanceof StoreError);
+    assert.ok((results[1] as PromiseRejectedResult).reason instanceof StoreError, '(results[1] as PromiseRejectedResult).reason instanceof StoreError');
     assert.equal((await store.get('a'))?.value, '1');
     assert.equal((await store.get('b'))?.value, '2');
     assert.equal((await store.get('text'))?.value, 'not a number');

@@ -19,8 +19,8 @@ function assertAddressRecord(record: AddressRecord | undefined): void {
   assert.ok(VERDICTS.includes(record.verdict), `verdict ${String(record.verdict)}`);
   assert.equal(typeof record.reason, 'string');
   assert.equal(typeof record.description, 'string');
-  assert.ok(PROBE_STATES.includes(record.catchAll) && PROBE_STATES.includes(record.postmaster));
-  assert.ok(Number.isFinite(record.checkedAt) && Number.isFinite(record.refreshAt));
+  assert.ok(PROBE_STATES.includes(record.catchAll) && PROBE_STATES.includes(record.postmaster), 'PROBE_STATES.includes(record.catchAll) && PROBE_STATES.includes(record.postmaster)');
+  assert.ok(Number.isFinite(record.checkedAt) && Number.isFinite(record.refreshAt), 'Number.isFinite(record.checkedAt) && Number.isFinite(record.refreshAt)');
   assertReply(record.reply);
 }
 
@@ -37,7 +37,7 @@ function assertDomainFact(fact: (DomainFact & { state?: unknown }) | undefined):
   assert.equal(typeof fact, 'object');
   assert.equal(typeof fact.reason, 'string');
   assert.equal(typeof fact.description, 'string');
-  assert.ok(Number.isFinite(fact.at));
+  assert.ok(Number.isFinite(fact.at), 'Number.isFinite(fact.at)');
   assertReply(fact.reply);
 }
 
@@ -70,7 +70,7 @@ describe('VerificationCache records fuzzed', () => {
         assertAddressRecord(typeof peeked === 'symbol' ? undefined : peeked);
         const facts = await cache.getDomain('example.org');
         for (const fact of Object.values(facts)) assertDomainFact(fact);
-        if (facts.catchall) assert.ok(['accepted', 'refused'].includes(facts.catchall.state));
+        if (facts.catchall) assert.ok(['accepted', 'refused'].includes(facts.catchall.state), '[\'accepted\', \'refused\'].includes(facts.catchall.state)');
         // A temporary verdict over whatever is stored neither throws nor keeps a damaged record.
         await cache.putAddress('a@example.org', { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: 1 } as Omit<AddressRecord, 'refreshAt'>);
         assertAddressRecord(await cache.getAddress('a@example.org'));
@@ -159,7 +159,7 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal(await cache.getAddress('a@example.org'), undefined);
     await store.set(calloutRecordKey('b@example.org'), big, 60_000);
     // Generous bound: JSON.parse of 1 MB takes milliseconds.
-    assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500);
+    assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500, 'elapsedMs(() => cache.peekAddress(\'b@example.org\')) < 500');
   });
 });
 
@@ -172,7 +172,7 @@ describe('VerificationCache locks', () => {
     const [first, second] = [new VerificationCache(store, config, clock), new VerificationCache(store, config, clock)];
     const key = first.addressLock('alice@example.org');
     const expired = await first.lock(key, 100);
-    assert.ok(expired !== undefined);
+    assert.ok(expired !== undefined, 'expired !== undefined');
     clock.advance(100);
     const taken = await second.lock(key, 60_000);
     assert.ok(taken !== undefined && taken !== expired, `tokens ${expired} and ${String(taken)}`);

@@ -42,7 +42,7 @@ describe('connection reuse', () => {
     const domains = DOMAINS.slice(0, 4);
     const results = await inTurn(engine, [...domains.map((d) => `alice@${d}`), 'bob@a.test']);
     assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'deliverable', 'deliverable', 'deliverable', 'undeliverable']);
-    assert.ok(results.every((r) => r.catchAll === 'refused'));
+    assert.ok(results.every((r) => r.catchAll === 'refused'), 'results.every((r) => r.catchAll === \'refused\')');
     assert.equal(w.connections(MX), 1);
     const commands = w.commands(MX);
     assert.equal(commands.filter((c) => c.startsWith('EHLO')).length, 1);
@@ -80,7 +80,7 @@ describe('connection reuse', () => {
     const engine = w.engine({ limits: { addressesPerConnection: 4 } });
     await inTurn(engine, ['alice@a.test', 'alice@b.test']);
     assert.equal(engine.connections.size, 0);
-    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'));
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'), 'await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === \'QUIT\')');
   });
 
   it('a batch that does not fit in what is left of an idle connection gets a new one, and the idle one is closed', async () => {
@@ -124,7 +124,7 @@ describe('connection reuse', () => {
     assert.equal(engine.connections.size, 1);
     await timers.advance(1);
     assert.equal(engine.connections.size, 0);
-    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'));
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === 'QUIT'), 'await until(() => w.smtp.get(MX)!.sessions[0]!.commands.at(-1) === \'QUIT\')');
   });
 
   it('a connection the server closed while idle is replaced by a new one, with the right verdict', async () => {
@@ -189,7 +189,7 @@ describe('connection reuse', () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), rset: () => '421 4.3.2 Shutting down' } });
     const engine = w.engine({ callout: { randomProbe: false } });
     const results = await inTurn(engine, ['alice@a.test', 'alice@b.test']);
-    assert.ok(results.every((r) => r.verdict === 'deliverable'));
+    assert.ok(results.every((r) => r.verdict === 'deliverable'), 'results.every((r) => r.verdict === \'deliverable\')');
     assert.equal(w.connections(MX), 2);
     assert.equal(engine.connections.size, 0);
   });
@@ -209,14 +209,14 @@ describe('connection reuse', () => {
     assert.equal(first!.reason, 'greylisted');
     assert.equal(second!.reason, 'greylisted');
     assert.equal(w.connections(MX), 2);
-    assert.ok(await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === 'QUIT')));
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === 'QUIT')), 'await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === \'QUIT\'))');
   });
 
   it('no reuse after MAIL FROM:<> was refused (the fallback sender answers)', async () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), ...refuseNullSender() } });
     const engine = w.engine({ callout: { fallbackSender: 'verify@callout.test' } });
     const results = await inTurn(engine, ['alice@a.test', 'alice@b.test']);
-    assert.ok(results.every((r) => r.reason === 'null-sender-refused'));
+    assert.ok(results.every((r) => r.reason === 'null-sender-refused'), 'results.every((r) => r.reason === \'null-sender-refused\')');
     assert.equal(w.connections(MX), 2);
   });
 
@@ -224,7 +224,7 @@ describe('connection reuse', () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), greeting: () => ({ reply: '220 mx ESMTP', delayMs: 300 }) } });
     const engine = w.engine({ callout: { connectionCache: { maxIdlePerHost: 2 } } });
     const results = await Promise.all(DOMAINS.slice(0, 4).map((d) => engine.verify(`alice@${d}`)));
-    assert.ok(results.every((r) => r.verdict === 'deliverable'));
+    assert.ok(results.every((r) => r.verdict === 'deliverable'), 'results.every((r) => r.verdict === \'deliverable\')');
     assert.equal(w.connections(MX), 4);
     assert.equal(engine.connections.size, 2);
     await until(() => w.smtp.get(MX)!.sessions.filter((s) => s.commands.at(-1) === 'QUIT').length >= 2);
@@ -260,7 +260,7 @@ describe('connection reuse', () => {
     await inTurn(engine, DOMAINS.slice(0, 3).map((d) => `alice@${d}`));
     assert.equal(w.connections(MX), 3);
     // The QUIT is written, its 221 not waited for: the last one may still be on its way.
-    assert.ok(await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === 'QUIT')));
+    assert.ok(await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === 'QUIT')), 'await until(() => w.smtp.get(MX)!.sessions.every((s) => s.commands.at(-1) === \'QUIT\'))');
   });
 
   for (const pipelined of [false, true]) {
@@ -404,13 +404,13 @@ describe('pipelined groups', () => {
   it('a server that does not advertise PIPELINING gets one command at a time', async () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
     const r = await w.engine().verify('alice@a.test');
-    assert.ok(groups(r).every((run) => run.length === 1));
+    assert.ok(groups(r).every((run) => run.length === 1), 'groups(r).every((run) => run.length === 1)');
   });
 
   it('callout.pipelining false: one command at a time even when advertised', async () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), ...pipelining() } });
     const r = await w.engine({ callout: { pipelining: false } }).verify('alice@a.test');
-    assert.ok(groups(r).every((run) => run.length === 1));
+    assert.ok(groups(r).every((run) => run.length === 1), 'groups(r).every((run) => run.length === 1)');
   });
 
   it('fullpostmaster asks RCPT TO:<Postmaster> inside the transaction when pipelining (no RSET queued before it)', async () => {

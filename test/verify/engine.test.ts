@@ -63,7 +63,7 @@ function engineKeepingSockets(t: TestContext, w: World, overrides: Record<string
 
 function mailboxOf(text: string): Mailbox {
   const parsed = parseMailbox(text);
-  assert.ok(parsed.ok);
+  assert.ok(parsed.ok, 'parsed.ok');
   return parsed.value;
 }
 
@@ -86,10 +86,10 @@ describe('verdicts from one exchanger', () => {
     assert.deepEqual(r.mxHosts.map((h) => h.name), ['mx1.real.test']);
     const sent = r.attempts[0]!.transcript.filter((e) => e.dir === 'sent').map((e) => e.line);
     assert.match(sent[0]!, /^EHLO verifier\.callout\.test$/);
-    assert.ok(sent.includes('MAIL FROM:<>'));
+    assert.ok(sent.includes('MAIL FROM:<>'), 'sent.includes(\'MAIL FROM:<>\')');
     assert.ok(sent.some((l) => /^RCPT TO:<callout-[a-z0-9]{12}@real\.test>$/.test(l)), 'random probe sent');
-    assert.ok(sent.includes('RSET'));
-    assert.ok(sent.includes('RCPT TO:<alice@real.test>'));
+    assert.ok(sent.includes('RSET'), 'sent.includes(\'RSET\')');
+    assert.ok(sent.includes('RCPT TO:<alice@real.test>'), 'sent.includes(\'RCPT TO:<alice@real.test>\')');
     assert.equal(sent.at(-1), 'RSET', 'the connection is kept for the next callout, idle after RSET');
     await engine.idle();
     assert.equal(w.commands('127.0.0.2').at(-1), 'QUIT', 'and closed with QUIT when the engine goes idle');
@@ -103,7 +103,7 @@ describe('verdicts from one exchanger', () => {
     assert.equal(r.reason, 'rejected-at-rcpt');
     assert.equal(r.reply?.code, 550);
     assert.equal(r.reply?.enhanced, '5.1.1');
-    assert.ok(r.reply?.text);
+    assert.ok(r.reply?.text, 'r.reply?.text');
   });
 
   it('no-details mode hides the remote text but keeps the codes', async () => {
@@ -233,7 +233,7 @@ describe('verdicts from one exchanger', () => {
     const r = await engine.verify('alice@nobounce.test');
     assert.equal(r.source, 'probe');
     assert.equal(r.verdict, 'deliverable', `${r.reason}: ${r.description}`);
-    assert.ok(!w.commands('127.0.0.72').slice(-3).includes('MAIL FROM:<>'));
+    assert.ok(!w.commands('127.0.0.72').slice(-3).includes('MAIL FROM:<>'), '!w.commands(\'127.0.0.72\').slice(-3).includes(\'MAIL FROM:<>\')');
   });
 
   it('says QUIT after a refusal at MAIL, as RFC 5321 §4.1.1.10 asks, instead of dropping the connection', async () => {
@@ -267,8 +267,8 @@ describe('verdicts from one exchanger', () => {
     const bob = await engine.verify('bob@nobounce.test');
     assert.equal(bob.verdict, 'undeliverable', `${bob.reason}: ${bob.description}`);
     const commands = w.commands('127.0.0.2');
-    assert.ok(commands.includes('MAIL FROM:<>'));
-    assert.ok(commands.includes('MAIL FROM:<verify@callout.test>'));
+    assert.ok(commands.includes('MAIL FROM:<>'), 'commands.includes(\'MAIL FROM:<>\')');
+    assert.ok(commands.includes('MAIL FROM:<verify@callout.test>'), 'commands.includes(\'MAIL FROM:<verify@callout.test>\')');
     const own = await engine.verify('verify@callout.test');
     assert.equal(own.reason, 'own-probe-sender');
   });
@@ -326,7 +326,7 @@ describe('verdicts from one exchanger', () => {
     });
     const r = await w.engine({ callout: { vrfy: true, randomProbe: false } }).verify('alice@real.test');
     assert.equal(r.verdict, 'deliverable');
-    assert.ok(w.commands('127.0.0.2').some((c) => /^VRFY alice@real\.test$/i.test(c)));
+    assert.ok(w.commands('127.0.0.2').some((c) => /^VRFY alice@real\.test$/i.test(c)), 'w.commands(\'127.0.0.2\').some((c) => /^VRFY alice@real\\.test$/i.test(c))');
   });
 
   it('a VRFY that times out is a tarpit, asked once as an RCPT that times out is: no new connection to ask it again', async () => {
@@ -678,7 +678,7 @@ describe('DNS outcomes', () => {
     const memory = new MemoryStore({ clock: w.clock });
     // A daemon that died while probing: its lock is waited for until the wait gives up, at
     // overall + 5 s (the lifetime of a lock this engine takes).
-    assert.ok(await memory.setIfAbsent('lock:alice@held.test', '0', 60_000));
+    assert.ok(await memory.setIfAbsent('lock:alice@held.test', '0', 60_000), 'await memory.setIfAbsent(\'lock:alice@held.test\', \'0\', 60_000)');
     let refusals = 0;
     const store = onStoreWrite(memory, async (key, write) => {
       const written = await write();
@@ -711,7 +711,7 @@ describe('DNS outcomes', () => {
       }
     }
     const memory = new NoDelete({ clock: w.clock });
-    for (const address of ['alice@held.test', 'bob@held.test']) assert.ok(await memory.setIfAbsent(`lock:${address}`, '0', 60_000));
+    for (const address of ['alice@held.test', 'bob@held.test']) assert.ok(await memory.setIfAbsent(`lock:${address}`, '0', 60_000), 'await memory.setIfAbsent(`lock:${address}`, \'0\', 60_000)');
     let refusals = 0;
     const store = onStoreWrite(memory, async (key, write) => {
       const written = await write();
@@ -824,7 +824,7 @@ describe('DNS outcomes', () => {
   it('a wall clock stepped an hour back while waiting on another process\'s lock does not stretch the wait by the step', async () => {
     const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice']) });
     const memory = new MemoryStore({ clock: w.clock });
-    assert.ok(await memory.setIfAbsent('lock:alice@held.test', '0', 60_000));
+    assert.ok(await memory.setIfAbsent('lock:alice@held.test', '0', 60_000), 'await memory.setIfAbsent(\'lock:alice@held.test\', \'0\', 60_000)');
     // The step comes at the second refusal of the lock, the wait's first poll: its end
     // (overall + 5 s) was set at the first, before the step.
     let refusals = 0;
@@ -1065,7 +1065,7 @@ describe('cache', () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
     const engine = w.engine();
     const results = await Promise.all([1, 2, 3, 4].map(() => engine.verify('alice@real.test')));
-    assert.ok(results.every((r) => r.verdict === 'deliverable'));
+    assert.ok(results.every((r) => r.verdict === 'deliverable'), 'results.every((r) => r.verdict === \'deliverable\')');
     assert.equal(w.connections('127.0.0.2'), 1);
   });
 
@@ -1271,7 +1271,7 @@ describe('stage timeouts of the dialogue', () => {
       assert.equal(r.reason, 'timeout');
       assert.match(r.description, new RegExp(`timed out at ${step} after ${SHORT} ms`));
       assert.equal(r.attempts.length, 1);
-      assert.ok(r.attempts[0]!.transcript.some((e) => e.dir === 'event' && e.line === `timeout at ${step} after ${SHORT} ms`));
+      assert.ok(r.attempts[0]!.transcript.some((e) => e.dir === 'event' && e.line === `timeout at ${step} after ${SHORT} ms`), 'r.attempts[0]!.transcript.some((e) => e.dir === \'event\' && e.line === `timeout at ${step} after $...');
       // Well before the other timers (5 s) end anything, with room for a loaded machine.
       assert.ok(elapsed >= SHORT - 5 && elapsed < SHORT + 3000, `ended after ${elapsed} ms`);
       assert.equal(sockets.length, 1);
@@ -1289,7 +1289,7 @@ describe('stage timeouts of the dialogue', () => {
     assert.equal(r.verdict, 'unknown');
     assert.equal(r.reason, 'timeout');
     assert.match(r.description, new RegExp(`timed out at rcpt after ${SHORT} ms`));
-    assert.ok(r.attempts.length >= 1);
+    assert.ok(r.attempts.length >= 1, 'r.attempts.length >= 1');
     for (const attempt of r.attempts) {
       assert.match(attempt.outcome, new RegExp(`timed out at rcpt after ${SHORT} ms`));
       assert.ok(attempt.durationMs >= SHORT - 5 && attempt.durationMs < SHORT + 3000, `attempt took ${attempt.durationMs} ms`);
@@ -1400,7 +1400,7 @@ describe('stage timeouts of the dialogue', () => {
     assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
     assert.equal(engine.connections.size, 1);
     void engine.verify('alice@hold.test');
-    assert.ok(await until(() => w.connections('127.0.0.61') === 1));
+    assert.ok(await until(() => w.connections('127.0.0.61') === 1), 'await until(() => w.connections(\'127.0.0.61\') === 1)');
     assert.equal(await engine.abandon(), 1);
     assert.equal(engine.connections.size, 0);
     assert.ok(await until(() => w.commands('127.0.0.2').at(-1) === 'QUIT'), 'the idle connection is left with QUIT');
@@ -1429,8 +1429,8 @@ describe('stage timeouts of the dialogue', () => {
     assert.equal(r.verdict, 'unknown');
     assert.equal(r.reason, 'timeout');
     assert.match(r.attempts[0]!.outcome, new RegExp(`timed out at rcpt after ${SHORT} ms`));
-    assert.ok(w.commands('127.0.0.58').includes('RCPT TO:<alice@stall.test>'));
-    assert.ok(sockets.every((s) => s.destroyed));
+    assert.ok(w.commands('127.0.0.58').includes('RCPT TO:<alice@stall.test>'), 'w.commands(\'127.0.0.58\').includes(\'RCPT TO:<alice@stall.test>\')');
+    assert.ok(sockets.every((s) => s.destroyed), 'sockets.every((s) => s.destroyed)');
   });
 
   it('callout.timeouts.command does not bound RCPT, nor callout.timeouts.rcpt MAIL: slow replies within their own timer answer', async () => {
@@ -1690,7 +1690,7 @@ describe('locks shared through the store', () => {
     const memory = new MemoryStore({ clock: w.clock });
     const key = 'lock:alice@held.test';
     // A daemon that died while probing the address.
-    assert.ok(await memory.setIfAbsent(key, 'dead', 60_000));
+    assert.ok(await memory.setIfAbsent(key, 'dead', 60_000), 'await memory.setIfAbsent(key, \'dead\', 60_000)');
     const { store: waiterStore, refusals } = watchedLock(memory, key);
     // The new holder is held between its probe and the record it writes, so that its lock is live
     // while the waiter gives up.
@@ -1713,7 +1713,7 @@ describe('locks shared through the store', () => {
     const held = holder.verify('alice@held.test');
     await turnsUntil(() => w.commands('127.0.0.74').includes('RCPT TO:<alice@held.test>'), 'the new holder\'s probe');
     const holderToken = (await memory.get(key))?.value;
-    assert.ok(holderToken !== undefined && holderToken !== 'dead');
+    assert.ok(holderToken !== undefined && holderToken !== 'dead', 'holderToken !== undefined && holderToken !== \'dead\'');
     await timers.advance(1);
     const r = waited();
     assert.ok(r, 'still waiting at overall + 5 s');
@@ -1831,7 +1831,7 @@ describe('locks shared through the store', () => {
     // Refused at every try and never written: deleted by the value the wait first saw, where a
     // take-over replaced it by compare-and-set only to delete it at once.
     assert.equal(writes.length, refusals());
-    assert.ok(writes.every((write) => write.written === false && write.value === 'written by hand'));
+    assert.ok(writes.every((write) => write.written === false && write.value === 'written by hand'), 'writes.every((write) => write.written === false && write.value === \'written by hand\')');
     assert.equal(await memory.get(key), undefined, 'the lock is gone');
     const refusedInWait = refusals();
     const again = await engine.verify('alice@held.test');

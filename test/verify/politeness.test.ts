@@ -193,7 +193,7 @@ describe('identification: what a callout sends', () => {
       assert.ok(commands.some((c) => /^RCPT TO:<callout-[a-z0-9]{12}@/.test(c)), `${host}: the random probe ran`);
       assertOnlyCalloutCommands(commands, 'verifier.callout.test', ['']);
     }
-    assert.ok(w.commands('127.0.0.142').includes('HELO verifier.callout.test'));
+    assert.ok(w.commands('127.0.0.142').includes('HELO verifier.callout.test'), 'w.commands(\'127.0.0.142\').includes(\'HELO verifier.callout.test\')');
   });
 
   it('the fallback sender is used only after MAIL FROM:<> is refused, and nothing else is sent', async () => {
@@ -443,7 +443,7 @@ describe('limits on every path', () => {
     const w = await make(mxZone({ 'catchall.test': '127.0.0.152' }), { '127.0.0.152': acceptAll() });
     const { engine, dialled } = recordingEngine(t, w, {});
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => engine.verify(`user${i}@catchall.test`)));
-    assert.ok(results.every((r) => r.reason === 'catch-all'));
+    assert.ok(results.every((r) => r.reason === 'catch-all'), 'results.every((r) => r.reason === \'catch-all\')');
     assert.equal(dialled.hosts.length, 1);
   });
 });

@@ -182,7 +182,7 @@ describe('the postmaster probe', () => {
     });
     const full = await w.engine({ callout: { postmasterProbe: 'fullpostmaster' } }).verify('alice@pm.test');
     assert.deepEqual([full.verdict, full.postmaster], ['deliverable', 'accepted'], full.description);
-    assert.ok(w.commands('127.0.0.2').includes('RCPT TO:<Postmaster>'));
+    assert.ok(w.commands('127.0.0.2').includes('RCPT TO:<Postmaster>'), 'w.commands(\'127.0.0.2\').includes(\'RCPT TO:<Postmaster>\')');
     const plain = await w.engine({ callout: { postmasterProbe: 'postmaster' } }).verify('alice@pm.test');
     assert.deepEqual([plain.verdict, plain.reason, plain.postmaster], ['risky', 'postmaster-refused', 'refused'], plain.description);
     assert.equal(w.commands('127.0.0.2').filter((c) => c === 'RCPT TO:<Postmaster>').length, 1, 'no bare Postmaster in postmaster mode');

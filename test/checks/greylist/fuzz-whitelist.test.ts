@@ -82,11 +82,11 @@ describe('whitelist_recipients fuzzed', () => {
     fc.assert(
       fc.property(local, domain, label, local, (user, name, sub, extension) => {
         const lists = (entry: string, recipient: string) => parseRecipientWhitelist([{ source: 'f', text: entry }]).whitelist.match(recipient) !== undefined;
-        assert.ok(lists(`${user}@${name}`, `${user.toUpperCase()}+${extension}@${name}`));
-        assert.ok(lists(`${user}@`, `${user}@${name}`));
-        assert.ok(lists(`@${name}`, `${user}@${name.toUpperCase()}`));
+        assert.ok(lists(`${user}@${name}`, `${user.toUpperCase()}+${extension}@${name}`), 'lists(`${user}@${name}`, `${user.toUpperCase()}+${extension}@${name}`)');
+        assert.ok(lists(`${user}@`, `${user}@${name}`), 'lists(`${user}@`, `${user}@${name}`)');
+        assert.ok(lists(`@${name}`, `${user}@${name.toUpperCase()}`), 'lists(`@${name}`, `${user}@${name.toUpperCase()}`)');
         assert.equal(lists(`@${name}`, `${user}@${sub}.${name}`), false);
-        assert.ok(lists(name, `${user}@${sub}.${name}`));
+        assert.ok(lists(name, `${user}@${sub}.${name}`), 'lists(name, `${user}@${sub}.${name}`)');
         assert.equal(lists(`${user}@${name}`, `x${user}@${name}`), false);
       }),
       { numRuns: 300 },

@@ -218,7 +218,7 @@ describe('greylist triplets', () => {
   it('gives one first-seen time to concurrent first sightings', async () => {
     const { clock, greylist } = setup();
     const outcomes = await Promise.all(Array.from({ length: 20 }, () => greylist.check(triplet())));
-    assert.ok(outcomes.every((o) => o.kind === 'defer'));
+    assert.ok(outcomes.every((o) => o.kind === 'defer'), 'outcomes.every((o) => o.kind === \'defer\')');
     clock.advance(300 * S);
     assert.equal((await greylist.check(triplet())).kind, 'pass');
   });
@@ -484,7 +484,7 @@ describe('greylist administration', () => {
     for (const address of [...Object.values(inside).flat(), ...outside]) await greylist.allowClient(address);
     for (const [network, addresses] of Object.entries(inside)) {
       const cidr = parseCidr(network);
-      assert.ok(cidr.ok);
+      assert.ok(cidr.ok, 'cidr.ok');
       assert.equal(await greylist.dropClientsIn(cidr.value), addresses.length, network);
     }
     const left = (await listAll(greylist, { kinds: ['client'], limit: 100 })).map((e) => e.client);
@@ -603,7 +603,7 @@ describe('greylist drop of a network, page by page', () => {
         const outside = Array.from({ length: 400 }, (_, i) => `${['10.7', '10.12', '10.80', '100.8'][i % 4]}.${Math.floor(i / 4)}.1`);
         await Promise.all([...inside, ...outside].map((address) => greylist.allowClient(address)));
         const network = parseCidr('10.8.0.0/14');
-        assert.ok(network.ok);
+        assert.ok(network.ok, 'network.ok');
         assert.equal(await greylist.dropClientsIn(network.value, 50), inside.length);
         const left = (await listAll(greylist, { kinds: ['client'], limit: 2000 })).map((e) => e.client);
         assert.deepEqual(left.sort(), outside.sort());
@@ -643,7 +643,7 @@ describe('greylist keys of over-long addresses', () => {
     const senders = (await listAll(greylist, { kinds: ['triplet'], limit: 10 })).map((entry) => entry.kind === 'triplet' && entry.sender);
     assert.equal(senders.length, 3);
     for (const sender of senders) assert.match(String(sender), /^a{64}…\[sha256:[0-9a-f]{64}\]$/, 'list shows its start and digest');
-    assert.ok(senders.includes(keyPart(huge('x'))));
+    assert.ok(senders.includes(keyPart(huge('x'))), 'senders.includes(keyPart(huge(\'x\')))');
     assert.equal(keyPart(keyPart(huge('x'))), keyPart(huge('x')), 'as list shows it, it is its own key');
     assert.ok(await greylist.dropTriplet({ client: '192.0.2.0/24', sender: huge('x'), recipient: huge('r') }), 'dropped by the address in full');
   });
@@ -677,15 +677,15 @@ describe('greylist rows read back, fuzzed', () => {
         const outcome = await greylist.check(t);
         if (outcome.kind === 'defer') {
           assert.ok(outcome.remainingMs > 0 && outcome.remainingMs <= POSTGREY.delayMs, String(outcome.remainingMs));
-          assert.ok(Number.isFinite(outcome.retryAt) && Number.isFinite(outcome.firstSeen));
+          assert.ok(Number.isFinite(outcome.retryAt) && Number.isFinite(outcome.firstSeen), 'Number.isFinite(outcome.retryAt) && Number.isFinite(outcome.firstSeen)');
         } else {
           assert.equal(outcome.kind, 'pass');
         }
         for (const entry of await listAll(greylist, { limit: 10 })) {
-          assert.ok(Number.isFinite(entry.expiresAt));
-          if (entry.kind === 'domain') assert.ok(Number.isInteger(entry.senders) && entry.senders >= 0);
-          else if (entry.kind === 'client') assert.ok(Number.isFinite(entry.count) && Number.isFinite(entry.lastSeen));
-          else assert.ok(Number.isFinite(entry.firstSeen) && Number.isFinite(entry.lastSeen));
+          assert.ok(Number.isFinite(entry.expiresAt), 'Number.isFinite(entry.expiresAt)');
+          if (entry.kind === 'domain') assert.ok(Number.isInteger(entry.senders) && entry.senders >= 0, 'Number.isInteger(entry.senders) && entry.senders >= 0');
+          else if (entry.kind === 'client') assert.ok(Number.isFinite(entry.count) && Number.isFinite(entry.lastSeen), 'Number.isFinite(entry.count) && Number.isFinite(entry.lastSeen)');
+          else assert.ok(Number.isFinite(entry.firstSeen) && Number.isFinite(entry.lastSeen), 'Number.isFinite(entry.firstSeen) && Number.isFinite(entry.lastSeen)');
         }
       }),
       { numRuns: 300 },

@@ -103,7 +103,7 @@ describe('greylist identity fuzzed', () => {
       fc.property(name, fc.oneof(fc.ipV4(), fc.ipV6(), fc.string({ maxLength: 20 })), (n, ip) => {
         assert.equal(typeof looksDynamic(n, ip), 'boolean');
         const org = organisationalDomain(n);
-        assert.ok(org === undefined || typeof org === 'string');
+        assert.ok(org === undefined || typeof org === 'string', 'org === undefined || typeof org === \'string\'');
       }),
       { numRuns: 500 },
     );

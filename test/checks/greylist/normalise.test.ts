@@ -63,7 +63,7 @@ describe('normaliseSender', () => {
       fc.property(fc.string({ maxLength: 300 }), fc.domain(), (local, domain) => {
         const once = normaliseSender(`${local}@${domain}`);
         assert.equal(typeof once, 'string');
-        assert.ok(once.length <= 1100);
+        assert.ok(once.length <= 1100, 'once.length <= 1100');
       }),
       { numRuns: 500 },
     );
@@ -170,12 +170,12 @@ describe('postgrey whitelist_clients', () => {
     assert.equal(whitelist.match('notdebian.org', '203.0.113.1'), undefined);
     assert.equal(whitelist.match('mail12.telekom.de', '203.0.113.1'), '/^mail\\d+\\.telekom\\.de$/');
     assert.equal(whitelist.match('mx.telekom.de', '203.0.113.1'), undefined);
-    assert.ok(whitelist.match('unknown', '66.216.126.174'));
-    assert.ok(whitelist.match('unknown', '192.0.2.15'));
+    assert.ok(whitelist.match('unknown', '66.216.126.174'), 'whitelist.match(\'unknown\', \'66.216.126.174\')');
+    assert.ok(whitelist.match('unknown', '192.0.2.15'), 'whitelist.match(\'unknown\', \'192.0.2.15\')');
     assert.equal(whitelist.match('unknown', '192.0.2.16'), undefined);
     assert.ok(whitelist.match('unknown', '10.20.30.99'), 'a.b.c is the /24');
     assert.ok(whitelist.match('unknown', '172.16.200.1'), 'a.b is the /16');
-    assert.ok(whitelist.match('unknown', '2001:db8:1:ffff::1'));
+    assert.ok(whitelist.match('unknown', '2001:db8:1:ffff::1'), 'whitelist.match(\'unknown\', \'2001:db8:1:ffff::1\')');
     assert.ok(whitelist.match('unknown', '::ffff:66.216.126.174'), 'IPv4-mapped client address');
     assert.equal(whitelist.match('unknown', '2001:db8:2::1'), undefined);
   });
@@ -203,8 +203,8 @@ describe('postgrey whitelist_clients', () => {
     if (files.problems.length > 0) return; // postgrey is not installed here
     const shipped = parseClientWhitelist(files.sources);
     assert.deepEqual(shipped.problems, []);
-    assert.ok(shipped.whitelist.size > 150);
-    assert.ok(shipped.whitelist.match('mail5.telekom.de', '203.0.113.1'));
+    assert.ok(shipped.whitelist.size > 150, 'shipped.whitelist.size > 150');
+    assert.ok(shipped.whitelist.match('mail5.telekom.de', '203.0.113.1'), 'shipped.whitelist.match(\'mail5.telekom.de\', \'203.0.113.1\')');
   });
 
   it('reads every entry of postgrey 1.37\'s shipped list (test/fixtures/postgrey): names, regular expressions, networks', async () => {
@@ -245,7 +245,7 @@ describe('postgrey whitelist_recipients', () => {
     assert.equal(whitelist.match('bob@notwhole.example'), undefined);
     assert.equal(whitelist.match('bob@at.example'), '@at.example');
     assert.equal(whitelist.match('bob@sub.at.example'), undefined, '@domain is that domain only, as in access(5)');
-    assert.ok(whitelist.match('list-dev@lists.example'));
+    assert.ok(whitelist.match('list-dev@lists.example'), 'whitelist.match(\'list-dev@lists.example\')');
     assert.equal(whitelist.match('dev@lists.example'), undefined);
   });
 
@@ -343,7 +343,7 @@ describe('postgrey whitelists as Perl reads them', () => {
       fc.property(perlish, (body) => {
         const { whitelist, problems } = parseClientWhitelist([{ source: 'fuzz', text: `/${body.replace(/\s/g, '')}/` }]);
         whitelist.match('mx1.example.org', '192.0.2.1');
-        assert.ok(problems.length <= 1);
+        assert.ok(problems.length <= 1, 'problems.length <= 1');
       }),
       { numRuns: 2000 },
     );

@@ -165,12 +165,12 @@ test('fuzz: any client text and any PTR and forward answers give a verdict withi
         aaaa: (forwardName) => (asked.push(forwardName), Promise.resolve(forward)),
       };
       const verdict = await checkIprev(ip, { resolver: stub, maxNames });
-      assert.ok(['pass', 'fail', 'temperror', 'permerror'].includes(verdict.result));
-      assert.ok(verdict.reason.length > 0);
+      assert.ok(['pass', 'fail', 'temperror', 'permerror'].includes(verdict.result), '[\'pass\', \'fail\', \'temperror\', \'permerror\'].includes(verdict.result)');
+      assert.ok(verdict.reason.length > 0, 'verdict.reason.length > 0');
       assert.ok(verdict.ptrNames.length <= maxNames && asked.length <= maxNames, `${asked.length} forward lookups`);
-      assert.ok(verdict.ptrNames.every((ptrName) => ptrName !== ''));
+      assert.ok(verdict.ptrNames.every((ptrName) => ptrName !== ''), 'verdict.ptrNames.every((ptrName) => ptrName !== \'\')');
       assert.equal(verdict.result === 'pass', verdict.confirmedNames.length > 0);
-      assert.ok(verdict.confirmedNames.every((confirmed) => verdict.ptrNames.includes(confirmed)));
+      assert.ok(verdict.confirmedNames.every((confirmed) => verdict.ptrNames.includes(confirmed)), 'verdict.confirmedNames.every((confirmed) => verdict.ptrNames.includes(confirmed))');
     }),
     { numRuns: 500 },
   );

@@ -18,8 +18,8 @@ describe('selectSenderIdRecord fuzzed', () => {
       fc.property(fc.array(record, { maxLength: 5 }), fc.constantFrom('pra' as const, 'mfrom' as const), (txt, scope) => {
         const selection = selectSenderIdRecord(scope)(txt);
         if (selection.kind !== 'record') return;
-        assert.ok(txt.includes(selection.record));
-        assert.ok(selection.record.endsWith(selection.terms));
+        assert.ok(txt.includes(selection.record), 'txt.includes(selection.record)');
+        assert.ok(selection.record.endsWith(selection.terms), 'selection.record.endsWith(selection.terms)');
         assert.ok(selection.terms === '' || selection.terms.startsWith(' '), JSON.stringify(selection));
         const version = selection.record.slice(0, selection.record.length - selection.terms.length).toLowerCase();
         if (version === 'v=spf1') assert.ok(!txt.some((r) => /^spf2\.0\//i.test(r)), 'v=spf1 only when no spf2.0 record exists');
@@ -49,7 +49,7 @@ describe('splitHeaderFields fuzzed', () => {
     const many = 'X: y\r\n'.repeat(PRA_LIMITS.fields + 10);
     const ms = elapsedMs(() => {
       const [field] = splitHeaderFields(`${folded}Sender: late@b.example\r\n`);
-      assert.ok(field !== undefined && field.value.length <= PRA_LIMITS.headerBytes);
+      assert.ok(field !== undefined && field.value.length <= PRA_LIMITS.headerBytes, 'field !== undefined && field.value.length <= PRA_LIMITS.headerBytes');
       assert.equal(purportedResponsibleAddress(splitHeaderFields(many)).kind, 'none');
     });
     assert.ok(ms < 2000, `${ms.toFixed(0)} ms`);

@@ -100,7 +100,7 @@ describe('RFC 4407 PRA', () => {
     fc.assert(
       fc.property(fc.array(line, { maxLength: 20 }), (lines) => {
         const outcome = purportedResponsibleAddress(splitHeaderFields(lines.join('\r\n')));
-        assert.ok(outcome.kind === 'pra' || outcome.kind === 'none');
+        assert.ok(outcome.kind === 'pra' || outcome.kind === 'none', 'outcome.kind === \'pra\' || outcome.kind === \'none\'');
       }),
       { numRuns: 2000 },
     );
@@ -112,7 +112,7 @@ describe('RFC 4407 PRA', () => {
       fc.property(fc.array(line, { maxLength: 20 }), fc.constantFrom('\r\n', '\n'), (lines, eol) => {
         const block = lines.join(eol);
         const split = splitHeaderFields(block);
-        assert.ok(split.length <= lines.length);
+        assert.ok(split.length <= lines.length, 'split.length <= lines.length');
         for (const field of split) {
           assert.match(field.name, /^[\x21-\x39\x3b-\x7e]+$/);
           assert.equal(field.value, field.value.trim());

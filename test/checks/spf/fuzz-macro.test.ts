@@ -38,7 +38,7 @@ describe('SPF macro-strings fuzzed', () => {
           if (token.kind === 'literal') assert.match(token.text, /^[\x20-\x7e]+$/);
           else {
             assert.ok(explanation || !['c', 'r', 't'].includes(token.letter), token.letter);
-            assert.ok(token.parts === undefined || (token.parts >= 1 && token.parts <= 999));
+            assert.ok(token.parts === undefined || (token.parts >= 1 && token.parts <= 999), 'token.parts === undefined || (token.parts >= 1 && token.parts <= 999)');
             assert.match(token.delimiters, /^[.\-+,/_=]*$/);
           }
         }
@@ -63,13 +63,13 @@ describe('SPF macro-strings fuzzed', () => {
       fc.property(macroish, context, fc.nat(300), (text, values, maxLength) => {
         const parsed = parseMacroString(text, { explanation: true });
         if (!parsed.ok) return;
-        assert.ok(expandMacroString(parsed.value, values as MacroContext, maxLength).length <= maxLength);
+        assert.ok(expandMacroString(parsed.value, values as MacroContext, maxLength).length <= maxLength, 'expandMacroString(parsed.value, values as MacroContext, maxLength).length <= maxLength');
         const expanded = expandMacroString(parsed.value, values as MacroContext);
         const target = targetName(expanded);
         if (!target.ok) return;
-        assert.ok(target.name.length >= 1 && target.name.length <= MAX_NAME_LENGTH);
+        assert.ok(target.name.length >= 1 && target.name.length <= MAX_NAME_LENGTH, 'target.name.length >= 1 && target.name.length <= MAX_NAME_LENGTH');
         assert.ok(target.name.split('.').every((label) => label.length >= 1 && label.length <= 63), target.name);
-        assert.ok(expanded.replace(/\.$/, '').endsWith(target.name));
+        assert.ok(expanded.replace(/\.$/, '').endsWith(target.name), 'expanded.replace(/\\.$/, \'\').endsWith(target.name)');
       }),
       { numRuns: 1000 },
     );
@@ -87,7 +87,7 @@ describe('SPF macro-strings fuzzed', () => {
         if (!parsed.ok) return;
         specs += 1;
         const bounded = expandDomainSpec(parsed.value, values as MacroContext);
-        assert.ok(bounded.length <= MAX_NAME_LENGTH + 2);
+        assert.ok(bounded.length <= MAX_NAME_LENGTH + 2, 'bounded.length <= MAX_NAME_LENGTH + 2');
         const whole = targetName(expandMacroString(parsed.value, values as MacroContext));
         const cut = targetName(bounded);
         assert.equal(cut.ok, whole.ok);
@@ -106,11 +106,11 @@ describe('SPF macro-strings fuzzed', () => {
       const record = parseRecordTerms(` a:${spec}`);
       assert.ok(record.ok, macro);
       const parsed = parseDomainSpec(spec);
-      assert.ok(parsed.ok);
+      assert.ok(parsed.ok, 'parsed.ok');
       const ms = elapsedMs(() => {
         const expanded = expandMacroString(parsed.value, values);
         const target = targetName(expanded);
-        assert.ok(!target.ok || target.name.length <= MAX_NAME_LENGTH);
+        assert.ok(!target.ok || target.name.length <= MAX_NAME_LENGTH, '!target.ok || target.name.length <= MAX_NAME_LENGTH');
       });
       assert.ok(ms < 1000, `${ms.toFixed(0)} ms for ${macro}`);
     }

@@ -72,9 +72,9 @@ test('domain-spec must end in a macro or "." toplabel', () => {
 test('target names are truncated from the left and need usable labels', () => {
   const long = `${'a'.repeat(60)}.`.repeat(5) + 'example.com';
   const target = targetName(long);
-  assert.ok(target.ok);
-  assert.ok(target.name.length <= 253);
-  assert.ok(target.name.endsWith('.example.com'));
+  assert.ok(target.ok, 'target.ok');
+  assert.ok(target.name.length <= 253, 'target.name.length <= 253');
+  assert.ok(target.name.endsWith('.example.com'), 'target.name.endsWith(\'.example.com\')');
   assert.equal(targetName('a..b').ok, false);
   assert.equal(targetName(`${'x'.repeat(64)}.example.com`).ok, false);
   assert.deepEqual(targetName('example.com.'), { ok: true, name: 'example.com' });

@@ -64,7 +64,7 @@ test('suite cases over loopback DNS give the suite answers', async () => {
 
 test('through the DNS cache a second evaluation sends no query', async () => {
   const scenario = scenarios.find((s) => s.cases.some((c) => c.id === 'cname-aliasing'));
-  assert.ok(scenario);
+  assert.ok(scenario, 'scenario');
   server.setZone(suiteDnsZone(scenario.zone));
   const resolver = new CachingResolver(createNodeResolver({ servers: [server.address], timeoutMs: 2000, tries: 1 }), { clock: new ManualClock() });
   const request = { ip: '192.0.2.27', mailFrom: 'test@mail.example.org', helo: 'mail.example.org' };

@@ -31,7 +31,7 @@ function stage(extra: Partial<Record<keyof BatvStageOptions, unknown>> = {}) {
 }
 const sign = (address: string, at = T0, keynum = 1, secret = 'secret') => {
   const s = prvsSign(address, { keynum, secret }, at);
-  assert.ok(s.ok);
+  assert.ok(s.ok, 's.ok');
   return s.ok ? s.address : '';
 };
 
@@ -149,7 +149,7 @@ describe('batv stage', () => {
       assert.ok(!parsed.success, entry);
       assert.match(parsed.error.issues[0]!.message, /^expected a domain(, not an empty entry| such as example\.com, or \.example\.com for its subdomains)/, entry);
     }
-    assert.ok(batvStage.options.safeParse({ domains: ['.example.org'], keys: [{ keynum: 1, secret: 's' }] }).success);
+    assert.ok(batvStage.options.safeParse({ domains: ['.example.org'], keys: [{ keynum: 1, secret: 's' }] }).success, 'batvStage.options.safeParse({ domains: [\'.example.org\'], keys: [{ keynum: 1, secret: \'s\' }] }).su...');
   });
 
   it('refuses an exemptRecipients entry that can match no recipient, saying why (regression: taken, and its bounces refused)', () => {

@@ -98,7 +98,7 @@ describe('greylist stage over the policy protocol', () => {
     assert.equal(await ask(), 'DUNNO', 'a passed triplet stays passed');
     assert.deepEqual(greylisted(logs).map((l) => l.reason), ['new', 'early-retry (180s missing)']);
     const decision = logs.filter((l) => l.msg === 'decision')[1]!;
-    assert.ok((decision.stages as string[]).some((s) => /^greylist=early-retry: greylisted: early-retry \(180s missing\)/.test(s)));
+    assert.ok((decision.stages as string[]).some((s) => /^greylist=early-retry: greylisted: early-retry \(180s missing\)/.test(s)), '(decision.stages as string[]).some((s) => /^greylist=early-retry: greylisted: early-retry \\(180s ...');
   });
 
   it("takes postgrey's --x-greylist-header placeholders, so a site's header carries over", async () => {
@@ -361,7 +361,7 @@ describe('greylist stage over the policy protocol', () => {
     assert.match(await ask({ client_address: '192.0.2.10' }), /^PREPEND Authentication-Results: .*iprev=pass/, 'not greylisted');
     assert.match(await ask({ client_address: '203.0.113.5' }), /^DEFER_IF_PERMIT/);
     const first = logs.filter((l) => l.msg === 'decision')[0]!;
-    assert.ok((first.stages as string[]).some((s) => s.startsWith('greylist=skipped: client mail-a.outbound.pool.example is forward-confirmed')));
+    assert.ok((first.stages as string[]).some((s) => s.startsWith('greylist=skipped: client mail-a.outbound.pool.example is forward-confirmed')), '(first.stages as string[]).some((s) => s.startsWith(\'greylist=skipped: client mail-a.outbound.poo...');
   });
 
   it('answers 450 when the sender\'s MX greylists our callout, and greylists the retry', async () => {

@@ -163,7 +163,7 @@ describe('recipient-callforward stage', () => {
     assert.match(text ?? '', /^Recipient address rejected: /);
     // Cached apart (cf:): the sender callouts must not answer bob@narrow.test from a call-forward.
     const bob = parseMailbox('bob@narrow.test');
-    assert.ok(bob.ok);
+    assert.ok(bob.ok, 'bob.ok');
     assert.equal(senderEngine.verifyNow(bob.value), undefined);
   });
 
@@ -209,7 +209,7 @@ describe('recipient-callforward stage', () => {
       assert.deepEqual(parsed.error?.issues[0]?.path, ['hosts', 1], host);
     }
     // A single label too: the resolver may complete it from resolv.conf's search list.
-    assert.ok(recipientCallforwardStage.options.safeParse({ hosts: ['10.0.0.5', '2001:db8::25', 'mx.example.org', 'mx.example.org.', 'exchange'] }).success);
+    assert.ok(recipientCallforwardStage.options.safeParse({ hosts: ['10.0.0.5', '2001:db8::25', 'mx.example.org', 'mx.example.org.', 'exchange'] }).success, 'recipientCallforwardStage.options.safeParse({ hosts: [\'10.0.0.5\', \'2001:db8::25\', \'mx.example.org...');
   });
 });
 

@@ -624,7 +624,7 @@ describe('sender-callout: an exchanger that answers at length', () => {
       const action = await client.request(postfixRequest({ sender: 'bob@verbose.test', instance }));
       assert.match(action, /^550 5\.7\.1 Sender address rejected: .* with 550 5\.1\.1 x+\.\.\.$/);
       const line = logs.find((l) => l.msg === 'decision' && l.instance === instance);
-      assert.ok(line);
+      assert.ok(line, 'line');
       const entry = calloutStage(line.stages as string[]);
       assert.match(entry, /^sender-callout=undeliverable: rejected-at-rcpt: .* with 550 5\.1\.1 x+\.\.\.$/);
       assert.ok(entry.length < MAX_EVIDENCE_TEXT + 200, `${instance}: ${entry.length} characters`);

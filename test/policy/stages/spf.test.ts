@@ -88,8 +88,8 @@ function everyLookup(inner: Resolver, each: <T>(answer: Promise<T>) => Promise<T
 
 describe('spf stage', () => {
   it('is registered under the name the sender callout looks for', () => {
-    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'spf'));
-    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'iprev'));
+    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'spf'), 'STAGE_DEFINITIONS.some((definition) => definition.name === \'spf\')');
+    assert.ok(STAGE_DEFINITIONS.some((definition) => definition.name === 'iprev'), 'STAGE_DEFINITIONS.some((definition) => definition.name === \'iprev\')');
   });
 
   it('pass continues, with Authentication-Results and Received-SPF headers', async () => {
@@ -119,7 +119,7 @@ describe('spf stage', () => {
     const temp = await spf().evaluate(context('user@slow.example'));
     assert.equal(temp.result, 'temperror');
     assert.equal(temp.decision.kind, 'defer');
-    assert.ok(temp.decision.kind === 'defer' && temp.decision.code === 451 && temp.decision.enhanced === '4.7.24');
+    assert.ok(temp.decision.kind === 'defer' && temp.decision.code === 451 && temp.decision.enhanced === '4.7.24', 'temp.decision.kind === \'defer\' && temp.decision.code === 451 && temp.decision.enhanced === \'4.7.24\'');
     assert.deepEqual((await spf().evaluate(context('user@soft.example'))).decision, { kind: 'continue' });
     assert.deepEqual((await spf().evaluate(context('user@broken.example'))).decision, { kind: 'continue' });
   });
@@ -144,7 +144,7 @@ describe('spf stage', () => {
     // RFC 7372's code goes with a DEFER_IF_PERMIT too, or Postfix would send its own 4.7.1.
     assert.deepEqual((await stage.evaluate(context('user@soft.example'))).decision, { kind: 'defer-if-permit', enhanced: '4.7.23', text: 'SPF softfail for soft.example, try again later: 192.0.2.1 matched ~all' });
     const perm = await stage.evaluate(context('user@broken.example'));
-    assert.ok(perm.decision.kind === 'reject' && perm.decision.code === 554 && perm.decision.enhanced === '5.7.24');
+    assert.ok(perm.decision.kind === 'reject' && perm.decision.code === 554 && perm.decision.enhanced === '5.7.24', 'perm.decision.kind === \'reject\' && perm.decision.code === 554 && perm.decision.enhanced === \'5.7.24\'');
     assert.throws(() => spfStage.options.parse({ actions: { fail: 'explode' } }), /"fail"[\s\S]*Invalid option: expected one of .*continue/);
     assert.throws(() => spfStage.options.parse({ unknownOption: true }), /Unrecognized key: .*unknownOption/);
   });
@@ -341,7 +341,7 @@ describe('iprev stage', () => {
   it('a client without PTR is a permerror; rejecting it is configurable (550 5.7.25)', async () => {
     const verdict = await iprev({ actions: { permerror: 'reject' } }).evaluate(context('user@pass.example', { clientAddress: '198.51.100.9' }));
     assert.equal(verdict.result, 'permerror');
-    assert.ok(verdict.decision.kind === 'reject' && verdict.decision.enhanced === '5.7.25');
+    assert.ok(verdict.decision.kind === 'reject' && verdict.decision.enhanced === '5.7.25', 'verdict.decision.kind === \'reject\' && verdict.decision.enhanced === \'5.7.25\'');
     assert.match(verdict.decision.kind === 'reject' ? verdict.decision.text : '', /no PTR record/);
   });
 });

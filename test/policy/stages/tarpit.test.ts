@@ -653,7 +653,7 @@ describe('ratelimit stage', () => {
     const pipeline = pipelineOf([configured(stage)], clock);
     const outs = [];
     for (let r = 0; r < 7; r += 1) outs.push(await pipeline.decide(request(`r${r}@example.test`, { instance: 'one' })));
-    assert.ok(outs.every((o) => o.action === 'DUNNO'));
+    assert.ok(outs.every((o) => o.action === 'DUNNO'), 'outs.every((o) => o.action === \'DUNNO\')');
     assert.equal(outs[6]!.verdicts[0]!.result, 'warn');
     assert.equal(counts['ratelimit:rcpts,warned'], 2);
     for (let r = 0; r < 10; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { instance: `e${r}`, client_address: '10.1.2.3' }))).verdicts[0]!.result, 'exempt');
@@ -766,7 +766,7 @@ describe('ratelimit stage', () => {
     assert.equal((await pipeline.decide(request('r@example.test', { instance: 'l2', sender: second }))).action, 'DUNNO', 'another sender: another bucket');
     assert.match((await pipeline.decide(request('r@example.test', { instance: 'l3', sender: first }))).action, /^450 4\.7\.1 Rate limit per-sender exceeded/);
     const keys = (await deps.store.scan('', 1000)).map((row) => row.key);
-    assert.ok(keys.length > 0);
+    assert.ok(keys.length > 0, 'keys.length > 0');
     // A counter lives two windows for every request: its key must not carry a 3 kB sender.
     for (const key of keys) assert.ok(Buffer.byteLength(key) < 400, `${Buffer.byteLength(key)} octets: ${key.slice(0, 80)}...`);
   });
