@@ -404,40 +404,45 @@ describe('callout rewrite serve', () => {
     await assert.rejects(SocketmapClient.connect({ host: '127.0.0.1', port: socketmapPort }), { code: 'ECONNREFUSED' });
   });
 
+  /** `rewrite serve` with a BATV key file in a process of its own, its output collected as it comes. */
+  function serveProcess(keyFile: string) {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', 'rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', keyFile, '--batv-domain', 'example.com'], { cwd: new URL('../../', import.meta.url).pathname });
+    const output = { stdout: '', stderr: '' };
+    child.stdout.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const waitFor = async (what: string, done: () => boolean) => {
+      for (const start = Date.now(); !done(); await new Promise((resolve) => setTimeout(resolve, 20))) {
+        if (Date.now() - start > 30_000 || child.exitCode !== null || child.signalCode !== null) assert.fail(`${what}: stdout ${JSON.stringify(output.stdout)}, stderr ${JSON.stringify(output.stderr)}`);
+      }
+    };
+    return { child, output, exited, waitFor };
+  }
+
   it('reads its key files again on SIGHUP, and keeps the keys in use when the file no longer reads (regression: SIGHUP ended it)', async () => {
     const keys = join(dir, 'rotated.keys');
     writeFileSync(keys, '1 secret\n', { mode: 0o600 });
     // A process of its own: the test runner's SIGHUP handler (test/support/exit-hooks) ends this one.
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', keys, '--batv-domain', 'example.com'], { cwd: new URL('../../', import.meta.url).pathname });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const waitFor = async (what: string, done: () => boolean) => {
-      for (const start = Date.now(); !done(); await new Promise((resolve) => setTimeout(resolve, 20))) {
-        if (Date.now() - start > 30_000 || child.exitCode !== null || child.signalCode !== null) assert.fail(`${what}: stdout ${JSON.stringify(stdout)}, stderr ${JSON.stringify(stderr)}`);
-      }
-    };
+    const { child, output, exited, waitFor } = serveProcess(keys);
     try {
-      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(stdout));
-      const client = await SocketmapClient.connect({ host: '127.0.0.1', port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]) });
+      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(output.stdout));
+      const client = await SocketmapClient.connect({ host: '127.0.0.1', port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(output.stdout)?.[1]) });
       try {
         assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=1\d{3}[0-9a-f]{6}=user@example\.com$/);
         writeFileSync(keys, '2 newer\n1 secret\n');
         child.kill('SIGHUP');
-        await waitFor('the reload', () => stderr.includes('SIGHUP: secret files read again'));
+        await waitFor('the reload', () => output.stderr.includes('SIGHUP: secret files read again'));
         assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=2\d{3}[0-9a-f]{6}=user@example\.com$/, 'signed with the new first key');
         writeFileSync(keys, '2\n');
         child.kill('SIGHUP');
-        await waitFor('the refused reload', () => stderr.includes('SIGHUP: reload refused, the secrets read before stay in use'));
-        assert.match(stderr, new RegExp(`--batv-key-file ${keys}: line 1: expected`), stderr);
+        await waitFor('the refused reload', () => output.stderr.includes('SIGHUP: reload refused, the secrets read before stay in use'));
+        assert.match(output.stderr, new RegExp(`--batv-key-file ${keys}: line 1: expected`), output.stderr);
         assert.match(await client.query('batv-sign', 'user@example.com'), /^OK prvs=2\d{3}/, 'the keys read before stay in use');
       } finally {
         client.close();
       }
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await exited, 0, output.stderr);
     } finally {
       child.kill('SIGKILL');
     }
@@ -445,24 +450,14 @@ describe('callout rewrite serve', () => {
 
   it('ignores SIGUSR1, saying so, where Node would open its inspector to any local user (as callout serve does)', async () => {
     // A process of its own, sent the signal, as test/cli/serve-signals.test.ts does to serve.
-    const child = spawn(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', 'rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { cwd: new URL('../../', import.meta.url).pathname });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const waitFor = async (what: string, done: () => boolean) => {
-      for (const start = Date.now(); !done(); await new Promise((resolve) => setTimeout(resolve, 20))) {
-        if (Date.now() - start > 30_000 || child.exitCode !== null || child.signalCode !== null) assert.fail(`${what}: stdout ${JSON.stringify(stdout)}, stderr ${JSON.stringify(stderr)}`);
-      }
-    };
+    const { child, output, exited, waitFor } = serveProcess(batvKeys);
     try {
-      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(stdout));
+      await waitFor('listening', () => / listening on 127\.0\.0\.1:\d+\n/.test(output.stdout));
       child.kill('SIGUSR1');
-      await waitFor('that SIGUSR1 was ignored', () => stderr.includes('SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop)'));
+      await waitFor('that SIGUSR1 was ignored', () => output.stderr.includes('SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop)'));
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
-      assert.doesNotMatch(stderr, /Debugger listening/);
+      assert.equal(await exited, 0, output.stderr);
+      assert.doesNotMatch(output.stderr, /Debugger listening/);
     } finally {
       child.kill('SIGKILL');
     }

@@ -60,6 +60,32 @@ async function holdWriteLock(path: string, ms: number): Promise<{ released: Prom
 runStoreContract('sqlite :memory:', (clock) => SqliteStore.open(':memory:', { clock }));
 runStoreContract('sqlite file', (clock) => SqliteStore.open(freshPath(), { clock }));
 
+/**
+ * A script that opens the SQLite file named by its first argument and prints "opened" or the
+ * error's class and message; with "as-nobody" second, as user nobody (once the driver is loaded).
+ */
+function writeOpenScript(script: string): void {
+  writeFileSync(
+    script,
+    `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
+     await (await SqliteStore.open(':memory:')).close();
+     if (process.argv[3] === 'as-nobody') { process.setgid(65534); process.setuid(65534); }
+     try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
+     catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
+  );
+  chmodSync(script, 0o644);
+}
+
+/** What the script of writeOpenScript printed for the file, run as `asAnotherUser` says. */
+async function runOpenScript(script: string, path: string, asAnotherUser: string[]): Promise<{ name: string; message: string }> {
+  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+  const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  await once(child, 'exit');
+  return JSON.parse(out) as { name: string; message: string };
+}
+
 describe('SqliteStore', () => {
   it('tells when its file was removed, or another put at its path, while open', async () => {
     const path = freshPath();
@@ -1040,18 +1066,9 @@ describe('SqliteStore', () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-sqlite-read-only-'));
     const script = join(dir, 'open.mjs');
     try {
-      writeFileSync(
-        script,
-        `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
-         await (await SqliteStore.open(':memory:')).close();
-         if (process.argv[3] === 'as-nobody') { process.setgid(65534); process.setuid(65534); }
-         try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
-         catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
-      );
-      chmodSync(script, 0o644);
+      writeOpenScript(script);
       const asAnotherUser = process.getuid?.() === 0 ? ['as-nobody'] : [];
       const uid = asAnotherUser.length > 0 ? 65534 : process.getuid?.();
-      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
       for (const [what, dirMode, fileMode, problem] of [
         ['file', 0o777, 0o444, (path: string) => `cannot read and write ${path}: permission denied, running as uid ${uid} (EACCES)`],
         ['directory', 0o555, 0o666, (path: string) => `cannot write in ${dirname(path)}: permission denied, running as uid ${uid} (EACCES)`],
@@ -1063,11 +1080,7 @@ describe('SqliteStore', () => {
         chmodSync(path, fileMode);
         chmodSync(storeDir, dirMode);
         chmodSync(dir, 0o755);
-        const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-        let out = '';
-        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-        await once(child, 'exit');
-        const { name, message } = JSON.parse(out) as { name: string; message: string };
+        const { name, message } = await runOpenScript(script, path, asAnotherUser);
         assert.equal(name, 'ConfigError', message);
         assert.ok(message.startsWith(`sqlite store ${path}: ${problem(path)}`), message);
         chmodSync(storeDir, 0o755);
@@ -1242,25 +1255,12 @@ describe('SqliteStore', () => {
       leftBehind.pragma('journal_mode = WAL');
       leftBehind.exec('CREATE TABLE kept (x)');
       chmodSync(path, 0o666);
-      writeFileSync(
-        script,
-        `const { SqliteStore } = await import(${JSON.stringify(new URL('../../src/store/sqlite.ts', import.meta.url).href)});
-         await (await SqliteStore.open(':memory:')).close();
-         if (process.argv[3] === 'as-nobody') { process.setgid(65534); process.setuid(65534); }
-         try { await (await SqliteStore.open(process.argv[2])).close(); process.stdout.write('opened'); }
-         catch (err) { process.stdout.write(JSON.stringify({ name: err.constructor.name, message: err.message })); }`,
-      );
-      chmodSync(script, 0o644);
-      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+      writeOpenScript(script);
       const asAnotherUser = process.getuid?.() === 0 ? ['as-nobody'] : [];
       // Each of the two alone: the other writable.
       for (const companion of ['-wal', '-shm']) {
         for (const each of ['-wal', '-shm']) chmodSync(path + each, each === companion ? 0o444 : 0o666);
-        const child = spawn(process.execPath, ['--import', 'tsx', script, path, ...asAnotherUser], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-        let out = '';
-        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-        await once(child, 'exit');
-        const { name, message } = JSON.parse(out) as { name: string; message: string };
+        const { name, message } = await runOpenScript(script, path, asAnotherUser);
         assert.equal(name, 'ConfigError', message);
         assert.ok(message.includes(`cannot read and write ${path}${companion}, which SQLite keeps beside the file: permission denied, running as uid ${asAnotherUser.length > 0 ? 65534 : process.getuid?.()} (EACCES)`), message);
       }
