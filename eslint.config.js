@@ -26,7 +26,12 @@ export default tseslint.config(
           message: 'give assert.ok a message: what was expected',
         },
         {
-          selector: "CallExpression[callee.object.name='assert'][callee.property.name=/^(throws|rejects)$/][arguments.length<2]",
+          selector: "CallExpression[callee.name='assert'][arguments.length<2]",
+          message: 'give assert a message: what was expected',
+        },
+        {
+          // A string second argument is the message, not the error expected.
+          selector: "CallExpression[callee.object.name='assert'][callee.property.name=/^(throws|rejects)$/]:matches([arguments.length<2], [arguments.1.type='Literal']:not([arguments.1.regex]), [arguments.1.type='TemplateLiteral'])",
           message: 'give assert.throws/rejects the error expected (a class, a RegExp, an object or a function): without it any failure passes',
         },
       ],

@@ -653,9 +653,14 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         process.off('SIGINT', done);
         process.off('SIGTERM', done);
       } finally {
-        process.off('SIGHUP', reload);
-        noInspector();
-        await Promise.all(started.map((p) => p.server.close()));
+        // Handlers kept while the listeners drain: without them a SIGHUP ends the process and a
+        // SIGUSR1 opens the inspector.
+        try {
+          await Promise.all(started.map((p) => p.server.close()));
+        } finally {
+          process.off('SIGHUP', reload);
+          noInspector();
+        }
       }
     });
 }

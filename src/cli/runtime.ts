@@ -23,6 +23,7 @@ import { CachingResolver } from '../dns/cache.js';
 import { createNodeResolver, type NodeResolver } from '../dns/node-resolver.js';
 import type { Resolver } from '../dns/types.js';
 import { SqliteStore, openStore } from '../store/index.js';
+import type { SchemaUpgrade } from '../store/sqlite.js';
 import type { StoreSpec } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { CalloutEngine, heloOf } from '../verify/engine.js';
@@ -65,17 +66,21 @@ export async function openExistingStore(spec: StoreSpec, clock: Clock = systemCl
 }
 
 /**
- * The store of a one-shot command (`greylist`, `bounce`, `verify --cache`), opened as openStore
+ * The store of a one-shot command (`greylist`, `bounce`, `verify` with a SQLite store), opened as openStore
  * does. Opening a SQLite file of an older schema upgrades it for good (store/sqlite); the daemon
  * logs that (`store schema upgraded`), and a command that did it said nothing, so the one change
  * to the daemon's file that nobody asked for went unrecorded. One line on `err` says it.
  */
 export async function openCommandStore(spec: StoreSpec, clock: Clock = systemClock, err: NodeJS.WritableStream = process.stderr): Promise<Store> {
   const store = await openStore(spec, clock);
-  if (spec.kind === 'sqlite' && store instanceof SqliteStore && store.schemaUpgrade) {
-    err.write(`callout: store ${spec.path}: schema upgraded from version ${store.schemaUpgrade.from} to ${store.schemaUpgrade.to}\n`);
-  }
+  if (spec.kind === 'sqlite' && store instanceof SqliteStore && store.schemaUpgrade) err.write(`${schemaUpgradeLine(spec.path, store.schemaUpgrade)}\n`);
   return store;
+}
+
+/** What a one-shot command says of the upgrade; a VACUUM that failed left the file about three times its size, so how to get the room back too. */
+export function schemaUpgradeLine(path: string, { from, to, compacted }: SchemaUpgrade): string {
+  const notCompacted = typeof compacted === 'string' ? `; not compacted: ${compacted} (sqlite3 ${path} VACUUM, with the daemon stopped, gives the pages back)` : '';
+  return `callout: store ${path}: schema upgraded from version ${from} to ${to}${notCompacted}`;
 }
 
 /**

@@ -161,7 +161,7 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
     // Without a file that is the whole configuration.
     if (!path) return flagsOnly;
   }
-  // Without a file (and flags), "configuration:" sent the administrator looking for a file that
+  // Without a file or flags, "configuration:" sent the administrator looking for a file that
   // was never given.
   // With a file, a problem only the two together make (--workers 4 over a file's memory store)
   // is named by the flag where the flag set the key, which the flags win in the merge: the

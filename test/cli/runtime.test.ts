@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { openCommandStore } from '../../src/cli/runtime.js';
+import { openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -41,6 +41,14 @@ describe('openCommandStore', () => {
     assert.equal(version(path), 2);
     assert.equal(await said((err) => openCommandStore({ kind: 'sqlite', path }, undefined, err)), '', 'a current file: nothing');
     assert.equal(await said((err) => openCommandStore({ kind: 'sqlite', path: join(dir, 'new.sqlite') }, undefined, err)), '', 'a new file is no upgrade');
+  });
+
+  it('says why a file was not compacted after the upgrade, and how to get the room back', () => {
+    assert.equal(schemaUpgradeLine('/var/lib/callout/callout.sqlite', { from: 1, to: 2, compacted: true }), 'callout: store /var/lib/callout/callout.sqlite: schema upgraded from version 1 to 2');
+    assert.equal(
+      schemaUpgradeLine('/var/lib/callout/callout.sqlite', { from: 1, to: 2, compacted: 'database or disk is full' }),
+      'callout: store /var/lib/callout/callout.sqlite: schema upgraded from version 1 to 2; not compacted: database or disk is full (sqlite3 /var/lib/callout/callout.sqlite VACUUM, with the daemon stopped, gives the pages back)',
+    );
   });
 
   it('is how greylist, bounce and verify --cache open their store (list: one that must exist): each says it on stderr', async () => {

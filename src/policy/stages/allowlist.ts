@@ -70,7 +70,7 @@ export class AddressList {
         // SpamAssassin's *@*.example.org too: the advice must be an entry this list takes.
         if (entry.startsWith('*@')) {
           const domain = entry.slice(2).replace(/^\*?\./, '');
-          const advice = domain === '' ? '' : `: write ${quoted(`@${domain}`)}${domain === entry.slice(2) ? '' : ', and each subdomain meant'}`;
+          const advice = domain === '' || domain.includes('*') ? '' : `: write ${quoted(`@${domain}`)}${domain === entry.slice(2) ? '' : ', and each subdomain meant'}`;
           throw new ConfigError(`${key}: ${quoted(raw)} names the mailbox "*", not every address of its domain${advice}`);
         }
         const parsed = parseMailbox(entry.replace(/\.$/, ''), { utf8: true });

@@ -9,6 +9,9 @@
  *   would be read as seconds the second time. The stage converts with durationMs() when it is created. (The configuration
  *   schema's own duration helper cannot be imported here: the schema imports the registry.)
  *
+ *   checkedDuration() parses a value as found, for a stage's checks across its options (a sleep
+ *   above its maximum, durations that must agree), which run even when a value is wrong.
+ *
  * ERRORS
  *   durationMs() throws ConfigError for a value the option schema would have refused.
  */

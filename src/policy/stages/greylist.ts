@@ -54,6 +54,7 @@ import { clientAddress } from '../../checks/client-ip.js';
 import { mailboxKey } from '../../address/index.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
+import { isRecord } from '../../core/record.js';
 import { BoundedMemo } from '../../core/memo.js';
 import { CALLOUT_VERSION } from '../../core/version.js';
 import { isoSeconds, type Clock } from '../../core/clock.js';
@@ -141,8 +142,9 @@ export const greylistOptions = z
     purgeInterval: z.unknown().optional(),
   })
   .strict()
-  // Runs even when another option is wrong (`when`), so that one start reports every problem.
-  .superRefine(checkDurations, { when: () => true });
+  // Runs even when another option is wrong (`when`), so that one start reports every problem;
+  // not on what is no object at all.
+  .superRefine(checkDurations, { when: (payload) => isRecord(payload.value) });
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 

@@ -175,8 +175,9 @@ const shape = z
   })
   .strict();
 
-// Run even when another option is wrong (`when`), so that one start reports every problem.
-const options = shape.superRefine(sleepNotAboveMax, { when: () => true }).superRefine(enhancedInCodeClass('hardCode', 'hardEnhanced'), { when: () => true });
+// Run even when another option is wrong (`when`), so that one start reports every problem; not
+// on what is no object at all, which the refinements would read fields of.
+const options = shape.superRefine(sleepNotAboveMax, { when: (payload) => isRecord(payload.value) }).superRefine(enhancedInCodeClass('hardCode', 'hardEnhanced'), { when: (payload) => isRecord(payload.value) });
 
 export type TarpitOptions = z.output<typeof options>;
 

@@ -13,6 +13,7 @@ import { validateConfig } from '../../../src/config/schema.js';
 import type { ConfiguredStage } from '../../../src/policy/pipeline.js';
 import { createTarpit, deadlineCuts, tarpitStage } from '../../../src/policy/stages/tarpit.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
+import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import type { Stage, StageDeps, StageMode } from '../../../src/policy/types.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/index.js';
@@ -882,6 +883,17 @@ describe('ratelimit stage', () => {
     const options = ratelimitStage.options.parse({ limits: [{ name: 'one', per: 'client', count: 'recipients', max: 1, window: '1h' }] }) as never;
     const pipeline = pipelineOf([configured(ratelimitStage.create(options, deps))], clock);
     for (let r = 0; r < 3; r += 1) assert.equal((await pipeline.decide(request(`r${r}@example.test`, { client_address: '' }))).action, 'DUNNO');
+  });
+});
+
+describe('options with checks across keys', () => {
+  it('answer options that are no object with an issue, not a TypeError from the checks across keys', () => {
+    for (const stage of [tarpitStage, greylistStage]) {
+      for (const value of [null, 7, 'x', [1]]) {
+        const parsed = stage.options.safeParse(value);
+        assert.equal(parsed.success, false, `${stage.name} ${JSON.stringify(value)}`);
+      }
+    }
   });
 });
 
