@@ -6,8 +6,7 @@
  *   RecentMap(limit) keeps the values of the keys used lately. BoundedMemo(fn, limit) answers
  *   fn(text) from the texts it saw lately, so that the same input is worked out once while it
  *   recurs: the senders and recipients of policy requests (a message's recipients share a
- *   sender, a site has few users), the addresses the engine is asked about, the cached records
- *   it decodes. At thousands of decisions a second, parsing and decoding again were a fifth of
+ *   sender, a site has few users), the cached records the engine decodes. At thousands of decisions a second, parsing and decoding again were a fifth of
  *   the cost of an answer. The SQLite store keeps the rows it read in a RecentMap.
  *
  *   Two generations stand in for least-recently-used order: new entries go into the current
