@@ -23,12 +23,24 @@
  *   without the trailing dot, and de-duplicated. With timeoutMs, a check still waiting for DNS
  *   then is temperror (the lookups go on, and fill the resolver's cache).
  *
+ * MEMORY
+ *   BoundedIprev is a policy stage's check (iprev, and greylist's fcrdns-domain and
+ *   fcrdnsProviders), bounded by its timeoutMs and the time left of the decision. A client whose
+ *   check ran out of timeoutMs is remembered for UNANSWERED_REMEMBERED_MS on the stage's
+ *   monotonic timers, and answered temperror at once meanwhile, its reason saying so: a
+ *   timeout is not cached by the DNS cache, and every RCPT of such a client otherwise waited
+ *   the whole bound again (a message of 20 recipients, 40 s). A check that finished (pass,
+ *   fail, permerror, or a temperror the DNS gave, such as SERVFAIL) is not remembered, nor one
+ *   cut short by the decision's deadline, which says nothing of the zone. Each stage keeps
+ *   its own memory (their bounds may differ), of at most 2 x UNANSWERED_MEMO_LIMIT clients.
+ *
  * ERRORS
  *   None: DNS outcomes and an address that does not parse (permerror, kind 'invalid-address')
  *   are verdicts.
  */
 
 import { settleWithin, type Timers } from '../../core/clock.js';
+import { RecentMap } from '../../core/memo.js';
 import type { DnsRecordType, Resolver } from '../../dns/types.js';
 import { reverseName } from '../../dns/reverse.js';
 import { clientAddress, type ClientAddress } from '../client-ip.js';
@@ -79,6 +91,11 @@ export const DEFAULT_IPREV_STAGE_TIMEOUT_MS = 2000;
 
 
 export async function checkIprev(ip: string, options: IprevOptions): Promise<IprevVerdict> {
+  return (await checkWithin(ip, options)).verdict;
+}
+
+/** checkIprev's verdict, and whether it is the temperror of a check that ran out of timeoutMs. */
+async function checkWithin(ip: string, options: IprevOptions): Promise<{ verdict: IprevVerdict; ranOut: boolean }> {
   const client = clientAddress(ip);
   const lookups: IprevLookup[] = [];
   const verdict = (result: IprevResult, kind: IprevKind, reason: string, ptrNames: string[] = [], confirmedNames: string[] = []): IprevVerdict => ({
@@ -90,19 +107,69 @@ export async function checkIprev(ip: string, options: IprevOptions): Promise<Ipr
     confirmedNames,
     lookups,
   });
-  if (client === undefined) return verdict('permerror', 'invalid-address', `${JSON.stringify(ip)} is not an IP address`);
-  if (options.timeoutMs === undefined) return confirm(client, options, lookups, verdict);
+  const finished = (done: IprevVerdict) => ({ verdict: done, ranOut: false });
+  if (client === undefined) return finished(verdict('permerror', 'invalid-address', `${JSON.stringify(ip)} is not an IP address`));
+  if (options.timeoutMs === undefined) return finished(await confirm(client, options, lookups, verdict));
 
   // A silent reverse zone costs the resolver's tries x timeout before it answers, and the forward
   // lookups come after that: together they can outlast a caller's deadline (the policy
   // decision's is shorter). A check cut short there did not complete, which RFC 8601 §3 calls
   // temperror; it must not turn into the caller's own timeout.
   const timeoutMs = options.timeoutMs;
-  const late = (): IprevVerdict => ({
-    ...verdict('temperror', 'dns-error', `the lookups for ${client.text} did not complete within ${timeoutMs} ms`),
-    lookups: [...lookups],
+  const late = () => ({
+    verdict: { ...verdict('temperror', 'dns-error', unfinished(client.text, timeoutMs)), lookups: [...lookups] },
+    ranOut: true,
   });
-  return settleWithin(confirm(client, options, lookups, verdict), timeoutMs, late, options.timers);
+  return settleWithin(confirm(client, options, lookups, verdict).then(finished), timeoutMs, late, options.timers);
+}
+
+function unfinished(ip: string, timeoutMs: number): string {
+  return `the lookups for ${ip} did not complete within ${timeoutMs} ms`;
+}
+
+/**
+ * How long a client whose check ran out of its bound is answered at once. Longer than the
+ * resolver's own tries at the defaults (3 s, then 6 s; 15 s at 5 s and 2 tries), so that the
+ * check after it sends a new query instead of joining the one that timed out and waiting its
+ * bound again; short enough that a zone that answers again is asked within a minute, well
+ * before a greylisted sender retries (delay 300 s).
+ */
+export const UNANSWERED_REMEMBERED_MS = 60_000;
+/** Clients remembered by one stage (between this and twice as many, core/memo RecentMap). */
+const UNANSWERED_MEMO_LIMIT = 4_096;
+
+export interface BoundedIprevOptions {
+  resolver: Resolver;
+  maxNames?: number;
+  /** The stage's bound in milliseconds (iprev timeoutMs, greylist fcrdnsTimeoutMs). */
+  timeoutMs: number;
+}
+
+/** A policy stage's iprev check, which remembers the clients whose check ran out of timeoutMs (see MEMORY). */
+export class BoundedIprev {
+  /** When (on the stage's timers) each client's check last ran out of timeoutMs, by its canonical address. */
+  private readonly ranOut = new RecentMap<number>(UNANSWERED_MEMO_LIMIT);
+
+  constructor(private readonly options: BoundedIprevOptions) {}
+
+  /** The verdict for ip, on the timers of the request (StageContext.timers) with timeLeftMs of its deadline. */
+  async check(ip: string, timers: Timers, timeLeftMs: number): Promise<IprevVerdict> {
+    const client = clientAddress(ip)?.text;
+    const { timeoutMs } = this.options;
+    const at = client === undefined ? undefined : this.ranOut.get(client, undefined);
+    if (client !== undefined && at !== undefined) {
+      const ago = timers.now() - at;
+      if (ago < UNANSWERED_REMEMBERED_MS) {
+        const reason = `${unfinished(client, timeoutMs)} ${Math.floor(ago / 1000)} s ago; not asked again for ${Math.ceil((UNANSWERED_REMEMBERED_MS - ago) / 1000)} s`;
+        return { result: 'temperror', kind: 'dns-error', reason, ip: client, ptrNames: [], confirmedNames: [], lookups: [] };
+      }
+      this.ranOut.delete(client);
+    }
+    const bound = Math.max(1, Math.min(timeoutMs, timeLeftMs));
+    const { verdict, ranOut } = await checkWithin(ip, { resolver: this.options.resolver, maxNames: this.options.maxNames, timeoutMs: bound, timers });
+    if (ranOut && client !== undefined && bound === timeoutMs) this.ranOut.set(client, timers.now());
+    return verdict;
+  }
 }
 
 type VerdictOf = (result: IprevResult, kind: IprevKind, reason: string, ptrNames?: string[], confirmedNames?: string[]) => IprevVerdict;

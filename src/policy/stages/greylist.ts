@@ -21,8 +21,9 @@
  *   the forward-confirmed client name, so a sender pool retrying from other addresses matches
  *   its triplet; a client without a usable confirmed name falls back to its network. The
  *   confirmed names come from an earlier `iprev` stage when one ran (result `pass`, its
- *   evidence's confirmedNames), else from checkIprev here, bounded by fcrdnsTimeoutMs and the
- *   deadline. Of several,
+ *   evidence's confirmedNames), else from the stage's own check, bounded by fcrdnsTimeoutMs and
+ *   the deadline; a client whose check ran out of fcrdnsTimeoutMs has none, at once, for the
+ *   next 60 s (checks/iprev BoundedIprev), instead of a wait at every RCPT. Of several,
  *   the smallest organisational domain is taken (checks/greylist/identity
  *   confirmedOrganisation), and skip.fcrdnsProviders skips a client any of them is under (the
  *   first in code-point order names it), so the order of the PTR answer changes neither.
@@ -71,7 +72,7 @@ import {
   type GreylistOutcome,
   type WhitelistProblem,
 } from '../../checks/greylist/index.js';
-import { checkIprev } from '../../checks/iprev/index.js';
+import { BoundedIprev } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
@@ -229,6 +230,7 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     // A client sends many messages: its network is worked out once while it recurs (its parsed
     // address is remembered by checks/client-ip for every stage).
     const networks = new BoundedMemo((address: string) => networkIdentity(opts, address), NETWORK_MEMO_LIMIT);
+    const iprev = new BoundedIprev({ resolver: deps.resolver, timeoutMs: opts.fcrdnsTimeoutMs });
     if (opts.purgeInterval !== undefined) {
       deps.log.warn({ stage: 'greylist' }, 'policy.stages greylist purgeInterval is obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval');
     }
@@ -246,9 +248,8 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       if (names === 'not-run') {
         // Bounded as the iprev stage's check is: unfinished, it is no pass. By the deadline alone,
         // a silent reverse zone held every recipient for the whole of it (6 s each).
-        const timeoutMs = Math.max(1, Math.min(opts.fcrdnsTimeoutMs, ctx.timeLeft()));
-        const looked = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, timeoutMs, timers: ctx.timers });
-        names = looked?.result === 'pass' ? looked.confirmedNames : [];
+        const looked = await iprev.check(ctx.clientAddress, ctx.timers, ctx.timeLeft());
+        names = looked.result === 'pass' ? looked.confirmedNames : [];
       }
       return [...names].sort(compareKeys);
     }

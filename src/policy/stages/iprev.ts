@@ -11,8 +11,10 @@
  *   decision deadline (beyond either, temperror): a reverse zone that never answers (its
  *   timeout is not cached, so every retry waits again) would otherwise take the whole
  *   deadline, and the stages after it would answer with no time left (spf: a temperror, 451,
- *   at every retry). A request without a usable client address (Postfix's "unknown") gives
- *   result none and no header.
+ *   at every retry). A client whose check ran out of timeoutMs is answered temperror at once
+ *   for the next 60 s (checks/iprev BoundedIprev), not made to wait timeoutMs at every RCPT.
+ *   A request without a usable client address (Postfix's "unknown") gives result none and no
+ *   header.
  *
  * CONFIGURATION
  *   actions.{pass,fail,temperror,permerror}: reject | defer | defer-if-permit | continue
@@ -25,7 +27,7 @@
 import { z } from 'zod';
 import { formatAuthenticationResults } from '../../checks/auth-results.js';
 import { unusableClientAddress } from '../../checks/client-ip.js';
-import { checkIprev, DEFAULT_IPREV_MAX_NAMES, DEFAULT_IPREV_STAGE_TIMEOUT_MS, type IprevVerdict } from '../../checks/iprev/index.js';
+import { BoundedIprev, DEFAULT_IPREV_MAX_NAMES, DEFAULT_IPREV_STAGE_TIMEOUT_MS, type IprevVerdict } from '../../checks/iprev/index.js';
 import { compileTemplate } from '../template.js';
 import { authservIdOption } from './authserv-id-option.js';
 import type { Decision, StageDefinition } from '../types.js';
@@ -67,6 +69,7 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
     const placeholders = { '{result}': 'result', '{ip}': 'ip', '{reason}': 'reason' } as const;
     const rejectText = compileTemplate(opts.rejectText, placeholders, 'rejectText');
     const deferText = compileTemplate(opts.deferText, placeholders, 'deferText');
+    const iprev = new BoundedIprev({ resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs: opts.timeoutMs });
     function decide(verdict: IprevVerdict): Decision {
       switch (opts.actions[verdict.result]) {
         case 'reject':
@@ -91,8 +94,7 @@ export const iprevStage: StageDefinition<IprevStageOptions> = {
         // Bounded by the decision deadline: a silent reverse zone would otherwise outlast it, and
         // the pipeline would count the stage a fault and skip every stage after it. Bounded by
         // timeoutMs too, or it would take all of the deadline and leave the later stages none.
-        const timeoutMs = Math.max(1, Math.min(opts.timeoutMs, ctx.timeLeft()));
-        const verdict = await checkIprev(ctx.clientAddress, { resolver: deps.resolver, maxNames: opts.maxNames, timeoutMs, timers: ctx.timers });
+        const verdict = await iprev.check(ctx.clientAddress, ctx.timers, ctx.timeLeft());
         return {
           stage: 'iprev',
           result: verdict.result,

@@ -25,6 +25,7 @@ import { stageContext } from '../../support/stage-context.js';
 import { turnsUntil, until, watch } from '../../support/wait.js';
 import { CALLOUT_VERSION } from '../../../src/core/version.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
+import { UNANSWERED_REMEMBERED_MS } from '../../../src/checks/iprev/index.js';
 
 const S = 1000;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -447,6 +448,62 @@ describe('greylist stage evidence rules', () => {
       assert.equal((answer()?.evidence as { identity?: unknown } | undefined)?.identity, '192.0.2.0/24', 'keyed by the network');
     }
     assert.equal(greylistStage.options.safeParse({ fcrdnsTimeoutMs: 99 }).success, false);
+  });
+
+  it('fcrdns-domain: a client whose check ran out of fcrdnsTimeoutMs is keyed by its network at once for a minute, then asked again; no other client is', async () => {
+    const server = await startDnsServer({
+      [reverseName('192.0.2.51')]: { drop: true },
+      [reverseName('192.0.2.52')]: { drop: true },
+      [reverseName('192.0.2.53')]: { PTR: ['mail.pool53.example'] },
+      'mail.pool53.example': { A: ['192.0.2.53'] },
+    });
+    const resolver = createNodeResolver({ servers: [server.address], timeoutMs: 60_000, tries: 1 });
+    cleanups.push(() => {
+      resolver.cancel();
+      return server.close();
+    });
+    const pooled = greylistStage.create(greylistStage.options.parse({ clientIdentity: 'fcrdns-domain', header: false }) as never, { ...deps, resolver });
+    cleanups.push(() => pooled.close?.());
+    const timers = new ManualTimers();
+    const asked = (ip: string) => server.queries.filter((query) => query.type === 'PTR' && query.name === reverseName(ip)).length;
+    let recipients = 0;
+    /** The request's identity, if its verdict came within a few turns of the event loop (no time moved), and the PTR queries it sent. */
+    const atOnce = async (ip: string) => {
+      const before = asked(ip);
+      recipients += 1;
+      const request = { client_address: ip, helo_name: 'x', sender: 'news@pool.example', recipient: `user${recipients}@example.test`, instance: 'i' };
+      const answer = watch(pooled.evaluate(stageContext(request, { clock, deadlineMs: 6000, timers })));
+      for (let turn = 0; turn < 100 && answer() === undefined; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+      const identity = () => (answer()?.evidence as { identity?: unknown } | undefined)?.identity;
+      return { identity, asked: asked(ip) - before };
+    };
+    const waitsItsBound = async (ip: string) => {
+      const before = asked(ip);
+      const first = await atOnce(ip);
+      assert.equal(first.identity(), undefined, `${ip}: not answered at once`);
+      await turnsUntil(() => asked(ip) > before, `the PTR query of ${ip}`);
+      await timers.advance(2000);
+      for (let turn = 0; turn < 100 && first.identity() === undefined; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(first.identity(), '192.0.2.0/24', `${ip}: keyed by its network after 2000 ms`);
+    };
+
+    await waitsItsBound('192.0.2.51');
+    const ranOutAt = timers.now();
+    const second = await atOnce('192.0.2.51');
+    assert.equal(second.identity(), '192.0.2.0/24', 'answered at once, by the network');
+    assert.equal(second.asked, 0, 'the DNS server is not asked again');
+    // Another client is asked, and waits its own bound; one whose zone answers is asked every time.
+    await waitsItsBound('192.0.2.52');
+    for (let round = 1; round <= 2; round += 1) {
+      const confirmed = await atOnce('192.0.2.53');
+      assert.equal(confirmed.identity(), 'domain:pool53.example', `round ${round}`);
+      assert.equal(confirmed.asked, 1, `round ${round}: asked`);
+    }
+
+    await timers.advance(ranOutAt + UNANSWERED_REMEMBERED_MS - 1 - timers.now());
+    assert.equal((await atOnce('192.0.2.51')).asked, 0, 'still remembered 1 ms before the minute is over');
+    await timers.advance(1);
+    await waitsItsBound('192.0.2.51');
   });
 
   it('skips on SPF pass for a listed domain only, never on the sender alone', async () => {

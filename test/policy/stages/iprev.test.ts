@@ -5,12 +5,13 @@ import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import { createLogger } from '../../../src/core/log.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
 import type { Resolver } from '../../../src/dns/types.js';
+import { UNANSWERED_REMEMBERED_MS } from '../../../src/checks/iprev/index.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
 import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { reverseName, startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
 import { stageContext } from '../../support/stage-context.js';
-import { watch } from '../../support/wait.js';
+import { turnsUntil, watch } from '../../support/wait.js';
 
 function context(clientAddress: string, deadlineMs: number, timers?: ManualTimers): StageContext {
   return stageContext({ client_address: clientAddress, helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: 'rcpt@receiver.test', instance: 'msg-1' }, { deadlineMs, timers });
@@ -34,6 +35,8 @@ describe('iprev stage', () => {
       'mail.sender.test': { A: ['127.0.0.20'] },
       // A reverse zone whose server never answers, as a spammer's own can be made to.
       [reverseName('127.0.0.21')]: { drop: true },
+      [reverseName('127.0.0.24')]: { drop: true },
+      [reverseName('127.0.0.25')]: { servfail: true },
       // Two PTR names, only the second of which leads back (127.0.0.22 has none at all: permerror).
       [reverseName('127.0.0.23')]: { PTR: ['stale.sender.test', 'mail23.sender.test'] },
       'mail23.sender.test': { A: ['127.0.0.23'] },
@@ -114,6 +117,74 @@ describe('iprev stage', () => {
     }
     for (const [timeoutMs, valid] of [[99, false], [100, true], [120_000, true], [120_001, false]] as const) {
       assert.equal(iprevStage.options.safeParse({ timeoutMs }).success, valid, `timeoutMs ${timeoutMs}`);
+    }
+  });
+
+  it('a client whose check ran out of timeoutMs is answered temperror at once for a minute, then asked again; no other client is', async () => {
+    // Its timeout is not cached and the resolver goes on trying: every RCPT of a message waited 2 s again.
+    const timers = new ManualTimers();
+    const remembering = iprevWith({});
+    const asked = (ip: string) => server.queries.filter((query) => query.type === 'PTR' && query.name === reverseName(ip)).length;
+    /** The request's verdict so far, after a few turns of the event loop with no time moved (fewer once it asked the DNS server), and the PTR queries it sent then. */
+    const atOnce = async (ip: string) => {
+      const before = asked(ip);
+      const answer = watch(remembering.evaluate(context(ip, 6000, timers)));
+      for (let turn = 0; turn < 100 && answer() === undefined && asked(ip) === before; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+      return { answer, asked: asked(ip) - before };
+    };
+    const waitsItsBound = async (ip: string, bound: number) => {
+      const before = asked(ip);
+      const first = await atOnce(ip);
+      assert.equal(first.answer(), undefined, `${ip}: not answered at once`);
+      await turnsUntil(() => asked(ip) > before, `the PTR query of ${ip}`);
+      await timers.advance(bound);
+      const verdict = first.answer();
+      assert.equal(verdict?.reason, `the lookups for ${ip} did not complete within ${bound} ms`);
+    };
+
+    await waitsItsBound('127.0.0.21', 2000);
+    const ranOutAt = timers.now();
+    await timers.advance(12_000);
+    const second = await atOnce('127.0.0.21');
+    assert.equal(second.asked, 0, 'the DNS server is not asked again');
+    assert.equal(second.answer()?.result, 'temperror', 'answered at once');
+    assert.equal(second.answer()?.reason, 'the lookups for 127.0.0.21 did not complete within 2000 ms 12 s ago; not asked again for 48 s');
+    assert.match(second.answer()?.headers?.[0] ?? '', /; iprev=temperror \(.* 12 s ago; not asked again for 48 s\) policy\.iprev=127\.0\.0\.21$/);
+
+    // Another client is asked, and waits its own bound.
+    await waitsItsBound('127.0.0.24', 2000);
+    // One whose zone answers, even with a temperror of its own (SERVFAIL), is asked every time.
+    const [passing, failing] = [asked('127.0.0.20'), asked('127.0.0.25')];
+    for (const ip of ['127.0.0.20', '127.0.0.20', '127.0.0.25', '127.0.0.25']) {
+      const verdict = await remembering.evaluate(context(ip, 6000, timers));
+      assert.equal(verdict.result, ip === '127.0.0.20' ? 'pass' : 'temperror', ip);
+    }
+    assert.equal(asked('127.0.0.20') - passing, 2, 'a client that passed is asked again');
+    assert.ok(asked('127.0.0.25') - failing >= 2, `a client whose zone fails is asked again (${asked('127.0.0.25') - failing} queries)`);
+
+    await timers.advance(ranOutAt + UNANSWERED_REMEMBERED_MS - 1 - timers.now());
+    const last = await atOnce('127.0.0.21');
+    assert.equal(last.answer()?.reason, 'the lookups for 127.0.0.21 did not complete within 2000 ms 59 s ago; not asked again for 1 s');
+    await timers.advance(1);
+    const before = asked('127.0.0.21');
+    const again = await atOnce('127.0.0.21');
+    assert.equal(again.answer(), undefined, 'not answered at once once the minute is over');
+    await turnsUntil(() => asked('127.0.0.21') > before, 'the PTR query once the minute is over');
+    await timers.advance(2000);
+    assert.equal(again.answer()?.reason, 'the lookups for 127.0.0.21 did not complete within 2000 ms', 'remembered again');
+    assert.equal((await atOnce('127.0.0.21')).answer()?.reason, 'the lookups for 127.0.0.21 did not complete within 2000 ms 0 s ago; not asked again for 60 s');
+  });
+
+  it('a check cut short by the decision deadline (less left than timeoutMs) is not remembered: it says nothing of the zone', async () => {
+    const timers = new ManualTimers();
+    const remembering = iprevWith({});
+    const asked = () => server.queries.filter((query) => query.type === 'PTR' && query.name === reverseName('127.0.0.24')).length;
+    for (let round = 1; round <= 2; round += 1) {
+      const before = asked();
+      const answer = watch(remembering.evaluate(context('127.0.0.24', 300, timers)));
+      await turnsUntil(() => asked() > before, `the PTR query of round ${round}`);
+      await timers.advance(300);
+      assert.equal(answer()?.reason, 'the lookups for 127.0.0.24 did not complete within 300 ms', `round ${round}`);
     }
   });
 
