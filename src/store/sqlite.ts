@@ -292,7 +292,8 @@ function compactAfterUpgrade(db: Database.Database): NonNullable<SchemaUpgrade['
 /**
  * Refuses a file with another program's tables or views: ours at schema version 0 is empty (a
  * mistyped path). A view alone made our CREATE TABLE fail as a passing fault (exit 75, retried
- * for ever). Before enterWal, which writes WAL mode into the file for good. One statement, so one
+ * for ever). Refuses a newer callout's file too. Before enterWal, which writes WAL mode into the
+ * file for good. One statement, so one
  * snapshot: another callout process may be writing our schema (tables and version in one
  * transaction) meanwhile.
  */
@@ -303,6 +304,13 @@ function refuseForeign(db: Database.Database, path: string): void {
   if (version === 0 && tables > 0) {
     throw new ConfigError(`sqlite store ${path}: the file holds another program's tables or views and no callout schema version: give callout a file of its own`);
   }
+  // Before enterWal too: a newer callout's file was switched to WAL mode for good, then refused.
+  if (version > SCHEMA_VERSION) throw newerSchema(path, version);
+}
+
+/** A file of a newer callout: waiting will not mend it (exit 78, not 75). */
+function newerSchema(path: string, version: number): ConfigError {
+  return new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
 }
 
 /** Brings the schema up to date; the upgrade of a file that had one, undefined for a new or current one. */
@@ -315,10 +323,8 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
     return db.transaction((): SchemaUpgrade | undefined => {
       const version = db.pragma('user_version', { simple: true }) as number;
       fileVersion = version;
-      if (version > SCHEMA_VERSION) {
-        // Waiting will not mend it (exit 78, not 75): this file needs a newer callout.
-        throw new ConfigError(`sqlite store ${path}: schema version ${version} is newer than this program's ${SCHEMA_VERSION}: upgrade callout, or give another file`);
-      }
+      // Again in the transaction: a newer callout may have upgraded the file since refuseForeign.
+      if (version > SCHEMA_VERSION) throw newerSchema(path, version);
       for (const [index, step] of MIGRATIONS.slice(version).entries()) {
         upgrading = { from: version + index, to: version + index + 1 };
         db.exec(step);

@@ -1309,7 +1309,7 @@ describe('SqliteStore', () => {
     holder.close();
   });
 
-  it('rejects a schema newer than it knows, and leaves the file alone', async () => {
+  it('rejects a schema newer than it knows, and leaves the file alone (its journal mode too)', async () => {
     // 3: the very next version, which this one must not take for its own and write 2 over.
     for (const version of [3, 99]) {
       const path = join(scratch, `future-${version}.sqlite`);
@@ -1324,6 +1324,7 @@ describe('SqliteStore', () => {
       });
       const check = new Database(path, { readonly: true });
       assert.equal(check.pragma('user_version', { simple: true }), version);
+      assert.equal(check.pragma('journal_mode', { simple: true }), 'delete', 'not switched to WAL mode');
       check.close();
     }
   });
