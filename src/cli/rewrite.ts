@@ -61,7 +61,7 @@ import { coalescingDestination, createLogger } from '../core/log.js';
 import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
-import { Batv, batvKeyFileLines, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
+import { Batv, batvKeyFileLines, keyFileLineWarning, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { ignoreInspectorSignal } from './signals.js';
@@ -191,7 +191,7 @@ function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: L
   if (!read.ok) throw new ConfigError(`--secret-file ${path}: ${read.problem}`);
   // A `--batv-key-file` line: as the stage does, said when its number is the key's (any, for a check without --keynum).
   if (read.keyFileLine && (keynum === undefined || read.keyFileLine.keynum === keynum)) {
-    log.warn({ file: path, keynum: read.keyFileLine.keynum }, `--secret-file holds "${read.keyFileLine.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
+    log.warn({ file: path, keynum: read.keyFileLine.keynum }, keyFileLineWarning('--secret-file', read.keyFileLine.keynum));
   }
   const tooLong = batvSecretTooLong(read.secret);
   if (tooLong !== undefined) throw new ConfigError(`--secret-file ${path}: ${tooLong}`);
@@ -377,7 +377,8 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum: string; now?: string }) => {
-      const result = new Batv({ keys: [{ keynum: keynumFlag(flags.keynum)!, secret: batvSecretFlags(flags, oneShotWarnings(io), keynumFlag(flags.keynum)) }] }).sign(address, clockFromFlag(flags.now).now());
+      const keynum = keynumFlag(flags.keynum)!;
+      const result = new Batv({ keys: [{ keynum, secret: batvSecretFlags(flags, oneShotWarnings(io), keynum) }] }).sign(address, clockFromFlag(flags.now).now());
       io.out.write(result.ok ? `${result.address}\n` : `${shown(address)}: not signed: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
     });

@@ -93,6 +93,11 @@ export function batvKeyFileLines(text: string): Array<{ number: number; key: Bat
   });
 }
 
+/** The warning for a secret file that holds a `--batv-key-file` line, named by `what`. */
+export function keyFileLineWarning(what: string, keynum: number): string {
+  return `${what} holds "${keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`;
+}
+
 /**
  * The secret of a file that holds one key alone (`batv sign|check --secret-file`, the policy
  * stage's secretFile): the text without the line ends an editor leaves at its end (a loop, not

@@ -341,6 +341,11 @@ function migrate(db: Database.Database, path: string): SchemaUpgrade | undefined
   }
 }
 
+/** What to do with a damaged file. */
+function damagedAdvice(path: string): string {
+  return `restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`;
+}
+
 /**
  * Why upgrading a file's schema failed, which the transaction rolled back: ConfigError for the
  * file's own content, StoreError for the machine's state (a full disk, an I/O error), which the
@@ -353,7 +358,7 @@ function upgradeFailure(path: string, upgrading: { from: number; to: number }, e
   // The file's own content (what another program added, damage): as exit 75, systemd retried it for ever.
   if (code === 'SQLITE_ERROR') return new ConfigError(`${failed}: remove what another program added to it (a view, a trigger), or give callout a file of its own`, { cause: err });
   if (code?.startsWith('SQLITE_CORRUPT')) {
-    return new ConfigError(`${failed}, and damaged: restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
+    return new ConfigError(`${failed}, and damaged: ${damagedAdvice(path)}`, { cause: err });
   }
   // The copy of the table (version 1 to 2) needs room for another one, in the WAL. Other I/O
   // errors (a read, an fsync) point at the disk, not at its room.
@@ -531,6 +536,7 @@ export class SqliteStore implements Store {
    * -journal files it makes later the database file's own mode (os_unix.c findCreateFileMode).
    */
   static async open(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
+    const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') {
@@ -539,7 +545,6 @@ export class SqliteStore implements Store {
         if (problem) throw new ConfigError(`sqlite store ${path}: ${problem} (${CHECK_THE_PATH})`);
         createFile(path, STORE_FILE_MODE);
       }
-      const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
       db = new Database(path, { timeout: busyTimeoutMs });
       refuseForeign(db, path);
       await enterWal(db, busyTimeoutMs);
@@ -566,10 +571,10 @@ export class SqliteStore implements Store {
       }
       // A damaged file stays damaged: exit 75 had systemd restart the daemon on it forever.
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {
-        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`, { cause: err });
+        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; ${damagedAdvice(path)}`, { cause: err });
       }
       // SQLite's "database is locked" alone says neither that it waited nor for what.
-      const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS} ms)` : '';
+      const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${busyTimeoutMs} ms)` : '';
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${lock}`, { cause: err });
     }
   }

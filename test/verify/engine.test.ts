@@ -5,6 +5,7 @@ import net from 'node:net';
 import { MemoryStore } from '../../src/store/memory.js';
 import { ManualTimers } from '../support/manual-time.js';
 import { StoreError } from '../../src/core/errors.js';
+import type { Clock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,6 +71,22 @@ function mailboxOf(text: string): Mailbox {
 /** The RCPT commands the server at host got for the random local part (the catch-all probe). */
 function randomProbes(w: World, host: string): string[] {
   return w.commands(host).filter((c) => /^RCPT TO:<callout-[a-z0-9]{12}@/i.test(c));
+}
+
+
+/** Warn lines of the engine's log, collected as they are written. */
+function warnLog(): { lines: Array<Record<string, unknown>>; log: ReturnType<typeof createLogger> } {
+  const lines: Array<Record<string, unknown>> = [];
+  return { lines, log: createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) }) };
+}
+
+/** A memory store whose deleteIf fails, as on a lost connection, wherever `fails` holds. */
+function storeFailingDeletes(clock: Clock, fails: (key: string, expected: string) => boolean): MemoryStore {
+  return new (class extends MemoryStore {
+    override deleteIf(key: string, expected: string): Promise<boolean> {
+      return fails(key, expected) ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
+    }
+  })({ clock });
 }
 
 describe('verdicts from one exchanger', () => {
@@ -705,12 +722,7 @@ describe('DNS outcomes', () => {
 
   it('a dead process\'s lock that cannot be deleted when the wait gives up is logged at warn; the answer stays unknown timeout', async () => {
     const w = await make(mxZone({ 'held.test': '127.0.0.74' }), { '127.0.0.74': usersOnly(['alice', 'bob']) });
-    class NoDelete extends MemoryStore {
-      override deleteIf(key: string, expected: string): Promise<boolean> {
-        return expected === '0' ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
-      }
-    }
-    const memory = new NoDelete({ clock: w.clock });
+    const memory = storeFailingDeletes(w.clock, (_key, expected) => expected === '0');
     for (const address of ['alice@held.test', 'bob@held.test']) assert.ok(await memory.setIfAbsent(`lock:${address}`, '0', 60_000), 'await memory.setIfAbsent(`lock:${address}`, \'0\', 60_000)');
     let refusals = 0;
     const store = onStoreWrite(memory, async (key, write) => {
@@ -718,8 +730,7 @@ describe('DNS outcomes', () => {
       if (key.startsWith('lock:') && written === false) refusals++;
       return written;
     });
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { lines, log } = warnLog();
     const timers = new ManualTimers({ wall: w.clock });
     const engine = w.engine({ callout: { randomProbe: false, timeouts: { overall: '2s' } } }, store, log, timers);
     const answers = watch(engine.verifyMany(['alice@held.test', 'bob@held.test']));
@@ -931,8 +942,7 @@ describe('cache', () => {
         return down ? Promise.reject(new StoreError('increment failed: database or disk is full')) : super.increment(key, by, ttlMs);
       }
     }
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { lines, log } = warnLog();
     const engine = w.engine({}, new Outage({ clock: w.clock }), log);
     assert.equal((await engine.verify('alice@real.test')).verdict, 'deliverable');
     w.clock.advance(13 * HOUR);
@@ -1002,14 +1012,8 @@ describe('cache', () => {
 
   it('a probe lock that cannot be let go after the probe is logged at warn; the verdict stands', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
-    class NoDelete extends MemoryStore {
-      override deleteIf(key: string, expected: string): Promise<boolean> {
-        return key.startsWith('lock:') ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
-      }
-    }
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
-    const store = new NoDelete({ clock: w.clock });
+    const { lines, log } = warnLog();
+    const store = storeFailingDeletes(w.clock, (key) => key.startsWith('lock:'));
     const r = await w.engine({ callout: { randomProbe: false } }, store, log).verify('alice@real.test');
     assert.deepEqual([r.verdict, r.source], ['deliverable', 'probe'], r.description);
     assert.deepEqual(lines.map((l) => [l.level, l.msg, l.address, l.error]), [[40, 'probe lock not released', 'alice@real.test', 'STORE_UNAVAILABLE: deleteIf failed: connection lost']]);
@@ -1018,14 +1022,8 @@ describe('cache', () => {
 
   it('a catch-all lock that cannot be let go is logged at warn; the verdict stands', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
-    class NoDelete extends MemoryStore {
-      override deleteIf(key: string, expected: string): Promise<boolean> {
-        return key.startsWith('lock-catchall:') ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
-      }
-    }
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
-    const r = await w.engine({}, new NoDelete({ clock: w.clock }), log).verify('alice@real.test');
+    const { lines, log } = warnLog();
+    const r = await w.engine({}, storeFailingDeletes(w.clock, (key) => key.startsWith('lock-catchall:')), log).verify('alice@real.test');
     assert.equal(r.verdict, 'deliverable');
     assert.deepEqual(lines.map((l) => [l.level, l.msg, l.domain, l.error]), [[40, 'catch-all lock not released', 'real.test', 'STORE_UNAVAILABLE: deleteIf failed: connection lost']]);
   });
@@ -1345,14 +1343,8 @@ describe('stage timeouts of the dialogue', () => {
   it('abandon() logs a lock the store does not let go at warn, naming its key', async () => {
     const w = await make(mxZone({ 'hold.test': '127.0.0.61' }), { '127.0.0.61': { rcpt: () => ({ reply: '250 2.1.5 Ok', delayMs: 60_000 }) } });
     let failing = false;
-    class NoDelete extends MemoryStore {
-      override deleteIf(key: string, expected: string): Promise<boolean> {
-        return failing ? Promise.reject(new StoreError('deleteIf failed: connection lost')) : super.deleteIf(key, expected);
-      }
-    }
-    const store = new NoDelete({ clock: w.clock });
-    const lines: Array<Record<string, unknown>> = [];
-    const log = createLogger('warn', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const store = storeFailingDeletes(w.clock, () => failing);
+    const { lines, log } = warnLog();
     const engine = w.engine({ callout: { randomProbe: false } }, store, log);
     void engine.verify('alice@hold.test');
     await until(async () => (await store.get('lock:alice@hold.test')) !== undefined);

@@ -33,7 +33,7 @@ import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
-import { Batv, oneSecretFileText, type BatvKey } from '../../rewrite/batv.js';
+import { Batv, keyFileLineWarning, oneSecretFileText, type BatvKey } from '../../rewrite/batv.js';
 import { domainMatcher, unmatchableDomainEntry } from '../../rewrite/domains.js';
 import { compileTemplate } from '../template.js';
 import type { Stage, StageDefinition, StageDeps, StageVerdict } from '../types.js';
@@ -119,7 +119,7 @@ function loadKeys(keys: BatvStageOptions['keys'], log: Partial<Pick<StageDeps, '
     // `rewrite serve --batv-key-file` reads `KEYNUM SECRET` lines: one such line given here makes
     // the number part of the key, and no tag the rewrite service signed would check.
     if (parsed.keyFileLine?.keynum === k.keynum) {
-      log?.warn({ file: k.secretFile, keynum: k.keynum }, `batv.keys secretFile holds "${k.keynum} ..." as a --batv-key-file line does: the whole line, number included, is the secret; if the rewrite service signs with this file, write the secret alone`);
+      log?.warn({ file: k.secretFile, keynum: k.keynum }, keyFileLineWarning('batv.keys secretFile', k.keynum));
     }
     return { keynum: k.keynum, secret };
   });

@@ -19,6 +19,7 @@
 import { z } from 'zod';
 import { DURATION_EXPECTED, formatDuration, parseDuration, type DurationParse } from '../../config/duration.js';
 import { ConfigError } from '../../core/errors.js';
+import { isRecord } from '../../core/record.js';
 
 export type DurationText = string | number;
 
@@ -52,6 +53,13 @@ export function durationOption(fallback: string, minMs = 0) {
       return parsed.ok ? formatDuration(parsed.ms) : value;
     });
 }
+
+/**
+ * The options of a stage's checks across its options (superRefine): they run even when another
+ * option is wrong, so that one start reports every problem, but not on what is no object at all,
+ * whose fields they would read.
+ */
+export const ACROSS_OPTIONS = { when: (payload: { value: unknown }) => isRecord(payload.value) };
 
 /**
  * A duration option as a check across keys (a superRefine run `when` another option is wrong)

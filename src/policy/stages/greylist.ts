@@ -55,7 +55,6 @@ import { clientAddress } from '../../checks/client-ip.js';
 import { mailboxKey } from '../../address/index.js';
 import { networkOf } from '../../core/ip.js';
 import { logInfoJson } from '../../core/log.js';
-import { isRecord } from '../../core/record.js';
 import { BoundedMemo } from '../../core/memo.js';
 import { CALLOUT_VERSION } from '../../core/version.js';
 import { isoSeconds, type Clock } from '../../core/clock.js';
@@ -77,7 +76,7 @@ import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageVerdict } from '../types.js';
 import { domainEntry } from './allowlist.js';
 import { iprevTimeoutOption } from './iprev.js';
-import { checkedDuration, durationMs, durationOption } from './duration-option.js';
+import { ACROSS_OPTIONS, checkedDuration, durationMs, durationOption } from './duration-option.js';
 import { stageVerdict, type VerdictMaker } from './verdict.js';
 import { enhancedStatusOption } from './status-option.js';
 
@@ -143,9 +142,7 @@ export const greylistOptions = z
     purgeInterval: z.unknown().optional(),
   })
   .strict()
-  // Runs even when another option is wrong (`when`), so that one start reports every problem;
-  // not on what is no object at all.
-  .superRefine(checkDurations, { when: (payload) => isRecord(payload.value) });
+  .superRefine(checkDurations, ACROSS_OPTIONS);
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 

@@ -3,7 +3,7 @@
  *   stages/iprev - reverse-DNS confirmation of the client (RFC 8601 §3) as a policy stage
  *
  * DESCRIPTION
- *   Runs checkIprev on the request's client address and maps its result to an action. iprev
+ *   Runs checks/iprev BoundedIprev on the request's client address and maps its result to an action. iprev
  *   is weak evidence (RFC 8601 §3 warns against using it alone), so by default every result
  *   continues and the stage only reports: its Authentication-Results field goes into the
  *   verdict's headers. Repeated requests of one message cost nothing new: the resolver's

@@ -95,7 +95,7 @@ import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
-import { checkedDuration, durationMs, durationOption } from './duration-option.js';
+import { ACROSS_OPTIONS, checkedDuration, durationMs, durationOption } from './duration-option.js';
 import { enhancedInCodeClass, enhancedStatusOption } from './status-option.js';
 
 /** Longer than an SMTP connection stays busy; a source port reused later may inherit what is left. */
@@ -175,9 +175,7 @@ const shape = z
   })
   .strict();
 
-// Run even when another option is wrong (`when`), so that one start reports every problem; not
-// on what is no object at all, which the refinements would read fields of.
-const options = shape.superRefine(sleepNotAboveMax, { when: (payload) => isRecord(payload.value) }).superRefine(enhancedInCodeClass('hardCode', 'hardEnhanced'), { when: (payload) => isRecord(payload.value) });
+const options = shape.superRefine(sleepNotAboveMax, ACROSS_OPTIONS).superRefine(enhancedInCodeClass('hardCode', 'hardEnhanced'), ACROSS_OPTIONS);
 
 export type TarpitOptions = z.output<typeof options>;
 
