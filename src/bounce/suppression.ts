@@ -29,7 +29,7 @@
 import { mailboxKey } from '../address/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { StoreError } from '../core/errors.js';
-import { isRecord, parseJson } from '../core/record.js';
+import { isRecord, parseJsonWithin } from '../core/record.js';
 import { CONTROL_CHARACTER } from '../core/text.js';
 import type { Store } from '../store/types.js';
 import { parsePrvs, type Batv } from '../rewrite/batv.js';
@@ -98,17 +98,27 @@ export interface NewSuppression {
 const keyOf = (address: string) => SUPPRESSION_PREFIX + mailboxKey(address.trim());
 
 /**
+ * The longest stored entry read: callout writes an address and a diagnostic from one field
+ * block of a report and the reporting MTA from another, each block at most
+ * MIME_LIMITS.headerBytes (64 KiB), escaped at most six-fold in JSON. A longer value (another
+ * program's on a shared Redis) is no entry, and is not parsed.
+ */
+const MAX_ENTRY_LENGTH = 1_048_576;
+
+/**
  * A stored entry, or undefined for a value that is not one (written by another program, or
  * damaged): such a row reads as no entry, is left out of listings and is replaced by the next
  * bounce, where JSON.parse made every listing and every later bounce of that address fail.
  */
 function decodeEntry(value: string): SuppressionEntry | undefined {
-  const parsed = parseJson(value);
+  const parsed = parseJsonWithin(value, MAX_ENTRY_LENGTH);
   if (!isRecord(parsed)) return undefined;
   const entry = parsed as Partial<SuppressionEntry>;
   const times = [entry.firstSeen, entry.lastSeen, entry.count];
   const texts = [entry.address, entry.status, entry.format];
   if (!texts.every((text) => typeof text === 'string') || !times.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
+  // Optional, but written: `bounce list` threw a TypeError on a diagnostic {"toString":1}.
+  if (![entry.diagnostic, entry.reportingMta].every((text) => text === undefined || typeof text === 'string')) return undefined;
   if (!PROOFS.has(entry.proof as SuppressionProof)) return undefined;
   return entry as SuppressionEntry;
 }

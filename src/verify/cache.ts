@@ -32,6 +32,13 @@
  *
  * SECURITY
  *   Records are JSON written by us; a record that does not parse is treated as absent.
+ *
+ * LIMITS
+ *   A record longer than MAX_VERDICT_RECORD_LENGTH (16,384) characters is absent, neither parsed
+ *   nor remembered: what callout writes holds two reply texts of at most MAX_EVIDENCE_TEXT
+ *   (1,024) characters, an address and a domain, a few KiB even escaped, and the 8,192 decoded
+ *   records remembered (twice that while a generation turns over) would otherwise hold whatever
+ *   another program wrote under their keys of a shared Redis (up to 512 MiB each).
  */
 
 import type { Clock } from '../core/clock.js';
@@ -75,6 +82,8 @@ export interface DomainFacts {
 const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky']);
 
 const DECODED_MEMORY_LIMIT = 8_192;
+/** The longest stored verdict read (see LIMITS); the late verdicts of the sender-callout stage share it. */
+export const MAX_VERDICT_RECORD_LENGTH = 16_384;
 
 export class VerificationCache {
   /**
@@ -136,7 +145,7 @@ export class VerificationCache {
   }
 
   private addressRecord(stored: Readonly<StoredValue> | undefined): AddressRecord | undefined {
-    const value = stored ? this.decoded.get(stored.value) : undefined;
+    const value = this.decode(stored);
     return isAddressRecord(value) ? value : undefined;
   }
 
@@ -202,8 +211,13 @@ export class VerificationCache {
 
   /** A stored domain fact, decoded; a value that does not parse is absent. */
   private domainFact(stored: Readonly<StoredValue> | undefined): DomainFact | undefined {
-    const value = stored ? this.decoded.get(stored.value) : undefined;
+    const value = this.decode(stored);
     return isDomainFact(value) ? value : undefined;
+  }
+
+  /** A stored record's JSON, undefined over the length limit: checked before the memo copies it as a key. */
+  private decode(stored: Readonly<StoredValue> | undefined): unknown {
+    return stored && stored.value.length <= MAX_VERDICT_RECORD_LENGTH ? this.decoded.get(stored.value) : undefined;
   }
 
   async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {

@@ -30,7 +30,7 @@
 import { settleWithin, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import { uniqueIdSource } from '../core/ids.js';
-import { isRecord, parseJson } from '../core/record.js';
+import { isRecord, parseJsonWithin } from '../core/record.js';
 import { AddressSet, classifyAddress } from '../core/ip.js';
 import { SlidingWindow } from '../checks/ratelimit/window.js';
 import type { Store } from '../store/types.js';
@@ -265,6 +265,13 @@ export class Politeness {
 }
 
 /**
+ * The longest stored lease map read: callout writes at most perHostConcurrency (at most 1,000)
+ * leases of about 70 characters each. A longer value (another program's on a shared Redis)
+ * holds none and is replaced by the next lease, not parsed at each connection to its address.
+ */
+const MAX_LEASE_RECORD_LENGTH = 131_072;
+
+/**
  * The unexpired leases of a stored map; anything unreadable holds none. None lasts past
  * leaseMs from now, as none is given for longer: a stored expiry of 1e300 made every lease of
  * the address a StoreError (no TTL that long), and one years ahead was written back with it,
@@ -272,7 +279,7 @@ export class Politeness {
  */
 function liveLeases(value: string | undefined, now: number, leaseMs: number): Map<string, number> {
   const live = new Map<string, number>();
-  const parsed = value === undefined ? undefined : parseJson(value);
+  const parsed = value === undefined ? undefined : parseJsonWithin(value, MAX_LEASE_RECORD_LENGTH);
   if (!isRecord(parsed)) return live;
   for (const [id, expiresAt] of Object.entries(parsed)) {
     if (typeof expiresAt === 'number' && expiresAt > now) live.set(id, Math.min(expiresAt, now + leaseMs));

@@ -7,6 +7,7 @@ import { Batv } from '../../src/rewrite/batv.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { StoreError } from '../../src/core/errors.js';
 import fc from 'fast-check';
+import { paddedRecords } from '../support/fuzz.js';
 
 const fixture = (name: string) => readFileSync(new URL(`../fixtures/bounce/${name}`, import.meta.url), 'utf8');
 const T0 = Date.parse('2020-01-01T00:01:00Z');
@@ -203,8 +204,32 @@ describe('suppression list: values that are not entries', () => {
 });
 
 describe('suppression entries read back, fuzzed', () => {
+  it('reads an entry whose diagnostic or reporting MTA is no text as none: `bounce list` threw a TypeError on it (regression)', async () => {
+    const store = new MemoryStore();
+    const list = new SuppressionList(store);
+    const entry = { address: 'a@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 };
+    await store.set('supp:a@example.org', JSON.stringify({ ...entry, diagnostic: { toString: 1 } }), 60_000);
+    await store.set('supp:b@example.org', JSON.stringify({ ...entry, address: 'b@example.org', reportingMta: 5 }), 60_000);
+    await store.set('supp:c@example.org', JSON.stringify({ ...entry, address: 'c@example.org', diagnostic: 'smtp; 550 no such user' }), 60_000);
+    assert.deepEqual((await list.list()).entries.map((e) => e.address), ['c@example.org']);
+    assert.equal(await list.get('a@example.org'), undefined);
+  });
+
+  it('reads an entry of up to 1 MiB, and none longer (another program\'s on a shared Redis)', async () => {
+    const store = new MemoryStore();
+    const list = new SuppressionList(store);
+    const entry = { address: 'a@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 };
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(JSON.stringify(entry), 1_048_576), async ({ text, readable }) => {
+        await store.set('supp:a@example.org', text, 60_000);
+        assert.equal((await list.get('a@example.org')) !== undefined, readable, `an entry of ${text.length} characters`);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
   it('reads any stored text as an entry of the declared shape or as none, and lists only those', async () => {
-    const good = { address: 'a@example.org', status: '5.1.1', proof: 'batv', format: 'dsn', firstSeen: 1, lastSeen: 2, count: 1 };
+    const good = { address: 'a@example.org', status: '5.1.1', diagnostic: 'smtp; 550 5.1.1 no such user', reportingMta: 'dns; mx.example.org', proof: 'batv', format: 'dsn', firstSeen: 1, lastSeen: 2, count: 1 };
     const stored = fc.oneof(
       fc.string({ maxLength: 100 }),
       fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
@@ -222,6 +247,7 @@ describe('suppression entries read back, fuzzed', () => {
           if (entry === undefined) continue;
           for (const text of [entry.address, entry.status, entry.proof, entry.format]) assert.equal(typeof text, 'string');
           for (const n of [entry.firstSeen, entry.lastSeen, entry.count]) assert.ok(Number.isFinite(n), 'Number.isFinite(n)');
+          for (const text of [entry.diagnostic, entry.reportingMta]) assert.ok(text === undefined || typeof text === 'string', `optional text ${JSON.stringify(text)}`);
         }
         assert.equal(typeof (await list.isSuppressed('a@example.org')), 'boolean');
       }),

@@ -15,7 +15,11 @@
  *   process's, so f's own work should be all the process does meanwhile, and each call should
  *   start from the same state (a call that rewrites what it reads is then timed on another
  *   input).
+ *   paddedRecords(json, limit) gives a stored record's JSON padded with white space (still the
+ *   same JSON) to lengths around a decoder's length limit, paired with whether that decoder
+ *   should read it: the limit's edges, a few characters either side, and far beyond.
  */
+import fc from 'fast-check';
 
 /** bytes in non-empty chunks, cut at the given points. */
 export function splitAt(bytes: Buffer, seeds: readonly number[]): Buffer[] {
@@ -58,4 +62,13 @@ export async function elapsedMsAsync(f: () => Promise<unknown>): Promise<number>
   let step = timing.next();
   for (; !step.done; step = timing.next()) await f();
   return step.value;
+}
+
+/** json padded to lengths near limit (from json's own length), and whether a decoder with that limit reads it. */
+export function paddedRecords(json: string, limit: number): fc.Arbitrary<{ text: string; readable: boolean }> {
+  const length = fc.oneof(
+    fc.constantFrom(limit, limit + 1, 64 * limit),
+    fc.integer({ min: Math.max(json.length, limit - 64), max: limit + 64 }),
+  );
+  return length.map((n) => ({ text: json + ' '.repeat(Math.max(0, n - json.length)), readable: Math.max(n, json.length) <= limit }));
 }

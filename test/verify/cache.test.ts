@@ -6,9 +6,9 @@ import fc from 'fast-check';
 import { ManualClock } from '../support/manual-time.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { VerificationCache, calloutRecordKey, domainKey } from '../../src/verify/cache.js';
+import { MAX_VERDICT_RECORD_LENGTH, VerificationCache, calloutRecordKey, domainKey } from '../../src/verify/cache.js';
 import type { AddressRecord, DomainFact } from '../../src/verify/cache.js';
-import { elapsedMs } from '../support/fuzz.js';
+import { elapsedMs, paddedRecords } from '../support/fuzz.js';
 
 const VERDICTS = ['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain'];
 const PROBE_STATES = ['not-run', 'accepted', 'refused', 'inconclusive'];
@@ -158,8 +158,25 @@ describe('VerificationCache records fuzzed', () => {
     await store.set(calloutRecordKey('a@example.org'), `[${'['.repeat(100_000)}`, 60_000);
     assert.equal(await cache.getAddress('a@example.org'), undefined);
     await store.set(calloutRecordKey('b@example.org'), big, 60_000);
-    // Generous bound: JSON.parse of 1 MB takes milliseconds.
+    // Generous bound: over its length limit the record is not even parsed.
     assert.ok(elapsedMs(() => cache.peekAddress('b@example.org')) < 500, 'elapsedMs(() => cache.peekAddress(\'b@example.org\')) < 500');
+    assert.equal(cache.peekAddress('b@example.org'), undefined, 'a record over MAX_VERDICT_RECORD_LENGTH is absent');
+  });
+
+  it('reads a record of up to MAX_VERDICT_RECORD_LENGTH characters, and none longer (another program\'s on a shared Redis)', async () => {
+    const config = validateConfig({}).cache;
+    const records = fc.tuple(paddedRecords(JSON.stringify(good), MAX_VERDICT_RECORD_LENGTH), paddedRecords(JSON.stringify(goodFact), MAX_VERDICT_RECORD_LENGTH));
+    await fc.assert(
+      fc.asyncProperty(records, async ([address, fact]) => {
+        const store = new MemoryStore();
+        const cache = new VerificationCache(store, config, new ManualClock());
+        await store.set(calloutRecordKey('a@example.org'), address.text, 60_000);
+        await store.set(domainKey('example.org', 'catchall'), fact.text, 60_000);
+        assert.equal((await cache.getAddress('a@example.org')) !== undefined, address.readable, `address record of ${address.text.length} characters`);
+        assert.equal((await cache.getDomain('example.org')).catchall !== undefined, fact.readable, `domain fact of ${fact.text.length} characters`);
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 

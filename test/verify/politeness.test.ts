@@ -4,6 +4,7 @@
 import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { paddedRecords } from '../support/fuzz.js';
 import net from 'node:net';
 import { CachingResolver } from '../../src/dns/cache.js';
 import { createNodeResolver } from '../../src/dns/node-resolver.js';
@@ -436,6 +437,26 @@ describe('limits on every path', () => {
     // Regression: no TTL is that long, so every lease of the address was a StoreError.
     await check('{"a":1e300}');
     await fc.assert(fc.asyncProperty(stored, check), { numRuns: 300 });
+    await memory.close();
+  });
+
+  it('reads a stored lease map of up to 131,072 characters, and none longer (another program\'s on a shared Redis)', async () => {
+    const clock = new ManualClock();
+    const { memory, store, open } = gatedStore(clock);
+    open();
+    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 2, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const full = JSON.stringify({ a: clock.now() + 60_000, b: clock.now() + 60_000 });
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(full, 131_072), async ({ text, readable }) => {
+        await memory.set('slots:host:192.0.2.1', text, 60_000);
+        const slot = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
+        // Read, its two leases hold both slots; not read, it holds none and the slot is given.
+        assert.equal(slot === 'limit', readable, `a lease map of ${text.length} characters: ${JSON.stringify(slot)}`);
+        if (typeof slot === 'object') slot.release();
+        await politeness.settled();
+      }),
+      { numRuns: 100 },
+    );
     await memory.close();
   });
 

@@ -54,7 +54,7 @@
 
 import type { Clock } from '../../core/clock.js';
 import { StoreError } from '../../core/errors.js';
-import { isRecord, parseJson } from '../../core/record.js';
+import { isRecord, parseJsonWithin } from '../../core/record.js';
 import { cidrWithin, parseCidr, type Cidr } from '../../core/ip.js';
 import { keyPart } from '../../address/index.js';
 import { clientAddress, networkHolds } from '../client-ip.js';
@@ -167,7 +167,7 @@ const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g
  * time (see check()).
  */
 function pair(value: string | undefined, kind: 'times' | 'count', now: number, maxAgeMs: number): [number, number] | undefined {
-  if (value === undefined) return undefined;
+  if (value === undefined || value.length > MAX_PAIR_LENGTH) return undefined;
   const comma = value.indexOf(',');
   const a = Number(value.slice(0, comma));
   const b = Number(value.slice(comma + 1));
@@ -176,6 +176,20 @@ function pair(value: string | undefined, kind: 'times' | 'count', now: number, m
   return aFits ? [a, b] : undefined;
 }
 
+/** The longest "first,last" or "count,last" row read: two safe integers (16 digits each) and a comma. */
+const MAX_PAIR_LENGTH = 64;
+
+/** The most senders a domain record needs, and the most domainAutoAllow may ask for. */
+export const MAX_DOMAIN_AUTO_ALLOW = 1000;
+/**
+ * The longest domain record read: MAX_DOMAIN_AUTO_ALLOW senders of at most 256 octets (keyPart),
+ * each escaped at most six-fold in JSON. A longer record, or one of more senders (another
+ * program's on a shared Redis, or damaged), is absent and replaced by the next first pass:
+ * read as it was, it was parsed at each request of its client and domain, and rewritten whole
+ * every hour for good.
+ */
+const MAX_DOMAIN_RECORD_LENGTH = MAX_DOMAIN_AUTO_ALLOW * (6 * 256 + 3) + 64;
+
 interface DomainRecord {
   senders: string[];
   last: number;
@@ -183,8 +197,8 @@ interface DomainRecord {
 
 function domainRecord(value: string | undefined): DomainRecord | undefined {
   // Not ours (no JSON, another shape): treated as absent and overwritten.
-  const parsed = value === undefined ? undefined : parseJson(value);
-  if (!isRecord(parsed) || !Array.isArray(parsed.senders) || typeof parsed.last !== 'number') return undefined;
+  const parsed = value === undefined ? undefined : parseJsonWithin(value, MAX_DOMAIN_RECORD_LENGTH);
+  if (!isRecord(parsed) || !Array.isArray(parsed.senders) || parsed.senders.length > MAX_DOMAIN_AUTO_ALLOW || typeof parsed.last !== 'number') return undefined;
   return { senders: parsed.senders.filter((s): s is string => typeof s === 'string'), last: parsed.last };
 }
 

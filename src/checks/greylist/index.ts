@@ -7,7 +7,7 @@
  *   `callout greylist` command are built from; see each module's header.
  */
 
-export { Greylist, type DeferReason, type DroppedClient, type GreylistEntry, type GreylistEntryKind, type GreylistOutcome, type ListOptions, type GreylistRequest, type GreylistSettings } from './greylist.js';
+export { Greylist, MAX_DOMAIN_AUTO_ALLOW, type DeferReason, type DroppedClient, type GreylistEntry, type GreylistEntryKind, type GreylistOutcome, type ListOptions, type GreylistRequest, type GreylistSettings } from './greylist.js';
 export { normaliseSender, senderDomain, srsOriginal, type NormaliseOptions } from './normalise.js';
 export {
   ClientWhitelist,

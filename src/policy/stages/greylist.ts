@@ -62,6 +62,7 @@ import type { Store } from '../../store/types.js';
 import { compareKeys } from '../../store/semantics.js';
 import {
   Greylist,
+  MAX_DOMAIN_AUTO_ALLOW,
   confirmedOrganisation,
   domainUnder,
   normaliseSender,
@@ -119,7 +120,7 @@ export const greylistOptions = z
     ipv4Prefix: z.number().int().min(8).max(32).default(24),
     ipv6Prefix: z.number().int().min(16).max(128).default(64),
     autoAllowClients: z.number().int().min(0).max(1000).default(5),
-    domainAutoAllow: z.number().int().min(0).max(1000).default(0),
+    domainAutoAllow: z.number().int().min(0).max(MAX_DOMAIN_AUTO_ALLOW).default(0),
     normaliseVerp: z.boolean().default(true),
     whitelistClientFiles: z.array(whitelistFile).default([]),
     whitelistRecipientFiles: z.array(whitelistFile).default([]),

@@ -29,11 +29,11 @@ import { z } from 'zod';
 import { formatCalloutResult } from '../../checks/auth-results.js';
 import { settleWithin, type Timers } from '../../core/clock.js';
 import { describeError } from '../../core/errors.js';
-import { isRecord, parseJson } from '../../core/record.js';
+import { isRecord, parseJsonWithin } from '../../core/record.js';
 import type { Mailbox } from '../../address/index.js';
 import { ASK_LATER, type Store, type StoredValue } from '../../store/types.js';
 import type { CalloutEngine } from '../../verify/engine.js';
-import { PROBE_STATES, replyEvidenceOf } from '../../verify/cache.js';
+import { MAX_VERDICT_RECORD_LENGTH, PROBE_STATES, replyEvidenceOf } from '../../verify/cache.js';
 import type { ProbeState, VerdictReason, VerifyResult } from '../../verify/types.js';
 import { compileTemplate } from '../template.js';
 import type { Decision, StageContext, StageDefinition, StageLogger, StageVerdict } from '../types.js';
@@ -141,7 +141,9 @@ const LATE_RECALL_MS = 200;
  * engine caches them for hours, and a stale one must not reject.
  * Kept in the store (`late:ADDRESS`, after the engine's own namespace), shared by every process
  * on it: the retry may reach another worker of `policy.workers` or another daemon on the same
- * Redis. Only requests that reach the deadline read or write it.
+ * Redis. Only requests that reach the deadline read or write it. A stored verdict longer than
+ * the cache's records may be (verify/cache MAX_VERDICT_RECORD_LENGTH, 16,384 characters) is
+ * none, not parsed: it holds the same fields.
  */
 export class LateVerdicts {
   constructor(
@@ -182,7 +184,7 @@ export class LateVerdicts {
 /** A remembered verdict as answered; a value that does not parse, or is not unknown, is none. */
 function lateVerdict(address: string, stored: Readonly<StoredValue> | undefined): VerifyResult | undefined {
   if (!stored) return undefined;
-  const known = parseJson(stored.value);
+  const known = parseJsonWithin(stored.value, MAX_VERDICT_RECORD_LENGTH);
   if (!isRecord(known)) return undefined;
   if (known.verdict !== 'unknown' || typeof known.reason !== 'string' || typeof known.description !== 'string') return undefined;
   // Field by field: another version on the same store (workers and daemons are upgraded one at a

@@ -87,7 +87,7 @@ import { sleep as timersSleep, type Timers } from '../../core/clock.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { RecentMap } from '../../core/memo.js';
-import { isRecord, parseJson } from '../../core/record.js';
+import { isRecord, parseJsonWithin } from '../../core/record.js';
 import { clientAddress, countingKey, unusableClientAddress } from '../../checks/client-ip.js';
 import { SlidingWindow, WINDOW_MIN_MS } from '../../checks/ratelimit/index.js';
 import { isStressed, policyRequestFields } from '../protocol.js';
@@ -207,8 +207,15 @@ interface Tally {
   rejected: number;
 }
 
+/**
+ * The longest stored tally read: Postfix's instance is a short hexadecimal string, and even one
+ * of a whole policy request (32 KiB by default) fits. A longer value (another program's on a
+ * shared Redis) is no tally, not parsed at each request of its connection.
+ */
+const MAX_TALLY_LENGTH = 65_536;
+
 function readTally(stored: string | undefined): Tally | undefined {
-  const parsed = stored === undefined ? undefined : parseJson(stored);
+  const parsed = stored === undefined ? undefined : parseJsonWithin(stored, MAX_TALLY_LENGTH);
   if (!isRecord(parsed)) return undefined;
   const { i, a, r } = parsed;
   return typeof i === 'string' && typeof a === 'number' && typeof r === 'number' ? { instance: i, accepted: a, rejected: r } : undefined;

@@ -8,10 +8,10 @@ import fc from 'fast-check';
 import { ManualClock } from '../../support/manual-time.js';
 import { parseCidr } from '../../../src/core/ip.js';
 import { keyPart } from '../../../src/address/index.js';
-import { Greylist, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
+import { Greylist, MAX_DOMAIN_AUTO_ALLOW, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
-import { elapsedMsAsync } from '../../support/fuzz.js';
+import { elapsedMsAsync, paddedRecords } from '../../support/fuzz.js';
 import { startRedis } from '../../support/redis.js';
 import { onStoreWrite } from '../../support/store-writes.js';
 
@@ -692,6 +692,42 @@ describe('greylist rows read back, fuzzed', () => {
     );
   });
 
+  it('reads a "first,last" row of up to 64 characters, and none longer', async () => {
+    const { clock, greylist } = setup();
+    const store = (greylist as unknown as { store: Store }).store;
+    const t = triplet();
+    const key = greylist.tripletKey(t.client, t.sender, t.recipient);
+    const passed = `${clock.now() - 2 * POSTGREY.delayMs},${clock.now() - POSTGREY.delayMs}`;
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(passed, 64), async ({ text, readable }) => {
+        await store.set(key, text, DAY);
+        const outcome = await greylist.check(t);
+        assert.equal(outcome.kind === 'pass' && outcome.reason === 'triplet', readable, `a row of ${text.length} characters: ${JSON.stringify(outcome)}`);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('reads a domain record of at most MAX_DOMAIN_AUTO_ALLOW senders and 1,539,064 characters, and none larger', async () => {
+    const { clock, greylist } = setup({ domainAutoAllow: 2 });
+    const store = (greylist as unknown as { store: Store }).store;
+    const t = triplet();
+    const key = greylist.domainKey(t.client, 'sender.example');
+    const allowed = async (value: string): Promise<boolean> => {
+      await store.set(key, value, DAY);
+      return (await greylist.check(t)).reason === 'domain-auto-allow';
+    };
+    const senders = (n: number) => JSON.stringify({ senders: Array.from({ length: n }, (_, i) => `s${i}@sender.example`), last: clock.now() });
+    assert.equal(await allowed(senders(MAX_DOMAIN_AUTO_ALLOW)), true, 'the most senders callout writes');
+    assert.equal(await allowed(senders(MAX_DOMAIN_AUTO_ALLOW + 1)), false, 'one more: not a record of callout\'s');
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(senders(2), 1_539_064), async ({ text, readable }) => {
+        assert.equal(await allowed(text), readable, `a record of ${text.length} characters`);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
   it('check() auto-allows a client after the configured first passes, writing nothing for over max-age, whatever its count and triplet rows', async () => {
     const HOUR = 3_600 * S;
     const maxAge = POSTGREY.maxAgeMs;
@@ -738,7 +774,8 @@ describe('greylist rows read back, fuzzed', () => {
     // The rows are written again before each check: a check may rewrite what it read.
     const ms = await elapsedMsAsync(async () => {
       await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), `${'1'.repeat(500_000)},${','.repeat(500_000)}`, DAY);
-      await store.set(greylist.domainKey(t.client, 'sender.example'), `{"senders":[${'"x",'.repeat(200_000)}"y"],"last":0}`, DAY);
+      // Near the longest domain record read: MAX_DOMAIN_AUTO_ALLOW senders of 1,500 characters.
+      await store.set(greylist.domainKey(t.client, 'sender.example'), JSON.stringify({ senders: Array.from({ length: MAX_DOMAIN_AUTO_ALLOW }, () => 'x'.repeat(1_500)), last: 0 }), DAY);
       assert.equal((await greylist.check(t)).reason, 'domain-auto-allow');
     });
     assert.ok(ms < 1000, `${ms} ms`);

@@ -42,6 +42,8 @@ import { SqliteStore } from '../../../src/store/sqlite.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { CalloutEngine } from '../../../src/verify/engine.js';
 import { MAX_EVIDENCE_TEXT } from '../../../src/verify/interpret.js';
+import { MAX_VERDICT_RECORD_LENGTH } from '../../../src/verify/cache.js';
+import { paddedRecords } from '../../support/fuzz.js';
 import { Metrics } from '../../../src/http/metrics.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -578,6 +580,19 @@ describe('sender-callout: late verdicts read back, fuzzed', () => {
         assert.doesNotMatch(header.replace(/\r\n[ \t]/g, ' '), CONTROL_CHARACTER, value);
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it('reads a late verdict of up to MAX_VERDICT_RECORD_LENGTH characters, and none longer', async () => {
+    const store = new MemoryStore({ clock: new ManualClock() });
+    const late = new LateVerdicts(store);
+    const good = { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', catchAll: 'not-run', postmaster: 'not-run', stale: false, checkedAt: 1, durationMs: 2 };
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(JSON.stringify(good), MAX_VERDICT_RECORD_LENGTH), async ({ text, readable }) => {
+        await store.set('late:bob@example.test', text, 60_000);
+        assert.equal((await late.recall('bob@example.test', systemTimers)) !== undefined, readable, `a stored verdict of ${text.length} characters`);
+      }),
+      { numRuns: 200 },
     );
   });
 });

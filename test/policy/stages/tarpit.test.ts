@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
+import { paddedRecords } from '../../support/fuzz.js';
 import { createLogger, type Logger } from '../../../src/core/log.js';
 import { sleep } from '../../../src/core/clock.js';
 import { ManualClock, ManualTimers } from '../../support/manual-time.js';
@@ -944,6 +945,24 @@ describe('tarpit tallies read back, fuzzed', () => {
         assert.match(answers[5]!, /^421 4\.7\.0 /, String(stored));
       }),
       { numRuns: 30 },
+    );
+  });
+
+  it('reads a stored tally of up to 65,536 characters, and none longer (another program\'s on a shared Redis)', async () => {
+    const { clock, deps } = world();
+    const tarpit = createTarpit(tarpitStage.options.parse({ perConnection: { soft: 2, hard: 5 }, perClient: { soft: 100, hard: 200 } }) as never, deps, async () => undefined);
+    const pipeline = pipelineOf([configured(tarpit), configured(recipientCheck)], clock);
+    await pipeline.decide(request('alice@example.test'));
+    const [tally] = await deps.store.scan('tarpit:t:', 10);
+    assert.ok(tally, 'the first request wrote its message\'s tally');
+    await fc.assert(
+      fc.asyncProperty(paddedRecords(JSON.stringify({ i: 'msg1', a: 7, r: 0 }), 65_536), async ({ text, readable }) => {
+        await deps.store.set(tally.key, text, 60 * MINUTE);
+        await pipeline.decide(request('alice@example.test'));
+        // Read, the tally counts on from 7; not read, the message's tally starts again.
+        assert.deepEqual(JSON.parse((await deps.store.get(tally.key))!.value), { i: 'msg1', a: readable ? 8 : 1, r: 0 }, `a tally of ${text.length} characters`);
+      }),
+      { numRuns: 100 },
     );
   });
 });
