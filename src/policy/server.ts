@@ -12,7 +12,8 @@
  *   waiting for each answer. Requests of one connection are therefore handled one at a time and
  *   answered in order; a client that pipelines anyway is served in order too, and reading pauses
  *   while a request is being handled, so a connection never queues more than one chunk's worth of
- *   requests. A client that half-closes after writing still gets its answers.
+ *   requests. A client that half-closes after writing still gets its answers; a request it left
+ *   unfinished (no empty line after it) is logged and dropped.
  *
  *   When something goes wrong the protocol requires the server to log and disconnect without a
  *   reply; Postfix then retries, and finally applies its smtpd_policy_service_default_action.
@@ -307,7 +308,9 @@ function readOpenFilesLimit(): number | undefined {
 }
 
 function formatRemote(socket: net.Socket): string {
-  const address = socket.remoteAddress ?? 'unknown';
+  const address = socket.remoteAddress;
+  // A connection reset before it was accepted has no peer left to name (it logged "unknown:undefined").
+  if (address === undefined) return 'unknown';
   return net.isIPv6(address) ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;
 }
 
@@ -411,6 +414,10 @@ class PolicyConnection implements Answered {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('end', () => {
       this.peerEnded = true;
+      // Unsaid, a request typed by hand without its closing empty line got no answer and no reason.
+      if (!this.finishing && this.decoder.requestBytes > 0 && !this.decoder.isStopped) {
+        this.context.log.info({ ...this.fields(), unfinishedBytes: this.decoder.requestBytes }, 'policy client ended the connection in the middle of a request (one ends with an empty line); dropped without a reply');
+      }
       if (!this.handling) this.finish();
     });
     socket.on('error', (err) => this.context.log.info({ ...this.fields(), error: describeError(err) }, 'policy connection error'));

@@ -14,14 +14,20 @@
  *   §4.1.2, RFC 6531): such a key is answered NOTFOUND ("Bad characters in key.", leave it
  *   alone) without asking the map, which would otherwise sign it and give it back on reversal.
  *
- *   Refused requests (their framing or syntax: the connection is closed), connections over the
- *   limit (logged once per burst), listener errors and map faults (each once a minute, with the
- *   count left out) are logged, with what, where and why; the client gets the terse reply
+ *   Refused requests (their framing or syntax: the connection is closed), requests left
+ *   unfinished (past arrivalTimeoutMs, or by a client that ended the connection), connections over
+ *   the limit (logged once per burst), listener errors and map faults (each once a minute, with
+ *   the count left out) are logged, with what, where and why; the client gets the terse reply
  *   postsrsd gives.
  *
  * LIMITS
  *   maxConnections (default 200, postsrsd's connection-limit), idleTimeoutMs (default 30 s,
- *   postsrsd's keep-alive; Postfix reconnects as needed).
+ *   postsrsd's keep-alive; Postfix reconnects as needed). arrivalTimeoutMs (default 10 s, as the
+ *   policy service's): a request must arrive whole within as long of its first octets, or the
+ *   connection is closed without a reply and logged. Every octet restarts the idle timer, so
+ *   without it a client sending an octet every 29 s held a connection slot for as long as a
+ *   request may be large (100000 octets a socketmap reads past: a month); 200 such clients took
+ *   the service from Postfix.
  */
 
 import net from 'node:net';
@@ -52,12 +58,17 @@ export interface LookupServerOptions {
   label?: string;
   /** Mode of a UNIX socket (default DEFAULT_SOCKET_MODE, 0o660). */
   socketMode?: number;
+  /** How long a request may take to arrive whole, from its first octets (default LOOKUP_ARRIVAL_TIMEOUT_MS). */
+  arrivalTimeoutMs?: number;
 }
 
 export interface LookupLog {
   info(fields: Record<string, unknown>, message: string): void;
   warn(fields: Record<string, unknown>, message: string): void;
 }
+
+/** Postfix writes a request at once; ten seconds is a slow network, more is a client holding a slot. */
+export const LOOKUP_ARRIVAL_TIMEOUT_MS = 10_000;
 
 /** How long a refused client has to read the reply and close before its socket is destroyed. */
 const REFUSED_LINGER_MS = 2_000;
@@ -92,6 +103,10 @@ function safeLookup(map: LookupMap, key: string, stats: LookupServerStats, onFau
   }
 }
 
+function remoteOf(socket: net.Socket): string {
+  return `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? ''}`;
+}
+
 export abstract class LookupServer {
   readonly stats: LookupServerStats = { connections: 0, requests: 0, protocolErrors: 0, mapFaults: 0 };
   private readonly server: net.Server;
@@ -104,6 +119,9 @@ export abstract class LookupServer {
   private readonly log: LookupLog;
   private readonly label: string;
   private readonly socketMode: number;
+  private readonly arrivalTimeoutMs: number;
+  /** Connections with a request begun and not yet whole: the timer bounding the wait, and its octets so far. */
+  private readonly arrivals = new Map<net.Socket, { timer: NodeJS.Timeout; octets: number }>();
   /** Connections refused in the current burst over maxConnections. */
   private dropped = 0;
   private readonly errorLines = new RepeatCollapser(60_000);
@@ -114,6 +132,7 @@ export abstract class LookupServer {
     this.log = options.log ?? QUIET;
     this.label = options.label ?? 'lookup service';
     this.socketMode = options.socketMode ?? DEFAULT_SOCKET_MODE;
+    this.arrivalTimeoutMs = options.arrivalTimeoutMs ?? LOOKUP_ARRIVAL_TIMEOUT_MS;
     this.server = net.createServer((socket) => this.accept(socket));
     const maxConnections = options.maxConnections ?? 200;
     this.server.maxConnections = maxConnections;
@@ -152,9 +171,54 @@ export abstract class LookupServer {
     socket.setNoDelay(true);
     socket.setTimeout(this.idleTimeoutMs, () => socket.destroy());
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('drain', () => socket.resume());
+    socket.on('end', () => {
+      // Unsaid, a request typed by hand without its line end or comma got no answer and no reason.
+      const waiting = this.arrivals.get(socket);
+      if (waiting) this.log.info({ listener: this.label, remote: remoteOf(socket), unfinishedOctets: waiting.octets }, 'client ended the connection in the middle of a request; dropped without a reply');
+    });
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      this.stopArrivalWait(socket);
+    });
+    socket.on('drain', () => {
+      // Reading waited for the client to read its replies: that time is not the rest of a request's to count.
+      this.arrivals.get(socket)?.timer.refresh();
+      socket.resume();
+    });
     this.attach(socket);
+  }
+
+  /**
+   * Call after each chunk with the octets of the request not yet whole (0: none unfinished) and
+   * whether that request began in this chunk (one before it ended there). Its first octets start
+   * the wait for the rest; when that outlasts arrivalTimeoutMs the connection is logged and
+   * closed without a reply.
+   */
+  protected unfinished(socket: net.Socket, octets: number, begunInChunk: boolean): void {
+    if (octets === 0 || socket.writableEnded) {
+      this.stopArrivalWait(socket);
+      return;
+    }
+    const waiting = this.arrivals.get(socket);
+    if (waiting) {
+      waiting.octets = octets;
+      if (begunInChunk) waiting.timer.refresh();
+      return;
+    }
+    const timer = setTimeout(() => {
+      const unfinishedOctets = this.arrivals.get(socket)?.octets;
+      this.arrivals.delete(socket);
+      this.log.warn({ listener: this.label, remote: remoteOf(socket), unfinishedOctets, arrivalTimeoutMs: this.arrivalTimeoutMs }, 'request not complete in time; closing the connection');
+      socket.destroy();
+    }, this.arrivalTimeoutMs);
+    this.arrivals.set(socket, { timer, octets });
+  }
+
+  private stopArrivalWait(socket: net.Socket): void {
+    const waiting = this.arrivals.get(socket);
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    this.arrivals.delete(socket);
   }
 
   /**
@@ -168,7 +232,8 @@ export abstract class LookupServer {
   protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
     this.stats.protocolErrors++;
     const start = input.subarray(0, 64).toString('latin1');
-    this.log.warn({ listener: this.label, remote: `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? ''}`, reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.log.warn({ listener: this.label, remote: remoteOf(socket), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.stopArrivalWait(socket);
     socket.removeAllListeners('data');
     socket.removeAllListeners('drain');
     socket.on('data', () => undefined);

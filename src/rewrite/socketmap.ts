@@ -23,8 +23,9 @@
  *   Requests of at most maxRequestOctets (default 1024, postsrsd's buffer) are read; longer ones
  *   up to 100000 octets (the size Postfix allows a reply, and postsrsd a length prefix) are
  *   skipped; a longer length prefix is refused as soon as it has more digits than
- *   that limit needs. Replies of at most 100000 octets (Postfix's limit) are all this module
- *   ever builds.
+ *   that limit needs. A request, skipped or not, must arrive whole within arrivalTimeoutMs of its
+ *   first octet (rewrite/lookup). Replies of at most 100000 octets (Postfix's limit) are all this
+ *   module ever builds.
  *
  * ERRORS
  *   Nothing in the server throws on input. (The client that tests and benchmarks query it with
@@ -50,8 +51,8 @@ export class NetstringDecoder {
   private failed = false;
   private readonly skipLength: number;
   private readonly maxDigits: number;
-  /** The skipped frame's length, and how many of its octets are still to come. */
-  private skipping: { length: number; left: number } | undefined;
+  /** The skipped frame's length, its length prefix's octets (the ':' included), and how many of its octets are still to come. */
+  private skipping: { length: number; prefix: number; left: number } | undefined;
 
   constructor(
     private readonly maxLength: number,
@@ -59,6 +60,11 @@ export class NetstringDecoder {
   ) {
     this.skipLength = Math.max(maxLength, skipLength);
     this.maxDigits = String(this.skipLength).length;
+  }
+
+  /** Octets of the frame begun and not yet whole: held, or read past (a skipped frame's). */
+  get unfinishedOctets(): number {
+    return this.pending.length + (this.skipping ? this.skipping.prefix + this.skipping.length - this.skipping.left : 0);
   }
 
   push(chunk: Buffer): NetstringEvent[] {
@@ -94,7 +100,7 @@ export class NetstringDecoder {
       if (cursor === offset) return this.fail(events, 'bad length');
       if (length > this.skipLength) return this.fail(events, 'too long');
       if (length > this.maxLength) {
-        this.skipping = { length, left: length };
+        this.skipping = { length, prefix: cursor + 1 - offset, left: length };
         offset = cursor + 1;
         continue;
       }
@@ -160,7 +166,8 @@ export class SocketmapServer extends LookupServer {
     const decoder = new NetstringDecoder(this.maxRequestOctets, this.maxSkippedRequestOctets);
     socket.on('data', (chunk: Buffer) => {
       this.arrived(socket);
-      for (const event of decoder.push(chunk)) {
+      const events = decoder.push(chunk);
+      for (const event of events) {
         if (event.kind === 'skipped') {
           this.stats.requests++;
           this.send(socket, encodeNetstring(socketmapReply({ kind: 'notfound', reason: 'Too big.' })));
@@ -173,6 +180,7 @@ export class SocketmapServer extends LookupServer {
         this.stats.requests++;
         this.send(socket, encodeNetstring(socketmapReply(this.answer(event.data.toString('utf8')))));
       }
+      this.unfinished(socket, decoder.unfinishedOctets, events.length > 0);
     });
   }
 

@@ -17,7 +17,8 @@
  *   Request lines of at most maxLineOctets (default 4096, Postfix's reply limit); the encoded
  *   reply is what the map gives, at most 4096 octets for Postfix to accept it. An idle
  *   connection is closed after idleTimeoutMs, 1800 s by default (postsrsd 1.x's -t), not the
- *   socketmap's 30 s, so a site moving from postsrsd 1.x sees the same.
+ *   socketmap's 30 s, so a site moving from postsrsd 1.x sees the same. A line must arrive whole
+ *   within arrivalTimeoutMs of its first octet (rewrite/lookup).
  *
  * ERRORS
  *   Nothing in the server throws on input. (The client that tests and benchmarks query it with
@@ -118,10 +119,12 @@ export class TcpTableServer extends LookupServer {
         this.send(socket, tcpTableReply(this.lookup(this.map, key)));
       }
       // The usual chunk is whole lines: nothing left over, nothing to copy.
+      const linesEnded = start > 0;
       if (start === pending.length) pending = NOTHING;
       else if (start > 0) pending = Buffer.from(pending.subarray(start));
       // A CR at the end may be the line end's, its LF still to come: like that of a whole line, it does not count.
-      if (pending.length - (pending[pending.length - 1] === 0x0d ? 1 : 0) > this.maxLineOctets) refuse(`line longer than ${this.maxLineOctets} octets`, pending);
+      if (pending.length - (pending[pending.length - 1] === 0x0d ? 1 : 0) > this.maxLineOctets) return refuse(`line longer than ${this.maxLineOctets} octets`, pending);
+      this.unfinished(socket, pending.length, linesEnded);
     });
   }
 }

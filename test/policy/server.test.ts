@@ -302,6 +302,31 @@ describe('PolicyServer over TCP', () => {
     assert.equal(await client.untilClosed(), 'action=OK\n\naction=OK\n\n');
   });
 
+  it('logs a client that ends the connection in the middle of a request (no empty line after it), and answers the whole ones before it', async () => {
+    const { address, entries } = await startServer(async () => 'OK');
+    const whole = await Client.connect(address);
+    whole.socket.end(encodeRequest({ instance: '1' }));
+    assert.equal(await whole.untilClosed(), 'action=OK\n\n');
+    const partial = 'request=smtpd_access_policy\nsender=a@b.example\n';
+    const cut = await Client.connect(address);
+    cut.socket.end(encodeRequest({ instance: '2' }) + partial);
+    assert.equal(await cut.untilClosed(), 'action=OK\n\n');
+    assert.deepEqual(
+      entries.filter((e) => e.fields.connection !== undefined).map((e) => [e.level, e.message, e.fields.unfinishedBytes]),
+      [['info', 'policy client ended the connection in the middle of a request (one ends with an empty line); dropped without a reply', Buffer.byteLength(partial)]],
+    );
+  });
+
+  it('names the remote end of a connection reset before it was accepted "unknown", not "unknown:undefined"', async () => {
+    const { address, entries } = await startServer(async () => 'OK');
+    const { port } = parseTcp(address);
+    // spawnSync holds this process's event loop: the client connects, writes and resets before the server accepts.
+    const client = `const s = require('net').connect(${port}, '127.0.0.1', () => { s.write('request=smtpd_access_policy\\n'); setTimeout(() => s.resetAndDestroy(), 50); });`;
+    assert.equal(spawnSync(process.execPath, ['-e', client]).status, 0);
+    await until(() => entries.some((e) => e.fields.connection !== undefined));
+    assert.deepEqual(entries.filter((e) => e.fields.connection !== undefined).map((e) => e.fields.remote), ['unknown']);
+  });
+
   it('answers the realistic Postfix 3.7 RCPT request', async () => {
     let attributes: Record<string, string> = {};
     const { address } = await startServer(async (received) => {

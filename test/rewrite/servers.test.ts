@@ -420,6 +420,96 @@ describe('connection limits of the lookup services', () => {
   });
 });
 
+/**
+ * Writes the chunks one every gapMs on one connection and reads until the server closes it or
+ * settleMs after the last chunk; says what came back, whether and when (after the first chunk) it closed.
+ */
+function paced(target: { host: string; port: number }, chunks: string[], gapMs: number, settleMs: number): Promise<{ data: string; closedAfterMs: number | undefined }> {
+  return new Promise((resolve) => {
+    const socket = net.connect(target.port, target.host);
+    let data = '';
+    let started = 0;
+    let settled = false;
+    const timers: NodeJS.Timeout[] = [];
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      for (const timer of timers) clearTimeout(timer);
+      resolve({ data, closedAfterMs: settled ? undefined : Date.now() - started });
+    });
+    socket.on('connect', () => {
+      started = Date.now();
+      chunks.forEach((chunk, i) => timers.push(setTimeout(() => socket.write(chunk), i * gapMs)));
+      timers.push(
+        setTimeout(() => {
+          settled = true;
+          socket.destroy();
+        }, (chunks.length - 1) * gapMs + settleMs),
+      );
+    });
+  });
+}
+
+describe('arrival bound of the lookup services', () => {
+  const limits = { idleTimeoutMs: 1_000, arrivalTimeoutMs: 1_500 };
+
+  it('closes, and logs, a connection whose request trickles in for longer than the bound, though every octet restarts the idle timer', async () => {
+    const cases: Array<{ make: (log: LookupLog) => SocketmapServer | TcpTableServer; request: string; label: string }> = [
+      { make: (log) => new SocketmapServer(maps, { ...limits, log, label: 'socketmap' }), request: encodeNetstring('forward trickle@elsewhere.example'), label: 'socketmap' },
+      // A frame read past (over maxRequestOctets) holds nothing, but its octets may come as slowly.
+      { make: (log) => new SocketmapServer(maps, { ...limits, log, label: 'socketmap' }), request: `99999:${'x'.repeat(40)}`, label: 'socketmap' },
+      { make: (log) => new TcpTableServer(maps.forward!, { ...limits, log, label: 'tcp_table forward' }), request: 'get trickled-in@elsewhere.example\n', label: 'tcp_table forward' },
+    ];
+    for (const { make, request, label } of cases) {
+      const { log, lines } = recordingLog();
+      const { target } = await started(make(log));
+      const { data, closedAfterMs } = await paced(target, [...request.slice(0, 30)], 100, 600);
+      assert.equal(data, '', `${label}: no reply to a request that never came whole`);
+      assert.ok(closedAfterMs !== undefined && closedAfterMs >= 1_450 && closedAfterMs < 2_900, `${label} ${request.slice(0, 8)}: closed at the bound (${closedAfterMs} ms), not left open while octets trickle in`);
+      assert.deepEqual(
+        lines.map((l) => [l.level, l.message, l.fields.listener, l.fields.arrivalTimeoutMs]),
+        [['warn', 'request not complete in time; closing the connection', label, 1_500]],
+      );
+      assert.ok(typeof lines[0]!.fields.unfinishedOctets === 'number' && lines[0]!.fields.unfinishedOctets > 0, `unfinishedOctets logged: ${JSON.stringify(lines[0]!.fields)}`);
+    }
+  });
+
+  it('logs a client that ends the connection in the middle of a request, and answers the whole ones before it', async () => {
+    for (const [make, bytes, unfinished] of [
+      [(log: LookupLog) => new TcpTableServer(maps.forward!, { log, label: 'tcp_table forward' }), 'get a@elsewhere.example\nget b@elsewhere.example', 'get b@elsewhere.example'],
+      [(log: LookupLog) => new SocketmapServer(maps, { log, label: 'socketmap' }), `${encodeNetstring('forward a@elsewhere.example')}27:forward b@else`, '27:forward b@else'],
+    ] as const) {
+      const { log, lines } = recordingLog();
+      const { target } = await started(make(log));
+      const socket = net.connect(target.port, target.host);
+      let data = '';
+      socket.on('data', (chunk: Buffer) => (data += chunk.toString('latin1')));
+      await new Promise((resolve) => socket.on('close', resolve).end(bytes));
+      assert.equal(data.split(/SRS0=/).length, 2, `one answer: ${data}`);
+      assert.deepEqual(
+        lines.map((l) => [l.level, l.message, l.fields.unfinishedOctets]),
+        [['info', 'client ended the connection in the middle of a request; dropped without a reply', unfinished.length]],
+      );
+    }
+  });
+
+  it('gives each request of a connection the whole bound: pipelined requests finished in pieces over longer than it are answered', async () => {
+    const { log, lines } = recordingLog();
+    const tcp = await started(new TcpTableServer(maps.forward!, { ...limits, log }));
+    // Four requests, each begun in one chunk and ended in the next: 1800 ms in all, 600 ms each.
+    const line = 'get a@elsewhere.example\n';
+    const answered = await paced(tcp.target, [line + line.slice(0, 10), line.slice(10) + line.slice(0, 10), line.slice(10) + line.slice(0, 10), line.slice(10)], 600, 300);
+    assert.equal(answered.data.match(/^200 SRS0=/gm)?.length, 4, answered.data);
+    assert.equal(answered.closedAfterMs, undefined, 'the connection stays open');
+    const netstrings = await started(new SocketmapServer(maps, { ...limits, log }));
+    const request = encodeNetstring('forward a@elsewhere.example');
+    const split = await paced(netstrings.target, [request + request.slice(0, 10), request.slice(10) + request.slice(0, 10), request.slice(10) + request.slice(0, 10), request.slice(10)], 600, 300);
+    assert.equal(split.data.match(/OK SRS0=/g)?.length, 4, split.data);
+    assert.equal(split.closedAfterMs, undefined, 'the connection stays open');
+    assert.deepEqual(lines, []);
+  });
+});
+
 describe('idle poll of the lookup services', () => {
   it('one poller shared by several listeners learns from every request that followed its own connection\'s answer', async () => {
     const poller = new IdlePoller({ maxMicros: 200 });
