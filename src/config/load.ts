@@ -154,7 +154,7 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
   if (Object.keys(overrides).length > 0) {
     let flagsOnly: Config;
     try {
-      flagsOnly = validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf);
+      flagsOnly = validateConfig(mergeConfig(baseline, overrides), 'command line', options.flagOf, path !== undefined);
     } catch (err) {
       throw err instanceof ConfigError ? new UsageError(err.message) : err;
     }

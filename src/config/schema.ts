@@ -11,7 +11,8 @@
  * ERRORS
  *   validateConfig() throws ConfigError whose message names every bad key (the first 20, and how
  *   many more), the value found (its start) and what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
- *   an unknown key with the keys its mapping takes.
+ *   an unknown key with the keys its mapping takes, and the full names of the keys of its name
+ *   in other sections (a key written in the wrong one).
  */
 
 import { isIP } from 'node:net';
@@ -19,7 +20,7 @@ import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
 import { DURATION_EXPECTED, TIMER_MAX_MS, TIMER_MAX_TEXT, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
-import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, parseListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, parseListenAddress, sameListener } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { AddressSet } from '../core/ip.js';
 import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
@@ -408,6 +409,32 @@ const TYPE_WORDS: Partial<Record<string, string>> = {
 
 const unknownKey = (expected: readonly string[]) => `unknown key, expected one of ${expected.join(', ')}`;
 
+/**
+ * The full names of the schema's keys, by their name in lower case. A key written in the wrong
+ * section (`level` under callout, `helo` at the top) or in the wrong case was told only the keys
+ * of the mapping it is in, and the administrator searched the README for where it goes.
+ */
+const KEY_HOMES = keyHomes(configSchema);
+
+function keyHomes(schema: z.ZodType, prefix = '', homes = new Map<string, string[]>()): Map<string, string[]> {
+  const inner = schema instanceof z.ZodDefault || schema instanceof z.ZodOptional ? schema.unwrap() : schema;
+  if (!(inner instanceof z.ZodObject)) return homes;
+  for (const [key, member] of Object.entries(inner.shape as Record<string, z.ZodType>)) {
+    const name = `${prefix}${key}`;
+    homes.set(key.toLowerCase(), [...(homes.get(key.toLowerCase()) ?? []), name]);
+    keyHomes(member, `${name}.`, homes);
+  }
+  return homes;
+}
+
+/** "unknown key" with the keys of its name elsewhere, if any. */
+function unknownKeyAt(key: string, message: string): string {
+  const homes = KEY_HOMES.get(key.toLowerCase());
+  if (homes === undefined) return message;
+  const hint = homes.length === 1 ? `the key of that name is ${homes[0]!}` : `the keys of that name are ${homes.join(', ')}`;
+  return message.replace(/^unknown key/, `unknown key (${hint})`);
+}
+
 function plainWords(issue: z.core.$ZodRawIssue): string | undefined {
   const values = (list: readonly unknown[]) => list.map((v) => (v === '' ? '""' : String(v))).join(', ');
   const unit = (origin: string, n: unknown) => {
@@ -437,15 +464,16 @@ function plainWords(issue: z.core.$ZodRawIssue): string | undefined {
 /**
  * Validates raw configuration (from YAML, flags or code); throws ConfigError listing the problems
  * (SHOWN_PROBLEMS of them, then a count). `keyName` names a key as its source writes it (the flag
- * that set it, for the command line).
+ * that set it, for the command line). `partial`: raw is only part of the configuration (the flags
+ * checked before the file is merged), so a default it leaves is not yet the value to compare.
  */
-export function validateConfig(raw: unknown, source = 'configuration', keyName: (key: string) => string = (key) => key): Config {
+export function validateConfig(raw: unknown, source = 'configuration', keyName: (key: string) => string = (key) => key, partial = false): Config {
   const result = configSchema.safeParse(raw ?? {}, { error: plainWords });
   const rawStages = (raw as { policy?: { stages?: unknown } } | undefined)?.policy?.stages;
   if (!result.success) {
     // Report the stages' own options too, so one run shows every problem.
     const stageProblems = Array.isArray(rawStages) ? rawStages.flatMap((entry, i) => (isEntry(entry) ? checkStage(entry, i, entry).problems : [])) : [];
-    throw problemList(source, [...describeIssues(raw, result.error.issues, keyName), ...stageProblems]);
+    throw problemList(source, [...describeIssues(raw, result.error.issues, keyName, unknownKeyAt), ...stageProblems]);
   }
   const problems: string[] = [];
   result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
@@ -457,8 +485,24 @@ export function validateConfig(raw: unknown, source = 'configuration', keyName: 
   if (result.data.policy.workers > 1 && result.data.store.kind === 'memory') {
     problems.push(`${keyName('policy.workers')}: got ${result.data.policy.workers}, expected 1 with store.kind memory (workers share their state through the store: use sqlite or redis)`);
   }
+  if (!partial) problems.push(...listenerClash(raw, result.data, keyName));
   if (problems.length > 0) throw problemList(source, problems);
   return result.data;
+}
+
+/**
+ * policy.listen and metrics.listen on one socket: `config check` said ok, and serve stopped at
+ * start when the second listener found the address taken.
+ */
+function listenerClash(raw: unknown, config: Config, keyName: (key: string) => string): string[] {
+  const policy = parseListenAddress(config.policy.listen);
+  const metrics = config.metrics.listen === '' ? undefined : parseListenAddress(config.metrics.listen);
+  if (!policy.ok || !metrics?.ok || !sameListener(policy.value, metrics.value)) return [];
+  const found = (section: 'policy' | 'metrics') => {
+    const value = describeValue(raw, [section, 'listen']);
+    return value === 'nothing' ? `nothing (the default, ${config[section].listen})` : value;
+  };
+  return [`${keyName('policy.listen')} and ${keyName('metrics.listen')}: got ${found('policy')} and ${found('metrics')}, expected two addresses: serve listens on both, and the second would find its address taken`];
 }
 
 function isEntry(value: unknown): value is StageEntry {
@@ -487,12 +531,15 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
   return { entry: { ...own, ...parsed.data } as StageEntry, problems: [] };
 }
 
-/** One problem per element, each starting with its key's path (so a caller may prefix them all). */
-function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key: string) => string = (key) => key): string[] {
+/**
+ * One problem per element, each starting with its key's path (so a caller may prefix them all).
+ * `unknown` words the message of an unknown key.
+ */
+function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key: string) => string = (key) => key, unknown = (_key: string, message: string) => message): string[] {
   return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: ${issue.message}`);
+      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: ${unknown(key, issue.message)}`);
     }
     const key = keyName(issue.path.join('.') || '(top level)');
     let value = describeValue(raw, issue.path);

@@ -11,7 +11,8 @@
  *   permission, so openToAllUsers() says when any local user may).
  *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
  *   socket path an earlier run left, before binding it, but never one a live server still has.
- *   reachableFromNetwork() says whether a bound listener is open to other hosts.
+ *   reachableFromNetwork() says whether a bound listener is open to other hosts. sameListener()
+ *   says whether two addresses would take the same socket.
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
@@ -21,10 +22,10 @@
 import { existsSync, lstatSync } from 'node:fs';
 import { chmod, lstat, rm, unlink } from 'node:fs/promises';
 import net, { type Server } from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { ConfigError, ListenUnavailableError, abbreviate, describeError } from './errors.js';
 import { octalMode } from './files.js';
-import { classifyAddress } from './ip.js';
+import { classifyAddress, hostKey } from './ip.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 /** Linux's sun_path is 108 octets, one of them the terminating NUL. */
@@ -48,6 +49,20 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   // hand to the resolver as a host name.
   if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
+}
+
+/**
+ * Whether two listeners would bind the same socket, so that the second fails with EADDRINUSE:
+ * the same socket path, or the same port (not 0, which is any free one) on the same address or
+ * under a wildcard (0.0.0.0 takes every IPv4 address; ::, on which Node listens dual-stack,
+ * every address). Host names are compared as written: they are not resolved here.
+ */
+export function sameListener(a: ListenAddress, b: ListenAddress): boolean {
+  if (a.kind === 'unix' && b.kind === 'unix') return resolve(a.path) === resolve(b.path);
+  if (a.kind !== 'tcp' || b.kind !== 'tcp' || a.port !== b.port || a.port === 0) return false;
+  const [x, y] = [hostKey(a.host).toLowerCase(), hostKey(b.host).toLowerCase()];
+  if (x === y || x === '::' || y === '::') return true;
+  return (x === '0.0.0.0' && net.isIPv4(y)) || (y === '0.0.0.0' && net.isIPv4(x));
 }
 
 /** Owner and group: Postfix connects as a member of the socket's group (postfix, from a set-group-ID directory). */

@@ -48,6 +48,7 @@
  */
 
 import { randomFillSync } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Timers } from '../core/clock.js';
 import { hostKey } from '../core/ip.js';
 import type { MxHost } from '../dns/types.js';
@@ -319,7 +320,10 @@ class DomainProbe {
       host: ip,
       port: config.port,
       heloName: this.deps.helo,
-      ...(config.sourceAddress ? { localAddress: config.sourceAddress } : {}),
+      // Bound to the exchanger's family only, as Postfix's smtp_bind_address (IPv4) and
+      // smtp_bind_address6 are: an IPv4 source bound to an IPv6 connection failed with EINVAL,
+      // so every IPv6 exchanger (tried first) was unreachable, an IPv6-only domain unknown.
+      ...(config.sourceAddress && isIP(config.sourceAddress) === isIP(ip) ? { localAddress: config.sourceAddress } : {}),
       ...(this.deps.dialer ? { dialer: this.deps.dialer } : {}),
       timeouts: {
         connectMs: config.timeouts.connect,
