@@ -5,16 +5,18 @@
  * SYNOPSIS
  *   callout batv sign  --secret S|--secret-file F [--keynum N] [--now T] ADDRESS
  *   callout batv check --secret S|--secret-file F [--keynum N] [--window exim|bounded] [--now T] ADDRESS
- *   callout srs forward|reverse --secret-file F --domain D [--separator C] [--alphabet A]
- *                     [--hash-length N] [--local-domain D]... [--now T] ADDRESS
+ *   callout srs forward --secret-file F --domain D [--separator C] [--alphabet A]
+ *                     [--hash-length N] [--local-domain D]... [--always-rewrite] [--now T] ADDRESS
+ *   callout srs reverse --secret-file F --domain D [--hash-length N] [--now T] ADDRESS
  *   callout verp encode --sender S [--delimiters +=] RECIPIENT
  *   callout verp decode --sender S [--delimiters +=] ADDRESS
  *   callout bounce parse FILE [--json]                  (FILE - reads standard input)
- *   callout bounce record FILE --rcpt ADDRESS STORE [--batv-key-file F] [--verp-sender S]... [--now T]
+ *   callout bounce record FILE --rcpt ADDRESS STORE [--batv-key-file F] [--verp-sender S... [--verp-delimiters D]] [--now T]
  *   callout bounce list STORE [--limit N] [--json]      (a line on stderr when --limit left entries out)
  *   callout bounce query|remove ADDRESS STORE
  *     STORE: --store DB (a SQLite file), or -c FILE [--data-dir D] (the configured store,
- *     SQLite or Redis; without either, the default configuration's)
+ *     SQLite or Redis; without either, the default configuration's; --data-dir places only a
+ *     SQLite store at a relative store.path)
  *   callout rewrite serve [--socketmap HOST:PORT|PATH] [--tcp-table MAP=HOST:PORT]... [--socket-mode MODE]
  *                     [--srs-domain D --srs-secret-file F ...] [--batv-key-file F --batv-domain D...]
  *
@@ -47,7 +49,11 @@
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
  *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
- *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir);
+ *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir;
+ *      a flag that would do nothing: an --srs- flag without --srs-secret-file and --srs-domain, a
+ *      --batv- flag without --batv-key-file, --socket-mode without a UNIX socket listener, srs
+ *      reverse's --separator, --alphabet, --local-domain or --always-rewrite, --verp-delimiters
+ *      without --verp-sender);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -58,7 +64,7 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
 import { Batv, batvKeyFileLines, keyFileLineWarning, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
@@ -67,7 +73,7 @@ import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
 import { ignoreInspectorSignal } from './signals.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
-import { SRS_LIMITS, Srs, srsDomain, type SrsAlphabet, type SrsSeparator } from '../rewrite/srs.js';
+import { SRS_LIMITS, Srs, srsDomain, type SrsSeparator } from '../rewrite/srs.js';
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
 import type { StoreSpec } from '../store/index.js';
@@ -215,12 +221,16 @@ function socketModeFlag(text: string): number {
   return parseInt(text, 8);
 }
 
+/** What the SRS flags default to, written into their help as commander would. */
+const SRS_DEFAULTS = { separator: '=', alphabet: 'base64', hashLength: '4' } as const;
+
 interface SrsFlags {
   secretFile?: string;
   domain?: string;
-  separator: string;
-  alphabet: string;
-  hashLength: string;
+  /** No commander defaults (SRS_DEFAULTS): given to `rewrite serve` without an SRS map, they are refused (serveMaps). */
+  separator?: string;
+  alphabet?: string;
+  hashLength?: string;
   localDomain: string[];
   alwaysRewrite?: boolean;
 }
@@ -228,16 +238,17 @@ interface SrsFlags {
 /** `log` and `governing` as readText takes them. */
 function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog, governing?: boolean): Srs {
   if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
-  if (!['=', '+', '-'].includes(flags.separator)) throw new UsageError(`--${prefix}separator: got "${flags.separator}", expected one of = + -`);
-  if (flags.alphabet !== 'base64' && flags.alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${flags.alphabet}", expected base64 or base64url`);
+  const { separator = SRS_DEFAULTS.separator, alphabet = SRS_DEFAULTS.alphabet } = flags;
+  if (!['=', '+', '-'].includes(separator)) throw new UsageError(`--${prefix}separator: got "${separator}", expected one of = + -`);
+  if (alphabet !== 'base64' && alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${alphabet}", expected base64 or base64url`);
   const domain = srsDomain(flags.domain);
   if (!domain.ok) throw new UsageError(`--${prefix}domain: ${domain.problem}`);
-  const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength, 1, SRS_LIMITS.maxHashLength);
+  const hashLength = wholeNumberFlag(`--${prefix}hash-length`, flags.hashLength ?? SRS_DEFAULTS.hashLength, 1, SRS_LIMITS.maxHashLength);
   return new Srs({
     domain: flags.domain,
     secrets: readSrsSecrets(flags.secretFile, `--${prefix}secret-file`, log, governing),
-    separator: flags.separator as SrsSeparator,
-    alphabet: flags.alphabet as SrsAlphabet,
+    separator: separator as SrsSeparator,
+    alphabet,
     hashLength,
     localDomains: domainListFlag(`--${prefix}local-domain`, flags.localDomain),
     alwaysRewrite: flags.alwaysRewrite === true,
@@ -278,9 +289,9 @@ function addSrsOptions(command: Command, prefix = ''): Command {
   return command
     .option(`--${prefix}secret-file <file>`, 'secrets, one per line; the first signs (postsrsd format)')
     .option(`--${prefix}domain <domain>`, 'the SRS domain of rewritten addresses')
-    .option(`--${prefix}separator <char>`, 'first separator: = + or -', '=')
-    .option(`--${prefix}alphabet <name>`, 'hash alphabet written: base64 (postsrsd 1.x, Mail::SRS) or base64url (postsrsd >= 2.2.6)', 'base64')
-    .option(`--${prefix}hash-length <n>`, 'hash characters written', '4')
+    .option(`--${prefix}separator <char>`, `first separator: = + or - (default: "${SRS_DEFAULTS.separator}")`)
+    .option(`--${prefix}alphabet <name>`, `hash alphabet written: base64 (postsrsd 1.x, Mail::SRS) or base64url (postsrsd >= 2.2.6) (default: "${SRS_DEFAULTS.alphabet}")`)
+    .option(`--${prefix}hash-length <n>`, `hash characters written (default: "${SRS_DEFAULTS.hashLength}")`)
     .option(`--${prefix}local-domain <domain>`, 'a domain not rewritten (.domain: its subdomains); repeatable', collect, [])
     .option(`--${prefix}always-rewrite`, 'rewrite senders of local domains too');
 }
@@ -404,6 +415,20 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     });
 }
 
+/**
+ * What only shapes the addresses forward writes: reverse reads any separator and either alphabet,
+ * and reverses an address of any domain, so these were ignored without a word.
+ */
+function refuseForwardOnlyFlags(flags: SrsFlags): void {
+  const given = [
+    flags.separator !== undefined && '--separator',
+    flags.alphabet !== undefined && '--alphabet',
+    flags.localDomain.length > 0 && '--local-domain',
+    flags.alwaysRewrite === true && '--always-rewrite',
+  ].find((flag) => flag !== false);
+  if (given) throw new UsageError(`${given}: only srs forward uses it (srs reverse reads any separator and either alphabet, and reverses addresses of every domain)`);
+}
+
 function registerSrs(program: Command, io: RewriteCommandIo): void {
   const srs = program.command('srs').description('Sender Rewriting Scheme, as libsrs2 / postsrsd');
   for (const direction of ['forward', 'reverse'] as const) {
@@ -415,6 +440,7 @@ function registerSrs(program: Command, io: RewriteCommandIo): void {
     )
       .option('--now <time>', 'as of this instant (ISO 8601 or Unix seconds)')
       .action((address: string, flags: SrsFlags & { now?: string }) => {
+        if (direction === 'reverse') refuseForwardOnlyFlags(flags);
         const rewriter = srsFromFlags(flags, '', oneShotWarnings(io), false);
         const now = clockFromFlag(flags.now).now();
         const result = direction === 'forward' ? rewriter.forward(address, now) : rewriter.reverse(address, now);
@@ -471,14 +497,16 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .requiredOption('--rcpt <address>', "the bounce's envelope recipient (our reverse path)"))
     .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
     .option('--verp-sender <address>', 'a list sender whose VERP addresses prove bounces; repeatable', collect, [])
-    .option('--verp-delimiters <two>', 'VERP delimiters', '+=')
+    .option('--verp-delimiters <two>', 'VERP delimiters of the --verp-sender addresses (default: "+=")')
     .option('--now <time>', 'as of this instant (BATV validity, entry times)')
     .option('--json', 'print the outcome as one JSON object')
-    .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters: string; now?: string; json?: boolean }) => {
+    .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters?: string; now?: string; json?: boolean }) => {
       if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
+      // Without a list sender no VERP address is decoded: the delimiters were ignored without a word.
+      if (flags.verpDelimiters !== undefined && flags.verpSender.length === 0) throw new UsageError('--verp-delimiters: give --verp-sender too (the delimiters are those of its VERP addresses)');
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
-      const delimiters = delimitersFlag('--verp-delimiters', flags.verpDelimiters);
+      const delimiters = flags.verpDelimiters === undefined ? POSTFIX_VERP_DELIMITERS : delimitersFlag('--verp-delimiters', flags.verpDelimiters);
       // A sender no VERP address can be made of proves nothing, and the wrapper's exit 1 ("nothing
       // recorded") dropped every bounce of the list; a usage error keeps them queued.
       for (const sender of flags.verpSender) verpSenderFlag('--verp-sender', sender);
@@ -528,9 +556,9 @@ interface ServeFlags {
   tcpTable: string[];
   srsSecretFile?: string;
   srsDomain?: string;
-  srsSeparator: string;
-  srsAlphabet: string;
-  srsHashLength: string;
+  srsSeparator?: string;
+  srsAlphabet?: string;
+  srsHashLength?: string;
   srsLocalDomain: string[];
   srsAlwaysRewrite?: boolean;
   batvKeyFile?: string;
@@ -539,7 +567,8 @@ interface ServeFlags {
   batvWindow?: string;
   idlePoll: string;
   maxConnections: string;
-  socketMode: string;
+  /** No commander default: given without a UNIX socket listener it is refused (registerServe). */
+  socketMode?: string;
 }
 
 function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<string, LookupMap> {
@@ -559,6 +588,16 @@ function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<stri
       log,
     );
     Object.assign(maps, srsMaps(srs, clock));
+  } else {
+    // Without a secret file and a domain there is no SRS map: these were ignored without a word.
+    const ignored = [
+      flags.srsSeparator !== undefined && '--srs-separator',
+      flags.srsAlphabet !== undefined && '--srs-alphabet',
+      flags.srsHashLength !== undefined && '--srs-hash-length',
+      flags.srsLocalDomain.length > 0 && '--srs-local-domain',
+      flags.srsAlwaysRewrite === true && '--srs-always-rewrite',
+    ].find((flag) => flag !== false);
+    if (ignored) throw new UsageError(`${ignored}: give --srs-secret-file and --srs-domain too (without them there is no SRS map to rewrite with it)`);
   }
   // Without keys there is no BATV map: a --batv-window or --batv-domain given was ignored without a word.
   if (!flags.batvKeyFile) {
@@ -591,7 +630,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
     .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle) (default: \"bounded\")")
     .option('--max-connections <n>', 'per listener', '200')
-    .option('--socket-mode <mode>', 'permissions of a UNIX socket listener, octal (0660: its owner and group, which Postfix must be in)', '0660')
+    .option('--socket-mode <mode>', `permissions of a UNIX socket listener, octal (0660: its owner and group, which Postfix must be in) (default: "${octalMode(DEFAULT_SOCKET_MODE)}")`)
     .option('--idle-poll <micros>', 'after an answer, poll this many microseconds for the next request before sleeping (adaptive; 0: off)', String(DEFAULT_IDLE_POLL_MICROS))
     .action(async (flags: ServeFlags) => {
       // Refused requests and connections, and secret files others can read, are logged as JSON
@@ -614,7 +653,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         }
       };
       const maxConnections = wholeNumberFlag('--max-connections', flags.maxConnections, 1);
-      const socketMode = socketModeFlag(flags.socketMode);
+      const socketMode = flags.socketMode === undefined ? DEFAULT_SOCKET_MODE : socketModeFlag(flags.socketMode);
       const idlePollMicros = unitFlag('--idle-poll', flags.idlePoll, IDLE_POLL_MICROSECONDS);
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
@@ -629,6 +668,8 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}`, socketMode }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
+      // A TCP listener has no mode: with no UNIX socket, the mode was ignored without a word.
+      if (flags.socketMode !== undefined && !plan.some((p) => p.target.kind === 'unix')) throw new UsageError('--socket-mode: give a UNIX socket listener too (--socketmap PATH); a TCP listener has no permissions to set');
       const started: typeof plan = [];
       process.on('SIGHUP', reload);
       const noInspector = ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop); its log goes to stderr, there is no file to reopen');

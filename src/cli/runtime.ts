@@ -15,7 +15,7 @@ import { isAbsolute, join } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { flagOf } from './options.js';
 import type { Config } from '../config/schema.js';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, UsageError } from '../core/errors.js';
 import { settleWithin, systemClock } from '../core/clock.js';
 import { coalescingDestination, createLogger, type Logger } from '../core/log.js';
 import type { Clock } from '../core/clock.js';
@@ -93,7 +93,18 @@ export function daemonStateConfig(flags: { config?: string; dataDir?: string }, 
   if (config.store.kind === 'memory') {
     throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (${state} in a running daemon's memory cannot be reached from here)`);
   }
+  refuseUnusedDataDir(config, flags);
   return config;
+}
+
+/**
+ * The data directory places only a SQLite store at a relative store.path: a --data-dir given
+ * beside a Redis store or an absolute path (`serve --cache FILE` makes one) was ignored without a word.
+ */
+export function refuseUnusedDataDir(config: Config, flags: { dataDir?: string }): void {
+  if (flags.dataDir === undefined) return;
+  if (config.store.kind !== 'sqlite') throw new UsageError(`--data-dir: the store is ${config.store.kind} (store.kind), which has no file in the data directory; leave --data-dir out`);
+  if (isAbsolute(config.store.path)) throw new UsageError(`--data-dir: the store's file ${config.store.path} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`);
 }
 
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */

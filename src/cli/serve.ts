@@ -31,6 +31,7 @@ import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { ignoreInspectorSignal } from './signals.js';
+import { refuseUnusedDataDir } from './runtime.js';
 
 interface ServeFlags extends EngineFlags {
   listen?: string;
@@ -67,6 +68,7 @@ export function registerServeCommand(program: Command): void {
     withholdFromOthers();
     const overrides = serveOverrides(flags);
     const config = loadConfig(flags.config, overrides, {}, { flagOf });
+    refuseUnusedDataDir(config, flags);
     const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });

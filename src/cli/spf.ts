@@ -1,13 +1,13 @@
 /**
  * NAME
- *   cli/spf - `callout spf --ip IP --sender ADDR [--helo NAME] [--dns-server IP[:PORT]] [--json]`
+ *   cli/spf - `callout spf --ip IP --sender ADDR|--identity helo [--helo NAME] [--dns-server IP[:PORT]] [--json]`
  *
  * DESCRIPTION
  *   Evaluates SPF (RFC 7208) for one client address and envelope sender and prints the
  *   result, the explanation (for a fail) or the problem (for an error), and the trace: every
  *   check_host() entered, every term with its outcome and every DNS lookup with its answer.
  *   --sender '' or '<>' is the null reverse-path, checked as postmaster@HELO; --identity helo
- *   checks the HELO identity instead. --json prints one JSON object: result (the RFC's
+ *   checks the HELO identity instead, and takes no --sender. --json prints one JSON object: result (the RFC's
  *   lower-case word), explanation, trace, and the rest of the verdict.
  *
  * EXIT STATUS
@@ -29,7 +29,7 @@ import { DNS_SERVER_FLAG, DNS_SERVER_HELP, TIMEOUT_MILLISECONDS, collect, unitFl
 
 interface SpfFlags {
   ip: string;
-  sender: string;
+  sender?: string;
   helo?: string;
   dnsServer: string[];
   identity: string;
@@ -48,7 +48,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .command('spf')
     .description('evaluate SPF (RFC 7208) for a client address and sender, and show how the result came about')
     .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
-    .requiredOption('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender)")
+    .option('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender); not with --identity helo")
     .option('--helo <name>', 'the EHLO/HELO name (needed for the null sender and --identity helo)')
     .option(DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, [])
     .option('--identity <identity>', 'mailfrom or helo', 'mailfrom')
@@ -65,7 +65,10 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
 async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
   if (clientAddress(flags.ip) === undefined) throw new UsageError(`spf: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
   if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${JSON.stringify(flags.identity)}`);
-  const mailFrom = flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
+  // The HELO identity is the name alone: a --sender beside it was required and then ignored.
+  if (flags.identity === 'helo' && flags.sender !== undefined) throw new UsageError('spf: --sender: --identity helo checks the HELO name alone; leave --sender out');
+  if (flags.identity === 'mailfrom' && flags.sender === undefined) throw new UsageError("spf: --sender: give the MAIL FROM address ('' or '<>' for the null sender), or --identity helo");
+  const mailFrom = flags.sender === undefined || flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
   const helo = flags.helo ?? '';
   if ((mailFrom === '' || flags.identity === 'helo') && helo === '') throw new UsageError('spf: the null sender and --identity helo need --helo');
   // As the spf stage's receiver: an empty name left %{r} of an explanation empty where RFC 7208 §7.3 says "unknown".
@@ -148,6 +151,8 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
       if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
+      // Scope pra takes its address from the headers: a --sender was ignored without a word.
+      if (flags.scope === 'pra' && flags.sender !== undefined) throw new UsageError('senderid: --sender: give --scope mfrom too (scope pra checks the address of the message\'s headers)');
       // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
       if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
       const timeoutMs = unitFlag('senderid: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);

@@ -6,7 +6,8 @@
  *   checkRedisUrl() refuses what ioredis would misread without a word: a database that is not a
  *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
  *   password, URL parameters that would set driver options, `tls=false` (TLS on) and a family
- *   that is not 4 or 6. The configuration schema runs
+ *   that is not 4 or 6, and what it would read one way of two: a database in both the path and db=,
+ *   a user part and username= or password=, a parameter given twice. The configuration schema runs
  *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
  *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
  *   Apart from the store, so that the schema does not load the driver.
@@ -18,13 +19,26 @@
 import { ConfigError } from '../core/errors.js';
 import { HIDDEN_SECRET } from '../core/text.js';
 
+/** A URL cut at its query, which is parsed here once for the mask and every check. */
+interface QueryCut {
+  base: string;
+  parameters: URLSearchParams;
+}
+
+function cutQuery(url: string): QueryCut {
+  const query = url.indexOf('?');
+  return { base: query === -1 ? url : url.slice(0, query), parameters: new URLSearchParams(query === -1 ? '' : url.slice(query + 1)) };
+}
+
 /** The URL as it may appear in logs: any password replaced by ***. */
 export function maskPassword(url: string): string {
-  const query = url.indexOf('?');
-  const base = query === -1 ? url : url.slice(0, query);
+  return masked(cutQuery(url));
+}
+
+function masked({ base, parameters }: QueryCut): string {
   // Each password parameter masked in one pass: URLSearchParams.set() removes duplicates one
   // splice at a time, quadratic in a query of many (2.6 s for 80,000).
-  const entries = [...new URLSearchParams(query === -1 ? '' : url.slice(query + 1))].map(([name, value]): [string, string] => [name, name === 'password' ? HIDDEN_SECRET : value]);
+  const entries = [...parameters].map(([name, value]): [string, string] => [name, name === 'password' ? HIDDEN_SECRET : value]);
   const search = entries.length > 0 ? `?${new URLSearchParams(entries).toString()}` : '';
   if (base.startsWith('/')) return base + search;
   try {
@@ -43,44 +57,53 @@ export function maskPassword(url: string): string {
  * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
  */
 export function checkRedisUrl(url: string, storeOptions: object = {}): string {
-  const masked = maskPassword(url);
+  const cut = cutQuery(url);
+  const { parameters } = cut;
+  const shown = masked(cut);
   // ioredis takes a database that is not a number ("/abc", "?db=1x") as database 0 (or 1).
-  const query = url.indexOf('?');
-  const parameters = new URLSearchParams(query === -1 ? '' : url.slice(query + 1));
   const database = parameters.get('db');
   if (database !== null && !/^\d+$/.test(database)) {
-    throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${masked}`);
+    throw new ConfigError(`redis store: database (db=) must be a number, got ${JSON.stringify(database)} in ${shown}`);
   }
-  const maskedPassword = `redis store: the password in ${masked} is ${HIDDEN_SECRET}, as config print hides it: put the real password back`;
+  const maskedPassword = `redis store: the password in ${shown} is ${HIDDEN_SECRET}, as config print hides it: put the real password back`;
   // Before a socket path returns: config print masks its password parameter alike.
   if (parameters.getAll('password').includes(HIDDEN_SECRET)) throw new ConfigError(maskedPassword);
   if (url.startsWith('/')) {
     // ioredis takes a socket path's parameters as driver options too.
-    checkUrlParameters(url, storeOptions);
+    checkUrlParameters(parameters, shown, storeOptions);
     return url;
   }
   if (!/^rediss?:\/\//i.test(url)) {
-    throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${masked}`);
+    throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${shown}`);
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch (err) {
-    throw new ConfigError(`redis store: unusable URL ${masked}: not a URL (a port above 65535, a space or an IPv6 address without brackets?)`, { cause: err });
+    throw new ConfigError(`redis store: unusable URL ${shown}: not a URL (a port above 65535, a space or an IPv6 address without brackets?)`, { cause: err });
   }
   try {
     // As ioredis decodes them, which otherwise throws a bare "URI malformed" from the constructor.
     decodeURIComponent(parsed.username);
     decodeURIComponent(parsed.password);
   } catch (err) {
-    throw new ConfigError(`redis store: unusable URL ${masked}: a % in the user name or password is not followed by two hex digits`, { cause: err });
+    throw new ConfigError(`redis store: unusable URL ${shown}: a % in the user name or password is not followed by two hex digits`, { cause: err });
   }
   if (decodeURIComponent(parsed.password) === HIDDEN_SECRET) throw new ConfigError(maskedPassword);
   const path = parsed.pathname;
   if (!/^\/?\d*$/.test(path)) {
-    throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${masked}`);
+    throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${shown}`);
   }
-  checkUrlParameters(url, storeOptions);
+  // ioredis takes the path's database, and the user part's name and password (an empty one for
+  // the part left out), and drops the parameters without a word.
+  if (path.length > 1 && parameters.has('db')) {
+    throw new ConfigError(`redis store: the database is given twice, as the path ${path} and as db=, in ${shown}: give it once (the driver would take the path's and ignore db=)`);
+  }
+  const credential = ['username', 'password'].find((name) => parameters.has(name));
+  if ((parsed.username !== '' || parsed.password !== '') && credential !== undefined) {
+    throw new ConfigError(`redis store: the URL has a user part (before the @) and ${credential}=, in ${shown}: give the user name and password in one of them (the driver would take the user part's and ignore ${credential}=)`);
+  }
+  checkUrlParameters(parameters, shown, storeOptions);
   return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
 }
 
@@ -94,30 +117,31 @@ const URL_PARAMETERS = new Set(['username', 'password', 'db', 'family', 'tls']);
  * take every deadline away, `?stringNumbers=true` made each expiresAt a string, and ioredis's own
  * `?keyPrefix=` left scan finding nothing.
  */
-function checkUrlParameters(url: string, options: object): void {
-  const query = url.indexOf('?');
-  if (query === -1) return;
-  for (const name of new URLSearchParams(url.slice(query + 1)).keys()) {
+function checkUrlParameters(parameters: URLSearchParams, shown: string, options: object): void {
+  const seen = new Set<string>();
+  for (const name of parameters.keys()) {
     if (Object.hasOwn(options, name)) {
-      throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${maskPassword(url)}`);
+      throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${shown}`);
     }
     if (!URL_PARAMETERS.has(name)) {
-      throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${maskPassword(url)}`);
+      throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${shown}`);
     }
+    // The driver takes the last of a parameter given twice, and the database check reads the first (db=1&db=x passed).
+    if (seen.has(name)) throw new ConfigError(`redis store: URL parameter ${name} is given twice: ${shown}`);
+    seen.add(name);
   }
-  const parameters = new URLSearchParams(url.slice(query + 1));
   // ioredis takes any tls value but an empty one as the name of a TLS profile, and turns TLS on:
   // `?tls=false` made every connection a TLS handshake that a plain Redis never answers, and the
   // store said only "no answer within 2000 ms".
   for (const tls of parameters.getAll('tls')) {
     if (/^(false|no|off|0)$/i.test(tls)) {
-      throw new ConfigError(`redis store: URL parameter tls=${tls} turns TLS on (the driver reads any tls value as a TLS profile): leave tls out for no TLS, or write rediss:// for TLS: ${maskPassword(url)}`);
+      throw new ConfigError(`redis store: URL parameter tls=${tls} turns TLS on (the driver reads any tls value as a TLS profile): leave tls out for no TLS, or write rediss:// for TLS: ${shown}`);
     }
   }
   // Node connects with family 0, 4 or 6; any other number was taken, and a host name then failed every lookup.
   for (const family of parameters.getAll('family')) {
     if (!/^[046]$/.test(family)) {
-      throw new ConfigError(`redis store: URL parameter family must be 4 or 6 (or 0 for either), got ${JSON.stringify(family)}: ${maskPassword(url)}`);
+      throw new ConfigError(`redis store: URL parameter family must be 4 or 6 (or 0 for either), got ${JSON.stringify(family)}: ${shown}`);
     }
   }
 }

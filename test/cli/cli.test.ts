@@ -303,13 +303,20 @@ describe('callout config', () => {
     const file = join(dir, 'secrets.yaml');
     writeFileSync(
       file,
-      'store: { kind: redis, url: "redis://:hunter2@127.0.0.1:6379/0?password=hunter3" }\n' +
+      'store: { kind: redis, url: "redis://:hunter2@127.0.0.1:6379/0" }\n' +
         'policy:\n  stages:\n    - { name: batv, domains: [example.org], keys: [{ keynum: 1, secret: topsecret }] }\n',
     );
     const { code, stdout, stderr } = await callout(['config', 'print', '-c', file]);
     assert.equal(code, 0, stderr);
     assert.doesNotMatch(stdout, /hunter2|hunter3|topsecret/);
-    assert.match(stdout, /url: redis:\/\/:\*\*\*@127\.0\.0\.1:6379\/0\?password=\*\*\*/);
+    assert.match(stdout, /url: redis:\/\/:\*\*\*@127\.0\.0\.1:6379\/0\n/);
+    // The password as a URL parameter (with a user part beside it, the driver ignored it: refused).
+    const parameter = join(dir, 'secret-parameter.yaml');
+    writeFileSync(parameter, 'store: { kind: redis, url: "redis://127.0.0.1:6379/0?username=app&password=hunter3" }\n');
+    const printedParameter = await callout(['config', 'print', '-c', parameter]);
+    assert.equal(printedParameter.code, 0, printedParameter.stderr);
+    assert.doesNotMatch(printedParameter.stdout, /hunter3/);
+    assert.match(printedParameter.stdout, /url: redis:\/\/127\.0\.0\.1:6379\/0\?username=app&password=\*\*\*\n/);
     assert.match(stdout, /secret: "\*\*\*"/);
     // Read back, the printed file must not sign with "***" or log in with it: refused, naming why.
     const printed = join(dir, 'printed.yaml');

@@ -131,6 +131,19 @@ describe('callout srs', () => {
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
   });
+  it('refuses on reverse the flags only forward uses (they were taken and ignored); reverse reads any separator and either alphabet', async () => {
+    const common = ['--secret-file', srsSecret, '--domain', 'example.com', '--now', NOW];
+    for (const given of [['--separator', '+'], ['--alphabet', 'base64url'], ['--local-domain', 'example.org'], ['--always-rewrite']]) {
+      await assert.rejects(
+        run(['srs', 'reverse', ...common, ...given, 'SRS0=vmyz=2W=otherdomain.com=test@example.com']),
+        (err: unknown) => err instanceof UsageError && err.message === `${given[0]!}: only srs forward uses it (srs reverse reads any separator and either alphabet, and reverses addresses of every domain)`,
+        given.join(' '),
+      );
+    }
+    assert.deepEqual(await run(['srs', 'reverse', ...common, 'SRS0+vmyz=2W=otherdomain.com=test@example.com']), { out: 'test@otherdomain.com\n', code: 0 });
+    // --hash-length is reverse's shortest hash too.
+    assert.equal((await run(['srs', 'reverse', ...common, '--hash-length', '6', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'])).out, 'SRS0=vmyz=2W=otherdomain.com=test@example.com: hash-too-short: Hash too short in SRS address.\n');
+  });
   it('warns of a --secret-file others can read, as batv sign and check do (regression: srs forward and reverse said nothing)', async () => {
     const open = join(dir, 'srs-open.secret');
     writeFileSync(open, 'tops3cr3t\nolder\n');
@@ -318,6 +331,11 @@ describe('callout bounce', () => {
       (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${badKeys}: batv: key number 1 is given twice`,
     );
     await assert.rejects(run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'x@y.test', '--store', store, '--verp-sender', 'l@x.test', '--verp-delimiters', '??']), UsageError);
+    // Without a list sender no VERP address is decoded: the delimiters were ignored without a word.
+    await assert.rejects(
+      run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--verp-delimiters', '-=']),
+      (err: unknown) => err instanceof UsageError && err.message === '--verp-delimiters: give --verp-sender too (the delimiters are those of its VERP addresses)',
+    );
     assert.equal(existsSync(store), false);
   });
 });
@@ -527,6 +545,14 @@ describe('callout rewrite serve', () => {
     for (const bad of ['660x', '0999', '', '12345']) {
       await assert.rejects(run(['rewrite', 'serve', '--socketmap', join(dir, 'bad.sock'), '--socket-mode', bad, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), (err: unknown) => err instanceof UsageError && err.message === `--socket-mode: got "${bad}", expected an octal mode of 3 or 4 digits, such as 0660`, bad);
     }
+    // TCP listeners alone have no mode to set: it was ignored without a word.
+    for (const listeners of [['--socketmap', '127.0.0.1:0'], ['--tcp-table', 'forward=127.0.0.1:0']]) {
+      await assert.rejects(
+        run(['rewrite', 'serve', ...listeners, '--socket-mode', '0600', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: AbortSignal.abort() }),
+        (err: unknown) => err instanceof UsageError && err.message === '--socket-mode: give a UNIX socket listener too (--socketmap PATH); a TCP listener has no permissions to set',
+        listeners.join(' '),
+      );
+    }
   });
 
   it('logs a warning per secret file that group or others can read, naming it and its flag; refuses a FIFO at once', async () => {
@@ -591,6 +617,22 @@ describe('callout rewrite serve', () => {
     await assert.rejects(run([...srsOnly, '--batv-window', 'exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: give --batv-key-file too (without keys there is no BATV map to check with it)');
     await assert.rejects(run([...srsOnly, '--batv-window', 'bounded'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--batv-window: give --batv-key-file too'), 'the default named');
     await assert.rejects(run([...srsOnly, '--batv-domain', 'example.com'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give --batv-key-file too (without keys there is no BATV map to sign with it)');
+    // Without --srs-secret-file and --srs-domain there is no SRS map: its other flags were ignored without a word.
+    const batvOnly = [...batv, '--batv-domain', 'example.com'];
+    for (const given of [['--srs-separator', '+'], ['--srs-separator', '='], ['--srs-alphabet', 'base64url'], ['--srs-hash-length', '6'], ['--srs-local-domain', 'example.org'], ['--srs-always-rewrite']]) {
+      await assert.rejects(
+        run([...batvOnly, ...given], { stop: AbortSignal.abort() }),
+        (err: unknown) => err instanceof UsageError && err.message === `${given[0]!}: give --srs-secret-file and --srs-domain too (without them there is no SRS map to rewrite with it)`,
+        given.join(' '),
+      );
+    }
+    // Their defaults still apply when SRS is configured (the default written out is the same address).
+    const defaults = await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'fwd.example', '--now', NOW, 'alice@example.org']);
+    assert.match(defaults.out, /^SRS0=[A-Za-z0-9+/]{4}=/, 'separator = and a hash of four characters');
+    assert.deepEqual(
+      defaults,
+      await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'fwd.example', '--separator', '=', '--alphabet', 'base64', '--hash-length', '4', '--now', NOW, 'alice@example.org']),
+    );
     await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--max-connections', '0'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--max-connections: got "0"'));
     for (const idlePoll of ['-1', 'soon', '10001']) {
       await assert.rejects(

@@ -2,7 +2,7 @@
 // as the daemon logs it (the commands upgraded the daemon's file without a word).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
+import { daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -80,5 +80,34 @@ describe('openCommandStore', () => {
       assert.equal(stderr.split('\n').filter((line) => line.includes('schema upgraded')).join('\n'), `callout: store ${path}: schema upgraded from version 1 to 2`, `${args[0]}: ${stderr}`);
       assert.equal(version(path), 2, args[0]);
     }
+  });
+});
+
+describe('--data-dir', () => {
+  it('is refused where it places no store (a Redis store, an absolute store.path, serve --cache): it was ignored without a word', async () => {
+    const config = (name: string, yaml: string) => {
+      const path = join(dir, name);
+      writeFileSync(path, yaml);
+      return path;
+    };
+    const dataDir = join(dir, 'unused-data-dir');
+    const redis = config('redis.yaml', 'store: { kind: redis, url: "redis://127.0.0.1:6379/0" }\n');
+    assert.throws(() => daemonStateConfig({ config: redis, dataDir }, 'the greylist'), {
+      name: 'UsageError',
+      message: '--data-dir: the store is redis (store.kind), which has no file in the data directory; leave --data-dir out',
+    });
+    const absolute = config('absolute.yaml', `store: { kind: sqlite, path: ${join(dir, 'elsewhere.sqlite')} }\n`);
+    assert.throws(() => daemonStateConfig({ config: absolute, dataDir }, 'the suppression list'), {
+      name: 'UsageError',
+      message: `--data-dir: the store's file ${join(dir, 'elsewhere.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`,
+    });
+    const relative = config('relative.yaml', 'store: { kind: sqlite, path: state.sqlite }\n');
+    assert.equal(daemonStateConfig({ config: relative, dataDir }, 'the greylist').dataDir, dataDir);
+    assert.equal(daemonStateConfig({ config: redis }, 'the greylist').store.kind, 'redis', 'no --data-dir, nothing to refuse');
+    // serve: --cache names the file itself.
+    const serve = await new Promise<{ code: unknown; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', 'serve', '--listen', '127.0.0.1:0', '--metrics', '', '--cache', join(dir, 'cache.sqlite'), '--data-dir', dataDir], { cwd: ROOT, timeout: 20_000 }, (error, _stdout, stderr) => resolve({ code: error?.code, stderr }));
+    });
+    assert.deepEqual(serve, { code: 64, stderr: `callout: USAGE: --data-dir: the store's file ${join(dir, 'cache.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n` });
   });
 });

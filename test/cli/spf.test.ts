@@ -156,7 +156,8 @@ describe('callout spf', () => {
   it('usage errors: a bad --ip, a null sender without --helo, a missing option', async () => {
     await assert.rejects(run(['--ip', 'nope', '--sender', 'a@example.test']), { code: 'USAGE' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', '']), /need --helo/);
-    await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--identity', 'helo']), /need --helo/);
+    await assert.rejects(run(['--ip', '127.0.0.1', '--identity', 'helo']), /need --helo/);
+    await assert.rejects(run(['--ip', '127.0.0.1']), { code: 'USAGE', message: "spf: --sender: give the MAIL FROM address ('' or '<>' for the null sender), or --identity helo" });
     await assert.rejects(run(['--sender', 'a@example.test']), { code: 'commander.missingMandatoryOptionValue' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--dns-server', '127.0.0.1:0']), { code: 'USAGE', message: 'spf: --dns-server: dns server "127.0.0.1:0": port must be 1..65535' });
     await assert.rejects(run(['--ip', '127.0.0.1', '--sender', 'a@example.test', '--timeout', '0']), { code: 'USAGE', message: 'spf: --timeout: got "0", expected at least 1 millisecond' });
@@ -165,5 +166,17 @@ describe('callout spf', () => {
     // scope mfrom checks the MAIL FROM: without --sender there is nothing to check.
     await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'mfrom']), { code: 'USAGE', message: 'senderid: --scope mfrom needs --sender' });
     await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'from']), { code: 'USAGE', message: 'senderid: --scope must be pra or mfrom, got "from"' });
+  });
+
+  it('refuses a --sender that its identity or scope does not check (it was taken and ignored)', async () => {
+    // --identity helo checks the HELO name alone; --sender was required all the same.
+    await assert.rejects(run(['--ip', '127.0.0.9', '--sender', 'a@deny.test', '--helo', 'helo.test', '--identity', 'helo']), { code: 'USAGE', message: 'spf: --sender: --identity helo checks the HELO name alone; leave --sender out' });
+    const helo = await run(['--ip', '127.0.0.9', '--helo', 'helo.test', '--identity', 'helo', '--json']);
+    assert.deepEqual([JSON.parse(helo.output).result, helo.exitCode], ['pass', 0]);
+    // Scope pra (the default) checks the address of the headers.
+    await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--sender', 'a@example.test']), {
+      code: 'USAGE',
+      message: "senderid: --sender: give --scope mfrom too (scope pra checks the address of the message's headers)",
+    });
   });
 });

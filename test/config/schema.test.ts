@@ -148,6 +148,8 @@ describe('timer durations', () => {
     assert.equal(message.includes('s3cret'), false, message);
     assert.match(problem({ store: { kind: 'redis', url: 'redis://127.0.0.1/abc' } }), /store\.url: .*the URL's path must be a database number/);
     assert.match(problem({ store: { kind: 'redis', url: 'http://127.0.0.1' } }), /store\.url: .*URL must be redis:\/\/, rediss:\/\/ or a unix socket path/);
+    // The driver took the path's database and dropped db= without a word.
+    assert.match(problem({ store: { kind: 'redis', url: 'redis://127.0.0.1:6379/1?db=2' } }), /^configuration: store\.url: got "redis:\/\/127\.0\.0\.1:6379\/1\?db=2", the database is given twice, as the path \/1 and as db=/);
     // Only the store in use is checked: a URL left over beside a SQLite store stops nothing.
     assert.equal(validateConfig({ store: { kind: 'sqlite', url: 'http://127.0.0.1' } }).store.kind, 'sqlite');
     assert.equal(validateConfig({ store: { kind: 'redis', url: 'redis://u:p@127.0.0.1:6379/2?family=4' } }).store.url, 'redis://u:p@127.0.0.1:6379/2?family=4');

@@ -110,7 +110,22 @@ describe('redis URL checks', () => {
     for (const url of ['redis://127.0.0.1:6379?db=', 'redis://127.0.0.1:6379/1abc', 'redis://127.0.0.1:6379/0/']) {
       assert.throws(() => checkRedisUrl(url), ConfigError, url);
     }
-    assert.equal(checkRedisUrl('redis://127.0.0.1:6379/2?db=3'), 'redis://127.0.0.1:6379/2?db=3');
+    assert.equal(checkRedisUrl('redis://127.0.0.1:6379/?db=3'), 'redis://127.0.0.1:6379/?db=3');
+  });
+
+  it('refuses what the driver would read one way of two: a database in the path and db=, a user part and a credential parameter, a parameter twice', () => {
+    // ioredis selects the path's database, takes the user part's name and password (an empty one
+    // for the part left out) and the last of a parameter given twice, dropping the rest without a word.
+    for (const url of ['redis://127.0.0.1:6379/1?db=2', 'redis://127.0.0.1:6379/0?db=0']) {
+      assert.throws(() => checkRedisUrl(url), /^ConfigError: redis store: the database is given twice, as the path \/\d and as db=, in redis:\/\/127\.0\.0\.1:6379\/\d\?db=\d: give it once/, url);
+    }
+    assert.throws(() => checkRedisUrl('redis://user@127.0.0.1:6379?password=secretsecret'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and password=, in redis://user@127.0.0.1:6379?password=***') && !err.message.includes('secretsecret'));
+    assert.throws(() => checkRedisUrl('redis://:secretsecret@127.0.0.1:6379?username=app'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and username=, in redis://:***@127.0.0.1:6379?username=app') && !err.message.includes('secretsecret'));
+    for (const url of ['redis://127.0.0.1:6379?db=1&db=x', '/run/redis.sock?db=1&db=2', 'redis://127.0.0.1:6379?family=4&family=6']) {
+      assert.throws(() => checkRedisUrl(url), /^ConfigError: redis store: URL parameter (db|family) is given twice: /, url);
+    }
+    assert.equal(checkRedisUrl('redis://127.0.0.1:6379?username=app&password=secretsecret&db=2'), 'redis://127.0.0.1:6379?username=app&password=secretsecret&db=2');
+    assert.equal(checkRedisUrl('redis://app:secretsecret@127.0.0.1:6379/2'), 'redis://app:secretsecret@127.0.0.1:6379/2');
   });
 
   it('gives the driver the scheme in lower case, so that REDISS:// still turns TLS on', () => {
