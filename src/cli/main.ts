@@ -23,7 +23,7 @@
  *   errors, 141 when the reader of standard output went away (as SIGPIPE would).
  */
 
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Help, Option } from 'commander';
 import { stringify } from 'yaml';
 import { ConfigError, describeError } from '../core/errors.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
@@ -48,7 +48,8 @@ export function buildProgram(): Command {
     .description('Sender address verification by SMTP callout, and the checks around it')
     .version(CALLOUT_VERSION)
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => write(text) });
+    .configureOutput({ outputError: (text, write) => write(text) })
+    .configureHelp({ optionDescription: withoutEmptyListDefault });
 
   addEngineOptions(
     program
@@ -103,6 +104,16 @@ export function buildProgram(): Command {
     process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, printable))));
   });
   return program;
+}
+
+/**
+ * A flag's help, inherited by every subcommand, without the empty list a repeatable flag starts
+ * from: commander wrote "(default: [])" after the flag's own words, which say what its absence
+ * means ("default: the system resolver").
+ */
+function withoutEmptyListDefault(this: Help, option: Option): string {
+  const empty = Array.isArray(option.defaultValue) && option.defaultValue.length === 0;
+  return Help.prototype.optionDescription.call(this, empty ? Object.assign(Object.create(option) as Option, { defaultValue: undefined }) : option);
 }
 
 /**

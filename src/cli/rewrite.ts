@@ -64,7 +64,7 @@ import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller } from '../core/idle-poll.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, formatListenAddress, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, formatListenAddress, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, type ListenAddress } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { shown, shownField, shownJson } from '../core/text.js';
 import { Batv, batvKeyFileLines, keyFileLineWarning, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
@@ -212,7 +212,7 @@ function keynumFlag(value: string | undefined): number | undefined {
 
 function parseListen(text: string, what: string): ListenAddress {
   const parsed = parseListenAddress(text);
-  if (!parsed.ok) throw new UsageError(`${what}: ${parsed.reason}`);
+  if (!parsed.ok) throw new UsageError(`${what}: ${listenRefusal(text, parsed.reason)}`);
   return parsed.value;
 }
 

@@ -11,11 +11,6 @@
  *   their own, smaller bound (config/schema).
  */
 
-import { abbreviate } from '../core/errors.js';
-
-/** Characters of a bad value quoted in its message. */
-const SHOWN = 40;
-
 const UNIT_MS: Record<string, number> = {
   ms: 1,
   s: 1000,
@@ -33,22 +28,29 @@ export const TIMER_MAX_TEXT = 'about 24 days';
 /** What a duration setting takes, for a value of no accepted type (YAML's .nan, .inf, 1e309, true). */
 export const DURATION_EXPECTED = 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds';
 
+/**
+ * A refusal's reason says what was expected, not the value: every message that gives it has
+ * quoted the value already ("cache.tempfail: got "5 min", expected a duration ..."), and the
+ * reason that quoted it again read `got "5 min", "5 min" is not a duration`.
+ */
 export type DurationParse = { ok: true; ms: number } | { ok: false; reason: string };
+
+const TOO_LONG = 'expected a shorter duration: callout keeps none longer than 285,000 years';
 
 export function parseDuration(input: string | number): DurationParse {
   if (typeof input === 'number') {
-    if (!Number.isFinite(input) || input < 0) return { ok: false, reason: `${input} is not a non-negative number of seconds` };
+    if (!Number.isFinite(input) || input < 0) return { ok: false, reason: 'expected a number of seconds, 0 or more' };
     const ms = Math.round(input * 1000) || 0; // -0 is 0
-    if (!Number.isSafeInteger(ms)) return { ok: false, reason: `${input} seconds is longer than any duration callout can keep` };
+    if (!Number.isSafeInteger(ms)) return { ok: false, reason: TOO_LONG };
     return { ok: true, ms };
   }
   // Trimmed first: two runs of \s* side by side backtracked quadratically on "1", spaces, "x".
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/.exec(input.trim());
-  if (!match) return { ok: false, reason: `"${abbreviate(input, SHOWN)}" is not a duration (examples: 30s, 5m, 2h, 7d)` };
+  if (!match) return { ok: false, reason: DURATION_EXPECTED };
   const unit = UNIT_MS[match[2] ?? 's'] ?? 1000;
   const ms = Math.round(Number(match[1]) * unit);
   // Digits enough make Infinity, and any timer or expiry past 2^53 ms is nonsense.
-  if (!Number.isSafeInteger(ms)) return { ok: false, reason: `"${abbreviate(input, SHOWN)}" is longer than any duration callout can keep` };
+  if (!Number.isSafeInteger(ms)) return { ok: false, reason: TOO_LONG };
   return { ok: true, ms };
 }
 

@@ -20,7 +20,7 @@ import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
 import { DURATION_EXPECTED, TIMER_MAX_MS, TIMER_MAX_TEXT, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
-import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, parseListenAddress, sameListener } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddress, sameListener } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import { AddressSet } from '../core/ip.js';
 import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
@@ -39,8 +39,9 @@ const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS
   duration(fallback).pipe(
     z
       .number()
-      .min(minMs, { message: `expected at least ${minMs} ms` })
-      .max(max.ms, { message: `expected at most ${max.ms} ms (${max.why})` }),
+      // In the form a file writes a duration (99s), not in the milliseconds it is kept in.
+      .min(minMs, { message: `expected at least ${formatDuration(minMs)}` })
+      .max(max.ms, { message: `expected at most ${formatDuration(max.ms)} (${max.why})` }),
   );
 
 /**
@@ -49,7 +50,7 @@ const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS
  * (Postfix's smtpd_policy_service_timeout, 100 s, after which Postfix has given up anyway). A
  * later deadline was accepted, and its "in progress" answer never sent: the connection closed.
  */
-const DECISION_TIMEOUT_MAX = { ms: DEFAULT_POLICY_REQUEST_TIMEOUT_MS - 1000, why: "below Postfix's smtpd_policy_service_timeout, 100 s, after which callout closes the request unanswered" };
+const DECISION_TIMEOUT_MAX = { ms: DEFAULT_POLICY_REQUEST_TIMEOUT_MS - 1000, why: "below Postfix's smtpd_policy_service_timeout, 100s, after which callout closes the request unanswered" };
 
 const duration = (fallback: string) =>
   z
@@ -261,7 +262,7 @@ const storeSchema = z
 
 const listenAddress = z.string().superRefine((text, ctx) => {
   const parsed = parseListenAddress(text);
-  if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (${parsed.reason})` });
+  if (!parsed.ok) ctx.addIssue({ code: 'custom', message: listenExpected(parsed.reason) });
 });
 
 /**

@@ -12,7 +12,9 @@
  *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
  *   socket path an earlier run left, before binding it, but never one a live server still has.
  *   reachableFromNetwork() says whether a bound listener is open to other hosts. sameListener()
- *   says whether two addresses would take the same socket.
+ *   says whether two addresses would take the same socket. listenExpected() and listenRefusal()
+ *   word the refusal of an address, with what is wrong with it (no port, an IPv6 address not in
+ *   brackets).
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
@@ -40,7 +42,7 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
     return { ok: true, value: { kind: 'unix', path: text } };
   }
   const match = HOST_PORT.exec(text);
-  if (!match) return { ok: false, reason: `"${abbreviate(text, 60)}" is not host:port, [ipv6]:port or an absolute socket path` };
+  if (!match) return { ok: false, reason: notHostPort(text) };
   const [, bracketed, plain, portText] = match;
   const port = Number(portText);
   if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
@@ -49,6 +51,38 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   // hand to the resolver as a host name.
   if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
+}
+
+/**
+ * A refusal of a listen address, after the value it quotes ("got ..."): the forms it takes, and
+ * what is wrong with this one (a reason of parseListenAddress).
+ */
+export function listenExpected(reason: string): string {
+  return `expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (${reason})`;
+}
+
+/** The refusal of text for a listener, the value quoted (its start), where no schema quotes it. */
+export function listenRefusal(text: string, reason: string): string {
+  return `got "${abbreviate(text, 60)}", ${listenExpected(reason)}`;
+}
+
+/**
+ * What keeps text, no socket path, from HOST:PORT, without quoting it whole (the refusal has):
+ * "not host:port" told the administrator who wrote 127.0.0.1 or ::1:10040 only the forms again.
+ */
+function notHostPort(text: string): string {
+  if (!text.includes(':')) return text.includes('/') ? 'a socket path must be absolute, starting with /' : 'no port';
+  if (text.endsWith(']')) return 'no port';
+  const colon = text.lastIndexOf(':');
+  const [host, port] = [text.slice(0, colon), text.slice(colon + 1)];
+  // An IPv6 address has colons of its own, so its port follows it in brackets (Postfix's form too).
+  if (net.isIPv6(host) && /^\d{1,5}$/.test(port)) return `an IPv6 address with a port is written in brackets: [${abbreviate(host, 60)}]:${port}`;
+  if (net.isIPv6(text)) return `no port: an IPv6 address with a port is written [${abbreviate(text, 60)}]:PORT`;
+  if (port === '') return 'no port';
+  if (!/^\d+$/.test(port)) return `the port "${abbreviate(port, 20)}" is not a number`;
+  if (port.length > 5) return `port ${abbreviate(port, 20)} is out of range`;
+  if (host === '') return 'no host before the port';
+  return `"${abbreviate(host, 60)}" is not a host name or an IP address`;
 }
 
 /**

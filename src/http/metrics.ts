@@ -47,7 +47,7 @@ import { removeStaleSocket } from '../core/listen.js';
 import type { PipelineOutcome } from '../policy/pipeline.js';
 import { ConfigError, describeError } from '../core/errors.js';
 import { settleWithin } from '../core/clock.js';
-import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, parseListenAddress, reachableFromNetwork } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, listenRefusal, parseListenAddress, reachableFromNetwork } from '../core/listen.js';
 
 /**
  * From a cached answer (0.1 ms or less) to the decision deadline (policy.decisionTimeout, 6 s):
@@ -258,7 +258,7 @@ export async function startMetricsServer(
   // at the first check of connections after requestTimeoutMs, up to an interval later.
   server.setTimeout(3 * requestTimeoutMs);
   const parsed = parseListenAddress(listen);
-  if (!parsed.ok) throw new ConfigError(`metrics.listen: ${parsed.reason}`);
+  if (!parsed.ok) throw new ConfigError(`metrics.listen: ${listenRefusal(listen, parsed.reason)}`);
   const target = parsed.value;
   if (target.kind === 'unix') await removeStaleSocket(target.path);
   await listenOn(server, target, `${listen} (metrics.listen)`, limits.socketMode ?? DEFAULT_SOCKET_MODE);

@@ -60,7 +60,7 @@
 
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, openToAllUsers, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import type { ListenAddress } from '../core/listen.js';
 
@@ -160,7 +160,7 @@ export class PolicyServer {
 
   constructor(options: PolicyServerOptions) {
     const parsed = parseListenAddress(options.listen);
-    if (!parsed.ok) throw new ConfigError(`policy listen address: ${parsed.reason}`);
+    if (!parsed.ok) throw new ConfigError(`policy listen address: ${listenRefusal(options.listen, parsed.reason)}`);
     this.endpoint = parsed.value;
     this.listenText = options.listen;
     const limits = options.limits ?? {};

@@ -68,7 +68,7 @@ import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import { AggregatorRegistry, Registry } from 'prom-client';
-import { parseListenAddress } from '../core/listen.js';
+import { listenRefusal, parseListenAddress } from '../core/listen.js';
 import { CalloutError, ConfigError, describeError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
@@ -367,7 +367,7 @@ export class Supervisor {
 
   private async boot(): Promise<void> {
     const endpoint = parseListenAddress(this.options.listen);
-    if (!endpoint.ok) throw new ConfigError(`policy listen address: ${endpoint.reason}`);
+    if (!endpoint.ok) throw new ConfigError(`policy listen address: ${listenRefusal(this.options.listen, endpoint.reason)}`);
     if (endpoint.value.kind === 'unix') await removeStaleSocket(endpoint.value.path);
     cluster.setupPrimary({
       ...(this.options.exec !== undefined ? { exec: this.options.exec } : {}),

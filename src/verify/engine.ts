@@ -125,7 +125,7 @@ interface Planned {
  * refuse the configuration before it creates a store it will not use.
  */
 export function heloOf(config: Pick<EngineConfig, 'callout'>): string {
-  if (!config.callout.helo) throw new ConfigError("callout.helo: got nothing, expected this host's fully qualified name (set callout.helo or --helo)");
+  if (!config.callout.helo) throw new ConfigError("callout.helo: got nothing, expected this host's fully qualified name: give --helo NAME or callout.helo in the configuration file");
   return config.callout.helo;
 }
 

@@ -260,7 +260,7 @@ export class Politeness {
   targetRefusal(ip: string): string | undefined {
     const kind = classifyAddress(ip);
     if (kind === 'public' || this.allowed.has(ip)) return undefined;
-    return `${ip} is a ${kind} address (allow it with allowTargets / --allow-target)`;
+    return `${ip} is a ${kind} address (allow it with callout.allowTargets or --allow-target)`;
   }
 }
 

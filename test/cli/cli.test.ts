@@ -129,7 +129,8 @@ describe('callout verify', () => {
     assert.equal(usage.code, 64);
     const noHelo = await callout(['verify', 'a@real.test']);
     assert.equal(noHelo.code, 78);
-    assert.match(noHelo.stderr, /^callout: CONFIG_INVALID: callout\.helo/);
+    // It named neither the flag's argument nor where the key goes.
+    assert.match(noHelo.stderr, /^callout: CONFIG_INVALID: callout\.helo: got nothing, .*: give --helo NAME or callout\.helo in the configuration file$/m);
     // Refused before the cache is made: it created the file (and its directories), then failed.
     const cache = join(dir, 'no-helo', 'cache.sqlite');
     const noHeloCache = await callout(['verify', '--cache', cache, 'a@real.test']);
@@ -155,6 +156,13 @@ describe('callout verify', () => {
     );
   });
 
+  it('names the key and the flag that let a refused target be probed (it said "allowTargets / --allow-target")', async () => {
+    // An address literal: no DNS lookup, and 127.0.0.1 is refused before any connection.
+    const { code, stdout } = await callout(['verify', '--helo', 'verifier.callout.test', 'user@[127.0.0.1]']);
+    assert.equal(code, 2);
+    assert.match(stdout, /: unknown \(target-refused\) - .*127\.0\.0\.1 is a loopback address \(allow it with callout\.allowTargets or --allow-target\)$/m);
+  });
+
   it('prints an address with control characters, white space or a quote quoted, and names an empty --file', async () => {
     const { stdout } = await callout(['verify', ...engine(), 'a\u0001b@real.test']);
     assert.match(stdout, /^"a\\u0001b@real\.test": invalid \(syntax\)/);
@@ -163,7 +171,7 @@ describe('callout verify', () => {
     assert.match(spaced.stdout, /^"\\"a b\\"@real\.test": \w+ \(/, spaced.stdout);
     const empty = await callout(['verify', ...engine(), '--file', '']);
     assert.equal(empty.code, 64);
-    assert.equal(empty.stderr, 'callout: USAGE: verify: --file: got "", expected a file\n');
+    assert.equal(empty.stderr, 'callout: USAGE: --file: got "", expected a file\n');
   });
 
   // The file's "<>" went out as MAIL FROM:<<>> (only --sender translated it), and a sender that is
@@ -221,6 +229,20 @@ describe('--cache help', () => {
     assert.match(verify.stdout.replace(/\s+/g, ' '), /--cache <file> SQLite file for the verification cache \(default: in memory, or the configuration file's store\)/);
     // Help asked for is no usage error: 0, as --version (sysexits 64 is for a mistake on the command line).
     assert.deepEqual([serve.code, verify.code, (await callout(['--version'])).code], [0, 0, 0]);
+  });
+});
+
+describe('flag help', () => {
+  // Commander wrote the empty list a repeatable flag starts from after the flag's own words: "(default: the system resolver) (default: [])".
+  it('shows no "(default: [])" after a repeatable flag, in any command that has one', async () => {
+    const commands = [['verify'], ['serve'], ['config', 'print'], ['spf'], ['senderid'], ['rewrite', 'serve'], ['srs', 'forward'], ['bounce', 'record']];
+    const helps = await Promise.all(commands.map((command) => callout([...command, '--help'])));
+    helps.forEach((help, i) => {
+      assert.equal(help.code, 0, commands[i]!.join(' '));
+      assert.match(help.stdout, /repeatable/, `${commands[i]!.join(' ')} has a repeatable flag`);
+      assert.doesNotMatch(help.stdout, /\(default: \[\]\)/, commands[i]!.join(' '));
+    });
+    assert.match(helps[0]!.stdout.replace(/\s+/g, ' '), /--dns-server <ip\[:port\]> DNS server to query, .*default: the system resolver\) --helo/);
   });
 });
 

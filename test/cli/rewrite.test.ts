@@ -656,6 +656,8 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
   it('reads rewrite serve listen addresses as serve does: no name that is a mistyped IPv4 address, no socket path too long', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '999.1.1.1:1234', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /"999\.1\.1\.1" is not an IPv4 address/.test(err.message));
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', `/${'a'.repeat(120)}`, '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && /more than the 107 a UNIX socket address holds/.test(err.message));
+    // The value quoted once, then what is wrong with it, as the configuration says it (--tcp-table ::1:10001 was told only the forms).
+    await assert.rejects(run(['rewrite', 'serve', '--tcp-table', 'forward=::1:10001', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test']), (err: unknown) => err instanceof UsageError && err.message === '--tcp-table: got "::1:10001", expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (an IPv6 address with a port is written in brackets: [::1]:10001)');
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.org', '--batv-domain', '']), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: got "", expected a domain, not an empty entry');
   });
 

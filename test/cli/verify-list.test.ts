@@ -70,8 +70,11 @@ describe('a list without addresses', () => {
   it('says the list has none, where it told someone who gave --file LIST to give one', async () => {
     const path = join(dir, 'only-comments.txt');
     writeFileSync(path, '# exported 2024-01-01\n\n');
-    await assert.rejects(runVerify([], { json: false, file: path, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message === `verify: --file ${path}: no address in it (blank lines and lines starting with # are skipped)`);
+    await assert.rejects(runVerify([], { json: false, file: path, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message === `--file ${path}: no address in it (blank lines and lines starting with # are skipped)`);
     await assert.rejects(runVerify([], { json: false, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message === 'verify: give at least one ADDRESS or --file LIST');
+    // The flag first, as every problem with a flag's file reads (it was "verify: --file X: no address in it" beside "--file X: cannot read").
+    const missing = join(dir, 'no-such-list.txt');
+    await assert.rejects(runVerify([], { json: false, file: missing, concurrency: 1 }, defaultConfig()), (err: unknown) => err instanceof UsageError && err.message.startsWith(`--file ${missing}: cannot read`));
   });
 });
 

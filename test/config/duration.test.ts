@@ -16,11 +16,11 @@ describe('durations', () => {
     assert.equal(parseDuration(Number.NaN).ok, false);
   });
 
-  it('refuses a duration too long to keep, with the start of what was written', () => {
+  it('refuses a duration too long to keep, saying what was expected without quoting the value (the message that gives the reason quotes it)', () => {
     const digits = '9'.repeat(400);
     const parsed = parseDuration(`${digits}w`);
     assert.equal(parsed.ok, false);
-    assert.match(!parsed.ok ? parsed.reason : '', /^"9{40}\.\.\." is longer than any duration callout can keep$/);
+    assert.deepEqual(parsed, { ok: false, reason: 'expected a shorter duration: callout keeps none longer than 285,000 years' });
     assert.equal(parseDuration(1e300).ok, false);
   });
 

@@ -92,18 +92,18 @@ describe('bounds', () => {
 
 describe('timer durations', () => {
   it('refuses what a Node.js timer would fire after 1 ms: 0 and more than 2^31 - 1 ms', () => {
-    assert.match(problem({ policy: { idleTimeout: 0 } }), /policy\.idleTimeout: got 0, expected at least 1000 ms/);
-    assert.match(problem({ policy: { idleTimeout: '4w' } }), /policy\.idleTimeout: got "4w", expected at most 2147483647 ms/);
-    assert.match(problem({ policy: { decisionTimeout: '0s' } }), /policy\.decisionTimeout: got "0s", expected at least 100 ms/);
+    assert.match(problem({ policy: { idleTimeout: 0 } }), /policy\.idleTimeout: got 0, expected at least 1s$/);
+    assert.match(problem({ policy: { idleTimeout: '4w' } }), /policy\.idleTimeout: got "4w", expected at most 2147483647ms \(about 24 days\)$/);
+    assert.match(problem({ policy: { decisionTimeout: '0s' } }), /policy\.decisionTimeout: got "0s", expected at least 100ms$/);
     assert.equal(validateConfig({ policy: { idleTimeout: '24d' } }).policy.idleTimeout, 24 * 86_400_000);
-    assert.match(problem({ store: { purgeInterval: '500ms' } }), /store\.purgeInterval: got "500ms", expected at least 1000 ms/);
+    assert.match(problem({ store: { purgeInterval: '500ms' } }), /store\.purgeInterval: got "500ms", expected at least 1s$/);
     assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
   it('bounds the DNS and callout timeouts and the connection cache the same way (they arm timers too)', () => {
     // dns.timeout went to c-ares, which threw a bare RangeError: exit 70 from `config check`.
-    assert.match(problem({ dns: { timeout: '30d' } }), /dns\.timeout: got "30d", expected at most 2147483647 ms/);
-    assert.match(problem({ dns: { timeout: 0 } }), /dns\.timeout: got 0, expected at least 1 ms/);
+    assert.match(problem({ dns: { timeout: '30d' } }), /dns\.timeout: got "30d", expected at most 2147483647ms/);
+    assert.match(problem({ dns: { timeout: 0 } }), /dns\.timeout: got 0, expected at least 1ms$/);
     for (const key of ['connect', 'greeting', 'command', 'rcpt', 'tls', 'overall']) {
       assert.match(problem({ callout: { timeouts: { [key]: '25d' } } }), new RegExp(`callout\\.timeouts\\.${key}: got "25d", expected at most`));
     }
@@ -175,7 +175,7 @@ describe('greylist durations', () => {
   it('refuses a retry window no retry could pass and a max-age shorter than it, saying a bare number is seconds', () => {
     assert.match(problem(greylist({ retryWindow: 2, maxAge: '35d' })), /policy\.stages\.0\.retryWindow: got 2, expected longer than delay \(5m\): no retry could ever pass; a bare number is seconds/);
     assert.match(problem(greylist({ maxAge: '1d' })), /policy\.stages\.0\.maxAge: got "1d", expected at least retryWindow \(2d\)/);
-    assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge: got 0, expected at least 1000 ms$/);
+    assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge: got 0, expected at least 1s$/);
     assert.doesNotThrow(() => validateConfig(greylist({ delay: '0s', retryWindow: '2d', maxAge: '35d' })));
     const both = problem(greylist({ ipv4Prefix: 'x', retryWindow: 2 }));
     assert.match(both, /policy\.stages\.0\.ipv4Prefix: /);
@@ -239,8 +239,9 @@ describe('store paths', () => {
 });
 
 describe('policy.decisionTimeout', () => {
-  it('is below the 100 s after which the policy server closes a request unanswered (Postfix gave up by then)', () => {
-    assert.match(problem({ policy: { decisionTimeout: '2m' } }), /policy\.decisionTimeout: got "2m", expected at most 99000 ms \(below Postfix's smtpd_policy_service_timeout/);
+  it('is below the 100 s after which the policy server closes a request unanswered (Postfix gave up by then), said as a duration is written (it said "at most 99000 ms" of "120s")', () => {
+    assert.match(problem({ policy: { decisionTimeout: '2m' } }), /policy\.decisionTimeout: got "2m", expected at most 99s \(below Postfix's smtpd_policy_service_timeout/);
+    assert.match(problem({ policy: { decisionTimeout: '120s' } }), /policy\.decisionTimeout: got "120s", expected at most 99s /);
     assert.equal(validateConfig({ policy: { decisionTimeout: '99s' } }).policy.decisionTimeout, 99_000);
   });
 });
@@ -280,6 +281,17 @@ describe('values of no accepted type', () => {
     }
     assert.match(problem({ metrics: { listen: 10041 } }), /^configuration: metrics\.listen: got 10041, expected HOST:PORT, \[IPv6\]:PORT, an absolute UNIX socket path, or "" for none$/);
     assert.equal(validateConfig({ metrics: { listen: '' } }).metrics.listen, '');
+  });
+
+  it('quote a value that is no duration once (it read: got "5 min", "5 min" is not a duration)', () => {
+    assert.equal(problem({ cache: { tempfail: '5 min' } }), 'configuration: cache.tempfail: got "5 min", expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds');
+    assert.equal(problem({ cache: { tempfail: -5 } }), 'configuration: cache.tempfail: got -5, expected a number of seconds, 0 or more');
+    assert.equal(problem({ cache: { tempfail: `${'9'.repeat(30)}w` } }), `configuration: cache.tempfail: got "${'9'.repeat(30)}w", expected a shorter duration: callout keeps none longer than 285,000 years`);
+  });
+
+  it('say once what is wrong with a listen address: no port, or an IPv6 address and its port without brackets', () => {
+    assert.equal(problem({ policy: { listen: '127.0.0.1' } }), 'configuration: policy.listen: got "127.0.0.1", expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (no port)');
+    assert.equal(problem({ metrics: { listen: '::1:10041' } }), 'configuration: metrics.listen: got "::1:10041", expected HOST:PORT, [IPv6]:PORT or an absolute UNIX socket path (an IPv6 address with a port is written in brackets: [::1]:10041)');
   });
 });
 

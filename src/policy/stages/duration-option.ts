@@ -45,7 +45,7 @@ export function durationOption(fallback: string, minMs = 0) {
     .superRefine((value, ctx) => {
       const parsed = parseDuration(value);
       if (!parsed.ok) ctx.addIssue({ code: 'custom', message: parsed.reason });
-      else if (parsed.ms < minMs) ctx.addIssue({ code: 'custom', message: `expected at least ${minMs} ms` });
+      else if (parsed.ms < minMs) ctx.addIssue({ code: 'custom', message: `expected at least ${formatDuration(minMs)}` });
       else if (parsed.ms > LONGEST_MS) ctx.addIssue({ code: 'custom', message: `expected at most ${formatDuration(LONGEST_MS)}` });
     })
     .transform((value): DurationText => {
@@ -71,6 +71,6 @@ export function checkedDuration(value: unknown): DurationParse {
 
 export function durationMs(value: DurationText): number {
   const parsed = parseDuration(value);
-  if (!parsed.ok) throw new ConfigError(parsed.reason);
+  if (!parsed.ok) throw new ConfigError(`got ${JSON.stringify(value)}, ${parsed.reason}`);
   return parsed.ms;
 }
