@@ -16,6 +16,9 @@
  *     domain.tld        the name is domain.tld or ends in .domain.tld
  *     .domain.tld       matches nothing in postgrey (access(5)'s subdomain form is not
  *                       postgrey's); reported as a problem, so a site sees it
+ *     *.domain.tld      (or any name with a character other than letters, digits, `-`, `_`
+ *                       and dots: a U-label, an address) matches nothing in postgrey either:
+ *                       Postfix's client_name never holds one; reported
  *   whitelist_recipients, matched against the recipient:
  *     /regexp/          the recipient matches the regular expression (case-insensitive)
  *     user@domain       that address, also user+extension@domain
@@ -203,6 +206,19 @@ function leadingDot(entry: string): string {
   return `${JSON.stringify(entry)} matches nothing (as in postgrey): write ${JSON.stringify(entry.replace(/^\.+/, ''))}, which matches that domain and its subdomains`;
 }
 
+/** What a verified client name is made of: Postfix passes on only a valid_hostname() (A-labels, `_` allowed). */
+const HOST_NAME_TEXT = /^[A-Za-z0-9._-]+$/;
+
+/**
+ * `*.domain`, a U-label, an address: postgrey quotes the entry (\Q...\E) and compares it with
+ * Postfix's client_name, which never holds such a character, so it matches nothing, silently.
+ */
+function notAHostName(entry: string): string {
+  const wildcard = /^\*\.+([A-Za-z0-9._-]+)$/.exec(entry)?.[1];
+  const instead = wildcard ? `; write ${JSON.stringify(wildcard)}, which matches that domain and its subdomains` : '';
+  return `${JSON.stringify(entry)} matches nothing (as in postgrey): a verified client name holds only letters, digits, "-", "_" and dots${instead}`;
+}
+
 function isRegexEntry(entry: string): boolean {
   return /^\/\S+\/$/.test(entry);
 }
@@ -261,8 +277,10 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
       network(line, entry);
     } else if (entry.startsWith('.')) {
       problems.push({ source: line.source, line: line.line, message: leadingDot(entry) });
-    } else if (/^\S+$/.test(entry)) {
+    } else if (HOST_NAME_TEXT.test(entry)) {
       domains.add(asciiLower(entry).replace(/\.$/, ''));
+    } else if (/^\S+$/.test(entry)) {
+      problems.push({ source: line.source, line: line.line, message: notAHostName(entry) });
     } else {
       problems.push({ source: line.source, line: line.line, message: `doesn't look like a hostname: ${JSON.stringify(entry)}` });
     }

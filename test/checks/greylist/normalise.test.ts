@@ -279,6 +279,18 @@ describe('postgrey whitelists: the .domain form', () => {
     assert.equal(recipients.whitelist.match('bob@a.sub.example'), undefined);
   });
 
+  it('reports a client entry with a character no verified client name holds (*.domain, a U-label, an address), which matches nothing in postgrey', () => {
+    const clients = parseClientWhitelist([{ source: 'whitelist_clients', text: 'ok.example\n*.pool.example\nbücher.example\npostmaster@mx.example\nmx_1.Under-Score.example.\n' }]);
+    assert.deepEqual(clients.problems.map((p) => [p.line, p.message]), [
+      [2, '"*.pool.example" matches nothing (as in postgrey): a verified client name holds only letters, digits, "-", "_" and dots; write "pool.example", which matches that domain and its subdomains'],
+      [3, '"bücher.example" matches nothing (as in postgrey): a verified client name holds only letters, digits, "-", "_" and dots'],
+      [4, '"postmaster@mx.example" matches nothing (as in postgrey): a verified client name holds only letters, digits, "-", "_" and dots'],
+    ]);
+    assert.equal(clients.whitelist.size, 2);
+    assert.equal(clients.whitelist.match('mx.pool.example', '192.0.2.1'), undefined);
+    assert.equal(clients.whitelist.match('a.mx_1.under-score.example', '192.0.2.1'), 'mx_1.under-score.example');
+  });
+
   it('reads the recipient whitelist Debian ships with postgrey: postmaster@ and abuse@ in any domain', async () => {
     const { readWhitelistFiles } = await import('../../../src/checks/greylist/index.js');
     const files = readWhitelistFiles(['/etc/postgrey/whitelist_recipients', '/etc/postgrey/whitelist_recipients.local']);
