@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../support/manual-time.js';
+import { StoreError } from '../../../src/core/errors.js';
 import { parseCidr } from '../../../src/core/ip.js';
 import { keyPart } from '../../../src/address/index.js';
 import { Greylist, MAX_DOMAIN_AUTO_ALLOW, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
@@ -779,5 +780,91 @@ describe('greylist rows read back, fuzzed', () => {
       assert.equal((await greylist.check(t)).reason, 'domain-auto-allow');
     });
     assert.ok(ms < 1000, `${ms} ms`);
+  });
+});
+
+describe('greylist bounds of time and counts', () => {
+  const HOUR = 3_600 * S;
+
+  it("refreshes an auto-allowed client's row, and a domain's, exactly an hour after it was written, not a millisecond before", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const greylist = new Greylist(store, clock, { ...POSTGREY, domainAutoAllow: 2 });
+    const written = clock.now();
+    await greylist.allowClient('192.0.2.10');
+    const domainKey = greylist.domainKey('192.0.2.0/24', 'pool.example');
+    await store.set(domainKey, JSON.stringify({ senders: ['a@pool.example', 'b@pool.example'], last: written }), POSTGREY.maxAgeMs);
+    const domainSender = triplet({ autoAllowKey: '192.0.2.11', sender: 'c@pool.example' });
+    clock.advance(HOUR - 1);
+    assert.deepEqual(await greylist.check(triplet()), { kind: 'pass', reason: 'client-auto-allow', count: 5 });
+    assert.equal((await greylist.check(domainSender)).reason, 'domain-auto-allow');
+    assert.equal((await store.get(greylist.clientKey('192.0.2.10')))?.value, `5,${written}`, 'within the hour: the client row is not written');
+    assert.equal(JSON.parse((await store.get(domainKey))!.value).last, written, 'within the hour: the domain row is not written');
+    clock.advance(1);
+    await greylist.check(triplet());
+    await greylist.check(domainSender);
+    assert.equal((await store.get(greylist.clientKey('192.0.2.10')))?.value, `6,${clock.now()}`, 'an hour on: refreshed and counted');
+    assert.equal(JSON.parse((await store.get(domainKey))!.value).last, clock.now(), 'an hour on: the domain row refreshed');
+  });
+
+  it('records the last-seen time of every deferred retry, one 500 ms after the first too', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const greylist = new Greylist(store, clock, POSTGREY);
+    const first = clock.now();
+    await greylist.check(triplet());
+    clock.advance(500);
+    assert.equal((await greylist.check(triplet())).kind, 'defer');
+    assert.equal((await store.get(greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test')))?.value, `${first},${first + 500}`);
+  });
+
+  it("writes a deferred retry's last-seen time after a lost race to a write a whole second older", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const a = interleaved(store);
+    const onA = new Greylist(a.store, clock, POSTGREY);
+    const behind = new ManualClock(clock.now());
+    const onB = new Greylist(store, behind, POSTGREY);
+    const first = clock.now();
+    await onA.check(triplet());
+    clock.advance(100 * S);
+    behind.advance(99 * S);
+    const key = onA.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+    a.beforeWrite((k) => k === key, () => onB.check(triplet()));
+    assert.equal((await onA.check(triplet())).kind, 'defer');
+    assert.equal((await store.get(key))?.value, `${first},${clock.now()}`, 'a gap of 1000 ms is not under the resolution');
+  });
+
+  it('gives up with StoreError after eight compare-and-sets of the triplet lost in a row', async () => {
+    const clock = new ManualClock();
+    let attempts = 0;
+    const losing = onStoreWrite(new MemoryStore({ clock }), async () => {
+      attempts += 1;
+      return false;
+    });
+    const greylist = new Greylist(losing, clock, { ...POSTGREY, autoAllowClients: 0 });
+    await assert.rejects(greylist.check(triplet()), StoreError);
+    assert.equal(attempts, 8);
+  });
+
+  it('reads a row whose time is exactly max-age ahead (a daemon whose clock runs ahead), and none further, nor a row with no first field', async () => {
+    const { clock, greylist } = setup();
+    const store = (greylist as unknown as { store: Store }).store;
+    const maxAge = POSTGREY.maxAgeMs;
+    const clientKey = greylist.clientKey('192.0.2.10');
+    await store.set(clientKey, `5,${clock.now() + maxAge}`, maxAge);
+    assert.equal((await greylist.check(triplet())).reason, 'client-auto-allow', 'last-seen exactly max-age ahead');
+    await store.set(clientKey, `5,${clock.now() + maxAge + 1}`, maxAge);
+    assert.equal((await greylist.check(triplet({ recipient: 'other@example.test' }))).kind, 'defer', 'last-seen a millisecond further');
+    await store.delete(clientKey);
+    const key = greylist.tripletKey('192.0.2.0/24', 'bob@sender.example', 'alice@example.test');
+    await store.set(key, `,${clock.now()}`, maxAge);
+    assert.deepEqual((await greylist.check(triplet())).reason, 'new', 'a row with no first-seen time is no passed triplet');
+    const listed = async (first: number) => {
+      await store.set(key, `${first},${clock.now()}`, maxAge);
+      return (await listAll(greylist, { kinds: ['triplet'], limit: 10 })).filter((e) => e.kind === 'triplet' && e.recipient === 'alice@example.test').length;
+    };
+    assert.equal(await listed(clock.now() + maxAge), 1, 'first-seen exactly max-age ahead is listed');
+    assert.equal(await listed(clock.now() + maxAge + 1), 0, 'first-seen further ahead is no row of ours');
   });
 });
