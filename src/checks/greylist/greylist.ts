@@ -47,7 +47,7 @@
  *
  * ERRORS
  *   Store failures reject with StoreError (the pipeline answers by policy.faultAction). Losing
- *   the compare-and-set race more than MAX_ATTEMPTS times in a row (for a domain's record, that
+ *   the compare-and-set race MAX_ATTEMPTS times in a row (for a domain's record, that
  *   plus domainAutoAllow: see recordDomainSender) rejects with StoreError too: it means
  *   something rewrites the key continuously.
  */
