@@ -7,7 +7,8 @@
  *   RCPT TO; parseReversePath and parseForwardPath take the whole bracketed path. ESMTP
  *   parameters (SIZE=, SMTPUTF8) are the caller's to split off first. The tolerant option
  *   accepts what Postfix's policy protocol hands over: the bare address without brackets (with
- *   `internalForm`, in Postfix's internal form, quotes removed: `john doe@example.org`), and
+ *   `internalForm`, in Postfix's internal form, quotes removed: `john doe@example.org`, and one
+ *   trailing dot after the domain dropped, as Postfix drops it before delivery), and
  *   for the sender the empty string meaning the null reverse path. `sizeLimits: false` accepts
  *   local parts and paths over RFC 5321's 64 and 256 octets, as a receiving server should
  *   (§4.5.3.1: "implementation techniques that impose no limits on the length of these objects
@@ -55,7 +56,8 @@ export interface PathOptions extends MailboxOptions {
   tolerant?: boolean;
   /**
    * With tolerant: read a bare address that is no RFC 5321 mailbox as Postfix's internal form,
-   * quotes removed, as its policy protocol hands it over (parseInternalForm). Not for addresses
+   * quotes removed, as its policy protocol hands it over (parseInternalForm), and without one
+   * trailing dot after the domain, as Postfix delivers it (withoutRootDot). Not for addresses
    * people type, which are in the external form: there `a..b@x` is a mistake, not `"a..b"@x`.
    */
   internalForm?: boolean;
@@ -181,6 +183,19 @@ function parseInternalForm(input: string, sizeLimits: boolean): ParseResult<Mail
   return scanned.value.end === input.length ? success(scanned.value.value) : undefined;
 }
 
+/**
+ * `bob@example.org.` as `bob@example.org`: Postfix's smtpd takes `RCPT TO:<bob@example.org.>`
+ * and hands it to the policy service as written, and trivial-rewrite then drops the dot and
+ * delivers to bob@example.org (rewrite.c: "Strip trailing dot at end of domain, but not dot-dot
+ * or @-dot"). Read as written, the address failed to parse and every check of it was skipped:
+ * a recipient with the dot passed recipient-callforward unverified.
+ */
+function withoutRootDot(input: string): string {
+  if (!input.endsWith('.') || !input.includes('@')) return input;
+  const before = input.at(-2);
+  return before === '.' || before === '@' ? input : input.slice(0, -1);
+}
+
 /** Skips an RFC 5321 A-d-l and its colon: `@a.example,@b.example:`. */
 function skipSourceRoute(input: string, start: number): ParseResult<number> {
   let i = start;
@@ -238,9 +253,10 @@ function parsePath(input: string, options: PathOptions): ParseResult<ReversePath
   if (!checked.ok) return checked;
   if (input.startsWith('<')) return parseBracketedPath(input, options.sizeLimits ?? true);
   if (!options.tolerant) return failure('missing-angle-bracket', 0, "missing '<'");
-  const mailbox = parseMailbox(input, options);
+  const bare = options.internalForm ? withoutRootDot(input) : input;
+  const mailbox = parseMailbox(bare, options);
   if (mailbox.ok) return success({ kind: 'mailbox', mailbox: mailbox.value });
-  const internal = options.internalForm ? parseInternalForm(input, options.sizeLimits ?? true) : undefined;
+  const internal = options.internalForm ? parseInternalForm(bare, options.sizeLimits ?? true) : undefined;
   if (internal === undefined) return mailbox;
   return internal.ok ? success({ kind: 'mailbox', mailbox: internal.value }) : internal;
 }

@@ -133,6 +133,16 @@ describe('pipeline: stages that answer at once and stages that are waited for', 
     }
   });
 
+  it('a stage that answers at once and ends the pipeline keeps the later ones from running', () => {
+    let ran = false;
+    const out = pipeline([syncStage('a', () => reject), syncStage('b', () => ((ran = true), go))]).decide(rcpt());
+    assert.ok(!(out instanceof Promise), '!(out instanceof Promise)');
+    assert.deepEqual([out.action, out.decidedBy, ran], ['550 5.7.1 no', 'a', false]);
+    const failed = pipeline([syncStage('x', () => new StoreError('down')), syncStage('y', () => ((ran = true), reject))], { faultAction: 'DEFER' }).decide(rcpt());
+    assert.ok(!(failed instanceof Promise), '!(failed instanceof Promise)');
+    assert.deepEqual([failed.decidedBy, ran], ['x', false]);
+  });
+
   it('a stage waited for that ends the pipeline keeps the later ones from running', async () => {
     let ran = false;
     const out = await pipeline([syncStage('a', () => go), stage('b', () => reject), syncStage('c', () => ((ran = true), go))]).decide(rcpt());
@@ -337,6 +347,20 @@ describe('pipeline', () => {
     assert.equal(left[1], 950, 'stepped forward: not none');
   });
 
+  it('gives a stage that starts after the deadline no time left, not less than none', async () => {
+    const timers = new ManualTimers();
+    const left: number[] = [];
+    const slow = rcptStage('slow', async () => {
+      await sleep(1200, timers);
+      return { stage: 'slow', result: 'slow', reason: '', decision: { kind: 'continue' } };
+    });
+    const reads = syncStage('reads', (ctx) => (left.push(ctx.timeLeft()), { kind: 'continue' }));
+    const decided = pipeline([slow, reads], { timers }).decide(rcpt());
+    await timers.advance(1200);
+    await decided;
+    assert.deepEqual(left, [0]);
+  });
+
   it('measures a decision\'s duration on the monotonic clock: a wall clock stepped back while it ran does not make it negative', async (t) => {
     let wall = Date.now();
     t.mock.method(Date, 'now', () => wall);
@@ -449,6 +473,22 @@ describe('pipeline', () => {
     assert.equal(seen!.senderError, undefined);
     assert.equal(seen!.sender?.kind === 'mailbox' && seen!.sender.mailbox.address, sender);
     assert.equal(seen!.recipient?.address, recipient);
+  });
+
+  it('reads an address with a trailing dot after its domain as the one Postfix delivers to, so recipient checks are not skipped for it', async () => {
+    // Postfix takes RCPT TO:<dave@example.org.>, hands it over as written, and delivers to
+    // dave@example.org: unparsed, recipient-callforward let it through unverified.
+    let seen: StageContext | undefined;
+    const peek = pipeline([stage('peek', (ctx) => ((seen = ctx), { kind: 'continue' }))]);
+    await peek.decide(rcpt({ sender: 'bob@sender.example.', recipient: 'dave@example.org.' }));
+    assert.equal(seen!.recipient?.address, 'dave@example.org');
+    assert.equal(seen!.recipientText, 'dave@example.org.');
+    assert.equal(seen!.sender?.kind === 'mailbox' && seen!.sender.mailbox.address, 'bob@sender.example');
+    // Only one dot, after a domain: Postfix keeps dot-dot and @-dot, and so they stay no address.
+    for (const recipient of ['dave@example.org..', 'dave@.', 'postmaster.']) {
+      await peek.decide(rcpt({ recipient }));
+      assert.equal(seen!.recipient, undefined, recipient);
+    }
   });
 
   it('makes action texts safe: no CR/LF, ASCII only', async () => {
