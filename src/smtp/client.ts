@@ -554,6 +554,9 @@ export class SmtpClientSession {
     this.detachAll();
     this.attach(secure);
     this.secured = true;
+    // Still inside the secureConnect callback: Node 20 dies of SIGSEGV when the sockets are
+    // destroyed there, as a deadline that ends with the handshake would at the EHLO below.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const cipher = secure.getCipher();
     const verified = secure.authorized ? 'certificate verified' : `certificate not verified: ${String(secure.authorizationError)}`;
     this.event(`TLS established (${secure.getProtocol() ?? 'unknown protocol'}, ${cipher.name}, ${verified})`);

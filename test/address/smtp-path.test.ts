@@ -88,6 +88,8 @@ describe('parseMailbox: syntax errors', () => {
     { input: '"a\\\u007f"@x.org', rule: 'bad-quoted-pair', position: 2 },
     { input: '"a\u007fb"@x.org', rule: 'bad-character', position: 2 },
     { input: 'a\ud800@x.org', rule: 'bad-character', position: 1 },
+    // The last surrogate code unit is as lone as the first.
+    { input: 'a\udfff@x.org', rule: 'bad-character', position: 1 },
     { input: 'a@', rule: 'empty-domain', position: 2 },
     { input: 'a@.x.org', rule: 'empty-domain-label', position: 2 },
     { input: 'a@x..org', rule: 'empty-domain-label', position: 4 },
@@ -211,6 +213,17 @@ describe('parseMailbox: internationalised addresses (RFC 6531)', () => {
     assert.equal(assertParsed(parseMailbox('"j ö"@example.com'), 'quoted').requiresSmtputf8, true);
     assert.equal(assertParsed(parseMailbox('用户@例子.广告'), 'cjk').asciiDomain, 'xn--fsqu00a.xn--4rr70v');
     assert.equal(assertParsed(parseMailbox('😀@x.org'), 'astral').localPart, '😀');
+  });
+
+  it('takes U+FFFF, the last code point of one UTF-16 code unit, as one character', () => {
+    assert.equal(assertParsed(parseMailbox('a\uffff@x.org'), 'U+FFFF').localPart, 'a\uffff');
+    assertSyntaxError(parseMailbox('\uffff a@x.org'), 'position after U+FFFF', 'bad-character', 1);
+  });
+
+  it('measures a label on its A-label: one that UTS #46 maps shorter is checked after mapping', () => {
+    // 40 mathematical bold a (80 UTF-16 code units) map to 40 ASCII letters: over 63 as written, not as sent.
+    const mapped = assertParsed(parseMailbox(`a@${'\u{1d41a}'.repeat(40)}.example`), 'mapped label');
+    assert.equal(mapped.asciiDomain, `${'a'.repeat(40)}.example`);
   });
 
   it('without utf8, refuses any non-ASCII character by position', () => {
@@ -352,11 +365,13 @@ describe('parseReversePath', () => {
         assert.deepEqual(got.kind === 'mailbox' && [got.mailbox.localPart, got.mailbox.address], [localPart, address], input);
       }
     }
-    // Not without it (people type the external form), and never past the domain, a control
-    // character or a source route.
+    // Not without it (people type the external form), and never past a control character or a
+    // source route. After a local part it holds, the fault named is what follows, not the space.
     assertSyntaxError(parseMailbox('john doe@example.org'), 'strict', 'bad-character', 4);
     assertSyntaxError(parseReversePath('a..b@example.org', { tolerant: true }), 'tolerant only', 'empty-atom', 2);
-    assertSyntaxError(parseReversePath('john doe@example..org', internal), 'domain', 'bad-character', 4);
+    assertSyntaxError(parseReversePath('john doe@example..org', internal), 'domain', 'empty-domain-label', 17);
+    assertSyntaxError(parseReversePath('john doe', internal), 'no domain', 'missing-at', 8);
+    assertSyntaxError(parseReversePath('john doe@', internal), 'empty domain', 'empty-domain', 9);
     assertSyntaxError(parseReversePath('john\tdoe@example.org', internal), 'tab', 'bad-character', 4);
     assertSyntaxError(parseReversePath('john\ud800 doe@example.org', internal), 'lone surrogate', 'bad-character', 4);
     assertSyntaxError(parseReversePath('john doe@[192.0.2.1]x', internal), 'after a literal', 'bad-character', 4);

@@ -610,6 +610,57 @@ describe('SmtpClientSession STARTTLS', () => {
     await session.quit();
   });
 
+  it('discards part of a line sent in clear behind the 220 to STARTTLS: it does not begin the first reply over TLS (RFC 3207 §4.2)', async (t) => {
+    const credentials = tls.createSecureContext(testCertificate());
+    const server = net.createServer((plain) => {
+      plain.on('error', () => undefined);
+      plain.write('220 mx.callout.test ESMTP\r\n');
+      const onLine = (chunk: Buffer): void => {
+        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
+          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
+          return;
+        }
+        plain.off('data', onLine);
+        // One write, so that the unfinished "250-" line reaches the client with the 220.
+        plain.write('220 2.0.0 Ready to start TLS\r\n250-injected');
+        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: credentials });
+        secure.on('error', () => undefined);
+        secure.on('data', () => secure.write('250 mx.callout.test\r\n'));
+      };
+      plain.on('data', onLine);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as net.AddressInfo;
+    const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required', timeouts: { ...GENEROUS, commandMs: 1000 } });
+    assert.deepEqual(await session.open(), { kind: 'ready' });
+    assert.equal(session.tls, true);
+    const received = session.transcript.filter((entry) => entry.dir === 'received').map((entry) => entry.line);
+    assert.equal(received.at(-1), '250 mx.callout.test');
+    session.destroy();
+  });
+
+  it('survives a deadline that ends as the TLS handshake completes: the EHLO over TLS times out (regression: SIGSEGV)', async (t) => {
+    const server = await serve(t, { tls: testCertificate() });
+    // The monotonic clock jumps past the deadline inside the client's secureConnect callback.
+    const realNow = performance.now.bind(performance);
+    const realConnect = tls.connect;
+    let skipped = 0;
+    performance.now = () => realNow() + skipped;
+    (tls as { connect: unknown }).connect = (...args: Parameters<typeof tls.connect>): tls.TLSSocket =>
+      realConnect(...args).on('secureConnect', () => {
+        skipped = 60_000;
+      });
+    t.after(() => {
+      performance.now = realNow;
+      (tls as { connect: unknown }).connect = realConnect;
+    });
+    const session = sessionFor(t, server, { tls: 'required', deadline: performance.now() + 30_000 });
+    assert.deepEqual(await session.open(), { kind: 'timeout', stage: 'ehlo', afterMs: 0, cutShortMs: GENEROUS.commandMs });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(session.state, 'closed');
+  });
+
   it('keeps no keyword of the EHLO in clear when EHLO over TLS is refused and HELO answers', async (t) => {
     const server = await serve(t, {
       tls: testCertificate(),

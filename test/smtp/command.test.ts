@@ -19,6 +19,11 @@ describe('command lines', () => {
     });
   }
 
+  it('refuses a verb holding a control character as it refuses such an argument', () => {
+    assert.equal(formatCommand('RSET\r\nDATA').kind, 'unsafe');
+    assert.equal(formatCommand('VRFY\r\nDATA', 'a@b.example').kind, 'unsafe');
+  });
+
   it('refuses a command line over 512 octets', () => {
     const local = 'a'.repeat(MAX_COMMAND_LINE_OCTETS);
     assert.equal(rcptToCommand(`${local}@example.com`).kind, 'unsafe');

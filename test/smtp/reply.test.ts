@@ -212,6 +212,14 @@ describe('ReplyDecoder', () => {
     assert.deepEqual(over, [{ kind: 'error', reason: 'too-many-lines', detail: 'reply longer than 3 lines' }], 'one line more is too many');
   });
 
+  it('by default takes lines of 2048 octets with CRLF and replies of 100 lines, and no more', () => {
+    const longest = `250 ${'a'.repeat(2048 - 6)}\r\n`;
+    assert.equal(decodeAll(longest)[0]?.kind, 'reply', 'a line of 2048 octets');
+    assert.equal(decodeAll(`250 a${longest.slice(4)}`)[0]?.kind, 'error', 'a line of 2049 octets');
+    assert.equal(decodeAll(`${'250-x\r\n'.repeat(99)}250 x\r\n`)[0]?.kind, 'reply', 'a reply of 100 lines');
+    assert.deepEqual(decodeAll(`${'250-x\r\n'.repeat(100)}250 x\r\n`), [{ kind: 'error', reason: 'too-many-lines', detail: 'reply longer than 100 lines' }]);
+  });
+
   it('decodes UTF-8 text (SMTPUTF8 servers)', () => {
     const events = decodeAll('550 5.1.1 <jörg@example.de> unknown\r\n');
     assert.deepEqual(events[0]?.kind === 'reply' && events[0].reply.lines, ['<jörg@example.de> unknown']);
@@ -249,6 +257,7 @@ describe('reply helpers', () => {
     assert.equal(isPositive({ code: 299, lines: [''] }), true);
     assert.equal(isPositive({ code: 354, lines: ['Start mail input'] }), false);
     assert.equal(isPositive({ code: 199, lines: [''] }), false);
+    assert.equal(isPositive({ code: 300, lines: [''] }), false);
   });
   it('parseEhloKeywords reads keywords after the first line', () => {
     const keywords = parseEhloKeywords({
