@@ -70,7 +70,6 @@ function positiveInteger(name: string, value: number): number {
   return value;
 }
 
-
 function isNullExchange(record: MxRecord): boolean {
   return record.exchange === '' || record.exchange === '.';
 }

@@ -22,7 +22,6 @@ export type CommandLine = { kind: 'line'; text: string } | { kind: 'unsafe'; det
 
 export const MAX_COMMAND_LINE_OCTETS = 512;
 
-
 /** "VERB argument" without the CRLF (the sender adds it), or why it must not be sent. */
 export function formatCommand(verb: string, argument?: string): CommandLine {
   for (const part of [verb, argument ?? '']) {
