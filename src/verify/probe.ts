@@ -588,6 +588,9 @@ class DomainProbe {
       if (step.kind !== 'timeout') this.noVrfy.add(this.currentIp);
       return this.afterFailedRcpt(step, `VRFY: ${this.stepFailure(step)}`);
     }
+    // classifyVrfy takes a 421 for no answer, and the RCPT after it met a closed connection,
+    // which was opened again: three connections to a server that said it was closing.
+    if (step.reply.code === 421) return this.closing('rcpt', `VRFY ${target.address}`, step.reply);
     const verdict = classifyVrfy(step.reply);
     if (verdict === 'no-answer') return 'no-answer';
     const ev = evidence('rcpt', step.reply, this.deps.config.noDetails);

@@ -151,6 +151,26 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal((await cache.getAddress('gone@example.org'))?.refreshAt, refreshAt + config.tempfail);
   });
 
+  it('a lifetime of zero (cache.tempfail 0s) remembers nothing, and writing nothing is no store error', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const cache = new VerificationCache(store, validateConfig({ cache: { tempfail: '0s' } }).cache, clock);
+    await cache.putAddress('t@example.org', { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: clock.now() });
+    await cache.putDomain('busy.example', 'useless', { reason: 'timeout', description: 't', at: clock.now() });
+    assert.equal(await cache.getAddress('t@example.org'), undefined);
+    assert.equal((await cache.getDomain('busy.example')).useless, undefined);
+  });
+
+  it('an undeliverable answer turns stale after cache.addressNegativeRefresh, a deliverable one after cache.addressPositiveRefresh', async () => {
+    const clock = new ManualClock();
+    const config = validateConfig({}).cache;
+    const cache = new VerificationCache(new MemoryStore({ clock }), config, clock);
+    await cache.putAddress('gone@example.org', { ...good, checkedAt: clock.now() });
+    await cache.putAddress('here@example.org', { ...good, verdict: 'deliverable', reason: 'accepted', checkedAt: clock.now() });
+    assert.equal((await cache.getAddress('gone@example.org'))?.refreshAt, clock.now() + config.addressNegativeRefresh);
+    assert.equal((await cache.getAddress('here@example.org'))?.refreshAt, clock.now() + config.addressPositiveRefresh);
+  });
+
   it('decodes a large stored value in linear time', async () => {
     const store = new MemoryStore();
     const cache = new VerificationCache(store, validateConfig({}).cache, new ManualClock());

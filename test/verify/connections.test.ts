@@ -93,6 +93,16 @@ describe('connection reuse', () => {
     assert.equal(w.smtp.get(MX)!.sessions[0]!.commands.at(-1), 'QUIT');
   });
 
+  it('the random probe a callout will send counts when it asks an idle connection for room', async () => {
+    const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
+    const engine = w.engine({ limits: { addressesPerConnection: 3 } });
+    // Two RCPTs (random probe, alice) on the first; b.test's two more would make four.
+    await inTurn(engine, ['alice@a.test', 'alice@b.test']);
+    assert.equal(w.connections(MX), 2);
+    const rcpts = w.smtp.get(MX)!.sessions.map((session) => session.commands.filter((c) => c.startsWith('RCPT')).length);
+    assert.ok(rcpts.every((n) => n <= 3), `RCPTs per connection: ${rcpts.join(', ')}`);
+  });
+
   it('closes a connection after callout.connectionCache.maxRejectedRecipients refused RCPTs', async () => {
     const w = await make(sameMx, { [MX]: usersOnly(['alice']) });
     // Each callout's random probe is refused: one refusal per callout.
@@ -371,6 +381,12 @@ describe('pipelined groups', () => {
   it('without connection reuse the group ends with QUIT', async () => {
     const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), ...pipelining() } });
     const r = await w.engine({ callout: { connectionCache: { enabled: false } } }).verify('alice@a.test');
+    assert.deepEqual(groups(r).at(-1), ['MAIL FROM:<>', 'RCPT TO:<callout-R@a.test>', 'RSET', 'MAIL FROM:<>', 'RCPT TO:<alice@a.test>', 'QUIT']);
+  });
+
+  it('a group that fills the connection to limits.addressesPerConnection ends with QUIT, not an RSET for parking', async () => {
+    const w = await make(sameMx, { [MX]: { ...usersOnly(['alice']), ...pipelining() } });
+    const r = await w.engine({ limits: { addressesPerConnection: 2 } }).verify('alice@a.test');
     assert.deepEqual(groups(r).at(-1), ['MAIL FROM:<>', 'RCPT TO:<callout-R@a.test>', 'RSET', 'MAIL FROM:<>', 'RCPT TO:<alice@a.test>', 'QUIT']);
   });
 

@@ -346,6 +346,26 @@ describe('verdicts from one exchanger', () => {
     assert.ok(w.commands('127.0.0.2').some((c) => /^VRFY alice@real\.test$/i.test(c)), 'w.commands(\'127.0.0.2\').some((c) => /^VRFY alice@real\\.test$/i.test(c))');
   });
 
+  it('VRFY asked of a server that offers PIPELINING goes alone: no RCPT of the address is sent ahead of it in a group', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), {
+      '127.0.0.2': { ...usersOnly(['alice']), ...pipelining(), vrfy: (arg) => (/alice/.test(arg) ? '250 Alice <alice@real.test>' : '550 5.1.1 No such user') },
+    });
+    const r = await w.engine({ callout: { vrfy: true } }).verify('alice@real.test');
+    assert.deepEqual([r.verdict, r.reply?.code], ['deliverable', 250], r.description);
+    const commands = w.commands('127.0.0.2');
+    assert.ok(!commands.some((c) => /^RCPT TO:<alice@/i.test(c)), commands.join(' | '));
+  });
+
+  it('a 421 to VRFY closes the exchanger for this callout: no new connection to it, the next exchanger is asked', async () => {
+    const w = await make(mxZone({ 'vrfy421.test': ['127.0.0.74', '127.0.0.75'] }), {
+      '127.0.0.74': { ...usersOnly(['alice']), vrfy: () => ({ reply: '421 4.7.0 mx.callout.test closing connection', drop: true }) },
+      '127.0.0.75': usersOnly(['alice']),
+    });
+    const r = await w.engine({ callout: { vrfy: true, randomProbe: false } }).verify('alice@vrfy421.test');
+    assert.deepEqual([r.verdict, r.reason], ['deliverable', 'accepted'], r.description);
+    assert.equal(w.connections('127.0.0.74'), 1, r.attempts.map((a) => a.outcome).join('; '));
+  });
+
   it('a VRFY that times out is a tarpit, asked once as an RCPT that times out is: no new connection to ask it again', async () => {
     const w = await make(mxZone({ 'vrfypit.test': '127.0.0.72' }), { '127.0.0.72': { ...usersOnly(['alice']), vrfy: () => ({ silent: true }) } });
     const r = await w.engine({ callout: { vrfy: true, randomProbe: false, timeouts: { command: '500ms', overall: '10s' } } }).verify('alice@vrfypit.test');
@@ -421,6 +441,14 @@ describe('replies at RCPT that are about us', () => {
       assert.deepEqual(both.map((b) => b.reason), ['refused-at-rcpt', 'rejected-at-rcpt']);
       assert.equal((await engine.verify('carol@bank.test')).verdict, 'undeliverable');
     }
+  });
+
+  it('a full mailbox at RCPT (552 5.2.2) is unknown, never undeliverable: the mailbox exists', async () => {
+    const w = await make(mxZone({ 'full.test': '127.0.0.2' }), {
+      '127.0.0.2': { rcpt: (arg) => (/^TO:<callout-/i.test(arg) ? '550 5.1.1 User unknown' : '552 5.2.2 <alice@full.test>: Mailbox full') },
+    });
+    const r = await w.engine().verify('alice@full.test');
+    assert.deepEqual([r.verdict, r.reason, r.reply?.enhanced], ['unknown', 'tempfail-at-rcpt', '5.2.2'], r.description);
   });
 
   it('a sender refusal reported at RCPT without an enhanced code is about us too', async () => {
@@ -512,6 +540,8 @@ describe('several exchangers', () => {
     assert.equal(r.reason, 'timeout');
     // The greeting timeout would end it after 30 s; ten leave room for a loaded machine.
     assert.ok(Date.now() - started < 10_000, 'the deadline, not the greeting timeout, ended it');
+    // Past the deadline the next exchanger is neither tried nor counted against its per-host limits.
+    assert.deepEqual(r.attempts.map((a) => a.address), ['127.0.0.2']);
   });
 
   it('a wall clock stepped an hour ahead during a callout (NTP, a resumed VM) neither times it out nor marks the domain useless', async (t) => {
@@ -1067,6 +1097,20 @@ describe('cache', () => {
     assert.equal(w.connections('127.0.0.2'), 1);
   });
 
+  it('a domain\'s addresses beyond limits.addressesPerConnection go in further batches, each address asked once', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice', 'bob']) });
+    const results = await w.engine({ limits: { addressesPerConnection: 2 } }).verifyMany(['alice@real.test', 'bob@real.test', 'carol@real.test']);
+    assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'deliverable', 'undeliverable']);
+    for (const local of ['alice', 'bob', 'carol']) assert.equal(w.commands('127.0.0.2').filter((c) => c === `RCPT TO:<${local}@real.test>`).length, 1, local);
+  });
+
+  it('an address given twice to verifyMany is asked once, and both get its answer', async () => {
+    const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
+    const results = await w.engine().verifyMany(['alice@real.test', 'alice@real.test']);
+    assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'deliverable']);
+    assert.equal(w.commands('127.0.0.2').filter((c) => c === 'RCPT TO:<alice@real.test>').length, 1);
+  });
+
   it('a probe lock taken just after another engine answered and let go reads that answer instead of probing again', async () => {
     const w = await make(mxZone({ 'real.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
     /** A shared store where the other engine finishes its whole callout just before this engine's lock lands. */
@@ -1163,7 +1207,9 @@ describe('politeness', () => {
     const limited = await engine.verify('bob@real.test');
     assert.equal(limited.verdict, 'unknown');
     assert.equal(limited.reason, 'rate-limited');
-    w.clock.advance(61_000);
+    w.clock.advance(30_000);
+    assert.equal((await engine.verify('bob@real.test')).reason, 'rate-limited', 'half a minute later, still');
+    w.clock.advance(31_000);
     assert.equal((await engine.verify('bob@real.test')).verdict, 'deliverable');
   });
 
@@ -1515,6 +1561,17 @@ describe('backup exchangers', () => {
     assert.deepEqual([forged.verdict, forged.reason], ['unknown', 'catch-all-unknown']);
     assert.match(forged.description, /backup MX/);
     assert.equal((await engine.verify('nobody@backup.test')).verdict, 'unknown', 'never kept as deliverable');
+  });
+
+  it('a backup MX asked after the primary refused the random local part in the same callout is not believed either: the refusal was the primary\'s', async () => {
+    const w = await make(mxZone({ 'backup4.test': ['127.0.0.117', '127.0.0.118'] }), {
+      // The primary refuses the random local part, then hangs up at the address, every time.
+      '127.0.0.117': { rcpt: (arg) => (/^TO:<callout-/i.test(arg) ? '550 5.1.1 User unknown' : { drop: true }) },
+      '127.0.0.118': acceptAll(),
+    });
+    const r = await w.engine().verify('nobody@backup4.test');
+    assert.equal(r.attempts.at(-1)?.address, '127.0.0.118');
+    assert.deepEqual([r.verdict, r.reason], ['unknown', 'catch-all-unknown'], r.description);
   });
 
   it('a backup MX that refuses the random local part itself is believed', async () => {

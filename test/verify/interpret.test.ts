@@ -31,6 +31,12 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(552, '5.1.6 Mailbox has moved')), 'rejected');
     // X.2.1, "mailbox disabled, not accepting messages" (RFC 3463 §3.3): only X.2.2 is a full mailbox.
     assert.equal(classifyRcpt(reply(550, '5.2.1 Mailbox disabled, not accepting messages')), 'rejected');
+    // An X.1.1 code outweighs words about us that the quoted address happens to hold.
+    assert.equal(classifyRcpt(reply(550, '5.1.1 <blocked@x.test>: Recipient address rejected: User unknown')), 'rejected');
+  });
+
+  it('never takes a 3xx at RCPT, which no RCPT may get (RFC 5321 §4.3.2), as an acceptance', () => {
+    assert.equal(classifyRcpt(reply(354, 'Start mail input; end with <CRLF>.<CRLF>')), 'tempfail');
   });
 
   it('takes "too many recipients" as the temporary limit it is, as 452 and as 552 (RFC 5321 §4.5.3.1.10)', () => {
@@ -45,6 +51,7 @@ describe('classifyRcpt', () => {
     // RFC 5321 §4.2.2: 552 is "exceeded storage allocation", whatever words come with it.
     assert.equal(classifyRcpt(reply(552, 'Requested mail action aborted: exceeded storage allocation')), 'mailbox-full');
     assert.equal(classifyRcpt(reply(552, 'Mailbox limit reached')), 'mailbox-full');
+    assert.equal(classifyRcpt(reply(550, '5.2.2 Requested action not taken')), 'mailbox-full', 'X.2.2 in a 550, whatever the words');
     assert.equal(classifyRcpt(reply(503, '5.5.1 Error: need MAIL command')), 'protocol-error');
     assert.equal(classifyRcpt(reply(500, 'Command unrecognized')), 'protocol-error');
     assert.equal(classifyRcpt(reply(504, '5.5.4 Command parameter not implemented')), 'protocol-error');
@@ -99,6 +106,9 @@ describe('classifyRcpt', () => {
     assert.equal(classifyRcpt(reply(550, '<thelonious@x.test>: Recipient address rejected: User unknown')), 'rejected');
     assert.equal(classifyRcpt(reply(550, '<marble@x.test>: User unknown')), 'rejected');
     assert.equal(classifyRcpt(reply(550, 'No such user: rblack@x.test')), 'rejected');
+    // Ending the local part, a short word is still inside it.
+    assert.equal(classifyRcpt(reply(550, '<othelo@x.test>: User unknown')), 'rejected');
+    assert.equal(classifyRcpt(reply(550, '<superrbl@x.test>: User unknown')), 'rejected');
     assert.equal(classifyRcpt(reply(550, 'Helo command rejected: need fully-qualified hostname')), 'refused');
     assert.equal(classifyRcpt(reply(550, 'Listed in RBLs, see rbl.example')), 'refused');
     assert.equal(classifyRcpt(reply(550, 'No rDNS for your address')), 'refused');

@@ -261,6 +261,18 @@ describe('caches: no second probe of what is known', () => {
     assert.equal(w.connections('127.0.0.149'), 5, 'one refresh in that minute');
   });
 
+  it('an address answered stale again while its refresh runs starts no second refresh: the per-domain budget is spent once', async () => {
+    const w = await make(mxZone({ 'stale2.test': '127.0.0.148' }), { '127.0.0.148': usersOnly(['a', 'b']) });
+    const engine = w.engine({ limits: { perDomainPerMinute: 2 } });
+    assert.equal((await engine.verify('a@stale2.test')).verdict, 'deliverable');
+    w.clock.advance(13 * 3_600_000);
+    const answers = await Promise.all([1, 2, 3].map(() => engine.verify('a@stale2.test')));
+    assert.ok(answers.every((r) => r.stale), 'answers.every((r) => r.stale)');
+    await engine.idle();
+    const other = await engine.verify('b@stale2.test');
+    assert.deepEqual([other.verdict, other.reason], ['deliverable', 'accepted'], 'one refresh and this callout: two of the minute\'s two');
+  });
+
   it('a stale answer is not refreshed at a domain known to greylist us', async () => {
     const w = await make(mxZone({ 'grey.test': '127.0.0.153' }), {
       '127.0.0.153': { rcpt: (arg) => (/^<?alice@/i.test(pathOf(arg)) ? '250 2.1.5 Ok' : /callout-/.test(arg) ? '550 5.1.1 no such user' : '450 4.7.1 Greylisted, try again later') },
@@ -412,6 +424,86 @@ describe('limits on every path', () => {
     const next = await politeness().acquireHost('192.0.2.1', performance.now() + 5_000);
     assert.equal(typeof next, 'object', `another process (the daemon started in its place) has the slot: ${JSON.stringify(next)}`);
     await memory.close();
+  });
+
+  it('a per-host lease the store writes just as releaseLeases() runs is given back too, not held', async () => {
+    const clock = new ManualClock();
+    const memory = new MemoryStore({ clock });
+    let wrote: () => void = () => undefined;
+    const written = new Promise<void>((resolve) => (wrote = resolve));
+    let gate: () => void = () => undefined;
+    const opened = new Promise<void>((resolve) => (gate = resolve));
+    // Shutdown comes while the compareAndSet that writes the lease is on its way.
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      kind: 'sqlite' as const,
+      compareAndSet: async (...args: Parameters<Store['compareAndSet']>) => {
+        wrote();
+        await opened;
+        return memory.compareAndSet(...args);
+      },
+    });
+    const politeness = (): Politeness =>
+      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const stopping = politeness();
+    const asked = stopping.acquireHost('192.0.2.1', performance.now() + 5_000);
+    await written;
+    stopping.releaseLeases();
+    gate();
+    assert.equal(await asked, 'limit');
+    await stopping.settled();
+    const next = await politeness().acquireHost('192.0.2.1', performance.now() + 5_000);
+    assert.equal(typeof next, 'object', `another process has the slot: ${JSON.stringify(next)}`);
+    await memory.close();
+  });
+
+  it('a per-host lease is taken although other processes changed the address\'s leases at the first tries', async () => {
+    const clock = new ManualClock();
+    const memory = new MemoryStore({ clock });
+    let busy = 3;
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      kind: 'sqlite' as const,
+      compareAndSet: async (...args: Parameters<Store['compareAndSet']>) => (busy-- > 0 ? false : memory.compareAndSet(...args)),
+    });
+    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const slot = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
+    assert.equal(typeof slot, 'object', `three lost races, then the lease: ${JSON.stringify(slot)}`);
+    await memory.close();
+  });
+
+  it('without a per-domain or per-host rate limit (a call-forward to our own hosts) no counter is read or written', async () => {
+    const clock = new ManualClock();
+    const memory = new MemoryStore({ clock });
+    const asked: string[] = [];
+    const store: Store = Object.assign(Object.create(memory) as MemoryStore, {
+      get: async (key: string) => (asked.push(key), memory.get(key)),
+      increment: async (...args: Parameters<Store['increment']>) => (asked.push(args[0]), memory.increment(...args)),
+    });
+    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: Infinity, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    assert.equal(await politeness.admitDomain('example.org'), true);
+    assert.equal(await politeness.admitConnection('192.0.2.1'), true);
+    assert.deepEqual(asked, []);
+    await memory.close();
+  });
+
+  it('a slot given back twice is given back once: the limits still hold', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const politeness = new Politeness({ clock, concurrency: 1, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const release = politeness.acquireGlobal();
+    assert.ok(release, 'the first callout gets a slot');
+    release();
+    release();
+    assert.ok(politeness.acquireGlobal(), 'one slot free again');
+    assert.equal(politeness.acquireGlobal(), undefined, 'and only one');
+    const host = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
+    assert.equal(typeof host, 'object');
+    if (typeof host === 'object') {
+      host.release();
+      host.release();
+    }
+    assert.equal(typeof (await politeness.acquireHost('192.0.2.1', performance.now() + 5_000)), 'object');
+    assert.equal(await politeness.acquireHost('192.0.2.1', performance.now() + 5_000), 'limit');
+    await store.close();
   });
 
   it('reads any stored lease map: a slot or the limit, never a StoreError, and no lease written lasts past leaseMs', async () => {

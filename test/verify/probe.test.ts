@@ -69,6 +69,19 @@ describe('internationalised addresses (RFC 6531)', () => {
     assert.ok(!commands.some((c) => /SMTPUTF8|jos/.test(c)), commands.join(' | '));
   });
 
+  it('a UTF-8 local part at an exchanger without SMTPUTF8 is asked at the next exchanger, which offers it: the first is sent no RCPT at all', async () => {
+    const known = asReceived('josé@xn--bcher-kva.test');
+    const primary = { ...usersOnly([]), ...withoutSmtputf8() };
+    const backup: Partial<SmtpScript> = { rcpt: (arg) => (pathOf(arg) === known ? '250 2.1.5 Ok' : '550 5.1.1 User unknown') };
+    const w = await make(mxZone({ 'xn--bcher-kva.test': ['127.0.0.2', '127.0.0.3'] }), { '127.0.0.2': primary, '127.0.0.3': backup });
+    const r = await w.engine().verify('josé@bücher.test');
+    // The catch-all probe belongs at the exchanger that answers: asked at the first, a 250 from
+    // the backup was only "a backup that refused no random local part here".
+    assert.equal(r.verdict, 'deliverable', r.description);
+    const first = w.commands('127.0.0.2');
+    assert.ok(!first.some((c) => c.startsWith('RCPT')), first.join(' | '));
+  });
+
   it("'ß' is kept (UTS #46 nontransitional): faß.test is asked for as xn--fa-hia.test, never as fass.test", async () => {
     const w = await make(mxZone({ 'xn--fa-hia.test': '127.0.0.2', 'fass.test': '127.0.0.3' }), { '127.0.0.2': usersOnly(['alice']), '127.0.0.3': usersOnly([]) });
     const engine = w.engine();
