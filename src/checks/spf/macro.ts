@@ -17,10 +17,11 @@
  *   (DNS does not care; only explanation text shows it). DIGIT must be non-zero.
  *
  * LIMITS
- *   Transformer numbers have at most 3 digits (a larger number only means "all parts").
- *   Input length is bounded by the caller (records, explanations); so is the output, when the
- *   caller keeps it (an explanation: each macro may repeat the whole sender). A
- *   domain-spec's expansion is bounded here (expandDomainSpec).
+ *   A transformer number may have any number of digits (§7.1: *DIGIT); one larger than the
+ *   number of parts means all of them (§7.3), so a long one costs nothing. Input length is
+ *   bounded by the caller (records, explanations); so is the output, when the caller keeps it
+ *   (an explanation: each macro may repeat the whole sender). A domain-spec's expansion is
+ *   bounded here (expandDomainSpec).
  *
  * ERRORS
  *   Syntax errors are returned as values naming the problem; nothing here throws.
@@ -111,7 +112,6 @@ function parseMacroBody(body: string, explanation: boolean): { ok: true; value: 
   if (!DOMAIN_LETTERS.has(letter) && !EXPLANATION_ONLY.has(letter)) return { ok: false, problem: `unknown macro letter in %{${body}}` };
   if (EXPLANATION_ONLY.has(letter) && !explanation) return { ok: false, problem: `%{${body}}: the c, r and t macros are allowed only in explanation text` };
   const digits = match[2] ?? '';
-  if (digits.length > 3) return { ok: false, problem: `transformer number too long in %{${body}}` };
   const parts = digits === '' ? undefined : Number(digits);
   if (parts === 0) return { ok: false, problem: `transformer number must not be zero in %{${body}}` };
   const delimiters = match[4] ?? '';

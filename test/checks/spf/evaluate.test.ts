@@ -204,6 +204,119 @@ test('the time budget ending while PTR names are validated is a temperror, not a
   assert.match(verdict.problem ?? '', /longer than 20000 ms/);
 });
 
+test('the time budget ends at exactly elapsedMs: a query asked once it is all spent is a temperror, one asked a millisecond earlier is not', async () => {
+  for (const [spent, expected] of [[20_000, 'temperror'], [19_999, 'fail']] as const) {
+    let monotonic = 0;
+    // The first A lookup takes the time; the two after it take none.
+    const spending = onAddressLookup(() => (monotonic = spent));
+    const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@slow.example.com', helo: 'h' }, { resolver: spending, monotonic: () => monotonic });
+    assert.equal(verdict.result, expected, `${spent} ms: ${String(verdict.problem)}`);
+  }
+});
+
+test('only a fail carries an explanation: softfail, neutral and the other results have none, with exp= or without (RFC 7208 §6.2)', async () => {
+  const explaining = new SuiteResolver(
+    buildZone({
+      'soft.exp.example': [{ TXT: 'v=spf1 ~all exp=why.exp.example' }],
+      'neutral.exp.example': [{ TXT: 'v=spf1 ?all exp=why.exp.example' }],
+      'default.exp.example': [{ TXT: 'v=spf1 a:nothing.exp.example' }],
+      'perm.exp.example': [{ TXT: 'v=spf1 moo -all exp=why.exp.example' }],
+      'temp.exp.example': [{ TXT: 'v=spf1 a:temp.exp.example -all exp=why.exp.example' }, { A: 'TIMEOUT' }],
+      'none.exp.example': [{ A: '192.0.2.1' }],
+      'why.exp.example': [{ TXT: 'explained' }],
+    }),
+  );
+  for (const [domain, expected] of [['soft', 'softfail'], ['neutral', 'neutral'], ['default', 'neutral'], ['perm', 'permerror'], ['temp', 'temperror'], ['none', 'none']] as const) {
+    const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: `a@${domain}.exp.example`, helo: 'h' }, { resolver: explaining });
+    assert.equal(verdict.result, expected, domain);
+    assert.equal(verdict.explanation, undefined, domain);
+  }
+});
+
+test('the exp= TXT lookup is not a void lookup, even when it finds nothing (RFC 7208 §4.6.4)', async () => {
+  const voidExp = new SuiteResolver(buildZone({ 'voidexp.example': [{ TXT: 'v=spf1 a:nx1.voidexp.example a:nx2.voidexp.example -all exp=nx3.voidexp.example' }] }));
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@voidexp.example', helo: 'h' }, { resolver: voidExp });
+  assert.equal(verdict.result, 'fail', verdict.problem);
+  assert.equal(verdict.explanation, 'The domain voidexp.example does not designate 192.0.2.1 as a permitted sender');
+  assert.deepEqual(verdict.lookups, { dnsTerms: 2, voidLookups: 2 });
+});
+
+test('exp= text of exactly 4096 characters is used (and cut to 512), one character more is ignored', async () => {
+  const long = new SuiteResolver(
+    buildZone({
+      'exp4096.example': [{ TXT: 'v=spf1 -all exp=why.exp4096.example' }],
+      'why.exp4096.example': [{ TXT: 'x'.repeat(4096) }],
+      'exp4097.example': [{ TXT: 'v=spf1 -all exp=why.exp4097.example' }],
+      'why.exp4097.example': [{ TXT: 'x'.repeat(4097) }],
+    }),
+  );
+  const exact = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@exp4096.example', helo: 'h' }, { resolver: long });
+  assert.equal(exact.explanation, 'x'.repeat(512));
+  const over = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@exp4097.example', helo: 'h' }, { resolver: long });
+  assert.equal(over.explanation, 'The domain exp4097.example does not designate 192.0.2.1 as a permitted sender');
+});
+
+test('%{p} is the domain itself when it is a validated name, before a subdomain of it and before any other name (RFC 7208 §7.3)', async () => {
+  const validated = new SuiteResolver(
+    buildZone({
+      'pexact.example': [{ TXT: 'v=spf1 -all exp=why.pexact.example' }, { A: '198.51.100.20' }],
+      'why.pexact.example': [{ TXT: 'validated as %{p}' }],
+      '20.100.51.198.in-addr.arpa': [{ PTR: 'host.other.example' }, { PTR: 'mail.pexact.example' }, { PTR: 'pexact.example' }],
+      'host.other.example': [{ A: '198.51.100.20' }],
+      'mail.pexact.example': [{ A: '198.51.100.20' }],
+    }),
+  );
+  const verdict = await evaluateSpf({ ip: '198.51.100.20', mailFrom: 'a@pexact.example', helo: 'h' }, { resolver: validated });
+  assert.equal(verdict.result, 'fail');
+  assert.equal(verdict.explanation, 'validated as pexact.example');
+});
+
+test('an include: whose target macro expansion leaves unusable is a permerror, where an a: term only does not match (RFC 7208 §5.2)', async () => {
+  const unusable = new SuiteResolver(
+    buildZone({
+      'incbad.example': [{ TXT: 'v=spf1 include:%{l}.incbad.example -all' }],
+      'abad.example': [{ TXT: 'v=spf1 a:%{l}.abad.example -all' }],
+    }),
+  );
+  // A 64-character local part makes a label one longer than DNS allows.
+  const localPart = 'x'.repeat(64);
+  const include = await evaluateSpf({ ip: '192.0.2.1', mailFrom: `${localPart}@incbad.example`, helo: 'h' }, { resolver: unusable });
+  assert.equal(include.result, 'permerror');
+  assert.equal(include.mechanism, 'include:%{l}.incbad.example');
+  assert.match(include.problem ?? '', /^include:%\{l\}\.incbad\.example: .*longer than 63 characters$/);
+  const a = await evaluateSpf({ ip: '192.0.2.1', mailFrom: `${localPart}@abad.example`, helo: 'h' }, { resolver: unusable });
+  assert.equal(a.result, 'fail', a.problem);
+  assert.equal(a.mechanism, '-all');
+});
+
+test('a temporary failure of an MX exchanger\'s address lookup is a temperror, unless an exchanger before it matched (RFC 7208 §5.4, §2.6.6)', async () => {
+  const timeouts = new SuiteResolver(
+    buildZone({
+      'mxtemp.example': [{ TXT: 'v=spf1 mx -all' }, { MX: [10, 'mx1.mxtemp.example'] }, { MX: [20, 'mx2.mxtemp.example'] }],
+      'mx1.mxtemp.example': [{ A: 'TIMEOUT' }],
+      'mx2.mxtemp.example': [{ A: '192.0.2.50' }],
+      'mxlate.example': [{ TXT: 'v=spf1 mx -all' }, { MX: [20, 'mx2.mxlate.example'] }, { MX: [10, 'mx1.mxlate.example'] }],
+      'mx1.mxlate.example': [{ A: '192.0.2.50' }],
+      'mx2.mxlate.example': [{ A: 'TIMEOUT' }],
+    }),
+  );
+  for (const ip of ['192.0.2.50', '192.0.2.51']) {
+    const verdict = await evaluateSpf({ ip, mailFrom: 'a@mxtemp.example', helo: 'h' }, { resolver: timeouts });
+    assert.equal(verdict.result, 'temperror', ip);
+    assert.equal(verdict.mechanism, 'mx', ip);
+    assert.match(verdict.problem ?? '', /^lookup of mx1\.mxtemp\.example failed/);
+  }
+  const matchedFirst = await evaluateSpf({ ip: '192.0.2.50', mailFrom: 'a@mxlate.example', helo: 'h' }, { resolver: timeouts });
+  assert.equal(matchedFirst.result, 'pass', matchedFirst.problem);
+});
+
+test('a sender domain with a numeric top-level label is not looked up: none, and the problem says why (RFC 7208 §4.3)', async () => {
+  const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@example.123', helo: 'h' }, { resolver });
+  assert.equal(verdict.result, 'none');
+  assert.equal(verdict.problem, '"example.123" has a numeric top-level label');
+  assert.ok(!verdict.trace.some((entry) => entry.kind === 'dns'), 'a DNS query was made');
+});
+
 test('a sender domain of one label is not looked up: none (RFC 7208 §4.3)', async () => {
   const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'a@singlelabel', helo: 'h' }, { resolver });
   assert.equal(verdict.result, 'none');
