@@ -165,21 +165,27 @@ function scanDomain(input: string, local: LocalPartInput, at: number, inPath: bo
  * `<"a@b"@example.org>` as `a@b@example.org`. A tolerant bare address that is no RFC 5321
  * mailbox is therefore read again as the local part up to the last '@' and the domain after it;
  * buildMailbox quotes the local part back, so RCPT TO names the mailbox the client gave.
- * Undefined when this reading fails too, or for a leading '@' (a source route, not a local
- * part): the caller then reports the RFC 5321 error. A `not-utf8` failure is returned instead,
- * as it is true of either reading (`john doe\xff@example.org` is refused for the byte, not the space).
+ * Undefined for a leading '@' (a source route, not a local part), a local part that no
+ * Quoted-string holds, or a domain followed by more: the caller then reports the RFC 5321
+ * error. Once the local part is one this form holds, the fault is in what follows it, a missing
+ * '@' or a bad domain, and that is reported: the RFC 5321 reading blamed a character that is
+ * no fault here (`a b` and `a b@` were "character not allowed here at 1", the space of
+ * `john doe@example.org`). So is a `not-utf8` failure, true of either reading
+ * (`john doe\xff@example.org` is refused for the byte, not the space).
  */
 function parseInternalForm(input: string, sizeLimits: boolean): ParseResult<Mailbox> | undefined {
+  if (input.startsWith('@')) return undefined;
   const at = input.lastIndexOf('@');
-  if (at <= 0 || input.startsWith('@')) return undefined;
-  for (let i = 0; i < at; ) {
+  const localEnd = at < 0 ? input.length : at;
+  for (let i = 0; i < localEnd; ) {
     const codePoint = input.codePointAt(i) ?? 0;
     // Only what a Quoted-string can hold (scanQuotedString), so that the quoted form parses back.
     if (codePoint < 0x20 || codePoint === 0x7f || isSurrogate(codePoint)) return undefined;
     i += codeUnits(codePoint);
   }
+  if (at < 0) return failure('missing-at', input.length, "missing '@'");
   const scanned = scanDomain(input, { value: input.slice(0, at), position: 0 }, at, false, sizeLimits);
-  if (!scanned.ok) return scanned.error.rule === 'not-utf8' ? scanned : undefined;
+  if (!scanned.ok) return scanned;
   return scanned.value.end === input.length ? success(scanned.value.value) : undefined;
 }
 

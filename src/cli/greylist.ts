@@ -10,7 +10,8 @@
  * DESCRIPTION
  *   Works on the store the policy service uses (the configuration's store: the SQLite file
  *   under the data directory, or the shared Redis), with the settings of the configuration's
- *   `greylist` stage (defaults when it has none), so a change is seen by every daemon at once.
+ *   `greylist` stage, so a change is seen by every daemon at once. A configuration without one
+ *   (a host that only reaches the shared Redis) gets the stage's defaults, named on stderr.
  *     list   triplets (client identity, normalised sender, recipient, first and last seen,
  *            waiting or passed), client auto-allow entries and domain auto-allow entries, in
  *            key order (on Redis, each 10,000 in key order, in the order SCAN finds them),
@@ -73,10 +74,25 @@ interface ListFlags extends CommonFlags {
 
 const KINDS: readonly GreylistEntryKind[] = ['triplet', 'client', 'domain'];
 
-function stageOptions(config: Config): GreylistOptions {
+/** The stage settings these commands key and expire entries by: a daemon with others reads what they write differently. */
+const SETTINGS_USED = ['delay', 'retryWindow', 'maxAge', 'clientIdentity', 'ipv4Prefix', 'ipv6Prefix', 'autoAllowClients', 'domainAutoAllow', 'normaliseVerp'] as const;
+
+/**
+ * The greylist stage's settings. Without a greylist stage they are its defaults, said on `err`
+ * (not refused: a host that only reaches the daemons' shared Redis may have a configuration
+ * without stages), so that an administrator whose daemons differ is told before `allow` writes
+ * entries that they would key or expire otherwise.
+ */
+function stageOptions(config: Config, configPath: string | undefined, err: NodeJS.WritableStream): GreylistOptions {
   const entry = config.policy.stages.find((stage) => stage.name === 'greylist');
-  const { name: _name, mode: _mode, states: _states, ...options } = entry ?? { name: 'greylist', mode: 'enforce' };
-  return greylistOptions.parse(options);
+  if (entry) {
+    const { name: _name, mode: _mode, states: _states, ...options } = entry;
+    return greylistOptions.parse(options);
+  }
+  const defaults = greylistOptions.parse({});
+  const assumed = SETTINGS_USED.map((key) => `${key}: ${String(defaults[key])}`).join(', ');
+  err.write(`callout greylist: ${configPath ?? 'the configuration'} has no greylist stage in policy.stages; assuming its defaults (${assumed}): copy the daemons' greylist stage into it if theirs differ\n`);
+  return defaults;
 }
 
 interface Settings {
@@ -89,9 +105,9 @@ interface Settings {
  * them first, so that a mistyped CLIENT is a usage error (64), not an empty store made by `allow`
  * or a "no store there" (78) from `list` and `drop`.
  */
-function configured(flags: CommonFlags): Settings {
+function configured(flags: CommonFlags, err: NodeJS.WritableStream): Settings {
   const config = daemonStateConfig(flags, 'the greylist');
-  return { config, options: stageOptions(config) };
+  return { config, options: stageOptions(config, flags.config, err) };
 }
 
 /** domain:NAME with NAME a host name as the stage makes them (organisational domains): labels of letters, digits and inner hyphens. */
@@ -251,6 +267,7 @@ function droppedText(client: ClientArgument, dropped: DroppedClient, addresses: 
 const tripletText = (identity: string, triplet: TripletArgument) => `${identity} ${shownField(keyPart(triplet.sender) || '<>')} ${shownField(keyPart(triplet.recipient))}`;
 
 export function registerGreylistCommands(program: Command, io: GreylistCommandIo = { out: process.stdout }): void {
+  const err = io.err ?? process.stderr;
   const greylist = program.command('greylist').description('list, allow and drop greylist entries (the store of `callout serve`)');
   const common = (command: Command) => command.option('-c, --config <file>', 'configuration file (YAML)').option('--data-dir <dir>', 'directory of the SQLite store');
 
@@ -263,11 +280,11 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       // Decimal, as every count flag: Number() also took 1e3 and 0x10.
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
       if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${JSON.stringify(flags.kind)}, expected one of ${KINDS.join(', ')}`);
-      const settings = configured(flags);
+      const settings = configured(flags, err);
       const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
       await withGreylist(settings, 'read', async (list) => {
         const { more } = await printGreylist(list, { kinds: flags.kind ? [flags.kind as GreylistEntryKind] : KINDS, client, limit, json: flags.json === true }, io.out);
-        if (more) reportLimitCut('greylist list', limit, io.err);
+        if (more) reportLimitCut('greylist list', limit, err);
       });
     });
 
@@ -278,7 +295,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
       .argument('[sender]')
       .argument('[recipient]')
       .action(async (clientText: string, sender: string | undefined, recipient: string | undefined, flags: CommonFlags) => {
-        const settings = configured(flags);
+        const settings = configured(flags, err);
         const client = clientOf(settings.options, clientText);
         await run(settings, client, tripletArguments(settings.options, sender, recipient));
       });

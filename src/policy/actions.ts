@@ -11,16 +11,18 @@
  *   address or host the restriction is about, so the room for TEXT depends on it
  *   (replyTextLimit); a text keeps at least MIN_TEXT characters whatever NAME's length.
  *
- *   An enhanced status code always has the class of the reply it goes with (RFC 3463 §2): the
- *   code's for `4NN`/`5NN`, 4 for DEFER_IF_PERMIT (Postfix answers it with
- *   $access_map_defer_code, 450). Postfix checks only that an enhanced code is well formed
- *   (smtpd_check_reject) and sends "421 5.7.0" on as it is; a client that trusts the enhanced
- *   code then bounces a message that was only deferred. A configured code, or a text that
- *   begins with one, of another class is given the reply's class.
+ *   A reply carries one enhanced status code (RFC 3463, RFC 2034 §3), in the class of the reply
+ *   it goes with (RFC 3463 §2): the code's for `4NN`/`5NN`, 4 for DEFER_IF_PERMIT (Postfix
+ *   answers it with $access_map_defer_code, 450). As Postfix does with every access(5) action
+ *   (check_table_result: dsn_split, then smtpd_check_reject), a text that begins with an enhanced
+ *   code keeps it, in the reply's class, and the stage's code goes before a text without one:
+ *   the stage's code in front of a text's own would leave Postfix sending the text's as words
+ *   ("451 4.2.0 4.7.1 Later"). A configured code of another class is given the reply's class
+ *   here too, so that the action the log records is the one the client sees.
  */
 
 import { MAX_HEADER_LINE, clip } from '../core/text.js';
-import { parseEnhancedStatus } from '../smtp/reply.js';
+import { formatEnhanced, parseEnhancedStatus } from '../smtp/reply.js';
 import type { Decision } from './types.js';
 
 const MAX_TEXT = 400;
@@ -54,18 +56,21 @@ export function actionFor(decision: Exclude<Decision, { kind: 'continue' } | { k
       return acceptAction;
     case 'reject':
     case 'defer':
-      return `${decision.code} ${inClass(decision.enhanced, Math.floor(decision.code / 100))} ${safeText(decision.text, textLimit)}`;
-    case 'defer-if-permit': {
-      // Postfix takes a leading enhanced code from the text (dsn_split), else 4.7.1: a stage's
-      // own code (RFC 7372's 4.7.24 for SPF) goes there unless the text brings one. A text
-      // that merely starts with a digit ("300 seconds to wait") gets the code too.
-      const given = safeText(decision.text, textLimit);
-      const text = decision.enhanced && !parseEnhancedStatus(given) ? `${decision.enhanced} ${given}` : given;
-      const leading = parseEnhancedStatus(text);
-      if (!leading || leading.status.klass === 4) return `DEFER_IF_PERMIT ${text}`;
-      return `DEFER_IF_PERMIT ${`4.${leading.status.subject}.${leading.status.detail} ${leading.rest}`.trim()}`;
-    }
+      return `${decision.code} ${withOneCode(safeText(decision.text, textLimit), decision.enhanced, Math.floor(decision.code / 100))}`;
+    case 'defer-if-permit':
+      // Without a code of the stage's (RFC 7372's 4.7.24 for SPF) or the text's, Postfix adds 4.7.1.
+      return `DEFER_IF_PERMIT ${withOneCode(safeText(decision.text, textLimit), decision.enhanced, 4)}`;
   }
+}
+
+/**
+ * `text` led by one enhanced code of class `klass`: its own if it begins with one, else
+ * `enhanced`. A text that merely starts with a digit ("300 seconds to wait") has none of its own.
+ */
+function withOneCode(text: string, enhanced: string | undefined, klass: number): string {
+  const own = parseEnhancedStatus(text);
+  const [code, rest] = own ? [formatEnhanced(own.status), own.rest] : [enhanced, text];
+  return [code === undefined ? undefined : inClass(code, klass), rest].filter((part) => part).join(' ');
 }
 
 /** `enhanced` with the class `klass`; left as it is when it is no enhanced code (Postfix then adds its own). */

@@ -291,6 +291,24 @@ describe('callout greylist', () => {
     }
   });
 
+  it('names the defaults it assumes on stderr when the configuration has no greylist stage, and goes on (a host that only reaches the shared store)', async () => {
+    const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-nostage-'));
+    const ownConfig = join(ownDir, 'callout.yaml');
+    writeFileSync(ownConfig, `dataDir: ${ownDir}\n`);
+    try {
+      const assumed = `callout greylist: ${ownConfig} has no greylist stage in policy.stages; assuming its defaults (delay: 5m, retryWindow: 2d, maxAge: 5w, clientIdentity: network, ipv4Prefix: 24, ipv6Prefix: 64, autoAllowClients: 5, domainAutoAllow: 0, normaliseVerp: true): copy the daemons' greylist stage into it if theirs differ\n`;
+      const allowed = await run(['allow', '203.0.113.9'], ownConfig);
+      assert.deepEqual([allowed.error, allowed.output, allowed.stderr], [undefined, 'allowed client 203.0.113.9\n', assumed]);
+      const listed = await run(['list'], ownConfig);
+      assert.match(listed.output, /^client 203\.0\.113\.9 allowed /);
+      assert.equal(listed.stderr, assumed);
+      writeFileSync(ownConfig, `dataDir: ${ownDir}\npolicy:\n  stages:\n    - name: greylist\n      mode: 'off'\n`);
+      assert.equal((await run(['drop', '203.0.113.9'], ownConfig)).stderr, '', 'a greylist stage, even one turned off, says which settings the daemons use');
+    } finally {
+      rmSync(ownDir, { recursive: true, force: true });
+    }
+  });
+
   it('says on stderr when --limit cut the list, and only then; stdout holds the entries as before', async () => {
     const ownDir = mkdtempSync(join(tmpdir(), 'callout-greylist-limit-'));
     const ownConfig = join(ownDir, 'callout.yaml');

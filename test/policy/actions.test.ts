@@ -2,6 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { actionFor, replyTextLimit, safeHeader } from '../../src/policy/actions.js';
+import { MAX_HEADER_LINE } from '../../src/core/text.js';
 
 describe('actionFor: enhanced status codes have the class of their reply (RFC 3463 §2)', () => {
   it('answers an accept with the configured acceptAction, DUNNO by default', () => {
@@ -19,9 +20,18 @@ describe('actionFor: enhanced status codes have the class of their reply (RFC 34
   });
 
   it('gives a configured code of the other class the reply\'s class (tarpit hardCode 421 with hardEnhanced 5.7.0)', () => {
-    // Postfix sends "421 5.7.0" on unchanged; a client that trusts the enhanced code bounces the mail.
+    // Postfix makes the same correction (smtpd_check_reject); here it shows in the logged action too.
     assert.equal(actionFor({ kind: 'defer', code: 421, enhanced: '5.7.0', text: 'Too many errors' }), '421 4.7.0 Too many errors');
     assert.equal(actionFor({ kind: 'reject', code: 554, enhanced: '4.7.1', text: 'no' }), '554 5.7.1 no');
+  });
+
+  it('sends one enhanced code when a text begins with its own: the text\'s, in the reply\'s class, as Postfix\'s dsn_split takes it', () => {
+    // Real Postfix answered "451 4.2.0 4.7.1 Later 300" with "451 4.2.0 <rcpt>: Recipient address rejected: 4.7.1 Later 300".
+    assert.equal(actionFor({ kind: 'defer', code: 451, enhanced: '4.2.0', text: '4.7.1 Later 300' }), '451 4.7.1 Later 300');
+    assert.equal(actionFor({ kind: 'reject', code: 550, enhanced: '5.7.1', text: '5.1.1 No such user' }), '550 5.1.1 No such user');
+    assert.equal(actionFor({ kind: 'defer', code: 451, enhanced: '4.2.0', text: '5.7.1 Later' }), '451 4.7.1 Later');
+    assert.equal(actionFor({ kind: 'reject', code: 550, enhanced: '5.7.1', text: '5.1.1' }), '550 5.1.1', 'a code alone leaves no text behind it');
+    assert.equal(actionFor({ kind: 'defer', code: 451, enhanced: '4.2.0', text: '300 seconds to go' }), '451 4.2.0 300 seconds to go', 'a text that starts with a number has no code of its own');
   });
 
   it('gives a DEFER_IF_PERMIT text that begins with a 5.x.x or 2.x.x code class 4 (Postfix answers it 450)', () => {
@@ -41,6 +51,11 @@ describe('safeHeader: a PREPEND header field is one line with a field name (RFC 
   it('unfolds a header and refuses one without a field name or a value', () => {
     assert.equal(safeHeader('X-Callout-Result: pass\r\n\tsmtp.mailfrom=a@b.example'), 'X-Callout-Result: pass smtp.mailfrom=a@b.example');
     for (const header of [':X: y', 'X-Empty: ', 'No colon', 'Bad Name: y']) assert.equal(safeHeader(header), undefined, header);
+  });
+
+  it('cuts a header field to MAX_HEADER_LINE characters', () => {
+    const header = `X-Long: ${'v'.repeat(2 * MAX_HEADER_LINE)}`;
+    assert.equal(safeHeader(header), header.slice(0, MAX_HEADER_LINE));
   });
 });
 

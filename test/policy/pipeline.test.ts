@@ -291,6 +291,18 @@ describe('pipeline', () => {
     assert.deepEqual([...memory.keys()], ['new']);
   });
 
+  it('keeps, once full, a message seen within the hour, also when that request was refused after a stage asked for its header', async () => {
+    const clock = new ManualClock();
+    const refuseOne = (ctx: StageContext): Decision => (ctx.instance === 'old5000' ? reject : { kind: 'continue' });
+    const p = pipeline([stage('a', () => ({ kind: 'prepend', header: 'X-Test: yes' })), stage('b', refuseOne)], { clock });
+    const memory = (p as unknown as { messages: Map<string, unknown> }).messages;
+    for (let i = 0; i < MESSAGE_MEMORY_LIMIT; i++) await p.decide(rcpt({ instance: `old${i}` }));
+    clock.advance(2 * 3_600_000);
+    assert.equal((await p.decide(rcpt({ instance: 'old5000' }))).action, '550 5.7.1 no');
+    await p.decide(rcpt({ instance: 'new' }));
+    assert.ok(memory.has('old5000') && memory.has('new'), `${memory.size} messages kept`);
+  });
+
   it('a stage that does not answer by the deadline is a fault: the pipeline answers anyway', async () => {
     const hanging: ConfiguredStage = {
       mode: 'enforce',

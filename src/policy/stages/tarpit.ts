@@ -449,7 +449,7 @@ export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: st
   const maxSleepMs = durationMs(parsed.maxSleep);
   if (maxSleepMs <= boundMs) return [];
   const cut = (key: 'sleep' | 'maxSleep', ms: number) =>
-    `${where}.${key}: ${formatDuration(ms)} is not below policy.decisionTimeout (${formatDuration(decisionTimeoutMs)}) less ${DEADLINE_MARGIN_MS} ms: tarpit delays stop at ${formatDuration(Math.max(0, boundMs))}`;
+    `${where}.${key}: ${formatDuration(ms)} is above policy.decisionTimeout (${formatDuration(decisionTimeoutMs)}) less ${DEADLINE_MARGIN_MS} ms: tarpit delays stop at ${formatDuration(Math.max(0, boundMs))}`;
   const sleepMs = durationMs(parsed.sleep);
   return [cut('maxSleep', maxSleepMs), ...(sleepMs > boundMs ? [cut('sleep', sleepMs)] : [])];
 }

@@ -35,6 +35,11 @@ describe('sender-syntax stage', () => {
     });
   });
 
+  it('names the missing \'@\' or domain of a sender with a space, not the space (john doe@example.org is a sender Postfix sends)', async () => {
+    const reasons = await Promise.all(['a b', 'a b@', 'a b@x y'].map(async (sender) => (await stage().evaluate(context(sender))).reason));
+    assert.deepEqual(reasons, ["<a b>: missing '@' at 3", '<a b@>: empty domain at 4', '<a b@x y>: character not allowed in a domain at 5']);
+  });
+
   it('answers with the configured code, enhanced code and text, the reason after it', async () => {
     const verdict = await stage({ code: 553, enhanced: '5.1.7', text: 'Malformed sender' }).evaluate(context('user@example..org'));
     assert.deepEqual(verdict.decision, { kind: 'reject', code: 553, enhanced: '5.1.7', text: `Malformed sender: ${verdict.reason}` });

@@ -374,11 +374,12 @@ describe('tarpit stage', () => {
     const entry = (options: Record<string, unknown>) => tarpitStage.options.parse(options);
     assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 6000), [], 'the defaults (1 s, at most 5 s) fit the default 6 s');
     assert.deepEqual(deadlineCuts(entry({ maxSleep: '30s' }), 'policy.stages.2', 6000), [
-      'policy.stages.2.maxSleep: 30s is not below policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms',
+      'policy.stages.2.maxSleep: 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms',
     ]);
     assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 3000), [
-      'policy.stages.0.maxSleep: 5s is not below policy.decisionTimeout (3s) less 250 ms: tarpit delays stop at 2750ms',
+      'policy.stages.0.maxSleep: 5s is above policy.decisionTimeout (3s) less 250 ms: tarpit delays stop at 2750ms',
     ], 'a lowered decisionTimeout with the default maxSleep is warned about, not refused');
+    assert.deepEqual(deadlineCuts(entry({ maxSleep: '5750ms' }), 'policy.stages.0', 6000), [], 'a maxSleep at the bound is reached, not cut: the warning says "above"');
     assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '1m' }), 'policy.stages.0', 6000).map((line) => line.split(':')[0]), ['policy.stages.0.maxSleep', 'policy.stages.0.sleep']);
   });
 
@@ -389,7 +390,7 @@ describe('tarpit stage', () => {
       policy: { stages: [{ name: 'tarpit', perConnection: { soft: 1, hard: 10 }, perClient: { soft: 100, hard: 200 }, sleep: '1s', maxSleep: '2500ms' }, { name: 'sender-syntax' }] },
     });
     const pipeline = buildPipeline(config, deps, undefined, timers);
-    const refusal = '501 5.7.1 Bad sender address syntax: <not an address>: character not allowed here at 3';
+    const refusal = "501 5.7.1 Bad sender address syntax: <not an address>: missing '@' at 14";
     const badSender = (n: number) => request(`alice${n}@example.test`, { sender: 'not an address' });
     const first = watch(pipeline.decide(badSender(0)));
     await timers.advance(0);
@@ -414,7 +415,7 @@ describe('tarpit stage', () => {
     await timers.advance(1749);
     assert.equal(answer(), undefined, 'not answered before the 2 s deadline less its 250 ms margin');
     await timers.advance(1);
-    assert.equal(answer()?.action, '501 5.7.1 Bad sender address syntax: <not an address>: character not allowed here at 3', 'answered at 1750 ms, not after the 10 s of sleep');
+    assert.equal(answer()?.action, "501 5.7.1 Bad sender address syntax: <not an address>: missing '@' at 14", 'answered at 1750 ms, not after the 10 s of sleep');
     await pipeline.close();
   });
 
