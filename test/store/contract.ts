@@ -181,6 +181,15 @@ export function runStoreContract(
         assert.equal(await store.get('k'), undefined);
       });
 
+      it('reads a key as absent from the millisecond its ttl ends, also behind a write of it that leaves it', manualClockOnly, async () => {
+        await store.set('k', 'v', 1000);
+        await later(1000);
+        // A compare-and-set that fails leaves the row as it was; SQLite reads the key behind it.
+        const [swapped, got] = await Promise.all([store.compareAndSet('k', 'other', 'w', 1000), store.get('k')]);
+        assert.equal(swapped, false);
+        assert.equal(got, undefined);
+      });
+
       it('a set after expiry starts afresh', async () => {
         await store.set('k', 'old', 100);
         await later(200);
@@ -335,6 +344,14 @@ export function runStoreContract(
         await store.set('bad', '-0', 1000);
         await assert.rejects(store.increment('bad', -1, 1000), StoreError);
         assert.equal((await store.get('bad'))?.value, '-0');
+      });
+
+      it('stops at 0 a decrement that would end one below it', async () => {
+        await store.increment('c', 1, 1000);
+        assert.equal(await store.increment('c', -2, 1000), 0);
+        assert.equal((await store.get('c'))?.value, '0');
+        assert.equal(await store.increment('c', -1, 1000), 0);
+        assert.equal((await store.get('c'))?.value, '0');
       });
 
       it('adds to a counter below 0 (callout writes none) from 0, keeping its expiry', async () => {
@@ -591,6 +608,16 @@ export function runStoreContract(
         assert.deepEqual(zPages.map((page) => page.map((row) => row.key)), [['k:Z']], 'one page, of k:Z alone');
         const { key: _key, ...entry } = zPages[0]![0]!;
         assertEntry(entry, 'value of k:Z', 60_000 - 600);
+      });
+
+      it('gives no empty page when the keys after the first page are deleted meanwhile', async () => {
+        const pages: string[][] = [];
+        for await (const page of store.scanPages('k:', 2)) {
+          pages.push(page.map((row) => row.key));
+          if (pages.length > 1) continue;
+          for (const { key } of await store.scan('k:', 100)) if (!pages[0]!.includes(key)) await store.delete(key);
+        }
+        assert.equal(pages.length, 1, JSON.stringify(pages));
       });
 
       it('refuses a page size that is not a positive integer', async () => {

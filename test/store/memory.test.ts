@@ -113,6 +113,9 @@ describe('MemoryStore', () => {
     const [row] = await store.scan('k', 1);
     assert.ok(row, 'row');
     row.value = 'changed';
+    const [many] = await store.getMany(['k']);
+    assert.ok(many, 'many');
+    many.value = 'changed';
     assert.equal((await store.get('k'))?.value, 'v');
   });
 });
