@@ -18,8 +18,8 @@
  *   line naming them, as needing a restart). A SIGHUP once stop() has begun is logged as
  *   ignored: no request would reach the configuration it built. A policy worker answers each
  *   reload its supervisor asks for with the outcome, a digest of the configuration it runs
- *   after it (reloadOutcome()); a SIGHUP sent to the worker by hand reloads it and is answered
- *   to no one.
+ *   after it (reloadOutcome()), and says that digest when it is ready (configDigest); a SIGHUP
+ *   sent to the worker by hand reloads it and is answered to no one.
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -474,13 +474,21 @@ export class Daemon {
     return this.reloaded(true);
   }
 
-  /** A reload's outcome, with the digest of the configuration running after it. */
-  private reloaded(accepted: boolean, err?: unknown): ReloadOutcome {
+  /**
+   * A digest of the running configuration, as a reload's outcome gives it; a policy worker
+   * says it when it is ready, so that its supervisor can tell a replacement that read an edited
+   * file from the workers that did not.
+   */
+  get configDigest(): string {
     // Of what a reload applies: a worker started later on a file that changed a restart-only
     // setting runs the same configuration, and another SIGHUP would not make them agree anyway.
     const reloadable = withFixedSettings(this.current.config, validateConfig({}));
-    const config = createHash('sha256').update(JSON.stringify(reloadable)).digest('hex').slice(0, 12);
-    return { accepted, config, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) };
+    return createHash('sha256').update(JSON.stringify(reloadable)).digest('hex').slice(0, 12);
+  }
+
+  /** A reload's outcome, with the digest of the configuration running after it. */
+  private reloaded(accepted: boolean, err?: unknown): ReloadOutcome {
+    return { accepted, config: this.configDigest, ...(err === undefined ? {} : { reason: abbreviate(describeError(err), 200) }) };
   }
 
   async stop(): Promise<void> {

@@ -38,6 +38,12 @@
  *   worker exited. A reload asked for while stopping is ignored.
  *   A worker that dies is logged and replaced after restartDelayMs (doubling, up to a minute,
  *   while replacements fail to start); one that fails during Supervisor.start() fails the start.
+ *   A replacement reads the configuration file as it is then (as a new Postfix smtpd reads
+ *   main.cf), and says in callout:ready the digest of the configuration it runs. When that is
+ *   not the one the running workers last reported (ready, or in a reload's outcome), the file
+ *   was edited and not reloaded: the supervisor warns, naming each worker's digest, that the
+ *   workers run different configurations and that a SIGHUP makes them all run the file as it is
+ *   now. /health still answers 200: every worker answers, by a configuration it accepted.
  *
  *   The counters and histograms of a worker that exited stay in the sum with the values of its
  *   last scrape (keepCounts), so that a total never goes down while the supervisor runs:
@@ -57,6 +63,8 @@
  *   a metrics question unanswered within 5 s fails the scrape (500, the worker named in the log).
  *   A worker's message is read field by field (readWorkerMessage): one of another shape is
  *   ignored, and a metrics answer of another shape fails the scrape as an answer without metrics.
+ *   A configuration digest is 1-64 hex digits: a ready message with one of another shape is
+ *   read as one without it, a reload outcome with one is ignored.
  *
  * ERRORS
  *   Supervisor.start() rejects with the error of the first worker that fails to start, its code
@@ -106,7 +114,8 @@ export interface WorkerMetric {
 }
 
 type WorkerMessage =
-  | { type: 'callout:ready'; policy: string }
+  /** config: the digest of the configuration it started with (policy/daemon configDigest); none from a worker of an earlier version. */
+  | { type: 'callout:ready'; policy: string; config?: string }
   /** code: the CalloutError code of a failed start, so that the supervisor exits as the worker would. */
   | { type: 'callout:failed'; message: string; code?: ErrorCode }
   | { type: 'callout:health'; id: number; healthy: boolean }
@@ -122,6 +131,13 @@ type SupervisorMessage =
   | { type: 'callout:reload'; seq: number };
 
 const optional = (value: unknown, type: 'string' | 'number'): boolean => value === undefined || typeof value === type;
+
+/**
+ * A configuration digest as a worker gives it (policy/daemon configDigest: 12 hex digits; up to
+ * a SHA-256's 64 should a later version give more). It goes into the supervisor's warnings: a
+ * string of any other shape, a whole file say, is no digest.
+ */
+const isConfigDigest = (value: unknown): value is string => typeof value === 'string' && /^[0-9a-f]{1,64}$/.test(value);
 
 /**
  * One metric of a worker's answer, or undefined when it has another shape. A value of null is
@@ -158,7 +174,10 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
   const m = message;
   switch (m.type) {
     case 'callout:ready':
-      return typeof m.policy === 'string' ? { type: m.type, policy: m.policy } : undefined;
+      if (typeof m.policy !== 'string') return undefined;
+      // A config of another shape is a ready worker that did not say what it runs: refused as
+      // not ready, it would fail the start, or go on being replaced.
+      return { type: m.type, policy: m.policy, ...(isConfigDigest(m.config) ? { config: m.config } : {}) };
     case 'callout:failed':
       return typeof m.message === 'string' && optional(m.code, 'string') ? { type: m.type, message: m.message, ...(m.code === undefined ? {} : { code: m.code as ErrorCode }) } : undefined;
     case 'callout:health':
@@ -173,7 +192,7 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
         ...(m.error === undefined ? {} : { error: m.error as string }),
       };
     case 'callout:reloaded':
-      if (typeof m.accepted !== 'boolean' || typeof m.config !== 'string' || !optional(m.reason, 'string') || typeof m.seq !== 'number') return undefined;
+      if (typeof m.accepted !== 'boolean' || !isConfigDigest(m.config) || !optional(m.reason, 'string') || typeof m.seq !== 'number') return undefined;
       return {
         type: m.type,
         seq: m.seq,
@@ -238,6 +257,12 @@ export class Supervisor {
   private reloadSeq = 0;
   /** The outcome of the latest reload from each worker that answered it (compared once none is owed). */
   private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
+  /**
+   * The digest of the configuration each ready worker runs, as it last said (ready, or a
+   * reload's outcome); a worker of an earlier version says none. A SIGHUP sent to a worker by
+   * hand changes it unsaid.
+   */
+  private readonly running = new Map<Worker, string>();
   /** The workers whose outcomes were given up since the last reload(), by id. */
   private readonly unreported = new Set<number>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
@@ -340,6 +365,30 @@ export class Supervisor {
     );
   }
 
+  /**
+   * A replacement reads the configuration file as it is when it starts, as a new Postfix smtpd
+   * reads main.cf: a file edited since the last reload, and not reloaded, has it answer by other
+   * rules than the workers running beside it, and nothing else would say so. It is not handed
+   * the others' configuration instead: the supervisor holds none (each worker reads the file),
+   * and the file on disk is what the administrator last wrote. During a reload its configuration
+   * is compared with the others' outcomes, as if it had reloaded too: it read the file after
+   * the reload was asked for.
+   */
+  private replacementStarted(worker: Worker, config: string): void {
+    if (this.awaitedReloads.size > 0) {
+      this.reloadOutcomes.set(worker, { accepted: true, config });
+      return;
+    }
+    const others = [...this.running].filter(([other]) => other !== worker).sort(([a], [b]) => a.id - b.id);
+    if (others.every(([, other]) => other === config)) return;
+    const each = others.map(([other, running]) => `worker ${other.id} runs configuration ${running}`);
+    this.options.log.warn(
+      { worker: worker.id, pid: worker.process.pid, config, others: others.map(([other, running]) => ({ worker: other.id, pid: other.process.pid, config: running })) },
+      `workers run different configurations: worker ${worker.id}, started in place of one that died, read the configuration file as it is now and runs configuration ${config}; ${each.join('; ')}; ` +
+        'the file has changed since the others read it: send SIGHUP to make every worker run the file as it is now',
+    );
+  }
+
   /** SIGTERM to every worker; resolves once all have drained and exited. */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -413,10 +462,14 @@ export class Supervisor {
         if (message.type === 'callout:ready') {
           // A worker that says it is ready again has been asked already, if it owes an outcome.
           const seq = ready ? undefined : this.awaitedReloads.get(worker)?.seq;
+          const started = !ready;
           ready = true;
           readyAt = performance.now();
           this.ready.add(worker);
+          if (message.config !== undefined) this.running.set(worker, message.config);
+          // Asked to reload, it is compared with the others once it has: what it started with is past.
           if (seq !== undefined) this.askReload(worker, seq);
+          else if (started && replacement && message.config !== undefined) this.replacementStarted(worker, message.config);
           resolve(message.policy);
         } else if (message.type === 'callout:failed' && !ready) {
           reject(workerStartError(message.message, message.code));
@@ -425,6 +478,8 @@ export class Supervisor {
         } else if (message.type === 'callout:metrics') {
           this.metricsWaits.get(message.id)?.(message);
         } else if (message.type === 'callout:reloaded') {
+          // Any answer says what the worker runs now: it answers its reloads in turn.
+          this.running.set(worker, message.config);
           // Only the answer to the latest reload(): one to an earlier reload says nothing of the file this reload is for.
           if (this.awaitedReloads.get(worker)?.seq !== message.seq) return;
           this.forgetAwaited(worker);
@@ -437,6 +492,7 @@ export class Supervisor {
         this.workers.delete(worker);
         this.ready.delete(worker);
         // A worker gone runs no configuration, and owes no outcome.
+        this.running.delete(worker);
         this.reloadOutcomes.delete(worker);
         if (this.forgetAwaited(worker)) this.reloadSettled();
         const last = this.scraped.get(worker);
@@ -636,6 +692,6 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     }
   });
   // Asked before now, a reload waits in the supervisor until this says the worker is ready.
-  await send({ type: 'callout:ready', policy: daemon.policyAddress });
+  await send({ type: 'callout:ready', policy: daemon.policyAddress, config: daemon.configDigest });
   return daemon;
 }

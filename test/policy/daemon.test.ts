@@ -14,6 +14,8 @@ import { validateConfig } from '../../src/config/schema.js';
 import { ManualClock } from '../support/manual-time.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { MemoryStore } from '../../src/store/index.js';
+import { ASK_LATER } from '../../src/store/types.js';
+import { StoreError } from '../../src/core/errors.js';
 import type { CalloutEngine } from '../../src/verify/engine.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
@@ -81,6 +83,8 @@ describe('callout serve', () => {
     assert.equal(await client.request(postfixRequest({ sender: '', instance: 'm4' })), 'DUNNO', 'bounces have nothing to verify');
     const lines = decisions(logs);
     assert.equal(lines.length, 4);
+    assert.equal(lines[0]!.decidedBy, null, 'a line no stage decided says so, in its place');
+    assert.deepEqual(['warnings', 'faults'].filter((field) => field in lines[0]!), [], 'a line without warnings or faults has no such fields');
     assert.equal(lines[1]!.action, rejected);
     assert.equal(lines[1]!.decidedBy, 'sender-callout');
     assert.ok((lines[1]!.stages as string[]).some((s) => s.startsWith('sender-callout=undeliverable')), 'one log line explains the decision');
@@ -111,6 +115,19 @@ describe('callout serve', () => {
     assert.ok(syntax.endsWith('...'), 'syntax.endsWith(\'...\')');
     // Default stages, ASCII values: lines a write to a pipe always takes whole.
     for (const logged of [line, rejected]) assert.ok(Buffer.byteLength(JSON.stringify(logged)) < 4096, 'Buffer.byteLength(JSON.stringify(logged)) < 4096');
+  });
+
+  it('cuts a stage fault in the decision line at LOGGED_REASON_CHARS, as it cuts the stages\' reasons', async () => {
+    const { daemon, client, logs } = await setup();
+    // A store failing with a long message, as one naming a long file path does.
+    const store = (daemon as unknown as { store: MemoryStore }).store;
+    const failure = () => Promise.reject(new StoreError(`database or disk is full ${'x'.repeat(2 * LOGGED_REASON_CHARS)}`));
+    store.peek = () => ASK_LATER;
+    store.get = failure;
+    store.getMany = failure;
+    await client.request(postfixRequest({ sender: 'bob@sender.test' }));
+    const faults = decisions(logs)[0]?.faults as string[] | undefined;
+    assert.ok(faults?.length && faults.every((fault) => fault.length === LOGGED_REASON_CHARS + 3 && fault.endsWith('...')), JSON.stringify(faults));
   });
 
   it('takes the time from policy_test_time only with policy.acceptTestTime', async () => {
@@ -467,6 +484,7 @@ describe('callout serve', () => {
     await stopped;
     assert.ok(logs.some((l) => l.level === 30 && l.msg === 'reload ignored: the daemon is stopping'), JSON.stringify(logs.slice(-4)));
     assert.ok(!logs.some((l) => l.msg === 'configuration reloaded'), 'nothing was built for a daemon that is stopping');
+    assert.ok(!logs.some((l) => /abandoned/.test(String(l.msg))), 'no callout ran at the stop: none is said to be abandoned');
     assert.deepEqual(daemon.config.policy.stages.map((s) => s.name), validateConfig({}).policy.stages.map((s) => s.name), 'the running configuration is unchanged');
   });
 
@@ -602,7 +620,7 @@ describe('callout serve', () => {
       writeFileSync(path, stringify(b));
       return path;
     });
-    const expected = 'policy.stages.1.maxSleep: 30s is not below policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms';
+    const expected = 'policy.stages.1.maxSleep: 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms';
     const cut = () => logs.filter((l) => l.level === 40 && l.msg === expected).length;
     assert.equal(cut(), 1, 'at start');
     assert.equal(await daemon.reload(), true, 'a long maxSleep is allowed: the deadline bounds it');
@@ -792,6 +810,7 @@ describe('callout serve', () => {
     try {
       assert.ok(await until(async () => purges >= 3, 2_000, 5), `purges after a failure: ${purges}`);
       assert.deepEqual(lines.filter((l) => l.msg === 'store purge failed').map((l) => [l.level, l.err]), [[40, 'database is locked']]);
+      assert.deepEqual(lines.filter((l) => l.msg === 'expired store entries purged'), [], 'a purge that removed nothing says nothing');
     } finally {
       clearInterval(timer);
     }

@@ -270,6 +270,45 @@ describe('callout serve --workers 2', () => {
   });
 });
 
+describe('callout serve --workers 2, a worker replaced after the configuration file was edited and not reloaded', () => {
+  it('warns that the workers run different configurations, naming each one\'s digest, and a SIGHUP makes them agree', async () => {
+    const config = join(dataDir, 'edited.yaml');
+    writeFileSync(config, 'policy:\n  stages:\n    - name: sender-callout\n');
+    const serve = await serveWithWorkers('127.0.0.1:0', ['--config', config]);
+    try {
+      // The administrator puts the stage in warn mode and sends no SIGHUP; then a worker dies.
+      writeFileSync(config, 'policy:\n  stages:\n    - name: sender-callout\n      mode: warn\n');
+      let mark = serve.logs.length;
+      process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGKILL');
+      const death = await serve.waitForLog((l) => l.msg === 'policy worker died; starting another', 'the death logged', mark);
+      const survivor = death.worker === 1 ? 2 : 1;
+      const split = await serve.waitForLog((l) => String(l.msg).startsWith('workers run different configurations'), 'the warning', mark, 60_000);
+      const replacement = split.worker as number;
+      // The worker's own line may be read after the supervisor's: another process wrote it.
+      const started = async (worker: number): Promise<unknown> => (await serve.waitForLog((l) => l.msg === 'callout serve started' && l.worker === worker, `worker ${worker} started`)).stages;
+      assert.deepEqual([await started(replacement), await started(survivor)], [['sender-callout:warn'], ['sender-callout:enforce']], 'the replacement read the edited file');
+      const others = split.others as Array<Record<string, unknown>>;
+      assert.deepEqual(others.map((other) => other.worker), [survivor]);
+      const [edited, before] = [String(split.config), String(others[0]!.config)];
+      assert.match(edited, /^[0-9a-f]{12}$/);
+      assert.match(before, /^[0-9a-f]{12}$/);
+      assert.notEqual(edited, before, 'the two configurations have different digests');
+      assert.equal(split.level, 40);
+      assert.equal(
+        split.msg,
+        `workers run different configurations: worker ${replacement}, started in place of one that died, read the configuration file as it is now and runs configuration ${edited}; ` +
+          `worker ${survivor} runs configuration ${before}; the file has changed since the others read it: send SIGHUP to make every worker run the file as it is now`,
+      );
+      mark = serve.logs.length;
+      serve.child.kill('SIGHUP');
+      const agreed = await serve.waitForLog((l) => String(l.msg).startsWith('reload done') || String(l.msg).startsWith('workers run different'), 'the reload compared', mark);
+      assert.deepEqual([agreed.msg, agreed.config], ['reload done: every policy worker runs the same configuration', edited]);
+    } finally {
+      assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+    }
+  });
+});
+
 describe('workerShare', () => {
   it('gives each of N workers its part of limits.concurrency, at least 1, and the limits counted in the store whole', () => {
     const limits = validateConfig({ limits: { concurrency: 64, perHostConcurrency: 4, perDomainPerMinute: 30 } }).limits;
@@ -280,6 +319,7 @@ describe('workerShare', () => {
     assert.equal(half.addressesPerConnection, limits.addressesPerConnection, 'per-connection limits are not shared');
     const many = workerShare(limits, 8);
     assert.deepEqual([many.concurrency, many.perHostConcurrency], [8, 4]);
+    assert.equal(workerShare({ ...limits, concurrency: 6 }, 8).concurrency, 1, 'fewer than one each: 1');
   });
 });
 
@@ -289,6 +329,7 @@ describe('workerShareExcess', () => {
     const expected = ['policy.workers (8) is above limits.concurrency (6): each worker keeps 1, so up to 8 callouts may run at once'];
     assert.deepEqual(workerShareExcess(config), expected);
     assert.deepEqual(workerShareExcess(validateConfig({ policy: { workers: 4 } })), [], 'the default limits (64, 4) hold for 4 workers');
+    assert.deepEqual(workerShareExcess(validateConfig({ store: { kind: 'sqlite' }, policy: { workers: 6 }, limits: { concurrency: 6 } })), [], 'one each is no excess');
     const check = captureLog();
     await checkServeConfiguration(config, check.log);
     assert.deepEqual(check.lines.filter((l) => l.level === 40).map((l) => l.msg), expected);
@@ -780,5 +821,83 @@ describe('Supervisor', () => {
       done();
       await supervisor.stop();
     }
+  });
+
+  describe('a replacement worker\'s configuration', () => {
+    const split = (lines: Array<Record<string, unknown>>): Array<Record<string, unknown>> => lines.filter((l) => l.msg !== undefined && /^workers run different configurations: worker \d+, started in place/.test(String(l.msg)));
+
+    it('reads the configuration digest of a ready message, and one of another shape as none; a reload outcome with one of another shape is no outcome', () => {
+      assert.deepEqual(readWorkerMessage({ type: 'callout:ready', policy: '127.0.0.1:1', config: '0123456789ab' }), { type: 'callout:ready', policy: '127.0.0.1:1', config: '0123456789ab' });
+      for (const config of ['', 'x'.repeat(100_000), 'a'.repeat(65), 'ABCDEF012345', 12, null]) {
+        assert.deepEqual(readWorkerMessage({ type: 'callout:ready', policy: '127.0.0.1:1', config }), { type: 'callout:ready', policy: '127.0.0.1:1' }, `config ${JSON.stringify(config).slice(0, 20)}: ready, without it`);
+      }
+      assert.equal(readWorkerMessage({ type: 'callout:reloaded', seq: 1, accepted: true, config: 'x'.repeat(100_000) }), undefined);
+      assert.equal(readWorkerMessage({ type: 'callout:reloaded', seq: 1, accepted: true, config: 'a'.repeat(64) })?.type, 'callout:reloaded');
+    });
+
+    it('warns, naming each worker\'s digest, when a replacement starts with another configuration than the running workers, and not when with the same', async () => {
+      const { lines, log } = captureLog();
+      const { supervisor, held, hold, done } = await scriptedSupervisor(2, log);
+      try {
+        for (const worker of workersOf(supervisor)) await scriptWorker(worker, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+        supervisor.reload();
+        assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done'))), JSON.stringify(lines.slice(-3)));
+        hold();
+        const [victim, survivor] = workersOf(supervisor);
+        process.kill(victim!.process.pid!, 'SIGKILL');
+        assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+        // It read the file after an edit that no SIGHUP followed.
+        held[0]!.send({ type: 'test:go', config: 'bbbbbbbbbbbb' });
+        assert.ok(await until(() => lines.some((l) => l.msg === 'policy worker replaced')), JSON.stringify(lines.slice(-3)));
+        const replacement = held[0]!;
+        assert.equal(split(lines).length, 1, JSON.stringify(lines.slice(-3)));
+        const warning = split(lines)[0]!;
+        assert.equal(
+          warning.msg,
+          `workers run different configurations: worker ${replacement.id}, started in place of one that died, read the configuration file as it is now and runs configuration bbbbbbbbbbbb; ` +
+            `worker ${survivor!.id} runs configuration aaaaaaaaaaaa; the file has changed since the others read it: send SIGHUP to make every worker run the file as it is now`,
+        );
+        assert.deepEqual(
+          [warning.level, warning.worker, warning.pid, warning.config, warning.others],
+          [40, replacement.id, replacement.process.pid, 'bbbbbbbbbbbb', [{ worker: survivor!.id, pid: survivor!.process.pid, config: 'aaaaaaaaaaaa' }]],
+        );
+        // The file as the survivor read it again: one configuration, nothing to say.
+        process.kill(replacement.process.pid!, 'SIGKILL');
+        assert.ok(await until(() => held.length === 2), 'another replacement worker started');
+        held[1]!.send({ type: 'test:go', config: 'aaaaaaaaaaaa' });
+        assert.ok(await until(() => lines.filter((l) => l.msg === 'policy worker replaced').length === 2), JSON.stringify(lines.slice(-3)));
+        assert.equal(split(lines).length, 1, 'no warning for a replacement running what the others run');
+      } finally {
+        done();
+        await supervisor.stop();
+      }
+    });
+
+    it('compares a replacement that started while the others reload with their outcomes: it read the file after the reload was asked for', async () => {
+      const { lines, log } = captureLog();
+      const { supervisor, held, hold, done } = await scriptedSupervisor(2, log, '', { reloadOutcomeWaitMs: 60_000 });
+      try {
+        const [victim, survivor] = workersOf(supervisor);
+        await scriptWorker(victim!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa' } });
+        // The survivor reloads slowly: its outcome is still owed when the replacement is ready.
+        await scriptWorker(survivor!, 'test:outcome', { outcome: { accepted: true, config: 'aaaaaaaaaaaa', held: true } });
+        supervisor.reload();
+        assert.ok(await settled([victim!, survivor!], 1), 'both were asked');
+        hold();
+        process.kill(victim!.process.pid!, 'SIGKILL');
+        assert.ok(await until(() => held.length === 1), 'a replacement worker started');
+        // Edited again between the SIGHUP and the replacement's start.
+        held[0]!.send({ type: 'test:go', config: 'bbbbbbbbbbbb' });
+        assert.ok(await until(() => lines.some((l) => l.msg === 'policy worker replaced')), JSON.stringify(lines.slice(-3)));
+        assert.equal(await reloadsOf(held[0]!), 0, 'started after the reload was asked for, it is not asked to reload');
+        await scriptWorker(survivor!, 'test:release', {});
+        assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done') || differing(lines).length > 0)), JSON.stringify(lines.slice(-3)));
+        assert.match(String(differing(lines)[0]?.msg), new RegExp(`^workers run different configurations after reload: worker ${survivor!.id} accepted, running configuration aaaaaaaaaaaa; worker ${held[0]!.id} accepted, running configuration bbbbbbbbbbbb; send SIGHUP again$`));
+        assert.deepEqual(split(lines), [], 'named once, in the reload\'s warning');
+      } finally {
+        done();
+        await supervisor.stop();
+      }
+    });
   });
 });
