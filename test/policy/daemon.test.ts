@@ -687,7 +687,7 @@ describe('callout serve', () => {
       log,
     });
     const client = await PolicyClient.connect(daemon.policyAddress);
-    assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 Recipient address verification in progress/);
+    assert.match(await client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), /^DEFER_IF_PERMIT 4\.1\.1 unverified address: Address verification in progress/);
     client.close();
     await meanwhile(daemon);
     const started = Date.now();
@@ -723,7 +723,7 @@ describe('callout serve', () => {
     const forward = await setup({ policy: { stages: [{ name: 'postmaster' }, { name: 'recipient-callforward', hosts: ['127.0.0.2'], port: 0, domains: ['backup.test'] }] } }, undefined, true);
     assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), 'DUNNO');
     // A host given by address is named once: [127.0.0.2], not 127.0.0.2 [127.0.0.2].
-    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test' })), /^550 5\.1\.1 Recipient address rejected: \[127\.0\.0\.2\] answered RCPT TO:<nobody@backup\.test> with 550 5\.1\.1/);
+    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test' })), /^550 5\.1\.1 undeliverable address: \[127\.0\.0\.2\] answered RCPT TO:<nobody@backup\.test> with 550 5\.1\.1/);
     assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@other.test' })), 'DUNNO', 'only the listed domains');
     const connections = forward.smtp.get('127.0.0.2')!.connectionCount;
     assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@backup.test', instance: 'again' })), /^550/);
@@ -733,7 +733,7 @@ describe('callout serve', () => {
   it('call-forward: a recipient at an address literal is verified at the configured host, never at the address it names', async () => {
     const forward = await setup({ policy: { stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.2'], port: 0 }] } }, undefined, true);
     const named = forward.smtp.get('127.0.0.3')!.connectionCount;
-    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@[127.0.0.3]' })), /^550 5\.1\.1 Recipient address rejected: \[127\.0\.0\.2\] answered/);
+    assert.match(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'nobody@[127.0.0.3]' })), /^550 5\.1\.1 undeliverable address: \[127\.0\.0\.2\] answered/);
     assert.equal(forward.smtp.get('127.0.0.3')!.connectionCount, named, 'no connection to the literal');
   });
 
@@ -752,7 +752,7 @@ describe('callout serve', () => {
 
   it('call-forward: still running at the deadline, answers DEFER_IF_PERMIT with its own enhanced code (4.1.1, as Postfix\'s unverified recipient)', async () => {
     const forward = await setup({ policy: { decisionTimeout: '200ms', stages: [{ name: 'recipient-callforward', hosts: ['127.0.0.4'], port: 0 }] } }, undefined, true);
-    assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), 'DEFER_IF_PERMIT 4.1.1 Recipient address verification in progress');
+    assert.equal(await forward.client.request(postfixRequest({ sender: 'x@elsewhere.test', recipient: 'bob@backup.test' })), 'DEFER_IF_PERMIT 4.1.1 unverified address: Address verification in progress');
   });
 
   it('refuses a stage configured for protocol states it cannot run in', async () => {

@@ -57,9 +57,12 @@ const options = z
     ...calloutActionOptions,
     rejectEnhanced: enhancedStatusOption('5').default('5.1.1'),
     deferEnhanced: enhancedStatusOption('4').default('4.1.1'),
-    rejectText: z.string().default('Recipient address rejected: {reason}'),
-    deferText: z.string().default('Recipient address verification failed temporarily: {reason}'),
-    inProgressText: z.string().default('Recipient address verification in progress'),
+    // Postfix puts "<recipient>: Recipient address rejected: " before a policy service's text;
+    // these are the words of its own recipient verification (reject_unverified_recipient), which
+    // administrators know from their logs. "Recipient address rejected: {reason}" said it twice.
+    rejectText: z.string().default('undeliverable address: {reason}'),
+    deferText: z.string().default('unverified address: {reason}'),
+    inProgressText: z.string().default('unverified address: Address verification in progress'),
   })
   .strict();
 

@@ -76,7 +76,7 @@ describe('recipient-callforward stage', () => {
     const verdict = answer();
     assert.ok(verdict, 'answered at the deadline');
     assert.equal(verdict.result, 'in-progress');
-    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', enhanced: '4.1.1', text: 'Recipient address verification in progress' });
+    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', enhanced: '4.1.1', text: 'unverified address: Address verification in progress' });
   });
 
   it('answers a primary that never greets as unknown (DUNNO) on the retry, not "in progress" until the mail bounces', async () => {
@@ -160,7 +160,7 @@ describe('recipient-callforward stage', () => {
     assert.equal(verdict.result, 'undeliverable', verdict.reason);
     const { kind, code, enhanced, text } = verdict.decision as { kind: string; code?: number; enhanced?: string; text?: string };
     assert.deepEqual({ kind, code, enhanced }, { kind: 'reject', code: 550, enhanced: '5.1.1' });
-    assert.match(text ?? '', /^Recipient address rejected: /);
+    assert.match(text ?? '', /^undeliverable address: /);
     // Cached apart (cf:): the sender callouts must not answer bob@narrow.test from a call-forward.
     const bob = parseMailbox('bob@narrow.test');
     assert.ok(bob.ok, 'bob.ok');
