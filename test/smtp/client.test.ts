@@ -661,6 +661,37 @@ describe('SmtpClientSession STARTTLS', () => {
     assert.equal(session.state, 'closed');
   });
 
+  it('answers closed, never throws, when the server resets the connection just after the TLS handshake', async (t) => {
+    const credentials = tls.createSecureContext({ ...testCertificate(), maxVersion: 'TLSv1.2' });
+    // A bare STARTTLS server that resets the connection in the turn after its handshake.
+    const server = net.createServer((plain) => {
+      plain.on('error', () => undefined);
+      plain.write('220 mx.callout.test ESMTP\r\n');
+      const onLine = (chunk: Buffer): void => {
+        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
+          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
+          return;
+        }
+        plain.off('data', onLine);
+        plain.write('220 2.0.0 Ready to start TLS\r\n');
+        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: credentials });
+        secure.on('error', () => undefined);
+        secure.on('secure', () => setImmediate(() => plain.resetAndDestroy()));
+      };
+      plain.on('data', onLine);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as net.AddressInfo;
+    for (let i = 0; i < 20; i++) {
+      const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required' });
+      // getCipher() read after that turn was null, and open() threw a TypeError the engine took for an internal error.
+      const result = await session.open();
+      assert.equal(result.kind, 'closed', JSON.stringify(result));
+      session.destroy();
+    }
+  });
+
   it('keeps no keyword of the EHLO in clear when EHLO over TLS is refused and HELO answers', async (t) => {
     const server = await serve(t, {
       tls: testCertificate(),
