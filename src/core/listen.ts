@@ -12,7 +12,7 @@
  *   boundAddress() and formatListenAddress() say where it is bound. removeStaleSocket() clears a
  *   socket path an earlier run left, before binding it, but never one a live server still has.
  *   reachableFromNetwork() says whether a bound listener is open to other hosts. sameListener()
- *   says whether two addresses would take the same socket. listenExpected() and listenRefusal()
+ *   says whether two addresses would take the same socket. remoteEnd() names a connection's client. listenExpected() and listenRefusal()
  *   word the refusal of an address, with what is wrong with it (no port, an IPv6 address not in
  *   brackets).
  *
@@ -97,6 +97,17 @@ export function sameListener(a: ListenAddress, b: ListenAddress): boolean {
   const [x, y] = [hostKey(a.host).toLowerCase(), hostKey(b.host).toLowerCase()];
   if (x === y || x === '::' || y === '::') return true;
   return (x === '0.0.0.0' && net.isIPv4(y)) || (y === '0.0.0.0' && net.isIPv4(x));
+}
+
+/**
+ * The client end of an accepted TCP connection as logs name it: `192.0.2.1:4711`, `[2001:db8::1]:4711`
+ * (brackets, so the port is not read as part of the address), or `unknown` for a connection
+ * reset before it was accepted, which has no peer left to name (`unknown:undefined` was logged).
+ */
+export function remoteEnd(socket: net.Socket): string {
+  const address = socket.remoteAddress;
+  if (address === undefined) return 'unknown';
+  return net.isIPv6(address) ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;
 }
 
 /** Owner and group: Postfix connects as a member of the socket's group (postfix, from a set-group-ID directory). */

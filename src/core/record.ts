@@ -13,7 +13,7 @@
  *   takes values of up to 512 MiB) reads as none without being parsed, or kept.
  *
  * LIMITS
- *   maxLength counts UTF-16 code units (String.length), each decoder's own (named in its header).
+ *   maxLength counts UTF-16 code units (String.length), each decoder's own (named at its constant).
  */
 
 /** JSON.parse, or undefined for text that is no JSON. */

@@ -60,7 +60,7 @@
 
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, removeIfSocket, removeStaleSocket } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, remoteEnd, removeIfSocket, removeStaleSocket } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
 import type { ListenAddress } from '../core/listen.js';
 
@@ -276,7 +276,7 @@ export class PolicyServer {
       socket.destroy();
       return;
     }
-    const remote = this.endpoint.kind === 'unix' ? `unix:${this.endpoint.path}` : formatRemote(socket);
+    const remote = this.endpoint.kind === 'unix' ? `unix:${this.endpoint.path}` : remoteEnd(socket);
     if (this.open.size >= this.maxConnections) {
       socket.destroy();
       this.refused += 1;
@@ -305,13 +305,6 @@ function readOpenFilesLimit(): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function formatRemote(socket: net.Socket): string {
-  const address = socket.remoteAddress;
-  // A connection reset before it was accepted has no peer left to name (it logged "unknown:undefined").
-  if (address === undefined) return 'unknown';
-  return net.isIPv6(address) ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;
 }
 
 /**

@@ -34,7 +34,7 @@ import net from 'node:net';
 import { describeError } from '../core/errors.js';
 import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, type IdlePollStats } from '../core/idle-poll.js';
 import { RepeatCollapser } from '../core/log.js';
-import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, removeStaleSocket, type ListenAddress } from '../core/listen.js';
+import { DEFAULT_SOCKET_MODE, boundAddress, formatListenAddress, listenOn, remoteEnd, removeStaleSocket, type ListenAddress } from '../core/listen.js';
 
 export type LookupResult =
   | { kind: 'found'; value: string }
@@ -103,10 +103,6 @@ function safeLookup(map: LookupMap, key: string, stats: LookupServerStats, onFau
   }
 }
 
-function remoteOf(socket: net.Socket): string {
-  return `${socket.remoteAddress ?? 'unix'}:${socket.remotePort ?? ''}`;
-}
-
 export abstract class LookupServer {
   readonly stats: LookupServerStats = { connections: 0, requests: 0, protocolErrors: 0, mapFaults: 0 };
   private readonly server: net.Server;
@@ -120,6 +116,8 @@ export abstract class LookupServer {
   private readonly label: string;
   private readonly socketMode: number;
   private readonly arrivalTimeoutMs: number;
+  /** The UNIX socket listened on, if that is what it listens on. */
+  private socketPath: string | undefined;
   /** Connections with a request begun and not yet whole: the timer bounding the wait, and its octets so far. */
   private readonly arrivals = new Map<net.Socket, { timer: NodeJS.Timeout; octets: number }>();
   /** Connections refused in the current burst over maxConnections. */
@@ -174,7 +172,7 @@ export abstract class LookupServer {
     socket.on('end', () => {
       // Unsaid, a request typed by hand without its line end or comma got no answer and no reason.
       const waiting = this.arrivals.get(socket);
-      if (waiting) this.log.info({ listener: this.label, remote: remoteOf(socket), unfinishedOctets: waiting.octets }, 'client ended the connection in the middle of a request; dropped without a reply');
+      if (waiting) this.log.info({ listener: this.label, remote: this.remoteOf(socket), unfinishedOctets: waiting.octets }, 'client ended the connection in the middle of a request; dropped without a reply');
     });
     socket.on('close', () => {
       this.sockets.delete(socket);
@@ -208,7 +206,7 @@ export abstract class LookupServer {
     const timer = setTimeout(() => {
       const unfinishedOctets = this.arrivals.get(socket)?.octets;
       this.arrivals.delete(socket);
-      this.log.warn({ listener: this.label, remote: remoteOf(socket), unfinishedOctets, arrivalTimeoutMs: this.arrivalTimeoutMs }, 'request not complete in time; closing the connection');
+      this.log.warn({ listener: this.label, remote: this.remoteOf(socket), unfinishedOctets, arrivalTimeoutMs: this.arrivalTimeoutMs }, 'request not complete in time; closing the connection');
       socket.destroy();
     }, this.arrivalTimeoutMs);
     this.arrivals.set(socket, { timer, octets });
@@ -232,7 +230,7 @@ export abstract class LookupServer {
   protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
     this.stats.protocolErrors++;
     const start = input.subarray(0, 64).toString('latin1');
-    this.log.warn({ listener: this.label, remote: remoteOf(socket), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.log.warn({ listener: this.label, remote: this.remoteOf(socket), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
     this.stopArrivalWait(socket);
     socket.removeAllListeners('data');
     socket.removeAllListeners('drain');
@@ -256,8 +254,14 @@ export abstract class LookupServer {
     this.answeredAt.delete(socket);
   }
 
+  /** A connection's client as the logs name it: on a UNIX socket, the socket (as the policy service names it). */
+  private remoteOf(socket: net.Socket): string {
+    return this.socketPath === undefined ? remoteEnd(socket) : `unix:${this.socketPath}`;
+  }
+
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */
   async listen(target: ListenAddress): Promise<ListenAddress> {
+    if (target.kind === 'unix') this.socketPath = target.path;
     // Not unlinked blindly: a second `rewrite serve` on the same path cut the running one off from Postfix.
     if (target.kind === 'unix') await removeStaleSocket(target.path);
     await listenOn(this.server, target, formatListenAddress(target), this.socketMode);

@@ -315,6 +315,28 @@ describe('SocketmapServer', () => {
     assert.match(await client.query('reverse', 'SRS0=vmyz=2W=otherdomain.com=test@example.com'), /^OK test@otherdomain\.com$/);
   });
 
+  it('names the client in its log lines as the policy service does: [IPv6]:port, unix:PATH on a UNIX socket', async () => {
+    const { log, lines } = recordingLog();
+    const v6 = new SocketmapServer(maps, { log, label: 'socketmap' });
+    closers.push(() => v6.close());
+    const bound = (await v6.listen({ kind: 'tcp', host: '::1', port: 0 })) as { host: string; port: number };
+    await raw({ host: '::1', port: bound.port }, '0:,');
+    const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const local = new SocketmapServer(maps, { log, label: 'socketmap' });
+    closers.push(() => local.close());
+    await local.listen({ kind: 'unix', path: join(dir, 'srs') });
+    // A request cut off by the client's end: logged with the client's name.
+    const socket = net.connect(join(dir, 'srs'));
+    closers.push(() => void socket.destroy());
+    socket.on('error', () => undefined);
+    socket.on('connect', () => socket.end('5:ab'));
+    assert.ok(await until(() => lines.length >= 2), JSON.stringify(lines));
+    // "::1:4711" left the port to be guessed, and every UNIX client was "unix:".
+    assert.match(String(lines[0]?.fields.remote), /^\[::1\]:\d+$/);
+    assert.equal(lines[1]?.fields.remote, `unix:${join(dir, 'srs')}`);
+  });
+
   it('gives a UNIX socket mode 0660 whatever the umask (Postfix connects as a group member), or socketMode', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-socketmap-'));
     closers.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -367,19 +389,23 @@ describe('TcpTableServer', () => {
     assert.equal(await client.query('local@example.com'), '500 Need%20not%20rewrite%20local%20domain.');
     const { target: boomTarget } = await started(new TcpTableServer(maps.boom!));
     assert.equal((await raw(boomTarget, 'get x\n', (d) => d.endsWith('\n'))).data, '400 Internal%20error.\n');
+    // tcp_table has no permanent error: a map's perm is "not found" (500), never a retry (400).
+    const { target: permTarget } = await started(new TcpTableServer(() => ({ kind: 'perm', reason: 'No way.' })));
+    assert.equal((await raw(permTarget, 'get x\n', (d) => d.endsWith('\n'))).data, '500 No%20way.\n');
   });
 
   it('refuses what is not a get request, broken escapes and over-long lines, closes, and logs why', async () => {
     const { log, lines } = recordingLog();
     const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100, log, label: 'tcp_table reverse' }));
-    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n', 'Get a@b\n']) {
+    // 'getx' and a tab after 'get' too: postsrsd 1.x takes only "get" and one space.
+    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n', 'Get a@b\n', 'getxa@b\n', 'get\ta@b\n']) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '500 Invalid request\n', JSON.stringify(bytes));
       assert.equal(closed, true);
     }
     assert.deepEqual(
       lines.map((l) => l.fields.reason),
-      ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request', 'not a "get KEY" request'],
+      ['not a "get KEY" request', 'broken %-escape', 'line longer than 100 octets', 'line longer than 100 octets', 'not a "get KEY" request', 'not a "get KEY" request', 'not a "get KEY" request', 'not a "get KEY" request'],
     );
     assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'), 'lines.every((l) => l.fields.listener === \'tcp_table reverse\' && l.level === \'warn\')');
     const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);

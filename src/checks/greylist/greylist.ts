@@ -154,6 +154,9 @@ export interface ListOptions {
 const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
 const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');
 
+/** The longest "first,last" or "count,last" row read: two safe integers (16 digits each) and a comma. */
+const MAX_PAIR_LENGTH = 64;
+
 /**
  * A stored "first,last" (`times`) or "count,last" (`count`) row as check(), the client count
  * and a listing read it, or undefined for a row callout never writes (another program's on a
@@ -175,9 +178,6 @@ function pair(value: string | undefined, kind: 'times' | 'count', now: number, m
   const aFits = kind === 'count' ? Number.isSafeInteger(a) && a >= 0 : a <= now + maxAgeMs;
   return aFits ? [a, b] : undefined;
 }
-
-/** The longest "first,last" or "count,last" row read: two safe integers (16 digits each) and a comma. */
-const MAX_PAIR_LENGTH = 64;
 
 /** The most senders a domain record needs, and the most domainAutoAllow may ask for. */
 export const MAX_DOMAIN_AUTO_ALLOW = 1000;
