@@ -566,6 +566,50 @@ describe('limits and edge cases (mutation tests)', () => {
     assert.ok(parsed.ok, 'parsed.ok');
     assert.deepEqual(parsed.report.recipients.map((r) => r.address), ['b@example.org']);
   });
+  const recipientsOf = (message: string) => {
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok, JSON.stringify(parsed));
+    return parsed.report.recipients;
+  };
+  it('removes an indentation shared by every line of a recipient group (some MTAs indent the report)', () => {
+    const group = ['Final-Recipient: rfc822; bob@example.org', 'Action: failed', 'Status: 5.1.1', ''].map((line) => (line ? `  ${line}` : line)).join('\n');
+    assert.deepEqual(recipientsOf(dsn(group)).map((r) => [r.address, r.action, r.status, r.hard]), [['bob@example.org', 'failed', '5.1.1', true]]);
+  });
+  it('reads an Action with a comment, infers one the RFC does not name from the status, and folds the address type', () => {
+    // Postfix gives up after its queue lifetime with the last (4.x.x) status and Action: failed.
+    const gaveUp = recipientsOf(dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed (gave up)\nStatus: 4.4.7\n'));
+    assert.deepEqual(gaveUp.map((r) => [r.action, r.status]), [['failed', '4.4.7']]);
+    const unnamed = recipientsOf(dsn('Final-Recipient: RFC822; bob@example.org\nAction: undeliverable\nStatus: 5.1.1\n'));
+    assert.deepEqual(unnamed.map((r) => [r.addressType, r.action, r.hard]), [['rfc822', 'failed', true]]);
+    const utf8 = recipientsOf(dsn('Final-Recipient: UTF-8; \\x{7530}@example.jp\nAction: failed\nStatus: 5.1.1\n'));
+    assert.equal(utf8[0]!.address, '田@example.jp');
+    // \x{HEX} is RFC 6533's escape of the utf-8 type only.
+    assert.equal(recipientsOf(dsn('Final-Recipient: rfc822; a\\x{41}@example.org\nAction: failed\nStatus: 5.1.1\n'))[0]!.address, 'a\\x{41}@example.org');
+  });
+  it('takes a Reporting-MTA from a recipient group when the per-message group is left out, and an Original-Recipient alone as the address', () => {
+    const message = ['Content-Type: multipart/report; report-type=delivery-status; boundary=b', '', '--b', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; gw.example.net', 'Original-Recipient: rfc822; bob@example.org', 'Action: failed', 'Status: 5.1.1', '', '--b--', ''].join('\n');
+    const parsed = parseBounce(message);
+    assert.ok(parsed.ok, 'parsed.ok');
+    assert.equal(parsed.report.reportingMta, 'gw.example.net');
+    assert.deepEqual(parsed.report.recipients.map((r) => [r.address, r.originalRecipient]), [['bob@example.org', undefined]]);
+  });
+  it('takes a multipart delimiter line with transport padding after it (RFC 2046 §5.1.1)', () => {
+    const message = dsn('Final-Recipient: rfc822; bob@example.org\nAction: failed\nStatus: 5.1.1\n').replace('\n--b\n', '\n--b  \t\n');
+    assert.match(message, /--b {2}\t\n/);
+    assert.deepEqual(recipientsOf(message).map((r) => r.address), ['bob@example.org']);
+  });
+  it('calls an automatic reply from postmaster an automatic reply: a bounce-like sender alone recognises no bounce', () => {
+    const reply = 'From: postmaster@example.org\nSubject: Automatic reply: hello\nAuto-Submitted: auto-replied\n\nThe postmaster is on leave until Monday.\n';
+    assert.equal((parseBounce(reply) as { reason: string }).reason, 'auto-reply');
+  });
+  it("reads no recipient from the copy of the message below qmail's line", () => {
+    const message = `${fixture('qmail.eml')}\n<carol@example.org>: see you there\n`;
+    assert.deepEqual(recipientsOf(message).map((r) => r.address), ['judy@example.org', 'mallory@example.org']);
+  });
+  it('reads a Postfix delay warning (THIS IS A WARNING ONLY) as delayed', () => {
+    const warning = postfixProse(['####################################################################', '# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #', '####################################################################', '', '<bob@example.org>: host mx.example.org[192.0.2.25] said: 450 4.2.0 try again later']);
+    assert.deepEqual(recipientsOf(warning).map((r) => [r.action, r.hard]), [['delayed', false]]);
+  });
   it('gives a lone transcript reply of a Sendmail bounce to no one when several recipients lack a reason', () => {
     const message = ['From: MAILER-DAEMON@mx.example.net', 'Subject: Returned mail', '', '   ----- The following addresses had permanent fatal errors -----', '<a@example.org>', '<b@example.org>', '', '   ----- Transcript of session follows -----', '<<< 550 5.1.1 user unknown', ''].join('\n');
     const parsed = parseBounce(message);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { cleanAddress } from '../../src/bounce/recipient.js';
+import { cleanAddress, makeRecipient } from '../../src/bounce/recipient.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 describe('cleanAddress fuzzed', () => {
@@ -37,5 +37,18 @@ describe('cleanAddress fuzzed', () => {
       const ms = elapsedMs(() => cleanAddress(text));
       assert.ok(ms < 100, `${JSON.stringify(text.slice(0, 10))}: ${ms.toFixed(0)} ms`);
     }
+  });
+});
+
+describe('makeRecipient edges (mutation tests)', () => {
+  it('takes a bare 400 reply as a temporary status, 4.0.0', () => {
+    assert.equal(makeRecipient({ address: 'a@example.org', diagnostic: '400 try again later', defaultAction: 'failed', final: true }).status, '4.0.0');
+  });
+  it('reads user-unknown text across a run of white space, and gives the diagnostic with it collapsed', () => {
+    const recipient = makeRecipient({ address: 'a@example.org', diagnostic: '550 user \t unknown', defaultAction: 'failed' });
+    assert.deepEqual([recipient.hard, recipient.diagnostic], [true, '550 user unknown']);
+  });
+  it('cleans the Original-Recipient as it does the address: <Bob@example.org> is no forwarding of Bob@example.org', () => {
+    assert.equal(makeRecipient({ address: 'Bob@example.org', originalRecipient: ' <Bob@example.org>', defaultAction: 'failed' }).originalRecipient, 'Bob@example.org');
   });
 });

@@ -103,6 +103,26 @@ describe('status limits and refinements (mutation tests)', () => {
     assert.equal(findEnhancedStatus(`${'x'.repeat(4000)} 5.1.1`), undefined);
     assert.equal(findEnhancedStatus(`${'x'.repeat(3990)} 5.1.1`)?.code, '5.1.1');
   });
+  it('holds any 5yz reply permanent (500 included) and every 4.x.x status temporary, whatever the reply and text', () => {
+    assert.equal(isHardAddressFailure(parseEnhancedStatus('5.1.1'), 500, '500 5.1.1 user unknown'), true);
+    assert.equal(isHardAddressFailure(parseEnhancedStatus('4.0.0'), 550, '550 user unknown'), false);
+  });
+  it('prefers the diagnostic code over a declared x.0.0 only, not over an x.0.y (Exchange Online writes 5.0.350)', () => {
+    assert.equal(refineStatus(parseEnhancedStatus('5.0.350'), '550 5.1.1 user unknown')?.code, '5.0.350');
+  });
+  it('finds no code at the start of an IP address (5.1.1.25 is a host, not 5.1.1)', () => {
+    assert.equal(findEnhancedStatus('host 5.1.1.25 said: 550 mailbox unavailable'), undefined);
+  });
+  it('names the category by the subject, not the detail', () => {
+    assert.equal(statusCategory(parseEnhancedStatus('5.7.1')!), 'security');
+    assert.equal(statusCategory(parseEnhancedStatus('4.4.7')!), 'network');
+  });
+  it('ignores a header line that starts with a colon, which would take the next folded line', () => {
+    assert.deepEqual(parseHeaderBlock(':junk\nSubject: a\n continued'), [{ name: 'subject', value: 'a continued' }]);
+  });
+  it("reads an encoded word's charset without its RFC 2231 language", () => {
+    assert.equal(decodeWords('=?ISO-8859-1*de?Q?B=FCcher?='), 'Bücher');
+  });
   it('keeps at most MIME_LIMITS.headerFields header fields', () => {
     const block = Array.from({ length: MIME_LIMITS.headerFields + 10 }, (_, i) => `X-F${i}: ${i}`).join('\n');
     assert.equal(parseHeaderBlock(block).length, MIME_LIMITS.headerFields);

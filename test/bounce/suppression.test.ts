@@ -110,6 +110,22 @@ describe('SuppressionList', () => {
     assert.deepEqual(direct.kind === 'recorded' && direct.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
   });
 
+  it('an Original-Recipient that differs from the Final-Recipient only in the case of A-Z is no forwarding', async () => {
+    const { list } = setup();
+    // Postfix writes Original-Recipient as the sender wrote it, Final-Recipient after its maps.
+    const recased = fixture('postfix-dsn.eml').replace('Original-Recipient: rfc822;bob@example.org', 'Original-Recipient: rfc822;Bob@EXAMPLE.org');
+    assert.notEqual(recased, fixture('postfix-dsn.eml'), 'the fixture names bob@example.org as Original-Recipient');
+    const outcome = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=alice@example.com', message: recased }, { batv });
+    assert.deepEqual(outcome.kind === 'recorded' && outcome.entries.map((e) => e.address), ['bob@example.org']);
+  });
+
+  it('a VERP recipient matches the report\'s address with A-Z folded (a member subscribed as Bob@Example.org)', async () => {
+    const { list } = setup();
+    const outcome = await list.recordBounce({ envelopeRecipient: 'list-bounces+Bob=Example.org@lists.example.com', message: fixture('postfix-dsn.eml') }, { verp });
+    assert.deepEqual(outcome.kind === 'recorded' && outcome.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
+    assert.equal(await list.isSuppressed('Bob@Example.org'), true, 'suppressed under the address as subscribed');
+  });
+
   it('a BATV-signed VERP address proves batv+verp, and only the VERP recipient is recorded', async () => {
     const { list } = setup();
     const signed = batv.sign('list-bounces+judy=example.org@lists.example.com', T0);
@@ -149,6 +165,7 @@ describe('SuppressionList', () => {
     const { list, clock } = setup();
     for (const address of ['zed@example.org', 'amy@example.org']) await list.add({ address, status: '5.1.1', format: 'manual', proof: 'manual' });
     assert.deepEqual((await list.list()).entries.map((e) => e.address), ['amy@example.org', 'zed@example.org']);
+    assert.deepEqual([(await list.list(2)).more, (await list.list(1)).more], [false, true], 'more only when entries were left out');
     assert.equal(await list.remove('AMY@example.org'), true);
     assert.equal(await list.remove('amy@example.org'), false);
     clock.advance(31 * 86_400_000);

@@ -127,6 +127,15 @@ describe('BATV edges (mutation testing)', () => {
     assert.equal(prvsStampValid(7, 20_999 * DAY), false);
   });
 
+  it("the 'bounded' window takes a stamp up to today + 8 (a day of clock skew) and no further, across the wrap too", () => {
+    for (const day of [20_500, 20_995]) {
+      const today = prvsDayStamp(day * DAY);
+      assert.equal(prvsStampValid((today + 8) % 1000, day * DAY, 'bounded'), true, `day ${day}: today + 8`);
+      assert.equal(prvsStampValid((today + 9) % 1000, day * DAY, 'bounded'), false, `day ${day}: today + 9`);
+      assert.equal(prvsStampValid((today + 999) % 1000, day * DAY, 'bounded'), false, `day ${day}: yesterday`);
+    }
+  });
+
   it('a forged signature is told as such even when its stamp is also out of date (Exim checks the hash first)', () => {
     const forged = prvsSign('user@example.com', { keynum: 2, secret: 'guess' }, T0);
     assert.ok(forged.ok, 'forged.ok');

@@ -218,6 +218,14 @@ describe('SRS edges (mutation testing)', () => {
   it('reverse reads the local part up to the first @', () => {
     assert.equal(reason(srs.reverse('SRS0=vmyz=2W=otherdomain.com=test@x@example.com', T0)), 'ok test@otherdomain.com');
   });
+
+  it('with hashMin below hashLength, a hash is compared over every character given, not over hashMin', () => {
+    const lenient = new Srs({ domain: 'example.com', secrets: ['tops3cr3t'], hashMin: 2 });
+    assert.equal(reason(lenient.reverse('SRS0=vm=2W=otherdomain.com=test@example.com', T0)), 'ok test@otherdomain.com');
+    assert.equal(reason(lenient.reverse('SRS0=vmy=2W=otherdomain.com=test@example.com', T0)), 'ok test@otherdomain.com');
+    assert.equal(reason(lenient.reverse('SRS0=vmyq=2W=otherdomain.com=test@example.com', T0)), 'bad-hash: Hash invalid in SRS address.');
+    assert.equal(reason(lenient.reverse('SRS0=vmq=2W=otherdomain.com=test@example.com', T0)), 'bad-hash: Hash invalid in SRS address.');
+  });
 });
 
 describe('SRS properties', () => {
