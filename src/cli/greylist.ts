@@ -106,7 +106,7 @@ interface Settings {
  * or a "no store there" (78) from `list` and `drop`.
  */
 function configured(flags: CommonFlags, err: NodeJS.WritableStream): Settings {
-  const config = daemonStateConfig(flags, 'the greylist');
+  const config = daemonStateConfig(flags, 'the greylist', err);
   return { config, options: stageOptions(config, flags.config, err) };
 }
 

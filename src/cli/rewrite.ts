@@ -38,7 +38,10 @@
  *   listener other hosts can reach is logged as a warning: it signs for whoever connects. A
  *   UNIX socket gets --socket-mode (default 0660, whatever the umask: Postfix connects as user
  *   postfix, a member of the socket's group), and one every local user may connect to is
- *   logged as a warning too.
+ *   logged as a warning too. A flag that has no effect (--socket-mode with no UNIX socket, an
+ *   --srs- flag without --srs-secret-file and --srs-domain, a --batv- flag without
+ *   --batv-key-file) is logged as a warning, and the service starts, as Postfix does with a
+ *   parameter it does not use: a refusal stopped services that had run with it.
  *   Postfix configuration: README.md ("BATV, SRS, VERP and bounces").
  *
  *   `bounce record` reads a bounce as delivered to RCPT (the bounce's envelope recipient) and
@@ -50,10 +53,8 @@
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
  *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
  *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir;
- *      a flag that would do nothing: an --srs- flag without --srs-secret-file and --srs-domain, a
- *      --batv- flag without --batv-key-file, --socket-mode without a UNIX socket listener, srs
- *      reverse's --separator, --alphabet, --local-domain or --always-rewrite, --verp-delimiters
- *      without --verp-sender);
+ *      a flag that would do nothing in a one-shot command: srs reverse's --separator, --alphabet,
+ *      --local-domain or --always-rewrite, --verp-delimiters without --verp-sender);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -82,7 +83,10 @@ import { configuredStore, daemonStateConfig, openCommandStore, openExistingStore
 
 export interface RewriteCommandIo {
   out: NodeJS.WritableStream;
-  /** Where `bounce list` says that --limit cut it short (default: standard error), so stdout stays the entries. */
+  /**
+   * Where `bounce list` says that --limit cut it short, so stdout stays the entries, and the
+   * suppression commands that a --data-dir places nothing (default: standard error).
+   */
   err?: NodeJS.WritableStream;
   /** Read by `bounce parse -` and `bounce record -`. */
   stdin: NodeJS.ReadableStream;
@@ -227,7 +231,7 @@ const SRS_DEFAULTS = { separator: '=', alphabet: 'base64', hashLength: '4' } as 
 interface SrsFlags {
   secretFile?: string;
   domain?: string;
-  /** No commander defaults (SRS_DEFAULTS): given to `rewrite serve` without an SRS map, they are refused (serveMaps). */
+  /** No commander defaults (SRS_DEFAULTS): given to `rewrite serve` without an SRS map, they are warned of (unusedServeFlags). */
   separator?: string;
   alphabet?: string;
   hashLength?: string;
@@ -339,8 +343,11 @@ interface StoreFlags {
   dataDir?: string;
 }
 
-/** --store FILE (a SQLite file), or the store of the configuration (-c FILE, --data-dir), SQLite or Redis. */
-function suppressionStore(flags: StoreFlags): StoreSpec {
+/**
+ * --store FILE (a SQLite file), or the store of the configuration (-c FILE, --data-dir), SQLite or
+ * Redis; a --data-dir that places nothing is said on `err`.
+ */
+function suppressionStore(flags: StoreFlags, err: NodeJS.WritableStream): StoreSpec {
   if (flags.store !== undefined) {
     if (flags.config !== undefined) throw new UsageError('give --store or --config, not both');
     // --store is not under the data directory: a --data-dir beside it was ignored, a relative
@@ -350,7 +357,7 @@ function suppressionStore(flags: StoreFlags): StoreSpec {
     if (flags.store === '' || flags.store === ':memory:') throw new UsageError(`--store: got ${JSON.stringify(flags.store)}, expected a file (nothing kept there outlives the command)`);
     return { kind: 'sqlite', path: flags.store };
   }
-  return configuredStore(daemonStateConfig(flags, 'the suppression list'));
+  return configuredStore(daemonStateConfig(flags, 'the suppression list', err));
 }
 
 /** The store options of every suppression command. */
@@ -362,8 +369,8 @@ function storeOptions(command: Command): Command {
 }
 
 /** `read`: a listing, a query or a removal, which need an existing store; `write`: a bounce, which may make it. */
-async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
-  const spec = suppressionStore(flags);
+async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', io: RewriteCommandIo, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
+  const spec = suppressionStore(flags, io.err ?? process.stderr);
   const store = access === 'write' ? await openCommandStore(spec, clock) : await openExistingStore(spec, clock, '--store, --data-dir, -c');
   try {
     return await run(new SuppressionList(store, { clock }));
@@ -518,6 +525,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       const outcome: BounceOutcome = await withSuppression(
         flags,
         'write',
+        io,
         (list) => list.recordBounce({ envelopeRecipient: flags.rcpt, message }, { ...(batv ? { batv } : {}), verp: flags.verpSender.map((sender) => ({ sender, delimiters })) }),
         clock,
       );
@@ -531,21 +539,21 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print JSON Lines')
     .action(async (flags: StoreFlags & { limit: string; json?: boolean }) => {
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
-      const { entries, more } = await withSuppression(flags, 'read', (list) => list.list(limit));
+      const { entries, more } = await withSuppression(flags, 'read', io, (list) => list.list(limit));
       io.out.write(entries.map((e) => `${flags.json ? shownJson(e) : formatEntry(e)}\n`).join(''));
       if (more) reportLimitCut('bounce list', limit, io.err);
     });
   storeOptions(bounce.command('query').description('whether an address is suppressed (exit 0) or not (exit 1)').argument('<address>'))
     .option('--json', 'print the entry as JSON')
     .action(async (address: string, flags: StoreFlags & { json?: boolean }) => {
-      const entry = await withSuppression(flags, 'read', (list) => list.get(address));
+      const entry = await withSuppression(flags, 'read', io, (list) => list.get(address));
       if (flags.json) io.out.write(`${shownJson(entry ?? null)}\n`);
       else io.out.write(entry ? `${formatEntry(entry)}\n` : `${shownField(address)}: not suppressed\n`);
       process.exitCode = entry ? 0 : 1;
     });
   storeOptions(bounce.command('remove').description('take an address off the suppression list').argument('<address>'))
     .action(async (address: string, flags: StoreFlags) => {
-      const removed = await withSuppression(flags, 'read', (list) => list.remove(address));
+      const removed = await withSuppression(flags, 'read', io, (list) => list.remove(address));
       io.out.write(`${shownField(address)}: ${removed ? 'removed' : 'was not suppressed'}\n`);
       process.exitCode = removed ? 0 : 1;
     });
@@ -563,11 +571,11 @@ interface ServeFlags {
   srsAlwaysRewrite?: boolean;
   batvKeyFile?: string;
   batvDomain: string[];
-  /** No commander default: given without --batv-key-file it is refused (serveMaps). */
+  /** No commander default: given without --batv-key-file it is warned of (unusedServeFlags). */
   batvWindow?: string;
   idlePoll: string;
   maxConnections: string;
-  /** No commander default: given without a UNIX socket listener it is refused (registerServe). */
+  /** No commander default: given without a UNIX socket listener it is warned of (unusedServeFlags). */
   socketMode?: string;
 }
 
@@ -588,22 +596,8 @@ function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<stri
       log,
     );
     Object.assign(maps, srsMaps(srs, clock));
-  } else {
-    // Without a secret file and a domain there is no SRS map: these were ignored without a word.
-    const ignored = [
-      flags.srsSeparator !== undefined && '--srs-separator',
-      flags.srsAlphabet !== undefined && '--srs-alphabet',
-      flags.srsHashLength !== undefined && '--srs-hash-length',
-      flags.srsLocalDomain.length > 0 && '--srs-local-domain',
-      flags.srsAlwaysRewrite === true && '--srs-always-rewrite',
-    ].find((flag) => flag !== false);
-    if (ignored) throw new UsageError(`${ignored}: give --srs-secret-file and --srs-domain too (without them there is no SRS map to rewrite with it)`);
   }
-  // Without keys there is no BATV map: a --batv-window or --batv-domain given was ignored without a word.
-  if (!flags.batvKeyFile) {
-    if (flags.batvWindow !== undefined) throw new UsageError('--batv-window: give --batv-key-file too (without keys there is no BATV map to check with it)');
-    if (flags.batvDomain.length > 0) throw new UsageError('--batv-domain: give --batv-key-file too (without keys there is no BATV map to sign with it)');
-  } else {
+  if (flags.batvKeyFile) {
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
     // An empty entry (a quoting slip in a unit file) matched nothing and was dropped silently.
     domainListFlag('--batv-domain', flags.batvDomain);
@@ -614,6 +608,32 @@ function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<stri
   }
   if (Object.keys(maps).length === 0) throw new UsageError('rewrite serve: configure SRS (--srs-secret-file, --srs-domain) and/or BATV (--batv-key-file, --batv-domain)');
   return maps;
+}
+
+/**
+ * The flags given that have no effect, each with why and what to do. They were ignored without
+ * a word; they are logged, not refused, so that a service that started with them still starts
+ * (the previous release refused only --batv-window and --batv-domain without keys).
+ */
+function unusedServeFlags(flags: ServeFlags, unixListener: boolean): Array<{ flag: string; message: string }> {
+  const unused: Array<{ flag: string; message: string }> = [];
+  const note = (flag: string, why: string, fix: string) => unused.push({ flag, message: `${flag} has no effect: ${why}; ${fix}, or leave ${flag} out` });
+  if (!flags.srsSecretFile && !flags.srsDomain) {
+    const srsFlags = [
+      flags.srsSeparator !== undefined && '--srs-separator',
+      flags.srsAlphabet !== undefined && '--srs-alphabet',
+      flags.srsHashLength !== undefined && '--srs-hash-length',
+      flags.srsLocalDomain.length > 0 && '--srs-local-domain',
+      flags.srsAlwaysRewrite === true && '--srs-always-rewrite',
+    ];
+    for (const flag of srsFlags) if (flag) note(flag, 'without --srs-secret-file and --srs-domain there is no SRS map to rewrite with it', 'give both');
+  }
+  if (!flags.batvKeyFile) {
+    if (flags.batvWindow !== undefined) note('--batv-window', 'without --batv-key-file there is no BATV map to check with it', 'give --batv-key-file');
+    if (flags.batvDomain.length > 0) note('--batv-domain', 'without --batv-key-file there is no BATV map to sign with it', 'give --batv-key-file');
+  }
+  if (flags.socketMode !== undefined && !unixListener) note('--socket-mode', 'a TCP listener has no permissions to set, and no UNIX socket listener is given', 'give --socketmap PATH');
+  return unused;
 }
 
 function registerServe(program: Command, io: RewriteCommandIo): void {
@@ -668,8 +688,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
         plan.push({ label: `tcp_table ${name}`, server: new TcpTableServer(map, { maxConnections, poller, log, label: `tcp_table ${name}`, socketMode }), target: parseListen(entry.slice(eq + 1), '--tcp-table') });
       }
       if (plan.length === 0) throw new UsageError('rewrite serve: give --socketmap and/or --tcp-table');
-      // A TCP listener has no mode: with no UNIX socket, the mode was ignored without a word.
-      if (flags.socketMode !== undefined && !plan.some((p) => p.target.kind === 'unix')) throw new UsageError('--socket-mode: give a UNIX socket listener too (--socketmap PATH); a TCP listener has no permissions to set');
+      for (const { flag, message } of unusedServeFlags(flags, plan.some((p) => p.target.kind === 'unix'))) log.warn({ flag }, message);
       const started: typeof plan = [];
       process.on('SIGHUP', reload);
       const noInspector = ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop); its log goes to stderr, there is no file to reopen');

@@ -6,8 +6,11 @@
  *   One place that turns Config into a resolver (node:dns behind the TTL-bounded cache), a store
  *   and a CalloutEngine, so every command wires them the same way. daemonStateConfig() is the
  *   configuration of a command that works on a running daemon's state (greylist, bounce): a
- *   memory store, which no other process can reach, is refused there. openCommandStore() opens
- *   the store of every one-shot command, and says on stderr when that upgraded an old SQLite file.
+ *   memory store, which no other process can reach, is refused there. unusedDataDir() says why a
+ *   --data-dir places nothing: a warning, as Postfix warns of an unused parameter, since a
+ *   refusal stopped installations that had run with it (a daemon's start, pipe(8)'s bounce
+ *   record). openCommandStore() opens the store of every one-shot command, and says on stderr
+ *   when that upgraded an old SQLite file.
  */
 
 import { existsSync } from 'node:fs';
@@ -15,7 +18,7 @@ import { isAbsolute, join } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import { flagOf } from './options.js';
 import type { Config } from '../config/schema.js';
-import { ConfigError, UsageError } from '../core/errors.js';
+import { ConfigError } from '../core/errors.js';
 import { settleWithin, systemClock } from '../core/clock.js';
 import { coalescingDestination, createLogger, type Logger } from '../core/log.js';
 import type { Clock } from '../core/clock.js';
@@ -87,24 +90,28 @@ export function schemaUpgradeLine(path: string, { from, to, compacted }: SchemaU
  * The configuration (-c FILE, --data-dir) of a command that works on a running daemon's state
  * (its greylist, its suppression list): a memory store is refused, naming the file, since that
  * state is in the daemon's memory. Only a file sets memory; no such command has a flag for it.
+ * A --data-dir that places nothing is said on `err`.
  */
-export function daemonStateConfig(flags: { config?: string; dataDir?: string }, state: string): Config {
+export function daemonStateConfig(flags: { config?: string; dataDir?: string }, state: string, err: NodeJS.WritableStream = process.stderr): Config {
   const config = loadConfig(flags.config, flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {}, {}, { flagOf });
   if (config.store.kind === 'memory') {
     throw new ConfigError(`${flags.config ?? 'configuration'}: store.kind: got "memory", expected sqlite or redis (${state} in a running daemon's memory cannot be reached from here)`);
   }
-  refuseUnusedDataDir(config, flags);
+  const unused = unusedDataDir(config, flags);
+  if (unused !== undefined) err.write(`callout: warning: ${unused}\n`);
   return config;
 }
 
 /**
- * The data directory places only a SQLite store at a relative store.path: a --data-dir given
- * beside a Redis store or an absolute path (`serve --cache FILE` makes one) was ignored without a word.
+ * Why a --data-dir has no effect, if it has none: the data directory places only a SQLite store
+ * at a relative store.path, and one given beside a Redis or memory store or an absolute path
+ * (`serve --cache FILE` makes one) was ignored without a word.
  */
-export function refuseUnusedDataDir(config: Config, flags: { dataDir?: string }): void {
-  if (flags.dataDir === undefined) return;
-  if (config.store.kind !== 'sqlite') throw new UsageError(`--data-dir: the store is ${config.store.kind} (store.kind), which has no file in the data directory; leave --data-dir out`);
-  if (isAbsolute(config.store.path)) throw new UsageError(`--data-dir: the store's file ${config.store.path} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`);
+export function unusedDataDir(config: Config, flags: { dataDir?: string }): string | undefined {
+  if (flags.dataDir === undefined) return undefined;
+  if (config.store.kind !== 'sqlite') return `--data-dir has no effect: the store is ${config.store.kind} (store.kind), which keeps no file in the data directory; leave --data-dir out`;
+  if (isAbsolute(config.store.path)) return `--data-dir has no effect: the store's file ${config.store.path} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`;
+  return undefined;
 }
 
 /** The store the configuration names: SQLite under its data directory, Redis, or memory. */

@@ -31,7 +31,7 @@ import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { ignoreInspectorSignal } from './signals.js';
-import { refuseUnusedDataDir } from './runtime.js';
+import { unusedDataDir } from './runtime.js';
 
 interface ServeFlags extends EngineFlags {
   listen?: string;
@@ -68,7 +68,12 @@ export function registerServeCommand(program: Command): void {
     withholdFromOthers();
     const overrides = serveOverrides(flags);
     const config = loadConfig(flags.config, overrides, {}, { flagOf });
-    refuseUnusedDataDir(config, flags);
+    // Logged, not refused: a service that started with it before must start after an upgrade.
+    // The supervisor logs it, not each of its workers.
+    const unused = unusedDataDir(config, flags);
+    const warnOfUnusedFlags = (log: Logger) => {
+      if (unused !== undefined) log.warn({ flag: '--data-dir' }, unused);
+    };
     const daemonOptions = { ...(flags.config ? { configPath: flags.config } : {}), overrides };
     if (cluster.isWorker) {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });
@@ -83,6 +88,7 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     } else if (config.policy.workers > 1) {
       const log = createLogger(config.log.level);
+      warnOfUnusedFlags(log);
       for (const line of workerShareExcess(config)) log.warn({}, line);
       const started = prepareSharedStore(config, log).then(() =>
         Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, metricsSocketMode: parseInt(config.metrics.socketMode, 8), log }),
@@ -91,6 +97,7 @@ export function registerServeCommand(program: Command): void {
       exitStopped();
     } else {
       const log = createLogger(config.log.level);
+      warnOfUnusedFlags(log);
       await serveUntilStopped(log, Daemon.start({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop());
       exitStopped();
     }

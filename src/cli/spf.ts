@@ -7,8 +7,9 @@
  *   result, the explanation (for a fail) or the problem (for an error), and the trace: every
  *   check_host() entered, every term with its outcome and every DNS lookup with its answer.
  *   --sender '' or '<>' is the null reverse-path, checked as postmaster@HELO; --identity helo
- *   checks the HELO identity instead, and takes no --sender. --json prints one JSON object: result (the RFC's
- *   lower-case word), explanation, trace, and the rest of the verdict.
+ *   checks the HELO identity instead, and does not check a --sender given with it (one note on
+ *   stderr: --sender was required before, so every existing helo call passes one). --json prints
+ *   one JSON object: result (the RFC's lower-case word), explanation, trace, and the rest of the verdict.
  *
  * EXIT STATUS
  *   0 pass; 1 fail or softfail; 2 neutral, none, temperror or permerror; 64 usage error
@@ -40,6 +41,8 @@ interface SpfFlags {
 
 export interface SpfCommandIo {
   out: NodeJS.WritableStream;
+  /** Where a note of a flag that is not checked goes (default: standard error). */
+  err?: NodeJS.WritableStream;
 }
 
 
@@ -48,7 +51,7 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .command('spf')
     .description('evaluate SPF (RFC 7208) for a client address and sender, and show how the result came about')
     .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
-    .option('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender); not with --identity helo")
+    .option('--sender <address>', "the MAIL FROM address ('' or '<>' for the null sender); not checked with --identity helo")
     .option('--helo <name>', 'the EHLO/HELO name (needed for the null sender and --identity helo)')
     .option(DNS_SERVER_FLAG, DNS_SERVER_HELP, collect, [])
     .option('--identity <identity>', 'mailfrom or helo', 'mailfrom')
@@ -56,17 +59,18 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
     .option('--json', 'print one JSON object with result, explanation and trace')
     .action(async (flags: SpfFlags) => {
-      const verdict = await runSpf(flags);
+      const verdict = await runSpf(flags, io.err ?? process.stderr);
       io.out.write(flags.json ? `${shownJson(verdict)}\n` : formatVerdict(verdict));
       process.exitCode = exitStatus(verdict);
     });
 }
 
-async function runSpf(flags: SpfFlags): Promise<SpfVerdict> {
+async function runSpf(flags: SpfFlags, err: NodeJS.WritableStream): Promise<SpfVerdict> {
   if (clientAddress(flags.ip) === undefined) throw new UsageError(`spf: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
   if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${JSON.stringify(flags.identity)}`);
-  // The HELO identity is the name alone: a --sender beside it was required and then ignored.
-  if (flags.identity === 'helo' && flags.sender !== undefined) throw new UsageError('spf: --sender: --identity helo checks the HELO name alone; leave --sender out');
+  // The HELO identity is the name alone. --sender was required with it before, so a call that
+  // gives one is told, not refused.
+  if (flags.identity === 'helo' && flags.sender !== undefined) err.write('callout spf: note: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
   if (flags.identity === 'mailfrom' && flags.sender === undefined) throw new UsageError("spf: --sender: give the MAIL FROM address ('' or '<>' for the null sender), or --identity helo");
   const mailFrom = flags.sender === undefined || flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
   const helo = flags.helo ?? '';
@@ -148,11 +152,12 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
     .option('--timeout <ms>', 'per-query DNS timeout in milliseconds', '3000')
     .option('--json', 'print one JSON object with result, the PRA field and the trace')
     .action(async (flags: SenderIdFlags) => {
+      const err = io.err ?? process.stderr;
       if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
       if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
       // Scope pra takes its address from the headers: a --sender was ignored without a word.
-      if (flags.scope === 'pra' && flags.sender !== undefined) throw new UsageError('senderid: --sender: give --scope mfrom too (scope pra checks the address of the message\'s headers)');
+      if (flags.scope === 'pra' && flags.sender !== undefined) err.write("callout senderid: note: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
       // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
       if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
       const timeoutMs = unitFlag('senderid: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);

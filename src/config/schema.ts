@@ -39,9 +39,10 @@ const timerDuration = (fallback: string, minMs: number, max = { ms: TIMER_MAX_MS
   duration(fallback).pipe(
     z
       .number()
-      // In the form a file writes a duration (99s), not in the milliseconds it is kept in.
+      // In the form a file writes a duration (99s), not in the milliseconds it is kept in; a
+      // timer's bound, 2^31 - 1 ms, as the whole seconds below it (2147483s, not 2147483647ms).
       .min(minMs, { message: `expected at least ${formatDuration(minMs)}` })
-      .max(max.ms, { message: `expected at most ${formatDuration(max.ms)} (${max.why})` }),
+      .max(max.ms, { message: `expected at most ${formatDuration(max.ms < 1000 ? max.ms : max.ms - (max.ms % 1000))} (${max.why})` }),
   );
 
 /**

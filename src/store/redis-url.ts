@@ -7,7 +7,8 @@
  *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
  *   password, URL parameters that would set driver options, `tls=false` (TLS on) and a family
  *   that is not 4 or 6, and what it would read one way of two: a database in both the path and db=,
- *   a user part and username= or password=, a parameter given twice. The configuration schema runs
+ *   a user part and username= or password=, a parameter given twice, each only when the two
+ *   differ (`redis://h/0?db=0` names one database). The configuration schema runs
  *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
  *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
  *   Apart from the store, so that the schema does not load the driver.
@@ -95,13 +96,17 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
     throw new ConfigError(`redis store: the URL's path must be a database number, got ${JSON.stringify(path)} in ${shown}`);
   }
   // ioredis takes the path's database, and the user part's name and password (an empty one for
-  // the part left out), and drops the parameters without a word.
-  if (path.length > 1 && parameters.has('db')) {
-    throw new ConfigError(`redis store: the database is given twice, as the path ${path} and as db=, in ${shown}: give it once (the driver would take the path's and ignore db=)`);
+  // the part left out), and drops the parameters without a word: refused where that changes what
+  // it connects to, read as it reads them (parseInt; decodeURIComponent and URLSearchParams).
+  if (path.length > 1 && database !== null && parseInt(path.slice(1), 10) !== parseInt(database, 10)) {
+    throw new ConfigError(`redis store: the database is given twice, as the path ${path} and as db=${database}, in ${shown}: give it once (the driver would take the path's and ignore db=)`);
   }
-  const credential = ['username', 'password'].find((name) => parameters.has(name));
-  if ((parsed.username !== '' || parsed.password !== '') && credential !== undefined) {
-    throw new ConfigError(`redis store: the URL has a user part (before the @) and ${credential}=, in ${shown}: give the user name and password in one of them (the driver would take the user part's and ignore ${credential}=)`);
+  if (parsed.username !== '' || parsed.password !== '') {
+    const userPart = { username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
+    const credential = (['username', 'password'] as const).find((name) => parameters.getAll(name).some((value) => value !== userPart[name]));
+    if (credential !== undefined) {
+      throw new ConfigError(`redis store: the URL has a user part (before the @) and a different ${credential}=, in ${shown}: give the user name and password in one of them (the driver would take the user part's and ignore ${credential}=)`);
+    }
   }
   checkUrlParameters(parameters, shown, storeOptions);
   return url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase());
@@ -118,8 +123,8 @@ const URL_PARAMETERS = new Set(['username', 'password', 'db', 'family', 'tls']);
  * `?keyPrefix=` left scan finding nothing.
  */
 function checkUrlParameters(parameters: URLSearchParams, shown: string, options: object): void {
-  const seen = new Set<string>();
-  for (const name of parameters.keys()) {
+  const firstValues = new Map<string, string>();
+  for (const [name, value] of parameters) {
     if (Object.hasOwn(options, name)) {
       throw new ConfigError(`redis store: URL parameter ${name} is set by the store, not the URL: ${shown}`);
     }
@@ -127,8 +132,9 @@ function checkUrlParameters(parameters: URLSearchParams, shown: string, options:
       throw new ConfigError(`redis store: URL parameter ${name} is not one of ${[...URL_PARAMETERS].join(', ')}: ${shown}`);
     }
     // The driver takes the last of a parameter given twice, and the database check reads the first (db=1&db=x passed).
-    if (seen.has(name)) throw new ConfigError(`redis store: URL parameter ${name} is given twice: ${shown}`);
-    seen.add(name);
+    const first = firstValues.get(name);
+    if (first === undefined) firstValues.set(name, value);
+    else if (first !== value) throw new ConfigError(`redis store: URL parameter ${name} is given twice, with different values: ${shown}`);
   }
   // ioredis takes any tls value but an empty one as the name of a TLS profile, and turns TLS on:
   // `?tls=false` made every connection a TLS handshake that a plain Redis never answers, and the

@@ -413,6 +413,17 @@ describe('callout greylist on a store that is not there', () => {
     assert.match((await run(['list', '--data-dir', elsewhere])).output, /^client 192\.0\.2\.1 allowed/);
   });
 
+  it('says on its stderr that a --data-dir places no store beside an absolute store.path, and goes on (it was ignored without a word)', async () => {
+    const absolute = join(dir, 'absolute-greylist.sqlite');
+    const config = join(dir, 'absolute-greylist.yaml');
+    writeFileSync(config, `store: { kind: sqlite, path: ${absolute} }\npolicy:\n  stages:\n    - name: greylist\n`);
+    const unused = join(dir, 'unused-data-dir');
+    const allowed = await run(['allow', '192.0.2.1', '--data-dir', unused], config);
+    assert.deepEqual([allowed.output, allowed.error], ['allowed client 192.0.2.1\n', undefined]);
+    assert.equal(allowed.stderr, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`);
+    assert.equal(existsSync(unused), false, 'nothing made in the data directory');
+  });
+
   // `callout serve` added 027 to its umask, the one-shot commands did not: from a shell (022)
   // `allow` made the directory 0755 and the store's files 0644, every user could read addresses.
   it('keeps a store that allow creates, its directory and its files from other users under umask 022', async () => {

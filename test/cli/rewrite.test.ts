@@ -353,6 +353,21 @@ describe('callout bounce on the configured store', () => {
     assert.match((await run(['bounce', 'list', '-c', config, '--data-dir', dataDir])).out, /^judy@example\.org: 5\.1\.1/);
   });
 
+  it('records with a --data-dir that places no store, saying so on stderr: pipe(8) runs it unattended, and a usage error kept every bounce queued', async () => {
+    const absolute = join(dir, 'absolute-store.sqlite');
+    const config = join(dir, 'absolute.yaml');
+    writeFileSync(config, `store:\n  kind: sqlite\n  path: ${absolute}\n`);
+    const dataDir = join(dir, 'unused-data-dir');
+    const err = new PassThrough();
+    let said = '';
+    err.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    const recorded = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '-c', config, '--data-dir', dataDir, '--verp-sender', 'list-bounces@lists.example.com'], { err });
+    assert.equal(recorded.code, 0, recorded.out);
+    assert.equal(said, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`);
+    assert.equal((await run(['bounce', 'query', 'judy@example.org', '--store', absolute])).code, 0, 'recorded in the file the configuration names');
+    assert.equal(existsSync(dataDir), false, 'nothing made in the data directory');
+  });
+
   // Like the other Redis tests it needs Debian's redis-server and fails without it (startRedis says so), rather than vanishing from a green run.
   it('uses a Redis store named by the configuration', async () => {
     const redis = await startRedis();
@@ -545,13 +560,15 @@ describe('callout rewrite serve', () => {
     for (const bad of ['660x', '0999', '', '12345']) {
       await assert.rejects(run(['rewrite', 'serve', '--socketmap', join(dir, 'bad.sock'), '--socket-mode', bad, '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), (err: unknown) => err instanceof UsageError && err.message === `--socket-mode: got "${bad}", expected an octal mode of 3 or 4 digits, such as 0660`, bad);
     }
-    // TCP listeners alone have no mode to set: it was ignored without a word.
+    // TCP listeners alone have no mode to set: it was ignored without a word; now the service
+    // starts and says so (a refusal stopped services that had run with it).
     for (const listeners of [['--socketmap', '127.0.0.1:0'], ['--tcp-table', 'forward=127.0.0.1:0']]) {
-      await assert.rejects(
-        run(['rewrite', 'serve', ...listeners, '--socket-mode', '0600', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: AbortSignal.abort() }),
-        (err: unknown) => err instanceof UsageError && err.message === '--socket-mode: give a UNIX socket listener too (--socketmap PATH); a TCP listener has no permissions to set',
-        listeners.join(' '),
-      );
+      const warnings: Array<[Record<string, unknown>, string]> = [];
+      const log: LookupLog = { info: () => undefined, warn: (fields, message) => warnings.push([fields, message]) };
+      const served = await run(['rewrite', 'serve', ...listeners, '--socket-mode', '0600', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: AbortSignal.abort(), log });
+      assert.equal(served.code, 0, listeners.join(' '));
+      assert.match(served.out, / listening on 127\.0\.0\.1:\d+\n$/, listeners.join(' '));
+      assert.deepEqual(warnings, [[{ flag: '--socket-mode' }, '--socket-mode has no effect: a TCP listener has no permissions to set, and no UNIX socket listener is given; give --socketmap PATH, or leave --socket-mode out']], listeners.join(' '));
     }
   });
 
@@ -612,20 +629,32 @@ describe('callout rewrite serve', () => {
     // Without a domain batv-sign signs nothing, and nothing says so.
     await assert.rejects(run(batv, { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give the sender domains to sign (repeatable)');
     await assert.rejects(run([...batv, '--batv-domain', 'example.com', '--batv-window', 'Exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: got "Exim", expected exim or bounded');
-    // Without --batv-key-file there is no BATV map: the window and the domains were ignored without a word.
+    // Flags with no map to act on are logged, one warning each, and the service starts (as
+    // Postfix does with a parameter it does not use): a refusal stopped services that had run with them.
+    const servedWith = async (args: string[]) => {
+      const warnings: Array<[Record<string, unknown>, string]> = [];
+      const log: LookupLog = { info: () => undefined, warn: (fields, message) => warnings.push([fields, message]) };
+      const served = await run(args, { stop: AbortSignal.abort(), log });
+      // The key file's mode (0644 here) is warned of too: only the flags' warnings are compared.
+      return { code: served.code, listening: served.out.includes(' listening on '), warnings: warnings.filter(([fields]) => 'flag' in fields) };
+    };
+    // Without --batv-key-file there is no BATV map: the window and the domains (refused by the previous release) have no effect.
     const srsOnly = ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
-    await assert.rejects(run([...srsOnly, '--batv-window', 'exim'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-window: give --batv-key-file too (without keys there is no BATV map to check with it)');
-    await assert.rejects(run([...srsOnly, '--batv-window', 'bounded'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message.startsWith('--batv-window: give --batv-key-file too'), 'the default named');
-    await assert.rejects(run([...srsOnly, '--batv-domain', 'example.com'], { stop: AbortSignal.abort() }), (err: unknown) => err instanceof UsageError && err.message === '--batv-domain: give --batv-key-file too (without keys there is no BATV map to sign with it)');
-    // Without --srs-secret-file and --srs-domain there is no SRS map: its other flags were ignored without a word.
+    const noKeys = (flag: string, use: string) => [{ flag }, `${flag} has no effect: without --batv-key-file there is no BATV map to ${use} with it; give --batv-key-file, or leave ${flag} out`];
+    assert.deepEqual(await servedWith([...srsOnly, '--batv-window', 'exim']), { code: 0, listening: true, warnings: [noKeys('--batv-window', 'check')] });
+    assert.deepEqual(await servedWith([...srsOnly, '--batv-window', 'bounded', '--batv-domain', 'example.com']), { code: 0, listening: true, warnings: [noKeys('--batv-window', 'check'), noKeys('--batv-domain', 'sign')] }, 'the default named too');
+    // Without --srs-secret-file and --srs-domain there is no SRS map: its other flags have no effect.
     const batvOnly = [...batv, '--batv-domain', 'example.com'];
     for (const given of [['--srs-separator', '+'], ['--srs-separator', '='], ['--srs-alphabet', 'base64url'], ['--srs-hash-length', '6'], ['--srs-local-domain', 'example.org'], ['--srs-always-rewrite']]) {
-      await assert.rejects(
-        run([...batvOnly, ...given], { stop: AbortSignal.abort() }),
-        (err: unknown) => err instanceof UsageError && err.message === `${given[0]!}: give --srs-secret-file and --srs-domain too (without them there is no SRS map to rewrite with it)`,
+      const flag = given[0]!;
+      assert.deepEqual(
+        await servedWith([...batvOnly, ...given]),
+        { code: 0, listening: true, warnings: [[{ flag }, `${flag} has no effect: without --srs-secret-file and --srs-domain there is no SRS map to rewrite with it; give both, or leave ${flag} out`]] },
         given.join(' '),
       );
     }
+    assert.deepEqual((await servedWith([...batvOnly, '--srs-separator', '+', '--srs-always-rewrite'])).warnings.map(([fields]) => fields.flag), ['--srs-separator', '--srs-always-rewrite'], 'each flag named');
+    assert.deepEqual((await servedWith([...batvOnly])).warnings, [], 'nothing unused, nothing said');
     // Their defaults still apply when SRS is configured (the default written out is the same address).
     const defaults = await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'fwd.example', '--now', NOW, 'alice@example.org']);
     assert.match(defaults.out, /^SRS0=[A-Za-z0-9+/]{4}=/, 'separator = and a hash of four characters');

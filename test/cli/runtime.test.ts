@@ -12,6 +12,7 @@ import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
+import { startServeProcess } from '../support/serve-process.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'callout-cli-runtime-'));
@@ -84,30 +85,49 @@ describe('openCommandStore', () => {
 });
 
 describe('--data-dir', () => {
-  it('is refused where it places no store (a Redis store, an absolute store.path, serve --cache): it was ignored without a word', async () => {
+  it('where it places no store (a Redis store, an absolute store.path) is said on stderr, and the command goes on: it was ignored without a word', () => {
     const config = (name: string, yaml: string) => {
       const path = join(dir, name);
       writeFileSync(path, yaml);
       return path;
     };
+    const said = (run: (err: PassThrough) => void) => {
+      const err = new PassThrough();
+      let text = '';
+      err.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      run(err);
+      return text;
+    };
     const dataDir = join(dir, 'unused-data-dir');
     const redis = config('redis.yaml', 'store: { kind: redis, url: "redis://127.0.0.1:6379/0" }\n');
-    assert.throws(() => daemonStateConfig({ config: redis, dataDir }, 'the greylist'), {
-      name: 'UsageError',
-      message: '--data-dir: the store is redis (store.kind), which has no file in the data directory; leave --data-dir out',
-    });
+    assert.equal(
+      said((err) => assert.equal(daemonStateConfig({ config: redis, dataDir }, 'the greylist', err).store.kind, 'redis')),
+      'callout: warning: --data-dir has no effect: the store is redis (store.kind), which keeps no file in the data directory; leave --data-dir out\n',
+    );
     const absolute = config('absolute.yaml', `store: { kind: sqlite, path: ${join(dir, 'elsewhere.sqlite')} }\n`);
-    assert.throws(() => daemonStateConfig({ config: absolute, dataDir }, 'the suppression list'), {
-      name: 'UsageError',
-      message: `--data-dir: the store's file ${join(dir, 'elsewhere.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`,
-    });
+    assert.equal(
+      said((err) => assert.equal(daemonStateConfig({ config: absolute, dataDir }, 'the suppression list', err).store.path, join(dir, 'elsewhere.sqlite'))),
+      `callout: warning: --data-dir has no effect: the store's file ${join(dir, 'elsewhere.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`,
+    );
     const relative = config('relative.yaml', 'store: { kind: sqlite, path: state.sqlite }\n');
-    assert.equal(daemonStateConfig({ config: relative, dataDir }, 'the greylist').dataDir, dataDir);
-    assert.equal(daemonStateConfig({ config: redis }, 'the greylist').store.kind, 'redis', 'no --data-dir, nothing to refuse');
-    // serve: --cache names the file itself.
-    const serve = await new Promise<{ code: unknown; stderr: string }>((resolve) => {
-      execFile(process.execPath, ['--import', 'tsx', '--import', './test/support/loopback-guard.ts', 'src/cli/main.ts', 'serve', '--listen', '127.0.0.1:0', '--metrics', '', '--cache', join(dir, 'cache.sqlite'), '--data-dir', dataDir], { cwd: ROOT, timeout: 20_000 }, (error, _stdout, stderr) => resolve({ code: error?.code, stderr }));
-    });
-    assert.deepEqual(serve, { code: 64, stderr: `callout: USAGE: --data-dir: the store's file ${join(dir, 'cache.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n` });
+    assert.equal(said((err) => assert.equal(daemonStateConfig({ config: relative, dataDir }, 'the greylist', err).dataDir, dataDir)), '', 'it places this store: nothing to say');
+    assert.equal(said((err) => daemonStateConfig({ config: redis }, 'the greylist', err)), '', 'no --data-dir, nothing to say');
+  });
+
+  it('serve starts with it, and logs one warning naming it (not one per policy worker)', async () => {
+    const unused = `--data-dir has no effect: the store's file ${join(dir, 'cache.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`;
+    const args = ['--listen', '127.0.0.1:0', '--metrics', '', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:1', '--cache', join(dir, 'cache.sqlite'), '--data-dir', join(dir, 'unused-data-dir')];
+    for (const [extra, started] of [[[], 'callout serve started'], [['--workers', '2'], 'policy workers started']] as const) {
+      const serve = await startServeProcess([...args, ...extra], (line) => line.msg === started);
+      try {
+        assert.deepEqual(
+          serve.logs.filter((line) => line.flag !== undefined).map(({ level, flag, msg }) => ({ level, flag, msg })),
+          [{ level: 40, flag: '--data-dir', msg: unused }],
+          `${extra.join(' ')}: ${serve.stderr()}`,
+        );
+      } finally {
+        assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+      }
+    }
   });
 });

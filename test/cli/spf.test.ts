@@ -34,21 +34,24 @@ after(async () => {
   await server.close();
 });
 
-function run(args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
+function run(args: string[]): Promise<{ output: string; exitCode: number | undefined; notes: string }> {
   return runCommand('spf', args);
 }
 
-async function runCommand(command: 'spf' | 'senderid', args: string[]): Promise<{ output: string; exitCode: number | undefined }> {
+async function runCommand(command: 'spf' | 'senderid', args: string[]): Promise<{ output: string; exitCode: number | undefined; notes: string }> {
   const out = new PassThrough();
   let output = '';
   out.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const err = new PassThrough();
+  let notes = '';
+  err.on('data', (chunk: Buffer) => (notes += chunk.toString()));
   const program = new Command('callout').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  registerSpfCommand(program, { out });
-  registerSenderIdCommand(program, { out });
+  registerSpfCommand(program, { out, err });
+  registerSenderIdCommand(program, { out, err });
   const previous = process.exitCode;
   try {
     await program.parseAsync(['node', 'callout', command, '--dns-server', server.address, '--timeout', '500', ...args]);
-    return { output, exitCode: process.exitCode as number | undefined };
+    return { output, exitCode: process.exitCode as number | undefined, notes };
   } finally {
     process.exitCode = previous;
   }
@@ -168,15 +171,27 @@ describe('callout spf', () => {
     await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--scope', 'from']), { code: 'USAGE', message: 'senderid: --scope must be pra or mfrom, got "from"' });
   });
 
-  it('refuses a --sender that its identity or scope does not check (it was taken and ignored)', async () => {
-    // --identity helo checks the HELO name alone; --sender was required all the same.
-    await assert.rejects(run(['--ip', '127.0.0.9', '--sender', 'a@deny.test', '--helo', 'helo.test', '--identity', 'helo']), { code: 'USAGE', message: 'spf: --sender: --identity helo checks the HELO name alone; leave --sender out' });
+  it('takes a --sender that its identity or scope does not check, with one note on stderr (--identity helo required it before)', async () => {
+    // --identity helo checks the HELO name alone; --sender was required all the same, so every existing call passes one.
+    const withSender = await run(['--ip', '127.0.0.9', '--sender', 'a@deny.test', '--helo', 'helo.test', '--identity', 'helo', '--json']);
+    assert.deepEqual([JSON.parse(withSender.output).result, withSender.exitCode], ['pass', 0], 'the HELO name checked, not deny.test');
+    assert.equal(withSender.notes, 'callout spf: note: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
     const helo = await run(['--ip', '127.0.0.9', '--helo', 'helo.test', '--identity', 'helo', '--json']);
-    assert.deepEqual([JSON.parse(helo.output).result, helo.exitCode], ['pass', 0]);
+    assert.deepEqual([JSON.parse(helo.output).result, helo.exitCode, helo.notes], ['pass', 0, '']);
+    assert.equal((await run(['--ip', '127.0.1.5', '--sender', 'someone@example.test'])).notes, '', 'a --sender checked: no note');
     // Scope pra (the default) checks the address of the headers.
-    await assert.rejects(runCommand('senderid', ['--ip', '127.0.0.1', '--message', '/dev/null', '--sender', 'a@example.test']), {
-      code: 'USAGE',
-      message: "senderid: --sender: give --scope mfrom too (scope pra checks the address of the message's headers)",
-    });
+    const dir = mkdtempSync(join(tmpdir(), 'callout-spf-cli-'));
+    try {
+      const message = join(dir, 'pra.eml');
+      writeFileSync(message, 'From: someone@pra.test\r\n\r\nbody\r\n');
+      const pra = await runCommand('senderid', ['--ip', '127.0.0.1', '--message', message, '--sender', 'a@example.test']);
+      const praAlone = await runCommand('senderid', ['--ip', '127.0.0.1', '--message', message]);
+      assert.deepEqual([pra.output, pra.exitCode], [praAlone.output, praAlone.exitCode], 'the same verdict as without --sender');
+      assert.equal(pra.exitCode, 1, pra.output);
+      assert.equal(pra.notes, "callout senderid: note: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
+      assert.equal(praAlone.notes, '');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,8 @@ import fc from 'fast-check';
 import { ConfigError } from '../../src/core/errors.js';
 import { checkRedisUrl, maskPassword } from '../../src/store/redis-url.js';
 import { elapsedMs } from '../support/fuzz.js';
+// The driver's own URL reading, to show that a setting given twice with one value reaches it as that value.
+import { parseURL } from 'ioredis/built/utils/index.js';
 
 /** What the message refusing a scheme names itself. */
 const SCHEMES_NAMED = 'URL must be redis://, rediss:// or a unix socket path';
@@ -113,19 +115,42 @@ describe('redis URL checks', () => {
     assert.equal(checkRedisUrl('redis://127.0.0.1:6379/?db=3'), 'redis://127.0.0.1:6379/?db=3');
   });
 
-  it('refuses what the driver would read one way of two: a database in the path and db=, a user part and a credential parameter, a parameter twice', () => {
+  it('refuses what the driver would read one way of two where the two differ: a database in the path and db=, a user part and a credential parameter, a parameter twice', () => {
     // ioredis selects the path's database, takes the user part's name and password (an empty one
     // for the part left out) and the last of a parameter given twice, dropping the rest without a word.
-    for (const url of ['redis://127.0.0.1:6379/1?db=2', 'redis://127.0.0.1:6379/0?db=0']) {
-      assert.throws(() => checkRedisUrl(url), /^ConfigError: redis store: the database is given twice, as the path \/\d and as db=, in redis:\/\/127\.0\.0\.1:6379\/\d\?db=\d: give it once/, url);
-    }
-    assert.throws(() => checkRedisUrl('redis://user@127.0.0.1:6379?password=secretsecret'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and password=, in redis://user@127.0.0.1:6379?password=***') && !err.message.includes('secretsecret'));
-    assert.throws(() => checkRedisUrl('redis://:secretsecret@127.0.0.1:6379?username=app'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and username=, in redis://:***@127.0.0.1:6379?username=app') && !err.message.includes('secretsecret'));
-    for (const url of ['redis://127.0.0.1:6379?db=1&db=x', '/run/redis.sock?db=1&db=2', 'redis://127.0.0.1:6379?family=4&family=6']) {
-      assert.throws(() => checkRedisUrl(url), /^ConfigError: redis store: URL parameter (db|family) is given twice: /, url);
+    assert.throws(() => checkRedisUrl('redis://127.0.0.1:6379/1?db=2'), /^ConfigError: redis store: the database is given twice, as the path \/1 and as db=2, in redis:\/\/127\.0\.0\.1:6379\/1\?db=2: give it once/);
+    assert.throws(() => checkRedisUrl('redis://user@127.0.0.1:6379?password=secretsecret'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and a different password=, in redis://user@127.0.0.1:6379?password=***') && !err.message.includes('secretsecret'));
+    assert.throws(() => checkRedisUrl('redis://:secretsecret@127.0.0.1:6379?username=app'), (err: unknown) => err instanceof ConfigError && err.message.startsWith('redis store: the URL has a user part (before the @) and a different username=, in redis://:***@127.0.0.1:6379?username=app') && !err.message.includes('secretsecret'));
+    assert.throws(() => checkRedisUrl('redis://app:secretsecret@127.0.0.1:6379?password=secretsecret&password=other'), /^ConfigError: redis store: the URL has a user part \(before the @\) and a different password=/, 'each value compared');
+    for (const url of ['redis://127.0.0.1:6379?db=1&db=x', '/run/redis.sock?db=1&db=2', 'redis://127.0.0.1:6379?family=4&family=6', 'redis://127.0.0.1:6379/1?db=1&db=2']) {
+      assert.throws(() => checkRedisUrl(url), /^ConfigError: redis store: URL parameter (db|family) is given twice, with different values: /, url);
     }
     assert.equal(checkRedisUrl('redis://127.0.0.1:6379?username=app&password=secretsecret&db=2'), 'redis://127.0.0.1:6379?username=app&password=secretsecret&db=2');
     assert.equal(checkRedisUrl('redis://app:secretsecret@127.0.0.1:6379/2'), 'redis://app:secretsecret@127.0.0.1:6379/2');
+  });
+
+  it('takes a setting given twice with one value, as the driver reads them (it connects to what both say)', () => {
+    // Decoded as ioredis decodes them: the user part with decodeURIComponent, parameters as URLSearchParams.
+    const same = [
+      'redis://127.0.0.1:6379/0?db=0',
+      'redis://127.0.0.1:6379/02?db=2',
+      'redis://127.0.0.1:6379/3?db=3&family=4',
+      'redis://:secretsecret@127.0.0.1:6379?password=secretsecret',
+      'redis://app:p%40ss@127.0.0.1:6379?username=app&password=p%40ss',
+      'redis://app%20one:x@127.0.0.1:6379?username=app+one',
+      'redis://user@127.0.0.1:6379?password=',
+      'redis://127.0.0.1:6379?db=1&db=1&family=6&family=6',
+      '/run/redis.sock?db=4&db=4',
+    ];
+    for (const url of same) {
+      assert.equal(checkRedisUrl(url), url, url);
+      const driver = parseURL(url) as Record<string, unknown>;
+      const parameters = new URLSearchParams(url.slice(url.indexOf('?') + 1));
+      for (const name of ['username', 'password'] as const) {
+        if (parameters.has(name)) assert.equal(driver[name], parameters.get(name), `${url}: the driver's ${name} is the parameter's`);
+      }
+      if (parameters.has('db')) assert.equal(Number(driver.db), Number(parameters.get('db')), `${url}: the driver's database is db='s`);
+    }
   });
 
   it('gives the driver the scheme in lower case, so that REDISS:// still turns TLS on', () => {
