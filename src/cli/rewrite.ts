@@ -53,8 +53,9 @@
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
  *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
  *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir;
- *      a flag that would do nothing in a one-shot command: srs reverse's --separator, --alphabet,
- *      --local-domain or --always-rewrite, --verp-delimiters without --verp-sender);
+ *      a flag that would do nothing in srs reverse: --separator, --alphabet, --local-domain or
+ *      --always-rewrite; bounce record's --verp-delimiters without --verp-sender is only warned
+ *      of, on stderr, as the pipe(8) wrapper runs it unattended);
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -509,8 +510,12 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--json', 'print the outcome as one JSON object')
     .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters?: string; now?: string; json?: boolean }) => {
       if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
-      // Without a list sender no VERP address is decoded: the delimiters were ignored without a word.
-      if (flags.verpDelimiters !== undefined && flags.verpSender.length === 0) throw new UsageError('--verp-delimiters: give --verp-sender too (the delimiters are those of its VERP addresses)');
+      // Without a list sender no VERP address is decoded: the delimiters were ignored without a
+      // word. Said, not refused: the pipe(8) wrapper runs this unattended, and a refusal kept
+      // every bounce of a working installation queued after an upgrade.
+      if (flags.verpDelimiters !== undefined && flags.verpSender.length === 0) {
+        (io.err ?? process.stderr).write('callout: warning: --verp-delimiters has no effect without --verp-sender (the delimiters are those of its VERP addresses); give --verp-sender, or leave --verp-delimiters out\n');
+      }
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
       const delimiters = flags.verpDelimiters === undefined ? POSTFIX_VERP_DELIMITERS : delimitersFlag('--verp-delimiters', flags.verpDelimiters);
