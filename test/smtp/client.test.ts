@@ -99,6 +99,39 @@ async function rawServer(t: TestContext, host: string, onLine: (line: string, so
   return { host, port: (server.address() as net.AddressInfo).port };
 }
 
+/**
+ * A bare STARTTLS server on 127.0.0.1, closed after the test, for what test/support/smtp-server
+ * does not script: it greets, offers STARTTLS, answers it with `ready` in one write, and hands the
+ * server end of the TLS session (with `tlsOptions`, the test certificate by default) to `secured`.
+ */
+async function bareStartTls(
+  t: TestContext,
+  ready: string,
+  tlsOptions: tls.TLSSocketOptions,
+  secured: (secure: tls.TLSSocket, plain: net.Socket) => void,
+): Promise<{ host: string; port: number }> {
+  const secureContext = tls.createSecureContext(testCertificate());
+  const server = net.createServer((plain) => {
+    plain.on('error', () => undefined);
+    plain.write('220 mx.callout.test ESMTP\r\n');
+    const onLine = (chunk: Buffer): void => {
+      if (!chunk.toString('latin1').startsWith('STARTTLS')) {
+        plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
+        return;
+      }
+      plain.off('data', onLine);
+      plain.write(ready);
+      const secure = new tls.TLSSocket(plain, { isServer: true, secureContext, ...tlsOptions });
+      secure.on('error', () => undefined);
+      secured(secure, plain);
+    };
+    plain.on('data', onLine);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
+}
+
 describe('SmtpClientSession dialogue', () => {
   it('runs the whole callout dialogue and records it', async (t) => {
     const server = await serve(t, { script: acceptAll() });
@@ -561,33 +594,14 @@ describe('SmtpClientSession STARTTLS', () => {
   it('names the server in SNI by a host name only, never by an address or an address literal (RFC 6066 §3)', async (t) => {
     const credentials = tls.createSecureContext(testCertificate());
     const named: string[] = [];
-    // A bare STARTTLS server that records the name each client hello asks for.
-    const server = net.createServer((plain) => {
-      plain.on('error', () => undefined);
-      plain.write('220 mx.callout.test ESMTP\r\n');
-      const onLine = (chunk: Buffer): void => {
-        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
-          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
-          return;
-        }
-        plain.off('data', onLine);
-        plain.write('220 2.0.0 Ready to start TLS\r\n');
-        const secure = new tls.TLSSocket(plain, {
-          isServer: true,
-          secureContext: credentials,
-          SNICallback: (name, done) => {
-            named.push(name);
-            done(null, credentials);
-          },
-        });
-        secure.on('error', () => undefined);
-        secure.on('data', () => secure.write('250 mx.callout.test\r\n'));
-      };
-      plain.on('data', onLine);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const { port } = server.address() as net.AddressInfo;
+    // One that records the name each client hello asks for.
+    const sni = {
+      SNICallback: (name: string, done: (err: Error | null, context: tls.SecureContext) => void) => {
+        named.push(name);
+        done(null, credentials);
+      },
+    };
+    const { port } = await bareStartTls(t, '220 2.0.0 Ready to start TLS\r\n', sni, (secure) => secure.on('data', () => secure.write('250 mx.callout.test\r\n')));
     for (const servername of [undefined, '127.0.0.1', '[127.0.0.1]', '[IPv6:::1]', 'mx.callout.test']) {
       const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required', ...(servername === undefined ? {} : { tlsOptions: { servername } }) });
       assert.deepEqual(await session.open(), { kind: 'ready' }, String(servername));
@@ -611,27 +625,8 @@ describe('SmtpClientSession STARTTLS', () => {
   });
 
   it('discards part of a line sent in clear behind the 220 to STARTTLS: it does not begin the first reply over TLS (RFC 3207 §4.2)', async (t) => {
-    const credentials = tls.createSecureContext(testCertificate());
-    const server = net.createServer((plain) => {
-      plain.on('error', () => undefined);
-      plain.write('220 mx.callout.test ESMTP\r\n');
-      const onLine = (chunk: Buffer): void => {
-        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
-          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
-          return;
-        }
-        plain.off('data', onLine);
-        // One write, so that the unfinished "250-" line reaches the client with the 220.
-        plain.write('220 2.0.0 Ready to start TLS\r\n250-injected');
-        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: credentials });
-        secure.on('error', () => undefined);
-        secure.on('data', () => secure.write('250 mx.callout.test\r\n'));
-      };
-      plain.on('data', onLine);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const { port } = server.address() as net.AddressInfo;
+    // One write, so that the unfinished "250-" line reaches the client with the 220.
+    const { port } = await bareStartTls(t, '220 2.0.0 Ready to start TLS\r\n250-injected', {}, (secure) => secure.on('data', () => secure.write('250 mx.callout.test\r\n')));
     const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required', timeouts: { ...GENEROUS, commandMs: 1000 } });
     assert.deepEqual(await session.open(), { kind: 'ready' });
     assert.equal(session.tls, true);
@@ -662,27 +657,9 @@ describe('SmtpClientSession STARTTLS', () => {
   });
 
   it('answers closed, never throws, when the server resets the connection just after the TLS handshake', async (t) => {
-    const credentials = tls.createSecureContext({ ...testCertificate(), maxVersion: 'TLSv1.2' });
-    // A bare STARTTLS server that resets the connection in the turn after its handshake.
-    const server = net.createServer((plain) => {
-      plain.on('error', () => undefined);
-      plain.write('220 mx.callout.test ESMTP\r\n');
-      const onLine = (chunk: Buffer): void => {
-        if (!chunk.toString('latin1').startsWith('STARTTLS')) {
-          plain.write('250-mx.callout.test\r\n250 STARTTLS\r\n');
-          return;
-        }
-        plain.off('data', onLine);
-        plain.write('220 2.0.0 Ready to start TLS\r\n');
-        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: credentials });
-        secure.on('error', () => undefined);
-        secure.on('secure', () => setImmediate(() => plain.resetAndDestroy()));
-      };
-      plain.on('data', onLine);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const { port } = server.address() as net.AddressInfo;
+    // One that resets the connection in the turn after its handshake (TLS 1.2: no session ticket after it).
+    const tls12 = { secureContext: tls.createSecureContext({ ...testCertificate(), maxVersion: 'TLSv1.2' }) };
+    const { port } = await bareStartTls(t, '220 2.0.0 Ready to start TLS\r\n', tls12, (secure, plain) => secure.on('secure', () => setImmediate(() => plain.resetAndDestroy())));
     for (let i = 0; i < 20; i++) {
       const session = sessionFor(t, { host: '127.0.0.1', port }, { tls: 'required' });
       // getCipher() read after that turn was null, and open() threw a TypeError the engine took for an internal error.

@@ -280,12 +280,7 @@ describe('greylist triplets', () => {
   });
 
   it('records the pass of a retry that lost its race to a deferred write of the triplet under a second before', async () => {
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const a = interleaved(store);
-    const onA = new Greylist(a.store, clock, POSTGREY);
-    const behind = new ManualClock(clock.now());
-    const onB = new Greylist(store, behind, POSTGREY);
+    const { clock, a, onA, behind, onB } = racingDaemons();
     await onA.check(triplet());
     clock.advance(300 * S);
     behind.advance(300 * S - 500);
@@ -296,6 +291,18 @@ describe('greylist triplets', () => {
   });
 });
 
+
+/**
+ * Two daemons on one store: A's writes can be held back (interleaved) while B, whose clock can
+ * be left behind A's, writes the same keys.
+ */
+function racingDaemons() {
+  const clock = new ManualClock();
+  const store = new MemoryStore({ clock });
+  const a = interleaved(store);
+  const behind = new ManualClock(clock.now());
+  return { clock, store, a, onA: new Greylist(a.store, clock, POSTGREY), behind, onB: new Greylist(store, behind, POSTGREY) };
+}
 /**
  * A daemon's store whose next write (set, setIfAbsent, compareAndSet) of a key that `when` picks
  * first lets `meanwhile` run: another daemon's request landing between this one's read and its write.
@@ -819,12 +826,7 @@ describe('greylist bounds of time and counts', () => {
   });
 
   it("writes a deferred retry's last-seen time after a lost race to a write a whole second older", async () => {
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const a = interleaved(store);
-    const onA = new Greylist(a.store, clock, POSTGREY);
-    const behind = new ManualClock(clock.now());
-    const onB = new Greylist(store, behind, POSTGREY);
+    const { clock, store, a, onA, behind, onB } = racingDaemons();
     const first = clock.now();
     await onA.check(triplet());
     clock.advance(100 * S);
