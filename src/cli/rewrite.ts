@@ -52,10 +52,10 @@
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
  *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
- *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir;
- *      a flag that would do nothing in srs reverse: --separator, --alphabet, --local-domain or
- *      --always-rewrite; bounce record's --verp-delimiters without --verp-sender is only warned
- *      of, on stderr, as the pipe(8) wrapper runs it unattended);
+ *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir).
+ *   A flag that does nothing in the combination given (srs reverse's --separator, --alphabet,
+ *   --local-domain, --always-rewrite; bounce record's --verp-delimiters without --verp-sender) is
+ *   warned of on stderr and the command goes on: scripts that ran with it keep working.
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -427,14 +427,15 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
  * What only shapes the addresses forward writes: reverse reads any separator and either alphabet,
  * and reverses an address of any domain, so these were ignored without a word.
  */
-function refuseForwardOnlyFlags(flags: SrsFlags): void {
+/** Flags only srs forward uses, said on stderr when given to reverse (a script that passes both directions the same flags keeps working). */
+function warnForwardOnlyFlags(flags: SrsFlags, err: NodeJS.WritableStream): void {
   const given = [
     flags.separator !== undefined && '--separator',
     flags.alphabet !== undefined && '--alphabet',
     flags.localDomain.length > 0 && '--local-domain',
     flags.alwaysRewrite === true && '--always-rewrite',
-  ].find((flag) => flag !== false);
-  if (given) throw new UsageError(`${given}: only srs forward uses it (srs reverse reads any separator and either alphabet, and reverses addresses of every domain)`);
+  ].filter((flag) => flag !== false);
+  for (const flag of given) err.write(`callout: warning: ${flag} has no effect in srs reverse, which reads any separator and either alphabet and reverses addresses of every domain; leave it out\n`);
 }
 
 function registerSrs(program: Command, io: RewriteCommandIo): void {
@@ -448,7 +449,7 @@ function registerSrs(program: Command, io: RewriteCommandIo): void {
     )
       .option('--now <time>', 'as of this instant (ISO 8601 or Unix seconds)')
       .action((address: string, flags: SrsFlags & { now?: string }) => {
-        if (direction === 'reverse') refuseForwardOnlyFlags(flags);
+        if (direction === 'reverse') warnForwardOnlyFlags(flags, io.err ?? process.stderr);
         const rewriter = srsFromFlags(flags, '', oneShotWarnings(io), false);
         const now = clockFromFlag(flags.now).now();
         const result = direction === 'forward' ? rewriter.forward(address, now) : rewriter.reverse(address, now);
