@@ -91,7 +91,7 @@ function stageOptions(config: Config, configPath: string | undefined, err: NodeJ
   }
   const defaults = greylistOptions.parse({});
   const assumed = SETTINGS_USED.map((key) => `${key}: ${String(defaults[key])}`).join(', ');
-  err.write(`callout greylist: ${configPath ?? 'the configuration'} has no greylist stage in policy.stages; assuming its defaults (${assumed}): copy the daemons' greylist stage into it if theirs differ\n`);
+  err.write(`callout: warning: ${configPath ?? 'the configuration'} has no greylist stage in policy.stages; assuming its defaults (${assumed}): copy the daemons' greylist stage into it if theirs differ\n`);
   return defaults;
 }
 

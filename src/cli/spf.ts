@@ -70,7 +70,7 @@ async function runSpf(flags: SpfFlags, err: NodeJS.WritableStream): Promise<SpfV
   if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${JSON.stringify(flags.identity)}`);
   // The HELO identity is the name alone. --sender was required with it before, so a call that
   // gives one is told, not refused.
-  if (flags.identity === 'helo' && flags.sender !== undefined) err.write('callout spf: note: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
+  if (flags.identity === 'helo' && flags.sender !== undefined) err.write('callout: warning: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
   if (flags.identity === 'mailfrom' && flags.sender === undefined) throw new UsageError("spf: --sender: give the MAIL FROM address ('' or '<>' for the null sender), or --identity helo");
   const mailFrom = flags.sender === undefined || flags.sender === '<>' ? '' : flags.sender.replace(/^<(.*)>$/, '$1');
   const helo = flags.helo ?? '';
@@ -157,7 +157,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
       // Scope pra takes its address from the headers: a --sender was ignored without a word.
-      if (flags.scope === 'pra' && flags.sender !== undefined) err.write("callout senderid: note: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
+      if (flags.scope === 'pra' && flags.sender !== undefined) err.write("callout: warning: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
       // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
       if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
       const timeoutMs = unitFlag('senderid: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);

@@ -296,7 +296,7 @@ describe('callout greylist', () => {
     const ownConfig = join(ownDir, 'callout.yaml');
     writeFileSync(ownConfig, `dataDir: ${ownDir}\n`);
     try {
-      const assumed = `callout greylist: ${ownConfig} has no greylist stage in policy.stages; assuming its defaults (delay: 5m, retryWindow: 2d, maxAge: 5w, clientIdentity: network, ipv4Prefix: 24, ipv6Prefix: 64, autoAllowClients: 5, domainAutoAllow: 0, normaliseVerp: true): copy the daemons' greylist stage into it if theirs differ\n`;
+      const assumed = `callout: warning: ${ownConfig} has no greylist stage in policy.stages; assuming its defaults (delay: 5m, retryWindow: 2d, maxAge: 5w, clientIdentity: network, ipv4Prefix: 24, ipv6Prefix: 64, autoAllowClients: 5, domainAutoAllow: 0, normaliseVerp: true): copy the daemons' greylist stage into it if theirs differ\n`;
       const allowed = await run(['allow', '203.0.113.9'], ownConfig);
       assert.deepEqual([allowed.error, allowed.output, allowed.stderr], [undefined, 'allowed client 203.0.113.9\n', assumed]);
       const listed = await run(['list'], ownConfig);

@@ -175,7 +175,7 @@ describe('callout spf', () => {
     // --identity helo checks the HELO name alone; --sender was required all the same, so every existing call passes one.
     const withSender = await run(['--ip', '127.0.0.9', '--sender', 'a@deny.test', '--helo', 'helo.test', '--identity', 'helo', '--json']);
     assert.deepEqual([JSON.parse(withSender.output).result, withSender.exitCode], ['pass', 0], 'the HELO name checked, not deny.test');
-    assert.equal(withSender.notes, 'callout spf: note: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
+    assert.equal(withSender.notes, 'callout: warning: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
     const helo = await run(['--ip', '127.0.0.9', '--helo', 'helo.test', '--identity', 'helo', '--json']);
     assert.deepEqual([JSON.parse(helo.output).result, helo.exitCode, helo.notes], ['pass', 0, '']);
     assert.equal((await run(['--ip', '127.0.1.5', '--sender', 'someone@example.test'])).notes, '', 'a --sender checked: no note');
@@ -188,7 +188,7 @@ describe('callout spf', () => {
       const praAlone = await runCommand('senderid', ['--ip', '127.0.0.1', '--message', message]);
       assert.deepEqual([pra.output, pra.exitCode], [praAlone.output, praAlone.exitCode], 'the same verdict as without --sender');
       assert.equal(pra.exitCode, 1, pra.output);
-      assert.equal(pra.notes, "callout senderid: note: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
+      assert.equal(pra.notes, "callout: warning: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
       assert.equal(praAlone.notes, '');
     } finally {
       rmSync(dir, { recursive: true, force: true });
