@@ -100,11 +100,13 @@ export function sameListener(a: ListenAddress, b: ListenAddress): boolean {
 }
 
 /**
- * The client end of an accepted TCP connection as logs name it: `192.0.2.1:4711`, `[2001:db8::1]:4711`
- * (brackets, so the port is not read as part of the address), or `unknown` for a connection
- * reset before it was accepted, which has no peer left to name (`unknown:undefined` was logged).
+ * The client end of an accepted connection as logs name it: `192.0.2.1:4711`, `[2001:db8::1]:4711`
+ * (brackets, so the port is not read as part of the address), `unix:PATH` on the UNIX socket
+ * `socketPath` (its clients have no address of their own), or `unknown` for a connection reset
+ * before it was accepted, which has no peer left to name (`unknown:undefined` was logged).
  */
-export function remoteEnd(socket: net.Socket): string {
+export function remoteEnd(socket: net.Socket, socketPath?: string): string {
+  if (socketPath !== undefined) return `unix:${socketPath}`;
   const address = socket.remoteAddress;
   if (address === undefined) return 'unknown';
   return net.isIPv6(address) ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;

@@ -276,7 +276,7 @@ export class PolicyServer {
       socket.destroy();
       return;
     }
-    const remote = this.endpoint.kind === 'unix' ? `unix:${this.endpoint.path}` : remoteEnd(socket);
+    const remote = remoteEnd(socket, this.endpoint.kind === 'unix' ? this.endpoint.path : undefined);
     if (this.open.size >= this.maxConnections) {
       socket.destroy();
       this.refused += 1;

@@ -172,7 +172,7 @@ export abstract class LookupServer {
     socket.on('end', () => {
       // Unsaid, a request typed by hand without its line end or comma got no answer and no reason.
       const waiting = this.arrivals.get(socket);
-      if (waiting) this.log.info({ listener: this.label, remote: this.remoteOf(socket), unfinishedOctets: waiting.octets }, 'client ended the connection in the middle of a request; dropped without a reply');
+      if (waiting) this.log.info({ listener: this.label, remote: remoteEnd(socket, this.socketPath), unfinishedOctets: waiting.octets }, 'client ended the connection in the middle of a request; dropped without a reply');
     });
     socket.on('close', () => {
       this.sockets.delete(socket);
@@ -206,7 +206,7 @@ export abstract class LookupServer {
     const timer = setTimeout(() => {
       const unfinishedOctets = this.arrivals.get(socket)?.octets;
       this.arrivals.delete(socket);
-      this.log.warn({ listener: this.label, remote: this.remoteOf(socket), unfinishedOctets, arrivalTimeoutMs: this.arrivalTimeoutMs }, 'request not complete in time; closing the connection');
+      this.log.warn({ listener: this.label, remote: remoteEnd(socket, this.socketPath), unfinishedOctets, arrivalTimeoutMs: this.arrivalTimeoutMs }, 'request not complete in time; closing the connection');
       socket.destroy();
     }, this.arrivalTimeoutMs);
     this.arrivals.set(socket, { timer, octets });
@@ -230,7 +230,7 @@ export abstract class LookupServer {
   protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
     this.stats.protocolErrors++;
     const start = input.subarray(0, 64).toString('latin1');
-    this.log.warn({ listener: this.label, remote: this.remoteOf(socket), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.log.warn({ listener: this.label, remote: remoteEnd(socket, this.socketPath), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
     this.stopArrivalWait(socket);
     socket.removeAllListeners('data');
     socket.removeAllListeners('drain');
@@ -252,11 +252,6 @@ export abstract class LookupServer {
   protected arrived(socket: net.Socket): void {
     this.poller.arrived(this.answeredAt.get(socket));
     this.answeredAt.delete(socket);
-  }
-
-  /** A connection's client as the logs name it: on a UNIX socket, the socket (as the policy service names it). */
-  private remoteOf(socket: net.Socket): string {
-    return this.socketPath === undefined ? remoteEnd(socket) : `unix:${this.socketPath}`;
   }
 
   /** Resolves with the bound address (HOST:PORT with the real port, or the socket path). */

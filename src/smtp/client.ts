@@ -558,7 +558,7 @@ export class SmtpClientSession {
     // getCipher() null, and the callout then failed with a TypeError instead of a closed attempt.
     const cipher = secure.getCipher();
     const verified = secure.authorized ? 'certificate verified' : `certificate not verified: ${String(secure.authorizationError)}`;
-    this.event(`TLS established (${secure.getProtocol() ?? 'unknown protocol'}, ${cipher.name}, ${verified})`);
+    this.event(`TLS established (${secure.getProtocol() ?? 'unknown protocol'}, ${cipher?.name ?? 'unknown cipher'}, ${verified})`);
     // Still inside the secureConnect callback: Node 20 dies of SIGSEGV when the sockets are
     // destroyed there, as a deadline that ends with the handshake would at the EHLO below.
     await new Promise<void>((resolve) => setImmediate(resolve));
