@@ -18,8 +18,9 @@
  *   line naming them, as needing a restart). A SIGHUP once stop() has begun is logged as
  *   ignored: no request would reach the configuration it built. A policy worker answers each
  *   reload its supervisor asks for with the outcome, a digest of the configuration it runs
- *   after it (reloadOutcome()), and says that digest when it is ready (configDigest); a SIGHUP
- *   sent to the worker by hand reloads it and is answered to no one.
+ *   after it (reloadOutcome()), and says that digest when it is ready (configDigest), with one
+ *   of its restart-only settings (restartDigest); a SIGHUP sent to the worker by hand reloads
+ *   it and is answered to no one.
  *   SIGTERM (stop()): stop accepting, let requests in flight finish (up to DRAIN_MS), close
  *   the metrics listener and the connections still open on it (a client's, however idle), let
  *   background callouts finish, those of configurations a reload replaced too (up to DRAIN_MS
@@ -484,6 +485,16 @@ export class Daemon {
     // setting runs the same configuration, and another SIGHUP would not make them agree anyway.
     const reloadable = withFixedSettings(this.current.config, validateConfig({}));
     return createHash('sha256').update(JSON.stringify(reloadable)).digest('hex').slice(0, 12);
+  }
+
+  /**
+   * A digest of the RESTART_ONLY_SETTINGS the daemon runs with (those it started with: a reload
+   * keeps them). configDigest leaves them out, so a worker started in place of one that died,
+   * on a file whose store.url was edited since, says it here: it writes to another store.
+   */
+  get restartDigest(): string {
+    const settings = RESTART_ONLY_SETTINGS.map((setting) => settingOf(this.current.config, setting));
+    return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 12);
   }
 
   /** A reload's outcome, with the digest of the configuration running after it. */

@@ -43,7 +43,10 @@
  *   not the one the running workers last reported (ready, or in a reload's outcome), the file
  *   was edited and not reloaded: the supervisor warns, naming each worker's digest, that the
  *   workers run different configurations and that a SIGHUP makes them all run the file as it is
- *   now. /health still answers 200: every worker answers, by a configuration it accepted.
+ *   now. /health still answers 200: every worker answers, by a configuration it accepted. It
+ *   says a digest of its restart-only settings too (the store, the listeners: what a reload does
+ *   not apply); when that is not the one the workers started with, the supervisor warns apart
+ *   that the replacement needs a restart of callout serve, or the file put back.
  *
  *   The counters and histograms of a worker that exited stay in the sum with the values of its
  *   last scrape (keepCounts), so that a total never goes down while the supervisor runs:
@@ -114,8 +117,11 @@ export interface WorkerMetric {
 }
 
 type WorkerMessage =
-  /** config: the digest of the configuration it started with (policy/daemon configDigest); none from a worker of an earlier version. */
-  | { type: 'callout:ready'; policy: string; config?: string }
+  /**
+   * config: the digest of the configuration it started with (policy/daemon configDigest); restart:
+   * of its restart-only settings (restartDigest). Neither from a worker of an earlier version.
+   */
+  | { type: 'callout:ready'; policy: string; config?: string; restart?: string }
   /** code: the CalloutError code of a failed start, so that the supervisor exits as the worker would. */
   | { type: 'callout:failed'; message: string; code?: ErrorCode }
   | { type: 'callout:health'; id: number; healthy: boolean }
@@ -177,7 +183,7 @@ export function readWorkerMessage(message: unknown): WorkerMessage | undefined {
       if (typeof m.policy !== 'string') return undefined;
       // A config of another shape is a ready worker that did not say what it runs: refused as
       // not ready, it would fail the start, or go on being replaced.
-      return { type: m.type, policy: m.policy, ...(isConfigDigest(m.config) ? { config: m.config } : {}) };
+      return { type: m.type, policy: m.policy, ...(isConfigDigest(m.config) ? { config: m.config } : {}), ...(isConfigDigest(m.restart) ? { restart: m.restart } : {}) };
     case 'callout:failed':
       return typeof m.message === 'string' && optional(m.code, 'string') ? { type: m.type, message: m.message, ...(m.code === undefined ? {} : { code: m.code as ErrorCode }) } : undefined;
     case 'callout:health':
@@ -256,13 +262,19 @@ export class Supervisor {
   /** The number of the latest reload(), which its callout:reload messages carry. */
   private reloadSeq = 0;
   /** The outcome of the latest reload from each worker that answered it (compared once none is owed). */
-  private readonly reloadOutcomes = new Map<Worker, ReloadOutcome>();
+  private readonly reloadOutcomes = new Map<Worker, ReloadOutcome & { started?: true }>();
   /**
    * The digest of the configuration each ready worker runs, as it last said (ready, or a
    * reload's outcome); a worker of an earlier version says none. A SIGHUP sent to a worker by
    * hand changes it unsaid.
    */
   private readonly running = new Map<Worker, string>();
+  /**
+   * The digest of the restart-only settings the workers started with (policy/daemon
+   * restartDigest), as the first of them said it: the store they write to, the listeners. A
+   * reload changes none of them, so this holds while the supervisor runs.
+   */
+  private startedRestart: string | undefined;
   /** The workers whose outcomes were given up since the last reload(), by id. */
   private readonly unreported = new Set<number>();
   private readonly healthWaits = new Map<number, (healthy: boolean) => void>();
@@ -358,7 +370,8 @@ export class Supervisor {
       else this.options.log.info({ ...fields, unreported }, 'reload done: every policy worker that reported runs the same configuration');
       return;
     }
-    const each = outcomes.map(([worker, { accepted, config, reason }]) => `worker ${worker.id} ${accepted ? 'accepted' : `refused (${reason ?? 'no reason given'})`}, running configuration ${config}`);
+    // A replacement that started during the reload got no reload to accept: it read the file.
+    const each = outcomes.map(([worker, { accepted, config, reason, started }]) => `worker ${worker.id} ${started ? 'started' : accepted ? 'accepted' : `refused (${reason ?? 'no reason given'})`}, running configuration ${config}`);
     this.options.log.warn(
       { workers: outcomes.map(([worker, outcome]) => ({ worker: worker.id, pid: worker.process.pid, ...outcome })), ...(unreported.length > 0 ? { unreported } : {}) },
       `workers run different configurations after reload: ${each.join('; ')}; send SIGHUP again`,
@@ -376,7 +389,7 @@ export class Supervisor {
    */
   private replacementStarted(worker: Worker, config: string): void {
     if (this.awaitedReloads.size > 0) {
-      this.reloadOutcomes.set(worker, { accepted: true, config });
+      this.reloadOutcomes.set(worker, { accepted: true, config, started: true });
       return;
     }
     const others = [...this.running].filter(([other]) => other !== worker).sort(([a], [b]) => a.id - b.id);
@@ -386,6 +399,21 @@ export class Supervisor {
       { worker: worker.id, pid: worker.process.pid, config, others: others.map(([other, running]) => ({ worker: other.id, pid: other.process.pid, config: running })) },
       `workers run different configurations: worker ${worker.id}, started in place of one that died, read the configuration file as it is now and runs configuration ${config}; ${each.join('; ')}; ` +
         'the file has changed since the others read it: send SIGHUP to make every worker run the file as it is now',
+    );
+  }
+
+  /**
+   * A replacement opens the store and listens as the file says now, and a SIGHUP applies no
+   * change to these settings: an edited store.url or store.path, not reloaded, has it keep
+   * greylist triplets and verdicts apart from the other workers' until the restart. Said apart
+   * from the configuration's warning, since another remedy helps.
+   */
+  private replacementRestartSettings(worker: Worker, restart: string): void {
+    if (this.startedRestart === undefined || restart === this.startedRestart) return;
+    this.options.log.warn(
+      { worker: worker.id, pid: worker.process.pid, restart, running: this.startedRestart },
+      `policy worker ${worker.id}, started in place of one that died, read restart-only settings that differ from the running workers' ` +
+        '(settings a reload does not apply): restart callout serve, or put the file back',
     );
   }
 
@@ -467,6 +495,8 @@ export class Supervisor {
           readyAt = performance.now();
           this.ready.add(worker);
           if (message.config !== undefined) this.running.set(worker, message.config);
+          if (started && !replacement) this.startedRestart ??= message.restart;
+          if (started && replacement && message.restart !== undefined) this.replacementRestartSettings(worker, message.restart);
           // Asked to reload, it is compared with the others once it has: what it started with is past.
           if (seq !== undefined) this.askReload(worker, seq);
           else if (started && replacement && message.config !== undefined) this.replacementStarted(worker, message.config);
@@ -692,6 +722,6 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     }
   });
   // Asked before now, a reload waits in the supervisor until this says the worker is ready.
-  await send({ type: 'callout:ready', policy: daemon.policyAddress, config: daemon.configDigest });
+  await send({ type: 'callout:ready', policy: daemon.policyAddress, config: daemon.configDigest, restart: daemon.restartDigest });
   return daemon;
 }

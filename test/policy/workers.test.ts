@@ -309,6 +309,37 @@ describe('callout serve --workers 2, a worker replaced after the configuration f
   });
 });
 
+describe('callout serve --workers 2, a worker replaced after a restart-only setting was edited and not applied', () => {
+  it('warns that the replacement read restart-only settings the running workers do not run, apart from the configuration\'s warning', async () => {
+    const config = join(dataDir, 'edited-store.yaml');
+    writeFileSync(config, 'policy:\n  stages:\n    - name: sender-callout\n');
+    const serve = await serveWithWorkers('127.0.0.1:0', ['--config', config]);
+    try {
+      // Another SQLite file, not yet meant to apply: the replacement would keep its greylist triplets and verdicts there.
+      writeFileSync(config, 'store:\n  path: moved.sqlite\npolicy:\n  stages:\n    - name: sender-callout\n');
+      const mark = serve.logs.length;
+      process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGKILL');
+      await serve.waitForLog((l) => l.msg === 'policy worker died; starting another', 'the death logged', mark);
+      const replaced = await serve.waitForLog((l) => l.msg === 'policy worker replaced', 'the replacement', mark, 60_000);
+      const warning = serve.logs.slice(mark).find((l) => l.level === 40 && / started in place of one that died, read restart-only settings/.test(String(l.msg)));
+      assert.ok(warning, JSON.stringify(serve.logs.slice(mark).map((l) => l.msg)));
+      const replacement = warning.worker as number;
+      assert.ok((replaced.workers as number[]).includes(warning.pid as number), 'the warning names the replacement\'s pid');
+      assert.equal(
+        warning.msg,
+        `policy worker ${replacement}, started in place of one that died, read restart-only settings that differ from the running workers' (settings a reload does not apply): restart callout serve, or put the file back`,
+      );
+      assert.match(String(warning.restart), /^[0-9a-f]{12}$/);
+      assert.match(String(warning.running), /^[0-9a-f]{12}$/);
+      assert.notEqual(warning.restart, warning.running, 'the two digests differ');
+      assert.ok(existsSync(join(dataDir, 'moved.sqlite')), 'the replacement opened the store the file names now');
+      assert.deepEqual(serve.logs.filter((l) => String(l.msg).startsWith('workers run different configurations')), [], 'what a reload applies is the same: no SIGHUP would help');
+    } finally {
+      assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+    }
+  });
+});
+
 describe('workerShare', () => {
   it('gives each of N workers its part of limits.concurrency, at least 1, and the limits counted in the store whole', () => {
     const limits = validateConfig({ limits: { concurrency: 64, perHostConcurrency: 4, perDomainPerMinute: 30 } }).limits;
@@ -831,6 +862,10 @@ describe('Supervisor', () => {
       for (const config of ['', 'x'.repeat(100_000), 'a'.repeat(65), 'ABCDEF012345', 12, null]) {
         assert.deepEqual(readWorkerMessage({ type: 'callout:ready', policy: '127.0.0.1:1', config }), { type: 'callout:ready', policy: '127.0.0.1:1' }, `config ${JSON.stringify(config).slice(0, 20)}: ready, without it`);
       }
+      assert.deepEqual(readWorkerMessage({ type: 'callout:ready', policy: '127.0.0.1:1', config: '0123456789ab', restart: 'ba9876543210' }), { type: 'callout:ready', policy: '127.0.0.1:1', config: '0123456789ab', restart: 'ba9876543210' });
+      for (const restart of ['', 'x'.repeat(100_000), 'ABCDEF012345', 12]) {
+        assert.deepEqual(readWorkerMessage({ type: 'callout:ready', policy: '127.0.0.1:1', restart }), { type: 'callout:ready', policy: '127.0.0.1:1' }, `restart ${JSON.stringify(restart).slice(0, 20)}: ready, without it`);
+      }
       assert.equal(readWorkerMessage({ type: 'callout:reloaded', seq: 1, accepted: true, config: 'x'.repeat(100_000) }), undefined);
       assert.equal(readWorkerMessage({ type: 'callout:reloaded', seq: 1, accepted: true, config: 'a'.repeat(64) })?.type, 'callout:reloaded');
     });
@@ -892,7 +927,7 @@ describe('Supervisor', () => {
         assert.equal(await reloadsOf(held[0]!), 0, 'started after the reload was asked for, it is not asked to reload');
         await scriptWorker(survivor!, 'test:release', {});
         assert.ok(await until(() => lines.some((l) => String(l.msg).startsWith('reload done') || differing(lines).length > 0)), JSON.stringify(lines.slice(-3)));
-        assert.match(String(differing(lines)[0]?.msg), new RegExp(`^workers run different configurations after reload: worker ${survivor!.id} accepted, running configuration aaaaaaaaaaaa; worker ${held[0]!.id} accepted, running configuration bbbbbbbbbbbb; send SIGHUP again$`));
+        assert.match(String(differing(lines)[0]?.msg), new RegExp(`^workers run different configurations after reload: worker ${survivor!.id} accepted, running configuration aaaaaaaaaaaa; worker ${held[0]!.id} started, running configuration bbbbbbbbbbbb; send SIGHUP again$`), 'the replacement got no reload to accept');
         assert.deepEqual(split(lines), [], 'named once, in the reload\'s warning');
       } finally {
         done();
