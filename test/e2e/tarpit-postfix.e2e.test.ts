@@ -160,7 +160,7 @@ describe('tarpit behind real Postfix', () => {
     const replies = rcptReplies(transcript);
     assert.equal(replies.length, 4, `four RCPTs answered, the connection closed after the fourth:\n${transcript}`);
     for (const [n, reply] of replies.slice(0, 3).entries()) {
-      assert.match(reply, new RegExp(`^550 5\\.1\\.1 <nobody${n}@local\\.test>: Recipient address rejected: Recipient address rejected: `), transcript);
+      assert.match(reply, new RegExp(`^550 5\\.1\\.1 <nobody${n}@local\\.test>: Recipient address rejected: undeliverable address: `), transcript);
     }
     assert.match(replies[3]!, /^421 4\.7\.0 <nobody3@local\.test>: Recipient address rejected: Too many rejected recipients from 127\.0\.0\.1, try again later$/);
     assert.ok(seconds >= 3, `the second and third refusals came 1 s and 2 s late: ${seconds.toFixed(1)} s in all`);
