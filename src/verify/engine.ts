@@ -372,7 +372,7 @@ export class CalloutEngine {
       this.result(mailbox.address, started, {
         verdict,
         reason: fact.reason,
-        description: `${fact.description} (remembered for the domain)`,
+        description: `${otherAddressesHidden(fact.description, mailbox)} (remembered for the domain)`,
         ...(fact.reply ? { reply: fact.reply } : {}),
       }, 'domain-cache', {
         catchAll: facts.catchall?.state ?? 'not-run',
@@ -847,4 +847,17 @@ function describeResolution(domain: string, resolution: Exclude<MxResolution, { 
     case 'tempfail':
       return { verdict: 'unknown', reason: 'dns-tempfail', description: `DNS lookup for ${domain} failed temporarily: ${resolution.reason}` };
   }
+}
+
+/**
+ * A domain record's description, as it answers another address of the domain: the address the
+ * probe asked (`RCPT TO:<grey@example.org>`, and the server's words quoting it) becomes
+ * `<…@example.org>`, since the answer goes into the reply to whoever now sends as another
+ * address of that domain, and the first one was someone else's. The mailbox's own stays.
+ */
+function otherAddressesHidden(description: string, mailbox: Mailbox): string {
+  const own = mailbox.address.toLowerCase();
+  return description.replace(/<([^<>\s]*)@([^<>\s@]+)>/g, (whole, local: string, domain: string) =>
+    domain.toLowerCase() === mailbox.asciiDomain.toLowerCase() && `${local}@${domain}`.toLowerCase() !== own ? `<…@${domain}>` : whole,
+  );
 }

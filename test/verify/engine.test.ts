@@ -316,6 +316,20 @@ describe('verdicts from one exchanger', () => {
     assert.equal(retried.verdict, 'deliverable');
   });
 
+  it('a domain record that answers another address of the domain does not name the address the probe asked', async () => {
+    const w = await make(mxZone({ 'grey.test': '127.0.0.2' }), { '127.0.0.2': greylistOnce() });
+    const engine = w.engine({ callout: { randomProbe: false } });
+    const first = await engine.verify('alice@grey.test');
+    assert.match(first.description, /RCPT TO:<alice@grey\.test>/);
+    const other = await engine.verify('bob@grey.test');
+    assert.deepEqual([other.source, other.reason], ['domain-cache', 'greylisted'], other.description);
+    // It goes into the reply to whoever sends as bob@: alice@ was someone else's address.
+    assert.ok(!other.description.includes('alice'), other.description);
+    assert.match(other.description, /RCPT TO:<…@grey\.test>.*\(remembered for the domain\)$/);
+    const again = await engine.verify('alice@grey.test');
+    assert.match(again.description, /RCPT TO:<alice@grey\.test>/, 'the address asked keeps its own name');
+  });
+
   it('postmaster probe: a domain refusing postmaster makes a deliverable answer risky', async () => {
     const w = await make(mxZone({ 'nopm.test': '127.0.0.2' }), {
       '127.0.0.2': { rcpt: (arg) => (/postmaster|alice|bob/i.test(arg) ? (/alice|bob/.test(arg) ? '250 2.1.5 Ok' : '550 5.1.1 No postmaster') : '550 5.1.1 Unknown') },
