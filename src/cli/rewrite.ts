@@ -638,7 +638,7 @@ function unusedServeFlags(flags: ServeFlags, unixListener: boolean): Array<{ fla
     if (flags.batvWindow !== undefined) note('--batv-window', 'without --batv-key-file there is no BATV map to check with it', 'give --batv-key-file');
     if (flags.batvDomain.length > 0) note('--batv-domain', 'without --batv-key-file there is no BATV map to sign with it', 'give --batv-key-file');
   }
-  if (flags.socketMode !== undefined && !unixListener) note('--socket-mode', 'a TCP listener has no permissions to set, and no UNIX socket listener is given', 'give --socketmap PATH');
+  if (flags.socketMode !== undefined && !unixListener) note('--socket-mode', 'a TCP listener has no permissions to set, and no UNIX socket listener is given', 'give --socketmap PATH or --tcp-table MAP=PATH');
   return unused;
 }
 

@@ -577,7 +577,7 @@ describe('callout rewrite serve', () => {
       const served = await run(['rewrite', 'serve', ...listeners, '--socket-mode', '0600', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { stop: AbortSignal.abort(), log });
       assert.equal(served.code, 0, listeners.join(' '));
       assert.match(served.out, / listening on 127\.0\.0\.1:\d+\n$/, listeners.join(' '));
-      assert.deepEqual(warnings, [[{ flag: '--socket-mode' }, '--socket-mode has no effect: a TCP listener has no permissions to set, and no UNIX socket listener is given; give --socketmap PATH, or leave --socket-mode out']], listeners.join(' '));
+      assert.deepEqual(warnings, [[{ flag: '--socket-mode' }, '--socket-mode has no effect: a TCP listener has no permissions to set, and no UNIX socket listener is given; give --socketmap PATH or --tcp-table MAP=PATH, or leave --socket-mode out']], listeners.join(' '));
     }
   });
 
