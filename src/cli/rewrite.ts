@@ -424,10 +424,10 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
 }
 
 /**
- * What only shapes the addresses forward writes: reverse reads any separator and either alphabet,
- * and reverses an address of any domain, so these were ignored without a word.
+ * Flags only srs forward uses (reverse reads any separator and either alphabet, and reverses
+ * addresses of every domain), said on stderr when given to reverse: a script that passes both
+ * directions the same flags keeps working.
  */
-/** Flags only srs forward uses, said on stderr when given to reverse (a script that passes both directions the same flags keeps working). */
 function warnForwardOnlyFlags(flags: SrsFlags, err: NodeJS.WritableStream): void {
   const given = [
     flags.separator !== undefined && '--separator',

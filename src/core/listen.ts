@@ -105,7 +105,7 @@ export function sameListener(a: ListenAddress, b: ListenAddress): boolean {
  * `socketPath` (its clients have no address of their own), or `unknown` for a connection reset
  * before it was accepted, which has no peer left to name (`unknown:undefined` was logged).
  */
-export function remoteEnd(socket: net.Socket, socketPath?: string): string {
+export function remoteEnd(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }, socketPath?: string): string {
   if (socketPath !== undefined) return `unix:${socketPath}`;
   const address = socket.remoteAddress;
   if (address === undefined) return 'unknown';

@@ -169,6 +169,11 @@ export class PolicyRequestDecoder {
     return this.stopped;
   }
 
+  /** Whether a request has begun and is neither whole nor refused. */
+  get hasUnfinishedRequest(): boolean {
+    return this.requestBytes > 0 && !this.stopped;
+  }
+
   push(chunk: Buffer): PolicyDecodeEvent[] {
     const events: PolicyDecodeEvent[] = [];
     let start = 0;

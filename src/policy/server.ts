@@ -408,7 +408,7 @@ class PolicyConnection implements Answered {
     socket.on('end', () => {
       this.peerEnded = true;
       // Unsaid, a request typed by hand without its closing empty line got no answer and no reason.
-      if (!this.finishing && this.decoder.requestBytes > 0 && !this.decoder.isStopped) {
+      if (!this.finishing && this.decoder.hasUnfinishedRequest) {
         this.context.log.info({ ...this.fields(), unfinishedBytes: this.decoder.requestBytes }, 'policy client ended the connection in the middle of a request (one ends with an empty line); dropped without a reply');
       }
       if (!this.handling) this.finish();
@@ -575,7 +575,7 @@ class PolicyConnection implements Answered {
 
   /** Starts the wait for the rest of a request whose first octets just came; ends it when none is unfinished. */
   private watchArrival(): void {
-    if (this.decoder.requestBytes === 0 || this.decoder.isStopped) {
+    if (!this.decoder.hasUnfinishedRequest) {
       this.partialSince = undefined;
       return;
     }

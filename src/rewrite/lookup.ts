@@ -68,7 +68,7 @@ export interface LookupLog {
 }
 
 /** Postfix writes a request at once; ten seconds is a slow network, more is a client holding a slot. */
-export const LOOKUP_ARRIVAL_TIMEOUT_MS = 10_000;
+const LOOKUP_ARRIVAL_TIMEOUT_MS = 10_000;
 
 /** How long a refused client has to read the reply and close before its socket is destroyed. */
 const REFUSED_LINGER_MS = 2_000;
@@ -135,7 +135,7 @@ export abstract class LookupServer {
     const maxConnections = options.maxConnections ?? 200;
     this.server.maxConnections = maxConnections;
     this.server.on('drop', (peer) => {
-      if (this.dropped++ === 0) this.log.warn({ listener: this.label, maxConnections, remote: peer ? `${peer.remoteAddress ?? '?'}:${peer.remotePort ?? '?'}` : undefined }, 'too many connections; refusing new ones until some close');
+      if (this.dropped++ === 0) this.log.warn({ listener: this.label, maxConnections, remote: peer ? remoteEnd(peer, this.socketPath) : undefined }, 'too many connections; refusing new ones until some close');
     });
   }
 

@@ -1,14 +1,14 @@
 // callout.sourceAddress: the address callouts leave from, for connections of its own family.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { worldMaker } from './fixture.js';
+import { mxZone, worldMaker } from './fixture.js';
 import { usersOnly } from '../support/smtp-server.js';
 
 const make = worldMaker();
 
 describe('callout.sourceAddress', () => {
   it('binds an IPv4 connection to it', async () => {
-    const w = await make({ 'four.test': { MX: [{ priority: 10, exchange: 'mx.four.test' }] }, 'mx.four.test': { A: ['127.0.0.2'] } }, { '127.0.0.2': usersOnly(['alice']) });
+    const w = await make(mxZone({ 'four.test': '127.0.0.2' }), { '127.0.0.2': usersOnly(['alice']) });
     const r = await w.engine({ callout: { sourceAddress: '127.0.0.3' } }).verify('alice@four.test');
     assert.equal(r.verdict, 'deliverable', r.description);
     assert.deepEqual(w.smtp.get('127.0.0.2')!.sessions.map((s) => s.remoteAddress), ['127.0.0.3']);

@@ -32,8 +32,8 @@ const POSTGREY: GreylistSettings = { delayMs: 300 * S, retryWindowMs: 2 * DAY, m
 
 function setup(settings: Partial<GreylistSettings> = {}) {
   const clock = new ManualClock();
-  const greylist = new Greylist(new MemoryStore({ clock }), clock, { ...POSTGREY, ...settings });
-  return { clock, greylist };
+  const store = new MemoryStore({ clock });
+  return { clock, store, greylist: new Greylist(store, clock, { ...POSTGREY, ...settings }) };
 }
 
 const triplet = (over: Partial<GreylistRequest> = {}): GreylistRequest => ({
@@ -675,8 +675,7 @@ describe('greylist rows read back, fuzzed', () => {
   it('check() answers a pass or a defer within the delay, and list() reads what it can, whatever the rows', async () => {
     await fc.assert(
       fc.asyncProperty(row, row, row, fc.integer({ min: 0, max: 3 * DAY }), async (tripletRow, clientRow, domainRow, later) => {
-        const { clock, greylist } = setup({ domainAutoAllow: 2 });
-        const store = (greylist as unknown as { store: Store }).store;
+        const { clock, store, greylist } = setup({ domainAutoAllow: 2 });
         const t = triplet();
         await store.set(greylist.tripletKey(t.client, t.sender, t.recipient), tripletRow, DAY);
         await store.set(greylist.clientKey(t.autoAllowKey), clientRow, DAY);
@@ -701,8 +700,7 @@ describe('greylist rows read back, fuzzed', () => {
   });
 
   it('reads a "first,last" row of up to 64 characters, and none longer', async () => {
-    const { clock, greylist } = setup();
-    const store = (greylist as unknown as { store: Store }).store;
+    const { clock, store, greylist } = setup();
     const t = triplet();
     const key = greylist.tripletKey(t.client, t.sender, t.recipient);
     const passed = `${clock.now() - 2 * POSTGREY.delayMs},${clock.now() - POSTGREY.delayMs}`;
@@ -717,8 +715,7 @@ describe('greylist rows read back, fuzzed', () => {
   });
 
   it('reads a domain record of at most MAX_DOMAIN_AUTO_ALLOW senders and 1,539,064 characters, and none larger', async () => {
-    const { clock, greylist } = setup({ domainAutoAllow: 2 });
-    const store = (greylist as unknown as { store: Store }).store;
+    const { clock, store, greylist } = setup({ domainAutoAllow: 2 });
     const t = triplet();
     const key = greylist.domainKey(t.client, 'sender.example');
     const allowed = async (value: string): Promise<boolean> => {
@@ -749,8 +746,7 @@ describe('greylist rows read back, fuzzed', () => {
     const tripletRow = fc.option(fc.oneof(fc.tuple(time, ahead), fc.tuple(ahead, time)).map(([first, last]) => `${first},${last}`), { nil: undefined });
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 5 }), count, time, fc.array(tripletRow, { minLength: 5, maxLength: 5 }), async (level, stored, last, tripletRows) => {
-        const { clock, greylist } = setup({ autoAllowClients: level });
-        const store = (greylist as unknown as { store: Store }).store;
+        const { clock, store, greylist } = setup({ autoAllowClients: level });
         const recipient = (n: number) => `r${n}@example.test`;
         await store.set(greylist.clientKey('192.0.2.10'), `${stored},${last}`, maxAge);
         for (const [n, row] of tripletRows.entries()) {
@@ -776,8 +772,7 @@ describe('greylist rows read back, fuzzed', () => {
   });
 
   it('reads a long row in linear time', async () => {
-    const { greylist } = setup({ domainAutoAllow: 2 });
-    const store = (greylist as unknown as { store: Store }).store;
+    const { store, greylist } = setup({ domainAutoAllow: 2 });
     const t = triplet();
     // The rows are written again before each check: a check may rewrite what it read.
     const ms = await elapsedMsAsync(async () => {
@@ -794,9 +789,7 @@ describe('greylist bounds of time and counts', () => {
   const HOUR = 3_600 * S;
 
   it("refreshes an auto-allowed client's row, and a domain's, exactly an hour after it was written, not a millisecond before", async () => {
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const greylist = new Greylist(store, clock, { ...POSTGREY, domainAutoAllow: 2 });
+    const { clock, store, greylist } = setup({ domainAutoAllow: 2 });
     const written = clock.now();
     await greylist.allowClient('192.0.2.10');
     const domainKey = greylist.domainKey('192.0.2.0/24', 'pool.example');
@@ -815,9 +808,7 @@ describe('greylist bounds of time and counts', () => {
   });
 
   it('records the last-seen time of every deferred retry, one 500 ms after the first too', async () => {
-    const clock = new ManualClock();
-    const store = new MemoryStore({ clock });
-    const greylist = new Greylist(store, clock, POSTGREY);
+    const { clock, store, greylist } = setup();
     const first = clock.now();
     await greylist.check(triplet());
     clock.advance(500);
@@ -850,8 +841,7 @@ describe('greylist bounds of time and counts', () => {
   });
 
   it('reads a row whose time is exactly max-age ahead (a daemon whose clock runs ahead), and none further, nor a row with no first field', async () => {
-    const { clock, greylist } = setup();
-    const store = (greylist as unknown as { store: Store }).store;
+    const { clock, store, greylist } = setup();
     const maxAge = POSTGREY.maxAgeMs;
     const clientKey = greylist.clientKey('192.0.2.10');
     await store.set(clientKey, `5,${clock.now() + maxAge}`, maxAge);
