@@ -98,6 +98,8 @@ function stageOptions(config: Config, configPath: string | undefined, err: NodeJ
 interface Settings {
   config: Config;
   options: GreylistOptions;
+  /** Where the command's warnings and the store's upgrade line go. */
+  err: NodeJS.WritableStream;
 }
 
 /**
@@ -107,7 +109,7 @@ interface Settings {
  */
 function configured(flags: CommonFlags, err: NodeJS.WritableStream): Settings {
   const config = daemonStateConfig(flags, 'the greylist', err);
-  return { config, options: stageOptions(config, flags.config, err) };
+  return { config, options: stageOptions(config, flags.config, err), err };
 }
 
 /** domain:NAME with NAME a host name as the stage makes them (organisational domains): labels of letters, digits and inner hyphens. */
@@ -219,7 +221,7 @@ export async function printGreylist(list: Greylist, request: ListRequest, out: N
 /** `read`: listing or dropping, which need an existing store; `write`: allowing, which may make it. */
 async function withGreylist(settings: Settings, access: 'read' | 'write', work: (greylist: Greylist) => Promise<void>): Promise<void> {
   const spec = configuredStore(settings.config);
-  const store: Store = access === 'write' ? await openCommandStore(spec) : await openExistingStore(spec);
+  const store: Store = access === 'write' ? await openCommandStore(spec, undefined, settings.err) : await openExistingStore(spec, undefined, undefined, settings.err);
   try {
     await work(greylistFromOptions(settings.options, store, systemClock));
   } finally {

@@ -371,8 +371,9 @@ function storeOptions(command: Command): Command {
 
 /** `read`: a listing, a query or a removal, which need an existing store; `write`: a bounce, which may make it. */
 async function withSuppression<T>(flags: StoreFlags, access: 'read' | 'write', io: RewriteCommandIo, run: (list: SuppressionList) => Promise<T>, clock: Clock = systemClock): Promise<T> {
-  const spec = suppressionStore(flags, io.err ?? process.stderr);
-  const store = access === 'write' ? await openCommandStore(spec, clock) : await openExistingStore(spec, clock, '--store, --data-dir, -c');
+  const err = io.err ?? process.stderr;
+  const spec = suppressionStore(flags, err);
+  const store = access === 'write' ? await openCommandStore(spec, clock, err) : await openExistingStore(spec, clock, '--store, --data-dir, -c', err);
   try {
     return await run(new SuppressionList(store, { clock }));
   } finally {

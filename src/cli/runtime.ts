@@ -60,12 +60,12 @@ export function storePath(config: Config): string {
  * that is not there is an error, where opening it would create an empty store in a mistyped
  * --data-dir and list nothing, as if the daemon had kept nothing.
  */
-export async function openExistingStore(spec: StoreSpec, clock: Clock = systemClock, options = '--data-dir, -c'): Promise<Store> {
+export async function openExistingStore(spec: StoreSpec, clock: Clock = systemClock, options = '--data-dir, -c', err: NodeJS.WritableStream = process.stderr): Promise<Store> {
   if (spec.kind === 'sqlite' && !existsSync(spec.path)) {
     // Only the options the command has: `greylist` has no --store to check.
     throw new ConfigError(`${spec.path}: no store there: nothing has been written to it yet (check ${options} or store.path)`);
   }
-  return openCommandStore(spec, clock);
+  return openCommandStore(spec, clock, err);
 }
 
 /**

@@ -221,10 +221,11 @@ describe('suppression list: values that are not entries', () => {
 });
 
 describe('suppression entries read back, fuzzed', () => {
+  const entry = { address: 'a@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 };
+
   it('reads an entry whose diagnostic or reporting MTA is no text as none: `bounce list` threw a TypeError on it (regression)', async () => {
     const store = new MemoryStore();
     const list = new SuppressionList(store);
-    const entry = { address: 'a@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 };
     await store.set('supp:a@example.org', JSON.stringify({ ...entry, diagnostic: { toString: 1 } }), 60_000);
     await store.set('supp:b@example.org', JSON.stringify({ ...entry, address: 'b@example.org', reportingMta: 5 }), 60_000);
     await store.set('supp:c@example.org', JSON.stringify({ ...entry, address: 'c@example.org', diagnostic: 'smtp; 550 no such user' }), 60_000);
@@ -235,7 +236,6 @@ describe('suppression entries read back, fuzzed', () => {
   it('reads an entry of up to 1 MiB, and none longer (another program\'s on a shared Redis)', async () => {
     const store = new MemoryStore();
     const list = new SuppressionList(store);
-    const entry = { address: 'a@example.org', status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: 1, lastSeen: 1, count: 1 };
     await fc.assert(
       fc.asyncProperty(paddedRecords(JSON.stringify(entry), 1_048_576), async ({ text, readable }) => {
         await store.set('supp:a@example.org', text, 60_000);

@@ -503,21 +503,17 @@ describe('callout rewrite serve', () => {
     } finally {
       child.kill('SIGKILL');
     }
-    // In process, the handler goes with the service.
-    const before = process.listenerCount('SIGUSR1');
-    const quiet: LookupLog = { info: () => undefined, warn: () => undefined };
-    const whileServing = await serving(['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { log: quiet }, async () => process.listenerCount('SIGUSR1'));
-    assert.equal(whileServing, before + 1, 'a SIGUSR1 handler while it serves');
-    assert.equal(process.listenerCount('SIGUSR1'), before, 'no SIGUSR1 handler once stopped');
   });
 
-  it('takes SIGHUP while it serves and leaves no handler behind once stopped', async () => {
-    const before = process.listenerCount('SIGHUP');
+  it('takes SIGHUP and SIGUSR1 while it serves and leaves no handler behind once stopped', async () => {
     const quiet: LookupLog = { info: () => undefined, warn: () => undefined };
-    const whileServing = await serving(['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { log: quiet }, async () => process.listenerCount('SIGHUP'));
-    assert.equal(whileServing, before + 1, 'a SIGHUP handler while it serves');
-    // Left behind, it read the files of a stopped service again on every SIGHUP to the process.
-    assert.equal(process.listenerCount('SIGHUP'), before, 'no SIGHUP handler once stopped');
+    for (const signal of ['SIGHUP', 'SIGUSR1'] as const) {
+      const before = process.listenerCount(signal);
+      const whileServing = await serving(['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'example.com'], { log: quiet }, async () => process.listenerCount(signal));
+      assert.equal(whileServing, before + 1, `a ${signal} handler while it serves`);
+      // Left behind, a SIGHUP handler read the files of a stopped service again on every SIGHUP to the process.
+      assert.equal(process.listenerCount(signal), before, `no ${signal} handler once stopped`);
+    }
   });
 
   it('strips by default only tags of the bounded window, not an old one Exim takes again later in the 1000-day cycle', async () => {

@@ -17,7 +17,7 @@ import { RedisStore } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import type { Dialer } from '../../src/smtp/types.js';
 import { CalloutEngine } from '../../src/verify/engine.js';
-import { Politeness, type HostSlot } from '../../src/verify/politeness.js';
+import { Politeness, type HostSlot, type PolitenessOptions } from '../../src/verify/politeness.js';
 import { ManualClock, ManualTimers } from '../support/manual-time.js';
 import { acceptAll, dropAfterRset, pathOf, pipelining, refuseNullSender, rejectEhlo, rejectGreeting, usersOnly } from '../support/smtp-server.js';
 import { startRedis } from '../support/redis.js';
@@ -94,6 +94,11 @@ function gatedStore(clock: ManualClock): { memory: MemoryStore; store: Store; op
     },
   });
   return { memory, store, open };
+}
+
+/** A Politeness on `store` with the settings these tests share: one connection per host, leases of 65 s, no rate limits. */
+function politenessOn(store: Store, clock: ManualClock, over: Partial<PolitenessOptions> = {}): Politeness {
+  return new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '', ...over });
 }
 
 describe('targets: private and loopback exchangers are refused unless allowTargets names them', () => {
@@ -362,7 +367,7 @@ describe('limits on every path', () => {
     const clock = new ManualClock();
     const [one, two] = await shared(t, clock);
     const politeness = (store: Store) =>
-      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+      politenessOn(store, clock);
     const crashed = politeness(one);
     const alive = politeness(two);
     const deadline = () => performance.now() + 5_000;
@@ -392,7 +397,7 @@ describe('limits on every path', () => {
     const clock = new ManualClock();
     const { memory, store, open } = gatedStore(clock);
     const timers = new ManualTimers({ wall: clock });
-    const politeness = new Politeness({ clock, timers, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock, { timers });
     let slotAtDeadline: HostSlot | undefined;
     void politeness.acquireHost('192.0.2.1', timers.now() + 50).then((slot) => (slotAtDeadline = slot));
     await timers.advance(49);
@@ -413,7 +418,7 @@ describe('limits on every path', () => {
     const clock = new ManualClock();
     const { memory, store, open } = gatedStore(clock);
     const politeness = (): Politeness =>
-      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+      politenessOn(store, clock);
     const stopping = politeness();
     const asked = stopping.acquireHost('192.0.2.1', performance.now() + 5_000);
     stopping.releaseLeases();
@@ -443,7 +448,7 @@ describe('limits on every path', () => {
       },
     });
     const politeness = (): Politeness =>
-      new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+      politenessOn(store, clock);
     const stopping = politeness();
     const asked = stopping.acquireHost('192.0.2.1', performance.now() + 5_000);
     await written;
@@ -464,7 +469,7 @@ describe('limits on every path', () => {
       kind: 'sqlite' as const,
       compareAndSet: async (...args: Parameters<Store['compareAndSet']>) => (busy-- > 0 ? false : memory.compareAndSet(...args)),
     });
-    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock);
     const slot = await politeness.acquireHost('192.0.2.1', performance.now() + 5_000);
     assert.equal(typeof slot, 'object', `three lost races, then the lease: ${JSON.stringify(slot)}`);
     await memory.close();
@@ -478,7 +483,7 @@ describe('limits on every path', () => {
       get: async (key: string) => (asked.push(key), memory.get(key)),
       increment: async (...args: Parameters<Store['increment']>) => (asked.push(args[0]), memory.increment(...args)),
     });
-    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: Infinity, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock, { perHostConcurrency: Infinity });
     assert.equal(await politeness.admitDomain('example.org'), true);
     assert.equal(await politeness.admitConnection('192.0.2.1'), true);
     assert.deepEqual(asked, []);
@@ -488,7 +493,7 @@ describe('limits on every path', () => {
   it('a slot given back twice is given back once: the limits still hold', async () => {
     const clock = new ManualClock();
     const store = new MemoryStore({ clock });
-    const politeness = new Politeness({ clock, concurrency: 1, perHostConcurrency: 1, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock, { concurrency: 1 });
     const release = politeness.acquireGlobal();
     assert.ok(release, 'the first callout gets a slot');
     release();
@@ -511,7 +516,7 @@ describe('limits on every path', () => {
     const { memory, store, open } = gatedStore(clock);
     open();
     const leaseMs = 65_000;
-    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 2, leaseMs, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock, { perHostConcurrency: 2, leaseMs });
     const expiry = fc.oneof(fc.double(), fc.integer(), fc.constantFrom(1e300, Number.MAX_SAFE_INTEGER, clock.now() + 1e12, clock.now() + 1, clock.now()), fc.string(), fc.constant(null));
     const stored = fc.oneof(fc.string(), fc.json(), fc.dictionary(fc.string({ maxLength: 8 }), expiry, { maxKeys: 4 }).map((map) => JSON.stringify(map)));
     const check = async (value: string): Promise<void> => {
@@ -536,7 +541,7 @@ describe('limits on every path', () => {
     const clock = new ManualClock();
     const { memory, store, open } = gatedStore(clock);
     open();
-    const politeness = new Politeness({ clock, concurrency: 8, perHostConcurrency: 2, leaseMs: 65_000, perDomainPerMinute: Infinity, perHostConnectionsPerMinute: Infinity, allowTargets: [], store, keyPrefix: '' });
+    const politeness = politenessOn(store, clock, { perHostConcurrency: 2 });
     const full = JSON.stringify({ a: clock.now() + 60_000, b: clock.now() + 60_000 });
     await fc.assert(
       fc.asyncProperty(paddedRecords(full, 131_072), async ({ text, readable }) => {

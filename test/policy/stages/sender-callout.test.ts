@@ -553,13 +553,15 @@ describe('sender-callout: a sender whose SPF passed', () => {
 });
 
 describe('sender-callout: late verdicts read back, fuzzed', () => {
+  /** A late verdict as the stage writes one. */
+  const good = { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', catchAll: 'not-run', postmaster: 'not-run', stale: false, checkedAt: 1, durationMs: 2, reply: { stage: 'rcpt', code: 451, enhanced: '4.3.0', text: 'later' } };
+
   it('reads any stored text as an unknown verdict whose header can be written, or as none, without throwing', async () => {
     // The value is read back from a store that other versions of callout share (and that a Redis
     // administrator can write): whatever it holds, recall answers or says none is remembered.
     const clock = new ManualClock();
     const store = new MemoryStore({ clock });
     const late = new LateVerdicts(store);
-    const good = { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', catchAll: 'not-run', postmaster: 'not-run', stale: false, checkedAt: 1, durationMs: 2, reply: { stage: 'rcpt', code: 451, enhanced: '4.3.0', text: 'later' } };
     const stored = fc.oneof(
       fc.string({ maxLength: 80 }),
       fc.jsonValue({ maxDepth: 3 }).map((value) => JSON.stringify(value)),
@@ -586,7 +588,6 @@ describe('sender-callout: late verdicts read back, fuzzed', () => {
   it('reads a late verdict of up to MAX_VERDICT_RECORD_LENGTH characters, and none longer', async () => {
     const store = new MemoryStore({ clock: new ManualClock() });
     const late = new LateVerdicts(store);
-    const good = { verdict: 'unknown', reason: 'timeout', description: 'no greeting within 1000 ms', source: 'probe', catchAll: 'not-run', postmaster: 'not-run', stale: false, checkedAt: 1, durationMs: 2 };
     await fc.assert(
       fc.asyncProperty(paddedRecords(JSON.stringify(good), MAX_VERDICT_RECORD_LENGTH), async ({ text, readable }) => {
         await store.set('late:bob@example.test', text, 60_000);
