@@ -7,7 +7,9 @@
  *   forged "user unknown" report to make us stop mailing someone:
  *   - the bounce's envelope recipient (the reverse path we sent with) carries a valid,
  *     unexpired BATV signature of ours, and/or
- *   - it is a VERP address of one of our list senders, which names the recipient it was made for.
+ *   - it is a VERP address of one of our list senders, which names the recipient it was made for
+ *     (when several senders read it, list@ and list+news@ both reading list+news+bob=example.org,
+ *     the reading the report shows failed).
  *   A prvs tag that is present but invalid or expired makes the bounce unproven even when VERP
  *   would decode. With VERP, the named recipient is suppressed when the report shows it as a hard
  *   failure; with BATV alone, every hard-failed recipient of the report is. A failure reached by
@@ -198,15 +200,14 @@ export class SuppressionList {
         return { kind: 'not-proven', reason: `the bounce came to a prvs address that is ${check.status}` };
       }
     }
-    let verpRecipient: string | undefined;
-    for (const list of proofConfig.verp ?? []) {
+    // Every list sender's reading: of list-bounces and list-bounces+news, each decodes
+    // list-bounces+news+bob=example.org (news+bob@example.org, bob@example.org), and only the
+    // report tells which one we mailed.
+    const decodings = (proofConfig.verp ?? []).flatMap((list) => {
       const decoded = verpDecode(core, list.sender, list.delimiters);
-      if (decoded.ok) {
-        verpRecipient = decoded.recipient;
-        break;
-      }
-    }
-    if (!signed && verpRecipient === undefined) {
+      return decoded.ok ? [decoded.recipient] : [];
+    });
+    if (!signed && decodings.length === 0) {
       // Not "neither a valid BATV signature": no key checked the tag, and the fix is to give them.
       if (!proofConfig.batv && parsePrvs(core) !== undefined) return { kind: 'not-proven', reason: 'the bounce came to a prvs (BATV) address, and no BATV keys were given to check its tag' };
       return { kind: 'not-proven', reason: 'the bounce came to an address with neither a valid BATV signature nor a VERP tag of ours' };
@@ -215,12 +216,16 @@ export class SuppressionList {
     if (!parsed.ok) return { kind: 'not-a-bounce', reason: parsed.message };
     const report = parsed.report;
     const hard = report.recipients.filter((r) => r.hard);
+    const failed = (decoded: string) => hard.some((r) => mailboxKey(r.address) === mailboxKey(decoded));
+    const forwardedFrom = (decoded: string) => hard.some((r) => r.originalRecipient !== undefined && mailboxKey(r.originalRecipient) === mailboxKey(decoded));
+    // The reading the report names as failed, or else as forwarded; else the first, to name.
+    const verpRecipient = decodings.find(failed) ?? decodings.find(forwardedFrom) ?? decodings[0];
     let suppress: Array<{ address: string; evidence: BounceRecipient }>;
     if (verpRecipient !== undefined) {
       const named = mailboxKey(verpRecipient);
       const evidence = hard.find((r) => mailboxKey(r.address) === named);
       if (!evidence) {
-        if (hard.some((r) => r.originalRecipient !== undefined && mailboxKey(r.originalRecipient) === named) || (report.recipients.length === 1 && hard.length === 1)) {
+        if (forwardedFrom(verpRecipient) || (report.recipients.length === 1 && hard.length === 1)) {
           return { kind: 'not-proven', reason: `${verpRecipient} was forwarded, and only where it led failed: ${FORWARDED}` };
         }
         return hard.length > 0 ? { kind: 'not-proven', reason: `the report's hard failures do not include the VERP recipient ${verpRecipient}` } : { kind: 'not-hard', report };

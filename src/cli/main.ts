@@ -7,7 +7,8 @@
  *   callout verify [options] ADDRESS...      verify addresses by SMTP callout
  *   callout config check FILE                validate a configuration file
  *   callout config print [--config FILE]     show the effective configuration with defaults
- *                                            (secrets as ***)
+ *                                            (secrets as ***, defaults that depend on the
+ *                                            host as comments)
  *   callout serve | spf | senderid | greylist | batv | srs | verp | bounce | rewrite
  *                                            registered by cli/serve, cli/spf, cli/greylist
  *                                            and cli/rewrite, whose headers document them
@@ -24,11 +25,15 @@
  */
 
 import { Command, CommanderError, Help, Option } from 'commander';
-import { stringify } from 'yaml';
+import { availableParallelism, hostname } from 'node:os';
+import { Document, isMap, isScalar } from 'yaml';
 import { ConfigError, describeError } from '../core/errors.js';
 import { coalescingDestination, createLogger } from '../core/log.js';
-import { loadConfig, readConfigFile } from '../config/load.js';
+import { loadConfig, mergeConfig, readConfigFile, setIn } from '../config/load.js';
+import type { RawConfig } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
+import { hostHelo } from '../config/fqdn.js';
 import { formatDuration } from '../config/duration.js';
 import { maskPassword } from '../store/redis-url.js';
 import { HIDDEN_SECRET } from '../core/text.js';
@@ -97,11 +102,14 @@ export function buildProgram(): Command {
       process.stdout.write(`${file}: ok\n`);
     });
   addEngineOptions(
-    config.command('print').description('print the effective configuration (file, flags and defaults) as YAML'),
+    config.command('print').description('print the effective configuration (file, flags and defaults) as YAML, the defaults that depend on this host as comments'),
     SERVICE_CACHE_DEFAULT,
   ).action((flags: EngineFlags) => {
-    const effective = loadConfig(flags.config, engineOverrides(flags), {}, { flagOf });
-    process.stdout.write(stringify(JSON.parse(JSON.stringify(effective, printable))));
+    const overrides = engineOverrides(flags);
+    const effective = loadConfig(flags.config, overrides, {}, { flagOf });
+    // Read once more for the keys it sets itself: loadConfig gives only the result with the defaults.
+    const given = mergeConfig(flags.config ? readConfigFile(flags.config) : {}, overrides);
+    process.stdout.write(printedConfig(effective, given));
   });
   return program;
 }
@@ -114,6 +122,43 @@ export function buildProgram(): Command {
 function withoutEmptyListDefault(this: Help, option: Option): string {
   const empty = Array.isArray(option.defaultValue) && option.defaultValue.length === 0;
   return Help.prototype.optionDescription.call(this, empty ? Object.assign(Object.create(option) as Option, { defaultValue: undefined }) : option);
+}
+
+/** The stage option whose default is this host's name (stages/authserv-id-option). */
+const HOST_NAMED_STAGE_OPTION = 'authservId';
+
+/**
+ * The effective configuration as YAML, except that a default which depends on the host
+ * (callout.helo and a stage's authservId, its name; policy.idlePollMicros, its CPUs) is a
+ * comment, unless the file or a flag sets it: printed as a value, a file printed on one host
+ * and copied to the others gave each of them the first one's name as its EHLO name and
+ * authserv-id. Read back on this host, the file still gives the same configuration.
+ */
+function printedConfig(effective: Config, given: RawConfig): string {
+  const doc = new Document(JSON.parse(JSON.stringify(effective, printable)));
+  const asDefault = (key: string, shown: string, why: string) => {
+    if (setIn(given, key)) return;
+    const path = key.split('.');
+    const name = path.at(-1)!;
+    const map = doc.getIn(path.slice(0, -1), true);
+    if (!isMap(map)) return;
+    // Where the key stands (a default left unset, such as callout.helo, stands first).
+    const at = Math.max(0, map.items.findIndex((pair) => isScalar(pair.key) && pair.key.value === name));
+    map.delete(name);
+    const line = ` ${name}: ${shown} (default on this host: ${why})`;
+    const next = map.items[at]?.key;
+    if (isScalar(next)) next.commentBefore = [line, next.commentBefore].filter(Boolean).join('\n');
+    else map.comment = [map.comment, line].filter(Boolean).join('\n');
+  };
+  const helo = hostHelo();
+  asDefault('callout.helo', helo ?? 'none', helo ? 'its name' : `its name, ${hostname()}, is not fully qualified, so callouts are off`);
+  const cpus = availableParallelism();
+  asDefault('policy.idlePollMicros', String(effective.policy.idlePollMicros), `it has ${cpus} CPU${cpus === 1 ? '' : 's'}`);
+  effective.policy.stages.forEach((stage, index) => {
+    const value = stage[HOST_NAMED_STAGE_OPTION];
+    if (typeof value === 'string') asDefault(`policy.stages.${index}.${HOST_NAMED_STAGE_OPTION}`, value, 'its name');
+  });
+  return doc.toString();
 }
 
 /**

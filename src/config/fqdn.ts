@@ -12,10 +12,12 @@
  *   network can resolve: localhost and names under .localhost (RFC 6761), .localdomain (the
  *   name many installers leave, "localhost.localdomain") and .local (mDNS, RFC 6762). Sent to
  *   another site's MX such a name identifies nobody, and callouts are to identify themselves
- *   honestly.
+ *   honestly. hostHelo() is the name callout.helo falls back to: the host's own, when it is
+ *   announceable.
  */
 
 import { isAscii } from 'node:buffer';
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 export const FQDN_PATTERN = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -24,6 +26,12 @@ const LOCAL_ONLY_NAME = /(?:^|\.)(?:localhost|localdomain|local)$/i;
 
 export function isAnnounceable(name: string): boolean {
   return FQDN_PATTERN.test(name) && !LOCAL_ONLY_NAME.test(name);
+}
+
+/** callout.helo when it is not set: this host's name, or none (and no callouts). */
+export function hostHelo(): string | undefined {
+  const name = hostname();
+  return isAnnounceable(name) ? name : undefined;
 }
 
 /**

@@ -172,7 +172,7 @@ export function loadConfig(path: string | undefined, overrides: RawConfig = {}, 
 }
 
 /** Whether `raw` holds the dotted `key` (an entry of a list too: callout.allowTargets.1). */
-function setIn(raw: unknown, key: string): boolean {
+export function setIn(raw: unknown, key: string): boolean {
   let node = raw;
   for (const part of key.split('.')) {
     if (node === null || typeof node !== 'object' || !Object.hasOwn(node, part)) return false;

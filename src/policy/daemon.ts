@@ -52,7 +52,7 @@ import { RequestTimeClock, systemClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { abbreviate, describeError } from '../core/errors.js';
 import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
-import { isAnnounceable } from '../config/fqdn.js';
+import { hostHelo } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
@@ -250,7 +250,7 @@ interface GenerationDeps {
  */
 function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
   const resolver = createResolver(config, deps.clock);
-  const helo = config.callout.helo ?? (isAnnounceable(hostname()) ? hostname() : undefined);
+  const helo = config.callout.helo ?? hostHelo();
   if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
   config.policy.stages.forEach((entry, index) => {
     if (entry.name !== 'tarpit' || entry.mode === 'off') return;

@@ -110,6 +110,29 @@ describe('SuppressionList', () => {
     assert.deepEqual(direct.kind === 'recorded' && direct.entries.map((e) => [e.address, e.proof]), [['bob@example.org', 'verp']]);
   });
 
+  it('of two list senders that both decode the address, keeps the recipient the report confirms, whichever is listed first', async () => {
+    // list-bounces+news+bob=example.org@… is bob@example.org to list-bounces+news, and
+    // news+bob@example.org to list-bounces: the report names bob as the one that failed.
+    const senders = [{ sender: 'list-bounces@lists.example.com' }, { sender: 'list-bounces+news@lists.example.com' }];
+    const finalOnly = fixture('postfix-dsn.eml').replace(/Original-Recipient: rfc822; ?bob@example\.org\n/i, '');
+    assert.notEqual(finalOnly, fixture('postfix-dsn.eml'), 'the fixture names bob@example.org as Original-Recipient');
+    for (const order of [senders, [...senders].reverse()]) {
+      const { list } = setup();
+      const outcome = await list.recordBounce({ envelopeRecipient: 'list-bounces+news+bob=example.org@lists.example.com', message: finalOnly }, { verp: order });
+      assert.deepEqual(outcome.kind === 'recorded' ? outcome.entries.map((e) => [e.address, e.proof]) : outcome, [['bob@example.org', 'verp']], `recorded bob with ${order[0]!.sender} first`);
+    }
+    // Neither reading failed in the report: the first one is named, as with one sender.
+    const { list } = setup();
+    const outcome = await list.recordBounce({ envelopeRecipient: 'list-bounces+news+judy=example.org@lists.example.com', message: fixture('multi-recipient-dsn.eml') }, { verp: senders });
+    assert.deepEqual(outcome, { kind: 'not-proven', reason: 'the report\'s hard failures do not include the VERP recipient news+judy@example.org' });
+    // The second reading forwarded: named as such, and nothing recorded.
+    const multi = fixture('multi-recipient-dsn.eml').replace('Final-Recipient: RFC822; dave@example.org', 'Final-Recipient: rfc822; dave.forward@gmail.example\nOriginal-Recipient: rfc822; dave@example.org');
+    assert.notEqual(multi, fixture('multi-recipient-dsn.eml'), 'the fixture names dave@example.org as Final-Recipient');
+    const forwarded = await list.recordBounce({ envelopeRecipient: 'list-bounces+news+dave=example.org@lists.example.com', message: multi }, { verp: senders });
+    assert.deepEqual(forwarded, { kind: 'not-proven', reason: 'dave@example.org was forwarded, and only where it led failed: the address we mailed may reach others too, so it is not suppressed' });
+    assert.deepEqual((await list.list()).entries, []);
+  });
+
   it('an Original-Recipient that differs from the Final-Recipient only in the case of A-Z is no forwarding', async () => {
     const { list } = setup();
     // Postfix writes Original-Recipient as the sender wrote it, Final-Recipient after its maps.

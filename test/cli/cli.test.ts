@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/config/load.js';
@@ -319,6 +319,28 @@ describe('callout config', () => {
     assert.match(printed.stdout, /purgeInterval: 15m/);
     assert.match(printed.stdout, /delay: 5m/);
     assert.match(printed.stdout, /sleep: 2s/);
+  });
+
+  it('print shows the defaults that depend on the host as comments, so that a copy on another host takes its own', async () => {
+    const file = join(dir, 'host-defaults.yaml');
+    writeFileSync(file, 'policy:\n  stages:\n    - name: spf\n    - { name: iprev, authservId: mx.example.org }\n');
+    const { code, stdout, stderr } = await callout(['config', 'print', '-c', file]);
+    assert.equal(code, 0, stderr);
+    const values = stdout.split('\n').filter((line) => !line.trimStart().startsWith('#'));
+    assert.deepEqual(values.filter((line) => /^\s*(?:helo|idlePollMicros|authservId):/.test(line)), ['      authservId: mx.example.org'], 'only the authserv-id the file sets is a value');
+    assert.match(stdout, new RegExp(`^ {2}# helo: \\S+ \\(default on this host: its name.*\\)\\n {2}sender: `, 'm'), 'helo where it would stand, as a comment');
+    assert.match(stdout, /^ {2}# idlePollMicros: \d+ \(default on this host: it has \d+ CPUs?\)\n {2}acceptTestTime: /m, 'idlePollMicros in its place, as a comment');
+    assert.match(stdout, new RegExp(`^ {6}# authservId: ${hostname().replace(/\./g, '\\.')} \\(default on this host: its name\\)\\n {6}authenticationResults: `, 'm'), 'the spf stage\'s authservId as a comment');
+    const again = join(dir, 'host-defaults-printed.yaml');
+    writeFileSync(again, stdout);
+    assert.deepEqual(loadConfig(again), loadConfig(file), 'read back on this host, the printed file is the same configuration');
+    // Set in the file or by a flag, they are the administrator's: values.
+    writeFileSync(file, 'policy:\n  idlePollMicros: 0\n');
+    const set = await callout(['config', 'print', '-c', file, '--helo', 'mx.example.org']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /^ {2}helo: mx\.example\.org\n/m, 'helo given by --helo is a value');
+    assert.match(set.stdout, /^ {2}idlePollMicros: 0\n/m, 'idlePollMicros set in the file is a value');
+    assert.doesNotMatch(set.stdout, /#/, 'nothing left to comment');
   });
 
   it('print shows secrets as ***: a BATV secret and the password of store.url', async () => {
