@@ -10,12 +10,27 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError, abbreviate } from '../core/errors.js';
+import { MESSAGE_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js';
 import type { RawConfig } from '../config/load.js';
 import { TIMER_MAX_MS, TIMER_MAX_TEXT } from '../config/duration.js';
 import { MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
 
 /** commander's accumulator for a repeatable option. */
 export const collect = (value: string, previous: string[]) => [...previous, value];
+
+/**
+ * commander's parser for `flag`, which takes one value (and has no commander default) and is
+ * easily taken for repeatable: given twice, it is a usage error. commander kept the last one
+ * without a word, so `rewrite serve --socketmap PATH --socketmap HOST:PORT` served no UNIX
+ * socket, and a second --batv-key-file dropped the keys of the first. (Other flags keep the
+ * last value, so that a command line can override what a shared part of it set.)
+ */
+export function once(flag: string): (value: string, previous: string | undefined) => string {
+  return (value, previous) => {
+    if (previous !== undefined) throw new UsageError(`${flag} given twice ("${abbreviate(previous, 40)}", then "${abbreviate(value, 40)}"): it takes one value`);
+    return value;
+  };
+}
 
 /** --dns-server, as every command that resolves names takes it (repeatable, with collect). */
 export const DNS_SERVER_FLAG = '--dns-server <ip[:port]>';
@@ -166,4 +181,28 @@ export function wholeNumberFlag(name: string, value: string, min: number, max = 
  */
 export function reportLimitCut(command: string, limit: number, err: NodeJS.WritableStream = process.stderr): void {
   err.write(`callout ${command}: stopped at --limit ${limit} entries; more are stored (give a larger --limit)\n`);
+}
+
+/**
+ * A message given as a file, or `-` for standard input, within MESSAGE_FILE_BYTES; `what` starts
+ * the usage error (`senderid: --message`). Standard input is read as a stream, not opened as
+ * /dev/stdin: a parent that hands over a socket (Node's spawn, a service manager) makes that
+ * open fail with ENXIO.
+ */
+export async function readMessageInput(file: string, stdin: NodeJS.ReadableStream, what?: string): Promise<Buffer> {
+  const prefix = what === undefined ? '' : `${what} `;
+  if (file !== '-') {
+    const read = readFileLimited(file, MESSAGE_FILE_BYTES);
+    if (!read.ok) throw new UsageError(`${prefix}${file}: ${read.reason}`);
+    return read.bytes;
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stdin) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    total += bytes.length;
+    if (total > MESSAGE_FILE_BYTES) throw new UsageError(`${prefix}standard input: ${tooLarge(MESSAGE_FILE_BYTES)}`);
+    chunks.push(bytes);
+  }
+  return Buffer.concat(chunks);
 }

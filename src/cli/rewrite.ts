@@ -52,14 +52,16 @@
  *   1 the address is not valid / not rewritten / not suppressed, or the message is not a bounce
  *     (an address that cannot be signed, rewritten or encoded is named on stdout with the reason);
  *   64 usage error (a bad flag value, among them a `verp encode|decode --sender` or `bounce
- *      record --verp-sender` that cannot be encoded into, and --store with --config or --data-dir).
+ *      record --verp-sender` that cannot be encoded into, --store with --config or --data-dir,
+ *      and a second --socketmap, --srs-domain, secret file or key file: taken for repeatable,
+ *      each dropped the one before without a word; other flags given twice take the last).
  *   A flag that does nothing in the combination given (srs reverse's --separator, --alphabet,
  *   --local-domain, --always-rewrite; bounce record's --verp-delimiters without --verp-sender) is
  *   warned of on stderr and the command goes on: scripts that ran with it keep working.
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
-import { MESSAGE_FILE_BYTES, SECRET_FILE_BYTES, readFileLimited, tooLarge, warnIfSecretExposed } from '../core/files.js';
+import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../core/files.js';
 import type { Command } from 'commander';
 import { SuppressionList, parseBounce, type BounceOutcome, type BounceReport, type SuppressionEntry } from '../bounce/index.js';
 import { isoSeconds, systemClock, type Clock } from '../core/clock.js';
@@ -79,7 +81,7 @@ import { SRS_LIMITS, Srs, srsDomain, type SrsSeparator } from '../rewrite/srs.js
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
 import type { StoreSpec } from '../store/index.js';
-import { IDLE_POLL_MICROSECONDS, collect, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
+import { IDLE_POLL_MICROSECONDS, collect, once, readMessageInput, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
 import { configuredStore, daemonStateConfig, openCommandStore, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
@@ -292,8 +294,8 @@ function verpSenderFlag(flag: string, sender: string): string {
 
 function addSrsOptions(command: Command, prefix = ''): Command {
   return command
-    .option(`--${prefix}secret-file <file>`, 'secrets, one per line; the first signs (postsrsd format)')
-    .option(`--${prefix}domain <domain>`, 'the SRS domain of rewritten addresses')
+    .option(`--${prefix}secret-file <file>`, 'secrets, one per line; the first signs (postsrsd format)', once(`--${prefix}secret-file`))
+    .option(`--${prefix}domain <domain>`, 'the SRS domain of rewritten addresses', once(`--${prefix}domain`))
     .option(`--${prefix}separator <char>`, `first separator: = + or - (default: "${SRS_DEFAULTS.separator}")`)
     .option(`--${prefix}alphabet <name>`, `hash alphabet written: base64 (postsrsd 1.x, Mail::SRS) or base64url (postsrsd >= 2.2.6) (default: "${SRS_DEFAULTS.alphabet}")`)
     .option(`--${prefix}hash-length <n>`, `hash characters written (default: "${SRS_DEFAULTS.hashLength}")`)
@@ -319,23 +321,6 @@ function formatReport(report: BounceReport): string {
 // diagnostic is the rest of the line.
 function formatEntry(e: SuppressionEntry): string {
   return `${shownField(e.address)}: ${shownField(e.status)} since ${isoSeconds(e.firstSeen)} (${e.count} bounce${e.count === 1 ? '' : 's'}, proof ${e.proof})${e.diagnostic ? ` - ${shown(e.diagnostic)}` : ''}`;
-}
-
-async function readMessage(file: string, io: RewriteCommandIo): Promise<Buffer> {
-  if (file !== '-') {
-    const read = readFileLimited(file, MESSAGE_FILE_BYTES);
-    if (!read.ok) throw new UsageError(`${file}: ${read.reason}`);
-    return read.bytes;
-  }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of io.stdin) {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-    total += bytes.length;
-    if (total > MESSAGE_FILE_BYTES) throw new UsageError(`standard input: ${tooLarge(MESSAGE_FILE_BYTES)}`);
-    chunks.push(bytes);
-  }
-  return Buffer.concat(chunks);
 }
 
 interface StoreFlags {
@@ -393,7 +378,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .description('sign a reverse path: prvs=KDDDHHHHHH=local@domain')
     .argument('<address>')
     .option('--secret <secret>', 'the key (at most 64 bytes; every local user sees it in ps: prefer --secret-file)')
-    .option('--secret-file <file>', 'a file holding the key alone, on one line')
+    .option('--secret-file <file>', 'a file holding the key alone, on one line', once('--secret-file'))
     .option('--keynum <n>', 'key number 0-9', '0')
     .option('--now <time>', 'sign as of this instant (ISO 8601 or Unix seconds)')
     .action((address: string, flags: { secret?: string; secretFile?: string; keynum: string; now?: string }) => {
@@ -407,7 +392,7 @@ function registerBatv(program: Command, io: RewriteCommandIo): void {
     .description('check a prvs address; prints the status and the original address')
     .argument('<address>')
     .option('--secret <secret>', 'the key (every local user sees it in ps: prefer --secret-file)')
-    .option('--secret-file <file>', 'a file holding the key alone, on one line')
+    .option('--secret-file <file>', 'a file holding the key alone, on one line', once('--secret-file'))
     .option('--keynum <n>', 'the key number of the secret (default: any)')
     .option('--window <window>', "validity: 'exim' (Exim's) or 'bounded' (no stamps far in the future)", 'exim')
     .option('--now <time>', 'check as of this instant')
@@ -495,7 +480,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .argument('<file>', 'the message, or - for standard input')
     .option('--json', 'print the result as one JSON object')
     .action(async (file: string, flags: { json?: boolean }) => {
-      const result = parseBounce(await readMessage(file, io));
+      const result = parseBounce(await readMessageInput(file, io.stdin));
       if (flags.json) io.out.write(`${shownJson(result)}\n`);
       else io.out.write(result.ok ? formatReport(result.report) : `not a bounce: ${result.message}\n`);
       process.exitCode = result.ok ? 0 : 1;
@@ -505,7 +490,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .description('add the recipients a genuine bounce proves dead to the suppression list')
     .argument('<file>', 'the message, or - for standard input')
     .requiredOption('--rcpt <address>', "the bounce's envelope recipient (our reverse path)"))
-    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
+    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)', once('--batv-key-file'))
     .option('--verp-sender <address>', 'a list sender whose VERP addresses prove bounces; repeatable', collect, [])
     .option('--verp-delimiters <two>', 'VERP delimiters of the --verp-sender addresses (default: "+=")')
     .option('--now <time>', 'as of this instant (BATV validity, entry times)')
@@ -528,7 +513,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
       const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
       const clock = clockFromFlag(flags.now);
-      const message = await readMessage(file, io);
+      const message = await readMessageInput(file, io.stdin);
       const outcome: BounceOutcome = await withSuppression(
         flags,
         'write',
@@ -649,11 +634,11 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
     rewrite
       .command('serve')
       .description('serve SRS and BATV lookup maps to Postfix over socketmap and tcp_table until SIGINT/SIGTERM')
-      .option('--socketmap <listen>', 'socketmap listener, HOST:PORT or a UNIX socket path (maps: forward, reverse, batv-sign, batv-strip)')
+      .option('--socketmap <listen>', 'socketmap listener, HOST:PORT or a UNIX socket path (maps: forward, reverse, batv-sign, batv-strip)', once('--socketmap'))
       .option('--tcp-table <map=listen>', 'a tcp_table listener for one map, e.g. forward=127.0.0.1:10001; repeatable', collect, []),
     'srs-',
   )
-    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)')
+    .option('--batv-key-file <file>', 'BATV keys ("KEYNUM SECRET" lines, newest first)', once('--batv-key-file'))
     .option('--batv-domain <domain>', 'a sender domain batv-sign signs (.domain: its subdomains); repeatable', collect, [])
     .option('--batv-window <window>', "bounded, or exim (Exim's check: an old tag is valid again on some days of BATV's 1000-day cycle) (default: \"bounded\")")
     .option('--max-connections <n>', 'per listener', '200')

@@ -23,10 +23,9 @@ import type { Resolver } from '../dns/types.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
 import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
-import { MESSAGE_FILE_BYTES, readFileLimited } from '../core/files.js';
 import { shown, shownJson } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
-import { DNS_SERVER_FLAG, DNS_SERVER_HELP, TIMEOUT_MILLISECONDS, collect, unitFlag } from './options.js';
+import { DNS_SERVER_FLAG, DNS_SERVER_HELP, TIMEOUT_MILLISECONDS, collect, readMessageInput, unitFlag } from './options.js';
 
 interface SpfFlags {
   ip: string;
@@ -43,6 +42,8 @@ export interface SpfCommandIo {
   out: NodeJS.WritableStream;
   /** Where a note of a flag that is not checked goes (default: standard error). */
   err?: NodeJS.WritableStream;
+  /** `senderid --message -` (default: standard input). */
+  stdin?: NodeJS.ReadableStream;
 }
 
 
@@ -114,7 +115,8 @@ export function formatVerdict(verdict: SpfVerdict): string {
   const lines = [
     `result: ${verdict.result}`,
     // Sender ID's sender is the PRA, from message headers anyone can write.
-    `identity: ${verdict.identity} ${shown(verdict.sender)} (domain ${verdict.domain}), client ${verdict.ip}${verdict.helo === '' ? '' : `, helo ${verdict.helo}`}`,
+    // A message without a PRA has no sender to show: `pra "" (domain )` said nothing.
+    `identity: ${verdict.identity} ${verdict.sender === '' ? 'none found' : `${shown(verdict.sender)} (domain ${verdict.domain})`}, client ${verdict.ip}${verdict.helo === '' ? '' : `, helo ${verdict.helo}`}`,
   ];
   if (verdict.mechanism !== undefined) lines.push(`mechanism: ${verdict.mechanism}`);
   if (verdict.explanation !== undefined) lines.push(`explanation: ${shown(verdict.explanation)}`);
@@ -144,7 +146,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
     .command('senderid')
     .description('evaluate Sender ID (RFC 4406/4407, historic) for a message file: the PRA of its headers, or the MAIL FROM')
     .requiredOption('--ip <address>', 'the SMTP client address (IPv4 or IPv6)')
-    .requiredOption('--message <file>', 'the message (RFC 5322), or at least its header section')
+    .requiredOption('--message <file>', 'the message (RFC 5322), or at least its header section; - for standard input')
     .option('--scope <scope>', 'pra (the headers) or mfrom (--sender)', 'pra')
     .option('--sender <address>', "the MAIL FROM address, for scope mfrom ('' or '<>' for the null sender)")
     .option('--helo <name>', 'the EHLO/HELO name')
@@ -161,12 +163,11 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       // As spf: the null sender is checked as postmaster@HELO, so it needs --helo.
       if (flags.scope === 'mfrom' && (flags.sender === '' || flags.sender === '<>') && !flags.helo) throw new UsageError('senderid: the null sender needs --helo');
       const timeoutMs = unitFlag('senderid: --timeout', flags.timeout ?? '', TIMEOUT_MILLISECONDS);
-      const read = readFileLimited(flags.message, MESSAGE_FILE_BYTES);
-      if (!read.ok) throw new UsageError(`senderid: --message ${flags.message}: ${read.reason}`);
+      const message = await readMessageInput(flags.message, io.stdin ?? process.stdin, 'senderid: --message');
       // UTF-8 (RFC 6532): read as Latin-1, "bücher.example" became another domain, which was
       // then checked. A byte that is not UTF-8 becomes U+FFFD, which the address parser refuses
       // in a local part or a domain (rule not-utf8): such a PRA field gives no PRA (permerror).
-      const text = read.bytes.toString('utf8');
+      const text = message.toString('utf8');
       const verdict = await checkSenderId(
         {
           scope: flags.scope,

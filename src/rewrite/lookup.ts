@@ -154,9 +154,14 @@ export abstract class LookupServer {
   protected lookup(map: LookupMap, key: string): LookupResult {
     return safeLookup(map, key, this.stats, (err) => {
       const error = describeError(err);
-      const repeats = this.errorLines.admit(`map: ${error}`, Date.now());
-      if (repeats) this.log.warn({ listener: this.label, error, ...repeats }, 'lookup map failed; answered as a temporary error');
+      this.warnOnceAMinute(`map: ${error}`, { error }, 'lookup map failed; answered as a temporary error');
     });
+  }
+
+  /** A warning naming this listener, written once a minute per key (RepeatCollapser), with the count of the repeats left out. */
+  protected warnOnceAMinute(key: string, fields: Record<string, unknown>, message: string): void {
+    const repeats = this.errorLines.admit(key, Date.now());
+    if (repeats) this.log.warn({ listener: this.label, ...fields, ...repeats }, message);
   }
 
   private accept(socket: net.Socket): void {
@@ -225,12 +230,14 @@ export abstract class LookupServer {
    * What the client sends afterwards is read and dropped, never answered: a client that kept
    * its half open could otherwise have every further request answered, and logged. (Dropped,
    * not left unread: closing a socket with unread input resets it, and the client could lose
-   * the reply.) It then has REFUSED_LINGER_MS to go before the socket is destroyed.
+   * the reply.) It then has REFUSED_LINGER_MS to go before the socket is destroyed. `hint`,
+   * when given, is what the administrator should change (a main.cf line that names the listener
+   * with the other protocol's table type).
    */
-  protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer): void {
+  protected refuse(socket: net.Socket, reply: string, reason: string, input: Buffer, hint?: string): void {
     this.stats.protocolErrors++;
     const start = input.subarray(0, 64).toString('latin1');
-    this.log.warn({ listener: this.label, remote: remoteEnd(socket, this.socketPath), reason, input: JSON.stringify(start) }, 'request refused; closing the connection');
+    this.log.warn({ listener: this.label, remote: remoteEnd(socket, this.socketPath), reason, input: JSON.stringify(start), ...(hint === undefined ? {} : { hint }) }, 'request refused; closing the connection');
     this.stopArrivalWait(socket);
     socket.removeAllListeners('data');
     socket.removeAllListeners('drain');
@@ -265,8 +272,7 @@ export abstract class LookupServer {
     this.server.on('error', (err) => {
       // Out of descriptors, accept fails for every waiting connection: one line a minute per error.
       const error = describeError(err);
-      const repeats = this.errorLines.admit(error, Date.now());
-      if (repeats) this.log.warn({ listener: this.label, error, ...repeats }, 'listener error');
+      this.warnOnceAMinute(error, { error }, 'listener error');
     });
     return boundAddress(this.server) ?? target;
   }

@@ -11,10 +11,12 @@
  *
  *   As postsrsd: a framing error (bad length, missing ',', an empty request, a line of the old
  *   tcp_table protocol) is answered `PERM Invalid query.` and the connection is closed; an
- *   unknown map name gets `PERM Invalid map.`; requests are answered in order. Unlike postsrsd,
- *   a well-formed request over maxRequestOctets is read past, not kept, and answered
- *   `NOTFOUND Too big.`: Postfix sends addresses of any length (a header address, a long
- *   MAIL FROM), none that long is rewritten, and a PERM would make Postfix defer the mail.
+ *   unknown map name gets `PERM Invalid map.`; requests are answered in order. Both are logged
+ *   (an unknown map once a minute per name), a tcp_table line and an unknown map with what to
+ *   change in main.cf. Unlike postsrsd, a well-formed request over maxRequestOctets is read
+ *   past, not kept, and answered `NOTFOUND Too big.`: Postfix sends addresses of any length (a
+ *   header address, a long MAIL FROM), none that long is rewritten, and a PERM would make
+ *   Postfix defer the mail.
  *
  * RFC
  *   D. J. Bernstein, "Netstrings" (cr.yp.to/proto/netstrings.txt); Postfix socketmap_table(5).
@@ -174,7 +176,7 @@ export class SocketmapServer extends LookupServer {
           continue;
         }
         if (event.kind === 'error' || event.data.length === 0) {
-          this.refuse(socket, encodeNetstring('PERM Invalid query.'), event.kind === 'error' ? `netstring: ${event.reason}` : 'empty netstring', chunk);
+          this.refuse(socket, encodeNetstring('PERM Invalid query.'), event.kind === 'error' ? `netstring: ${event.reason}` : 'empty netstring', chunk, tcpTableHint(chunk));
           return;
         }
         this.stats.requests++;
@@ -186,8 +188,25 @@ export class SocketmapServer extends LookupServer {
 
   private answer(request: string): LookupResult {
     const space = request.indexOf(' ');
-    const map = space > 0 ? this.maps.get(request.slice(0, space)) : undefined;
-    if (!map) return { kind: 'perm', reason: 'Invalid map.' };
+    const name = space > 0 ? request.slice(0, space) : request;
+    const map = space > 0 ? this.maps.get(name) : undefined;
+    if (!map) {
+      // Postfix defers the mail on PERM and logs the reply; unsaid here, the administrator
+      // reading this service's log found nothing (a batv-sign line with no --batv-key-file).
+      const asked = JSON.stringify(name.slice(0, 64));
+      this.warnOnceAMinute(`unknown map ${asked}`, { map: asked, maps: [...this.maps.keys()] }, 'request for a map this service does not serve; answered PERM Invalid map. (Postfix defers the mail): correct the map name after the socketmap address in main.cf, or give rewrite serve the flags of that map');
+      return { kind: 'perm', reason: 'Invalid map.' };
+    }
     return this.lookup(map, request.slice(space + 1));
   }
+}
+
+/**
+ * What to change when a refused request is a tcp_table line (`get KEY`): main.cf names this
+ * listener `tcp:`. Otherwise the log said only "netstring: bad length".
+ */
+function tcpTableHint(chunk: Buffer): string | undefined {
+  return chunk.subarray(0, 4).toString('latin1') === 'get '
+    ? 'a tcp_table request (get KEY): main.cf names this socketmap listener with tcp:; write socketmap:inet:HOST:PORT:MAP (or socketmap:unix:PATH:MAP), or point tcp: at a --tcp-table listener'
+    : undefined;
 }

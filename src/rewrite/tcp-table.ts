@@ -10,8 +10,11 @@
  *   so each listener serves one map (postsrsd 1.x: forward on 10001, reverse on 10002).
  *
  *   As postsrsd 1.x: a line that is not a `get` request or has a broken %-escape is answered
- *   `500 Invalid request` and the connection is closed; so is a line over the limit. A map's
- *   `perm` outcome is sent as 500 (tcp_table has no separate permanent error).
+ *   `500 Invalid request` and the connection is closed; so is a line over the limit. Unlike
+ *   postsrsd, a line whose first octets cannot begin `get ` is refused at once, not at its line
+ *   end: a socketmap netstring (main.cf naming this listener `socketmap:`) has none, and the
+ *   log line says which table type to write. A map's `perm` outcome is sent as 500 (tcp_table
+ *   has no separate permanent error).
  *
  * LIMITS
  *   Request lines of at most maxLineOctets (default 4096, Postfix's reply limit); the encoded
@@ -32,9 +35,32 @@ export const TCP_TABLE_LIMITS = { lineOctets: 4096 } as const;
 
 const NOTHING = Buffer.alloc(0);
 
-/** Whether the line starts with `get ` (lower case, as Postfix sends it and postsrsd requires). */
+const NOT_GET = 'not a "get KEY" request';
+
+/** `get `, lower case, as Postfix sends it and postsrsd requires. */
+const GET = [0x67, 0x65, 0x74, 0x20] as const;
+
+/** Whether the start of a line, not yet ended, can still become a `get ` request. */
+function mayBeGetRequest(start: Buffer): boolean {
+  for (let i = 0; i < start.length && i < GET.length; i++) if (start[i] !== GET[i]) return false;
+  return true;
+}
+
+/** Whether the line starts with `get `. */
 function isGetRequest(line: Buffer): boolean {
-  return line.length >= 4 && line[0] === 0x67 && line[1] === 0x65 && line[2] === 0x74 && line[3] === 0x20;
+  return line.length >= GET.length && mayBeGetRequest(line);
+}
+
+/**
+ * What to change when a line is a socketmap netstring (`LEN:MAP KEY,`): main.cf names this
+ * listener `socketmap:`. Postfix sends no line end after a netstring, so without this the
+ * request waited for the arrival bound, Postfix asked again on a new connection, and every
+ * lookup took twice that with nothing in the log but an unfinished request.
+ */
+function netstringHint(line: Buffer): string | undefined {
+  return /^[0-9]+:/.test(line.subarray(0, 8).toString('latin1'))
+    ? 'a socketmap request (a netstring, LEN:MAP KEY,): main.cf names this tcp_table listener with socketmap:; write tcp:HOST:PORT, or point socketmap: at the --socketmap listener'
+    : undefined;
 }
 
 function hexValue(c: number): number {
@@ -101,7 +127,7 @@ export class TcpTableServer extends LookupServer {
 
   protected attach(socket: net.Socket): void {
     let pending: Buffer = NOTHING;
-    const refuse = (reason: string, input: Buffer) => this.refuse(socket, '500 Invalid request\n', reason, input);
+    const refuse = (reason: string, input: Buffer) => this.refuse(socket, '500 Invalid request\n', reason, input, reason === NOT_GET ? netstringHint(input) : undefined);
     socket.on('data', (chunk: Buffer) => {
       this.arrived(socket);
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
@@ -112,7 +138,7 @@ export class TcpTableServer extends LookupServer {
         const line = pending.subarray(start, end);
         start = newline + 1;
         if (line.length > this.maxLineOctets) return refuse(`line longer than ${this.maxLineOctets} octets`, line);
-        if (!isGetRequest(line)) return refuse('not a "get KEY" request', line);
+        if (!isGetRequest(line)) return refuse(NOT_GET, line);
         const key = tcpTableDecode(line.subarray(4));
         if (key === undefined) return refuse('broken %-escape', line);
         this.stats.requests++;
@@ -122,6 +148,8 @@ export class TcpTableServer extends LookupServer {
       const linesEnded = start > 0;
       if (start === pending.length) pending = NOTHING;
       else if (start > 0) pending = Buffer.from(pending.subarray(start));
+      // Refused now, not at its line end: a line that cannot be a request need not be waited for.
+      if (!mayBeGetRequest(pending)) return refuse(NOT_GET, pending);
       // A CR at the end may be the line end's, its LF still to come: like that of a whole line, it does not count.
       if (pending.length - (pending[pending.length - 1] === 0x0d ? 1 : 0) > this.maxLineOctets) return refuse(`line longer than ${this.maxLineOctets} octets`, pending);
       this.unfinished(socket, pending.length, linesEnded);

@@ -404,6 +404,18 @@ describe('callout senderid', () => {
     assert.equal((JSON.parse(fail.stdout) as { result: string }).result, 'fail');
   });
 
+  it('reads the message from standard input for --message -, as the bounce commands do', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'senderid', '--ip', '192.0.2.7', '--message', '-', '--dns-server', dns.address], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    child.stdin.end('Sender: list@pra.test\r\nFrom: someone@elsewhere.test\r\n\r\nbody\r\n');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, Buffer.concat(err).toString());
+    assert.match(Buffer.concat(out).toString(), /^pra: list@pra\.test \(from the sender field\)\nresult: pass/, 'the PRA of the message piped in');
+  });
+
   it('refuses the null sender in scope mfrom without --helo, as spf does', async () => {
     const message = join(dir, 'message.eml');
     writeFileSync(message, 'From: someone@elsewhere.test\r\n\r\nbody\r\n');

@@ -607,6 +607,31 @@ describe('callout rewrite serve', () => {
     }
   });
 
+  it('refuses a second --socketmap, --srs-domain, secret file or key file, naming both values, rather than keeping the last without a word', async () => {
+    const srs = ['--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
+    const twice: Array<[string, string[]]> = [
+      // The UNIX socket Postfix was told to use went unserved.
+      ['--socketmap', ['rewrite', 'serve', '--socketmap', join(dir, 'twice.sock'), '--socketmap', '127.0.0.1:0', ...srs]],
+      // The keys of the first file no longer checked the tags they had signed.
+      ['--batv-key-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-key-file', batvKeys, '--batv-domain', 'example.com']],
+      ['--srs-secret-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, ...srs]],
+      ['--srs-domain', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-domain', 'other.example', ...srs]],
+      ['--secret-file', ['srs', 'forward', '--secret-file', srsSecret, '--secret-file', srsSecret, '--domain', 'example.com', 'alice@example.org']],
+      ['--batv-key-file', ['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'a@example.com', '--store', join(dir, 'one.sqlite'), '--batv-key-file', batvKeys, '--batv-key-file', batvKeys]],
+    ];
+    for (const [flag, args] of twice) {
+      await assert.rejects(
+        run(args, { stop: AbortSignal.abort() }),
+        (err: unknown) => err instanceof UsageError && err.message.startsWith(`${flag} given twice ("`) && err.message.endsWith('"): it takes one value'),
+        flag,
+      );
+    }
+    assert.equal(existsSync(join(dir, 'twice.sock')), false, 'nothing listened: the command stopped at its flags');
+    assert.equal(existsSync(join(dir, 'one.sqlite')), false, 'nothing was recorded: the command stopped at its flags');
+    // Other flags take the last value, so a line can override what a shared part of it set.
+    assert.equal((await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'example.com', '--now', '2019-01-01', '--now', NOW, 'test@otherdomain.com'])).out, 'SRS0=vmyz=2W=otherdomain.com=test@example.com\n');
+  });
+
   it('refuses incomplete configurations', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);

@@ -127,6 +127,7 @@ describe('callout spf', () => {
       assert.match(output, /^result: permerror$/m);
       assert.match(output, /no PRA: from: local part holds U\+FFFD, the mark of bytes that were not UTF-8 at 0$/m);
       assert.doesNotMatch(output, /^pra:/m);
+      assert.match(output, /^identity: pra none found, client 127\.0\.0\.7$/m, 'the identity line says no PRA was found, not pra "" (domain )');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

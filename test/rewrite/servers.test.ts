@@ -192,6 +192,26 @@ describe('SocketmapServer', () => {
     assert.ok(server.stats.protocolErrors >= 5, 'server.stats.protocolErrors >= 5');
     assert.deepEqual(lines.map((l) => [l.message, l.fields.listener, l.fields.reason]), reasons.map((reason) => ['request refused; closing the connection', 'socketmap', reason]));
     assert.equal(lines[1]!.fields.input, JSON.stringify('get test@example.com\n'));
+    // A tcp: line in main.cf aimed at the socketmap listener: the log says what to write instead.
+    assert.match(String(lines[1]!.fields.hint), /main\.cf names this socketmap listener with tcp:; write socketmap:inet:HOST:PORT:MAP/, 'the refusal of a tcp_table line says main.cf has tcp: where socketmap: belongs');
+    assert.deepEqual(lines.filter((l, i) => i !== 1 && 'hint' in l.fields), [], 'no hint on the refusals of other framing errors');
+  });
+
+  it('logs a request for a map it does not serve, once a minute per map name, with the maps it serves', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new SocketmapServer(srsMaps(srs, clock), { log, label: 'socketmap' }));
+    const client = await connected(SocketmapClient, target);
+    for (let i = 0; i < 3; i++) assert.equal(await client.query('batv-sign', 'user@example.com'), 'PERM Invalid map.');
+    assert.equal(await client.query('FORWARD', 'user@example.com'), 'PERM Invalid map.');
+    assert.equal(await client.query('forward', 'test@otherdomain.com'), 'OK SRS0=vmyz=2W=otherdomain.com=test@example.com');
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.fields.listener, l.fields.map, l.fields.maps]),
+      [
+        ['warn', 'socketmap', '"batv-sign"', ['forward', 'reverse']],
+        ['warn', 'socketmap', '"FORWARD"', ['forward', 'reverse']],
+      ],
+    );
+    assert.match(lines[0]!.message, /map this service does not serve; answered PERM Invalid map\. \(Postfix defers the mail\)/, 'the line says what Postfix got and what it does');
   });
 
   it('answers a request too long for any address NOTFOUND, not PERM (Postfix would defer the mail), and keeps the connection', async () => {
@@ -398,7 +418,7 @@ describe('TcpTableServer', () => {
     const { log, lines } = recordingLog();
     const { target } = await started(new TcpTableServer(maps.reverse!, { maxLineOctets: 100, log, label: 'tcp_table reverse' }));
     // 'getx' and a tab after 'get' too: postsrsd 1.x takes only "get" and one space.
-    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, 'x'.repeat(300), '\n', 'Get a@b\n', 'getxa@b\n', 'get\ta@b\n']) {
+    for (const bytes of ['put a b\n', 'get bad%2\n', `get ${'x'.repeat(200)}\n`, `get ${'x'.repeat(300)}`, '\n', 'Get a@b\n', 'getxa@b\n', 'get\ta@b\n']) {
       const { data, closed } = await raw(target, bytes);
       assert.equal(data, '500 Invalid request\n', JSON.stringify(bytes));
       assert.equal(closed, true);
@@ -410,6 +430,28 @@ describe('TcpTableServer', () => {
     assert.ok(lines.every((l) => l.fields.listener === 'tcp_table reverse' && l.level === 'warn'), 'lines.every((l) => l.fields.listener === \'tcp_table reverse\' && l.level === \'warn\')');
     const { data } = await raw(target, 'get a@b\r\nget SRS0=vmyz=2W=otherdomain.com=test@example.com\n', (d) => d.split('\n').length === 3);
     assert.equal(data, '500 Not%20an%20SRS%20address.\n200 test@otherdomain.com\n');
+  });
+
+  it('refuses at once, not at the arrival bound, a line that cannot be a get request: a socketmap netstring has no line end', async () => {
+    const { log, lines } = recordingLog();
+    const { target } = await started(new TcpTableServer(maps.forward!, { arrivalTimeoutMs: 5_000, log, label: 'tcp_table forward' }));
+    const startedAt = Date.now();
+    // What Postfix sends for socketmap:inet:HOST:PORT:forward, and then waits.
+    const { data, closed } = await raw(target, encodeNetstring('forward alice@example.org'));
+    assert.equal(data, '500 Invalid request\n', 'the tcp_table refusal, at once');
+    assert.ok(closed && Date.now() - startedAt < 2_000, `closed at once, not after the 5 s arrival bound (${Date.now() - startedAt} ms)`);
+    assert.equal(lines.length, 1, `one line: ${JSON.stringify(lines)}`);
+    assert.equal(lines[0]!.fields.reason, 'not a "get KEY" request');
+    assert.match(String(lines[0]!.fields.hint), /main\.cf names this tcp_table listener with socketmap:; write tcp:HOST:PORT/, 'the line says main.cf has socketmap: where tcp: belongs');
+    // The first octets of a get request, and nothing else, are still waited for.
+    const { log: quiet, lines: none } = recordingLog();
+    const { target: slow } = await started(new TcpTableServer(maps.forward!, { arrivalTimeoutMs: 5_000, log: quiet }));
+    assert.deepEqual(await raw(slow, 'ge', 300), { data: '', closed: false });
+    assert.deepEqual(await raw(slow, 'xe', 300), { data: '500 Invalid request\n', closed: true });
+    // "ge" is logged only as a request its client left unfinished.
+    const refusals = none.filter((l) => l.message === 'request refused; closing the connection');
+    assert.deepEqual(refusals.map((l) => l.fields.input), [JSON.stringify('xe')], 'only "xe" is refused');
+    assert.equal(refusals[0]!.fields.hint, undefined, 'no netstring hint for a line that is no netstring');
   });
 
   it('survives random bytes', async () => {

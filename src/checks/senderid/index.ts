@@ -15,7 +15,8 @@
  *   RFC 4406 §3.4 / §4.4 record selection: records "spf2.0/<scope>[,<scope>...]" followed by
  *   a space or the end; when any spf2.0 record exists the v=spf1 records are set aside,
  *   otherwise a v=spf1 record counts as "spf2.0/mfrom,pra"; among the records that cover
- *   the scope, none gives None and more than one PermError. §4 / RFC 4407 §2 step 6: a
+ *   the scope, none gives None (its problem saying so, and that a v=spf1 record was set aside)
+ *   and more than one PermError. §4 / RFC 4407 §2 step 6: a
  *   message without a PRA gives PermError for the pra scope.
  *   The record body is evaluated with RFC 7208's check_host() rather than RFC 4408's: the
  *   grammar is the same, and 7208 only adds limits (void lookups) and settles ambiguities.
@@ -60,7 +61,11 @@ export function selectSenderIdRecord(scope: SenderIdScope): RecordSelector {
     if (versioned.length > 0) {
       const covering = versioned.filter((candidate) => candidate.scopes.includes(scope));
       const [only] = covering;
-      if (only === undefined) return { kind: 'none' };
+      if (only === undefined) {
+        // Said, or "has no SPF record" sent the administrator to a v=spf1 record that is there.
+        const setAside = selectSpf1Record(txt).kind === 'none' ? '' : '; its v=spf1 record does not count while it has spf2.0 records (RFC 4406 §3.4)';
+        return { kind: 'none', problem: `no spf2.0 record covers scope ${scope}${setAside}` };
+      }
       if (covering.length > 1) return { kind: 'permerror', problem: `${covering.length} spf2.0 records cover scope ${scope}` };
       return { kind: 'record', record: only.record, terms: only.record.slice(only.versionLength) };
     }

@@ -69,8 +69,12 @@ import {
   type SpfVerdict,
 } from './types.js';
 
-/** The outcome of choosing a domain's policy record among its TXT records. */
-export type RecordSelection = { kind: 'record'; record: string; terms: string } | { kind: 'none' } | { kind: 'permerror'; problem: string };
+/**
+ * The outcome of choosing a domain's policy record among its TXT records. A `none` with a
+ * problem says why records that are there do not count (the result's problem then names the
+ * domain and it); without one, the domain has no SPF record.
+ */
+export type RecordSelection = { kind: 'record'; record: string; terms: string } | { kind: 'none'; problem?: string } | { kind: 'permerror'; problem: string };
 
 export type RecordSelector = (txt: readonly string[]) => RecordSelection;
 
@@ -260,7 +264,7 @@ class Evaluation {
     if (answer.kind === 'tempfail') return { result: 'temperror', domain: name, problem: `TXT lookup of ${name} failed: ${answer.reason}` };
     if (answer.kind !== 'records') return { result: 'none', domain: name, problem: `${name} has no SPF record (${answer.kind})` };
     const selection = this.selector(answer.records);
-    if (selection.kind === 'none') return { result: 'none', domain: name, problem: `${name} has no SPF record` };
+    if (selection.kind === 'none') return { result: 'none', domain: name, problem: selection.problem === undefined ? `${name} has no SPF record` : `${name}: ${selection.problem}` };
     if (selection.kind === 'permerror') return { result: 'permerror', domain: name, problem: `${name}: ${selection.problem}` };
     this.trace.push({ kind: 'record', domain: name, record: selection.record });
     const parsed = parseRecordCached(selection.terms);

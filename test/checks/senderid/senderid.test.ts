@@ -148,10 +148,12 @@ describe('RFC 4406 evaluation', () => {
   test('record selection by scope, with v=spf1 as spf2.0/mfrom,pra', () => {
     const pra = selectSenderIdRecord('pra');
     assert.deepEqual(pra(['v=spf1 -all']), { kind: 'record', record: 'v=spf1 -all', terms: ' -all' });
-    assert.deepEqual(pra(['spf2.0/mfrom -all', 'v=spf1 +all']), { kind: 'none' });
+    assert.deepEqual(pra(['spf2.0/mfrom -all', 'v=spf1 +all']), { kind: 'none', problem: 'no spf2.0 record covers scope pra; its v=spf1 record does not count while it has spf2.0 records (RFC 4406 §3.4)' });
+    assert.deepEqual(pra(['spf2.0/mfrom -all']), { kind: 'none', problem: 'no spf2.0 record covers scope pra' });
+    assert.deepEqual(pra(['some text']), { kind: 'none' });
     assert.deepEqual(pra(['spf2.0/mfrom,pra ?all']), { kind: 'record', record: 'spf2.0/mfrom,pra ?all', terms: ' ?all' });
     assert.equal(pra(['spf2.0/pra -all', 'SPF2.0/PRA +all']).kind, 'permerror');
-    assert.deepEqual(pra(['spf2.0/prax -all']), { kind: 'none' });
+    assert.deepEqual(pra(['spf2.0/prax -all']), { kind: 'none', problem: 'no spf2.0 record covers scope pra' });
   });
 
   test('pra scope evaluates the PRA domain and reports header.<field>', async () => {
@@ -172,6 +174,8 @@ describe('RFC 4406 evaluation', () => {
     );
     const mfrom = await checkSenderId({ scope: 'mfrom', ip: '192.0.2.5', helo: 'h.example', mailFrom: 'x@example.com' }, { resolver });
     assert.equal(mfrom.result, 'none');
+    // Not "example.com has no SPF record": it has one, which the spf2.0/pra record sets aside.
+    assert.equal(mfrom.problem, 'example.com: no spf2.0 record covers scope mfrom; its v=spf1 record does not count while it has spf2.0 records (RFC 4406 §3.4)');
     const legacy = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h', headers: fields('Sender: s@example.org\nFrom: a@example.com\n') }, { resolver });
     assert.equal(legacy.result, 'fail');
     // mfrom is the MAIL FROM identity even though the record was chosen by Sender ID's rules.
