@@ -46,6 +46,8 @@ export const SUPPRESSION_PREFIX = 'supp:';
  * of all the others.
  */
 const FORWARDED = 'the address we mailed may reach others too, so it is not suppressed';
+/** What is wrong with a prvs tag that proves nothing, in words ("a prvs address that is bad-signature" read badly). */
+const PRVS_REFUSAL = { 'bad-signature': 'whose tag is not signed by our key', 'unknown-key': 'whose tag names a key number we have no key for', expired: 'whose tag has expired' } as const;
 const DEFAULT_TTL_MS = 365 * 86_400_000;
 /**
  * Compare-and-set attempts of one add() before it gives up: a key that changes under every
@@ -197,7 +199,7 @@ export class SuppressionList {
         signed = true;
         core = check.original;
       } else if (check.status !== 'not-prvs') {
-        return { kind: 'not-proven', reason: `the bounce came to a prvs address that is ${check.status}` };
+        return { kind: 'not-proven', reason: `the bounce came to a prvs address ${PRVS_REFUSAL[check.status]} (${check.status})` };
       }
     }
     // Every list sender's reading: of list-bounces and list-bounces+news, each decodes

@@ -107,10 +107,11 @@ export function daemonStateConfig(flags: { config?: string; dataDir?: string }, 
  * at a relative store.path, and one given beside a Redis or memory store or an absolute path
  * (`serve --cache FILE` makes one) was ignored without a word.
  */
-export function unusedDataDir(config: Config, flags: { dataDir?: string }): string | undefined {
+export function unusedDataDir(config: Config, flags: { dataDir?: string; cache?: string }): string | undefined {
   if (flags.dataDir === undefined) return undefined;
   if (config.store.kind !== 'sqlite') return `--data-dir has no effect: the store is ${config.store.kind} (store.kind), which keeps no file in the data directory; leave --data-dir out`;
-  if (isAbsolute(config.store.path)) return `--data-dir has no effect: the store's file ${config.store.path} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`;
+  // Named as the administrator gave it: only serve has --cache.
+  if (isAbsolute(config.store.path)) return `--data-dir has no effect: the store's file ${config.store.path} is an absolute path (${flags.cache !== undefined ? '--cache' : 'store.path'}), which the data directory does not place; leave --data-dir out`;
   return undefined;
 }
 

@@ -163,7 +163,9 @@ describe('SuppressionList', () => {
     const unsigned = await list.recordBounce({ envelopeRecipient: 'alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
     assert.equal(unsigned.kind, 'not-proven');
     const forged = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd284=alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
-    assert.deepEqual(forged, { kind: 'not-proven', reason: 'the bounce came to a prvs address that is bad-signature' });
+    assert.deepEqual(forged, { kind: 'not-proven', reason: 'the bounce came to a prvs address whose tag is not signed by our key (bad-signature)' });
+    const otherKey = await list.recordBounce({ envelopeRecipient: 'prvs=92693bd284=alice@example.com', message: fixture('postfix-dsn.eml') }, { batv, verp });
+    assert.deepEqual(otherKey, { kind: 'not-proven', reason: 'the bounce came to a prvs address whose tag names a key number we have no key for (unknown-key)' });
     // A tag no key was given to check is said to be that, not "neither a valid BATV signature" (regression).
     const unchecked = await list.recordBounce({ envelopeRecipient: 'prvs=12693bd285=list-bounces+judy=example.org@lists.example.com', message: fixture('qmail.eml') }, { verp });
     assert.deepEqual(unchecked, { kind: 'not-proven', reason: 'the bounce came to a prvs (BATV) address, and no BATV keys were given to check its tag' });

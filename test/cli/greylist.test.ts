@@ -420,7 +420,7 @@ describe('callout greylist on a store that is not there', () => {
     const unused = join(dir, 'unused-data-dir');
     const allowed = await run(['allow', '192.0.2.1', '--data-dir', unused], config);
     assert.deepEqual([allowed.output, allowed.error], ['allowed client 192.0.2.1\n', undefined]);
-    assert.equal(allowed.stderr, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`);
+    assert.equal(allowed.stderr, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path), which the data directory does not place; leave --data-dir out\n`);
     assert.equal(existsSync(unused), false, 'nothing made in the data directory');
   });
 

@@ -260,14 +260,14 @@ describe('callout bounce', () => {
     // clock: BATV's day wraps every 1000 days, so on some days of each cycle it is valid again.)
     const recorded = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2021-01-01T00:00:00Z']);
     assert.equal(recorded.code, 1);
-    assert.match(recorded.out, /^nothing recorded: the bounce came to a prvs address that is expired/);
+    assert.match(recorded.out, /^nothing recorded: the bounce came to a prvs address whose tag has expired \(expired\)/);
     const inTime = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2020-01-02T00:00:00Z', '--json']);
     assert.equal(inTime.code, 0, inTime.out);
     assert.deepEqual((JSON.parse(inTime.out) as { entries: Array<{ address: string }> }).entries.map((e) => e.address), ['bob@example.org']);
     // 2022-04-18 is day 19100: Exim's window takes the stamp 269 for valid again (100 <= 269), and a
     // tag two years old would prove every address of a forged report (regression).
     const stale = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--batv-key-file', batvKeys, '--now', '2022-04-18T00:00:00Z']);
-    assert.deepEqual(stale, { out: 'nothing recorded: the bounce came to a prvs address that is expired\n', code: 1 });
+    assert.deepEqual(stale, { out: 'nothing recorded: the bounce came to a prvs address whose tag has expired (expired)\n', code: 1 });
     // Recorded as of 2020 with a 365-day TTL: already gone by the system clock.
     assert.equal((await run(['bounce', 'query', 'bob@example.org', '--store', store])).code, 1);
     const viaVerp = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com']);
@@ -372,7 +372,7 @@ describe('callout bounce on the configured store', () => {
     err.on('data', (chunk: Buffer) => (said += chunk.toString()));
     const recorded = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '-c', config, '--data-dir', dataDir, '--verp-sender', 'list-bounces@lists.example.com'], { err });
     assert.equal(recorded.code, 0, recorded.out);
-    assert.equal(said, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`);
+    assert.equal(said, `callout: warning: --data-dir has no effect: the store's file ${absolute} is an absolute path (store.path), which the data directory does not place; leave --data-dir out\n`);
     assert.equal((await run(['bounce', 'query', 'judy@example.org', '--store', absolute])).code, 0, 'recorded in the file the configuration names');
     assert.equal(existsSync(dataDir), false, 'nothing made in the data directory');
   });

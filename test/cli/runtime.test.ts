@@ -107,7 +107,7 @@ describe('--data-dir', () => {
     const absolute = config('absolute.yaml', `store: { kind: sqlite, path: ${join(dir, 'elsewhere.sqlite')} }\n`);
     assert.equal(
       said((err) => assert.equal(daemonStateConfig({ config: absolute, dataDir }, 'the suppression list', err).store.path, join(dir, 'elsewhere.sqlite'))),
-      `callout: warning: --data-dir has no effect: the store's file ${join(dir, 'elsewhere.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out\n`,
+      `callout: warning: --data-dir has no effect: the store's file ${join(dir, 'elsewhere.sqlite')} is an absolute path (store.path), which the data directory does not place; leave --data-dir out\n`,
     );
     const relative = config('relative.yaml', 'store: { kind: sqlite, path: state.sqlite }\n');
     assert.equal(said((err) => assert.equal(daemonStateConfig({ config: relative, dataDir }, 'the greylist', err).dataDir, dataDir)), '', 'it places this store: nothing to say');
@@ -115,7 +115,7 @@ describe('--data-dir', () => {
   });
 
   it('serve starts with it, and logs one warning naming it (not one per policy worker)', async () => {
-    const unused = `--data-dir has no effect: the store's file ${join(dir, 'cache.sqlite')} is an absolute path (store.path or --cache), which the data directory does not place; leave --data-dir out`;
+    const unused = `--data-dir has no effect: the store's file ${join(dir, 'cache.sqlite')} is an absolute path (--cache), which the data directory does not place; leave --data-dir out`;
     const args = ['--listen', '127.0.0.1:0', '--metrics', '', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:1', '--cache', join(dir, 'cache.sqlite'), '--data-dir', join(dir, 'unused-data-dir')];
     for (const [extra, started] of [[[], 'callout serve started'], [['--workers', '2'], 'policy workers started']] as const) {
       const serve = await startServeProcess([...args, ...extra], (line) => line.msg === started);
