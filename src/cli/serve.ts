@@ -13,6 +13,9 @@
  *   anything is made, worker processes inherit it. Flags override the file. SIGHUP reloads
  *   the file; SIGTERM and SIGINT drain and exit; SIGUSR1 is logged and ignored (not Node's
  *   inspector).
+ *   Under systemd (NOTIFY_SOCKET set: Type=notify) it says READY=1 once every listener is bound
+ *   and the signal handlers are in place, with policy.workers once every worker is ready
+ *   (cli/sd-notify); the workers are not given NOTIFY_SOCKET.
  *   With policy.workers (--workers) above 1 this process supervises that many worker
  *   processes (policy/workers), each of which runs this same command as a policy worker;
  *   their log lines carry a `worker` field.
@@ -31,6 +34,7 @@ import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { ignoreInspectorSignal } from './signals.js';
+import { notifyReady, takeNotifySocket } from './sd-notify.js';
 import { unusedDataDir } from './runtime.js';
 
 interface ServeFlags extends EngineFlags {
@@ -66,6 +70,8 @@ export function registerServeCommand(program: Command): void {
     SERVICE_CACHE_DEFAULT,
   ).action(async (flags: ServeFlags) => {
     withholdFromOthers();
+    // Taken out of the environment before any worker is forked: it would inherit it.
+    const notifySocket = takeNotifySocket();
     const overrides = serveOverrides(flags);
     const config = loadConfig(flags.config, overrides, {}, { flagOf });
     // Logged, not refused: a service that started with it before must start after an upgrade.
@@ -93,15 +99,24 @@ export function registerServeCommand(program: Command): void {
       const started = prepareSharedStore(config, log).then(() =>
         Supervisor.start({ workers: config.policy.workers, listen: config.policy.listen, metricsListen: config.metrics.listen, metricsSocketMode: parseInt(config.metrics.socketMode, 8), log }),
       );
-      await serveUntilStopped(log, started, (supervisor) => supervisor.reload(), (supervisor) => supervisor.stop());
+      await serveUntilStopped(log, started, (supervisor) => supervisor.reload(), (supervisor) => supervisor.stop(), (supervisor) =>
+        notifyReady(notifySocket, `${listeningStatus(supervisor)}, ${config.policy.workers} policy workers`, log),
+      );
       exitStopped();
     } else {
       const log = createLogger(config.log.level);
       warnOfUnusedFlags(log);
-      await serveUntilStopped(log, Daemon.start({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop());
+      await serveUntilStopped(log, Daemon.start({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop(), (daemon) =>
+        notifyReady(notifySocket, listeningStatus(daemon), log),
+      );
       exitStopped();
     }
   });
+}
+
+/** The STATUS= systemd shows (`systemctl status callout`). */
+function listeningStatus(service: { policyAddress: string; metricsAddress: string }): string {
+  return `listening: policy ${service.policyAddress}, metrics ${service.metricsAddress || 'off'}`;
 }
 
 /**
@@ -115,21 +130,30 @@ function exitStopped(): never {
 }
 
 /**
- * Waits for `started`, then serves until SIGTERM or SIGINT has stopped it; SIGHUP reloads. The
+ * Waits for `started`, tells `ready` (once: not again on a reload), then serves until SIGTERM or
+ * SIGINT has stopped it; SIGHUP reloads. The
  * handlers are in place while it starts (opening the store can take seconds: a schema upgrade,
  * Redis out of reach): a signal's default action would end the process there, and systemd
  * counts a death by SIGHUP (`systemctl reload`) or SIGTERM as a clean exit, which
  * Restart=on-failure does not restart. A policy worker is signalled by its supervisor as soon
  * as it says it is ready. A signal that comes during the start acts once it is done.
  */
-async function serveUntilStopped<T>(log: Logger, started: Promise<T>, reload: (service: T) => void, stop: (service: T) => Promise<void>): Promise<void> {
+async function serveUntilStopped<T>(
+  log: Logger,
+  started: Promise<T>,
+  reload: (service: T) => void,
+  stop: (service: T) => Promise<void>,
+  ready: (service: T) => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
   // A start that fails is the caller's to report (the await below); a signal then has nothing to act on.
   const stopped = untilStopped(
     log,
     () => void started.then(reload, () => undefined),
     () => started.then(stop, () => undefined),
   );
-  await started;
+  // The handlers are in place and every listener is bound: systemd may now send ExecReload's
+  // SIGHUP and start Postfix. Not awaited: serving does not wait on systemd-notify.
+  void ready(await started);
   await stopped;
 }
 

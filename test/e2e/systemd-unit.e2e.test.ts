@@ -11,6 +11,11 @@
  *     - ExecStart's arguments, as written, start the daemon (its configuration file put in a
  *       temporary directory); ExecReload's signal makes it reload; KillSignal stops it with
  *       exit 0 within TimeoutStopSec, as systemd would wait before SIGKILL;
+ *     - Type=notify with NotifyAccess=all: started with NOTIFY_SOCKET naming a real AF_UNIX
+ *       datagram socket (test/support/notify-socket.py in systemd's place), the daemon sends
+ *       READY=1 through the real /usr/bin/systemd-notify, whose barrier the receiver closes,
+ *       and only once its policy listener accepts connections (the receiver connects to it
+ *       as it reads READY=1). The sender is that child, not the main process;
  *     - RestartPreventExitStatus holds exactly the statuses of the failures a restart cannot
  *       mend (cli/exit-status: usage, configuration), and a missing configuration file exits
  *       with one of them, so systemd does not restart a daemon in a loop.
@@ -18,22 +23,30 @@
  *   checked for syntax only.
  *
  * LIMITS
- *   Needs systemd-analyze (Debian's systemd package; .ci/run installs it).
+ *   Needs systemd-analyze and systemd-notify (Debian's systemd package; .ci/run installs it) and
+ *   python3 (.ci/run installs it to build the native modules).
  */
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
+import { onExit } from '../support/exit-hooks.js';
 import { requirePeer } from '../support/peers.js';
+import { freePort } from '../support/ports.js';
 import { startServeProcess } from '../support/serve-process.js';
+import type { ServeProcess } from '../support/serve-process.js';
+import { until } from '../support/wait.js';
 
 const UNIT = new URL('../../contrib/systemd/callout.service', import.meta.url);
+const NOTIFY_RECEIVER = fileURLToPath(new URL('../support/notify-socket.py', import.meta.url));
+const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify';
 
 /** The [Service] section's keys, each with its values in order (a key may repeat). */
 function serviceKeys(text: string): Map<string, string[]> {
@@ -63,6 +76,33 @@ const one = (key: string): string => {
   return values[0]!;
 };
 const [program, ...execArgs] = one('ExecStart').split(/\s+/);
+
+function notifyPeersMissing(): string | undefined {
+  if (spawnSync('python3', ['--version']).error) return 'python3 is not installed';
+  return spawnSync(SYSTEMD_NOTIFY, ['--version']).error ? `${SYSTEMD_NOTIFY} is not installed (Debian package systemd)` : undefined;
+}
+
+/** One datagram as test/support/notify-socket.py read it. */
+interface Datagram {
+  fields: Record<string, string>;
+  fds: number;
+  probe?: string;
+}
+
+/** The unit's configuration file, put in the temporary directory, and ExecStart's arguments naming it. */
+function configuredArgs(policyListen: string): string[] {
+  const configPath = join(dir, 'callout.yaml');
+  writeFileSync(
+    configPath,
+    stringify({
+      dataDir: join(dir, 'state'),
+      callout: { helo: 'mx.callout.test' },
+      policy: { listen: policyListen },
+      metrics: { listen: '127.0.0.1:0' },
+    }),
+  );
+  return execArgs.slice(1).map((arg) => (arg === '/etc/callout/callout.yaml' ? configPath : arg));
+}
 
 function analyzerMissing(): string | undefined {
   const found = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
@@ -96,18 +136,8 @@ describe('contrib/systemd/callout.service', () => {
     // Without a directory: systemd finds it in /usr/bin (npm's prefix under Debian's Node) or /usr/local/bin.
     assert.equal(program, 'callout');
     assert.deepEqual(execArgs.slice(0, 2), ['serve', '--config']);
-    const configPath = join(dir, 'callout.yaml');
-    writeFileSync(
-      configPath,
-      stringify({
-        dataDir: join(dir, 'state'),
-        callout: { helo: 'mx.callout.test' },
-        policy: { listen: '127.0.0.1:0' },
-        metrics: { listen: '127.0.0.1:0' },
-      }),
-    );
-    const args = execArgs.slice(1).map((arg) => (arg === '/etc/callout/callout.yaml' ? configPath : arg));
-    assert.ok(args.includes(configPath), 'ExecStart names /etc/callout/callout.yaml, the ConfigurationDirectory');
+    const args = configuredArgs('127.0.0.1:0');
+    assert.ok(args.includes(join(dir, 'callout.yaml')), 'ExecStart names /etc/callout/callout.yaml, the ConfigurationDirectory');
     assert.equal(one('ConfigurationDirectory'), 'callout');
     assert.equal(one('StateDirectory'), 'callout', 'the daemon\'s default dataDir is /var/lib/callout');
 
@@ -129,6 +159,60 @@ describe('contrib/systemd/callout.service', () => {
     }
     const stopped = await serve.stop(one('KillSignal') as NodeJS.Signals, stopSeconds * 1000);
     assert.deepEqual(stopped, { code: 0, signal: null });
+  });
+
+  it('is Type=notify, NotifyAccess=all: the daemon says READY=1 through systemd-notify once its policy listener accepts connections', { skip: requirePeer(notifyPeersMissing()) }, async () => {
+    assert.equal(one('Type'), 'notify');
+    // The READY=1 comes from systemd-notify, a child: under NotifyAccess=main systemd drops it.
+    assert.equal(one('NotifyAccess'), 'all');
+    // Longer than systemd's default 90 s: an upgrade of the SQLite schema comes before READY=1.
+    const startMinutes = Number(/^(\d+)min$/.exec(one('TimeoutStartSec'))?.[1]);
+    assert.ok(startMinutes * 60 > 90, `TimeoutStartSec (${one('TimeoutStartSec')}) is longer than systemd's default 90 s`);
+
+    const socketPath = join(dir, 'notify.sock');
+    const port = await freePort();
+    const receiver = spawn('python3', [NOTIFY_RECEIVER, socketPath, `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const stopReceiver = (): void => void receiver.kill('SIGKILL');
+    onExit(stopReceiver);
+    const datagrams: Datagram[] = [];
+    let bound = false;
+    let receiverErr = '';
+    let pending = '';
+    receiver.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines.filter(Boolean)) {
+        const parsed = JSON.parse(line) as Datagram | { listening: string };
+        if ('listening' in parsed) bound = true;
+        else datagrams.push(parsed);
+      }
+    });
+    receiver.stderr.setEncoding('utf8').on('data', (chunk: string) => (receiverErr += chunk));
+    let serve: ServeProcess | undefined;
+    try {
+      assert.ok(await until(() => bound), `the receiver bound ${socketPath}; its stderr: ${receiverErr}`);
+      // PATH as systemd's own for a system service, where /usr/bin/systemd-notify is found.
+      const env = { ...process.env, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', NOTIFY_SOCKET: socketPath };
+      serve = await startServeProcess(configuredArgs(`127.0.0.1:${port}`), undefined, { env });
+      // Logged once systemd-notify exited 0: past its barrier, which only the receiver's close of the pipe ends.
+      await serve.waitForLog((l) => l.msg === 'told systemd that callout serve is ready', 'that systemd was told');
+      // The receiver's lines come through a pipe of their own, and may come after the daemon's.
+      await until(() => datagrams.some((d) => d.fields.BARRIER !== undefined));
+      const ready = datagrams.filter((d) => d.fields.READY !== undefined);
+      assert.deepEqual(ready, [{ fields: { READY: '1', STATUS: `listening: policy 127.0.0.1:${port}, metrics ${serve.metricsAddress}` }, fds: 0, probe: 'accepted' }]);
+      assert.deepEqual(datagrams.filter((d) => d.fields.BARRIER !== undefined), [{ fields: { BARRIER: '1' }, fds: 1 }], 'systemd-notify waited on the barrier');
+      // What systemd then runs, the reload job it held: no second READY=1 (no RELOADING=1 either).
+      const mark = serve.logs.length;
+      serve.child.kill('SIGHUP');
+      await serve.waitForLog((l) => l.msg === 'configuration reloaded', 'the reload', mark);
+      assert.deepEqual(await serve.stop('SIGTERM'), { code: 0, signal: null }, serve.stderr());
+      assert.equal(datagrams.filter((d) => d.fields.BARRIER === undefined).length, 1, `one notification in the daemon's life: ${JSON.stringify(datagrams)}`);
+    } catch (err) {
+      await serve?.stop('SIGKILL').catch(() => undefined);
+      throw err;
+    } finally {
+      stopReceiver();
+    }
   });
 
   it('RestartPreventExitStatus holds the statuses a restart cannot mend, and a missing configuration file exits with one', () => {

@@ -7,7 +7,8 @@
  *   repository root and resolves once the log shows the line that says it is listening (by
  *   default "callout serve started"; with policy workers the supervisor's "policy workers
  *   started"), whose policy and metrics fields give the addresses. waitForLog() waits for a
- *   line from a given index on, so a test can mark the log before it acts. The child runs in a
+ *   line from a given index on, so a test can mark the log before it acts. options.env replaces
+ *   the child's environment (NOTIFY_SOCKET, a PATH with a stand-in program). The child runs in a
  *   process group of its own, which an exit hook (test/support/exit-hooks) kills if the test
  *   process ends, even by a signal, before the child did.
  */
@@ -53,9 +54,13 @@ export interface ServeProcess {
   stop(signal?: NodeJS.Signals, waitMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export async function startServeProcess(args: string[], started: (line: LogLine) => boolean = (l) => l.msg === 'callout serve started'): Promise<ServeProcess> {
+export async function startServeProcess(
+  args: string[],
+  started: (line: LogLine) => boolean = (l) => l.msg === 'callout serve started',
+  options: { env?: NodeJS.ProcessEnv } = {},
+): Promise<ServeProcess> {
   // A process group of its own, so that a test can end the whole tree (policy workers too).
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...(options.env ? { env: options.env } : {}) });
   live.add(child);
   const logs: LogLine[] = [];
   const waiters = new Set<() => void>();
