@@ -31,10 +31,15 @@
  *   when ExecReload's kill has sent the signal.
  *
  * ERRORS
- *   A systemd-notify that cannot be run, fails, or has not finished within NOTIFY_WAIT_MS (then
- *   killed) is logged as an error naming the command, and serving goes on. systemd then fails
- *   the start after TimeoutStartSec and stops the service, so the line says that a unit without
- *   systemd-notify must not be Type=notify.
+ *   systemd-notify is looked up on PATH, then at /usr/bin/systemd-notify (a drop-in's
+ *   Environment=PATH= may leave /usr/bin out). One that fails or has not finished within
+ *   NOTIFY_WAIT_MS (then killed) is run again, NOTIFY_ATTEMPTS times in all, NOTIFY_RETRY_MS
+ *   apart, each failure logged as a warning: systemd-notify 252 gives up its barrier wait after
+ *   5 s (a manager busy at boot), and a READY=1 the manager reads after its sender has exited
+ *   cannot be attributed to the unit and is dropped. A second READY=1 once the first counted
+ *   is harmless. When every attempt failed, an error naming the command says that systemd may
+ *   not have been told: it then fails the start after TimeoutStartSec and stops the service,
+ *   so a unit without systemd-notify must not be Type=notify. Serving goes on meanwhile.
  */
 
 import { spawn } from 'node:child_process';
@@ -44,8 +49,12 @@ import { describeFileError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 
 export const NOTIFY_COMMAND = 'systemd-notify';
+/** Where Debian's package systemd puts it, for a PATH that lacks /usr/bin. */
+const NOTIFY_COMMAND_PATH = '/usr/bin/systemd-notify';
 /** Longer than systemd-notify's own wait for the manager to read the message (5 s). */
 const NOTIFY_WAIT_MS = 10_000;
+const NOTIFY_ATTEMPTS = 3;
+const NOTIFY_RETRY_MS = 2_000;
 /** What of systemd-notify's stderr goes into the log line: it says why in one line. */
 const STDERR_KEPT = 1_000;
 
@@ -87,24 +96,44 @@ export async function notifyReady(socket: string | undefined, status: string, lo
   if (socket === undefined) return;
   const { run = runCommand, timers = systemTimers, env = process.env } = options;
   const args = ['--ready', `--status=${status}`];
+  const childEnv = { ...env, NOTIFY_SOCKET: socket };
+  let command = NOTIFY_COMMAND;
+  let failure = '';
+  for (let attempt = 1; attempt <= NOTIFY_ATTEMPTS; attempt++) {
+    if (attempt > 1) {
+      log.warn({ command: [command, ...args], notifySocket: socket, attempt: attempt - 1 }, `${command} --ready failed: ${failure}; trying again in ${NOTIFY_RETRY_MS} ms`);
+      await new Promise<void>((resolve) => timers.setTimeout(resolve, NOTIFY_RETRY_MS));
+    }
+    let outcome = await runBounded(run, command, args, childEnv, timers);
+    if (outcome.missing && command === NOTIFY_COMMAND) {
+      command = NOTIFY_COMMAND_PATH;
+      outcome = await runBounded(run, command, args, childEnv, timers);
+    }
+    if (outcome.failure === undefined) {
+      log.info({ notifySocket: socket, status }, 'told systemd that callout serve is ready');
+      return;
+    }
+    failure = outcome.failure;
+  }
+  log.error(
+    { command: [command, ...args], notifySocket: socket, attempts: NOTIFY_ATTEMPTS },
+    `${command} --ready failed ${NOTIFY_ATTEMPTS} times, the last: ${failure}; systemd may not have been told that callout serve is ready, and a unit of ` +
+      `Type=notify is stopped after TimeoutStartSec: install ${NOTIFY_COMMAND} (Debian package systemd), or make the unit Type=simple (a drop-in); serving goes on`,
+  );
+}
+
+/** One run of systemd-notify within NOTIFY_WAIT_MS: what went wrong, if anything, and whether the command was not found. */
+async function runBounded(run: RunCommand, command: string, args: string[], env: NodeJS.ProcessEnv, timers: Timers): Promise<{ failure?: string; missing: boolean }> {
   const abort = new AbortController();
   const timer = timers.setTimeout(() => abort.abort(), NOTIFY_WAIT_MS);
-  let failure: string | undefined;
   try {
-    const outcome = await run(NOTIFY_COMMAND, args, { ...env, NOTIFY_SOCKET: socket }, abort.signal);
-    if (outcome.code !== 0) failure = `${outcome.signal ? `killed by ${outcome.signal}` : `exit status ${outcome.code}`}${outcome.stderr ? `: ${outcome.stderr}` : ''}`;
+    const outcome = await run(command, args, env, abort.signal);
+    if (outcome.code === 0) return { missing: false };
+    return { failure: `${outcome.signal ? `killed by ${outcome.signal}` : `exit status ${outcome.code}`}${outcome.stderr ? `: ${outcome.stderr}` : ''}`, missing: false };
   } catch (err) {
-    failure = abort.signal.aborted ? `not finished within ${NOTIFY_WAIT_MS} ms, killed` : `could not be run: ${describeFileError(err)}`;
+    if (abort.signal.aborted) return { failure: `not finished within ${NOTIFY_WAIT_MS} ms, killed`, missing: false };
+    return { failure: `could not be run: ${describeFileError(err)}`, missing: (err as NodeJS.ErrnoException).code === 'ENOENT' };
   } finally {
     timers.clearTimeout(timer);
   }
-  if (failure === undefined) {
-    log.info({ notifySocket: socket, status }, 'told systemd that callout serve is ready');
-    return;
-  }
-  log.error(
-    { command: [NOTIFY_COMMAND, ...args], notifySocket: socket },
-    `${NOTIFY_COMMAND} --ready failed: ${failure}; systemd was not told that callout serve is ready, and a unit of Type=notify ` +
-      `is stopped after TimeoutStartSec: install ${NOTIFY_COMMAND} (Debian package systemd), or make the unit Type=simple (a drop-in); serving goes on`,
-  );
 }

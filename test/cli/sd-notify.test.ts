@@ -26,7 +26,15 @@ function fakeRun(outcome: (abort: AbortSignal) => Promise<CommandOutcome>): { ru
 }
 
 const succeeded = (): Promise<CommandOutcome> => Promise.resolve({ code: 0, signal: null, stderr: '' });
-const FAILED = /^systemd-notify --ready failed: .*; systemd was not told that callout serve is ready, and a unit of Type=notify is stopped after TimeoutStartSec: install systemd-notify \(Debian package systemd\), or make the unit Type=simple \(a drop-in\); serving goes on$/;
+const FAILED = /^\S*systemd-notify --ready failed 3 times, the last: .*; systemd may not have been told that callout serve is ready, and a unit of Type=notify is stopped after TimeoutStartSec: install systemd-notify \(Debian package systemd\), or make the unit Type=simple \(a drop-in\); serving goes on$/;
+
+/** Moves time on, 2 s at a time, until notifyReady has finished (its tries and waits between them). */
+async function finish(done: Promise<void>, timers: ManualTimers): Promise<void> {
+  let finished = false;
+  void done.then(() => (finished = true));
+  for (let step = 0; step < 40 && !finished; step++) await timers.advance(2_000);
+  await done;
+}
 
 describe('takeNotifySocket', () => {
   it('gives NOTIFY_SOCKET and takes it out of the environment, so that no child inherits it', () => {
@@ -63,41 +71,72 @@ describe('notifyReady', () => {
     );
   });
 
-  it('logs an error naming the command and its stderr when systemd-notify fails', async () => {
-    const { run } = fakeRun(() => Promise.resolve({ code: 1, signal: null, stderr: 'Failed to notify init system: Connection refused' }));
+  it('tries again twice, 2 s apart, when systemd-notify fails, and then logs an error naming the command and its stderr', async () => {
+    const timers = new ManualTimers();
+    const { run, calls } = fakeRun(() => Promise.resolve({ code: 1, signal: null, stderr: 'Failed to invoke barrier: Connection timed out' }));
     const { log, lines } = captureLog();
-    await notifyReady('/run/systemd/notify', 'listening', log, { run });
-    assert.equal(lines.length, 1, 'one line');
-    assert.equal(lines[0]!.level, 50);
-    assert.match(String(lines[0]!.msg), FAILED);
-    assert.match(String(lines[0]!.msg), /^systemd-notify --ready failed: exit status 1: Failed to notify init system: Connection refused;/);
-    assert.deepEqual(lines[0]!.command, ['systemd-notify', '--ready', '--status=listening']);
+    const done = notifyReady('/run/systemd/notify', 'listening', log, { run, timers });
+    await timers.advance(1_999);
+    assert.equal(calls.length, 1, 'no second try before 2 s');
+    await finish(done, timers);
+    assert.deepEqual(calls.map((c) => c.command), ['systemd-notify', 'systemd-notify', 'systemd-notify'], 'three tries in all');
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.attempt]),
+      [[40, 1], [40, 2], [50, undefined]],
+      'a warning per failed try that is tried again, then one error',
+    );
+    assert.equal(lines[0]!.msg, 'systemd-notify --ready failed: exit status 1: Failed to invoke barrier: Connection timed out; trying again in 2000 ms');
+    assert.match(String(lines[2]!.msg), FAILED);
+    assert.match(String(lines[2]!.msg), /^systemd-notify --ready failed 3 times, the last: exit status 1: Failed to invoke barrier: Connection timed out;/);
+    assert.deepEqual(lines[2]!.command, ['systemd-notify', '--ready', '--status=listening']);
   });
 
-  it('says the signal that killed it', async () => {
-    const { run } = fakeRun(() => Promise.resolve({ code: null, signal: 'SIGKILL', stderr: '' }));
+  it('stops trying once systemd-notify succeeds', async () => {
+    const timers = new ManualTimers();
+    let tries = 0;
+    const { run } = fakeRun(() => (++tries === 1 ? Promise.resolve({ code: null, signal: 'SIGKILL', stderr: '' }) : succeeded()));
     const { log, lines } = captureLog();
-    await notifyReady('/run/systemd/notify', 'listening', log, { run });
-    assert.match(String(lines[0]!.msg), /^systemd-notify --ready failed: killed by SIGKILL;/);
+    await finish(notifyReady('/run/systemd/notify', 'listening', log, { run, timers }), timers);
+    assert.equal(tries, 2, 'tried twice');
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg]),
+      [
+        [40, 'systemd-notify --ready failed: killed by SIGKILL; trying again in 2000 ms'],
+        [30, 'told systemd that callout serve is ready'],
+      ],
+    );
+  });
+
+  it('runs /usr/bin/systemd-notify when PATH has none (a drop-in PATH without /usr/bin)', async () => {
+    const missing = Object.assign(new Error('spawn systemd-notify ENOENT'), { code: 'ENOENT', errno: -2 });
+    const { run, calls } = fakeRun(() => (calls.length === 1 ? Promise.reject(missing) : succeeded()));
+    const { log, lines } = captureLog();
+    await notifyReady('/run/systemd/notify', 'listening', log, { run, timers: new ManualTimers() });
+    assert.deepEqual(calls.map((c) => c.command), ['systemd-notify', '/usr/bin/systemd-notify']);
+    assert.deepEqual(lines.map((l) => l.msg), ['told systemd that callout serve is ready'], 'found at its Debian path: nothing went wrong');
   });
 
   it('logs an error when systemd-notify cannot be run (not installed), and resolves', async () => {
+    const timers = new ManualTimers();
     const missing = Object.assign(new Error('spawn systemd-notify ENOENT'), { code: 'ENOENT', errno: -2 });
-    const { run } = fakeRun(() => Promise.reject(missing));
+    const { run, calls } = fakeRun(() => Promise.reject(missing));
     const { log, lines } = captureLog();
-    await notifyReady('/run/systemd/notify', 'listening', log, { run });
-    assert.match(String(lines[0]!.msg), FAILED);
-    assert.match(String(lines[0]!.msg), /^systemd-notify --ready failed: could not be run: no such file \(ENOENT\);/);
+    await finish(notifyReady('/run/systemd/notify', 'listening', log, { run, timers }), timers);
+    assert.deepEqual(calls.map((c) => c.command), ['systemd-notify', '/usr/bin/systemd-notify', '/usr/bin/systemd-notify', '/usr/bin/systemd-notify'], 'PATH once, then the Debian path');
+    const error = lines.at(-1)!;
+    assert.equal(error.level, 50);
+    assert.match(String(error.msg), FAILED);
+    assert.match(String(error.msg), /^\/usr\/bin\/systemd-notify --ready failed 3 times, the last: could not be run: no such file \(ENOENT\);/);
   });
 
-  it('gives up on a systemd-notify that has not finished within 10 s: aborts it and logs an error', async () => {
+  it('gives up on a systemd-notify that has not finished within 10 s: aborts it, and tries again', async () => {
     const timers = new ManualTimers();
-    let aborted = false;
-    const { run } = fakeRun(
+    let aborted = 0;
+    const { run, calls } = fakeRun(
       (abort) =>
         new Promise((_resolve, reject) =>
           abort.addEventListener('abort', () => {
-            aborted = true;
+            aborted++;
             reject(new Error('aborted'));
           }),
         ),
@@ -105,11 +144,13 @@ describe('notifyReady', () => {
     const { log, lines } = captureLog();
     const done = notifyReady('/run/systemd/notify', 'listening', log, { run, timers });
     await timers.advance(9_999);
-    assert.equal(aborted, false, 'still waited for after 9,999 ms');
+    assert.equal(aborted, 0, 'still waited for after 9,999 ms');
     await timers.advance(1);
-    await done;
-    assert.equal(aborted, true, 'aborted at 10 s');
-    assert.match(String(lines[0]!.msg), /^systemd-notify --ready failed: not finished within 10000 ms, killed;/);
+    assert.equal(aborted, 1, 'aborted at 10 s');
+    assert.equal(lines[0]!.msg, 'systemd-notify --ready failed: not finished within 10000 ms, killed; trying again in 2000 ms');
+    await finish(done, timers);
+    assert.equal(calls.length, 3, 'three tries');
+    assert.match(String(lines.at(-1)!.msg), /^systemd-notify --ready failed 3 times, the last: not finished within 10000 ms, killed;/);
     assert.equal(timers.waiting, 0, 'no timer left behind');
   });
 

@@ -7,11 +7,17 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { PolicyClient, postfixRequest } from '../support/policy-client.js';
 import { freePort } from '../support/ports.js';
 import { startServeProcess } from '../support/serve-process.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const FAKE_NOTIFY = `#!/bin/bash
 health=$( (exec 3<>"/dev/tcp/127.0.0.1/$CALLOUT_TEST_METRICS_PORT" && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3) 2>/dev/null | tr -d '\\r')
@@ -118,19 +124,22 @@ describe('callout serve and systemd-notify', () => {
     });
   });
 
-  it('logs an error naming systemd-notify when it is not installed, and goes on serving', async () => {
+  it('goes on serving while systemd-notify fails (none on PATH; /usr/bin/systemd-notify, where installed, to a socket that is not there), and logs an error after its last try', async () => {
     const empty = join(dir, 'empty');
     mkdirSync(empty, { recursive: true });
     await withServe({ notifySocket: '/run/callout-test/notify', path: empty }, async (serve) => {
-      const error = await serve.waitForLog((l) => String(l.msg).startsWith('systemd-notify --ready failed'), 'the error');
-      assert.equal(error.level, 50, 'logged as an error');
-      assert.match(String(error.msg), /^systemd-notify --ready failed: could not be run: no such file \(ENOENT\);.* a unit of Type=notify is stopped after TimeoutStartSec: install systemd-notify/);
+      const warning = await serve.waitForLog((l) => /systemd-notify --ready failed: /.test(String(l.msg)), 'the first failure');
+      assert.equal(warning.level, 40, 'a failure that is tried again is a warning');
+      assert.match(String(warning.msg), /^(?:\/usr\/bin\/)?systemd-notify --ready failed: .*; trying again in 2000 ms$/);
       const client = await PolicyClient.connect(serve.policyAddress);
       try {
         assert.equal(await client.request(postfixRequest({ sender: '' })), 'DUNNO', 'the null sender is answered');
       } finally {
         client.close();
       }
+      const error = await serve.waitForLog((l) => / --ready failed 3 times/.test(String(l.msg)), 'the error after the last try');
+      assert.equal(error.level, 50, 'logged as an error');
+      assert.match(String(error.msg), /^(?:\/usr\/bin\/)?systemd-notify --ready failed 3 times, the last: .*; systemd may not have been told .* a unit of Type=notify is stopped after TimeoutStartSec: install systemd-notify/);
       await stopped(serve);
     });
   });
@@ -151,5 +160,24 @@ describe('callout serve and systemd-notify', () => {
         { socket: '/run/callout-test/notify', health: 'HTTP/1.1 200 OK', args: ['--ready', `--status=listening: policy ${serve.policyAddress}, metrics 127.0.0.1:${metricsPort}, 2 policy workers`] },
       ]);
     });
+  });
+  it('runs no systemd-notify when the start fails (a worker cannot listen: the address is taken)', async () => {
+    rmSync(record, { force: true });
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = taken.address() as net.AddressInfo;
+      const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, CALLOUT_TEST_METRICS_PORT: '9', CALLOUT_TEST_NOTIFY_RECORD: record, NOTIFY_SOCKET: '/run/callout-test/notify' };
+      for (const workers of ['1', '2']) {
+        const args = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--listen', `127.0.0.1:${port}`, '--metrics', '', '--data-dir', dir, '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9', '--workers', workers];
+        const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+        child.stderr.resume();
+        const [code] = (await once(child, 'exit')) as [number | null];
+        assert.notEqual(code, 0, `with ${workers} worker(s), the start failed`);
+        assert.deepEqual(invocations(), [], `with ${workers} worker(s), systemd-notify was not run`);
+      }
+    } finally {
+      taken.close();
+    }
   });
 });

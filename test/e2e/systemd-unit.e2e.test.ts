@@ -15,7 +15,8 @@
  *       datagram socket (test/support/notify-socket.py in systemd's place), the daemon sends
  *       READY=1 through the real /usr/bin/systemd-notify, whose barrier the receiver closes,
  *       and only once its policy listener accepts connections (the receiver connects to it
- *       as it reads READY=1). The sender is that child, not the main process;
+ *       as it reads READY=1). (That the sender is the child, hence NotifyAccess=all, is not
+ *       checked: run as root, systemd-notify may send with its parent's credentials.)
  *     - RestartPreventExitStatus holds exactly the statuses of the failures a restart cannot
  *       mend (cli/exit-status: usage, configuration), and a missing configuration file exits
  *       with one of them, so systemd does not restart a daemon in a loop.
@@ -29,7 +30,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,6 +169,10 @@ describe('contrib/systemd/callout.service', () => {
     // Longer than systemd's default 90 s: an upgrade of the SQLite schema comes before READY=1.
     const startMinutes = Number(/^(\d+)min$/.exec(one('TimeoutStartSec'))?.[1]);
     assert.ok(startMinutes * 60 > 90, `TimeoutStartSec (${one('TimeoutStartSec')}) is longer than systemd's default 90 s`);
+    // Debian's postfix.service is a oneshot; the master that asks callout runs in postfix@-.service.
+    const before = /^Before=(.*)$/m.exec(unitText)?.[1]?.split(/\s+/) ?? [];
+    assert.ok(before.includes('postfix.service') && before.includes('postfix@-.service'), `Before= names postfix.service and postfix@-.service, got ${before.join(' ')}`);
+    if (existsSync('/lib/systemd/system/postfix@.service')) assert.ok(existsSync('/lib/systemd/system-generators/postfix-instance-generator'), "Debian's Postfix makes postfix@-.service with its instance generator");
 
     const socketPath = join(dir, 'notify.sock');
     const port = await freePort();
