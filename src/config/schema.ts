@@ -10,7 +10,8 @@
  *
  * ERRORS
  *   validateConfig() throws ConfigError whose message names every bad key (the first 20, and how
- *   many more), the value found (its start) and what was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
+ *   many more), the value found (its start, a secret or a Redis password in it masked) and what
+ *   was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
  *   an unknown key with the keys its mapping takes, and the full names of the keys of its name
  *   in other sections (a key written in the wrong one).
  */
@@ -24,6 +25,7 @@ import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddre
 import { octalMode } from '../core/files.js';
 import { AddressSet } from '../core/ip.js';
 import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
+import { HIDDEN_SECRET } from '../core/text.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
 import { parseMailbox, parseReversePath } from '../address/index.js';
@@ -154,7 +156,7 @@ const calloutSchema = z
     /** Template of the random local part; {random} is replaced by 12 random letters and digits. */
     randomLocalPart: z
       .string()
-      .regex(/\{random\}/, 'must contain {random}')
+      .regex(/\{random\}/, 'expected a template with {random} in it, such as callout-{random}')
       .superRefine((template, ctx) => {
         // A template that makes no plain ASCII local part ("probe {random}", "a@{random}", over 64
         // octets) was sent as written; every server refused the probe's syntax, and every
@@ -388,10 +390,20 @@ export function describeValue(root: unknown, path: PropertyKey[]): string {
   if (node === null) return 'an empty value (null)';
   // A secret (a BATV key's) of the wrong type is still the secret: YAML reads 84729301 as a number.
   if (path.at(-1) === 'secret') return 'a value not shown (a secret)';
-  // A Redis URL may hold a password: error messages and logs show it masked.
-  if (typeof node === 'string' && path.join('.') === 'store.url') node = maskPassword(node);
+  // A Redis URL may hold a password: error messages and logs show it masked (a URL written
+  // where the store's mapping goes, `store: redis://:pw@host`, too).
+  if (typeof node === 'string' && ['store', 'store.url'].includes(path.join('.'))) node = maskPassword(node);
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
-  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node), SHOWN_VALUE);
+  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node, hiddenSecrets), SHOWN_VALUE);
+}
+
+/**
+ * The secrets inside a quoted mapping or list masked: a BATV key with both secret and
+ * secretFile was quoted whole, its secret with it, on the terminal and, at a reload, in the log.
+ */
+function hiddenSecrets(key: string, value: unknown): unknown {
+  if (key === 'secret' && value !== undefined) return HIDDEN_SECRET;
+  return key === 'url' && typeof value === 'string' ? maskPassword(value) : value;
 }
 
 /**
@@ -416,15 +428,23 @@ const unknownKey = (expected: readonly string[]) => `unknown key, expected one o
  * section (`level` under callout, `helo` at the top) or in the wrong case was told only the keys
  * of the mapping it is in, and the administrator searched the README for where it goes.
  */
-const KEY_HOMES = keyHomes(configSchema);
+const KEY_HOMES = keyHomes(schemaKeys(configSchema));
 
-function keyHomes(schema: z.ZodType, prefix = '', homes = new Map<string, string[]>()): Map<string, string[]> {
+/**
+ * Every key of a schema's mappings, nested ones too, by its full dotted name, each mapping before
+ * its keys: those of configSchema, or of a stage's options (the README's reference lists them).
+ */
+export function schemaKeys(schema: z.ZodType, prefix = ''): string[] {
   const inner = schema instanceof z.ZodDefault || schema instanceof z.ZodOptional ? schema.unwrap() : schema;
-  if (!(inner instanceof z.ZodObject)) return homes;
-  for (const [key, member] of Object.entries(inner.shape as Record<string, z.ZodType>)) {
-    const name = `${prefix}${key}`;
-    homes.set(key.toLowerCase(), [...(homes.get(key.toLowerCase()) ?? []), name]);
-    keyHomes(member, `${name}.`, homes);
+  if (!(inner instanceof z.ZodObject)) return [];
+  return Object.entries(inner.shape as Record<string, z.ZodType>).flatMap(([key, member]) => [`${prefix}${key}`, ...schemaKeys(member, `${prefix}${key}.`)]);
+}
+
+function keyHomes(names: string[]): Map<string, string[]> {
+  const homes = new Map<string, string[]>();
+  for (const name of names) {
+    const key = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
+    homes.set(key, [...(homes.get(key) ?? []), name]);
   }
   return homes;
 }

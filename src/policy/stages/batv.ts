@@ -22,12 +22,13 @@
  *   Counters: `counters` on the stage, and callout_batv_total{result} through deps.metrics.
  *
  * CONFIGURATION
- *   domains (required; 'example.com' exactly, '.example.com' subdomains), keys (newest first:
- *   { keynum 0-9, secret | secretFile }), window ('bounded', the default, or 'exim'), code (550), enhanced
- *   (5.7.1), invalidText, expiredText, unsignedText, exemptRecipients, unsignedAllowedUntil
- *   (ISO 8601 date-time)
+ *   domains (required; 'example.com' exactly, '.example.com' subdomains), keys (1 to 10, newest
+ *   first: { keynum 0-9, secret | secretFile, an absolute path }), window ('bounded', the default,
+ *   or 'exim'), code (550), enhanced (5.7.1), invalidText, expiredText, unsignedText,
+ *   exemptRecipients, unsignedAllowedUntil (ISO 8601 date-time)
  */
 
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { asciiLower } from '../../address/index.js';
 import { ConfigError } from '../../core/errors.js';
@@ -44,12 +45,16 @@ const keySchema = z
   .object({
     keynum: z.number().int().min(0).max(9),
     // As `config print` shows it: read back, it would sign and check with "***".
-    secret: z.string().min(1).refine((s) => s !== HIDDEN_SECRET, { message: `is ${HIDDEN_SECRET}, as config print hides it: put the real secret back` }).optional(),
-    /** A file holding the secret (one line), so the configuration file can be world-readable. */
-    secretFile: z.string().min(1).optional(),
+    secret: z.string().min(1).refine((s) => s !== HIDDEN_SECRET, { message: `expected the secret, not ${HIDDEN_SECRET} as config print hides it: put the real secret back` }).optional(),
+    /**
+     * A file holding the secret (one line), so the configuration file can be world-readable.
+     * Absolute: a relative one was read from the directory each command started in, so `config
+     * check` in /etc/callout found it and serve, started in / by systemd, stopped.
+     */
+    secretFile: z.string().min(1).refine(isAbsolute, 'expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)').optional(),
   })
   .strict()
-  .refine((k) => (k.secret === undefined) !== (k.secretFile === undefined), { message: 'give exactly one of secret and secretFile' });
+  .refine((k) => (k.secret === undefined) !== (k.secretFile === undefined), { message: 'expected exactly one of secret and secretFile' });
 
 /**
  * A protected domain as rewrite/domains matches it: the domain, or '.domain' for its subdomains.
