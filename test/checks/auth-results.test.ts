@@ -90,6 +90,8 @@ test('an address is a pvalue unquoted only with an RFC 6376 domain-name: two lab
 test('"=" makes a value a quoted-string (RFC 2045 tspecials), and "_" is no domain-name character (RFC 5321 sub-domain)', () => {
   assert.equal(formatAuthenticationResults({ authservId: 'mx=evil', spf: [spf({ identity: 'helo', helo: 'a=b' })] }).replace(/ \(.*\)/, ''), 'Authentication-Results: "mx=evil"; spf=pass smtp.helo="a=b"');
   assert.match(formatAuthenticationResults({ authservId: 'mx', spf: [spf({ sender: 'user@a_b.example' })] }), / smtp\.mailfrom="user@a_b\.example"$/);
+  // "/" is a tspecial too (RFC 2045 §5.1).
+  assert.match(formatAuthenticationResults({ authservId: 'mx', spf: [spf({ identity: 'helo', helo: 'a/b' })] }), / smtp\.helo="a\/b"$/);
 });
 
 test('iprev: a result other than pass is explained by its reason, not by a name', () => {
@@ -123,6 +125,23 @@ test('Received-SPF: key=value pairs as dot-atom or quoted-string', () => {
   );
 });
 
+test('Received-SPF explains each result in its comment, as RFC 7208 §9.1 words them', () => {
+  const comment = (overrides: Partial<SpfVerdict>) => /^Received-SPF: \S+ \((.*?)\) client-ip=/.exec(formatReceivedSpf(spf({ mechanism: undefined, ...overrides }), 'mx'))?.[1];
+  assert.equal(comment({ result: 'pass' }), 'mx: domain of user@example.com designates 192.0.2.1 as permitted sender');
+  assert.equal(comment({ result: 'fail' }), 'mx: domain of user@example.com does not designate 192.0.2.1 as permitted sender');
+  assert.equal(comment({ result: 'softfail' }), 'mx: domain of user@example.com discourages use of 192.0.2.1 as permitted sender');
+  assert.equal(comment({ result: 'neutral' }), 'mx: 192.0.2.1 is neither permitted nor denied by domain of user@example.com');
+  assert.equal(comment({ result: 'none' }), 'mx: domain of user@example.com does not designate permitted sender hosts');
+  assert.equal(comment({ result: 'temperror', problem: 'TXT lookup of example.com failed' }), 'mx: temporary error checking domain of user@example.com: TXT lookup of example.com failed');
+  assert.equal(comment({ result: 'temperror' }), 'mx: temporary error checking domain of user@example.com: DNS error');
+  assert.equal(comment({ result: 'permerror', problem: '2 SPF records' }), 'mx: permanent error in the SPF record of example.com: 2 SPF records');
+});
+
+test('sender-id: header.<field> in lower case, and only with both the field and the address', () => {
+  assert.equal(formatAuthenticationResults({ authservId: 'mx', senderId: { result: 'pass', header: 'Resent-From', address: 'r@example.net' } }), 'Authentication-Results: mx; sender-id=pass header.resent-from=r@example.net');
+  assert.equal(formatAuthenticationResults({ authservId: 'mx', senderId: { result: 'permerror', address: 'r@example.net' } }), 'Authentication-Results: mx; sender-id=permerror');
+});
+
 test('folding keeps lines within 78 characters at element boundaries', () => {
   const folded = formatReceivedSpf(spf(), 'mx.example.net', { fold: true });
   const lines = folded.split('\r\n');
@@ -135,6 +154,12 @@ test('folding keeps lines within 78 characters at element boundaries', () => {
   // RFC 5322 §2.1.1: 78 characters are allowed, so a line of exactly 78 is not folded.
   const exact = formatAuthenticationResults({ authservId: 'a'.repeat(44), spf: [spf()] }, { fold: true });
   assert.equal(exact.split('\r\n')[0], `Authentication-Results: ${'a'.repeat(44)}; spf=pass`);
+  // An element wider than a line goes on the first line all the same, not after a field name alone.
+  const wide = formatAuthenticationResults({ authservId: 'a'.repeat(100), spf: [spf()] }, { fold: true });
+  assert.equal(wide.split('\r\n')[0], `Authentication-Results: ${'a'.repeat(100)};`);
+  // One more character, and the element goes on the next line.
+  const over = formatAuthenticationResults({ authservId: 'a'.repeat(45), spf: [spf()] }, { fold: true });
+  assert.deepEqual(over.split('\r\n').slice(0, 2), [`Authentication-Results: ${'a'.repeat(45)};`, ' spf=pass']);
 });
 
 test('the callout is reported in X-Callout-Result, not as an Authentication-Results method', () => {

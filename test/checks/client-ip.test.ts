@@ -75,6 +75,9 @@ describe('networkHolds and addressHolds', () => {
     assert.equal(networkHolds(cidr('192.0.2.76/32'), v4), false);
     assert.equal(networkHolds(cidr('2001:db8:1:2::/64'), v6), true);
     assert.equal(networkHolds(cidr('2001:db8:1:3::/64'), v6), false);
+    // The host part's high bit is outside the network's prefix too.
+    assert.equal(networkHolds(cidr('192.0.2.0/24'), client('192.0.2.200')), true);
+    assert.equal(networkHolds(cidr('2001:db8:1:2::/64'), client('2001:db8:1:2:8000::1')), true);
     assert.equal(addressHolds('192.0.2.1', 24, v4), true);
     assert.equal(addressHolds('192.0.2.1', 32, v4), false);
     assert.equal(addressHolds('2001:db8:1:2::9', 64, v6), true);

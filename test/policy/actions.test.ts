@@ -51,6 +51,8 @@ describe('safeHeader: a PREPEND header field is one line with a field name (RFC 
   it('unfolds a header and refuses one without a field name or a value', () => {
     assert.equal(safeHeader('X-Callout-Result: pass\r\n\tsmtp.mailfrom=a@b.example'), 'X-Callout-Result: pass smtp.mailfrom=a@b.example');
     for (const header of [':X: y', 'X-Empty: ', 'No colon', 'Bad Name: y']) assert.equal(safeHeader(header), undefined, header);
+    // A PREPEND line is ASCII: a value with non-ASCII, a bare CR or a NUL in it is sent with "?" there (a tab stays).
+    assert.equal(safeHeader('X-Name: m\u00fcller\r\0\tok'), 'X-Name: m?ller ?\tok');
   });
 
   it('cuts a header field to MAX_HEADER_LINE characters', () => {
@@ -68,7 +70,12 @@ describe('replyTextLimit: Postfix\'s reply line stays within 512 octets (RFC 532
       assert.ok(line.length <= 512 || text.length === 80, `${line.length} octets with a ${recipient.length}-character recipient`);
       assert.ok(text.length >= 80 && text.endsWith('...'), 'text.length >= 80 && text.endsWith(\'...\')');
     }
+    // A DEFER_IF_PERMIT is answered by Postfix with the same prefix (450 4.7.1 <recipient>: ...).
+    const deferIfPermit = actionFor({ kind: 'defer-if-permit', enhanced: '4.7.1', text: 'z'.repeat(1000) }, 'DUNNO', 100);
+    assert.equal(deferIfPermit, `DEFER_IF_PERMIT 4.7.1 ${'z'.repeat(97)}...`);
     assert.equal(replyTextLimit('b@example.net'), 400);
     assert.equal(replyTextLimit('x'.repeat(1000)), 80);
+    // Octets, not characters: a UTF-8 recipient (RFC 6531) takes two for each "ü".
+    assert.equal(replyTextLimit(`${'\u00fc'.repeat(100)}@example.org`), 512 - 48 - 212);
   });
 });

@@ -26,6 +26,8 @@ describe('compileTemplate', () => {
     assert.equal(compileTemplate('%s %sec', { '%s': 's', '%sec': 'sec' }, 'text').fill({ s: '1', sec: '2' }), '1 2');
     assert.equal(compileTemplate('', { '{a}': 'a' }, 'text').fill({ a: 'x' }), '');
     assert.equal(compileTemplate('{a}', { '{a}': 'a' }, 'text').fill({ a: '' }), '');
+    // A placeholder at the very end of the text, one character long included.
+    assert.equal(compileTemplate('100%', { '%': 'p' }, 'text').fill({ p: ' per cent' }), '100 per cent');
   });
 
   it('gives what splitting the text at its placeholders and joining with the values gives, for any text and values', () => {
@@ -56,5 +58,6 @@ describe('compileTemplate', () => {
     // Another text's placeholder is no better: greylist's headerText has no {reason}.
     assert.throws(() => compileTemplate('X-Greylist: %t s, {reason}', { '{seconds}': 's', '%t': 's' }, 'headerText'), { message: 'headerText: unknown placeholder {reason}; this text takes {seconds}, %t' });
     assert.throws(() => compileTemplate('Bad sender {sender}', {}, 'text'), { message: 'text: unknown placeholder {sender}; this text takes no placeholders' });
+    assert.throws(() => compileTemplate('Bad sender {sender}', { '{reason}': 'reason' }, 'text'), { message: 'text: unknown placeholder {sender}; this text takes {reason}' });
   });
 });

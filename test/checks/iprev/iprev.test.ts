@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { checkIprev } from '../../../src/checks/iprev/index.js';
+import { BoundedIprev, checkIprev } from '../../../src/checks/iprev/index.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
 import { ManualTimers } from '../../support/manual-time.js';
 import { createNodeResolver } from '../../../src/dns/node-resolver.js';
@@ -54,6 +54,20 @@ test('pass: one confirming name is enough, whatever the forward lookups of the o
   const verdict = await checkIprev('192.0.2.7', { resolver });
   assert.equal(verdict.result, 'pass');
   assert.deepEqual(verdict.confirmedNames, ['seven.example.com']);
+  assert.equal(verdict.reason, '192.0.2.7 has PTR seven.example.com, which resolves back to it', 'the name that confirms, not the first');
+});
+
+test('the verdict lists every lookup made, with its answer and data, as a log shows it', async () => {
+  assert.deepEqual((await checkIprev('192.0.2.3', { resolver })).lookups.map(({ type, name, answer, data }) => [type, name, answer, data.length]), [
+    ['PTR', '3.2.0.192.in-addr.arpa', 'records', 2],
+    ['A', 'other.example.com', 'records', 1],
+    ['A', 'slow.example.com', 'tempfail', 1],
+  ]);
+  const pass = await checkIprev('192.0.2.1', { resolver });
+  assert.deepEqual(pass.lookups[1], { type: 'A', name: 'mail.example.com', answer: 'records', data: ['192.0.2.1'] });
+  const reverse = await checkIprev('192.0.2.5', { resolver });
+  assert.deepEqual(reverse.lookups.map(({ answer, data }) => [answer, data.length]), [['tempfail', 1]]);
+  assert.ok((reverse.lookups[0]?.data[0] ?? '') !== '' && reverse.reason.endsWith(reverse.lookups[0]?.data[0] ?? '?'), 'the PTR failure is named in the lookup and the reason');
 });
 
 test('pass: a forward answer confirms when it is the same address written another way', async () => {
@@ -76,7 +90,8 @@ test('permerror: no PTR data, which the reason says apart from "does not confirm
   assert.match(nodata.reason, /no PTR record/);
   const nxdomain = await checkIprev('198.51.100.1', { resolver });
   assert.equal(nxdomain.kind, 'no-ptr');
-  assert.equal((await checkIprev('bogus', { resolver })).kind, 'invalid-address');
+  const bogus = await checkIprev('bogus', { resolver });
+  assert.deepEqual([bogus.result, bogus.kind, bogus.reason], ['permerror', 'invalid-address', '"bogus" is not an IP address']);
 });
 
 test('permerror: a PTR record naming the root names no host, and nothing is looked up forward', async () => {
@@ -92,6 +107,7 @@ test('temperror: the reverse lookup, or an unconfirmed forward lookup, failed te
   const forward = await checkIprev('192.0.2.3', { resolver });
   assert.equal(forward.result, 'temperror');
   assert.equal(forward.kind, 'dns-error');
+  assert.deepEqual(forward.ptrNames, ['other.example.com', 'slow.example.com'], 'the names found are reported with a forward temperror');
 });
 
 test('only the first maxNames PTR names are looked up', async () => {
@@ -174,4 +190,43 @@ test('fuzz: any client text and any PTR and forward answers give a verdict withi
     }),
     { numRuns: 500 },
   );
+});
+
+test('BoundedIprev: a check that ran out is remembered by the canonical address, its lookups as they were then', async () => {
+  // A reverse zone that answers only when told to, long after the bound.
+  let answerPtr: (answer: DnsAnswer<string>) => void = () => undefined;
+  let ptrQueries = 0;
+  const silent: Resolver = {
+    a: (name) => resolver.a(name),
+    aaaa: (name) => resolver.aaaa(name),
+    mx: (name) => resolver.mx(name),
+    txt: (name) => resolver.txt(name),
+    ptr: () => {
+      ptrQueries += 1;
+      return new Promise((resolve) => (answerPtr = resolve));
+    },
+  };
+  const timers = new ManualTimers();
+  const bounded = new BoundedIprev({ resolver: silent, timeoutMs: 200 });
+  const first = watch(bounded.check('::ffff:192.0.2.1', timers, 6000));
+  await timers.advance(200);
+  const late = first();
+  assert.ok(late, 'answered at the bound');
+  assert.deepEqual([late.result, late.kind, late.ip, late.lookups], ['temperror', 'dns-error', '192.0.2.1', []]);
+  // The lookup answers afterwards: the verdict already given, and logged, stays as it was.
+  answerPtr({ kind: 'records', records: ['mail.example.com'], ttl: 60 });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(late.lookups, []);
+  // The same client written as IPv4 is the client remembered.
+  const again = await bounded.check('192.0.2.1', timers, 6000);
+  assert.deepEqual([again.result, again.kind, again.ip, ptrQueries], ['temperror', 'dns-error', '192.0.2.1', 1]);
+  assert.match(again.reason, / 0 s ago; not asked again for 60 s$/);
+});
+
+test('BoundedIprev: a decision with no time left is bounded by 1 ms, not by a negative time', async () => {
+  const timers = new ManualTimers();
+  const never: Resolver = { a: (name) => resolver.a(name), aaaa: (name) => resolver.aaaa(name), mx: (name) => resolver.mx(name), txt: (name) => resolver.txt(name), ptr: () => new Promise(() => undefined) };
+  const answer = watch(new BoundedIprev({ resolver: never, timeoutMs: 200 }).check('192.0.2.1', timers, -50));
+  await timers.advance(1);
+  assert.equal(answer()?.reason, 'the lookups for 192.0.2.1 did not complete within 1 ms');
 });

@@ -68,6 +68,13 @@ describe('RFC 4407 PRA', () => {
     assert.deepEqual(fields('Sender \t: s@example.org\n'), [{ name: 'Sender', value: 's@example.org' }]);
   });
 
+  test('fields given directly: a value of white space is empty, and a name is read without the white space around it', () => {
+    const blank = purportedResponsibleAddress([{ name: 'Sender', value: ' \t ' }, { name: 'From', value: 'a@example.com' }]);
+    assert.equal(blank.kind === 'pra' && blank.field, 'from');
+    const outcome = purportedResponsibleAddress([{ name: 'Sender ', value: 's@example.org' }, { name: 'From', value: 'a@example.com' }]);
+    assert.equal(outcome.kind === 'pra' && outcome.field, 'sender');
+  });
+
   test('empty fields are skipped and folded fields unfolded', () => {
     assert.equal(praOf('Sender:   \nFrom: Someone\n <a@example.com>\n'), 'from a@example.com');
     // RFC 5322 §2.2.3: only the line break goes; the white space around it is the value's.
@@ -83,8 +90,9 @@ describe('RFC 4407 PRA', () => {
     assert.equal(praOf('Resent-From: new@example.net\nReturn-Path: <x@example.net>\nResent-Sender: old@example.net\nFrom: a@example.com\n'), 'resent-from new@example.net');
   });
 
-  test('the header block ends at the first empty line (CRLF), and a tab folds like a space', () => {
+  test('the header block ends at the first empty line (CRLF, or LF as a message file on disk has it), and a tab folds like a space', () => {
     assert.equal(praOf('From: a@example.com\n\nFrom: b@example.com\n'), 'from a@example.com', 'a From line in the body is no field');
+    assert.deepEqual(splitHeaderFields('From: a@example.com\nSubject: x\n\nFrom: b@example.com\n'), [{ name: 'From', value: 'a@example.com' }, { name: 'Subject', value: 'x' }]);
     assert.equal(praOf('From: Someone\n\t<a@example.com>\n'), 'from a@example.com');
   });
 
@@ -180,8 +188,10 @@ describe('RFC 4406 evaluation', () => {
     assert.equal(legacy.result, 'fail');
     // mfrom is the MAIL FROM identity even though the record was chosen by Sender ID's rules.
     assert.equal(mfrom.identity, 'mailfrom');
+    assert.deepEqual([mfrom.scope, pass.scope], ['mfrom', 'pra']);
     const none = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h', headers: [] }, { resolver });
     assert.equal(none.result, 'permerror');
+    assert.equal(none.problem, 'no Purported Responsible Address: no Resent-Sender, Resent-From, Sender or From field');
     assert.match(formatAuthenticationResults({ authservId: 'mx.example.net', senderId: senderIdReport(none) }), /sender-id=permerror \(no Purported Responsible Address/);
   });
 
@@ -194,6 +204,9 @@ describe('RFC 4406 evaluation', () => {
     );
     const bounce = await checkSenderId({ scope: 'mfrom', ip: '192.0.2.5', helo: 'h.example', mailFrom: '' }, { resolver });
     assert.deepEqual([bounce.result, bounce.sender, bounce.domain], ['pass', 'postmaster@h.example', 'h.example']);
+    // No MAIL FROM given is the null sender too.
+    const unstated = await checkSenderId({ scope: 'mfrom', ip: '192.0.2.5', helo: 'h.example' }, { resolver });
+    assert.deepEqual([unstated.result, unstated.sender], ['pass', 'postmaster@h.example']);
     const idn = await checkSenderId({ scope: 'pra', ip: '192.0.2.5', helo: 'h.example', headers: [{ name: 'From', value: 'a@bücher.example' }] }, { resolver });
     assert.deepEqual([idn.result, idn.sender], ['pass', 'a@xn--bcher-kva.example']);
   });

@@ -18,6 +18,11 @@ import { startDaemonWithClient } from '../../support/daemon.js';
 import { mxZone } from '../../verify/fixture.js';
 import { captureLog } from '../../support/log-capture.js';
 import { stageContext } from '../../support/stage-context.js';
+import { ManualClock } from '../../support/manual-time.js';
+import { createLogger } from '../../../src/core/log.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { buildPipeline } from '../../../src/policy/pipeline.js';
+import { MemoryStore } from '../../../src/store/index.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -242,6 +247,18 @@ describe('postmaster localParts as administrators write them', () => {
     }
   });
 
+  it('runs only at RCPT, where there is a recipient: a configuration naming another state is refused', () => {
+    const clock = new ManualClock();
+    for (const state of ['MAIL', 'DATA']) {
+      const config = validateConfig({ policy: { stages: [{ name: 'postmaster', states: [state] }] } });
+      assert.throws(
+        () => buildPipeline(config, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') }),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(`states ${state}: this stage runs only in RCPT`),
+        state,
+      );
+    }
+  });
+
   it('refuses an entry that is no local part, which would leave that role unprotected', () => {
     for (const entry of ['abuse@example.test', '', '  ', 'abuse team']) {
       const parsed = postmasterStage.options.safeParse({ localParts: ['hostmaster', entry] });
@@ -316,6 +333,11 @@ describe('allowlist entries as administrators write them', () => {
     refused('', /^allowlist\.clientNames: "" is not a host name/);
     refused('.', /^allowlist\.clientNames: "\." is not a host name/);
     refused('mail trusted.test', /^allowlist\.clientNames: "mail trusted\.test" is not a host name/);
+  });
+
+  it('refuses a clients entry that is no address or network, naming the list and the entry', () => {
+    const create = (clients: string[]) => allowlistStage.create(allowlistStage.options.parse({ clients }) as never, {} as never);
+    assert.throws(() => create(['192.0.2.0/24', 'mail.example.org']), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.clients: "mail.example.org": '));
   });
 
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {

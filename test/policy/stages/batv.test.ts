@@ -116,6 +116,31 @@ describe('batv stage', () => {
     assert.equal(s.counters.unsigned + s.counters['bad-signature'] + s.counters['unknown-key'] + s.counters.expired, 4);
   });
 
+  it('says in its reasons which address and key a bounce was for, and keeps them as evidence of a refused tag', async () => {
+    const s = stage({ unsignedAllowedUntil: '2020-01-08T00:00:00Z' });
+    const valid = await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'));
+    assert.equal(valid.reason, 'bounce to a valid prvs address of user@example.com (key 1)');
+    const grace = await s.evaluate(context('', 'user@example.com'));
+    assert.equal(grace.reason, 'unsigned bounce to user@example.com accepted until 2020-01-08T00:00:00Z');
+    const expired = await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com', T0 + 8 * DAY));
+    assert.deepEqual([expired.result, expired.reason, expired.evidence], ['expired', 'backscatter: the prvs tag of user@example.com has expired', { original: 'user@example.com', keynum: 1 }]);
+    const forged = await s.evaluate(context('', 'prvs=1269e93bf8=user@example.com'));
+    assert.deepEqual([forged.result, forged.reason, forged.evidence], ['bad-signature', 'backscatter: the prvs tag of user@example.com is not ours (bad-signature, key 1)', { original: 'user@example.com', keynum: 1 }]);
+  });
+
+  it('checks the tag over the recipient exactly as Postfix sent it, upper case included', async () => {
+    const signed = sign('User.Name@example.com');
+    assert.equal((await stage().evaluate(context('', signed))).result, 'valid', signed);
+  });
+
+  it('protects the domain of a recipient that does not parse as an address', async () => {
+    // Bytes that were not UTF-8, as Postfix passes them on: the local part holds U+FFFD once decoded.
+    const ctx = context('', 'us\ufffder@example.com');
+    assert.equal(ctx.recipient, undefined, 'the recipient does not parse');
+    const verdict = await stage().evaluate(ctx);
+    assert.equal(verdict.result, 'unsigned', verdict.reason);
+  });
+
   it("refuses by default a tag that expired years ago, which Exim's window takes for valid again later in the 1000-day cycle", async () => {
     // Signed 2020-01-01 (stamp 269); 2022-04-18 is day 19100, stamp 100: 269 is "not before today" for Exim.
     const later = Date.parse('2022-04-18T00:00:00Z');
@@ -131,7 +156,7 @@ describe('batv stage', () => {
   });
 
   it('leaves mail with a sender, other domains and exempt recipients alone', async () => {
-    const s = stage({ exemptRecipients: ['list-owner', 'noreply@example.com'] });
+    const s = stage({ exemptRecipients: ['List-Owner', 'NoReply@Example.com'] });
     assert.equal((await s.evaluate(context('someone@remote.example', 'user@example.com'))).result, 'not-bounce');
     // A sender that does not parse is still a sender, not the null one (sender-syntax is the stage for it).
     assert.equal((await s.evaluate(context('someone@192.0.2.1', 'user@example.com'))).result, 'not-bounce');
@@ -192,6 +217,12 @@ describe('batv stage', () => {
     assert.equal((await s.evaluate(context('', sign('user@example.com', T0, 2)))).result, 'valid');
     assert.equal((await s.evaluate(context('', 'prvs=1269e93bf9=user@example.com'))).result, 'valid');
     assert.throws(() => stage({ keys: [{ keynum: 1, secretFile: join(dir, 'missing') }] }), ConfigError);
+    // The key number of a secret given in the configuration, and a secret file's spaces, are as written.
+    assert.equal((await stage({ keys: [{ keynum: 3, secret: 'secret' }] }).evaluate(context('', sign('user@example.com', T0, 3)))).result, 'valid');
+    const spaced = join(dir, 'spaced.secret');
+    writeFileSync(spaced, ' spaced secret \n');
+    assert.equal((await stage({ keys: [{ keynum: 2, secretFile: spaced }] }).evaluate(context('', sign('user@example.com', T0, 2, ' spaced secret ')))).result, 'valid');
+
     // Built as serve builds it, the entry and the key are named (it said "policy.stages.1.keys: secretFile ...").
     const twoKeys = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 2, secretFile: file }, { keynum: 1, secretFile: join(dir, 'missing') }] }] } });
     const clock = new ManualClock(T0);
@@ -223,6 +254,13 @@ describe('batv stage', () => {
     // No key would refuse every bounce; a prvs tag holds one digit for the key number (0-9).
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [] }).success, false);
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 10, secret: 's' }] }).success, false);
+    // Ten keys at most (one per key number); a key has one secret, given once; "***" is config print's mask, not a secret.
+    const keys = (count: number) => Array.from({ length: count }, (_, keynum) => ({ keynum: keynum % 10, secret: 's' }));
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: keys(10) }).success, true);
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: keys(11) }).success, false);
+    assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: 's', secretFile: file }] }).success, false);
+    assert.match(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: '***' }] }).error?.issues[0]?.message ?? '', /as config print hides it/);
+
     // Backscatter will not stop on a retry: a permanent code only.
     assert.equal(batvStage.options.safeParse({ domains: ['example.com'], keys: [{ keynum: 1, secret: 's' }], code: 450 }).success, false);
     const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['example.com'], keys: [{ keynum: 0, secret: 's' }] }] } });

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import { ratelimitStage } from '../../../src/policy/stages/ratelimit.js';
+import { durationMs } from '../../../src/policy/stages/duration-option.js';
 
 describe('stage durations', () => {
   it('take up to ten years, written with a unit or in seconds', () => {
@@ -34,5 +35,10 @@ describe('stage durations', () => {
       assert.equal(parsed.success, false);
       assert.deepEqual(parsed.error?.issues.map((issue) => [issue.path.join('.'), issue.message]), [['delay', 'expected a duration such as 30s, 5m, 2h, 7d, or a number of seconds']], String(delay));
     }
+  });
+
+  it('durationMs reads a written duration, and throws ConfigError for one the option would have refused', () => {
+    assert.deepEqual([durationMs('5m'), durationMs(30)], [300_000, 30_000]);
+    assert.throws(() => durationMs('five minutes'), { name: 'ConfigError', message: /^got "five minutes", / });
   });
 });

@@ -11,7 +11,10 @@ import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/memory.js';
 import { reverseName, startDnsServer, type DnsTestServer } from '../../support/dns-server.js';
 import { stageContext } from '../../support/stage-context.js';
+import { buildZone, SuiteResolver } from '../../support/spf-suite.js';
 import { turnsUntil, watch } from '../../support/wait.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { buildPipeline } from '../../../src/policy/pipeline.js';
 
 function context(clientAddress: string, deadlineMs: number, timers?: ManualTimers): StageContext {
   return stageContext({ client_address: clientAddress, helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: 'rcpt@receiver.test', instance: 'msg-1' }, { deadlineMs, timers });
@@ -50,11 +53,80 @@ describe('iprev stage', () => {
     await server.close();
   });
 
-  it('a defer-if-permit action carries RFC 7372\'s 4.7.25, which Postfix would otherwise make 4.7.1', async () => {
+  it('a defer-if-permit action carries RFC 7372\'s 4.7.25, which Postfix would otherwise make 4.7.1, and the deferText', async () => {
     const deferring = iprevWith({ actions: { temperror: 'defer-if-permit' } });
     const verdict = await deferring.evaluate(context('127.0.0.21', 300));
     assert.equal(verdict.result, 'temperror');
-    assert.equal(verdict.decision.kind === 'defer-if-permit' && verdict.decision.enhanced, '4.7.25');
+    assert.deepEqual(verdict.decision, { kind: 'defer-if-permit', enhanced: '4.7.25', text: `Client host reverse DNS of 127.0.0.21 could not be checked, try again later (${verdict.reason})` });
+  });
+
+  it('continues on every result by default (it only reports), with no actions given or only some', async () => {
+    // 127.0.0.23 fails with maxNames 1 (its first PTR name does not lead back); 127.0.0.25's zone answers SERVFAIL.
+    const clients = [['127.0.0.20', 'pass'], ['127.0.0.23', 'fail'], ['127.0.0.25', 'temperror'], ['127.0.0.22', 'permerror']] as const;
+    for (const options of [{}, { actions: {} }]) {
+      const reporting = iprevWith({ ...options, maxNames: 1 });
+      for (const [ip, result] of clients) {
+        const verdict = await reporting.evaluate(context(ip, 5000));
+        assert.equal(verdict.result, result, `${ip} with ${JSON.stringify(options)}`);
+        assert.deepEqual(verdict.decision, { kind: 'continue' }, `${result} with ${JSON.stringify(options)}`);
+      }
+    }
+  });
+
+  it('defers with 450 4.7.25 by default, and fills {result}, {ip} and {reason} in a configured text', async () => {
+    const deferred = await iprevWith({ actions: { temperror: 'defer' } }).evaluate(context('127.0.0.25', 5000));
+    assert.equal(deferred.result, 'temperror');
+    assert.deepEqual(deferred.decision, { kind: 'defer', code: 450, enhanced: '4.7.25', text: `Client host reverse DNS of 127.0.0.25 could not be checked, try again later (${deferred.reason})` });
+    const worded = iprevWith({ actions: { permerror: 'reject', temperror: 'defer' }, rejectText: '{result}/{ip}/{reason}', deferText: '{reason}/{ip}/{result}' });
+    const rejected = await worded.evaluate(context('127.0.0.22', 5000));
+    assert.equal(rejected.decision.kind === 'reject' && rejected.decision.text, `permerror/127.0.0.22/${rejected.reason}`);
+    const later = await worded.evaluate(context('127.0.0.25', 5000));
+    assert.equal(later.decision.kind === 'defer' && later.decision.text, `${later.reason}/127.0.0.25/temperror`);
+  });
+
+  it('looks up 10 PTR names forward by default, and takes maxNames from 1 to 100', async () => {
+    // Eleven PTR names, of which only the last leads back to the client.
+    const names = Array.from({ length: 11 }, (_, i) => ({ PTR: `n${i}.sender.test` }));
+    const zone = buildZone({ [reverseName('192.0.2.6')]: names, 'n9.sender.test': [{ A: '192.0.2.99' }], 'n10.sender.test': [{ A: '192.0.2.6' }] });
+    const clock = new ManualClock();
+    const withZone = (options: Record<string, unknown>) =>
+      iprevStage.create(iprevStage.options.parse({ authservId: 'mx.receiver.test', ...options }) as never, { resolver: new SuiteResolver(zone), store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    const capped = await withZone({}).evaluate(context('192.0.2.6', 5000));
+    assert.equal(capped.result, 'fail', capped.reason);
+    assert.equal((capped.evidence as { ptrNames: string[] }).ptrNames.length, 10, 'ten names looked up');
+    assert.equal((await withZone({ maxNames: 11 }).evaluate(context('192.0.2.6', 5000))).result, 'pass');
+    for (const [maxNames, valid] of [[0, false], [1, true], [100, true], [101, false]] as const) {
+      assert.equal(iprevStage.options.safeParse({ maxNames }).success, valid, `maxNames ${maxNames}`);
+    }
+  });
+
+  it("logs the check's names and lookups as the verdict's evidence", async () => {
+    const verdict = await stage.evaluate(context('127.0.0.20', 5000));
+    assert.deepEqual(verdict.evidence, {
+      result: 'pass',
+      kind: 'confirmed',
+      reason: '127.0.0.20 has PTR mail.sender.test, which resolves back to it',
+      ip: '127.0.0.20',
+      ptrNames: ['mail.sender.test'],
+      confirmedNames: ['mail.sender.test'],
+      lookups: [
+        { type: 'PTR', name: reverseName('127.0.0.20'), answer: 'records', data: ['mail.sender.test'] },
+        { type: 'A', name: 'mail.sender.test', answer: 'records', data: ['127.0.0.20'] },
+      ],
+    });
+  });
+
+  it('runs at RCPT by default, and may be configured in any state from CONNECT to END-OF-MESSAGE', async () => {
+    const clock = new ManualClock();
+    const deps = { resolver, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
+    const request = (state: string) => ({ request: 'smtpd_access_policy', protocol_state: state, client_address: '127.0.0.20', helo_name: 'mail.sender.test', sender: 'user@sender.test', recipient: state === 'RCPT' ? 'rcpt@receiver.test' : '', instance: `states-${state}` });
+    const ran = async (pipeline: ReturnType<typeof buildPipeline>, state: string) => (await pipeline.decide(request(state))).verdicts.some((verdict) => verdict.stage === 'iprev');
+    const byDefault = buildPipeline(validateConfig({ policy: { stages: [{ name: 'iprev', authservId: 'mx.receiver.test' }] } }), deps);
+    assert.equal(await ran(byDefault, 'MAIL'), false, 'not at MAIL by default');
+    assert.equal(await ran(byDefault, 'RCPT'), true, 'at RCPT by default');
+    const states = ['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE'];
+    const everywhere = buildPipeline(validateConfig({ policy: { stages: [{ name: 'iprev', authservId: 'mx.receiver.test', states }] } }), deps);
+    for (const state of states) assert.equal(await ran(everywhere, state), true, `configured at ${state}`);
   });
 
   it("rejects and defers with RFC 7372's X.7.25, the configured codes and each its own text", async () => {

@@ -2,6 +2,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { validateConfig } from '../../../src/config/schema.js';
+import { createLogger } from '../../../src/core/log.js';
+import { buildPipeline } from '../../../src/policy/pipeline.js';
+import { MemoryStore } from '../../../src/store/index.js';
+import { ManualClock } from '../../support/manual-time.js';
 import { senderSyntaxStage } from '../../../src/policy/stages/sender-syntax.js';
 import type { Stage, StageContext } from '../../../src/policy/types.js';
 import { stageContext } from '../../support/stage-context.js';
@@ -60,8 +64,14 @@ describe('sender-syntax stage', () => {
     assert.throws(() => stage({ text: 'Bad sender {sender}' }), { code: 'CONFIG_INVALID', message: 'text: unknown placeholder {sender}; this text takes no placeholders' });
   });
 
-  it('is a stage the configuration can name', () => {
+  it('is a stage the configuration can name, run at MAIL and RCPT by default', async () => {
     const config = validateConfig({ policy: { stages: [{ name: 'sender-syntax', code: 553 }] } });
     assert.equal(config.policy.stages[0]?.name, 'sender-syntax');
+    const clock = new ManualClock();
+    const pipeline = buildPipeline(config, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    for (const [state, recipient] of [['MAIL', ''], ['RCPT', 'rcpt@example.org']] as const) {
+      const outcome = await pipeline.decide({ request: 'smtpd_access_policy', protocol_state: state, client_address: '192.0.2.1', sender: 'user@192.0.2.1', recipient, instance: `i-${state}` });
+      assert.match(outcome.action, /^553 5\.7\.1 Bad sender address syntax: /, state);
+    }
   });
 });

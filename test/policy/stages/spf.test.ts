@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../../src/core/log.js';
+import { ConfigError } from '../../../src/core/errors.js';
+import { validateConfig } from '../../../src/config/schema.js';
+import { buildPipeline } from '../../../src/policy/pipeline.js';
 import { ManualClock, ManualTimers } from '../../support/manual-time.js';
 import type { DnsAnswer, Resolver } from '../../../src/dns/types.js';
 import { iprevStage } from '../../../src/policy/stages/iprev.js';
@@ -21,6 +24,8 @@ const zone = buildZone({
   'fail.example': [{ TXT: 'v=spf1 -all exp=why.fail.example' }],
   'why.fail.example': [{ TXT: '%{i} is not allowed for %{d}' }],
   'soft.example': [{ TXT: 'v=spf1 ~all' }],
+  'neutral.example': [{ TXT: 'v=spf1 ip4:10.0.0.1' }],
+  'xn--bcher-kva.example': [{ TXT: 'v=spf1 ip4:192.0.2.0/24 -all' }],
   'broken.example': [{ TXT: 'v=spf1 foo:bar' }],
   'slow.example': ['TIMEOUT'],
   'voids.example': [{ TXT: 'v=spf1 a:nx1.voids.example a:nx2.voids.example a:nx3.voids.example +all' }],
@@ -124,6 +129,38 @@ describe('spf stage', () => {
     assert.deepEqual((await spf().evaluate(context('user@broken.example'))).decision, { kind: 'continue' });
   });
 
+  it('pass, neutral and none continue by default, with no actions given or only some; temperror defers with deferText', async () => {
+    for (const options of [{}, { actions: {} }, { actions: { fail: 'reject' } }]) {
+      const stage = spf(options);
+      for (const [sender, result] of [['user@pass.example', 'pass'], ['user@neutral.example', 'neutral'], ['user@nothing.example', 'none']] as const) {
+        const verdict = await stage.evaluate(context(sender));
+        assert.equal(verdict.result, result, `${sender} with ${JSON.stringify(options)}`);
+        assert.deepEqual(verdict.decision, { kind: 'continue' }, `${result} with ${JSON.stringify(options)}`);
+      }
+    }
+    // A record's default decided: no term matched, which the reason says.
+    assert.equal((await spf().evaluate(context('user@neutral.example'))).reason, 'mailfrom neutral.example: neutral (192.0.2.1 matched no mechanism)');
+    const temp = await spf().evaluate(context('user@slow.example'));
+    assert.deepEqual(temp.decision, { kind: 'defer', code: 451, enhanced: '4.7.24', text: `SPF temperror for slow.example, try again later: ${(temp.evidence as { problem: string }).problem}` });
+  });
+
+  it('takes the configured deferCode, reply codes of their own class only, and fills {sender} and {ip}', async () => {
+    const temp = await spf({ deferCode: 450, deferText: '{sender} from {ip}: {result}' }).evaluate(context('user@slow.example'));
+    assert.deepEqual(temp.decision, { kind: 'defer', code: 450, enhanced: '4.7.24', text: 'user@slow.example from 192.0.2.1: temperror' });
+    const fail = await spf({ rejectText: '{sender} from {ip} for {domain}' }).evaluate(context('user@fail.example'));
+    assert.equal(fail.decision.kind === 'reject' && fail.decision.text, 'user@fail.example from 192.0.2.1 for fail.example');
+    for (const [option, code, valid] of [['rejectCode', 499, false], ['rejectCode', 500, true], ['rejectCode', 599, true], ['rejectCode', 600, false], ['deferCode', 399, false], ['deferCode', 400, true], ['deferCode', 499, true], ['deferCode', 500, false]] as const) {
+      assert.equal(spfStage.options.safeParse({ [option]: code }).success, valid, `${option} ${code}`);
+    }
+  });
+
+  it('names this host in Received-SPF by receiver when it is given, and by authservId otherwise', async () => {
+    const verdict = await spf({ receiver: 'mx1.receiver.example' }).evaluate(context('user@pass.example'));
+    const [authenticationResults = '', receivedSpf = ''] = verdict.headers ?? [];
+    assert.match(authenticationResults, /^Authentication-Results: mx\.receiver\.example; /);
+    assert.match(receivedSpf, /^Received-SPF: pass \(mx1\.receiver\.example: .* receiver=mx1\.receiver\.example; /);
+  });
+
   it('the RFC 7208 §4.6.4 limits apply by default: a third void lookup is a permerror, reported in Received-SPF', async () => {
     const verdict = await spf().evaluate(context('user@voids.example'));
     assert.equal(verdict.result, 'permerror');
@@ -157,6 +194,17 @@ describe('spf stage', () => {
     assert.equal(resolver.txtLookups, 1);
     await stage.evaluate(context('user@pass.example', { instance: 'msg-2' }));
     assert.equal(resolver.txtLookups, 2);
+  });
+
+  it('remembers each message of several whose recipients come interleaved, and per client', async () => {
+    const resolver = new CountingResolver();
+    const stage = spf({}, resolver);
+    for (const instance of ['msg-1', 'msg-2', 'msg-1', 'msg-2']) await stage.evaluate(context('user@pass.example', { instance }));
+    assert.equal(resolver.txtLookups, 2, 'one evaluation per message');
+    // Postfix never gives two clients one instance, but a verdict is about its client.
+    const other = await stage.evaluate(context('user@pass.example', { instance: 'msg-1', clientAddress: '198.51.100.1' }));
+    assert.equal(other.result, 'fail');
+    assert.equal(resolver.txtLookups, 3, 'another client is evaluated on its own');
   });
 
   it('remembers a message\'s verdicts without their trace, which a sender\'s records can make hundreds of KiB long', async () => {
@@ -201,12 +249,36 @@ describe('spf stage', () => {
     clock.advance(59_000);
     await ask();
     assert.equal(resolver.txtLookups, 2, 'HELO and MAIL FROM looked up once');
-    clock.advance(2_000);
+    clock.advance(1_000);
     await ask();
-    assert.equal(resolver.txtLookups, 4, 'asked again after cacheSeconds');
+    assert.equal(resolver.txtLookups, 4, 'asked again once cacheSeconds are over');
     // Another HELO name is another evaluation, whose HELO fail decides.
     assert.equal((await ask('helo.example')).result, 'fail');
     assert.equal((await ask()).result, 'pass');
+  });
+
+  it('an evaluation that threw is not remembered: the next recipient of the message is evaluated again', async () => {
+    const inner = new CountingResolver();
+    let throwing = true;
+    const resolver: Resolver = {
+      ...everyLookup(inner, (answer) => answer),
+      txt: (name) => {
+        if (throwing) {
+          throwing = false;
+          return Promise.reject(new Error('resolver bug'));
+        }
+        return inner.txt(name);
+      },
+    };
+    const stage = spf({}, resolver);
+    await assert.rejects(Promise.resolve(stage.evaluate(context('user@pass.example', { recipientText: 'a@r.example' }))), /resolver bug/);
+    assert.equal((await stage.evaluate(context('user@pass.example', { recipientText: 'b@r.example' }))).result, 'pass');
+  });
+
+  it('checks an internationalised sender domain as its A-labels, and reports it so', async () => {
+    const verdict = await spf().evaluate(context('user@bücher.example'));
+    assert.equal(verdict.result, 'pass', verdict.reason);
+    assert.match(verdict.headers?.[0] ?? '', / smtp\.mailfrom=user@xn--bcher-kva\.example$/);
   });
 
   it('a temperror is not remembered', async () => {
@@ -241,6 +313,10 @@ describe('spf stage', () => {
     assert.match(authenticationResults, /spf=pass .*smtp\.mailfrom=user@pass\.example/);
     assert.match(authenticationResults, /spf=softfail .*smtp\.helo=soft\.example/);
     assert.match(receivedSpf, /^Received-SPF: pass .*identity=mailfrom;/);
+    assert.deepEqual((verdict.evidence as { identities: unknown }).identities, [
+      { identity: 'mailfrom', result: 'pass', domain: 'pass.example' },
+      { identity: 'helo', result: 'softfail', domain: 'soft.example' },
+    ]);
   });
 
   it('with checkHelo, the HELO and MAIL FROM checks share one time budget: the second does not get a fresh one past the deadline', async () => {
@@ -259,6 +335,48 @@ describe('spf stage', () => {
     assert.equal(verdict.result, 'temperror');
     assert.match(verdict.reason, /longer than/);
     assert.ok(timers.now() <= 11_000, `the checks ran for ${timers.now()} ms`);
+  });
+
+  it('bounds an evaluation by 20 s by default (RFC 7208 §4.6.4), or by timeoutMs', async () => {
+    // Each lookup takes 3 s: a TXT and seven address lookups, 24 s in all, within the 60 s deadline.
+    const terms = 'v=spf1 a:h1.example a:h2.example a:h3.example a:h4.example a:h5.example a:h6.example a:h7.example +all';
+    const hosts = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`h${i + 1}.example`, [{ A: '203.0.113.9' }]]));
+    const inner = new SuiteResolver(buildZone({ 'late.example': [{ TXT: terms }], ...hosts }));
+    for (const [options, result] of [[{}, 'temperror'], [{ timeoutMs: 30_000 }, 'pass']] as const) {
+      const timers = new ManualTimers();
+      const resolver = everyLookup(inner, async (answer) => {
+        await timers.advance(3000);
+        return answer;
+      });
+      const verdict = await spf(options, resolver).evaluate(context('user@late.example', { timers, deadlineMs: 60_000 }));
+      assert.equal(verdict.result, result, `${JSON.stringify(options)}: ${verdict.reason}`);
+      if (result === 'temperror') {
+        assert.match(verdict.reason, /evaluation took longer than 20000 ms\)$/);
+        assert.ok(timers.now() >= 20_000 && timers.now() <= 21_000, `ended after ${timers.now()} ms`);
+      }
+    }
+  });
+
+  it('counts 10 DNS terms by default (RFC 7208 §4.6.4), also when only voidLookups is configured', async () => {
+    const record = (count: number) => `v=spf1 ${Array.from({ length: count }, (_, i) => `a:h${i + 1}.terms.example`).join(' ')} +all`;
+    const hosts = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`h${i + 1}.terms.example`, [{ A: '203.0.113.9' }]]));
+    const resolver = new SuiteResolver(buildZone({ 'ten.example': [{ TXT: record(10) }], 'eleven.example': [{ TXT: record(11) }], ...hosts }));
+    for (const options of [{}, { limits: { voidLookups: 2 } }]) {
+      assert.equal((await spf(options, resolver).evaluate(context('user@ten.example'))).result, 'pass', JSON.stringify(options));
+      assert.equal((await spf(options, resolver).evaluate(context('user@eleven.example'))).result, 'permerror', JSON.stringify(options));
+    }
+  });
+
+  it('runs at RCPT by default, and may be configured at MAIL, and nowhere else', async () => {
+    const clock = new ManualClock();
+    const stageDeps = { ...deps(new SuiteResolver(zone)), clock };
+    const request = (state: string) => ({ request: 'smtpd_access_policy', protocol_state: state, client_address: '192.0.2.1', helo_name: 'helo.example', sender: 'user@pass.example', recipient: state === 'RCPT' ? 'rcpt@receiver.example' : '', instance: `states-${state}` });
+    const ran = async (pipeline: ReturnType<typeof buildPipeline>, state: string) => (await pipeline.decide(request(state))).verdicts.some((verdict) => verdict.stage === 'spf');
+    const configured = (states?: string[]) => buildPipeline(validateConfig({ policy: { stages: [{ name: 'spf', authservId: 'mx.receiver.example', ...(states ? { states } : {}) }] } }), stageDeps);
+    assert.equal(await ran(configured(), 'MAIL'), false, 'not at MAIL by default');
+    assert.equal(await ran(configured(), 'RCPT'), true, 'at RCPT by default');
+    assert.equal(await ran(configured(['MAIL']), 'MAIL'), true, 'at MAIL when configured there');
+    assert.throws(() => configured(['CONNECT']), (err: unknown) => err instanceof ConfigError && /states CONNECT: this stage runs only in MAIL, RCPT$/.test(err.message));
   });
 
   it('with checkHelo, a wall clock stepped back during the HELO check does not give the MAIL FROM check time past the deadline', async () => {
