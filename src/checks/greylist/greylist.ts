@@ -34,6 +34,10 @@
  *   (Store.compareAndSet, retried when another daemon wrote in between), so two daemons on one
  *   Redis agree on one first-seen time per triplet, and a retry that lands on the other daemon
  *   passes there. Time comes from the injected Clock (tests move it); expiry is the store's.
+ *   check() resolves with the outcome; decide() gives the same outcome at once, without a
+ *   promise, when it writes nothing and the store has the rows it reads at hand (Store.peek:
+ *   memory, SQLite), as for a client auto-allowed or a triplet passed within the hour, and a
+ *   promise otherwise.
  *
  *   Keys, under keyPrefix (default `grey:`), with `%` and `/` escaped in each component:
  *     t:CLIENT/SENDER/RECIPIENT   "first,last"    (epoch ms)
@@ -151,7 +155,8 @@ export interface ListOptions {
   limit: number;
 }
 
-const escapePart = (part: string) => part.replace(/%/g, '%25').replace(/\//g, '%2F');
+// Most parts hold neither character: looked for first, two replacements (and two strings) per part saved.
+const escapePart = (part: string) => (part.includes('%') || part.includes('/') ? part.replace(/%/g, '%25').replace(/\//g, '%2F') : part);
 const unescapePart = (part: string) => part.replace(/%2F/gi, '/').replace(/%25/g, '%');
 
 /** The longest "first,last" or "count,last" row read: two safe integers (16 digits each) and a comma. */
@@ -202,6 +207,16 @@ function domainRecord(value: string | undefined): DomainRecord | undefined {
   return { senders: parsed.senders.filter((s): s is string => typeof s === 'string'), last: parsed.last };
 }
 
+/** A row read ahead of its first use (undefined: no such key). */
+interface Prefetched {
+  row: Readonly<StoredValue> | undefined;
+}
+
+/** What Store.peek answered, as a prefetched row; undefined when only get() can tell. */
+function rowAtHand(peeked: Readonly<StoredValue> | undefined | typeof ASK_LATER): Prefetched | undefined {
+  return peeked === ASK_LATER ? undefined : { row: peeked };
+}
+
 export class Greylist {
   readonly settings: Required<GreylistSettings>;
 
@@ -226,28 +241,100 @@ export class Greylist {
   }
 
   async check(request: GreylistRequest): Promise<GreylistOutcome> {
-    const { delayMs, retryWindowMs, maxAgeMs, autoAllowClients, domainAutoAllow } = this.settings;
+    return this.decide(request);
+  }
+
+  /**
+   * check(), answered at once (no promise) when the store has the rows it reads at hand
+   * (Store.peek: memory, SQLite) and nothing is to be written: a client auto-allowed within the
+   * hour, a triplet passed within the hour (repeat mail, most of a site's traffic): awaited, each
+   * took promises and the pipeline's deadline timer (policy/pipeline) for a decision already
+   * made. Anything that reads later or writes is a promise.
+   */
+  decide(request: GreylistRequest): GreylistOutcome | Promise<GreylistOutcome> {
     const now = this.clock.now();
     const clientKey = this.clientKey(request.autoAllowKey);
     const key = this.tripletKey(request.client, request.sender, request.recipient);
-    const [clientValue, prefetched] = autoAllowClients > 0 ? await this.clientRow(clientKey, key) : [undefined, undefined];
+    if (this.settings.autoAllowClients === 0) return this.decideWith(request, now, clientKey, key, undefined, undefined);
+    const atHand = this.store.peek(clientKey);
+    if (atHand !== ASK_LATER) return this.decideWith(request, now, clientKey, key, atHand?.value, undefined);
+    return this.readThenDecide(request, now, clientKey, key);
+  }
+
+  /**
+   * The client's auto-allow value and the triplet's row, which most requests read next, fetched
+   * together where a read is a round trip (Redis): one round trip instead of two.
+   */
+  private async readThenDecide(request: GreylistRequest, now: number, clientKey: string, key: string): Promise<GreylistOutcome> {
+    const [client, triplet] = await this.store.getMany([clientKey, key]);
+    return this.decideWith(request, now, clientKey, key, client?.value, { row: triplet });
+  }
+
+  /** The decision once the client's auto-allow value is known; `prefetched`: the triplet's row, when read with it. */
+  private decideWith(
+    request: GreylistRequest,
+    now: number,
+    clientKey: string,
+    key: string,
+    clientValue: string | undefined,
+    prefetched: Prefetched | undefined,
+  ): GreylistOutcome | Promise<GreylistOutcome> {
+    const { maxAgeMs, autoAllowClients, domainAutoAllow } = this.settings;
     const awl = pair(clientValue, 'count', now, maxAgeMs);
     if (awl && awl[0] >= autoAllowClients) {
       const [count, last] = awl;
+      const outcome: GreylistOutcome = { kind: 'pass', reason: 'client-auto-allow', count };
+      if (now < last + HOUR_MS) return outcome;
       // Statistics only: a lost race just means another daemon refreshed it.
-      if (now >= last + HOUR_MS) await this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs);
-      return { kind: 'pass', reason: 'client-auto-allow', count };
+      return this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs).then(() => outcome);
     }
-
     const domain = senderDomain(request.sender);
-    if (domainAutoAllow > 0 && domain) {
-      const record = domainRecord((await this.store.get(this.domainKey(request.client, domain)))?.value);
-      if (record && record.senders.length >= domainAutoAllow) {
-        if (now >= record.last + HOUR_MS) await this.recordDomainSender(request.client, domain, request.sender);
-        return { kind: 'pass', reason: 'domain-auto-allow', domain };
-      }
-    }
+    if (domainAutoAllow > 0 && domain) return this.domainThenTriplet(request, now, clientKey, key, awl, domain, prefetched);
+    // The row at hand, of a triplet passed within the hour: answered now, nothing to write.
+    const row = prefetched ?? rowAtHand(this.store.peek(key));
+    const passed = row && this.passedWithinHour(pair(row.row?.value, 'times', now, maxAgeMs), now);
+    return passed || this.updateTriplet(request, now, clientKey, key, awl, domain, row);
+  }
 
+  /** A pass of a triplet that passed before and was seen within the hour: its row needs no refresh. */
+  private passedWithinHour(stored: [number, number] | undefined, now: number): GreylistOutcome | undefined {
+    if (!stored) return undefined;
+    const [first, last] = stored;
+    // Passed stays passed whatever this clock says: another daemon's clock may run ahead
+    // (its last-seen is then in our future), and rewriting the row from ours would move
+    // it back, or the first-seen time forward, and undo the pass.
+    if (last - first < this.settings.delayMs || now >= last + HOUR_MS) return undefined;
+    return { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: Math.max(0, now - first) };
+  }
+
+  private async domainThenTriplet(
+    request: GreylistRequest,
+    now: number,
+    clientKey: string,
+    key: string,
+    awl: [number, number] | undefined,
+    domain: string,
+    prefetched: Prefetched | undefined,
+  ): Promise<GreylistOutcome> {
+    const record = domainRecord((await this.store.get(this.domainKey(request.client, domain)))?.value);
+    if (record && record.senders.length >= this.settings.domainAutoAllow) {
+      if (now >= record.last + HOUR_MS) await this.recordDomainSender(request.client, domain, request.sender);
+      return { kind: 'pass', reason: 'domain-auto-allow', domain };
+    }
+    return this.updateTriplet(request, now, clientKey, key, awl, domain, prefetched);
+  }
+
+  /** The triplet's read-modify-write, and the auto-allow counts of its first pass; `prefetched` serves the first attempt. */
+  private async updateTriplet(
+    request: GreylistRequest,
+    now: number,
+    clientKey: string,
+    key: string,
+    awl: [number, number] | undefined,
+    domain: string,
+    prefetched: Prefetched | undefined,
+  ): Promise<GreylistOutcome> {
+    const { delayMs, retryWindowMs, maxAgeMs, autoAllowClients, domainAutoAllow } = this.settings;
     let first = now;
     let lastWasSuccessful = false;
     let windowExpired = false;
@@ -255,19 +342,15 @@ export class Greylist {
       // A compare-and-set that lost its race reads again; the first attempt may use the prefetched row.
       const current = attempt === 1 && prefetched ? prefetched.row : await this.store.get(key);
       const stored = pair(current?.value, 'times', now, maxAgeMs);
+      const passed = this.passedWithinHour(stored, now);
+      if (passed) return passed;
       first = now;
       lastWasSuccessful = false;
       windowExpired = false;
       if (stored) {
         const [storedFirst, storedLast] = stored;
         first = storedFirst;
-        if (storedLast - storedFirst >= delayMs) {
-          // Passed stays passed whatever this clock says: another daemon's clock may run ahead
-          // (its last-seen is then in our future), and rewriting the row from ours would move
-          // it back, or the first-seen time forward, and undo the pass.
-          if (now < storedLast + HOUR_MS) return { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: Math.max(0, now - first) };
-          lastWasSuccessful = true;
-        }
+        if (storedLast - storedFirst >= delayMs) lastWasSuccessful = true;
         else if (now - first > retryWindowMs) {
           first = now;
           windowExpired = true;
@@ -296,18 +379,6 @@ export class Greylist {
       return { kind: 'defer', reason, remainingMs, retryAt: first + delayMs, firstSeen: first };
     }
     return { kind: 'pass', reason: 'triplet', firstPass: !lastWasSuccessful, waitedMs: now - first };
-  }
-
-  /**
-   * The client's auto-allow value, from the store's memory when it is at hand (memory, SQLite);
-   * otherwise (Redis, where every read is a round trip) fetched together with the triplet's
-   * row, which most requests read next: one read round trip instead of two.
-   */
-  private async clientRow(clientKey: string, tripletKey: string): Promise<[string | undefined, { row: StoredValue | undefined } | undefined]> {
-    const atHand = this.store.peek(clientKey);
-    if (atHand !== ASK_LATER) return [atHand?.value, undefined];
-    const [client, triplet] = await this.store.getMany([clientKey, tripletKey]);
-    return [client?.value, { row: triplet }];
   }
 
   /** Lets the client skip greylisting from now on (an administrator's `allow`). */

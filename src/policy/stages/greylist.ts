@@ -147,7 +147,14 @@ export const greylistOptions = z
 
 export type GreylistOptions = z.output<typeof greylistOptions>;
 
-const NETWORK_MEMO_LIMIT = 4_096;
+const CLIENT_MEMO_LIMIT = 4_096;
+const SENDER_MEMO_LIMIT = 4_096;
+
+/** A client address's greylist identity by network (or address) and its auto-allow key. */
+interface ClientKeys {
+  network: string;
+  autoAllowKey: string;
+}
 
 /** The greylist engine a configuration's options describe (the stage and `callout greylist` share it). */
 export function greylistFromOptions(opts: GreylistOptions, store: Store, clock: Clock): Greylist {
@@ -225,9 +232,14 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     const spfDomains = skipDomains(opts.skip.spfPassDomains, 'spfPassDomains');
     const providers = skipDomains(opts.skip.fcrdnsProviders, 'fcrdnsProviders');
     const host = hostname();
-    // A client sends many messages: its network is worked out once while it recurs (its parsed
-    // address is remembered by checks/client-ip for every stage).
-    const networks = new BoundedMemo((address: string) => networkIdentity(opts, address), NETWORK_MEMO_LIMIT);
+    // A client sends many messages: its network and auto-allow key are worked out once while it
+    // recurs (its parsed address is remembered by checks/client-ip for every stage), and a sender
+    // is normalised once for all the recipients and retries of its messages.
+    const clientKeys = new BoundedMemo((address: string): ClientKeys | undefined => {
+      const network = networkIdentity(opts, address);
+      return network === undefined ? undefined : { network, autoAllowKey: clientAddress(address)?.text ?? address };
+    }, CLIENT_MEMO_LIMIT);
+    const senders = new BoundedMemo((sender: string) => normaliseSender(sender, { verp: opts.normaliseVerp }), SENDER_MEMO_LIMIT);
     const iprev = new BoundedIprev({ resolver: deps.resolver, timeoutMs: opts.fcrdnsTimeoutMs });
     if (opts.purgeInterval !== undefined) {
       deps.log.warn({ stage: 'greylist' }, 'policy.stages greylist purgeInterval is obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval');
@@ -268,13 +280,61 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       return { kind: 'defer-if-permit', enhanced: opts.enhanced, text };
     }
 
+    /** The verdict on the triplet's outcome. */
+    function verdictOn(outcome: GreylistOutcome, ctx: StageContext, identity: string, autoAllowKey: string, normalised: string): StageVerdict {
+      const evidence = { identity, sender: normalised, ...outcome };
+      if (outcome.kind === 'defer') {
+        const seconds = Math.ceil(outcome.remainingMs / 1000);
+        const reason = outcome.reason === 'early-retry' ? `early-retry (${seconds}s missing)` : outcome.reason;
+        // One JSON.stringify (core/log logInfoJson): pino's generic serialiser cost a twentieth of a deferral.
+        const fields = { stage: 'greylist', client: ctx.clientAddress, identity, sender: normalised, recipient: ctx.recipientText, reason, retryAt: new Date(outcome.retryAt).toISOString() };
+        logInfoJson(deps.log, JSON.stringify(fields), 'greylisted');
+        return verdict(outcome.reason, `greylisted: ${reason}, retry after ${seconds}s (${identity}/${normalised}/${ctx.recipientText})`, deferral(outcome, ctx), evidence);
+      }
+      if (outcome.reason === 'client-auto-allow') return pass('auto-allowed', `client ${autoAllowKey} auto-allowed after ${outcome.count} passes`);
+      if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
+      const waited = Math.round(outcome.waitedMs / 1000);
+      // `passed` counts every pass of a known triplet, as it always has: dashboards rate it.
+      if (outcome.firstPass) deps.metrics?.increment('greylist_triplets_passed');
+      if (outcome.firstPass && opts.header) {
+        const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '', version: CALLOUT_VERSION });
+        return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
+      }
+      return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);
+    }
+
+    /** The triplet's verdict: at once when the greylist decides at once (Greylist.decide), else a promise. */
+    function greylisted(ctx: StageContext, identity: string, autoAllowKey: string): StageVerdict | Promise<StageVerdict> {
+      const normalised = senders.get(ctx.senderText);
+      // As the sender: bob@bücher.example and bob@xn--bcher-kva.example are one recipient.
+      const outcome = greylist.decide({ client: identity, autoAllowKey, sender: normalised, recipient: mailboxKey(ctx.recipientText) });
+      if (outcome instanceof Promise) return outcome.then((decided) => verdictOn(decided, ctx, identity, autoAllowKey, normalised));
+      return verdictOn(outcome, ctx, identity, autoAllowKey, normalised);
+    }
+
+    /** The identity by the client's confirmed names (fcrdns-domain), or a skip for a listed provider. */
+    async function byConfirmedNames(ctx: StageContext, network: string, autoAllowKey: string): Promise<StageVerdict> {
+      const names = await confirmedNames(ctx);
+      for (const name of names) {
+        const provider = domainUnder(providers, name);
+        if (provider) return pass('skipped', `client ${name} is forward-confirmed under ${provider}`);
+      }
+      const organisation = opts.clientIdentity === 'fcrdns-domain' ? confirmedOrganisation(names, ctx.clientAddress) : undefined;
+      // The auto-allow stays the address's, as postgrey's: keyed by the organisation, five
+      // passes from any of its hosts would let every host under it skip greylisting.
+      return greylisted(ctx, organisation ? `domain:${organisation}` : network, autoAllowKey);
+    }
+
     return {
       name: 'greylist',
       states: new Set(['RCPT']),
-      async evaluate(ctx) {
+      // Synchronous until something has to be waited for (a lookup, a store read or write): a
+      // whitelisted client or a known triplet is answered in the turn it came in (policy/pipeline).
+      evaluate(ctx) {
         if (!ctx.recipientText) return pass('none', 'no recipient: nothing to greylist');
-        const sender = ctx.sender?.kind === 'mailbox' ? ctx.sender.mailbox : undefined;
-        if (spfDomains.size > 0 && sender && ctx.earlier.get('spf')?.result === 'pass') {
+        // The parsed sender only when it is needed: the pipeline parses it when first read.
+        if (spfDomains.size > 0 && ctx.earlier.get('spf')?.result === 'pass' && ctx.sender?.kind === 'mailbox') {
+          const sender = ctx.sender.mailbox;
           const listed = domainUnder(spfDomains, sender.asciiDomain);
           if (listed) return pass('skipped', `SPF passed for ${sender.asciiDomain} (listed as ${listed})`);
         }
@@ -283,44 +343,11 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
         const recipientEntry = recipients.whitelist.match(ctx.recipientText);
         if (recipientEntry) return pass('whitelisted', `recipient ${ctx.recipientText} is whitelisted (${recipientEntry})`);
 
-        const network = networks.get(ctx.clientAddress);
-        if (!network) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
-        let identity = network;
-        const autoAllowKey = clientAddress(ctx.clientAddress)?.text ?? ctx.clientAddress;
-        if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') {
-          const names = await confirmedNames(ctx);
-          for (const name of names) {
-            const provider = domainUnder(providers, name);
-            if (provider) return pass('skipped', `client ${name} is forward-confirmed under ${provider}`);
-          }
-          const organisation = opts.clientIdentity === 'fcrdns-domain' ? confirmedOrganisation(names, ctx.clientAddress) : undefined;
-          // The auto-allow stays the address's, as postgrey's: keyed by the organisation, five
-          // passes from any of its hosts would let every host under it skip greylisting.
-          if (organisation) identity = `domain:${organisation}`;
-        }
-
-        const normalised = normaliseSender(ctx.senderText, { verp: opts.normaliseVerp });
-        // As the sender: bob@bücher.example and bob@xn--bcher-kva.example are one recipient.
-        const outcome = await greylist.check({ client: identity, autoAllowKey, sender: normalised, recipient: mailboxKey(ctx.recipientText) });
-        const evidence = { identity, sender: normalised, ...outcome };
-        if (outcome.kind === 'defer') {
-          const seconds = Math.ceil(outcome.remainingMs / 1000);
-          const reason = outcome.reason === 'early-retry' ? `early-retry (${seconds}s missing)` : outcome.reason;
-          // One JSON.stringify (core/log logInfoJson): pino's generic serialiser cost a twentieth of a deferral.
-          const fields = { stage: 'greylist', client: ctx.clientAddress, identity, sender: normalised, recipient: ctx.recipientText, reason, retryAt: new Date(outcome.retryAt).toISOString() };
-          logInfoJson(deps.log, JSON.stringify(fields), 'greylisted');
-          return verdict(outcome.reason, `greylisted: ${reason}, retry after ${seconds}s (${identity}/${normalised}/${ctx.recipientText})`, deferral(outcome, ctx), evidence);
-        }
-        if (outcome.reason === 'client-auto-allow') return pass('auto-allowed', `client ${autoAllowKey} auto-allowed after ${outcome.count} passes`);
-        if (outcome.reason === 'domain-auto-allow') return pass('auto-allowed', `sender domain ${outcome.domain} auto-allowed from ${identity}`);
-        const waited = Math.round(outcome.waitedMs / 1000);
-        // `passed` counts every pass of a known triplet, as it always has: dashboards rate it.
-        if (outcome.firstPass) deps.metrics?.increment('greylist_triplets_passed');
-        if (outcome.firstPass && opts.header) {
-          const header = headerText.fill({ seconds: String(waited), host, date: headerText.uses('date') ? new Date(deps.clock.now()).toUTCString() : '', version: CALLOUT_VERSION });
-          return verdict('passed', `triplet passed after ${waited}s`, { kind: 'prepend', header }, evidence);
-        }
-        return verdict('passed', outcome.firstPass ? `triplet passed after ${waited}s` : 'triplet seen before', { kind: 'continue' }, evidence);
+        const keys = clientKeys.get(ctx.clientAddress);
+        if (!keys) return pass('none', `client address ${JSON.stringify(ctx.clientAddress)} is not an IP address`);
+        const { network, autoAllowKey } = keys;
+        if (providers.size > 0 || opts.clientIdentity === 'fcrdns-domain') return byConfirmedNames(ctx, network, autoAllowKey);
+        return greylisted(ctx, network, autoAllowKey);
       },
     };
   },

@@ -1,0 +1,63 @@
+// The pipeline parses a request's sender and recipient when a stage first reads them, once.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../support/manual-time.js';
+import { Pipeline } from '../../src/policy/pipeline.js';
+import type { StageContext, StageVerdict } from '../../src/policy/types.js';
+
+const silent = { info() {}, warn() {}, error() {} };
+
+/** The context the pipeline gives its one stage for the request. */
+function contextFor(request: Record<string, string>): StageContext {
+  let seen: StageContext | undefined;
+  const pipeline = new Pipeline(
+    [
+      {
+        mode: 'enforce',
+        states: new Set(['RCPT']),
+        acceptAction: 'DUNNO',
+        stage: {
+          name: 'peek',
+          states: new Set(['RCPT']),
+          evaluate(ctx): StageVerdict {
+            seen = ctx;
+            return { stage: 'peek', result: 'seen', reason: '', decision: { kind: 'continue' } };
+          },
+        },
+      },
+    ],
+    { decisionTimeoutMs: 5000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent },
+  );
+  pipeline.decide({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...request });
+  assert.ok(seen, 'expected the stage to be shown the request');
+  return seen;
+}
+
+describe('pipeline context: sender and recipient', () => {
+  it('are parsed when first read, not before', () => {
+    const ctx = contextFor({ sender: 'bob@example.org', recipient: 'alice@example.test' });
+    for (const name of ['sender', 'senderError', 'recipient'] as const) {
+      assert.ok(Object.getOwnPropertyDescriptor(ctx, name)?.get, `expected ${name} to be worked out when read (a stage that never reads it costs no parse)`);
+    }
+  });
+
+  it('give the parse once, however often read', () => {
+    const ctx = contextFor({ sender: 'bob@example.org', recipient: 'alice@example.test' });
+    assert.equal(ctx.sender, ctx.sender, 'the same sender each time');
+    assert.equal(ctx.recipient, ctx.recipient, 'the same recipient each time');
+    assert.equal(ctx.sender?.kind === 'mailbox' && ctx.sender.mailbox.address, 'bob@example.org');
+    assert.equal(ctx.recipient?.address, 'alice@example.test');
+    assert.equal(ctx.senderError, undefined);
+  });
+
+  it('a sender that does not parse has its error and no sender; the null sender and a missing recipient read as before', () => {
+    const broken = contextFor({ sender: 'bob@example..org', recipient: '' });
+    assert.equal(broken.sender, undefined);
+    assert.match(broken.senderError ?? '', /./, 'expected the reason the sender does not parse');
+    assert.equal(broken.recipient, undefined);
+    const bounce = contextFor({ sender: '', recipient: '<>' });
+    assert.equal(bounce.sender?.kind, 'null');
+    assert.equal(bounce.senderError, undefined);
+    assert.equal(bounce.recipient, undefined, 'a null forward path is no recipient');
+  });
+});
