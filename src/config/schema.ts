@@ -21,9 +21,9 @@ import { z } from 'zod';
 import { ConfigError, abbreviate } from '../core/errors.js';
 import { DURATION_EXPECTED, TIMER_MAX_MS, TIMER_MAX_TEXT, formatDuration, parseDuration } from './duration.js';
 import { fqdn } from './fqdn.js';
+import { networkList } from './networks.js';
 import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddress, sameListener } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
-import { AddressSet } from '../core/ip.js';
 import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
 import { HIDDEN_SECRET } from '../core/text.js';
 import { readDnsServer } from '../dns/node-resolver.js';
@@ -174,16 +174,12 @@ const calloutSchema = z
     noDetails: z.boolean().default(false),
     maxMxHosts: z.number().int().min(1).max(20).default(5),
     ipv6: z.boolean().default(true),
-    /** CIDRs that lift the refusal of private, loopback and reserved targets. */
-    allowTargets: z
-      .array(
-        z.string().superRefine((entry, ctx) => {
-          // Here, not only in the engine, so that `verify -c FILE` and a bad --allow-target name the file or the command line, and the entry.
-          const parsed = AddressSet.parse([entry]);
-          if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `expected an IP address or a network (${parsed.reason})` });
-        }),
-      )
-      .default([]),
+    /**
+     * CIDRs that lift the refusal of private, loopback and reserved targets; checked here, not
+     * only in the engine, so that `verify -c FILE` and a bad --allow-target name the file or the
+     * command line, and the entry.
+     */
+    allowTargets: networkList(),
     /** Local address to connect from. */
     sourceAddress: z
       .string()

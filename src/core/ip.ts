@@ -69,8 +69,11 @@ export interface Cidr {
   readonly prefixLength: number;
 }
 
-/** `leadingZero`: the reason is an IPv4 octet written with a leading zero (see LIMITS). */
-export type IpParseResult<T> = { ok: true; value: T } | { ok: false; reason: string; leadingZero?: true };
+/**
+ * `leadingZero`: the reason is an IPv4 octet written with a leading zero (see LIMITS).
+ * `notAddress`: the text (before any prefix) is no address at all, and the reason quotes it.
+ */
+export type IpParseResult<T> = { ok: true; value: T } | { ok: false; reason: string; leadingZero?: true; notAddress?: true };
 
 export type AddressClass =
   | 'public'
@@ -231,7 +234,7 @@ export function parseCidr(text: string): IpParseResult<Cidr> {
   if (address === undefined || (bracketed && address.family !== 6)) {
     const zero = bracketed ? undefined : leadingZeroOctet(addressText);
     if (zero !== undefined) return { ok: false, reason: `an octet with a leading zero (${zero}): write it in decimal without the zero`, leadingZero: true };
-    return { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(addressText)}` };
+    return { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(addressText)}`, notAddress: true };
   }
   const width = familyWidth(address.family);
   let prefixLength = width;

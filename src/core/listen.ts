@@ -80,7 +80,9 @@ function notHostPort(text: string): string {
   if (net.isIPv6(text)) return `no port: an IPv6 address with a port is written [${abbreviate(text, 60)}]:PORT`;
   if (port === '') return 'no port';
   if (!/^\d+$/.test(port)) return `the port "${abbreviate(port, 20)}" is not a number`;
-  if (port.length > 5) return `port ${abbreviate(port, 20)} is out of range`;
+  // 010040 is port 10040 in range, written with a zero too many: "out of range" sent the reader
+  // looking for a port above 65535.
+  if (port.length > 5) return Number(port) <= 65535 ? `port ${abbreviate(port, 20)} has more than five digits: write it without its leading zeros, ${Number(port)}` : `port ${abbreviate(port, 20)} is out of range`;
   if (host === '') return 'no host before the port';
   return `"${abbreviate(host, 60)}" is not a host name or an IP address`;
 }

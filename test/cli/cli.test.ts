@@ -271,8 +271,8 @@ describe('callout config', () => {
 
   it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {
     const cases: Array<[string, RegExp]> = [
-      // Named by the entry's key, as the schema's own problems are (it said "allowlist.clients").
-      ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clients: ["300.1.1.1/8"]\n', /: policy\.stages\.1\.clients: "300\.1\.1\.1\/8": not an IPv4 or IPv6 address/],
+      // Named by the entry's key, as the schema's own problems are (it said "allowlist.clientNames").
+      ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clientNames: ["*.example.org"]\n', /: policy\.stages\.1\.clientNames: "\*\.example\.org" is not a host name: .*; write "\.example\.org" for the domain and its subdomains\n/],
       ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /policy\.stages\.0 \(greylist\): states MAIL: this stage runs only in RCPT/],
       [`policy:\n  stages:\n    - name: greylist\n      whitelistClientFiles: [${join(dir, 'no-such-whitelist')}]\n`, /no-such-whitelist: cannot read/],
       // A typo of {reason} went out to SMTP clients as it was written.

@@ -1,8 +1,9 @@
 // Numbers on the command line: decimal only, within range, and named when refused.
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CalloutError, UsageError } from '../../src/core/errors.js';
-import { IDLE_POLL_MICROSECONDS, TIMEOUT_MILLISECONDS, TIMEOUT_SECONDS, engineOverrides, flagOf, numberFlag, unitFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { IDLE_POLL_MICROSECONDS, TIMEOUT_MILLISECONDS, TIMEOUT_SECONDS, engineOverrides, flagOf, numberFlag, once, readMessageInput, unitFlag, wholeNumberFlag } from '../../src/cli/options.js';
+import { Readable } from 'node:stream';
 import { serveOverrides } from '../../src/cli/serve.js';
 import { dirname, join, resolve } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,37 @@ describe('number flags', () => {
   });
 });
 
+describe('flags of one value', () => {
+  it('take the first value and refuse a second, quoting both (commander kept the last without a word)', () => {
+    const parse = once('--socketmap');
+    const first = parse('/run/a.sock', undefined);
+    assert.equal(first, '/run/a.sock');
+    assert.throws(() => parse('127.0.0.1:10050', first), (err: unknown) => err instanceof UsageError && err.message === '--socketmap given twice ("/run/a.sock", then "127.0.0.1:10050"): it takes one value');
+  });
+});
+
+describe('message input', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'callout-message-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('reads a file, or standard input for "-", text chunks too', async () => {
+    const path = join(dir, 'message.eml');
+    writeFileSync(path, 'Subject: x\r\n\r\nbody\r\n');
+    assert.equal((await readMessageInput(path, Readable.from([]))).toString(), 'Subject: x\r\n\r\nbody\r\n');
+    assert.equal((await readMessageInput('-', Readable.from(['Subject: y\r\n', Buffer.from('\r\nbody\r\n')]))).toString(), 'Subject: y\r\n\r\nbody\r\n');
+  });
+
+  it('refuses a file it cannot read, naming what it is and the file, and standard input over the limit', async () => {
+    const missing = join(dir, 'missing.eml');
+    await assert.rejects(readMessageInput(missing, Readable.from([]), 'bounce'), (err: unknown) => err instanceof UsageError && err.message === `bounce ${missing}: cannot read: no such file (ENOENT)`);
+    await assert.rejects(readMessageInput(missing, Readable.from([])), (err: unknown) => err instanceof UsageError && err.message === `${missing}: cannot read: no such file (ENOENT)`);
+    const huge = Readable.from((function* () {
+      for (let i = 0; i < 65; i++) yield Buffer.alloc(1024 * 1024);
+    })());
+    await assert.rejects(readMessageInput('-', huge, 'message'), (err: unknown) => err instanceof UsageError && err.message === 'message standard input: larger than 64 MiB');
+  });
+});
+
 describe('engine flags', () => {
   const none = { dnsServer: [], allowTarget: [] };
 
@@ -38,6 +70,7 @@ describe('engine flags', () => {
     const usage = (run: () => unknown, message: string) => assert.throws(run, (err: unknown) => err instanceof UsageError && err.message === message);
     usage(() => engineOverrides({ ...none, timeout: '99999999' }), '--timeout: got "99999999", expected at most 2147483 seconds (about 24 days)');
     usage(() => engineOverrides({ ...none, timeout: '0' }), '--timeout: got "0", expected at least 0.001 seconds');
+    usage(() => engineOverrides({ ...none, timeout: '-1' }), '--timeout: got "-1", expected at least 0.001 seconds');
     usage(() => engineOverrides({ ...none, timeout: '5s' }), '--timeout: got "5s", expected a number of seconds');
     usage(() => serveOverrides({ ...none, idlePoll: '99999' }), '--idle-poll: got "99999", expected at most 10000 microseconds');
     usage(() => serveOverrides({ ...none, idlePoll: '1.5' }), '--idle-poll: got "1.5", expected a whole number of microseconds');
@@ -77,7 +110,7 @@ describe('engine flags', () => {
     };
     assert.equal(refused(engineOverrides({ ...none, port: '0' })), 'command line: --port (callout.port): got 0, expected at least 1');
     assert.match(refused(engineOverrides({ ...none, dnsServer: ['127.0.0.1:0'] })), /^command line: --dns-server \(dns\.servers\.0\): got "127\.0\.0\.1:0", /);
-    assert.match(refused(serveOverrides({ ...none, allowTarget: ['127.0.0.0/8', 'foo'], workers: '100' })), /^command line: --allow-target \(callout\.allowTargets\.1\): got "foo", expected an IP address or a network .*; --workers \(policy\.workers\): got 100, expected at most 64$/);
+    assert.match(refused(serveOverrides({ ...none, allowTarget: ['127.0.0.0/8', 'foo'], workers: '100' })), /^command line: --allow-target \(callout\.allowTargets\.1\): got "foo", expected an IPv4 or IPv6 address or network \(192\.0\.2\.0\/24, 2001:db8::\/32\); --workers \(policy\.workers\): got 100, expected at most 64$/);
     const file = join(mkdtempSync(join(tmpdir(), 'callout-flags-')), 'callout.yaml');
     writeFileSync(file, 'callout:\n  port: 2525\n');
     assert.equal(refused({ limits: { listConcurrency: 0 } }, file), 'command line: --concurrency (limits.listConcurrency): got 0, expected at least 1');

@@ -10,7 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
+import { configuredStore, createResolver, daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
+import { validateConfig } from '../../src/config/schema.js';
+import type { Resolver } from '../../src/dns/types.js';
+import { ManualClock } from '../support/manual-time.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 import { startServeProcess } from '../support/serve-process.js';
 
@@ -26,6 +29,38 @@ const version = (path: string): unknown => {
     db.close();
   }
 };
+
+describe('createResolver', () => {
+  it('keeps DNS answers as dns.minTtl, dns.maxTtl and dns.negativeTtl say', async () => {
+    const clock = new ManualClock();
+    let asked = 0;
+    const base = {
+      a: async (name: string) => {
+        asked++;
+        return name.startsWith('gone.') ? { kind: 'nxdomain', ttl: 86_400 } : { kind: 'records', records: ['192.0.2.1'], ttl: name.startsWith('short.') ? 1 : 86_400 };
+      },
+    } as unknown as Resolver;
+    const resolver = createResolver(validateConfig({ dns: { minTtl: '30s', maxTtl: '1h', negativeTtl: '10m' } }), clock, base);
+    for (const name of ['short.test', 'long.test', 'gone.test']) await resolver.a(name);
+    clock.advance(29_000);
+    for (const name of ['short.test', 'long.test', 'gone.test']) await resolver.a(name);
+    assert.equal(asked, 3, 'a TTL of 1 s kept for minTtl, 30 s');
+    clock.advance(10 * 60_000 - 29_000);
+    await resolver.a('gone.test');
+    assert.equal(asked, 4, 'a negative answer kept for negativeTtl, 10 minutes, not its day');
+    clock.advance(60 * 60_000 - 10 * 60_000);
+    await resolver.a('long.test');
+    assert.equal(asked, 5, 'a day\'s TTL kept for maxTtl, an hour');
+  });
+});
+
+describe('configuredStore', () => {
+  it('opens the store the configuration names, with its sync mode or its key prefix', () => {
+    assert.deepEqual(configuredStore(validateConfig({ dataDir: '/var/lib/x', store: { sync: 'full' } })), { kind: 'sqlite', path: '/var/lib/x/callout.sqlite', sync: 'full' });
+    assert.deepEqual(configuredStore(validateConfig({ store: { kind: 'redis', url: 'redis://127.0.0.1:6379/1', keyPrefix: 'mx1:' } })), { kind: 'redis', url: 'redis://127.0.0.1:6379/1', keyPrefix: 'mx1:' });
+    assert.deepEqual(configuredStore(validateConfig({ store: { kind: 'memory' } })), { kind: 'memory' });
+  });
+});
 
 describe('openCommandStore', () => {
   it('says in one line on its stream that it upgraded a version 1 file, naming it; nothing for a new or a current file', async () => {

@@ -16,6 +16,13 @@ describe('durations', () => {
     assert.equal(parseDuration(Number.NaN).ok, false);
   });
 
+  it('reads a bare number written as text as seconds, rounds to the nearest millisecond, and takes no fraction without its digits', () => {
+    assert.deepEqual(parseDuration('90'), { ok: true, ms: 90_000 }, 'a bare number in a file or flag is seconds, as Postfix reads it');
+    assert.deepEqual(parseDuration('1.0005s'), { ok: true, ms: 1001 }, '1000.5 ms rounds up, not down');
+    assert.deepEqual(parseDuration('0.0004s'), { ok: true, ms: 0 }, '0.4 ms rounds down');
+    for (const bad of ['1.s', '1.', '.5s']) assert.equal(parseDuration(bad).ok, false, `${bad}: a decimal point needs digits on both sides`);
+  });
+
   it('refuses a duration too long to keep, saying what was expected without quoting the value (the message that gives the reason quotes it)', () => {
     const digits = '9'.repeat(400);
     const parsed = parseDuration(`${digits}w`);

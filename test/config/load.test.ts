@@ -149,6 +149,42 @@ describe('loadConfig', () => {
     assert.equal(loadConfig(path, { store: { kind: 'redis' } }, { store: { kind: 'memory' } }).store.kind, 'redis', 'the flag over both');
   });
 
+  it('refuses a key given twice in one mapping, with its line (the second one was taken without a word)', () => {
+    const path = file('twice.yaml', 'callout:\n  port: 25\n  port: 26\n');
+    assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && err.message === `${path}: YAML syntax error at line 3, column 3: Map keys must be unique`);
+  });
+
+  it('says a syntax error in one short line, its position once, without yaml\'s excerpt of the file', () => {
+    const path = file('unclosed.yaml', `callout:\n  helo: "${'x'.repeat(500)}\n  port: 25\n`);
+    assert.throws(
+      () => loadConfig(path),
+      (err: unknown) => err instanceof ConfigError && err.message === `${path}: YAML syntax error at line 4, column 1: Missing closing "quote`,
+    );
+    // yaml's own message of an indentation error is longer than the line the message gives it.
+    const indented = file('indented.yaml', `callout: {port: 1, helo: ${'y'.repeat(400)}\nlog: x\n`);
+    assert.throws(() => loadConfig(indented), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, 'a ConfigError');
+      assert.doesNotMatch(err.message, /\n/, 'one line');
+      assert.equal(err.message.match(/at line \d+, column \d+/g)?.length, 1, `the position once: ${err.message}`);
+      assert.ok(err.message.length <= `${indented}: YAML syntax error at line 2, column 1: `.length + 200, `yaml's text cut at 200 characters: ${err.message.length}`);
+      return true;
+    });
+  });
+
+  it('writes nothing of yaml\'s own to the process (a mapping as a key is the schema\'s to refuse, by its path)', (t) => {
+    const emitted = t.mock.method(process, 'emitWarning', () => undefined);
+    const path = file('collection-key.yaml', '? [a, b]\n: 1\n');
+    assert.throws(() => loadConfig(path), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${path}: [ a, b ]: unknown key`));
+    assert.equal(emitted.mock.callCount(), 0, 'no process warning from yaml');
+  });
+
+  it('says what a dataDir must be: an empty one is no directory, and a long relative one is quoted by its start', () => {
+    const empty = file('empty-data.yaml', 'dataDir: ""\n');
+    assert.throws(() => loadConfig(empty), (err: unknown) => err instanceof ConfigError && err.message === `${empty}: dataDir: got "", expected a directory`);
+    const long = file('long-data.yaml', `dataDir: ${'d'.repeat(5000)}\n`);
+    assert.throws(() => loadConfig(long), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${long}: dataDir: got "${'d'.repeat(100)}...", expected an absolute path`));
+  });
+
   it('says a second YAML document is one too many, not which function of the yaml library to call', () => {
     for (const [text, line] of [['callout:\n  port: 2525\n---\nlog:\n  level: debug\n', 3], ['callout:\n  port: 2525\n...\nlog:\n  level: debug\n', 4]] as const) {
       const path = file('two-documents.yaml', text);

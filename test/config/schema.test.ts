@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.js';
-import { validateConfig } from '../../src/config/schema.js';
+import { configSchema, schemaKeys, validateConfig } from '../../src/config/schema.js';
+import { STAGE_DEFINITIONS } from '../../src/policy/stages/index.js';
+import { STAGE_REQUIRED, leaves, setting } from '../support/config-keys.js';
 import { DEFAULT_IDLE_POLL_MICROS } from '../../src/core/idle-poll.js';
 import { isAnnounceable } from '../../src/config/fqdn.js';
 
@@ -27,6 +29,7 @@ describe('problem messages', () => {
   it('say what to write in YAML words, not JavaScript types or zod syntax (it said "expected object, received string", "Invalid option: expected one of \\"DUNNO\\"|\\"DEFER\\"")', () => {
     assert.equal(problem({ callout: 'yes' }), 'configuration: callout: got "yes", expected a mapping of keys (key: value lines)');
     assert.equal(problem({ callout: null }), 'configuration: callout: got an empty value (null), expected a mapping of keys (key: value lines)', 'a key with nothing under it');
+    assert.equal(problem(42), 'configuration: (top level): got 42, expected a mapping of keys (key: value lines)', 'a configuration that is no mapping at all');
     assert.equal(problem({ policy: { stages: 'greylist' } }), 'configuration: policy.stages: got "greylist", expected a list');
     assert.equal(problem({ callout: { helo: 42 } }), 'configuration: callout.helo: got 42, expected text');
     assert.equal(problem({ policy: { faultAction: 'REJECT' } }), 'configuration: policy.faultAction: got "REJECT", expected one of DUNNO, DEFER');
@@ -44,6 +47,28 @@ describe('problem messages', () => {
       'configuration: policy.stages.0.limits.0.max: got nothing, expected a number',
     );
     assert.equal(problem({ policy: { stages: [{ name: 'greylist', mode: 'on' }] } }), 'configuration: policy.stages.0.mode: got "on", expected one of enforce, warn, off');
+  });
+});
+
+describe('stage entries', () => {
+  it('are checked with the rest, so that one run reports a bad key and a bad stage option together', () => {
+    const message = problem({ callout: { port: 0 }, policy: { stages: [{ name: 'greylist', delay: 'soon' }] } });
+    assert.match(message, /callout\.port: got 0, expected at least 1/);
+    assert.match(message, /policy\.stages\.0\.delay: got "soon", expected a duration/, 'the stage\'s own problem beside the other key\'s');
+  });
+
+  it('quote the start of a long unknown stage name, not all of it', () => {
+    const message = problem({ policy: { stages: [{ name: `x${'y'.repeat(10_000)}` }] } });
+    assert.match(message, /^configuration: policy\.stages\.0\.name: got "xy{98}\.\.\., expected one of /);
+    assert.ok(message.length < 1000, `${message.length} characters`);
+  });
+
+  it('leave an own key left out (states) out, so that the stage\'s default applies, not present as undefined', () => {
+    // A configuration built in code (a test's, a front end's) may give the key as undefined.
+    for (const entry of [{ name: 'allowlist' }, { name: 'allowlist', states: undefined }]) {
+      const [checked] = validateConfig({ policy: { stages: [entry] } }).policy.stages;
+      assert.equal(Object.hasOwn(checked!, 'states'), false, `no states key from ${Object.keys(entry).join(', ')}`);
+    }
   });
 });
 
@@ -82,6 +107,31 @@ describe('bounds', () => {
     }
   });
 
+  it('take each whole number of the README\'s ranges from its least to its largest, and refuse one past either end', () => {
+    const ranges: [string, number, number][] = [
+      ['dns.tries', 1, 10],
+      ['callout.maxMxHosts', 1, 20],
+      ['callout.connectionCache.maxIdlePerHost', 1, 100],
+      ['callout.connectionCache.maxIdle', 1, 100_000],
+      ['callout.connectionCache.maxRejectedRecipients', 1, 100],
+      ['limits.concurrency', 1, 10_000],
+      ['limits.perHostConcurrency', 1, 1000],
+      ['limits.perDomainPerMinute', 1, 100_000],
+      ['limits.perHostConnectionsPerMinute', 1, 1_000_000],
+      ['limits.addressesPerConnection', 1, 100],
+      ['limits.listConcurrency', 1, 1000],
+      ['policy.maxConnections', 1, 100_000],
+      ['policy.idlePollMicros', 0, 10_000],
+    ];
+    const at = (key: string, value: number): Record<string, unknown> => key.split('.').reduceRight<unknown>((inner, part) => ({ [part]: inner }), value) as Record<string, unknown>;
+    const read = (config: unknown, key: string): unknown => key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
+    for (const [key, min, max] of ranges) {
+      for (const value of [min, max]) assert.equal(read(validateConfig(at(key, value)), key), value, `${key} takes ${value}`);
+      assert.match(problem(at(key, min - 1)), new RegExp(`^configuration: ${key.replace(/\./g, '\\.')}: got ${min - 1}, expected at least ${min}$`), `${key} refuses ${min - 1}`);
+      assert.match(problem(at(key, max + 1)), new RegExp(`^configuration: ${key.replace(/\./g, '\\.')}: got ${max + 1}, expected at most ${max}$`), `${key} refuses ${max + 1}`);
+    }
+  });
+
   it('say how many problems are not shown only when there are more than 20', () => {
     const servers = (n: number) => ({ dns: { servers: Array<string>(n).fill('resolver.example') } });
     assert.doesNotMatch(problem(servers(20)), /more$/);
@@ -99,6 +149,16 @@ describe('timer durations', () => {
     assert.match(problem({ policy: { decisionTimeout: '0s' } }), /policy\.decisionTimeout: got "0s", expected at least 100ms$/);
     assert.equal(validateConfig({ policy: { idleTimeout: '24d' } }).policy.idleTimeout, 24 * 86_400_000);
     assert.match(problem({ store: { purgeInterval: '500ms' } }), /store\.purgeInterval: got "500ms", expected at least 1s$/);
+    // The least of each is taken: a bound one past it refused the value the message names.
+    assert.equal(validateConfig({ policy: { idleTimeout: '1s' } }).policy.idleTimeout, 1000, 'policy.idleTimeout at least 1s');
+    assert.equal(validateConfig({ policy: { decisionTimeout: '100ms' } }).policy.decisionTimeout, 100, 'policy.decisionTimeout at least 100ms');
+    assert.equal(validateConfig({ store: { purgeInterval: '1s' } }).store.purgeInterval, 1000, 'store.purgeInterval at least 1s');
+    assert.equal(validateConfig({ dns: { timeout: '1ms' } }).dns.timeout, 1, 'dns.timeout at least 1ms');
+    // 0 keeps no idle connection: each callout closes its own, as with connectionCache.enabled false.
+    assert.equal(validateConfig({ callout: { connectionCache: { idleTime: 0 } } }).callout.connectionCache.idleTime, 0, 'callout.connectionCache.idleTime may be 0');
+    // The timer's own bound, 2^31 - 1 ms, and not one more: a Node.js timer fires a longer one after 1 ms.
+    assert.equal(validateConfig({ dns: { timeout: '2147483647ms' } }).dns.timeout, 2_147_483_647, 'the longest timer is taken');
+    assert.match(problem({ dns: { timeout: '2147483648ms' } }), /dns\.timeout: got "2147483648ms", expected at most 2147483s \(about 24 days\)$/);
     assert.equal(validateConfig({}).store.purgeInterval, 10 * 60_000);
   });
 
@@ -142,6 +202,8 @@ describe('timer durations', () => {
     assert.equal(validateConfig({ store: { kind: 'redis', keyPrefix: 'mx1:' } }).store.keyPrefix, 'mx1:');
     assert.match(problem({ store: { keyPrefix: 'two words' } }), /store\.keyPrefix: got "two words", expected 1 to 64 printable ASCII characters without spaces/);
     assert.match(problem({ store: { keyPrefix: '' } }), /store\.keyPrefix/);
+    assert.equal(validateConfig({ store: { keyPrefix: 'k'.repeat(64) } }).store.keyPrefix.length, 64, '64 characters are taken');
+    assert.match(problem({ store: { keyPrefix: 'k'.repeat(65) } }), /store\.keyPrefix: got "k{65}", expected 1 to 64 printable ASCII characters/);
   });
 
   it('checks a Redis URL as the store will (config check names the key), showing its password masked', () => {
@@ -302,9 +364,12 @@ describe('values of no accepted type', () => {
 describe('callout.allowTargets', () => {
   it('names the key and each bad entry in the schema, so that `verify -c FILE` names the file (the engine said only the key)', () => {
     const message = problem({ callout: { allowTargets: ['127.0.0.0/8', 'mx.example.org', '10.1.2.3/8'] } });
-    assert.match(message, /callout\.allowTargets\.1: got "mx\.example\.org", expected an IP address or a network \("mx\.example\.org": not an IPv4 or IPv6 address/);
-    assert.match(message, /callout\.allowTargets\.2: got "10\.1\.2\.3\/8", expected an IP address or a network \("10\.1\.2\.3\/8": host bits set after the prefix: write the network, 10\.0\.0\.0\/8/);
-    assert.doesNotMatch(message, /allowTargets\.0/);
+    // The value once: the reason quoted it again (`got "x", expected an IP address or a network ("x": not an IPv4 or IPv6 address: "x")`).
+    assert.equal(
+      message,
+      'configuration: callout.allowTargets.1: got "mx.example.org", expected an IPv4 or IPv6 address or network (192.0.2.0/24, 2001:db8::/32); ' +
+        'callout.allowTargets.2: got "10.1.2.3/8", expected an IPv4 or IPv6 address or network (host bits set after the prefix: write the network, 10.0.0.0/8, or the address alone)',
+    );
     assert.deepEqual(validateConfig({ callout: { allowTargets: ['10.0.0.0/8', '::1', '2001:db8::/32'] } }).callout.allowTargets, ['10.0.0.0/8', '::1', '2001:db8::/32']);
   });
 });
@@ -314,6 +379,8 @@ describe('callout.randomLocalPart', () => {
     for (const template of ['probe {random}', 'a@{random}', 'a\r\nDATA {random}', '.{random}', 'é{random}', `${'x'.repeat(53)}{random}`]) {
       assert.match(problem({ callout: { randomLocalPart: template } }), /^configuration: callout\.randomLocalPart: got .*, expected the local part of an address around \{random\} \(/, JSON.stringify(template));
     }
+    // Without {random} every probe asked one fixed address, which a catch-all test cannot be.
+    assert.equal(problem({ callout: { randomLocalPart: 'callout-probe' } }), 'configuration: callout.randomLocalPart: got "callout-probe", expected a template with {random} in it, such as callout-{random}');
     for (const template of ['callout-{random}', '{random}', 'x.{random}+probe', `${'x'.repeat(52)}{random}`]) {
       assert.equal(validateConfig({ callout: { randomLocalPart: template } }).callout.randomLocalPart, template);
     }
@@ -327,6 +394,7 @@ describe('callout.fallbackSender', () => {
     }
     assert.equal(validateConfig({ callout: { fallbackSender: '<verify@example.org>' } }).callout.fallbackSender, 'verify@example.org');
     assert.equal(validateConfig({ callout: { sender: '<>' } }).callout.sender, '');
+    assert.match(problem({ callout: { sender: 'not an address' } }), /^configuration: callout\.sender: got "not an address", expected an address, or "" for the null sender \(/);
   });
 });
 
@@ -342,7 +410,7 @@ describe('callout.helo', () => {
 
   it('is an RFC 5321 domain: labels of at most 63 octets, 253 in all, a last label that is not a number (an address is no name)', () => {
     const label = (n: number) => 'a'.repeat(n);
-    const refused = [`${label(64)}.example.org`, `${label(63)}.${label(63)}.${label(63)}.${label(60)}.o`, '192.0.2.1', 'mx.example.123', 'mx'];
+    const refused = [`${label(64)}.example.org`, `${label(63)}.${label(63)}.${label(63)}.${label(60)}.o`, '192.0.2.1', 'mx.example.123', 'mx', '-mx.example.org', 'mx.-example.org'];
     for (const helo of refused) assert.match(problem({ callout: { helo } }), /callout\.helo: .*expected a fully qualified domain name/, helo);
     for (const helo of [`${label(63)}.example.org`, `${label(63)}.${label(63)}.${label(63)}.${label(59)}.o`, 'mx1.example.org']) {
       assert.equal(validateConfig({ callout: { helo } }).callout.helo, helo, `${helo.length} characters`);
@@ -412,6 +480,65 @@ describe('the batv stage', () => {
       const message = problem(batv({ keys: [{ keynum: 1, secret }] }));
       assert.match(message, /^configuration: policy\.stages\.0\.keys\.0\.secret: got a value not shown \(a secret\), expected (text|at least 1 character)$/);
       assert.ok(!message.includes('84729301847') && !message.includes('hunter2'), message);
+    }
+  });
+
+  it('never quotes a secret inside a value it quotes whole (a key with both secret and secretFile, keys written as a mapping)', () => {
+    const both = problem(batv({ keys: [{ keynum: 1, secret: 'hunter2-secret', secretFile: '/etc/callout/batv.key' }] }));
+    assert.equal(both, 'configuration: policy.stages.0.keys.0: got {"keynum":1,"secret":"***","secretFile":"/etc/callout/batv.key"}, expected exactly one of secret and secretFile');
+    assert.equal(problem(batv({ keys: [{ keynum: 1, secret: '***' }] })), 'configuration: policy.stages.0.keys.0.secret: got a value not shown (a secret), expected the secret, not *** as config print hides it: put the real secret back');
+    const mapping = problem(batv({ keys: { keynum: 1, secret: 'hunter2-secret' } }));
+    assert.equal(mapping, 'configuration: policy.stages.0.keys: got {"keynum":1,"secret":"***"}, expected a list');
+    const stages = problem({ policy: { stages: { name: 'batv', keys: [{ keynum: 1, secret: 'hunter2-secret' }] } } });
+    assert.ok(!stages.includes('hunter2') && stages.includes('"secret":"***"'), `the secret masked in: ${stages}`);
+    // A Redis URL where the store's mapping goes: its password too.
+    assert.equal(problem({ store: 'redis://:hunter2@10.0.0.5:6379/0' }), 'configuration: store: got "redis://:***@10.0.0.5:6379/0", expected a mapping of keys (key: value lines)');
+    assert.equal(problem({ store: [{ kind: 'redis', url: 'redis://:hunter2@10.0.0.5:6379/0' }] }), 'configuration: store: got [{"kind":"redis","url":"redis://:***@10.0.0.5:6379/0"}], expected a mapping of keys (key: value lines)', 'a store written as a list item');
+  });
+
+  it('refuses a relative secretFile: each command read it from the directory it started in, and serve, in / under systemd, did not find what config check found', () => {
+    assert.equal(
+      problem(batv({ keys: [{ keynum: 1, secretFile: 'batv.key' }] })),
+      'configuration: policy.stages.0.keys.0.secretFile: got "batv.key", expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)',
+    );
+    assert.doesNotThrow(() => validateConfig(batv({ keys: [{ keynum: 1, secretFile: '/etc/callout/batv.key' }] })));
+  });
+});
+
+describe('every key', () => {
+  // A value of another kind for each key (a mapping, text, a negative and a huge number, true,
+  // lists): each refusal names the key's full path, a stage's with its index, and what it expects.
+  const wrong: unknown[] = [{ x: 1 }, 'zz-not-it', -5, 1e12, true, [], ['not an entry']];
+  const refusal = (raw: unknown) => {
+    try {
+      validateConfig(raw);
+      return undefined;
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, `a ConfigError, not ${String(err)}`);
+      return err.message;
+    }
+  };
+
+  it('of the configuration is named, with what it expects, when its value is refused', () => {
+    for (const key of leaves(schemaKeys(configSchema))) {
+      for (const value of wrong) {
+        const message = refusal(setting(key, value));
+        if (message === undefined) continue;
+        assert.ok(message.startsWith(`configuration: ${key}`) && /: got .*expected/.test(message), `${key} = ${JSON.stringify(value)}: ${message}`);
+      }
+    }
+  });
+
+  it('of a stage is named, with the stage\'s index and what it expects, when its value is refused', () => {
+    for (const definition of STAGE_DEFINITIONS) {
+      for (const key of leaves(schemaKeys(definition.options))) {
+        for (const value of wrong) {
+          const entry = setting(key, value, { name: definition.name, ...STAGE_REQUIRED[definition.name] });
+          const message = refusal({ policy: { stages: [{ name: 'postmaster' }, entry] } });
+          if (message === undefined) continue;
+          assert.ok(message.startsWith(`configuration: policy.stages.1.${key}`) && /: got .*expected/.test(message), `${definition.name} ${key} = ${JSON.stringify(value)}: ${message}`);
+        }
+      }
     }
   });
 });

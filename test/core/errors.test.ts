@@ -1,7 +1,7 @@
 // describeError on whatever a catch block may hold: it runs inside catch blocks and log calls, so it must never throw.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError, describeError, describeFileError } from '../../src/core/errors.js';
+import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError, abbreviate, describeError, describeFileError } from '../../src/core/errors.js';
 
 describe('describeError', () => {
   it('gives the code and message of a CalloutError, the message of an Error, the text of anything else', () => {
@@ -56,6 +56,8 @@ describe('describeFileError', () => {
     assert.equal(describeFileError(errno('EACCES', -13)), `permission denied, running as uid ${process.geteuid?.()} (EACCES)`);
     assert.equal(describeFileError(errno('EPERM', -1)), `operation not permitted, running as uid ${process.geteuid?.()} (EPERM)`);
     assert.equal(describeFileError(errno('EIO', -5)), 'input/output error (a failing disk or a lost network file system) (EIO)');
+    assert.equal(describeFileError(errno('ENOTDIR', -20)), 'a part of the path is not a directory (ENOTDIR)');
+    assert.equal(describeFileError(errno('ENXIO', -6)), 'no device or reader there (a socket, or a device not present) (ENXIO)');
   });
 
   it("gives the system's words for a code it has none of its own for, and describes a value without a code as describeError does", () => {
@@ -76,5 +78,20 @@ describe('error codes', () => {
     assert.equal(new ListenUnavailableError('x').code, 'LISTEN_UNAVAILABLE');
     assert.equal(new StoreError('x').code, 'STORE_UNAVAILABLE');
     assert.equal(new StoreError('x').name, 'StoreError');
+  });
+
+  it('keeps the cause it is given, for the log line that follows the chain', () => {
+    const cause = new Error('ENOSPC');
+    assert.equal(new CalloutError('INTERNAL', 'x', { cause }).cause, cause);
+    assert.equal(new ConfigError('x', { cause }).cause, cause);
+    assert.equal(new StoreError('x', { cause }).cause, cause);
+  });
+});
+
+describe('abbreviate', () => {
+  it('cuts a text longer than the limit after the limit, and leaves one of the limit whole', () => {
+    assert.equal(abbreviate('abcdef', 3), 'abc...');
+    assert.equal(abbreviate('abc', 3), 'abc', 'a text of the limit is not cut');
+    assert.equal(abbreviate('ab', 3), 'ab');
   });
 });

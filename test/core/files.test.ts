@@ -3,10 +3,10 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeDirectories, readFileLimited, secretExposure, warnIfSecretExposed, withholdFromOthers } from '../../src/core/files.js';
+import { makeDirectories, octalMode, readFileLimited, secretExposure, tooLarge, warnIfSecretExposed, withholdFromOthers } from '../../src/core/files.js';
 import { isoSeconds } from '../../src/core/clock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-files-'));
@@ -23,6 +23,25 @@ describe('readFileLimited', () => {
 
   it('refuses an endless device after the limit', () => {
     assert.deepEqual(readFileLimited('/dev/zero', 1024 * 1024), { ok: false, reason: 'larger than 1 MiB' });
+  });
+
+  it('closes the file however the read ends: a daemon that reloads keeps no descriptor per reload', () => {
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    for (let i = 0; i < 20; i++) {
+      readFileLimited('/dev/zero', 1024);
+      readFileLimited(join(dir, 'missing'), 10);
+    }
+    const path = join(dir, 'small');
+    writeFileSync(path, 'x');
+    for (let i = 0; i < 20; i++) readFileLimited(path, 10, { governing: true });
+    assert.equal(open(), before, 'as many descriptors open as before');
+  });
+
+  it('names a limit in the largest unit that divides it', () => {
+    assert.equal(tooLarge(2 * 1024 * 1024), 'larger than 2 MiB');
+    assert.equal(tooLarge(64 * 1024), 'larger than 64 KiB');
+    assert.equal(tooLarge(1000), 'larger than 1000 bytes');
   });
 
   it('says why a file could not be read in words, the code kept: each kind of failure an administrator meets', () => {
@@ -150,6 +169,19 @@ describe('makeDirectories', () => {
     assert.throws(() => makeDirectories(join(file, 'below')), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOTDIR');
     // Node 20's mkdirSync({ recursive: true }) retries this for ever.
     assert.throws(() => makeDirectories('/proc/callout-test/x'), (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT');
+  });
+
+  it('gives each directory it makes the mode asked for (within the umask)', () => {
+    const deep = join(dir, 'private', 'state');
+    makeDirectories(deep, 0o700);
+    assert.equal(octalMode(statSync(deep).mode), '0700');
+    assert.equal(octalMode(statSync(join(dir, 'private')).mode), '0700', 'the parent it made too');
+  });
+
+  it('writes a mode in four octal digits, the set-ID and sticky bits too', () => {
+    assert.equal(octalMode(0o100644), '0644', 'the file type left out');
+    assert.equal(octalMode(0o41777), '1777', 'the sticky bit of /tmp');
+    assert.equal(octalMode(0o4755), '4755');
   });
 });
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import fc from 'fast-check';
-import { IdlePoller, PollWindow } from '../../src/core/idle-poll.js';
+import { availableParallelism } from 'node:os';
+import { DEFAULT_IDLE_POLL_MICROS, IdlePoller, PollWindow } from '../../src/core/idle-poll.js';
 
 describe('PollWindow (haltpoll-style adaptation)', () => {
   it('starts closed, opens when a request came soon after the process slept, and doubles up to the maximum', () => {
@@ -22,8 +23,17 @@ describe('PollWindow (haltpoll-style adaptation)', () => {
     const window = new PollWindow({ maxMicros: 200, growMicros: 50 });
     window.observe(10, false);
     window.observe(10, true);
+    assert.equal(window.micros, 50, 'not grown by a caught request');
     window.observe(10_000, true);
-    assert.equal(window.micros, 50);
+    assert.equal(window.micros, 50, 'not shrunk by a caught request');
+  });
+
+  it('polls 200 µs by default on a machine of more than one CPU, and never on one of one (the client could not run meanwhile)', () => {
+    assert.equal(DEFAULT_IDLE_POLL_MICROS, availableParallelism() === 1 ? 0 : 200);
+  });
+
+  it('takes a negative maximum as 0, which never polls', () => {
+    assert.equal(new PollWindow({ maxMicros: -5 }).maxMicros, 0);
   });
 
   it('halves the window when a request came later than any poll would wait, and closes it below the first step', () => {
@@ -130,6 +140,39 @@ describe('IdlePoller', () => {
     await turnsUntil(time, answeredAt + 0.2);
     assert.equal(poller.stats.caught, 1);
     assert.ok(poller.stats.pollSeconds > 0.000219 && poller.stats.pollSeconds < 0.00024, `polled ${poller.stats.pollSeconds} s`);
+  });
+
+  it('counts no turn in which a request was read as polling, and the turns after it again', async () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 200, now: time.now });
+    const first = poller.answered();
+    time.advance(0.01);
+    poller.arrived(first); // opens the window to 200 µs
+    const answeredAt = poller.answered()!;
+    await nextTurn();
+    time.advance(0.02);
+    poller.arrived(answeredAt); // read, its answer still to come (a callout)
+    time.advance(0.01);
+    await nextTurn(); // the turn that read it: 30 µs not counted
+    time.advance(0.05);
+    await nextTurn(); // 50 µs polling again
+    await turnsUntil(time, answeredAt + 0.2);
+    // 50 µs, then 10 µs a turn to the end of the window at 200 µs, and the turn that notices it.
+    assert.ok(poller.stats.pollSeconds > 0.000169 && poller.stats.pollSeconds < 0.000181, `polled ${poller.stats.pollSeconds} s`);
+  });
+
+  it('keeps the window open across a reload that leaves the maximum as it was', () => {
+    const time = manualTime();
+    const poller = new IdlePoller({ maxMicros: 200, growMicros: 50, now: time.now });
+    const first = poller.answered();
+    time.advance(0.01);
+    poller.arrived(first); // opens the window
+    poller.setMaxMicros(200);
+    const second = poller.answered();
+    time.advance(0.01);
+    poller.arrived(second);
+    assert.deepEqual({ caught: poller.stats.caught, slept: poller.stats.slept }, { caught: 1, slept: 1 }, 'the request after the reload caught by a poll');
+    time.advance(1);
   });
 
   it('learns nothing from a request whose connection had no answer since its last one', () => {

@@ -166,7 +166,7 @@ describe('parseCidr', () => {
     assert.deepEqual(parseNetwork('172.016.0.0/12'), { ok: false, reason: 'an octet with a leading zero (016): write it in decimal without the zero', leadingZero: true });
     // Not an IPv4 dotted quad of decimal octets: the general reason.
     for (const text of ['00::1::2', '::ffff:010.1.1.1', '[010.1.1.1]', '010.1.1', '010.1.1.1.1', '0x0a.1.1.1', '0100.1.1.1']) {
-      assert.deepEqual(parseCidr(text), { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(text.replace(/^\[(.*)\]$/, '$1'))}` }, text);
+      assert.deepEqual(parseCidr(text), { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(text.replace(/^\[(.*)\]$/, '$1'))}`, notAddress: true }, text);
     }
   });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { ConfigError, ListenUnavailableError } from '../../src/core/errors.js';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
-import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, formatListenAddress, listenOn, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, removeStaleSocket, type ListenAddress } from '../../src/core/listen.js';
+import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, boundAddress, formatListenAddress, listenOn, listenRefusal, openToAllUsers, parseListenAddress, reachableFromNetwork, remoteEnd, removeIfSocket, removeStaleSocket, sameListener, type ListenAddress } from '../../src/core/listen.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 describe('listen addresses', () => {
@@ -19,6 +19,9 @@ describe('listen addresses', () => {
     const long = parseListenAddress(`/${'a'.repeat(107)}`);
     assert.deepEqual(long, { ok: false, reason: 'socket path is 108 octets, more than the 107 a UNIX socket address holds' });
     assert.deepEqual(parseListenAddress('/run/call\0out'), { ok: false, reason: 'socket path contains a NUL character' });
+    // Octets, not characters: 54 characters of two octets each are 108 octets with the slash.
+    assert.deepEqual(parseListenAddress(`/${'é'.repeat(54)}`), { ok: false, reason: 'socket path is 109 octets, more than the 107 a UNIX socket address holds' });
+    assert.equal(parseListenAddress(`/${'é'.repeat(53)}`).ok, true, '107 octets are taken');
   });
 
   it('never throws; what it accepts is a port up to 65535 or a short absolute path', () => {
@@ -212,6 +215,8 @@ describe('listen address limits and forms', () => {
     assert.deepEqual(parseListenAddress('127.0.0.1:65535'), { ok: true, value: { kind: 'tcp', host: '127.0.0.1', port: 65535 } });
     assert.deepEqual(parseListenAddress('127.0.0.1:65536'), { ok: false, reason: 'port 65536 is out of range' });
     assert.deepEqual(parseListenAddress('127.0.0.1:123456'), { ok: false, reason: 'port 123456 is out of range' });
+    assert.deepEqual(parseListenAddress('127.0.0.1:010040'), { ok: false, reason: 'port 010040 has more than five digits: write it without its leading zeros, 10040' }, 'a port in range with a zero too many is not said to be out of range');
+    assert.deepEqual(parseListenAddress(`127.0.0.1:${'0'.repeat(10_000)}25`), { ok: false, reason: `port ${'0'.repeat(20)}... has more than five digits: write it without its leading zeros, 25` }, 'quoted by its start');
     assert.equal(formatListenAddress({ kind: 'tcp', host: '::1', port: 10040 }), '[::1]:10040');
     assert.equal(formatListenAddress({ kind: 'tcp', host: '127.0.0.1', port: 10040 }), '127.0.0.1:10040');
   });
@@ -227,7 +232,78 @@ describe('listen address limits and forms', () => {
   });
 });
 
+describe('listeners compared and named', () => {
+  const tcp = (host: string, port: number): ListenAddress => ({ kind: 'tcp', host, port });
+
+  it('0.0.0.0 takes the port of every IPv4 address, whichever of the two is written first', () => {
+    assert.equal(sameListener(tcp('0.0.0.0', 10040), tcp('127.0.0.1', 10040)), true, 'the wildcard first');
+    assert.equal(sameListener(tcp('127.0.0.1', 10040), tcp('0.0.0.0', 10040)), true, 'the wildcard second');
+    assert.equal(sameListener(tcp('::1', 10040), tcp('0.0.0.0', 10040)), false, 'an IPv6 address is not under the IPv4 wildcard');
+  });
+
+  it('names a client by address and port, an IPv6 address in brackets, a UNIX socket by its path, and a client gone before it was accepted as unknown', () => {
+    assert.equal(remoteEnd({ remoteAddress: '192.0.2.1', remotePort: 4711 }), '192.0.2.1:4711');
+    assert.equal(remoteEnd({ remoteAddress: '2001:db8::1', remotePort: 4711 }), '[2001:db8::1]:4711');
+    assert.equal(remoteEnd({ remoteAddress: undefined, remotePort: undefined }), 'unknown');
+    assert.equal(remoteEnd({ remoteAddress: undefined, remotePort: undefined }, '/run/callout.sock'), 'unix:/run/callout.sock');
+  });
+
+  it('says where a server is bound, a UNIX socket by its path, and nothing before it listens', async () => {
+    const server = net.createServer();
+    assert.equal(boundAddress(server), undefined, 'not listening yet');
+    const path = join(scratch, 'bound.sock');
+    await listenOn(server, { kind: 'unix', path }, 'bound.sock');
+    try {
+      assert.deepEqual(boundAddress(server), { kind: 'unix', path });
+    } finally {
+      server.close();
+    }
+  });
+
+  it('removes a leftover socket, but never a file of another kind at its path', async () => {
+    const path = join(scratch, 'not-a-socket');
+    writeFileSync(path, 'data');
+    await removeIfSocket(path);
+    assert.equal(readFileSync(path, 'utf8'), 'data', 'a regular file stays');
+    await removeIfSocket(join(scratch, 'nothing-here'));
+    await removeStaleSocket(join(scratch, 'nothing-here'));
+    assert.equal(readFileSync(path, 'utf8'), 'data');
+  });
+});
+
 describe('listenOn socket modes and temporary failures', () => {
+  it('leaves no error listener of its own on a server once it listens: a later error is the caller\'s to hear', async () => {
+    const server = net.createServer();
+    await listenOn(server, { kind: 'tcp', host: '127.0.0.1', port: 0 }, 'any port');
+    try {
+      assert.equal(server.listenerCount('error'), 0, 'listenOn\'s own handler is gone');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('closes the server when the socket cannot be given its mode, so that nothing listens with the umask\'s', async () => {
+    let closed = false;
+    // Bound, as far as listenOn can tell, at a path with no socket: chmod fails.
+    const server = new (class extends net.Server {
+      override listen(...args: unknown[]): this {
+        process.nextTick(args.at(-1) as () => void);
+        return this;
+      }
+      override close(): this {
+        closed = true;
+        return this;
+      }
+    })();
+    const path = join(scratch, 'missing', 'policy.sock');
+    await assert.rejects(listenOn(server, { kind: 'unix', path }, 'policy.sock', 0o660), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /^cannot listen on policy\.sock: cannot give the socket mode 0660: /);
+      return true;
+    });
+    assert.equal(closed, true, 'the server was closed');
+  });
+
   it('gives a UNIX socket the mode asked for, whatever the umask', async () => {
     const path = join(scratch, 'policy.sock');
     const server = net.createServer();

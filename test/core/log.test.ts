@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RepeatCollapser, ResilientDestination, createLogger, logInfoJson } from '../../src/core/log.js';
+import { heapAfterGc } from '../support/heap.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
   const writes: string[] = [];
@@ -195,6 +197,49 @@ describe('CoalescingDestination', () => {
     }
   });
 
+  it('closes a file it opened itself after each failed write, and never a descriptor it was given', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-log-close-'));
+    const given = openSync('/dev/full', 'w');
+    try {
+      const path = join(dir, 'log');
+      symlinkSync('/dev/full', path);
+      const open = () => readdirSync('/proc/self/fd').length;
+      const before = open();
+      const file = new ResilientDestination(path);
+      for (let i = 0; i < 10; i++) file.write('lost\n');
+      const descriptor = new ResilientDestination(given);
+      descriptor.write('lost\n');
+      // The sink closes its file asynchronously, after a pending fsync.
+      await sleep(100);
+      assert.equal(file.dropped, 10);
+      assert.equal(descriptor.dropped, 1);
+      assert.ok(open() <= before + 1, `${open() - before} more descriptors open after 10 failed writes (one left at most: the sink now open)`);
+      assert.doesNotThrow(() => fstatSync(given), 'the descriptor it was given is still open');
+    } finally {
+      closeSync(given);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('calls back logger.flush\'s callback once it has written', () => {
+    const out = recorder();
+    const destination = new CoalescingDestination(out);
+    let called = 0;
+    destination.write('{"a":1}\n');
+    destination.flush(() => void called++);
+    assert.equal(called, 1, 'the callback called');
+    assert.deepEqual(out.writes, ['{"a":1}\n']);
+    destination.close();
+  });
+
+  it('stops listening for the exit once closed', () => {
+    const before = process.listenerCount('exit');
+    const destination = new CoalescingDestination(recorder());
+    assert.equal(process.listenerCount('exit'), before + 1);
+    destination.close();
+    assert.equal(process.listenerCount('exit'), before, 'its exit listener gone');
+  });
+
   it('writes what is pending when the process exits', () => {
     const out = recorder();
     const destination = new CoalescingDestination(out);
@@ -250,6 +295,22 @@ describe('RepeatCollapser', () => {
     assert.deepEqual(lines.admit('a', 10), {}, 'a clock stepped back starts the window again');
     assert.deepEqual(lines.admit('c', 20), {}, 'past maxKeys the keys are forgotten, not grown');
     assert.deepEqual(lines.admit('a', 30), {});
+  });
+
+  it('remembers 1000 keys when not told otherwise', () => {
+    const lines = new RepeatCollapser(1000);
+    for (let i = 0; i < 1000; i++) lines.admit(`fault ${i}`, 0);
+    assert.equal(lines.admit('fault 0', 1), undefined, 'the first of 1000 keys still collapsed');
+  });
+
+  it('keeps a key without the string it was sliced from (a fault\'s message may be a slice of a policy request)', () => {
+    const lines = new RepeatCollapser(1000);
+    const before = heapAfterGc();
+    // Each key a slice of a 64 KiB string of its own, made in a frame that has returned before the heap is measured.
+    for (let i = 0; i < 500; i++) lines.admit(`${'x'.repeat(65_536)}${i}-fault`.slice(65_530), 0);
+    const grown = heapAfterGc() - before;
+    // Held whole, the 500 parents would take 32 MiB.
+    assert.ok(grown < 8 * 1024 * 1024, `${grown} octets held for 500 short keys`);
   });
 });
 

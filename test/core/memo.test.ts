@@ -81,6 +81,42 @@ describe('RecentMap', () => {
     assert.equal(map.get('c', -1), -1);
   });
 
+  it('sets a new value of a key of the current generation, and of the previous one', () => {
+    const map = new RecentMap<number>(2);
+    map.set('a', 1);
+    map.set('a', 2);
+    assert.equal(map.get('a', -1), 2, 'the later value of a current key');
+    map.set('b', 3);
+    map.set('c', 4); // a and b become the previous generation
+    map.set('b', 5);
+    assert.equal(map.get('b', -1), 5, 'the later value of a previous key');
+  });
+
+  it('brings forward an undefined value of the previous generation as a value, not as missing', () => {
+    const map = new RecentMap<number | undefined>(1);
+    map.set('a', undefined);
+    map.set('b', 1); // a becomes the previous generation
+    assert.equal(map.get('a', -1), undefined);
+  });
+
+  it('clears both generations', () => {
+    const map = new RecentMap<number>(1);
+    map.set('a', 1);
+    map.set('b', 2); // a becomes the previous generation
+    map.clear();
+    assert.equal(map.get('a', -1), -1, 'the previous generation forgotten');
+    assert.equal(map.get('b', -1), -1, 'the current one too');
+  });
+
+  it('takes a limit below 1 as 1, keeping the previous generation across a delete', () => {
+    const map = new RecentMap<number>(0);
+    map.set('a', 1);
+    map.set('b', 2); // a becomes the previous generation
+    map.delete('b');
+    map.set('c', 3); // the current generation is empty: no new one begins
+    assert.equal(map.get('a', -1), 1, 'a still remembered');
+  });
+
   it('updates a key it remembers, in either generation, and leaves out one it does not', () => {
     const map = new RecentMap<number>(2);
     map.set('a', 1);

@@ -1,12 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { CONTROL_CHARACTER, DISPLAY_CONTROL, clip, shown, shownField, shownJson } from '../../src/core/text.js';
+import { CONTROL_CHARACTER, DISPLAY_CONTROL, clip, escapeDisplayControls, shown, shownField, shownJson } from '../../src/core/text.js';
 import { elapsedMs } from '../support/fuzz.js';
 
 test('shown prints a plain value as it is', () => {
   assert.equal(shown('user@example.org'), 'user@example.org');
   assert.equal(shown('üser@bücher.example'), 'üser@bücher.example');
+});
+
+test('escapeDisplayControls escapes every C1 control, the first (U+0080) and the last (U+009F) too', () => {
+  assert.equal(escapeDisplayControls('a\x80b\x9fc'), 'a\\u0080b\\u009fc');
+  assert.equal(escapeDisplayControls('a\x7fb'), 'a\x7fb', 'DEL is left to JSON.stringify, which keeps it');
 });
 
 test('shown quotes an empty value and one holding a C0 control or DEL', () => {

@@ -121,6 +121,18 @@ describe('negative answers and failures', () => {
     assert.equal(queriesFor('missing.test', 'A'), 2);
   });
 
+  test('negativeTtlSeconds caps at an hour by default', async () => {
+    const negative: Resolver = { ...upstream, a: async () => ({ kind: 'nxdomain', ttl: 86_400 }) };
+    const cache = new CachingResolver(negative, { clock });
+    assert.deepEqual(await cache.a('gone.test'), { kind: 'nxdomain', ttl: 86_400 });
+    clock.advance(3_599_000);
+    assert.deepEqual(await cache.a('gone.test'), { kind: 'nxdomain', ttl: 1 }, 'kept for 3600 s, not the day its zone says');
+    clock.advance(1_000);
+    assert.deepEqual(cache.stats(), { hits: 1, misses: 1, entries: 1 });
+    await cache.a('gone.test');
+    assert.deepEqual(cache.stats(), { hits: 1, misses: 2, entries: 1 }, 'asked again after an hour');
+  });
+
   test('nodata is cached like nxdomain, and the cap still respects the minimum', async () => {
     const cache = cached({ negativeTtlSeconds: 1, minTtlSeconds: 10 });
     assert.equal((await cache.aaaa('only-a.test')).kind, 'nodata');
@@ -230,6 +242,38 @@ describe('single flight, eviction, clear', () => {
     assert.equal(asked, 2);
   });
 
+  test('counts a kept failure\'s reason and each entry\'s own overhead against maxBytes', async () => {
+    const failing: Resolver = { ...upstream, a: async () => ({ kind: 'tempfail', reason: 'r'.repeat(60_000) }) };
+    const fails = new CachingResolver(failing, { clock, tempfailTtlSeconds: 60, maxBytes: 100_000 });
+    await fails.a('down.test');
+    assert.equal(fails.stats().entries, 0, 'a 120 kB reason is not kept within 100 kB');
+    // A short name with one short record is some 100 octets of text, and 160 more of the entry's own.
+    const small: Resolver = { ...upstream, a: async () => ({ kind: 'records', records: ['192.0.2.1'], ttl: 3600 }) };
+    const cache = new CachingResolver(small, { clock, maxBytes: 2000 });
+    for (let i = 0; i < 20; i++) await cache.a(`n${i}.test`);
+    assert.ok(cache.stats().entries <= 8, `${cache.stats().entries} entries in 2000 octets`);
+  });
+
+  test('forgets an expired answer when it is asked again, even when the new answer is not kept', async () => {
+    let down = false;
+    const flaky: Resolver = { ...upstream, a: async () => (down ? { kind: 'tempfail', reason: 'timeout' } : { kind: 'records', records: ['192.0.2.1'], ttl: 60 }) };
+    const cache = new CachingResolver(flaky, { clock });
+    await cache.a('flaky.test');
+    clock.advance(60_000);
+    down = true;
+    assert.equal((await cache.a('flaky.test')).kind, 'tempfail');
+    assert.equal(cache.stats().entries, 0, 'the expired answer no longer held');
+  });
+
+  test('clear() gives back the bytes its entries took: the cache fills to maxBytes again after it', async () => {
+    const big: Resolver = { ...upstream, txt: async () => ({ kind: 'records', records: ['x'.repeat(30_000)], ttl: 3600 }) };
+    const cache = new CachingResolver(big, { clock, maxBytes: 100_000 });
+    await cache.txt('one.test');
+    cache.clear();
+    await cache.txt('two.test');
+    assert.equal(cache.stats().entries, 1, 'the second answer kept');
+  });
+
   test('a name sliced from a larger string (a policy request) is kept without that string', async () => {
     const cache = cached();
     // Each name is a slice of a 64 KiB string of its own, as a policy attribute is of the chunk
@@ -272,5 +316,9 @@ describe('options', () => {
     ]) {
       assert.throws(() => cached(bad), ConfigError, JSON.stringify(bad));
     }
+  });
+
+  test('takes a minimum TTL equal to the maximum, as the configuration does (dns.minTtl: 1d)', () => {
+    assert.doesNotThrow(() => cached({ minTtlSeconds: 86_400, maxTtlSeconds: 86_400 }));
   });
 });

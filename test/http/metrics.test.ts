@@ -8,8 +8,10 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Metrics, startMetricsServer } from '../../src/http/metrics.js';
+import { Metrics, closeMetricsServer, startMetricsServer } from '../../src/http/metrics.js';
+import { ConfigError } from '../../src/core/errors.js';
 import { captureLog } from '../support/log-capture.js';
+import type { VerifyResult } from '../../src/verify/types.js';
 
 const source = { metricsText: async () => 'callout_up 1\n', contentType: 'text/plain; version=0.0.4', healthy: async () => true };
 
@@ -52,6 +54,21 @@ describe('metrics listener limits', () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+
+  it('stops at once on close, ending a connection that never sent a whole request (it held the stop for the socket timeout)', async () => {
+    const { server, address } = await startMetricsServer('127.0.0.1:0', source);
+    const waiting = await unfinished(address);
+    await within(closeMetricsServer(server), 2000, 'the metrics server closed');
+    await within(waiting.ended, 1000, 'the waiting connection ended');
+  });
+
+  it('refuses a listen address it cannot read as a configuration error naming metrics.listen', async () => {
+    await assert.rejects(startMetricsServer('localhost', source), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /^metrics\.listen: got "localhost", expected HOST:PORT/);
+      return true;
+    });
   });
 
   it('takes 64 connections at once when not told otherwise, as the README says', async () => {
@@ -225,11 +242,13 @@ describe('Metrics', () => {
     metrics.recordDecision({ ...outcome, action: '550 5.7.1 sender rejected', decidedBy: 'callout', faults: [] });
     metrics.recordDecision({ ...outcome, action: '450 4.7.1 try again later', decidedBy: 'greylist', faults: [] });
     metrics.recordDecision({ ...outcome, action: 'DEFER_IF_PERMIT Service unavailable', faults: ['store down'] });
+    metrics.recordDecision({ ...outcome, action: '550 5.7.1 over the limit', decidedBy: 'ratelimit', faults: ['store down', 'timeout'] });
     const decisions = await metrics.registry.getSingleMetricAsString('callout_policy_decisions_total');
     assert.match(decisions, /^callout_policy_decisions_total\{action="REJECT",stage="callout"\} 1$/m);
     assert.match(decisions, /^callout_policy_decisions_total\{action="DEFER",stage="greylist"\} 1$/m);
     assert.match(decisions, /^callout_policy_decisions_total\{action="DEFER_IF_PERMIT",stage="none"\} 1$/m);
-    assert.match(await metrics.registry.getSingleMetricAsString('callout_stage_faults_total'), /^callout_stage_faults_total 1$/m);
+    assert.match(decisions, /^callout_policy_decisions_total\{action="REJECT",stage="ratelimit"\} 1$/m, 'one action of two stages counted apart');
+    assert.match(await metrics.registry.getSingleMetricAsString('callout_stage_faults_total'), /^callout_stage_faults_total 3$/m, 'each fault of an answer counted');
   });
 
   it('shows the counters alerts need from 0, the process metrics under callout_, and the idle poll as its statistics say', async () => {
@@ -242,6 +261,22 @@ describe('Metrics', () => {
     assert.match(text, /^callout_idle_poll_requests_total\{outcome="caught"\} 3$/m);
     assert.match(text, /^callout_idle_poll_requests_total\{outcome="slept"\} 7$/m);
     assert.match(text, /^callout_idle_poll_seconds_total 0\.5$/m);
+  });
+
+  it('counts verdicts by their source, purged entries by number, and a stage counter across increments', async () => {
+    const metrics = new Metrics();
+    const result: Omit<VerifyResult, 'source'> = { address: 'a@example.org', verdict: 'deliverable', reason: 'accepted', description: '', catchAll: 'not-run', postmaster: 'not-run', stale: false, mxHosts: [], attempts: [], checkedAt: 0, durationMs: 1 };
+    metrics.recordVerification({ ...result, source: 'probe' });
+    metrics.recordVerification({ ...result, source: 'address-cache' });
+    metrics.recordPurge(40);
+    metrics.recordPurge(2);
+    metrics.increment('batv', { result: 'valid' });
+    metrics.increment('batv', { result: 'valid' });
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^callout_verifications_total\{verdict="deliverable",source="probe"\} 1$/m);
+    assert.match(text, /^callout_verifications_total\{verdict="deliverable",source="address-cache"\} 1$/m);
+    assert.match(text, /^callout_store_purged_entries_total 42$/m);
+    assert.match(text, /^callout_batv_total\{result="valid"\} 2$/m);
   });
 
   it('says in HELP what the results of the stages\' counters mean', async () => {

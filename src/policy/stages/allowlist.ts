@@ -28,6 +28,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { AddressSet } from '../../core/ip.js';
 import { ConfigError, abbreviate } from '../../core/errors.js';
+import { networkList } from '../../config/networks.js';
 import { canonicalName } from '../../dns/names.js';
 import { mailboxKey, normaliseDomain, parseMailbox } from '../../address/index.js';
 import type { Mailbox } from '../../address/index.js';
@@ -36,7 +37,7 @@ import { stageVerdict } from './verdict.js';
 
 const options = z
   .object({
-    clients: z.array(z.string()).default([]),
+    clients: networkList(),
     clientNames: z.array(z.string()).default([]),
     senders: z.array(z.string()).default([]),
     recipients: z.array(z.string()).default([]),

@@ -58,6 +58,7 @@
 
 import { z } from 'zod';
 import { formatDuration } from '../../config/duration.js';
+import { networkList } from '../../config/networks.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
@@ -90,7 +91,7 @@ const limitSchema = z
 const options = z
   .object({
     limits: z.array(limitSchema).min(1),
-    exemptClients: z.array(z.string()).default([]),
+    exemptClients: networkList(),
     ipv4Prefix: z.number().int().min(8).max(32).default(32),
     ipv6Prefix: z.number().int().min(16).max(128).default(128),
     deferCode: z.number().int().min(400).max(499).default(450),

@@ -95,6 +95,7 @@ import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
+import { networkList } from '../../config/networks.js';
 import { ACROSS_OPTIONS, checkedDuration, durationMs, durationOption } from './duration-option.js';
 import { enhancedInCodeClass, enhancedStatusOption } from './status-option.js';
 
@@ -171,7 +172,7 @@ const shape = z
     hardCode: z.number().int().min(400).max(599).default(421),
     hardEnhanced: enhancedStatusOption('45').optional(),
     text: z.string().default('Too many rejected recipients from {client}, try again later'),
-    exemptClients: z.array(z.string()).default([]),
+    exemptClients: networkList(),
   })
   .strict();
 

@@ -335,9 +335,23 @@ describe('allowlist entries as administrators write them', () => {
     refused('mail trusted.test', /^allowlist\.clientNames: "mail trusted\.test" is not a host name/);
   });
 
-  it('refuses a clients entry that is no address or network, naming the list and the entry', () => {
-    const create = (clients: string[]) => allowlistStage.create(allowlistStage.options.parse({ clients }) as never, {} as never);
-    assert.throws(() => create(['192.0.2.0/24', 'mail.example.org']), (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.clients: "mail.example.org": '));
+  it('refuses every clients entry that is no address or network with the other problems, by its index and with what it expects (built, it said only the first, without its index, as `"x": not an IPv4 or IPv6 address: "x"`)', () => {
+    const clients = ['192.0.2.0/24', 'mail.example.org', '10.1.2.3/8', '[2001:db8::]/32', 'x', '010.1.1.0/24'];
+    const expected = 'expected an IPv4 or IPv6 address or network';
+    assert.throws(() => validateConfig({ callout: { port: 0 }, policy: { stages: [{ name: 'postmaster' }, { name: 'allowlist', clients }] } }), {
+      code: 'CONFIG_INVALID',
+      message: [
+        'configuration: callout.port: got 0, expected at least 1',
+        `policy.stages.1.clients.1: got "mail.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.1.clients.2: got "10.1.2.3/8", ${expected} (host bits set after the prefix: write the network, 10.0.0.0/8, or the address alone)`,
+        `policy.stages.1.clients.4: got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.1.clients.5: got "010.1.1.0/24", ${expected} (an octet with a leading zero (010): write it in decimal without the zero)`,
+      ].join('; '),
+    });
+    assert.deepEqual(validateConfig({ policy: { stages: [{ name: 'allowlist', clients: ['192.0.2.0/24', '[2001:db8::]/32', '::1'] }] } }).policy.stages[0]?.clients, ['192.0.2.0/24', '[2001:db8::]/32', '::1'], 'entries kept as written');
+    // A configuration built without the schema still gets a coded error naming the list and the entry.
+    const built = () => allowlistStage.create({ ...allowlistStage.options.parse({}), clients: ['192.0.2.0/24', 'mail.example.org'] } as never, {} as never);
+    assert.throws(built, (err: unknown) => err instanceof ConfigError && err.message.startsWith('allowlist.clients: "mail.example.org": '));
   });
 
   it('refuses an entry that is no address or domain, naming the list and the entry', () => {

@@ -17,6 +17,20 @@ describe('ratelimit stage options', () => {
     assert.deepEqual(sharedLimitNames(named), ['policy.stages.1.limits: a limit named "own" is in policy.stages.0 too, and the two would count into one counter; give each its own name']);
   });
 
+  it('refuses every exemptClients entry that is no address or network with the other problems, by its index and with what it expects (built, it said only the first, without its index)', () => {
+    const exemptClients = ['10.0.0.0/8', 'localhost', '::1', '2001:db8::1/64', 'x'];
+    const expected = 'expected an IPv4 or IPv6 address or network';
+    assert.throws(() => validateConfig({ policy: { stages: [{ name: 'ratelimit', limits: [perClient(10)], exemptClients, deferCode: 550 }] } }), {
+      code: 'CONFIG_INVALID',
+      message: [
+        `configuration: policy.stages.0.exemptClients.1: got "localhost", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.0.exemptClients.3: got "2001:db8::1/64", ${expected} (host bits set after the prefix: write the network, 2001:db8::/64, or the address alone)`,
+        `policy.stages.0.exemptClients.4: got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        'policy.stages.0.deferCode: got 550, expected at most 499',
+      ].join('; '),
+    });
+  });
+
   it('takes limits of one name in one stage only, and default names that differ by window', () => {
     const stages = [{ name: 'ratelimit', limits: [perClient(10)] }, { name: 'allowlist' }, { name: 'ratelimit', limits: [perClient(3, { window: '10m' }), perClient(3, { name: 'outside' })] }];
     assert.equal(validateConfig({ policy: { stages } }).policy.stages.length, 3);

@@ -322,6 +322,20 @@ describe('tarpit stage', () => {
     assert.throws(() => tarpitStage.options.parse({ perClient: { window: 0 } }), /expected at least 1s\b/);
   });
 
+  it('refuses every exemptClients entry that is no address or network with the other problems, by its index and with what it expects (built, it said only the first, without its index)', () => {
+    const exemptClients = ['192.0.2.0/24', 'mx.example.org', '2001:db8::/129', '2001:db8::/32', '198.51.100.7/24'];
+    const expected = 'expected an IPv4 or IPv6 address or network';
+    assert.throws(() => validateConfig({ policy: { stages: [{ name: 'tarpit', perClient: { window: 0 }, exemptClients }] } }), {
+      code: 'CONFIG_INVALID',
+      message: [
+        'configuration: policy.stages.0.perClient.window: got 0, expected at least 1s',
+        `policy.stages.0.exemptClients.1: got "mx.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.0.exemptClients.2: got "2001:db8::/129", ${expected} (prefix length must be 0 to 128: "129")`,
+        `policy.stages.0.exemptClients.4: got "198.51.100.7/24", ${expected} (host bits set after the prefix: write the network, 198.51.100.0/24, or the address alone)`,
+      ].join('; '),
+    });
+  });
+
   it('refuses a soft limit above its hard limit, which would never act; takes them equal, as Postfix does', async () => {
     assert.throws(() => tarpitStage.options.parse({ perConnection: { soft: 30, hard: 20 } }), /expected at most perConnection\.hard \(20\)/);
     assert.throws(() => tarpitStage.options.parse({ perConnection: { hard: 5 } }), /expected at most perConnection\.hard \(5\)/, 'the default soft limit, 10, is above it');
