@@ -5,21 +5,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../support/manual-time.js';
-import { Greylist, type GreylistOutcome, type GreylistRequest, type GreylistSettings } from '../../../src/checks/greylist/index.js';
+import { POSTGREY, triplet } from '../../support/greylist-request.js';
+import { Greylist, type GreylistOutcome, type GreylistSettings } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 
 const S = 1000;
-const DAY = 86_400 * S;
-const POSTGREY: GreylistSettings = { delayMs: 300 * S, retryWindowMs: 2 * DAY, maxAgeMs: 35 * DAY, autoAllowClients: 5, domainAutoAllow: 0 };
-
-const triplet = (over: Partial<GreylistRequest> = {}): GreylistRequest => ({
-  client: '192.0.2.0/24',
-  autoAllowKey: '192.0.2.10',
-  sender: 'bob@sender.example',
-  recipient: 'alice@example.test',
-  ...over,
-});
 
 const dir = mkdtempSync(join(tmpdir(), 'callout-greylist-decide-'));
 const stores: Store[] = [];

@@ -6,10 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { ManualClock } from '../../support/manual-time.js';
+import { POSTGREY, triplet } from '../../support/greylist-request.js';
 import { StoreError } from '../../../src/core/errors.js';
 import { parseCidr } from '../../../src/core/ip.js';
 import { keyPart } from '../../../src/address/index.js';
-import { Greylist, MAX_DOMAIN_AUTO_ALLOW, type GreylistEntry, type GreylistEntryKind, type GreylistRequest, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
+import { Greylist, MAX_DOMAIN_AUTO_ALLOW, type GreylistEntry, type GreylistEntryKind, type GreylistSettings, type ListOptions } from '../../../src/checks/greylist/index.js';
 import { MemoryStore, RedisStore, SqliteStore } from '../../../src/store/index.js';
 import { ASK_LATER, type Store } from '../../../src/store/types.js';
 import { elapsedMsAsync, paddedRecords } from '../../support/fuzz.js';
@@ -28,21 +29,12 @@ async function listAll(greylist: Greylist, { kinds = ['triplet', 'client', 'doma
 
 const S = 1000;
 const DAY = 86_400 * S;
-const POSTGREY: GreylistSettings = { delayMs: 300 * S, retryWindowMs: 2 * DAY, maxAgeMs: 35 * DAY, autoAllowClients: 5, domainAutoAllow: 0 };
 
 function setup(settings: Partial<GreylistSettings> = {}) {
   const clock = new ManualClock();
   const store = new MemoryStore({ clock });
   return { clock, store, greylist: new Greylist(store, clock, { ...POSTGREY, ...settings }) };
 }
-
-const triplet = (over: Partial<GreylistRequest> = {}): GreylistRequest => ({
-  client: '192.0.2.0/24',
-  autoAllowKey: '192.0.2.10',
-  sender: 'bob@sender.example',
-  recipient: 'alice@example.test',
-  ...over,
-});
 
 describe('greylist triplets', () => {
   it('defers a new triplet, then an early retry with the seconds missing, then passes', async () => {
