@@ -35,8 +35,7 @@ import { validateConfig } from '../config/schema.js';
 import type { Config } from '../config/schema.js';
 import { hostHelo } from '../config/fqdn.js';
 import { formatDuration } from '../config/duration.js';
-import { maskPassword } from '../store/redis-url.js';
-import { HIDDEN_SECRET } from '../core/text.js';
+import { hideSecrets } from '../config/secrets.js';
 import { exitCodeFor } from './exit-status.js';
 import { runVerify } from './verify.js';
 import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag } from './options.js';
@@ -167,8 +166,8 @@ function printedConfig(effective: Config, given: RawConfig): string {
  * `store.url`). Durations are stored in milliseconds; they are shown as written in the file.
  */
 function printable(this: unknown, key: string, value: unknown): unknown {
-  if (key === 'secret' && typeof value === 'string') return HIDDEN_SECRET;
-  if (key === 'url' && typeof value === 'string') return maskPassword(value);
+  const shown = hideSecrets(key, value);
+  if (shown !== value) return shown;
   const durationKeys = /(?:^(?:connect|greeting|command|rcpt|tls|overall|tempfail)|[Tt]imeout|[Tt]tl|Positive|Negative|Refresh|Retry|[Dd]elay|[Ww]indow|[Aa]ge|Time|Interval|[Ss]leep)$/;
   return typeof value === 'number' && durationKeys.test(key) ? formatDuration(value) : value;
 }

@@ -24,8 +24,8 @@ import { fqdn } from './fqdn.js';
 import { networkList } from './networks.js';
 import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddress, sameListener } from '../core/listen.js';
 import { octalMode } from '../core/files.js';
-import { checkRedisUrl, maskPassword } from '../store/redis-url.js';
-import { HIDDEN_SECRET } from '../core/text.js';
+import { checkRedisUrl } from '../store/redis-url.js';
+import { hideSecrets, isSecretKey } from './secrets.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
 import { parseMailbox, parseReversePath } from '../address/index.js';
@@ -385,21 +385,11 @@ export function describeValue(root: unknown, path: PropertyKey[]): string {
   // A key written with nothing after it ("callout:" over no indented lines): YAML reads null.
   if (node === null) return 'an empty value (null)';
   // A secret (a BATV key's) of the wrong type is still the secret: YAML reads 84729301 as a number.
-  if (path.at(-1) === 'secret') return 'a value not shown (a secret)';
-  // A Redis URL may hold a password: error messages and logs show it masked (a URL written
-  // where the store's mapping goes, `store: redis://:pw@host`, too).
-  if (typeof node === 'string' && ['store', 'store.url'].includes(path.join('.'))) node = maskPassword(node);
+  if (isSecretKey(path.at(-1))) return 'a value not shown (a secret)';
+  // A Redis URL may hold a password (`store: redis://:pw@host`, a URL where the store's mapping
+  // goes), and a mapping quoted whole may hold a secret: both masked (config/secrets).
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
-  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node, hiddenSecrets), SHOWN_VALUE);
-}
-
-/**
- * The secrets inside a quoted mapping or list masked: a BATV key with both secret and
- * secretFile was quoted whole, its secret with it, on the terminal and, at a reload, in the log.
- */
-function hiddenSecrets(key: string, value: unknown): unknown {
-  if (key === 'secret' && value !== undefined) return HIDDEN_SECRET;
-  return key === 'url' && typeof value === 'string' ? maskPassword(value) : value;
+  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node, hideSecrets), SHOWN_VALUE);
 }
 
 /**

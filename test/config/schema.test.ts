@@ -494,6 +494,11 @@ describe('the batv stage', () => {
     // A Redis URL where the store's mapping goes: its password too.
     assert.equal(problem({ store: 'redis://:hunter2@10.0.0.5:6379/0' }), 'configuration: store: got "redis://:***@10.0.0.5:6379/0", expected a mapping of keys (key: value lines)');
     assert.equal(problem({ store: [{ kind: 'redis', url: 'redis://:hunter2@10.0.0.5:6379/0' }] }), 'configuration: store: got [{"kind":"redis","url":"redis://:***@10.0.0.5:6379/0"}], expected a mapping of keys (key: value lines)', 'a store written as a list item');
+    // A mistyped key of a secret, quoted in the refusal of the mapping it is in; a URL as a list item.
+    const mistyped = problem(batv({ keys: [{ keynum: 1, Secret: 'hunter2-secret' }] }));
+    assert.ok(!mistyped.includes('hunter2') && mistyped.includes('"Secret":"***"'), `the mistyped secret masked in: ${mistyped}`);
+    const listed = problem({ store: { kind: 'redis', url: ['redis://:hunter2@10.0.0.5:6379/0'] } });
+    assert.ok(!listed.includes('hunter2') && listed.includes('redis://:***@10.0.0.5'), `the password of a URL in a list masked in: ${listed}`);
   });
 
   it('refuses a relative secretFile: each command read it from the directory it started in, and serve, in / under systemd, did not find what config check found', () => {
