@@ -34,7 +34,7 @@
  *   systemd-notify is looked up on PATH, then at /usr/bin/systemd-notify (a drop-in's
  *   Environment=PATH= may leave /usr/bin out). One that fails or has not finished within
  *   NOTIFY_WAIT_MS (then killed) is run again, NOTIFY_ATTEMPTS times in all, NOTIFY_RETRY_MS
- *   apart, each failure logged as a warning: systemd-notify 252 gives up its barrier wait after
+ *   apart, each failure tried again logged as a warning (one not found is not tried again): systemd-notify 252 gives up its barrier wait after
  *   5 s (a manager busy at boot), and a READY=1 the manager reads after its sender has exited
  *   cannot be attributed to the unit and is dropped. A second READY=1 once the first counted
  *   is harmless. When every attempt failed, an error naming the command says that systemd may
@@ -99,6 +99,7 @@ export async function notifyReady(socket: string | undefined, status: string, lo
   const childEnv = { ...env, NOTIFY_SOCKET: socket };
   let command = NOTIFY_COMMAND;
   let failure = '';
+  let tries = NOTIFY_ATTEMPTS;
   for (let attempt = 1; attempt <= NOTIFY_ATTEMPTS; attempt++) {
     if (attempt > 1) {
       log.warn({ command: [command, ...args], notifySocket: socket, attempt: attempt - 1 }, `${command} --ready failed: ${failure}; trying again in ${NOTIFY_RETRY_MS} ms`);
@@ -114,10 +115,15 @@ export async function notifyReady(socket: string | undefined, status: string, lo
       return;
     }
     failure = outcome.failure;
+    // Not installed: trying again finds nothing more, and only delays the error.
+    if (outcome.missing) {
+      tries = attempt;
+      break;
+    }
   }
   log.error(
-    { command: [command, ...args], notifySocket: socket, attempts: NOTIFY_ATTEMPTS },
-    `${command} --ready failed ${NOTIFY_ATTEMPTS} times, the last: ${failure}; systemd may not have been told that callout serve is ready, and a unit of ` +
+    { command: [command, ...args], notifySocket: socket, attempts: tries },
+    `${command} --ready failed${tries === 1 ? '' : ` ${tries} times, the last`}: ${failure}; systemd may not have been told that callout serve is ready, and a unit of ` +
       `Type=notify is stopped after TimeoutStartSec: install ${NOTIFY_COMMAND} (Debian package systemd), or make the unit Type=simple (a drop-in); serving goes on`,
   );
 }
