@@ -20,14 +20,16 @@ export const collect = (value: string, previous: string[]) => [...previous, valu
 
 /**
  * commander's parser for `flag`, which takes one value (and has no commander default) and is
- * easily taken for repeatable: given twice, it is a usage error. commander kept the last one
- * without a word, so `rewrite serve --socketmap PATH --socketmap HOST:PORT` served no UNIX
- * socket, and a second --batv-key-file dropped the keys of the first. (Other flags keep the
- * last value, so that a command line can override what a shared part of it set.)
+ * easily taken for repeatable: given twice with different values, it is a usage error.
+ * commander kept the last one without a word, so `rewrite serve --socketmap PATH --socketmap
+ * HOST:PORT` served no UNIX socket, and a second --batv-key-file dropped the keys of the first.
+ * The same value twice changes nothing and is taken, as a Redis URL's setting given twice alike:
+ * a pipe(8) wrapper that repeats one must keep recording bounces after an upgrade. (Other flags
+ * keep the last value, so that a command line can override what a shared part of it set.)
  */
 export function once(flag: string): (value: string, previous: string | undefined) => string {
   return (value, previous) => {
-    if (previous !== undefined) throw new UsageError(`${flag} given twice ("${abbreviate(previous, 40)}", then "${abbreviate(value, 40)}"): it takes one value`);
+    if (previous !== undefined && previous !== value) throw new UsageError(`${flag} given twice ("${abbreviate(previous, 40)}", then "${abbreviate(value, 40)}"): it takes one value`);
     return value;
   };
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -607,17 +607,21 @@ describe('callout rewrite serve', () => {
     }
   });
 
-  it('refuses a second --socketmap, --srs-domain, secret file or key file, naming both values, rather than keeping the last without a word', async () => {
+  it('refuses a second --socketmap, --srs-domain, secret file or key file that differs from the first, naming both values, rather than keeping the last without a word; the same value twice is taken', async () => {
     const srs = ['--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
+    const otherSrsSecret = join(dir, 'other-srs.secret');
+    const otherBatvKeys = join(dir, 'other-batv.keys');
+    copyFileSync(srsSecret, otherSrsSecret);
+    copyFileSync(batvKeys, otherBatvKeys);
     const twice: Array<[string, string[]]> = [
       // The UNIX socket Postfix was told to use went unserved.
       ['--socketmap', ['rewrite', 'serve', '--socketmap', join(dir, 'twice.sock'), '--socketmap', '127.0.0.1:0', ...srs]],
       // The keys of the first file no longer checked the tags they had signed.
-      ['--batv-key-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-key-file', batvKeys, '--batv-domain', 'example.com']],
-      ['--srs-secret-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', srsSecret, ...srs]],
+      ['--batv-key-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-key-file', otherBatvKeys, '--batv-domain', 'example.com']],
+      ['--srs-secret-file', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', otherSrsSecret, ...srs]],
       ['--srs-domain', ['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-domain', 'other.example', ...srs]],
-      ['--secret-file', ['srs', 'forward', '--secret-file', srsSecret, '--secret-file', srsSecret, '--domain', 'example.com', 'alice@example.org']],
-      ['--batv-key-file', ['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'a@example.com', '--store', join(dir, 'one.sqlite'), '--batv-key-file', batvKeys, '--batv-key-file', batvKeys]],
+      ['--secret-file', ['srs', 'forward', '--secret-file', srsSecret, '--secret-file', otherSrsSecret, '--domain', 'example.com', 'alice@example.org']],
+      ['--batv-key-file', ['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'a@example.com', '--store', join(dir, 'one.sqlite'), '--batv-key-file', batvKeys, '--batv-key-file', otherBatvKeys]],
     ];
     for (const [flag, args] of twice) {
       await assert.rejects(
@@ -628,6 +632,9 @@ describe('callout rewrite serve', () => {
     }
     assert.equal(existsSync(join(dir, 'twice.sock')), false, 'nothing listened: the command stopped at its flags');
     assert.equal(existsSync(join(dir, 'one.sqlite')), false, 'nothing was recorded: the command stopped at its flags');
+    // The same value twice changes nothing, as a Redis URL's setting given twice alike: a
+    // pipe(8) wrapper that repeats one kept working across the upgrade.
+    assert.match((await run(['srs', 'forward', '--secret-file', srsSecret, '--secret-file', srsSecret, '--domain', 'example.com', '--domain', 'example.com', 'alice@example.org'])).out, /^SRS0=/);
     // Other flags take the last value, so a line can override what a shared part of it set.
     assert.equal((await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'example.com', '--now', '2019-01-01', '--now', NOW, 'test@otherdomain.com'])).out, 'SRS0=vmyz=2W=otherdomain.com=test@example.com\n');
   });
