@@ -31,9 +31,16 @@
  *   Between limit and 2 × limit keys (limit at least 1), each holding its own characters only.
  */
 
+/**
+ * What a RecentMap stores for an undefined value, so that one get() per generation tells a key
+ * stored with undefined from a key not stored: get() and then has() on a miss was four hash
+ * lookups in the SQLite store's row memory, on every read.
+ */
+const UNDEFINED = Symbol('undefined');
+
 export class RecentMap<T> {
-  private current = new Map<string, T>();
-  private previous = new Map<string, T>();
+  private current = new Map<string, T | typeof UNDEFINED>();
+  private previous = new Map<string, T | typeof UNDEFINED>();
   private readonly limit: number;
 
   constructor(limit: number) {
@@ -43,30 +50,25 @@ export class RecentMap<T> {
   /** The value of key, or `missing` when it is not remembered (values may be undefined). */
   get<M>(key: string, missing: M): T | M {
     const known = this.current.get(key);
-    if (known !== undefined || this.current.has(key)) return known as T;
+    if (known !== undefined) return known === UNDEFINED ? (undefined as T) : known;
     const earlier = this.previous.get(key);
-    if (earlier === undefined && !this.previous.has(key)) return missing;
+    if (earlier === undefined) return missing;
     this.previous.delete(key);
-    this.set(key, earlier as T);
-    return earlier as T;
+    this.insert(key, earlier);
+    return earlier === UNDEFINED ? (undefined as T) : earlier;
   }
 
   set(key: string, value: T): void {
-    if (this.current.has(key)) {
-      this.current.set(key, value);
-      return;
-    }
-    if (this.current.size >= this.limit) {
-      this.previous = this.current;
-      this.current = new Map();
-    }
-    this.current.set(ownCopy(key), value);
+    const stored = value === undefined ? UNDEFINED : value;
+    if (this.current.has(key)) this.current.set(key, stored);
+    else this.insert(key, stored);
   }
 
   /** Changes the value of a key it remembers; one it does not remember stays out. */
   update(key: string, value: T): void {
-    if (this.current.has(key)) this.current.set(key, value);
-    else if (this.previous.has(key)) this.previous.set(key, value);
+    const stored = value === undefined ? UNDEFINED : value;
+    if (this.current.has(key)) this.current.set(key, stored);
+    else if (this.previous.has(key)) this.previous.set(key, stored);
   }
 
   delete(key: string): void {
@@ -82,6 +84,15 @@ export class RecentMap<T> {
   /** Keys remembered now. */
   get size(): number {
     return this.current.size + this.previous.size;
+  }
+
+  /** A key not in the current generation. */
+  private insert(key: string, stored: T | typeof UNDEFINED): void {
+    if (this.current.size >= this.limit) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(ownCopy(key), stored);
   }
 }
 

@@ -57,6 +57,29 @@ describe('BoundedMemo', () => {
   });
 });
 
+const MISSING = Symbol('missing');
+
+/** Map get and has calls while run() runs. */
+function countMapLookups(run: () => void): number {
+  const { get, has } = Map.prototype;
+  let lookups = 0;
+  Map.prototype.get = function (this: Map<unknown, unknown>, key: unknown) {
+    lookups++;
+    return get.call(this, key);
+  };
+  Map.prototype.has = function (this: Map<unknown, unknown>, key: unknown) {
+    lookups++;
+    return has.call(this, key);
+  };
+  try {
+    run();
+  } finally {
+    Map.prototype.get = get;
+    Map.prototype.has = has;
+  }
+  return lookups;
+}
+
 describe('RecentMap', () => {
   it('answers the missing marker for unknown keys and stores undefined values as values', () => {
     const map = new RecentMap<string | undefined>(4);
@@ -131,14 +154,35 @@ describe('RecentMap', () => {
     assert.equal(map.size, 3);
   });
 
-  it('agrees with a plain Map on every key it still holds, within twice its limit', () => {
+  it('looks a key up once in each generation: a miss costs two lookups, a hit on undefined one', () => {
+    const map = new RecentMap<number | undefined>(2);
+    map.set('a', undefined);
+    map.set('b', 1);
+    map.set('c', undefined); // a and b become the previous generation
+    const lookups = countMapLookups(() => {
+      assert.equal(map.get('c', MISSING), undefined, 'the undefined stored in the current generation');
+    });
+    assert.equal(lookups, 1, 'one lookup for a hit in the current generation');
+    assert.equal(
+      countMapLookups(() => assert.equal(map.get('none', MISSING), MISSING, 'a key never stored is missing')),
+      2,
+      'two lookups for a miss',
+    );
+    assert.equal(
+      countMapLookups(() => assert.equal(map.get('a', MISSING), undefined, 'the undefined stored in the previous generation')),
+      2,
+      'two lookups for a hit in the previous generation (and none more to bring it forward)',
+    );
+  });
+
+  it('agrees with a plain Map on every key it still holds, undefined values too, within twice its limit', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 6 }),
-        fc.array(fc.tuple(fc.constantFrom('get', 'set', 'update', 'delete'), fc.string({ maxLength: 2 }), fc.integer()), { maxLength: 200 }),
+        fc.array(fc.tuple(fc.constantFrom('get', 'set', 'update', 'delete'), fc.string({ maxLength: 2 }), fc.option(fc.integer(), { nil: undefined })), { maxLength: 200 }),
         (limit, operations) => {
-          const map = new RecentMap<number>(limit);
-          const model = new Map<string, number>();
+          const map = new RecentMap<number | undefined>(limit);
+          const model = new Map<string, number | undefined>();
           for (const [operation, key, value] of operations) {
             if (operation === 'set') {
               map.set(key, value);
@@ -146,14 +190,14 @@ describe('RecentMap', () => {
             } else if (operation === 'update') {
               map.update(key, value);
               // A key it no longer holds may stay out: the model forgets it too.
-              if (map.get(key, undefined) === value) model.set(key, value);
+              if (map.get(key, MISSING) !== MISSING) model.set(key, value);
               else model.delete(key);
             } else if (operation === 'delete') {
               map.delete(key);
               model.delete(key);
             } else {
-              const found = map.get(key, undefined);
-              if (found !== undefined) assert.equal(found, model.get(key));
+              const found = map.get(key, MISSING);
+              if (found !== MISSING) assert.equal(found, model.get(key), 'the value the model holds, undefined too');
             }
             assert.ok(map.size <= 2 * limit, 'map.size <= 2 * limit');
           }

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Counter } from 'prom-client';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../../src/http/metrics.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { captureLog } from '../support/log-capture.js';
@@ -277,6 +278,55 @@ describe('Metrics', () => {
     assert.match(text, /^callout_verifications_total\{verdict="deliverable",source="address-cache"\} 1$/m);
     assert.match(text, /^callout_store_purged_entries_total 42$/m);
     assert.match(text, /^callout_batv_total\{result="valid"\} 2$/m);
+  });
+
+  it('counts decisions and stage results on every request without prom-client\'s inc(), and gives every scrape the whole count', async () => {
+    const { incWithoutExemplar } = Counter.prototype as unknown as { incWithoutExemplar: (...args: unknown[]) => unknown };
+    let incs = 0;
+    (Counter.prototype as unknown as { incWithoutExemplar: unknown }).incWithoutExemplar = function (this: Counter, ...args: unknown[]) {
+      incs++;
+      return incWithoutExemplar.apply(this, args);
+    };
+    try {
+      const metrics = new Metrics();
+      const outcome = { verdicts: [], warnings: [], faults: [], durationMs: 1 };
+      const requests = () => {
+        for (let i = 0; i < 50; i++) {
+          metrics.recordDecision({ ...outcome, action: i % 2 ? '450 4.7.1 Greylisted' : 'DEFER_IF_PERMIT Greylisted', decidedBy: 'greylist' });
+          metrics.recordDecision({ ...outcome, action: '451 4.7.1 Greylisted', decidedBy: 'greylist' });
+          metrics.increment('greylist', { result: i % 2 ? 'new' : 'passed' });
+        }
+      };
+      requests();
+      assert.ok(incs <= 5, `prom-client's inc() called ${incs} times for 150 counts: once per first word or result expected (5)`);
+      const first = await metrics.registry.metrics();
+      assert.match(first, /^callout_policy_decisions_total\{action="DEFER",stage="greylist"\} 75$/m, 'the two 4XX words counted in one series');
+      assert.match(first, /^callout_policy_decisions_total\{action="DEFER_IF_PERMIT",stage="greylist"\} 25$/m);
+      assert.match(first, /^callout_greylist_total\{result="new"\} 25$/m);
+      requests();
+      const second = await metrics.registry.metrics();
+      assert.match(second, /^callout_policy_decisions_total\{action="DEFER",stage="greylist"\} 150$/m, 'a second scrape: the counts of both rounds, once each');
+      assert.match(second, /^callout_greylist_total\{result="passed"\} 50$/m);
+      const counted = async () => [await metrics.registry.getSingleMetricAsString('callout_policy_decisions_total'), await metrics.registry.getSingleMetricAsString('callout_greylist_total')];
+      const third = await counted();
+      assert.deepEqual(await counted(), third, 'a scrape with nothing counted since changes nothing');
+    } finally {
+      (Counter.prototype as unknown as { incWithoutExemplar: unknown }).incWithoutExemplar = incWithoutExemplar;
+    }
+  });
+
+  it('refuses a stage counter\'s label it was not made with, at the increment, and counts the others of several labels', async () => {
+    const metrics = new Metrics();
+    metrics.increment('batv', { result: 'valid' });
+    assert.throws(() => metrics.increment('batv', { reason: 'valid' }), /Added label "reason" is not included/, 'another label than the first increment\'s');
+    assert.throws(() => metrics.increment('batv', { result: 'valid', reason: 'x' }), /Added label "reason" is not included/, 'a label more than the first increment\'s');
+    metrics.increment('ratelimit', { limit: 'per-client', result: 'deferred' });
+    metrics.increment('ratelimit', { result: 'deferred', limit: 'per-client' });
+    metrics.increment('greylist_triplets_passed');
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^callout_batv_total\{result="valid"\} 1$/m);
+    assert.match(text, /^callout_ratelimit_total\{limit="per-client",result="deferred"\} 2$/m, 'labels in any order, one series');
+    assert.match(text, /^callout_greylist_triplets_passed_total 1$/m);
   });
 
   it('says in HELP what the results of the stages\' counters mean', async () => {
