@@ -28,6 +28,7 @@ import { parseDocument } from 'yaml';
 import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited, tooLarge } from '../core/files.js';
 import { isRecord } from '../core/record.js';
+import { ABSOLUTE_PATH_EXPECTED } from './paths.js';
 import { describeValue, validateConfig } from './schema.js';
 import type { Config } from './schema.js';
 
@@ -103,7 +104,7 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
   // allow` said "allowed" in one the daemon never reads. (A --data-dir flag is the shell's, as --cache is.)
   const { dataDir } = value;
   if (typeof dataDir === 'string' && dataDir !== '' && !isAbsolute(dataDir)) {
-    throw new ConfigError(`${path}: dataDir: got ${JSON.stringify(abbreviate(dataDir, 100))}, expected an absolute path (a relative one is taken from the directory each command is started in, so the daemon and the commands would use different stores)`);
+    throw new ConfigError(`${path}: dataDir: got ${JSON.stringify(abbreviate(dataDir, 100))}, ${ABSOLUTE_PATH_EXPECTED}`);
   }
   return value;
 }

@@ -13,25 +13,22 @@
  *
  * ERRORS
  *   An entry that is no address is refused with examples of what is, e.g.
- *   `policy.stages.1.clients.2: got "x", expected an IPv4 or IPv6 address or network
- *   (192.0.2.0/24, 2001:db8::/32)`; one that is nearly right with what is wrong with it (host
- *   bits set after the prefix, naming the network meant; an octet with a leading zero; a
- *   prefix length out of range).
+ *   `policy.stages.1.clients.2 (allowlist): got "x", expected an IPv4 or IPv6 address or
+ *   network (192.0.2.0/24, 2001:db8::/32)`; one that is nearly right with what is wrong with it
+ *   (host bits set after the prefix, naming the network meant; an octet with a leading zero; a
+ *   prefix length out of range): core/ip networkExpected, which the postgrey whitelist files'
+ *   problems share.
  */
 
 import { z } from 'zod';
-import { parseNetwork } from '../core/ip.js';
-
-const EXPECTED = 'expected an IPv4 or IPv6 address or network';
+import { networkExpected, parseNetwork } from '../core/ip.js';
 
 export function networkList() {
   return z
     .array(
       z.string().superRefine((entry, ctx) => {
         const parsed = parseNetwork(entry);
-        if (parsed.ok) return;
-        // The message quotes the entry already: the reason for no address would quote it again.
-        ctx.addIssue({ code: 'custom', message: `${EXPECTED} (${parsed.notAddress ? '192.0.2.0/24, 2001:db8::/32' : parsed.reason})` });
+        if (!parsed.ok) ctx.addIssue({ code: 'custom', message: networkExpected(parsed) });
       }),
     )
     .default([]);

@@ -13,7 +13,9 @@
  *   many more), the value found (its start, a secret or a Redis password in it masked) and what
  *   was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
  *   an unknown key with the keys its mapping takes, and the full names of the keys of its name
- *   in other sections (a key written in the wrong one).
+ *   in other sections (a key written in the wrong one). A key of a stage's entry is followed by
+ *   the stage's name, as the pipeline names a stage's problems when it builds it
+ *   (config/stage-key): `policy.stages.1.delay (greylist): got "soon", expected a duration ...`.
  */
 
 import { isIP } from 'node:net';
@@ -26,6 +28,7 @@ import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddre
 import { octalMode } from '../core/files.js';
 import { checkRedisUrl } from '../store/redis-url.js';
 import { hideSecrets, isSecretKey } from './secrets.js';
+import { stageKey } from './stage-key.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
 import { parseMailbox, parseReversePath } from '../address/index.js';
@@ -481,7 +484,7 @@ export function validateConfig(raw: unknown, source = 'configuration', keyName: 
   if (!result.success) {
     // Report the stages' own options too, so one run shows every problem.
     const stageProblems = Array.isArray(rawStages) ? rawStages.flatMap((entry, i) => (isEntry(entry) ? checkStage(entry, i, entry).problems : [])) : [];
-    throw problemList(source, [...describeIssues(raw, result.error.issues, keyName, unknownKeyAt), ...stageProblems]);
+    throw problemList(source, [...describeIssues(raw, result.error.issues, configKey(rawStages, keyName), unknownKeyAt), ...stageProblems]);
   }
   const problems: string[] = [];
   result.data.policy.stages = result.data.policy.stages.map((entry, index) => {
@@ -496,6 +499,20 @@ export function validateConfig(raw: unknown, source = 'configuration', keyName: 
   if (!partial) problems.push(...listenerClash(raw, result.data, keyName));
   if (problems.length > 0) throw problemList(source, problems);
   return result.data;
+}
+
+/**
+ * A key of the whole configuration as a problem names it: one in a stage's entry (its mode,
+ * its states) as the stage's own options are named, with the stage's name (config/stage-key).
+ */
+function configKey(rawStages: unknown, keyName: (key: string) => string): (key: string) => string {
+  return (key) => {
+    if (key === '') return '(top level)';
+    const entry = /^policy\.stages\.(\d+)(?:\.|$)/.exec(key);
+    const name = entry && Array.isArray(rawStages) ? (rawStages[Number(entry[1])] as { name?: unknown } | undefined)?.name : undefined;
+    // A name no stage has is refused on its own (checkStage): not given as a stage's.
+    return entry && STAGE_DEFINITIONS.some((d) => d.name === name) ? stageKey(Number(entry[1]), name as string, key.slice(entry[0].length)) : keyName(key);
+  };
 }
 
 /**
@@ -532,7 +549,7 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
     // a misspelt "stats" is not told of every key but the one it meant.
     const entryKeys = [...ownKeys, ...Object.keys(definition.options.shape)];
     const issues = parsed.error.issues.map((issue) => (issue.code === 'unrecognized_keys' && issue.path.length === 0 ? { ...issue, message: unknownKey(entryKeys) } : issue));
-    return { entry, problems: describeIssues(rawEntry, issues).map((p) => `${where}.${p}`) };
+    return { entry, problems: describeIssues(rawEntry, issues, (key) => stageKey(index, entry.name, key)) };
   }
   // An own key left out (states, for the stage's default) stays out, not present as undefined.
   const own = Object.fromEntries(Object.entries(entry).filter(([key, value]) => ownKeys.includes(key) && value !== undefined));
@@ -540,16 +557,16 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
 }
 
 /**
- * One problem per element, each starting with its key's path (so a caller may prefix them all).
- * `unknown` words the message of an unknown key.
+ * One problem per element, each starting with its key: `keyName` words the dotted path ('' at
+ * the top level), of an unknown key too. `unknown` words the message of an unknown key.
  */
-function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key: string) => string = (key) => key, unknown = (_key: string, message: string) => message): string[] {
+function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key: string) => string, unknown = (_key: string, message: string) => message): string[] {
   return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${where}${abbreviate(key, SHOWN_VALUE)}: ${unknown(key, issue.message)}`);
+      return issue.keys.map((key) => `${keyName(`${where}${abbreviate(key, SHOWN_VALUE)}`)}: ${unknown(key, issue.message)}`);
     }
-    const key = keyName(issue.path.join('.') || '(top level)');
+    const key = keyName(issue.path.join('.'));
     let value = describeValue(raw, issue.path);
     // A check across keys (params.used: the value it judged) may fault a key the file leaves out,
     // whose default was then the value: "got nothing" sent the reader looking for a key not there.

@@ -273,6 +273,15 @@ export function parseNetwork(text: string): IpParseResult<Cidr> {
   return parsed;
 }
 
+/**
+ * What a list entry parseNetwork or parseCidr refused was expected to be, after `got "entry", `
+ * (config/networks; the postgrey whitelist files): with examples when it is nothing like an
+ * address (the reason would quote the entry a second time), else with what is wrong with it.
+ */
+export function networkExpected(refused: { reason: string; notAddress?: true }): string {
+  return `expected an IPv4 or IPv6 address or network (${refused.notAddress ? '192.0.2.0/24, 2001:db8::/32' : refused.reason})`;
+}
+
 export function formatCidr(cidr: Cidr): string {
   return `${formatIp({ family: cidr.family, bits: cidr.network })}/${cidr.prefixLength}`;
 }

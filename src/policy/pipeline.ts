@@ -26,7 +26,8 @@
  *   the number of repeats left out (an outage fails every request alike). A stage still
  *   unanswered half a second past the deadline is such a fault; the stages after it that have to
  *   be waited for are then not waited for (the decision line lists them as not waited for, and
- *   no error line blames them), while those that answer at once still count.
+ *   no error line blames them), while those that answer at once still count, and one that
+ *   throws as it is asked is a fault like any.
  *   Every decision is explained by one log line: the request, each stage's result and reason,
  *   and the action.
  */
@@ -38,10 +39,11 @@ import { BoundedMemo, ownCopy } from '../core/memo.js';
 import { MAX_HEADER_LINE } from '../core/text.js';
 import { parseForwardPath, parseReversePath, type ForwardPath, type ParseResult, type ReversePath } from '../address/index.js';
 import type { Config, StageEntry } from '../config/schema.js';
+import { stageKey } from '../config/stage-key.js';
 import { actionFor, replyTextLimit, safeHeader, safeText } from './actions.js';
 import { bareAddress, isProtocolState } from './protocol.js';
 import { STAGE_DEFINITIONS } from './stages/index.js';
-import type { Decision, PolicyAttributes, ProtocolState, Stage, StageContext, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
+import type { Decision, PolicyAttributes, ProtocolState, Stage, StageContext, StageDefinition, StageDeps, StageLogger, StageMode, StageVerdict } from './types.js';
 
 export interface ConfiguredStage {
   stage: Stage;
@@ -166,11 +168,17 @@ export class Pipeline {
   /** decide() from stage `index` on, whose answer is `pending`: each wait bounded by the deadline. */
   private async decideLater(run: PipelineRun, index: number, pending: Promise<StageVerdict>): Promise<PipelineOutcome> {
     let answer: StageVerdict | Promise<StageVerdict> = pending;
+    /** What the stage threw as it was asked: its fault, deadline or not, as in decide(). */
+    let thrown: { err: unknown } | undefined;
     try {
       for (;;) {
         const configured = this.stages[index]!;
         let stop: boolean;
-        if (answer instanceof Promise && run.expired) {
+        if (thrown) {
+          // Made a rejected promise, past the deadline it was one more not waited for: the
+          // stage's bug, or its store's outage, was neither logged nor answered by faultAction.
+          stop = run.fault(configured, thrown.err);
+        } else if (answer instanceof Promise && run.expired) {
           // An earlier stage used the deadline up: this one was given no time, so it is not
           // waited for, and its own error line no longer blames it for the one before it (its
           // decision line still says it was skipped). An answer it gives at once still counts;
@@ -190,10 +198,11 @@ export class Pipeline {
         const next = this.nextStage(run, index + 1);
         if (next === undefined) break;
         index = next;
+        thrown = undefined;
         try {
           answer = this.stages[index]!.stage.evaluate(run.ctx);
         } catch (err) {
-          answer = Promise.reject(err);
+          thrown = { err };
         }
       }
     } finally {
@@ -549,14 +558,7 @@ class PipelineRun {
  * pipeline's (PipelineOptions.timers), which its stages wait on through StageContext.timers.
  */
 export function buildPipeline(config: Config, deps: StageDeps, messages?: MessageMemories, timers?: Timers): Pipeline {
-  const stages = config.policy.stages.map((entry, index) => {
-    try {
-      return configureStage(entry, deps);
-    } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      throw new ConfigError(stageKeyed(err.message, entry.name, index), { cause: err });
-    }
-  });
+  const stages = config.policy.stages.map((entry, index) => configureStage(entry, index, deps));
   return new Pipeline(stages, {
     ...(messages ? { messages } : {}),
     decisionTimeoutMs: config.policy.decisionTimeout,
@@ -569,30 +571,47 @@ export function buildPipeline(config: Config, deps: StageDeps, messages?: Messag
 }
 
 /**
- * A stage's own message ("allowlist.clientNames: ...", "policy.stages greylist: ...") under the
- * entry's key, as validateConfig names the others ("policy.stages.1.clientNames: ..."): with two
- * stages of a name, or none named in the message, the administrator could not tell which entry.
+ * A stage's own message under the entry's key, as validateConfig names the schema's problems
+ * (config/stage-key): with two stages of a name, or none named in the message, the
+ * administrator could not tell which entry. A message that starts with an option's key, the
+ * stage's name before it or not ("allowlist.clientNames: ...", "text: ..."), is that option's;
+ * several problems, each after "; " and its stage-named key (the greylist's unreadable files),
+ * are keyed each.
  */
-function stageKeyed(message: string, name: string, index: number): string {
-  const key = `policy.stages.${index}`;
-  if (message.startsWith(`${name}.`)) return `${key}.${message.slice(name.length + 1)}`;
-  if (message.startsWith(`policy.stages ${name}: `)) return `${key} (${name}): ${message.slice(`policy.stages ${name}: `.length)}`;
-  return `${key} (${name}): ${message}`;
+function stageKeyed(message: string, definition: StageDefinition, index: number): string {
+  const { name } = definition;
+  const keyed = (problem: string) => {
+    const named = problem.startsWith(`${name}.`);
+    const own = named ? problem.slice(name.length + 1) : problem;
+    const key = /^[\w-]+(?:\.[\w-]+)*(?=: )/.exec(own)?.[0];
+    if (key !== undefined && (named || Object.hasOwn(definition.options.shape, key.split('.')[0]!))) return `${stageKey(index, name, key)}${own.slice(key.length)}`;
+    return `${stageKey(index, name)}: ${problem}`;
+  };
+  return message
+    .split(`; ${name}.`)
+    .map((problem, i) => keyed(i === 0 ? problem : `${name}.${problem}`))
+    .join('; ');
 }
 
-function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
+function configureStage(entry: StageEntry, index: number, deps: StageDeps): ConfiguredStage {
   const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
   // validateConfig refuses such a name; a Config built without it still gets a coded error
-  // naming its key (buildPipeline adds the index), not an uncoded fault.
-  if (!definition) throw new ConfigError(`policy.stages ${entry.name}: no such stage (expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')})`);
+  // naming its key, not an uncoded fault.
+  if (!definition) throw new ConfigError(`policy.stages.${index}.name: got ${JSON.stringify(entry.name)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`);
   // validateConfig parsed the options already; parsing them again would, for one, read
   // durations it had turned into milliseconds as seconds.
   const { name: _name, mode, states, ...parsed } = entry;
-  const stage = definition.create(parsed, { ...deps, mode });
+  let stage: Stage;
+  try {
+    stage = definition.create(parsed, { ...deps, mode });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    throw new ConfigError(stageKeyed(err.message, definition, index), { cause: err });
+  }
   // A stage knows where it has what it needs (a recipient only from RCPT on, for one).
   const impossible = (states ?? []).filter((state) => !stage.states.has(state));
   if (impossible.length > 0) {
-    throw new ConfigError(`policy.stages ${entry.name}: states ${impossible.join(', ')}: this stage runs only in ${[...stage.states].join(', ')}`);
+    throw new ConfigError(`${stageKey(index, entry.name, 'states')}: got ${impossible.join(', ')}: this stage runs only in ${[...stage.states].join(', ')}`);
   }
   return {
     stage,
@@ -601,4 +620,3 @@ function configureStage(entry: StageEntry, deps: StageDeps): ConfiguredStage {
     acceptAction: typeof parsed.acceptAction === 'string' ? parsed.acceptAction : 'DUNNO',
   };
 }
-

@@ -26,24 +26,24 @@ export type PolicyAttributes = Readonly<Record<string, string>>;
 
 /** What every stage may read about the request, parsed once by the pipeline. */
 export interface StageContext {
-  attributes: PolicyAttributes;
-  state: ProtocolState;
+  readonly attributes: PolicyAttributes;
+  readonly state: ProtocolState;
   /** Client IP address (no brackets), '' when Postfix did not send one. */
-  clientAddress: string;
+  readonly clientAddress: string;
   /** Verified client name, or 'unknown'. */
-  clientName: string;
-  heloName: string;
+  readonly clientName: string;
+  readonly heloName: string;
   /** The sender as sent ('' = null sender). */
-  senderText: string;
+  readonly senderText: string;
   /** The parsed sender; undefined when it does not parse (senderError says why). */
-  sender?: ReversePath;
-  senderError?: string;
-  recipientText: string;
-  recipient?: Mailbox;
+  readonly sender?: ReversePath;
+  readonly senderError?: string;
+  readonly recipientText: string;
+  readonly recipient?: Mailbox;
   /** Postfix's per-message `instance` attribute; requests of one message share it. */
-  instance: string;
+  readonly instance: string;
   /** Verdicts of the stages that already ran for this request, by stage name. */
-  earlier: ReadonlyMap<string, StageVerdict>;
+  readonly earlier: ReadonlyMap<string, StageVerdict>;
   /**
    * Milliseconds left before the decision deadline (policy.decisionTimeout after the request
    * came, shorter than Postfix's policy timeout), never negative. On the monotonic clock, not
@@ -51,14 +51,14 @@ export interface StageContext {
    * policy_test_time) while they ran must not lengthen or cut short. A stage bounds what it
    * waits for by it, on `timers`, and reads no time of its own for that.
    */
-  timeLeft(): number;
+  readonly timeLeft: () => number;
   /**
    * The monotonic clock and timers timeLeft counts down on, the pipeline's (systemTimers in
    * production, ManualTimers in tests): a stage waits on them (a tarpit delay, the bound on a
    * lookup or a callout), so that a wait and the deadline bounding it move together.
    */
-  timers: Timers;
-  clock: Clock;
+  readonly timers: Timers;
+  readonly clock: Clock;
 }
 
 export type Decision =

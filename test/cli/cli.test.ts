@@ -254,7 +254,7 @@ describe('callout config', () => {
     assert.equal(code, 78);
     assert.match(stderr, /callout\.tls: got "maybe"/);
     assert.match(stderr, /callout\.prot: unknown key/);
-    assert.match(stderr, /policy\.stages\.0\.actions\.undeliverable: got "explode"/);
+    assert.match(stderr, /policy\.stages\.0\.actions\.undeliverable \(sender-callout\): got "explode"/);
     const good = join(dir, 'good.yaml');
     writeFileSync(good, 'callout:\n  helo: mx.example.org\n');
     const ok = await callout(['config', 'check', good]);
@@ -272,13 +272,13 @@ describe('callout config', () => {
   it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {
     const cases: Array<[string, RegExp]> = [
       // Named by the entry's key, as the schema's own problems are (it said "allowlist.clientNames").
-      ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clientNames: ["*.example.org"]\n', /: policy\.stages\.1\.clientNames: "\*\.example\.org" is not a host name: .*; write "\.example\.org" for the domain and its subdomains\n/],
-      ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /policy\.stages\.0 \(greylist\): states MAIL: this stage runs only in RCPT/],
+      ['policy:\n  stages:\n    - name: postmaster\n    - name: allowlist\n      clientNames: ["*.example.org"]\n', /: policy\.stages\.1\.clientNames \(allowlist\): "\*\.example\.org" is not a host name: .*; write "\.example\.org" for the domain and its subdomains\n/],
+      ['policy:\n  stages:\n    - name: greylist\n      states: [MAIL]\n', /policy\.stages\.0\.states \(greylist\): got MAIL: this stage runs only in RCPT/],
       [`policy:\n  stages:\n    - name: greylist\n      whitelistClientFiles: [${join(dir, 'no-such-whitelist')}]\n`, /no-such-whitelist: cannot read/],
       // A typo of {reason} went out to SMTP clients as it was written.
       [
         'policy:\n  stages:\n    - name: postmaster\n    - name: sender-callout\n      rejectText: "Sender address rejected: {reson}"\n',
-        /: policy\.stages\.1 \(sender-callout\): rejectText: unknown placeholder \{reson\}; this text takes \{sender\}, \{recipient\}, \{reason\}\n/,
+        /: policy\.stages\.1\.rejectText \(sender-callout\): unknown placeholder \{reson\}; this text takes \{sender\}, \{recipient\}, \{reason\}\n/,
       ],
     ];
     for (const [text, problem] of cases) {

@@ -10,6 +10,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, mergeConfig } from '../../src/config/load.js';
+import { ABSOLUTE_PATH_EXPECTED } from '../../src/config/paths.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
@@ -127,7 +128,7 @@ describe('loadConfig', () => {
     const path = file('relative-data.yaml', 'dataDir: var/callout\n');
     assert.throws(
       () => loadConfig(path),
-      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${path}: dataDir: got "var/callout", expected an absolute path (a relative one is taken from the directory each command is started in`),
+      (err: unknown) => err instanceof ConfigError && err.message === `${path}: dataDir: got "var/callout", ${ABSOLUTE_PATH_EXPECTED}`,
     );
     assert.equal(loadConfig(file('absolute-data.yaml', `dataDir: ${dir}\n`)).dataDir, dir);
     // A flag is the shell's, as --cache is: the command that reads it runs where it was typed.

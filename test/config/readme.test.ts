@@ -297,7 +297,7 @@ describe('the configuration reference', () => {
           const entry = (value: number) => ({ policy: { stages: [{ name: 'postmaster' }, { name: stageName, ...STAGE_REQUIRED[stageName], ...setting(key, value) }] } });
           for (const ok of [Number(min), Number(max)]) assert.equal(at(validateConfig(entry(ok)).policy.stages[1], key), ok, `${stageName} ${key} takes ${ok}`);
           for (const bad of [Number(min) - 1, Number(max) + 1]) {
-            assert.throws(() => validateConfig(entry(bad)), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`configuration: policy.stages.1.${key}: got ${bad}, expected`), `${stageName} ${key} refuses ${bad}`);
+            assert.throws(() => validateConfig(entry(bad)), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`configuration: policy.stages.1.${key} (${stageName}): got ${bad}, expected`), `${stageName} ${key} refuses ${bad}`);
           }
         }
       }

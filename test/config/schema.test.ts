@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.js';
 import { configSchema, schemaKeys, validateConfig } from '../../src/config/schema.js';
+import { ABSOLUTE_PATH_EXPECTED } from '../../src/config/paths.js';
 import { STAGE_DEFINITIONS } from '../../src/policy/stages/index.js';
 import { STAGE_REQUIRED, leaves, setting } from '../support/config-keys.js';
 import { DEFAULT_IDLE_POLL_MICROS } from '../../src/core/idle-poll.js';
@@ -39,14 +40,14 @@ describe('problem messages', () => {
     assert.equal(problem({ callout: { vrfy: 'yes' } }), 'configuration: callout.vrfy: got "yes", expected true or false');
     // A misspelt key, with the keys its mapping takes: "unknown key" alone sent the reader to the README.
     assert.equal(problem({ limits: { perDomain: 5 } }), 'configuration: limits.perDomain: unknown key, expected one of concurrency, perHostConcurrency, perDomainPerMinute, perHostConnectionsPerMinute, addressesPerConnection, listConcurrency');
-    assert.match(problem({ policy: { stages: [{ name: 'tarpit', stats: ['RCPT'] }] } }), /^configuration: policy\.stages\.0\.stats: unknown key, expected one of name, mode, states, perConnection, perClient, sleep, /);
-    assert.match(problem({ policy: { stages: [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', max: 5, key: 'x' }] }] } }), /policy\.stages\.0\.limits\.0\.key: unknown key, expected one of name, per, count, max, window, action$/);
+    assert.match(problem({ policy: { stages: [{ name: 'tarpit', stats: ['RCPT'] }] } }), /^configuration: policy\.stages\.0\.stats \(tarpit\): unknown key, expected one of name, mode, states, perConnection, perClient, sleep, /);
+    assert.match(problem({ policy: { stages: [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', max: 5, key: 'x' }] }] } }), /policy\.stages\.0\.limits\.0\.key \(ratelimit\): unknown key, expected one of name, per, count, max, window, action$/);
     // A stage's own options, and a key left out: "received undefined" was all it said of the value.
     assert.equal(
       problem({ policy: { stages: [{ name: 'ratelimit', limits: [{ per: 'client', count: 'messages', window: '1m' }] }] } }),
-      'configuration: policy.stages.0.limits.0.max: got nothing, expected a number',
+      'configuration: policy.stages.0.limits.0.max (ratelimit): got nothing, expected a number',
     );
-    assert.equal(problem({ policy: { stages: [{ name: 'greylist', mode: 'on' }] } }), 'configuration: policy.stages.0.mode: got "on", expected one of enforce, warn, off');
+    assert.equal(problem({ policy: { stages: [{ name: 'greylist', mode: 'on' }] } }), 'configuration: policy.stages.0.mode (greylist): got "on", expected one of enforce, warn, off');
   });
 });
 
@@ -54,7 +55,7 @@ describe('stage entries', () => {
   it('are checked with the rest, so that one run reports a bad key and a bad stage option together', () => {
     const message = problem({ callout: { port: 0 }, policy: { stages: [{ name: 'greylist', delay: 'soon' }] } });
     assert.match(message, /callout\.port: got 0, expected at least 1/);
-    assert.match(message, /policy\.stages\.0\.delay: got "soon", expected a duration/, 'the stage\'s own problem beside the other key\'s');
+    assert.match(message, /policy\.stages\.0\.delay \(greylist\): got "soon", expected a duration/, 'the stage\'s own problem beside the other key\'s');
   });
 
   it('quote the start of a long unknown stage name, not all of it', () => {
@@ -194,7 +195,7 @@ describe('timer durations', () => {
 
   it('names the whole path of every unknown key of a stage', () => {
     const message = problem({ policy: { stages: [{ name: 'sender-syntax', rejectCode: 550, rejectText: 'no' }] } });
-    assert.match(message, /policy\.stages\.0\.rejectCode: unknown key, expected one of [^;]+; policy\.stages\.0\.rejectText: unknown key/);
+    assert.match(message, /policy\.stages\.0\.rejectCode \(sender-syntax\): unknown key, expected one of [^;]+; policy\.stages\.0\.rejectText \(sender-syntax\): unknown key/);
   });
 
   it('takes a Redis key prefix of printable characters, naming the key when it is not', () => {
@@ -239,18 +240,18 @@ describe('greylist durations', () => {
   const greylist = (options: Record<string, unknown>) => ({ policy: { stages: [{ name: 'greylist', ...options }] } });
 
   it('refuses a retry window no retry could pass and a max-age shorter than it, saying a bare number is seconds', () => {
-    assert.match(problem(greylist({ retryWindow: 2, maxAge: '35d' })), /policy\.stages\.0\.retryWindow: got 2, expected longer than delay \(5m\): no retry could ever pass; a bare number is seconds/);
-    assert.match(problem(greylist({ maxAge: '1d' })), /policy\.stages\.0\.maxAge: got "1d", expected at least retryWindow \(2d\)/);
-    assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge: got 0, expected at least 1s$/);
+    assert.match(problem(greylist({ retryWindow: 2, maxAge: '35d' })), /policy\.stages\.0\.retryWindow \(greylist\): got 2, expected longer than delay \(5m\): no retry could ever pass; a bare number is seconds/);
+    assert.match(problem(greylist({ maxAge: '1d' })), /policy\.stages\.0\.maxAge \(greylist\): got "1d", expected at least retryWindow \(2d\)/);
+    assert.match(problem(greylist({ maxAge: 0 })), /policy\.stages\.0\.maxAge \(greylist\): got 0, expected at least 1s$/);
     assert.doesNotThrow(() => validateConfig(greylist({ delay: '0s', retryWindow: '2d', maxAge: '35d' })));
     const both = problem(greylist({ ipv4Prefix: 'x', retryWindow: 2 }));
-    assert.match(both, /policy\.stages\.0\.ipv4Prefix: /);
-    assert.match(both, /policy\.stages\.0\.retryWindow: got 2, expected longer than delay/, 'one start reports every problem');
+    assert.match(both, /policy\.stages\.0\.ipv4Prefix \(greylist\): /);
+    assert.match(both, /policy\.stages\.0\.retryWindow \(greylist\): got 2, expected longer than delay/, 'one start reports every problem');
   });
 
   it('says which default a duration the entry leaves out had, when it is faulted against another (it said "got nothing")', () => {
-    assert.match(problem(greylist({ delay: '3d' })), /policy\.stages\.0\.retryWindow: got nothing \(the default, 2d\), expected longer than delay \(3d\)/);
-    assert.match(problem(greylist({ retryWindow: '40d' })), /policy\.stages\.0\.maxAge: got nothing \(the default, 5w\), expected at least retryWindow \(40d\)/);
+    assert.match(problem(greylist({ delay: '3d' })), /policy\.stages\.0\.retryWindow \(greylist\): got nothing \(the default, 2d\), expected longer than delay \(3d\)/);
+    assert.match(problem(greylist({ retryWindow: '40d' })), /policy\.stages\.0\.maxAge \(greylist\): got nothing \(the default, 5w\), expected at least retryWindow \(40d\)/);
   });
 });
 
@@ -258,24 +259,24 @@ describe('tarpit limits', () => {
   const tarpit = (options: Record<string, unknown>) => ({ policy: { stages: [{ name: 'tarpit', ...options }] } });
 
   it('refuses a soft limit above the hard one, naming both keys and values (the soft limit never acted)', () => {
-    assert.match(problem(tarpit({ perConnection: { soft: 30, hard: 20 } })), /policy\.stages\.0\.perConnection\.soft: got 30, expected at most perConnection\.hard \(20\)/);
-    assert.match(problem(tarpit({ perConnection: { hard: 5 } })), /policy\.stages\.0\.perConnection\.soft: got nothing \(the default, 10\), expected at most perConnection\.hard \(5\)/);
-    assert.match(problem(tarpit({ perClient: { soft: 60, hard: 50 } })), /policy\.stages\.0\.perClient\.soft: got 60, expected at most perClient\.hard \(50\)/);
+    assert.match(problem(tarpit({ perConnection: { soft: 30, hard: 20 } })), /policy\.stages\.0\.perConnection\.soft \(tarpit\): got 30, expected at most perConnection\.hard \(20\)/);
+    assert.match(problem(tarpit({ perConnection: { hard: 5 } })), /policy\.stages\.0\.perConnection\.soft \(tarpit\): got nothing \(the default, 10\), expected at most perConnection\.hard \(5\)/);
+    assert.match(problem(tarpit({ perClient: { soft: 60, hard: 50 } })), /policy\.stages\.0\.perClient\.soft \(tarpit\): got 60, expected at most perClient\.hard \(50\)/);
     assert.doesNotThrow(() => validateConfig(tarpit({ perConnection: { soft: 20, hard: 20 }, perClient: { soft: 0, hard: 1 } })));
   });
 
   it('refuses a hardEnhanced of another class than hardCode, naming both keys (550 with 4.7.0 was sent as 550 5.7.0)', () => {
-    assert.match(problem(tarpit({ hardCode: 550, hardEnhanced: '4.7.0' })), /policy\.stages\.0\.hardEnhanced: got "4\.7\.0", expected an enhanced status code of class 5, as hardCode \(550\) is/);
-    assert.match(problem(tarpit({ hardEnhanced: '5.7.0' })), /policy\.stages\.0\.hardEnhanced: got "5\.7\.0", expected an enhanced status code of class 4, as hardCode \(421\) is/, 'the default hardCode');
+    assert.match(problem(tarpit({ hardCode: 550, hardEnhanced: '4.7.0' })), /policy\.stages\.0\.hardEnhanced \(tarpit\): got "4\.7\.0", expected an enhanced status code of class 5, as hardCode \(550\) is/);
+    assert.match(problem(tarpit({ hardEnhanced: '5.7.0' })), /policy\.stages\.0\.hardEnhanced \(tarpit\): got "5\.7\.0", expected an enhanced status code of class 4, as hardCode \(421\) is/, 'the default hardCode');
     assert.doesNotMatch(problem(tarpit({ hardCode: 550, hardEnhanced: '4.1' })), /as hardCode/, 'a malformed code is told only what it should look like');
     assert.doesNotThrow(() => validateConfig(tarpit({ hardCode: 554, hardEnhanced: '5.7.1' })));
     assert.doesNotThrow(() => validateConfig(tarpit({ hardCode: 450, hardEnhanced: '4.7.1' })));
   });
 
   it('refuses a sleep above maxSleep, naming both keys (every delay was maxSleep)', () => {
-    assert.match(problem(tarpit({ sleep: '10s', maxSleep: '2s' })), /policy\.stages\.0\.sleep: got "10s", expected at most maxSleep \(2s\)/);
-    assert.match(problem(tarpit({ sleep: '6s' })), /policy\.stages\.0\.sleep: got "6s", expected at most maxSleep \(5s\)/, 'the default maxSleep');
-    assert.match(problem(tarpit({ maxSleep: '500ms' })), /policy\.stages\.0\.sleep: got nothing \(the default, 1s\), expected at most maxSleep \(500ms\)/);
+    assert.match(problem(tarpit({ sleep: '10s', maxSleep: '2s' })), /policy\.stages\.0\.sleep \(tarpit\): got "10s", expected at most maxSleep \(2s\)/);
+    assert.match(problem(tarpit({ sleep: '6s' })), /policy\.stages\.0\.sleep \(tarpit\): got "6s", expected at most maxSleep \(5s\)/, 'the default maxSleep');
+    assert.match(problem(tarpit({ maxSleep: '500ms' })), /policy\.stages\.0\.sleep \(tarpit\): got nothing \(the default, 1s\), expected at most maxSleep \(500ms\)/);
     assert.doesNotThrow(() => validateConfig(tarpit({ sleep: '3s', maxSleep: '3s' })));
   });
 });
@@ -283,7 +284,7 @@ describe('tarpit limits', () => {
 describe('receiver of the sender-callout and spf stages', () => {
   it('refuses an empty one alike, naming the key (sender-callout took it and wrote receiver="" in X-Callout-Result)', () => {
     for (const name of ['sender-callout', 'spf']) {
-      assert.match(problem({ policy: { stages: [{ name, receiver: '' }] } }), /^configuration: policy\.stages\.0\.receiver: got "", expected this host's name, not an empty string$/, name);
+      assert.equal(problem({ policy: { stages: [{ name, receiver: '' }] } }), `configuration: policy.stages.0.receiver (${name}): got "", expected this host's name, not an empty string`, name);
       assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name, receiver: 'mx.example.org' }] } }), name);
     }
   });
@@ -451,7 +452,7 @@ describe('enhanced status codes of the stages', () => {
   it('say what a bad one should look like, not the pattern it missed (it said "Invalid string: must match pattern /^5\\.\\d{1,3}\\.\\d{1,3}$/")', () => {
     for (const [entry, key, klass] of cases) {
       const message = problem({ policy: { stages: [{ ...entry, [key]: '5.1' }] } });
-      assert.match(message, new RegExp(`policy\\.stages\\.0\\.${key}: got "5\\.1", expected an enhanced status code of class ${klass}, such as [45]\\.7\\.1 \\(RFC 3463`), `${String(entry.name)} ${key}`);
+      assert.match(message, new RegExp(`policy\\.stages\\.0\\.${key} \\(${String(entry.name)}\\): got "5\\.1", expected an enhanced status code of class ${klass}, such as [45]\\.7\\.1 \\(RFC 3463`), `${String(entry.name)} ${key}`);
       assert.doesNotMatch(message, /pattern/);
     }
     assert.doesNotThrow(() => validateConfig({ policy: { stages: [{ name: 'tarpit', hardCode: 550, hardEnhanced: '5.7.0' }, { name: 'greylist', enhanced: '4.7.1' }] } }));
@@ -463,7 +464,7 @@ describe('the batv stage', () => {
 
   it('refuses a protected domain it could never match, naming the entry (it was accepted, and that domain\'s backscatter let through)', () => {
     for (const entry of ['example.org.', '@example.org', 'user@example.org', '*.example.org', 'not a domain!', '..example.org']) {
-      assert.match(problem(batv({ domains: ['example.com', entry] })), new RegExp(`policy\\.stages\\.0\\.domains\\.1: got ${JSON.stringify(JSON.stringify(entry)).slice(1, -1).replace(/[.*]/g, '\\$&')}, expected a domain such as example\\.com, or \\.example\\.com for its subdomains`), entry);
+      assert.match(problem(batv({ domains: ['example.com', entry] })), new RegExp(`policy\\.stages\\.0\\.domains\\.1 \\(batv\\): got ${JSON.stringify(JSON.stringify(entry)).slice(1, -1).replace(/[.*]/g, '\\$&')}, expected a domain such as example\\.com, or \\.example\\.com for its subdomains`), entry);
     }
     for (const entry of ['example.com', '.example.com', 'EXAMPLE.com', 'bücher.example', '.xn--bcher-kva.example']) {
       assert.doesNotThrow(() => validateConfig(batv({ domains: [entry] })), entry);
@@ -471,24 +472,24 @@ describe('the batv stage', () => {
   });
 
   it('says what unsignedAllowedUntil should look like (it said "Invalid ISO datetime")', () => {
-    assert.match(problem(batv({ unsignedAllowedUntil: '2026-07-01' })), /policy\.stages\.0\.unsignedAllowedUntil: got "2026-07-01", expected a date and time with its offset, such as 2026-07-01T00:00:00Z/);
+    assert.match(problem(batv({ unsignedAllowedUntil: '2026-07-01' })), /policy\.stages\.0\.unsignedAllowedUntil \(batv\): got "2026-07-01", expected a date and time with its offset, such as 2026-07-01T00:00:00Z/);
     assert.doesNotThrow(() => validateConfig(batv({ unsignedAllowedUntil: '2026-07-01T00:00:00+02:00' })));
   });
 
   it('never quotes a key\'s secret of the wrong type (YAML reads an all-digit secret as a number, and the message showed it)', () => {
     for (const secret of [84729301847, ['hunter2-secret'], '']) {
       const message = problem(batv({ keys: [{ keynum: 1, secret }] }));
-      assert.match(message, /^configuration: policy\.stages\.0\.keys\.0\.secret: got a value not shown \(a secret\), expected (text|at least 1 character)$/);
+      assert.match(message, /^configuration: policy\.stages\.0\.keys\.0\.secret \(batv\): got a value not shown \(a secret\), expected (text|at least 1 character)$/);
       assert.ok(!message.includes('84729301847') && !message.includes('hunter2'), message);
     }
   });
 
   it('never quotes a secret inside a value it quotes whole (a key with both secret and secretFile, keys written as a mapping)', () => {
     const both = problem(batv({ keys: [{ keynum: 1, secret: 'hunter2-secret', secretFile: '/etc/callout/batv.key' }] }));
-    assert.equal(both, 'configuration: policy.stages.0.keys.0: got {"keynum":1,"secret":"***","secretFile":"/etc/callout/batv.key"}, expected exactly one of secret and secretFile');
-    assert.equal(problem(batv({ keys: [{ keynum: 1, secret: '***' }] })), 'configuration: policy.stages.0.keys.0.secret: got a value not shown (a secret), expected the secret, not *** as config print hides it: put the real secret back');
+    assert.equal(both, 'configuration: policy.stages.0.keys.0 (batv): got {"keynum":1,"secret":"***","secretFile":"/etc/callout/batv.key"}, expected exactly one of secret and secretFile');
+    assert.equal(problem(batv({ keys: [{ keynum: 1, secret: '***' }] })), 'configuration: policy.stages.0.keys.0.secret (batv): got a value not shown (a secret), expected the secret, not *** as config print hides it: put the real secret back');
     const mapping = problem(batv({ keys: { keynum: 1, secret: 'hunter2-secret' } }));
-    assert.equal(mapping, 'configuration: policy.stages.0.keys: got {"keynum":1,"secret":"***"}, expected a list');
+    assert.equal(mapping, 'configuration: policy.stages.0.keys (batv): got {"keynum":1,"secret":"***"}, expected a list');
     const stages = problem({ policy: { stages: { name: 'batv', keys: [{ keynum: 1, secret: 'hunter2-secret' }] } } });
     assert.ok(!stages.includes('hunter2') && stages.includes('"secret":"***"'), `the secret masked in: ${stages}`);
     // A Redis URL where the store's mapping goes: its password too.
@@ -504,7 +505,7 @@ describe('the batv stage', () => {
   it('refuses a relative secretFile: each command read it from the directory it started in, and serve, in / under systemd, did not find what config check found', () => {
     assert.equal(
       problem(batv({ keys: [{ keynum: 1, secretFile: 'batv.key' }] })),
-      'configuration: policy.stages.0.keys.0.secretFile: got "batv.key", expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)',
+      `configuration: policy.stages.0.keys.0.secretFile (batv): got "batv.key", ${ABSOLUTE_PATH_EXPECTED}`,
     );
     assert.doesNotThrow(() => validateConfig(batv({ keys: [{ keynum: 1, secretFile: '/etc/callout/batv.key' }] })));
   });
@@ -541,7 +542,7 @@ describe('every key', () => {
           const entry = setting(key, value, { name: definition.name, ...STAGE_REQUIRED[definition.name] });
           const message = refusal({ policy: { stages: [{ name: 'postmaster' }, entry] } });
           if (message === undefined) continue;
-          assert.ok(message.startsWith(`configuration: policy.stages.1.${key}`) && /: got .*expected/.test(message), `${definition.name} ${key} = ${JSON.stringify(value)}: ${message}`);
+          assert.ok(message.startsWith(`configuration: policy.stages.1.${key}`) && message.includes(` (${definition.name}): got `) && /: got .*expected/.test(message), `${definition.name} ${key} = ${JSON.stringify(value)}: ${message}`);
         }
       }
     }

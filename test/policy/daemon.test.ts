@@ -756,7 +756,7 @@ describe('callout serve', () => {
   });
 
   it('refuses a stage configured for protocol states it cannot run in', async () => {
-    await assert.rejects(setup({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } }), /policy\.stages\.0 \(postmaster\): states CONNECT: this stage runs only in RCPT/);
+    await assert.rejects(setup({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } }), /policy\.stages\.0\.states \(postmaster\): got CONNECT: this stage runs only in RCPT/);
   });
 
   it('listens on a UNIX socket', async () => {

@@ -7,8 +7,8 @@ import type { StageContext, StageVerdict } from '../../src/policy/types.js';
 
 const silent = { info() {}, warn() {}, error() {} };
 
-/** The context the pipeline gives its one stage for the request. */
-function contextFor(request: Record<string, string>): StageContext {
+/** The context the pipeline gives its one stage for the request; `before` is shown the pipeline first. */
+function contextFor(request: Record<string, string>, before: (pipeline: Pipeline) => void = () => undefined): StageContext {
   let seen: StageContext | undefined;
   const pipeline = new Pipeline(
     [
@@ -28,6 +28,7 @@ function contextFor(request: Record<string, string>): StageContext {
     ],
     { decisionTimeoutMs: 5000, faultAction: 'DUNNO', warnAction: 'WARN', clock: new ManualClock(), log: silent },
   );
+  before(pipeline);
   pipeline.decide({ request: 'smtpd_access_policy', protocol_state: 'RCPT', ...request });
   assert.ok(seen, 'expected the stage to be shown the request');
   return seen;
@@ -42,9 +43,22 @@ describe('pipeline context: sender and recipient', () => {
   });
 
   it('give the parse once, however often read', () => {
-    const ctx = contextFor({ sender: 'bob@example.org', recipient: 'alice@example.test' });
+    // Counted at the pipeline's memo of parses: the same object read twice proves nothing, as
+    // the memo gives the same one to every lookup.
+    const lookups = { senders: 0, recipients: 0 };
+    const ctx = contextFor({ sender: 'bob@example.org', recipient: 'alice@example.test' }, (pipeline) => {
+      const memos = pipeline as unknown as Record<keyof typeof lookups, { get(text: string): unknown }>;
+      for (const name of ['senders', 'recipients'] as const) {
+        const memo = memos[name];
+        const get = memo.get.bind(memo);
+        memo.get = (text) => ((lookups[name] += 1), get(text));
+      }
+    });
+    assert.deepEqual(lookups, { senders: 0, recipients: 0 }, 'nothing parsed before a stage reads it');
     assert.equal(ctx.sender, ctx.sender, 'the same sender each time');
+    assert.equal(ctx.senderError, undefined);
     assert.equal(ctx.recipient, ctx.recipient, 'the same recipient each time');
+    assert.deepEqual(lookups, { senders: 1, recipients: 1 }, 'one parse of each for the request, however often read');
     assert.equal(ctx.sender?.kind === 'mailbox' && ctx.sender.mailbox.address, 'bob@example.org');
     assert.equal(ctx.recipient?.address, 'alice@example.test');
     assert.equal(ctx.senderError, undefined);

@@ -409,6 +409,23 @@ describe('pipeline', () => {
     assert.equal(out.faults[1], 'greylist: not waited for: no time left after the decision deadline');
   });
 
+  it('after the deadline, a stage that throws as it is asked is a fault answered by faultAction, not a stage "not waited for"', async () => {
+    const errors: Array<Record<string, unknown>> = [];
+    const log = { ...silent, error: (fields: Record<string, unknown>) => errors.push(fields) };
+    // In warn mode, so that its own lateness does not end the pipeline under faultAction DEFER.
+    const hanging: ConfiguredStage = { ...rcptStage('hangs', () => new Promise(() => undefined)), mode: 'warn' };
+    const timers = new ManualTimers();
+    const answer = watch(pipeline([hanging, syncStage('throws', () => new StoreError('down')), syncStage('rejects', () => reject)], { decisionTimeoutMs: 50, log, timers, faultAction: 'DEFER' }).decide(rcpt()));
+    await timers.advance(550);
+    const out = answer();
+    assert.ok(out, 'answered at the deadline and its grace');
+    assert.match(out.faults[0]!, /^hangs: INTERNAL: no answer within the decision deadline/);
+    assert.equal(out.faults[1], 'throws: STORE_UNAVAILABLE: down', 'the throw is the stage\'s fault, as before the deadline');
+    assert.deepEqual(errors.map((e) => e.stage), ['hangs', 'throws'], 'an error line for each fault');
+    assert.match(out.action, /^451 4\.3\.0 /, 'faultAction DEFER answers the fault');
+    assert.equal(out.decidedBy, 'throws');
+  });
+
   it('an observer that has not finished by the deadline and its grace does not hold the answer; it goes on, and the answer is unchanged', async () => {
     const errors: Array<Record<string, unknown>> = [];
     let finishObserving: () => void = () => undefined;
@@ -678,7 +695,27 @@ describe('buildPipeline', () => {
 
   it('refuses states a stage cannot run in, naming the entry', () => {
     const config = validateConfig({ policy: { stages: [{ name: 'postmaster', states: ['CONNECT'] }] } });
-    assert.throws(() => buildPipeline(config, deps()), (err: unknown) => err instanceof ConfigError && /^policy\.stages\.0 \(postmaster\): states CONNECT: this stage runs only in RCPT/.test(err.message));
+    assert.throws(() => buildPipeline(config, deps()), (err: unknown) => err instanceof ConfigError && /^policy\.stages\.0\.states \(postmaster\): got CONNECT: this stage runs only in RCPT/.test(err.message));
+  });
+
+  it('names a problem found as a stage is built as the schema names its problems: the full key, then the stage\'s name', () => {
+    const refusal = (stage: Record<string, unknown>) => {
+      try {
+        buildPipeline(validateConfig({ policy: { stages: [{ name: 'postmaster' }, stage] } }), deps());
+      } catch (err) {
+        assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+        return err.message;
+      }
+      assert.fail(`expected ${JSON.stringify(stage)} to be refused`);
+    };
+    // An option named bare ("text: ...") and with the stage's name ("greylist.skip...: ...").
+    assert.equal(refusal({ name: 'greylist', text: 'in {reson}' }), 'policy.stages.1.text (greylist): unknown placeholder {reson}; this text takes {seconds}, %s, {retryAt}, {recipientDomain}, %r, {reason}');
+    assert.match(refusal({ name: 'greylist', skip: { fcrdnsProviders: ['*.outlook.com'] } }), /^policy\.stages\.1\.skip\.fcrdnsProviders \(greylist\): "\*\.outlook\.com" is not a domain/);
+    // No option: the entry alone (it said "policy.stages.1 (recipient-callforward): policy.stages recipient-callforward: ...").
+    assert.equal(
+      refusal({ name: 'recipient-callforward', hosts: ['127.0.0.1'] }),
+      "policy.stages.1 (recipient-callforward): call-forward callouts need callout.helo (or a fully qualified host name); the stage's own helo only changes the name they send",
+    );
   });
 
   it('refuses a stage name no module registers with a ConfigError naming its key, not an uncoded Error', () => {
@@ -688,7 +725,7 @@ describe('buildPipeline', () => {
     const deps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') };
     assert.throws(
       () => buildPipeline(config, deps),
-      (err: unknown) => err instanceof ConfigError && err.code === 'CONFIG_INVALID' && err.message.startsWith(`policy.stages.${config.policy.stages.length - 1} (nonesuch): no such stage`),
+      (err: unknown) => err instanceof ConfigError && err.code === 'CONFIG_INVALID' && err.message.startsWith(`policy.stages.${config.policy.stages.length - 1}.name: got "nonesuch", expected one of allowlist, `),
     );
   });
 });

@@ -15,7 +15,9 @@
  *   the decision deadline in ms (deadlineMs, 10 s by default) or a timeLeft of the test's own,
  *   the pipeline's timers (a ManualTimers, systemTimers by default: the context's `timers`, which
  *   timeLeft counts down on and the stage waits on, so a test gives them here only), and the
- *   verdicts of the stages that ran before (earlier, none by default).
+ *   verdicts of the stages that ran before (earlier, none by default). The context's
+ *   properties are the pipeline's own, its lazy getters (sender, senderError, recipient) too:
+ *   as in production, a stage cannot assign them.
  */
 
 import { ManualClock } from './manual-time.js';
@@ -53,6 +55,12 @@ export function stageContext(request: PolicyAttributes, given: GivenContext = {}
   // Synchronous: the recorder answers at once, so decide() runs it before it returns.
   pipeline.decide(request);
   if (!shown) throw new Error(`stage-context: the pipeline ran no stage for ${JSON.stringify(request)}`);
-  // The pipeline's own map of earlier verdicts holds the recorder's now.
-  return { ...shown, earlier, ...(timeLeft ? { timeLeft } : {}) };
+  // Its own properties as they are: a spread read the pipeline's getters (sender, senderError,
+  // recipient) and stored plain values, and a stage that assigned one, which throws in
+  // production, passed its tests. The pipeline's own map of earlier verdicts holds the recorder's now.
+  return Object.defineProperties({}, {
+    ...Object.getOwnPropertyDescriptors(shown),
+    earlier: { value: earlier, enumerable: true },
+    ...(timeLeft ? { timeLeft: { value: timeLeft, enumerable: true } } : {}),
+  }) as StageContext;
 }

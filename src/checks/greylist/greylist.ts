@@ -36,8 +36,8 @@
  *   passes there. Time comes from the injected Clock (tests move it); expiry is the store's.
  *   check() resolves with the outcome; decide() gives the same outcome at once, without a
  *   promise, when it writes nothing and the store has the rows it reads at hand (Store.peek:
- *   memory, SQLite), as for a client auto-allowed or a triplet passed within the hour, and a
- *   promise otherwise.
+ *   memory, SQLite), as for a client or a sender domain auto-allowed or a triplet passed
+ *   within the hour, and a promise otherwise.
  *
  *   Keys, under keyPrefix (default `grey:`), with `%` and `/` escaped in each component:
  *     t:CLIENT/SENDER/RECIPIENT   "first,last"    (epoch ms)
@@ -247,7 +247,8 @@ export class Greylist {
   /**
    * check(), answered at once (no promise) when the store has the rows it reads at hand
    * (Store.peek: memory, SQLite) and nothing is to be written: a client auto-allowed within the
-   * hour, a triplet passed within the hour (repeat mail, most of a site's traffic): awaited, each
+   * hour, a sender domain auto-allowed within the hour (domainAutoAllow), a triplet passed
+   * within the hour (repeat mail, most of a site's traffic): awaited, each
    * took promises and the pipeline's deadline timer (policy/pipeline) for a decision already
    * made. Anything that reads later or writes is a promise.
    */
@@ -289,7 +290,13 @@ export class Greylist {
       return this.store.compareAndSet(clientKey, clientValue, `${count + 1},${now}`, maxAgeMs).then(() => outcome);
     }
     const domain = senderDomain(request.sender);
-    if (domainAutoAllow > 0 && domain) return this.domainThenTriplet(request, now, clientKey, key, awl, domain, prefetched);
+    if (domainAutoAllow > 0 && domain) {
+      // At hand as the triplet's row is, and as fresh: peek gives what get() would.
+      const peeked = this.store.peek(this.domainKey(request.client, domain));
+      if (peeked === ASK_LATER) return this.domainThenTriplet(request, now, clientKey, key, awl, domain, prefetched);
+      const allowed = this.domainAllowed(request, now, domain, domainRecord(peeked?.value));
+      if (allowed) return allowed;
+    }
     // The row at hand, of a triplet passed within the hour: answered now, nothing to write.
     const row = prefetched ?? rowAtHand(this.store.peek(key));
     const passed = row && this.passedWithinHour(pair(row.row?.value, 'times', now, maxAgeMs), now);
@@ -317,11 +324,18 @@ export class Greylist {
     prefetched: Prefetched | undefined,
   ): Promise<GreylistOutcome> {
     const record = domainRecord((await this.store.get(this.domainKey(request.client, domain)))?.value);
-    if (record && record.senders.length >= this.settings.domainAutoAllow) {
-      if (now >= record.last + HOUR_MS) await this.recordDomainSender(request.client, domain, request.sender);
-      return { kind: 'pass', reason: 'domain-auto-allow', domain };
-    }
-    return this.updateTriplet(request, now, clientKey, key, awl, domain, prefetched);
+    return (await this.domainAllowed(request, now, domain, record)) ?? this.updateTriplet(request, now, clientKey, key, awl, domain, prefetched);
+  }
+
+  /**
+   * The domain auto-allow's pass once the domain's record holds domainAutoAllow senders: at once
+   * while the record was seen within the hour, else once it is refreshed; undefined before.
+   */
+  private domainAllowed(request: GreylistRequest, now: number, domain: string, record: DomainRecord | undefined): GreylistOutcome | Promise<GreylistOutcome> | undefined {
+    if (!record || record.senders.length < this.settings.domainAutoAllow) return undefined;
+    const outcome: GreylistOutcome = { kind: 'pass', reason: 'domain-auto-allow', domain };
+    if (now < record.last + HOUR_MS) return outcome;
+    return this.recordDomainSender(request.client, domain, request.sender).then(() => outcome);
   }
 
   /** The triplet's read-modify-write, and the auto-allow counts of its first pass; `prefetched` serves the first attempt. */

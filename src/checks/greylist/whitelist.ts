@@ -43,7 +43,7 @@
 
 import { asciiLower } from '../../address/index.js';
 import { MIB, readFileLimited } from '../../core/files.js';
-import { AddressSet, parseCidr, type Cidr } from '../../core/ip.js';
+import { AddressSet, networkExpected, parseCidr, type Cidr } from '../../core/ip.js';
 import { clientAddress as parsedClientAddress } from '../client-ip.js';
 
 export const WHITELIST_LIMITS = { lineLength: 4096, regexLength: 1000, entries: 100_000 } as const;
@@ -102,7 +102,9 @@ function regexOf(line: Line, problems: WhitelistProblem[]): RegExp | undefined {
   try {
     return new RegExp(translated.source, 'i');
   } catch (err) {
-    problems.push({ source: line.source, line: line.line, message: `bad regular expression: ${(err as Error).message}` });
+    // V8 says "Invalid regular expression: /source/i: why", quoting the entry a second time.
+    const why = (err as Error).message.replace(`Invalid regular expression: /${translated.source}/i: `, '');
+    problems.push({ source: line.source, line: line.line, message: `got ${JSON.stringify(line.entry)}, expected a regular expression (${why})` });
     return undefined;
   }
 }
@@ -256,9 +258,12 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
   const network = (line: Line, text: string) => {
     const parsed = parseCidr(text);
     if (parsed.ok) cidrs.push(parsed.value);
-    // The entry as written: a partial one (10.020.30) was read as 10.020.30.0/24.
-    else if (parsed.leadingZero) problems.push({ source: line.source, line: line.line, message: `bad address: ${JSON.stringify(line.entry)}: ${parsed.reason} (postgrey reads it as octal: 010 is 8)` });
-    else problems.push({ source: line.source, line: line.line, message: `bad address: ${parsed.reason}` });
+    else {
+      // The entry as written (a partial one, 10.020.30, was read as 10.020.30.0/24), once, worded
+      // as a configuration's lists of networks word theirs (config/networks).
+      const octal = parsed.leadingZero ? '; postgrey reads it as octal: 010 is 8' : '';
+      problems.push({ source: line.source, line: line.line, message: `got ${JSON.stringify(line.entry)}, ${networkExpected(parsed)}${octal}` });
+    }
   };
   for (const line of entriesOf(sources, problems)) {
     const { entry } = line;
@@ -282,7 +287,7 @@ export function parseClientWhitelist(sources: readonly WhitelistSource[]): { whi
     } else if (/^\S+$/.test(entry)) {
       problems.push({ source: line.source, line: line.line, message: notAHostName(entry) });
     } else {
-      problems.push({ source: line.source, line: line.line, message: `doesn't look like a hostname: ${JSON.stringify(entry)}` });
+      problems.push({ source: line.source, line: line.line, message: `got ${JSON.stringify(entry)}, expected a host name or domain, an address or network, or a /regular expression/` });
     }
   }
   return { whitelist: new ClientWhitelist(domains, patterns, new AddressSet(cidrs)), problems };
@@ -349,7 +354,7 @@ export function parseRecipientWhitelist(sources: readonly WhitelistSource[]): { 
       continue;
     }
     if (!/^\S+$/.test(entry)) {
-      problems.push({ source: line.source, line: line.line, message: `doesn't look like an address: ${JSON.stringify(entry)}` });
+      problems.push({ source: line.source, line: line.line, message: `got ${JSON.stringify(entry)}, expected an address, a local part (user@), a domain (domain.tld, @domain.tld) or a /regular expression/` });
       continue;
     }
     const at = entry.indexOf('@');

@@ -28,9 +28,9 @@
  *   exemptRecipients, unsignedAllowedUntil (ISO 8601 date-time)
  */
 
-import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { asciiLower } from '../../address/index.js';
+import { absolutePath } from '../../config/paths.js';
 import { ConfigError } from '../../core/errors.js';
 import { SECRET_FILE_BYTES, readFileLimited, warnIfSecretExposed } from '../../core/files.js';
 import { HIDDEN_SECRET } from '../../core/text.js';
@@ -51,7 +51,7 @@ const keySchema = z
      * Absolute: a relative one was read from the directory each command started in, so `config
      * check` in /etc/callout found it and serve, started in / by systemd, stopped.
      */
-    secretFile: z.string().min(1).refine(isAbsolute, 'expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)').optional(),
+    secretFile: absolutePath().optional(),
   })
   .strict()
   .refine((k) => (k.secret === undefined) !== (k.secretFile === undefined), { message: 'expected exactly one of secret and secretFile' });

@@ -44,13 +44,18 @@
  *   headerText. Texts expand {seconds}, {retryAt}, {recipientDomain},
  *   {reason} (and postgrey's %s and %r); headerText {seconds}, {host}, {date} (and postgrey's
  *   %t, %h, %d, and %v: callout's version), so a site's postgrey --x-greylist-header carries over.
+ *
+ * LIMITS
+ *   Remembered while they recur: 4,096 clients' identities and auto-allow keys, and 4,096
+ *   normalised senders of at most 256 characters (SENDER_MEMO_LENGTH), each in two generations
+ *   (core/memo); a longer sender is normalised at each request.
  */
 
 import { hostname } from 'node:os';
-import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { formatDuration } from '../../config/duration.js';
+import { absolutePath } from '../../config/paths.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { mailboxKey } from '../../address/index.js';
 import { networkOf } from '../../core/ip.js';
@@ -103,13 +108,6 @@ function checkDurations(o: { delay?: unknown; retryWindow?: unknown; maxAge?: un
   }
 }
 
-/**
- * A whitelist file: an absolute path. A relative one was read from the directory each process
- * started in: `config check` in an administrator's directory found the file, the daemon started
- * in / by init did not (or, for a `.local` file, skipped it without a word).
- */
-const whitelistFile = z.string().refine(isAbsolute, 'expected an absolute path (a relative one is read from the directory the daemon starts in, / under systemd)');
-
 export const greylistOptions = z
   .object({
     delay: durationOption('300s'),
@@ -122,8 +120,8 @@ export const greylistOptions = z
     autoAllowClients: z.number().int().min(0).max(1000).default(5),
     domainAutoAllow: z.number().int().min(0).max(MAX_DOMAIN_AUTO_ALLOW).default(0),
     normaliseVerp: z.boolean().default(true),
-    whitelistClientFiles: z.array(whitelistFile).default([]),
-    whitelistRecipientFiles: z.array(whitelistFile).default([]),
+    whitelistClientFiles: z.array(absolutePath()).default([]),
+    whitelistRecipientFiles: z.array(absolutePath()).default([]),
     whitelistClients: z.array(z.string()).default([]),
     whitelistRecipients: z.array(z.string()).default([]),
     skip: z
@@ -149,11 +147,33 @@ export type GreylistOptions = z.output<typeof greylistOptions>;
 
 const CLIENT_MEMO_LIMIT = 4_096;
 const SENDER_MEMO_LIMIT = 4_096;
+/**
+ * The longest sender remembered, in characters: RFC 5321's 256 octets of a path for the ASCII
+ * senders nearly all are. Postfix passes on up to about 4 kB, and two generations of 4,096 such
+ * senders and their normalised copies held tens of MB; a longer one is normalised each time.
+ */
+export const SENDER_MEMO_LENGTH = 256;
 
 /** A client address's greylist identity by network (or address) and its auto-allow key. */
 interface ClientKeys {
   network: string;
   autoAllowKey: string;
+}
+
+/**
+ * Senders as the triplet keys them (normaliseSender), remembered while they recur: a sender is
+ * normalised once for all the recipients and retries of its messages. One longer than
+ * SENDER_MEMO_LENGTH is normalised each time, not remembered.
+ */
+export function normalisedSenders(verp: boolean): { get(sender: string): string; readonly size: number } {
+  const normalise = (sender: string) => normaliseSender(sender, { verp });
+  const memo = new BoundedMemo(normalise, SENDER_MEMO_LIMIT);
+  return {
+    get: (sender) => (sender.length > SENDER_MEMO_LENGTH ? normalise(sender) : memo.get(sender)),
+    get size() {
+      return memo.size;
+    },
+  };
 }
 
 /** The greylist engine a configuration's options describe (the stage and `callout greylist` share it). */
@@ -207,12 +227,13 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
   create(opts, deps) {
     const clientFiles = readWhitelistFiles(opts.whitelistClientFiles);
     const recipientFiles = readWhitelistFiles(opts.whitelistRecipientFiles);
-    // Keyed by the option that names the file: the path alone sent the reader to look for it in two lists.
+    // Keyed by the option that names the file: the path alone sent the reader to look for it in
+    // two lists. Each problem is keyed on its own (the pipeline puts policy.stages.N before it).
     const unreadable = [
-      ...clientFiles.problems.map((p) => `whitelistClientFiles: ${problemText(p)}`),
-      ...recipientFiles.problems.map((p) => `whitelistRecipientFiles: ${problemText(p)}`),
+      ...clientFiles.problems.map((p) => `greylist.whitelistClientFiles: ${problemText(p)}`),
+      ...recipientFiles.problems.map((p) => `greylist.whitelistRecipientFiles: ${problemText(p)}`),
     ];
-    if (unreadable.length > 0) throw new ConfigError(`policy.stages greylist: ${unreadable.join('; ')}`);
+    if (unreadable.length > 0) throw new ConfigError(unreadable.join('; '));
     // Each inline entry a source of its own, named by its key (whitelistClients.2): joined as the
     // lines of one text, the third entry was "whitelistClients:3", read as a line of the file.
     const inline = (key: string, entries: string[]) => entries.map((text, i) => ({ source: `${key}.${i}`, text }));
@@ -234,12 +255,12 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     const host = hostname();
     // A client sends many messages: its network and auto-allow key are worked out once while it
     // recurs (its parsed address is remembered by checks/client-ip for every stage), and a sender
-    // is normalised once for all the recipients and retries of its messages.
+    // once for all the recipients and retries of its messages (normalisedSenders).
     const clientKeys = new BoundedMemo((address: string): ClientKeys | undefined => {
       const network = networkIdentity(opts, address);
       return network === undefined ? undefined : { network, autoAllowKey: clientAddress(address)?.text ?? address };
     }, CLIENT_MEMO_LIMIT);
-    const senders = new BoundedMemo((sender: string) => normaliseSender(sender, { verp: opts.normaliseVerp }), SENDER_MEMO_LIMIT);
+    const senders = normalisedSenders(opts.normaliseVerp);
     const iprev = new BoundedIprev({ resolver: deps.resolver, timeoutMs: opts.fcrdnsTimeoutMs });
     if (opts.purgeInterval !== undefined) {
       deps.log.warn({ stage: 'greylist' }, 'policy.stages greylist purgeInterval is obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval');

@@ -59,6 +59,7 @@
 import { z } from 'zod';
 import { formatDuration } from '../../config/duration.js';
 import { networkList } from '../../config/networks.js';
+import { stageKey } from '../../config/stage-key.js';
 import { ConfigError } from '../../core/errors.js';
 import { AddressSet } from '../../core/ip.js';
 import { clientAddress, countingKey } from '../../checks/client-ip.js';
@@ -126,7 +127,7 @@ export function sharedLimitNames(stages: ReadonlyArray<{ name: string; limits?: 
     for (const name of new Set(parsed.data.limits.map(limitName))) {
       const first = firstStage.get(name);
       if (first === undefined) firstStage.set(name, index);
-      else problems.push(`policy.stages.${index}.limits: a limit named ${JSON.stringify(name)} is in policy.stages.${first} too, and the two would count into one counter; give each its own name`);
+      else problems.push(`${stageKey(index, 'ratelimit', 'limits')}: a limit named ${JSON.stringify(name)} is in policy.stages.${first} too, and the two would count into one counter; give each its own name`);
     }
   });
   return problems;

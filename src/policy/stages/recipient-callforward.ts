@@ -91,7 +91,7 @@ export const recipientCallforwardStage: StageDefinition<Options> = {
   defaultStates: ['RCPT'],
   options,
   create(opts, deps) {
-    if (!deps.engine) throw new ConfigError('policy.stages recipient-callforward: call-forward callouts need callout.helo (or a fully qualified host name); the stage\'s own helo only changes the name they send');
+    if (!deps.engine) throw new ConfigError('call-forward callouts need callout.helo (or a fully qualified host name); the stage\'s own helo only changes the name they send');
     const base = deps.engine.settings;
     const namespace = callforwardNamespace(opts.hosts, opts.port);
     const engine = new CalloutEngine(

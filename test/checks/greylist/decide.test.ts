@@ -58,6 +58,25 @@ for (const [kind, open] of kinds) {
       assert.deepEqual(atOnce(greylist.decide(triplet({ recipient: 'new@example.test' })), 'an auto-allowed client'), { kind: 'pass', reason: 'client-auto-allow', count: 5 });
     });
 
+    it('with domainAutoAllow, answers a sender domain auto-allowed within the hour, and a triplet passed within the hour, at once (the domain\'s row was read with get: never at once)', async () => {
+      const { clock, greylist } = await setup({ domainAutoAllow: 2, autoAllowClients: 0 });
+      await greylist.check(triplet({ sender: 'a@pool.example' }));
+      clock.advance(300 * S);
+      assert.equal((await greylist.check(triplet({ sender: 'a@pool.example' }))).kind, 'pass');
+      clock.advance(60 * S);
+      assert.deepEqual(atOnce(greylist.decide(triplet({ sender: 'a@pool.example' })), 'a passed triplet of a domain not yet auto-allowed'), { kind: 'pass', reason: 'triplet', firstPass: false, waitedMs: 360 * S });
+      await greylist.check(triplet({ sender: 'b@pool.example' }));
+      clock.advance(300 * S);
+      assert.equal((await greylist.check(triplet({ sender: 'b@pool.example' }))).kind, 'pass');
+      const domainPass = { kind: 'pass', reason: 'domain-auto-allow', domain: 'pool.example' };
+      assert.deepEqual(atOnce(greylist.decide(triplet({ sender: 'c@pool.example', recipient: 'new@example.test' })), 'a sender of an auto-allowed domain'), domainPass);
+      clock.advance(3600 * S);
+      const refreshed = greylist.decide(triplet({ sender: 'c@pool.example', recipient: 'new@example.test' }));
+      assert.ok(refreshed instanceof Promise, "expected a promise for an auto-allowed domain whose record's last-seen time is an hour old");
+      assert.deepEqual(await refreshed, domainPass);
+      assert.deepEqual(atOnce(greylist.decide(triplet({ sender: 'd@pool.example', recipient: 'new@example.test' })), 'the domain once its record is refreshed'), domainPass);
+    });
+
     it('gives a promise when it writes: a new triplet, a passed triplet an hour later, an auto-allowed client an hour later', async () => {
       const { clock, store, greylist } = await setup();
       const first = greylist.decide(triplet());

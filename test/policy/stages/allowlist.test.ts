@@ -253,7 +253,7 @@ describe('postmaster localParts as administrators write them', () => {
       const config = validateConfig({ policy: { stages: [{ name: 'postmaster', states: [state] }] } });
       assert.throws(
         () => buildPipeline(config, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') }),
-        (err: unknown) => err instanceof ConfigError && err.message.includes(`states ${state}: this stage runs only in RCPT`),
+        (err: unknown) => err instanceof ConfigError && err.message === `policy.stages.0.states (postmaster): got ${state}: this stage runs only in RCPT`,
         state,
       );
     }
@@ -342,10 +342,10 @@ describe('allowlist entries as administrators write them', () => {
       code: 'CONFIG_INVALID',
       message: [
         'configuration: callout.port: got 0, expected at least 1',
-        `policy.stages.1.clients.1: got "mail.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
-        `policy.stages.1.clients.2: got "10.1.2.3/8", ${expected} (host bits set after the prefix: write the network, 10.0.0.0/8, or the address alone)`,
-        `policy.stages.1.clients.4: got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
-        `policy.stages.1.clients.5: got "010.1.1.0/24", ${expected} (an octet with a leading zero (010): write it in decimal without the zero)`,
+        `policy.stages.1.clients.1 (allowlist): got "mail.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.1.clients.2 (allowlist): got "10.1.2.3/8", ${expected} (host bits set after the prefix: write the network, 10.0.0.0/8, or the address alone)`,
+        `policy.stages.1.clients.4 (allowlist): got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.1.clients.5 (allowlist): got "010.1.1.0/24", ${expected} (an octet with a leading zero (010): write it in decimal without the zero)`,
       ].join('; '),
     });
     assert.deepEqual(validateConfig({ policy: { stages: [{ name: 'allowlist', clients: ['192.0.2.0/24', '[2001:db8::]/32', '::1'] }] } }).policy.stages[0]?.clients, ['192.0.2.0/24', '[2001:db8::]/32', '::1'], 'entries kept as written');

@@ -228,7 +228,7 @@ describe('batv stage', () => {
     const clock = new ManualClock(T0);
     assert.throws(
       () => buildPipeline(twoKeys, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') }),
-      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`policy.stages.1.keys.1.secretFile: ${join(dir, 'missing')} (keynum 1): `),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`policy.stages.1.keys.1.secretFile (batv): ${join(dir, 'missing')} (keynum 1): `),
     );
     const large = join(dir, 'large.secret');
     writeFileSync(large, 'x'.repeat(64 * 1024 + 1));

@@ -25,9 +25,24 @@ describe('greylist stage answers at once', () => {
     return answer;
   }
 
-  it('a whitelisted client and a whitelisted recipient, without reading the store', () => {
-    assert.equal(atOnce(stage.evaluate(request({ client_address: '203.0.113.9' })), 'a whitelisted client').result, 'whitelisted');
-    assert.equal(atOnce(stage.evaluate(request({ recipient: 'postmaster@example.test' })), 'a whitelisted recipient').result, 'whitelisted');
+  it('a whitelisted client and a whitelisted recipient, without reading the store', async () => {
+    // A stage of its own over a store that names every call made to it.
+    const calls: string[] = [];
+    const watched = new Proxy(store, {
+      get(target, key) {
+        const member: unknown = Reflect.get(target, key, target);
+        if (typeof member !== 'function') return member;
+        return (...args: unknown[]) => (calls.push(String(key)), (member as (...a: unknown[]) => unknown).apply(target, args));
+      },
+    });
+    const listed = greylistStage.create(greylistStage.options.parse({ whitelistClients: ['203.0.113.0/24'], whitelistRecipients: ['postmaster@'] }) as never, { ...deps, store: watched });
+    after(() => listed.close?.());
+    assert.equal(atOnce(listed.evaluate(request({ client_address: '203.0.113.9' })), 'a whitelisted client').result, 'whitelisted');
+    assert.equal(atOnce(listed.evaluate(request({ recipient: 'postmaster@example.test' })), 'a whitelisted recipient').result, 'whitelisted');
+    assert.deepEqual(calls, [], 'expected no call to the store for a whitelisted client or recipient');
+    // The watch itself sees a read: a client that is not whitelisted is looked up (a triplet of its own).
+    await listed.evaluate(request({ client_address: '198.51.100.7', sender: 'watch@sender.example' }));
+    assert.ok(calls.length > 0, 'expected the store to be read for a client that is not whitelisted');
   });
 
   it('without skip.spfPassDomains, never reads the parsed sender (the pipeline parses it only for a stage that does)', () => {

@@ -12,6 +12,7 @@ import { ConfigError } from '../../../src/core/errors.js';
 import { Daemon } from '../../../src/policy/daemon.js';
 import { greylistStage } from '../../../src/policy/stages/greylist.js';
 import { validateConfig } from '../../../src/config/schema.js';
+import { ABSOLUTE_PATH_EXPECTED } from '../../../src/config/paths.js';
 import type { StageContext, StageDeps, StageVerdict } from '../../../src/policy/types.js';
 import { MemoryStore } from '../../../src/store/index.js';
 import { startDnsServer, reverseName } from '../../support/dns-server.js';
@@ -277,18 +278,36 @@ describe('greylist stage over the policy protocol', () => {
 
   it('names a bad inline whitelist entry by its key and index, not as a line of a file ("whitelistClients:3" was the third entry)', async () => {
     const { logs } = await serve([{ name: 'greylist', whitelistClients: ['sender.example', '10.0.0.300', 'bad name!'], whitelistRecipients: ['postmaster@', 'a b@'] }]);
-    assert.deepEqual(
-      logs.filter((l) => l.msg === 'greylist whitelist entry ignored').map((l) => l.problem),
-      ['whitelistClients.1: bad address: not an IPv4 or IPv6 address: "10.0.0.300"', 'whitelistClients.2: doesn\'t look like a hostname: "bad name!"', 'whitelistRecipients.1: doesn\'t look like an address: "a b@"'],
-    );
+    assert.deepEqual(logs.filter((l) => l.msg === 'greylist whitelist entry ignored').map((l) => l.problem), [
+      'whitelistClients.1: got "10.0.0.300", expected an IPv4 or IPv6 address or network (192.0.2.0/24, 2001:db8::/32)',
+      'whitelistClients.2: got "bad name!", expected a host name or domain, an address or network, or a /regular expression/',
+      'whitelistRecipients.1: got "a b@", expected an address, a local part (user@), a domain (domain.tld, @domain.tld) or a /regular expression/',
+    ]);
+  });
+
+  it('names a bad entry of a whitelist file by file:line, the entry once and what was expected (it said "bad address: not an IPv4 or IPv6 address" and the entry again)', async () => {
+    const file = join(dir, 'whitelist_clients_bad');
+    writeFileSync(file, 'sender.example\n10.0.0.300\n010.1.1.1\n');
+    const { logs } = await serve([{ name: 'greylist', whitelistClientFiles: [file] }]);
+    assert.deepEqual(logs.filter((l) => l.msg === 'greylist whitelist entry ignored').map((l) => l.problem), [
+      `${file}:2: got "10.0.0.300", expected an IPv4 or IPv6 address or network (192.0.2.0/24, 2001:db8::/32)`,
+      `${file}:3: got "010.1.1.1", expected an IPv4 or IPv6 address or network (an octet with a leading zero (010): write it in decimal without the zero); postgrey reads it as octal: 010 is 8`,
+    ]);
   });
 
   it('refuses to start when a named whitelist file is missing', async () => {
     // Named by its option too: the path alone left the reader to find which of two lists holds it.
-    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): whitelistClientFiles: \/.*missing: cannot read: no such file \(ENOENT\)$/);
-    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: [join(dir, 'missing')] }]), /policy\.stages\.0 \(greylist\): whitelistRecipientFiles: \/.*missing: cannot read/);
+    // Keyed as the schema keys an option (config/stage-key), each file's problem under its own option.
+    const missing = join(dir, 'missing');
+    await assert.rejects(serve([{ name: 'greylist', whitelistClientFiles: [missing] }]), (err: unknown) => err instanceof ConfigError && err.message === `policy.stages.0.whitelistClientFiles (greylist): ${missing}: cannot read: no such file (ENOENT)`);
+    await assert.rejects(
+      serve([{ name: 'greylist', whitelistClientFiles: [missing], whitelistRecipientFiles: [missing] }]),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message === `policy.stages.0.whitelistClientFiles (greylist): ${missing}: cannot read: no such file (ENOENT); policy.stages.0.whitelistRecipientFiles (greylist): ${missing}: cannot read: no such file (ENOENT)`,
+    );
     // Start (and `config check`) read such a file whole: this one used to take every byte of memory.
-    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0 \(greylist\): .*\/dev\/zero: not a regular file \(a character device\)/);
+    await assert.rejects(serve([{ name: 'greylist', whitelistRecipientFiles: ['/dev/zero'] }]), /policy\.stages\.0\.whitelistRecipientFiles \(greylist\): \/dev\/zero: not a regular file \(a character device\)/);
     // A FIFO with no writer held the start for ever.
     const fifo = join(dir, 'whitelist-fifo');
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
@@ -301,7 +320,8 @@ describe('greylist stage over the policy protocol', () => {
       () => validateConfig({ policy: { stages } }),
       (err: unknown) =>
         err instanceof ConfigError &&
-        /policy\.stages\.0\.whitelistClientFiles\.1: got "whitelist_clients", expected an absolute path \(a relative one is read from the directory the daemon starts in, \/ under systemd\); policy\.stages\.0\.whitelistRecipientFiles\.0: got "\.\/whitelist_recipients\.local", expected an absolute path/.test(err.message),
+        err.message ===
+          `configuration: policy.stages.0.whitelistClientFiles.1 (greylist): got "whitelist_clients", ${ABSOLUTE_PATH_EXPECTED}; policy.stages.0.whitelistRecipientFiles.0 (greylist): got "./whitelist_recipients.local", ${ABSOLUTE_PATH_EXPECTED}`,
     );
   });
 
@@ -416,10 +436,10 @@ describe('greylist stage evidence rules', () => {
   const deps: StageDeps = { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: silent };
   const stage = greylistStage.create(greylistStage.options.parse({ skip: { spfPassDomains: ['bank.example', 'Bücher.Example.'] } }) as never, deps);
   cleanups.push(() => stage.close?.());
-  const ctx = (sender: string, spf: string | undefined): StageContext => {
-    const earlier = new Map<string, StageVerdict>(spf ? [['spf', { stage: 'spf', result: spf, reason: '', decision: { kind: 'continue' } }]] : []);
-    return stageContext({ client_address: '192.0.2.50', helo_name: 'x', sender, recipient: 'alice@example.test', instance: 'i' }, { clock, deadlineMs: 5000, earlier });
-  };
+  const ctx = (sender: string, spf: string | undefined, earlier = new Map<string, StageVerdict>(spf ? [['spf', { stage: 'spf', result: spf, reason: '', decision: { kind: 'continue' } }]] : [])): StageContext =>
+    stageContext({ client_address: '192.0.2.50', helo_name: 'x', sender, recipient: 'alice@example.test', instance: 'i' }, { clock, deadlineMs: 5000, earlier });
+  /** An earlier iprev stage's pass with these confirmed names (given to stageContext: a spread of its context would read its getters). */
+  const confirmedBy = (names: string[]) => new Map<string, StageVerdict>([['iprev', { stage: 'iprev', result: 'pass', reason: '', decision: { kind: 'continue' }, evidence: { confirmedNames: names } }]]);
 
   it('fcrdns-domain waits fcrdnsTimeoutMs (2000 ms by default), or what is left of the deadline if less, for a reverse zone that never answers, not the whole deadline', async () => {
     // Bounded by the deadline alone, every recipient of such a client waited 6 s.
@@ -522,10 +542,7 @@ describe('greylist stage evidence rules', () => {
     );
     const dotted = greylistStage.create(greylistStage.options.parse({ skip: { fcrdnsProviders: ['.outlook.com'] } }) as never, deps);
     cleanups.push(() => dotted.close?.());
-    const confirmed = (name: string): StageContext => ({
-      ...ctx('alerts@other.example', undefined),
-      earlier: new Map([['iprev', { stage: 'iprev', result: 'pass', reason: '', decision: { kind: 'continue' }, evidence: { confirmedNames: [name] } }]]),
-    });
+    const confirmed = (name: string): StageContext => ctx('alerts@other.example', undefined, confirmedBy([name]));
     assert.equal((await dotted.evaluate(confirmed('mail-db5eur01.outbound.protection.outlook.com'))).result, 'skipped');
     assert.equal((await dotted.evaluate(confirmed('mail.outlook.com.example'))).result, 'new');
   });
@@ -536,10 +553,7 @@ describe('greylist stage evidence rules', () => {
     cleanups.push(() => skipping.close?.());
     const names = ['mail-z.outbound.protection.outlook.com', 'mail-a.outbound.protection.outlook.com'];
     for (const order of [names, [...names].reverse()]) {
-      const verdict = await skipping.evaluate({
-        ...ctx('alerts@other.example', undefined),
-        earlier: new Map([['iprev', { stage: 'iprev', result: 'pass', reason: '', decision: { kind: 'continue' }, evidence: { confirmedNames: order } }]]),
-      });
+      const verdict = await skipping.evaluate(ctx('alerts@other.example', undefined, confirmedBy(order)));
       assert.equal(verdict.reason, 'client mail-a.outbound.protection.outlook.com is forward-confirmed under outlook.com', order.join(' '));
     }
   });

@@ -11,10 +11,10 @@ describe('ratelimit stage options', () => {
     const stages = [{ name: 'ratelimit', limits: [perClient(10)] }, { name: 'allowlist' }, { name: 'ratelimit', limits: [perClient(3)] }];
     assert.throws(
       () => validateConfig({ policy: { stages } }),
-      (err: unknown) => err instanceof ConfigError && /policy\.stages\.2\.limits: a limit named "recipients-per-client-1h" is in policy\.stages\.0 too, .*give each its own name/.test(err.message),
+      (err: unknown) => err instanceof ConfigError && /policy\.stages\.2\.limits \(ratelimit\): a limit named "recipients-per-client-1h" is in policy\.stages\.0 too, .*give each its own name/.test(err.message),
     );
     const named = [{ name: 'ratelimit', limits: [perClient(10, { name: 'own', window: '3600' })] }, { name: 'ratelimit', limits: [perClient(3, { window: '1d' }), perClient(5, { name: 'own' })] }];
-    assert.deepEqual(sharedLimitNames(named), ['policy.stages.1.limits: a limit named "own" is in policy.stages.0 too, and the two would count into one counter; give each its own name']);
+    assert.deepEqual(sharedLimitNames(named), ['policy.stages.1.limits (ratelimit): a limit named "own" is in policy.stages.0 too, and the two would count into one counter; give each its own name']);
   });
 
   it('refuses every exemptClients entry that is no address or network with the other problems, by its index and with what it expects (built, it said only the first, without its index)', () => {
@@ -23,10 +23,10 @@ describe('ratelimit stage options', () => {
     assert.throws(() => validateConfig({ policy: { stages: [{ name: 'ratelimit', limits: [perClient(10)], exemptClients, deferCode: 550 }] } }), {
       code: 'CONFIG_INVALID',
       message: [
-        `configuration: policy.stages.0.exemptClients.1: got "localhost", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
-        `policy.stages.0.exemptClients.3: got "2001:db8::1/64", ${expected} (host bits set after the prefix: write the network, 2001:db8::/64, or the address alone)`,
-        `policy.stages.0.exemptClients.4: got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
-        'policy.stages.0.deferCode: got 550, expected at most 499',
+        `configuration: policy.stages.0.exemptClients.1 (ratelimit): got "localhost", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.0.exemptClients.3 (ratelimit): got "2001:db8::1/64", ${expected} (host bits set after the prefix: write the network, 2001:db8::/64, or the address alone)`,
+        `policy.stages.0.exemptClients.4 (ratelimit): got "x", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        'policy.stages.0.deferCode (ratelimit): got 550, expected at most 499',
       ].join('; '),
     });
   });

@@ -353,11 +353,11 @@ describe('sender-callout: configured actions, codes and texts', () => {
   });
 
   it('refuses codes of the wrong class and unknown action names', async () => {
-    await assert.rejects(setup({ rejectCode: 450 }), /rejectCode: got 450/);
-    await assert.rejects(setup({ deferCode: 550 }), /deferCode: got 550/);
-    await assert.rejects(setup({ rejectEnhanced: '4.7.1' }), /rejectEnhanced: got "4\.7\.1"/);
-    await assert.rejects(setup({ actions: { risky: 'accept' } }), /actions\.risky: got "accept"/);
-    await assert.rejects(setup({ actions: { catchAll: 'reject' } }), /actions\.catchAll: unknown key/);
+    await assert.rejects(setup({ rejectCode: 450 }), /\.rejectCode \(sender-callout\): got 450/);
+    await assert.rejects(setup({ deferCode: 550 }), /\.deferCode \(sender-callout\): got 550/);
+    await assert.rejects(setup({ rejectEnhanced: '4.7.1' }), /\.rejectEnhanced \(sender-callout\): got "4\.7\.1"/);
+    await assert.rejects(setup({ actions: { risky: 'accept' } }), /\.actions\.risky \(sender-callout\): got "accept"/);
+    await assert.rejects(setup({ actions: { catchAll: 'reject' } }), /\.actions\.catchAll \(sender-callout\): unknown key/);
   });
 });
 

@@ -376,7 +376,7 @@ describe('spf stage', () => {
     assert.equal(await ran(configured(), 'MAIL'), false, 'not at MAIL by default');
     assert.equal(await ran(configured(), 'RCPT'), true, 'at RCPT by default');
     assert.equal(await ran(configured(['MAIL']), 'MAIL'), true, 'at MAIL when configured there');
-    assert.throws(() => configured(['CONNECT']), (err: unknown) => err instanceof ConfigError && /states CONNECT: this stage runs only in MAIL, RCPT$/.test(err.message));
+    assert.throws(() => configured(['CONNECT']), (err: unknown) => err instanceof ConfigError && /^policy\.stages\.0\.states \(spf\): got CONNECT: this stage runs only in MAIL, RCPT$/.test(err.message));
   });
 
   it('with checkHelo, a wall clock stepped back during the HELO check does not give the MAIL FROM check time past the deadline', async () => {

@@ -328,10 +328,10 @@ describe('tarpit stage', () => {
     assert.throws(() => validateConfig({ policy: { stages: [{ name: 'tarpit', perClient: { window: 0 }, exemptClients }] } }), {
       code: 'CONFIG_INVALID',
       message: [
-        'configuration: policy.stages.0.perClient.window: got 0, expected at least 1s',
-        `policy.stages.0.exemptClients.1: got "mx.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
-        `policy.stages.0.exemptClients.2: got "2001:db8::/129", ${expected} (prefix length must be 0 to 128: "129")`,
-        `policy.stages.0.exemptClients.4: got "198.51.100.7/24", ${expected} (host bits set after the prefix: write the network, 198.51.100.0/24, or the address alone)`,
+        'configuration: policy.stages.0.perClient.window (tarpit): got 0, expected at least 1s',
+        `policy.stages.0.exemptClients.1 (tarpit): got "mx.example.org", ${expected} (192.0.2.0/24, 2001:db8::/32)`,
+        `policy.stages.0.exemptClients.2 (tarpit): got "2001:db8::/129", ${expected} (prefix length must be 0 to 128: "129")`,
+        `policy.stages.0.exemptClients.4 (tarpit): got "198.51.100.7/24", ${expected} (host bits set after the prefix: write the network, 198.51.100.0/24, or the address alone)`,
       ].join('; '),
     });
   });
