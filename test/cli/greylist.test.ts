@@ -116,6 +116,19 @@ describe('callout greylist', () => {
     assert.equal((await run(['drop', '203.0.113.0/24'])).output, 'dropped 2 triplets of 203.0.113.0/24\n');
   });
 
+  it('names the null sender (a bounce) <> in list, allow and drop, and takes <> for it, as the stage keys it (empty)', async () => {
+    const store = await SqliteStore.open(join(dir, 'callout.sqlite'));
+    const greylist = new Greylist(store, systemClock, { delayMs: 300_000, retryWindowMs: 2 * 86_400_000, maxAgeMs: 35 * 86_400_000, autoAllowClients: 5, domainAutoAllow: 0 });
+    await greylist.check({ client: '100.64.0.0/24', autoAllowKey: '100.64.0.7', sender: '', recipient: 'alice@example.test' });
+    await store.close();
+    assert.match((await run(['list', '--client', '100.64.0.7', '--kind', 'triplet'])).output, /^triplet 100\.64\.0\.0\/24 <> alice@example\.test waiting /);
+    assert.equal((await run(['allow', '100.64.0.7', '<>', 'alice@example.test'])).output, 'allowed triplet 100.64.0.0/24 <> alice@example.test\n');
+    assert.match((await run(['list', '--client', '100.64.0.7', '--kind', 'triplet'])).output, /^triplet 100\.64\.0\.0\/24 <> alice@example\.test passed [^\n]*\n$/, 'the one triplet of the null sender, now passed');
+    assert.equal((await run(['drop', '100.64.0.7', '<>', 'alice@example.test'])).output, 'dropped triplet 100.64.0.0/24 <> alice@example.test\n');
+    assert.equal((await run(['list', '--client', '100.64.0.7'])).output, '', 'nothing left of it');
+    assert.equal((await run(['drop', '100.64.0.7', '<>', 'alice@example.test'])).output, 'no such triplet 100.64.0.0/24 <> alice@example.test\n', 'a second drop finds none');
+  });
+
   it('allows a client on the file a busy daemon is writing: the command waits its turn, the daemon sees it, nothing faults', async () => {
     const liveDir = mkdtempSync(join(tmpdir(), 'callout-greylist-live-'));
     const liveConfig = join(liveDir, 'callout.yaml');

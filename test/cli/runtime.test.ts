@@ -10,12 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { configuredStore, createResolver, daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
+import { configuredStore, createResolver, createRuntime, daemonStateConfig, openCommandStore, schemaUpgradeLine } from '../../src/cli/runtime.js';
 import { validateConfig } from '../../src/config/schema.js';
 import type { Resolver } from '../../src/dns/types.js';
 import { ManualClock } from '../support/manual-time.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 import { startServeProcess } from '../support/serve-process.js';
+import { usersOnly } from '../support/smtp-server.js';
+import { mxZone, worldMaker } from '../verify/fixture.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'callout-cli-runtime-'));
@@ -45,12 +47,39 @@ describe('createResolver', () => {
     clock.advance(29_000);
     for (const name of ['short.test', 'long.test', 'gone.test']) await resolver.a(name);
     assert.equal(asked, 3, 'a TTL of 1 s kept for minTtl, 30 s');
-    clock.advance(10 * 60_000 - 29_000);
+    clock.advance(5 * 60_000);
+    await resolver.a('gone.test');
+    assert.equal(asked, 3, 'a negative answer still kept after 5 minutes: for negativeTtl, not for minTtl');
+    clock.advance(10 * 60_000 - 5 * 60_000 - 29_000);
     await resolver.a('gone.test');
     assert.equal(asked, 4, 'a negative answer kept for negativeTtl, 10 minutes, not its day');
     clock.advance(60 * 60_000 - 10 * 60_000);
     await resolver.a('long.test');
     assert.equal(asked, 5, 'a day\'s TTL kept for maxTtl, an hour');
+  });
+});
+
+describe('createRuntime', () => {
+  const world = worldMaker();
+
+  it('closes once the work still running has ended, within callout.timeouts.overall: a stale verdict\'s refresh is saved, not given up', async () => {
+    // Each RCPT answered after 300 ms: the refresh is still running when close() is called.
+    const { rcpt } = usersOnly(['alice']);
+    const w = await world(mxZone({ 'a.test': '127.0.0.3' }), { '127.0.0.3': { rcpt: (arg, session) => ({ reply: rcpt!(arg, session) as string, delayMs: 300 }) } });
+    const config = w.config({ dns: { servers: [w.dns.address], tries: 1 }, store: { kind: 'sqlite', path: join(dir, 'refresh.sqlite') }, cache: { addressPositiveRefresh: '0s' } });
+    const first = await createRuntime(config, w.clock);
+    const probed = await first.engine.verify('alice@a.test');
+    w.clock.advance(60_000);
+    const stale = await first.engine.verify('alice@a.test');
+    assert.deepEqual([stale.source, stale.stale], ['address-cache', true], 'the second answer is the cached one, its refresh started');
+    await first.close();
+    const second = await createRuntime(config, w.clock);
+    try {
+      const cached = await second.engine.verify('alice@a.test');
+      assert.equal(cached.checkedAt, probed.checkedAt + 60_000, 'the cache holds the refresh that was running at close(), not the first probe');
+    } finally {
+      await second.close();
+    }
   });
 });
 

@@ -579,7 +579,10 @@ describe('callout serve', () => {
       writeFileSync(path, stringify({ dataDir, policy: { listen: '127.0.0.1:0', workers: 2 }, metrics: { listen: metrics } }));
       const { lines, log } = captureLog();
       const daemon = await Daemon.start({ configPath: path, log, worker: true });
+      const own = daemon.metricsAddress;
       await daemon.stop();
+      // Its own listener on the supervisor's address would answer a share of the scrapes with one worker's counts.
+      assert.equal(own, '', 'a worker opens no metrics listener');
       return lines.find((l) => l.msg === 'callout serve started')?.metrics;
     };
     assert.equal(await started('127.0.0.1:0'), 'served by the supervisor');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -71,6 +71,19 @@ describe('callout serve --workers 2', () => {
       assert.deepEqual(exit, { code: 0, signal: null }, serve.stderr());
     }
     assert.equal(serve.logs.filter((l) => l.msg === 'stopped' && l.worker !== undefined).length, 2, 'each worker drained and stopped');
+  });
+
+  it('answers /health 503 once a worker\'s store is unhealthy (its SQLite file removed while open): the supervisor asks each worker', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'callout-workers-health-'));
+    const serve = await serveWithWorkers('127.0.0.1:0', ['--data-dir', own]);
+    try {
+      assert.equal((await fetch(`http://${serve.metricsAddress}/health`)).status, 200, 'healthy as started');
+      for (const suffix of ['', '-wal', '-shm']) rmSync(join(own, `callout.sqlite${suffix}`), { force: true });
+      assert.equal((await fetch(`http://${serve.metricsAddress}/health`)).status, 503, 'the workers say their file is gone');
+    } finally {
+      assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 
   it('gives the supervisor\'s metrics UNIX socket metrics.socketMode (serve\'s umask 027 made it 0750)', async () => {
@@ -176,8 +189,10 @@ describe('callout serve --workers 2', () => {
     }
   });
 
-  it('shares a UNIX socket, and removes it when it stops', async () => {
+  it('shares a UNIX socket, one a process that died left behind replaced, and removes it when it stops', async () => {
     const path = join(dataDir, 'policy.sock');
+    const dead = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`]);
+    assert.ok(dead.status === 0 && statSync(path).isSocket(), 'a dead process left its socket behind');
     const serve = await serveWithWorkers(path);
     const client = await PolicyClient.connect(path);
     assert.equal(await client.request(postfixRequest({ recipient: 'postmaster@local.test' })), 'DUNNO');
@@ -284,6 +299,8 @@ describe('callout serve --workers 2, a worker replaced after the configuration f
       const survivor = death.worker === 1 ? 2 : 1;
       const split = await serve.waitForLog((l) => String(l.msg).startsWith('workers run different configurations'), 'the warning', mark, 60_000);
       const replacement = split.worker as number;
+      // Said in the same turn, before this warning, had the replacement's restart-only settings differed.
+      assert.deepEqual(serve.logs.slice(mark).filter((l) => / read restart-only settings/.test(String(l.msg))), [], 'no restart-only warning: the edit changed what a reload applies, nothing else');
       // The worker's own line may be read after the supervisor's: another process wrote it.
       const started = async (worker: number): Promise<unknown> => (await serve.waitForLog((l) => l.msg === 'callout serve started' && l.worker === worker, `worker ${worker} started`)).stages;
       assert.deepEqual([await started(replacement), await started(survivor)], [['sender-callout:warn'], ['sender-callout:enforce']], 'the replacement read the edited file');
@@ -561,6 +578,36 @@ describe('Supervisor', () => {
     }
   });
 
+  it('doubles restartDelayMs at each death of a worker soon after it was ready, as Postfix\'s master throttles a service whose processes keep dying', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, done } = await scriptedSupervisor(1, log, '', { restartDelayMs: 100 });
+    // From the death to the fork of its replacement: the delay alone, without the replacement's own start.
+    const exits: number[] = [];
+    const forks: number[] = [];
+    const exited = (): void => {
+      exits.push(performance.now());
+    };
+    const forked = (): void => {
+      forks.push(performance.now());
+    };
+    cluster.on('exit', exited);
+    cluster.on('fork', forked);
+    try {
+      for (let death = 1; death <= 3; death++) {
+        process.kill(supervisor.pids[0]!, 'SIGKILL');
+        assert.ok(await until(() => lines.filter((l) => l.msg === 'policy worker replaced').length === death), `replacement ${death} ready`);
+      }
+      const delays = forks.map((at, i) => Math.round(at - exits[i]!));
+      // Each died well within HEALTHY_LIFETIME_MS (10 s) of ready: 100 ms doubled once, twice, three times. Timers fire late, never early.
+      assert.ok(delays.length === 3 && delays[0]! >= 195 && delays[1]! >= 395 && delays[2]! >= 795, `replaced after ${delays.join(', ')} ms, expected at least 200, 400, 800`);
+    } finally {
+      cluster.off('exit', exited);
+      cluster.off('fork', forked);
+      done();
+      await supervisor.stop();
+    }
+  });
+
   it('tells a replacement worker that it replaces one, so that it refuses a configuration file with no settings as a reload does', async () => {
     const { supervisor, held, hold, done, replaces } = await scriptedSupervisor(2, createLogger('silent'));
     try {
@@ -665,6 +712,44 @@ describe('Supervisor', () => {
       assert.ok(await until(() => differ().length === 1), JSON.stringify(lines.slice(-3)));
       assert.match(String(differ()[0]!.msg), new RegExp(`worker ${first} accepted, running configuration aaaaaaaaaaaa; worker ${second} accepted, running configuration cccccccccccc; send SIGHUP again$`));
       assert.equal(gaveUp().length, 1, 'no warning for a worker that reported');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('does not ask a worker that says it is ready a second time again for a reload it owes', async () => {
+    const { supervisor, done } = await scriptedSupervisor(1, createLogger('silent'));
+    const [worker] = workersOf(supervisor);
+    try {
+      supervisor.reload();
+      assert.ok(await settled([worker!], 1), 'asked to reload once');
+      // The supervisor's listener came first: once this one hears the second ready, it has answered it.
+      const readyAgain = new Promise<void>((resolve) => {
+        const heard = (message: { type?: string }): void => {
+          if (message?.type !== 'callout:ready') return;
+          worker!.off('message', heard);
+          resolve();
+        };
+        worker!.on('message', heard);
+      });
+      worker!.send({ type: 'test:go' });
+      await readyAgain;
+      assert.equal(await reloadsOf(worker!), 1, 'still the one reload request: it owes its outcome already');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('says no reload is done when no worker reported an outcome: the warning naming the silent worker is all', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, done } = await scriptedSupervisor(1, log, '', { reloadOutcomeWaitMs: 100 });
+    try {
+      supervisor.reload();
+      assert.ok(await until(() => lines.some((l) => String(l.msg).includes('reported no reload outcome'))), JSON.stringify(lines.slice(-3)));
+      // The comparison runs in the same turn as the warning: a line of it would be there by now.
+      assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('reload done')), [], 'no "same configuration" of no configuration at all');
     } finally {
       done();
       await supervisor.stop();
