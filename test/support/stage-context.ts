@@ -16,8 +16,7 @@
  *   the pipeline's timers (a ManualTimers, systemTimers by default: the context's `timers`, which
  *   timeLeft counts down on and the stage waits on, so a test gives them here only), and the
  *   verdicts of the stages that ran before (earlier, none by default). The context's
- *   properties are the pipeline's own, its lazy getters (sender, senderError, recipient) too:
- *   as in production, a stage cannot assign them.
+ *   properties are the pipeline's own, as the pipeline made them.
  */
 
 import { ManualClock } from './manual-time.js';
@@ -55,9 +54,8 @@ export function stageContext(request: PolicyAttributes, given: GivenContext = {}
   // Synchronous: the recorder answers at once, so decide() runs it before it returns.
   pipeline.decide(request);
   if (!shown) throw new Error(`stage-context: the pipeline ran no stage for ${JSON.stringify(request)}`);
-  // Its own properties as they are: a spread read the pipeline's getters (sender, senderError,
-  // recipient) and stored plain values, and a stage that assigned one, which throws in
-  // production, passed its tests. The pipeline's own map of earlier verdicts holds the recorder's now.
+  // Its own properties as they are (the type makes them readonly for the stages). The
+  // pipeline's own map of earlier verdicts holds the recorder's now.
   return Object.defineProperties({}, {
     ...Object.getOwnPropertyDescriptors(shown),
     earlier: { value: earlier, enumerable: true },
