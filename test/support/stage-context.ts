@@ -54,11 +54,6 @@ export function stageContext(request: PolicyAttributes, given: GivenContext = {}
   // Synchronous: the recorder answers at once, so decide() runs it before it returns.
   pipeline.decide(request);
   if (!shown) throw new Error(`stage-context: the pipeline ran no stage for ${JSON.stringify(request)}`);
-  // Its own properties as they are (the type makes them readonly for the stages). The
-  // pipeline's own map of earlier verdicts holds the recorder's now.
-  return Object.defineProperties({}, {
-    ...Object.getOwnPropertyDescriptors(shown),
-    earlier: { value: earlier, enumerable: true },
-    ...(timeLeft ? { timeLeft: { value: timeLeft, enumerable: true } } : {}),
-  }) as StageContext;
+  // The pipeline's own map of earlier verdicts holds the recorder's now.
+  return { ...shown, earlier, ...(timeLeft ? { timeLeft } : {}) };
 }
