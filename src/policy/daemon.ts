@@ -48,8 +48,8 @@ import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import { RequestTimeClock, systemClock } from '../core/clock.js';
-import type { Clock } from '../core/clock.js';
+import { RequestTimeClock, systemClock, systemTimers } from '../core/clock.js';
+import type { Clock, TimerHandle, Timers } from '../core/clock.js';
 import { abbreviate, describeError } from '../core/errors.js';
 import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { hostHelo } from '../config/fqdn.js';
@@ -74,6 +74,8 @@ export interface DaemonOptions {
   overrides?: RawConfig;
   log: Logger;
   clock?: Clock;
+  /** The timers of the store's purge schedule (core/clock Timers); tests move them. */
+  timers?: Timers;
   /**
    * One of policy.workers processes (policy/workers): the listening socket is the supervisor's,
    * which also serves the metrics of all workers, so this daemon opens no metrics listener.
@@ -362,11 +364,14 @@ export async function prepareSharedStore(config: Config, log: Logger): Promise<v
  * purge can outlast a short store.purgeInterval (a million expired SQLite rows take seconds
  * under load), and purges started on top of it would pile up, each walking the same table.
  * purgeTime, when given, is the time a purge judges expiry by (policy.acceptTestTime:
- * RequestTimeClock.maintenanceNow), else the store's clock.
+ * RequestTimeClock.maintenanceNow), else the store's clock. Clearing the handle given back
+ * (timers.clearTimeout) ends the schedule.
  */
-export function schedulePurges(store: Store, intervalMs: number, log: Logger, metrics: Metrics, purgeTime?: () => number): NodeJS.Timeout {
+export function schedulePurges(store: Store, intervalMs: number, log: Logger, metrics: Metrics, purgeTime?: () => number, timers: Timers = systemTimers): TimerHandle {
   let running = false;
-  const timer = setInterval(() => {
+  // Set going again at each tick, as setInterval would; Timers has no interval of its own.
+  const timer = timers.setTimeout(() => {
+    timer.refresh();
     if (running) {
       log.debug({ intervalMs }, 'store purge skipped: the last one is still running');
       return;
@@ -398,7 +403,7 @@ export class Daemon {
   private readonly replaced = new Map<Generation, Promise<void>>();
   private server!: PolicyServer;
   private metricsServer: Server | undefined;
-  private purgeTimer: NodeJS.Timeout | undefined;
+  private purgeTimer: TimerHandle | undefined;
   private readonly metrics = new Metrics();
   /**
    * A monitor or load balancer asks /health every few seconds: during an outage each answer
@@ -464,7 +469,7 @@ export class Daemon {
       throw err;
     }
     const requestTime = this.requestTime;
-    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()));
+    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()), this.options.timers);
     // A worker serves no metrics itself: "off" in each worker's line, while the supervisor
     // served them, read as if metrics were off.
     const metrics = this.options.worker && config.metrics.listen ? 'served by the supervisor' : this.metricsAddress || 'off';
@@ -548,7 +553,8 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopping = true;
     this.options.log.info({}, 'stopping: draining policy connections');
-    clearInterval(this.purgeTimer);
+    // No purge once stopping: the store is closed below, and a purge of a closed store fails.
+    (this.options.timers ?? systemTimers).clearTimeout(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
     // Scrapes go on through the policy drain; a connection still open after it must not hold the stop.
     if (this.metricsServer) await closeMetricsServer(this.metricsServer);

@@ -80,6 +80,7 @@ import type { Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import { AggregatorRegistry, Registry } from 'prom-client';
 import { listenRefusal, parseListenAddress } from '../core/listen.js';
+import { systemTimers, type TimerHandle, type Timers } from '../core/clock.js';
 import { CalloutError, ConfigError, describeError, type ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { closeMetricsServer, startMetricsServer } from '../http/metrics.js';
@@ -243,6 +244,8 @@ export interface SupervisorOptions {
   args?: string[];
   execArgv?: string[];
   restartDelayMs?: number;
+  /** The monotonic clock of a worker's lifetime (HEALTHY_LIFETIME_MS) and the timers of its replacement; tests move them. */
+  timers?: Timers;
   /** How long after it was asked a worker's reload outcome is waited for; DEFAULT_RELOAD_OUTCOME_WAIT_MS by default. */
   reloadOutcomeWaitMs?: number;
 }
@@ -286,11 +289,15 @@ export class Supervisor {
   private metricsServer: Server | undefined;
   private nextQuestionId = 1;
   private stopping = false;
-  private restartTimers = new Set<NodeJS.Timeout>();
+  private restartTimers = new Set<TimerHandle>();
   /** Replacements that failed to start since the last one that did. */
   private failedRestarts = 0;
 
-  private constructor(private readonly options: SupervisorOptions) {}
+  private readonly timers: Timers;
+
+  private constructor(private readonly options: SupervisorOptions) {
+    this.timers = options.timers ?? systemTimers;
+  }
 
   static async start(options: SupervisorOptions): Promise<Supervisor> {
     if (!cluster.isPrimary) throw new CalloutError('INTERNAL', 'a policy worker cannot supervise workers of its own');
@@ -420,7 +427,7 @@ export class Supervisor {
   /** SIGTERM to every worker; resolves once all have drained and exited. */
   async stop(): Promise<void> {
     this.stopping = true;
-    for (const timer of this.restartTimers) clearTimeout(timer);
+    for (const timer of this.restartTimers) this.timers.clearTimeout(timer);
     const exited = [...this.workers].map((worker) => exitOf(worker));
     for (const worker of this.workers) worker.process.kill('SIGTERM');
     let killer: NodeJS.Timeout | undefined;
@@ -492,7 +499,7 @@ export class Supervisor {
           const seq = ready ? undefined : this.awaitedReloads.get(worker)?.seq;
           const started = !ready;
           ready = true;
-          readyAt = performance.now();
+          readyAt = this.timers.now();
           this.ready.add(worker);
           if (message.config !== undefined) this.running.set(worker, message.config);
           if (started && !replacement) this.startedRestart ??= message.restart;
@@ -536,7 +543,7 @@ export class Supervisor {
         // `worker` is the number the worker's own lines carry; its pid is the one `policy workers started` lists.
         this.options.log.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'policy worker died; starting another');
         // One that dies soon after it started (on its first requests, say) counts as a failed start.
-        if (performance.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
+        if (this.timers.now() - readyAt < HEALTHY_LIFETIME_MS) this.failedRestarts += 1;
         else this.failedRestarts = 0;
         this.restart();
       });
@@ -552,7 +559,7 @@ export class Supervisor {
     if (this.stopping) return;
     const base = this.options.restartDelayMs ?? DEFAULT_WORKER_RESTART_DELAY_MS;
     const delayMs = Math.min(MAX_RESTART_DELAY_MS, base * 2 ** this.failedRestarts);
-    const timer = setTimeout(() => {
+    const timer = this.timers.setTimeout(() => {
       this.restartTimers.delete(timer);
       if (this.stopping) return;
       this.fork(true).then(

@@ -11,9 +11,9 @@ import { stringify } from 'yaml';
 import { Daemon, LOGGED_ATTRIBUTE_CHARS, LOGGED_REASON_CHARS, checkServeConfiguration, schedulePurges } from '../../src/policy/daemon.js';
 import type { ReloadOutcome } from '../../src/policy/daemon.js';
 import { validateConfig } from '../../src/config/schema.js';
-import { ManualClock } from '../support/manual-time.js';
+import { ManualClock, ManualTimers } from '../support/manual-time.js';
 import { Metrics } from '../../src/http/metrics.js';
-import { MemoryStore } from '../../src/store/index.js';
+import { MemoryStore, SqliteStore } from '../../src/store/index.js';
 import { ASK_LATER } from '../../src/store/types.js';
 import { StoreError } from '../../src/core/errors.js';
 import type { CalloutEngine } from '../../src/verify/engine.js';
@@ -424,6 +424,39 @@ describe('callout serve', () => {
     }
   });
 
+  it('applies a policy.idlePollMicros changed by a reload to the connections already open', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-reload-idle-poll-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'callout.yaml');
+    let base: Record<string, unknown> = {};
+    const { client, daemon, logs } = await setup({ policy: { idlePollMicros: 200 } }, (b) => {
+      base = b;
+      writeFileSync(path, stringify(b));
+      return path;
+    });
+    const polled = async (): Promise<number> => {
+      const metrics = await daemon.metricsText();
+      return ['caught', 'slept'].reduce((sum, outcome) => sum + Number(new RegExp(`callout_idle_poll_requests_total\\{outcome="${outcome}"\\} (\\d+)`).exec(metrics)?.[1]), 0);
+    };
+    const ask = async (prefix: string): Promise<void> => {
+      for (let i = 0; i < 5; i++) assert.equal(await client.request(postfixRequest({ sender: '', instance: `${prefix}${i}` })), 'DUNNO');
+    };
+    await ask('on');
+    assert.equal(await polled(), 4, 'each request after the first followed an answer that was polled after');
+    const reload = async (idlePollMicros: number): Promise<void> => {
+      writeFileSync(path, stringify({ ...base, policy: { ...(base.policy as object), idlePollMicros } }));
+      assert.equal(await daemon.reload(), true, `the reload to idlePollMicros ${idlePollMicros} is accepted`);
+    };
+    await reload(0);
+    await ask('off');
+    assert.equal(await polled(), 4, 'with polling turned off by the reload, no request is counted');
+    await reload(200);
+    await ask('again');
+    // The first of them followed an answer given while polling was off: nothing to count.
+    assert.equal(await polled(), 8, 'turned on again by the next reload: counted again');
+    assert.ok(!logs.some((l) => l.msg === 'reload: these settings change only on restart'), 'a reload applies it: no restart is asked for');
+  });
+
   it('reloads its configuration without dropping the connection, and keeps it when the new file is bad', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'callout-reload-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -785,17 +818,19 @@ describe('callout serve', () => {
     }
     const { log, lines } = captureLog();
     log.level = 'debug';
-    const timer = schedulePurges(new SlowStore(), 10, log, new Metrics());
+    const timers = new ManualTimers();
+    const timer = schedulePurges(new SlowStore(), 10, log, new Metrics(), undefined, timers);
     try {
-      assert.ok(await until(async () => purges === 1, 2_000, 5), 'await until(async () => purges === 1, 2_000, 5)');
-      // Ten ticks or more while it runs.
-      await new Promise((resolve) => setTimeout(resolve, 120));
+      await timers.advance(10);
+      assert.equal(purges, 1, 'the first tick purges');
+      await timers.advance(100);
       assert.equal(purges, 1, 'no purge starts while one runs');
-      assert.ok(lines.some((l) => l.level === 20 && /store purge skipped/.test(String(l.msg))), 'the skipped tick is logged at debug');
+      assert.equal(lines.filter((l) => l.level === 20 && /store purge skipped/.test(String(l.msg))).length, 10, 'each skipped tick is logged at debug');
       finish();
-      assert.ok(await until(async () => purges === 2, 2_000, 5), 'the next tick after it ended purges again');
+      await timers.advance(10);
+      assert.equal(purges, 2, 'the next tick after it ended purges again');
     } finally {
-      clearInterval(timer);
+      timers.clearTimeout(timer);
       finish();
     }
   });
@@ -809,14 +844,38 @@ describe('callout serve', () => {
       }
     }
     const { log, lines } = captureLog();
-    const timer = schedulePurges(new FailingOnceStore(), 10, log, new Metrics());
+    const timers = new ManualTimers();
+    const timer = schedulePurges(new FailingOnceStore(), 10, log, new Metrics(), undefined, timers);
     try {
-      assert.ok(await until(async () => purges >= 3, 2_000, 5), `purges after a failure: ${purges}`);
+      await timers.advance(30);
+      assert.equal(purges, 3, 'a purge at each of three ticks, the failed one\'s included');
       assert.deepEqual(lines.filter((l) => l.msg === 'store purge failed').map((l) => [l.level, l.err]), [[40, 'database is locked']]);
       assert.deepEqual(lines.filter((l) => l.msg === 'expired store entries purged'), [], 'a purge that removed nothing says nothing');
     } finally {
-      clearInterval(timer);
+      timers.clearTimeout(timer);
     }
+  });
+
+  it('runs no purge once stop() has begun: the SQLite store it would purge is closed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-stop-purge-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const { log, lines } = captureLog();
+    const timers = new ManualTimers();
+    const overrides = { dataDir, store: { kind: 'sqlite', purgeInterval: '1m' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } };
+    const daemon = await Daemon.start({ overrides, log, timers });
+    const store = (daemon as unknown as { store: SqliteStore }).store;
+    const purges: number[] = [];
+    const purgeExpired = store.purgeExpired.bind(store);
+    store.purgeExpired = (at) => {
+      purges.push(timers.now());
+      return purgeExpired(at);
+    };
+    await timers.advance(60_000);
+    assert.deepEqual(purges, [60_000], 'a purge every store.purgeInterval while it runs');
+    await daemon.stop();
+    await timers.advance(5 * 60_000);
+    assert.deepEqual(purges, [60_000], 'no purge after the stop');
+    assert.deepEqual(lines.filter((l) => l.msg === 'store purge failed'), [], 'no purge met the closed store');
   });
 
   it('closes a malformed request without a reply and keeps serving others', async () => {

@@ -21,6 +21,7 @@ import { startServeProcess } from '../support/serve-process.js';
 import { silentGreeting, startSmtpServer } from '../support/smtp-server.js';
 import { writeVersion1Store } from '../support/sqlite-version-1.js';
 import type { LogLine, ServeProcess } from '../support/serve-process.js';
+import { ManualTimers } from '../support/manual-time.js';
 import { until } from '../support/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -608,6 +609,38 @@ describe('Supervisor', () => {
     }
   });
 
+  it('replaces a worker that died 10 s or more after it was ready after restartDelayMs alone, and backs off again for one that dies sooner', async () => {
+    const { lines, log } = captureLog();
+    const timers = new ManualTimers();
+    const { supervisor, done } = await scriptedSupervisor(1, log, '', { restartDelayMs: 1_000, timers });
+    const deaths = (): number => lines.filter((l) => l.msg === 'policy worker died; starting another').length;
+    const replacements = (): number => lines.filter((l) => l.msg === 'policy worker replaced').length;
+    /** Kills the worker `lifetimeMs` after it was ready; resolves with the delay before its replacement was forked, in steps of 500 ms. */
+    const dieAfter = async (lifetimeMs: number): Promise<number> => {
+      await timers.advance(lifetimeMs);
+      const died = deaths();
+      const replaced = replacements();
+      process.kill(supervisor.pids[0]!, 'SIGKILL');
+      assert.ok(await until(() => deaths() === died + 1), `the death after ${lifetimeMs} ms is logged`);
+      let waited = 0;
+      while (supervisor.pids.length === 0 && waited < 60_000) {
+        await timers.advance(500);
+        waited += 500;
+      }
+      assert.ok(await until(() => replacements() === replaced + 1), `the worker that died after ${lifetimeMs} ms is replaced`);
+      return waited;
+    };
+    try {
+      assert.equal(await dieAfter(0), 2_000, 'dead at once: a failed start, the delay doubled');
+      assert.equal(await dieAfter(10_000), 1_000, 'dead after 10 s ready: a healthy lifetime, restartDelayMs again');
+      assert.equal(await dieAfter(9_999), 2_000, 'dead just short of 10 s: a failed start again');
+      assert.equal(await dieAfter(100), 4_000, 'and the next one soon after: doubled again');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
   it('tells a replacement worker that it replaces one, so that it refuses a configuration file with no settings as a reload does', async () => {
     const { supervisor, held, hold, done, replaces } = await scriptedSupervisor(2, createLogger('silent'));
     try {
@@ -870,6 +903,105 @@ describe('Supervisor', () => {
       assert.equal(scrape.status, 500);
       process.kill(supervisor.pids[0]!, 'SIGKILL');
       assert.ok(await until(() => lines.some((l) => l.msg === 'policy worker replaced')), JSON.stringify(lines.slice(-3)));
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  /** A worker's registry of one counter, callout_test_total, at `value`. */
+  const counterAt = (value: number): WorkerMetric[] => [{ name: 'callout_test_total', help: 'a test counter', type: 'counter', aggregator: 'sum', values: [{ value, labels: {} }] }];
+
+  /** Scrapes the supervisor: the status, and callout_test_total in the sum (NaN when absent). */
+  async function scrapeTestTotal(supervisor: Supervisor): Promise<{ status: number; total: number }> {
+    const response = await fetch(`http://${supervisor.metricsAddress}/metrics`);
+    const text = await response.text();
+    return { status: response.status, total: Number(/^callout_test_total (\S+)$/m.exec(text)?.[1]) };
+  }
+
+  /** Resolves once a scripted worker told to hold its metrics answers holds `count` of them. */
+  function holding(worker: Worker, count: number): Promise<void> {
+    return new Promise((resolve) => {
+      const held = (message: { type?: string; count?: number }): void => {
+        if (message?.type !== 'test:held' || message.count !== count) return;
+        worker.off('message', held);
+        resolve();
+      };
+      worker.on('message', held);
+    });
+  }
+
+  it('keeps a worker\'s answer to the latest scrape when an earlier scrape\'s answer comes after it: its total never goes down, after its exit either', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, hold, done } = await scriptedSupervisor(1, log, '127.0.0.1:0');
+    const [worker] = workersOf(supervisor);
+    try {
+      // Two scrapes in flight (two Prometheus servers, say): the worker counted 3, then 7.
+      await scriptWorker(worker!, 'test:metrics', { metrics: counterAt(3), held: true });
+      let asked = holding(worker!, 1);
+      const first = scrapeTestTotal(supervisor);
+      await asked;
+      await scriptWorker(worker!, 'test:metrics', { metrics: counterAt(7), held: true });
+      asked = holding(worker!, 2);
+      const second = scrapeTestTotal(supervisor);
+      await asked;
+      await scriptWorker(worker!, 'test:release', { newest: true });
+      assert.deepEqual(await second, { status: 200, total: 7 }, 'the second scrape sums the answer to its question');
+      await scriptWorker(worker!, 'test:release', {});
+      assert.deepEqual(await first, { status: 200, total: 7 }, 'the late answer to the first question is older than the count the supervisor has: not taken');
+      hold();
+      process.kill(worker!.process.pid!, 'SIGKILL');
+      assert.ok(await until(() => lines.some((l) => l.msg === 'policy worker died; starting another')), JSON.stringify(lines.slice(-3)));
+      assert.deepEqual(await scrapeTestTotal(supervisor), { status: 200, total: 7 }, 'its count at its latest answer stays in the sum');
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('answers a scrape during which a worker exits at once, the exited worker\'s last counts in the sum once, the other\'s answer its own', async () => {
+    const { lines, log } = captureLog();
+    const { supervisor, hold, done } = await scriptedSupervisor(2, log, '127.0.0.1:0');
+    const [gone, staying] = workersOf(supervisor);
+    try {
+      await scriptWorker(gone!, 'test:metrics', { metrics: counterAt(3) });
+      await scriptWorker(staying!, 'test:metrics', { metrics: counterAt(5) });
+      assert.deepEqual(await scrapeTestTotal(supervisor), { status: 200, total: 8 });
+      // Both have counted more since; neither has answered when the scrape's first answer comes.
+      await scriptWorker(gone!, 'test:metrics', { metrics: counterAt(30), held: true });
+      await scriptWorker(staying!, 'test:metrics', { metrics: counterAt(50), held: true });
+      const asked = Promise.all([holding(gone!, 1), holding(staying!, 1)]);
+      const scrape = scrapeTestTotal(supervisor);
+      await asked;
+      await scriptWorker(staying!, 'test:release', {});
+      hold();
+      gone!.process.kill('SIGKILL');
+      // What the exited worker counted after its last answer (27) is lost: no scraper saw it.
+      // Not 500 after the 5 s a worker has to answer: the exit is its answer.
+      assert.deepEqual(await scrape, { status: 200, total: 53 }, 'its last answer (3) once, and the answer of the worker still running (50)');
+      assert.ok(lines.some((l) => l.msg === 'policy worker died; starting another'), JSON.stringify(lines.slice(-3)));
+    } finally {
+      done();
+      await supervisor.stop();
+    }
+  });
+
+  it('answers /health 503 while a ready worker\'s IPC channel is closed: it is handed no connection, and its health cannot be asked; a scrape keeps its last counts', async () => {
+    const { log } = captureLog();
+    const { supervisor, done } = await scriptedSupervisor(2, log, '127.0.0.1:0');
+    const [closed, open] = workersOf(supervisor);
+    const health = async (): Promise<number> => (await fetch(`http://${supervisor.metricsAddress}/health`)).status;
+    try {
+      await scriptWorker(closed!, 'test:metrics', { metrics: counterAt(3) });
+      await scriptWorker(open!, 'test:metrics', { metrics: counterAt(5) });
+      assert.deepEqual(await scrapeTestTotal(supervisor), { status: 200, total: 8 });
+      assert.equal(await health(), 200, 'healthy as started');
+      const disconnected = new Promise<void>((resolve) => closed!.once('disconnect', () => resolve()));
+      closed!.send({ type: 'test:disconnect' });
+      await disconnected;
+      assert.equal(closed!.isDead(), false, 'the worker still runs');
+      assert.equal(await health(), 503, 'a worker the supervisor cannot reach is no worker up');
+      assert.deepEqual(await scrapeTestTotal(supervisor), { status: 200, total: 8 }, 'not asked, its last answer counted');
     } finally {
       done();
       await supervisor.stop();
