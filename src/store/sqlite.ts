@@ -104,12 +104,13 @@
  *   it), a schema newer than this program, a schema upgrade that what another program added to
  *   the file (a view, a trigger) makes fail, or that finds the file damaged. Every other failure
  *   rejects with StoreError naming the file and the operation, the driver error as its cause: out
- *   of descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close(). A
+ *   of descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close(); damage
+ *   open() did not read (it reads the schema's pages only) is named so, with what to do. A
  *   failed upgrade names the versions and SQLite's code, and says the file is as it was (its
  *   transaction rolled back) and, for a full disk or an I/O error, the room it needs.
  */
 
-import { accessSync, closeSync, constants, existsSync, openSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, openSync, statSync, statfsSync } from 'node:fs';
 import { makeDirectories } from '../core/files.js';
 import { dirname, resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -366,6 +367,31 @@ function upgradeFailure(path: string, upgrading: { from: number; to: number }, e
   return new StoreError(`${failed}; ${room}the next open tries again`, { cause: err });
 }
 
+/**
+ * Below this much room on the store's file system, an I/O error is taken for a full disk: the
+ * -shm file alone takes 32 KiB, and every commit a few pages of WAL.
+ */
+const LOW_ROOM_BYTES = 1024 * 1024;
+
+/**
+ * What to say of a full disk, when SQLite's code (SQLITE_FULL, or an I/O error such as
+ * SQLITE_IOERR_SHMSIZE, which is how a -shm file that cannot be made is told) and the room left
+ * say the disk is full; '' otherwise.
+ */
+function noRoom(path: string, code: unknown): string {
+  if (typeof code !== 'string' || (code !== 'SQLITE_FULL' && !code.startsWith('SQLITE_IOERR'))) return '';
+  const directory = dirname(resolve(path));
+  let free: number;
+  try {
+    const room = statfsSync(directory);
+    free = room.bavail * room.bsize;
+  } catch {
+    return '';
+  }
+  if (code !== 'SQLITE_FULL' && free >= LOW_ROOM_BYTES) return '';
+  return `: the file system of ${directory} is full (${free} bytes free): make room there, and the next open tries again`;
+}
+
 /** A write (or a read queued behind writes) waiting for its group's transaction. */
 interface Queued {
   context: string;
@@ -480,6 +506,8 @@ export class SqliteStore implements Store {
 
   /** The file's device and inode when it was opened: a file removed or put in its place is not ours. */
   private readonly fileIdentity: string | undefined;
+  /** The same of its -wal and -shm files, which SQLite removes only when the last connection closes (never while this one is open). */
+  private readonly companionIdentities: ReadonlyArray<{ path: string; identity: string | undefined }>;
 
   private constructor(
     private readonly db: Database.Database,
@@ -491,6 +519,7 @@ export class SqliteStore implements Store {
     readonly schemaUpgrade: SchemaUpgrade | undefined,
   ) {
     this.fileIdentity = path === ':memory:' ? undefined : identityOf(path);
+    this.companionIdentities = path === ':memory:' ? [] : [`${path}-wal`, `${path}-shm`].map((companion) => ({ path: companion, identity: identityOf(companion) }));
     this.checkpoints = path === ':memory:' ? 'none' : 'sqlite';
     this.groupsBeforeCheckpointer = path === ':memory:' ? Infinity : CHECKPOINTER_AFTER_GROUPS;
     this.checkpointIntervalMs = options.checkpointIntervalMs ?? CHECKPOINT_INTERVAL_MS;
@@ -573,9 +602,11 @@ export class SqliteStore implements Store {
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {
         throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; ${damagedAdvice(path)}`, { cause: err });
       }
-      // SQLite's "database is locked" alone says neither that it waited nor for what.
-      const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${busyTimeoutMs} ms)` : '';
-      throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${lock}`, { cause: err });
+      // SQLite's "database is locked" alone says neither that it waited nor for what, and its
+      // "disk I/O error" not that the disk was full (the -shm file could not be made).
+      const sqliteCode = err instanceof Database.SqliteError ? ` (${err.code})` : '';
+      const why = isBusy(err) ? `: another process held a lock on the file for longer than the busy timeout (${busyTimeoutMs} ms)` : noRoom(path, code);
+      throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${sqliteCode}${why}`, { cause: err });
     }
   }
 
@@ -803,13 +834,25 @@ export class SqliteStore implements Store {
    * Why the path no longer names the file this store has open (removed, or another put in its
    * place, by an administrator or a cleanup job), or undefined while it does. SQLite goes on
    * writing to the open file, which no later process will find: every state kept since is lost
-   * at the next restart, and a CLI command meanwhile opens a file of its own.
+   * at the next restart, and a CLI command meanwhile opens a file of its own. Its -wal and
+   * -shm files are looked at the same way.
    */
   fileProblem(): string | undefined {
     if (this.fileIdentity === undefined) return undefined;
     const now = identityOf(this.path);
     if (now === undefined) return `${this.path} was removed while open: what is written now is lost at the next restart`;
-    return now === this.fileIdentity ? undefined : `${this.path} was replaced while open: this process writes to the old file`;
+    if (now !== this.fileIdentity) return `${this.path} was replaced while open: this process writes to the old file`;
+    // Without them the file's other users cannot work with this process: a -wal removed (a
+    // cleanup job, an administrator taking it for a leftover) fails their open with 'disk I/O
+    // error' and holds the commits since the last checkpoint only in this process, and with a
+    // -shm removed the next one makes a new one and writes over this process's commits in the
+    // WAL (an acknowledged `callout greylist allow` was lost so). A stop by SIGTERM still
+    // copies the WAL into the file through the descriptor this process holds.
+    for (const companion of this.companionIdentities) {
+      if (companion.identity === undefined || identityOf(companion.path) === companion.identity) continue;
+      return `${companion.path}, which SQLite keeps beside the file, was removed or replaced while open: other processes that open the store now (callout greylist, bounce, verify, another callout serve) overwrite or cannot read what this process writes`;
+    }
+    return undefined;
   }
 
   private context(operation: string): string {
@@ -877,7 +920,7 @@ export class SqliteStore implements Store {
       return Promise.resolve(work(context));
     } catch (err) {
       if (isBusy(err)) return this.write(operation, undefined, queued);
-      return Promise.reject(storeError(context, err));
+      return Promise.reject(this.failure(context, err));
     }
   }
 
@@ -896,7 +939,7 @@ export class SqliteStore implements Store {
       this.forgetWritten(group);
       // BEGIN or COMMIT failed (SQLITE_BUSY past the timeout, a full disk, a closed database):
       // nothing of the group was written.
-      for (const queued of group) queued.reject(storeError(queued.context, err));
+      for (const queued of group) queued.reject(this.failure(queued.context, err));
       return;
     }
     this.lockedSince = undefined;
@@ -906,7 +949,7 @@ export class SqliteStore implements Store {
     group.forEach((queued, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) queued.resolve(outcome.value);
-      else queued.reject(storeError(queued.context, outcome.error));
+      else queued.reject(this.failure(queued.context, outcome.error));
     });
   }
 
@@ -950,13 +993,29 @@ export class SqliteStore implements Store {
     this.groupRows.clear();
   }
 
+  /**
+   * A driver error as a StoreError that names file and operation, and what SQLite's words alone
+   * do not say: that a lock was waited for (SQLITE_BUSY comes only once busyTimeoutMs has
+   * passed), or that the file is damaged (open() reads only the schema's pages), the file then
+   * staying so and the message saying what to do ('database disk image is malformed' alone, once
+   * a minute for as long as the daemon ran, said neither).
+   */
+  private failure(context: string, err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    const code = err instanceof Database.SqliteError ? err.code : undefined;
+    let why = '';
+    if (isBusy(err)) why = ` (${code}): another process held a lock on the file for longer than the busy timeout (${this.busyTimeoutMs} ms)`;
+    else if (code !== undefined && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')) why = ` (${code}): the file is damaged; stop callout serve, then ${damagedAdvice(this.path)}`;
+    return new StoreError(`${context} failed: ${describeError(err)}${why}`, { cause: err });
+  }
+
   /** Runs one operation, turning any driver error into a StoreError that names file and operation. */
   private run<T>(operation: string, work: (context: string) => T): T {
     const context = this.context(operation);
     try {
       return work(context);
     } catch (err) {
-      throw storeError(context, err);
+      throw this.failure(context, err);
     }
   }
 }
@@ -973,8 +1032,4 @@ function identityOf(path: string): string | undefined {
 
 function isBusy(err: unknown): boolean {
   return err instanceof Database.SqliteError && (err.code === 'SQLITE_BUSY' || err.code.startsWith('SQLITE_BUSY_'));
-}
-
-function storeError(context: string, err: unknown): StoreError {
-  return err instanceof StoreError ? err : new StoreError(`${context} failed: ${describeError(err)}`, { cause: err });
 }

@@ -104,6 +104,30 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('tells when its -wal or -shm file was removed while open, and not when the WAL restarts or another connection comes and goes', async () => {
+    for (const suffix of ['-wal', '-shm']) {
+      const path = freshPath();
+      const store = await SqliteStore.open(path, { checkpointIntervalMs: 5 });
+      try {
+        for (let i = 0; i < 100; i += 1) await store.set(`k${i}`, 'v', 60_000);
+        await threadTakesOver(store);
+        // Past 1000 frames: the thread restarts the WAL and the next commit starts it anew.
+        for (let i = 0; i < 1500; i += 1) await store.set(`stream${i % 50}`, 'x'.repeat(300), 60_000);
+        const visitor = await SqliteStore.open(path);
+        await visitor.set('visit', 'v', 60_000);
+        await visitor.close();
+        assert.equal(store.fileProblem(), undefined, 'the WAL restarted and a visitor came and went: nothing was removed');
+        rmSync(`${path}${suffix}`);
+        assert.equal(
+          store.fileProblem(),
+          `${path}${suffix}, which SQLite keeps beside the file, was removed or replaced while open: other processes that open the store now (callout greylist, bounce, verify, another callout serve) overwrite or cannot read what this process writes`,
+        );
+      } finally {
+        await store.close();
+      }
+    }
+  });
+
   it('peeks at committed values at once, and leaves a key to get() while a write of it is queued', async () => {
     const clock = new ManualClock();
     const store = await SqliteStore.open(freshPath(), { clock });
@@ -587,8 +611,8 @@ describe('SqliteStore', () => {
       const started = performance.now();
       await assert.rejects(store.set('k', 'v', 60_000), (err: unknown) => {
         assert.ok(err instanceof StoreError, 'err instanceof StoreError');
-        assert.ok(err.message.startsWith(`sqlite store ${path}: set failed: `), err.message);
-        assert.match(err.message, /locked/);
+        // SQLite's words alone said neither that it waited nor for what.
+        assert.equal(err.message, `sqlite store ${path}: set failed: database is locked (SQLITE_BUSY): another process held a lock on the file for longer than the busy timeout (30 ms)`);
         return true;
       });
       const waited = performance.now() - started;
@@ -1371,6 +1395,70 @@ describe('SqliteStore', () => {
       assert.equal(check.pragma('journal_mode', { simple: true }), 'delete', `${name}: journal mode`);
       check.close();
     }
+  });
+
+  it('names damage it meets after open, which it cannot read past, and what to do', async () => {
+    const path = freshPath();
+    const store = await SqliteStore.open(path);
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => store.set(`grey:${i}:${'x'.repeat(40)}`, 'v'.repeat(40), 60_000)));
+    await store.close();
+    // Every page after the first (the header and the schema, all open() reads) overwritten, as a
+    // failing disk or a stray write leaves them.
+    const whole = readFileSync(path);
+    const pageSize = whole.readUInt16BE(16);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.alloc(whole.length - pageSize, 0xa5), 0, whole.length - pageSize, pageSize);
+    closeSync(fd);
+    const damaged = await SqliteStore.open(path);
+    try {
+      const advice = `the file is damaged; stop callout serve, then restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`;
+      for (const [operation, attempt] of [['get', () => damaged.get('grey:1')], ['set', () => damaged.set('grey:1', 'v', 60_000)], ['scan', () => damaged.scan('grey:', 10)]] as const) {
+        await assert.rejects(attempt(), (err: unknown) => {
+          // A fault as any other (policy.faultAction), which the log line names as what it is.
+          assert.ok(err instanceof StoreError, String(err));
+          assert.equal(err.message, `sqlite store ${path}: ${operation} failed: database disk image is malformed (SQLITE_CORRUPT): ${advice}`);
+          return true;
+        });
+      }
+    } finally {
+      await damaged.close();
+    }
+  });
+
+  it('says that the disk is full when it cannot open a store for want of room (not only "disk I/O error")', async (t) => {
+    const directory = join(scratch, 'full-disk');
+    mkdirSync(directory);
+    const existing = join(directory, 'store.sqlite');
+    const store = await SqliteStore.open(existing);
+    await store.set('grey:1', 'v', 60_000);
+    await store.close();
+    const script = join(scratch, 'open-full.mjs');
+    writeOpenScript(script);
+    // A file system of its own, filled, in a mount namespace of the child's (as root, or in a
+    // user namespace where the kernel allows them).
+    const mount = join(directory, 'mount');
+    mkdirSync(mount);
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const shell = 'mount -t tmpfs -o size=256k tmpfs "$1" && cp "$2" "$1/" && { dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null; exec "$3" --import tsx "$4" "$1/$5"; }';
+    const results: Array<{ name: string; message: string }> = [];
+    for (const name of ['store.sqlite', 'new.sqlite']) {
+      const child = spawn('unshare', ['--map-root-user', '--mount', 'sh', '-c', shell, 'sh', mount, existing, process.execPath, script, name], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      // No unshare(1) at all ('error') is no mount namespace either.
+      const status = await once(child, 'exit').then(([code]) => code as number | null, () => null);
+      if (status !== 0 || out === '') {
+        t.skip('no mount namespace to make a full file system in');
+        return;
+      }
+      results.push(JSON.parse(out) as { name: string; message: string });
+    }
+    const [old, fresh] = results;
+    // The existing file's -shm cannot be made: SQLITE_IOERR_SHMSIZE, "disk I/O error".
+    assert.equal(old?.name, 'StoreError', old?.message);
+    assert.match(old?.message ?? '', new RegExp(`^sqlite store ${mount}/store\\.sqlite: open failed: disk I/O error \\(SQLITE_IOERR_SHMSIZE\\): the file system of ${mount} is full \\(\\d+ bytes free\\): make room there, and the next open tries again$`));
+    assert.equal(fresh?.name, 'StoreError', fresh?.message);
+    assert.match(fresh?.message ?? '', new RegExp(`^sqlite store ${mount}/new\\.sqlite: open failed: .* \\((SQLITE_FULL|SQLITE_IOERR_[A-Z]+)\\): the file system of ${mount} is full \\(\\d+ bytes free\\): make room there, and the next open tries again$`));
   });
 
   it('names the path and operation when a statement fails', async () => {
