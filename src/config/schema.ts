@@ -392,7 +392,9 @@ export function describeValue(root: unknown, path: PropertyKey[]): string {
   // A Redis URL may hold a password (`store: redis://:pw@host`, a URL where the store's mapping
   // goes), and a mapping quoted whole may hold a secret: both masked (config/secrets).
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
-  return abbreviate(typeof node === 'number' && !Number.isFinite(node) ? String(node) : JSON.stringify(node, hideSecrets), SHOWN_VALUE);
+  // The replacer sees the value quoted itself under the key "": it is masked as its own key's.
+  const shown = hideSecrets(String(path.at(-1) ?? ''), node);
+  return abbreviate(typeof shown === 'number' && !Number.isFinite(shown) ? String(shown) : JSON.stringify(shown, hideSecrets), SHOWN_VALUE);
 }
 
 /**

@@ -20,6 +20,9 @@
 import { ConfigError } from '../core/errors.js';
 import { HIDDEN_SECRET } from '../core/text.js';
 
+/** How a URL is shown that may hold a password where it cannot be told apart. */
+const UNPARSABLE = '(unparsable redis URL)';
+
 /** A URL cut at its query, which is parsed here once for the mask and every check. */
 interface QueryCut {
   base: string;
@@ -44,12 +47,15 @@ function masked({ base, parameters }: QueryCut): string {
   if (base.startsWith('/')) return base + search;
   try {
     const parsed = new URL(base);
+    // A URL without an authority (`redis:/:pw@host`, `redis:user:pw@host`, a slash short) has no
+    // user part for WHATWG, but the administrator wrote a password there all the same.
+    if (parsed.host === '' && base.includes('@')) return UNPARSABLE;
     if (parsed.password !== '') parsed.password = HIDDEN_SECRET;
     return parsed.toString().replace(/\/$/, '') + search;
   } catch {
     // Only a user part (before an @) can hold a password here: without one the URL is shown, so
     // that "redis://10.0.0.5:63790/0" is not refused as "(unparsable redis URL)", naming nothing.
-    return base.includes('@') ? '(unparsable redis URL)' : base + search;
+    return base.includes('@') ? UNPARSABLE : base + search;
   }
 }
 

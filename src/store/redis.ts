@@ -72,14 +72,15 @@
  * ERRORS
  *   Every failure rejects with StoreError naming the URL (password masked) and the operation,
  *   with the driver error as its cause and, while the connection is down, the last connection
- *   error: refused or lost connection, command timeout, a value that is not a counter, a key
+ *   error: refused or lost connection, a password Redis refused or asks for (named as the
+ *   URL's), command timeout (with the wait), a value that is not a counter, a key
  *   holding a list, hash ... (named, with its type), bad arguments, use after close(). An
  *   unusable URL, URL parameter or option, and a database Redis refuses at open(), is a
  *   ConfigError; a database refused on a later connection leaves the store down, with that reason.
  */
 
 import { EventEmitter } from 'node:events';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { settleWithin, systemClock, type Clock } from '../core/clock.js';
 import { ConfigError, StoreError, abbreviate, describeError } from '../core/errors.js';
 import { checkRedisUrl, maskPassword } from './redis-url.js';
@@ -117,6 +118,10 @@ const SCAN_BATCH = 500;
 const SCAN_COUNT = 1000;
 const NO_EXPIRY = Number.MAX_SAFE_INTEGER;
 const NOT_CONNECTED = 'not connected yet';
+/** ioredis's message when the connection it was making closed, whatever closed it. */
+const DRIVER_CONNECTION_CLOSED = 'Connection is closed.';
+/** ioredis's message for a command past commandTimeout, which names neither the wait nor the server. */
+const DRIVER_COMMAND_TIMEOUT = 'Command timed out';
 /** How much of a key an error shows: keys hold senders' addresses, of any length. */
 const KEY_SHOWN = 200;
 
@@ -216,6 +221,18 @@ function keyNamed(err: unknown, redisKeys: readonly string[]): unknown {
   return new Error(`Redis key ${shown} holds a ${match[2]}, not a string: another program wrote it under the key prefix`, { cause: err });
 }
 
+/**
+ * Why Redis would not let the URL's user in, naming what to mend, or undefined for any other
+ * error: its own words ("WRONGPASS invalid username-password pair or user is disabled.") do not
+ * say where the password came from, and waiting does not mend them.
+ */
+function refusedCredentials(err: unknown): string | undefined {
+  const message = err instanceof Error ? err.message : '';
+  if (message.startsWith('WRONGPASS')) return `Redis refused the user name and password of the URL: ${message}`;
+  if (message.startsWith('NOAUTH')) return `Redis asks for a password and the URL gives none: ${message}`;
+  return undefined;
+}
+
 /** Why Redis refused to SELECT the URL's database, or undefined for any other error. */
 function refusedDatabase(err: unknown): string | undefined {
   const command = typeof err === 'object' && err !== null && 'command' in err ? (err.command as { name?: unknown; args?: unknown[] } | undefined) : undefined;
@@ -272,7 +289,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       this.emit('up');
     });
     client.on('error', (err: unknown) => {
-      this.lastConnectionError = describeError(err);
+      this.lastConnectionError = refusedCredentials(err) ?? describeError(err);
       this.databaseRefused ??= refusedDatabase(err);
     });
     client.on('close', () => {
@@ -330,9 +347,12 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     } catch (err) {
       store.closed = true;
       client.disconnect();
-      // ioredis says only "Connection is closed." when Redis refused the password: the error event said why.
+      // ioredis says only "Connection is closed." when Redis refused the password or the
+      // connection: the error event said why, and that is the whole reason.
       const reason = describeError(err);
-      const why = store.lastConnectionError === NOT_CONNECTED || reason.includes(store.lastConnectionError) ? reason : `${reason} (${store.lastConnectionError})`;
+      const last = store.lastConnectionError;
+      let why = reason;
+      if (last !== NOT_CONNECTED && !reason.includes(last)) why = reason === DRIVER_CONNECTION_CLOSED ? last : `${reason} (${last})`;
       throw new StoreError(`${store.context('open')} failed: ${why}`, { cause: err });
     }
     if (!store.ready) {
@@ -545,6 +565,22 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     });
   }
 
+  /** Why a command failed, in the words of the outage rather than the driver's where they differ. */
+  private failureReason(err: unknown): string {
+    // While disconnected the driver only says it would not queue; the connection error says why.
+    // So also once the socket has gone and before the driver reports it ('close'), a turn of the
+    // event loop later: it then refuses commands with "Stream isn't writeable and
+    // enableOfflineQueue options is false", which names an option, not the outage.
+    // An error reply (READONLY, which drops the connection at once) is Redis's own answer all the same.
+    const stream = this.client.stream as Redis['stream'] | undefined;
+    const answered = err instanceof ReplyError || (err instanceof Error && err.cause instanceof ReplyError);
+    if (!this.ready || (stream?.writable !== true && !answered)) return `Redis is unreachable (${this.lastConnectionError || 'connection lost'})`;
+    if (err instanceof Error && err.message === DRIVER_COMMAND_TIMEOUT) {
+      return `Redis did not answer within ${this.client.options.commandTimeout} ms (command timed out)`;
+    }
+    return describeError(err);
+  }
+
   /** Runs one operation, turning any failure into a StoreError that names URL and operation. */
   private async run<T>(operation: string, work: (context: string) => Promise<T>): Promise<T> {
     const context = this.context(operation);
@@ -554,8 +590,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       return await work(context);
     } catch (err) {
       if (err instanceof StoreError) throw err;
-      // While disconnected the driver only says it would not queue; the connection error says why.
-      const reason = this.closed ? 'the store was closed while it ran' : this.ready ? describeError(err) : `Redis is unreachable (${this.lastConnectionError})`;
+      const reason = this.closed ? 'the store was closed while it ran' : this.failureReason(err);
       throw new StoreError(`${context} failed: ${reason}`, { cause: err });
     }
   }

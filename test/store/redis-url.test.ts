@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { ConfigError } from '../../src/core/errors.js';
 import { checkRedisUrl, maskPassword } from '../../src/store/redis-url.js';
+import { validateConfig } from '../../src/config/schema.js';
 import { elapsedMs } from '../support/fuzz.js';
 // The driver's own URL reading, to show that a setting given twice with one value reaches it as that value.
 import { parseURL } from 'ioredis/built/utils/index.js';
@@ -167,6 +168,22 @@ describe('redis URL checks', () => {
     assert.throws(() => checkRedisUrl('redis://127.0.0.1:99999/0'), /^ConfigError: redis store: unusable URL redis:\/\/127\.0\.0\.1:99999\/0: not a URL \(a port above 65535/);
     assert.equal(maskPassword('redis://127.0.0.1:99999/0?password=x'), 'redis://127.0.0.1:99999/0?password=***');
     assert.equal(maskPassword('redis://:secret@127.0.0.1:99999/0'), '(unparsable redis URL)');
+  });
+
+  it('never shows a password written in a URL with a mistyped scheme, in the refusal or in config check\'s "got"', () => {
+    // Without "//" WHATWG reads no user part, but the administrator wrote the password there.
+    for (const url of ['redis:/:hunter2pw@10.0.0.5:6379/0', 'redis:user:hunter2pw@10.0.0.5', ':hunter2pw@10.0.0.5:6379/0', 'redis//:hunter2pw@10.0.0.5:6379/0', 'http://:hunter2pw@10.0.0.5:6379/0']) {
+      assert.ok(!maskPassword(url).includes('hunter2pw'), `maskPassword(${url}) = ${maskPassword(url)}`);
+      assert.throws(() => checkRedisUrl(url), (err: unknown) => err instanceof ConfigError && !err.message.includes('hunter2pw'), url);
+      // The schema quotes the value it refuses: store.url is masked as a URL whatever it holds.
+      assert.throws(
+        () => validateConfig({ store: { kind: 'redis', url } }),
+        (err: unknown) => err instanceof ConfigError && /store\.url: got "/.test(err.message) && !err.message.includes('hunter2pw'),
+        `config check showed the password of ${url}`,
+      );
+    }
+    assert.equal(maskPassword('redis:/:hunter2pw@10.0.0.5:6379/0'), '(unparsable redis URL)');
+    assert.equal(maskPassword('/run/redis.sock'), '/run/redis.sock');
   });
 
   it('refuses tls=false, which the driver reads as a TLS profile and so turns TLS on', () => {

@@ -514,6 +514,40 @@ describe('RedisStore', () => {
       assert.doesNotMatch(outcome.message, /s3cret/);
     });
 
+    it('says that the URL\'s password was refused, or is missing, at open and in the reason a daemon logs', async () => {
+      const server = await startRedis();
+      try {
+        const admin = new Redis(server.url);
+        try {
+          await admin.config('SET', 'requirepass', 'right-pw');
+        } finally {
+          admin.disconnect();
+        }
+        const wrong = `redis://:wrong-pw@127.0.0.1:${server.port}/0`;
+        const cases = [
+          { url: wrong, says: /Redis refused the user name and password of the URL: WRONGPASS/ },
+          { url: server.url, says: /Redis asks for a password and the URL gives none: NOAUTH/ },
+        ];
+        for (const { url, says } of cases) {
+          const outcome = await openOutcome(url);
+          assert.ok(outcome instanceof StoreError, String(outcome));
+          assert.match(outcome.message, new RegExp(`open failed: ${says.source}`), 'the driver\'s "Connection is closed." named nothing');
+          assert.doesNotMatch(outcome.message, /wrong-pw|Connection is closed/);
+          // A daemon starts without waiting, and logs the reason of its 'down' event.
+          const store = await RedisStore.open(url, { waitForConnection: false });
+          try {
+            const [reason] = (await once(store, 'down')) as [string];
+            assert.match(reason, says, `${url}: the reason a daemon logs`);
+            await assert.rejects(store.get('k'), (err: unknown) => err instanceof StoreError && says.test(err.message) && !err.message.includes('wrong-pw'));
+          } finally {
+            await store.close();
+          }
+        }
+      } finally {
+        await server.stop();
+      }
+    });
+
     it('rejects open promptly when nothing listens, naming the URL without its password', async () => {
       const down = await startRedis();
       const url = `redis://:s3cret@127.0.0.1:${down.port}/0`;
@@ -603,6 +637,54 @@ describe('RedisStore', () => {
       } finally {
         server.resume();
         await server.stop();
+      }
+    });
+
+    it('says Redis is unreachable or silent, in its own words, to commands sent as the connection drops', async () => {
+      for (const outage of ['killed', 'hung'] as const) {
+        const server = await startRedis();
+        try {
+          const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 200 });
+          try {
+            await store.set('k', 'v', 60_000);
+            const failures = new Set<string>();
+            let sent = 0;
+            const down = once(store, 'down');
+            if (outage === 'killed') server.kill();
+            else server.pause();
+            // A command every turn of the event loop: the driver notices the socket gone a turn
+            // before it reports the connection closed, and a command sent in that turn must say
+            // so as the others do.
+            await new Promise<void>((resolve) => {
+              let turnsAfterDown = 0;
+              let isDown = false;
+              void down.then(() => (isDown = true));
+              const send = (): void => {
+                sent += 1;
+                store.get('k').catch((err: unknown) => failures.add(err instanceof Error ? err.message : String(err)));
+                if (isDown) turnsAfterDown += 1;
+                if (turnsAfterDown > 20) resolve();
+                else setImmediate(send);
+              };
+              send();
+            });
+            assert.ok(await until(() => failures.size > 0 && store.healthy === false, 5000), `${outage}: no command failed after ${sent} sent`);
+            await new Promise((resolve) => setImmediate(resolve));
+            const expected = outage === 'killed' ? /get failed: Redis is unreachable \(/ : /get failed: Redis (is unreachable \(|did not answer within 200 ms)/;
+            for (const message of failures) {
+              assert.match(message, expected, `${outage}: a failure named the driver's options, not the outage`);
+            }
+            if (outage === 'hung') {
+              assert.ok([...failures].some((message) => message.includes('did not answer within 200 ms')), `${outage}: no failure named the wait: ${[...failures].join('; ')}`);
+            }
+          } finally {
+            server.resume();
+            await store.close();
+          }
+        } finally {
+          server.resume();
+          await server.stop();
+        }
       }
     });
 
