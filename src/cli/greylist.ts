@@ -134,10 +134,12 @@ function clientOf(options: GreylistOptions, client: string): ClientArgument {
   // Host bits after the prefix (192.0.2.7/8) are a typo for a narrower network, refused as in
   // the configuration's lists: masked, `drop` forgot the auto-allow entries of a whole /8. An
   // address with a leading zero (010.1.1.1) gets core/ip's reason too, not the list of forms.
+  // Text that is no address at all before the slash gets the list of forms: its reason would
+  // quote the argument a second time (core/ip networkExpected).
   const network = parseNetwork(client);
-  if (client.includes('/') || (!network.ok && network.leadingZero)) {
-    if (!network.ok) throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}: ${network.reason}`);
-    return { identity: formatCidr(network.value), network: network.value };
+  if (network.ok && client.includes('/')) return { identity: formatCidr(network.value), network: network.value };
+  if (!network.ok && !network.notAddress && (client.includes('/') || network.leadingZero)) {
+    throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}: ${network.reason}`);
   }
   throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
 }

@@ -33,7 +33,7 @@ import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
-import { ignoreInspectorSignal } from './signals.js';
+import { ignoreInspectorSignal, takeStartupReloads } from './signals.js';
 import { notifyReady, takeNotifySocket } from './sd-notify.js';
 import { unusedDataDir } from './runtime.js';
 
@@ -57,8 +57,9 @@ export function serveOverrides(flags: ServeFlags): RawConfig {
   return overrides;
 }
 
-export function registerServeCommand(program: Command): void {
-  addEngineOptions(
+/** Registers `serve`, and gives its command back (it takes the SIGHUPs cli/main held: cli/program). */
+export function registerServeCommand(program: Command): Command {
+  return addEngineOptions(
     program
       .command('serve')
       .description('run the Postfix policy service (check_policy_service)')
@@ -161,7 +162,8 @@ async function serveUntilStopped<T>(
  * SIGHUP reloads; SIGTERM or SIGINT stops, and then the promise resolves; SIGUSR1 is logged
  * and ignored. Whether a SIGHUP
  * reloads is the daemon's or the supervisor's to say (one that comes while they stop does not):
- * this line only says that it came.
+ * this line only says that it came. One that came while Node loaded the program (cli/signals
+ * holdStartupReloads) came before the configuration was read: the start is its reload.
  */
 function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -169,6 +171,8 @@ function untilStopped(log: Logger, reload: () => void, stop: () => Promise<void>
       log.info({}, 'SIGHUP received');
       reload();
     });
+    const early = takeStartupReloads();
+    if (early > 0) log.info({ signals: early }, 'SIGHUP received while the program loaded, before the configuration was read: the start reads it as it is now');
     ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout serve takes SIGHUP (reload) and SIGTERM (stop); its log goes to stdout, there is no file to reopen');
     let stopping = false;
     const shutDown = (signal: string) => {

@@ -1,6 +1,6 @@
 /**
  * NAME
- *   cli/signals - what the long-running commands do with SIGUSR1
+ *   cli/signals - what the long-running commands do with SIGUSR1, and SIGHUP while starting
  *
  * DESCRIPTION
  *   ignoreInspectorSignal(log, message) logs `message` at warn on each SIGUSR1 and does nothing
@@ -9,10 +9,41 @@
  *   inspector on 127.0.0.1:9229: a debugger without authentication, with which any local user
  *   could run code as the service (its store, its secrets). It returns the function that removes
  *   the listener, for a command that stops without its process ending (rewrite serve in tests).
+ *
+ *   holdStartupReloads(), the first thing cli/main does, counts the SIGHUPs that come while
+ *   Node loads the commands, whose default action would end the process before any command
+ *   could take them. The command that handles SIGHUP takes them with takeStartupReloads()
+ *   once its own listener is in place (`callout serve`: they came before it read its
+ *   configuration, so its start is their reload); releaseStartupReloads() gives them back to
+ *   every other command: the listener goes, and one that came is sent again, ending the
+ *   process as it would have.
  */
 
 export function ignoreInspectorSignal(log: { warn(fields: Record<string, unknown>, message: string): void }, message: string): () => void {
   const ignored = () => log.warn({}, message);
   process.on('SIGUSR1', ignored);
   return () => void process.off('SIGUSR1', ignored);
+}
+
+/** The SIGHUPs held since holdStartupReloads, until they are taken or released. */
+let startup: { held: number; listener: () => void } | undefined;
+
+export function holdStartupReloads(): void {
+  const hold = { held: 0, listener: () => void (hold.held += 1) };
+  startup = hold;
+  process.on('SIGHUP', hold.listener);
+}
+
+/** Ends the hold: how many SIGHUPs came during it (0 when nothing was held). */
+export function takeStartupReloads(): number {
+  if (!startup) return 0;
+  process.off('SIGHUP', startup.listener);
+  const { held } = startup;
+  startup = undefined;
+  return held;
+}
+
+/** Ends the hold for a command that takes no SIGHUP: one that came ends the process now, by the signal. */
+export function releaseStartupReloads(): void {
+  if (takeStartupReloads() > 0) process.kill(process.pid, 'SIGHUP');
 }
