@@ -94,8 +94,11 @@ export interface EngineDeps {
   log?: Logger;
 }
 
-/** Temporary refusals of us (a 4xx before RCPT), kept unless an exchanger greylisted us. */
-const TEMPORARY_REFUSALS: ReadonlySet<string> = new Set(['refused-at-greeting', 'refused-at-helo', 'refused-at-mail']);
+/**
+ * Temporary refusals of us (a 4xx before RCPT; a 421 at RCPT, RSET or VRFY, which closes the
+ * channel: verify/probe's tempfail-at-rcpt failure), kept unless an exchanger greylisted us.
+ */
+const TEMPORARY_REFUSALS: ReadonlySet<string> = new Set(['refused-at-greeting', 'refused-at-helo', 'refused-at-mail', 'tempfail-at-rcpt']);
 
 /** A probe lock lasts at most this much longer than the verification it guards. */
 const LOCK_SLACK_MS = 5_000;
@@ -749,7 +752,8 @@ export class CalloutEngine {
     if (refusal) {
       writes.push(this.cache.putDomain(domain, 'useless', { reason: refusal.reason, description: refusal.description, ...(refusal.reply ? { reply: refusal.reply } : {}), at }));
     }
-    // A temporary refusal of us (a 421 at the greeting, "451 try again later" at MAIL) is kept
+    // A temporary refusal of us (a 421 at the greeting or at RCPT, "451 try again later" at
+    // MAIL), and an exchanger that hung up on us or answered what is no SMTP reply, is kept
     // on the domain too, for cache.tempfail (VerificationCache: a reply below 500): without it
     // every other sender of the domain opened a connection at once, while a server that is
     // down was left alone. Not when another exchanger greylisted us: the greylist record says

@@ -741,10 +741,11 @@ class DomainProbe {
    * asking it again would spend the overall deadline three times over, and asking the next
    * exchanger would ask a backup MX, which accepts for the domain whatever the primary would
    * answer (and may not have run the catch-all probe). Its addresses stay unknown (timeout), as
-   * Exim defers.
+   * Exim defers. One that answered with what is no SMTP reply is left alike: it says the same on
+   * a new connection, and reconnecting made three connections of each callout to it.
    */
   private afterFailedRcpt(step: StepFailure<ClientStage>, outcome: string): Conversation {
-    if (step.kind !== 'timeout') return this.endAttempt(outcome, 'reconnect');
+    if (step.kind === 'closed') return this.endAttempt(outcome, 'reconnect');
     this.pending.length = 0;
     return this.endAttempt(outcome, 'done');
   }

@@ -51,10 +51,12 @@ export type VerdictReason =
 
 /**
  * Failures that are no refusal of us but say the domain will not answer us for a while (its
- * exchangers could not be reached or did not answer in time): verify/engine remembers them on the
- * domain, and verify/cache keeps that record for cache.tempfail only, as it does a 4xx.
+ * exchangers could not be reached, did not answer in time, hung up on us or answered with what
+ * is no SMTP reply): verify/engine remembers them on the domain, and verify/cache keeps that
+ * record for cache.tempfail only, as it does a 4xx. Not remembered, a server that hangs up on
+ * MAIL FROM:<> was asked again by every other sender of its domain.
  */
-export const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<VerdictReason> = new Set<VerdictReason>(['unreachable', 'timeout']);
+export const TEMPORARY_DOMAIN_FAILURES: ReadonlySet<VerdictReason> = new Set<VerdictReason>(['unreachable', 'timeout', 'protocol-error']);
 
 export type ProbeState = 'not-run' | 'accepted' | 'refused' | 'inconclusive';
 
