@@ -12,7 +12,8 @@ import { CommanderError } from 'commander';
 import { CalloutError } from '../core/errors.js';
 
 /**
- * sysexits(3): 64 usage, 78 configuration, 75 (EX_TEMPFAIL) a store that cannot be reached now
+ * sysexits(3): 64 usage, 78 configuration or a damaged store (restored or moved away by hand,
+ * as a configuration is mended), 75 (EX_TEMPFAIL) a store that cannot be reached now
  * (Redis down, a SQLite lock held too long: try again later; Postfix's pipe(8) defers a message
  * on 75 instead of bouncing it) or a listen address that is not up yet, 70 anything else.
  */
@@ -23,6 +24,7 @@ export function exitCodeFor(err: unknown): number {
     case 'USAGE':
       return 64;
     case 'CONFIG_INVALID':
+    case 'STORE_DAMAGED':
       return 78;
     case 'STORE_UNAVAILABLE':
     case 'LISTEN_UNAVAILABLE':

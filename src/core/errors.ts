@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'DNS_PERMANENT'
   | 'LISTEN_UNAVAILABLE'
+  | 'STORE_DAMAGED'
   | 'STORE_UNAVAILABLE'
   | 'USAGE'
   | 'INTERNAL';
@@ -63,6 +64,17 @@ export class StoreError extends CalloutError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('STORE_UNAVAILABLE', message, options);
   }
+}
+
+/**
+ * A store file found damaged (SQLite's SQLITE_CORRUPT), at open or by a read or write after it.
+ * A StoreError all the same, so that it is answered as any store fault (policy.faultAction; the
+ * callout engine passes it on rather than taking it for a verdict), but with a code of its own:
+ * waiting does not mend it, and a command that exited 75 on it was tried again for ever (systemd's
+ * Restart=, pipe(8)'s deferral).
+ */
+export class StoreDamagedError extends StoreError {
+  override readonly code: ErrorCode = 'STORE_DAMAGED';
 }
 
 /** A one-line description of any thrown value, for logs and CLI output (no stack traces). */

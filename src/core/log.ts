@@ -243,3 +243,47 @@ export class RepeatCollapser {
   }
 }
 
+/**
+ * The one line that says a trouble has ended (a store that failed takes writes again): failures
+ * are counted from the first, and the first success after them gives what the line carries, how
+ * long they went on (from the first failure to that success) and how many there were. Without it
+ * the failures' lines (once a minute, RepeatCollapser) stopped, and a log read the next morning
+ * did not tell when service came back. At most one line per windowMs: a store that fails and
+ * succeeds by turns (a disk nearly full, where some commits still find room) wrote a line at each
+ * success; held back, the failures go on being counted, and the first success after the window
+ * writes them, timed to the first success after the last of them.
+ */
+export class RecoveryLine {
+  /** The first failure not yet written of, undefined while there is none. */
+  private failingSince: number | undefined;
+  private failures = 0;
+  /** The first success after the last failure, while its line is held back. */
+  private recoveredAt: number | undefined;
+  private lastLine: number | undefined;
+
+  constructor(private readonly windowMs: number) {}
+
+  /**
+   * A trouble at now: `count` failures (0 for a trouble told before anything failed, Redis's
+   * connection lost while no command ran).
+   */
+  failed(now: number, count = 1): void {
+    this.failingSince ??= now;
+    this.failures += count;
+    this.recoveredAt = undefined;
+  }
+
+  /** A success at now: the fields of the line to write, or undefined when there is none to write (yet). */
+  succeeded(now: number): { failingForMs: number; failures: number } | undefined {
+    if (this.failingSince === undefined) return undefined;
+    this.recoveredAt ??= now;
+    // A clock set back (by hand, or a request's policy_test_time) ends the window.
+    if (this.lastLine !== undefined && now >= this.lastLine && now - this.lastLine < this.windowMs) return undefined;
+    const line = { failingForMs: Math.max(0, this.recoveredAt - this.failingSince), failures: this.failures };
+    this.failingSince = undefined;
+    this.failures = 0;
+    this.recoveredAt = undefined;
+    this.lastLine = now;
+    return line;
+  }
+}

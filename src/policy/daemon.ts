@@ -34,6 +34,9 @@
  *   is earlier: a request's policy_test_time far ahead must not have it delete every entry.
  *   A purge still running when the next is due is not joined by another (schedulePurges).
  *   With policy.workers each worker purges: the stretches of one find little left for the other.
+ *   A store that failed (a full disk, a lock held past the busy timeout, Redis gone) is said to be
+ *   back, `store available`, at the first write that succeeds after it, with how long it failed
+ *   and how many operations did (WatchedStore, core/log RecoveryLine; at most once a minute).
  *
  *   As one of policy.workers processes (DaemonOptions.worker) it enforces its share of
  *   limits.concurrency (workerShare), since each process counts only its own callouts; the
@@ -50,8 +53,8 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock, systemTimers } from '../core/clock.js';
 import type { Clock, TimerHandle, Timers } from '../core/clock.js';
-import { abbreviate, describeError } from '../core/errors.js';
-import { RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
+import { CalloutError, abbreviate, describeError } from '../core/errors.js';
+import { RecoveryLine, RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { hostHelo } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
@@ -59,7 +62,7 @@ import { validateConfig } from '../config/schema.js';
 import type { Config, LimitsConfig } from '../config/schema.js';
 import type { Resolver } from '../dns/types.js';
 import { MemoryStore, RedisStore, SqliteStore, openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
+import type { ASK_LATER, Store, StoredValue } from '../store/types.js';
 import { CalloutEngine } from '../verify/engine.js';
 import { Metrics, closeMetricsServer, startMetricsServer } from '../http/metrics.js';
 import { createResolver, storePath } from '../cli/runtime.js';
@@ -83,6 +86,8 @@ export interface DaemonOptions {
   worker?: boolean;
   /** A configuration file with no settings is an error, as at a reload (a replacement worker). */
   refuseEmptyConfig?: boolean;
+  /** How long a SQLite store waits for another process's lock (SqliteStore's 5 s); tests shorten it. */
+  sqliteBusyTimeoutMs?: number;
 }
 
 /**
@@ -110,6 +115,8 @@ const HEALTH_PROBE_TTL_MS = 60_000;
 /** A failed health probe's line, repeated within this, is counted, not logged again. */
 const HEALTH_LOG_WINDOW_MS = 60_000;
 const REDIS_STARTUP_WAIT_MS = 2_000;
+/** The 'store available' line of a store that fails and succeeds by turns comes at most this often, as its faults' lines. */
+const STORE_RECOVERY_LOG_WINDOW_MS = 60_000;
 /**
  * The most of a request attribute (helo_name, sender, recipient, instance; client_address and
  * protocol_state too, for a client other than Postfix) a decision line keeps, in characters.
@@ -258,11 +265,12 @@ function followTestTime(clock: RequestTimeClock, value: string | undefined, log:
  * counted in callout_store_checkpoint_thread_failures_total when metrics are given, and its
  * checkpoints held up by another connection and caught up again.
  */
-async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics): Promise<SqliteStore> {
+async function openSqliteStore(config: Config, clock: Clock, log: Logger, metrics?: Metrics, busyTimeoutMs?: number): Promise<SqliteStore> {
   const path = storePath(config);
   // SqliteStore.open makes the directories (0750) and names dataDir and --data-dir when it cannot.
   const store = await SqliteStore.open(path, {
     clock,
+    busyTimeoutMs,
     sync: config.store.sync,
     onCheckpointerFailed: (reason) => {
       log.error({ store: path, reason }, 'store checkpoint thread failed: until restart SQLite checkpoints inside commits, on the request path');
@@ -393,6 +401,95 @@ export function schedulePurges(store: Store, intervalMs: number, log: Logger, me
   return timer;
 }
 
+/** What WatchedStore tells of the operations it passes on. */
+interface StoreOutcomes {
+  /** An operation rejected (with what the store rejects with). */
+  failed(err: unknown): void;
+  /** A write succeeded. */
+  wrote(): void;
+}
+
+/**
+ * The store as the daemon's stages, callout engine, purge and /health use it, telling each failure
+ * and each write that succeeded to `outcomes`: the one place where the end of a store's trouble is
+ * seen, whichever the store. Reads and purges tell only their failures: with the disk full, or
+ * another process holding SQLite's write lock, reads still succeed, and Redis's purge answers
+ * without asking Redis. peek never fails (a fault is get()'s to report), and no part of the daemon
+ * lists (scanPages): both are passed on as they are.
+ */
+class WatchedStore implements Store {
+  readonly kind: Store['kind'];
+  private readonly failed: (err: unknown) => never;
+  private readonly wrote: <T>(value: T) => T;
+
+  constructor(
+    readonly inner: Store,
+    outcomes: StoreOutcomes,
+  ) {
+    this.kind = inner.kind;
+    this.failed = (err) => {
+      outcomes.failed(err);
+      throw err;
+    };
+    this.wrote = (value) => {
+      outcomes.wrote();
+      return value;
+    };
+  }
+
+  get(key: string): Promise<StoredValue | undefined> {
+    return this.inner.get(key).then(undefined, this.failed);
+  }
+
+  getMany(keys: readonly string[]): Promise<Array<StoredValue | undefined>> {
+    return this.inner.getMany(keys).then(undefined, this.failed);
+  }
+
+  peek(key: string): Readonly<StoredValue> | undefined | typeof ASK_LATER {
+    return this.inner.peek(key);
+  }
+
+  set(key: string, value: string, ttlMs: number): Promise<void> {
+    return this.inner.set(key, value, ttlMs).then(this.wrote, this.failed);
+  }
+
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.inner.setIfAbsent(key, value, ttlMs).then(this.wrote, this.failed);
+  }
+
+  compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
+    return this.inner.compareAndSet(key, expected, value, ttlMs).then(this.wrote, this.failed);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key).then(this.wrote, this.failed);
+  }
+
+  deleteIf(key: string, expected: string): Promise<boolean> {
+    return this.inner.deleteIf(key, expected).then(this.wrote, this.failed);
+  }
+
+  increment(key: string, by: number, ttlMs: number): Promise<number> {
+    return this.inner.increment(key, by, ttlMs).then(this.wrote, this.failed);
+  }
+
+  scan(prefix: string, limit: number): Promise<Array<{ key: string } & StoredValue>> {
+    return this.inner.scan(prefix, limit).then(undefined, this.failed);
+  }
+
+  scanPages(prefix: string, pageSize: number): AsyncGenerator<Array<{ key: string } & StoredValue>, void, undefined> {
+    return this.inner.scanPages(prefix, pageSize);
+  }
+
+  purgeExpired(at?: number): Promise<number> {
+    return this.inner.purgeExpired(at).then(undefined, this.failed);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
 export class Daemon {
   private current!: Generation;
   /**
@@ -410,7 +507,13 @@ export class Daemon {
    * logged its own line, beside the one 'store unavailable' line of the outage.
    */
   private readonly healthLines = new RepeatCollapser(HEALTH_LOG_WINDOW_MS);
-  private store!: Store;
+  /**
+   * The failures of the store, until a write succeeds again: its 'store available' line (the
+   * failures themselves are logged as stage faults, and Redis's lost connection as 'store
+   * unavailable').
+   */
+  private readonly storeRecovery = new RecoveryLine(STORE_RECOVERY_LOG_WINDOW_MS);
+  private store!: WatchedStore;
   /**
    * policy.acceptTestTime: the clock every part of the daemon reads follows the requests, except
    * the store's purge (RequestTimeClock.maintenanceNow).
@@ -619,20 +722,47 @@ export class Daemon {
     await Promise.race([closed, bound]);
   }
 
-  private async openConfiguredStore(config: Config): Promise<Store> {
+  private async openConfiguredStore(config: Config): Promise<WatchedStore> {
     if (config.store.kind === 'redis') {
       // Start even while Redis is down: requests are answered by policy.faultAction until it is back.
       const redis = await RedisStore.open(config.store.url, { clock: this.clock, keyPrefix: config.store.keyPrefix, waitForConnection: false });
-      redis.on('down', (reason) => this.options.log.error({ store: redis.url, reason }, 'store unavailable: answering by policy.faultAction'));
-      redis.on('up', () => this.options.log.info({ store: redis.url }, 'store available'));
+      const watched = this.watched(redis, redis.url);
+      redis.on('down', (reason) => {
+        this.options.log.error({ store: redis.url, reason }, 'store unavailable: answering by policy.faultAction');
+        // Its end is the first write after it, though no command failed meanwhile.
+        this.storeRecovery.failed(this.outageTime(), 0);
+      });
       if (!redis.healthy) {
         const up = new Promise<void>((resolve) => redis.once('up', () => resolve()));
         await Promise.race([up, new Promise((resolve) => setTimeout(resolve, REDIS_STARTUP_WAIT_MS).unref())]);
       }
-      return redis;
+      return watched;
     }
-    if (config.store.kind === 'memory') return openStore({ kind: 'memory' }, this.clock);
-    return openSqliteStore(config, this.clock, this.options.log, this.metrics);
+    if (config.store.kind === 'memory') return this.watched(await openStore({ kind: 'memory' }, this.clock), 'memory');
+    const sqlite = await openSqliteStore(config, this.clock, this.options.log, this.metrics, this.options.sqliteBusyTimeoutMs);
+    return this.watched(sqlite, sqlite.path);
+  }
+
+  /**
+   * The store, its failures counted (those of a store out of reach: damage does not end by itself,
+   * and its line says what to do) until a write succeeds again, which is logged once, with how long
+   * and how many: with SQLite only /health told that a full disk or a lock had let go.
+   */
+  private watched(store: Store, name: string): WatchedStore {
+    return new WatchedStore(store, {
+      failed: (err) => {
+        if (err instanceof CalloutError && err.code === 'STORE_UNAVAILABLE') this.storeRecovery.failed(this.outageTime());
+      },
+      wrote: () => {
+        const line = this.storeRecovery.succeeded(this.outageTime());
+        if (line) this.options.log.info({ store: name, failingForMs: line.failingForMs, failedOperations: line.failures }, 'store available');
+      },
+    });
+  }
+
+  /** The time an outage is measured by: the real one, not policy_test_time's (policy.acceptTestTime). */
+  private outageTime(): number {
+    return (this.options.clock ?? systemClock).now();
   }
 
   /**
@@ -642,7 +772,7 @@ export class Daemon {
    * fails is logged once a minute for each reason (healthLines).
    */
   async healthy(): Promise<boolean> {
-    const fileProblem = this.store instanceof SqliteStore ? this.store.fileProblem() : undefined;
+    const fileProblem = this.store.inner instanceof SqliteStore ? this.store.inner.fileProblem() : undefined;
     if (fileProblem) {
       // Every scrape finds it again until the restart: once a minute, as the write failures below.
       const repeats = this.healthLines.admit(fileProblem, this.clock.now());

@@ -98,14 +98,15 @@
  * ERRORS
  *   open() rejects with ConfigError, naming the file, for what waiting will not mend: a directory
  *   that cannot be made or written, a path that is not a file or cannot be written (nor the -wal
- *   and -shm files beside it, when another user's process left them), a file that
- *   is not a database (one of a single byte too, which SQLite would write a new database over), a
- *   damaged database, another program's tables or views (refused before WAL mode is set in
- *   it), a schema newer than this program, a schema upgrade that what another program added to
- *   the file (a view, a trigger) makes fail, or that finds the file damaged. Every other failure
- *   rejects with StoreError naming the file and the operation, the driver error as its cause: out
- *   of descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close(); damage
- *   open() did not read (it reads the schema's pages only) is named so, with what to do. A
+ *   and -shm files beside it, when another user's process left them), a file that is not a
+ *   database (one of a single byte too, which SQLite would write a new database over), another
+ *   program's tables or views (refused before WAL mode is set in it), a schema newer than this
+ *   program, a schema upgrade that what another program added to the file (a view, a trigger)
+ *   makes fail. A damaged database rejects with StoreDamagedError (what waiting will not mend
+ *   either, exit 78), at open, at a schema upgrade, and at any operation after open that meets it
+ *   (open() reads the schema's pages only), named so with what to do. Every other failure rejects
+ *   with StoreError naming the file and the operation, the driver error as its cause: out of
+ *   descriptors, the lock still taken after busyTimeoutMs, a full disk, use after close(). A
  *   failed upgrade names the versions and SQLite's code, and says the file is as it was (its
  *   transaction rolled back) and, for a full disk or an I/O error, the room it needs.
  */
@@ -117,7 +118,7 @@ import type { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { systemClock, type Clock } from '../core/clock.js';
-import { CalloutError, ConfigError, StoreError, describeError, describeFileError } from '../core/errors.js';
+import { CalloutError, ConfigError, StoreDamagedError, StoreError, describeError, describeFileError } from '../core/errors.js';
 import { RecentMap } from '../core/memo.js';
 import { startCheckpointer, type CheckpointDelay } from './sqlite-checkpointer.js';
 import { ASK_LATER, type Store, type StoredValue } from './types.js';
@@ -348,10 +349,11 @@ function damagedAdvice(path: string): string {
 }
 
 /**
- * Why upgrading a file's schema failed, which the transaction rolled back: ConfigError for the
- * file's own content, StoreError for the machine's state (a full disk, an I/O error), which the
- * next open tries again. "open failed: disk I/O error" named neither the upgrade nor that the
- * file was kept, nor why a file that opened yesterday no longer did.
+ * Why upgrading a file's schema failed, which the transaction rolled back: ConfigError for what
+ * another program added to the file, StoreDamagedError for damage, StoreError for the machine's
+ * state (a full disk, an I/O error), which the next open tries again. "open failed: disk I/O
+ * error" named neither the upgrade nor that the file was kept, nor why a file that opened
+ * yesterday no longer did.
  */
 function upgradeFailure(path: string, upgrading: { from: number; to: number }, err: unknown): CalloutError {
   const code = err instanceof Database.SqliteError ? err.code : undefined;
@@ -359,7 +361,7 @@ function upgradeFailure(path: string, upgrading: { from: number; to: number }, e
   // The file's own content (what another program added, damage): as exit 75, systemd retried it for ever.
   if (code === 'SQLITE_ERROR') return new ConfigError(`${failed}: remove what another program added to it (a view, a trigger), or give callout a file of its own`, { cause: err });
   if (code?.startsWith('SQLITE_CORRUPT')) {
-    return new ConfigError(`${failed}, and damaged: ${damagedAdvice(path)}`, { cause: err });
+    return new StoreDamagedError(`${failed}, and damaged: ${damagedAdvice(path)}`, { cause: err });
   }
   // The copy of the table (version 1 to 2) needs room for another one, in the WAL. Other I/O
   // errors (a read, an fsync) point at the disk, not at its room.
@@ -600,7 +602,7 @@ export class SqliteStore implements Store {
       }
       // A damaged file stays damaged: exit 75 had systemd restart the daemon on it forever.
       if (typeof code === 'string' && code.startsWith('SQLITE_CORRUPT')) {
-        throw new ConfigError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; ${damagedAdvice(path)}`, { cause: err });
+        throw new StoreDamagedError(`sqlite store ${path}: cannot open: ${describeError(err)}: the file is damaged; ${damagedAdvice(path)}`, { cause: err });
       }
       // SQLite's "database is locked" alone says neither that it waited nor for what, and its
       // "disk I/O error" not that the disk was full (the -shm file could not be made).
@@ -996,17 +998,18 @@ export class SqliteStore implements Store {
   /**
    * A driver error as a StoreError that names file and operation, and what SQLite's words alone
    * do not say: that a lock was waited for (SQLITE_BUSY comes only once busyTimeoutMs has
-   * passed), or that the file is damaged (open() reads only the schema's pages), the file then
-   * staying so and the message saying what to do ('database disk image is malformed' alone, once
-   * a minute for as long as the daemon ran, said neither).
+   * passed), or that the file is damaged (open() reads only the schema's pages: a
+   * StoreDamagedError), the file then staying so and the message saying what to do ('database
+   * disk image is malformed' alone, once a minute for as long as the daemon ran, said neither).
    */
   private failure(context: string, err: unknown): StoreError {
     if (err instanceof StoreError) return err;
     const code = err instanceof Database.SqliteError ? err.code : undefined;
-    let why = '';
-    if (isBusy(err)) why = ` (${code}): another process held a lock on the file for longer than the busy timeout (${this.busyTimeoutMs} ms)`;
-    else if (code !== undefined && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')) why = ` (${code}): the file is damaged; stop callout serve, then ${damagedAdvice(this.path)}`;
-    return new StoreError(`${context} failed: ${describeError(err)}${why}`, { cause: err });
+    if (code !== undefined && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')) {
+      return new StoreDamagedError(`${context} failed: ${describeError(err)} (${code}): the file is damaged; stop callout serve, then ${damagedAdvice(this.path)}`, { cause: err });
+    }
+    const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${this.busyTimeoutMs} ms)` : '';
+    return new StoreError(`${context} failed: ${describeError(err)}${lock}`, { cause: err });
   }
 
   /** Runs one operation, turning any driver error into a StoreError that names file and operation. */

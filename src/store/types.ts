@@ -10,7 +10,8 @@
  *   Expiry is judged against the store's injected Clock, so tests move time instead of sleeping.
  *
  * ERRORS
- *   A backend failure rejects with StoreError (code STORE_UNAVAILABLE). An acknowledged write
+ *   A backend failure rejects with StoreError (code STORE_UNAVAILABLE; StoreDamagedError, code
+ *   STORE_DAMAGED, for a damaged SQLite file). An acknowledged write
  *   survives a crash of this process: SQLite has committed it to its WAL; Redis holds it in
  *   the server's memory, and keeps it across the server's own restarts only as far as the
  *   server's persistence (appendonly, save) is configured.

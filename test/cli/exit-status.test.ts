@@ -3,13 +3,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CommanderError } from 'commander';
 import { exitCodeFor } from '../../src/cli/exit-status.js';
-import { CalloutError, ConfigError, ListenUnavailableError, StoreError, UsageError } from '../../src/core/errors.js';
+import { CalloutError, ConfigError, ListenUnavailableError, StoreDamagedError, StoreError, UsageError } from '../../src/core/errors.js';
 
 describe('exitCodeFor', () => {
-  it('gives 64 to a usage error, 78 to a configuration, 75 to what may be there later, 70 to anything else', () => {
+  it('gives 64 to a usage error, 78 to a configuration or a damaged store, 75 to what may be there later, 70 to anything else', () => {
     assert.equal(exitCodeFor(new UsageError('x')), 64);
     assert.equal(exitCodeFor(new ConfigError('x')), 78);
     assert.equal(exitCodeFor(new StoreError('x')), 75);
+    // A StoreError, answered as a fault by the daemon; but waiting does not mend a damaged file.
+    assert.equal(exitCodeFor(new StoreDamagedError('x')), 78);
     assert.equal(exitCodeFor(new ListenUnavailableError('x')), 75);
     assert.equal(exitCodeFor(new CalloutError('INTERNAL', 'x')), 70);
     assert.equal(exitCodeFor(new CalloutError('DNS_PERMANENT', 'x')), 70);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
-import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RepeatCollapser, ResilientDestination, createLogger, logInfoJson } from '../../src/core/log.js';
+import { ATOMIC_WRITE_OCTETS, CoalescingDestination, RecoveryLine, RepeatCollapser, ResilientDestination, createLogger, logInfoJson } from '../../src/core/log.js';
 import { heapAfterGc } from '../support/heap.js';
 
 function recorder(): { writes: string[]; write(line: string): void } {
@@ -314,6 +314,35 @@ describe('RepeatCollapser', () => {
   });
 });
 
+describe('RecoveryLine', () => {
+  it('gives a line at the first success after failures, with how long they went on and how many there were, and none before or after', () => {
+    const line = new RecoveryLine(60_000);
+    assert.equal(line.succeeded(0), undefined, 'nothing failed');
+    line.failed(1_000);
+    line.failed(2_000);
+    line.failed(5_000);
+    assert.deepEqual(line.succeeded(7_000), { failingForMs: 6_000, failures: 3 });
+    assert.equal(line.succeeded(8_000), undefined, 'one line for the trouble');
+    // A trouble told before anything failed (Redis's connection lost while no command ran).
+    line.failed(100_000, 0);
+    assert.deepEqual(line.succeeded(100_500), { failingForMs: 500, failures: 0 });
+  });
+
+  it('holds back the line of a trouble that comes back within the window, counting on, and gives it at the first success after the window, timed to the first success after the last failure', () => {
+    const line = new RecoveryLine(60_000);
+    line.failed(0);
+    assert.deepEqual(line.succeeded(1_000), { failingForMs: 1_000, failures: 1 });
+    line.failed(10_000);
+    assert.equal(line.succeeded(12_000), undefined, 'within a minute of the last line');
+    line.failed(20_000);
+    line.failed(21_000);
+    assert.equal(line.succeeded(25_000), undefined);
+    assert.equal(line.succeeded(60_999), undefined);
+    assert.deepEqual(line.succeeded(61_000), { failingForMs: 15_000, failures: 3 }, 'from the first failure since the last line to the first success after the last failure');
+    line.failed(62_000);
+    assert.deepEqual(line.succeeded(1_000), { failingForMs: 0, failures: 1 }, 'a clock stepped back ends the window, and no duration is negative');
+  });
+});
 
 describe('CoalescingDestination write limit', () => {
   it('writes lines that fill the limit exactly together, in one write, and lines one octet over it apart', () => {

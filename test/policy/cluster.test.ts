@@ -2,6 +2,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Daemon } from '../../src/policy/daemon.js';
+import type { RedisStore } from '../../src/store/redis.js';
+import type { Store } from '../../src/store/types.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { startRedis } from '../support/redis.js';
@@ -104,11 +106,20 @@ describe('two daemons on one Redis', () => {
     redis.kill();
     assert.ok(await until(async () => !(await d.healthy()), 5000), 'await until(async () => !(await d.healthy()), 5000)');
     for (let i = 0; i < 10; i += 1) assert.equal(await d.healthy(), false);
+    // Redis expires keys itself: a purge succeeds without asking it, and ends nothing.
+    assert.equal(await (d as unknown as { store: Store }).store.purgeExpired(), 0);
+    assert.deepEqual(logs.slice(before).filter((l) => l.msg === 'store available'), [], 'still down');
     const lines = logs.slice(before).filter((l) => l.msg !== 'decision').map((l) => String(l.msg));
     assert.deepEqual(lines.filter((m) => m.startsWith('health')), ['health: the store does not take a write'], lines.join('\n'));
     assert.deepEqual(lines.filter((m) => m.startsWith('store unavailable')).length, 1, lines.join('\n'));
     await redis.restart();
     assert.ok(await until(() => d.healthy(), 10_000), 'healthy again once Redis is back');
+    // Its end is the first write that took (that /health probe), counting the probes that failed.
+    const back = logs.slice(before).filter((l) => l.msg === 'store available');
+    assert.equal(back.length, 1, JSON.stringify(back));
+    assert.equal(back[0]!.store, redis.url);
+    assert.ok(typeof back[0]!.failedOperations === 'number' && back[0]!.failedOperations >= 11, JSON.stringify(back[0]));
+    assert.ok(typeof back[0]!.failingForMs === 'number' && back[0]!.failingForMs > 0, JSON.stringify(back[0]));
     client.close();
   });
 
@@ -117,12 +128,17 @@ describe('two daemons on one Redis', () => {
     await Promise.all(running.splice(0).map((d) => d.stop()));
     redis.kill();
     const before = logs.length;
-    const { client } = await daemon();
+    const { daemon: d, client } = await daemon();
     await new Promise((resolve) => setTimeout(resolve, 500));
     const down = (): string[] => logs.slice(before).map((l) => String(l.msg)).filter((m) => m.startsWith('store unavailable'));
     assert.equal(down().length, 1, 'one line for the outage the daemon started in');
     await redis.restart();
-    assert.ok(await until(() => logs.slice(before).some((l) => l.msg === 'store available'), 10_000), 'await until(() => logs.slice(before).some((l) => l.msg === \'store available\'), 10_000)');
+    // Back at the first write that takes, though nothing failed before it: the outage began with the connection.
+    const store = (d as unknown as { store: { inner: RedisStore } }).store.inner;
+    assert.ok(await until(() => store.healthy, 10_000), 'connected again');
+    assert.equal(await d.healthy(), true, 'the store takes a write once Redis is back');
+    const back = logs.slice(before).filter((l) => l.msg === 'store available');
+    assert.deepEqual(back.map((l) => l.failedOperations), [0], 'one line for its end');
     assert.equal(down().length, 1);
     client.close();
   });

@@ -15,8 +15,9 @@ import { ManualClock, ManualTimers } from '../support/manual-time.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { MemoryStore, SqliteStore } from '../../src/store/index.js';
 import { ASK_LATER } from '../../src/store/types.js';
-import { StoreError } from '../../src/core/errors.js';
+import { StoreDamagedError, StoreError } from '../../src/core/errors.js';
 import type { CalloutEngine } from '../../src/verify/engine.js';
+import type { Store } from '../../src/store/types.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
 import { greylistOnce, startSmtpServers, usersOnly } from '../support/smtp-server.js';
@@ -26,6 +27,7 @@ import { startDaemonWithClient } from '../support/daemon.js';
 import { mxZone } from '../verify/fixture.js';
 import { captureLog } from '../support/log-capture.js';
 import { until } from '../support/wait.js';
+import { DAMAGED_STORE_KEYS, writeDamagedStore } from '../support/sqlite-damage.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -311,6 +313,130 @@ describe('callout serve', () => {
     }
     assert.deepEqual(lines.filter((l) => l.msg === 'health: the store does not take a write').map((l) => [l.level, l.err]), [[40, 'database or disk is full']]);
     assert.equal((await fetch(`http://${daemon.metricsAddress}/health`)).status, 200, 'healthy again once it takes a write');
+  });
+
+  it('says once that its SQLite store takes writes again after a lock held past the busy timeout, with how long and how many operations failed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-store-available-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const { lines, log } = captureLog();
+    const clock = new ManualClock();
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
+    const { daemon, client } = await startDaemonWithClient({ overrides, log, clock, sqliteBusyTimeoutMs: 30 }, cleanups);
+    const path = join(dataDir, 'callout.sqlite');
+    const available = (): Array<Record<string, unknown>> => lines.filter((l) => l.msg === 'store available').map(({ level, store, failingForMs, failedOperations }) => ({ level, store, failingForMs, failedOperations }));
+    const otherProcess = new Database(path);
+    cleanups.push(() => void otherProcess.close());
+    const locked = async (during: () => Promise<void>): Promise<void> => {
+      otherProcess.exec('BEGIN IMMEDIATE');
+      try {
+        await during();
+      } finally {
+        otherProcess.exec('COMMIT');
+      }
+    };
+    const store = (daemon as unknown as { store: Store }).store;
+    assert.equal(await daemon.healthy(), true, 'the store takes a write');
+    // A night's trouble: each failure a write of /health's probe, a minute apart.
+    await locked(async () => {
+      for (let i = 0; i < 3; i += 1) {
+        assert.equal(await daemon.healthy(), false, 'the lock outlasts the busy timeout');
+        clock.advance(60_000);
+      }
+      // The lock held, reads still work: no end of the trouble.
+      await store.get('health:probe');
+    });
+    assert.deepEqual(available(), [], 'nothing took a write yet');
+    // The first write after it: a greylisting request's.
+    assert.match(await client.request(postfixRequest({ sender: 'a@sender.test' })), /^DEFER_IF_PERMIT /);
+    assert.deepEqual(available(), [{ level: 30, store: path, failingForMs: 180_000, failedOperations: 3 }]);
+    assert.equal(await daemon.healthy(), true);
+    assert.equal(available().length, 1, 'one line for the trouble');
+    // Back within the minute: its line waits for the first write after the minute, and is timed
+    // to the first write after the failure.
+    clock.advance(10_000);
+    await locked(async () => assert.equal(await daemon.healthy(), false));
+    clock.advance(5_000);
+    assert.equal(await daemon.healthy(), true);
+    assert.equal(available().length, 1, 'a line a minute at most');
+    clock.advance(60_000);
+    assert.equal(await daemon.healthy(), true);
+    assert.deepEqual(available().slice(1), [{ level: 30, store: path, failingForMs: 5_000, failedOperations: 1 }]);
+  });
+
+  it('counts the reads that failed among the operations, as Redis out of reach fails them', async () => {
+    const { lines, log } = captureLog();
+    const clock = new ManualClock();
+    const { daemon } = await startDaemonWithClient({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } }, log, clock }, cleanups);
+    const store = (daemon as unknown as { store: Store & { inner: MemoryStore } }).store;
+    const { get, getMany, scan } = store.inner;
+    const unreachable = () => Promise.reject(new StoreError('redis://127.0.0.1:6379/0: get failed: Redis is unreachable (connect ECONNREFUSED 127.0.0.1:6379)'));
+    Object.assign(store.inner, { get: unreachable, getMany: unreachable, scan: unreachable });
+    try {
+      for (const read of [() => store.get('k'), () => store.getMany(['k']), () => store.scan('k', 1)]) await assert.rejects(read(), StoreError);
+    } finally {
+      Object.assign(store.inner, { get, getMany, scan });
+    }
+    clock.advance(1_000);
+    assert.equal(await daemon.healthy(), true);
+    assert.deepEqual(
+      lines.filter((l) => l.msg === 'store available').map(({ store: name, failingForMs, failedOperations }) => ({ name, failingForMs, failedOperations })),
+      [{ name: 'memory', failingForMs: 1_000, failedOperations: 3 }],
+    );
+  });
+
+  it('measures how long the store failed by the real clock, not by policy_test_time (policy.acceptTestTime)', async () => {
+    const { lines, log } = captureLog();
+    const clock = new ManualClock();
+    const overrides = { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0', acceptTestTime: true, stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
+    const { daemon, client } = await startDaemonWithClient({ overrides, log, clock }, cleanups);
+    const store = (daemon as unknown as { store: Store & { inner: MemoryStore } }).store;
+    const { set } = store.inner;
+    store.inner.set = () => Promise.reject(new StoreError('set failed: database or disk is full'));
+    try {
+      assert.equal(await daemon.healthy(), false);
+    } finally {
+      store.inner.set = set;
+    }
+    clock.advance(2_000);
+    // A replay's request, ten days ahead of the clock: its greylisting writes.
+    const replayed = postfixRequest({ sender: 'bob@sender.test', policy_test_time: String(Math.floor(clock.now() / 1000) + 10 * 86_400) });
+    assert.match(await client.request(replayed), /^DEFER_IF_PERMIT /);
+    assert.deepEqual(lines.filter((l) => l.msg === 'store available').map((l) => l.failingForMs), [2_000]);
+  });
+
+  it('answers requests by policy.faultAction on a SQLite store found damaged after start, naming the damage, and serves on', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-store-damaged-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const path = join(dataDir, 'callout.sqlite');
+    await writeDamagedStore(path, 'after-schema');
+    const { lines, log } = captureLog();
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0', faultAction: 'DEFER', stages: [{ name: 'greylist', delay: 300 }] }, metrics: { listen: '' } };
+    const { client } = await startDaemonWithClient({ overrides, log }, cleanups);
+    for (const sender of ['a@sender.test', 'b@sender.test']) {
+      assert.equal(await client.request(postfixRequest({ sender })), '451 4.3.0 Temporary policy failure, please try again later', sender);
+    }
+    const faults = decisions(lines).map((l) => (l.faults as string[] | undefined)?.[0]);
+    assert.equal(faults.length, 2, 'both answered');
+    for (const fault of faults) assert.match(String(fault), /^greylist: STORE_DAMAGED: sqlite store \S+callout\.sqlite: \w+ failed: database disk image is malformed \(SQLITE_CORRUPT\): the file is damaged; stop callout serve, then restore it from a backup/);
+  });
+
+  it('does not take a damaged page for trouble that a write ends: no "store available" after it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'callout-store-damaged-page-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    await writeDamagedStore(join(dataDir, 'callout.sqlite'), 'middle-page');
+    const { lines, log } = captureLog();
+    const overrides = { dataDir, store: { kind: 'sqlite' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } };
+    const { daemon } = await startDaemonWithClient({ overrides, log }, cleanups);
+    const store = (daemon as unknown as { store: Store }).store;
+    let damaged: unknown;
+    for (const key of DAMAGED_STORE_KEYS) {
+      damaged = await store.get(key).then(() => undefined, (err: unknown) => err);
+      if (damaged !== undefined) break;
+    }
+    assert.ok(damaged instanceof StoreDamagedError, `a key on the damaged page: ${String(damaged)}`);
+    assert.equal(await daemon.healthy(), true, 'a write on another page takes');
+    // It stays damaged: "available" would read as if it had mended.
+    assert.deepEqual(lines.filter((l) => l.msg === 'store available'), []);
   });
 
   it('logs once, naming the file and the cause, when the SQLite checkpoint thread fails, and counts it', async () => {

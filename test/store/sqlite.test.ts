@@ -9,12 +9,13 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ManualClock } from '../support/manual-time.js';
-import { ConfigError, StoreError } from '../../src/core/errors.js';
+import { ConfigError, StoreDamagedError, StoreError } from '../../src/core/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { ASK_LATER } from '../../src/store/types.js';
 import { startCheckpointer, type CheckpointDelay } from '../../src/store/sqlite-checkpointer.js';
 import { runStoreContract } from './contract.js';
 import { writeVersion1Store, type Version1Row } from '../support/sqlite-version-1.js';
+import { writeDamagedStore } from '../support/sqlite-damage.js';
 import { until } from '../support/wait.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'callout-sqlite-'));
@@ -1013,7 +1014,7 @@ describe('SqliteStore', () => {
     }
   });
 
-  it('names a schema upgrade that finds the file damaged as a configuration problem, and leaves the file as it was', async () => {
+  it('names a schema upgrade that finds the file damaged as damage, not an outage, and leaves the file as it was', async () => {
     const path = join(scratch, 'version-1-damaged.sqlite');
     writeVersion1Store(path, Array.from({ length: 3000 }, (_, i) => [`grey:t:k${i}`, 'v'.repeat(100), 9_000] as const));
     // A page of the table or of its indexes, which only the upgrade's copy and DROP TABLE read.
@@ -1022,8 +1023,9 @@ describe('SqliteStore', () => {
     writeSync(fd, Buffer.alloc(64, 0xff), 0, 64, Math.floor(pages / 2) * 4096);
     closeSync(fd);
     await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      // Not StoreError: its exit 75 had systemd restart the daemon on the file for ever.
-      assert.ok(err instanceof ConfigError, String(err));
+      // Not STORE_UNAVAILABLE: its exit 75 had systemd restart the daemon on the file for ever.
+      assert.ok(err instanceof StoreDamagedError, String(err));
+      assert.equal(err.code, 'STORE_DAMAGED', err.message);
       assert.ok(err.message.startsWith(`sqlite store ${path}: upgrading the schema from version 1 to 2 failed: database disk image is malformed (SQLITE_CORRUPT); the file is as it was (the upgrade is one transaction), and damaged: restore it from a backup`), err.message);
       assert.ok(err.message.includes(`${path}-wal`), err.message);
       return true;
@@ -1255,7 +1257,7 @@ describe('SqliteStore', () => {
     assert.equal(existsSync(`${path}-wal`), false);
   });
 
-  it('rejects a damaged (truncated) database as a configuration problem, naming the path and what to do', async () => {
+  it('rejects a damaged (truncated) database as damage, not an outage, naming the path and what to do', async () => {
     const path = freshPath();
     const store = await SqliteStore.open(path);
     await Promise.all(Array.from({ length: 2000 }, (_, i) => store.set(`grey:${i}:${'x'.repeat(40)}`, 'v'.repeat(40), 60_000)));
@@ -1263,8 +1265,9 @@ describe('SqliteStore', () => {
     const whole = readFileSync(path);
     writeFileSync(path, whole.subarray(0, whole.length >> 1));
     await assert.rejects(SqliteStore.open(path), (err: unknown) => {
-      // Not StoreError: its exit 75 had systemd restart the daemon on the file for ever.
-      assert.ok(err instanceof ConfigError, String(err));
+      // Not STORE_UNAVAILABLE: its exit 75 had systemd restart the daemon on the file for ever.
+      assert.ok(err instanceof StoreDamagedError, String(err));
+      assert.equal(err.code, 'STORE_DAMAGED', err.message);
       assert.ok(err.message.startsWith(`sqlite store ${path}: cannot open: database disk image is malformed: the file is damaged;`), err.message);
       assert.ok(err.message.includes(`${path}-wal`), err.message);
       assert.equal((err.cause as { code?: unknown }).code, 'SQLITE_CORRUPT');
@@ -1399,23 +1402,16 @@ describe('SqliteStore', () => {
 
   it('names damage it meets after open, which it cannot read past, and what to do', async () => {
     const path = freshPath();
-    const store = await SqliteStore.open(path);
-    await Promise.all(Array.from({ length: 2000 }, (_, i) => store.set(`grey:${i}:${'x'.repeat(40)}`, 'v'.repeat(40), 60_000)));
-    await store.close();
-    // Every page after the first (the header and the schema, all open() reads) overwritten, as a
-    // failing disk or a stray write leaves them.
-    const whole = readFileSync(path);
-    const pageSize = whole.readUInt16BE(16);
-    const fd = openSync(path, 'r+');
-    writeSync(fd, Buffer.alloc(whole.length - pageSize, 0xa5), 0, whole.length - pageSize, pageSize);
-    closeSync(fd);
+    await writeDamagedStore(path, 'after-schema');
     const damaged = await SqliteStore.open(path);
     try {
       const advice = `the file is damaged; stop callout serve, then restore it from a backup, or move it away with the ${path}-wal and ${path}-shm files beside it and callout starts an empty store`;
       for (const [operation, attempt] of [['get', () => damaged.get('grey:1')], ['set', () => damaged.set('grey:1', 'v', 60_000)], ['scan', () => damaged.scan('grey:', 10)]] as const) {
         await assert.rejects(attempt(), (err: unknown) => {
-          // A fault as any other (policy.faultAction), which the log line names as what it is.
-          assert.ok(err instanceof StoreError, String(err));
+          // A fault as any other (policy.faultAction), which the log line names as what it is, and
+          // a command exits 78 on (its code): waiting does not mend it.
+          assert.ok(err instanceof StoreDamagedError, String(err));
+          assert.equal(err.code, 'STORE_DAMAGED', err.message);
           assert.equal(err.message, `sqlite store ${path}: ${operation} failed: database disk image is malformed (SQLITE_CORRUPT): ${advice}`);
           return true;
         });
