@@ -69,6 +69,7 @@ import { createResolver, storePath } from '../cli/runtime.js';
 import { buildPipeline } from './pipeline.js';
 import { earlierReadGaps } from './stage-order.js';
 import { deadlineCuts } from './stages/tarpit.js';
+import { obsoleteGreylistOptions } from './stages/greylist.js';
 import type { MessageMemories, Pipeline, PipelineOutcome } from './pipeline.js';
 import { PolicyServer } from './server.js';
 
@@ -298,7 +299,8 @@ interface GenerationDeps {
 /**
  * The resolver, callout engine and pipeline a configuration makes (at start, at each reload, and
  * for `config check`), logging what it will not do as written: callouts off without a host name,
- * tarpit delays the decision deadline cuts short (stages/tarpit deadlineCuts), options that read
+ * tarpit delays the decision deadline cuts short (stages/tarpit deadlineCuts), obsolete greylist
+ * options (stages/greylist obsoleteGreylistOptions), options that read
  * a stage which does not run before them (policy/stage-order).
  */
 function buildGeneration(config: Config, deps: GenerationDeps, messages?: MessageMemories): Generation {
@@ -306,8 +308,9 @@ function buildGeneration(config: Config, deps: GenerationDeps, messages?: Messag
   const helo = config.callout.helo ?? hostHelo();
   if (!helo) deps.log.warn({ hostname: hostname() }, 'callouts are off: set callout.helo (or --helo) to this host\'s fully qualified name');
   config.policy.stages.forEach((entry, index) => {
+    if (entry.name === 'greylist') for (const line of obsoleteGreylistOptions(entry, index)) deps.log.warn({}, line);
     if (entry.name !== 'tarpit' || entry.mode === 'off') return;
-    for (const line of deadlineCuts(entry, `policy.stages.${index}`, config.policy.decisionTimeout)) deps.log.warn({}, line);
+    for (const line of deadlineCuts(entry, index, config.policy.decisionTimeout)) deps.log.warn({}, line);
   });
   for (const line of earlierReadGaps(config.policy.stages)) deps.log.warn({}, line);
   const limits = deps.worker ? workerShare(config.limits, config.policy.workers) : config.limits;

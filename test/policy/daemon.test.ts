@@ -782,7 +782,7 @@ describe('callout serve', () => {
       writeFileSync(path, stringify(b));
       return path;
     });
-    const expected = 'policy.stages.1.maxSleep: 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms';
+    const expected = 'policy.stages.1.maxSleep (tarpit): 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms';
     const cut = () => logs.filter((l) => l.level === 40 && l.msg === expected).length;
     assert.equal(cut(), 1, 'at start');
     assert.equal(await daemon.reload(), true, 'a long maxSleep is allowed: the deadline bounds it');

@@ -31,7 +31,7 @@
  *   Expired entries read as absent at once and leave the store with everything else that
  *   expired, every store.purgeInterval (policy/daemon). The stage's own `purgeInterval` of
  *   earlier releases purged the same store a second time; it is accepted, ignored and logged
- *   as obsolete, so that a configuration written for them still starts.
+ *   as obsolete (obsoleteGreylistOptions), so that a configuration written for them still starts.
  *   Counters: callout_greylist_total{result} (result="passed": every pass of a known triplet),
  *   and callout_greylist_triplets_passed_total: the first pass of each triplet, after the delay,
  *   which is how many triplets got through greylisting.
@@ -55,6 +55,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from '../../core/errors.js';
 import { formatDuration } from '../../config/duration.js';
+import { stageKey } from '../../config/stage-key.js';
 import { absolutePath } from '../../config/paths.js';
 import { clientAddress } from '../../checks/client-ip.js';
 import { mailboxKey } from '../../address/index.js';
@@ -215,6 +216,17 @@ function iprevNames(verdict: StageVerdict | undefined): ConfirmedNames | 'not-ru
   return names.filter((name): name is string => typeof name === 'string' && name !== '').map((name) => name.toLowerCase().replace(/\.$/, ''));
 }
 
+/**
+ * The obsolete options of greylist entry `index` of policy.stages (purgeInterval, see
+ * DESCRIPTION), one line each, keyed as every problem of a stage's option is
+ * (config/stage-key): the daemon logs them at start and reload, `config check` too, as the
+ * tarpit's deadlineCuts. The stage, which is not told its index, logged them without it.
+ */
+export function obsoleteGreylistOptions(entry: Readonly<Record<string, unknown>>, index: number): string[] {
+  if (entry.purgeInterval === undefined) return [];
+  return [`${stageKey(index, 'greylist', 'purgeInterval')}: obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval`];
+}
+
 function problemText(p: WhitelistProblem): string {
   return `${p.source}${p.line ? `:${p.line}` : ''}: ${p.message}`;
 }
@@ -262,9 +274,6 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
     }, CLIENT_MEMO_LIMIT);
     const senders = normalisedSenders(opts.normaliseVerp);
     const iprev = new BoundedIprev({ resolver: deps.resolver, timeoutMs: opts.fcrdnsTimeoutMs });
-    if (opts.purgeInterval !== undefined) {
-      deps.log.warn({ stage: 'greylist' }, 'policy.stages greylist purgeInterval is obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval');
-    }
 
     const count = (result: string) => deps.metrics?.increment('greylist', { result });
     const made = stageVerdict('greylist');

@@ -95,6 +95,7 @@ import { readCounter } from '../../store/semantics.js';
 import { compileTemplate } from '../template.js';
 import type { PolicyAttributes, Stage, StageContext, StageDefinition, StageDeps } from '../types.js';
 import { formatDuration } from '../../config/duration.js';
+import { stageKey } from '../../config/stage-key.js';
 import { networkList } from '../../config/networks.js';
 import { ACROSS_OPTIONS, checkedDuration, durationMs, durationOption } from './duration-option.js';
 import { enhancedInCodeClass, enhancedStatusOption } from './status-option.js';
@@ -433,15 +434,16 @@ export function createTarpit(opts: TarpitOptions, deps: StageDeps, sleep: Sleepe
 }
 
 /**
- * What the decision deadline does to a tarpit entry's (`where`: policy.stages.N) sleep options,
- * one line per option it cuts short: a delay never runs past the deadline less
+ * What the decision deadline does to the sleep options of tarpit entry `index` of
+ * policy.stages, one line per option it cuts short, keyed as every problem of a stage's option
+ * is (config/stage-key): a delay never runs past the deadline less
  * DEADLINE_MARGIN_MS, so a longer maxSleep (maxSleep: 30s under the default 6 s
  * decisionTimeout) is never reached and every long delay is that bound instead, which the
  * configuration did not say. Warned about (by the daemon, at start and reload, and by `config
  * check`), not refused: a decisionTimeout lowered below the default maxSleep is allowed. sleep
  * is named too when even the first delay is cut.
  */
-export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: string, decisionTimeoutMs: number): string[] {
+export function deadlineCuts(entry: Readonly<Record<string, unknown>>, index: number, decisionTimeoutMs: number): string[] {
   const checked = shape.pick({ sleep: true, maxSleep: true }).safeParse({ sleep: entry.sleep, maxSleep: entry.maxSleep });
   // A bad value is the stage's own ConfigError when it is made.
   if (!checked.success) return [];
@@ -450,7 +452,7 @@ export function deadlineCuts(entry: Readonly<Record<string, unknown>>, where: st
   const maxSleepMs = durationMs(parsed.maxSleep);
   if (maxSleepMs <= boundMs) return [];
   const cut = (key: 'sleep' | 'maxSleep', ms: number) =>
-    `${where}.${key}: ${formatDuration(ms)} is above policy.decisionTimeout (${formatDuration(decisionTimeoutMs)}) less ${DEADLINE_MARGIN_MS} ms: tarpit delays stop at ${formatDuration(Math.max(0, boundMs))}`;
+    `${stageKey(index, 'tarpit', key)}: ${formatDuration(ms)} is above policy.decisionTimeout (${formatDuration(decisionTimeoutMs)}) less ${DEADLINE_MARGIN_MS} ms: tarpit delays stop at ${formatDuration(Math.max(0, boundMs))}`;
   const sleepMs = durationMs(parsed.sleep);
   return [cut('maxSleep', maxSleepMs), ...(sleepMs > boundMs ? [cut('sleep', sleepMs)] : [])];
 }

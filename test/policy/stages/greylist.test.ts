@@ -211,15 +211,15 @@ describe('greylist stage over the policy protocol', () => {
     assert.deepEqual(greylisted(logs).map((l) => l.identity), ['192.0.2.0/24']);
   });
 
-  it('leaves the purge to the store (store.purgeInterval): expired triplets go, live ones stay; its own purgeInterval is logged as obsolete', async () => {
+  it('leaves the purge to the store (store.purgeInterval): expired triplets go, live ones stay; its own purgeInterval is logged as obsolete, under its key', async () => {
     const path = join(dir, 'purge.sqlite');
-    const { clock, logs, ask, daemon } = await serve([{ name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1h' }], {
+    const { clock, logs, ask, daemon } = await serve([{ name: 'postmaster' }, { name: 'greylist', header: false, retryWindow: '1h', maxAge: '35d', purgeInterval: '1h' }], {
       store: { kind: 'sqlite', path, purgeInterval: '1s' },
     });
     assert.deepEqual(
-      logs.filter((l) => /purgeInterval is obsolete/.test(String(l.msg))).map((l) => [l.level, l.stage]),
-      [[40, 'greylist']],
-      'a configuration of an earlier release still starts, and says what became of its setting',
+      logs.filter((l) => /purgeInterval/.test(String(l.msg))).map((l) => [l.level, l.msg]),
+      [[40, 'policy.stages.1.purgeInterval (greylist): obsolete and ignored: expired entries are purged with the rest of the store every store.purgeInterval']],
+      'a configuration of an earlier release still starts, and says what became of its setting, as the schema names an option (config/stage-key)',
     );
     // One triplet passes (kept maxAge), one is only seen once (kept two retry windows).
     await ask({ sender: 'kept@sender.example' });

@@ -386,15 +386,15 @@ describe('tarpit stage', () => {
 
   it('names the sleep options the decision deadline cuts short, with the bound the delays stop at', () => {
     const entry = (options: Record<string, unknown>) => tarpitStage.options.parse(options);
-    assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 6000), [], 'the defaults (1 s, at most 5 s) fit the default 6 s');
-    assert.deepEqual(deadlineCuts(entry({ maxSleep: '30s' }), 'policy.stages.2', 6000), [
-      'policy.stages.2.maxSleep: 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms',
-    ]);
-    assert.deepEqual(deadlineCuts(entry({}), 'policy.stages.0', 3000), [
-      'policy.stages.0.maxSleep: 5s is above policy.decisionTimeout (3s) less 250 ms: tarpit delays stop at 2750ms',
+    assert.deepEqual(deadlineCuts(entry({}), 0, 6000), [], 'the defaults (1 s, at most 5 s) fit the default 6 s');
+    assert.deepEqual(deadlineCuts(entry({ maxSleep: '30s' }), 2, 6000), [
+      'policy.stages.2.maxSleep (tarpit): 30s is above policy.decisionTimeout (6s) less 250 ms: tarpit delays stop at 5750ms',
+    ], 'keyed as every problem of a stage option is (config/stage-key)');
+    assert.deepEqual(deadlineCuts(entry({}), 0, 3000), [
+      'policy.stages.0.maxSleep (tarpit): 5s is above policy.decisionTimeout (3s) less 250 ms: tarpit delays stop at 2750ms',
     ], 'a lowered decisionTimeout with the default maxSleep is warned about, not refused');
-    assert.deepEqual(deadlineCuts(entry({ maxSleep: '5750ms' }), 'policy.stages.0', 6000), [], 'a maxSleep at the bound is reached, not cut: the warning says "above"');
-    assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '1m' }), 'policy.stages.0', 6000).map((line) => line.split(':')[0]), ['policy.stages.0.maxSleep', 'policy.stages.0.sleep']);
+    assert.deepEqual(deadlineCuts(entry({ maxSleep: '5750ms' }), 0, 6000), [], 'a maxSleep at the bound is reached, not cut: the warning says "above"');
+    assert.deepEqual(deadlineCuts(entry({ sleep: '10s', maxSleep: '1m' }), 0, 6000).map((line) => line.split(':')[0]), ['policy.stages.0.maxSleep (tarpit)', 'policy.stages.0.sleep (tarpit)']);
   });
 
   it('waits on the pipeline\'s timers, built as callout serve builds it: an answer not before sleep x errors past the soft limit, at it exactly, at most maxSleep', async () => {
