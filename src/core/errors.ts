@@ -59,10 +59,20 @@ export class ListenUnavailableError extends CalloutError {
   }
 }
 
-/** The store (SQLite, Redis) failed; callers decide by configuration whether to fail open. */
+/**
+ * The store (SQLite, Redis) failed; callers decide by configuration whether to fail open.
+ * `outage` says the store as a whole does not answer or take writes now (a connection lost, no
+ * answer in time, a lock held past the busy timeout, a full disk, an I/O error), which a later
+ * write that succeeds ends (the daemon's 'store available' line), as against a fault of one key
+ * or one call (a value of another type under a key, an argument out of range, use after close),
+ * after which nothing comes back.
+ */
 export class StoreError extends CalloutError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly outage: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; outage?: boolean }) {
     super('STORE_UNAVAILABLE', message, options);
+    this.outage = options?.outage ?? false;
   }
 }
 

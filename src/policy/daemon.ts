@@ -53,7 +53,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { RequestTimeClock, systemClock, systemTimers } from '../core/clock.js';
 import type { Clock, TimerHandle, Timers } from '../core/clock.js';
-import { CalloutError, abbreviate, describeError } from '../core/errors.js';
+import { StoreError, abbreviate, describeError } from '../core/errors.js';
 import { RecoveryLine, RepeatCollapser, logInfoJson, type Logger } from '../core/log.js';
 import { hostHelo } from '../config/fqdn.js';
 import { loadConfig } from '../config/load.js';
@@ -747,14 +747,16 @@ export class Daemon {
   }
 
   /**
-   * The store, its failures counted (those of a store out of reach: damage does not end by itself,
-   * and its line says what to do) until a write succeeds again, which is logged once, with how long
+   * The store, its outages counted (StoreError outage: damage does not end by itself, and its
+   * line says what to do; a key of another type, written by another program under the prefix,
+   * is no outage, and a 'store available' after it told of one that never was) until a write
+   * succeeds again, which is logged once, with how long
    * and how many: with SQLite only /health told that a full disk or a lock had let go.
    */
   private watched(store: Store, name: string): WatchedStore {
     return new WatchedStore(store, {
       failed: (err) => {
-        if (err instanceof CalloutError && err.code === 'STORE_UNAVAILABLE') this.storeRecovery.failed(this.outageTime());
+        if (err instanceof StoreError && err.outage) this.storeRecovery.failed(this.outageTime());
       },
       wrote: () => {
         const line = this.storeRecovery.succeeded(this.outageTime());

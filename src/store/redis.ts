@@ -565,20 +565,25 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     });
   }
 
-  /** Why a command failed, in the words of the outage rather than the driver's where they differ. */
-  private failureReason(err: unknown): string {
+  /**
+   * Why a command failed, in the words of the outage rather than the driver's where they differ,
+   * and whether it was one (StoreError outage): Redis out of reach or silent, or answering that it
+   * takes no writes now (READONLY in a failover, LOADING its data at a start, MASTERDOWN).
+   */
+  private failure(err: unknown): { reason: string; outage: boolean } {
     // While disconnected the driver only says it would not queue; the connection error says why.
     // So also once the socket has gone and before the driver reports it ('close'), a turn of the
     // event loop later: it then refuses commands with "Stream isn't writeable and
     // enableOfflineQueue options is false", which names an option, not the outage.
     // An error reply (READONLY, which drops the connection at once) is Redis's own answer all the same.
     const stream = this.client.stream as Redis['stream'] | undefined;
-    const answered = err instanceof ReplyError || (err instanceof Error && err.cause instanceof ReplyError);
-    if (!this.ready || (stream?.writable !== true && !answered)) return `Redis is unreachable (${this.lastConnectionError || 'connection lost'})`;
+    const reply: unknown = err instanceof Error && !(err instanceof ReplyError) ? err.cause : err;
+    const answered = reply instanceof ReplyError;
+    if (!this.ready || (stream?.writable !== true && !answered)) return { reason: `Redis is unreachable (${this.lastConnectionError || 'connection lost'})`, outage: true };
     if (err instanceof Error && err.message === DRIVER_COMMAND_TIMEOUT) {
-      return `Redis did not answer within ${this.client.options.commandTimeout} ms (command timed out)`;
+      return { reason: `Redis did not answer within ${this.client.options.commandTimeout} ms (command timed out)`, outage: true };
     }
-    return describeError(err);
+    return { reason: describeError(err), outage: answered && /^(READONLY|LOADING|MASTERDOWN)\b/.test((reply as Error).message) };
   }
 
   /** Runs one operation, turning any failure into a StoreError that names URL and operation. */
@@ -590,8 +595,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
       return await work(context);
     } catch (err) {
       if (err instanceof StoreError) throw err;
-      const reason = this.closed ? 'the store was closed while it ran' : this.failureReason(err);
-      throw new StoreError(`${context} failed: ${reason}`, { cause: err });
+      const { reason, outage } = this.closed ? { reason: 'the store was closed while it ran', outage: false } : this.failure(err);
+      throw new StoreError(`${context} failed: ${reason}`, { cause: err, outage });
     }
   }
 }

@@ -394,6 +394,13 @@ function noRoom(path: string, code: unknown): string {
   return `: the file system of ${directory} is full (${free} bytes free): make room there, and the next open tries again`;
 }
 
+/**
+ * SQLite's codes of a file that cannot be written now but can be later without anyone mending it
+ * (StoreError outage): a lock held, a full disk, an I/O error, a file or directory made read-only
+ * or unreachable for a while.
+ */
+const OUTAGE_CODES = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|READONLY|PROTOCOL)(_|$)/;
+
 /** A write (or a read queued behind writes) waiting for its group's transaction. */
 interface Queued {
   context: string;
@@ -1009,7 +1016,7 @@ export class SqliteStore implements Store {
       return new StoreDamagedError(`${context} failed: ${describeError(err)} (${code}): the file is damaged; stop callout serve, then ${damagedAdvice(this.path)}`, { cause: err });
     }
     const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${this.busyTimeoutMs} ms)` : '';
-    return new StoreError(`${context} failed: ${describeError(err)}${lock}`, { cause: err });
+    return new StoreError(`${context} failed: ${describeError(err)}${lock}`, { cause: err, outage: code !== undefined && OUTAGE_CODES.test(code) });
   }
 
   /** Runs one operation, turning any driver error into a StoreError that names file and operation. */

@@ -2,6 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Daemon } from '../../src/policy/daemon.js';
+import { StoreError } from '../../src/core/errors.js';
 import type { RedisStore } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import { startDnsServer } from '../support/dns-server.js';
@@ -140,6 +141,18 @@ describe('two daemons on one Redis', () => {
     const back = logs.slice(before).filter((l) => l.msg === 'store available');
     assert.deepEqual(back.map((l) => l.failedOperations), [0], 'one line for its end');
     assert.equal(down().length, 1);
+    client.close();
+  });
+
+  it('takes a fault of one key for no outage: no store available after it', async () => {
+    const { daemon: d, client } = await daemon();
+    const store = (d as unknown as { store: Store }).store;
+    const before = logs.length;
+    // Another program's value under the prefix, where a counter is expected: Redis answers, and refuses this one call.
+    await store.set('cluster-test:not-a-counter', 'text', 60_000);
+    await assert.rejects(store.increment('cluster-test:not-a-counter', 1, 60_000), (err: unknown) => err instanceof StoreError && !err.outage);
+    await store.set('cluster-test:other', 'value', 60_000);
+    assert.deepEqual(logs.slice(before).filter((l) => l.msg === 'store available'), [], 'no end of an outage that never was');
     client.close();
   });
 

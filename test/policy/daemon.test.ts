@@ -369,7 +369,7 @@ describe('callout serve', () => {
     const { daemon } = await startDaemonWithClient({ overrides: { store: { kind: 'memory' }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } }, log, clock }, cleanups);
     const store = (daemon as unknown as { store: Store & { inner: MemoryStore } }).store;
     const { get, getMany, scan } = store.inner;
-    const unreachable = () => Promise.reject(new StoreError('redis://127.0.0.1:6379/0: get failed: Redis is unreachable (connect ECONNREFUSED 127.0.0.1:6379)'));
+    const unreachable = () => Promise.reject(new StoreError('redis://127.0.0.1:6379/0: get failed: Redis is unreachable (connect ECONNREFUSED 127.0.0.1:6379)', { outage: true }));
     Object.assign(store.inner, { get: unreachable, getMany: unreachable, scan: unreachable });
     try {
       for (const read of [() => store.get('k'), () => store.getMany(['k']), () => store.scan('k', 1)]) await assert.rejects(read(), StoreError);
@@ -391,7 +391,7 @@ describe('callout serve', () => {
     const { daemon, client } = await startDaemonWithClient({ overrides, log, clock }, cleanups);
     const store = (daemon as unknown as { store: Store & { inner: MemoryStore } }).store;
     const { set } = store.inner;
-    store.inner.set = () => Promise.reject(new StoreError('set failed: database or disk is full'));
+    store.inner.set = () => Promise.reject(new StoreError('set failed: database or disk is full', { outage: true }));
     try {
       assert.equal(await daemon.healthy(), false);
     } finally {
