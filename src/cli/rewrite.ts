@@ -200,6 +200,7 @@ function batvSecretFlags(flags: { secret?: string; secretFile?: string }, log: L
   if ((flags.secret === undefined) === (flags.secretFile === undefined)) throw new UsageError('give exactly one of --secret and --secret-file');
   if (flags.secret !== undefined) return secretFlag(flags.secret);
   const path = flags.secretFile!;
+  refuseEmpty('--secret-file', path, 'a file');
   const read = oneSecretFileText(readText(path, '--secret-file', log, false));
   if (!read.ok) throw new ConfigError(`--secret-file ${path}: ${read.problem}`);
   // A `--batv-key-file` line: as the stage does, said when its number is the key's (any, for a check without --keynum).
@@ -215,6 +216,15 @@ function keynumFlag(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d$/.test(value)) throw new UsageError(`--keynum: got "${value}", expected one digit 0-9`);
   return Number(value);
+}
+
+/**
+ * A file or domain flag given an empty value, as `--batv-key-file "$KEYS"` gives it in a unit file
+ * where KEYS is unset: taken for a flag not given, it left out the BATV map of `rewrite serve`, or
+ * the BATV proof of `bounce record` (its bounces answered "nothing recorded"), without a word.
+ */
+function refuseEmpty(flag: string, value: string | undefined, expected: string): void {
+  if (value === '') throw new UsageError(`${flag}: got "", expected ${expected}`);
 }
 
 function parseListen(text: string, what: string): ListenAddress {
@@ -244,7 +254,9 @@ interface SrsFlags {
 
 /** `log` and `governing` as readText takes them. */
 function srsFromFlags(flags: SrsFlags, prefix = '', log?: LookupLog, governing?: boolean): Srs {
-  if (!flags.secretFile || !flags.domain) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
+  refuseEmpty(`--${prefix}secret-file`, flags.secretFile, 'a file');
+  refuseEmpty(`--${prefix}domain`, flags.domain, 'a domain');
+  if (flags.secretFile === undefined || flags.domain === undefined) throw new UsageError(`--${prefix}secret-file and --${prefix}domain are both needed`);
   const { separator = SRS_DEFAULTS.separator, alphabet = SRS_DEFAULTS.alphabet } = flags;
   if (!['=', '+', '-'].includes(separator)) throw new UsageError(`--${prefix}separator: got "${separator}", expected one of = + -`);
   if (alphabet !== 'base64' && alphabet !== 'base64url') throw new UsageError(`--${prefix}alphabet: got "${alphabet}", expected base64 or base64url`);
@@ -496,7 +508,8 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--now <time>', 'as of this instant (BATV validity, entry times)')
     .option('--json', 'print the outcome as one JSON object')
     .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters?: string; now?: string; json?: boolean }) => {
-      if (!flags.batvKeyFile && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
+      refuseEmpty('--batv-key-file', flags.batvKeyFile, 'a file');
+      if (flags.batvKeyFile === undefined && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
       // Without a list sender no VERP address is decoded: the delimiters were ignored without a
       // word. Said, not refused: the pipe(8) wrapper runs this unattended, and a refusal kept
       // every bounce of a working installation queued after an upgrade.
@@ -511,7 +524,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       for (const sender of flags.verpSender) verpSenderFlag('--verp-sender', sender);
       // Bounded: under Exim's window a tag stamped DDD is valid again on the first DDD+1 days of
       // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
-      const batv = flags.batvKeyFile ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
+      const batv = flags.batvKeyFile !== undefined ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
       const clock = clockFromFlag(flags.now);
       const message = await readMessageInput(file, io.stdin);
       const outcome: BounceOutcome = await withSuppression(
@@ -573,7 +586,7 @@ interface ServeFlags {
 
 function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<string, LookupMap> {
   const maps: Record<string, LookupMap> = {};
-  if (flags.srsSecretFile || flags.srsDomain) {
+  if (flags.srsSecretFile !== undefined || flags.srsDomain !== undefined) {
     const srs = srsFromFlags(
       {
         secretFile: flags.srsSecretFile,
@@ -589,7 +602,8 @@ function serveMaps(flags: ServeFlags, log: LookupLog, clock: Clock): Record<stri
     );
     Object.assign(maps, srsMaps(srs, clock));
   }
-  if (flags.batvKeyFile) {
+  if (flags.batvKeyFile !== undefined) {
+    refuseEmpty('--batv-key-file', flags.batvKeyFile, 'a file');
     if (flags.batvDomain.length === 0) throw new UsageError('--batv-domain: give the sender domains to sign (repeatable)');
     // An empty entry (a quoting slip in a unit file) matched nothing and was dropped silently.
     domainListFlag('--batv-domain', flags.batvDomain);
@@ -670,7 +684,7 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       // One poller for every listener: they share the process's event loop.
       const poller = new IdlePoller({ maxMicros: idlePollMicros });
       const plan: Array<{ label: string; server: SocketmapServer | TcpTableServer; target: ListenAddress }> = [];
-      if (flags.socketmap) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap', socketMode }), target: parseListen(flags.socketmap, '--socketmap') });
+      if (flags.socketmap !== undefined) plan.push({ label: `socketmap (${Object.keys(maps).join(', ')})`, server: new SocketmapServer(maps, { maxConnections, poller, log, label: 'socketmap', socketMode }), target: parseListen(flags.socketmap, '--socketmap') });
       for (const entry of flags.tcpTable) {
         const eq = entry.indexOf('=');
         const name = eq > 0 ? entry.slice(0, eq) : '';

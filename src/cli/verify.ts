@@ -100,8 +100,11 @@ export async function runVerify(addresses: string[], options: VerifyOptions, con
           batch.indexes.forEach((index, k) => (results[index] = inList(verdicts[k]!, listed[index - addresses.length], options.file)));
           busy.delete(batch.domain);
           running--;
-          progress.advance(batch.indexes.length);
+          // The bar is drawn again below the verdicts: on a terminal that shows stdout and stderr
+          // both, each verdict line began with it ("[###---] 1/2alice@example.org: ...").
+          progress.clear();
           flush();
+          progress.advance(batch.indexes.length);
           wake();
         },
         (error: unknown) => {
@@ -256,6 +259,10 @@ function exitStatus(verdicts: ReadonlySet<Verdict>): number {
 class Progress {
   private doneCount = 0;
   constructor(private readonly total: number, private readonly enabled: boolean) {}
+  /** Erases the bar from its line (ESC [ K: to the end of the line), the cursor left at its start. */
+  clear(): void {
+    if (this.enabled && this.doneCount > 0) process.stderr.write('\r\u001b[K');
+  }
   advance(n: number): void {
     this.doneCount += n;
     if (!this.enabled) return;

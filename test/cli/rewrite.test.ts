@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +112,12 @@ describe('callout batv', () => {
     assert.deepEqual(await run(['batv', 'check', ...old]), { out: 'valid: user@example.com (key 1)\n', code: 0 });
     assert.deepEqual(await run(['batv', 'check', '--window', 'bounded', ...old]), { out: 'expired: user@example.com (key 1)\n', code: 1 });
   });
+  it('refuses a batv check --window that is neither exim nor bounded, naming the flag and the value', async () => {
+    await assert.rejects(
+      run(['batv', 'check', '--secret', 'secret', '--window', 'Exim', '--now', NOW, 'prvs=1269e93bf9=user@example.com']),
+      (err: unknown) => err instanceof UsageError && err.message === '--window: got "Exim", expected exim or bounded',
+    );
+  });
 });
 
 describe('callout srs', () => {
@@ -130,6 +136,21 @@ describe('callout srs', () => {
     assert.match(always.out, /^SRS0=[^=]{4}=2W=example\.org=a@example\.com\n$/);
     await assert.rejects(run(['srs', 'forward', '--secret-file', join(dir, 'missing'), '--domain', 'x', 'a@b']), ConfigError);
     await assert.rejects(run(['srs', 'forward', '--domain', 'x', 'a@b']), UsageError);
+  });
+  it('writes the hash in the --alphabet given: base64url has - and _ where base64 has + and /', async () => {
+    // The hash of u3@otherdomain.com holds a '+' in base64: the address it is written in tells the alphabets apart.
+    const common = ['--secret-file', srsSecret, '--domain', 'example.com', '--now', NOW];
+    assert.deepEqual(await run(['srs', 'forward', ...common, 'u3@otherdomain.com']), { out: 'SRS0=W+oy=2W=otherdomain.com=u3@example.com\n', code: 0 });
+    assert.deepEqual(await run(['srs', 'forward', ...common, '--alphabet', 'base64url', 'u3@otherdomain.com']), { out: 'SRS0=W-oy=2W=otherdomain.com=u3@example.com\n', code: 0 });
+  });
+  it('names a secrets file that holds no secret by the flag that gave it, not only "srs: at least one non-empty secret is needed"', async () => {
+    const blank = join(dir, 'blank-srs.secret');
+    writeFileSync(blank, '\n  \n', { mode: 0o600 });
+    await assert.rejects(run(['srs', 'forward', '--secret-file', blank, '--domain', 'example.com', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === `--secret-file ${blank}: no secret in the file`);
+    await assert.rejects(
+      run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--srs-secret-file', blank, '--srs-domain', 'example.com'], { stop: AbortSignal.abort() }),
+      (err: unknown) => err instanceof ConfigError && err.message === `--srs-secret-file ${blank}: no secret in the file`,
+    );
   });
   it('says on stderr that the flags only forward uses do nothing in reverse (they were taken and ignored), and reverses all the same; reverse reads any separator and either alphabet', async () => {
     const common = ['--secret-file', srsSecret, '--domain', 'example.com', '--now', NOW];
@@ -206,6 +227,14 @@ describe('callout bounce', () => {
     assert.deepEqual(JSON.parse(json.out), { ok: false, reason: 'no-recipients', message: 'no failed recipient found in the message', truncated: false });
     assert.equal(json.code, 1);
     await assert.rejects(run(['bounce', 'parse', join(dir, 'missing.eml')]), UsageError);
+  });
+  it('prints the Message-ID and subject of the message that bounced, and marks a message read only up to the size limit', async () => {
+    assert.deepEqual((await run(['bounce', 'parse', fixture('postfix-dsn.eml')])).out.split('\n').slice(-2), ['original: <lunch-42@example.com> "Lunch on Friday?"', '']);
+    // 2 MiB are read (BOUNCE_LIMITS): the report is in them, the padding after it is not.
+    const long = readFileSync(fixture('postfix-dsn.eml'), 'utf8') + 'x'.repeat(2 * 1024 * 1024);
+    const cut = await run(['bounce', 'parse', '-'], { stdin: long });
+    assert.equal(cut.code, 0, cut.out);
+    assert.match(cut.out, /^format: dsn, reported by mx\.example\.net \(truncated\)\n/);
   });
 
   it('quotes what a bounce says when it holds control characters, so it cannot drive the terminal (regression)', async () => {
@@ -346,6 +375,29 @@ describe('callout bounce', () => {
     assert.match(said, /^callout: warning: --verp-delimiters has no effect without --verp-sender/);
     assert.equal(code, 0, 'recorded, as without the flag');
     assert.equal(existsSync(store), true, 'the bounce was recorded into the store');
+  });
+
+  it('record decodes the --verp-sender addresses with --verp-delimiters (qmail\'s -=), and then says nothing of the flag', async () => {
+    const store = join(dir, 'qmail-delimiters.sqlite');
+    const err = new PassThrough();
+    let said = '';
+    err.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    const recorded = await run(['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces-judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com', '--verp-delimiters', '-='], { err });
+    assert.equal(recorded.code, 0, recorded.out);
+    assert.match(recorded.out, /^suppressed judy@example\.org: 5\.1\.1 since /);
+    assert.equal(said, '', 'no warning: the delimiters were used');
+  });
+
+  it('record says why nothing was recorded when the report holds no hard failure (a delay)', async () => {
+    const store = join(dir, 'delayed.sqlite');
+    const args = ['bounce', 'record', fixture('delayed-dsn.eml'), '--rcpt', 'list-bounces+carol=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'];
+    assert.deepEqual(await run(args), { out: 'nothing recorded: no hard failure in the report\n', code: 1 });
+  });
+
+  it('names a key file that holds no key, comments and blank lines aside', () => {
+    const commentsOnly = join(dir, 'comments-only.keys');
+    writeFileSync(commentsOnly, '# rotated 2020-01-01\n\n  # none yet\n');
+    assert.throws(() => readBatvKeys(commentsOnly), (err: unknown) => err instanceof ConfigError && err.message === `--batv-key-file ${commentsOnly}: no key in the file`);
   });
 });
 
@@ -577,6 +629,20 @@ describe('callout rewrite serve', () => {
     }
   });
 
+  it('gives a tcp_table UNIX socket --socket-mode as it gives the socketmap one, and does not call the flag unused then', async () => {
+    const path = join(dir, 'tcp-table.sock');
+    const warnings: Array<[Record<string, unknown>, string]> = [];
+    const log: LookupLog = { info: () => undefined, warn: (fields, message) => warnings.push([fields, message]) };
+    const previous = process.umask(0o022);
+    try {
+      const mode = await serving(['--tcp-table', `forward=${path}`, '--socket-mode', '0600', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com'], { log }, async () => lstatSync(path).mode & 0o777);
+      assert.equal(mode, 0o600);
+    } finally {
+      process.umask(previous);
+    }
+    assert.deepEqual(warnings.filter(([fields]) => 'flag' in fields), [], 'no "--socket-mode has no effect"');
+  });
+
   it('logs a warning per secret file that group or others can read, naming it and its flag; refuses a FIFO at once', async () => {
     const srs = join(dir, 'serve-srs.secret');
     const keys = join(dir, 'serve-batv.keys');
@@ -642,7 +708,10 @@ describe('callout rewrite serve', () => {
   it('refuses incomplete configurations', async () => {
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0']), UsageError);
     await assert.rejects(run(['rewrite', 'serve', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
-    await assert.rejects(run(['rewrite', 'serve', '--tcp-table', 'nosuch=127.0.0.1:1', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
+    await assert.rejects(
+      run(['rewrite', 'serve', '--tcp-table', 'nosuch=127.0.0.1:1', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']),
+      (err: unknown) => err instanceof UsageError && err.message === '--tcp-table: got "nosuch=127.0.0.1:1", expected MAP=HOST:PORT with MAP one of forward, reverse',
+    );
     await assert.rejects(run(['rewrite', 'serve', '--socketmap', 'nowhere', '--srs-secret-file', srsSecret, '--srs-domain', 'example.com']), UsageError);
     // Names of Object's own methods are no maps: "constructor" served Object() and the first request ended the process (regression).
     for (const name of ['constructor', '__proto__', 'toString']) {
@@ -752,6 +821,27 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     }
   });
 
+  it('refuses a file, domain or listener flag given an empty value (an unset variable in a unit file), naming it, rather than leaving out what it names', async () => {
+    // Regression: taken for flags not given, they left rewrite serve without its BATV maps, its
+    // SRS maps or its socketmap listener, and bounce record without its BATV proof ("nothing recorded").
+    const stop = AbortSignal.abort();
+    const srs = ['--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
+    const batv = ['--batv-key-file', batvKeys, '--batv-domain', 'example.com'];
+    const refused = (flag: string, expected: string) => (err: unknown) => err instanceof UsageError && err.message === `${flag}: got "", expected ${expected}`;
+    await assert.rejects(
+      run(['rewrite', 'serve', '--socketmap', '', '--tcp-table', 'forward=127.0.0.1:0', ...srs], { stop }),
+      (err: unknown) => err instanceof UsageError && err.message.startsWith('--socketmap: got "", expected HOST:PORT'),
+    );
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', ...srs, '--batv-key-file', '', '--batv-domain', 'example.com'], { stop }), refused('--batv-key-file', 'a file'));
+    await assert.rejects(run(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', ...batv, '--srs-secret-file', '', '--srs-domain', ''], { stop }), refused('--srs-secret-file', 'a file'));
+    await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', '', 'a@b.test']), refused('--domain', 'a domain'));
+    await assert.rejects(run(['batv', 'sign', '--secret-file', '', 'a@b.test']), refused('--secret-file', 'a file'));
+    const store = join(dir, 'empty-key-file.sqlite');
+    const record = ['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'];
+    await assert.rejects(run([...record, '--batv-key-file', '']), refused('--batv-key-file', 'a file'));
+    assert.equal(existsSync(store), false, 'nothing recorded: the command stopped at its flags');
+  });
+
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {
     for (const bad of ['-1', 'x 1', ' 7 ', '2024-02-30', '2026-12-05T24:00:00Z', '1e3', '8640000000001', '', '2024-01-01+02:00']) {
       await assert.rejects(run(['batv', 'sign', '--secret', 's', '--now', bad, 'a@x.test']), UsageError, JSON.stringify(bad));
@@ -800,6 +890,25 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     const whole = await list('--limit', '4');
     assert.deepEqual(whole.out.match(/^[^:]+/gm), addresses);
     assert.equal(whole.stderr, '', 'exactly --limit entries stored: nothing left out');
+  });
+
+  it('lists at most 1000 entries without --limit, and says so', async () => {
+    const store = join(dir, 'over-default-limit.sqlite');
+    const { SqliteStore } = await import('../../src/store/sqlite.js');
+    const raw = await SqliteStore.open(store);
+    const now = Date.now();
+    for (let i = 0; i < 1001; i++) {
+      const address = `u${i}@example.org`;
+      await raw.set(`supp:${address}`, JSON.stringify({ address, status: '5.1.1', format: 'manual', proof: 'manual', firstSeen: now, lastSeen: now, count: 1 }), 86_400_000);
+    }
+    await raw.close();
+    const err = new PassThrough();
+    let stderr = '';
+    err.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const { out, code } = await run(['bounce', 'list', '--store', store], { err });
+    assert.equal(code, 0);
+    assert.equal(out.trimEnd().split('\n').length, 1000);
+    assert.equal(stderr, 'callout bounce list: stopped at --limit 1000 entries; more are stored (give a larger --limit)\n');
   });
 
   it('lists a suppression store that holds a value it did not write', async () => {

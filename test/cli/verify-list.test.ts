@@ -27,6 +27,11 @@ describe('address lists', () => {
     assert.deepEqual(list('"Name","E-mail"\n"Alice","alice@x.test"\n'), ['alice@x.test']);
   });
 
+  it('takes a quote inside an unquoted field as written: only a field that starts with one is quoted', () => {
+    assert.deepEqual(csvFields('Robert "Bob" Smith,bob@x.test'), ['Robert "Bob" Smith', 'bob@x.test']);
+    assert.deepEqual(csvFields('a"b,c"d'), ['a"b', 'c"d']);
+  });
+
   it('takes a line without a comma or quote, or an address with a quoted local part, as it is', () => {
     assert.deepEqual(list('alice@x.test\n"a b"@x.test\n"a,b"@x.test\n"a\\"b"@example.org\n# comment\n\n'), ['alice@x.test', '"a b"@x.test', '"a,b"@x.test', '"a\\"b"@example.org']);
     // With a header every row is CSV, even one that starts with a quoted local part.
@@ -47,6 +52,25 @@ describe('invalid lines of a list', () => {
     assert.equal(lines.length, 2);
     assert.match(lines[0]!, new RegExp(`^"?not an address"?: invalid \\(syntax\\) - .* \\(${path} line 4\\)$`));
     assert.match(lines[1]!, new RegExp(`^a@b@c: invalid \\(syntax\\) - .* \\(${path} line 6\\)$`));
+    assert.equal(status, 1);
+  });
+
+  it('name the line of the list, not of the addresses given beside it, and only for an invalid verdict', async () => {
+    const path = join(dir, 'beside-arguments.txt');
+    writeFileSync(path, 'alice@x.test\na@b@c\n');
+    const out = new PassThrough();
+    let printed = '';
+    out.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    // A DNS server that is not there: alice@x.test is unknown, a verdict its line is not added to.
+    const config = validateConfig({ store: { kind: 'memory' }, dns: { servers: ['127.0.0.1:9'], timeout: '200ms', tries: 1 }, callout: { helo: 'verifier.callout.test' } });
+    const status = await runVerify(['not an address'], { json: false, file: path, concurrency: 2 }, config, out);
+    const lines = printed.split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, 3, printed);
+    assert.match(lines[0]!, /^"?not an address"?: invalid \(syntax\) - /);
+    assert.ok(!lines[0]!.includes(path), `an address of the command line is on no line of the list: ${lines[0]!}`);
+    assert.match(lines[1]!, /^alice@x\.test: unknown \(dns-tempfail\) - /);
+    assert.ok(!lines[1]!.includes(path), `no line number after a verdict other than invalid: ${lines[1]!}`);
+    assert.match(lines[2]!, new RegExp(`^a@b@c: invalid \\(syntax\\) - .* \\(${path} line 2\\)$`));
     assert.equal(status, 1);
   });
 });

@@ -2,13 +2,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { EXIT_INTERRUPTED, runVerify } from '../../src/cli/verify.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { StoreError } from '../../src/core/errors.js';
 import { mxZone, worldMaker } from '../verify/fixture.js';
 import { usersOnly } from '../support/smtp-server.js';
+import { startRedis } from '../support/redis.js';
+import { until } from '../support/wait.js';
 
 const world = worldMaker();
 
@@ -82,6 +87,31 @@ describe('callout verify, many addresses of one domain', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('prints a verdict for every address, however far down the list the next batch of a domain is', async () => {
+    // No zone: every domain is NXDOMAIN at once.
+    const w = await world({}, {});
+    const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'memory' } });
+    // a.test's second batch (its 21st address) is 1020 addresses down, past the 1000 a batch may
+    // start ahead of the first verdict not printed; b.test's only batch is the 21st address.
+    // Invalid addresses in between are verdicts without the network.
+    const list = [...users.slice(0, 20).map((u) => `${u}@a.test`), 'bob@b.test', ...Array.from({ length: 999 }, (_, i) => `not an address ${i}`), 'last@a.test'];
+    const { out, lines } = output();
+    const status = await runVerify(list, { json: true, concurrency: 8 }, config, out);
+    assert.equal(lines().length, list.length, 'a verdict for every address');
+    assert.deepEqual(lines().map((l) => (JSON.parse(l) as { address: string }).address), list);
+    assert.equal(status, 1);
+  });
+
+  it('--json quotes the C1 controls and bidi overrides of an exchanger\'s reply, which JSON leaves as they are', async () => {
+    const w = await world(mxZone({ 'escape.test': '127.0.0.4' }), { '127.0.0.4': { rcpt: () => '550 5.1.1 \u009b2J \u202e unknown' } });
+    const config = w.config({ dns: { servers: [w.dns.address], timeout: '2s', tries: 1 }, store: { kind: 'memory' } });
+    const { out, lines } = output();
+    assert.equal(await runVerify(['mallory@escape.test'], { json: true, concurrency: 1 }, config, out), 1);
+    assert.equal(lines().length, 1);
+    assert.equal(/[\u0080-\u009f\u202e]/.test(lines()[0]!), false, lines()[0]!);
+    assert.match((JSON.parse(lines()[0]!) as { description: string }).description, /\u009b2J \u202e unknown/);
   });
 
   it('runs no more domains at once than limits.concurrency, over which the engine answers rate-limited', async () => {
@@ -158,5 +188,87 @@ describe('callout verify behind a domain that does not answer', () => {
     assert.match(lines()[0]!, /^"?not an address"?: invalid \(syntax\)/);
     // The overall limit is 10 s: the run did not wait for the silent name server.
     assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+  });
+});
+
+describe('callout verify, its listeners', () => {
+  it('leaves no SIGINT handler behind (a second Ctrl-C would no longer end the process), nor a listener on the signal it was given', async () => {
+    // Invalid addresses: verdicts without the network.
+    const config = validateConfig({ store: { kind: 'memory' }, callout: { helo: 'verifier.callout.test' } });
+    const before = process.listenerCount('SIGINT');
+    assert.equal(await runVerify(['not an address'], { json: false, concurrency: 1 }, config, output().out), 1);
+    assert.equal(process.listenerCount('SIGINT'), before, 'the SIGINT handler of the run was removed');
+    const controller = new AbortController();
+    assert.equal(await runVerify(['not an address'], { json: false, concurrency: 1, signal: controller.signal }, config, output().out), 1);
+    assert.equal(getEventListeners(controller.signal, 'abort').length, 0, 'no abort listener left on the signal given');
+  });
+});
+
+describe('callout verify when its store goes away', () => {
+  it('fails with the store\'s error (exit 75), not with an exit status for verdicts it never printed', async () => {
+    const redis = await startRedis();
+    try {
+      const zone = mxZone({ 'a.test': '127.0.0.3' });
+      // Answered late: the store goes away while the domain is looked up, before its probe lock is taken.
+      zone['a.test'] = { ...zone['a.test'], delayMs: 1000 };
+      const w = await world(zone, { '127.0.0.3': usersOnly(['alice']) });
+      const config = w.config({ dns: { servers: [w.dns.address], timeout: '5s', tries: 1 }, store: { kind: 'redis', url: redis.url } });
+      const { out, lines } = output();
+      const run = runVerify(['alice@a.test'], { json: false, concurrency: 1 }, config, out);
+      assert.ok(await until(() => w.dns.queries.some((q) => q.name.toLowerCase() === 'a.test')), 'the lookup of a.test started');
+      redis.kill();
+      await assert.rejects(run, (err: unknown) => err instanceof StoreError);
+      assert.deepEqual(lines(), []);
+    } finally {
+      await redis.stop();
+    }
+  });
+});
+
+/** What a terminal shows of output: "\r" takes the cursor to the start of its line, ESC [ K erases from there to the end. */
+function screen(output: string): string[] {
+  return output.split('\n').map((raw) => {
+    let line = '';
+    let column = 0;
+    for (let i = 0; i < raw.length; i++) {
+      if (raw[i] === '\r') column = 0;
+      else if (raw.startsWith('\u001b[K', i)) {
+        line = line.slice(0, column);
+        i += 2;
+      } else {
+        line = line.slice(0, column) + raw[i]! + line.slice(column + 1);
+        column++;
+      }
+    }
+    return line;
+  });
+}
+
+describe('callout verify on a terminal', () => {
+  it('draws the progress bar of a --file run below the verdicts, not in front of each, and none for addresses on the command line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'callout-verify-tty-'));
+    // Under script(1) stdout and stderr are one terminal, as for an administrator at one.
+    const onTerminal = (args: string[]) =>
+      new Promise<string>((resolve) => {
+        const command = [process.execPath, '--import', 'tsx', 'src/cli/main.ts', 'verify', '--helo', 'verifier.callout.test', '--dns-server', '127.0.0.1:9', ...args].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(' ');
+        const child = spawn('script', ['-qec', command, '/dev/null'], { cwd: join(import.meta.dirname, '../..'), stdio: ['ignore', 'pipe', 'inherit'] });
+        let shown = '';
+        child.stdout.on('data', (chunk: Buffer) => (shown += chunk.toString()));
+        child.on('close', () => resolve(shown));
+      });
+    try {
+      const list = join(dir, 'list.txt');
+      // Invalid addresses: verdicts without the network.
+      writeFileSync(list, 'not an address\na@b@c\n');
+      const fromList = screen(await onTerminal(['--file', list]));
+      assert.equal(fromList.length, 4, JSON.stringify(fromList));
+      assert.ok(fromList[0]!.startsWith('"not an address": invalid (syntax) - '), JSON.stringify(fromList));
+      assert.ok(fromList[1]!.startsWith('a@b@c: invalid (syntax) - '), JSON.stringify(fromList));
+      assert.deepEqual(fromList.slice(2), [`[${'#'.repeat(30)}] 2/2`, ''], 'the bar, full, on a line of its own');
+      const fromArguments = screen(await onTerminal(['not an address', 'a@b@c']));
+      assert.deepEqual(fromArguments.filter((line) => line.includes('] ')), [], `no bar: ${JSON.stringify(fromArguments)}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
