@@ -29,13 +29,13 @@ import { SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numbe
 import type { EngineFlags } from './options.js';
 import { checkServeConfiguration } from '../policy/daemon.js';
 import { registerServeCommand } from './serve.js';
-import { releaseStartupReloads } from './signals.js';
+import { releaseStartupReloads, takeStartupReloads, takesReloads } from './signals.js';
 import { registerGreylistCommands } from './greylist.js';
 import { CALLOUT_VERSION } from '../core/version.js';
 import { registerRewriteCommands } from './rewrite.js';
 import { registerSenderIdCommand, registerSpfCommand } from './spf.js';
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('callout')
     .description('Sender address verification by SMTP callout, and the checks around it')
     .version(CALLOUT_VERSION)
@@ -64,10 +64,7 @@ export function buildProgram(): Command {
     }, config);
   });
 
-  const serve = registerServeCommand(program);
-  program.hook('preAction', (_program, command) => {
-    if (command !== serve) releaseStartupReloads();
-  });
+  registerServeCommand(program);
   registerSpfCommand(program);
   registerSenderIdCommand(program);
   registerGreylistCommands(program);
@@ -174,8 +171,14 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code !== 'EPIPE') process.stderr.write(`callout: standard output: ${describeError(err)}\n`);
     process.exit(err.code === 'EPIPE' ? EXIT_BROKEN_PIPE : exitCodeFor(err));
   });
+  const program = buildProgram();
+  let running: Command | undefined;
+  program.hook('preAction', (_program, command) => {
+    running = command;
+    if (!takesReloads(command)) releaseStartupReloads();
+  });
   try {
-    await buildProgram().parseAsync(argv);
+    await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       process.exitCode = exitCodeFor(err);
@@ -184,6 +187,9 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`callout: ${describeError(err)}\n`);
     process.exitCode = exitCodeFor(err);
   } finally {
-    releaseStartupReloads();
+    // Still held: no action ran (--help, a usage error), or one that takes SIGHUP failed before
+    // it took them (serve on a bad configuration), whose exit status they must not replace.
+    if (running !== undefined && takesReloads(running)) takeStartupReloads();
+    else releaseStartupReloads();
   }
 }

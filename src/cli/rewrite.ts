@@ -74,7 +74,7 @@ import { shown, shownField, shownJson } from '../core/text.js';
 import { Batv, batvKeyFileLines, keyFileLineWarning, batvSecretTooLong, contentLines, oneSecretFileText, type BatvKey, type BatvWindow } from '../rewrite/batv.js';
 import { unmatchableDomainEntry } from '../rewrite/domains.js';
 import type { LookupLog, LookupMap } from '../rewrite/lookup.js';
-import { ignoreInspectorSignal } from './signals.js';
+import { ignoreInspectorSignal, reloadingCommand, takeStartupReloads } from './signals.js';
 import { batvMaps, srsMaps } from '../rewrite/maps.js';
 import { SocketmapServer } from '../rewrite/socketmap.js';
 import { SRS_LIMITS, Srs, srsDomain, type SrsSeparator } from '../rewrite/srs.js';
@@ -645,8 +645,7 @@ function unusedServeFlags(flags: ServeFlags, unixListener: boolean): Array<{ fla
 function registerServe(program: Command, io: RewriteCommandIo): void {
   const rewrite = program.command('rewrite').description('address rewriting services for Postfix');
   addSrsOptions(
-    rewrite
-      .command('serve')
+    reloadingCommand(rewrite.command('serve'))
       .description('serve SRS and BATV lookup maps to Postfix over socketmap and tcp_table until SIGINT/SIGTERM')
       .option('--socketmap <listen>', 'socketmap listener, HOST:PORT or a UNIX socket path (maps: forward, reverse, batv-sign, batv-strip)', once('--socketmap'))
       .option('--tcp-table <map=listen>', 'a tcp_table listener for one map, e.g. forward=127.0.0.1:10001; repeatable', collect, []),
@@ -697,6 +696,8 @@ function registerServe(program: Command, io: RewriteCommandIo): void {
       for (const { flag, message } of unusedServeFlags(flags, plan.some((p) => p.target.kind === 'unix'))) log.warn({ flag }, message);
       const started: typeof plan = [];
       process.on('SIGHUP', reload);
+      // The files were read just now, after any SIGHUP sent while the program loaded (cli/signals).
+      if (takeStartupReloads() > 0) log.info({}, 'SIGHUP received while the program loaded, before the secret files were read: they are read as they are now');
       const noInspector = ignoreInspectorSignal(log, 'SIGUSR1 ignored: callout rewrite serve takes SIGHUP (reads the secret files again) and SIGTERM (stop); its log goes to stderr, there is no file to reopen');
       try {
         for (const p of plan) {

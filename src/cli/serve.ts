@@ -33,7 +33,7 @@ import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.
 import { Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
-import { ignoreInspectorSignal, takeStartupReloads } from './signals.js';
+import { ignoreInspectorSignal, reloadingCommand, takeStartupReloads } from './signals.js';
 import { notifyReady, takeNotifySocket } from './sd-notify.js';
 import { unusedDataDir } from './runtime.js';
 
@@ -57,9 +57,9 @@ export function serveOverrides(flags: ServeFlags): RawConfig {
   return overrides;
 }
 
-/** Registers `serve`, and gives its command back (it takes the SIGHUPs cli/main held: cli/program). */
-export function registerServeCommand(program: Command): Command {
-  return addEngineOptions(
+/** Registers `serve`, which takes the SIGHUPs cli/main held (cli/signals reloadingCommand). */
+export function registerServeCommand(program: Command): void {
+  reloadingCommand(addEngineOptions(
     program
       .command('serve')
       .description('run the Postfix policy service (check_policy_service)')
@@ -112,7 +112,7 @@ export function registerServeCommand(program: Command): Command {
       );
       exitStopped();
     }
-  });
+  }));
 }
 
 /** The STATUS= systemd shows (`systemctl status callout`). */

@@ -14,9 +14,10 @@
  *   Node loads the commands, whose default action would end the process before any command
  *   could take them. The command that handles SIGHUP takes them with takeStartupReloads()
  *   once its own listener is in place (`callout serve`: they came before it read its
- *   configuration, so its start is their reload); releaseStartupReloads() gives them back to
- *   every other command: the listener goes, and one that came is sent again, ending the
- *   process as it would have.
+ *   configuration, so its start is their reload; `callout rewrite serve`: before it read its
+ *   secret files); such commands are marked with reloadingCommand(). releaseStartupReloads()
+ *   gives them back to every other command: the listener goes, and one that came is sent again,
+ *   ending the process as it would have.
  */
 
 export function ignoreInspectorSignal(log: { warn(fields: Record<string, unknown>, message: string): void }, message: string): () => void {
@@ -46,4 +47,23 @@ export function takeStartupReloads(): number {
 /** Ends the hold for a command that takes no SIGHUP: one that came ends the process now, by the signal. */
 export function releaseStartupReloads(): void {
   if (takeStartupReloads() > 0) process.kill(process.pid, 'SIGHUP');
+}
+
+/** The commands that take SIGHUP themselves (reloadingCommand), whose held SIGHUPs are never sent again. */
+const reloading = new WeakSet<object>();
+
+/**
+ * Marks a command whose action takes SIGHUP (`serve` reloads, `rewrite serve` reads its secret
+ * files again) and takes the held ones with takeStartupReloads once its listener is in place: one
+ * sent again would end the very service it was meant to reload, and one held while such a
+ * command fails to start (a bad configuration, exit 78) must not turn its exit status into a
+ * death by SIGHUP, which systemd counts as clean.
+ */
+export function reloadingCommand<T extends object>(command: T): T {
+  reloading.add(command);
+  return command;
+}
+
+export function takesReloads(command: object): boolean {
+  return reloading.has(command);
 }

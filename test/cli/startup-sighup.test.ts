@@ -1,6 +1,7 @@
 // A SIGHUP sent while Node still loads the program (`kill -HUP` right after `callout serve` was
-// started, a few hundred milliseconds): cli/main holds it from its first statement. serve's start
-// is its reload; any other command still ends by it, as it did when nothing held it.
+// started, a few hundred milliseconds): cli/main holds it from its first statement. The start of
+// serve and of rewrite serve is its reload; any other command still ends by it, as it did when
+// nothing held it.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -70,6 +71,30 @@ describe('a SIGHUP while the program loads', () => {
       serve.child.kill('SIGTERM');
     }
     assert.deepEqual(await serve.exited, { code: 0, signal: null }, 'it served and stopped as ever');
+  });
+
+  it('serve on a bad configuration: exits 78 as without the SIGHUP, which does not replace its status', async () => {
+    const config = join(dir, 'bad.yaml');
+    writeFileSync(config, 'policy:\n  listen: nowhere\n');
+    const serve = start(['serve', '-c', config, '--metrics', '', '--data-dir', dir]);
+    assert.ok(await sighupCaught(serve), 'held while the program loads');
+    serve.child.kill('SIGHUP');
+    assert.deepEqual(await serve.exited, { code: 78, signal: null }, 'the configuration error, not a death by SIGHUP (which systemd counts as clean)');
+  });
+
+  it('rewrite serve: held, and taken once its listener is in place: its files are read after it', async () => {
+    const keys = join(dir, 'batv.keys');
+    writeFileSync(keys, '1 a-secret-of-some-length\n', { mode: 0o600 });
+    const rewrite = start(['rewrite', 'serve', '--socketmap', '127.0.0.1:0', '--batv-key-file', keys, '--batv-domain', 'example.com']);
+    try {
+      assert.ok(await sighupCaught(rewrite), 'it caught SIGHUP before it ended');
+      rewrite.child.kill('SIGHUP');
+      assert.ok(await until(() => rewrite.stdout().includes('socketmap'), 30_000), `it listens: ${rewrite.stdout()}`);
+      assert.ok(catchesSighup(rewrite.child.pid!), 'alive, SIGHUP still its to take');
+    } finally {
+      rewrite.child.kill('SIGTERM');
+    }
+    assert.deepEqual(await rewrite.exited, { code: 0, signal: null }, 'it served and stopped as ever');
   });
 
   it('a one-shot command (config check): still ended by it, as its default action did, before doing anything', async () => {
