@@ -139,9 +139,9 @@ function clientOf(options: GreylistOptions, client: string): ClientArgument {
   const network = parseNetwork(client);
   if (network.ok && client.includes('/')) return { identity: formatCidr(network.value), network: network.value };
   if (!network.ok && !network.notAddress && (client.includes('/') || network.leadingZero)) {
-    throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}: ${network.reason}`);
+    throw new UsageError(`client: got ${shownJson(abbreviate(client, 80))}: ${network.reason}`);
   }
-  throw new UsageError(`client: got ${JSON.stringify(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
+  throw new UsageError(`client: got ${shownJson(abbreviate(client, 80))}, expected an IP address, a network such as 192.0.2.0/24, or domain:NAME`);
 }
 
 /**
@@ -242,7 +242,7 @@ function tripletArguments(options: GreylistOptions, sender: string | undefined, 
   if (sender === undefined || recipient === undefined) throw new UsageError('give both SENDER and RECIPIENT, or neither');
   // The stage keys any recipient Postfix sends, `postmaster` without a domain included; never an
   // empty one or one with a control character.
-  if (recipient === '' || CONTROL_CHARACTER.test(recipient)) throw new UsageError(`RECIPIENT: got ${JSON.stringify(abbreviate(recipient, 80))}, expected an address`);
+  if (recipient === '' || CONTROL_CHARACTER.test(recipient)) throw new UsageError(`RECIPIENT: got ${shownJson(abbreviate(recipient, 80))}, expected an address`);
   // An over-long part as `list` prints it (HEAD…[sha256:HEX]) is already its key.
   return {
     sender: isDigestedKeyPart(sender) ? sender : normaliseSender(sender === '<>' ? '' : sender, { verp: options.normaliseVerp }),
@@ -283,7 +283,7 @@ export function registerGreylistCommands(program: Command, io: GreylistCommandIo
     .action(async (flags: ListFlags) => {
       // Decimal, as every count flag: Number() also took 1e3 and 0x10.
       const limit = wholeNumberFlag('--limit', flags.limit, 1);
-      if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${JSON.stringify(flags.kind)}, expected one of ${KINDS.join(', ')}`);
+      if (flags.kind !== undefined && !KINDS.includes(flags.kind as GreylistEntryKind)) throw new UsageError(`--kind: got ${shownJson(abbreviate(flags.kind, 40))}, expected one of ${KINDS.join(', ')}`);
       const settings = configured(flags, err);
       const client = flags.client === undefined ? undefined : clientOf(settings.options, flags.client);
       await withGreylist(settings, 'read', async (list) => {

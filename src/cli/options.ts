@@ -14,6 +14,7 @@ import { MESSAGE_FILE_BYTES, readFileLimited, tooLarge } from '../core/files.js'
 import type { RawConfig } from '../config/load.js';
 import { TIMER_MAX_MS, TIMER_MAX_TEXT } from '../config/duration.js';
 import { MAX_IDLE_POLL_MICROS } from '../core/idle-poll.js';
+import { shownJson } from '../core/text.js';
 
 /** commander's accumulator for a repeatable option. */
 export const collect = (value: string, previous: string[]) => [...previous, value];
@@ -29,7 +30,7 @@ export const collect = (value: string, previous: string[]) => [...previous, valu
  */
 export function once(flag: string): (value: string, previous: string | undefined) => string {
   return (value, previous) => {
-    if (previous !== undefined && previous !== value) throw new UsageError(`${flag} given twice ("${abbreviate(previous, 40)}", then "${abbreviate(value, 40)}"): it takes one value`);
+    if (previous !== undefined && previous !== value) throw new UsageError(`${flag} given twice (${shownJson(abbreviate(previous, 40))}, then ${shownJson(abbreviate(value, 40))}): it takes one value`);
     return value;
   };
 }
@@ -119,9 +120,13 @@ export function flagOf(key: string): string {
 /** Decimal only: Number() also reads 0x19 as 25, 1e3 and Infinity. */
 const DECIMAL = /^\s*-?\d+(\.\d+)?\s*$/;
 
-/** The refusal of a flag's value, quoted in part (a value may be a megabyte of digits). */
+/**
+ * The refusal of a flag's value, quoted in part (a value may be a megabyte of digits) as JSON
+ * with core/text's escapes: in quotes of its own, --limit '"5"' read `got ""5""`, and a control
+ * character reached the terminal raw.
+ */
 function refusal(name: string, value: string, expected: string): UsageError {
-  return new UsageError(`${name}: got "${abbreviate(value, 40)}", expected ${expected}`);
+  return new UsageError(`${name}: got ${shownJson(abbreviate(value, 40))}, expected ${expected}`);
 }
 
 export function numberFlag(name: string, value: string): number {

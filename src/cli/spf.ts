@@ -17,12 +17,12 @@
  */
 
 import type { Command } from 'commander';
-import { ConfigError, UsageError } from '../core/errors.js';
+import { ConfigError, UsageError, abbreviate } from '../core/errors.js';
 import { createNodeResolver } from '../dns/node-resolver.js';
 import type { Resolver } from '../dns/types.js';
 import { clientAddress } from '../checks/client-ip.js';
 import { evaluateSpf } from '../checks/spf/index.js';
-import { checkSenderId, splitHeaderFields } from '../checks/senderid/index.js';
+import { checkSenderId, headerBlock, splitHeaderFields } from '../checks/senderid/index.js';
 import { shown, shownJson } from '../core/text.js';
 import type { SpfTraceEntry, SpfVerdict } from '../checks/spf/types.js';
 import { DNS_SERVER_FLAG, DNS_SERVER_HELP, TIMEOUT_MILLISECONDS, collect, readMessageInput, unitFlag } from './options.js';
@@ -67,8 +67,8 @@ export function registerSpfCommand(program: Command, io: SpfCommandIo = { out: p
 }
 
 async function runSpf(flags: SpfFlags, err: NodeJS.WritableStream): Promise<SpfVerdict> {
-  if (clientAddress(flags.ip) === undefined) throw new UsageError(`spf: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
-  if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${JSON.stringify(flags.identity)}`);
+  if (clientAddress(flags.ip) === undefined) throw new UsageError(`spf: --ip ${shownJson(abbreviate(flags.ip, 80))} is not an IP address`);
+  if (flags.identity !== 'mailfrom' && flags.identity !== 'helo') throw new UsageError(`spf: --identity must be mailfrom or helo, got ${shownJson(abbreviate(flags.identity, 80))}`);
   // The HELO identity is the name alone. --sender was required with it before, so a call that
   // gives one is told, not refused.
   if (flags.identity === 'helo' && flags.sender !== undefined) err.write('callout: warning: --sender is not checked with --identity helo (the HELO name alone is); leave --sender out\n');
@@ -155,8 +155,8 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
     .option('--json', 'print one JSON object with result, the PRA field and the trace')
     .action(async (flags: SenderIdFlags) => {
       const err = io.err ?? process.stderr;
-      if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${JSON.stringify(flags.ip)} is not an IP address`);
-      if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${JSON.stringify(flags.scope)}`);
+      if (clientAddress(flags.ip) === undefined) throw new UsageError(`senderid: --ip ${shownJson(abbreviate(flags.ip, 80))} is not an IP address`);
+      if (flags.scope !== 'pra' && flags.scope !== 'mfrom') throw new UsageError(`senderid: --scope must be pra or mfrom, got ${shownJson(abbreviate(flags.scope, 80))}`);
       if (flags.scope === 'mfrom' && flags.sender === undefined) throw new UsageError('senderid: --scope mfrom needs --sender');
       // Scope pra takes its address from the headers: a --sender was ignored without a word.
       if (flags.scope === 'pra' && flags.sender !== undefined) err.write("callout: warning: --sender is not checked with scope pra (the address of the message's headers is); give --scope mfrom to check it, or leave --sender out\n");
@@ -167,7 +167,7 @@ export function registerSenderIdCommand(program: Command, io: SpfCommandIo = { o
       // UTF-8 (RFC 6532): read as Latin-1, "bücher.example" became another domain, which was
       // then checked. A byte that is not UTF-8 becomes U+FFFD, which the address parser refuses
       // in a local part or a domain (rule not-utf8): such a PRA field gives no PRA (permerror).
-      const text = message.toString('utf8');
+      const text = headerBlock(message);
       const verdict = await checkSenderId(
         {
           scope: flags.scope,

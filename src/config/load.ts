@@ -8,14 +8,16 @@
  *   schema and error messages as the key it sets.
  *
  * LIMITS
- *   A file of at most 1 MiB (MAX_CONFIG_BYTES; a larger one is refused before it is read whole)
- *   and aliases that expand to at most 100 copies of an anchor (MAX_ALIAS_COUNT; the anchor
- *   itself is the first, so a one-item anchor takes 99 aliases).
+ *   A file of at most 1 MiB (MAX_CONFIG_BYTES; a larger one is refused before it is read whole),
+ *   aliases that expand to at most 100 copies of an anchor (MAX_ALIAS_COUNT; the anchor
+ *   itself is the first, so a one-item anchor takes 99 aliases), and lists and mappings nested
+ *   at most 64 deep (MAX_NESTING).
  *
  * ERRORS
  *   ConfigError naming the file and, for YAML syntax errors, the line and column; an alias to
  *   no anchor, aliases whose expansion would exhaust memory, an anchor that contains its own
  *   alias and a !!binary value (which no setting takes) are refused the same way, with its key;
+ *   lists and mappings nested deeper than MAX_NESTING, with the line of the first too deep;
  *   a tag yaml does not resolve (!ENV, !secret), with its line; a relative dataDir, which each
  *   command would take from its own working directory; a path that is not a regular file (a FIFO
  *   with no writer held a start or a reload for ever), or a file any user may write.
@@ -24,8 +26,8 @@
  */
 
 import { isAbsolute } from 'node:path';
-import { isNode, isScalar, parseDocument, visit, type Document } from 'yaml';
-import { ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
+import { Composer, LineCounter, Parser, YAMLParseError, isNode, isScalar, visit, type CST, type Document, type YAMLError } from 'yaml';
+import { CalloutError, ConfigError, UsageError, abbreviate, describeError } from '../core/errors.js';
 import { MIB, readFileLimited, tooLarge } from '../core/files.js';
 import { isRecord } from '../core/record.js';
 import { ABSOLUTE_PATH_EXPECTED } from './paths.js';
@@ -42,6 +44,15 @@ const MAX_ALIAS_COUNT = 100;
  * list took 54 s and 3.9 GB, which a reload would take inside the daemon.
  */
 const MAX_CONFIG_BYTES = MIB;
+/**
+ * Lists and mappings inside each other: no setting is more than 6 down (a ratelimit stage's
+ * limit: policy, stages, the stage, limits, the limit, in the top-level mapping). yaml composes
+ * a collection by recursion: about 780 `[` exhausted the stack, which it reported as "YAML
+ * syntax error at line 1, column 785: Maximum call stack size exceeded", and a second such file
+ * in the same process (a daemon reloaded twice) aborted it (V8: "RegExpCompiler Allocation
+ * failed - process out of memory").
+ */
+const MAX_NESTING = 64;
 
 export interface ReadConfigOptions {
   /**
@@ -68,26 +79,38 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
   // uniqueKeys: false, and duplicateKey below instead: yaml's own check compares each key with
   // every one before it in its mapping, so a file of 60,000 keys took 11 s (inside the daemon,
   // at a reload), and the 1 MiB a file may hold, half a minute.
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, logLevel: 'error' });
+  // parseDocument in two steps, so that the nesting is measured on the parser's tokens (it
+  // reads them without recursion) before they are composed.
+  const lines = new LineCounter();
+  const tokens = [...new Parser(lines.addNewLine).parse(text)];
+  const at = (offset: number) => {
+    const { line, col } = lines.linePos(offset);
+    return `line ${line}, column ${col}`;
+  };
+  const tooDeep = collectionDeeperThan(tokens, MAX_NESTING);
+  if (tooDeep !== undefined) {
+    throw new ConfigError(`${path}: lists and mappings nested more than ${MAX_NESTING} levels deep (the one at ${at(tooDeep.offset)} is the ${MAX_NESTING + 1}th): no setting is nested that deep`);
+  }
+  const [doc, second] = new Composer({ uniqueKeys: false, logLevel: 'error' }).compose(tokens, true, text.length);
+  if (doc === undefined) throw new CalloutError('INTERNAL', `${path}: yaml composed no document, though it always composes one (forceDoc)`);
+  if (second !== undefined) doc.errors.push(new YAMLParseError([second.range[0], second.range[1]], 'MULTIPLE_DOCS', 'a second document'));
+  const where = (error: YAMLError) => (error.pos[0] < 0 ? '' : ` at ${at(error.pos[0])}`);
   const twice = duplicateKey(doc);
   // Whichever comes first in the file is told, as yaml's own check told it.
   if (twice !== undefined && (doc.errors.length === 0 || (twice.offset ?? Infinity) < doc.errors[0]!.pos[0])) {
-    throw new ConfigError(`${path}: YAML syntax error${twice.offset === undefined ? '' : ` at ${linePosition(text, twice.offset)}`}: Map keys must be unique`);
+    throw new ConfigError(`${path}: YAML syntax error${twice.offset === undefined ? '' : ` at ${at(twice.offset)}`}: Map keys must be unique`);
   }
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
-    const where = first.linePos?.[0] ? ` at line ${first.linePos[0].line}, column ${first.linePos[0].col}` : '';
-    // yaml's own text for this one tells a programmer to call YAML.parseAllDocuments().
-    if (first.code === 'MULTIPLE_DOCS') throw new ConfigError(`${path}: YAML syntax error${where}: a second document begins here (after "---" or "..."), and a configuration file holds one`);
+    if (first.code === 'MULTIPLE_DOCS') throw new ConfigError(`${path}: YAML syntax error${where(first)}: a second document begins here (after "---" or "..."), and a configuration file holds one`);
     // yaml quotes the offending text, which may be a whole line of any length.
-    throw new ConfigError(`${path}: YAML syntax error${where}: ${abbreviate(first.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}`);
+    throw new ConfigError(`${path}: YAML syntax error${where(first)}: ${abbreviate(first.message.split('\n')[0]!, 200)}`);
   }
   // A tag yaml does not know (!ENV, !secret, !include from other tools) was only a warning, and
   // the value was taken as the plain text after it: `path: !ENV DB` set the path "DB".
   const unknownTag = doc.warnings.find((warning) => warning.code === 'TAG_RESOLVE_FAILED');
   if (unknownTag) {
-    const where = unknownTag.linePos?.[0] ? ` at line ${unknownTag.linePos[0].line}, column ${unknownTag.linePos[0].col}` : '';
-    throw new ConfigError(`${path}: YAML tag${where}: ${abbreviate(unknownTag.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, ''), 200)}, which no setting takes`);
+    throw new ConfigError(`${path}: YAML tag${where(unknownTag)}: ${abbreviate(unknownTag.message.split('\n')[0]!, 200)}, which no setting takes`);
   }
   let value: unknown;
   try {
@@ -143,12 +166,20 @@ function duplicateKey(doc: Document): { offset: number | undefined } | undefined
   return found;
 }
 
-/** "line L, column C" of an offset in text, counted from 1 as yaml's messages count them. */
-function linePosition(text: string, offset: number): string {
-  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
-  let line = 1;
-  for (let at = text.indexOf('\n'); at >= 0 && at < offset; at = text.indexOf('\n', at + 1)) line += 1;
-  return `line ${line}, column ${offset - lineStart + 1}`;
+/**
+ * The first collection (block or flow list or mapping) in `tokens` that is more than `max`
+ * inside others, a key's included; walked with a stack of its own, as deep as the file is.
+ */
+function collectionDeeperThan(tokens: readonly CST.Token[], max: number): CST.Token | undefined {
+  const pending: Array<{ token: CST.Token | undefined; depth: number }> = tokens.map((token) => ({ token, depth: 0 })).reverse();
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { token, depth } = next;
+    if (token?.type === 'document') pending.push({ token: token.value, depth });
+    if (token?.type !== 'block-map' && token?.type !== 'block-seq' && token?.type !== 'flow-collection') continue;
+    if (depth === max) return token;
+    for (const item of [...token.items].reverse()) pending.push({ token: item.value, depth: depth + 1 }, { token: item.key ?? undefined, depth: depth + 1 });
+  }
+  return undefined;
 }
 
 /**

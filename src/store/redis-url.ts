@@ -6,9 +6,9 @@
  *   checkRedisUrl() refuses what ioredis would misread without a word: a database that is not a
  *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
  *   password, URL parameters that would set driver options, `tls=false` (TLS on) and a family
- *   that is not 4 or 6, and what it would read one way of two: a database in both the path and db=,
- *   a user part and username= or password=, a parameter given twice, each only when the two
- *   differ (`redis://h/0?db=0` names one database). The configuration schema runs
+ *   that is not 4 or 6, white space around the URL, and what it would read one way of two: a
+ *   database in both the path and db=, a user part and username= or password=, a parameter given
+ *   twice, each only when the two differ (`redis://h/0?db=0` names one database). The configuration schema runs
  *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
  *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
  *   Apart from the store, so that the schema does not load the driver.
@@ -18,7 +18,7 @@
  */
 
 import { ConfigError } from '../core/errors.js';
-import { HIDDEN_SECRET } from '../core/text.js';
+import { HIDDEN_SECRET, shownJson } from '../core/text.js';
 
 /** How a URL is shown that may hold a password where it cannot be told apart. */
 const UNPARSABLE = '(unparsable redis URL)';
@@ -34,9 +34,15 @@ function cutQuery(url: string): QueryCut {
   return { base: query === -1 ? url : url.slice(0, query), parameters: new URLSearchParams(query === -1 ? '' : url.slice(query + 1)) };
 }
 
-/** The URL as it may appear in logs: any password replaced by ***. */
+/**
+ * The URL as it may appear in logs: any password replaced by ***. White space around it is
+ * kept, as new URL() would drop it: a message quoting the URL must show what was written.
+ */
 export function maskPassword(url: string): string {
-  return masked(cutQuery(url));
+  const start = url.length - url.trimStart().length;
+  const end = url.trimEnd().length;
+  if (start >= end) return url;
+  return url.slice(0, start) + masked(cutQuery(url.slice(start, end))) + url.slice(end);
 }
 
 function masked({ base, parameters }: QueryCut): string {
@@ -64,6 +70,16 @@ function masked({ base, parameters }: QueryCut): string {
  * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
  */
 export function checkRedisUrl(url: string, storeOptions: object = {}): string {
+  // new URL() and the driver's url.parse drop white space around a URL, but the driver keeps
+  // it in a socket path ("connect ENOENT /run/redis.sock ", the space unseen), and a space
+  // before redis:// failed the scheme check, which quoted the URL without it.
+  const before = url.slice(0, url.length - url.trimStart().length);
+  const after = url.slice(url.trimEnd().length);
+  if (url.trim() !== '' && (before !== '' || after !== '')) {
+    const where = [before !== '' ? 'before' : '', after !== '' ? 'after' : ''].filter((side) => side !== '').join(' and ');
+    const spaces = [before, after].filter((space) => space !== '').map((space) => shownJson(space)).join(', ');
+    throw new ConfigError(`redis store: the URL ${shownJson(maskPassword(url.trim()))} has white space ${where} it (${spaces}): remove it`);
+  }
   const cut = cutQuery(url);
   const { parameters } = cut;
   const shown = masked(cut);

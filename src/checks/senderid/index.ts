@@ -29,7 +29,7 @@ import type { SenderIdReport } from '../auth-results.js';
 import { evaluatePolicy, selectSpf1Record, type RecordSelector, type SpfOptions, type SpfVerdict } from '../spf/index.js';
 import { purportedResponsibleAddress, type HeaderField, type PraField } from './pra.js';
 
-export { purportedResponsibleAddress, splitHeaderFields, PRA_LIMITS, type HeaderField, type PraField, type PraOutcome } from './pra.js';
+export { headerBlock, purportedResponsibleAddress, splitHeaderFields, PRA_LIMITS, type HeaderField, type PraField, type PraOutcome } from './pra.js';
 
 export type SenderIdScope = 'mfrom' | 'pra';
 

@@ -5,7 +5,9 @@
  * DESCRIPTION
  *   purportedResponsibleAddress(fields) picks the one mailbox that claims responsibility for
  *   the most recent introduction of the message, from its header fields in top-down order.
- *   splitHeaderFields(text) turns a raw header block into such fields (unfolded).
+ *   splitHeaderFields(text) turns a raw header block into such fields (unfolded); headerBlock(bytes)
+ *   is that block of a message as read from a file, decoded as UTF-8 (RFC 6532), its body left
+ *   undecoded.
  *
  * RFC
  *   RFC 4407 §2: "non-empty" means containing a non-whitespace character.
@@ -29,8 +31,8 @@
  *
  * LIMITS
  *   splitHeaderFields reads the first 1 MiB of a header block (the fields PRA selection
- *   takes come first: the resent blocks are on top); more than 10000 fields is reported as
- *   no PRA.
+ *   takes come first: the resent blocks are on top), and headerBlock decodes no more than
+ *   that of a message; more than 10000 fields is reported as no PRA.
  *
  * ERRORS
  *   Returned as values; nothing here throws.
@@ -71,6 +73,22 @@ export function splitHeaderFields(block: string): HeaderField[] {
   }
   for (const field of fields) field.value = field.value.trim();
   return fields;
+}
+
+/**
+ * The header block of `message` as splitHeaderFields reads it: the bytes up to its first empty
+ * line (kept, as splitHeaderFields looks for it), at most PRA_LIMITS.headerBytes + 1, decoded
+ * as UTF-8. Decoding the whole of a 60 MiB message took up to 250 ms and 63 MB of heap (run
+ * with 48 MB of heap, `callout senderid` aborted) for a body no field is read from. A block cut
+ * at the limit may end inside a character, as U+FFFD.
+ */
+export function headerBlock(message: Buffer): string {
+  const head = message.subarray(0, PRA_LIMITS.headerBytes + 1);
+  // splitHeaderFields ends the block at /\r?\n\r?\n/: an LF, then an LF or CR LF.
+  const lf = head.indexOf('\n\n');
+  const crlf = head.indexOf('\n\r\n');
+  const end = crlf >= 0 && (lf < 0 || crlf < lf) ? crlf + 3 : lf >= 0 ? lf + 2 : head.length;
+  return head.toString('utf8', 0, end);
 }
 
 const nonEmpty = (field: HeaderField) => /\S/.test(field.value);
