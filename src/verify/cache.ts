@@ -12,13 +12,23 @@
  *                             null sender or postmaster) as long as that domain fact; temporary
  *                             outcomes only for a short memory.
  *     dom:DOMAIN:FACT         facts about the domain's exchangers, each stamped and expiring on
- *                             its own: catchall (accepted/refused), nullsender (MAIL FROM:<>
+ *                             its own: catchall (accepted/refused; inconclusive: a 4xx to the
+ *                             random local part, see below), nullsender (MAIL FROM:<>
  *                             refused), postmaster (accepted/refused), greylist (it greylisted
  *                             us; leave it alone for a while), useless (refused us at connect,
  *                             greeting, HELO or MAIL, or at RCPT for every recipient, or could
  *                             not be reached: no useful information until the record expires).
  *   A temporary or inconclusive result never overwrites a definite one before it expires
  *   (Postfix: "as long as some probes succeed the address will remain cached as OK").
+ *   An inconclusive catch-all fact holds the random local part that got the 4xx, when it was
+ *   first asked and when to ask it again (retryAt): until then a callout of the domain skips the
+ *   random probe and answers as an inconclusive one does; at the retry the same local part is
+ *   asked, since a greylister lets through only a triplet it has seen before, and a new name is
+ *   a new triplet that it defers again, for ever. The record lasts until retryAt or until the
+ *   local part is cache.domainNegative old, whichever is later; a local part that old is not
+ *   asked again (Postfix keeps a probe sender for several hours, address_verify_sender_ttl, for
+ *   the same reason). A previous release reads such a record as absent (a state it does not
+ *   know) and asks the random probe as it always did.
  *   Locks, shared by every process on the store, expire on their own when their holder dies:
  *     lock:ADDRESS            a probe of the address is running
  *     lock-catchall:DOMAIN    a probe is asking the domain's catch-all question
@@ -48,6 +58,7 @@ import { TEMPORARY_DOMAIN_FAILURES, type ProbeState, type ReplyEvidence, type Ve
 import { BoundedMemo } from '../core/memo.js';
 import { uniqueIdSource } from '../core/ids.js';
 import { parseJson } from '../core/record.js';
+import { parseMailbox } from '../address/index.js';
 
 export interface AddressRecord {
   verdict: Verdict;
@@ -71,8 +82,25 @@ export type DomainFactName = 'catchall' | 'nullsender' | 'postmaster' | 'greylis
 
 const DOMAIN_FACTS: readonly DomainFactName[] = ['catchall', 'nullsender', 'postmaster', 'greylist', 'useless'];
 
+/**
+ * The catch-all probe's answer. Inconclusive only after a 4xx to the random local part at the
+ * domain's best exchanger; no record is the question still open.
+ */
+export type CatchAllFact = DomainFact & (
+  | { state: 'accepted' | 'refused' }
+  | {
+    state: 'inconclusive';
+    /** Until then the random probe is not asked (clock time). */
+    retryAt: number;
+    /** The local part that got the 4xx, asked again at the retry. */
+    localPart: string;
+    /** When that local part was first asked (clock time): it is not asked past cache.domainNegative. */
+    firstAskedAt: number;
+  }
+);
+
 export interface DomainFacts {
-  catchall?: DomainFact & { state: 'accepted' | 'refused' };
+  catchall?: CatchAllFact;
   nullsender?: DomainFact;
   postmaster?: DomainFact & { state: 'accepted' | 'refused' };
   greylist?: DomainFact;
@@ -190,7 +218,7 @@ export class VerificationCache {
     const values = await Promise.all(DOMAIN_FACTS.map((name) => this.store.get(this.prefix + domainKey(domain, name))));
     const facts: Record<string, unknown> = {};
     DOMAIN_FACTS.forEach((name, i) => {
-      const parsed = this.domainFact(values[i]);
+      const parsed = this.domainFact(values[i], domain, name);
       if (parsed) facts[name] = parsed;
     });
     return facts as DomainFacts;
@@ -203,16 +231,16 @@ export class VerificationCache {
       const stored = this.store.peek(this.prefix + domainKey(domain, name));
       if (stored === ASK_LATER) return ASK_LATER;
       // Decoded at once: a peeked value is good only until the next call to the store.
-      const parsed = this.domainFact(stored);
+      const parsed = this.domainFact(stored, domain, name);
       if (parsed) facts[name] = parsed;
     }
     return facts as DomainFacts;
   }
 
   /** A stored domain fact, decoded; a value that does not parse is absent. */
-  private domainFact(stored: Readonly<StoredValue> | undefined): DomainFact | undefined {
+  private domainFact(stored: Readonly<StoredValue> | undefined, domain: string, name: DomainFactName): DomainFact | undefined {
     const value = this.decode(stored);
-    return isDomainFact(value) ? value : undefined;
+    return isDomainFact(value, domain, name) ? value : undefined;
   }
 
   /** A stored record's JSON, undefined over the length limit: checked before the memo copies it as a key. */
@@ -223,12 +251,22 @@ export class VerificationCache {
   async putDomain<K extends DomainFactName>(domain: string, name: K, fact: NonNullable<DomainFacts[K]>): Promise<void> {
     const ttl = this.domainTtl(name, fact);
     if (ttl <= 0) return;
-    await this.store.set(this.prefix + domainKey(domain, name), JSON.stringify(fact), ttl);
+    const key = this.prefix + domainKey(domain, name);
+    if (isInconclusive(fact)) {
+      // Another process's definite answer, written since this probe read the record, stays.
+      const existing = this.domainFact(await this.store.get(key), domain, name) as CatchAllFact | undefined;
+      if (existing && existing.state !== 'inconclusive') return;
+    }
+    await this.store.set(key, JSON.stringify(fact), ttl);
   }
 
   private domainTtl(name: DomainFactName, fact: DomainFact & { state?: string }): number {
     switch (name) {
       case 'catchall':
+        if (isInconclusive(fact)) {
+          const now = this.clock.now();
+          return Math.max(fact.retryAt - now, fact.firstAskedAt + this.config.domainNegative - now);
+        }
         return this.config.domainPositive;
       case 'postmaster':
         return fact.state === 'accepted' ? this.config.domainPositive : this.config.domainNegative;
@@ -287,9 +325,16 @@ function isAddressRecord(value: unknown): value is AddressRecord {
     PROBE_STATES.has(r.catchAll) && PROBE_STATES.has(r.postmaster) && Number.isFinite(r.checkedAt) && Number.isFinite(r.refreshAt) && replyReadable(r.reply);
 }
 
-function isDomainFact(value: unknown): value is DomainFact & { state?: 'accepted' | 'refused' } {
+function isDomainFact(value: unknown, domain: string, name: DomainFactName): value is DomainFact & { state?: CatchAllFact['state'] } {
   if (typeof value !== 'object' || value === null) return false;
   const f = value as Record<string, unknown>;
-  return typeof f.reason === 'string' && typeof f.description === 'string' && Number.isFinite(f.at) &&
-    (f.state === undefined || f.state === 'accepted' || f.state === 'refused') && replyReadable(f.reply);
+  if (!(typeof f.reason === 'string' && typeof f.description === 'string' && Number.isFinite(f.at) && replyReadable(f.reply))) return false;
+  if (f.state === undefined || f.state === 'accepted' || f.state === 'refused') return true;
+  // The local part is sent again as written: only one that makes a plain ASCII address of the domain.
+  return name === 'catchall' && f.state === 'inconclusive' && Number.isFinite(f.retryAt) && Number.isFinite(f.firstAskedAt) &&
+    typeof f.localPart === 'string' && parseMailbox(`${f.localPart}@${domain}`, { utf8: false }).ok;
+}
+
+function isInconclusive(fact: DomainFact & { state?: string }): fact is Extract<CatchAllFact, { state: 'inconclusive' }> {
+  return fact.state === 'inconclusive';
 }

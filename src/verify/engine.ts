@@ -25,8 +25,12 @@
  *   Concurrent verifications of one address share one probe (single flight), and those of one
  *   domain whose catch-all state is unknown take turns until one has asked it (joinCatchAllProbe,
  *   across processes through a lock in the store), so the exchanger is asked the random local
- *   part once, not once per address. A wait for another process's lock (of an address or of the
- *   catch-all question) ends after a lock's lifetime, callout.timeouts.overall + 5 s. A lock
+ *   part once, not once per address. A 4xx to it is remembered on the domain record: until
+ *   cache.greylistRetry has passed, callouts of the domain skip the random probe and answer as
+ *   an inconclusive one does (an accepted address is unknown, catch-all-unknown); then one asks
+ *   the same local part again (verify/cache says why the same). A wait for another process's
+ *   lock (of an address or of the catch-all question) ends after a lock's lifetime,
+ *   callout.timeouts.overall + 5 s. A lock
  *   that then holds what it held at the start of the wait (its holder died, or it was written
  *   without an expiry, which made every callout of the domain wait again) is taken over when
  *   it is the catch-all question's, and the batch asks it; a probe lock is deleted, since the
@@ -66,7 +70,7 @@ import type { Config } from '../config/schema.js';
 import { VerificationCache } from './cache.js';
 import { ConnectionCache } from './connections.js';
 import type { ConnectionCacheStats } from './connections.js';
-import type { AddressRecord, DomainFacts } from './cache.js';
+import type { AddressRecord, CatchAllFact, DomainFacts } from './cache.js';
 import { Politeness } from './politeness.js';
 import { refusesEveryRecipient } from './interpret.js';
 import { probeDomain } from './probe.js';
@@ -378,7 +382,7 @@ export class CalloutEngine {
         description: `${otherAddressesHidden(fact.description, mailbox)} (remembered for the domain)`,
         ...(fact.reply ? { reply: fact.reply } : {}),
       }, 'domain-cache', {
-        catchAll: facts.catchall?.state ?? 'not-run',
+        catchAll: this.rememberedCatchAll(facts) ?? 'not-run',
         postmaster: facts.postmaster?.state ?? 'not-run',
       });
     if (facts.catchall?.state === 'accepted') return known(facts.catchall, 'risky');
@@ -435,7 +439,7 @@ export class CalloutEngine {
         const known = results.has(m.address) ? undefined : this.fromDomainRecord(m, facts, started);
         if (known) results.set(m.address, known);
       }
-      return !this.config.callout.randomProbe || facts.catchall !== undefined || mailboxes.every((m) => results.has(m.address));
+      return !this.config.callout.randomProbe || !this.catchAllOpen(facts) || mailboxes.every((m) => results.has(m.address));
     };
     let waited = false;
     for (;;) {
@@ -654,8 +658,26 @@ export class CalloutEngine {
     return this.fromDomainFacts(m, await this.cache.getDomain(m.asciiDomain), started);
   }
 
+  /** No catch-all answer on the domain record, or a 4xx to the random local part whose retry time has come. */
+  private catchAllOpen(facts: DomainFacts): boolean {
+    return facts.catchall === undefined || (facts.catchall.state === 'inconclusive' && this.clock.now() >= facts.catchall.retryAt);
+  }
+
+  /**
+   * The catch-all state the domain record gives a callout that does not ask the random local
+   * part: a remembered 4xx only until its retry time, and only while the random probe is on (a
+   * callout that never asks would not have met it).
+   */
+  private rememberedCatchAll(facts: DomainFacts): CatchAllFact['state'] | undefined {
+    const fact = facts.catchall;
+    if (fact?.state !== 'inconclusive') return fact?.state;
+    return this.config.callout.randomProbe && !this.catchAllOpen(facts) ? 'inconclusive' : undefined;
+  }
+
   private async probe(domain: string, mailboxes: Mailbox[], hosts: MxHost[], started: number, deadline: number, results: Map<string, VerifyResult>): Promise<Map<string, VerifyResult>> {
     const facts = await this.cache.getDomain(domain);
+    const remembered = this.rememberedCatchAll(facts);
+    const deferred = facts.catchall?.state === 'inconclusive' ? facts.catchall : undefined;
     this.stats.probes++;
     // What the lookups and waits for other probes took of the overall deadline.
     const spentBeforeMs = this.config.callout.timeouts.overall - (deadline - this.timers.now());
@@ -674,13 +696,14 @@ export class CalloutEngine {
         targets: mailboxes.map((m): ProbeTarget => ({ address: m.address, requiresSmtputf8: m.requiresSmtputf8 })),
         mxHosts: hosts,
         deadline,
-        catchAllKnown: facts.catchall?.state === 'refused',
+        catchAllKnown: remembered === 'refused' || remembered === 'inconclusive',
+        ...(deferred ? { randomLocalPart: deferred.localPart } : {}),
         // A refusal of MAIL FROM:<> says nothing of a callout made with a sender of our own.
         nullSenderRefused: facts.nullsender !== undefined && this.config.callout.sender === '',
         postmasterKnown: facts.postmaster !== undefined,
       },
     );
-    const catchAll = output.catchAll === 'not-run' ? (facts.catchall?.state ?? 'not-run') : output.catchAll;
+    const catchAll = output.catchAll === 'not-run' ? (remembered ?? 'not-run') : output.catchAll;
     const postmaster = output.postmaster === 'not-run' ? (facts.postmaster?.state ?? 'not-run') : output.postmaster;
     for (const m of mailboxes) {
       let outcome: AddressOutcome = output.outcomes.get(m.address) ?? unanswered(output);
@@ -691,11 +714,12 @@ export class CalloutEngine {
       } else if (outcome.verdict === 'deliverable' && catchAll === 'inconclusive') {
         // The random local part got no answer or a 4xx: the domain may accept everything, so a 250
         // proves nothing yet (Exim defers here), and is not kept as a positive answer.
-        outcome = { ...outcome, verdict: 'unknown', reason: 'catch-all-unknown', description: `${outcome.description}, but the catch-all probe got no definite answer` };
+        const asked = output.catchAll === 'inconclusive' ? '' : ` (remembered for the domain: a ${deferred?.reply?.code ?? '4xx'} to the random local part)`;
+        outcome = { ...outcome, verdict: 'unknown', reason: 'catch-all-unknown', description: `${outcome.description}, but the catch-all probe got no definite answer${asked}` };
       }
       results.set(m.address, this.result(m.address, started, outcome, 'probe', { catchAll, postmaster, mxHosts: hosts, attempts: output.attempts }));
     }
-    await this.remember(domain, mailboxes, results, output, spentBeforeMs);
+    await this.remember(domain, mailboxes, results, output, spentBeforeMs, deferred);
     return results;
   }
 
@@ -715,9 +739,24 @@ export class CalloutEngine {
     });
   }
 
-  private async remember(domain: string, mailboxes: Mailbox[], results: Map<string, VerifyResult>, output: DomainProbeOutput, spentBeforeMs: number): Promise<void> {
+  /** Writes back what the probe taught; deferred is the domain's remembered 4xx to the random local part, if any. */
+  private async remember(domain: string, mailboxes: Mailbox[], results: Map<string, VerifyResult>, output: DomainProbeOutput, spentBeforeMs: number, deferred: Extract<CatchAllFact, { state: 'inconclusive' }> | undefined): Promise<void> {
     const at = this.clock.now();
     const writes: Promise<void>[] = [];
+    const random = output.catchAll === 'inconclusive' ? output.catchAllDeferred : undefined;
+    if (random) {
+      writes.push(this.cache.putDomain(domain, 'catchall', {
+        state: 'inconclusive',
+        reason: 'catch-all-unknown',
+        description: random.description,
+        reply: random.reply,
+        at,
+        retryAt: at + this.config.cache.greylistRetry,
+        localPart: random.localPart,
+        // Asked again: its age counts from its first asking, so that it is not asked for ever.
+        firstAskedAt: deferred?.localPart === random.localPart ? deferred.firstAskedAt : at,
+      }));
+    }
     if (output.catchAll === 'accepted' || output.catchAll === 'refused') {
       const first = [...output.outcomes.values()].find((o) => o.reason === 'catch-all');
       writes.push(this.cache.putDomain(domain, 'catchall', {

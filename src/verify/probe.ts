@@ -15,7 +15,9 @@
  *     RCPT TO:<random local part>   once per domain (Exim's `random`): accepted means catch-all
  *                    and no RCPT of a real address can tell anything (at a backup MX it means
  *                    only that the backup queues anything: inconclusive); then RSET and MAIL again,
- *                    reconnecting when the server drops us after the invalid recipient
+ *                    reconnecting when the server drops us after the invalid recipient. One local
+ *                    part per callout, reconnects included; the one a 4xx met before (the domain
+ *                    record, verify/engine) when given: a greylister passes only a retry
  *     VRFY (only when configured), RCPT TO:<address> for each address (452 too many recipients
  *                    opens a new transaction), RCPT TO:<postmaster@domain> when configured
  *     QUIT
@@ -100,8 +102,13 @@ export interface DomainProbeInput {
   mxHosts: MxHost[];
   /** When the whole verification must end (ProbeDeps.timers time: monotonic), the MX lookups that came before included. */
   deadline: number;
-  /** Catch-all already known refused from the domain record: no random probe needed. */
+  /**
+   * No random probe: the domain record answers the catch-all question for now (refused, or a
+   * 4xx to the random local part remembered until its retry time).
+   */
   catchAllKnown: boolean;
+  /** The random local part to ask (the one a 4xx met before); a new one when absent. */
+  randomLocalPart?: string;
   /** MAIL FROM:<> known refused: start with the fallback sender. */
   nullSenderRefused: boolean;
   postmasterKnown: boolean;
@@ -112,6 +119,11 @@ export interface DomainProbeOutput {
   catchAll: ProbeState;
   postmaster: ProbeState;
   nullSender: 'accepted' | 'refused' | 'not-run';
+  /**
+   * The random local part got a 4xx (not a 421) at the domain's best exchanger: the catch-all
+   * question is inconclusive until a retry, which should ask the same local part.
+   */
+  catchAllDeferred?: { localPart: string; reply: ReplyEvidence; description: string };
   greylisted?: Failure;
   /** Why the addresses left without an outcome have none. */
   failure?: Failure;
@@ -173,6 +185,8 @@ class DomainProbe {
   private recipientsBefore = 0;
   /** The random recipient a pipelined group already sent, for the random probe to use. */
   private plannedRandom: string | undefined;
+  /** The random local part of this callout (randomLocalPart()). */
+  private random: string | undefined;
   private attemptStart = 0;
   private currentHost: MxHost | undefined;
   private currentIp = '';
@@ -437,13 +451,14 @@ class DomainProbe {
   private snapshot(): () => void {
     const pending = [...this.pending];
     const outcomes = new Map(this.out.outcomes);
-    const { catchAll, postmaster, nullSender, greylisted, failure } = this.out;
+    const { catchAll, postmaster, nullSender, catchAllDeferred, greylisted, failure } = this.out;
     const useFallback = this.useFallback;
     return () => {
       this.pending.splice(0, this.pending.length, ...pending);
       this.out.outcomes.clear();
       for (const [address, outcome] of outcomes) this.out.outcomes.set(address, outcome);
-      Object.assign(this.out, { catchAll, postmaster, nullSender, greylisted, failure });
+      Object.assign(this.out, { catchAll, postmaster, nullSender, catchAllDeferred, greylisted, failure });
+      if (catchAllDeferred === undefined) delete this.out.catchAllDeferred;
       if (greylisted === undefined) delete this.out.greylisted;
       if (failure === undefined) delete this.out.failure;
       this.useFallback = useFallback;
@@ -455,7 +470,16 @@ class DomainProbe {
   }
 
   private randomRecipient(): string {
-    return `${this.deps.config.randomLocalPart.replace('{random}', randomToken())}@${this.input.domain}`;
+    return `${this.randomLocalPart()}@${this.input.domain}`;
+  }
+
+  /**
+   * The same for every connection of this callout: a server that dropped us or a reused
+   * connection given up is asked the name it has seen (a greylister counts it as a retry).
+   */
+  private randomLocalPart(): string {
+    this.random ??= this.input.randomLocalPart ?? this.deps.config.randomLocalPart.replace('{random}', randomToken());
+    return this.random;
   }
 
   /** MAIL FROM with the configured sender, falling back once when the null sender is refused. */
@@ -537,6 +561,11 @@ class DomainProbe {
     this.out.catchAll = outcome === 'rejected' ? 'refused' : 'inconclusive';
     if (outcome === 'rejected') this.catchAllRefusedAt = this.currentIp;
     if (step.reply.code === 421) return this.closing('rcpt', `the random probe RCPT TO:<${random}>`, step.reply);
+    // Not at a backup, whose 4xx may be only that its primary is away: the primary, back, answers.
+    if (step.reply.code >= 400 && step.reply.code < 500 && !this.atBackup()) {
+      const ev = evidence('rcpt', step.reply, config.noDetails);
+      this.out.catchAllDeferred = { localPart: this.randomLocalPart(), reply: ev, description: `${this.where()} answered the random probe with ${describeReply(ev)}` };
+    }
     // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
     const rset = await this.session!.rset();
     if (rset.kind === 'reply' && rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);

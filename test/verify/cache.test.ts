@@ -6,8 +6,9 @@ import fc from 'fast-check';
 import { ManualClock } from '../support/manual-time.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { parseMailbox } from '../../src/address/index.js';
 import { MAX_VERDICT_RECORD_LENGTH, VerificationCache, calloutRecordKey, domainKey } from '../../src/verify/cache.js';
-import type { AddressRecord, DomainFact } from '../../src/verify/cache.js';
+import type { AddressRecord, CatchAllFact, DomainFact } from '../../src/verify/cache.js';
 import { elapsedMs, paddedRecords } from '../support/fuzz.js';
 
 const VERDICTS = ['deliverable', 'undeliverable', 'risky', 'unknown', 'invalid', 'no-mail-domain'];
@@ -47,6 +48,8 @@ const good: AddressRecord = {
 } as AddressRecord;
 // Replies of another version's records (`reply: null`) threw in the header and in the domain's lifetime.
 const goodFact = { reason: 'refused-at-mail', description: 'try again later', at: 1, state: 'accepted', reply: { stage: 'mail', code: 451, text: 'later' } };
+/** A 4xx to the random local part, remembered (verify/engine). */
+const deferredFact: Extract<CatchAllFact, { state: 'inconclusive' }> = { state: 'inconclusive', reason: 'catch-all-unknown', description: 'greylisted', reply: { stage: 'rcpt', code: 450 }, at: 1, retryAt: 2, localPart: 'callout-abc123abc123', firstAskedAt: 1 };
 
 /** Stored text: anything, JSON of anything, or a good record with one field changed to anything. */
 const stored = fc.oneof(
@@ -54,6 +57,7 @@ const stored = fc.oneof(
   fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
   fc.tuple(fc.constantFrom(...Object.keys(good)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...good, [k]: v })),
   fc.tuple(fc.constantFrom(...Object.keys(goodFact)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...goodFact, [k]: v })),
+  fc.tuple(fc.constantFrom(...Object.keys(deferredFact)), fc.jsonValue({ maxDepth: 2 })).map(([k, v]) => JSON.stringify({ ...deferredFact, [k]: v })),
 );
 
 describe('VerificationCache records fuzzed', () => {
@@ -70,7 +74,15 @@ describe('VerificationCache records fuzzed', () => {
         assertAddressRecord(typeof peeked === 'symbol' ? undefined : peeked);
         const facts = await cache.getDomain('example.org');
         for (const fact of Object.values(facts)) assertDomainFact(fact);
-        if (facts.catchall) assert.ok(['accepted', 'refused'].includes(facts.catchall.state), '[\'accepted\', \'refused\'].includes(facts.catchall.state)');
+        if (facts.catchall?.state === 'inconclusive') {
+          const f = facts.catchall;
+          assert.ok(Number.isFinite(f.retryAt) && Number.isFinite(f.firstAskedAt) && parseMailbox(`${f.localPart}@example.org`, { utf8: false }).ok, JSON.stringify(f));
+        } else if (facts.catchall) {
+          assert.ok(['accepted', 'refused'].includes(facts.catchall.state), '[\'accepted\', \'refused\'].includes(facts.catchall.state)');
+        }
+        for (const name of ['nullsender', 'postmaster', 'greylist', 'useless'] as const) {
+          assert.notEqual((facts[name] as { state?: unknown } | undefined)?.state, 'inconclusive', `${name}: inconclusive is a catch-all state only`);
+        }
         // A temporary verdict over whatever is stored neither throws nor keeps a damaged record.
         await cache.putAddress('a@example.org', { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: 1 } as Omit<AddressRecord, 'refreshAt'>);
         assertAddressRecord(await cache.getAddress('a@example.org'));
@@ -130,6 +142,44 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal((await cache.getDomain('pm-ok.example')).postmaster?.state, 'accepted', 'to its last millisecond');
     clock.advance(1);
     assert.equal((await cache.getDomain('pm-ok.example')).postmaster, undefined, 'and no longer');
+  });
+
+  it('a 4xx to the random local part lasts until its retry time or until its local part is cache.domainNegative old, whichever is later; it never replaces a definite catch-all answer', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const config = validateConfig({}).cache;
+    const cache = new VerificationCache(store, config, clock);
+    const deferred = (firstAskedAt: number): typeof deferredFact => ({ ...deferredFact, at: clock.now(), retryAt: clock.now() + config.greylistRetry, firstAskedAt });
+    await cache.putDomain('grey.example', 'catchall', deferred(clock.now()));
+    assert.deepEqual((await cache.getDomain('grey.example')).catchall, deferred(clock.now()), 'read back as written');
+    clock.advance(config.domainNegative - 1);
+    assert.equal((await cache.getDomain('grey.example')).catchall?.state, 'inconclusive', 'its local part may be asked for cache.domainNegative');
+    // Asked again near the end of its local part's life: kept until the retry time.
+    await cache.putDomain('grey.example', 'catchall', deferred(clock.now() - (config.domainNegative - 1)));
+    clock.advance(config.greylistRetry - 1);
+    assert.equal((await cache.getDomain('grey.example')).catchall?.state, 'inconclusive', 'until its retry time');
+    clock.advance(1);
+    assert.equal((await cache.getDomain('grey.example')).catchall, undefined, 'and no longer');
+
+    for (const state of ['accepted', 'refused'] as const) {
+      await cache.putDomain(`${state}.example`, 'catchall', { state, reason: 'catch-all', description: state, at: clock.now() });
+      await cache.putDomain(`${state}.example`, 'catchall', deferred(clock.now()));
+      assert.equal((await cache.getDomain(`${state}.example`)).catchall?.state, state, `a definite answer (${state}) stays`);
+    }
+    await cache.putDomain('again.example', 'catchall', deferred(clock.now()));
+    await cache.putDomain('again.example', 'catchall', { ...deferred(clock.now()), localPart: 'callout-zzzzzzzzzzzz' });
+    assert.equal(((await cache.getDomain('again.example')).catchall as { localPart?: string }).localPart, 'callout-zzzzzzzzzzzz', 'an inconclusive one is replaced');
+  });
+
+  it('reads an inconclusive catch-all fact whose local part would not make a plain ASCII address of the domain as absent: it is sent as written', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryStore({ clock });
+    const cache = new VerificationCache(store, validateConfig({}).cache, clock);
+    for (const localPart of ['callout-abc123abc123', 'two words', 'a@b', 'x'.repeat(65), 'caf\u00e9', 'x>\r\nDATA', '']) {
+      await store.set(domainKey('example.org', 'catchall'), JSON.stringify({ ...deferredFact, localPart }), 60_000);
+      assert.equal((await cache.getDomain('example.org')).catchall !== undefined, localPart === 'callout-abc123abc123', JSON.stringify(localPart));
+      assert.equal(cache.peekDomain('example.org') !== undefined && (cache.peekDomain('example.org') as { catchall?: unknown }).catchall !== undefined, localPart === 'callout-abc123abc123', `peek ${JSON.stringify(localPart)}`);
+    }
   });
 
   it('a temporary verdict never replaces a definite one (undeliverable, risky) before it expires; a stale one is refreshed again only after cache.tempfail', async () => {

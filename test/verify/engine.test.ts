@@ -1503,7 +1503,7 @@ describe('stage timeouts of the dialogue', () => {
 describe('catch-all probe inconclusive', () => {
   const temporary = '450 4.3.0 Temporary lookup failure, try again later';
 
-  it('a 4xx to the random local part leaves catch-all inconclusive: a 550 for the address still counts, nothing is remembered for the domain', async () => {
+  it('a 4xx to the random local part leaves catch-all inconclusive: a 550 for the address still counts, and the next callout asks the address alone', async () => {
     const users = usersOnly(['alice']).rcpt!;
     const w = await make(mxZone({ 'shaky.test': '127.0.0.61' }), {
       '127.0.0.61': { rcpt: (arg, session) => (pathOf(arg).startsWith('callout-') ? temporary : users(arg, session)) },
@@ -1516,8 +1516,10 @@ describe('catch-all probe inconclusive', () => {
     assert.ok(w.commands('127.0.0.61').includes('RCPT TO:<nobody@shaky.test>'), 'the real address is still asked');
     assert.equal(randomProbes(w, '127.0.0.61').length, 1);
     const next = await engine.verify('bob@shaky.test');
-    assert.equal(next.source, 'probe', 'an inconclusive probe is no domain record');
-    assert.equal(randomProbes(w, '127.0.0.61').length, 2, 'so the next callout probes the random local part again');
+    assert.equal(next.source, 'probe', 'an inconclusive probe answers no address of the domain');
+    assert.equal(next.catchAll, 'inconclusive', next.description);
+    assert.ok(w.commands('127.0.0.61').includes('RCPT TO:<bob@shaky.test>'), 'the next address is asked');
+    assert.equal(randomProbes(w, '127.0.0.61').length, 1, 'but not the random local part again: its 4xx is remembered for cache.greylistRetry');
   });
 
   it('a 4xx to the random local part: a 250 for the address is not "deliverable", since the domain may be a catch-all', async () => {
@@ -1827,7 +1829,8 @@ describe('locks shared through the store', () => {
       await timers.advance(60_000);
       await otherTimers.advance(60_000);
     });
-    const config = { callout: { timeouts: { overall: '2s' } } };
+    // Retried at once (the 4xx is not left alone for a while): each batch takes its turn and asks.
+    const config = { callout: { timeouts: { overall: '2s' } }, cache: { greylistRetry: '0s' } };
     const [engine, other] = [w.engine(config, store, undefined, timers), w.engine(config, store, undefined, otherTimers)];
     const first = watch(engine.verify('alice@stuck.test'));
     await turnsUntil(() => refusals() === 1 && timers.waiting === 1, 'the wait for the catch-all lock');
