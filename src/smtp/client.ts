@@ -210,6 +210,8 @@ export class SmtpClientSession {
   private waiter: Waiter | undefined;
   private lastStage: ClientStage = 'connect';
   private closedBecause = 'session not opened';
+  /** A protocol error closed the session: later calls answer 'error' too, not a hang-up of the server's. */
+  private closedByError = false;
   private unsolicitedReplies = 0;
   private deadline: number | undefined;
   /** The stages of the commands sent (and the greeting) whose replies have not arrived, in order. */
@@ -693,6 +695,7 @@ export class SmtpClientSession {
     if (this.currentState === 'closed') return;
     this.event(reason);
     this.closedBecause = reason;
+    this.closedByError = answer.kind === 'error';
     this.currentState = 'closed';
     this.detachAll();
     for (const socket of this.sockets) {
@@ -718,7 +721,7 @@ export class SmtpClientSession {
   }
 
   private alreadyClosed<S extends ClientStage>(stage: S): StepFailure<S> {
-    return { kind: 'closed', stage, detail: `session already closed (${this.closedBecause})` };
+    return { kind: this.closedByError ? 'error' : 'closed', stage, detail: `session already closed (${this.closedBecause})` };
   }
 
   /** Writes a command line; answers the failure instead when unasked bytes would begin its reply. */

@@ -24,6 +24,8 @@
  *   A failure (refused, timed out, dropped) is remembered with its stage; when no host gave an
  *   answer, the most informative failure becomes the reason of an `unknown` verdict. After a 421
  *   (RFC 5321 §3.8) what is left goes to the next exchanger, never to a new connection to this one.
+ *   A step after the first MAIL that times out or gets what is no SMTP reply ends the callout:
+ *   what is left stays unknown; only a server that closed the connection is asked on a new one.
  *
  *   Connection reuse (verify/connections): the first connection to an address may be an idle one
  *   a previous callout left, greeted and EHLO'd already; the dialogue then starts at MAIL. If
@@ -489,7 +491,7 @@ class DomainProbe {
     const sender = this.sender();
     const step = await this.session!.mailFrom(sender, { smtputf8 });
     // A server that dropped us after RSET took the first transaction well: a new connection will too.
-    if (step.kind !== 'reply') return this.endAttempt(this.stepFailure(step), again ? 'reconnect' : 'next-host');
+    if (step.kind !== 'reply') return again ? this.afterFailedStep(step, this.stepFailure(step)) : this.endAttempt(this.stepFailure(step), 'next-host');
     const reply = step.reply;
     if (reply.code >= 200 && reply.code < 300) {
       if (sender === '') this.out.nullSender = 'accepted';
@@ -539,7 +541,7 @@ class DomainProbe {
     const step = await this.session!.rcptTo(random);
     if (step.kind !== 'reply') {
       this.out.catchAll = 'inconclusive';
-      return this.afterFailedRcpt(step, `random probe: ${this.stepFailure(step)}`);
+      return this.afterFailedStep(step, `random probe: ${this.stepFailure(step)}`);
     }
     const outcome = classifyRcpt(step.reply);
     if (outcome === 'accepted') {
@@ -568,8 +570,9 @@ class DomainProbe {
     }
     // Some servers take only one recipient after MAIL FROM:<>, some drop us after an invalid one.
     const rset = await this.session!.rset();
-    if (rset.kind === 'reply' && rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
-    if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET after the random probe failed', 'reconnect');
+    if (rset.kind !== 'reply') return this.afterFailedStep(rset, `RSET after the random probe: ${this.stepFailure(rset)}`);
+    if (rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
+    if (rset.reply.code !== 250) return this.endAttempt(`RSET after the random probe failed: ${this.rsetRefused(rset.reply)}`, 'reconnect');
     return this.startTransaction(true);
   }
 
@@ -587,15 +590,16 @@ class DomainProbe {
       // A new transaction helps only a server that counts recipients per transaction (RFC 5321 §4.5.3.1.10).
       if (step.kind === 'reply' && classifyRcpt(step.reply) === 'too-many-recipients' && recipientsInTransaction > 0) {
         const rset = await this.session!.rset();
-        if (rset.kind === 'reply' && rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
-        if (rset.kind !== 'reply' || rset.reply.code !== 250) return this.endAttempt('RSET failed', 'reconnect');
+        if (rset.kind !== 'reply') return this.afterFailedStep(rset, `RSET: ${this.stepFailure(rset)}`);
+        if (rset.reply.code === 421) return this.closing('rset', 'RSET', rset.reply);
+        if (rset.reply.code !== 250) return this.endAttempt(`RSET failed: ${this.rsetRefused(rset.reply)}`, 'reconnect');
         const mail = await this.startTransaction(true);
         if (mail !== 'ok') return mail;
         recipientsInTransaction = 0;
         step = await this.session!.rcptTo(target.address);
       }
       recipientsInTransaction++;
-      if (step.kind !== 'reply') return this.afterFailedRcpt(step, `RCPT: ${this.stepFailure(step)}`);
+      if (step.kind !== 'reply') return this.afterFailedStep(step, `RCPT: ${this.stepFailure(step)}`);
       this.answerRcpt(target, step.reply);
       if (step.reply.code === 421 && this.pending.length > 0) return this.closing('rcpt', `RCPT TO:<${target.address}>`, step.reply);
     }
@@ -607,7 +611,7 @@ class DomainProbe {
   }
 
   /**
-   * A VRFY without a reply is an RCPT without one (afterFailedRcpt): a tarpit is not asked
+   * A VRFY without a reply is an RCPT without one (afterFailedStep): a tarpit is not asked
    * again, which three connections of VRFY each timing out did until the deadline. A server
    * that hangs up on VRFY would hang up on it again: the next connection asks with RCPT.
    */
@@ -615,7 +619,7 @@ class DomainProbe {
     const step = await this.session!.vrfy(target.address);
     if (step.kind !== 'reply') {
       if (step.kind !== 'timeout') this.noVrfy.add(this.currentIp);
-      return this.afterFailedRcpt(step, `VRFY: ${this.stepFailure(step)}`);
+      return this.afterFailedStep(step, `VRFY: ${this.stepFailure(step)}`);
     }
     // classifyVrfy takes a 421 for no answer, and the RCPT after it met a closed connection,
     // which was opened again: three connections to a server that said it was closing.
@@ -765,15 +769,31 @@ class DomainProbe {
   }
 
   /**
-   * After an RCPT that got no reply. A server that dropped the connection (some do after an
-   * unknown recipient) is asked again on a new one. One that let the RCPT time out is a tarpit:
-   * asking it again would spend the overall deadline three times over, and asking the next
-   * exchanger would ask a backup MX, which accepts for the domain whatever the primary would
-   * answer (and may not have run the catch-all probe). Its addresses stay unknown (timeout), as
-   * Exim defers. One that answered with what is no SMTP reply is left alike: it says the same on
-   * a new connection, and reconnecting made three connections of each callout to it.
+   * An RSET answered otherwise than 250 (RFC 5321 §4.1.1.5 asks for 250): an SMTP reply, so the
+   * callout goes on on a new connection, whose first transaction needs no RSET. Remembered as a
+   * failure: addresses left when the reconnects run out said "no exchanger could be tried".
    */
-  private afterFailedRcpt(step: StepFailure<ClientStage>, outcome: string): Conversation {
+  private rsetRefused(reply: SmtpReply): string {
+    const ev = evidence('rset', reply, this.deps.config.noDetails);
+    return this.fail({ reason: 'protocol-error', description: `${this.where()} answered RSET with ${describeReply(ev)}, where RFC 5321 §4.1.1.5 asks for 250`, reply: ev, definite: false });
+  }
+
+  /**
+   * After an RCPT, VRFY, RSET or MAIL after RSET that got no reply. A server that dropped the
+   * connection (some do after an unknown recipient, ovh.net after RSET) is asked again on a new
+   * one. One that let the step time out is a tarpit: asking it again would spend the overall
+   * deadline three times over, and asking the next exchanger would ask a backup MX, which accepts
+   * for the domain whatever the primary would answer (and may not have run the catch-all probe).
+   * Its addresses stay unknown (timeout), as Exim defers. One that answered with what is no SMTP
+   * reply is left alike: it says the same on a new connection. Reconnecting made three
+   * connections of a callout to a server that stalls RSET, one per 452 "too many recipients".
+   * Exim reopens once after an RSET or MAIL behind the random probe that failed, a timeout
+   * included; here a server that stops answering once asked an unknown recipient (a tarpit
+   * against address harvesting) is not asked more on a new connection: the domain is left alone
+   * for cache.tempfail (verify/engine), and its next callout, the random local part's refusal
+   * being on the domain record, sends no RSET.
+   */
+  private afterFailedStep(step: StepFailure<ClientStage>, outcome: string): Conversation {
     if (step.kind === 'closed') return this.endAttempt(outcome, 'reconnect');
     this.pending.length = 0;
     return this.endAttempt(outcome, 'done');
