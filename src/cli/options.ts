@@ -192,15 +192,16 @@ export function reportLimitCut(command: string, limit: number, err: NodeJS.Writa
 
 /**
  * A message given as a file, or `-` for standard input, within MESSAGE_FILE_BYTES; `what` starts
- * the usage error (`senderid: --message`). Standard input is read as a stream, not opened as
- * /dev/stdin: a parent that hands over a socket (Node's spawn, a service manager) makes that
- * open fail with ENXIO.
+ * the usage error (`senderid: --message`), followed by the file's name (its start, as JSON with
+ * core/text's escapes: a C1 control in it reached the terminal raw). Standard input is read as
+ * a stream, not opened as /dev/stdin: a parent that hands over a socket (Node's spawn, a service
+ * manager) makes that open fail with ENXIO.
  */
 export async function readMessageInput(file: string, stdin: NodeJS.ReadableStream, what?: string): Promise<Buffer> {
   const prefix = what === undefined ? '' : `${what} `;
   if (file !== '-') {
     const read = readFileLimited(file, MESSAGE_FILE_BYTES);
-    if (!read.ok) throw new UsageError(`${prefix}${file}: ${read.reason}`);
+    if (!read.ok) throw new UsageError(`${prefix}${shownJson(abbreviate(file, 200))}: ${read.reason}`);
     return read.bytes;
   }
   const chunks: Buffer[] = [];

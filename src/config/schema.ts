@@ -10,7 +10,8 @@
  *
  * ERRORS
  *   validateConfig() throws ConfigError whose message names every bad key (the first 20, and how
- *   many more), the value found (its start, a secret or a Redis password in it masked) and what
+ *   many more), the value found (its start as JSON, a secret or a Redis password in it masked,
+ *   C1 and bidi controls escaped as core/text shownJson escapes them) and what
  *   was expected, e.g. `callout.tls: got "maybe", expected one of off, opportunistic, required`;
  *   an unknown key with the keys its mapping takes, and the full names of the keys of its name
  *   in other sections (a key written in the wrong one). A key of a stage's entry is followed by
@@ -28,6 +29,7 @@ import { DEFAULT_SOCKET_MODE, SOCKET_MODE_TEXT, listenExpected, parseListenAddre
 import { octalMode } from '../core/files.js';
 import { checkRedisUrl } from '../store/redis-url.js';
 import { hideSecrets, isSecretKey } from './secrets.js';
+import { escapeDisplayControls, shown, shownJson } from '../core/text.js';
 import { stageKey } from './stage-key.js';
 import { readDnsServer } from '../dns/node-resolver.js';
 import { DEFAULT_POLICY_REQUEST_TIMEOUT_MS } from '../policy/server.js';
@@ -377,7 +379,10 @@ function problemList(source: string, problems: string[]): ConfigError {
   return new ConfigError(`${source}: ${problems.slice(0, SHOWN_PROBLEMS).join('; ')}${more}`);
 }
 
-/** The value at `path` of `root` as a message quotes it: cut, a secret hidden, Infinity and NaN by name. */
+/**
+ * The value at `path` of `root` as a message quotes it: cut, a secret hidden, Infinity and NaN by
+ * name, and as JSON with core/text's escapes (a C1 control in a value reached the terminal raw).
+ */
 export function describeValue(root: unknown, path: PropertyKey[]): string {
   let node: unknown = root;
   for (const key of path) {
@@ -394,7 +399,11 @@ export function describeValue(root: unknown, path: PropertyKey[]): string {
   // JSON has no Infinity or NaN (YAML's .inf and .nan): JSON.stringify wrote them as null.
   // The replacer sees the value quoted itself under the key "": it is masked as its own key's.
   const shown = hideSecrets(String(path.at(-1) ?? ''), node);
-  return abbreviate(typeof shown === 'number' && !Number.isFinite(shown) ? String(shown) : JSON.stringify(shown, hideSecrets), SHOWN_VALUE);
+  if (typeof shown === 'number' && !Number.isFinite(shown)) return String(shown);
+  // A text is cut before it is quoted, so that its quote is closed; a list or a mapping can
+  // only be cut as JSON, where the cut may leave a quote open.
+  if (typeof shown === 'string') return shownJson(abbreviate(shown, SHOWN_VALUE));
+  return escapeDisplayControls(abbreviate(JSON.stringify(shown, hideSecrets), SHOWN_VALUE));
 }
 
 /**
@@ -541,7 +550,7 @@ function checkStage(entry: StageEntry, index: number, rawEntry: unknown): { entr
   const where = `policy.stages.${index}`;
   const definition = STAGE_DEFINITIONS.find((d) => d.name === entry.name);
   if (!definition) {
-    return { entry, problems: [`${where}.name: got ${abbreviate(JSON.stringify(entry.name), SHOWN_VALUE)}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
+    return { entry, problems: [`${where}.name: got ${shownJson(abbreviate(entry.name, SHOWN_VALUE))}, expected one of ${STAGE_DEFINITIONS.map((d) => d.name).join(', ')}`] };
   }
   const ownKeys = Object.keys(stageEntrySchema.shape);
   const options = Object.fromEntries(Object.entries(entry).filter(([key]) => !ownKeys.includes(key)));
@@ -566,7 +575,8 @@ function describeIssues(raw: unknown, issues: z.core.$ZodIssue[], keyName: (key:
   return issues.flatMap((issue) => {
     if (issue.code === 'unrecognized_keys') {
       const where = issue.path.length ? `${issue.path.join('.')}.` : '';
-      return issue.keys.map((key) => `${keyName(`${where}${abbreviate(key, SHOWN_VALUE)}`)}: ${unknown(key, issue.message)}`);
+      // As it is, but quoted when it holds a control character, which reached the terminal raw.
+      return issue.keys.map((key) => `${keyName(`${where}${shown(abbreviate(key, SHOWN_VALUE))}`)}: ${unknown(key, issue.message)}`);
     }
     const key = keyName(issue.path.join('.'));
     let value = describeValue(raw, issue.path);

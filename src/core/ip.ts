@@ -48,11 +48,15 @@
  *   (fe80::1%eth0) are refused. No function throws on bad input; unusable input yields a value.
  *
  * ERRORS
+ *   A reason quotes the text it refuses with core/text's shownJson (a list's entry cut to 80
+ *   characters; parseCidr's texts are 64 at most): commands and `config check` print it, and a
+ *   C1 or bidi control in it reached the terminal raw.
  *   networkOf throws CalloutError INTERNAL for a prefix length outside the family's range: the
  *   configuration schema bounds these, so reaching it is a bug.
  */
 
-import { CalloutError } from './errors.js';
+import { CalloutError, abbreviate } from './errors.js';
+import { shownJson } from './text.js';
 
 export type IpFamily = 4 | 6;
 
@@ -234,13 +238,13 @@ export function parseCidr(text: string): IpParseResult<Cidr> {
   if (address === undefined || (bracketed && address.family !== 6)) {
     const zero = bracketed ? undefined : leadingZeroOctet(addressText);
     if (zero !== undefined) return { ok: false, reason: `an octet with a leading zero (${zero}): write it in decimal without the zero`, leadingZero: true };
-    return { ok: false, reason: `not an IPv4 or IPv6 address: ${JSON.stringify(addressText)}`, notAddress: true };
+    return { ok: false, reason: `not an IPv4 or IPv6 address: ${shownJson(addressText)}`, notAddress: true };
   }
   const width = familyWidth(address.family);
   let prefixLength = width;
   if (prefixText !== undefined) {
     if (!/^(0|[1-9][0-9]{0,2})$/.test(prefixText) || Number(prefixText) > width) {
-      return { ok: false, reason: `prefix length must be 0 to ${width}: ${JSON.stringify(prefixText)}` };
+      return { ok: false, reason: `prefix length must be 0 to ${width}: ${shownJson(prefixText)}` };
     }
     prefixLength = Number(prefixText);
   }
@@ -330,7 +334,7 @@ export class AddressSet {
     const cidrs: Cidr[] = [];
     for (const entry of entries) {
       const parsed = parseNetwork(entry);
-      if (!parsed.ok) return { ok: false, reason: `${JSON.stringify(entry)}: ${parsed.reason}` };
+      if (!parsed.ok) return { ok: false, reason: `${shownJson(abbreviate(entry, 80))}: ${parsed.reason}` };
       cidrs.push(parsed.value);
     }
     return { ok: true, value: new AddressSet(cidrs) };

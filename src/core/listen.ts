@@ -14,7 +14,8 @@
  *   reachableFromNetwork() says whether a bound listener is open to other hosts. sameListener()
  *   says whether two addresses would take the same socket. remoteEnd() names a connection's client. listenExpected() and listenRefusal()
  *   word the refusal of an address, with what is wrong with it (no port, an IPv6 address not in
- *   brackets).
+ *   brackets); the parts of it they quote are cut, then quoted with core/text's shownJson (in
+ *   quotes written around them, a C1 control reached the terminal raw).
  *
  * LIMITS
  *   A socket path of at most 107 octets (Linux's sun_path), without NUL; a port up to 65535.
@@ -27,6 +28,7 @@ import net, { type Server } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { ConfigError, ListenUnavailableError, abbreviate, describeError } from './errors.js';
 import { octalMode } from './files.js';
+import { shownJson } from './text.js';
 import { classifyAddress, hostKey } from './ip.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -46,10 +48,10 @@ export function parseListenAddress(text: string): { ok: true; value: ListenAddre
   const [, bracketed, plain, portText] = match;
   const port = Number(portText);
   if (port > 65535) return { ok: false, reason: `port ${port} is out of range` };
-  if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `"${bracketed}" is not an IPv6 address` };
+  if (bracketed !== undefined && !net.isIPv6(bracketed)) return { ok: false, reason: `${shownJson(abbreviate(bracketed, 60))} is not an IPv6 address` };
   // A name made of digits and dots is a mistyped IPv4 address, which listen() would otherwise
   // hand to the resolver as a host name.
-  if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `"${abbreviate(plain, 60)}" is not an IPv4 address` };
+  if (plain !== undefined && /^[\d.]+$/.test(plain) && !net.isIPv4(plain)) return { ok: false, reason: `${shownJson(abbreviate(plain, 60))} is not an IPv4 address` };
   return { ok: true, value: { kind: 'tcp', host: bracketed ?? plain ?? '', port } };
 }
 
@@ -63,7 +65,7 @@ export function listenExpected(reason: string): string {
 
 /** The refusal of text for a listener, the value quoted (its start), where no schema quotes it. */
 export function listenRefusal(text: string, reason: string): string {
-  return `got "${abbreviate(text, 60)}", ${listenExpected(reason)}`;
+  return `got ${shownJson(abbreviate(text, 60))}, ${listenExpected(reason)}`;
 }
 
 /**
@@ -79,12 +81,12 @@ function notHostPort(text: string): string {
   if (net.isIPv6(host) && /^\d{1,5}$/.test(port)) return `an IPv6 address with a port is written in brackets: [${abbreviate(host, 60)}]:${port}`;
   if (net.isIPv6(text)) return `no port: an IPv6 address with a port is written [${abbreviate(text, 60)}]:PORT`;
   if (port === '') return 'no port';
-  if (!/^\d+$/.test(port)) return `the port "${abbreviate(port, 20)}" is not a number`;
+  if (!/^\d+$/.test(port)) return `the port ${shownJson(abbreviate(port, 20))} is not a number`;
   // 010040 is port 10040 in range, written with a zero too many: "out of range" sent the reader
   // looking for a port above 65535.
   if (port.length > 5) return Number(port) <= 65535 ? `port ${abbreviate(port, 20)} has more than five digits: write it without its leading zeros, ${Number(port)}` : `port ${abbreviate(port, 20)} is out of range`;
   if (host === '') return 'no host before the port';
-  return `"${abbreviate(host, 60)}" is not a host name or an IP address`;
+  return `${shownJson(abbreviate(host, 60))} is not a host name or an IP address`;
 }
 
 /**

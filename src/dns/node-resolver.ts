@@ -26,15 +26,17 @@
  *   silent server takes up to timeoutMs * (2^tries - 1) (15 s at 5 s and 2 tries).
  *
  * ERRORS
- *   ConfigError for a server entry that is not "ip", "ip:port" or "[ipv6]:port", or for a
- *   timeout, try count or TTL that is not a positive integer (zero allowed for TTLs). Lookups
+ *   ConfigError for a server entry that is not "ip", "ip:port" or "[ipv6]:port" (its start
+ *   quoted with core/text's shownJson: a C1 control of a --dns-server reached the terminal raw),
+ *   or for a timeout, try count or TTL that is not a positive integer (zero allowed for TTLs). Lookups
  *   never reject for a DNS outcome; ptr() of a string that is not an IP address rejects with
  *   reverseName's DNS_PERMANENT error.
  */
 
 import { Resolver as AresResolver } from 'node:dns/promises';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, abbreviate } from '../core/errors.js';
+import { shownJson } from '../core/text.js';
 import { queryName } from './names.js';
 import { reverseName } from './reverse.js';
 import type { DnsAnswer, DnsRecordType, MxRecord, Resolver } from './types.js';
@@ -84,7 +86,7 @@ export function readDnsServer(entry: string): { ok: true; value: string } | { ok
 /** Validates one server entry and returns it in the form node:dns setServers accepts. */
 export function parseDnsServer(entry: string): string {
   const read = readDnsServer(entry);
-  if (!read.ok) throw new ConfigError(`dns server ${JSON.stringify(entry)}: ${read.reason}`);
+  if (!read.ok) throw new ConfigError(`dns server ${shownJson(abbreviate(entry, 80))}: ${read.reason}`);
   return read.value;
 }
 

@@ -1,11 +1,10 @@
 // The command line as an administrator runs it: a child process, its output and its exit status.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/config/load.js';
 import { startDnsServer } from '../support/dns-server.js';
 import type { DnsTestServer } from '../support/dns-server.js';
@@ -13,8 +12,8 @@ import { acceptAll, startSmtpServers, usersOnly } from '../support/smtp-server.j
 import type { SmtpTestServer } from '../support/smtp-server.js';
 import { mxZone } from '../verify/fixture.js';
 import { until } from '../support/wait.js';
+import { ROOT, callout } from '../support/cli.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** A reply whose text clears the terminal line and writes a verdict of its own over it. */
 const ESCAPING_REPLY = '550 5.1.1 \u001b[2K\rmallory@escape.test: deliverable (accepted) - \u009b0m';
 let dns: DnsTestServer;
@@ -33,14 +32,6 @@ after(async () => {
   await dns.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
 
 const engine = () => ['--dns-server', dns.address, '--allow-target', '127.0.0.0/8', '--port', String(smtp[0]!.port), '--helo', 'verifier.callout.test'];
 
@@ -216,7 +207,7 @@ describe('callout verify', () => {
     assert.equal(list.stderr, 'callout: USAGE: --file /dev/zero: larger than 64 MiB\n');
     const message = await callout(['senderid', '--ip', '192.0.2.7', '--message', '/dev/zero', '--dns-server', dns.address]);
     assert.equal(message.code, 64);
-    assert.equal(message.stderr, 'callout: USAGE: senderid: --message /dev/zero: larger than 64 MiB\n');
+    assert.equal(message.stderr, 'callout: USAGE: senderid: --message "/dev/zero": larger than 64 MiB\n');
   });
 });
 

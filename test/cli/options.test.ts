@@ -54,8 +54,8 @@ describe('message input', () => {
 
   it('refuses a file it cannot read, naming what it is and the file, and standard input over the limit', async () => {
     const missing = join(dir, 'missing.eml');
-    await assert.rejects(readMessageInput(missing, Readable.from([]), 'bounce'), (err: unknown) => err instanceof UsageError && err.message === `bounce ${missing}: cannot read: no such file (ENOENT)`);
-    await assert.rejects(readMessageInput(missing, Readable.from([])), (err: unknown) => err instanceof UsageError && err.message === `${missing}: cannot read: no such file (ENOENT)`);
+    await assert.rejects(readMessageInput(missing, Readable.from([]), 'bounce'), (err: unknown) => err instanceof UsageError && err.message === `bounce "${missing}": cannot read: no such file (ENOENT)`);
+    await assert.rejects(readMessageInput(missing, Readable.from([])), (err: unknown) => err instanceof UsageError && err.message === `"${missing}": cannot read: no such file (ENOENT)`);
     const huge = Readable.from((function* () {
       for (let i = 0; i < 65; i++) yield Buffer.alloc(1024 * 1024);
     })());

@@ -785,7 +785,7 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     const large = join(dir, 'large.secret');
     writeFileSync(large, 'x'.repeat(64 * 1024 + 1));
     await assert.rejects(run(['srs', 'forward', '--secret-file', large, '--domain', 'x.test', 'a@b.test']), (err: unknown) => err instanceof ConfigError && err.message === `--secret-file ${large}: larger than 64 KiB`);
-    await assert.rejects(run(['bounce', 'parse', '/dev/zero']), (err: unknown) => err instanceof UsageError && err.message === '/dev/zero: larger than 64 MiB');
+    await assert.rejects(run(['bounce', 'parse', '/dev/zero']), (err: unknown) => err instanceof UsageError && err.message === '"/dev/zero": larger than 64 MiB');
   });
 
   it('reads rewrite serve listen addresses as serve does: no name that is a mistyped IPv4 address, no socket path too long', async () => {

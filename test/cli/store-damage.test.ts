@@ -1,24 +1,14 @@
 // A command that meets a damaged SQLite store after opening it, as an administrator runs it: exit 78, as at open, not 75.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
+import { callout } from '../support/cli.js';
 import { writeDamagedStore } from '../support/sqlite-damage.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'callout-store-damage-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-function callout(args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, timeout: 30_000 }, (error, _stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stderr });
-    });
-  });
-}
 
 describe('a command on a store damaged past what open reads', () => {
   it('exits 78, naming the damage and what to do: waiting does not mend it, and 75 had scripts and pipe(8) try again for ever', async () => {

@@ -2,22 +2,20 @@
 // in mergeConfig, in loadConfig, in `callout config print` and in `callout serve` (also across a reload).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, mergeConfig } from '../../src/config/load.js';
 import { ABSOLUTE_PATH_EXPECTED } from '../../src/config/paths.js';
 import { ConfigError, UsageError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import { Daemon } from '../../src/policy/daemon.js';
+import { ROOT, callout } from '../support/cli.js';
 import { freePorts } from '../support/ports.js';
 import { startServeProcess } from '../support/serve-process.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'callout-load-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -102,7 +100,7 @@ describe('loadConfig', () => {
     const list = file('list.yaml', '- callout\n- helo: mx.example.org\n');
     assert.throws(() => loadConfig(list), (err: unknown) => err instanceof ConfigError && err.message === `${list}: got ["callout",{"helo":"mx.example.org"}] at the top level, expected a mapping of settings (key: value lines)`);
     const word = file('word.yaml', `${'x'.repeat(500)}\n`);
-    assert.throws(() => loadConfig(word), (err: unknown) => err instanceof ConfigError && err.message === `${word}: got "${'x'.repeat(99)}... at the top level, expected a mapping of settings (key: value lines)`);
+    assert.throws(() => loadConfig(word), (err: unknown) => err instanceof ConfigError && err.message === `${word}: got "${'x'.repeat(100)}..." at the top level, expected a mapping of settings (key: value lines)`);
   });
 
   it('names a file of .inf or .nan by its value, not as null (JSON has no Infinity)', () => {
@@ -197,14 +195,6 @@ describe('loadConfig', () => {
     }
   });
 });
-
-function callout(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
-    });
-  });
-}
 
 interface Printed {
   callout: { helo: string; sender: string; port: number; allowTargets: string[]; timeouts: { connect: string; overall: string } };

@@ -61,28 +61,39 @@ const zone = fc.record({
 });
 type Zone = typeof zone extends fc.Arbitrary<infer T> ? T : never;
 
-/** A resolver answering from `plan`, counting the queries it is asked. */
-function planned(plan: Zone): { resolver: Resolver; queries: () => number } {
-  let queries = 0;
-  const turn = <T>(answers: DnsAnswer<T>[]) => {
+type Queries = Record<'a' | 'aaaa' | 'mx' | 'txt' | 'ptr', number>;
+
+/** A resolver answering from `plan`, counting the queries it is asked, by type. */
+function planned(plan: Zone): { resolver: Resolver; queries: () => Queries } {
+  const queries: Queries = { a: 0, aaaa: 0, mx: 0, txt: 0, ptr: 0 };
+  const turn = <T>(type: keyof Queries, answers: DnsAnswer<T>[]) => {
     let next = 0;
     return () => {
-      queries += 1;
+      queries[type] += 1;
       return Promise.resolve(answers[next++ % answers.length]!);
     };
   };
-  return { resolver: { a: turn(plan.a), aaaa: turn(plan.aaaa), mx: turn(plan.mx), txt: turn(plan.txt), ptr: turn(plan.ptr) }, queries: () => queries };
+  return { resolver: { a: turn('a', plan.a), aaaa: turn('aaaa', plan.aaaa), mx: turn('mx', plan.mx), txt: turn('txt', plan.txt), ptr: turn('ptr', plan.ptr) }, queries: () => ({ ...queries }) };
 }
 
 /**
- * What every verdict keeps to, whatever the answers. Each counted term asks at most 11 queries
- * (an mx or ptr term: its own lookup and 10 names' addresses), and %{p} asks a PTR and as many
- * as 10 forward lookups more; the record, exp= and a rejected 11th term come on top.
+ * RFC 7208 §4.6.4, as the queries of one evaluation: the sender's record (a TXT); at most 10
+ * DNS-querying terms (the 11th is refused unasked), each with one query of its own (the record
+ * of an include or a redirect, the MX of mx, the address of a or exists, the PTR of ptr), an mx
+ * term then the addresses of at most 10 exchangers; the client's validated names (a PTR and
+ * the addresses of at most 10 of its names), found once for every ptr term and %{p}; and the
+ * exp= TXT of a fail. At most 1 + 10 * 11 + 11 + 1 in all (ten mx terms, one of them with
+ * %{p}, reach it), and of them at most 12 TXT and MX queries together and one PTR.
  */
-function assertBounded(verdict: SpfVerdict, queries: number): void {
+const MAX_QUERIES = 1 + 10 * (1 + 10) + (1 + 10) + 1;
+const MAX_RECORD_AND_MX_QUERIES = 1 + 10 + 1;
+
+function assertBounded(verdict: SpfVerdict, queries: Queries): void {
   assert.ok(SPF_RESULTS.includes(verdict.result), `result ${verdict.result}`);
   assert.ok(verdict.lookups.dnsTerms <= 11 && verdict.lookups.voidLookups <= 3, JSON.stringify(verdict.lookups));
-  assert.ok(queries <= 1 + 11 * 11 + 11 * 11 + 2, `${queries} DNS queries`);
+  const total = queries.a + queries.aaaa + queries.mx + queries.txt + queries.ptr;
+  assert.ok(total <= MAX_QUERIES, `${total} DNS queries, more than ${MAX_QUERIES}: ${JSON.stringify(queries)}`);
+  assert.ok(queries.txt + queries.mx <= MAX_RECORD_AND_MX_QUERIES && queries.ptr <= 1, `more TXT and MX, or PTR, queries than 10 terms ask: ${JSON.stringify(queries)}`);
   assert.ok((verdict.explanation ?? '').length <= 512, `an explanation of ${verdict.explanation?.length} characters`);
   assert.ok(verdict.result === 'fail' || verdict.explanation === undefined, 'only a fail carries an explanation');
   if (['none', 'temperror', 'permerror'].includes(verdict.result) && verdict.problem !== undefined) assert.ok(verdict.problem.length > 0, 'an empty problem');
@@ -110,6 +121,38 @@ describe('SPF over any DNS answers', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('asks the most queries §4.6.4 allows when a zone calls for the most, and not one more', async () => {
+    const records = <T>(...values: T[]): DnsAnswer<T> => ({ kind: 'records', records: values, ttl: 60 });
+    const many = <T>(count: number, each: (i: number) => T) => records(...Array.from({ length: count }, (_, i) => each(i)));
+    const evaluate = async (record: string, zone: Partial<Zone> = {}) => {
+      const { resolver, queries } = planned({
+        a: [many(10, () => '192.0.2.99')],
+        aaaa: [records<string>()],
+        mx: [many(10, (i) => ({ priority: i, exchange: `mx${i}.fuzz.example` }))],
+        txt: [records(record), records('not from here')],
+        ptr: [many(10, (i) => `host${i}.fuzz.example`)],
+        ...zone,
+      });
+      const verdict = await evaluateSpf({ ip: '192.0.2.1', mailFrom: 'u@fuzz.example', helo: 'h.fuzz.example' }, { resolver });
+      assertBounded(verdict, queries());
+      return { verdict, queries: queries() };
+    };
+    // Ten mx terms of ten exchangers, one of them naming %{p}, then a fail with exp=: the bound itself.
+    const most = await evaluate(`v=spf1 mx:%{p}.fuzz.example ${'mx '.repeat(9)}-all exp=exp.fuzz.example`);
+    assert.equal(most.verdict.result, 'fail', most.verdict.problem);
+    assert.deepEqual(most.queries, { a: 110, aaaa: 0, mx: 10, txt: 2, ptr: 1 }, 'every query the bound counts');
+    // An 11th term is refused before it asks, and so is a chain of includes past the 10th.
+    for (const record of [`v=spf1 ${'mx '.repeat(20)}-all`, 'v=spf1 include:fuzz.example -all', 'v=spf1 redirect=fuzz.example']) {
+      const over = await evaluate(record, { txt: [records(record)] });
+      assert.equal(over.verdict.result, 'permerror', record);
+      assert.equal(over.verdict.problem, 'more than 10 DNS-querying terms', record);
+    }
+    // 20 PTR names: 10 are looked up. 11 exchangers: a permerror before any is.
+    const wide = await evaluate('v=spf1 ptr mx -all', { mx: [many(11, (i) => ({ priority: i, exchange: `mx${i}.fuzz.example` }))], ptr: [many(20, (i) => `host${i}.fuzz.example`)] });
+    assert.equal(wide.verdict.problem, 'fuzz.example has 11 MX records, more than 10');
+    assert.deepEqual(wide.queries, { a: 10, aaaa: 0, mx: 1, txt: 1, ptr: 1 }, 'the addresses of 10 PTR names and of no exchanger');
   });
 
   it('evaluates in bounded time when every answer is the largest a zone may give', async () => {
