@@ -11,7 +11,8 @@
  *   with the root's dot, "@example.org", "*.example.org", "BÜCHER.example" where an address
  *   is read into bücher.example), for those who take the lists: such
  *   an entry, accepted, left the domain it was meant for silently unprotected (BATV) or
- *   rewritten (SRS local domains).
+ *   rewritten (SRS local domains). idnDomainMatcher() also matches a domain's A-labels and
+ *   U-labels, for the lists a sender's or recipient's domain is looked up in.
  */
 
 import { asciiLower, normaliseDomain } from '../address/index.js';
@@ -41,6 +42,29 @@ export function unmatchableDomainEntry(entry: string): string | undefined {
     return `expected ${written}, the domain as an address is read into (an entry is compared with only A-Z folded)`;
   }
   return undefined;
+}
+
+/** A host name of ASCII letters, digits and hyphens only, without a trailing dot. */
+const PLAIN_ASCII_NAME = /^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$/;
+const A_LABEL = /(?:^|\.)xn--/i;
+
+/**
+ * domainMatcher's entries matched against the domain as written and against its A-labels and
+ * U-labels: an internationalised domain comes either way (RFC 5890) and is configured either way,
+ * so `bücher.example` covers `xn--bcher-kva.example`. The other forms are the domain as UTS #46
+ * reads it, which also maps what Unicode folds (`BÜCHER.example`, a Kelvin sign) onto the domain
+ * DNS would look up.
+ */
+export function idnDomainMatcher(entries: readonly string[]): DomainMatcher {
+  const matches = domainMatcher(entries);
+  return (domain) => {
+    if (matches(domain)) return true;
+    // Its forms are itself, lower-cased, which matches() has compared: every foreign sender of
+    // an SRS forward lookup comes this way, and need not pay for UTS #46.
+    if (PLAIN_ASCII_NAME.test(domain) && !A_LABEL.test(domain)) return false;
+    const forms = normaliseDomain(domain);
+    return forms.ok && (matches(forms.value.ascii) || matches(forms.value.unicode));
+  };
 }
 
 export function domainMatcher(entries: readonly string[]): DomainMatcher {

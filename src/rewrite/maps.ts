@@ -26,10 +26,10 @@
  *   Time comes from the injected Clock on every lookup.
  */
 
-import { asciiLower, normaliseDomain } from '../address/index.js';
+import { asciiLower } from '../address/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Batv } from './batv.js';
-import { domainMatcher } from './domains.js';
+import { idnDomainMatcher } from './domains.js';
 import type { LookupMap } from './lookup.js';
 import type { Srs } from './srs.js';
 
@@ -52,14 +52,8 @@ export interface BatvMapOptions {
 }
 
 export function batvMaps(batv: Batv, options: BatvMapOptions, clock: Clock): { 'batv-sign': LookupMap; 'batv-strip': LookupMap } {
-  const matches = domainMatcher(options.domains);
-  // An internationalised domain comes in U-labels or A-labels (RFC 5890) and may be configured
-  // either way; the batv stage matches both, so a sender left unsigned here had its bounces refused.
-  const signs = (domain: string) => {
-    if (matches(domain)) return true;
-    const forms = normaliseDomain(domain);
-    return forms.ok && (matches(forms.value.ascii) || matches(forms.value.unicode));
-  };
+  // The batv stage matches both forms of an internationalised domain, so a sender left unsigned here had its bounces refused.
+  const signs = idnDomainMatcher(options.domains);
   return {
     'batv-sign'(key) {
       const at = key.lastIndexOf('@');

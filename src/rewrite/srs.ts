@@ -30,7 +30,10 @@
  *     every peer accepts);
  *   - senders in a local domain (exact, or '.suffix' for every subdomain; the SRS domain is always
  *     local) are not rewritten, and neither is an address that already reverses under our secrets
- *     (postsrsd 1.x "Already rewritten"); alwaysRewrite turns the local-domain rule off.
+ *     (postsrsd 1.x "Already rewritten"); alwaysRewrite turns the local-domain rule off. A sender's
+ *     domain is matched in A-labels and in U-labels, however the local domains are written, as
+ *     batv-sign matches its domains (postsrsd compares them as written: its local domain
+ *     bücher.example leaves xn--bcher-kva.example senders rewritten as foreign).
  *
  *   Forward refuses ('malformed') a sender it cannot rewrite into an address that reverses to it,
  *   where libsrs2 and postsrsd write one anyway: what embeddableAddress (rewrite/embed) refuses
@@ -51,7 +54,7 @@
 import { createHmac } from 'node:crypto';
 import { asciiLower, normaliseDomain } from '../address/index.js';
 import { ConfigError } from '../core/errors.js';
-import { domainMatcher, type DomainMatcher } from './domains.js';
+import { idnDomainMatcher, type DomainMatcher } from './domains.js';
 import { embeddableAddress } from './embed.js';
 
 export const SRS_LIMITS = {
@@ -174,7 +177,7 @@ export class Srs {
       throw new ConfigError(`srs: maxAgeDays got ${this.maxAgeDays}, expected 0-${TIME_SLOTS / 2 - 1}`);
     }
     this.encoding = options.alphabet ?? 'base64';
-    this.isLocal = domainMatcher([this.domain, ...(options.localDomains ?? [])]);
+    this.isLocal = idnDomainMatcher([this.domain, ...(options.localDomains ?? [])]);
     this.alwaysRewrite = options.alwaysRewrite === true;
   }
 

@@ -38,7 +38,12 @@
  * LIMITS
  *   A line longer than 4096 characters and a regular expression longer than 1000 are refused
  *   (reported as problems); at most 100000 entries per list. Matching a name walks its labels
- *   (one set lookup per label) and then tries the regular expressions in order.
+ *   (one set lookup per label) and then tries the regular expressions in order. A regular
+ *   expression whose matching can take time exponential in the subject's length, or growing as
+ *   it to a power over 2, is refused (reported, naming the shape and how to write it instead;
+ *   see backtrackingProblem), and none is tried on a client name or recipient longer than 320
+ *   characters (none is matched there): the client chooses the recipient, and /^(a|a)*@x$/ held
+ *   the single-threaded service for 3 s on 30 characters, twice as long for each one more.
  */
 
 import { asciiLower } from '../../address/index.js';
@@ -46,7 +51,7 @@ import { MIB, readFileLimited } from '../../core/files.js';
 import { AddressSet, networkExpected, parseCidr, type Cidr } from '../../core/ip.js';
 import { clientAddress as parsedClientAddress } from '../client-ip.js';
 
-export const WHITELIST_LIMITS = { lineLength: 4096, regexLength: 1000, entries: 100_000 } as const;
+export const WHITELIST_LIMITS = { lineLength: 4096, regexLength: 1000, entries: 100_000, regexSubject: 320, regexDegree: 2 } as const;
 
 export interface WhitelistSource {
   /** File name (or another label) used in problem reports. */
@@ -99,14 +104,19 @@ function regexOf(line: Line, problems: WhitelistProblem[]): RegExp | undefined {
     problems.push({ source: line.source, line: line.line, message: translated.message });
     return undefined;
   }
+  let regex: RegExp;
   try {
-    return new RegExp(translated.source, 'i');
+    regex = new RegExp(translated.source, 'i');
   } catch (err) {
     // V8 says "Invalid regular expression: /source/i: why", quoting the entry a second time.
     const why = (err as Error).message.replace(`Invalid regular expression: /${translated.source}/i: `, '');
     problems.push({ source: line.source, line: line.line, message: `got ${JSON.stringify(line.entry)}, expected a regular expression (${why})` });
     return undefined;
   }
+  const slow = backtrackingProblem(translated.source);
+  if (slow === undefined) return regex;
+  problems.push({ source: line.source, line: line.line, message: `regular expression ${line.entry} ${slow}` });
+  return undefined;
 }
 
 const POSIX_CLASSES: Record<string, string> = {
@@ -188,6 +198,159 @@ export function perlToJavaScript(body: string): { ok: true; source: string } | {
   return { ok: true, source: out };
 }
 
+interface Item {
+  /** The atom as written, without its quantifier; undefined for a group. */
+  source: string | undefined;
+  quantified: boolean;
+}
+
+interface Frame {
+  /**
+   * Its parts of varying length whose backtracking multiplies (.* and .* in .*a.*a), a group
+   * repeated n times counting n times its own.
+   */
+  degree: number;
+  /** Whether a quantifier is inside. */
+  quantified: boolean;
+  alternation: boolean;
+  items: Item[];
+  /** Its last part of varying length, until the atom after it says whether that ends it. */
+  pending: Item | undefined;
+}
+
+const UNBOUNDED = Number.POSITIVE_INFINITY;
+
+const newFrame = (): Frame => ({ degree: 0, quantified: false, alternation: false, items: [], pending: undefined });
+
+/** The quantifier at `at` in a JavaScript regular expression (non-Unicode mode): its length and bounds. */
+function quantifierAt(source: string, at: number): { length: number; min: number; max: number } | undefined {
+  const c = source[at];
+  let length: number;
+  let min: number;
+  let max: number;
+  if (c === '*' || c === '+') [length, min, max] = [1, c === '*' ? 0 : 1, UNBOUNDED];
+  else if (c === '?') [length, min, max] = [1, 0, 1];
+  else {
+    // A brace that opens no {n}, {n,} or {n,m} is a literal there.
+    const braces = c === '{' ? /^\{(\d+)(,(\d*))?\}/.exec(source.slice(at)) : null;
+    if (!braces) return undefined;
+    length = braces[0].length;
+    min = Number(braces[1]);
+    max = braces[2] === undefined ? min : braces[3] === '' ? UNBOUNDED : Number(braces[3]);
+  }
+  return { length: source[at + length] === '?' ? length + 1 : length, min, max };
+}
+
+/** The character an unquantified literal atom (x, \.) matches, or undefined. */
+function literalChar(item: Item | undefined): string | undefined {
+  if (item === undefined || item.quantified || item.source === undefined) return undefined;
+  const text = /^(?:\\([^A-Za-z0-9])|([^\\.[^$]))$/.exec(item.source);
+  return text?.[1] ?? text?.[2];
+}
+
+const atomMatches = (source: string, ch: string) => new RegExp(`^(?:${source})$`, 'i').test(ch);
+
+/**
+ * Whether each repetition of a group is told from the next by a character: one written first
+ * or last, unrepeated, that nothing else in the group matches, as the dot of (\w+\.)* (linear).
+ */
+function delimited(group: Frame): boolean {
+  if (group.alternation || group.items.some((item) => item.source === undefined)) return false;
+  const others = (skip: number, ch: string) => group.items.every((item, index) => index === skip || !atomMatches(item.source!, ch));
+  const last = group.items.length - 1;
+  const first = literalChar(group.items[0]);
+  const end = literalChar(group.items[last]);
+  return (first !== undefined && others(0, first)) || (end !== undefined && others(last, end));
+}
+
+/**
+ * Why matching `source` (translated, valid) can take time out of proportion to a name or an
+ * address, or undefined. JavaScript's engine backtracks, as Perl's does, without Perl's cache of
+ * positions tried: /^(a|a)*@x$/ took 3 s on a recipient of 30 characters and doubles with each
+ * further one, and the subject is what the sending client chose. V8's fallback to a linear engine
+ * (--enable-experimental-regexp-engine-on-excessive-backtracks) does not take these, which are
+ * case-insensitive: Node 20 runs no /i expression on it. So the shapes that backtrack without
+ * bound are refused where the entry is read:
+ *   - a group repeated more than once that holds a quantifier, unless a character that nothing
+ *     else in it matches starts or ends it, as in (\w+\.)*: (a+)+, (\w+\.?)*, (\d{1,3})+;
+ *   - alternatives repeated more than 3 times: (a|ab)*;
+ *   - more than WHITELIST_LIMITS.regexDegree parts of varying length (.*, \w+, -?) that the
+ *     character written right after them does not end (as `-` ends [0-9]+ in [0-9]+-), the
+ *     search of an expression that does not start with ^ counting as one: time grows as the
+ *     subject's length to that power (.*a.*a.*a.*a).
+ * Matching a subject of WHITELIST_LIMITS.regexSubject characters then takes milliseconds.
+ */
+export function backtrackingProblem(source: string): string | undefined {
+  const stack: Frame[] = [newFrame()];
+  let topLevelAlternation = false;
+  /** Counts the pending part of `frame` unless `next` is a character it cannot match. */
+  const settle = (frame: Frame, next: Item | undefined) => {
+    const pending = frame.pending;
+    if (pending === undefined) return;
+    const ch = literalChar(next);
+    if (ch === undefined || pending.source === undefined || atomMatches(pending.source, ch)) frame.degree += 1;
+    frame.pending = undefined;
+  };
+  for (let i = 0; i < source.length; ) {
+    const c = source[i]!;
+    const top = stack[stack.length - 1]!;
+    let inner: Frame | undefined;
+    let written: string | undefined;
+    if (c === '(') {
+      stack.push(newFrame());
+      i += source[i + 1] === '?' ? (/^\(\?(?:<[=!]|<[^>]*>|.)/.exec(source.slice(i))?.[0].length ?? 1) : 1;
+      continue;
+    } else if (c === '|') {
+      settle(top, undefined);
+      top.alternation = true;
+      if (stack.length === 1) topLevelAlternation = true;
+      i += 1;
+      continue;
+    } else if (c === ')') {
+      settle(top, undefined);
+      inner = stack.length > 1 ? stack.pop()! : newFrame();
+      i += 1;
+    } else if (c === '[') {
+      let end = i + 1;
+      while (end < source.length && source[end] !== ']') end += source[end] === '\\' ? 2 : 1;
+      written = source.slice(i, end + 1);
+      i = end + 1;
+    } else {
+      written = source.slice(i, c === '\\' ? i + 2 : i + 1);
+      i += written.length;
+    }
+    const quantifier = quantifierAt(source, i);
+    if (quantifier !== undefined) i += quantifier.length;
+    const enclosing = stack[stack.length - 1]!;
+    const item = { source: written, quantified: quantifier !== undefined };
+    settle(enclosing, item);
+    enclosing.items.push(item);
+    enclosing.quantified ||= item.quantified || inner?.quantified === true;
+    const { min, max } = quantifier ?? { min: 1, max: 1 };
+    if (inner !== undefined && max > 1) {
+      const repeated = `${source.slice(0, i)}...`;
+      if (inner.quantified && !delimited(inner)) {
+        const growth = max === UNBOUNDED ? 'exponential in the length of a name or address' : `growing as the length of a name or address to the power ${max}`;
+        return `can take time ${growth}: a group repeated more than once holds a quantifier (as (a+)+ does; here ${repeated}): write the repetition once, (a+)+ as a+, or end the group with a character nothing else in it matches, as in (\\w+\\.)*`;
+      }
+      if (inner.alternation && max > 3) {
+        return `can take time exponential in the length of a name or address: alternatives are repeated ${max === UNBOUNDED ? 'without bound' : `up to ${max} times`} (as (a|ab)* does; here ${repeated}): write a character class, (a|b)* as [ab]*, or repeat them at most 3 times`;
+      }
+    }
+    if (inner !== undefined) enclosing.degree += max === UNBOUNDED ? inner.degree : inner.degree * max;
+    if (max > min) enclosing.pending = item;
+  }
+  const outer = stack[0]!;
+  settle(outer, undefined);
+  const anchored = source.startsWith('^') && !topLevelAlternation;
+  const degree = outer.degree + (anchored ? 0 : 1);
+  if (degree > WHITELIST_LIMITS.regexDegree) {
+    const search = anchored ? '' : ', and an expression that does not start with ^ is tried at every position';
+    return `can take time growing as the length of a name or address to the power ${degree}: ${outer.degree} parts of varying length (such as .*, \\w+ and -?) are not followed by a character they cannot match, which would end them${search}; at most ${WHITELIST_LIMITS.regexDegree} are taken`;
+  }
+  return undefined;
+}
+
 /** The domain of the set that `name` is or ends in (`.domain`), or undefined. */
 export function domainUnder(domains: ReadonlySet<string>, name: string): string | undefined {
   let rest = name;
@@ -221,6 +384,15 @@ function notAHostName(entry: string): string {
   return `${JSON.stringify(entry)} matches nothing (as in postgrey): a verified client name holds only letters, digits, "-", "_" and dots${instead}`;
 }
 
+/**
+ * The first pattern `subject` matches; none for a subject longer than a DNS name or an address
+ * (RFC 5321's 64-octet local part, '@', 255 octets of domain), where backtracking that
+ * backtrackingProblem lets through would take long: the client chooses the recipient.
+ */
+function matchingPattern(patterns: readonly RegExp[], subject: string): RegExp | undefined {
+  return subject.length > WHITELIST_LIMITS.regexSubject ? undefined : patterns.find((p) => p.test(subject));
+}
+
 function isRegexEntry(entry: string): boolean {
   return /^\/\S+\/$/.test(entry);
 }
@@ -241,7 +413,7 @@ export class ClientWhitelist {
     const name = asciiLower(clientName).replace(/\.$/, '');
     const domain = domainUnder(this.domains, name);
     if (domain !== undefined) return domain;
-    const pattern = this.patterns.find((p) => p.test(name));
+    const pattern = matchingPattern(this.patterns, name);
     if (pattern) return `/${pattern.source}/`;
     if (this.networks.cidrs.length === 0) return undefined;
     // Parsed once while the client recurs (checks/client-ip), which also reduces ::ffff:a.b.c.d.
@@ -334,7 +506,7 @@ export class RecipientWhitelist {
       const listed = domainUnder(this.domains, domain);
       if (listed !== undefined) return listed;
     }
-    const pattern = this.patterns.find((p) => p.test(recipient));
+    const pattern = matchingPattern(this.patterns, recipient);
     return pattern ? `/${pattern.source}/` : undefined;
   }
 }
