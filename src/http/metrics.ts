@@ -74,7 +74,7 @@ export class Metrics implements StageMetrics {
   readonly registry = new Registry();
   private readonly decisions = new Tallies({
     name: 'callout_policy_decisions_total',
-    help: 'Policy answers by action (first word) and the stage that decided',
+    help: 'Policy answers by action (the first word; a numeric code by its class, REJECT for 5xx and DEFER for 4xx) and the stage that decided (none when no stage did)',
     labelNames: ['action', 'stage'],
     registers: [this.registry],
   });

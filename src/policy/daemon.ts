@@ -580,7 +580,8 @@ export class Daemon {
     // served them, read as if metrics were off.
     const metrics = this.options.worker && config.metrics.listen ? 'served by the supervisor' : this.metricsAddress || 'off';
     this.options.log.info(
-      { policy: this.policyAddress, metrics, store: config.store.kind, callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
+      // The file too: a relative --cache is taken from the current directory (/ under systemd).
+      { policy: this.policyAddress, metrics, store: config.store.kind, ...(config.store.kind === 'sqlite' ? { storeFile: storePath(config) } : {}), callouts: this.current.engine ? 'on' : 'off', stages: config.policy.stages.map((s) => `${s.name}:${s.mode}`) },
       'callout serve started',
     );
   }
@@ -600,6 +601,11 @@ export class Daemon {
     if (this.stopping) {
       this.options.log.info({}, 'reload ignored: the daemon is stopping');
       return undefined;
+    }
+    // An administrator who edited /etc/callout/callout.yaml and sent SIGHUP to a daemon started
+    // without --config read "configuration reloaded" as the file applied: it was never read.
+    if (this.options.configPath === undefined) {
+      this.options.log.warn({}, 'reload: callout serve was started without --config, so there is no file to read again: the command line and the defaults apply as before; restart it with --config FILE to use a file');
     }
     let config: Config;
     try {

@@ -209,7 +209,9 @@ export class PolicyServer {
     const server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server = server;
     if (this.endpoint.kind === 'unix' && !this.sharedListener) await removeStaleSocket(this.endpoint.path);
-    await listenOn(server, this.endpoint, this.listenText, this.socketMode);
+    // Named by its key, as the metrics listener is: "cannot listen on 127.0.0.1:10040" alone did
+    // not say which of the two listeners had the port taken.
+    await listenOn(server, this.endpoint, `${this.listenText} (policy.listen)`, this.socketMode);
     server.on('error', (err) => this.context.log.error({ listen: this.listenText, error: describeError(err) }, 'policy listener failed'));
     if (this.endpoint.kind === 'unix') {
       this.ownsSocketPath = !this.sharedListener;
@@ -268,7 +270,8 @@ export class PolicyServer {
     }
     await listenerClosed;
     if (this.endpoint.kind === 'unix' && this.ownsSocketPath) await removeIfSocket(this.endpoint.path);
-    this.context.log.info({ listen: this.boundAddress }, 'policy server closed');
+    // A start that could not bind closes too: "policy server closed" there told of a server that never listened.
+    if (this.boundAddress !== undefined) this.context.log.info({ listen: this.boundAddress }, 'policy server closed');
   }
 
   private accept(socket: net.Socket): void {
