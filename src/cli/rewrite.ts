@@ -56,8 +56,9 @@
  *      and a second --socketmap, --srs-domain, secret file or key file: taken for repeatable,
  *      each dropped the one before without a word; other flags given twice take the last).
  *   A flag that does nothing in the combination given (srs reverse's --separator, --alphabet,
- *   --local-domain, --always-rewrite; bounce record's --verp-delimiters without --verp-sender) is
- *   warned of on stderr and the command goes on: scripts that ran with it keep working.
+ *   --local-domain, --always-rewrite; bounce record's --verp-delimiters without --verp-sender,
+ *   and its empty --batv-key-file beside --verp-sender) is warned of on stderr and the command
+ *   goes on: scripts that ran with it keep working.
  *   78 configuration error (unreadable secret file, bad keys).
  */
 
@@ -222,6 +223,7 @@ function keynumFlag(value: string | undefined): number | undefined {
  * A file or domain flag given an empty value, as `--batv-key-file "$KEYS"` gives it in a unit file
  * where KEYS is unset: taken for a flag not given, it left out the BATV map of `rewrite serve`, or
  * the BATV proof of `bounce record` (its bounces answered "nothing recorded"), without a word.
+ * (`bounce record` beside --verp-sender warns instead: its VERP addresses still prove bounces.)
  */
 function refuseEmpty(flag: string, value: string | undefined, expected: string): void {
   if (value === '') throw new UsageError(`${flag}: got "", expected ${expected}`);
@@ -508,13 +510,23 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
     .option('--now <time>', 'as of this instant (BATV validity, entry times)')
     .option('--json', 'print the outcome as one JSON object')
     .action(async (file: string, flags: StoreFlags & { rcpt: string; batvKeyFile?: string; verpSender: string[]; verpDelimiters?: string; now?: string; json?: boolean }) => {
-      refuseEmpty('--batv-key-file', flags.batvKeyFile, 'a file');
-      if (flags.batvKeyFile === undefined && flags.verpSender.length === 0) throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
+      const err = io.err ?? process.stderr;
+      const batvKeyFile = flags.batvKeyFile === '' ? undefined : flags.batvKeyFile;
+      if (batvKeyFile === undefined && flags.verpSender.length === 0) {
+        refuseEmpty('--batv-key-file', flags.batvKeyFile, 'a file (without --verp-sender nothing else can prove the bounce)');
+        throw new UsageError('bounce record: give --batv-key-file or --verp-sender, or nothing can prove the bounce');
+      }
+      // An empty key file (`--batv-key-file "$KEYS"`, KEYS unset) beside --verp-sender: said, not
+      // refused, as the VERP addresses still prove bounces, and a refusal kept every bounce of the
+      // transport queued after an upgrade.
+      if (flags.batvKeyFile === '') {
+        err.write('callout: warning: --batv-key-file is empty (""): BATV proof is off, only --verp-sender addresses prove bounces; give the key file, or leave --batv-key-file out\n');
+      }
       // Without a list sender no VERP address is decoded: the delimiters were ignored without a
       // word. Said, not refused: the pipe(8) wrapper runs this unattended, and a refusal kept
       // every bounce of a working installation queued after an upgrade.
       if (flags.verpDelimiters !== undefined && flags.verpSender.length === 0) {
-        (io.err ?? process.stderr).write('callout: warning: --verp-delimiters has no effect without --verp-sender (the delimiters are those of its VERP addresses); give --verp-sender, or leave --verp-delimiters out\n');
+        err.write('callout: warning: --verp-delimiters has no effect without --verp-sender (the delimiters are those of its VERP addresses); give --verp-sender, or leave --verp-delimiters out\n');
       }
       // Flags and key files first: read after the store was opened, a missing key file left an
       // empty store behind (the one `list` then takes for a store that has seen no bounce).
@@ -524,7 +536,7 @@ function registerBounce(program: Command, io: RewriteCommandIo): void {
       for (const sender of flags.verpSender) verpSenderFlag('--verp-sender', sender);
       // Bounded: under Exim's window a tag stamped DDD is valid again on the first DDD+1 days of
       // every later 1000-day cycle, so an old tag of ours would prove a forged report's addresses.
-      const batv = flags.batvKeyFile !== undefined ? batvFromKeyFile(flags.batvKeyFile, 'bounded') : undefined;
+      const batv = batvKeyFile !== undefined ? batvFromKeyFile(batvKeyFile, 'bounded') : undefined;
       const clock = clockFromFlag(flags.now);
       const message = await readMessageInput(file, io.stdin);
       const outcome: BounceOutcome = await withSuppression(

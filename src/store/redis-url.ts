@@ -6,9 +6,12 @@
  *   checkRedisUrl() refuses what ioredis would misread without a word: a database that is not a
  *   number, a path that is not one, a scheme in capitals (TLS off), a bad % escape in the
  *   password, URL parameters that would set driver options, `tls=false` (TLS on) and a family
- *   that is not 4 or 6, white space around the URL, and what it would read one way of two: a
- *   database in both the path and db=, a user part and username= or password=, a parameter given
- *   twice, each only when the two differ (`redis://h/0?db=0` names one database). The configuration schema runs
+ *   that is not 4 or 6, white space before the URL or after a socket path, and what it would
+ *   read one way of two: a database in both the path and db=, a user part and username= or
+ *   password=, a parameter given twice, each only when the two differ (`redis://h/0?db=0` names
+ *   one database). White space after a redis:// or rediss:// URL (a quoted value, a YAML block
+ *   scalar's line break) is no part of it: the driver dropped it, and it is dropped here for the
+ *   connection and wherever the URL is shown. The configuration schema runs
  *   it, so `callout config check` and every command name the key; RedisStore.open runs it again
  *   with the options it sets itself. maskPassword() is the URL as logs and errors show it.
  *   Apart from the store, so that the schema does not load the driver.
@@ -34,11 +37,24 @@ function cutQuery(url: string): QueryCut {
   return { base: query === -1 ? url : url.slice(0, query), parameters: new URLSearchParams(query === -1 ? '' : url.slice(query + 1)) };
 }
 
+const REDIS_SCHEME = /^rediss?:\/\//i;
+
 /**
- * The URL as it may appear in logs: any password replaced by ***. White space around it is
- * kept, as new URL() would drop it: a message quoting the URL must show what was written.
+ * A redis:// or rediss:// URL without the white space after it: new URL(), and so the driver,
+ * dropped a space or line break there (`url: "redis://10.0.0.5/0 "`, a block scalar's last line
+ * break), and refusing it stopped working installations at an upgrade. Anything else is kept as
+ * written: the driver keeps white space in a socket path, and before a scheme it is no URL.
  */
-export function maskPassword(url: string): string {
+function withoutTrailingSpace(url: string): string {
+  return REDIS_SCHEME.test(url) ? url.trimEnd() : url;
+}
+
+/**
+ * The URL as it may appear in logs: any password replaced by ***. White space around it that is
+ * refused is kept, as new URL() would drop it: a message quoting the URL must show what was written.
+ */
+export function maskPassword(written: string): string {
+  const url = withoutTrailingSpace(written);
   const start = url.length - url.trimStart().length;
   const end = url.trimEnd().length;
   if (start >= end) return url;
@@ -69,10 +85,10 @@ function masked({ base, parameters }: QueryCut): string {
  * url as the driver is given it: the scheme in lower case, as ioredis turns TLS on only for a
  * literal `rediss://` and would send the password in clear to a `REDISS://` it parses all the same.
  */
-export function checkRedisUrl(url: string, storeOptions: object = {}): string {
-  // new URL() and the driver's url.parse drop white space around a URL, but the driver keeps
-  // it in a socket path ("connect ENOENT /run/redis.sock ", the space unseen), and a space
-  // before redis:// failed the scheme check, which quoted the URL without it.
+export function checkRedisUrl(written: string, storeOptions: object = {}): string {
+  const url = withoutTrailingSpace(written);
+  // The driver keeps white space in a socket path ("connect ENOENT /run/redis.sock ", the space
+  // unseen), and a space before redis:// failed the scheme check, which quoted the URL without it.
   const before = url.slice(0, url.length - url.trimStart().length);
   const after = url.slice(url.trimEnd().length);
   if (url.trim() !== '' && (before !== '' || after !== '')) {
@@ -96,7 +112,7 @@ export function checkRedisUrl(url: string, storeOptions: object = {}): string {
     checkUrlParameters(parameters, shown, storeOptions);
     return url;
   }
-  if (!/^rediss?:\/\//i.test(url)) {
+  if (!REDIS_SCHEME.test(url)) {
     throw new ConfigError(`redis store: URL must be redis://, rediss:// or a unix socket path, got ${shown}`);
   }
   let parsed: URL;

@@ -811,6 +811,33 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     assert.deepEqual(await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', '.example.org', 'a@mx.example.org']), { out: 'a@mx.example.org: local-domain: Need not rewrite local domain.\n', code: 1 });
   });
 
+  it('reads a --batv-domain or --local-domain entry in capitals or other Unicode forms as the domain it names, in U-labels and A-labels (regression: refused after an upgrade, exit 64, every map down)', async () => {
+    const quiet: LookupLog = { info: () => undefined, warn: () => undefined };
+    const lookups = await serving(
+      ['--socketmap', '127.0.0.1:0', '--batv-key-file', batvKeys, '--batv-domain', 'BÜCHER.example', '--batv-domain', '.\uff45xample.org', '--srs-secret-file', srsSecret, '--srs-domain', 'srs.test', '--srs-local-domain', 'BU\u0308CHER.example'],
+      { log: quiet, clock: clockFromFlag(NOW) },
+      async (out) => {
+        const client = await SocketmapClient.connect({ host: '127.0.0.1', port: Number(/listening on 127\.0\.0\.1:(\d+)/.exec(out)?.[1]) });
+        try {
+          const answers: string[] = [];
+          for (const [map, key] of [['batv-sign', 'user@bücher.example'], ['batv-sign', 'user@xn--bcher-kva.example'], ['batv-sign', 'user@mx.example.org'], ['batv-sign', 'user@example.org'], ['forward', 'user@bücher.example'], ['forward', 'user@XN--BCHER-KVA.example']] as const) {
+            answers.push(`${map} ${key}: ${await client.query(map, key)}`);
+          }
+          return answers;
+        } finally {
+          client.close();
+        }
+      },
+    );
+    assert.match(lookups[0]!, /^batv-sign user@bücher\.example: OK prvs=\w+=user@bücher\.example$/);
+    assert.match(lookups[1]!, /^batv-sign user@xn--bcher-kva\.example: OK prvs=\w+=user@xn--bcher-kva\.example$/);
+    assert.match(lookups[2]!, /^batv-sign user@mx\.example\.org: OK prvs=\w+=user@mx\.example\.org$/);
+    assert.match(lookups[3]!, /^batv-sign user@example\.org: NOTFOUND/, 'the subdomains only');
+    assert.match(lookups[4]!, /^forward user@bücher\.example: NOTFOUND/, 'a local domain is not rewritten');
+    assert.match(lookups[5]!, /^forward user@XN--BCHER-KVA\.example: NOTFOUND/, 'nor in A-labels');
+    assert.deepEqual(await run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--local-domain', '.BÜCHER.example', 'a@mx.bücher.example']), { out: 'a@mx.bücher.example: local-domain: Need not rewrite local domain.\n', code: 1 });
+  });
+
   it('a bad flag value is a usage error naming the flag, not a configuration error', async () => {
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '', 'a@b.test']), (err: unknown) => err instanceof UsageError && err.message.startsWith('--hash-length: got ""'));
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', 'x.test', '--hash-length', '28', 'a@b.test']), (err: unknown) => err instanceof UsageError && /expected a whole number from 1 to 27/.test(err.message));
@@ -823,7 +850,8 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
 
   it('refuses a file, domain or listener flag given an empty value (an unset variable in a unit file), naming it, rather than leaving out what it names', async () => {
     // Regression: taken for flags not given, they left rewrite serve without its BATV maps, its
-    // SRS maps or its socketmap listener, and bounce record without its BATV proof ("nothing recorded").
+    // SRS maps or its socketmap listener, and bounce record without its BATV proof ("nothing recorded"):
+    // bounce record with nothing else to prove a bounce (with --verp-sender it warns: the next test).
     const stop = AbortSignal.abort();
     const srs = ['--srs-secret-file', srsSecret, '--srs-domain', 'example.com'];
     const batv = ['--batv-key-file', batvKeys, '--batv-domain', 'example.com'];
@@ -837,9 +865,24 @@ describe('rewrite commands: inputs without end, times that are no times', () => 
     await assert.rejects(run(['srs', 'forward', '--secret-file', srsSecret, '--domain', '', 'a@b.test']), refused('--domain', 'a domain'));
     await assert.rejects(run(['batv', 'sign', '--secret-file', '', 'a@b.test']), refused('--secret-file', 'a file'));
     const store = join(dir, 'empty-key-file.sqlite');
-    const record = ['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'];
-    await assert.rejects(run([...record, '--batv-key-file', '']), refused('--batv-key-file', 'a file'));
+    const record = ['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store];
+    await assert.rejects(run([...record, '--batv-key-file', '']), refused('--batv-key-file', 'a file (without --verp-sender nothing else can prove the bounce)'));
     assert.equal(existsSync(store), false, 'nothing recorded: the command stopped at its flags');
+  });
+
+  it('bounce record with an empty --batv-key-file beside --verp-sender says BATV proof is off, and records what VERP proves (regression: exit 64, every bounce of the pipe(8) transport kept queued)', async () => {
+    const store = join(dir, 'empty-key-file-verp.sqlite');
+    const err = new PassThrough();
+    let said = '';
+    err.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    const record = ['bounce', 'record', fixture('qmail.eml'), '--rcpt', 'list-bounces+judy=example.org@lists.example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com'];
+    const recorded = await run([...record, '--batv-key-file', ''], { err });
+    assert.equal(recorded.code, 0, `recorded: ${recorded.out}${said}`);
+    assert.match(recorded.out, /^suppressed judy@example\.org: /, recorded.out);
+    assert.equal(said, 'callout: warning: --batv-key-file is empty (""): BATV proof is off, only --verp-sender addresses prove bounces; give the key file, or leave --batv-key-file out\n');
+    // A bounce only BATV could prove is not recorded, as without the flag: the key file's absence is what the warning said.
+    const signed = await run(['bounce', 'record', fixture('postfix-dsn.eml'), '--rcpt', 'prvs=12693bd285=alice@example.com', '--store', store, '--verp-sender', 'list-bounces@lists.example.com', '--batv-key-file', '', '--now', '2020-01-02T00:00:00Z'], { err });
+    assert.equal(signed.code, 1, `nothing recorded: ${signed.out}`);
   });
 
   it('takes --now as ISO 8601 or Unix seconds only, and a date that exists', async () => {

@@ -200,6 +200,20 @@ describe('batv stage', () => {
     }
   });
 
+  it('reads a domains entry in capitals or other Unicode forms as the domain it names (regression: refused after an upgrade, serve exit 78)', async () => {
+    // As serve builds it: the configuration is taken, and the stage protects the domain the entry names.
+    const config = validateConfig({ policy: { stages: [{ name: 'postmaster' }, { name: 'batv', domains: ['BÜCHER.example', '.BU\u0308CHER.test', '\uff45xample.org'], keys: [{ keynum: 1, secret: 'secret' }] }] } });
+    const clock = new ManualClock(T0);
+    const pipeline = buildPipeline(config, { resolver: undefined as never, store: new MemoryStore({ clock }), clock, log: createLogger('silent') });
+    assert.ok(pipeline, 'the pipeline is built');
+    const s = stage({ domains: ['BÜCHER.example', '.BU\u0308CHER.test', '\uff45xample.org'] });
+    for (const protectedRecipient of ['user@bücher.example', 'user@xn--bcher-kva.example', 'user@BÜCHER.example', 'user@mx.bücher.test', 'user@mx.xn--bcher-kva.test', 'user@example.org']) {
+      assert.equal((await s.evaluate(context('', protectedRecipient))).result, 'unsigned', `${protectedRecipient} protected`);
+    }
+    assert.equal((await s.evaluate(context('', sign('user@bücher.example')))).result, 'valid', 'a signed bounce to it is valid');
+    for (const other of ['user@bücher.test', 'user@other.example']) assert.equal((await s.evaluate(context('', other))).result, 'unprotected', `${other} unprotected`);
+  });
+
   it('accepts unsigned bounces during the grace period, with custom texts and codes', async () => {
     const s = stage({ unsignedAllowedUntil: '2020-01-08T00:00:00Z', code: 554, enhanced: '5.7.0', unsignedText: 'no backscatter here' });
     assert.equal((await s.evaluate(context('', 'user@example.com'))).result, 'unsigned-grace');
