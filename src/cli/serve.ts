@@ -30,12 +30,13 @@ import { describeError } from '../core/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { RawConfig } from '../config/load.js';
 import { Daemon, prepareSharedStore, workerShareExcess } from '../policy/daemon.js';
-import { Supervisor, startPolicyWorker } from '../policy/workers.js';
+import { StartFailureTold, Supervisor, startPolicyWorker } from '../policy/workers.js';
 import { IDLE_POLL_MICROSECONDS, SERVICE_CACHE_DEFAULT, addEngineOptions, engineOverrides, flagOf, numberFlag, unitFlag } from './options.js';
 import type { EngineFlags } from './options.js';
 import { ignoreInspectorSignal, reloadingCommand, takeStartupReloads } from './signals.js';
 import { notifyReady, takeNotifySocket } from './sd-notify.js';
 import { unusedDataDir } from './runtime.js';
+import { exitCodeFor } from './exit-status.js';
 
 interface ServeFlags extends EngineFlags {
   listen?: string;
@@ -86,6 +87,9 @@ export function registerServeCommand(program: Command): void {
       const log = createLogger(config.log.level).child({ worker: cluster.worker?.id });
       try {
         await serveUntilStopped(log, startPolicyWorker({ ...daemonOptions, log }), (daemon) => void daemon.reload(), (daemon) => daemon.stop());
+      } catch (err) {
+        if (!(err instanceof StartFailureTold)) throw err;
+        process.exitCode = exitCodeFor(err);
       } finally {
         // The channel to the supervisor would keep the process alive after the daemon is gone.
         // The worker's own disconnect, not process.disconnect(): that one makes cluster exit 0

@@ -280,13 +280,23 @@ const socketMode = z
   .default(octalMode(DEFAULT_SOCKET_MODE));
 
 const stageEntrySchema = z
-  .object({
-    /** A stage from the registry (allowlist, postmaster, sender-syntax, sender-callout, ...). */
-    name: z.string(),
-    mode: z.enum(['enforce', 'warn', 'off']).default('enforce'),
-    /** Protocol states to run in; default: the stage's own. */
-    states: z.array(z.enum(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN'])).optional(),
-  })
+  .object(
+    {
+      /** A stage from the registry (allowlist, postmaster, sender-syntax, sender-callout, ...). */
+      name: z.string(),
+      mode: z.enum(['enforce', 'warn', 'off']).default('enforce'),
+      /** Protocol states to run in; default: the stage's own. */
+      states: z.array(z.enum(['CONNECT', 'EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'END-OF-MESSAGE', 'VRFY', 'ETRN'])).optional(),
+    },
+    {
+      // A stage written by its name alone (`stages: [allowlist]`, as the README's table names
+      // stages) was told only "expected a mapping of keys", which does not say which key.
+      error: (issue) =>
+        issue.code === 'invalid_type' && typeof issue.input === 'string' && STAGE_DEFINITIONS.some((d) => d.name === issue.input)
+          ? `expected a mapping such as { name: ${issue.input} } (write - name: ${issue.input})`
+          : undefined,
+    },
+  )
   .catchall(z.unknown());
 
 const DEFAULT_STAGES = [

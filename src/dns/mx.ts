@@ -16,7 +16,8 @@
  *   addressProblem, for the transcript; callers skip them. The result is 'hosts' when at least
  *   one exchanger has an address. Otherwise a temporary failure on any exchanger makes the
  *   whole result 'tempfail' (it might have been the one that works), and only when every
- *   exchanger is known to have no address is it 'no-mail-host'. A temporary failure never
+ *   exchanger is known to have no address is it 'no-mail-host', whose reason is a whole sentence
+ *   naming the domain, as the client of a refused sender is told it. A temporary failure never
  *   becomes a permanent outcome. With ipv6 off, an exchanger (or implicit MX) that has AAAA
  *   records only is kept without addresses and the result is 'hosts': the domain takes mail,
  *   over a family we do not use, which is not the same as taking none.
@@ -119,7 +120,7 @@ export async function resolveMailHosts(resolver: Resolver, domain: string, optio
   if (resolved.some(({ outcome }) => outcome.kind === 'tempfail')) {
     return { kind: 'tempfail', reason: `no mail exchanger of ${domain} could be resolved: ${problems}` };
   }
-  return { kind: 'no-mail-host', reason: `no mail exchanger of ${domain} has an address: ${problems}` };
+  return { kind: 'no-mail-host', reason: `no mail exchanger of ${domain} has an address, so it accepts no mail: ${problems}` };
 }
 
 /**
@@ -148,7 +149,10 @@ async function implicitMx(resolver: Resolver, domain: string, limits: Limits): P
     case 'tempfail':
       return { kind: 'tempfail', reason: `${domain} has no MX records and its addresses could not be resolved: ${outcome.problem}` };
     case 'none':
-      return { kind: 'no-mail-host', reason: `${domain} has no MX records and no address: ${outcome.problem}` };
+      // Said whole, not with the address lookup's own problem, which named the domain again and
+      // said again that it has no address. An NXDOMAIN here (the MX lookup's NODATA said the
+      // name exists: a zone changed between the two) is no record of either kind all the same.
+      return { kind: 'no-mail-host', reason: `${domain} has no MX record and no ${limits.ipv6 ? 'A or AAAA' : 'A'} record: it accepts no mail` };
     case 'unusable':
       return { kind: 'hosts', hosts: [{ name: domain, preference: 0, addresses: [], addressProblem: outcome.problem }], implicit: true };
   }

@@ -73,6 +73,8 @@
  *   Supervisor.start() rejects with the error of the first worker that fails to start, its code
  *   and message kept (ConfigError for a bad configuration, which fails every worker the same
  *   way), or CalloutError INTERNAL when a worker exits before it is ready without saying why.
+ *   The worker that said why says nothing itself (startPolicyWorker, StartFailureTold): the
+ *   supervisor's message is the one.
  */
 
 import cluster from 'node:cluster';
@@ -685,17 +687,32 @@ function exitOf(worker: Worker): Promise<void> {
 }
 
 /**
+ * A worker's failed start (its cause) that the supervisor has been told of: the supervisor says
+ * it, once however many workers failed, and exits with its status. Said by each worker as well,
+ * it came out twice or more, or once, as the supervisor's SIGKILL came before a worker's line.
+ */
+export class StartFailureTold extends CalloutError {
+  constructor(failure: unknown) {
+    // The cause's code, so that the worker exits with the status the supervisor's message has.
+    super(failure instanceof CalloutError ? failure.code : 'INTERNAL', 'policy worker failed to start (told to the supervisor)', { cause: failure });
+  }
+}
+
+/**
  * In a worker process: starts the Daemon in worker mode and reports to the supervisor. A start
- * that fails is reported too (the caller then exits non-zero). Install the SIGHUP and SIGTERM
- * handlers before calling it: the supervisor's stop() sends SIGTERM, and a SIGHUP sent to the
- * worker by hand reloads it (Daemon.reload(); its outcome is logged, not sent: it answers none
- * of the supervisor's reloads).
+ * that fails is reported too, and then rejects with StartFailureTold: the caller exits with the
+ * status of its cause and leaves the message to the supervisor; or, when the report could not
+ * be sent, with the failure itself. Install the SIGHUP and SIGTERM handlers before calling it:
+ * the supervisor's stop() sends SIGTERM, and a SIGHUP sent to the worker by hand reloads it
+ * (Daemon.reload(); its outcome is logged, not sent: it answers none of the supervisor's
+ * reloads).
  */
 export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>): Promise<Daemon> {
-  const send = (message: WorkerMessage): Promise<void> =>
+  // Resolves with whether the message went out: a start failure not sent is the worker's to say.
+  const send = (message: WorkerMessage): Promise<boolean> =>
     new Promise((resolve) => {
-      if (!process.send) resolve();
-      else process.send(message, () => resolve());
+      if (!process.send) resolve(false);
+      else process.send(message, (err: Error | null) => resolve(err === null));
     });
   let daemon: Daemon;
   try {
@@ -708,8 +725,8 @@ export async function startPolicyWorker(options: Omit<DaemonOptions, 'worker'>):
     });
   } catch (err) {
     // Sent before the channel closes, so the supervisor can say why.
-    await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });
-    throw err;
+    const told = await send(err instanceof CalloutError ? { type: 'callout:failed', message: err.message, code: err.code } : { type: 'callout:failed', message: describeError(err) });
+    throw told ? new StartFailureTold(err) : err;
   }
   process.on('message', (received: unknown) => {
     const message = readSupervisorMessage(received);

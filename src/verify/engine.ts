@@ -886,7 +886,8 @@ function describeResolution(domain: string, resolution: Exclude<MxResolution, { 
     case 'null-mx':
       return { verdict: 'no-mail-domain', reason: 'null-mx', description: `${domain} publishes a null MX: it accepts no mail (RFC 7505)` };
     case 'no-mail-host':
-      return { verdict: 'no-mail-domain', reason: 'no-mail-host', description: `${domain} has no usable mail exchanger: ${resolution.reason}` };
+      // dns/mx's sentence names the domain and says why: a prefix of ours said it all again.
+      return { verdict: 'no-mail-domain', reason: 'no-mail-host', description: resolution.reason };
     case 'tempfail':
       return { verdict: 'unknown', reason: 'dns-tempfail', description: `DNS lookup for ${domain} failed temporarily: ${resolution.reason}` };
   }

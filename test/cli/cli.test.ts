@@ -260,6 +260,18 @@ describe('callout config', () => {
     assert.ok(none.stderr.includes(`${empty}: holds no settings: serve starts with the defaults, and a reload (SIGHUP) refuses it`), none.stderr);
   });
 
+  it('check says how to write a stage given by its name alone (it said only "expected a mapping of keys")', async () => {
+    const file = join(dir, 'bare-stage.yaml');
+    writeFileSync(file, 'policy:\n  stages: [allowlist, 42, frobnicate]\n');
+    const { code, stderr } = await callout(['config', 'check', file]);
+    assert.equal(code, 78, stderr);
+    assert.equal(
+      stderr,
+      `callout: CONFIG_INVALID: ${file}: policy.stages.0: got "allowlist", expected a mapping such as { name: allowlist } (write - name: allowlist); ` +
+        'policy.stages.1: got 42, expected a mapping of keys (key: value lines); policy.stages.2: got "frobnicate", expected a mapping of keys (key: value lines)\n',
+    );
+  });
+
   it('check builds the stages as serve would, so their own checks run too, and names the file', async () => {
     const cases: Array<[string, RegExp]> = [
       // Named by the entry's key, as the schema's own problems are (it said "allowlist.clientNames").

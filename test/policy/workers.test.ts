@@ -156,11 +156,14 @@ describe('callout serve --workers 2', () => {
       writeFileSync(config, '');
       const mark = serve.logs.length;
       process.kill((serve.logs.find(workersStarted)!.workers as number[])[0]!, 'SIGKILL');
-      await serve.waitForLog((l) => l.msg === 'a replacement policy worker failed to start; trying again later', 'the replacement refusing the empty file', mark, 60_000);
+      const failed = await serve.waitForLog((l) => l.msg === 'a replacement policy worker failed to start; trying again later', 'the replacement refusing the empty file', mark, 60_000);
       assert.ok(!serve.logs.slice(mark).some((l) => l.msg === 'policy worker replaced'), '!serve.logs.slice(mark).some((l) => l.msg === \'policy worker replaced\')');
+      // Why, in the supervisor's line: the worker, which told it, says it no more on stderr.
+      assert.ok(String(failed.err).startsWith(`CONFIG_INVALID: ${config}: holds no settings`), String(failed.err));
     } finally {
       assert.deepEqual(await serve.stop(), { code: 0, signal: null }, serve.stderr());
     }
+    assert.doesNotMatch(serve.stderr(), /CONFIG_INVALID/, 'said once, by the supervisor');
   });
 
   it('drains once when SIGTERM comes twice', async () => {

@@ -669,6 +669,12 @@ describe('DNS outcomes', () => {
     assert.equal(nullMx.reason, 'null-mx');
     const bare = await engine.verify('a@bare.test');
     assert.equal(bare.reason, 'no-mail-host');
+    // Each said once, as the client of a refused sender reads it.
+    assert.deepEqual([nx.description, nullMx.description, bare.description], [
+      'missing.test does not exist (NXDOMAIN)',
+      'nullmx.test publishes a null MX: it accepts no mail (RFC 7505)',
+      'bare.test has no MX record and no A or AAAA record: it accepts no mail',
+    ]);
   });
 
   it('a domain without MX is tried at its own address (implicit MX)', async () => {

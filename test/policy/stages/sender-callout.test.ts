@@ -85,7 +85,11 @@ const ZONE: Zone = {
   // The MX exists but its exchanger's addresses cannot be looked up just now.
   'mxfail.test': { MX: [{ priority: 10, exchange: 'mx1.mxfail.test' }] },
   'mx1.mxfail.test': { servfail: true },
-  // nxdomain.test is not in the zone at all.
+  // No MX and no address: no implicit MX either. nxdomain.test is not in the zone at all.
+  'txtonly.test': { TXT: ['v=spf1 -all'] },
+  // An MX whose exchangers have no address, or do not exist.
+  'noaddr.test': { MX: [{ priority: 10, exchange: 'mx1.noaddr.test' }, { priority: 20, exchange: 'mx2.noaddr.test' }] },
+  'mx1.noaddr.test': { TXT: ['not a mail host'] },
 };
 
 interface World {
@@ -197,6 +201,20 @@ describe('sender-callout: default actions', () => {
     const missing = await ask('a@nxdomain.test');
     assert.equal(missing.action, '550 5.7.1 Sender address rejected: nxdomain.test does not exist (NXDOMAIN)');
     assert.match(calloutStage(missing.stages), /^sender-callout=no-mail-domain: nxdomain: /);
+  });
+
+  it('rejects a domain with no mail host, saying why once (it said the domain and its missing address three times over)', async () => {
+    const { ask } = await setup();
+    const bare = await ask('a@txtonly.test');
+    assert.equal(bare.action, '550 5.7.1 Sender address rejected: txtonly.test has no MX record and no A or AAAA record: it accepts no mail');
+    assert.equal(bare.decidedBy, 'sender-callout');
+    assert.equal(calloutStage(bare.stages), 'sender-callout=no-mail-domain: no-mail-host: txtonly.test has no MX record and no A or AAAA record: it accepts no mail');
+    const noAddress = await ask('a@noaddr.test');
+    assert.equal(
+      noAddress.action,
+      '550 5.7.1 Sender address rejected: no mail exchanger of noaddr.test has an address, so it accepts no mail: mx1.noaddr.test has no AAAA or A records; mx2.noaddr.test does not exist (NXDOMAIN)',
+    );
+    assert.match(calloutStage(noAddress.stages), /^sender-callout=no-mail-domain: no-mail-host: no mail exchanger of noaddr\.test /);
   });
 
   it('lets a risky sender through: catch-all domain, and a domain that refuses the null sender', async () => {
