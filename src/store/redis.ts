@@ -124,6 +124,14 @@ const DRIVER_CONNECTION_CLOSED = 'Connection is closed.';
 const DRIVER_COMMAND_TIMEOUT = 'Command timed out';
 /** How much of a key an error shows: keys hold senders' addresses, of any length. */
 const KEY_SHOWN = 200;
+/**
+ * Redis's replies that refuse every write (some every command) until the server is mended or
+ * done, not one key or call (StoreError outage): READONLY in a failover, LOADING its data at a
+ * start, MASTERDOWN (a replica cut off from its primary), OOM (maxmemory reached, with the
+ * noeviction policy), MISCONF (its snapshot failed to save, a full disk as a rule), NOREPLICAS
+ * (fewer replicas than min-replicas-to-write), BUSY (a script past its time limit).
+ */
+const OUTAGE_REPLIES = /^(READONLY|LOADING|MASTERDOWN|OOM|MISCONF|NOREPLICAS|BUSY)\b/;
 
 /**
  * GET for the scripts. A key under the prefix that holds a list, hash ... (another program wrote
@@ -568,7 +576,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
   /**
    * Why a command failed, in the words of the outage rather than the driver's where they differ,
    * and whether it was one (StoreError outage): Redis out of reach or silent, or answering that it
-   * takes no writes now (READONLY in a failover, LOADING its data at a start, MASTERDOWN).
+   * takes no writes now (OUTAGE_REPLIES).
    */
   private failure(err: unknown): { reason: string; outage: boolean } {
     // While disconnected the driver only says it would not queue; the connection error says why.
@@ -583,7 +591,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements Store 
     if (err instanceof Error && err.message === DRIVER_COMMAND_TIMEOUT) {
       return { reason: `Redis did not answer within ${this.client.options.commandTimeout} ms (command timed out)`, outage: true };
     }
-    return { reason: describeError(err), outage: answered && /^(READONLY|LOADING|MASTERDOWN)\b/.test((reply as Error).message) };
+    return { reason: describeError(err), outage: answered && OUTAGE_REPLIES.test((reply as Error).message) };
   }
 
   /** Runs one operation, turning any failure into a StoreError that names URL and operation. */

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
+import { mkdirSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ManualClock } from '../support/manual-time.js';
 import { ConfigError, StoreError } from '../../src/core/errors.js';
@@ -700,7 +702,12 @@ describe('RedisStore', () => {
         // The failover: the old primary now follows the new one, and the address leads there.
         await admin.replicaof('127.0.0.1', String(newPrimary.port));
         target = newPrimary.port;
-        await assert.rejects(store.set('k', 'during', 60_000), /READONLY/);
+        // An outage (the daemon's 'store available' line ends it), not a fault of the one write.
+        await assert.rejects(store.set('k', 'during', 60_000), (err: unknown) => {
+          assert.ok(err instanceof StoreError && /READONLY/.test(err.message), String(err));
+          assert.equal(err.outage, true, `READONLY taken for no outage: ${err.message}`);
+          return true;
+        });
         // Kept, the connection to the old primary would refuse every write for as long as it lasts.
         const written = await until(() => store.set('k', 'after', 60_000).then(() => true, () => false), 5000, 50);
         assert.ok(written, 'writes still refused by the old primary');
@@ -716,6 +723,90 @@ describe('RedisStore', () => {
         await address.close();
         await oldPrimary.stop();
         await newPrimary.stop();
+      }
+    });
+
+    it('takes a Redis that refuses every write until mended for an outage, which ends at the first write after', async () => {
+      const server = await startRedis();
+      const admin = new Redis(server.url);
+      const killer = new Redis(server.url);
+      const store = await RedisStore.open(server.url, { keyPrefix: freshPrefix() });
+      // Redis saves its snapshot as a temporary file renamed to dump.rdb: a directory there fails every save.
+      const snapshot = join(dirname(server.socketPath), 'dump.rdb');
+      const saved = async (status: 'ok' | 'err'): Promise<boolean> => {
+        const info = await admin.info('persistence');
+        return info.includes('rdb_bgsave_in_progress:0') && info.includes(`rdb_last_bgsave_status:${status}`);
+      };
+      let script: Promise<unknown> = Promise.resolve();
+      const cases = [
+        {
+          reply: 'OOM',
+          refuse: async () => {
+            await admin.config('SET', 'maxmemory-policy', 'noeviction');
+            await admin.config('SET', 'maxmemory', '1');
+          },
+          mend: () => admin.config('SET', 'maxmemory', '0'),
+        },
+        {
+          reply: 'NOREPLICAS',
+          refuse: () => admin.config('SET', 'min-replicas-to-write', '1'),
+          mend: () => admin.config('SET', 'min-replicas-to-write', '0'),
+        },
+        {
+          reply: 'MISCONF',
+          refuse: async () => {
+            await admin.config('SET', 'save', '3600 1');
+            mkdirSync(snapshot);
+            await admin.bgsave();
+            assert.ok(await until(() => saved('err')), 'the snapshot was saved all the same');
+          },
+          mend: async () => {
+            rmdirSync(snapshot);
+            await admin.bgsave();
+            assert.ok(await until(() => saved('ok')), 'the snapshot still failed to save');
+          },
+        },
+        {
+          reply: 'BUSY',
+          refuse: async () => {
+            await admin.config('SET', 'busy-reply-threshold', '20');
+            // Read-only, so that SCRIPT KILL may end it.
+            script = admin.eval('while true do end', 0).catch(() => undefined);
+            assert.ok(await until(async () => /BUSY/.test(String(await killer.ping().catch((err: unknown) => err)))), 'the script never made Redis busy');
+          },
+          mend: async () => {
+            await killer.script('KILL');
+            await script;
+          },
+        },
+      ];
+      try {
+        for (const { reply, refuse, mend } of cases) {
+          await refuse();
+          // A SET, and a script's write (increment), each refused.
+          for (const [operation, write] of [['set', () => store.set('k', reply, 60_000)], ['increment', () => store.increment('n', 1, 60_000)]] as const) {
+            await assert.rejects(write(), (err: unknown) => {
+              assert.ok(err instanceof StoreError, `${reply} ${operation}: ${String(err)}`);
+              assert.ok(err.message.includes(`${operation} failed: ${reply} `), `${reply} ${operation}: ${err.message}`);
+              assert.equal(err.outage, true, `${reply} ${operation} taken for no outage: ${err.message}`);
+              return true;
+            });
+          }
+          await mend();
+          await store.set('k', reply, 60_000);
+          assert.equal((await store.get('k'))?.value, reply, `${reply}: not written once mended`);
+        }
+        // A fault of one key, as against those: no outage, and nothing to end.
+        await assert.rejects(store.increment('k', 1, 60_000), (err: unknown) => {
+          assert.ok(err instanceof StoreError, String(err));
+          assert.equal(err.outage, false, `a value that is no counter taken for an outage: ${err.message}`);
+          return true;
+        });
+      } finally {
+        await store.close();
+        admin.disconnect();
+        killer.disconnect();
+        await server.stop();
       }
     });
 

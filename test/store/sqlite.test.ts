@@ -1413,6 +1413,8 @@ describe('SqliteStore', () => {
           assert.ok(err instanceof StoreDamagedError, String(err));
           assert.equal(err.code, 'STORE_DAMAGED', err.message);
           assert.equal(err.message, `sqlite store ${path}: ${operation} failed: database disk image is malformed (SQLITE_CORRUPT): ${advice}`);
+          // No outage either, which a later write would end: damage stays until someone mends it.
+          assert.equal(err.outage, false, `${operation}: damage taken for an outage`);
           return true;
         });
       }
@@ -1455,6 +1457,30 @@ describe('SqliteStore', () => {
     assert.match(old?.message ?? '', new RegExp(`^sqlite store ${mount}/store\\.sqlite: open failed: disk I/O error \\(SQLITE_IOERR_SHMSIZE\\): the file system of ${mount} is full \\(\\d+ bytes free\\): make room there, and the next open tries again$`));
     assert.equal(fresh?.name, 'StoreError', fresh?.message);
     assert.match(fresh?.message ?? '', new RegExp(`^sqlite store ${mount}/new\\.sqlite: open failed: .* \\((SQLITE_FULL|SQLITE_IOERR_[A-Z]+)\\): the file system of ${mount} is full \\(\\d+ bytes free\\): make room there, and the next open tries again$`));
+  });
+
+  it('takes a full disk (SQLITE_FULL) for an outage, which ends at the first write once there is room', async () => {
+    const store = await SqliteStore.open(freshPath());
+    try {
+      await store.set('k', 'old', 60_000);
+      // The store's own connection may make the file no page larger: SQLite's own SQLITE_FULL, as on a full disk.
+      const limit = pragmaOf(store, 'max_page_count');
+      pragmaOf(store, `max_page_count = ${String(pragmaOf(store, 'page_count'))}`);
+      const value = 'v'.repeat(64 * 1024);
+      await assert.rejects(store.set('big', value, 60_000), (err: unknown) => {
+        assert.ok(err instanceof StoreError && !(err instanceof StoreDamagedError), String(err));
+        assert.equal((err.cause as { code?: unknown } | undefined)?.code, 'SQLITE_FULL', err.message);
+        assert.match(err.message, /set failed: database or disk is full$/);
+        assert.equal(err.outage, true, `a full disk taken for no outage: ${err.message}`);
+        return true;
+      });
+      pragmaOf(store, `max_page_count = ${String(limit)}`);
+      await store.set('big', value, 60_000);
+      assert.equal((await store.get('big'))?.value, value, 'not written once there was room');
+      assert.equal((await store.get('k'))?.value, 'old');
+    } finally {
+      await store.close();
+    }
   });
 
   it('names the path and operation when a statement fails', async () => {
