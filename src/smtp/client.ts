@@ -26,8 +26,11 @@
  *   Every outcome is a value. Each method resolves with the reply or with a failure (timeout,
  *   closed, protocol error) naming the stage it happened at; after a failure the session is
  *   'closed', its socket destroyed, its timers cleared and its listeners removed, and every later
- *   call answers { kind: 'closed' } at once. A 421 reply is returned like any other, then the
- *   session closes, because the server is about to close the channel (RFC 5321 §3.8).
+ *   call answers at once as what closed it: a timeout (naming the stage that timed out) or a
+ *   protocol error stays one, so that a step whose pipelined predecessor stalled does not read as
+ *   a hang-up, which a caller reconnects after; { kind: 'closed' } follows only a hang-up or a
+ *   deliberate end. A 421 reply is returned like any other, then the session closes, because
+ *   the server is about to close the channel (RFC 5321 §3.8).
  *
  *   open() ends either 'ready' or 'closed'. When the greeting, EHLO/HELO or STARTTLS policy stops
  *   the dialogue, open() sends QUIT itself (RFC 5321 §3.1 asks for QUIT after a 554 greeting)
@@ -101,8 +104,10 @@ export type StepFailure<S extends ClientStage = SmtpStage> =
    * cutShortMs, only when the overall deadline ended the wait before the stage's own timer: the
    * milliseconds that timer had left. Such a timeout says how little time was left, not how
    * slow the server is.
+   * timedOutAt, only when this step never got its turn: the stage whose wait timed out before it
+   * and closed the session (a pipelined command whose reply was read ahead of this step's own).
    */
-  | { kind: 'timeout'; stage: S; afterMs: number; cutShortMs?: number }
+  | { kind: 'timeout'; stage: S; afterMs: number; cutShortMs?: number; timedOutAt?: ClientStage }
   | { kind: 'closed'; stage: S; detail: string }
   | { kind: 'error'; stage: S; detail: string };
 
@@ -210,8 +215,8 @@ export class SmtpClientSession {
   private waiter: Waiter | undefined;
   private lastStage: ClientStage = 'connect';
   private closedBecause = 'session not opened';
-  /** A protocol error closed the session: later calls answer 'error' too, not a hang-up of the server's. */
-  private closedByError = false;
+  /** The failure that closed the session, which later calls answer with (alreadyClosed). */
+  private closedWith: StepFailure<ClientStage> | undefined;
   private unsolicitedReplies = 0;
   private deadline: number | undefined;
   /** The stages of the commands sent (and the greeting) whose replies have not arrived, in order. */
@@ -695,7 +700,7 @@ export class SmtpClientSession {
     if (this.currentState === 'closed') return;
     this.event(reason);
     this.closedBecause = reason;
-    this.closedByError = answer.kind === 'error';
+    this.closedWith = answer;
     this.currentState = 'closed';
     this.detachAll();
     for (const socket of this.sockets) {
@@ -720,8 +725,11 @@ export class SmtpClientSession {
     if (this.currentState !== 'closed') this.currentState = state;
   }
 
+  /** Not a hang-up of the server's unless it was one: a caller reconnects after that only. */
   private alreadyClosed<S extends ClientStage>(stage: S): StepFailure<S> {
-    return { kind: this.closedByError ? 'error' : 'closed', stage, detail: `session already closed (${this.closedBecause})` };
+    const cause = this.closedWith;
+    if (cause?.kind === 'timeout') return { ...cause, stage, timedOutAt: cause.stage };
+    return { kind: cause?.kind === 'error' ? 'error' : 'closed', stage, detail: `session already closed (${this.closedBecause})` };
   }
 
   /** Writes a command line; answers the failure instead when unasked bytes would begin its reply. */

@@ -110,6 +110,8 @@ export interface DomainFacts {
 const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky']);
 
 const DECODED_MEMORY_LIMIT = 8_192;
+/** Read and compare-and-set rounds of an inconclusive catch-all fact whose record other processes keep changing. */
+const INCONCLUSIVE_WRITE_TRIES = 3;
 /** The longest stored verdict read (see LIMITS); the late verdicts of the sender-callout stage share it. */
 export const MAX_VERDICT_RECORD_LENGTH = 16_384;
 
@@ -252,12 +254,20 @@ export class VerificationCache {
     const ttl = this.domainTtl(name, fact);
     if (ttl <= 0) return;
     const key = this.prefix + domainKey(domain, name);
-    if (isInconclusive(fact)) {
-      // Another process's definite answer, written since this probe read the record, stays.
-      const existing = this.domainFact(await this.store.get(key), domain, name) as CatchAllFact | undefined;
-      if (existing && existing.state !== 'inconclusive') return;
+    if (!isInconclusive(fact)) {
+      await this.store.set(key, JSON.stringify(fact), ttl);
+      return;
     }
-    await this.store.set(key, JSON.stringify(fact), ttl);
+    // Another process's definite answer, written since this probe read the record or between
+    // the read below and the write, stays: the write holds only while the record is as read.
+    // Changed under each of INCONCLUSIVE_WRITE_TRIES writes, the record is left as the others
+    // wrote it: a definite answer, or an inconclusive one as recent as this.
+    for (let attempt = 0; attempt < INCONCLUSIVE_WRITE_TRIES; attempt++) {
+      const stored = await this.store.get(key);
+      const existing = this.domainFact(stored, domain, name) as CatchAllFact | undefined;
+      if (existing && existing.state !== 'inconclusive') return;
+      if (await this.store.compareAndSet(key, stored?.value, JSON.stringify(fact), ttl)) return;
+    }
   }
 
   private domainTtl(name: DomainFactName, fact: DomainFact & { state?: string }): number {

@@ -743,7 +743,7 @@ class DomainProbe {
     const cutShort: Failure['cutShort'] = step.kind === 'timeout' && step.cutShortMs !== undefined ? { kind: 'timer', afterMs: step.afterMs, leftMs: step.cutShortMs } : undefined;
     const detail =
       step.kind === 'timeout'
-        ? `timed out at ${step.stage} after ${step.afterMs} ms${cutShort === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`
+        ? `timed out at ${step.timedOutAt ?? step.stage} after ${step.afterMs} ms${cutShort === undefined ? '' : `, when the overall deadline of ${this.deps.config.timeouts.overall} ms (callout.timeouts.overall) ran out`}`
         : `${step.kind === 'error' ? 'protocol error' : 'connection failed'} at ${step.stage}: ${step.detail}`;
     return this.fail({ reason, description: `${this.where()} ${detail}`, definite: false, ...(cutShort === undefined ? {} : { cutShort }) });
   }

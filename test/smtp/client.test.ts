@@ -1126,7 +1126,8 @@ describe('SmtpClientSession stage timeouts', () => {
     const started = Date.now();
     assert.deepEqual(await session.mailFrom(''), { kind: 'timeout', stage: 'mail', afterMs: SHORT_MS });
     assertTimedOut(session, sockets, 'mail', started);
-    assert.equal((await session.rcptTo('x@example.test')).kind, 'closed', 'every later call answers closed');
+    // Not 'closed', a hang-up of the server's, which a caller reconnects after.
+    assert.deepEqual(await session.rcptTo('x@example.test'), { kind: 'timeout', stage: 'rcpt', afterMs: SHORT_MS, timedOutAt: 'mail' }, 'every later call answers the timeout that closed the session');
   });
 
   it('a server silent after RCPT times out at rcpt after rcptMs, not commandMs', async (t) => {
@@ -1161,6 +1162,32 @@ describe('SmtpClientSession stage timeouts', () => {
     const drainStarted = Date.now();
     await draining.drain();
     assertTimedOut(draining, dropped.sockets, 'rcpt', drainStarted);
+  });
+
+  it('a pipelined RCPT that times out while a later step reads its reply: that step answers the timeout, naming the stage and its wait', async (t) => {
+    const server = await serve(t, { host: '127.0.0.56', script: { ...pipelining(), rcpt: (arg) => (arg.includes('carol@') ? { silent: true } : '250 2.1.5 Ok') } });
+    const group = [{ verb: 'MAIL', reversePath: '' }, { verb: 'RCPT', forwardPath: 'bob@example.test' }, { verb: 'RCPT', forwardPath: 'carol@example.test' }] as const;
+    const { dialer, sockets } = keepingDialer();
+    const session = sessionFor(t, server, { dialer, timeouts: { ...GENEROUS, rcptMs: SHORT_MS } });
+    await session.open();
+    assert.equal(session.pipeline([...group]), true);
+    assert.equal((await session.mailFrom('')).kind, 'reply');
+    assert.equal((await session.rcptTo('bob@example.test')).kind, 'reply');
+    const started = Date.now();
+    // RSET is not the next command of the group: carol's reply is read (and stalls) first.
+    const rset = await session.rset();
+    assert.deepEqual(rset, { kind: 'timeout', stage: 'rset', afterMs: SHORT_MS, timedOutAt: 'rcpt' }, 'a timeout, not a hang-up of the server\'s, which a caller reconnects after');
+    assertTimedOut(session, sockets, 'rcpt', started);
+    assert.ok(!sentLines(session).includes('RSET'), `RSET never sent into the stalled dialogue: ${sentLines(session).join(' | ')}`);
+
+    // Cut short by the overall deadline, the later step says so as the wait did.
+    const cut = sessionFor(t, server, { timeouts: { ...GENEROUS, rcptMs: 30_000 }, deadline: performance.now() + 2000 });
+    await cut.open();
+    assert.equal(cut.pipeline([...group]), true);
+    await cut.mailFrom('');
+    await cut.rcptTo('bob@example.test');
+    const late = await cut.rset();
+    assert.ok(late.kind === 'timeout' && late.timedOutAt === 'rcpt' && late.cutShortMs !== undefined && late.cutShortMs + late.afterMs === 30_000, `the deadline ended carol's wait, with the rest of the RCPT timer left: ${JSON.stringify(late)}`);
   });
 
   it('each stage waits out its own timer: a slow MAIL within commandMs and a slow RCPT within rcptMs are answered', async (t) => {

@@ -171,6 +171,46 @@ describe('VerificationCache records fuzzed', () => {
     assert.equal(((await cache.getDomain('again.example')).catchall as { localPart?: string }).localPart, 'callout-zzzzzzzzzzzz', 'an inconclusive one is replaced');
   });
 
+  it('an inconclusive catch-all fact never replaces a definite answer another process writes right after the record was read; another inconclusive one it replaces', async () => {
+    /** A store where another process writes `then` to a key right after each read of it (at most `times` reads). */
+    class RacingStore extends MemoryStore {
+      constructor(clock: ManualClock, private readonly racing: { key: string; then: () => string; times: number }) {
+        super({ clock });
+      }
+
+      override async get(key: string) {
+        const read = await super.get(key);
+        if (key === this.racing.key && this.racing.times-- > 0) await super.set(key, this.racing.then(), 60_000);
+        return read;
+      }
+    }
+    const clock = new ManualClock();
+    const config = validateConfig({}).cache;
+    const key = domainKey('race.example', 'catchall');
+    const deferred = { ...deferredFact, at: clock.now(), retryAt: clock.now() + config.greylistRetry, firstAskedAt: clock.now() };
+    const other = { ...deferred, localPart: 'callout-zzzzzzzzzzzz' };
+    for (const state of ['accepted', 'refused'] as const) {
+      const definite = JSON.stringify({ state, reason: 'catch-all', description: state, at: clock.now() });
+      // Absent when read, and inconclusive when read: the definite answer lands in between either way.
+      for (const before of [undefined, JSON.stringify(other)]) {
+        const store = new RacingStore(clock, { key, then: () => definite, times: 1 });
+        if (before !== undefined) await store.set(key, before, 60_000);
+        await new VerificationCache(store, config, clock).putDomain('race.example', 'catchall', deferred);
+        assert.equal((await store.get(key))?.value, definite, `the ${state} answer written after the read (of ${before === undefined ? 'no record' : 'an inconclusive one'}) stays`);
+      }
+    }
+
+    const once = new RacingStore(clock, { key, then: () => JSON.stringify(other), times: 1 });
+    await new VerificationCache(once, config, clock).putDomain('race.example', 'catchall', deferred);
+    assert.deepEqual(JSON.parse((await once.get(key))!.value), deferred, 'read again after another inconclusive fact came in between: written');
+
+    // Changed under every write: given up, not retried for ever, and what the others wrote stays.
+    let count = 0;
+    const busy = new RacingStore(clock, { key, then: () => JSON.stringify({ ...other, at: ++count }), times: Infinity });
+    await new VerificationCache(busy, config, clock).putDomain('race.example', 'catchall', deferred);
+    assert.equal(JSON.parse((await busy.get(key))!.value).localPart, other.localPart, 'the last fact another process wrote stays');
+  });
+
   it('reads an inconclusive catch-all fact whose local part would not make a plain ASCII address of the domain as absent: it is sent as written', async () => {
     const clock = new ManualClock();
     const store = new MemoryStore({ clock });

@@ -105,3 +105,24 @@ describe('with PIPELINING, a reply that is no SMTP reply read with the one befor
     assert.equal(w.connections(ip), 1, JSON.stringify(r.attempts.map((a) => a.outcome)));
   });
 });
+
+describe('with PIPELINING, an RCPT that times out while a step reads the replies before its own', () => {
+  // After bob's 452 the dialogue asks for RSET, whose turn comes only once carol's pipelined RCPT
+  // is answered: the timeout that closes the session there must read as a timeout at RSET too,
+  // not as a hang-up of the server's, which reconnected to a tarpit (and carol read
+  // "protocol-error: connection failed at rset").
+  it('at RCPT: one connection, the address answered kept, the stalled one unknown (timeout)', async () => {
+    const ip = '127.0.0.212';
+    const rcpt: StepHandler = (arg, session) => {
+      const local = pathOf(arg).split('@')[0];
+      return local === 'carol' ? stall(arg, session) : local === 'bob' ? '452 4.5.3 Error: too many recipients' : '250 2.1.5 Ok';
+    };
+    const w = await make(mxZone({ 'tarpit.test': ip }), { [ip]: { ...pipelining(), rcpt } });
+    const results = await w.engine({ callout: { randomProbe: false, timeouts: { ...timeouts, rcpt: `${COMMAND}ms` } } }).verifyMany(['alice@tarpit.test', 'bob@tarpit.test', 'carol@tarpit.test']);
+    assert.equal(w.connections(ip), 1, `a new connection after a timeout: ${JSON.stringify(results[0]!.attempts.map((a) => a.outcome))}`);
+    assert.deepEqual(results.map((r) => r.verdict), ['deliverable', 'unknown', 'unknown'], results.map((r) => r.description).join('; '));
+    assert.equal(results[2]!.reason, 'timeout', results[2]!.description);
+    assert.match(results[2]!.description, new RegExp(`timed out at rcpt after ${COMMAND} ms`), 'the step whose reply never came is named');
+    assert.deepEqual(rcptsTo(w.commands(ip)), ['alice@tarpit.test', 'bob@tarpit.test', 'carol@tarpit.test'], w.commands(ip).join(' | '));
+  });
+});
