@@ -202,6 +202,10 @@ interface Item {
   /** The atom as written, without its quantifier; undefined for a group. */
   source: string | undefined;
   quantified: boolean;
+  /** Whether its quantifier lets it match nothing (?, *, {0,n}). */
+  optional: boolean;
+  /** The group's own frame, for whether something in it can match a character. */
+  group: Frame | undefined;
 }
 
 interface Frame {
@@ -214,13 +218,25 @@ interface Frame {
   quantified: boolean;
   alternation: boolean;
   items: Item[];
-  /** Its last part of varying length, until the atom after it says whether that ends it. */
-  pending: Item | undefined;
+  /**
+   * Its parts of varying length not yet ended, until the atoms after them say whether they are:
+   * the last one and, while only optional groups that they cannot match follow, those before.
+   */
+  pending: Pending[];
+}
+
+/**
+ * A part of varying length and the atoms of one character written after it ([a-z]+ and [a-z] in
+ * [a-z]+[a-z]@): a character that none of them matches ends them all, at one place.
+ */
+interface Pending {
+  part: Item;
+  between: Item[];
 }
 
 const UNBOUNDED = Number.POSITIVE_INFINITY;
 
-const newFrame = (): Frame => ({ degree: 0, quantified: false, alternation: false, items: [], pending: undefined });
+const newFrame = (): Frame => ({ degree: 0, quantified: false, alternation: false, items: [], pending: [] });
 
 /** The quantifier at `at` in a JavaScript regular expression (non-Unicode mode): its length and bounds. */
 function quantifierAt(source: string, at: number): { length: number; min: number; max: number } | undefined {
@@ -241,26 +257,54 @@ function quantifierAt(source: string, at: number): { length: number; min: number
   return { length: source[at + length] === '?' ? length + 1 : length, min, max };
 }
 
-/** The character an unquantified literal atom (x, \.) matches, or undefined. */
-function literalChar(item: Item | undefined): string | undefined {
-  if (item === undefined || item.quantified || item.source === undefined) return undefined;
-  const text = /^(?:\\([^A-Za-z0-9])|([^\\.[^$]))$/.exec(item.source);
-  return text?.[1] ?? text?.[2];
+/**
+ * The characters an atom of literals matches, whatever its quantifier: x, \., or a class of
+ * them, [._-] (no range, no negation, no \w); undefined for any other atom or a group.
+ */
+function literalChars(item: Item | undefined): string[] | undefined {
+  const source = item?.source;
+  if (source === undefined) return undefined;
+  const single = /^(?:\\([^A-Za-z0-9])|([^\\.[^$]))$/.exec(source);
+  if (single) return [single[1] ?? single[2]!];
+  const members = /^\[(?!\^)((?:\\[^A-Za-z0-9]|[^\\\]])+)\]$/.exec(source)?.[1];
+  if (members === undefined) return undefined;
+  const chars = [...members.matchAll(/\\(.)|(.)/g)].map((m) => ({ ch: (m[1] ?? m[2])!, escaped: m[1] !== undefined, at: m.index }));
+  // A `-` between two members makes a range.
+  return chars.some(({ ch, escaped, at }) => ch === '-' && !escaped && at > 0 && at < members.length - 1) ? undefined : chars.map(({ ch }) => ch);
 }
+
+/** The characters an item must start with: its literals, or a group's first item's when that is not optional. */
+function startChars(item: Item | undefined): string[] | undefined {
+  if (item?.group === undefined) return literalChars(item);
+  const first = item.group.items[0];
+  return item.group.alternation || first === undefined || first.optional ? undefined : startChars(first);
+}
+
+/** A separator between a group's repetitions: one literal character or class of them, unquantified. */
+const separatorChars = (item: Item | undefined) => (item === undefined || item.quantified ? undefined : literalChars(item));
 
 const atomMatches = (source: string, ch: string) => new RegExp(`^(?:${source})$`, 'i').test(ch);
 
+/** Whether an item can match `ch` (any item of a group, nested ones included). */
+function matchesChar(item: Item, ch: string): boolean {
+  return item.group === undefined ? atomMatches(item.source!, ch) : item.group.items.some((inner) => matchesChar(inner, ch));
+}
+
+const holdsAlternation = (frame: Frame): boolean => frame.alternation || frame.items.some((item) => item.group !== undefined && holdsAlternation(item.group));
+
 /**
  * Whether each repetition of a group is told from the next by a character: one written first
- * or last, unrepeated, that nothing else in the group matches, as the dot of (\w+\.)* (linear).
+ * or last, unrepeated, that nothing else in the group (its nested groups included) matches, as
+ * the dot of (\w+\.)* and the [._-] of ([._-][a-z0-9]+)* (linear). Nested groups repeated
+ * themselves were judged when they closed.
  */
 function delimited(group: Frame): boolean {
-  if (group.alternation || group.items.some((item) => item.source === undefined)) return false;
-  const others = (skip: number, ch: string) => group.items.every((item, index) => index === skip || !atomMatches(item.source!, ch));
-  const last = group.items.length - 1;
-  const first = literalChar(group.items[0]);
-  const end = literalChar(group.items[last]);
-  return (first !== undefined && others(0, first)) || (end !== undefined && others(last, end));
+  if (group.alternation) return false;
+  const separates = (at: number) => {
+    const chars = separatorChars(group.items[at]);
+    return chars !== undefined && group.items.every((item, index) => index === at || chars.every((ch) => !matchesChar(item, ch)));
+  };
+  return separates(0) || separates(group.items.length - 1);
 }
 
 /**
@@ -271,11 +315,13 @@ function delimited(group: Frame): boolean {
  * (--enable-experimental-regexp-engine-on-excessive-backtracks) does not take these, which are
  * case-insensitive: Node 20 runs no /i expression on it. So the shapes that backtrack without
  * bound are refused where the entry is read:
- *   - a group repeated more than once that holds a quantifier, unless a character that nothing
- *     else in it matches starts or ends it, as in (\w+\.)*: (a+)+, (\w+\.?)*, (\d{1,3})+;
- *   - alternatives repeated more than 3 times: (a|ab)*;
+ *   - a group repeated more than once that holds a quantifier, unless a character (or a class
+ *     of them) that nothing else in it, nested groups included, matches starts or ends it, as in
+ *     (\w+\.)* and ([._-][a-z0-9]+)*: (a+)+, (\w+\.?)*, (\d{1,3})+;
+ *   - alternatives repeated more than 3 times, in a nested group too: (a|ab)*, ((a|a)\.)*;
  *   - more than WHITELIST_LIMITS.regexDegree parts of varying length (.*, \w+, -?) that the
- *     character written right after them does not end (as `-` ends [0-9]+ in [0-9]+-), the
+ *     characters written right after them do not end (as `-` ends [0-9]+ in [0-9]+-, and
+ *     [._-] ends [a-z]+ in [a-z]+([._-][a-z]+)*@, where `@` ends it once the group is done), the
  *     search of an expression that does not start with ^ counting as one: time grows as the
  *     subject's length to that power (.*a.*a.*a.*a).
  * Matching a subject of WHITELIST_LIMITS.regexSubject characters then takes milliseconds.
@@ -283,13 +329,19 @@ function delimited(group: Frame): boolean {
 export function backtrackingProblem(source: string): string | undefined {
   const stack: Frame[] = [newFrame()];
   let topLevelAlternation = false;
-  /** Counts the pending part of `frame` unless `next` is a character it cannot match. */
+  /**
+   * Counts each pending part of `frame` unless `next` starts with characters it cannot match;
+   * one that an optional `next` ends stays pending, as what follows it when skipped must end it too.
+   */
   const settle = (frame: Frame, next: Item | undefined) => {
-    const pending = frame.pending;
-    if (pending === undefined) return;
-    const ch = literalChar(next);
-    if (ch === undefined || pending.source === undefined || atomMatches(pending.source, ch)) frame.degree += 1;
-    frame.pending = undefined;
+    const chars = startChars(next);
+    frame.pending = frame.pending.flatMap((pending) => {
+      const run = [pending.part, ...pending.between];
+      if (chars !== undefined && !chars.some((ch) => run.some((item) => matchesChar(item, ch)))) return next!.optional ? [pending] : [];
+      if (next !== undefined && next.group === undefined && !next.quantified) return [{ part: pending.part, between: [...pending.between, next] }];
+      frame.degree += 1;
+      return [];
+    });
   };
   for (let i = 0; i < source.length; ) {
     const c = source[i]!;
@@ -307,7 +359,7 @@ export function backtrackingProblem(source: string): string | undefined {
       i += 1;
       continue;
     } else if (c === ')') {
-      settle(top, undefined);
+      // What is pending at its end is ended, or not, by what follows the group.
       inner = stack.length > 1 ? stack.pop()! : newFrame();
       i += 1;
     } else if (c === '[') {
@@ -322,23 +374,29 @@ export function backtrackingProblem(source: string): string | undefined {
     const quantifier = quantifierAt(source, i);
     if (quantifier !== undefined) i += quantifier.length;
     const enclosing = stack[stack.length - 1]!;
-    const item = { source: written, quantified: quantifier !== undefined };
+    const { min, max } = quantifier ?? { min: 1, max: 1 };
+    const item: Item = { source: written, quantified: quantifier !== undefined, optional: min === 0, group: inner };
     settle(enclosing, item);
     enclosing.items.push(item);
     enclosing.quantified ||= item.quantified || inner?.quantified === true;
-    const { min, max } = quantifier ?? { min: 1, max: 1 };
     if (inner !== undefined && max > 1) {
+      // Between two repetitions, what follows a part pending at the group's end is its start.
+      settle(inner, { ...item, optional: true });
       const repeated = `${source.slice(0, i)}...`;
-      if (inner.quantified && !delimited(inner)) {
+      // Delimited repetitions still multiply the ways each one can match: (a?a*\.)+.
+      if (inner.quantified && (!delimited(inner) || (max === UNBOUNDED && inner.degree > 0))) {
         const growth = max === UNBOUNDED ? 'exponential in the length of a name or address' : `growing as the length of a name or address to the power ${max}`;
         return `can take time ${growth}: a group repeated more than once holds a quantifier (as (a+)+ does; here ${repeated}): write the repetition once, (a+)+ as a+, or end the group with a character nothing else in it matches, as in (\\w+\\.)*`;
       }
-      if (inner.alternation && max > 3) {
+      if (holdsAlternation(inner) && max > 3) {
         return `can take time exponential in the length of a name or address: alternatives are repeated ${max === UNBOUNDED ? 'without bound' : `up to ${max} times`} (as (a|ab)* does; here ${repeated}): write a character class, (a|b)* as [ab]*, or repeat them at most 3 times`;
       }
     }
-    if (inner !== undefined) enclosing.degree += max === UNBOUNDED ? inner.degree : inner.degree * max;
-    if (max > min) enclosing.pending = item;
+    if (inner !== undefined) {
+      enclosing.degree += max === UNBOUNDED ? inner.degree : inner.degree * max;
+      enclosing.pending.push(...inner.pending);
+    }
+    if (max > min) enclosing.pending.push({ part: item, between: [] });
   }
   const outer = stack[0]!;
   settle(outer, undefined);

@@ -82,13 +82,13 @@ describe('whitelist regular expressions that backtrack without bound', () => {
   });
 
   it('what it lets through matches a hostile subject at the length limit in milliseconds', () => {
-    const atom = fc.constantFrom('a', 'b', '\\w', '.', '[ab]', '\\.', '-', '[^x]', '\\d', '[a-z]');
+    const atom = fc.constantFrom('a', 'b', '\\w', '.', '[ab]', '\\.', '-', '[^x]', '\\d', '[a-z]', '[._-]', '[.a]', '[-b]');
     const quantifier = fc.constantFrom('', '', '*', '+', '?', '{2}', '{1,3}', '{2,}', '*?');
     const sequence = (inner: fc.Arbitrary<string>) => fc.array(fc.tuple(inner, quantifier).map(([a, q]) => a + q), { minLength: 1, maxLength: 4 }).map((parts) => parts.join(''));
     const group = (inner: fc.Arbitrary<string>) => fc.tuple(sequence(inner), fc.option(sequence(inner))).map(([a, b]) => `(?:${a}${b === null ? '' : `|${b}`})`);
     const level2 = sequence(fc.oneof(atom, group(atom)));
     const level1 = sequence(fc.oneof(atom, group(atom), group(level2)));
-    const subjects = ['a', 'a.', 'ab', 'a-', '1', 'aab'].map((unit) => unit.repeat(Math.ceil(WHITELIST_LIMITS.regexSubject / unit.length)).slice(0, WHITELIST_LIMITS.regexSubject - 1) + '!');
+    const subjects = ['a', 'a.', 'ab', 'a-', '1', 'aab', 'a_', 'a.b-'].map((unit) => unit.repeat(Math.ceil(WHITELIST_LIMITS.regexSubject / unit.length)).slice(0, WHITELIST_LIMITS.regexSubject - 1) + '!');
     fc.assert(
       fc.property(fc.boolean(), level1, fc.constantFrom('@x$', 'y'), (anchor, body, end) => {
         const source = `${anchor ? '^' : ''}${body}${end}`;
@@ -107,6 +107,75 @@ describe('whitelist regular expressions that backtrack without bound', () => {
         }
       }),
       { numRuns: 400 },
+    );
+  });
+});
+
+/** A subject of the length limit that each repetition of `unit` takes some way into, then fails on. */
+const hostile = (unit: string) => unit.repeat(Math.ceil(WHITELIST_LIMITS.regexSubject / unit.length)).slice(0, WHITELIST_LIMITS.regexSubject - 1) + '!';
+
+/** Site entries that match a name or an address in time linear in it: each must be kept. */
+const FAST_SITE_ENTRIES: readonly { regex: string; matches: string; hostile: readonly string[] }[] = [
+  { regex: '^[a-z0-9]+([._-][a-z0-9]+)*@example\\.com$', matches: 'jo.ann_b-c@example.com', hostile: ['a', 'a.', 'a-a_'] },
+  { regex: '^(([a-z0-9-]+)\\.)+example\\.com$', matches: 'mx-1.mail.example.com', hostile: ['a.', 'a-', 'ab.'] },
+  { regex: '^([a-z0-9]+(-[a-z0-9]+)*\\.)+example\\.com$', matches: 'mx-1-b.mail.example.com', hostile: ['a-', 'a.', 'a-a.'] },
+  { regex: '^([a-z0-9]+([-_][a-z0-9]+)*\\.)+example\\.(com|net)$', matches: 'smtp_out-2.eu.example.net', hostile: ['a-', 'a_a.', 'a.'] },
+  { regex: '^mail[0-9]*([.-][a-z0-9]+)*\\.example\\.org$', matches: 'mail12-out.fra.example.org', hostile: ['a.', 'mail1-', '-a'] },
+  { regex: '^([a-z0-9-]+\\.)*mx\\.example\\.net$', matches: 'a.b.mx.example.net', hostile: ['a.', 'mx.', 'a-'] },
+  { regex: '^[a-z0-9]+([.+_-][a-z0-9]+)*@([a-z0-9]+\\.)+example\\.com$', matches: 'post+ext@lists.eu.example.com', hostile: ['a.', 'a+', 'a@a.'] },
+  { regex: '^([a-z0-9]+[._-])*postmaster@example\\.org$', matches: 'dept-postmaster@example.org', hostile: ['a.', 'a_', 'a-b'] },
+  { regex: '^[a-z0-9._%+-]+@([a-z0-9-]+\\.)+example\\.com$', matches: 'a.b%c@x.example.com', hostile: ['a.', 'a@a.', 'a-'] },
+  { regex: '^(bounce|noreply)([-+][a-z0-9]+)*@example\\.com$', matches: 'bounce-123-abc@example.com', hostile: ['bounce-', 'noreply+a', '-a'] },
+  { regex: '^[a-z]+-[0-9]+(-[0-9]+)*\\.dyn\\.example\\.net$', matches: 'host-1-2-3.dyn.example.net', hostile: ['a-', 'a-1-', '1-'] },
+  { regex: '^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+example\\.com$', matches: 'a1.b-2.example.com', hostile: ['a.', 'a-', 'ab-.'] },
+  { regex: '^out[0-9]*\\.([a-z]{2,}\\.)*example\\.com$', matches: 'out3.eu.west.example.com', hostile: ['ab.', 'out1.', 'a.'] },
+  { regex: '^[a-z0-9]+(\\.[a-z0-9]+)*\\+[a-z0-9]+@example\\.com$', matches: 'a.b+list@example.com', hostile: ['a.', 'a+', 'a.a+'] },
+  { regex: '^(srs0|srs1)[=+-]([^@]+)@example\\.com$', matches: 'srs0=abc=de=x.org=u@example.com', hostile: ['srs0=', 'a=', '='] },
+];
+
+describe('whitelist regular expressions that match in linear time', () => {
+  it('keeps the usual address and host-name patterns (a class or a nested group between repetitions) and matches them at once on a hostile subject', () => {
+    const { problems } = parseRecipientWhitelist([{ source: 'f', text: FAST_SITE_ENTRIES.map(({ regex }) => `/${regex}/`).join('\n') }]);
+    assert.deepEqual(problems.map((p) => p.message), [], 'no entry of a site\'s usual patterns is refused');
+    for (const { regex, matches, hostile: units } of FAST_SITE_ENTRIES) {
+      const { whitelist } = parseRecipientWhitelist([{ source: 'f', text: `/${regex}/` }]);
+      assert.equal(whitelist.match(matches), `/${regex}/`, `/${regex}/ is kept and matches ${matches}`);
+      const re = new RegExp(regex, 'i');
+      for (const unit of units) {
+        const subject = hostile(unit);
+        const ms = elapsedMs(() => re.test(subject));
+        assert.ok(ms < 5, `/${regex}/ took ${ms.toFixed(2)} ms on ${JSON.stringify(subject.slice(0, 8))}... (320 characters)`);
+      }
+    }
+  });
+
+  it('still refuses the shapes that backtrack exponentially, a nested group\'s alternatives included', () => {
+    for (const source of ['(a+)+', '(a|a)*', '^([a-z0-9]+[._-]?)+@x', '(\\w+\\.?)*', '^((a|a)\\.)*@x$', '^(([a-z]+)[.a])+@x$', '^([a-z]+([.-][a-z]+)?)+@x$', '^[a-z]*(-b)?[a-z]*(-c)?[a-z]*@x$', '^(?:[a-z]?a*?\\.)+y', '^(?:[._-]a*[a-z]*)*@x$']) {
+      assert.ok(backtrackingProblem(source) !== undefined, `/${source}/ is refused`);
+    }
+  });
+  it('keeps the delimited shapes it generates (a literal or a class of them between repetitions, a nested group inside) and each is fast', () => {
+    const literal = (ch: string) => (ch === '-' || ch === '_' ? ch : `\\${ch}`);
+    // A class of literals, `-` last so that it makes no range.
+    const separator = (chars: string[]) => (chars.length === 1 ? literal(chars[0]!) : `[${chars.filter((ch) => ch !== '-').map(literal).join('')}${chars.includes('-') ? '-' : ''}]`);
+    const word = fc.constantFrom('[a-z0-9]+', '[a-z]+', '\\d+', '[a-z0-9]{1,8}', 'x[0-9]*');
+    const shape = fc
+      .tuple(fc.shuffledSubarray(['.', '-', '_', '+'], { minLength: 2 }), fc.integer({ min: 1, max: 3 }), word, word, fc.constantFrom('*', '+', '{2,}'), fc.boolean())
+      .map(([chars, split, w1, w2, times, form]) => {
+        const [outer, inner] = [separator(chars.slice(0, Math.min(split, chars.length - 1))), separator(chars.slice(Math.min(split, chars.length - 1)))];
+        return form ? `^${w1}(?:${outer}${w2}(?:${inner}${w1})*)${times}@x\\.example$` : `^(?:${w1}(?:${inner}${w2})*${outer})${times}example\\.com$`;
+      });
+    const units = ['a', 'a.', 'a-', 'a_', 'a+', '1', 'a-a.', 'a.a-'];
+    fc.assert(
+      fc.property(shape, (source) => {
+        assert.equal(backtrackingProblem(source), undefined, `/${source}/ is kept`);
+        const re = new RegExp(source, 'i');
+        for (const unit of units) {
+          const ms = elapsedMs(() => re.test(hostile(unit)));
+          assert.ok(ms < 5, `/${source}/ took ${ms.toFixed(2)} ms on ${JSON.stringify(hostile(unit).slice(0, 8))}...`);
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 });
