@@ -414,8 +414,10 @@ interface StoreOutcomes {
 
 /**
  * The store as the daemon's stages, callout engine, purge and /health use it, telling each failure
- * and each write that succeeded to `outcomes`: the one place where the end of a store's trouble is
- * seen, whichever the store. Reads and purges tell only their failures: with the disk full, or
+ * and each write that stored a value to `outcomes`: the one place where the end of a store's trouble
+ * is seen, whichever the store. Not a delete, nor a conditional write that stored nothing: Redis
+ * at maxmemory (OOM) still takes DEL and a compare that writes nothing, and a full disk a delete
+ * of nothing, while every write that stores is refused. Reads and purges tell only their failures: with the disk full, or
  * another process holding SQLite's write lock, reads still succeed, and Redis's purge answers
  * without asking Redis. peek never fails (a fault is get()'s to report), and no part of the daemon
  * lists (scanPages): both are passed on as they are.
@@ -424,6 +426,8 @@ class WatchedStore implements Store {
   readonly kind: Store['kind'];
   private readonly failed: (err: unknown) => never;
   private readonly wrote: <T>(value: T) => T;
+  /** wrote, for a conditional write: only one that stored its value. */
+  private readonly wroteIf: (stored: boolean) => boolean;
 
   constructor(
     readonly inner: Store,
@@ -437,6 +441,10 @@ class WatchedStore implements Store {
     this.wrote = (value) => {
       outcomes.wrote();
       return value;
+    };
+    this.wroteIf = (stored) => {
+      if (stored) outcomes.wrote();
+      return stored;
     };
   }
 
@@ -457,19 +465,19 @@ class WatchedStore implements Store {
   }
 
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
-    return this.inner.setIfAbsent(key, value, ttlMs).then(this.wrote, this.failed);
+    return this.inner.setIfAbsent(key, value, ttlMs).then(this.wroteIf, this.failed);
   }
 
   compareAndSet(key: string, expected: string | undefined, value: string, ttlMs: number): Promise<boolean> {
-    return this.inner.compareAndSet(key, expected, value, ttlMs).then(this.wrote, this.failed);
+    return this.inner.compareAndSet(key, expected, value, ttlMs).then(this.wroteIf, this.failed);
   }
 
   delete(key: string): Promise<void> {
-    return this.inner.delete(key).then(this.wrote, this.failed);
+    return this.inner.delete(key).then(undefined, this.failed);
   }
 
   deleteIf(key: string, expected: string): Promise<boolean> {
-    return this.inner.deleteIf(key, expected).then(this.wrote, this.failed);
+    return this.inner.deleteIf(key, expected).then(undefined, this.failed);
   }
 
   increment(key: string, by: number, ttlMs: number): Promise<number> {

@@ -28,6 +28,8 @@ import { mxZone } from '../verify/fixture.js';
 import { captureLog } from '../support/log-capture.js';
 import { until } from '../support/wait.js';
 import { DAMAGED_STORE_KEYS, writeDamagedStore } from '../support/sqlite-damage.js';
+import { startRedis } from '../support/redis.js';
+import { Redis } from 'ioredis';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -382,6 +384,31 @@ describe('callout serve', () => {
       lines.filter((l) => l.msg === 'store available').map(({ store: name, failingForMs, failedOperations }) => ({ name, failingForMs, failedOperations })),
       [{ name: 'memory', failingForMs: 1_000, failedOperations: 3 }],
     );
+  });
+
+  it('ends an outage only by a write that stored a value: Redis at maxmemory still takes deletes and compares that write nothing', async () => {
+    const redis = await startRedis();
+    cleanups.push(() => redis.stop());
+    const { lines, log } = captureLog();
+    const clock = new ManualClock();
+    const { daemon } = await startDaemonWithClient({ overrides: { store: { kind: 'redis', url: redis.url }, policy: { listen: '127.0.0.1:0' }, metrics: { listen: '' } }, log, clock }, cleanups);
+    const store = (daemon as unknown as { store: Store }).store;
+    await store.set('oom:k', 'v', 60_000);
+    const admin = new Redis(redis.url);
+    cleanups.push(() => void admin.disconnect());
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    await assert.rejects(store.set('oom:k2', 'v', 60_000), /OOM/);
+    clock.advance(1_000);
+    await store.delete('oom:k');
+    await store.deleteIf('oom:absent', 'v');
+    assert.equal(await store.compareAndSet('oom:k', 'not-this', 'v', 60_000), false, 'a compare that stores nothing');
+    await assert.rejects(store.set('oom:k3', 'v', 60_000), /OOM/, 'Redis still refuses every write that stores');
+    const available = () => lines.filter((l) => l.msg === 'store available');
+    assert.deepEqual(available(), [], 'no end of an outage that goes on');
+    await admin.config('SET', 'maxmemory', '0');
+    await store.set('oom:k4', 'v', 60_000);
+    assert.deepEqual(available().map((l) => l.failedOperations), [2], 'the first write that stored ends it');
   });
 
   it('measures how long the store failed by the real clock, not by policy_test_time (policy.acceptTestTime)', async () => {
