@@ -19,7 +19,9 @@
  *                             greeting, HELO or MAIL, or at RCPT for every recipient, or could
  *                             not be reached: no useful information until the record expires).
  *   A temporary or inconclusive result never overwrites a definite one before it expires
- *   (Postfix: "as long as some probes succeed the address will remain cached as OK").
+ *   (Postfix: "as long as some probes succeed the address will remain cached as OK"), even one
+ *   another daemon or worker on the store writes between our read and our write: such a result
+ *   is written by compare-and-set against the record as read (writeAsRead).
  *   An inconclusive catch-all fact holds the random local part that got the 4xx, when it was
  *   first asked and when to ask it again (retryAt): until then a callout of the domain skips the
  *   random probe and answers as an inconclusive one does; at the retry the same local part is
@@ -110,8 +112,8 @@ export interface DomainFacts {
 const DEFINITE: ReadonlySet<Verdict> = new Set<Verdict>(['deliverable', 'undeliverable', 'risky']);
 
 const DECODED_MEMORY_LIMIT = 8_192;
-/** Read and compare-and-set rounds of an inconclusive catch-all fact whose record other processes keep changing. */
-const INCONCLUSIVE_WRITE_TRIES = 3;
+/** Read and compare-and-set rounds of a temporary verdict or inconclusive catch-all fact whose record other processes keep changing. */
+const AS_READ_WRITE_TRIES = 3;
 /** The longest stored verdict read (see LIMITS); the late verdicts of the sender-callout stage share it. */
 export const MAX_VERDICT_RECORD_LENGTH = 16_384;
 
@@ -196,20 +198,20 @@ export class VerificationCache {
       ttl = Math.min(this.config.addressPositive, this.config.domainNegative);
       refresh = this.config.addressPositiveRefresh;
     } else {
-      const stored = await this.store.get(this.prefix + calloutRecordKey(address));
-      const existing = this.addressRecord(stored);
-      if (stored && existing && DEFINITE.has(existing.verdict)) {
+      const tempfail = this.config.tempfail;
+      if (tempfail <= 0) return;
+      const temporary: AddressRecord = { ...record, refreshAt: now + tempfail };
+      await this.writeAsRead(this.prefix + calloutRecordKey(address), (stored) => {
+        const existing = this.addressRecord(stored);
+        if (!stored || !existing || !DEFINITE.has(existing.verdict)) return { value: JSON.stringify(temporary), ttl: tempfail };
         // Kept. A stale record's next refresh waits as long as a temporary answer is remembered:
         // otherwise, while its refreshes keep failing, every verification would probe again.
         const left = stored.expiresAt - now;
-        if (existing.refreshAt <= now && this.config.tempfail > 0 && left > 0) {
-          const kept: AddressRecord = { ...existing, refreshAt: Math.min(now + this.config.tempfail, stored.expiresAt) };
-          await this.store.set(this.prefix + calloutRecordKey(address), JSON.stringify(kept), left);
-        }
-        return;
-      }
-      ttl = this.config.tempfail;
-      refresh = ttl;
+        if (existing.refreshAt > now || left <= 0) return undefined;
+        const kept: AddressRecord = { ...existing, refreshAt: Math.min(now + tempfail, stored.expiresAt) };
+        return { value: JSON.stringify(kept), ttl: left };
+      });
+      return;
     }
     if (ttl <= 0) return;
     const full: AddressRecord = { ...record, refreshAt: now + Math.min(refresh, ttl) };
@@ -258,15 +260,25 @@ export class VerificationCache {
       await this.store.set(key, JSON.stringify(fact), ttl);
       return;
     }
-    // Another process's definite answer, written since this probe read the record or between
-    // the read below and the write, stays: the write holds only while the record is as read.
-    // Changed under each of INCONCLUSIVE_WRITE_TRIES writes, the record is left as the others
-    // wrote it: a definite answer, or an inconclusive one as recent as this.
-    for (let attempt = 0; attempt < INCONCLUSIVE_WRITE_TRIES; attempt++) {
-      const stored = await this.store.get(key);
+    await this.writeAsRead(key, (stored) => {
       const existing = this.domainFact(stored, domain, name) as CatchAllFact | undefined;
-      if (existing && existing.state !== 'inconclusive') return;
-      if (await this.store.compareAndSet(key, stored?.value, JSON.stringify(fact), ttl)) return;
+      return existing && existing.state !== 'inconclusive' ? undefined : { value: JSON.stringify(fact), ttl };
+    });
+  }
+
+  /**
+   * Writes what `next` makes of the record at key (nothing when it returns undefined), only while
+   * the record is as read: another process's definite answer, written since the caller's probe
+   * read the record or between the read here and the write, is judged by `next` again rather
+   * than overwritten. Changed under each of AS_READ_WRITE_TRIES writes, the record is left as
+   * the others wrote it: a definite answer, or a temporary one as recent as this.
+   */
+  private async writeAsRead(key: string, next: (stored: Readonly<StoredValue> | undefined) => { value: string; ttl: number } | undefined): Promise<void> {
+    for (let attempt = 0; attempt < AS_READ_WRITE_TRIES; attempt++) {
+      const stored = await this.store.get(key);
+      const write = next(stored);
+      if (write === undefined) return;
+      if (await this.store.compareAndSet(key, stored?.value, write.value, write.ttl)) return;
     }
   }
 

@@ -51,6 +51,19 @@ const goodFact = { reason: 'refused-at-mail', description: 'try again later', at
 /** A 4xx to the random local part, remembered (verify/engine). */
 const deferredFact: Extract<CatchAllFact, { state: 'inconclusive' }> = { state: 'inconclusive', reason: 'catch-all-unknown', description: 'greylisted', reply: { stage: 'rcpt', code: 450 }, at: 1, retryAt: 2, localPart: 'callout-abc123abc123', firstAskedAt: 1 };
 
+/** A store where another process writes `then` to a key right after each read of it (at most `times` reads). */
+class RacingStore extends MemoryStore {
+  constructor(clock: ManualClock, private readonly racing: { key: string; then: () => string; times: number }) {
+    super({ clock });
+  }
+
+  override async get(key: string) {
+    const read = await super.get(key);
+    if (key === this.racing.key && this.racing.times-- > 0) await super.set(key, this.racing.then(), 60_000);
+    return read;
+  }
+}
+
 /** Stored text: anything, JSON of anything, or a good record with one field changed to anything. */
 const stored = fc.oneof(
   fc.string({ maxLength: 200 }),
@@ -172,18 +185,6 @@ describe('VerificationCache records fuzzed', () => {
   });
 
   it('an inconclusive catch-all fact never replaces a definite answer another process writes right after the record was read; another inconclusive one it replaces', async () => {
-    /** A store where another process writes `then` to a key right after each read of it (at most `times` reads). */
-    class RacingStore extends MemoryStore {
-      constructor(clock: ManualClock, private readonly racing: { key: string; then: () => string; times: number }) {
-        super({ clock });
-      }
-
-      override async get(key: string) {
-        const read = await super.get(key);
-        if (key === this.racing.key && this.racing.times-- > 0) await super.set(key, this.racing.then(), 60_000);
-        return read;
-      }
-    }
     const clock = new ManualClock();
     const config = validateConfig({}).cache;
     const key = domainKey('race.example', 'catchall');
@@ -239,6 +240,36 @@ describe('VerificationCache records fuzzed', () => {
     clock.set(refreshAt);
     await cache.putAddress('gone@example.org', temporary);
     assert.equal((await cache.getAddress('gone@example.org'))?.refreshAt, refreshAt + config.tempfail);
+  });
+
+  it('a temporary verdict never replaces a definite one another process writes right after the record was read, nor does a postponed refresh; another temporary one it replaces', async () => {
+    const clock = new ManualClock();
+    const config = validateConfig({}).cache;
+    const key = calloutRecordKey('race@example.org');
+    const temporary = { verdict: 'unknown', reason: 'timeout', description: 't', catchAll: 'not-run', postmaster: 'not-run', checkedAt: clock.now() } as const;
+    const otherTemporary = JSON.stringify({ ...temporary, description: 'other', refreshAt: clock.now() + config.tempfail });
+    const staleDefinite = JSON.stringify({ ...good, checkedAt: clock.now(), refreshAt: clock.now() });
+    for (const verdict of ['deliverable', 'undeliverable'] as const) {
+      const definite = JSON.stringify({ ...good, verdict, description: `newer ${verdict}`, checkedAt: clock.now(), refreshAt: clock.now() + config.addressNegativeRefresh });
+      // Absent, temporary or a stale definite record when read (the last is kept with its refresh
+      // postponed): the newer definite answer lands in between each time.
+      for (const before of [undefined, otherTemporary, staleDefinite]) {
+        const store = new RacingStore(clock, { key, then: () => definite, times: 1 });
+        if (before !== undefined) await store.set(key, before, 60_000);
+        await new VerificationCache(store, config, clock).putAddress('race@example.org', temporary);
+        assert.equal((await store.get(key))?.value, definite, `the ${verdict} answer written after the read (of ${before === undefined ? 'no record' : `a record ${JSON.parse(before).verdict}`}) stays`);
+      }
+    }
+
+    const once = new RacingStore(clock, { key, then: () => otherTemporary, times: 1 });
+    await new VerificationCache(once, config, clock).putAddress('race@example.org', temporary);
+    assert.equal(JSON.parse((await once.get(key))!.value).description, temporary.description, 'read again after another temporary verdict came in between: written');
+
+    // Changed under every write: given up, not retried for ever, and what the others wrote stays.
+    let count = 0;
+    const busy = new RacingStore(clock, { key, then: () => JSON.stringify({ ...JSON.parse(otherTemporary), checkedAt: ++count }), times: Infinity });
+    await new VerificationCache(busy, config, clock).putAddress('race@example.org', temporary);
+    assert.equal(JSON.parse((await busy.get(key))!.value).description, 'other', 'the last verdict another process wrote stays');
   });
 
   it('a lifetime of zero (cache.tempfail 0s) remembers nothing, and writing nothing is no store error', async () => {
