@@ -81,7 +81,7 @@ export function engineOverrides(flags: EngineFlags): RawConfig {
   const overrides: RawConfig = { callout };
   if (flags.dnsServer.length > 0) overrides.dns = { servers: flags.dnsServer };
   // A file named on the command line is where the shell is, not under the data directory.
-  if (flags.cache === '') throw new UsageError('--cache: got "", expected a file');
+  refuseEmpty('--cache', flags.cache, 'a file');
   if (flags.cache !== undefined) overrides.store = { kind: 'sqlite', path: resolve(flags.cache) };
   return overrides;
 }
@@ -213,4 +213,14 @@ export async function readMessageInput(file: string, stdin: NodeJS.ReadableStrea
     chunks.push(bytes);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * Refuses a file or domain flag given an empty value, as `--batv-key-file "$KEYS"` gives it in a
+ * unit file where KEYS is unset: taken for a flag not given, it left out the BATV map of `rewrite serve`, or
+ * the BATV proof of `bounce record` (its bounces answered "nothing recorded"), without a word.
+ * (`bounce record` beside --verp-sender warns instead: its VERP addresses still prove bounces.)
+ */
+export function refuseEmpty(flag: string, value: string | undefined, expected: string): void {
+  if (value === '') throw new UsageError(`${flag}: got "", expected ${expected}`);
 }

@@ -189,7 +189,7 @@ export async function main(argv: string[]): Promise<void> {
   } finally {
     // Still held: no action ran (--help, a usage error), or one that takes SIGHUP failed before
     // it took them (serve on a bad configuration), whose exit status they must not replace.
-    if (running !== undefined && takesReloads(running)) takeStartupReloads();
+    if (running !== undefined) takeStartupReloads();
     else releaseStartupReloads();
   }
 }

@@ -82,7 +82,7 @@ import { SRS_LIMITS, Srs, srsDomain, type SrsSeparator } from '../rewrite/srs.js
 import { TcpTableServer } from '../rewrite/tcp-table.js';
 import { POSTFIX_VERP_DELIMITERS, parseVerpDelimiters, verpDecode, verpEncode, verpSenderProblem, type VerpDelimiters } from '../rewrite/verp.js';
 import type { StoreSpec } from '../store/index.js';
-import { IDLE_POLL_MICROSECONDS, collect, once, readMessageInput, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
+import { IDLE_POLL_MICROSECONDS, collect, once, readMessageInput, refuseEmpty, reportLimitCut, unitFlag, wholeNumberFlag } from './options.js';
 import { configuredStore, daemonStateConfig, openCommandStore, openExistingStore } from './runtime.js';
 
 export interface RewriteCommandIo {
@@ -217,16 +217,6 @@ function keynumFlag(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d$/.test(value)) throw new UsageError(`--keynum: got "${value}", expected one digit 0-9`);
   return Number(value);
-}
-
-/**
- * A file or domain flag given an empty value, as `--batv-key-file "$KEYS"` gives it in a unit file
- * where KEYS is unset: taken for a flag not given, it left out the BATV map of `rewrite serve`, or
- * the BATV proof of `bounce record` (its bounces answered "nothing recorded"), without a word.
- * (`bounce record` beside --verp-sender warns instead: its VERP addresses still prove bounces.)
- */
-function refuseEmpty(flag: string, value: string | undefined, expected: string): void {
-  if (value === '') throw new UsageError(`${flag}: got "", expected ${expected}`);
 }
 
 function parseListen(text: string, what: string): ListenAddress {

@@ -22,6 +22,7 @@ import { shown, shownField, shownJson } from '../core/text.js';
 import type { Config } from '../config/schema.js';
 import type { Verdict, VerifyResult } from '../verify/types.js';
 import { createRuntime } from './runtime.js';
+import { refuseEmpty } from './options.js';
 
 export interface VerifyOptions {
   json: boolean;
@@ -44,7 +45,7 @@ const MAX_AHEAD = 1000;
 export async function runVerify(addresses: string[], options: VerifyOptions, config: Config, out: NodeJS.WritableStream = process.stdout): Promise<number> {
   const listed = options.file ? readAddressList(options.file) : [];
   const all = [...addresses, ...listed.map((entry) => entry.address)];
-  if (options.file === '') throw new UsageError('--file: got "", expected a file');
+  refuseEmpty('--file', options.file, 'a file');
   // "give --file LIST" to someone who gave one sent them looking at the command line, not at the list.
   if (all.length === 0 && options.file !== undefined) throw new UsageError(`--file ${options.file}: no address in it (blank lines and lines starting with # are skipped)`);
   if (all.length === 0) throw new UsageError('verify: give at least one ADDRESS or --file LIST');

@@ -135,7 +135,7 @@ export function readConfigFile(path: string, options: ReadConfigOptions = {}): R
   // allow` said "allowed" in one the daemon never reads. (A --data-dir flag is the shell's, as --cache is.)
   const { dataDir } = value;
   if (typeof dataDir === 'string' && dataDir !== '' && !isAbsolute(dataDir)) {
-    throw new ConfigError(`${path}: dataDir: got ${JSON.stringify(abbreviate(dataDir, 100))}, ${ABSOLUTE_PATH_EXPECTED}`);
+    throw new ConfigError(`${path}: dataDir: got ${describeValue(value, ['dataDir'])}, ${ABSOLUTE_PATH_EXPECTED}`);
   }
   return value;
 }

@@ -117,9 +117,9 @@ export class Metrics implements StageMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'callout_' });
-    this.counter('callouts_skipped', ['reason']);
+    this.newCounter('callouts_skipped', ['reason']);
     // From 0, so that increase() counts the first triplet to pass.
-    this.counter('greylist_triplets_passed', []);
+    this.newCounter('greylist_triplets_passed', []);
   }
 
   recordDecision(outcome: PipelineOutcome): void {
@@ -174,15 +174,12 @@ export class Metrics implements StageMetrics {
   }
 
   increment(name: string, labels: Record<string, string> = {}): void {
-    (this.stageCounters.get(name) ?? this.counter(name, Object.keys(labels))).inc(labels);
+    (this.stageCounters.get(name) ?? this.newCounter(name, Object.keys(labels))).inc(labels);
   }
 
-  private counter(name: string, labelNames: string[]): Tallies {
-    let counter = this.stageCounters.get(name);
-    if (!counter) {
-      counter = new Tallies({ name: `callout_${name}_total`, help: STAGE_COUNTER_HELP[name] ?? `Stage counter ${name}`, labelNames, registers: [this.registry] });
-      this.stageCounters.set(name, counter);
-    }
+  private newCounter(name: string, labelNames: string[]): Tallies {
+    const counter = new Tallies({ name: `callout_${name}_total`, help: STAGE_COUNTER_HELP[name] ?? `Stage counter ${name}`, labelNames, registers: [this.registry] });
+    this.stageCounters.set(name, counter);
     return counter;
   }
 }

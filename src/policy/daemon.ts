@@ -535,7 +535,12 @@ export class Daemon {
   policyAddress = '';
   metricsAddress = '';
 
-  private constructor(private readonly options: DaemonOptions) {}
+  /** The timers of the store's purge schedule: the ones that set it clear it. */
+  private readonly timers: Timers;
+
+  private constructor(private readonly options: DaemonOptions) {
+    this.timers = options.timers ?? systemTimers;
+  }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
     const daemon = new Daemon(options);
@@ -583,7 +588,7 @@ export class Daemon {
       throw err;
     }
     const requestTime = this.requestTime;
-    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()), this.options.timers);
+    this.purgeTimer = schedulePurges(this.store, config.store.purgeInterval, this.options.log, this.metrics, requestTime && (() => requestTime.maintenanceNow()), this.timers);
     // A worker serves no metrics itself: "off" in each worker's line, while the supervisor
     // served them, read as if metrics were off.
     const metrics = this.options.worker && config.metrics.listen ? 'served by the supervisor' : this.metricsAddress || 'off';
@@ -674,7 +679,7 @@ export class Daemon {
     this.stopping = true;
     this.options.log.info({}, 'stopping: draining policy connections');
     // No purge once stopping: the store is closed below, and a purge of a closed store fails.
-    (this.options.timers ?? systemTimers).clearTimeout(this.purgeTimer);
+    this.timers.clearTimeout(this.purgeTimer);
     await this.server.close({ drainMs: DRAIN_MS });
     // Scrapes go on through the policy drain; a connection still open after it must not hold the stop.
     if (this.metricsServer) await closeMetricsServer(this.metricsServer);

@@ -614,7 +614,7 @@ export class SqliteStore implements Store {
       // SQLite's "database is locked" alone says neither that it waited nor for what, and its
       // "disk I/O error" not that the disk was full (the -shm file could not be made).
       const sqliteCode = err instanceof Database.SqliteError ? ` (${err.code})` : '';
-      const why = isBusy(err) ? `: another process held a lock on the file for longer than the busy timeout (${busyTimeoutMs} ms)` : noRoom(path, code);
+      const why = isBusy(err) ? `: ${lockHeld(busyTimeoutMs)}` : noRoom(path, code);
       throw new StoreError(`sqlite store ${path}: open failed: ${describeError(err)}${sqliteCode}${why}`, { cause: err });
     }
   }
@@ -1015,7 +1015,7 @@ export class SqliteStore implements Store {
     if (code !== undefined && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')) {
       return new StoreDamagedError(`${context} failed: ${describeError(err)} (${code}): the file is damaged; stop callout serve, then ${damagedAdvice(this.path)}`, { cause: err });
     }
-    const lock = isBusy(err) ? ` (${code}): another process held a lock on the file for longer than the busy timeout (${this.busyTimeoutMs} ms)` : '';
+    const lock = isBusy(err) ? ` (${code}): ${lockHeld(this.busyTimeoutMs)}` : '';
     return new StoreError(`${context} failed: ${describeError(err)}${lock}`, { cause: err, outage: code !== undefined && OUTAGE_CODES.test(code) });
   }
 
@@ -1038,6 +1038,11 @@ function identityOf(path: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** What SQLite's "database is locked" does not say: that it waited, and for what. */
+function lockHeld(busyTimeoutMs: number): string {
+  return `another process held a lock on the file for longer than the busy timeout (${busyTimeoutMs} ms)`;
 }
 
 function isBusy(err: unknown): boolean {

@@ -754,7 +754,7 @@ export class CalloutEngine {
         retryAt: at + this.config.cache.greylistRetry,
         localPart: random.localPart,
         // Asked again: its age counts from its first asking, so that it is not asked for ever.
-        firstAskedAt: deferred?.localPart === random.localPart ? deferred.firstAskedAt : at,
+        firstAskedAt: deferred?.firstAskedAt ?? at,
       }));
     }
     if (output.catchAll === 'accepted' || output.catchAll === 'refused') {

@@ -185,8 +185,6 @@ class DomainProbe {
   private repliesFrom = 0;
   /** RCPTs the connection had answered before this callout took it. */
   private recipientsBefore = 0;
-  /** The random recipient a pipelined group already sent, for the random probe to use. */
-  private plannedRandom: string | undefined;
   /** The random local part of this callout (randomLocalPart()). */
   private random: string | undefined;
   private attemptStart = 0;
@@ -302,7 +300,6 @@ class DomainProbe {
     this.transcriptFrom = session.transcript.length;
     this.repliesFrom = session.replies.length;
     this.recipientsBefore = connection.addresses;
-    this.plannedRandom = undefined;
     const restore = cached ? this.snapshot() : undefined;
     if (cached) {
       session.resume(this.clientDeadline());
@@ -407,8 +404,7 @@ class DomainProbe {
     const mail: PipelinedCommand = { verb: 'MAIL', reversePath: this.sender(), smtputf8: needsUtf8 };
     const group: PipelinedCommand[] = [mail];
     if (this.willProbeRandom()) {
-      this.plannedRandom = this.randomRecipient();
-      group.push({ verb: 'RCPT', forwardPath: this.plannedRandom }, { verb: 'RSET' }, mail);
+      group.push({ verb: 'RCPT', forwardPath: this.randomRecipient() }, { verb: 'RSET' }, mail);
     }
     const batch = this.pending.slice(0, this.deps.addressesPerConnection);
     for (const target of batch) group.push({ verb: 'RCPT', forwardPath: target.address });
@@ -422,7 +418,7 @@ class DomainProbe {
     // same transaction: an RSET queued behind it would end the transaction first.
     if (mayPark && config.postmasterProbe !== 'fullpostmaster') group.push({ verb: 'RSET' });
     else if (lastGroup) group.push({ verb: 'QUIT' });
-    if (!session.pipeline(group)) this.plannedRandom = undefined;
+    session.pipeline(group);
   }
 
   /** Parks the connection for the next callout, or says QUIT. */
@@ -536,8 +532,7 @@ class DomainProbe {
 
   private async randomProbe(): Promise<'ok' | Conversation> {
     const { config } = this.deps;
-    const random = this.plannedRandom ?? this.randomRecipient();
-    this.plannedRandom = undefined;
+    const random = this.randomRecipient();
     const step = await this.session!.rcptTo(random);
     if (step.kind !== 'reply') {
       this.out.catchAll = 'inconclusive';

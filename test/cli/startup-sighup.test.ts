@@ -21,6 +21,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 interface Run {
   child: ChildProcessWithoutNullStreams;
   stdout(): string;
+  stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -28,9 +29,10 @@ function start(args: string[]): Run {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.resume();
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
-  return { child, stdout: () => stdout, exited };
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 /** Whether the process has a SIGHUP handler (a listener in Node): its SigCgt mask, signal 1. */
@@ -91,6 +93,10 @@ describe('a SIGHUP while the program loads', () => {
       rewrite.child.kill('SIGHUP');
       assert.ok(await until(() => rewrite.stdout().includes('socketmap'), 30_000), `it listens: ${rewrite.stdout()}`);
       assert.ok(catchesSighup(rewrite.child.pid!), 'alive, SIGHUP still its to take');
+      // Its log is on stderr: one line for the held SIGHUP, the files read after it, no reload on top.
+      assert.ok(await until(() => rewrite.stderr().includes('SIGHUP'), 30_000), `its log: ${rewrite.stderr()}`);
+      const held = logLines(rewrite.stderr()).filter((line) => /SIGHUP/.test(String(line.msg)));
+      assert.deepEqual(held.map((line) => line.msg), ['SIGHUP received while the program loaded, before the secret files were read: they are read as they are now'], rewrite.stderr());
     } finally {
       rewrite.child.kill('SIGTERM');
     }

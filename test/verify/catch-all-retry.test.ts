@@ -13,7 +13,7 @@ import { SqliteStore } from '../../src/store/sqlite.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { domainKey } from '../../src/verify/cache.js';
 import type { Store } from '../../src/store/types.js';
-import { pathOf, type SmtpScript } from '../support/smtp-server.js';
+import { pathOf, startSmtpServer, type SmtpScript } from '../support/smtp-server.js';
 import { startRedis } from '../support/redis.js';
 import type { ManualClock } from '../support/manual-time.js';
 import { mxZone, worldMaker, type World } from './fixture.js';
@@ -179,7 +179,6 @@ describe('catch-all probe deferred with a 4xx', () => {
     const during = await engine.verify('alice@backup.test');
     assert.equal(during.attempts.at(-1)?.address, '127.0.0.87');
     assert.deepEqual([during.verdict, during.catchAll], ['unknown', 'inconclusive'], during.description);
-    const { startSmtpServer } = await import('../support/smtp-server.js');
     const back = await startSmtpServer({ host: '127.0.0.86', port, script: { rcpt: (arg) => (pathOf(arg).startsWith('bob@') ? '250 2.1.5 Ok' : '550 5.1.1 User unknown') } });
     try {
       const after = await engine.verify('bob@backup.test');

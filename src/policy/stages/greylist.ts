@@ -362,7 +362,6 @@ export const greylistStage: StageDefinition<GreylistOptions> = {
       // whitelisted client or a known triplet is answered in the turn it came in (policy/pipeline).
       evaluate(ctx) {
         if (!ctx.recipientText) return pass('none', 'no recipient: nothing to greylist');
-        // The parsed sender only when it is needed: the pipeline parses it when first read.
         if (spfDomains.size > 0 && ctx.earlier.get('spf')?.result === 'pass' && ctx.sender?.kind === 'mailbox') {
           const sender = ctx.sender.mailbox;
           const listed = domainUnder(spfDomains, sender.asciiDomain);
